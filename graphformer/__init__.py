@@ -1,0 +1,32 @@
+"""graphformer: a declarative model-graph compiler for transformer-family models.
+
+`load` and the checker need no torch; `build`, `example_inputs`, `load_weights` import torch lazily,
+and `export_onnx` imports onnx lazily, so `import graphformer` stays fast and dependency-free.
+"""
+from .api import Spec, load
+from .diagnostics import Diagnostic, SpecError
+from .load import UsageError
+
+__version__ = "0.1.0"
+__all__ = ["Spec", "load", "SpecError", "Diagnostic", "UsageError", "build", "example_inputs", "load_weights",
+           "export_onnx"]
+
+
+def build(spec, device="cpu", dtype=None, seed=None):
+    from .backends.torch import build as _build
+    return _build(spec, device=device, dtype=dtype, seed=seed)
+
+
+def example_inputs(spec, dims=None, seed=0, device="cpu"):
+    from .backends.torch import example_inputs as _ex
+    return _ex(spec, dims=dims, seed=seed, device=device)
+
+
+def load_weights(module, state_dict, mapping):
+    from .backends.weights import load_weights as _lw
+    return _lw(module, state_dict, mapping)
+
+
+def export_onnx(spec, module_or_weights, path, opset=17):
+    from .backends.onnx import export_onnx as _export
+    return _export(spec, module_or_weights, path, opset=opset)

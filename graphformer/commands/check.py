@@ -1,0 +1,40 @@
+"""`graphformer check SPEC...`: infer every shape and report every problem."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..diagnostics import SourceCache, render
+from ..frontend import check_file
+from .common import EXIT_OK, EXIT_SPEC, add_spec_args, parse_assignments
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("check", help="check specs: infer every shape, report every error")
+    add_spec_args(p, many=True)
+    p.add_argument("--format", choices=["text", "json", "github"], default="text", help="diagnostics format")
+    p.add_argument("--shapes", action="store_true", help="print the inferred shape of every node")
+
+
+def run(args) -> int:
+    overrides = parse_assignments(args.overrides, "--set")
+    all_diags, failed = [], False
+    sources = SourceCache()
+    for path in args.specs:
+        result = check_file(path, args.preset, overrides)
+        failed |= not result.ok
+        all_diags += result.diagnostics
+        if args.format == "text":
+            sys.stderr.write(render(result.diagnostics, "text", sources))
+            if args.shapes and result.ir is not None:
+                sys.stdout.write(f"# {path}\n{result.ir.table()}")
+            errors = sum(d.is_error for d in result.diagnostics)
+            warnings = len(result.diagnostics) - errors
+            status = "ok" if result.ok else f"{errors} error{'s' * (errors != 1)}"
+            extra = f", {warnings} warning{'s' * (warnings != 1)}" if warnings else ""
+            sys.stderr.write(f"{path}: {status}{extra}\n")
+        elif args.format == "github":
+            sys.stdout.write(render(result.diagnostics, "github"))
+    if args.format == "json":
+        sys.stdout.write(json.dumps([d.to_json() for d in all_diags], indent=2) + "\n")
+    return EXIT_SPEC if failed else EXIT_OK

@@ -1,0 +1,102 @@
+"""What every subcommand shares: spec arguments, loading with diagnostics, exit codes, atomic writes."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+
+from ..diagnostics import SourceCache, render
+from ..frontend import CheckResult, check_file
+from ..load import UsageError
+
+EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
+
+
+class CommandError(Exception):
+    """A failure the user can act on; `code` is the exit status (1: the spec, 2: usage/environment)."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def parse_assignments(items: list[str] | None, flag: str) -> dict[str, int]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"{flag} expects NAME=INT, got `{item}`")
+        try:
+            out[key] = int(value.replace("_", ""))
+        except ValueError:
+            raise UsageError(f"{flag} {key}: `{value}` is not an integer") from None
+        if abs(out[key]) > 10**12:
+            raise UsageError(f"{flag} {key}: {out[key]} is larger than the limit 10^12")
+    return out
+
+
+def add_spec_args(p: argparse.ArgumentParser, many: bool = False, dims: bool = False) -> None:
+    if many:
+        p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
+    else:
+        p.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", metavar="KEY=VALUE",
+                   help="override params, e.g. --set layers=2 d_model=64")
+    p.add_argument("--preset", help="apply a named preset from the spec (e.g. tiny)")
+    if dims:
+        p.add_argument("--dims", action="extend", nargs="+", metavar="NAME=INT",
+                       help="sizes for symbolic dims, e.g. --dims B=8 n=128")
+
+
+def load_checked(path: str, args: argparse.Namespace, fmt: str = "text") -> CheckResult:
+    """Check a spec; print its diagnostics; raise CommandError(1) if it has errors."""
+    result = check_file(path, args.preset, parse_assignments(args.overrides, "--set"))
+    print_diagnostics(result, fmt)
+    if not result.ok:
+        raise CommandError("", EXIT_SPEC)
+    return result
+
+
+def print_diagnostics(result: CheckResult, fmt: str = "text") -> None:
+    if result.diagnostics:
+        sys.stderr.write(render(result.diagnostics, "text" if fmt == "json" else fmt, SourceCache()))
+
+
+def run_guarded(fn, args) -> int:
+    """Run a subcommand: user-caused problems become a message and an exit code, never a traceback."""
+    try:
+        return fn(args)
+    except CommandError as e:
+        if str(e):
+            sys.stderr.write(f"graphformer: error: {e}\n")
+        return e.code
+    except UsageError as e:
+        sys.stderr.write(f"graphformer: error: {e}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("graphformer: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+@contextmanager
+def atomic_output(path: str, mode: str = "wb"):
+    """Write to a temp file beside `path` and rename it into place only if the block succeeds."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(directory):
+        raise CommandError(f"cannot write `{path}`: directory `{directory}` does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".gf-", suffix=os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,52 @@
+"""`graphformer summary SPEC`: parameters and FLOPs per node and in total, without building anything."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..dims import Dim
+from ..summary import rows
+from .common import EXIT_OK, add_spec_args, load_checked, parse_assignments, CommandError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("summary", help="parameter count and FLOPs per node and in total")
+    add_spec_args(p, dims=True)
+    p.add_argument("--format", choices=["text", "json"], default="text")
+
+
+def run(args) -> int:
+    result = load_checked(args.spec, args, args.format)
+    ir = result.ir
+    dims = parse_assignments(args.dims, "--dims")
+    unknown = [d for d in dims if d not in ir.dims]
+    if unknown:
+        raise CommandError(f"--dims: `{unknown[0]}` is not a symbolic dim of {args.spec} "
+                           f"(dims: {', '.join(ir.dims) or 'none'})")
+    table = rows(ir)
+    total_p = sum(r.params for r in table)
+    total_f = sum((r.flops for r in table), Dim.const(0))
+
+    def fl(d: Dim):
+        d = d.subs(dims)
+        return d.value if d.is_const else str(d)
+
+    if args.format == "json":
+        doc = {"name": ir.name, "params": total_p, "flops": fl(total_f), "dims": dims,
+               "nodes": [{"node": r.node, "op": r.op, "shape": r.shape, "params": r.params, "flops": fl(r.flops)}
+                         for r in table]}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return EXIT_OK
+    w = max([len(r.node) for r in table] + [4])
+    wo = max([len(r.op) for r in table] + [2])
+    out = [f"{'node':<{w}}  {'op':<{wo}}  {'params':>14}  flops", "-" * (w + wo + 30)]
+    for r in table:
+        f = fl(r.flops)
+        out.append(f"{r.node:<{w}}  {r.op:<{wo}}  {r.params:>14,}  {f:,}" if isinstance(f, int)
+                   else f"{r.node:<{w}}  {r.op:<{wo}}  {r.params:>14,}  {f}")
+    f = fl(total_f)
+    out.append("-" * (w + wo + 30))
+    out.append(f"{'total':<{w}}  {'':<{wo}}  {total_p:>14,}  {f:,}" if isinstance(f, int)
+               else f"{'total':<{w}}  {'':<{wo}}  {total_p:>14,}  {f}")
+    sys.stdout.write("\n".join(out) + "\n")
+    return EXIT_OK

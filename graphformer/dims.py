@@ -1,0 +1,437 @@
+"""A small, safe dimension algebra for tensor shapes such as `[B, n, d_model]` or `(H // P) * (W // P)`.
+
+Canonical form: a `Dim` is a polynomial with integer coefficients, stored as a sorted tuple of
+`(monomial, coeff)` pairs with every coefficient nonzero. A monomial is a sorted tuple of
+`(atom, power)` pairs; an atom is a symbol name (`str`) or an opaque `FloorDiv(num, den)` /
+`Mod(num, den)` term standing for a quotient or remainder that cannot be simplified exactly.
+Because the atoms' own `num`/`den` are canonical Dims, and every constructor normalizes
+(expand products, merge like terms, drop zeros, reduce exact divisions, normalize signs and
+common factors of opaque terms), structurally equal forms mean equal expressions:
+`3*T // 3 == T`, `(a + b)*2 == 2*a + 2*b`, `(4*T + 2) // 2 == 2*T + 1`.
+
+Opaque terms assume integer symbols and a nonzero denominator (e.g. `(2*n) // n == 2`).
+`/` is exact division: like `//` when exact; for two constants that do not divide it is an error,
+and for symbolic operands it falls back to the opaque `FloorDiv` atom.
+
+Text is parsed by our own tokenizer and precedence-climbing parser: never `eval`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from math import gcd
+from typing import Mapping, Union
+
+MAX_TEXT = 200
+MAX_DEPTH = 32
+MAX_LITERAL = 10**15
+MAX_VALUE = 10**18
+MAX_TERMS = 4096  # bounds the cost of expanding products like `(a + b + c)*(a + b + c)*...`
+
+
+class DimError(ValueError):
+    """A dimension error; `offset` is the 0-based character offset in the source text, if known."""
+
+    def __init__(self, message: str, offset: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
+@dataclass(frozen=True)
+class FloorDiv:
+    num: "Dim"
+    den: "Dim"
+
+    def __str__(self) -> str:
+        return f"{self.num._operand_str()} // {self.den._divisor_str()}"
+
+
+@dataclass(frozen=True)
+class Mod:
+    num: "Dim"
+    den: "Dim"
+
+    def __str__(self) -> str:
+        return f"{self.num._operand_str()} % {self.den._divisor_str()}"
+
+
+Atom = Union[str, FloorDiv, Mod]
+
+
+def _atom_key(atom: Atom) -> tuple:
+    # A total, structural order: symbols first (by name), then quotients, then remainders.
+    if isinstance(atom, str):
+        return (0, atom)
+    return (1 if isinstance(atom, FloorDiv) else 2, atom.num._key, atom.den._key)
+
+
+def _mono_key(mono: tuple) -> tuple:
+    # Storage order is also print order: higher total degree first, then by atom name/structure.
+    return (-sum(p for _, p in mono), tuple((_atom_key(a), p) for a, p in mono))
+
+
+def _mono_mul(m1: tuple, m2: tuple) -> tuple:
+    powers = dict(m1)
+    for atom, p in m2:
+        powers[atom] = powers.get(atom, 0) + p
+    return tuple(sorted(powers.items(), key=lambda ap: _atom_key(ap[0])))
+
+
+def _binop(fn):
+    """Build (op, reflected op) from `fn(Dim, Dim)`, coercing ints and rejecting other types."""
+
+    def op(self, other):
+        other = _coerce(other)
+        return NotImplemented if other is NotImplemented else fn(self, other)
+
+    def rop(self, other):
+        other = _coerce(other)
+        return NotImplemented if other is NotImplemented else fn(other, self)
+
+    return op, rop
+
+
+def _combine(pairs) -> "Dim":
+    """Sum (monomial, coeff) pairs, merging like terms."""
+    terms: dict = {}
+    for m, c in pairs:
+        terms[m] = terms.get(m, 0) + c
+    return Dim(terms)
+
+
+class Dim:
+    """An immutable, hashable dimension expression in canonical polynomial form."""
+
+    __slots__ = ("_terms", "_key")
+
+    def __init__(self, terms: Mapping[tuple, int] | None = None):
+        terms = {m: c for m, c in (terms or {}).items() if c}
+        for c in terms.values():
+            if abs(c) > MAX_VALUE:
+                raise DimError(f"value `{c}` is too large (limit 10^18)")
+        if len(terms) > MAX_TERMS:
+            raise DimError(f"expression is too complex (more than {MAX_TERMS} terms)")
+        keyed = sorted(((_mono_key(m), m, c) for m, c in terms.items()), key=lambda t: t[0])
+        self._terms = tuple((m, c) for _, m, c in keyed)
+        self._key = tuple((k, c) for k, _, c in keyed)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def const(cls, value: int) -> "Dim":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DimError(f"expected an integer, got {type(value).__name__} `{value!r}`")
+        return cls({(): value})
+
+    @classmethod
+    def sym(cls, name: str) -> "Dim":
+        return cls({((name, 1),): 1})
+
+    # -- inspection ---------------------------------------------------------------------------
+    @property
+    def is_const(self) -> bool:
+        return all(not m for m, _ in self._terms)
+
+    @property
+    def value(self) -> int:
+        if not self.is_const:
+            names = ", ".join(f"`{s}`" for s in sorted(self.symbols))
+            raise DimError(f"`{self}` is not a concrete value: unbound {names}")
+        return self._terms[0][1] if self._terms else 0
+
+    @property
+    def symbols(self) -> frozenset:
+        out: set = set()
+        for mono, _ in self._terms:
+            for atom, _p in mono:
+                out |= {atom} if isinstance(atom, str) else atom.num.symbols | atom.den.symbols
+        return frozenset(out)
+
+    def _content(self) -> int:
+        """gcd of all coefficients (0 for the zero Dim)."""
+        return gcd(*(c for _, c in self._terms))
+
+    def _scaled_down(self, g: int) -> "Dim":
+        return Dim({m: c // g for m, c in self._terms})
+
+    # -- arithmetic (operators are generated by `_binop` below; ints are accepted on either side) --
+    __add__, __radd__ = _binop(lambda a, b: _combine(a._terms + b._terms))
+    __sub__, __rsub__ = _binop(lambda a, b: a + (-b))
+    __mul__, __rmul__ = _binop(lambda a, b: _combine(
+        (_mono_mul(m1, m2), c1 * c2) for m1, c1 in a._terms for m2, c2 in b._terms))
+    __floordiv__, __rfloordiv__ = _binop(lambda a, b: _divide(a, b, FloorDiv))
+    __mod__, __rmod__ = _binop(lambda a, b: _divide(a, b, Mod))
+    __truediv__, __rtruediv__ = _binop(lambda a, b: a.exact_div(b))
+
+    def __neg__(self) -> "Dim":
+        return Dim({m: -c for m, c in self._terms})
+
+    def exact_div(self, other: "Dim | int") -> "Dim":
+        """`/`: exact division. Concrete and not divisible is an error; symbolic falls back to `//`."""
+        other = _coerce(other)
+        if other is NotImplemented:
+            raise DimError(f"cannot divide `{self}` by a non-integer")
+        if other == 0:
+            raise DimError(f"`{self._operand_str()} / 0`: division by zero")
+        if self.is_const and other.is_const and self.value % other.value:
+            a, b = self.value, other.value
+            raise DimError(f"`{a} / {b}` is not exact: {a} is not divisible by {b}")
+        return self // other
+
+    # -- substitution -------------------------------------------------------------------------
+    def subs(self, mapping: Mapping[str, "int | Dim"]) -> "Dim":
+        """Substitute symbols and re-canonicalize (opaque atoms fold once their symbols are bound)."""
+        env = {}
+        for name, v in mapping.items():
+            env[name] = _coerce(v)
+            if env[name] is NotImplemented:
+                raise DimError(f"cannot bind `{name}` to {type(v).__name__} `{v!r}`")
+        return self._subs(env)
+
+    def _subs(self, env: dict) -> "Dim":
+        total = Dim()
+        for mono, coeff in self._terms:
+            term = Dim.const(coeff)
+            for atom, p in mono:
+                if isinstance(atom, str):
+                    factor = env.get(atom, Dim.sym(atom))
+                else:
+                    factor = _divide(atom.num._subs(env), atom.den._subs(env), type(atom))
+                for _ in range(p):
+                    term = term * factor
+            total = total + term
+        return total
+
+    def evaluate(self, mapping: Mapping[str, "int | Dim"]) -> int:
+        missing = self.symbols - set(mapping)
+        if missing:
+            names = ", ".join(f"`{s}`" for s in sorted(missing))
+            raise DimError(f"cannot evaluate `{self}`: unbound {names}")
+        return self.subs(mapping).value
+
+    # -- comparison, conversion, printing -----------------------------------------------------
+    def __eq__(self, other):
+        other = _coerce(other)
+        return other if other is NotImplemented else self._terms == other._terms
+
+    def __hash__(self) -> int:
+        # Constants hash like ints so that `Dim.const(3) == 3` is consistent with hashing.
+        return hash(self.value) if self.is_const else hash(self._terms)
+
+    def __bool__(self) -> bool:
+        return bool(self._terms)  # structurally nonzero, consistent with `==`
+
+    def __int__(self) -> int:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"Dim({str(self)!r})"
+
+    def __str__(self) -> str:
+        if not self._terms:
+            return "0"
+        parts = []
+        for i, (mono, coeff) in enumerate(self._terms):
+            body, bare_opaque = _format_monomial(mono, abs(coeff))
+            if i == 0:
+                # `-a // b` would parse as `(-a) // b`, so a negated lone quotient needs parentheses.
+                parts.append(("-" + (f"({body})" if bare_opaque else body)) if coeff < 0 else body)
+            else:
+                parts.append((" - " if coeff < 0 else " + ") + body)
+        return "".join(parts)
+
+    def _operand_str(self) -> str:
+        """Form as left operand of `//`/`%`: sums need parentheses, products do not (left-assoc)."""
+        return f"({self})" if len(self._terms) > 1 else str(self)
+
+    def _divisor_str(self) -> str:
+        """Form as right operand of `//`/`%`: only a bare symbol or non-negative constant is safe."""
+        s = str(self)
+        return s if s.isidentifier() or s.isdigit() else f"({s})"
+
+
+def _format_monomial(mono: tuple, coeff: int) -> tuple[str, bool]:
+    factors = [str(coeff)] if coeff != 1 or not mono else []
+    alone = len(mono) == 1 and mono[0][1] == 1 and not factors
+    for atom, p in mono:
+        s = str(atom)
+        if not isinstance(atom, str) and not alone:
+            s = f"({s})"  # `c*a // b` would parse as `(c*a) // b`
+        factors.extend([s] * p)
+    return "*".join(factors), alone and not isinstance(mono[0][0], str)
+
+
+def _coerce(x):
+    if isinstance(x, Dim):
+        return x
+    if isinstance(x, int) and not isinstance(x, bool):
+        return Dim.const(x)
+    return NotImplemented
+
+
+def _divide(num: Dim, den: Dim, kind: type) -> Dim:
+    """Canonical `num // den` (kind=FloorDiv) or `num % den` (kind=Mod)."""
+    op = "//" if kind is FloorDiv else "%"
+    if not den._terms:
+        raise DimError(f"`{num._operand_str()} {op} 0`: {'division' if kind is FloorDiv else 'modulo'} by zero")
+    if num.is_const and den.is_const:
+        return Dim.const(num.value // den.value if kind is FloorDiv else num.value % den.value)
+    # Make the denominator's leading coefficient positive:
+    # x // -y == (-x) // y and x % -y == -((-x) % y).
+    sign = 1
+    if den._terms[0][1] < 0:
+        num, den, sign = -num, -den, (1 if kind is FloorDiv else -1)
+    # Cancel a common positive factor: (g*x) // (g*y) == x // y and (g*x) % (g*y) == g*(x % y).
+    g = gcd(num._content(), den._content())
+    scale = g if kind is Mod else 1
+    num, den = num._scaled_down(g), den._scaled_down(g)
+    if den == 1:  # exact: every coefficient was divisible
+        return num if kind is FloorDiv else Dim()
+    k = _integer_ratio(num, den)
+    if k is not None:  # num == k*den exactly (assumes den != 0)
+        return Dim.const(k) if kind is FloorDiv else Dim()
+    return Dim({((kind(num, den), 1),): 1}) * (sign * scale)
+
+
+def _integer_ratio(num: Dim, den: Dim) -> int | None:
+    if not num._terms:
+        return 0
+    if [m for m, _ in num._terms] != [m for m, _ in den._terms]:
+        return None
+    c_num, c_den = num._terms[0][1], den._terms[0][1]
+    if c_num % c_den:
+        return None
+    k = c_num // c_den
+    return k if all(a == k * b for (_, a), (_, b) in zip(num._terms, den._terms)) else None
+
+
+# -- parsing ------------------------------------------------------------------------------------
+# One token per match; `[A-Za-z]` and `[0-9]` are ASCII-only, so any other character falls through.
+# An integer swallows trailing name characters so that `0x10` or `2n` is reported as one bad literal.
+_TOKEN = re.compile(r"[ \t\r\n]*(?:(?P<int>[0-9][A-Za-z0-9_]*)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+                    r"|(?P<op>\*\*|//|[-+*/%()])|(?P<end>\Z))")
+_EXPLAIN = {
+    ".": "attribute access is not allowed in dimension expressions",
+    "[": "subscripts are not allowed in dimension expressions",
+    "'": "strings are not allowed in dimension expressions",
+    '"': "strings are not allowed in dimension expressions",
+}
+
+
+def _tokenize(text: str) -> list[tuple[str, str, int]]:
+    """Tokens are (kind, text, offset) with kind in {"int", "name", "op", "end"}."""
+    tokens, i = [], 0
+    while not tokens or tokens[-1][0] != "end":
+        m = _TOKEN.match(text, i)
+        if m is None:  # not a token: skip the whitespace, report the char
+            j = i + len(text[i:]) - len(text[i:].lstrip(" \t\r\n"))
+            why = _EXPLAIN.get(text[j], "not allowed in dimension expressions")
+            raise DimError(f"unexpected `{text[j]}`: {why}", j)
+        kind, word, start = m.lastgroup, m.group(m.lastgroup), m.start(m.lastgroup)
+        if kind == "int" and not word.isdigit():
+            raise DimError(f"invalid integer `{word}`: only decimal integers are allowed", start)
+        if kind == "int" and int(word) > MAX_LITERAL:
+            raise DimError(f"integer `{word}` is too large (limit 10^15)", start)
+        if kind == "name" and word.startswith("__"):
+            raise DimError(f"`{word}` is not allowed: names starting with `__` are reserved", start)
+        if word == "**":
+            raise DimError("`**` is not allowed: use `*`", start)
+        tokens.append((kind, word, start))
+        i = m.end()
+    return tokens
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.tokens = _tokenize(text)
+        self.pos = 0
+
+    def peek(self):
+        return self.tokens[self.pos]
+
+    def take(self):
+        tok = self.tokens[self.pos]
+        self.pos += 1
+        return tok
+
+    def parse(self) -> Dim:
+        result = self.expr(0)
+        kind, tok, off = self.peek()
+        if tok == ")":
+            raise DimError("unmatched `)`", off)
+        if kind != "end":  # e.g. `a b`, `2 n`, `f(x)`
+            prev = self.tokens[self.pos - 1][1]
+            why = "function calls are not allowed in dimension expressions" if tok == "(" else "expected an operator"
+            raise DimError(f"unexpected `{tok}` after `{prev}`: {why}", off)
+        return result
+
+    def expr(self, depth: int) -> Dim:
+        left = self.term(depth)
+        while self.peek()[1] in ("+", "-"):
+            _, op, off = self.take()
+            left = _apply(op, left, self.term(depth), off)
+        return left
+
+    def term(self, depth: int) -> Dim:
+        left = self.unary(depth)
+        while self.peek()[1] in ("*", "//", "/", "%"):
+            _, op, off = self.take()
+            left = _apply(op, left, self.unary(depth), off)
+        return left
+
+    def unary(self, depth: int) -> Dim:
+        kind, tok, off = self.take()
+        if tok in ("-", "(") and depth >= MAX_DEPTH:
+            raise DimError(f"expression is nested too deeply (limit {MAX_DEPTH})", off)
+        if tok == "-":
+            return -self.unary(depth + 1)
+        if kind == "int":
+            return Dim.const(int(tok))
+        if kind == "name":
+            return Dim.sym(tok)
+        if tok == "(":
+            inner = self.expr(depth + 1)
+            if self.peek()[1] != ")":
+                if self.peek()[0] == "end":
+                    raise DimError("unclosed `(`: expected `)`", off)
+                return inner  # let parse() report the unexpected token after the group
+            self.take()
+            return inner
+        if kind == "end":
+            raise DimError("unexpected end of expression", off)
+        raise DimError(f"unexpected `{tok}`: expected a number, a name or `(`", off)
+
+
+_BINARY = {"+": Dim.__add__, "-": Dim.__sub__, "*": Dim.__mul__, "//": Dim.__floordiv__,
+           "%": Dim.__mod__, "/": Dim.exact_div}
+
+
+def _apply(op: str, a: Dim, b: Dim, offset: int) -> Dim:
+    try:
+        return _BINARY[op](a, b)
+    except DimError as e:  # point the caret at the operator that failed
+        raise DimError(e.message, offset if e.offset is None else e.offset) from None
+
+
+def parse(text: str) -> Dim:
+    """Parse a dimension expression such as `(H // P) * (W // P)` into its canonical `Dim`."""
+    if not isinstance(text, str):
+        raise DimError(f"expected a string, got {type(text).__name__}")
+    if len(text) > MAX_TEXT:
+        raise DimError(f"expression is too long ({len(text)} chars, limit {MAX_TEXT})", MAX_TEXT)
+    return _Parser(text).parse()
+
+
+def parse_with(text_or_int: "str | int | Dim", env: Mapping[str, int]) -> Dim:
+    """Parse (or accept an int/Dim) and bind the names found in `env`; other names stay symbolic."""
+    if isinstance(text_or_int, bool):
+        raise DimError(f"expected a dimension, got bool `{text_or_int}`")
+    if isinstance(text_or_int, int):
+        dim = Dim.const(text_or_int)
+    elif isinstance(text_or_int, Dim):
+        dim = text_or_int
+    elif isinstance(text_or_int, str):
+        dim = parse(text_or_int)
+    else:
+        raise DimError(f"expected a dimension, got {type(text_or_int).__name__} `{text_or_int!r}`")
+    return dim.subs({k: v for k, v in env.items() if k in dim.symbols})

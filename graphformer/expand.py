@@ -1,0 +1,418 @@
+"""Front end, part 2: a loaded `Program` → the IR graph (blocks inlined, `repeat` unrolled).
+
+References are resolved through `Slot`s so that a node may name one defined later in the same scope
+and block inputs can alias values that are not known yet; all slots are resolved once at the end.
+Errors are collected (never raised) and the offending node is marked broken so that its consumers
+stay quiet instead of cascading.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from .diagnostics import Diagnostic, Span, did_you_mean
+from .dims import Dim, DimError, parse
+from .ir import Frame, IRGraph, IRNode
+from .load import Program, SpecCtx, pydantic_diagnostics
+from .ops import REGISTRY
+from .ops.base import TensorType
+from .spec import NodeDecl
+
+MAX_NODES = int(os.environ.get("GRAPHFORMER_MAX_NODES", 200_000))
+MAX_REPEAT = int(os.environ.get("GRAPHFORMER_MAX_REPEAT", 10_000))
+DEFAULT_EXAMPLE = {"B": 2}
+DEFAULT_EXAMPLE_SIZE = 8
+
+
+class _Abort(Exception):
+    """Expansion can't go on (a limit was hit); the diagnostic is already recorded."""
+
+
+class Slot:
+    """A value reference: an IR node name, an alias of another slot, or broken (already reported)."""
+
+    def __init__(self, target: str | None = None, alias: "Slot | None" = None, broken: bool = False,
+                 problem: Diagnostic | None = None):
+        self.target, self.alias, self.broken, self.problem = target, alias, broken, problem
+
+    def resolve(self) -> "Slot":
+        s, hops = self, 0
+        while s.alias is not None and hops < 10_000:
+            s, hops = s.alias, hops + 1
+        return s
+
+
+@dataclass
+class Scope:
+    ctx: SpecCtx                  # file whose text this scope's nodes come from (for spans)
+    base: tuple                   # YAML path of the scope's `nodes` owner: () or ("blocks", name)
+    prefix: str                   # IR path prefix, e.g. "encoder.3."
+    env: dict[str, int]           # params visible to expressions
+    frames: tuple[Frame, ...]
+    names: dict[str, Slot] = field(default_factory=dict)
+    forward: dict[str, list[tuple[Slot, Span | None]]] = field(default_factory=dict)
+    first_input: Slot | None = None
+
+    def span(self, *path: Any, key: bool = False) -> Span | None:
+        return self.ctx.span(self.base + path, key)
+
+    def define(self, name: str, slot: Slot) -> None:
+        self.names[name] = slot
+        for placeholder, _ in self.forward.pop(name, []):
+            placeholder.alias = slot
+
+
+@dataclass
+class Expectation:
+    """A block input's declared shape, checked against the value passed in once shapes are known."""
+
+    slots: dict[str, Slot]
+    patterns: dict[str, tuple[Dim, ...]]
+    spans: dict[str, Span | None]
+    call_span: Span | None
+    block: str
+    resolved: dict[str, str] = field(default_factory=dict)
+
+
+class Expander:
+    def __init__(self, prog: Program):
+        self.prog = prog
+        self.diags: list[Diagnostic] = []
+        root = prog.root
+        self.ir = IRGraph(root.spec.name, root.file, root.spec.doc, params=dict(prog.params),
+                          weight_maps=dict(root.spec.weight_maps))
+        self.pending: list[tuple[IRNode, str, Slot]] = []      # (node, port or "attr:<name>", slot)
+        self.expectations: list[Expectation] = []
+
+    # ------------------------------------------------------------------ entry point
+    def run(self) -> tuple[IRGraph, list[Diagnostic], list[Expectation]]:
+        root = self.prog.root
+        scope = Scope(root, (), "", dict(self.prog.params), ())
+        try:
+            self._inputs(scope)
+            self._nodes(scope, root.spec.nodes)
+            for out, ref in root.spec.outputs.items():
+                span = root.span(("outputs", out))
+                self.ir.output_spans[out] = span
+                self.pending.append((IRNode(f"<output {out}>", "output", None, {}, span), out, self._lookup(scope, ref, span)))
+            self._close(scope)
+            self._resolve()
+        except _Abort:
+            pass
+        if not root.spec.outputs:
+            self.diags.append(Diagnostic("GF115", "the spec has no `outputs`", root.span(("name",), key=True),
+                                         help="add `outputs: {name: node}` naming the values the model returns"))
+        return self.ir, self.diags, self.expectations
+
+    # ------------------------------------------------------------------ inputs and dims
+    def _inputs(self, scope: Scope) -> None:
+        spec = scope.ctx.spec
+        symbols: dict[str, Span | None] = {}
+        for name, decl in spec.inputs.items():
+            shape = []
+            for i, expr in enumerate(decl.shape):
+                span = scope.span("inputs", name, "shape", i)
+                d = self._dim(scope, expr, span, allow_symbols=True)
+                if d is None:
+                    shape = None
+                    break
+                for s in d.symbols:
+                    symbols.setdefault(s, span)
+                shape.append(d)
+            node = IRNode(name, "input", None, {}, scope.span("inputs", name, key=True),
+                          shape=TensorType(tuple(shape), decl.dtype) if shape is not None else None)
+            node.meta["dtype"] = decl.dtype
+            self._add(node)
+            self.ir.inputs[name] = name
+            slot = Slot(name)
+            scope.define(name, slot)
+            if scope.first_input is None:
+                scope.first_input = slot
+        for s, span in symbols.items():
+            if s in spec.dims:
+                self.ir.dims[s] = spec.dims[s]
+            elif spec.dims:
+                guess = did_you_mean(s, list(spec.dims) + list(scope.env))
+                self.diags.append(Diagnostic("GF131", f"unknown name `{s}` in an input shape"
+                                             + (f" — did you mean `{guess}`?" if guess else ""), span,
+                                             help="declare symbolic sizes under `dims:` or params under `params:`"))
+            else:
+                self.ir.dims[s] = DEFAULT_EXAMPLE.get(s, DEFAULT_EXAMPLE_SIZE)
+        for s, v in spec.dims.items():
+            self.ir.dims.setdefault(s, v)
+
+    def _dim(self, scope: Scope, expr: Any, span: Span | None, allow_symbols: bool,
+             what: str = "") -> Dim | None:
+        if isinstance(expr, bool) or not isinstance(expr, (int, str)):
+            self.diags.append(Diagnostic("GF130", f"expected a dimension (an integer or an expression){what}, got `{expr}`", span))
+            return None
+        try:
+            d = parse(str(expr)) if isinstance(expr, str) else Dim.const(expr)
+        except DimError as e:
+            sp = span
+            if span is not None and e.offset is not None and isinstance(expr, str):
+                # point at the character inside the expression; quoted scalars shift by one
+                shift = self._quote_shift(scope.ctx, span)
+                sp = Span(span.file, span.line, span.col + shift + e.offset, span.col + shift + e.offset + 1)
+            self.diags.append(Diagnostic("GF130", f"bad dimension expression `{expr}`: {e}", sp))
+            return None
+        unknown = [s for s in sorted(d.symbols) if s not in scope.env]
+        d = d.subs({k: v for k, v in scope.env.items() if k in d.symbols})
+        if unknown and not allow_symbols:
+            guess = did_you_mean(unknown[0], scope.env)
+            self.diags.append(Diagnostic(
+                "GF131", f"unknown name `{unknown[0]}` in `{expr}`{what}" + (f" — did you mean `{guess}`?" if guess else ""),
+                span, help=None if guess else "attributes may only use params: " + ", ".join(f"`{p}`" for p in scope.env)))
+            return None
+        return d
+
+    @staticmethod
+    def _quote_shift(ctx: SpecCtx, span: Span) -> int:
+        lines = ctx.loaded.text.splitlines()
+        if 0 < span.line <= len(lines):
+            line = lines[span.line - 1]
+            if span.col - 1 < len(line) and line[span.col - 1] in "'\"":
+                return 1
+        return 0
+
+    def _int(self, scope: Scope, expr: Any, span: Span | None, what: str) -> int | None:
+        d = self._dim(scope, expr, span, allow_symbols=False, what=f" for {what}")
+        if d is None:
+            return None
+        if not d.is_const:
+            self.diags.append(Diagnostic("GF124", f"{what} must be a concrete number, got `{d}`", span))
+            return None
+        return d.value
+
+    # ------------------------------------------------------------------ nodes
+    def _nodes(self, scope: Scope, nodes: dict[str, NodeDecl]) -> None:
+        prev = scope.first_input
+        for name, decl in nodes.items():
+            if "." in name or not name:
+                self.diags.append(Diagnostic("GF104", f"node name `{name}` may not contain `.`",
+                                             scope.span("nodes", name, key=True)))
+                continue
+            if name in scope.names:
+                self.diags.append(Diagnostic("GF105", f"`{name}` is already the name of an input",
+                                             scope.span("nodes", name, key=True), help="rename the node"))
+                continue
+            if decl.op in REGISTRY:
+                slot = self._primitive(scope, name, decl, prev)
+            elif decl.op in self.prog.blocks:
+                slot = self._call(scope, name, decl, prev)
+            else:
+                guess = did_you_mean(decl.op, list(REGISTRY) + list(self.prog.blocks))
+                self.diags.append(Diagnostic(
+                    "GF100", f"unknown op `{decl.op}`" + (f" — did you mean `{guess}`?" if guess else ""),
+                    scope.span("nodes", name, "op"),
+                    help=None if guess else "run `graphformer schema` or see docs/ops.md for the list of ops"))
+                slot = Slot(broken=True)
+            scope.define(name, slot)
+            prev = slot
+
+    def _resolve_in(self, scope: Scope, name: str, decl: NodeDecl, prev: Slot | None,
+                    ports: list[str], required: list[str], variadic: bool) -> dict[str, Slot] | None:
+        """`in` → {port: slot}: a string, a list (positional) or a mapping (named); omitted = previous node."""
+        ref, base = decl.in_, ("nodes", name, "in")
+        span = scope.span(*base)
+        if ref is None:
+            if prev is None:
+                self.diags.append(Diagnostic("GF110", f"node `{name}` has no input: there is no previous node",
+                                             scope.span("nodes", name, key=True), help="add `in: <node>`"))
+                return None
+            out = {ports[0]: prev}
+        elif isinstance(ref, str):
+            out = {ports[0]: self._lookup(scope, ref, span)}
+        elif isinstance(ref, list):
+            if variadic:
+                if len(ref) < 2:
+                    self.diags.append(Diagnostic("GF106", f"`in` of `{name}` needs at least two inputs", span))
+                    return None
+                out = {f"{ports[0]}{i}": self._lookup(scope, r, scope.span(*base, i)) for i, r in enumerate(ref)}
+                return out
+            if len(ref) > len(ports):
+                self.diags.append(Diagnostic("GF106", f"`{name}` takes at most {len(ports)} inputs "
+                                             f"({', '.join(ports)}), got {len(ref)}", span))
+                return None
+            out = {p: self._lookup(scope, r, scope.span(*base, i)) for i, (p, r) in enumerate(zip(ports, ref))}
+        else:
+            out = {}
+            for p, r in ref.items():
+                if p not in ports:
+                    guess = did_you_mean(p, ports)
+                    self.diags.append(Diagnostic(
+                        "GF106", f"`{decl.op}` has no input `{p}`" + (f" — did you mean `{guess}`?" if guess else ""),
+                        scope.span(*base, p, key=True), help="inputs: " + ", ".join(f"`{q}`" for q in ports)))
+                    return None
+                out[p] = self._lookup(scope, r, scope.span(*base, p))
+        if variadic and len(out) < 2:
+            self.diags.append(Diagnostic("GF106", f"`{name}` ({decl.op}) needs at least two inputs: `in: [a, b]`",
+                                         scope.span("nodes", name, key=True)))
+            return None
+        missing = [p for p in required if p not in out]
+        if missing and not variadic:
+            self.diags.append(Diagnostic("GF106", f"`{name}` is missing input `{missing[0]}`", span or scope.span("nodes", name, key=True),
+                                         help="name every input: `in: {" + ", ".join(f"{p}: ..." for p in required) + "}`"))
+            return None
+        return out
+
+    def _primitive(self, scope: Scope, name: str, decl: NodeDecl, prev: Slot | None) -> Slot:
+        op = REGISTRY[decl.op]
+        path = scope.prefix + name
+        node = IRNode(path, decl.op, None, {}, scope.span("nodes", name, key=True), scope.frames)
+        self._add(node)
+        if decl.repeat is not None:
+            self.diags.append(Diagnostic("GF107", "`repeat` applies to block calls only",
+                                         scope.span("nodes", name, "repeat", key=True),
+                                         help=f"wrap `{name}` in a block and repeat the block call"))
+        raw = decl.attrs
+        values: dict[str, Any] = {}
+        ok = True
+        for k, v in raw.items():
+            if k in op.attrs.dim_fields and v is not None:
+                iv = self._int(scope, v, scope.span("nodes", name, k), f"`{k}`")
+                ok &= iv is not None
+                values[k] = iv if iv is not None else 1
+            elif k in op.attrs.ref_fields and v is not None:
+                if not isinstance(v, str):
+                    values[k] = v  # let pydantic report the type
+                    continue
+                values[k] = v
+                self.pending.append((node, f"attr:{k}", self._lookup(scope, v, scope.span("nodes", name, k))))
+            else:
+                values[k] = v
+        try:
+            node.attrs = op.attrs.model_validate(values)
+        except ValidationError as e:
+            self.diags.extend(pydantic_diagnostics(e, scope.ctx.loaded, scope.base + ("nodes", name),
+                                                   op.attrs, what=f" of op `{decl.op}`"))
+            ok = False
+        ins = self._resolve_in(scope, name, decl, prev, op.port_names, op.required_ports, op.variadic)
+        if ins is None or not ok:
+            node.meta["broken"] = True
+        for port, slot in (ins or {}).items():
+            self.pending.append((node, port, slot))
+        return Slot(path)
+
+    def _call(self, scope: Scope, name: str, decl: NodeDecl, prev: Slot | None) -> Slot:
+        bctx, block = self.prog.blocks[decl.op]
+        call_span = scope.span("nodes", name, key=True)
+        env = dict(self.prog.params)
+        for k, v in block.params.items():
+            iv = self._int(Scope(bctx, ("blocks", decl.op), "", env, ()), v, bctx.span(("blocks", decl.op, "params", k)), f"`{k}`")
+            env[k] = iv if iv is not None else 1
+        for k, v in decl.attrs.items():
+            if k not in block.params:
+                guess = did_you_mean(k, list(block.params))
+                self.diags.append(Diagnostic(
+                    "GF101", f"unknown field `{k}` for block `{decl.op}`" + (f" — did you mean `{guess}`?" if guess else ""),
+                    scope.span("nodes", name, k, key=True),
+                    help=("block params: " + ", ".join(f"`{p}`" for p in block.params)) if block.params and not guess
+                    else (None if guess else f"block `{decl.op}` takes no params; declare them under its `params:`")))
+                continue
+            iv = self._int(scope, v, scope.span("nodes", name, k), f"`{k}`")
+            if iv is not None:
+                env[k] = iv
+        count = 1
+        if decl.repeat is not None:
+            count = self._int(scope, decl.repeat, scope.span("nodes", name, "repeat"), "`repeat`")
+            if count is None:
+                return Slot(broken=True)
+            if not 1 <= count <= MAX_REPEAT:
+                self.diags.append(Diagnostic("GF150", f"`repeat` is {count}; it must be between 1 and {MAX_REPEAT:,}",
+                                             scope.span("nodes", name, "repeat"),
+                                             help="raise the limit with the GRAPHFORMER_MAX_REPEAT environment variable"
+                                             if count > MAX_REPEAT else None))
+                return Slot(broken=True)
+        in_names = list(block.inputs)
+        ins = self._resolve_in(scope, name, decl, prev, in_names, in_names, False)
+        if ins is None:
+            return Slot(broken=True)
+        carried = [o for o in block.outputs if o in block.inputs]
+        outs: dict[str, Slot] = {}
+        for i in range(count):
+            idx = i if decl.repeat is not None else None
+            prefix = f"{scope.prefix}{name}." + (f"{i}." if idx is not None else "")
+            frame = Frame(f"{scope.prefix}{name}", decl.op, idx, count if idx is not None else None, call_span)
+            inner = Scope(bctx, ("blocks", decl.op), prefix, env, scope.frames + (frame,))
+            for k in in_names:
+                inner.define(k, ins[k])
+            inner.first_input = ins[in_names[0]] if in_names else None
+            self._expect(inner, block, ins, call_span, decl.op)
+            self._nodes(inner, block.nodes)
+            outs = {o: self._lookup(inner, ref, bctx.span(("blocks", decl.op, "outputs", o))) for o, ref in block.outputs.items()}
+            self._close(inner)
+            ins = {**ins, **{k: outs[k] for k in carried}}
+        for o, slot in outs.items():
+            scope.define(f"{name}.{o}", slot)
+        if len(outs) == 1:
+            return next(iter(outs.values()))
+        problem = Diagnostic("GF114", f"`{name}` has several outputs ({', '.join(outs)}): name one, e.g. `{name}.{next(iter(outs))}`",
+                             call_span)
+        return Slot(broken=True, problem=problem)
+
+    def _expect(self, inner: Scope, block: Any, ins: dict[str, Slot], call_span: Span | None, bname: str) -> None:
+        patterns, spans = {}, {}
+        for k, shape in block.inputs.items():
+            dims = [self._dim(inner, e, inner.span("inputs", k, j), allow_symbols=True) for j, e in enumerate(shape)]
+            if any(d is None for d in dims):
+                return
+            patterns[k], spans[k] = tuple(dims), inner.span("inputs", k)
+        self.expectations.append(Expectation(dict(ins), patterns, spans, call_span, bname))
+
+    # ------------------------------------------------------------------ references
+    def _lookup(self, scope: Scope, ref: str, span: Span | None) -> Slot:
+        if ref in scope.names:
+            return scope.names[ref]
+        placeholder = Slot()
+        scope.forward.setdefault(ref, []).append((placeholder, span))
+        return placeholder
+
+    def _close(self, scope: Scope) -> None:
+        """Report references to names never defined in this scope."""
+        for ref, uses in scope.forward.items():
+            known = list(scope.names)
+            guess = did_you_mean(ref, known)
+            for slot, span in uses:
+                self.diags.append(Diagnostic(
+                    "GF110", f"unknown name `{ref}`" + (f" — did you mean `{guess}`?" if guess else ""), span,
+                    help=None if guess else ("names here: " + ", ".join(f"`{k}`" for k in known[:12])) if known else None))
+                slot.broken = True
+        scope.forward.clear()
+
+    def _add(self, node: IRNode) -> None:
+        if self.ir.g.number_of_nodes() >= MAX_NODES:
+            self.diags.append(Diagnostic("GF150", f"the expanded graph has more than {MAX_NODES:,} nodes", node.span,
+                                         help="lower the `repeat` counts, or raise the limit with the "
+                                              "GRAPHFORMER_MAX_NODES environment variable"))
+            raise _Abort()
+        self.ir.add(node)
+
+    def _resolve(self) -> None:
+        reported: set[int] = set()
+        for node, port, slot in self.pending:
+            s = slot.resolve()
+            if s.broken or s.target is None:
+                if s.problem is not None and id(s.problem) not in reported:
+                    reported.add(id(s.problem))
+                    self.diags.append(s.problem)
+                node.meta["broken"] = True
+                continue
+            if node.op == "output":
+                self.ir.outputs[port] = s.target
+            elif port.startswith("attr:"):
+                node.attrs = node.attrs.model_copy(update={port[5:]: s.target}) if node.attrs else None
+            else:
+                node.inputs[port] = s.target
+        for e in self.expectations:
+            for k, slot in e.slots.items():
+                s = slot.resolve()
+                if s.target is not None and not s.broken:
+                    e.resolved[k] = s.target
+
+
+def expand(prog: Program) -> tuple[IRGraph, list[Diagnostic], list[Expectation]]:
+    return Expander(prog).run()

@@ -1,0 +1,46 @@
+"""The front end in one call: file → Program → IR → inferred shapes, with every diagnostic collected."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .diagnostics import Diagnostic, SpecError
+from .expand import expand
+from .infer import check_expectations, infer, lint
+from .ir import IRGraph
+from .load import load_program
+
+
+@dataclass
+class CheckResult:
+    ir: IRGraph | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.ir is not None and not any(d.is_error for d in self.diagnostics)
+
+
+def check_file(path: str, preset: str | None = None, overrides: dict[str, int] | None = None) -> CheckResult:
+    """Raises UsageError for unreadable files and bad overrides; everything else is a diagnostic."""
+    try:
+        prog = load_program(path, preset, overrides)
+    except SpecError as e:
+        return CheckResult(None, e.diagnostics)
+    ir, diags, expectations = expand(prog)
+    if any(d.code == "GF150" for d in diags):
+        return CheckResult(None, diags)
+    ir.connect()
+    structural = lint(ir)
+    diags += structural
+    if any(d.is_error for d in structural):
+        return CheckResult(ir, diags)
+    diags += infer(ir)
+    diags += check_expectations(ir, expectations)
+    return CheckResult(ir, _sorted(diags))
+
+
+def _sorted(diags: list[Diagnostic]) -> list[Diagnostic]:
+    def key(d: Diagnostic):
+        s = d.span
+        return (s.file, s.line, s.col) if s else ("", 0, 0)
+    return sorted(diags, key=key)

@@ -1,0 +1,146 @@
+"""Shape inference and structural lint over the IR: one topological walk, errors collected per node.
+
+A node whose rule fails (or whose input is unknown) gets shape None, so its consumers stay quiet.
+"""
+from __future__ import annotations
+
+import networkx as nx
+
+from .diagnostics import Diagnostic, Label
+from .dims import Dim
+from .expand import Expectation
+from .ir import IRGraph
+from .ops import REGISTRY
+from .ops.base import ShapeError
+
+
+def lint(ir: IRGraph) -> list[Diagnostic]:
+    """Cycles (errors) and nodes that feed no output (warnings)."""
+    diags = []
+    try:
+        cycle = nx.find_cycle(ir.g)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        names = [u for u, _ in cycle] + [cycle[0][0]]
+        first = ir.node(names[0])
+        diags.append(Diagnostic("GF111", "cycle: " + " → ".join(f"`{n}`" for n in names), first.span, node=first.name,
+                                labels=[Label(ir.node(n).span, f"`{n}` is part of the cycle") for n in names[1:-1] if ir.node(n).span],
+                                help="a node can only consume values computed before it"))
+        return diags
+    used = set()
+    for out in ir.outputs.values():
+        used |= nx.ancestors(ir.g, out) | {out}
+    for n in ir.nodes():
+        tied = getattr(n.attrs, "tied", None)
+        if tied and n.name in used:
+            used |= nx.ancestors(ir.g, tied) | {tied}
+    seen_spans = set()
+    for n in ir.nodes():
+        if n.name in used or n.meta.get("broken") or n.span in seen_spans:
+            continue
+        seen_spans.add(n.span)
+        what = "input" if n.op == "input" else "node"
+        diags.append(Diagnostic("GF112", f"{what} `{n.short}` does not contribute to any output", n.span,
+                                severity="warning", node=n.name,
+                                help="use it, list it under `outputs`, or delete it"))
+    return diags
+
+
+def infer(ir: IRGraph) -> list[Diagnostic]:
+    diags = []
+    for n in ir.nodes():
+        if n.op == "input":
+            continue
+        if n.meta.get("broken") or n.op not in REGISTRY:
+            n.shape = None
+            continue
+        ins = {p: ir.node(src).shape for p, src in n.inputs.items()}
+        if any(v is None for v in ins.values()):
+            n.shape = None
+            continue
+        try:
+            n.shape = REGISTRY[n.op].shape(n.attrs, ins)
+            _check_tied(ir, n, ins)
+        except ShapeError as e:
+            n.shape = None
+            labels = []
+            if e.port in n.inputs:
+                src = ir.node(n.inputs[e.port])
+                if src.span:
+                    labels.append(Label(src.span, f"`{src.short}` produces {src.shape}"))
+            notes = [f"in block `{f.block}`" + (f" (repetition {f.index} of {f.count})" if f.index is not None else "")
+                     + (f", called at {f.call_span}" if f.call_span else "") for f in reversed(n.scope)]
+            diags.append(Diagnostic(e.code, f"`{n.short}` ({n.op}): {e.message}", n.span, node=n.name,
+                                    labels=labels, notes=notes[:1], help=e.help))
+    return _dedupe_repeats(diags)
+
+
+def _check_tied(ir: IRGraph, n, ins) -> None:
+    """`tied: other` reuses `other.weight`: the two weight shapes must agree."""
+    target = getattr(n.attrs, "tied", None)
+    if not target:
+        return
+    t = ir.node(target)
+    if t.shape is None or t.attrs is None:
+        return
+    theirs = REGISTRY[t.op].params(t.attrs, {p: ir.node(s).shape for p, s in t.inputs.items()}).get("weight")
+    x = ins["x"]
+    mine = (n.attrs.out, x.shape[-1].value if x.shape[-1].is_const else None)
+    if theirs is None:
+        raise ShapeError("GF125", f"`tied: {t.short}` needs a node with a `weight`; `{t.short}` ({t.op}) has none")
+    if tuple(theirs) != mine:
+        raise ShapeError("GF125", f"tied weight of `{t.short}` is {list(theirs)} but this node needs {list(mine)}",
+                         help="a tied output layer needs `out` = the embedding's vocab and input width = its dim")
+
+
+def _dedupe_repeats(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """The same error in every repetition of a block is one error (with a note), not N."""
+    seen: dict[tuple, Diagnostic] = {}
+    out = []
+    for d in diags:
+        key = (d.code, d.span, d.message)
+        if key in seen:
+            continue
+        seen[key] = d
+        out.append(d)
+    return out
+
+
+def check_expectations(ir: IRGraph, expectations: list[Expectation]) -> list[Diagnostic]:
+    """Block inputs declare shapes; bare symbols in them bind per call (`n` may be `t` at one call)."""
+    diags = []
+    for e in expectations:
+        binding: dict[str, Dim] = {}
+        for k, pattern in e.patterns.items():
+            src = e.resolved.get(k)
+            actual = ir.node(src).shape if src else None
+            if actual is None:
+                continue
+            problem = _match(pattern, actual.shape, binding)
+            if problem:
+                prod = ir.node(src)
+                diags.append(Diagnostic(
+                    "GF126", f"input `{k}` of block `{e.block}` expects [{', '.join(map(str, pattern))}], "
+                    f"got {actual}: {problem}", e.call_span, node=src,
+                    labels=[l for l in [Label(e.spans[k], "declared here") if e.spans.get(k) else None,
+                                        Label(prod.span, f"`{prod.short}` produces {actual}") if prod.span else None] if l]))
+                break
+    return _dedupe_repeats(diags)
+
+
+def _match(pattern, actual, binding: dict[str, Dim]) -> str | None:
+    if len(pattern) != len(actual):
+        return f"rank {len(actual)} instead of {len(pattern)}"
+    for i, (p, a) in enumerate(zip(pattern, actual)):
+        syms = p.symbols
+        if len(syms) == 1 and p == Dim.sym(next(iter(syms))):
+            name = next(iter(syms))
+            if name in binding and binding[name] != a:
+                return f"dimension {i} is `{a}` but `{name}` is already `{binding[name]}`"
+            binding[name] = a
+        elif not syms - set(binding):
+            want = p.subs(binding)
+            if want != a:
+                return f"dimension {i} is `{a}`, expected `{want}`"
+    return None

@@ -1,0 +1,228 @@
+"""Front end, part 1: YAML files → validated `SpecFile`s, imports resolved, params and presets applied.
+
+Everything a user can get wrong here becomes a `Diagnostic` with a span; only a file that can't be
+read at all (missing, a directory) or a bad command-line override raises `UsageError` (exit 2).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .diagnostics import Diagnostic, Label, Span, SpecError, did_you_mean
+from .spec import SpecFile
+from .yamlload import FileProblem, Loaded, load_yaml_file
+
+MAX_PARAM = 10**12
+
+
+class UsageError(Exception):
+    """A problem with how graphformer was invoked or its environment (exit code 2)."""
+
+
+@dataclass
+class SpecCtx:
+    """One parsed spec file with the source positions of everything in it."""
+
+    file: str
+    loaded: Loaded
+    spec: SpecFile
+
+    def span(self, path: tuple, key: bool = False) -> Span | None:
+        return self.loaded.span(path, key)
+
+
+@dataclass
+class Program:
+    """The root spec plus everything reachable from it, ready for expansion."""
+
+    root: SpecCtx
+    blocks: dict[str, tuple[SpecCtx, Any]] = field(default_factory=dict)  # name -> (file, BlockDecl)
+    params: dict[str, int] = field(default_factory=dict)
+    files: list[SpecCtx] = field(default_factory=list)
+
+
+def pydantic_diagnostics(err: ValidationError, loaded: Loaded, base: tuple = (),
+                         model: type[BaseModel] | None = None, what: str = "") -> list[Diagnostic]:
+    """Map pydantic errors (each with a `loc` path) back onto source spans."""
+    out = []
+    for e in err.errors():
+        loc = tuple(base) + tuple(e["loc"])
+        # Union branches add names like 'int' / 'str' to loc; keep the part that exists in the data.
+        data_path = _existing_prefix(loaded.data, loc)
+        field_name = str(e["loc"][-1]) if e["loc"] else what
+        if e["type"] == "extra_forbidden":
+            choices = list(_fields_at(model, e["loc"][:-1]))
+            guess = did_you_mean(field_name, choices)
+            out.append(Diagnostic(
+                "GF101", f"unknown field `{field_name}`" + (f" — did you mean `{guess}`?" if guess else ""),
+                loaded.span(loc, key=True),
+                help=None if guess else (f"known fields{what}: " + ", ".join(f"`{c}`" for c in choices) if choices else None)))
+        elif e["type"] == "missing":
+            out.append(Diagnostic("GF103", f"missing required field `{field_name}`{what}",
+                                  loaded.span(data_path, key=True)))
+        else:
+            name = ".".join(str(p) for p in e["loc"] if not str(p) in ("int", "str", "list[str]", "dict[str,str]"))
+            value = _get(loaded.data, data_path)
+            shown = f" (got `{value}`)" if isinstance(value, (str, int, float, bool)) else ""
+            out.append(Diagnostic("GF102", f"invalid value for `{name or field_name}`{what}: {e['msg'].lower()}{shown}",
+                                  loaded.span(data_path)))
+    return _dedupe(out)
+
+
+def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
+    seen, out = set(), []
+    for d in diags:
+        key = (d.code, d.span)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+    """Field names of the (sub)model at `loc`, for typo suggestions."""
+    for part in loc:
+        if model is None:
+            return []
+        field_ = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        if field_ is not None:
+            model = _model_in(field_.annotation)
+        # otherwise `part` is a dict key or list index inside a container field: same model
+    return [f.alias or n for n, f in model.model_fields.items()] if model else []
+
+
+def _model_in(ann) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        m = _model_in(arg)
+        if m is not None:
+            return m
+    return None
+
+
+def _get(data: Any, path: tuple) -> Any:
+    for p in path:
+        data = data[p]
+    return data
+
+
+def _existing_prefix(data: Any, loc: tuple) -> tuple:
+    out = []
+    for p in loc:
+        if isinstance(data, dict) and p in data:
+            data = data[p]
+        elif isinstance(data, list) and isinstance(p, int) and 0 <= p < len(data):
+            data = data[p]
+        else:
+            break
+        out.append(p)
+    return tuple(out)
+
+
+def parse_file(path: str) -> SpecCtx:
+    """Load and validate one spec file. Raises SpecError (spec problems) or UsageError (unreadable)."""
+    try:
+        loaded = load_yaml_file(path)
+    except FileProblem as e:
+        raise UsageError(str(e)) from None
+    try:
+        spec = SpecFile.model_validate(loaded.data)
+    except ValidationError as e:
+        raise SpecError(pydantic_diagnostics(e, loaded, (), SpecFile)) from None
+    return SpecCtx(path, loaded, spec)
+
+
+def load_program(path: str, preset: str | None = None, overrides: dict[str, int] | None = None) -> Program:
+    root = parse_file(path)
+    prog = Program(root)
+    diags: list[Diagnostic] = []
+    _load_imports(root, prog, [os.path.abspath(path)], diags)
+    prog.files.insert(0, root)
+    for name, block in root.spec.blocks.items():
+        _add_block(prog, name, root, block, diags)
+    prog.params = _resolve_params(prog, preset, overrides or {}, diags)
+    if any(d.is_error for d in diags):
+        raise SpecError(diags)
+    return prog
+
+
+def _add_block(prog: Program, name: str, ctx: SpecCtx, block: Any, diags: list[Diagnostic]) -> None:
+    if name in prog.blocks:
+        other = prog.blocks[name][0]
+        diags.append(Diagnostic(
+            "GF141", f"block `{name}` is defined twice", ctx.span(("blocks", name), key=True),
+            labels=[Label(other.span(("blocks", name), key=True), "also defined here")] if other.span(("blocks", name), key=True) else [],
+            help="rename one of the blocks"))
+        return
+    prog.blocks[name] = (ctx, block)
+
+
+def _load_imports(ctx: SpecCtx, prog: Program, stack: list[str], diags: list[Diagnostic]) -> None:
+    base = os.path.dirname(os.path.abspath(ctx.file))
+    for i, rel in enumerate(ctx.spec.imports):
+        span = ctx.span(("imports", i))
+        target = os.path.normpath(os.path.join(base, rel))
+        if target in stack:
+            chain = " → ".join(os.path.basename(p) for p in stack[stack.index(target):] + [target])
+            diags.append(Diagnostic("GF140", f"import cycle: {chain}", span,
+                                    help="move the shared blocks into a file that imports neither"))
+            continue
+        if any(os.path.abspath(f.file) == target for f in prog.files):
+            continue  # already imported through another path
+        shown = os.path.relpath(target) if not os.path.isabs(rel) else target
+        if not os.path.isfile(target):
+            diags.append(Diagnostic("GF142", f"imported file `{rel}` not found (looked for `{shown}`)", span))
+            continue
+        try:
+            sub = parse_file(shown)
+        except SpecError as e:
+            diags.append(Diagnostic("GF143", f"imported file `{rel}` has errors", span))
+            diags.extend(e.diagnostics)
+            continue
+        except UsageError as e:
+            diags.append(Diagnostic("GF142", f"cannot import `{rel}`: {e}", span))
+            continue
+        prog.files.append(sub)
+        _load_imports(sub, prog, stack + [target], diags)
+        for name, block in sub.spec.blocks.items():
+            _add_block(prog, name, sub, block, diags)
+
+
+def _resolve_params(prog: Program, preset: str | None, overrides: dict[str, int],
+                    diags: list[Diagnostic]) -> dict[str, int]:
+    root = prog.root
+    params: dict[str, int] = dict(root.spec.params)
+    for sub in prog.files[1:]:
+        for k, v in sub.spec.params.items():
+            params.setdefault(k, v)
+    for pname, values in root.spec.presets.items():
+        for k in values:
+            if k not in params:
+                guess = did_you_mean(k, params)
+                diags.append(Diagnostic("GF160", f"preset `{pname}` sets unknown param `{k}`"
+                                        + (f" — did you mean `{guess}`?" if guess else ""),
+                                        root.span(("presets", pname, k), key=True)))
+    if preset is not None:
+        if preset not in root.spec.presets:
+            known = ", ".join(f"`{p}`" for p in root.spec.presets) or "none"
+            guess = did_you_mean(preset, root.spec.presets)
+            raise UsageError(f"unknown preset `{preset}` for {root.file}"
+                             + (f" — did you mean `{guess}`?" if guess else f" (presets: {known})"))
+        params.update(root.spec.presets[preset])
+    for k, v in overrides.items():
+        if k not in params:
+            guess = did_you_mean(k, params)
+            raise UsageError(f"--set: `{k}` is not a param of {root.file}"
+                             + (f" — did you mean `{guess}`?" if guess else
+                                f" (params: {', '.join(params) or 'none'})"))
+        params[k] = v
+    for k, v in params.items():
+        if abs(v) > MAX_PARAM:
+            diags.append(Diagnostic("GF150", f"param `{k}` = {v} is larger than the limit {MAX_PARAM:,}",
+                                    root.span(("params", k))))
+    return params

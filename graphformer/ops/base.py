@@ -1,0 +1,163 @@
+"""The op registry: one declaration per primitive op (attributes, ports, shape rule, parameters, FLOPs).
+
+Shape rules are plain functions over `TensorType`s; they raise `ShapeError` with the port that is at
+fault so the checker can point at both the consumer and the producer. Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable, ClassVar
+
+from pydantic import BaseModel, ConfigDict, BeforeValidator
+
+from ..dims import Dim
+
+# A dimension-valued attribute: an int or an expression string over params (`4 * d_model`). The
+# expander replaces it by a concrete int before the attrs model is built, so rules see plain ints.
+def _no_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("expected an integer, not a boolean")
+    return v
+
+
+DimAttr = Annotated[int, BeforeValidator(_no_bool)]
+
+
+class Attrs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Names of fields that hold dimension expressions (evaluated against params by the expander).
+    dim_fields: ClassVar[tuple[str, ...]] = ()
+    # Fields that name another node (resolved to an IR path by the expander), e.g. `tied: tok`.
+    ref_fields: ClassVar[tuple[str, ...]] = ()
+
+
+class NoAttrs(Attrs):
+    pass
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def __str__(self) -> str:
+        return "[" + ", ".join(str(d) for d in self.shape) + "]" + ("" if self.dtype == "float32" else f" {self.dtype}")
+
+
+def tt(*dims: Dim | int, dtype: str = "float32") -> TensorType:
+    return TensorType(tuple(d if isinstance(d, Dim) else Dim.const(d) for d in dims), dtype)
+
+
+class ShapeError(Exception):
+    """A shape rule failed. `port` names the input at fault (None: the node itself)."""
+
+    def __init__(self, code: str, message: str, port: str | None = None, help: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.port, self.help = code, message, port, help
+
+
+# Port spec: "x" required, "mask?" optional, "*xs" variadic (one or more, positional).
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    family: str
+    doc: str
+    attrs: type[Attrs]
+    ports: tuple[str, ...]
+    shape: Callable[..., TensorType]
+    params: Callable[..., dict[str, tuple[int, ...]]] = lambda a, ins: {}
+    flops: Callable[..., Dim] = lambda a, ins, out: Dim.const(0)
+    example: str = ""
+
+    @property
+    def variadic(self) -> bool:
+        return bool(self.ports) and self.ports[0].startswith("*")
+
+    @property
+    def port_names(self) -> list[str]:
+        return [p.strip("*?") for p in self.ports]
+
+    @property
+    def required_ports(self) -> list[str]:
+        return [p.strip("*") for p in self.ports if not p.endswith("?")]
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    assert op.name not in REGISTRY, f"op {op.name} registered twice"
+    REGISTRY[op.name] = op
+    return op
+
+
+# ---------------------------------------------------------------- helpers for shape rules
+
+def dstr(d: Dim | int) -> str:
+    return f"`{d}`"
+
+
+def numel(dims) -> Dim:
+    out = Dim.const(1)
+    for d in dims:
+        out = out * d
+    return out
+
+
+def expect_rank(x: TensorType, port: str, rank: int | None = None, min_rank: int = 0, what: str = "") -> None:
+    if rank is not None and x.rank != rank:
+        raise ShapeError("GF121", f"`{port}` must have rank {rank}{what}, got {x}", port)
+    if x.rank < min_rank:
+        raise ShapeError("GF121", f"`{port}` must have rank ≥ {min_rank}{what}, got {x}", port)
+
+
+def expect_dim(actual: Dim, expected: Dim | int, port: str, what: str, x: TensorType | None = None) -> None:
+    expected = expected if isinstance(expected, Dim) else Dim.const(expected)
+    if actual != expected:
+        got = f" (shape {x})" if x is not None else ""
+        raise ShapeError("GF120", f"{what} of `{port}` is {dstr(actual)}, expected {dstr(expected)}{got}", port)
+
+
+def expect_dtype(x: TensorType, port: str, allowed: tuple[str, ...]) -> None:
+    if x.dtype not in allowed:
+        raise ShapeError("GF122", f"`{port}` has dtype {x.dtype}, expected {' or '.join(allowed)}", port)
+
+
+def expect_float(x: TensorType, port: str) -> None:
+    expect_dtype(x, port, FLOAT_DTYPES)
+
+
+def expect_divisible(total: int, parts: int, what: str, help: str | None = None) -> None:
+    if parts <= 0 or total % parts:
+        raise ShapeError("GF123", f"{what}: {total} is not divisible by {parts}", None, help)
+
+
+def same_shape(ins: dict[str, TensorType], ports: list[str]) -> TensorType:
+    first = ins[ports[0]]
+    for p in ports[1:]:
+        x = ins[p]
+        if x.rank != first.rank:
+            raise ShapeError("GF121", f"`{p}` has shape {x} but `{ports[0]}` has {first}: ranks differ", p)
+        for i, (a, b) in enumerate(zip(first.shape, x.shape)):
+            if a != b:
+                raise ShapeError("GF120", f"dimension {i} of `{p}` is {dstr(b)} but `{ports[0]}` has {dstr(a)}"
+                                 f" ({x} vs {first})", p)
+    return first
+
+
+def positive(v: int, name: str) -> None:
+    if v <= 0:
+        raise ShapeError("GF102", f"`{name}` must be positive, got {v}")
+
+
+FLOAT_DTYPES = ("float32",)
+INT_DTYPES = ("int64",)
+
+
+def count(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)

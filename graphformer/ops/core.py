@@ -1,0 +1,374 @@
+"""Core text-transformer ops: embeddings, linear, attention, norms, element-wise and structural ops.
+
+FLOPs convention: a multiply-add counts 2 (linear, attention matmuls); element-wise ops count one per
+output element; norms 5 per element; softmax 3 per element. Dropout, embeddings lookups: 0.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..dims import Dim
+from .base import (
+    Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_dim,
+    expect_dtype, expect_float, expect_divisible, same_shape, numel, positive, INT_DTYPES,
+)
+
+
+def concrete(d: Dim, port: str, what: str) -> int:
+    if not d.is_const:
+        raise ShapeError("GF124", f"{what} of `{port}` must be a concrete size to size the weights, got `{d}`", port)
+    return d.value
+
+
+def _last(x: TensorType, port: str = "x") -> int:
+    expect_rank(x, port, min_rank=1)
+    return concrete(x.shape[-1], port, "the last dimension")
+
+
+# ---------------------------------------------------------------- embedding
+
+class EmbeddingAttrs(Attrs):
+    dim_fields = ("vocab", "dim")
+    vocab: DimAttr
+    dim: DimAttr
+    scale: bool = Field(False, description="multiply the looked-up rows by sqrt(dim), as in Vaswani et al.")
+
+
+def _embedding_shape(a: EmbeddingAttrs, ins):
+    ids = ins["ids"]
+    expect_dtype(ids, "ids", INT_DTYPES)
+    positive(a.vocab, "vocab"), positive(a.dim, "dim")
+    return TensorType(ids.shape + (Dim.const(a.dim),))
+
+
+register(OpDef(
+    "embedding", "core", "Look up rows of a learned table by integer id: `[*] int64 → [*, dim]`.",
+    EmbeddingAttrs, ("ids",), _embedding_shape,
+    params=lambda a, ins: {"weight": (a.vocab, a.dim)},
+    example="tok: {op: embedding, in: tokens, vocab: vocab, dim: d_model}",
+))
+
+
+# ---------------------------------------------------------------- positional
+
+class PositionalAttrs(Attrs):
+    dim_fields = ("max_len",)
+    kind: Literal["sinusoidal", "learned"] = "learned"
+    max_len: DimAttr = Field(description="the longest sequence the table covers")
+
+
+def _positional_shape(a: PositionalAttrs, ins):
+    x = ins["x"]
+    expect_rank(x, "x", 3, what=" ([B, n, d])")
+    expect_float(x, "x")
+    positive(a.max_len, "max_len")
+    n = x.shape[1]
+    if n.is_const and n.value > a.max_len:
+        raise ShapeError("GF120", f"sequence length {n.value} exceeds `max_len` {a.max_len}", "x")
+    if a.kind == "sinusoidal" and x.shape[2].is_const and x.shape[2].value % 2:
+        raise ShapeError("GF123", f"sinusoidal positions need an even width, got {x.shape[2].value}", "x")
+    return x
+
+
+register(OpDef(
+    "positional", "core",
+    "Add position encodings for positions 0..n-1 to `x [B, n, d]`: a learned `[max_len, d]` table or the "
+    "fixed sinusoids of Vaswani et al.",
+    PositionalAttrs, ("x",), _positional_shape,
+    params=lambda a, ins: {"weight": (a.max_len, _last(ins["x"]))} if a.kind == "learned" else {},
+    flops=lambda a, ins, out: numel(out.shape),
+    example="pos: {op: positional, kind: learned, max_len: max_len}",
+))
+
+
+# ---------------------------------------------------------------- linear
+
+class LinearAttrs(Attrs):
+    dim_fields = ("out",)
+    ref_fields = ("tied",)
+    out: DimAttr
+    bias: bool = True
+    tied: str | None = Field(None, description="name of an embedding node whose table is reused as this weight")
+
+
+def _linear_shape(a: LinearAttrs, ins):
+    x = ins["x"]
+    expect_float(x, "x")
+    _last(x)
+    positive(a.out, "out")
+    return TensorType(x.shape[:-1] + (Dim.const(a.out),))
+
+
+def _linear_params(a: LinearAttrs, ins):
+    p = {} if a.tied else {"weight": (a.out, _last(ins["x"]))}
+    if a.bias:
+        p["bias"] = (a.out,)
+    return p
+
+
+register(OpDef(
+    "linear", "core", "Affine map of the last dimension: `[*, d] → [*, out]` (weight `[out, d]`, torch layout).",
+    LinearAttrs, ("x",), _linear_shape, params=_linear_params,
+    flops=lambda a, ins, out: 2 * numel(ins["x"].shape) * a.out,
+    example="up: {op: linear, out: 4 * d_model}",
+))
+
+
+# ---------------------------------------------------------------- attention
+
+class AttentionAttrs(Attrs):
+    dim_fields = ("heads",)
+    heads: DimAttr
+    causal: bool = False
+    bias: bool = True
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+def _mask_check(ins, b: Dim, n: Dim, what: str):
+    m = ins.get("mask")
+    if m is None:
+        return
+    expect_rank(m, "mask", 2, what=f" ([B, {what}])")
+    expect_dtype(m, "mask", ("bool", "int64"))
+    expect_dim(m.shape[0], b, "mask", "dimension 0 (batch)", m)
+    expect_dim(m.shape[1], n, "mask", "dimension 1 (keys)", m)
+
+
+def _attention_shape(a: AttentionAttrs, ins):
+    x = ins["x"]
+    expect_rank(x, "x", 3, what=" ([B, n, d])")
+    expect_float(x, "x")
+    d = _last(x)
+    positive(a.heads, "heads")
+    expect_divisible(d, a.heads, f"width {d} must split evenly into {a.heads} heads",
+                     help="choose `heads` so that d_model % heads == 0")
+    _mask_check(ins, x.shape[0], x.shape[1], "n")
+    return x
+
+
+def _proj(d_in: int, d_out: int, bias: bool, name: str) -> dict:
+    p = {f"{name}.weight": (d_out, d_in)}
+    if bias:
+        p[f"{name}.bias"] = (d_out,)
+    return p
+
+
+def _attention_params(a: AttentionAttrs, ins):
+    d = _last(ins["x"])
+    return {k: v for n in "qkvo" for k, v in _proj(d, d, a.bias, n).items()}
+
+
+def _attention_flops(a: AttentionAttrs, ins, out):
+    b, n, d = ins["x"].shape
+    return 2 * b * n * d * d * 4 + 2 * 2 * b * n * n * d
+
+
+register(OpDef(
+    "attention", "core",
+    "Multi-head self-attention over `x [B, n, d]` with q, k, v and output projections; `causal` masks the "
+    "future; the optional `mask [B, n]` (bool or 0/1 int) marks the keys that may be attended to.",
+    AttentionAttrs, ("x", "mask?"), _attention_shape, params=_attention_params, flops=_attention_flops,
+    example="attn: {op: attention, heads: heads, causal: true}",
+))
+
+
+# ---------------------------------------------------------------- cross attention
+
+class CrossAttendAttrs(Attrs):
+    dim_fields = ("heads", "dim", "out")
+    heads: DimAttr
+    dim: DimAttr | None = Field(None, description="inner width of q, k, v (default: the query width)")
+    out: DimAttr | None = Field(None, description="output width (default: the query width)")
+    bias: bool = True
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+def _cross_widths(a: CrossAttendAttrs, ins) -> tuple[int, int, int, int]:
+    dq, dc = _last(ins["query"], "query"), _last(ins["context"], "context")
+    return dq, dc, a.dim or dq, a.out or dq
+
+
+def _cross_shape(a: CrossAttendAttrs, ins):
+    q, c = ins["query"], ins["context"]
+    expect_rank(q, "query", 3, what=" ([B, n, d_q])")
+    expect_rank(c, "context", 3, what=" ([B, m, d_c])")
+    expect_float(q, "query"), expect_float(c, "context")
+    expect_dim(c.shape[0], q.shape[0], "context", "dimension 0 (batch)", c)
+    dq, dc, inner, out = _cross_widths(a, ins)
+    positive(a.heads, "heads")
+    expect_divisible(inner, a.heads, f"inner width {inner} must split evenly into {a.heads} heads")
+    _mask_check(ins, q.shape[0], c.shape[1], "m")
+    return TensorType(q.shape[:2] + (Dim.const(out),))
+
+
+def _cross_params(a: CrossAttendAttrs, ins):
+    dq, dc, inner, out = _cross_widths(a, ins)
+    return {**_proj(dq, inner, a.bias, "q"), **_proj(dc, inner, a.bias, "k"),
+            **_proj(dc, inner, a.bias, "v"), **_proj(inner, out, a.bias, "o")}
+
+
+def _cross_flops(a: CrossAttendAttrs, ins, out):
+    dq, dc, inner, o = _cross_widths(a, ins)
+    b, n, _ = ins["query"].shape
+    m = ins["context"].shape[1]
+    return 2 * b * (n * dq * inner + 2 * m * dc * inner + n * inner * o) + 2 * 2 * b * n * m * inner
+
+
+register(OpDef(
+    "cross_attend", "core",
+    "Multi-head attention of `query [B, n, d_q]` over `context [B, m, d_c]` (different lengths and widths); "
+    "the optional `mask [B, m]` marks the context positions that may be attended to.",
+    CrossAttendAttrs, ("query", "context", "mask?"), _cross_shape, params=_cross_params, flops=_cross_flops,
+    example="cross: {op: cross_attend, in: {query: x, context: memory}, heads: heads}",
+))
+
+
+# ---------------------------------------------------------------- norm
+
+class NormAttrs(Attrs):
+    kind: Literal["layer", "rms"] = "layer"
+    eps: float = Field(1e-5, gt=0)
+    bias: bool = Field(True, description="layer norm only: learn a shift as well as a scale")
+
+
+def _norm_params(a: NormAttrs, ins):
+    d = _last(ins["x"])
+    return {"weight": (d,), "bias": (d,)} if a.kind == "layer" and a.bias else {"weight": (d,)}
+
+
+def _float_same(ins):
+    expect_float(ins["x"], "x")
+    return ins["x"]
+
+
+def _norm_shape(a: NormAttrs, ins):
+    _last(ins["x"])
+    return _float_same(ins)
+
+
+register(OpDef(
+    "norm", "core", "Layer norm or RMS norm over the last dimension, with a learned scale (and shift).",
+    NormAttrs, ("x",), _norm_shape, params=_norm_params,
+    flops=lambda a, ins, out: 5 * numel(out.shape),
+    example="ln1: {op: norm, eps: 1e-12}",
+))
+
+
+# ---------------------------------------------------------------- element-wise
+
+def _variadic_same(a, ins):
+    ports = list(ins)
+    for p in ports:
+        expect_float(ins[p], p)
+    return same_shape(ins, ports)
+
+
+register(OpDef(
+    "residual", "core", "Element-wise sum of two or more tensors of the same shape (a skip connection).",
+    NoAttrs, ("*xs",), _variadic_same,
+    flops=lambda a, ins, out: (len(ins) - 1) * numel(out.shape),
+    example="res1: {op: residual, in: [x, attn]}",
+))
+
+
+class GeluAttrs(Attrs):
+    approximate: Literal["none", "tanh"] = "none"
+
+
+class DropoutAttrs(Attrs):
+    p: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class SoftmaxAttrs(Attrs):
+    axis: int = -1
+
+
+_ELEMENTWISE = {
+    "relu": (NoAttrs, "max(x, 0)"),
+    "gelu": (GeluAttrs, "Gaussian error linear unit; `approximate: tanh` is GPT-2's `gelu_new`"),
+    "silu": (NoAttrs, "x · sigmoid(x)"),
+    "tanh": (NoAttrs, "hyperbolic tangent"),
+    "sigmoid": (NoAttrs, "logistic sigmoid"),
+}
+for _name, (_attrs, _doc) in _ELEMENTWISE.items():
+    register(OpDef(_name, "activation", f"Element-wise {_doc}.", _attrs, ("x",),
+                   lambda a, ins: _float_same(ins), flops=lambda a, ins, out: numel(out.shape),
+                   example=f"act: {{op: {_name}}}"))
+
+register(OpDef(
+    "dropout", "activation", "Zero elements with probability `p` while training; identity in eval mode.",
+    DropoutAttrs, ("x",), lambda a, ins: ins["x"], example="drop: {op: dropout, p: 0.1}",
+))
+
+
+def _axis(axis: int, x: TensorType, port: str) -> int:
+    if not -x.rank <= axis < x.rank:
+        raise ShapeError("GF102", f"axis {axis} is out of range for `{port}` of rank {x.rank} ({x})", port)
+    return axis % x.rank
+
+
+def _softmax_shape(a: SoftmaxAttrs, ins):
+    _axis(a.axis, ins["x"], "x")
+    return _float_same(ins)
+
+
+register(OpDef(
+    "softmax", "activation", "Softmax along `axis` (default the last).",
+    SoftmaxAttrs, ("x",), _softmax_shape,
+    flops=lambda a, ins, out: 3 * numel(out.shape), example="probs: {op: softmax}",
+))
+
+
+# ---------------------------------------------------------------- structural
+
+class ConcatAttrs(Attrs):
+    axis: int = -1
+
+
+def _concat_shape(a: ConcatAttrs, ins):
+    ports = list(ins)
+    first = ins[ports[0]]
+    ax = _axis(a.axis, first, ports[0])
+    total = Dim.const(0)
+    for p in ports:
+        x = ins[p]
+        if x.rank != first.rank:
+            raise ShapeError("GF121", f"`{p}` has rank {x.rank} but `{ports[0]}` has {first.rank}", p)
+        if x.dtype != first.dtype:
+            raise ShapeError("GF122", f"`{p}` has dtype {x.dtype} but `{ports[0]}` has {first.dtype}", p)
+        for i, (u, v) in enumerate(zip(first.shape, x.shape)):
+            if i != ax and u != v:
+                raise ShapeError("GF120", f"dimension {i} of `{p}` is `{v}` but `{ports[0]}` has `{u}` "
+                                 f"(only axis {ax} may differ)", p)
+        total = total + x.shape[ax]
+    return TensorType(first.shape[:ax] + (total,) + first.shape[ax + 1:], first.dtype)
+
+
+register(OpDef(
+    "concat", "structural", "Concatenate tensors along `axis`; every other dimension must agree.",
+    ConcatAttrs, ("*xs",), _concat_shape, example="both: {op: concat, in: [a, b], axis: 1}",
+))
+
+
+class PoolAttrs(Attrs):
+    kind: Literal["cls", "mean"] = "cls"
+    index: int = Field(0, description="kind cls: which token to take (0 = the first)")
+
+
+def _pool_shape(a: PoolAttrs, ins):
+    x = ins["x"]
+    expect_rank(x, "x", 3, what=" ([B, n, d])")
+    n = x.shape[1]
+    if a.kind == "cls" and n.is_const and not -n.value <= a.index < n.value:
+        raise ShapeError("GF102", f"token index {a.index} is out of range for {n.value} tokens", "x")
+    return TensorType((x.shape[0], x.shape[2]), x.dtype)
+
+
+register(OpDef(
+    "pool", "structural", "Reduce the token axis: `[B, n, d] → [B, d]` by taking one token (`cls`) or the mean.",
+    PoolAttrs, ("x",), _pool_shape,
+    flops=lambda a, ins, out: numel(ins["x"].shape) if a.kind == "mean" else Dim.const(0),
+    example="first: {op: pool, kind: cls}",
+))

@@ -1,0 +1,79 @@
+"""The spec file format as pydantic models: what a YAML file may contain, before any expansion.
+
+Node attributes are op-specific, so `NodeDecl` keeps them as extras; the expander validates them
+against the op's (or block's) own attrs model, which forbids unknown fields.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+FORMAT_VERSION = 1
+
+DimExpr = Union[StrictInt, StrictStr]
+Shape = list[DimExpr]
+Ref = Union[StrictStr, list[StrictStr], dict[str, StrictStr]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class InputDecl(_Strict):
+    shape: Shape
+    dtype: Literal["float32", "int64", "bool"] = "float32"
+    doc: str = ""
+
+
+class NodeDecl(BaseModel):
+    """`name: {op: OP, in: ..., repeat: N, <op attrs>...}`; `in` omitted = the previous node."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    op: StrictStr
+    in_: Ref | None = Field(None, alias="in")
+    repeat: DimExpr | None = None
+    doc: str = ""
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class BlockDecl(_Strict):
+    doc: str = ""
+    params: dict[str, DimExpr] = Field(default_factory=dict, description="block-local params with defaults")
+    inputs: dict[str, Shape]
+    nodes: dict[str, NodeDecl]
+    outputs: dict[str, StrictStr]
+
+
+class WeightRule(_Strict):
+    """One reference tensor (or a family, with `{i}` for the layer index) → one spec parameter."""
+
+    src: StrictStr = Field(alias="from")
+    dst: Union[StrictStr, list[StrictStr]] = Field(alias="to", description="a list splits a fused tensor on dim 0")
+    transpose: bool = False
+
+
+class WeightMap(_Strict):
+    doc: str = ""
+    reference: StrictStr = Field("", description="what the map is for, e.g. `transformers.BertModel`")
+    strip_prefix: StrictStr = ""
+    ignore: list[StrictStr] = Field(default_factory=list, description="reference keys (patterns) not used")
+    rules: list[WeightRule]
+
+
+class SpecFile(_Strict):
+    graphformer: Literal[1] = Field(description="format version")
+    name: StrictStr
+    doc: str = ""
+    params: dict[str, StrictInt] = Field(default_factory=dict)
+    presets: dict[str, dict[str, StrictInt]] = Field(default_factory=dict)
+    dims: dict[str, StrictInt] = Field(default_factory=dict, description="example sizes of symbolic dims")
+    imports: list[StrictStr] = Field(default_factory=list)
+    inputs: dict[str, InputDecl] = Field(default_factory=dict)
+    blocks: dict[str, BlockDecl] = Field(default_factory=dict)
+    nodes: dict[str, NodeDecl] = Field(default_factory=dict)
+    outputs: dict[str, StrictStr] = Field(default_factory=dict)
+    weight_maps: dict[str, WeightMap] = Field(default_factory=dict)

@@ -1,0 +1,46 @@
+"""Parameter and FLOP counts per node and in total, straight from the op registry (no torch)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .dims import Dim
+from .ir import IRGraph
+from .ops import REGISTRY
+
+
+@dataclass
+class Row:
+    node: str
+    op: str
+    shape: str
+    params: int
+    flops: Dim
+
+
+def rows(ir: IRGraph) -> list[Row]:
+    out = []
+    for n in ir.nodes():
+        if n.op == "input" or n.shape is None:
+            continue
+        op = REGISTRY[n.op]
+        ins = {p: ir.node(s).shape for p, s in n.inputs.items()}
+        params = sum(math.prod(s) for s in op.params(n.attrs, ins).values())
+        out.append(Row(n.name, n.op, str(n.shape), params, op.flops(n.attrs, ins, n.shape)))
+    return out
+
+
+def total_params(ir: IRGraph) -> int:
+    return sum(r.params for r in rows(ir))
+
+
+def param_shapes(ir: IRGraph) -> dict[str, tuple[int, ...]]:
+    """Every parameter tensor by its state-dict name (`blocks.3.attn.q.weight`); tied ones appear once."""
+    out = {}
+    for n in ir.nodes():
+        if n.op == "input":
+            continue
+        ins = {p: ir.node(s).shape for p, s in n.inputs.items()}
+        for k, shape in REGISTRY[n.op].params(n.attrs, ins).items():
+            out[f"{n.name}.{k}"] = tuple(shape)
+    return out

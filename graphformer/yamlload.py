@@ -1,0 +1,216 @@
+"""Load one YAML spec into plain Python data plus a source span for every value and key.
+
+Only PyYAML's safe composer is used: we build the node tree and convert it ourselves, so that we
+can record positions, reject duplicate keys (PyYAML silently keeps the last one), and bound the
+work done when aliases are expanded (billion laughs) or documents are absurdly nested.
+Every problem becomes a `SpecError` with a precise span; unreadable files raise `FileProblem`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+from .diagnostics import Diagnostic, Label, Span, SpecError
+
+MAX_FILE_BYTES = 2_000_000
+MAX_NODES = 200_000  # counted per visit, so aliases that multiply are caught early
+MAX_DEPTH = 64
+
+_TAG = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
+_KINDS = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+          int: "a number", float: "a number", type(None): "null"}
+
+
+class FileProblem(Exception):
+    """The spec file itself could not be read (missing, a directory, no permission)."""
+
+
+@dataclass
+class Loaded:
+    data: Any
+    spans: dict[tuple, Span] = field(default_factory=dict)      # path -> span of the value
+    key_spans: dict[tuple, Span] = field(default_factory=dict)  # path -> span of its key
+    text: str = ""
+    file: str = "<string>"
+
+    def span(self, path: tuple, key: bool = False) -> Span | None:
+        """Best span for a path: exact match, else the span of the longest existing prefix."""
+        path = tuple(path)
+        for i in range(len(path), -1, -1):
+            p = path[:i]
+            if key and p in self.key_spans:
+                return self.key_spans[p]
+            if p in self.spans:
+                return self.spans[p]
+        return None
+
+
+def _fail(code: str, message: str, span: Span | None, **kw: Any) -> SpecError:
+    return SpecError([Diagnostic(code, message, span, **kw)])
+
+
+def _node_span(file: str, node: yaml.Node) -> Span:
+    s, e = node.start_mark, node.end_mark
+    # Only single-line tokens get an end column; a caret can't underline across lines.
+    end = e.column + 1 if e is not None and e.line == s.line and e.column > s.column else None
+    return Span(file, s.line + 1, s.column + 1, end)
+
+
+def _pos_span(file: str, text: str, index: int) -> Span:
+    line = text.count("\n", 0, index) + 1
+    return Span(file, line, index - (text.rfind("\n", 0, index) + 1) + 1)
+
+
+def load_yaml_file(path: str) -> Loaded:
+    shown = os.fspath(path)
+    try:
+        if os.path.isdir(path):
+            raise FileProblem(f"cannot read `{shown}`: it is a directory")
+        size = os.path.getsize(path)
+        if size > MAX_FILE_BYTES:  # checked before reading, so a huge file costs nothing
+            raise _too_big(shown, size)
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise FileProblem(f"cannot read `{shown}`: no such file") from None
+    except PermissionError:
+        raise FileProblem(f"cannot read `{shown}`: permission denied") from None
+    except IsADirectoryError:
+        raise FileProblem(f"cannot read `{shown}`: it is a directory") from None
+    except OSError as exc:
+        raise FileProblem(f"cannot read `{shown}`: {(exc.strerror or str(exc)).lower()}") from None
+    return load_yaml_text(data, shown)
+
+
+def _too_big(file: str, size: int) -> SpecError:
+    return _fail("GF003", f"spec file is {size / 1e6:.1f} MB; the limit is {MAX_FILE_BYTES / 1e6:g} MB",
+                 Span(file, 1, 1), help="split the spec, or generate it with fewer repeated blocks")
+
+
+def _decode(raw: str | bytes, file: str) -> str:
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        raise _too_big(file, size)
+    if isinstance(raw, bytes):
+        nul = raw.find(b"\0")
+        if nul >= 0:  # check before decoding: binary files deserve a clearer message than UTF-8
+            text = raw[:nul].decode("utf-8", "replace")
+            raise _fail("GF005", "file looks binary (contains NUL bytes)", _pos_span(file, text, len(text)),
+                        help="spec files must be UTF-8 text")
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            col = len(raw[raw.rfind(b"\n", 0, exc.start) + 1:exc.start].decode("utf-8", "replace")) + 1
+            raise _fail("GF005", f"file is not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line}, "
+                        f"column {col})", Span(file, line, col, col + 1),
+                        help="re-save the file as UTF-8") from None
+    elif "\0" in raw:
+        raise _fail("GF005", "file looks binary (contains NUL bytes)", _pos_span(file, raw, raw.index("\0")))
+    return raw[1:] if raw.startswith("\ufeff") else raw  # a BOM is harmless; strip it
+
+
+def load_yaml_text(text: str | bytes, file: str = "<string>") -> Loaded:
+    text = _decode(text, file)
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)  # the reader rejects control characters right here
+        node = loader.get_single_node()
+        if node is None:
+            raise _fail("GF006", "expected exactly one YAML document", Span(file, 1, 1),
+                        notes=["the file is empty (or only comments)"])
+        out = Loaded(None, {}, {}, text, file)
+        out.data = _Converter(loader, out).convert(node, (), 0)
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise _fail("GF003", "nesting too deep", Span(file, 1, 1),
+                    help=f"specs may nest at most {MAX_DEPTH} levels") from None
+    except yaml.reader.ReaderError as exc:
+        raise _fail("GF005", f"file contains a control character (U+{exc.character:04X})",
+                    _pos_span(file, text, exc.position), help="spec files must be plain UTF-8 text") from None
+    except yaml.MarkedYAMLError as exc:
+        raise _syntax_error(exc, file) from None
+    except yaml.YAMLError as exc:
+        raise _fail("GF001", f"invalid YAML: {exc}", Span(file, 1, 1)) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if not isinstance(out.data, dict):
+        raise _fail("GF006", f"a spec must be a mapping at the top level, found {_KINDS.get(type(out.data), 'a value')}",
+                    out.spans[()], help="start the file with `key: value` lines")
+    return out
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
+    mark = exc.problem_mark or exc.context_mark
+    span = Span(file, mark.line + 1, mark.column + 1) if mark else Span(file, 1, 1)
+    if exc.context == "expected a single document in the stream":
+        return _fail("GF006", "expected exactly one YAML document, found several", span,
+                     help="remove the extra `---` document; put each spec in its own file")
+    problem = exc.problem or exc.context or "syntax error"
+    notes = []
+    if exc.context and exc.problem:
+        cm = exc.context_mark
+        notes.append(exc.context + (f" (line {cm.line + 1}, column {cm.column + 1})" if cm else ""))
+    hint = "indent with spaces; YAML does not allow tabs" if "'\\t'" in problem else None
+    return _fail("GF001", f"invalid YAML: {problem}", span, notes=notes, help=hint)
+
+
+class _Converter:
+    """Node tree -> plain data, recording spans and enforcing the node and depth limits."""
+
+    def __init__(self, loader: yaml.SafeLoader, out: Loaded):
+        self.loader, self.out, self.file, self.count = loader, out, out.file, 0
+
+    def convert(self, node: yaml.Node, path: tuple, depth: int) -> Any:
+        span = _node_span(self.file, node)
+        self.count += 1
+        if self.count > MAX_NODES:  # stop before building the expanded structure
+            raise _fail("GF003", f"document expands to more than {MAX_NODES:,} values", span,
+                        notes=["aliases (`*name`) that refer to other aliases multiply the document size"],
+                        help="use fewer nested aliases")
+        if depth > MAX_DEPTH:  # also stops recursive aliases such as `&a [*a]`
+            raise _fail("GF003", f"nesting deeper than {MAX_DEPTH} levels", span)
+        self.out.spans[path] = span
+        if isinstance(node, ScalarNode):
+            return self.scalar(node, span)
+        if isinstance(node, SequenceNode):
+            self.check_tag(node, _TAG + "seq", span)
+            return [self.convert(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+        self.check_tag(node, _TAG + "map", span)
+        result: dict = {}
+        first: dict[Any, Span] = {}
+        for key_node, value_node in node.value:
+            kspan = _node_span(self.file, key_node)
+            if key_node.tag == _TAG + "merge":
+                raise _fail("GF004", "merge keys (`<<`) are not supported", kspan,
+                            help="write the keys out, or use an alias (`*name`) for the whole value")
+            if not isinstance(key_node, ScalarNode):
+                kind = "a list" if isinstance(key_node, SequenceNode) else "a mapping"
+                raise _fail("GF004", f"mapping keys must be plain scalars, found {kind}", kspan)
+            key = self.scalar(key_node, kspan)
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                key = key_node.value  # `on:`, `null:`, `1.5:` keys keep their source text
+            if key in first:
+                raise SpecError([Diagnostic("GF002", f"duplicate key `{key}`", kspan,
+                                            labels=[Label(first[key], "first defined here")],
+                                            help="remove one of them; YAML would silently keep the last")])
+            first[key] = kspan
+            self.out.key_spans[path + (key,)] = kspan
+            result[key] = self.convert(value_node, path + (key,), depth + 1)
+        return result
+
+    def check_tag(self, node: yaml.Node, expected: str, span: Span) -> None:
+        if node.tag != expected:
+            raise _fail("GF004", f"unsupported YAML tag `{node.tag}`", span, help="remove the tag")
+
+    def scalar(self, node: ScalarNode, span: Span) -> Any:
+        if node.tag not in _SCALAR_TAGS:
+            raise _fail("GF004", f"unsupported YAML tag `{node.tag}`", span, help="remove the tag")
+        if node.tag == _TAG + "timestamp":
+            return node.value  # keep dates as written: data must stay plain str/int/float/bool/None
+        return self.loader.construct_object(node, deep=True)
