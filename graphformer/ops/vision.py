@@ -1,0 +1,1 @@
+"""Vision, audio, RL and multimodal ops (patch embedding, spectrograms, pooling, ...)."""
