@@ -115,8 +115,9 @@ def render_text(diags: Iterable[Diagnostic], sources: SourceCache | None = None)
         if d.span:
             out.extend(_excerpt(d.span, sources))
         for lab in d.labels:
-            out.append(f"  --> {lab.span}: {lab.message}")
-            out.extend("  " + l for l in _excerpt(lab.span, sources, lab.message))
+            excerpt = _excerpt(lab.span, sources, lab.message)
+            out.append(f"  --> {lab.span}" + ("" if excerpt else f": {lab.message}"))
+            out.extend("  " + l for l in excerpt)
         if d.node:
             out.append(f"  = node: {d.node}")
         out.extend(f"  = note: {n}" for n in d.notes)

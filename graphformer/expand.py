@@ -35,7 +35,7 @@ class Slot:
     """A value reference: an IR node name, an alias of another slot, or broken (already reported)."""
 
     def __init__(self, target: str | None = None, alias: "Slot | None" = None, broken: bool = False,
-                 problem: Diagnostic | None = None):
+                 problem: str | None = None):
         self.target, self.alias, self.broken, self.problem = target, alias, broken, problem
 
     def resolve(self) -> "Slot":
@@ -74,6 +74,8 @@ class Expectation:
     spans: dict[str, Span | None]
     call_span: Span | None
     block: str
+    index: int | None = None
+    carried: tuple[str, ...] = ()
     resolved: dict[str, str] = field(default_factory=dict)
 
 
@@ -341,7 +343,7 @@ class Expander:
             for k in in_names:
                 inner.define(k, ins[k])
             inner.first_input = ins[in_names[0]] if in_names else None
-            self._expect(inner, block, ins, call_span, decl.op)
+            self._expect(inner, block, ins, call_span, decl.op, idx, carried)
             self._nodes(inner, block.nodes)
             outs = {o: self._lookup(inner, ref, bctx.span(("blocks", decl.op, "outputs", o))) for o, ref in block.outputs.items()}
             self._close(inner)
@@ -350,18 +352,18 @@ class Expander:
             scope.define(f"{name}.{o}", slot)
         if len(outs) == 1:
             return next(iter(outs.values()))
-        problem = Diagnostic("GF114", f"`{name}` has several outputs ({', '.join(outs)}): name one, e.g. `{name}.{next(iter(outs))}`",
-                             call_span)
+        problem = (f"`{name}`, which has several outputs ({', '.join(outs)}): name one, e.g. `in: {name}.{next(iter(outs))}`")
         return Slot(broken=True, problem=problem)
 
-    def _expect(self, inner: Scope, block: Any, ins: dict[str, Slot], call_span: Span | None, bname: str) -> None:
+    def _expect(self, inner: Scope, block: Any, ins: dict[str, Slot], call_span: Span | None, bname: str,
+                index: int | None, carried: list[str]) -> None:
         patterns, spans = {}, {}
         for k, shape in block.inputs.items():
             dims = [self._dim(inner, e, inner.span("inputs", k, j), allow_symbols=True) for j, e in enumerate(shape)]
             if any(d is None for d in dims):
                 return
             patterns[k], spans[k] = tuple(dims), inner.span("inputs", k)
-        self.expectations.append(Expectation(dict(ins), patterns, spans, call_span, bname))
+        self.expectations.append(Expectation(dict(ins), patterns, spans, call_span, bname, index, tuple(carried)))
 
     # ------------------------------------------------------------------ references
     def _lookup(self, scope: Scope, ref: str, span: Span | None) -> Slot:
@@ -392,13 +394,15 @@ class Expander:
         self.ir.add(node)
 
     def _resolve(self) -> None:
-        reported: set[int] = set()
+        reported: set = set()
         for node, port, slot in self.pending:
             s = slot.resolve()
             if s.broken or s.target is None:
-                if s.problem is not None and id(s.problem) not in reported:
-                    reported.add(id(s.problem))
-                    self.diags.append(s.problem)
+                if s.problem is not None and node.span not in reported:
+                    reported.add(node.span)
+                    who = f"output `{port}`" if node.op == "output" else f"`{node.short}`"
+                    self.diags.append(Diagnostic("GF114", f"{who} takes its input from {s.problem}", node.span,
+                                                 node=None if node.op == "output" else node.name))
                 node.meta["broken"] = True
                 continue
             if node.op == "output":

@@ -30,10 +30,7 @@ def check_file(path: str, preset: str | None = None, overrides: dict[str, int] |
     if any(d.code == "GF150" for d in diags):
         return CheckResult(None, diags)
     ir.connect()
-    structural = lint(ir)
-    diags += structural
-    if any(d.is_error for d in structural):
-        return CheckResult(ir, diags)
+    diags += lint(ir)
     diags += infer(ir)
     diags += check_expectations(ir, expectations)
     return CheckResult(ir, _sorted(diags))

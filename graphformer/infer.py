@@ -15,19 +15,26 @@ from .ops.base import ShapeError
 
 
 def lint(ir: IRGraph) -> list[Diagnostic]:
-    """Cycles (errors) and nodes that feed no output (warnings)."""
+    """Cycles (errors) and nodes that feed no output (warnings).
+
+    Each cycle is reported once; its nodes are marked broken and their incoming edges dropped, so the
+    rest of the graph can still be inferred (collect, don't stop).
+    """
     diags = []
-    try:
-        cycle = nx.find_cycle(ir.g)
-    except nx.NetworkXNoCycle:
-        cycle = None
-    if cycle:
+    for scc in list(nx.strongly_connected_components(ir.g)):
+        if len(scc) == 1 and not any(ir.g.has_edge(n, n) for n in scc):
+            continue
+        cycle = nx.find_cycle(ir.g.subgraph(scc))
         names = [u for u, _ in cycle] + [cycle[0][0]]
         first = ir.node(names[0])
-        diags.append(Diagnostic("GF111", "cycle: " + " → ".join(f"`{n}`" for n in names), first.span, node=first.name,
-                                labels=[Label(ir.node(n).span, f"`{n}` is part of the cycle") for n in names[1:-1] if ir.node(n).span],
+        diags.append(Diagnostic("GF111", "cycle: " + " → ".join(f"`{ir.node(n).short}`" for n in names), first.span,
+                                node=first.name,
+                                labels=[Label(ir.node(n).span, f"`{ir.node(n).short}` is part of the cycle")
+                                        for n in names[1:-1] if ir.node(n).span],
                                 help="a node can only consume values computed before it"))
-        return diags
+        for n in scc:
+            ir.node(n).meta["broken"] = True
+            ir.g.remove_edges_from(list(ir.g.in_edges(n)))
     used = set()
     for out in ir.outputs.values():
         used |= nx.ancestors(ir.g, out) | {out}
@@ -64,6 +71,9 @@ def infer(ir: IRGraph) -> list[Diagnostic]:
             _check_tied(ir, n, ins)
         except ShapeError as e:
             n.shape = None
+            if REGISTRY[n.op].variadic:  # ports `xs0`, `xs1` mean nothing to a user: name the producers
+                for port, src in n.inputs.items():
+                    e.message = e.message.replace(f"`{port}`", f"`{ir.node(src).short}`")
             labels = []
             if e.port in n.inputs:
                 src = ir.node(n.inputs[e.port])
@@ -124,7 +134,9 @@ def check_expectations(ir: IRGraph, expectations: list[Expectation]) -> list[Dia
                     "GF126", f"input `{k}` of block `{e.block}` expects [{', '.join(map(str, pattern))}], "
                     f"got {actual}: {problem}", e.call_span, node=src,
                     labels=[l for l in [Label(e.spans[k], "declared here") if e.spans.get(k) else None,
-                                        Label(prod.span, f"`{prod.short}` produces {actual}") if prod.span else None] if l]))
+                                        Label(prod.span, f"`{prod.short}` produces {actual}") if prod.span else None] if l],
+                    notes=[f"`repeat` feeds the block's output `{k}` back in as its input `{k}` (here in repetition "
+                           f"{e.index}), so the block must keep that shape"] if e.index and k in e.carried else []))
                 break
     return _dedupe_repeats(diags)
 

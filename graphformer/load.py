@@ -70,6 +70,9 @@ def pydantic_diagnostics(err: ValidationError, loaded: Loaded, base: tuple = (),
             shown = f" (got `{value}`)" if isinstance(value, (str, int, float, bool)) else ""
             out.append(Diagnostic("GF102", f"invalid value for `{name or field_name}`{what}: {e['msg'].lower()}{shown}",
                                   loaded.span(data_path)))
+    # `haeds` → "did you mean `heads`?" already explains the missing `heads`: one error per cause.
+    suggested = {(d.span.file, d.span.line) for d in out if d.code == "GF101" and "did you mean" in d.message and d.span}
+    out = [d for d in out if not (d.code == "GF103" and d.span and (d.span.file, d.span.line) in suggested)]
     return _dedupe(out)
 
 
