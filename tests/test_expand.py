@@ -1,0 +1,183 @@
+"""Expansion: blocks, repeat with carried streams, imports, params/presets, references, summaries."""
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import cli
+import graphformer
+from graphformer.frontend import check_file
+from graphformer.load import UsageError
+from graphformer.summary import param_shapes, total_params
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return str(p)
+
+
+COATTN = """\
+    graphformer: 1
+    name: two-streams
+    params: {d: 16, heads: 2, layers: 3}
+    dims: {B: 2, n: 5, m: 7}
+    inputs:
+      text:  {shape: [B, n, d]}
+      image: {shape: [B, m, d]}
+    blocks:
+      co:
+        params: {width: d}
+        inputs: {text: [B, n, d], image: [B, m, d]}
+        nodes:
+          t2i: {op: cross_attend, in: {query: text, context: image}, heads: heads}
+          i2t: {op: cross_attend, in: {query: image, context: text}, heads: heads}
+          t:   {op: residual, in: [text, t2i]}
+          i:   {op: residual, in: [image, i2t]}
+          tp:  {op: linear, in: t, out: width}
+        outputs: {text: tp, image: i}
+    nodes:
+      layers: {op: co, in: {text: text, image: image}, repeat: layers}
+      pooled: {op: pool, in: layers.text}
+    outputs: {text: pooled, image: layers.image}
+"""
+
+
+def test_repeat_threads_every_carried_stream(tmp_path):
+    r = check_file(write(tmp_path, "co.yaml", COATTN))
+    assert r.ok, r.diagnostics
+    ir = r.ir
+    # repetition i+1 reads both streams from repetition i
+    assert ir.node("layers.1.t2i").inputs == {"query": "layers.0.tp", "context": "layers.0.i"}
+    assert ir.node("layers.0.t2i").inputs == {"query": "text", "context": "image"}
+    assert ir.outputs == {"text": "pooled", "image": "layers.2.i"}
+    assert str(ir.node("pooled").shape) == "[B, 16]"
+    frames = ir.node("layers.2.tp").scope
+    assert [(f.path, f.block, f.index, f.count) for f in frames] == [("layers", "co", 2, 3)]
+
+
+def test_block_params_are_overridable_at_the_call(tmp_path):
+    text = COATTN.replace("{op: co, in: {text: text, image: image}, repeat: layers}",
+                          "{op: co, in: {text: text, image: image}, width: 8}")
+    r = check_file(write(tmp_path, "co.yaml", text))
+    # width 8 breaks the carried `text` stream only when repeated; a single call is fine
+    assert r.ok, r.diagnostics
+    assert str(r.ir.node("layers.tp").shape) == "[B, n, 8]"
+    r = check_file(write(tmp_path, "co2.yaml", text.replace("width: 8}", "width: 8, repeat: 2}")))
+    assert [d.code for d in r.diagnostics if d.is_error] == ["GF126"]
+
+
+def test_forward_references_and_implicit_chaining(tmp_path):
+    p = write(tmp_path, "f.yaml", """\
+        graphformer: 1
+        name: fwd
+        inputs: {x: {shape: [B, 4]}}
+        nodes:
+          b: {op: residual, in: [x, a]}
+          a: {op: relu, in: x}
+          c: {op: tanh}
+        outputs: {y: c}
+    """)
+    r = check_file(p)
+    assert r.ok, r.diagnostics
+    assert r.ir.node("b").inputs == {"xs0": "x", "xs1": "a"}
+    assert r.ir.node("c").inputs == {"x": "a"}  # previous node in the file, not the previous in data flow
+
+
+def test_imports_share_blocks_and_take_params_from_the_root():
+    r = check_file(str(SPECS / "translation.yaml"), preset="tiny")
+    assert r.ok, r.diagnostics
+    assert "decoder.1.cross" in r.ir.g
+    assert r.ir.node("decoder.1.cross").inputs["context"] == "enc_norm"
+
+
+def test_import_cycle_is_an_error(tmp_path):
+    write(tmp_path, "a.yaml", "graphformer: 1\nname: a\nimports: [b.yaml]\n")
+    write(tmp_path, "b.yaml", "graphformer: 1\nname: b\nimports: [a.yaml]\n")
+    r = check_file(str(tmp_path / "a.yaml"))
+    assert [d.code for d in r.diagnostics if d.is_error] == ["GF140"]
+    assert "a.yaml → b.yaml → a.yaml" in r.diagnostics[0].message
+
+
+def test_presets_and_overrides():
+    spec = graphformer.load(SPECS / "gpt2.yaml", preset="tiny", overrides={"layers": 3})
+    assert spec.params["layers"] == 3 and spec.params["d_model"] == 32
+    assert "blocks.2.attn" in spec.ir.g and "blocks.3.attn" not in spec.ir.g
+    with pytest.raises(UsageError, match="did you mean `layers`"):
+        graphformer.load(SPECS / "gpt2.yaml", overrides={"layer": 3})
+    with pytest.raises(UsageError, match="unknown preset"):
+        graphformer.load(SPECS / "gpt2.yaml", preset="huge")
+
+
+def test_spec_error_carries_diagnostics(tmp_path):
+    p = write(tmp_path, "bad.yaml", "graphformer: 1\nname: bad\ninputs: {x: {shape: [B, 4]}}\n"
+                                    "nodes: {y: {op: linear, out: n}}\noutputs: {y: y}\n")
+    with pytest.raises(graphformer.SpecError) as err:
+        graphformer.load(p)
+    (d,) = err.value.diagnostics
+    assert (d.code, d.span.line, d.span.col) == ("GF131", 4, 30)
+
+
+def test_tied_weights_are_counted_once():
+    spec = graphformer.load(SPECS / "gpt2.yaml", preset="tiny")
+    names = param_shapes(spec.ir)
+    assert "lm_head.weight" not in names and "tok.weight" in names
+    assert spec.ir.node("lm_head").attrs.tied == "tok"
+
+
+# Parameter counts of the references at their default configs (the torch-free side of the parity
+# tests; tests/test_parity_text.py recomputes them from the libraries on the meta device).
+@pytest.mark.parametrize("spec,expected", [
+    ("encoder-block.yaml", 3_152_384), ("decoder-block.yaml", 4_204_032), ("transformer.yaml", 44_140_544),
+    ("bert-base.yaml", 109_482_240), ("gpt2.yaml", 124_439_808),
+])
+def test_summary_param_counts(spec, expected):
+    assert total_params(graphformer.load(SPECS / spec).ir) == expected
+
+
+def test_gpt3_size_summary_is_instant(capsys):
+    t0 = time.perf_counter()
+    rc = cli.main(["summary", str(SPECS / "gpt2.yaml"), "--set", "layers=96", "d_model=12288", "heads=96",
+                   "max_len=2048", "--format", "json"])
+    elapsed = time.perf_counter() - t0
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["params"] == 174_604_259_328 and isinstance(doc["params"], int)
+    assert elapsed < 5, elapsed  # ~0.1 s measured; generous bound for a loaded CI machine
+
+
+def test_summary_flops_with_dims(capsys):
+    assert cli.main(["summary", str(SPECS / "encoder-block.yaml"), "--dims", "B=1", "n=10", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    d, ff, n = 512, 2048, 10
+    attn = 2 * n * d * d * 4 + 4 * n * n * d
+    ffn = 2 * n * d * ff * 2
+    assert doc["flops"] >= attn + ffn
+    assert cli.main(["summary", str(SPECS / "encoder-block.yaml"), "--dims", "q=1"]) == 2
+
+
+def test_check_all_bundled_specs_clean(capsys):
+    specs = sorted(str(p) for p in SPECS.glob("*.yaml"))
+    t0 = time.perf_counter()
+    assert cli.main(["check", *specs]) == 0
+    assert time.perf_counter() - t0 < 5
+    err = capsys.readouterr().err
+    assert "warning" not in err and "error" not in err
+
+
+def test_json_and_github_formats(tmp_path, capsys):
+    p = write(tmp_path, "bad.yaml", "graphformer: 1\nname: bad\ninputs: {x: {shape: [B, 4]}}\n"
+                                    "nodes: {y: {op: lineer, out: 3}}\noutputs: {y: y}\n")
+    assert cli.main(["check", p, "--format", "json"]) == 1
+    (d,) = json.loads(capsys.readouterr().out)
+    assert (d["code"], d["line"], d["col"], d["severity"]) == ("GF100", 4, 17, "error")
+    assert "did you mean `linear`" in d["message"]
+    assert cli.main(["check", p, "--format", "github"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"::error file={p},line=4,col=17::[GF100] unknown op `lineer`")

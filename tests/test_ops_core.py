@@ -1,0 +1,88 @@
+"""Table-driven shape rules of the core ops: attrs + input shapes → output shape, or an error code."""
+from __future__ import annotations
+
+import pytest
+
+from graphformer.dims import Dim, parse
+from graphformer.ops import REGISTRY
+from graphformer.ops.base import ShapeError, TensorType
+
+
+def T(*dims, dtype="float32") -> TensorType:
+    return TensorType(tuple(parse(d) if isinstance(d, str) else Dim.const(d) for d in dims), dtype)
+
+
+CASES = [
+    # op, attrs, inputs, expected shape (tuple of str) or error code
+    ("embedding", {"vocab": 10, "dim": 8}, {"ids": T("B", "n", dtype="int64")}, ("B", "n", "8")),
+    ("embedding", {"vocab": 10, "dim": 8}, {"ids": T("B", "n")}, "GF122"),
+    ("positional", {"kind": "learned", "max_len": 16}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("positional", {"kind": "learned", "max_len": 16}, {"x": T("B", 17, 8)}, "GF120"),
+    ("positional", {"kind": "sinusoidal", "max_len": 16}, {"x": T("B", "n", 7)}, "GF123"),
+    ("positional", {"max_len": 16}, {"x": T("B", 8)}, "GF121"),
+    ("linear", {"out": 5}, {"x": T("B", "n", 8)}, ("B", "n", "5")),
+    ("linear", {"out": 5}, {"x": T("B", "n", "d")}, "GF124"),
+    ("linear", {"out": 5}, {"x": T(3)}, ("5",)),
+    ("attention", {"heads": 4}, {"x": T("B", "n", 32)}, ("B", "n", "32")),
+    ("attention", {"heads": 5}, {"x": T("B", "n", 32)}, "GF123"),
+    ("attention", {"heads": 4}, {"x": T("B", 32)}, "GF121"),
+    ("attention", {"heads": 4}, {"x": T("B", "n", 32), "mask": T("B", "n", dtype="int64")}, ("B", "n", "32")),
+    ("attention", {"heads": 4}, {"x": T("B", "n", 32), "mask": T("B", "m", dtype="bool")}, "GF120"),
+    ("attention", {"heads": 4}, {"x": T("B", "n", 32), "mask": T("B", "n")}, "GF122"),
+    ("cross_attend", {"heads": 2}, {"query": T("B", "n", 16), "context": T("B", "m", 24)}, ("B", "n", "16")),
+    ("cross_attend", {"heads": 2, "dim": 8, "out": 12}, {"query": T("B", "n", 16), "context": T("B", "m", 24)},
+     ("B", "n", "12")),
+    ("cross_attend", {"heads": 2}, {"query": T("B", "n", 16), "context": T("C", "m", 24)}, "GF120"),
+    ("cross_attend", {"heads": 3}, {"query": T("B", "n", 16), "context": T("B", "m", 24)}, "GF123"),
+    ("norm", {}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("norm", {"kind": "rms"}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("residual", {}, {"xs0": T("B", "n", 8), "xs1": T("B", "n", 8)}, ("B", "n", "8")),
+    ("residual", {}, {"xs0": T("B", "n", 8), "xs1": T("B", "t", 8)}, "GF120"),
+    ("residual", {}, {"xs0": T("B", "n", 8), "xs1": T("B", 8)}, "GF121"),
+    ("gelu", {"approximate": "tanh"}, {"x": T("B", 3)}, ("B", "3")),
+    ("softmax", {"axis": 1}, {"x": T("B", 3)}, ("B", "3")),
+    ("softmax", {"axis": 2}, {"x": T("B", 3)}, "GF102"),
+    ("concat", {"axis": 1}, {"xs0": T("B", "n", 8), "xs1": T("B", "m", 8)}, ("B", "m + n", "8")),
+    ("concat", {"axis": -1}, {"xs0": T("B", "n", 8), "xs1": T("B", "n", 4)}, ("B", "n", "12")),
+    ("concat", {"axis": 1}, {"xs0": T("B", "n", 8), "xs1": T("B", "m", 4)}, "GF120"),
+    ("pool", {"kind": "cls"}, {"x": T("B", "n", 8)}, ("B", "8")),
+    ("pool", {"kind": "mean"}, {"x": T("B", "n", 8)}, ("B", "8")),
+    ("pool", {"kind": "cls", "index": 5}, {"x": T("B", 3, 8)}, "GF102"),
+    ("dropout", {"p": 0.5}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+]
+
+
+@pytest.mark.parametrize("op,attrs,ins,expected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_shape_rule(op, attrs, ins, expected):
+    opdef = REGISTRY[op]
+    a = opdef.attrs.model_validate(attrs)
+    if isinstance(expected, str):
+        with pytest.raises(ShapeError) as err:
+            opdef.shape(a, ins)
+        assert err.value.code == expected, err.value.message
+    else:
+        out = opdef.shape(a, ins)
+        assert out.shape == tuple(parse(d) for d in expected)
+
+
+def test_core_ops_are_covered_by_the_table():
+    core = {n for n, o in REGISTRY.items() if o.family in ("core", "activation", "structural")}
+    tested = {c[0] for c in CASES} | {"relu", "silu", "tanh", "sigmoid"}
+    assert core <= tested, f"no shape cases for {sorted(core - tested)}"
+
+
+def test_param_counts_of_attention_and_linear():
+    x = T("B", "n", 32)
+    attn = REGISTRY["attention"]
+    ps = attn.params(attn.attrs.model_validate({"heads": 4}), {"x": x})
+    assert sorted(ps) == sorted(f"{p}.{w}" for p in "qkvo" for w in ("weight", "bias"))
+    lin = REGISTRY["linear"]
+    assert lin.params(lin.attrs.model_validate({"out": 5, "tied": "tok", "bias": False}), {"x": x}) == {}
+
+
+def test_attention_flops_are_symbolic():
+    attn = REGISTRY["attention"]
+    a = attn.attrs.model_validate({"heads": 4})
+    x = T("B", "n", 32)
+    f = attn.flops(a, {"x": x}, x)
+    assert f.evaluate({"B": 1, "n": 10}) == 2 * 10 * 32 * 32 * 4 + 4 * 10 * 10 * 32
