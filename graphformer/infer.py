@@ -48,7 +48,9 @@ def lint(ir: IRGraph) -> list[Diagnostic]:
             continue
         seen_spans.add(n.span)
         what = "input" if n.op == "input" else "node"
-        diags.append(Diagnostic("GF112", f"{what} `{n.short}` does not contribute to any output", n.span,
+        rep = next((f for f in reversed(n.scope) if f.index is not None), None)
+        where = f" (in repetition {rep.index} of `{rep.path}`, whose result the next repetition ignores)" if rep else ""
+        diags.append(Diagnostic("GF112", f"{what} `{n.short}` does not contribute to any output{where}", n.span,
                                 severity="warning", node=n.name,
                                 help="use it, list it under `outputs`, or delete it"))
     return diags
