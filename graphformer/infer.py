@@ -49,7 +49,9 @@ def lint(ir: IRGraph) -> list[Diagnostic]:
         seen_spans.add(n.span)
         what = "input" if n.op == "input" else "node"
         rep = next((f for f in reversed(n.scope) if f.index is not None), None)
-        where = f" (in repetition {rep.index} of `{rep.path}`, whose result the next repetition ignores)" if rep else ""
+        where = "" if rep is None else (
+            f" (in the last repetition of `{rep.path}`)" if rep.index == rep.count - 1 else
+            f" (in repetition {rep.index} of `{rep.path}`: the next repetition doesn't use it)")
         diags.append(Diagnostic("GF112", f"{what} `{n.short}` does not contribute to any output{where}", n.span,
                                 severity="warning", node=n.name,
                                 help="use it, list it under `outputs`, or delete it"))
