@@ -22,9 +22,9 @@ def example_inputs(spec, dims=None, seed=0, device="cpu"):
     return _ex(spec, dims=dims, seed=seed, device=device)
 
 
-def load_weights(module, state_dict, mapping):
+def load_weights(module, state_dict, mapping, spec=None):
     from .backends.weights import load_weights as _lw
-    return _lw(module, state_dict, mapping)
+    return _lw(module, state_dict, mapping, spec=spec)
 
 
 def export_onnx(spec, module_or_weights, path, opset=17):

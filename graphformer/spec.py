@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 FORMAT_VERSION = 1
 
@@ -54,6 +54,19 @@ class WeightRule(_Strict):
     src: StrictStr = Field(alias="from")
     dst: Union[StrictStr, list[StrictStr]] = Field(alias="to", description="a list splits a fused tensor on dim 0")
     transpose: bool = False
+
+    @model_validator(mode="after")
+    def _placeholders(self):
+        # caught at check time, with a line:col, rather than when weights are loaded
+        targets = [self.dst] if isinstance(self.dst, str) else self.dst
+        if isinstance(self.dst, list) and len(targets) < 2:
+            raise ValueError("a list in `to` splits a fused tensor: name at least 2 parameters")
+        for t in [self.src, *targets]:
+            if "{" in t.replace("{i}", "") or "}" in t.replace("{i}", ""):
+                raise ValueError(f"`{t}`: the only placeholder is `{{i}}` (the layer index)")
+        if "{i}" not in self.src and any("{i}" in t for t in targets):
+            raise ValueError("`to` uses `{i}` but `from` does not")
+        return self
 
 
 class WeightMap(_Strict):
