@@ -1,0 +1,334 @@
+"""The view model shared by the diagram renderers (Graphviz, Mermaid): what to draw, not how.
+
+`build(ir)` turns the IR into boxes, arrows and nested clusters:
+
+- one box per IR node, labelled with its op and the attributes a reader needs (`12 heads · causal`);
+- one arrow per data edge, labelled with the tensor's shape (symbolic, or concrete with `dims`);
+- inputs and outputs as their own kinds of node (the outputs have no IR node: `output:NAME`);
+- one cluster per block call, nested as the calls are;
+- a repeated block collapsed to its first repetition, its cluster labelled `× N`: every node of
+  repetition k stands for itself in repetition 0, arrows between repetitions (the carried streams)
+  disappear, arrows into any repetition from outside land on repetition 0's node, and arrows out of
+  the last repetition leave from repetition 0's node. `expand=True` draws every repetition instead.
+
+Node ids are IR paths (`blocks.0.attn`), the same names as in diagnostics and state-dict keys.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..ir import IRGraph, IRNode
+from ..ops import REGISTRY
+from ..ops.base import TensorType
+
+# The diagram's lowering table: every op's colour family (labels come from the attrs, generically).
+# tests/test_draw.py checks that every registered op is listed; an op missing here still draws, coloured
+# by its registry family through FAMILY_STYLE.
+OP_STYLES = {
+    **dict.fromkeys(["embedding", "positional", "patch_embed", "prepend_tokens", "latents", "table_row"], "embed"),
+    **dict.fromkeys(["attention", "cross_attend", "cosine_logits"], "attention"),
+    "linear": "linear",
+    **dict.fromkeys(["norm", "l2_normalize"], "norm"),
+    **dict.fromkeys(["relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "quick_gelu"], "activation"),
+    "dropout": "dropout",
+    **dict.fromkeys(["residual", "concat", "interleave"], "merge"),
+    **dict.fromkeys(["pool", "slice", "transpose", "unsqueeze", "deinterleave", "token_at", "spectrogram",
+                     "vestigial", "scale"], "structural"),
+}
+# style key -> (fill, border, text): muted fills so that labels stay readable; inputs and outputs dark
+PALETTE = {
+    "input": ("#34568b", "#34568b", "#ffffff"),
+    "output": ("#2e6b4f", "#2e6b4f", "#ffffff"),
+    "embed": ("#fdf1d0", "#c9a646", "#222222"),
+    "attention": ("#f9dcd2", "#c0705a", "#222222"),
+    "linear": ("#dbe7f6", "#6a8fc0", "#222222"),
+    "norm": ("#dcecd8", "#7fa874", "#222222"),
+    "activation": ("#e7ddef", "#9579ab", "#222222"),
+    "dropout": ("#f4f4f4", "#b0b0b0", "#555555"),
+    "merge": ("#ececec", "#8a8a8a", "#222222"),
+    "structural": ("#ececec", "#8a8a8a", "#222222"),
+    "other": ("#e4eef0", "#7a9ca3", "#222222"),
+}
+SYMBOLS = {"residual": "+"}
+FAMILY_STYLE = {"activation": "activation", "structural": "structural", "sequence": "structural",
+                "vision": "embed", "audio": "structural", "multimodal": "attention"}
+
+
+@dataclass
+class Node:
+    id: str                 # IR path, or `output:NAME` for a graph output
+    kind: str               # "input" | "op" | "output"
+    title: str              # the op (or the input/output name)
+    detail: str             # key attributes, e.g. "12 heads · causal" ("" when none)
+    name: str               # the node's own short name (`attn`), shown small beside the title
+    style: str              # palette key: input, output, embed, attention, linear, norm, ...
+    tooltip: str            # full path and shape, for SVG hover
+    cluster: str | None     # id of the innermost cluster holding it
+    symbol: str = ""        # drawn as a small circle with this glyph instead of a box (residual: +)
+
+
+@dataclass
+class Edge:
+    src: str
+    dst: str
+    label: str              # shape of the tensor, optionally prefixed by the consumer's port
+
+
+@dataclass
+class Cluster:
+    id: str                 # `blocks` (collapsed repeat), `blocks.3` (expanded), `enc` (plain call)
+    label: str              # `layer × 12`
+    name: str               # the call's own name (`blocks`), shown small beside the label; "" if the same
+    parent: str | None
+    repeat: int | None      # N when drawn once for N repetitions
+
+
+@dataclass
+class Diagram:
+    name: str
+    subtitle: str
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    clusters: dict[str, Cluster] = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> list[Node]:
+        return [n for n in self.nodes if n.kind == "input"]
+
+    @property
+    def outputs(self) -> list[Node]:
+        return [n for n in self.nodes if n.kind == "output"]
+
+    def chain(self, cluster: str | None) -> list[str]:
+        """Cluster ids from the outermost down to `cluster`."""
+        out = []
+        while cluster is not None:
+            out.append(cluster)
+            cluster = self.clusters[cluster].parent
+        return out[::-1]
+
+    def members(self, cluster: str) -> set[str]:
+        """Ids of the nodes inside a cluster, its sub-clusters included."""
+        return {n.id for n in self.nodes if cluster in self.chain(n.cluster)}
+
+    def entries(self, cluster: str) -> list[str]:
+        """The nodes of a cluster that nothing inside it feeds (where the block's data comes in), the
+        ones nearest the inputs first: the head of the list is drawn on the block's first row."""
+        inside = self.members(cluster)
+        fed = {e.dst for e in self.edges if e.src in inside and e.dst in inside}
+        depth = self.depths()
+        return sorted((n.id for n in self.nodes if n.id in inside and n.id not in fed), key=lambda i: depth[i])
+
+    def depths(self) -> dict[str, int]:
+        """Longest path from any input to each node (nodes are kept in topological order)."""
+        order = {n.id: i for i, n in enumerate(self.nodes)}
+        depth = dict.fromkeys(order, 0)
+        for e in sorted(self.edges, key=lambda e: order[e.src]):   # a source's depth is final before use
+            depth[e.dst] = max(depth[e.dst], depth[e.src] + 1)
+        return depth
+
+    def children(self, cluster: str | None) -> list[Cluster | Node]:
+        """Direct sub-clusters and nodes of a cluster (None: the top level), in order of first appearance,
+        so that the text follows the flow of the model."""
+        items: list[Cluster | Node] = []
+        seen: set[str] = set()
+        for n in self.nodes:
+            path = [None] + self.chain(n.cluster)
+            if cluster not in path:
+                continue
+            i = path.index(cluster)
+            if i + 1 == len(path):
+                items.append(n)
+            elif path[i + 1] not in seen:
+                seen.add(path[i + 1])
+                items.append(self.clusters[path[i + 1]])
+        return items
+
+
+# ---------------------------------------------------------------- collapsing repetitions
+
+@dataclass(frozen=True)
+class _Placement:
+    rep: str                      # the node that stands for this one in the diagram
+    clusters: tuple[Cluster, ...]  # outermost first
+    reps: tuple[tuple[str, int], ...]  # (repeated call path, repetition index) for every repeat around it
+
+
+def _place(node: IRNode, expand: bool) -> _Placement:
+    """Where a node is drawn: its representative path and its cluster chain.
+
+    Frame paths contain the outer repetition indices (`enc.3.sub`), so the representative is built
+    frame by frame: replace the original prefix by the canonical one, then append this frame's index
+    (or 0 when collapsing).
+    """
+    orig, canon = "", ""
+    clusters, reps = [], []
+    parent = None
+    for f in node.scope:
+        path = canon + f.path[len(orig):]
+        reps.append((f.path, f.index if f.index is not None else -1))
+        short = path.rsplit(".", 1)[-1]
+        name = "" if short == f.block else short
+        if f.index is None:
+            cid, label, repeat = path, f.block, None
+            orig, canon = f.path, path
+        elif expand:
+            cid = f"{path}.{f.index}"
+            label, name, repeat = f"{f.block} {f.index + 1}/{f.count}", f"{name or short}.{f.index}", None
+            orig, canon = f"{f.path}.{f.index}", cid
+        else:
+            cid, label, repeat = path, f"{f.block} × {f.count}", f.count
+            orig, canon = f"{f.path}.{f.index}", f"{path}.0"
+        clusters.append(Cluster(cid, label, name, parent, repeat))
+        parent = cid
+    return _Placement(canon + node.name[len(orig):], tuple(clusters), tuple(reps))
+
+
+def _across_repetitions(a: _Placement, b: _Placement) -> bool:
+    """True when two nodes sit in different repetitions of the same repeated call (a carried edge)."""
+    ra = dict(a.reps)
+    return any(path in ra and ra[path] != idx for path, idx in b.reps)
+
+
+# ---------------------------------------------------------------- labels
+
+def _num(v: Any) -> str:
+    if isinstance(v, float):
+        return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{v:g}")   # 1e-06 -> 1e-6
+    return str(v)
+
+
+# How one attribute reads in a label; anything not listed reads `name value`. A value equal to the
+# field's default is left out (the label says what is special about this node), except required fields.
+_ATTR_TEXT: dict[str, Callable[[Any], str | None]] = {
+    "heads": lambda v: f"{v} head{'s' * (v != 1)}",
+    "out": lambda v: f"→ {v}",
+    "dim": lambda v: f"width {v}",
+    "causal": lambda v: "causal" if v else None,
+    "bias": lambda v: None if v else "no bias",
+    "scale": lambda v: "scaled by √d" if v else None,
+    "kind": lambda v: str(v),
+    "approximate": lambda v: None if v == "none" else str(v),
+    "max_len": lambda v: f"≤ {v} positions",
+    "tied": lambda v: f"tied to {str(v).rsplit('.', 1)[-1]}",
+    "eps": lambda v: f"eps {_num(v)}",
+    "p": lambda v: f"p {_num(v)}",
+    "by": lambda v: f"× {_num(v)}",
+    "dropout": lambda v: f"dropout {_num(v)}" if v else None,
+}
+
+
+def _embedding_detail(a: Any) -> str:
+    return " · ".join([f"{a.vocab} × {a.dim}"] + (["scaled by √d"] if getattr(a, "scale", False) else []))
+
+
+def _patch_detail(a: Any) -> str:
+    stride = f" · stride {a.stride}" if a.stride and a.stride != a.patch else ""
+    return f"{a.patch}×{a.patch} → {a.dim}{stride}"
+
+
+# Ops whose attributes read better as one phrase than as `name value` pairs.
+_OP_DETAIL: dict[str, Callable[[Any], str]] = {
+    "embedding": _embedding_detail,
+    "patch_embed": _patch_detail,
+    "latents": lambda a: f"{a.count} × {a.dim}",
+    "vestigial": lambda a: f"unused {a.rows} × {a.cols}",
+}
+MAX_DETAILS = 4  # keep labels legible: an op with many non-default attributes shows the first few
+
+
+def attr_detail(op: str, attrs: Any) -> str:
+    """The short attribute text of a node label, e.g. `12 heads · causal` or `→ 3072`."""
+    if attrs is None:
+        return ""
+    if op in _OP_DETAIL:
+        return _OP_DETAIL[op](attrs)
+    parts = []
+    for name, fld in type(attrs).model_fields.items():
+        value = getattr(attrs, name)
+        if not fld.is_required() and value == fld.default:
+            continue
+        fmt = _ATTR_TEXT.get(name)
+        if fmt:
+            text = fmt(value)
+        elif isinstance(value, bool):
+            text = name if value else f"no {name}"
+        else:
+            text = f"{name} {_num(value)}"
+        if text:
+            parts.append(text)
+    return " · ".join(parts[:MAX_DETAILS]) + (" …" if len(parts) > MAX_DETAILS else "")
+
+
+def node_style(op: str) -> str:
+    if op in OP_STYLES:
+        return OP_STYLES[op]
+    opdef = REGISTRY.get(op)
+    return FAMILY_STYLE.get(opdef.family, "other") if opdef else "other"
+
+
+def shape_text(t: TensorType | None, dims: dict[str, int]) -> str:
+    if t is None:
+        return "?"
+    if dims:
+        t = TensorType(tuple(d.subs(dims) for d in t.shape), t.dtype)
+    return str(t)
+
+
+def _port_label(op: str, port: str) -> str:
+    """The consumer's port, shown on an edge only where it tells the reader something (query/context)."""
+    opdef = REGISTRY.get(op)
+    if opdef is None or opdef.variadic or len(opdef.ports) < 2 or port == opdef.port_names[0]:
+        return ""
+    return port
+
+
+# ---------------------------------------------------------------- building
+
+def build(ir: IRGraph, expand: bool = False, dims: dict[str, int] | None = None,
+          subtitle: str = "") -> Diagram:
+    dims = dims or {}
+    diagram = Diagram(ir.name, subtitle)
+    placed: dict[str, _Placement] = {}
+    seen_nodes: set[str] = set()
+    for node in ir.nodes():
+        p = placed[node.name] = _place(node, expand)
+        for c in p.clusters:
+            diagram.clusters.setdefault(c.id, c)
+        if p.rep in seen_nodes:
+            continue
+        seen_nodes.add(p.rep)
+        diagram.nodes.append(_node(node, p, dims))
+
+    seen_edges: set[tuple[str, str, str]] = set()
+    for node in ir.nodes():
+        for port, src in node.inputs.items():
+            a, b = placed[src], placed[node.name]
+            if not expand and _across_repetitions(a, b):
+                continue
+            label = shape_text(ir.node(src).shape, dims)
+            port_text = _port_label(node.op, port)
+            if port_text:
+                label = f"{port_text}: {label}"
+            key = (a.rep, b.rep, label)
+            if key not in seen_edges:
+                seen_edges.add(key)
+                diagram.edges.append(Edge(a.rep, b.rep, label))
+
+    for out_name, src in ir.outputs.items():
+        oid = f"output:{out_name}"
+        t = shape_text(ir.node(src).shape, dims)
+        diagram.nodes.append(Node(oid, "output", out_name, "", "", "output", f"output {out_name}: {t}", None))
+        diagram.edges.append(Edge(placed[src].rep, oid, t))
+    return diagram
+
+
+def _node(node: IRNode, p: _Placement, dims: dict[str, int]) -> Node:
+    cluster = p.clusters[-1].id if p.clusters else None
+    tip = f"{p.rep}: {shape_text(node.shape, dims)}"
+    if node.op == "input":
+        return Node(p.rep, "input", node.name, "", "", "input", f"input {tip}", None)
+    return Node(p.rep, "op", node.op, attr_detail(node.op, node.attrs), node.short, node_style(node.op),
+                f"{tip} ({node.op})", cluster, SYMBOLS.get(node.op, ""))

@@ -1,0 +1,86 @@
+"""`graphformer draw SPEC`: a diagram of the model (Graphviz DOT/SVG/PNG/PDF or Mermaid), from the IR.
+
+No `-o`: DOT (or Mermaid) text on stdout. With `-o`, the format follows the extension unless
+`--format` says otherwise. Only svg/png/pdf need Graphviz's `dot` binary; DOT and Mermaid text never do.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from ..backends import graphviz
+from ..backends.diagram import build
+from ..backends.mermaid import to_mermaid
+from .common import CommandError, add_spec_args, atomic_output, load_checked, parse_assignments
+
+TEXT_FORMATS = ("dot", "mermaid")
+FORMATS = ("svg", "png", "pdf") + TEXT_FORMATS
+EXTENSIONS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot",
+              ".mmd": "mermaid", ".mermaid": "mermaid"}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("draw", help="draw the model as a diagram (Graphviz or Mermaid)",
+                       description="Draw a spec as a diagram: ops as boxes, shapes on the edges, blocks as "
+                                   "clusters, repeated blocks drawn once with × N.")
+    add_spec_args(p, dims=True)
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write here; the format follows the extension (.svg .png .pdf .dot/.gv .mmd/.mermaid)")
+    p.add_argument("--format", choices=FORMATS, help="output format (default: from -o's extension, else dot)")
+    p.add_argument("--expand", action="store_true", help="draw every repetition instead of one block × N")
+    p.add_argument("--direction", choices=["TB", "LR"], default="TB", help="top to bottom (default) or left to right")
+
+
+def output_format(output: str | None, fmt: str | None) -> str:
+    """The format to write; raises CommandError(2) for an unknown extension or a binary format to stdout."""
+    if fmt is None and output is not None:
+        ext = os.path.splitext(output)[1].lower()
+        fmt = EXTENSIONS.get(ext)
+        if fmt is None:
+            known = " ".join(EXTENSIONS)
+            raise CommandError(f"cannot tell the format of `{output}` from its extension "
+                               f"(known: {known}); pass --format")
+    fmt = fmt or "dot"
+    if output is None and fmt in ("png", "pdf"):
+        raise CommandError(f"--format {fmt} is binary: write it to a file with -o FILE.{fmt}")
+    return fmt
+
+
+def run(args) -> int:
+    fmt = output_format(args.output, args.format)
+    result = load_checked(args.spec, args)
+    ir = result.ir
+    dims = parse_assignments(args.dims, "--dims")
+    unknown = [d for d in dims if d not in ir.dims]
+    if unknown:
+        raise CommandError(f"--dims: `{unknown[0]}` is not a symbolic dim of {args.spec} "
+                           f"(dims: {', '.join(ir.dims) or 'none'})")
+    diagram = build(ir, expand=args.expand, dims=dims, subtitle=_subtitle(args, dims))
+    if fmt == "mermaid":
+        data = to_mermaid(diagram, args.direction).encode()
+    else:
+        dot_text = graphviz.to_dot(diagram, args.direction)
+        data = dot_text.encode() if fmt == "dot" else _render(dot_text, fmt)
+    if args.output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
+    with atomic_output(args.output) as fh:
+        fh.write(data)
+    return 0
+
+
+def _subtitle(args, dims: dict[str, int]) -> str:
+    parts = []
+    if args.preset:
+        parts.append(f"preset {args.preset}")
+    parts += list(args.overrides or [])
+    parts += [f"{k}={v}" for k, v in dims.items()]
+    return ", ".join(parts)
+
+
+def _render(dot_text: str, fmt: str) -> bytes:
+    try:
+        return graphviz.render(dot_text, fmt)
+    except (graphviz.DotNotFound, graphviz.DotFailed) as e:
+        raise CommandError(str(e)) from None

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Regenerate docs/gallery/: the diagram of every bundled spec (default params, symbolic shapes).
+
+For each specs/NAME.yaml this writes NAME.dot and NAME.mmd (the checked artefacts: deterministic text that
+tests/test_draw.py compares with a fresh rendering) and NAME.svg and NAME.png (for viewing; these need
+Graphviz's `dot`), then docs/gallery/README.md listing them. Run it after changing a spec or the drawing
+code:  python scripts/gallery.py            (or --text-only where `dot` is not installed)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from graphformer.api import load  # noqa: E402
+from graphformer.backends import graphviz  # noqa: E402
+from graphformer.backends.diagram import build  # noqa: E402
+from graphformer.backends.mermaid import to_mermaid  # noqa: E402
+from graphformer.diagnostics import SpecError  # noqa: E402
+
+SPECS = ROOT / "specs"
+GALLERY = ROOT / "docs" / "gallery"
+PNG_DPI = 96
+
+
+def spec_paths() -> list[Path]:
+    return sorted(p for p in SPECS.glob("*.yaml") if not p.name.startswith("."))  # skip editors' temp files
+
+
+def texts(spec: Path) -> dict[str, str]:
+    """The gallery's text artefacts of one spec: {"dot": ..., "mmd": ...}."""
+    diagram = build(load(str(spec)).ir)
+    return {"dot": graphviz.to_dot(diagram), "mmd": to_mermaid(diagram)}
+
+
+def readme(names: list[str]) -> str:
+    lines = ["# Gallery", "",
+             "The diagram of every bundled spec at its default size, with symbolic shapes, drawn by",
+             "`graphformer draw`. Regenerate with `python scripts/gallery.py`; `tests/test_draw.py` fails",
+             "when a `.dot` or `.mmd` file here no longer matches its spec. See [drawing.md](../drawing.md).", ""]
+    for name in names:
+        lines += [f"## {name}", "",
+                  f"`graphformer draw specs/{name}.yaml -o {name}.svg` · "
+                  f"[svg]({name}.svg) · [png]({name}.png) · [dot]({name}.dot) · [mermaid]({name}.mmd)", "",
+                  f"[![{name}]({name}.svg)]({name}.svg)", ""]
+    return "\n".join(lines)
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--text-only", action="store_true", help="write only the .dot/.mmd files (no `dot` needed)")
+    args = ap.parse_args(argv)
+    if not args.text_only:
+        try:
+            graphviz.find_dot()
+        except graphviz.DotNotFound as e:
+            sys.stderr.write(f"gallery: {e} (or pass --text-only)\n")
+            return 2
+    GALLERY.mkdir(parents=True, exist_ok=True)
+    names, failed = [], False
+    for spec in spec_paths():
+        try:
+            out = texts(spec)
+        except SpecError as e:
+            sys.stderr.write(f"gallery: {spec.name} has errors, skipped:\n{e.render()}\n")
+            failed = True
+            continue
+        name = spec.stem
+        names.append(name)
+        _write(GALLERY / f"{name}.dot", out["dot"].encode())
+        _write(GALLERY / f"{name}.mmd", out["mmd"].encode())
+        if not args.text_only:
+            _write(GALLERY / f"{name}.svg", graphviz.render(out["dot"], "svg"))
+            _write(GALLERY / f"{name}.png", graphviz.render(out["dot"], "png", dpi=PNG_DPI))
+        print(f"gallery: {name}")
+    for stale in sorted(GALLERY.iterdir()):  # diagrams of specs that no longer exist
+        if stale.suffix in (".dot", ".mmd", ".svg", ".png") and stale.stem not in names and not failed:
+            stale.unlink()
+    _write(GALLERY / "README.md", readme(names).encode())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

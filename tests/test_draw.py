@@ -1,0 +1,366 @@
+"""`graphformer draw`: the diagram view model, DOT and Mermaid text, rendering, the CLI, the gallery."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import cli
+import graphformer
+from graphformer.backends.diagram import build
+from graphformer.backends.graphviz import INSTALL_HINT, to_dot
+from graphformer.backends.mermaid import _Ids, to_mermaid
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted(p for p in (ROOT / "specs").glob("*.yaml") if not p.name.startswith("."))
+HAS_DOT = shutil.which("dot") is not None
+needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz `dot` is not installed")
+MAGIC = {"svg": b"<svg", "png": b"\x89PNG", "pdf": b"%PDF"}
+
+TWO_STREAMS = """\
+    graphformer: 1
+    name: two-streams
+    params: {d: 16, dv: 24, heads: 2, layers: 3}
+    dims: {B: 2, n: 5, m: 7}
+    inputs:
+      text:  {shape: [B, n, d]}
+      image: {shape: [B, m, dv]}
+    blocks:
+      co_layer:
+        inputs: {t: [B, n, d], v: [B, m, dv]}
+        nodes:
+          t2v:   {op: cross_attend, in: {query: t, context: v}, heads: heads}
+          t_res: {op: residual, in: [t, t2v]}
+          v2t:   {op: cross_attend, in: {query: v, context: t}, heads: heads}
+          v_res: {op: residual, in: [v, v2t]}
+        outputs: {t: t_res, v: v_res}
+    nodes:
+      co:     {op: co_layer, in: {t: text, v: image}, repeat: layers}
+      t_pool: {op: pool, in: co.t}
+      v_pool: {op: pool, in: co.v, kind: mean}
+    outputs: {text_vec: t_pool, image_vec: v_pool}
+"""
+
+NESTED = """\
+    graphformer: 1
+    name: nested
+    params: {d: 8}
+    dims: {B: 2, n: 4}
+    inputs:
+      x: {shape: [B, n, d]}
+    blocks:
+      inner:
+        inputs: {h: [B, n, d]}
+        nodes:
+          lin: {op: linear, out: d}
+          act: {op: relu}
+        outputs: {h: act}
+      outer:
+        inputs: {h: [B, n, d]}
+        nodes:
+          ln:   {op: norm}
+          body: {op: inner, repeat: 2}
+          res:  {op: residual, in: [h, body]}
+        outputs: {h: res}
+    nodes:
+      stack: {op: outer, in: x, repeat: 3}
+      end:   {op: norm}
+    outputs: {y: end}
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return str(p)
+
+
+def draw(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["draw", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def edges(diagram) -> set[tuple[str, str]]:
+    return {(e.src, e.dst) for e in diagram.edges}
+
+
+def dot_node_ids(dot: str) -> set[str]:
+    return set(re.findall(r'^\s*"([^"]+)" \[', dot, re.M))
+
+
+# ---------------------------------------------------------------- every bundled spec, every format
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_every_spec_draws_to_dot_and_mermaid(spec, capsys):
+    code, dot, err = draw(capsys, str(spec))
+    assert code == 0, err
+    assert dot.startswith(f'digraph "{graphformer.load(str(spec)).name}"') and dot.rstrip().endswith("}")
+    ir = graphformer.load(str(spec)).ir
+    ids = dot_node_ids(dot)
+    for name in ir.outputs:
+        assert f"output:{name}" in ids
+    for name in ir.inputs:
+        assert name in ids
+    code, mmd, err = draw(capsys, str(spec), "--format", "mermaid")
+    assert code == 0, err
+    assert "flowchart TB" in mmd
+    assert mmd.count("subgraph ") == len(re.findall(r"^\s*end$", mmd, re.M))
+    # every edge's ends are declared nodes
+    declared = set(re.findall(r"^\s*([A-Za-z]\w*)[(\[]", mmd, re.M))
+    for a, b in re.findall(r"^\s*(\w+) -->\|\"[^\"]*\"\| (\w+)$", mmd, re.M):
+        assert a in declared and b in declared
+
+
+@needs_dot
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_every_spec_renders(spec, tmp_path, capsys):
+    for fmt, magic in MAGIC.items():
+        out = tmp_path / f"d.{fmt}"
+        code, _, err = draw(capsys, str(spec), "--preset", "tiny", "-o", str(out))
+        assert code == 0, err
+        assert magic in out.read_bytes()[:400]
+
+
+@needs_dot
+def test_svg_ids_are_ir_paths(tmp_path, capsys):
+    out = tmp_path / "g.svg"
+    assert draw(capsys, str(ROOT / "specs/gpt2.yaml"), "-o", str(out))[0] == 0
+    svg = out.read_text()
+    assert "<title>blocks.0.attn</title>" in svg
+    assert "× 12" in svg
+
+
+# ---------------------------------------------------------------- collapsing and expanding repeats
+
+def test_collapsed_gpt2_is_one_block_times_12():
+    ir = graphformer.load(str(ROOT / "specs/gpt2.yaml")).ir
+    collapsed, expanded = build(ir), build(ir, expand=True)
+    dot = to_dot(collapsed)
+    assert "layer × 12" in dot
+    assert "blocks.1." not in dot
+    assert len(expanded.nodes) - len(collapsed.nodes) == 11 * 10   # 10 nodes per layer, 11 layers folded
+    assert len(collapsed.nodes) < len(expanded.nodes) / 5
+    full = to_dot(expanded)
+    assert '"blocks.11.attn"' in full and "layer 12/12" in full and "× 12" not in full
+    # the carried stream leaves the block from the last repetition and enters the first
+    assert ("blocks.11.res2", "ln_f") in edges(expanded)
+    assert ("blocks.0.res2", "ln_f") in edges(collapsed)
+    assert ("drop", "blocks.0.ln1") in edges(collapsed)
+
+
+def test_collapse_reroutes_memory_and_drops_carried_edges():
+    ir = graphformer.load(str(ROOT / "specs/transformer.yaml"), "tiny").ir
+    e = edges(build(ir))
+    assert ("enc_norm", "decoder.0.cross") in e            # memory into the (one drawn) decoder layer
+    assert ("encoder.0.norm2", "enc_norm") in e             # out of the last repetition, drawn from rep 0
+    assert not any("encoder.1" in a or "encoder.1" in b for a, b in e)
+    assert ("encoder.0.norm2", "encoder.0.attn") not in e   # the carried edge between repetitions is gone
+    x = edges(build(ir, expand=True))
+    assert {("enc_norm", "decoder.0.cross"), ("enc_norm", "decoder.1.cross"),
+            ("encoder.1.norm2", "enc_norm"), ("encoder.0.norm2", "encoder.1.attn")} <= x
+    labels = {(ed.src, ed.dst): ed.label for ed in build(ir).edges}
+    assert labels["enc_norm", "decoder.0.cross"] == "context: [B, s, 32]"
+
+
+def test_two_carried_streams(tmp_path):
+    ir = graphformer.load(write(tmp_path, "co.yaml", TWO_STREAMS)).ir
+    d = build(ir)
+    assert [c.label for c in d.clusters.values()] == ["co_layer × 3"]
+    e = edges(d)
+    assert {("text", "co.0.t2v"), ("image", "co.0.t2v"), ("image", "co.0.v2t"), ("text", "co.0.v2t"),
+            ("co.0.t_res", "t_pool"), ("co.0.v_res", "v_pool")} <= e
+    assert not any(a.startswith("co.0.") and b in ("co.0.t2v", "co.0.v2t") for a, b in e)
+    dot = to_dot(d)
+    # both inputs on the first rank, in the spec's order, so the two streams start side by side
+    assert '{ rank=min; "text"; "image"; }' in dot and '"text" -> "image" [style=invis]' in dot
+    assert '{ rank=max; "output:text_vec"; "output:image_vec"; }' in dot
+
+
+def test_nested_repeats_collapse_to_nested_clusters(tmp_path):
+    ir = graphformer.load(write(tmp_path, "n.yaml", NESTED)).ir
+    d = build(ir)
+    assert {c.id: (c.label, c.parent) for c in d.clusters.values()} == {
+        "stack": ("outer × 3", None), "stack.0.body": ("inner × 2", "stack")}
+    assert [n.id for n in d.nodes] == ["x", "stack.0.ln", "stack.0.body.0.lin", "stack.0.body.0.act",
+                                       "stack.0.res", "end", "output:y"]
+    assert edges(d) == {("x", "stack.0.ln"), ("stack.0.ln", "stack.0.body.0.lin"),
+                        ("stack.0.body.0.lin", "stack.0.body.0.act"), ("x", "stack.0.res"),
+                        ("stack.0.body.0.act", "stack.0.res"), ("stack.0.res", "end"), ("end", "output:y")}
+    x = build(ir, expand=True)
+    assert len(x.clusters) == 3 + 3 * 2 and "stack.2.body.1" in x.clusters
+    assert ("stack.2.res", "end") in edges(x)
+    mmd = to_mermaid(d)
+    assert "n_end(" in mmd  # `end` would close a mermaid subgraph
+
+
+# ---------------------------------------------------------------- labels and shapes
+
+def test_labels_say_what_matters():
+    gpt2 = to_dot(build(graphformer.load(str(ROOT / "specs/gpt2.yaml")).ir))
+    assert "<b>attention</b> 12 heads · causal" in gpt2
+    assert "<b>linear</b> → 3072" in gpt2
+    assert "<b>gelu</b> tanh" in gpt2
+    assert "no bias · tied to tok" in gpt2
+    assert "eps" not in gpt2                  # the default eps is not news
+    assert "[B, n, 768]" in gpt2 and "[B, n] int64" in gpt2
+    bert = to_dot(build(graphformer.load(str(ROOT / "specs/bert-base.yaml")).ir))
+    assert "eps 1e-12" in bert and "mask: [B, n] int64" in bert
+
+
+def test_inputs_and_outputs_look_different_from_ops():
+    d = build(graphformer.load(str(ROOT / "specs/gpt2.yaml")).ir)
+    kinds = {n.id: (n.kind, n.style) for n in d.nodes}
+    assert kinds["tokens"] == ("input", "input")
+    assert kinds["output:logits"] == ("output", "output")
+    assert kinds["tok"][1] != "input" and kinds["lm_head"][1] != "output"
+
+
+def test_dims_make_shapes_concrete(capsys):
+    code, dot, err = draw(capsys, str(ROOT / "specs/gpt2.yaml"), "--dims", "B=1", "n=16")
+    assert code == 0, err
+    assert "[1, 16, 768]" in dot and "[B, n" not in dot and "B=1, n=16" in dot
+    code, _, err = draw(capsys, str(ROOT / "specs/gpt2.yaml"), "--dims", "T=3")
+    assert code == 2 and "`T` is not a symbolic dim" in err
+
+
+def test_direction_and_mermaid_ids(capsys):
+    code, dot, _ = draw(capsys, str(ROOT / "specs/encoder-block.yaml"), "--direction", "LR")
+    assert code == 0 and "rankdir=LR" in dot
+    code, mmd, _ = draw(capsys, str(ROOT / "specs/encoder-block.yaml"), "--format", "mermaid", "--direction", "LR")
+    assert code == 0 and "flowchart LR" in mmd
+    ids = _Ids()
+    assert ids("blocks.0.attn") == "blocks_0_attn"
+    assert ids("blocks_0.attn") == "blocks_0_attn_2"   # collisions stay distinct
+    assert ids("end") == "n_end" and ids("3x") == "n_3x"
+    assert ids("blocks.0.attn") == "blocks_0_attn"     # stable
+
+
+# ---------------------------------------------------------------- CLI: formats, errors, atomic writes
+
+@pytest.mark.parametrize("ext,start", [(".dot", b"digraph"), (".gv", b"digraph"), (".mmd", b"---\ntitle:"),
+                                       (".mermaid", b"---\ntitle:")])
+def test_format_follows_extension(ext, start, tmp_path, capsys):
+    out = tmp_path / f"d{ext}"
+    assert draw(capsys, str(ROOT / "specs/gpt2.yaml"), "-o", str(out))[0] == 0
+    assert out.read_bytes().startswith(start)
+
+
+def test_usage_errors(tmp_path, capsys):
+    spec = str(ROOT / "specs/gpt2.yaml")
+    code, _, err = draw(capsys, spec, "-o", str(tmp_path / "d.jpeg"))
+    assert code == 2 and "cannot tell the format" in err
+    for fmt in ("png", "pdf"):
+        code, out, err = draw(capsys, spec, "--format", fmt)
+        assert code == 2 and "-o FILE" in err and out == ""
+    code, _, err = draw(capsys, spec, "-o", str(tmp_path / "missing" / "d.dot"))
+    assert code == 2 and "does not exist" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spec_errors_exit_1_and_write_nothing(tmp_path, capsys):
+    bad = write(tmp_path, "bad.yaml", """\
+        graphformer: 1
+        name: bad
+        dims: {B: 2, n: 4}
+        inputs: {x: {shape: [B, n, 8]}}
+        nodes:
+          a: {op: attention, heads: 3}
+        outputs: {y: a}
+    """)
+    out = tmp_path / "d.dot"
+    code, _, err = draw(capsys, bad, "-o", str(out))
+    assert code == 1 and "bad.yaml:6" in err and "GF123" in err
+    assert not out.exists()
+
+
+def test_missing_dot_is_an_environment_error(tmp_path, capsys, monkeypatch):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    out = tmp_path / "d.png"
+    code, _, err = draw(capsys, str(ROOT / "specs/gpt2.yaml"), "-o", str(out))
+    assert code == 2 and INSTALL_HINT in err
+    assert not out.exists()
+    # text formats never need the binary
+    assert draw(capsys, str(ROOT / "specs/gpt2.yaml"), "-o", str(tmp_path / "d.dot"))[0] == 0
+    assert draw(capsys, str(ROOT / "specs/gpt2.yaml"), "-o", str(tmp_path / "d.mmd"))[0] == 0
+
+
+@pytest.mark.skipif(os.name != "posix", reason="uses a shell script as a fake `dot`")
+def test_failed_render_leaves_the_old_file_alone(tmp_path, capsys, monkeypatch):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dot").write_text("#!/bin/sh\necho 'Error: syntax error in line 1' >&2\nexit 1\n")
+    (fake / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "d.svg"
+    out.write_text("previous diagram")
+    code, _, err = draw(capsys, str(ROOT / "specs/gpt2.yaml"), "-o", str(out))
+    assert code == 2 and "syntax error in line 1" in err
+    assert out.read_text() == "previous diagram"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "d.svg"]   # no temp file left
+
+
+def test_draw_needs_no_torch(tmp_path):
+    code = textwrap.dedent(f"""
+        import argparse, sys
+        from graphformer.commands import draw
+        p = argparse.ArgumentParser(); sub = p.add_subparsers(dest="command"); draw.add_parser(sub)
+        args = p.parse_args(["draw", {str(ROOT / 'specs/bert-base.yaml')!r}, "-o", {str(tmp_path / 'b.mmd')!r}])
+        assert draw.run(args) == 0
+        assert "torch" not in sys.modules, "draw imported torch"
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "b.mmd").read_text().startswith("---\ntitle: bert-base")
+
+
+# ---------------------------------------------------------------- the gallery
+
+def _gallery():
+    spec = importlib.util.spec_from_file_location("gallery", ROOT / "scripts" / "gallery.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_gallery_is_current(spec):
+    gallery = _gallery()
+    fresh = gallery.texts(spec)
+    for ext in ("dot", "mmd"):
+        path = ROOT / "docs" / "gallery" / f"{spec.stem}.{ext}"
+        assert path.exists(), f"{path.name} is missing: run `python scripts/gallery.py`"
+        assert path.read_text() == fresh[ext], f"{path.name} is stale: run `python scripts/gallery.py`"
+    readme = (ROOT / "docs" / "gallery" / "README.md").read_text()
+    assert f"({spec.stem}.svg)" in readme
+
+
+def test_gallery_has_no_orphans():
+    names = {p.stem for p in SPECS}
+    drawn = {p.stem for p in (ROOT / "docs" / "gallery").glob("*.dot")}
+    assert drawn == names
+
+
+# ---------------------------------------------------------------- every op has a lowering
+
+def test_every_op_has_a_diagram_lowering_and_a_short_label():
+    from graphformer.backends.diagram import PALETTE, attr_detail
+    from graphformer.backends.graphviz import LOWERINGS
+    from graphformer.ops import REGISTRY
+    assert sorted(set(REGISTRY) - set(LOWERINGS)) == [], "add the new op to OP_STYLES in backends/diagram.py"
+    assert set(LOWERINGS.values()) <= set(PALETTE)
+    for name, op in REGISTRY.items():
+        fields = op.attrs.model_fields
+        if any(f.is_required() and f.annotation is not int for f in fields.values()):
+            continue
+        attrs = op.attrs(**{k: 4 for k, f in fields.items() if f.is_required()})
+        assert len(attr_detail(name, attrs)) <= 40, name
