@@ -152,6 +152,8 @@ def render(diags: Iterable[Diagnostic], fmt: str = "text", sources: SourceCache 
 
 def did_you_mean(word: str, choices: Iterable[str], max_distance: int = 2) -> str | None:
     """The closest choice within a small edit distance, for 'did you mean' hints."""
+    if len(word) > 64:  # no one mistypes a name that long, and the distance is quadratic in its length
+        return None
     best, best_d = None, max_distance + 1
     for c in choices:
         d = _levenshtein(word, c)

@@ -325,6 +325,10 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
         m = _TOKEN.match(text, i)
         if m is None:  # not a token: skip the whitespace, report the char
             j = i + len(text[i:]) - len(text[i:].lstrip(" \t\r\n"))
+            call = next(((f, p) for f, p in zip(tokens, tokens[1:]) if f[0] == "name" and p[1] == "("), None)
+            if call is not None:  # `max(a, b)`: name the real problem, not the comma
+                raise DimError(f"unexpected `(` after `{call[0][1]}`: function calls are not allowed in "
+                               "dimension expressions", call[1][2])
             why = _EXPLAIN.get(text[j], "not allowed in dimension expressions")
             raise DimError(f"unexpected `{text[j]}`: {why}", j)
         kind, word, start = m.lastgroup, m.group(m.lastgroup), m.start(m.lastgroup)
@@ -342,9 +346,10 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
 
 
 class _Parser:
-    def __init__(self, text: str):
+    def __init__(self, text: str, env: Mapping[str, int] | None = None):
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.env = env or {}
 
     def peek(self):
         return self.tokens[self.pos]
@@ -388,7 +393,9 @@ class _Parser:
         if kind == "int":
             return Dim.const(int(tok))
         if kind == "name":
-            return Dim.sym(tok)
+            # Bound at parse time so that `/` sees constants (`d_model / 3` must be exact) and
+            # a failing operation (`d // (h - 4)`) is reported at its operator.
+            return Dim.const(self.env[tok]) if tok in self.env else Dim.sym(tok)
         if tok == "(":
             inner = self.expr(depth + 1)
             if self.peek()[1] != ")":
@@ -413,13 +420,15 @@ def _apply(op: str, a: Dim, b: Dim, offset: int) -> Dim:
         raise DimError(e.message, offset if e.offset is None else e.offset) from None
 
 
-def parse(text: str) -> Dim:
-    """Parse a dimension expression such as `(H // P) * (W // P)` into its canonical `Dim`."""
+def parse(text: str, env: Mapping[str, int] | None = None) -> Dim:
+    """Parse a dimension expression such as `(H // P) * (W // P)` into its canonical `Dim`.
+
+    Names found in `env` are replaced by their values while parsing; the others stay symbolic."""
     if not isinstance(text, str):
         raise DimError(f"expected a string, got {type(text).__name__}")
     if len(text) > MAX_TEXT:
         raise DimError(f"expression is too long ({len(text)} chars, limit {MAX_TEXT})", MAX_TEXT)
-    return _Parser(text).parse()
+    return _Parser(text, env).parse()
 
 
 def parse_with(text_or_int: "str | int | Dim", env: Mapping[str, int]) -> Dim:
@@ -431,7 +440,7 @@ def parse_with(text_or_int: "str | int | Dim", env: Mapping[str, int]) -> Dim:
     elif isinstance(text_or_int, Dim):
         dim = text_or_int
     elif isinstance(text_or_int, str):
-        dim = parse(text_or_int)
+        dim = parse(text_or_int, env)
     else:
         raise DimError(f"expected a dimension, got {type(text_or_int).__name__} `{text_or_int!r}`")
     return dim.subs({k: v for k, v in env.items() if k in dim.symbols})

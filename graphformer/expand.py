@@ -16,13 +16,26 @@ from pydantic import ValidationError
 from .diagnostics import Diagnostic, Span, did_you_mean
 from .dims import Dim, DimError, parse
 from .ir import Frame, IRGraph, IRNode
-from .load import Program, SpecCtx, pydantic_diagnostics
+from .load import MAX_PARAM, Program, SpecCtx, UsageError, pydantic_diagnostics
 from .ops import REGISTRY
 from .ops.base import TensorType
 from .spec import NodeDecl
 
-MAX_NODES = int(os.environ.get("GRAPHFORMER_MAX_NODES", 200_000))
-MAX_REPEAT = int(os.environ.get("GRAPHFORMER_MAX_REPEAT", 10_000))
+MAX_NODES = 200_000  # defaults; the environment variables below raise (or lower) them
+MAX_REPEAT = 10_000
+MAX_DIM = MAX_PARAM  # example sizes of symbolic dims (`dims:`), bounded like params
+
+
+def env_limit(name: str, default: int) -> int:
+    """A limit from the environment, read per run so a bad value is a usage error, not a crash at import."""
+    raw = os.environ.get(name, "").strip().replace("_", "")
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise UsageError(f"environment variable {name} must be a positive integer, got `{os.environ[name]}`")
+    return int(raw)
+
+
 DEFAULT_EXAMPLE = {"B": 2}
 DEFAULT_EXAMPLE_SIZE = 8
 
@@ -88,6 +101,8 @@ class Expander:
                           weight_maps=dict(root.spec.weight_maps))
         self.pending: list[tuple[IRNode, str, Slot]] = []      # (node, port or "attr:<name>", slot)
         self.expectations: list[Expectation] = []
+        self.max_nodes = env_limit("GRAPHFORMER_MAX_NODES", MAX_NODES)
+        self.max_repeat = env_limit("GRAPHFORMER_MAX_REPEAT", MAX_REPEAT)
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> tuple[IRGraph, list[Diagnostic], list[Expectation]]:
@@ -104,9 +119,12 @@ class Expander:
             self._resolve()
         except _Abort:
             pass
-        if not root.spec.outputs:
+        library = bool(root.spec.blocks) and not root.spec.nodes  # a file of blocks for others to import
+        if not root.spec.outputs and not library:
             self.diags.append(Diagnostic("GF115", "the spec has no `outputs`", root.span(("name",), key=True),
                                          help="add `outputs: {name: node}` naming the values the model returns"))
+        # a block body is expanded once per repetition: its errors are one error each, not `repeat` copies
+        self.diags = list({(d.code, d.span, d.message): d for d in self.diags}.values())
         return self.ir, self.diags, self.expectations
 
     # ------------------------------------------------------------------ inputs and dims
@@ -118,6 +136,10 @@ class Expander:
             for i, expr in enumerate(decl.shape):
                 span = scope.span("inputs", name, "shape", i)
                 d = self._dim(scope, expr, span, allow_symbols=True)
+                if d is not None and d.is_const and d.value < 1:
+                    self.diags.append(Diagnostic("GF102", f"dimension {i} of input `{name}` is {d.value}; sizes "
+                                                 "must be at least 1", span))
+                    d = None
                 if d is None:
                     shape = None
                     break
@@ -144,6 +166,9 @@ class Expander:
             else:
                 self.ir.dims[s] = DEFAULT_EXAMPLE.get(s, DEFAULT_EXAMPLE_SIZE)
         for s, v in spec.dims.items():
+            if not 1 <= v <= MAX_DIM:
+                self.diags.append(Diagnostic("GF150", f"example size `{s}` = {v} must be between 1 and {MAX_DIM:,}",
+                                             scope.span("dims", s)))
             self.ir.dims.setdefault(s, v)
 
     def _dim(self, scope: Scope, expr: Any, span: Span | None, allow_symbols: bool,
@@ -152,7 +177,7 @@ class Expander:
             self.diags.append(Diagnostic("GF130", f"expected a dimension (an integer or an expression){what}, got `{expr}`", span))
             return None
         try:
-            d = parse(str(expr)) if isinstance(expr, str) else Dim.const(expr)
+            d = parse(expr, scope.env) if isinstance(expr, str) else Dim.const(expr)
         except DimError as e:
             sp = span
             if span is not None and e.offset is not None and isinstance(expr, str):
@@ -161,8 +186,7 @@ class Expander:
                 sp = Span(span.file, span.line, span.col + shift + e.offset, span.col + shift + e.offset + 1)
             self.diags.append(Diagnostic("GF130", f"bad dimension expression `{expr}`: {e}", sp))
             return None
-        unknown = [s for s in sorted(d.symbols) if s not in scope.env]
-        d = d.subs({k: v for k, v in scope.env.items() if k in d.symbols})
+        unknown = sorted(d.symbols)  # params were bound while parsing
         if unknown and not allow_symbols:
             guess = did_you_mean(unknown[0], scope.env)
             self.diags.append(Diagnostic(
@@ -196,6 +220,7 @@ class Expander:
             if "." in name or not name:
                 self.diags.append(Diagnostic("GF104", f"node name `{name}` may not contain `.`",
                                              scope.span("nodes", name, key=True)))
+                scope.define(name, Slot(broken=True))  # already reported: keep its consumers quiet
                 continue
             if name in scope.names:
                 self.diags.append(Diagnostic("GF105", f"`{name}` is already the name of an input",
@@ -220,6 +245,12 @@ class Expander:
         """`in` → {port: slot}: a string, a list (positional) or a mapping (named); omitted = previous node."""
         ref, base = decl.in_, ("nodes", name, "in")
         span = scope.span(*base)
+        if not ports:  # a block without inputs
+            if ref is not None:
+                self.diags.append(Diagnostic("GF106", f"`{name}` ({decl.op}) takes no inputs", span,
+                                             help="remove `in`"))
+                return None
+            return {}
         if ref is None:
             if prev is None:
                 self.diags.append(Diagnostic("GF110", f"node `{name}` has no input: there is no previous node",
@@ -302,6 +333,17 @@ class Expander:
     def _call(self, scope: Scope, name: str, decl: NodeDecl, prev: Slot | None) -> Slot:
         bctx, block = self.prog.blocks[decl.op]
         call_span = scope.span("nodes", name, key=True)
+        if any(f.block == decl.op for f in scope.frames):  # would unroll forever
+            chain = " → ".join(f"`{b}`" for b in [f.block for f in scope.frames] + [decl.op])
+            self.diags.append(Diagnostic("GF144", f"block `{decl.op}` calls itself: {chain}",
+                                         scope.span("nodes", name, "op"),
+                                         help="a block may call other blocks, but not itself (use `repeat`)"))
+            return Slot(broken=True)
+        if not block.outputs:  # reported once per block: run() drops repeats
+            self.diags.append(Diagnostic("GF115", f"block `{decl.op}` has no `outputs`",
+                                         bctx.span(("blocks", decl.op, "outputs"), key=True),
+                                         help="name the values the block returns: `outputs: {x: node}`"))
+            return Slot(broken=True)
         env = dict(self.prog.params)
         for k, v in block.params.items():
             iv = self._int(Scope(bctx, ("blocks", decl.op), "", env, ()), v, bctx.span(("blocks", decl.op, "params", k)), f"`{k}`")
@@ -323,11 +365,11 @@ class Expander:
             count = self._int(scope, decl.repeat, scope.span("nodes", name, "repeat"), "`repeat`")
             if count is None:
                 return Slot(broken=True)
-            if not 1 <= count <= MAX_REPEAT:
-                self.diags.append(Diagnostic("GF150", f"`repeat` is {count}; it must be between 1 and {MAX_REPEAT:,}",
+            if not 1 <= count <= self.max_repeat:
+                self.diags.append(Diagnostic("GF150", f"`repeat` is {count}; it must be between 1 and {self.max_repeat:,}",
                                              scope.span("nodes", name, "repeat"),
-                                             help="raise the limit with the GRAPHFORMER_MAX_REPEAT environment variable"
-                                             if count > MAX_REPEAT else None))
+                                             help="raise the limit with the GRAPHFORMER_MAX_REPEAT environment variable, "
+                                             f"e.g. GRAPHFORMER_MAX_REPEAT={count}" if count > self.max_repeat else None))
                 return Slot(broken=True)
         in_names = list(block.inputs)
         ins = self._resolve_in(scope, name, decl, prev, in_names, in_names, False)
@@ -386,8 +428,8 @@ class Expander:
         scope.forward.clear()
 
     def _add(self, node: IRNode) -> None:
-        if self.ir.g.number_of_nodes() >= MAX_NODES:
-            self.diags.append(Diagnostic("GF150", f"the expanded graph has more than {MAX_NODES:,} nodes", node.span,
+        if self.ir.g.number_of_nodes() >= self.max_nodes:
+            self.diags.append(Diagnostic("GF150", f"the expanded graph has more than {self.max_nodes:,} nodes", node.span,
                                          help="lower the `repeat` counts, or raise the limit with the "
                                               "GRAPHFORMER_MAX_NODES environment variable"))
             raise _Abort()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import networkx as nx
 
 from .diagnostics import Diagnostic, Label
-from .dims import Dim
+from .dims import Dim, DimError
 from .expand import Expectation
 from .ir import IRGraph
 from .ops import REGISTRY
@@ -40,7 +40,7 @@ def lint(ir: IRGraph) -> list[Diagnostic]:
         used |= nx.ancestors(ir.g, out) | {out}
     for n in ir.nodes():
         tied = getattr(n.attrs, "tied", None)
-        if tied and n.name in used:
+        if tied and n.name in used and tied in ir.g:  # unresolved (already reported) otherwise
             used |= nx.ancestors(ir.g, tied) | {tied}
     seen_spans = set()
     for n in ir.nodes():
@@ -71,8 +71,7 @@ def infer(ir: IRGraph) -> list[Diagnostic]:
             n.shape = None
             continue
         try:
-            n.shape = REGISTRY[n.op].shape(n.attrs, ins)
-            _check_tied(ir, n, ins)
+            n.shape = _apply_rule(ir, n, ins)
         except ShapeError as e:
             n.shape = None
             if REGISTRY[n.op].variadic:  # ports `xs0`, `xs1` mean nothing to a user: name the producers
@@ -88,6 +87,16 @@ def infer(ir: IRGraph) -> list[Diagnostic]:
             diags.append(Diagnostic(e.code, f"`{n.short}` ({n.op}): {e.message}", n.span, node=n.name,
                                     labels=labels, notes=notes[:1], help=e.help))
     return _dedupe_repeats(diags)
+
+
+def _apply_rule(ir: IRGraph, n, ins):
+    """The op's shape rule; a size past the dimension algebra's bound (10^18) is a spec error too."""
+    try:
+        shape = REGISTRY[n.op].shape(n.attrs, ins)
+        _check_tied(ir, n, ins)
+        return shape
+    except DimError as e:
+        raise ShapeError("GF150", f"a size is out of range: {e.message}") from None
 
 
 def _check_tied(ir: IRGraph, n, ins) -> None:
@@ -156,7 +165,10 @@ def _match(pattern, actual, binding: dict[str, Dim]) -> str | None:
                 return f"dimension {i} is `{a}` but `{name}` is already `{binding[name]}`"
             binding[name] = a
         elif not syms - set(binding):
-            want = p.subs(binding)
+            try:
+                want = p.subs(binding)
+            except DimError as e:  # e.g. `n // m` with `m` bound to 0
+                return f"dimension {i}: {e.message}"
             if want != a:
                 return f"dimension {i} is `{a}`, expected `{want}`"
     return None

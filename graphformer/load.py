@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .diagnostics import Diagnostic, Label, Span, SpecError, did_you_mean
-from .spec import SpecFile
+from .spec import FORMAT_VERSION, SpecFile
 from .yamlload import FileProblem, Loaded, load_yaml_file
 
 MAX_PARAM = 10**12
@@ -49,6 +49,9 @@ def pydantic_diagnostics(err: ValidationError, loaded: Loaded, base: tuple = (),
                          model: type[BaseModel] | None = None, what: str = "") -> list[Diagnostic]:
     """Map pydantic errors (each with a `loc` path) back onto source spans."""
     out = []
+    # `haeds` → "did you mean `heads`?" already explains the missing `heads`: one error per cause.
+    guessed = {(tuple(e["loc"][:-1]), did_you_mean(str(e["loc"][-1]), _fields_at(model, e["loc"][:-1])))
+               for e in err.errors() if e["type"] == "extra_forbidden" and e["loc"]}
     for e in err.errors():
         loc = tuple(base) + tuple(e["loc"])
         # Union branches add names like 'int' / 'str' to loc; keep the part that exists in the data.
@@ -62,17 +65,20 @@ def pydantic_diagnostics(err: ValidationError, loaded: Loaded, base: tuple = (),
                 loaded.span(loc, key=True),
                 help=None if guess else (f"known fields{what}: " + ", ".join(f"`{c}`" for c in choices) if choices else None)))
         elif e["type"] == "missing":
+            if (tuple(e["loc"][:-1]), field_name) in guessed:
+                continue
             out.append(Diagnostic("GF103", f"missing required field `{field_name}`{what}",
                                   loaded.span(data_path, key=True)))
+        elif loc == ("graphformer",) and e["type"] == "literal_error":
+            out.append(Diagnostic("GF102", f"unsupported format version `{_get(loaded.data, loc)}`: this graphformer "
+                                  f"reads format {FORMAT_VERSION}", loaded.span(loc),
+                                  help=f"write `graphformer: {FORMAT_VERSION}`, or upgrade graphformer"))
         else:
             name = ".".join(str(p) for p in e["loc"] if not str(p) in ("int", "str", "list[str]", "dict[str,str]"))
             value = _get(loaded.data, data_path)
             shown = f" (got `{value}`)" if isinstance(value, (str, int, float, bool)) else ""
             out.append(Diagnostic("GF102", f"invalid value for `{name or field_name}`{what}: {e['msg'].lower()}{shown}",
                                   loaded.span(data_path)))
-    # `haeds` → "did you mean `heads`?" already explains the missing `heads`: one error per cause.
-    suggested = {(d.span.file, d.span.line) for d in out if d.code == "GF101" and "did you mean" in d.message and d.span}
-    out = [d for d in out if not (d.code == "GF103" and d.span and (d.span.file, d.span.line) in suggested)]
     return _dedupe(out)
 
 
@@ -227,5 +233,7 @@ def _resolve_params(prog: Program, preset: str | None, overrides: dict[str, int]
     for k, v in params.items():
         if abs(v) > MAX_PARAM:
             diags.append(Diagnostic("GF150", f"param `{k}` = {v} is larger than the limit {MAX_PARAM:,}",
-                                    root.span(("params", k))))
+                                    root.span(("params", k)),
+                                    help="sizes are capped at 10^12 so that parameter and FLOP counts stay exact "
+                                         "integers; the cap is fixed"))
     return params

@@ -89,14 +89,19 @@ def atomic_output(path: str, mode: str = "wb"):
     directory = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(directory):
         raise CommandError(f"cannot write `{path}`: directory `{directory}` does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".gf-", suffix=os.path.basename(path), dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".gf-", suffix=os.path.basename(path), dir=directory)
+    except OSError as e:  # a read-only directory, no space for even an empty file
+        raise CommandError(f"cannot write `{path}`: {(e.strerror or str(e)).lower()}") from None
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):  # disk full, `path` is a directory, ...: the old file is untouched
+            raise CommandError(f"cannot write `{path}`: {(e.strerror or str(e)).lower()}") from None
         raise

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import sys
 
-from ..dims import Dim
+from ..dims import Dim, DimError
 from ..summary import rows
-from .common import EXIT_OK, add_spec_args, load_checked, parse_assignments, CommandError
+from .common import EXIT_OK, EXIT_SPEC, add_spec_args, load_checked, parse_assignments, CommandError
 
 
 def add_parser(sub) -> None:
@@ -23,9 +23,16 @@ def run(args) -> int:
     if unknown:
         raise CommandError(f"--dims: `{unknown[0]}` is not a symbolic dim of {args.spec} "
                            f"(dims: {', '.join(ir.dims) or 'none'})")
-    table = rows(ir)
-    total_p = sum(r.params for r in table)
-    total_f = sum((r.flops for r in table), Dim.const(0))
+    small = [f"{k}={v}" for k, v in dims.items() if v < 1]
+    if small:
+        raise CommandError(f"--dims: sizes must be at least 1, got {small[0]}")
+    try:  # counts are exact integers bounded by 10^18; absurd sizes overflow that bound
+        table = rows(ir)
+        total_p = sum(r.params for r in table)
+        total_f = sum((r.flops for r in table), Dim.const(0))
+        total_f.subs(dims)
+    except DimError as e:
+        raise CommandError(f"cannot count FLOPs of {args.spec} at these sizes: {e}", EXIT_SPEC) from None
 
     def fl(d: Dim):
         d = d.subs(dims)
