@@ -1,0 +1,144 @@
+"""`build(spec)`: the IR → a GraphModule on cpu, cuda or meta, initialised from a seed."""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from ...load import UsageError
+from . import plan as _plan
+from .lower import LOWERINGS
+from .module import Block, GraphModule
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+INIT_STD = 0.02  # GPT-2 / BERT: normal(0, 0.02) for every weight matrix and embedding table
+
+
+def resolve_device(device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"unknown device `{device}` (use cpu, cuda, cuda:N or meta)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("device `cuda` requested but no CUDA GPU is available "
+                             "(this torch " + ("is a CPU-only build" if torch.version.cuda is None
+                                               else "sees no device") + "); use --device cpu or meta")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"device `{dev}` does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type not in ("cpu", "meta"):
+        raise UsageError(f"unsupported device `{device}` (use cpu, cuda or meta)")
+    return dev
+
+
+def resolve_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise UsageError(f"unsupported dtype `{dtype}` (use {', '.join(DTYPES)})")
+    return DTYPES[dtype]
+
+
+def build(spec, device="cpu", dtype=None, seed: int | None = None) -> GraphModule:
+    """Compile a checked spec (or a spec file path) to a GraphModule.
+
+    Parameters are created directly on `device`; on meta nothing is allocated and init is skipped.
+    `seed` makes the init deterministic (normal(0, 0.02) weights, zero biases, unit norm scales);
+    without it the global torch RNG is used. The module is returned in training mode, like any
+    freshly constructed nn.Module: call `.eval()` before inference.
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        from ...api import load
+        spec = load(spec)
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    ir = spec.ir
+    order = ir.nodes()
+    missing = sorted({n.op for n in order if n.op != "input" and n.op not in LOWERINGS})
+    if missing:
+        raise UsageError(f"no torch lowering for op{'s' * (len(missing) > 1)} {', '.join(missing)}")
+    root = _plan.scopes(ir, order)
+    with torch.device(dev):
+        model = GraphModule(spec)
+        _populate(model, root, ir, model)
+    _tie(model, order)
+    _generate(model, root, ir, order)
+    if dev.type != "meta":
+        init_parameters(model, seed, dev)
+    if dt is not None:
+        model.to(dt)
+    return model
+
+
+def _populate(block: Block, scope: _plan.Scope, ir, model: GraphModule, prefix: tuple[str, ...] = ()) -> None:
+    """Create every node's module and every child block, at the keys the generated code uses."""
+    for item in scope.items:
+        if not isinstance(item, _plan.Scope):
+            key = scope.rel(item.name)
+            types = {p: ir.node(s).shape for p, s in item.inputs.items()}
+            block.put(key, LOWERINGS[item.op](item, types))
+            model._leaf_keys[item.name] = prefix + (key,)
+            continue
+        sub = Block(item.path)
+        if item.repeated:
+            items = block._modules.get(item.keys[0])
+            if items is None:
+                items = nn.ModuleList()
+                block.put(item.keys[0], items)
+            assert len(items) == int(item.keys[1]), f"repetitions of {item.path} out of order"
+            items.append(sub)
+        else:
+            block.put(item.keys[0], sub)
+        _populate(sub, item, ir, model, prefix + item.keys)
+
+
+def _tie(model: GraphModule, order) -> None:
+    for n in order:
+        target = getattr(n.attrs, "tied", None)
+        if target:
+            model.node_module(n.name).tie(model.node_module(target))
+
+
+def _generate(model: GraphModule, root: _plan.Scope, ir, order) -> None:
+    masks = _plan.mask_values(ir, order, model.node_module)
+
+    def walk(block: Block, scope: _plan.Scope):
+        kw = dict(mask_values=masks)
+        if block is model:
+            kw.update(root_outputs=dict(ir.outputs), root_inputs=list(ir.inputs))
+        block.set_code(_plan.generate(scope, True, model.node_module, **kw),
+                       _plan.generate(scope, False, model.node_module, **kw))
+        for child in scope.children.values():
+            sub = block._modules[child.keys[0]]
+            walk(sub[int(child.keys[1])] if child.repeated else sub, child)
+    walk(model, root)
+
+
+def init_parameters(model: nn.Module, seed: int | None = None, device=None) -> None:
+    """Deterministic init in registration (= IR) order.
+
+    A module may define `init_parameters(generator)` for its own scheme; otherwise by name and rank:
+    biases 0, 1-D `weight`s (norm scales) 1, everything else normal(0, 0.02).
+    """
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=device or "cpu")
+        gen.manual_seed(seed)
+
+    def init(mod: nn.Module) -> None:
+        custom = getattr(type(mod), "init_parameters", None)
+        if custom is not None and not isinstance(mod, GraphModule):
+            mod.init_parameters(gen)  # owns its whole subtree
+            return
+        for name, p in mod.named_parameters(recurse=False):
+            if name == "bias":
+                p.zero_()
+            elif name == "weight" and p.ndim == 1:
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, INIT_STD, generator=gen)
+        for child in mod.children():
+            init(child)
+
+    with torch.no_grad():
+        init(model)

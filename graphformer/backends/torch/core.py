@@ -1,0 +1,364 @@
+"""Torch lowerings of the core ops (graphformer/ops/core.py): one small module per op.
+
+Parameters are created with `torch.empty` on the target device and filled later by the builder's
+seeded init (or not at all on the meta device), so building never pays for an init twice.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .lower import lowers
+
+
+def _param(*shape: int) -> nn.Parameter:
+    # device and dtype come from the `torch.device(...)` context and default dtype set by the builder
+    return nn.Parameter(torch.empty(*shape))
+
+
+def _width(types, port: str = "x") -> int:
+    return types[port].shape[-1].value
+
+
+# ---------------------------------------------------------------- embedding, positions
+
+class Embedding(nn.Module):
+    def __init__(self, vocab: int, dim: int, scale: bool):
+        super().__init__()
+        self.weight = _param(vocab, dim)
+        self.scale = math.sqrt(dim) if scale else None  # Vaswani et al. 3.4: multiply by sqrt(d_model)
+
+    def forward(self, ids):
+        y = F.embedding(ids, self.weight)
+        return y if self.scale is None else y * self.scale
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, {self.weight.shape[1]}" + (", scaled" if self.scale else "")
+
+
+@lowers("embedding")
+def _embedding(node, types):
+    a = node.attrs
+    return Embedding(a.vocab, a.dim, a.scale)
+
+
+def sinusoids(max_len: int, dim: int) -> torch.Tensor:
+    """The fixed table of Vaswani et al. 3.5: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...)."""
+    pos = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)                    # (max_len, 1)
+    inv = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))  # (dim/2,)
+    table = torch.empty(max_len, dim)
+    table[:, 0::2] = torch.sin(pos * inv)
+    table[:, 1::2] = torch.cos(pos * inv)
+    return table
+
+
+class LearnedPositions(nn.Module):
+    def __init__(self, max_len: int, dim: int):
+        super().__init__()
+        self.weight = _param(max_len, dim)
+
+    def forward(self, x):
+        return x + self.weight[: x.shape[1]]
+
+    def extra_repr(self) -> str:
+        return f"max_len={self.weight.shape[0]}, dim={self.weight.shape[1]}"
+
+
+class SinusoidalPositions(nn.Module):
+    def __init__(self, max_len: int, dim: int):
+        super().__init__()
+        # not persistent: a function of (max_len, dim), so it stays out of the state dict
+        self.register_buffer("table", sinusoids(max_len, dim), persistent=False)
+
+    def forward(self, x):
+        return x + self.table[: x.shape[1]]
+
+    def extra_repr(self) -> str:
+        return f"sinusoidal, max_len={self.table.shape[0]}, dim={self.table.shape[1]}"
+
+
+@lowers("positional")
+def _positional(node, types):
+    a, d = node.attrs, _width(types)
+    return LearnedPositions(a.max_len, d) if a.kind == "learned" else SinusoidalPositions(a.max_len, d)
+
+
+# ---------------------------------------------------------------- linear
+
+class Linear(nn.Module):
+    """`nn.Linear` without its own init (the builder initialises every parameter once)."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = True):
+        super().__init__()
+        self.weight = _param(d_out, d_in)
+        self.bias = _param(d_out) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]} → {self.weight.shape[0]}" + ("" if self.bias is not None else ", no bias")
+
+
+class TiedLinear(nn.Module):
+    """A linear layer whose weight is another node's (an embedding table): one shared parameter.
+
+    The builder calls `tie(owner)` once every module exists. The owner is kept in a tuple so that it
+    is not registered as a submodule here: the shared parameter then appears once in `parameters()`
+    and in the state dict, under the owner's name (`tok.weight`).
+    """
+
+    def __init__(self, d_out: int, bias: bool, owner_path: str):
+        super().__init__()
+        self.owner_path = owner_path
+        self._owner: tuple[nn.Module, ...] = ()
+        self.bias = _param(d_out) if bias else None
+
+    def tie(self, owner: nn.Module) -> None:
+        self._owner = (owner,)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self._owner[0].weight
+
+    def forward(self, x):
+        return F.linear(x, self._owner[0].weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"weight tied to {self.owner_path}"
+
+
+@lowers("linear")
+def _linear(node, types):
+    a = node.attrs
+    if a.tied:
+        return TiedLinear(a.out, a.bias, a.tied)
+    return Linear(_width(types), a.out, a.bias)
+
+
+# ---------------------------------------------------------------- attention
+
+def prepare_key_mask(mask):
+    """A [B, m] key-padding mask (bool or 0/1) → SDPA's broadcast [B, 1, 1, m] bool, or None if it keeps
+    every key: without a mask SDPA takes its fastest kernels. That check reads the data, so it is
+    skipped while torch.compile or torch.export trace. The execution plan calls this once per mask
+    value, not once per attention layer."""
+    keep = mask if mask.dtype == torch.bool else mask != 0
+    if not torch.compiler.is_compiling() and bool(keep.all()):
+        return None
+    return keep[:, None, None, :]                                                   # (B, 1, 1, m)
+
+
+def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int):
+    """A raw [B, m] mask, a prepared [B, 1, 1, m] one or None → SDPA's (attn_mask, is_causal) pair.
+
+    Without a mask nothing of size n×n is built: causality goes through `is_causal`. SDPA refuses
+    attn_mask together with is_causal, so only that combination materialises a [B, 1, n, n] mask.
+    """
+    if mask is None:
+        return None, causal
+    keep = mask if mask.dim() == 4 else (mask if mask.dtype == torch.bool else mask != 0)[:, None, None, :]
+    if causal:
+        tril = torch.ones(n_q, n_k, dtype=torch.bool, device=mask.device).tril()
+        keep = keep & tril                                                           # (B, 1, n_q, n_k)
+    return keep, False
+
+
+class Attention(nn.Module):
+    """Multi-head attention with separate q, k, v, o projections; queries may come from another stream."""
+
+    takes_prepared_mask = True   # `mask` may be `prepare_key_mask(mask)` (the plan hoists that call)
+
+    def __init__(self, d_q: int, d_kv: int, inner: int, d_out: int, heads: int, bias: bool, causal: bool,
+                 dropout: float):
+        super().__init__()
+        self.q, self.k, self.v = Linear(d_q, inner, bias), Linear(d_kv, inner, bias), Linear(d_kv, inner, bias)
+        self.o = Linear(inner, d_out, bias)
+        self.heads, self.causal, self.dropout = heads, causal, dropout
+
+    def attend(self, x, ctx, mask):
+        b, n, _ = x.shape
+        m = ctx.shape[1]
+        h = self.heads
+        q = self.q(x).view(b, n, h, -1).transpose(1, 2)        # (B, h, n, hd)
+        k = self.k(ctx).view(b, m, h, -1).transpose(1, 2)      # (B, h, m, hd)
+        v = self.v(ctx).view(b, m, h, -1).transpose(1, 2)      # (B, h, m, hd)
+        attn_mask, is_causal = _sdpa_mask(mask, self.causal, n, m)
+        # SDPA's default scale is 1/sqrt(head_dim), as in torch.nn.MultiheadAttention, BERT and GPT-2
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.o(y.transpose(1, 2).reshape(b, n, -1))     # (B, n, d_out)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}" + (", causal" if self.causal else "") + \
+            (f", dropout={self.dropout}" if self.dropout else "")
+
+
+class SelfAttention(Attention):
+    def forward(self, x, mask=None):
+        return self.attend(x, x, mask)
+
+
+class CrossAttention(Attention):
+    def forward(self, query, context, mask=None):
+        return self.attend(query, context, mask)
+
+
+@lowers("attention")
+def _attention(node, types):
+    a, d = node.attrs, _width(types)
+    return SelfAttention(d, d, d, d, a.heads, a.bias, a.causal, a.dropout)
+
+
+@lowers("cross_attend")
+def _cross_attend(node, types):
+    a = node.attrs
+    dq, dc = _width(types, "query"), _width(types, "context")
+    inner = a.dim or dq
+    return CrossAttention(dq, dc, inner, a.out or dq, a.heads, a.bias, False, a.dropout)
+
+
+# ---------------------------------------------------------------- norms
+
+class LayerNorm(nn.Module):
+    def __init__(self, d: int, eps: float, bias: bool):
+        super().__init__()
+        self.shape, self.eps = (d,), eps
+        self.weight = _param(d)
+        self.bias = _param(d) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.shape[0]}, eps={self.eps}"
+
+
+class RMSNorm(nn.Module):
+    """weight · x / sqrt(mean(x²) + eps) over the last dimension."""
+
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.shape, self.eps = (d,), eps
+        self.weight = _param(d)
+
+    def forward(self, x):
+        return F.rms_norm(x, self.shape, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.shape[0]}, eps={self.eps}, rms"
+
+
+@lowers("norm")
+def _norm(node, types):
+    a, d = node.attrs, _width(types)
+    return LayerNorm(d, a.eps, a.bias) if a.kind == "layer" else RMSNorm(d, a.eps)
+
+
+# ---------------------------------------------------------------- element-wise and structural
+
+class Fn(nn.Module):
+    """A parameter-free op: a plain function of the inputs, plus the same as a Python expression.
+
+    The execution plan inlines `template` into the generated forward (`res1 = in0 + attn`), so these
+    ops cost no module call; `forward` is what the node-by-node trace and direct calls use. Functions
+    are module-level or `functools.partial`s, never lambdas, so built models pickle.
+    """
+
+    def __init__(self, fn, what: str, template: str):
+        super().__init__()
+        self.fn, self.what, self.template = fn, what, template
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+    def inline(self, args: list[str], training: bool) -> str:
+        return self.template.format(*args, all=", ".join(args), sum=" + ".join(args))
+
+    def extra_repr(self) -> str:
+        return self.what
+
+
+def _sum(*xs):
+    y = xs[0] + xs[1]
+    for x in xs[2:]:
+        y = y + x
+    return y
+
+
+def _cat(*xs, axis: int):
+    return torch.cat(xs, dim=axis)
+
+
+def _take(x, index: int):
+    return x[:, index]
+
+
+def _mean_tokens(x):
+    return x.mean(dim=1)
+
+
+class Dropout(nn.Module):
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def inline(self, args: list[str], training: bool) -> str:
+        return f"F.dropout({args[0]}, {self.p!r}, True)" if training and self.p else args[0]
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+@lowers("residual")
+def _residual(node, types):
+    return Fn(_sum, "sum", "{sum}")
+
+
+_POINTWISE = {"relu": (F.relu, "F.relu"), "silu": (F.silu, "F.silu"), "tanh": (torch.tanh, "torch.tanh"),
+              "sigmoid": (torch.sigmoid, "torch.sigmoid")}
+
+
+@lowers(*_POINTWISE)
+def _pointwise(node, types):
+    fn, name = _POINTWISE[node.op]
+    return Fn(fn, node.op, name + "({0})")
+
+
+@lowers("gelu")
+def _gelu(node, types):
+    approx = node.attrs.approximate
+    return Fn(partial(F.gelu, approximate=approx), f"gelu(approximate={approx})",
+              f"F.gelu({{0}}, approximate={approx!r})")
+
+
+@lowers("dropout")
+def _dropout(node, types):
+    return Dropout(node.attrs.p)
+
+
+@lowers("softmax")
+def _softmax(node, types):
+    axis = node.attrs.axis
+    return Fn(partial(F.softmax, dim=axis), f"softmax(axis={axis})", f"F.softmax({{0}}, dim={axis})")
+
+
+@lowers("concat")
+def _concat(node, types):
+    axis = node.attrs.axis
+    return Fn(partial(_cat, axis=axis), f"concat(axis={axis})", f"torch.cat(({{all}},), dim={axis})")
+
+
+@lowers("pool")
+def _pool(node, types):
+    a = node.attrs
+    if a.kind == "mean":
+        return Fn(_mean_tokens, "mean over tokens", "{0}.mean(dim=1)")
+    return Fn(partial(_take, index=a.index), f"token {a.index}", f"{{0}}[:, {a.index}]")

@@ -1,0 +1,63 @@
+"""`example_inputs(spec)`: valid random inputs at the spec's example dims (or overrides).
+
+Integer ids stay inside the vocabulary of the embeddings that read them; padding masks are
+well-formed (a kept prefix of at least one token per row, the first row unpadded); floats are N(0, 1).
+"""
+from __future__ import annotations
+
+import torch
+
+from ...load import UsageError
+
+_TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "bool": torch.bool}
+
+
+def resolve_dims(spec, dims: dict[str, int] | None) -> dict[str, int]:
+    """The spec's example sizes with `dims` overrides applied; unknown names and sizes < 1 are errors."""
+    env = dict(spec.dims)
+    for k, v in (dims or {}).items():
+        if k not in env:
+            raise UsageError(f"`{k}` is not a symbolic dim of {spec.name} (dims: {', '.join(env) or 'none'})")
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise UsageError(f"dim `{k}` must be a positive integer, got {v!r}")
+        env[k] = v
+    return env
+
+
+def _consumers(ir, name: str) -> list:
+    return [(ir.node(c), ir.g.edges[name, c]["port"]) for c in ir.g.successors(name)]
+
+
+def example_inputs(spec, dims: dict[str, int] | None = None, seed: int = 0, device="cpu", dtype=None) -> dict:
+    """Random inputs by spec input name; `dtype` (e.g. torch.bfloat16) applies to the float ones."""
+    ir = spec.ir
+    env = resolve_dims(spec, dims)
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, node_name in ir.inputs.items():
+        t = ir.node(node_name).shape
+        shape = tuple(d.evaluate(env) for d in t.shape)
+        users = _consumers(ir, node_name)
+        vocab = [u.attrs.vocab for u, _ in users if getattr(u.attrs, "vocab", None)]
+        is_mask = any(port == "mask" for _, port in users)
+        if t.dtype == "float32":
+            x = torch.randn(shape, generator=gen).to(dtype or torch.float32)
+        elif vocab:
+            x = torch.randint(0, min(vocab), shape, generator=gen)
+        elif is_mask:
+            x = _prefix_mask(shape, gen).to(_TORCH_DTYPES[t.dtype])
+        elif t.dtype == "bool":
+            x = torch.rand(shape, generator=gen) < 0.5
+        else:
+            x = torch.randint(0, 2, shape, generator=gen)
+        out[name] = x.to(device)
+    return out
+
+
+def _prefix_mask(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """[B, n] bool: row b keeps its first len_b tokens; len_0 = n, the others uniform in 1..n."""
+    assert len(shape) == 2, f"masks are [B, n], got {shape}"
+    b, n = shape
+    lengths = torch.randint(1, n + 1, (b,), generator=gen)
+    lengths[0] = n
+    return torch.arange(n)[None, :] < lengths[:, None]

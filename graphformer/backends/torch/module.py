@@ -1,0 +1,107 @@
+"""The built model: a tree of `Block`s mirroring the spec's scopes, each running generated code.
+
+Module paths are IR paths: the node `blocks.3.attn` is `model["blocks"][3]["attn"]`, so its
+parameters are `blocks.3.attn.q.weight` in the state dict. Repetitions of a block are items of an
+nn.ModuleList (one repetition = one submodule: the unit FSDP or activation checkpointing wraps).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from . import plan as _plan
+
+
+class Block(nn.ModuleDict):
+    """One scope: its nodes' modules and child blocks by name; `forward(*inputs) -> tuple of outputs`.
+
+    Node names may clash with nn.Module attributes (`type`, `float`, `train`): children are stored in
+    `_modules` directly, which is all that state dicts, `named_modules` and `[...]` use.
+    """
+
+    def __init__(self, path: str = ""):
+        super().__init__()
+        self.path = path
+        self._src = ("", "")          # (training, eval) generated source
+        self._run_train = self._run_eval = None
+
+    def put(self, key: str, module: nn.Module) -> None:
+        self._modules[key] = module
+
+    def set_code(self, train_src: str, eval_src: str) -> None:
+        self._src = (train_src, eval_src)
+        self._run_train, self._run_eval = _plan.compile_run(train_src), _plan.compile_run(eval_src)
+
+    @property
+    def code(self) -> str:
+        """The generated forward of this block in the current mode (training or eval)."""
+        return self._src[0] if self.training else self._src[1]
+
+    def forward(self, *inputs):
+        return (self._run_train if self.training else self._run_eval)(self._modules, *inputs)
+
+    # generated functions are rebuilt from their source, so the module pickles and deep-copies
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_run_train"] = state["_run_eval"] = None
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if self._src[0]:
+            self.set_code(*self._src)
+
+
+class GraphModule(Block):
+    """The whole spec: `forward(**inputs)` by spec input name → dict keyed by the spec's outputs."""
+
+    def __init__(self, spec):
+        super().__init__("")
+        self.spec = spec
+        self.input_names = tuple(spec.ir.inputs)
+        self.output_names = tuple(spec.ir.outputs)
+        self._input_set = frozenset(self.input_names)
+        self._leaf_keys: dict[str, tuple[str, ...]] = {}
+
+    def forward(self, *args, **inputs):
+        if args:  # positional in spec input order, as exporters and wrappers call modules
+            inputs.update(zip(self.input_names, args))
+        if inputs.keys() != self._input_set:
+            raise TypeError(self._input_problem(len(args), inputs))
+        run = self._run_train if self.training else self._run_eval
+        return run(self._modules, *[inputs[k] for k in self.input_names])
+
+    def _input_problem(self, n_args: int, inputs: dict) -> str:
+        want = ", ".join(self.input_names)
+        if n_args > len(self.input_names):
+            return f"{self.spec.name} takes {len(self.input_names)} inputs ({want}), got {n_args} positional"
+        missing = [k for k in self.input_names if k not in inputs]
+        extra = [k for k in inputs if k not in self._input_set]
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
+                ([f"unexpected {', '.join(extra)}"] if extra else [])
+        return f"{self.spec.name} takes inputs ({want}): {'; '.join(parts)}"
+
+    def node_module(self, name: str) -> nn.Module:
+        """The module computing IR node `name` (e.g. `blocks.3.attn`)."""
+        m: nn.Module = self
+        for k in self._leaf_keys[name]:
+            m = m._modules[k]
+        return m
+
+    def trace_shapes(self, **inputs) -> dict[str, tuple[int, ...]]:
+        """Run the graph node by node (slow path) and return every node's runtime shape.
+
+        Used by the build self-check and tests; the fast path (`forward`) never records anything.
+        """
+        ir = self.spec.ir
+        values = {ir.inputs[k]: v for k, v in inputs.items()}
+        shapes = {name: tuple(v.shape) for name, v in values.items()}
+        for n in ir.nodes():
+            if n.op == "input":
+                continue
+            try:
+                y = self.node_module(n.name)(*[values[s] for s in n.inputs.values()])
+            except Exception as e:
+                raise RuntimeError(f"while executing `{n.name}` ({n.op}): {e}") from e
+            values[n.name] = y
+            shapes[n.name] = tuple(y.shape)
+        return shapes

@@ -1,0 +1,169 @@
+"""`graphformer build SPEC`: compile to a torch module, run it once, check every shape, save weights.
+
+The self-check runs the graph node by node on example inputs and compares each node's runtime shape
+with the checker's inferred shape at the same dims; a disagreement is a bug in graphformer (a shape
+rule or a lowering), reported as an internal error (exit 3) naming the node.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import time
+
+from ..diagnostics import SourceCache, render
+from ..infer import infer
+from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_output, load_checked, parse_assignments
+
+EXIT_INTERNAL = 3
+NO_TORCH = "the torch extra is not installed: pip install 'graphformer[torch]'"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("build", help="build a torch module, run it once and check every shape",
+                       description="Build the spec as a torch.nn.Module, run one forward pass on example inputs "
+                                   "(not on meta), check every node's runtime shape against the checker, and "
+                                   "print parameters, output shapes and timings. Exit 0 ok, 1 spec error, "
+                                   "2 usage or environment, 3 internal error.")
+    add_spec_args(p, dims=True)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or meta (meta allocates nothing)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--seed", type=int, default=0, help="seed of the parameter init (default 0)")
+    p.add_argument("--weights", metavar="FILE", help="load weights (.safetensors, .pt or .bin) through --weights-map")
+    p.add_argument("--weights-map", metavar="NAME", help="the spec's weight map that names FILE's tensors (e.g. hf)")
+    p.add_argument("-o", "--output", metavar="FILE.safetensors", help="write the state dict as safetensors")
+
+
+def run(args) -> int:
+    result = load_checked(args.spec, args)
+    if bool(args.weights) != bool(args.weights_map):
+        raise CommandError("--weights and --weights-map go together: the map says how FILE's names fit the spec")
+    try:
+        import torch  # noqa: F401
+        import graphformer.backends.torch as backend
+    except ImportError as e:
+        if getattr(e, "name", "") in ("torch", "safetensors", "numpy"):
+            raise CommandError(NO_TORCH) from None
+        raise
+    from ..api import Spec
+    spec = Spec(result.ir, [d for d in result.diagnostics if not d.is_error])
+    dims = backend.resolve_dims(spec, parse_assignments(args.dims, "--dims"))
+    device = backend.resolve_device(args.device)
+    meta = device.type == "meta"
+    if args.output and meta:
+        raise CommandError("-o: a model on the meta device has no weights to write (use --device cpu)")
+    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise CommandError(f"-o: directory of `{args.output}` does not exist")  # say so before the slow part
+    if not meta:
+        _check_dims(spec, dims, args.spec)
+
+    t0 = time.perf_counter()
+    model = backend.build(spec, device=device, dtype=args.dtype, seed=args.seed)
+    t_build = time.perf_counter() - t0
+    n_params = sum(p.numel() for p in model.parameters())
+    out = sys.stdout
+    out.write(f"{spec.name}: {n_params:,} parameters ({device}, {args.dtype}), built in {_secs(t_build)}\n")
+    if args.weights:
+        _load_weights(model, spec, args.weights, args.weights_map, device)
+        out.write(f"loaded {args.weights} through weight map `{args.weights_map}`\n")
+
+    dim_text = ", ".join(f"{k}={v}" for k, v in dims.items())
+    if meta:
+        out.write(f"no forward pass on meta; output shapes at {dim_text or 'no dims'}:\n")
+        for name, t in spec.outputs.items():
+            out.write(f"  {name}  {[d.evaluate(dims) for d in t.shape]}  {t.dtype}\n")
+        return EXIT_OK
+    outputs, t_fwd, n_checked = _run_and_check(model, spec, dims, device, backend.resolve_dtype(args.dtype))
+    out.write(f"forward at {dim_text or 'no dims'}: {_secs(t_fwd)}; runtime shapes match the checker "
+              f"at all {n_checked} nodes\n")
+    for name, y in outputs.items():
+        out.write(f"  {name}  {list(y.shape)}  {str(y.dtype).removeprefix('torch.')}\n")
+    if args.output:
+        size = _save(model, spec, args.output)
+        out.write(f"wrote {args.output} ({len(model.state_dict())} tensors, {size / 1e6:.1f} MB)\n")
+    return EXIT_OK
+
+
+def _secs(t: float) -> str:
+    return f"{t * 1e3:.1f} ms" if t < 1 else f"{t:.2f} s"
+
+
+def _check_dims(spec, dims: dict[str, int], path: str) -> None:
+    """Re-infer every shape at the concrete dims, so `--dims n=600` on a 512-position model is a usage
+    error with the checker's message rather than a torch traceback."""
+    ir = copy.deepcopy(spec.ir)
+    for name in ir.inputs.values():
+        node = ir.node(name)
+        node.shape = type(node.shape)(tuple(d.subs(dims) for d in node.shape.shape), node.shape.dtype)
+    errors = [d for d in infer(ir) if d.is_error]
+    if errors:
+        sys.stderr.write(render(errors[:1], "text", SourceCache()))
+        raise CommandError(f"--dims {', '.join(f'{k}={v}' for k, v in dims.items())}: {path} does not hold at these "
+                           f"sizes (see above)")
+
+
+def _run_and_check(model, spec, dims, device, dtype):
+    import torch
+    import graphformer.backends.torch as backend
+    inputs = backend.example_inputs(spec, dims=dims, seed=0, device=device, dtype=dtype)
+    model.eval()
+    with torch.inference_mode():
+        try:
+            shapes = model.trace_shapes(**inputs)
+        except RuntimeError as e:
+            raise CommandError(f"internal error: {e}", EXIT_INTERNAL) from None
+        for node in spec.ir.nodes():
+            want = tuple(d.evaluate(dims) for d in node.shape.shape)
+            if shapes[node.name] != want:
+                raise CommandError(f"internal error: node `{node.name}` ({node.op}) produced shape "
+                                   f"{list(shapes[node.name])} but the checker inferred {node.shape} = {list(want)} "
+                                   f"at {dims}", EXIT_INTERNAL)
+        t = time.perf_counter()
+        try:
+            outputs = model(**inputs)
+        except RuntimeError as e:  # the node-by-node walk ran, so this is the generated plan's fault
+            raise CommandError(f"internal error in the generated forward: {e}", EXIT_INTERNAL) from None
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return outputs, time.perf_counter() - t, len(shapes)
+
+
+def _read_state_dict(path: str):
+    import torch
+    if not os.path.isfile(path):
+        raise CommandError(f"--weights: no such file `{path}`")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt or foreign file: the user's to fix, not a traceback
+        raise CommandError(f"--weights: cannot read `{path}`: {e}") from None
+
+
+def _load_weights(model, spec, path: str, mapping: str, device) -> None:
+    if device.type == "meta":
+        raise CommandError("--weights: cannot load weights into a meta model (use --device cpu)")
+    try:
+        from ..backends.weights import WeightMapError, load_weights
+    except ImportError:
+        raise CommandError("--weights: weight maps are not available in this installation "
+                           "(graphformer.backends.weights is missing)") from None
+    state = _read_state_dict(path)
+    if not isinstance(state, dict):
+        raise CommandError(f"--weights: `{path}` does not hold a state dict")
+    try:
+        load_weights(model, state, mapping, spec)
+    except WeightMapError as e:
+        raise CommandError(f"--weights: {e}", EXIT_SPEC) from None
+
+
+def _save(model, spec, path: str) -> int:
+    from safetensors.torch import save
+    # our state dict never lists a tied parameter twice (it lives under its owner, e.g. `tok.weight`),
+    # and safetensors wants contiguous, unshared CPU tensors
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    blob = save(tensors, metadata={"graphformer_spec": spec.name, "format": "pt"})
+    with atomic_output(path) as fh:
+        fh.write(blob)
+    return len(blob)

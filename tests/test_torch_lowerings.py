@@ -1,0 +1,177 @@
+"""Each torch lowering on its own: parameter names and shapes equal the op registry's, output shapes
+equal the shape rule's, and the numerics equal naive reference math (masked softmax attention, RMS
+norm, the sinusoids of Vaswani et al., ...)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from graphformer.backends.torch import LOWERINGS  # noqa: E402
+from graphformer.backends.torch.core import sinusoids  # noqa: E402
+from graphformer.dims import Dim  # noqa: E402
+from graphformer.ir import IRNode  # noqa: E402
+from graphformer.ops import REGISTRY  # noqa: E402
+from graphformer.ops.base import TensorType  # noqa: E402
+
+
+# ---------------------------------------------------------------- each lowering against the registry
+
+def T(*dims, dtype="float32") -> TensorType:
+    return TensorType(tuple(Dim.const(d) for d in dims), dtype)
+
+
+OP_CASES = {
+    "embedding": [({"vocab": 11, "dim": 8}, {"ids": T(2, 5, dtype="int64")}),
+                  ({"vocab": 11, "dim": 8, "scale": True}, {"ids": T(2, 5, dtype="int64")})],
+    "positional": [({"kind": "learned", "max_len": 9}, {"x": T(2, 5, 8)}),
+                   ({"kind": "sinusoidal", "max_len": 9}, {"x": T(2, 5, 8)})],
+    "linear": [({"out": 6}, {"x": T(2, 5, 8)}), ({"out": 6, "bias": False}, {"x": T(3, 8)}),
+               ({"out": 11, "tied": "emb"}, {"x": T(2, 5, 8)})],
+    "attention": [({"heads": 2}, {"x": T(2, 5, 8)}),
+                  ({"heads": 4, "causal": True, "bias": False}, {"x": T(2, 5, 8), "mask": T(2, 5, dtype="bool")})],
+    "cross_attend": [({"heads": 2}, {"query": T(2, 5, 8), "context": T(2, 3, 12)}),
+                     ({"heads": 2, "dim": 4, "out": 6}, {"query": T(2, 5, 8), "context": T(2, 3, 12),
+                                                       "mask": T(2, 3, dtype="int64")})],
+    "norm": [({}, {"x": T(2, 5, 8)}), ({"kind": "rms", "eps": 1e-6}, {"x": T(2, 5, 8)}),
+             ({"bias": False}, {"x": T(2, 5, 8)})],
+    "residual": [({}, {"xs0": T(2, 5, 8), "xs1": T(2, 5, 8), "xs2": T(2, 5, 8)})],
+    "relu": [({}, {"x": T(2, 5, 8)})], "silu": [({}, {"x": T(2, 5, 8)})], "tanh": [({}, {"x": T(2, 5, 8)})],
+    "sigmoid": [({}, {"x": T(2, 5, 8)})],
+    "gelu": [({}, {"x": T(2, 5, 8)}), ({"approximate": "tanh"}, {"x": T(2, 5, 8)})],
+    "dropout": [({"p": 0.5}, {"x": T(2, 5, 8)})],
+    "softmax": [({"axis": 1}, {"x": T(2, 5, 8)})],
+    "concat": [({"axis": 1}, {"xs0": T(2, 5, 8), "xs1": T(2, 3, 8)})],
+    "pool": [({"kind": "cls", "index": 1}, {"x": T(2, 5, 8)}), ({"kind": "mean"}, {"x": T(2, 5, 8)})],
+}
+
+
+def random_input(t: TensorType, gen) -> torch.Tensor:
+    shape = tuple(d.value for d in t.shape)
+    if t.dtype == "float32":
+        return torch.randn(shape, generator=gen)
+    if t.dtype == "bool":
+        return torch.arange(shape[-1]).expand(shape) < 2   # at least one kept key per row
+    return torch.randint(0, 4, shape, generator=gen)
+
+
+def lower(op: str, attrs: dict, types: dict):
+    node = IRNode("n", op, REGISTRY[op].attrs.model_validate(attrs), {p: f"in.{p}" for p in types}, None)
+    module = LOWERINGS[op](node, types)
+    if attrs.get("tied"):
+        owner = LOWERINGS["embedding"](IRNode("emb", "embedding", REGISTRY["embedding"].attrs(vocab=11, dim=8),
+                                              {}, None), {"ids": T(2, 5, dtype="int64")})
+        module.tie(owner)
+    gen = torch.Generator().manual_seed(0)
+    for p in module.parameters():
+        nn.init.normal_(p, std=0.3, generator=gen)
+    return module, node
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)  # the tests draw random inputs: the same ones every run
+
+
+@pytest.mark.parametrize("op", sorted(REGISTRY))
+def test_every_op_has_a_torch_lowering(op):
+    assert op in LOWERINGS, f"op `{op}` has no torch lowering: add one with @lowers({op!r})"
+
+
+CASE_IDS = [(op, i) for op, cases in OP_CASES.items() for i in range(len(cases))]
+
+
+@pytest.mark.parametrize("op,i", CASE_IDS, ids=[f"{op}-{i}" for op, i in CASE_IDS])
+def test_lowering_params_and_shape_match_registry(op, i):
+    attrs, types = OP_CASES[op][i]
+    module, node = lower(op, attrs, types)
+    want = {k: tuple(v) for k, v in REGISTRY[op].params(node.attrs, types).items()}
+    assert {k: tuple(p.shape) for k, p in module.named_parameters()} == want
+    assert set(module.state_dict()) == set(want)  # tied weights and sinusoid tables are not state
+    gen = torch.Generator().manual_seed(0)
+    y = module.eval()(*[random_input(t, gen) for t in types.values()])
+    out = REGISTRY[op].shape(node.attrs, types)
+    assert tuple(y.shape) == tuple(d.value for d in out.shape)
+
+
+def test_core_op_cases_cover_the_core_registry():
+    core = {name for name, op in REGISTRY.items() if op.shape.__module__.endswith("ops.core")}
+    assert core <= set(OP_CASES), sorted(core - set(OP_CASES))
+
+
+# ---------------------------------------------------------------- numerics against naive math
+
+def naive_attention(mod, xq, xkv, keep):
+    """softmax(QKᵀ/√d_head + mask)V with explicit heads; `keep` [B, h|1, n, m] bool or None."""
+    b, n, _ = xq.shape
+    m, h = xkv.shape[1], mod.heads
+    q = (xq @ mod.q.weight.T + mod.q.bias).view(b, n, h, -1).transpose(1, 2)
+    k = (xkv @ mod.k.weight.T + mod.k.bias).view(b, m, h, -1).transpose(1, 2)
+    v = (xkv @ mod.v.weight.T + mod.v.bias).view(b, m, h, -1).transpose(1, 2)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if keep is not None:
+        scores = scores.masked_fill(~keep, float("-inf"))
+    y = torch.softmax(scores, -1) @ v
+    return y.transpose(1, 2).reshape(b, n, -1) @ mod.o.weight.T + mod.o.bias
+
+
+@pytest.mark.parametrize("mask_dtype", [None, torch.bool, torch.int64])
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_equals_naive(causal, mask_dtype):
+    mod, _ = lower("attention", {"heads": 4, "causal": causal}, {"x": T(3, 6, 16)})
+    x = torch.randn(3, 6, 16)
+    lengths = torch.tensor([6, 2, 4])
+    pad = torch.arange(6)[None] < lengths[:, None]                        # [B, n]
+    keep = None
+    if causal:
+        keep = torch.ones(6, 6, dtype=torch.bool).tril()[None, None]
+    if mask_dtype is not None:
+        keep = pad[:, None, None, :] if keep is None else keep & pad[:, None, None, :]
+    mask = None if mask_dtype is None else pad.to(mask_dtype)
+    got = mod(x) if mask is None else mod(x, mask)
+    torch.testing.assert_close(got, naive_attention(mod, x, x, keep), rtol=1e-5, atol=1e-5)
+
+
+def test_cross_attention_equals_naive_with_other_widths():
+    mod, _ = lower("cross_attend", {"heads": 2, "dim": 12, "out": 10},
+                   {"query": T(2, 5, 8), "context": T(2, 7, 6), "mask": T(2, 7, dtype="int64")})
+    q, c = torch.randn(2, 5, 8), torch.randn(2, 7, 6)
+    mask = torch.tensor([[1] * 7, [1, 1, 1, 0, 0, 0, 0]])
+    got = mod(q, c, mask)
+    assert got.shape == (2, 5, 10)
+    want = naive_attention(mod, q, c, (mask != 0)[:, None, None, :])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_norms_positions_embeddings_and_pool_equal_formulas():
+    x = torch.randn(2, 5, 8)
+    rms, _ = lower("norm", {"kind": "rms", "eps": 1e-6}, {"x": T(2, 5, 8)})
+    want = rms.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+    torch.testing.assert_close(rms(x), want, rtol=1e-5, atol=1e-6)
+    ln, _ = lower("norm", {"eps": 1e-12}, {"x": T(2, 5, 8)})
+    mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+    torch.testing.assert_close(ln(x), (x - mu) / torch.sqrt(var + 1e-12) * ln.weight + ln.bias, rtol=1e-5, atol=1e-5)
+
+    table = sinusoids(9, 8)  # Vaswani et al. 3.5, element by element
+    for pos in range(9):
+        for i in range(4):
+            angle = pos / 10000 ** (2 * i / 8)
+            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+    sin, _ = lower("positional", {"kind": "sinusoidal", "max_len": 9}, {"x": T(2, 5, 8)})
+    torch.testing.assert_close(sin(x), x + table[:5])
+    assert "table" not in sin.state_dict()
+
+    emb, _ = lower("embedding", {"vocab": 11, "dim": 8, "scale": True}, {"ids": T(2, 5, dtype="int64")})
+    ids = torch.tensor([[1, 2, 3, 4, 5], [0, 10, 0, 10, 0]])
+    torch.testing.assert_close(emb(ids), emb.weight[ids] * math.sqrt(8))
+    gelu, _ = lower("gelu", {"approximate": "tanh"}, {"x": T(2, 5, 8)})
+    want = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    torch.testing.assert_close(gelu(x), want, rtol=1e-5, atol=1e-6)
+    cls, _ = lower("pool", {"kind": "cls", "index": 1}, {"x": T(2, 5, 8)})
+    mean, _ = lower("pool", {"kind": "mean"}, {"x": T(2, 5, 8)})
+    torch.testing.assert_close(cls(x), x[:, 1])
+    torch.testing.assert_close(mean(x), x.sum(1) / 5)
