@@ -27,6 +27,6 @@ def load_weights(module, state_dict, mapping, spec=None):
     return _lw(module, state_dict, mapping, spec=spec)
 
 
-def export_onnx(spec, module_or_weights, path, opset=17):
+def export_onnx(spec, module_or_weights, path, opset=17, **options):
     from .backends.onnx import export_onnx as _export
-    return _export(spec, module_or_weights, path, opset=opset)
+    return _export(spec, module_or_weights, path, opset=opset, **options)

@@ -1,0 +1,73 @@
+"""The ONNX backend: a ModelProto straight from the IR (no tracing).
+
+`to_onnx(spec, weights)` resolves the weights (`weights.resolve`) and lowers the IR op by op
+(`graph.to_model`). `export_onnx(spec, weights, path)` writes the same model atomically, streaming the
+weights from their arrays into the file (`write.py`); past `external_data_threshold` bytes (default:
+just under protobuf's 2 GiB limit) they go to `<file>.data` beside it, so a model far larger than 2 GB
+is never held twice in memory.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from onnx import ModelProto, defs
+
+from .graph import MIN_OPSET, ExportError, to_model
+from .lower import LOWERINGS
+from .weights import resolve
+from .write import Written, write_external, write_inline
+
+__all__ = ["export_onnx", "to_onnx", "to_model", "Written", "ExportError", "LOWERINGS", "EXTERNAL_DATA_THRESHOLD",
+           "DEFAULT_OPSET"]
+
+DEFAULT_OPSET = 17
+# Protobuf cannot serialise a message of 2 GiB or more; leave room for the graph itself.
+EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26
+
+
+def check_opset(opset: int) -> int:
+    latest = defs.onnx_opset_version()
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= latest:
+        raise ExportError(f"opset {opset} is not supported: choose {MIN_OPSET}..{latest} "
+                          f"(LayerNormalization needs {MIN_OPSET}; the installed onnx knows up to {latest})")
+    return opset
+
+
+def to_onnx(spec, module_or_weights: Any = None, opset: int = DEFAULT_OPSET, *, seed: int | None = 0,
+            weights_map: str | None = None) -> ModelProto:
+    """The ONNX model of `spec` (a `graphformer.Spec` or a spec path), in memory, weights included.
+
+    `module_or_weights`: a built nn.Module, a state dict, a .safetensors path, or None for the torch
+    backend's seeded init (`seed`). `weights_map` converts a reference's state dict first (the name of
+    one of the spec's `weight_maps`).
+    """
+    spec = _spec(spec)
+    check_opset(opset)
+    return to_model(spec.ir, resolve(spec, module_or_weights, seed, weights_map), opset)
+
+
+def export_onnx(spec, module_or_weights: Any, path: str | os.PathLike, opset: int = DEFAULT_OPSET, *,
+                seed: int | None = 0, weights_map: str | None = None,
+                external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> Written:
+    """Write the ONNX model of `spec` to `path` atomically (arguments as `to_onnx`).
+
+    Weights over `external_data_threshold` bytes go to `<path>.data` beside it. Returns what was written.
+    """
+    spec = _spec(spec)
+    check_opset(opset)
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):  # fail before the (possibly slow) weights, not after
+        raise ExportError(f"cannot write `{path}`: directory `{directory}` does not exist")
+    weights = resolve(spec, module_or_weights, seed, weights_map)
+    if sum(a.nbytes for a in weights.values()) <= external_data_threshold:
+        return write_inline(spec.ir, weights, opset, path)
+    return write_external(spec.ir, weights, opset, path)
+
+
+def _spec(spec):
+    if isinstance(spec, (str, os.PathLike)):
+        from ...api import load
+        return load(os.fspath(spec))
+    return spec

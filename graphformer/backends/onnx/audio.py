@@ -1,0 +1,87 @@
+"""ONNX lowering of the log-mel spectrogram (ops/audio.py), equal to the torch backend's torch.stft path.
+
+No FFT op is needed: frames are gathered from the (reflect-padded) waveform with a runtime index grid,
+and one MatMul with a constant basis — the Hann window times [cos | −sin] of the DFT — gives the real
+and imaginary parts side by side. Squaring them and projecting with the mel filters stacked twice adds
+re² + im² inside the same MatMul. Every constant is computed in float64 with numpy and stored as float32.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .lower import NodeEmitter, lowers
+
+
+def _hz_to_mel(f: float, scale: str) -> float:
+    if scale == "htk":
+        return 2595.0 * math.log10(1.0 + f / 700.0)
+    # Slaney: linear below 1 kHz, logarithmic above
+    return f / (200.0 / 3) if f < 1000.0 else 15.0 + math.log(f / 1000.0) / (math.log(6.4) / 27.0)
+
+
+def _mel_to_hz(m: float, scale: str) -> float:
+    if scale == "htk":
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    return m * (200.0 / 3) if m < 15.0 else 1000.0 * math.exp((m - 15.0) * (math.log(6.4) / 27.0))
+
+
+def mel_filters(bins: int, mels: int, sample_rate: int, f_min: float, f_max: float, scale: str) -> np.ndarray:
+    """Triangular filters `[bins, mels]`, equally spaced on the mel scale, peak 1 (no area normalisation)."""
+    lo, hi = _hz_to_mel(f_min, scale), _hz_to_mel(f_max, scale)
+    edges = np.array([_mel_to_hz(lo + (hi - lo) * i / (mels + 1), scale) for i in range(mels + 2)])
+    freqs = np.linspace(0, sample_rate // 2, bins)[:, None]                                    # (bins, 1)
+    rise = (freqs - edges[:-2]) / (edges[1:-1] - edges[:-2])                                   # (bins, mels)
+    fall = (edges[2:] - freqs) / (edges[2:] - edges[1:-1])
+    return np.clip(np.minimum(rise, fall), 0.0, None)
+
+
+def dft_basis(n_fft: int, win: int) -> np.ndarray:
+    """`[n_fft, 2·bins]`: periodic Hann window (centred in n_fft, as torch.stft pads it) × [cos | −sin]."""
+    window = np.zeros(n_fft)
+    left = (n_fft - win) // 2
+    window[left:left + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+    bins = n_fft // 2 + 1
+    angle = 2 * np.pi * np.outer(np.arange(n_fft), np.arange(bins)) / n_fft                    # (n_fft, bins)
+    return window[:, None] * np.concatenate([np.cos(angle), -np.sin(angle)], axis=1)
+
+
+@lowers("spectrogram")
+def _spectrogram(ctx: NodeEmitter, node) -> None:
+    (x,) = ctx.inputs
+    a = node.attrs
+    i64, f32 = np.int64, np.float32
+    if a.center:  # reflect-pad n_fft // 2 samples on each side so frame t is centred on sample t·hop
+        p = a.n_fft // 2
+        x = ctx.op("Pad", [x, ctx.const([0, p, 0, p], "pads", i64)], "center", mode="reflect")
+    # frame f covers samples f·hop ... f·hop + n_fft − 1
+    offsets = np.arange(a.n_fft)[None, :]
+    count = node.shape.shape[2]
+    if count.is_const:  # a fixed-length waveform: a constant index grid keeps every dim static
+        grid = ctx.const(np.arange(count.value)[:, None] * a.step + offsets, "grid", i64)  # (F, n_fft)
+    else:
+        grid = _runtime_grid(ctx, x, a.n_fft, a.step, offsets)
+    frames = ctx.op("Gather", [x, grid], "frames", axis=1)                                  # (B, F, n_fft)
+    spec = ctx.op("MatMul", [frames, ctx.const(dft_basis(a.n_fft, a.window), "dft", f32)], "dft")  # (B, F, 2·bins)
+    power = ctx.op("Mul", [spec, spec], "power")
+    top = a.f_max if a.f_max is not None else a.sample_rate / 2
+    fb = mel_filters(a.n_fft // 2 + 1, a.mels, a.sample_rate, a.f_min, top, a.mel_scale)
+    # the filters stacked twice sum re² and im² of each bin: one MatMul for |X|² and the mel projection
+    mel = ctx.op("MatMul", [power, ctx.const(np.concatenate([fb, fb]), "mel_filters", f32)], "mel")  # (B, F, mels)
+    if a.log:
+        mel = ctx.op("Log", [ctx.op("Max", [mel, ctx.const(a.floor, "floor", f32)], "floor")], "log")
+    ctx.op("Transpose", [mel], perm=[0, 2, 1], final=True)                                  # (B, mels, F)
+
+
+def _runtime_grid(ctx: NodeEmitter, x: str, n_fft: int, hop: int, offsets: np.ndarray) -> str:
+    """The (F, n_fft) sample indices of every frame of `x`, with F = (len − n_fft) // hop + 1 at run time."""
+    i64 = np.int64
+    length = ctx.op("Squeeze", [ctx.shape(x, 1, 2, "samples")], "samples")
+    count = ctx.op("Div", [ctx.op("Sub", [length, ctx.const(n_fft, "n_fft", i64)], "frames"),
+                           ctx.const(hop, "hop", i64)], "frames")
+    count = ctx.op("Add", [count, ctx.const(1, "one", i64)], "frames")
+    starts = ctx.op("Range", [ctx.const(0, "zero", i64), count, ctx.const(1, "step", i64)], "starts")
+    starts = ctx.op("Unsqueeze", [ctx.op("Mul", [starts, ctx.const(hop, "stride", i64)], "starts"),
+                                  ctx.const([1], "axis", i64)], "starts")                   # (F, 1)
+    return ctx.op("Add", [starts, ctx.const(offsets, "offsets", i64)], "grid")

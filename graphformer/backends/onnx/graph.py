@@ -1,0 +1,116 @@
+"""IR → ONNX ModelProto: one topological walk calling each op's lowering, then inputs, outputs, weights.
+
+Names: graph inputs and outputs are the spec's; the value computed by an IR node is named by its path
+(`encoder.3.ln2`); the ONNX nodes a lowering emits are `<path>/<OpType>_<tag>`; initializers are the
+state-dict keys (`encoder.3.attn.q.weight`) and nothing else (constants are Constant nodes). Every
+symbolic dim becomes a dim_param spelled as graphformer prints it (`B`, `n`, `n + 1`), and every IR
+value gets a value_info entry with graphformer's inferred shape, so viewers show the spec's shapes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from importlib.metadata import PackageNotFoundError, version
+from typing import Callable
+
+import networkx as nx
+import numpy as np
+from onnx import ModelProto, TensorProto, helper, numpy_helper
+
+from ...dims import Dim
+from ...ir import IRGraph
+from ...load import UsageError
+from ...ops.base import TensorType
+from . import audio, core, vision  # noqa: F401  (fill the lowering table)
+from .lower import ELEM_TYPES, LOWERINGS, GraphState, NodeEmitter
+
+MIN_OPSET = 17  # LayerNormalization
+
+
+class ExportError(UsageError):
+    """The spec is valid but cannot be exported as asked (an op without a lowering, bad weights, ...)."""
+
+
+def _version() -> str:
+    try:
+        return version("graphformer")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "dev"
+
+
+def dim_proto(d: Dim) -> int | str:
+    return d.value if d.is_const else str(d)
+
+
+def value_info(name: str, t: TensorType):
+    return helper.make_tensor_value_info(name, ELEM_TYPES[t.dtype], [dim_proto(d) for d in t.shape])
+
+
+def exported_nodes(ir: IRGraph) -> set[str]:
+    """The nodes some output depends on: nodes that feed nothing are left out, as are their weights."""
+    keep: set[str] = set()
+    for out in ir.outputs.values():
+        keep |= nx.ancestors(ir.g, out) | {out}
+    return keep
+
+
+def value_names(ir: IRGraph) -> dict[str, str]:
+    """IR node → ONNX value name: spec input names for inputs, the path otherwise.
+
+    A path that is also the name of a spec output for a different node is renamed, so the graph output
+    can carry the spec's name.
+    """
+    input_names = {node: name for name, node in ir.inputs.items()}
+    names = {}
+    for n in ir.g.nodes:
+        if n in input_names:
+            names[n] = input_names[n]
+        elif n in ir.outputs and ir.outputs[n] != n:
+            names[n] = f"{n}/value"
+        else:
+            names[n] = n
+    return names
+
+
+def to_model(ir: IRGraph, weights: dict[str, np.ndarray], opset: int,
+             tensor: Callable[[str, np.ndarray], TensorProto] | None = None) -> ModelProto:
+    """Lower `ir` with `weights` (state-dict key → array). `tensor` makes each initializer (default inline)."""
+    tensor = tensor or (lambda name, arr: numpy_helper.from_array(arr, name))
+    keep = exported_nodes(ir)
+    names = value_names(ir)
+    state = GraphState(opset, weights)
+    state.names |= set(names.values()) | set(ir.outputs)
+    infos = []
+    for node in ir.nodes():
+        if node.op == "input" or node.name not in keep:
+            continue
+        lowering = LOWERINGS.get(node.op)
+        if lowering is None:
+            raise ExportError(f"op `{node.op}` (node `{node.name}`) has no ONNX lowering yet")
+        types = {port: ir.node(src).shape for port, src in node.inputs.items()}
+        ctx = NodeEmitter(state, node, [names[src] for src in node.inputs.values()], types, names[node.name])
+        lowering(ctx, node)
+        assert ctx.produced_out, f"onnx lowering of `{node.op}` did not produce {node.name}"
+        if names[node.name] not in ir.outputs:
+            infos.append(value_info(names[node.name], node.shape))
+
+    outputs = []
+    for out_name, node_name in ir.outputs.items():
+        if names[node_name] != out_name:  # graph outputs carry the spec's names
+            state.nodes.append(helper.make_node("Identity", [names[node_name]], [out_name],
+                                                name=state.unique(f"{out_name}/Identity")))
+        outputs.append(value_info(out_name, ir.node(node_name).shape))
+    inputs = [value_info(name, ir.node(node).shape) for name, node in ir.inputs.items()]
+    inits = [tensor(key, weights[key]) for key in state.used_params]
+
+    graph = helper.make_graph(state.nodes, ir.name, inputs, outputs, inits, doc_string=ir.doc.strip(),
+                              value_info=infos)
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="graphformer",
+                              producer_version=_version())
+    # the oldest IR version that can hold this opset: readable by the widest range of runtimes
+    model.ir_version = helper.find_min_ir_version_for(opsets)
+    helper.set_model_props(model, {"graphformer.spec": os.path.basename(ir.file),
+                                   "graphformer.params": json.dumps(ir.params),
+                                   "graphformer.example_dims": json.dumps(ir.dims)})
+    return model

@@ -1,0 +1,108 @@
+"""Writing a lowered model to disk: weights stream from their arrays straight into the file.
+
+Serialising a ModelProto that holds its weights copies every byte three times (array → bytes →
+TensorProto → serialised message). Instead the graph is serialised without initializers and the
+initializers are appended in protobuf's wire format: a second occurrence of the `graph` field, which
+parsers merge into the first (the protobuf rule for repeated occurrences of an embedded message), whose
+body is one `initializer` entry per weight — a small serialised TensorProto header (name, dims, type)
+followed by its `raw_data` field written directly from the array's memory.
+
+Past the external-data threshold the same headers instead point into `<file>.data` (page-aligned
+offsets), which is written first; the model file never points at data that is not there yet.
+Both files are written atomically (a temp file renamed into place).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import GraphProto, ModelProto, TensorProto, helper
+
+from ...commands.common import atomic_output
+from .graph import to_model
+
+ALIGN = 4096  # external tensors start on page boundaries, so runtimes can mmap them
+_GRAPH = ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+_INITIALIZER = GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+_RAW_DATA = TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
+
+
+@dataclass(frozen=True)
+class Written:
+    """What `export_onnx` wrote."""
+
+    path: str
+    bytes: int
+    nodes: int
+    params: int                    # numbers in the initializers
+    data_path: str | None = None   # the external data file, when there is one
+    data_bytes: int = 0
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _key(field: int) -> bytes:
+    return _varint(field << 3 | 2)  # wire type 2: length-delimited
+
+
+def _header(name: str, arr: np.ndarray) -> TensorProto:
+    return TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(arr.dtype), dims=arr.shape)
+
+
+def _bytes_of(arr: np.ndarray) -> np.ndarray:
+    """The array's bytes as ONNX stores them (little-endian, C order), without a copy where possible."""
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
+
+
+def write_inline(ir, weights: dict[str, np.ndarray], opset: int, path: str) -> Written:
+    model = to_model(ir, weights, opset, tensor=_header)
+    headers = list(model.graph.initializer)
+    del model.graph.initializer[:]
+    arrays = [_bytes_of(weights[t.name]) for t in headers]
+    entries = []
+    for t, arr in zip(headers, arrays):
+        head = t.SerializeToString() + _key(_RAW_DATA) + _varint(arr.nbytes)
+        entries.append((_key(_INITIALIZER) + _varint(len(head) + arr.nbytes) + head, arr))
+    body = sum(len(prefix) + arr.nbytes for prefix, arr in entries)
+    size = 0
+    with atomic_output(path) as fh:
+        for chunk in (model.SerializeToString(), _key(_GRAPH) + _varint(body)):
+            size += fh.write(chunk)
+        for prefix, arr in entries:
+            size += fh.write(prefix)
+            size += fh.write(arr)
+    return Written(path, size, len(model.graph.node), sum(weights[t.name].size for t in headers))
+
+
+def write_external(ir, weights: dict[str, np.ndarray], opset: int, path: str) -> Written:
+    location = os.path.basename(path) + ".data"
+    data_path = os.path.join(os.path.dirname(os.path.abspath(path)), location)
+    params = 0
+    with atomic_output(data_path) as data:
+        def external(name: str, arr: np.ndarray) -> TensorProto:
+            nonlocal params
+            data.seek((data.tell() + ALIGN - 1) // ALIGN * ALIGN)
+            offset = data.tell()
+            data.write(_bytes_of(arr))
+            params += arr.size
+            t = _header(name, arr)
+            t.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", location), ("offset", offset), ("length", arr.nbytes)):
+                entry = t.external_data.add()
+                entry.key, entry.value = key, str(value)
+            return t
+
+        model = to_model(ir, weights, opset, tensor=external)
+        data_bytes = data.tell()
+    blob = model.SerializeToString()
+    with atomic_output(path) as fh:
+        fh.write(blob)
+    return Written(path, len(blob), len(model.graph.node), params, data_path, data_bytes)

@@ -1,0 +1,60 @@
+"""`graphformer export SPEC -o FILE.onnx`: ONNX straight from the IR, with the spec's names and dims."""
+from __future__ import annotations
+
+import sys
+import time
+
+from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked
+
+NO_ONNX = "the onnx extra is not installed: pip install 'graphformer[onnx]'"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="export to ONNX (symbolic dims become named dynamic axes)",
+                       description="Lower the spec to an ONNX model, op by op (no tracing). Graph inputs and "
+                                   "outputs keep the spec's names, symbolic dims become named dynamic axes, "
+                                   "initializers are named by state-dict key. Weights come from --weights, "
+                                   "else from the torch backend's seeded init. Exit 0 ok, 1 spec error, "
+                                   "2 usage or environment.")
+    add_spec_args(p)
+    p.add_argument("--weights", metavar="FILE",
+                   help="weights to export (.safetensors; .pt/.bin need torch): the spec's own state dict, or "
+                        "a reference's through --weights-map")
+    p.add_argument("--weights-map", metavar="NAME", help="the spec's weight map that names FILE's tensors (e.g. hf)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the init when no --weights is given (default 0)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17, the first with LayerNormalization)")
+    p.add_argument("-o", "--output", metavar="FILE.onnx", required=True, help="where to write the model")
+
+
+def run(args) -> int:
+    if args.weights_map and not args.weights:
+        raise CommandError("--weights-map needs --weights FILE: the map says how FILE's names fit the spec")
+    try:
+        import onnx  # noqa: F401
+        from ..backends import onnx as backend
+    except ImportError as e:
+        if getattr(e, "name", "") in ("onnx", "numpy"):
+            raise CommandError(NO_ONNX) from None
+        raise
+    backend.check_opset(args.opset)
+    result = load_checked(args.spec, args)
+    from ..api import Spec
+    spec = Spec(result.ir, [d for d in result.diagnostics if not d.is_error])
+    map_errors: tuple = ()
+    if args.weights_map:
+        try:
+            from ..backends.weights import WeightMapError
+            map_errors = (WeightMapError,)
+        except ImportError:  # no torch: weight maps are unavailable, and export_onnx says so
+            pass
+    t0 = time.perf_counter()
+    try:
+        written = backend.export_onnx(spec, args.weights, args.output, opset=args.opset, seed=args.seed,
+                                      weights_map=args.weights_map)
+    except map_errors as e:
+        raise CommandError(f"--weights-map {args.weights_map}: {e}", EXIT_SPEC) from None
+    elapsed = time.perf_counter() - t0
+    data = f" + {written.data_bytes / 1e6:.1f} MB of weights in {written.data_path}" if written.data_path else ""
+    sys.stderr.write(f"wrote {written.path} ({written.bytes / 1e6:.1f} MB{data}): opset {args.opset}, "
+                     f"{written.nodes} nodes, {written.params:,} parameters, in {elapsed:.2f} s\n")
+    return EXIT_OK
