@@ -1,1 +1,136 @@
-"""Vision, audio, RL and multimodal ops (patch embedding, spectrograms, pooling, ...)."""
+"""Vision ops: patch embedding, learned tokens prepended to a sequence, learned latent arrays.
+
+The other non-text families live beside this one: audio.py (spectrogram), sequence.py (slicing,
+interleaving token streams), multimodal.py (pooling by id, normalisation, contrastive logits).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..dims import Dim
+from .base import (
+    Attrs, DimAttr, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, numel, positive,
+)
+from .core import concrete
+
+
+# ---------------------------------------------------------------- patch_embed
+
+class PatchEmbedAttrs(Attrs):
+    dim_fields = ("dim", "patch", "stride", "stride_w")
+    dim: DimAttr = Field(description="width D of each patch embedding")
+    patch: DimAttr = Field(description="side P of the square patch (the convolution kernel)")
+    stride: DimAttr | None = Field(None, description="step between patches (default P: non-overlapping)")
+    stride_w: DimAttr | None = Field(None, description="step along the width, if it differs from `stride`")
+    bias: bool = True
+    remainder: Literal["error", "drop"] = Field(
+        "error", description="when the patches do not tile the input exactly: `error`, or `drop` the last "
+                             "rows/columns as torch.nn.Conv2d does (AST's overlapping patches)")
+
+
+def _strides(a: PatchEmbedAttrs) -> tuple[int, int]:
+    sh = a.stride if a.stride is not None else a.patch
+    return sh, a.stride_w if a.stride_w is not None else sh
+
+
+def _patches_along(size: Dim, p: int, s: int, what: str, remainder: str) -> Dim:
+    """How many patches of side `p`, `s` apart, fit along one axis of `size`: (size − p) // s + 1."""
+    if not size.is_const:
+        # a symbolic side can't be checked here; `H // P` reads better than `(H − P) // P + 1`
+        return size // p if s == p else (size - p) // s + 1
+    n = size.value
+    if n < p:
+        raise ShapeError("GF120", f"patch size {p} is larger than the {what} {n}", "x")
+    if (n - p) % s and remainder == "error":
+        left = (n - p) % s
+        raise ShapeError(
+            "GF123", f"patch size {p} with stride {s} does not tile {what} {n}: ({n} - {p}) / {s} is not an "
+                     f"integer", "x",
+            help=f"make the {what} {n - left} or {n - left + s}, or set `remainder: drop` to drop the last "
+                 f"{left} {'rows' if what == 'height' else 'columns'} as torch.nn.Conv2d does")
+    return Dim.const((n - p) // s + 1)
+
+
+def _patch_shape(a: PatchEmbedAttrs, ins):
+    x = ins["x"]
+    expect_rank(x, "x", 4, what=" ([B, C, H, W])")
+    expect_float(x, "x")
+    concrete(x.shape[1], "x", "the channel dimension")
+    for v, name in ((a.dim, "dim"), (a.patch, "patch")) + tuple((s, "stride") for s in _strides(a)):
+        positive(v, name)
+    sh, sw = _strides(a)
+    nh = _patches_along(x.shape[2], a.patch, sh, "height", a.remainder)
+    nw = _patches_along(x.shape[3], a.patch, sw, "width", a.remainder)
+    return TensorType((x.shape[0], nh * nw, Dim.const(a.dim)))
+
+
+def _patch_params(a: PatchEmbedAttrs, ins):
+    c = concrete(ins["x"].shape[1], "x", "the channel dimension")
+    p = {"weight": (a.dim, c, a.patch, a.patch)}
+    if a.bias:
+        p["bias"] = (a.dim,)
+    return p
+
+
+register(OpDef(
+    "patch_embed", "vision",
+    "Cut an image `[B, C, H, W]` into P×P patches (stride S, default P) and project each to D: "
+    "`[B, N, D]` with N = ((H − P) // S + 1) · ((W − P) // S + 1), patches in row-major order. A strided "
+    "convolution: weight `[D, C, P, P]` (torch.nn.Conv2d layout), bias `[D]`.",
+    PatchEmbedAttrs, ("x",), _patch_shape, params=_patch_params,
+    flops=lambda a, ins, out: 2 * out.shape[0] * out.shape[1] * a.dim * ins["x"].shape[1] * a.patch * a.patch,
+    example="patches: {op: patch_embed, in: pixels, patch: 16, dim: d_model}",
+))
+
+
+# ---------------------------------------------------------------- prepend_tokens
+
+class PrependAttrs(Attrs):
+    dim_fields = ("count",)
+    count: DimAttr = Field(1, description="how many learned tokens (1 for [CLS]; AST has 2)")
+
+
+def _prepend_shape(a: PrependAttrs, ins):
+    x = ins["x"]
+    expect_rank(x, "x", 3, what=" ([B, n, d])")
+    expect_float(x, "x")
+    concrete(x.shape[2], "x", "the last dimension")
+    positive(a.count, "count")
+    return TensorType((x.shape[0], x.shape[1] + a.count, x.shape[2]))
+
+
+register(OpDef(
+    "prepend_tokens", "vision",
+    "Put `count` learned tokens (a [CLS] token, a distillation token, ...) in front of every sequence: "
+    "`[B, n, d] → [B, count + n, d]`; parameter `tokens [count, d]`.",
+    PrependAttrs, ("x",), _prepend_shape,
+    params=lambda a, ins: {"tokens": (a.count, concrete(ins["x"].shape[2], "x", "the last dimension"))},
+    example="cls: {op: prepend_tokens, count: 1}",
+))
+
+
+# ---------------------------------------------------------------- latents
+
+class LatentsAttrs(Attrs):
+    dim_fields = ("count", "dim")
+    count: DimAttr = Field(description="number N of latent vectors")
+    dim: DimAttr = Field(description="width D of each latent vector")
+
+
+def _latents_shape(a: LatentsAttrs, ins):
+    like = ins["like"]
+    expect_rank(like, "like", min_rank=1, what=" (its first dimension is the batch)")
+    positive(a.count, "count"), positive(a.dim, "dim")
+    return TensorType((like.shape[0], Dim.const(a.count), Dim.const(a.dim)))
+
+
+register(OpDef(
+    "latents", "vision",
+    "A learned array `latents [N, D]`, repeated over the batch of `like` (whose values are not read): "
+    "`[B, ...] → [B, N, D]`. Perceiver's latent array; also learned output queries.",
+    LatentsAttrs, ("like",), _latents_shape,
+    params=lambda a, ins: {"latents": (a.count, a.dim)},
+    example="latent: {op: latents, in: inputs, count: 256, dim: d_latent}",
+))

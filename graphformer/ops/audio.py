@@ -1,0 +1,84 @@
+"""Audio ops: a waveform → log-mel spectrogram front end (no parameters; a fixed filter bank)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ..dims import Dim
+from .base import Attrs, DimAttr, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, positive
+
+
+class SpectrogramAttrs(Attrs):
+    dim_fields = ("sample_rate", "n_fft", "win_length", "hop", "mels")
+    sample_rate: DimAttr = 16000
+    n_fft: DimAttr = Field(400, description="FFT size; frequency bins = n_fft // 2 + 1")
+    win_length: DimAttr | None = Field(None, description="Hann window length (default n_fft), centred in the FFT")
+    hop: DimAttr | None = Field(None, description="samples between frames (default win_length // 2)")
+    mels: DimAttr = Field(128, description="mel bands")
+    f_min: float = Field(0.0, ge=0.0)
+    f_max: float | None = Field(None, description="highest frequency of the filter bank (default sample_rate / 2)")
+    mel_scale: Literal["htk", "slaney"] = "htk"
+    center: bool = Field(True, description="reflect-pad n_fft // 2 samples on each side so frame t is centred "
+                                           "on sample t·hop (torch.stft, librosa, torchaudio default)")
+    log: bool = Field(True, description="natural log of the mel power, floored at `floor`")
+    floor: float = Field(1e-10, gt=0.0)
+
+    @model_validator(mode="after")
+    def _frequencies(self):
+        top = self.f_max if self.f_max is not None else self.sample_rate / 2
+        if not self.f_min < top <= self.sample_rate / 2:
+            raise ValueError(f"need f_min < f_max ≤ sample_rate / 2, got f_min={self.f_min}, f_max={top}, "
+                             f"sample_rate={self.sample_rate}")
+        return self
+
+    @property
+    def window(self) -> int:
+        return self.win_length if self.win_length is not None else self.n_fft
+
+    @property
+    def step(self) -> int:
+        return self.hop if self.hop is not None else max(self.window // 2, 1)
+
+
+def frames(a: SpectrogramAttrs, t: Dim) -> Dim:
+    """Frames of a `t`-sample waveform: t // hop + 1 when centred, else (t − n_fft) // hop + 1."""
+    return t // a.step + 1 if a.center else (t - a.n_fft) // a.step + 1
+
+
+def _spectrogram_shape(a: SpectrogramAttrs, ins):
+    x = ins["x"]
+    expect_rank(x, "x", 2, what=" ([B, samples])")
+    expect_float(x, "x")
+    for name in ("sample_rate", "n_fft", "mels"):
+        positive(getattr(a, name), name)
+    positive(a.window, "win_length"), positive(a.step, "hop")
+    if a.window > a.n_fft:
+        raise ShapeError("GF102", f"`win_length` {a.window} is longer than `n_fft` {a.n_fft}")
+    t = x.shape[1]
+    if t.is_const:
+        # reflect padding needs more samples than it pads; an uncentred frame needs a full window
+        need = a.n_fft // 2 + 1 if a.center else a.n_fft
+        if t.value < need:
+            raise ShapeError("GF120", f"a waveform of {t.value} samples is shorter than the {need} that one "
+                                      f"frame of n_fft {a.n_fft} needs" + (" (with reflect padding)" if a.center else ""),
+                             "x")
+    return TensorType((x.shape[0], Dim.const(a.mels), frames(a, t)))
+
+
+def _spectrogram_flops(a: SpectrogramAttrs, ins, out):
+    # per frame: an FFT (~5 n log2 n real flops), the power spectrum, the mel projection, the log
+    n = a.n_fft
+    bins = n // 2 + 1
+    per_frame = 5 * n * max(n.bit_length() - 1, 1) + 3 * bins + 2 * bins * a.mels + a.mels
+    return out.shape[0] * out.shape[2] * per_frame
+
+
+register(OpDef(
+    "spectrogram", "audio",
+    "Log-mel spectrogram of a waveform: `[B, samples] → [B, mels, frames]`. Hann-windowed STFT, power "
+    "spectrum, triangular mel filter bank (HTK or Slaney scale, unnormalised), natural log floored at "
+    "`floor` — torchaudio's MelSpectrogram followed by a log. No parameters.",
+    SpectrogramAttrs, ("x",), _spectrogram_shape, flops=_spectrogram_flops,
+    example="spec: {op: spectrogram, in: waveform, sample_rate: 16000, n_fft: 400, hop: 160, mels: 128}",
+))

@@ -1,0 +1,196 @@
+"""Sequence and tensor-layout ops: slicing, axis moves, interleaving token streams, table rows.
+
+Decision Transformer is the main client: three streams (R, s, a) are interleaved into one causal
+sequence R1 s1 a1 R2 s2 a2 ..., and predictions are read back from every third token.
+"""
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from ..dims import Dim
+from .base import (
+    Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, positive,
+    same_shape, numel,
+)
+from .core import concrete
+
+
+def _axis(axis: int, x: TensorType, port: str = "x") -> int:
+    if not -x.rank <= axis < x.rank:
+        raise ShapeError("GF102", f"axis {axis} is out of range for `{port}` of rank {x.rank} ({x})", port)
+    return axis % x.rank
+
+
+# ---------------------------------------------------------------- slice
+
+class SliceAttrs(Attrs):
+    dim_fields = ("start", "stop")
+    axis: int = 1
+    start: DimAttr = Field(0, ge=0)
+    stop: DimAttr | None = Field(None, ge=1, description="one past the last index kept (default: to the end)")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.stop is not None and self.stop <= self.start:
+            raise ValueError(f"`stop` ({self.stop}) must be greater than `start` ({self.start})")
+        return self
+
+
+def _slice_shape(a: SliceAttrs, ins):
+    x = ins["x"]
+    ax = _axis(a.axis, x)
+    size = x.shape[ax]
+    end = Dim.const(a.stop) if a.stop is not None else size
+    if size.is_const and end.value > size.value:
+        raise ShapeError("GF120", f"slice [{a.start}:{a.stop}] of axis {ax} runs past its size {size.value} ({x})", "x")
+    if size.is_const and a.start >= size.value:
+        raise ShapeError("GF120", f"slice start {a.start} is past the end of axis {ax} of size {size.value} ({x})", "x")
+    return TensorType(x.shape[:ax] + (end - a.start,) + x.shape[ax + 1:], x.dtype)
+
+
+register(OpDef(
+    "slice", "sequence", "Keep indices `start ≤ i < stop` of one axis (default the token axis 1).",
+    SliceAttrs, ("x",), _slice_shape, example="first_two: {op: slice, axis: 1, start: 0, stop: 2}",
+))
+
+
+# ---------------------------------------------------------------- transpose, unsqueeze
+
+class TransposeAttrs(Attrs):
+    axes: tuple[int, int] = Field((-2, -1), description="the two axes to swap")
+
+
+def _transpose_shape(a: TransposeAttrs, ins):
+    x = ins["x"]
+    i, j = (_axis(v, x) for v in a.axes)
+    dims = list(x.shape)
+    dims[i], dims[j] = dims[j], dims[i]
+    return TensorType(tuple(dims), x.dtype)
+
+
+register(OpDef(
+    "transpose", "sequence", "Swap two axes (default the last two): `[*, m, n] → [*, n, m]`.",
+    TransposeAttrs, ("x",), _transpose_shape, example="t: {op: transpose, axes: [1, 2]}",
+))
+
+
+class UnsqueezeAttrs(Attrs):
+    axis: int = 1
+
+
+def _unsqueeze_shape(a: UnsqueezeAttrs, ins):
+    x = ins["x"]
+    if not -x.rank - 1 <= a.axis <= x.rank:
+        raise ShapeError("GF102", f"axis {a.axis} is out of range for inserting into `x` of rank {x.rank} ({x})", "x")
+    ax = a.axis % (x.rank + 1)
+    return TensorType(x.shape[:ax] + (Dim.const(1),) + x.shape[ax:], x.dtype)
+
+
+register(OpDef(
+    "unsqueeze", "sequence", "Insert an axis of size 1 (e.g. the channel axis of a one-channel image).",
+    UnsqueezeAttrs, ("x",), _unsqueeze_shape, example="channel: {op: unsqueeze, axis: 1}",
+))
+
+
+# ---------------------------------------------------------------- interleave / deinterleave
+
+def _interleave_shape(a, ins):
+    ports = list(ins)
+    first = ins[ports[0]]
+    expect_rank(first, ports[0], 3, what=" ([B, T, d])")
+    for p in ports:
+        expect_float(ins[p], p)
+    same_shape(ins, ports)
+    b, t, d = first.shape
+    return TensorType((b, len(ports) * t, d))
+
+
+register(OpDef(
+    "interleave", "sequence",
+    "Merge k token streams `[B, T, d]` into one `[B, k·T, d]`, step by step: x1₁ x2₁ … xk₁ x1₂ x2₂ … "
+    "(Decision Transformer's R₁ s₁ a₁ R₂ s₂ a₂ …).",
+    NoAttrs, ("*xs",), _interleave_shape, example="tokens: {op: interleave, in: [ret, state, action]}",
+))
+
+
+class DeinterleaveAttrs(Attrs):
+    dim_fields = ("streams", "index")
+    streams: DimAttr = Field(description="how many streams were interleaved (k)")
+    index: DimAttr = Field(description="which stream to take back (0-based)")
+
+
+def _deinterleave_shape(a: DeinterleaveAttrs, ins):
+    x = ins["x"]
+    expect_rank(x, "x", 3, what=" ([B, n, d])")
+    positive(a.streams, "streams")
+    if not 0 <= a.index < a.streams:
+        raise ShapeError("GF102", f"stream index {a.index} is out of range for {a.streams} streams")
+    n = x.shape[1]
+    t = n // a.streams
+    if t * a.streams != n:
+        shown = f"{n.value} tokens" if n.is_const else f"`{n}` tokens"
+        raise ShapeError("GF123", f"{shown} do not split into {a.streams} interleaved streams", "x",
+                         help=None if n.is_const else f"declare the length as a multiple, e.g. `{a.streams} * T`")
+    return TensorType((x.shape[0], t, x.shape[2]), x.dtype)
+
+
+register(OpDef(
+    "deinterleave", "sequence",
+    "Take one stream back out of an interleaved sequence: tokens `index`, `index + k`, `index + 2k`, … "
+    "`[B, k·T, d] → [B, T, d]`.",
+    DeinterleaveAttrs, ("x",), _deinterleave_shape,
+    example="state_tokens: {op: deinterleave, in: hidden, streams: 3, index: 1}",
+))
+
+
+# ---------------------------------------------------------------- table_row, vestigial
+
+class TableRowAttrs(Attrs):
+    dim_fields = ("rows", "index")
+    rows: DimAttr = Field(description="rows of the learned table")
+    index: DimAttr = Field(0, description="the row added to every position")
+
+
+def _table_row_shape(a: TableRowAttrs, ins):
+    x = ins["x"]
+    expect_float(x, "x")
+    expect_rank(x, "x", min_rank=1)
+    concrete(x.shape[-1], "x", "the last dimension")
+    positive(a.rows, "rows")
+    if not 0 <= a.index < a.rows:
+        raise ShapeError("GF102", f"row {a.index} is out of range for a table of {a.rows} rows")
+    return x
+
+
+register(OpDef(
+    "table_row", "sequence",
+    "Add one row of a learned table `weight [rows, d]` to every position of `x [*, d]`. A position "
+    "table read at a constant position: Decision Transformer calls its GPT-2 body with all position "
+    "ids 0, so every token gets row 0 of `wpe`.",
+    TableRowAttrs, ("x",), _table_row_shape,
+    params=lambda a, ins: {"weight": (a.rows, concrete(ins["x"].shape[-1], "x", "the last dimension"))},
+    flops=lambda a, ins, out: numel(out.shape),
+    example="wpe: {op: table_row, rows: max_positions, index: 0}",
+))
+
+
+class VestigialAttrs(Attrs):
+    dim_fields = ("rows", "cols")
+    rows: DimAttr
+    cols: DimAttr
+
+
+def _vestigial_shape(a: VestigialAttrs, ins):
+    positive(a.rows, "rows"), positive(a.cols, "cols")
+    return ins["x"]
+
+
+register(OpDef(
+    "vestigial", "sequence",
+    "The identity on `x`, owning a parameter `weight [rows, cols]` that nothing reads. For references that "
+    "carry a tensor their forward pass never uses (Decision Transformer's GPT-2 body keeps a token table "
+    "`wte` but is always fed embeddings), so that their state dicts load and parameter counts agree.",
+    VestigialAttrs, ("x",), _vestigial_shape,
+    params=lambda a, ins: {"weight": (a.rows, a.cols)},
+    example="wte: {op: vestigial, rows: 1, cols: d_model}",
+))

@@ -1,0 +1,286 @@
+"""The vision, audio, sequence and multimodal ops: shape rules (table-driven), parameters, and the torch
+lowerings against independent computations (torch.nn.Conv2d, transformers' numpy audio_utils, the
+Decision Transformer reference's own stack/reshape, plain formulas)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from graphformer.dims import Dim, parse
+from graphformer.ir import IRNode
+from graphformer.ops import REGISTRY
+from graphformer.ops.base import ShapeError, TensorType
+
+FAMILIES = ("vision", "audio", "sequence", "multimodal")
+
+
+def T(*dims, dtype="float32") -> TensorType:
+    return TensorType(tuple(parse(d) if isinstance(d, str) else Dim.const(d) for d in dims), dtype)
+
+
+CASES = [
+    # op, attrs, inputs, expected shape (tuple of str) or error code
+    ("patch_embed", {"patch": 16, "dim": 768}, {"x": T("B", 3, 224, 224)}, ("B", "196", "768")),
+    ("patch_embed", {"patch": 16, "dim": 8}, {"x": T("B", 3, 225, 224)}, "GF123"),          # does not tile
+    ("patch_embed", {"patch": 16, "dim": 8, "remainder": "drop"}, {"x": T("B", 3, 225, 224)}, ("B", "196", "8")),
+    ("patch_embed", {"patch": 16, "stride": 10, "dim": 8, "remainder": "drop"}, {"x": T("B", 1, 128, 1024)},
+     ("B", "1212", "8")),                                                                     # AST: 12 × 101
+    ("patch_embed", {"patch": 16, "stride": 10, "dim": 8}, {"x": T("B", 1, 128, 1024)}, "GF123"),
+    ("patch_embed", {"patch": 4, "stride": 2, "stride_w": 4, "dim": 8}, {"x": T("B", 1, 10, 12)}, ("B", "12", "8")),
+    ("patch_embed", {"patch": 32, "dim": 8}, {"x": T("B", 3, 16, 64)}, "GF120"),             # patch > input
+    ("patch_embed", {"patch": 16, "dim": 8}, {"x": T("B", 3, "H", "W")}, ("B", "(H // 16)*(W // 16)", "8")),
+    ("patch_embed", {"patch": 16, "dim": 8}, {"x": T("B", "C", 32, 32)}, "GF124"),           # channels unknown
+    ("patch_embed", {"patch": 16, "dim": 8}, {"x": T("B", 32, 32)}, "GF121"),
+    ("patch_embed", {"patch": 0, "dim": 8}, {"x": T("B", 3, 32, 32)}, "GF102"),
+    ("prepend_tokens", {"count": 1}, {"x": T("B", "n", 8)}, ("B", "n + 1", "8")),
+    ("prepend_tokens", {"count": 2}, {"x": T("B", 1212, 8)}, ("B", "1214", "8")),
+    ("prepend_tokens", {"count": 1}, {"x": T("B", 8)}, "GF121"),
+    ("latents", {"count": 16, "dim": 32}, {"like": T("B", "m", 3)}, ("B", "16", "32")),
+    ("latents", {"count": 0, "dim": 32}, {"like": T("B", "m", 3)}, "GF102"),
+    ("spectrogram", {"n_fft": 400, "hop": 160, "mels": 128}, {"x": T("B", 163680)}, ("B", "128", "1024")),
+    ("spectrogram", {"n_fft": 400, "hop": 160, "mels": 80}, {"x": T("B", "s")}, ("B", "80", "s // 160 + 1")),
+    ("spectrogram", {"n_fft": 64, "hop": 16, "mels": 8, "center": False}, {"x": T("B", 160)}, ("B", "8", "7")),
+    ("spectrogram", {"n_fft": 64, "mels": 8, "center": False}, {"x": T("B", 63)}, "GF120"),
+    ("spectrogram", {"n_fft": 64, "win_length": 128, "mels": 8}, {"x": T("B", 640)}, "GF102"),
+    ("spectrogram", {"n_fft": 64, "mels": 8}, {"x": T("B", 2, 640)}, "GF121"),
+    ("slice", {"axis": 1, "start": 0, "stop": 2}, {"x": T("B", "n", 8)}, ("B", "2", "8")),
+    ("slice", {"axis": -1, "start": 3}, {"x": T("B", "n", 8)}, ("B", "n", "5")),
+    ("slice", {"axis": 1, "start": 1}, {"x": T("B", "n", 8)}, ("B", "n - 1", "8")),
+    ("slice", {"axis": 1, "start": 0, "stop": 9}, {"x": T("B", 4, 8)}, "GF120"),
+    ("slice", {"axis": 3}, {"x": T("B", 4, 8)}, "GF102"),
+    ("transpose", {"axes": [1, 2]}, {"x": T("B", "frames", 128)}, ("B", "128", "frames")),
+    ("transpose", {}, {"x": T("N", "M")}, ("M", "N")),
+    ("transpose", {"axes": [0, 2]}, {"x": T("N", "M")}, "GF102"),
+    ("unsqueeze", {"axis": 1}, {"x": T("B", 128, 1024)}, ("B", "1", "128", "1024")),
+    ("unsqueeze", {"axis": -1}, {"x": T("B", 5)}, ("B", "5", "1")),
+    ("unsqueeze", {"axis": 4}, {"x": T("B", 5)}, "GF102"),
+    ("interleave", {}, {"xs0": T("B", "T", 8), "xs1": T("B", "T", 8), "xs2": T("B", "T", 8)}, ("B", "3*T", "8")),
+    ("interleave", {}, {"xs0": T("B", "T", 8), "xs1": T("B", "S", 8)}, "GF120"),
+    ("interleave", {}, {"xs0": T("B", 8), "xs1": T("B", 8)}, "GF121"),
+    ("deinterleave", {"streams": 3, "index": 1}, {"x": T("B", "3*T", 8)}, ("B", "T", "8")),
+    ("deinterleave", {"streams": 3, "index": 2}, {"x": T("B", 12, 8)}, ("B", "4", "8")),
+    ("deinterleave", {"streams": 3, "index": 0}, {"x": T("B", 10, 8)}, "GF123"),
+    ("deinterleave", {"streams": 3, "index": 0}, {"x": T("B", "n", 8)}, "GF123"),
+    ("deinterleave", {"streams": 3, "index": 3}, {"x": T("B", "3*T", 8)}, "GF102"),
+    ("table_row", {"rows": 1024, "index": 0}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("table_row", {"rows": 4, "index": 4}, {"x": T("B", "n", 8)}, "GF102"),
+    ("vestigial", {"rows": 1, "cols": 8}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("token_at", {}, {"x": T("B", "n", 8), "ids": T("B", "n", dtype="int64")}, ("B", "8")),
+    ("token_at", {"select": "first", "token": 7}, {"x": T("B", "n", 8), "ids": T("B", "n", dtype="int64")},
+     ("B", "8")),
+    ("token_at", {}, {"x": T("B", "n", 8), "ids": T("B", "m", dtype="int64")}, "GF120"),
+    ("token_at", {}, {"x": T("B", "n", 8), "ids": T("B", "n")}, "GF122"),
+    ("l2_normalize", {}, {"x": T("B", 8)}, ("B", "8")),
+    ("l2_normalize", {}, {"x": T("B", 8, dtype="int64")}, "GF122"),
+    ("cosine_logits", {}, {"a": T("Bt", 8), "b": T("Bi", 8)}, ("Bt", "Bi")),
+    ("cosine_logits", {}, {"a": T("Bt", 8), "b": T("Bi", 6)}, "GF120"),
+    ("cosine_logits", {}, {"a": T("Bt", "n", 8), "b": T("Bi", 8)}, "GF121"),
+    ("quick_gelu", {}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("scale", {"by": 0.5}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+]
+
+
+@pytest.mark.parametrize("op,attrs,ins,expected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_shape_rule(op, attrs, ins, expected):
+    opdef = REGISTRY[op]
+    a = opdef.attrs.model_validate(attrs)
+    if isinstance(expected, str):
+        with pytest.raises(ShapeError) as err:
+            opdef.shape(a, ins)
+        assert err.value.code == expected, err.value.message
+    else:
+        assert opdef.shape(a, ins).shape == tuple(parse(d) for d in expected)
+
+
+def test_every_op_of_these_families_has_shape_cases():
+    ours = {n for n, o in REGISTRY.items() if o.family in FAMILIES}
+    assert ours - {c[0] for c in CASES} == set()
+
+
+def test_non_tiling_patch_message_has_the_numbers():
+    op = REGISTRY["patch_embed"]
+    with pytest.raises(ShapeError) as err:
+        op.shape(op.attrs(patch=16, dim=8), {"x": T("B", 3, 225, 224)})
+    assert "patch size 16 with stride 16 does not tile height 225: (225 - 16) / 16 is not an integer" in err.value.message
+    assert "224 or 240" in err.value.help and "remainder: drop" in err.value.help
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("token_at", {"select": "first"}), ("token_at", {"token": 3}), ("slice", {"start": 3, "stop": 2}),
+    ("spectrogram", {"f_max": 9000.0}), ("spectrogram", {"f_min": 100.0, "f_max": 50.0}),
+    ("patch_embed", {"patch": 16, "dim": 8, "remainder": "pad"}), ("scale", {"by": 0.5, "extra": 1}),
+])
+def test_bad_attrs_are_rejected(op, attrs):
+    from pydantic import ValidationError
+    with pytest.raises(ValidationError):
+        REGISTRY[op].attrs.model_validate(attrs)
+
+
+def test_parameters_are_named_and_sized_like_the_references():
+    x = T("B", 3, 224, 224)
+    pe = REGISTRY["patch_embed"]
+    assert pe.params(pe.attrs(patch=16, dim=768), {"x": x}) == {"weight": (768, 3, 16, 16), "bias": (768,)}
+    assert pe.params(pe.attrs(patch=32, dim=768, bias=False), {"x": x}) == {"weight": (768, 3, 32, 32)}
+    cos = REGISTRY["cosine_logits"]
+    assert cos.params(cos.attrs(), {"a": T(2, 8), "b": T(3, 8)}) == {"logit_scale": ()}
+    assert cos.params(cos.attrs(scale="none"), {"a": T(2, 8), "b": T(3, 8)}) == {}
+    assert REGISTRY["prepend_tokens"].params(REGISTRY["prepend_tokens"].attrs(count=2), {"x": T("B", 5, 8)}) \
+        == {"tokens": (2, 8)}
+    assert REGISTRY["spectrogram"].params(REGISTRY["spectrogram"].attrs(), {"x": T("B", 1000)}) == {}
+
+
+def test_patch_embed_flops_are_the_convolution():
+    pe = REGISTRY["patch_embed"]
+    a, x = pe.attrs(patch=16, dim=768), T("B", 3, 224, 224)
+    f = pe.flops(a, {"x": x}, pe.shape(a, {"x": x}))
+    assert f.evaluate({"B": 1}) == 2 * 196 * 768 * 3 * 16 * 16
+
+
+# ---------------------------------------------------------------- torch lowerings
+
+torch = pytest.importorskip("torch")
+from graphformer.backends.torch import LOWERINGS  # noqa: E402
+from graphformer.backends.torch.vision import mel_filters  # noqa: E402
+
+
+def lower(op: str, attrs: dict, types: dict):
+    node = IRNode("n", op, REGISTRY[op].attrs.model_validate(attrs), {p: f"in.{p}" for p in types}, None)
+    module = LOWERINGS[op](node, types)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+    return module.eval()
+
+
+def C(*dims, dtype="float32") -> TensorType:
+    return TensorType(tuple(Dim.const(d) for d in dims), dtype)
+
+
+@pytest.mark.parametrize("patch,stride,stride_w,h,w,bias", [
+    (4, None, None, 16, 12, True), (4, 2, None, 10, 11, True), (5, 3, 4, 17, 23, False), (16, 10, 10, 40, 101, True),
+])
+def test_patch_embed_equals_conv2d(patch, stride, stride_w, h, w, bias):
+    attrs = {"patch": patch, "dim": 6, "bias": bias, "remainder": "drop"}
+    if stride:
+        attrs["stride"] = stride
+    if stride_w:
+        attrs["stride_w"] = stride_w
+    types = {"x": C(2, 3, h, w)}
+    mod = lower("patch_embed", attrs, types)
+    conv = torch.nn.Conv2d(3, 6, patch, stride=(stride or patch, stride_w or stride or patch), bias=bias)
+    with torch.no_grad():
+        conv.weight.copy_(mod.weight)
+        if bias:
+            conv.bias.copy_(mod.bias)
+        x = torch.randn(2, 3, h, w)
+        want = conv(x).flatten(2).transpose(1, 2)
+        got = mod(x)
+    out = REGISTRY["patch_embed"].shape(REGISTRY["patch_embed"].attrs(**attrs), types)
+    assert tuple(got.shape) == tuple(d.value for d in out.shape)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale,center,win", [("htk", True, None), ("slaney", True, 48), ("htk", False, None)])
+def test_spectrogram_equals_transformers_numpy_reference(scale, center, win):
+    audio_utils = pytest.importorskip("transformers.audio_utils")
+    import numpy as np
+    sr, n_fft, hop, mels = 8000, 64, 16, 12
+    attrs = {"sample_rate": sr, "n_fft": n_fft, "hop": hop, "mels": mels, "mel_scale": scale, "center": center,
+             "f_min": 50.0, "f_max": 3500.0}
+    if win:
+        attrs["win_length"] = win
+    wave = torch.randn(2, 1000, generator=torch.Generator().manual_seed(3))
+    mod = lower("spectrogram", attrs, {"x": C(2, 1000)})
+    got = mod(wave)
+    out = REGISTRY["spectrogram"].shape(REGISTRY["spectrogram"].attrs(**attrs), {"x": C(2, 1000)})
+    assert tuple(got.shape) == tuple(d.value for d in out.shape)
+    fb = audio_utils.mel_filter_bank(n_fft // 2 + 1, mels, 50.0, 3500.0, sr, norm=None, mel_scale=scale)
+    torch.testing.assert_close(mel_filters(n_fft // 2 + 1, mels, sr, 50.0, 3500.0, scale),
+                               torch.from_numpy(fb).float(), rtol=1e-5, atol=1e-6)
+    # transformers takes a window of frame_length; torch.stft centres a shorter window inside n_fft
+    w = win or n_fft
+    window = np.zeros(n_fft)
+    left = (n_fft - w) // 2
+    window[left:left + w] = audio_utils.window_function(w, "hann", periodic=True)
+    for b in range(2):
+        want = audio_utils.spectrogram(wave[b].double().numpy(), window, n_fft, hop, power=2.0, center=center,
+                                       pad_mode="reflect", mel_filters=fb, mel_floor=1e-10, log_mel="log",
+                                       dtype=np.float64)
+        torch.testing.assert_close(got[b].double(), torch.from_numpy(want), rtol=1e-4, atol=1e-4)
+
+
+def test_interleave_and_deinterleave_match_the_decision_transformer_layout():
+    r, s, a = (torch.randn(2, 5, 4) for _ in range(3))
+    stacked = lower("interleave", {}, {f"xs{i}": C(2, 5, 4) for i in range(3)})(r, s, a)
+    # the reference's own construction (transformers DecisionTransformerModel.forward)
+    want = torch.stack((r, s, a), dim=1).permute(0, 2, 1, 3).reshape(2, 15, 4)
+    assert torch.equal(stacked, want)
+    assert torch.equal(stacked[:, 3], r[:, 1]) and torch.equal(stacked[:, 4], s[:, 1])
+    for j, stream in enumerate((r, s, a)):
+        back = lower("deinterleave", {"streams": 3, "index": j}, {"x": C(2, 15, 4)})(stacked)
+        assert torch.equal(back, stream)
+
+
+def test_token_at_picks_the_argmax_or_first_match():
+    x = torch.randn(3, 6, 4)
+    ids = torch.tensor([[5, 9, 2, 0, 0, 0], [1, 2, 3, 9, 9, 0], [9, 1, 1, 1, 1, 1]])
+    types = {"x": C(3, 6, 4), "ids": C(3, 6, dtype="int64")}
+    got = lower("token_at", {}, types)(x, ids)
+    assert torch.equal(got, torch.stack([x[0, 1], x[1, 3], x[2, 0]]))
+    got = lower("token_at", {"select": "first", "token": 2}, types)(x, ids)
+    assert torch.equal(got, torch.stack([x[0, 2], x[1, 1], x[2, 0]]))  # no match in row 2: position 0
+
+
+def test_cosine_logits_l2_normalize_and_scale():
+    a, b = torch.randn(3, 8), torch.randn(2, 8)
+    mod = lower("cosine_logits", {}, {"a": C(3, 8), "b": C(2, 8)})
+    want = torch.exp(mod.logit_scale) * torch.nn.functional.cosine_similarity(a[:, None], b[None], dim=-1)
+    torch.testing.assert_close(mod(a, b), want)
+    mod.init_parameters()
+    assert mod.logit_scale.item() == pytest.approx(math.log(1 / 0.07), abs=1e-4)
+    unit = lower("l2_normalize", {}, {"x": C(3, 8)})(a)
+    torch.testing.assert_close(unit.norm(dim=-1), torch.ones(3))
+    plain = lower("cosine_logits", {"normalize": False, "scale": "none"}, {"a": C(3, 8), "b": C(2, 8)})
+    torch.testing.assert_close(plain(a, b), a @ b.T)
+    torch.testing.assert_close(lower("scale", {"by": 0.5}, {"x": C(3, 8)})(a), a / 2)
+
+
+def test_layout_ops_prepend_latents_and_rows():
+    x = torch.randn(2, 5, 4)
+    cls = lower("prepend_tokens", {"count": 2}, {"x": C(2, 5, 4)})
+    y = cls(x)
+    assert torch.equal(y[:, 2:], x) and torch.equal(y[1, :2], cls.tokens)
+    lat = lower("latents", {"count": 3, "dim": 7}, {"like": C(2, 9, 1)})
+    assert torch.equal(lat(torch.randn(2, 9, 1)), lat.latents.expand(2, 3, 7))
+    row = lower("table_row", {"rows": 6, "index": 2}, {"x": C(2, 5, 4)})
+    torch.testing.assert_close(row(x), x + row.weight[2])
+    assert lower("vestigial", {"rows": 1, "cols": 4}, {"x": C(2, 5, 4)})(x) is x
+    assert torch.equal(lower("slice", {"axis": 1, "start": 1, "stop": 3}, {"x": C(2, 5, 4)})(x), x[:, 1:3])
+    assert torch.equal(lower("slice", {"axis": -1, "start": 2}, {"x": C(2, 5, 4)})(x), x[..., 2:])
+    assert torch.equal(lower("transpose", {"axes": [1, 2]}, {"x": C(2, 5, 4)})(x), x.transpose(1, 2))
+    assert lower("unsqueeze", {"axis": 1}, {"x": C(2, 5, 4)})(x).shape == (2, 1, 5, 4)
+    torch.testing.assert_close(lower("quick_gelu", {}, {"x": C(2, 5, 4)})(x), x * torch.sigmoid(1.702 * x))
+
+
+def test_inlined_expressions_equal_the_modules():
+    """The execution plan inlines a parameter-free op's template; it must compute what `forward` does."""
+    import torch.nn.functional as F
+    x, ids = torch.randn(2, 6, 4), torch.randint(0, 9, (2, 6))
+    cases = [("slice", {"axis": 1, "start": 1, "stop": 3}, {"x": C(2, 6, 4)}, [x]),
+             ("transpose", {"axes": [1, 2]}, {"x": C(2, 6, 4)}, [x]),
+             ("unsqueeze", {"axis": -1}, {"x": C(2, 6, 4)}, [x]),
+             ("interleave", {}, {"xs0": C(2, 6, 4), "xs1": C(2, 6, 4)}, [x, x + 1]),
+             ("deinterleave", {"streams": 3, "index": 2}, {"x": C(2, 6, 4)}, [x]),
+             ("token_at", {}, {"x": C(2, 6, 4), "ids": C(2, 6, dtype="int64")}, [x, ids]),
+             ("token_at", {"select": "first", "token": 3}, {"x": C(2, 6, 4), "ids": C(2, 6, dtype="int64")}, [x, ids]),
+             ("l2_normalize", {}, {"x": C(2, 6, 4)}, [x]),
+             ("quick_gelu", {}, {"x": C(2, 6, 4)}, [x]),
+             ("scale", {"by": 0.5}, {"x": C(2, 6, 4)}, [x])]
+    for op, attrs, types, args in cases:
+        mod = lower(op, attrs, types)
+        names = [f"a{i}" for i in range(len(args))]
+        expr = mod.inline(names, False)
+        got = eval(expr, {"torch": torch, "F": F}, dict(zip(names, args)))  # noqa: S307 — our own template
+        assert torch.equal(got, mod(*args)), (op, expr)
