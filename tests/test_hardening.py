@@ -379,9 +379,6 @@ def test_missing_dot_exits_2_and_leaves_the_old_file_alone(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt2.svg"]  # no temp file left
 
 
-@pytest.mark.xfail(strict=True, reason="build and export exit 1 for an unknown --weights-map; naming a map the "
-                   "spec lacks is a usage error (issue 7: exit 2). Fix in commands/build.py and export.py, "
-                   "then drop this marker")
 def test_unknown_weight_map_exits_2(tmp_path, capsys):
     pytest.importorskip("safetensors")
     torch = pytest.importorskip("torch")

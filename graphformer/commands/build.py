@@ -13,7 +13,8 @@ import time
 
 from ..diagnostics import SourceCache, render
 from ..infer import infer
-from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_output, load_checked, parse_assignments
+from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_output, load_checked,
+                     parse_assignments, require_weight_map)
 
 EXIT_INTERNAL = 3
 NO_TORCH = "the torch extra is not installed: pip install 'graphformer[torch]'"
@@ -38,6 +39,7 @@ def run(args) -> int:
     result = load_checked(args.spec, args)
     if bool(args.weights) != bool(args.weights_map):
         raise CommandError("--weights and --weights-map go together: the map says how FILE's names fit the spec")
+    require_weight_map(result.ir, args.weights_map)
     try:
         import torch  # noqa: F401
         import graphformer.backends.torch as backend

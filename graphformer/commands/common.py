@@ -60,6 +60,17 @@ def load_checked(path: str, args: argparse.Namespace, fmt: str = "text") -> Chec
     return result
 
 
+def require_weight_map(ir, name: str | None) -> None:
+    """Naming a weight map the spec doesn't declare is a usage error (exit 2), caught before any work."""
+    if name is None or name in ir.weight_maps:
+        return
+    from ..diagnostics import did_you_mean
+    known = ", ".join(f"`{m}`" for m in ir.weight_maps) or "none"
+    hint = did_you_mean(name, ir.weight_maps)
+    raise CommandError(f"--weights-map: spec `{ir.name}` has no weight map `{name}`"
+                       + (f" (did you mean `{hint}`?)" if hint else "") + f"; known maps: {known}")
+
+
 def print_diagnostics(result: CheckResult, fmt: str = "text") -> None:
     if result.diagnostics:
         sys.stderr.write(render(result.diagnostics, "text" if fmt == "json" else fmt, SourceCache()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked
+from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, require_weight_map
 
 NO_ONNX = "the onnx extra is not installed: pip install 'graphformer[onnx]'"
 
@@ -38,6 +38,7 @@ def run(args) -> int:
         raise
     backend.check_opset(args.opset)
     result = load_checked(args.spec, args)
+    require_weight_map(result.ir, args.weights_map)
     from ..api import Spec
     spec = Spec(result.ir, [d for d in result.diagnostics if not d.is_error])
     map_errors: tuple = ()
