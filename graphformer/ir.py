@@ -71,6 +71,18 @@ class IRGraph:
             for port, src in self.node(name).inputs.items():
                 self.g.add_edge(src, name, port=port)
 
+    def resolve_dims(self, overrides: dict[str, int] | None = None) -> dict[str, int]:
+        """The example sizes of the symbolic dims with `overrides` applied (unknown names, sizes < 1: UsageError)."""
+        from .load import UsageError
+        env = dict(self.dims)
+        for k, v in (overrides or {}).items():
+            if k not in env:
+                raise UsageError(f"`{k}` is not a symbolic dim of {self.name} (dims: {', '.join(env) or 'none'})")
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise UsageError(f"dim `{k}` must be a positive integer, got {v!r}")
+            env[k] = v
+        return env
+
     def table(self) -> str:
         """One row per node: path, op, inferred shape (the `check --shapes` listing)."""
         rows = [(n.name, n.op, str(n.shape) if n.shape else "?") for n in self.nodes()]

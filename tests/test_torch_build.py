@@ -334,7 +334,7 @@ def test_cli_loads_weights_through_a_map(tmp_path, capsys):
     ours = load_file(str(out))
     torch.testing.assert_close(ours["attn.q.weight"], ref.self_attn.in_proj_weight[:32])
     torch.testing.assert_close(ours["up.weight"], ref.linear1.weight)
-    assert run_cli(path, "--preset", "tiny", "--weights", str(weights), "--weights-map", "nope") == 1
+    assert run_cli(path, "--preset", "tiny", "--weights", str(weights), "--weights-map", "nope") == 2  # a usage error (issue 7)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a safetensors file")
     assert run_cli(path, "--preset", "tiny", "--weights", str(garbage), "--weights-map", "torch") == 2

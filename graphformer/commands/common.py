@@ -60,6 +60,16 @@ def load_checked(path: str, args: argparse.Namespace, fmt: str = "text") -> Chec
     return result
 
 
+def dims_arg(args: argparse.Namespace, ir) -> dict[str, int]:
+    """`--dims NAME=INT...` checked against the spec's symbolic dims; only the names given are returned."""
+    given = parse_assignments(getattr(args, "dims", None), "--dims")
+    try:
+        ir.resolve_dims(given)
+    except UsageError as e:
+        raise UsageError(f"--dims: {e}") from None
+    return given
+
+
 def require_weight_map(ir, name: str | None) -> None:
     """Naming a weight map the spec doesn't declare is a usage error (exit 2), caught before any work."""
     if name is None or name in ir.weight_maps:

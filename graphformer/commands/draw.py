@@ -11,7 +11,7 @@ import sys
 from ..backends import graphviz
 from ..backends.diagram import build
 from ..backends.mermaid import to_mermaid
-from .common import CommandError, add_spec_args, atomic_output, load_checked, parse_assignments
+from .common import CommandError, add_spec_args, atomic_output, dims_arg, load_checked
 
 TEXT_FORMATS = ("dot", "mermaid")
 FORMATS = ("svg", "png", "pdf") + TEXT_FORMATS
@@ -50,11 +50,7 @@ def run(args) -> int:
     fmt = output_format(args.output, args.format)
     result = load_checked(args.spec, args)
     ir = result.ir
-    dims = parse_assignments(args.dims, "--dims")
-    unknown = [d for d in dims if d not in ir.dims]
-    if unknown:
-        raise CommandError(f"--dims: `{unknown[0]}` is not a symbolic dim of {args.spec} "
-                           f"(dims: {', '.join(ir.dims) or 'none'})")
+    dims = dims_arg(args, ir)
     diagram = build(ir, expand=args.expand, dims=dims, subtitle=_subtitle(args, dims))
     if fmt == "mermaid":
         data = to_mermaid(diagram, args.direction).encode()

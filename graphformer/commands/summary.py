@@ -6,7 +6,7 @@ import sys
 
 from ..dims import Dim, DimError
 from ..summary import rows
-from .common import EXIT_OK, EXIT_SPEC, add_spec_args, load_checked, parse_assignments, CommandError
+from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, dims_arg, load_checked
 
 
 def add_parser(sub) -> None:
@@ -18,14 +18,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     result = load_checked(args.spec, args, args.format)
     ir = result.ir
-    dims = parse_assignments(args.dims, "--dims")
-    unknown = [d for d in dims if d not in ir.dims]
-    if unknown:
-        raise CommandError(f"--dims: `{unknown[0]}` is not a symbolic dim of {args.spec} "
-                           f"(dims: {', '.join(ir.dims) or 'none'})")
-    small = [f"{k}={v}" for k, v in dims.items() if v < 1]
-    if small:
-        raise CommandError(f"--dims: sizes must be at least 1, got {small[0]}")
+    dims = dims_arg(args, ir)
     try:  # counts are exact integers bounded by 10^18; absurd sizes overflow that bound
         table = rows(ir)
         total_p = sum(r.params for r in table)

@@ -7,21 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from ...load import UsageError
 
 _TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "bool": torch.bool}
 
 
 def resolve_dims(spec, dims: dict[str, int] | None) -> dict[str, int]:
     """The spec's example sizes with `dims` overrides applied; unknown names and sizes < 1 are errors."""
-    env = dict(spec.dims)
-    for k, v in (dims or {}).items():
-        if k not in env:
-            raise UsageError(f"`{k}` is not a symbolic dim of {spec.name} (dims: {', '.join(env) or 'none'})")
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise UsageError(f"dim `{k}` must be a positive integer, got {v!r}")
-        env[k] = v
-    return env
+    return spec.ir.resolve_dims(dims)
 
 
 def _consumers(ir, name: str) -> list:
