@@ -79,7 +79,7 @@ class IRGraph:
             if k not in env:
                 raise UsageError(f"`{k}` is not a symbolic dim of {self.name} (dims: {', '.join(env) or 'none'})")
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise UsageError(f"dim `{k}` must be a positive integer, got {v!r}")
+                raise UsageError(f"dim `{k}` must be an integer of at least 1, got {v!r}")
             env[k] = v
         return env
 

@@ -427,7 +427,7 @@ def test_cli_bad_weights_file_and_map(tmp_path, capsys):
                 "-o", str(tmp_path / "m.onnx")) == 1
     assert "not used by map `hf`" in capsys.readouterr().err
     assert _cli("export", spec, "--preset", "tiny", "--weights", str(good), "--weights-map", "nope",
-                "-o", str(tmp_path / "m.onnx")) == 1
+                "-o", str(tmp_path / "m.onnx")) == 2  # an unknown map is a usage error
     assert not (tmp_path / "m.onnx").exists()
 
 
