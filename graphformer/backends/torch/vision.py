@@ -2,13 +2,13 @@
 sequence.py, multimodal.py). Parameter names follow each op's `params` rule."""
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import melscale
 from .core import Fn, _param
 from .lower import lowers
 
@@ -71,28 +71,9 @@ def _latents(node, types):
 
 # ---------------------------------------------------------------- audio
 
-def _hz_to_mel(f: float, scale: str) -> float:
-    if scale == "htk":
-        return 2595.0 * math.log10(1.0 + f / 700.0)
-    # Slaney: linear below 1 kHz, logarithmic above
-    return f / (200.0 / 3) if f < 1000.0 else 15.0 + math.log(f / 1000.0) / (math.log(6.4) / 27.0)
-
-
-def _mel_to_hz(m: float, scale: str) -> float:
-    if scale == "htk":
-        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-    return m * (200.0 / 3) if m < 15.0 else 1000.0 * math.exp((m - 15.0) * (math.log(6.4) / 27.0))
-
-
 def mel_filters(bins: int, mels: int, sample_rate: int, f_min: float, f_max: float, scale: str) -> torch.Tensor:
-    """Triangular filters `[bins, mels]`, equally spaced on the mel scale, peak 1 (no area normalisation)."""
-    lo, hi = _hz_to_mel(f_min, scale), _hz_to_mel(f_max, scale)
-    edges = torch.tensor([_mel_to_hz(lo + (hi - lo) * i / (mels + 1), scale) for i in range(mels + 2)],
-                         dtype=torch.float64, device="cpu")
-    freqs = torch.linspace(0, sample_rate // 2, bins, dtype=torch.float64, device="cpu")[:, None]   # (bins, 1)
-    rise = (freqs - edges[:-2]) / (edges[1:-1] - edges[:-2])                                   # (bins, mels)
-    fall = (edges[2:] - freqs) / (edges[2:] - edges[1:-1])
-    return torch.clamp(torch.minimum(rise, fall), min=0.0).float()
+    """Triangular filters `[bins, mels]` (graphformer/backends/melscale.py), as a float32 tensor."""
+    return torch.from_numpy(melscale.mel_filters(bins, mels, sample_rate, f_min, f_max, scale)).float()
 
 
 class Spectrogram(nn.Module):
