@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +37,7 @@ import torch  # noqa: E402
 
 import graphformer as gf  # noqa: E402
 from graphformer.backends.onnx import export_onnx  # noqa: E402
+from machine import cpu  # noqa: E402  (bench/machine.py)
 
 SPEC = os.path.join(ROOT, "specs", "bert-base.yaml")
 CONFIG = {"layers": 4, "d_model": 256, "heads": 4, "d_ff": 1024}
@@ -123,15 +121,7 @@ def latencies(runs: dict, repeats: int) -> dict[str, float]:
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        m = re.search(r"Model name:\s+(.+)", out)
-        model = m.group(1).strip() if m else model
-    except OSError:
-        pass
-    return (f"{model}, {os.cpu_count()} cores; torch {torch.__version__}, onnx {onnx.__version__}, "
-            f"onnxruntime {ort.__version__}")
+    return f"{cpu()}; torch {torch.__version__}, onnx {onnx.__version__}, onnxruntime {ort.__version__}"
 
 
 def fmt(s: float) -> str:

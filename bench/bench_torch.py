@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ from torch import nn  # noqa: E402
 import graphformer as gf  # noqa: E402
 from graphformer.dims import Dim  # noqa: E402
 from graphformer.summary import rows  # noqa: E402
+from machine import cpu  # noqa: E402  (bench/machine.py)
 
 SPEC = os.path.join(ROOT, "specs", "bert-base.yaml")
 DOC = os.path.join(ROOT, "docs", "performance.md")
@@ -272,14 +272,7 @@ def matmul_rate(size: int = 2048, repeats: int = 10) -> float:
 # ---------------------------------------------------------------- report
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        m = re.search(r"Model name:\s+(.+)", out)
-        model = m.group(1).strip() if m else model
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    return f"{cpu()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def fmt_time(s: float) -> str:

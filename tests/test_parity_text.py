@@ -16,6 +16,7 @@ from torch import nn  # noqa: E402
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, GPT2Model  # noqa: E402
 
 import graphformer  # noqa: E402
+from parity import assert_close, ours  # noqa: E402
 from graphformer.backends.weights import WeightMapError, convert_state_dict, load_weights  # noqa: E402
 from graphformer.summary import total_params  # noqa: E402
 
@@ -37,19 +38,6 @@ def randomize(ref: nn.Module, seed: int) -> nn.Module:
         for p in ref.parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=g))
     return ref.eval()
-
-
-def ours(spec_, ref: nn.Module, mapping: str) -> nn.Module:
-    module = graphformer.build(spec_, seed=1).eval()
-    load_weights(module, ref.state_dict(), mapping)
-    return module
-
-
-def assert_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
-    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} vs reference {tuple(want.shape)}"
-    err = (got - want).abs().max().item()
-    tol = 1e-5 * max(1.0, want.abs().max().item())
-    assert err <= tol, f"{what}: max abs error {err:.3g} > {tol:.3g}"
 
 
 def causal(n: int) -> torch.Tensor:

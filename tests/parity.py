@@ -1,0 +1,27 @@
+"""Shared by the parity tests: build our module with a reference's weights, compare within the bound."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import graphformer
+from graphformer.backends.weights import load_weights
+
+ERRORS: dict[str, float] = {}   # measured max abs errors by output, printed with `pytest -s` for docs/models.md
+
+
+def ours(spec_, ref: nn.Module, mapping: str = "hf") -> nn.Module:
+    """Our build of `spec_` holding the reference's weights, loaded through the spec's weight map."""
+    module = graphformer.build(spec_, seed=1).eval()
+    load_weights(module, ref.state_dict(), mapping)
+    return module
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    """fp32 parity: max abs error ≤ 1e-5 × max(1, output scale)."""
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} vs reference {tuple(want.shape)}"
+    err = (got - want).abs().max().item()
+    tol = 1e-5 * max(1.0, want.abs().max().item())
+    ERRORS[what] = err
+    print(f"{what}: max abs error {err:.3g} (output scale {want.abs().max().item():.3g})")
+    assert err <= tol, f"{what}: max abs error {err:.3g} > {tol:.3g}"
