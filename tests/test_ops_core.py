@@ -3,14 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from graphformer.dims import Dim, parse
 from graphformer.ops import REGISTRY
-from graphformer.ops.base import ShapeError, TensorType
-
-
-def T(*dims, dtype="float32") -> TensorType:
-    return TensorType(tuple(parse(d) if isinstance(d, str) else Dim.const(d) for d in dims), dtype)
-
+from shape_cases import T, check_case
 
 CASES = [
     # op, attrs, inputs, expected shape (tuple of str) or error code
@@ -54,15 +48,7 @@ CASES = [
 
 @pytest.mark.parametrize("op,attrs,ins,expected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_shape_rule(op, attrs, ins, expected):
-    opdef = REGISTRY[op]
-    a = opdef.attrs.model_validate(attrs)
-    if isinstance(expected, str):
-        with pytest.raises(ShapeError) as err:
-            opdef.shape(a, ins)
-        assert err.value.code == expected, err.value.message
-    else:
-        out = opdef.shape(a, ins)
-        assert out.shape == tuple(parse(d) for d in expected)
+    check_case(op, attrs, ins, expected)
 
 
 def test_core_ops_are_covered_by_the_table():
