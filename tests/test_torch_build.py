@@ -78,6 +78,18 @@ def test_spec_builds_and_matches_checker(path):
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[os.path.basename(p) for p in SPECS])
+def test_spec_runs_in_bfloat16(path):
+    spec = load_tiny(path)
+    model = gf.build(spec, seed=0, dtype=torch.bfloat16).eval()
+    inputs = example_inputs(spec, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        out = model(**inputs)
+    for name, t in out.items():
+        assert t.dtype == (torch.bfloat16 if t.is_floating_point() else t.dtype), name
+        assert torch.isfinite(t.float()).all(), name
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[os.path.basename(p) for p in SPECS])
 def test_fast_path_equals_node_by_node_walk(path):
     spec = load_tiny(path)
     model = gf.build(spec, seed=1).eval()

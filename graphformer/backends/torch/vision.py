@@ -88,11 +88,14 @@ class Spectrogram(nn.Module):
         self.register_buffer("window", torch.hann_window(self.win, periodic=True), persistent=False)
 
     def forward(self, x):
-        spec = torch.stft(x, self.n_fft, self.hop, self.win, self.window, center=self.center,
+        # FFTs have no half-precision CPU kernels (and lose too much in them): compute the features in
+        # fp32 and hand them back in the model's dtype.
+        spec = torch.stft(x.float(), self.n_fft, self.hop, self.win, self.window.float(), center=self.center,
                           pad_mode="reflect", return_complex=True)             # (B, bins, frames)
         power = spec.real.square() + spec.imag.square()
-        mel = torch.matmul(self.filters.t(), power)                            # (B, mels, frames)
-        return torch.log(torch.clamp(mel, min=self.floor)) if self.log else mel
+        mel = torch.matmul(self.filters.float().t(), power)                    # (B, mels, frames)
+        out = torch.log(torch.clamp(mel, min=self.floor)) if self.log else mel
+        return out.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"n_fft={self.n_fft}, hop={self.hop}, win={self.win}, mels={self.filters.shape[1]}"
