@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 import graphformer as gf  # noqa: E402
 from graphformer.backends.onnx import export_onnx  # noqa: E402
-from machine import cpu  # noqa: E402  (bench/machine.py)
+from report import cpu, write_section  # noqa: E402  (bench/report.py)
 
 SPEC = os.path.join(ROOT, "specs", "bert-base.yaml")
 CONFIG = {"layers": 4, "d_model": 256, "heads": 4, "d_ff": 1024}
@@ -229,16 +229,7 @@ def report(t_ours, t_dyn, sizes, rows, n_params) -> str:
 
 
 def write_doc(text: str) -> None:
-    """Replace only the text between our markers (the rest of the file belongs to other benchmarks)."""
-    body = open(DOC).read() if os.path.exists(DOC) else "# Performance\n"
-    if BEGIN not in body or END not in body:
-        body = body.rstrip("\n") + "\n\n" + BEGIN + "\n" + END + "\n"
-    head, rest = body.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    tmp = DOC + ".onnx.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(head + BEGIN + "\n" + text.strip("\n") + "\n" + END + tail)
-    os.replace(tmp, DOC)
+    write_section(DOC, BEGIN, END, text)
 
 
 if __name__ == "__main__":

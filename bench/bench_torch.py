@@ -41,7 +41,7 @@ from torch import nn  # noqa: E402
 import graphformer as gf  # noqa: E402
 from graphformer.dims import Dim  # noqa: E402
 from graphformer.summary import rows  # noqa: E402
-from machine import cpu  # noqa: E402  (bench/machine.py)
+from report import cpu, write_section  # noqa: E402  (bench/report.py)
 
 SPEC = os.path.join(ROOT, "specs", "bert-base.yaml")
 DOC = os.path.join(ROOT, "docs", "performance.md")
@@ -299,16 +299,7 @@ def table(results: list[dict], peak: float) -> str:
 
 
 def write_doc(text: str) -> None:
-    """Replace only the text between our markers; other sections of the file belong to other benchmarks."""
-    body = open(DOC).read() if os.path.exists(DOC) else "# Performance\n\n" + BEGIN + "\n" + END + "\n"
-    if BEGIN not in body or END not in body:
-        body = body.rstrip("\n") + "\n\n" + BEGIN + "\n" + END + "\n"
-    head, rest = body.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    tmp = DOC + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(head + BEGIN + "\n" + text.strip("\n") + "\n" + END + tail)
-    os.replace(tmp, DOC)
+    write_section(DOC, BEGIN, END, text)
 
 
 def main() -> None:
