@@ -8,6 +8,7 @@ stay quiet instead of cascading.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from .diagnostics import Diagnostic, Span, did_you_mean
 from .dims import Dim, DimError, parse
 from .ir import Frame, IRGraph, IRNode
-from .load import MAX_PARAM, Program, SpecCtx, UsageError, pydantic_diagnostics
+from .load import MAX_PARAM, Program, SpecCtx, UsageError, param_kind, pydantic_diagnostics
 from .ops import REGISTRY
 from .ops.base import TensorType
 from .spec import NodeDecl
@@ -38,6 +39,15 @@ def env_limit(name: str, default: int) -> int:
 
 DEFAULT_EXAMPLE = {"B": 2}
 DEFAULT_EXAMPLE_SIZE = 8
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KIND = {"int": "an integer", "float": "a float", "bool": "a boolean", "str": "a string"}
+
+
+def _ints(env: dict[str, Any]) -> dict[str, int]:
+    """The params that can size a dimension."""
+    return {k: v for k, v in env.items() if param_kind(v) == "int"}
 
 
 class _Abort(Exception):
@@ -98,11 +108,12 @@ class Expander:
         self.diags: list[Diagnostic] = []
         root = prog.root
         self.ir = IRGraph(root.spec.name, root.file, root.spec.doc, params=dict(prog.params),
-                          weight_maps=dict(root.spec.weight_maps))
+                          param_origin=dict(prog.origin), weight_maps=dict(root.spec.weight_maps))
         self.pending: list[tuple[IRNode, str, Slot]] = []      # (node, port or "attr:<name>", slot)
         self.expectations: list[Expectation] = []
         self.max_nodes = env_limit("GRAPHFORMER_MAX_NODES", MAX_NODES)
         self.max_repeat = env_limit("GRAPHFORMER_MAX_REPEAT", MAX_REPEAT)
+        self.read: set[str] = set()                             # params some expression or attribute read
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> tuple[IRGraph, list[Diagnostic], list[Expectation]]:
@@ -123,9 +134,21 @@ class Expander:
         if not root.spec.outputs and not library:
             self.diags.append(Diagnostic("GF115", "the spec has no `outputs`", root.span(("name",), key=True),
                                          help="add `outputs: {name: node}` naming the values the model returns"))
+        self._unused_params()
         # a block body is expanded once per repetition: its errors are one error each, not `repeat` copies
         self.diags = list({(d.code, d.span, d.message): d for d in self.diags}.values())
         return self.ir, self.diags, self.expectations
+
+    def _unused_params(self) -> None:
+        """A declared param that nothing reads is a warning: setting it would silently change nothing."""
+        if any(d.is_error for d in self.diags):
+            return
+        root = self.prog.root
+        for k in root.spec.params:
+            if k not in self.read:
+                self.diags.append(Diagnostic(
+                    "GF113", f"param `{k}` is declared but nothing reads it", root.span(("params", k), key=True),
+                    severity="warning", help="use it in a shape or an attribute (`eps: eps`), or delete it"))
 
     # ------------------------------------------------------------------ inputs and dims
     def _inputs(self, scope: Scope) -> None:
@@ -176,8 +199,18 @@ class Expander:
         if isinstance(expr, bool) or not isinstance(expr, (int, str)):
             self.diags.append(Diagnostic("GF130", f"expected a dimension (an integer or an expression){what}, got `{expr}`", span))
             return None
+        names = set(_NAME.findall(expr)) if isinstance(expr, str) else set()
+        self.read |= names & set(scope.env)
+        typed = sorted(n for n in names if n in scope.env and param_kind(scope.env[n]) != "int")
+        if typed:
+            v = scope.env[typed[0]]
+            self.diags.append(Diagnostic("GF132", f"param `{typed[0]}` is {_KIND[param_kind(v)]} (`{v}`); "
+                                         f"only integer params can size a dimension{what}", span,
+                                         notes=self._origin_notes([typed[0]]),
+                                         help=f"declare `{typed[0]}` with an integer default, or use another param"))
+            return None
         try:
-            d = parse(expr, scope.env) if isinstance(expr, str) else Dim.const(expr)
+            d = parse(expr, _ints(scope.env)) if isinstance(expr, str) else Dim.const(expr)
         except DimError as e:
             sp = span
             if span is not None and e.offset is not None and isinstance(expr, str):
@@ -188,12 +221,28 @@ class Expander:
             return None
         unknown = sorted(d.symbols)  # params were bound while parsing
         if unknown and not allow_symbols:
-            guess = did_you_mean(unknown[0], scope.env)
+            name = unknown[0]
+            guess = did_you_mean(name, scope.env)
+            params = ", ".join(f"`{p}`" for p in list(scope.env)[:16]) or "none"
+            where = f" in `{expr}`" if expr != name else ""
             self.diags.append(Diagnostic(
-                "GF131", f"unknown name `{unknown[0]}` in `{expr}`{what}" + (f" — did you mean `{guess}`?" if guess else ""),
-                span, help=None if guess else "attributes may only use params: " + ", ".join(f"`{p}`" for p in scope.env)))
+                "GF131", f"`{name}`{where}{what} is not a param" + (f" — did you mean `{guess}`?" if guess else ""),
+                span, help=None if guess else f"params here: {params}; declare it under `params:` "
+                                               f"(e.g. `{name}: 8`) or write a number"))
             return None
         return d
+
+    def _origin_notes(self, names) -> list[str]:
+        """Where non-default param values came from (`--set`, a preset), for the diagnostics they cause."""
+        return [f"`{n}` = {self.prog.params[n]!r} comes from {self.prog.origin[n]}" for n in names
+                if n in self.prog.origin]
+
+    def _param_ref(self, scope: Scope, value: Any) -> tuple[Any, str | None]:
+        """An attribute written as a param's name reads the param's value (`eps: eps`, `kind: act`)."""
+        if isinstance(value, str) and value in scope.env:
+            self.read.add(value)
+            return scope.env[value], value
+        return value, None
 
     @staticmethod
     def _quote_shift(ctx: SpecCtx, span: Span) -> int:
@@ -203,6 +252,14 @@ class Expander:
             if span.col - 1 < len(line) and line[span.col - 1] in "'\"":
                 return 1
         return 0
+
+    def _block_param(self, scope: Scope, value: Any, span: Span | None, what: str, default: Any = 1) -> Any:
+        """A block param's value: a float or boolean as written, a typed param by name, else a dimension."""
+        value, ref = self._param_ref(scope, value)
+        if ref is not None or isinstance(value, (bool, float)):
+            return value
+        iv = self._int(scope, value, span, what)
+        return iv if iv is not None else default
 
     def _int(self, scope: Scope, expr: Any, span: Span | None, what: str) -> int | None:
         d = self._dim(scope, expr, span, allow_symbols=False, what=f" for {what}")
@@ -304,7 +361,11 @@ class Expander:
         raw = decl.attrs
         values: dict[str, Any] = {}
         ok = True
+        node.meta["attr_spans"] = {k: scope.span("nodes", name, k) for k in raw}
+        refs: dict[str, list[str]] = {}
         for k, v in raw.items():
+            if isinstance(v, str):
+                refs[k] = sorted(set(_NAME.findall(v)) & set(scope.env))
             if k in op.attrs.dim_fields and v is not None:
                 iv = self._int(scope, v, scope.span("nodes", name, k), f"`{k}`")
                 ok &= iv is not None
@@ -316,12 +377,19 @@ class Expander:
                 values[k] = v
                 self.pending.append((node, f"attr:{k}", self._lookup(scope, v, scope.span("nodes", name, k))))
             else:
-                values[k] = v
+                values[k], _ = self._param_ref(scope, v)
+        node.meta["param_refs"] = {k: r for k, r in refs.items() if r}
         try:
             node.attrs = op.attrs.model_validate(values)
         except ValidationError as e:
-            self.diags.extend(pydantic_diagnostics(e, scope.ctx.loaded, scope.base + ("nodes", name),
-                                                   op.attrs, what=f" of op `{decl.op}`"))
+            diags = pydantic_diagnostics(e, scope.ctx.loaded, scope.base + ("nodes", name),
+                                         op.attrs, what=f" of op `{decl.op}`")
+            used = sorted({p for r in refs.values() for p in r})
+            for d in diags:
+                shown = [f"`{p}` = {scope.env[p]!r}" for p in used if d.span and d.span == node.meta["attr_spans"].get(
+                    next((k for k, r in refs.items() if p in r), None))]
+                d.notes = list(d.notes) + [f"{x} here" for x in shown] + self._origin_notes(used)
+            self.diags.extend(diags)
             ok = False
         ins = self._resolve_in(scope, name, decl, prev, op.port_names, op.required_ports, op.variadic)
         if ins is None or not ok:
@@ -346,8 +414,8 @@ class Expander:
             return Slot(broken=True)
         env = dict(self.prog.params)
         for k, v in block.params.items():
-            iv = self._int(Scope(bctx, ("blocks", decl.op), "", env, ()), v, bctx.span(("blocks", decl.op, "params", k)), f"`{k}`")
-            env[k] = iv if iv is not None else 1
+            env[k] = self._block_param(Scope(bctx, ("blocks", decl.op), "", env, ()), v,
+                                       bctx.span(("blocks", decl.op, "params", k)), f"`{k}`")
         for k, v in decl.attrs.items():
             if k not in block.params:
                 guess = did_you_mean(k, list(block.params))
@@ -357,9 +425,7 @@ class Expander:
                     help=("block params: " + ", ".join(f"`{p}`" for p in block.params)) if block.params and not guess
                     else (None if guess else f"block `{decl.op}` takes no params; declare them under its `params:`")))
                 continue
-            iv = self._int(scope, v, scope.span("nodes", name, k), f"`{k}`")
-            if iv is not None:
-                env[k] = iv
+            env[k] = self._block_param(scope, v, scope.span("nodes", name, k), f"`{k}`", default=env[k])
         count = 1
         if decl.repeat is not None:
             count = self._int(scope, decl.repeat, scope.span("nodes", name, "repeat"), "`repeat`")

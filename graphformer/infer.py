@@ -84,8 +84,13 @@ def infer(ir: IRGraph) -> list[Diagnostic]:
                     labels.append(Label(src.span, f"`{src.short}` produces {src.shape}"))
             notes = [f"in block `{f.block}`" + (f" (repetition {f.index} of {f.count})" if f.index is not None else "")
                      + (f", called at {f.call_span}" if f.call_span else "") for f in reversed(n.scope)]
-            diags.append(Diagnostic(e.code, f"`{n.short}` ({n.op}): {e.message}", n.span, node=n.name,
-                                    labels=labels, notes=notes[:1], help=e.help))
+            span = n.meta.get("attr_spans", {}).get(e.attr) or n.span
+            refs = n.meta.get("param_refs", {})
+            params = refs.get(e.attr, []) if e.attr else sorted({p for r in refs.values() for p in r})
+            origins = [f"`{p}` = {ir.params[p]!r} comes from {ir.param_origin[p]}" for p in params
+                       if p in ir.param_origin]
+            diags.append(Diagnostic(e.code, f"`{n.short}` ({n.op}): {e.message}", span, node=n.name,
+                                    labels=labels, notes=notes[:1] + origins, help=e.help))
     return _dedupe_repeats(diags)
 
 

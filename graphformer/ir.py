@@ -51,7 +51,8 @@ class IRGraph:
     inputs: dict[str, str] = field(default_factory=dict)    # spec input name -> node
     outputs: dict[str, str] = field(default_factory=dict)   # spec output name -> node
     output_spans: dict[str, Span | None] = field(default_factory=dict)
-    params: dict[str, int] = field(default_factory=dict)    # resolved params
+    params: dict[str, Any] = field(default_factory=dict)    # resolved params (int, float, bool, str)
+    param_origin: dict[str, str] = field(default_factory=dict)  # param -> "--set" / "preset `tiny`" if not default
     dims: dict[str, int] = field(default_factory=dict)      # symbolic dim -> example size
     weight_maps: dict[str, Any] = field(default_factory=dict)
 

@@ -5,6 +5,7 @@ read at all (missing, a directory) or a bad command-line override raises `UsageE
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 import typing
@@ -41,8 +42,9 @@ class Program:
 
     root: SpecCtx
     blocks: dict[str, tuple[SpecCtx, Any]] = field(default_factory=dict)  # name -> (file, BlockDecl)
-    params: dict[str, int] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     files: list[SpecCtx] = field(default_factory=list)
+    origin: dict[str, str] = field(default_factory=dict)   # param -> "--set" / "preset `tiny`" when not the default
 
 
 def pydantic_diagnostics(err: ValidationError, loaded: Loaded, base: tuple = (),
@@ -146,7 +148,7 @@ def parse_file(path: str) -> SpecCtx:
     return SpecCtx(path, loaded, spec)
 
 
-def load_program(path: str, preset: str | None = None, overrides: dict[str, int] | None = None) -> Program:
+def load_program(path: str, preset: str | None = None, overrides: dict[str, Any] | None = None) -> Program:
     root = parse_file(path)
     prog = Program(root)
     diags: list[Diagnostic] = []
@@ -202,36 +204,96 @@ def _load_imports(ctx: SpecCtx, prog: Program, stack: list[str], diags: list[Dia
             _add_block(prog, name, sub, block, diags)
 
 
-def _resolve_params(prog: Program, preset: str | None, overrides: dict[str, int],
-                    diags: list[Diagnostic]) -> dict[str, int]:
+def param_kind(value: Any) -> str:
+    """`int`, `float`, `bool` or `str`: a param's type is the type of its declared default."""
+    return "bool" if isinstance(value, bool) else type(value).__name__
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def coerce_param(declared: Any, value: Any) -> Any:
+    """`value` (a native value, or text from the command line) as the declared param's type.
+
+    An int is a fine float (`rope_theta=500000`); nothing else converts silently. Raises ValueError with
+    what was expected."""
+    kind = param_kind(declared)
+    if isinstance(value, str) and kind != "str":
+        text = value.strip().replace("_", "") if kind in ("int", "float") else value.strip().lower()
+        try:
+            if kind == "int":
+                value = int(text)
+            elif kind == "float":
+                value = float(text)
+            elif text in _TRUE or text in _FALSE:
+                value = text in _TRUE
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"expected {_KIND_WORDS[kind]}, got `{value}`") from None
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if param_kind(value) != kind:
+        raise ValueError(f"expected {_KIND_WORDS[kind]}, got {_KIND_WORDS[param_kind(value)]} `{value}`")
+    if kind == "float" and not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got `{value}`")
+    return value
+
+
+_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "a boolean (true or false)", "str": "a string"}
+
+
+def _resolve_params(prog: Program, preset: str | None, overrides: dict[str, Any],
+                    diags: list[Diagnostic]) -> dict[str, Any]:
     root = prog.root
-    params: dict[str, int] = dict(root.spec.params)
+    params: dict[str, Any] = dict(root.spec.params)
     for sub in prog.files[1:]:
         for k, v in sub.spec.params.items():
             params.setdefault(k, v)
     for pname, values in root.spec.presets.items():
-        for k in values:
+        for k, v in values.items():
             if k not in params:
                 guess = did_you_mean(k, params)
                 diags.append(Diagnostic("GF160", f"preset `{pname}` sets unknown param `{k}`"
                                         + (f" — did you mean `{guess}`?" if guess else ""),
                                         root.span(("presets", pname, k), key=True)))
+                continue
+            try:
+                coerce_param(params[k], v)
+            except ValueError as e:
+                diags.append(Diagnostic("GF161", f"preset `{pname}` sets `{k}` to the wrong type: {e}",
+                                        root.span(("presets", pname, k)),
+                                        labels=[Label(root.span(("params", k)), f"`{k}` is declared here as "
+                                                      f"{_KIND_WORDS[param_kind(params[k])]}")]
+                                        if root.span(("params", k)) else []))
     if preset is not None:
         if preset not in root.spec.presets:
             known = ", ".join(f"`{p}`" for p in root.spec.presets) or "none"
             guess = did_you_mean(preset, root.spec.presets)
             raise UsageError(f"unknown preset `{preset}` for {root.file}"
                              + (f" — did you mean `{guess}`?" if guess else f" (presets: {known})"))
-        params.update(root.spec.presets[preset])
+        for k, v in root.spec.presets[preset].items():
+            if k in params:
+                try:
+                    params[k] = coerce_param(params[k], v)
+                except ValueError:
+                    continue  # reported above
+                prog.origin[k] = f"preset `{preset}`"
     for k, v in overrides.items():
         if k not in params:
             guess = did_you_mean(k, params)
             raise UsageError(f"--set: `{k}` is not a param of {root.file}"
                              + (f" — did you mean `{guess}`?" if guess else
                                 f" (params: {', '.join(params) or 'none'})"))
-        params[k] = v
+        try:
+            params[k] = coerce_param(params[k], v)
+        except ValueError as e:
+            raise UsageError(f"--set {k}: {e} (`{k}` is {_KIND_WORDS[param_kind(params[k])]} param)") from None
+        if param_kind(params[k]) == "int" and abs(params[k]) > MAX_PARAM:
+            raise UsageError(f"--set {k}: {params[k]} is larger than the limit 10^12")
+        prog.origin[k] = "--set"
     for k, v in params.items():
-        if abs(v) > MAX_PARAM:
+        if param_kind(v) == "int" and abs(v) > MAX_PARAM:
             diags.append(Diagnostic("GF150", f"param `{k}` = {v} is larger than the limit {MAX_PARAM:,}",
                                     root.span(("params", k)),
                                     help="sizes are capped at 10^12 so that parameter and FLOP counts stay exact "

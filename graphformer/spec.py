@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
 FORMAT_VERSION = 1
 
 DimExpr = Union[StrictInt, StrictStr]
+# A param's type is the type of its declared default: integers size shapes; floats (eps, rope theta),
+# booleans (bias flags, norm placement) and strings (an activation's name) feed attributes.
+ParamValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr]
 Shape = list[DimExpr]
 Ref = Union[StrictStr, list[StrictStr], dict[str, StrictStr]]
 
@@ -42,7 +45,9 @@ class NodeDecl(BaseModel):
 
 class BlockDecl(_Strict):
     doc: str = ""
-    params: dict[str, DimExpr] = Field(default_factory=dict, description="block-local params with defaults")
+    params: dict[str, Union[StrictBool, StrictInt, StrictFloat, StrictStr]] = Field(
+        default_factory=dict, description="block-local params with defaults (an integer or expression, a float, "
+                                          "a boolean, or the name of a spec param)")
     inputs: dict[str, Shape]
     nodes: dict[str, NodeDecl]
     outputs: dict[str, StrictStr]
@@ -81,8 +86,9 @@ class SpecFile(_Strict):
     graphformer: Literal[1] = Field(description="format version")
     name: StrictStr
     doc: str = ""
-    params: dict[str, StrictInt] = Field(default_factory=dict)
-    presets: dict[str, dict[str, StrictInt]] = Field(default_factory=dict)
+    params: dict[str, ParamValue] = Field(default_factory=dict, description="named values with defaults: integers "
+                                          "(sizes), floats, booleans or strings; attributes refer to them by name")
+    presets: dict[str, dict[str, ParamValue]] = Field(default_factory=dict)
     dims: dict[str, StrictInt] = Field(default_factory=dict, description="example sizes of symbolic dims")
     imports: list[StrictStr] = Field(default_factory=list)
     inputs: dict[str, InputDecl] = Field(default_factory=dict)

@@ -8,6 +8,7 @@ Every problem becomes a `SpecError` with a precise span; unreadable files raise 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ MAX_DEPTH = 64
 
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
+# YAML 1.2 floats that YAML 1.1 (PyYAML) misses: an exponent without a dot, `1e-5`, `5E+5`
+_EXP_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
 _KINDS = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
           int: "a number", float: "a number", type(None): "null"}
 
@@ -213,4 +216,6 @@ class _Converter:
             raise _fail("GF004", f"unsupported YAML tag `{node.tag}`", span, help="remove the tag")
         if node.tag == _TAG + "timestamp":
             return node.value  # keep dates as written: data must stay plain str/int/float/bool/None
+        if node.tag == _TAG + "str" and node.style is None and _EXP_FLOAT.fullmatch(node.value):
+            return float(node.value)  # YAML 1.1 reads a plain `1e-5` as a string; 1.2 (and users) say float
         return self.loader.construct_object(node, deep=True)

@@ -258,6 +258,9 @@ ERRORS = {
     "GF112": ("unused node (warning)", "A node or input contributes to no output. A warning: the exit code "
               "stays 0. Not reported when there are errors, since it is then usually their consequence.",
               "Use it, list it under `outputs`, or delete it.", "unused-node.yaml"),
+    "GF113": ("unused param (warning)", "A param is declared but no shape, attribute or `repeat` reads it, so "
+              "setting it (`--set`, a preset) would silently change nothing. Not reported when there are errors.",
+              "Use it (`eps: eps`) or delete it.", "unused-param.yaml"),
     "GF114": ("several outputs, none named", "A node reads a block call whose block has several outputs "
               "without saying which one.", "Write `in: call.output`.", "multi-output-unnamed.yaml"),
     "GF115": ("no outputs", "The spec (or a block) has no `outputs`, so nothing would be computed.",
@@ -291,6 +294,9 @@ ERRORS = {
               "param (symbolic dims such as `n` are only allowed in shapes), or an input shape uses a "
               "symbol not declared under `dims:`.", "Use a param, or declare the symbol.",
               "symbolic-attribute.yaml"),
+    "GF132": ("non-integer param in a dimension", "A float, boolean or string param is used where a size is "
+              "needed (`out: 4 * eps`). Only integer params size tensors.",
+              "Use an integer param, or give the param an integer default.", "float-param-in-shape.yaml"),
     "GF140": ("import cycle", "Spec files import each other in a loop.",
               "Move the shared blocks into a file that imports neither.", "import-cycle.yaml"),
     "GF141": ("block defined twice", "Two blocks of the same name, in this file and an import (or two "
@@ -308,6 +314,9 @@ ERRORS = {
               "repeat-too-large.yaml"),
     "GF160": ("preset sets an unknown param", "A preset overrides a param the spec doesn't declare.",
               "Fix the name or declare the param.", "preset-unknown-param.yaml"),
+    "GF161": ("preset value of the wrong type", "A preset sets a param to a value of another type than the "
+              "param's default (a string for a float `eps`). A param's type is the type of its default; an "
+              "integer is accepted for a float.", "Write a value of the param's type.", "preset-wrong-type.yaml"),
 }
 
 

@@ -286,9 +286,9 @@ def test_summary_at_absurd_sizes_is_an_error_not_a_crash(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["check", "specs/no-such.yaml"], "no such file"),
     (["check", "specs"], "is a directory"),
-    (["check", GPT2, "--set", "layers"], "--set expects NAME=INT, got `layers`"),
-    (["check", GPT2, "--set", "layers=two"], "`two` is not an integer"),
-    (["check", GPT2, "--set", "=3"], "--set expects NAME=INT"),
+    (["check", GPT2, "--set", "layers"], "--set expects NAME=VALUE, got `layers`"),
+    (["check", GPT2, "--set", "layers=two"], "expected an integer, got `two`"),
+    (["check", GPT2, "--set", "=3"], "--set expects NAME=VALUE"),
     (["check", GPT2, "--set", "layrs=3"], "did you mean `layers`?"),
     (["check", GPT2, "--set", "zzz=3"], "is not a param of"),
     (["check", GPT2, "--preset", "tinny"], "unknown preset `tinny`"),

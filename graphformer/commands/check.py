@@ -6,7 +6,7 @@ import sys
 
 from ..diagnostics import SourceCache, render
 from ..frontend import check_file
-from .common import EXIT_OK, EXIT_SPEC, add_spec_args, parse_assignments
+from .common import EXIT_OK, EXIT_SPEC, add_spec_args, parse_overrides
 
 
 def add_parser(sub) -> None:
@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    overrides = parse_assignments(args.overrides, "--set")
+    overrides = parse_overrides(args.overrides)
     all_diags, failed = [], False
     sources = SourceCache()
     for path in args.specs:

@@ -38,13 +38,25 @@ def parse_assignments(items: list[str] | None, flag: str) -> dict[str, int]:
     return out
 
 
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """`--set k=v ...` → {k: text}; the loader converts each text to its param's declared type."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--set expects NAME=VALUE, got `{item}`")
+        out[key] = value
+    return out
+
+
 def add_spec_args(p: argparse.ArgumentParser, many: bool = False, dims: bool = False) -> None:
     if many:
         p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
     else:
         p.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", metavar="KEY=VALUE",
-                   help="override params, e.g. --set layers=2 d_model=64")
+                   help="override params, e.g. --set layers=2 eps=1e-6 act=silu norm_first=true")
     p.add_argument("--preset", help="apply a named preset from the spec (e.g. tiny)")
     if dims:
         p.add_argument("--dims", action="extend", nargs="+", metavar="NAME=INT",
@@ -53,7 +65,7 @@ def add_spec_args(p: argparse.ArgumentParser, many: bool = False, dims: bool = F
 
 def load_checked(path: str, args: argparse.Namespace, fmt: str = "text") -> CheckResult:
     """Check a spec; print its diagnostics; raise CommandError(1) if it has errors."""
-    result = check_file(path, args.preset, parse_assignments(args.overrides, "--set"))
+    result = check_file(path, args.preset, parse_overrides(args.overrides))
     print_diagnostics(result, fmt)
     if not result.ok:
         raise CommandError("", EXIT_SPEC)

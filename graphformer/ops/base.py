@@ -54,11 +54,13 @@ def tt(*dims: Dim | int, dtype: str = "float32") -> TensorType:
 
 
 class ShapeError(Exception):
-    """A shape rule failed. `port` names the input at fault (None: the node itself)."""
+    """A shape rule failed. `port` names the input at fault (None: the node itself); `attr` the attribute
+    whose value is at fault, so the caret can land on it (`heads: 5`) rather than on the node's name."""
 
-    def __init__(self, code: str, message: str, port: str | None = None, help: str | None = None):
+    def __init__(self, code: str, message: str, port: str | None = None, help: str | None = None,
+                 attr: str | None = None):
         super().__init__(message)
-        self.code, self.message, self.port, self.help = code, message, port, help
+        self.code, self.message, self.port, self.help, self.attr = code, message, port, help, attr
 
 
 # Port spec: "x" required, "mask?" optional, "*xs" variadic (one or more, positional).
@@ -132,9 +134,9 @@ def expect_float(x: TensorType, port: str) -> None:
     expect_dtype(x, port, FLOAT_DTYPES)
 
 
-def expect_divisible(total: int, parts: int, what: str, help: str | None = None) -> None:
+def expect_divisible(total: int, parts: int, what: str, help: str | None = None, attr: str | None = None) -> None:
     if parts <= 0 or total % parts:
-        raise ShapeError("GF123", f"{what}: {total} is not divisible by {parts}", None, help)
+        raise ShapeError("GF123", f"{what}: {total} is not divisible by {parts}", None, help, attr)
 
 
 def same_shape(ins: dict[str, TensorType], ports: list[str]) -> TensorType:
@@ -152,7 +154,7 @@ def same_shape(ins: dict[str, TensorType], ports: list[str]) -> TensorType:
 
 def positive(v: int, name: str) -> None:
     if v <= 0:
-        raise ShapeError("GF102", f"`{name}` must be positive, got {v}")
+        raise ShapeError("GF102", f"`{name}` must be positive, got {v}", attr=name)
 
 
 FLOAT_DTYPES = ("float32",)

@@ -143,7 +143,7 @@ def _attention_shape(a: AttentionAttrs, ins):
     d = _last(x)
     positive(a.heads, "heads")
     expect_divisible(d, a.heads, f"width {d} must split evenly into {a.heads} heads",
-                     help="choose `heads` so that d_model % heads == 0")
+                     help="choose `heads` so that d_model % heads == 0", attr="heads")
     _mask_check(ins, x.shape[0], x.shape[1], "n")
     return x
 
