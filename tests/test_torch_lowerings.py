@@ -32,7 +32,12 @@ OP_CASES = {
     "linear": [({"out": 6}, {"x": T(2, 5, 8)}), ({"out": 6, "bias": False}, {"x": T(3, 8)}),
                ({"out": 11, "tied": "emb"}, {"x": T(2, 5, 8)})],
     "attention": [({"heads": 2}, {"x": T(2, 5, 8)}),
-                  ({"heads": 4, "causal": True, "bias": False}, {"x": T(2, 5, 8), "mask": T(2, 5, dtype="bool")})],
+                  ({"heads": 4, "causal": True, "bias": False}, {"x": T(2, 5, 8), "mask": T(2, 5, dtype="bool")}),
+                  ({"heads": 6, "kv_heads": 2, "head_dim": 4, "causal": True, "rope": True, "q_bias": True,
+                    "k_bias": True, "v_bias": True, "o_bias": False, "bias": False},
+                   {"x": T(2, 5, 12), "positions": T(2, 5, dtype="int64")}),
+                  ({"heads": 3, "kv_heads": 1, "causal": True, "window": 2, "qk_norm": "rms", "rope": True,
+                    "rope_dims": 2, "scale": 0.5}, {"x": T(2, 5, 12), "mask": T(2, 5, dtype="int64")})],
     "cross_attend": [({"heads": 2}, {"query": T(2, 5, 8), "context": T(2, 3, 12)}),
                      ({"heads": 2, "dim": 4, "out": 6}, {"query": T(2, 5, 8), "context": T(2, 3, 12),
                                                        "mask": T(2, 3, dtype="int64")})],
@@ -43,6 +48,9 @@ OP_CASES = {
     "sigmoid": [({}, {"x": T(2, 5, 8)})],
     "gelu": [({}, {"x": T(2, 5, 8)}), ({"approximate": "tanh"}, {"x": T(2, 5, 8)})],
     "dropout": [({"p": 0.5}, {"x": T(2, 5, 8)})],
+    "activation": [({"kind": k}, {"x": T(2, 5, 8)}) for k in
+                   ("relu", "gelu", "gelu_tanh", "silu", "tanh", "sigmoid", "quick_gelu")],
+    "mul": [({}, {"xs0": T(2, 5, 8), "xs1": T(2, 5, 8)})],
     "softmax": [({"axis": 1}, {"x": T(2, 5, 8)})],
     "concat": [({"axis": 1}, {"xs0": T(2, 5, 8), "xs1": T(2, 3, 8)})],
     "pool": [({"kind": "cls", "index": 1}, {"x": T(2, 5, 8)}), ({"kind": "mean"}, {"x": T(2, 5, 8)})],
@@ -92,7 +100,9 @@ def test_lowering_params_and_shape_match_registry(op, i):
     assert {k: tuple(p.shape) for k, p in module.named_parameters()} == want
     assert set(module.state_dict()) == set(want)  # tied weights and sinusoid tables are not state
     gen = torch.Generator().manual_seed(0)
-    y = module.eval()(*[random_input(t, gen) for t in types.values()])
+    args = [random_input(t, gen) for t in types.values()]
+    positional = len(args) if REGISTRY[op].variadic else len(REGISTRY[op].required_ports)
+    y = module.eval()(*args[:positional], **dict(list(zip(types, args))[positional:]))
     out = REGISTRY[op].shape(node.attrs, types)
     assert tuple(y.shape) == tuple(d.value for d in out.shape)
 
@@ -175,3 +185,52 @@ def test_norms_positions_embeddings_and_pool_equal_formulas():
     mean, _ = lower("pool", {"kind": "mean"}, {"x": T(2, 5, 8)})
     torch.testing.assert_close(cls(x), x[:, 1])
     torch.testing.assert_close(mean(x), x.sum(1) / 5)
+
+
+def naive_gqa(mod, x, keep, positions):
+    """Grouped-query attention with explicit K/V repetition, rotary by complex multiplication (the
+    interleaved-pairs form, converted from rotate-half by a permutation of the head's dims)."""
+    b, n, _ = x.shape
+    h, kv, hd = mod.heads, mod.kv_heads, mod.head_dim
+    lin = lambda m, t: t @ m.weight.T + (m.bias if m.bias is not None else 0)  # noqa: E731
+    q = lin(mod.q, x).view(b, n, h, hd).transpose(1, 2)
+    k = lin(mod.k, x).view(b, n, kv, hd).transpose(1, 2)
+    v = lin(mod.v, x).view(b, n, kv, hd).transpose(1, 2)
+    r = mod.rotary.dims
+    inv = mod.rotary.inv_freq
+
+    def rot(t):
+        half = r // 2
+        z = torch.complex(t[..., :half], t[..., half:r])                      # rotate-half pairs (i, i + r/2)
+        ang = positions[:, None, :, None].float() * inv
+        z = z * torch.polar(torch.ones_like(ang), ang)
+        return torch.cat([z.real, z.imag, t[..., r:]], dim=-1)
+    q, k = rot(q), rot(k)
+    k, v = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
+    scores = scores.masked_fill(~keep, float("-inf"))
+    y = torch.softmax(scores, -1) @ v
+    return lin(mod.o, y.transpose(1, 2).reshape(b, n, -1))
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_grouped_query_rotary_window_attention_equals_naive(window):
+    attrs = {"heads": 6, "kv_heads": 2, "causal": True, "rope": True, "rope_theta": 500.0, "rope_dims": 2,
+             "window": window, "o_bias": False}
+    mod, _ = lower("attention", attrs, {"x": T(2, 7, 24)})
+    x = torch.randn(2, 7, 24)
+    positions = torch.tensor([[0, 1, 2, 3, 4, 5, 6], [3, 4, 5, 6, 7, 8, 9]])
+    i, j = torch.arange(7)[:, None], torch.arange(7)[None]
+    keep = (j <= i) & ((j > i - window) if window else True)
+    torch.testing.assert_close(mod(x, positions=positions), naive_gqa(mod, x, keep[None, None], positions),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_mul_and_activation_by_name():
+    a, b = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    mul, _ = lower("mul", {}, {"xs0": T(2, 3, 4), "xs1": T(2, 3, 4)})
+    torch.testing.assert_close(mul(a, b), a * b)
+    silu, _ = lower("activation", {"kind": "silu"}, {"x": T(2, 3, 4)})
+    torch.testing.assert_close(silu(a), a * torch.sigmoid(a))
+    gelu, _ = lower("activation", {"kind": "gelu_tanh"}, {"x": T(2, 3, 4)})
+    torch.testing.assert_close(gelu(a), torch.nn.functional.gelu(a, approximate="tanh"))

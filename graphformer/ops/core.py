@@ -119,11 +119,45 @@ register(OpDef(
 # ---------------------------------------------------------------- attention
 
 class AttentionAttrs(Attrs):
-    dim_fields = ("heads",)
+    dim_fields = ("heads", "kv_heads", "head_dim", "window", "rope_dims")
     heads: DimAttr
+    kv_heads: DimAttr | None = Field(None, description="key/value heads: fewer than `heads` is grouped-query "
+                                     "attention (1: multi-query); default `heads`")
+    head_dim: DimAttr | None = Field(None, description="width of one head (default: the input width // heads)")
     causal: bool = False
-    bias: bool = True
+    window: DimAttr | None = Field(None, ge=1, description="sliding-window attention: a query sees at most the "
+                                   "last `window` keys, itself included (causal only)")
+    bias: bool = Field(True, description="biases of all four projections (default for the per-projection flags)")
+    q_bias: bool | None = None
+    k_bias: bool | None = None
+    v_bias: bool | None = None
+    o_bias: bool | None = None
+    scale: float | None = Field(None, gt=0, description="logit scale (default 1/sqrt(head_dim))")
+    qk_norm: Literal["none", "rms"] = Field("none", description="RMS-normalise each head of q and k (learned "
+                                            "scale `q_norm.weight`, `k_norm.weight` over head_dim)")
+    eps: float = Field(1e-6, gt=0, description="epsilon of `qk_norm`")
+    rope: bool = Field(False, description="rotary position embedding of q and k (Su et al.), rotate-half layout")
+    rope_theta: float = Field(10000.0, gt=0, description="rotary base")
+    rope_dims: DimAttr | None = Field(None, description="rotate only the first `rope_dims` of each head "
+                                      "(partial rotary, Phi); default the whole head")
+    rope_scaling: Literal["none", "llama3"] = Field("none", description="frequency scaling (Llama 3.1's `llama3`)")
+    rope_factor: float = Field(8.0, gt=0, description="llama3 scaling: `factor`")
+    rope_low_freq: float = Field(1.0, gt=0, description="llama3 scaling: `low_freq_factor`")
+    rope_high_freq: float = Field(4.0, gt=0, description="llama3 scaling: `high_freq_factor`")
+    rope_original_max_len: int = Field(8192, ge=1, description="llama3 scaling: "
+                                       "`original_max_position_embeddings`")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    def biases(self) -> dict[str, bool]:
+        """Which of q, k, v, o carry a bias."""
+        return {p: (self.bias if getattr(self, f"{p}_bias") is None else getattr(self, f"{p}_bias")) for p in "qkvo"}
+
+    def geometry(self, d: int) -> tuple[int, int, int]:
+        """(heads, kv_heads, head_dim) for input width `d`."""
+        return self.heads, self.kv_heads or self.heads, self.head_dim or d // self.heads
+
+    def rotary_dims(self, d: int) -> int:
+        return self.rope_dims or self.geometry(d)[2]
 
 
 def _mask_check(ins, b: Dim, n: Dim, what: str):
@@ -142,9 +176,34 @@ def _attention_shape(a: AttentionAttrs, ins):
     expect_float(x, "x")
     d = _last(x)
     positive(a.heads, "heads")
-    expect_divisible(d, a.heads, f"width {d} must split evenly into {a.heads} heads",
-                     help="choose `heads` so that d_model % heads == 0", attr="heads")
+    if a.head_dim is None:
+        expect_divisible(d, a.heads, f"width {d} must split evenly into {a.heads} heads",
+                         help="choose `heads` so that d_model % heads == 0, or set `head_dim`", attr="heads")
+    else:
+        positive(a.head_dim, "head_dim")
+    if a.kv_heads is not None:
+        positive(a.kv_heads, "kv_heads")
+        expect_divisible(a.heads, a.kv_heads, f"{a.heads} query heads must share {a.kv_heads} key/value heads "
+                         "evenly", help="grouped-query attention needs heads % kv_heads == 0", attr="kv_heads")
+    if a.window is not None and not a.causal:
+        raise ShapeError("GF102", "`window` (sliding-window attention) needs `causal: true`", attr="window")
+    hd = a.geometry(d)[2]
+    if a.rope_dims is not None and not a.rope:
+        raise ShapeError("GF102", "`rope_dims` is set but `rope` is off", attr="rope_dims")
+    if a.rope:
+        r = a.rotary_dims(d)
+        if r <= 0 or r % 2 or r > hd:
+            raise ShapeError("GF102", f"rotary dims must be even and between 2 and the head width {hd}, got {r}",
+                             attr="rope_dims" if a.rope_dims is not None else "heads")
     _mask_check(ins, x.shape[0], x.shape[1], "n")
+    pos = ins.get("positions")
+    if pos is not None:
+        if not a.rope:
+            raise ShapeError("GF106", "`positions` are read by rotary embeddings only: set `rope: true`",
+                             "positions")
+        expect_rank(pos, "positions", 2, what=" ([B, n])")
+        expect_dtype(pos, "positions", INT_DTYPES)
+        expect_dim(pos.shape[1], x.shape[1], "positions", "dimension 1 (tokens)", pos)
     return x
 
 
@@ -157,20 +216,33 @@ def _proj(d_in: int, d_out: int, bias: bool, name: str) -> dict:
 
 def _attention_params(a: AttentionAttrs, ins):
     d = _last(ins["x"])
-    return {k: v for n in "qkvo" for k, v in _proj(d, d, a.bias, n).items()}
+    h, kv, hd = a.geometry(d)
+    b = a.biases()
+    p = {**_proj(d, h * hd, b["q"], "q"), **_proj(d, kv * hd, b["k"], "k"), **_proj(d, kv * hd, b["v"], "v"),
+         **_proj(h * hd, d, b["o"], "o")}
+    if a.qk_norm == "rms":
+        p.update({"q_norm.weight": (hd,), "k_norm.weight": (hd,)})
+    return p
 
 
 def _attention_flops(a: AttentionAttrs, ins, out):
-    b, n, d = ins["x"].shape
-    return 2 * b * n * d * d * 4 + 2 * 2 * b * n * n * d
+    b, n, _ = ins["x"].shape
+    d = _last(ins["x"])
+    h, kv, hd = a.geometry(d)
+    # projections, then q·kᵀ and p·v over the full n × n (causal and windowed masks are not discounted)
+    return 2 * b * n * d * (2 * h * hd + 2 * kv * hd) + 2 * 2 * b * n * n * h * hd
 
 
 register(OpDef(
     "attention", "core",
-    "Multi-head self-attention over `x [B, n, d]` with q, k, v and output projections; `causal` masks the "
-    "future; the optional `mask [B, n]` (bool or 0/1 int) marks the keys that may be attended to.",
-    AttentionAttrs, ("x", "mask?"), _attention_shape, params=_attention_params, flops=_attention_flops,
-    example="attn: {op: attention, heads: heads, causal: true}",
+    "Multi-head self-attention over `x [B, n, d]` with q, k, v and output projections: grouped-query "
+    "(`kv_heads`), rotary positions (`rope`, partial `rope_dims`, Llama-3 scaling), sliding windows "
+    "(`window`), per-projection biases, q/k norm and an explicit `scale`. `causal` masks the future; the "
+    "optional `mask [B, n]` (bool or 0/1 int) marks the keys that may be attended to; the optional "
+    "`positions [B, n]` (int64) are the rotary positions (default 0..n-1).",
+    AttentionAttrs, ("x", "mask?", "positions?"), _attention_shape, params=_attention_params,
+    flops=_attention_flops,
+    example="attn: {op: attention, heads: heads, kv_heads: kv_heads, causal: true, rope: true}",
 ))
 
 
@@ -296,6 +368,26 @@ for _name, (_attrs, _doc) in _ELEMENTWISE.items():
     register(OpDef(_name, "activation", f"Element-wise {_doc}.", _attrs, ("x",),
                    lambda a, ins: _float_same(ins), flops=lambda a, ins, out: numel(out.shape),
                    example=f"act: {{op: {_name}}}"))
+
+class ActivationAttrs(Attrs):
+    kind: Literal["relu", "gelu", "gelu_tanh", "silu", "tanh", "sigmoid", "quick_gelu"] = Field(
+        description="gelu: exact (erf); gelu_tanh: the tanh approximation (GPT-2's gelu_new); silu: x·σ(x) "
+                    "(swish); quick_gelu: x·σ(1.702x) (CLIP)")
+
+
+register(OpDef(
+    "activation", "activation",
+    "An element-wise activation chosen by name, so that a param can choose it (`kind: act`).",
+    ActivationAttrs, ("x",), lambda a, ins: _float_same(ins), flops=lambda a, ins, out: numel(out.shape),
+    example="act: {op: activation, kind: act}",
+))
+
+register(OpDef(
+    "mul", "core", "Element-wise product of two or more tensors of the same shape (gated MLPs: SwiGLU, GeGLU).",
+    NoAttrs, ("*xs",), _variadic_same,
+    flops=lambda a, ins, out: (len(ins) - 1) * numel(out.shape),
+    example="glu: {op: mul, in: [act, up]}",
+))
 
 register(OpDef(
     "dropout", "activation", "Zero elements with probability `p` while training; identity in eval mode.",

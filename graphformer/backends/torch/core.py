@@ -153,54 +153,139 @@ def prepare_key_mask(mask):
     return keep[:, None, None, :]                                                   # (B, 1, 1, m)
 
 
-def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int):
+def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None):
     """A raw [B, m] mask, a prepared [B, 1, 1, m] one or None → SDPA's (attn_mask, is_causal) pair.
 
-    Without a mask nothing of size n×n is built: causality goes through `is_causal`. SDPA refuses
-    attn_mask together with is_causal, so only that combination materialises a [B, 1, n, n] mask.
+    Without a mask nothing of size n×n is built: causality goes through `is_causal`, and so does a
+    sliding window that covers every key. SDPA refuses attn_mask together with is_causal, so only a
+    mask with causality (or a window that bites) materialises a [B|1, 1, n, m] mask. Queries are the last
+    n_q of the n_k positions (a decode step sees the cache). A query row with no key left (a left-pad
+    position) is given every key instead, as transformers does: its output is garbage that nothing
+    reads, where an all-masked row would be NaN and poison the next layer through 0 · NaN.
     """
-    if mask is None:
-        return None, causal
-    keep = mask if mask.dim() == 4 else (mask if mask.dtype == torch.bool else mask != 0)[:, None, None, :]
+    windowed = window is not None and n_k > window
+    # SDPA's is_causal aligns the top-left corner: right only when queries and keys are the same positions
+    if mask is None and not windowed and (n_q == n_k or n_q == 1 or not causal):
+        return None, causal and n_q > 1
+    keep = None
+    if mask is not None:
+        keep = mask if mask.dim() == 4 else (mask if mask.dtype == torch.bool else mask != 0)[:, None, None, :]
     if causal:
-        tril = torch.ones(n_q, n_k, dtype=torch.bool, device=mask.device).tril()
-        keep = keep & tril                                                           # (B, 1, n_q, n_k)
+        device = (mask if mask is not None else torch.empty(0)).device
+        i = torch.arange(n_k - n_q, n_k, device=device)[:, None]
+        j = torch.arange(n_k, device=device)[None, :]
+        band = j <= i
+        if windowed:
+            band = band & (j > i - window)                           # Mistral: i - j < window
+        keep = band[None, None] if keep is None else keep & band     # (B|1, 1, n_q, n_k)
+        keep = keep | ~keep.any(dim=-1, keepdim=True)
     return keep, False
 
 
+def rotary_inv_freq(a, head_dim: int) -> torch.Tensor:
+    """1 / theta^(2i/r) for the r rotated dims of a head, with Llama 3.1's frequency scaling if asked."""
+    r = a.rope_dims or head_dim
+    inv = 1.0 / (a.rope_theta ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))
+    if a.rope_scaling == "llama3":
+        # long wavelengths are slowed by `factor`, short ones kept, the band between interpolated
+        low_wl = a.rope_original_max_len / a.rope_low_freq
+        high_wl = a.rope_original_max_len / a.rope_high_freq
+        wl = 2 * math.pi / inv
+        scaled = torch.where(wl > low_wl, inv / a.rope_factor, inv)
+        smooth = (a.rope_original_max_len / wl - a.rope_low_freq) / (a.rope_high_freq - a.rope_low_freq)
+        mid = (1 - smooth) * scaled / a.rope_factor + smooth * scaled
+        inv = torch.where((wl >= high_wl) & (wl <= low_wl), mid, scaled)
+    return inv
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (Su et al.) in the rotate-half layout of transformers' Llama: the first
+    `dims` of each head are rotated, the rest pass through (Phi's partial rotary)."""
+
+    def __init__(self, inv_freq: torch.Tensor):
+        super().__init__()
+        self.dims = 2 * inv_freq.numel()
+        # not persistent: a function of the attributes, so it stays out of the state dict
+        self.register_buffer("inv_freq", inv_freq.to(torch.get_default_device()), persistent=False)
+
+    def cos_sin(self, positions, n: int, offset, x):
+        """cos, sin [B|1, 1, n, dims] in x's dtype for `positions` [B, n] (or offset + 0..n-1)."""
+        if positions is None:
+            positions = (torch.arange(n, device=x.device) + offset)[None]
+        freqs = positions[:, :, None].float() * self.inv_freq.float()                  # (B, n, dims/2)
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]                              # (B, 1, n, dims)
+        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+    def forward(self, x, cos, sin):
+        """x (B, h, n, hd) rotated."""
+        rot, rest = (x, None) if self.dims == x.shape[-1] else (x[..., :self.dims], x[..., self.dims:])
+        a, b = rot.chunk(2, dim=-1)
+        y = rot * cos + torch.cat((-b, a), dim=-1) * sin
+        return y if rest is None else torch.cat((y, rest), dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
+
+
 class Attention(nn.Module):
-    """Multi-head attention with separate q, k, v, o projections; queries may come from another stream."""
+    """Multi-head attention with separate q, k, v, o projections; queries may come from another stream.
+
+    Grouped-query attention runs on SDPA's `enable_gqa` (no repeated K/V in memory where the kernel
+    allows). Generation (graphformer/generate.py) passes `cache`: an object with `update(layer, k, v)
+    -> (k, v)` and `offset` (positions already cached), so one module serves both whole sequences and
+    incremental decoding.
+    """
 
     takes_prepared_mask = True   # `mask` may be `prepare_key_mask(mask)` (the plan hoists that call)
 
-    def __init__(self, d_q: int, d_kv: int, inner: int, d_out: int, heads: int, bias: bool, causal: bool,
-                 dropout: float):
+    def __init__(self, d_q: int, d_kv: int, heads: int, kv_heads: int, head_dim: int, d_out: int,
+                 biases: dict[str, bool], causal: bool, dropout: float, window: int | None = None,
+                 scale: float | None = None, rotary: Rotary | None = None, qk_norm: bool = False,
+                 eps: float = 1e-6):
         super().__init__()
-        self.q, self.k, self.v = Linear(d_q, inner, bias), Linear(d_kv, inner, bias), Linear(d_kv, inner, bias)
-        self.o = Linear(inner, d_out, bias)
-        self.heads, self.causal, self.dropout = heads, causal, dropout
+        self.q = Linear(d_q, heads * head_dim, biases["q"])
+        self.k = Linear(d_kv, kv_heads * head_dim, biases["k"])
+        self.v = Linear(d_kv, kv_heads * head_dim, biases["v"])
+        self.o = Linear(heads * head_dim, d_out, biases["o"])
+        if qk_norm:
+            self.q_norm, self.k_norm = RMSNorm(head_dim, eps), RMSNorm(head_dim, eps)
+        self.rotary = rotary
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.causal, self.dropout, self.window, self.scale = causal, dropout, window, scale
+        self.qk_norm = qk_norm
+        self.cache = None          # set by generation for the duration of a decode
+        self.layer_id = None       # this layer's slot in the cache
 
-    def attend(self, x, ctx, mask):
+    def attend(self, x, ctx, mask, positions=None):
         b, n, _ = x.shape
         m = ctx.shape[1]
-        h = self.heads
-        q = self.q(x).view(b, n, h, -1).transpose(1, 2)        # (B, h, n, hd)
-        k = self.k(ctx).view(b, m, h, -1).transpose(1, 2)      # (B, h, m, hd)
-        v = self.v(ctx).view(b, m, h, -1).transpose(1, 2)      # (B, h, m, hd)
-        attn_mask, is_causal = _sdpa_mask(mask, self.causal, n, m)
-        # SDPA's default scale is 1/sqrt(head_dim), as in torch.nn.MultiheadAttention, BERT and GPT-2
+        q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2)          # (B, h, n, hd)
+        k = self.k(ctx).view(b, m, self.kv_heads, -1).transpose(1, 2)     # (B, kv, m, hd)
+        v = self.v(ctx).view(b, m, self.kv_heads, -1).transpose(1, 2)     # (B, kv, m, hd)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        cache = self.cache
+        if self.rotary is not None:
+            cos, sin = self.rotary.cos_sin(positions, n, cache.offset if cache is not None else 0, x)
+            q, k = self.rotary(q, cos, sin), self.rotary(k, cos, sin)
+        if cache is not None:
+            k, v, mask = cache.update(self.layer_id, k, v, mask)
+        attn_mask, is_causal = _sdpa_mask(mask, self.causal, n, k.shape[2], self.window)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.o(y.transpose(1, 2).reshape(b, n, -1))     # (B, n, d_out)
+                                           dropout_p=self.dropout if self.training else 0.0, scale=self.scale,
+                                           enable_gqa=self.kv_heads != self.heads)
+        return self.o(y.transpose(1, 2).reshape(b, n, -1))                 # (B, n, d_out)
 
     def extra_repr(self) -> str:
-        return f"heads={self.heads}" + (", causal" if self.causal else "") + \
-            (f", dropout={self.dropout}" if self.dropout else "")
+        kv = f", kv_heads={self.kv_heads}" if self.kv_heads != self.heads else ""
+        return (f"heads={self.heads}{kv}, head_dim={self.head_dim}" + (", causal" if self.causal else "")
+                + (f", window={self.window}" if self.window else "") + (", qk_norm" if self.qk_norm else "")
+                + (f", dropout={self.dropout}" if self.dropout else ""))
 
 
 class SelfAttention(Attention):
-    def forward(self, x, mask=None):
-        return self.attend(x, x, mask)
+    def forward(self, x, mask=None, positions=None):
+        return self.attend(x, x, mask, positions)
 
 
 class CrossAttention(Attention):
@@ -211,7 +296,10 @@ class CrossAttention(Attention):
 @lowers("attention")
 def _attention(node, types):
     a, d = node.attrs, _width(types)
-    return SelfAttention(d, d, d, d, a.heads, a.bias, a.causal, a.dropout)
+    h, kv, hd = a.geometry(d)
+    rotary = Rotary(rotary_inv_freq(a, hd)) if a.rope else None
+    return SelfAttention(d, d, h, kv, hd, d, a.biases(), a.causal, a.dropout, a.window, a.scale, rotary,
+                         a.qk_norm == "rms", a.eps)
 
 
 @lowers("cross_attend")
@@ -219,7 +307,8 @@ def _cross_attend(node, types):
     a = node.attrs
     dq, dc = _width(types, "query"), _width(types, "context")
     inner = a.dim or dq
-    return CrossAttention(dq, dc, inner, a.out or dq, a.heads, a.bias, False, a.dropout)
+    return CrossAttention(dq, dc, a.heads, a.heads, inner // a.heads, a.out or dq, dict.fromkeys("qkvo", a.bias),
+                          False, a.dropout)
 
 
 # ---------------------------------------------------------------- norms
@@ -322,21 +411,52 @@ def _residual(node, types):
     return Fn(_sum, "sum", "{sum}")
 
 
-_POINTWISE = {"relu": (F.relu, "F.relu"), "silu": (F.silu, "F.silu"), "tanh": (torch.tanh, "torch.tanh"),
-              "sigmoid": (torch.sigmoid, "torch.sigmoid")}
+def quick_gelu(x):
+    return x * torch.sigmoid(1.702 * x)
 
 
-@lowers(*_POINTWISE)
+# activation name → (function, the same as an inline template); shared by the per-op lowerings
+ACTIVATIONS = {
+    "relu": (F.relu, "F.relu({0})"),
+    "gelu": (F.gelu, "F.gelu({0})"),
+    "gelu_tanh": (partial(F.gelu, approximate="tanh"), "F.gelu({0}, approximate='tanh')"),
+    "silu": (F.silu, "F.silu({0})"),
+    "tanh": (torch.tanh, "torch.tanh({0})"),
+    "sigmoid": (torch.sigmoid, "torch.sigmoid({0})"),
+    "quick_gelu": (quick_gelu, "{0} * torch.sigmoid(1.702 * {0})"),
+}
+
+
+def activation(kind: str) -> Fn:
+    fn, template = ACTIVATIONS[kind]
+    return Fn(fn, kind, template)
+
+
+@lowers("relu", "silu", "tanh", "sigmoid")
 def _pointwise(node, types):
-    fn, name = _POINTWISE[node.op]
-    return Fn(fn, node.op, name + "({0})")
+    return activation(node.op)
+
+
+@lowers("activation")
+def _activation(node, types):
+    return activation(node.attrs.kind)
 
 
 @lowers("gelu")
 def _gelu(node, types):
-    approx = node.attrs.approximate
-    return Fn(partial(F.gelu, approximate=approx), f"gelu(approximate={approx})",
-              f"F.gelu({{0}}, approximate={approx!r})")
+    return activation("gelu_tanh" if node.attrs.approximate == "tanh" else "gelu")
+
+
+def _prod(*xs):
+    y = xs[0] * xs[1]
+    for x in xs[2:]:
+        y = y * x
+    return y
+
+
+@lowers("mul")
+def _mul(node, types):
+    return Fn(_prod, "product", " * ".join(f"{{{i}}}" for i in range(len(node.inputs))))
 
 
 @lowers("dropout")

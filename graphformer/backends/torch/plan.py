@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ...ir import Frame, IRGraph, IRNode
+from ...ops import REGISTRY
 from .core import prepare_key_mask
 
 
@@ -226,7 +227,7 @@ def generate(s: Scope, training: bool, module_of, root_outputs: dict[str, str] |
             names.of[u.name] = expr
             continue
         out = names.new(u.name, s.rel(u.name))
-        call = expr or f"{_access(s, _keys_to_node(s, u.name))}({', '.join(srcs)})"
+        call = expr or f"{_access(s, _keys_to_node(s, u.name))}({_call_args(u, srcs)})"
         stmts.append((f"{out} = {call}  # {u.name}", srcs, [out]))
         if u.name in masks:
             stmts.append(_prepare(out))
@@ -240,6 +241,12 @@ def generate(s: Scope, training: bool, module_of, root_outputs: dict[str, str] |
     lines += _with_frees(stmts, set(returned))
     lines.append(f"    return {ret}")
     return "\n".join(lines) + "\n"
+
+
+def _call_args(node: IRNode, srcs: list[str]) -> str:
+    """Required inputs positionally, optional ones (`mask`, `positions`) by name: any subset may be given."""
+    optional = {p.strip("?") for p in REGISTRY[node.op].ports if p.endswith("?")}
+    return ", ".join(f"{p}={v}" if p in optional else v for p, v in zip(node.inputs, srcs))
 
 
 def _prepare(var: str) -> tuple[str, list[str], list[str]]:

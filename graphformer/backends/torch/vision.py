@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import melscale
-from .core import Fn, _param
+from .core import Fn, _param, activation
 from .lower import lowers
 
 
@@ -232,13 +232,9 @@ def _cosine(node, types):
     return CosineLogits(a.normalize, a.scale == "learned", a.init)
 
 
-def quick_gelu(x):
-    return x * torch.sigmoid(1.702 * x)
-
-
 @lowers("quick_gelu")
 def _quick_gelu(node, types):
-    return Fn(quick_gelu, "x * sigmoid(1.702 x)", "{0} * torch.sigmoid(1.702 * {0})")
+    return activation("quick_gelu")
 
 
 @lowers("scale")
