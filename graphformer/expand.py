@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from .diagnostics import Diagnostic, Span, did_you_mean
 from .dims import Dim, DimError, parse
-from .ir import Frame, IRGraph, IRNode
+from .ir import Body, Frame, IRGraph, IRNode
 from .load import MAX_PARAM, Program, SpecCtx, UsageError, param_kind, pydantic_diagnostics
 from .ops import REGISTRY
 from .ops.base import TensorType
@@ -114,6 +114,7 @@ class Expander:
         self.max_nodes = env_limit("GRAPHFORMER_MAX_NODES", MAX_NODES)
         self.max_repeat = env_limit("GRAPHFORMER_MAX_REPEAT", MAX_REPEAT)
         self.read: set[str] = set()                             # params some expression or attribute read
+        self.bodies: dict[str, Body | None] = {}                # block name -> its body (block-valued attrs)
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> tuple[IRGraph, list[Diagnostic], list[Expectation]]:
@@ -172,6 +173,7 @@ class Expander:
             node = IRNode(name, "input", None, {}, scope.span("inputs", name, key=True),
                           shape=TensorType(tuple(shape), decl.dtype) if shape is not None else None)
             node.meta["dtype"] = decl.dtype
+            node.meta["optional"] = decl.optional
             self._add(node)
             self.ir.inputs[name] = name
             slot = Slot(name)
@@ -363,6 +365,8 @@ class Expander:
         ok = True
         node.meta["attr_spans"] = {k: scope.span("nodes", name, k) for k in raw}
         refs: dict[str, list[str]] = {}
+        if "tie" in raw and "tied" in raw and self._param_ref(scope, raw["tie"])[0] is False:
+            raw = {k: v for k, v in raw.items() if k != "tied"}  # an untied head owns its weight
         for k, v in raw.items():
             if isinstance(v, str):
                 refs[k] = sorted(set(_NAME.findall(v)) & set(scope.env))
@@ -370,6 +374,8 @@ class Expander:
                 iv = self._int(scope, v, scope.span("nodes", name, k), f"`{k}`")
                 ok &= iv is not None
                 values[k] = iv if iv is not None else 1
+            elif k in op.attrs.block_fields and v is not None:
+                values[k] = v  # a block name; expanded below once the attributes validate
             elif k in op.attrs.ref_fields and v is not None:
                 if not isinstance(v, str):
                     values[k] = v  # let pydantic report the type
@@ -381,6 +387,11 @@ class Expander:
         node.meta["param_refs"] = {k: r for k, r in refs.items() if r}
         try:
             node.attrs = op.attrs.model_validate(values)
+            for k in op.attrs.block_fields:
+                if getattr(node.attrs, k, None) is not None:
+                    body = self._body(scope, getattr(node.attrs, k), scope.span("nodes", name, k))
+                    ok &= body is not None
+                    node.attrs.__pydantic_private__["_body"] = body
         except ValidationError as e:
             diags = pydantic_diagnostics(e, scope.ctx.loaded, scope.base + ("nodes", name),
                                          op.attrs, what=f" of op `{decl.op}`")
@@ -397,6 +408,57 @@ class Expander:
         for port, slot in (ins or {}).items():
             self.pending.append((node, port, slot))
         return Slot(path)
+
+    def _body(self, scope: Scope, block_name: str, span: Span | None) -> Body | None:
+        """A block named by an attribute (MoE's expert), expanded once on its own into a small IR.
+
+        Its first input's type comes from the node that uses it (`Body.at`); its params are the spec's
+        and the block's defaults. Expanded once per block name and shared by every node naming it."""
+        if block_name in self.bodies:
+            return self.bodies[block_name]
+        if block_name not in self.prog.blocks:
+            guess = did_you_mean(block_name, list(self.prog.blocks))
+            self.diags.append(Diagnostic("GF100", f"unknown block `{block_name}`" + (f" — did you mean `{guess}`?"
+                                         if guess else ""), span,
+                                         help="name a block defined under `blocks:` (or imported)"))
+            return None
+        bctx, block = self.prog.blocks[block_name]
+        if len(block.inputs) != 1 or len(block.outputs) != 1:
+            self.diags.append(Diagnostic("GF106", f"block `{block_name}` used as a sub-graph must have exactly one "
+                                         f"input and one output (it has {len(block.inputs)} and "
+                                         f"{len(block.outputs)})", span))
+            return None
+        sub = Expander(self.prog)
+        sub.ir = IRGraph(block_name, bctx.file, params=dict(self.prog.params))
+        env = dict(self.prog.params)
+        for k, v in block.params.items():
+            env[k] = sub._block_param(Scope(bctx, ("blocks", block_name), "", env, ()), v,
+                                      bctx.span(("blocks", block_name, "params", k)), f"`{k}`")
+        inner = Scope(bctx, ("blocks", block_name), "", env, ())
+        (in_name,) = block.inputs
+        sub._add(IRNode(in_name, "input", None, {}, bctx.span(("blocks", block_name, "inputs", in_name), key=True)))
+        sub.ir.inputs[in_name] = in_name
+        inner.define(in_name, Slot(in_name))
+        inner.first_input = inner.names[in_name]
+        try:
+            sub._nodes(inner, block.nodes)
+            ((out, ref),) = block.outputs.items()
+            span_out = bctx.span(("blocks", block_name, "outputs", out))
+            sub.pending.append((IRNode(f"<output {out}>", "output", None, {}, span_out), out,
+                                sub._lookup(inner, ref, span_out)))
+            sub._close(inner)
+            sub._resolve()
+        except _Abort:
+            pass
+        self.diags += sub.diags
+        self.read |= sub.read
+        if any(d.is_error for d in sub.diags):
+            self.bodies[block_name] = None
+            return None
+        sub.ir.connect()
+        body = self.bodies[block_name] = Body(block_name, sub.ir)
+        self.ir.bodies.append(body)
+        return body
 
     def _call(self, scope: Scope, name: str, decl: NodeDecl, prev: Slot | None) -> Slot:
         bctx, block = self.prog.blocks[decl.op]

@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from .diagnostics import Diagnostic, SpecError
 from .expand import expand
 from .infer import check_expectations, infer, lint
-from .ir import IRGraph
+from .dims import Dim
+from .ir import BodyFacts, IRGraph
+from .ops.base import TensorType
+from .summary import param_shapes, rows
 from .load import load_program
 
 
@@ -30,6 +33,8 @@ def check_file(path: str, preset: str | None = None, overrides: dict[str, int] |
     if any(d.code == "GF150" for d in diags):
         return CheckResult(None, diags)
     ir.connect()
+    for body in ir.bodies:
+        body.analyse = analyse_body
     diags += lint(ir)
     diags += infer(ir)
     diags += check_expectations(ir, expectations)
@@ -38,6 +43,19 @@ def check_file(path: str, preset: str | None = None, overrides: dict[str, int] |
         # (and so is a param that nothing reads: the node that would read it may be the broken one)
         diags = [d for d in diags if d.code not in ("GF112", "GF113")]
     return CheckResult(ir, _sorted(diags))
+
+
+def analyse_body(ir: IRGraph, x: TensorType) -> BodyFacts:
+    """Infer a block-valued attribute's body at input type `x` (called by op rules through `Body.at`)."""
+    for body in ir.bodies:
+        body.analyse = analyse_body
+    ir.node(next(iter(ir.inputs))).shape = x
+    errors = [d for d in infer(ir) if d.is_error]
+    if errors:
+        return BodyFacts(None, {}, Dim.const(0), (errors[0].code, errors[0].message))
+    table = rows(ir)
+    return BodyFacts(ir.node(next(iter(ir.outputs.values()))).shape, param_shapes(ir),
+                     sum((r.flops for r in table), Dim.const(0)), None)
 
 
 def _sorted(diags: list[Diagnostic]) -> list[Diagnostic]:

@@ -70,6 +70,13 @@ def infer(ir: IRGraph) -> list[Diagnostic]:
         if any(v is None for v in ins.values()):
             n.shape = None
             continue
+        required = REGISTRY[n.op].required_ports
+        for port, src in n.inputs.items():
+            if ir.node(src).meta.get("optional") and (port in required or REGISTRY[n.op].variadic):
+                diags.append(Diagnostic("GF127", f"`{n.short}` ({n.op}) needs `{port}`, but input "
+                                        f"`{ir.node(src).short}` is optional", n.span, node=n.name,
+                                        help="an optional input may only feed optional inputs of ops (an "
+                                             "attention `mask`, rotary `positions`); remove `optional: true`"))
         try:
             n.shape = _apply_rule(ir, n, ins)
         except ShapeError as e:

@@ -7,7 +7,7 @@ Inference writes `shape` (a TensorType or None when unknown) into each node; bac
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import networkx as nx
 
@@ -42,6 +42,36 @@ class IRNode:
         return self.name.rsplit(".", 1)[-1]
 
 
+@dataclass(frozen=True)
+class BodyFacts:
+    """A body inferred at one input type: its output, parameters and FLOPs, or the first error."""
+
+    out: TensorType | None
+    params: dict[str, tuple[int, ...]]
+    flops: Any                      # a Dim
+    error: tuple[str, str] | None   # (code, message)
+
+
+@dataclass(eq=False)
+class Body:
+    """A block used as an attribute (a mixture of experts' `expert`): expanded once on its own into `ir`,
+    whose single input is typed by the node that uses it. `analyse` (attached by the front end, which
+    owns inference) infers the body at an input type; results are cached per type."""
+
+    block: str
+    ir: "IRGraph"
+    analyse: Callable[["IRGraph", TensorType], BodyFacts] | None = None
+    _facts: dict = field(default_factory=dict)
+    _current: TensorType | None = None
+
+    def at(self, x: TensorType) -> BodyFacts:
+        """Facts at input type `x`; afterwards `ir`'s shapes are those at `x` (the torch lowering reads them)."""
+        if x not in self._facts or self._current != x:
+            self._facts[x] = self.analyse(self.ir, x)
+            self._current = x
+        return self._facts[x]
+
+
 @dataclass
 class IRGraph:
     name: str
@@ -55,6 +85,7 @@ class IRGraph:
     param_origin: dict[str, str] = field(default_factory=dict)  # param -> "--set" / "preset `tiny`" if not default
     dims: dict[str, int] = field(default_factory=dict)      # symbolic dim -> example size
     weight_maps: dict[str, Any] = field(default_factory=dict)
+    bodies: list[Body] = field(default_factory=list)         # block-valued attributes, expanded
 
     def add(self, node: IRNode) -> None:
         self.g.add_node(node.name, node=node)

@@ -26,6 +26,8 @@ class _Strict(BaseModel):
 class InputDecl(_Strict):
     shape: Shape
     dtype: Literal["float32", "int64", "bool"] = "float32"
+    optional: bool = Field(False, description="may be omitted when the model runs; only optional op inputs "
+                                              "(an attention `mask`, rotary `positions`) may read it")
     doc: str = ""
 
 

@@ -16,6 +16,7 @@ class Row:
     shape: str
     params: int
     flops: Dim
+    active: int = 0   # parameters one token uses (fewer than `params` for a mixture of experts)
 
 
 def rows(ir: IRGraph) -> list[Row]:
@@ -26,7 +27,8 @@ def rows(ir: IRGraph) -> list[Row]:
         op = REGISTRY[n.op]
         ins = {p: ir.node(s).shape for p, s in n.inputs.items()}
         params = sum(math.prod(s) for s in op.params(n.attrs, ins).values())
-        out.append(Row(n.name, n.op, str(n.shape), params, op.flops(n.attrs, ins, n.shape)))
+        active = op.active_params(n.attrs, ins) if op.active_params else params
+        out.append(Row(n.name, n.op, str(n.shape), params, op.flops(n.attrs, ins, n.shape), active))
     return out
 
 

@@ -32,7 +32,8 @@ def run(args) -> int:
         return d.value if d.is_const else str(d)
 
     if args.format == "json":
-        doc = {"name": ir.name, "params": total_p, "flops": fl(total_f), "dims": dims,
+        doc = {"name": ir.name, "params": total_p, "active_params": sum(r.active for r in table),
+               "flops": fl(total_f), "dims": dims,
                "nodes": [{"node": r.node, "op": r.op, "shape": r.shape, "params": r.params, "flops": fl(r.flops)}
                          for r in table]}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
@@ -48,5 +49,8 @@ def run(args) -> int:
     out.append("-" * (w + wo + 30))
     out.append(f"{'total':<{w}}  {'':<{wo}}  {total_p:>14,}  {f:,}" if isinstance(f, int)
                else f"{'total':<{w}}  {'':<{wo}}  {total_p:>14,}  {f}")
+    active = sum(r.active for r in table)
+    if active != total_p:
+        out.append(f"{'active':<{w}}  {'':<{wo}}  {active:>14,}  (parameters one token uses: mixture of experts)")
     sys.stdout.write("\n".join(out) + "\n")
     return EXIT_OK

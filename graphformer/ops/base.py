@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, ClassVar
 
-from pydantic import BaseModel, ConfigDict, BeforeValidator
+from pydantic import BaseModel, ConfigDict, BeforeValidator, PrivateAttr
 
 from ..dims import Dim
 
@@ -30,6 +30,14 @@ class Attrs(BaseModel):
     dim_fields: ClassVar[tuple[str, ...]] = ()
     # Fields that name another node (resolved to an IR path by the expander), e.g. `tied: tok`.
     ref_fields: ClassVar[tuple[str, ...]] = ()
+    # Fields that name a block of the spec, used as a sub-graph (MoE's `expert: mlp`). The expander
+    # expands the block once on its own and attaches it as `body()`; rules ask it for shapes and counts.
+    block_fields: ClassVar[tuple[str, ...]] = ()
+    _body: Any = PrivateAttr(None)
+
+    def body(self):
+        """The expanded block of this node's block field (an `ir.Body`), or None."""
+        return self._body
 
 
 class NoAttrs(Attrs):
@@ -75,6 +83,8 @@ class OpDef:
     params: Callable[..., dict[str, tuple[int, ...]]] = lambda a, ins: {}
     flops: Callable[..., Dim] = lambda a, ins, out: Dim.const(0)
     example: str = ""
+    # parameters one token uses, where fewer than all (mixture of experts: the router and top-k experts)
+    active_params: Callable[..., int] | None = None
 
     @property
     def variadic(self) -> bool:

@@ -91,6 +91,8 @@ class LinearAttrs(Attrs):
     out: DimAttr
     bias: bool = True
     tied: str | None = Field(None, description="name of an embedding node whose table is reused as this weight")
+    tie: bool = Field(True, description="with `tied`: false gives this layer its own weight instead (a param can "
+                                        "switch tying, like transformers' `tie_word_embeddings`)")
 
 
 def _linear_shape(a: LinearAttrs, ins):
@@ -119,7 +121,7 @@ register(OpDef(
 # ---------------------------------------------------------------- attention
 
 class AttentionAttrs(Attrs):
-    dim_fields = ("heads", "kv_heads", "head_dim", "window", "rope_dims")
+    dim_fields = ("heads", "kv_heads", "head_dim", "window", "rope_dims", "max_len")
     heads: DimAttr
     kv_heads: DimAttr | None = Field(None, description="key/value heads: fewer than `heads` is grouped-query "
                                      "attention (1: multi-query); default `heads`")
@@ -146,6 +148,8 @@ class AttentionAttrs(Attrs):
     rope_high_freq: float = Field(4.0, gt=0, description="llama3 scaling: `high_freq_factor`")
     rope_original_max_len: int = Field(8192, ge=1, description="llama3 scaling: "
                                        "`original_max_position_embeddings`")
+    max_len: DimAttr | None = Field(None, ge=1, description="the longest sequence the model serves: a longer "
+                                    "constant length is an error, and generation sizes its key/value cache by it")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
     def biases(self) -> dict[str, bool]:
@@ -195,6 +199,9 @@ def _attention_shape(a: AttentionAttrs, ins):
         if r <= 0 or r % 2 or r > hd:
             raise ShapeError("GF102", f"rotary dims must be even and between 2 and the head width {hd}, got {r}",
                              attr="rope_dims" if a.rope_dims is not None else "heads")
+    n = x.shape[1]
+    if a.max_len is not None and n.is_const and n.value > a.max_len:
+        raise ShapeError("GF120", f"sequence length {n.value} exceeds `max_len` {a.max_len}", "x")
     _mask_check(ins, x.shape[0], x.shape[1], "n")
     pos = ins.get("positions")
     if pos is not None:

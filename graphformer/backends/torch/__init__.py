@@ -10,6 +10,7 @@ from . import core  # noqa: F401  (registers the core lowerings)
 if importlib.util.find_spec(__name__ + ".vision") is not None:
     from . import vision  # noqa: F401
 
+from . import moe  # noqa: F401,E402  (mixture of experts)
 from .builder import build, init_parameters, resolve_device, resolve_dtype  # noqa: E402
 from .inputs import example_inputs, resolve_dims  # noqa: E402
 from .lower import LOWERINGS, lowers  # noqa: E402

@@ -57,16 +57,27 @@ def build(spec, device="cpu", dtype=None, seed: int | None = None) -> GraphModul
     missing = sorted({n.op for n in order if n.op != "input" and n.op not in LOWERINGS})
     if missing:
         raise UsageError(f"no torch lowering for op{'s' * (len(missing) > 1)} {', '.join(missing)}")
-    root = _plan.scopes(ir, order)
     with torch.device(dev):
-        model = GraphModule(spec)
-        _populate(model, root, ir, model)
-    _tie(model, order)
-    _generate(model, root, ir, order)
+        model = compile_graph(spec, order)
     if dev.type != "meta":
         init_parameters(model, seed, dev)
     if dt is not None:
         model.to(dt)
+    return model
+
+
+def compile_graph(spec, order=None) -> GraphModule:
+    """The modules and generated code of `spec.ir`, parameters uninitialised, on the current device.
+
+    Also what a block-valued attribute's body (MoE's expert) compiles with: `spec` is then anything
+    with `.ir` and `.name`."""
+    ir = spec.ir
+    order = order or ir.nodes()
+    root = _plan.scopes(ir, order)
+    model = GraphModule(spec)
+    _populate(model, root, ir, model)
+    _tie(model, order)
+    _generate(model, root, ir, order)
     return model
 
 

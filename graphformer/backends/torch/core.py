@@ -147,6 +147,8 @@ def prepare_key_mask(mask):
     every key: without a mask SDPA takes its fastest kernels. That check reads the data, so it is
     skipped while torch.compile or torch.export trace. The execution plan calls this once per mask
     value, not once per attention layer."""
+    if mask is None:  # an optional mask input that was not given
+        return None
     keep = mask if mask.dtype == torch.bool else mask != 0
     if not torch.compiler.is_compiling() and bool(keep.all()):
         return None

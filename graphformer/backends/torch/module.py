@@ -60,21 +60,22 @@ class GraphModule(Block):
         self.input_names = tuple(spec.ir.inputs)
         self.output_names = tuple(spec.ir.outputs)
         self._input_set = frozenset(self.input_names)
+        self._required = frozenset(k for k, v in spec.ir.inputs.items() if not spec.ir.node(v).meta.get("optional"))
         self._leaf_keys: dict[str, tuple[str, ...]] = {}
 
     def forward(self, *args, **inputs):
         if args:  # positional in spec input order, as exporters and wrappers call modules
             inputs.update(zip(self.input_names, args))
-        if inputs.keys() != self._input_set:
+        if not self._required <= inputs.keys() <= self._input_set:
             raise TypeError(self._input_problem(len(args), inputs))
         run = self._run_train if self.training else self._run_eval
-        return run(self._modules, *[inputs[k] for k in self.input_names])
+        return run(self._modules, *[inputs.get(k) for k in self.input_names])   # an omitted optional: None
 
     def _input_problem(self, n_args: int, inputs: dict) -> str:
         want = ", ".join(self.input_names)
         if n_args > len(self.input_names):
             return f"{self.spec.name} takes {len(self.input_names)} inputs ({want}), got {n_args} positional"
-        missing = [k for k in self.input_names if k not in inputs]
+        missing = [k for k in self.input_names if k not in inputs and k in self._required]
         extra = [k for k in inputs if k not in self._input_set]
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
                 ([f"unexpected {', '.join(extra)}"] if extra else [])
@@ -93,13 +94,14 @@ class GraphModule(Block):
         Used by the build self-check and tests; the fast path (`forward`) never records anything.
         """
         ir = self.spec.ir
-        values = {ir.inputs[k]: v for k, v in inputs.items()}
-        shapes = {name: tuple(v.shape) for name, v in values.items()}
+        values = {v: inputs.get(k) for k, v in ir.inputs.items()}
+        shapes = {name: tuple(v.shape) for name, v in values.items() if v is not None}
         for n in ir.nodes():
             if n.op == "input":
                 continue
             try:
-                y = self.node_module(n.name)(*[values[s] for s in n.inputs.values()])
+                args, kwargs = _plan.split_args(n, [values[s] for s in n.inputs.values()])
+                y = self.node_module(n.name)(*args, **kwargs)
             except Exception as e:
                 raise RuntimeError(f"while executing `{n.name}` ({n.op}): {e}") from e
             values[n.name] = y

@@ -243,10 +243,17 @@ def generate(s: Scope, training: bool, module_of, root_outputs: dict[str, str] |
     return "\n".join(lines) + "\n"
 
 
-def _call_args(node: IRNode, srcs: list[str]) -> str:
-    """Required inputs positionally, optional ones (`mask`, `positions`) by name: any subset may be given."""
+def split_args(node: IRNode, values: list) -> tuple[list, dict]:
+    """A node's inputs as a module call takes them: required ones positionally, optional ones (`mask`,
+    `positions`) by name, so that any subset of the optional inputs may be given."""
     optional = {p.strip("?") for p in REGISTRY[node.op].ports if p.endswith("?")}
-    return ", ".join(f"{p}={v}" if p in optional else v for p, v in zip(node.inputs, srcs))
+    args = [v for p, v in zip(node.inputs, values) if p not in optional]
+    return args, {p: v for p, v in zip(node.inputs, values) if p in optional}
+
+
+def _call_args(node: IRNode, srcs: list[str]) -> str:
+    args, kwargs = split_args(node, srcs)
+    return ", ".join(args + [f"{k}={v}" for k, v in kwargs.items()])
 
 
 def _prepare(var: str) -> tuple[str, list[str], list[str]]:

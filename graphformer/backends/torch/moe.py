@@ -1,0 +1,67 @@
+"""Torch lowering of the mixture-of-experts op (graphformer/ops/moe.py).
+
+Each expert is the spec block named by `expert`, compiled like any graph (its own generated forward).
+Only the selected experts run, each on the tokens routed to it (gathered, run as one [1, T, d] batch,
+weighted, scattered back with index_add): no dense all-experts compute.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .builder import compile_graph
+from .core import Linear, _width
+from .lower import lowers
+
+
+class MoE(nn.Module):
+    def __init__(self, d: int, experts: list[nn.Module], top_k: int, router: str, normalize: bool,
+                 router_bias: bool, in_name: str, out_name: str):
+        super().__init__()
+        self.router = Linear(d, len(experts), router_bias)
+        self.experts = nn.ModuleList(experts)
+        self.top_k, self.kind, self.normalize = top_k, router, normalize
+        self.in_name, self.out_name = in_name, out_name
+
+    def route(self, x):
+        """(weights, expert ids), each [T, k], for tokens x [T, d]; weights in x's dtype."""
+        logits = self.router(x)                                                   # (T, E)
+        if self.kind == "softmax_topk":                                           # Mixtral: softmax in fp32
+            w, idx = torch.topk(F.softmax(logits.float(), dim=-1), self.top_k, dim=-1)
+            if self.normalize:
+                w = w / w.sum(dim=-1, keepdim=True)
+        else:
+            top, idx = torch.topk(logits.float(), self.top_k, dim=-1)
+            w = F.softmax(top, dim=-1)
+        return w.to(x.dtype), idx
+
+    def forward(self, x):
+        shape = x.shape
+        tokens = x.reshape(-1, shape[-1])                                         # (T, d)
+        w, idx = self.route(tokens)
+        out = torch.zeros_like(tokens)
+        hit = torch.zeros(len(self.experts), dtype=torch.bool, device=x.device)
+        hit[idx.reshape(-1)] = True
+        for e in hit.nonzero().flatten().tolist():
+            rows, slot = torch.where(idx == e)                                    # tokens routed to e
+            y = self.experts[e](**{self.in_name: tokens[rows][None]})[self.out_name][0]
+            out.index_add_(0, rows, y * w[rows, slot, None])
+        return out.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"experts={len(self.experts)}, top_k={self.top_k}, router={self.kind}" + \
+            ("" if self.normalize or self.kind != "softmax_topk" else ", not renormalised")
+
+
+@lowers("moe")
+def _moe(node, types):
+    a = node.attrs
+    body = a.body()
+    body.at(types["x"])                     # the body's IR shapes at this node's input type
+    spec = SimpleNamespace(ir=body.ir, name=f"{node.name} expert `{a.expert}`")
+    experts = [compile_graph(spec) for _ in range(a.experts)]
+    return MoE(_width(types), experts, a.top_k, a.router, a.normalize, a.router_bias,
+               next(iter(body.ir.inputs)), next(iter(body.ir.outputs)))
