@@ -61,6 +61,8 @@ class WeightRule(_Strict):
     src: StrictStr = Field(alias="from")
     dst: Union[StrictStr, list[StrictStr]] = Field(alias="to", description="a list splits a fused tensor on dim 0")
     transpose: bool = False
+    unstack: bool = Field(False, description="dim 0 of the tensor indexes experts: slice `e` goes to the "
+                                             "targets with `{e}` replaced by e (transformers' fused MoE experts)")
 
     @model_validator(mode="after")
     def _placeholders(self):
@@ -69,8 +71,12 @@ class WeightRule(_Strict):
         if isinstance(self.dst, list) and len(targets) < 2:
             raise ValueError("a list in `to` splits a fused tensor: name at least 2 parameters")
         for t in [self.src, *targets]:
-            if "{" in t.replace("{i}", "") or "}" in t.replace("{i}", ""):
-                raise ValueError(f"`{t}`: the only placeholder is `{{i}}` (the layer index)")
+            rest = t.replace("{i}", "").replace("{e}", "") if t is not self.src else t.replace("{i}", "")
+            if "{" in rest or "}" in rest:
+                raise ValueError(f"`{t}`: the placeholders are `{{i}}` (the layer index) and, in `to` with "
+                                 "`unstack`, `{e}` (the expert)")
+        if self.unstack != all("{e}" in t for t in targets) or any("{e}" in t for t in targets) != self.unstack:
+            raise ValueError("`unstack: true` and `{e}` in every target go together")
         if "{i}" not in self.src and any("{i}" in t for t in targets):
             raise ValueError("`to` uses `{i}` but `from` does not")
         return self

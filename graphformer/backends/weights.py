@@ -64,15 +64,27 @@ class _Rule:
             tensor = tensor.t()
             how.append("transposed")
         names = [t.replace("{i}", index) if index is not None else t for t in self.targets]
-        if len(names) == 1:
-            return [(names[0], tensor.contiguous(), ", ".join(how))]
-        n = len(names)
-        if tensor.dim() == 0 or tensor.shape[0] % n:
-            raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} does not split evenly into {n} "
-                                 f"parts along dim 0 for {', '.join(f'`{x}`' for x in names)}")
-        chunks = tensor.chunk(n, dim=0)
-        return [(name, c.contiguous(), ", ".join(how + [f"part {k + 1} of {n}"]))
-                for k, (name, c) in enumerate(zip(names, chunks))]
+        if self.rule.unstack:  # [E, ...]: one slice per expert, each then placed (and split) as usual
+            if tensor.dim() < 2:
+                raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} can't be unstacked: "
+                                     f"`unstack` needs a tensor with an expert axis first")
+            return [part for e in range(tensor.shape[0])
+                    for part in _split(key, tensor[e], [n.replace("{e}", str(e)) for n in names],
+                                       how + [f"expert {e}"])]
+        return _split(key, tensor, names, how)
+
+
+def _split(key: str, tensor: torch.Tensor, names: list[str], how: list[str]) -> list[tuple[str, torch.Tensor, str]]:
+    """The tensor as one target, or split evenly along dim 0 into the targets (a fused q, k, v)."""
+    if len(names) == 1:
+        return [(names[0], tensor.contiguous(), ", ".join(how))]
+    n = len(names)
+    if tensor.dim() == 0 or tensor.shape[0] % n:
+        raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} does not split evenly into {n} "
+                             f"parts along dim 0 for {', '.join(f'`{x}`' for x in names)}")
+    chunks = tensor.chunk(n, dim=0)
+    return [(name, c.contiguous(), ", ".join(how + [f"part {k + 1} of {n}"]))
+            for k, (name, c) in enumerate(zip(names, chunks))]
 
 
 def get_map(spec, mapping: str) -> WeightMap:
@@ -102,6 +114,8 @@ def convert_state_dict(spec, state_dict: dict, mapping: str) -> dict[str, torch.
     ir = getattr(spec, "ir", spec)
     wmap = get_map(ir, mapping)
     shapes = param_shapes(ir)
+    # a tied layer's weight is its owner's: `lm_head.weight` names `tok.weight` when the head is tied
+    tied = {f"{n.name}.weight": f"{n.attrs.tied}.weight" for n in ir.nodes() if getattr(n.attrs, "tied", None)}
     rules, ignores = _compile(wmap)
     out: dict[str, torch.Tensor] = {}
     source: dict[str, str] = {}            # spec parameter → the reference key that set it
@@ -125,6 +139,7 @@ def convert_state_dict(spec, state_dict: dict, mapping: str) -> dict[str, torch.
                 problems.extend(e.problems)
                 continue
             for target, value, how in parts:
+                target = tied.get(target, target)
                 problem = _place(out, source, shapes, target, value, key, how, mapping)
                 if problem:
                     problems.append(problem)
