@@ -73,8 +73,9 @@ def infer(ir: IRGraph) -> list[Diagnostic]:
         required = REGISTRY[n.op].required_ports
         for port, src in n.inputs.items():
             if ir.node(src).meta.get("optional") and (port in required or REGISTRY[n.op].variadic):
-                diags.append(Diagnostic("GF127", f"`{n.short}` ({n.op}) needs `{port}`, but input "
-                                        f"`{ir.node(src).short}` is optional", n.span, node=n.name,
+                what = "" if REGISTRY[n.op].variadic else f" as `{port}`"
+                diags.append(Diagnostic("GF127", f"`{n.short}` ({n.op}) reads the optional input "
+                                        f"`{ir.node(src).short}`{what}, where a value is required", n.span, node=n.name,
                                         help="an optional input may only feed optional inputs of ops (an "
                                              "attention `mask`, rotary `positions`); remove `optional: true`"))
         try:

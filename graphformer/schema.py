@@ -24,6 +24,9 @@ DIM = {"anyOf": [{"type": "integer"}, {"type": "string"}],
 # PyYAML (YAML 1.1) reads `1e-5` as a string and pydantic then converts it, so the checker accepts it.
 FLOAT_TEXT = {"type": "string", "pattern": r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"}
 NAME = {"type": "string", "description": "a node or input name (`in` omitted: the previous node)"}
+PARAM = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "description": "the name of a param"}
+SCALAR = {"anyOf": [{"type": "integer"}, {"type": "number"}, {"type": "boolean"}, {"type": "string"}],
+          "description": "a block param: a dimension, a float, a boolean, or a param's name"}
 
 
 def spec_schema() -> dict[str, Any]:
@@ -70,9 +73,12 @@ def _op_branch(op: OpDef, defs: dict) -> dict[str, Any]:
     for sub, body in attrs.pop("$defs", {}).items():  # nested models inside an op's attributes
         defs[f"attrs_{op.name}_{sub}"] = body
     props = attrs.get("properties", {})
-    for field in op.attrs.dim_fields:
-        if field in props:
-            props[field] = _as_dim(props[field])
+    for field, prop in list(props.items()):
+        if field in op.attrs.dim_fields:
+            props[field] = _as_dim(prop)
+        elif field not in op.attrs.ref_fields + op.attrs.block_fields and (
+                prop.get("type") != "string" or "enum" in prop or "const" in prop):
+            props[field] = _or_param(prop)   # any other attribute may name a param (`eps: eps`)
     properties = {"op": {"const": op.name, "description": op.doc}, "in": _ref_in(op),
                   "doc": {"type": "string"}, **props}
     required = ["op"] + (["in"] if op.variadic else []) + list(attrs.get("required", []))
@@ -94,8 +100,15 @@ def _block_call() -> dict[str, Any]:
             "doc": {"type": "string"},
         },
         "required": ["op"],
-        "additionalProperties": DIM,
+        "additionalProperties": SCALAR,
     }
+
+
+def _or_param(prop: dict) -> dict:
+    """An attribute that also accepts a param's name."""
+    keep = {k: prop[k] for k in ("description", "default") if k in prop}
+    body = {k: v for k, v in prop.items() if k not in keep}
+    return {**keep, "anyOf": [body, dict(PARAM)]}
 
 
 def _as_dim(prop: dict) -> dict:

@@ -127,6 +127,12 @@ def _example_params(decl: dict, op: OpDef) -> dict[str, int]:
     return params
 
 
+EXAMPLE_BLOCK = {"inputs": {"x": ["B", "n", 64]},   # the width of the first input candidate
+                 "nodes": {"up": {"op": "linear", "out": 128}, "act": {"op": "silu"},
+                           "down": {"op": "linear", "out": 64}},
+                 "outputs": {"x": "down"}}
+
+
 def evaluate_example(op: OpDef, workdir: Path):
     """Check the op's example inside a one-node spec; the first input shapes that work win."""
     if not op.example:
@@ -142,6 +148,8 @@ def evaluate_example(op: OpDef, workdir: Path):
         inputs = {r: {"shape": shape, "dtype": dtype} for r, (dtype, shape) in zip(refs, combo)}
         spec = {"graphformer": 1, "name": f"example-{op.name}", "params": params, "dims": {"B": 2, "n": 10},
                 "inputs": inputs, "nodes": {name: decl}, "outputs": {"y": name}}
+        if op.attrs.block_fields:  # a block-valued attribute names this small gated MLP
+            spec["blocks"] = {decl[f]: EXAMPLE_BLOCK for f in op.attrs.block_fields if f in decl}
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
         result = check_file(str(path))
         if result.ok:
@@ -285,6 +293,9 @@ ERRORS = {
     "GF126": ("block input shape mismatch", "A block call passes a value whose shape doesn't match the "
               "block's declared input; with `repeat`, a carried output must keep its input's shape.",
               "Pass a value of the declared shape, or fix the block.", "block-input-shape.yaml"),
+    "GF127": ("optional input where a value is required", "An input declared `optional: true` may be omitted "
+              "when the model runs, so only optional op inputs (an attention's `mask`, rotary `positions`) may "
+              "read it.", "Make the input required, or feed it to an optional port.", "optional-input-required.yaml"),
     "GF130": ("bad dimension expression", "An expression that graphformer's own small parser rejects: "
               "syntax errors, `**`, calls, attribute access, names starting with `__`, inexact `/`, division "
               "by zero, literals over 10^15, results over 10^18, more than 200 characters. Nothing is ever "

@@ -207,7 +207,7 @@ def test_labels_say_what_matters():
     gpt2 = to_dot(build(graphformer.load(str(ROOT / "specs/gpt2.yaml")).ir))
     assert "<b>attention</b> 12 heads · causal" in gpt2
     assert "<b>linear</b> → 3072" in gpt2
-    assert "<b>gelu</b> tanh" in gpt2
+    assert "<b>activation</b> gelu_tanh" in gpt2
     assert "no bias · tied to tok" in gpt2
     assert "eps" not in gpt2                  # the default eps is not news
     assert "[B, n, 768]" in gpt2 and "[B, n] int64" in gpt2

@@ -3,6 +3,7 @@ reference `jsonschema` validator (draft-07, what editors' yaml-language-server s
 from __future__ import annotations
 
 import copy
+import typing
 import json
 from pathlib import Path
 
@@ -42,7 +43,13 @@ def minimal(**node) -> dict:
 
 
 def required_attrs(op) -> dict:
-    return {k: 1 for k, f in op.attrs.model_fields.items() if f.is_required()}
+    """A valid value for every required attribute: a choice of a Literal, a name for a string, else 1."""
+    def value(f):
+        args = typing.get_args(f.annotation)
+        if typing.get_origin(f.annotation) is typing.Literal:
+            return args[0]
+        return "mlp" if f.annotation is str else 1
+    return {k: value(f) for k, f in op.attrs.model_fields.items() if f.is_required()}
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.stem for s in SPECS])
@@ -107,7 +114,8 @@ def test_schema_rejects_what_the_checker_rejects(mutate, why, validator):
 def test_yaml_11_float_text_is_accepted(validator):
     # PyYAML reads `1e-5` as a string and the checker converts it, so the schema must not object
     assert not list(validator.iter_errors(minimal(op="norm", eps="1e-5")))
-    assert list(validator.iter_errors(minimal(op="norm", eps="tiny")))
+    assert list(validator.iter_errors(minimal(op="norm", eps="1.5.3")))
+    assert not list(validator.iter_errors(minimal(op="norm", eps="eps")))  # a param's name
 
 
 def test_cli_prints_the_committed_schema(capsys, tmp_path):

@@ -31,9 +31,10 @@ OP_STYLES = {
     **dict.fromkeys(["attention", "cross_attend", "cosine_logits"], "attention"),
     "linear": "linear",
     **dict.fromkeys(["norm", "l2_normalize"], "norm"),
-    **dict.fromkeys(["relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "quick_gelu"], "activation"),
+    **dict.fromkeys(["relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "quick_gelu", "activation"], "activation"),
+    "moe": "linear",
     "dropout": "dropout",
-    **dict.fromkeys(["residual", "concat", "interleave"], "merge"),
+    **dict.fromkeys(["residual", "concat", "interleave", "mul"], "merge"),
     **dict.fromkeys(["pool", "slice", "transpose", "unsqueeze", "deinterleave", "token_at", "spectrogram",
                      "vestigial", "scale"], "structural"),
 }
@@ -51,7 +52,7 @@ PALETTE = {
     "structural": ("#ececec", "#8a8a8a", "#222222"),
     "other": ("#e4eef0", "#7a9ca3", "#222222"),
 }
-SYMBOLS = {"residual": "+"}
+SYMBOLS = {"residual": "+", "mul": "×"}
 FAMILY_STYLE = {"activation": "activation", "structural": "structural", "sequence": "structural",
                 "vision": "embed", "audio": "structural", "multimodal": "attention"}
 
@@ -196,7 +197,7 @@ def _across_repetitions(a: _Placement, b: _Placement) -> bool:
 
 def _num(v: Any) -> str:
     if isinstance(v, float):
-        return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{v:g}")   # 1e-06 -> 1e-6
+        return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{v:g}")   # 1e-06 -> 1e-6, 1e+06 -> 1e6
     return str(v)
 
 
@@ -213,6 +214,7 @@ _ATTR_TEXT: dict[str, Callable[[Any], str | None]] = {
     "approximate": lambda v: None if v == "none" else str(v),
     "max_len": lambda v: f"≤ {v} positions",
     "tied": lambda v: f"tied to {str(v).rsplit('.', 1)[-1]}",
+    "tie": lambda v: None,
     "eps": lambda v: f"eps {_num(v)}",
     "p": lambda v: f"p {_num(v)}",
     "by": lambda v: f"× {_num(v)}",
@@ -229,12 +231,37 @@ def _patch_detail(a: Any) -> str:
     return f"{a.patch}×{a.patch} → {a.dim}{stride}"
 
 
+def _attention_detail(a: Any) -> str:
+    """`32 heads · 8 kv · causal · window 4096 · rope θ 10000`: what sets a modern attention apart."""
+    parts = [f"{a.heads} head{'s' * (a.heads != 1)}"]
+    kv = getattr(a, "kv_heads", None)
+    if kv and kv != a.heads:
+        parts.append("1 kv (MQA)" if kv == 1 else f"{kv} kv (GQA)")
+    if getattr(a, "causal", False):
+        parts.append("causal")
+    if getattr(a, "window", None):
+        parts.append(f"window {a.window}")
+    if getattr(a, "rope", False):
+        rope = f"rope θ {_num(a.rope_theta)}" + (f" on {a.rope_dims} dims" if a.rope_dims else "")
+        parts.append(rope + (" · llama3 scaling" if a.rope_scaling != "none" else ""))
+    if getattr(a, "qk_norm", "none") != "none":
+        parts.append("qk norm")
+    biases = a.biases() if hasattr(a, "biases") else {}
+    if biases and not any(biases.values()):
+        parts.append("no bias")
+    elif biases and not all(biases.values()):
+        parts.append("bias " + "".join(p for p, b in biases.items() if b))
+    return " · ".join(parts)
+
+
 # Ops whose attributes read better as one phrase than as `name value` pairs.
 _OP_DETAIL: dict[str, Callable[[Any], str]] = {
     "embedding": _embedding_detail,
     "patch_embed": _patch_detail,
     "latents": lambda a: f"{a.count} × {a.dim}",
     "vestigial": lambda a: f"unused {a.rows} × {a.cols}",
+    "attention": _attention_detail,
+    "moe": lambda a: f"top {a.top_k} of {a.experts} × {a.expert}",
 }
 MAX_DETAILS = 4  # keep labels legible: an op with many non-default attributes shows the first few
 
@@ -303,7 +330,11 @@ def build(ir: IRGraph, expand: bool = False, dims: dict[str, int] | None = None,
         diagram.nodes.append(_node(node, p, dims))
 
     seen_edges: set[tuple[str, str, str]] = set()
+    bodies: dict[str, Any] = {}             # representative node -> its body's entry node ids
     for node in ir.nodes():
+        body = node.attrs.body() if node.attrs is not None else None
+        if body is not None and placed[node.name].rep not in bodies:
+            bodies[placed[node.name].rep] = _draw_body(diagram, node, placed[node.name], body, dims)
         for port, src in node.inputs.items():
             a, b = placed[src], placed[node.name]
             if not expand and _across_repetitions(a, b):
@@ -312,10 +343,11 @@ def build(ir: IRGraph, expand: bool = False, dims: dict[str, int] | None = None,
             port_text = _port_label(node.op, port)
             if port_text:
                 label = f"{port_text}: {label}"
-            key = (a.rep, b.rep, label)
-            if key not in seen_edges:
-                seen_edges.add(key)
-                diagram.edges.append(Edge(a.rep, b.rep, label))
+            for dst in bodies.get(b.rep, [b.rep]):   # a body's input feeds its router and expert instead
+                key = (a.rep, dst, label)
+                if key not in seen_edges:
+                    seen_edges.add(key)
+                    diagram.edges.append(Edge(a.rep, dst, label))
 
     for out_name, src in ir.outputs.items():
         oid = f"output:{out_name}"
@@ -323,6 +355,36 @@ def build(ir: IRGraph, expand: bool = False, dims: dict[str, int] | None = None,
         diagram.nodes.append(Node(oid, "output", out_name, "", "", "output", f"output {out_name}: {t}", None))
         diagram.edges.append(Edge(placed[src].rep, oid, t))
     return diagram
+
+
+def _draw_body(diagram: Diagram, node: IRNode, p: _Placement, body: Any, dims: dict[str, int]) -> list[str]:
+    """A mixture of experts as its router and one expert block drawn once, `× E`: the node's own box is
+    where the weighted outputs combine. Returns the ids that the node's input feeds."""
+    outer = p.clusters[-1].id if p.clusters else None
+    a = node.attrs
+    router = f"{p.rep}.router"
+    diagram.nodes.append(Node(router, "op", "linear", f"→ {a.experts} · router", "router", "linear",
+                              f"{router} ({a.router})", outer))
+    cid = f"{p.rep}.experts"
+    diagram.clusters[cid] = Cluster(cid, f"{a.expert} × {a.experts}", "experts", outer, a.experts)
+    sub = body.ir
+    (x,) = sub.inputs
+    entries = [router]
+    for n in sub.nodes():
+        if n.op == "input":
+            continue
+        nid = f"{cid}.0.{n.name}"
+        diagram.nodes.append(Node(nid, "op", n.op, attr_detail(n.op, n.attrs), n.short, node_style(n.op),
+                                  f"{nid}: {shape_text(n.shape, dims)} ({n.op})", cid, SYMBOLS.get(n.op, "")))
+        for src in n.inputs.values():
+            if src == x:
+                entries.append(nid)
+            else:
+                diagram.edges.append(Edge(f"{cid}.0.{src}", nid, shape_text(sub.node(src).shape, dims)))
+    (out,) = sub.outputs.values()
+    diagram.edges.append(Edge(f"{cid}.0.{out}", p.rep, shape_text(sub.node(out).shape, dims)))
+    diagram.edges.append(Edge(router, p.rep, f"top {a.top_k} weights"))
+    return list(dict.fromkeys(entries))
 
 
 def _node(node: IRNode, p: _Placement, dims: dict[str, int]) -> Node:

@@ -249,7 +249,7 @@ register(OpDef(
     "`positions [B, n]` (int64) are the rotary positions (default 0..n-1).",
     AttentionAttrs, ("x", "mask?", "positions?"), _attention_shape, params=_attention_params,
     flops=_attention_flops,
-    example="attn: {op: attention, heads: heads, kv_heads: kv_heads, causal: true, rope: true}",
+    example="attn: {op: attention, heads: heads, kv_heads: 2, causal: true, rope: true}",
 ))
 
 
@@ -386,7 +386,7 @@ register(OpDef(
     "activation", "activation",
     "An element-wise activation chosen by name, so that a param can choose it (`kind: act`).",
     ActivationAttrs, ("x",), lambda a, ins: _float_same(ins), flops=lambda a, ins, out: numel(out.shape),
-    example="act: {op: activation, kind: act}",
+    example="act: {op: activation, kind: silu}",
 ))
 
 register(OpDef(

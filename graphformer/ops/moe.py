@@ -94,5 +94,5 @@ register(OpDef(
     "Mixture of experts: route each token of `x [..., d]` to the top-k of E experts (each expert the block "
     "named by `expert`) and sum their outputs weighted by the router. Only the selected experts run.",
     MoEAttrs, ("x",), _moe_shape, params=_moe_params, flops=_moe_flops, active_params=_moe_active,
-    example="moe: {op: moe, expert: mlp, experts: 8, top_k: 2}",
+    example="moe: {op: moe, expert: mlp, experts: 4, top_k: 2}",
 ))
