@@ -43,6 +43,24 @@ CASES = [
     ("pool", {"kind": "mean"}, {"x": T("B", "n", 8)}, ("B", "8")),
     ("pool", {"kind": "cls", "index": 5}, {"x": T("B", 3, 8)}, "GF102"),
     ("dropout", {"p": 0.5}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("activation", {"kind": "gelu_tanh"}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("activation", {"kind": "silu"}, {"x": T("B", "n", dtype="int64")}, "GF122"),
+    ("mul", {}, {"xs0": T("B", "n", 8), "xs1": T("B", "n", 8)}, ("B", "n", "8")),
+    ("mul", {}, {"xs0": T("B", "n", 8), "xs1": T("B", "n", 4)}, "GF120"),
+    # grouped-query, rotary, windows, head_dim
+    ("attention", {"heads": 6, "kv_heads": 2}, {"x": T("B", "n", 48)}, ("B", "n", "48")),
+    ("attention", {"heads": 6, "kv_heads": 4}, {"x": T("B", "n", 48)}, "GF123"),
+    ("attention", {"heads": 4, "head_dim": 10}, {"x": T("B", "n", 30)}, ("B", "n", "30")),
+    ("attention", {"heads": 4, "rope": True, "rope_dims": 3}, {"x": T("B", "n", 32)}, "GF102"),
+    ("attention", {"heads": 4, "rope": True, "rope_dims": 10}, {"x": T("B", "n", 32)}, "GF102"),
+    ("attention", {"heads": 4, "rope_dims": 4}, {"x": T("B", "n", 32)}, "GF102"),
+    ("attention", {"heads": 4, "window": 4}, {"x": T("B", "n", 32)}, "GF102"),
+    ("attention", {"heads": 4, "causal": True, "max_len": 8}, {"x": T("B", 9, 32)}, "GF120"),
+    ("attention", {"heads": 4, "rope": True}, {"x": T("B", "n", 32), "positions": T("B", "n", dtype="int64")},
+     ("B", "n", "32")),
+    ("attention", {"heads": 4}, {"x": T("B", "n", 32), "positions": T("B", "n", dtype="int64")}, "GF106"),
+    ("attention", {"heads": 4, "rope": True}, {"x": T("B", "n", 32), "positions": T("B", "m", dtype="int64")},
+     "GF120"),
 ]
 
 
