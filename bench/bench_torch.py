@@ -18,7 +18,12 @@ peak is the peak of live tensors + workspace, not of allocator caching.
 GFLOP/s: FLOPs of the forward from `graphformer summary` (a multiply-add = 2) ÷ latency, next to the
 machine's measured fp32 2048³ matmul rate.
 
-Run: python bench/bench_torch.py [--write-doc] [--quick]
+A second benchmark, `--llama`, compares graphformer's build of specs/llama.yaml with transformers
+LlamaForCausalLM (sdpa) holding the same weights: forward latency (inference_mode) and one training step
+(forward, cross-entropy, backward, AdamW step), at the tiny preset and at a ~100M-parameter size, in
+paired rounds.
+
+Run: python bench/bench_torch.py [--write-doc] [--quick] [--llama]
 """
 from __future__ import annotations
 
@@ -302,13 +307,120 @@ def write_doc(text: str) -> None:
     write_section(DOC, BEGIN, END, text)
 
 
+# ---------------------------------------------------------------- Llama: forward and training step vs transformers
+
+LLAMA = os.path.join(ROOT, "specs", "llama.yaml")
+LLAMA_BEGIN, LLAMA_END = "<!-- llama:begin -->", "<!-- llama:end -->"
+# (label, preset, overrides, B, n, rounds)
+LLAMA_CASES = [
+    ("tiny, B=1, n=16", "tiny", {}, 1, 16, 200),
+    ("~100M (768 wide, 8 layers, GQA 12/4), B=4, n=128", None,
+     {"d_model": 768, "layers": 8, "heads": 12, "kv_heads": 4, "d_ff": 2048, "vocab": 32000}, 4, 128, 10),
+]
+
+
+def llama_pair(preset, overrides):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    spec = gf.load(LLAMA, preset, overrides)
+    p = spec.params
+    cfg = LlamaConfig(vocab_size=p["vocab"], hidden_size=p["d_model"], num_hidden_layers=p["layers"],
+                      num_attention_heads=p["heads"], num_key_value_heads=p["kv_heads"],
+                      intermediate_size=p["d_ff"], max_position_embeddings=p["max_len"], rope_theta=p["rope_theta"],
+                      rms_norm_eps=p["eps"], attn_implementation="sdpa")
+    torch.manual_seed(0)
+    ref = LlamaForCausalLM(cfg)
+    ours = gf.build(spec, seed=0)
+    gf.load_weights(ours, ref.state_dict(), "hf")
+    return spec, {"graphformer": ours, "hf-llama-sdpa": ref}
+
+
+def _llama_step(name: str, model: nn.Module, ids: torch.Tensor, opt) -> None:
+    logits = model(tokens=ids)["logits"] if name == "graphformer" else model(input_ids=ids).logits
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def llama_bench(quick: bool) -> list[dict]:
+    results = []
+    for label, preset, overrides, b, n, rounds in LLAMA_CASES[:1] if quick else LLAMA_CASES:
+        spec, models = llama_pair(preset, overrides)
+        ids = torch.randint(0, spec.params["vocab"], (b, n), generator=torch.Generator().manual_seed(0))
+        fwd = {k: [] for k in models}
+        train = {k: [] for k in models}
+        opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+        call = {"graphformer": lambda m: m(tokens=ids), "hf-llama-sdpa": lambda m: m(input_ids=ids)}
+        for m in models.values():
+            m.eval()
+        with torch.inference_mode():
+            for k, m in models.items():
+                call[k](m)                                      # warm-up
+            for _ in range(rounds):
+                for k, m in models.items():
+                    t = time.perf_counter()
+                    call[k](m)
+                    fwd[k].append(time.perf_counter() - t)
+        for m in models.values():
+            m.train()
+        for k, m in models.items():
+            _llama_step(k, m, ids, opts[k])                     # warm-up (optimizer state allocated)
+        for _ in range(max(3, rounds // 4)):
+            for k, m in models.items():
+                t = time.perf_counter()
+                _llama_step(k, m, ids, opts[k])
+                train[k].append(time.perf_counter() - t)
+        params = sum(p.numel() for p in models["graphformer"].parameters())
+        results.append({"label": label, "params": params, "fwd": fwd, "train": train})
+        print(f"{label}: forward " + ", ".join(f"{k} {fmt_time(statistics.median(v))}" for k, v in fwd.items())
+              + "; train step " + ", ".join(f"{k} {fmt_time(statistics.median(v))}" for k, v in train.items()),
+              flush=True)
+    return results
+
+
+def llama_report(results: list[dict]) -> str:
+    rows_ = ["| case | params | forward: graphformer | forward: transformers | × | train step: graphformer "
+             "| train step: transformers | × |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    verdicts = []
+    for r in results:
+        f, t = r["fwd"], r["train"]
+        fx, tx = ratio(f, "graphformer", "hf-llama-sdpa"), ratio(t, "graphformer", "hf-llama-sdpa")
+        rows_.append(f"| {r['label']} | {r['params'] / 1e6:.1f}M | {fmt_time(statistics.median(f['graphformer']))} | "
+                     f"{fmt_time(statistics.median(f['hf-llama-sdpa']))} | {fx:.2f} | "
+                     f"{fmt_time(statistics.median(t['graphformer']))} | "
+                     f"{fmt_time(statistics.median(t['hf-llama-sdpa']))} | {tx:.2f} |")
+        verdicts.append(f"- {r['label']}: forward {fx:.2f}×, training step {tx:.2f}× transformers — goal ≤ 1.0 "
+                        f"{'met' if max(fx, tx) <= 1.0 else '**missed**'}")
+    return "\n".join([
+        "## torch backend: Llama vs transformers LlamaForCausalLM",
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {machine()} by `python bench/bench_torch.py --llama "
+        "--write-doc`.",
+        "Both hold the same weights (transformers' random init, loaded through llama.yaml's `hf` map); fp32, CPU.",
+        "Forward: `torch.inference_mode`, eval, no padding mask. Training step: forward, next-token",
+        "cross-entropy, backward, AdamW step. Medians over paired rounds; × is the median of per-round",
+        "ratios graphformer ÷ transformers (below 1: graphformer is faster).",
+        "",
+        *rows_,
+        "",
+        *verdicts,
+    ])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--write-doc", action="store_true", help=f"write the table into {os.path.relpath(DOC, ROOT)}")
     ap.add_argument("--quick", action="store_true", help="the first case only, no memory")
     ap.add_argument("--memory-child", nargs=2, metavar=("IMPL", "CASE"), help=argparse.SUPPRESS)
+    ap.add_argument("--llama", action="store_true", help="the Llama forward / training-step benchmark instead")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.llama:
+        text = llama_report(llama_bench(args.quick))
+        print(text)
+        if args.write_doc:
+            write_section(DOC, LLAMA_BEGIN, LLAMA_END, text)
+        return
     if args.memory_child:
         print(peak_memory_child(args.memory_child[0], int(args.memory_child[1])))
         return
