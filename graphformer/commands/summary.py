@@ -1,29 +1,43 @@
-"""`graphformer summary SPEC`: parameters and FLOPs per node and in total, without building anything."""
+"""`graphformer summary SPEC`: parameters, FLOPs and memory per node, per block and in total, without
+building anything (see docs/summary.md for the figures and which are exact)."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 
+from ..budget import OPTIMIZERS, budget
 from ..dims import Dim, DimError
-from ..summary import rows
+from ..summary import Row, rows
 from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, dims_arg, load_checked
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("summary", help="parameter count and FLOPs per node and in total")
+    p = sub.add_parser("summary", help="parameters, FLOPs and memory per node, per block and in total")
     add_spec_args(p, dims=True)
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--depth", type=int, metavar="N",
+                   help="roll rows up to N levels of block nesting; repetitions become one row with × N "
+                        "(1: top-level nodes and block calls)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of weights and activations")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optimizer whose state is counted")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="fp32 master weights and gradients beside --dtype weights (bf16 mixed precision)")
 
 
 def run(args) -> int:
     result = load_checked(args.spec, args, args.format)
     ir = result.ir
     dims = dims_arg(args, ir)
+    if args.depth is not None and args.depth < 1:
+        raise CommandError("--depth must be at least 1", 2)
     try:  # counts are exact integers bounded by 10^18; absurd sizes overflow that bound
         table = rows(ir)
-        total_p = sum(r.params for r in table)
         total_f = sum((r.flops for r in table), Dim.const(0))
         total_f.subs(dims)
+        plan = budget(ir, ir.resolve_dims(dims), args.dtype, args.optimizer, args.mixed_precision)
     except DimError as e:
         raise CommandError(f"cannot count FLOPs of {args.spec} at these sizes: {e}", EXIT_SPEC) from None
 
@@ -31,26 +45,89 @@ def run(args) -> int:
         d = d.subs(dims)
         return d.value if d.is_const else str(d)
 
+    shown = rollup(table, args.depth) if args.depth else [(r.node, r.op, r.shape, r.params, r.flops, 1) for r in table]
     if args.format == "json":
-        doc = {"name": ir.name, "params": total_p, "active_params": sum(r.active for r in table),
-               "flops": fl(total_f), "dims": dims,
-               "nodes": [{"node": r.node, "op": r.op, "shape": r.shape, "params": r.params, "flops": fl(r.flops)}
-                         for r in table]}
+        doc = {"name": ir.name, **plan.as_json(), "flops_symbolic": fl(total_f), "dims": plan.dims,
+               "flops_convention": "multiply-add = 2",
+               "nodes": [{"node": n, "op": op, "shape": sh, "params": p, "flops": fl(f), "count": c}
+                         for n, op, sh, p, f, c in shown]}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return EXIT_OK
-    w = max([len(r.node) for r in table] + [4])
-    wo = max([len(r.op) for r in table] + [2])
-    out = [f"{'node':<{w}}  {'op':<{wo}}  {'params':>14}  flops", "-" * (w + wo + 30)]
-    for r in table:
-        f = fl(r.flops)
-        out.append(f"{r.node:<{w}}  {r.op:<{wo}}  {r.params:>14,}  {f:,}" if isinstance(f, int)
-                   else f"{r.node:<{w}}  {r.op:<{wo}}  {r.params:>14,}  {f}")
-    f = fl(total_f)
-    out.append("-" * (w + wo + 30))
-    out.append(f"{'total':<{w}}  {'':<{wo}}  {total_p:>14,}  {f:,}" if isinstance(f, int)
-               else f"{'total':<{w}}  {'':<{wo}}  {total_p:>14,}  {f}")
-    active = sum(r.active for r in table)
-    if active != total_p:
-        out.append(f"{'active':<{w}}  {'':<{wo}}  {active:>14,}  (parameters one token uses: mixture of experts)")
-    sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.write(render(shown, fl, plan, table))
     return EXIT_OK
+
+
+def rollup(table: list[Row], depth: int) -> list[tuple]:
+    """Rows grouped by the first `depth` parts of their path, repetition indices dropped: a 96-layer model
+    gives one row per block kind (`blocks × 96`). Params and FLOPs are summed over the group."""
+    groups: dict[str, list] = {}
+    for r in table:
+        parts = r.node.split(".")
+        named = [p for p in parts if not p.isdigit()]
+        key = ".".join(named[:depth])
+        reps = _repetitions(parts, depth)
+        g = groups.setdefault(key, [key, r.op if len(named) <= depth else "block", r.shape, 0, Dim.const(0), set()])
+        g[3] += r.params
+        g[4] = g[4] + r.flops
+        g[5].add(reps)
+    return [(k, op, sh, p, f, len(c)) for k, op, sh, p, f, c in groups.values()]
+
+
+def _repetitions(parts: list[str], depth: int) -> tuple:
+    """The repetition indices on the path down to `depth` named parts (what distinguishes group members)."""
+    out, named = [], 0
+    for p in parts:
+        if p.isdigit():
+            out.append(p)
+        else:
+            named += 1
+            if named > depth:
+                break
+    return tuple(out)
+
+
+def _gib(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.2f} {unit}"
+    return f"{n} B"
+
+
+def render(shown, fl, plan, table) -> str:
+    def num(v):
+        return f"{v:,}" if isinstance(v, int) else str(v)
+    names = [n + (f" × {c}" if c > 1 else "") for n, _, _, _, _, c in shown]
+    w = max([len(n) for n in names] + [5])
+    wo = max([len(s[1]) for s in shown] + [2])
+    ws = max([len(s[2]) for s in shown] + [5])
+    head = f"{'node':<{w}}  {'op':<{wo}}  {'shape':<{ws}}  {'params':>15}  flops"
+    out = [head, "-" * (len(head) + 16)]
+    for name, (n, op, sh, p, f, c) in zip(names, shown):
+        out.append(f"{name:<{w}}  {op:<{wo}}  {sh:<{ws}}  {p:>15,}  {num(fl(f))}")
+    out.append("-" * (len(head) + 16))
+    total_f = fl(sum((r.flops for r in table), Dim.const(0)))
+    out.append(f"{'total':<{w}}  {'':<{wo}}  {'':<{ws}}  {plan.params:>15,}  {num(total_f)}")
+    m = plan.memory
+    per = "token" if plan.tokens_what == "tokens" else "example"
+    dims = ", ".join(f"{k}={v}" for k, v in plan.dims.items())
+    out += [
+        "",
+        f"at {dims}, {plan.dtype}" + (" with fp32 master weights" if plan.mixed_precision else "")
+        + f", {plan.optimizer}; FLOPs count a multiply-add as 2",
+        f"  parameters      {plan.params:,} ({plan.embedding_params:,} embedding, "
+        f"{plan.params - plan.embedding_params:,} other)"
+        + (f"; {plan.active_params:,} active per token" if plan.active_params != plan.params else ""),
+        f"  forward         {plan.flops:,} FLOPs ({plan.flops_per_token:,.0f} per {per}, {plan.tokens:,} {plan.tokens_what})",
+        f"  training step   {plan.train_flops:,} FLOPs (forward + backward, per op)",
+        f"  weights         {_gib(m['weights'])}",
+        f"  gradients       {_gib(m['grads'])}",
+        f"  optimizer       {_gib(m['optimizer'])}",
+        f"  activations     {_gib(m['activations'])} saved for backward "
+        f"({_gib(m['activations_checkpointed'])} with activation checkpointing per repeated block)",
+        f"  training peak   {_gib(m['training_peak'])} (estimate: weights + gradients + optimizer + activations)",
+    ]
+    if m["kv_cache_per_token"]:
+        out.append(f"  KV cache        {_gib(m['kv_cache_per_token'])} per token per sequence; {_gib(m['kv_cache'])} here")
+    out.append(f"  inference peak  {_gib(m['inference_peak'])} (estimate: weights + KV cache + the largest "
+               "activation twice)")
+    return "\n".join(re.sub(r"\s+$", "", line) for line in out) + "\n"

@@ -1,0 +1,251 @@
+"""Planning figures for `summary`: parameters by kind, FLOPs per token and per training step, and the
+bytes of weights, gradients, optimizer state, saved activations and KV cache, at concrete dims and a dtype.
+
+Torch-free, from the IR and the op registry alone. What is exact and what is an estimate:
+
+- parameters (total, embedding, active under MoE), weights, gradients and optimizer bytes: exact.
+- forward FLOPs: exact under the registry's convention (a multiply-add = 2). Training FLOPs add each op's
+  backward: twice its forward for ops with weights or matmuls (the gradient with respect to the inputs
+  and to the weights: two matmuls per forward matmul), once for element-wise ops.
+- activations saved for backward: a model of what the torch build's autograd keeps, op by op (each saved
+  tensor counted once, however many ops save it; parameters excluded), checked against the bytes a real
+  training forward saves (`torch.autograd.graph.saved_tensors_hooks`) by tests/test_budget.py.
+- KV cache: per token and sequence, for every causal attention (kv_heads, not heads; a sliding window caps
+  it at `window` tokens, see docs/summary.md).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .ir import IRGraph, IRNode
+from .ops import REGISTRY
+from .summary import rows
+
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "int64": 8, "bool": 1}
+OPTIMIZERS = ("adamw", "sgd", "adafactor")
+EMBEDDING_OPS = ("embedding", "positional", "table_row", "latents", "prepend_tokens")
+# ops whose backward costs two of their forward (gradients for inputs and for weights / both matmul operands)
+MATMUL_OPS = ("linear", "attention", "cross_attend", "moe", "patch_embed", "cosine_logits")
+
+
+@dataclass
+class Budget:
+    dims: dict[str, int]
+    dtype: str
+    optimizer: str
+    mixed_precision: bool
+    params: int = 0
+    embedding_params: int = 0
+    active_params: int = 0
+    flops: int = 0
+    train_flops: int = 0
+    tokens: int = 1
+    tokens_what: str = "tokens"
+    memory: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def flops_per_token(self) -> float:
+        return self.flops / self.tokens
+
+    def as_json(self) -> dict:
+        return {"params": self.params, "trainable_params": self.params, "embedding_params": self.embedding_params,
+                "non_embedding_params": self.params - self.embedding_params, "active_params": self.active_params,
+                "flops": self.flops, "flops_per_token": self.flops_per_token, "train_flops": self.train_flops,
+                "tokens": self.tokens, "dtype": self.dtype, "optimizer": self.optimizer,
+                "mixed_precision": self.mixed_precision, "memory": dict(self.memory)}
+
+
+def budget(ir: IRGraph, dims: dict[str, int], dtype: str = "float32", optimizer: str = "adamw",
+           mixed_precision: bool = False) -> Budget:
+    s = DTYPE_BYTES[dtype]
+    b = Budget(dims, dtype, optimizer, mixed_precision)
+    table = rows(ir)
+    b.params = sum(r.params for r in table)
+    b.active_params = sum(r.active for r in table)
+    b.embedding_params = sum(r.params for r in table if r.op in EMBEDDING_OPS)
+    b.flops = sum(r.flops.evaluate(dims) for r in table)
+    b.train_flops = sum(r.flops.evaluate(dims) * (3 if r.op in MATMUL_OPS or r.params else 2) for r in table)
+    b.tokens, b.tokens_what = _tokens(ir, dims)
+    shapes = _param_shapes(ir)
+    master = 4 * b.params if mixed_precision or s != 4 else 0
+    saved, per_rep, rep_inputs = activations(ir, dims, s)
+    kv = kv_cache_per_token(ir, s)
+    b.memory = {
+        "weights": b.params * s,
+        "grads": b.params * (4 if mixed_precision else s),
+        "optimizer": optimizer_bytes(shapes, optimizer) + master,
+        "activations": saved,
+        "activations_checkpointed": _checkpointed(saved, per_rep, rep_inputs),
+        "kv_cache_per_token": kv,
+    }
+    batch = dims.get("B", 1)
+    seq = b.tokens // max(batch, 1) if b.tokens_what == "tokens" else 0
+    b.memory["kv_cache"] = kv * batch * seq
+    b.memory["inference_peak"] = b.memory["weights"] + b.memory["kv_cache"] + 2 * _largest_output(ir, dims, s)
+    b.memory["training_peak"] = sum(b.memory[k] for k in ("weights", "grads", "optimizer", "activations"))
+    return b
+
+
+def _tokens(ir: IRGraph, dims: dict[str, int]) -> tuple[int, str]:
+    """Tokens per step: the elements of the first integer input (token ids); else examples (`B`)."""
+    for name in ir.inputs.values():
+        t = ir.node(name).shape
+        if t is not None and t.dtype == "int64":
+            return math.prod(d.evaluate(dims) for d in t.shape), "tokens"
+    return dims.get("B", 1), "examples"
+
+
+def _param_shapes(ir: IRGraph) -> list[tuple[int, ...]]:
+    out = []
+    for n in ir.nodes():
+        if n.op != "input" and n.shape is not None:
+            ins = {p: ir.node(s).shape for p, s in n.inputs.items()}
+            out += [tuple(v) for v in REGISTRY[n.op].params(n.attrs, ins).values()]
+    return out
+
+
+def optimizer_bytes(shapes: list[tuple[int, ...]], optimizer: str) -> int:
+    """fp32 optimizer state: AdamW two moments; SGD one momentum; Adafactor factored second moments
+    (a row and a column vector per matrix, the full tensor for vectors)."""
+    if optimizer == "adamw":
+        return sum(8 * math.prod(sh) for sh in shapes)
+    if optimizer == "sgd":
+        return sum(4 * math.prod(sh) for sh in shapes)
+    return sum(4 * (sh[-2] * math.prod(sh[:-2]) + sh[-1]) if len(sh) >= 2 else 4 * math.prod(sh) for sh in shapes)
+
+
+def kv_cache_per_token(ir: IRGraph, s: int) -> int:
+    """Bytes one more token adds to the key/value cache of one sequence: every causal attention keeps its
+    kv_heads × head_dim keys and values."""
+    total = 0
+    for n in ir.nodes():
+        if n.op == "attention" and n.shape is not None and n.attrs.causal:
+            _, kv, hd = n.attrs.geometry(n.shape.shape[-1].value)
+            total += 2 * kv * hd * s
+    return total
+
+
+def _numel(t, dims) -> int:
+    return math.prod(d.evaluate(dims) for d in t.shape)
+
+
+def _largest_output(ir: IRGraph, dims, s) -> int:
+    return max((_numel(n.shape, dims) * (DTYPE_BYTES.get(n.shape.dtype, s) if n.shape.dtype != "float32" else s)
+                for n in ir.nodes() if n.shape is not None), default=0)
+
+
+# ---------------------------------------------------------------- activations saved for backward
+
+def activations(ir: IRGraph, dims: dict[str, int], s: int) -> tuple[int, dict[str, int], dict[str, int]]:
+    """Bytes autograd keeps for backward in a training forward: total, and per repetition of a repeated
+    block the bytes saved inside it, and the bytes of what flows into it (what checkpointing keeps)."""
+    kept: set[str] = set()           # nodes whose output some consumer saves (counted once)
+    internal: dict[str, int] = {}    # bytes an op saves of its own (attention's q, k, v; norm statistics)
+    for n in ir.nodes():
+        if n.op == "input" or n.shape is None:
+            continue
+        ports, own = _saves(n, ir, dims, s)
+        kept |= {n.inputs[p] for p in ports if p in n.inputs and ir.node(n.inputs[p]).shape is not None}
+        if "out" in ports:
+            kept.add(n.name)
+        internal[n.name] = own
+    size = {n.name: _bytes(n, dims, s) for n in ir.nodes() if n.shape is not None}
+    per_node = {k: size[k] for k in kept}
+    for k, v in internal.items():
+        per_node[k] = per_node.get(k, 0) + v
+    per_rep: dict[str, int] = {}
+    rep_inputs: dict[str, int] = {}
+    for name, v in per_node.items():
+        rep = _repetition(ir.node(name))
+        if rep is not None:
+            per_rep[rep] = per_rep.get(rep, 0) + v
+    for n in ir.nodes():
+        rep = _repetition(n)
+        if rep is None:
+            continue
+        for src in n.inputs.values():
+            if _repetition(ir.node(src)) != rep and ir.node(src).shape is not None:
+                rep_inputs[rep] = rep_inputs.get(rep, 0) + size[src] * (src not in rep_inputs.get("_seen" + rep, ()))
+                rep_inputs.setdefault("_seen" + rep, set()).add(src)
+    rep_inputs = {k: v for k, v in rep_inputs.items() if not k.startswith("_seen")}
+    return sum(per_node.values()), per_rep, rep_inputs
+
+
+def _checkpointed(total: int, per_rep: dict[str, int], rep_inputs: dict[str, int]) -> int:
+    """Checkpointing each repetition keeps only its inputs, and recomputes one repetition at a time."""
+    if not per_rep:
+        return total
+    return total - sum(per_rep.values()) + sum(rep_inputs.values()) + max(per_rep.values())
+
+
+def _repetition(n: IRNode) -> str | None:
+    f = next((f for f in n.scope if f.index is not None), None)
+    return None if f is None else f"{f.path}.{f.index}"
+
+
+def _bytes(n: IRNode, dims, s) -> int:
+    dt = n.shape.dtype
+    return _numel(n.shape, dims) * (s if dt == "float32" else DTYPE_BYTES[dt])
+
+
+def _saves(n: IRNode, ir: IRGraph, dims, s) -> tuple[tuple[str, ...], int]:
+    """(input ports whose values the op saves, or "out" for its output; bytes of tensors of its own)."""
+    a, op = n.attrs, n.op
+    x = ir.node(next(iter(n.inputs.values()))).shape if n.inputs else None
+    if op in ("residual", "concat", "pool", "slice", "transpose", "unsqueeze", "interleave", "deinterleave",
+              "positional", "table_row", "vestigial", "prepend_tokens", "latents", "scale", "token_at"):
+        return (), 0
+    if op == "embedding":
+        return ("ids",), 0
+    if op == "linear":
+        return ("x",), 0
+    if op == "norm":
+        rows_ = _numel(x, dims) // x.shape[-1].value
+        if a.kind == "layer":
+            return ("x",), rows_ * 4 * 2                                # fused kernel: mean and rstd (fp32)
+        return ("x",), rows_ * 4 + _numel(x, dims) * s                  # composite: rstd and x · rstd
+    if op in ("relu", "tanh", "sigmoid", "softmax"):
+        return ("out",), 0
+    if op == "activation":
+        extra = _bytes(n, dims, s) if a.kind == "quick_gelu" else 0     # x and sigmoid(1.702 x)
+        return (("out",) if a.kind in ("relu", "tanh", "sigmoid") else ("x",)), extra
+    if op == "quick_gelu":
+        return ("x",), _bytes(n, dims, s)
+    if op == "mul":
+        return tuple(n.inputs), 0
+    if op == "dropout":
+        return (), _bytes(n, dims, s) if a.p else 0     # the scaled keep-mask, in the activation dtype
+    if op == "attention":
+        return ("x",), _attention_saved(n, x, dims, s)
+    if op == "cross_attend":
+        b, q_len = x.shape[0].evaluate(dims), x.shape[1].evaluate(dims)
+        ctx = ir.node(n.inputs["context"]).shape
+        m = ctx.shape[1].evaluate(dims)
+        inner = a.dim or x.shape[-1].value
+        return ("query", "context"), s * b * inner * (2 * q_len + 2 * m) + 4 * b * a.heads * q_len
+    if op == "moe":
+        body = a.body()
+        facts = body.at(x) if body is not None else None
+        expert = activations(body.ir, dims, s)[0] if facts is not None and facts.error is None else 0
+        tokens = _numel(x, dims) // x.shape[-1].value
+        # router input and fp32 probabilities; k experts per token, each keeping its gathered inputs, its
+        # output (weighted) and the weighted output scattered back
+        return ("x",), tokens * a.experts * 4 + a.top_k * (expert + 3 * _bytes(ir.node(n.inputs["x"]), dims, s))
+    # other ops (vision, audio, ...): their float inputs
+    return tuple(p for p, src in n.inputs.items() if ir.node(src).shape is not None
+                 and ir.node(src).shape.dtype == "float32"), 0
+
+
+def _attention_saved(n: IRNode, x, dims, s) -> int:
+    """SDPA keeps q, k, v (after rotary), its output (which the output projection reads as a view) and the
+    log-sum-exp per row; rotary keeps its cos and sin tables; a materialised mask is kept too."""
+    a = n.attrs
+    b, t = x.shape[0].evaluate(dims), x.shape[1].evaluate(dims)
+    h, kv, hd = a.geometry(x.shape[-1].value)
+    total = s * b * t * hd * (2 * h + 2 * kv) + 4 * b * h * t
+    if a.rope:
+        total += 2 * s * t * a.rotary_dims(x.shape[-1].value)
+    if "mask" in n.inputs or (a.window is not None and t > a.window):
+        total += 4 * b * t * t
+    return total
