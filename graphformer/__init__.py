@@ -9,7 +9,7 @@ from .load import UsageError
 
 __version__ = "0.1.0"
 __all__ = ["Spec", "load", "SpecError", "Diagnostic", "UsageError", "build", "example_inputs", "load_weights",
-           "export_onnx"]
+           "export_onnx", "parallelize", "plan"]
 
 
 def build(spec, device="cpu", dtype=None, seed=None):
@@ -25,6 +25,18 @@ def example_inputs(spec, dims=None, seed=0, device="cpu"):
 def load_weights(module, state_dict, mapping, spec=None):
     from .backends.weights import load_weights as _lw
     return _lw(module, state_dict, mapping, spec=spec)
+
+
+def parallelize(model, mesh, *, tp=1, fsdp=True, activation_checkpointing=False, compile=False,
+                mixed_precision=None):
+    from .parallel import parallelize as _p
+    return _p(model, mesh, tp=tp, fsdp=fsdp, activation_checkpointing=activation_checkpointing, compile=compile,
+              mixed_precision=mixed_precision)
+
+
+def plan(spec, tp=1):
+    from .tp_plan import derive
+    return derive(spec, tp)
 
 
 def export_onnx(spec, module_or_weights, path, opset=17, **options):

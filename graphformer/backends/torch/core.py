@@ -89,11 +89,13 @@ def _positional(node, types):
 
 # ---------------------------------------------------------------- linear
 
-class Linear(nn.Module):
-    """`nn.Linear` without its own init (the builder initialises every parameter once)."""
+class Linear(nn.Linear):
+    """`nn.Linear` without its own init (the builder initialises every parameter once). A subclass of
+    nn.Linear so that torch's tensor-parallel styles (ColwiseParallel, RowwiseParallel) accept it."""
 
     def __init__(self, d_in: int, d_out: int, bias: bool = True):
-        super().__init__()
+        nn.Module.__init__(self)        # not nn.Linear.__init__: it would allocate and initialise twice
+        self.in_features, self.out_features = d_in, d_out
         self.weight = _param(d_out, d_in)
         self.bias = _param(d_out) if bias else None
 
@@ -261,9 +263,11 @@ class Attention(nn.Module):
     def attend(self, x, ctx, mask, positions=None):
         b, n, _ = x.shape
         m = ctx.shape[1]
-        q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2)          # (B, h, n, hd)
-        k = self.k(ctx).view(b, m, self.kv_heads, -1).transpose(1, 2)     # (B, kv, m, hd)
-        v = self.v(ctx).view(b, m, self.kv_heads, -1).transpose(1, 2)     # (B, kv, m, hd)
+        # heads from the widths (-1), not the attributes: under tensor parallelism a rank holds only its
+        # share of the heads (column-sharded q, k, v)
+        q = self.q(x).view(b, n, -1, self.head_dim).transpose(1, 2)       # (B, h, n, hd)
+        k = self.k(ctx).view(b, m, -1, self.head_dim).transpose(1, 2)     # (B, kv, m, hd)
+        v = self.v(ctx).view(b, m, -1, self.head_dim).transpose(1, 2)     # (B, kv, m, hd)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         cache = self.cache
@@ -275,7 +279,7 @@ class Attention(nn.Module):
         attn_mask, is_causal = _sdpa_mask(mask, self.causal, n, k.shape[2], self.window)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
                                            dropout_p=self.dropout if self.training else 0.0, scale=self.scale,
-                                           enable_gqa=self.kv_heads != self.heads)
+                                           enable_gqa=q.shape[1] != k.shape[1])
         return self.o(y.transpose(1, 2).reshape(b, n, -1))                 # (B, n, d_out)
 
     def extra_repr(self) -> str:

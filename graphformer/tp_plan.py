@@ -1,0 +1,127 @@
+"""A tensor-parallel plan derived from the graph (torch-free): which projections are split column-wise,
+which row-wise, and what stays replicated — for any spec, not one hand-written plan per model family.
+
+- attention: q, k, v column-wise (each rank holds heads / tp query heads and kv_heads / tp key/value
+  heads), o row-wise (partial sums all-reduced). heads and kv_heads must divide by tp.
+- feed-forward pairs: a linear A whose output reaches, through element-wise ops only (activations, `mul`,
+  dropout), linears B that map back to A's input width: A column-wise, B row-wise (Megatron's MLP split;
+  SwiGLU's gate and up are both A's). Every input of a `mul` on the way must itself be column-split.
+- everything else is replicated and listed: embeddings and the LM head (vocab-parallel is not done),
+  norms, mixture-of-experts layers, and any linear outside such a pair.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .load import UsageError
+from .ir import IRGraph
+
+ELEMENTWISE = {"activation", "relu", "gelu", "silu", "tanh", "sigmoid", "quick_gelu", "mul", "dropout"}
+
+
+@dataclass(frozen=True)
+class Shard:
+    module: str        # module path in the built model (= IR path), e.g. `blocks.3.attn.q`
+    style: str         # colwise | rowwise | replicate
+    why: str
+
+
+def derive(spec, tp: int) -> list[Shard]:
+    """The plan for `tp`-way tensor parallelism; raises UsageError when a head count doesn't divide."""
+    ir: IRGraph = getattr(spec, "ir", spec)
+    if tp < 1:
+        raise UsageError(f"tp must be at least 1, got {tp}")
+    out: list[Shard] = []
+    done: set[str] = set()
+    for n in ir.nodes():
+        if n.op == "attention" and n.shape is not None:
+            h, kv, hd = n.attrs.geometry(n.shape.shape[-1].value)
+            for what, count in (("heads", h), ("kv_heads", kv)):
+                if count % tp:
+                    raise UsageError(f"`{n.name}`: {what} = {count} does not divide by tp = {tp}")
+            out += [Shard(f"{n.name}.{p}", "colwise", f"{h // tp} of {h} heads per rank") for p in "qkv"]
+            out.append(Shard(f"{n.name}.o", "rowwise", "partial sums all-reduced"))
+            done.add(n.name)
+    pairs = _mlp_pairs(ir, tp)
+    for a, bs in pairs.items():
+        out.append(Shard(a, "colwise", f"feed-forward: its output stays split until {', '.join(sorted(bs))}"))
+    for b in sorted({b for bs in pairs.values() for b in bs}):
+        out.append(Shard(b, "rowwise", "feed-forward: partial sums all-reduced"))
+    done |= set(pairs) | {b for bs in pairs.values() for b in bs}
+    for n in ir.nodes():
+        if n.op in ("linear", "embedding", "moe", "cross_attend", "patch_embed") and n.name not in done:
+            out.append(Shard(n.name, "replicate", _why_replicated(n)))
+    return out
+
+
+def _why_replicated(n) -> str:
+    if n.op == "embedding":
+        return "embedding table (vocab-parallel not done)"
+    if n.op == "linear" and getattr(n.attrs, "tied", None):
+        return f"tied to {n.attrs.tied}"
+    if n.op == "moe":
+        return "experts replicated (expert parallelism not done)"
+    return "not part of an attention or feed-forward pair"
+
+
+def _mlp_pairs(ir: IRGraph, tp: int) -> dict[str, set[str]]:
+    """Column-split candidates and the row-split linears their outputs reach through element-wise ops."""
+    cand: dict[str, set[str]] = {}
+    for n in ir.nodes():
+        if n.op != "linear" or getattr(n.attrs, "tied", None) or n.shape is None or n.attrs.out % tp:
+            continue
+        width = ir.node(n.inputs["x"]).shape.shape[-1].value
+        ends, ok, stack, seen = set(), True, [n.name], set()
+        while stack and ok:
+            cur = stack.pop()
+            for c in _consumers(ir, cur):
+                node = ir.node(c)
+                if c in seen:
+                    continue
+                seen.add(c)
+                if node.op in ELEMENTWISE:
+                    stack.append(c)
+                elif node.op == "linear" and node.attrs.out == width and not getattr(node.attrs, "tied", None):
+                    ends.add(c)
+                else:
+                    ok = False
+        if ok and ends and n.name not in ir.outputs.values():
+            cand[n.name] = ends
+    # a `mul` may only combine column-split values: drop candidates feeding one that mixes in anything else
+    changed = True
+    while changed:
+        changed = False
+        for a in list(cand):
+            if not _muls_ok(ir, a, cand):
+                del cand[a]
+                changed = True
+    return cand
+
+
+def _consumers(ir: IRGraph, name: str) -> list[str]:
+    return list(ir.g.successors(name))
+
+
+def _muls_ok(ir: IRGraph, a: str, cand: dict[str, set[str]]) -> bool:
+    stack, seen = [a], set()
+    while stack:
+        cur = stack.pop()
+        for c in _consumers(ir, cur):
+            node = ir.node(c)
+            if c in seen or node.op not in ELEMENTWISE:
+                continue
+            seen.add(c)
+            if node.op == "mul" and not all(_origin_split(ir, src, cand) for src in node.inputs.values()):
+                return False
+            stack.append(c)
+    return True
+
+
+def _origin_split(ir: IRGraph, name: str, cand: dict[str, set[str]]) -> bool:
+    """True when `name` is a column-split linear or an element-wise function of such values only."""
+    node = ir.node(name)
+    if name in cand:
+        return True
+    if node.op in ELEMENTWISE:
+        return all(_origin_split(ir, s, cand) for s in node.inputs.values())
+    return False
