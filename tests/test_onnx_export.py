@@ -229,6 +229,83 @@ def test_op_zoo(zoo):
     _check_same_outputs(zoo, sess, inputs, "with fully masked rows")
 
 
+
+# The attention of the modern decoder LLMs, one variant per output so that a failure names it:
+# grouped-query and multi-query, rotary (full, partial, Llama-3-scaled; from a positions input and
+# from 0..n-1), a window shorter than the sequence (with and without padding), q/k RMS norm with an
+# explicit scale, per-projection biases, head_dim ≠ d / heads; then every activation kind and `mul`.
+# At head width 12 and theta 10⁴ the llama3 wavelengths fall in all three of its bands.
+LLM_ZOO = """
+graphformer: 1
+name: llm-zoo
+params: {d: 24}
+dims: {B: 2, n: 7}
+inputs:
+  x:    {shape: [B, n, d]}
+  keep: {shape: [B, n], dtype: int64}
+  pos:  {shape: [B, n], dtype: int64}
+nodes:
+  gqa:      {op: attention, in: x, heads: 6, kv_heads: 2, causal: true}
+  mqa:      {op: attention, in: {x: x, mask: keep}, heads: 3, kv_heads: 1, causal: true, bias: false,
+             o_bias: true}
+  rope:     {op: attention, in: x, heads: 4, causal: true, rope: true, rope_theta: 500.0}
+  partial:  {op: attention, in: {x: x, mask: keep, positions: pos}, heads: 4, kv_heads: 2, causal: true,
+             rope: true, rope_dims: 2, q_bias: false, k_bias: true, v_bias: false}
+  llama3:   {op: attention, in: {x: x, positions: pos}, heads: 2, causal: true, rope: true,
+             rope_scaling: llama3, rope_factor: 8.0, rope_low_freq: 1.0, rope_high_freq: 4.0,
+             rope_original_max_len: 8192}
+  window:   {op: attention, in: {x: x, mask: keep}, heads: 3, causal: true, window: 3}
+  slide:    {op: attention, in: x, heads: 6, kv_heads: 3, causal: true, window: 2, rope: true}
+  qk_norm:  {op: attention, in: x, heads: 4, qk_norm: rms, eps: 1.0e-5, q_bias: false, v_bias: false,
+             scale: 0.3, rope: true}
+  narrow:   {op: attention, in: {x: x, mask: keep}, heads: 5, head_dim: 4, bias: false, k_bias: true}
+  wide:     {op: attention, in: {x: x, positions: pos}, heads: 2, kv_heads: 1, head_dim: 16, causal: true,
+             rope: true, rope_dims: 6, qk_norm: rms, o_bias: false}
+  relu:       {op: activation, in: x, kind: relu}
+  gelu:       {op: activation, in: x, kind: gelu}
+  gelu_tanh:  {op: activation, in: x, kind: gelu_tanh}
+  silu:       {op: activation, in: x, kind: silu}
+  tanh:       {op: activation, in: x, kind: tanh}
+  sigmoid:    {op: activation, in: x, kind: sigmoid}
+  quick_gelu: {op: activation, in: x, kind: quick_gelu}
+  glu:        {op: mul, in: [silu, gqa]}
+  glu3:       {op: mul, in: [gelu_tanh, window, x]}
+outputs: {gqa: gqa, mqa: mqa, rope: rope, partial: partial, llama3: llama3, window: window, slide: slide,
+          qk_norm: qk_norm, narrow: narrow, wide: wide, relu: relu, gelu: gelu, gelu_tanh: gelu_tanh,
+          sigmoid: sigmoid, tanh: tanh, quick_gelu: quick_gelu, glu: glu, glu3: glu3}
+"""
+
+
+@pytest.fixture(scope="module")
+def llm_zoo(tmp_path_factory) -> Case:
+    path = tmp_path_factory.mktemp("zoo") / "llm-zoo.yaml"
+    path.write_text(LLM_ZOO)
+    return Case(str(path), preset=None)
+
+
+def _left_padded(b: int, n: int, pads: list[int], seed: int) -> dict:
+    """x, a left-padding key mask (`pads[i]` leading zeros in row i) and transformers' positions for it
+    (cumsum(mask) - 1, clamped at 0) shifted by a per-row offset, as a continued sequence would be."""
+    gen = torch.Generator().manual_seed(seed)
+    keep = (torch.arange(n)[None] >= torch.tensor(pads)[:, None]).long()
+    pos = (keep.cumsum(1) - 1).clamp(min=0) + torch.arange(b)[:, None] * 5
+    return {"x": torch.randn(b, n, 24, generator=gen), "keep": keep, "pos": pos}
+
+
+@pytest.mark.parametrize("opset", [17, 18, 20])
+def test_llm_attention_and_activations(llm_zoo, opset):
+    """Every new attention variant, activation kind and mul: ORT equals torch at two sizes (n longer than
+    the windows), with left padding (rows with no key left included); ONNX's shape inference agrees."""
+    model = llm_zoo.model if opset == 17 else to_onnx(llm_zoo.spec, llm_zoo.module, opset=opset)
+    onnx.checker.check_model(model, full_check=True)
+    case = copy.copy(llm_zoo)
+    case.model = model
+    _check_shape_inference(case)
+    sess = _session(model)
+    for b, n, pads in ((2, 7, [0, 3]), (3, 11, [0, 4, 10])):
+        _check_same_outputs(case, sess, _left_padded(b, n, pads, seed=n), f"at B={b}, n={n}, pads {pads}")
+
+
 def test_names_and_dynamic_axes(case):
     spec, g = case.spec, case.model.graph
 
