@@ -233,7 +233,8 @@ def test_op_zoo(zoo):
 # The attention of the modern decoder LLMs, one variant per output so that a failure names it:
 # grouped-query and multi-query, rotary (full, partial, Llama-3-scaled; from a positions input and
 # from 0..n-1), a window shorter than the sequence (with and without padding), q/k RMS norm with an
-# explicit scale, per-projection biases, head_dim ≠ d / heads; then every activation kind and `mul`.
+# explicit scale, per-projection biases, head_dim ≠ d / heads; then every activation kind and `mul`, and
+# mixtures of experts with each router (the export's dense form against torch's sparse one).
 # At head width 12 and theta 10⁴ the llama3 wavelengths fall in all three of its bands.
 LLM_ZOO = """
 graphformer: 1
@@ -244,6 +245,16 @@ inputs:
   x:    {shape: [B, n, d]}
   keep: {shape: [B, n], dtype: int64}
   pos:  {shape: [B, n], dtype: int64}
+blocks:
+  ffn:
+    inputs: {x: [B, n, d]}
+    nodes:
+      gate: {op: linear, out: 10, bias: false}
+      act:  {op: activation, kind: silu}
+      up:   {op: linear, in: x, out: 10}
+      glu:  {op: mul, in: [act, up]}
+      down: {op: linear, out: d}
+    outputs: {y: down}
 nodes:
   gqa:      {op: attention, in: x, heads: 6, kv_heads: 2, causal: true}
   mqa:      {op: attention, in: {x: x, mask: keep}, heads: 3, kv_heads: 1, causal: true, bias: false,
@@ -270,7 +281,10 @@ nodes:
   quick_gelu: {op: activation, in: x, kind: quick_gelu}
   glu:        {op: mul, in: [silu, gqa]}
   glu3:       {op: mul, in: [gelu_tanh, window, x]}
-outputs: {gqa: gqa, mqa: mqa, rope: rope, partial: partial, llama3: llama3, window: window, slide: slide,
+  moe:        {op: moe, in: gqa, expert: ffn, experts: 4, top_k: 2}
+  moe_raw:    {op: moe, in: x, expert: ffn, experts: 3, top_k: 2, normalize: false, router_bias: true}
+  moe_logits: {op: moe, in: x, expert: ffn, experts: 5, top_k: 3, router: topk_softmax}
+outputs: {moe: moe, moe_raw: moe_raw, moe_logits: moe_logits, gqa: gqa, mqa: mqa, rope: rope, partial: partial, llama3: llama3, window: window, slide: slide,
           qk_norm: qk_norm, narrow: narrow, wide: wide, relu: relu, gelu: gelu, gelu_tanh: gelu_tanh,
           sigmoid: sigmoid, tanh: tanh, quick_gelu: quick_gelu, glu: glu, glu3: glu3}
 """
@@ -294,7 +308,7 @@ def _left_padded(b: int, n: int, pads: list[int], seed: int) -> dict:
 
 @pytest.mark.parametrize("opset", [17, 18, 20])
 def test_llm_attention_and_activations(llm_zoo, opset):
-    """Every new attention variant, activation kind and mul: ORT equals torch at two sizes (n longer than
+    """Every new attention variant, activation kind, mul and moe: ORT equals torch at two sizes (n longer than
     the windows), with left padding (rows with no key left included); ONNX's shape inference agrees."""
     model = llm_zoo.model if opset == 17 else to_onnx(llm_zoo.spec, llm_zoo.module, opset=opset)
     onnx.checker.check_model(model, full_check=True)
@@ -329,8 +343,10 @@ def test_names_and_dynamic_axes(case):
         np.testing.assert_array_equal(onnx.numpy_helper.to_array(t), state[t.name].numpy())
     # every node is named under the IR path that produced it (or the spec output it renames)
     paths = {n.name for n in spec.ir.nodes()} | set(spec.outputs)
+    experts = {n.name for n in spec.ir.nodes() if n.op == "moe"}  # an expert's nodes: `<moe>.experts.<e>.<node>`
     for node in g.node:
-        assert node.name.split("/")[0] in paths, node.name
+        head = node.name.split("/")[0]
+        assert head in paths or any(head.startswith(f"{m}.experts.") for m in experts), node.name
     assert case.model.opset_import[0].version == 17
 
 
