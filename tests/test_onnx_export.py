@@ -374,7 +374,7 @@ outputs: {same: x, attn: norm, raw: attn, norm: norm}
 # ---------------------------------------------------------------- opsets, weights, files
 
 @pytest.mark.parametrize("opset", [18, 20, 21])
-@pytest.mark.parametrize("name", ["gpt2", "bert-base"])
+@pytest.mark.parametrize("name", ["gpt2", "bert-base", "llama"])
 def test_other_opsets(name, opset):
     """Opset 18 moves Reduce* axes to an input; 20 brings Gelu: both paths must stay exact."""
     c = Case(os.path.join(ROOT, "specs", f"{name}.yaml"))
@@ -436,6 +436,34 @@ def test_gpt2_hf_weights_through_the_weight_map_match_transformers():
         ref = hf(ids).logits.numpy()
     (got,) = _session(model).run(["logits"], {"tokens": ids.numpy()})
     assert np.abs(got - ref).max() <= RTOL * max(1.0, np.abs(ref).max())
+
+
+@pytest.mark.parametrize("scaling", ["none", "llama3"])
+def test_llama_hf_weights_through_the_weight_map_match_transformers(scaling):
+    """ONNX Runtime on the export of a Hugging Face Llama (grouped-query, rotary with a non-default theta,
+    llama3 frequency scaling) against transformers, with left padding: equal at every real token."""
+    transformers = pytest.importorskip("transformers")
+    over = {"rope_scaling": "llama3", "rope_original_max_len": 16} if scaling == "llama3" else {}
+    spec = gf.load(os.path.join(ROOT, "specs", "llama.yaml"), "tiny", overrides=over)
+    p = spec.params
+    torch.manual_seed(0)
+    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16} if scaling == "llama3" else None
+    cfg = transformers.LlamaConfig(vocab_size=p["vocab"], hidden_size=p["d_model"], intermediate_size=p["d_ff"],
+                                   num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
+                                   num_key_value_heads=p["kv_heads"], max_position_embeddings=p["max_len"],
+                                   rms_norm_eps=p["eps"], rope_theta=p["rope_theta"], rope_scaling=rope,
+                                   attn_implementation="sdpa")
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    model = to_onnx(spec, hf.state_dict(), weights_map="hf")
+    ids = torch.randint(0, p["vocab"], (2, 13))
+    mask = torch.ones(2, 13, dtype=torch.int64)
+    mask[1, :4] = 0
+    with torch.no_grad():
+        ref = hf(ids, attention_mask=mask).logits.numpy()
+    (got,) = _session(model).run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})
+    real = mask.numpy().astype(bool)
+    assert np.abs(got[real] - ref[real]).max() <= RTOL * max(1.0, np.abs(ref).max())
 
 
 @pytest.mark.parametrize("name", ["gpt2", "clip-vit-b32"])
