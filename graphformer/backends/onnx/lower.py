@@ -91,6 +91,13 @@ class NodeEmitter:
         self.state.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
         return out
 
+    def op2(self, op_type: str, inputs: list[str], tag: str, outputs: tuple[str, str], **attrs) -> tuple[str, str]:
+        """Add an ONNX node with two outputs (TopK's values and indices), named `<node name>_<output>`."""
+        name = self.state.unique(f"{self.path}/{op_type}_{tag}")
+        outs = tuple(self.state.unique(f"{name}_{o}") for o in outputs)
+        self.state.nodes.append(helper.make_node(op_type, inputs, list(outs), name=name, **attrs))
+        return outs
+
     def const(self, value, tag: str, dtype=None) -> str:
         """A small non-trainable tensor as a Constant node (so initializers stay exactly the weights)."""
         arr = np.asarray(value, dtype=dtype)

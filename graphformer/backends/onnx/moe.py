@@ -36,11 +36,7 @@ def _dense_weights(ctx: NodeEmitter, logits: str, a) -> str:
 
 
 def _top_k(ctx: NodeEmitter, x: str, k: str) -> tuple[str, str]:
-    name = ctx.state.unique(f"{ctx.path}/TopK_router")
-    values, indices = f"{name}_values", f"{name}_indices"
-    ctx.state.names |= {values, indices}
-    ctx.state.nodes.append(helper.make_node("TopK", [x, k], [values, indices], name=name, axis=-1))
-    return values, indices
+    return ctx.op2("TopK", [x, k], "router", ("values", "indices"), axis=-1)
 
 
 @lowers("moe")
