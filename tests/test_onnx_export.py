@@ -438,32 +438,25 @@ def test_gpt2_hf_weights_through_the_weight_map_match_transformers():
     assert np.abs(got - ref).max() <= RTOL * max(1.0, np.abs(ref).max())
 
 
-@pytest.mark.parametrize("scaling", ["none", "llama3"])
-def test_llama_hf_weights_through_the_weight_map_match_transformers(scaling):
-    """ONNX Runtime on the export of a Hugging Face Llama (grouped-query, rotary with a non-default theta,
-    llama3 frequency scaling) against transformers, with left padding: equal at every real token."""
-    transformers = pytest.importorskip("transformers")
-    over = {"rope_scaling": "llama3", "rope_original_max_len": 16} if scaling == "llama3" else {}
-    spec = gf.load(os.path.join(ROOT, "specs", "llama.yaml"), "tiny", overrides=over)
-    p = spec.params
-    torch.manual_seed(0)
-    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 16} if scaling == "llama3" else None
-    cfg = transformers.LlamaConfig(vocab_size=p["vocab"], hidden_size=p["d_model"], intermediate_size=p["d_ff"],
-                                   num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
-                                   num_key_value_heads=p["kv_heads"], max_position_embeddings=p["max_len"],
-                                   rms_norm_eps=p["eps"], rope_theta=p["rope_theta"], rope_scaling=rope,
-                                   attn_implementation="sdpa")
-    hf = transformers.LlamaForCausalLM(cfg).eval()
-    model = to_onnx(spec, hf.state_dict(), weights_map="hf")
-    ids = torch.randint(0, p["vocab"], (2, 13))
-    mask = torch.ones(2, 13, dtype=torch.int64)
-    mask[1, :4] = 0
+@pytest.mark.parametrize("case", ["llama", "llama-mqa-odd-heads", "llama3-rope-scaling", "llama-tied",
+                                  "mistral-window", "mixtral", "qwen2", "phi"])
+def test_llm_hf_weights_through_the_weight_map_match_transformers(case):
+    """ONNX Runtime on the export of each decoder LLM of tests/test_parity_llm.py (the transformers model
+    with random weights, through the spec's `hf` map) against transformers itself: without a mask and
+    with left padding (equal at every real token). Mixtral: the dense export against the sparse reference."""
+    pytest.importorskip("transformers")
+    from test_parity_llm import batch, pair
+    spec, ref, _ = pair(case)
+    model = _session(to_onnx(spec, ref.state_dict(), weights_map="hf"))
+    ids, mask = batch()
     with torch.no_grad():
-        ref = hf(ids, attention_mask=mask).logits.numpy()
-    (got,) = _session(model).run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})
+        plain = ref(input_ids=ids).logits.numpy()
+        padded = ref(input_ids=ids, attention_mask=mask).logits.numpy()
+    (got,) = model.run(["logits"], {"tokens": ids.numpy(), "mask": np.ones_like(mask.numpy())})
+    assert np.abs(got - plain).max() <= RTOL * max(1.0, np.abs(plain).max()), case
+    (got,) = model.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})
     real = mask.numpy().astype(bool)
-    assert np.abs(got[real] - ref[real]).max() <= RTOL * max(1.0, np.abs(ref).max())
+    assert np.abs(got[real] - padded[real]).max() <= RTOL * max(1.0, np.abs(padded).max()), f"{case}, left-padded"
 
 
 @pytest.mark.parametrize("name", ["gpt2", "clip-vit-b32"])
