@@ -284,9 +284,10 @@ nodes:
   moe:        {op: moe, in: gqa, expert: ffn, experts: 4, top_k: 2}
   moe_raw:    {op: moe, in: x, expert: ffn, experts: 3, top_k: 2, normalize: false, router_bias: true}
   moe_logits: {op: moe, in: x, expert: ffn, experts: 5, top_k: 3, router: topk_softmax}
-outputs: {moe: moe, moe_raw: moe_raw, moe_logits: moe_logits, gqa: gqa, mqa: mqa, rope: rope, partial: partial, llama3: llama3, window: window, slide: slide,
+outputs: {gqa: gqa, mqa: mqa, rope: rope, partial: partial, llama3: llama3, window: window, slide: slide,
           qk_norm: qk_norm, narrow: narrow, wide: wide, relu: relu, gelu: gelu, gelu_tanh: gelu_tanh,
-          sigmoid: sigmoid, tanh: tanh, quick_gelu: quick_gelu, glu: glu, glu3: glu3}
+          sigmoid: sigmoid, tanh: tanh, quick_gelu: quick_gelu, glu: glu, glu3: glu3, moe: moe, moe_raw: moe_raw,
+          moe_logits: moe_logits}
 """
 
 
