@@ -229,6 +229,98 @@ def test_op_zoo(zoo):
     _check_same_outputs(zoo, sess, inputs, "with fully masked rows")
 
 
+
+# The attention of the modern decoder LLMs, one variant per output so that a failure names it:
+# grouped-query and multi-query, rotary (full, partial, Llama-3-scaled; from a positions input and
+# from 0..n-1), a window shorter than the sequence (with and without padding), q/k RMS norm with an
+# explicit scale, per-projection biases, head_dim ≠ d / heads; then every activation kind and `mul`, and
+# mixtures of experts with each router (the export's dense form against torch's sparse one).
+# At head width 12 and theta 10⁴ the llama3 wavelengths fall in all three of its bands.
+LLM_ZOO = """
+graphformer: 1
+name: llm-zoo
+params: {d: 24}
+dims: {B: 2, n: 7}
+inputs:
+  x:    {shape: [B, n, d]}
+  keep: {shape: [B, n], dtype: int64}
+  pos:  {shape: [B, n], dtype: int64}
+blocks:
+  ffn:
+    inputs: {x: [B, n, d]}
+    nodes:
+      gate: {op: linear, out: 10, bias: false}
+      act:  {op: activation, kind: silu}
+      up:   {op: linear, in: x, out: 10}
+      glu:  {op: mul, in: [act, up]}
+      down: {op: linear, out: d}
+    outputs: {y: down}
+nodes:
+  gqa:      {op: attention, in: x, heads: 6, kv_heads: 2, causal: true}
+  mqa:      {op: attention, in: {x: x, mask: keep}, heads: 3, kv_heads: 1, causal: true, bias: false,
+             o_bias: true}
+  rope:     {op: attention, in: x, heads: 4, causal: true, rope: true, rope_theta: 500.0}
+  partial:  {op: attention, in: {x: x, mask: keep, positions: pos}, heads: 4, kv_heads: 2, causal: true,
+             rope: true, rope_dims: 2, q_bias: false, k_bias: true, v_bias: false}
+  llama3:   {op: attention, in: {x: x, positions: pos}, heads: 2, causal: true, rope: true,
+             rope_scaling: llama3, rope_factor: 8.0, rope_low_freq: 1.0, rope_high_freq: 4.0,
+             rope_original_max_len: 8192}
+  window:   {op: attention, in: {x: x, mask: keep}, heads: 3, causal: true, window: 3}
+  slide:    {op: attention, in: x, heads: 6, kv_heads: 3, causal: true, window: 2, rope: true}
+  qk_norm:  {op: attention, in: x, heads: 4, qk_norm: rms, eps: 1.0e-5, q_bias: false, v_bias: false,
+             scale: 0.3, rope: true}
+  narrow:   {op: attention, in: {x: x, mask: keep}, heads: 5, head_dim: 4, bias: false, k_bias: true}
+  wide:     {op: attention, in: {x: x, positions: pos}, heads: 2, kv_heads: 1, head_dim: 16, causal: true,
+             rope: true, rope_dims: 6, qk_norm: rms, o_bias: false}
+  relu:       {op: activation, in: x, kind: relu}
+  gelu:       {op: activation, in: x, kind: gelu}
+  gelu_tanh:  {op: activation, in: x, kind: gelu_tanh}
+  silu:       {op: activation, in: x, kind: silu}
+  tanh:       {op: activation, in: x, kind: tanh}
+  sigmoid:    {op: activation, in: x, kind: sigmoid}
+  quick_gelu: {op: activation, in: x, kind: quick_gelu}
+  glu:        {op: mul, in: [silu, gqa]}
+  glu3:       {op: mul, in: [gelu_tanh, window, x]}
+  moe:        {op: moe, in: gqa, expert: ffn, experts: 4, top_k: 2}
+  moe_raw:    {op: moe, in: x, expert: ffn, experts: 3, top_k: 2, normalize: false, router_bias: true}
+  moe_logits: {op: moe, in: x, expert: ffn, experts: 5, top_k: 3, router: topk_softmax}
+outputs: {gqa: gqa, mqa: mqa, rope: rope, partial: partial, llama3: llama3, window: window, slide: slide,
+          qk_norm: qk_norm, narrow: narrow, wide: wide, relu: relu, gelu: gelu, gelu_tanh: gelu_tanh,
+          sigmoid: sigmoid, tanh: tanh, quick_gelu: quick_gelu, glu: glu, glu3: glu3, moe: moe, moe_raw: moe_raw,
+          moe_logits: moe_logits}
+"""
+
+
+@pytest.fixture(scope="module")
+def llm_zoo(tmp_path_factory) -> Case:
+    path = tmp_path_factory.mktemp("zoo") / "llm-zoo.yaml"
+    path.write_text(LLM_ZOO)
+    return Case(str(path), preset=None)
+
+
+def _left_padded(b: int, n: int, pads: list[int], seed: int) -> dict:
+    """x, a left-padding key mask (`pads[i]` leading zeros in row i) and transformers' positions for it
+    (cumsum(mask) - 1, clamped at 0) shifted by a per-row offset, as a continued sequence would be."""
+    gen = torch.Generator().manual_seed(seed)
+    keep = (torch.arange(n)[None] >= torch.tensor(pads)[:, None]).long()
+    pos = (keep.cumsum(1) - 1).clamp(min=0) + torch.arange(b)[:, None] * 5
+    return {"x": torch.randn(b, n, 24, generator=gen), "keep": keep, "pos": pos}
+
+
+@pytest.mark.parametrize("opset", [17, 18, 20])
+def test_llm_attention_and_activations(llm_zoo, opset):
+    """Every new attention variant, activation kind, mul and moe: ORT equals torch at two sizes (n longer than
+    the windows), with left padding (rows with no key left included); ONNX's shape inference agrees."""
+    model = llm_zoo.model if opset == 17 else to_onnx(llm_zoo.spec, llm_zoo.module, opset=opset)
+    onnx.checker.check_model(model, full_check=True)
+    case = copy.copy(llm_zoo)
+    case.model = model
+    _check_shape_inference(case)
+    sess = _session(model)
+    for b, n, pads in ((2, 7, [0, 3]), (3, 11, [0, 4, 10])):
+        _check_same_outputs(case, sess, _left_padded(b, n, pads, seed=n), f"at B={b}, n={n}, pads {pads}")
+
+
 def test_names_and_dynamic_axes(case):
     spec, g = case.spec, case.model.graph
 
@@ -252,8 +344,10 @@ def test_names_and_dynamic_axes(case):
         np.testing.assert_array_equal(onnx.numpy_helper.to_array(t), state[t.name].numpy())
     # every node is named under the IR path that produced it (or the spec output it renames)
     paths = {n.name for n in spec.ir.nodes()} | set(spec.outputs)
+    experts = {n.name for n in spec.ir.nodes() if n.op == "moe"}  # an expert's nodes: `<moe>.experts.<e>.<node>`
     for node in g.node:
-        assert node.name.split("/")[0] in paths, node.name
+        head = node.name.split("/")[0]
+        assert head in paths or any(head.startswith(f"{m}.experts.") for m in experts), node.name
     assert case.model.opset_import[0].version == 17
 
 
@@ -281,7 +375,7 @@ outputs: {same: x, attn: norm, raw: attn, norm: norm}
 # ---------------------------------------------------------------- opsets, weights, files
 
 @pytest.mark.parametrize("opset", [18, 20, 21])
-@pytest.mark.parametrize("name", ["gpt2", "bert-base"])
+@pytest.mark.parametrize("name", ["gpt2", "bert-base", "llama"])
 def test_other_opsets(name, opset):
     """Opset 18 moves Reduce* axes to an input; 20 brings Gelu: both paths must stay exact."""
     c = Case(os.path.join(ROOT, "specs", f"{name}.yaml"))
@@ -343,6 +437,27 @@ def test_gpt2_hf_weights_through_the_weight_map_match_transformers():
         ref = hf(ids).logits.numpy()
     (got,) = _session(model).run(["logits"], {"tokens": ids.numpy()})
     assert np.abs(got - ref).max() <= RTOL * max(1.0, np.abs(ref).max())
+
+
+@pytest.mark.parametrize("case", ["llama", "llama-mqa-odd-heads", "llama3-rope-scaling", "llama-tied",
+                                  "mistral-window", "mixtral", "qwen2", "phi"])
+def test_llm_hf_weights_through_the_weight_map_match_transformers(case):
+    """ONNX Runtime on the export of each decoder LLM of tests/test_parity_llm.py (the transformers model
+    with random weights, through the spec's `hf` map) against transformers itself: without a mask and
+    with left padding (equal at every real token). Mixtral: the dense export against the sparse reference."""
+    pytest.importorskip("transformers")
+    from test_parity_llm import batch, pair
+    spec, ref, _ = pair(case)
+    model = _session(to_onnx(spec, ref.state_dict(), weights_map="hf"))
+    ids, mask = batch()
+    with torch.no_grad():
+        plain = ref(input_ids=ids).logits.numpy()
+        padded = ref(input_ids=ids, attention_mask=mask).logits.numpy()
+    (got,) = model.run(["logits"], {"tokens": ids.numpy(), "mask": np.ones_like(mask.numpy())})
+    assert np.abs(got - plain).max() <= RTOL * max(1.0, np.abs(plain).max()), case
+    (got,) = model.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})
+    real = mask.numpy().astype(bool)
+    assert np.abs(got[real] - padded[real]).max() <= RTOL * max(1.0, np.abs(padded).max()), f"{case}, left-padded"
 
 
 @pytest.mark.parametrize("name", ["gpt2", "clip-vit-b32"])

@@ -7,10 +7,12 @@ runtime shape of the scores, so one exported model serves every `B` and `n`.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from onnx import TensorProto, helper
 
+from ..rotary import rotary_inv_freq
 from .lower import NodeEmitter, lowers
 
 
@@ -67,13 +69,72 @@ def _linear(ctx: NodeEmitter, node) -> None:
 
 # ---------------------------------------------------------------- attention
 
-def _split_heads(ctx: NodeEmitter, x: str, heads: int, inner: int, tag: str, perm: list[int]) -> str:
-    shape = ctx.const([0, 0, heads, inner // heads], f"{tag}_heads", np.int64)
-    y = ctx.op("Reshape", [x, shape], f"{tag}_heads")                                        # (B, n, h, hd)
-    return ctx.op("Transpose", [y], f"{tag}_heads", perm=perm)
+class Geometry(NamedTuple):
+    """The head layout of one attention: query heads, key/value heads, width of a head."""
+    heads: int
+    kv_heads: int
+    head_dim: int
 
 
-def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, scores: str) -> str | None:
+def _split_heads(ctx: NodeEmitter, x: str, heads: int, head_dim: int, tag: str) -> str:
+    shape = ctx.const([0, 0, heads, head_dim], f"{tag}_heads", np.int64)
+    return ctx.op("Reshape", [x, shape], f"{tag}_heads")                                     # (B, n, h, hd)
+
+
+def _repeat_heads(ctx: NodeEmitter, x: str, g: Geometry, tag: str) -> str:
+    """(B, m, kv, hd) → (B, m, heads, hd), each key/value head repeated for its group of query heads
+    (head j reads kv head j // group, as torch's `enable_gqa`)."""
+    group = g.heads // g.kv_heads
+    y = ctx.op("Unsqueeze", [x, ctx.const([3], f"{tag}_group_axis", np.int64)], f"{tag}_group")  # (B, m, kv, 1, hd)
+    y = ctx.op("Expand", [y, ctx.const([1, 1, 1, group, 1], f"{tag}_group", np.int64)], f"{tag}_group")
+    return ctx.op("Reshape", [y, ctx.const([0, 0, g.heads, g.head_dim], f"{tag}_groups", np.int64)],
+                  f"{tag}_groups")                                                            # (B, m, h, hd)
+
+
+def rms_norm(ctx: NodeEmitter, x: str, weight: str, eps: float, tag: str = "", final: bool = False) -> str:
+    """torch.nn.functional.rms_norm over the last axis: x · 1/sqrt(mean(x²) + eps) · weight."""
+    t = f"{tag}_" if tag else ""
+    sq = ctx.op("Mul", [x, x], f"{t}square")
+    ms = ctx.reduce("ReduceMean", sq, [-1], f"{t}mean_square", keepdims=1)
+    rms = ctx.op("Sqrt", [ctx.op("Add", [ms, ctx.const(eps, f"{t}eps", np.float32)], f"{t}eps")], f"{t}rms")
+    y = ctx.op("Mul", [x, ctx.op("Reciprocal", [rms], f"{t}rms")], f"{t}normed")
+    return ctx.op("Mul", [y, weight], f"{t}scale", final=final)
+
+
+def _rotary_cos_sin(ctx: NodeEmitter, x: str, positions: str | None, inv_freq: np.ndarray) -> tuple[str, str]:
+    """cos, sin (B|1, n, 1, r) of the rotary angles: `positions` (B, n), or 0..n-1 from x's runtime shape."""
+    if positions is None:
+        n = ctx.shape(x, 1, 2, "rope_n")                                                     # [n]
+        positions = ctx.op("Range", [ctx.const(0, "rope_start", np.int64), ctx.op("Squeeze", [n], "rope_n"),
+                                     ctx.const(1, "rope_step", np.int64)], "rope_positions")  # (n,)
+        # ONNX shape inference cannot size a Range; reshaping to [n] (free at run time) names the dim again
+        positions = ctx.op("Reshape", [positions, n], "rope_positions")
+        positions = ctx.op("Unsqueeze", [positions, ctx.const([0], "rope_batch", np.int64)], "rope_positions")
+    pos = ctx.op("Cast", [positions], "rope_positions", to=TensorProto.FLOAT)               # (B|1, n)
+    pos = ctx.op("Unsqueeze", [pos, ctx.const([2, 3], "rope_axes", np.int64)], "rope_positions")  # (B|1, n, 1, 1)
+    freqs = ctx.op("Mul", [pos, ctx.const(inv_freq, "rope_inv_freq")], "rope_freqs")        # (B|1, n, 1, r/2)
+    angles = ctx.op("Concat", [freqs, freqs], "rope_angles", axis=-1)                        # (B|1, n, 1, r)
+    return ctx.op("Cos", [angles], "rope"), ctx.op("Sin", [angles], "rope")
+
+
+def _rotate(ctx: NodeEmitter, x: str, cos: str, sin: str, r: int, head_dim: int, tag: str) -> str:
+    """Rotary embedding of x (B, n, h, hd) in the rotate-half layout: the first r dims of each head are
+    x·cos + (-x₂, x₁)·sin with x₁, x₂ their halves; the rest pass through (partial rotary)."""
+    def part(start: int, stop: int, name: str) -> str:
+        return ctx.op("Slice", [x, ctx.const([start], f"{tag}_{name}_start", np.int64),
+                                ctx.const([stop], f"{tag}_{name}_stop", np.int64),
+                                ctx.const([-1], f"{tag}_{name}_axis", np.int64)], f"{tag}_{name}")
+    rot = x if r == head_dim else part(0, r, "rot")
+    half = [part(0, r // 2, "x1"), part(r // 2, r, "x2")]
+    turned = ctx.op("Concat", [ctx.op("Neg", [half[1]], f"{tag}_x2"), half[0]], f"{tag}_turned", axis=-1)
+    y = ctx.op("Add", [ctx.op("Mul", [rot, cos], f"{tag}_cos"), ctx.op("Mul", [turned, sin], f"{tag}_sin")],
+               f"{tag}_rotated")
+    if r == head_dim:
+        return y
+    return ctx.op("Concat", [y, part(r, head_dim, "pass")], f"{tag}_rotated", axis=-1)
+
+
+def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, window: int | None, scores: str) -> str | None:
     """The boolean `keep` mask broadcastable to the scores (B, h, n, m), or None when nothing is masked."""
     keep = None
     if mask is not None:
@@ -83,54 +144,82 @@ def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, scores: str) -> 
     if causal:
         n_m = ctx.shape(scores, 2, 4, "causal")                                              # runtime [n, m]
         ones = ctx.op("ConstantOfShape", [n_m], "causal", value=helper.make_tensor("", TensorProto.BOOL, [1], [1]))
-        tril = ctx.op("Trilu", [ones], "causal", upper=0)                                    # (n, m): j ≤ i
-        keep = tril if keep is None else ctx.op("And", [keep, tril], "mask")
+        band = ctx.op("Trilu", [ones], "causal", upper=0)                                    # (n, m): j ≤ i
+        if window is not None:  # and j > i - window: keep the diagonals k ≥ 1 - window
+            band = ctx.op("Trilu", [band, ctx.const(1 - window, "window", np.int64)], "window", upper=1)
+        keep = band if keep is None else ctx.op("And", [keep, band], "mask")                 # (B|1, 1, n, m)
     return keep
 
 
-def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, heads: int, inner: int,
-           bias: bool, causal: bool) -> None:
+def _any_key(ctx: NodeEmitter, keep: str) -> str:
+    """1.0 where a query row of `keep` may attend to at least one key, else 0.0: (B, 1, 1|n, 1)."""
+    return ctx.reduce("ReduceMax", ctx.op("Cast", [keep], "live", to=TensorProto.FLOAT), [-1], "live", keepdims=1)
+
+
+def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geometry, biases: dict[str, bool],
+           causal: bool, *, window: int | None = None, scale: float | None = None, qk_norm_eps: float | None = None,
+           inv_freq: np.ndarray | None = None, positions: str | None = None) -> None:
     """Multi-head scaled dot-product attention with q, k, v, o projections; writes `ctx.out`.
 
-    Masked scores get the lowest float added rather than set to -inf, so a row with every key masked
-    gets a finite uniform softmax instead of NaNs; with a padding mask such rows are then zeroed, which
-    is what torch's scaled_dot_product_attention returns for them. The penalty and the row test are built
-    at the mask's size; on the (B, h, n, m) scores the mask costs one Add.
+    Per-head steps (q/k RMS norm, rotary, repeating the key/value heads of grouped-query attention) run
+    in the (B, n, heads, hd) layout, before the heads are transposed out. Masked scores get the lowest
+    float added rather than set to -inf. A query row with no key left gets what torch gives it: with
+    `causal`, every key (as transformers does for left padding: garbage that nothing reads, but finite);
+    without, zeros (torch's scaled_dot_product_attention). The penalty and the row test are built at the
+    mask's size; on the (B, h, n, m) scores the mask costs one Add.
     """
-    q = _split_heads(ctx, ctx.linear(query, "q.", "q", bias), heads, inner, "q", [0, 2, 1, 3])    # (B, h, n, hd)
-    k = _split_heads(ctx, ctx.linear(context, "k.", "k", bias), heads, inner, "k", [0, 2, 3, 1])  # (B, h, hd, m)
-    v = _split_heads(ctx, ctx.linear(context, "v.", "v", bias), heads, inner, "v", [0, 2, 1, 3])  # (B, h, m, hd)
-    q = ctx.op("Mul", [q, ctx.const(1.0 / math.sqrt(inner // heads), "scale", np.float32)], "scale")
+    q = _split_heads(ctx, ctx.linear(query, "q.", "q", biases["q"]), g.heads, g.head_dim, "q")      # (B, n, h, hd)
+    k = _split_heads(ctx, ctx.linear(context, "k.", "k", biases["k"]), g.kv_heads, g.head_dim, "k")  # (B, m, kv, hd)
+    v = _split_heads(ctx, ctx.linear(context, "v.", "v", biases["v"]), g.kv_heads, g.head_dim, "v")
+    if qk_norm_eps is not None:
+        q = rms_norm(ctx, q, ctx.param("q_norm.weight"), qk_norm_eps, "q_norm")
+        k = rms_norm(ctx, k, ctx.param("k_norm.weight"), qk_norm_eps, "k_norm")
+    if inv_freq is not None:
+        cos, sin = _rotary_cos_sin(ctx, query, positions, inv_freq)
+        r = 2 * inv_freq.size
+        q, k = _rotate(ctx, q, cos, sin, r, g.head_dim, "q"), _rotate(ctx, k, cos, sin, r, g.head_dim, "k")
+    if g.kv_heads != g.heads:
+        k, v = _repeat_heads(ctx, k, g, "k"), _repeat_heads(ctx, v, g, "v")
+    q = ctx.op("Transpose", [q], "q_heads", perm=[0, 2, 1, 3])                               # (B, h, n, hd)
+    k = ctx.op("Transpose", [k], "k_heads", perm=[0, 2, 3, 1])                               # (B, h, hd, m)
+    v = ctx.op("Transpose", [v], "v_heads", perm=[0, 2, 1, 3])                               # (B, h, m, hd)
+    scale = scale if scale is not None else 1.0 / math.sqrt(g.head_dim)
+    q = ctx.op("Mul", [q, ctx.const(scale, "scale", np.float32)], "scale")
     scores = ctx.op("MatMul", [q, k], "scores")                                              # (B, h, n, m)
-    keep = _key_mask(ctx, mask, causal, scores)
+    keep = _key_mask(ctx, mask, causal, window, scores)
+    if keep is not None and mask is not None and causal:  # a row with no key left gets every key
+        dead = ctx.op("Not", [ctx.op("Cast", [_any_key(ctx, keep)], "live", to=TensorProto.BOOL)], "dead")
+        keep = ctx.op("Or", [keep, dead], "unmask")
     if keep is not None:  # a penalty built at the mask's own size (B, 1, 1|n, m): one Add on the scores
         lowest = ctx.const(np.finfo(np.float32).min, "lowest", np.float32)
         penalty = ctx.op("Where", [keep, ctx.const(0.0, "zero", np.float32), lowest], "penalty")
         scores = ctx.op("Add", [scores, penalty], "masked")
     probs = ctx.op("Softmax", [scores], "probs", axis=-1)
     y = ctx.op("MatMul", [probs, v], "context")                                              # (B, h, n, hd)
-    if mask is not None:  # 1 where the query row may attend to at least one key, else 0
-        live = ctx.reduce("ReduceMax", ctx.op("Cast", [keep], "live", to=TensorProto.FLOAT), [-1], "live",
-                          keepdims=1)                                                        # (B, 1, 1|n, 1)
-        y = ctx.op("Mul", [y, live], "live")
+    if mask is not None and not causal:  # rows with no key are zeroed
+        y = ctx.op("Mul", [y, _any_key(ctx, keep)], "live")
     y = ctx.op("Transpose", [y], "context", perm=[0, 2, 1, 3])                              # (B, n, h, hd)
-    y = ctx.op("Reshape", [y, ctx.const([0, 0, inner], "merge", np.int64)], "context")      # (B, n, inner)
-    ctx.linear(y, "o.", "o", bias, final=True)
+    y = ctx.op("Reshape", [y, ctx.const([0, 0, g.heads * g.head_dim], "merge", np.int64)], "context")
+    ctx.linear(y, "o.", "o", biases["o"], final=True)                                        # (B, n, d_out)
 
 
 @lowers("attention")
 def _attention(ctx: NodeEmitter, node) -> None:
     a = node.attrs
-    x, mask = ctx.inputs[0], (ctx.inputs[1] if "mask" in node.inputs else None)
-    attend(ctx, x, x, mask, a.heads, _width(ctx), a.bias, a.causal)
+    ins = dict(zip(node.inputs, ctx.inputs))
+    g = Geometry(*a.geometry(_width(ctx)))
+    attend(ctx, ins["x"], ins["x"], ins.get("mask"), g, a.biases(), a.causal, window=a.window, scale=a.scale,
+           qk_norm_eps=a.eps if a.qk_norm == "rms" else None,
+           inv_freq=rotary_inv_freq(a, g.head_dim) if a.rope else None, positions=ins.get("positions"))
 
 
 @lowers("cross_attend")
 def _cross_attend(ctx: NodeEmitter, node) -> None:
     a = node.attrs
-    query, context = ctx.inputs[0], ctx.inputs[1]
-    mask = ctx.inputs[2] if "mask" in node.inputs else None
-    attend(ctx, query, context, mask, a.heads, a.dim or _width(ctx, "query"), a.bias, False)
+    ins = dict(zip(node.inputs, ctx.inputs))
+    inner = a.dim or _width(ctx, "query")
+    attend(ctx, ins["query"], ins["context"], ins.get("mask"), Geometry(a.heads, a.heads, inner // a.heads),
+           dict.fromkeys("qkvo", a.bias), False)
 
 
 # ---------------------------------------------------------------- norms
@@ -143,12 +232,7 @@ def _norm(ctx: NodeEmitter, node) -> None:
         ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])
         ctx.op("LayerNormalization", ins, axis=-1, epsilon=a.eps, final=True)
         return
-    # RMS norm as torch.nn.functional.rms_norm: x · rsqrt(mean(x²) + eps) · weight
-    sq = ctx.op("Mul", [x, x], "square")
-    ms = ctx.reduce("ReduceMean", sq, [-1], "mean_square", keepdims=1)
-    rms = ctx.op("Sqrt", [ctx.op("Add", [ms, ctx.const(a.eps, "eps", np.float32)], "eps")], "rms")
-    y = ctx.op("Mul", [x, ctx.op("Reciprocal", [rms], "rms")], "normed")
-    ctx.op("Mul", [y, ctx.param("weight")], "scale", final=True)
+    rms_norm(ctx, x, ctx.param("weight"), a.eps, final=True)
 
 
 # ---------------------------------------------------------------- element-wise
@@ -161,26 +245,17 @@ def _residual(ctx: NodeEmitter, node) -> None:
         y = ctx.op("Add", [y, x], str(i), final=i == len(xs) - 1)
 
 
-@lowers("relu", "tanh", "sigmoid")
-def _pointwise(ctx: NodeEmitter, node) -> None:
-    ctx.op(node.op.capitalize(), ctx.inputs, final=True)
+@lowers("mul")
+def _mul(ctx: NodeEmitter, node) -> None:
+    xs = ctx.inputs
+    y = xs[0]
+    for i, x in enumerate(xs[1:], start=1):
+        y = ctx.op("Mul", [y, x], str(i), final=i == len(xs) - 1)
 
 
-@lowers("silu")
-def _silu(ctx: NodeEmitter, node) -> None:
-    (x,) = ctx.inputs
-    ctx.op("Mul", [x, ctx.op("Sigmoid", [x])], final=True)
-
-
-@lowers("gelu")
-def _gelu(ctx: NodeEmitter, node) -> None:
-    (x,) = ctx.inputs
-    approx = node.attrs.approximate
-    if ctx.opset >= 20:  # Gelu became a standard op in opset 20
-        ctx.op("Gelu", [x], approximate=approx, final=True)
-        return
+def _gelu_formula(ctx: NodeEmitter, x: str, tanh: bool) -> str:
     f32 = np.float32
-    if approx == "tanh":
+    if tanh:
         # 0.5 · x · (1 + tanh(sqrt(2/π) · (x + 0.044715 · x³)))  (GPT-2's gelu_new)
         cube = ctx.op("Mul", [ctx.op("Mul", [x, x], "square"), x], "cube")
         inner = ctx.op("Add", [x, ctx.op("Mul", [cube, ctx.const(0.044715, "kappa", f32)], "kappa")], "inner")
@@ -189,8 +264,36 @@ def _gelu(ctx: NodeEmitter, node) -> None:
         # 0.5 · x · (1 + erf(x / sqrt(2))), written in the form ONNX Runtime fuses into one Gelu kernel
         t = ctx.op("Erf", [ctx.op("Div", [x, ctx.const(math.sqrt(2), "sqrt2", f32)], "sqrt2")])
     one_plus = ctx.op("Add", [t, ctx.const(1.0, "one", f32)], "one")
-    x_one_plus = ctx.op("Mul", [x, one_plus], "x")
-    ctx.op("Mul", [x_one_plus, ctx.const(0.5, "half", f32)], final=True)
+    return ctx.op("Mul", [x, one_plus], "x")
+
+
+def activation(ctx: NodeEmitter, kind: str, x: str) -> str:
+    """The one ONNX form of each activation (ActivationAttrs.kind); writes `ctx.out`. Shared by the
+    `activation` op and the per-name ops (`relu`, `gelu`, `quick_gelu`, ...)."""
+    if kind in ("relu", "tanh", "sigmoid"):
+        return ctx.op(kind.capitalize(), [x], final=True)
+    if kind in ("silu", "quick_gelu"):  # x · σ(x); CLIP's x · σ(1.702 x)
+        gate_in = x if kind == "silu" else ctx.op("Mul", [x, ctx.const(1.702, "alpha", np.float32)], "alpha")
+        return ctx.op("Mul", [x, ctx.op("Sigmoid", [gate_in])], final=True)
+    approx = {"gelu": "none", "gelu_tanh": "tanh"}[kind]
+    if ctx.opset >= 20:  # Gelu became a standard op in opset 20
+        return ctx.op("Gelu", [x], approximate=approx, final=True)
+    return ctx.op("Mul", [_gelu_formula(ctx, x, approx == "tanh"), ctx.const(0.5, "half", np.float32)], final=True)
+
+
+@lowers("activation")
+def _activation(ctx: NodeEmitter, node) -> None:
+    activation(ctx, node.attrs.kind, ctx.inputs[0])
+
+
+@lowers("relu", "tanh", "sigmoid", "silu")
+def _pointwise(ctx: NodeEmitter, node) -> None:
+    activation(ctx, node.op, ctx.inputs[0])
+
+
+@lowers("gelu")
+def _gelu(ctx: NodeEmitter, node) -> None:
+    activation(ctx, "gelu_tanh" if node.attrs.approximate == "tanh" else "gelu", ctx.inputs[0])
 
 
 @lowers("dropout")

@@ -21,8 +21,8 @@ from ...dims import Dim
 from ...ir import IRGraph
 from ...load import UsageError
 from ...ops.base import TensorType
-from . import audio, core, vision  # noqa: F401  (fill the lowering table)
-from .lower import ELEM_TYPES, LOWERINGS, GraphState, NodeEmitter
+from . import audio, core, moe, vision  # noqa: F401  (fill the lowering table)
+from .lower import ELEM_TYPES, LOWERINGS, GraphState, emit_graph
 
 MIN_OPSET = 17  # LayerNormalization
 
@@ -79,20 +79,15 @@ def to_model(ir: IRGraph, weights: dict[str, np.ndarray], opset: int,
     keep = exported_nodes(ir)
     names = value_names(ir)
     state = GraphState(opset, weights)
-    state.names |= set(names.values()) | set(ir.outputs)
-    infos = []
-    for node in ir.nodes():
-        if node.op == "input" or node.name not in keep:
-            continue
-        lowering = LOWERINGS.get(node.op)
-        if lowering is None:
+    state.names |= set(ir.outputs)
+    nodes = [n for n in ir.nodes() if n.op != "input" and n.name in keep]
+    for body in ir.bodies:
+        nodes += [n for n in body.ir.nodes() if n.op != "input"]
+    for node in nodes:
+        if node.op not in LOWERINGS:
             raise ExportError(f"op `{node.op}` (node `{node.name}`) has no ONNX lowering yet")
-        types = {port: ir.node(src).shape for port, src in node.inputs.items()}
-        ctx = NodeEmitter(state, node, [names[src] for src in node.inputs.values()], types, names[node.name])
-        lowering(ctx, node)
-        assert ctx.produced_out, f"onnx lowering of `{node.op}` did not produce {node.name}"
-        if names[node.name] not in ir.outputs:
-            infos.append(value_info(names[node.name], node.shape))
+    emit_graph(state, ir, names, keep)
+    infos = [value_info(name, t) for name, t in state.typed.items() if name not in ir.outputs]
 
     outputs = []
     for out_name, node_name in ir.outputs.items():

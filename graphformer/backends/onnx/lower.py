@@ -32,6 +32,22 @@ def lowers(*ops: str) -> Callable[[Lowering], Lowering]:
     return deco
 
 
+def emit_graph(state: "GraphState", ir, names: dict[str, str], keep=None, prefix: str = "") -> None:
+    """Lower the nodes of `ir` (those in `keep`, default all) in order; `names` maps each IR node to its
+    ONNX value name (inputs included). Also how a sub-graph (a mixture of experts' expert) is inlined,
+    its nodes and parameters under `prefix`. Every lowered value is recorded in `state.typed`."""
+    state.names |= set(names.values())
+    for node in ir.nodes():
+        if node.op == "input" or (keep is not None and node.name not in keep):
+            continue
+        types = {port: ir.node(src).shape for port, src in node.inputs.items()}
+        ctx = NodeEmitter(state, node, [names[src] for src in node.inputs.values()], types, names[node.name],
+                          prefix)
+        LOWERINGS[node.op](ctx, node)
+        assert ctx.produced_out, f"onnx lowering of `{node.op}` did not produce {node.name}"
+        state.typed[names[node.name]] = node.shape
+
+
 class GraphState:
     """What every node's emitter appends to: the node list, the parameter keys used, unique names."""
 
@@ -41,6 +57,7 @@ class GraphState:
         self.nodes: list = []
         self.used_params: dict[str, None] = {}   # ordered set: initializers in first-use order
         self.names: set[str] = set()
+        self.typed: dict[str, TensorType] = {}   # value name → graphformer type, for value_info
 
     def unique(self, name: str) -> str:
         out, i = name, 2
@@ -54,9 +71,10 @@ class NodeEmitter:
     """Emits the ONNX nodes of one IR node."""
 
     def __init__(self, state: GraphState, node: IRNode, inputs: list[str], types: dict[str, TensorType],
-                 out: str):
+                 out: str, prefix: str = ""):
         self.state, self.node, self.inputs, self.types, self.out = state, node, inputs, types, out
-        self.path = node.name
+        self.prefix = prefix          # where a sub-graph's nodes live (`moe.experts.0.`); "" at the top
+        self.path = prefix + node.name
         self.produced_out = False
 
     @property
@@ -73,6 +91,13 @@ class NodeEmitter:
         self.state.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
         return out
 
+    def op2(self, op_type: str, inputs: list[str], tag: str, outputs: tuple[str, str], **attrs) -> tuple[str, str]:
+        """Add an ONNX node with two outputs (TopK's values and indices), named `<node name>_<output>`."""
+        name = self.state.unique(f"{self.path}/{op_type}_{tag}")
+        outs = tuple(self.state.unique(f"{name}_{o}") for o in outputs)
+        self.state.nodes.append(helper.make_node(op_type, inputs, list(outs), name=name, **attrs))
+        return outs
+
     def const(self, value, tag: str, dtype=None) -> str:
         """A small non-trainable tensor as a Constant node (so initializers stay exactly the weights)."""
         arr = np.asarray(value, dtype=dtype)
@@ -80,7 +105,7 @@ class NodeEmitter:
 
     def param(self, key: str, owner: str | None = None) -> str:
         """The initializer holding parameter `key` of this node (or of node `owner`, for tied weights)."""
-        full = f"{owner or self.path}.{key}"
+        full = f"{self.prefix + owner if owner else self.path}.{key}"
         assert full in self.state.weights, f"weight {full} was not resolved"
         self.state.used_params[full] = None
         return full
@@ -92,8 +117,8 @@ class NodeEmitter:
         return self.op("Shape", [x], tag, start=start, end=end)
 
     def reduce(self, op_type: str, x: str, axes: list[int], tag: str, keepdims: int, final: bool = False) -> str:
-        """ReduceMean / ReduceL2 / ...: opset 18 moved `axes` from an attribute to an input."""
-        if self.opset >= 18:
+        """ReduceMean / ReduceL2 / ...: opset 18 moved `axes` from an attribute to an input (ReduceSum: 13)."""
+        if self.opset >= 18 or op_type == "ReduceSum":
             return self.op(op_type, [x, self.const(axes, f"{tag}_axes", np.int64)], tag, keepdims=keepdims,
                            final=final)
         return self.op(op_type, [x], tag, axes=axes, keepdims=keepdims, final=final)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
+from .core import activation
 from .lower import NodeEmitter, lowers
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -155,9 +156,7 @@ def _cosine_logits(ctx: NodeEmitter, node) -> None:
 
 @lowers("quick_gelu")
 def _quick_gelu(ctx: NodeEmitter, node) -> None:
-    (x,) = ctx.inputs
-    gate = ctx.op("Sigmoid", [ctx.op("Mul", [x, ctx.const(1.702, "alpha", np.float32)], "alpha")])
-    ctx.op("Mul", [x, gate], final=True)
+    activation(ctx, "quick_gelu", ctx.inputs[0])
 
 
 @lowers("scale")

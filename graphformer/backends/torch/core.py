@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..rotary import rotary_inv_freq as inv_freq
 from .lower import lowers
 
 
@@ -187,19 +188,9 @@ def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None
 
 
 def rotary_inv_freq(a, head_dim: int) -> torch.Tensor:
-    """1 / theta^(2i/r) for the r rotated dims of a head, with Llama 3.1's frequency scaling if asked."""
-    r = a.rope_dims or head_dim
-    inv = 1.0 / (a.rope_theta ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))
-    if a.rope_scaling == "llama3":
-        # long wavelengths are slowed by `factor`, short ones kept, the band between interpolated
-        low_wl = a.rope_original_max_len / a.rope_low_freq
-        high_wl = a.rope_original_max_len / a.rope_high_freq
-        wl = 2 * math.pi / inv
-        scaled = torch.where(wl > low_wl, inv / a.rope_factor, inv)
-        smooth = (a.rope_original_max_len / wl - a.rope_low_freq) / (a.rope_high_freq - a.rope_low_freq)
-        mid = (1 - smooth) * scaled / a.rope_factor + smooth * scaled
-        inv = torch.where((wl >= high_wl) & (wl <= low_wl), mid, scaled)
-    return inv
+    """1 / theta^(2i/r) for the r rotated dims of a head, with Llama 3.1's frequency scaling if asked
+    (computed once for both backends in backends/rotary.py)."""
+    return torch.from_numpy(inv_freq(a, head_dim))
 
 
 class Rotary(nn.Module):
