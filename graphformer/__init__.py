@@ -5,10 +5,10 @@ and `export_onnx` imports onnx lazily, so `import graphformer` stays fast and de
 """
 from .api import Spec, load
 from .diagnostics import Diagnostic, SpecError
-from .load import UsageError
+from .errors import UsageError, WeightMapError
 
 __version__ = "0.1.0"
-__all__ = ["Spec", "load", "SpecError", "Diagnostic", "UsageError", "build", "example_inputs", "load_weights",
+__all__ = ["Spec", "load", "SpecError", "Diagnostic", "UsageError", "WeightMapError", "build", "example_inputs", "load_weights",
            "export_onnx"]
 
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from ..diagnostics import SourceCache, render
 from ..frontend import CheckResult, check_file
-from ..load import UsageError
+from ..errors import UsageError
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 

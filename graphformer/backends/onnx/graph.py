@@ -13,13 +13,12 @@ import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
 
-import networkx as nx
 import numpy as np
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from ...dims import Dim
 from ...ir import IRGraph
-from ...load import UsageError
+from ...errors import UsageError
 from ...ops.base import TensorType
 from . import audio, core, vision  # noqa: F401  (fill the lowering table)
 from .lower import ELEM_TYPES, LOWERINGS, GraphState, NodeEmitter
@@ -48,10 +47,7 @@ def value_info(name: str, t: TensorType):
 
 def exported_nodes(ir: IRGraph) -> set[str]:
     """The nodes some output depends on: nodes that feed nothing are left out, as are their weights."""
-    keep: set[str] = set()
-    for out in ir.outputs.values():
-        keep |= nx.ancestors(ir.g, out) | {out}
-    return keep
+    return ir.ancestors(ir.outputs.values())
 
 
 def value_names(ir: IRGraph) -> dict[str, str]:
@@ -62,7 +58,7 @@ def value_names(ir: IRGraph) -> dict[str, str]:
     """
     input_names = {node: name for name, node in ir.inputs.items()}
     names = {}
-    for n in ir.g.nodes:
+    for n in ir.names():
         if n in input_names:
             names[n] = input_names[n]
         elif n in ir.outputs and ir.outputs[n] != n:
@@ -87,8 +83,8 @@ def to_model(ir: IRGraph, weights: dict[str, np.ndarray], opset: int,
         lowering = LOWERINGS.get(node.op)
         if lowering is None:
             raise ExportError(f"op `{node.op}` (node `{node.name}`) has no ONNX lowering yet")
-        types = {port: ir.node(src).shape for port, src in node.inputs.items()}
-        ctx = NodeEmitter(state, node, [names[src] for src in node.inputs.values()], types, names[node.name])
+        ctx = NodeEmitter(state, node, [names[src] for src in node.inputs.values()], ir.input_types(node),
+                          names[node.name])
         lowering(ctx, node)
         assert ctx.produced_out, f"onnx lowering of `{node.op}` did not produce {node.name}"
         if names[node.name] not in ir.outputs:
