@@ -97,6 +97,7 @@ class WeightRule:
     src: str
     targets: tuple[str, ...]
     transpose: bool = False
+    unstack: bool = False                   # dim 0 indexes experts: slice `e` goes to targets with `{e}` = e
 
 
 @dataclass(frozen=True)

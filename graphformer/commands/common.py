@@ -119,16 +119,25 @@ def run_guarded(fn, args) -> int:
 @contextmanager
 def atomic_output(path: str, mode: str = "wb"):
     """Write to a temp file beside `path` and rename it into place only if the block succeeds."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode) as fh:
+            yield fh
+
+
+@contextmanager
+def atomic_path(path: str):
+    """The path of a temp file beside `path` (for writers that take a file name), renamed into place
+    only if the block succeeds."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(directory):
         raise CommandError(f"cannot write `{path}`: directory `{directory}` does not exist")
     try:
         fd, tmp = tempfile.mkstemp(prefix=".gf-", suffix=os.path.basename(path), dir=directory)
+        os.close(fd)
     except OSError as e:  # a read-only directory, no space for even an empty file
         raise CommandError(f"cannot write `{path}`: {(e.strerror or str(e)).lower()}") from None
     try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
+        yield tmp
         os.replace(tmp, path)
     except BaseException as e:
         try:

@@ -1,8 +1,6 @@
 """`build(spec)`: the IR → a GraphModule on cpu, cuda or meta, initialised from a seed."""
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
@@ -41,16 +39,13 @@ def resolve_dtype(dtype) -> torch.dtype | None:
 
 
 def build(spec, device="cpu", dtype=None, seed: int | None = None) -> GraphModule:
-    """Compile a checked spec (or a spec file path) to a GraphModule.
+    """Compile a checked spec to a GraphModule (`graphformer.build` also takes a spec file path).
 
     Parameters are created directly on `device`; on meta nothing is allocated and init is skipped.
     `seed` makes the init deterministic (normal(0, 0.02) weights, zero biases, unit norm scales);
     without it the global torch RNG is used. The module is returned in training mode, like any
     freshly constructed nn.Module: call `.eval()` before inference.
     """
-    if isinstance(spec, (str, os.PathLike)):
-        from ...api import load
-        spec = load(spec)
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     ir = spec.ir
     order = ir.nodes()
