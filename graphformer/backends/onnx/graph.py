@@ -20,7 +20,7 @@ from ...dims import Dim
 from ...ir import IRGraph
 from ...errors import UsageError
 from ...ops.base import TensorType
-from . import audio, core, vision  # noqa: F401  (fill the lowering table)
+from . import audio, core, multimodal, sequence, vision  # noqa: F401  (fill the lowering table: one module per op family)
 from .lower import ELEM_TYPES, LOWERINGS, GraphState, NodeEmitter
 
 MIN_OPSET = 17  # LayerNormalization
