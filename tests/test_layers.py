@@ -14,8 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Lowest first. A module may import modules of its own layer and of lower layers only.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("graphformer.errors", "graphformer.diagnostics", "graphformer.dims", "graphformer.graphs",
-              "graphformer.files")),
+    ("base", ("graphformer.errors", "graphformer.diagnostics", "graphformer.dims", "graphformer.graphs")),
     ("ops", ("graphformer.ops",)),
     ("ir", ("graphformer.ir",)),
     ("analyses", ("graphformer.infer", "graphformer.summary")),
@@ -24,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("pipeline", ("graphformer.frontend", "graphformer.api")),
     ("backends", ("graphformer.backends",)),
     ("facade", ("graphformer",)),
-    ("commands", ("graphformer.commands", "graphformer.errorcodes")),
+    ("commands", ("graphformer.commands",)),
     ("cli", ("cli", "graphformer.cli", "graphformer.__main__")),
 ]
 # Backends take a Spec or the IR, never a file: they are above the front end in the order (they may be
