@@ -24,5 +24,9 @@ class WeightMapError(Exception):
         super().__init__("\n".join(shown) + (f"\n... and {more} more" if more > 0 else ""))
 
 
+class ExportError(UsageError):
+    """The spec is valid but cannot be exported as asked (an op without a lowering, bad weights, ...)."""
+
+
 class WeightFileError(UsageError):
     """A weights file that is missing, unreadable, or not a state dict."""

@@ -18,16 +18,12 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from ...dims import Dim
 from ...ir import IRGraph
-from ...errors import UsageError
+from ...errors import ExportError
 from ...ops.base import TensorType
 from . import audio, core, multimodal, sequence, vision  # noqa: F401  (fill the lowering table: one module per op family)
 from .lower import ELEM_TYPES, LOWERINGS, GraphState, NodeEmitter
 
 MIN_OPSET = 17  # LayerNormalization
-
-
-class ExportError(UsageError):
-    """The spec is valid but cannot be exported as asked (an op without a lowering, bad weights, ...)."""
 
 
 def _version() -> str:
