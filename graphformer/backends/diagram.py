@@ -27,7 +27,7 @@ from ..ops.base import TensorType
 # the ops that read differently from their family (`core` is broad: embeddings, attention, norms, ...).
 # tests/test_draw.py checks that every family has a style.
 FAMILY_STYLE = {"core": "other", "activation": "activation", "structural": "structural", "sequence": "structural",
-                "vision": "embed", "audio": "structural", "multimodal": "structural"}
+                "vision": "embed", "audio": "structural", "multimodal": "structural", "moe": "linear"}
 OP_STYLES = {
     **dict.fromkeys(["embedding", "positional", "table_row"], "embed"),
     **dict.fromkeys(["attention", "cross_attend", "cosine_logits"], "attention"),
@@ -35,7 +35,7 @@ OP_STYLES = {
     **dict.fromkeys(["norm", "l2_normalize"], "norm"),
     "quick_gelu": "activation",
     "dropout": "dropout",
-    **dict.fromkeys(["residual", "concat", "interleave"], "merge"),
+    **dict.fromkeys(["residual", "mul", "concat", "interleave"], "merge"),
 }
 # style key -> (fill, border, text): muted fills so that labels stay readable; inputs and outputs dark
 PALETTE = {
