@@ -52,14 +52,16 @@ def strongly_connected(nodes: list[N], succ: Succ) -> list[list[N]]:
         if root in index:
             continue
         index[root] = low[root] = len(index)
-        stack.append(root), on_stack.add(root)
+        stack.append(root)
+        on_stack.add(root)
         work = [(root, iter(succ(root)))]
         while work:
             v, it = work[-1]
             for w in it:
                 if w not in index:
                     index[w] = low[w] = len(index)
-                    stack.append(w), on_stack.add(w)
+                    stack.append(w)
+                    on_stack.add(w)
                     work.append((w, iter(succ(w))))
                     break
                 if w in on_stack:
@@ -98,7 +100,8 @@ def find_cycle(nodes: list[N], succ: Succ) -> list[N]:
                     return path[path.index(w):]
                 if w not in state:
                     state[w] = 1
-                    path.append(w), its.append(iter(succ(w)))
+                    path.append(w)
+                    its.append(iter(succ(w)))
                     break
             else:
                 state[path.pop()] = 2
