@@ -2,28 +2,30 @@
 
 `load` and the checker need no torch; `build`, `example_inputs`, `load_weights` import torch lazily,
 and `export_onnx` imports onnx lazily, so `import graphformer` stays fast and dependency-free.
+This facade is the one place that takes a spec file path where a `Spec` is meant (`build("gpt2.yaml")`):
+the backends below it take a `Spec` only.
 """
-from .api import Spec, load
+from .api import Spec, as_spec, load
 from .diagnostics import Diagnostic, SpecError
-from .load import UsageError
+from .errors import UsageError, WeightMapError
 
 __version__ = "0.1.0"
-__all__ = ["Spec", "load", "SpecError", "Diagnostic", "UsageError", "build", "example_inputs", "load_weights",
-           "export_onnx", "parallelize", "plan"]
+__all__ = ["Spec", "load", "SpecError", "Diagnostic", "UsageError", "WeightMapError", "build", "example_inputs",
+           "load_weights", "export_onnx", "parallelize", "plan"]
 
 
 def build(spec, device="cpu", dtype=None, seed=None):
     from .backends.torch import build as _build
-    return _build(spec, device=device, dtype=dtype, seed=seed)
+    return _build(as_spec(spec), device=device, dtype=dtype, seed=seed)
 
 
 def example_inputs(spec, dims=None, seed=0, device="cpu"):
     from .backends.torch import example_inputs as _ex
-    return _ex(spec, dims=dims, seed=seed, device=device)
+    return _ex(as_spec(spec), dims=dims, seed=seed, device=device)
 
 
 def load_weights(module, state_dict, mapping, spec=None):
-    from .backends.weights import load_weights as _lw
+    from .backends.torch.weights import load_weights as _lw
     return _lw(module, state_dict, mapping, spec=spec)
 
 
@@ -36,9 +38,9 @@ def parallelize(model, mesh, *, tp=1, fsdp=True, activation_checkpointing=False,
 
 def plan(spec, tp=1):
     from .tp_plan import derive
-    return derive(spec, tp)
+    return derive(as_spec(spec), tp)
 
 
 def export_onnx(spec, module_or_weights, path, opset=17, **options):
     from .backends.onnx import export_onnx as _export
-    return _export(spec, module_or_weights, path, opset=opset, **options)
+    return _export(as_spec(spec), module_or_weights, path, opset=opset, **options)

@@ -1,6 +1,7 @@
 """The Python API's front-end half: `load()` a spec into a checked `Spec` (no torch needed)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from .diagnostics import Diagnostic, SpecError
@@ -41,6 +42,13 @@ class Spec:
         ins = ", ".join(f"{k}: {v}" for k, v in self.inputs.items())
         outs = ", ".join(f"{k}: {v}" for k, v in self.outputs.items())
         return f"<Spec {self.name} ({ins}) -> ({outs})>"
+
+
+def as_spec(spec_or_path) -> Spec:
+    """A `Spec` as is; a spec file path loaded (the facade's convenience: backends take a `Spec` only)."""
+    if isinstance(spec_or_path, (str, os.PathLike)):
+        return load(os.fspath(spec_or_path))
+    return spec_or_path
 
 
 def load(path: str, preset: str | None = None, overrides: dict[str, int] | None = None) -> Spec:

@@ -16,11 +16,12 @@ from pydantic import ValidationError
 
 from .diagnostics import Diagnostic, Span, did_you_mean
 from .dims import Dim, DimError, parse
-from .ir import Body, Frame, IRGraph, IRNode
-from .load import MAX_PARAM, Program, SpecCtx, UsageError, param_kind, pydantic_diagnostics
+from .errors import UsageError
+from .ir import BlockInputCheck, Body, Frame, IRGraph, IRNode, WeightMap, WeightRule
+from .load import MAX_PARAM, Program, SpecCtx, param_kind, pydantic_diagnostics
 from .ops import REGISTRY
 from .ops.base import TensorType
-from .spec import NodeDecl
+from .spec import NodeDecl, WeightMap as WeightMapDecl
 
 MAX_NODES = 200_000  # defaults; the environment variables below raise (or lower) them
 MAX_REPEAT = 10_000
@@ -90,7 +91,8 @@ class Scope:
 
 @dataclass
 class Expectation:
-    """A block input's declared shape, checked against the value passed in once shapes are known."""
+    """A block input's declared shape at one call, by slot; `_resolve` turns it into the IR's
+    `BlockInputCheck` once every slot names a node."""
 
     slots: dict[str, Slot]
     patterns: dict[str, tuple[Dim, ...]]
@@ -99,7 +101,13 @@ class Expectation:
     block: str
     index: int | None = None
     carried: tuple[str, ...] = ()
-    resolved: dict[str, str] = field(default_factory=dict)
+
+
+def weight_map_record(decl: WeightMapDecl) -> WeightMap:
+    """The IR's own copy of a spec file's weight map (backends never read the file's models)."""
+    rules = tuple(WeightRule(r.src, (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose, r.unstack)
+                  for r in decl.rules)
+    return WeightMap(rules, decl.strip_prefix, tuple(decl.ignore), decl.reference)
 
 
 class Expander:
@@ -108,7 +116,8 @@ class Expander:
         self.diags: list[Diagnostic] = []
         root = prog.root
         self.ir = IRGraph(root.spec.name, root.file, root.spec.doc, params=dict(prog.params),
-                          param_origin=dict(prog.origin), weight_maps=dict(root.spec.weight_maps))
+                          param_origin=dict(prog.origin),
+                          weight_maps={k: weight_map_record(m) for k, m in root.spec.weight_maps.items()})
         self.pending: list[tuple[IRNode, str, Slot]] = []      # (node, port or "attr:<name>", slot)
         self.expectations: list[Expectation] = []
         self.max_nodes = env_limit("GRAPHFORMER_MAX_NODES", MAX_NODES)
@@ -117,7 +126,7 @@ class Expander:
         self.bodies: dict[str, Body | None] = {}                # block name -> its body (block-valued attrs)
 
     # ------------------------------------------------------------------ entry point
-    def run(self) -> tuple[IRGraph, list[Diagnostic], list[Expectation]]:
+    def run(self) -> tuple[IRGraph, list[Diagnostic]]:
         root = self.prog.root
         scope = Scope(root, (), "", dict(self.prog.params), ())
         try:
@@ -138,7 +147,7 @@ class Expander:
         self._unused_params()
         # a block body is expanded once per repetition: its errors are one error each, not `repeat` copies
         self.diags = list({(d.code, d.span, d.message): d for d in self.diags}.values())
-        return self.ir, self.diags, self.expectations
+        return self.ir, self.diags
 
     def _unused_params(self) -> None:
         """A declared param that nothing reads is a warning: setting it would silently change nothing."""
@@ -556,7 +565,7 @@ class Expander:
         scope.forward.clear()
 
     def _add(self, node: IRNode) -> None:
-        if self.ir.g.number_of_nodes() >= self.max_nodes:
+        if len(self.ir) >= self.max_nodes:
             self.diags.append(Diagnostic("GF150", f"the expanded graph has more than {self.max_nodes:,} nodes", node.span,
                                          help="lower the `repeat` counts, or raise the limit with the "
                                               "GRAPHFORMER_MAX_NODES environment variable"))
@@ -582,11 +591,12 @@ class Expander:
             else:
                 node.inputs[port] = s.target
         for e in self.expectations:
-            for k, slot in e.slots.items():
-                s = slot.resolve()
-                if s.target is not None and not s.broken:
-                    e.resolved[k] = s.target
+            sources = {k: s.target for k, slot in e.slots.items()
+                       if (s := slot.resolve()).target is not None and not s.broken}
+            self.ir.block_checks.append(BlockInputCheck(e.block, e.call_span, e.patterns, sources, e.spans,
+                                                        e.index, e.carried))
 
 
-def expand(prog: Program) -> tuple[IRGraph, list[Diagnostic], list[Expectation]]:
+def expand(prog: Program) -> tuple[IRGraph, list[Diagnostic]]:
+    """The IR of `prog` (its block-input shape checks in `ir.block_checks`) and the problems found."""
     return Expander(prog).run()

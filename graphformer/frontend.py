@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from .diagnostics import Diagnostic, SpecError
 from .expand import expand
-from .infer import check_expectations, infer, lint
+from .infer import check_block_inputs, infer, lint
 from .dims import Dim
 from .ir import BodyFacts, IRGraph
 from .ops.base import TensorType
@@ -29,7 +29,7 @@ def check_file(path: str, preset: str | None = None, overrides: dict[str, int] |
         prog = load_program(path, preset, overrides)
     except SpecError as e:
         return CheckResult(None, e.diagnostics)
-    ir, diags, expectations = expand(prog)
+    ir, diags = expand(prog)
     if any(d.code == "GF150" for d in diags):
         return CheckResult(None, diags)
     ir.connect()
@@ -37,7 +37,7 @@ def check_file(path: str, preset: str | None = None, overrides: dict[str, int] |
         body.analyse = analyse_body
     diags += lint(ir)
     diags += infer(ir)
-    diags += check_expectations(ir, expectations)
+    diags += check_block_inputs(ir)
     if any(d.is_error for d in diags):
         # "does not contribute to any output" is usually a consequence of an error upstream of it
         # (and so is a param that nothing reads: the node that would read it may be the broken one)

@@ -4,12 +4,9 @@ A node whose rule fails (or whose input is unknown) gets shape None, so its cons
 """
 from __future__ import annotations
 
-import networkx as nx
-
 from .diagnostics import Diagnostic, Label
 from .dims import Dim, DimError
-from .expand import Expectation
-from .ir import IRGraph
+from .ir import BlockInputCheck, IRGraph
 from .ops import REGISTRY
 from .ops.base import ShapeError
 
@@ -21,27 +18,18 @@ def lint(ir: IRGraph) -> list[Diagnostic]:
     rest of the graph can still be inferred (collect, don't stop).
     """
     diags = []
-    for scc in list(nx.strongly_connected_components(ir.g)):
-        if len(scc) == 1 and not any(ir.g.has_edge(n, n) for n in scc):
-            continue
-        cycle = nx.find_cycle(ir.g.subgraph(scc))
-        names = [u for u, _ in cycle] + [cycle[0][0]]
+    for cycle, part in ir.cycles():
+        names = cycle + cycle[:1]
         first = ir.node(names[0])
         diags.append(Diagnostic("GF111", "cycle: " + " → ".join(f"`{ir.node(n).short}`" for n in names), first.span,
                                 node=first.name,
                                 labels=[Label(ir.node(n).span, f"`{ir.node(n).short}` is part of the cycle")
                                         for n in names[1:-1] if ir.node(n).span],
                                 help="a node can only consume values computed before it"))
-        for n in scc:
+        for n in part:
             ir.node(n).meta["broken"] = True
-            ir.g.remove_edges_from(list(ir.g.in_edges(n)))
-    used = set()
-    for out in ir.outputs.values():
-        used |= nx.ancestors(ir.g, out) | {out}
-    for n in ir.nodes():
-        tied = getattr(n.attrs, "tied", None)
-        if tied and n.name in used and tied in ir.g:  # unresolved (already reported) otherwise
-            used |= nx.ancestors(ir.g, tied) | {tied}
+            ir.cut_inputs(n)
+    used = ir.live()
     seen_spans = set()
     for n in ir.nodes():
         if n.name in used or n.meta.get("broken") or n.span in seen_spans:
@@ -66,7 +54,7 @@ def infer(ir: IRGraph) -> list[Diagnostic]:
         if n.meta.get("broken") or n.op not in REGISTRY:
             n.shape = None
             continue
-        ins = {p: ir.node(src).shape for p, src in n.inputs.items()}
+        ins = ir.input_types(n)
         if any(v is None for v in ins.values()):
             n.shape = None
             continue
@@ -114,13 +102,13 @@ def _apply_rule(ir: IRGraph, n, ins):
 
 def _check_tied(ir: IRGraph, n, ins) -> None:
     """`tied: other` reuses `other.weight`: the two weight shapes must agree."""
-    target = getattr(n.attrs, "tied", None)
+    target = ir.ties.get(n.name)
     if not target:
         return
     t = ir.node(target)
     if t.shape is None or t.attrs is None:
         return
-    theirs = REGISTRY[t.op].params(t.attrs, {p: ir.node(s).shape for p, s in t.inputs.items()}).get("weight")
+    theirs = REGISTRY[t.op].params(t.attrs, ir.input_types(t)).get("weight")
     x = ins["x"]
     mine = (n.attrs.out, x.shape[-1].value if x.shape[-1].is_const else None)
     if theirs is None:
@@ -143,13 +131,13 @@ def _dedupe_repeats(diags: list[Diagnostic]) -> list[Diagnostic]:
     return out
 
 
-def check_expectations(ir: IRGraph, expectations: list[Expectation]) -> list[Diagnostic]:
+def check_block_inputs(ir: IRGraph, checks: list[BlockInputCheck] | None = None) -> list[Diagnostic]:
     """Block inputs declare shapes; bare symbols in them bind per call (`n` may be `t` at one call)."""
     diags = []
-    for e in expectations:
+    for e in ir.block_checks if checks is None else checks:
         binding: dict[str, Dim] = {}
         for k, pattern in e.patterns.items():
-            src = e.resolved.get(k)
+            src = e.sources.get(k)
             actual = ir.node(src).shape if src else None
             if actual is None:
                 continue

@@ -1,17 +1,21 @@
-"""The IR: a networkx DiGraph of primitive op nodes after expansion (params substituted, blocks inlined).
+"""The IR: a graph of primitive op nodes after expansion (params substituted, blocks inlined).
 
 Every node has a path name (`encoder.3.attn`) that is the same in diagnostics, state-dict keys, ONNX
-node names and diagram ids. Graph inputs are nodes with op `input`. Edges carry the consumer's port.
-Inference writes `shape` (a TensorType or None when unknown) into each node; backends only read.
+node names and diagram ids. Graph inputs are nodes with op `input`. A node lists its producers by port
+(`node.inputs`); `connect()` derives the edges, after which the queries below (consumers, topological
+order, the live set, ties) answer from them. Inference writes `shape` (a TensorType or None when unknown)
+into each node; backends only read. Nothing outside this module sees how the edges are stored.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import networkx as nx
-
+from . import graphs
 from .diagnostics import Span
+from .dims import Dim
+from .errors import UsageError
+from .ops import REGISTRY
 from .ops.base import Attrs, TensorType
 
 
@@ -72,40 +76,159 @@ class Body:
         return self._facts[x]
 
 
+@dataclass(frozen=True)
+class BlockInputCheck:
+    """A block's declared input shapes at one call (`inputs: {x: [B, n, d_model]}`), checked against
+    the values passed in once shapes are known. Bare symbols in a pattern bind per call."""
+
+    block: str
+    call_span: Span | None
+    patterns: dict[str, tuple[Dim, ...]]    # block input -> declared dims
+    sources: dict[str, str]                 # block input -> IR node passed in (unresolved ones left out)
+    spans: dict[str, Span | None]           # block input -> where it is declared
+    index: int | None = None                # the repetition, when the call repeats
+    carried: tuple[str, ...] = ()           # inputs fed back from the previous repetition's outputs
+
+
+@dataclass(frozen=True)
+class WeightRule:
+    """Reference key `src` (`{i}`: a layer index) → spec parameter(s); several targets split dim 0."""
+
+    src: str
+    targets: tuple[str, ...]
+    transpose: bool = False
+    unstack: bool = False                   # dim 0 indexes experts: slice `e` goes to targets with `{e}` = e
+
+
+@dataclass(frozen=True)
+class WeightMap:
+    """A reference implementation's state-dict names → this spec's parameters (docs/weight-maps.md)."""
+
+    rules: tuple[WeightRule, ...]
+    strip_prefix: str = ""
+    ignore: tuple[str, ...] = ()            # reference keys (`*` and `{i}` patterns) that are not used
+    reference: str = ""
+
+
 @dataclass
 class IRGraph:
     name: str
     file: str
     doc: str = ""
-    g: nx.DiGraph = field(default_factory=nx.DiGraph)
     inputs: dict[str, str] = field(default_factory=dict)    # spec input name -> node
     outputs: dict[str, str] = field(default_factory=dict)   # spec output name -> node
     output_spans: dict[str, Span | None] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)    # resolved params (int, float, bool, str)
     param_origin: dict[str, str] = field(default_factory=dict)  # param -> "--set" / "preset `tiny`" if not default
     dims: dict[str, int] = field(default_factory=dict)      # symbolic dim -> example size
-    weight_maps: dict[str, Any] = field(default_factory=dict)
+    weight_maps: dict[str, WeightMap] = field(default_factory=dict)
     bodies: list[Body] = field(default_factory=list)         # block-valued attributes, expanded
+    block_checks: list[BlockInputCheck] = field(default_factory=list)
+    _nodes: dict[str, IRNode] = field(default_factory=dict, repr=False)
+    _succ: dict[str, dict[str, list[str]]] = field(default_factory=dict, repr=False)  # producer -> consumer -> ports
+    _pred: dict[str, dict[str, None]] = field(default_factory=dict, repr=False)
+    _order: list[str] | None = field(default=None, repr=False)
+    _ties: dict[str, str] | None = field(default=None, repr=False)
 
+    # ------------------------------------------------------------------ building
     def add(self, node: IRNode) -> None:
-        self.g.add_node(node.name, node=node)
+        self._nodes[node.name] = node
+        self._succ[node.name], self._pred[node.name] = {}, {}
+        self._order = self._ties = None
 
+    def connect(self) -> None:
+        """Derive the edges from every node's `inputs` (call once all references are resolved)."""
+        for name, node in self._nodes.items():
+            for port, src in node.inputs.items():
+                if src in self._nodes:
+                    self._succ[src].setdefault(name, []).append(port)
+                    self._pred[name][src] = None
+        self._order = self._ties = None
+
+    def cut_inputs(self, name: str) -> None:
+        """Forget the edges into `name` (a node on a cycle: reported, so the rest can be ordered)."""
+        for src in self._pred[name]:
+            self._succ[src].pop(name, None)
+        self._pred[name] = {}
+        self._order = None
+
+    # ------------------------------------------------------------------ queries
     def node(self, name: str) -> IRNode:
-        return self.g.nodes[name]["node"]
+        return self._nodes[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._nodes
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def names(self) -> list[str]:
+        """Node names in insertion (spec) order."""
+        return list(self._nodes)
 
     def nodes(self) -> list[IRNode]:
         """Nodes in topological order (ties broken by insertion order, so output is stable)."""
-        order = {n: i for i, n in enumerate(self.g.nodes)}
-        return [self.node(n) for n in nx.lexicographical_topological_sort(self.g, key=lambda n: order[n])]
+        if self._order is None:
+            self._order = graphs.topological_order(list(self._nodes), self._succ.__getitem__)
+        return [self._nodes[n] for n in self._order]
 
-    def connect(self) -> None:
-        for name in list(self.g.nodes):
-            for port, src in self.node(name).inputs.items():
-                self.g.add_edge(src, name, port=port)
+    def input_types(self, node: IRNode) -> dict[str, TensorType | None]:
+        """The inferred type of each of `node`'s inputs, by port."""
+        return {p: self._nodes[s].shape for p, s in node.inputs.items()}
+
+    def consumers(self, name: str) -> list[tuple[IRNode, str]]:
+        """Every (node, port) that reads `name`'s value, in spec order."""
+        return [(self._nodes[c], p) for c, ports in self._succ[name].items() for p in ports]
+
+    def ancestors(self, names) -> set[str]:
+        """`names` and every node they depend on."""
+        return graphs.reachable(names, self._pred.__getitem__)
+
+    def descendants(self, names) -> set[str]:
+        """`names` and every node that depends on them."""
+        return graphs.reachable(names, self._succ.__getitem__)
+
+    def cycles(self) -> list[tuple[list[str], list[str]]]:
+        """Each strongly connected part that holds a cycle, as (one cycle through it, all its nodes)."""
+        out = []
+        position = {n: i for i, n in enumerate(self._nodes)}
+        for part in graphs.strongly_connected(list(self._nodes), self._succ.__getitem__):
+            if len(part) > 1 or part[0] in self._succ[part[0]]:
+                order = sorted(part, key=position.__getitem__)
+                out.append((graphs.find_cycle(order, self._succ.__getitem__), part))
+        return out
+
+    @property
+    def ties(self) -> dict[str, str]:
+        """Node -> the node whose `weight` it reuses (`tied: tok` on a linear layer)."""
+        if self._ties is None:
+            self._ties = {}
+            for n in self._nodes.values():
+                owner = n.attrs.tied_to() if n.attrs is not None else None
+                if owner:
+                    self._ties[n.name] = owner
+        return self._ties
+
+    def live(self) -> set[str]:
+        """The nodes some output depends on, and the owners of the weights that those nodes reuse."""
+        used = self.ancestors(self.outputs.values())
+        for n, owner in self.ties.items():
+            if n in used and owner in self._nodes:  # an unresolved tie is reported already
+                used |= self.ancestors([owner])
+        return used
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every parameter tensor by its state-dict name (`blocks.3.attn.q.weight`); tied ones appear once."""
+        out = {}
+        for n in self.nodes():
+            if n.op == "input":
+                continue
+            for k, shape in REGISTRY[n.op].params(n.attrs, self.input_types(n)).items():
+                out[f"{n.name}.{k}"] = tuple(shape)
+        return out
 
     def resolve_dims(self, overrides: dict[str, int] | None = None) -> dict[str, int]:
         """The example sizes of the symbolic dims with `overrides` applied (unknown names, sizes < 1: UsageError)."""
-        from .load import UsageError
         env = dict(self.dims)
         for k, v in (overrides or {}).items():
             if k not in env:

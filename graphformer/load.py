@@ -14,14 +14,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .diagnostics import Diagnostic, Label, Span, SpecError, did_you_mean
+from .errors import UsageError
 from .spec import FORMAT_VERSION, SpecFile
 from .yamlload import FileProblem, Loaded, load_yaml_file
 
 MAX_PARAM = 10**12
-
-
-class UsageError(Exception):
-    """A problem with how graphformer was invoked or its environment (exit code 2)."""
 
 
 @dataclass

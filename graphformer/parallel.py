@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .load import UsageError
+from .errors import UsageError
 from .tp_plan import Shard, derive
 
 

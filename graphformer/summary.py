@@ -25,7 +25,7 @@ def rows(ir: IRGraph) -> list[Row]:
         if n.op == "input" or n.shape is None:
             continue
         op = REGISTRY[n.op]
-        ins = {p: ir.node(s).shape for p, s in n.inputs.items()}
+        ins = ir.input_types(n)
         params = sum(math.prod(s) for s in op.params(n.attrs, ins).values())
         active = op.active_params(n.attrs, ins) if op.active_params else params
         out.append(Row(n.name, n.op, str(n.shape), params, op.flops(n.attrs, ins, n.shape), active))
@@ -38,11 +38,4 @@ def total_params(ir: IRGraph) -> int:
 
 def param_shapes(ir: IRGraph) -> dict[str, tuple[int, ...]]:
     """Every parameter tensor by its state-dict name (`blocks.3.attn.q.weight`); tied ones appear once."""
-    out = {}
-    for n in ir.nodes():
-        if n.op == "input":
-            continue
-        ins = {p: ir.node(s).shape for p, s in n.inputs.items()}
-        for k, shape in REGISTRY[n.op].params(n.attrs, ins).items():
-            out[f"{n.name}.{k}"] = tuple(shape)
-    return out
+    return ir.param_shapes()

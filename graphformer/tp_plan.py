@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .load import UsageError
+from .errors import UsageError
 from .ir import IRGraph
 
 ELEMENTWISE = {"activation", "relu", "gelu", "silu", "tanh", "sigmoid", "quick_gelu", "mul", "dropout"}
@@ -57,7 +57,7 @@ def derive(spec, tp: int) -> list[Shard]:
 def _why_replicated(n) -> str:
     if n.op == "embedding":
         return "embedding table (vocab-parallel not done)"
-    if n.op == "linear" and getattr(n.attrs, "tied", None):
+    if n.op == "linear" and n.attrs.tied_to():
         return f"tied to {n.attrs.tied}"
     if n.op == "moe":
         return "experts replicated (expert parallelism not done)"
@@ -68,7 +68,7 @@ def _mlp_pairs(ir: IRGraph, tp: int) -> dict[str, set[str]]:
     """Column-split candidates and the row-split linears their outputs reach through element-wise ops."""
     cand: dict[str, set[str]] = {}
     for n in ir.nodes():
-        if n.op != "linear" or getattr(n.attrs, "tied", None) or n.shape is None or n.attrs.out % tp:
+        if n.op != "linear" or n.attrs.tied_to() or n.shape is None or n.attrs.out % tp:
             continue
         width = ir.node(n.inputs["x"]).shape.shape[-1].value
         ends, ok, stack, seen = set(), True, [n.name], set()
@@ -81,7 +81,7 @@ def _mlp_pairs(ir: IRGraph, tp: int) -> dict[str, set[str]]:
                 seen.add(c)
                 if node.op in ELEMENTWISE:
                     stack.append(c)
-                elif node.op == "linear" and node.attrs.out == width and not getattr(node.attrs, "tied", None):
+                elif node.op == "linear" and node.attrs.out == width and not node.attrs.tied_to():
                     ends.add(c)
                 else:
                     ok = False
@@ -99,7 +99,7 @@ def _mlp_pairs(ir: IRGraph, tp: int) -> dict[str, set[str]]:
 
 
 def _consumers(ir: IRGraph, name: str) -> list[str]:
-    return list(ir.g.successors(name))
+    return list(dict.fromkeys(n.name for n, _ in ir.consumers(name)))
 
 
 def _muls_ok(ir: IRGraph, a: str, cand: dict[str, set[str]]) -> bool:

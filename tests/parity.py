@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import graphformer
-from graphformer.backends.weights import load_weights
+from graphformer.backends.torch.weights import load_weights
 
 ERRORS: dict[str, float] = {}   # measured max abs errors by output, printed with `pytest -s` for docs/models.md
 

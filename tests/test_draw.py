@@ -353,10 +353,12 @@ def test_gallery_has_no_orphans():
 # ---------------------------------------------------------------- every op has a lowering
 
 def test_every_op_has_a_diagram_lowering_and_a_short_label():
-    from graphformer.backends.diagram import PALETTE, attr_detail
+    from graphformer.backends.diagram import FAMILY_STYLE, PALETTE, attr_detail
     from graphformer.backends.graphviz import LOWERINGS
     from graphformer.ops import REGISTRY
-    assert sorted(set(REGISTRY) - set(LOWERINGS)) == [], "add the new op to OP_STYLES in backends/diagram.py"
+    families = {op.family for op in REGISTRY.values()}
+    assert sorted(families - set(FAMILY_STYLE)) == [], "give the new op family a style: FAMILY_STYLE in backends/diagram.py"
+    assert sorted(set(REGISTRY) - set(LOWERINGS)) == []
     assert set(LOWERINGS.values()) <= set(PALETTE)
     for name, op in REGISTRY.items():
         fields = op.attrs.model_fields

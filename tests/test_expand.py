@@ -93,7 +93,7 @@ def test_forward_references_and_implicit_chaining(tmp_path):
 def test_imports_share_blocks_and_take_params_from_the_root():
     r = check_file(str(SPECS / "translation.yaml"), preset="tiny")
     assert r.ok, r.diagnostics
-    assert "decoder.1.cross" in r.ir.g
+    assert "decoder.1.cross" in r.ir
     assert r.ir.node("decoder.1.cross").inputs["context"] == "enc_norm"
 
 
@@ -108,7 +108,7 @@ def test_import_cycle_is_an_error(tmp_path):
 def test_presets_and_overrides():
     spec = graphformer.load(SPECS / "gpt2.yaml", preset="tiny", overrides={"layers": 3})
     assert spec.params["layers"] == 3 and spec.params["d_model"] == 32
-    assert "blocks.2.attn" in spec.ir.g and "blocks.3.attn" not in spec.ir.g
+    assert "blocks.2.attn" in spec.ir and "blocks.3.attn" not in spec.ir
     with pytest.raises(UsageError, match="did you mean `layers`"):
         graphformer.load(SPECS / "gpt2.yaml", overrides={"layer": 3})
     with pytest.raises(UsageError, match="unknown preset"):

@@ -131,7 +131,7 @@ def test_patch_embed_flops_are_the_convolution():
 
 torch = pytest.importorskip("torch")
 from graphformer.backends.torch import LOWERINGS  # noqa: E402
-from graphformer.backends.torch.vision import mel_filters  # noqa: E402
+from graphformer.backends.torch.audio import mel_filters  # noqa: E402
 
 
 def lower(op: str, attrs: dict, types: dict):

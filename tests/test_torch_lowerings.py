@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from graphformer.backends.torch import LOWERINGS  # noqa: E402
-from graphformer.backends.torch.core import sinusoids  # noqa: E402
+from graphformer.backends.tables import sinusoids  # noqa: E402
 from graphformer.dims import Dim  # noqa: E402
 from graphformer.ir import IRNode  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
@@ -165,7 +165,7 @@ def test_norms_positions_embeddings_and_pool_equal_formulas():
     mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
     torch.testing.assert_close(ln(x), (x - mu) / torch.sqrt(var + 1e-12) * ln.weight + ln.bias, rtol=1e-5, atol=1e-5)
 
-    table = sinusoids(9, 8)  # Vaswani et al. 3.5, element by element
+    table = torch.from_numpy(sinusoids(9, 8))  # Vaswani et al. 3.5, element by element
     for pos in range(9):
         for i in range(4):
             angle = pos / 10000 ** (2 * i / 8)

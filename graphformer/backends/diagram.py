@@ -23,20 +23,19 @@ from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
 from ..ops.base import TensorType
 
-# The diagram's lowering table: every op's colour family (labels come from the attrs, generically).
-# tests/test_draw.py checks that every registered op is listed; an op missing here still draws, coloured
-# by its registry family through FAMILY_STYLE.
+# An op is coloured by its registry family, so a new op draws without an edit here; OP_STYLES overrides
+# the ops that read differently from their family (`core` is broad: embeddings, attention, norms, ...).
+# tests/test_draw.py checks that every family has a style.
+FAMILY_STYLE = {"core": "other", "activation": "activation", "structural": "structural", "sequence": "structural",
+                "vision": "embed", "audio": "structural", "multimodal": "structural", "moe": "linear"}
 OP_STYLES = {
-    **dict.fromkeys(["embedding", "positional", "patch_embed", "prepend_tokens", "latents", "table_row"], "embed"),
+    **dict.fromkeys(["embedding", "positional", "table_row"], "embed"),
     **dict.fromkeys(["attention", "cross_attend", "cosine_logits"], "attention"),
     "linear": "linear",
     **dict.fromkeys(["norm", "l2_normalize"], "norm"),
-    **dict.fromkeys(["relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "quick_gelu", "activation"], "activation"),
-    "moe": "linear",
+    "quick_gelu": "activation",
     "dropout": "dropout",
-    **dict.fromkeys(["residual", "concat", "interleave", "mul"], "merge"),
-    **dict.fromkeys(["pool", "slice", "transpose", "unsqueeze", "deinterleave", "token_at", "spectrogram",
-                     "vestigial", "scale"], "structural"),
+    **dict.fromkeys(["residual", "mul", "concat", "interleave"], "merge"),
 }
 # style key -> (fill, border, text): muted fills so that labels stay readable; inputs and outputs dark
 PALETTE = {
@@ -53,8 +52,6 @@ PALETTE = {
     "other": ("#e4eef0", "#7a9ca3", "#222222"),
 }
 SYMBOLS = {"residual": "+", "mul": "×"}
-FAMILY_STYLE = {"activation": "activation", "structural": "structural", "sequence": "structural",
-                "vision": "embed", "audio": "structural", "multimodal": "attention"}
 
 
 @dataclass

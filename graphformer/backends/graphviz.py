@@ -9,10 +9,11 @@ import shutil
 import subprocess
 
 from ..ir import IRGraph
-from .diagram import OP_STYLES, PALETTE, Cluster, Diagram, Node, build
+from ..ops import REGISTRY
+from .diagram import PALETTE, Cluster, Diagram, Node, build, node_style
 
-# Every backend has a lowering table keyed by op; for diagrams it is the colour family of each op.
-LOWERINGS = OP_STYLES
+# Every backend has a lowering table keyed by op; for diagrams it is the style of each op (from its family).
+LOWERINGS = {op: node_style(op) for op in REGISTRY}
 
 FORMATS = ("svg", "png", "pdf")
 INSTALL_HINT = ("Graphviz's `dot` was not found on PATH: install it with `apt-get install graphviz` "

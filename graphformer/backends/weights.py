@@ -1,35 +1,102 @@
-"""Weight maps: a reference implementation's state dict → this spec's parameters, by declared rules.
+"""Weights without torch: read a state dict from a file, map a reference's names onto the spec's, check
+the result against the spec's parameter shapes. Torch (`backends/torch/weights.py`) and ONNX
+(`backends/onnx/weights.py`) are thin adapters over this module.
 
-A map is data in the spec (`weight_maps:`, see graphformer/spec.py `WeightMap` and docs/weight-maps.md):
-rules `from` (a reference key, `{i}` standing for a layer index) → `to` (a spec parameter, or a list of
-them: the fused reference tensor is split along dim 0 into that many equal parts), optionally
-transposed first (GPT-2's Conv1D stores `[in, out]`). Conversion is all-or-nothing: every reference
-tensor must be used by a rule or ignored, every spec parameter must be set, every shape must fit.
-Anything else is a `WeightMapError` whose message names the reference key and the spec parameter.
+Everything here works on arrays of any kind that slice, reshape and transpose alike: numpy arrays (what
+safetensors gives without torch) and torch tensors (a reference model's `state_dict()`, even on the meta
+device). A converted tensor is of the same kind as the one it came from.
+
+A map is data in the IR (`ir.WeightMap`, from the spec's `weight_maps:`; docs/weight-maps.md): rules
+`from` (a reference key, `{i}` standing for a layer index) → `to` (a spec parameter, or several: the
+fused reference tensor is split along dim 0 into that many equal parts), optionally transposed first
+(GPT-2's Conv1D stores `[in, out]`). Conversion is all-or-nothing: every reference tensor must be used
+by a rule or ignored, every spec parameter must be set, every shape must fit. Anything else is a
+`WeightMapError` whose message names the reference key and the spec parameter.
 """
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
-
 from ..diagnostics import did_you_mean
-from ..spec import WeightMap, WeightRule
-from ..summary import param_shapes
+from ..errors import WeightFileError, WeightMapError
+from ..ir import IRGraph, WeightMap, WeightRule
 
-MAX_LISTED = 8      # problems listed in one error message; the rest are counted
+__all__ = ["WeightMapError", "WeightFileError", "read_state_dict", "get_map", "convert_state_dict",
+           "check_shapes"]
 
 
-class WeightMapError(Exception):
-    """A weight map does not fit the state dict or the spec (the CLI reports it with exit status 1)."""
+# ---------------------------------------------------------------- reading
 
-    def __init__(self, problems: list[str] | str):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        shown = self.problems[:MAX_LISTED]
-        more = len(self.problems) - len(shown)
-        super().__init__("\n".join(shown) + (f"\n... and {more} more" if more > 0 else ""))
+def read_state_dict(path: str) -> dict:
+    """A state dict from .safetensors (numpy arrays, no torch needed) or from .pt / .bin (torch.load,
+    `weights_only`, so a file can't run code). Raises WeightFileError."""
+    if not os.path.isfile(path):
+        raise WeightFileError(f"weights file `{path}` does not exist")
+    if path.endswith(".safetensors"):
+        return _read_safetensors(path)
+    try:
+        import torch
+    except ImportError:
+        raise WeightFileError(f"`{path}` is not a .safetensors file; reading .pt/.bin weights needs torch") from None
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt or foreign file: the user's to fix, not a traceback
+        raise WeightFileError(f"cannot read weights file `{path}`: {e}") from None
+    if not isinstance(sd, Mapping):
+        raise WeightFileError(f"`{path}` does not hold a state dict")
+    return dict(sd)
 
+
+def _read_safetensors(path: str) -> dict:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise WeightFileError("reading .safetensors weights needs the `safetensors` package") from None
+    try:
+        with safe_open(path, framework="numpy") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except TypeError:
+        pass  # a dtype numpy lacks (bfloat16): read through torch below
+    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+        raise WeightFileError(f"cannot read weights file `{path}`: {e}") from None
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except ImportError:
+        raise WeightFileError(f"`{path}` holds a dtype numpy cannot read (bfloat16?); install torch") from None
+
+
+# ---------------------------------------------------------------- arrays of either kind
+
+def _is_array(x) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "reshape")
+
+
+def _contiguous(x):
+    if hasattr(x, "contiguous"):      # torch
+        return x.contiguous()
+    import numpy as np
+    return np.ascontiguousarray(x)
+
+
+def _same_values(a, b) -> bool:
+    if any(getattr(getattr(x, "device", None), "type", None) == "meta" for x in (a, b)):
+        return True                   # shapes only: nothing to compare
+    if hasattr(a, "contiguous") and hasattr(b, "contiguous"):
+        import torch
+        return torch.equal(a, b.to(a))
+    import numpy as np
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def _shape(dims) -> str:
+    return "[" + ", ".join(str(int(s)) for s in dims) + "]"
+
+
+# ---------------------------------------------------------------- mapping
 
 def _pattern(text: str, wildcard: bool = False) -> re.Pattern:
     """`{i}` → a layer index (digits); with `wildcard`, `*` → any run of characters."""
@@ -41,31 +108,23 @@ def _pattern(text: str, wildcard: bool = False) -> re.Pattern:
     return re.compile(body)
 
 
-def _shape(t) -> str:
-    return "[" + ", ".join(str(int(s)) for s in t) + "]"
-
-
 @dataclass
 class _Rule:
     rule: WeightRule
     regex: re.Pattern
 
-    @property
-    def targets(self) -> list[str]:
-        return [self.rule.dst] if isinstance(self.rule.dst, str) else list(self.rule.dst)
-
-    def parts(self, key: str, tensor: torch.Tensor, index: str | None) -> list[tuple[str, torch.Tensor, str]]:
+    def parts(self, key: str, tensor, index: str | None) -> list[tuple[str, object, str]]:
         """(spec name, tensor, how it was made) for each target; raises WeightMapError on bad geometry."""
         how = []
         if self.rule.transpose:
-            if tensor.dim() != 2:
+            if len(tensor.shape) != 2:
                 raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} can't be transposed: "
                                      f"`transpose` needs a 2-D tensor")
-            tensor = tensor.t()
+            tensor = tensor.T
             how.append("transposed")
-        names = [t.replace("{i}", index) if index is not None else t for t in self.targets]
+        names = [t.replace("{i}", index) if index is not None else t for t in self.rule.targets]
         if self.rule.unstack:  # [E, ...]: one slice per expert, each then placed (and split) as usual
-            if tensor.dim() < 2:
+            if len(tensor.shape) < 2:
                 raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} can't be unstacked: "
                                      f"`unstack` needs a tensor with an expert axis first")
             return [part for e in range(tensor.shape[0])
@@ -74,21 +133,25 @@ class _Rule:
         return _split(key, tensor, names, how)
 
 
-def _split(key: str, tensor: torch.Tensor, names: list[str], how: list[str]) -> list[tuple[str, torch.Tensor, str]]:
+def _split(key: str, tensor, names: list[str], how: list[str]) -> list[tuple[str, object, str]]:
     """The tensor as one target, or split evenly along dim 0 into the targets (a fused q, k, v)."""
     if len(names) == 1:
-        return [(names[0], tensor.contiguous(), ", ".join(how))]
+        return [(names[0], _contiguous(tensor), ", ".join(how))]
     n = len(names)
-    if tensor.dim() == 0 or tensor.shape[0] % n:
+    if len(tensor.shape) == 0 or tensor.shape[0] % n:
         raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} does not split evenly into {n} "
                              f"parts along dim 0 for {', '.join(f'`{x}`' for x in names)}")
-    chunks = tensor.chunk(n, dim=0)
-    return [(name, c.contiguous(), ", ".join(how + [f"part {k + 1} of {n}"]))
-            for k, (name, c) in enumerate(zip(names, chunks))]
+    size = tensor.shape[0] // n
+    return [(name, _contiguous(tensor[k * size:(k + 1) * size]), ", ".join(how + [f"part {k + 1} of {n}"]))
+            for k, name in enumerate(names)]
+
+
+def _ir(spec) -> IRGraph:
+    return getattr(spec, "ir", spec)
 
 
 def get_map(spec, mapping: str) -> WeightMap:
-    ir = getattr(spec, "ir", spec)
+    ir = _ir(spec)
     maps = ir.weight_maps
     if mapping in maps:
         return maps[mapping]
@@ -100,24 +163,22 @@ def get_map(spec, mapping: str) -> WeightMap:
                          + (f" (did you mean `{hint}`?)" if hint else "") + f"; known maps: {known}")
 
 
-def _compile(wmap: WeightMap) -> tuple[list[_Rule], list[re.Pattern]]:
-    # placeholders were validated with the spec (WeightRule): only `{i}`, and in `to` only if in `from`
-    return [_Rule(r, _pattern(r.src)) for r in wmap.rules], [_pattern(p, wildcard=True) for p in wmap.ignore]
+def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
+    """Map a reference state dict onto the spec's parameter names (`ir.param_shapes()` keys) through
+    `mapping` (a Spec or an IRGraph either way).
 
-
-def convert_state_dict(spec, state_dict: dict, mapping: str) -> dict[str, torch.Tensor]:
-    """Map a reference state dict onto the spec's parameter names (`param_shapes` keys) through `mapping`.
-
-    Returns a new dict `{spec parameter: tensor}` with exactly the spec's parameters, contiguous, in the
-    reference's dtype. Raises WeightMapError listing every problem found.
+    Returns a new dict `{spec parameter: array}` with exactly the spec's parameters, contiguous, of the
+    reference's kind and dtype. Raises WeightMapError listing every problem found.
     """
-    ir = getattr(spec, "ir", spec)
+    ir = _ir(spec)
     wmap = get_map(ir, mapping)
-    shapes = param_shapes(ir)
+    shapes = ir.param_shapes()
     # a tied layer's weight is its owner's: `lm_head.weight` names `tok.weight` when the head is tied
-    tied = {f"{n.name}.weight": f"{n.attrs.tied}.weight" for n in ir.nodes() if getattr(n.attrs, "tied", None)}
-    rules, ignores = _compile(wmap)
-    out: dict[str, torch.Tensor] = {}
+    tied = {f"{n}.weight": f"{owner}.weight" for n, owner in ir.ties.items()}
+    # placeholders were validated with the spec: `{i}` (in `to` only if in `from`), `{e}` with `unstack`
+    rules = [_Rule(r, _pattern(r.src)) for r in wmap.rules]
+    ignores = [_pattern(p, wildcard=True) for p in wmap.ignore]
+    out: dict = {}
     source: dict[str, str] = {}            # spec parameter → the reference key that set it
     problems: list[str] = []
     rejected: set[str] = set()
@@ -129,7 +190,7 @@ def convert_state_dict(spec, state_dict: dict, mapping: str) -> dict[str, torch.
                 problems.append(f"reference tensor `{key}` is not used by map `{mapping}` — add a rule or an "
                                 f"`ignore` pattern")
             continue
-        if not isinstance(tensor, torch.Tensor):
+        if not _is_array(tensor):
             problems.append(f"reference entry `{key}` is a {type(tensor).__name__}, not a tensor")
             continue
         for rule, m in hits:
@@ -155,7 +216,7 @@ def convert_state_dict(spec, state_dict: dict, mapping: str) -> dict[str, torch.
 def _why_unset(param: str, rules: list[_Rule], wmap: WeightMap) -> str:
     """Name the reference tensor the map expected for `param`, so both sides of the gap are visible."""
     for r in rules:
-        for t in r.targets:
+        for t in r.rule.targets:
             if m := _pattern(t).fullmatch(param):
                 i = m.groupdict().get("i")
                 key = r.rule.src.replace("{i}", i) if i is not None else r.rule.src
@@ -184,9 +245,7 @@ def _place(out, source, shapes, target, value, key, how, mapping) -> str | None:
                 f"{_shape(value.shape)}{note}")
     if target in out:
         # two reference keys for one parameter: only a tie (e.g. GPT-2's lm_head = wte) may do that
-        prev = out[target]
-        same = value.device.type == "meta" or prev.device.type == "meta" or torch.equal(prev, value.to(prev))
-        if not same:
+        if not _same_values(out[target], value):
             return (f"reference tensors `{source[target]}` and `{key}` both set spec parameter `{target}` but "
                     f"differ (the spec ties them to one parameter)")
         return None
@@ -194,14 +253,23 @@ def _place(out, source, shapes, target, value, key, how, mapping) -> str | None:
     return None
 
 
-def load_weights(module: torch.nn.Module, state_dict: dict, mapping: str, spec=None) -> torch.nn.Module:
-    """Load a reference state dict into a module built by `graphformer.build`, through a weight map.
+# ---------------------------------------------------------------- checking
 
-    `spec` defaults to the module's own (`module.spec`, set by the builder). Strict: the converted dict
-    has exactly the spec's parameters, so `load_state_dict(strict=True)` checks the build agrees too.
-    """
-    spec = spec if spec is not None else getattr(module, "spec", None)
-    if spec is None:
-        raise TypeError("load_weights needs the spec: pass `spec=` (this module has no `.spec`)")
-    module.load_state_dict(convert_state_dict(spec, state_dict, mapping), strict=True)
-    return module
+def check_shapes(spec, weights: Mapping) -> list[str]:
+    """What is wrong with `weights` as the spec's parameters (missing, unexpected, misshapen): [] if nothing."""
+    expected = _ir(spec).param_shapes()
+    problems = []
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing:
+        problems.append(f"missing {len(missing)}: " + _few(missing))
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)}: " + _few(unexpected))
+    for k, shape in expected.items():
+        if k in weights and tuple(weights[k].shape) != tuple(shape):
+            problems.append(f"`{k}` has shape {list(weights[k].shape)}, the spec needs {list(shape)}")
+    return problems
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    return ", ".join(f"`{k}`" for k in keys[:n]) + (", ..." if len(keys) > n else "")

@@ -13,7 +13,7 @@ import time
 
 from ..diagnostics import SourceCache, render
 from ..infer import infer
-from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_output, load_checked,
+from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_path, load_checked,
                      parse_assignments, require_weight_map)
 
 EXIT_INTERNAL = 3
@@ -130,30 +130,15 @@ def _run_and_check(model, spec, dims, device, dtype):
         return outputs, time.perf_counter() - t, len(shapes)
 
 
-def _read_state_dict(path: str):
-    import torch
-    if not os.path.isfile(path):
-        raise CommandError(f"--weights: no such file `{path}`")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-            return load_file(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt or foreign file: the user's to fix, not a traceback
-        raise CommandError(f"--weights: cannot read `{path}`: {e}") from None
-
-
 def _load_weights(model, spec, path: str, mapping: str, device) -> None:
     if device.type == "meta":
         raise CommandError("--weights: cannot load weights into a meta model (use --device cpu)")
+    from ..backends.torch.weights import load_weights
+    from ..backends.weights import WeightFileError, WeightMapError, read_state_dict
     try:
-        from ..backends.weights import WeightMapError, load_weights
-    except ImportError:
-        raise CommandError("--weights: weight maps are not available in this installation "
-                           "(graphformer.backends.weights is missing)") from None
-    state = _read_state_dict(path)
-    if not isinstance(state, dict):
-        raise CommandError(f"--weights: `{path}` does not hold a state dict")
+        state = read_state_dict(path)
+    except WeightFileError as e:
+        raise CommandError(f"--weights: {e}") from None
     try:
         load_weights(model, state, mapping, spec)
     except WeightMapError as e:
@@ -161,11 +146,9 @@ def _load_weights(model, spec, path: str, mapping: str, device) -> None:
 
 
 def _save(model, spec, path: str) -> int:
-    from safetensors.torch import save
-    # our state dict never lists a tied parameter twice (it lives under its owner, e.g. `tok.weight`),
-    # and safetensors wants contiguous, unshared CPU tensors
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    blob = save(tensors, metadata={"graphformer_spec": spec.name, "format": "pt"})
-    with atomic_output(path) as fh:
-        fh.write(blob)
-    return len(blob)
+    from ..backends.torch.weights import save_safetensors
+    # safetensors' file writer streams the tensors into the temporary file: no copy of the whole file
+    # in memory (serialising to bytes first peaked at 3x the model's size)
+    with atomic_path(path) as tmp:
+        save_safetensors(model, tmp, {"graphformer_spec": spec.name, "format": "pt"})
+    return os.path.getsize(path)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from ..diagnostics import SourceCache, render
 from ..frontend import CheckResult, check_file
-from ..load import UsageError
+from ..errors import UsageError
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 
@@ -119,16 +119,36 @@ def run_guarded(fn, args) -> int:
 @contextmanager
 def atomic_output(path: str, mode: str = "wb"):
     """Write to a temp file beside `path` and rename it into place only if the block succeeds."""
+    fd, tmp = _temp_beside(path)
+    with _replace_on_success(tmp, path):
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+
+
+@contextmanager
+def atomic_path(path: str):
+    """The path of a temp file beside `path` (for writers that take a file name, like safetensors'),
+    renamed into place only if the block succeeds."""
+    fd, tmp = _temp_beside(path)
+    os.close(fd)
+    with _replace_on_success(tmp, path):
+        yield tmp
+
+
+def _temp_beside(path: str) -> tuple[int, str]:
     directory = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(directory):
         raise CommandError(f"cannot write `{path}`: directory `{directory}` does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".gf-", suffix=os.path.basename(path), dir=directory)
+        return tempfile.mkstemp(prefix=".gf-", suffix=os.path.basename(path), dir=directory)
     except OSError as e:  # a read-only directory, no space for even an empty file
         raise CommandError(f"cannot write `{path}`: {(e.strerror or str(e)).lower()}") from None
+
+
+@contextmanager
+def _replace_on_success(tmp: str, path: str):
     try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
+        yield
         os.replace(tmp, path)
     except BaseException as e:
         try:

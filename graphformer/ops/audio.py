@@ -26,15 +26,24 @@ class SpectrogramAttrs(Attrs):
 
     @model_validator(mode="after")
     def _frequencies(self):
-        top = self.f_max if self.f_max is not None else self.sample_rate / 2
-        if not self.f_min < top <= self.sample_rate / 2:
-            raise ValueError(f"need f_min < f_max ≤ sample_rate / 2, got f_min={self.f_min}, f_max={top}, "
+        if not self.f_min < self.top <= self.sample_rate / 2:
+            raise ValueError(f"need f_min < f_max ≤ sample_rate / 2, got f_min={self.f_min}, f_max={self.top}, "
                              f"sample_rate={self.sample_rate}")
         return self
 
     @property
     def window(self) -> int:
         return self.win_length if self.win_length is not None else self.n_fft
+
+    @property
+    def top(self) -> float:
+        """The highest frequency of the filter bank: `f_max`, or the Nyquist frequency."""
+        return self.f_max if self.f_max is not None else self.sample_rate / 2
+
+    @property
+    def bins(self) -> int:
+        """Frequency bins of one FFT frame."""
+        return self.n_fft // 2 + 1
 
     @property
     def step(self) -> int:
@@ -68,8 +77,7 @@ def _spectrogram_shape(a: SpectrogramAttrs, ins):
 
 def _spectrogram_flops(a: SpectrogramAttrs, ins, out):
     # per frame: an FFT (~5 n log2 n real flops), the power spectrum, the mel projection, the log
-    n = a.n_fft
-    bins = n // 2 + 1
+    n, bins = a.n_fft, a.bins
     per_frame = 5 * n * max(n.bit_length() - 1, 1) + 3 * bins + 2 * bins * a.mels + a.mels
     return out.shape[0] * out.shape[2] * per_frame
 

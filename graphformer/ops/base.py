@@ -38,6 +38,12 @@ class Attrs(BaseModel):
     def body(self):
         """The expanded block of this node's block field (an `ir.Body`), or None."""
         return self._body
+    # The ref field naming the node whose `weight` this op reuses (a tie), if the op can have one.
+    tie_field: ClassVar[str | None] = None
+
+    def tied_to(self) -> str | None:
+        """The node whose `weight` this node reuses, or None."""
+        return getattr(self, self.tie_field) if self.tie_field else None
 
 
 class NoAttrs(Attrs):

@@ -88,6 +88,7 @@ register(OpDef(
 class LinearAttrs(Attrs):
     dim_fields = ("out",)
     ref_fields = ("tied",)
+    tie_field = "tied"
     out: DimAttr
     bias: bool = True
     tied: str | None = Field(None, description="name of an embedding node whose table is reused as this weight")

@@ -29,10 +29,11 @@ class PatchEmbedAttrs(Attrs):
         "error", description="when the patches do not tile the input exactly: `error`, or `drop` the last "
                              "rows/columns as torch.nn.Conv2d does (AST's overlapping patches)")
 
-
-def _strides(a: PatchEmbedAttrs) -> tuple[int, int]:
-    sh = a.stride if a.stride is not None else a.patch
-    return sh, a.stride_w if a.stride_w is not None else sh
+    @property
+    def strides(self) -> tuple[int, int]:
+        """(along the height, along the width): `stride` defaults to the patch, `stride_w` to `stride`."""
+        sh = self.stride if self.stride is not None else self.patch
+        return sh, self.stride_w if self.stride_w is not None else sh
 
 
 def _patches_along(size: Dim, p: int, s: int, what: str, remainder: str) -> Dim:
@@ -58,9 +59,9 @@ def _patch_shape(a: PatchEmbedAttrs, ins):
     expect_rank(x, "x", 4, what=" ([B, C, H, W])")
     expect_float(x, "x")
     concrete(x.shape[1], "x", "the channel dimension")
-    for v, name in ((a.dim, "dim"), (a.patch, "patch")) + tuple((s, "stride") for s in _strides(a)):
+    for v, name in ((a.dim, "dim"), (a.patch, "patch")) + tuple((s, "stride") for s in a.strides):
         positive(v, name)
-    sh, sw = _strides(a)
+    sh, sw = a.strides
     nh = _patches_along(x.shape[2], a.patch, sh, "height", a.remainder)
     nw = _patches_along(x.shape[3], a.patch, sw, "width", a.remainder)
     return TensorType((x.shape[0], nh * nw, Dim.const(a.dim)))

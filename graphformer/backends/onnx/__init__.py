@@ -36,13 +36,12 @@ def check_opset(opset: int) -> int:
 
 def to_onnx(spec, module_or_weights: Any = None, opset: int = DEFAULT_OPSET, *, seed: int | None = 0,
             weights_map: str | None = None) -> ModelProto:
-    """The ONNX model of `spec` (a `graphformer.Spec` or a spec path), in memory, weights included.
+    """The ONNX model of `spec` (a `graphformer.Spec`), in memory, weights included.
 
     `module_or_weights`: a built nn.Module, a state dict, a .safetensors path, or None for the torch
     backend's seeded init (`seed`). `weights_map` converts a reference's state dict first (the name of
     one of the spec's `weight_maps`).
     """
-    spec = _spec(spec)
     check_opset(opset)
     return to_model(spec.ir, resolve(spec, module_or_weights, seed, weights_map), opset)
 
@@ -54,7 +53,6 @@ def export_onnx(spec, module_or_weights: Any, path: str | os.PathLike, opset: in
 
     Weights over `external_data_threshold` bytes go to `<path>.data` beside it. Returns what was written.
     """
-    spec = _spec(spec)
     check_opset(opset)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -64,10 +62,3 @@ def export_onnx(spec, module_or_weights: Any, path: str | os.PathLike, opset: in
     if sum(a.nbytes for a in weights.values()) <= external_data_threshold:
         return write_inline(spec.ir, weights, opset, path)
     return write_external(spec.ir, weights, opset, path)
-
-
-def _spec(spec):
-    if isinstance(spec, (str, os.PathLike)):
-        from ...api import load
-        return load(os.fspath(spec))
-    return spec

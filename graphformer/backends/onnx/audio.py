@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..melscale import mel_filters
+from ..tables import mel_filters
 from .lower import NodeEmitter, lowers
 
 
@@ -42,8 +42,7 @@ def _spectrogram(ctx: NodeEmitter, node) -> None:
     frames = ctx.op("Gather", [x, grid], "frames", axis=1)                                  # (B, F, n_fft)
     spec = ctx.op("MatMul", [frames, ctx.const(dft_basis(a.n_fft, a.window), "dft", f32)], "dft")  # (B, F, 2·bins)
     power = ctx.op("Mul", [spec, spec], "power")
-    top = a.f_max if a.f_max is not None else a.sample_rate / 2
-    fb = mel_filters(a.n_fft // 2 + 1, a.mels, a.sample_rate, a.f_min, top, a.mel_scale)
+    fb = mel_filters(a.bins, a.mels, a.sample_rate, a.f_min, a.top, a.mel_scale)
     # the filters stacked twice sum re² and im² of each bin: one MatMul for |X|² and the mel projection
     mel = ctx.op("MatMul", [power, ctx.const(np.concatenate([fb, fb]), "mel_filters", f32)], "mel")  # (B, F, mels)
     if a.log:

@@ -13,6 +13,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from ..rotary import rotary_inv_freq
+from ..tables import sinusoids
 from .lower import NodeEmitter, lowers
 
 
@@ -32,16 +33,6 @@ def _embedding(ctx: NodeEmitter, node) -> None:
     rows = ctx.op("Gather", [ctx.param("weight"), ids], axis=0)
     # Vaswani et al. 3.4: embeddings are multiplied by sqrt(d_model)
     ctx.op("Mul", [rows, ctx.const(math.sqrt(a.dim), "scale", np.float32)], "scale", final=True)
-
-
-def sinusoids(max_len: int, dim: int) -> np.ndarray:
-    """PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...), in float32 as the torch backend does."""
-    pos = np.arange(max_len, dtype=np.float32)[:, None]                                      # (max_len, 1)
-    inv = np.exp(np.arange(0, dim, 2, dtype=np.float32) * np.float32(-math.log(10000.0) / dim))  # (dim/2,)
-    table = np.empty((max_len, dim), dtype=np.float32)
-    table[:, 0::2] = np.sin(pos * inv)
-    table[:, 1::2] = np.cos(pos * inv)
-    return table
 
 
 @lowers("positional")

@@ -13,22 +13,17 @@ import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
 
-import networkx as nx
 import numpy as np
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from ...dims import Dim
 from ...ir import IRGraph
-from ...load import UsageError
+from ...errors import ExportError
 from ...ops.base import TensorType
-from . import audio, core, moe, vision  # noqa: F401  (fill the lowering table)
+from . import audio, core, moe, multimodal, sequence, vision  # noqa: F401  (fill the lowering table: one module per op family)
 from .lower import ELEM_TYPES, LOWERINGS, GraphState, emit_graph
 
 MIN_OPSET = 17  # LayerNormalization
-
-
-class ExportError(UsageError):
-    """The spec is valid but cannot be exported as asked (an op without a lowering, bad weights, ...)."""
 
 
 def _version() -> str:
@@ -48,10 +43,7 @@ def value_info(name: str, t: TensorType):
 
 def exported_nodes(ir: IRGraph) -> set[str]:
     """The nodes some output depends on: nodes that feed nothing are left out, as are their weights."""
-    keep: set[str] = set()
-    for out in ir.outputs.values():
-        keep |= nx.ancestors(ir.g, out) | {out}
-    return keep
+    return ir.ancestors(ir.outputs.values())
 
 
 def value_names(ir: IRGraph) -> dict[str, str]:
@@ -62,7 +54,7 @@ def value_names(ir: IRGraph) -> dict[str, str]:
     """
     input_names = {node: name for name, node in ir.inputs.items()}
     names = {}
-    for n in ir.g.nodes:
+    for n in ir.names():
         if n in input_names:
             names[n] = input_names[n]
         elif n in ir.outputs and ir.outputs[n] != n:

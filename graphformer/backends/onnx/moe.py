@@ -50,7 +50,7 @@ def _moe(ctx: NodeEmitter, node) -> None:
     outs = []
     for e in range(a.experts):
         prefix = f"{ctx.path}.experts.{e}."
-        names = {n: (x if n == in_node else prefix + n) for n in body.ir.g.nodes}
+        names = {n: (x if n == in_node else prefix + n) for n in body.ir.names()}
         emit_graph(ctx.state, body.ir, names, prefix=prefix)
         outs.append(ctx.op("Unsqueeze", [names[out_node], ctx.const([-1], f"expert{e}_axis", np.int64)],
                            f"expert{e}"))                                                    # (..., d, 1)

@@ -1,12 +1,10 @@
 """`build(spec)`: the IR → a GraphModule on cpu, cuda or meta, initialised from a seed."""
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
-from ...load import UsageError
+from ...errors import UsageError
 from . import plan as _plan
 from .lower import LOWERINGS
 from .module import Block, GraphModule
@@ -41,16 +39,13 @@ def resolve_dtype(dtype) -> torch.dtype | None:
 
 
 def build(spec, device="cpu", dtype=None, seed: int | None = None) -> GraphModule:
-    """Compile a checked spec (or a spec file path) to a GraphModule.
+    """Compile a checked spec to a GraphModule (`graphformer.build` also takes a spec file path).
 
     Parameters are created directly on `device`; on meta nothing is allocated and init is skipped.
     `seed` makes the init deterministic (normal(0, 0.02) weights, zero biases, unit norm scales);
     without it the global torch RNG is used. The module is returned in training mode, like any
     freshly constructed nn.Module: call `.eval()` before inference.
     """
-    if isinstance(spec, (str, os.PathLike)):
-        from ...api import load
-        spec = load(spec)
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     ir = spec.ir
     order = ir.nodes()
@@ -76,7 +71,7 @@ def compile_graph(spec, order=None) -> GraphModule:
     root = _plan.scopes(ir, order)
     model = GraphModule(spec)
     _populate(model, root, ir, model)
-    _tie(model, order)
+    _tie(model, ir)
     _generate(model, root, ir, order)
     return model
 
@@ -86,8 +81,7 @@ def _populate(block: Block, scope: _plan.Scope, ir, model: GraphModule, prefix: 
     for item in scope.items:
         if not isinstance(item, _plan.Scope):
             key = scope.rel(item.name)
-            types = {p: ir.node(s).shape for p, s in item.inputs.items()}
-            block.put(key, LOWERINGS[item.op](item, types))
+            block.put(key, LOWERINGS[item.op](item, ir.input_types(item)))
             model._leaf_keys[item.name] = prefix + (key,)
             continue
         sub = Block(item.path)
@@ -103,11 +97,9 @@ def _populate(block: Block, scope: _plan.Scope, ir, model: GraphModule, prefix: 
         _populate(sub, item, ir, model, prefix + item.keys)
 
 
-def _tie(model: GraphModule, order) -> None:
-    for n in order:
-        target = getattr(n.attrs, "tied", None)
-        if target:
-            model.node_module(n.name).tie(model.node_module(target))
+def _tie(model: GraphModule, ir) -> None:
+    for name, owner in ir.ties.items():
+        model.node_module(name).tie(model.node_module(owner))
 
 
 def _generate(model: GraphModule, root: _plan.Scope, ir, order) -> None:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..rotary import rotary_inv_freq as inv_freq
+from ..tables import sinusoids
 from .lower import lowers
 
 
@@ -47,16 +48,6 @@ def _embedding(node, types):
     return Embedding(a.vocab, a.dim, a.scale)
 
 
-def sinusoids(max_len: int, dim: int) -> torch.Tensor:
-    """The fixed table of Vaswani et al. 3.5: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...)."""
-    pos = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)                    # (max_len, 1)
-    inv = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))  # (dim/2,)
-    table = torch.empty(max_len, dim)
-    table[:, 0::2] = torch.sin(pos * inv)
-    table[:, 1::2] = torch.cos(pos * inv)
-    return table
-
-
 class LearnedPositions(nn.Module):
     def __init__(self, max_len: int, dim: int):
         super().__init__()
@@ -73,7 +64,8 @@ class SinusoidalPositions(nn.Module):
     def __init__(self, max_len: int, dim: int):
         super().__init__()
         # not persistent: a function of (max_len, dim), so it stays out of the state dict
-        self.register_buffer("table", sinusoids(max_len, dim), persistent=False)
+        table = torch.from_numpy(sinusoids(max_len, dim)).to(torch.get_default_device())
+        self.register_buffer("table", table, persistent=False)
 
     def forward(self, x):
         return x + self.table[: x.shape[1]]

@@ -16,10 +16,6 @@ def resolve_dims(spec, dims: dict[str, int] | None) -> dict[str, int]:
     return spec.ir.resolve_dims(dims)
 
 
-def _consumers(ir, name: str) -> list:
-    return [(ir.node(c), ir.g.edges[name, c]["port"]) for c in ir.g.successors(name)]
-
-
 def example_inputs(spec, dims: dict[str, int] | None = None, seed: int = 0, device="cpu", dtype=None) -> dict:
     """Random inputs by spec input name; `dtype` (e.g. torch.bfloat16) applies to the float ones."""
     ir = spec.ir
@@ -29,7 +25,7 @@ def example_inputs(spec, dims: dict[str, int] | None = None, seed: int = 0, devi
     for name, node_name in ir.inputs.items():
         t = ir.node(node_name).shape
         shape = tuple(d.evaluate(env) for d in t.shape)
-        users = _consumers(ir, node_name)
+        users = ir.consumers(node_name)
         vocab = [u.attrs.vocab for u, _ in users if getattr(u.attrs, "vocab", None)]
         is_mask = any(port == "mask" for _, port in users)
         if t.dtype == "float32":

@@ -21,10 +21,10 @@ import linecache
 import re
 from dataclasses import dataclass, field
 
-import networkx as nx
 import torch
 import torch.nn.functional as F
 
+from ... import graphs
 from ...ir import Frame, IRGraph, IRNode
 from ...ops import REGISTRY
 from .core import prepare_key_mask
@@ -93,7 +93,7 @@ def _finish(s: Scope, ir: IRGraph, mine: list[IRNode], graph_outputs: set[str]) 
                 seen_in.setdefault(src)
     s.inputs = list(seen_in)
     s.outputs = [n.name for n in mine if n.name in graph_outputs
-                 or any(c not in s.members for c in ir.g.successors(n.name))]
+                 or any(c.name not in s.members for c, _ in ir.consumers(n.name))]
     for c in s.children.values():
         _finish(c, ir, [n for n in mine if n.name in c.members], graph_outputs)
     s.units = _order_units(s, ir, mine)
@@ -130,13 +130,13 @@ def _order_units(s: Scope, ir: IRGraph, mine: list[IRNode]) -> list:
         if all(first[a][0] < first[b][0] for a, b in edges):   # the usual case: already in order
             keys = list(first)
         else:
-            g = nx.DiGraph(edges)
-            g.add_nodes_from(first)
+            succ: dict = {k: [] for k in first}
+            for a, b in edges:
+                succ[a].append(b)
             try:
-                keys = list(nx.lexicographical_topological_sort(g, key=lambda k: first[k][0]))
-            except nx.NetworkXUnfeasible:
-                cycle = nx.find_cycle(g)
-                flat |= {k for edge in cycle for k in edge[:2] if k in _all_scope_paths(s)}
+                keys = graphs.topological_order(list(first), succ.__getitem__)
+            except graphs.CycleError as e:
+                flat |= {k for k in e.cycle if k in _all_scope_paths(s)}
                 continue
         units = []
         for k in keys:
@@ -265,9 +265,9 @@ def mask_values(ir: IRGraph, order: list[IRNode], module_of) -> set[str]:
     out = set()
     outputs = set(ir.outputs.values())
     for n in order:
-        uses = [(c, ir.g.edges[n.name, c]["port"]) for c in ir.g.successors(n.name)]
+        uses = ir.consumers(n.name)
         if uses and n.name not in outputs and all(
-                port == "mask" and getattr(module_of(c), "takes_prepared_mask", False) for c, port in uses):
+                port == "mask" and getattr(module_of(c.name), "takes_prepared_mask", False) for c, port in uses):
             out.add(n.name)
     return out
 

@@ -1,9 +1,21 @@
-"""Mel filter banks, shared by the torch and ONNX lowerings of `spectrogram` (one definition, two backends)."""
+"""Fixed numeric tables that the torch and ONNX lowerings share (one definition, two backends): the
+sinusoidal positions of `positional` and the mel filter banks of `spectrogram`. numpy only, no torch,
+computed in float64 and returned as float32 so that both backends hold exactly the same numbers."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+
+def sinusoids(max_len: int, dim: int) -> np.ndarray:
+    """Vaswani et al. 3.5: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...); `[max_len, dim]`."""
+    pos = np.arange(max_len, dtype=np.float64)[:, None]                                       # (max_len, 1)
+    inv = np.exp(np.arange(0, dim, 2, dtype=np.float64) * (-math.log(10000.0) / dim))        # (dim/2,)
+    table = np.empty((max_len, dim))
+    table[:, 0::2] = np.sin(pos * inv)
+    table[:, 1::2] = np.cos(pos * inv)
+    return table.astype(np.float32)
 
 
 def _hz_to_mel(f: float, scale: str) -> float:
@@ -26,4 +38,4 @@ def mel_filters(bins: int, mels: int, sample_rate: int, f_min: float, f_max: flo
     freqs = np.linspace(0, sample_rate // 2, bins)[:, None]                                    # (bins, 1)
     rise = (freqs - edges[:-2]) / (edges[1:-1] - edges[:-2])                                   # (bins, mels)
     fall = (edges[2:] - freqs) / (edges[2:] - edges[1:-1])
-    return np.clip(np.minimum(rise, fall), 0.0, None)
+    return np.clip(np.minimum(rise, fall), 0.0, None).astype(np.float32)

@@ -1,0 +1,92 @@
+"""Torch lowerings of the sequence-layout ops (graphformer/ops/sequence.py): slicing, axes, interleaved
+token streams, table rows. Parameter names follow each op's `params` rule."""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+
+from .core import Fn, _param
+from .lower import lowers
+
+
+# ---------------------------------------------------------------- sequence
+
+def _slice(x, axis: int, start: int, stop: int | None):
+    end = x.shape[axis] if stop is None else stop
+    return x.narrow(axis, start, end - start)
+
+
+def _interleave(*xs):
+    return torch.stack(xs, dim=2).flatten(1, 2)          # (B, T, k, d) → (B, T·k, d): step-major
+
+
+def _deinterleave(x, streams: int, index: int):
+    return x.unflatten(1, (-1, streams))[:, :, index]    # (B, T, k, d) → (B, T, d)
+
+
+@lowers("slice")
+def _slice_op(node, types):
+    a = node.attrs
+    ax = a.axis % types["x"].rank
+    index = ":, " * ax + f"{a.start}:{'' if a.stop is None else a.stop}"
+    return Fn(partial(_slice, axis=ax, start=a.start, stop=a.stop), f"[{index}]", f"{{0}}[{index}]")
+
+
+@lowers("transpose")
+def _transpose(node, types):
+    i, j = node.attrs.axes
+    return Fn(partial(torch.transpose, dim0=i, dim1=j), f"transpose({i}, {j})", f"{{0}}.transpose({i}, {j})")
+
+
+@lowers("unsqueeze")
+def _unsqueeze(node, types):
+    ax = node.attrs.axis
+    return Fn(partial(torch.unsqueeze, dim=ax), f"unsqueeze({ax})", f"{{0}}.unsqueeze({ax})")
+
+
+@lowers("interleave")
+def _interleave_op(node, types):
+    return Fn(_interleave, f"interleave {len(node.inputs)} streams", "torch.stack(({all},), dim=2).flatten(1, 2)")
+
+
+@lowers("deinterleave")
+def _deinterleave_op(node, types):
+    a = node.attrs
+    return Fn(partial(_deinterleave, streams=a.streams, index=a.index), f"stream {a.index} of {a.streams}",
+              f"{{0}}.unflatten(1, (-1, {a.streams}))[:, :, {a.index}]")
+
+
+class TableRow(nn.Module):
+    def __init__(self, rows: int, dim: int, index: int):
+        super().__init__()
+        self.weight = _param(rows, dim)
+        self.index = index
+
+    def forward(self, x):
+        return x + self.weight[self.index]
+
+    def extra_repr(self) -> str:
+        return f"row {self.index} of {self.weight.shape[0]}"
+
+
+@lowers("table_row")
+def _table_row(node, types):
+    return TableRow(node.attrs.rows, types["x"].shape[-1].value, node.attrs.index)
+
+
+class Vestigial(nn.Module):
+    """Holds a parameter the forward pass never reads (see the op's doc)."""
+
+    def __init__(self, rows: int, cols: int):
+        super().__init__()
+        self.weight = _param(rows, cols)
+
+    def forward(self, x):
+        return x
+
+
+@lowers("vestigial")
+def _vestigial(node, types):
+    return Vestigial(node.attrs.rows, node.attrs.cols)
