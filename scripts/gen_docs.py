@@ -398,7 +398,7 @@ def render_errors() -> str:
 
 # ---------------------------------------------------------------- main
 
-OUTPUTS = {"docs/ops.md": render_ops, "docs/errors.md": render_errors, "docs/spec.schema.json": render_schema}
+OUTPUTS = {"docs/ops.md": render_ops, "docs/errors.md": render_errors, "graphformer/specs/spec.schema.json": render_schema}
 
 
 def main(argv: list[str] | None = None) -> int:
