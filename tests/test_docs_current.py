@@ -1,5 +1,5 @@
-"""Generated docs are current: docs/ops.md, docs/errors.md and docs/spec.schema.json equal what
-scripts/gen_docs.py renders now, and every diagnostic code in the code base is documented."""
+"""Generated docs are current: docs/ops.md, docs/errors.md and graphformer/specs/spec.schema.json equal what
+scripts/gen_docs.py renders now (the code catalogue itself is tested in test_codes.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,7 +15,6 @@ from graphformer.diagnostics import Diagnostic, Label, Span
 from graphformer.ops import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
-INVALID = ROOT / "tests" / "invalid"
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +41,6 @@ def test_every_op_is_documented_with_an_evaluated_example(gen_docs, tmp_path):
     for op in REGISTRY.values():
         if op.family in ("core", "activation", "structural"):
             assert gen_docs.evaluate_example(op, tmp_path) is not None, op.name
-
-
-def test_every_diagnostic_code_is_documented(gen_docs):
-    in_source = gen_docs.codes_in_source()
-    documented = set(gen_docs.ERRORS)
-    assert in_source <= documented, f"add {sorted(in_source - documented)} to ERRORS in scripts/gen_docs.py"
-    assert documented <= in_source, f"ERRORS documents codes nothing raises: {sorted(documented - in_source)}"
-
-
-def test_each_documented_example_shows_its_own_code(gen_docs):
-    for code, (_, _, _, case) in gen_docs.ERRORS.items():
-        first_line = (INVALID / case).read_bytes().split(b"\n", 1)[0].decode()
-        assert first_line.startswith(f"# expect: {code} at"), (code, case, first_line)
 
 
 def test_ci_doc_lists_exactly_the_json_fields():
