@@ -57,7 +57,7 @@ def test_precommit_hook_runs_the_checker_on_specs_only():
     hook = next(h for h in hooks if h["id"] == "graphformer-check")
     assert {"id", "name", "entry", "language"} <= set(hook) and hook["language"] == "python"
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert f'{hook["entry"].split()[0]} = "cli:main"' in pyproject  # the console script pip installs
+    assert f'{hook["entry"].split()[0]} = "graphformer.cli:main"' in pyproject  # the console script pip installs
     files = re.compile(hook["files"])
     for path in ("specs/gpt2.yaml", "models/specs/bert.yml", "specs/lib/blocks.yaml"):
         assert files.search(path), path
@@ -68,5 +68,5 @@ def test_precommit_hook_runs_the_checker_on_specs_only():
              if files.search(rel)]
     assert specs
     argv = hook["entry"].split()[1:] + hook.get("args", []) + specs
-    r = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "graphformer", *argv], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
