@@ -1,42 +1,11 @@
-"""The `graphformer` command line: one subcommand per module in graphformer/commands/."""
-from __future__ import annotations
+"""Run graphformer from a checkout without installing it: `python cli.py check specs/gpt2.yaml`.
 
-import argparse
-import importlib
+The command line lives in graphformer/cli.py (installed as the `graphformer` script and run by
+`python -m graphformer`); this file only forwards to it.
+"""
 import sys
 
-COMMANDS = ["check", "summary", "build", "draw", "export", "schema"]
-
-EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse exits 2 on usage errors: keep that, but no usage dump spam
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"graphformer: error: {message}\n")
-        sys.exit(EXIT_USAGE)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="graphformer", description="Check, summarise, build, draw and export model-graph specs.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    modules = {}
-    for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"graphformer.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"graphformer.commands.{name}":
-                raise
-            continue
-        mod.add_parser(sub)
-        modules[name] = mod
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
-    from graphformer.commands.common import run_guarded
-    return run_guarded(modules[args.command].run, args)
-
+from graphformer.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -96,26 +96,36 @@ class SourceCache:
         return lines[line - 1] if 0 < line <= len(lines) else None
 
 
-def _excerpt(span: Span, sources: SourceCache, label: str = "") -> list[str]:
+# ANSI styles for a terminal: the severity and code, and the carets, as rustc colours them
+_STYLE = {"error": "1;31", "warning": "1;33", "label": "1;34"}
+
+
+def _paint(text: str, style: str, color: bool) -> str:
+    return f"\x1b[{_STYLE[style]}m{text}\x1b[0m" if color else text
+
+
+def _excerpt(span: Span, sources: SourceCache, label: str = "", style: str = "error",
+             color: bool = False) -> list[str]:
     text = sources.line(span.file, span.line)
     if text is None:
         return []
     gutter = " " * len(str(span.line))
     width = max(1, (span.end_col or span.col + 1) - span.col)
-    caret = " " * (span.col - 1) + "^" * width + (f" {label}" if label else "")
+    caret = " " * (span.col - 1) + _paint("^" * width + (f" {label}" if label else ""), style, color)
     return [f"{gutter} |", f"{span.line} | {text}", f"{gutter} | {caret}"]
 
 
-def render_text(diags: Iterable[Diagnostic], sources: SourceCache | None = None) -> str:
+def render_text(diags: Iterable[Diagnostic], sources: SourceCache | None = None, color: bool = False) -> str:
+    """rustc-style text; `color` adds ANSI colours (the caller decides: a terminal, NO_COLOR, FORCE_COLOR)."""
     sources = sources or SourceCache()
     out: list[str] = []
     for d in diags:
         where = f"{d.span}: " if d.span else ""
-        out.append(f"{where}{d.severity}[{d.code}]: {d.message}")
+        out.append(f"{where}{_paint(f'{d.severity}[{d.code}]', d.severity, color)}: {d.message}")
         if d.span:
-            out.extend(_excerpt(d.span, sources))
+            out.extend(_excerpt(d.span, sources, style=d.severity, color=color))
         for lab in d.labels:
-            excerpt = _excerpt(lab.span, sources, lab.message)
+            excerpt = _excerpt(lab.span, sources, lab.message, "label", color)
             out.append(f"  --> {lab.span}" + ("" if excerpt else f": {lab.message}"))
             out.extend("  " + l for l in excerpt)
         if d.node:
@@ -141,13 +151,14 @@ def render_github(diags: Iterable[Diagnostic]) -> str:
     return "\n".join(out) + ("\n" if out else "")
 
 
-def render(diags: Iterable[Diagnostic], fmt: str = "text", sources: SourceCache | None = None) -> str:
+def render(diags: Iterable[Diagnostic], fmt: str = "text", sources: SourceCache | None = None,
+           color: bool = False) -> str:
     diags = list(diags)
     if fmt == "json":
         return json.dumps([d.to_json() for d in diags], indent=2) + "\n"
     if fmt == "github":
         return render_github(diags)
-    return render_text(diags, sources)
+    return render_text(diags, sources, color)
 
 
 def did_you_mean(word: str, choices: Iterable[str], max_distance: int = 2) -> str | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .bundled import resolve
 from .diagnostics import Diagnostic, SpecError
 from .expand import expand
 from .infer import check_block_inputs, infer, lint
@@ -24,9 +25,10 @@ class CheckResult:
 
 
 def check_file(path: str, preset: str | None = None, overrides: dict[str, int] | None = None) -> CheckResult:
-    """Raises UsageError for unreadable files and bad overrides; everything else is a diagnostic."""
+    """`path` may name a bundled model. Raises UsageError for unreadable files and bad overrides; everything
+    else is a diagnostic."""
     try:
-        prog = load_program(path, preset, overrides)
+        prog = load_program(resolve(path), preset, overrides)
     except SpecError as e:
         return CheckResult(None, e.diagnostics)
     ir, diags = expand(prog)

@@ -1,5 +1,5 @@
-"""Generated docs are current: docs/ops.md, docs/errors.md and docs/spec.schema.json equal what
-scripts/gen_docs.py renders now, and every diagnostic code in the code base is documented."""
+"""Generated docs are current: docs/ops.md, docs/errors.md and graphformer/specs/spec.schema.json equal what
+scripts/gen_docs.py renders now (the code catalogue itself is tested in test_codes.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,7 +15,6 @@ from graphformer.diagnostics import Diagnostic, Label, Span
 from graphformer.ops import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
-INVALID = ROOT / "tests" / "invalid"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def gen_docs():
     return mod
 
 
-@pytest.mark.parametrize("doc", ["docs/ops.md", "docs/errors.md", "docs/spec.schema.json"])
+@pytest.mark.parametrize("doc", ["docs/ops.md", "docs/errors.md", "graphformer/specs/spec.schema.json"])
 def test_generated_doc_is_current(doc, gen_docs):
     fresh = gen_docs.OUTPUTS[doc]()
     committed = (ROOT / doc).read_text(encoding="utf-8")
@@ -44,19 +43,6 @@ def test_every_op_is_documented_with_an_evaluated_example(gen_docs, tmp_path):
             assert gen_docs.evaluate_example(op, tmp_path) is not None, op.name
 
 
-def test_every_diagnostic_code_is_documented(gen_docs):
-    in_source = gen_docs.codes_in_source()
-    documented = set(gen_docs.ERRORS)
-    assert in_source <= documented, f"add {sorted(in_source - documented)} to ERRORS in scripts/gen_docs.py"
-    assert documented <= in_source, f"ERRORS documents codes nothing raises: {sorted(documented - in_source)}"
-
-
-def test_each_documented_example_shows_its_own_code(gen_docs):
-    for code, (_, _, _, case) in gen_docs.ERRORS.items():
-        first_line = (INVALID / case).read_bytes().split(b"\n", 1)[0].decode()
-        assert first_line.startswith(f"# expect: {code} at"), (code, case, first_line)
-
-
 def test_ci_doc_lists_exactly_the_json_fields():
     d = Diagnostic("GF120", "m", Span("f", 1, 2), labels=[Label(Span("f", 1, 1), "l")])
     text = (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
@@ -71,7 +57,7 @@ def test_precommit_hook_runs_the_checker_on_specs_only():
     hook = next(h for h in hooks if h["id"] == "graphformer-check")
     assert {"id", "name", "entry", "language"} <= set(hook) and hook["language"] == "python"
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert f'{hook["entry"].split()[0]} = "cli:main"' in pyproject  # the console script pip installs
+    assert f'{hook["entry"].split()[0]} = "graphformer.cli:main"' in pyproject  # the console script pip installs
     files = re.compile(hook["files"])
     for path in ("specs/gpt2.yaml", "models/specs/bert.yml", "specs/lib/blocks.yaml"):
         assert files.search(path), path
@@ -82,5 +68,5 @@ def test_precommit_hook_runs_the_checker_on_specs_only():
              if files.search(rel)]
     assert specs
     argv = hook["entry"].split()[1:] + hook.get("args", []) + specs
-    r = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "graphformer", *argv], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

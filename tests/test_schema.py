@@ -18,7 +18,7 @@ jsonschema = pytest.importorskip("jsonschema")
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
-MODELINE = "# yaml-language-server: $schema=../docs/spec.schema.json"
+MODELINE = "# yaml-language-server: $schema=spec.schema.json"
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_yaml_11_float_text_is_accepted(validator):
 def test_cli_prints_the_committed_schema(capsys, tmp_path):
     assert cli.main(["schema"]) == 0
     out = capsys.readouterr().out
-    assert out == render_schema() == (ROOT / "docs" / "spec.schema.json").read_text()
+    assert out == render_schema() == (ROOT / "graphformer" / "specs" / "spec.schema.json").read_text()
     json.loads(out)
     target = tmp_path / "schema.json"
     assert cli.main(["schema", "-o", str(target)]) == 0

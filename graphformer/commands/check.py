@@ -7,6 +7,7 @@ import sys
 from ..diagnostics import SourceCache, render
 from ..frontend import check_file
 from .common import EXIT_OK, EXIT_SPEC, add_spec_args, parse_overrides
+from .terminal import wants_color
 
 
 def add_parser(sub) -> None:
@@ -19,13 +20,13 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     overrides = parse_overrides(args.overrides)
     all_diags, failed = [], False
-    sources = SourceCache()
+    sources, color = SourceCache(), wants_color(sys.stderr)
     for path in args.specs:
         result = check_file(path, args.preset, overrides)
         failed |= not result.ok
         all_diags += result.diagnostics
         if args.format == "text":
-            sys.stderr.write(render(result.diagnostics, "text", sources))
+            sys.stderr.write(render(result.diagnostics, "text", sources, color))
             if args.shapes and result.ir is not None:
                 sys.stdout.write(f"# {path}\n{result.ir.table()}")
             errors = sum(d.is_error for d in result.diagnostics)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from ..diagnostics import SourceCache, render
 from ..frontend import CheckResult, check_file
 from ..errors import UsageError
+from .terminal import wants_color
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 
@@ -95,7 +96,8 @@ def require_weight_map(ir, name: str | None) -> None:
 
 def print_diagnostics(result: CheckResult, fmt: str = "text") -> None:
     if result.diagnostics:
-        sys.stderr.write(render(result.diagnostics, "text" if fmt == "json" else fmt, SourceCache()))
+        sys.stderr.write(render(result.diagnostics, "text" if fmt == "json" else fmt, SourceCache(),
+                                wants_color(sys.stderr)))
 
 
 def run_guarded(fn, args) -> int:

@@ -63,7 +63,12 @@ def run(args) -> int:
         return 0
     with atomic_output(args.output) as fh:
         fh.write(data)
+    sys.stderr.write(f"wrote {args.output} ({fmt}, {_size(len(data))})\n")  # as build and export do
     return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
 def _subtitle(args, dims: dict[str, int]) -> str:

@@ -1,0 +1,80 @@
+"""The `graphformer` command line: one subcommand per module in graphformer/commands/, plus `completion`.
+
+Installed as the `graphformer` script; also `python -m graphformer`, and `python cli.py` in a checkout.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+# subcommand -> module in graphformer/commands/
+COMMANDS = {"check": "check", "summary": "summary", "build": "build", "draw": "draw", "export": "export",
+            "schema": "schema", "list": "models", "explain": "explain"}
+SHELLS = ("bash", "zsh", "tcsh")
+
+EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse exits 2 on usage errors: keep that, but no usage dump spam
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"graphformer: error: {message}\n")
+        sys.exit(EXIT_USAGE)
+
+
+def make_parser() -> tuple[argparse.ArgumentParser, dict]:
+    """The parser, and the command modules it dispatches to by subcommand name."""
+    parser = _Parser(prog="graphformer", description="Check, summarise, build, draw and export model-graph specs. "
+                     "SPEC is a YAML file or the name of a bundled model (`graphformer list`).")
+    parser.add_argument("--version", action="version", version=f"graphformer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    modules = {}
+    for command, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"graphformer.commands.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"graphformer.commands.{module}":
+                raise
+            continue
+        mod.add_parser(sub)
+        modules[command] = mod
+    p = sub.add_parser("completion", help="print a shell completion script (bash, zsh, tcsh)",
+                       description="Print a completion script for your shell; docs/ci.md shows where to put it.")
+    p.add_argument("shell", choices=SHELLS)
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, modules = make_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.command == "completion":
+        sys.stdout.write(completion_script(parser, args.shell))
+        return EXIT_OK
+    from .commands.common import run_guarded
+    return run_guarded(modules[args.command].run, args)
+
+
+def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
+    import shtab  # only here: it takes longer to import than the checker takes to run
+
+    for action in _all_actions(parser):
+        if action.metavar in ("SPEC", "FILE"):
+            action.complete = shtab.FILE  # file names complete (bundled model names are typed)
+    return shtab.complete(parser, shell)
+
+
+def _all_actions(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        yield action
+        for sub in (action.choices or {}).values() if isinstance(action, argparse._SubParsersAction) else ():
+            yield from _all_actions(sub)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,709 @@
+"""The catalogue of diagnostic codes: for each, a title, what it means, how to fix it, and an example of
+the mistake. One entry per code, so this file is long by design.
+
+Codes are stable: a code once published keeps its meaning. `graphformer explain GF120` prints an entry
+(with the checker's output on its example), and scripts/gen_docs.py renders all of them as
+docs/errors.md. tests/test_codes.py checks that every `"GFnnn"` used in the package is registered here,
+that every registered code is used, and that each example produces its own code. No imports beyond the
+standard library: anything may read this.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+EXAMPLE_FILE = "example.yaml"
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    title: str
+    explanation: str
+    fix: str
+    example: str | bytes  # the spec file EXAMPLE_FILE, showing the mistake (bytes where it isn't UTF-8)
+    files: dict[str, str] = field(default_factory=dict)  # files the example imports, by relative path
+
+
+def lookup(text: str) -> Code | None:
+    """The entry for `GF120`, `gf120` or `120`; None if there is none."""
+    m = re.fullmatch(r"(?:gf)?(\d{3})", text.strip(), re.IGNORECASE)
+    return CODES.get(f"GF{m.group(1)}") if m else None
+
+
+_ENTRIES = [
+    Code(
+        "GF001", "invalid YAML",
+        "The file is not valid YAML: an unclosed bracket, a bad indent, a tab.",
+        fix="Fix the syntax at the position shown; indent with spaces.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  ln: {op: norm, in: x
+outputs: {y: ln}
+"""),
+    Code(
+        "GF002", "duplicate key",
+        ("A mapping names the same key twice. Plain YAML keeps the last one silently; graphformer "
+         "refuses, because one of the two is almost always a mistake."),
+        fix="Delete or rename one of them.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  ln: {op: norm}
+  ln: {op: gelu}
+outputs: {y: ln}
+"""),
+    Code(
+        "GF003", "document too large",
+        ("The file is over 2 MB, nests more than 64 levels, or expands (through aliases that refer to "
+         'aliases: a "billion laughs") to more than 200,000 values. Checked before the work is done, '
+         "so a hostile file costs nothing."),
+        fix="Split the spec or use fewer nested aliases; real specs are far below these limits.",
+        example="""\
+a: &a [x, x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+"""),
+    Code(
+        "GF004", "unsupported YAML feature",
+        ("Tags (`!!python/object`, `!custom`), merge keys (`<<`) and non-scalar keys are refused: a "
+         "spec is plain data."),
+        fix="Write the values out; use an alias (`*name`) for a whole repeated value.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  ln: !!python/object/apply:os.system ["true"]
+"""),
+    Code(
+        "GF005", "not UTF-8 text",
+        "The file has bytes that are not UTF-8, NUL bytes (a binary file) or control characters.",
+        fix="Re-save the file as UTF-8 text.",
+        example=b'graphformer: 1\nname: caf\xe9\n'),
+    Code(
+        "GF006", "not one spec document",
+        "The file is empty, holds several `---` documents, or is not a mapping at the top level.",
+        fix="Put one spec, a `key: value` mapping, in each file.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  ln: {op: norm}
+outputs: {y: ln}
+---
+name: other
+"""),
+    Code(
+        "GF100", "unknown op",
+        ("A node's `op` is neither a primitive op (docs/ops.md) nor a block defined in the file or its"
+         " imports. A close match is suggested."),
+        fix="Fix the spelling, define the block, or import the file that defines it.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: atention, heads: heads}
+outputs: {y: attn}
+"""),
+    Code(
+        "GF101", "unknown field",
+        ("A key that the format, the op or the block does not have — usually a typo. A close match is "
+         "suggested; otherwise the known fields are listed."),
+        fix="Rename the key to the suggested one.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: attention, haeds: heads}
+outputs: {y: attn}
+"""),
+    Code(
+        "GF102", "invalid value",
+        ("A value of the wrong type or out of range: a boolean that isn't, an unsupported format "
+         "version, a non-positive size, an axis out of range."),
+        fix="Use a value of the type and range the message names.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: attention, heads: heads, causal: sometimes}
+outputs: {y: attn}
+"""),
+    Code(
+        "GF103", "missing field",
+        "A required field (a spec's `name`, a linear's `out`, ...) is absent.",
+        fix="Add the field.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  up: {op: linear}
+outputs: {y: up}
+"""),
+    Code(
+        "GF104", "bad node name",
+        ("Node names may not contain `.`: the dot separates path parts (`encoder.3.attn`) and names a "
+         "block's output (`layers.text`)."),
+        fix="Use `_` or `-` instead.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  ln.1: {op: norm}
+outputs: {y: ln.1}
+"""),
+    Code(
+        "GF105", "name taken by an input",
+        "A node has the name of an input of the same scope.",
+        fix="Rename the node.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  x: {op: norm}
+outputs: {y: x}
+"""),
+    Code(
+        "GF106", "wrong inputs",
+        ("`in` names a port the op doesn't have, too many or too few inputs, or a required port is "
+         "missing."),
+        fix="Name the op's ports (docs/ops.md lists them).",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+  mem: {shape: [B, 5, d_model]}
+nodes:
+  cross: {op: cross_attend, in: {query: x, ctx: mem}, heads: heads}
+outputs: {y: cross}
+"""),
+    Code(
+        "GF107", "`repeat` on a primitive op",
+        "Only block calls can be repeated.",
+        fix="Put the node in a block and repeat the block call.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  ln: {op: norm, repeat: 3}
+outputs: {y: ln}
+"""),
+    Code(
+        "GF110", "unknown name",
+        ("`in` or `outputs` refers to a name that no node or input in scope has (or the first node of "
+         "a scope has no `in` and there is nothing before it)."),
+        fix="Fix the name (a close match is suggested) or add `in:`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  ln: {op: norm, in: xx}
+outputs: {y: ln}
+"""),
+    Code(
+        "GF111", "cycle",
+        "Nodes consume each other in a loop; a graph must be acyclic.",
+        fix="Make one of them read a value computed before the loop.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  a: {op: linear, in: c, out: d_model}
+  b: {op: gelu}
+  c: {op: residual, in: [x, b]}
+outputs: {y: c}
+"""),
+    Code(
+        "GF112", "unused node (warning)",
+        ("A node or input contributes to no output. A warning: the exit code stays 0. Not reported "
+         "when there are errors, since it is then usually their consequence."),
+        fix="Use it, list it under `outputs`, or delete it.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  ln: {op: norm}
+  extra: {op: linear, in: x, out: 8}
+outputs: {y: ln}
+"""),
+    Code(
+        "GF113", "unused param (warning)",
+        ("A param is declared but no shape, attribute or `repeat` reads it, so setting it (`--set`, a "
+         "preset) would silently change nothing. Not reported when there are errors."),
+        fix="Use it (`eps: eps`) or delete it.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, eps: 1.0e-6}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: attention, heads: heads}
+outputs: {y: attn}
+"""),
+    Code(
+        "GF114", "several outputs, none named",
+        "A node reads a block call whose block has several outputs without saying which one.",
+        fix="Write `in: call.output`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+blocks:
+  split:
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      a: {op: norm}
+      b: {op: gelu, in: x}
+    outputs: {a: a, b: b}
+nodes:
+  two: {op: split}
+  ln: {op: norm, in: two}
+outputs: {y: ln}
+"""),
+    Code(
+        "GF115", "no outputs",
+        "The spec (or a block) has no `outputs`, so nothing would be computed.",
+        fix="Add `outputs: {name: node}`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  ln: {op: norm}
+"""),
+    Code(
+        "GF120", "dimension mismatch",
+        ("Two shapes that must agree differ in one dimension: a residual of different widths, a "
+         "concat, a batch, a mask length, a sequence longer than `max_len`."),
+        fix="Make the producer's shape match; the label shows which node produced what.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  up:  {op: linear, out: 64}
+  sum: {op: residual, in: [x, up]}
+outputs: {y: sum}
+"""),
+    Code(
+        "GF121", "rank mismatch",
+        "An input has the wrong number of dimensions for the op.",
+        fix="Reshape upstream or use an op for that rank.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+  v: {shape: [B, d_model]}
+nodes:
+  attn: {op: attention, in: v, heads: heads}
+outputs: {y: attn}
+"""),
+    Code(
+        "GF122", "dtype mismatch",
+        "An input has the wrong dtype, e.g. float features into an embedding.",
+        fix="Feed int64 ids to embeddings, bool/int masks to attention, floats elsewhere.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  tok: {op: embedding, in: x, vocab: vocab, dim: d_model}
+outputs: {y: tok}
+"""),
+    Code(
+        "GF123", "not divisible",
+        ("A size must split evenly and doesn't (width by heads, image by patch). Both numbers are in "
+         "the message."),
+        fix="Pick sizes that divide.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: attention, heads: 5}
+outputs: {y: attn}
+"""),
+    Code(
+        "GF124", "symbolic size where a number is needed",
+        ("A weight's shape would depend on a symbolic dimension (e.g. the last dim of an input is "
+         "`w`)."),
+        fix="Give that dimension a concrete size or a param.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8, w: 16}
+inputs:
+  x: {shape: [B, n, d_model]}
+  v: {shape: [B, n, w]}
+nodes:
+  up: {op: linear, in: v, out: d_model}
+outputs: {y: up}
+"""),
+    Code(
+        "GF125", "tied weight mismatch",
+        "`tied: other` reuses another node's weight, but the shapes differ.",
+        fix="A tied LM head needs `out` = the embedding's vocab and input width = its dim.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  tok: {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  head: {op: linear, in: x, out: 64, bias: false, tied: tok}
+outputs: {y: head}
+"""),
+    Code(
+        "GF126", "block input shape mismatch",
+        ("A block call passes a value whose shape doesn't match the block's declared input; with "
+         "`repeat`, a carried output must keep its input's shape."),
+        fix="Pass a value of the declared shape, or fix the block.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+blocks:
+  layer:
+    inputs: {x: [B, n, 64]}
+    nodes:
+      ln: {op: norm}
+    outputs: {x: ln}
+nodes:
+  stack: {op: layer}
+outputs: {y: stack}
+"""),
+    Code(
+        "GF127", "optional input where a value is required",
+        ("An input declared `optional: true` may be omitted when the model runs, so only optional op "
+         "inputs (an attention's `mask`, rotary `positions`) may read it."),
+        fix="Make the input required, or feed it to an optional port.",
+        example="""\
+graphformer: 1
+name: case
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, 16]}
+  y: {shape: [B, n, 16], optional: true}
+nodes:
+  sum: {op: residual, in: [x, y]}
+outputs: {z: sum}
+"""),
+    Code(
+        "GF130", "bad dimension expression",
+        ("An expression that graphformer's own small parser rejects: syntax errors, `**`, calls, "
+         "attribute access, names starting with `__`, inexact `/`, division by zero, literals over "
+         "10^15, results over 10^18, more than 200 characters. Nothing is ever evaluated by Python."),
+        fix="Use integers, params, `+ - * // / %` and parentheses.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  up: {op: linear, out: "__import__('os').system('true')"}
+outputs: {y: up}
+"""),
+    Code(
+        "GF131", "unknown name in an expression",
+        ("An attribute expression names something that is not a param (symbolic dims such as `n` are "
+         "only allowed in shapes), or an input shape uses a symbol not declared under `dims:`."),
+        fix="Use a param, or declare the symbol.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  up: {op: linear, out: n}
+outputs: {y: up}
+"""),
+    Code(
+        "GF132", "non-integer param in a dimension",
+        ("A float, boolean or string param is used where a size is needed (`out: 4 * eps`). Only "
+         "integer params size tensors."),
+        fix="Use an integer param, or give the param an integer default.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, eps: 1e-6}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  up: {op: linear, out: 4 * eps}
+outputs: {y: up}
+"""),
+    Code(
+        "GF140", "import cycle",
+        "Spec files import each other in a loop.",
+        fix="Move the shared blocks into a file that imports neither.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+imports: [lib/cycle-back.yaml]
+nodes:
+  ln: {op: norm}
+outputs: {y: ln}
+""",
+        files={"lib/cycle-back.yaml": """\
+graphformer: 1
+name: back
+imports: [../example.yaml]
+"""}),
+    Code(
+        "GF141", "block defined twice",
+        "Two blocks of the same name, in this file and an import (or two imports).",
+        fix="Rename one.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+imports: [lib/blocks.yaml]
+blocks:
+  ffn:
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      up: {op: linear, out: d_model}
+    outputs: {x: up}
+nodes:
+  f: {op: ffn}
+outputs: {y: f}
+""",
+        files={"lib/blocks.yaml": """\
+graphformer: 1
+name: blocks
+blocks:
+  ffn:
+    inputs: {x: [B, n, d]}
+    nodes:
+      ln: {op: norm}
+    outputs: {x: ln}
+"""}),
+    Code(
+        "GF142", "import not found",
+        "An `imports:` path does not exist (paths are relative to the importing file).",
+        fix="Fix the path.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+imports: [lib/nope.yaml]
+nodes:
+  ln: {op: norm}
+outputs: {y: ln}
+"""),
+    Code(
+        "GF143", "imported file has errors",
+        "An imported file failed to load; its own errors follow.",
+        fix="Fix the imported file.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+imports: [lib/broken.yaml]
+nodes:
+  ln: {op: norm}
+outputs: {y: ln}
+""",
+        files={"lib/broken.yaml": """\
+graphformer: 1
+name: broken
+blocks:
+  ffn:
+    inputs: {x: [B, n, d]}
+    nodse:
+      up: {op: linear, out: d}
+    outputs: {x: up}
+"""}),
+    Code(
+        "GF144", "recursive block",
+        "A block calls itself, directly or through other blocks; it would unroll forever.",
+        fix="Use `repeat` for stacks of layers.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+blocks:
+  layer:
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      ln: {op: norm}
+      inner: {op: layer}
+    outputs: {x: inner}
+nodes:
+  stack: {op: layer}
+outputs: {y: stack}
+"""),
+    Code(
+        "GF150", "limit exceeded",
+        ("A count or size past a limit: `repeat` (10,000; raise with GRAPHFORMER_MAX_REPEAT), expanded"
+         " nodes (200,000; GRAPHFORMER_MAX_NODES), params and example sizes (10^12), any size during "
+         "inference (10^18)."),
+        fix="Lower the size, or raise the limit through the environment variable named.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+blocks:
+  layer:
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      ln: {op: norm}
+    outputs: {x: ln}
+nodes:
+  stack: {op: layer, repeat: 1000000}
+outputs: {y: stack}
+"""),
+    Code(
+        "GF160", "preset sets an unknown param",
+        "A preset overrides a param the spec doesn't declare.",
+        fix="Fix the name or declare the param.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+presets:
+  tiny: {d_model: 8, haeds: 2}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  ln: {op: norm}
+outputs: {y: ln}
+"""),
+    Code(
+        "GF161", "preset value of the wrong type",
+        ("A preset sets a param to a value of another type than the param's default (a string for a "
+         "float `eps`). A param's type is the type of its default; an integer is accepted for a float."),
+        fix="Write a value of the param's type.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, eps: 1e-5}
+presets:
+  tiny: {d_model: 8, eps: small}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  ln: {op: norm, eps: eps}
+outputs: {y: ln}
+"""),
+]
+
+CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

@@ -1,0 +1,63 @@
+"""A diagnostic code's page: what it means, an example of the mistake with the checker's real output on
+it, and the fix. `graphformer explain CODE` prints one; docs/errors.md is all of them."""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .codes import CODES, EXAMPLE_FILE, Code
+from .diagnostics import SourceCache, render
+from .frontend import check_file
+
+
+def example_output(entry: Code) -> str:
+    """What `graphformer check` prints for the entry's example, with paths relative to the example."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {EXAMPLE_FILE: entry.example, **entry.files}
+        for rel, content in files.items():
+            path = Path(tmp, rel)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        with _inside(tmp):  # imported files are named relative to the working directory, as users see them
+            text = render(check_file(EXAMPLE_FILE).diagnostics, "text", SourceCache())
+    return text.rstrip()
+
+
+@contextmanager
+def _inside(directory: str):
+    old = os.getcwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def first_code(entry: Code) -> str | None:
+    """The code of the first diagnostic the example produces (a test holds it to the entry's own)."""
+    m = re.search(r"(?:error|warning)\[(GF\d{3})\]", example_output(entry))
+    return m.group(1) if m else None
+
+
+def _shown(example: str | bytes) -> tuple[str, bool]:
+    """The example as text, and whether bytes that aren't printable UTF-8 had to be escaped (`\\xNN`)."""
+    if isinstance(example, str) and not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", example.replace("\t", "")):
+        return example, False
+    raw = example if isinstance(example, bytes) else example.encode()
+    return raw.decode("latin-1").encode("unicode_escape").decode("ascii").replace("\\n", "\n"), True
+
+
+def page(code: str, heading: str = "#") -> str:
+    """The entry for `code` as Markdown, under a heading of the given level."""
+    entry = CODES[code]
+    source, escaped = _shown(entry.example)
+    lines = [f"{heading} {code}", "", f"**{entry.title}.** {entry.explanation}", "", f"**Fix:** {entry.fix}", "",
+             f"Example (`{EXAMPLE_FILE}`" + (", raw bytes shown as `\\xNN`" if escaped else "") + "):", "",
+             "```yaml", source.rstrip(), "```", ""]
+    for rel, text in entry.files.items():
+        lines += [f"with `{rel}`:", "", "```yaml", text.rstrip(), "```", ""]
+    lines += ["`graphformer check` reports:", "", "```text", example_output(entry), "```"]
+    return "\n".join(lines) + "\n"
