@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Lowest first. A module may import modules of its own layer and of lower layers only.
 # `x.*` is the package x and everything in it; a plain name is that module alone.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("graphformer.errors", "graphformer.diagnostics", "graphformer.dims", "graphformer.graphs")),
+    ("base", ("graphformer.errors", "graphformer.diagnostics", "graphformer.dims", "graphformer.graphs",
+              "graphformer.bundled", "graphformer.codes")),
     ("ops", ("graphformer.ops.*",)),
     ("ir", ("graphformer.ir",)),
     ("analyses", ("graphformer.infer", "graphformer.summary", "graphformer.budget", "graphformer.tp_plan")),
@@ -24,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("pipeline", ("graphformer.frontend", "graphformer.api")),
     ("backends", ("graphformer.backends.*", "graphformer.parallel")),
     ("facade", ("graphformer",)),
-    ("commands", ("graphformer.commands.*",)),
+    ("commands", ("graphformer.commands.*", "graphformer.explain")),
     ("cli", ("cli", "graphformer.cli", "graphformer.__main__")),
 ]
 # Backends take a Spec or the IR, never a file: they are above the front end in the order (they may be
