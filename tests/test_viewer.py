@@ -108,6 +108,10 @@ class Page:
     def node(self, path: str):
         return self.page.locator(f"#stage g.node:has(> title:text-is('{path}'))")
 
+    def settle(self):
+        """Wait until a view being unpacked is shown."""
+        self.page.wait_for_function("!document.body.classList.contains('gf-busy')", timeout=60_000)
+
     def drawn(self) -> set[str]:
         return set(self.page.eval_on_selector_all("#stage g.node", "gs => gs.map(g => g.dataset.id).filter(Boolean)"))
 
@@ -156,11 +160,13 @@ def test_expanding_a_block_adds_its_nodes_in_place(browser, gpt2_page):
     assert "blocks.0.attn" in before and "blocks.1.attn" not in before
     box = page.page.locator("#stage g.cluster:has(> title:text-is('cluster_blocks'))").bounding_box()
     page.node("blocks:title").click()
+    page.settle()
     after = page.drawn()
     assert before <= after and {f"blocks.{i}.attn" for i in range(12)} <= after
     first = page.page.locator("#stage g.cluster:has(> title:text-is('cluster_blocks.0'))").bounding_box()
     assert abs(first["x"] - box["x"]) < 2 and abs(first["y"] - box["y"]) < 2, "the block moved on screen"
     page.node("blocks.3:title").click()                                 # collapse again
+    page.settle()
     assert page.drawn() == before
     assert page.errors == []
     page.close()
@@ -175,6 +181,7 @@ def test_search_finds_a_node_and_reveals_it(browser, gpt2_page):
     page.page.keyboard.press("Enter")
     assert page.panel().startswith("blocks.5.up") and "drawn as blocks.0.up" in page.panel()
     page.page.click("#panel a[data-reveal]")
+    page.settle()
     assert "blocks.5.up" in page.drawn()
     assert "gf-sel" in page.node("blocks.5.up").get_attribute("class")
     assert page.errors == []
@@ -206,5 +213,6 @@ def test_large_models_open(browser, tmp_path, spec, args, capsys):
     assert page.errors == [] and page.drawn()
     if "layers=96" in args:
         page.node("blocks:title").click()
+        page.settle()
         assert "blocks.95.attn" in page.drawn()
     page.close()

@@ -40,6 +40,26 @@
   }
 
   // ------------------------------------------------------------ drawing a view
+  async function unpack(view) {
+    if (view.svg === undefined) {
+      const bytes = Uint8Array.from(atob(view.svgz), (c) => c.charCodeAt(0));
+      const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
+      view.svg = await new Response(stream).text();
+    }
+    return view;
+  }
+
+  // Show a view once it is unpacked; the body has class gf-busy meanwhile (tests wait on it).
+  async function showAsync(view, anchor, then) {
+    document.body.classList.add('gf-busy');
+    try {
+      show(await unpack(view), anchor);
+      if (then) then();
+    } finally {
+      document.body.classList.remove('gf-busy');
+    }
+  }
+
   function show(view, anchor) {
     const before = new Set(S.nodes.keys());
     let oldPos = null;
@@ -61,6 +81,7 @@
 
   function index(svg, before) {
     S.nodes.clear(); S.edges = []; S.clusters.clear(); S.members.clear();
+    const fresh = [];
     for (const g of svg.querySelectorAll('g.node')) {
       const id = titleOf(g);
       if (id.endsWith(':title')) {
@@ -70,12 +91,13 @@
       }
       S.nodes.set(id, g);
       g.dataset.id = id;
-      if (before && !before.has(id)) g.classList.add('gf-new');
+      if (before && !before.has(id)) fresh.push(g);
     }
     for (const g of svg.querySelectorAll('g.edge')) {
       const [src, dst] = titleOf(g).split('->');
       S.edges.push({ src, dst, g });
     }
+    if (fresh.length <= 400) for (const g of fresh) g.classList.add('gf-new');   // fade in what expanding added
     for (const g of svg.querySelectorAll('g.cluster')) S.clusters.set(titleOf(g).replace(/^cluster_/, ''), g);
     for (const [ir, rep] of Object.entries(S.view.drawnAs)) S.members.set(rep, (S.members.get(rep) || 1) + 1);
   }
@@ -95,7 +117,7 @@
     }
     const view = pickView(set);
     if (!view) { status(`\`${call}\` is too large to lay out in the page: draw it with \`graphformer draw --expand\``); return; }
-    show(view, anchor);
+    showAsync(view, anchor);
   }
 
   // ------------------------------------------------------------ pan and zoom
@@ -251,8 +273,7 @@
       view = pickView(set);
     }
     if (!view) { status('too large to lay out expanded in the page'); return; }
-    show(view);
-    select(id, true);
+    showAsync(view, null, () => select(id, true));
   }
 
   panel.addEventListener('click', (e) => {
@@ -306,12 +327,15 @@
 
   // ------------------------------------------------------------ toolbar and start
   $('fit').addEventListener('click', fit);
-  $('expand-all').addEventListener('click', () => { const v = pickView(new Set(Object.keys(D.calls))) || D.views.reduce((a, b) => (b.expanded.length > a.expanded.length ? b : a)); show(v); fit(); });
-  $('collapse-all').addEventListener('click', () => { show(pickView(new Set())); fit(); });
+  $('expand-all').addEventListener('click', () => {
+    const v = pickView(new Set(Object.keys(D.calls))) || D.views.reduce((a, b) => (b.expanded.length > a.expanded.length ? b : a));
+    showAsync(v, null, fit);
+  });
+  $('collapse-all').addEventListener('click', () => showAsync(pickView(new Set()), null, fit));
   $('title').textContent = D.name;
   $('expand-all').disabled = $('collapse-all').disabled = !Object.keys(D.calls).length;
 
-  show(pickView(S.expanded));
+  show(D.views[0]);   // the page's first view is the one stored unpacked
   fit();
   summaryPanel();
   requestAnimationFrame(() => requestAnimationFrame(() => {
