@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["check", "summary", "build", "draw", "export", "schema"]
+COMMANDS = ["check", "summary", "build", "draw", "view", "export", "schema"]
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 

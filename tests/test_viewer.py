@@ -216,3 +216,20 @@ def test_large_models_open(browser, tmp_path, spec, args, capsys):
         page.settle()
         assert "blocks.95.attn" in page.drawn()
     page.close()
+
+
+@needs_dot
+def test_view_writes_the_page_and_opens_it(tmp_path, capsys, monkeypatch):
+    opened = []
+    monkeypatch.setattr("webbrowser.open", lambda uri: opened.append(uri) or True)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert cli.main(["view", str(SPECS / "encoder-block.yaml")]) == 0
+    (page,) = tmp_path.glob("graphformer-encoder-block-*.html")
+    assert opened == [page.as_uri()] and f"opened {page}" in capsys.readouterr().out
+    assert page_data(page.read_text())["name"] == "encoder-block"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("graphformer: 1\nname: bad\nnodes: {a: {op: nope}}\n")
+    assert cli.main(["view", str(bad)]) == 1
+    assert list(tmp_path.glob("graphformer-bad-*")) == [] and len(opened) == 1
