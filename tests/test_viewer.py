@@ -128,7 +128,7 @@ def gpt2_page(tmp_path_factory):
 
 
 @needs_dot
-@pytest.mark.parametrize("spec", ["gpt2.yaml", "clip-vit-b32.yaml"])
+@pytest.mark.parametrize("spec", ["gpt2.yaml", "clip-vit-b32.yaml", "encoder-block.yaml"])
 def test_page_loads_without_errors_or_network(browser, tmp_path, spec, capsys):
     page = Page(browser, draw_html(tmp_path, SPECS / spec))
     assert page.errors == []
@@ -184,6 +184,9 @@ def test_search_finds_a_node_and_reveals_it(browser, gpt2_page):
     page.settle()
     assert "blocks.5.up" in page.drawn()
     assert "gf-sel" in page.node("blocks.5.up").get_attribute("class")
+    node, canvas = page.node("blocks.5.up").bounding_box(), page.page.locator("#canvas").bounding_box()
+    assert abs(node["x"] + node["width"] / 2 - (canvas["x"] + canvas["width"] / 2)) < 5, "not centred"
+    assert abs(node["y"] + node["height"] / 2 - (canvas["y"] + canvas["height"] / 2)) < 5, "not centred"
     assert page.errors == []
     page.close()
 

@@ -142,12 +142,9 @@
   }
 
   function centerOn(g) {
-    const b = g.getBBox(), ctm = g.getCTM(), svg = stage.querySelector('svg');
-    const root = svg.getCTM();
-    // node centre in svg user units (undo the graph's translate), then on screen
-    const x = (b.x + b.width / 2) * ctm.a / root.a + (ctm.e - root.e) / root.a;
-    const y = (b.y + b.height / 2) * ctm.d / root.d + (ctm.f - root.f) / root.d;
-    if (S.scale < 0.6) S.scale = 0.9;
+    const r = g.getBoundingClientRect(), st = stage.getBoundingClientRect();
+    const x = (r.left + r.width / 2 - st.left) / S.scale, y = (r.top + r.height / 2 - st.top) / S.scale;
+    if (S.scale < 0.6) S.scale = 0.9;   // close enough to read
     S.tx = canvas.clientWidth / 2 - x * S.scale; S.ty = canvas.clientHeight / 2 - y * S.scale;
     apply();
   }
