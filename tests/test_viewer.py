@@ -236,3 +236,15 @@ def test_view_writes_the_page_and_opens_it(tmp_path, capsys, monkeypatch):
     bad.write_text("graphformer: 1\nname: bad\nnodes: {a: {op: nope}}\n")
     assert cli.main(["view", str(bad)]) == 1
     assert list(tmp_path.glob("graphformer-bad-*")) == [] and len(opened) == 1
+
+
+@needs_dot
+def test_views_too_costly_for_dot_are_left_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(viewer, "MAX_VIEW_COST", 0)
+    data = page_data(draw_html(tmp_path, SPECS / "gpt2.yaml").read_text())
+    assert [v["expanded"] for v in data["views"]] == [[]]           # the page still opens, collapsed
+    data = page_data(draw_html(tmp_path, SPECS / "gpt2.yaml", "--expand").read_text())
+    assert [v["expanded"] for v in data["views"]] == [["blocks"]]   # what was asked for is always drawn
+    ir = graphformer.load(str(SPECS / "llama.yaml")).ir
+    from graphformer.backends.diagram import build
+    assert viewer.layout_cost(build(ir, expand=True)) > 3000 > viewer.layout_cost(build(ir))

@@ -4,7 +4,7 @@ The layouts are Graphviz's own: each *view* is the diagram with some set of repe
 laid out by `dot -Tsvg` here, ahead of time. Expanding a block in the page swaps in the view where it is
 expanded and keeps the block where it was on screen, so its repetitions appear in place. Views are
 precomputed for every combination of expandable calls while there are at most MAX_VIEWS of them (else:
-none expanded, each alone, all), and skipped when one would draw more than MAX_VIEW_NODES boxes.
+none expanded, each alone, all), and skipped when one would cost dot too much (layout_cost).
 
 The page's data is one JSON blob (views, every IR node's op, attributes, shapes, parameters, FLOPs and
 source position, the summary), escaped so that no string in it can end the <script> element. The views
@@ -31,7 +31,9 @@ from . import graphviz
 from .diagram import Diagram, build, shape_text
 
 MAX_VIEWS = 16
-MAX_VIEW_NODES = 4000   # dot takes ~5 s for 1,000 boxes and grows faster than linearly
+# dot lays out gpt2 at 96 layers expanded (cost 1,736) in ~5 s, llama's 32 layers (5,111: an input feeds
+# every layer from the top) in over a minute; its time grows faster than linearly.
+MAX_VIEW_COST = 3000
 ASSETS = resources.files(__package__) / "viewer"
 
 
@@ -96,10 +98,17 @@ def _layouts(ir: IRGraph, sets: list[frozenset[str]], dims: dict[str, int], dire
              subtitle: str) -> list[dict[str, Any]]:
     """One laid-out view per set (the first always; the others only when small enough), dot runs in parallel."""
     diagrams = [(s, build(ir, expand=s, dims=dims, subtitle=subtitle)) for s in sets]
-    diagrams = [d for i, d in enumerate(diagrams) if i == 0 or len(d[1].nodes) <= MAX_VIEW_NODES]
+    diagrams = [d for i, d in enumerate(diagrams) if i == 0 or layout_cost(d[1]) <= MAX_VIEW_COST]
     with ThreadPoolExecutor(max_workers=4) as pool:
         svgs = list(pool.map(lambda d: graphviz.render(graphviz.to_dot(d[1], direction), "svg"), diagrams))
     return [_view(s, d, svg.decode()) for (s, d), svg in zip(diagrams, svgs)]
+
+
+def layout_cost(d: Diagram) -> int:
+    """A proxy for dot's work: the boxes plus the ranks every arrow crosses (dot routes a long arrow
+    through one virtual node per rank, and those dominate its time on deep, expanded graphs)."""
+    depth = d.depths()
+    return len(d.nodes) + sum(max(0, abs(depth[e.dst] - depth[e.src]) - 1) for e in d.edges)
 
 
 def _view(expanded: frozenset[str], d: Diagram, svg: str) -> dict[str, Any]:
