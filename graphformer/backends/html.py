@@ -31,9 +31,10 @@ from . import graphviz
 from .diagram import Diagram, build, shape_text
 
 MAX_VIEWS = 16
-# dot lays out gpt2 at 96 layers expanded (cost 1,736) in ~5 s, llama's 32 layers (5,111: an input feeds
-# every layer from the top) in over a minute; its time grows faster than linearly.
-MAX_VIEW_COST = 3000
+# dot lays out gpt2 at 96 layers expanded (cost 1,736) and co-attention expanded (1,740) in ~5 s each,
+# but mixtral's 32 layers (2,759) and llama's (5,111), where an input feeds every layer from the top, in
+# minutes: its time grows much faster than linearly in this cost.
+MAX_VIEW_COST = 2000
 ASSETS = resources.files(__package__) / "viewer"
 
 
@@ -83,7 +84,7 @@ def _asset(name: str) -> str:
 
 def expandable_calls(ir: IRGraph) -> dict[str, dict[str, Any]]:
     """The repeated calls, by their id in the collapsed diagram: {"blocks": {"block": "layer", "count": 12}}."""
-    return {c.call: {"label": c.label, "count": c.repeat} for c in build(ir).clusters.values() if c.repeat}
+    return {c.call: {"label": c.label, "count": c.repeat} for c in build(ir).clusters.values() if c.call and c.repeat}
 
 
 def view_sets(calls: dict[str, Any]) -> list[frozenset[str]]:

@@ -212,10 +212,15 @@
         row('from', link(src)) + row('shape', shapeCell(n.shape, n.concrete)) + '</table>' + backLink();
       return;
     }
-    const n = D.nodes[id];
-    if (!n) { summaryPanel(); return; }
+    let n = D.nodes[id], part = '';
+    if (!n) {   // a box drawn for part of a node (a mixture of experts' router and expert): show the node
+      const owner = id.split('.').map((_, i, a) => a.slice(0, a.length - i).join('.')).find((p) => D.nodes[p]);
+      if (!owner) { summaryPanel(); return; }
+      part = `<div class="note"><code>${esc(id)}</code> is drawn as part of ${link(owner)}</div>`;
+      id = shown = owner; n = D.nodes[id];
+    }
     const reps = S.members.get(shown) || 1;
-    let h = `<h2>${esc(id)}</h2><div><b>${esc(n.op)}</b></div>`;
+    let h = `<h2>${esc(id)}</h2><div><b>${esc(n.op)}</b></div>` + part;
     if (n.doc) h += `<div class="doc">${esc(n.doc)}</div>`;
     if (shown !== id) h += `<div class="note">drawn as ${link(shown)}: its block is collapsed. <a data-reveal="${esc(id)}">Expand to show it</a></div>`;
     else if (reps > 1) h += `<div class="note">stands for ${reps} repetitions (this one is the first); expand its block to see each</div>`;
