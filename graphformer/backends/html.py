@@ -143,8 +143,13 @@ def _node_entry(ir: IRGraph, n: IRNode, env: dict[str, int]) -> dict[str, Any]:
         "at": str(n.span) if n.span else None,
     }
     op = REGISTRY.get(n.op)
-    if n.attrs is not None:
-        entry["attrs"] = n.attrs.model_dump(mode="json")
+    if n.attrs is not None:   # the attributes this node sets, then those left at their defaults
+        values = n.attrs.model_dump(mode="json")
+        fields = type(n.attrs).model_fields
+        is_default = {k: k in fields and not fields[k].is_required() and getattr(n.attrs, k) == fields[k].default
+                      for k in values}
+        entry["attrs"] = {k: v for k, v in values.items() if not is_default[k]}
+        entry["defaults"] = {k: v for k, v in values.items() if is_default[k]}
     if op is not None:
         entry["doc"] = op.doc.strip().split("\n")[0]
     if op is not None and n.shape is not None and all(ir.node(s).shape is not None for s in n.inputs.values()):

@@ -229,10 +229,11 @@
     h += row('out', shapeCell(n.shape, n.concrete)) + '</table>';
     const env = Object.entries(D.summary.env).map(([k, v]) => `${k}=${v}`).join(', ');
     if (env) h += `<div class="doc" style="font-size:11px">= shapes at ${esc(env)}</div>`;
-    if (n.attrs && Object.keys(n.attrs).length) {
-      h += '<h3>Attributes</h3><table>';
-      for (const [k, v] of Object.entries(n.attrs)) h += row(k, `<code>${esc(JSON.stringify(v))}</code>`);
-      h += '</table>';
+    const attrRows = (o) => Object.entries(o || {}).map(([k, v]) => row(k, `<code>${esc(JSON.stringify(v))}</code>`)).join('');
+    const nDefaults = Object.keys(n.defaults || {}).length;
+    if (n.attrs) {
+      h += `<h3>Attributes</h3><table>${attrRows(n.attrs)}</table>`;
+      if (nDefaults) h += `<details><summary>${nDefaults} at their defaults</summary><table>${attrRows(n.defaults)}</table></details>`;
     }
     if (n.params !== undefined) {
       h += '<h3>Cost</h3><table>' + row('parameters', fmtInt(n.params) + (reps > 1 ? ` (× ${reps} = ${fmtInt(n.params * reps)})` : ''));
