@@ -206,7 +206,8 @@ def test_a_doc_that_closes_the_script_element_is_shown_as_text(browser, tmp_path
 @needs_dot
 @pytest.mark.slow
 @pytest.mark.parametrize("spec, args", [
-    ("co-attention.yaml", ["--expand"]),            # the largest bundled spec, every block expanded
+    ("co-attention.yaml", ["--expand"]),            # the largest bundled spec that dot lays out expanded in seconds
+    ("llama.yaml", []),                             # the largest bundled spec (327 boxes expanded), collapsed
     ("gpt2.yaml", ["--set", "layers=96"]),          # 96 layers, collapsed (expandable: ~1,000 boxes)
 ])
 def test_large_models_open(browser, tmp_path, spec, args, capsys):
