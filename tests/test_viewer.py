@@ -241,6 +241,7 @@ def test_view_writes_the_page_and_opens_it(tmp_path, capsys, monkeypatch):
 
 @needs_dot
 def test_views_too_costly_for_dot_are_left_out(tmp_path, capsys, monkeypatch):
+    limit = viewer.MAX_VIEW_COST
     monkeypatch.setattr(viewer, "MAX_VIEW_COST", 0)
     data = page_data(draw_html(tmp_path, SPECS / "gpt2.yaml").read_text())
     assert [v["expanded"] for v in data["views"]] == [[]]           # the page still opens, collapsed
@@ -248,4 +249,4 @@ def test_views_too_costly_for_dot_are_left_out(tmp_path, capsys, monkeypatch):
     assert [v["expanded"] for v in data["views"]] == [["blocks"]]   # what was asked for is always drawn
     ir = graphformer.load(str(SPECS / "llama.yaml")).ir
     from graphformer.backends.diagram import build
-    assert viewer.layout_cost(build(ir, expand=True)) > viewer.MAX_VIEW_COST > viewer.layout_cost(build(ir))
+    assert viewer.layout_cost(build(ir, expand=True)) > limit > viewer.layout_cost(build(ir))
