@@ -12,7 +12,7 @@ from . import __version__
 
 # subcommand -> module in graphformer/commands/
 COMMANDS = {"check": "check", "summary": "summary", "build": "build", "draw": "draw", "export": "export",
-            "schema": "schema", "list": "models", "explain": "explain"}
+            "schema": "schema", "list": "models", "explain": "explain", "view": "view"}
 SHELLS = ("bash", "zsh", "tcsh")
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2

@@ -2,13 +2,18 @@
 # Installs graphformer with every extra into .venv (CPU torch) and runs the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Graphviz's `dot` binary comes from the system package manager (needed by `graphformer draw`).
-if ! command -v dot >/dev/null 2>&1; then
+# Graphviz's `dot` (needed by `graphformer draw`) and Chromium (the HTML viewer's browser tests, driven by
+# playwright from the dev extra; playwright's own browser download is not used) come from the system.
+need=""
+command -v dot >/dev/null 2>&1 || need="$need graphviz"
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need="$need chromium"
+if [ -n "$need" ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq graphviz >/dev/null
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $need >/dev/null \
+      || echo "warning: could not install$need: the tests that need them are skipped" >&2
   else
-    echo "warning: install Graphviz (the dot binary) for the drawing tests" >&2
+    echo "warning: install$need for the drawing and viewer tests (they are skipped without)" >&2
   fi
 fi
 python3 -m venv .venv

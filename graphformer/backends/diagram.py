@@ -81,6 +81,7 @@ class Cluster:
     name: str               # the call's own name (`blocks`), shown small beside the label; "" if the same
     parent: str | None
     repeat: int | None      # N when drawn once for N repetitions
+    call: str | None = None  # the repeated call it draws, by its id when collapsed (`blocks`); None if not repeated
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Diagram:
     nodes: list[Node] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
     clusters: dict[str, Cluster] = field(default_factory=dict)
+    drawn_as: dict[str, str] = field(default_factory=dict)  # IR path -> id of the node that stands for it
 
     @property
     def inputs(self) -> list[Node]:
@@ -151,43 +153,51 @@ class Diagram:
 class _Placement:
     rep: str                      # the node that stands for this one in the diagram
     clusters: tuple[Cluster, ...]  # outermost first
-    reps: tuple[tuple[str, int], ...]  # (repeated call path, repetition index) for every repeat around it
+    reps: tuple[tuple[str, int, bool], ...]  # (repeated call path, repetition, collapsed?) for every repeat around it
 
 
-def _place(node: IRNode, expand: bool) -> _Placement:
+def _place(node: IRNode, expand: bool | frozenset[str]) -> _Placement:
     """Where a node is drawn: its representative path and its cluster chain.
 
     Frame paths contain the outer repetition indices (`enc.3.sub`), so the representative is built
     frame by frame: replace the original prefix by the canonical one, then append this frame's index
-    (or 0 when collapsing).
+    (or 0 when collapsing). `expand` is True, False, or the set of repeated calls to expand, each named
+    by its id in the fully collapsed diagram (`enc`, `enc.0.sub`).
     """
     orig, canon = "", ""
+    call_orig, call_canon = "", ""   # the same walk with every repetition collapsed: the calls' ids
     clusters, reps = [], []
     parent = None
     for f in node.scope:
         path = canon + f.path[len(orig):]
-        reps.append((f.path, f.index if f.index is not None else -1))
+        call = call_canon + f.path[len(call_orig):]
         short = path.rsplit(".", 1)[-1]
         name = "" if short == f.block else short
         if f.index is None:
-            cid, label, repeat = path, f.block, None
+            cluster = Cluster(path, f.block, name, parent, None)
             orig, canon = f.path, path
-        elif expand:
-            cid = f"{path}.{f.index}"
-            label, name, repeat = f"{f.block} {f.index + 1}/{f.count}", f"{name or short}.{f.index}", None
-            orig, canon = f"{f.path}.{f.index}", cid
+            call_orig, call_canon = f.path, call
         else:
-            cid, label, repeat = path, f"{f.block} × {f.count}", f.count
-            orig, canon = f"{f.path}.{f.index}", f"{path}.0"
-        clusters.append(Cluster(cid, label, name, parent, repeat))
-        parent = cid
+            collapsed = not (expand is True or (expand and call in expand))
+            reps.append((f.path, f.index, collapsed))
+            call_orig, call_canon = f"{f.path}.{f.index}", f"{call}.0"
+            if collapsed:
+                cluster = Cluster(path, f"{f.block} × {f.count}", name, parent, f.count, call)
+                orig, canon = f"{f.path}.{f.index}", f"{path}.0"
+            else:
+                cid = f"{path}.{f.index}"
+                cluster = Cluster(cid, f"{f.block} {f.index + 1}/{f.count}", f"{name or short}.{f.index}", parent,
+                                  None, call)
+                orig, canon = f"{f.path}.{f.index}", cid
+        clusters.append(cluster)
+        parent = cluster.id
     return _Placement(canon + node.name[len(orig):], tuple(clusters), tuple(reps))
 
 
-def _across_repetitions(a: _Placement, b: _Placement) -> bool:
-    """True when two nodes sit in different repetitions of the same repeated call (a carried edge)."""
-    ra = dict(a.reps)
-    return any(path in ra and ra[path] != idx for path, idx in b.reps)
+def _across_collapsed(a: _Placement, b: _Placement) -> bool:
+    """True when two nodes sit in different repetitions of the same collapsed call (a carried edge)."""
+    ra = {path: idx for path, idx, _ in a.reps}
+    return any(collapsed and path in ra and ra[path] != idx for path, idx, collapsed in b.reps)
 
 
 # ---------------------------------------------------------------- labels
@@ -311,14 +321,16 @@ def _port_label(op: str, port: str) -> str:
 
 # ---------------------------------------------------------------- building
 
-def build(ir: IRGraph, expand: bool = False, dims: dict[str, int] | None = None,
+def build(ir: IRGraph, expand: bool | frozenset[str] = False, dims: dict[str, int] | None = None,
           subtitle: str = "") -> Diagram:
+    """The diagram of `ir`; `expand` draws every repetition (True) or those of the named calls (a set)."""
     dims = dims or {}
     diagram = Diagram(ir.name, subtitle)
     placed: dict[str, _Placement] = {}
     seen_nodes: set[str] = set()
     for node in ir.nodes():
         p = placed[node.name] = _place(node, expand)
+        diagram.drawn_as[node.name] = p.rep
         for c in p.clusters:
             diagram.clusters.setdefault(c.id, c)
         if p.rep in seen_nodes:
@@ -334,7 +346,7 @@ def build(ir: IRGraph, expand: bool = False, dims: dict[str, int] | None = None,
             bodies[placed[node.name].rep] = _draw_body(diagram, node, placed[node.name], body, dims)
         for port, src in node.inputs.items():
             a, b = placed[src], placed[node.name]
-            if not expand and _across_repetitions(a, b):
+            if _across_collapsed(a, b):
                 continue
             label = shape_text(ir.node(src).shape, dims)
             port_text = _port_label(node.op, port)

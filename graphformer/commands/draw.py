@@ -1,7 +1,8 @@
-"""`graphformer draw SPEC`: a diagram of the model (Graphviz DOT/SVG/PNG/PDF or Mermaid), from the IR.
+"""`graphformer draw SPEC`: a diagram of the model (Graphviz DOT/SVG/PNG/PDF, Mermaid, or the interactive
+HTML viewer), from the IR.
 
 No `-o`: DOT (or Mermaid) text on stdout. With `-o`, the format follows the extension unless
-`--format` says otherwise. Only svg/png/pdf need Graphviz's `dot` binary; DOT and Mermaid text never do.
+`--format` says otherwise. Only svg/png/pdf/html need Graphviz's `dot` binary; DOT and Mermaid text never do.
 """
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import os
 import sys
 
 from ..backends import graphviz
+from ..backends import html as html_viewer
 from ..backends.diagram import build
 from ..backends.mermaid import to_mermaid
 from .common import CommandError, add_spec_args, atomic_output, dims_arg, load_checked
 
 TEXT_FORMATS = ("dot", "mermaid")
-FORMATS = ("svg", "png", "pdf") + TEXT_FORMATS
+FORMATS = ("svg", "png", "pdf", "html") + TEXT_FORMATS
 EXTENSIONS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot",
-              ".mmd": "mermaid", ".mermaid": "mermaid"}
+              ".mmd": "mermaid", ".mermaid": "mermaid", ".html": "html", ".htm": "html"}
 
 
 def add_parser(sub) -> None:
@@ -25,7 +27,7 @@ def add_parser(sub) -> None:
                                    "clusters, repeated blocks drawn once with × N.")
     add_spec_args(p, dims=True)
     p.add_argument("-o", "--output", metavar="FILE",
-                   help="write here; the format follows the extension (.svg .png .pdf .dot/.gv .mmd/.mermaid)")
+                   help="write here; the format follows the extension (.svg .png .pdf .html .dot/.gv .mmd/.mermaid)")
     p.add_argument("--format", choices=FORMATS, help="output format (default: from -o's extension, else dot)")
     p.add_argument("--expand", action="store_true", help="draw every repetition instead of one block × N")
     p.add_argument("--direction", choices=["TB", "LR"], default="TB", help="top to bottom (default) or left to right")
@@ -51,17 +53,24 @@ def run(args) -> int:
     result = load_checked(args.spec, args)
     ir = result.ir
     dims = dims_arg(args, ir)
+    if fmt == "html":
+        data = _guard_dot(html_viewer.to_html, ir, dims, args.expand, args.direction, _subtitle(args, dims)).encode()
+        return _write(args.output, data)
     diagram = build(ir, expand=args.expand, dims=dims, subtitle=_subtitle(args, dims))
     if fmt == "mermaid":
         data = to_mermaid(diagram, args.direction).encode()
     else:
         dot_text = graphviz.to_dot(diagram, args.direction)
-        data = dot_text.encode() if fmt == "dot" else _render(dot_text, fmt)
-    if args.output is None:
+        data = dot_text.encode() if fmt == "dot" else _guard_dot(graphviz.render, dot_text, fmt)
+    return _write(args.output, data)
+
+
+def _write(output: str | None, data: bytes) -> int:
+    if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return 0
-    with atomic_output(args.output) as fh:
+    with atomic_output(output) as fh:
         fh.write(data)
     sys.stderr.write(f"wrote {args.output} ({fmt}, {_size(len(data))})\n")  # as build and export do
     return 0
@@ -80,8 +89,9 @@ def _subtitle(args, dims: dict[str, int]) -> str:
     return ", ".join(parts)
 
 
-def _render(dot_text: str, fmt: str) -> bytes:
+def _guard_dot(fn, *args):
+    """Call a renderer that runs `dot`; a missing or failing binary is an environment error (exit 2)."""
     try:
-        return graphviz.render(dot_text, fmt)
+        return fn(*args)
     except (graphviz.DotNotFound, graphviz.DotFailed) as e:
         raise CommandError(str(e)) from None

@@ -1,0 +1,252 @@
+"""`draw --format html`: the page's data and escaping (no browser), then the page itself in a real
+headless Chromium (skipped with the reason when Chromium or playwright is missing)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import cli
+import graphformer
+from graphformer.backends import html as viewer
+from graphformer.backends.browser import BrowserMissing, chromium
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
+
+
+def draw_html(tmp_path: Path, spec: str, *args: str, name: str = "page.html") -> Path:
+    out = tmp_path / name
+    assert cli.main(["draw", str(spec), "-o", str(out), *args]) == 0
+    return out
+
+
+def page_data(text: str) -> dict:
+    m = re.search(r'<script type="application/json" id="gf-data">(.*?)</script>', text, re.S)
+    return json.loads(m.group(1))
+
+
+# ---------------------------------------------------------------- without a browser
+
+def test_script_json_cannot_end_the_script_element():
+    text = viewer.script_json({"doc": "a </script><script>alert(1)</script> <!-- & \u2028"})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text)["doc"] == "a </script><script>alert(1)</script> <!-- & \u2028"
+
+
+@needs_dot
+def test_page_is_self_contained_and_carries_the_ir(tmp_path, capsys):
+    text = draw_html(tmp_path, SPECS / "gpt2.yaml", "--dims", "B=1").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text), "the page must not load anything"
+    data = page_data(text)
+    assert data["calls"] == {"blocks": {"label": "layer × 12", "count": 12}}
+    assert [v["expanded"] for v in data["views"]] == [[], ["blocks"]]
+    attn = data["nodes"]["blocks.3.attn"]
+    assert attn["op"] == "attention" and attn["shape"] == "[B, n, 768]" and attn["concrete"] == "[1, 8, 768]"
+    assert attn["at"].startswith(str(SPECS / "gpt2.yaml") + ":") and attn["attrs"]["heads"] == 12
+    assert attn["params"] == 4 * (768 * 768 + 768)
+    ir = graphformer.load(str(SPECS / "gpt2.yaml")).ir
+    from graphformer.summary import total_params
+    assert data["summary"]["paramCount"] == total_params(ir) == 124_439_808
+    assert data["views"][0]["drawnAs"]["blocks.11.attn"] == "blocks.0.attn"
+
+
+@needs_dot
+def test_every_combination_of_blocks_is_laid_out(tmp_path, capsys):
+    data = page_data(draw_html(tmp_path, SPECS / "clip-vit-b32.yaml", "--preset", "tiny").read_text())
+    assert sorted(data["calls"]) == ["text_model.layers", "vision_model.layers"]
+    assert sorted(tuple(v["expanded"]) for v in data["views"]) == [
+        (), ("text_model.layers",), ("text_model.layers", "vision_model.layers"), ("vision_model.layers",)]
+
+
+def test_many_calls_get_a_few_views():
+    calls = {f"c{i}": {} for i in range(6)}
+    sets = viewer.view_sets(calls)
+    assert len(sets) == 8 and frozenset() in sets and frozenset(calls) in sets
+
+
+def test_html_is_chosen_by_extension_and_needs_dot(tmp_path, capsys, monkeypatch):
+    from graphformer.commands.draw import output_format
+    assert output_format("model.html", None) == output_format("model.htm", None) == "html"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert cli.main(["draw", str(SPECS / "gpt2.yaml"), "-o", str(tmp_path / "m.html")]) == 2
+    assert "dot" in capsys.readouterr().err and not (tmp_path / "m.html").exists()
+
+
+# ---------------------------------------------------------------- in Chromium
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        with chromium() as b:
+            yield b
+    except BrowserMissing as e:
+        pytest.skip(str(e))
+
+
+class Page:
+    """A loaded viewer page that records console errors and every request it makes."""
+
+    def __init__(self, browser, path: Path):
+        self.page = browser.new_page(viewport={"width": 1400, "height": 900})
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("console", lambda m: m.type in ("error", "warning") and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(path.as_uri())
+        self.page.wait_for_function("window.graphformerViewer && window.graphformerViewer.ready", timeout=60_000)
+        self.first_render_ms = self.page.evaluate("window.graphformerViewer.firstRenderMs")
+        self.url = path.as_uri()
+
+    def node(self, path: str):
+        return self.page.locator(f"#stage g.node:has(> title:text-is('{path}'))")
+
+    def settle(self):
+        """Wait until a view being unpacked is shown."""
+        self.page.wait_for_function("!document.body.classList.contains('gf-busy')", timeout=60_000)
+
+    def drawn(self) -> set[str]:
+        return set(self.page.eval_on_selector_all("#stage g.node", "gs => gs.map(g => g.dataset.id).filter(Boolean)"))
+
+    def panel(self) -> str:
+        return self.page.inner_text("#panel")
+
+    def close(self):
+        self.page.close()
+
+
+@pytest.fixture(scope="module")
+def gpt2_page(tmp_path_factory):
+    return draw_html(tmp_path_factory.mktemp("viewer"), SPECS / "gpt2.yaml", "--dims", "B=1")
+
+
+@needs_dot
+@pytest.mark.parametrize("spec", ["gpt2.yaml", "clip-vit-b32.yaml", "encoder-block.yaml"])
+def test_page_loads_without_errors_or_network(browser, tmp_path, spec, capsys):
+    page = Page(browser, draw_html(tmp_path, SPECS / spec))
+    assert page.errors == []
+    assert page.requests == [page.url], "the page fetched something besides itself"
+    assert "parameters" in page.panel()
+    page.close()
+
+
+@needs_dot
+def test_clicking_a_node_shows_its_shapes_and_neighbours(browser, gpt2_page):
+    page = Page(browser, gpt2_page)
+    page.node("blocks.0.attn").click()
+    text = page.panel()
+    assert text.startswith("blocks.0.attn") and "attention" in text
+    assert "[B, n, 768]" in text and "= [1, 8, 768]" in text          # symbolic, then at B=1 n=8
+    assert "blocks.0.ln1" in text and "blocks.0.drop1" in text         # its input and its consumer
+    assert "specs/gpt2.yaml:" in text and "stands for 12 repetitions" in text
+    assert "gf-sel" in page.node("blocks.0.attn").get_attribute("class")
+    assert "gf-in" in page.node("blocks.0.ln1").get_attribute("class")
+    assert "gf-out" in page.node("blocks.0.drop1").get_attribute("class")
+    assert page.errors == []
+    page.close()
+
+
+@needs_dot
+def test_expanding_a_block_adds_its_nodes_in_place(browser, gpt2_page):
+    page = Page(browser, gpt2_page)
+    before = page.drawn()
+    assert "blocks.0.attn" in before and "blocks.1.attn" not in before
+    box = page.page.locator("#stage g.cluster:has(> title:text-is('cluster_blocks'))").bounding_box()
+    page.node("blocks:title").click()
+    page.settle()
+    after = page.drawn()
+    assert before <= after and {f"blocks.{i}.attn" for i in range(12)} <= after
+    first = page.page.locator("#stage g.cluster:has(> title:text-is('cluster_blocks.0'))").bounding_box()
+    assert abs(first["x"] - box["x"]) < 2 and abs(first["y"] - box["y"]) < 2, "the block moved on screen"
+    page.node("blocks.3:title").click()                                 # collapse again
+    page.settle()
+    assert page.drawn() == before
+    assert page.errors == []
+    page.close()
+
+
+@needs_dot
+def test_search_finds_a_node_and_reveals_it(browser, gpt2_page):
+    page = Page(browser, gpt2_page)
+    page.page.keyboard.press("/")
+    page.page.keyboard.type("blocks.5.up")
+    assert page.page.inner_text("#results").startswith("blocks.5.up")
+    page.page.keyboard.press("Enter")
+    assert page.panel().startswith("blocks.5.up") and "drawn as blocks.0.up" in page.panel()
+    page.page.click("#panel a[data-reveal]")
+    page.settle()
+    assert "blocks.5.up" in page.drawn()
+    assert "gf-sel" in page.node("blocks.5.up").get_attribute("class")
+    node, canvas = page.node("blocks.5.up").bounding_box(), page.page.locator("#canvas").bounding_box()
+    assert abs(node["x"] + node["width"] / 2 - (canvas["x"] + canvas["width"] / 2)) < 5, "not centred"
+    assert abs(node["y"] + node["height"] / 2 - (canvas["y"] + canvas["height"] / 2)) < 5, "not centred"
+    assert page.errors == []
+    page.close()
+
+
+@needs_dot
+def test_a_doc_that_closes_the_script_element_is_shown_as_text(browser, tmp_path, capsys):
+    src = (SPECS / "encoder-block.yaml").read_text()
+    hostile = 'doc: "ends here </script><script>document.title=\'pwned\'</script> <!-- &amp;"\n'
+    spec = tmp_path / "hostile.yaml"
+    spec.write_text(re.sub(r"doc: >\n(  .*\n)+", hostile, src, count=1))
+    page = Page(browser, draw_html(tmp_path, spec))
+    assert "ends here </script><script>document.title='pwned'</script> <!-- &amp;" in page.panel()
+    assert page.page.title() != "pwned" and page.errors == []
+    page.close()
+
+
+@needs_dot
+@pytest.mark.slow
+@pytest.mark.parametrize("spec, args", [
+    ("co-attention.yaml", ["--expand"]),            # the largest bundled spec that dot lays out expanded in seconds
+    ("llama.yaml", []),                             # the largest bundled spec (327 boxes expanded), collapsed
+    ("gpt2.yaml", ["--set", "layers=96"]),          # 96 layers, collapsed (expandable: ~1,000 boxes)
+])
+def test_large_models_open(browser, tmp_path, spec, args, capsys):
+    page = Page(browser, draw_html(tmp_path, SPECS / spec, *args))
+    print(f"\n{spec} {' '.join(args)}: first render {page.first_render_ms:.0f} ms, "
+          f"{len(page.drawn())} boxes, page {(tmp_path / 'page.html').stat().st_size / 1e6:.1f} MB")
+    assert page.errors == [] and page.drawn()
+    if "layers=96" in args:
+        page.node("blocks:title").click()
+        page.settle()
+        assert "blocks.95.attn" in page.drawn()
+    page.close()
+
+
+@needs_dot
+def test_view_writes_the_page_and_opens_it(tmp_path, capsys, monkeypatch):
+    opened = []
+    monkeypatch.setattr("webbrowser.open", lambda uri: opened.append(uri) or True)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert cli.main(["view", str(SPECS / "encoder-block.yaml")]) == 0
+    (page,) = tmp_path.glob("graphformer-encoder-block-*.html")
+    assert opened == [page.as_uri()] and f"opened {page}" in capsys.readouterr().out
+    assert page_data(page.read_text())["name"] == "encoder-block"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("graphformer: 1\nname: bad\nnodes: {a: {op: nope}}\n")
+    assert cli.main(["view", str(bad)]) == 1
+    assert list(tmp_path.glob("graphformer-bad-*")) == [] and len(opened) == 1
+
+
+@needs_dot
+def test_views_too_costly_for_dot_are_left_out(tmp_path, capsys, monkeypatch):
+    limit = viewer.MAX_VIEW_COST
+    monkeypatch.setattr(viewer, "MAX_VIEW_COST", 0)
+    data = page_data(draw_html(tmp_path, SPECS / "gpt2.yaml").read_text())
+    assert [v["expanded"] for v in data["views"]] == [[]]           # the page still opens, collapsed
+    data = page_data(draw_html(tmp_path, SPECS / "gpt2.yaml", "--expand").read_text())
+    assert [v["expanded"] for v in data["views"]] == [["blocks"]]   # what was asked for is always drawn
+    ir = graphformer.load(str(SPECS / "llama.yaml")).ir
+    from graphformer.backends.diagram import build
+    assert viewer.layout_cost(build(ir, expand=True)) > limit > viewer.layout_cost(build(ir))
