@@ -55,24 +55,24 @@ def run(args) -> int:
     dims = dims_arg(args, ir)
     if fmt == "html":
         data = _guard_dot(html_viewer.to_html, ir, dims, args.expand, args.direction, _subtitle(args, dims)).encode()
-        return _write(args.output, data)
+        return _write(args.output, data, fmt)
     diagram = build(ir, expand=args.expand, dims=dims, subtitle=_subtitle(args, dims))
     if fmt == "mermaid":
         data = to_mermaid(diagram, args.direction).encode()
     else:
         dot_text = graphviz.to_dot(diagram, args.direction)
         data = dot_text.encode() if fmt == "dot" else _guard_dot(graphviz.render, dot_text, fmt)
-    return _write(args.output, data)
+    return _write(args.output, data, fmt)
 
 
-def _write(output: str | None, data: bytes) -> int:
+def _write(output: str | None, data: bytes, fmt: str) -> int:
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return 0
     with atomic_output(output) as fh:
         fh.write(data)
-    sys.stderr.write(f"wrote {args.output} ({fmt}, {_size(len(data))})\n")  # as build and export do
+    sys.stderr.write(f"wrote {output} ({fmt}, {_size(len(data))})\n")  # as build and export do
     return 0
 
 
