@@ -163,3 +163,63 @@ def test_a_spec_without_causal_attention_is_refused():
     with pytest.raises(GenerationError) as e:
         graphformer.generate(bert, torch.tensor([[1, 2]]), 2)
     assert e.value.code == 1 and "is not causal" in str(e.value)
+
+
+# ---------------------------------------------------------------- the command line
+
+try:
+    from graphformer.cli import main as cli_main
+except ImportError:   # the CLI still at the repository root
+    from cli import main as cli_main
+
+WORDS = ["[UNK]", "the", "cat", "sat", "on", "a", "mat", "dog", "ran"] + [f"w{i}" for i in range(88)]   # 97
+
+
+def tiny_tokenizer(path):
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.save(str(path))
+    return path
+
+
+def test_cli_streams_the_tokens_transformers_generates(tmp_path, capsys):
+    spec, ref, model = reference_pair("llama")
+    torch.save(ref.state_dict(), tmp_path / "llama.pt")
+    rc = cli_main(["generate", str(SPECS / "llama.yaml"), "--preset", "tiny", "--weights", str(tmp_path / "llama.pt"),
+                   "--weights-map", "hf", "--prompt-ids", "5,17,3,80", "--max-new-tokens", "33"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    want = hf_generate(ref, torch.tensor([[5, 17, 3, 80]]), None, 33)[0, 4:].tolist()
+    assert [int(t) for t in out.out.split()] == want
+    assert "33 tokens in" in out.err
+
+
+def test_cli_prompt_text_through_a_tokenizer(tmp_path, capsys):
+    spec, _, model = gpt2_pair()
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "gpt2.safetensors")
+    tok = tiny_tokenizer(tmp_path / "tokenizer.json")
+    rc = cli_main(["generate", str(SPECS / "gpt2.yaml"), "--preset", "tiny", "--set", "max_len=64",
+                   "--weights", str(tmp_path / "gpt2.safetensors"), "--prompt", "the cat sat",
+                   "--tokenizer", str(tok), "--max-new-tokens", "6", "--temperature", "0.9", "--top-k", "5",
+                   "--seed", "3"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    words = out.out.split()
+    assert words[:3] == ["the", "cat", "sat"] and len(words) == 9 and set(words) <= set(WORDS)
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["llama.yaml", "--prompt-ids", "1,2,3", "--max-new-tokens", "62"], 2, "max_new_tokens 62 = 65 positions passes "
+                                                                           "max_len 64"),
+    (["llama.yaml", "--prompt-ids", "1,2,97", "--max-new-tokens", "2"], 2, "token id 97 is outside"),
+    (["bert-base.yaml", "--prompt-ids", "1,2", "--max-new-tokens", "2"], 1, "is not causal"),
+    (["llama.yaml", "--prompt", "the cat", "--max-new-tokens", "2"], 2, "needs --tokenizer"),
+    (["llama.yaml", "--prompt-ids", "1,x", "--max-new-tokens", "2"], 2, "comma-separated integers"),
+    (["llama.yaml", "--prompt-ids", "1", "--max-new-tokens", "2", "--top-p", "1.5"], 2, "top_p must be in"),
+])
+def test_cli_bad_input_exits_with_a_message(argv, code, message, capsys):
+    rc = cli_main(["generate", str(SPECS / argv[0]), "--preset", "tiny", *argv[1:]])
+    err = capsys.readouterr().err
+    assert rc == code and message in err and "Traceback" not in err
