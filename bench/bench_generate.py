@@ -114,7 +114,7 @@ def table(results: list[dict], rounds: int) -> str:
         "",
         f"Greedy, prompt {PROMPT} tokens, {NEW} new tokens, random weights shared by both (ours loaded through "
         f"the `hf` weight map); tokens/s = B × {NEW} ÷ the whole call, median of {rounds} paired rounds. "
-        f"{cpu()}, torch {torch.__version__}, transformers {T.__version__}, {datetime.date.today()}. "
+        f"{cpu()} ({torch.get_num_threads()} torch threads), torch {torch.__version__}, transformers {T.__version__}, {datetime.date.today()}. "
         "`same tokens`: both produced identical sequences. Produced by `python bench/bench_generate.py "
         "--write-doc`.",
         "",
@@ -129,7 +129,10 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time graphformer with compile=True")
     ap.add_argument("--models", nargs="+", default=["gpt2-small", "llama-124m"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--threads", type=int, help="torch threads (1 is faster on a machine shared with others)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     results = []
     for name in args.models:
