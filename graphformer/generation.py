@@ -124,10 +124,16 @@ class Decoder:
         keep = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask.bool()
         self.cache.start(keep)
         self._attach(self.cache)
+        # only the last position's logits are sampled from: a linear head (position-wise) sees only it
+        head = self.model.spec.ir.node(self.model.spec.ir.outputs["logits"])
+        hook = self.model.node_module(head.name).register_forward_pre_hook(_last_position) \
+            if head.op == "linear" else None
         try:
             logits = self._forward(tokens, mask.to(tokens.dtype) if mask is not None else None)
         finally:
             self._attach(None)
+            if hook is not None:
+                hook.remove()
         self.cache.advance(tokens.shape[1])
         return logits
 
@@ -148,6 +154,10 @@ class Decoder:
     def _mask_required(self) -> bool:
         ir = self.model.spec.ir
         return self.plan.mask is not None and not ir.node(ir.inputs[self.plan.mask]).meta.get("optional")
+
+
+def _last_position(module, args):
+    return (args[0][:, -1:],) + tuple(args[1:])
 
 
 def sample(logits, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
