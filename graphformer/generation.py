@@ -217,11 +217,14 @@ _DECODERS = "_graphformer_decoders"   # kept on the model so a compiled step is 
 
 
 def decoder_for(model, batch: int, length: int, compile: bool | str = False) -> Decoder:
-    """The model's decoder for this batch, reused (with its compiled step) when it holds `length`."""
+    """The model's decoder for this batch, reused (with its compiled step) when it holds `length` and the
+    model's dtype and device are still the cache's."""
     kept = model.__dict__.setdefault(_DECODERS, {})
-    d = kept.get((batch, compile))
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    key = (batch, compile, None if param is None else (param.dtype, param.device))
+    d = kept.get(key)
     if d is None or d.length < length:
-        d = kept[(batch, compile)] = Decoder(model, batch, length, compile)
+        d = kept[key] = Decoder(model, batch, length, compile)
     return d
 
 
