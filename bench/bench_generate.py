@@ -123,14 +123,17 @@ def table(results: list[dict], rounds: int) -> str:
 
 
 def main() -> None:
+    global NEW
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--write-doc", action="store_true", help="write the table into docs/performance.md")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also time graphformer with compile=True")
     ap.add_argument("--models", nargs="+", default=["gpt2-small", "llama-124m"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--new", type=int, default=NEW, help=f"new tokens per call (default {NEW})")
     ap.add_argument("--threads", type=int, help="torch threads (1 is faster on a machine shared with others)")
     args = ap.parse_args()
+    NEW = args.new
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
