@@ -29,7 +29,7 @@ import torch  # noqa: E402
 import transformers as T  # noqa: E402
 
 import graphformer as gf  # noqa: E402
-from graphformer.backends.weights import load_weights  # noqa: E402
+from graphformer.backends.torch.weights import load_weights  # noqa: E402
 from report import cpu, write_section  # noqa: E402  (bench/report.py)
 
 DOC = os.path.join(ROOT, "docs", "performance.md")

@@ -101,11 +101,15 @@ def _load(model, spec, args) -> None:
     if not args.weights:
         sys.stderr.write("note: no --weights: the model has random weights\n")
         return
-    from .build import _load_weights, _read_state_dict
+    from .build import _load_weights
     if args.weights_map:
         _load_weights(model, spec, args.weights, args.weights_map, model_device(model))
         return
-    state = _read_state_dict(args.weights)
+    from ..backends.weights import WeightFileError, read_state_dict
+    try:
+        state = read_state_dict(args.weights)
+    except WeightFileError as e:
+        raise CommandError(f"--weights: {e}") from None
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError) as e:
