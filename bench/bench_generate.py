@@ -48,7 +48,7 @@ def models(name: str):
         ref = T.LlamaForCausalLM(T.LlamaConfig(
             vocab_size=c["vocab"], hidden_size=c["d_model"], num_hidden_layers=c["layers"],
             num_attention_heads=c["heads"], num_key_value_heads=c["kv_heads"], intermediate_size=c["d_ff"],
-            max_position_embeddings=c["max_len"], attn_implementation="sdpa"))
+            max_position_embeddings=c["max_len"], rms_norm_eps=1e-5, attn_implementation="sdpa"))  # the spec's eps
         spec = gf.load(os.path.join(ROOT, "specs", "llama.yaml"), overrides=dict(LLAMA))
     ref.eval()
     ref.generation_config.eos_token_id = None

@@ -110,8 +110,9 @@ def _load(model, spec, args) -> None:
         state = read_state_dict(args.weights)
     except WeightFileError as e:
         raise CommandError(f"--weights: {e}") from None
-    try:
-        model.load_state_dict(state, strict=True)
+    import torch
+    try:   # the reader is torch-free: it may hand back numpy arrays
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=True)
     except (RuntimeError, TypeError) as e:
         first = str(e).strip().splitlines()
         raise CommandError(f"--weights: `{args.weights}` does not fit spec `{spec.name}` (give --weights-map if it "
