@@ -11,7 +11,7 @@ from .errors import UsageError, WeightMapError
 
 __version__ = "0.1.0"
 __all__ = ["Spec", "load", "SpecError", "Diagnostic", "UsageError", "WeightMapError", "build", "example_inputs",
-           "load_weights", "export_onnx", "parallelize", "plan"]
+           "load_weights", "export_onnx", "parallelize", "plan", "generate"]
 
 
 def build(spec, device="cpu", dtype=None, seed=None):
@@ -44,3 +44,9 @@ def plan(spec, tp=1):
 def export_onnx(spec, module_or_weights, path, opset=17, **options):
     from .backends.onnx import export_onnx as _export
     return _export(as_spec(spec), module_or_weights, path, opset=opset, **options)
+
+
+def generate(model, tokens, max_new_tokens, **options):
+    """Continue prompts with a built causal model and a key/value cache (see docs/generation.md)."""
+    from .generation import generate as _generate
+    return _generate(model, tokens, max_new_tokens, **options)

@@ -12,6 +12,7 @@ from . import __version__
 
 # subcommand -> module in graphformer/commands/
 COMMANDS = {"check": "check", "summary": "summary", "build": "build", "draw": "draw", "export": "export",
+            "generate": "generate",
             "schema": "schema", "list": "models", "explain": "explain", "view": "view"}
 SHELLS = ("bash", "zsh", "tcsh")
 

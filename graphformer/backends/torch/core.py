@@ -52,8 +52,11 @@ class LearnedPositions(nn.Module):
     def __init__(self, max_len: int, dim: int):
         super().__init__()
         self.weight = _param(max_len, dim)
+        self.cache = None   # set by generation: positions then come from `cache.positions` [B, n]
 
     def forward(self, x):
+        if self.cache is not None:
+            return x + F.embedding(self.cache.positions, self.weight)
         return x + self.weight[: x.shape[1]]
 
     def extra_repr(self) -> str:
@@ -66,8 +69,11 @@ class SinusoidalPositions(nn.Module):
         # not persistent: a function of (max_len, dim), so it stays out of the state dict
         table = torch.from_numpy(sinusoids(max_len, dim)).to(torch.get_default_device())
         self.register_buffer("table", table, persistent=False)
+        self.cache = None   # set by generation: positions then come from `cache.positions` [B, n]
 
     def forward(self, x):
+        if self.cache is not None:
+            return x + F.embedding(self.cache.positions, self.table)
         return x + self.table[: x.shape[1]]
 
     def extra_repr(self) -> str:
@@ -218,9 +224,9 @@ class Attention(nn.Module):
     """Multi-head attention with separate q, k, v, o projections; queries may come from another stream.
 
     Grouped-query attention runs on SDPA's `enable_gqa` (no repeated K/V in memory where the kernel
-    allows). Generation (graphformer/generate.py) passes `cache`: an object with `update(layer, k, v)
-    -> (k, v)` and `offset` (positions already cached), so one module serves both whole sequences and
-    incremental decoding.
+    allows). Generation (graphformer/generation.py) sets `cache`: an object with `update(layer, k, v, mask)
+    -> (k, v, mask)` over every cached position and `positions` [B, n] (this step's positions, left
+    padding not counted), so one module serves both whole sequences and incremental decoding.
     """
 
     takes_prepared_mask = True   # `mask` may be `prepare_key_mask(mask)` (the plan hoists that call)
@@ -254,8 +260,10 @@ class Attention(nn.Module):
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         cache = self.cache
+        if cache is not None and positions is None:
+            positions = cache.positions                                   # (B, n)
         if self.rotary is not None:
-            cos, sin = self.rotary.cos_sin(positions, n, cache.offset if cache is not None else 0, x)
+            cos, sin = self.rotary.cos_sin(positions, n, 0, x)
             q, k = self.rotary(q, cos, sin), self.rotary(k, cos, sin)
         if cache is not None:
             k, v, mask = cache.update(self.layer_id, k, v, mask)

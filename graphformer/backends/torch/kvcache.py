@@ -1,0 +1,90 @@
+"""The key/value cache of generation: plain tensors, one slot per causal attention layer (gpt-fast style).
+
+Every slot is preallocated once, in the model's dtype and device, with the layer's kv_heads (not heads):
+[B, kv_heads, size, head_dim]. `size` is the generation's whole length, or the layer's window where the
+window is shorter: a sliding-window layer keeps a rolling cache in which position p lives at p % window
+(attention does not care about key order, and every key already carries its rotary position).
+
+A step is either the prompt (any length, eager) or one token (fixed shapes, so `torch.compile` traces it
+once). A one-token step writes at `where[size]` (a tensor, so its value is no guard) and attends to the
+whole slot with `keys[size]`, a [B, 1, 1, size] bool mask of the slots that hold a real token: unwritten
+slots and left padding stay masked for the whole generation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Slot:
+    k: torch.Tensor          # (B, kv, size, hd)
+    v: torch.Tensor          # (B, kv, size, hd)
+    size: int
+
+
+class KVCache:
+    """What `Attention.attend` reads while `module.cache` is set: `update(layer, k, v, mask)` and
+    `positions` (this step's positions per row, [B, n]: left padding not counted, as transformers)."""
+
+    def __init__(self, layers: list[tuple[int, int, int | None]], batch: int, length: int,
+                 dtype: torch.dtype, device: torch.device):
+        """`layers`: (kv_heads, head_dim, window or None) of each cached attention, in layer_id order."""
+        self.batch, self.length = batch, length
+        self.slots: list[Slot] = []
+        for kv, hd, window in layers:
+            size = window if window is not None and window < length else length
+            shape = (batch, kv, size, hd)
+            self.slots.append(Slot(torch.zeros(shape, dtype=dtype, device=device),
+                                   torch.zeros(shape, dtype=dtype, device=device), size))
+        sizes = sorted({s.size for s in self.slots})
+        self.valid = {s: torch.zeros(batch, s, dtype=torch.bool, device=device) for s in sizes}
+        self.keys = {s: m[:, None, None, :] for s, m in self.valid.items()}           # views: (B, 1, 1, size)
+        self.where = {s: torch.zeros(1, dtype=torch.long, device=device) for s in sizes}
+        self.seen = torch.zeros(batch, 1, dtype=torch.long, device=device)            # real tokens per row
+        self.step_positions = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.positions: torch.Tensor = self.step_positions
+        self.written = 0                                                              # positions filled
+
+    def start(self, mask: torch.Tensor) -> None:
+        """Before the prompt's forward: forget everything; `mask` [B, n] bool marks its real tokens."""
+        n = mask.shape[1]
+        self.written = 0
+        for s, valid in self.valid.items():
+            valid.zero_()
+            tail = min(n, s)
+            valid[:, torch.arange(n - tail, n, device=valid.device) % s] = mask[:, n - tail:]
+            self.where[s].fill_(0)
+        pos = mask.long().cumsum(-1) - 1
+        self.positions = pos.masked_fill_(~mask, 1)   # transformers' position_ids for left padding
+        self.seen.copy_(mask.sum(-1, keepdim=True))
+
+    def advance(self, n: int) -> None:
+        """After a forward over n new positions: the next step is one real token in every row."""
+        self.written += n
+        if self.written >= self.length:
+            return
+        for s, valid in self.valid.items():
+            valid[:, self.written % s] = True
+            self.where[s].fill_(self.written % s)
+        self.step_positions.copy_(self.seen)
+        self.seen.add_(1)
+        self.positions = self.step_positions
+
+    def update(self, layer: int, k, v, mask):
+        """Store this step's k, v (B, kv, n, hd); return the keys, values and key mask to attend to."""
+        slot = self.slots[layer]
+        n = k.shape[2]
+        if n == 1:                                       # a decode step: fixed shapes, compiled once
+            at = self.where[slot.size]
+            slot.k.index_copy_(2, at, k)
+            slot.v.index_copy_(2, at, v)
+            return slot.k, slot.v, self.keys[slot.size]
+        if self.written:
+            raise ValueError("the key/value cache takes several tokens at once only as the prompt (first step)")
+        tail = min(n, slot.size)                          # a rolling slot keeps the last `window` positions
+        at = torch.arange(n - tail, n, device=k.device) % slot.size
+        slot.k[:, :, at] = k[:, :, n - tail:]
+        slot.v[:, :, at] = v[:, :, n - tail:]
+        return k, v, mask                                 # the prompt attends to itself, as without a cache

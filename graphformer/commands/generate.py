@@ -1,0 +1,150 @@
+"""`graphformer generate SPEC`: continue a prompt with a causal model and a key/value cache, printing each
+token as it comes (ids, or text through a tokenizer.json)."""
+from __future__ import annotations
+
+import sys
+import time
+
+from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, require_weight_map
+
+NO_TORCH = "the torch extra is not installed: pip install 'graphformer[torch]'"
+NO_TOKENIZERS = "--tokenizer needs the `tokenizers` package: pip install 'graphformer[torch]'"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("generate", help="generate tokens from a causal spec with a key/value cache",
+                       description="Build the spec, load --weights, and continue the prompt token by token with a "
+                                   "key/value cache derived from the graph, printing tokens as they come (ids, or "
+                                   "text with --tokenizer). Greedy unless --temperature > 0. Exit 0 ok, 1 the spec "
+                                   "cannot generate, 2 usage or environment.")
+    add_spec_args(p)
+    p.add_argument("--weights", metavar="FILE", help="weights (.safetensors, .pt or .bin): the spec's own state dict, "
+                                                     "or a reference's through --weights-map (default: random init)")
+    p.add_argument("--weights-map", metavar="NAME", help="the spec's weight map that names FILE's tensors (e.g. hf)")
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt-ids", metavar="IDS", help="the prompt as comma-separated token ids, e.g. 1,2,3")
+    prompt.add_argument("--prompt", metavar="TEXT", help="the prompt as text (needs --tokenizer)")
+    p.add_argument("--tokenizer", metavar="tokenizer.json", help="a Hugging Face tokenizers file: encodes --prompt "
+                                                                 "and decodes the output")
+    p.add_argument("--max-new-tokens", type=int, required=True, metavar="N", help="how many tokens to add")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, help="sample among the most likely tokens whose probability reaches p")
+    p.add_argument("--seed", type=int, help="seed of the sampler (and of the init without --weights)")
+    p.add_argument("--eos-id", type=int, help="stop at this token id")
+    p.add_argument("--compile", action="store_true", help="run each decode step through torch.compile")
+
+
+def run(args) -> int:
+    if args.weights_map and not args.weights:
+        raise CommandError("--weights-map needs --weights FILE: the map says how FILE's names fit the spec")
+    if args.prompt is not None and not args.tokenizer:
+        raise CommandError("--prompt TEXT needs --tokenizer tokenizer.json to turn the text into token ids")
+    tokenizer = _tokenizer(args.tokenizer) if args.tokenizer else None
+    ids = _prompt_ids(args, tokenizer)
+    result = load_checked(args.spec, args)
+    require_weight_map(result.ir, args.weights_map)
+    try:
+        import torch
+        from .. import generation
+        from ..backends.torch import build
+    except ImportError as e:
+        if getattr(e, "name", "") in ("torch", "safetensors", "numpy"):
+            raise CommandError(NO_TORCH) from None
+        raise
+    from ..api import Spec
+    spec = Spec(result.ir, [d for d in result.diagnostics if not d.is_error])
+    try:
+        generation.plan_generation(spec)   # refuse a spec that cannot generate before building it
+        model = build(spec, seed=args.seed if args.seed is not None else 0)
+        _load(model, spec, args)
+        printer = _Printer(tokenizer, ids)
+        t0 = time.perf_counter()
+        out = generation.generate(model.eval(), torch.tensor([ids]), args.max_new_tokens,
+                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                  eos_token_id=args.eos_id, seed=args.seed, compile=args.compile,
+                                  on_token=printer)
+    except generation.GenerationError as e:
+        raise CommandError(str(e), e.code) from None
+    printer.end()
+    new = out.shape[1] - len(ids)
+    secs = time.perf_counter() - t0
+    sys.stderr.write(f"{new} tokens in {secs:.2f} s ({new / secs:.1f} tokens/s)\n")
+    return EXIT_OK
+
+
+def _tokenizer(path: str):
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise CommandError(NO_TOKENIZERS) from None
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as e:  # a missing or foreign file: the user's to fix
+        raise CommandError(f"--tokenizer: cannot read `{path}`: {e}") from None
+
+
+def _prompt_ids(args, tokenizer) -> list[int]:
+    if args.prompt is not None:
+        ids = tokenizer.encode(args.prompt).ids
+        if not ids:
+            raise CommandError("--prompt: the tokenizer turns this text into no tokens")
+        return ids
+    try:
+        ids = [int(t) for t in args.prompt_ids.replace(" ", "").split(",")]
+    except ValueError:
+        raise CommandError(f"--prompt-ids expects comma-separated integers, got `{args.prompt_ids}`") from None
+    return ids
+
+
+def _load(model, spec, args) -> None:
+    if not args.weights:
+        sys.stderr.write("note: no --weights: the model has random weights\n")
+        return
+    from .build import _load_weights
+    if args.weights_map:
+        _load_weights(model, spec, args.weights, args.weights_map, model_device(model))
+        return
+    from ..backends.weights import WeightFileError, read_state_dict
+    try:
+        state = read_state_dict(args.weights)
+    except WeightFileError as e:
+        raise CommandError(f"--weights: {e}") from None
+    import torch
+    try:   # the reader is torch-free: it may hand back numpy arrays
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=True)
+    except (RuntimeError, TypeError) as e:
+        first = str(e).strip().splitlines()
+        raise CommandError(f"--weights: `{args.weights}` does not fit spec `{spec.name}` (give --weights-map if it "
+                           f"holds a reference's names): {' '.join(first[:3])}", EXIT_SPEC) from None
+
+
+def model_device(model):
+    return next(model.parameters()).device
+
+
+class _Printer:
+    """Streams new tokens to stdout: ids separated by spaces, or the text they add to the prompt's."""
+
+    def __init__(self, tokenizer, prompt: list[int]):
+        self.tokenizer, self.ids = tokenizer, list(prompt)
+        self.shown = tokenizer.decode(self.ids) if tokenizer else ""
+        if tokenizer:
+            sys.stdout.write(self.shown)
+            sys.stdout.flush()
+
+    def __call__(self, new) -> None:
+        token = int(new[0])
+        self.ids.append(token)
+        if self.tokenizer is None:
+            sys.stdout.write(f"{token} ")
+        else:
+            text = self.tokenizer.decode(self.ids)
+            # a token may complete a multi-byte character or merge with its neighbour: print the new suffix
+            if text.startswith(self.shown):
+                sys.stdout.write(text[len(self.shown):])
+            self.shown = text
+        sys.stdout.flush()
+
+    def end(self) -> None:
+        sys.stdout.write("\n")

@@ -1,0 +1,273 @@
+"""`graphformer.generate`: sampling from a built causal model with a key/value cache derived from its graph.
+
+The IR says what generation needs: the token input (read by an embedding), the optional `mask` and
+`positions` inputs, the `logits` output, every causal `attention` node (each gets a cache slot) and the
+longest sequence the model serves (attention `max_len`, learned position tables). The prompt runs eagerly;
+every later token is one fixed-shape step, which `compile=True` runs through `torch.compile(fullgraph=True)`,
+traced once and reused for every token (and every later call with the same batch and length).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .backends.torch.kvcache import KVCache
+from .errors import UsageError
+
+
+class GenerationError(UsageError):
+    """A model or an argument generation cannot serve; `code` is the CLI's exit status (1: the spec
+    cannot generate, 2: the arguments are wrong)."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class GenerationPlan:
+    """What the IR says about generating from a spec."""
+
+    tokens: str                                  # the spec input holding token ids
+    vocab: int
+    mask: str | None = None                      # the spec input with the key-padding mask, if any
+    positions: str | None = None                 # the spec input with rotary positions, if any
+    attention: list = field(default_factory=list)   # causal attention nodes, in graph order: cache slots
+    position_tables: list = field(default_factory=list)  # `positional` nodes (offset by the cache)
+    max_len: int | None = None
+    max_len_from: str | None = None              # the node whose max_len bounds the length
+
+
+def plan_generation(spec) -> GenerationPlan:
+    """Read the IR; refuse (GenerationError, exit 1) a spec that cannot decode token by token."""
+    ir, name = spec.ir, spec.name
+    plan = GenerationPlan("", 0)
+    for n in ir.nodes():
+        if n.op == "attention" and n.attrs.causal:
+            plan.attention.append(n)
+        elif n.op in ("attention", "cross_attend"):
+            raise GenerationError(f"spec `{name}` cannot generate token by token: `{n.name}` ({n.op}) is not "
+                                  "causal, so earlier positions would change with every new token", 1)
+        elif n.op == "positional":
+            plan.position_tables.append(n)
+        limit = getattr(n.attrs, "max_len", None) if n.op in ("attention", "positional") else None
+        if limit is not None and (plan.max_len is None or limit < plan.max_len):
+            plan.max_len, plan.max_len_from = limit, n.name
+    if not plan.attention:
+        raise GenerationError(f"spec `{name}` has no causal attention: generation needs a decoder "
+                              "(`attention` with `causal: true`) to cache keys and values", 1)
+    if "logits" not in ir.outputs:
+        raise GenerationError(f"spec `{name}` has no `logits` output to sample from", 1)
+    _plan_inputs(plan, ir, name)
+    return plan
+
+
+def _plan_inputs(plan: GenerationPlan, ir, name: str) -> None:
+    """The token input (read by an embedding), and the optional mask and positions inputs."""
+    ports = {k: {(c.op, port) for c, port in ir.consumers(v)} for k, v in ir.inputs.items()}  # who reads each
+    tokens = [k for k, p in ports.items() if any(op == "embedding" for op, _ in p)]
+    if len(tokens) != 1:
+        raise GenerationError(f"spec `{name}` needs exactly one token input read by an `embedding` node to "
+                              f"generate, found {len(tokens) or 'none'}", 1)
+    embed = next(c for c, _ in ir.consumers(ir.inputs[tokens[0]]) if c.op == "embedding")
+    plan.tokens, plan.vocab = tokens[0], embed.attrs.vocab
+    for k, p in ports.items():
+        if k == plan.tokens:
+            continue
+        if p and all(port == "mask" for _, port in p):
+            plan.mask = k
+        elif p and all(port == "positions" for _, port in p):
+            plan.positions = k
+        elif not ir.node(ir.inputs[k]).meta.get("optional"):
+            raise GenerationError(f"spec `{name}` has input `{k}`, which generation cannot feed (it feeds "
+                                  f"`{plan.tokens}` and an optional key-padding `mask`)", 1)
+
+
+class Decoder:
+    """A model bound to a key/value cache for a batch and a total length: `prompt()` then `step()`."""
+
+    def __init__(self, model, batch: int, length: int, compile: bool | str = False):
+        self.model, self.plan = model, plan_generation(model.spec)
+        param = next((p for p in model.parameters() if p.is_floating_point()), None)
+        dtype = param.dtype if param is not None else torch.get_default_dtype()
+        self.device = param.device if param is not None else torch.device("cpu")
+        layers = []
+        for n in self.plan.attention:
+            m = model.node_module(n.name)
+            layers.append((m.kv_heads, m.head_dim, m.window))
+        self.cache = KVCache(layers, batch, length, dtype, self.device)
+        self.batch, self.length = batch, length
+        if compile:   # True: inductor; a string names another torch.compile backend (e.g. "eager")
+            backend = "inductor" if compile is True else compile
+            self._step = torch.compile(self._forward, fullgraph=True, backend=backend)
+        else:
+            self._step = self._forward
+
+    def _attach(self, cache) -> None:
+        for i, n in enumerate(self.plan.attention):
+            m = self.model.node_module(n.name)
+            m.cache, m.layer_id = cache, i
+        for n in self.plan.position_tables:
+            self.model.node_module(n.name).cache = cache
+
+    def _forward(self, tokens, mask):
+        feed = {self.plan.tokens: tokens}
+        if mask is not None:
+            feed[self.plan.mask] = mask
+        if self.plan.positions is not None:
+            feed[self.plan.positions] = self.cache.positions
+        return self.model(**feed)["logits"][:, -1]                                  # (B, vocab)
+
+    def prompt(self, tokens, mask=None):
+        """Run the prompt [B, n] (mask [B, n]: 1 real, 0 left padding); the logits of its last position."""
+        keep = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask.bool()
+        self.cache.start(keep)
+        self._attach(self.cache)
+        # only the last position's logits are sampled from: a linear head (position-wise) sees only it
+        head = self.model.spec.ir.node(self.model.spec.ir.outputs["logits"])
+        hook = self.model.node_module(head.name).register_forward_pre_hook(_last_position) \
+            if head.op == "linear" else None
+        try:
+            logits = self._forward(tokens, mask.to(tokens.dtype) if mask is not None else None)
+        finally:
+            self._attach(None)
+            if hook is not None:
+                hook.remove()
+        self.cache.advance(tokens.shape[1])
+        return logits
+
+    def step(self, tokens):
+        """One new token per row [B] → the logits [B, vocab] of the next."""
+        if self.cache.written >= self.length:
+            raise GenerationError(f"the cache holds {self.length} positions and all are used")
+        self._attach(self.cache)
+        try:
+            # a required mask input gets ones: the cache keeps the real key mask
+            mask = torch.ones_like(tokens[:, None]) if self._mask_required() else None
+            logits = self._step(tokens[:, None], mask)
+        finally:
+            self._attach(None)
+        self.cache.advance(1)
+        return logits
+
+    def _mask_required(self) -> bool:
+        ir = self.model.spec.ir
+        return self.plan.mask is not None and not ir.node(ir.inputs[self.plan.mask]).meta.get("optional")
+
+
+def _last_position(module, args):
+    return (args[0][:, -1:],) + tuple(args[1:])
+
+
+def sample(logits, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+           generator: torch.Generator | None = None):
+    """Next tokens [B] from logits [B, vocab]: argmax at temperature 0, else top-k / nucleus sampling."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        ordered, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(ordered, dim=-1)
+        drop = probs.cumsum(dim=-1) - probs > top_p              # the most likely token always stays
+        logits = logits.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def _check_args(plan: GenerationPlan, spec_name: str, tokens, mask, max_new_tokens, temperature, top_k, top_p):
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
+        raise GenerationError("tokens must be an integer tensor [B, n] of token ids")
+    if tokens.shape[0] < 1 or tokens.shape[1] < 1:
+        raise GenerationError(f"tokens must hold at least one token per row, got shape {list(tokens.shape)}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise GenerationError(f"max_new_tokens must be an integer ≥ 0, got {max_new_tokens!r}")
+    lo, hi = int(tokens.min()), int(tokens.max())
+    if lo < 0 or hi >= plan.vocab:
+        bad = lo if lo < 0 else hi
+        raise GenerationError(f"token id {bad} is outside the vocabulary of `{spec_name}` (0..{plan.vocab - 1})")
+    n = tokens.shape[1]
+    if plan.max_len is not None and n + max_new_tokens > plan.max_len:
+        raise GenerationError(f"a prompt of {n} tokens + max_new_tokens {max_new_tokens} = {n + max_new_tokens} "
+                              f"positions passes max_len {plan.max_len} (of `{plan.max_len_from}`)")
+    if temperature < 0:
+        raise GenerationError(f"temperature must be ≥ 0 (0 is greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise GenerationError(f"top_k must be ≥ 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise GenerationError(f"top_p must be in (0, 1], got {top_p}")
+    if mask is None:
+        return
+    if plan.mask is None:
+        raise GenerationError(f"spec `{spec_name}` has no `mask` input: its prompts cannot be padded "
+                              "(give equal-length prompts without a mask)")
+    if tuple(mask.shape) != tuple(tokens.shape):
+        raise GenerationError(f"mask has shape {list(mask.shape)}, tokens {list(tokens.shape)}: they must match")
+    keep = mask.bool()
+    # left padding only: once a row's real tokens start, they run to the end (cummax over the row)
+    if not bool((keep == keep.long().cummax(dim=-1).values.bool()).all()) or not bool(keep[:, -1].all()):
+        raise GenerationError("mask must be left padding (each row: zeros, then ones to the end, with at least "
+                              "one 1): a mask with holes or right padding is not causal generation's")
+
+
+_DECODERS = "_graphformer_decoders"   # kept on the model so a compiled step is reused across calls
+
+
+def decoder_for(model, batch: int, length: int, compile: bool | str = False) -> Decoder:
+    """The model's decoder for this batch, reused (with its compiled step) when it holds `length` and the
+    model's dtype and device are still the cache's."""
+    kept = model.__dict__.setdefault(_DECODERS, {})
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    key = (batch, compile, None if param is None else (param.dtype, param.device))
+    d = kept.get(key)
+    if d is None or d.length < length:
+        d = kept[key] = Decoder(model, batch, length, compile)
+    return d
+
+
+@torch.no_grad()
+def generate(model, tokens, max_new_tokens: int, *, mask=None, temperature: float = 0.0, top_k: int | None = None,
+             top_p: float | None = None, eos_token_id: int | None = None, seed: int | None = None,
+             compile: bool | str = False, on_token=None):
+    """Continue each prompt row of `tokens` [B, n] by up to `max_new_tokens`; returns [B, n + new].
+
+    `mask` [B, n] (1 = token, 0 = left padding) batches prompts of different lengths. Greedy at
+    temperature 0; otherwise top-k / nucleus sampling from a generator seeded with `seed`. A row that
+    produced `eos_token_id` continues with it; generation stops once every row has. `on_token(new [B])`
+    is called with every step's tokens (streaming). `compile=True` runs each one-token step through
+    `torch.compile(fullgraph=True)` (a string names the backend); it is traced once per batch size.
+    """
+    plan = plan_generation(model.spec)
+    _check_args(plan, model.spec.name, tokens, mask, max_new_tokens, temperature, top_k, top_p)
+    tokens = tokens.to(torch.long)
+    if max_new_tokens == 0:
+        return tokens
+    b, n = tokens.shape
+    generator = None
+    if temperature > 0:
+        generator = torch.Generator(device=tokens.device)
+        generator.manual_seed(seed if seed is not None else torch.seed())
+    was_training = model.training
+    model.eval()
+    try:
+        dec = decoder_for(model, b, n + max_new_tokens, compile)
+        logits = dec.prompt(tokens, mask)
+        out = [tokens]
+        done = torch.zeros(b, dtype=torch.bool, device=tokens.device)
+        for i in range(max_new_tokens):
+            nxt = sample(logits, temperature, top_k, top_p, generator)
+            if eos_token_id is not None:
+                nxt = nxt.masked_fill(done, eos_token_id)
+                done |= nxt == eos_token_id
+            out.append(nxt[:, None])
+            if on_token is not None:
+                on_token(nxt)
+            if i + 1 == max_new_tokens or (eos_token_id is not None and bool(done.all())):
+                break
+            logits = dec.step(nxt)
+    finally:
+        model.train(was_training)
+    return torch.cat(out, dim=1)

@@ -1,0 +1,225 @@
+"""Generation with a key/value cache (graphformer.generate): greedy tokens equal transformers' `generate`
+from the same weights, every step's logits equal a full recompute of our own model, the compiled decode
+step is traced once, and bad arguments are refused with a clear message."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import graphformer  # noqa: E402
+from graphformer.generation import Decoder, GenerationError, sample  # noqa: E402
+from parity import assert_close, ours  # noqa: E402
+from test_parity_llm import pair  # noqa: E402
+
+T = transformers
+SPECS = Path(__file__).resolve().parents[1] / "specs"
+NEW = 40   # new tokens per test: past tiny Mistral's window of 5 many times over
+
+
+def gpt2_pair():
+    torch.manual_seed(0)
+    cfg = T.GPT2Config(vocab_size=97, n_positions=64, n_embd=32, n_layer=2, n_head=4, attn_implementation="sdpa")
+    ref = T.GPT2LMHeadModel(cfg).eval()
+    spec = graphformer.load(SPECS / "gpt2.yaml", preset="tiny", overrides={"max_len": 64})
+    return spec, ref, ours(spec, ref)
+
+
+def reference_pair(case):
+    return gpt2_pair() if case == "gpt2" else pair(case)
+
+
+def prompts(b=3, n=8, padded=False):
+    ids = torch.randint(0, 97, (b, n), generator=torch.Generator().manual_seed(3))
+    if not padded:
+        return ids, None
+    mask = torch.ones(b, n, dtype=torch.long)
+    mask[1, :3] = 0
+    mask[2, :1] = 0
+    return ids, mask
+
+
+def hf_generate(ref, ids, mask, new):
+    ref.generation_config.eos_token_id = None      # run all `new` steps: random weights say nothing of EOS
+    ref.generation_config.pad_token_id = 0
+    with torch.no_grad():
+        return ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
+                            max_new_tokens=new, do_sample=False)
+
+
+@pytest.mark.parametrize("case", ["gpt2", "llama", "mistral-window", "mixtral", "qwen2", "phi"])
+def test_greedy_tokens_equal_transformers_generate(case):
+    spec, ref, model = reference_pair(case)
+    ids, _ = prompts()
+    got = graphformer.generate(model, ids, NEW)
+    assert got.shape == (3, 8 + NEW)
+    assert torch.equal(got, hf_generate(ref, ids, None, NEW))
+
+
+@pytest.mark.parametrize("case", ["llama", "mistral-window", "mixtral"])
+def test_left_padded_batch_equals_transformers_generate(case):
+    spec, ref, model = reference_pair(case)
+    ids, mask = prompts(padded=True)
+    got = graphformer.generate(model, ids, NEW, mask=mask)
+    want = hf_generate(ref, ids, mask, NEW)
+    assert torch.equal(got[:, 8:], want[:, 8:])
+
+
+@pytest.mark.parametrize("case,padded", [("gpt2", False), ("llama", True), ("mistral-window", True),
+                                         ("mixtral", False)])
+def test_logits_at_every_step_equal_a_full_recompute(case, padded):
+    spec, ref, model = reference_pair(case)
+    ids, mask = prompts(padded=padded)
+    seq = graphformer.generate(model, ids, 24, mask=mask)
+    dec = Decoder(model, 3, seq.shape[1])
+    with torch.no_grad():
+        steps = [dec.prompt(ids, mask)] + [dec.step(seq[:, t]) for t in range(8, seq.shape[1] - 1)]
+        for t, got in enumerate(steps, start=8):
+            feed = {"tokens": seq[:, :t]}
+            if mask is not None:
+                feed["mask"] = torch.cat([mask, torch.ones(3, t - 8, dtype=torch.long)], dim=1)
+            want = model(**feed)["logits"][:, -1]
+            assert_close(got, want, f"{case} step {t}")
+
+
+def test_sliding_window_cache_is_window_sized_and_kv_heads_wide():
+    spec, ref, model = reference_pair("mistral-window")
+    dec = Decoder(model, 3, 48)
+    slot = dec.cache.slots[0]
+    assert tuple(slot.k.shape) == (3, 2, 5, 8)     # B, kv_heads (not heads=6), window, head_dim
+    assert len(dec.cache.slots) == 2               # one per causal attention node
+
+
+def test_compiled_decode_step_is_traced_once():
+    pytest.importorskip("torch._dynamo")
+    from torch._dynamo.utils import counters
+    spec, ref, model = reference_pair("llama")
+    ids, mask = prompts(padded=True)
+    want = graphformer.generate(model, ids, 12, mask=mask)
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        got = graphformer.generate(model, ids, 12, mask=mask, compile="eager")   # fullgraph: no graph break
+        with torch._dynamo.config.patch(error_on_recompile=True):                 # and no recompile after
+            again = graphformer.generate(model, ids, 10, mask=mask, compile="eager")
+    except Exception as e:  # noqa: BLE001 — a platform where dynamo cannot run at all
+        if "dynamo" in type(e).__module__ and "Recompil" not in type(e).__name__:
+            pytest.skip(f"torch.compile unavailable: {e}")
+        raise
+    assert counters["stats"]["unique_graphs"] == 1
+    assert torch.equal(got, want) and torch.equal(again, want[:, :18])
+
+
+def test_sampling_is_seeded_and_top_k_1_is_greedy():
+    spec, ref, model = reference_pair("llama")
+    ids, _ = prompts()
+    a = graphformer.generate(model, ids, 10, temperature=1.0, seed=7)
+    b = graphformer.generate(model, ids, 10, temperature=1.0, seed=7)
+    assert torch.equal(a, b)
+    greedy = graphformer.generate(model, ids, 10)
+    assert torch.equal(graphformer.generate(model, ids, 10, temperature=0.8, top_k=1, seed=1), greedy)
+    assert torch.equal(graphformer.generate(model, ids, 10, temperature=0.8, top_p=1e-6, seed=1), greedy)
+
+
+def test_top_p_keeps_the_smallest_set_over_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    seen = {int(sample(logits, 1.0, top_p=0.7, generator=torch.Generator().manual_seed(i))) for i in range(200)}
+    assert seen == {0, 1}
+
+
+def test_eos_ends_a_row_and_generation_stops_when_all_rows_did():
+    spec, ref, model = reference_pair("llama")
+    ids, _ = prompts()
+    free = graphformer.generate(model, ids, 20)
+    eos = int(free[0, 8 + 3])      # row 0's fourth new token
+    got = graphformer.generate(model, ids, 20, eos_token_id=eos)
+    first = (got[0, 8:] == eos).nonzero()[0].item()
+    assert (got[0, 8 + first:] == eos).all()
+    assert got.shape[1] <= free.shape[1]
+
+
+def test_bad_arguments_are_refused_with_the_reason():
+    spec, ref, model = reference_pair("llama")          # max_len 64
+    ids, _ = prompts()
+    with pytest.raises(GenerationError, match=r"max_new_tokens 60 .* passes max_len 64"):
+        graphformer.generate(model, ids, 60)
+    with pytest.raises(GenerationError, match=r"token id 97 is outside the vocabulary"):
+        graphformer.generate(model, torch.tensor([[1, 97]]), 2)
+    holes = torch.tensor([[1, 0, 1, 1, 1, 1, 1, 1]] * 3)
+    with pytest.raises(GenerationError, match="left padding"):
+        graphformer.generate(model, ids, 2, mask=holes)
+    with pytest.raises(GenerationError, match="temperature"):
+        graphformer.generate(model, ids, 2, temperature=-1.0)
+    _, _, gpt2 = gpt2_pair()
+    with pytest.raises(GenerationError, match="no `mask` input"):
+        graphformer.generate(gpt2, ids, 2, mask=torch.ones_like(ids))
+
+
+def test_a_spec_without_causal_attention_is_refused():
+    bert = graphformer.build(graphformer.load(SPECS / "bert-base.yaml", preset="tiny"), seed=0)
+    with pytest.raises(GenerationError) as e:
+        graphformer.generate(bert, torch.tensor([[1, 2]]), 2)
+    assert e.value.code == 1 and "is not causal" in str(e.value)
+
+
+# ---------------------------------------------------------------- the command line
+
+try:
+    from graphformer.cli import main as cli_main
+except ImportError:   # the CLI still at the repository root
+    from cli import main as cli_main
+
+WORDS = ["[UNK]", "the", "cat", "sat", "on", "a", "mat", "dog", "ran"] + [f"w{i}" for i in range(88)]   # 97
+
+
+def tiny_tokenizer(path):
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.save(str(path))
+    return path
+
+
+def test_cli_streams_the_tokens_transformers_generates(tmp_path, capsys):
+    spec, ref, model = reference_pair("llama")
+    torch.save(ref.state_dict(), tmp_path / "llama.pt")
+    rc = cli_main(["generate", str(SPECS / "llama.yaml"), "--preset", "tiny", "--weights", str(tmp_path / "llama.pt"),
+                   "--weights-map", "hf", "--prompt-ids", "5,17,3,80", "--max-new-tokens", "33"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    want = hf_generate(ref, torch.tensor([[5, 17, 3, 80]]), None, 33)[0, 4:].tolist()
+    assert [int(t) for t in out.out.split()] == want
+    assert "33 tokens in" in out.err
+
+
+def test_cli_prompt_text_through_a_tokenizer(tmp_path, capsys):
+    spec, _, model = gpt2_pair()
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "gpt2.safetensors")
+    tok = tiny_tokenizer(tmp_path / "tokenizer.json")
+    rc = cli_main(["generate", str(SPECS / "gpt2.yaml"), "--preset", "tiny", "--set", "max_len=64",
+                   "--weights", str(tmp_path / "gpt2.safetensors"), "--prompt", "the cat sat",
+                   "--tokenizer", str(tok), "--max-new-tokens", "6", "--temperature", "0.9", "--top-k", "5",
+                   "--seed", "3"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    words = out.out.split()
+    assert words[:3] == ["the", "cat", "sat"] and len(words) == 9 and set(words) <= set(WORDS)
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["llama.yaml", "--prompt-ids", "1,2,3", "--max-new-tokens", "62"], 2, "max_new_tokens 62 = 65 positions passes "
+                                                                           "max_len 64"),
+    (["llama.yaml", "--prompt-ids", "1,2,97", "--max-new-tokens", "2"], 2, "token id 97 is outside"),
+    (["bert-base.yaml", "--prompt-ids", "1,2", "--max-new-tokens", "2"], 1, "is not causal"),
+    (["llama.yaml", "--prompt", "the cat", "--max-new-tokens", "2"], 2, "needs --tokenizer"),
+    (["llama.yaml", "--prompt-ids", "1,x", "--max-new-tokens", "2"], 2, "comma-separated integers"),
+    (["llama.yaml", "--prompt-ids", "1", "--max-new-tokens", "2", "--top-p", "1.5"], 2, "top_p must be in"),
+])
+def test_cli_bad_input_exits_with_a_message(argv, code, message, capsys):
+    rc = cli_main(["generate", str(SPECS / argv[0]), "--preset", "tiny", *argv[1:]])
+    err = capsys.readouterr().err
+    assert rc == code and message in err and "Traceback" not in err
