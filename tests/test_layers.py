@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("front end", ("graphformer.yamlload", "graphformer.spec", "graphformer.load", "graphformer.expand",
                    "graphformer.schema")),
     ("pipeline", ("graphformer.frontend", "graphformer.api")),
-    ("backends", ("graphformer.backends.*", "graphformer.parallel")),
+    ("backends", ("graphformer.backends.*", "graphformer.parallel", "graphformer.generation")),
     ("facade", ("graphformer",)),
     ("commands", ("graphformer.commands.*", "graphformer.explain")),
     ("cli", ("cli", "graphformer.cli", "graphformer.__main__")),
