@@ -1,13 +1,11 @@
-"""What every subcommand shares: spec arguments, loading with diagnostics, exit codes, atomic writes."""
+"""What every subcommand shares: spec arguments, loading with diagnostics, exit codes."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
-from contextlib import contextmanager
 
 from ..diagnostics import SourceCache, render
+from ..fileio import Terminated, atomic_output, atomic_path  # noqa: F401 (commands write through them)
 from ..frontend import CheckResult, check_file
 from ..errors import UsageError
 
@@ -112,49 +110,8 @@ def run_guarded(fn, args) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("graphformer: interrupted\n")
         return 130
+    except Terminated:
+        sys.stderr.write("graphformer: terminated\n")
+        return 143
     except BrokenPipeError:
         return EXIT_OK
-
-
-@contextmanager
-def atomic_output(path: str, mode: str = "wb"):
-    """Write to a temp file beside `path` and rename it into place only if the block succeeds."""
-    fd, tmp = _temp_beside(path)
-    with _replace_on_success(tmp, path):
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-
-
-@contextmanager
-def atomic_path(path: str):
-    """The path of a temp file beside `path` (for writers that take a file name, like safetensors'),
-    renamed into place only if the block succeeds."""
-    fd, tmp = _temp_beside(path)
-    os.close(fd)
-    with _replace_on_success(tmp, path):
-        yield tmp
-
-
-def _temp_beside(path: str) -> tuple[int, str]:
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(directory):
-        raise CommandError(f"cannot write `{path}`: directory `{directory}` does not exist")
-    try:
-        return tempfile.mkstemp(prefix=".gf-", suffix=os.path.basename(path), dir=directory)
-    except OSError as e:  # a read-only directory, no space for even an empty file
-        raise CommandError(f"cannot write `{path}`: {(e.strerror or str(e)).lower()}") from None
-
-
-@contextmanager
-def _replace_on_success(tmp: str, path: str):
-    try:
-        yield
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):  # disk full, `path` is a directory, ...: the old file is untouched
-            raise CommandError(f"cannot write `{path}`: {(e.strerror or str(e)).lower()}") from None
-        raise
