@@ -76,8 +76,13 @@ class SpecError(Exception):
         return render(self.diagnostics, fmt, sources)
 
 
+MAX_SOURCE_BYTES = 2_000_000  # the loader's limit: a file that grew past it since gets no excerpt
+MAX_EXCERPT_CHARS = 200       # a longer source line is cut, so one line can't flood the terminal
+
+
 class SourceCache:
-    """Source text by file name, for excerpts. Files that can't be read just get no excerpt."""
+    """Source text by file name, for excerpts. Files that can't be read just get no excerpt; only
+    regular files are re-read, and only up to the loader's size limit."""
 
     def __init__(self) -> None:
         self._text: dict[str, list[str]] = {}
@@ -87,10 +92,11 @@ class SourceCache:
 
     def line(self, file: str, line: int) -> str | None:
         if file not in self._text:
+            from .reading import FileProblem, FileTooBig, read_regular_file
             try:
-                with open(file, encoding="utf-8") as fh:
-                    self._text[file] = fh.read().splitlines()
-            except (OSError, UnicodeDecodeError, ValueError):
+                raw = read_regular_file(file, MAX_SOURCE_BYTES)
+                self._text[file] = [] if len(raw) > MAX_SOURCE_BYTES else raw.decode("utf-8").splitlines()
+            except (FileProblem, FileTooBig, UnicodeDecodeError, TypeError):
                 self._text[file] = []
         lines = self._text[file]
         return lines[line - 1] if 0 < line <= len(lines) else None
@@ -100,6 +106,9 @@ def _excerpt(span: Span, sources: SourceCache, label: str = "") -> list[str]:
     text = sources.line(span.file, span.line)
     if text is None:
         return []
+    if len(text) > MAX_EXCERPT_CHARS:
+        text = text[:MAX_EXCERPT_CHARS] + " …"
+    text = escape_controls(text)
     gutter = " " * len(str(span.line))
     width = max(1, (span.end_col or span.col + 1) - span.col)
     caret = " " * (span.col - 1) + "^" * width + (f" {label}" if label else "")
@@ -124,18 +133,35 @@ def render_text(diags: Iterable[Diagnostic], sources: SourceCache | None = None)
         if d.help:
             out.append(f"  = help: {d.help}")
         out.append("")
-    return "\n".join(out)
+    return "\n".join(escape_controls(line) for line in out)
+
+
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if chr(c) not in "\t"}
+_CONTROLS.update({c: f"\\u{c:04x}" for c in [*range(0x80, 0xA0), 0x2028, 0x2029, 0x202E, 0x2066, 0x2067,
+                                             0x2068, 0x2069, 0x202A, 0x202B, 0x202C, 0x202D]})
+
+
+def escape_controls(s: str) -> str:
+    """Control characters (and text-direction overrides) as visible escapes: a name or message can't
+    move the cursor, clear the screen or forge a line of output."""
+    return s.translate(_CONTROLS)
 
 
 def _gh_escape(s: str) -> str:
+    """A workflow command's message: `%`, CR and LF escaped (GitHub's rules)."""
     return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _gh_property(s: str) -> str:
+    """A workflow command's property value (file=...): additionally `:` and `,`, which end it."""
+    return _gh_escape(s).replace(":", "%3A").replace(",", "%2C")
 
 
 def render_github(diags: Iterable[Diagnostic]) -> str:
     out = []
     for d in diags:
         kind = "error" if d.is_error else "warning"
-        loc = f" file={d.span.file},line={d.span.line},col={d.span.col}" if d.span else ""
+        loc = f" file={_gh_property(d.span.file)},line={d.span.line},col={d.span.col}" if d.span else ""
         msg = f"[{d.code}] {d.message}" + (f" (help: {d.help})" if d.help else "")
         out.append(f"::{kind}{loc}::{_gh_escape(msg)}")
     return "\n".join(out) + ("\n" if out else "")

@@ -286,7 +286,8 @@ class Expander:
         prev = scope.first_input
         for name, decl in nodes.items():
             if "." in name or not name:
-                self.diags.append(Diagnostic("GF104", f"node name `{name}` may not contain `.`",
+                self.diags.append(Diagnostic("GF104", "a node name may not be empty" if not name else
+                                             f"node name `{name}` may not contain `.`",
                                              scope.span("nodes", name, key=True)))
                 scope.define(name, Slot(broken=True))  # already reported: keep its consumers quiet
                 continue

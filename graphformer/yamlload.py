@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,7 @@ import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from .diagnostics import Diagnostic, Label, Span, SpecError
+from .reading import FileProblem, FileTooBig, read_regular_file
 
 MAX_FILE_BYTES = 2_000_000
 MAX_NODES = 200_000  # counted per visit, so aliases that multiply are caught early
@@ -28,10 +28,6 @@ _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "times
 _EXP_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
 _KINDS = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
           int: "a number", float: "a number", type(None): "null"}
-
-
-class FileProblem(Exception):
-    """The spec file itself could not be read (missing, a directory, no permission)."""
 
 
 @dataclass
@@ -68,51 +64,6 @@ def _node_span(file: str, node: yaml.Node) -> Span:
 def _pos_span(file: str, text: str, index: int) -> Span:
     line = text.count("\n", 0, index) + 1
     return Span(file, line, index - (text.rfind("\n", 0, index) + 1) + 1)
-
-
-def read_regular_file(path: str, limit: int) -> bytes:
-    """At most `limit` + 1 bytes of a regular file; FileProblem for anything else. Opened non-blocking
-    and checked after opening, so a FIFO can't hang us and a file swapped in after a check can't either."""
-    shown = os.fspath(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise FileProblem(f"cannot read `{shown}`: no such file") from None
-    except PermissionError:
-        raise FileProblem(f"cannot read `{shown}`: permission denied") from None
-    except IsADirectoryError:
-        raise FileProblem(f"cannot read `{shown}`: it is a directory") from None
-    except (OSError, ValueError) as exc:
-        raise FileProblem(f"cannot read `{shown}`: {_reason(exc)}") from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise FileProblem(f"cannot read `{shown}`: it is a directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise FileProblem(f"cannot read `{shown}`: not a regular file (a device, FIFO or socket)")
-        if st.st_size > limit:  # checked before reading, so a huge file costs nothing
-            raise FileTooBig(st.st_size)
-        chunks, left = [], limit + 1  # /proc files report size 0: the read itself is bounded too
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    except OSError as exc:
-        raise FileProblem(f"cannot read `{shown}`: {_reason(exc)}") from None
-    finally:
-        os.close(fd)
-
-
-class FileTooBig(Exception):
-    def __init__(self, size: int):
-        self.size = size
-
-
-def _reason(exc: Exception) -> str:
-    return (getattr(exc, "strerror", None) or str(exc)).lower()
 
 
 def load_yaml_file(path: str) -> Loaded:

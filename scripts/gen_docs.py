@@ -318,6 +318,15 @@ ERRORS = {
               "Fix the imported file.", "import-with-errors.yaml"),
     "GF144": ("recursive block", "A block calls itself, directly or through other blocks; it would unroll "
               "forever.", "Use `repeat` for stacks of layers.", "recursive-block.yaml"),
+    "GF145": ("import outside the spec's directory tree", "An import is an absolute path, or leaves the "
+              "directory of the top-level spec through `..` or a symbolic link. Imports may only read spec "
+              "files in that tree, so a spec can't make graphformer read (and show) other files.",
+              "Copy the imported spec into the spec's directory tree and import it by a relative path.",
+              "import-outside-tree.yaml"),
+    "GF146": ("import is not a spec", "An imported file is not a YAML mapping with a `graphformer:` key. "
+              "Its content is never shown (only where the first problem is): it may be any file.",
+              "Import only spec files; run `graphformer check` on the file itself to see its problem.",
+              "import-not-a-spec.yaml"),
     "GF150": ("limit exceeded", "A count or size past a limit: `repeat` (10,000; raise with "
               "GRAPHFORMER_MAX_REPEAT), expanded nodes (200,000; GRAPHFORMER_MAX_NODES), params and example "
               "sizes (10^12), any size during inference (10^18).",

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from ..diagnostics import SourceCache, render
+from ..diagnostics import SourceCache, escape_controls, render
 from ..fileio import Terminated, atomic_output, atomic_path  # noqa: F401 (commands write through them)
 from ..frontend import CheckResult, check_file
 from ..errors import UsageError
@@ -98,14 +99,18 @@ def print_diagnostics(result: CheckResult, fmt: str = "text") -> None:
 
 def run_guarded(fn, args) -> int:
     """Run a subcommand: user-caused problems become a message and an exit code, never a traceback."""
+    saved = sys.stdout
+    sys.stdout = _Stdout(saved)
     try:
-        return fn(args)
+        code = fn(args)
+        sys.stdout.flush()
+        return code
     except CommandError as e:
         if str(e):
-            sys.stderr.write(f"graphformer: error: {e}\n")
+            sys.stderr.write(f"graphformer: error: {escape_controls(str(e))}\n")
         return e.code
     except UsageError as e:
-        sys.stderr.write(f"graphformer: error: {e}\n")
+        sys.stderr.write(f"graphformer: error: {escape_controls(str(e))}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("graphformer: interrupted\n")
@@ -113,5 +118,57 @@ def run_guarded(fn, args) -> int:
     except Terminated:
         sys.stderr.write("graphformer: terminated\n")
         return 143
-    except BrokenPipeError:
+    except BrokenPipeError:  # `graphformer ... | head`: the reader has all it wanted
+        _silence(saved)
         return EXIT_OK
+    except StdoutError as e:
+        _silence(saved)
+        sys.stderr.write(f"graphformer: error: cannot write to stdout: {e}\n")
+        return EXIT_USAGE
+    finally:
+        sys.stdout = saved
+
+
+class StdoutError(Exception):
+    """Standard output is closed or failing (`>&-`, `>/dev/full`): an environment problem, exit 2."""
+
+
+class _Stdout:
+    """sys.stdout for the length of a command: a closed or failing stream becomes StdoutError."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _call(self, target, method: str, *a):
+        if target is None:
+            raise StdoutError("it is closed")
+        try:
+            return getattr(target, method)(*a)
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as e:  # ValueError: I/O on a closed file
+            raise StdoutError((getattr(e, "strerror", None) or str(e)).lower()) from None
+
+    def write(self, text):
+        return self._call(self._stream, "write", text)
+
+    def flush(self):
+        return None if self._stream is None else self._call(self._stream, "flush")
+
+    @property
+    def buffer(self):
+        return _Stdout(getattr(self._stream, "buffer", None))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _silence(stream) -> None:
+    """Point fd 1 at /dev/null so that the interpreter's own flush at exit doesn't fail a second time."""
+    try:
+        if stream is not None and stream.fileno() == 1:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
