@@ -14,7 +14,7 @@ import time
 from ..diagnostics import SourceCache, render
 from ..infer import infer
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_path, load_checked,
-                     parse_assignments, require_weight_map)
+                     parse_assignments, require_weight_map, seed_arg)
 
 EXIT_INTERNAL = 3
 NO_TORCH = "the torch extra is not installed: pip install 'graphformer[torch]'"
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     add_spec_args(p, dims=True)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or meta (meta allocates nothing)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    p.add_argument("--seed", type=int, default=0, help="seed of the parameter init (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the parameter init (default 0)")
     p.add_argument("--weights", metavar="FILE", help="load weights (.safetensors, .pt or .bin) through --weights-map")
     p.add_argument("--weights-map", metavar="NAME", help="the spec's weight map that names FILE's tensors (e.g. hf)")
     p.add_argument("-o", "--output", metavar="FILE.safetensors", help="write the state dict as safetensors")

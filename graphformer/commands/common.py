@@ -49,6 +49,20 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+MAX_SEED = 2**64 - 1
+
+
+def seed_arg(text: str) -> int:
+    """`--seed`: an integer in 0 … 2^64 − 1 (torch's range), else argparse's usage error (exit 2)."""
+    try:
+        seed = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`{text}` is not an integer") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{seed} is outside 0 … 2^64 − 1")
+    return seed
+
+
 def add_spec_args(p: argparse.ArgumentParser, many: bool = False, dims: bool = False) -> None:
     if many:
         p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
