@@ -176,25 +176,41 @@ def render(diags: Iterable[Diagnostic], fmt: str = "text", sources: SourceCache 
     return render_text(diags, sources)
 
 
+MAX_SUGGESTION_CHOICES = 5_000  # candidates compared per hint; a larger namespace gets no hint
+
+
 def did_you_mean(word: str, choices: Iterable[str], max_distance: int = 2) -> str | None:
-    """The closest choice within a small edit distance, for 'did you mean' hints."""
-    if len(word) > 64:  # no one mistypes a name that long, and the distance is quadratic in its length
+    """The closest choice within a small edit distance, for 'did you mean' hints. Each comparison is
+    banded (O(len · distance)) and candidates of the wrong length are skipped without one."""
+    if len(word) > 64:  # no one mistypes a name that long, and the distance grows with its length
         return None
-    best, best_d = None, max_distance + 1
-    for c in choices:
-        d = _levenshtein(word, c)
+    limit = max(1, min(max_distance, len(word) // 2))
+    best, best_d = None, limit + 1
+    for i, c in enumerate(choices):
+        if i >= MAX_SUGGESTION_CHOICES:
+            return None
+        if not isinstance(c, str) or abs(len(c) - len(word)) >= best_d:
+            continue
+        d = _levenshtein(word, c, best_d - 1)
         if d < best_d:
             best, best_d = c, d
-    return best if best_d <= max(1, min(max_distance, len(word) // 2)) else None
+    return best if best_d <= limit else None
 
 
-def _levenshtein(a: str, b: str) -> int:
-    if abs(len(a) - len(b)) > 3:
-        return 99
+def _levenshtein(a: str, b: str, bound: int = 3) -> int:
+    """Edit distance of `a` and `b` if it is at most `bound`, else `bound + 1` (only a band of width
+    2·bound + 1 around the diagonal is computed, and it stops once the whole band exceeds `bound`)."""
+    if abs(len(a) - len(b)) > bound:
+        return bound + 1
+    over = bound + 1
     prev = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        lo, hi = max(1, i - bound), min(len(b), i + bound)
+        cur = [over] * (len(b) + 1)
+        cur[0] = i if i <= bound else over
+        for j in range(lo, hi + 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != b[j - 1]), over)
+        if min(cur[max(0, lo - 1):hi + 1]) > bound:
+            return over
         prev = cur
-    return prev[-1]
+    return min(prev[-1], over)

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from .. import memory
 from ..diagnostics import SourceCache, render
 from ..infer import infer
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_path, load_checked,
@@ -59,8 +60,15 @@ def run(args) -> int:
     if not meta:
         _check_dims(spec, dims, args.spec)
 
+    if not meta:  # a batch that can't fit is refused before the model is built, not after
+        memory.require(memory.param_bytes(spec.ir) + memory.forward_bytes(spec.ir, dims, args.dtype),
+                       f"building `{spec.name}` and running it at " + (", ".join(f"{k}={v}" for k, v in dims.items()) or "its sizes"), str(device))
     t0 = time.perf_counter()
-    model = backend.build(spec, device=device, dtype=args.dtype, seed=args.seed)
+    try:
+        model = backend.build(spec, device=device, dtype=args.dtype, seed=args.seed)
+    except (MemoryError, RuntimeError) as e:
+        _raise_if_out_of_memory(e, "building the model")
+        raise
     t_build = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
     out = sys.stdout
@@ -84,6 +92,13 @@ def run(args) -> int:
         size = _save(model, spec, args.output)
         out.write(f"wrote {args.output} ({len(model.state_dict())} tensors, {size / 1e6:.1f} MB)\n")
     return EXIT_OK
+
+
+def _raise_if_out_of_memory(e: BaseException, what: str) -> None:
+    """Running out of memory is the environment's limit (exit 2), not an internal error."""
+    if memory.is_out_of_memory(e):
+        raise CommandError(f"out of memory during {what}: {str(e).splitlines()[0] if str(e) else 'MemoryError'}; "
+                           "use a smaller preset or --dims") from None
 
 
 def _secs(t: float) -> str:
@@ -112,7 +127,8 @@ def _run_and_check(model, spec, dims, device, dtype):
     with torch.inference_mode():
         try:
             shapes = model.trace_shapes(**inputs)
-        except RuntimeError as e:
+        except (MemoryError, RuntimeError) as e:
+            _raise_if_out_of_memory(e, "the forward pass")
             raise CommandError(f"internal error: {e}", EXIT_INTERNAL) from None
         for node in spec.ir.nodes():
             want = tuple(d.evaluate(dims) for d in node.shape.shape)
@@ -123,7 +139,8 @@ def _run_and_check(model, spec, dims, device, dtype):
         t = time.perf_counter()
         try:
             outputs = model(**inputs)
-        except RuntimeError as e:  # the node-by-node walk ran, so this is the generated plan's fault
+        except (MemoryError, RuntimeError) as e:  # the node-by-node walk ran, so this is the plan's fault
+            _raise_if_out_of_memory(e, "the forward pass")
             raise CommandError(f"internal error in the generated forward: {e}", EXIT_INTERNAL) from None
         if device.type == "cuda":
             torch.cuda.synchronize()
