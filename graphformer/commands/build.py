@@ -61,8 +61,9 @@ def run(args) -> int:
         _check_dims(spec, dims, args.spec)
 
     if not meta:  # a batch that can't fit is refused before the model is built, not after
+        at = ", ".join(f"{k}={v}" for k, v in dims.items()) or "its sizes"
         memory.require(memory.param_bytes(spec.ir) + memory.forward_bytes(spec.ir, dims, args.dtype),
-                       f"building `{spec.name}` and running it at " + (", ".join(f"{k}={v}" for k, v in dims.items()) or "its sizes"), str(device))
+                       f"building `{spec.name}` and running it at {at}", str(device))
     t0 = time.perf_counter()
     try:
         model = backend.build(spec, device=device, dtype=args.dtype, seed=args.seed)
