@@ -4,8 +4,8 @@
 block succeeds. The rules (docs/robustness.md):
 
 - only a regular file (or a path that does not exist yet) is replaced; devices, FIFOs, sockets,
-  directories and `-` are refused with a UsageError — graphformer never writes output to stdout
-  through `-o`;
+  directories, anything under /dev/ or /proc/ (`/dev/stdout` included) and `-` are refused with a
+  UsageError — graphformer never writes output to stdout through `-o`;
 - a symlink is written through: its target is replaced and the link stays;
 - a new file gets 0666 & ~umask, like any other tool's output; an overwritten file keeps its mode;
 - the temporary file is removed on any exception, on Ctrl-C and on SIGTERM; one left behind by
@@ -44,6 +44,9 @@ def resolve_output(path: str) -> str:
     if shown in ("", "-"):
         raise UsageError(f"cannot write `{shown}`: give a file name (output is never written to stdout "
                          "through -o)")
+    if os.path.abspath(shown).startswith(("/dev/", "/proc/")):  # /dev/stdout, /proc/self/fd/1: streams
+        raise UsageError(f"cannot write `{shown}`: it is a device or process file; graphformer only replaces "
+                         "regular files (write to a file, or omit -o where a command prints to stdout)")
     real = os.path.realpath(shown)
     try:
         st = os.stat(real)
