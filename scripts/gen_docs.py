@@ -248,7 +248,7 @@ ERRORS = {
               "Use a value of the type and range the message names.", "bad-attr-value.yaml"),
     "GF103": ("missing field", "A required field (a spec's `name`, a linear's `out`, ...) is absent.",
               "Add the field.", "missing-attr.yaml"),
-    "GF104": ("bad node name", "Node names may not contain `.`: the dot separates path parts "
+    "GF104": ("bad node name", "Node names may not be empty or contain `.`: the dot separates path parts "
               "(`encoder.3.attn`) and names a block's output (`layers.text`).",
               "Use `_` or `-` instead.", "node-name-dot.yaml"),
     "GF105": ("name taken by an input", "A node has the name of an input of the same scope.",
@@ -313,7 +313,8 @@ ERRORS = {
     "GF141": ("block defined twice", "Two blocks of the same name, in this file and an import (or two "
               "imports).", "Rename one.", "block-defined-twice.yaml"),
     "GF142": ("import not found", "An `imports:` path does not exist (paths are relative to the "
-              "importing file).", "Fix the path.", "missing-import.yaml"),
+              "importing file), or cannot be read (not a regular file, no permission).", "Fix the path.",
+              "missing-import.yaml"),
     "GF143": ("imported file has errors", "An imported file failed to load; its own errors follow.",
               "Fix the imported file.", "import-with-errors.yaml"),
     "GF144": ("recursive block", "A block calls itself, directly or through other blocks; it would unroll "
