@@ -176,7 +176,7 @@ def render(diags: Iterable[Diagnostic], fmt: str = "text", sources: SourceCache 
     return render_text(diags, sources)
 
 
-MAX_SUGGESTION_CHOICES = 5_000  # candidates compared per hint; a larger namespace gets no hint
+MAX_SUGGESTION_CHOICES = 2_000  # candidates compared per hint; a larger namespace gets no hint
 
 
 def did_you_mean(word: str, choices: Iterable[str], max_distance: int = 2) -> str | None:

@@ -153,8 +153,9 @@ def render(dot_text: str, fmt: str, dpi: int | None = None) -> bytes:
         proc = subprocess.run([exe, f"-T{fmt}", *extra], input=dot_text.encode(), capture_output=True, check=False,
                               timeout=timeout)
     except subprocess.TimeoutExpired:  # run() has killed it
-        raise DotFailed(f"`dot -T{fmt}` did not finish within {timeout:g} s (the layout of a very large graph); "
-                        "draw without --expand, write DOT text (-o FILE.dot), or raise GRAPHFORMER_DOT_TIMEOUT") from None
+        raise DotFailed(f"`dot -T{fmt}` did not finish within {timeout:g} s (the layout of a very large "
+                        "graph); draw without --expand, write DOT text (-o FILE.dot), or raise "
+                        "GRAPHFORMER_DOT_TIMEOUT") from None
     except OSError as e:
         raise DotFailed(f"could not run `{exe}`: {e}") from None
     if proc.returncode != 0 or not proc.stdout:

@@ -13,6 +13,7 @@ import time
 
 from .. import memory
 from ..diagnostics import SourceCache, render
+from ..fileio import resolve_output
 from ..infer import infer
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_path, load_checked,
                      parse_assignments, require_weight_map, seed_arg)
@@ -55,15 +56,16 @@ def run(args) -> int:
     meta = device.type == "meta"
     if args.output and meta:
         raise CommandError("-o: a model on the meta device has no weights to write (use --device cpu)")
-    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        raise CommandError(f"-o: directory of `{args.output}` does not exist")  # say so before the slow part
+    if args.output:
+        resolve_output(args.output)  # a missing directory or a device: say so before the slow part
     if not meta:
         _check_dims(spec, dims, args.spec)
 
     if not meta:  # a batch that can't fit is refused before the model is built, not after
         at = ", ".join(f"{k}={v}" for k, v in dims.items()) or "its sizes"
-        memory.require(memory.param_bytes(spec.ir) + memory.forward_bytes(spec.ir, dims, args.dtype),
-                       f"building `{spec.name}` and running it at {at}", str(device))
+        built = memory.param_bytes(spec.ir)  # created in float32, then cast to --dtype for the forward
+        running = memory.param_bytes(spec.ir, args.dtype) + memory.forward_bytes(spec.ir, dims, args.dtype)
+        memory.require(max(built, running), f"building `{spec.name}` and running it at {at}", str(device))
     t0 = time.perf_counter()
     try:
         model = backend.build(spec, device=device, dtype=args.dtype, seed=args.seed)

@@ -25,7 +25,8 @@ def example_inputs(spec, dims: dict[str, int] | None = None, seed: int = 0, devi
     ir = spec.ir
     env = resolve_dims(spec, dims)
     gen = torch.Generator().manual_seed(seed)
-    needed = sum(math.prod(d.evaluate(env) for d in ir.node(n).shape.shape) * 8 for n in ir.inputs.values())
+    needed = sum(math.prod(d.evaluate(env) for d in ir.node(n).shape.shape) * memory.DTYPE_BYTES[ir.node(n).shape.dtype]
+                 for n in ir.inputs.values())
     memory.require(needed, "the example inputs", str(torch.device(device)))
     out = {}
     for name, node_name in ir.inputs.items():
