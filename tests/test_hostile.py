@@ -508,8 +508,9 @@ def test_load_names_what_is_wrong_with_the_path(path, problem):
         gf.load(path)
 
 
-@pytest.mark.parametrize("kw", [{"preset": 3}, {"overrides": [("d_model", 8)]}, {"overrides": {"d_model": "8"}},
-                                {"overrides": {"d_model": True}}, {"overrides": {"d_model": 10**13}}])
+@pytest.mark.parametrize("kw", [{"preset": 3}, {"overrides": [("d_model", 8)]}, {"overrides": {"d_model": None}},
+                                {"overrides": {"d_model": [8]}}, {"overrides": {"d_model": 10**13}},
+                                {"overrides": {"d_model": "wide"}}, {"overrides": {3: 8}}])
 def test_load_checks_its_other_arguments(kw):
     with pytest.raises(gf.UsageError):
         gf.load(GPT2, **kw)
