@@ -36,6 +36,25 @@ outputs: {y: n}
 """
 
 
+MAPPED = """\
+graphformer: 1
+name: mapped
+inputs:
+  x: {shape: [2, 4]}
+nodes:
+  up: {op: linear, out: 8}
+  ln: {op: norm}
+outputs: {y: ln}
+weight_maps:
+  ref:
+    rules:
+      - {from: enc.proj.w, to: up.weight}
+      - {from: enc.proj.b, to: up.bias}
+      - {from: enc.norm.g, to: ln.weight}
+      - {from: enc.norm.b, to: ln.bias}
+"""
+
+
 def run(capsys, *argv) -> tuple[int, str, str]:
     rc = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -164,7 +183,7 @@ def test_onnx_external_data_is_replaced_as_a_pair(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     from onnx import numpy_helper
     from graphformer.backends.onnx import export_onnx, write
-    spec = gf.load(GPT2, "tiny")
+    spec = gf.load(spec_file(tmp_path, MAPPED))
     path = tmp_path / "m.onnx"
 
     def weights():
@@ -182,7 +201,8 @@ def test_onnx_external_data_is_replaced_as_a_pair(tmp_path, monkeypatch):
     assert all((before[k] == after_kill[k]).all() for k in before)  # the old model, the old weights
     second = export_onnx(spec, None, path, seed=2, external_data_threshold=0)
     assert second.data_path != first.data_path
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.onnx", os.path.basename(second.data_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.onnx", os.path.basename(second.data_path),
+                                                                 "spec.yaml"])
     assert any((before[k] != v).any() for k, v in weights().items())
 
 
@@ -405,44 +425,43 @@ def test_ignore_globs_do_not_backtrack():
     assert not _Glob("h.{i}.*.{i}.x").fullmatch("h.12.attn.13.x")
 
 
-def _hf_gpt2(tmp_path, dtype):
+def _reference(tmp_path, dtype, **override):
+    """A reference checkpoint for MAPPED, under the reference's own names, in `dtype`."""
     torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
     from safetensors.torch import save_file
-    spec = gf.load(GPT2, "tiny")
-    p = spec.params
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=p["vocab"], n_positions=p["max_len"], n_embd=p["d_model"],
-                                  n_layer=p["layers"], n_head=p["heads"])
-    sd = {k: v.to(dtype).contiguous() for k, v in transformers.GPT2LMHeadModel(cfg).state_dict().items()
-          if k != "lm_head.weight"}  # tied to wte: safetensors stores a shared tensor once
-    path = tmp_path / f"hf-{str(dtype).removeprefix('torch.')}.safetensors"
+    gen = torch.Generator().manual_seed(0)
+    sd = {"enc.proj.w": torch.randn(8, 4, generator=gen), "enc.proj.b": torch.randn(8, generator=gen),
+          "enc.norm.g": torch.ones(8), "enc.norm.b": torch.zeros(8)}
+    sd = {k: v.to(dtype) for k, v in sd.items()}
+    sd.update(override)
+    path = tmp_path / f"ref-{str(dtype).removeprefix('torch.')}.safetensors"
     save_file(sd, str(path))
     return path
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_checkpoints_export_through_a_weight_map(tmp_path, capsys, dtype):
-    pytest.importorskip("onnx")
+    onnx = pytest.importorskip("onnx")
     torch = pytest.importorskip("torch")
-    weights = _hf_gpt2(tmp_path, getattr(torch, dtype))
-    rc, _, err = run(capsys, "export", GPT2, "--preset", "tiny", "--weights", weights, "--weights-map", "hf",
+    weights = _reference(tmp_path, getattr(torch, dtype))
+    rc, _, err = run(capsys, "export", spec_file(tmp_path, MAPPED), "--weights", weights, "--weights-map", "ref",
                      "-o", tmp_path / "m.onnx")
     assert rc == 0, err
+    from onnx import numpy_helper
+    got = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "m.onnx")).graph.initializer}
+    from safetensors.torch import load_file
+    want = load_file(str(weights))["enc.proj.w"].float().numpy()
+    assert (got["up.weight"] == want).all()
 
 
 @pytest.mark.parametrize("bad", ["int64", "complex64"])
 def test_integer_or_complex_weights_are_not_cast_silently(tmp_path, capsys, bad):
     torch = pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from safetensors.torch import load_file, save_file
-    src = _hf_gpt2(tmp_path, torch.float32)
-    sd = load_file(str(src))
-    key = next(k for k in sd if k.endswith("h.0.mlp.c_fc.bias"))
-    sd[key] = sd[key].to(getattr(torch, bad))
-    save_file(sd, str(src))
-    rc, _, err = run(capsys, "build", GPT2, "--preset", "tiny", "--weights", src, "--weights-map", "hf")
-    assert rc == 1 and "floating-point" in err and bad in err
+    path = spec_file(tmp_path, MAPPED)
+    weights = _reference(tmp_path, torch.float32, **{"enc.proj.b": torch.arange(8).to(getattr(torch, bad))})
+    for command in ("build", "export"):
+        rc, _, err = run(capsys, command, path, "--weights", weights, "--weights-map", "ref", "-o", tmp_path / "m.x")
+        assert rc == 1 and "floating-point" in err and bad in err, err
     from graphformer.backends.onnx.weights import to_numpy
     with pytest.raises(gf.UsageError, match="floating-point"):
         to_numpy("w", torch.zeros(3, dtype=getattr(torch, bad)))
