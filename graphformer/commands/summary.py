@@ -54,9 +54,8 @@ def run(args) -> int:
                          for n, op, sh, p, f, c in shown]}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return EXIT_OK
-    sys.stdout.write("
-".join(escape_controls(line) for line in render(shown, fl, plan, table).split("
-")))
+    text = render(shown, fl, plan, table)
+    sys.stdout.write("\n".join(escape_controls(line) for line in text.split("\n")))
     return EXIT_OK
 
 
