@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from .diagnostics import Diagnostic, SpecError
 from .frontend import check_file
 from .ir import IRGraph
-from .load import UsageError
+from .errors import UsageError
 from .ops.base import TensorType
 
 

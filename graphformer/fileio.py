@@ -24,7 +24,7 @@ import stat
 import threading
 from contextlib import contextmanager
 
-from .load import UsageError
+from .errors import UsageError
 
 TMP_PREFIX = ".gf-tmp-"
 _TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-[0-9a-f]{8}-")

@@ -6,7 +6,7 @@ import sys
 
 from ..diagnostics import SourceCache, escape_controls, render
 from ..frontend import check_file
-from ..load import UsageError
+from ..errors import UsageError
 from .common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, add_spec_args, parse_overrides
 
 
