@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from .diagnostics import Diagnostic, SpecError
 from .frontend import check_file
 from .ir import IRGraph
+from .errors import UsageError
 from .ops.base import TensorType
 
 
@@ -45,15 +46,40 @@ class Spec:
 
 
 def as_spec(spec_or_path) -> Spec:
-    """A `Spec` as is; a spec file path loaded (the facade's convenience: backends take a `Spec` only)."""
-    if isinstance(spec_or_path, (str, os.PathLike)):
-        return load(os.fspath(spec_or_path))
-    return spec_or_path
+    """A `Spec` as is; anything else loaded as a spec file path (the facade's convenience: backends take a
+    `Spec` only), so `None` or a number is a UsageError naming the problem."""
+    if isinstance(spec_or_path, Spec):
+        return spec_or_path
+    return load(spec_or_path)
+
+
+def spec_path(path: object) -> str:
+    """`path` as a str, or UsageError naming what is wrong with it (`None` must not read `./None`)."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if isinstance(path, bytes):
+        raise UsageError("a spec path must be a str or os.PathLike, not bytes (decode it first)")
+    if not isinstance(path, str):
+        raise UsageError(f"a spec path must be a str or os.PathLike, not {type(path).__name__}")
+    if not path:
+        raise UsageError("the spec path is empty")
+    if "\0" in path:
+        raise UsageError(f"the spec path {path!r} contains a NUL character")
+    return path
 
 
 def load(path: str, preset: str | None = None, overrides: dict[str, int] | None = None) -> Spec:
-    """Load and check a spec file. Raises `SpecError` (with `.diagnostics`) if it has errors."""
-    result = check_file(str(path), preset, overrides)
+    """Load and check a spec file. Raises `SpecError` (with `.diagnostics`) if it has errors, and
+    `UsageError` if `path` is not a usable path or the file can't be read."""
+    if preset is not None and not isinstance(preset, str):
+        raise UsageError(f"preset must be a str or None, not {type(preset).__name__}")
+    if overrides is not None:
+        if not isinstance(overrides, dict):
+            raise UsageError(f"overrides must be a dict of param names to values, not {type(overrides).__name__}")
+        for k, v in overrides.items():  # the loader converts each value to its param's type and bounds it
+            if not isinstance(k, str) or not isinstance(v, (int, float, str)):
+                raise UsageError(f"overrides: `{k!r}: {v!r}` is not a param name and a number, boolean or string")
+    result = check_file(spec_path(path), preset, overrides)
     if not result.ok:
         raise SpecError(result.diagnostics)
     return Spec(result.ir, [d for d in result.diagnostics if not d.is_error])

@@ -625,6 +625,42 @@ blocks:
     outputs: {x: up}
 """}),
     Code(
+        "GF145", "import outside the spec's directory tree",
+        "An import is an absolute path, or leaves the directory of the top-level spec through `..` or a "
+        "symbolic link. Imports may only read spec files in that tree, so a spec can't make graphformer read "
+        "(and show) other files.",
+        fix="Copy the imported spec into the spec's directory tree and import it by a relative path.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+imports: [/etc/passwd]
+nodes:
+  ln: {op: norm}
+outputs: {y: ln}
+"""),
+    Code(
+        "GF146", "import is not a spec",
+        "An imported file is not a YAML mapping with a `graphformer:` key. Its content is never shown (only "
+        "where the first problem is): it may be any file.",
+        fix="Import only spec files; run `graphformer check` on the file itself to see its problem.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+imports: [lib/notes.txt]
+nodes:
+  ln: {op: norm}
+outputs: {y: ln}
+""",
+        files={"lib/notes.txt": "these are notes, not a spec\n"}),
+    Code(
         "GF144", "recursive block",
         "A block calls itself, directly or through other blocks; it would unroll forever.",
         fix="Use `repeat` for stacks of layers.",

@@ -76,8 +76,13 @@ class SpecError(Exception):
         return render(self.diagnostics, fmt, sources)
 
 
+MAX_SOURCE_BYTES = 2_000_000  # the loader's limit: a file that grew past it since gets no excerpt
+MAX_EXCERPT_CHARS = 200       # a longer source line is cut, so one line can't flood the terminal
+
+
 class SourceCache:
-    """Source text by file name, for excerpts. Files that can't be read just get no excerpt."""
+    """Source text by file name, for excerpts. Files that can't be read just get no excerpt; only
+    regular files are re-read, and only up to the loader's size limit."""
 
     def __init__(self) -> None:
         self._text: dict[str, list[str]] = {}
@@ -87,10 +92,11 @@ class SourceCache:
 
     def line(self, file: str, line: int) -> str | None:
         if file not in self._text:
+            from .reading import FileProblem, FileTooBig, read_regular_file
             try:
-                with open(file, encoding="utf-8") as fh:
-                    self._text[file] = fh.read().splitlines()
-            except (OSError, UnicodeDecodeError, ValueError):
+                raw = read_regular_file(file, MAX_SOURCE_BYTES)
+                self._text[file] = [] if len(raw) > MAX_SOURCE_BYTES else raw.decode("utf-8").splitlines()
+            except (FileProblem, FileTooBig, UnicodeDecodeError, TypeError):
                 self._text[file] = []
         lines = self._text[file]
         return lines[line - 1] if 0 < line <= len(lines) else None
@@ -109,6 +115,9 @@ def _excerpt(span: Span, sources: SourceCache, label: str = "", style: str = "er
     text = sources.line(span.file, span.line)
     if text is None:
         return []
+    if len(text) > MAX_EXCERPT_CHARS:
+        text = text[:MAX_EXCERPT_CHARS] + " …"
+    text = escape_controls(text)
     gutter = " " * len(str(span.line))
     width = max(1, (span.end_col or span.col + 1) - span.col)
     caret = " " * (span.col - 1) + _paint("^" * width + (f" {label}" if label else ""), style, color)
@@ -134,18 +143,35 @@ def render_text(diags: Iterable[Diagnostic], sources: SourceCache | None = None,
         if d.help:
             out.append(f"  = help: {d.help}")
         out.append("")
-    return "\n".join(out)
+    return "\n".join(escape_controls(line) for line in out)
+
+
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if chr(c) not in "\t"}
+_CONTROLS.update({c: f"\\u{c:04x}" for c in [*range(0x80, 0xA0), 0x2028, 0x2029, 0x202E, 0x2066, 0x2067,
+                                             0x2068, 0x2069, 0x202A, 0x202B, 0x202C, 0x202D]})
+
+
+def escape_controls(s: str) -> str:
+    """Control characters (and text-direction overrides) as visible escapes: a name or message can't
+    move the cursor, clear the screen or forge a line of output."""
+    return s.translate(_CONTROLS)
 
 
 def _gh_escape(s: str) -> str:
+    """A workflow command's message: `%`, CR and LF escaped (GitHub's rules)."""
     return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _gh_property(s: str) -> str:
+    """A workflow command's property value (file=...): additionally `:` and `,`, which end it."""
+    return _gh_escape(s).replace(":", "%3A").replace(",", "%2C")
 
 
 def render_github(diags: Iterable[Diagnostic]) -> str:
     out = []
     for d in diags:
         kind = "error" if d.is_error else "warning"
-        loc = f" file={d.span.file},line={d.span.line},col={d.span.col}" if d.span else ""
+        loc = f" file={_gh_property(d.span.file)},line={d.span.line},col={d.span.col}" if d.span else ""
         msg = f"[{d.code}] {d.message}" + (f" (help: {d.help})" if d.help else "")
         out.append(f"::{kind}{loc}::{_gh_escape(msg)}")
     return "\n".join(out) + ("\n" if out else "")
@@ -161,25 +187,41 @@ def render(diags: Iterable[Diagnostic], fmt: str = "text", sources: SourceCache 
     return render_text(diags, sources, color)
 
 
+MAX_SUGGESTION_CHOICES = 2_000  # candidates compared per hint; a larger namespace gets no hint
+
+
 def did_you_mean(word: str, choices: Iterable[str], max_distance: int = 2) -> str | None:
-    """The closest choice within a small edit distance, for 'did you mean' hints."""
-    if len(word) > 64:  # no one mistypes a name that long, and the distance is quadratic in its length
+    """The closest choice within a small edit distance, for 'did you mean' hints. Each comparison is
+    banded (O(len · distance)) and candidates of the wrong length are skipped without one."""
+    if len(word) > 64:  # no one mistypes a name that long, and the distance grows with its length
         return None
-    best, best_d = None, max_distance + 1
-    for c in choices:
-        d = _levenshtein(word, c)
+    limit = max(1, min(max_distance, len(word) // 2))
+    best, best_d = None, limit + 1
+    for i, c in enumerate(choices):
+        if i >= MAX_SUGGESTION_CHOICES:
+            return None
+        if not isinstance(c, str) or abs(len(c) - len(word)) >= best_d:
+            continue
+        d = _levenshtein(word, c, best_d - 1)
         if d < best_d:
             best, best_d = c, d
-    return best if best_d <= max(1, min(max_distance, len(word) // 2)) else None
+    return best if best_d <= limit else None
 
 
-def _levenshtein(a: str, b: str) -> int:
-    if abs(len(a) - len(b)) > 3:
-        return 99
+def _levenshtein(a: str, b: str, bound: int = 3) -> int:
+    """Edit distance of `a` and `b` if it is at most `bound`, else `bound + 1` (only a band of width
+    2·bound + 1 around the diagonal is computed, and it stops once the whole band exceeds `bound`)."""
+    if abs(len(a) - len(b)) > bound:
+        return bound + 1
+    over = bound + 1
     prev = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        lo, hi = max(1, i - bound), min(len(b), i + bound)
+        cur = [over] * (len(b) + 1)
+        cur[0] = i if i <= bound else over
+        for j in range(lo, hi + 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != b[j - 1]), over)
+        if min(cur[max(0, lo - 1):hi + 1]) > bound:
+            return over
         prev = cur
-    return prev[-1]
+    return min(prev[-1], over)

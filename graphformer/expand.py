@@ -25,6 +25,7 @@ from .spec import NodeDecl, WeightMap as WeightMapDecl
 
 MAX_NODES = 200_000  # defaults; the environment variables below raise (or lower) them
 MAX_REPEAT = 10_000
+MAX_HINTS = 200  # "did you mean" hints per expansion
 MAX_DIM = MAX_PARAM  # example sizes of symbolic dims (`dims:`), bounded like params
 
 
@@ -124,12 +125,22 @@ class Expander:
         self.max_repeat = env_limit("GRAPHFORMER_MAX_REPEAT", MAX_REPEAT)
         self.read: set[str] = set()                             # params some expression or attribute read
         self.bodies: dict[str, Body | None] = {}                # block name -> its body (block-valued attrs)
+        self.hints_left = MAX_HINTS
+
+    def _hint(self, word: str, choices) -> str | None:
+        """A 'did you mean' hint, for the first MAX_HINTS misses only: thousands of unknown names in a
+        namespace of thousands would otherwise cost a comparison per pair."""
+        if self.hints_left <= 0:
+            return None
+        self.hints_left -= 1
+        return did_you_mean(word, choices)
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> tuple[IRGraph, list[Diagnostic]]:
         root = self.prog.root
         scope = Scope(root, (), "", dict(self.prog.params), ())
         try:
+            self._refuse_oversized()
             self._inputs(scope)
             self._nodes(scope, root.spec.nodes)
             for out, ref in root.spec.outputs.items():
@@ -159,6 +170,25 @@ class Expander:
                 self.diags.append(Diagnostic(
                     "GF113", f"param `{k}` is declared but nothing reads it", root.span(("params", k), key=True),
                     severity="warning", help="use it in a shape or an attribute (`eps: eps`), or delete it"))
+
+    # ------------------------------------------------------------------ size before expansion
+    def _refuse_oversized(self) -> None:
+        """Refuse a spec whose repeat tree expands past the node limit before expanding any of it: nested
+        repeats multiply, and unrolling them until the limit fires would cost minutes and gigabytes."""
+        estimate = _SizeEstimate(self.prog, self.max_repeat)
+        root = self.prog.root
+        total = len(root.spec.inputs)
+        for name, decl in root.spec.nodes.items():
+            size = estimate.node(decl, dict(self.prog.params))
+            total += size
+            if total > self.max_nodes:
+                self.diags.append(Diagnostic(
+                    "GF150", f"the expanded graph would have more than {self.max_nodes:,} nodes "
+                    f"(`{name}` alone expands to {size:,})", root.span(("nodes", name), key=True),
+                    notes=["counted from the `repeat` counts before expanding anything"],
+                    help="lower the `repeat` counts, or raise the limit with the GRAPHFORMER_MAX_NODES "
+                         "environment variable"))
+                raise _Abort()
 
     # ------------------------------------------------------------------ inputs and dims
     def _inputs(self, scope: Scope) -> None:
@@ -193,7 +223,7 @@ class Expander:
             if s in spec.dims:
                 self.ir.dims[s] = spec.dims[s]
             elif spec.dims:
-                guess = did_you_mean(s, list(spec.dims) + list(scope.env))
+                guess = self._hint(s, list(spec.dims) + list(scope.env))
                 self.diags.append(Diagnostic("GF131", f"unknown name `{s}` in an input shape"
                                              + (f" — did you mean `{guess}`?" if guess else ""), span,
                                              help="declare symbolic sizes under `dims:` or params under `params:`"))
@@ -233,7 +263,7 @@ class Expander:
         unknown = sorted(d.symbols)  # params were bound while parsing
         if unknown and not allow_symbols:
             name = unknown[0]
-            guess = did_you_mean(name, scope.env)
+            guess = self._hint(name, scope.env)
             params = ", ".join(f"`{p}`" for p in list(scope.env)[:16]) or "none"
             where = f" in `{expr}`" if expr != name else ""
             self.diags.append(Diagnostic(
@@ -286,7 +316,8 @@ class Expander:
         prev = scope.first_input
         for name, decl in nodes.items():
             if "." in name or not name:
-                self.diags.append(Diagnostic("GF104", f"node name `{name}` may not contain `.`",
+                self.diags.append(Diagnostic("GF104", "a node name may not be empty" if not name else
+                                             f"node name `{name}` may not contain `.`",
                                              scope.span("nodes", name, key=True)))
                 scope.define(name, Slot(broken=True))  # already reported: keep its consumers quiet
                 continue
@@ -299,7 +330,7 @@ class Expander:
             elif decl.op in self.prog.blocks:
                 slot = self._call(scope, name, decl, prev)
             else:
-                guess = did_you_mean(decl.op, list(REGISTRY) + list(self.prog.blocks))
+                guess = self._hint(decl.op, list(REGISTRY) + list(self.prog.blocks))
                 self.diags.append(Diagnostic(
                     "GF100", f"unknown op `{decl.op}`" + (f" — did you mean `{guess}`?" if guess else ""),
                     scope.span("nodes", name, "op"),
@@ -343,7 +374,7 @@ class Expander:
             out = {}
             for p, r in ref.items():
                 if p not in ports:
-                    guess = did_you_mean(p, ports)
+                    guess = self._hint(p, ports)
                     self.diags.append(Diagnostic(
                         "GF106", f"`{decl.op}` has no input `{p}`" + (f" — did you mean `{guess}`?" if guess else ""),
                         scope.span(*base, p, key=True), help="inputs: " + ", ".join(f"`{q}`" for q in ports)))
@@ -426,7 +457,7 @@ class Expander:
         if block_name in self.bodies:
             return self.bodies[block_name]
         if block_name not in self.prog.blocks:
-            guess = did_you_mean(block_name, list(self.prog.blocks))
+            guess = self._hint(block_name, list(self.prog.blocks))
             self.diags.append(Diagnostic("GF100", f"unknown block `{block_name}`" + (f" — did you mean `{guess}`?"
                                          if guess else ""), span,
                                          help="name a block defined under `blocks:` (or imported)"))
@@ -489,7 +520,7 @@ class Expander:
                                        bctx.span(("blocks", decl.op, "params", k)), f"`{k}`")
         for k, v in decl.attrs.items():
             if k not in block.params:
-                guess = did_you_mean(k, list(block.params))
+                guess = self._hint(k, list(block.params))
                 self.diags.append(Diagnostic(
                     "GF101", f"unknown field `{k}` for block `{decl.op}`" + (f" — did you mean `{guess}`?" if guess else ""),
                     scope.span("nodes", name, k, key=True),
@@ -554,9 +585,9 @@ class Expander:
 
     def _close(self, scope: Scope) -> None:
         """Report references to names never defined in this scope."""
+        known = list(scope.names) if scope.forward else []
         for ref, uses in scope.forward.items():
-            known = list(scope.names)
-            guess = did_you_mean(ref, known)
+            guess = self._hint(ref, known)
             for slot, span in uses:
                 self.diags.append(Diagnostic(
                     "GF110", f"unknown name `{ref}`" + (f" — did you mean `{guess}`?" if guess else ""), span,
@@ -595,6 +626,61 @@ class Expander:
                        if (s := slot.resolve()).target is not None and not s.broken}
             self.ir.block_checks.append(BlockInputCheck(e.block, e.call_span, e.patterns, sources, e.spans,
                                                         e.index, e.carried))
+
+
+class _SizeEstimate:
+    """How many IR nodes a node declaration expands to, from the repeat tree alone (memoised per block and
+    param values, so the work is one visit per distinct call). A repeat count that can't be evaluated
+    here counts as 1: the estimate never exceeds the real size, so it never refuses a spec that fits."""
+
+    MAX_ENTRIES = 10_000  # distinct (block, params) pairs; past that, give up and let the expander count
+
+    def __init__(self, prog: Program, max_repeat: int):
+        self.prog, self.max_repeat = prog, max_repeat
+        self.memo: dict[tuple, int] = {}
+        self.open: set[str] = set()
+
+    def node(self, decl: NodeDecl, env: dict[str, int]) -> int:
+        if decl.op not in self.prog.blocks:
+            return 1
+        count = self._value(decl.repeat, env) if decl.repeat is not None else 1
+        if count is None or not 1 <= count <= self.max_repeat:
+            count = 1  # reported by the expander
+        return count * self._block(decl, env)
+
+    def _block(self, decl: NodeDecl, caller: dict[str, int]) -> int:
+        name = decl.op
+        _, block = self.prog.blocks[name]
+        env = dict(self.prog.params)
+        for k, v in block.params.items():
+            value = self._value(v, env)
+            env[k] = v if value is None else value  # a float or string param: never a repeat count
+        for k, v in decl.attrs.items():
+            if k in block.params:
+                value = self._value(v, caller)
+                env[k] = v if value is None else value
+        key = (name, tuple(sorted((k, repr(v)) for k, v in env.items())))
+        if key in self.memo:
+            return self.memo[key]
+        if name in self.open or len(self.memo) >= self.MAX_ENTRIES:
+            return 0  # a self-call (reported by the expander), or too many to count cheaply
+        self.open.add(name)
+        try:
+            size = sum(self.node(d, env) for d in block.nodes.values())
+        finally:
+            self.open.discard(name)
+        self.memo[key] = size
+        return size
+
+    @staticmethod
+    def _value(expr: Any, env: dict[str, int]) -> int | None:
+        if isinstance(expr, bool) or not isinstance(expr, (int, str)):
+            return None
+        try:
+            d = parse(expr, _ints(env)) if isinstance(expr, str) else Dim.const(expr)
+        except DimError:
+            return None
+        return d.value if d.is_const else None
 
 
 def expand(prog: Program) -> tuple[IRGraph, list[Diagnostic]]:

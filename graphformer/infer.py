@@ -106,6 +106,9 @@ def _check_tied(ir: IRGraph, n, ins) -> None:
     if not target:
         return
     t = ir.node(target)
+    if t.op == "input":
+        raise ShapeError("GF125", f"`tied: {t.short}` names a graph input; it must name a node with a `weight` "
+                         "(an embedding)")
     if t.shape is None or t.attrs is None:
         return
     theirs = REGISTRY[t.op].params(t.attrs, ir.input_types(t)).get("weight")

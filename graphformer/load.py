@@ -149,7 +149,7 @@ def load_program(path: str, preset: str | None = None, overrides: dict[str, Any]
     root = parse_file(path)
     prog = Program(root)
     diags: list[Diagnostic] = []
-    _load_imports(root, prog, [os.path.abspath(path)], diags)
+    _load_imports(root, prog, diags)
     prog.files.insert(0, root)
     for name, block in root.spec.blocks.items():
         _add_block(prog, name, root, block, diags)
@@ -170,35 +170,112 @@ def _add_block(prog: Program, name: str, ctx: SpecCtx, block: Any, diags: list[D
     prog.blocks[name] = (ctx, block)
 
 
-def _load_imports(ctx: SpecCtx, prog: Program, stack: list[str], diags: list[Diagnostic]) -> None:
-    base = os.path.dirname(os.path.abspath(ctx.file))
-    for i, rel in enumerate(ctx.spec.imports):
+def _load_imports(root: SpecCtx, prog: Program, diags: list[Diagnostic]) -> None:
+    """Every file reachable through `imports:`, depth first, walked with an explicit stack (a chain of
+    thousands of files must not exhaust Python's). Imports stay inside the root spec's directory tree."""
+    tree = _Tree(os.path.dirname(os.path.abspath(root.file)))
+    # a frame: (file, its imports still to visit, chain of absolute paths from the root to it)
+    frames = [(root, iter(enumerate(root.spec.imports)), [os.path.abspath(root.file)])]
+    while frames:
+        ctx, pending, chain = frames[-1]
+        step = next(pending, None)
+        if step is None:
+            frames.pop()
+            if ctx is not root:
+                for name, block in ctx.spec.blocks.items():
+                    _add_block(prog, name, ctx, block, diags)
+            continue
+        i, rel = step
         span = ctx.span(("imports", i))
-        target = os.path.normpath(os.path.join(base, rel))
-        if target in stack:
-            chain = " → ".join(os.path.basename(p) for p in stack[stack.index(target):] + [target])
-            diags.append(Diagnostic("GF140", f"import cycle: {chain}", span,
+        target = _import_target(ctx, rel, tree, span, diags)
+        if target is None:
+            continue
+        if target in chain:
+            cycle = " → ".join(os.path.basename(p) for p in chain[chain.index(target):] + [target])
+            diags.append(Diagnostic("GF140", f"import cycle: {cycle}", span,
                                     help="move the shared blocks into a file that imports neither"))
             continue
         if any(os.path.abspath(f.file) == target for f in prog.files):
             continue  # already imported through another path
-        shown = os.path.relpath(target) if not os.path.isabs(rel) else target
-        if not os.path.isfile(target):
-            diags.append(Diagnostic("GF142", f"imported file `{rel}` not found (looked for `{shown}`)", span))
-            continue
-        try:
-            sub = parse_file(shown)
-        except SpecError as e:
-            diags.append(Diagnostic("GF143", f"imported file `{rel}` has errors", span))
-            diags.extend(e.diagnostics)
-            continue
-        except UsageError as e:
-            diags.append(Diagnostic("GF142", f"cannot import `{rel}`: {e}", span))
+        sub = _parse_import(target, rel, span, diags)
+        if sub is None:
             continue
         prog.files.append(sub)
-        _load_imports(sub, prog, stack + [target], diags)
-        for name, block in sub.spec.blocks.items():
-            _add_block(prog, name, sub, block, diags)
+        frames.append((sub, iter(enumerate(sub.spec.imports)), chain + [target]))
+
+
+@dataclass
+class _Tree:
+    """The directory tree imports must stay in: as written (for `..`) and with symlinks resolved."""
+
+    top: str
+
+    def holds(self, path: str) -> bool:
+        real_top = os.path.realpath(self.top)
+        return _inside(path, self.top) and _inside(os.path.realpath(path), real_top)
+
+
+def _inside(path: str, top: str) -> bool:
+    return os.path.commonpath([path, top]) == top
+
+
+def _import_target(ctx: SpecCtx, rel: str, tree: _Tree, span: Span | None,
+                   diags: list[Diagnostic]) -> str | None:
+    """The absolute path an import names, or None (with a diagnostic) when it may not be read."""
+    where = f"the directory of the top-level spec (`{_shown(tree.top)}`) and below"
+    if "\0" in rel or not rel.strip():
+        diags.append(Diagnostic("GF142", "an import must be a file path", span))
+        return None
+    if os.path.isabs(rel) or rel.startswith("~"):
+        diags.append(Diagnostic("GF145", f"import `{rel}` is an absolute path", span,
+                                help=f"imports are relative to the importing file and stay inside {where}"))
+        return None
+    target = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(ctx.file)), rel))
+    if not tree.holds(target):
+        how = "through a symbolic link" if _inside(target, tree.top) else "with `..`"
+        diags.append(Diagnostic("GF145", f"import `{rel}` leaves the spec's directory tree {how}", span,
+                                help=f"imports may only read files in {where}"))
+        return None
+    if not os.path.isfile(target):
+        diags.append(Diagnostic("GF142", f"imported file `{rel}` not found (looked for `{_shown(target)}`)",
+                                span))
+        return None
+    return target
+
+
+def _shown(path: str) -> str:
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def _parse_import(target: str, rel: str, span: Span | None, diags: list[Diagnostic]) -> SpecCtx | None:
+    """Parse an imported file. One that isn't a spec at all (not YAML, or no `graphformer:` key) gets one
+    diagnostic that shows none of its content: it may be any file a spec author pointed at."""
+    shown = _shown(target)
+
+    def not_a_spec(why: str) -> None:
+        diags.append(Diagnostic("GF146", f"imported file `{rel}` is not a graphformer spec ({why})", span,
+                                help="an import must be a YAML spec file starting with `graphformer: 1`"))
+
+    try:
+        loaded = load_yaml_file(shown)
+    except FileProblem as e:
+        diags.append(Diagnostic("GF142", f"cannot import `{rel}`: {e}", span))
+        return None
+    except SpecError as e:  # where, but not what: the message or excerpt could quote the file
+        first = e.diagnostics[0]
+        at = f" at line {first.span.line}, column {first.span.col}" if first.span else ""
+        not_a_spec(f"{first.code}{at}; run `graphformer check {shown}` to see it")
+        return None
+    if "graphformer" not in loaded.data:
+        not_a_spec("no `graphformer:` key")
+        return None
+    try:
+        return SpecCtx(shown, loaded, SpecFile.model_validate(loaded.data))
+    except ValidationError as e:
+        diags.append(Diagnostic("GF143", f"imported file `{rel}` has errors", span))
+        diags.extend(pydantic_diagnostics(e, loaded, (), SpecFile))
+        return None
 
 
 def param_kind(value: Any) -> str:

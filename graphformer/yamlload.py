@@ -16,6 +16,7 @@ import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from .diagnostics import Diagnostic, Label, Span, SpecError
+from .reading import FileProblem, FileTooBig, read_regular_file
 
 MAX_FILE_BYTES = 2_000_000
 MAX_NODES = 200_000  # counted per visit, so aliases that multiply are caught early
@@ -27,10 +28,6 @@ _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "times
 _EXP_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
 _KINDS = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
           int: "a number", float: "a number", type(None): "null"}
-
-
-class FileProblem(Exception):
-    """The spec file itself could not be read (missing, a directory, no permission)."""
 
 
 @dataclass
@@ -72,21 +69,9 @@ def _pos_span(file: str, text: str, index: int) -> Span:
 def load_yaml_file(path: str) -> Loaded:
     shown = os.fspath(path)
     try:
-        if os.path.isdir(path):
-            raise FileProblem(f"cannot read `{shown}`: it is a directory")
-        size = os.path.getsize(path)
-        if size > MAX_FILE_BYTES:  # checked before reading, so a huge file costs nothing
-            raise _too_big(shown, size)
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise FileProblem(f"cannot read `{shown}`: no such file") from None
-    except PermissionError:
-        raise FileProblem(f"cannot read `{shown}`: permission denied") from None
-    except IsADirectoryError:
-        raise FileProblem(f"cannot read `{shown}`: it is a directory") from None
-    except OSError as exc:
-        raise FileProblem(f"cannot read `{shown}`: {(exc.strerror or str(exc)).lower()}") from None
+        data = read_regular_file(path, MAX_FILE_BYTES)
+    except FileTooBig as e:
+        raise _too_big(shown, e.size) from None
     return load_yaml_text(data, shown)
 
 
@@ -127,6 +112,7 @@ def load_yaml_text(text: str | bytes, file: str = "<string>") -> Loaded:
         if node is None:
             raise _fail("GF006", "expected exactly one YAML document", Span(file, 1, 1),
                         notes=["the file is empty (or only comments)"])
+        _check_expanded_size(node, file)
         out = Loaded(None, {}, {}, text, file)
         out.data = _Converter(loader, out).convert(node, (), 0)
     except RecursionError:  # PyYAML's composer recurses once per nesting level
@@ -146,6 +132,44 @@ def load_yaml_text(text: str | bytes, file: str = "<string>") -> Loaded:
         raise _fail("GF006", f"a spec must be a mapping at the top level, found {_KINDS.get(type(out.data), 'a value')}",
                     out.spans[()], help="start the file with `key: value` lines")
     return out
+
+
+def _check_expanded_size(root: yaml.Node, file: str) -> None:
+    """Refuse a document whose aliases expand past MAX_NODES values, or refer to themselves, before
+    converting it. Aliased nodes are shared objects in PyYAML's tree, so sizes memoised by identity
+    cost one visit per distinct node (O(anchors)), however large the expansion."""
+    size: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_.discard(key)
+            total = 1 + sum(size[id(c)] for c in _children(node))
+            if total > MAX_NODES:
+                raise _fail("GF003", f"document expands to more than {MAX_NODES:,} values",
+                            _node_span(file, node),
+                            notes=["aliases (`*name`) that refer to other aliases multiply the document size"],
+                            help="use fewer nested aliases")
+            size[key] = total
+            continue
+        if key in size:
+            continue
+        if key in open_:
+            raise _fail("GF003", "an alias refers to the value that contains it", _node_span(file, node),
+                        help="an alias may only repeat a complete value defined before it")
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in size)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:

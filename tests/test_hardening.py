@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 import cli
+from graphformer import diagnostics
 from graphformer.frontend import check_file
+from graphformer.ir import IRGraph
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -77,14 +79,13 @@ def first_code(capsys, path) -> tuple[int, dict]:
 
 # ---------------------------------------------------------------- hostile YAML
 
-def test_alias_bomb_is_refused_quickly(tmp_path, capsys):
+def test_alias_bomb_is_refused(tmp_path, capsys):
+    # its work is bounded by counts in tests/test_yamlload.py (no value is converted)
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]  # 10^9 values
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(lines) + "\n")
-    t = time.perf_counter()
     rc, d = first_code(capsys, path)
-    assert time.perf_counter() - t < 5
     assert (rc, d["code"]) == (1, "GF003") and "200,000" in d["message"]
 
 
@@ -103,15 +104,19 @@ def test_deep_nesting_is_refused(tmp_path):
     assert json.loads(r.stdout)[0]["code"] == "GF003"
 
 
-def test_huge_file_is_refused_without_reading_it(tmp_path, capsys):
+def test_huge_file_is_refused_without_reading_it(tmp_path, capsys, monkeypatch):
     path = tmp_path / "huge.yaml"
     with open(path, "wb") as fh:
         fh.write(b"graphformer: 1\nname: huge\n# " + b"x" * 100 + b"\n")
         fh.truncate(50_000_000)  # sparse: 50 MB that cost nothing to write
-    t = time.perf_counter()
+    read = []
+    real = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: read.append(n) or real(fd, n))
     rc, d = first_code(capsys, path)
-    assert time.perf_counter() - t < 2
     assert (rc, d["code"]) == (1, "GF003") and "50.0 MB" in d["message"] and "limit is 2 MB" in d["message"]
+    rc, _, err = run(capsys, "check", path)  # the text renderer doesn't re-read it for an excerpt either
+    assert rc == 1 and "x" * 100 not in err
+    assert read == []
 
 
 def test_duplicate_keys_point_at_both(tmp_path, capsys):
@@ -180,9 +185,7 @@ def test_hostile_expression_is_rejected_without_evaluation(tmp_path, capsys, exp
     canary = tmp_path / "canary"
     expr = expr.format(canary=canary)
     path = small(tmp_path, out=json.dumps(expr))  # a quoted YAML string
-    t = time.perf_counter()
     rc, d = first_code(capsys, path)
-    assert time.perf_counter() - t < 2
     assert (rc, d["code"]) == (1, "GF130"), d
     assert why in d["message"], d["message"]
     assert d["line"] == 15
@@ -202,17 +205,19 @@ def test_no_python_evaluation_happens_anywhere(tmp_path, capsys, monkeypatch):
     assert first_code(capsys, small(tmp_path, out='"__import__(\'os\')"'))[1]["code"] == "GF130"
 
 
-def test_long_names_do_not_make_suggestions_quadratic(tmp_path, capsys):
+def test_long_names_do_not_make_suggestions_quadratic(tmp_path, capsys, monkeypatch):
     # 40 nodes with 1000-character names, each reading a near miss: "did you mean" must not compare
     # every pair character by character (that took minutes before names over 64 chars were skipped)
     names = ["n" * 1000 + str(i) for i in range(40)]
     nodes = "".join(f"  {n}: {{op: norm, in: {n[:-1]}z}}\n" for n in names)
     path = tmp_path / "long.yaml"
     path.write_text(f"graphformer: 1\nname: t\ninputs:\n  x: {{shape: [2, 3, 4]}}\nnodes:\n{nodes}outputs: {{y: x}}\n")
-    t = time.perf_counter()
+    compared = []
+    real = diagnostics._levenshtein
+    monkeypatch.setattr(diagnostics, "_levenshtein", lambda *a: compared.append(a) or real(*a))
     rc, _, err = run(capsys, "check", path)
-    assert time.perf_counter() - t < 5
     assert rc == 1 and "40 errors" in err
+    assert not any(len(a) > 64 for a, *_ in compared)
 
 
 def test_an_error_inside_a_repeated_block_is_reported_once(tmp_path, capsys):
@@ -255,12 +260,14 @@ def test_bad_limit_variable_is_a_usage_error(value):
     assert r.returncode == 2 and "GRAPHFORMER_MAX_REPEAT must be a positive integer" in r.stderr
 
 
-def test_repeat_at_the_limit_stays_bounded(tmp_path, capsys):
+def test_repeat_at_the_limit_stays_bounded(tmp_path, capsys, monkeypatch):
     path = small(tmp_path, **{"layers: 2": "layers: 100000000"})
-    t = time.perf_counter()
+    added = []
+    real = IRGraph.add
+    monkeypatch.setattr(IRGraph, "add", lambda self, node: added.append(node) or real(self, node))
     rc, d = first_code(capsys, path)
-    assert time.perf_counter() - t < 2
     assert (rc, d["code"]) == (1, "GF150")
+    assert len(added) < 10  # refused from the count, not after unrolling
 
 
 def test_dimension_size_limits(tmp_path, capsys):
@@ -438,10 +445,9 @@ def test_output_onto_a_directory_exits_2(tmp_path, capsys):
 # ---------------------------------------------------------------- speed
 
 def test_checking_every_bundled_spec_is_fast(capsys):
+    # speed is measured in bench/, not asserted here: a loaded machine would make this flaky
     check_file(str(SPECS[0]))  # warm imports
     t = time.perf_counter()
     for spec in SPECS:
         assert check_file(str(spec)).ok, spec
-    elapsed = time.perf_counter() - t
-    print(f"checked {len(SPECS)} bundled specs in {elapsed * 1e3:.0f} ms")
-    assert elapsed < 5
+    print(f"checked {len(SPECS)} bundled specs in {(time.perf_counter() - t) * 1e3:.0f} ms")

@@ -5,6 +5,7 @@ checked for being current. Rendering pipes it through `dot -T<format>`; only tha
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -125,17 +126,40 @@ def find_dot() -> str:
     return path
 
 
+DOT_TIMEOUT = 60.0  # seconds; GRAPHFORMER_DOT_TIMEOUT overrides
+
+
+def dot_timeout() -> float:
+    raw = os.environ.get("GRAPHFORMER_DOT_TIMEOUT")
+    if raw is None:
+        return DOT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e6:
+        raise DotFailed(f"GRAPHFORMER_DOT_TIMEOUT must be a positive number of seconds, got `{raw}`")
+    return value
+
+
 def render(dot_text: str, fmt: str, dpi: int | None = None) -> bytes:
     """Render DOT text to svg/png/pdf bytes with the `dot` binary (`dpi` scales PNGs)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown render format {fmt}")
     exe = find_dot()
+    timeout = dot_timeout()
     try:
         extra = [f"-Gdpi={dpi}"] if dpi else []
-        proc = subprocess.run([exe, f"-T{fmt}", *extra], input=dot_text.encode(), capture_output=True, check=False)
+        proc = subprocess.run([exe, f"-T{fmt}", *extra], input=dot_text.encode(), capture_output=True, check=False,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:  # run() has killed it
+        raise DotFailed(f"`dot -T{fmt}` did not finish within {timeout:g} s (the layout of a very large "
+                        "graph); draw without --expand, write DOT text (-o FILE.dot), or raise "
+                        "GRAPHFORMER_DOT_TIMEOUT") from None
     except OSError as e:
         raise DotFailed(f"could not run `{exe}`: {e}") from None
     if proc.returncode != 0 or not proc.stdout:
-        msg = proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        msg = "; ".join(lines[:3]) + (" …" if len(lines) > 3 else "") or f"exit status {proc.returncode}"
         raise DotFailed(f"`dot -T{fmt}` failed: {msg}")
     return proc.stdout

@@ -92,17 +92,59 @@ def _same_values(a, b) -> bool:
     return np.array_equal(np.asarray(a), np.asarray(b))
 
 
+def _is_float(x) -> bool:
+    """A floating-point array or tensor (bfloat16 included, however numpy spells it)."""
+    if hasattr(x, "is_floating_point"):
+        return x.is_floating_point()
+    return x.dtype.kind == "f" or x.dtype.name == "bfloat16"
+
+
 def _shape(dims) -> str:
     return "[" + ", ".join(str(int(s)) for s in dims) + "]"
 
 
 # ---------------------------------------------------------------- mapping
 
-def _pattern(text: str, wildcard: bool = False) -> re.Pattern:
-    """`{i}` → a layer index (digits); with `wildcard`, `*` → any run of characters."""
+class _Glob:
+    """An `ignore` pattern: `*` is any run of characters, `{i}` a layer index (the same one each time).
+
+    Matched without a regex: `.*` groups backtrack exponentially (14 wildcards against a 3,000-character
+    key never finished). A `*`-only pattern is matched greedily segment by segment, which is linear; with
+    `{i}`, each index the key could hold (a run of digits in it, up to 6 long) is tried as a literal."""
+
+    MAX_INDEX_DIGITS = 6
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def fullmatch(self, key: str) -> bool:
+        if "{i}" not in self.text:
+            return _glob_match(self.text.split("*"), key)
+        candidates = {key[a:b] for a in range(len(key)) if key[a].isdigit()
+                      for b in range(a + 1, min(len(key), a + self.MAX_INDEX_DIGITS) + 1) if key[a:b].isdigit()}
+        return any(_glob_match(self.text.replace("{i}", c).split("*"), key) for c in candidates)
+
+
+def _glob_match(segments: list[str], key: str) -> bool:
+    """`key` matches literal `segments` joined by `*`: first is a prefix, last a suffix, the rest in order
+    between them (taking each at its earliest place is always right for `*`)."""
+    if len(segments) == 1:
+        return key == segments[0]
+    first, *middle, last = segments
+    if len(key) < len(first) + len(last) or not key.startswith(first) or not key.endswith(last):
+        return False
+    pos, end = len(first), len(key) - len(last)
+    for seg in middle:
+        found = key.find(seg, pos, end)
+        if found < 0:
+            return False
+        pos = found + len(seg)
+    return True
+
+
+def _pattern(text: str) -> re.Pattern:
+    """`{i}` → a layer index (digits); everything else literal."""
     parts = [re.escape(p) for p in text.split("{i}")]
-    if wildcard:
-        parts = [p.replace(r"\*", ".*") for p in parts]
     # a second `{i}` in the same key must be the same index
     body = "".join(p + ("(?P<i>\\d+)" if k == 0 else "(?P=i)") for k, p in enumerate(parts[:-1])) + parts[-1]
     return re.compile(body)
@@ -177,7 +219,7 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
     tied = {f"{n}.weight": f"{owner}.weight" for n, owner in ir.ties.items()}
     # placeholders were validated with the spec: `{i}` (in `to` only if in `from`), `{e}` with `unstack`
     rules = [_Rule(r, _pattern(r.src)) for r in wmap.rules]
-    ignores = [_pattern(p, wildcard=True) for p in wmap.ignore]
+    ignores = [_Glob(p) for p in wmap.ignore]
     out: dict = {}
     source: dict[str, str] = {}            # spec parameter → the reference key that set it
     problems: list[str] = []
@@ -227,6 +269,9 @@ def _why_unset(param: str, rules: list[_Rule], wmap: WeightMap) -> str:
 
 def _place(out, source, shapes, target, value, key, how, mapping) -> str | None:
     """Put one converted tensor at `target`, or return the problem."""
+    if not _is_float(value):  # never a silent cast: ids or complex numbers aren't weights
+        return (f"reference tensor `{key}` has dtype {str(value.dtype).removeprefix('torch.')}; spec parameter "
+                f"`{target}` needs a floating-point tensor (convert it explicitly if that is really meant)")
     if target not in shapes:
         hint = did_you_mean(target, shapes, max_distance=3)
         if hint and re.sub(r"\d+", "#", hint) == re.sub(r"\d+", "#", target):

@@ -11,10 +11,12 @@ import os
 import sys
 import time
 
+from .. import memory
 from ..diagnostics import SourceCache, render
+from ..fileio import resolve_output
 from ..infer import infer
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_path, load_checked,
-                     parse_assignments, require_weight_map)
+                     parse_assignments, require_weight_map, seed_arg)
 
 EXIT_INTERNAL = 3
 NO_TORCH = "the torch extra is not installed: pip install 'graphformer[torch]'"
@@ -29,7 +31,7 @@ def add_parser(sub) -> None:
     add_spec_args(p, dims=True)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or meta (meta allocates nothing)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    p.add_argument("--seed", type=int, default=0, help="seed of the parameter init (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the parameter init (default 0)")
     p.add_argument("--weights", metavar="FILE", help="load weights (.safetensors, .pt or .bin) through --weights-map")
     p.add_argument("--weights-map", metavar="NAME", help="the spec's weight map that names FILE's tensors (e.g. hf)")
     p.add_argument("-o", "--output", metavar="FILE.safetensors", help="write the state dict as safetensors")
@@ -54,13 +56,22 @@ def run(args) -> int:
     meta = device.type == "meta"
     if args.output and meta:
         raise CommandError("-o: a model on the meta device has no weights to write (use --device cpu)")
-    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        raise CommandError(f"-o: directory of `{args.output}` does not exist")  # say so before the slow part
+    if args.output:
+        resolve_output(args.output)  # a missing directory or a device: say so before the slow part
     if not meta:
         _check_dims(spec, dims, args.spec)
 
+    if not meta:  # a batch that can't fit is refused before the model is built, not after
+        at = ", ".join(f"{k}={v}" for k, v in dims.items()) or "its sizes"
+        built = memory.param_bytes(spec.ir)  # created in float32, then cast to --dtype for the forward
+        running = memory.param_bytes(spec.ir, args.dtype) + memory.forward_bytes(spec.ir, dims, args.dtype)
+        memory.require(max(built, running), f"building `{spec.name}` and running it at {at}", str(device))
     t0 = time.perf_counter()
-    model = backend.build(spec, device=device, dtype=args.dtype, seed=args.seed)
+    try:
+        model = backend.build(spec, device=device, dtype=args.dtype, seed=args.seed)
+    except (MemoryError, RuntimeError) as e:
+        _raise_if_out_of_memory(e, "building the model")
+        raise
     t_build = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
     out = sys.stdout
@@ -84,6 +95,13 @@ def run(args) -> int:
         size = _save(model, spec, args.output)
         out.write(f"wrote {args.output} ({len(model.state_dict())} tensors, {size / 1e6:.1f} MB)\n")
     return EXIT_OK
+
+
+def _raise_if_out_of_memory(e: BaseException, what: str) -> None:
+    """Running out of memory is the environment's limit (exit 2), not an internal error."""
+    if memory.is_out_of_memory(e):
+        raise CommandError(f"out of memory during {what}: {str(e).splitlines()[0] if str(e) else 'MemoryError'}; "
+                           "use a smaller preset or --dims") from None
 
 
 def _secs(t: float) -> str:
@@ -112,7 +130,8 @@ def _run_and_check(model, spec, dims, device, dtype):
     with torch.inference_mode():
         try:
             shapes = model.trace_shapes(**inputs)
-        except RuntimeError as e:
+        except (MemoryError, RuntimeError) as e:
+            _raise_if_out_of_memory(e, "the forward pass")
             raise CommandError(f"internal error: {e}", EXIT_INTERNAL) from None
         for node in spec.ir.nodes():
             want = tuple(d.evaluate(dims) for d in node.shape.shape)
@@ -123,7 +142,8 @@ def _run_and_check(model, spec, dims, device, dtype):
         t = time.perf_counter()
         try:
             outputs = model(**inputs)
-        except RuntimeError as e:  # the node-by-node walk ran, so this is the generated plan's fault
+        except (MemoryError, RuntimeError) as e:  # the node-by-node walk ran, so this is the plan's fault
+            _raise_if_out_of_memory(e, "the forward pass")
             raise CommandError(f"internal error in the generated forward: {e}", EXIT_INTERNAL) from None
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -1,13 +1,12 @@
-"""What every subcommand shares: spec arguments, loading with diagnostics, exit codes, atomic writes."""
+"""What every subcommand shares: spec arguments, loading with diagnostics, exit codes."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import tempfile
-from contextlib import contextmanager
 
-from ..diagnostics import SourceCache, render
+from ..diagnostics import SourceCache, escape_controls, render
+from ..fileio import Terminated, atomic_output, atomic_path  # noqa: F401 (commands write through them)
 from ..frontend import CheckResult, check_file
 from ..errors import UsageError
 from .terminal import wants_color
@@ -49,6 +48,20 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
             raise UsageError(f"--set expects NAME=VALUE, got `{item}`")
         out[key] = value
     return out
+
+
+MAX_SEED = 2**64 - 1
+
+
+def seed_arg(text: str) -> int:
+    """`--seed`: an integer in 0 … 2^64 − 1 (torch's range), else argparse's usage error (exit 2)."""
+    try:
+        seed = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`{text}` is not an integer") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{seed} is outside 0 … 2^64 − 1")
+    return seed
 
 
 def add_spec_args(p: argparse.ArgumentParser, many: bool = False, dims: bool = False) -> None:
@@ -102,61 +115,76 @@ def print_diagnostics(result: CheckResult, fmt: str = "text") -> None:
 
 def run_guarded(fn, args) -> int:
     """Run a subcommand: user-caused problems become a message and an exit code, never a traceback."""
+    saved = sys.stdout
+    sys.stdout = _Stdout(saved)
     try:
-        return fn(args)
+        code = fn(args)
+        sys.stdout.flush()
+        return code
     except CommandError as e:
         if str(e):
-            sys.stderr.write(f"graphformer: error: {e}\n")
+            sys.stderr.write(f"graphformer: error: {escape_controls(str(e))}\n")
         return e.code
     except UsageError as e:
-        sys.stderr.write(f"graphformer: error: {e}\n")
+        sys.stderr.write(f"graphformer: error: {escape_controls(str(e))}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("graphformer: interrupted\n")
         return 130
-    except BrokenPipeError:
+    except Terminated:
+        sys.stderr.write("graphformer: terminated\n")
+        return 143
+    except BrokenPipeError:  # `graphformer ... | head`: the reader has all it wanted
+        _silence(saved)
         return EXIT_OK
+    except StdoutError as e:
+        _silence(saved)
+        sys.stderr.write(f"graphformer: error: cannot write to stdout: {e}\n")
+        return EXIT_USAGE
+    finally:
+        sys.stdout = saved
 
 
-@contextmanager
-def atomic_output(path: str, mode: str = "wb"):
-    """Write to a temp file beside `path` and rename it into place only if the block succeeds."""
-    fd, tmp = _temp_beside(path)
-    with _replace_on_success(tmp, path):
-        with os.fdopen(fd, mode) as fh:
-            yield fh
+class StdoutError(Exception):
+    """Standard output is closed or failing (`>&-`, `>/dev/full`): an environment problem, exit 2."""
 
 
-@contextmanager
-def atomic_path(path: str):
-    """The path of a temp file beside `path` (for writers that take a file name, like safetensors'),
-    renamed into place only if the block succeeds."""
-    fd, tmp = _temp_beside(path)
-    os.close(fd)
-    with _replace_on_success(tmp, path):
-        yield tmp
+class _Stdout:
+    """sys.stdout for the length of a command: a closed or failing stream becomes StdoutError."""
 
+    def __init__(self, stream):
+        self._stream = stream
 
-def _temp_beside(path: str) -> tuple[int, str]:
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(directory):
-        raise CommandError(f"cannot write `{path}`: directory `{directory}` does not exist")
-    try:
-        return tempfile.mkstemp(prefix=".gf-", suffix=os.path.basename(path), dir=directory)
-    except OSError as e:  # a read-only directory, no space for even an empty file
-        raise CommandError(f"cannot write `{path}`: {(e.strerror or str(e)).lower()}") from None
-
-
-@contextmanager
-def _replace_on_success(tmp: str, path: str):
-    try:
-        yield
-        os.replace(tmp, path)
-    except BaseException as e:
+    def _call(self, target, method: str, *a):
+        if target is None:
+            raise StdoutError("it is closed")
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):  # disk full, `path` is a directory, ...: the old file is untouched
-            raise CommandError(f"cannot write `{path}`: {(e.strerror or str(e)).lower()}") from None
-        raise
+            return getattr(target, method)(*a)
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as e:  # ValueError: I/O on a closed file
+            raise StdoutError((getattr(e, "strerror", None) or str(e)).lower()) from None
+
+    def write(self, text):
+        return self._call(self._stream, "write", text)
+
+    def flush(self):
+        return None if self._stream is None else self._call(self._stream, "flush")
+
+    @property
+    def buffer(self):
+        return _Stdout(getattr(self._stream, "buffer", None))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _silence(stream) -> None:
+    """Point fd 1 at /dev/null so that the interpreter's own flush at exit doesn't fail a second time."""
+    try:
+        if stream is not None and stream.fileno() == 1:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass

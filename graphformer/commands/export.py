@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 import time
 
-from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, require_weight_map
+from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, require_weight_map,
+                     seed_arg)
 
 NO_ONNX = "the onnx extra is not installed: pip install 'graphformer[onnx]'"
 
@@ -21,7 +22,7 @@ def add_parser(sub) -> None:
                    help="weights to export (.safetensors; .pt/.bin need torch): the spec's own state dict, or "
                         "a reference's through --weights-map")
     p.add_argument("--weights-map", metavar="NAME", help="the spec's weight map that names FILE's tensors (e.g. hf)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the init when no --weights is given (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the init when no --weights is given (default 0)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17, the first with LayerNormalization)")
     p.add_argument("-o", "--output", metavar="FILE.onnx", required=True, help="where to write the model")
 

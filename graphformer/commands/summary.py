@@ -8,6 +8,7 @@ import sys
 
 from ..budget import OPTIMIZERS, budget
 from ..dims import Dim, DimError
+from ..diagnostics import escape_controls
 from ..summary import Row, rows
 from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, dims_arg, load_checked
 
@@ -53,7 +54,8 @@ def run(args) -> int:
                          for n, op, sh, p, f, c in shown]}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return EXIT_OK
-    sys.stdout.write(render(shown, fl, plan, table))
+    text = render(shown, fl, plan, table)
+    sys.stdout.write("\n".join(escape_controls(line) for line in text.split("\n")))
     return EXIT_OK
 
 

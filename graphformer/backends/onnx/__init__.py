@@ -3,7 +3,7 @@
 `to_onnx(spec, weights)` resolves the weights (`weights.resolve`) and lowers the IR op by op
 (`graph.to_model`). `export_onnx(spec, weights, path)` writes the same model atomically, streaming the
 weights from their arrays into the file (`write.py`); past `external_data_threshold` bytes (default:
-just under protobuf's 2 GiB limit) they go to `<file>.data` beside it, so a model far larger than 2 GB
+just under protobuf's 2 GiB limit) they go to `<file>.<hash>.data` beside it, so a model far larger than 2 GB
 is never held twice in memory.
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 
 from onnx import ModelProto, defs
 
+from ... import memory
+from ...fileio import resolve_output
 from .graph import MIN_OPSET, ExportError, to_model
 from .lower import LOWERINGS
 from .weights import resolve
@@ -51,13 +53,13 @@ def export_onnx(spec, module_or_weights: Any, path: str | os.PathLike, opset: in
                 external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> Written:
     """Write the ONNX model of `spec` to `path` atomically (arguments as `to_onnx`).
 
-    Weights over `external_data_threshold` bytes go to `<path>.data` beside it. Returns what was written.
+    Weights over `external_data_threshold` bytes go to `<path>.<hash>.data` beside it (write.py). Returns what was written.
     """
     check_opset(opset)
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):  # fail before the (possibly slow) weights, not after
-        raise ExportError(f"cannot write `{path}`: directory `{directory}` does not exist")
+    resolve_output(path)  # a bad output fails before the (possibly slow) weights, not after
+    if module_or_weights is None or isinstance(module_or_weights, (str, os.PathLike)):
+        memory.require(memory.param_bytes(spec.ir), f"exporting `{spec.name}`'s weights")
     weights = resolve(spec, module_or_weights, seed, weights_map)
     if sum(a.nbytes for a in weights.values()) <= external_data_threshold:
         return write_inline(spec.ir, weights, opset, path)

@@ -55,6 +55,9 @@ def to_numpy(key: str, value) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor; import-free check keeps torch optional
         if value.device.type == "meta":
             raise ExportError(f"weight `{key}` is on the meta device: build on cpu (or pass real weights)")
+        if not value.is_floating_point():  # .float() would cast ids and drop imaginary parts silently
+            raise ExportError(f"weight `{key}` has dtype {str(value.dtype).removeprefix('torch.')}, expected a "
+                              "floating-point tensor")
         value = value.detach().float().cpu().numpy()
     arr = np.asarray(value)
     if "float" not in arr.dtype.name:  # numpy floats, and ml_dtypes' bfloat16 once onnx registered it

@@ -7,19 +7,22 @@ parsers merge into the first (the protobuf rule for repeated occurrences of an e
 body is one `initializer` entry per weight — a small serialised TensorProto header (name, dims, type)
 followed by its `raw_data` field written directly from the array's memory.
 
-Past the external-data threshold the same headers instead point into `<file>.data` (page-aligned
-offsets), which is written first; the model file never points at data that is not there yet.
-Both files are written atomically (a temp file renamed into place).
+Past the external-data threshold the same headers instead point into `<file>.<hash>.data` (page-aligned
+offsets), named by its content and written first; the model file is renamed into place last, so the
+model file never points at data that is not there yet, and a kill at any moment leaves the previous
+pair loadable. Data files of earlier exports are removed after the switch.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
 from onnx import GraphProto, ModelProto, TensorProto, helper
 
-from ...commands.common import atomic_output
+from ...fileio import atomic_output, atomic_output_named, resolve_output
 from .graph import to_model
 
 ALIGN = 4096  # external tensors start on page boundaries, so runtimes can mmap them
@@ -83,26 +86,54 @@ def write_inline(ir, weights: dict[str, np.ndarray], opset: int, path: str) -> W
 
 
 def write_external(ir, weights: dict[str, np.ndarray], opset: int, path: str) -> Written:
-    location = os.path.basename(path) + ".data"
-    data_path = os.path.join(os.path.dirname(os.path.abspath(path)), location)
+    real = resolve_output(path)
+    directory, name = os.path.split(real)
+    digest = hashlib.blake2b(digest_size=8)
     params = 0
-    with atomic_output(data_path) as data:
-        def external(name: str, arr: np.ndarray) -> TensorProto:
+    with atomic_output_named(directory, name + ".data", lambda: data_name(name, digest.hexdigest())) as data:
+        def external(tname: str, arr: np.ndarray) -> TensorProto:
             nonlocal params
             data.seek((data.tell() + ALIGN - 1) // ALIGN * ALIGN)
             offset = data.tell()
-            data.write(_bytes_of(arr))
+            raw = _bytes_of(arr)
+            data.write(raw)
+            digest.update(f"{tname}:{offset}:{arr.nbytes};".encode())
+            digest.update(raw)
             params += arr.size
-            t = _header(name, arr)
+            t = _header(tname, arr)
             t.data_location = TensorProto.EXTERNAL
-            for key, value in (("location", location), ("offset", offset), ("length", arr.nbytes)):
+            for key, value in (("location", ""), ("offset", offset), ("length", arr.nbytes)):
                 entry = t.external_data.add()
                 entry.key, entry.value = key, str(value)
             return t
 
         model = to_model(ir, weights, opset, tensor=external)
         data_bytes = data.tell()
+    location = data_name(name, digest.hexdigest())
+    for t in model.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location":
+                entry.value = location
     blob = model.SerializeToString()
-    with atomic_output(path) as fh:
+    with atomic_output(path) as fh:  # the switch: the old model keeps its old data until this rename
         fh.write(blob)
-    return Written(path, len(blob), len(model.graph.node), params, data_path, data_bytes)
+    remove_old_data(directory, name, keep=location)
+    return Written(path, len(blob), len(model.graph.node), params, os.path.join(directory, location), data_bytes)
+
+
+def data_name(model_name: str, digest: str) -> str:
+    """The external data file of `model_name`, named by its content: a new export never overwrites the
+    data an existing model file points at."""
+    return f"{model_name}.{digest}.data"
+
+
+def remove_old_data(directory: str, model_name: str, keep: str) -> None:
+    """Once the new model file is in place, the data files of earlier exports (and of exports killed
+    before their switch) are garbage; so is the `<model>.data` of graphformer before 0.2."""
+    pattern = re.compile(re.escape(model_name) + r"\.[0-9a-f]{16}\.data")
+    for entry in os.listdir(directory):
+        if entry != keep and (pattern.fullmatch(entry) or entry == model_name + ".data"):
+            try:
+                os.unlink(os.path.join(directory, entry))
+            except OSError:
+                pass

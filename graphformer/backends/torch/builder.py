@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ... import memory
 from ...errors import UsageError
 from . import plan as _plan
 from .lower import LOWERINGS
@@ -52,6 +53,8 @@ def build(spec, device="cpu", dtype=None, seed: int | None = None) -> GraphModul
     missing = sorted({n.op for n in order if n.op != "input" and n.op not in LOWERINGS})
     if missing:
         raise UsageError(f"no torch lowering for op{'s' * (len(missing) > 1)} {', '.join(missing)}")
+    if dev.type != "meta":  # created in float32, then cast
+        memory.require(memory.param_bytes(ir), f"building `{ir.name}`", str(dev))
     with torch.device(dev):
         model = compile_graph(spec, order)
     if dev.type != "meta":

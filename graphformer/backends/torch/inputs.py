@@ -5,7 +5,11 @@ well-formed (a kept prefix of at least one token per row, the first row unpadded
 """
 from __future__ import annotations
 
+import math
+
 import torch
+
+from ... import memory
 
 
 _TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "bool": torch.bool}
@@ -21,6 +25,9 @@ def example_inputs(spec, dims: dict[str, int] | None = None, seed: int = 0, devi
     ir = spec.ir
     env = resolve_dims(spec, dims)
     gen = torch.Generator().manual_seed(seed)
+    needed = sum(math.prod(d.evaluate(env) for d in ir.node(n).shape.shape) * memory.DTYPE_BYTES[ir.node(n).shape.dtype]
+                 for n in ir.inputs.values())
+    memory.require(needed, "the example inputs", str(torch.device(device)))
     out = {}
     for name, node_name in ir.inputs.items():
         t = ir.node(node_name).shape
