@@ -120,7 +120,7 @@ def _excerpt(span: Span, sources: SourceCache, label: str = "", style: str = "er
     text = escape_controls(text)
     gutter = " " * len(str(span.line))
     width = max(1, (span.end_col or span.col + 1) - span.col)
-    caret = " " * (span.col - 1) + _paint("^" * width + (f" {label}" if label else ""), style, color)
+    caret = " " * (span.col - 1) + _paint("^" * width + (f" {escape_controls(label)}" if label else ""), style, color)
     return [f"{gutter} |", f"{span.line} | {text}", f"{gutter} | {caret}"]
 
 
@@ -128,22 +128,23 @@ def render_text(diags: Iterable[Diagnostic], sources: SourceCache | None = None,
     """rustc-style text; `color` adds ANSI colours (the caller decides: a terminal, NO_COLOR, FORCE_COLOR)."""
     sources = sources or SourceCache()
     out: list[str] = []
+    esc = escape_controls   # user text is escaped piece by piece, so that only our own colours reach a terminal
     for d in diags:
-        where = f"{d.span}: " if d.span else ""
-        out.append(f"{where}{_paint(f'{d.severity}[{d.code}]', d.severity, color)}: {d.message}")
+        where = f"{esc(str(d.span))}: " if d.span else ""
+        out.append(f"{where}{_paint(f'{d.severity}[{d.code}]', d.severity, color)}: {esc(d.message)}")
         if d.span:
             out.extend(_excerpt(d.span, sources, style=d.severity, color=color))
         for lab in d.labels:
             excerpt = _excerpt(lab.span, sources, lab.message, "label", color)
-            out.append(f"  --> {lab.span}" + ("" if excerpt else f": {lab.message}"))
+            out.append(f"  --> {esc(str(lab.span))}" + ("" if excerpt else f": {esc(lab.message)}"))
             out.extend("  " + l for l in excerpt)
         if d.node:
-            out.append(f"  = node: {d.node}")
-        out.extend(f"  = note: {n}" for n in d.notes)
+            out.append(f"  = node: {esc(d.node)}")
+        out.extend(f"  = note: {esc(n)}" for n in d.notes)
         if d.help:
-            out.append(f"  = help: {d.help}")
+            out.append(f"  = help: {esc(d.help)}")
         out.append("")
-    return "\n".join(escape_controls(line) for line in out)
+    return "\n".join(out)
 
 
 _CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if chr(c) not in "\t"}
