@@ -13,7 +13,7 @@ from . import __version__
 # subcommand -> module in graphformer/commands/
 COMMANDS = {"check": "check", "summary": "summary", "build": "build", "draw": "draw", "export": "export",
             "generate": "generate",
-            "schema": "schema", "list": "models", "explain": "explain", "view": "view"}
+            "schema": "schema", "list": "models", "explain": "explain", "view": "view", "import": "import_hf"}
 SHELLS = ("bash", "zsh", "tcsh")
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2

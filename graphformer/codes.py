@@ -740,6 +740,15 @@ nodes:
   ln: {op: norm, eps: eps}
 outputs: {y: ln}
 """),
+    Code(
+        "GF170", "a transformers config, not a spec",
+        ("The file is a Hugging Face `config.json` (it has a `model_type`), which `check` can't read as a "
+         "spec. One diagnostic says so instead of one per foreign key."),
+        fix="Turn it into a spec: `graphformer import hf config.json -o model.yaml` (docs/huggingface.md).",
+        example="""\
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 48, "num_hidden_layers": 2,
+ "num_attention_heads": 6, "vocab_size": 97, "transformers_version": "5.24.0"}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

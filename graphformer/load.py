@@ -138,6 +138,13 @@ def parse_file(path: str) -> SpecCtx:
         loaded = load_yaml_file(path)
     except FileProblem as e:
         raise UsageError(str(e)) from None
+    from .hf import looks_like_hf_config
+    hf_type = looks_like_hf_config(loaded.data)
+    if hf_type is not None:   # one diagnostic, not one per foreign key
+        raise SpecError([Diagnostic(
+            "GF170", f"`{os.path.basename(path)}` is a transformers config (model_type `{hf_type}`), not a spec",
+            loaded.span(("model_type",), key=True),
+            help=f"import it: graphformer import hf {path} -o {hf_type}.yaml")])
     try:
         spec = SpecFile.model_validate(loaded.data)
     except ValidationError as e:

@@ -1,0 +1,468 @@
+"""Hugging Face on-ramp: a transformers `config.json` → the bundled spec of its family, params set.
+
+One table per family says, for every config field graphformer reads, which param it sets (with a
+converter where the two differ) or which value it must have because the spec fixes that part of the
+architecture. A field the table names as refused, or a value the spec can't express, is an
+`HFImportError` naming the field — never a silent approximation. Fields that don't change the
+function at inference (dropout, token ids, caching, dtype, labels, ...) are listed as ignored; a field
+in neither list is reported as unread, so nothing is dropped without saying so. No torch here.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .bundled import SPEC_DIR as SPECS_DIR
+
+
+class HFImportError(Exception):
+    """A config graphformer can't turn into a spec; `code` is the exit status (1: refused, 2: usage)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+# Fields that never change what a model computes at inference (or only its Python-side behaviour).
+IGNORED_EVERYWHERE = frozenset({
+    "_name_or_path", "transformers_version", "architectures", "model_type", "dtype", "torch_dtype",
+    "output_hidden_states", "output_attentions", "return_dict", "use_return_dict", "use_cache",
+    "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id", "problem_type",
+    "initializer_range", "initializer_factor", "pad_token_id", "bos_token_id", "eos_token_id",
+    "attention_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop",
+    "attn_pdrop", "classifier_dropout", "tie_encoder_decoder", "torchscript", "pruned_heads",
+    "tokenizer_class", "prefix", "task_specific_params", "finetuning_task", "quantization_config",
+    "_attn_implementation", "attn_implementation", "_commit_hash", "transformers.js_config",
+    "output_router_logits", "router_aux_loss_coef", "router_jitter_noise", "pretraining_tp",
+    "add_cross_attention", "is_decoder", "cross_attention_hidden_size", "decoder_start_token_id",
+    "sep_token_id", "max_length", "min_length", "do_sample", "num_beams", "temperature", "top_k", "top_p",
+    "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "early_stopping", "num_return_sequences",
+})
+# A family's own table is consulted first: `max_length` is AST's frame count, `add_cross_attention`
+# and `is_decoder` are refused where the spec lacks them; elsewhere they are generation/training knobs.
+
+# transformers' `hidden_act` names → the `activation` op's kinds
+ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "gelu_tanh",
+               "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": None, "relu": "relu", "tanh": "tanh",
+               "sigmoid": "sigmoid", "quick_gelu": "quick_gelu"}
+
+
+def act(value, name):
+    kind = ACTIVATIONS.get(value)
+    if kind is None:
+        known = ", ".join(k for k, v in ACTIVATIONS.items() if v)
+        raise HFImportError(f"`{name}: {value}`: the `activation` op has no such function (supported: {known})")
+    return kind
+
+
+@dataclass(frozen=True)
+class P:
+    """Config field → param, through `convert(value, field_name)` when given."""
+    param: str
+    convert: Callable[[Any, str], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """The spec hard-wires this part: the field must satisfy `ok(value)`; `why` says what the spec does."""
+    ok: Callable[[Any], bool]
+    why: str
+
+
+@dataclass
+class Family:
+    model_type: str
+    spec: str                                   # file in specs/
+    fields: dict[str, P | Fixed]
+    ignored: frozenset = frozenset()            # family-specific fields that don't change the function
+    derive: Callable[[dict], dict] | None = None  # params computed from several fields (after the table)
+    reference: str = ""
+
+
+def _is(*values):
+    return lambda v: v in values
+
+
+def _absent_or(*values):
+    return lambda v: v is None or v in values
+
+
+# ---------------------------------------------------------------- the decoder LLMs
+
+def _rope_params(cfg: dict) -> dict:
+    """transformers ≥ 5 keeps theta and scaling in `rope_parameters`; older configs in `rope_theta` and
+    `rope_scaling`. Returns {theta, type, and the scaling values} from whichever is present."""
+    rp = dict(cfg.get("rope_parameters") or {})
+    scaling = cfg.get("rope_scaling") or {}
+    merged = {**scaling, **rp}
+    if "rope_theta" not in merged and cfg.get("rope_theta") is not None:
+        merged["rope_theta"] = cfg["rope_theta"]
+    merged["rope_type"] = merged.get("rope_type") or merged.get("type") or "default"
+    return merged
+
+
+def _rope_field(cfg: dict) -> str:
+    return "rope_parameters" if cfg.get("rope_parameters") else "rope_scaling"
+
+
+def _derive_rope(cfg: dict, scaling_ok: bool) -> dict:
+    rp = _rope_params(cfg)
+    out = {}
+    if "rope_theta" in rp:
+        out["rope_theta"] = float(rp["rope_theta"])
+    kind = rp["rope_type"]
+    if kind == "default":
+        if scaling_ok:
+            out["rope_scaling"] = "none"
+    elif kind == "llama3" and scaling_ok:
+        out.update(rope_scaling="llama3", rope_factor=float(rp["factor"]),
+                   rope_low_freq=float(rp["low_freq_factor"]), rope_high_freq=float(rp["high_freq_factor"]),
+                   rope_original_max_len=int(rp["original_max_position_embeddings"]))
+    else:
+        allowed = "default or llama3" if scaling_ok else "default (this spec has no rope scaling)"
+        raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{kind}`: not supported (supported: {allowed}); "
+                            f"a different rotary schedule changes every attention score")
+    return out
+
+
+def _head_dim_ok(cfg: dict) -> None:
+    hd = cfg.get("head_dim")
+    if hd is not None and hd * cfg["num_attention_heads"] != cfg["hidden_size"]:
+        raise HFImportError(f"`head_dim: {hd}` ≠ hidden_size / num_attention_heads = "
+                            f"{cfg['hidden_size']} / {cfg['num_attention_heads']}: the spec's heads are "
+                            f"d_model / heads wide")
+
+
+def _llama_derive(scaling_ok: bool):
+    def derive(cfg: dict) -> dict:
+        _head_dim_ok(cfg)
+        out = _derive_rope(cfg, scaling_ok)
+        if cfg.get("num_key_value_heads") is None:
+            out["kv_heads"] = cfg["num_attention_heads"]
+        return out
+    return derive
+
+
+LLAMA_FIELDS = {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+    "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "intermediate_size": P("d_ff"),
+    "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"), "hidden_act": P("act", act),
+    "attention_bias": P("attn_bias"), "mlp_bias": P("mlp_bias"), "tie_word_embeddings": P("tie_embeddings"),
+}
+ROPE_READ = frozenset({"rope_theta", "rope_scaling", "rope_parameters", "head_dim"})  # read by derive
+
+
+def _mistral_window(cfg: dict) -> dict:
+    out = _llama_derive(False)(cfg)
+    w = cfg.get("sliding_window")
+    # no window = attend to everything: a window as long as the positions the model has is the same
+    out["window"] = cfg["max_position_embeddings"] if w is None else w
+    return out
+
+
+def _no_window(cfg: dict) -> dict:
+    w = cfg.get("sliding_window")
+    if w is not None and w < cfg["max_position_embeddings"]:
+        raise HFImportError(f"`sliding_window: {w}`: the mixtral spec attends to every position (no window)")
+    return _llama_derive(False)(cfg)
+
+
+def _qwen2(cfg: dict) -> dict:
+    if cfg.get("use_sliding_window"):
+        raise HFImportError("`use_sliding_window: true`: the qwen2 spec has full attention in every layer")
+    kinds = set(cfg.get("layer_types") or ["full_attention"])
+    if kinds != {"full_attention"}:
+        raise HFImportError(f"`layer_types` {sorted(kinds)}: the qwen2 spec has full attention in every layer")
+    return _llama_derive(False)(cfg)
+
+
+def _phi(cfg: dict) -> dict:
+    rp = _rope_params(cfg)
+    if rp["rope_type"] != "default":
+        raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: the phi spec has plain rotary")
+    heads, d = cfg["num_attention_heads"], cfg["hidden_size"]
+    kv = cfg.get("num_key_value_heads")
+    if kv not in (None, heads):
+        raise HFImportError(f"`num_key_value_heads: {kv}`: the phi spec has as many key/value heads as heads")
+    factor = rp.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 0.5))
+    rope_dims = int(factor * (d // heads))
+    if rope_dims % 2:
+        raise HFImportError(f"`partial_rotary_factor: {factor}` gives {rope_dims} rotary dims; rotary needs an "
+                            f"even count")
+    return {"rope_theta": float(rp.get("rope_theta", 10000.0)), "rope_dims": rope_dims}
+
+
+# ---------------------------------------------------------------- GPT-2 and the encoders
+
+def _gpt2(cfg: dict) -> dict:
+    inner = cfg.get("n_inner")
+    if inner is not None and inner != 4 * cfg["n_embd"]:
+        raise HFImportError(f"`n_inner: {inner}`: the gpt2 spec's feed-forward is 4 · d_model = "
+                            f"{4 * cfg['n_embd']} wide")
+    return {}
+
+
+def _vit(cfg: dict) -> dict:
+    labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2
+    return {"classes": int(labels)}
+
+
+def _clip(cfg: dict) -> dict:
+    text, vision = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
+    out = {}
+    for prefix, sub, table in (("text_config", text, CLIP_TEXT), ("vision_config", vision, CLIP_VISION)):
+        out.update(apply_table(table, sub, prefix + "."))
+    eos, vocab = text.get("eos_token_id", 2), text.get("vocab_size", 49408)
+    if eos not in (2, vocab - 1):
+        # transformers pools at the first `eos_token_id` (legacy configs with id 2: at the largest id);
+        # the spec pools at the largest id, which is the same only when eos is the last id
+        raise HFImportError(f"`text_config.eos_token_id: {eos}`: the clip spec pools the text at the largest "
+                            f"token id; that equals transformers' pooling only for eos = vocab_size - 1 "
+                            f"({vocab - 1}) or the legacy 2")
+    return out
+
+
+CLIP_TEXT = {
+    "vocab_size": P("vocab"), "max_position_embeddings": P("text_len"), "hidden_size": P("text_width"),
+    "num_attention_heads": P("text_heads"), "intermediate_size": P("text_ff"), "num_hidden_layers": P("text_layers"),
+    "hidden_act": Fixed(_is("quick_gelu"), "the clip spec's MLPs use quick_gelu"),
+    "layer_norm_eps": Fixed(_is(1e-5), "the clip spec's norms use eps 1e-5"),
+}
+CLIP_VISION = {
+    "image_size": P("image"), "patch_size": P("patch"), "num_channels": P("channels"),
+    "hidden_size": P("vision_width"), "num_attention_heads": P("vision_heads"),
+    "intermediate_size": P("vision_ff"), "num_hidden_layers": P("vision_layers"),
+    "hidden_act": Fixed(_is("quick_gelu"), "the clip spec's MLPs use quick_gelu"),
+    "layer_norm_eps": Fixed(_is(1e-5), "the clip spec's norms use eps 1e-5"),
+}
+
+
+def _decision(cfg: dict) -> dict:
+    inner = cfg.get("n_inner")
+    return {"d_ff": 4 * cfg["hidden_size"] if inner is None else inner}
+
+
+GPT2_FIXED = {
+    "scale_attn_by_inverse_layer_idx": Fixed(_is(False, None), "the spec scales attention by 1/√head_dim in "
+                                                                  "every layer, not also by 1/layer"),
+    "scale_attn_weights": Fixed(_is(True, None), "the spec scales attention scores by 1/√head_dim"),
+    "add_cross_attention": Fixed(_is(False, None), "the spec has no cross-attention"),
+    "reorder_and_upcast_attn": Fixed(_is(False, None), "the spec computes attention in the model's dtype"),
+}
+
+FAMILIES: dict[str, Family] = {f.model_type: f for f in [
+    Family("llama", "llama.yaml", dict(LLAMA_FIELDS), ROPE_READ, _llama_derive(True), "LlamaForCausalLM"),
+    Family("mistral", "mistral-7b.yaml",
+           {k: v for k, v in LLAMA_FIELDS.items() if k not in ("attention_bias", "mlp_bias")},
+           ROPE_READ | {"sliding_window"}, _mistral_window, "MistralForCausalLM"),
+    Family("mixtral", "mixtral-8x7b.yaml",
+           {**{k: v for k, v in LLAMA_FIELDS.items() if k not in ("attention_bias", "mlp_bias")},
+            "num_local_experts": P("experts"), "num_experts_per_tok": P("top_k")},
+           ROPE_READ | {"sliding_window"}, _no_window, "MixtralForCausalLM"),
+    Family("qwen2", "qwen2.yaml",
+           {k: v for k, v in LLAMA_FIELDS.items() if k not in ("attention_bias", "mlp_bias")},
+           ROPE_READ | {"use_sliding_window", "sliding_window", "max_window_layers", "layer_types"}, _qwen2,
+           "Qwen2ForCausalLM"),
+    Family("phi", "phi-2.yaml", {
+        "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+        "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"), "max_position_embeddings": P("max_len"),
+        "layer_norm_eps": P("eps"), "hidden_act": P("act", act),
+        "qk_layernorm": Fixed(_is(False, None), "the phi spec has no norms on queries and keys"),
+        "tie_word_embeddings": Fixed(_is(False, None), "the phi spec's LM head is untied (it has a bias)"),
+    }, frozenset({"rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor",
+                  "num_key_value_heads"}), _phi, "PhiForCausalLM"),
+    Family("gpt2", "gpt2.yaml", {
+        "vocab_size": P("vocab"), "n_positions": P("max_len"), "n_embd": P("d_model"), "n_head": P("heads"),
+        "n_layer": P("layers"), "layer_norm_epsilon": P("eps"), "activation_function": P("act", act),
+        "tie_word_embeddings": Fixed(_is(True, None), "the gpt2 spec ties the LM head to the token table"),
+        **GPT2_FIXED,
+    }, frozenset({"n_inner", "n_ctx", "summary_type", "summary_use_proj", "summary_activation",
+                  "summary_proj_to_labels", "summary_first_dropout"}), _gpt2, "GPT2LMHeadModel"),
+    Family("bert", "bert-base.yaml", {
+        "vocab_size": P("vocab"), "max_position_embeddings": P("max_len"), "type_vocab_size": P("type_vocab"),
+        "hidden_size": P("d_model"), "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"),
+        "num_hidden_layers": P("layers"), "layer_norm_eps": P("eps"), "hidden_act": P("act", act),
+        "position_embedding_type": Fixed(_is("absolute", None), "the bert spec has learned absolute positions"),
+        "is_decoder": Fixed(_is(False, None), "the bert spec is a bidirectional encoder"),
+        "add_cross_attention": Fixed(_is(False, None), "the bert spec has no cross-attention"),
+    }, frozenset({"tie_word_embeddings", "gradient_checkpointing"}), None, "BertModel"),
+    Family("vit", "vit-b16.yaml", {
+        "image_size": P("image"), "patch_size": P("patch"), "num_channels": P("channels"),
+        "hidden_size": P("d_model"), "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"),
+        "num_hidden_layers": P("layers"), "layer_norm_eps": P("eps"), "hidden_act": P("act", act),
+        "qkv_bias": P("qkv_bias"),
+    }, frozenset({"num_labels", "encoder_stride", "pooler_output_size", "pooler_act"}), _vit,
+        "ViTForImageClassification"),
+    Family("clip", "clip-vit-b32.yaml", {"projection_dim": P("embed")},
+           frozenset({"text_config", "vision_config", "logit_scale_init_value"}), _clip, "CLIPModel"),
+    Family("audio-spectrogram-transformer", "ast.yaml", {
+        "max_length": P("frames"), "num_mel_bins": P("mels"), "patch_size": P("patch"),
+        "frequency_stride": P("freq_stride"), "time_stride": P("time_stride"), "hidden_size": P("d_model"),
+        "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"), "num_hidden_layers": P("layers"),
+        "layer_norm_eps": P("eps"), "hidden_act": P("act", act),
+        "qkv_bias": Fixed(_is(True, None), "the ast spec's q, k, v projections have biases"),
+    }, frozenset(), None, "ASTModel"),
+    Family("decision_transformer", "decision-transformer.yaml", {
+        "state_dim": P("state_dim"), "act_dim": P("act_dim"), "hidden_size": P("d_model"),
+        "max_ep_len": P("max_ep_len"), "vocab_size": P("vocab"), "n_positions": P("n_positions"),
+        "n_head": P("heads"), "n_layer": P("layers"),
+        "activation_function": Fixed(_is("relu"), "the decision-transformer spec's MLPs use relu"),
+        "layer_norm_epsilon": Fixed(_is(1e-5), "the decision-transformer spec's norms use eps 1e-5"),
+        "action_tanh": Fixed(_is(True, None), "the decision-transformer spec squashes actions with tanh"),
+        **GPT2_FIXED,
+    }, frozenset({"n_inner"}), _decision, "DecisionTransformerModel"),
+]}
+
+# families the issue names whose specs don't exist yet
+NOT_YET = ("t5", "whisper", "swin")
+
+def apply_table(table: dict, cfg: dict, prefix: str = "") -> dict:
+    params = {}
+    for name, rule in table.items():
+        if name not in cfg:
+            continue
+        value = cfg[name]
+        if isinstance(rule, Fixed):
+            if not rule.ok(value):
+                raise HFImportError(f"`{prefix}{name}: {json.dumps(value)}`: not supported: {rule.why}")
+        elif value is not None:
+            params[rule.param] = rule.convert(value, prefix + name) if rule.convert else value
+    return params
+
+
+@dataclass
+class Imported:
+    family: Family
+    params: dict[str, Any]
+    unread: list[str] = field(default_factory=list)   # config fields no table knows
+
+
+def read_config(path: str) -> dict:
+    """PATH is a config.json or a directory holding one."""
+    p = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    try:
+        with open(p, encoding="utf-8") as fh:
+            cfg = json.load(fh)
+    except FileNotFoundError:
+        raise HFImportError(f"no such file `{p}`" + (" (a save_pretrained directory holds config.json)"
+                                                     if os.path.isdir(path) else ""), 2) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HFImportError(f"cannot read `{p}` as JSON: {e}", 2) from None
+    if not isinstance(cfg, dict) or "model_type" not in cfg:
+        raise HFImportError(f"`{p}` is not a transformers config (it has no `model_type`)", 2)
+    return cfg
+
+
+def family_of(cfg: dict) -> Family:
+    kind = cfg.get("model_type")
+    if kind not in FAMILIES:
+        supported = ", ".join(FAMILIES)
+        later = f"; not yet: {', '.join(NOT_YET)} (no bundled spec)" if kind in NOT_YET else ""
+        raise HFImportError(f"model_type `{kind}` is not supported (supported: {supported}){later}", 2)
+    return FAMILIES[kind]
+
+
+def convert_config(cfg: dict) -> Imported:
+    """The family and its params (typed as the bundled spec declares them) for a transformers config."""
+    fam = family_of(cfg)
+    params = apply_table(fam.fields, cfg)
+    if fam.derive:
+        try:
+            params.update(fam.derive(cfg))
+        except KeyError as e:
+            raise HFImportError(f"the config has no `{e.args[0]}`, which a {fam.model_type} config needs") from None
+    defaults = bundled_params(fam)
+    typed = {}
+    for name, value in params.items():
+        if name not in defaults:
+            raise AssertionError(f"table for {fam.model_type} sets unknown param {name}")  # a bug in this file
+        typed[name] = _typed(value, defaults[name], name)
+    known = set(fam.fields) | fam.ignored | IGNORED_EVERYWHERE
+    unread = sorted(k for k in cfg if k not in known)
+    return Imported(fam, typed, unread)
+
+
+def _typed(value, default, name):
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise HFImportError(f"param `{name}`: the config gives {value!r}, a boolean was expected")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise HFImportError(f"param `{name}`: the config gives {value!r}, an integer was expected")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise HFImportError(f"param `{name}`: the config gives {value!r}, a number was expected")
+        return float(value)
+    return str(value)
+
+
+def spec_path(fam: Family) -> Path:
+    p = SPECS_DIR / fam.spec
+    if not p.is_file():
+        raise HFImportError(f"the bundled spec `{p}` is missing from this installation", 2)
+    return p
+
+
+def bundled_params(fam: Family) -> dict:
+    from .yamlload import load_yaml_file
+    return dict(load_yaml_file(str(spec_path(fam))).data["params"])
+
+
+# ---------------------------------------------------------------- writing the spec text
+
+def yaml_scalar(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        text = repr(v)
+        mant, e, exp = text.partition("e")
+        if "." not in mant:
+            mant += ".0"
+        if e and exp[0] not in "+-":
+            exp = "+" + exp
+        return mant + (f"e{exp}" if e else "")   # YAML 1.1 reads 1e-05 as a string: write 1.0e-05
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v) and v not in ("true", "false", "null", "yes", "no", "on", "off"):
+        return v
+    return json.dumps(v)
+
+
+def spec_text(imported: Imported, source: str) -> str:
+    """The bundled spec's text with its `params:` section rewritten to the imported values; the rest
+    (doc, blocks, weight maps, comments) is kept, so the output is self-contained."""
+    fam = imported.family
+    text = spec_path(fam).read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    start = next(i for i, l in enumerate(lines) if l.startswith("params:"))
+    end = start + 1
+    while end < len(lines) and (lines[end].startswith((" ", "\t")) or not lines[end].strip()):
+        end += 1
+    comments = {}
+    for l in lines[start + 1:end]:   # block-style params keep their trailing comments
+        m = re.match(r"\s+([A-Za-z_]\w*):[^#]*(#.*)$", l.rstrip("\n"))
+        if m:
+            comments[m.group(1)] = "  " + m.group(2)
+    values = {**bundled_params(fam), **imported.params}
+    body = "".join(f"  {k}: {yaml_scalar(v)}{comments.get(k, '')}\n" for k, v in values.items())
+    header = (f"# imported by `graphformer import hf` from {source} (model_type {fam.model_type}): the params are "
+              f"that config's;\n# the doc describes the family's reference size.\n")
+    if lines[0].startswith("# yaml-language-server:"):   # its relative schema path is specs/'s, not the output's
+        lines, start = lines[1:], start - 1
+    return "".join(lines[:start]) + header + "params:\n" + body + "".join(lines[end:])
+
+
+def looks_like_hf_config(data) -> str | None:
+    """The model_type when a parsed file is a transformers config rather than a spec, else None."""
+    if isinstance(data, dict) and isinstance(data.get("model_type"), str) and "graphformer" not in data \
+            and ("architectures" in data or "transformers_version" in data or "_name_or_path" in data
+                 or data["model_type"] in FAMILIES):
+        return data["model_type"]
+    return None
