@@ -32,7 +32,11 @@ __all__ = ["WeightMapError", "WeightFileError", "read_state_dict", "get_map", "c
 
 def read_state_dict(path: str) -> dict:
     """A state dict from .safetensors (numpy arrays, no torch needed) or from .pt / .bin (torch.load,
-    `weights_only`, so a file can't run code). Raises WeightFileError."""
+    `weights_only`, so a file can't run code), or from a save_pretrained directory (its files one after
+    another, graphformer/checkpoint.py). Raises WeightFileError."""
+    if os.path.isdir(path):
+        from ..checkpoint import checkpoint_files
+        return {k: v for f in checkpoint_files(path) for k, v in read_state_dict(f).items()}
     if not os.path.isfile(path):
         raise WeightFileError(f"weights file `{path}` does not exist")
     if path.endswith(".safetensors"):

@@ -12,6 +12,7 @@ import sys
 import time
 
 from .. import memory
+from ..checkpoint import is_hf_directory
 from ..diagnostics import SourceCache, render
 from ..fileio import resolve_output
 from ..infer import infer
@@ -32,13 +33,16 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or meta (meta allocates nothing)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the parameter init (default 0)")
-    p.add_argument("--weights", metavar="FILE", help="load weights (.safetensors, .pt or .bin) through --weights-map")
+    p.add_argument("--weights", metavar="FILE|DIR", help="load weights (.safetensors, .pt, .bin, or a "
+                        "save_pretrained directory) through --weights-map (default hf for a directory)")
     p.add_argument("--weights-map", metavar="NAME", help="the spec's weight map that names FILE's tensors (e.g. hf)")
     p.add_argument("-o", "--output", metavar="FILE.safetensors", help="write the state dict as safetensors")
 
 
 def run(args) -> int:
     result = load_checked(args.spec, args)
+    if args.weights and not args.weights_map and is_hf_directory(args.weights):
+        args.weights_map = "hf"   # a save_pretrained directory is named by the spec's transformers map
     if bool(args.weights) != bool(args.weights_map):
         raise CommandError("--weights and --weights-map go together: the map says how FILE's names fit the spec")
     require_weight_map(result.ir, args.weights_map)

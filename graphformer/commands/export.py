@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
                                    "2 usage or environment.")
     add_spec_args(p)
     p.add_argument("--weights", metavar="FILE",
-                   help="weights to export (.safetensors; .pt/.bin need torch): the spec's own state dict, or "
+                   help="weights to export (.safetensors or a save_pretrained directory; .pt/.bin need torch): "
+                        "the spec's own state dict, or "
                         "a reference's through --weights-map")
     p.add_argument("--weights-map", metavar="NAME", help="the spec's weight map that names FILE's tensors (e.g. hf)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the init when no --weights is given (default 0)")
@@ -28,6 +29,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..checkpoint import is_hf_directory
+    if args.weights and not args.weights_map and is_hf_directory(args.weights):
+        args.weights_map = "hf"   # a save_pretrained directory is named by the spec's transformers map
     if args.weights_map and not args.weights:
         raise CommandError("--weights-map needs --weights FILE: the map says how FILE's names fit the spec")
     try:
