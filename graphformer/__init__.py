@@ -11,7 +11,7 @@ from .errors import UsageError, WeightMapError
 
 __version__ = "0.1.0"
 __all__ = ["Spec", "load", "SpecError", "Diagnostic", "UsageError", "WeightMapError", "build", "example_inputs",
-           "load_weights", "export_onnx", "parallelize", "plan", "generate"]
+           "load_weights", "export_onnx", "parallelize", "plan", "generate", "from_pretrained"]
 
 
 def build(spec, device="cpu", dtype=None, seed=None):
@@ -50,3 +50,10 @@ def generate(model, tokens, max_new_tokens, **options):
     """Continue prompts with a built causal model and a key/value cache (see docs/generation.md)."""
     from .generation import generate as _generate
     return _generate(model, tokens, max_new_tokens, **options)
+
+
+def from_pretrained(path, device="cpu", dtype=None):
+    """(spec, model) for a transformers `save_pretrained` directory: the config imported as a spec
+    (`graphformer import hf`), the model built and its weights loaded through the `hf` map."""
+    from .hf import from_pretrained as _fp
+    return _fp(path, device=device, dtype=dtype)

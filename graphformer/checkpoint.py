@@ -44,3 +44,20 @@ def checkpoint_files(directory: str) -> list[str]:
 def is_hf_directory(path: str) -> bool:
     """A save_pretrained directory: its weights are named by the spec's `hf` map."""
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def read_state_dict(directory: str) -> dict:
+    """All tensors of a checkpoint directory as torch tensors on the CPU (needs torch; .bin weights_only)."""
+    import torch
+    out: dict = {}
+    for path in checkpoint_files(directory):
+        try:
+            if path.endswith(".safetensors"):
+                from safetensors import safe_open
+                with safe_open(path, framework="pt") as f:   # tensor by tensor: no second copy of a shard
+                    out.update((k, f.get_tensor(k)) for k in f.keys())
+            else:
+                out.update(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as e:  # a corrupt or foreign file: name it
+            raise CheckpointError(f"cannot read `{path}`: {e}") from None
+    return out

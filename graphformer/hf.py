@@ -441,6 +441,8 @@ def spec_text(imported: Imported, source: str) -> str:
     fam = imported.family
     text = spec_path(fam).read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
+    if lines[0].startswith("# yaml-language-server:"):   # its relative schema path is specs/'s, not the output's
+        lines = lines[1:]
     start = next(i for i, l in enumerate(lines) if l.startswith("params:"))
     end = start + 1
     while end < len(lines) and (lines[end].startswith((" ", "\t")) or not lines[end].strip()):
@@ -454,8 +456,6 @@ def spec_text(imported: Imported, source: str) -> str:
     body = "".join(f"  {k}: {yaml_scalar(v)}{comments.get(k, '')}\n" for k, v in values.items())
     header = (f"# imported by `graphformer import hf` from {source} (model_type {fam.model_type}): the params are "
               f"that config's;\n# the doc describes the family's reference size.\n")
-    if lines[0].startswith("# yaml-language-server:"):   # its relative schema path is specs/'s, not the output's
-        lines, start = lines[1:], start - 1
     return "".join(lines[:start]) + header + "params:\n" + body + "".join(lines[end:])
 
 
@@ -466,3 +466,27 @@ def looks_like_hf_config(data) -> str | None:
                  or data["model_type"] in FAMILIES):
         return data["model_type"]
     return None
+
+
+def load_spec(path: str):
+    """The checked `Spec` for a transformers config or save_pretrained directory."""
+    import tempfile
+    from .api import load
+    imported = convert_config(read_config(path))
+    with tempfile.TemporaryDirectory(prefix="graphformer-hf-") as tmp:
+        spec_file = os.path.join(tmp, f"{imported.family.model_type}.yaml")
+        with open(spec_file, "w", encoding="utf-8") as fh:
+            fh.write(spec_text(imported, os.path.basename(os.path.abspath(path))))
+        return load(spec_file)
+
+
+def from_pretrained(path: str, device="cpu", dtype=None):
+    """(spec, model in eval mode with the checkpoint's weights); the transformers counterpart is
+    `AutoModelForCausalLM.from_pretrained(path)`. Raises HFImportError, CheckpointError, WeightMapError."""
+    from .backends.torch import build
+    from .backends.weights import load_weights
+    from .checkpoint import read_state_dict
+    spec = load_spec(path)
+    model = build(spec, device=device, dtype=dtype)
+    load_weights(model, read_state_dict(path), "hf", spec)
+    return spec, model.eval()
