@@ -17,7 +17,7 @@ from ..diagnostics import SourceCache, render
 from ..fileio import resolve_output
 from ..infer import infer
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_path, load_checked,
-                     parse_assignments, require_weight_map, seed_arg)
+                     parse_assignments, parse_overrides, require_weight_map, seed_arg)
 
 EXIT_INTERNAL = 3
 NO_TORCH = "the torch extra is not installed: pip install 'graphformer[torch]'"
@@ -81,7 +81,7 @@ def run(args) -> int:
     out = sys.stdout
     out.write(f"{spec.name}: {n_params:,} parameters ({device}, {args.dtype}), built in {_secs(t_build)}\n")
     if args.weights:
-        _load_weights(model, spec, args.weights, args.weights_map, device)
+        _load_weights(model, spec, args, device)
         out.write(f"loaded {args.weights} through weight map `{args.weights_map}`\n")
 
     dim_text = ", ".join(f"{k}={v}" for k, v in dims.items())
@@ -154,7 +154,8 @@ def _run_and_check(model, spec, dims, device, dtype):
         return outputs, time.perf_counter() - t, len(shapes)
 
 
-def _load_weights(model, spec, path: str, mapping: str, device) -> None:
+def _load_weights(model, spec, args, device) -> None:
+    path, mapping = args.weights, args.weights_map
     if device.type == "meta":
         raise CommandError("--weights: cannot load weights into a meta model (use --device cpu)")
     from ..backends.torch.weights import load_weights
@@ -166,7 +167,26 @@ def _load_weights(model, spec, path: str, mapping: str, device) -> None:
     try:
         load_weights(model, state, mapping, spec)
     except WeightMapError as e:
-        raise CommandError(f"--weights: {e}", EXIT_SPEC) from None
+        raise CommandError(f"--weights: {e}{_fit_hint(spec, state, args, e.problems)}", EXIT_SPEC) from None
+
+
+def _fit_hint(spec, state, args, problems) -> str:
+    """The params the tensors determine, when sizes disagree (graphformer/weightfit.py)."""
+    from ..api import load
+    from ..backends.weights import WeightMapError, convert_state_dict
+    from ..weightfit import suggestion
+
+    def fits(candidate) -> bool:
+        try:
+            convert_state_dict(candidate, state, args.weights_map)
+            return True
+        except WeightMapError:
+            return False
+    hint = suggestion(lambda found: load(args.spec, args.preset, {**parse_overrides(args.overrides), **found}),
+                      spec.params, problems, fits)
+    if hint and is_hf_directory(args.weights):
+        hint += f"; or import its config: graphformer import hf {args.weights} -o spec.yaml"
+    return hint
 
 
 def _save(model, spec, path: str) -> int:
