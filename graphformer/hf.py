@@ -216,7 +216,7 @@ def _clip(cfg: dict) -> dict:
     text, vision = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
     out = {}
     for prefix, sub, table in (("text_config", text, CLIP_TEXT), ("vision_config", vision, CLIP_VISION)):
-        out.update(apply_table(table, sub, prefix + "."))
+        out.update(apply_table(table, sub, prefix + ".", cfg.setdefault("_missing", [])))
     eos, vocab = text.get("eos_token_id", 2), text.get("vocab_size", 49408)
     if eos not in (2, vocab - 1):
         # transformers pools at the first `eos_token_id` (legacy configs with id 2: at the largest id);
@@ -321,10 +321,13 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
 # families the issue names whose specs don't exist yet
 NOT_YET = ("t5", "whisper", "swin")
 
-def apply_table(table: dict, cfg: dict, prefix: str = "") -> dict:
+def apply_table(table: dict, cfg: dict, prefix: str = "", missing: list | None = None) -> dict:
+    """Params from `cfg` by `table`; fields the table reads but `cfg` lacks are appended to `missing`."""
     params = {}
     for name, rule in table.items():
         if name not in cfg:
+            if isinstance(rule, P) and missing is not None:
+                missing.append((prefix + name, rule.param))
             continue
         value = cfg[name]
         if isinstance(rule, Fixed):
@@ -340,6 +343,7 @@ class Imported:
     family: Family
     params: dict[str, Any]
     unread: list[str] = field(default_factory=list)   # config fields no table knows
+    defaulted: list[tuple[str, str]] = field(default_factory=list)  # (field, param) absent: spec default kept
 
 
 def read_config(path: str) -> dict:
@@ -370,7 +374,9 @@ def family_of(cfg: dict) -> Family:
 def convert_config(cfg: dict) -> Imported:
     """The family and its params (typed as the bundled spec declares them) for a transformers config."""
     fam = family_of(cfg)
-    params = apply_table(fam.fields, cfg)
+    cfg = dict(cfg)
+    missing: list = []
+    params = apply_table(fam.fields, cfg, "", missing)
     if fam.derive:
         try:
             params.update(fam.derive(cfg))
@@ -382,9 +388,10 @@ def convert_config(cfg: dict) -> Imported:
         if name not in defaults:
             raise AssertionError(f"table for {fam.model_type} sets unknown param {name}")  # a bug in this file
         typed[name] = _typed(value, defaults[name], name)
+    missing += cfg.pop("_missing", [])
     known = set(fam.fields) | fam.ignored | IGNORED_EVERYWHERE
     unread = sorted(k for k in cfg if k not in known)
-    return Imported(fam, typed, unread)
+    return Imported(fam, typed, unread, [(f, p) for f, p in missing if p not in typed])
 
 
 def _typed(value, default, name):

@@ -128,7 +128,7 @@ def imported(capsys, directory, tmp_path):
     spec_file = tmp_path / "spec.yaml"
     rc, _, err = run(capsys, "import", "hf", directory, "-o", spec_file)
     assert rc == 0, err
-    assert "is not read" not in err, err     # every field save_pretrained writes is known
+    assert "warning" not in err, err     # every field save_pretrained writes is known, none missing
     rc, _, err = run(capsys, "check", spec_file)
     assert rc == 0 and "warning" not in err, err
     return graphformer.load(spec_file)
@@ -225,6 +225,10 @@ def test_unknown_field_is_reported_not_dropped(tmp_path, capsys):
     rc, out, err = run(capsys, "import", "hf", write_config(tmp_path, **llama_json(new_knob=3)))
     assert rc == 0 and "`new_knob` is not read" in err
     assert "d_model: 40" in out and "eps: 1.0e-06" in out and "rope_theta: 321.0" in out
+    cfg = llama_json()
+    del cfg["rms_norm_eps"]
+    rc, out, err = run(capsys, "import", "hf", write_config(tmp_path, **cfg))
+    assert rc == 0 and "no `rms_norm_eps`: param `eps` keeps the spec's default" in err
 
 
 def test_check_on_a_transformers_config_gives_one_diagnostic(tmp_path, capsys):

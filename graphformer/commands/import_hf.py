@@ -35,6 +35,9 @@ def run(args) -> int:
     for name in imported.unread:
         sys.stderr.write(f"graphformer: warning: config field `{name}` is not read (graphformer does not know it; "
                          f"check that it keeps its default)\n")
+    for name, param in imported.defaulted:   # transformers' own default for it may differ from the spec's
+        sys.stderr.write(f"graphformer: warning: the config has no `{name}`: param `{param}` keeps the spec's "
+                         f"default\n")
     if not args.output:
         sys.stdout.write(text)
         return EXIT_OK
