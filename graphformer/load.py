@@ -137,6 +137,9 @@ def parse_file(path: str) -> SpecCtx:
     try:
         loaded = load_yaml_file(path)
     except FileProblem as e:
+        if os.path.isfile(os.path.join(path, "config.json")):   # a transformers save_pretrained directory
+            raise UsageError(f"`{path}` is a transformers checkpoint directory, not a spec: "
+                             f"graphformer import hf {path} -o spec.yaml, then --weights {path}") from None
         raise UsageError(str(e)) from None
     from .hf import looks_like_hf_config
     hf_type = looks_like_hf_config(loaded.data)

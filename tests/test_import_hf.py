@@ -246,3 +246,9 @@ def test_shape_mismatch_suggests_the_params_the_tensors_determine(tmp_path, caps
     # d_model and d_ff are read off the tensors; heads are not (q is d_model × d_model for any head count)
     assert "--set d_model=40 d_ff=72" in err and "heads=" not in err, err
     assert f"graphformer import hf {tmp_path / 'ckpt'}" in err
+
+
+def test_a_checkpoint_directory_given_as_the_spec_says_how_to_import_it(tmp_path, capsys):
+    write_config(tmp_path, **llama_json())
+    rc, _, err = run(capsys, "check", tmp_path)
+    assert rc == 2 and f"graphformer import hf {tmp_path}" in err
