@@ -252,3 +252,21 @@ def test_a_checkpoint_directory_given_as_the_spec_says_how_to_import_it(tmp_path
     write_config(tmp_path, **llama_json())
     rc, _, err = run(capsys, "check", tmp_path)
     assert rc == 2 and f"graphformer import hf {tmp_path}" in err
+
+
+@pytest.mark.slow
+def test_export_reads_a_checkpoint_directory(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    ref = reference("llama")
+    ref.save_pretrained(tmp_path / "ckpt", max_shard_size="20KB")
+    imported(capsys, tmp_path / "ckpt", tmp_path)
+    rc, _, err = run(capsys, "export", tmp_path / "spec.yaml", "--weights", tmp_path / "ckpt", "-o",
+                     tmp_path / "m.onnx")
+    assert rc == 0, err
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    ids = tokens()
+    feed = {i.name: ids.numpy() for i in session.get_inputs() if i.name == "tokens"}
+    logits = session.run(["logits"], feed)[0]
+    with torch.no_grad():
+        want = ref(input_ids=ids).logits
+    assert (torch.from_numpy(logits) - want).abs().max().item() <= 1e-4 * max(1.0, want.abs().max().item())
