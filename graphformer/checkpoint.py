@@ -3,19 +3,17 @@
 A directory holds one `model.safetensors`, or shards `model-0000k-of-0000n.safetensors` listed by
 `model.safetensors.index.json`, or the older `pytorch_model.bin` (possibly sharded the same way). Each
 weight reader reads these files one at a time with its own per-file reader, so no file is held
-twice and a shard is never concatenated in memory.
+twice and a shard is never concatenated in memory (graphformer/backends/weights.py `read_state_dict`).
 """
 from __future__ import annotations
 
 import json
 import os
 
+from .errors import WeightFileError
+
 CANDIDATES = [("model.safetensors.index.json", True), ("model.safetensors", False),
               ("pytorch_model.bin.index.json", True), ("pytorch_model.bin", False)]
-
-
-class CheckpointError(Exception):
-    """A directory that is not a readable checkpoint (callers report it as a usage error)."""
 
 
 def checkpoint_files(directory: str) -> list[str]:
@@ -30,14 +28,14 @@ def checkpoint_files(directory: str) -> list[str]:
             with open(path, encoding="utf-8") as fh:
                 shards = json.load(fh)["weight_map"].values()
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise CheckpointError(f"cannot read the shard index `{path}`: {e}") from None
+            raise WeightFileError(f"cannot read the shard index `{path}`: {e}") from None
         files = [os.path.join(directory, s) for s in dict.fromkeys(shards)]
         missing = [f for f in files if not os.path.isfile(f)]
         if missing:
-            raise CheckpointError(f"`{path}` lists shard `{os.path.basename(missing[0])}`, which is missing"
+            raise WeightFileError(f"`{path}` lists shard `{os.path.basename(missing[0])}`, which is missing"
                                   + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
         return files
-    raise CheckpointError(f"directory `{directory}` holds no weights: expected "
+    raise WeightFileError(f"directory `{directory}` holds no weights: expected "
                           + ", ".join(f"`{n}`" for n, _ in CANDIDATES))
 
 
@@ -45,19 +43,3 @@ def is_hf_directory(path: str) -> bool:
     """A save_pretrained directory: its weights are named by the spec's `hf` map."""
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
 
-
-def read_state_dict(directory: str) -> dict:
-    """All tensors of a checkpoint directory as torch tensors on the CPU (needs torch; .bin weights_only)."""
-    import torch
-    out: dict = {}
-    for path in checkpoint_files(directory):
-        try:
-            if path.endswith(".safetensors"):
-                from safetensors import safe_open
-                with safe_open(path, framework="pt") as f:   # tensor by tensor: no second copy of a shard
-                    out.update((k, f.get_tensor(k)) for k in f.keys())
-            else:
-                out.update(torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as e:  # a corrupt or foreign file: name it
-            raise CheckpointError(f"cannot read `{path}`: {e}") from None
-    return out

@@ -489,11 +489,11 @@ def load_spec(path: str):
 
 def from_pretrained(path: str, device="cpu", dtype=None):
     """(spec, model in eval mode with the checkpoint's weights); the transformers counterpart is
-    `AutoModelForCausalLM.from_pretrained(path)`. Raises HFImportError, CheckpointError, WeightMapError."""
+    `AutoModelForCausalLM.from_pretrained(path)`. Raises HFImportError, WeightFileError, WeightMapError."""
     from .backends.torch import build
-    from .backends.weights import load_weights
-    from .checkpoint import read_state_dict
+    from .backends.torch.weights import load_weights
+    from .backends.weights import read_state_dict
     spec = load_spec(path)
     model = build(spec, device=device, dtype=dtype)
-    load_weights(model, read_state_dict(path), "hf", spec)
+    load_weights(model, read_state_dict(os.fspath(path)), "hf", spec)
     return spec, model.eval()
