@@ -55,5 +55,18 @@ def generate(model, tokens, max_new_tokens, **options):
 def from_pretrained(path, device="cpu", dtype=None):
     """(spec, model) for a transformers `save_pretrained` directory: the config imported as a spec
     (`graphformer import hf`), the model built and its weights loaded through the `hf` map."""
-    from .hf import from_pretrained as _fp
-    return _fp(path, device=device, dtype=dtype)
+    import os
+    import tempfile
+    from .backends.torch.weights import load_weights as _lw
+    from .backends.weights import read_state_dict
+    from .hf import convert_config, read_config, spec_text
+    path = os.fspath(path)
+    imported = convert_config(read_config(path))   # HFImportError for a refused config
+    with tempfile.TemporaryDirectory(prefix="graphformer-hf-") as tmp:
+        spec_file = os.path.join(tmp, f"{imported.family.model_type}.yaml")
+        with open(spec_file, "w", encoding="utf-8") as fh:
+            fh.write(spec_text(imported, os.path.basename(os.path.abspath(path))))
+        spec = load(spec_file)
+    model = build(spec, device=device, dtype=dtype)
+    _lw(model, read_state_dict(path), "hf", spec)   # WeightFileError, WeightMapError
+    return spec, model.eval()

@@ -474,26 +474,3 @@ def looks_like_hf_config(data) -> str | None:
         return data["model_type"]
     return None
 
-
-def load_spec(path: str):
-    """The checked `Spec` for a transformers config or save_pretrained directory."""
-    import tempfile
-    from .api import load
-    imported = convert_config(read_config(path))
-    with tempfile.TemporaryDirectory(prefix="graphformer-hf-") as tmp:
-        spec_file = os.path.join(tmp, f"{imported.family.model_type}.yaml")
-        with open(spec_file, "w", encoding="utf-8") as fh:
-            fh.write(spec_text(imported, os.path.basename(os.path.abspath(path))))
-        return load(spec_file)
-
-
-def from_pretrained(path: str, device="cpu", dtype=None):
-    """(spec, model in eval mode with the checkpoint's weights); the transformers counterpart is
-    `AutoModelForCausalLM.from_pretrained(path)`. Raises HFImportError, WeightFileError, WeightMapError."""
-    from .backends.torch import build
-    from .backends.torch.weights import load_weights
-    from .backends.weights import read_state_dict
-    spec = load_spec(path)
-    model = build(spec, device=device, dtype=dtype)
-    load_weights(model, read_state_dict(os.fspath(path)), "hf", spec)
-    return spec, model.eval()

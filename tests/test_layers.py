@@ -16,13 +16,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # `x.*` is the package x and everything in it; a plain name is that module alone.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("graphformer.errors", "graphformer.diagnostics", "graphformer.dims", "graphformer.graphs",
-              "graphformer.bundled", "graphformer.codes", "graphformer.reading", "graphformer.fileio")),
+              "graphformer.bundled", "graphformer.codes", "graphformer.reading", "graphformer.fileio",
+              "graphformer.checkpoint", "graphformer.weightfit")),
     ("ops", ("graphformer.ops.*",)),
     ("ir", ("graphformer.ir",)),
     ("analyses", ("graphformer.infer", "graphformer.summary", "graphformer.budget", "graphformer.tp_plan",
                   "graphformer.memory")),
     ("front end", ("graphformer.yamlload", "graphformer.spec", "graphformer.load", "graphformer.expand",
-                   "graphformer.schema")),
+                   "graphformer.schema", "graphformer.hf")),
     ("pipeline", ("graphformer.frontend", "graphformer.api")),
     ("backends", ("graphformer.backends.*", "graphformer.parallel", "graphformer.generation")),
     ("facade", ("graphformer",)),
