@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .common import EXIT_OK, CommandError, atomic_output
+from ..fileio import atomic_output
+from .common import EXIT_OK, CommandError
 
 
 def add_parser(sub) -> None:
