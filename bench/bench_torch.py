@@ -395,7 +395,8 @@ def llama_report(results: list[dict]) -> str:
         "## torch backend: Llama vs transformers LlamaForCausalLM",
         "",
         f"Measured {datetime.date.today().isoformat()} on {machine()} by `python bench/bench_torch.py --llama "
-        "--write-doc`.",
+        f"--write-doc --threads {torch.get_num_threads()}`, with the machine's other core busy (load average ~9: "
+        "test suites of other work ran alongside).",
         "Both hold the same weights (transformers' random init, loaded through llama.yaml's `hf` map); fp32, CPU.",
         "Forward: `torch.inference_mode`, eval, no padding mask. Training step: forward, next-token",
         "cross-entropy, backward, AdamW step. Medians over paired rounds; × is the median of per-round",
@@ -413,8 +414,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the first case only, no memory")
     ap.add_argument("--memory-child", nargs=2, metavar=("IMPL", "CASE"), help=argparse.SUPPRESS)
     ap.add_argument("--llama", action="store_true", help="the Llama forward / training-step benchmark instead")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="torch threads (1 on a loaded machine: 2-thread kernels stall when a core is taken)")
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     if args.llama:
         text = llama_report(llama_bench(args.quick))
         print(text)
