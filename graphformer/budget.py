@@ -135,6 +135,41 @@ def _largest_output(ir: IRGraph, dims, s) -> int:
                 for n in ir.nodes() if n.shape is not None), default=0)
 
 
+# ---------------------------------------------------------------- per device under FSDP and tensor parallelism
+
+def per_device(ir: IRGraph, dims: dict[str, int], dtype: str = "float32", optimizer: str = "adamw",
+               mixed_precision: bool = False, dp: int = 1, tp: int = 1) -> dict:
+    """Bytes on the most loaded device of a (dp × tp) mesh under graphformer.parallelize: each parameter
+    split by the tensor-parallel plan (column-wise: rows; row-wise: columns, its bias whole), then its
+    local part sharded on dim 0 over dp by FSDP2 (rank 0 holds ceil(rows / dp) rows). Activations are
+    those of the per-device batch B / dp; tensor parallelism's savings on them are not modelled (an upper
+    bound)."""
+    from .tp_plan import derive
+    s = DTYPE_BYTES[dtype]
+    style = {sh.module: sh.style for sh in derive(ir, tp)}
+    local = 0
+    for name, shape in ir.param_shapes().items():
+        module, kind = name.rsplit(".", 1)
+        shape = list(shape)
+        how = style.get(module, "replicate")
+        if how == "colwise":
+            shape[0] = -(-shape[0] // tp)
+        elif how == "rowwise" and kind == "weight":
+            shape[1] = -(-shape[1] // tp)
+        if shape:
+            shape[0] = -(-shape[0] // dp)
+        local += math.prod(shape)
+    batch = dict(dims)
+    if "B" in batch:
+        batch["B"] = -(-batch["B"] // dp)
+    full = budget(ir, batch, dtype, optimizer, mixed_precision)
+    per_param_opt = full.memory["optimizer"] / max(full.params, 1)
+    return {"dp": dp, "tp": tp, "params": local, "weights": local * s,
+            "grads": local * (4 if mixed_precision else s), "optimizer": int(per_param_opt * local),
+            "activations": full.memory["activations"], "plan": [
+                {"module": sh.module, "style": sh.style, "why": sh.why} for sh in derive(ir, tp)]}
+
+
 # ---------------------------------------------------------------- activations saved for backward
 
 def activations(ir: IRGraph, dims: dict[str, int], s: int) -> tuple[int, dict[str, int], dict[str, int]]:

@@ -13,6 +13,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
 import graphformer
+from graphformer.budget import per_device
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 TOL = 1e-5
@@ -48,6 +49,12 @@ def main(name: str, mode: str) -> None:
         mesh = init_device_mesh("cpu", (2, world // 2), mesh_dim_names=("dp", "tp"))
         dp, dp_rank = 2, mesh["dp"].get_local_rank()
         graphformer.parallelize(model, mesh, tp=world // 2)
+    # the parameters this rank holds equal summary's per-device figure (rank 0 holds the largest shards)
+    held = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in model.parameters())
+    want = per_device(spec.ir, spec.ir.resolve_dims({}), dp=dp, tp=world // dp)["params"]
+    if dist.get_rank() == 0 and held != want:
+        print(f"rank 0 holds {held:,} parameters; summary --mesh says {want:,}")
+        sys.exit(1)
     ids = torch.randint(0, spec.params["vocab"], (4, 8), generator=torch.Generator().manual_seed(0))
     local = ids.chunk(dp)[dp_rank]
     # AdamW at lr 1e-3: Adam divides by sqrt(v), so the last-bit differences of a reduction in another order

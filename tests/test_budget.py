@@ -112,3 +112,17 @@ def test_weights_grads_and_adamw_state_equal_real_bytes():
     assert b.memory["grads"] == real(p.grad for p in model.parameters())
     states = [v for s in opt.state.values() for k, v in s.items() if k != "step"]
     assert b.memory["optimizer"] == real(states)
+
+
+def test_mesh_gives_per_device_bytes_and_the_plan(capsys):
+    argv = ["summary", str(SPECS / "llama.yaml"), "--preset", "llama3-8b", "--mesh", "dp=8,tp=4", "--format", "json"]
+    assert cli.main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    dev = doc["per_device"]
+    assert (dev["dp"], dev["tp"]) == (8, 4)
+    # every layer's projections split 4 ways, then everything 8 ways; embeddings and head only 8 ways
+    assert doc["params"] / 32 < dev["params"] < doc["params"] / 8
+    assert {p["style"] for p in dev["plan"]} == {"colwise", "rowwise", "replicate"}
+    assert cli.main(argv[:5] + ["dp=2,tp=5"]) == 2   # 32 heads don't split 5 ways
+    assert "does not divide by tp = 5" in capsys.readouterr().err
+    # per-rank parameters of a really sharded model equal this figure: tests/dist_worker.py checks it

@@ -6,7 +6,7 @@ import json
 import re
 import sys
 
-from ..budget import OPTIMIZERS, budget
+from ..budget import OPTIMIZERS, budget, per_device
 from ..dims import Dim, DimError
 from ..diagnostics import escape_controls
 from ..summary import Row, rows
@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
                         "(1: top-level nodes and block calls)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of weights and activations")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optimizer whose state is counted")
+    p.add_argument("--mesh", metavar="dp=N,tp=M",
+                   help="per-device bytes on a mesh under graphformer.parallelize: FSDP over dp, the derived "
+                        "tensor-parallel plan over tp (e.g. dp=8,tp=4)")
     p.add_argument("--mixed-precision", action="store_true",
                    help="fp32 master weights and gradients beside --dtype weights (bf16 mixed precision)")
 
@@ -39,6 +42,8 @@ def run(args) -> int:
         total_f = sum((r.flops for r in table), Dim.const(0))
         total_f.subs(dims)
         plan = budget(ir, ir.resolve_dims(dims), args.dtype, args.optimizer, args.mixed_precision)
+        mesh = per_device(ir, plan.dims, args.dtype, args.optimizer, args.mixed_precision,
+                          **_mesh(args.mesh)) if args.mesh else None
     except DimError as e:
         raise CommandError(f"cannot count FLOPs of {args.spec} at these sizes: {e}", EXIT_SPEC) from None
 
@@ -49,14 +54,42 @@ def run(args) -> int:
     shown = rollup(table, args.depth) if args.depth else [(r.node, r.op, r.shape, r.params, r.flops, 1) for r in table]
     if args.format == "json":
         doc = {"name": ir.name, **plan.as_json(), "flops_symbolic": fl(total_f), "dims": plan.dims,
-               "flops_convention": "multiply-add = 2",
+               "flops_convention": "multiply-add = 2", **({"per_device": mesh} if mesh else {}),
                "nodes": [{"node": n, "op": op, "shape": sh, "params": p, "flops": fl(f), "count": c}
                          for n, op, sh, p, f, c in shown]}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return EXIT_OK
-    text = render(shown, fl, plan, table)
+    text = render(shown, fl, plan, table) + (render_mesh(mesh) if mesh else "")
     sys.stdout.write("\n".join(escape_controls(line) for line in text.split("\n")))
     return EXIT_OK
+
+
+def _mesh(text: str) -> dict[str, int]:
+    """`dp=8,tp=4` (or `fsdp=8`) → {"dp": 8, "tp": 4}; anything else is a usage error."""
+    out = {"dp": 1, "tp": 1}
+    for part in text.replace(" ", "").split(","):
+        key, _, value = part.partition("=")
+        key = "dp" if key == "fsdp" else key
+        if key not in out or not value.isdigit() or int(value) < 1:
+            raise CommandError(f"--mesh expects dp=N,tp=M with positive integers, got `{text}`", 2)
+        out[key] = int(value)
+    return out
+
+
+def render_mesh(m: dict) -> str:
+    styles: dict[str, list[str]] = {}
+    for sh in m["plan"]:
+        styles.setdefault(sh["style"], []).append(sh["module"])
+    lines = [f"per device on dp={m['dp']} × tp={m['tp']} (FSDP2 over dp, the derived tensor-parallel plan over tp)",
+             f"  parameters      {m['params']:,}",
+             f"  weights         {_gib(m['weights'])}",
+             f"  gradients       {_gib(m['grads'])}",
+             f"  optimizer       {_gib(m['optimizer'])}",
+             f"  activations     {_gib(m['activations'])} (per-device batch; tensor-parallel savings not counted)"]
+    for style, mods in styles.items():
+        shown = ", ".join(mods[:6]) + (f", … ({len(mods)} in all)" if len(mods) > 6 else "")
+        lines.append(f"  {style:<14}  {shown}")
+    return "\n".join(lines) + "\n"
 
 
 def rollup(table: list[Row], depth: int) -> list[tuple]:
