@@ -103,7 +103,7 @@ def _load(model, spec, args) -> None:
         return
     from .build import _load_weights
     if args.weights_map:
-        _load_weights(model, spec, args.weights, args.weights_map, model_device(model))
+        _load_weights(model, spec, args, model_device(model))
         return
     from ..backends.weights import WeightFileError, read_state_dict
     try:
