@@ -437,9 +437,10 @@ class Expander:
                                          op.attrs, what=f" of op `{decl.op}`")
             used = sorted({p for r in refs.values() for p in r})
             for d in diags:
-                shown = [f"`{p}` = {scope.env[p]!r}" for p in used if d.span and d.span == node.meta["attr_spans"].get(
-                    next((k for k, r in refs.items() if p in r), None))]
-                d.notes = list(d.notes) + [f"{x} here" for x in shown] + self._origin_notes(used)
+                for p in used:   # `kind: act` was rejected for act's value, not for the text `act`
+                    if f"(got `{p}`)" in d.message:
+                        d.message = d.message.replace(f"(got `{p}`)", f"(got `{scope.env[p]}` from param `{p}`)")
+                d.notes = list(d.notes) + self._origin_notes(used)
             self.diags.extend(diags)
             ok = False
         ins = self._resolve_in(scope, name, decl, prev, op.port_names, op.required_ports, op.variadic)
