@@ -7,7 +7,7 @@ import time
 
 from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, require_weight_map
 
-NO_TORCH = "the torch extra is not installed: pip install 'graphformer[torch]'"
+from .build import NO_TORCH
 NO_TOKENIZERS = "--tokenizer needs the `tokenizers` package: pip install 'graphformer[torch]'"
 
 
