@@ -481,11 +481,13 @@ nodes:
 outputs: {z: sum}
 """),
     Code(
-        "GF130", "bad dimension expression",
-        ("An expression that graphformer's own small parser rejects: syntax errors, `**`, calls, "
+        "GF130", "bad expression",
+        ("An expression that graphformer's own small parsers reject. A dimension: syntax errors, `**`, calls, "
          "attribute access, names starting with `__`, inexact `/`, division by zero, literals over "
-         "10^15, results over 10^18, more than 200 characters. Nothing is ever evaluated by Python."),
-        fix="Use integers, params, `+ - * // / %` and parentheses.",
+         "10^15, results over 10^18, more than 200 characters. A real-valued attribute (`scale: d_model ** "
+         "-0.5`): anything but numbers, numeric params, `+ - * / // **` and parentheses, or a result that is "
+         "not a finite real number. Nothing is ever evaluated by Python."),
+        fix="Dimensions: integers, params, `+ - * // / %` and parentheses. Real attributes: add `**`.",
         example="""\
 graphformer: 1
 name: case

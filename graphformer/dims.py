@@ -17,6 +17,8 @@ Text is parsed by our own tokenizer and precedence-climbing parser: never `eval`
 """
 from __future__ import annotations
 
+import ast
+import math
 import re
 from dataclasses import dataclass
 from math import gcd
@@ -444,3 +446,50 @@ def parse_with(text_or_int: "str | int | Dim", env: Mapping[str, int]) -> Dim:
     else:
         raise DimError(f"expected a dimension, got {type(text_or_int).__name__} `{text_or_int!r}`")
     return dim.subs({k: v for k, v in env.items() if k in dim.symbols})
+
+
+# ---------------------------------------------------------------- real-valued attributes
+
+_REAL_OPS = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mult": lambda a, b: a * b,
+             "Div": lambda a, b: a / b, "FloorDiv": lambda a, b: a // b, "Pow": lambda a, b: a ** b}
+
+
+def number(text: str, env: Mapping[str, float]) -> float:
+    """Evaluate a real-valued attribute such as `d_model ** -0.5` or `1 / (2 * layers) ** 0.5` over numeric
+    params: + - * / // ** on numbers and names, in float arithmetic. Python's parser builds the tree (so
+    precedence is Python's); only those nodes are walked, nothing is executed."""
+    if len(text) > MAX_TEXT:
+        raise DimError(f"expression is too long ({len(text)} chars, limit {MAX_TEXT})", MAX_TEXT)
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as e:
+        raise DimError("not an arithmetic expression", max(0, (e.offset or 1) - 1)) from None
+    shift = len(text) - len(text.lstrip())
+
+    def walk(node, depth: int = 0) -> float:
+        at = shift + getattr(node, "col_offset", 0)
+        if depth > MAX_DEPTH:
+            raise DimError("expression is nested too deeply", at)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            if node.id not in env:
+                raise DimError(f"`{node.id}` is not a numeric param", at)
+            return float(env[node.id])
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = walk(node.operand, depth + 1)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp) and type(node.op).__name__ in _REAL_OPS:
+            a, b = walk(node.left, depth + 1), walk(node.right, depth + 1)
+            try:
+                v = _REAL_OPS[type(node.op).__name__](a, b)
+            except ZeroDivisionError:
+                raise DimError("division by zero", at) from None
+            except OverflowError:
+                raise DimError("the value overflows", at) from None
+            if isinstance(v, complex) or not math.isfinite(v):
+                raise DimError("the value is not a finite real number", at)
+            return v
+        raise DimError("only numbers, param names, + - * / // ** and parentheses are allowed", at)
+
+    return walk(tree)

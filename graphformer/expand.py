@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .diagnostics import Diagnostic, Span, did_you_mean
-from .dims import Dim, DimError, parse
+from .dims import Dim, DimError, number, parse
 from .errors import UsageError
 from .ir import BlockInputCheck, Body, Frame, IRGraph, IRNode, WeightMap, WeightRule
 from .load import MAX_PARAM, Program, SpecCtx, param_kind, pydantic_diagnostics
@@ -44,6 +44,9 @@ DEFAULT_EXAMPLE_SIZE = 8
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+_BAD = object()   # an attribute value already reported as wrong
 _KIND = {"int": "an integer", "float": "a float", "bool": "a boolean", "str": "a string"}
 
 
@@ -285,6 +288,25 @@ class Expander:
             return scope.env[value], value
         return value, None
 
+    def _attr_value(self, scope: Scope, attrs: type, key: str, value: Any, span: Span | None) -> Any:
+        """A non-dimension attribute: a param by name, an arithmetic expression over params where the
+        attribute is a real number (`scale: d_model ** -0.5`), else the value as written."""
+        value, ref = self._param_ref(scope, value)
+        if ref is not None or not isinstance(value, str) or not attrs.is_real(key):
+            return value
+        numeric = {n: v for n, v in scope.env.items() if param_kind(v) in ("int", "float")}
+        try:
+            result = number(value, numeric)
+        except DimError as e:
+            sp = span
+            if span is not None and e.offset is not None:
+                at = span.col + self._quote_shift(scope.ctx, span) + e.offset
+                sp = Span(span.file, span.line, at, at + 1)
+            self.diags.append(Diagnostic("GF130", f"bad expression `{value}` for `{key}`: {e}", sp))
+            return _BAD
+        self.read |= set(_NAME.findall(value)) & set(numeric)
+        return result
+
     @staticmethod
     def _quote_shift(ctx: SpecCtx, span: Span) -> int:
         lines = ctx.loaded.text.splitlines()
@@ -423,7 +445,10 @@ class Expander:
                 values[k] = v
                 self.pending.append((node, f"attr:{k}", self._lookup(scope, v, scope.span("nodes", name, k))))
             else:
-                values[k], _ = self._param_ref(scope, v)
+                values[k] = self._attr_value(scope, op.attrs, k, v, scope.span("nodes", name, k))
+                if values[k] is _BAD:   # reported; validate the default so one mistake is one error
+                    ok = False
+                    del values[k]
         node.meta["param_refs"] = {k: r for k, r in refs.items() if r}
         try:
             node.attrs = op.attrs.model_validate(values)

@@ -25,6 +25,8 @@ DIM = {"anyOf": [{"type": "integer"}, {"type": "string"}],
 FLOAT_TEXT = {"type": "string", "pattern": r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"}
 NAME = {"type": "string", "description": "a node or input name (`in` omitted: the previous node)"}
 PARAM = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "description": "the name of a param"}
+EXPR = {"type": "string", "pattern": r"^[\sA-Za-z0-9_.+\-*/()]+$",
+        "description": "a param's name or an arithmetic expression over params, e.g. `d_model ** -0.5`"}
 SCALAR = {"anyOf": [{"type": "integer"}, {"type": "number"}, {"type": "boolean"}, {"type": "string"}],
           "description": "a block param: a dimension, a float, a boolean, or a param's name"}
 
@@ -78,7 +80,8 @@ def _op_branch(op: OpDef, defs: dict) -> dict[str, Any]:
             props[field] = _as_dim(prop)
         elif field not in op.attrs.ref_fields + op.attrs.block_fields and (
                 prop.get("type") != "string" or "enum" in prop or "const" in prop):
-            props[field] = _or_param(prop)   # any other attribute may name a param (`eps: eps`)
+            # any other attribute may name a param (`eps: eps`); a real one may be an expression
+            props[field] = _or_param(prop, EXPR if op.attrs.is_real(field) else PARAM)
     properties = {"op": {"const": op.name, "description": op.doc}, "in": _ref_in(op),
                   "doc": {"type": "string"}, **props}
     required = ["op"] + (["in"] if op.variadic else []) + list(attrs.get("required", []))
@@ -104,11 +107,11 @@ def _block_call() -> dict[str, Any]:
     }
 
 
-def _or_param(prop: dict) -> dict:
-    """An attribute that also accepts a param's name."""
+def _or_param(prop: dict, alternative: dict = PARAM) -> dict:
+    """An attribute that also accepts a param's name (or, for a real number, an expression)."""
     keep = {k: prop[k] for k in ("description", "default") if k in prop}
     body = {k: v for k, v in prop.items() if k not in keep}
-    return {**keep, "anyOf": [body, dict(PARAM)]}
+    return {**keep, "anyOf": [body, dict(alternative)]}
 
 
 def _as_dim(prop: dict) -> dict:

@@ -6,6 +6,7 @@ fault so the checker can point at both the consumer and the producer. Nothing he
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, ClassVar
 
@@ -44,6 +45,13 @@ class Attrs(BaseModel):
     def tied_to(self) -> str | None:
         """The node whose `weight` this node reuses, or None."""
         return getattr(self, self.tie_field) if self.tie_field else None
+
+    @classmethod
+    def is_real(cls, name: str) -> bool:
+        """Whether attribute `name` is a real number (`float`, `float | None`): the expander then
+        accepts an arithmetic expression over params for it (`scale: d_model ** -0.5`)."""
+        field = cls.model_fields.get(name)
+        return field is not None and (field.annotation is float or float in typing.get_args(field.annotation))
 
 
 class NoAttrs(Attrs):

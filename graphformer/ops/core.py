@@ -121,7 +121,23 @@ register(OpDef(
 
 # ---------------------------------------------------------------- attention
 
-class AttentionAttrs(Attrs):
+class ProjectionAttrs(Attrs):
+    """What self- and cross-attention share: the biases of the q, k, v, o projections and the logit scale."""
+    bias: bool = Field(True, description="biases of all four projections (default for the per-projection flags)")
+    q_bias: bool | None = None
+    k_bias: bool | None = None
+    v_bias: bool | None = None
+    o_bias: bool | None = None
+    scale: float | None = Field(None, gt=0, description="logit scale (default 1/sqrt(head_dim)); a number or an "
+                                "expression over params, e.g. `1.0` (T5) or `d_model ** -0.5`")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the attention probabilities (training)")
+
+    def biases(self) -> dict[str, bool]:
+        """Which of q, k, v, o carry a bias."""
+        return {p: (self.bias if getattr(self, f"{p}_bias") is None else getattr(self, f"{p}_bias")) for p in "qkvo"}
+
+
+class AttentionAttrs(ProjectionAttrs):
     dim_fields = ("heads", "kv_heads", "head_dim", "window", "rope_dims", "max_len")
     heads: DimAttr
     kv_heads: DimAttr | None = Field(None, description="key/value heads: fewer than `heads` is grouped-query "
@@ -130,12 +146,6 @@ class AttentionAttrs(Attrs):
     causal: bool = False
     window: DimAttr | None = Field(None, ge=1, description="sliding-window attention: a query sees at most the "
                                    "last `window` keys, itself included (causal only)")
-    bias: bool = Field(True, description="biases of all four projections (default for the per-projection flags)")
-    q_bias: bool | None = None
-    k_bias: bool | None = None
-    v_bias: bool | None = None
-    o_bias: bool | None = None
-    scale: float | None = Field(None, gt=0, description="logit scale (default 1/sqrt(head_dim))")
     qk_norm: Literal["none", "rms"] = Field("none", description="RMS-normalise each head of q and k (learned "
                                             "scale `q_norm.weight`, `k_norm.weight` over head_dim)")
     eps: float = Field(1e-6, gt=0, description="epsilon of `qk_norm`")
@@ -151,11 +161,6 @@ class AttentionAttrs(Attrs):
                                        "`original_max_position_embeddings`")
     max_len: DimAttr | None = Field(None, ge=1, description="the longest sequence the model serves: a longer "
                                     "constant length is an error, and generation sizes its key/value cache by it")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-    def biases(self) -> dict[str, bool]:
-        """Which of q, k, v, o carry a bias."""
-        return {p: (self.bias if getattr(self, f"{p}_bias") is None else getattr(self, f"{p}_bias")) for p in "qkvo"}
 
     def geometry(self, d: int) -> tuple[int, int, int]:
         """(heads, kv_heads, head_dim) for input width `d`."""
@@ -173,6 +178,20 @@ def _mask_check(ins, b: Dim, n: Dim, what: str):
     expect_dtype(m, "mask", ("bool", "int64"))
     expect_dim(m.shape[0], b, "mask", "dimension 0 (batch)", m)
     expect_dim(m.shape[1], n, "mask", "dimension 1 (keys)", m)
+
+
+def _bias_check(ins, b: Dim, heads: int, n: Dim, m: Dim, what: str):
+    """The optional additive logit bias: [1|B, 1|heads, n, m] (T5's relative positions, Swin's windows)."""
+    t = ins.get("bias")
+    if t is None:
+        return
+    expect_rank(t, "bias", 4, what=f" ([1 or B, 1 or heads, n, {what}])")
+    expect_float(t, "bias")
+    for axis, want, label in ((0, b, "batch"), (1, Dim.const(heads), "heads")):
+        if t.shape[axis] != Dim.const(1):
+            expect_dim(t.shape[axis], want, "bias", f"dimension {axis} ({label}, or 1)", t)
+    expect_dim(t.shape[2], n, "bias", "dimension 2 (queries)", t)
+    expect_dim(t.shape[3], m, "bias", "dimension 3 (keys)", t)
 
 
 def _attention_shape(a: AttentionAttrs, ins):
@@ -204,6 +223,7 @@ def _attention_shape(a: AttentionAttrs, ins):
     if a.max_len is not None and n.is_const and n.value > a.max_len:
         raise ShapeError("GF120", f"sequence length {n.value} exceeds `max_len` {a.max_len}", "x")
     _mask_check(ins, x.shape[0], x.shape[1], "n")
+    _bias_check(ins, x.shape[0], a.heads, n, n, "n")
     pos = ins.get("positions")
     if pos is not None:
         if not a.rope:
@@ -247,8 +267,9 @@ register(OpDef(
     "(`kv_heads`), rotary positions (`rope`, partial `rope_dims`, Llama-3 scaling), sliding windows "
     "(`window`), per-projection biases, q/k norm and an explicit `scale`. `causal` masks the future; the "
     "optional `mask [B, n]` (bool or 0/1 int) marks the keys that may be attended to; the optional "
-    "`positions [B, n]` (int64) are the rotary positions (default 0..n-1).",
-    AttentionAttrs, ("x", "mask?", "positions?"), _attention_shape, params=_attention_params,
+    "`positions [B, n]` (int64) are the rotary positions (default 0..n-1); the optional `bias "
+    "[1|B, 1|heads, n, n]` (float) is added to the scaled logits (relative-position biases).",
+    AttentionAttrs, ("x", "mask?", "positions?", "bias?"), _attention_shape, params=_attention_params,
     flops=_attention_flops,
     example="attn: {op: attention, heads: heads, kv_heads: 2, causal: true, rope: true}",
 ))
@@ -256,13 +277,11 @@ register(OpDef(
 
 # ---------------------------------------------------------------- cross attention
 
-class CrossAttendAttrs(Attrs):
+class CrossAttendAttrs(ProjectionAttrs):
     dim_fields = ("heads", "dim", "out")
     heads: DimAttr
     dim: DimAttr | None = Field(None, description="inner width of q, k, v (default: the query width)")
     out: DimAttr | None = Field(None, description="output width (default: the query width)")
-    bias: bool = True
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 def _cross_widths(a: CrossAttendAttrs, ins) -> tuple[int, int, int, int]:
@@ -280,13 +299,15 @@ def _cross_shape(a: CrossAttendAttrs, ins):
     positive(a.heads, "heads")
     expect_divisible(inner, a.heads, f"inner width {inner} must split evenly into {a.heads} heads")
     _mask_check(ins, q.shape[0], c.shape[1], "m")
+    _bias_check(ins, q.shape[0], a.heads, q.shape[1], c.shape[1], "m")
     return TensorType(q.shape[:2] + (Dim.const(out),))
 
 
 def _cross_params(a: CrossAttendAttrs, ins):
     dq, dc, inner, out = _cross_widths(a, ins)
-    return {**_proj(dq, inner, a.bias, "q"), **_proj(dc, inner, a.bias, "k"),
-            **_proj(dc, inner, a.bias, "v"), **_proj(inner, out, a.bias, "o")}
+    b = a.biases()
+    return {**_proj(dq, inner, b["q"], "q"), **_proj(dc, inner, b["k"], "k"),
+            **_proj(dc, inner, b["v"], "v"), **_proj(inner, out, b["o"], "o")}
 
 
 def _cross_flops(a: CrossAttendAttrs, ins, out):
@@ -299,8 +320,9 @@ def _cross_flops(a: CrossAttendAttrs, ins, out):
 register(OpDef(
     "cross_attend", "core",
     "Multi-head attention of `query [B, n, d_q]` over `context [B, m, d_c]` (different lengths and widths); "
-    "the optional `mask [B, m]` marks the context positions that may be attended to.",
-    CrossAttendAttrs, ("query", "context", "mask?"), _cross_shape, params=_cross_params, flops=_cross_flops,
+    "the optional `mask [B, m]` marks the context positions that may be attended to; the optional `bias "
+    "[1|B, 1|heads, n, m]` (float) is added to the scaled logits. Projection biases and `scale` as `attention`.",
+    CrossAttendAttrs, ("query", "context", "mask?", "bias?"), _cross_shape, params=_cross_params, flops=_cross_flops,
     example="cross: {op: cross_attend, in: {query: x, context: memory}, heads: heads}",
 ))
 

@@ -149,7 +149,7 @@ def _any_key(ctx: NodeEmitter, keep: str) -> str:
 
 def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geometry, biases: dict[str, bool],
            causal: bool, *, window: int | None = None, scale: float | None = None, qk_norm_eps: float | None = None,
-           inv_freq: np.ndarray | None = None, positions: str | None = None) -> None:
+           inv_freq: np.ndarray | None = None, positions: str | None = None, bias: str | None = None) -> None:
     """Multi-head scaled dot-product attention with q, k, v, o projections; writes `ctx.out`.
 
     Per-head steps (q/k RMS norm, rotary, repeating the key/value heads of grouped-query attention) run
@@ -157,7 +157,8 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     float added rather than set to -inf. A query row with no key left gets what torch gives it: with
     `causal`, every key (as transformers does for left padding: garbage that nothing reads, but finite);
     without, zeros (torch's scaled_dot_product_attention). The penalty and the row test are built at the
-    mask's size; on the (B, h, n, m) scores the mask costs one Add.
+    mask's size; on the (B, h, n, m) scores the mask costs one Add. A logit `bias` is one more Add, and
+    the mask then replaces masked scores (Where) so that bias + penalty cannot overflow to -inf.
     """
     q = _split_heads(ctx, ctx.linear(query, "q.", "q", biases["q"]), g.heads, g.head_dim, "q")      # (B, n, h, hd)
     k = _split_heads(ctx, ctx.linear(context, "k.", "k", biases["k"]), g.kv_heads, g.head_dim, "k")  # (B, m, kv, hd)
@@ -177,17 +178,21 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     scale = scale if scale is not None else 1.0 / math.sqrt(g.head_dim)
     q = ctx.op("Mul", [q, ctx.const(scale, "scale", np.float32)], "scale")
     scores = ctx.op("MatMul", [q, k], "scores")                                              # (B, h, n, m)
+    if bias is not None:
+        scores = ctx.op("Add", [scores, bias], "biased")
     keep = _key_mask(ctx, mask, causal, window, scores)
     if keep is not None and mask is not None and causal:  # a row with no key left gets every key
         dead = ctx.op("Not", [ctx.op("Cast", [_any_key(ctx, keep)], "live", to=TensorProto.BOOL)], "dead")
         keep = ctx.op("Or", [keep, dead], "unmask")
-    if keep is not None:  # a penalty built at the mask's own size (B, 1, 1|n, m): one Add on the scores
-        lowest = ctx.const(np.finfo(np.float32).min, "lowest", np.float32)
+    lowest = ctx.const(np.finfo(np.float32).min, "lowest", np.float32) if keep is not None else None
+    if keep is not None and bias is not None:
+        scores = ctx.op("Where", [keep, scores, lowest], "masked")
+    elif keep is not None:  # a penalty built at the mask's own size (B, 1, 1|n, m): one Add on the scores
         penalty = ctx.op("Where", [keep, ctx.const(0.0, "zero", np.float32), lowest], "penalty")
         scores = ctx.op("Add", [scores, penalty], "masked")
     probs = ctx.op("Softmax", [scores], "probs", axis=-1)
     y = ctx.op("MatMul", [probs, v], "context")                                              # (B, h, n, hd)
-    if mask is not None and not causal:  # rows with no key are zeroed
+    if mask is not None and not causal and bias is None:  # rows with no key are zeroed (a float mask: uniform)
         y = ctx.op("Mul", [y, _any_key(ctx, keep)], "live")
     y = ctx.op("Transpose", [y], "context", perm=[0, 2, 1, 3])                              # (B, n, h, hd)
     y = ctx.op("Reshape", [y, ctx.const([0, 0, g.heads * g.head_dim], "merge", np.int64)], "context")
@@ -201,7 +206,8 @@ def _attention(ctx: NodeEmitter, node) -> None:
     g = Geometry(*a.geometry(_width(ctx)))
     attend(ctx, ins["x"], ins["x"], ins.get("mask"), g, a.biases(), a.causal, window=a.window, scale=a.scale,
            qk_norm_eps=a.eps if a.qk_norm == "rms" else None,
-           inv_freq=rotary_inv_freq(a, g.head_dim) if a.rope else None, positions=ins.get("positions"))
+           inv_freq=rotary_inv_freq(a, g.head_dim) if a.rope else None, positions=ins.get("positions"),
+           bias=ins.get("bias"))
 
 
 @lowers("cross_attend")
@@ -210,7 +216,7 @@ def _cross_attend(ctx: NodeEmitter, node) -> None:
     ins = dict(zip(node.inputs, ctx.inputs))
     inner = a.dim or _width(ctx, "query")
     attend(ctx, ins["query"], ins["context"], ins.get("mask"), Geometry(a.heads, a.heads, inner // a.heads),
-           dict.fromkeys("qkvo", a.bias), False)
+           a.biases(), False, scale=a.scale, bias=ins.get("bias"))
 
 
 # ---------------------------------------------------------------- norms

@@ -156,11 +156,12 @@ def prepare_key_mask(mask):
     return keep[:, None, None, :]                                                   # (B, 1, 1, m)
 
 
-def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None):
+def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None, biased: bool = False):
     """A raw [B, m] mask, a prepared [B, 1, 1, m] one or None → SDPA's (attn_mask, is_causal) pair.
 
     Without a mask nothing of size n×n is built: causality goes through `is_causal`, and so does a
-    sliding window that covers every key. SDPA refuses attn_mask together with is_causal, so only a
+    sliding window that covers every key — unless a logit bias will be added (`biased`): SDPA then takes
+    one float mask, so causality must be spelled out. SDPA refuses attn_mask together with is_causal, so only a
     mask with causality (or a window that bites) materialises a [B|1, 1, n, m] mask. Queries are the last
     n_q of the n_k positions (a decode step sees the cache). A query row with no key left (a left-pad
     position) is given every key instead, as transformers does: its output is garbage that nothing
@@ -168,7 +169,7 @@ def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None
     """
     windowed = window is not None and n_k > window
     # SDPA's is_causal aligns the top-left corner: right only when queries and keys are the same positions
-    if mask is None and not windowed and (n_q == n_k or n_q == 1 or not causal):
+    if mask is None and not windowed and not (biased and causal) and (n_q == n_k or n_q == 1 or not causal):
         return None, causal and n_q > 1
     keep = None
     if mask is not None:
@@ -249,7 +250,7 @@ class Attention(nn.Module):
         self.cache = None          # set by generation for the duration of a decode
         self.layer_id = None       # this layer's slot in the cache
 
-    def attend(self, x, ctx, mask, positions=None):
+    def attend(self, x, ctx, mask, positions=None, bias=None):
         b, n, _ = x.shape
         m = ctx.shape[1]
         # heads from the widths (-1), not the attributes: under tensor parallelism a rank holds only its
@@ -267,7 +268,10 @@ class Attention(nn.Module):
             q, k = self.rotary(q, cos, sin), self.rotary(k, cos, sin)
         if cache is not None:
             k, v, mask = cache.update(self.layer_id, k, v, mask)
-        attn_mask, is_causal = _sdpa_mask(mask, self.causal, n, k.shape[2], self.window)
+        attn_mask, is_causal = _sdpa_mask(mask, self.causal, n, k.shape[2], self.window, bias is not None)
+        if bias is not None:  # one float mask: the bias where a key may be seen, the lowest float elsewhere
+            bias = bias.to(q.dtype)
+            attn_mask = bias if attn_mask is None else torch.where(attn_mask, bias, torch.finfo(q.dtype).min)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
                                            dropout_p=self.dropout if self.training else 0.0, scale=self.scale,
                                            enable_gqa=q.shape[1] != k.shape[1])
@@ -281,13 +285,13 @@ class Attention(nn.Module):
 
 
 class SelfAttention(Attention):
-    def forward(self, x, mask=None, positions=None):
-        return self.attend(x, x, mask, positions)
+    def forward(self, x, mask=None, positions=None, bias=None):
+        return self.attend(x, x, mask, positions, bias)
 
 
 class CrossAttention(Attention):
-    def forward(self, query, context, mask=None):
-        return self.attend(query, context, mask)
+    def forward(self, query, context, mask=None, bias=None):
+        return self.attend(query, context, mask, bias=bias)
 
 
 @lowers("attention")
@@ -304,8 +308,8 @@ def _cross_attend(node, types):
     a = node.attrs
     dq, dc = _width(types, "query"), _width(types, "context")
     inner = a.dim or dq
-    return CrossAttention(dq, dc, a.heads, a.heads, inner // a.heads, a.out or dq, dict.fromkeys("qkvo", a.bias),
-                          False, a.dropout)
+    return CrossAttention(dq, dc, a.heads, a.heads, inner // a.heads, a.out or dq, a.biases(), False, a.dropout,
+                          scale=a.scale)
 
 
 # ---------------------------------------------------------------- norms
