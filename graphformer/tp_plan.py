@@ -7,7 +7,8 @@ which row-wise, and what stays replicated — for any spec, not one hand-written
   dropout), linears B that map back to A's input width: A column-wise, B row-wise (Megatron's MLP split;
   SwiGLU's gate and up are both A's). Every input of a `mul` on the way must itself be column-split.
 - everything else is replicated and listed: embeddings and the LM head (vocab-parallel is not done),
-  norms, mixture-of-experts layers, and any linear outside such a pair.
+  norms, mixture-of-experts layers, cross-attention, self-attention with a per-head logit bias (T5, Swin:
+  the bias's heads are not split yet), and any linear outside such a pair.
 """
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def derive(spec, tp: int) -> list[Shard]:
     done: set[str] = set()
     for n in ir.nodes():
         if n.op == "attention" and n.shape is not None:
+            bias = ir.input_types(n).get("bias")
+            if bias is not None and bias.shape[1].value != 1:
+                continue   # a per-head logit bias would need its heads split too: replicated (below)
             h, kv, hd = n.attrs.geometry(n.shape.shape[-1].value)
             for what, count in (("heads", h), ("kv_heads", kv)):
                 if count % tp:
@@ -49,7 +53,7 @@ def derive(spec, tp: int) -> list[Shard]:
         out.append(Shard(b, "rowwise", "feed-forward: partial sums all-reduced"))
     done |= set(pairs) | {b for bs in pairs.values() for b in bs}
     for n in ir.nodes():
-        if n.op in ("linear", "embedding", "moe", "cross_attend", "patch_embed") and n.name not in done:
+        if n.op in ("linear", "embedding", "moe", "attention", "cross_attend", "patch_embed") and n.name not in done:
             out.append(Shard(n.name, "replicate", _why_replicated(n)))
     return out
 
@@ -61,6 +65,8 @@ def _why_replicated(n) -> str:
         return f"tied to {n.attrs.tied}"
     if n.op == "moe":
         return "experts replicated (expert parallelism not done)"
+    if n.op == "attention":
+        return "a per-head logit bias: its heads are not split"
     return "not part of an attention or feed-forward pair"
 
 

@@ -137,3 +137,12 @@ def test_a_bad_expression_points_into_it(tmp_path):
     line = text.splitlines()[d.span.line - 1]
     assert line[d.span.col - 1:].startswith("nope"), (line, d.span)
     assert len(e.value.diagnostics) == 1   # not also "invalid value" from validation
+
+
+def test_tensor_parallel_keeps_a_per_head_bias_whole(built):
+    """A bias [1, heads, n, n] would need splitting with the heads: such attention stays replicated."""
+    from graphformer.tp_plan import derive
+    spec, _ = built
+    plan = {s.module: s.style for s in derive(spec, 2)}
+    assert plan["causal"] == plan["plain"] == plan["cross"] == "replicate"
+    assert not any(m.startswith(("causal.", "plain.")) for m in plan)
