@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from ..rotary import rotary_inv_freq
 from ..tables import sinusoids
 from .lower import NodeEmitter, lowers
+from .past import causal_offset, extend
 
 
 def _width(ctx: NodeEmitter, port: str = "x") -> int:
@@ -40,6 +41,10 @@ def _positional(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     a = node.attrs
     table = ctx.param("weight") if a.kind == "learned" else ctx.const(sinusoids(a.max_len, _width(ctx)), "table")
+    if ctx.state.past is not None:  # a decoder step: the rows at the new tokens' positions
+        rows = ctx.op("Gather", [table, ctx.state.past.position_ids], "rows", axis=0)          # (B, n, d)
+        ctx.op("Add", [x, rows], final=True)
+        return
     n = ctx.shape(x, 1, 2, "n")                                                              # [n]
     rows = ctx.op("Slice", [table, ctx.const([0], "start", np.int64), n, ctx.const([0], "axis", np.int64)], "rows")
     # ONNX shape inference cannot see through Slice with a runtime end; reshaping to x's own runtime
@@ -125,8 +130,10 @@ def _rotate(ctx: NodeEmitter, x: str, cos: str, sin: str, r: int, head_dim: int,
     return ctx.op("Concat", [y, part(r, head_dim, "pass")], f"{tag}_rotated", axis=-1)
 
 
-def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, window: int | None, scores: str) -> str | None:
-    """The boolean `keep` mask broadcastable to the scores (B, h, n, m), or None when nothing is masked."""
+def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, window: int | None, scores: str,
+              past: bool = False) -> str | None:
+    """The boolean `keep` mask broadcastable to the scores (B, h, n, m), or None when nothing is masked.
+    With `past`, the n queries are the last n of the m keys (the others are cached)."""
     keep = None
     if mask is not None:
         if ctx.types["mask"].dtype != "bool":
@@ -135,9 +142,12 @@ def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, window: int | No
     if causal:
         n_m = ctx.shape(scores, 2, 4, "causal")                                              # runtime [n, m]
         ones = ctx.op("ConstantOfShape", [n_m], "causal", value=helper.make_tensor("", TensorProto.BOOL, [1], [1]))
-        band = ctx.op("Trilu", [ones], "causal", upper=0)                                    # (n, m): j ≤ i
+        shift = causal_offset(ctx, scores) if past else None                                # query i is key past + i
+        band = ctx.op("Trilu", [ones] + ([shift] if shift else []), "causal", upper=0)      # (n, m): j ≤ i
         if window is not None:  # and j > i - window: keep the diagonals k ≥ 1 - window
-            band = ctx.op("Trilu", [band, ctx.const(1 - window, "window", np.int64)], "window", upper=1)
+            low = ctx.const(1 - window, "window", np.int64)
+            low = ctx.op("Add", [low, shift], "window") if shift else low
+            band = ctx.op("Trilu", [band, low], "window", upper=1)
         keep = band if keep is None else ctx.op("And", [keep, band], "mask")                 # (B|1, 1, n, m)
     return keep
 
@@ -149,7 +159,8 @@ def _any_key(ctx: NodeEmitter, keep: str) -> str:
 
 def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geometry, biases: dict[str, bool],
            causal: bool, *, window: int | None = None, scale: float | None = None, qk_norm_eps: float | None = None,
-           inv_freq: np.ndarray | None = None, positions: str | None = None, bias: str | None = None) -> None:
+           inv_freq: np.ndarray | None = None, positions: str | None = None, bias: str | None = None,
+           past: int | None = None) -> None:
     """Multi-head scaled dot-product attention with q, k, v, o projections; writes `ctx.out`.
 
     Per-head steps (q/k RMS norm, rotary, repeating the key/value heads of grouped-query attention) run
@@ -158,7 +169,9 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     `causal`, every key (as transformers does for left padding: garbage that nothing reads, but finite);
     without, zeros (torch's scaled_dot_product_attention). The penalty and the row test are built at the
     mask's size; on the (B, h, n, m) scores the mask costs one Add. A logit `bias` is one more Add, and
-    the mask then replaces masked scores (Where) so that bias + penalty cannot overflow to -inf.
+    the mask then replaces masked scores (Where) so that bias + penalty cannot overflow to -inf. `past`:
+    the cache slot of an export with past keys and values (past.py), whose cached keys and values this
+    step's join.
     """
     q = _split_heads(ctx, ctx.linear(query, "q.", "q", biases["q"]), g.heads, g.head_dim, "q")      # (B, n, h, hd)
     k = _split_heads(ctx, ctx.linear(context, "k.", "k", biases["k"]), g.kv_heads, g.head_dim, "k")  # (B, m, kv, hd)
@@ -170,6 +183,8 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
         cos, sin = _rotary_cos_sin(ctx, query, positions, inv_freq)
         r = 2 * inv_freq.size
         q, k = _rotate(ctx, q, cos, sin, r, g.head_dim, "q"), _rotate(ctx, k, cos, sin, r, g.head_dim, "k")
+    if past is not None:
+        k, v = extend(ctx, past, k, v)                                                       # (B, past + m, kv, hd)
     if g.kv_heads != g.heads:
         k, v = _repeat_heads(ctx, k, g, "k"), _repeat_heads(ctx, v, g, "v")
     q = ctx.op("Transpose", [q], "q_heads", perm=[0, 2, 1, 3])                               # (B, h, n, hd)
@@ -180,7 +195,7 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     scores = ctx.op("MatMul", [q, k], "scores")                                              # (B, h, n, m)
     if bias is not None:
         scores = ctx.op("Add", [scores, bias], "biased")
-    keep = _key_mask(ctx, mask, causal, window, scores)
+    keep = _key_mask(ctx, mask, causal, window, scores, past is not None)
     if keep is not None and mask is not None and causal:  # a row with no key left gets every key
         dead = ctx.op("Not", [ctx.op("Cast", [_any_key(ctx, keep)], "live", to=TensorProto.BOOL)], "dead")
         keep = ctx.op("Or", [keep, dead], "unmask")
@@ -204,10 +219,12 @@ def _attention(ctx: NodeEmitter, node) -> None:
     a = node.attrs
     ins = dict(zip(node.inputs, ctx.inputs))
     g = Geometry(*a.geometry(_width(ctx)))
+    past = ctx.state.past   # exporting a decoder step: positions come from `position_ids`
+    positions = ins.get("positions") or (past.position_ids if past else None)
     attend(ctx, ins["x"], ins["x"], ins.get("mask"), g, a.biases(), a.causal, window=a.window, scale=a.scale,
            qk_norm_eps=a.eps if a.qk_norm == "rms" else None,
-           inv_freq=rotary_inv_freq(a, g.head_dim) if a.rope else None, positions=ins.get("positions"),
-           bias=ins.get("bias"))
+           inv_freq=rotary_inv_freq(a, g.head_dim) if a.rope else None, positions=positions,
+           bias=ins.get("bias"), past=past.slot(node.name) if past else None)
 
 
 @lowers("cross_attend")

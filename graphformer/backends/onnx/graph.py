@@ -22,6 +22,7 @@ from ...errors import ExportError
 from ...ops.base import TensorType
 from . import audio, core, moe, multimodal, sequence, vision  # noqa: F401  (fill the lowering table: one module per op family)
 from .lower import ELEM_TYPES, LOWERINGS, GraphState, emit_graph
+from .past import Past
 
 MIN_OPSET = 17  # LayerNormalization
 
@@ -65,13 +66,18 @@ def value_names(ir: IRGraph) -> dict[str, str]:
 
 
 def to_model(ir: IRGraph, weights: dict[str, np.ndarray], opset: int,
-             tensor: Callable[[str, np.ndarray], TensorProto] | None = None) -> ModelProto:
-    """Lower `ir` with `weights` (state-dict key → array). `tensor` makes each initializer (default inline)."""
+             tensor: Callable[[str, np.ndarray], TensorProto] | None = None, past: Past | None = None) -> ModelProto:
+    """Lower `ir` with `weights` (state-dict key → array). `tensor` makes each initializer (default inline).
+    With `past`, the decoder step that reads and returns past keys and values (past.py)."""
     tensor = tensor or (lambda name, arr: numpy_helper.from_array(arr, name))
     keep = exported_nodes(ir)
     names = value_names(ir)
     state = GraphState(opset, weights)
     state.names |= set(ir.outputs)
+    if past is not None:
+        names |= {ir.inputs[k]: v for k, v in past.renamed_inputs().items()}
+        state.past = past
+        state.names |= past.names()
     nodes = [n for n in ir.nodes() if n.op != "input" and n.name in keep]
     for body in ir.bodies:
         nodes += [n for n in body.ir.nodes() if n.op != "input"]
@@ -88,6 +94,10 @@ def to_model(ir: IRGraph, weights: dict[str, np.ndarray], opset: int,
                                                 name=state.unique(f"{out_name}/Identity")))
         outputs.append(value_info(out_name, ir.node(node_name).shape))
     inputs = [value_info(name, ir.node(node).shape) for name, node in ir.inputs.items()]
+    if past is not None:
+        outputs += past.outputs()
+        renamed = past.renamed_inputs()
+        inputs = past.inputs(ir) + [i for i, k in zip(inputs, ir.inputs) if k not in renamed]
     inits = [tensor(key, weights[key]) for key in state.used_params]
 
     graph = helper.make_graph(state.nodes, ir.name, inputs, outputs, inits, doc_string=ir.doc.strip(),

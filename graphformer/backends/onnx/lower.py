@@ -58,6 +58,7 @@ class GraphState:
         self.used_params: dict[str, None] = {}   # ordered set: initializers in first-use order
         self.names: set[str] = set()
         self.typed: dict[str, TensorType] = {}   # value name → graphformer type, for value_info
+        self.past = None                         # past.Past when exporting with past keys and values
 
     def unique(self, name: str) -> str:
         out, i = name, 2

@@ -65,8 +65,8 @@ def _bytes_of(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
 
 
-def write_inline(ir, weights: dict[str, np.ndarray], opset: int, path: str) -> Written:
-    model = to_model(ir, weights, opset, tensor=_header)
+def write_inline(ir, weights: dict[str, np.ndarray], opset: int, path: str, past=None) -> Written:
+    model = to_model(ir, weights, opset, tensor=_header, past=past)
     headers = list(model.graph.initializer)
     del model.graph.initializer[:]
     arrays = [_bytes_of(weights[t.name]) for t in headers]
@@ -85,7 +85,7 @@ def write_inline(ir, weights: dict[str, np.ndarray], opset: int, path: str) -> W
     return Written(path, size, len(model.graph.node), sum(weights[t.name].size for t in headers))
 
 
-def write_external(ir, weights: dict[str, np.ndarray], opset: int, path: str) -> Written:
+def write_external(ir, weights: dict[str, np.ndarray], opset: int, path: str, past=None) -> Written:
     real = resolve_output(path)
     directory, name = os.path.split(real)
     digest = hashlib.blake2b(digest_size=8)
@@ -107,7 +107,7 @@ def write_external(ir, weights: dict[str, np.ndarray], opset: int, path: str) ->
                 entry.key, entry.value = key, str(value)
             return t
 
-        model = to_model(ir, weights, opset, tensor=external)
+        model = to_model(ir, weights, opset, tensor=external, past=past)
         data_bytes = data.tell()
     location = data_name(name, digest.hexdigest())
     for t in model.graph.initializer:

@@ -1,0 +1,113 @@
+"""Export with past keys and values (`graphformer export --with-past`): a causal decoder's step, in the
+interface of optimum's and onnxruntime-genai's decoders.
+
+Inputs `input_ids` [B, n]; `attention_mask` [B, past + n] over the cached and the new keys (where the spec
+has a padding mask); `position_ids` [B, n] (where rotary attention or a position table reads positions);
+and per cached attention `past_key_values.{i}.key` / `.value` [B, kv_heads, past, head_dim]. Outputs: the
+spec's (`logits`, ...) and `present.{i}.key` / `.value` [B, kv_heads, past + n, head_dim], the past with
+this step's keys and values appended. The prompt is the same graph at past = 0.
+
+`decoding.plan_decoder` says which attention nodes get a slot (i counts them in graph order); the
+lowerings of `attention` and `positional` (core.py) read `GraphState.past` and call the emitters here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import TensorProto, ValueInfoProto, helper
+
+from ...decoding import DecoderPlan
+from ...ir import IRGraph
+from .lower import ELEM_TYPES, NodeEmitter
+
+INPUT_IDS, ATTENTION_MASK, POSITION_IDS = "input_ids", "attention_mask", "position_ids"
+
+
+def past_name(layer: int, kind: str) -> str:
+    return f"past_key_values.{layer}.{kind}"
+
+
+def present_name(layer: int, kind: str) -> str:
+    return f"present.{layer}.{kind}"
+
+
+@dataclass
+class Past:
+    """The plan of an export with past keys and values, and the names of its graph inputs."""
+
+    plan: DecoderPlan
+    past_dim: str          # the dim_param of the cached length
+
+    @classmethod
+    def of(cls, ir: IRGraph, plan: DecoderPlan) -> "Past":
+        past = "past"
+        while past in ir.dims:  # a spec dim of that name would be conflated with the cache's length
+            past += "_"
+        return cls(plan, past)
+
+    @property
+    def position_ids(self) -> str | None:
+        """The graph input holding positions, if anything reads them."""
+        return POSITION_IDS if self.plan.positions or self.plan.uses_positions else None
+
+    def slot(self, node: str) -> int | None:
+        s = self.plan.slots.get(node)
+        return None if s is None else s.layer
+
+    def renamed_inputs(self) -> dict[str, str]:
+        """Spec input → graph input name."""
+        p = self.plan
+        out = {p.tokens: INPUT_IDS}
+        if p.mask:
+            out[p.mask] = ATTENTION_MASK
+        if p.positions:
+            out[p.positions] = POSITION_IDS
+        return out
+
+    def names(self) -> set[str]:
+        return {name(s.layer, kind) for s in self.plan.slots.values() for name in (past_name, present_name)
+                for kind in ("key", "value")} | {INPUT_IDS, ATTENTION_MASK, POSITION_IDS}
+
+    def inputs(self, ir: IRGraph) -> list[ValueInfoProto]:
+        p, b, n = self.plan, str(self.plan.batch), str(self.plan.seq)
+
+        def dtype(spec_input: str | None, default: str = "int64") -> int:
+            return ELEM_TYPES[ir.node(ir.inputs[spec_input]).shape.dtype if spec_input else default]
+
+        out = [helper.make_tensor_value_info(INPUT_IDS, dtype(p.tokens), [b, n])]
+        if p.mask:
+            out.append(helper.make_tensor_value_info(ATTENTION_MASK, dtype(p.mask), [b, f"{self.past_dim} + {n}"]))
+        if self.position_ids:
+            out.append(helper.make_tensor_value_info(POSITION_IDS, dtype(p.positions), [b, n]))
+        out += self._cache(past_name, self.past_dim)
+        return out
+
+    def outputs(self) -> list[ValueInfoProto]:
+        return self._cache(present_name, f"{self.past_dim} + {self.plan.seq}")
+
+    def _cache(self, name, length: str) -> list[ValueInfoProto]:
+        return [helper.make_tensor_value_info(name(s.layer, kind), TensorProto.FLOAT,
+                                              [str(self.plan.batch), s.kv_heads, length, s.head_dim])
+                for s in self.plan.slots.values() for kind in ("key", "value")]
+
+
+def extend(ctx: NodeEmitter, layer: int, k: str, v: str) -> tuple[str, str]:
+    """Append this step's keys and values (B, n, kv, hd) to the cached ones. The concatenations are the
+    `present.{layer}.*` outputs; returned are all of them in the layout they came in: (B, past + n, kv, hd)."""
+    out = []
+    for x, kind in ((k, "key"), (v, "value")):
+        new = ctx.op("Transpose", [x], f"{kind}_new", perm=[0, 2, 1, 3])                   # (B, kv, n, hd)
+        present = present_name(layer, kind)
+        ctx.state.nodes.append(helper.make_node("Concat", [past_name(layer, kind), new], [present], axis=2,
+                                                name=ctx.state.unique(f"{ctx.path}/Concat_present_{kind}")))
+        out.append(ctx.op("Transpose", [present], f"{kind}_all", perm=[0, 2, 1, 3]))      # (B, past + n, kv, hd)
+    return out[0], out[1]
+
+
+def causal_offset(ctx: NodeEmitter, scores: str) -> str:
+    """The length of the past, m − n of the scores (B, h, n, m), as a scalar: query i is at key past + i."""
+    m = ctx.shape(scores, 3, 4, "keys")
+    n = ctx.shape(scores, 2, 3, "queries")
+    past = ctx.op("Sub", [m, n], "past")                                                     # [1]
+    return ctx.op("Squeeze", [past, ctx.const([0], "past_axis", np.int64)], "past")          # scalar (Trilu's k)
