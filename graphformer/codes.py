@@ -23,6 +23,9 @@ class Code:
     fix: str
     example: str | bytes  # the spec file EXAMPLE_FILE, showing the mistake (bytes where it isn't UTF-8)
     files: dict[str, str] = field(default_factory=dict)  # files the example imports, by relative path
+    # the command whose refusal the code is, run on the example (`graphformer <command...> example.yaml`);
+    # empty: `graphformer check`
+    command: tuple[str, ...] = ()
 
 
 def lookup(text: str) -> Code | None:
@@ -750,6 +753,92 @@ outputs: {y: ln}
         example="""\
 {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 48, "num_hidden_layers": 2,
  "num_attention_heads": 6, "vocab_size": 97, "transformers_version": "5.24.0"}
+"""),
+    Code(
+        "GF210", "no causal attention to cache",
+        ("`graphformer export --with-past` exports a decoder's step, which reads the keys and values of "
+         "earlier tokens from a cache; the spec has no `attention` with `causal: true`, so there is nothing "
+         "to cache."),
+        fix="Export it without `--with-past`; or, if it is meant to be a decoder, make its attention causal.",
+        command=("export", "--with-past", "-o", "case.onnx"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  ffn:    {op: linear, out: d_model}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""),
+    Code(
+        "GF211", "attention a cache cannot serve",
+        ("Exporting with past keys and values needs every attention to be causal self-attention. A "
+         "bidirectional `attention` lets every position see later ones, so each new token would change "
+         "the earlier positions' outputs; a `cross_attend` reads another sequence (an encoder's), which a "
+         "decoder step with its own cache does not take."),
+        fix="Export the spec without `--with-past`, or make the attention `causal: true` if that is what "
+            "the model means.",
+        command=("export", "--with-past", "-o", "case.onnx"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  attn:   {op: attention, heads: heads}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""),
+    Code(
+        "GF212", "input a decoder step cannot feed",
+        ("A decoder step takes the new token ids (the input an `embedding` reads), and optionally an "
+         "attention padding `mask` and rotary `positions`. A spec with no such token input, several, or "
+         "another input (continuous features, a second sequence) has no step-by-step form."),
+        fix="Export the spec without `--with-past`; a decoder reads token ids through one `embedding`.",
+        command=("export", "--with-past", "-o", "case.onnx"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+  extra:  {shape: [B, n, d_model]}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  both:   {op: residual, in: [tok, extra]}
+  attn:   {op: attention, heads: heads, causal: true}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""),
+    Code(
+        "GF213", "an op that combines positions",
+        ("A decoder step runs the model on the new tokens only, which is exact when every op other than "
+         "causal attention and position tables treats each position on its own. Pooling, slicing or "
+         "interleaving the sequence, prepending tokens or latents, and other ops across the token axis "
+         "would see only the new tokens."),
+        fix="Export the spec without `--with-past`.",
+        command=("export", "--with-past", "-o", "case.onnx"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  attn:   {op: attention, heads: heads, causal: true}
+  pooled: {op: pool, kind: mean}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
 """),
 ]
 

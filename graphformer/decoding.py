@@ -43,6 +43,7 @@ def plan_decoder(ir: IRGraph, nodes: set[str] | None = None) -> DecoderPlan:
             if n.op in ("attention", "cross_attend"):
                 raise _refuse("GF211", f"`{n.name}` ({n.op}) of block `{body.block}` is inside a block-valued "
                               "attribute (a mixture of experts' expert), which gets no cache", n, _ONLY_CAUSAL)
+    mixing = None                       # the first op that combines positions, reported after attention
     for n in ir.nodes():
         if nodes is not None and n.name not in nodes:
             continue
@@ -63,11 +64,13 @@ def plan_decoder(ir: IRGraph, nodes: set[str] | None = None) -> DecoderPlan:
             raise _refuse("GF211", f"`{n.name}` ({n.op}) {why}", n, _ONLY_CAUSAL)
         elif n.op == "positional":
             plan.uses_positions = True
-        elif n.op != "input" and not _per_position(n, ir):
-            raise _refuse("GF213", f"`{n.name}` ({n.op}) combines positions of the sequence, so a step over the "
-                          "new tokens alone would not compute what the whole sequence does", n,
-                          "a decoder step runs ops that treat each position on its own, plus causal attention "
-                          "and position tables")
+        elif n.op != "input" and not _per_position(n) and mixing is None:
+            mixing = n
+    if mixing is not None:
+        raise _refuse("GF213", f"`{mixing.name}` ({mixing.op}) combines positions of the sequence, so a step "
+                      "over the new tokens alone would not compute what the whole sequence does", mixing,
+                      "a decoder step runs ops that treat each position on its own, plus causal attention "
+                      "and position tables")
     if not plan.slots:
         raise _refuse("GF210", f"spec `{ir.name}` has no causal attention, so a decoder step has no keys and "
                       "values to cache", None, "export with past keys and values is for decoders: "
@@ -106,7 +109,7 @@ PER_POSITION = {"activation", "dropout", "embedding", "gelu", "l2_normalize", "l
 ALONG_AXIS = {"softmax", "concat"}   # per position when their axis is past the token axis
 
 
-def _per_position(n: IRNode, ir: IRGraph) -> bool:
+def _per_position(n: IRNode) -> bool:
     if n.op in PER_POSITION:
         return True
     if n.op in ALONG_AXIS:

@@ -2,10 +2,13 @@
 it, and the fix. `graphformer explain CODE` prints one; docs/errors.md is all of them."""
 from __future__ import annotations
 
+import argparse
+import importlib
+import io
 import os
 import re
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 from .codes import CODES, EXAMPLE_FILE, Code
@@ -14,7 +17,7 @@ from .frontend import check_file
 
 
 def example_output(entry: Code) -> str:
-    """What `graphformer check` prints for the entry's example, with paths relative to the example."""
+    """What `graphformer check` (or the entry's `command`) prints for its example, paths relative to it."""
     with tempfile.TemporaryDirectory() as tmp:
         files = {EXAMPLE_FILE: entry.example, **entry.files}
         for rel, content in files.items():
@@ -22,8 +25,21 @@ def example_output(entry: Code) -> str:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content if isinstance(content, bytes) else content.encode())
         with _inside(tmp):  # imported files are named relative to the working directory, as users see them
-            text = render(check_file(EXAMPLE_FILE).diagnostics, "text", SourceCache())
+            text = _run(entry.command) if entry.command else \
+                render(check_file(EXAMPLE_FILE).diagnostics, "text", SourceCache())
     return text.rstrip()
+
+
+def _run(command: tuple[str, ...]) -> str:
+    """What `graphformer <command...> example.yaml` writes to stderr (the command is a module of commands/)."""
+    from .commands.common import run_guarded
+    mod = importlib.import_module(f"{__package__}.commands.{command[0]}")
+    parser = argparse.ArgumentParser(prog="graphformer")
+    mod.add_parser(parser.add_subparsers())
+    err = io.StringIO()
+    with redirect_stderr(err):
+        run_guarded(mod.run, parser.parse_args([*command, EXAMPLE_FILE]))
+    return err.getvalue()
 
 
 @contextmanager
@@ -59,5 +75,5 @@ def page(code: str, heading: str = "#") -> str:
              "```yaml", source.rstrip(), "```", ""]
     for rel, text in entry.files.items():
         lines += [f"with `{rel}`:", "", "```yaml", text.rstrip(), "```", ""]
-    lines += ["`graphformer check` reports:", "", "```text", example_output(entry), "```"]
+    lines += [f"`graphformer {' '.join(entry.command) or 'check'}` reports:", "", "```text", example_output(entry), "```"]
     return "\n".join(lines) + "\n"

@@ -4,8 +4,9 @@ from __future__ import annotations
 import sys
 import time
 
-from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, require_weight_map,
-                     seed_arg)
+from ..diagnostics import SpecError
+from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, print_diagnostics,
+                     require_weight_map, seed_arg)
 
 NO_ONNX = "the onnx extra is not installed: pip install 'graphformer[onnx]'"
 
@@ -25,6 +26,10 @@ def add_parser(sub) -> None:
     p.add_argument("--weights-map", metavar="NAME", help="the spec's weight map that names FILE's tensors (e.g. hf)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the init when no --weights is given (default 0)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17, the first with LayerNormalization)")
+    p.add_argument("--with-past", action="store_true",
+                   help="export a causal decoder's step: inputs input_ids, attention_mask, position_ids and "
+                        "past_key_values.{i}.key/value, outputs logits and present.{i}.key/value (the "
+                        "optimum / onnxruntime-genai convention; docs/onnx.md)")
     p.add_argument("-o", "--output", metavar="FILE.onnx", required=True, help="where to write the model")
 
 
@@ -53,14 +58,21 @@ def run(args) -> int:
             map_errors = (WeightMapError,)
         except ImportError:  # no torch: weight maps are unavailable, and export_onnx says so
             pass
+    if args.with_past:
+        try:  # before the weights: a spec that is no decoder fails fast
+            backend.plan_past(spec)
+        except SpecError as e:
+            print_diagnostics(e, "text")
+            raise CommandError("", EXIT_SPEC) from None
     t0 = time.perf_counter()
     try:
         written = backend.export_onnx(spec, args.weights, args.output, opset=args.opset, seed=args.seed,
-                                      weights_map=args.weights_map)
+                                      weights_map=args.weights_map, with_past=args.with_past)
     except map_errors as e:
         raise CommandError(f"--weights-map {args.weights_map}: {e}", EXIT_SPEC) from None
     elapsed = time.perf_counter() - t0
     data = f" + {written.data_bytes / 1e6:.1f} MB of weights in {written.data_path}" if written.data_path else ""
-    sys.stderr.write(f"wrote {written.path} ({written.bytes / 1e6:.1f} MB{data}): opset {args.opset}, "
+    past = " with past keys and values" if args.with_past else ""
+    sys.stderr.write(f"wrote {written.path}{past} ({written.bytes / 1e6:.1f} MB{data}): opset {args.opset}, "
                      f"{written.nodes} nodes, {written.params:,} parameters, in {elapsed:.2f} s\n")
     return EXIT_OK
