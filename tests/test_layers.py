@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ops", ("graphformer.ops.*",)),
     ("ir", ("graphformer.ir",)),
     ("analyses", ("graphformer.infer", "graphformer.summary", "graphformer.budget", "graphformer.tp_plan",
-                  "graphformer.memory")),
+                  "graphformer.memory", "graphformer.decoding")),
     ("front end", ("graphformer.yamlload", "graphformer.spec", "graphformer.load", "graphformer.expand",
                    "graphformer.schema", "graphformer.hf")),
     ("pipeline", ("graphformer.frontend", "graphformer.api")),
