@@ -139,6 +139,23 @@ def test_several_tokens_after_a_past_equal_a_full_recompute(name):
     assert_close(ort_dec.step(ids[:, 10:17].numpy()), full[:, 10:17], f"{name} chunk 10:17")
 
 
+def test_a_window_layer_may_keep_only_the_last_window_of_its_past():
+    """Mistral's window is 5: a runtime that trims the past (and the mask) to the last 4 columns after each
+    step gets the same logits as one that keeps everything, since the band is relative to the cache's end."""
+    spec, model = build("mistral-7b")
+    sess = session(to_onnx(spec, model, with_past=True))
+    full, trimmed = OrtDecoder(sess), OrtDecoder(sess)
+    ids, mask = prompts(padded=True)
+    a, b = full.prompt(ids.numpy(), mask.numpy()), trimmed.prompt(ids.numpy(), mask.numpy())
+    for t in range(12):
+        trimmed.present = {k: v[:, :, -4:] for k, v in trimmed.present.items()}
+        trimmed.mask = trimmed.mask[:, -4:]
+        nxt = a[:, -1].argmax(-1)[:, None]
+        a, b = full.step(nxt), trimmed.step(nxt)
+        assert_close(b, a, f"step {t}")
+    assert full.present["present.0.key"].shape[2] == 6 + 12 and trimmed.present["present.0.key"].shape[2] == 5
+
+
 @pytest.mark.parametrize("opset", [17, 21])
 def test_interface_names_shapes_and_checks(opset):
     spec, model = build("llama")   # heads 6, kv_heads 2, head_dim 8, 2 layers
