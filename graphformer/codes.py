@@ -779,7 +779,8 @@ outputs: {logits: logits}
         ("Exporting with past keys and values needs every attention to be causal self-attention. A "
          "bidirectional `attention` lets every position see later ones, so each new token would change "
          "the earlier positions' outputs; a `cross_attend` reads another sequence (an encoder's), which a "
-         "decoder step with its own cache does not take."),
+         "decoder step with its own cache does not take; a logit `bias` input is computed over the whole "
+         "sequence, not the step's rows against the cached keys."),
         fix="Export the spec without `--with-past`, or make the attention `causal: true` if that is what "
             "the model means.",
         command=("export", "--with-past", "-o", "case.onnx"),

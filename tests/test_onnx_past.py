@@ -225,3 +225,28 @@ def test_cli_refuses_specs_that_are_no_decoder(tmp_path, capsys, spec, code):
     err = capsys.readouterr().err
     assert f"error[{code}]" in err and "Traceback" not in err
     assert out.read_bytes() == b"previous"
+
+
+BIASED = """
+graphformer: 1
+name: biased
+params: {d: 16, heads: 2, vocab: 50}
+dims: {B: 2, n: 5}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+  alibi:  {shape: [1, heads, n, n]}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d}
+  attn:   {op: attention, in: {x: tok, bias: alibi}, heads: heads, causal: true}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""
+
+
+def test_a_logit_bias_is_refused(tmp_path):
+    path = tmp_path / "biased.yaml"
+    path.write_text(BIASED)
+    with pytest.raises(gf.SpecError) as e:
+        to_onnx(gf.load(str(path)), None, with_past=True)
+    d = e.value.diagnostics[0]
+    assert d.code == "GF211" and d.node == "attn" and "logit `bias`" in d.message
