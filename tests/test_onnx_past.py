@@ -1,7 +1,7 @@
 """ONNX export with past keys and values (`to_onnx(..., with_past=True)`, `graphformer export --with-past`):
 a prompt and then one token at a time run in ONNX Runtime through `past_key_values.{i}.*` → `present.{i}.*`,
 and every step's logits equal the torch build's cached decoder (graphformer.generation.Decoder) to 1e-5 ×
-their scale; greedy tokens equal `graphformer.generate`; a chunk of several tokens after a past equals a
+their scale; greedy tokens equal `graphformer.generate` and, from transformers' weights, transformers' `generate`; a chunk of several tokens after a past equals a
 full recompute; specs that are no decoder are refused with a code."""
 from __future__ import annotations
 
@@ -123,6 +123,21 @@ def test_prompt_then_steps_equal_the_torch_decoder(name, padded):
         assert_close(got, want, f"{name} step {t}")
         tokens.append(got.argmax(-1))
     assert np.array_equal(np.stack(tokens, 1), seq[:, ids.shape[1]:].numpy()), f"{name}: greedy tokens differ"
+
+
+@pytest.mark.parametrize("case,padded", [("gpt2", False), ("llama", True), ("mistral-window", True)])
+def test_greedy_tokens_equal_transformers_generate(case, padded):
+    """Hugging Face weights through the spec's `hf` map: the ONNX Runtime loop's tokens are transformers'."""
+    pytest.importorskip("transformers")
+    from test_generate import hf_generate, reference_pair
+    spec, ref, _ = reference_pair(case)
+    dec = OrtDecoder(session(to_onnx(spec, ref.state_dict(), weights_map="hf", with_past=True)))
+    ids, mask = prompts(n=8, padded=padded)
+    want = hf_generate(ref, ids, mask, NEW)[:, 8:].numpy()
+    tokens = [dec.prompt(ids.numpy(), None if mask is None else mask.numpy())[:, -1].argmax(-1)]
+    while len(tokens) < NEW:
+        tokens.append(dec.step(tokens[-1][:, None])[:, -1].argmax(-1))
+    assert np.array_equal(np.stack(tokens, 1), want)
 
 
 @pytest.mark.parametrize("name", ["llama", "mistral-7b", "gpt2"])
