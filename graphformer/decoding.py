@@ -2,8 +2,9 @@
 
 `plan_decoder(ir)` finds the token input (the one an `embedding` reads), the optional padding-mask and
 positions inputs, and the causal `attention` nodes, each of which gets a cache slot (in graph order), or
-refuses the spec with a diagnostic (GF210–GF213) at the node or input to blame. No torch, no onnx: the
-ONNX export with past keys and values (`graphformer export --with-past`) plans before it imports either.
+refuses the spec with a diagnostic (GF210–GF213) at the node or input to blame. It reads the IR only (no
+torch, no onnx), so the ONNX export with past keys and values (`graphformer export --with-past`) refuses a
+spec before reading or initialising any weights.
 """
 from __future__ import annotations
 
