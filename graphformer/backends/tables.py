@@ -1,5 +1,6 @@
 """Fixed numeric tables that the torch and ONNX lowerings share (one definition, two backends): the
-sinusoidal positions of `positional` and the mel filter banks of `spectrogram`. numpy only, no torch,
+sinusoidal positions of `positional`, the mel filter banks of `spectrogram`, and the relative-position
+index and shifted-window mask of `window_position_bias`. numpy only, no torch,
 computed in float64 and returned as float32 so that both backends hold exactly the same numbers."""
 from __future__ import annotations
 
@@ -39,3 +40,27 @@ def mel_filters(bins: int, mels: int, sample_rate: int, f_min: float, f_max: flo
     rise = (freqs - edges[:-2]) / (edges[1:-1] - edges[:-2])                                   # (bins, mels)
     fall = (edges[2:] - freqs) / (edges[2:] - edges[1:-1])
     return np.clip(np.minimum(rise, fall), 0.0, None).astype(np.float32)
+
+
+def window_relative_index(window: int) -> np.ndarray:
+    """For tokens i, j of a w×w window (row-major), the row of the `(2w − 1)²` relative position table:
+    `(Δrow + w − 1)·(2w − 1) + Δcol + w − 1`; `[w², w²]` int64 (Swin's `relative_position_index`)."""
+    rows, cols = np.divmod(np.arange(window * window), window)
+    d_row = rows[:, None] - rows[None, :] + window - 1
+    d_col = cols[:, None] - cols[None, :] + window - 1
+    return (d_row * (2 * window - 1) + d_col).astype(np.int64)
+
+
+def shifted_window_mask(height: int, width: int, window: int, shift: int, value: float) -> np.ndarray:
+    """`[nW, 1, w², w²]` float32 for a (padded) `height × width` grid rolled by −shift: `value` where two
+    tokens of a window come from different regions of the unrolled grid, else 0. Along each axis the
+    regions are [0, L − w), [L − w, L − shift), [L − shift, L): the wrapped-around strip and the strip
+    next to it (transformers' SwinLayer.get_attn_mask)."""
+    def regions(length: int) -> np.ndarray:
+        i = np.arange(length)
+        return (i >= length - window).astype(np.int64) + (i >= length - shift)
+    label = regions(height)[:, None] * 3 + regions(width)[None, :]                          # (H, W)
+    label = label.reshape(height // window, window, width // window, window).transpose(0, 2, 1, 3)
+    label = label.reshape(-1, window * window)                                              # (nW, w²)
+    differ = label[:, None, :] != label[:, :, None]                                        # (nW, w², w²)
+    return np.where(differ, np.float32(value), np.float32(0.0))[:, None].astype(np.float32)

@@ -1,4 +1,4 @@
 """All primitive ops. Importing this package fills `REGISTRY`; each family lives in its own module."""
 from .base import REGISTRY, OpDef, Attrs, TensorType, ShapeError, tt  # noqa: F401
 from . import core  # noqa: F401  (registers the core ops)
-from . import vision, audio, sequence, multimodal, moe  # noqa: F401,E402  (vision, audio, RL, multimodal, MoE)
+from . import vision, audio, sequence, multimodal, moe, grid  # noqa: F401,E402  (vision, audio, RL, multimodal, MoE, Swin)

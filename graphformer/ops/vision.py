@@ -28,6 +28,8 @@ class PatchEmbedAttrs(Attrs):
     remainder: Literal["error", "drop"] = Field(
         "error", description="when the patches do not tile the input exactly: `error`, or `drop` the last "
                              "rows/columns as torch.nn.Conv2d does (AST's overlapping patches)")
+    grid: bool = Field(False, description="keep the patches on their grid, `[B, H', W', D]` (channels last), "
+                                          "for the grid ops (Swin's windows) instead of a sequence `[B, N, D]`")
 
     @property
     def strides(self) -> tuple[int, int]:
@@ -64,6 +66,8 @@ def _patch_shape(a: PatchEmbedAttrs, ins):
     sh, sw = a.strides
     nh = _patches_along(x.shape[2], a.patch, sh, "height", a.remainder)
     nw = _patches_along(x.shape[3], a.patch, sw, "width", a.remainder)
+    if a.grid:
+        return TensorType((x.shape[0], nh, nw, Dim.const(a.dim)))
     return TensorType((x.shape[0], nh * nw, Dim.const(a.dim)))
 
 
@@ -78,10 +82,10 @@ def _patch_params(a: PatchEmbedAttrs, ins):
 register(OpDef(
     "patch_embed", "vision",
     "Cut an image `[B, C, H, W]` into P×P patches (stride S, default P) and project each to D: "
-    "`[B, N, D]` with N = ((H − P) // S + 1) · ((W − P) // S + 1), patches in row-major order. A strided "
-    "convolution: weight `[D, C, P, P]` (torch.nn.Conv2d layout), bias `[D]`.",
+    "`[B, N, D]` with N = ((H − P) // S + 1) · ((W − P) // S + 1), patches in row-major order (`grid: true`: "
+    "`[B, H', W', D]`, the same patches on their grid). A strided convolution: weight `[D, C, P, P]` (torch.nn.Conv2d layout), bias `[D]`.",
     PatchEmbedAttrs, ("x",), _patch_shape, params=_patch_params,
-    flops=lambda a, ins, out: 2 * out.shape[0] * out.shape[1] * a.dim * ins["x"].shape[1] * a.patch * a.patch,
+    flops=lambda a, ins, out: 2 * numel(out.shape[:-1]) * a.dim * ins["x"].shape[1] * a.patch * a.patch,
     example="patches: {op: patch_embed, in: pixels, patch: 16, dim: d_model}",
 ))
 

@@ -12,16 +12,19 @@ from .lower import lowers
 # ---------------------------------------------------------------- vision
 
 class PatchEmbed(nn.Module):
-    """A strided convolution flattened to tokens; Conv2d drops a remainder that does not fit a patch."""
+    """A strided convolution flattened to tokens (or kept on its grid, channels last); Conv2d drops a
+    remainder that does not fit a patch."""
 
-    def __init__(self, channels: int, dim: int, patch: int, stride: tuple[int, int], bias: bool):
+    def __init__(self, channels: int, dim: int, patch: int, stride: tuple[int, int], bias: bool, grid: bool):
         super().__init__()
         self.weight = _param(dim, channels, patch, patch)
         self.bias = _param(dim) if bias else None
-        self.stride = stride
+        self.stride, self.grid = stride, grid
 
     def forward(self, x):
         y = F.conv2d(x, self.weight, self.bias, stride=self.stride)   # (B, D, H', W')
+        if self.grid:
+            return y.permute(0, 2, 3, 1)                               # (B, H', W', D)
         return y.flatten(2).transpose(1, 2)                            # (B, H'·W', D)
 
     def extra_repr(self) -> str:
@@ -32,7 +35,7 @@ class PatchEmbed(nn.Module):
 @lowers("patch_embed")
 def _patch_embed(node, types):
     a = node.attrs
-    return PatchEmbed(types["x"].shape[1].value, a.dim, a.patch, a.strides, a.bias)
+    return PatchEmbed(types["x"].shape[1].value, a.dim, a.patch, a.strides, a.bias, a.grid)
 
 
 class PrependTokens(nn.Module):
