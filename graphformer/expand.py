@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,6 +25,9 @@ from .spec import NodeDecl, WeightMap as WeightMapDecl
 
 MAX_NODES = 200_000  # defaults; the environment variables below raise (or lower) them
 MAX_REPEAT = 10_000
+# In the attributes of a repeated block call, the repetition's number (0, 1, ...): Swin shifts its
+# windows in every second layer, `shift: (repeat_index % 2) * (window // 2)`.
+REPEAT_INDEX = "repeat_index"
 MAX_HINTS = 200  # "did you mean" hints per expansion
 MAX_DIM = MAX_PARAM  # example sizes of symbolic dims (`dims:`), bounded like params
 
@@ -269,10 +272,12 @@ class Expander:
             guess = self._hint(name, scope.env)
             params = ", ".join(f"`{p}`" for p in list(scope.env)[:16]) or "none"
             where = f" in `{expr}`" if expr != name else ""
+            hint = (f"`{REPEAT_INDEX}` is known only in the attributes of a block call with `repeat`"
+                    if name == REPEAT_INDEX else f"params here: {params}; declare it under `params:` "
+                                                 f"(e.g. `{name}: 8`) or write a number")
             self.diags.append(Diagnostic(
                 "GF131", f"`{name}`{where}{what} is not a param" + (f" — did you mean `{guess}`?" if guess else ""),
-                span, help=None if guess else f"params here: {params}; declare it under `params:` "
-                                               f"(e.g. `{name}: 8`) or write a number"))
+                span, help=None if guess else hint))
             return None
         return d
 
@@ -540,20 +545,6 @@ class Expander:
                                          bctx.span(("blocks", decl.op, "outputs"), key=True),
                                          help="name the values the block returns: `outputs: {x: node}`"))
             return Slot(broken=True)
-        env = dict(self.prog.params)
-        for k, v in block.params.items():
-            env[k] = self._block_param(Scope(bctx, ("blocks", decl.op), "", env, ()), v,
-                                       bctx.span(("blocks", decl.op, "params", k)), f"`{k}`")
-        for k, v in decl.attrs.items():
-            if k not in block.params:
-                guess = self._hint(k, list(block.params))
-                self.diags.append(Diagnostic(
-                    "GF101", f"unknown field `{k}` for block `{decl.op}`" + (f" — did you mean `{guess}`?" if guess else ""),
-                    scope.span("nodes", name, k, key=True),
-                    help=("block params: " + ", ".join(f"`{p}`" for p in block.params)) if block.params and not guess
-                    else (None if guess else f"block `{decl.op}` takes no params; declare them under its `params:`")))
-                continue
-            env[k] = self._block_param(scope, v, scope.span("nodes", name, k), f"`{k}`", default=env[k])
         count = 1
         if decl.repeat is not None:
             count = self._int(scope, decl.repeat, scope.span("nodes", name, "repeat"), "`repeat`")
@@ -573,6 +564,7 @@ class Expander:
         outs: dict[str, Slot] = {}
         for i in range(count):
             idx = i if decl.repeat is not None else None
+            env = self._call_env(scope, name, decl, idx)
             prefix = f"{scope.prefix}{name}." + (f"{i}." if idx is not None else "")
             frame = Frame(f"{scope.prefix}{name}", decl.op, idx, count if idx is not None else None, call_span)
             inner = Scope(bctx, ("blocks", decl.op), prefix, env, scope.frames + (frame,))
@@ -590,6 +582,27 @@ class Expander:
             return next(iter(outs.values()))
         problem = (f"`{name}`, which has several outputs ({', '.join(outs)}): name one, e.g. `in: {name}.{next(iter(outs))}`")
         return Slot(broken=True, problem=problem)
+
+    def _call_env(self, scope: Scope, name: str, decl: NodeDecl, index: int | None) -> dict[str, Any]:
+        """The params a block call's body sees: the model's, the block's defaults, the call's overrides
+        (which see `repeat_index` in a repeated call). Errors repeat per repetition; run() keeps one."""
+        bctx, block = self.prog.blocks[decl.op]
+        env = dict(self.prog.params)
+        for k, v in block.params.items():
+            env[k] = self._block_param(Scope(bctx, ("blocks", decl.op), "", env, ()), v,
+                                       bctx.span(("blocks", decl.op, "params", k)), f"`{k}`")
+        caller = scope if index is None else replace(scope, env={**scope.env, REPEAT_INDEX: index})
+        for k, v in decl.attrs.items():
+            if k not in block.params:
+                guess = self._hint(k, list(block.params))
+                self.diags.append(Diagnostic(
+                    "GF101", f"unknown field `{k}` for block `{decl.op}`" + (f" — did you mean `{guess}`?" if guess else ""),
+                    scope.span("nodes", name, k, key=True),
+                    help=("block params: " + ", ".join(f"`{p}`" for p in block.params)) if block.params and not guess
+                    else (None if guess else f"block `{decl.op}` takes no params; declare them under its `params:`")))
+                continue
+            env[k] = self._block_param(caller, v, scope.span("nodes", name, k), f"`{k}`", default=env[k])
+        return env
 
     def _expect(self, inner: Scope, block: Any, ins: dict[str, Slot], call_span: Span | None, bname: str,
                 index: int | None, carried: list[str]) -> None:

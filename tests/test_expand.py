@@ -175,3 +175,39 @@ def test_json_and_github_formats(tmp_path, capsys):
     assert cli.main(["check", p, "--format", "github"]) == 1
     out = capsys.readouterr().out
     assert out.startswith(f"::error file={p},line=4,col=17::[GF100] unknown op `lineer`")
+
+
+REPEAT_INDEX = """\
+    graphformer: 1
+    name: alternating
+    params: {d: 8, layers: 4}
+    dims: {B: 2, n: 5}
+    inputs:
+      x: {shape: [B, n, d]}
+    blocks:
+      layer:
+        params: {width: d}
+        inputs: {x: [B, n, d]}
+        nodes:
+          up:   {op: linear, out: width}
+          down: {op: linear, out: d}
+        outputs: {x: down}
+    nodes:
+      stack: {op: layer, repeat: layers, width: d + (repeat_index % 2) * 4 + repeat_index}
+      once:  {op: layer, width: WIDTH}
+    outputs: {y: once}
+"""
+
+
+def test_a_repeated_call_reads_its_repetition_index(tmp_path):
+    r = check_file(write(tmp_path, "alt.yaml", REPEAT_INDEX.replace("WIDTH", "d")))
+    assert r.ok, r.diagnostics
+    widths = [r.ir.node(f"stack.{i}.up").shape.shape[-1].value for i in range(4)]
+    assert widths == [8, 13, 10, 15]
+
+
+def test_repeat_index_outside_a_repeated_call_is_an_unknown_name(tmp_path):
+    r = check_file(write(tmp_path, "alt.yaml", REPEAT_INDEX.replace("WIDTH", "repeat_index + 1")))
+    (d,) = [d for d in r.diagnostics if d.is_error]
+    assert d.code == "GF131" and "`repeat_index`" in d.message and d.span.line == 17
+    assert "block call with `repeat`" in d.help
