@@ -755,6 +755,26 @@ outputs: {y: ln}
  "num_attention_heads": 6, "vocab_size": 97, "transformers_version": "5.24.0"}
 """),
     Code(
+        "GF190", "window larger than the grid",
+        ("A window op (`window_partition`, `window_merge`, `window_position_bias`) has a window wider or "
+         "taller than its grid. A grid the window does not divide is padded, and a grid exactly one "
+         "window across is used unshifted, both as transformers' Swin does; a smaller grid is refused, "
+         "because there the reference clamps the window but keeps the relative position table of the "
+         "larger one, and fails. In Swin this happens at the last stage when the image is too small: "
+         "each stage halves the grid."),
+        fix="Use a window no larger than the grid's shorter side (the message says how large), or a larger image.",
+        example="""\
+graphformer: 1
+name: case
+params: {dim: 16, window: 7}
+dims: {B: 2}
+inputs:
+  x: {shape: [B, 4, 6, dim]}
+nodes:
+  windows: {op: window_partition, window: window}
+outputs: {y: windows}
+"""),
+    Code(
         "GF210", "no causal attention to cache",
         ("`graphformer export --with-past` exports a decoder's step, which reads the keys and values of "
          "earlier tokens from a cache; the spec has no `attention` with `causal: true`, so there is nothing "

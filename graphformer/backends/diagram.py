@@ -27,9 +27,10 @@ from ..ops.base import TensorType
 # the ops that read differently from their family (`core` is broad: embeddings, attention, norms, ...).
 # tests/test_draw.py checks that every family has a style.
 FAMILY_STYLE = {"core": "other", "activation": "activation", "structural": "structural", "sequence": "structural",
-                "vision": "embed", "audio": "structural", "multimodal": "structural", "moe": "linear"}
+                "vision": "embed", "audio": "structural", "multimodal": "structural", "moe": "linear",
+                "grid": "structural"}
 OP_STYLES = {
-    **dict.fromkeys(["embedding", "positional", "table_row"], "embed"),
+    **dict.fromkeys(["embedding", "positional", "table_row", "window_position_bias"], "embed"),
     **dict.fromkeys(["attention", "cross_attend", "cosine_logits"], "attention"),
     "linear": "linear",
     **dict.fromkeys(["norm", "l2_normalize"], "norm"),
@@ -235,7 +236,7 @@ def _embedding_detail(a: Any) -> str:
 
 def _patch_detail(a: Any) -> str:
     stride = f" · stride {a.stride}" if a.stride and a.stride != a.patch else ""
-    return f"{a.patch}×{a.patch} → {a.dim}{stride}"
+    return f"{a.patch}×{a.patch} → {a.dim}{stride}" + (" · grid" if getattr(a, "grid", False) else "")
 
 
 def _attention_detail(a: Any) -> str:

@@ -5,7 +5,7 @@ Swin's shifted-window attention is written with the ordinary `attention` op betw
 axis), `attention` runs on them with the additive bias of `window_position_bias` (the learned relative
 position table, plus the mask that keeps shifted windows from mixing regions), and `window_merge` puts
 the windows back on the grid. `patch_merge` halves the grid between stages; `flatten_grid` turns it
-into a token sequence. Why reshape ops and not attention attributes: docs/ops.md → grid (ARCHITECTURE.md).
+into a token sequence. Why reshape ops and not attention attributes: ARCHITECTURE.md, "Decision".
 
 All three window ops follow transformers' SwinLayer on sizes that don't fit: a grid that the window
 does not divide is padded with zeros at the bottom and right (the padding is attended to, unmasked, as
@@ -84,7 +84,7 @@ def window_geometry(a: WindowAttrs, grid: TensorType, port: str) -> WindowGeomet
     w = _side(grid.shape[2], port, "the grid width")
     if min(h, w) < a.window:
         raise ShapeError(
-            "GF190", f"window {a.window} is larger than the {h}×{w} grid of `{port}`", port,
+            "GF190", f"window {a.window} is larger than the {h}×{w} grid of `{port}`", port, attr="window",
             help=f"use a window of at most {min(h, w)}, or a larger image; transformers' SwinLayer clamps the "
                  f"window here but keeps the relative position table of the larger one, and fails")
     # transformers: a grid no larger than one window across is not shifted (there is nothing to shift into)
