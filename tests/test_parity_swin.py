@@ -111,3 +111,25 @@ def test_the_map_reads_the_save_pretrained_layout():
     assert set(got) == set(want)
     for k in want:
         assert torch.equal(got[k], want[k]), k
+
+
+@pytest.mark.parametrize("config", ["window3", "patch3"])
+def test_onnx_runtime_equals_transformers_where_sizes_do_not_fit(config):
+    """tests/test_onnx_export.py runs the tiny preset, whose grids all divide; here the padded windows,
+    the odd patch merging and the unshifted last stage go through ONNX Runtime too."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    ref, s = reference(config), load(SPEC, overrides=overrides(config))
+    exported = to_onnx(s, ours(s, ref))
+    onnx.checker.check_model(exported, full_check=True)
+    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    image = CONFIGS[config][0]
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, image, image, generator=torch.Generator().manual_seed(batch))
+        logits, hidden = sess.run(["logits", "last_hidden_state"], {"pixel_values": x.numpy()})
+        with torch.no_grad():
+            want = ref(pixel_values=x)
+            body = ref.swin(pixel_values=x)
+        assert_close(torch.from_numpy(logits), want.logits, f"swin-t {config} onnx logits, B={batch}")
+        assert_close(torch.from_numpy(hidden), body.last_hidden_state, f"swin-t {config} onnx hidden, B={batch}")
