@@ -215,6 +215,17 @@ def test_labels_say_what_matters():
     assert "eps 1e-12" in bert and "mask: [B, n] int64" in bert
 
 
+def test_a_collapsed_repeat_lists_the_attribute_values_that_vary():
+    """Swin shifts every second layer's windows (`repeat_index`): the one box drawn for both says so."""
+    swin = build(graphformer.load(str(ROOT / "specs/swin-t.yaml")).ir)
+    label = {n.id: n.detail for n in swin.nodes}
+    assert label["stage3.0.windows"] == "window 7 · shift 0 / 3"
+    assert label["stage3.0.rel_bias"] == "window 7 · 12 heads · shift 0 / 3"
+    assert label["stage3.0.attn"] == "12 heads"
+    assert {e.label for e in swin.edges if e.dst == "stage1.0.attn" and e.label.startswith("bias")} == {
+        "bias: [1, 3, 49, 49]", "bias: [64*B, 3, 49, 49]"}   # unshifted and shifted layers' biases
+
+
 def test_inputs_and_outputs_look_different_from_ops():
     d = build(graphformer.load(str(ROOT / "specs/gpt2.yaml")).ir)
     kinds = {n.id: (n.kind, n.style) for n in d.nodes}

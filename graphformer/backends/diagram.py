@@ -297,6 +297,28 @@ def attr_detail(op: str, attrs: Any) -> str:
     return " · ".join(parts[:MAX_DETAILS]) + (" …" if len(parts) > MAX_DETAILS else "")
 
 
+def repeated_detail(op: str, attrs: list[Any]) -> str:
+    """The label of a node drawn once for several repetitions: an attribute whose value differs between
+    them lists its values (Swin's `window 7 · shift 0 / 3`); the others read as usual."""
+    first = attrs[0]
+    if first is None:
+        return ""
+    varying = {}
+    for name in type(first).model_fields:
+        values = list(dict.fromkeys(repr(getattr(a, name)) for a in attrs))
+        if len(values) > 1:
+            varying[name] = [getattr(a, name) for a in attrs]
+    if not varying:
+        return attr_detail(op, first)
+    fields = type(first).model_fields
+    # shown once with all its values: hidden from the usual text by reading as its default there
+    steady = first.model_copy(update={k: fields[k].default for k in varying if not fields[k].is_required()})
+    parts = [attr_detail(op, steady)] if attr_detail(op, steady) else []
+    for name, values in varying.items():
+        parts.append(f"{name} " + " / ".join(_num(v) for v in dict.fromkeys(values)))
+    return " · ".join(parts)
+
+
 def node_style(op: str) -> str:
     if op in OP_STYLES:
         return OP_STYLES[op]
@@ -328,16 +350,20 @@ def build(ir: IRGraph, expand: bool | frozenset[str] = False, dims: dict[str, in
     dims = dims or {}
     diagram = Diagram(ir.name, subtitle)
     placed: dict[str, _Placement] = {}
-    seen_nodes: set[str] = set()
+    stands_for: dict[str, list[Any]] = {}   # a drawn node -> the attrs of every IR node it stands for
     for node in ir.nodes():
         p = placed[node.name] = _place(node, expand)
         diagram.drawn_as[node.name] = p.rep
         for c in p.clusters:
             diagram.clusters.setdefault(c.id, c)
-        if p.rep in seen_nodes:
+        if p.rep in stands_for:
+            stands_for[p.rep].append(node.attrs)
             continue
-        seen_nodes.add(p.rep)
+        stands_for[p.rep] = [node.attrs]
         diagram.nodes.append(_node(node, p, dims))
+    for n in diagram.nodes:
+        if len(stands_for.get(n.id, ())) > 1:
+            n.detail = repeated_detail(n.title, stands_for[n.id])
 
     seen_edges: set[tuple[str, str, str]] = set()
     bodies: dict[str, Any] = {}             # representative node -> its body's entry node ids
