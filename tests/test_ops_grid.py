@@ -43,6 +43,12 @@ CASES = [
     ("flatten_grid", {}, {"x": T("B", "H", "W", 12)}, ("B", "H*W", "12")),
     ("flatten_grid", {}, {"x": T("B", 45, 12)}, "GF121"),
     ("patch_embed", {"patch": 4, "dim": 8, "grid": True}, {"x": T("B", 3, 36, 40)}, ("B", "9", "10", "8")),
+    ("patch_embed", {"patch": 4, "dim": 8, "remainder": "pad", "grid": True}, {"x": T("B", 3, 37, 42)},
+     ("B", "10", "11", "8")),                                                                  # padded to 40×44
+    ("patch_embed", {"patch": 4, "dim": 8, "remainder": "pad"}, {"x": T("B", 3, 3, 8)}, ("B", "2", "8")),
+    ("patch_embed", {"patch": 5, "stride": 3, "dim": 8, "remainder": "pad"}, {"x": T("B", 1, 10, 11)},
+     ("B", "9", "8")),                                                                         # 11×11 → 3×3
+    ("patch_embed", {"patch": 4, "dim": 8, "remainder": "pad"}, {"x": T("B", 3, "H", 8)}, "GF124"),
 ]
 
 
@@ -147,3 +153,16 @@ def test_patch_embed_grid_is_the_sequence_on_its_grid():
     x = torch.randn(2, 3, 12, 16)
     flat = lower("flatten_grid", {}, {"x": C(2, 3, 4, 6)})
     torch.testing.assert_close(flat(grid(x)), seq(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("h,w", [(30, 30), (37, 42), (3, 9)])
+def test_padded_patch_embed_is_swins(h, w):
+    from transformers import SwinConfig
+    ref = swin.SwinPatchEmbeddings(SwinConfig(image_size=(h, w), patch_size=4, embed_dim=6))
+    mod = lower("patch_embed", {"patch": 4, "dim": 6, "remainder": "pad"}, {"x": C(2, 3, h, w)})
+    with torch.no_grad():
+        ref.projection.weight.copy_(mod.weight)
+        ref.projection.bias.copy_(mod.bias)
+        x = torch.randn(2, 3, h, w)
+        want, _ = ref(x)
+        torch.testing.assert_close(mod(x), want, rtol=0, atol=0)

@@ -99,7 +99,7 @@ def test_non_tiling_patch_message_has_the_numbers():
 @pytest.mark.parametrize("op,attrs", [
     ("token_at", {"select": "first"}), ("token_at", {"token": 3}), ("slice", {"start": 3, "stop": 2}),
     ("spectrogram", {"f_max": 9000.0}), ("spectrogram", {"f_min": 100.0, "f_max": 50.0}),
-    ("patch_embed", {"patch": 16, "dim": 8, "remainder": "pad"}), ("scale", {"by": 0.5, "extra": 1}),
+    ("patch_embed", {"patch": 16, "dim": 8, "remainder": "wrap"}), ("scale", {"by": 0.5, "extra": 1}),
 ])
 def test_bad_attrs_are_rejected(op, attrs):
     from pydantic import ValidationError

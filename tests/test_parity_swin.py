@@ -2,9 +2,9 @@
 
 The reference is built offline from a SwinConfig with random weights (every parameter perturbed, so
 norm scales, biases and the relative position tables all carry information) at small odd configurations
-that exercise what Swin does with sizes: grids that the window doesn't divide (padded), a stage whose
-grid is exactly one window (not shifted), odd grids before patch merging (padded), odd depths (a
-shifted layer last or not at all). transformers' Swin fails where a stage's grid is smaller than its
+that exercise what Swin does with sizes: an image that the patch doesn't divide and grids that the
+window doesn't divide (both padded), a stage whose grid is exactly one window (not shifted), odd grids
+before patch merging (padded), odd depths (a shifted layer last or not at all). transformers' Swin fails where a stage's grid is smaller than its
 window, so every configuration keeps the last grid at least one window across. fp32, eval mode, max abs
 error ≤ 1e-5 × the output's scale. At the default size, on the meta device: the parameter count equals
 the reference's (28,288,354) and the weight map covers its whole state dict, in both key layouts.
@@ -42,8 +42,8 @@ CONFIGS = {
     "window3": (68, 4, 3, 12, (2, 1, 3, 2), (3, 3, 6, 6), 7),
     # 9 → 5 → 3 → 2 with window 2: every stage but the last padded, the last one window
     "window2": (36, 4, 2, 6, (1, 2, 1, 1), (1, 2, 3, 3), 5),
-    # 10 → 5 → 3 → 2 at patch 3: window 2 with shift 1 everywhere but the last stage
-    "patch3": (30, 3, 2, 10, (2, 2, 2, 1), (2, 2, 4, 4), 3),
+    # a 31² image at patch 3 (padded to 33): 11 → 6 → 3 → 2, window 2 shifted by 1 but in the last stage
+    "patch3": (31, 3, 2, 10, (2, 2, 2, 1), (2, 2, 4, 4), 3),
 }
 
 

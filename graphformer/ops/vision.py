@@ -25,9 +25,11 @@ class PatchEmbedAttrs(Attrs):
     stride: DimAttr | None = Field(None, description="step between patches (default P: non-overlapping)")
     stride_w: DimAttr | None = Field(None, description="step along the width, if it differs from `stride`")
     bias: bool = True
-    remainder: Literal["error", "drop"] = Field(
-        "error", description="when the patches do not tile the input exactly: `error`, or `drop` the last "
-                             "rows/columns as torch.nn.Conv2d does (AST's overlapping patches)")
+    remainder: Literal["error", "drop", "pad"] = Field(
+        "error", description="when the patches do not tile the input exactly: `error`, `drop` the last "
+                             "rows/columns as torch.nn.Conv2d does (AST's overlapping patches), or `pad` with "
+                             "zeros at the bottom/right until they do (transformers' Swin; needs a concrete "
+                             "image size)")
     grid: bool = Field(False, description="keep the patches on their grid, `[B, H', W', D]` (channels last), "
                                           "for the grid ops (Swin's windows) instead of a sequence `[B, N, D]`")
 
@@ -37,6 +39,18 @@ class PatchEmbedAttrs(Attrs):
         sh = self.stride if self.stride is not None else self.patch
         return sh, self.stride_w if self.stride_w is not None else sh
 
+    def padding(self, height: int, width: int) -> tuple[int, int]:
+        """Zero rows and columns that `remainder: pad` adds at the bottom and right (0, 0 otherwise)."""
+        if self.remainder != "pad":
+            return 0, 0
+        return tuple(_pad_to_tile(n, self.patch, s) for n, s in zip((height, width), self.strides))
+
+
+def _pad_to_tile(n: int, p: int, s: int) -> int:
+    """How many zeros make patches of side `p`, `s` apart, tile a side of `n`: up to p, then to a step."""
+    grown = max(n, p)
+    return grown - n + (-(grown - p)) % s
+
 
 def _patches_along(size: Dim, p: int, s: int, what: str, remainder: str) -> Dim:
     """How many patches of side `p`, `s` apart, fit along one axis of `size`: (size − p) // s + 1."""
@@ -44,6 +58,8 @@ def _patches_along(size: Dim, p: int, s: int, what: str, remainder: str) -> Dim:
         # a symbolic side can't be checked here; `H // P` reads better than `(H − P) // P + 1`
         return size // p if s == p else (size - p) // s + 1
     n = size.value
+    if remainder == "pad":
+        n += _pad_to_tile(n, p, s)
     if n < p:
         raise ShapeError("GF120", f"patch size {p} is larger than the {what} {n}", "x")
     if (n - p) % s and remainder == "error":
@@ -51,8 +67,9 @@ def _patches_along(size: Dim, p: int, s: int, what: str, remainder: str) -> Dim:
         raise ShapeError(
             "GF123", f"patch size {p} with stride {s} does not tile {what} {n}: ({n} - {p}) / {s} is not an "
                      f"integer", "x",
-            help=f"make the {what} {n - left} or {n - left + s}, or set `remainder: drop` to drop the last "
-                 f"{left} {'rows' if what == 'height' else 'columns'} as torch.nn.Conv2d does")
+            help=f"make the {what} {n - left} or {n - left + s}, set `remainder: drop` to drop the last "
+                 f"{left} {'rows' if what == 'height' else 'columns'} as torch.nn.Conv2d does, or `remainder: "
+                 f"pad` to pad with zeros")
     return Dim.const((n - p) // s + 1)
 
 
@@ -64,6 +81,9 @@ def _patch_shape(a: PatchEmbedAttrs, ins):
     for v, name in ((a.dim, "dim"), (a.patch, "patch")) + tuple((s, "stride") for s in a.strides):
         positive(v, name)
     sh, sw = a.strides
+    if a.remainder == "pad":
+        for i, what in ((2, "the image height"), (3, "the image width")):
+            concrete(x.shape[i], "x", what + " (to size the padding of `remainder: pad`)")
     nh = _patches_along(x.shape[2], a.patch, sh, "height", a.remainder)
     nw = _patches_along(x.shape[3], a.patch, sw, "width", a.remainder)
     if a.grid:

@@ -25,6 +25,10 @@ def _broadcast_batch(ctx: NodeEmitter, table: str, like: str, rows: int, width: 
 def _patch_embed(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     a = node.attrs
+    if a.remainder == "pad":
+        ph, pw = a.padding(ctx.types["x"].shape[2].value, ctx.types["x"].shape[3].value)
+        if ph or pw:
+            x = ctx.op("Pad", [x, ctx.const([0, 0, 0, 0, 0, 0, ph, pw], "pads", np.int64)], "pad")
     ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])
     # a strided convolution, like torch.nn.Conv2d: trailing rows/columns that fit no patch are dropped
     y = ctx.op("Conv", ins, kernel_shape=[a.patch, a.patch], strides=list(a.strides))               # (B, D, nh, nw)

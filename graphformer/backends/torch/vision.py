@@ -15,13 +15,16 @@ class PatchEmbed(nn.Module):
     """A strided convolution flattened to tokens (or kept on its grid, channels last); Conv2d drops a
     remainder that does not fit a patch."""
 
-    def __init__(self, channels: int, dim: int, patch: int, stride: tuple[int, int], bias: bool, grid: bool):
+    def __init__(self, channels: int, dim: int, patch: int, stride: tuple[int, int], bias: bool, grid: bool,
+                 pad: tuple[int, int] = (0, 0)):
         super().__init__()
         self.weight = _param(dim, channels, patch, patch)
         self.bias = _param(dim) if bias else None
-        self.stride, self.grid = stride, grid
+        self.stride, self.grid, self.pad = stride, grid, pad
 
     def forward(self, x):
+        if any(self.pad):
+            x = F.pad(x, (0, self.pad[1], 0, self.pad[0]))            # zeros bottom and right
         y = F.conv2d(x, self.weight, self.bias, stride=self.stride)   # (B, D, H', W')
         if self.grid:
             return y.permute(0, 2, 3, 1)                               # (B, H', W', D)
@@ -34,8 +37,9 @@ class PatchEmbed(nn.Module):
 
 @lowers("patch_embed")
 def _patch_embed(node, types):
-    a = node.attrs
-    return PatchEmbed(types["x"].shape[1].value, a.dim, a.patch, a.strides, a.bias, a.grid)
+    a, x = node.attrs, types["x"]
+    pad = a.padding(x.shape[2].value, x.shape[3].value) if a.remainder == "pad" else (0, 0)
+    return PatchEmbed(x.shape[1].value, a.dim, a.patch, a.strides, a.bias, a.grid, pad)
 
 
 class PrependTokens(nn.Module):
