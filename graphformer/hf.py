@@ -242,6 +242,29 @@ CLIP_VISION = {
 }
 
 
+def _square(value, name):
+    """An image or patch size: an int, or a [height, width] pair that is square."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise HFImportError(f"`{name}: {list(value)}`: the swin-t spec takes square images and patches")
+        value = value[0]
+    return value
+
+
+def _swin(cfg: dict) -> dict:
+    out = _vit(cfg)
+    for field, param, default in (("depths", "depth", (2, 2, 6, 2)), ("num_heads", "heads", (3, 6, 12, 24))):
+        values = list(cfg.get(field, default))
+        if len(values) != 4:
+            raise HFImportError(f"`{field}: {values}`: the swin-t spec has four stages")
+        out.update({f"{param}{i + 1}": int(v) for i, v in enumerate(values)})
+    ratio = cfg.get("mlp_ratio", 4.0)
+    if ratio != int(ratio):
+        raise HFImportError(f"`mlp_ratio: {ratio}`: the swin-t spec's MLP width is an integer multiple")
+    out["mlp_ratio"] = int(ratio)
+    return out
+
+
 def _decision(cfg: dict) -> dict:
     inner = cfg.get("n_inner")
     return {"d_ff": 4 * cfg["hidden_size"] if inner is None else inner}
@@ -298,6 +321,14 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "qkv_bias": P("qkv_bias"),
     }, frozenset({"num_labels", "encoder_stride", "pooler_output_size", "pooler_act"}), _vit,
         "ViTForImageClassification"),
+    Family("swin", "swin-t.yaml", {
+        "image_size": P("image", _square), "patch_size": P("patch", _square), "num_channels": P("channels"),
+        "embed_dim": P("embed"), "window_size": P("window"), "layer_norm_eps": P("eps"),
+        "hidden_act": P("act", act), "qkv_bias": P("qkv_bias"),
+        "use_absolute_embeddings": Fixed(_is(False, None), "the swin-t spec has no absolute position embeddings"),
+    }, frozenset({"depths", "num_heads", "mlp_ratio", "num_labels", "drop_path_rate", "encoder_stride",
+                  "hidden_size", "num_layers", "stage_names", "out_features", "out_indices"}), _swin,
+        "SwinForImageClassification"),
     Family("clip", "clip-vit-b32.yaml", {"projection_dim": P("embed")},
            frozenset({"text_config", "vision_config", "logit_scale_init_value"}), _clip, "CLIPModel"),
     Family("audio-spectrogram-transformer", "ast.yaml", {
@@ -319,7 +350,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
 ]}
 
 # families the issue names whose specs don't exist yet
-NOT_YET = ("t5", "whisper", "swin")
+NOT_YET = ("t5", "whisper")
 
 def apply_table(table: dict, cfg: dict, prefix: str = "", missing: list | None = None) -> dict:
     """Params from `cfg` by `table`; fields the table reads but `cfg` lacks are appended to `missing`."""

@@ -50,6 +50,11 @@ def vit_io():
     return {"pixel_values": x}, {"pixel_values": x}, [("logits", "logits")]
 
 
+def swin_io():
+    x = torch.randn(2, 3, 35, 35, generator=torch.Generator().manual_seed(2))
+    return {"pixel_values": x}, {"pixel_values": x}, [("logits", "logits")]
+
+
 def clip_io():
     ids = tokens(3, 7, vocab=60)
     ids[:, 5] = 60
@@ -92,6 +97,9 @@ CASES = {
                                                            num_hidden_layers=2, num_attention_heads=5,
                                                            intermediate_size=56, num_labels=7, qkv_bias=False),
             vit_io),
+    "swin": ("SwinForImageClassification", "SwinConfig", dict(
+        image_size=35, patch_size=4, embed_dim=6, window_size=2, depths=[1, 2, 1, 1], num_heads=[1, 2, 3, 3],
+        num_labels=5, layer_norm_eps=1e-6, hidden_act="gelu_new"), swin_io),
     "clip": ("CLIPModel", "CLIPConfig", dict(
         text_config=dict(vocab_size=61, max_position_embeddings=12, hidden_size=32, num_attention_heads=4,
                          intermediate_size=48, num_hidden_layers=2, eos_token_id=60),
