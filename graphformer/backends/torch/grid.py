@@ -17,11 +17,16 @@ def _geometry(node, types, port: str) -> WindowGeometry:
     return window_geometry(node.attrs, types[port], port)
 
 
-class WindowPartition(nn.Module):
+class _Windows(nn.Module):
     def __init__(self, g: WindowGeometry):
         super().__init__()
         self.g = g
 
+    def extra_repr(self) -> str:
+        return f"window={self.g.window}, shift={self.g.shift}, grid={self.g.height}×{self.g.width}"
+
+
+class WindowPartition(_Windows):
     def forward(self, x):                                                     # (B, H, W, C)
         g, c = self.g, x.shape[-1]
         (ph, pw), w = g.padded, g.window
@@ -32,11 +37,8 @@ class WindowPartition(nn.Module):
         x = x.view(-1, g.rows, w, g.cols, w, c).transpose(2, 3)               # (B, rows, cols, w, w, C)
         return x.reshape(-1, g.area, c)                                       # (B·nW, w², C)
 
-    def extra_repr(self) -> str:
-        return f"window={self.g.window}, shift={self.g.shift}, grid={self.g.height}×{self.g.width}"
 
-
-class WindowMerge(WindowPartition):
+class WindowMerge(_Windows):
     def forward(self, x, grid):                                               # (B·nW, w², C)
         g, c = self.g, x.shape[-1]
         (ph, pw), w = g.padded, g.window
