@@ -41,7 +41,8 @@ class WindowAttrs(Attrs):
     dim_fields = ("window", "shift")
     window: DimAttr = Field(description="side w of the square windows")
     shift: DimAttr = Field(0, description="cyclic shift of the grid before partitioning (Swin: w // 2 in every "
-                                          "second layer); 0: regular windows")
+                                          "second layer); 0: regular windows. Not applied where the grid's "
+                                          "shorter side is w (one window across), as in transformers")
 
 
 @dataclass(frozen=True)
