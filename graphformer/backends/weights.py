@@ -25,7 +25,7 @@ from ..errors import WeightFileError, WeightMapError
 from ..ir import IRGraph, WeightMap, WeightRule
 
 __all__ = ["WeightMapError", "WeightFileError", "read_state_dict", "get_map", "convert_state_dict",
-           "check_shapes"]
+           "to_reference", "check_shapes"]
 
 
 # ---------------------------------------------------------------- reading
@@ -300,6 +300,102 @@ def _place(out, source, shapes, target, value, key, how, mapping) -> str | None:
         return None
     out[target], source[target] = value, key
     return None
+
+
+# ---------------------------------------------------------------- the other way: spec → reference
+
+def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None = None) -> dict:
+    """The spec's parameters under the reference's names: the inverse of `convert_state_dict`, so
+    `convert_state_dict(spec, to_reference(spec, w, m), m)` gives `w` back.
+
+    `reference`: the reference's own state dict (tensors or anything with a `.shape`, e.g.
+    `ref.state_dict()`) to name exactly its keys, with the map's `strip_prefix` where it has it and in its
+    shapes; keys the map ignores (buffers) are left out. Without it: one key per rule and layer, without
+    the prefix. Fused targets are concatenated along dim 0, transposed ones transposed back, unstacked
+    experts stacked. Raises WeightMapError naming each key no rule can make and each parameter unwritten.
+    """
+    ir = _ir(spec)
+    wmap = get_map(ir, mapping)
+    tied = {f"{n}.weight": f"{owner}.weight" for n, owner in ir.ties.items()}
+    rules = [_Rule(r, _pattern(r.src)) for r in wmap.rules]
+    if reference is None:
+        keys = [r.rule.src.replace("{i}", i) for r in rules for i in _layers(r.rule, weights, tied)]
+    else:
+        keys = [k for k in reference
+                if not any(p.fullmatch(_strip(wmap, k)) for p in (_Glob(g) for g in wmap.ignore))]
+    out, problems, used = {}, [], set()
+    for key in keys:
+        name = _strip(wmap, key)
+        hit = next(((r, m) for r in rules if (m := r.regex.fullmatch(name))), None)
+        if hit is None:
+            problems.append(f"reference tensor `{key}` is made by no rule of map `{mapping}`")
+            continue
+        rule, m = hit[0].rule, hit[1]
+        targets = [tied.get(t, t) for t in _targets(rule, m.groupdict().get("i"), weights, tied)]
+        missing = [t for t in targets if t not in weights]
+        if missing or not targets:
+            problems.append(f"reference tensor `{key}` needs spec parameter(s) {_few(missing or rule.targets)}, "
+                            f"which the weights lack")
+            continue
+        value = _stack([_concat([weights[t] for t in group]) for group in _by_expert(rule, targets)]) \
+            if rule.unstack else _concat([weights[t] for t in targets])
+        if rule.transpose:
+            value = value.T
+        if reference is not None and tuple(value.shape) != tuple(reference[key].shape):
+            value = value.reshape(tuple(reference[key].shape))   # unit axes only: convert_state_dict checks
+        out[key] = _contiguous(value)
+        used.update(targets)
+    problems += [f"spec parameter `{p}` is written by no rule of map `{mapping}`" for p in weights if p not in used]
+    if problems:
+        raise WeightMapError(problems)
+    return out
+
+
+def _strip(wmap: WeightMap, key: str) -> str:
+    return key[len(wmap.strip_prefix):] if wmap.strip_prefix and key.startswith(wmap.strip_prefix) else key
+
+
+def _layers(rule: WeightRule, weights: Mapping, tied: dict) -> list[str]:
+    """The layer indices (as text) for which every target of `rule` is among `weights` ([""] without `{i}`)."""
+    first = rule.targets[0].replace("{e}", "0")
+    if "{i}" not in rule.src:
+        return [""] if _targets(rule, None, weights, tied) else []
+    found = sorted({m.group("i") for k in weights if (m := _pattern(first).fullmatch(k))}, key=int)
+    return [i for i in found if _targets(rule, i, weights, tied)]
+
+
+def _targets(rule: WeightRule, index: str | None, weights: Mapping, tied: dict) -> list[str]:
+    """The rule's targets at layer `index`, experts expanded in order; [] when one is not in `weights`."""
+    names = [t.replace("{i}", index) if index is not None else t for t in rule.targets]
+    if rule.unstack:
+        experts = 0
+        while all(n.replace("{e}", str(experts)) in weights for n in names):
+            experts += 1
+        names = [n.replace("{e}", str(e)) for e in range(experts) for n in names]
+    return names if names and all(tied.get(n, n) in weights for n in names) else []
+
+
+def _by_expert(rule: WeightRule, targets: list[str]) -> list[list[str]]:
+    k = len(rule.targets)
+    return [targets[e:e + k] for e in range(0, len(targets), k)]
+
+
+def _concat(parts: list):
+    if len(parts) == 1:
+        return parts[0]
+    if hasattr(parts[0], "contiguous"):  # torch
+        import torch
+        return torch.cat(parts)
+    import numpy as np
+    return np.concatenate(parts)
+
+
+def _stack(parts: list):
+    if hasattr(parts[0], "contiguous"):
+        import torch
+        return torch.stack(parts)
+    import numpy as np
+    return np.stack(parts)
 
 
 # ---------------------------------------------------------------- checking
