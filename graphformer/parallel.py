@@ -1,13 +1,20 @@
 """`graphformer.parallelize`: shard a built model on torch.distributed — tensor parallelism from the plan the
 graph implies (graphformer/tp_plan.py), FSDP2 on every repetition of every repeated block and on the
-root, optional activation checkpointing and torch.compile per repetition. See docs/distributed.md.
+root, optional activation checkpointing and torch.compile per repetition; checkpoints of a sharded model
+(torch.distributed.checkpoint, loadable at another world size) and its export as one safetensors file.
+See docs/distributed.md.
 """
 from __future__ import annotations
 
+import os
+import warnings
+from contextlib import contextmanager
+
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from .errors import UsageError
+from .errors import UsageError, WeightFileError
 from .tp_plan import Shard, derive
 
 
@@ -75,3 +82,88 @@ def _meshes(mesh, tp: int, fsdp: bool):
             raise UsageError(f"tp = {tp} but the mesh has {mesh.size()} ranks")
         return None, mesh
     return mesh, None
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path, model, optimizer=None) -> None:
+    """Save `model` (and `optimizer`) under directory `path` with torch.distributed.checkpoint: every rank
+    writes its own shards, replicated tensors once. Called on every rank (or in one process without a
+    process group). The parameter names are the unsharded model's, so any layout loads it."""
+    import torch.distributed.checkpoint as dcp
+    with _single_process_is_meant():
+        dcp.save(_state(model, optimizer), checkpoint_id=os.fspath(path), no_dist=not dist.is_initialized())
+
+
+def load_checkpoint(path, model, optimizer=None):
+    """Load a `save_checkpoint` directory into `model` (and `optimizer`) sharded any way, at any world size,
+    or unsharded in one process: DCP reads each rank's part of every tensor from whichever shards hold it.
+    A checkpoint holding more (an optimizer when none is passed) is fine. Raises WeightFileError."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+    path = os.fspath(path)
+    if not os.path.isfile(os.path.join(path, ".metadata")):
+        raise WeightFileError(f"`{path}` holds no torch.distributed.checkpoint (no `.metadata` file)")
+    state = _state(model, optimizer)
+    try:
+        with _single_process_is_meant():
+            dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
+    except CheckpointException as e:  # a BaseException holding each rank's, e.g. a shape another spec has
+        first = next(iter(e.failures.values()), None)
+        why = first[0] if isinstance(first, tuple) else first
+        raise WeightFileError(f"cannot load checkpoint `{path}` into `{_name(model)}`: {why}") from None
+    set_state_dict(model, optimizer or (), model_state_dict=state["model"], optim_state_dict=state.get("optim", {}))
+    return model
+
+
+@contextmanager
+def _single_process_is_meant():
+    """DCP warns on every save and load without a process group; here that is a supported use."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
+
+
+def _state(model, optimizer) -> dict:
+    """{"model": ..., "optim": ...} with the unsharded model's parameter names (DCP's own layout)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+    if optimizer is None:
+        return {"model": get_model_state_dict(model)}
+    msd, osd = get_state_dict(model, optimizer)
+    return {"model": msd, "optim": osd}
+
+
+def export_safetensors(model, path, mapping: str | None = None, reference=None) -> None:
+    """Write the whole of a sharded model as one safetensors file at `path`. Called on every rank: each
+    takes part in gathering the full tensors, which only rank 0 holds (on the CPU) and writes; the others
+    wait until the file is there. `mapping`: a weight map of the spec (`hf`) to name the tensors as that
+    reference does (`reference`: its state dict, to name exactly its keys; see backends/weights.py
+    `to_reference`); default: the spec's own names, as `graphformer build -o` writes them."""
+    from .backends.torch.weights import write_safetensors
+    from .fileio import atomic_path
+    rank0 = not dist.is_initialized() or dist.get_rank() == 0
+    full = _full_state_dict(model)
+    if rank0:
+        spec = model.spec
+        if mapping is not None:
+            from .backends.weights import to_reference
+            full = to_reference(spec, full, mapping, reference)
+        meta = {"graphformer_spec": spec.name, "format": "pt", **({"weight_map": mapping} if mapping else {})}
+        with atomic_path(path) as tmp:
+            write_safetensors(full, tmp, meta)
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _full_state_dict(model) -> dict:
+    """The unsharded tensors on rank 0's CPU ({} on the other ranks); a collective when distributed."""
+    if not dist.is_initialized():
+        return {k: v.detach() for k, v in model.state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _name(model) -> str:
+    spec = getattr(model, "spec", None)
+    return spec.name if spec is not None else type(model).__name__

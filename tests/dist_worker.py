@@ -1,6 +1,12 @@
-"""Run under torchrun by tests/test_parallel.py: train a tiny spec for 3 AdamW steps sharded (FSDP2, tensor
-parallel, or both on a 2-D mesh) and compare losses, gradients and parameters with the same training
-in one process. Exits non-zero with the difference when they disagree."""
+"""Run under torchrun by tests/test_parallel.py.
+
+`dist_worker.py NAME LAYOUT`: train a tiny spec for 3 AdamW steps sharded (LAYOUT fsdp, tp, or 2d: both
+on a 2-D mesh) and compare losses, gradients and parameters with the same training in one process.
+`dist_worker.py NAME LAYOUT save DIR`: train one step sharded, save a DCP checkpoint (model and optimizer)
+and export one safetensors file under DIR, and record the outputs before and after one more step.
+`dist_worker.py NAME LAYOUT load DIR`: load that checkpoint into a model sharded as LAYOUT (another world
+size) and check the same outputs, before and after the same step (so the optimizer state came too).
+Exits non-zero with the difference when they disagree."""
 from __future__ import annotations
 
 import sys
@@ -14,6 +20,7 @@ from torch.distributed.tensor import DTensor
 
 import graphformer
 from graphformer.budget import per_device
+from graphformer.parallel import export_safetensors, load_checkpoint, save_checkpoint
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 TOL = 1e-5
@@ -33,22 +40,70 @@ def step(model, ids, opt):
     return loss.detach(), grads
 
 
+def shard(model, layout: str) -> tuple[int, int]:
+    """Parallelize `model` as `layout` over all ranks; returns (data-parallel size, this rank's index)."""
+    world = dist.get_world_size()
+    if layout == "fsdp":
+        graphformer.parallelize(model, init_device_mesh("cpu", (world,)))
+        return world, dist.get_rank()
+    if layout == "tp":
+        graphformer.parallelize(model, init_device_mesh("cpu", (world,)), tp=world, fsdp=False)
+        return 1, 0
+    mesh = init_device_mesh("cpu", (2, world // 2), mesh_dim_names=("dp", "tp"))
+    graphformer.parallelize(model, mesh, tp=world // 2)
+    return 2, mesh["dp"].get_local_rank()
+
+
+def batch(spec, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, spec.params["vocab"], (4, 8), generator=torch.Generator().manual_seed(seed))
+
+
+def probe(model, opt, ids, local) -> dict[str, torch.Tensor]:
+    """The logits on `ids` before and after one AdamW step on `local` (this rank's part of the batch)."""
+    with torch.no_grad():
+        before = model(tokens=ids)["logits"]
+    step(model, local, opt)
+    with torch.no_grad():
+        after = model(tokens=ids)["logits"]
+    return {"before": before, "after": after}
+
+
+def checkpoint(name: str, layout: str, action: str, out: Path) -> None:
+    dist.init_process_group("gloo")
+    spec = graphformer.load(SPECS / f"{name}.yaml", preset="tiny")
+    model = graphformer.build(spec, seed=0 if action == "save" else 1).eval()
+    dp, dp_rank = shard(model, layout)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = batch(spec, 1)
+    if action == "save":
+        step(model, batch(spec, 0).chunk(dp)[dp_rank], opt)     # weights and optimizer state away from init
+        save_checkpoint(out / "dcp", model, opt)
+        export_safetensors(model, out / "model.safetensors")
+        export_safetensors(model, out / "hf.safetensors", mapping="hf")
+        got = probe(model, opt, ids, ids.chunk(dp)[dp_rank])
+        if dist.get_rank() == 0:
+            torch.save(got, out / "expected.pt")
+        worst = 0.0
+    else:
+        load_checkpoint(out / "dcp", model, opt)
+        worst = compare(probe(model, opt, ids, ids.chunk(dp)[dp_rank]), torch.load(out / "expected.pt"))
+    if dist.get_rank() == 0:
+        print(f"{name} {action} {layout} x{dist.get_world_size()}: worst difference {worst:.2e}")
+    dist.destroy_process_group()
+    sys.exit(0 if worst <= 5 * TOL else 1)
+
+
+def compare(got: dict, want: dict) -> float:
+    return max((got[k] - want[k]).abs().max().item() for k in want)
+
+
 def main(name: str, mode: str) -> None:
     dist.init_process_group("gloo")
     world = dist.get_world_size()
     spec = graphformer.load(SPECS / f"{name}.yaml", preset="tiny")
     ref = graphformer.build(spec, seed=0).eval()        # eval: no dropout, so both runs are deterministic
     model = graphformer.build(spec, seed=0).eval()
-    if mode == "fsdp":
-        mesh, dp, dp_rank = init_device_mesh("cpu", (world,)), world, dist.get_rank()
-        graphformer.parallelize(model, mesh)
-    elif mode == "tp":
-        mesh, dp, dp_rank = init_device_mesh("cpu", (world,)), 1, 0
-        graphformer.parallelize(model, mesh, tp=world, fsdp=False)
-    else:
-        mesh = init_device_mesh("cpu", (2, world // 2), mesh_dim_names=("dp", "tp"))
-        dp, dp_rank = 2, mesh["dp"].get_local_rank()
-        graphformer.parallelize(model, mesh, tp=world // 2)
+    dp, dp_rank = shard(model, mode)
     # the parameters this rank holds equal summary's per-device figure (rank 0 holds the largest shards)
     held = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in model.parameters())
     want = per_device(spec.ir, spec.ir.resolve_dims({}), dp=dp, tp=world // dp)["params"]
@@ -83,4 +138,7 @@ def main(name: str, mode: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) == 5:
+        checkpoint(sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]))
+    else:
+        main(sys.argv[1], sys.argv[2])

@@ -24,8 +24,18 @@ def load_weights(module: nn.Module, state_dict: dict, mapping: str, spec=None) -
 
 def save_safetensors(module: nn.Module, path: str, metadata: dict[str, str]) -> None:
     """Write the module's state dict to `path` with safetensors' file writer (no in-memory copy of the file)."""
+    # our state dict never lists a tied parameter twice (it lives under its owner, e.g. `tok.weight`)
+    write_safetensors(module.state_dict(), path, metadata)
+
+
+def write_safetensors(tensors: dict, path: str, metadata: dict[str, str]) -> None:
+    """Write `tensors` to `path` (on the CPU, contiguous); a tensor listed under two names (a reference's
+    tied head) copied, since safetensors refuses tensors that share memory."""
     from safetensors.torch import save_file
-    # our state dict never lists a tied parameter twice (it lives under its owner, e.g. `tok.weight`),
-    # and safetensors wants contiguous, unshared CPU tensors
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-    save_file(tensors, path, metadata=metadata)
+    out, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().to("cpu").contiguous()
+        storage = v.untyped_storage().data_ptr()
+        out[k] = v.clone() if storage in seen else v
+        seen.add(storage)
+    save_file(out, path, metadata=metadata)
