@@ -6,6 +6,8 @@
 Data: random tokens, or `--data tokens.npy` (a 1-D array of token ids). Every `--save-every` steps the
 model and optimizer are saved with torch.distributed.checkpoint under `--ckpt` (sharded: one file per
 rank); a later run with the same `--ckpt` resumes from the last one, at any world size (DCP reshards).
+`--export model.safetensors` writes the trained model as one file at the end (`--export-map hf`: under
+the names of the spec's `hf` map, which `graphformer build --weights` and the reference read).
 """
 from __future__ import annotations
 
@@ -15,12 +17,11 @@ import time
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 import torch.nn.functional as F
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 
 import graphformer
+from graphformer.parallel import export_safetensors, load_checkpoint, save_checkpoint
 
 
 def main() -> None:
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--data", help="a .npy file of token ids (default: random tokens)")
     ap.add_argument("--ckpt", help="checkpoint directory (resume from it if it holds one)")
     ap.add_argument("--save-every", type=int, default=10)
+    ap.add_argument("--export", metavar="FILE", help="write the trained model as one .safetensors file")
+    ap.add_argument("--export-map", metavar="NAME", help="name the exported tensors by this weight map (e.g. hf)")
     args = ap.parse_args()
 
     backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -60,9 +63,7 @@ def main() -> None:
     start = 0
     if args.ckpt and os.path.exists(os.path.join(args.ckpt, "step")):
         start = int(open(os.path.join(args.ckpt, "step")).read())
-        state = {"model": get_state_dict(model, opt)[0], "optim": get_state_dict(model, opt)[1]}
-        dcp.load(state, checkpoint_id=os.path.join(args.ckpt, f"step-{start}"))
-        set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        load_checkpoint(os.path.join(args.ckpt, f"step-{start}"), model, opt)
         if rank == 0:
             print(f"resumed from {args.ckpt} at step {start}")
 
@@ -87,11 +88,14 @@ def main() -> None:
             print(f"[{'#' * done}{'.' * (30 - done)}] step {step + 1}/{args.steps} loss {loss.item() / world:.4f} "
                   f"({time.perf_counter() - t:.2f} s)", flush=True)
         if args.ckpt and ((step + 1) % args.save_every == 0 or step + 1 == args.steps):
-            msd, osd = get_state_dict(model, opt)
-            dcp.save({"model": msd, "optim": osd}, checkpoint_id=os.path.join(args.ckpt, f"step-{step + 1}"))
+            save_checkpoint(os.path.join(args.ckpt, f"step-{step + 1}"), model, opt)
             if rank == 0:
                 with open(os.path.join(args.ckpt, "step"), "w") as fh:
                     fh.write(str(step + 1))
+    if args.export:
+        export_safetensors(model, args.export, mapping=args.export_map)
+        if rank == 0:
+            print(f"wrote {args.export}")
     dist.destroy_process_group()
 
 

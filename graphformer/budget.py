@@ -140,7 +140,7 @@ def _largest_output(ir: IRGraph, dims, s) -> int:
 def per_device(ir: IRGraph, dims: dict[str, int], dtype: str = "float32", optimizer: str = "adamw",
                mixed_precision: bool = False, dp: int = 1, tp: int = 1) -> dict:
     """Bytes on the most loaded device of a (dp × tp) mesh under graphformer.parallelize: each parameter
-    split by the tensor-parallel plan (column-wise: rows; row-wise: columns, its bias whole), then its
+    split by the tensor-parallel plan (column-wise, vocab: rows; row-wise: columns, its bias whole), then its
     local part sharded on dim 0 over dp by FSDP2 (rank 0 holds ceil(rows / dp) rows). Activations are
     those of the per-device batch B / dp; tensor parallelism's savings on them are not modelled (an upper
     bound)."""
@@ -152,7 +152,7 @@ def per_device(ir: IRGraph, dims: dict[str, int], dtype: str = "float32", optimi
         module, kind = name.rsplit(".", 1)
         shape = list(shape)
         how = style.get(module, "replicate")
-        if how == "colwise":
+        if how in ("colwise", "vocab"):
             shape[0] = -(-shape[0] // tp)
         elif how == "rowwise" and kind == "weight":
             shape[1] = -(-shape[1] // tp)

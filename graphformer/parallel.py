@@ -43,9 +43,8 @@ def parallelize(model, mesh, *, tp: int = 1, fsdp: bool = True, activation_check
     parameters in compute (FSDP2's MixedPrecisionPolicy, gradients reduced in fp32)."""
     dp_mesh, tp_mesh = _meshes(mesh, tp, fsdp)
     if tp > 1:
-        from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
-        styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
-        layout = {s.module: styles[s.style]() for s in derive(model.spec, tp) if s.style in styles}
+        from torch.distributed.tensor.parallel import parallelize_module
+        layout = {s.module: _style(model, s) for s in derive(model.spec, tp) if s.style != "replicate"}
         parallelize_module(model, tp_mesh, layout)
     if activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
@@ -63,6 +62,17 @@ def parallelize(model, mesh, *, tp: int = 1, fsdp: bool = True, activation_check
             fully_shard(items[i], **kw)
         fully_shard(model, **kw)
     return model
+
+
+def _style(model, shard: Shard):
+    """torch's ParallelStyle for one entry of the plan."""
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+    if shard.style == "vocab":
+        if isinstance(model.get_submodule(shard.module), nn.Embedding):
+            return RowwiseParallel(input_layouts=Replicate())     # rows of the table; token ids everywhere
+        return ColwiseParallel(output_layouts=Replicate())        # the head's logits gathered
+    return {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}[shard.style]()
 
 
 def _meshes(mesh, tp: int, fsdp: bool):

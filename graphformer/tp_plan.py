@@ -6,9 +6,11 @@ which row-wise, and what stays replicated — for any spec, not one hand-written
 - feed-forward pairs: a linear A whose output reaches, through element-wise ops only (activations, `mul`,
   dropout), linears B that map back to A's input width: A column-wise, B row-wise (Megatron's MLP split;
   SwiGLU's gate and up are both A's). Every input of a `mul` on the way must itself be column-split.
-- everything else is replicated and listed: embeddings and the LM head (vocab-parallel is not done),
-  norms, mixture-of-experts layers, cross-attention, self-attention with a per-head logit bias (T5, Swin:
-  the bias's heads are not split yet), and any linear outside such a pair.
+- vocab-parallel: an untied token table and LM head split along the vocabulary (rows; uneven splits are
+  fine). A table tied to the head stays replicated with it.
+- everything else is replicated and listed: tied tables and heads, norms, mixture-of-experts layers,
+  cross-attention, self-attention with a per-head logit bias (T5, Swin: the bias's heads are not split
+  yet), and any linear outside such a pair.
 """
 from __future__ import annotations
 
@@ -52,15 +54,32 @@ def derive(spec, tp: int) -> list[Shard]:
     for b in sorted({b for bs in pairs.values() for b in bs}):
         out.append(Shard(b, "rowwise", "feed-forward: partial sums all-reduced"))
     done |= set(pairs) | {b for bs in pairs.values() for b in bs}
+    for name, why in _vocab_parallel(ir, tp).items():
+        out.append(Shard(name, "vocab", why))
+        done.add(name)
     for n in ir.nodes():
         if n.op in ("linear", "embedding", "moe", "attention", "cross_attend", "patch_embed") and n.name not in done:
             out.append(Shard(n.name, "replicate", _why_replicated(n)))
     return out
 
 
+def _vocab_parallel(ir: IRGraph, tp: int) -> dict[str, str]:
+    """Token tables and LM heads split along the vocabulary: an embedding no linear is tied to, and an
+    untied linear that is an output of the graph as wide as such a table. Both need every rank to hold
+    at least one row."""
+    owners = set(ir.ties.values())
+    tables = {n.name: n.attrs.vocab for n in ir.nodes()
+              if n.op == "embedding" and n.name not in owners and n.attrs.vocab >= tp}
+    heads = {n.name for n in ir.nodes() if n.op == "linear" and not n.attrs.tied_to()
+             and n.name in ir.outputs.values() and n.attrs.out in tables.values()}
+    rows = "ceil(vocab / tp) rows per rank"
+    return {**{t: f"vocab-parallel: {rows}; each rank looks up its rows, partial sums all-reduced" for t in tables},
+            **{h: f"vocab-parallel: {rows}; each rank computes its slice of the logits, all-gathered" for h in heads}}
+
+
 def _why_replicated(n) -> str:
     if n.op == "embedding":
-        return "embedding table (vocab-parallel not done)"
+        return "embedding table tied to the LM head, or smaller than tp (vocab-parallel not done for these)"
     if n.op == "linear" and n.attrs.tied_to():
         return f"tied to {n.attrs.tied}"
     if n.op == "moe":

@@ -28,9 +28,13 @@ def _width(types, port: str = "x") -> int:
 
 # ---------------------------------------------------------------- embedding, positions
 
-class Embedding(nn.Module):
+class Embedding(nn.Embedding):
+    """A token table. A subclass of nn.Embedding (without its init: the builder initialises every parameter
+    once) so that torch's RowwiseParallel accepts it: vocab-parallel under tensor parallelism."""
+
     def __init__(self, vocab: int, dim: int, scale: bool):
-        super().__init__()
+        nn.Module.__init__(self)
+        self.num_embeddings, self.embedding_dim, self.padding_idx = vocab, dim, None
         self.weight = _param(vocab, dim)
         self.scale = math.sqrt(dim) if scale else None  # Vaswani et al. 3.4: multiply by sqrt(d_model)
 
