@@ -120,9 +120,9 @@ def test_mesh_gives_per_device_bytes_and_the_plan(capsys):
     doc = json.loads(capsys.readouterr().out)
     dev = doc["per_device"]
     assert (dev["dp"], dev["tp"]) == (8, 4)
-    # every layer's projections split 4 ways, then everything 8 ways; embeddings and head only 8 ways
+    # every projection, the token table and the head split 4 ways, then everything 8 ways (norms: 8 ways)
     assert doc["params"] / 32 < dev["params"] < doc["params"] / 8
-    assert {p["style"] for p in dev["plan"]} == {"colwise", "rowwise", "replicate"}
+    assert {p["style"] for p in dev["plan"]} == {"colwise", "rowwise", "vocab"}
     assert cli.main(argv[:5] + ["dp=2,tp=5"]) == 2   # 32 heads don't split 5 ways
     assert "does not divide by tp = 5" in capsys.readouterr().err
     # per-rank parameters of a really sharded model equal this figure: tests/dist_worker.py checks it

@@ -36,6 +36,7 @@ def test_sharded_training_equals_one_process(name, mode, nproc):
     r = torchrun(nproc, name, mode)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "worst difference" in r.stdout
+    print(r.stdout.strip())
 
 
 @pytest.mark.parametrize("name,layout,nproc,reload", [
@@ -84,7 +85,10 @@ def test_plan_without_building():
     plan = {s.module: s.style for s in graphformer.plan(spec, tp=2)}
     assert plan["blocks.0.attn.q"] == plan["blocks.0.mlp.gate"] == plan["blocks.0.mlp.up"] == "colwise"
     assert plan["blocks.1.attn.o"] == plan["blocks.1.mlp.down"] == "rowwise"
-    assert plan["tok"] == plan["lm_head"] == "replicate"
+    assert plan["tok"] == plan["lm_head"] == "vocab"
+    gpt2 = {s.module: s for s in graphformer.plan(graphformer.load(SPECS / "gpt2.yaml", preset="tiny"), tp=2)}
+    assert gpt2["tok"].style == gpt2["lm_head"].style == "replicate"      # a tied table stays with its head
+    assert "tied" in gpt2["tok"].why and "tied" in gpt2["lm_head"].why
     with pytest.raises(UsageError, match="heads = 6 does not divide by tp = 4"):
         graphformer.plan(spec, tp=4)
     with pytest.raises(UsageError, match="kv_heads = 2 does not divide by tp = 3"):
