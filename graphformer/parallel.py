@@ -27,9 +27,13 @@ def repetitions(model) -> list[tuple[nn.ModuleList, int]]:
     """Every repetition of every repeated block as (its ModuleList, index): the unit FSDP, activation
     checkpointing and compilation wrap. The generated forwards look modules up at call time, so a
     repetition replaced in its list is the one that runs."""
+    from .backends.torch.moe import MoE
+    # a mixture of experts' experts are not repetitions: each rank runs only the experts its tokens pick,
+    # so an expert can't be a unit whose forward all ranks enter (FSDP's all-gather); its block is
+    inside_moe = {id(m) for moe in model.modules() if isinstance(moe, MoE) for m in moe.modules()}
     out = []
     for module in model.modules():
-        if isinstance(module, nn.ModuleList):
+        if isinstance(module, nn.ModuleList) and id(module) not in inside_moe:
             out += [(module, i) for i in range(len(module))]
     return out
 

@@ -54,6 +54,10 @@ def derive(spec, tp: int) -> list[Shard]:
     for b in sorted({b for bs in pairs.values() for b in bs}):
         out.append(Shard(b, "rowwise", "feed-forward: partial sums all-reduced"))
     done |= set(pairs) | {b for bs in pairs.values() for b in bs}
+    for n in ir.nodes():
+        if n.op == "moe" and (split := _experts(ir, n, tp)):
+            out += split
+            done.add(n.name)
     for name, why in _vocab_parallel(ir, tp).items():
         out.append(Shard(name, "vocab", why))
         done.add(name)
@@ -61,6 +65,26 @@ def derive(spec, tp: int) -> list[Shard]:
         if n.op in ("linear", "embedding", "moe", "attention", "cross_attend", "patch_embed") and n.name not in done:
             out.append(Shard(n.name, "replicate", _why_replicated(n)))
     return out
+
+
+def _experts(ir: IRGraph, n, tp: int) -> list[Shard]:
+    """Each expert's feed-forward pairs split like a dense one (the router stays replicated): every rank
+    holds 1/tp of every expert and runs the experts its tokens pick (the same on every rank of a tensor-
+    parallel group, whose inputs are equal). [] when the expert block has no such pair."""
+    body = n.attrs.body()
+    if body is None or n.shape is None:
+        return []
+    body.at(ir.node(n.inputs["x"]).shape)
+    pairs = _mlp_pairs(body.ir, tp)
+    rows = sorted({b for bs in pairs.values() for b in bs})
+    if not pairs:
+        return []
+    out = []
+    for e in range(n.attrs.experts):
+        at = f"{n.name}.experts.{e}"
+        out += [Shard(f"{at}.{a}", "colwise", "expert feed-forward, split like a dense one") for a in pairs]
+        out += [Shard(f"{at}.{b}", "rowwise", "expert feed-forward: partial sums all-reduced") for b in rows]
+    return out + [Shard(f"{n.name}.router", "replicate", "router: every rank routes all its tokens alike")]
 
 
 def _vocab_parallel(ir: IRGraph, tp: int) -> dict[str, str]:

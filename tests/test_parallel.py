@@ -31,6 +31,8 @@ def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("name,mode,nproc", [
     ("llama", "fsdp", 2), ("llama", "tp", 2), ("gpt2", "tp", 2),
     pytest.param("llama", "2d", 4, marks=pytest.mark.slow), pytest.param("gpt2", "fsdp", 2, marks=pytest.mark.slow),
+    # FSDP around whole blocks (not experts, which ranks run unevenly) and each expert split tensor-parallel
+    pytest.param("mixtral-8x7b", "2d", 4, marks=pytest.mark.slow),
 ])
 def test_sharded_training_equals_one_process(name, mode, nproc):
     r = torchrun(nproc, name, mode)
