@@ -30,21 +30,28 @@ def full(t):
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
+def named_parameters(model) -> dict:
+    """By the unwrapped model's names (activation checkpointing's wrapper adds a path segment)."""
+    return {k.replace("_checkpoint_wrapped_module.", ""): p for k, p in model.named_parameters()}
+
+
 def step(model, ids, opt):
     logits = model(tokens=ids)["logits"]
     loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
     loss.backward()
-    grads = {k: full(p.grad).detach().clone() for k, p in model.named_parameters()}
+    grads = {k: full(p.grad).detach().clone() for k, p in named_parameters(model).items()}
     opt.step()
     opt.zero_grad()
     return loss.detach(), grads
 
 
 def shard(model, layout: str) -> tuple[int, int]:
-    """Parallelize `model` as `layout` over all ranks; returns (data-parallel size, this rank's index)."""
+    """Parallelize `model` as `layout` (`+ac`: with activation checkpointing) over all ranks; returns
+    (data-parallel size, this rank's index)."""
     world = dist.get_world_size()
+    layout, ac = layout.removesuffix("+ac"), layout.endswith("+ac")
     if layout == "fsdp":
-        graphformer.parallelize(model, init_device_mesh("cpu", (world,)))
+        graphformer.parallelize(model, init_device_mesh("cpu", (world,)), activation_checkpointing=ac)
         return world, dist.get_rank()
     if layout == "tp":
         graphformer.parallelize(model, init_device_mesh("cpu", (world,)), tp=world, fsdp=False)
@@ -125,7 +132,7 @@ def main(name: str, mode: str) -> None:
         diff["loss"] = max(diff["loss"], abs(loss.item() - want_loss.item()))
         for k, g in want_grads.items():
             diff["grads"] = max(diff["grads"], (grads[k] - g).abs().max().item() / max(1.0, g.abs().max().item()))
-    params = dict(model.named_parameters())
+    params = named_parameters(model)
     for k, p in ref.named_parameters():
         diff["params"] = max(diff["params"], (full(params[k]).detach() - p.detach()).abs().max().item())
     if dist.get_rank() == 0:

@@ -29,7 +29,7 @@ def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("name,mode,nproc", [
-    ("llama", "fsdp", 2), ("llama", "tp", 2), ("gpt2", "tp", 2),
+    ("llama", "fsdp+ac", 2), ("llama", "tp", 2), ("gpt2", "tp", 2),
     pytest.param("llama", "2d", 4, marks=pytest.mark.slow), pytest.param("gpt2", "fsdp", 2, marks=pytest.mark.slow),
     # FSDP around whole blocks (not experts, which ranks run unevenly) and each expert split tensor-parallel
     pytest.param("mixtral-8x7b", "2d", 4, marks=pytest.mark.slow),
@@ -42,7 +42,7 @@ def test_sharded_training_equals_one_process(name, mode, nproc):
 
 
 @pytest.mark.parametrize("name,layout,nproc,reload", [
-    ("gpt2", "fsdp", 2, []),
+    ("gpt2", "fsdp+ac", 2, []),
     pytest.param("llama", "2d", 4, [("tp", 2)], marks=pytest.mark.slow),
 ])
 def test_checkpoint_saved_sharded_loads_at_another_world_size(name, layout, nproc, reload, tmp_path):
