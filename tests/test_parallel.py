@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 
 
-def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+def torchrun(nproc: int, *args: str, script: Path = ROOT / "tests" / "dist_worker.py") -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(ROOT / "tests" / "dist_worker.py"), *args]
+           str(script), *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 
 
@@ -80,6 +80,21 @@ def test_checkpoint_saved_sharded_loads_at_another_world_size(name, layout, npro
         r = torchrun(n, name, other, "load", str(tmp_path))
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
         print(r.stdout.strip())
+
+
+@pytest.mark.slow
+def test_example_trains_saves_resumes_at_another_world_size_and_exports(tmp_path):
+    args = [str(SPECS / "llama.yaml"), "--preset", "tiny", "--batch", "4", "--seq", "8", "--ckpt", str(tmp_path)]
+    r = torchrun(2, *args, "--steps", "2", "--save-every", "1", "--export", str(tmp_path / "hf.safetensors"),
+                 "--export-map", "hf", script=ROOT / "examples" / "train.py")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "step 2/2" in r.stdout and (tmp_path / "step-1" / ".metadata").is_file()
+    r = torchrun(1, *args, "--steps", "3", script=ROOT / "examples" / "train.py")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert f"resumed from {tmp_path} at step 2" in r.stdout and "step 3/3" in r.stdout
+    from graphformer.backends.weights import read_state_dict
+    spec = graphformer.load(SPECS / "llama.yaml", preset="tiny")
+    graphformer.load_weights(graphformer.build(spec), read_state_dict(str(tmp_path / "hf.safetensors")), "hf")
 
 
 def test_plan_without_building():
