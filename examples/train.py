@@ -44,6 +44,8 @@ def main() -> None:
     dist.init_process_group(backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if backend == "nccl" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)    # NCCL collectives (and DCP's) use the current device
     if args.tp > 1:
         mesh = init_device_mesh(device.type, (world // args.tp, args.tp), mesh_dim_names=("dp", "tp"))
         dp, dp_rank = mesh["dp"].size(), mesh["dp"].get_local_rank()

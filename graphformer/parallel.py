@@ -151,23 +151,34 @@ def _state(model, optimizer) -> dict:
 def export_safetensors(model, path, mapping: str | None = None, reference=None) -> None:
     """Write the whole of a sharded model as one safetensors file at `path`. Called on every rank: each
     takes part in gathering the full tensors, which only rank 0 holds (on the CPU) and writes; the others
-    wait until the file is there. `mapping`: a weight map of the spec (`hf`) to name the tensors as that
-    reference does (`reference`: its state dict, to name exactly its keys; see backends/weights.py
-    `to_reference`); default: the spec's own names, as `graphformer build -o` writes them."""
+    return once the file is there, or raise UsageError with rank 0's reason when it could not be written.
+
+    `mapping`: a weight map of the spec (`hf`) to name the tensors as that reference does (`reference`: its
+    state dict, to name exactly its keys; see backends/weights.py `to_reference`); default: the spec's own
+    names, as `graphformer build -o` writes them."""
     from .backends.torch.weights import write_safetensors
     from .fileio import atomic_path
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
     full = _full_state_dict(model)
+    failed = None
     if rank0:
         spec = model.spec
-        if mapping is not None:
-            from .backends.weights import to_reference
-            full = to_reference(spec, full, mapping, reference)
-        meta = {"graphformer_spec": spec.name, "format": "pt", **({"weight_map": mapping} if mapping else {})}
-        with atomic_path(path) as tmp:
-            write_safetensors(full, tmp, meta)
-    if dist.is_initialized():
-        dist.barrier()
+        try:
+            if mapping is not None:
+                from .backends.weights import to_reference
+                full = to_reference(spec, full, mapping, reference)
+            meta = {"graphformer_spec": spec.name, "format": "pt", **({"weight_map": mapping} if mapping else {})}
+            with atomic_path(path) as tmp:
+                write_safetensors(full, tmp, meta)
+        except Exception as e:  # a map that doesn't fit, a missing directory: re-raised below
+            failed = e
+    if dist.is_initialized():   # every rank returns once the file is there, or raises if it is not
+        outcome = [str(failed) if failed is not None else None]
+        dist.broadcast_object_list(outcome, src=0)
+        if outcome[0] is not None and not rank0:
+            raise UsageError(f"rank 0 could not write `{path}`: {outcome[0]}")
+    if failed is not None:
+        raise failed
 
 
 def _full_state_dict(model) -> dict:

@@ -20,6 +20,7 @@ from torch.distributed.tensor import DTensor
 
 import graphformer
 from graphformer.budget import per_device
+from graphformer.errors import UsageError, WeightMapError
 from graphformer.parallel import export_safetensors, load_checkpoint, save_checkpoint
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
@@ -87,6 +88,11 @@ def checkpoint(name: str, layout: str, action: str, out: Path) -> None:
         save_checkpoint(out / "dcp", model, opt)
         export_safetensors(model, out / "model.safetensors")
         export_safetensors(model, out / "hf.safetensors", mapping="hf")
+        try:    # rank 0 can't write it: every rank hears so, none waits forever
+            export_safetensors(model, out / "bad.safetensors", mapping="no-such-map")
+            sys.exit(f"rank {dist.get_rank()}: an export through a missing map did not fail")
+        except (UsageError, WeightMapError) as e:
+            assert "no weight map `no-such-map`" in str(e), e
         got = probe(model, opt, ids, ids.chunk(dp)[dp_rank])
         if dist.get_rank() == 0:
             torch.save(got, out / "expected.pt")

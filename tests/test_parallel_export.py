@@ -44,7 +44,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
-from graphformer.errors import WeightFileError  # noqa: E402
+from graphformer.errors import UsageError, WeightFileError  # noqa: E402
 from graphformer.parallel import export_safetensors, load_checkpoint, save_checkpoint  # noqa: E402
 from test_parity_llm import CASES  # noqa: E402
 
@@ -90,6 +90,15 @@ def test_hf_export_reads_back_with_from_pretrained_and_build(tmp_path):
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "loaded" in r.stdout
+
+
+def test_export_refusals(tmp_path):
+    model = graphformer.build(graphformer.load(ROOT / "specs" / "gpt2.yaml", preset="tiny"))
+    with pytest.raises(UsageError, match="cannot write"):
+        export_safetensors(model, tmp_path / "no-such-dir" / "model.safetensors")
+    with pytest.raises(WeightMapError, match="no weight map `nope`"):
+        export_safetensors(model, tmp_path / "model.safetensors", mapping="nope")
+    assert not (tmp_path / "model.safetensors").exists()
 
 
 def test_checkpoint_round_trip_in_one_process(tmp_path):
