@@ -8,8 +8,9 @@ which row-wise, and what stays replicated — for any spec, not one hand-written
   SwiGLU's gate and up are both A's). Every input of a `mul` on the way must itself be column-split.
 - vocab-parallel: an untied token table and LM head split along the vocabulary (rows; uneven splits are
   fine). A table tied to the head stays replicated with it.
-- everything else is replicated and listed: tied tables and heads, norms, mixture-of-experts layers,
-  cross-attention, self-attention with a per-head logit bias (T5, Swin: the bias's heads are not split
+- mixture of experts: each expert's feed-forward pairs split as above (every rank holds 1/tp of every
+  expert), the router replicated.
+- everything else is replicated and listed: tied tables and heads, norms, routers, cross-attention, self-attention with a per-head logit bias (T5, Swin: the bias's heads are not split
   yet), and any linear outside such a pair.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ ELEMENTWISE = {"activation", "relu", "gelu", "silu", "tanh", "sigmoid", "quick_g
 @dataclass(frozen=True)
 class Shard:
     module: str        # module path in the built model (= IR path), e.g. `blocks.3.attn.q`
-    style: str         # colwise | rowwise | replicate
+    style: str         # colwise | rowwise | vocab | replicate
     why: str
 
 
@@ -107,7 +108,7 @@ def _why_replicated(n) -> str:
     if n.op == "linear" and n.attrs.tied_to():
         return f"tied to {n.attrs.tied}"
     if n.op == "moe":
-        return "experts replicated (expert parallelism not done)"
+        return "experts without a feed-forward pair to split (expert parallelism not done)"
     if n.op == "attention":
         return "a per-head logit bias: its heads are not split"
     return "not part of an attention or feed-forward pair"
