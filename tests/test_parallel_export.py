@@ -35,11 +35,13 @@ def test_to_reference_inverts_the_map(name, mapping):
 def test_to_reference_names_what_it_cannot_make():
     spec = graphformer.load(ROOT / "specs" / "gpt2.yaml", preset="tiny")
     weights = {k: np.zeros(tuple(s), np.float32) for k, s in spec.ir.param_shapes().items()}
-    reference = {"transformer.wte.weight": weights["tok.weight"], "transformer.h.0.extra.weight": np.zeros(3)}
+    reference = {"transformer.wte.weight": weights["tok.weight"], "transformer.h.0.extra.weight": np.zeros(3),
+                 "transformer.h.5.ln_1.weight": np.zeros(32)}
     with pytest.raises(WeightMapError) as e:
         to_reference(spec, weights, "hf", reference)
     text = str(e.value)
     assert "reference tensor `transformer.h.0.extra.weight` is made by no rule of map `hf`" in text
+    assert "reference tensor `transformer.h.5.ln_1.weight` needs spec parameter(s) `blocks.5.ln1.weight`" in text
     assert "spec parameter `pos.weight` is written by no rule of map `hf`" in text
 
 

@@ -331,11 +331,11 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
             problems.append(f"reference tensor `{key}` is made by no rule of map `{mapping}`")
             continue
         rule, m = hit[0].rule, hit[1]
-        targets = [tied.get(t, t) for t in _targets(rule, m.groupdict().get("i"), weights, tied)]
-        missing = [t for t in targets if t not in weights]
-        if missing or not targets:
-            problems.append(f"reference tensor `{key}` needs spec parameter(s) {_few(missing or rule.targets)}, "
-                            f"which the weights lack")
+        index = m.groupdict().get("i")
+        targets = [tied.get(t, t) for t in _targets(rule, index, weights, tied)]
+        if not targets:
+            wanted = [t.replace("{i}", index) if index is not None else t for t in rule.targets]
+            problems.append(f"reference tensor `{key}` needs spec parameter(s) {_few(wanted)}, which the weights lack")
             continue
         value = _stack([_concat([weights[t] for t in group]) for group in _by_expert(rule, targets)]) \
             if rule.unstack else _concat([weights[t] for t in targets])
@@ -360,6 +360,8 @@ def _layers(rule: WeightRule, weights: Mapping, tied: dict) -> list[str]:
     first = rule.targets[0].replace("{e}", "0")
     if "{i}" not in rule.src:
         return [""] if _targets(rule, None, weights, tied) else []
+    if "{i}" not in first:   # every layer's key onto one parameter: no index to name them by
+        return []
     found = sorted({m.group("i") for k in weights if (m := _pattern(first).fullmatch(k))}, key=int)
     return [i for i in found if _targets(rule, i, weights, tied)]
 
