@@ -63,6 +63,12 @@ CASES = [
     ("table_row", {"rows": 1024, "index": 0}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
     ("table_row", {"rows": 4, "index": 4}, {"x": T("B", "n", 8)}, "GF102"),
     ("vestigial", {"rows": 1, "cols": 8}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("relative_position_bias", {"heads": 12}, {"x": T("B", "n", 8)}, ("1", "12", "n", "n")),
+    ("relative_position_bias", {"heads": 3, "buckets": 2, "causal": True}, {"x": T("B", "t", dtype="int64")},
+     ("1", "3", "t", "t")),
+    ("relative_position_bias", {"heads": 3, "buckets": 3}, {"x": T("B", "n", 8)}, "GF102"),   # 1 per side
+    ("relative_position_bias", {"heads": 3, "buckets": 32, "max_distance": 8}, {"x": T("B", "n", 8)}, "GF102"),
+    ("relative_position_bias", {"heads": 3}, {"x": T("n")}, "GF121"),
     ("token_at", {}, {"x": T("B", "n", 8), "ids": T("B", "n", dtype="int64")}, ("B", "8")),
     ("token_at", {"select": "first", "token": 7}, {"x": T("B", "n", 8), "ids": T("B", "n", dtype="int64")},
      ("B", "8")),

@@ -64,3 +64,30 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int, value:
     label = label.reshape(-1, window * window)                                              # (nW, w²)
     differ = label[:, None, :] != label[:, :, None]                                        # (nW, w², w²)
     return np.where(differ, np.float32(value), np.float32(0.0))[:, None].astype(np.float32)
+
+
+def relative_position_buckets(buckets: int, max_distance: int, causal: bool) -> np.ndarray:
+    """T5's bucket of every relative position `key - query` in -max_distance..max_distance (int64,
+    `[2·max_distance + 1]`, index = relative position + max_distance; farther distances share the end
+    buckets, so callers clip). Half of a direction's buckets are exact distances, the rest grow
+    logarithmically up to max_distance. Bidirectional (encoder): keys ahead get the upper half of the
+    buckets. Causal (decoder): keys ahead share bucket 0 (they are masked anyway).
+
+    The logarithm is taken in float32, as transformers' `T5Attention._relative_position_bucket` takes it,
+    so the published configurations land in the same buckets; a distance whose real bucket value is an
+    exact integer can round either way by one ulp (see tests/test_t5.py)."""
+    rel = np.arange(-max_distance, max_distance + 1, dtype=np.int64)
+    out = np.zeros_like(rel)
+    per_side = buckets
+    if causal:
+        dist = -np.minimum(rel, 0)
+    else:
+        per_side //= 2
+        out += (rel > 0) * per_side
+        dist = np.abs(rel)
+    exact = per_side // 2
+    with np.errstate(divide="ignore"):   # log(0) at distance 0, which is an exact bucket anyway
+        grow = (np.log(dist.astype(np.float32) / np.float32(exact)) / np.float32(math.log(max_distance / exact))
+                * np.float32(per_side - exact))
+    far = exact + np.nan_to_num(grow, neginf=0.0).astype(np.int64)
+    return out + np.where(dist < exact, dist, np.minimum(far, per_side - 1))

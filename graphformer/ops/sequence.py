@@ -194,3 +194,50 @@ register(OpDef(
     params=lambda a, ins: {"weight": (a.rows, a.cols)},
     example="wte: {op: vestigial, rows: 1, cols: d_model}",
 ))
+
+
+# ---------------------------------------------------------------- relative_position_bias
+
+class RelativePositionBiasAttrs(Attrs):
+    dim_fields = ("heads", "buckets", "max_distance")
+    heads: DimAttr = Field(description="heads of the attentions it feeds: one learned bias per bucket and head")
+    buckets: DimAttr = Field(32, description="learned rows of the table (`relative_attention_num_buckets`)")
+    max_distance: DimAttr = Field(128, description="distances from here on share the last bucket "
+                                  "(`relative_attention_max_distance`)")
+    causal: bool = Field(False, description="decoder: buckets for keys behind the query only (T5's "
+                         "`bidirectional=False`); default both directions, as T5's encoder")
+
+    @property
+    def per_side(self) -> int:
+        """Buckets for one direction of distance: all of them when causal, half otherwise."""
+        return self.buckets if self.causal else self.buckets // 2
+
+
+def _relative_bias_shape(a: RelativePositionBiasAttrs, ins):
+    x = ins["x"]
+    expect_rank(x, "x", min_rank=2, what=" ([B, n, ...]: the positions are those of axis 1)")
+    positive(a.heads, "heads"), positive(a.buckets, "buckets")
+    exact = a.per_side // 2
+    if exact < 1:
+        raise ShapeError("GF102", f"{a.buckets} buckets leave no exact-distance bucket "
+                         f"({'' if a.causal else 'half of them per direction, '}half of those exact)",
+                         attr="buckets", help=f"use at least {2 if a.causal else 4} buckets")
+    if a.max_distance <= exact:
+        raise ShapeError("GF102", f"`max_distance` {a.max_distance} must pass the {exact} exact distances "
+                         "(the logarithmic buckets span exact..max_distance)", attr="max_distance")
+    n = x.shape[1]
+    return TensorType((Dim.const(1), Dim.const(a.heads), n, n))
+
+
+register(OpDef(
+    "relative_position_bias", "sequence",
+    "T5's bucketed relative position bias `[1, heads, n, n]` for the n positions of `x [B, n, ...]`: the "
+    "distance key − query picks a bucket (exact below a few positions, logarithmic up to `max_distance`), "
+    "and a learned table `weight [buckets, heads]` gives each head's additive logit bias. Computed once and "
+    "fed to every layer's attention `bias`. Under generation the queries are the new positions and the keys "
+    "every cached one.",
+    RelativePositionBiasAttrs, ("x",), _relative_bias_shape,
+    params=lambda a, ins: {"weight": (a.buckets, a.heads)},
+    flops=lambda a, ins, out: Dim.const(0),
+    example="position_bias: {op: relative_position_bias, in: x, heads: heads, buckets: 32, max_distance: 128}",
+))

@@ -1,11 +1,14 @@
 """Torch lowerings of the sequence-layout ops (graphformer/ops/sequence.py): slicing, axes, interleaved
-token streams, table rows. Parameter names follow each op's `params` rule."""
+token streams, table rows, relative position biases. Parameter names follow each op's `params` rule."""
 from __future__ import annotations
 
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from ..tables import relative_position_buckets
 
 from .core import Fn, _param
 from .lower import lowers
@@ -90,3 +93,39 @@ class Vestigial(nn.Module):
 @lowers("vestigial")
 def _vestigial(node, types):
     return Vestigial(node.attrs.rows, node.attrs.cols)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's bias `[1, heads, n, m]` from a learned `weight [buckets, heads]` (ops/sequence.py).
+
+    Generation sets `cache` (graphformer/generation.py): the queries are then this step's positions and the
+    keys every position the attention's cache returns, as `cache.query_key_positions(n)` says."""
+
+    def __init__(self, heads: int, buckets: int, max_distance: int, causal: bool):
+        super().__init__()
+        self.weight = _param(buckets, heads)
+        self.max_distance, self.causal = max_distance, causal
+        # not persistent: a function of the attributes (the bucket of each clipped distance)
+        table = torch.from_numpy(relative_position_buckets(buckets, max_distance, causal))
+        self.register_buffer("bucket_of", table.to(torch.get_default_device()), persistent=False)
+        self.cache = None
+
+    def forward(self, x):
+        n = x.shape[1]
+        if self.cache is not None:
+            queries, keys = self.cache.query_key_positions(n)
+        else:
+            queries = keys = torch.arange(n, device=x.device)
+        md = self.max_distance
+        distance = (keys[None, :] - queries[:, None]).clamp(-md, md) + md                    # (n, m)
+        return F.embedding(self.bucket_of[distance], self.weight).permute(2, 0, 1)[None]     # (1, h, n, m)
+
+    def extra_repr(self) -> str:
+        return (f"heads={self.weight.shape[1]}, buckets={self.weight.shape[0]}, max_distance={self.max_distance}"
+                + (", causal" if self.causal else ""))
+
+
+@lowers("relative_position_bias")
+def _relative_position_bias(node, types):
+    a = node.attrs
+    return RelativePositionBias(a.heads, a.buckets, a.max_distance, a.causal)
