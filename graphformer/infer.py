@@ -100,25 +100,37 @@ def _apply_rule(ir: IRGraph, n, ins):
         raise ShapeError("GF150", f"a size is out of range: {e.message}") from None
 
 
+_TIE_HELP = {
+    "linear": "a tied output layer needs `out` = the embedding's vocab and input width = its dim",
+    "embedding": "a shared table needs the same `vocab` and `dim` as its owner",
+}
+
+
 def _check_tied(ir: IRGraph, n, ins) -> None:
     """`tied: other` reuses `other.weight`: the two weight shapes must agree."""
     target = ir.ties.get(n.name)
     if not target:
         return
     t = ir.node(target)
+    if t.name == n.name:
+        raise ShapeError("GF125", f"`tied: {t.short}` names this node itself", attr="tied")
     if t.op == "input":
         raise ShapeError("GF125", f"`tied: {t.short}` names a graph input; it must name a node with a `weight` "
                          "(an embedding)")
     if t.shape is None or t.attrs is None:
         return
+    owner = ir.ties.get(t.name)
+    if owner:
+        raise ShapeError("GF125", f"`{t.short}` has no table of its own: it is tied to `{ir.node(owner).short}`",
+                         help=f"write `tied: {ir.node(owner).short}`", attr="tied")
     theirs = REGISTRY[t.op].params(t.attrs, ir.input_types(t)).get("weight")
-    x = ins["x"]
-    mine = (n.attrs.out, x.shape[-1].value if x.shape[-1].is_const else None)
     if theirs is None:
         raise ShapeError("GF125", f"`tied: {t.short}` needs a node with a `weight`; `{t.short}` ({t.op}) has none")
+    # the weight this node would own without the tie
+    mine = tuple(REGISTRY[n.op].params(n.attrs.model_copy(update={n.attrs.tie_field: None}), ins)["weight"])
     if tuple(theirs) != mine:
         raise ShapeError("GF125", f"tied weight of `{t.short}` is {list(theirs)} but this node needs {list(mine)}",
-                         help="a tied output layer needs `out` = the embedding's vocab and input width = its dim")
+                         help=_TIE_HELP.get(n.op))
 
 
 def _dedupe_repeats(diags: list[Diagnostic]) -> list[Diagnostic]:

@@ -94,7 +94,7 @@ def _vocab_parallel(ir: IRGraph, tp: int) -> dict[str, str]:
     at least one row."""
     owners = set(ir.ties.values())
     tables = {n.name: n.attrs.vocab for n in ir.nodes()
-              if n.op == "embedding" and n.name not in owners and n.attrs.vocab >= tp}
+              if n.op == "embedding" and n.name not in owners and not n.attrs.tied_to() and n.attrs.vocab >= tp}
     heads = {n.name for n in ir.nodes() if n.op == "linear" and not n.attrs.tied_to()
              and n.name in ir.outputs.values() and n.attrs.out in tables.values()}
     rows = "ceil(vocab / tp) rows per rank"
@@ -103,10 +103,10 @@ def _vocab_parallel(ir: IRGraph, tp: int) -> dict[str, str]:
 
 
 def _why_replicated(n) -> str:
+    if n.attrs.tied_to():
+        return f"tied to {n.attrs.tied}"
     if n.op == "embedding":
         return "embedding table tied to the LM head, or smaller than tp (vocab-parallel not done for these)"
-    if n.op == "linear" and n.attrs.tied_to():
-        return f"tied to {n.attrs.tied}"
     if n.op == "moe":
         return "experts without a feed-forward pair to split (expert parallelism not done)"
     if n.op == "attention":

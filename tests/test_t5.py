@@ -83,3 +83,61 @@ def test_bias_equals_compute_bias(heads, buckets, max_distance, causal, n):
         want = ref.compute_bias(n, n)
     assert got.shape == (1, heads, n, n)
     assert torch.equal(got, want)
+
+
+# ---------------------------------------------------------------- shared tables (`tied:` on embedding)
+
+SHARED = """\
+graphformer: 1
+name: shared
+params: {d: 16, vocab: 50}
+dims: {B: 2, n: 5, t: 3}
+inputs:
+  a: {shape: [B, n], dtype: int64}
+  b: {shape: [B, t], dtype: int64}
+nodes:
+  shared: {op: embedding, in: a, vocab: vocab, dim: d}
+  dec:    {op: embedding, in: b, vocab: vocab, dim: d, tied: shared}
+  head:   {op: linear, in: dec, out: vocab, bias: false, tied: shared}
+outputs: {x: shared, y: head}
+"""
+
+
+def _spec_text(tmp_path, text, name="s.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_one_table_read_by_two_embeddings_and_a_head(tmp_path):
+    import graphformer
+    from graphformer.summary import total_params
+    spec = graphformer.load(_spec_text(tmp_path, SHARED))
+    assert total_params(spec.ir) == 50 * 16
+    model = graphformer.build(spec, seed=0)
+    assert list(model.state_dict()) == ["shared.weight"]
+    assert model.node_module("dec").weight is model.node_module("shared").weight
+    a, b = torch.randint(0, 50, (2, 5)), torch.randint(0, 50, (2, 3))
+    out = model(a=a, b=b)
+    w = model.node_module("shared").weight
+    torch.testing.assert_close(out["y"], w[b] @ w.T)
+    out["y"].sum().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("edit,message,col", [
+    ("dim: d, tied: shared}", "tied weight of `shared` is [50, 16] but this node needs [50, 8]", None),
+    ("SELF", "`tied: dec` names this node itself", 62),
+    ("CHAIN", "`dec` has no table of its own: it is tied to `shared`", 62),
+])
+def test_bad_shared_tables_are_gf125(tmp_path, edit, message, col):
+    import graphformer
+    text = {"SELF": SHARED.replace("dim: d, tied: shared}", "dim: d, tied: dec}"),
+            "CHAIN": SHARED.replace("bias: false, tied: shared}", "bias: false, tied: dec}")}.get(
+        edit, SHARED.replace("dim: d, tied: shared}", "dim: 8, tied: shared}"))
+    with pytest.raises(graphformer.SpecError) as err:
+        graphformer.load(_spec_text(tmp_path, text))
+    (d,) = err.value.diagnostics
+    assert d.code == "GF125" and message in d.message
+    if col:
+        assert d.span.col == col

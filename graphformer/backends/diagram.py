@@ -231,7 +231,8 @@ _ATTR_TEXT: dict[str, Callable[[Any], str | None]] = {
 
 
 def _embedding_detail(a: Any) -> str:
-    return " · ".join([f"{a.vocab} × {a.dim}"] + (["scaled by √d"] if getattr(a, "scale", False) else []))
+    return " · ".join([f"{a.vocab} × {a.dim}"] + (["scaled by √d"] if getattr(a, "scale", False) else [])
+                      + ([_ATTR_TEXT["tied"](a.tied)] if getattr(a, "tied", None) else []))
 
 
 def _patch_detail(a: Any) -> str:

@@ -31,9 +31,14 @@ def _last(x: TensorType, port: str = "x") -> int:
 
 class EmbeddingAttrs(Attrs):
     dim_fields = ("vocab", "dim")
+    ref_fields = ("tied",)
+    tie_field = "tied"
     vocab: DimAttr
     dim: DimAttr
     scale: bool = Field(False, description="multiply the looked-up rows by sqrt(dim), as in Vaswani et al.")
+    tied: str | None = Field(None, description="name of another embedding node whose table this one reads (one "
+                                               "shared table: T5's encoder and decoder embeddings)")
+    tie: bool = Field(True, description="with `tied`: false gives this node its own table instead")
 
 
 def _embedding_shape(a: EmbeddingAttrs, ins):
@@ -44,9 +49,10 @@ def _embedding_shape(a: EmbeddingAttrs, ins):
 
 
 register(OpDef(
-    "embedding", "core", "Look up rows of a learned table by integer id: `[*] int64 → [*, dim]`.",
+    "embedding", "core", "Look up rows of a learned table by integer id: `[*] int64 → [*, dim]`. With "
+    "`tied: other` the table is another embedding node's (one parameter, counted once).",
     EmbeddingAttrs, ("ids",), _embedding_shape,
-    params=lambda a, ins: {"weight": (a.vocab, a.dim)},
+    params=lambda a, ins: {} if a.tied else {"weight": (a.vocab, a.dim)},
     example="tok: {op: embedding, in: tokens, vocab: vocab, dim: d_model}",
 ))
 

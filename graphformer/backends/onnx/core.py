@@ -28,10 +28,11 @@ def _width(ctx: NodeEmitter, port: str = "x") -> int:
 def _embedding(ctx: NodeEmitter, node) -> None:
     (ids,) = ctx.inputs
     a = node.attrs
+    table = ctx.param("weight", owner=a.tied) if a.tied else ctx.param("weight")
     if not a.scale:
-        ctx.op("Gather", [ctx.param("weight"), ids], final=True, axis=0)
+        ctx.op("Gather", [table, ids], final=True, axis=0)
         return
-    rows = ctx.op("Gather", [ctx.param("weight"), ids], axis=0)
+    rows = ctx.op("Gather", [table, ids], axis=0)
     # Vaswani et al. 3.4: embeddings are multiplied by sqrt(d_model)
     ctx.op("Mul", [rows, ctx.const(math.sqrt(a.dim), "scale", np.float32)], "scale", final=True)
 

@@ -46,9 +46,36 @@ class Embedding(nn.Embedding):
         return f"{self.weight.shape[0]}, {self.weight.shape[1]}" + (", scaled" if self.scale else "")
 
 
+class TiedEmbedding(nn.Module):
+    """An embedding that reads another embedding node's table (`tied: other`): one shared parameter, kept
+    under the owner's name only, as `TiedLinear` keeps an LM head's."""
+
+    def __init__(self, dim: int, scale: bool, owner_path: str):
+        super().__init__()
+        self.owner_path = owner_path
+        self._owner: tuple[nn.Module, ...] = ()
+        self.scale = math.sqrt(dim) if scale else None
+
+    def tie(self, owner: nn.Module) -> None:
+        self._owner = (owner,)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self._owner[0].weight
+
+    def forward(self, ids):
+        y = F.embedding(ids, self._owner[0].weight)
+        return y if self.scale is None else y * self.scale
+
+    def extra_repr(self) -> str:
+        return f"table of {self.owner_path}" + (", scaled" if self.scale else "")
+
+
 @lowers("embedding")
 def _embedding(node, types):
     a = node.attrs
+    if a.tied:
+        return TiedEmbedding(a.dim, a.scale, a.tied)
     return Embedding(a.vocab, a.dim, a.scale)
 
 
