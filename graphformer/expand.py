@@ -352,6 +352,7 @@ class Expander:
                 self.diags.append(Diagnostic("GF105", f"`{name}` is already the name of an input",
                                              scope.span("nodes", name, key=True), help="rename the node"))
                 continue
+            decl, via = self._chosen_op(scope, decl)
             if decl.op in REGISTRY:
                 slot = self._primitive(scope, name, decl, prev)
             elif decl.op in self.prog.blocks:
@@ -359,7 +360,8 @@ class Expander:
             else:
                 guess = self._hint(decl.op, list(REGISTRY) + list(self.prog.blocks))
                 self.diags.append(Diagnostic(
-                    "GF100", f"unknown op `{decl.op}`" + (f" — did you mean `{guess}`?" if guess else ""),
+                    "GF100", f"unknown op `{decl.op}`" + (f" (the value of param `{via}`)" if via else "")
+                    + (f" — did you mean `{guess}`?" if guess else ""),
                     scope.span("nodes", name, "op"),
                     help=None if guess else "run `graphformer schema` or see docs/ops.md for the list of ops"))
                 slot = Slot(broken=True)
@@ -417,6 +419,16 @@ class Expander:
                                          help="name every input: `in: {" + ", ".join(f"{p}: ..." for p in required) + "}`"))
             return None
         return out
+
+    def _chosen_op(self, scope: Scope, decl: NodeDecl) -> tuple[NodeDecl, str | None]:
+        """`op: ffn` with a string param `ffn`: the op or block the param names, so that a preset can swap a
+        block (T5's dense FFN for v1.1's gated one). Returns the declaration and the param read, if any."""
+        if decl.op in REGISTRY or decl.op in self.prog.blocks:
+            return decl, None
+        value, ref = self._param_ref(scope, decl.op)
+        if ref is None or not isinstance(value, str):
+            return decl, None
+        return decl.model_copy(update={"op": value}), ref
 
     def _primitive(self, scope: Scope, name: str, decl: NodeDecl, prev: Slot | None) -> Slot:
         op = REGISTRY[decl.op]

@@ -181,6 +181,11 @@ REPEAT_INDEX = """\
     graphformer: 1
     name: alternating
     params: {d: 8, layers: 4}
+PICKED_BLOCK = """\
+    graphformer: 1
+    name: pick
+    params: {d: 16, ffn: dense}
+    presets: {gated: {ffn: gated}, typo: {ffn: dens}}
     dims: {B: 2, n: 5}
     inputs:
       x: {shape: [B, n, d]}
@@ -211,3 +216,34 @@ def test_repeat_index_outside_a_repeated_call_is_an_unknown_name(tmp_path):
     (d,) = [d for d in r.diagnostics if d.is_error]
     assert d.code == "GF131" and "`repeat_index`" in d.message and d.span.line == 17
     assert "block call with `repeat`" in d.help
+      dense:
+        inputs: {x: [B, n, d]}
+        nodes:
+          up:   {op: linear, out: 2 * d}
+          act:  {op: relu}
+          down: {op: linear, out: d}
+        outputs: {x: down}
+      gated:
+        inputs: {x: [B, n, d]}
+        nodes:
+          gate: {op: linear, out: 2 * d}
+          act:  {op: gelu}
+          up:   {op: linear, in: x, out: 2 * d}
+          glu:  {op: mul, in: [act, up]}
+          down: {op: linear, out: d}
+        outputs: {x: down}
+    nodes:
+      ff: {op: ffn, repeat: 2}
+    outputs: {y: ff}
+"""
+
+
+def test_a_string_param_may_choose_the_block_a_node_calls(tmp_path):
+    """T5 v1.1 swaps T5's dense feed-forward for a gated one by preset: `op: ffn` reads the param."""
+    path = write(tmp_path, "pick.yaml", PICKED_BLOCK)
+    assert "ff.1.up" in graphformer.load(path).ir and "ff.1.gate" not in graphformer.load(path).ir
+    gated = graphformer.load(path, preset="gated").ir
+    assert "ff.1.gate" in gated and gated.node("ff.1.glu").op == "mul"
+    result = check_file(path, preset="typo")
+    (d,) = [d for d in result.diagnostics if d.is_error]
+    assert d.code == "GF100" and "unknown op `dens` (the value of param `ffn`) — did you mean `dense`?" in d.message
