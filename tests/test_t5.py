@@ -4,6 +4,7 @@ tiny odd configurations, the weight map, ONNX."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +143,106 @@ def test_bad_shared_tables_are_gf125(tmp_path, edit, message, on_value):
     if on_value:   # the caret is on the value of `tied`
         line = text.splitlines()[d.span.line - 1]
         assert d.span.col == line.index("tied: ") + len("tied: ") + 1
+
+
+# ---------------------------------------------------------------- specs/t5-base.yaml against transformers
+
+import graphformer  # noqa: E402
+from graphformer.backends.weights import convert_state_dict  # noqa: E402
+from graphformer.summary import total_params  # noqa: E402
+from parity import assert_close, ours  # noqa: E402
+
+T5 = Path(__file__).resolve().parents[1] / "specs" / "t5-base.yaml"
+V1_1 = dict(ffn="gated_ffn", act="gelu_tanh", tie_embeddings=False, scale_decoder_outputs=0)
+
+
+def untie_head(ref):
+    """transformers 5 ties T5's head to `shared` whenever a model is built from a config (T5Config forces
+    `tie_word_embeddings`); `from_pretrained` unties it when the checkpoint's lm_head differs, as every
+    v1.1 checkpoint's does. Do the same here: the head gets a weight of its own."""
+    ref.lm_head.weight = torch.nn.Parameter(torch.randn_like(ref.lm_head.weight))
+    return ref
+
+
+def t5_cfg(**kw):
+    base = dict(vocab_size=97, d_model=40, d_kv=12, d_ff=56, num_layers=2, num_decoder_layers=3, num_heads=5,
+                relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0)
+    return transformers.T5Config(**{**base, **kw}, attn_implementation="sdpa")
+
+
+def t5_pair(v1_1=False, sets=None, **kw):
+    torch.manual_seed(0)
+    cfg = t5_cfg(feed_forward_proj="gated-gelu", tie_word_embeddings=False, **kw) if v1_1 else t5_cfg(**kw)
+    ref = transformers.T5ForConditionalGeneration(cfg).eval()
+    if v1_1:
+        untie_head(ref)
+    spec = graphformer.load(T5, preset="tiny", overrides={**(V1_1 if v1_1 else {}), **(sets or {})})
+    return spec, ref, ours(spec, ref)
+
+
+@pytest.mark.parametrize("preset,v1_1,published", [("t5-base", False, 222_903_552),
+                                                   ("t5-v1_1-base", True, 247_577_856)])
+def test_parameter_counts_equal_transformers_on_meta(preset, v1_1, published):
+    spec = graphformer.load(T5, preset=preset)
+    kw = dict(vocab_size=32128, d_model=768, d_kv=64, num_heads=12, num_layers=12)
+    kw |= dict(d_ff=2048, feed_forward_proj="gated-gelu", tie_word_embeddings=False) if v1_1 else dict(d_ff=3072)
+    with torch.device("meta"):
+        ref = transformers.T5ForConditionalGeneration(transformers.T5Config(**kw))
+        if v1_1:
+            untie_head(ref)
+    assert total_params(spec.ir) == sum(p.numel() for p in ref.parameters()) == published
+    # the map covers the reference exactly (shapes only: meta tensors)
+    assert len(convert_state_dict(spec, ref.state_dict(), "hf")) == len(dict(graphformer.build(spec, device="meta")
+                                                                             .named_parameters()))
+
+
+def test_one_table_in_the_state_dict():
+    spec = graphformer.load(T5, preset="tiny")
+    keys = list(graphformer.build(spec, device="meta").state_dict())
+    assert [k for k in keys if k.endswith("embed.weight") or k.startswith(("shared", "lm_head"))] == ["shared.weight"]
+    untied = graphformer.load(T5, preset="tiny", overrides={"tie_embeddings": False})
+    assert "lm_head.weight" in graphformer.build(untied, device="meta").state_dict()
+
+
+@pytest.mark.parametrize("v1_1", [False, True], ids=["t5", "t5-v1_1"])
+def test_outputs_equal_transformers_with_encoder_padding(v1_1):
+    spec, ref, model = t5_pair(v1_1)
+    gen = torch.Generator().manual_seed(1)
+    ids, dec = torch.randint(0, 97, (3, 11), generator=gen), torch.randint(0, 97, (3, 6), generator=gen)
+    mask = torch.ones(3, 11, dtype=torch.long)
+    mask[1, 7:] = 0     # right padding, as T5 tokenizers pad
+    mask[2, :2] = 0
+    with torch.no_grad():
+        got = model(tokens=ids, decoder_tokens=dec, mask=mask)
+        want = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
+        assert_close(got["logits"], want.logits, f"t5 v1_1={v1_1} logits")
+        keep = mask.bool()
+        assert_close(got["encoder_hidden"][keep], want.encoder_last_hidden_state[keep], f"t5 v1_1={v1_1} encoder")
+        plain = model(tokens=ids, decoder_tokens=dec)["logits"]
+        assert_close(plain, ref(input_ids=ids, decoder_input_ids=dec).logits, f"t5 v1_1={v1_1} unpadded")
+
+
+def test_gradients_equal_transformers():
+    spec, ref, model = t5_pair(v1_1=True)
+    gen = torch.Generator().manual_seed(1)
+    ids, dec = torch.randint(0, 97, (2, 9), generator=gen), torch.randint(0, 97, (2, 5), generator=gen)
+    weight = torch.randn(97, generator=gen)
+    (model(tokens=ids, decoder_tokens=dec)["logits"] * weight).sum().backward()
+    (ref(input_ids=ids, decoder_input_ids=dec).logits * weight).sum().backward()
+    theirs = convert_state_dict(spec, {k: p.grad for k, p in ref.named_parameters()}, "hf")
+    mine = dict(model.named_parameters())
+    for k, g in theirs.items():
+        assert_close(mine[k].grad, g, f"grad {k}")
+
+
+def test_a_bias_with_other_heads_than_its_attention_is_an_error_at_the_attention(tmp_path):
+    text = T5.read_text().replace("enc_bias:  {op: relative_position_bias, in: shared, heads: heads,",
+                                  "enc_bias:  {op: relative_position_bias, in: shared, heads: 8,")
+    path = _spec_text(tmp_path, text, "t5-bad.yaml")
+    result = graphformer.frontend.check_file(str(path), preset="tiny")
+    d = next(d for d in result.diagnostics if d.is_error)
+    line = text.splitlines()[d.span.line - 1]
+    assert d.code == "GF120" and d.node == "encoder.0.attn" and line[d.span.col - 1:].startswith("attn:")
+    assert "dimension 1 (heads, or 1) of `bias` is `8`, expected `5`" in d.message
+    assert "`heads` (5)" in d.help
+    assert any("`enc_bias` produces [1, 8, n, n]" in label.message for label in d.labels)

@@ -193,9 +193,12 @@ def _bias_check(ins, b: Dim, heads: int, n: Dim, m: Dim, what: str):
         return
     expect_rank(t, "bias", 4, what=f" ([1 or B, 1 or heads, n, {what}])")
     expect_float(t, "bias")
-    for axis, want, label in ((0, b, "batch"), (1, Dim.const(heads), "heads")):
-        if t.shape[axis] != Dim.const(1):
-            expect_dim(t.shape[axis], want, "bias", f"dimension {axis} ({label}, or 1)", t)
+    if t.shape[0] != Dim.const(1):
+        expect_dim(t.shape[0], b, "bias", "dimension 0 (batch, or 1)", t)
+    if t.shape[1] not in (Dim.const(1), Dim.const(heads)):
+        raise ShapeError("GF120", f"dimension 1 (heads, or 1) of `bias` is `{t.shape[1]}`, expected `{heads}` "
+                         f"(shape {t})", "bias", help=f"the bias holds one table per head: its producer needs "
+                         f"this attention's `heads` ({heads})")
     expect_dim(t.shape[2], n, "bias", "dimension 2 (queries)", t)
     expect_dim(t.shape[3], m, "bias", "dimension 3 (keys)", t)
 
