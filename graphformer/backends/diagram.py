@@ -217,7 +217,8 @@ _ATTR_TEXT: dict[str, Callable[[Any], str | None]] = {
     "dim": lambda v: f"width {v}",
     "causal": lambda v: "causal" if v else None,
     "bias": lambda v: None if v else "no bias",
-    "scale": lambda v: "scaled by √d" if v else None,
+    # embedding's `scale: true` multiplies by √d; attention's `scale: 1.0` replaces the logits' 1/√d
+    "scale": lambda v: ("scaled by √d" if v else None) if isinstance(v, bool) else f"scale {_num(v)}",
     "kind": lambda v: str(v),
     "approximate": lambda v: None if v == "none" else str(v),
     "max_len": lambda v: f"≤ {v} positions",
@@ -255,12 +256,20 @@ def _attention_detail(a: Any) -> str:
         parts.append(rope + (" · llama3 scaling" if a.rope_scaling != "none" else ""))
     if getattr(a, "qk_norm", "none") != "none":
         parts.append("qk norm")
+    if getattr(a, "scale", None) is not None:
+        parts.append(f"scale {_num(a.scale)}")
     biases = a.biases() if hasattr(a, "biases") else {}
     if biases and not any(biases.values()):
         parts.append("no bias")
     elif biases and not all(biases.values()):
         parts.append("bias " + "".join(p for p, b in biases.items() if b))
     return " · ".join(parts)
+
+
+def _cross_detail(a: Any) -> str:
+    """Heads first, as for self-attention, then the widths of its own."""
+    return " · ".join([_attention_detail(a)] + ([f"width {a.dim}"] if a.dim else []) + ([f"→ {a.out}"] if a.out else [])
+                      + ([f"dropout {_num(a.dropout)}"] if a.dropout else []))
 
 
 # Ops whose attributes read better as one phrase than as `name value` pairs.
@@ -270,6 +279,7 @@ _OP_DETAIL: dict[str, Callable[[Any], str]] = {
     "latents": lambda a: f"{a.count} × {a.dim}",
     "vestigial": lambda a: f"unused {a.rows} × {a.cols}",
     "attention": _attention_detail,
+    "cross_attend": _cross_detail,
     "moe": lambda a: f"top {a.top_k} of {a.experts} × {a.expert}",
 }
 MAX_DETAILS = 4  # keep labels legible: an op with many non-default attributes shows the first few
