@@ -256,8 +256,9 @@ class Attention(nn.Module):
     """Multi-head attention with separate q, k, v, o projections; queries may come from another stream.
 
     Grouped-query attention runs on SDPA's `enable_gqa` (no repeated K/V in memory where the kernel
-    allows). Generation (graphformer/generation.py) sets `cache`: an object with `update(layer, k, v, mask)
-    -> (k, v, mask)` over every cached position and `positions` [B, n] (this step's positions, left
+    allows). Generation (graphformer/generation.py) sets `cache`: an object with `keys_values(layer,
+    compute, ctx) -> (k, v)` (a cross-attention's cache computes them once per sequence), `update(layer, k,
+    v, mask) -> (k, v, mask)` over every cached position and `positions` [B, n] (this step's positions, left
     padding not counted), so one module serves both whole sequences and incremental decoding.
     """
 
@@ -281,18 +282,23 @@ class Attention(nn.Module):
         self.cache = None          # set by generation for the duration of a decode
         self.layer_id = None       # this layer's slot in the cache
 
-    def attend(self, x, ctx, mask, positions=None, bias=None):
-        b, n, _ = x.shape
-        m = ctx.shape[1]
+    def keys_values(self, ctx):
+        """The keys and values of `ctx` [B, m, d_kv]: (B, kv, m, hd) each, k normalised under qk_norm."""
+        b, m, _ = ctx.shape
         # heads from the widths (-1), not the attributes: under tensor parallelism a rank holds only its
         # share of the heads (column-sharded q, k, v)
-        q = self.q(x).view(b, n, -1, self.head_dim).transpose(1, 2)       # (B, h, n, hd)
         k = self.k(ctx).view(b, m, -1, self.head_dim).transpose(1, 2)     # (B, kv, m, hd)
         v = self.v(ctx).view(b, m, -1, self.head_dim).transpose(1, 2)     # (B, kv, m, hd)
+        return (self.k_norm(k) if self.qk_norm else k), v
+
+    def attend(self, x, ctx, mask, positions=None, bias=None):
+        b, n, _ = x.shape
+        q = self.q(x).view(b, n, -1, self.head_dim).transpose(1, 2)       # (B, h, n, hd)
         if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
+            q = self.q_norm(q)
         cache = self.cache
-        if cache is not None and positions is None:
+        k, v = self.keys_values(ctx) if cache is None else cache.keys_values(self.layer_id, self.keys_values, ctx)
+        if cache is not None and positions is None and self.rotary is not None:
             positions = cache.positions                                   # (B, n)
         if self.rotary is not None:
             cos, sin = self.rotary.cos_sin(positions, n, 0, x)

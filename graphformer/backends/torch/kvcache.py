@@ -9,6 +9,9 @@ A step is either the prompt (any length, eager) or one token (fixed shapes, so `
 once). A one-token step writes at `where[size]` (a tensor, so its value is no guard) and attends to the
 whole slot with `keys[size]`, a [B, 1, 1, size] bool mask of the slots that hold a real token: unwritten
 slots and left padding stay masked for the whole generation.
+
+An encoder–decoder's cross-attentions get a `ContextCache` instead: their keys and values depend on the
+encoder output only, so they are computed at a sequence's first step and reused at every later one.
 """
 from __future__ import annotations
 
@@ -46,11 +49,13 @@ class KVCache:
         self.step_positions = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.positions: torch.Tensor = self.step_positions
         self.written = 0                                                              # positions filled
+        self.index = torch.zeros(1, dtype=torch.long, device=device)   # `written` as a tensor (no guard)
 
     def start(self, mask: torch.Tensor) -> None:
         """Before the prompt's forward: forget everything; `mask` [B, n] bool marks its real tokens."""
         n = mask.shape[1]
         self.written = 0
+        self.index.zero_()
         for s, valid in self.valid.items():
             valid.zero_()
             tail = min(n, s)
@@ -63,6 +68,7 @@ class KVCache:
     def advance(self, n: int) -> None:
         """After a forward over n new positions: the next step is one real token in every row."""
         self.written += n
+        self.index.fill_(self.written)
         if self.written >= self.length:
             return
         for s, valid in self.valid.items():
@@ -71,6 +77,24 @@ class KVCache:
         self.step_positions.copy_(self.seen)
         self.seen.add_(1)
         self.positions = self.step_positions
+
+    def keys_values(self, layer: int, compute, ctx):
+        """A self-attention's keys and values: this step's, computed (`update` then stores them)."""
+        return compute(ctx)
+
+    def query_key_positions(self, n: int):
+        """Sequence indices of this step's n queries [n] and of the keys [m] that `update` returns: what a
+        relative position bias needs. A one-token step sees the whole slot, where slot j holds the latest
+        position ≡ j (mod size); slots not yet written get indices < 0 (they are masked anyway)."""
+        if n > 1:                                         # the prompt attends to itself
+            pos = torch.arange(n, device=self.index.device)
+            return pos, pos
+        if len(self.valid) != 1:
+            raise ValueError("a relative position bias needs every cached attention to keep the same number of "
+                             "positions (no sliding window shorter than the generation)")
+        size = next(iter(self.valid))
+        slots = torch.arange(size, device=self.index.device)
+        return self.index, self.index - (self.index - slots) % size
 
     def update(self, layer: int, k, v, mask):
         """Store this step's k, v (B, kv, n, hd); return the keys, values and key mask to attend to."""
@@ -88,3 +112,23 @@ class KVCache:
         slot.k[:, :, at] = k[:, :, n - tail:]
         slot.v[:, :, at] = v[:, :, n - tail:]
         return k, v, mask                                 # the prompt attends to itself, as without a cache
+
+
+class ContextCache:
+    """The keys and values of every cross-attention over a fixed context (an encoder's output): computed
+    by the first step of a sequence, reused by every later one, so the context is projected once."""
+
+    def __init__(self, layers: int):
+        self.kv: list = [None] * layers
+
+    def start(self) -> None:
+        """A new sequence (a new context): forget the keys and values."""
+        self.kv = [None] * len(self.kv)
+
+    def keys_values(self, layer: int, compute, ctx):
+        if self.kv[layer] is None:
+            self.kv[layer] = compute(ctx)
+        return self.kv[layer]
+
+    def update(self, layer: int, k, v, mask):
+        return k, v, mask                                 # every context position, every step
