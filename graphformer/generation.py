@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .backends.torch.kvcache import KVCache
+from .backends.torch import stages
+from .backends.torch.kvcache import ContextCache, KVCache
 from .errors import UsageError
 
 
@@ -29,28 +30,47 @@ class GenerationError(UsageError):
 class GenerationPlan:
     """What the IR says about generating from a spec."""
 
-    tokens: str                                  # the spec input holding token ids
+    tokens: str                                  # the spec input holding the decoder's token ids
     vocab: int
-    mask: str | None = None                      # the spec input with the key-padding mask, if any
+    mask: str | None = None                      # the spec input with the decoder's key-padding mask, if any
     positions: str | None = None                 # the spec input with rotary positions, if any
     attention: list = field(default_factory=list)   # causal attention nodes, in graph order: cache slots
+    cross: list = field(default_factory=list)    # cross-attention over a fixed context: its keys and values once
     position_tables: list = field(default_factory=list)  # `positional` nodes (offset by the cache)
+    relative_biases: list = field(default_factory=list)  # `relative_position_bias` nodes (offset by the cache)
     max_len: int | None = None
     max_len_from: str | None = None              # the node whose max_len bounds the length
+    encoder: set = field(default_factory=set)    # nodes run once per sequence (an encoder–decoder's encoder)
+    encoder_inputs: list = field(default_factory=list)  # spec inputs of the encoder side (`encoder_inputs=`)
 
 
 def plan_generation(spec) -> GenerationPlan:
-    """Read the IR; refuse (GenerationError, exit 1) a spec that cannot decode token by token."""
+    """Read the IR; refuse (GenerationError, exit 1) a spec that cannot decode token by token.
+
+    The decoder's token input is the one every causal attention depends on. The encoder is every node the
+    logits need that does not depend on it: it runs once per sequence, and a cross-attention over its
+    output computes its keys and values once. Nothing here knows a model family's names."""
     ir, name = spec.ir, spec.name
-    plan = GenerationPlan("", 0)
+    needed = ir.ancestors([ir.outputs["logits"]]) if "logits" in ir.outputs else set(ir.names())
+    causal = [n for n in ir.nodes() if n.op == "attention" and n.attrs.causal and n.name in needed]
+    tokens = _decoder_tokens(ir, causal)
+    fixed = needed - ir.descendants([ir.inputs[tokens]]) if tokens else set()
+    plan = GenerationPlan(tokens or "", 0, encoder={n for n in fixed if ir.node(n).op != "input"})
     for n in ir.nodes():
+        if n.name not in needed or n.name in fixed:
+            continue
         if n.op == "attention" and n.attrs.causal:
             plan.attention.append(n)
+        elif n.op == "cross_attend" and n.inputs["context"] in fixed:
+            plan.cross.append(n)
         elif n.op in ("attention", "cross_attend"):
-            raise GenerationError(f"spec `{name}` cannot generate token by token: `{n.name}` ({n.op}) is not "
-                                  "causal, so earlier positions would change with every new token", 1)
+            what = "is not causal" if n.op == "attention" else "attends to a context that changes with the tokens"
+            raise GenerationError(f"spec `{name}` cannot generate token by token: `{n.name}` ({n.op}) {what}, so "
+                                  "earlier positions would change with every new token", 1)
         elif n.op == "positional":
             plan.position_tables.append(n)
+        elif n.op == "relative_position_bias":
+            plan.relative_biases.append(n)
         limit = getattr(n.attrs, "max_len", None) if n.op in ("attention", "positional") else None
         if limit is not None and (plan.max_len is None or limit < plan.max_len):
             plan.max_len, plan.max_len_from = limit, n.name
@@ -63,23 +83,33 @@ def plan_generation(spec) -> GenerationPlan:
     return plan
 
 
+def _decoder_tokens(ir, causal) -> str | None:
+    """The token input (read by an embedding) that every causal attention depends on."""
+    reads = [k for k, v in ir.inputs.items() if any(c.op == "embedding" for c, _ in ir.consumers(v))]
+    found = [k for k in reads if {c.name for c in causal} <= ir.descendants([ir.inputs[k]])]
+    return found[0] if len(found) == 1 and causal else None
+
+
 def _plan_inputs(plan: GenerationPlan, ir, name: str) -> None:
-    """The token input (read by an embedding), and the optional mask and positions inputs."""
-    ports = {k: {(c.op, port) for c, port in ir.consumers(v)} for k, v in ir.inputs.items()}  # who reads each
-    tokens = [k for k, p in ports.items() if any(op == "embedding" for op, _ in p)]
-    if len(tokens) != 1:
-        raise GenerationError(f"spec `{name}` needs exactly one token input read by an `embedding` node to "
-                              f"generate, found {len(tokens) or 'none'}", 1)
-    embed = next(c for c, _ in ir.consumers(ir.inputs[tokens[0]]) if c.op == "embedding")
-    plan.tokens, plan.vocab = tokens[0], embed.attrs.vocab
-    for k, p in ports.items():
+    """The decoder's token input, its optional mask and positions inputs, and the encoder's inputs."""
+    if not plan.tokens:
+        reads = [k for k, v in ir.inputs.items() if any(c.op == "embedding" for c, _ in ir.consumers(v))]
+        raise GenerationError(f"spec `{name}` needs exactly one token input read by an `embedding` node that every "
+                              f"causal attention depends on, found {len(reads) or 'none'}", 1)
+    embed = next(c for c, _ in ir.consumers(ir.inputs[plan.tokens]) if c.op == "embedding")
+    plan.vocab = embed.attrs.vocab
+    causal = {n.name for n in plan.attention}
+    for k, v in ir.inputs.items():
+        uses = ir.consumers(v)
         if k == plan.tokens:
             continue
-        if p and all(port == "mask" for _, port in p):
+        if uses and all(port == "mask" and c.name in causal for c, port in uses):
             plan.mask = k
-        elif p and all(port == "positions" for _, port in p):
+        elif uses and all(port == "positions" and c.name in causal for c, port in uses):
             plan.positions = k
-        elif not ir.node(ir.inputs[k]).meta.get("optional"):
+        elif plan.encoder or any(c.op == "cross_attend" and port != "query" for c, port in uses):
+            plan.encoder_inputs.append(k)
+        elif not ir.node(v).meta.get("optional"):
             raise GenerationError(f"spec `{name}` has input `{k}`, which generation cannot feed (it feeds "
                                   f"`{plan.tokens}` and an optional key-padding `mask`)", 1)
 
@@ -97,33 +127,62 @@ class Decoder:
             m = model.node_module(n.name)
             layers.append((m.kv_heads, m.head_dim, m.window))
         self.cache = KVCache(layers, batch, length, dtype, self.device)
+        self.context = ContextCache(len(self.plan.cross))
         self.batch, self.length = batch, length
+        ir = model.spec.ir
+        self.stages = None     # an encoder–decoder runs its encoder once per sequence, then the decoder per step
+        if self.plan.encoder:
+            fixed = self.plan.encoder | {ir.inputs[k] for k in self.plan.encoder_inputs}
+            try:
+                self.stages = stages.split(model, fixed, {"logits": ir.outputs["logits"]})
+            except stages.SplitError as e:
+                raise GenerationError(f"spec `{model.spec.name}` cannot generate: {e}", 1) from None
+        self.encoder_feed: dict = {}    # this sequence's encoder inputs, by spec input name
+        self.handed: dict = {}          # the encoder's values the decoder reads, by IR value
         if compile:   # True: inductor; a string names another torch.compile backend (e.g. "eager")
             backend = "inductor" if compile is True else compile
             self._step = torch.compile(self._forward, fullgraph=True, backend=backend)
         else:
             self._step = self._forward
 
-    def _attach(self, cache) -> None:
-        for i, n in enumerate(self.plan.attention):
-            m = self.model.node_module(n.name)
-            m.cache, m.layer_id = cache, i
-        for n in self.plan.position_tables:
+    def _attach(self, on: bool) -> None:
+        """Point the decoder's attentions and position ops at the caches (or back at nothing)."""
+        cache, context = (self.cache, self.context) if on else (None, None)
+        for slots, c in ((self.plan.attention, cache), (self.plan.cross, context)):
+            for i, n in enumerate(slots):
+                m = self.model.node_module(n.name)
+                m.cache, m.layer_id = c, i
+        for n in self.plan.position_tables + self.plan.relative_biases:
             self.model.node_module(n.name).cache = cache
 
     def _forward(self, tokens, mask):
-        feed = {self.plan.tokens: tokens}
+        feed = {**self.encoder_feed, self.plan.tokens: tokens}
         if mask is not None:
             feed[self.plan.mask] = mask
         if self.plan.positions is not None:
             feed[self.plan.positions] = self.cache.positions
-        return self.model(**feed)["logits"][:, -1]                                  # (B, vocab)
+        if self.stages is None:
+            return self.model(**feed)["logits"][:, -1]                              # (B, vocab)
+        ir = self.model.spec.ir
+        by_node = {ir.inputs[k]: v for k, v in feed.items()}
+        return self.stages.decode(self.model, by_node, self.handed)["logits"][:, -1]
 
-    def prompt(self, tokens, mask=None):
-        """Run the prompt [B, n] (mask [B, n]: 1 real, 0 left padding); the logits of its last position."""
+    def encode(self, encoder_inputs: dict | None = None) -> None:
+        """Start a sequence: run the encoder once on `encoder_inputs` (by spec input name), forget the
+        cross-attentions' keys and values. A decoder-only model takes no encoder inputs."""
+        self.encoder_feed = dict(encoder_inputs or {})
+        self.context.start()
+        if self.stages is not None:
+            ir = self.model.spec.ir
+            self.handed = self.stages.encode(self.model, {ir.inputs[k]: v for k, v in self.encoder_feed.items()})
+
+    def prompt(self, tokens, mask=None, encoder_inputs: dict | None = None):
+        """Run the prompt [B, n] (mask [B, n]: 1 real, 0 left padding) after the encoder on `encoder_inputs`;
+        the logits of its last position."""
+        self.encode(encoder_inputs)
         keep = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask.bool()
         self.cache.start(keep)
-        self._attach(self.cache)
+        self._attach(True)
         # only the last position's logits are sampled from: a linear head (position-wise) sees only it
         head = self.model.spec.ir.node(self.model.spec.ir.outputs["logits"])
         hook = self.model.node_module(head.name).register_forward_pre_hook(_last_position) \
@@ -131,7 +190,7 @@ class Decoder:
         try:
             logits = self._forward(tokens, mask.to(tokens.dtype) if mask is not None else None)
         finally:
-            self._attach(None)
+            self._attach(False)
             if hook is not None:
                 hook.remove()
         self.cache.advance(tokens.shape[1])
@@ -141,13 +200,13 @@ class Decoder:
         """One new token per row [B] → the logits [B, vocab] of the next."""
         if self.cache.written >= self.length:
             raise GenerationError(f"the cache holds {self.length} positions and all are used")
-        self._attach(self.cache)
+        self._attach(True)
         try:
             # a required mask input gets ones: the cache keeps the real key mask
             mask = torch.ones_like(tokens[:, None]) if self._mask_required() else None
             logits = self._step(tokens[:, None], mask)
         finally:
-            self._attach(None)
+            self._attach(False)
         self.cache.advance(1)
         return logits
 
@@ -213,6 +272,30 @@ def _check_args(plan: GenerationPlan, spec_name: str, tokens, mask, max_new_toke
                               "one 1): a mask with holes or right padding is not causal generation's")
 
 
+def _check_encoder_inputs(plan: GenerationPlan, spec, tokens, given) -> None:
+    """`encoder_inputs` names exactly the encoder's spec inputs (the optional ones may be left out), each a
+    tensor with the prompts' batch."""
+    ir, name = spec.ir, spec.name
+    given = given or {}
+    if not isinstance(given, dict):
+        raise GenerationError("encoder_inputs must be a dict from spec input name to tensor")
+    unknown = [k for k in given if k not in plan.encoder_inputs]
+    if unknown:
+        what = ", ".join(f"`{k}`" for k in plan.encoder_inputs) or "none: it is a decoder-only model"
+        raise GenerationError(f"encoder_inputs names `{unknown[0]}`, which is not an encoder input of `{name}` "
+                              f"(encoder inputs: {what})")
+    missing = [k for k in plan.encoder_inputs if k not in given and not ir.node(ir.inputs[k]).meta.get("optional")]
+    if missing:
+        raise GenerationError(f"spec `{name}` is an encoder–decoder: give its encoder input"
+                              f"{'s' * (len(missing) > 1)} {', '.join(f'`{k}`' for k in missing)} as "
+                              "encoder_inputs={...}; `tokens` are the decoder's prompt")
+    for k, v in given.items():
+        if not isinstance(v, torch.Tensor) or v.dim() < 1 or v.shape[0] != tokens.shape[0]:
+            got = list(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise GenerationError(f"encoder input `{k}` must be a tensor with the prompts' batch {tokens.shape[0]} "
+                                  f"first, got {got}")
+
+
 _DECODERS = "_graphformer_decoders"   # kept on the model so a compiled step is reused across calls
 
 
@@ -231,8 +314,12 @@ def decoder_for(model, batch: int, length: int, compile: bool | str = False) -> 
 @torch.no_grad()
 def generate(model, tokens, max_new_tokens: int, *, mask=None, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, eos_token_id: int | None = None, seed: int | None = None,
-             compile: bool | str = False, on_token=None):
+             compile: bool | str = False, on_token=None, encoder_inputs: dict | None = None):
     """Continue each prompt row of `tokens` [B, n] by up to `max_new_tokens`; returns [B, n + new].
+
+    An encoder–decoder (T5, Whisper) takes its encoder's inputs as `encoder_inputs` (by spec input name,
+    e.g. `{"tokens": ids, "mask": mask}`); `tokens` is then the decoder's prompt (its start token). The
+    encoder runs once, and each cross-attention projects its keys and values once.
 
     `mask` [B, n] (1 = token, 0 = left padding) batches prompts of different lengths. Greedy at
     temperature 0; otherwise top-k / nucleus sampling from a generator seeded with `seed`. A row that
@@ -242,6 +329,7 @@ def generate(model, tokens, max_new_tokens: int, *, mask=None, temperature: floa
     """
     plan = plan_generation(model.spec)
     _check_args(plan, model.spec.name, tokens, mask, max_new_tokens, temperature, top_k, top_p)
+    _check_encoder_inputs(plan, model.spec, tokens, encoder_inputs)
     tokens = tokens.to(torch.long)
     if max_new_tokens == 0:
         return tokens
@@ -254,7 +342,7 @@ def generate(model, tokens, max_new_tokens: int, *, mask=None, temperature: floa
     model.eval()
     try:
         dec = decoder_for(model, b, n + max_new_tokens, compile)
-        logits = dec.prompt(tokens, mask)
+        logits = dec.prompt(tokens, mask, encoder_inputs)
         out = [tokens]
         done = torch.zeros(b, dtype=torch.bool, device=tokens.device)
         for i in range(max_new_tokens):

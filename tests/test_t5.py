@@ -246,3 +246,123 @@ def test_a_bias_with_other_heads_than_its_attention_is_an_error_at_the_attention
     assert "dimension 1 (heads, or 1) of `bias` is `8`, expected `5`" in d.message
     assert "`heads` (5)" in d.help
     assert any("`enc_bias` produces [1, 8, n, n]" in label.message for label in d.labels)
+
+
+# ---------------------------------------------------------------- generation: encoder once, cross keys once
+
+from graphformer.generation import Decoder, GenerationError, plan_generation  # noqa: E402
+
+GEN_LAYERS = {"layers": 3, "decoder_layers": 2}   # transformers' generate sizes its cache by num_layers
+
+
+def gen_pair(v1_1=False):
+    """A tiny T5 whose greedy tokens vary (T5's init of the shared table, std 1, makes a random model repeat
+    one token): the table is scaled down, and v1.1's own head is random."""
+    spec, ref, _ = t5_pair(v1_1, sets=GEN_LAYERS, num_layers=3, num_decoder_layers=2)
+    with torch.no_grad():
+        ref.shared.weight.mul_(0.1)
+    return spec, ref, ours(spec, ref)
+
+
+def encoder_batch():
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(2, 97, (3, 11), generator=gen)
+    mask = torch.ones(3, 11, dtype=torch.long)
+    mask[1, 7:] = 0
+    return ids, mask
+
+
+def hf_generate(ref, ids, mask, new):
+    ref.generation_config.eos_token_id = None     # run every step: random weights say nothing of EOS
+    ref.generation_config.decoder_start_token_id = 0
+    with torch.no_grad():
+        return ref.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, do_sample=False)
+
+
+START = torch.zeros(3, 1, dtype=torch.long)       # T5's decoder starts from the pad token, id 0
+
+
+@pytest.mark.parametrize("v1_1", [False, True], ids=["t5", "t5-v1_1"])
+def test_greedy_tokens_equal_transformers_generate(v1_1):
+    spec, ref, model = gen_pair(v1_1)
+    ids, mask = encoder_batch()
+    got = graphformer.generate(model, START, 40, encoder_inputs={"tokens": ids, "mask": mask})
+    want = hf_generate(ref, ids, mask, 40)
+    assert got.shape == (3, 41) and len(set(want[:, 1:].flatten().tolist())) > 3   # not one token repeated
+    assert torch.equal(got, want)
+
+
+def test_logits_at_every_step_equal_a_full_recompute():
+    spec, ref, model = gen_pair()
+    ids, mask = encoder_batch()
+    seq = graphformer.generate(model, START, 20, encoder_inputs={"tokens": ids, "mask": mask})
+    dec = Decoder(model, 3, seq.shape[1])
+    with torch.no_grad():
+        steps = [dec.prompt(START, encoder_inputs={"tokens": ids, "mask": mask})]
+        steps += [dec.step(seq[:, t]) for t in range(1, seq.shape[1] - 1)]
+        for t, got in enumerate(steps, start=1):
+            want = model(tokens=ids, mask=mask, decoder_tokens=seq[:, :t])["logits"][:, -1]
+            assert_close(got, want, f"t5 step {t}")
+
+
+def test_the_encoder_runs_once_and_cross_attention_projects_its_context_once():
+    spec, ref, model = gen_pair()
+    ids, mask = encoder_batch()
+    calls = {"encoder": 0, "cross_k": 0, "self_k": 0}
+    model.node_module("encoder.0.attn").register_forward_hook(lambda *a: calls.__setitem__("encoder",
+                                                                                           calls["encoder"] + 1))
+    model.node_module("decoder.1.cross").k.register_forward_hook(lambda *a: calls.__setitem__("cross_k",
+                                                                                              calls["cross_k"] + 1))
+    model.node_module("decoder.1.attn").k.register_forward_hook(lambda *a: calls.__setitem__("self_k",
+                                                                                             calls["self_k"] + 1))
+    graphformer.generate(model, START, 12, encoder_inputs={"tokens": ids, "mask": mask})
+    assert calls == {"encoder": 1, "cross_k": 1, "self_k": 12}
+
+
+def test_the_split_comes_from_the_graph_not_from_names(tmp_path):
+    """Renamed inputs and nodes (no `tokens`, `decoder_tokens`, `shared`, `encoder`, `cross`): same plan."""
+    text = T5.read_text()
+    for old, new in (("decoder_tokens", "target_ids"), ("tokens", "source_ids"), ("shared", "table"),
+                     ("encoder", "stack_a"), ("decoder", "stack_b"), ("cross: {", "xattn: {"), ("enc_", "a_"),
+                     ("dec_", "b_")):
+        text = text.replace(old, new)
+    spec = graphformer.load(_spec_text(tmp_path, text, "renamed.yaml"), preset="tiny")
+    plan = plan_generation(spec)
+    assert plan.tokens == "target_ids" and plan.encoder_inputs == ["source_ids", "mask"]
+    assert [n.name for n in plan.cross] == ["stack_b.0.xattn", "stack_b.1.xattn", "stack_b.2.xattn"]
+    assert [n.name for n in plan.relative_biases] == ["b_bias"] and "a_bias" in plan.encoder
+    assert not any(n.startswith("stack_b") for n in plan.encoder)
+    model = graphformer.build(spec, seed=0).eval()
+    ids, mask = encoder_batch()
+    out = graphformer.generate(model, START, 5, encoder_inputs={"source_ids": ids, "mask": mask})
+    assert out.shape == (3, 6)
+
+
+def test_compiled_decode_step_is_traced_once():
+    pytest.importorskip("torch._dynamo")
+    spec, ref, model = gen_pair()
+    ids, mask = encoder_batch()
+    feed = {"tokens": ids, "mask": mask}
+    want = graphformer.generate(model, START, 10, encoder_inputs=feed)
+    torch._dynamo.reset()
+    try:
+        got = graphformer.generate(model, START, 10, encoder_inputs=feed, compile="eager")
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            again = graphformer.generate(model, START, 8, encoder_inputs=feed, compile="eager")
+    except Exception as e:  # noqa: BLE001 — a platform where dynamo cannot run at all
+        if "dynamo" in type(e).__module__ and "Recompil" not in type(e).__name__:
+            pytest.skip(f"torch.compile unavailable: {e}")
+        raise
+    assert torch.equal(got, want) and torch.equal(again, want[:, :9])
+
+
+def test_encoder_inputs_are_checked():
+    spec, ref, model = gen_pair()
+    ids, mask = encoder_batch()
+    with pytest.raises(GenerationError, match=r"is an encoder–decoder: give its encoder input `tokens` as "
+                                              r"encoder_inputs"):
+        graphformer.generate(model, START, 2)
+    with pytest.raises(GenerationError, match="`decoder_tokens`, which is not an encoder input"):
+        graphformer.generate(model, START, 2, encoder_inputs={"tokens": ids, "decoder_tokens": ids})
+    with pytest.raises(GenerationError, match="prompts' batch 3"):
+        graphformer.generate(model, START, 2, encoder_inputs={"tokens": ids[:2]})
