@@ -288,7 +288,8 @@ def _check_encoder_inputs(plan: GenerationPlan, spec, tokens, given) -> None:
     if missing:
         raise GenerationError(f"spec `{name}` is an encoder–decoder: give its encoder input"
                               f"{'s' * (len(missing) > 1)} {', '.join(f'`{k}`' for k in missing)} as "
-                              "encoder_inputs={...}; `tokens` are the decoder's prompt")
+                              "encoder_inputs={...} (command line: --encoder-ids INPUT=IDS); the prompt is the "
+                              "decoder's")
     for k, v in given.items():
         if not isinstance(v, torch.Tensor) or v.dim() < 1 or v.shape[0] != tokens.shape[0]:
             got = list(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__

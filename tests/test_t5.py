@@ -366,3 +366,19 @@ def test_encoder_inputs_are_checked():
         graphformer.generate(model, START, 2, encoder_inputs={"tokens": ids, "decoder_tokens": ids})
     with pytest.raises(GenerationError, match="prompts' batch 3"):
         graphformer.generate(model, START, 2, encoder_inputs={"tokens": ids[:2]})
+
+
+def test_cli_generates_what_transformers_generates(tmp_path, capsys):
+    from graphformer.cli import main as cli_main
+    spec, ref, model = gen_pair(v1_1=True)
+    torch.save(ref.state_dict(), tmp_path / "t5.pt")
+    ids, _ = encoder_batch()
+    argv = ["generate", str(T5), "--preset", "tiny", "--set", "layers=3", "decoder_layers=2", "ffn=gated_ffn",
+            "act=gelu_tanh", "tie_embeddings=false", "scale_decoder_outputs=0", "--weights", str(tmp_path / "t5.pt"),
+            "--weights-map", "hf", "--prompt-ids", "0", "--max-new-tokens", "16"]
+    rc = cli_main(argv + ["--encoder-ids", "tokens=" + ",".join(map(str, ids[0].tolist()))])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    want = hf_generate(ref, ids[:1], torch.ones_like(ids[:1]), 16)[0, 1:].tolist()
+    assert [int(t) for t in out.out.split()] == want
+    assert cli_main(argv) == 2 and "--encoder-ids INPUT=IDS" in capsys.readouterr().err

@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     prompt.add_argument("--prompt", metavar="TEXT", help="the prompt as text (needs --tokenizer)")
     p.add_argument("--tokenizer", metavar="tokenizer.json", help="a Hugging Face tokenizers file: encodes --prompt "
                                                                  "and decodes the output")
+    p.add_argument("--encoder-ids", action="append", default=[], metavar="INPUT=IDS",
+                   help="an encoder–decoder's encoder input as comma-separated token ids (repeatable), e.g. "
+                        "tokens=5,17,3; the prompt is then the decoder's (T5 starts from 0)")
     p.add_argument("--max-new-tokens", type=int, required=True, metavar="N", help="how many tokens to add")
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
     p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
@@ -42,6 +45,7 @@ def run(args) -> int:
         raise CommandError("--prompt TEXT needs --tokenizer tokenizer.json to turn the text into token ids")
     tokenizer = _tokenizer(args.tokenizer) if args.tokenizer else None
     ids = _prompt_ids(args, tokenizer)
+    encoder = _encoder_ids(args.encoder_ids)
     result = load_checked(args.spec, args)
     require_weight_map(result.ir, args.weights_map)
     try:
@@ -53,6 +57,7 @@ def run(args) -> int:
             raise CommandError(NO_TORCH) from None
         raise
     from ..api import Spec
+    encoder = {k: torch.tensor([v]) for k, v in encoder.items()}
     spec = Spec(result.ir, [d for d in result.diagnostics if not d.is_error])
     try:
         generation.plan_generation(spec)   # refuse a spec that cannot generate before building it
@@ -63,7 +68,7 @@ def run(args) -> int:
         out = generation.generate(model.eval(), torch.tensor([ids]), args.max_new_tokens,
                                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                   eos_token_id=args.eos_id, seed=args.seed, compile=args.compile,
-                                  on_token=printer)
+                                  on_token=printer, encoder_inputs=encoder or None)
     except generation.GenerationError as e:
         raise CommandError(str(e), e.code) from None
     printer.end()
@@ -95,6 +100,19 @@ def _prompt_ids(args, tokenizer) -> list[int]:
     except ValueError:
         raise CommandError(f"--prompt-ids expects comma-separated integers, got `{args.prompt_ids}`") from None
     return ids
+
+
+def _encoder_ids(items: list[str]) -> dict[str, list[int]]:
+    out = {}
+    for item in items:
+        name, sep, ids = item.partition("=")
+        try:
+            out[name.strip()] = [int(t) for t in ids.replace(" ", "").split(",")]
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise CommandError(f"--encoder-ids expects INPUT=comma-separated integers, got `{item}`")
+    return out
 
 
 def _load(model, spec, args) -> None:
