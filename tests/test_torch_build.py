@@ -17,6 +17,7 @@ from torch import nn  # noqa: E402
 
 import graphformer as gf  # noqa: E402
 from graphformer.backends.torch import LOWERINGS, example_inputs  # noqa: E402
+from graphformer.backends.torch.plan import split_args  # noqa: E402
 from graphformer.load import UsageError  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
 from graphformer.summary import param_shapes, total_params  # noqa: E402
@@ -116,8 +117,9 @@ def test_mask_prepared_once_equals_per_layer_masks():
 def _walk(model, spec, inputs):
     values = {spec.ir.inputs[k]: v for k, v in inputs.items()}
     for n in spec.ir.nodes():
-        if n.op != "input":
-            values[n.name] = model.node_module(n.name)(*[values[s] for s in n.inputs.values()])
+        if n.op != "input":   # optional inputs by name: an attention fed `bias` but no `mask`
+            args, kwargs = split_args(n, [values[s] for s in n.inputs.values()])
+            values[n.name] = model.node_module(n.name)(*args, **kwargs)
     return values
 
 
