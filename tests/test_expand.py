@@ -181,11 +181,6 @@ REPEAT_INDEX = """\
     graphformer: 1
     name: alternating
     params: {d: 8, layers: 4}
-PICKED_BLOCK = """\
-    graphformer: 1
-    name: pick
-    params: {d: 16, ffn: dense}
-    presets: {gated: {ffn: gated}, typo: {ffn: dens}}
     dims: {B: 2, n: 5}
     inputs:
       x: {shape: [B, n, d]}
@@ -216,6 +211,17 @@ def test_repeat_index_outside_a_repeated_call_is_an_unknown_name(tmp_path):
     (d,) = [d for d in r.diagnostics if d.is_error]
     assert d.code == "GF131" and "`repeat_index`" in d.message and d.span.line == 17
     assert "block call with `repeat`" in d.help
+
+
+PICKED_BLOCK = """\
+    graphformer: 1
+    name: pick
+    params: {d: 16, ffn: dense}
+    presets: {gated: {ffn: gated}, typo: {ffn: dens}}
+    dims: {B: 2, n: 5}
+    inputs:
+      x: {shape: [B, n, d]}
+    blocks:
       dense:
         inputs: {x: [B, n, d]}
         nodes:
