@@ -26,7 +26,7 @@ DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, 
 OPTIMIZERS = ("adamw", "sgd", "adafactor")
 EMBEDDING_OPS = ("embedding", "positional", "table_row", "latents", "prepend_tokens")
 # ops whose backward costs two of their forward (gradients for inputs and for weights / both matmul operands)
-MATMUL_OPS = ("linear", "attention", "cross_attend", "moe", "patch_embed", "cosine_logits")
+MATMUL_OPS = ("linear", "attention", "cross_attend", "moe", "patch_embed", "conv1d", "cosine_logits")
 
 
 @dataclass

@@ -171,7 +171,8 @@ def _check_same_outputs(case, sess, inputs: dict, where: str) -> None:
 # Every op or attribute variant that no bundled spec uses: RMS norm, a layer norm without shift,
 # bias-free causal attention with an int padding mask, cross-attention with its own inner and output
 # widths and a bool mask, silu, sigmoid, concat, softmax, token_at `first`, pool at index -1, an
-# open-ended slice, both cosine_logits variants, and spectrograms of a waveform of symbolic length.
+# open-ended slice, both cosine_logits variants, spectrograms of a waveform of symbolic length, and a
+# strided, dilated conv1d over them.
 OP_ZOO = """
 graphformer: 1
 name: op-zoo
@@ -202,7 +203,9 @@ nodes:
   mel:       {op: spectrogram, in: wave, sample_rate: 8000, n_fft: 64, hop: 32, mels: 8}
   mel_raw:   {op: spectrogram, in: wave, sample_rate: 8000, n_fft: 64, win_length: 48, hop: 20, mels: 6,
               center: false, mel_scale: slaney, log: false, f_min: 50.0, f_max: 3000.0}
-outputs: {tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw}
+  conv:      {op: conv1d, in: mel, out: 5, kernel: 3, stride: 2, padding: 2, dilation: 2}
+  conv_nb:   {op: conv1d, in: mel_raw, out: 4, kernel: 2, bias: false}
+outputs: {tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb}
 """
 
 
