@@ -172,7 +172,7 @@ def _check_same_outputs(case, sess, inputs: dict, where: str) -> None:
 # bias-free causal attention with an int padding mask, cross-attention with its own inner and output
 # widths and a bool mask, silu, sigmoid, concat, softmax, token_at `first`, pool at index -1, an
 # open-ended slice, both cosine_logits variants, spectrograms of a waveform of symbolic length, and a
-# strided, dilated conv1d over them.
+# strided, dilated conv1d over them; Whisper's [sin | cos] sinusoids, computed and stored.
 OP_ZOO = """
 graphformer: 1
 name: op-zoo
@@ -205,7 +205,9 @@ nodes:
               center: false, mel_scale: slaney, log: false, f_min: 50.0, f_max: 3000.0}
   conv:      {op: conv1d, in: mel, out: 5, kernel: 3, stride: 2, padding: 2, dilation: 2}
   conv_nb:   {op: conv1d, in: mel_raw, out: 4, kernel: 2, bias: false}
-outputs: {tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb}
+  halves:    {op: positional, in: x, kind: sinusoidal, sinusoid: halves, max_len: 12}
+  stored:    {op: positional, kind: sinusoidal, sinusoid: halves, stored: true, max_len: 12}
+outputs: {tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, stored: stored}
 """
 
 
