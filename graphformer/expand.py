@@ -112,7 +112,8 @@ class Expectation:
 
 def weight_map_record(decl: WeightMapDecl) -> WeightMap:
     """The IR's own copy of a spec file's weight map (backends never read the file's models)."""
-    rules = tuple(WeightRule(r.src, (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose, r.unstack)
+    rules = tuple(WeightRule(r.src, (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose, r.unstack,
+                             r.reshape, r.scale, r.zero)
                   for r in decl.rules)
     return WeightMap(rules, decl.strip_prefix, tuple(decl.ignore), decl.reference)
 
