@@ -67,7 +67,8 @@ class WeightRule(_Strict):
                                              "targets with `{e}` replaced by e (transformers' fused MoE experts)")
     reshape: bool = Field(False, description="reshape each part to its spec parameter's shape (row-major, the "
                                              "same number of elements)")
-    scale: StrictFloat | None = Field(None, description="multiply the tensor by this number, last")
+    scale: StrictFloat | StrictStr | None = Field(None, description="multiply the tensor by this number (or "
+                                                                    "arithmetic over params: `head_dim ** -0.5`), last")
     zero: bool = Field(False, description="without `from`: the reference has no such tensor; the parameters "
                                           "`to` names (`{i}`: every layer) are zeros")
 
@@ -79,7 +80,7 @@ class WeightRule(_Strict):
             raise ValueError("a rule reads a reference tensor named by `from`, or sets zeros with `zero: true`")
         if self.zero and (self.transpose or self.unstack or self.reshape or self.scale is not None):
             raise ValueError("`zero: true` has no tensor to transpose, unstack, reshape or scale")
-        if self.scale is not None and not math.isfinite(self.scale):
+        if isinstance(self.scale, float) and not math.isfinite(self.scale):
             raise ValueError(f"`scale` must be a finite number, got {self.scale}")
         return self
 

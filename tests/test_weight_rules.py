@@ -75,6 +75,14 @@ def test_reshape_scale_and_zero(spec):
     assert out["conv.bias"].dtype == np.float32        # scaling keeps the reference's dtype
 
 
+def test_scale_may_be_arithmetic_over_params(spec):
+    text = SPEC.replace("{from: conv.b, to: conv.bias, scale: 0.5}", '{from: conv.b, to: conv.bias, scale: "d ** -0.5"}')
+    sd = reference()
+    out = convert_state_dict(spec(text), sd, "ref")
+    np.testing.assert_allclose(out["conv.bias"], sd["conv.b"] * 4 ** -0.5)
+    assert spec(text).ir.weight_maps["ref"].rules[1].scale == 0.5
+
+
 def test_zeros_take_the_references_kind_dtype_and_device(spec):
     torch = pytest.importorskip("torch")
     sd = {k: torch.from_numpy(v).to(torch.float64) for k, v in reference().items()}
@@ -118,11 +126,13 @@ def test_without_reshape_only_unit_axes_may_differ(spec):
     ('{to: conv.bias, zero: true, scale: 2}', "`zero: true` has no tensor to transpose, unstack, reshape or scale"),
     ('{to: "e.{e}.bias", zero: true}', "with `zero: true` the placeholder is `{i}`"),
     ('{from: x, to: conv.bias, scale: .inf}', "`scale` must be a finite number"),
-    ('{from: x, to: conv.bias, scale: "2"}', "scale"),
+    ('{from: x, to: conv.bias, scale: "d ** -"}', "GF130"),
+    ('{from: x, to: conv.bias, scale: "heads * 2"}', "`heads` is not a numeric param"),
+    ('{from: x, to: conv.bias, scale: true}', "scale"),
 ])
 def test_rule_mistakes_are_spec_errors_at_their_line(spec, rule, message):
     text = SPEC.replace("      - {from: conv.b, to: conv.bias, scale: 0.5}", f"      - {rule}")
     with pytest.raises(graphformer.SpecError) as e:
         spec(text)
-    assert message in str(e.value)
+    assert message in str(e.value) or message in [d.code for d in e.value.diagnostics]
     assert "rules.yaml:23:" in str(e.value)                # the rule's own line
