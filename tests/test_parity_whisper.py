@@ -91,3 +91,20 @@ def test_the_hf_map_reads_whisper_model_without_the_head():
     spec, ref, _ = pair()
     converted = convert_state_dict(spec, ref.model.state_dict(), "hf")    # WhisperModel: no `model.`, no proj_out
     torch.testing.assert_close(converted["tok.weight"], ref.proj_out.weight)
+
+
+def test_onnx_runtime_equals_transformers():
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    spec, ref, model = pair()
+    proto = to_onnx(spec, model)
+    onnx.checker.check_model(proto, full_check=True)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    features, ids = batch(b=2, n=5)
+    enc, logits = session.run(["encoder_hidden", "logits"],
+                              {"input_features": features.numpy(), "decoder_input_ids": ids.numpy()})
+    with torch.no_grad():
+        want = ref(input_features=features, decoder_input_ids=ids)
+    assert_close(torch.from_numpy(enc), want.encoder_last_hidden_state, "whisper onnx encoder output")
+    assert_close(torch.from_numpy(logits), want.logits, "whisper onnx logits")
