@@ -221,6 +221,8 @@ _ATTR_TEXT: dict[str, Callable[[Any], str | None]] = {
     "kind": lambda v: str(v),
     "approximate": lambda v: None if v == "none" else str(v),
     "max_len": lambda v: f"≤ {v} positions",
+    "sinusoid": lambda v: "sin | cos halves" if v == "halves" else None,
+    "stored": lambda v: "stored" if v else None,
     "tied": lambda v: f"tied to {str(v).rsplit('.', 1)[-1]}",
     "tie": lambda v: None,
     "eps": lambda v: f"eps {_num(v)}",
