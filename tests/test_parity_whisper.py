@@ -108,3 +108,11 @@ def test_onnx_runtime_equals_transformers():
         want = ref(input_features=features, decoder_input_ids=ids)
     assert_close(torch.from_numpy(enc), want.encoder_last_hidden_state, "whisper onnx encoder output")
     assert_close(torch.from_numpy(logits), want.logits, "whisper onnx logits")
+
+
+def test_the_frozen_positions_have_no_gradient_or_optimizer_state_in_the_budget():
+    from graphformer.budget import budget
+    spec = graphformer.load(SPEC)
+    b = budget(spec.ir, {"B": 1, "n": 8})
+    assert b.params - b.trainable_params == 1500 * 512
+    assert b.memory["grads"] == 4 * b.trainable_params and b.memory["optimizer"] == 8 * b.trainable_params
