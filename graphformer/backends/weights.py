@@ -16,6 +16,7 @@ fit. Anything else is a `WeightMapError` whose message names the reference key a
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -105,10 +106,7 @@ def _is_float(x) -> bool:
 
 
 def _count(dims) -> int:
-    n = 1
-    for d in dims:
-        n *= int(d)
-    return n
+    return math.prod(int(d) for d in dims)
 
 
 def _shape(dims) -> str:
