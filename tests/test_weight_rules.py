@@ -136,3 +136,16 @@ def test_rule_mistakes_are_spec_errors_at_their_line(spec, rule, message):
         spec(text)
     assert message in str(e.value) or message in [d.code for d in e.value.diagnostics]
     assert "rules.yaml:23:" in str(e.value)                # the rule's own line
+
+
+def test_to_reference_inverts_reshape_scale_and_zero(spec):
+    from graphformer.backends.weights import to_reference
+    s, sd = spec(), reference()
+    ours = convert_state_dict(s, sd, "ref")
+    back = to_reference(s, ours, "ref", reference=sd)
+    assert set(back) == set(sd)                          # no key for the zero-filled parameters
+    for k, v in sd.items():
+        np.testing.assert_allclose(back[k], v, rtol=1e-6, err_msg=k)
+    again = convert_state_dict(s, to_reference(s, ours, "ref"), "ref")   # without the reference's shapes
+    for k, v in ours.items():
+        np.testing.assert_allclose(again[k], v, rtol=1e-6, err_msg=k)

@@ -362,7 +362,9 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
     ir = _ir(spec)
     wmap = get_map(ir, mapping)
     tied = {f"{n}.weight": f"{owner}.weight" for n, owner in ir.ties.items()}
-    rules = [_Rule(r, _pattern(r.src)) for r in wmap.rules]
+    rules = [_Rule(r, _pattern(r.src)) for r in wmap.rules if not r.zero]
+    # parameters a `zero` rule declares absent from the reference: nothing to write back
+    absent = {p for r in wmap.rules if r.zero for p in _Rule(r, None).zero_targets(weights)}
     if reference is None:
         keys = [r.rule.src.replace("{i}", i) for r in rules for i in _layers(r.rule, weights, tied)]
     else:
@@ -386,11 +388,15 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
             if rule.unstack else _concat([weights[t] for t in targets])
         if rule.transpose:
             value = value.T
+        if rule.scale is not None:
+            value = value / rule.scale
         if reference is not None and tuple(value.shape) != tuple(reference[key].shape):
-            value = value.reshape(tuple(reference[key].shape))   # unit axes only: convert_state_dict checks
+            # unit axes, or `reshape: true` (same element count): convert_state_dict checks
+            value = value.reshape(tuple(reference[key].shape))
         out[key] = _contiguous(value)
         used.update(targets)
-    problems += [f"spec parameter `{p}` is written by no rule of map `{mapping}`" for p in weights if p not in used]
+    problems += [f"spec parameter `{p}` is written by no rule of map `{mapping}`" for p in weights
+                 if p not in used and p not in absent]
     if problems:
         raise WeightMapError(problems)
     return out
