@@ -26,7 +26,7 @@ DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, 
 OPTIMIZERS = ("adamw", "sgd", "adafactor")
 EMBEDDING_OPS = ("embedding", "positional", "table_row", "latents", "prepend_tokens")
 # ops whose backward costs two of their forward (gradients for inputs and for weights / both matmul operands)
-MATMUL_OPS = ("linear", "attention", "cross_attend", "moe", "patch_embed", "cosine_logits")
+MATMUL_OPS = ("linear", "attention", "cross_attend", "moe", "patch_embed", "conv1d", "cosine_logits")
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Budget:
     optimizer: str
     mixed_precision: bool
     params: int = 0
+    trainable_params: int = 0               # less the frozen ones (Whisper's stored sinusoids)
     embedding_params: int = 0
     active_params: int = 0
     flops: int = 0
@@ -49,7 +50,7 @@ class Budget:
         return self.flops / self.tokens
 
     def as_json(self) -> dict:
-        return {"params": self.params, "trainable_params": self.params, "embedding_params": self.embedding_params,
+        return {"params": self.params, "trainable_params": self.trainable_params, "embedding_params": self.embedding_params,
                 "non_embedding_params": self.params - self.embedding_params, "active_params": self.active_params,
                 "flops": self.flops, "flops_per_token": self.flops_per_token, "train_flops": self.train_flops,
                 "tokens": self.tokens, "dtype": self.dtype, "optimizer": self.optimizer,
@@ -67,13 +68,14 @@ def budget(ir: IRGraph, dims: dict[str, int], dtype: str = "float32", optimizer:
     b.flops = sum(r.flops.evaluate(dims) for r in table)
     b.train_flops = sum(r.flops.evaluate(dims) * (3 if r.op in MATMUL_OPS or r.params else 2) for r in table)
     b.tokens, b.tokens_what = _tokens(ir, dims)
-    shapes = _param_shapes(ir)
-    master = 4 * b.params if mixed_precision or s != 4 else 0
+    shapes = _param_shapes(ir)           # of the trained parameters: frozen ones have no gradient or state
+    b.trainable_params = sum(math.prod(sh) for sh in shapes)
+    master = 4 * b.trainable_params if mixed_precision or s != 4 else 0
     saved, per_rep, rep_inputs = activations(ir, dims, s)
     kv = kv_cache_per_token(ir, s)
     b.memory = {
         "weights": b.params * s,
-        "grads": b.params * (4 if mixed_precision else s),
+        "grads": b.trainable_params * (4 if mixed_precision else s),
         "optimizer": optimizer_bytes(shapes, optimizer) + master,
         "activations": saved,
         "activations_checkpointed": _checkpointed(saved, per_rep, rep_inputs),
@@ -96,10 +98,16 @@ def _tokens(ir: IRGraph, dims: dict[str, int]) -> tuple[int, str]:
     return dims.get("B", 1), "examples"
 
 
+def _frozen(n: IRNode) -> bool:
+    """Parameters that are never trained: sinusoids kept in the state dict (`positional` with `stored`)."""
+    return n.op == "positional" and n.attrs.stored
+
+
 def _param_shapes(ir: IRGraph) -> list[tuple[int, ...]]:
+    """Shapes of the trained parameters."""
     out = []
     for n in ir.nodes():
-        if n.op != "input" and n.shape is not None:
+        if n.op != "input" and n.shape is not None and not _frozen(n):
             ins = {p: ir.node(s).shape for p, s in n.inputs.items()}
             out += [tuple(v) for v in REGISTRY[n.op].params(n.attrs, ins).values()]
     return out

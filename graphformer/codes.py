@@ -861,6 +861,24 @@ nodes:
   logits: {op: linear, out: vocab}
 outputs: {logits: logits}
 """),
+    Code(
+        "GF195", "convolution output length not positive",
+        ("A `conv1d` reads d·(k − 1) + 1 input frames for each output frame (kernel k, dilation d). "
+         "When the input, with its padding, is shorter than that, floor((T + 2p − d·(k − 1) − 1) / s) + 1 "
+         "is zero or negative: there would be no output frame. torch raises at run time; graphformer says "
+         "so where the conv is written."),
+        fix="Feed more frames, pad more, or use a smaller kernel or dilation; the message has the numbers.",
+        example="""\
+graphformer: 1
+name: case
+params: {mels: 8, d_model: 16}
+dims: {B: 2}
+inputs:
+  features: {shape: [B, mels, 4]}
+nodes:
+  conv: {op: conv1d, in: features, out: d_model, kernel: 5, dilation: 2}
+outputs: {y: conv}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

@@ -292,6 +292,10 @@ def _divide(num: Dim, den: Dim, kind: type) -> Dim:
     k = _integer_ratio(num, den)
     if k is not None:  # num == k*den exactly (assumes den != 0)
         return Dim.const(k) if kind is FloorDiv else Dim()
+    if den.is_const and all(c % den.value == 0 for m, c in num._terms if m):
+        # only the constant term c is left over: (d*x + c) // d == x + c // d, (d*x + c) % d == c % d
+        c, d = dict(num._terms).get((), 0), den.value
+        return (num - c) // d + c // d if kind is FloorDiv else Dim.const(c % d) * (sign * scale)
     return Dim({((kind(num, den), 1),): 1}) * (sign * scale)
 
 

@@ -110,21 +110,13 @@ class Expectation:
     carried: tuple[str, ...] = ()
 
 
-def weight_map_record(decl: WeightMapDecl) -> WeightMap:
-    """The IR's own copy of a spec file's weight map (backends never read the file's models)."""
-    rules = tuple(WeightRule(r.src, (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose, r.unstack)
-                  for r in decl.rules)
-    return WeightMap(rules, decl.strip_prefix, tuple(decl.ignore), decl.reference)
-
-
 class Expander:
     def __init__(self, prog: Program):
         self.prog = prog
         self.diags: list[Diagnostic] = []
         root = prog.root
         self.ir = IRGraph(root.spec.name, root.file, root.spec.doc, params=dict(prog.params),
-                          param_origin=dict(prog.origin),
-                          weight_maps={k: weight_map_record(m) for k, m in root.spec.weight_maps.items()})
+                          param_origin=dict(prog.origin))
         self.pending: list[tuple[IRNode, str, Slot]] = []      # (node, port or "attr:<name>", slot)
         self.expectations: list[Expectation] = []
         self.max_nodes = env_limit("GRAPHFORMER_MAX_NODES", MAX_NODES)
@@ -132,6 +124,7 @@ class Expander:
         self.read: set[str] = set()                             # params some expression or attribute read
         self.bodies: dict[str, Body | None] = {}                # block name -> its body (block-valued attrs)
         self.hints_left = MAX_HINTS
+        self.ir.weight_maps = {k: self._weight_map(k, m) for k, m in root.spec.weight_maps.items()}
 
     def _hint(self, word: str, choices) -> str | None:
         """A 'did you mean' hint, for the first MAX_HINTS misses only: thousands of unknown names in a
@@ -299,18 +292,36 @@ class Expander:
         value, ref = self._param_ref(scope, value)
         if ref is not None or not isinstance(value, str) or not attrs.is_real(key):
             return value
-        numeric = {n: v for n, v in scope.env.items() if param_kind(v) in ("int", "float")}
+        return self._real(scope.ctx, scope.env, key, value, span)
+
+    def _real(self, ctx: SpecCtx, env: dict, key: str, value: str, span: Span | None) -> Any:
+        """`value`, an arithmetic expression over the numeric params of `env`, as a float (GF130 if bad)."""
+        numeric = {n: v for n, v in env.items() if param_kind(v) in ("int", "float")}
         try:
             result = number(value, numeric)
         except DimError as e:
             sp = span
             if span is not None and e.offset is not None:
-                at = span.col + self._quote_shift(scope.ctx, span) + e.offset
+                at = span.col + self._quote_shift(ctx, span) + e.offset
                 sp = Span(span.file, span.line, at, at + 1)
             self.diags.append(Diagnostic("GF130", f"bad expression `{value}` for `{key}`: {e}", sp))
             return _BAD
         self.read |= set(_NAME.findall(value)) & set(numeric)
         return result
+
+    def _weight_map(self, name: str, decl: WeightMapDecl) -> WeightMap:
+        """The IR's own copy of a weight map (backends never read the file's models); a rule's `scale` may be
+        an expression over params (`head_dim ** -0.5`), evaluated here."""
+        ctx, rules = self.prog.root, []
+        for k, r in enumerate(decl.rules):
+            scale = r.scale
+            if isinstance(scale, str):
+                scale = self._real(ctx, self.prog.params, "scale", scale,
+                                   ctx.span(("weight_maps", name, "rules", k, "scale")))
+                scale = None if scale is _BAD else scale
+            rules.append(WeightRule(r.src, (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,
+                                    r.unstack, r.reshape, scale, r.zero))
+        return WeightMap(tuple(rules), decl.strip_prefix, tuple(decl.ignore), decl.reference)
 
     @staticmethod
     def _quote_shift(ctx: SpecCtx, span: Span) -> int:

@@ -347,10 +347,31 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "action_tanh": Fixed(_is(True, None), "the decision-transformer spec squashes actions with tanh"),
         **GPT2_FIXED,
     }, frozenset({"n_inner"}), _decision, "DecisionTransformerModel"),
+    Family("whisper", "whisper-base.yaml", {
+        "vocab_size": P("vocab"), "num_mel_bins": P("mels"), "d_model": P("d_model"),
+        "encoder_layers": P("encoder_layers"), "decoder_layers": P("decoder_layers"),
+        "encoder_attention_heads": P("encoder_heads"), "decoder_attention_heads": P("decoder_heads"),
+        "encoder_ffn_dim": P("encoder_ffn"), "decoder_ffn_dim": P("decoder_ffn"),
+        "max_source_positions": P("audio_len"), "max_target_positions": P("text_len"),
+        "activation_function": P("act", act),
+        "tie_word_embeddings": Fixed(_is(True, None), "the whisper spec's LM head is the token table"),
+    }, frozenset({
+        # training only: dropout, layer drop, SpecAugment masking
+        "dropout", "activation_dropout", "encoder_layerdrop", "decoder_layerdrop", "apply_spec_augment",
+        "mask_time_prob", "mask_time_length", "mask_time_min_masks", "mask_feature_prob", "mask_feature_length",
+        "mask_feature_min_masks",
+        # decoding and timestamps (generation_config), the classification head's width
+        "suppress_tokens", "begin_suppress_tokens", "forced_decoder_ids", "median_filter_width",
+        "classifier_proj_size", "use_weighted_layer_sum", "init_std",
+        # transformers computes embed_scale from it but never multiplies by it (5.x)
+        "scale_embedding",
+        # hub configs repeat encoder_layers / encoder_attention_heads under these names
+        "num_hidden_layers", "num_attention_heads",
+    }), None, "WhisperForConditionalGeneration"),
 ]}
 
 # families the issue names whose specs don't exist yet
-NOT_YET = ("t5", "whisper")
+NOT_YET = ("t5",)
 
 def apply_table(table: dict, cfg: dict, prefix: str = "", missing: list | None = None) -> dict:
     """Params from `cfg` by `table`; fields the table reads but `cfg` lacks are appended to `missing`."""

@@ -94,10 +94,13 @@ class BlockInputCheck:
 class WeightRule:
     """Reference key `src` (`{i}`: a layer index) → spec parameter(s); several targets split dim 0."""
 
-    src: str
+    src: str | None                         # None: a `zero` rule (the reference lacks these parameters)
     targets: tuple[str, ...]
     transpose: bool = False
     unstack: bool = False                   # dim 0 indexes experts: slice `e` goes to targets with `{e}` = e
+    reshape: bool = False                   # each part takes its spec parameter's shape (same element count)
+    scale: float | None = None              # multiplies the tensor, last
+    zero: bool = False                      # no tensor: the targets (`{i}` = any layer) are zeros
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ against the op's (or block's) own attrs model, which forbids unknown fields.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
@@ -56,20 +57,44 @@ class BlockDecl(_Strict):
 
 
 class WeightRule(_Strict):
-    """One reference tensor (or a family, with `{i}` for the layer index) → one spec parameter."""
+    """One reference tensor (or a family, with `{i}` for the layer index) → one spec parameter; or, with
+    `zero: true` and no `from`, spec parameters the reference doesn't have (a bias it lacks)."""
 
-    src: StrictStr = Field(alias="from")
+    src: StrictStr | None = Field(None, alias="from")
     dst: Union[StrictStr, list[StrictStr]] = Field(alias="to", description="a list splits a fused tensor on dim 0")
     transpose: bool = False
     unstack: bool = Field(False, description="dim 0 of the tensor indexes experts: slice `e` goes to the "
                                              "targets with `{e}` replaced by e (transformers' fused MoE experts)")
+    reshape: bool = Field(False, description="reshape each part to its spec parameter's shape (row-major, the "
+                                             "same number of elements)")
+    scale: StrictFloat | StrictStr | None = Field(None, description="multiply the tensor by this number (or "
+                                                                    "arithmetic over params: `head_dim ** -0.5`), last")
+    zero: bool = Field(False, description="without `from`: the reference has no such tensor; the parameters "
+                                          "`to` names (`{i}`: every layer) are zeros")
+
+    @model_validator(mode="after")
+    def _zero(self):
+        if self.zero and self.src is not None:
+            raise ValueError("`zero: true` declares parameters the reference lacks: it takes no `from`")
+        if not self.zero and self.src is None:
+            raise ValueError("a rule reads a reference tensor named by `from`, or sets zeros with `zero: true`")
+        if self.zero and (self.transpose or self.unstack or self.reshape or self.scale is not None):
+            raise ValueError("`zero: true` has no tensor to transpose, unstack, reshape or scale")
+        if isinstance(self.scale, float) and not math.isfinite(self.scale):
+            raise ValueError(f"`scale` must be a finite number, got {self.scale}")
+        return self
 
     @model_validator(mode="after")
     def _placeholders(self):
         # caught at check time, with a line:col, rather than when weights are loaded
         targets = [self.dst] if isinstance(self.dst, str) else self.dst
-        if isinstance(self.dst, list) and len(targets) < 2:
+        if isinstance(self.dst, list) and len(targets) < 2 and not self.zero:
             raise ValueError("a list in `to` splits a fused tensor: name at least 2 parameters")
+        if self.zero:
+            for t in targets:
+                if "{" in t.replace("{i}", "") or "}" in t.replace("{i}", ""):
+                    raise ValueError(f"`{t}`: with `zero: true` the placeholder is `{{i}}` (every layer index)")
+            return self
         for t in [self.src, *targets]:
             rest = t.replace("{i}", "").replace("{e}", "") if t is not self.src else t.replace("{i}", "")
             if "{" in rest or "}" in rest:

@@ -63,7 +63,8 @@ def derive(spec, tp: int) -> list[Shard]:
         out.append(Shard(name, "vocab", why))
         done.add(name)
     for n in ir.nodes():
-        if n.op in ("linear", "embedding", "moe", "attention", "cross_attend", "patch_embed") and n.name not in done:
+        if n.op in ("linear", "embedding", "moe", "attention", "cross_attend", "patch_embed", "conv1d") \
+                and n.name not in done:
             out.append(Shard(n.name, "replicate", _why_replicated(n)))
     return out
 

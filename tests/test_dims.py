@@ -31,6 +31,12 @@ EQUAL = [
     ("(2*n) % n", "0"),
     ("n // 1", "n"),
     ("(2*n + 2) // 4", "(n + 1) // 2"),
+    # a constant left over after an exact part: a strided conv's (2*S - 1) // 2 + 1 frames is S
+    ("(2*S - 1) // 2 + 1", "S"),
+    ("(6*a + 3*b + 7) // 3", "2*a + b + 2"),
+    ("(2*S - 1) % 2", "1"),
+    ("(-2*S + 1) // -2", "S - 1"),
+    ("(2*S + 1) % -2", "-1"),
     ("(H // P) * (W // P)", "(W // P) * (H // P)"),
     ("d_model // heads * heads", "heads * (d_model // heads)"),
     ("  n\t+ 1 ", "1 + n"),

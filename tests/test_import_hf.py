@@ -67,6 +67,12 @@ def ast_io():
     return {"input_values": x}, {"input_values": x}, [("last_hidden_state", "last_hidden_state")]
 
 
+def whisper_io():
+    g = torch.Generator().manual_seed(6)
+    kw = {"input_features": torch.randn(2, 7, 18, generator=g), "decoder_input_ids": tokens(2, 5)}
+    return kw, kw, [("logits", "logits"), ("encoder_last_hidden_state", "encoder_hidden")]
+
+
 def dt_io():
     g = torch.Generator().manual_seed(4)
     kw = dict(states=torch.randn(2, 6, 5, generator=g), actions=torch.randn(2, 6, 3, generator=g),
@@ -108,6 +114,11 @@ CASES = {
     "ast": ("ASTModel", "ASTConfig", dict(max_length=40, num_mel_bins=16, patch_size=8, frequency_stride=4,
                                           time_stride=6, hidden_size=40, num_attention_heads=5, intermediate_size=56,
                                           num_hidden_layers=2, layer_norm_eps=1e-6), ast_io),
+    "whisper": ("WhisperForConditionalGeneration", "WhisperConfig", dict(
+        vocab_size=V, num_mel_bins=7, d_model=40, encoder_layers=2, decoder_layers=1, encoder_attention_heads=5,
+        decoder_attention_heads=4, encoder_ffn_dim=56, decoder_ffn_dim=48, max_source_positions=9,
+        max_target_positions=12, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=3),
+        whisper_io),
     "decision_transformer": ("DecisionTransformerModel", "DecisionTransformerConfig", dict(
         state_dim=5, act_dim=3, hidden_size=40, max_ep_len=30, n_positions=40, n_head=5, n_inner=56, n_layer=2),
         dt_io),
@@ -213,6 +224,8 @@ def llama_json(**kw):
     ({"model_type": "qwen2", **llama_cfg(), "use_sliding_window": True}, "use_sliding_window"),
     ({"model_type": "bert", "position_embedding_type": "relative_key"}, "position_embedding_type"),
     ({"model_type": "clip", "text_config": {"eos_token_id": 7, "vocab_size": 60}}, "text_config.eos_token_id"),
+    ({"model_type": "whisper", "tie_word_embeddings": False}, "tie_word_embeddings"),
+    ({"model_type": "whisper", "activation_function": "gelu_fast"}, "activation_function"),
 ])
 def test_unsupported_knob_is_an_error_naming_the_field(tmp_path, capsys, cfg, field):
     rc, out, err = run(capsys, "import", "hf", write_config(tmp_path, **cfg), "-o", tmp_path / "x.yaml")

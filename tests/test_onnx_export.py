@@ -171,7 +171,8 @@ def _check_same_outputs(case, sess, inputs: dict, where: str) -> None:
 # Every op or attribute variant that no bundled spec uses: RMS norm, a layer norm without shift,
 # bias-free causal attention with an int padding mask, cross-attention with its own inner and output
 # widths and a bool mask, silu, sigmoid, concat, softmax, token_at `first`, pool at index -1, an
-# open-ended slice, both cosine_logits variants, spectrograms of a waveform of symbolic length, and T5's
+# open-ended slice, both cosine_logits variants, spectrograms of a waveform of symbolic length, a
+# strided, dilated conv1d over them; Whisper's [sin | cos] sinusoids, computed and stored; and T5's
 # relative position bias in both directions.
 OP_ZOO = """
 graphformer: 1
@@ -205,7 +206,12 @@ nodes:
               center: false, mel_scale: slaney, log: false, f_min: 50.0, f_max: 3000.0}
   rel_bias:  {op: relative_position_bias, in: x, heads: 3, buckets: 6, max_distance: 4}
   rel_causal: {op: relative_position_bias, in: ids, heads: 2, buckets: 5, max_distance: 3, causal: true}
-outputs: {tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, rel_bias: rel_bias, rel_causal: rel_causal}
+  conv:      {op: conv1d, in: mel, out: 5, kernel: 3, stride: 2, padding: 2, dilation: 2}
+  conv_nb:   {op: conv1d, in: mel_raw, out: 4, kernel: 2, bias: false}
+  halves:    {op: positional, in: x, kind: sinusoidal, sinusoid: halves, max_len: 12}
+  stored:    {op: positional, kind: sinusoidal, sinusoid: halves, stored: true, max_len: 12}
+outputs: {tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, stored: stored,
+          rel_bias: rel_bias, rel_causal: rel_causal}
 """
 
 

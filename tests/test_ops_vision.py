@@ -41,6 +41,21 @@ CASES = [
     ("spectrogram", {"n_fft": 64, "mels": 8, "center": False}, {"x": T("B", 63)}, "GF120"),
     ("spectrogram", {"n_fft": 64, "win_length": 128, "mels": 8}, {"x": T("B", 640)}, "GF102"),
     ("spectrogram", {"n_fft": 64, "mels": 8}, {"x": T("B", 2, 640)}, "GF121"),
+    # conv1d: Whisper's front end (k3 p1, then k3 s2 p1), symbolic and concrete lengths, too short an input
+    ("conv1d", {"out": 512, "kernel": 3, "padding": 1}, {"x": T("B", 80, 3000)}, ("B", "512", "3000")),
+    ("conv1d", {"out": 512, "kernel": 3, "stride": 2, "padding": 1}, {"x": T("B", 512, 3000)}, ("B", "512", "1500")),
+    ("conv1d", {"out": 8, "kernel": 3, "stride": 2, "padding": 1}, {"x": T("B", 4, "2*S")}, ("B", "8", "S")),
+    ("conv1d", {"out": 8, "kernel": 3, "stride": 2, "padding": 1}, {"x": T("B", 4, "T")}, ("B", "8", "(T - 1) // 2 + 1")),
+    ("conv1d", {"out": 8, "kernel": 5, "dilation": 2}, {"x": T("B", 4, "T")}, ("B", "8", "T - 8")),
+    ("conv1d", {"out": 8, "kernel": 4, "stride": 3, "padding": 2, "dilation": 2}, {"x": T("B", 4, 10)}, ("B", "8", "3")),
+    ("conv1d", {"out": 8, "kernel": 3}, {"x": T("B", 4, 3)}, ("B", "8", "1")),
+    ("conv1d", {"out": 8, "kernel": 3}, {"x": T("B", 4, 2)}, "GF195"),                # one frame short
+    ("conv1d", {"out": 8, "kernel": 5, "dilation": 2, "padding": 1}, {"x": T("B", 4, 6)}, "GF195"),
+    ("conv1d", {"out": 8, "kernel": 3, "stride": 0}, {"x": T("B", 4, 9)}, "GF102"),
+    ("conv1d", {"out": 8, "kernel": 3, "padding": -1}, {"x": T("B", 4, 9)}, "GF102"),
+    ("conv1d", {"out": 8, "kernel": 3}, {"x": T("B", "C", 9)}, "GF124"),                # channels unknown
+    ("conv1d", {"out": 8, "kernel": 3}, {"x": T("B", 9)}, "GF121"),
+    ("conv1d", {"out": 8, "kernel": 3}, {"x": T("B", 4, 9, dtype="int64")}, "GF122"),
     ("slice", {"axis": 1, "start": 0, "stop": 2}, {"x": T("B", "n", 8)}, ("B", "2", "8")),
     ("slice", {"axis": -1, "start": 3}, {"x": T("B", "n", 8)}, ("B", "n", "5")),
     ("slice", {"axis": 1, "start": 1}, {"x": T("B", "n", 8)}, ("B", "n - 1", "8")),
@@ -124,6 +139,25 @@ def test_parameters_are_named_and_sized_like_the_references():
     assert REGISTRY["prepend_tokens"].params(REGISTRY["prepend_tokens"].attrs(count=2), {"x": T("B", 5, 8)}) \
         == {"tokens": (2, 8)}
     assert REGISTRY["spectrogram"].params(REGISTRY["spectrogram"].attrs(), {"x": T("B", 1000)}) == {}
+    conv = REGISTRY["conv1d"]
+    assert conv.params(conv.attrs(out=512, kernel=3), {"x": T("B", 80, "T")}) == {"weight": (512, 80, 3),
+                                                                                  "bias": (512,)}
+    assert conv.params(conv.attrs(out=6, kernel=5, bias=False), {"x": T("B", 4, "T")}) == {"weight": (6, 4, 5)}
+
+
+def test_short_conv_input_message_has_the_numbers():
+    op = REGISTRY["conv1d"]
+    with pytest.raises(ShapeError) as err:
+        op.shape(op.attrs(out=8, kernel=5, dilation=2, padding=1), {"x": T("B", 4, 6)})
+    assert err.value.port == "x"
+    assert "output length 0 ≤ 0: 6 input frames + 2·1 padding are fewer than the 9 frames" in err.value.message
+    assert "floor((6 + 2·1 − 9) / 1) + 1 = 0" in err.value.help
+
+
+def test_conv1d_flops_are_the_convolution():
+    op = REGISTRY["conv1d"]
+    a, x = op.attrs(out=512, kernel=3, stride=2, padding=1), T("B", 80, 3000)
+    assert op.flops(a, {"x": x}, op.shape(a, {"x": x})).evaluate({"B": 1}) == 2 * 512 * 1500 * 80 * 3
 
 
 def test_patch_embed_flops_are_the_convolution():
@@ -174,6 +208,23 @@ def test_patch_embed_equals_conv2d(patch, stride, stride_w, h, w, bias):
         want = conv(x).flatten(2).transpose(1, 2)
         got = mod(x)
     out = REGISTRY["patch_embed"].shape(REGISTRY["patch_embed"].attrs(**attrs), types)
+    assert tuple(got.shape) == tuple(d.value for d in out.shape)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,dilation,t,bias", [
+    (3, 1, 1, 1, 11, True), (3, 2, 1, 1, 11, True), (4, 3, 2, 2, 17, False), (1, 1, 0, 1, 5, True), (5, 2, 0, 3, 13, True),
+])
+def test_conv1d_equals_torch_conv1d(kernel, stride, padding, dilation, t, bias):
+    attrs = {"out": 6, "kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation, "bias": bias}
+    types = {"x": C(2, 5, t)}
+    mod = lower("conv1d", attrs, types)
+    conv = torch.nn.Conv1d(5, 6, kernel, stride=stride, padding=padding, dilation=dilation, bias=bias)
+    with torch.no_grad():
+        conv.load_state_dict(mod.state_dict())
+        x = torch.randn(2, 5, t)
+        want, got = conv(x), mod(x)
+    out = REGISTRY["conv1d"].shape(REGISTRY["conv1d"].attrs(**attrs), types)
     assert tuple(got.shape) == tuple(d.value for d in out.shape)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 

@@ -28,7 +28,9 @@ OP_CASES = {
     "embedding": [({"vocab": 11, "dim": 8}, {"ids": T(2, 5, dtype="int64")}),
                   ({"vocab": 11, "dim": 8, "scale": True}, {"ids": T(2, 5, dtype="int64")})],
     "positional": [({"kind": "learned", "max_len": 9}, {"x": T(2, 5, 8)}),
-                   ({"kind": "sinusoidal", "max_len": 9}, {"x": T(2, 5, 8)})],
+                   ({"kind": "sinusoidal", "max_len": 9}, {"x": T(2, 5, 8)}),
+                   ({"kind": "sinusoidal", "sinusoid": "halves", "max_len": 9}, {"x": T(2, 5, 8)}),
+                   ({"kind": "sinusoidal", "sinusoid": "halves", "stored": True, "max_len": 9}, {"x": T(2, 5, 8)})],
     "linear": [({"out": 6}, {"x": T(2, 5, 8)}), ({"out": 6, "bias": False}, {"x": T(3, 8)}),
                ({"out": 11, "tied": "emb"}, {"x": T(2, 5, 8)})],
     "attention": [({"heads": 2}, {"x": T(2, 5, 8)}),
@@ -174,6 +176,19 @@ def test_norms_positions_embeddings_and_pool_equal_formulas():
     sin, _ = lower("positional", {"kind": "sinusoidal", "max_len": 9}, {"x": T(2, 5, 8)})
     torch.testing.assert_close(sin(x), x + table[:5])
     assert "table" not in sin.state_dict()
+    # tensor2tensor / Whisper: [sin | cos] halves, frequencies 10000^(-i/(d/2 - 1)), the last exactly 1/10000
+    halves = torch.from_numpy(sinusoids(9, 8, "halves"))
+    for pos in range(9):
+        for i in range(4):
+            angle = pos / 10000 ** (i / 3)
+            assert halves[pos, i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert halves[pos, 4 + i].item() == pytest.approx(math.cos(angle), abs=1e-6)
+    stored, _ = lower("positional", {"kind": "sinusoidal", "sinusoid": "halves", "stored": True, "max_len": 9},
+                      {"x": T(2, 5, 8)})
+    with torch.no_grad():
+        stored.init_parameters()
+    assert not stored.weight.requires_grad and set(stored.state_dict()) == {"weight"}
+    torch.testing.assert_close(stored(x), x + halves[:5])
 
     emb, _ = lower("embedding", {"vocab": 11, "dim": 8, "scale": True}, {"ids": T(2, 5, dtype="int64")})
     ids = torch.tensor([[1, 2, 3, 4, 5], [0, 10, 0, 10, 0]])

@@ -32,7 +32,7 @@ FAMILY_STYLE = {"core": "other", "activation": "activation", "structural": "stru
 OP_STYLES = {
     **dict.fromkeys(["embedding", "positional", "table_row", "window_position_bias"], "embed"),
     **dict.fromkeys(["attention", "cross_attend", "cosine_logits"], "attention"),
-    "linear": "linear",
+    **dict.fromkeys(["linear", "conv1d"], "linear"),
     **dict.fromkeys(["norm", "l2_normalize"], "norm"),
     "quick_gelu": "activation",
     "dropout": "dropout",
@@ -222,6 +222,8 @@ _ATTR_TEXT: dict[str, Callable[[Any], str | None]] = {
     "kind": lambda v: str(v),
     "approximate": lambda v: None if v == "none" else str(v),
     "max_len": lambda v: f"≤ {v} positions",
+    "sinusoid": lambda v: "sin | cos halves" if v == "halves" else None,
+    "stored": lambda v: "stored" if v else None,
     "tied": lambda v: f"tied to {str(v).rsplit('.', 1)[-1]}",
     "tie": lambda v: None,
     "eps": lambda v: f"eps {_num(v)}",
@@ -239,6 +241,13 @@ def _embedding_detail(a: Any) -> str:
 def _patch_detail(a: Any) -> str:
     stride = f" · stride {a.stride}" if a.stride and a.stride != a.patch else ""
     return f"{a.patch}×{a.patch} → {a.dim}{stride}" + (" · grid" if getattr(a, "grid", False) else "")
+
+
+def _conv1d_detail(a: Any) -> str:
+    """`kernel 3 → 512 · stride 2 · pad 1`: the taps, the channels, and what differs from the default."""
+    extra = [f"{name} {v}" for name, v, default in (("stride", a.stride, 1), ("pad", a.padding, 0),
+                                                    ("dilation", a.dilation, 1)) if v != default]
+    return " · ".join([f"kernel {a.kernel} → {a.out}"] + extra + ([] if a.bias else ["no bias"]))
 
 
 def _attention_detail(a: Any) -> str:
@@ -276,6 +285,7 @@ def _cross_detail(a: Any) -> str:
 _OP_DETAIL: dict[str, Callable[[Any], str]] = {
     "embedding": _embedding_detail,
     "patch_embed": _patch_detail,
+    "conv1d": _conv1d_detail,
     "latents": lambda a: f"{a.count} × {a.dim}",
     "vestigial": lambda a: f"unused {a.rows} × {a.cols}",
     "attention": _attention_detail,

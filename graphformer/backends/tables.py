@@ -9,9 +9,17 @@ import math
 import numpy as np
 
 
-def sinusoids(max_len: int, dim: int) -> np.ndarray:
-    """Vaswani et al. 3.5: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...); `[max_len, dim]`."""
+def sinusoids(max_len: int, dim: int, layout: str = "interleaved") -> np.ndarray:
+    """`[max_len, dim]` position encodings.
+
+    interleaved — Vaswani et al. 3.5: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...).
+    halves — tensor2tensor's timing signal (fairseq, Whisper): PE[p, i] = sin(p / 10000^(i/(d/2 − 1))) for the
+    first d/2 columns, then the cosines of the same angles; the slowest frequency is exactly 1/10000.
+    """
     pos = np.arange(max_len, dtype=np.float64)[:, None]                                       # (max_len, 1)
+    if layout == "halves":
+        inv = np.exp(np.arange(dim // 2, dtype=np.float64) * (-math.log(10000.0) / (dim // 2 - 1)))  # (dim/2,)
+        return np.concatenate([np.sin(pos * inv), np.cos(pos * inv)], axis=1).astype(np.float32)
     inv = np.exp(np.arange(0, dim, 2, dtype=np.float64) * (-math.log(10000.0) / dim))        # (dim/2,)
     table = np.empty((max_len, dim))
     table[:, 0::2] = np.sin(pos * inv)

@@ -9,12 +9,14 @@ device). A converted tensor is of the same kind as the one it came from.
 A map is data in the IR (`ir.WeightMap`, from the spec's `weight_maps:`; docs/weight-maps.md): rules
 `from` (a reference key, `{i}` standing for a layer index) → `to` (a spec parameter, or several: the
 fused reference tensor is split along dim 0 into that many equal parts), optionally transposed first
-(GPT-2's Conv1D stores `[in, out]`). Conversion is all-or-nothing: every reference tensor must be used
-by a rule or ignored, every spec parameter must be set, every shape must fit. Anything else is a
-`WeightMapError` whose message names the reference key and the spec parameter.
+(GPT-2's Conv1D stores `[in, out]`), reshaped to the parameter's shape and scaled last; and `zero`
+rules for parameters the reference lacks (a bias it has none of). Conversion is all-or-nothing: every
+reference tensor must be used by a rule or ignored, every spec parameter must be set, every shape must
+fit. Anything else is a `WeightMapError` whose message names the reference key and the spec parameter.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -103,6 +105,10 @@ def _is_float(x) -> bool:
     return x.dtype.kind == "f" or x.dtype.name == "bfloat16"
 
 
+def _count(dims) -> int:
+    return math.prod(int(d) for d in dims)
+
+
 def _shape(dims) -> str:
     return "[" + ", ".join(str(int(s)) for s in dims) + "]"
 
@@ -173,10 +179,20 @@ class _Rule:
             if len(tensor.shape) < 2:
                 raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} can't be unstacked: "
                                      f"`unstack` needs a tensor with an expert axis first")
-            return [part for e in range(tensor.shape[0])
-                    for part in _split(key, tensor[e], [n.replace("{e}", str(e)) for n in names],
-                                       how + [f"expert {e}"])]
-        return _split(key, tensor, names, how)
+            parts = [part for e in range(tensor.shape[0])
+                     for part in _split(key, tensor[e], [n.replace("{e}", str(e)) for n in names],
+                                        how + [f"expert {e}"])]
+        else:
+            parts = _split(key, tensor, names, how)
+        if self.rule.scale is None:
+            return parts
+        s = self.rule.scale
+        return [(name, value * s, ", ".join(filter(None, [h, f"scaled by {s:g}"]))) for name, value, h in parts]
+
+    def zero_targets(self, shapes: Mapping) -> list[str]:
+        """The spec parameters a `zero` rule names: its targets, `{i}` standing for any layer index."""
+        patterns = [_pattern(t) for t in self.rule.targets]
+        return [p for p in shapes if any(r.fullmatch(p) for r in patterns)]
 
 
 def _split(key: str, tensor, names: list[str], how: list[str]) -> list[tuple[str, object, str]]:
@@ -222,7 +238,8 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
     # a tied layer's weight is its owner's: `lm_head.weight` names `tok.weight` when the head is tied
     tied = {f"{n}.weight": f"{owner}.weight" for n, owner in ir.ties.items()}
     # placeholders were validated with the spec: `{i}` (in `to` only if in `from`), `{e}` with `unstack`
-    rules = [_Rule(r, _pattern(r.src)) for r in wmap.rules]
+    rules = [_Rule(r, _pattern(r.src)) for r in wmap.rules if not r.zero]
+    zeros = [_Rule(r, None) for r in wmap.rules if r.zero]
     ignores = [_Glob(p) for p in wmap.ignore]
     out: dict = {}
     source: dict[str, str] = {}            # spec parameter → the reference key that set it
@@ -247,16 +264,40 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
                 continue
             for target, value, how in parts:
                 target = tied.get(target, target)
-                problem = _place(out, source, shapes, target, value, key, how, mapping)
+                problem = _place(out, source, shapes, target, value, key, how, mapping, rule.rule.reshape)
                 if problem:
                     problems.append(problem)
                     rejected.add(target)
+    problems += _place_zeros(out, source, shapes, zeros, state_dict, mapping)
     # a parameter whose tensor was rejected is already reported: don't also call it "not set"
     problems += [f"spec parameter `{p}` {_shape(s)} is not set by map `{mapping}`: {_why_unset(p, rules, wmap)}"
                  for p, s in shapes.items() if p not in out and p not in rejected]
     if problems:
         raise WeightMapError(problems)
     return {p: out[p] for p in shapes}
+
+
+def _place_zeros(out, source, shapes, zeros: list[_Rule], state_dict: Mapping, mapping: str) -> list[str]:
+    """Set the parameters of `zero` rules to zeros of the reference's kind and dtype. A reference tensor
+    that also set one must be zero itself: the map says the reference has no such tensor."""
+    problems = []
+    like = next((v for v in state_dict.values() if _is_array(v) and _is_float(v)), None)
+    for rule in zeros:
+        for target in rule.zero_targets(shapes):
+            if target not in out:
+                out[target], source[target] = _zeros(like, shapes[target]), "(zero)"
+            elif not _same_values(out[target], _zeros(out[target], shapes[target])):
+                problems.append(f"reference tensor `{source[target]}` sets spec parameter `{target}`, which map "
+                                f"`{mapping}` declares absent (`zero: true`), to values that are not all zero")
+    return problems
+
+
+def _zeros(like, shape):
+    """Zeros of `shape` of the same kind, dtype and device as `like` (float32 numpy when there is none)."""
+    if hasattr(like, "new_zeros"):      # torch
+        return like.new_zeros(tuple(shape))
+    import numpy as np
+    return np.zeros(tuple(shape), dtype=like.dtype if like is not None else np.float32)
 
 
 def _why_unset(param: str, rules: list[_Rule], wmap: WeightMap) -> str:
@@ -271,8 +312,8 @@ def _why_unset(param: str, rules: list[_Rule], wmap: WeightMap) -> str:
     return "no rule's `to` names it"
 
 
-def _place(out, source, shapes, target, value, key, how, mapping) -> str | None:
-    """Put one converted tensor at `target`, or return the problem."""
+def _place(out, source, shapes, target, value, key, how, mapping, reshape=False) -> str | None:
+    """Put one converted tensor at `target` (reshaped to its shape if the rule says so), or return the problem."""
     if not _is_float(value):  # never a silent cast: ids or complex numbers aren't weights
         return (f"reference tensor `{key}` has dtype {str(value.dtype).removeprefix('torch.')}; spec parameter "
                 f"`{target}` needs a floating-point tensor (convert it explicitly if that is really meant)")
@@ -285,10 +326,14 @@ def _place(out, source, shapes, target, value, key, how, mapping) -> str | None:
         return (f"map `{mapping}` sends reference tensor `{key}` to `{target}`, which is not a parameter of "
                 f"the spec{note}")
     want = tuple(shapes[target])
-    if tuple(value.shape) != want and [d for d in value.shape if d != 1] == [d for d in want if d != 1]:
-        # only unit axes differ (ViT's cls_token [1, 1, D] → [1, D]): reshaping moves no element
+    same_count = _count(value.shape) == _count(want)
+    if tuple(value.shape) != want and (reshape and same_count
+                                       or [d for d in value.shape if d != 1] == [d for d in want if d != 1]):
+        # asked for (`reshape: true`), or only unit axes differ (ViT's cls_token [1, 1, D] → [1, D])
         value = value.reshape(want)
     if tuple(value.shape) != want:
+        if reshape:
+            how = ", ".join(filter(None, [how, f"reshape: {_count(value.shape)} elements for {_count(want)}"]))
         note = f" ({how})" if how else ""
         return (f"shape mismatch: spec parameter `{target}` is {_shape(want)} but reference tensor `{key}` gives "
                 f"{_shape(value.shape)}{note}")
@@ -317,7 +362,9 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
     ir = _ir(spec)
     wmap = get_map(ir, mapping)
     tied = {f"{n}.weight": f"{owner}.weight" for n, owner in ir.ties.items()}
-    rules = [_Rule(r, _pattern(r.src)) for r in wmap.rules]
+    rules = [_Rule(r, _pattern(r.src)) for r in wmap.rules if not r.zero]
+    # parameters a `zero` rule declares absent from the reference: nothing to write back
+    absent = {p for r in wmap.rules if r.zero for p in _Rule(r, None).zero_targets(weights)}
     if reference is None:
         keys = [r.rule.src.replace("{i}", i) for r in rules for i in _layers(r.rule, weights, tied)]
     else:
@@ -341,11 +388,15 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
             if rule.unstack else _concat([weights[t] for t in targets])
         if rule.transpose:
             value = value.T
+        if rule.scale is not None:
+            value = value / rule.scale
         if reference is not None and tuple(value.shape) != tuple(reference[key].shape):
-            value = value.reshape(tuple(reference[key].shape))   # unit axes only: convert_state_dict checks
+            # unit axes, or `reshape: true` (same element count): convert_state_dict checks
+            value = value.reshape(tuple(reference[key].shape))
         out[key] = _contiguous(value)
         used.update(targets)
-    problems += [f"spec parameter `{p}` is written by no rule of map `{mapping}`" for p in weights if p not in used]
+    problems += [f"spec parameter `{p}` is written by no rule of map `{mapping}`" for p in weights
+                 if p not in used and p not in absent]
     if problems:
         raise WeightMapError(problems)
     return out

@@ -1,4 +1,11 @@
-"""Audio ops: a waveform → log-mel spectrogram front end (no parameters; a fixed filter bank)."""
+"""Audio ops: a waveform → log-mel spectrogram front end (no parameters; a fixed filter bank), and the 1-D
+convolution that speech encoders (Whisper, wav2vec 2.0) run over time.
+
+`conv1d` is channels-first, `[B, C, T] → [B, out, T']`: the layout of torch.nn.Conv1d, ONNX Conv and
+transformers' `input_features`, and the one `spectrogram` produces, so a front end chains
+spectrogram → conv1d → conv1d with reference weights loading as stored (`[out, C, kernel]`); one
+`transpose` then turns the frames into tokens `[B, T', d]`.
+"""
 from __future__ import annotations
 
 from typing import Literal
@@ -7,6 +14,7 @@ from pydantic import Field, model_validator
 
 from ..dims import Dim
 from .base import Attrs, DimAttr, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, positive
+from .core import concrete
 
 
 class SpectrogramAttrs(Attrs):
@@ -89,4 +97,62 @@ register(OpDef(
     "`floor` — torchaudio's MelSpectrogram followed by a log. No parameters.",
     SpectrogramAttrs, ("x",), _spectrogram_shape, flops=_spectrogram_flops,
     example="spec: {op: spectrogram, in: waveform, sample_rate: 16000, n_fft: 400, hop: 160, mels: 128}",
+))
+
+
+# ---------------------------------------------------------------- conv1d
+
+class Conv1dAttrs(Attrs):
+    dim_fields = ("out", "kernel", "stride", "padding", "dilation")
+    out: DimAttr = Field(description="output channels")
+    kernel: DimAttr = Field(description="kernel size k (taps along time)")
+    stride: DimAttr = Field(1, description="step between output frames")
+    padding: DimAttr = Field(0, description="zeros added at each end of the time axis")
+    dilation: DimAttr = Field(1, description="spacing between the kernel's taps")
+    bias: bool = True
+
+    @property
+    def extent(self) -> int:
+        """Input frames one output frame reads: d·(k − 1) + 1."""
+        return self.dilation * (self.kernel - 1) + 1
+
+
+def conv_length(a: Conv1dAttrs, t: Dim) -> Dim:
+    """Output frames of a `t`-frame input: floor((t + 2p − d·(k − 1) − 1) / s) + 1, as torch.nn.Conv1d."""
+    return (t + 2 * a.padding - a.extent) // a.stride + 1
+
+
+def _conv1d_shape(a: Conv1dAttrs, ins):
+    x = ins["x"]
+    expect_rank(x, "x", 3, what=" ([B, channels, time])")
+    expect_float(x, "x")
+    concrete(x.shape[1], "x", "the channel dimension")
+    for name in ("out", "kernel", "stride", "dilation"):
+        positive(getattr(a, name), name)
+    if a.padding < 0:
+        raise ShapeError("GF102", f"`padding` must be ≥ 0, got {a.padding}", attr="padding")
+    length = conv_length(a, x.shape[2])
+    if length.is_const and length.value <= 0:
+        t = x.shape[2]
+        raise ShapeError(
+            "GF195", f"output length {length.value} ≤ 0: {t} input frames + 2·{a.padding} padding are "
+                     f"fewer than the {a.extent} frames one output reads (kernel {a.kernel}, dilation {a.dilation})",
+            "x", help=f"floor(({t} + 2·{a.padding} − {a.extent}) / {a.stride}) + 1 = {length.value}: feed at least "
+                      f"{max(a.extent - 2 * a.padding, 1)} frames, or pad more, or use a smaller kernel or dilation")
+    return TensorType((x.shape[0], Dim.const(a.out), length))
+
+
+def _conv1d_params(a: Conv1dAttrs, ins):
+    c = concrete(ins["x"].shape[1], "x", "the channel dimension")
+    return {"weight": (a.out, c, a.kernel), **({"bias": (a.out,)} if a.bias else {})}
+
+
+register(OpDef(
+    "conv1d", "audio",
+    "1-D convolution over time, channels first: `[B, C, T] → [B, out, T']` with T' = floor((T + 2·padding "
+    "− dilation·(kernel − 1) − 1) / stride) + 1. Weight `[out, C, kernel]`, bias `[out]` (torch.nn.Conv1d "
+    "layout). Whisper's front end is two of them; a `transpose` of the last two axes makes tokens of frames.",
+    Conv1dAttrs, ("x",), _conv1d_shape, params=_conv1d_params,
+    flops=lambda a, ins, out: 2 * out.shape[0] * a.out * out.shape[2] * ins["x"].shape[1] * a.kernel,
+    example="conv2: {op: conv1d, in: act1, out: d_model, kernel: 3, stride: 2, padding: 1}",
 ))

@@ -63,6 +63,19 @@ class PositionalAttrs(Attrs):
     dim_fields = ("max_len",)
     kind: Literal["sinusoidal", "learned"] = "learned"
     max_len: DimAttr = Field(description="the longest sequence the table covers")
+    sinusoid: Literal["interleaved", "halves"] = Field(
+        "interleaved", description="kind sinusoidal: `interleaved` is Vaswani et al. (sin at even, cos at odd "
+                                   "columns, frequencies 10000^(−2i/d)); `halves` is tensor2tensor's, fairseq's and "
+                                   "Whisper's ([sin | cos] halves, frequencies 10000^(−i/(d/2 − 1)))")
+    stored: bool = Field(False, description="kind sinusoidal: keep the table as a parameter `weight [max_len, d]`, "
+                                            "initialised to the sinusoids and frozen (not trained), so that it is in "
+                                            "the state dict and the parameter count, as transformers' Whisper keeps "
+                                            "its encoder positions")
+
+    @property
+    def has_table_param(self) -> bool:
+        """Whether the table is a parameter (`weight`): learned, or sinusoids kept in the state dict."""
+        return self.kind == "learned" or self.stored
 
 
 def _positional_shape(a: PositionalAttrs, ins):
@@ -73,17 +86,27 @@ def _positional_shape(a: PositionalAttrs, ins):
     n = x.shape[1]
     if n.is_const and n.value > a.max_len:
         raise ShapeError("GF120", f"sequence length {n.value} exceeds `max_len` {a.max_len}", "x")
-    if a.kind == "sinusoidal" and x.shape[2].is_const and x.shape[2].value % 2:
-        raise ShapeError("GF123", f"sinusoidal positions need an even width, got {x.shape[2].value}", "x")
+    if a.kind == "learned":
+        for name, default in (("sinusoid", "interleaved"), ("stored", False)):
+            if getattr(a, name) != default:
+                raise ShapeError("GF102", f"`{name}` describes sinusoidal positions; this table is learned "
+                                          "(`kind: learned`)", attr=name)
+    d = x.shape[2]
+    if a.kind == "sinusoidal" and d.is_const and d.value % 2:
+        raise ShapeError("GF123", f"sinusoidal positions need an even width, got {d.value}", "x")
+    if a.kind == "sinusoidal" and a.sinusoid == "halves" and d.is_const and d.value < 4:
+        raise ShapeError("GF102", f"`sinusoid: halves` spaces d/2 frequencies over d/2 − 1 steps: it needs a "
+                                  f"width of at least 4, got {d.value}", "x")
     return x
 
 
 register(OpDef(
     "positional", "core",
-    "Add position encodings for positions 0..n-1 to `x [B, n, d]`: a learned `[max_len, d]` table or the "
-    "fixed sinusoids of Vaswani et al.",
+    "Add position encodings for positions 0..n-1 to `x [B, n, d]`: a learned `[max_len, d]` table or fixed "
+    "sinusoids (Vaswani et al.'s interleaved ones, or the [sin | cos] halves of tensor2tensor and Whisper), "
+    "computed at build time or, with `stored`, kept as a frozen parameter as Whisper's checkpoints do.",
     PositionalAttrs, ("x",), _positional_shape,
-    params=lambda a, ins: {"weight": (a.max_len, _last(ins["x"]))} if a.kind == "learned" else {},
+    params=lambda a, ins: {"weight": (a.max_len, _last(ins["x"]))} if a.has_table_param else {},
     flops=lambda a, ins, out: numel(out.shape),
     example="pos: {op: positional, kind: learned, max_len: max_len}",
 ))

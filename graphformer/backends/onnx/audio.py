@@ -1,4 +1,5 @@
-"""ONNX lowering of the log-mel spectrogram (ops/audio.py), equal to the torch backend's torch.stft path.
+"""ONNX lowerings of the audio ops (ops/audio.py): `conv1d` is one Conv; the log-mel spectrogram equals the
+torch backend's torch.stft path.
 
 No FFT op is needed: frames are gathered from the (reflect-padded) waveform with a runtime index grid,
 and one MatMul with a constant basis — the Hann window times [cos | −sin] of the DFT — gives the real
@@ -61,3 +62,12 @@ def _runtime_grid(ctx: NodeEmitter, x: str, n_fft: int, hop: int, offsets: np.nd
     starts = ctx.op("Unsqueeze", [ctx.op("Mul", [starts, ctx.const(hop, "stride", i64)], "starts"),
                                   ctx.const([1], "axis", i64)], "starts")                   # (F, 1)
     return ctx.op("Add", [starts, ctx.const(offsets, "offsets", i64)], "grid")
+
+
+@lowers("conv1d")
+def _conv1d(ctx: NodeEmitter, node) -> None:
+    (x,) = ctx.inputs
+    a = node.attrs
+    ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])
+    ctx.op("Conv", ins, kernel_shape=[a.kernel], strides=[a.stride], pads=[a.padding, a.padding],
+           dilations=[a.dilation], final=True)                                               # (B, out, T')

@@ -41,7 +41,8 @@ def _embedding(ctx: NodeEmitter, node) -> None:
 def _positional(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     a = node.attrs
-    table = ctx.param("weight") if a.kind == "learned" else ctx.const(sinusoids(a.max_len, _width(ctx)), "table")
+    table = (ctx.param("weight") if a.has_table_param
+             else ctx.const(sinusoids(a.max_len, _width(ctx), a.sinusoid), "table"))
     if ctx.state.past is not None:  # a decoder step: the rows at the new tokens' positions
         rows = ctx.op("Gather", [table, ctx.state.past.position_ids], "rows", axis=0)          # (B, n, d)
         ctx.op("Add", [x, rows], final=True)

@@ -1,10 +1,13 @@
-"""Torch lowering of the audio front end (graphformer/ops/audio.py): a log-mel spectrogram, no parameters."""
+"""Torch lowerings of the audio ops (graphformer/ops/audio.py): a log-mel spectrogram (no parameters) and a
+1-D convolution over time."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import tables
+from .core import _param
 from .lower import lowers
 
 
@@ -42,3 +45,26 @@ class Spectrogram(nn.Module):
 @lowers("spectrogram")
 def _spectrogram(node, types):
     return Spectrogram(node.attrs)
+
+
+class Conv1d(nn.Module):
+    """torch.nn.Conv1d's computation without its own init (the builder initialises every parameter once)."""
+
+    def __init__(self, channels: int, a):
+        super().__init__()
+        self.weight = _param(a.out, channels, a.kernel)
+        self.bias = _param(a.out) if a.bias else None
+        self.stride, self.padding, self.dilation = a.stride, a.padding, a.dilation
+
+    def forward(self, x):
+        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)   # (B, out, T')
+
+    def extra_repr(self) -> str:
+        out, c, k = self.weight.shape
+        return (f"{c}→{out}, kernel={k}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
+                + ("" if self.bias is not None else ", no bias"))
+
+
+@lowers("conv1d")
+def _conv1d(node, types):
+    return Conv1d(types["x"].shape[1].value, node.attrs)

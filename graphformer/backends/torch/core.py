@@ -94,11 +94,27 @@ class LearnedPositions(nn.Module):
         return f"max_len={self.weight.shape[0]}, dim={self.weight.shape[1]}"
 
 
+class StoredSinusoids(LearnedPositions):
+    """Sinusoids held as a parameter that is never trained: in the state dict and the parameter count, as
+    transformers' Whisper keeps its encoder positions (a checkpoint's table loads over the built one)."""
+
+    def __init__(self, max_len: int, dim: int, layout: str):
+        super().__init__(max_len, dim)
+        self.weight.requires_grad_(False)
+        self.layout = layout
+
+    def init_parameters(self, generator=None) -> None:
+        self.weight.copy_(torch.from_numpy(sinusoids(*self.weight.shape, self.layout)))
+
+    def extra_repr(self) -> str:
+        return f"sinusoidal ({self.layout}), stored, " + super().extra_repr()
+
+
 class SinusoidalPositions(nn.Module):
-    def __init__(self, max_len: int, dim: int):
+    def __init__(self, max_len: int, dim: int, layout: str = "interleaved"):
         super().__init__()
         # not persistent: a function of (max_len, dim), so it stays out of the state dict
-        table = torch.from_numpy(sinusoids(max_len, dim)).to(torch.get_default_device())
+        table = torch.from_numpy(sinusoids(max_len, dim, layout)).to(torch.get_default_device())
         self.register_buffer("table", table, persistent=False)
         self.cache = None   # set by generation: positions then come from `cache.positions` [B, n]
 
@@ -114,7 +130,9 @@ class SinusoidalPositions(nn.Module):
 @lowers("positional")
 def _positional(node, types):
     a, d = node.attrs, _width(types)
-    return LearnedPositions(a.max_len, d) if a.kind == "learned" else SinusoidalPositions(a.max_len, d)
+    if a.kind == "learned":
+        return LearnedPositions(a.max_len, d)
+    return StoredSinusoids(a.max_len, d, a.sinusoid) if a.stored else SinusoidalPositions(a.max_len, d, a.sinusoid)
 
 
 # ---------------------------------------------------------------- linear
