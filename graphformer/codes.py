@@ -861,6 +861,42 @@ nodes:
   logits: {op: linear, out: vocab}
 outputs: {logits: logits}
 """),
+    Code(
+        "GF200", "a node reads a node that is left out",
+        ("A node with `when: PARAM` is left out of the graph while the param is false (a pooler or a head "
+         "that a switch turns off). An output that names it is left out too, but a node that reads it has "
+         "nothing to read."),
+        fix="Give the reader the same `when` (it then goes with the node it reads), or read another node.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, pooler: false}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  first:  {op: pool, kind: cls}
+  pooler: {op: linear, out: d_model, when: pooler}
+  act:    {op: tanh}
+outputs: {pooled: act}
+"""),
+    Code(
+        "GF201", "`when` does not name a boolean param",
+        ("`when` switches a node on and off with a boolean param: `when: pooler`, or `when: not pooler`. "
+         "It names no param here, or one that is not a boolean."),
+        fix="Name a boolean param (declare it with a `true` or `false` default).",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, pooler: false}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  first:  {op: pool, kind: cls}
+  pooler: {op: linear, out: d_model, when: poler}
+outputs: {pooled: pooler}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

@@ -66,8 +66,9 @@ class Slot:
     """A value reference: an IR node name, an alias of another slot, or broken (already reported)."""
 
     def __init__(self, target: str | None = None, alias: "Slot | None" = None, broken: bool = False,
-                 problem: str | None = None):
+                 problem: str | None = None, off: str | None = None):
         self.target, self.alias, self.broken, self.problem = target, alias, broken, problem
+        self.off = off   # a node left out by its `when`: why, for whoever reads it
 
     def resolve(self) -> "Slot":
         s, hops = self, 0
@@ -352,6 +353,12 @@ class Expander:
                 self.diags.append(Diagnostic("GF105", f"`{name}` is already the name of an input",
                                              scope.span("nodes", name, key=True), help="rename the node"))
                 continue
+            on = self._when(scope, name, decl)
+            if on is not True:
+                slot = Slot(broken=True) if on is None else self._switch_off(scope, name, decl, on)
+                scope.define(name, slot)
+                prev = slot
+                continue
             if decl.op in REGISTRY:
                 slot = self._primitive(scope, name, decl, prev)
             elif decl.op in self.prog.blocks:
@@ -365,6 +372,55 @@ class Expander:
                 slot = Slot(broken=True)
             scope.define(name, slot)
             prev = slot
+
+    def _when(self, scope: Scope, name: str, decl: NodeDecl) -> bool | str | None:
+        """True when the node is in; else why it is out (`pooler` is false); None if `when` is wrong."""
+        if decl.when is None:
+            return True
+        text = decl.when.strip()
+        negated = text.startswith("not ")
+        param = text[4:].strip() if negated else text
+        span = scope.span("nodes", name, "when")
+        if param not in scope.env:
+            guess = self._hint(param, [k for k, v in scope.env.items() if param_kind(v) == "bool"])
+            self.diags.append(Diagnostic("GF201", f"`when: {text}` names no param" + (
+                f" — did you mean `{guess}`?" if guess else ""), span,
+                help="`when` takes a boolean param, or `not` and one: `when: pooler`, `when: not pooler`"))
+            return None
+        self.read.add(param)
+        value = scope.env[param]
+        if param_kind(value) != "bool":
+            self.diags.append(Diagnostic("GF201", f"`when: {text}` needs a boolean param; `{param}` is "
+                                         f"{_KIND[param_kind(value)]} (`{value}`)", span,
+                                         help="declare the switch with a `true` or `false` default"))
+            return None
+        if value != negated:
+            return True
+        return f"`when: {text}` and `{param}` is {str(value).lower()}"
+
+    def _switch_off(self, scope: Scope, name: str, decl: NodeDecl, why: str) -> Slot:
+        """A node left out by its `when`: its name (and a block call's outputs) stand for an absent value
+        that only outputs may name (they are dropped); the params its attributes name count as read."""
+        path = scope.prefix + name
+        self.ir.switched_off[path] = why
+        slot = Slot(broken=True, off=f"`{name}`, which is left out ({why})")
+        if decl.op in self.prog.blocks:
+            for out in self.prog.blocks[decl.op][1].outputs:
+                scope.define(f"{name}.{out}", slot)
+        self._mark_read(decl.op, decl.attrs, set())
+        return slot
+
+    def _mark_read(self, op: str, attrs: dict[str, Any], seen: set[str]) -> None:
+        """Params that a left-out node (or the block it calls) names: setting them is not a no-op in general."""
+        for v in attrs.values():
+            if isinstance(v, str):
+                self.read |= set(_NAME.findall(v)) & set(self.prog.params)
+        if op in self.prog.blocks and op not in seen:
+            seen.add(op)
+            block = self.prog.blocks[op][1]
+            self._mark_read("", dict(block.params), seen)
+            for d in block.nodes.values():
+                self._mark_read(d.op, {**d.attrs, "repeat": d.repeat, "when": d.when}, seen)
 
     def _resolve_in(self, scope: Scope, name: str, decl: NodeDecl, prev: Slot | None,
                     ports: list[str], required: list[str], variadic: bool) -> dict[str, Slot] | None:
@@ -646,6 +702,13 @@ class Expander:
         reported: set = set()
         for node, port, slot in self.pending:
             s = slot.resolve()
+            if s.off is not None:
+                if node.op != "output":   # an output of a left-out node is left out too
+                    who = f"`{node.short}`" + (f" (`{port[5:]}`)" if port.startswith("attr:") else "")
+                    self.diags.append(Diagnostic("GF200", f"{who} reads {s.off}", node.span, node=node.name,
+                                                 help="give the reader the same `when`, or read another node"))
+                    node.meta["broken"] = True
+                continue
             if s.broken or s.target is None:
                 if s.problem is not None and node.span not in reported:
                     reported.add(node.span)

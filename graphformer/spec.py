@@ -38,6 +38,8 @@ class NodeDecl(BaseModel):
     op: StrictStr
     in_: Ref | None = Field(None, alias="in")
     repeat: DimExpr | None = None
+    when: StrictStr | None = Field(None, description="a boolean param (or `not PARAM`): when false the node is "
+                                   "left out, and so are the outputs that name it")
     doc: str = ""
 
     @property

@@ -247,7 +247,7 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
                 continue
             for target, value, how in parts:
                 target = tied.get(target, target)
-                problem = _place(out, source, shapes, target, value, key, how, mapping)
+                problem = _place(out, source, shapes, target, value, key, how, mapping, ir.switched_off)
                 if problem:
                     problems.append(problem)
                     rejected.add(target)
@@ -271,11 +271,15 @@ def _why_unset(param: str, rules: list[_Rule], wmap: WeightMap) -> str:
     return "no rule's `to` names it"
 
 
-def _place(out, source, shapes, target, value, key, how, mapping) -> str | None:
+def _place(out, source, shapes, target, value, key, how, mapping, switched_off=None) -> str | None:
     """Put one converted tensor at `target`, or return the problem."""
     if not _is_float(value):  # never a silent cast: ids or complex numbers aren't weights
         return (f"reference tensor `{key}` has dtype {str(value.dtype).removeprefix('torch.')}; spec parameter "
                 f"`{target}` needs a floating-point tensor (convert it explicitly if that is really meant)")
+    off = next((why for node, why in (switched_off or {}).items() if target.startswith(node + ".")), None)
+    if target not in shapes and off:
+        return (f"map `{mapping}` sends reference tensor `{key}` to `{target}`, whose node is left out of this "
+                f"build ({off}): the reference has a part the spec was configured without")
     if target not in shapes:
         hint = did_you_mean(target, shapes, max_distance=3)
         if hint and re.sub(r"\d+", "#", hint) == re.sub(r"\d+", "#", target):
