@@ -469,9 +469,10 @@ outputs: {y: stack}
 """),
     Code(
         "GF127", "optional input where a value is required",
-        ("An input declared `optional: true` may be omitted when the model runs, so only optional op "
-         "inputs (an attention's `mask`, rotary `positions`) may read it."),
-        fix="Make the input required, or feed it to an optional port.",
+        ("An input declared `optional: true` may be omitted when the model runs. What is computed from it "
+         "is absent with it, so it must end in optional op inputs (an attention's `mask`, rotary "
+         "`positions`): an output can't be computed from it."),
+        fix="Make the input required, or feed it (or what is computed from it) to an optional port.",
         example="""\
 graphformer: 1
 name: case

@@ -104,3 +104,56 @@ def test_a_part_the_spec_leaves_out_is_named_when_loading():
         ref = T.ViTModel(T.ViTConfig())
     with pytest.raises(WeightMapError, match=r"pooler\.weight.*left out.*`pooler` is false"):
         convert_state_dict(spec("vit-b16", head=False), ref.state_dict(), "hf")
+
+
+# ---------------------------------------------------------------- parity over config knobs, padding included
+
+def left_padded(b: int, n: int, pads: tuple[int, ...]) -> torch.Tensor:
+    """[b, n] int64 mask: row i starts with pads[i] zeros."""
+    mask = torch.ones(b, n, dtype=torch.long)
+    for i, p in enumerate(pads):
+        mask[i, :p] = 0
+    return mask
+
+
+def close_where(got: torch.Tensor, want: torch.Tensor, keep: torch.Tensor, what: str) -> None:
+    """Parity at the real (unpadded) positions: `keep` [B, n] selects rows of [B, n, ...] outputs."""
+    assert_close(got[keep.bool()], want[keep.bool()], what)
+
+
+# HF activation names → the `activation` op's kinds
+ACT = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "silu": "silu", "tanh": "tanh",
+       "quick_gelu": "quick_gelu"}
+
+# (spec overrides, DecisionTransformerConfig overrides): two non-default values of each knob
+DT_KNOBS = [
+    ({}, {}),
+    ({"act": "gelu_tanh"}, {"activation_function": "gelu_new"}),
+    ({"act": "silu"}, {"activation_function": "silu"}),
+    ({"eps": 1e-3}, {"layer_norm_epsilon": 1e-3}),
+    ({"eps": 0.25}, {"layer_norm_epsilon": 0.25}),
+    ({"d_ff": 40}, {"n_inner": 40}),
+    ({"d_ff": 100}, {"n_inner": 100}),
+]
+
+
+@pytest.mark.parametrize("ours_kw,ref_kw", DT_KNOBS, ids=[str(k[1]) or "defaults" for k in DT_KNOBS])
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "left-padded"])
+def test_decision_transformer_knobs_and_mask(ours_kw, ref_kw, masked):
+    torch.manual_seed(0)
+    cfg = dict(state_dim=5, act_dim=3, hidden_size=24, max_ep_len=40, n_positions=48, n_head=3, n_layer=2)
+    ref = randomize(T.DecisionTransformerModel(T.DecisionTransformerConfig(**{**cfg, **ref_kw})), 7)
+    s = spec("decision-transformer", state_dim=5, act_dim=3, d_model=24, max_ep_len=40, n_positions=48, heads=3,
+             layers=2, **{"d_ff": 96, **ours_kw})
+    model = ours(s, ref)
+    b, t = 3, 6
+    x = dict(states=torch.randn(b, t, 5), actions=torch.randn(b, t, 3), returns_to_go=torch.randn(b, t, 1),
+             timesteps=torch.randint(0, 40, (b, t)))
+    mask = left_padded(b, t, (0, 2, 5))
+    extra = {"attention_mask": mask} if masked else {}
+    with torch.no_grad():
+        got = model(**x, **extra)
+        want = ref(**x, **extra)
+    keep = mask if masked else torch.ones(b, t)
+    for k in ("state_preds", "action_preds", "return_preds"):
+        close_where(got[k], getattr(want, k), keep, k)

@@ -97,18 +97,20 @@ register(OpDef(
 def _interleave_shape(a, ins):
     ports = list(ins)
     first = ins[ports[0]]
-    expect_rank(first, ports[0], 3, what=" ([B, T, d])")
+    expect_rank(first, ports[0], min_rank=2, what=" ([B, T, ...])")
     for p in ports:
-        expect_float(ins[p], p)
+        if ins[p].dtype != first.dtype:
+            raise ShapeError("GF122", f"`{p}` has dtype {ins[p].dtype} but `{ports[0]}` has {first.dtype}", p)
     same_shape(ins, ports)
-    b, t, d = first.shape
-    return TensorType((b, len(ports) * t, d))
+    b, t, *rest = first.shape
+    return TensorType((b, len(ports) * t, *rest), first.dtype)
 
 
 register(OpDef(
     "interleave", "sequence",
     "Merge k token streams `[B, T, d]` into one `[B, k·T, d]`, step by step: x1₁ x2₁ … xk₁ x1₂ x2₂ … "
-    "(Decision Transformer's R₁ s₁ a₁ R₂ s₂ a₂ …).",
+    "(Decision Transformer's R₁ s₁ a₁ R₂ s₂ a₂ …). Any rank from 2 and any dtype: a `[B, T]` padding mask "
+    "interleaved with itself k times masks the merged sequence.",
     NoAttrs, ("*xs",), _interleave_shape, example="tokens: {op: interleave, in: [ret, state, action]}",
 ))
 

@@ -38,11 +38,11 @@ def _unsqueeze(ctx: NodeEmitter, node) -> None:
 
 @lowers("interleave")
 def _interleave(ctx: NodeEmitter, node) -> None:
-    d = ctx.types["xs0"].shape[2].value
+    rest = [d.value for d in ctx.types["xs0"].shape[2:]]       # [d], or [] for a [B, T] mask
     axis = ctx.const([2], "axis", np.int64)
     steps = [ctx.op("Unsqueeze", [x, axis], str(i)) for i, x in enumerate(ctx.inputs)]       # (B, T, 1, d) each
     y = ctx.op("Concat", steps, "steps", axis=2)                                             # (B, T, k, d)
-    ctx.op("Reshape", [y, ctx.const([0, -1, d], "merge", np.int64)], final=True)            # (B, k·T, d)
+    ctx.op("Reshape", [y, ctx.const([0, -1, *rest], "merge", np.int64)], final=True)        # (B, k·T, d)
 
 
 @lowers("deinterleave")
