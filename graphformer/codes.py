@@ -898,6 +898,23 @@ nodes:
   pooler: {op: linear, out: d_model, when: poler}
 outputs: {pooled: pooler}
 """),
+    Code(
+        "GF202", "params computed from each other",
+        ("A param declared `{expr: ...}` takes its default from other params (`d_ff: {expr: 4 * d_model}`), "
+         "computed after presets and --set apply. Here the expressions depend on each other in a circle, so "
+         "none of them can be computed first."),
+        fix="Give one of the params a number, or compute it from params outside the circle.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, d_ff: {expr: 2 * d_inner}, d_inner: {expr: d_ff // 2}}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  up: {op: linear, out: d_ff}
+outputs: {y: up}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

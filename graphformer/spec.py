@@ -15,12 +15,22 @@ DimExpr = Union[StrictInt, StrictStr]
 # A param's type is the type of its declared default: integers size shapes; floats (eps, rope theta),
 # booleans (bias flags, norm placement) and strings (an activation's name) feed attributes.
 ParamValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr]
-Shape = list[DimExpr]
-Ref = Union[StrictStr, list[StrictStr], dict[str, StrictStr]]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DerivedParam(_Strict):
+    """`d_ff: {expr: 4 * d_model}`: an integer param whose default is computed from other integer params
+    (after presets and --set apply), unless it is set itself (GPT-2's n_inner, None = 4 × n_embd)."""
+
+    expr: Union[StrictStr, StrictInt] = Field(description="a dimension expression over integer params")
+    doc: str = ""
+
+
+Shape = list[DimExpr]
+Ref = Union[StrictStr, list[StrictStr], dict[str, StrictStr]]
 
 
 class InputDecl(_Strict):
@@ -96,8 +106,10 @@ class SpecFile(_Strict):
     graphformer: Literal[1] = Field(description="format version")
     name: StrictStr
     doc: str = ""
-    params: dict[str, ParamValue] = Field(default_factory=dict, description="named values with defaults: integers "
-                                          "(sizes), floats, booleans or strings; attributes refer to them by name")
+    params: dict[str, Union[ParamValue, DerivedParam]] = Field(
+        default_factory=dict, description="named values with defaults: integers (sizes), floats, booleans or "
+                                          "strings, or `{expr: 4 * d_model}` (an integer computed from other "
+                                          "params unless set); attributes refer to them by name")
     presets: dict[str, dict[str, ParamValue]] = Field(default_factory=dict)
     dims: dict[str, StrictInt] = Field(default_factory=dict, description="example sizes of symbolic dims")
     imports: list[StrictStr] = Field(default_factory=list)

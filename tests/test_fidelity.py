@@ -157,3 +157,39 @@ def test_decision_transformer_knobs_and_mask(ours_kw, ref_kw, masked):
     keep = mask if masked else torch.ones(b, t)
     for k in ("state_preds", "action_preds", "return_preds"):
         close_where(got[k], getattr(want, k), keep, k)
+
+
+GPT2_KNOBS = [
+    ({}, {}),
+    ({"act": "gelu"}, {"activation_function": "gelu"}),
+    ({"act": "relu"}, {"activation_function": "relu"}),
+    ({"eps": 1e-3}, {"layer_norm_epsilon": 1e-3}),
+    ({"eps": 0.25}, {"layer_norm_epsilon": 0.25}),
+    ({"d_ff": 40}, {"n_inner": 40}),
+    ({"d_ff": 100}, {"n_inner": 100}),
+]
+
+
+@pytest.mark.parametrize("ours_kw,ref_kw", GPT2_KNOBS, ids=[str(k[1]) or "defaults" for k in GPT2_KNOBS])
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "left-padded"])
+def test_gpt2_knobs_mask_and_positions(ours_kw, ref_kw, masked):
+    torch.manual_seed(0)
+    cfg = T.GPT2Config(vocab_size=91, n_positions=40, n_embd=24, n_layer=2, n_head=3, bos_token_id=0,
+                       eos_token_id=0, **ref_kw)
+    ref = randomize(T.GPT2LMHeadModel(cfg), 4)
+    model = ours(spec("gpt2", vocab=91, max_len=40, d_model=24, heads=3, layers=2, **ours_kw), ref)
+    b, n = 3, 9
+    tokens = torch.randint(0, 91, (b, n))
+    mask = left_padded(b, n, (0, 3, 8) if masked else (0, 0, 0))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)       # each row counts from its first real token
+    extra = dict(mask=mask, positions=positions) if masked else {}
+    with torch.no_grad():
+        got = model(tokens=tokens, **extra)
+        want = ref(input_ids=tokens, **(dict(attention_mask=mask, position_ids=positions) if masked else {}))
+    close_where(got["logits"], want.logits, mask, "logits")
+
+
+def test_gpt2_d_ff_follows_d_model_unless_set():
+    """n_inner null = 4 × n_embd: the spec's `d_ff` is computed from `d_model` after --set."""
+    assert spec("gpt2", d_model=64, heads=4).ir.params["d_ff"] == 256
+    assert spec("gpt2", d_model=64, heads=4, d_ff=100).ir.params["d_ff"] == 100

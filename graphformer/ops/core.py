@@ -69,14 +69,20 @@ def _positional_shape(a: PositionalAttrs, ins):
         raise ShapeError("GF120", f"sequence length {n.value} exceeds `max_len` {a.max_len}", "x")
     if a.kind == "sinusoidal" and x.shape[2].is_const and x.shape[2].value % 2:
         raise ShapeError("GF123", f"sinusoidal positions need an even width, got {x.shape[2].value}", "x")
+    pos = ins.get("positions")
+    if pos is not None:
+        expect_rank(pos, "positions", 2, what=" ([B, n])")
+        expect_dtype(pos, "positions", INT_DTYPES)
+        expect_dim(pos.shape[1], n, "positions", "dimension 1 (tokens)", pos)
     return x
 
 
 register(OpDef(
     "positional", "core",
     "Add position encodings for positions 0..n-1 to `x [B, n, d]`: a learned `[max_len, d]` table or the "
-    "fixed sinusoids of Vaswani et al.",
-    PositionalAttrs, ("x",), _positional_shape,
+    "fixed sinusoids of Vaswani et al. The optional `positions [B, n]` (int64) are the rows to add instead "
+    "(GPT-2's `position_ids`: left-padded rows start at their first real token).",
+    PositionalAttrs, ("x", "positions?"), _positional_shape,
     params=lambda a, ins: {"weight": (a.max_len, _last(ins["x"]))} if a.kind == "learned" else {},
     flops=lambda a, ins, out: numel(out.shape),
     example="pos: {op: positional, kind: learned, max_len: max_len}",
