@@ -21,7 +21,7 @@ from .ir import BlockInputCheck, Body, Frame, IRGraph, IRNode, WeightMap, Weight
 from .load import MAX_PARAM, Program, SpecCtx, param_kind, pydantic_diagnostics
 from .ops import REGISTRY
 from .ops.base import TensorType
-from .spec import NodeDecl, WeightMap as WeightMapDecl
+from .spec import BlockInputDecl, NodeDecl, WeightMap as WeightMapDecl, block_input_shape
 
 MAX_NODES = 200_000  # defaults; the environment variables below raise (or lower) them
 MAX_REPEAT = 10_000
@@ -613,9 +613,12 @@ class Expander:
                                              f"e.g. GRAPHFORMER_MAX_REPEAT={count}" if count > self.max_repeat else None))
                 return Slot(broken=True)
         in_names = list(block.inputs)
-        ins = self._resolve_in(scope, name, decl, prev, in_names, in_names, False)
+        required = [k for k, v in block.inputs.items() if not (isinstance(v, BlockInputDecl) and v.optional)]
+        ins = self._resolve_in(scope, name, decl, prev, in_names, required, False)
         if ins is None:
             return Slot(broken=True)
+        for k in in_names:   # an optional input left out: the optional ports that read it are not fed
+            ins.setdefault(k, Slot(broken=True, off=f"block input `{k}`, which the call `{name}` leaves out"))
         carried = [o for o in block.outputs if o in block.inputs]
         outs: dict[str, Slot] = {}
         for i in range(count):
@@ -663,8 +666,10 @@ class Expander:
     def _expect(self, inner: Scope, block: Any, ins: dict[str, Slot], call_span: Span | None, bname: str,
                 index: int | None, carried: list[str]) -> None:
         patterns, spans = {}, {}
-        for k, shape in block.inputs.items():
-            dims = [self._dim(inner, e, inner.span("inputs", k, j), allow_symbols=True) for j, e in enumerate(shape)]
+        for k, decl in block.inputs.items():
+            shape, below = block_input_shape(decl)
+            dims = [self._dim(inner, e, inner.span("inputs", k, *below, j), allow_symbols=True)
+                    for j, e in enumerate(shape)]
             if any(d is None for d in dims):
                 return
             patterns[k], spans[k] = tuple(dims), inner.span("inputs", k)
@@ -703,7 +708,10 @@ class Expander:
         for node, port, slot in self.pending:
             s = slot.resolve()
             if s.off is not None:
-                if node.op != "output":   # an output of a left-out node is left out too
+                # an output of a left-out node is left out too; an optional port of an op is not fed
+                optional = node.op in REGISTRY and not REGISTRY[node.op].variadic and \
+                    port not in REGISTRY[node.op].required_ports and not port.startswith("attr:")
+                if node.op != "output" and not optional:
                     who = f"`{node.short}`" + (f" (`{port[5:]}`)" if port.startswith("attr:") else "")
                     self.diags.append(Diagnostic("GF200", f"{who} reads {s.off}", node.span, node=node.name,
                                                  help="give the reader the same `when`, or read another node"))

@@ -57,12 +57,21 @@ class NodeDecl(BaseModel):
         return dict(self.model_extra or {})
 
 
+class BlockInputDecl(_Strict):
+    """A block input in long form: `mask: {shape: [B, n], optional: true}`."""
+
+    shape: Shape
+    optional: bool = Field(False, description="a call may leave it out; then the optional op inputs that read "
+                                              "it (an attention `mask` or `bias`) are not fed")
+    doc: str = ""
+
+
 class BlockDecl(_Strict):
     doc: str = ""
     params: dict[str, Union[StrictBool, StrictInt, StrictFloat, StrictStr]] = Field(
         default_factory=dict, description="block-local params with defaults (an integer or expression, a float, "
                                           "a boolean, or the name of a spec param)")
-    inputs: dict[str, Shape]
+    inputs: dict[str, Union[Shape, BlockInputDecl]]
     nodes: dict[str, NodeDecl]
     outputs: dict[str, StrictStr]
 
@@ -118,3 +127,8 @@ class SpecFile(_Strict):
     nodes: dict[str, NodeDecl] = Field(default_factory=dict)
     outputs: dict[str, StrictStr] = Field(default_factory=dict)
     weight_maps: dict[str, WeightMap] = Field(default_factory=dict)
+
+
+def block_input_shape(decl: Union[Shape, BlockInputDecl]) -> tuple[Shape, tuple]:
+    """A block input's shape, and the YAML path below the input's key to the shape's list."""
+    return (decl.shape, ("shape",)) if isinstance(decl, BlockInputDecl) else (decl, ())

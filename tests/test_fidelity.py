@@ -22,6 +22,8 @@ from graphformer.backends.weights import WeightMapError, convert_state_dict  # n
 from parity import assert_close, ours  # noqa: E402
 
 T.logging.set_verbosity_error()
+pytestmark = [pytest.mark.filterwarnings("ignore:Support for mismatched:UserWarning"),   # torch.nn's own
+              pytest.mark.filterwarnings("ignore:enable_nested_tensor is True:UserWarning")]
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "graphformer" / "specs"
@@ -193,3 +195,94 @@ def test_gpt2_d_ff_follows_d_model_unless_set():
     """n_inner null = 4 × n_embd: the spec's `d_ff` is computed from `d_model` after --set."""
     assert spec("gpt2", d_model=64, heads=4).ir.params["d_ff"] == 256
     assert spec("gpt2", d_model=64, heads=4, d_ff=100).ir.params["d_ff"] == 100
+
+
+# torch.nn: (spec overrides, layer kwargs). Norm placement (`norm_first`) is not a knob: see docs/models.md.
+D, H, FF = 24, 3, 40
+TORCH_KNOBS = [
+    ({}, {}),
+    ({"act": "gelu"}, {"activation": "gelu"}),
+    ({"eps": 1e-3}, {"layer_norm_eps": 1e-3}),
+    ({"eps": 0.25}, {"layer_norm_eps": 0.25}),
+    ({"bias": False}, {"bias": False}),
+    ({"bias": False, "act": "gelu", "eps": 1e-2}, {"bias": False, "activation": "gelu", "layer_norm_eps": 1e-2}),
+]
+KNOB_IDS = [str(k[1]) or "defaults" for k in TORCH_KNOBS]
+
+
+def torch_masks(b: int, n: int, pads: tuple[int, ...], seed: int):
+    """A right-padding key mask in torch's convention (true = padding) and a float logit mask [n, n]."""
+    pad = torch.zeros(b, n, dtype=torch.bool)
+    for i, p in enumerate(pads):
+        if p:
+            pad[i, n - p:] = True
+    return pad, torch.randn(n, n, generator=torch.Generator().manual_seed(seed))
+
+
+def heads_of(m: torch.Tensor, b: int) -> torch.Tensor:
+    """torch's [n, m] float mask as the spec's [B, heads, n, m] logit bias (a broadcast view)."""
+    return m[None, None].expand(b, H, *m.shape)
+
+
+@pytest.mark.parametrize("ours_kw,ref_kw", TORCH_KNOBS, ids=KNOB_IDS)
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "masked"])
+def test_encoder_block_knobs_and_masks(ours_kw, ref_kw, masked):
+    torch.manual_seed(0)
+    ref = randomize(nn.TransformerEncoderLayer(D, H, FF, batch_first=True, **ref_kw), 1)
+    model = ours(spec("encoder-block", d_model=D, heads=H, d_ff=FF, **ours_kw), ref, "torch")
+    b, n = 3, 7
+    x = torch.randn(b, n, D)
+    pad, logits = torch_masks(b, n, (0, 2, 5), 2)
+    with torch.no_grad():
+        if masked:
+            got = model(x=x, src_key_padding_mask=pad, src_mask=heads_of(logits, b))["y"]
+            want = ref(x, src_mask=logits, src_key_padding_mask=pad)
+        else:
+            got, want = model(x=x)["y"], ref(x)
+    close_where(got, want, ~pad, "y")
+
+
+@pytest.mark.parametrize("ours_kw,ref_kw", TORCH_KNOBS + [({"causal": False}, {})], ids=KNOB_IDS + ["non-causal"])
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "masked"])
+def test_decoder_block_knobs_and_masks(ours_kw, ref_kw, masked):
+    torch.manual_seed(0)
+    ref = randomize(nn.TransformerDecoderLayer(D, H, FF, batch_first=True, **ref_kw), 1)
+    model = ours(spec("decoder-block", d_model=D, heads=H, d_ff=FF, **ours_kw), ref, "torch")
+    b, t, s = 3, 6, 8
+    x, memory = torch.randn(b, t, D), torch.randn(b, s, D)
+    causal = ours_kw.get("causal", True)
+    tgt_pad, tgt_logits = torch_masks(b, t, (0, 1, 3), 2)
+    mem_pad, _ = torch_masks(b, s, (2, 0, 6), 3)
+    mem_logits = torch.randn(t, s, generator=torch.Generator().manual_seed(4))
+    tgt_mask = nn.Transformer.generate_square_subsequent_mask(t) if causal else None
+    kw = {}
+    if masked:
+        tgt_mask = tgt_logits if tgt_mask is None else tgt_mask + tgt_logits
+        kw = dict(tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=mem_pad, memory_mask=mem_logits)
+    with torch.no_grad():
+        want = ref(x, memory, tgt_mask=tgt_mask, tgt_is_causal=causal and not masked, **kw)
+        feed = dict(tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=mem_pad, tgt_mask=heads_of(tgt_logits, b),
+                    memory_mask=heads_of(mem_logits, b)) if masked else {}
+        got = model(x=x, memory=memory, **feed)["y"]
+    close_where(got, want, ~tgt_pad if masked else torch.ones(b, t), "y")
+
+
+@pytest.mark.parametrize("ours_kw,ref_kw", TORCH_KNOBS[:2] + TORCH_KNOBS[-1:], ids=KNOB_IDS[:2] + KNOB_IDS[-1:])
+def test_transformer_knobs_and_every_mask(ours_kw, ref_kw):
+    torch.manual_seed(0)
+    ref = randomize(nn.Transformer(D, H, 2, 2, FF, batch_first=True, **ref_kw), 1)
+    model = ours(spec("transformer", d_model=D, heads=H, d_ff=FF, encoder_layers=2, decoder_layers=2, **ours_kw),
+                 ref, "torch")
+    b, s, t = 3, 8, 6
+    src, tgt = torch.randn(b, s, D), torch.randn(b, t, D)
+    src_pad, src_logits = torch_masks(b, s, (0, 3, 1), 5)
+    tgt_pad, tgt_logits = torch_masks(b, t, (2, 0, 1), 6)
+    mem_logits = torch.randn(t, s, generator=torch.Generator().manual_seed(7))
+    causal = nn.Transformer.generate_square_subsequent_mask(t)
+    with torch.no_grad():
+        want = ref(src, tgt, src_mask=src_logits, tgt_mask=causal + tgt_logits, memory_mask=mem_logits,
+                   src_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad)
+        got = model(src=src, tgt=tgt, src_mask=heads_of(src_logits, b), tgt_mask=heads_of(tgt_logits, b),
+                    memory_mask=heads_of(mem_logits, b), src_key_padding_mask=src_pad,
+                    tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad)["y"]
+    close_where(got, want, ~tgt_pad, "y")

@@ -1,4 +1,5 @@
-"""Sequence and tensor-layout ops: slicing, axis moves, interleaving token streams, table rows.
+"""Sequence and tensor-layout ops: slicing, axis moves, interleaving token streams, table rows, and
+turning a padding mask into a keep mask.
 
 Decision Transformer is the main client: three streams (R, s, a) are interleaved into one causal
 sequence R1 s1 a1 R2 s2 a2 ..., and predictions are read back from every third token.
@@ -10,7 +11,7 @@ from pydantic import Field, model_validator
 from ..dims import Dim
 from .base import (
     Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, positive,
-    same_shape, numel,
+    same_shape, numel, expect_dtype,
 )
 from .core import concrete
 
@@ -195,4 +196,18 @@ register(OpDef(
     VestigialAttrs, ("x",), _vestigial_shape,
     params=lambda a, ins: {"weight": (a.rows, a.cols)},
     example="wte: {op: vestigial, rows: 1, cols: d_model}",
+))
+
+
+def _not_shape(a, ins):
+    expect_dtype(ins["x"], "x", ("bool", "int64"))
+    return TensorType(ins["x"].shape, "bool")
+
+
+register(OpDef(
+    "logical_not", "sequence",
+    "Invert a mask: `[*]` bool or 0/1 int64 → `[*]` bool, true where the input is false or 0. Turns "
+    "torch.nn's `*_key_padding_mask` (true = padding) into the keep mask attention reads (true = a token).",
+    NoAttrs, ("x",), _not_shape, flops=lambda a, ins, out: numel(out.shape),
+    example="keep: {op: logical_not, in: src_key_padding_mask}",
 ))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto
 
 from .lower import NodeEmitter, lowers
 
@@ -65,3 +66,11 @@ def _table_row(ctx: NodeEmitter, node) -> None:
 def _vestigial(ctx: NodeEmitter, node) -> None:
     # its parameter is never read, so it is not exported either (a runtime would drop it anyway)
     ctx.op("Identity", ctx.inputs, final=True)
+
+
+@lowers("logical_not")
+def _logical_not(ctx: NodeEmitter, node) -> None:
+    (x,) = ctx.inputs
+    if ctx.types["x"].dtype != "bool":
+        x = ctx.op("Cast", [x], "bool", to=TensorProto.BOOL)
+    ctx.op("Not", [x], final=True)

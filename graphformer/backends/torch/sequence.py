@@ -90,3 +90,12 @@ class Vestigial(nn.Module):
 @lowers("vestigial")
 def _vestigial(node, types):
     return Vestigial(node.attrs.rows, node.attrs.cols)
+
+
+def _logical_not(x):
+    return x == 0 if x.dtype != torch.bool else ~x
+
+
+@lowers("logical_not")
+def _logical_not_op(node, types):
+    return Fn(_logical_not, "not", "({0} == 0)")
