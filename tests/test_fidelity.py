@@ -286,3 +286,131 @@ def test_transformer_knobs_and_every_mask(ours_kw, ref_kw):
                     memory_mask=heads_of(mem_logits, b), src_key_padding_mask=src_pad,
                     tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad)["y"]
     close_where(got, want, ~tgt_pad, "y")
+
+
+BERT_KNOBS = [
+    ({}, {}, True),
+    ({"act": "gelu_tanh"}, {"hidden_act": "gelu_new"}, True),
+    ({"act": "relu"}, {"hidden_act": "relu"}, True),
+    ({"eps": 1e-5}, {"layer_norm_eps": 1e-5}, True),
+    ({"eps": 0.25}, {"layer_norm_eps": 0.25}, True),
+    ({"pooler": False}, {}, False),
+]
+
+
+@pytest.mark.parametrize("ours_kw,ref_kw,pooler", BERT_KNOBS, ids=[str(k[1] or k[0]) or "defaults" for k in BERT_KNOBS])
+def test_bert_knobs_with_padding(ours_kw, ref_kw, pooler):
+    torch.manual_seed(0)
+    cfg = T.BertConfig(vocab_size=91, max_position_embeddings=40, hidden_size=24, num_attention_heads=3,
+                       intermediate_size=40, num_hidden_layers=2, **ref_kw)
+    ref = randomize(T.BertModel(cfg, add_pooling_layer=pooler), 2)
+    model = ours(spec("bert-base", vocab=91, max_len=40, d_model=24, heads=3, d_ff=40, layers=2, **ours_kw), ref)
+    b, n = 3, 9
+    ids, types = torch.randint(0, 91, (b, n)), torch.randint(0, 2, (b, n))
+    mask = torch.ones(b, n, dtype=torch.long)
+    mask[1, 6:], mask[2, 2:] = 0, 0
+    with torch.no_grad():
+        got = model(input_ids=ids, token_type_ids=types, attention_mask=mask)
+        want = ref(input_ids=ids, token_type_ids=types, attention_mask=mask)
+    close_where(got["last_hidden_state"], want.last_hidden_state, mask, "last_hidden_state")
+    if pooler:
+        assert_close(got["pooler_output"], want.pooler_output, "pooler_output")
+    else:
+        assert "pooler_output" not in got
+
+
+VIT_BASE = dict(image_size=36, patch_size=8, hidden_size=24, num_attention_heads=3, intermediate_size=40,
+                num_hidden_layers=2, layer_norm_eps=1e-6)
+VIT_KNOBS = [  # (spec overrides, ViTConfig overrides, reference class)
+    ({}, {}, "ViTForImageClassification"),
+    ({"act": "gelu_tanh"}, {"hidden_act": "gelu_new"}, "ViTForImageClassification"),
+    ({"act": "silu"}, {"hidden_act": "silu"}, "ViTForImageClassification"),
+    ({"eps": 1e-12}, {"layer_norm_eps": 1e-12}, "ViTForImageClassification"),
+    ({"eps": 0.25}, {"layer_norm_eps": 0.25}, "ViTForImageClassification"),
+    ({"qkv_bias": False}, {"qkv_bias": False}, "ViTForImageClassification"),
+    ({"image": 32}, {"image_size": 32}, "ViTForImageClassification"),     # a multiple of the patch
+    ({"image": 39}, {"image_size": 39}, "ViTForImageClassification"),     # 7 pixels dropped per side
+    ({"head": False, "pooler": True}, {}, "ViTModel"),
+    ({"head": False, "pooler": True, "pooler_act": "relu"}, {"pooler_act": "relu"}, "ViTModel"),
+    ({"head": False, "pooler": True, "pooler_act": "gelu"}, {"pooler_act": "gelu"}, "ViTModel"),
+]
+
+
+@pytest.mark.parametrize("ours_kw,ref_kw,cls", VIT_KNOBS, ids=[f"{c}-{k[1] or k[0]}" for *k, c in VIT_KNOBS])
+def test_vit_knobs(ours_kw, ref_kw, cls):
+    torch.manual_seed(0)
+    cfg = T.ViTConfig(**{**VIT_BASE, **ref_kw}, num_labels=5)
+    ref = randomize(getattr(T, cls)(cfg), 3)
+    model = ours(spec("vit-b16", patch=8, d_model=24, heads=3, d_ff=40, layers=2, classes=5,
+                      **{"image": 36, **ours_kw}), ref)
+    side = cfg.image_size
+    pixels = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        got, want = model(pixel_values=pixels), ref(pixel_values=pixels)
+    if cls == "ViTModel":
+        assert_close(got["last_hidden_state"], want.last_hidden_state, "last_hidden_state")
+        assert_close(got["pooler_output"], want.pooler_output, "pooler_output")
+    else:
+        assert_close(got["logits"], want.logits, "logits")
+
+
+CLIP_KNOBS = [
+    ({}, {}, {}),
+    ({"text_act": "gelu", "vision_act": "gelu_tanh"}, {"hidden_act": "gelu"}, {"hidden_act": "gelu_new"}),
+    ({"text_act": "relu", "vision_act": "silu"}, {"hidden_act": "relu"}, {"hidden_act": "silu"}),
+    ({"text_eps": 1e-3, "vision_eps": 0.2}, {"layer_norm_eps": 1e-3}, {"layer_norm_eps": 0.2}),
+    ({"text_eps": 0.25, "vision_eps": 1e-7}, {"layer_norm_eps": 0.25}, {"layer_norm_eps": 1e-7}),
+    ({"text_pool": "argmax"}, {"eos_token_id": 2}, {}),        # transformers' legacy rule
+    ({"eos_token": 7}, {"eos_token_id": 7}, {}),                # an end-of-text id below other ids
+]
+
+
+@pytest.mark.parametrize("ours_kw,text_kw,vision_kw", CLIP_KNOBS, ids=[str(k[0]) or "defaults" for k in CLIP_KNOBS])
+def test_clip_knobs_and_pooling_rule(ours_kw, text_kw, vision_kw):
+    torch.manual_seed(0)
+    vocab = 61
+    text = dict(vocab_size=vocab, max_position_embeddings=20, hidden_size=24, num_attention_heads=3,
+                intermediate_size=40, num_hidden_layers=2, eos_token_id=vocab - 1)
+    vision = dict(image_size=32, patch_size=8, hidden_size=24, num_attention_heads=3, intermediate_size=40,
+                  num_hidden_layers=2)
+    ref = randomize(T.CLIPModel(T.CLIPConfig(text_config={**text, **text_kw}, vision_config={**vision, **vision_kw},
+                                             projection_dim=16)), 5)
+    model = ours(spec("clip-vit-b32", vocab=vocab, text_len=20, text_width=24, text_heads=3, text_ff=40,
+                      text_layers=2, image=32, patch=8, vision_width=24, vision_heads=3, vision_ff=40,
+                      vision_layers=2, embed=16, **{"eos_token": vocab - 1, **ours_kw}), ref)
+    eos = ref.config.text_config.eos_token_id
+    ids = torch.randint(0, vocab, (3, 11), generator=torch.Generator().manual_seed(1))
+    ids[ids == eos] = (eos + 1) % vocab
+    ids[0, 10] = ids[1, 4] = ids[1, 8] = ids[2, 0] = eos          # last, twice, first
+    ids[0, 3] = vocab - 1 if eos != vocab - 1 else ids[0, 3]      # an id above the end-of-text one
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        got, want = model(pixel_values=pixels, input_ids=ids), ref(pixel_values=pixels, input_ids=ids)
+    for name in ("logits_per_image", "text_embeds", "image_embeds"):
+        assert_close(got[name], getattr(want, name), name)
+
+
+AST_KNOBS = [
+    ({}, {}),
+    ({"act": "gelu_tanh"}, {"hidden_act": "gelu_new"}),
+    ({"act": "relu"}, {"hidden_act": "relu"}),
+    ({"eps": 1e-5}, {"layer_norm_eps": 1e-5}),
+    ({"eps": 0.25}, {"layer_norm_eps": 0.25}),
+    ({"qkv_bias": False}, {"qkv_bias": False}),
+    ({"freq_stride": 3, "time_stride": 5}, {"frequency_stride": 3, "time_stride": 5}),
+]
+
+
+@pytest.mark.parametrize("ours_kw,ref_kw", AST_KNOBS, ids=[str(k[1]) or "defaults" for k in AST_KNOBS])
+def test_ast_knobs(ours_kw, ref_kw):
+    torch.manual_seed(0)
+    cfg = dict(hidden_size=24, num_attention_heads=3, intermediate_size=40, num_hidden_layers=2, patch_size=8,
+               frequency_stride=4, time_stride=6, max_length=30, num_mel_bins=20)
+    ref = randomize(T.ASTModel(T.ASTConfig(**{**cfg, **ref_kw})), 6)
+    model = ours(spec("ast", d_model=24, heads=3, d_ff=40, layers=2, patch=8, frames=30, mels=20,
+                      **{"freq_stride": 4, "time_stride": 6, **ours_kw}), ref)
+    x = torch.randn(2, 30, 20)
+    with torch.no_grad():
+        got, want = model(input_values=x), ref(input_values=x)
+    assert_close(got["last_hidden_state"], want.last_hidden_state, "last_hidden_state")
+    assert_close(got["pooler_output"], want.pooler_output, "pooler_output")
