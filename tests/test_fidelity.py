@@ -414,3 +414,41 @@ def test_ast_knobs(ours_kw, ref_kw):
         got, want = model(input_values=x), ref(input_values=x)
     assert_close(got["last_hidden_state"], want.last_hidden_state, "last_hidden_state")
     assert_close(got["pooler_output"], want.pooler_output, "pooler_output")
+
+
+# ---------------------------------------------------------------- a checkpoint that doesn't fit says so
+
+def _cli(capsys, *argv):
+    import cli
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+GPT2_SIZES = dict(vocab_size=91, n_positions=40, n_embd=24, n_layer=2, n_head=3)
+GPT2_SET = ["--dims", "n=5", "--set", "vocab=91", "max_len=40", "d_model=24", "layers=2", "heads=3"]
+
+
+def test_checkpoint_config_with_other_shape_free_knobs_is_refused(tmp_path, capsys):
+    """Activation, eps and head count change no tensor: the checkpoint's config.json is compared instead."""
+    ref = T.GPT2LMHeadModel(T.GPT2Config(**GPT2_SIZES, activation_function="gelu", layer_norm_epsilon=1e-3))
+    ref.save_pretrained(tmp_path / "ckpt")
+    spec_file = SPECS / "gpt2.yaml"
+    rc, _, err = _cli(capsys, "build", spec_file, *GPT2_SET, "--weights", tmp_path / "ckpt")
+    assert rc == 1, err
+    assert "`act` is gelu_tanh in the spec, gelu in the config (`activation_function`)" in err
+    assert "`eps` is 1.0e-05 in the spec, 0.001 in the config (`layer_norm_epsilon`)" in err
+    rc, _, err = _cli(capsys, "build", spec_file, *GPT2_SET, "act=gelu", "eps=1e-3", "heads=6",
+                      "--weights", tmp_path / "ckpt")
+    assert rc == 1 and "`heads` is 6 in the spec, 3 in the config (`n_head`)" in err, err
+    rc, out, err = _cli(capsys, "build", spec_file, *GPT2_SET, "act=gelu", "eps=1e-3", "--weights", tmp_path / "ckpt")
+    assert rc == 0, err
+
+
+def test_clip_checkpoint_pooling_rule_is_checked(tmp_path, capsys):
+    from graphformer.hf import config_mismatches
+    cfg = T.CLIPConfig(text_config=dict(eos_token_id=2)).to_dict()
+    assert config_mismatches(spec("clip-vit-b32").ir.params, cfg) == [
+        "`text_pool` is first in the spec, argmax in the config (derived from several fields)"]
+    assert config_mismatches(spec("clip-vit-b32", text_pool="argmax").ir.params, cfg) == []
+    assert config_mismatches(spec("clip-vit-b32").ir.params, T.CLIPConfig().to_dict()) == []

@@ -207,12 +207,12 @@ def llama_json(**kw):
     (llama_json(rope_scaling={"type": "linear", "factor": 2.0}), "rope_scaling"),
     (llama_json(head_dim=16), "head_dim"),
     (llama_json(hidden_act="gelu_fast"), "hidden_act"),
-    ({"model_type": "gpt2", "n_embd": 32, "n_inner": 100}, "n_inner"),
+    ({"model_type": "vit", "hidden_size": 32, "pooler_output_size": 16}, "pooler_output_size"),
     ({"model_type": "gpt2", "scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
     ({"model_type": "mixtral", **llama_cfg(), "sliding_window": 8}, "sliding_window"),
     ({"model_type": "qwen2", **llama_cfg(), "use_sliding_window": True}, "use_sliding_window"),
     ({"model_type": "bert", "position_embedding_type": "relative_key"}, "position_embedding_type"),
-    ({"model_type": "clip", "text_config": {"eos_token_id": 7, "vocab_size": 60}}, "text_config.eos_token_id"),
+    ({"model_type": "clip", "text_config": {"eos_token_id": [7, 8], "vocab_size": 60}}, "text_config.eos_token_id"),
 ])
 def test_unsupported_knob_is_an_error_naming_the_field(tmp_path, capsys, cfg, field):
     rc, out, err = run(capsys, "import", "hf", write_config(tmp_path, **cfg), "-o", tmp_path / "x.yaml")
