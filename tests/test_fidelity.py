@@ -452,3 +452,82 @@ def test_clip_checkpoint_pooling_rule_is_checked(tmp_path, capsys):
         "`text_pool` is first in the spec, argmax in the config (derived from several fields)"]
     assert config_mismatches(spec("clip-vit-b32", text_pool="argmax").ir.params, cfg) == []
     assert config_mismatches(spec("clip-vit-b32").ir.params, T.CLIPConfig().to_dict()) == []
+
+
+# ---------------------------------------------------------------- training mode: the same dropout sites
+
+def _train_pair(name):
+    """(reference, ours, our inputs, reference inputs, (our output, reference output)) with non-zero dropout
+    rates, each rate different, so a site with the wrong rate or in the wrong place changes the result."""
+    torch.manual_seed(0)
+    if name == "gpt2":
+        rates = dict(attn_pdrop=0.2, resid_pdrop=0.3, embd_pdrop=0.1)
+        ref = T.GPT2LMHeadModel(T.GPT2Config(**GPT2_SIZES, **rates))
+        s = spec("gpt2", vocab=91, max_len=40, d_model=24, heads=3, layers=2, **rates)
+        ids = torch.randint(0, 91, (2, 7))
+        return ref, s, dict(tokens=ids), dict(input_ids=ids), ("logits", "logits")
+    if name == "bert-base":
+        ref = T.BertModel(T.BertConfig(vocab_size=91, max_position_embeddings=40, hidden_size=24, num_attention_heads=3,
+                                       intermediate_size=40, num_hidden_layers=2, hidden_dropout_prob=0.3,
+                                       attention_probs_dropout_prob=0.2))
+        s = spec("bert-base", vocab=91, max_len=40, d_model=24, heads=3, d_ff=40, layers=2, hidden_dropout=0.3,
+                 attn_dropout=0.2)
+        kw = dict(input_ids=torch.randint(0, 91, (2, 7)), token_type_ids=torch.zeros(2, 7, dtype=torch.long),
+                  attention_mask=torch.ones(2, 7, dtype=torch.long))
+        return ref, s, kw, kw, ("last_hidden_state", "last_hidden_state")
+    if name == "vit-b16":
+        ref = T.ViTForImageClassification(T.ViTConfig(**VIT_BASE, num_labels=5, hidden_dropout_prob=0.3,
+                                                      attention_probs_dropout_prob=0.2))
+        s = spec("vit-b16", image=36, patch=8, d_model=24, heads=3, d_ff=40, layers=2, classes=5,
+                 hidden_dropout=0.3, attn_dropout=0.2)
+        x = torch.randn(2, 3, 36, 36)
+        return ref, s, dict(pixel_values=x), dict(pixel_values=x), ("logits", "logits")
+    if name == "ast":
+        ref = T.ASTModel(T.ASTConfig(hidden_size=24, num_attention_heads=3, intermediate_size=40, num_hidden_layers=2,
+                                     patch_size=8, frequency_stride=4, time_stride=6, max_length=30, num_mel_bins=20,
+                                     hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.2))
+        s = spec("ast", d_model=24, heads=3, d_ff=40, layers=2, patch=8, freq_stride=4, time_stride=6, frames=30,
+                 mels=20, hidden_dropout=0.3, attn_dropout=0.2)
+        x = torch.randn(2, 30, 20)
+        return ref, s, dict(input_values=x), dict(input_values=x), ("last_hidden_state", "last_hidden_state")
+    if name == "decision-transformer":
+        rates = dict(attn_pdrop=0.2, resid_pdrop=0.3, embd_pdrop=0.1)
+        ref = T.DecisionTransformerModel(T.DecisionTransformerConfig(
+            state_dim=5, act_dim=3, hidden_size=24, max_ep_len=40, n_positions=48, n_head=3, n_layer=2, **rates))
+        s = spec("decision-transformer", state_dim=5, act_dim=3, d_model=24, max_ep_len=40, n_positions=48, heads=3,
+                 layers=2, **rates)
+        kw = dict(states=torch.randn(2, 4, 5), actions=torch.randn(2, 4, 3), returns_to_go=torch.randn(2, 4, 1),
+                  timesteps=torch.randint(0, 40, (2, 4)))
+        return ref, s, kw, kw, ("action_preds", "action_preds")
+    raise AssertionError(name)
+
+
+# torch.nn's layers are not here: with the same sites (docs/models.md) they still draw other masks than
+# ours, for a reason not found yet (nn.MultiheadAttention's own dropout path)
+@pytest.mark.parametrize("name", ["gpt2", "bert-base", "vit-b16", "ast", "decision-transformer"])
+def test_training_mode_draws_the_same_dropout_masks_as_the_reference(name):
+    """Same seed, train mode: the same outputs, so every dropout site has the reference's rate, place and
+    order (a site with another rate, or moved, draws other masks)."""
+    ref, s, ours_in, ref_in, (out, ref_out) = _train_pair(name)
+    model = ours(s, ref.eval()).train()
+    ref.train()
+    torch.manual_seed(5)
+    got = model(**ours_in)[out]
+    torch.manual_seed(5)
+    want = getattr(ref(**ref_in), ref_out)
+    assert_close(got, want, f"{name} in train mode")
+    torch.manual_seed(6)
+    assert (model(**ours_in)[out] - want).abs().max() > 1e-3      # the masks do depend on the seed
+
+
+def test_a_dropout_site_missing_is_seen_in_train_mode():
+    """The check above can fail: GPT-2 without dropout on the attention probabilities draws other masks."""
+    ref, _, ours_in, ref_in, _ = _train_pair("gpt2")
+    s = spec("gpt2", vocab=91, max_len=40, d_model=24, heads=3, layers=2, attn_pdrop=0.0, resid_pdrop=0.3,
+             embd_pdrop=0.1)
+    model = ours(s, ref.eval()).train()
+    ref.train()
+    torch.manual_seed(5)
+    got = model(**ours_in)["logits"]
+    torch.manual_seed(5)
+    assert (got - ref(**ref_in).logits).abs().max() > 1e-3
