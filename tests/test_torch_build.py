@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import graphformer as gf  # noqa: E402
+from graphformer.backends.torch.plan import split_args  # noqa: E402
 from graphformer.backends.torch import LOWERINGS, example_inputs  # noqa: E402
 from graphformer.load import UsageError  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
@@ -117,7 +118,8 @@ def _walk(model, spec, inputs):
     values = {spec.ir.inputs[k]: v for k, v in inputs.items()}
     for n in spec.ir.nodes():
         if n.op != "input":
-            values[n.name] = model.node_module(n.name)(*[values[s] for s in n.inputs.values()])
+            args, kwargs = split_args(n, [values[s] for s in n.inputs.values()])   # optional ports by name
+            values[n.name] = model.node_module(n.name)(*args, **kwargs)
     return values
 
 
@@ -192,7 +194,7 @@ def test_forward_input_errors_and_positional_call():
     spec = gf.load(os.path.join(ROOT, "specs", "decoder-block.yaml"), "tiny")
     model = gf.build(spec, seed=0).eval()
     x = example_inputs(spec)
-    torch.testing.assert_close(model(x["x"], x["memory"])["y"], model(**x)["y"])
+    torch.testing.assert_close(model(x["x"], x["memory"])["y"], model(x=x["x"], memory=x["memory"])["y"])
     with pytest.raises(TypeError, match="missing memory"):
         model(x=x["x"])
     with pytest.raises(TypeError, match="unexpected tgt"):
