@@ -287,6 +287,8 @@ def _attention_saved(n: IRNode, x, dims, s) -> int:
     b, t = x.shape[0].evaluate(dims), x.shape[1].evaluate(dims)
     h, kv, hd = a.geometry(x.shape[-1].value)
     total = s * b * t * hd * (2 * h + 2 * kv) + 4 * b * h * t
+    if a.dropout:   # dropout on the probabilities runs SDPA's math kernel: it keeps them, the keep-mask and
+        total += 3 * s * b * h * t * t - 4 * b * h * t    # the dropped ones [B, h, n, n], no log-sum-exp
     if a.rope:
         total += 2 * s * t * a.rotary_dims(x.shape[-1].value)
     if "mask" in n.inputs or (a.window is not None and t > a.window):

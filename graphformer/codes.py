@@ -469,9 +469,10 @@ outputs: {y: stack}
 """),
     Code(
         "GF127", "optional input where a value is required",
-        ("An input declared `optional: true` may be omitted when the model runs, so only optional op "
-         "inputs (an attention's `mask`, rotary `positions`) may read it."),
-        fix="Make the input required, or feed it to an optional port.",
+        ("An input declared `optional: true` may be omitted when the model runs. What is computed from it "
+         "is absent with it, so it must end in optional op inputs (an attention's `mask`, rotary "
+         "`positions`): an output can't be computed from it."),
+        fix="Make the input required, or feed it (or what is computed from it) to an optional port.",
         example="""\
 graphformer: 1
 name: case
@@ -878,6 +879,59 @@ inputs:
 nodes:
   conv: {op: conv1d, in: features, out: d_model, kernel: 5, dilation: 2}
 outputs: {y: conv}
+"""),
+    Code(
+        "GF200", "a node reads a node that is left out",
+        ("A node with `when: PARAM` is left out of the graph while the param is false (a pooler or a head "
+         "that a switch turns off). An output that names it is left out too, but a node that reads it has "
+         "nothing to read."),
+        fix="Give the reader the same `when` (it then goes with the node it reads), or read another node.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, pooler: false}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  first:  {op: pool, kind: cls}
+  pooler: {op: linear, out: d_model, when: pooler}
+  act:    {op: tanh}
+outputs: {pooled: act}
+"""),
+    Code(
+        "GF201", "`when` does not name a boolean param",
+        ("`when` switches a node on and off with a boolean param: `when: pooler`, or `when: not pooler`. "
+         "It names no param here, or one that is not a boolean."),
+        fix="Name a boolean param (declare it with a `true` or `false` default).",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, pooler: false}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  first:  {op: pool, kind: cls}
+  pooler: {op: linear, out: d_model, when: poler}
+outputs: {pooled: pooler}
+"""),
+    Code(
+        "GF202", "params computed from each other",
+        ("A param declared `{expr: ...}` takes its default from other params (`d_ff: {expr: 4 * d_model}`), "
+         "computed after presets and --set apply. Here the expressions depend on each other in a circle, so "
+         "none of them can be computed first."),
+        fix="Give one of the params a number, or compute it from params outside the circle.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, d_ff: {expr: 2 * d_inner}, d_inner: {expr: d_ff // 2}}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  up: {op: linear, out: d_ff}
+outputs: {y: up}
 """),
 ]
 

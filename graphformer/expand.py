@@ -21,7 +21,7 @@ from .ir import BlockInputCheck, Body, Frame, IRGraph, IRNode, WeightMap, Weight
 from .load import MAX_PARAM, Program, SpecCtx, param_kind, pydantic_diagnostics
 from .ops import REGISTRY
 from .ops.base import TensorType
-from .spec import NodeDecl, WeightMap as WeightMapDecl
+from .spec import BlockInputDecl, NodeDecl, WeightMap as WeightMapDecl, block_input_shape
 
 MAX_NODES = 200_000  # defaults; the environment variables below raise (or lower) them
 MAX_REPEAT = 10_000
@@ -66,8 +66,9 @@ class Slot:
     """A value reference: an IR node name, an alias of another slot, or broken (already reported)."""
 
     def __init__(self, target: str | None = None, alias: "Slot | None" = None, broken: bool = False,
-                 problem: str | None = None):
+                 problem: str | None = None, off: str | None = None):
         self.target, self.alias, self.broken, self.problem = target, alias, broken, problem
+        self.off = off   # a node left out by its `when`: why, for whoever reads it
 
     def resolve(self) -> "Slot":
         s, hops = self, 0
@@ -363,6 +364,12 @@ class Expander:
                 self.diags.append(Diagnostic("GF105", f"`{name}` is already the name of an input",
                                              scope.span("nodes", name, key=True), help="rename the node"))
                 continue
+            on = self._when(scope, name, decl)
+            if on is not True:
+                slot = Slot(broken=True) if on is None else self._switch_off(scope, name, decl, on)
+                scope.define(name, slot)
+                prev = slot
+                continue
             decl, via = self._chosen_op(scope, decl)
             if decl.op in REGISTRY:
                 slot = self._primitive(scope, name, decl, prev)
@@ -378,6 +385,55 @@ class Expander:
                 slot = Slot(broken=True)
             scope.define(name, slot)
             prev = slot
+
+    def _when(self, scope: Scope, name: str, decl: NodeDecl) -> bool | str | None:
+        """True when the node is in; else why it is out (`pooler` is false); None if `when` is wrong."""
+        if decl.when is None:
+            return True
+        text = decl.when.strip()
+        negated = text.startswith("not ")
+        param = text[4:].strip() if negated else text
+        span = scope.span("nodes", name, "when")
+        if param not in scope.env:
+            guess = self._hint(param, [k for k, v in scope.env.items() if param_kind(v) == "bool"])
+            self.diags.append(Diagnostic("GF201", f"`when: {text}` names no param" + (
+                f" — did you mean `{guess}`?" if guess else ""), span,
+                help="`when` takes a boolean param, or `not` and one: `when: pooler`, `when: not pooler`"))
+            return None
+        self.read.add(param)
+        value = scope.env[param]
+        if param_kind(value) != "bool":
+            self.diags.append(Diagnostic("GF201", f"`when: {text}` needs a boolean param; `{param}` is "
+                                         f"{_KIND[param_kind(value)]} (`{value}`)", span,
+                                         help="declare the switch with a `true` or `false` default"))
+            return None
+        if value != negated:
+            return True
+        return f"`when: {text}` and `{param}` is {str(value).lower()}"
+
+    def _switch_off(self, scope: Scope, name: str, decl: NodeDecl, why: str) -> Slot:
+        """A node left out by its `when`: its name (and a block call's outputs) stand for an absent value
+        that only outputs may name (they are dropped); the params its attributes name count as read."""
+        path = scope.prefix + name
+        self.ir.switched_off[path] = why
+        slot = Slot(broken=True, off=f"`{name}`, which is left out ({why})")
+        if decl.op in self.prog.blocks:
+            for out in self.prog.blocks[decl.op][1].outputs:
+                scope.define(f"{name}.{out}", slot)
+        self._mark_read(decl.op, decl.attrs, set())
+        return slot
+
+    def _mark_read(self, op: str, attrs: dict[str, Any], seen: set[str]) -> None:
+        """Params that a left-out node (or the block it calls) names: setting them is not a no-op in general."""
+        for v in attrs.values():
+            if isinstance(v, str):
+                self.read |= set(_NAME.findall(v)) & set(self.prog.params)
+        if op in self.prog.blocks and op not in seen:
+            seen.add(op)
+            block = self.prog.blocks[op][1]
+            self._mark_read("", dict(block.params), seen)
+            for d in block.nodes.values():
+                self._mark_read(d.op, {**d.attrs, "repeat": d.repeat, "when": d.when}, seen)
 
     def _resolve_in(self, scope: Scope, name: str, decl: NodeDecl, prev: Slot | None,
                     ports: list[str], required: list[str], variadic: bool) -> dict[str, Slot] | None:
@@ -580,9 +636,12 @@ class Expander:
                                              f"e.g. GRAPHFORMER_MAX_REPEAT={count}" if count > self.max_repeat else None))
                 return Slot(broken=True)
         in_names = list(block.inputs)
-        ins = self._resolve_in(scope, name, decl, prev, in_names, in_names, False)
+        required = [k for k, v in block.inputs.items() if not (isinstance(v, BlockInputDecl) and v.optional)]
+        ins = self._resolve_in(scope, name, decl, prev, in_names, required, False)
         if ins is None:
             return Slot(broken=True)
+        for k in in_names:   # an optional input left out: the optional ports that read it are not fed
+            ins.setdefault(k, Slot(broken=True, off=f"block input `{k}`, which the call `{name}` leaves out"))
         carried = [o for o in block.outputs if o in block.inputs]
         outs: dict[str, Slot] = {}
         for i in range(count):
@@ -630,8 +689,10 @@ class Expander:
     def _expect(self, inner: Scope, block: Any, ins: dict[str, Slot], call_span: Span | None, bname: str,
                 index: int | None, carried: list[str]) -> None:
         patterns, spans = {}, {}
-        for k, shape in block.inputs.items():
-            dims = [self._dim(inner, e, inner.span("inputs", k, j), allow_symbols=True) for j, e in enumerate(shape)]
+        for k, decl in block.inputs.items():
+            shape, below = block_input_shape(decl)
+            dims = [self._dim(inner, e, inner.span("inputs", k, *below, j), allow_symbols=True)
+                    for j, e in enumerate(shape)]
             if any(d is None for d in dims):
                 return
             patterns[k], spans[k] = tuple(dims), inner.span("inputs", k)
@@ -669,6 +730,16 @@ class Expander:
         reported: set = set()
         for node, port, slot in self.pending:
             s = slot.resolve()
+            if s.off is not None:
+                # an output of a left-out node is left out too; an optional port of an op is not fed
+                optional = node.op in REGISTRY and not REGISTRY[node.op].variadic and \
+                    port not in REGISTRY[node.op].required_ports and not port.startswith("attr:")
+                if node.op != "output" and not optional:
+                    who = f"`{node.short}`" + (f" (`{port[5:]}`)" if port.startswith("attr:") else "")
+                    self.diags.append(Diagnostic("GF200", f"{who} reads {s.off}", node.span, node=node.name,
+                                                 help="give the reader the same `when`, or read another node"))
+                    node.meta["broken"] = True
+                continue
             if s.broken or s.target is None:
                 if s.problem is not None and node.span not in reported:
                     reported.add(node.span)

@@ -199,47 +199,38 @@ def _phi(cfg: dict) -> dict:
 
 # ---------------------------------------------------------------- GPT-2 and the encoders
 
-def _gpt2(cfg: dict) -> dict:
-    inner = cfg.get("n_inner")
-    if inner is not None and inner != 4 * cfg["n_embd"]:
-        raise HFImportError(f"`n_inner: {inner}`: the gpt2 spec's feed-forward is 4 · d_model = "
-                            f"{4 * cfg['n_embd']} wide")
-    return {}
-
-
-def _vit(cfg: dict) -> dict:
-    labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2
-    return {"classes": int(labels)}
-
-
 def _clip(cfg: dict) -> dict:
     text, vision = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
     out = {}
     for prefix, sub, table in (("text_config", text, CLIP_TEXT), ("vision_config", vision, CLIP_VISION)):
         out.update(apply_table(table, sub, prefix + ".", cfg.setdefault("_missing", [])))
-    eos, vocab = text.get("eos_token_id", 2), text.get("vocab_size", 49408)
-    if eos not in (2, vocab - 1):
-        # transformers pools at the first `eos_token_id` (legacy configs with id 2: at the largest id);
-        # the spec pools at the largest id, which is the same only when eos is the last id
-        raise HFImportError(f"`text_config.eos_token_id: {eos}`: the clip spec pools the text at the largest "
-                            f"token id; that equals transformers' pooling only for eos = vocab_size - 1 "
-                            f"({vocab - 1}) or the legacy 2")
+    # transformers pools the text at the first `eos_token_id`; configs with the legacy id 2 at the largest id
+    eos = text.get("eos_token_id", 49407)   # CLIPTextConfig's default
+    if not isinstance(eos, int) or isinstance(eos, bool):
+        raise HFImportError(f"`text_config.eos_token_id: {json.dumps(eos)}`: the clip spec pools at one "
+                            f"end-of-text id")
+    out.update({"text_pool": "argmax"} if eos == 2 else {"text_pool": "first", "eos_token": eos})
     return out
+
+
+def _clip_tower(prefix: str) -> dict:
+    return {"hidden_act": P(f"{prefix}_act", act), "layer_norm_eps": P(f"{prefix}_eps"),
+            "attention_dropout": P(f"{prefix}_attn_dropout")}
 
 
 CLIP_TEXT = {
     "vocab_size": P("vocab"), "max_position_embeddings": P("text_len"), "hidden_size": P("text_width"),
     "num_attention_heads": P("text_heads"), "intermediate_size": P("text_ff"), "num_hidden_layers": P("text_layers"),
-    "hidden_act": Fixed(_is("quick_gelu"), "the clip spec's MLPs use quick_gelu"),
-    "layer_norm_eps": Fixed(_is(1e-5), "the clip spec's norms use eps 1e-5"),
+    **_clip_tower("text"),
 }
 CLIP_VISION = {
     "image_size": P("image"), "patch_size": P("patch"), "num_channels": P("channels"),
     "hidden_size": P("vision_width"), "num_attention_heads": P("vision_heads"),
     "intermediate_size": P("vision_ff"), "num_hidden_layers": P("vision_layers"),
-    "hidden_act": Fixed(_is("quick_gelu"), "the clip spec's MLPs use quick_gelu"),
-    "layer_norm_eps": Fixed(_is(1e-5), "the clip spec's norms use eps 1e-5"),
+    **_clip_tower("vision"),
 }
+GPT2_DROPOUT = {"attn_pdrop": P("attn_pdrop"), "resid_pdrop": P("resid_pdrop"), "embd_pdrop": P("embd_pdrop")}
+ENCODER_DROPOUT = {"hidden_dropout_prob": P("hidden_dropout"), "attention_probs_dropout_prob": P("attn_dropout")}
 
 
 def _square(value, name):
@@ -265,9 +256,12 @@ def _swin(cfg: dict) -> dict:
     return out
 
 
-def _decision(cfg: dict) -> dict:
-    inner = cfg.get("n_inner")
-    return {"d_ff": 4 * cfg["hidden_size"] if inner is None else inner}
+def _vit(cfg: dict) -> dict:
+    labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2
+    size = cfg.get("pooler_output_size")
+    if size is not None and size != cfg.get("hidden_size"):
+        raise HFImportError(f"`pooler_output_size: {size}`: the vit spec's pooler is d_model wide")
+    return {"classes": int(labels)}
 
 
 GPT2_FIXED = {
@@ -302,14 +296,16 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     Family("gpt2", "gpt2.yaml", {
         "vocab_size": P("vocab"), "n_positions": P("max_len"), "n_embd": P("d_model"), "n_head": P("heads"),
         "n_layer": P("layers"), "layer_norm_epsilon": P("eps"), "activation_function": P("act", act),
+        "n_inner": P("d_ff"), **GPT2_DROPOUT,
         "tie_word_embeddings": Fixed(_is(True, None), "the gpt2 spec ties the LM head to the token table"),
         **GPT2_FIXED,
-    }, frozenset({"n_inner", "n_ctx", "summary_type", "summary_use_proj", "summary_activation",
-                  "summary_proj_to_labels", "summary_first_dropout"}), _gpt2, "GPT2LMHeadModel"),
+    }, frozenset({"n_ctx", "summary_type", "summary_use_proj", "summary_activation",
+                  "summary_proj_to_labels", "summary_first_dropout"}), None, "GPT2LMHeadModel"),
     Family("bert", "bert-base.yaml", {
         "vocab_size": P("vocab"), "max_position_embeddings": P("max_len"), "type_vocab_size": P("type_vocab"),
         "hidden_size": P("d_model"), "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"),
         "num_hidden_layers": P("layers"), "layer_norm_eps": P("eps"), "hidden_act": P("act", act),
+        **ENCODER_DROPOUT,
         "position_embedding_type": Fixed(_is("absolute", None), "the bert spec has learned absolute positions"),
         "is_decoder": Fixed(_is(False, None), "the bert spec is a bidirectional encoder"),
         "add_cross_attention": Fixed(_is(False, None), "the bert spec has no cross-attention"),
@@ -318,8 +314,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "image_size": P("image"), "patch_size": P("patch"), "num_channels": P("channels"),
         "hidden_size": P("d_model"), "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"),
         "num_hidden_layers": P("layers"), "layer_norm_eps": P("eps"), "hidden_act": P("act", act),
-        "qkv_bias": P("qkv_bias"),
-    }, frozenset({"num_labels", "encoder_stride", "pooler_output_size", "pooler_act"}), _vit,
+        "qkv_bias": P("qkv_bias"), "pooler_act": P("pooler_act", act), **ENCODER_DROPOUT,
+    }, frozenset({"num_labels", "encoder_stride", "pooler_output_size"}), _vit,
         "ViTForImageClassification"),
     Family("swin", "swin-t.yaml", {
         "image_size": P("image", _square), "patch_size": P("patch", _square), "num_channels": P("channels"),
@@ -335,18 +331,17 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "max_length": P("frames"), "num_mel_bins": P("mels"), "patch_size": P("patch"),
         "frequency_stride": P("freq_stride"), "time_stride": P("time_stride"), "hidden_size": P("d_model"),
         "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"), "num_hidden_layers": P("layers"),
-        "layer_norm_eps": P("eps"), "hidden_act": P("act", act),
-        "qkv_bias": Fixed(_is(True, None), "the ast spec's q, k, v projections have biases"),
+        "layer_norm_eps": P("eps"), "hidden_act": P("act", act), "qkv_bias": P("qkv_bias"), **ENCODER_DROPOUT,
     }, frozenset(), None, "ASTModel"),
     Family("decision_transformer", "decision-transformer.yaml", {
         "state_dim": P("state_dim"), "act_dim": P("act_dim"), "hidden_size": P("d_model"),
         "max_ep_len": P("max_ep_len"), "vocab_size": P("vocab"), "n_positions": P("n_positions"),
         "n_head": P("heads"), "n_layer": P("layers"),
-        "activation_function": Fixed(_is("relu"), "the decision-transformer spec's MLPs use relu"),
-        "layer_norm_epsilon": Fixed(_is(1e-5), "the decision-transformer spec's norms use eps 1e-5"),
+        "activation_function": P("act", act), "layer_norm_epsilon": P("eps"), "n_inner": P("d_ff"),
+        **GPT2_DROPOUT,
         "action_tanh": Fixed(_is(True, None), "the decision-transformer spec squashes actions with tanh"),
         **GPT2_FIXED,
-    }, frozenset({"n_inner"}), _decision, "DecisionTransformerModel"),
+    }, frozenset(), None, "DecisionTransformerModel"),
     Family("whisper", "whisper-base.yaml", {
         "vocab_size": P("vocab"), "num_mel_bins": P("mels"), "d_model": P("d_model"),
         "encoder_layers": P("encoder_layers"), "decoder_layers": P("decoder_layers"),
@@ -447,6 +442,8 @@ def convert_config(cfg: dict) -> Imported:
 
 
 def _typed(value, default, name):
+    if isinstance(default, dict):   # `{expr: 4 * d_model}`: an integer param with a computed default
+        default = 0
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise HFImportError(f"param `{name}`: the config gives {value!r}, a boolean was expected")
@@ -477,6 +474,8 @@ def bundled_params(fam: Family) -> dict:
 # ---------------------------------------------------------------- writing the spec text
 
 def yaml_scalar(v) -> str:
+    if isinstance(v, dict) and set(v) <= {"expr", "doc"}:   # a computed default the config left as it is
+        return "{expr: " + yaml_scalar(v["expr"]) + "}"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
@@ -526,3 +525,41 @@ def looks_like_hf_config(data) -> str | None:
         return data["model_type"]
     return None
 
+
+
+# ---------------------------------------------------------------- does a checkpoint fit a spec?
+
+# Integer params that no tensor's shape shows: a checkpoint can't be checked for them by its tensors
+SHAPE_FREE_INTS = frozenset({"heads", "text_heads", "vision_heads", "eos_token"})
+
+
+def config_mismatches(params: dict, cfg: dict) -> list[str]:
+    """How a checkpoint's config disagrees with a spec's params, one line per param, on the knobs its
+    tensors can't show: every float, boolean and string param (activation, eps, norm and bias switches,
+    dropout rates, pooling rule) and the head counts. Sizes are left to the tensors (weightfit.py). A
+    config of no importable family gives []: there is nothing to compare it with."""
+    try:
+        imported = convert_config(dict(cfg))
+    except HFImportError as e:
+        return [] if e.code == 2 else [f"the config needs what no spec param expresses: {e}"]
+    fields = _fields_by_param(imported.family)
+    out = []
+    for name, theirs in imported.params.items():
+        if name not in params or (isinstance(theirs, int) and not isinstance(theirs, bool)
+                                  and name not in SHAPE_FREE_INTS):
+            continue
+        ours = params[name]
+        same = math.isclose(ours, theirs, rel_tol=1e-9) if isinstance(theirs, float) and \
+            isinstance(ours, (int, float)) and not isinstance(ours, bool) else ours == theirs
+        if not same:
+            out.append(f"`{name}` is {yaml_scalar(ours)} in the spec, {yaml_scalar(theirs)} in the config "
+                       f"({fields.get(name, 'derived from several fields')})")
+    return out
+
+
+def _fields_by_param(fam: Family) -> dict[str, str]:
+    """param → the config field that sets it, for the messages."""
+    tables = [("", fam.fields)] + ([("text_config.", CLIP_TEXT), ("vision_config.", CLIP_VISION)]
+                                   if fam.model_type == "clip" else [])
+    return {rule.param: f"`{prefix}{name}`" for prefix, table in tables for name, rule in table.items()
+            if isinstance(rule, P)}

@@ -59,13 +59,12 @@ def infer(ir: IRGraph) -> list[Diagnostic]:
             n.shape = None
             continue
         required = REGISTRY[n.op].required_ports
-        for port, src in n.inputs.items():
-            if ir.node(src).meta.get("optional") and (port in required or REGISTRY[n.op].variadic):
-                what = "" if REGISTRY[n.op].variadic else f" as `{port}`"
-                diags.append(Diagnostic("GF127", f"`{n.short}` ({n.op}) reads the optional input "
-                                        f"`{ir.node(src).short}`{what}, where a value is required", n.span, node=n.name,
-                                        help="an optional input may only feed optional inputs of ops (an "
-                                             "attention `mask`, rotary `positions`); remove `optional: true`"))
+        # computed from a value that may be absent: absent with it (a padding mask interleaved, say)
+        absent = [p for p, src in n.inputs.items()
+                  if ir.node(src).meta.get("optional") and (p in required or REGISTRY[n.op].variadic)]
+        if absent:
+            n.meta.update(optional=True, optional_ports=absent,
+                          optional_from=ir.node(n.inputs[absent[0]]).meta.get("optional_from", n.inputs[absent[0]]))
         try:
             n.shape = _apply_rule(ir, n, ins)
         except ShapeError as e:
@@ -87,6 +86,15 @@ def infer(ir: IRGraph) -> list[Diagnostic]:
                        if p in ir.param_origin]
             diags.append(Diagnostic(e.code, f"`{n.short}` ({n.op}): {e.message}", span, node=n.name,
                                     labels=labels, notes=notes[:1] + origins, help=e.help))
+    for out, src in ir.outputs.items():
+        node = ir.node(src)
+        if node.meta.get("optional"):
+            origin = node.meta.get("optional_from", src)
+            via = "" if origin == src else f" (`{node.short}` is computed from it)"
+            diags.append(Diagnostic("GF127", f"output `{out}` needs the optional input `{origin}`{via}, which may "
+                                    "be omitted", ir.output_spans.get(out) or node.span, node=node.name,
+                                    help="an optional input may only feed what ends in optional inputs of ops "
+                                         "(an attention `mask`, rotary `positions`); remove `optional: true`"))
     return _dedupe_repeats(diags)
 
 

@@ -127,6 +127,7 @@ class IRGraph:
     weight_maps: dict[str, WeightMap] = field(default_factory=dict)
     bodies: list[Body] = field(default_factory=list)         # block-valued attributes, expanded
     block_checks: list[BlockInputCheck] = field(default_factory=list)
+    switched_off: dict[str, str] = field(default_factory=dict)  # node path -> why (`when: pooler`, pooler false)
     _nodes: dict[str, IRNode] = field(default_factory=dict, repr=False)
     _succ: dict[str, dict[str, list[str]]] = field(default_factory=dict, repr=False)  # producer -> consumer -> ports
     _pred: dict[str, dict[str, None]] = field(default_factory=dict, repr=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 import typing
 from typing import Any
@@ -15,7 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from .diagnostics import Diagnostic, Label, Span, SpecError, did_you_mean
 from .errors import UsageError
-from .spec import FORMAT_VERSION, SpecFile
+from .dims import DimError, parse
+from .spec import FORMAT_VERSION, DerivedParam, SpecFile
 from .yamlload import FileProblem, Loaded, load_yaml_file
 
 MAX_PARAM = 10**12
@@ -290,6 +292,8 @@ def _parse_import(target: str, rel: str, span: Span | None, diags: list[Diagnost
 
 def param_kind(value: Any) -> str:
     """`int`, `float`, `bool` or `str`: a param's type is the type of its declared default."""
+    if isinstance(value, DerivedParam):
+        return "int"
     return "bool" if isinstance(value, bool) else type(value).__name__
 
 
@@ -376,6 +380,7 @@ def _resolve_params(prog: Program, preset: str | None, overrides: dict[str, Any]
         if param_kind(params[k]) == "int" and abs(params[k]) > MAX_PARAM:
             raise UsageError(f"--set {k}: {params[k]} is larger than the limit 10^12")
         prog.origin[k] = "--set"
+    _derive(root, params, diags)
     for k, v in params.items():
         if param_kind(v) == "int" and abs(v) > MAX_PARAM:
             diags.append(Diagnostic("GF150", f"param `{k}` = {v} is larger than the limit {MAX_PARAM:,}",
@@ -383,3 +388,60 @@ def _resolve_params(prog: Program, preset: str | None, overrides: dict[str, Any]
                                     help="sizes are capped at 10^12 so that parameter and FLOP counts stay exact "
                                          "integers; the cap is fixed"))
     return params
+
+
+def _derive(root: SpecCtx, params: dict[str, Any], diags: list[Diagnostic]) -> None:
+    """Compute the `{expr: ...}` params that no preset or --set replaced, each after the params it reads;
+    a cycle among them is GF202. A param that can't be computed keeps 1, so checking goes on quietly."""
+    derived = {k: v for k, v in params.items() if isinstance(v, DerivedParam)}
+    names = {k: (set(_NAMES.findall(v.expr)) if isinstance(v.expr, str) else set()) for k, v in derived.items()}
+    done: set[str] = set()
+
+    def visit(k: str, chain: list[str]) -> None:
+        if k in done:
+            return
+        if k in chain:
+            cycle = chain[chain.index(k):] + [k]
+            diags.append(Diagnostic("GF202", "params compute each other: " + " → ".join(f"`{c}`" for c in cycle),
+                                    root.span(("params", k), key=True),
+                                    help="give one of them a number (or an expression over other params)"))
+            for c in cycle:
+                params[c] = 1
+                done.add(c)
+            return
+        for dep in sorted(names[k] & derived.keys()):
+            visit(dep, chain + [k])
+        if k not in done:
+            params[k] = _evaluate(root, k, derived[k], params, diags)
+            done.add(k)
+
+    for k in derived:
+        visit(k, [])
+
+
+def _evaluate(root: SpecCtx, k: str, decl: DerivedParam, params: dict[str, Any], diags: list[Diagnostic]) -> int:
+    span = root.span(("params", k, "expr"))
+    if isinstance(decl.expr, int):
+        return decl.expr
+    for name in sorted(set(_NAMES.findall(decl.expr)) & params.keys()):
+        if param_kind(params[name]) != "int" or isinstance(params[name], DerivedParam):
+            diags.append(Diagnostic("GF132", f"param `{k}` is computed from `{name}`, which is "
+                                    f"{_KIND_WORDS[param_kind(params[name])].replace('a number', 'a float')} "
+                                    f"(`{params[name]}`); only integer params can", span))
+            return 1
+    ints = {n: v for n, v in params.items() if param_kind(v) == "int" and not isinstance(v, DerivedParam)}
+    try:
+        d = parse(decl.expr, ints)
+    except DimError as e:
+        diags.append(Diagnostic("GF130", f"bad expression for param `{k}`: `{decl.expr}`: {e}", span))
+        return 1
+    if not d.is_const:
+        unknown = sorted(d.symbols)[0]
+        guess = did_you_mean(unknown, params)
+        diags.append(Diagnostic("GF131", f"param `{k}` is computed from `{unknown}`, which is not a param"
+                                + (f" — did you mean `{guess}`?" if guess else ""), span))
+        return 1
+    return d.value
+
+
+_NAMES = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

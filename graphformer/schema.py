@@ -83,10 +83,14 @@ def _op_branch(op: OpDef, defs: dict) -> dict[str, Any]:
             # any other attribute may name a param (`eps: eps`); a real one may be an expression
             props[field] = _or_param(prop, EXPR if op.attrs.is_real(field) else PARAM)
     properties = {"op": {"const": op.name, "description": op.doc}, "in": _ref_in(op),
-                  "doc": {"type": "string"}, **props}
+                  "doc": {"type": "string"}, "when": WHEN, **props}
     required = ["op"] + (["in"] if op.variadic else []) + list(attrs.get("required", []))
     return {"description": f"`{op.name}` ({op.family} op)", "type": "object",
             "properties": properties, "required": required, "additionalProperties": False}
+
+
+WHEN = {"type": "string", "description": "a boolean param (or `not PARAM`): while it is false the node is left "
+                                         "out, and so are the outputs that name it"}
 
 
 def _block_call() -> dict[str, Any]:
@@ -101,6 +105,7 @@ def _block_call() -> dict[str, Any]:
             "repeat": {"anyOf": [DIM, {"type": "null"}],
                        "description": "unroll the block N times, threading outputs named like inputs"},
             "doc": {"type": "string"},
+            "when": WHEN,
         },
         "required": ["op"],
         "additionalProperties": SCALAR,

@@ -16,12 +16,22 @@ DimExpr = Union[StrictInt, StrictStr]
 # A param's type is the type of its declared default: integers size shapes; floats (eps, rope theta),
 # booleans (bias flags, norm placement) and strings (an activation's name) feed attributes.
 ParamValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr]
-Shape = list[DimExpr]
-Ref = Union[StrictStr, list[StrictStr], dict[str, StrictStr]]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DerivedParam(_Strict):
+    """`d_ff: {expr: 4 * d_model}`: an integer param whose default is computed from other integer params
+    (after presets and --set apply), unless it is set itself (GPT-2's n_inner, None = 4 × n_embd)."""
+
+    expr: Union[StrictStr, StrictInt] = Field(description="a dimension expression over integer params")
+    doc: str = ""
+
+
+Shape = list[DimExpr]
+Ref = Union[StrictStr, list[StrictStr], dict[str, StrictStr]]
 
 
 class InputDecl(_Strict):
@@ -39,6 +49,8 @@ class NodeDecl(BaseModel):
     op: StrictStr
     in_: Ref | None = Field(None, alias="in")
     repeat: DimExpr | None = None
+    when: StrictStr | None = Field(None, description="a boolean param (or `not PARAM`): when false the node is "
+                                   "left out, and so are the outputs that name it")
     doc: str = ""
 
     @property
@@ -46,12 +58,21 @@ class NodeDecl(BaseModel):
         return dict(self.model_extra or {})
 
 
+class BlockInputDecl(_Strict):
+    """A block input in long form: `mask: {shape: [B, n], optional: true}`."""
+
+    shape: Shape
+    optional: bool = Field(False, description="a call may leave it out; then the optional op inputs that read "
+                                              "it (an attention `mask` or `bias`) are not fed")
+    doc: str = ""
+
+
 class BlockDecl(_Strict):
     doc: str = ""
     params: dict[str, Union[StrictBool, StrictInt, StrictFloat, StrictStr]] = Field(
         default_factory=dict, description="block-local params with defaults (an integer or expression, a float, "
                                           "a boolean, or the name of a spec param)")
-    inputs: dict[str, Shape]
+    inputs: dict[str, Union[Shape, BlockInputDecl]]
     nodes: dict[str, NodeDecl]
     outputs: dict[str, StrictStr]
 
@@ -119,8 +140,10 @@ class SpecFile(_Strict):
     graphformer: Literal[1] = Field(description="format version")
     name: StrictStr
     doc: str = ""
-    params: dict[str, ParamValue] = Field(default_factory=dict, description="named values with defaults: integers "
-                                          "(sizes), floats, booleans or strings; attributes refer to them by name")
+    params: dict[str, Union[ParamValue, DerivedParam]] = Field(
+        default_factory=dict, description="named values with defaults: integers (sizes), floats, booleans or "
+                                          "strings, or `{expr: 4 * d_model}` (an integer computed from other "
+                                          "params unless set); attributes refer to them by name")
     presets: dict[str, dict[str, ParamValue]] = Field(default_factory=dict)
     dims: dict[str, StrictInt] = Field(default_factory=dict, description="example sizes of symbolic dims")
     imports: list[StrictStr] = Field(default_factory=list)
@@ -129,3 +152,8 @@ class SpecFile(_Strict):
     nodes: dict[str, NodeDecl] = Field(default_factory=dict)
     outputs: dict[str, StrictStr] = Field(default_factory=dict)
     weight_maps: dict[str, WeightMap] = Field(default_factory=dict)
+
+
+def block_input_shape(decl: Union[Shape, BlockInputDecl]) -> tuple[Shape, tuple]:
+    """A block input's shape, and the YAML path below the input's key to the shape's list."""
+    return (decl.shape, ("shape",)) if isinstance(decl, BlockInputDecl) else (decl, ())

@@ -59,7 +59,7 @@ def test_greedy_tokens_equal_transformers_generate(case):
     assert torch.equal(got, hf_generate(ref, ids, None, NEW))
 
 
-@pytest.mark.parametrize("case", ["llama", "mistral-window", "mixtral"])
+@pytest.mark.parametrize("case", ["gpt2", "llama", "mistral-window", "mixtral"])
 def test_left_padded_batch_equals_transformers_generate(case):
     spec, ref, model = reference_pair(case)
     ids, mask = prompts(padded=True)
@@ -141,7 +141,7 @@ def test_eos_ends_a_row_and_generation_stops_when_all_rows_did():
     assert got.shape[1] <= free.shape[1]
 
 
-def test_bad_arguments_are_refused_with_the_reason():
+def test_bad_arguments_are_refused_with_the_reason(tmp_path):
     spec, ref, model = reference_pair("llama")          # max_len 64
     ids, _ = prompts()
     with pytest.raises(GenerationError, match=r"max_new_tokens 60 .* passes max_len 64"):
@@ -153,9 +153,24 @@ def test_bad_arguments_are_refused_with_the_reason():
         graphformer.generate(model, ids, 2, mask=holes)
     with pytest.raises(GenerationError, match="temperature"):
         graphformer.generate(model, ids, 2, temperature=-1.0)
-    _, _, gpt2 = gpt2_pair()
+    (tmp_path / "unmasked.yaml").write_text(UNMASKED)
+    unmasked = graphformer.build(graphformer.load(str(tmp_path / "unmasked.yaml")), seed=0)
     with pytest.raises(GenerationError, match="no `mask` input"):
-        graphformer.generate(gpt2, ids, 2, mask=torch.ones_like(ids))
+        graphformer.generate(unmasked, ids, 2, mask=torch.ones_like(ids))
+
+
+UNMASKED = """\
+graphformer: 1
+name: unmasked
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, vocab: 97, dim: 16}
+  attn:   {op: attention, heads: 2, causal: true}
+  logits: {op: linear, out: 97}
+outputs: {logits: logits}
+"""
 
 
 def test_a_spec_without_causal_attention_is_refused():

@@ -282,7 +282,7 @@ def test_dimension_size_limits(tmp_path, capsys):
 
 
 def test_summary_at_absurd_sizes_is_an_error_not_a_crash(capsys):
-    rc, _, err = run(capsys, "summary", GPT2, "--set", "d_model=999999999996", "heads=4")
+    rc, _, err = run(capsys, "summary", GPT2, "--set", "d_model=999999999996", "heads=4", "d_ff=4")
     assert rc == 1 and "cannot count FLOPs" in err and "10^18" in err
     rc, _, err = run(capsys, "summary", GPT2, "--dims", "B=1000000000000", "n=1000000000000")
     assert rc == 1 and "cannot count FLOPs" in err

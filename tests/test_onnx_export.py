@@ -441,8 +441,16 @@ def test_gpt2_hf_weights_through_the_weight_map_match_transformers():
     ids = torch.randint(0, p["vocab"], (2, 11))
     with torch.no_grad():
         ref = hf(ids).logits.numpy()
-    (got,) = _session(model).run(["logits"], {"tokens": ids.numpy()})
+    absent = {"mask": np.ones((2, 11), np.int64), "positions": np.tile(np.arange(11), (2, 1))}  # optional inputs
+    (got,) = _session(model).run(["logits"], {"tokens": ids.numpy(), **absent})
     assert np.abs(got - ref).max() <= RTOL * max(1.0, np.abs(ref).max())
+    mask = np.array([[1] * 11, [0] * 4 + [1] * 7])          # left padding, with transformers' position ids
+    positions = np.clip(mask.cumsum(-1) - 1, 0, None)
+    with torch.no_grad():
+        ref = hf(ids, attention_mask=torch.from_numpy(mask), position_ids=torch.from_numpy(positions)).logits.numpy()
+    (got,) = _session(model).run(["logits"], {"tokens": ids.numpy(), "mask": mask, "positions": positions})
+    real = mask.astype(bool)
+    assert np.abs(got[real] - ref[real]).max() <= RTOL * max(1.0, np.abs(ref).max())
 
 
 @pytest.mark.parametrize("case", ["llama", "llama-mqa-odd-heads", "llama3-rope-scaling", "llama-tied",

@@ -81,7 +81,7 @@ def test_clip_equals_transformers():
         projection_dim=28)))
     model = ours(spec("clip-vit-b32", vocab=vocab, text_len=20, text_width=40, text_heads=5, text_ff=72,
                       text_layers=3, image=40, patch=8, vision_width=48, vision_heads=6, vision_ff=80,
-                      vision_layers=2, embed=28), ref)
+                      vision_layers=2, embed=28, eos_token=vocab - 1), ref)
     gen = torch.Generator().manual_seed(0)
     pixels = torch.randn(2, 3, 40, 40, generator=gen)
     ids = torch.randint(0, vocab - 1, (3, 11), generator=gen)

@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import graphformer as gf  # noqa: E402
+from graphformer.backends.torch.plan import split_args  # noqa: E402
 from graphformer.backends.torch import LOWERINGS, example_inputs  # noqa: E402
 from graphformer.backends.torch.plan import split_args  # noqa: E402
 from graphformer.load import UsageError  # noqa: E402
@@ -194,7 +195,7 @@ def test_forward_input_errors_and_positional_call():
     spec = gf.load(os.path.join(ROOT, "specs", "decoder-block.yaml"), "tiny")
     model = gf.build(spec, seed=0).eval()
     x = example_inputs(spec)
-    torch.testing.assert_close(model(x["x"], x["memory"])["y"], model(**x)["y"])
+    torch.testing.assert_close(model(x["x"], x["memory"])["y"], model(x=x["x"], memory=x["memory"])["y"])
     with pytest.raises(TypeError, match="missing memory"):
         model(x=x["x"])
     with pytest.raises(TypeError, match="unexpected tgt"):

@@ -264,7 +264,8 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
                 continue
             for target, value, how in parts:
                 target = tied.get(target, target)
-                problem = _place(out, source, shapes, target, value, key, how, mapping, rule.rule.reshape)
+                problem = _place(out, source, shapes, target, value, key, how, mapping, rule.rule.reshape,
+                                 ir.switched_off)
                 if problem:
                     problems.append(problem)
                     rejected.add(target)
@@ -312,11 +313,16 @@ def _why_unset(param: str, rules: list[_Rule], wmap: WeightMap) -> str:
     return "no rule's `to` names it"
 
 
-def _place(out, source, shapes, target, value, key, how, mapping, reshape=False) -> str | None:
+def _place(out, source, shapes, target, value, key, how, mapping, reshape=False,
+           switched_off=None) -> str | None:
     """Put one converted tensor at `target` (reshaped to its shape if the rule says so), or return the problem."""
     if not _is_float(value):  # never a silent cast: ids or complex numbers aren't weights
         return (f"reference tensor `{key}` has dtype {str(value.dtype).removeprefix('torch.')}; spec parameter "
                 f"`{target}` needs a floating-point tensor (convert it explicitly if that is really meant)")
+    off = next((why for node, why in (switched_off or {}).items() if target.startswith(node + ".")), None)
+    if target not in shapes and off:
+        return (f"map `{mapping}` sends reference tensor `{key}` to `{target}`, whose node is left out of this "
+                f"build ({off}): the reference has a part the spec was configured without")
     if target not in shapes:
         hint = did_you_mean(target, shapes, max_distance=3)
         if hint and re.sub(r"\d+", "#", hint) == re.sub(r"\d+", "#", target):

@@ -16,8 +16,8 @@ from ..checkpoint import is_hf_directory
 from ..diagnostics import SourceCache, render
 from ..fileio import resolve_output
 from ..infer import infer
-from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_path, load_checked,
-                     parse_assignments, parse_overrides, require_weight_map, seed_arg)
+from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_path, check_checkpoint_config,
+                     load_checked, parse_assignments, parse_overrides, require_weight_map, seed_arg)
 
 EXIT_INTERNAL = 3
 NO_TORCH = "the torch extra is not installed: pip install 'graphformer[torch]'"
@@ -168,6 +168,7 @@ def _load_weights(model, spec, args, device) -> None:
         load_weights(model, state, mapping, spec)
     except WeightMapError as e:
         raise CommandError(f"--weights: {e}{_fit_hint(spec, state, args, e.problems)}", EXIT_SPEC) from None
+    check_checkpoint_config(spec.params, path, mapping)   # after the sizes: their hint is the first to act on
 
 
 def _fit_hint(spec, state, args, problems) -> str:

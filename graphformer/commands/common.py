@@ -188,3 +188,21 @@ def _silence(stream) -> None:
             os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
+
+
+def check_checkpoint_config(params: dict, weights: str | None, mapping: str | None) -> None:
+    """A save_pretrained directory read through the `hf` map: its config.json must describe the spec in
+    the knobs the tensors can't show (activation, eps, heads, ...), or it would load and compute
+    something else without a word (docs/huggingface.md)."""
+    from ..checkpoint import is_hf_directory
+    if not weights or mapping != "hf" or not is_hf_directory(weights):
+        return
+    from ..hf import HFImportError, config_mismatches, read_config
+    try:
+        problems = config_mismatches(params, read_config(weights))
+    except HFImportError as e:
+        raise CommandError(f"--weights: {e}", e.code) from None
+    if problems:
+        raise CommandError(f"--weights: `{weights}`'s config.json describes another model than the spec:\n  "
+                           + "\n  ".join(problems) + f"\nset the spec's params to the config's (--set), or import it: "
+                           f"graphformer import hf {weights} -o spec.yaml", EXIT_SPEC)

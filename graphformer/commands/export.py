@@ -5,8 +5,8 @@ import sys
 import time
 
 from ..diagnostics import SpecError
-from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, print_diagnostics,
-                     require_weight_map, seed_arg)
+from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, check_checkpoint_config, load_checked,
+                     print_diagnostics, require_weight_map, seed_arg)
 
 NO_ONNX = "the onnx extra is not installed: pip install 'graphformer[onnx]'"
 
@@ -49,6 +49,7 @@ def run(args) -> int:
     backend.check_opset(args.opset)
     result = load_checked(args.spec, args)
     require_weight_map(result.ir, args.weights_map)
+    check_checkpoint_config(result.ir.params, args.weights, args.weights_map)
     from ..api import Spec
     spec = Spec(result.ir, [d for d in result.diagnostics if not d.is_error])
     map_errors: tuple = ()

@@ -97,6 +97,11 @@ def _positional_shape(a: PositionalAttrs, ins):
     if a.kind == "sinusoidal" and a.sinusoid == "halves" and d.is_const and d.value < 4:
         raise ShapeError("GF102", f"`sinusoid: halves` spaces d/2 frequencies over d/2 − 1 steps: it needs a "
                                   f"width of at least 4, got {d.value}", "x")
+    pos = ins.get("positions")
+    if pos is not None:
+        expect_rank(pos, "positions", 2, what=" ([B, n])")
+        expect_dtype(pos, "positions", INT_DTYPES)
+        expect_dim(pos.shape[1], n, "positions", "dimension 1 (tokens)", pos)
     return x
 
 
@@ -104,8 +109,10 @@ register(OpDef(
     "positional", "core",
     "Add position encodings for positions 0..n-1 to `x [B, n, d]`: a learned `[max_len, d]` table or fixed "
     "sinusoids (Vaswani et al.'s interleaved ones, or the [sin | cos] halves of tensor2tensor and Whisper), "
-    "computed at build time or, with `stored`, kept as a frozen parameter as Whisper's checkpoints do.",
-    PositionalAttrs, ("x",), _positional_shape,
+    "computed at build time or, with `stored`, kept as a frozen parameter as Whisper's checkpoints do. The "
+    "optional `positions [B, n]` (int64) are the rows to add instead (GPT-2's `position_ids`: left-padded "
+    "rows start at their first real token).",
+    PositionalAttrs, ("x", "positions?"), _positional_shape,
     params=lambda a, ins: {"weight": (a.max_len, _last(ins["x"]))} if a.has_table_param else {},
     flops=lambda a, ins, out: numel(out.shape),
     example="pos: {op: positional, kind: learned, max_len: max_len}",

@@ -19,15 +19,13 @@ class TokenAtAttrs(Attrs):
     select: Literal["argmax", "first"] = Field(
         "argmax", description="`argmax`: where the id is largest (CLIP's end-of-text token, the largest id in "
                               "its vocabulary); `first`: the first position whose id equals `token`")
-    token: int | None = Field(None, ge=0, description="the id to look for (select: first)")
+    token: int | None = Field(None, ge=0, description="the id to look for (select: first; unused by argmax)")
 
     @model_validator(mode="after")
     def _token_given(self):
         if self.select == "first" and self.token is None:
             raise ValueError("`select: first` needs `token: ID`")
-        if self.select == "argmax" and self.token is not None:
-            raise ValueError("`token` is only used with `select: first`")
-        return self
+        return self   # `token` with argmax is unused: a param can then switch the rule alone (CLIP's pooling)
 
 
 def _token_at_shape(a: TokenAtAttrs, ins):

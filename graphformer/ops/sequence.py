@@ -1,4 +1,5 @@
-"""Sequence and tensor-layout ops: slicing, axis moves, interleaving token streams, table rows.
+"""Sequence and tensor-layout ops: slicing, axis moves, interleaving token streams, table rows, and
+turning a padding mask into a keep mask.
 
 Decision Transformer is the main client: three streams (R, s, a) are interleaved into one causal
 sequence R1 s1 a1 R2 s2 a2 ..., and predictions are read back from every third token.
@@ -10,7 +11,7 @@ from pydantic import Field, model_validator
 from ..dims import Dim
 from .base import (
     Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, positive,
-    same_shape, numel,
+    same_shape, numel, expect_dtype,
 )
 from .core import concrete
 
@@ -97,18 +98,20 @@ register(OpDef(
 def _interleave_shape(a, ins):
     ports = list(ins)
     first = ins[ports[0]]
-    expect_rank(first, ports[0], 3, what=" ([B, T, d])")
+    expect_rank(first, ports[0], min_rank=2, what=" ([B, T, ...])")
     for p in ports:
-        expect_float(ins[p], p)
+        if ins[p].dtype != first.dtype:
+            raise ShapeError("GF122", f"`{p}` has dtype {ins[p].dtype} but `{ports[0]}` has {first.dtype}", p)
     same_shape(ins, ports)
-    b, t, d = first.shape
-    return TensorType((b, len(ports) * t, d))
+    b, t, *rest = first.shape
+    return TensorType((b, len(ports) * t, *rest), first.dtype)
 
 
 register(OpDef(
     "interleave", "sequence",
     "Merge k token streams `[B, T, d]` into one `[B, k·T, d]`, step by step: x1₁ x2₁ … xk₁ x1₂ x2₂ … "
-    "(Decision Transformer's R₁ s₁ a₁ R₂ s₂ a₂ …).",
+    "(Decision Transformer's R₁ s₁ a₁ R₂ s₂ a₂ …). Any rank from 2 and any dtype: a `[B, T]` padding mask "
+    "interleaved with itself k times masks the merged sequence.",
     NoAttrs, ("*xs",), _interleave_shape, example="tokens: {op: interleave, in: [ret, state, action]}",
 ))
 
@@ -240,4 +243,18 @@ register(OpDef(
     params=lambda a, ins: {"weight": (a.buckets, a.heads)},
     flops=lambda a, ins, out: Dim.const(0),
     example="position_bias: {op: relative_position_bias, in: x, heads: heads, buckets: 32, max_distance: 128}",
+))
+
+
+def _not_shape(a, ins):
+    expect_dtype(ins["x"], "x", ("bool", "int64"))
+    return TensorType(ins["x"].shape, "bool")
+
+
+register(OpDef(
+    "logical_not", "sequence",
+    "Invert a mask: `[*]` bool or 0/1 int64 → `[*]` bool, true where the input is false or 0. Turns "
+    "torch.nn's `*_key_padding_mask` (true = padding) into the keep mask attention reads (true = a token).",
+    NoAttrs, ("x",), _not_shape, flops=lambda a, ins, out: numel(out.shape),
+    example="keep: {op: logical_not, in: src_key_padding_mask}",
 ))

@@ -39,13 +39,16 @@ def _embedding(ctx: NodeEmitter, node) -> None:
 
 @lowers("positional")
 def _positional(ctx: NodeEmitter, node) -> None:
-    (x,) = ctx.inputs
-    a = node.attrs
+    ins = dict(zip(node.inputs, ctx.inputs))
+    x, a = ins["x"], node.attrs
     table = (ctx.param("weight") if a.has_table_param
              else ctx.const(sinusoids(a.max_len, _width(ctx), a.sinusoid), "table"))
     if ctx.state.past is not None:  # a decoder step: the rows at the new tokens' positions
         rows = ctx.op("Gather", [table, ctx.state.past.position_ids], "rows", axis=0)          # (B, n, d)
         ctx.op("Add", [x, rows], final=True)
+        return
+    if "positions" in ins:                                                                   # given rows
+        ctx.op("Add", [x, ctx.op("Gather", [table, ins["positions"]], "rows", axis=0)], final=True)
         return
     n = ctx.shape(x, 1, 2, "n")                                                              # [n]
     rows = ctx.op("Slice", [table, ctx.const([0], "start", np.int64), n, ctx.const([0], "axis", np.int64)], "rows")

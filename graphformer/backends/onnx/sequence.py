@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto
 
 from ..tables import relative_position_buckets
 from .lower import NodeEmitter, lowers
@@ -39,11 +40,11 @@ def _unsqueeze(ctx: NodeEmitter, node) -> None:
 
 @lowers("interleave")
 def _interleave(ctx: NodeEmitter, node) -> None:
-    d = ctx.types["xs0"].shape[2].value
+    rest = [d.value for d in ctx.types["xs0"].shape[2:]]       # [d], or [] for a [B, T] mask
     axis = ctx.const([2], "axis", np.int64)
     steps = [ctx.op("Unsqueeze", [x, axis], str(i)) for i, x in enumerate(ctx.inputs)]       # (B, T, 1, d) each
     y = ctx.op("Concat", steps, "steps", axis=2)                                             # (B, T, k, d)
-    ctx.op("Reshape", [y, ctx.const([0, -1, d], "merge", np.int64)], final=True)            # (B, k·T, d)
+    ctx.op("Reshape", [y, ctx.const([0, -1, *rest], "merge", np.int64)], final=True)        # (B, k·T, d)
 
 
 @lowers("deinterleave")
@@ -88,3 +89,11 @@ def _relative_position_bias(ctx: NodeEmitter, node) -> None:
     rows = ctx.op("Gather", [ctx.param("weight"), buckets], "rows", axis=0)                            # [n, n, h]
     heads = ctx.op("Transpose", [rows], "heads", perm=[2, 0, 1])                                       # [h, n, n]
     ctx.op("Unsqueeze", [heads, ctx.const([0], "batch", np.int64)], final=True)                        # [1, h, n, n]
+
+
+@lowers("logical_not")
+def _logical_not(ctx: NodeEmitter, node) -> None:
+    (x,) = ctx.inputs
+    if ctx.types["x"].dtype != "bool":
+        x = ctx.op("Cast", [x], "bool", to=TensorProto.BOOL)
+    ctx.op("Not", [x], final=True)

@@ -85,9 +85,11 @@ class LearnedPositions(nn.Module):
         self.weight = _param(max_len, dim)
         self.cache = None   # set by generation: positions then come from `cache.positions` [B, n]
 
-    def forward(self, x):
-        if self.cache is not None:
-            return x + F.embedding(self.cache.positions, self.weight)
+    def forward(self, x, positions=None):
+        if positions is None and self.cache is not None:
+            positions = self.cache.positions
+        if positions is not None:
+            return x + F.embedding(positions, self.weight)
         return x + self.weight[: x.shape[1]]
 
     def extra_repr(self) -> str:
@@ -118,9 +120,11 @@ class SinusoidalPositions(nn.Module):
         self.register_buffer("table", table, persistent=False)
         self.cache = None   # set by generation: positions then come from `cache.positions` [B, n]
 
-    def forward(self, x):
-        if self.cache is not None:
-            return x + F.embedding(self.cache.positions, self.table)
+    def forward(self, x, positions=None):
+        if positions is None and self.cache is not None:
+            positions = self.cache.positions
+        if positions is not None:
+            return x + F.embedding(positions, self.table)
         return x + self.table[: x.shape[1]]
 
     def extra_repr(self) -> str:

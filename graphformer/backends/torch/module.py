@@ -99,6 +99,9 @@ class GraphModule(Block):
         for n in ir.nodes():
             if n.op == "input":
                 continue
+            if any(values[n.inputs[p]] is None for p in n.meta.get("optional_ports", ())):
+                values[n.name] = None   # computed from an optional input that was not given
+                continue
             try:
                 args, kwargs = _plan.split_args(n, [values[s] for s in n.inputs.values()])
                 y = self.node_module(n.name)(*args, **kwargs)

@@ -22,8 +22,9 @@ def _token_at(x, ids, token: int | None):
 @lowers("token_at")
 def _token_at_op(node, types):
     a = node.attrs
-    pos = "{1}.argmax(dim=-1)" if a.token is None else f"({{1}} == {a.token}).int().argmax(dim=-1)"
-    return Fn(partial(_token_at, token=a.token), "argmax of ids" if a.token is None else f"first id {a.token}",
+    token = a.token if a.select == "first" else None    # argmax ignores `token` (a param may switch the rule)
+    pos = "{1}.argmax(dim=-1)" if token is None else f"({{1}} == {token}).int().argmax(dim=-1)"
+    return Fn(partial(_token_at, token=token), "argmax of ids" if token is None else f"first id {token}",
               "{0}[torch.arange({0}.shape[0], device={0}.device), " + pos + "]")
 
 

@@ -228,6 +228,9 @@ def generate(s: Scope, training: bool, module_of, root_outputs: dict[str, str] |
             continue
         out = names.new(u.name, s.rel(u.name))
         call = expr or f"{_access(s, _keys_to_node(s, u.name))}({_call_args(u, srcs)})"
+        absent = [v for p, v in zip(u.inputs, srcs) if p in u.meta.get("optional_ports", ())]
+        if absent:  # computed from an optional input: absent (None) when that input is
+            call = f"None if {' is None or '.join(absent)} is None else {call}"
         stmts.append((f"{out} = {call}  # {u.name}", srcs, [out]))
         if u.name in masks:
             stmts.append(_prepare(out))

@@ -129,3 +129,12 @@ class RelativePositionBias(nn.Module):
 def _relative_position_bias(node, types):
     a = node.attrs
     return RelativePositionBias(a.heads, a.buckets, a.max_distance, a.causal)
+
+
+def _logical_not(x):
+    return x == 0 if x.dtype != torch.bool else ~x
+
+
+@lowers("logical_not")
+def _logical_not_op(node, types):
+    return Fn(_logical_not, "not", "({0} == 0)")
