@@ -116,3 +116,26 @@ def test_the_frozen_positions_have_no_gradient_or_optimizer_state_in_the_budget(
     b = budget(spec.ir, {"B": 1, "n": 8})
     assert b.params - b.trainable_params == 1500 * 512
     assert b.memory["grads"] == 4 * b.trainable_params and b.memory["optimizer"] == 8 * b.trainable_params
+
+
+def test_greedy_tokens_equal_transformers_generate():
+    """Encoder–decoder generation (the path T5 uses, the split read from the graph): the spectrogram encoder
+    runs once, and 12 greedy tokens (the decoder's 13 positions) equal transformers' cached greedy search.
+    GenerationMixin.generate is transformers' own greedy loop; Whisper's override adds language, task and
+    timestamp logic a bare config has no tables for. The weights are perturbed so that tokens vary."""
+    spec, ref, _ = pair()
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.requires_grad:
+                p.add_(0.2 * torch.randn(p.shape, generator=gen))
+    model = ours(spec, ref)
+    features, _ = batch()
+    start = torch.full((3, 1), 3, dtype=torch.long)                 # decoder_start_token_id
+    got = graphformer.generate(model, start, 12, encoder_inputs={"input_features": features})
+    ref.generation_config.eos_token_id = None
+    with torch.no_grad():
+        want = transformers.GenerationMixin.generate(ref, input_features=features, decoder_input_ids=start,
+                                                     max_new_tokens=12, do_sample=False)
+    assert len(set(got[:, 1:].flatten().tolist())) > 3                # not one token repeated
+    assert torch.equal(got, want)
