@@ -45,6 +45,8 @@ def randomize(ref: nn.Module, seed: int) -> nn.Module:
 # ---------------------------------------------------------------- claims: "map X reads Y"
 
 # (claimed class, spec, preset, overrides, map, the reference at the spec's default size)
+WHISPER_BASE = dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
+                    decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048)   # the default is tiny
 CLAIMS = [
     ("TransformerEncoderLayer", "encoder-block", None, {}, "torch",
      lambda: nn.TransformerEncoderLayer(512, 8, batch_first=True)),
@@ -67,6 +69,14 @@ CLAIMS = [
      lambda: T.DecisionTransformerModel(T.DecisionTransformerConfig())),
     ("LlamaForCausalLM", "llama", None, {}, "hf", lambda: T.LlamaForCausalLM(T.LlamaConfig())),
     ("LlamaModel", "llama", None, {"head": False}, "hf", lambda: T.LlamaModel(T.LlamaConfig())),
+    ("WhisperForConditionalGeneration", "whisper-base", None, {}, "hf",
+     lambda: T.WhisperForConditionalGeneration(T.WhisperConfig(**WHISPER_BASE))),
+    ("WhisperModel", "whisper-base", None, {}, "hf", lambda: T.WhisperModel(T.WhisperConfig(**WHISPER_BASE))),
+    ("T5ForConditionalGeneration", "t5-base", None, {}, "hf",
+     lambda: T.T5ForConditionalGeneration(T.T5Config(d_model=768, d_ff=3072, num_layers=12, num_heads=12))),
+    ("SwinForImageClassification", "swin-t", None, {}, "hf",
+     lambda: T.SwinForImageClassification(T.SwinConfig(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+                                                       num_labels=1000))),
 ]
 
 
@@ -90,7 +100,7 @@ def _claimed_classes() -> set[str]:
         text = (ROOT / doc).read_text()
         for m in re.finditer(r"(?:\breads\b|[Mm]aps? `\w+`)([^.:;]*)", text):
             found |= set(re.findall(r"(?:nn\.)?([A-Z][A-Za-z0-9]*(?:Model|LMHeadModel|Classification|Layer|"
-                                    r"Transformer|CausalLM))\b", m.group(1)))
+                                    r"Transformer|CausalLM|ConditionalGeneration))\b", m.group(1)))
     return found
 
 
