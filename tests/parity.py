@@ -25,3 +25,14 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
     ERRORS[what] = err
     print(f"{what}: max abs error {err:.3g} (output scale {want.abs().max().item():.3g})")
     assert err <= tol, f"{what}: max abs error {err:.3g} > {tol:.3g}"
+
+
+def prompts(b=3, n=8, padded=False):
+    """[b, n] token ids below 97, and (padded) a left-padding mask with rows of 0, 3 and 1 pads."""
+    ids = torch.randint(0, 97, (b, n), generator=torch.Generator().manual_seed(3))
+    if not padded:
+        return ids, None
+    mask = torch.ones(b, n, dtype=torch.long)
+    mask[1, :3] = 0
+    mask[2, :1] = 0
+    return ids, mask

@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 import graphformer  # noqa: E402
 from graphformer.generation import Decoder, GenerationError, sample  # noqa: E402
-from parity import assert_close, ours  # noqa: E402
+from parity import assert_close, ours, prompts  # noqa: E402
 from test_parity_llm import pair  # noqa: E402
 
 T = transformers
@@ -32,14 +32,6 @@ def reference_pair(case):
     return gpt2_pair() if case == "gpt2" else pair(case)
 
 
-def prompts(b=3, n=8, padded=False):
-    ids = torch.randint(0, 97, (b, n), generator=torch.Generator().manual_seed(3))
-    if not padded:
-        return ids, None
-    mask = torch.ones(b, n, dtype=torch.long)
-    mask[1, :3] = 0
-    mask[2, :1] = 0
-    return ids, mask
 
 
 def hf_generate(ref, ids, mask, new):

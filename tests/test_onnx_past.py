@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 import graphformer as gf  # noqa: E402
 from graphformer.backends.onnx import export_onnx, to_onnx  # noqa: E402
 from graphformer.generation import Decoder  # noqa: E402
+from parity import prompts as parity_prompts  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL = 1e-5
@@ -86,13 +87,7 @@ def assert_close(got: np.ndarray, want, where: str) -> None:
 
 
 def prompts(b=3, n=6, padded=False):
-    ids = torch.randint(0, 97, (b, n), generator=torch.Generator().manual_seed(3))
-    if not padded:
-        return ids, None
-    mask = torch.ones(b, n, dtype=torch.long)
-    mask[1, :3] = 0
-    mask[2, :1] = 0
-    return ids, mask
+    return parity_prompts(b, n, padded)
 
 
 # llama: grouped-query heads, rotary; gpt2: learned position table, no mask input; mistral: a window of
