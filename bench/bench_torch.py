@@ -44,8 +44,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import graphformer as gf  # noqa: E402
-from graphformer.dims import Dim  # noqa: E402
-from graphformer.summary import rows  # noqa: E402
+from graphformer.base.dims import Dim  # noqa: E402
+from graphformer.analysis.summary import rows  # noqa: E402
 from report import cpu, write_section  # noqa: E402  (bench/report.py)
 
 SPEC = os.path.join(ROOT, "specs", "bert-base.yaml")

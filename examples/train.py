@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.distributed.device_mesh import init_device_mesh
 
 import graphformer
-from graphformer.parallel import export_safetensors, load_checkpoint, save_checkpoint
+from graphformer.backends.torch.parallel import export_safetensors, load_checkpoint, save_checkpoint
 
 
 def main() -> None:

@@ -5,9 +5,9 @@ and `export_onnx` imports onnx lazily, so `import graphformer` stays fast and de
 This facade is the one place that takes a spec file path where a `Spec` is meant (`build("gpt2.yaml")`):
 the backends below it take a `Spec` only.
 """
-from .api import Spec, as_spec, load
-from .diagnostics import Diagnostic, SpecError
-from .errors import UsageError, WeightMapError
+from .frontend.api import Spec, as_spec, load
+from .base.diagnostics import Diagnostic, SpecError
+from .base.errors import UsageError, WeightMapError
 
 __version__ = "0.1.0"
 __all__ = ["Spec", "load", "SpecError", "Diagnostic", "UsageError", "WeightMapError", "build", "example_inputs",
@@ -31,13 +31,13 @@ def load_weights(module, state_dict, mapping, spec=None):
 
 def parallelize(model, mesh, *, tp=1, fsdp=True, activation_checkpointing=False, compile=False,
                 mixed_precision=None):
-    from .parallel import parallelize as _p
+    from .backends.torch.parallel import parallelize as _p
     return _p(model, mesh, tp=tp, fsdp=fsdp, activation_checkpointing=activation_checkpointing, compile=compile,
               mixed_precision=mixed_precision)
 
 
 def plan(spec, tp=1):
-    from .tp_plan import derive
+    from .analysis.tp_plan import derive
     return derive(as_spec(spec), tp)
 
 
@@ -48,7 +48,7 @@ def export_onnx(spec, module_or_weights, path, opset=17, **options):
 
 def generate(model, tokens, max_new_tokens, **options):
     """Continue prompts with a built causal model and a key/value cache (see docs/generation.md)."""
-    from .generation import generate as _generate
+    from .backends.torch.generation import generate as _generate
     return _generate(model, tokens, max_new_tokens, **options)
 
 
@@ -58,8 +58,8 @@ def from_pretrained(path, device="cpu", dtype=None):
     import os
     import tempfile
     from .backends.torch.weights import load_weights as _lw
-    from .backends.weights import read_state_dict
-    from .hf import convert_config, read_config, spec_text
+    from .weights.maps import read_state_dict
+    from .frontend.hf import convert_config, read_config, spec_text
     path = os.fspath(path)
     imported = convert_config(read_config(path))   # HFImportError for a refused config
     with tempfile.TemporaryDirectory(prefix="graphformer-hf-") as tmp:

@@ -18,13 +18,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from graphformer.api import load  # noqa: E402
-from graphformer.backends import graphviz  # noqa: E402
-from graphformer.backends import html as viewer  # noqa: E402
-from graphformer.backends.browser import BrowserMissing, chromium  # noqa: E402
-from graphformer.backends.diagram import build  # noqa: E402
-from graphformer.backends.mermaid import to_mermaid  # noqa: E402
-from graphformer.diagnostics import SpecError  # noqa: E402
+from graphformer.frontend.api import load  # noqa: E402
+from graphformer.render import graphviz  # noqa: E402
+from graphformer.render import html as viewer  # noqa: E402
+from browser import BrowserMissing, chromium  # noqa: E402
+from graphformer.render.diagram import build  # noqa: E402
+from graphformer.render.mermaid import to_mermaid  # noqa: E402
+from graphformer.base.diagnostics import SpecError  # noqa: E402
 
 SPECS = ROOT / "specs"
 GALLERY = ROOT / "docs" / "gallery"

@@ -19,9 +19,9 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
 import graphformer
-from graphformer.budget import per_device
-from graphformer.errors import UsageError, WeightMapError
-from graphformer.parallel import export_safetensors, load_checkpoint, save_checkpoint
+from graphformer.analysis.budget import per_device
+from graphformer.base.errors import UsageError, WeightMapError
+from graphformer.backends.torch.parallel import export_safetensors, load_checkpoint, save_checkpoint
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 TOL = 1e-5

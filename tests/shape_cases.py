@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from graphformer.dims import Dim, parse
+from graphformer.base.dims import Dim, parse
 from graphformer.ops import REGISTRY
 from graphformer.ops.base import ShapeError, TensorType
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import graphformer as gf
-from graphformer.diagnostics import SpecError
+from graphformer.base.diagnostics import SpecError
 
 torch = pytest.importorskip("torch")
 
@@ -141,7 +141,7 @@ def test_a_bad_expression_points_into_it(tmp_path):
 
 def test_tensor_parallel_keeps_a_per_head_bias_whole(built):
     """A bias [1, heads, n, n] would need splitting with the heads: such attention stays replicated."""
-    from graphformer.tp_plan import derive
+    from graphformer.analysis.tp_plan import derive
     spec, _ = built
     plan = {s.module: s.style for s in derive(spec, 2)}
     assert plan["causal"] == plan["plain"] == plan["cross"] == "replicate"

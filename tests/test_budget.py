@@ -10,7 +10,7 @@ import pytest
 
 import cli
 import graphformer
-from graphformer.budget import budget, kv_cache_per_token
+from graphformer.analysis.budget import budget, kv_cache_per_token
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
@@ -93,8 +93,8 @@ def test_training_flops_of_the_matmuls_equal_flop_counter(name):
     counter = FlopCounterMode(display=False)
     with sdpa_kernel(SDPBackend.MATH), counter:
         model(**inputs)["logits"].sum().backward()
-    from graphformer.budget import MATMUL_OPS
-    from graphformer.summary import rows
+    from graphformer.analysis.budget import MATMUL_OPS
+    from graphformer.analysis.summary import rows
     dims = spec.ir.resolve_dims({"B": 2, "n": 16})
     matmul = sum(r.flops.evaluate(dims) for r in rows(spec.ir) if r.op in MATMUL_OPS)
     assert counter.get_total_flops() == 3 * matmul

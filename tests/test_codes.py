@@ -1,4 +1,4 @@
-"""The code catalogue (graphformer/codes.py) is the one list of diagnostic codes: every `"GFnnn"` the package
+"""The code catalogue (graphformer/base/codes.py) is the one list of diagnostic codes: every `"GFnnn"` the package
 uses is registered, every registered code is used and documented, each example shows its own code, and
 `graphformer explain` prints any of them."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from graphformer import cli
-from graphformer.codes import CODES, lookup
-from graphformer.explain import first_code
+from graphformer.base.codes import CODES, lookup
+from graphformer.commands.explain_page import first_code
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "graphformer"
@@ -30,9 +30,9 @@ def codes_in_source() -> dict[str, list[str]]:
 def test_every_code_used_is_registered_and_every_registered_code_is_used():
     used = codes_in_source()
     unregistered = {c: files for c, files in used.items() if c not in CODES}
-    assert not unregistered, f"register these in graphformer/codes.py: {unregistered}"
+    assert not unregistered, f"register these in graphformer/base/codes.py: {unregistered}"
     unused = sorted(set(CODES) - set(used))
-    assert not unused, f"graphformer/codes.py registers codes nothing reports: {unused}"
+    assert not unused, f"graphformer/base/codes.py registers codes nothing reports: {unused}"
 
 
 def test_every_registered_code_is_documented():

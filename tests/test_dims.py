@@ -1,10 +1,10 @@
-"""Tests for graphformer.dims: parsing, canonical equality, errors with offsets, and properties."""
+"""Tests for graphformer.base.dims: parsing, canonical equality, errors with offsets, and properties."""
 from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from graphformer.dims import Dim, DimError, FloorDiv, Mod, parse, parse_with
+from graphformer.base.dims import Dim, DimError, FloorDiv, Mod, parse, parse_with
 
 a, b, c, n, T = (Dim.sym(s) for s in "abcnT")
 

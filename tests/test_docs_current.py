@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from graphformer.diagnostics import Diagnostic, Label, Span
+from graphformer.base.diagnostics import Diagnostic, Label, Span
 from graphformer.ops import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent

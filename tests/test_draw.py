@@ -14,9 +14,9 @@ import pytest
 
 import cli
 import graphformer
-from graphformer.backends.diagram import build
-from graphformer.backends.graphviz import INSTALL_HINT, to_dot
-from graphformer.backends.mermaid import _Ids, to_mermaid
+from graphformer.render.diagram import build
+from graphformer.render.graphviz import INSTALL_HINT, to_dot
+from graphformer.render.mermaid import _Ids, to_mermaid
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted(p for p in (ROOT / "specs").glob("*.yaml") if not p.name.startswith("."))
@@ -364,8 +364,8 @@ def test_gallery_has_no_orphans():
 # ---------------------------------------------------------------- every op has a lowering
 
 def test_every_op_has_a_diagram_lowering_and_a_short_label():
-    from graphformer.backends.diagram import FAMILY_STYLE, PALETTE, attr_detail
-    from graphformer.backends.graphviz import LOWERINGS
+    from graphformer.render.diagram import FAMILY_STYLE, PALETTE, attr_detail
+    from graphformer.render.graphviz import LOWERINGS
     from graphformer.ops import REGISTRY
     families = {op.family for op in REGISTRY.values()}
     assert sorted(families - set(FAMILY_STYLE)) == [], "give the new op family a style: FAMILY_STYLE in backends/diagram.py"

@@ -9,9 +9,9 @@ import pytest
 
 import cli
 import graphformer
-from graphformer.frontend import check_file
-from graphformer.load import UsageError
-from graphformer.summary import param_shapes, total_params
+from graphformer.frontend.check import check_file
+from graphformer.frontend.load import UsageError
+from graphformer.analysis.summary import param_shapes, total_params
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

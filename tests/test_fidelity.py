@@ -18,7 +18,7 @@ T = pytest.importorskip("transformers")
 from torch import nn  # noqa: E402
 
 import graphformer  # noqa: E402
-from graphformer.backends.weights import WeightMapError, convert_state_dict  # noqa: E402
+from graphformer.weights.maps import WeightMapError, convert_state_dict  # noqa: E402
 from parity import assert_close, ours  # noqa: E402
 
 T.logging.set_verbosity_error()
@@ -456,7 +456,7 @@ def test_checkpoint_config_with_other_shape_free_knobs_is_refused(tmp_path, caps
 
 
 def test_clip_checkpoint_pooling_rule_is_checked(tmp_path, capsys):
-    from graphformer.hf import config_mismatches
+    from graphformer.frontend.hf import config_mismatches
     cfg = T.CLIPConfig(text_config=dict(eos_token_id=2)).to_dict()
     assert config_mismatches(spec("clip-vit-b32").ir.params, cfg) == [
         "`text_pool` is first in the spec, argmax in the config (derived from several fields)"]

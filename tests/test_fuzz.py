@@ -21,7 +21,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import cli
-from graphformer.yamlload import load_yaml_file
+from graphformer.frontend.yamlload import load_yaml_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import graphformer  # noqa: E402
-from graphformer.generation import Decoder, GenerationError, sample  # noqa: E402
+from graphformer.backends.torch.generation import Decoder, GenerationError, sample  # noqa: E402
 from parity import assert_close, ours, prompts  # noqa: E402
 from test_parity_llm import pair  # noqa: E402
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from graphformer import graphs
+from graphformer.base import graphs
 
 
 def succ_of(edges):

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import cli
-from graphformer import diagnostics
-from graphformer.frontend import check_file
+from graphformer.base import diagnostics
+from graphformer.frontend.check import check_file
 from graphformer.ir import IRGraph
 
 ROOT = Path(__file__).resolve().parent.parent

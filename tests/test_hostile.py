@@ -18,8 +18,9 @@ import pytest
 
 import cli
 import graphformer as gf
-from graphformer import diagnostics, fileio, memory
-from graphformer.diagnostics import Diagnostic, SourceCache, Span, render
+from graphformer.base import diagnostics, fileio
+from graphformer.analysis import memory
+from graphformer.base.diagnostics import Diagnostic, SourceCache, Span, render
 from graphformer.ir import IRGraph
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +128,7 @@ def test_sigterm_removes_the_temporary_file(tmp_path):
     out = tmp_path / "big.bin"
     code = textwrap.dedent(f"""
         import sys, time
-        from graphformer.fileio import atomic_output
+        from graphformer.base.fileio import atomic_output
         with atomic_output({str(out)!r}) as fh:
             fh.write(b"x" * 1000)
             fh.flush()
@@ -344,10 +345,10 @@ def test_thousands_of_unknown_names_get_a_bounded_number_of_hints(tmp_path, caps
                                "outputs: {y: node0}\n")
     calls = []
     real = diagnostics.did_you_mean
-    monkeypatch.setattr("graphformer.expand.did_you_mean", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr("graphformer.frontend.expand.did_you_mean", lambda *a, **k: calls.append(1) or real(*a, **k))
     rc, out, _ = run(capsys, "check", path, "--format", "json")
     assert rc == 1 and len(json.loads(out)) == n
-    from graphformer.expand import MAX_HINTS
+    from graphformer.frontend.expand import MAX_HINTS
     assert len(calls) <= MAX_HINTS
 
 
@@ -417,7 +418,7 @@ def test_dot_runs_with_a_timeout(tmp_path):
 # ---------------------------------------------------------------- 6. weights
 
 def test_ignore_globs_do_not_backtrack():
-    from graphformer.backends.weights import _Glob
+    from graphformer.weights.maps import _Glob
     # a regex of 14 `.*` against 3,000 characters never finishes; the segment matcher is linear
     assert not _Glob("*a" * 14 + "*b").fullmatch("a" * 3000)
     assert _Glob("*a" * 14 + "*").fullmatch("a" * 3000)

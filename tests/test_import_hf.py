@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 import cli  # noqa: E402
 import graphformer  # noqa: E402
 from graphformer.backends.torch.weights import load_weights  # noqa: E402
-from graphformer.backends.weights import read_state_dict  # noqa: E402
+from graphformer.weights.maps import read_state_dict  # noqa: E402
 from parity import assert_close  # noqa: E402
 
 T = transformers

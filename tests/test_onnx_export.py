@@ -20,9 +20,9 @@ torch = pytest.importorskip("torch")
 
 import graphformer as gf  # noqa: E402
 from graphformer.backends.onnx import ExportError, LOWERINGS, export_onnx, to_onnx  # noqa: E402
-from graphformer.infer import infer  # noqa: E402
+from graphformer.frontend.infer import infer  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
-from graphformer.summary import param_shapes  # noqa: E402
+from graphformer.analysis.summary import param_shapes  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECS = sorted(glob.glob(os.path.join(ROOT, "specs", "*.yaml")))

@@ -1,6 +1,6 @@
 """ONNX export with past keys and values (`to_onnx(..., with_past=True)`, `graphformer export --with-past`):
 a prompt and then one token at a time run in ONNX Runtime through `past_key_values.{i}.*` → `present.{i}.*`,
-and every step's logits equal the torch build's cached decoder (graphformer.generation.Decoder) to 1e-5 ×
+and every step's logits equal the torch build's cached decoder (graphformer.backends.torch.generation.Decoder) to 1e-5 ×
 their scale; greedy tokens equal `graphformer.generate` and, from transformers' weights, transformers' `generate`; a chunk of several tokens after a past equals a
 full recompute; specs that are no decoder are refused with a code."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 import graphformer as gf  # noqa: E402
 from graphformer.backends.onnx import export_onnx, to_onnx  # noqa: E402
-from graphformer.generation import Decoder  # noqa: E402
+from graphformer.backends.torch.generation import Decoder  # noqa: E402
 from parity import prompts as parity_prompts  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,7 +9,7 @@ import pytest
 from graphformer.ir import IRNode
 from graphformer.ops import REGISTRY
 from graphformer.ops.base import ShapeError, TensorType
-from graphformer.dims import Dim
+from graphformer.base.dims import Dim
 from shape_cases import T, check_case
 
 G = T("B", 9, 9, 12)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from graphformer.dims import Dim
+from graphformer.base.dims import Dim
 from graphformer.ir import IRNode
 from graphformer.ops import REGISTRY
 from graphformer.ops.base import ShapeError, TensorType

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import graphformer
-from graphformer import bundled, cli
+from graphformer.frontend import bundled
+from graphformer import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's package, whatever the cwd

@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import graphformer  # noqa: E402
-from graphformer.load import UsageError  # noqa: E402
+from graphformer.frontend.load import UsageError  # noqa: E402
 
 if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):
     pytest.skip("torch.distributed with the gloo backend is not available", allow_module_level=True)
@@ -51,8 +51,8 @@ def test_checkpoint_saved_sharded_loads_at_another_world_size(name, layout, npro
     one more AdamW step. The single-file exports of that run hold the same model."""
     import dist_worker
     from safetensors.torch import load_file
-    from graphformer.backends.weights import read_state_dict
-    from graphformer.parallel import load_checkpoint
+    from graphformer.weights.maps import read_state_dict
+    from graphformer.backends.torch.parallel import load_checkpoint
     r = torchrun(nproc, name, layout, "save", str(tmp_path))
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     want = torch.load(tmp_path / "expected.pt")
@@ -92,7 +92,7 @@ def test_example_trains_saves_resumes_at_another_world_size_and_exports(tmp_path
     r = torchrun(1, *args, "--steps", "3", script=ROOT / "examples" / "train.py")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert f"resumed from {tmp_path} at step 2" in r.stdout and "step 3/3" in r.stdout
-    from graphformer.backends.weights import read_state_dict
+    from graphformer.weights.maps import read_state_dict
     spec = graphformer.load(SPECS / "llama.yaml", preset="tiny")
     graphformer.load_weights(graphformer.build(spec), read_state_dict(str(tmp_path / "hf.safetensors")), "hf")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import graphformer
-from graphformer.backends.weights import WeightMapError, convert_state_dict, to_reference
+from graphformer.weights.maps import WeightMapError, convert_state_dict, to_reference
 
 np = pytest.importorskip("numpy")
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +49,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
-from graphformer.errors import UsageError, WeightFileError  # noqa: E402
-from graphformer.parallel import export_safetensors, load_checkpoint, save_checkpoint  # noqa: E402
+from graphformer.base.errors import UsageError, WeightFileError  # noqa: E402
+from graphformer.backends.torch.parallel import export_safetensors, load_checkpoint, save_checkpoint  # noqa: E402
 from test_parity_llm import CASES  # noqa: E402
 
 transformers.logging.set_verbosity_error()

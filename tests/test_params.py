@@ -8,7 +8,7 @@ import pytest
 
 import cli
 import graphformer
-from graphformer.errors import UsageError
+from graphformer.base.errors import UsageError
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 

@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import graphformer  # noqa: E402
-from graphformer.backends.weights import convert_state_dict  # noqa: E402
-from graphformer.summary import total_params  # noqa: E402
+from graphformer.weights.maps import convert_state_dict  # noqa: E402
+from graphformer.analysis.summary import total_params  # noqa: E402
 from parity import assert_close, ours  # noqa: E402
 
 T = transformers

@@ -18,8 +18,8 @@ from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, GPT
 import graphformer  # noqa: E402
 from parity import assert_close, ours  # noqa: E402
 from graphformer.backends.torch.weights import load_weights  # noqa: E402
-from graphformer.backends.weights import WeightMapError, convert_state_dict  # noqa: E402
-from graphformer.summary import total_params  # noqa: E402
+from graphformer.weights.maps import WeightMapError, convert_state_dict  # noqa: E402
+from graphformer.analysis.summary import total_params  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 

@@ -18,9 +18,9 @@ from torch import nn  # noqa: E402
 
 import graphformer  # noqa: E402
 from parity import assert_close, ours  # noqa: E402
-from graphformer.api import load  # noqa: E402
-from graphformer.backends.weights import convert_state_dict  # noqa: E402
-from graphformer.summary import total_params  # noqa: E402
+from graphformer.frontend.api import load  # noqa: E402
+from graphformer.weights.maps import convert_state_dict  # noqa: E402
+from graphformer.analysis.summary import total_params  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 

@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import graphformer  # noqa: E402
-from graphformer.backends.weights import convert_state_dict  # noqa: E402
-from graphformer.summary import total_params  # noqa: E402
+from graphformer.weights.maps import convert_state_dict  # noqa: E402
+from graphformer.analysis.summary import total_params  # noqa: E402
 from parity import assert_close, ours  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "whisper-base.yaml"
@@ -111,7 +111,7 @@ def test_onnx_runtime_equals_transformers():
 
 
 def test_the_frozen_positions_have_no_gradient_or_optimizer_state_in_the_budget():
-    from graphformer.budget import budget
+    from graphformer.analysis.budget import budget
     spec = graphformer.load(SPEC)
     b = budget(spec.ir, {"B": 1, "n": 8})
     assert b.params - b.trainable_params == 1500 * 512

@@ -11,8 +11,8 @@ import pytest
 
 import cli
 from graphformer.ops import REGISTRY
-from graphformer.schema import render_schema, spec_schema
-from graphformer.yamlload import load_yaml_file
+from graphformer.frontend.schema import render_schema, spec_schema
+from graphformer.frontend.yamlload import load_yaml_file
 
 jsonschema = pytest.importorskip("jsonschema")
 

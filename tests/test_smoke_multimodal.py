@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 import graphformer  # noqa: E402
-from graphformer.api import load  # noqa: E402
+from graphformer.frontend.api import load  # noqa: E402
 
 STEPS, LR = 60, 1e-2
 
@@ -73,8 +73,8 @@ def test_a_few_adam_steps_memorise_a_batch(name):
 
 def test_perceiver_cost_is_linear_in_the_input_length():
     """The point of the latent bottleneck: doubling m doubles the input-side FLOPs only (no m² term)."""
-    from graphformer.summary import rows
+    from graphformer.analysis.summary import rows
     s = load("specs/perceiver-io.yaml")
-    total = sum((r.flops for r in rows(s.ir)), start=graphformer.dims.Dim.const(0))
+    total = sum((r.flops for r in rows(s.ir)), start=graphformer.base.dims.Dim.const(0))
     f = [total.evaluate({"B": 1, "m": m}) for m in (1000, 2000, 4000)]
     assert f[2] - f[1] == 2 * (f[1] - f[0])

@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from transformers.models.t5.modeling_t5 import T5Attention  # noqa: E402
 
-from graphformer.dims import Dim  # noqa: E402
+from graphformer.base.dims import Dim  # noqa: E402
 from graphformer.ir import IRNode  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
 from graphformer.ops.base import TensorType  # noqa: E402
@@ -112,7 +112,7 @@ def _spec_text(tmp_path, text, name="s.yaml"):
 
 def test_one_table_read_by_two_embeddings_and_a_head(tmp_path):
     import graphformer
-    from graphformer.summary import total_params
+    from graphformer.analysis.summary import total_params
     spec = graphformer.load(_spec_text(tmp_path, SHARED))
     assert total_params(spec.ir) == 50 * 16
     model = graphformer.build(spec, seed=0)
@@ -148,8 +148,8 @@ def test_bad_shared_tables_are_gf125(tmp_path, edit, message, on_value):
 # ---------------------------------------------------------------- specs/t5-base.yaml against transformers
 
 import graphformer  # noqa: E402
-from graphformer.backends.weights import convert_state_dict  # noqa: E402
-from graphformer.summary import total_params  # noqa: E402
+from graphformer.weights.maps import convert_state_dict  # noqa: E402
+from graphformer.analysis.summary import total_params  # noqa: E402
 from parity import assert_close, ours  # noqa: E402
 
 T5 = Path(__file__).resolve().parents[1] / "specs" / "t5-base.yaml"
@@ -239,7 +239,7 @@ def test_a_bias_with_other_heads_than_its_attention_is_an_error_at_the_attention
     text = T5.read_text().replace("enc_bias:  {op: relative_position_bias, in: shared, heads: heads,",
                                   "enc_bias:  {op: relative_position_bias, in: shared, heads: 8,")
     path = _spec_text(tmp_path, text, "t5-bad.yaml")
-    result = graphformer.frontend.check_file(str(path), preset="tiny")
+    result = graphformer.frontend.check.check_file(str(path), preset="tiny")
     d = next(d for d in result.diagnostics if d.is_error)
     line = text.splitlines()[d.span.line - 1]
     assert d.code == "GF120" and d.node == "encoder.0.attn" and line[d.span.col - 1:].startswith("attn:")
@@ -250,7 +250,7 @@ def test_a_bias_with_other_heads_than_its_attention_is_an_error_at_the_attention
 
 # ---------------------------------------------------------------- generation: encoder once, cross keys once
 
-from graphformer.generation import Decoder, GenerationError, plan_generation  # noqa: E402
+from graphformer.backends.torch.generation import Decoder, GenerationError, plan_generation  # noqa: E402
 
 GEN_LAYERS = {"layers": 3, "decoder_layers": 2}   # transformers' generate sizes its cache by num_layers
 

@@ -19,9 +19,9 @@ import graphformer as gf  # noqa: E402
 from graphformer.backends.torch.plan import split_args  # noqa: E402
 from graphformer.backends.torch import LOWERINGS, example_inputs  # noqa: E402
 from graphformer.backends.torch.plan import split_args  # noqa: E402
-from graphformer.load import UsageError  # noqa: E402
+from graphformer.frontend.load import UsageError  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
-from graphformer.summary import param_shapes, total_params  # noqa: E402
+from graphformer.analysis.summary import param_shapes, total_params  # noqa: E402
 
 import cli  # noqa: E402
 

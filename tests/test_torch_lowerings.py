@@ -12,7 +12,7 @@ from torch import nn  # noqa: E402
 
 from graphformer.backends.torch import LOWERINGS  # noqa: E402
 from graphformer.backends.tables import sinusoids  # noqa: E402
-from graphformer.dims import Dim  # noqa: E402
+from graphformer.base.dims import Dim  # noqa: E402
 from graphformer.ir import IRNode  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
 from graphformer.ops.base import TensorType  # noqa: E402

@@ -11,8 +11,8 @@ import pytest
 
 import cli
 import graphformer
-from graphformer.backends import html as viewer
-from graphformer.backends.browser import BrowserMissing, chromium
+from graphformer.render import html as viewer
+from browser import BrowserMissing, chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -50,7 +50,7 @@ def test_page_is_self_contained_and_carries_the_ir(tmp_path, capsys):
     assert attn["at"].startswith(str(SPECS / "gpt2.yaml") + ":") and attn["attrs"]["heads"] == 12
     assert attn["params"] == 4 * (768 * 768 + 768)
     ir = graphformer.load(str(SPECS / "gpt2.yaml")).ir
-    from graphformer.summary import total_params
+    from graphformer.analysis.summary import total_params
     assert data["summary"]["paramCount"] == total_params(ir) == 124_439_808
     assert data["views"][0]["drawnAs"]["blocks.11.attn"] == "blocks.0.attn"
 
@@ -250,5 +250,5 @@ def test_views_too_costly_for_dot_are_left_out(tmp_path, capsys, monkeypatch):
     data = page_data(draw_html(tmp_path, SPECS / "gpt2.yaml", "--expand").read_text())
     assert [v["expanded"] for v in data["views"]] == [["blocks"]]   # what was asked for is always drawn
     ir = graphformer.load(str(SPECS / "llama.yaml")).ir
-    from graphformer.backends.diagram import build
+    from graphformer.render.diagram import build
     assert viewer.layout_cost(build(ir, expand=True)) > limit > viewer.layout_cost(build(ir))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import graphformer
-from graphformer.backends.weights import WeightMapError, convert_state_dict
+from graphformer.weights.maps import WeightMapError, convert_state_dict
 
 SPEC = """\
 graphformer: 1
@@ -139,7 +139,7 @@ def test_rule_mistakes_are_spec_errors_at_their_line(spec, rule, message):
 
 
 def test_to_reference_inverts_reshape_scale_and_zero(spec):
-    from graphformer.backends.weights import to_reference
+    from graphformer.weights.maps import to_reference
     s, sd = spec(), reference()
     ours = convert_state_dict(s, sd, "ref")
     back = to_reference(s, ours, "ref", reference=sd)

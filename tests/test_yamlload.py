@@ -1,9 +1,9 @@
-from graphformer import yamlload
+from graphformer.frontend import yamlload
 
 import pytest
 
-from graphformer.diagnostics import Span, SpecError
-from graphformer.yamlload import MAX_FILE_BYTES, FileProblem, load_yaml_file, load_yaml_text
+from graphformer.base.diagnostics import Span, SpecError
+from graphformer.frontend.yamlload import MAX_FILE_BYTES, FileProblem, load_yaml_file, load_yaml_text
 
 
 def error(text, file="spec.yaml"):

@@ -11,11 +11,11 @@ import os
 import sys
 import time
 
-from .. import memory
-from ..checkpoint import is_hf_directory
-from ..diagnostics import SourceCache, render
-from ..fileio import resolve_output
-from ..infer import infer
+from ..analysis import memory
+from ..weights.checkpoint import is_hf_directory
+from ..base.diagnostics import SourceCache, render
+from ..base.fileio import resolve_output
+from ..frontend.infer import infer
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_path, check_checkpoint_config,
                      load_checked, parse_assignments, parse_overrides, require_weight_map, seed_arg)
 
@@ -53,8 +53,8 @@ def run(args) -> int:
         if getattr(e, "name", "") in ("torch", "safetensors", "numpy"):
             raise CommandError(NO_TORCH) from None
         raise
-    from ..api import Spec
-    spec = Spec(result.ir, [d for d in result.diagnostics if not d.is_error])
+    from ..ir.spec import Spec
+    spec = Spec.checked(result.ir, result.diagnostics)
     dims = backend.resolve_dims(spec, parse_assignments(args.dims, "--dims"))
     device = backend.resolve_device(args.device)
     meta = device.type == "meta"
@@ -159,7 +159,7 @@ def _load_weights(model, spec, args, device) -> None:
     if device.type == "meta":
         raise CommandError("--weights: cannot load weights into a meta model (use --device cpu)")
     from ..backends.torch.weights import load_weights
-    from ..backends.weights import WeightFileError, WeightMapError, read_state_dict
+    from ..weights.maps import WeightFileError, WeightMapError, read_state_dict
     try:
         state = read_state_dict(path)
     except WeightFileError as e:
@@ -172,10 +172,10 @@ def _load_weights(model, spec, args, device) -> None:
 
 
 def _fit_hint(spec, state, args, problems) -> str:
-    """The params the tensors determine, when sizes disagree (graphformer/weightfit.py)."""
-    from ..api import load
-    from ..backends.weights import WeightMapError, convert_state_dict
-    from ..weightfit import suggestion
+    """The params the tensors determine, when sizes disagree (graphformer/weights/fit.py)."""
+    from ..frontend.api import load
+    from ..weights.maps import WeightMapError, convert_state_dict
+    from ..weights.fit import suggestion
 
     def fits(candidate) -> bool:
         try:

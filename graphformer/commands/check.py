@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import sys
 
-from ..diagnostics import SourceCache, escape_controls, render
-from ..frontend import check_file
-from ..errors import UsageError
+from ..base.diagnostics import SourceCache, escape_controls, render
+from ..frontend.check import check_file
+from ..base.errors import UsageError
 from .common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, add_spec_args, parse_overrides
 from .terminal import wants_color
 

@@ -5,10 +5,10 @@ import argparse
 import os
 import sys
 
-from ..diagnostics import SourceCache, escape_controls, render
-from ..fileio import Terminated, atomic_output, atomic_path  # noqa: F401 (commands write through them)
-from ..frontend import CheckResult, check_file
-from ..errors import UsageError
+from ..base.diagnostics import SourceCache, escape_controls, render
+from ..base.fileio import Terminated, atomic_output, atomic_path  # noqa: F401 (commands write through them)
+from ..frontend.check import CheckResult, check_file
+from ..base.errors import UsageError
 from .terminal import wants_color
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
@@ -100,7 +100,7 @@ def require_weight_map(ir, name: str | None) -> None:
     """Naming a weight map the spec doesn't declare is a usage error (exit 2), caught before any work."""
     if name is None or name in ir.weight_maps:
         return
-    from ..diagnostics import did_you_mean
+    from ..base.diagnostics import did_you_mean
     known = ", ".join(f"`{m}`" for m in ir.weight_maps) or "none"
     hint = did_you_mean(name, ir.weight_maps)
     raise CommandError(f"--weights-map: spec `{ir.name}` has no weight map `{name}`"
@@ -194,10 +194,10 @@ def check_checkpoint_config(params: dict, weights: str | None, mapping: str | No
     """A save_pretrained directory read through the `hf` map: its config.json must describe the spec in
     the knobs the tensors can't show (activation, eps, heads, ...), or it would load and compute
     something else without a word (docs/huggingface.md)."""
-    from ..checkpoint import is_hf_directory
+    from ..weights.checkpoint import is_hf_directory
     if not weights or mapping != "hf" or not is_hf_directory(weights):
         return
-    from ..hf import HFImportError, config_mismatches, read_config
+    from ..frontend.hf import HFImportError, config_mismatches, read_config
     try:
         problems = config_mismatches(params, read_config(weights))
     except HFImportError as e:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import sys
 
-from ..backends import graphviz
-from ..backends import html as html_viewer
-from ..backends.diagram import build
-from ..backends.mermaid import to_mermaid
+from ..render import graphviz
+from ..render import html as html_viewer
+from ..render.diagram import build
+from ..render.mermaid import to_mermaid
 from .common import CommandError, add_spec_args, atomic_output, dims_arg, load_checked
 
 TEXT_FORMATS = ("dot", "mermaid")

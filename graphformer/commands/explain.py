@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from ..codes import CODES, lookup
-from ..diagnostics import did_you_mean
+from ..base.codes import CODES, lookup
+from ..base.diagnostics import did_you_mean
 from .common import EXIT_OK, CommandError
 
 
@@ -24,6 +24,6 @@ def run(args) -> int:
         hint = did_you_mean(args.code.upper(), CODES)
         raise CommandError(f"no diagnostic code `{args.code}`" + (f" (did you mean `{hint}`?)" if hint else "")
                            + "; `graphformer explain` lists them all")
-    from ..explain import page  # runs the checker on the example: loaded only when needed
+    from .explain_page import page  # runs the checker on the example: loaded only when needed
     sys.stdout.write(page(entry.code))
     return EXIT_OK

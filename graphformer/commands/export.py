@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..diagnostics import SpecError
+from ..base.diagnostics import SpecError
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, check_checkpoint_config, load_checked,
                      print_diagnostics, require_weight_map, seed_arg)
 
@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import is_hf_directory
+    from ..weights.checkpoint import is_hf_directory
     if args.weights and not args.weights_map and is_hf_directory(args.weights):
         args.weights_map = "hf"   # a save_pretrained directory is named by the spec's transformers map
     if args.weights_map and not args.weights:
@@ -50,12 +50,12 @@ def run(args) -> int:
     result = load_checked(args.spec, args)
     require_weight_map(result.ir, args.weights_map)
     check_checkpoint_config(result.ir.params, args.weights, args.weights_map)
-    from ..api import Spec
-    spec = Spec(result.ir, [d for d in result.diagnostics if not d.is_error])
+    from ..ir.spec import Spec
+    spec = Spec.checked(result.ir, result.diagnostics)
     map_errors: tuple = ()
     if args.weights_map:
         try:
-            from ..backends.weights import WeightMapError
+            from ..weights.maps import WeightMapError
             map_errors = (WeightMapError,)
         except ImportError:  # no torch: weight maps are unavailable, and export_onnx says so
             pass

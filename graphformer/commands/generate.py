@@ -50,15 +50,15 @@ def run(args) -> int:
     require_weight_map(result.ir, args.weights_map)
     try:
         import torch
-        from .. import generation
+        from ..backends.torch import generation
         from ..backends.torch import build
     except ImportError as e:
         if getattr(e, "name", "") in ("torch", "safetensors", "numpy"):
             raise CommandError(NO_TORCH) from None
         raise
-    from ..api import Spec
+    from ..ir.spec import Spec
     encoder = {k: torch.tensor([v]) for k, v in encoder.items()}
-    spec = Spec(result.ir, [d for d in result.diagnostics if not d.is_error])
+    spec = Spec.checked(result.ir, result.diagnostics)
     try:
         generation.plan_generation(spec)   # refuse a spec that cannot generate before building it
         model = build(spec, seed=args.seed if args.seed is not None else 0)
@@ -123,7 +123,7 @@ def _load(model, spec, args) -> None:
     if args.weights_map:
         _load_weights(model, spec, args, model_device(model))
         return
-    from ..backends.weights import WeightFileError, read_state_dict
+    from ..weights.maps import WeightFileError, read_state_dict
     try:
         state = read_state_dict(args.weights)
     except WeightFileError as e:

@@ -1,6 +1,6 @@
 """`graphformer import hf PATH [-o spec.yaml]`: a transformers config (or save_pretrained directory) → a spec.
 
-The spec is the family's bundled spec with its params set from the config (graphformer/hf.py holds the
+The spec is the family's bundled spec with its params set from the config (graphformer/frontend/hf.py holds the
 field tables); with a directory, the weights then load with `build --weights DIR --weights-map hf`.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..fileio import atomic_output
+from ..base.fileio import atomic_output
 from .common import EXIT_OK, CommandError
 
 
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..hf import HFImportError, convert_config, read_config, spec_text
+    from ..frontend.hf import HFImportError, convert_config, read_config, spec_text
     try:
         imported = convert_config(read_config(args.path))
         text = spec_text(imported, os.path.basename(os.path.abspath(args.path)))

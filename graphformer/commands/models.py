@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import sys
 
-from .. import bundled
-from ..frontend import check_file
-from ..summary import total_params
+from ..frontend import bundled
+from ..frontend.check import check_file
+from ..analysis.summary import total_params
 from .common import EXIT_OK, EXIT_SPEC
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ..schema import render_schema
+from ..frontend.schema import render_schema
 from .common import EXIT_OK, atomic_output
 
 

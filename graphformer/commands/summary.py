@@ -6,10 +6,10 @@ import json
 import re
 import sys
 
-from ..budget import OPTIMIZERS, budget, per_device
-from ..dims import Dim, DimError
-from ..diagnostics import escape_controls
-from ..summary import Row, rows
+from ..analysis.budget import OPTIMIZERS, budget, per_device
+from ..base.dims import Dim, DimError
+from ..base.diagnostics import escape_controls
+from ..analysis.summary import Row, rows
 from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, dims_arg, load_checked
 
 DTYPES = ("float32", "bfloat16", "float16")

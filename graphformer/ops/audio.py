@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..dims import Dim
+from ..base.dims import Dim
 from .base import Attrs, DimAttr, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, positive
 from .core import concrete
 

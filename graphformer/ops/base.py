@@ -12,7 +12,7 @@ from typing import Annotated, Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict, BeforeValidator, PrivateAttr
 
-from ..dims import Dim
+from ..base.dims import Dim
 
 # A dimension-valued attribute: an int or an expression string over params (`4 * d_model`). The
 # expander replaces it by a concrete int before the attrs model is built, so rules see plain ints.

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..dims import Dim
+from ..base.dims import Dim
 from .base import (
     Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_dim,
     expect_dtype, expect_float, expect_divisible, same_shape, numel, positive, INT_DTYPES,

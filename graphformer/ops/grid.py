@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from ..dims import Dim
+from ..base.dims import Dim
 from .base import (
     Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, expect_dim,
     numel, positive,

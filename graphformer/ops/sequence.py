@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from ..dims import Dim
+from ..base.dims import Dim
 from .base import (
     Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, positive,
     same_shape, numel, expect_dtype,

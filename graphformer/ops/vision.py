@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..dims import Dim
+from ..base.dims import Dim
 from .base import (
     Attrs, DimAttr, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, numel, positive,
 )

@@ -14,9 +14,9 @@ from typing import Any
 
 from onnx import ModelProto, defs
 
-from ... import memory
-from ...fileio import resolve_output
-from ...decoding import plan_decoder
+from ...analysis import memory
+from ...base.fileio import resolve_output
+from ...analysis.decoding import plan_decoder
 from .graph import MIN_OPSET, ExportError, exported_nodes, to_model
 from .past import Past
 from .lower import LOWERINGS

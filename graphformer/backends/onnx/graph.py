@@ -16,9 +16,9 @@ from typing import Callable
 import numpy as np
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
-from ...dims import Dim
+from ...base.dims import Dim
 from ...ir import IRGraph
-from ...errors import ExportError
+from ...base.errors import ExportError
 from ...ops.base import TensorType
 from . import audio, core, grid, moe, multimodal, sequence, vision  # noqa: F401  (fill the lowering table: one module per op family)
 from .lower import ELEM_TYPES, LOWERINGS, GraphState, emit_graph
@@ -107,7 +107,7 @@ def to_model(ir: IRGraph, weights: dict[str, np.ndarray], opset: int,
                               producer_version=_version())
     # the oldest IR version that can hold this opset: readable by the widest range of runtimes
     model.ir_version = helper.find_min_ir_version_for(opsets)
-    helper.set_model_props(model, {"graphformer.spec": os.path.basename(ir.file),
+    helper.set_model_props(model, {"graphformer.frontend.format": os.path.basename(ir.file),
                                    "graphformer.params": json.dumps(ir.params),
                                    "graphformer.example_dims": json.dumps(ir.dims)})
     return model

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import TensorProto, ValueInfoProto, helper
 
-from ...decoding import DecoderPlan
+from ...analysis.decoding import DecoderPlan
 from ...ir import IRGraph
 from .lower import ELEM_TYPES, NodeEmitter
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ExportError, WeightFileError
-from ..weights import check_shapes, convert_state_dict, read_state_dict
+from ...base.errors import ExportError, WeightFileError
+from ...weights.maps import check_shapes, convert_state_dict, read_state_dict
 
 
 def resolve(spec, source: Any = None, seed: int | None = 0, weights_map: str | None = None) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import GraphProto, ModelProto, TensorProto, helper
 
-from ...fileio import atomic_output, atomic_output_named, resolve_output
+from ...base.fileio import atomic_output, atomic_output_named, resolve_output
 from .graph import to_model
 
 ALIGN = 4096  # external tensors start on page boundaries, so runtimes can mmap them

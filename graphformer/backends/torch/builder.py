@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ... import memory
-from ...errors import UsageError
+from ...analysis import memory
+from ...base.errors import UsageError
 from . import plan as _plan
 from .lower import LOWERINGS
 from .module import Block, GraphModule

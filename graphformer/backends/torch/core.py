@@ -278,7 +278,7 @@ class Attention(nn.Module):
     """Multi-head attention with separate q, k, v, o projections; queries may come from another stream.
 
     Grouped-query attention runs on SDPA's `enable_gqa` (no repeated K/V in memory where the kernel
-    allows). Generation (graphformer/generation.py) sets `cache`: an object with `keys_values(layer,
+    allows). Generation (graphformer/backends/torch/generation.py) sets `cache`: an object with `keys_values(layer,
     compute, ctx) -> (k, v)` (a cross-attention's cache computes them once per sequence), `update(layer, k,
     v, mask) -> (k, v, mask)` over every cached position and `positions` [B, n] (this step's positions, left
     padding not counted), so one module serves both whole sequences and incremental decoding.

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from ... import memory
+from ...analysis import memory
 
 
 _TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "bool": torch.bool}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ... import graphs
+from ...base import graphs
 from ...ir import Frame, IRGraph, IRNode
 from ...ops import REGISTRY
 from .core import prepare_key_mask

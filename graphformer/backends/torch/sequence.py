@@ -98,7 +98,7 @@ def _vestigial(node, types):
 class RelativePositionBias(nn.Module):
     """T5's bias `[1, heads, n, m]` from a learned `weight [buckets, heads]` (ops/sequence.py).
 
-    Generation sets `cache` (graphformer/generation.py): the queries are then this step's positions and the
+    Generation sets `cache` (graphformer/backends/torch/generation.py): the queries are then this step's positions and the
     keys every position the attention's cache returns, as `cache.query_key_positions(n)` says."""
 
     def __init__(self, heads: int, buckets: int, max_distance: int, causal: bool):

@@ -1,7 +1,7 @@
 """A built model's graph run in two stages: an encoder (run once per sequence) and a decoder (run at every
 generation step), each compiled to code over the model's own modules (plan.py), so no parameter is copied.
 
-Which node belongs to which stage is the caller's decision (graphformer/generation.py reads it from the
+Which node belongs to which stage is the caller's decision (graphformer/backends/torch/generation.py reads it from the
 IR); this module checks that the split runs, hands the encoder's values across, and compiles both stages.
 """
 from __future__ import annotations

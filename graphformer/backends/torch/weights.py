@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..weights import convert_state_dict
+from ...weights.maps import convert_state_dict
 
 
 def load_weights(module: nn.Module, state_dict: dict, mapping: str, spec=None) -> nn.Module:

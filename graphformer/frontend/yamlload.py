@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from .diagnostics import Diagnostic, Label, Span, SpecError
-from .reading import FileProblem, FileTooBig, read_regular_file
+from ..base.diagnostics import Diagnostic, Label, Span, SpecError
+from ..base.reading import FileProblem, FileTooBig, read_regular_file
 
 MAX_FILE_BYTES = 2_000_000
 MAX_NODES = 200_000  # counted per visit, so aliases that multiply are caught early

@@ -4,11 +4,11 @@ A node whose rule fails (or whose input is unknown) gets shape None, so its cons
 """
 from __future__ import annotations
 
-from .diagnostics import Diagnostic, Label
-from .dims import Dim, DimError
-from .ir import BlockInputCheck, IRGraph
-from .ops import REGISTRY
-from .ops.base import ShapeError
+from ..base.diagnostics import Diagnostic, Label
+from ..base.dims import Dim, DimError
+from ..ir import BlockInputCheck, IRGraph
+from ..ops import REGISTRY
+from ..ops.base import ShapeError
 
 
 def lint(ir: IRGraph) -> list[Diagnostic]:

@@ -22,8 +22,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..diagnostics import did_you_mean
-from ..errors import WeightFileError, WeightMapError
+from ..base.diagnostics import did_you_mean
+from ..base.errors import WeightFileError, WeightMapError
 from ..ir import IRGraph, WeightMap, WeightRule
 
 __all__ = ["WeightMapError", "WeightFileError", "read_state_dict", "get_map", "convert_state_dict",
@@ -35,9 +35,9 @@ __all__ = ["WeightMapError", "WeightFileError", "read_state_dict", "get_map", "c
 def read_state_dict(path: str) -> dict:
     """A state dict from .safetensors (numpy arrays, no torch needed) or from .pt / .bin (torch.load,
     `weights_only`, so a file can't run code), or from a save_pretrained directory (its files one after
-    another, graphformer/checkpoint.py). Raises WeightFileError."""
+    another, graphformer/weights/checkpoint.py). Raises WeightFileError."""
     if os.path.isdir(path):
-        from ..checkpoint import checkpoint_files
+        from .checkpoint import checkpoint_files
         return {k: v for f in checkpoint_files(path) for k, v in read_state_dict(f).items()}
     if not os.path.isfile(path):
         raise WeightFileError(f"weights file `{path}` does not exist")

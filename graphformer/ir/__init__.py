@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import graphs
-from .diagnostics import Span
-from .dims import Dim
-from .errors import UsageError
-from .ops import REGISTRY
-from .ops.base import Attrs, TensorType
+from ..base import graphs
+from ..base.diagnostics import Span
+from ..base.dims import Dim
+from ..base.errors import UsageError
+from ..ops import REGISTRY
+from ..ops.base import Attrs, TensorType
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,14 @@
 A directory holds one `model.safetensors`, or shards `model-0000k-of-0000n.safetensors` listed by
 `model.safetensors.index.json`, or the older `pytorch_model.bin` (possibly sharded the same way). Each
 weight reader reads these files one at a time with its own per-file reader, so no file is held
-twice and a shard is never concatenated in memory (graphformer/backends/weights.py `read_state_dict`).
+twice and a shard is never concatenated in memory (graphformer/weights/maps.py `read_state_dict`).
 """
 from __future__ import annotations
 
 import json
 import os
 
-from .errors import WeightFileError
+from ..base.errors import WeightFileError
 
 CANDIDATES = [("model.safetensors.index.json", True), ("model.safetensors", False),
               ("pytorch_model.bin.index.json", True), ("pytorch_model.bin", False)]

@@ -1,5 +1,5 @@
 """`graphformer.parallelize`: shard a built model on torch.distributed — tensor parallelism from the plan the
-graph implies (graphformer/tp_plan.py), FSDP2 on every repetition of every repeated block and on the
+graph implies (graphformer/analysis/tp_plan.py), FSDP2 on every repetition of every repeated block and on the
 root, optional activation checkpointing and torch.compile per repetition; checkpoints of a sharded model
 (torch.distributed.checkpoint, loadable at another world size) and its export as one safetensors file.
 See docs/distributed.md.
@@ -14,8 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import UsageError, WeightFileError
-from .tp_plan import Shard, derive
+from ...base.errors import UsageError, WeightFileError
+from ...analysis.tp_plan import Shard, derive
 
 
 def plan(spec, tp: int = 1) -> list[Shard]:
@@ -27,7 +27,7 @@ def repetitions(model) -> list[tuple[nn.ModuleList, int]]:
     """Every repetition of every repeated block as (its ModuleList, index): the unit FSDP, activation
     checkpointing and compilation wrap. The generated forwards look modules up at call time, so a
     repetition replaced in its list is the one that runs."""
-    from .backends.torch.moe import MoE
+    from .moe import MoE
     # a mixture of experts' experts are not repetitions: each rank runs only the experts its tokens pick,
     # so an expert can't be a unit whose forward all ranks enter (FSDP's all-gather); its block is
     inside_moe = {id(m) for moe in model.modules() if isinstance(moe, MoE) for m in moe.modules()}
@@ -156,8 +156,8 @@ def export_safetensors(model, path, mapping: str | None = None, reference=None) 
     `mapping`: a weight map of the spec (`hf`) to name the tensors as that reference does (`reference`: its
     state dict, to name exactly its keys; see backends/weights.py `to_reference`); default: the spec's own
     names, as `graphformer build -o` writes them."""
-    from .backends.torch.weights import write_safetensors
-    from .fileio import atomic_path
+    from .weights import write_safetensors
+    from ...base.fileio import atomic_path
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
     full = _full_state_dict(model)
     failed = None
@@ -165,7 +165,7 @@ def export_safetensors(model, path, mapping: str | None = None, reference=None) 
         spec = model.spec
         try:
             if mapping is not None:
-                from .backends.weights import to_reference
+                from ...weights.maps import to_reference
                 full = to_reference(spec, full, mapping, reference)
             meta = {"graphformer_spec": spec.name, "format": "pt", **({"weight_map": mapping} if mapping else {})}
             with atomic_path(path) as tmp:

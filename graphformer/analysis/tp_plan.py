@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UsageError
-from .ir import IRGraph
+from ..base.errors import UsageError
+from ..ir import IRGraph
 
 ELEMENTWISE = {"activation", "relu", "gelu", "silu", "tanh", "sigmoid", "quick_gelu", "mul", "dropout"}
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .ir import IRGraph, IRNode
-from .ops import REGISTRY
+from ..ir import IRGraph, IRNode
+from ..ops import REGISTRY
 from .summary import rows
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "int64": 8, "bool": 1}

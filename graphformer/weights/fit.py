@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-# the text convert_state_dict writes for a mismatch (graphformer/backends/weights.py `_place`)
+# the text convert_state_dict writes for a mismatch (graphformer/weights/maps.py `_place`)
 MISMATCH = re.compile(r"shape mismatch: spec parameter `[^`]+` is \[([\d, ]*)\] but reference tensor `[^`]+` gives "
                       r"\[([\d, ]*)\]")
 

@@ -14,9 +14,9 @@ import copy
 import json
 from typing import Any
 
-from .ops import REGISTRY
-from .ops.base import OpDef
-from .spec import FORMAT_VERSION, SpecFile
+from ..ops import REGISTRY
+from ..ops.base import OpDef
+from .format import FORMAT_VERSION, SpecFile
 
 DRAFT = "http://json-schema.org/draft-07/schema#"
 DIM = {"anyOf": [{"type": "integer"}, {"type": "string"}],

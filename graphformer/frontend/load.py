@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .diagnostics import Diagnostic, Label, Span, SpecError, did_you_mean
-from .errors import UsageError
-from .dims import DimError, parse
-from .spec import FORMAT_VERSION, DerivedParam, SpecFile
+from ..base.diagnostics import Diagnostic, Label, Span, SpecError, did_you_mean
+from ..base.errors import UsageError
+from ..base.dims import DimError, parse
+from .format import FORMAT_VERSION, DerivedParam, SpecFile
 from .yamlload import FileProblem, Loaded, load_yaml_file
 
 MAX_PARAM = 10**12

@@ -4,13 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .bundled import resolve
-from .diagnostics import Diagnostic, SpecError
+from ..base.diagnostics import Diagnostic, SpecError
 from .expand import expand
 from .infer import check_block_inputs, infer, lint
-from .dims import Dim
-from .ir import BodyFacts, IRGraph
-from .ops.base import TensorType
-from .summary import param_shapes, rows
+from ..base.dims import Dim
+from ..ir import BodyFacts, IRGraph
+from ..ops.base import TensorType
+from ..analysis.summary import param_shapes, rows
 from .load import load_program
 
 

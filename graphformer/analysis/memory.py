@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import UsageError
+from ..base.errors import UsageError
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "bool": 1, None: 4}
 

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
-from ..dims import Dim, DimError
+from ..base.dims import Dim, DimError
 from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
 from . import graphviz
@@ -177,7 +177,7 @@ def _evaluate(d: Dim, env: dict[str, int]) -> int | None:
 
 
 def summary_data(ir: IRGraph, env: dict[str, int]) -> dict[str, Any]:
-    from ..summary import rows
+    from ..analysis.summary import rows
     table = rows(ir)
     flops = sum((r.flops for r in table), Dim.const(0))
     return {

@@ -14,14 +14,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .diagnostics import Diagnostic, Span, did_you_mean
-from .dims import Dim, DimError, number, parse
-from .errors import UsageError
-from .ir import BlockInputCheck, Body, Frame, IRGraph, IRNode, WeightMap, WeightRule
+from ..base.diagnostics import Diagnostic, Span, did_you_mean
+from ..base.dims import Dim, DimError, number, parse
+from ..base.errors import UsageError
+from ..ir import BlockInputCheck, Body, Frame, IRGraph, IRNode, WeightMap, WeightRule
 from .load import MAX_PARAM, Program, SpecCtx, param_kind, pydantic_diagnostics
-from .ops import REGISTRY
-from .ops.base import TensorType
-from .spec import BlockInputDecl, NodeDecl, WeightMap as WeightMapDecl, block_input_shape
+from ..ops import REGISTRY
+from ..ops.base import TensorType
+from .format import BlockInputDecl, NodeDecl, WeightMap as WeightMapDecl, block_input_shape
 
 MAX_NODES = 200_000  # defaults; the environment variables below raise (or lower) them
 MAX_REPEAT = 10_000

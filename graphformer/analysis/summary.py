@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .dims import Dim
-from .ir import IRGraph
-from .ops import REGISTRY
+from ..base.dims import Dim
+from ..ir import IRGraph
+from ..ops import REGISTRY
 
 
 @dataclass

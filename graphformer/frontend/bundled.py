@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .diagnostics import did_you_mean
-from .errors import UsageError
+from ..base.diagnostics import did_you_mean
+from ..base.errors import UsageError
 
-SPEC_DIR = Path(__file__).resolve().parent / "specs"
+SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
 SCHEMA = SPEC_DIR / "spec.schema.json"
 
 

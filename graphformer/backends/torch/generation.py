@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .backends.torch import stages
-from .backends.torch.kvcache import ContextCache, KVCache
-from .errors import UsageError
+from . import stages
+from .kvcache import ContextCache, KVCache
+from ...base.errors import UsageError
 
 
 class GenerationError(UsageError):

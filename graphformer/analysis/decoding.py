@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .diagnostics import Diagnostic, SpecError
-from .dims import Dim
-from .ir import IRGraph, IRNode
+from ..base.diagnostics import Diagnostic, SpecError
+from ..base.dims import Dim
+from ..ir import IRGraph, IRNode
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import tempfile
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
-from .codes import CODES, EXAMPLE_FILE, Code
-from .diagnostics import SourceCache, render
-from .frontend import check_file
+from ..base.codes import CODES, EXAMPLE_FILE, Code
+from ..base.diagnostics import SourceCache, render
+from ..frontend.check import check_file
 
 
 def example_output(entry: Code) -> str:
@@ -32,8 +32,8 @@ def example_output(entry: Code) -> str:
 
 def _run(command: tuple[str, ...]) -> str:
     """What `graphformer <command...> example.yaml` writes to stderr (the command is a module of commands/)."""
-    from .commands.common import run_guarded
-    mod = importlib.import_module(f"{__package__}.commands.{command[0]}")
+    from .common import run_guarded
+    mod = importlib.import_module(f"{__package__}.{command[0]}")
     parser = argparse.ArgumentParser(prog="graphformer")
     mod.add_parser(parser.add_subparsers())
     err = io.StringIO()
