@@ -20,4 +20,10 @@ python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/pip install -q "torch==2.13.0"
 .venv/bin/pip install -q -e ".[torch,onnx,dev]"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# With arguments: one pytest run of exactly those. Without: the tiers in order, the torch-free unit tier
+# on its own first (it runs with torch blocked: tests/unit/conftest.py), then integration and slow.
+if [ "$#" -gt 0 ]; then
+  exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+fi
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/unit
+exec .venv/bin/python -m pytest -q -p no:cacheprovider tests/integration tests/slow

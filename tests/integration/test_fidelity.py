@@ -25,7 +25,7 @@ T.logging.set_verbosity_error()
 pytestmark = [pytest.mark.filterwarnings("ignore:Support for mismatched:UserWarning"),   # torch.nn's own
               pytest.mark.filterwarnings("ignore:enable_nested_tensor is True:UserWarning")]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "graphformer" / "specs"
 
 

@@ -19,7 +19,7 @@ from graphformer.backends.onnx import export_onnx, to_onnx  # noqa: E402
 from graphformer.backends.torch.generation import Decoder  # noqa: E402
 from parity import prompts as parity_prompts  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RTOL = 1e-5
 NEW = 20
 

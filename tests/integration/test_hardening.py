@@ -21,7 +21,7 @@ from graphformer.base import diagnostics
 from graphformer.frontend.check import check_file
 from graphformer.ir import IRGraph
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 GPT2 = str(ROOT / "specs" / "gpt2.yaml")
 

@@ -13,7 +13,7 @@ from graphformer.frontend.check import check_file
 from graphformer.frontend.load import UsageError
 from graphformer.analysis.summary import param_shapes, total_params
 
-SPECS = Path(__file__).resolve().parent.parent / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:

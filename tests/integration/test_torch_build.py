@@ -25,7 +25,7 @@ from graphformer.analysis.summary import param_shapes, total_params  # noqa: E40
 
 import cli  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPECS = sorted(glob.glob(os.path.join(ROOT, "specs", "*.yaml")))
 gpu = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -17,7 +17,7 @@ from graphformer.analysis.summary import total_params  # noqa: E402
 from parity import assert_close, ours  # noqa: E402
 
 T = transformers
-SPECS = Path(__file__).resolve().parents[1] / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
 def llama_cfg(**kw):

@@ -12,7 +12,7 @@ import cli
 import graphformer
 from graphformer.analysis.budget import budget, kv_cache_per_token
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs"
 
 

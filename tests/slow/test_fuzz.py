@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import cli
 from graphformer.frontend.yamlload import load_yaml_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 EXAMPLES = int(os.environ.get("GRAPHFORMER_FUZZ_EXAMPLES", "1800"))  # + a third as many for summary
 

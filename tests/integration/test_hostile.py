@@ -23,7 +23,7 @@ from graphformer.analysis import memory
 from graphformer.base.diagnostics import Diagnostic, SourceCache, Span, render
 from graphformer.ir import IRGraph
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GPT2 = str(ROOT / "specs" / "gpt2.yaml")
 
 TINY = """\

@@ -16,7 +16,7 @@ from parity import assert_close, ours, prompts  # noqa: E402
 from test_parity_llm import pair  # noqa: E402
 
 T = transformers
-SPECS = Path(__file__).resolve().parents[1] / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 NEW = 40   # new tokens per test: past tiny Mistral's window of 5 many times over
 
 
@@ -93,14 +93,10 @@ def test_compiled_decode_step_is_traced_once():
     want = graphformer.generate(model, ids, 12, mask=mask)
     torch._dynamo.reset()
     counters.clear()
-    try:
-        got = graphformer.generate(model, ids, 12, mask=mask, compile="eager")   # fullgraph: no graph break
-        with torch._dynamo.config.patch(error_on_recompile=True):                 # and no recompile after
-            again = graphformer.generate(model, ids, 10, mask=mask, compile="eager")
-    except Exception as e:  # noqa: BLE001 — a platform where dynamo cannot run at all
-        if "dynamo" in type(e).__module__ and "Recompil" not in type(e).__name__:
-            pytest.skip(f"torch.compile unavailable: {e}")
-        raise
+    # fullgraph: a graph break raises here and fails the test (it is what the test exists to catch)
+    got = graphformer.generate(model, ids, 12, mask=mask, compile="eager")   # fullgraph: no graph break
+    with torch._dynamo.config.patch(error_on_recompile=True):                 # and no recompile after
+        again = graphformer.generate(model, ids, 10, mask=mask, compile="eager")
     assert counters["stats"]["unique_graphs"] == 1
     assert torch.equal(got, want) and torch.equal(again, want[:, :18])
 

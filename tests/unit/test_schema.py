@@ -16,7 +16,7 @@ from graphformer.frontend.yamlload import load_yaml_file
 
 jsonschema = pytest.importorskip("jsonschema")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 MODELINE = "# yaml-language-server: $schema=spec.schema.json"
 

@@ -24,7 +24,7 @@ from graphformer.frontend.infer import infer  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
 from graphformer.analysis.summary import param_shapes  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPECS = sorted(glob.glob(os.path.join(ROOT, "specs", "*.yaml")))
 RTOL = 1e-5
 

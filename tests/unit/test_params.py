@@ -10,7 +10,7 @@ import cli
 import graphformer
 from graphformer.base.errors import UsageError
 
-SPECS = Path(__file__).resolve().parents[1] / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
 def run(capsys, *argv):

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 import graphformer as gf  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _compile_or_skip(fn, *args, **kwargs):

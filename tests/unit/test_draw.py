@@ -18,7 +18,7 @@ from graphformer.render.diagram import build
 from graphformer.render.graphviz import INSTALL_HINT, to_dot
 from graphformer.render.mermaid import _Ids, to_mermaid
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted(p for p in (ROOT / "specs").glob("*.yaml") if not p.name.startswith("."))
 HAS_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz `dot` is not installed")

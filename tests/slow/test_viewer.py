@@ -14,7 +14,7 @@ import graphformer
 from graphformer.render import html as viewer
 from browser import BrowserMissing, chromium
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs"
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
 

@@ -14,7 +14,7 @@ import yaml
 from graphformer.base.diagnostics import Diagnostic, Label, Span
 from graphformer.ops import REGISTRY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 
 import cli
 
-INVALID = Path(__file__).resolve().parent / "invalid"
+INVALID = Path(__file__).resolve().parents[1] / "invalid"
 CASES = sorted(INVALID.glob("*.yaml"))
 EXPECT = re.compile(rb"# expect: (GF\d{3}) at (?:(\S+):)?(\d+):(\d+)\n")
 

@@ -10,7 +10,7 @@ import pytest
 
 from graphformer.ops import REGISTRY
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BACKENDS = ("torch", "onnx")
 
 

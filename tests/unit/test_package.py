@@ -17,7 +17,7 @@ import graphformer
 from graphformer.frontend import bundled
 from graphformer import cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's package, whatever the cwd
 
 # as if the torch and onnx extras were never installed; fails if a command imports them anyway

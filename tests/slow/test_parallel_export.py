@@ -14,7 +14,7 @@ import graphformer
 from graphformer.weights.maps import WeightMapError, convert_state_dict, to_reference
 
 np = pytest.importorskip("numpy")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAPPED = [(Path(f).stem, m) for f in sorted(glob.glob(str(ROOT / "specs" / "*.yaml")))
           for m in graphformer.load(f).ir.weight_maps]
 

@@ -16,7 +16,7 @@ from graphformer.weights.maps import convert_state_dict  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from parity import assert_close, ours  # noqa: E402
 
-SPEC = Path(__file__).resolve().parents[1] / "specs" / "whisper-base.yaml"
+SPEC = Path(__file__).resolve().parents[2] / "specs" / "whisper-base.yaml"
 WHISPER_BASE = dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
                     decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048)
 ODD = dict(vocab_size=97, num_mel_bins=7, d_model=40, encoder_layers=2, decoder_layers=3, encoder_attention_heads=5,
