@@ -2,7 +2,7 @@
 """Regenerate docs/gallery/: the diagram of every bundled spec (default params, symbolic shapes).
 
 For each specs/NAME.yaml this writes NAME.dot and NAME.mmd (the checked artefacts: deterministic text that
-tests/test_draw.py compares with a fresh rendering) and NAME.svg and NAME.png (for viewing; these need
+tests/unit/test_draw.py compares with a fresh rendering) and NAME.svg and NAME.png (for viewing; these need
 Graphviz's `dot`), then docs/gallery/README.md listing them. It also screenshots the HTML viewer
 (`draw --format html`) of a few specs into NAME-viewer.png, in headless Chromium (skipped, with a note,
 where Chromium or playwright is missing). Run it after changing a spec or the drawing code:
@@ -47,7 +47,7 @@ def texts(spec: Path) -> dict[str, str]:
 def readme(names: list[str]) -> str:
     lines = ["# Gallery", "",
              "The diagram of every bundled spec at its default size, with symbolic shapes, drawn by",
-             "`graphformer draw`. Regenerate with `python scripts/gallery.py`; `tests/test_draw.py` fails",
+             "`graphformer draw`. Regenerate with `python scripts/gallery.py`; `tests/unit/test_draw.py` fails",
              "when a `.dot` or `.mmd` file here no longer matches its spec. See [drawing.md](../drawing.md).", ""]
     for name in names:
         lines += [f"## {name}", "",

@@ -6,7 +6,7 @@ graphformer/base/codes.py, with the checker's real output on each example), grap
     python scripts/gen_docs.py           # rewrite the docs
     python scripts/gen_docs.py --check   # exit 1 if any of them is stale (CI, pre-commit)
 
-tests/test_docs_current.py runs the same renderers, so a change to an op or a message that is not
+tests/integration/test_docs_current.py runs the same renderers, so a change to an op or a message that is not
 followed by a regeneration fails the tests.
 """
 from __future__ import annotations

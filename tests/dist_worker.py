@@ -1,4 +1,4 @@
-"""Run under torchrun by tests/test_parallel.py.
+"""Run under torchrun by tests/slow/test_parallel.py.
 
 `dist_worker.py NAME LAYOUT`: train a tiny spec for 3 AdamW steps sharded (LAYOUT fsdp, tp, or 2d: both
 on a 2-D mesh) and compare losses, gradients and parameters with the same training in one process.

@@ -9,7 +9,7 @@ Torch-free, from the IR and the op registry alone. What is exact and what is an 
   and to the weights: two matmuls per forward matmul), once for element-wise ops.
 - activations saved for backward: a model of what the torch build's autograd keeps, op by op (each saved
   tensor counted once, however many ops save it; parameters excluded), checked against the bytes a real
-  training forward saves (`torch.autograd.graph.saved_tensors_hooks`) by tests/test_budget.py.
+  training forward saves (`torch.autograd.graph.saved_tensors_hooks`) by tests/integration/test_budget.py.
 - KV cache: per token and sequence, for every causal attention (kv_heads, not heads; a sliding window caps
   it at `window` tokens, see docs/summary.md).
 """

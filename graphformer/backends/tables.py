@@ -83,7 +83,7 @@ def relative_position_buckets(buckets: int, max_distance: int, causal: bool) -> 
 
     The logarithm is taken in float32, as transformers' `T5Attention._relative_position_bucket` takes it,
     so the published configurations land in the same buckets; a distance whose real bucket value is an
-    exact integer can round either way by one ulp (see tests/test_t5.py)."""
+    exact integer can round either way by one ulp (see tests/integration/test_t5.py)."""
     rel = np.arange(-max_distance, max_distance + 1, dtype=np.int64)
     out = np.zeros_like(rel)
     per_side = buckets

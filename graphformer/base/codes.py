@@ -3,7 +3,7 @@ the mistake. One entry per code, so this file is long by design.
 
 Codes are stable: a code once published keeps its meaning. `graphformer explain GF120` prints an entry
 (with the checker's output on its example), and scripts/gen_docs.py renders all of them as
-docs/errors.md. tests/test_codes.py checks that every `"GFnnn"` used in the package is registered here,
+docs/errors.md. tests/unit/test_codes.py checks that every `"GFnnn"` used in the package is registered here,
 that every registered code is used, and that each example produces its own code. No imports beyond the
 standard library: anything may read this.
 """

@@ -25,7 +25,7 @@ from ..ops.base import TensorType
 
 # An op is coloured by its registry family, so a new op draws without an edit here; OP_STYLES overrides
 # the ops that read differently from their family (`core` is broad: embeddings, attention, norms, ...).
-# tests/test_draw.py checks that every family has a style.
+# tests/unit/test_draw.py checks that every family has a style.
 FAMILY_STYLE = {"core": "other", "activation": "activation", "structural": "structural", "sequence": "structural",
                 "vision": "embed", "audio": "structural", "multimodal": "structural", "moe": "linear",
                 "grid": "structural"}

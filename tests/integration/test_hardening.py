@@ -80,7 +80,7 @@ def first_code(capsys, path) -> tuple[int, dict]:
 # ---------------------------------------------------------------- hostile YAML
 
 def test_alias_bomb_is_refused(tmp_path, capsys):
-    # its work is bounded by counts in tests/test_yamlload.py (no value is converted)
+    # its work is bounded by counts in tests/unit/test_yamlload.py (no value is converted)
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]  # 10^9 values
     path = tmp_path / "bomb.yaml"

@@ -456,7 +456,7 @@ def test_gpt2_hf_weights_through_the_weight_map_match_transformers():
 @pytest.mark.parametrize("case", ["llama", "llama-mqa-odd-heads", "llama3-rope-scaling", "llama-tied",
                                   "mistral-window", "mixtral", "qwen2", "phi"])
 def test_llm_hf_weights_through_the_weight_map_match_transformers(case):
-    """ONNX Runtime on the export of each decoder LLM of tests/test_parity_llm.py (the transformers model
+    """ONNX Runtime on the export of each decoder LLM of tests/integration/test_parity_llm.py (the transformers model
     with random weights, through the spec's `hf` map) against transformers itself: without a mask and
     with left padding (equal at every real token). Mixtral: the dense export against the sparse reference."""
     pytest.importorskip("transformers")

@@ -115,7 +115,7 @@ def test_the_map_reads_the_save_pretrained_layout():
 
 @pytest.mark.parametrize("config", ["window3", "patch3"])
 def test_onnx_runtime_equals_transformers_where_sizes_do_not_fit(config):
-    """tests/test_onnx_export.py runs the tiny preset, whose grids all divide; here the padded windows,
+    """tests/integration/test_onnx_export.py runs the tiny preset, whose grids all divide; here the padded windows,
     the odd patch merging and the unshifted last stage go through ONNX Runtime too."""
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")

@@ -1,4 +1,4 @@
-"""Checkpoints and single-file exports of a model in one process (tests/test_parallel.py does the sharded
+"""Checkpoints and single-file exports of a model in one process (tests/slow/test_parallel.py does the sharded
 runs): `to_reference` inverts every bundled weight map; an `hf` export loads into transformers and into
 graphformer.from_pretrained with the same outputs; DCP checkpoints round-trip and refuse what doesn't fit."""
 from __future__ import annotations

@@ -131,7 +131,7 @@ def test_tied_weights_are_counted_once():
 
 
 # Parameter counts of the references at their default configs (the torch-free side of the parity
-# tests; tests/test_parity_text.py recomputes them from the libraries on the meta device).
+# tests; tests/integration/test_parity_text.py recomputes them from the libraries on the meta device).
 @pytest.mark.parametrize("spec,expected", [
     ("encoder-block.yaml", 3_152_384), ("decoder-block.yaml", 4_204_032), ("transformer.yaml", 44_140_544),
     ("bert-base.yaml", 109_482_240), ("gpt2.yaml", 124_439_808),

@@ -89,7 +89,7 @@ def imports(module: str, path: str) -> list[tuple[int, str, str]]:
 
 def test_every_module_has_a_layer():
     missing = sorted(m for m in MODULES if layer_of(m) is None)
-    assert not missing, f"modules in no layer: {missing} — add them to LAYERS in tests/test_layers.py and to ARCHITECTURE.md"
+    assert not missing, f"modules in no layer: {missing} — add them to LAYERS in tests/unit/test_layers.py and to ARCHITECTURE.md"
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
