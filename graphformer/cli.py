@@ -62,12 +62,46 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
+    """shtab's script from the parser, plus what it can't see: SPEC completes files and bundled model
+    names, `--preset` the presets of the spec already typed (bash asks `graphformer list --preset-names`;
+    zsh and tcsh offer every bundled preset), `explain` the diagnostic codes."""
     import shtab  # only here: it takes longer to import than the checker takes to run
 
+    from .base.codes import CODES
+    from .frontend import bundled
+    from .frontend.load import parse_file
+
+    names = bundled.names()
+    presets = sorted({p for n in names for p in parse_file(str(bundled.SPEC_DIR / f"{n}.yaml")).spec.presets})
+    words = {"specs": " ".join(names), "presets": " ".join(presets), "codes": " ".join(sorted(CODES))}
+    preamble = {
+        "bash": f"""
+_graphformer_specs() {{ compgen -f -- "$1"; compgen -W "{words['specs']}" -- "$1"; }}
+_graphformer_codes() {{ compgen -W "{words['codes']}" -- "$1"; }}
+_graphformer_presets() {{
+  local w spec=""
+  for w in "${{COMP_WORDS[@]:2}}"; do case "$w" in -*|"$1") ;; *) spec="$w"; break;; esac; done
+  compgen -W "$(graphformer list --preset-names "$spec" 2>/dev/null)" -- "$1"
+}}
+""",
+        "zsh": "",
+    }
+    complete = {
+        "specs": {"bash": "_graphformer_specs", "zsh": f"_files \"|| compadd {words['specs']}\"",
+                  "tcsh": "f"},
+        "presets": {"bash": "_graphformer_presets", "zsh": f"({words['presets']})", "tcsh": f"({words['presets']})"},
+        "codes": {"bash": "_graphformer_codes", "zsh": f"({words['codes']})", "tcsh": f"({words['codes']})"},
+    }
     for action in _all_actions(parser):
-        if action.metavar in ("SPEC", "FILE"):
-            action.complete = shtab.FILE  # file names complete (bundled model names are typed)
-    return shtab.complete(parser, shell)
+        if action.metavar == "SPEC":
+            action.complete = complete["specs"]
+        elif action.metavar == "FILE":
+            action.complete = shtab.FILE
+        elif "--preset" in action.option_strings:
+            action.complete = complete["presets"]
+        elif action.metavar == "CODE":
+            action.complete = complete["codes"]
+    return shtab.complete(parser, shell, preamble=preamble)
 
 
 def _all_actions(parser: argparse.ArgumentParser):

@@ -13,15 +13,20 @@ from ..analysis.summary import Row, rows
 from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, dims_arg, load_checked
 
 DTYPES = ("float32", "bfloat16", "float16")
+# the text view rolls repetitions up to this depth (a layer's nodes once, `× 96`); --all shows every node
+DEFAULT_DEPTH = 2
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("summary", help="parameters, FLOPs and memory per node, per block and in total")
     add_spec_args(p, dims=True)
     p.add_argument("--format", choices=["text", "json"], default="text")
-    p.add_argument("--depth", type=int, metavar="N",
-                   help="roll rows up to N levels of block nesting; repetitions become one row with × N "
-                        "(1: top-level nodes and block calls)")
+    rows_ = p.add_mutually_exclusive_group()
+    rows_.add_argument("--depth", type=int, metavar="N",
+                       help="roll rows up to N levels of block nesting; repetitions become one row with × N "
+                            "(1: top-level nodes and block calls; the text view's default is 2)")
+    rows_.add_argument("--all", action="store_true",
+                       help="one row for every node (the default of --format json)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of weights and activations")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optimizer whose state is counted")
     p.add_argument("--mesh", metavar="dp=N,tp=M",
@@ -51,7 +56,8 @@ def run(args) -> int:
         d = d.subs(dims)
         return d.value if d.is_const else str(d)
 
-    shown = rollup(table, args.depth) if args.depth else [(r.node, r.op, r.shape, r.params, r.flops, 1) for r in table]
+    depth = args.depth or (None if args.all or args.format == "json" else DEFAULT_DEPTH)
+    shown = rollup(table, depth) if depth else [(r.node, r.op, r.shape, r.params, r.flops, 1) for r in table]
     if args.format == "json":
         doc = {"name": ir.name, **plan.as_json(), "flops_symbolic": fl(total_f), "dims": plan.dims,
                "flops_convention": "multiply-add = 2", **({"per_device": mesh} if mesh else {}),
@@ -94,7 +100,8 @@ def render_mesh(m: dict) -> str:
 
 def rollup(table: list[Row], depth: int) -> list[tuple]:
     """Rows grouped by the first `depth` parts of their path, repetition indices dropped: a 96-layer model
-    gives one row per block kind (`blocks × 96`). Params and FLOPs are summed over the group."""
+    gives one row per block kind (`blocks × 96`). Params and FLOPs are summed over the group; a block's
+    shape is its output's, the last node of the group in execution order (not its first node's)."""
     groups: dict[str, list] = {}
     for r in table:
         parts = r.node.split(".")
@@ -102,6 +109,7 @@ def rollup(table: list[Row], depth: int) -> list[tuple]:
         key = ".".join(named[:depth])
         reps = _repetitions(parts, depth)
         g = groups.setdefault(key, [key, r.op if len(named) <= depth else "block", r.shape, 0, Dim.const(0), set()])
+        g[2] = r.shape if g[1] == "block" else g[2]
         g[3] += r.params
         g[4] = g[4] + r.flops
         g[5].add(reps)
