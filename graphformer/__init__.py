@@ -60,7 +60,10 @@ def from_pretrained(path, device="cpu", dtype=None):
     from .backends.torch.weights import load_weights as _lw
     from .backends.weights import read_state_dict
     from .hf import convert_config, read_config, spec_text
-    path = os.fspath(path)
+    given = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+    if not isinstance(given, str) or not given or "\0" in given:
+        raise UsageError(f"from_pretrained: path must be a non-empty str or os.PathLike, not {path!r:.80}")
+    path = given
     imported = convert_config(read_config(path))   # HFImportError for a refused config
     with tempfile.TemporaryDirectory(prefix="graphformer-hf-") as tmp:
         spec_file = os.path.join(tmp, f"{imported.family.model_type}.yaml")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ..diagnostics import did_you_mean
 from ..errors import WeightFileError, WeightMapError
+from ..reading import LIMITS, FileProblem, open_regular
 from ..ir import IRGraph, WeightMap, WeightRule
 
 __all__ = ["WeightMapError", "WeightFileError", "read_state_dict", "get_map", "convert_state_dict",
@@ -35,20 +36,35 @@ __all__ = ["WeightMapError", "WeightFileError", "read_state_dict", "get_map", "c
 def read_state_dict(path: str) -> dict:
     """A state dict from .safetensors (numpy arrays, no torch needed) or from .pt / .bin (torch.load,
     `weights_only`, so a file can't run code), or from a save_pretrained directory (its files one after
-    another, graphformer/checkpoint.py). Raises WeightFileError."""
+    another, graphformer/checkpoint.py, each confined to the directory). Only regular files are read
+    (reading.open_regular); a safetensors header is bounded before the library parses it, and a
+    .pt / .bin must fit the memory available, as torch.load reads it whole. Raises WeightFileError."""
+    path = os.fspath(path)
     if os.path.isdir(path):
         from ..checkpoint import checkpoint_files
         return {k: v for f in checkpoint_files(path) for k, v in read_state_dict(f).items()}
-    if not os.path.isfile(path):
-        raise WeightFileError(f"weights file `{path}` does not exist")
-    if path.endswith(".safetensors"):
-        return _read_safetensors(path)
+    try:
+        fd, st = open_regular(path)
+    except FileProblem as e:
+        raise WeightFileError(f"weights file: {e}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if path.endswith(".safetensors"):
+            return _read_safetensors(path, fh, st.st_size)
+        return _read_torch(path, fh, st.st_size)
+
+
+def _read_torch(path: str, fh, size: int) -> dict:
     try:
         import torch
     except ImportError:
         raise WeightFileError(f"`{path}` is not a .safetensors file; reading .pt/.bin weights needs torch") from None
+    from ..memory import available_bytes
+    avail = available_bytes("cpu")
+    if avail is not None and size > avail:   # torch.load holds the whole file's tensors
+        raise WeightFileError(f"weights file `{path}` is {size:,} bytes, more than the {avail:,} bytes of "
+                              f"memory available")
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = torch.load(fh, map_location="cpu", weights_only=True)
     except Exception as e:  # a corrupt or foreign file: the user's to fix, not a traceback
         raise WeightFileError(f"cannot read weights file `{path}`: {e}") from None
     if not isinstance(sd, Mapping):
@@ -56,23 +72,43 @@ def read_state_dict(path: str) -> dict:
     return dict(sd)
 
 
-def _read_safetensors(path: str) -> dict:
+def _read_safetensors(path: str, fh, size: int) -> dict:
+    """The file's tensors, read by the safetensors library (memory-mapped) after its header's length
+    is checked against the file and LIMITS["safetensors header"]. The library opens the descriptor we
+    checked (/proc/self/fd), not the name again, where the system has one."""
+    head = fh.read(8)
+    header = int.from_bytes(head, "little") if len(head) == 8 else -1
+    limit = LIMITS["safetensors header"]
+    if header < 2 or header + 8 > size:
+        raise WeightFileError(f"weights file `{path}` is not a safetensors file (its header length is missing "
+                              f"or longer than the file)")
+    if header > limit:
+        raise WeightFileError(f"weights file `{path}`: its safetensors header is {header:,} bytes; the limit "
+                              f"is {limit:,}")
     try:
         from safetensors import safe_open
     except ImportError:
         raise WeightFileError("reading .safetensors weights needs the `safetensors` package") from None
+    same = f"/proc/self/fd/{fh.fileno()}"
+    source = same if os.path.exists(same) else path
     try:
-        with safe_open(path, framework="numpy") as f:
+        with safe_open(source, framework="numpy") as f:
             return {k: f.get_tensor(k) for k in f.keys()}
     except TypeError:
         pass  # a dtype numpy lacks (bfloat16): read through torch below
     except Exception as e:  # safetensors raises its own error types for truncated or foreign files
-        raise WeightFileError(f"cannot read weights file `{path}`: {e}") from None
+        raise WeightFileError(f"cannot read weights file `{path}`: {_named(e, source, path)}") from None
     try:
-        with safe_open(path, framework="pt") as f:
+        with safe_open(source, framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}
     except ImportError:
         raise WeightFileError(f"`{path}` holds a dtype numpy cannot read (bfloat16?); install torch") from None
+    except Exception as e:
+        raise WeightFileError(f"cannot read weights file `{path}`: {_named(e, source, path)}") from None
+
+
+def _named(exc: Exception, source: str, path: str) -> str:
+    return str(exc).replace(source, path)
 
 
 # ---------------------------------------------------------------- arrays of either kind
