@@ -663,7 +663,8 @@ def spec_text(imported: Imported, source: str) -> str:
     """The bundled spec's text with its `params:` section rewritten to the imported values; the rest
     (doc, blocks, weight maps, comments) is kept, so the output is self-contained."""
     fam = imported.family
-    text = spec_path(fam).read_text(encoding="utf-8")
+    from .reading import read_text
+    text = read_text(str(spec_path(fam)), "spec")
     lines = text.splitlines(keepends=True)
     if lines[0].startswith("# yaml-language-server:"):   # its relative schema path is specs/'s, not the output's
         lines = lines[1:]
