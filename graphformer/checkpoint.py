@@ -15,6 +15,7 @@ import os
 from .errors import WeightFileError
 from .reading import FileProblem, inside, read_json
 
+MAX_SHARDS = 10_000   # files one index may list (the largest published checkpoints have a few hundred)
 CANDIDATES = [("model.safetensors.index.json", True), ("model.safetensors", False),
               ("pytorch_model.bin.index.json", True), ("pytorch_model.bin", False)]
 
@@ -40,6 +41,8 @@ def _files(directory: str) -> list[str]:
         if not isinstance(shards, dict) or not shards:
             raise WeightFileError(f"the shard index `{path}` has no `weight_map` (tensor name → file name)")
         names = dict.fromkeys(s if isinstance(s, str) else inside(directory, s) for s in shards.values())
+        if len(names) > MAX_SHARDS:
+            raise WeightFileError(f"the shard index `{path}` lists {len(names):,} files; the limit is {MAX_SHARDS:,}")
         files = [inside(directory, s) for s in names]
         missing = [f for f in files if not os.path.lexists(f)]
         if missing:

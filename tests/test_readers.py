@@ -322,3 +322,35 @@ def test_a_directory_name_with_a_newline_cannot_inject_yaml(checkpoint, tmp_path
     assert len(header) == 1 and "\\n" in header[0] and "\\u2028" in header[0]
     assert "pwned" not in graphformer.load(tmp_path / "s.yaml").name
     assert "\n" not in err.split("next:")[1].rstrip("\n")   # the hint shows the name escaped
+
+
+def test_from_pretrained_builds_nothing_a_few_bytes_of_weights_cannot_fill(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    write_json(ckpt / "config.json", {"model_type": "gpt2", "vocab_size": 97, "n_embd": 40, "n_layer": 1,
+                                      "n_head": 5, "n_positions": 1 << 24})   # 671M parameters
+    (ckpt / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
+    with pytest.raises(WeightFileError, match="fewer than the 671,112,320 parameters"):
+        graphformer.from_pretrained(ckpt)
+
+
+def test_torch_weight_files_are_memory_mapped_and_the_old_format_refused(tmp_path):
+    torch = pytest.importorskip("torch")
+    from graphformer.backends.weights import read_state_dict
+    sd = {"w": torch.arange(6.0).reshape(2, 3)}
+    torch.save(sd, tmp_path / "new.bin")
+    assert torch.equal(read_state_dict(str(tmp_path / "new.bin"))["w"], sd["w"])
+    torch.save(sd, tmp_path / "old.bin", _use_new_zipfile_serialization=False)   # sizes from its pickle
+    with pytest.raises(WeightFileError, match="mmap"):
+        read_state_dict(str(tmp_path / "old.bin"))
+    os.mkfifo(tmp_path / "fifo.bin")
+    with pytest.raises(WeightFileError, match="regular file"):
+        read_state_dict(str(tmp_path / "fifo.bin"))
+
+
+def test_shard_index_listing_too_many_files_is_refused(tmp_path):
+    from graphformer.checkpoint import MAX_SHARDS, checkpoint_files
+    write_json(tmp_path / "model.safetensors.index.json",
+               {"weight_map": {f"t{i}": f"s{i}.safetensors" for i in range(MAX_SHARDS + 1)}})
+    with pytest.raises(WeightFileError, match="the limit is 10,000"):
+        checkpoint_files(str(tmp_path))

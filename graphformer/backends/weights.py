@@ -37,8 +37,8 @@ def read_state_dict(path: str) -> dict:
     """A state dict from .safetensors (numpy arrays, no torch needed) or from .pt / .bin (torch.load,
     `weights_only`, so a file can't run code), or from a save_pretrained directory (its files one after
     another, graphformer/checkpoint.py, each confined to the directory). Only regular files are read
-    (reading.open_regular); a safetensors header is bounded before the library parses it, and a
-    .pt / .bin must fit the memory available, as torch.load reads it whole. Raises WeightFileError."""
+    (reading.open_regular); a safetensors header is bounded before the library parses it, and both
+    formats are memory-mapped, so no tensor is larger than its file. Raises WeightFileError."""
     path = os.fspath(path)
     if os.path.isdir(path):
         from ..checkpoint import checkpoint_files
@@ -50,26 +50,31 @@ def read_state_dict(path: str) -> dict:
     with os.fdopen(fd, "rb") as fh:
         if path.endswith(".safetensors"):
             return _read_safetensors(path, fh, st.st_size)
-        return _read_torch(path, fh, st.st_size)
+        return _read_torch(path, fh)
 
 
-def _read_torch(path: str, fh, size: int) -> dict:
+def _read_torch(path: str, fh) -> dict:
+    """torch.load with `weights_only` (no code runs) and `mmap`: the tensors are views of the mapped file,
+    so no storage can be larger than the file (the old pre-zip format, which allocates storages of the
+    sizes its pickle claims, is refused by torch under mmap)."""
     try:
         import torch
     except ImportError:
         raise WeightFileError(f"`{path}` is not a .safetensors file; reading .pt/.bin weights needs torch") from None
-    from ..memory import available_bytes
-    avail = available_bytes("cpu")
-    if avail is not None and size > avail:   # torch.load holds the whole file's tensors
-        raise WeightFileError(f"weights file `{path}` is {size:,} bytes, more than the {avail:,} bytes of "
-                              f"memory available")
+    source = _same_file(path, fh)
     try:
-        sd = torch.load(fh, map_location="cpu", weights_only=True)
+        sd = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # a corrupt or foreign file: the user's to fix, not a traceback
-        raise WeightFileError(f"cannot read weights file `{path}`: {e}") from None
+        raise WeightFileError(f"cannot read weights file `{path}`: {_named(e, source, path)}") from None
     if not isinstance(sd, Mapping):
         raise WeightFileError(f"`{path}` does not hold a state dict")
     return dict(sd)
+
+
+def _same_file(path: str, fh) -> str:
+    """A name that opens the very file behind `fh` (checked by open_regular), where the system has one."""
+    same = f"/proc/self/fd/{fh.fileno()}"
+    return same if os.path.exists(same) else path
 
 
 def _read_safetensors(path: str, fh, size: int) -> dict:
@@ -89,8 +94,7 @@ def _read_safetensors(path: str, fh, size: int) -> dict:
         from safetensors import safe_open
     except ImportError:
         raise WeightFileError("reading .safetensors weights needs the `safetensors` package") from None
-    same = f"/proc/self/fd/{fh.fileno()}"
-    source = same if os.path.exists(same) else path
+    source = _same_file(path, fh)
     try:
         with safe_open(source, framework="numpy") as f:
             return {k: f.get_tensor(k) for k in f.keys()}
