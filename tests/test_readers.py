@@ -354,3 +354,11 @@ def test_shard_index_listing_too_many_files_is_refused(tmp_path):
                {"weight_map": {f"t{i}": f"s{i}.safetensors" for i in range(MAX_SHARDS + 1)}})
     with pytest.raises(WeightFileError, match="the limit is 10,000"):
         checkpoint_files(str(tmp_path))
+
+
+def test_build_weights_dir_with_a_fifo_config_is_exit_2(checkpoint, tmp_path, capsys):
+    ckpt = copy_of(checkpoint, tmp_path)
+    (ckpt / "config.json").unlink()
+    os.mkfifo(ckpt / "config.json")
+    rc, _, err = run(capsys, "build", checkpoint[1], "--weights", ckpt)
+    assert rc == 2 and "not a regular file" in err, err
