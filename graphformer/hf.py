@@ -163,7 +163,7 @@ ROPE = {   # rope_parameters / rope_scaling: an object of these
 # config (and CLIP's text_config / vision_config) before any field is used, so a wrong type is an
 # HFImportError naming the field and value, never a TypeError deep in a computation.
 FIELD_TYPES = {
-    **dict.fromkeys(["vocab_size"], Int(1, VOCAB)),
+    "vocab_size": Int(1, VOCAB),
     **dict.fromkeys(["hidden_size", "n_embd", "d_model", "embed_dim", "projection_dim", "intermediate_size",
                      "encoder_ffn_dim", "decoder_ffn_dim", "state_dim", "act_dim"], Int(1, WIDTH)),
     **dict.fromkeys(["n_inner", "head_dim", "pooler_output_size"], Int(1, WIDTH, null=True)),
