@@ -52,6 +52,27 @@ def generate(model, tokens, max_new_tokens, **options):
     return _generate(model, tokens, max_new_tokens, **options)
 
 
+def _weights_cover(spec, path) -> None:
+    """Before building what a (tiny) config describes: the directory's weight files must hold at least
+    a byte per parameter, so a config of a huge model beside a few bytes of weights allocates nothing."""
+    import os
+    import stat
+    from .weights.checkpoint import checkpoint_files
+    from .base.errors import WeightFileError
+    from .analysis.summary import total_params
+    files = checkpoint_files(path) if os.path.isdir(path) else [path]
+    try:
+        sizes = [os.stat(f) for f in files]
+    except OSError:
+        return   # read_state_dict says what is wrong with the file
+    if not all(stat.S_ISREG(st.st_mode) for st in sizes):
+        return
+    stored, needed = sum(st.st_size for st in sizes), total_params(spec.ir)
+    if stored < needed:
+        raise WeightFileError(f"`{path}` holds {stored:,} bytes of weights, fewer than the {needed:,} parameters "
+                              f"its config.json describes")
+
+
 def from_pretrained(path, device="cpu", dtype=None):
     """(spec, model) for a transformers `save_pretrained` directory: the config imported as a spec
     (`graphformer import hf`), the model built and its weights loaded through the `hf` map."""
@@ -60,13 +81,17 @@ def from_pretrained(path, device="cpu", dtype=None):
     from .backends.torch.weights import load_weights as _lw
     from .weights.maps import read_state_dict
     from .frontend.hf import convert_config, read_config, spec_text
-    path = os.fspath(path)
+    given = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+    if not isinstance(given, str) or not given or "\0" in given:
+        raise UsageError(f"from_pretrained: path must be a non-empty str or os.PathLike, not {path!r:.80}")
+    path = given
     imported = convert_config(read_config(path))   # HFImportError for a refused config
     with tempfile.TemporaryDirectory(prefix="graphformer-hf-") as tmp:
         spec_file = os.path.join(tmp, f"{imported.family.model_type}.yaml")
         with open(spec_file, "w", encoding="utf-8") as fh:
             fh.write(spec_text(imported, os.path.basename(os.path.abspath(path))))
         spec = load(spec_file)
+    _weights_cover(spec, path)
     model = build(spec, device=device, dtype=dtype)
     _lw(model, read_state_dict(path), "hf", spec)   # WeightFileError, WeightMapError
     return spec, model.eval()

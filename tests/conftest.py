@@ -17,6 +17,26 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 for _name in ("FORCE_COLOR", "NO_COLOR"):
     os.environ.pop(_name, None)
 
+UNIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "unit") + os.sep
+BLOCKED = ("torch", "onnx", "onnxruntime", "transformers", "safetensors")
+
+
+class _TorchFree:
+    """A meta-path finder that refuses torch & co.: the unit tier's promise, kept when it runs alone."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (the unit tier is torch-free: a test that "
+                                      f"needs it belongs in tests/integration/)", name=name)
+        return None
+
+
+def pytest_collection_finish(session):
+    if session.items and all(str(item.path).startswith(UNIT) for item in session.items) \
+            and not any(m.split(".")[0] in BLOCKED for m in sys.modules):
+        sys.meta_path.insert(0, _TorchFree())
+
+
 STRICT = os.environ.get("GRAPHFORMER_STRICT_DEPS") == "1"
 # skip reasons that mean "something CI should have installed is missing"
 MISSING = ("could not import", "No module named", "is not installed", "is not available", "Chromium",

@@ -83,8 +83,11 @@ def _tokenizer(path: str):
         from tokenizers import Tokenizer
     except ImportError:
         raise CommandError(NO_TOKENIZERS) from None
-    try:
-        return Tokenizer.from_file(path)
+    from ..base.reading import FileProblem, read_text
+    try:   # read by us (a regular file, bounded), parsed by tokenizers
+        return Tokenizer.from_str(read_text(path, "tokenizer"))
+    except FileProblem as e:
+        raise CommandError(f"--tokenizer: {e}") from None
     except Exception as e:  # a missing or foreign file: the user's to fix
         raise CommandError(f"--tokenizer: cannot read `{path}`: {e}") from None
 

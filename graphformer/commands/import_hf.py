@@ -6,8 +6,10 @@ field tables); with a directory, the weights then load with `build --weights DIR
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
+from ..base.diagnostics import escape_controls
 from ..base.fileio import atomic_output
 from .common import EXIT_OK, CommandError
 
@@ -26,6 +28,9 @@ def add_parser(sub) -> None:
     hf.add_argument("-o", "--output", metavar="SPEC.yaml", help="write the spec here (default: stdout)")
 
 
+MAX_WARNINGS = 20   # unread fields listed one by one; a config with thousands gets a count for the rest
+
+
 def run(args) -> int:
     from ..frontend.hf import HFImportError, convert_config, read_config, spec_text
     try:
@@ -33,9 +38,12 @@ def run(args) -> int:
         text = spec_text(imported, os.path.basename(os.path.abspath(args.path)))
     except HFImportError as e:
         raise CommandError(f"import hf {args.path}: {e}", e.code) from None
-    for name in imported.unread:
-        sys.stderr.write(f"graphformer: warning: config field `{name}` is not read (graphformer does not know it; "
-                         f"check that it keeps its default)\n")
+    for name in imported.unread[:MAX_WARNINGS]:   # the config's own key: shown escaped
+        sys.stderr.write(f"graphformer: warning: config field `{escape_controls(name)}` is not read (graphformer "
+                         f"does not know it; check that it keeps its default)\n")
+    if len(imported.unread) > MAX_WARNINGS:
+        sys.stderr.write(f"graphformer: warning: ... and {len(imported.unread) - MAX_WARNINGS} more config fields "
+                         f"are not read\n")
     for name, param in imported.defaulted:   # transformers' own default for it may differ from the spec's
         sys.stderr.write(f"graphformer: warning: the config has no `{name}`: param `{param}` keeps the spec's "
                          f"default\n")
@@ -44,8 +52,9 @@ def run(args) -> int:
         return EXIT_OK
     with atomic_output(args.output) as fh:
         fh.write(text.encode("utf-8"))
-    weights = " --weights " + args.path + " --weights-map hf" if os.path.isdir(args.path) else ""
-    sys.stderr.write(f"wrote {args.output} ({imported.family.model_type}: "
-                     f"{', '.join(f'{k}={v}' for k, v in imported.params.items())})\n"
-                     f"next: graphformer build {args.output}{weights}\n")
+    weights = " --weights " + shlex.quote(args.path) + " --weights-map hf" if os.path.isdir(args.path) else ""
+    params = ", ".join(f"{k}={v}" for k, v in imported.params.items())
+    for line in (f"wrote {args.output} ({imported.family.model_type}: {params})",
+                 f"next: graphformer build {shlex.quote(args.output)}{weights}"):
+        sys.stderr.write(escape_controls(line) + "\n")
     return EXIT_OK

@@ -60,6 +60,158 @@ def act(value, name):
     return kind
 
 
+# ---------------------------------------------------------------- the types of the fields read
+
+def show(value) -> str:
+    """A config value for a message: JSON, cut at 80 characters (a value can be a 4 MB list, or nest
+    deeper than the printer recurses)."""
+    try:
+        text = json.dumps(value)
+    except (RecursionError, ValueError, TypeError):
+        text = f"a deeply nested {type(value).__name__}"
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+@dataclass(frozen=True)
+class Int:
+    lo: int
+    hi: int
+    null: bool = False
+
+    def ok(self, v) -> bool:
+        return (v is None and self.null) or (type(v) is int and self.lo <= v <= self.hi)
+
+    def __str__(self):
+        return f"an integer from {self.lo:,} to {self.hi:,}" + (" (or null)" if self.null else "")
+
+
+@dataclass(frozen=True)
+class Num:
+    lo: float
+    hi: float
+    lo_open: bool = False   # the lower bound itself is refused (a rope theta of 0)
+    null: bool = True
+
+    def ok(self, v) -> bool:
+        if v is None:
+            return self.null
+        if type(v) is float and not math.isfinite(v) or type(v) not in (int, float):
+            return False    # (an int is compared as it is: float() of a 400-digit one would overflow)
+        return (self.lo < v if self.lo_open else self.lo <= v) and v <= self.hi
+
+    def __str__(self):
+        return (f"a finite number {'>' if self.lo_open else '≥'} {self.lo:g} and ≤ {self.hi:g}"
+                + (" (or null)" if self.null else ""))
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A JSON type: `bool`, `str` (at most 200 characters) or `dict` (an object); null is accepted."""
+    type: type
+
+    def ok(self, v) -> bool:
+        return v is None or (type(v) is self.type and not (self.type is str and len(v) > 200))
+
+    def __str__(self):
+        return {bool: "true or false", str: "a string", dict: "an object"}[self.type] + " (or null)"
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Any
+    most: int
+    null: bool = True
+
+    def ok(self, v) -> bool:
+        if v is None:
+            return self.null
+        return type(v) is list and len(v) <= self.most and all(self.item.ok(x) for x in v)
+
+    def __str__(self):
+        return f"a list of at most {self.most} items, each {self.item}" + (" (or null)" if self.null else "")
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    options: tuple
+
+    def ok(self, v) -> bool:
+        return any(o.ok(v) for o in self.options)
+
+    def __str__(self):
+        return ", or ".join(str(o) for o in self.options)
+
+
+# Sane limits, far above every published model (Llama-4's 10M positions, Gemma's 256K vocabulary,
+# 128 layers, 128 heads) and far below what a tiny config could make graphformer allocate or loop over.
+VOCAB, WIDTH, LAYERS, HEADS, POSITIONS, SIDE = 1 << 24, 1 << 20, 1 << 12, 1 << 16, 1 << 24, 1 << 16
+RATE = Num(0.0, 1.0)              # dropout
+EPS = Num(0.0, 1.0, lo_open=True)
+FACTOR = Num(0.0, 1e6, lo_open=True, null=False)
+THETA = Num(0.0, 1e12, lo_open=True, null=False)
+ROTARY_SHARE = Num(0.0, 1.0, lo_open=True, null=False)
+FLAG, TEXT = Kind(bool), Kind(str)
+PIXELS = AnyOf((Int(1, SIDE), ListOf(Int(1, SIDE), 2, null=False)))
+TOKEN_IDS = AnyOf((Int(-VOCAB, VOCAB, null=True), ListOf(Int(-VOCAB, VOCAB), 1024)))
+ROPE = {   # rope_parameters / rope_scaling: an object of these
+    "rope_type": TEXT, "type": TEXT, "rope_theta": THETA, "factor": FACTOR,
+    "low_freq_factor": FACTOR, "high_freq_factor": FACTOR, "partial_rotary_factor": ROTARY_SHARE,
+    "original_max_position_embeddings": Int(1, POSITIONS),
+}
+
+# Every config field some family reads, with the type and range it must have. Checked for the whole
+# config (and CLIP's text_config / vision_config) before any field is used, so a wrong type is an
+# HFImportError naming the field and value, never a TypeError deep in a computation.
+FIELD_TYPES = {
+    "vocab_size": Int(1, VOCAB),
+    **dict.fromkeys(["hidden_size", "n_embd", "d_model", "embed_dim", "projection_dim", "intermediate_size",
+                     "encoder_ffn_dim", "decoder_ffn_dim", "state_dim", "act_dim"], Int(1, WIDTH)),
+    **dict.fromkeys(["n_inner", "head_dim", "pooler_output_size"], Int(1, WIDTH, null=True)),
+    **dict.fromkeys(["num_hidden_layers", "n_layer", "encoder_layers", "decoder_layers"], Int(1, LAYERS)),
+    **dict.fromkeys(["num_attention_heads", "n_head", "encoder_attention_heads", "decoder_attention_heads"],
+                    Int(1, HEADS)),
+    "num_key_value_heads": Int(1, HEADS, null=True),
+    **dict.fromkeys(["max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions",
+                     "max_ep_len"], Int(1, POSITIONS)),
+    "max_length": Int(1, POSITIONS, null=True),
+    "sliding_window": Int(1, POSITIONS, null=True),
+    "type_vocab_size": Int(1, HEADS), "num_labels": Int(1, VOCAB), "num_channels": Int(1, 4096),
+    "image_size": PIXELS, "patch_size": PIXELS, "window_size": Int(1, SIDE),
+    "frequency_stride": Int(1, SIDE), "time_stride": Int(1, SIDE), "num_mel_bins": Int(1, SIDE),
+    "num_local_experts": Int(1, LAYERS), "num_experts_per_tok": Int(1, LAYERS),
+    "depths": ListOf(Int(1, LAYERS), 64, null=False), "num_heads": ListOf(Int(1, HEADS), 64, null=False),
+    "layer_types": ListOf(TEXT, LAYERS), "eos_token_id": TOKEN_IDS, "id2label": Kind(dict),
+    **dict.fromkeys(["rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon"], EPS),
+    "rope_theta": Num(0.0, 1e12, lo_open=True), "partial_rotary_factor": ROTARY_SHARE,
+    "mlp_ratio": Num(0.0, 1024.0, lo_open=True, null=False),
+    **dict.fromkeys(["attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout_prob",
+                     "attention_probs_dropout_prob", "attention_dropout"], RATE),
+    **dict.fromkeys(["model_type", "hidden_act", "activation_function", "pooler_act",
+                     "position_embedding_type"], TEXT),
+    **dict.fromkeys(["attention_bias", "mlp_bias", "tie_word_embeddings", "qkv_bias", "qk_layernorm",
+                     "use_sliding_window", "scale_attn_by_inverse_layer_idx", "scale_attn_weights",
+                     "add_cross_attention", "reorder_and_upcast_attn", "is_decoder", "use_absolute_embeddings",
+                     "action_tanh"], FLAG),
+    **dict.fromkeys(["rope_scaling", "rope_parameters"], Kind(dict)),
+    **dict.fromkeys(["text_config", "vision_config"], Kind(dict)),
+}
+NESTED = {"rope_scaling": ROPE, "rope_parameters": ROPE, "text_config": FIELD_TYPES, "vision_config": FIELD_TYPES}
+
+
+def check_types(cfg: dict, prefix: str = "") -> None:
+    """HFImportError (exit 1) for the first field of FIELD_TYPES whose value has the wrong type or is out
+    of range, naming the field and the value; one level into the objects of NESTED."""
+    table = FIELD_TYPES if not prefix else NESTED[prefix[:-1].rsplit(".", 1)[-1]]
+    for name, rule in table.items():
+        if name not in cfg:
+            continue
+        value = cfg[name]
+        if not rule.ok(value):
+            raise HFImportError(f"config field `{prefix}{name}` is {show(value)}; expected {rule}")
+        if prefix == "" and name in NESTED and value:
+            check_types(value, f"{name}.")
+
+
 @dataclass(frozen=True)
 class P:
     """Config field → param, through `convert(value, field_name)` when given."""
@@ -203,11 +355,11 @@ def _clip(cfg: dict) -> dict:
     text, vision = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
     out = {}
     for prefix, sub, table in (("text_config", text, CLIP_TEXT), ("vision_config", vision, CLIP_VISION)):
-        out.update(apply_table(table, sub, prefix + ".", cfg.setdefault("_missing", [])))
+        out.update(apply_table(table, sub, prefix + ".", cfg.setdefault(MISSING, [])))
     # transformers pools the text at the first `eos_token_id`; configs with the legacy id 2 at the largest id
     eos = text.get("eos_token_id", 49407)   # CLIPTextConfig's default
     if not isinstance(eos, int) or isinstance(eos, bool):
-        raise HFImportError(f"`text_config.eos_token_id: {json.dumps(eos)}`: the clip spec pools at one "
+        raise HFImportError(f"`text_config.eos_token_id: {show(eos)}`: the clip spec pools at one "
                             f"end-of-text id")
     out.update({"text_pool": "argmax"} if eos == 2 else {"text_pool": "first", "eos_token": eos})
     return out
@@ -379,10 +531,13 @@ def apply_table(table: dict, cfg: dict, prefix: str = "", missing: list | None =
         value = cfg[name]
         if isinstance(rule, Fixed):
             if not rule.ok(value):
-                raise HFImportError(f"`{prefix}{name}: {json.dumps(value)}`: not supported: {rule.why}")
+                raise HFImportError(f"`{prefix}{name}: {show(value)}`: not supported: {rule.why}")
         elif value is not None:
             params[rule.param] = rule.convert(value, prefix + name) if rule.convert else value
     return params
+
+
+MISSING = object()   # the key derive functions collect missing sub-config fields under: no JSON key is it
 
 
 @dataclass
@@ -394,16 +549,19 @@ class Imported:
 
 
 def read_config(path: str) -> dict:
-    """PATH is a config.json or a directory holding one."""
-    p = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    """PATH is a config.json or a directory holding one (then config.json must be a file inside it:
+    reading.inside). Bounded, regular files only (reading.read_json); HFImportError(2) otherwise."""
+    from ..weights.checkpoint import config_path
+    from ..base.reading import FileProblem, read_json
+    path = os.fspath(path)
+    directory = os.path.isdir(path)
+    p = os.path.join(path, "config.json") if directory else path
     try:
-        with open(p, encoding="utf-8") as fh:
-            cfg = json.load(fh)
-    except FileNotFoundError:
-        raise HFImportError(f"no such file `{p}`" + (" (a save_pretrained directory holds config.json)"
-                                                     if os.path.isdir(path) else ""), 2) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HFImportError(f"cannot read `{p}` as JSON: {e}", 2) from None
+        if directory and not os.path.lexists(p):
+            raise HFImportError(f"no such file `{p}` (a save_pretrained directory holds config.json)", 2)
+        cfg = read_json(config_path(path) if directory else path, "config")
+    except FileProblem as e:
+        raise HFImportError(str(e), 2) from None
     if not isinstance(cfg, dict) or "model_type" not in cfg:
         raise HFImportError(f"`{p}` is not a transformers config (it has no `model_type`)", 2)
     return cfg
@@ -411,6 +569,8 @@ def read_config(path: str) -> dict:
 
 def family_of(cfg: dict) -> Family:
     kind = cfg.get("model_type")
+    if not isinstance(kind, str):
+        raise HFImportError(f"config field `model_type` is {show(kind)}; expected a string", 2)
     if kind not in FAMILIES:
         supported = ", ".join(FAMILIES)
         later = f"; not yet: {', '.join(NOT_YET)} (no bundled spec)" if kind in NOT_YET else ""
@@ -421,6 +581,7 @@ def family_of(cfg: dict) -> Family:
 def convert_config(cfg: dict) -> Imported:
     """The family and its params (typed as the bundled spec declares them) for a transformers config."""
     fam = family_of(cfg)
+    check_types(cfg)   # before any field is used
     cfg = dict(cfg)
     missing: list = []
     params = apply_table(fam.fields, cfg, "", missing)
@@ -435,7 +596,7 @@ def convert_config(cfg: dict) -> Imported:
         if name not in defaults:
             raise AssertionError(f"table for {fam.model_type} sets unknown param {name}")  # a bug in this file
         typed[name] = _typed(value, defaults[name], name)
-    missing += cfg.pop("_missing", [])
+    missing += cfg.pop(MISSING, [])
     known = set(fam.fields) | fam.ignored | IGNORED_EVERYWHERE
     unread = sorted(k for k in cfg if k not in known)
     return Imported(fam, typed, unread, [(f, p) for f, p in missing if p not in typed])
@@ -474,6 +635,9 @@ def bundled_params(fam: Family) -> dict:
 # ---------------------------------------------------------------- writing the spec text
 
 def yaml_scalar(v) -> str:
+    """A param value as YAML: true/false, an integer, the repr of a finite float, a plain identifier,
+    or else a JSON-quoted string (ASCII, every control and line-break character escaped), so no value
+    can start a new line or key of the spec."""
     if isinstance(v, dict) and set(v) <= {"expr", "doc"}:   # a computed default the config left as it is
         return "{expr: " + yaml_scalar(v["expr"]) + "}"
     if isinstance(v, bool):
@@ -481,6 +645,8 @@ def yaml_scalar(v) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"not a finite number: {v}")   # _typed refuses them first
         text = repr(v)
         mant, e, exp = text.partition("e")
         if "." not in mant:
@@ -490,14 +656,15 @@ def yaml_scalar(v) -> str:
         return mant + (f"e{exp}" if e else "")   # YAML 1.1 reads 1e-05 as a string: write 1.0e-05
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v) and v not in ("true", "false", "null", "yes", "no", "on", "off"):
         return v
-    return json.dumps(v)
+    return json.dumps(str(v))
 
 
 def spec_text(imported: Imported, source: str) -> str:
     """The bundled spec's text with its `params:` section rewritten to the imported values; the rest
     (doc, blocks, weight maps, comments) is kept, so the output is self-contained."""
     fam = imported.family
-    text = spec_path(fam).read_text(encoding="utf-8")
+    from ..base.reading import read_text
+    text = read_text(str(spec_path(fam)), "spec")
     lines = text.splitlines(keepends=True)
     if lines[0].startswith("# yaml-language-server:"):   # its relative schema path is specs/'s, not the output's
         lines = lines[1:]
@@ -512,6 +679,7 @@ def spec_text(imported: Imported, source: str) -> str:
             comments[m.group(1)] = "  " + m.group(2)
     values = {**bundled_params(fam), **imported.params}
     body = "".join(f"  {k}: {yaml_scalar(v)}{comments.get(k, '')}\n" for k, v in values.items())
+    source = show(os.fspath(source))   # JSON-quoted: a newline in a directory name stays `\\n`
     header = (f"# imported by `graphformer import hf` from {source} (model_type {fam.model_type}): the params are "
               f"that config's;\n# the doc describes the family's reference size.\n")
     return "".join(lines[:start]) + header + "params:\n" + body + "".join(lines[end:])

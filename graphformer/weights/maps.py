@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ..base.diagnostics import did_you_mean
 from ..base.errors import WeightFileError, WeightMapError
+from ..base.reading import LIMITS, FileProblem, open_regular
 from ..ir import IRGraph, WeightMap, WeightRule
 
 __all__ = ["WeightMapError", "WeightFileError", "read_state_dict", "get_map", "convert_state_dict",
@@ -35,44 +36,83 @@ __all__ = ["WeightMapError", "WeightFileError", "read_state_dict", "get_map", "c
 def read_state_dict(path: str) -> dict:
     """A state dict from .safetensors (numpy arrays, no torch needed) or from .pt / .bin (torch.load,
     `weights_only`, so a file can't run code), or from a save_pretrained directory (its files one after
-    another, graphformer/weights/checkpoint.py). Raises WeightFileError."""
+    another, graphformer/weights/checkpoint.py, each confined to the directory). Only regular files are read
+    (reading.open_regular); a safetensors header is bounded before the library parses it, and both
+    formats are memory-mapped, so no tensor is larger than its file. Raises WeightFileError."""
+    path = os.fspath(path)
     if os.path.isdir(path):
         from .checkpoint import checkpoint_files
         return {k: v for f in checkpoint_files(path) for k, v in read_state_dict(f).items()}
-    if not os.path.isfile(path):
-        raise WeightFileError(f"weights file `{path}` does not exist")
-    if path.endswith(".safetensors"):
-        return _read_safetensors(path)
+    try:
+        fd, st = open_regular(path)
+    except FileProblem as e:
+        raise WeightFileError(f"weights file: {e}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if path.endswith(".safetensors"):
+            return _read_safetensors(path, fh, st.st_size)
+        return _read_torch(path, fh)
+
+
+def _read_torch(path: str, fh) -> dict:
+    """torch.load with `weights_only` (no code runs) and `mmap`: the tensors are views of the mapped file,
+    so no storage can be larger than the file (the old pre-zip format, which allocates storages of the
+    sizes its pickle claims, is refused by torch under mmap)."""
     try:
         import torch
     except ImportError:
         raise WeightFileError(f"`{path}` is not a .safetensors file; reading .pt/.bin weights needs torch") from None
+    source = _same_file(path, fh)
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # a corrupt or foreign file: the user's to fix, not a traceback
-        raise WeightFileError(f"cannot read weights file `{path}`: {e}") from None
+        raise WeightFileError(f"cannot read weights file `{path}`: {_named(e, source, path)}") from None
     if not isinstance(sd, Mapping):
         raise WeightFileError(f"`{path}` does not hold a state dict")
     return dict(sd)
 
 
-def _read_safetensors(path: str) -> dict:
+def _same_file(path: str, fh) -> str:
+    """A name that opens the very file behind `fh` (checked by open_regular), where the system has one."""
+    same = f"/proc/self/fd/{fh.fileno()}"
+    return same if os.path.exists(same) else path
+
+
+def _read_safetensors(path: str, fh, size: int) -> dict:
+    """The file's tensors, read by the safetensors library (memory-mapped) after its header's length
+    is checked against the file and LIMITS["safetensors header"]. The library opens the descriptor we
+    checked (/proc/self/fd), not the name again, where the system has one."""
+    head = fh.read(8)
+    header = int.from_bytes(head, "little") if len(head) == 8 else -1
+    limit = LIMITS["safetensors header"]
+    if header < 2 or header + 8 > size:
+        raise WeightFileError(f"weights file `{path}` is not a safetensors file (its header length is missing "
+                              f"or longer than the file)")
+    if header > limit:
+        raise WeightFileError(f"weights file `{path}`: its safetensors header is {header:,} bytes; the limit "
+                              f"is {limit:,}")
     try:
         from safetensors import safe_open
     except ImportError:
         raise WeightFileError("reading .safetensors weights needs the `safetensors` package") from None
+    source = _same_file(path, fh)
     try:
-        with safe_open(path, framework="numpy") as f:
+        with safe_open(source, framework="numpy") as f:
             return {k: f.get_tensor(k) for k in f.keys()}
     except TypeError:
         pass  # a dtype numpy lacks (bfloat16): read through torch below
     except Exception as e:  # safetensors raises its own error types for truncated or foreign files
-        raise WeightFileError(f"cannot read weights file `{path}`: {e}") from None
+        raise WeightFileError(f"cannot read weights file `{path}`: {_named(e, source, path)}") from None
     try:
-        with safe_open(path, framework="pt") as f:
+        with safe_open(source, framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}
     except ImportError:
         raise WeightFileError(f"`{path}` holds a dtype numpy cannot read (bfloat16?); install torch") from None
+    except Exception as e:
+        raise WeightFileError(f"cannot read weights file `{path}`: {_named(e, source, path)}") from None
+
+
+def _named(exc: Exception, source: str, path: str) -> str:
+    return str(exc).replace(source, path)
 
 
 # ---------------------------------------------------------------- arrays of either kind
