@@ -63,7 +63,6 @@ def run(args) -> int:
             raise CommandError(NO_TORCH) from None
         raise
     from ..api import Spec
-    from .build import _raise_if_out_of_memory
     spec = Spec(result.ir, [d for d in result.diagnostics if not d.is_error])
     tokens = torch.tensor([ids])
     encoder = {k: torch.tensor([v]) for k, v in encoder.items()}
@@ -83,8 +82,11 @@ def run(args) -> int:
                                   on_token=printer, **options)
     except generation.GenerationError as e:
         raise CommandError(str(e), e.code) from None
-    except (MemoryError, RuntimeError) as e:   # what the estimate (a lower bound) did not foresee
-        _raise_if_out_of_memory(e, "generation")
+    except (MemoryError, RuntimeError) as e:   # what the estimate (a lower bound) did not foresee: exit 2
+        from .. import memory
+        if memory.is_out_of_memory(e):
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CommandError(f"out of memory during generation: {first}; {SMALLER}") from None
         raise
     printer.end()
     new = out.shape[1] - len(ids)
