@@ -165,19 +165,19 @@ def test_the_estimate_counts_cache_output_and_forward(gpt2, monkeypatch):
     plan = generation.plan_generation(gpt2.spec)
     gpt2.__dict__.pop(generation._DECODERS, None)
     dims = {"B": 2, "n": 3}
-    need = generation.generation_bytes(plan, gpt2.spec.ir, dims, 2, 23, "float32")
-    cache = kvcache.KVCache.nbytes(generation.cache_layers(plan, gpt2.spec.ir), 2, 23, 4)
-    assert need == cache + 8 * 2 * 23 + memory.forward_bytes(gpt2.spec.ir, dims, "float32")
+    need = generation.generation_bytes(plan, gpt2.spec.ir, dims, 2, 8, "float32")
+    cache = kvcache.KVCache.nbytes(generation.cache_layers(plan, gpt2.spec.ir), 2, 8, 4)
+    assert need == cache + 8 * 2 * 8 + memory.forward_bytes(gpt2.spec.ir, dims, "float32")
     ids = IDS.repeat(2, 1)
     _available(monkeypatch, need - 1)
     with pytest.raises(UsageError, match="needs at least"):
-        graphformer.generate(gpt2, ids, 20)
+        graphformer.generate(gpt2, ids, 5)
     _available(monkeypatch, need)
-    assert graphformer.generate(gpt2, ids, 20).shape == (2, 23)
+    assert graphformer.generate(gpt2, ids, 5).shape == (2, 8)
     _available(monkeypatch, need - cache)     # the kept cache is reused: only the rest is needed
-    assert graphformer.generate(gpt2, ids, 20).shape == (2, 23)
+    assert graphformer.generate(gpt2, ids, 5).shape == (2, 8)
     with pytest.raises(UsageError, match="needs at least"):
-        graphformer.generate(gpt2, ids, 21)   # longer: a new cache
+        graphformer.generate(gpt2, ids, 6)   # longer: a new cache
 
 
 def test_a_long_encoder_input_is_refused_before_its_forward(t5, monkeypatch):
@@ -235,7 +235,7 @@ def test_cli_refuses_each_bad_argument_by_its_flag(argv, message, capsys, monkey
 @pytest.mark.parametrize("argv,message", [
     (["--encoder-ids", "tokens=13,97,1"], "--encoder-ids `tokens`: token id 97 is outside the vocabulary of "
                                           "`t5-base` (0..96)"),
-    (["--encoder-ids", "tokens=13," + "9" * 25], f"--encoder-ids tokens: token id {'9' * 25} is outside the "
+    (["--encoder-ids", "tokens=13," + "9" * 25], f"--encoder-ids `tokens`: token id {'9' * 25} is outside the "
                                                  "vocabulary"),
     (["--encoder-ids", "tokens=13,5,1", "--encoder-ids", "mask=1,1"],
      "--encoder-ids `mask` has shape [1, 2], which does not fit spec input `mask` [B, n] at B=1, n=3"),

@@ -139,11 +139,12 @@ def _encoder_ids(items: list[str]) -> dict[str, list[int]]:
     out = {}
     for item in items:
         name, sep, ids = item.partition("=")
+        name = name.strip()
         try:
-            out[name.strip()] = _int64(f"--encoder-ids {name.strip()}", [int(t) for t in ids.replace(" ", "").split(",")])
+            out[name] = _int64(f"--encoder-ids `{name}`", [int(t) for t in ids.replace(" ", "").split(",")])
         except ValueError:
             sep = ""
-        if not sep or not name.strip():
+        if not sep or not name:
             raise CommandError(f"--encoder-ids expects INPUT=comma-separated integers, got `{item}`")
     return out
 
