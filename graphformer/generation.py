@@ -307,7 +307,7 @@ def _check_tokens(plan: GenerationPlan, spec, tokens, mask, names) -> dict[str, 
     if tokens.shape[0] < 1 or tokens.shape[1] < 1:
         raise GenerationError(f"{name} must hold at least one token per row, got shape {list(tokens.shape)}")
     _check_ids(name, tokens, plan.vocab, spec.name)
-    dims = _bind(spec.ir, plan.tokens, tuple(tokens.shape), {}, name)
+    dims = _bind(spec.ir, plan.tokens, tuple(tokens.shape), {}, name, strict=False)   # only its sizes
     if mask is None:
         return dims
     if plan.mask is None:
@@ -349,6 +349,8 @@ def _bind(ir, input_name: str, shape: tuple, dims: dict[str, int], what: str, st
     """`dims` plus the symbols of spec input `input_name` bound by a tensor of `shape`; a rank, a fixed size or
     a symbol that disagrees is refused (`strict`) or left out of the binding."""
     declared = ir.node(ir.inputs[input_name]).shape.shape
+    if len(declared) != len(shape) and not strict:
+        return dict(dims)
     if len(declared) != len(shape):
         raise GenerationError(f"{what} has {len(shape)} dims {list(shape)}, spec input `{input_name}` "
                               f"{len(declared)}: [{', '.join(map(str, declared))}]")
