@@ -19,12 +19,13 @@ def param_bytes(ir, dtype: str | None = None) -> int:
     return total_params(ir) * DTYPE_BYTES.get(dtype, 4)
 
 
-def forward_bytes(ir, dims: dict[str, int], dtype: str | None = None) -> int:
-    """The graph inputs plus the largest node output at `dims`: a forward needs at least that."""
+def forward_bytes(ir, dims: dict[str, int], dtype: str | None = None, partial: bool = False) -> int:
+    """The graph inputs plus the largest node output at `dims`: a forward needs at least that. `partial`:
+    `dims` binds only some symbols (those of the inputs a caller feeds); nodes over others count 0."""
     width = DTYPE_BYTES.get(dtype, 4)
 
     def size(node) -> int:
-        if node.shape is None:
+        if node.shape is None or (partial and any(d.symbols - dims.keys() for d in node.shape.shape)):
             return 0
         n = math.prod(d.evaluate(dims) for d in node.shape.shape)
         return n * (DTYPE_BYTES[node.shape.dtype] if node.shape.dtype != "float32" else width)
@@ -76,13 +77,15 @@ def _cgroup_headroom() -> int | None:
     return None
 
 
-def require(needed: int, what: str, device: str = "cpu") -> None:
-    """UsageError unless `needed` bytes are available on `device`."""
+SMALLER = "use a smaller preset or --dims, or --device meta to check shapes without allocating"
+
+
+def require(needed: int, what: str, device: str = "cpu", hint: str = SMALLER) -> None:
+    """UsageError unless `needed` bytes are available on `device`; `hint` says how to need less."""
     avail = available_bytes(device)
     if avail is not None and needed > avail:
         raise UsageError(f"{what} needs at least {needed:,} bytes ({_human(needed)}) but only {avail:,} "
-                         f"({_human(avail)}) are available on {device}; use a smaller preset or --dims, "
-                         "or --device meta to check shapes without allocating")
+                         f"({_human(avail)}) are available on {device}; {hint}")
 
 
 def _human(n: int) -> str:

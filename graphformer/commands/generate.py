@@ -5,10 +5,16 @@ from __future__ import annotations
 import sys
 import time
 
-from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, require_weight_map
+from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, require_weight_map, seed_arg
 
 from .build import NO_TORCH
 NO_TOKENIZERS = "--tokenizer needs the `tokenizers` package: pip install 'graphformer[torch]'"
+# generate()'s arguments as this command names them in its refusals
+FLAGS = {"tokens": "--prompt-ids", "mask": "--prompt-ids", "max_new_tokens": "--max-new-tokens",
+         "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p", "seed": "--seed",
+         "eos_token_id": "--eos-id", "encoder_inputs": "--encoder-ids"}
+SMALLER = "use a smaller preset, a shorter prompt or fewer --max-new-tokens"
+INT64 = 2**63
 
 
 def add_parser(sub) -> None:
@@ -33,7 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
     p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     p.add_argument("--top-p", type=float, help="sample among the most likely tokens whose probability reaches p")
-    p.add_argument("--seed", type=int, help="seed of the sampler (and of the init without --weights)")
+    p.add_argument("--seed", type=seed_arg, help="seed of the sampler (and of the init without --weights)")
     p.add_argument("--eos-id", type=int, help="stop at this token id")
     p.add_argument("--compile", action="store_true", help="run each decode step through torch.compile")
 
@@ -57,25 +63,44 @@ def run(args) -> int:
             raise CommandError(NO_TORCH) from None
         raise
     from ..ir.spec import Spec
-    encoder = {k: torch.tensor([v]) for k, v in encoder.items()}
     spec = Spec.checked(result.ir, result.diagnostics)
+    tokens = torch.tensor([ids])
+    encoder = {k: torch.tensor([v]) for k, v in encoder.items()}
+    names = {**FLAGS, **({"tokens": "--prompt"} if args.prompt is not None else {})}
+    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, eos_token_id=args.eos_id,
+                   seed=args.seed, encoder_inputs=encoder or None)
     try:
-        generation.plan_generation(spec)   # refuse a spec that cannot generate before building it
+        # everything that can be refused is, before the model is built or any weight is read
+        plan = generation.plan_generation(spec)
+        dims = generation.check_call(plan, spec, tokens, None, args.max_new_tokens, names=names, **options)
+        _require_memory(generation, spec, plan, dims, len(ids), args.max_new_tokens)
         model = build(spec, seed=args.seed if args.seed is not None else 0)
         _load(model, spec, args)
         printer = _Printer(tokenizer, ids)
         t0 = time.perf_counter()
-        out = generation.generate(model.eval(), torch.tensor([ids]), args.max_new_tokens,
-                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                  eos_token_id=args.eos_id, seed=args.seed, compile=args.compile,
-                                  on_token=printer, encoder_inputs=encoder or None)
+        out = generation.generate(model.eval(), tokens, args.max_new_tokens, compile=args.compile,
+                                  on_token=printer, **options)
     except generation.GenerationError as e:
         raise CommandError(str(e), e.code) from None
+    except (MemoryError, RuntimeError) as e:   # what the estimate (a lower bound) did not foresee: exit 2
+        from ..analysis import memory
+        if memory.is_out_of_memory(e):
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CommandError(f"out of memory during generation: {first}; {SMALLER}") from None
+        raise
     printer.end()
     new = out.shape[1] - len(ids)
     secs = time.perf_counter() - t0
     sys.stderr.write(f"{new} tokens in {secs:.2f} s ({new / secs:.1f} tokens/s)\n")
     return EXIT_OK
+
+
+def _require_memory(generation, spec, plan, dims: dict, n: int, new: int) -> None:
+    """The weights (built in float32 on the CPU), the key/value cache, the output and the prompt's forward,
+    against the memory available: refused (exit 2) before any of them is allocated."""
+    from ..analysis import memory
+    needed = memory.param_bytes(spec.ir) + generation.generation_bytes(plan, spec.ir, dims, 1, n + new, "float32")
+    memory.require(needed, f"building `{spec.name}` and generating {new:,} tokens after {n:,}", "cpu", hint=SMALLER)
 
 
 def _tokenizer(path: str):
@@ -102,6 +127,14 @@ def _prompt_ids(args, tokenizer) -> list[int]:
         ids = [int(t) for t in args.prompt_ids.replace(" ", "").split(",")]
     except ValueError:
         raise CommandError(f"--prompt-ids expects comma-separated integers, got `{args.prompt_ids}`") from None
+    return _int64("--prompt-ids", ids)
+
+
+def _int64(flag: str, ids: list[int]) -> list[int]:
+    """Ids a tensor can hold (the vocabulary is checked once the spec is read)."""
+    bad = next((t for t in ids if not -INT64 <= t < INT64), None)
+    if bad is not None:
+        raise CommandError(f"{flag}: token id {bad} is outside the vocabulary (not even a 64-bit integer)")
     return ids
 
 
@@ -109,11 +142,12 @@ def _encoder_ids(items: list[str]) -> dict[str, list[int]]:
     out = {}
     for item in items:
         name, sep, ids = item.partition("=")
+        name = name.strip()
         try:
-            out[name.strip()] = [int(t) for t in ids.replace(" ", "").split(",")]
+            out[name] = _int64(f"--encoder-ids `{name}`", [int(t) for t in ids.replace(" ", "").split(",")])
         except ValueError:
             sep = ""
-        if not sep or not name.strip():
+        if not sep or not name:
             raise CommandError(f"--encoder-ids expects INPUT=comma-separated integers, got `{item}`")
     return out
 

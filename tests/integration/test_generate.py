@@ -214,13 +214,13 @@ def test_cli_prompt_text_through_a_tokenizer(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,code,message", [
-    (["llama.yaml", "--prompt-ids", "1,2,3", "--max-new-tokens", "62"], 2, "max_new_tokens 62 = 65 positions passes "
+    (["llama.yaml", "--prompt-ids", "1,2,3", "--max-new-tokens", "62"], 2, "--max-new-tokens 62 = 65 positions passes "
                                                                            "max_len 64"),
     (["llama.yaml", "--prompt-ids", "1,2,97", "--max-new-tokens", "2"], 2, "token id 97 is outside"),
     (["bert-base.yaml", "--prompt-ids", "1,2", "--max-new-tokens", "2"], 1, "is not causal"),
     (["llama.yaml", "--prompt", "the cat", "--max-new-tokens", "2"], 2, "needs --tokenizer"),
     (["llama.yaml", "--prompt-ids", "1,x", "--max-new-tokens", "2"], 2, "comma-separated integers"),
-    (["llama.yaml", "--prompt-ids", "1", "--max-new-tokens", "2", "--top-p", "1.5"], 2, "top_p must be in"),
+    (["llama.yaml", "--prompt-ids", "1", "--max-new-tokens", "2", "--top-p", "1.5"], 2, "--top-p must be in"),
 ])
 def test_cli_bad_input_exits_with_a_message(argv, code, message, capsys):
     rc = cli_main(["generate", str(SPECS / argv[0]), "--preset", "tiny", *argv[1:]])

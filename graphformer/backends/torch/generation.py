@@ -8,16 +8,19 @@ traced once and reused for every token (and every later call with the same batch
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
+from ...analysis import memory
 from . import stages
-from .kvcache import ContextCache, KVCache
+from .kvcache import FEWER, ContextCache, KVCache
+from ...base.dims import Dim
 from ...base.errors import UsageError
 
 
-class GenerationError(UsageError):
+class GenerationError(UsageError, ValueError):
     """A model or an argument generation cannot serve; `code` is the CLI's exit status (1: the spec
     cannot generate, 2: the arguments are wrong)."""
 
@@ -118,6 +121,7 @@ class Decoder:
     """A model bound to a key/value cache for a batch and a total length: `prompt()` then `step()`."""
 
     def __init__(self, model, batch: int, length: int, compile: bool | str = False):
+        batch, length = _int_arg("batch", batch, 1), _int_arg("length", length, 1)
         self.model, self.plan = model, plan_generation(model.spec)
         param = next((p for p in model.parameters() if p.is_floating_point()), None)
         dtype = param.dtype if param is not None else torch.get_default_dtype()
@@ -224,7 +228,11 @@ def sample(logits, temperature: float = 0.0, top_k: int | None = None, top_p: fl
     """Next tokens [B] from logits [B, vocab]: argmax at temperature 0, else top-k / nucleus sampling."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    # shifted by the maximum and divided by a temperature clamped to float32's range: no inf - inf or 0 / 0,
+    # however small or large the temperature (the tiniest ones tend to greedy, as they should)
+    logits = logits.float()
+    f32 = torch.finfo(torch.float32)
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / min(max(temperature, f32.tiny), f32.max)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -237,52 +245,146 @@ def sample(logits, temperature: float = 0.0, top_k: int | None = None, top_p: fl
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
-def _check_args(plan: GenerationPlan, spec_name: str, tokens, mask, max_new_tokens, temperature, top_k, top_p):
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
-        raise GenerationError("tokens must be an integer tensor [B, n] of token ids")
-    if tokens.shape[0] < 1 or tokens.shape[1] < 1:
-        raise GenerationError(f"tokens must hold at least one token per row, got shape {list(tokens.shape)}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise GenerationError(f"max_new_tokens must be an integer ≥ 0, got {max_new_tokens!r}")
-    lo, hi = int(tokens.min()), int(tokens.max())
-    if lo < 0 or hi >= plan.vocab:
-        bad = lo if lo < 0 else hi
-        raise GenerationError(f"token id {bad} is outside the vocabulary of `{spec_name}` (0..{plan.vocab - 1})")
-    n = tokens.shape[1]
-    if plan.max_len is not None and n + max_new_tokens > plan.max_len:
-        raise GenerationError(f"a prompt of {n} tokens + max_new_tokens {max_new_tokens} = {n + max_new_tokens} "
-                              f"positions passes max_len {plan.max_len} (of `{plan.max_len_from}`)")
-    if temperature < 0:
-        raise GenerationError(f"temperature must be ≥ 0 (0 is greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise GenerationError(f"top_k must be ≥ 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise GenerationError(f"top_p must be in (0, 1], got {top_p}")
-    if mask is None:
+# The names a refusal gives each argument: the Python API's, or the command line's flags (commands/generate.py).
+API_NAMES = {k: k for k in ("tokens", "mask", "max_new_tokens", "temperature", "top_k", "top_p", "seed",
+                            "eos_token_id", "encoder_inputs")}
+MAX_SEED = 2**64 - 1     # torch.Generator.manual_seed's range (negative seeds excluded, as `--seed` everywhere)
+
+
+def check_call(plan: GenerationPlan, spec, tokens, mask, max_new_tokens, *, temperature=0.0, top_k=None, top_p=None,
+               seed=None, eos_token_id=None, encoder_inputs=None, names: dict = API_NAMES) -> dict[str, int]:
+    """Every argument of `generate`, before any work: GenerationError (exit 2) naming the argument and its
+    value. Returns the sizes of the symbolic dims the fed inputs bind (for the memory estimate)."""
+    dims = _check_tokens(plan, spec, tokens, mask, names)
+    _check_length(plan, tokens.shape[1], max_new_tokens, names)
+    _check_sampling(plan, temperature, top_k, top_p, seed, eos_token_id, names)
+    return _check_encoder_inputs(plan, spec, tokens, encoder_inputs, dims, names)
+
+
+def _int_arg(name: str, value, lo: int, hi: int | None = None) -> int:
+    """`value` as an int in lo … hi (hi None: unbounded); bools and floats are refused, not truncated."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise GenerationError(f"{name} must be an integer, got {value!r}")
+    v = value.__index__()
+    if v < lo or (hi is not None and v > hi):
+        bounds = f"≥ {lo}" if hi is None else f"in {lo} … {hi}"
+        raise GenerationError(f"{name} must be an integer {bounds}, got {v}")
+    return v
+
+
+def _real_arg(name: str, value) -> float:
+    """`value` as a finite float."""
+    try:
+        v = None if isinstance(value, (bool, str, bytes)) else float(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        v = None
+    if v is None:
+        raise GenerationError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(v):
+        raise GenerationError(f"{name} must be a finite number, got {v}")
+    return v
+
+
+def _check_ids(name: str, ids, vocab: int, spec_name: str) -> None:
+    """Integer ids, every one in 0 … vocab − 1 (an embedding's rows)."""
+    if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise GenerationError(f"{name} must hold integer token ids, got a {str(ids.dtype).removeprefix('torch.')} "
+                              "tensor")
+    if ids.numel() == 0:
         return
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab:
+        raise GenerationError(f"{name}: token id {lo if lo < 0 else hi} is outside the vocabulary of `{spec_name}` "
+                              f"(0..{vocab - 1})")
+
+
+def _check_tokens(plan: GenerationPlan, spec, tokens, mask, names) -> dict[str, int]:
+    """The prompt: ids [B, n] in the vocabulary, and its mask (left padding only). Binds B and n."""
+    name = names["tokens"]
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
+        got = list(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise GenerationError(f"{name} must be an integer tensor [B, n] of token ids, got {got}")
+    if tokens.shape[0] < 1 or tokens.shape[1] < 1:
+        raise GenerationError(f"{name} must hold at least one token per row, got shape {list(tokens.shape)}")
+    _check_ids(name, tokens, plan.vocab, spec.name)
+    dims = _bind(spec.ir, plan.tokens, tuple(tokens.shape), {}, name, strict=False)   # only its sizes
+    if mask is None:
+        return dims
     if plan.mask is None:
-        raise GenerationError(f"spec `{spec_name}` has no `mask` input: its prompts cannot be padded "
+        raise GenerationError(f"spec `{spec.name}` has no `mask` input: its prompts cannot be padded "
                               "(give equal-length prompts without a mask)")
-    if tuple(mask.shape) != tuple(tokens.shape):
-        raise GenerationError(f"mask has shape {list(mask.shape)}, tokens {list(tokens.shape)}: they must match")
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(tokens.shape):
+        got = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise GenerationError(f"{names['mask']} has shape {got}, {name} {list(tokens.shape)}: they must match")
     keep = mask.bool()
     # left padding only: once a row's real tokens start, they run to the end (cummax over the row)
     if not bool((keep == keep.long().cummax(dim=-1).values.bool()).all()) or not bool(keep[:, -1].all()):
-        raise GenerationError("mask must be left padding (each row: zeros, then ones to the end, with at least "
-                              "one 1): a mask with holes or right padding is not causal generation's")
+        raise GenerationError(f"{names['mask']} must be left padding (each row: zeros, then ones to the end, with "
+                              "at least one 1): a mask with holes or right padding is not causal generation's")
+    return dims
 
 
-def _check_encoder_inputs(plan: GenerationPlan, spec, tokens, given) -> None:
+def _check_length(plan: GenerationPlan, n: int, max_new_tokens, names) -> None:
+    name = names["max_new_tokens"]
+    new = _int_arg(name, max_new_tokens, 1)
+    if plan.max_len is not None and n + new > plan.max_len:
+        raise GenerationError(f"a prompt of {n} tokens + {name} {new} = {n + new} positions passes max_len "
+                              f"{plan.max_len} (of `{plan.max_len_from}`)")
+
+
+def _check_sampling(plan: GenerationPlan, temperature, top_k, top_p, seed, eos_token_id, names) -> None:
+    if _real_arg(names["temperature"], temperature) < 0:
+        raise GenerationError(f"{names['temperature']} must be ≥ 0 (0 is greedy), got {temperature}")
+    if top_k is not None:
+        _int_arg(names["top_k"], top_k, 1)
+    if top_p is not None and not 0 < _real_arg(names["top_p"], top_p) <= 1:
+        raise GenerationError(f"{names['top_p']} must be in (0, 1], got {top_p}")
+    if seed is not None:
+        _int_arg(names["seed"], seed, 0, MAX_SEED)
+    if eos_token_id is not None:
+        _int_arg(names["eos_token_id"], eos_token_id, 0, plan.vocab - 1)
+
+
+def _bind(ir, input_name: str, shape: tuple, dims: dict[str, int], what: str, strict: bool = True) -> dict:
+    """`dims` plus the symbols of spec input `input_name` bound by a tensor of `shape`; a rank, a fixed size or
+    a symbol that disagrees is refused (`strict`) or left out of the binding."""
+    declared = ir.node(ir.inputs[input_name]).shape.shape
+    if len(declared) != len(shape) and not strict:
+        return dict(dims)
+    if len(declared) != len(shape):
+        raise GenerationError(f"{what} has {len(shape)} dims {list(shape)}, spec input `{input_name}` "
+                              f"{len(declared)}: [{', '.join(map(str, declared))}]")
+    out = dict(dims)
+    for d, size in zip(declared, shape):
+        if len(d.symbols) == 1 and d == Dim.sym(next(iter(d.symbols))):
+            sym = next(iter(d.symbols))
+            if out.setdefault(sym, size) == size:
+                continue
+        elif d.symbols - out.keys() or d.evaluate(out) == size:
+            continue
+        if strict:
+            raise GenerationError(f"{what} has shape {list(shape)}, which does not fit spec input `{input_name}` "
+                                  f"[{', '.join(map(str, declared))}] at {_dims_text(out)}")
+    return out
+
+
+def _dims_text(dims: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in dims.items()) or "its sizes"
+
+
+def _check_encoder_inputs(plan: GenerationPlan, spec, tokens, given, dims: dict[str, int],
+                          names=API_NAMES) -> dict[str, int]:
     """`encoder_inputs` names exactly the encoder's spec inputs (the optional ones may be left out), each a
-    tensor with the prompts' batch."""
-    ir, name = spec.ir, spec.name
-    given = given or {}
+    tensor of the spec input's shape with the prompts' batch; ids read by an embedding within its vocabulary.
+    Returns `dims` with the encoder inputs' symbols bound."""
+    ir, name, arg = spec.ir, spec.name, names["encoder_inputs"]
+    given = {} if given is None else given
     if not isinstance(given, dict):
-        raise GenerationError("encoder_inputs must be a dict from spec input name to tensor")
+        raise GenerationError(f"{arg} must be a dict from spec input name to tensor, got {type(given).__name__}")
     unknown = [k for k in given if k not in plan.encoder_inputs]
     if unknown:
         what = ", ".join(f"`{k}`" for k in plan.encoder_inputs) or "none: it is a decoder-only model"
-        raise GenerationError(f"encoder_inputs names `{unknown[0]}`, which is not an encoder input of `{name}` "
+        raise GenerationError(f"{arg} names `{unknown[0]}`, which is not an encoder input of `{name}` "
                               f"(encoder inputs: {what})")
     missing = [k for k in plan.encoder_inputs if k not in given and not ir.node(ir.inputs[k]).meta.get("optional")]
     if missing:
@@ -290,24 +392,87 @@ def _check_encoder_inputs(plan: GenerationPlan, spec, tokens, given) -> None:
                               f"{'s' * (len(missing) > 1)} {', '.join(f'`{k}`' for k in missing)} as "
                               "encoder_inputs={...} (command line: --encoder-ids INPUT=IDS); the prompt is the "
                               "decoder's")
+    bound = {k: v for k, v in dims.items() if k == _batch_symbol(ir, plan)}   # the decoder's length is its own
     for k, v in given.items():
         if not isinstance(v, torch.Tensor) or v.dim() < 1 or v.shape[0] != tokens.shape[0]:
             got = list(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            raise GenerationError(f"encoder input `{k}` must be a tensor with the prompts' batch {tokens.shape[0]} "
+            raise GenerationError(f"{arg} `{k}` must be a tensor with the prompts' batch {tokens.shape[0]} "
                                   f"first, got {got}")
+        vocab = _vocab_of(ir, k)
+        if vocab is not None:
+            _check_ids(f"{arg} `{k}`", v, vocab, name)
+        elif v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise GenerationError(f"{arg} `{k}` holds a NaN or an infinity")
+        bound = _bind(ir, k, tuple(v.shape), bound, f"{arg} `{k}`")
+    return {**dims, **bound}
+
+
+def _batch_symbol(ir, plan: GenerationPlan) -> str | None:
+    first = ir.node(ir.inputs[plan.tokens]).shape.shape[0]
+    return next(iter(first.symbols)) if len(first.symbols) == 1 else None
+
+
+def _vocab_of(ir, input_name: str) -> int | None:
+    """The smallest vocabulary of the embeddings that read spec input `input_name` (None: none reads it)."""
+    vocabs = [c.attrs.vocab for c, _ in ir.consumers(ir.inputs[input_name]) if c.op == "embedding"]
+    return min(vocabs) if vocabs else None
+
+
+def cache_layers(plan: GenerationPlan, ir) -> list[tuple[int, int, int | None]]:
+    """(kv_heads, head_dim, window) of every cache slot, read from the IR as the torch build sizes them."""
+    out = []
+    for n in plan.attention:
+        _, kv, hd = n.attrs.geometry(ir.node(n.inputs["x"]).shape.shape[-1].value)
+        out.append((kv, hd, n.attrs.window))
+    return out
+
+
+def generation_bytes(plan: GenerationPlan, ir, dims: dict[str, int], batch: int, length: int, dtype: str,
+                     cache: bool = True) -> int:
+    """A lower bound of what generating `length` positions allocates besides the weights: the key/value cache
+    (unless `cache` is False: an existing one is reused), the output ids, and the prompt's forward (the
+    encoder's included) at `dims`."""
+    itemsize = memory.DTYPE_BYTES.get(dtype, 4)
+    kv = KVCache.nbytes(cache_layers(plan, ir), batch, length, itemsize) if cache else 0
+    return kv + 8 * batch * length + memory.forward_bytes(ir, dims, dtype, partial=True)
+
+
+def _require_memory(model, plan: GenerationPlan, dims: dict[str, int], batch: int, n: int, new: int,
+                    compile) -> None:
+    """Refuse (UsageError, exit 2) a generation whose cache, output and prompt forward cannot fit, before any
+    of them is allocated."""
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    dtype = param.dtype if param is not None else torch.get_default_dtype()
+    device = str(param.device) if param is not None else "cpu"
+    reuse = _kept_decoder(model, batch, n + new, compile) is not None
+    needed = generation_bytes(plan, model.spec.ir, dims, batch, n + new, str(dtype).removeprefix("torch."),
+                              cache=not reuse)
+    memory.require(needed, f"generating {new:,} tokens after {n:,} from `{model.spec.name}` at batch {batch:,}",
+                   device, hint=FEWER)
 
 
 _DECODERS = "_graphformer_decoders"   # kept on the model so a compiled step is reused across calls
 
 
-def decoder_for(model, batch: int, length: int, compile: bool | str = False) -> Decoder:
-    """The model's decoder for this batch, reused (with its compiled step) when it holds `length` and the
-    model's dtype and device are still the cache's."""
-    kept = model.__dict__.setdefault(_DECODERS, {})
+def _decoder_key(model, batch: int, compile) -> tuple:
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
-    key = (batch, compile, None if param is None else (param.dtype, param.device))
-    d = kept.get(key)
-    if d is None or d.length < length:
+    return batch, compile, None if param is None else (param.dtype, param.device)
+
+
+def _kept_decoder(model, batch: int, length: int, compile) -> Decoder | None:
+    """The model's decoder for this batch if it holds `length` and the model's dtype and device are still
+    the cache's."""
+    d = model.__dict__.get(_DECODERS, {}).get(_decoder_key(model, batch, compile))
+    return d if d is not None and d.length >= length else None
+
+
+def decoder_for(model, batch: int, length: int, compile: bool | str = False) -> Decoder:
+    """The model's decoder for this batch, reused (with its compiled step) when it holds `length`."""
+    d = _kept_decoder(model, batch, length, compile)
+    if d is None:
+        kept = model.__dict__.setdefault(_DECODERS, {})
+        key = _decoder_key(model, batch, compile)
+        kept.pop(key, None)        # a shorter cache goes before the longer one is allocated
         d = kept[key] = Decoder(model, batch, length, compile)
     return d
 
@@ -329,29 +494,28 @@ def generate(model, tokens, max_new_tokens: int, *, mask=None, temperature: floa
     `torch.compile(fullgraph=True)` (a string names the backend); it is traced once per batch size.
     """
     plan = plan_generation(model.spec)
-    _check_args(plan, model.spec.name, tokens, mask, max_new_tokens, temperature, top_k, top_p)
-    _check_encoder_inputs(plan, model.spec, tokens, encoder_inputs)
-    tokens = tokens.to(torch.long)
-    if max_new_tokens == 0:
-        return tokens
+    dims = check_call(plan, model.spec, tokens, mask, max_new_tokens, temperature=temperature, top_k=top_k,
+                      top_p=top_p, seed=seed, eos_token_id=eos_token_id, encoder_inputs=encoder_inputs)
     b, n = tokens.shape
+    _require_memory(model, plan, dims, b, n, max_new_tokens, compile)
     generator = None
     if temperature > 0:
         generator = torch.Generator(device=tokens.device)
         generator.manual_seed(seed if seed is not None else torch.seed())
     was_training = model.training
     model.eval()
+    out = torch.empty(b, n + max_new_tokens, dtype=torch.long, device=tokens.device)   # counted above
+    out[:, :n] = tokens
     try:
         dec = decoder_for(model, b, n + max_new_tokens, compile)
-        logits = dec.prompt(tokens, mask, encoder_inputs)
-        out = [tokens]
+        logits = dec.prompt(out[:, :n], mask, encoder_inputs)
         done = torch.zeros(b, dtype=torch.bool, device=tokens.device)
         for i in range(max_new_tokens):
             nxt = sample(logits, temperature, top_k, top_p, generator)
             if eos_token_id is not None:
                 nxt = nxt.masked_fill(done, eos_token_id)
                 done |= nxt == eos_token_id
-            out.append(nxt[:, None])
+            out[:, n + i] = nxt
             if on_token is not None:
                 on_token(nxt)
             if i + 1 == max_new_tokens or (eos_token_id is not None and bool(done.all())):
@@ -359,4 +523,5 @@ def generate(model, tokens, max_new_tokens: int, *, mask=None, temperature: floa
             logits = dec.step(nxt)
     finally:
         model.train(was_training)
-    return torch.cat(out, dim=1)
+    end = n + i + 1
+    return out if end == out.shape[1] else out[:, :end].clone()   # an early stop keeps no unused tail

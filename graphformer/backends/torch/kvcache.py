@@ -19,6 +19,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ...analysis import memory
+
+
+FEWER = "use a shorter prompt, fewer new tokens or a smaller batch"
+
 
 @dataclass
 class Slot:
@@ -34,10 +39,14 @@ class KVCache:
     def __init__(self, layers: list[tuple[int, int, int | None]], batch: int, length: int,
                  dtype: torch.dtype, device: torch.device):
         """`layers`: (kv_heads, head_dim, window or None) of each cached attention, in layer_id order."""
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        memory.require(self.nbytes(layers, batch, length, itemsize),
+                       f"a key/value cache of {length:,} positions × batch {batch:,}", str(torch.device(device)),
+                       hint=FEWER)
         self.batch, self.length = batch, length
         self.slots: list[Slot] = []
         for kv, hd, window in layers:
-            size = window if window is not None and window < length else length
+            size = self.slot_size(window, length)
             shape = (batch, kv, size, hd)
             self.slots.append(Slot(torch.zeros(shape, dtype=dtype, device=device),
                                    torch.zeros(shape, dtype=dtype, device=device), size))
@@ -50,6 +59,18 @@ class KVCache:
         self.positions: torch.Tensor = self.step_positions
         self.written = 0                                                              # positions filled
         self.index = torch.zeros(1, dtype=torch.long, device=device)   # `written` as a tensor (no guard)
+
+    @staticmethod
+    def slot_size(window: int | None, length: int) -> int:
+        return window if window is not None and window < length else length
+
+    @classmethod
+    def nbytes(cls, layers: list[tuple[int, int, int | None]], batch: int, length: int, itemsize: int) -> int:
+        """Bytes the cache of `layers` allocates: keys and values per slot, and a bool mask per slot size.
+        Known before anything is allocated, so a cache that cannot fit is refused, not half-built."""
+        sizes = [cls.slot_size(window, length) for _, _, window in layers]
+        kv = sum(2 * batch * k * size * hd * itemsize for (k, hd, _), size in zip(layers, sizes))
+        return kv + sum(batch * s for s in set(sizes))
 
     def start(self, mask: torch.Tensor) -> None:
         """Before the prompt's forward: forget everything; `mask` [B, n] bool marks its real tokens."""
