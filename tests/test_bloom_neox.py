@@ -123,6 +123,7 @@ def hf_generate(ref, ids, mask, new):
                             max_new_tokens=new, do_sample=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,padded", [("neox", False), ("neox", True), ("bloom", False), ("bloom", True),
                                          ("bloom-5-heads", True)])
 def test_greedy_tokens_equal_transformers_generate(case, padded):
