@@ -1,6 +1,6 @@
 """Fixed numeric tables that the torch and ONNX lowerings share (one definition, two backends): the
 sinusoidal positions of `positional`, the mel filter banks of `spectrogram`, and the relative-position
-index and shifted-window mask of `window_position_bias`. numpy only, no torch,
+index and shifted-window mask of `window_position_bias`, the ALiBi slopes of `attention`. numpy only, no torch,
 computed in float64 and returned as float32 so that both backends hold exactly the same numbers."""
 from __future__ import annotations
 
@@ -99,3 +99,17 @@ def relative_position_buckets(buckets: int, max_distance: int, causal: bool) -> 
                 * np.float32(per_side - exact))
     far = exact + np.nan_to_num(grow, neginf=0.0).astype(np.int64)
     return out + np.where(dist < exact, dist, np.minimum(far, per_side - 1))
+
+
+def alibi_slopes(heads: int) -> np.ndarray:
+    """`[heads]` ALiBi slopes (Press et al.), as transformers' BLOOM computes them: the geometric sequence
+    b^k, k = 1..p, with b = 2^(-8/p) for the largest power of two p ≤ heads; the remaining heads take every
+    other power of the sequence for 2p (b'^k, k = 1, 3, 5, ...). The bases are float32, as BLOOM's; each
+    power is rounded once (torch's float32 pow may differ from it in the last bit)."""
+    def base(p: int) -> float:
+        return float(np.float32(2.0 ** (-(2.0 ** -(math.log2(p) - 3)))))
+    p = 2 ** math.floor(math.log2(heads))
+    slopes = [base(p) ** k for k in range(1, p + 1)]
+    if p != heads:
+        slopes += [base(2 * p) ** k for k in range(1, 1 + 2 * min(p, heads - p), 2)]
+    return np.array(slopes, dtype=np.float64).astype(np.float32)

@@ -933,6 +933,100 @@ nodes:
   up: {op: linear, out: d_ff}
 outputs: {y: up}
 """),
+    # ---- weight-map split layouts and ALiBi (issue 25/26)
+    Code(
+        "GF225", "fused split without a layout",
+        ("A weight-map rule with a list in `to` splits one fused reference tensor (a query/key/value "
+         "projection) into several spec parameters. References lay such tensors out in two ways: one "
+         "contiguous block per part ([q; k; v]: GPT-2, torch.nn.MultiheadAttention, ViT) or interleaved per "
+         "head ([heads, 3, head_dim]: GPT-NeoX, BLOOM). Both have the same shape, so the wrong one loads "
+         "without any error and computes another function (GPT-NeoX's logits are off by about 3). The rule "
+         "must say which it is."),
+        fix="Add `split: blocks` (contiguous parts) or `split: heads, heads: N` (interleaved per head) to the "
+            "rule; the reference's attention code shows which (a `view(..., heads, 3, head_dim)` is `heads`).",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: attention, heads: heads, causal: true}
+outputs: {y: attn}
+weight_maps:
+  hf:
+    rules:
+      - {from: qkv.weight, to: [attn.q.weight, attn.k.weight, attn.v.weight]}
+      - {from: qkv.bias, split: blocks, to: [attn.q.bias, attn.k.bias, attn.v.bias]}
+      - {from: dense.weight, to: attn.o.weight}
+      - {from: dense.bias, to: attn.o.bias}
+"""),
+    Code(
+        "GF226", "`split` or `heads` where nothing is split",
+        ("`split` states the layout of a fused tensor that a rule splits into the parameters listed in `to`; "
+         "a rule with one target (or a `zero` rule) splits nothing. `heads` is the head count of "
+         "`split: heads` and means nothing with `split: blocks`."),
+        fix="Remove the field, or list the parameters the fused tensor holds.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: attention, heads: heads, causal: true}
+outputs: {y: attn}
+weight_maps:
+  hf:
+    rules:
+      - {from: qkv.weight, split: blocks, to: [attn.q.weight, attn.k.weight, attn.v.weight]}
+      - {from: qkv.bias, split: blocks, to: [attn.q.bias, attn.k.bias, attn.v.bias]}
+      - {from: extra.bias, split: heads, heads: heads, to: attn.o.bias}
+      - {from: dense.weight, to: attn.o.weight}
+      - {from: dense.bias, to: attn.o.bias}
+"""),
+    Code(
+        "GF227", "`split: heads` without a head count",
+        ("`split: heads` reads dim 0 of the fused tensor as [heads, parts, head_dim], so it needs the number "
+         "of heads: `heads: N`, a positive integer or an expression over params (`heads: heads`)."),
+        fix="Add `heads: heads` (the spec's param) or the number.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: attention, heads: heads, causal: true}
+outputs: {y: attn}
+weight_maps:
+  hf:
+    rules:
+      - {from: qkv.weight, split: heads, to: [attn.q.weight, attn.k.weight, attn.v.weight]}
+      - {from: qkv.bias, split: heads, heads: heads, to: [attn.q.bias, attn.k.bias, attn.v.bias]}
+      - {from: dense.weight, to: attn.o.weight}
+      - {from: dense.bias, to: attn.o.bias}
+"""),
+    Code(
+        "GF228", "ALiBi with a sliding window",
+        ("`alibi: true` biases each score by the key's position, counted over the real tokens before it "
+         "(transformers' BLOOM). A sliding `window` keeps a rolling cache whose slots are not in position "
+         "order, so the positions could not be counted in generation; no reference model combines the two."),
+        fix="Drop `window`, or use rotary positions (`rope: true`) with the window.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: attention, heads: heads, causal: true, alibi: true, window: 4}
+outputs: {y: attn}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

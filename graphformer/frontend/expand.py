@@ -320,9 +320,50 @@ class Expander:
                 scale = self._real(ctx, self.prog.params, "scale", scale,
                                    ctx.span(("weight_maps", name, "rules", k, "scale")))
                 scale = None if scale is _BAD else scale
+            split, heads = self._split_layout(ctx, ("weight_maps", name, "rules", k), r)
             rules.append(WeightRule(r.src, (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,
-                                    r.unstack, r.reshape, scale, r.zero))
+                                    r.unstack, r.reshape, scale, r.zero, split, heads))
         return WeightMap(tuple(rules), decl.strip_prefix, tuple(decl.ignore), decl.reference)
+
+    def _split_layout(self, ctx: SpecCtx, at: tuple, r) -> tuple[str, int | None]:
+        """A rule's fused layout: a list in `to` must say how its parts lie along dim 0 (GF225), because
+        both layouts load without a shape error and only one is right; `split` and `heads` only where
+        they mean something (GF226); `split: heads` with a positive integer count of heads (GF227)."""
+        fused = isinstance(r.dst, list) and not r.zero
+        if fused and r.split is None:
+            self.diags.append(Diagnostic(
+                "GF225", "this rule splits a fused tensor but does not say how its parts are laid out",
+                ctx.span(at + ("to",), key=True),
+                help="add `split: blocks` when the parts follow one another ([q; k; v], GPT-2's c_attn) or "
+                     "`split: heads, heads: N` when they alternate per head ([heads, 3, head_dim], GPT-NeoX, "
+                     "BLOOM); both load without a shape error, and only one computes the reference's function"))
+            return "blocks", None
+        if r.split is not None and not fused:
+            self.diags.append(Diagnostic("GF226", "`split` applies to a rule with a list in `to` (a fused tensor)",
+                                         ctx.span(at + ("split",), key=True),
+                                         help="remove `split`, or list the parameters the tensor holds"))
+            return "blocks", None
+        if r.heads is not None and r.split != "heads":
+            self.diags.append(Diagnostic("GF226", "`heads` is read only with `split: heads`",
+                                         ctx.span(at + ("heads",), key=True),
+                                         help="remove `heads`, or set `split: heads` if the parts alternate per head"))
+            return r.split or "blocks", None
+        if r.split != "heads":
+            return r.split or "blocks", None
+        if r.heads is None:
+            self.diags.append(Diagnostic("GF227", "`split: heads` needs the number of heads: add `heads: N`",
+                                         ctx.span(at + ("split",)),
+                                         help="e.g. `heads: heads`, the spec's param"))
+            return "heads", None
+        heads = r.heads if isinstance(r.heads, int) else self._real(ctx, self.prog.params, "heads", r.heads,
+                                                                    ctx.span(at + ("heads",)))
+        if heads is _BAD:
+            return "heads", None
+        if isinstance(heads, bool) or heads != int(heads) or heads < 1:
+            self.diags.append(Diagnostic("GF227", f"`heads` of `split: heads` must be a positive integer, got "
+                                         f"{heads:g}", ctx.span(at + ("heads",))))
+            return "heads", None
+        return "heads", int(heads)
 
     @staticmethod
     def _quote_shift(ctx: SpecCtx, span: Span) -> int:

@@ -82,7 +82,14 @@ class WeightRule(_Strict):
     `zero: true` and no `from`, spec parameters the reference doesn't have (a bias it lacks)."""
 
     src: StrictStr | None = Field(None, alias="from")
-    dst: Union[StrictStr, list[StrictStr]] = Field(alias="to", description="a list splits a fused tensor on dim 0")
+    dst: Union[StrictStr, list[StrictStr]] = Field(alias="to", description="a list splits a fused tensor on dim 0 "
+                                                   "(its layout stated by `split`)")
+    split: Literal["blocks", "heads"] | None = Field(
+        None, description="how a fused tensor (a list in `to`) lays out its parts along dim 0: `blocks` = one "
+                          "contiguous block per target ([q; k; v], GPT-2); `heads` = interleaved per head "
+                          "([heads, targets, head_dim], GPT-NeoX, BLOOM; give `heads`)")
+    heads: DimExpr | None = Field(None, description="with `split: heads`: the number of head groups (an "
+                                                    "integer or an expression over params)")
     transpose: bool = False
     unstack: bool = Field(False, description="dim 0 of the tensor indexes experts: slice `e` goes to the "
                                              "targets with `{e}` replaced by e (transformers' fused MoE experts)")

@@ -349,6 +349,48 @@ def _phi(cfg: dict) -> dict:
     return {"rope_theta": float(rp.get("rope_theta", 10000.0)), "rope_dims": rope_dims}
 
 
+# ---------------------------------------------------------------- GPT-NeoX and BLOOM (fused per-head qkv)
+
+def _neox(cfg: dict) -> dict:
+    """Rotary from `rope_parameters` (transformers 5) or the hub's `rotary_pct` / `rotary_emb_base`."""
+    rp = _rope_params(cfg)
+    if rp["rope_type"] != "default":
+        raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: the gpt-neox spec has plain rotary")
+    theta = rp.get("rope_theta", cfg.get("rotary_emb_base", 10000.0))
+    factor = rp.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25))
+    rope_dims = int(cfg["hidden_size"] // cfg["num_attention_heads"] * factor)
+    if rope_dims < 2 or rope_dims % 2:
+        raise HFImportError(f"`rotary_pct: {factor}` gives {rope_dims} rotary dims per head; rotary needs an even "
+                            f"count of at least 2")
+    return {"rope_theta": float(theta), "rope_dims": rope_dims}
+
+
+def _parallel_layer(value, name):
+    return "parallel_layer" if value else "sequential_layer"
+
+
+def _first_of(cfg: dict, *names: str):
+    """A field that configs spell several ways (BLOOM's hub configs: `n_embed`, `num_attention_heads`)."""
+    for n in names:
+        if cfg.get(n) is not None:
+            return cfg[n]
+    raise KeyError(names[0])
+
+
+def _bloom(cfg: dict) -> dict:
+    return {"d_model": _first_of(cfg, "hidden_size", "n_embed"), "heads": _first_of(cfg, "n_head", "num_attention_heads"),
+            "layers": _first_of(cfg, "n_layer", "num_hidden_layers")}
+
+
+BLOOM_IGNORED = frozenset({
+    "hidden_size", "n_embed", "n_head", "num_attention_heads", "n_layer", "num_hidden_layers",  # read by _bloom
+    "hidden_dropout", "slow_but_exact", "n_inner",  # the MLP is 4 × hidden_size wide whatever n_inner says
+    # Megatron-DeepSpeed training switches the hub configs still carry
+    "masked_softmax_fusion", "bias_dropout_fusion", "offset_alibi", "seq_length", "skip_bias_add",
+    "skip_bias_add_qkv", "attention_softmax_in_fp32", "unk_token_id",
+})
+
+
 # ---------------------------------------------------------------- GPT-2 and the encoders
 
 def _clip(cfg: dict) -> dict:
@@ -445,6 +487,20 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "tie_word_embeddings": Fixed(_is(False, None), "the phi spec's LM head is untied (it has a bias)"),
     }, frozenset({"rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor",
                   "num_key_value_heads"}), _phi, "PhiForCausalLM"),
+    Family("gpt_neox", "gpt-neox.yaml", {
+        "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+        "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"), "max_position_embeddings": P("max_len"),
+        "layer_norm_eps": P("eps"), "hidden_act": P("act", act), "attention_bias": P("attn_bias"),
+        "use_parallel_residual": P("layer", _parallel_layer),
+        "tie_word_embeddings": Fixed(_is(False, None), "the gpt-neox spec's LM head (embed_out) is untied"),
+    }, frozenset({"rope_theta", "rope_scaling", "rope_parameters", "rotary_pct", "rotary_emb_base",
+                  "partial_rotary_factor", "hidden_dropout"}), _neox, "GPTNeoXForCausalLM"),
+    Family("bloom", "bloom.yaml", {
+        "vocab_size": P("vocab"), "layer_norm_epsilon": P("eps"),
+        "apply_residual_connection_post_layernorm": Fixed(_is(False, None), "the bloom spec adds each sub-layer "
+                                                          "to its input, not to the LayerNorm's output"),
+        "tie_word_embeddings": Fixed(_is(True, None), "the bloom spec ties the LM head to the token table"),
+    }, BLOOM_IGNORED, _bloom, "BloomForCausalLM"),
     Family("gpt2", "gpt2.yaml", {
         "vocab_size": P("vocab"), "n_positions": P("max_len"), "n_embd": P("d_model"), "n_head": P("heads"),
         "n_layer": P("layers"), "layer_norm_epsilon": P("eps"), "activation_function": P("act", act),

@@ -197,6 +197,8 @@ class AttentionAttrs(ProjectionAttrs):
                                        "`original_max_position_embeddings`")
     max_len: DimAttr | None = Field(None, ge=1, description="the longest sequence the model serves: a longer "
                                     "constant length is an error, and generation sizes its key/value cache by it")
+    alibi: bool = Field(False, description="ALiBi (Press et al., BLOOM): add slope_h · p_j to every score, p_j the "
+                        "key's position among the real (unmasked) tokens; no parameters, any length")
 
     def geometry(self, d: int) -> tuple[int, int, int]:
         """(heads, kv_heads, head_dim) for input width `d`."""
@@ -251,6 +253,9 @@ def _attention_shape(a: AttentionAttrs, ins):
     if a.window is not None and not a.causal:
         raise ShapeError("GF102", "`window` (sliding-window attention) needs `causal: true`", attr="window")
     hd = a.geometry(d)[2]
+    if a.alibi and a.window is not None:  # a rolling cache's slots are not in position order
+        raise ShapeError("GF228", "`alibi` with a sliding `window` is not supported", attr="alibi",
+                         help="ALiBi counts key positions over the cache, which a rolling window reorders")
     if a.rope_dims is not None and not a.rope:
         raise ShapeError("GF102", "`rope_dims` is set but `rope` is off", attr="rope_dims")
     if a.rope:
@@ -304,7 +309,7 @@ register(OpDef(
     "attention", "core",
     "Multi-head self-attention over `x [B, n, d]` with q, k, v and output projections: grouped-query "
     "(`kv_heads`), rotary positions (`rope`, partial `rope_dims`, Llama-3 scaling), sliding windows "
-    "(`window`), per-projection biases, q/k norm and an explicit `scale`. `causal` masks the future; the "
+    "(`window`), ALiBi position biases (`alibi`), per-projection biases, q/k norm and an explicit `scale`. `causal` masks the future; the "
     "optional `mask [B, n]` (bool or 0/1 int) marks the keys that may be attended to; the optional "
     "`positions [B, n]` (int64) are the rotary positions (default 0..n-1); the optional `bias "
     "[1|B, 1|heads, n, n]` (float) is added to the scaled logits (relative-position biases).",

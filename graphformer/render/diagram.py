@@ -263,6 +263,8 @@ def _attention_detail(a: Any) -> str:
     if getattr(a, "rope", False):
         rope = f"rope θ {_num(a.rope_theta)}" + (f" on {a.rope_dims} dims" if a.rope_dims else "")
         parts.append(rope + (" · llama3 scaling" if a.rope_scaling != "none" else ""))
+    if getattr(a, "alibi", False):
+        parts.append("alibi")
     if getattr(a, "qk_norm", "none") != "none":
         parts.append("qk norm")
     if getattr(a, "scale", None) is not None:

@@ -8,7 +8,8 @@ device). A converted tensor is of the same kind as the one it came from.
 
 A map is data in the IR (`ir.WeightMap`, from the spec's `weight_maps:`; docs/weight-maps.md): rules
 `from` (a reference key, `{i}` standing for a layer index) → `to` (a spec parameter, or several: the
-fused reference tensor is split along dim 0 into that many equal parts), optionally transposed first
+fused reference tensor is split along dim 0 into that many equal parts, as contiguous blocks or
+interleaved per head, as the rule's `split` says), optionally transposed first
 (GPT-2's Conv1D stores `[in, out]`), reshaped to the parameter's shape and scaled last; and `zero`
 rules for parameters the reference lacks (a bias it has none of). Conversion is all-or-nothing: every
 reference tensor must be used by a rule or ignored, every spec parameter must be set, every shape must
@@ -221,9 +222,9 @@ class _Rule:
                                      f"`unstack` needs a tensor with an expert axis first")
             parts = [part for e in range(tensor.shape[0])
                      for part in _split(key, tensor[e], [n.replace("{e}", str(e)) for n in names],
-                                        how + [f"expert {e}"])]
+                                        how + [f"expert {e}"], self.rule)]
         else:
-            parts = _split(key, tensor, names, how)
+            parts = _split(key, tensor, names, how, self.rule)
         if self.rule.scale is None:
             return parts
         s = self.rule.scale
@@ -235,17 +236,33 @@ class _Rule:
         return [p for p in shapes if any(r.fullmatch(p) for r in patterns)]
 
 
-def _split(key: str, tensor, names: list[str], how: list[str]) -> list[tuple[str, object, str]]:
-    """The tensor as one target, or split evenly along dim 0 into the targets (a fused q, k, v)."""
+def _split(key: str, tensor, names: list[str], how: list[str], rule: WeightRule) -> list[tuple[str, object, str]]:
+    """The tensor as one target, or split along dim 0 into the targets (a fused q, k, v) by the rule's
+    layout: `blocks`, one contiguous block per target; `heads`, [heads, targets, part]: per head, one
+    slice per target (GPT-NeoX's and BLOOM's query_key_value)."""
     if len(names) == 1:
         return [(names[0], _contiguous(tensor), ", ".join(how))]
-    n = len(names)
-    if len(tensor.shape) == 0 or tensor.shape[0] % n:
-        raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} does not split evenly into {n} "
-                             f"parts along dim 0 for {', '.join(f'`{x}`' for x in names)}")
-    size = tensor.shape[0] // n
-    return [(name, _contiguous(tensor[k * size:(k + 1) * size]), ", ".join(how + [f"part {k + 1} of {n}"]))
-            for k, name in enumerate(names)]
+    n, groups = len(names), (rule.heads if rule.split == "heads" else 1)
+    if len(tensor.shape) == 0 or tensor.shape[0] % (n * groups):
+        into = f"{groups} heads × {n} parts" if rule.split == "heads" else f"{n} parts"
+        raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} does not split evenly into {into} "
+                             f"along dim 0 for {', '.join(f'`{x}`' for x in names)}")
+    size = tensor.shape[0] // (n * groups)
+    rest = tuple(tensor.shape[1:])
+    grid = tensor.reshape((groups, n, size) + rest)           # blocks: groups = 1, the parts one after another
+    layout = f"split by {groups} heads, " if rule.split == "heads" else ""
+    return [(name, _contiguous(grid[:, k].reshape((groups * size,) + rest)),
+             ", ".join(how + [f"{layout}part {k + 1} of {n}"])) for k, name in enumerate(names)]
+
+
+def _fuse(parts: list, rule: WeightRule):
+    """The inverse of `_split`: the targets' tensors back into the reference's fused layout."""
+    if len(parts) == 1 or rule.split != "heads":
+        return _concat(parts)
+    groups = rule.heads
+    rest = tuple(parts[0].shape[1:])
+    grid = _stack([p.reshape((groups, p.shape[0] // groups) + rest) for p in parts], axis=1)
+    return grid.reshape((-1,) + rest)
 
 
 def _ir(spec) -> IRGraph:
@@ -430,8 +447,8 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
             wanted = [t.replace("{i}", index) if index is not None else t for t in rule.targets]
             problems.append(f"reference tensor `{key}` needs spec parameter(s) {_few(wanted)}, which the weights lack")
             continue
-        value = _stack([_concat([weights[t] for t in group]) for group in _by_expert(rule, targets)]) \
-            if rule.unstack else _concat([weights[t] for t in targets])
+        value = _stack([_fuse([weights[t] for t in group], rule) for group in _by_expert(rule, targets)]) \
+            if rule.unstack else _fuse([weights[t] for t in targets], rule)
         if rule.transpose:
             value = value.T
         if rule.scale is not None:
@@ -489,12 +506,12 @@ def _concat(parts: list):
     return np.concatenate(parts)
 
 
-def _stack(parts: list):
+def _stack(parts: list, axis: int = 0):
     if hasattr(parts[0], "contiguous"):
         import torch
-        return torch.stack(parts)
+        return torch.stack(parts, dim=axis)
     import numpy as np
-    return np.stack(parts)
+    return np.stack(parts, axis=axis)
 
 
 # ---------------------------------------------------------------- checking

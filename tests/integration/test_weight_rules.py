@@ -33,7 +33,7 @@ weight_maps:
     rules:
       - {from: conv.flat, to: conv.weight, reshape: true}
       - {from: conv.b, to: conv.bias, scale: 0.5}
-      - {from: "l.{i}.qkv", to: ["layers.{i}.attn.q.weight", "layers.{i}.attn.k.weight",
+      - {from: "l.{i}.qkv", split: blocks, to: ["layers.{i}.attn.q.weight", "layers.{i}.attn.k.weight",
                                  "layers.{i}.attn.v.weight"], transpose: true, scale: 2}
       - {from: "l.{i}.q_bias", to: "layers.{i}.attn.q.bias"}
       - {from: "l.{i}.v_bias", to: "layers.{i}.attn.v.bias"}

@@ -13,7 +13,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from ..rotary import rotary_inv_freq
-from ..tables import sinusoids
+from ..tables import alibi_slopes, sinusoids
 from .lower import NodeEmitter, lowers
 from .past import causal_offset, extend
 
@@ -157,6 +157,25 @@ def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, window: int | No
     return keep
 
 
+def _alibi_bias(ctx: NodeEmitter, mask: str | None, scores: str, heads: int) -> str:
+    """ALiBi's logit bias (B|1, h, 1, m): slope_h · p_j, p_j the number of real keys before key j in the
+    [B, m] mask (0..m-1 without one), as transformers' build_alibi_tensor and the torch lowering."""
+    if mask is not None:
+        keep = ctx.op("Cast", [mask], "alibi_keep", to=TensorProto.FLOAT)                      # (B, m)
+        count = ctx.op("CumSum", [keep, ctx.const(1, "alibi_axis", np.int64)], "alibi_count")
+        pos = ctx.op("Mul", [ctx.op("Sub", [count, ctx.const(1.0, "one", np.float32)], "alibi_count"), keep],
+                     "alibi_positions")
+        pos = ctx.op("Unsqueeze", [pos, ctx.const([1, 2], "alibi_axes", np.int64)], "alibi_positions")
+    else:
+        m = ctx.shape(scores, 3, 4, "alibi_m")                                               # [m]
+        pos = ctx.op("Range", [ctx.const(0, "alibi_start", np.int64), ctx.op("Squeeze", [m], "alibi_m"),
+                               ctx.const(1, "alibi_step", np.int64)], "alibi_positions")
+        pos = ctx.op("Reshape", [pos, ctx.const([1, 1, 1, -1], "alibi_row", np.int64)], "alibi_positions")
+        pos = ctx.op("Cast", [pos], "alibi_positions", to=TensorProto.FLOAT)                # (1, 1, 1, m)
+    slopes = ctx.const(alibi_slopes(heads).reshape(heads, 1, 1), "alibi_slopes", np.float32)
+    return ctx.op("Mul", [pos, slopes], "alibi")                                           # (B|1, h, 1, m)
+
+
 def _any_key(ctx: NodeEmitter, keep: str) -> str:
     """1.0 where a query row of `keep` may attend to at least one key, else 0.0: (B, 1, 1|n, 1)."""
     return ctx.reduce("ReduceMax", ctx.op("Cast", [keep], "live", to=TensorProto.FLOAT), [-1], "live", keepdims=1)
@@ -165,7 +184,7 @@ def _any_key(ctx: NodeEmitter, keep: str) -> str:
 def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geometry, biases: dict[str, bool],
            causal: bool, *, window: int | None = None, scale: float | None = None, qk_norm_eps: float | None = None,
            inv_freq: np.ndarray | None = None, positions: str | None = None, bias: str | None = None,
-           past: int | None = None) -> None:
+           past: int | None = None, alibi: bool = False) -> None:
     """Multi-head scaled dot-product attention with q, k, v, o projections; writes `ctx.out`.
 
     Per-head steps (q/k RMS norm, rotary, repeating the key/value heads of grouped-query attention) run
@@ -198,6 +217,9 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     scale = scale if scale is not None else 1.0 / math.sqrt(g.head_dim)
     q = ctx.op("Mul", [q, ctx.const(scale, "scale", np.float32)], "scale")
     scores = ctx.op("MatMul", [q, k], "scores")                                              # (B, h, n, m)
+    if alibi:  # over every key, the cached ones too (the mask of a step with past covers them)
+        pos_bias = _alibi_bias(ctx, mask, scores, g.heads)
+        bias = pos_bias if bias is None else ctx.op("Add", [bias, pos_bias], "alibi")
     if bias is not None:
         scores = ctx.op("Add", [scores, bias], "biased")
     keep = _key_mask(ctx, mask, causal, window, scores, past is not None)
@@ -229,7 +251,7 @@ def _attention(ctx: NodeEmitter, node) -> None:
     attend(ctx, ins["x"], ins["x"], ins.get("mask"), g, a.biases(), a.causal, window=a.window, scale=a.scale,
            qk_norm_eps=a.eps if a.qk_norm == "rms" else None,
            inv_freq=rotary_inv_freq(a, g.head_dim) if a.rope else None, positions=positions,
-           bias=ins.get("bias"), past=past.slot(node.name) if past else None)
+           bias=ins.get("bias"), past=past.slot(node.name) if past else None, alibi=a.alibi)
 
 
 @lowers("cross_attend")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..rotary import rotary_inv_freq as inv_freq
-from ..tables import sinusoids
+from ..tables import alibi_slopes, sinusoids
 from .lower import lowers
 
 
@@ -239,6 +239,19 @@ def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None
     return keep, False
 
 
+def alibi_bias(slopes: torch.Tensor, mask, m: int) -> torch.Tensor:
+    """ALiBi's logit bias (B|1, h, 1, m): slope_h · p_j, where p_j counts the real keys before key j in a
+    raw [B, m] or prepared [B, 1, 1, m] mask (0..m-1 without one), as transformers' build_alibi_tensor
+    does; a masked key gets 0 (it is masked anyway). One row serves every query: softmax ignores a
+    constant per row, so slope · (j - i) and slope · j give the same probabilities."""
+    if mask is None:
+        pos = torch.arange(m, device=slopes.device)[None]                           # (1, m)
+    else:
+        keep = (mask if mask.dtype == torch.bool else mask != 0).reshape(mask.shape[0], m).long()
+        pos = (keep.cumsum(-1) - 1) * keep                                          # (B, m)
+    return (slopes[:, None] * pos[:, None, :])[:, :, None, :]                      # (B|1, h, 1, m)
+
+
 def rotary_inv_freq(a, head_dim: int) -> torch.Tensor:
     """1 / theta^(2i/r) for the r rotated dims of a head, with Llama 3.1's frequency scaling if asked
     (computed once for both backends in backends/rotary.py)."""
@@ -289,7 +302,7 @@ class Attention(nn.Module):
     def __init__(self, d_q: int, d_kv: int, heads: int, kv_heads: int, head_dim: int, d_out: int,
                  biases: dict[str, bool], causal: bool, dropout: float, window: int | None = None,
                  scale: float | None = None, rotary: Rotary | None = None, qk_norm: bool = False,
-                 eps: float = 1e-6):
+                 eps: float = 1e-6, alibi: bool = False):
         super().__init__()
         self.q = Linear(d_q, heads * head_dim, biases["q"])
         self.k = Linear(d_kv, kv_heads * head_dim, biases["k"])
@@ -298,6 +311,10 @@ class Attention(nn.Module):
         if qk_norm:
             self.q_norm, self.k_norm = RMSNorm(head_dim, eps), RMSNorm(head_dim, eps)
         self.rotary = rotary
+        self.alibi = alibi
+        if alibi:  # not persistent: a function of `heads`, so it stays out of the state dict
+            self.register_buffer("alibi_slopes", torch.from_numpy(alibi_slopes(heads)).to(
+                torch.get_default_device()), persistent=False)
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.causal, self.dropout, self.window, self.scale = causal, dropout, window, scale
         self.qk_norm = qk_norm
@@ -327,6 +344,9 @@ class Attention(nn.Module):
             q, k = self.rotary(q, cos, sin), self.rotary(k, cos, sin)
         if cache is not None:
             k, v, mask = cache.update(self.layer_id, k, v, mask)
+        if self.alibi:  # over every key the step attends to: the cached ones too
+            pos_bias = alibi_bias(self.alibi_slopes, mask, k.shape[2])
+            bias = pos_bias if bias is None else bias + pos_bias
         attn_mask, is_causal = _sdpa_mask(mask, self.causal, n, k.shape[2], self.window, bias is not None)
         if bias is not None:  # one float mask: the bias where a key may be seen, the lowest float elsewhere
             bias = bias.to(q.dtype)
@@ -340,6 +360,7 @@ class Attention(nn.Module):
         kv = f", kv_heads={self.kv_heads}" if self.kv_heads != self.heads else ""
         return (f"heads={self.heads}{kv}, head_dim={self.head_dim}" + (", causal" if self.causal else "")
                 + (f", window={self.window}" if self.window else "") + (", qk_norm" if self.qk_norm else "")
+                + (", alibi" if self.alibi else "")
                 + (f", dropout={self.dropout}" if self.dropout else ""))
 
 
@@ -359,7 +380,7 @@ def _attention(node, types):
     h, kv, hd = a.geometry(d)
     rotary = Rotary(rotary_inv_freq(a, hd)) if a.rope else None
     return SelfAttention(d, d, h, kv, hd, d, a.biases(), a.causal, a.dropout, a.window, a.scale, rotary,
-                         a.qk_norm == "rms", a.eps)
+                         a.qk_norm == "rms", a.eps, a.alibi)
 
 
 @lowers("cross_attend")

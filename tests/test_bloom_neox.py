@@ -1,0 +1,291 @@
+"""GPT-NeoX (Pythia) and BLOOM against transformers, built offline from tiny odd configs with perturbed random
+weights and loaded through each spec's own `hf` map: logits with and without padding (BLOOM's ALiBi also
+with a hole in the mask), gradients, greedy generation with the KV cache, ONNX Runtime with and without
+past keys, parameter counts at the published sizes on meta. And the two halves of the issue's finding:
+ALiBi's slopes, and fused weight maps that must state their layout (`split: blocks | heads`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import graphformer  # noqa: E402
+from graphformer.backends.tables import alibi_slopes  # noqa: E402
+from graphformer.backends.weights import convert_state_dict, to_reference  # noqa: E402
+from graphformer.diagnostics import SpecError  # noqa: E402
+from graphformer.summary import total_params  # noqa: E402
+from parity import assert_close, ours, prompts  # noqa: E402
+
+T = transformers
+T.logging.set_verbosity_error()
+SPECS = Path(__file__).resolve().parents[1] / "specs"
+V = 97
+
+
+def neox_cfg(**kw):
+    return {**dict(vocab_size=V, hidden_size=40, num_hidden_layers=2, num_attention_heads=5, intermediate_size=56,
+                   max_position_embeddings=64, layer_norm_eps=1e-5, tie_word_embeddings=False,
+                   rope_parameters={"rope_type": "default", "rope_theta": 300.0, "partial_rotary_factor": 0.5}), **kw}
+
+
+# (spec, --set overrides, reference class, config)
+CASES = {
+    "neox": ("gpt-neox", {}, T.GPTNeoXForCausalLM, T.GPTNeoXConfig, neox_cfg()),
+    "neox-sequential": ("gpt-neox", {"layer": "sequential_layer", "heads": 4, "rope_dims": 10},
+                        T.GPTNeoXForCausalLM, T.GPTNeoXConfig,
+                        neox_cfg(use_parallel_residual=False, num_attention_heads=4,
+                                 rope_parameters={"rope_type": "default", "rope_theta": 300.0,
+                                                  "partial_rotary_factor": 1.0})),
+    "bloom": ("bloom", {}, T.BloomForCausalLM, T.BloomConfig, dict(vocab_size=V, hidden_size=36, n_layer=2, n_head=6)),
+    "bloom-5-heads": ("bloom", {"heads": 5, "d_model": 40}, T.BloomForCausalLM, T.BloomConfig,
+                      dict(vocab_size=V, hidden_size=40, n_layer=2, n_head=5)),
+}
+
+
+def reference(case):
+    _, _, cls, cfg_cls, kw = CASES[case]
+    torch.manual_seed(0)
+    ref = cls(cfg_cls(**kw))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():   # norm scales and biases away from 1 and 0, so a wrong map can't hide
+        for p in ref.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return ref.eval()
+
+
+def pair(case):
+    name, sets = CASES[case][:2]
+    ref = reference(case)
+    spec = graphformer.load(SPECS / f"{name}.yaml", preset="tiny", overrides=sets)
+    return spec, ref, ours(spec, ref)
+
+
+def batch(b=3, n=11):
+    ids = torch.randint(0, V, (b, n), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(b, n, dtype=torch.long)
+    mask[1, :4] = 0   # left padding
+    mask[2, :1] = 0
+    return ids, mask
+
+
+# ---------------------------------------------------------------- ALiBi's slopes
+
+@pytest.mark.parametrize("heads", [1, 2, 3, 5, 6, 8, 12, 16, 20, 48, 112])
+def test_alibi_slopes_are_blooms(heads):
+    from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+    want = _get_alibi_slopes(heads, "cpu").numpy()
+    got = alibi_slopes(heads)
+    assert got.dtype == np.float32 and got.shape == (heads,)
+    # torch's float32 pow may differ from the correctly rounded power in the last bit
+    np.testing.assert_allclose(got, want, rtol=1.2e-7, atol=0)
+
+
+# ---------------------------------------------------------------- forward and backward
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_logits_equal_transformers_with_and_without_padding(case):
+    spec, ref, model = pair(case)
+    ids, mask = batch()
+    holed = mask.clone()
+    holed[0, 5] = 0   # a hole: BLOOM's positions count the real tokens only
+    with torch.no_grad():
+        assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, f"{case} logits")
+        for m, what in [(mask, "left-padded"), (holed, "with a hole")]:
+            got, want = model(tokens=ids, mask=m)["logits"], ref(input_ids=ids, attention_mask=m).logits
+            keep = m.bool()    # padded positions' outputs are meaningless in both
+            assert_close(got[keep], want[keep], f"{case} logits, {what}")
+
+
+@pytest.mark.parametrize("case", ["neox", "bloom"])
+def test_gradients_equal_transformers(case):
+    spec, ref, model = pair(case)
+    ids, mask = batch()
+    weight = torch.randn(V, generator=torch.Generator().manual_seed(2))
+    (model(tokens=ids, mask=mask)["logits"][mask.bool()] * weight).sum().backward()
+    (ref(input_ids=ids, attention_mask=mask).logits[mask.bool()] * weight).sum().backward()
+    theirs = convert_state_dict(spec, {k: p.grad for k, p in ref.named_parameters()}, "hf")
+    mine = dict(model.named_parameters())
+    for k, g in theirs.items():
+        assert_close(mine[k].grad, g, f"{case} grad {k}")
+
+
+# ---------------------------------------------------------------- generation
+
+def hf_generate(ref, ids, mask, new):
+    ref.generation_config.eos_token_id = None
+    ref.generation_config.pad_token_id = 0
+    with torch.no_grad():
+        return ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
+                            max_new_tokens=new, do_sample=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case,padded", [("neox", False), ("neox", True), ("bloom", False), ("bloom", True),
+                                         ("bloom-5-heads", True)])
+def test_greedy_tokens_equal_transformers_generate(case, padded):
+    spec, ref, model = pair(case)
+    ids, mask = prompts(padded=padded)
+    got = graphformer.generate(model, ids, 30, mask=mask)
+    want = hf_generate(ref, ids, mask, 30)
+    assert torch.equal(got[:, 8:], want[:, 8:])
+
+
+def test_bloom_cached_steps_equal_a_full_recompute():
+    """ALiBi in the cache: each new query against every cached key, positions counted over real tokens."""
+    from graphformer.generation import Decoder
+    spec, ref, model = pair("bloom")
+    ids, mask = prompts(padded=True)
+    seq = graphformer.generate(model, ids, 12, mask=mask)
+    dec = Decoder(model, 3, seq.shape[1])
+    with torch.no_grad():
+        steps = [dec.prompt(ids, mask)] + [dec.step(seq[:, t]) for t in range(8, seq.shape[1] - 1)]
+        for t, got in enumerate(steps, start=8):
+            full = torch.cat([mask, torch.ones(3, t - 8, dtype=torch.long)], dim=1)
+            assert_close(got, model(tokens=seq[:, :t], mask=full)["logits"][:, -1], f"bloom step {t}")
+
+
+# ---------------------------------------------------------------- ONNX
+
+@pytest.mark.parametrize("name", ["bloom", "gpt-neox"])
+def test_onnx_runtime_equals_torch_with_a_padding_mask(name):
+    ort = pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    case = "bloom" if name == "bloom" else "neox"
+    spec, ref, model = pair(case)
+    sess = ort.InferenceSession(to_onnx(spec, model).SerializeToString(), providers=["CPUExecutionProvider"])
+    ids, mask = batch()
+    mask[0, 5] = 0
+    for n in (11, 4):
+        feed = {"tokens": ids[:, :n].numpy(), "mask": mask[:, :n].numpy()}
+        names = [o.name for o in sess.get_outputs()]
+        got = dict(zip(names, sess.run(None, feed)))["logits"]
+        with torch.no_grad():
+            want = model(tokens=ids[:, :n], mask=mask[:, :n])["logits"]
+        keep = mask[:, :n].bool().numpy()
+        assert_close(torch.from_numpy(got[keep]), want[mask[:, :n].bool()], f"{name} onnx n={n}")
+
+
+def test_onnx_with_past_bloom_greedy_tokens_equal_transformers():
+    pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    from test_onnx_past import OrtDecoder, session
+    spec, ref, _ = pair("bloom")
+    dec = OrtDecoder(session(to_onnx(spec, ref.state_dict(), weights_map="hf", with_past=True)))
+    ids, mask = prompts(padded=True)
+    want = hf_generate(ref, ids, mask, 12)[:, 8:].numpy()
+    tokens = [dec.prompt(ids.numpy(), mask.numpy())[:, -1].argmax(-1)]
+    while len(tokens) < 12:
+        tokens.append(dec.step(tokens[-1][:, None])[:, -1].argmax(-1))
+    assert np.array_equal(np.stack(tokens, 1), want)
+
+
+# ---------------------------------------------------------------- counts at the published sizes
+
+@pytest.mark.parametrize("name,cls,cfg,published", [
+    ("gpt-neox", "GPTNeoXForCausalLM", dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6,
+                                            num_attention_heads=8, intermediate_size=2048), 70_426_624),
+    ("bloom", "BloomForCausalLM", dict(vocab_size=250880, hidden_size=1024, n_layer=24, n_head=16), 559_214_592),
+])
+def test_parameter_counts_equal_transformers_on_meta(name, cls, cfg, published):
+    spec = graphformer.load(SPECS / f"{name}.yaml")
+    with torch.device("meta"):
+        ref = getattr(T, cls)(getattr(T, cls.replace("ForCausalLM", "Config"))(**cfg))
+    assert total_params(spec.ir) == sum(p.numel() for p in ref.parameters()) == published
+    assert len(convert_state_dict(spec, ref.state_dict(), "hf")) == len(
+        dict(graphformer.build(spec, device="meta").named_parameters()))
+
+
+# ---------------------------------------------------------------- the weight map's split layouts
+
+def _with_split(name: str, old: str, new: str, tmp_path) -> Path:
+    text = (SPECS / f"{name}.yaml").read_text().replace(old, new)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_gpt2_style_split_loads_neox_silently_wrong(tmp_path):
+    """The issue's finding, kept visible: `split: blocks` on a per-head layout loads and is wrong."""
+    spec, ref, model = pair("neox")
+    wrong = graphformer.load(_with_split("gpt-neox", "split: heads, heads: heads", "split: blocks", tmp_path),
+                             preset="tiny")
+    ids, _ = batch()
+    with torch.no_grad():
+        want = ref(input_ids=ids).logits
+        bad = ours(wrong, ref)(tokens=ids)["logits"]
+    assert (bad - want).abs().max() > 0.1
+
+
+def test_a_fused_split_without_a_layout_is_gf225_at_its_line(tmp_path):
+    path = _with_split("bloom", "split: heads, heads: heads,\n", "\n", tmp_path)
+    with pytest.raises(SpecError) as e:
+        graphformer.load(path, preset="tiny")
+    d = e.value.diagnostics[0]
+    assert d.code == "GF225" and d.span.line > 0 and d.span.col > 0
+
+
+@pytest.mark.parametrize("case", ["neox", "bloom"])
+def test_to_reference_round_trip_is_bit_identical(case):
+    spec, ref, model = pair(case)
+    sd = {k: v.detach() for k, v in ref.state_dict().items()}
+    back = to_reference(spec, convert_state_dict(spec, sd, "hf"), "hf", reference=sd)
+    assert set(back) == set(sd)
+    for k, v in sd.items():
+        assert torch.equal(back[k], v), k
+
+
+def test_split_heads_on_numpy_weight_and_bias(tmp_path):
+    """[heads, 3, head_dim] rows: part k of head h is rows h·3·hd + k·hd ... + hd; the inverse gives them back."""
+    text = """\
+graphformer: 1
+name: t
+params: {d: 12, heads: 2}
+inputs: {x: {shape: [2, 3, d]}}
+nodes:
+  attn: {op: attention, heads: heads}
+outputs: {y: attn}
+weight_maps:
+  ref:
+    rules:
+      - {from: qkv.w, split: heads, heads: heads, to: [attn.q.weight, attn.k.weight, attn.v.weight]}
+      - {from: qkv.b, split: heads, heads: heads, to: [attn.q.bias, attn.k.bias, attn.v.bias]}
+      - {from: o.w, to: attn.o.weight}
+      - {from: o.b, to: attn.o.bias}
+"""
+    (tmp_path / "t.yaml").write_text(text)
+    spec = graphformer.load(tmp_path / "t.yaml")
+    w = np.arange(36 * 12, dtype=np.float32).reshape(36, 12)
+    b = np.arange(36, dtype=np.float32)
+    sd = {"qkv.w": w, "qkv.b": b, "o.w": np.zeros((12, 12), np.float32), "o.b": np.zeros(12, np.float32)}
+    out = convert_state_dict(spec, sd, "ref")
+    rows = b.reshape(2, 3, 6)
+    for k, part in enumerate("qkv"):
+        np.testing.assert_array_equal(out[f"attn.{part}.bias"], rows[:, k].reshape(12))
+        np.testing.assert_array_equal(out[f"attn.{part}.weight"], w.reshape(2, 3, 6, 12)[:, k].reshape(12, 12))
+    back = to_reference(spec, out, "ref", reference=sd)
+    assert all(np.array_equal(back[k], sd[k]) for k in sd)
+
+
+# ---------------------------------------------------------------- import hf
+
+@pytest.mark.parametrize("case", ["neox", "neox-sequential", "bloom-5-heads"])
+def test_import_hf_then_checkpoint_equals_transformers(case, tmp_path, capsys):
+    import cli
+    from graphformer.backends.torch.weights import load_weights
+    from graphformer.backends.weights import read_state_dict
+    ref = reference(case)
+    ref.save_pretrained(tmp_path / "ckpt")
+    rc = cli.main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "spec.yaml")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning" not in err, err
+    spec = graphformer.load(tmp_path / "spec.yaml")
+    model = graphformer.build(spec).eval()
+    load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf", spec)
+    ids, mask = batch()
+    with torch.no_grad():
+        got, want = model(tokens=ids, mask=mask)["logits"], ref(input_ids=ids, attention_mask=mask).logits
+    assert_close(got[mask.bool()], want[mask.bool()], f"{case} imported")
