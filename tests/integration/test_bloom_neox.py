@@ -15,14 +15,14 @@ transformers = pytest.importorskip("transformers")
 
 import graphformer  # noqa: E402
 from graphformer.backends.tables import alibi_slopes  # noqa: E402
-from graphformer.backends.weights import convert_state_dict, to_reference  # noqa: E402
-from graphformer.diagnostics import SpecError  # noqa: E402
-from graphformer.summary import total_params  # noqa: E402
+from graphformer.weights.maps import convert_state_dict, to_reference  # noqa: E402
+from graphformer.base.diagnostics import SpecError  # noqa: E402
+from graphformer.analysis.summary import total_params  # noqa: E402
 from parity import assert_close, ours, prompts  # noqa: E402
 
 T = transformers
 T.logging.set_verbosity_error()
-SPECS = Path(__file__).resolve().parents[1] / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 V = 97
 
 
@@ -136,7 +136,7 @@ def test_greedy_tokens_equal_transformers_generate(case, padded):
 
 def test_bloom_cached_steps_equal_a_full_recompute():
     """ALiBi in the cache: each new query against every cached key, positions counted over real tokens."""
-    from graphformer.generation import Decoder
+    from graphformer.backends.torch.generation import Decoder
     spec, ref, model = pair("bloom")
     ids, mask = prompts(padded=True)
     seq = graphformer.generate(model, ids, 12, mask=mask)
@@ -276,7 +276,7 @@ weight_maps:
 def test_import_hf_then_checkpoint_equals_transformers(case, tmp_path, capsys):
     import cli
     from graphformer.backends.torch.weights import load_weights
-    from graphformer.backends.weights import read_state_dict
+    from graphformer.weights.maps import read_state_dict
     ref = reference(case)
     ref.save_pretrained(tmp_path / "ckpt")
     rc = cli.main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "spec.yaml")])
