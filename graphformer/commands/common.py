@@ -6,6 +6,7 @@ import os
 import sys
 
 from ..diagnostics import SourceCache, escape_controls, render
+from ..dims import DimError
 from ..fileio import Terminated, atomic_output, atomic_path  # noqa: F401 (commands write through them)
 from ..frontend import CheckResult, check_file
 from ..errors import UsageError
@@ -128,6 +129,11 @@ def run_guarded(fn, args) -> int:
     except UsageError as e:
         sys.stderr.write(f"graphformer: error: {escape_controls(str(e))}\n")
         return EXIT_USAGE
+    except DimError as e:   # counts are exact integers up to 10^18: `--set d_model=1000000008` overflows them
+        sys.stderr.write(f"graphformer: error: {args.spec}: the model is too large to count at these sizes: "
+                         f"{escape_controls(str(e))}\n" if getattr(args, "spec", None) else
+                         f"graphformer: error: sizes too large to count: {escape_controls(str(e))}\n")
+        return EXIT_SPEC
     except KeyboardInterrupt:
         sys.stderr.write("graphformer: interrupted\n")
         return 130
