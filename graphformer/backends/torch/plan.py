@@ -23,6 +23,7 @@ could run, no number that is not finite).
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import math
 import keyword
@@ -328,7 +329,20 @@ _ALLOWED = (ast.Module, ast.FunctionDef, ast.arguments, ast.arg, ast.Assign, ast
 
 def check_source(src: str) -> None:
     """Refuse generated source that is anything but `def run(mods, ...)` over its own locals, the modules,
-    `torch` and `F`, in the constructs of `_ALLOWED`, with finite numbers. Raises CodegenError."""
+    `torch` and `F`, in the constructs of `_ALLOWED`, with finite numbers (CodegenError).
+
+    The repetitions of a block differ only in their path comments, so the check runs once per text
+    without them (`_check_body`, cached): a 96-layer model pays it once, not 192 times."""
+    _check_body(_PATH_COMMENT.sub("", src))
+
+
+# `  # blocks.3.attn` at a line's end (what `_comment` writes): no quote, bracket or line break in it, so
+# taking it out changes no statement; at most the text of a string literal, which the check allows anyway.
+_PATH_COMMENT = re.compile(r"  # [A-Za-z0-9_.]+$", re.M)
+
+
+@functools.lru_cache(maxsize=1024)
+def _check_body(src: str) -> None:
     try:
         tree = ast.parse(src)
     except SyntaxError as e:
@@ -336,30 +350,33 @@ def check_source(src: str) -> None:
     body = tree.body
     if len(body) != 1 or not isinstance(body[0], ast.FunctionDef) or body[0].name != "run" or body[0].decorator_list:
         raise CodegenError("generated code must be exactly one plain `def run(...)`")
-    fn = body[0]
-    bound = {a.arg for a in fn.args.args} | {"mods"}
-    a = fn.args
+    fn, a = body[0], body[0].args
     if (not a.args or a.args[0].arg != "mods" or a.defaults or a.kw_defaults or a.vararg or a.kwarg
             or a.kwonlyargs or a.posonlyargs or fn.returns is not None):
         raise CodegenError("generated code must be `def run(mods, *inputs)` with no defaults or annotations")
-    for node in ast.walk(tree):
-        if not isinstance(node, _ALLOWED):
-            raise CodegenError(f"generated code holds a `{type(node).__name__}` (line {getattr(node, 'lineno', '?')})")
-        if isinstance(node, ast.arg) and node.annotation is not None:
-            raise CodegenError("generated code annotates an argument")
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            bound.add(node.id)
+    bound, read = {x.arg for x in a.args}, set()
     for node in ast.walk(fn):
-        if isinstance(node, ast.Name) and node.id not in bound and node.id not in GLOBALS:
-            raise CodegenError(f"generated code reads `{node.id}`, which it neither binds nor may use")
-        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and node.attr != "_modules":
-            raise CodegenError(f"generated code reads attribute `{node.attr}`")
-        if isinstance(node, ast.Constant):
+        kind = type(node)
+        if kind is ast.Name:
+            (bound if type(node.ctx) is ast.Store else read).add(node.id)
+        elif kind is ast.Attribute:
+            if node.attr.startswith("_") and node.attr != "_modules":
+                raise CodegenError(f"generated code reads attribute `{node.attr}`")
+        elif kind is ast.Constant:
             v = node.value
             if not (v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v))):
                 raise CodegenError(f"generated code holds the constant {v!r}")
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in GLOBALS:
-            raise CodegenError(f"generated code calls `{node.func.id}`")
+        elif kind is ast.arg:
+            if node.annotation is not None:
+                raise CodegenError("generated code annotates an argument")
+        elif kind is ast.Call:
+            if type(node.func) is ast.Name and node.func.id not in GLOBALS:
+                raise CodegenError(f"generated code calls `{node.func.id}`")
+        elif not isinstance(node, _ALLOWED):
+            raise CodegenError(f"generated code holds a `{kind.__name__}` (line {getattr(node, 'lineno', '?')})")
+    unknown = read - bound - set(GLOBALS)
+    if unknown:
+        raise CodegenError(f"generated code reads `{sorted(unknown)[0]}`, which it neither binds nor may use")
 
 
 def compile_run(src: str):
