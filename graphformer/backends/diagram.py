@@ -27,6 +27,7 @@ from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
 from ..ops.base import TensorType
 
+
 def printable(text: str) -> str:
     """`text` as one line of visible characters: line breaks, other control characters and direction
     overrides become escapes (`\\x0a`), tabs spaces. A writer then only has its format's quoting to do."""

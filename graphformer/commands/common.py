@@ -130,9 +130,9 @@ def run_guarded(fn, args) -> int:
         sys.stderr.write(f"graphformer: error: {escape_controls(str(e))}\n")
         return EXIT_USAGE
     except DimError as e:   # counts are exact integers up to 10^18: `--set d_model=1000000008` overflows them
-        sys.stderr.write(f"graphformer: error: {args.spec}: the model is too large to count at these sizes: "
-                         f"{escape_controls(str(e))}\n" if getattr(args, "spec", None) else
-                         f"graphformer: error: sizes too large to count: {escape_controls(str(e))}\n")
+        where = f"{args.spec}: " if isinstance(getattr(args, "spec", None), str) else ""
+        sys.stderr.write("graphformer: error: " + escape_controls(f"{where}the model is too large to count at "
+                                                                 f"these sizes: {e}") + "\n")
         return EXIT_SPEC
     except KeyboardInterrupt:
         sys.stderr.write("graphformer: interrupted\n")

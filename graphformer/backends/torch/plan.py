@@ -25,9 +25,9 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import math
 import keyword
 import linecache
+import math
 import re
 from dataclasses import dataclass, field
 
