@@ -153,7 +153,8 @@ outputs: {y: attn}
     Code(
         "GF102", "invalid value",
         ("A value of the wrong type or out of range: a boolean that isn't, an unsupported format "
-         "version, a non-positive size, an axis out of range."),
+         "version, a non-positive size, an axis out of range, a number that is not finite (`.nan`, `.inf`: "
+         "numbers are written into generated code, and these are not numbers there)."),
         fix="Use a value of the type and range the message names.",
         example="""\
 graphformer: 1
@@ -182,10 +183,15 @@ nodes:
 outputs: {y: up}
 """),
     Code(
-        "GF104", "bad node name",
-        ("Node names may not contain `.`: the dot separates path parts (`encoder.3.attn`) and names a "
-         "block's output (`layers.text`)."),
-        fix="Use `_` or `-` instead.",
+        "GF104", "bad name",
+        ("A name is not an identifier. Names of nodes, blocks, params, block params, inputs, outputs, dims "
+         "and weight maps are written into generated Python, state-dict keys, ONNX graphs and diagrams as "
+         "they are, so they are ASCII letters, digits and `_`, not starting with a digit, not a Python "
+         "keyword (`class`, `None`) and not a `__dunder__`. A `.` would also be ambiguous: it separates path "
+         "parts (`encoder.3.attn`) and names a block's output (`layers.text`). The spec's own name and "
+         "preset names are labels: they may also hold `-` and `.` (`qwen2-0.5b`). A spec with a bad name "
+         "is refused whole, before anything is expanded or built."),
+        fix="Rename it with `_` in place of other characters (`ln_1`, `x2`, `attn_out`).",
         example="""\
 graphformer: 1
 name: case
@@ -195,6 +201,7 @@ inputs:
   x: {shape: [B, n, d_model]}
 nodes:
   ln.1: {op: norm}
+  "x²": {op: norm}
 outputs: {y: ln.1}
 """),
     Code(

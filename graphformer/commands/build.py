@@ -65,9 +65,11 @@ def run(args) -> int:
     if not meta:
         _check_dims(spec, dims, args.spec)
 
+    # counted on every device, meta included: sizes past exact counting stop here (DimError, exit 1).
+    # Created in float32, then cast to --dtype for the forward.
+    built = memory.param_bytes(spec.ir)
     if not meta:  # a batch that can't fit is refused before the model is built, not after
         at = ", ".join(f"{k}={v}" for k, v in dims.items()) or "its sizes"
-        built = memory.param_bytes(spec.ir)  # created in float32, then cast to --dtype for the forward
         running = memory.param_bytes(spec.ir, args.dtype) + memory.forward_bytes(spec.ir, dims, args.dtype)
         memory.require(max(built, running), f"building `{spec.name}` and running it at {at}", str(device))
     t0 = time.perf_counter()

@@ -6,6 +6,7 @@ import os
 import sys
 
 from ..base.diagnostics import SourceCache, escape_controls, render
+from ..base.dims import DimError
 from ..base.fileio import Terminated, atomic_output, atomic_path  # noqa: F401 (commands write through them)
 from ..frontend.check import CheckResult, check_file
 from ..base.errors import UsageError
@@ -128,6 +129,11 @@ def run_guarded(fn, args) -> int:
     except UsageError as e:
         sys.stderr.write(f"graphformer: error: {escape_controls(str(e))}\n")
         return EXIT_USAGE
+    except DimError as e:   # counts are exact integers up to 10^18: `--set d_model=1000000008` overflows them
+        where = f"{args.spec}: " if isinstance(getattr(args, "spec", None), str) else ""
+        sys.stderr.write("graphformer: error: " + escape_controls(f"{where}the model is too large to count at "
+                                                                 f"these sizes: {e}") + "\n")
+        return EXIT_SPEC
     except KeyboardInterrupt:
         sys.stderr.write("graphformer: interrupted\n")
         return 130

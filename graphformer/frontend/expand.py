@@ -7,6 +7,7 @@ stay quiet instead of cascading.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -308,6 +309,9 @@ class Expander:
             self.diags.append(Diagnostic("GF130", f"bad expression `{value}` for `{key}`: {e}", sp))
             return _BAD
         self.read |= set(_NAME.findall(value)) & set(numeric)
+        if not math.isfinite(result):   # a literal `1e999`, or a param that is not finite
+            self.diags.append(Diagnostic("GF130", f"`{value}` for `{key}` is {result}, not a finite number", span))
+            return _BAD
         return result
 
     def _weight_map(self, name: str, decl: WeightMapDecl) -> WeightMap:
@@ -394,13 +398,7 @@ class Expander:
     # ------------------------------------------------------------------ nodes
     def _nodes(self, scope: Scope, nodes: dict[str, NodeDecl]) -> None:
         prev = scope.first_input
-        for name, decl in nodes.items():
-            if "." in name or not name:
-                self.diags.append(Diagnostic("GF104", "a node name may not be empty" if not name else
-                                             f"node name `{name}` may not contain `.`",
-                                             scope.span("nodes", name, key=True)))
-                scope.define(name, Slot(broken=True))  # already reported: keep its consumers quiet
-                continue
+        for name, decl in nodes.items():   # names are identifiers (load.data_diagnostics)
             if name in scope.names:
                 self.diags.append(Diagnostic("GF105", f"`{name}` is already the name of an input",
                                              scope.span("nodes", name, key=True), help="rename the node"))
@@ -552,6 +550,7 @@ class Expander:
         ok = True
         node.meta["attr_spans"] = {k: scope.span("nodes", name, k) for k in raw}
         refs: dict[str, list[str]] = {}
+        reported: set[str] = set()   # attributes whose value is already an error
         if "tie" in raw and "tied" in raw and self._param_ref(scope, raw["tie"])[0] is False:
             raw = {k: v for k, v in raw.items() if k != "tied"}  # an untied head owns its weight
         for k, v in raw.items():
@@ -573,10 +572,12 @@ class Expander:
                 values[k] = self._attr_value(scope, op.attrs, k, v, scope.span("nodes", name, k))
                 if values[k] is _BAD:   # reported; validate the default so one mistake is one error
                     ok = False
+                    reported.add(k)
                     del values[k]
         node.meta["param_refs"] = {k: r for k, r in refs.items() if r}
         try:
             node.attrs = op.attrs.model_validate(values)
+            ok &= self._finite_attrs(scope, name, node.attrs)
             for k in op.attrs.block_fields:
                 if getattr(node.attrs, k, None) is not None:
                     body = self._body(scope, getattr(node.attrs, k), scope.span("nodes", name, k))
@@ -584,7 +585,7 @@ class Expander:
                     node.attrs.__pydantic_private__["_body"] = body
         except ValidationError as e:
             diags = pydantic_diagnostics(e, scope.ctx.loaded, scope.base + ("nodes", name),
-                                         op.attrs, what=f" of op `{decl.op}`")
+                                         op.attrs, what=f" of op `{decl.op}`", present=reported)
             used = sorted({p for r in refs.values() for p in r})
             for d in diags:
                 for p in used:   # `kind: act` was rejected for act's value, not for the text `act`
@@ -599,6 +600,18 @@ class Expander:
         for port, slot in (ins or {}).items():
             self.pending.append((node, port, slot))
         return Slot(path)
+
+    def _finite_attrs(self, scope: Scope, name: str, attrs: Any) -> bool:
+        """Every float attribute is finite (`eps: "nan"` passes pydantic as a string): the torch backend
+        writes them into generated code as `repr`, and nan or inf there is not a number."""
+        ok = True
+        for k in type(attrs).model_fields:
+            v = getattr(attrs, k)
+            if isinstance(v, float) and not math.isfinite(v):
+                self.diags.append(Diagnostic("GF102", f"`{k}` is {v}, not a finite number",
+                                             scope.span("nodes", name, k)))
+                ok = False
+        return ok
 
     def _body(self, scope: Scope, block_name: str, span: Span | None) -> Body | None:
         """A block named by an attribute (MoE's expert), expanded once on its own into a small IR.

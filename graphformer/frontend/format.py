@@ -5,12 +5,50 @@ against the op's (or block's) own attrs model, which forbids unknown fields.
 """
 from __future__ import annotations
 
+import keyword
 import math
+import re
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
 FORMAT_VERSION = 1
+
+# Names are data that reaches generated Python (locals of the compiled forward), ONNX, DOT, Mermaid and
+# HTML: they are ASCII identifiers, so no writer ever has to quote one. Labels (the spec's own name, a
+# preset's) are chosen on the command line and shown in titles: `llama2-7b`, `qwen2-0.5b`.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+MAX_NAME = 200
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` can't name a node, block, param, input, output, dim or weight map; None if it can."""
+    if not name:
+        return "may not be empty"
+    if len(name) > MAX_NAME:
+        return f"is {len(name)} characters long (at most {MAX_NAME})"
+    if "." in name:
+        return "may not contain `.`: the dot separates path parts (`encoder.3.attn`) and names a block's output"
+    if not _IDENTIFIER.fullmatch(name):
+        return "is not an identifier: use ASCII letters, digits and `_`, not starting with a digit"
+    if keyword.iskeyword(name):
+        return "is a Python keyword"
+    if name.startswith("__") and name.endswith("__"):
+        return "is a reserved `__dunder__` name"
+    return None
+
+
+def label_problem(label: str) -> str | None:
+    """Why `label` can't be a spec's or a preset's name (identifiers plus `-` and `.`); None if it can."""
+    if not label:
+        return "may not be empty"
+    if len(label) > MAX_NAME:
+        return f"is {len(label)} characters long (at most {MAX_NAME})"
+    if not _LABEL.fullmatch(label):
+        return "may use ASCII letters, digits, `_`, `-` and `.` only, and must not start with `-` or `.`"
+    return None
+
 
 DimExpr = Union[StrictInt, StrictStr]
 # A param's type is the type of its declared default: integers size shapes; floats (eps, rope theta),

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from ..base.diagnostics import Diagnostic, Label, Span, SpecError, did_you_mean
 from ..base.errors import UsageError
 from ..base.dims import DimError, parse
-from .format import FORMAT_VERSION, DerivedParam, SpecFile
+from .format import FORMAT_VERSION, DerivedParam, SpecFile, label_problem, name_problem
 from .yamlload import FileProblem, Loaded, load_yaml_file
 
 MAX_PARAM = 10**12
@@ -47,8 +47,10 @@ class Program:
 
 
 def pydantic_diagnostics(err: ValidationError, loaded: Loaded, base: tuple = (),
-                         model: type[BaseModel] | None = None, what: str = "") -> list[Diagnostic]:
-    """Map pydantic errors (each with a `loc` path) back onto source spans."""
+                         model: type[BaseModel] | None = None, what: str = "",
+                         present: set[str] = frozenset()) -> list[Diagnostic]:
+    """Map pydantic errors (each with a `loc` path) back onto source spans. `present`: fields that were
+    written but left out because their value is already reported (not "missing": one error per cause)."""
     out = []
     # `haeds` → "did you mean `heads`?" already explains the missing `heads`: one error per cause.
     guessed = {(tuple(e["loc"][:-1]), did_you_mean(str(e["loc"][-1]), _fields_at(model, e["loc"][:-1])))
@@ -66,7 +68,7 @@ def pydantic_diagnostics(err: ValidationError, loaded: Loaded, base: tuple = (),
                 loaded.span(loc, key=True),
                 help=None if guess else (f"known fields{what}: " + ", ".join(f"`{c}`" for c in choices) if choices else None)))
         elif e["type"] == "missing":
-            if (tuple(e["loc"][:-1]), field_name) in guessed:
+            if (tuple(e["loc"][:-1]), field_name) in guessed or tuple(e["loc"]) in {(p,) for p in present}:
                 continue
             out.append(Diagnostic("GF103", f"missing required field `{field_name}`{what}",
                                   loaded.span(data_path, key=True)))
@@ -163,12 +165,72 @@ def load_program(path: str, preset: str | None = None, overrides: dict[str, Any]
     diags: list[Diagnostic] = []
     _load_imports(root, prog, diags)
     prog.files.insert(0, root)
+    for ctx in prog.files:
+        diags += data_diagnostics(ctx)
+    if any(d.is_error for d in diags):   # nothing downstream sees a name that isn't an identifier
+        raise SpecError(diags)
     for name, block in root.spec.blocks.items():
         _add_block(prog, name, root, block, diags)
     prog.params = _resolve_params(prog, preset, overrides or {}, diags)
     if any(d.is_error for d in diags):
         raise SpecError(diags)
     return prog
+
+
+# Where names are, by YAML path: (path of the mapping whose keys are names, what a key names).
+def _named(spec: SpecFile) -> list[tuple[tuple, Any, str]]:
+    out: list[tuple[tuple, Any, str]] = [
+        (("params",), spec.params, "param"), (("dims",), spec.dims, "dim"), (("inputs",), spec.inputs, "input"),
+        (("blocks",), spec.blocks, "block"), (("nodes",), spec.nodes, "node"), (("outputs",), spec.outputs, "output"),
+        (("weight_maps",), spec.weight_maps, "weight map")]
+    for b, block in spec.blocks.items():
+        out += [(("blocks", b, "params"), block.params, "block param"), (("blocks", b, "inputs"), block.inputs, "input"),
+                (("blocks", b, "nodes"), block.nodes, "node"), (("blocks", b, "outputs"), block.outputs, "output")]
+    return out
+
+
+def data_diagnostics(ctx: SpecCtx) -> list[Diagnostic]:
+    """Names and numbers are data: every name is an identifier (GF104; labels for the spec's and presets'
+    names), every number is finite (GF102). What passes can be written into generated code and output
+    formats as it is."""
+    out = []
+
+    def bad(what: str, name: str, why: str, span: Span | None) -> None:
+        shown = name if len(name) <= 60 else name[:57] + "…"
+        out.append(Diagnostic("GF104", f"{what} name `{shown}` {why}" if name else f"a {what} name {why}", span,
+                              help="names are identifiers (`ln_1`, `attn2`) so that they can be written into "
+                                   "generated code, state-dict keys and diagrams as they are"))
+
+    why = label_problem(ctx.spec.name)
+    if why:
+        bad("spec", ctx.spec.name, why, ctx.span(("name",)))
+    for p in ctx.spec.presets:
+        why = label_problem(p)
+        if why:
+            bad("preset", p, why, ctx.span(("presets", p), key=True))
+    for path, mapping, what in _named(ctx.spec):
+        for name in mapping:
+            why = name_problem(name)
+            if why:
+                bad(what, name, why, ctx.span(path + (name,), key=True))
+    for path, value in _numbers(ctx.loaded.data, ()):
+        out.append(Diagnostic("GF102", f"`{value}` is not a finite number", ctx.span(path),
+                              help="numbers in a spec are finite: write a large finite value, or leave the "
+                                   "attribute at its default"))
+    return out
+
+
+def _numbers(data: Any, path: tuple):
+    """(path, value) of every non-finite float in the YAML data, walked without recursion."""
+    stack = [(data, path)]
+    while stack:
+        value, at = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            yield at, value
+        elif isinstance(value, dict):
+            stack += [(v, at + (k,)) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(v, at + (i,)) for i, v in enumerate(value)]
 
 
 def _add_block(prog: Program, name: str, ctx: SpecCtx, block: Any, diags: list[Diagnostic]) -> None:

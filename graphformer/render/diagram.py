@@ -12,6 +12,9 @@
   the last repetition leave from repetition 0's node. `expand=True` draws every repetition instead.
 
 Node ids are IR paths (`blocks.0.attn`), the same names as in diagnostics and state-dict keys.
+
+Every string here may come from a spec or the command line (a doc, a `--set` value in the subtitle);
+each writer quotes it for its own format after `printable` has made it one line of visible text.
 """
 from __future__ import annotations
 
@@ -19,9 +22,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..base.diagnostics import escape_controls
 from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
 from ..ops.base import TensorType
+
+
+def printable(text: str) -> str:
+    """`text` as one line of visible characters: line breaks, other control characters and direction
+    overrides become escapes (`\\x0a`), tabs spaces. A writer then only has its format's quoting to do."""
+    return escape_controls(text).replace("\t", " ")
+
 
 # An op is coloured by its registry family, so a new op draws without an edit here; OP_STYLES overrides
 # the ops that read differently from their family (`core` is broad: embeddings, attention, norms, ...).

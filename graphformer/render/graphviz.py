@@ -11,7 +11,7 @@ import subprocess
 
 from ..ir import IRGraph
 from ..ops import REGISTRY
-from .diagram import PALETTE, Cluster, Diagram, Node, build, node_style
+from .diagram import PALETTE, Cluster, Diagram, Node, build, node_style, printable
 
 # Every backend has a lowering table keyed by op; for diagrams it is the style of each op (from its family).
 LOWERINGS = {op: node_style(op) for op in REGISTRY}
@@ -34,13 +34,13 @@ class DotFailed(Exception):
 
 
 def _q(s: str) -> str:
-    """A quoted DOT id or string."""
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A quoted DOT id or string: one line, `\\` and `"` escaped (so `\\N`, `\\G` stay text)."""
+    return '"' + printable(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _h(s: str) -> str:
     """Text escaped for a DOT HTML-like label."""
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    return printable(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 def _node_line(n: Node) -> str:

@@ -6,19 +6,32 @@ where two paths would collide.
 """
 from __future__ import annotations
 
+import json
 import re
 
 from ..ir import IRGraph
-from .diagram import PALETTE, Cluster, Diagram, Node, build
+from .diagram import PALETTE, Cluster, Diagram, Node, build, printable
 
 _RESERVED = {"end", "graph", "subgraph", "flowchart", "style", "classdef", "class", "click", "linkstyle",
              "direction", "default", "call", "href"}
 
 
 def _text(s: str) -> str:
-    """Text for inside a double-quoted mermaid label (entity codes for the characters it would misread)."""
-    s = s.replace("#", "#35;")  # first: the entity codes below start with `#`
-    return s.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+    """Text for inside a double-quoted mermaid label: one line (a line break would end the statement and
+    start another, `click ... javascript:` included), entity codes for the characters it would misread
+    (a quote ends the label, a backquote starts a markdown string)."""
+    s = printable(s).replace("#", "#35;")  # first: the entity codes below start with `#`
+    return (s.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+            .replace("`", "#96;"))
+
+
+_PLAIN_TITLE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ .,=()/+-]*")
+
+
+def _title(s: str) -> str:
+    """The front matter's title: YAML, so anything but plain words is a double-quoted (JSON) string."""
+    s = printable(s)
+    return s if _PLAIN_TITLE.fullmatch(s) and not s.endswith(" ") else json.dumps(s)
 
 
 class _Ids:
@@ -77,7 +90,7 @@ def _items(d: Diagram, cluster: str | None, ids: _Ids, direction: str, indent: s
 def to_mermaid(d: Diagram, direction: str = "TB") -> str:
     ids = _Ids()
     head = f"{d.name}" + (f" ({d.subtitle})" if d.subtitle else "")
-    lines = ["---", f"title: {head}", "---", f"flowchart {direction}"]
+    lines = ["---", f"title: {_title(head)}", "---", f"flowchart {direction}"]
     for key, (fill, border, text) in PALETTE.items():
         weight = ",font-weight:bold" if key in ("input", "output") else ""
         lines.append(f"  classDef {key} fill:{fill},stroke:{border},color:{text}{weight}")

@@ -512,11 +512,12 @@ def test_control_characters_in_names_are_escaped(tmp_path, capsys):
                                'nodes:\n  "n\\e[2J": {op: norm}\n  m: {op: norm, in: "n\\e[2K"}\noutputs: {y: m}\n')
     rc, out, err = run(capsys, "check", path, "--shapes")
     assert rc == 1 and "\x1b" not in out + err and "\x07" not in out + err and "\\x1b" in err
-    ok = spec_file(tmp_path, 'graphformer: 1\nname: t\ninputs: {x: {shape: [2, 4]}}\n'
-                             'nodes:\n  "n\\e[2J": {op: norm}\noutputs: {y: "n\\e[2J"}\n', "ok.yaml")
-    for argv in (["check", ok, "--shapes"], ["summary", ok]):
+    # such a name is refused (GF104: names are identifiers); the message quoting it is escaped
+    named = spec_file(tmp_path, 'graphformer: 1\nname: t\ninputs: {x: {shape: [2, 4]}}\n'
+                                'nodes:\n  "n\\e[2J": {op: norm}\noutputs: {y: "n\\e[2J"}\n', "named.yaml")
+    for argv in (["check", named, "--shapes"], ["summary", named]):
         rc, out, err = run(capsys, *argv)
-        assert rc == 0 and "\x1b" not in out + err and "\\x1b" in out
+        assert rc == 1 and "GF104" in err and "\x1b" not in out + err and "\\x1b" in err
 
 
 # ---------------------------------------------------------------- 8. API and semantics

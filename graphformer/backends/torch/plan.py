@@ -12,12 +12,22 @@ Generated code has no per-call dict churn or interpreter loop, so small models p
 calls. Modules are looked up in `_modules` at call time, so a block replaced in its ModuleList (by an
 activation-checkpointing or FSDP wrapper) is the one that runs. Each line ends with the node's full path,
 and the source is registered with `linecache`, so a traceback shows which node of which layer failed.
+
+A spec is data, and this is the one place where it meets `exec`: the front end admits only identifiers
+as names, and this generator still trusts none of it. Locals are rebuilt from ASCII letters, digits and
+`_`; a comment holds a path only if it is dotted identifiers (`_comment`); module keys are `repr`s; and
+`check_source` parses what was generated and refuses, before it is compiled, any construct outside the
+small set the generator writes (no import, no name it did not bind, no `__attribute__`, no string it
+could run, no number that is not finite).
 """
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import keyword
 import linecache
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -155,16 +165,25 @@ def _all_scope_paths(s: Scope) -> set[str]:
 
 # ---------------------------------------------------------------- code generation
 
+GLOBALS = ("torch", "F", "prepare_key_mask")   # what generated code may read besides its own locals
+_PATH = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+
+
+class CodegenError(Exception):
+    """Generated code that is not of the shape this generator writes: a bug or a hostile IR, never run."""
+
+
 class _Names:
-    """Local variable names for values: readable, unique, never a keyword or the module table."""
+    """Local variable names for values: readable, unique ASCII identifiers, never a keyword, a dunder or
+    a name the generated code reads (`mods`, `torch`, ...)."""
 
     def __init__(self):
-        self.taken = {"mods", "torch", "F", "prepare_key_mask"}
+        self.taken = {"mods", *GLOBALS}
         self.of: dict[str, str] = {}
 
     def new(self, value: str, hint: str) -> str:
-        base = re.sub(r"\W", "_", hint) or "v"
-        if base[0].isdigit() or keyword.iskeyword(base):
+        base = re.sub(r"[^A-Za-z0-9_]", "_", hint) or "v"   # ASCII: `x²` and `x2` must not meet as one local
+        if base[0].isdigit() or keyword.iskeyword(base) or base.startswith("__"):
             base = "v_" + base
         name, i = base, 1
         while name in self.taken:
@@ -217,8 +236,8 @@ def generate(s: Scope, training: bool, module_of, root_outputs: dict[str, str] |
         if isinstance(u, Scope):
             ins = [names.of[v] for v in u.inputs]
             outs = [names.new(v, s.rel(v)) for v in u.outputs]
-            stmts.append((f"{', '.join(outs)}, = {_access(s, _keys_to_scope(s, u))}({', '.join(ins)})  # {u.path}",
-                          ins, outs))
+            stmts.append((f"{', '.join(outs)}, = {_access(s, _keys_to_scope(s, u))}({', '.join(ins)})"
+                          + _comment(u.path), ins, outs))
             continue
         srcs = [names.of[v] for v in u.inputs.values()]
         inline = getattr(module_of(u.name), "inline", None)
@@ -231,7 +250,7 @@ def generate(s: Scope, training: bool, module_of, root_outputs: dict[str, str] |
         absent = [v for p, v in zip(u.inputs, srcs) if p in u.meta.get("optional_ports", ())]
         if absent:  # computed from an optional input: absent (None) when that input is
             call = f"None if {' is None or '.join(absent)} is None else {call}"
-        stmts.append((f"{out} = {call}  # {u.name}", srcs, [out]))
+        stmts.append((f"{out} = {call}" + _comment(u.name), srcs, [out]))
         if u.name in masks:
             stmts.append(_prepare(out))
     if root_outputs is not None:
@@ -244,6 +263,13 @@ def generate(s: Scope, training: bool, module_of, root_outputs: dict[str, str] |
     lines += _with_frees(stmts, set(returned))
     lines.append(f"    return {ret}")
     return "\n".join(lines) + "\n"
+
+
+def _comment(path: str) -> str:
+    """`  # blocks.3.attn`: the node's path, which only ever holds identifiers and indices."""
+    if not _PATH.fullmatch(path):
+        raise CodegenError(f"refusing to write node path {path!a} into generated code: not dotted identifiers")
+    return f"  # {path}"
 
 
 def split_args(node: IRNode, values: list) -> tuple[list, dict]:
@@ -294,10 +320,71 @@ def _with_frees(stmts, keep: set[str]) -> list[str]:
     return out
 
 
+# The constructs generated code is made of (the plan's statements and the ops' `inline` expressions).
+_ALLOWED = (ast.Module, ast.FunctionDef, ast.arguments, ast.arg, ast.Assign, ast.Delete, ast.Return,
+            ast.Call, ast.keyword, ast.Attribute, ast.Subscript, ast.Slice, ast.Name, ast.Constant, ast.Tuple,
+            ast.Dict, ast.IfExp, ast.BoolOp, ast.Or, ast.Compare, ast.Is, ast.Eq, ast.BinOp, ast.Add, ast.Sub,
+            ast.Mult, ast.Div, ast.UnaryOp, ast.USub, ast.Load, ast.Store, ast.Del)
+
+
+def check_source(src: str) -> None:
+    """Refuse generated source that is anything but `def run(mods, ...)` over its own locals, the modules,
+    `torch` and `F`, in the constructs of `_ALLOWED`, with finite numbers (CodegenError).
+
+    The repetitions of a block differ only in their path comments, so the check runs once per text
+    without them (`_check_body`, cached): a 96-layer model pays it once, not 192 times."""
+    _check_body(_PATH_COMMENT.sub("", src))
+
+
+# `  # blocks.3.attn` at a line's end (what `_comment` writes): no quote, bracket or line break in it, so
+# taking it out changes no statement; at most the text of a string literal, which the check allows anyway.
+_PATH_COMMENT = re.compile(r"  # [A-Za-z0-9_.]+$", re.M)
+
+
+@functools.lru_cache(maxsize=1024)
+def _check_body(src: str) -> None:
+    try:
+        tree = ast.parse(src)
+    except SyntaxError as e:
+        raise CodegenError(f"generated code does not parse: {e.msg} (line {e.lineno})") from None
+    body = tree.body
+    if len(body) != 1 or not isinstance(body[0], ast.FunctionDef) or body[0].name != "run" or body[0].decorator_list:
+        raise CodegenError("generated code must be exactly one plain `def run(...)`")
+    fn, a = body[0], body[0].args
+    if (not a.args or a.args[0].arg != "mods" or a.defaults or a.kw_defaults or a.vararg or a.kwarg
+            or a.kwonlyargs or a.posonlyargs or fn.returns is not None):
+        raise CodegenError("generated code must be `def run(mods, *inputs)` with no defaults or annotations")
+    bound, read = {x.arg for x in a.args}, set()
+    for node in ast.walk(fn):
+        kind = type(node)
+        if kind is ast.Name:
+            (bound if type(node.ctx) is ast.Store else read).add(node.id)
+        elif kind is ast.Attribute:
+            if node.attr.startswith("_") and node.attr != "_modules":
+                raise CodegenError(f"generated code reads attribute `{node.attr}`")
+        elif kind is ast.Constant:
+            v = node.value
+            if not (v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v))):
+                raise CodegenError(f"generated code holds the constant {v!r}")
+        elif kind is ast.arg:
+            if node.annotation is not None:
+                raise CodegenError("generated code annotates an argument")
+        elif kind is ast.Call:
+            if type(node.func) is ast.Name and node.func.id not in GLOBALS:
+                raise CodegenError(f"generated code calls `{node.func.id}`")
+        elif not isinstance(node, _ALLOWED):
+            raise CodegenError(f"generated code holds a `{kind.__name__}` (line {getattr(node, 'lineno', '?')})")
+    unknown = read - bound - set(GLOBALS)
+    if unknown:
+        raise CodegenError(f"generated code reads `{sorted(unknown)[0]}`, which it neither binds nor may use")
+
+
 def compile_run(src: str):
-    """Compile generated source (a fraction of a millisecond); register it so tracebacks show the line."""
+    """Check generated source (`check_source`), compile it (a fraction of a millisecond), and register it
+    so tracebacks show the line."""
+    check_source(src)
     filename = f"<graphformer-plan-{hashlib.sha1(src.encode()).hexdigest()[:12]}>"
     linecache.cache.setdefault(filename, (len(src), None, src.splitlines(True), filename))
     ns: dict = {"torch": torch, "F": F, "prepare_key_mask": prepare_key_mask}
-    exec(compile(src, filename, "exec"), ns)  # noqa: S102 — our own generated code, no user text
+    exec(compile(src, filename, "exec"), ns)  # noqa: S102 — generated, checked above: names and finite numbers only
     return ns["run"]
