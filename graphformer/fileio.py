@@ -174,7 +174,7 @@ class _Group:
     def open(self, path: str, mode: str = "wb", final=None, like: str | None = None):
         """A file object on a new temp file beside `path`; see `path` for `final` and `like`."""
         out, fd = self._add(path, final, like)
-        out.fh = os.fdopen(fd, mode)
+        out.fh = os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8")
         return out.fh
 
     def path(self, path: str, final=None, like: str | None = None) -> str:

@@ -23,6 +23,7 @@ from graphformer.backends import graphviz  # noqa: E402
 from graphformer.backends import html as viewer  # noqa: E402
 from graphformer.backends.browser import BrowserMissing, chromium  # noqa: E402
 from graphformer.backends.diagram import build  # noqa: E402
+from graphformer.fileio import atomic_output  # noqa: E402
 from graphformer.backends.mermaid import to_mermaid  # noqa: E402
 from graphformer.diagnostics import SpecError  # noqa: E402
 
@@ -82,9 +83,8 @@ def viewer_shots() -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    with atomic_output(str(path)) as fh:
+        fh.write(data)
 
 
 def main(argv: list[str] | None = None) -> int:
