@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -199,7 +200,9 @@ class _Rule:
 def _scaled(key: str, value, s: float):
     """`value * s`, refused where scaling made a finite tensor non-finite (overflow in its dtype:
     half precision ends at 65504)."""
-    out = value * s
+    with warnings.catch_warnings():  # numpy's overflow warning: refused below, with the names
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = value * s
     if _is_float(value) and not _all_finite(out) and _all_finite(value):
         raise WeightMapError(f"reference tensor `{key}` scaled by {s:g} overflows {_dtype_name(value)}: the result "
                              "is not finite")
