@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import signal
 import stat
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -300,6 +301,33 @@ def test_concurrent_exports_of_one_path_leave_one_loadable_pair(tmp_path):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     y = session.run(None, {"x": np.ones((2, 3, 4), np.float32)})[0]
     assert y.shape == (2, 3, 8) and np.isfinite(y).all()
+
+
+def test_an_export_that_finishes_between_anothers_two_renames_breaks_nothing(tmp_path, monkeypatch):
+    """The interleaving the stress test above hopes to hit, forced: export B runs whole while export A has
+    renamed its data file but not yet its model. B must not delete A's data file before A's switch."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+    from graphformer.backends.onnx import export_onnx
+    spec = gf.load(spec_file(tmp_path))
+    path = tmp_path / "m.onnx"
+    real, other = os.replace, []
+
+    def replace(src, dst):
+        real(src, dst)
+        if not other:  # A's first rename: its data file
+            other.append(threading.Thread(target=export_onnx, args=(spec, weights_of(spec, 2), path),
+                                          kwargs={"external_data_threshold": 0}))
+            other[0].start()
+            other[0].join(timeout=0.5)  # B runs to its end here unless A's directory lock holds it
+    monkeypatch.setattr(os, "replace", replace)
+    export_onnx(spec, weights_of(spec, 1), path, external_data_threshold=0)
+    other[0].join(timeout=60)
+    monkeypatch.setattr(os, "replace", real)
+    model = onnx.load(str(path))  # resolves the external data: fails if the pair was broken
+    loaded = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert any(all(np.array_equal(loaded[k], w[k]) for k in w) for w in (weights_of(spec, 1), weights_of(spec, 2)))
+    assert len([f for f in names(tmp_path) if f.endswith(".data")]) == 1
 
 
 # ---------------------------------------------------------------- weight-map scales
