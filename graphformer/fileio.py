@@ -1,13 +1,17 @@
 """Writing output files safely: never half-written, never onto something that isn't a regular file.
 
 `atomic_output(path)` writes to a temporary file beside `path` and renames it into place only when the
-block succeeds. The rules (docs/robustness.md):
+block succeeds; `atomic_outputs()` does the same for files that belong together (an ONNX model and its
+external data), renaming them in order under an flock on their directory and running clean-ups (old
+data files) under that lock, so concurrent writers of one path never remove each other's live files.
+The rules (docs/robustness.md):
 
 - only a regular file (or a path that does not exist yet) is replaced; devices, FIFOs, sockets,
   directories, anything under /dev/ or /proc/ (`/dev/stdout` included) and `-` are refused with a
   UsageError — graphformer never writes output to stdout through `-o`;
 - a symlink is written through: its target is replaced and the link stays;
 - a new file gets 0666 & ~umask, like any other tool's output; an overwritten file keeps its mode;
+- an OSError while writing or renaming (disk full, ...) is a UsageError naming the file and the reason;
 - the temporary file is removed on any exception, on Ctrl-C and on SIGTERM; one left behind by
   SIGKILL is named `.gf-tmp-<pid>-<random>-<name>` and is removed by the next write beside it once
   its process is gone.
@@ -16,7 +20,6 @@ Torch-free and below every layer: backends and commands both write through here.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import secrets
@@ -26,6 +29,11 @@ import threading
 from contextlib import contextmanager
 
 from .errors import UsageError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: files are still renamed atomically, without the directory lock
+    fcntl = None
 
 TMP_PREFIX = ".gf-tmp-"
 _TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-[0-9a-f]{8}-")
@@ -260,7 +268,7 @@ def _locked(directories: list[str]):
             fds.append(fd)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:
+            except (OSError, AttributeError):  # AttributeError: no fcntl
                 ok = False
         yield ok
     finally:
