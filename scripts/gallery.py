@@ -17,12 +17,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # tests/browser.py drives headless Chromium (a test helper, not shipped)
 
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.render import graphviz  # noqa: E402
 from graphformer.render import html as viewer  # noqa: E402
 from browser import BrowserMissing, chromium  # noqa: E402
 from graphformer.render.diagram import build  # noqa: E402
+from graphformer.base.fileio import atomic_output  # noqa: E402
 from graphformer.render.mermaid import to_mermaid  # noqa: E402
 from graphformer.base.diagnostics import SpecError  # noqa: E402
 
@@ -82,9 +84,8 @@ def viewer_shots() -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    with atomic_output(str(path)) as fh:
+        fh.write(data)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import re
 import sys
 import tempfile
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from graphformer.base.codes import CODES  # noqa: E402
 from graphformer.base.dims import parse  # noqa: E402
 from graphformer.commands.explain_page import page  # noqa: E402
+from graphformer.base.fileio import atomic_output  # noqa: E402
 from graphformer.frontend.check import check_file  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
 from graphformer.ops.base import OpDef  # noqa: E402
@@ -247,9 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         stale.append(rel)
         if not args.check:
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)  # atomic: a reader never sees half a file
+            with atomic_output(str(path)) as fh:  # a reader never sees half a file; the mode is kept
+                fh.write(text.encode())
     if args.check and stale:
         print("out of date (run scripts/gen_docs.py): " + ", ".join(stale), file=sys.stderr)
         return 1

@@ -763,6 +763,30 @@ outputs: {y: ln}
  "num_attention_heads": 6, "vocab_size": 97, "transformers_version": "5.24.0"}
 """),
     Code(
+        "GF180", "weight-map scale out of range",
+        ("A weight-map rule's `scale` multiplies every tensor the rule reads. It must be a finite number "
+         "whose magnitude lies between 1e-6 and 1e6: zero would load zeros (and the map's way back, to the "
+         "reference's names, divides by it), an infinity or a huge factor loads ±inf or weights that "
+         "overflow half precision. Refused at check time, at the "
+         "rule's `scale`; at load, a scaled tensor that is no longer finite is refused as well."),
+        fix="Write the factor the reference folds in, such as `head_dim ** -0.5`, 2 or -1.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  up: {op: linear, out: d_model}
+outputs: {y: up}
+weight_maps:
+  ref:
+    rules:
+      - {from: proj.weight, to: up.weight, scale: 1e9}
+      - {from: proj.bias, to: up.bias}
+"""),
+    Code(
         "GF190", "window larger than the grid",
         ("A window op (`window_partition`, `window_merge`, `window_position_bias`) has a window wider or "
          "taller than its grid. A grid the window does not divide is padded, and a grid exactly one "

@@ -1,13 +1,17 @@
 """Writing output files safely: never half-written, never onto something that isn't a regular file.
 
 `atomic_output(path)` writes to a temporary file beside `path` and renames it into place only when the
-block succeeds. The rules (docs/robustness.md):
+block succeeds; `atomic_outputs()` does the same for files that belong together (an ONNX model and its
+external data), renaming them in order under an flock on their directory and running clean-ups (old
+data files) under that lock, so concurrent writers of one path never remove each other's live files.
+The rules (docs/robustness.md):
 
 - only a regular file (or a path that does not exist yet) is replaced; devices, FIFOs, sockets,
   directories, anything under /dev/ or /proc/ (`/dev/stdout` included) and `-` are refused with a
   UsageError — graphformer never writes output to stdout through `-o`;
 - a symlink is written through: its target is replaced and the link stays;
 - a new file gets 0666 & ~umask, like any other tool's output; an overwritten file keeps its mode;
+- an OSError while writing or renaming (disk full, ...) is a UsageError naming the file and the reason;
 - the temporary file is removed on any exception, on Ctrl-C and on SIGTERM; one left behind by
   SIGKILL is named `.gf-tmp-<pid>-<random>-<name>` and is removed by the next write beside it once
   its process is gone.
@@ -25,6 +29,11 @@ import threading
 from contextlib import contextmanager
 
 from .errors import UsageError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: files are still renamed atomically, without the directory lock
+    fcntl = None
 
 TMP_PREFIX = ".gf-tmp-"
 _TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-[0-9a-f]{8}-")
@@ -122,59 +131,146 @@ def _mode_for(real: str) -> int | None:
 @contextmanager
 def atomic_output(path: str, mode: str = "wb"):
     """Write to a temp file beside `path` and rename it into place only if the block succeeds."""
-    shown = os.fspath(path)
-    real = resolve_output(shown)
-    with _atomic(shown, real, lambda: real) as (fd, _):
-        with os.fdopen(fd, mode) as fh:
+    with atomic_outputs() as out:
+        with out.open(path, mode) as fh:
             yield fh
 
 
 @contextmanager
 def atomic_path(path: str):
-    """The path of a temp file beside `path` (for writers that take a file name, like safetensors'),
-    renamed into place only if the block succeeds."""
-    shown = os.fspath(path)
-    real = resolve_output(shown)
-    with _atomic(shown, real, lambda: real) as (fd, tmp):
-        os.close(fd)
-        yield tmp
+    """The path of a temp file beside `path` (for writers that take a file name), renamed into place only
+    if the block succeeds. The writer must write into that file, not replace it: a writer that renames
+    its own temp file over it (safetensors' `save_file`) loses the mode and leaves its temp behind."""
+    with atomic_outputs() as out:
+        yield out.path(path)
 
 
 @contextmanager
-def atomic_output_named(directory: str, name: str, final_name, mode: str = "wb"):
-    """Like `atomic_output`, but the file's name is `final_name()`, asked once the block has written it
-    (a content-addressed name). `name` stands for it in messages and in the temp file's name."""
-    shown = os.path.join(directory, name)
-    resolve_output(shown)
-    with _atomic(shown, shown, lambda: os.path.join(directory, final_name())) as (fd, _):
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-
-
-@contextmanager
-def _atomic(shown: str, real: str, final):
-    """(fd, temp path) of a new temp file beside `real`; renamed to `final()` if the block succeeds."""
-    directory, name = os.path.split(real)
-    clean_stale(directory, name)
-    tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{name}")
+def atomic_outputs():
+    """Several outputs that appear together or not at all: `open` / `path` give temp files, renamed into
+    place in the order they were asked for, under a lock on their directory, when the block succeeds;
+    then the `after_commit` callbacks run, under the same lock. On failure every temp is removed, and a
+    file already renamed that did not exist before is removed again (a data file whose model never
+    switched). An OSError (disk full, read-only) becomes a UsageError naming the file and the reason."""
+    group = _Group()
     with _terminate_as_exception():
+        try:
+            yield group
+            group.commit()
+        except BaseException as e:
+            group.discard()
+            if isinstance(e, OSError):  # disk full, ...: the old files are untouched
+                raise UsageError(f"cannot write `{group.current}`: {_reason(e)}") from None
+            raise
+
+
+class _Output:
+    def __init__(self, shown: str, tmp: str, final):
+        self.shown, self.tmp, self.final, self.fh = shown, tmp, final, None
+        self.placed: str | None = None  # the target, once renamed there and new
+
+
+class _Group:
+    """The files of one `atomic_outputs` block (see there)."""
+
+    def __init__(self):
+        self._outputs: list[_Output] = []
+        self._after: list = []
+        self._committed = False
+        self.current = ""   # the file being written, for messages
+
+    def open(self, path: str, mode: str = "wb", final=None, like: str | None = None):
+        """A file object on a new temp file beside `path`; see `path` for `final` and `like`."""
+        out, fd = self._add(path, final, like)
+        out.fh = os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8")
+        return out.fh
+
+    def path(self, path: str, final=None, like: str | None = None) -> str:
+        """A new temp file beside `path`, to be renamed to `path` (or to `final()`, asked at the commit: a
+        content-addressed name). Its mode is `like`'s (default: `path`'s) where that file exists, else
+        0666 & ~umask."""
+        out, fd = self._add(path, final, like)
+        os.close(fd)
+        return out.tmp
+
+    def after_commit(self, fn) -> None:
+        """Run `fn()` once every file is in place, still holding the directory lock (only when the lock
+        could be taken: a clean-up that relies on knowing what is live must not race other writers)."""
+        self._after.append(fn)
+
+    def _add(self, path: str, final, like: str | None) -> tuple[_Output, int]:
+        shown = os.fspath(path)
+        self.current = shown
+        real = resolve_output(shown)
+        directory, name = os.path.split(real)
+        clean_stale(directory, name)
+        tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{name}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
         except OSError as e:  # a read-only directory, no space for even an empty file
             raise UsageError(f"cannot write `{shown}`: {_reason(e)}") from None
-        try:
-            keep = _mode_for(real)
-            if keep is not None:
-                os.chmod(tmp, keep)
-            yield fd, tmp
-            target = final()
-            resolve_output(target)  # still a regular file (or nothing) at the moment of the switch
-            os.replace(tmp, target)
-        except BaseException as e:
+        out = _Output(shown, tmp, final or (lambda: real))
+        self._outputs.append(out)
+        keep = _mode_for(resolve_output(like) if like else real)
+        if keep is not None:
+            os.chmod(tmp, keep)
+        return out, fd
+
+    def commit(self) -> None:
+        for out in self._outputs:  # a full disk may only show when the last buffer is flushed
+            self.current = out.shown
+            if out.fh is not None:
+                out.fh.close()
+        directories = sorted({os.path.dirname(out.tmp) for out in self._outputs})
+        with _locked(directories) as locked:
+            for out in self._outputs:
+                self.current = out.shown
+                target = out.final()
+                resolve_output(target)  # still a regular file (or nothing) at the moment of the switch
+                new = not os.path.lexists(target)
+                os.replace(out.tmp, target)
+                out.placed = target if new else None
+            self._committed = True
+            if locked:
+                for fn in self._after:
+                    fn()
+
+    def discard(self) -> None:
+        for out in self._outputs:
+            if out.fh is not None:
+                try:
+                    out.fh.close()
+                except Exception:  # the full disk again, or a closed file: the temp goes anyway
+                    pass
+        if self._committed:
+            return  # everything is in place: only an after-commit clean-up was interrupted
+        for out in self._outputs:
+            for leftover in (out.tmp, out.placed):
+                if leftover is not None:
+                    try:
+                        os.unlink(leftover)
+                    except OSError:
+                        pass
+
+
+@contextmanager
+def _locked(directories: list[str]):
+    """Hold an exclusive flock on each directory (sorted, so two groups can't deadlock); yields whether
+    every lock was taken. Where directories can't be locked, the renames still happen, unlocked."""
+    fds, ok = [], True
+    try:
+        for directory in directories:
             try:
-                os.unlink(tmp)
+                fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
             except OSError:
-                pass
-            if isinstance(e, OSError):  # disk full, ...: the old file is untouched
-                raise UsageError(f"cannot write `{shown}`: {_reason(e)}") from None
-            raise
+                ok = False
+                continue
+            fds.append(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except (OSError, AttributeError):  # AttributeError: no fcntl
+                ok = False
+        yield ok
+    finally:
+        for fd in fds:
+            os.close(fd)  # closing releases the lock

@@ -16,7 +16,7 @@ from ..weights.checkpoint import is_hf_directory
 from ..base.diagnostics import SourceCache, render
 from ..base.fileio import resolve_output
 from ..frontend.infer import infer
-from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_path, check_checkpoint_config,
+from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_output, check_checkpoint_config,
                      load_checked, parse_assignments, parse_overrides, require_weight_map, seed_arg)
 
 EXIT_INTERNAL = 3
@@ -194,8 +194,8 @@ def _fit_hint(spec, state, args, problems) -> str:
 
 def _save(model, spec, path: str) -> int:
     from ..backends.torch.weights import save_safetensors
-    # safetensors' file writer streams the tensors into the temporary file: no copy of the whole file
-    # in memory (serialising to bytes first peaked at 3x the model's size)
-    with atomic_path(path) as tmp:
-        save_safetensors(model, tmp, {"graphformer_spec": spec.name, "format": "pt"})
+    # the tensors stream into the temporary file: no copy of the whole file in memory (serialising to
+    # bytes first peaked at 3x the model's size)
+    with atomic_output(path) as fh:
+        save_safetensors(model, fh, {"graphformer_spec": spec.name, "format": "pt"})
     return os.path.getsize(path)

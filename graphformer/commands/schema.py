@@ -15,8 +15,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     text = render_schema()
     if args.output:
-        with atomic_output(args.output, "w") as fh:  # an editor reading it never sees half a file
-            fh.write(text)
+        with atomic_output(args.output) as fh:  # an editor reading it never sees half a file
+            fh.write(text.encode())
     else:
         sys.stdout.write(text)
     return EXIT_OK

@@ -30,6 +30,9 @@ MAX_REPEAT = 10_000
 # windows in every second layer, `shift: (repeat_index % 2) * (window // 2)`.
 REPEAT_INDEX = "repeat_index"
 MAX_HINTS = 200  # "did you mean" hints per expansion
+# a weight map's `scale` (GF180): real factors (1/√head_dim, 2, -1) are far inside; zero or a factor past
+# these bounds is a typo that would load zeros, infinities or weights overflowing half precision
+MIN_SCALE, MAX_SCALE = 1e-6, 1e6
 MAX_DIM = MAX_PARAM  # example sizes of symbolic dims (`dims:`), bounded like params
 
 
@@ -319,12 +322,17 @@ class Expander:
         an expression over params (`head_dim ** -0.5`), evaluated here."""
         ctx, rules = self.prog.root, []
         for k, r in enumerate(decl.rules):
-            scale = r.scale
+            scale, where = r.scale, ctx.span(("weight_maps", name, "rules", k, "scale"))
             if isinstance(scale, str):
-                scale = self._real(ctx, self.prog.params, "scale", scale,
-                                   ctx.span(("weight_maps", name, "rules", k, "scale")))
+                scale = self._real(ctx, self.prog.params, "scale", scale, where)
                 scale = None if scale is _BAD else scale
             split, heads = self._split_layout(ctx, ("weight_maps", name, "rules", k), r)
+            if scale is not None and not MIN_SCALE <= abs(scale) <= MAX_SCALE:
+                self.diags.append(Diagnostic(
+                    "GF180", f"weight-map scale {scale:g} is out of range: a scale multiplies every weight the "
+                    f"rule reads, so it must be finite with a magnitude from {MIN_SCALE:g} to {MAX_SCALE:g}", where,
+                    help="a factor this large or small (or zero) destroys the weights; check the expression"))
+                scale = None
             rules.append(WeightRule(r.src, (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,
                                     r.unstack, r.reshape, scale, r.zero, split, heads))
         return WeightMap(tuple(rules), decl.strip_prefix, tuple(decl.ignore), decl.reference)

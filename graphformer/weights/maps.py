@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -228,12 +229,38 @@ class _Rule:
         if self.rule.scale is None:
             return parts
         s = self.rule.scale
-        return [(name, value * s, ", ".join(filter(None, [h, f"scaled by {s:g}"]))) for name, value, h in parts]
+        return [(name, _scaled(key, value, s), ", ".join(filter(None, [h, f"scaled by {s:g}"])))
+                for name, value, h in parts]
 
     def zero_targets(self, shapes: Mapping) -> list[str]:
         """The spec parameters a `zero` rule names: its targets, `{i}` standing for any layer index."""
         patterns = [_pattern(t) for t in self.rule.targets]
         return [p for p in shapes if any(r.fullmatch(p) for r in patterns)]
+
+
+def _scaled(key: str, value, s: float):
+    """`value * s`, refused where scaling made a finite tensor non-finite (overflow in its dtype:
+    half precision ends at 65504)."""
+    with warnings.catch_warnings():  # numpy's overflow warning: refused below, with the names
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = value * s
+    if _is_float(value) and not _all_finite(out) and _all_finite(value):
+        raise WeightMapError(f"reference tensor `{key}` scaled by {s:g} overflows {_dtype_name(value)}: the result "
+                             "is not finite")
+    return out
+
+
+def _all_finite(x) -> bool:
+    if getattr(getattr(x, "device", None), "type", None) == "meta":
+        return True                   # shapes only: nothing to check
+    if hasattr(x, "isfinite"):        # torch
+        return bool(x.isfinite().all())
+    import numpy as np
+    return bool(np.isfinite(np.asarray(x, dtype=np.float32) if x.dtype.name == "bfloat16" else x).all())
+
+
+def _dtype_name(x) -> str:
+    return str(x.dtype).removeprefix("torch.")
 
 
 def _split(key: str, tensor, names: list[str], how: list[str], rule: WeightRule) -> list[tuple[str, object, str]]:

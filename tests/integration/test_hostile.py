@@ -183,7 +183,7 @@ def test_onnx_external_data_is_replaced_as_a_pair(tmp_path, monkeypatch):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("torch")
     from onnx import numpy_helper
-    from graphformer.backends.onnx import export_onnx, write
+    from graphformer.backends.onnx import export_onnx
     spec = gf.load(spec_file(tmp_path, MAPPED))
     path = tmp_path / "m.onnx"
 
@@ -192,14 +192,22 @@ def test_onnx_external_data_is_replaced_as_a_pair(tmp_path, monkeypatch):
 
     first = export_onnx(spec, None, path, seed=1, external_data_threshold=0)
     before = weights()
-    # killed after the new data file is in place but before the model file's switch
-    real = write.atomic_output
-    monkeypatch.setattr(write, "atomic_output", lambda p, *a: (_ for _ in ()).throw(fileio.Terminated()))
+    # terminated after the new data file is in place but before the model file's switch
+    real, renames = os.replace, []
+
+    def replace(src, dst):
+        renames.append(dst)
+        if len(renames) == 2:
+            raise fileio.Terminated()
+        real(src, dst)
+    monkeypatch.setattr(fileio.os, "replace", replace)
     with pytest.raises(fileio.Terminated):
         export_onnx(spec, None, path, seed=2, external_data_threshold=0)
-    monkeypatch.setattr(write, "atomic_output", real)
+    monkeypatch.setattr(fileio.os, "replace", real)
     after_kill = weights()
     assert all((before[k] == after_kill[k]).all() for k in before)  # the old model, the old weights
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.onnx", os.path.basename(first.data_path),
+                                                                 "spec.yaml"])  # the new data file went
     second = export_onnx(spec, None, path, seed=2, external_data_threshold=0)
     assert second.data_path != first.data_path
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.onnx", os.path.basename(second.data_path),

@@ -8,9 +8,13 @@ body is one `initializer` entry per weight — a small serialised TensorProto he
 followed by its `raw_data` field written directly from the array's memory.
 
 Past the external-data threshold the same headers instead point into `<file>.<hash>.data` (page-aligned
-offsets), named by its content and written first; the model file is renamed into place last, so the
-model file never points at data that is not there yet, and a kill at any moment leaves the previous
-pair loadable. Data files of earlier exports are removed after the switch.
+offsets), named by its content. Both files are written to temp files first and renamed under a lock on
+their directory (fileio.atomic_outputs), the data file first: the model file never points at data that
+is not there yet, and a kill at any moment leaves the previous pair loadable. Still under the lock, the
+data files the new model does not reference are removed: those of earlier exports, of exports killed
+mid-switch, and (after an inline export) all of them. A concurrent export of the same path either
+switches before (its data file is then removed, with its model replaced) or after (ours is): one
+complete pair remains.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import GraphProto, ModelProto, TensorProto, helper
 
-from ...base.fileio import atomic_output, atomic_output_named, resolve_output
+from ...base.fileio import atomic_outputs, resolve_output
 from .graph import to_model
 
 ALIGN = 4096  # external tensors start on page boundaries, so runtimes can mmap them
@@ -76,12 +80,15 @@ def write_inline(ir, weights: dict[str, np.ndarray], opset: int, path: str, past
         entries.append((_key(_INITIALIZER) + _varint(len(head) + arr.nbytes) + head, arr))
     body = sum(len(prefix) + arr.nbytes for prefix, arr in entries)
     size = 0
-    with atomic_output(path) as fh:
+    with atomic_outputs() as out:
+        fh = out.open(path)
         for chunk in (model.SerializeToString(), _key(_GRAPH) + _varint(body)):
             size += fh.write(chunk)
         for prefix, arr in entries:
             size += fh.write(prefix)
             size += fh.write(arr)
+        directory, name = os.path.split(resolve_output(path))
+        out.after_commit(lambda: remove_old_data(directory, name, keep=None))  # an inline model needs none
     return Written(path, size, len(model.graph.node), sum(weights[t.name].size for t in headers))
 
 
@@ -90,7 +97,10 @@ def write_external(ir, weights: dict[str, np.ndarray], opset: int, path: str, pa
     directory, name = os.path.split(real)
     digest = hashlib.blake2b(digest_size=8)
     params = 0
-    with atomic_output_named(directory, name + ".data", lambda: data_name(name, digest.hexdigest())) as data:
+    with atomic_outputs() as out:
+        data = out.open(os.path.join(directory, name + ".data"), like=real,
+                        final=lambda: os.path.join(directory, data_name(name, digest.hexdigest())))
+
         def external(tname: str, arr: np.ndarray) -> TensorProto:
             nonlocal params
             data.seek((data.tell() + ALIGN - 1) // ALIGN * ALIGN)
@@ -109,15 +119,14 @@ def write_external(ir, weights: dict[str, np.ndarray], opset: int, path: str, pa
 
         model = to_model(ir, weights, opset, tensor=external, past=past)
         data_bytes = data.tell()
-    location = data_name(name, digest.hexdigest())
-    for t in model.graph.initializer:
-        for entry in t.external_data:
-            if entry.key == "location":
-                entry.value = location
-    blob = model.SerializeToString()
-    with atomic_output(path) as fh:  # the switch: the old model keeps its old data until this rename
-        fh.write(blob)
-    remove_old_data(directory, name, keep=location)
+        location = data_name(name, digest.hexdigest())
+        for t in model.graph.initializer:
+            for entry in t.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        blob = model.SerializeToString()
+        out.open(path).write(blob)  # renamed after the data file: the switch
+        out.after_commit(lambda: remove_old_data(directory, name, keep=location))
     return Written(path, len(blob), len(model.graph.node), params, os.path.join(directory, location), data_bytes)
 
 
@@ -127,11 +136,17 @@ def data_name(model_name: str, digest: str) -> str:
     return f"{model_name}.{digest}.data"
 
 
-def remove_old_data(directory: str, model_name: str, keep: str) -> None:
-    """Once the new model file is in place, the data files of earlier exports (and of exports killed
-    before their switch) are garbage; so is the `<model>.data` of graphformer before 0.2."""
+def remove_old_data(directory: str, model_name: str, keep: str | None) -> None:
+    """The data files of `model_name` other than `keep` (the one the live model file references, or None
+    for an inline model), and the `<model>.data` of graphformer before 0.2. Called by the writer of the
+    live model file while it holds the directory's lock, so no other export is between its data file's
+    rename and its model's; a file that vanished meanwhile (someone else's clean-up) is no error."""
     pattern = re.compile(re.escape(model_name) + r"\.[0-9a-f]{16}\.data")
-    for entry in os.listdir(directory):
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
         if entry != keep and (pattern.fullmatch(entry) or entry == model_name + ".data"):
             try:
                 os.unlink(os.path.join(directory, entry))
