@@ -54,12 +54,18 @@ def generate(model, tokens, max_new_tokens, **options):
 
 def from_pretrained(path, device="cpu", dtype=None):
     """(spec, model) for a transformers `save_pretrained` directory: the config imported as a spec
-    (`graphformer import hf`), the model built and its weights loaded through the `hf` map."""
+    (`graphformer import hf`), the model built and its weights loaded through the `hf` map. The meta
+    device is refused (UsageError): it holds no values, so the weights would be dropped without a word."""
     import os
     import tempfile
+    from .backends.torch.builder import resolve_device
     from .backends.torch.weights import load_weights as _lw
     from .backends.weights import read_state_dict
     from .hf import convert_config, read_config, spec_text
+    if resolve_device(device).type == "meta":   # before anything is read
+        raise UsageError("from_pretrained loads weights, and the meta device holds none: use device=\"cpu\" or "
+                         "\"cuda\"; for the structure alone, build the imported spec on meta "
+                         "(`graphformer import hf DIR -o spec.yaml`, then graphformer.build(spec, device=\"meta\"))")
     path = os.fspath(path)
     imported = convert_config(read_config(path))   # HFImportError for a refused config
     with tempfile.TemporaryDirectory(prefix="graphformer-hf-") as tmp:

@@ -156,3 +156,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_from_pretrained_refuses_the_meta_device(tmp_path):
+    """Weights can't be loaded onto meta (it holds no values): refused, not silently dropped."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=97, n_positions=32, n_embd=32, n_head=4, n_layer=2)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    for device in ("meta", torch.device("meta")):
+        with pytest.raises(graphformer.UsageError, match="meta device holds none"):
+            graphformer.from_pretrained(tmp_path, device=device)
+    with pytest.raises(graphformer.UsageError, match="meta device holds none"):   # before reading anything
+        graphformer.from_pretrained(tmp_path / "missing", device="meta")
+    spec, model = graphformer.from_pretrained(tmp_path)
+    assert next(model.parameters()).device.type == "cpu"
