@@ -167,18 +167,44 @@ def _state(model, optimizer) -> dict:
 METADATA_LIMIT = 1 << 30     # bytes of `.metadata`; a 70B model's at hundreds of ranks is tens of MB
 
 
+@functools.cache
 def _metadata_classes() -> dict[tuple[str, str], object]:
     """(module, name) → object for every global a `save_checkpoint` `.metadata` names (found by listing
     what torch 2.13 writes for FSDP, tensor-parallel and unsharded saves of models and AdamW): DCP's
-    metadata dataclasses, torch.Size, dtypes, layouts (by name), and the checkpoint id's path class."""
+    metadata dataclasses, torch.Size, dtypes, layouts (by name), and the checkpoint id's path class.
+    The three that act on a value check its type first, so that no error message formats (and so
+    multiplies, through the pickle's shared references) an attacker's nested lists."""
     import pathlib
     from torch.distributed.checkpoint import filesystem as fs, metadata as md
     found = [md.Metadata, md.MetadataIndex, md.StorageMeta, md.TensorStorageMetadata, md.BytesStorageMetadata,
-             md.ChunkStorageMetadata, md.TensorProperties, md._MEM_FORMAT_ENCODING, fs._StorageInfo, torch.Size,
-             torch.serialization._get_layout,   # looks a layout up by its name, nothing else
+             md.ChunkStorageMetadata, fs._StorageInfo, torch.Size,
              pathlib.PurePosixPath, pathlib.PosixPath, pathlib.PureWindowsPath, pathlib.WindowsPath]
     allowed = {(c.__module__, c.__qualname__): c for c in found}
     allowed |= {("torch", k): v for k, v in vars(torch).items() if isinstance(v, torch.dtype)}
+    layouts = {str(v): v for v in vars(torch).values() if isinstance(v, torch.layout)}
+    encodings = {e.value: e for e in md._MEM_FORMAT_ENCODING}
+
+    def layout(name):                 # torch.serialization._get_layout: a layout by its name
+        if type(name) is not str or name not in layouts:
+            raise _Refused("is malformed: a tensor layout")
+        return layouts[name]
+
+    def encoding(value):              # the memory-format enum, by its value
+        if type(value) is not int or value not in encodings:
+            raise _Refused("is malformed: a memory format")
+        return encodings[value]
+
+    class Properties(md.TensorProperties):
+        def __setstate__(self, state):     # the state TensorProperties.__getstate__ writes, checked first
+            if not (type(state) is tuple and len(state) == 5 and isinstance(state[0], torch.dtype)
+                    and isinstance(state[1], torch.layout) and type(state[3]) is md._MEM_FORMAT_ENCODING):
+                raise _Refused("is malformed: tensor properties")
+            md.TensorProperties.__setstate__(self, state)
+            self.__class__ = md.TensorProperties   # the plain class from here on: DCP pickles it between ranks
+
+    allowed[("torch.serialization", "_get_layout")] = layout
+    allowed[(md.__name__, "_MEM_FORMAT_ENCODING")] = encoding
+    allowed[(md.__name__, "TensorProperties")] = Properties
     return allowed
 
 
@@ -218,45 +244,55 @@ def read_metadata(path: str):
         raise WeightFileError(f"checkpoint `{path}` refused: `.metadata` {e}") from None
     except Exception as e:  # a truncated or foreign file: a bad input, not a traceback
         raise WeightFileError(f"checkpoint `{path}` refused: `.metadata` is not a torch.distributed.checkpoint "
-                              f"metadata file ({type(e).__name__}: {e})") from None
+                              f"metadata file ({type(e).__name__}: {str(e)[:200]})") from None
     return meta
 
 
 def _check_metadata(meta, path: str) -> None:
     """Only the allowed classes could be built, but with any field values: check the fields DCP acts on,
-    above all that every shard file is a regular file directly inside `path` (no `../`, no device)."""
+    above all that every shard file is a regular file directly inside `path` (no `../`, no device).
+    Nothing untrusted is formatted into a message unless it is a checked string (and then cut short)."""
     from torch.distributed.checkpoint import filesystem as fs, metadata as md
 
     def expect(ok: bool, what: str) -> None:
         if not ok:
             raise _Refused(f"is malformed: {what}")
 
+    def size(x) -> bool:
+        return type(x) is torch.Size
+
     expect(type(meta) is md.Metadata, f"it holds a {type(meta).__name__}, not a Metadata")
     entries, storage = meta.state_dict_metadata, meta.storage_data
     expect(type(entries) is dict and all(type(k) is str for k in entries), "state_dict_metadata")
+    expect(meta.storage_meta is None or type(meta.storage_meta) is md.StorageMeta, "storage_meta")
+    expect(meta.version is None or type(meta.version) is str, "version")
     for key, entry in entries.items():
         expect(type(entry) is md.BytesStorageMetadata or (
-            type(entry) is md.TensorStorageMetadata and isinstance(entry.size, torch.Size)
-            and type(entry.properties) is md.TensorProperties and isinstance(entry.properties.dtype, torch.dtype)
-            and type(entry.chunks) is list and all(type(c) is md.ChunkStorageMetadata for c in entry.chunks)),
-            f"the entry of `{key}`")
+            type(entry) is md.TensorStorageMetadata and size(entry.size) and type(entry.properties) is md.TensorProperties
+            and type(entry.chunks) is list and all(type(c) is md.ChunkStorageMetadata and size(c.offsets)
+                                                   and size(c.sizes) for c in entry.chunks)),
+            f"the entry of `{key[:200]}`")
     expect(type(storage) is dict, "storage_data")
     files = set()
     for index, info in storage.items():
-        expect(type(index) is md.MetadataIndex and type(info) is fs._StorageInfo, "a storage_data item")
+        expect(type(index) is md.MetadataIndex and type(index.fqn) is str
+               and (index.offset is None or size(index.offset)) and (index.index is None or type(index.index) is int)
+               and type(info) is fs._StorageInfo and type(info.offset) is int and type(info.length) is int
+               and info.offset >= 0 and info.length >= 0
+               and (info.transform_descriptors is None or type(info.transform_descriptors) in (list, tuple)
+                    and all(type(t) is str for t in info.transform_descriptors)), "a storage_data item")
         name = info.relative_path
-        expect(type(name) is str and name not in ("", ".", "..") and os.path.basename(name) == name
-               and "\\" not in name and "\0" not in name, f"shard file name {name!r} is not a file in the directory")
-        expect(type(info.offset) is int and type(info.length) is int and info.offset >= 0 and info.length >= 0,
-               f"the offset or length of `{index.fqn}` in `{name}`")
+        expect(type(name) is str, "a shard file name")
+        expect(name not in ("", ".", "..") and os.path.basename(name) == name and "\\" not in name
+               and "\0" not in name, f"shard file name {name[:200]!r} is not a file in the directory")
         files.add(name)
     for name in sorted(files):
         try:
             regular = stat.S_ISREG(os.stat(os.path.join(path, name)).st_mode)
         except OSError as e:
-            raise _Refused(f"names shard `{name}`, which cannot be read ({e.strerror})") from None
+            raise _Refused(f"names shard `{name[:200]}`, which cannot be read ({e.strerror})") from None
         if not regular:
-            raise _Refused(f"names shard `{name}`, which is not a regular file")
+            raise _Refused(f"names shard `{name[:200]}`, which is not a regular file")
 
 
 @functools.cache

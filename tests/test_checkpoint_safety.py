@@ -128,6 +128,30 @@ def test_malformed_and_foreign_metadata_are_errors(genuine, tmp_path):
         read_metadata(str(tmp_path / "nowhere"))
 
 
+def test_shared_references_are_not_multiplied_into_a_message(genuine, tmp_path):
+    """A 1.5 kB pickle of lists shared 100 ways, 6 deep (a repr of 10^14 characters) where torch's own
+    error messages would format it: refused by type, before anything formats it."""
+    from torch.distributed.checkpoint.metadata import _MEM_FORMAT_ENCODING, TensorProperties
+    big = ["x" * 100]
+    for _ in range(6):
+        big = [big] * 100
+
+    class Encoding:
+        def __reduce__(self):
+            return (_MEM_FORMAT_ENCODING, (big,))
+
+    class Properties:
+        def __reduce__(self):
+            return (TensorProperties, (), (torch.float32, torch.strided, False, big, False))
+
+    path = copy_of(genuine[0], tmp_path)
+    for bomb, what in ((Encoding(), "a memory format"), (Properties(), "tensor properties")):
+        (path / ".metadata").write_bytes(pickle.dumps(bomb))
+        assert len((path / ".metadata").read_bytes()) < 2000
+        with pytest.raises(WeightFileError, match=f"malformed: {what}"):
+            read_metadata(str(path))
+
+
 @pytest.mark.slow
 def test_train_example_refuses_a_hostile_checkpoint_with_exit_2(genuine, tmp_path):
     ckpt = tmp_path / "run"     # as train.py lays it out: step-1/ and a file `step` naming it
