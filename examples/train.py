@@ -5,7 +5,8 @@
 
 Data: random tokens, or `--data tokens.npy` (a 1-D array of token ids). Every `--save-every` steps the
 model and optimizer are saved with torch.distributed.checkpoint under `--ckpt` (sharded: one file per
-rank); a later run with the same `--ckpt` resumes from the last one, at any world size (DCP reshards).
+rank); a later run with the same `--ckpt` resumes from the last one, at any world size (DCP reshards). A
+checkpoint is data: one whose files would run code when unpickled is refused (exit 2; docs/distributed.md).
 `--export model.safetensors` writes the trained model as one file at the end (`--export-map hf`: under
 the names of the spec's `hf` map, which `graphformer build --weights` and the reference read).
 """
