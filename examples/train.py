@@ -5,7 +5,8 @@
 
 Data: random tokens, or `--data tokens.npy` (a 1-D array of token ids). Every `--save-every` steps the
 model and optimizer are saved with torch.distributed.checkpoint under `--ckpt` (sharded: one file per
-rank); a later run with the same `--ckpt` resumes from the last one, at any world size (DCP reshards).
+rank); a later run with the same `--ckpt` resumes from the last one, at any world size (DCP reshards). A
+checkpoint is data: one whose files would run code when unpickled is refused (exit 2; docs/distributed.md).
 `--export model.safetensors` writes the trained model as one file at the end (`--export-map hf`: under
 the names of the spec's `hf` map, which `graphformer build --weights` and the reference read).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from torch.distributed.device_mesh import init_device_mesh
 
 import graphformer
+from graphformer.base.errors import WeightFileError
 from graphformer.backends.torch.parallel import export_safetensors, load_checkpoint, save_checkpoint
 
 
@@ -60,12 +63,18 @@ def main() -> None:
     data = None
     if args.data:
         import numpy as np
-        data = torch.from_numpy(np.load(args.data)).long()
+        data = torch.from_numpy(np.load(args.data, allow_pickle=False)).long()   # token ids, never objects
 
     start = 0
     if args.ckpt and os.path.exists(os.path.join(args.ckpt, "step")):
-        start = int(open(os.path.join(args.ckpt, "step")).read())
-        load_checkpoint(os.path.join(args.ckpt, f"step-{start}"), model, opt)
+        try:   # a checkpoint is data: load_checkpoint refuses one that would run code (docs/distributed.md)
+            start = last_step(args.ckpt)
+            load_checkpoint(os.path.join(args.ckpt, f"step-{start}"), model, opt)
+        except WeightFileError as e:
+            if rank == 0:
+                print(f"train.py: error: {e}", file=sys.stderr)
+            dist.destroy_process_group()
+            sys.exit(2)
         if rank == 0:
             print(f"resumed from {args.ckpt} at step {start}")
 
@@ -99,6 +108,18 @@ def main() -> None:
         if rank == 0:
             print(f"wrote {args.export}")
     dist.destroy_process_group()
+
+
+def last_step(ckpt: str) -> int:
+    """The step number in `ckpt`/step (what this script wrote there), or WeightFileError."""
+    from graphformer.base.reading import FileProblem, FileTooBig, read_regular_file
+    try:
+        text = read_regular_file(os.path.join(ckpt, "step"), 32).decode("ascii").strip()
+    except (FileProblem, FileTooBig, UnicodeDecodeError) as e:
+        raise WeightFileError(f"cannot read `{ckpt}/step`: {e}") from None
+    if not text.isdigit() or len(text) > 12:
+        raise WeightFileError(f"`{ckpt}/step` holds {text[:32]!r}, not a step number")
+    return int(text)
 
 
 if __name__ == "__main__":

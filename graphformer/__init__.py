@@ -75,9 +75,11 @@ def _weights_cover(spec, path) -> None:
 
 def from_pretrained(path, device="cpu", dtype=None):
     """(spec, model) for a transformers `save_pretrained` directory: the config imported as a spec
-    (`graphformer import hf`), the model built and its weights loaded through the `hf` map."""
+    (`graphformer import hf`), the model built and its weights loaded through the `hf` map. The meta
+    device is refused (UsageError): it holds no values, so the weights would be dropped without a word."""
     import os
     import tempfile
+    from .backends.torch.builder import resolve_device
     from .backends.torch.weights import load_weights as _lw
     from .weights.maps import read_state_dict
     from .frontend.hf import convert_config, read_config, spec_text
@@ -85,6 +87,10 @@ def from_pretrained(path, device="cpu", dtype=None):
     if not isinstance(given, str) or not given or "\0" in given:
         raise UsageError(f"from_pretrained: path must be a non-empty str or os.PathLike, not {path!r:.80}")
     path = given
+    if resolve_device(device).type == "meta":   # before anything is read
+        raise UsageError("from_pretrained loads weights, and the meta device holds none: use device=\"cpu\" or "
+                         "\"cuda\"; for the structure alone, build the imported spec on meta "
+                         "(`graphformer import hf DIR -o spec.yaml`, then graphformer.build(spec, device=\"meta\"))")
     imported = convert_config(read_config(path))   # HFImportError for a refused config
     with tempfile.TemporaryDirectory(prefix="graphformer-hf-") as tmp:
         spec_file = os.path.join(tmp, f"{imported.family.model_type}.yaml")

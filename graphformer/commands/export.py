@@ -30,6 +30,10 @@ def add_parser(sub) -> None:
                    help="export a causal decoder's step: inputs input_ids, attention_mask, position_ids and "
                         "past_key_values.{i}.key/value, outputs logits and present.{i}.key/value (the "
                         "optimum / onnxruntime-genai convention; docs/onnx.md)")
+    p.add_argument("--inputs", metavar="NAME[,NAME...]", action="append",
+                   help="optional spec inputs to include (e.g. mask,positions). By default the model takes the "
+                        "required inputs only and computes what the spec computes without the optional ones: "
+                        "ONNX has no way to leave out a graph input at run time")
     p.add_argument("-o", "--output", metavar="FILE.onnx", required=True, help="where to write the model")
 
 
@@ -39,6 +43,12 @@ def run(args) -> int:
         args.weights_map = "hf"   # a save_pretrained directory is named by the spec's transformers map
     if args.weights_map and not args.weights:
         raise CommandError("--weights-map needs --weights FILE: the map says how FILE's names fit the spec")
+    inputs = [k.strip() for arg in args.inputs or () for k in arg.split(",")]
+    if args.inputs is not None and not all(inputs):
+        raise CommandError("--inputs: give the names of the spec's optional inputs, separated by commas")
+    if inputs and args.with_past:
+        raise CommandError("--inputs and --with-past: a decoder step's inputs are fixed (input_ids, "
+                           "attention_mask, position_ids, past_key_values.*)")
     try:
         import onnx  # noqa: F401
         from ..backends import onnx as backend
@@ -65,10 +75,14 @@ def run(args) -> int:
         except SpecError as e:
             print_diagnostics(e, "text")
             raise CommandError("", EXIT_SPEC) from None
+    try:   # an unknown name fails before the weights are read
+        backend.exported_ir(spec, inputs, args.with_past)
+    except backend.ExportError as e:
+        raise CommandError(f"--inputs: {e}") from None
     t0 = time.perf_counter()
     try:
         written = backend.export_onnx(spec, args.weights, args.output, opset=args.opset, seed=args.seed,
-                                      weights_map=args.weights_map, with_past=args.with_past)
+                                      weights_map=args.weights_map, with_past=args.with_past, inputs=inputs)
     except map_errors as e:
         raise CommandError(f"--weights-map {args.weights_map}: {e}", EXIT_SPEC) from None
     elapsed = time.perf_counter() - t0
@@ -76,4 +90,8 @@ def run(args) -> int:
     past = " with past keys and values" if args.with_past else ""
     sys.stderr.write(f"wrote {written.path}{past} ({written.bytes / 1e6:.1f} MB{data}): opset {args.opset}, "
                      f"{written.nodes} nodes, {written.params:,} parameters, in {elapsed:.2f} s\n")
+    left_out = [k for k, v in spec.ir.inputs.items() if spec.ir.node(v).meta.get("optional") and k not in inputs]
+    if left_out and not args.with_past:
+        sys.stderr.write(f"optional inputs left out: {', '.join(left_out)} (--inputs {','.join(left_out)} "
+                         f"includes them)\n")
     return EXIT_OK

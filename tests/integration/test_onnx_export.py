@@ -36,7 +36,8 @@ def _id(path: str) -> str:
 # ---------------------------------------------------------------- fixtures
 
 class Case:
-    """One spec at tiny: its torch build (weights perturbed so no bias is 0 and no scale 1), its export."""
+    """One spec at tiny: its torch build (weights perturbed so no bias is 0 and no scale 1), its export with
+    every input, optional ones included (the default export, without them: test_optional_inputs_...)."""
 
     def __init__(self, path: str, preset: str | None = "tiny"):
         self.spec = gf.load(path, preset)
@@ -48,7 +49,7 @@ class Case:
         with torch.no_grad():  # the seeded init has zero biases and unit norm scales: they would hide bugs
             for p in self.module.parameters():
                 p.add_(0.05 * torch.randn(p.shape, generator=gen))
-        self.model = to_onnx(self.spec, self.module)
+        self.model = to_onnx(self.spec, self.module, inputs=list(self.spec.inputs))
 
 
 _CASES: dict[str, Case] = {}
@@ -154,6 +155,24 @@ def test_onnx_runtime_matches_torch_at_two_sizes(case):
     assert not spec.dims or sizes[0] != sizes[1]
     for dims in sizes:
         _check_same_outputs(case, sess, gf.example_inputs(spec, dims=dims, seed=0), f"at {dims}")
+
+
+def test_optional_inputs_only_when_asked(case):
+    """The default export takes the required inputs alone (ONNX can't leave a graph input out at run time)
+    and equals the torch build run without the optional ones; naming them (`inputs=`) brings them back."""
+    spec = case.spec
+    required = [k for k, v in spec.ir.inputs.items() if not spec.ir.node(v).meta.get("optional")]
+    if len(required) == len(spec.inputs):
+        pytest.skip("no optional inputs")
+    model = to_onnx(spec, case.module)
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.name for i in model.graph.input] == required
+    assert [i.name for i in case.model.graph.input] == list(spec.inputs)
+    inputs = gf.example_inputs(spec, seed=2)
+    _check_same_outputs(case, _session(model), {k: inputs[k] for k in required}, "with the required inputs alone")
+    optional = [k for k in spec.inputs if k not in required]
+    some = to_onnx(spec, case.module, inputs=optional[:1])
+    assert [i.name for i in some.graph.input] == [k for k in spec.inputs if k in required or k == optional[0]]
 
 
 def _check_same_outputs(case, sess, inputs: dict, where: str) -> None:
@@ -385,7 +404,7 @@ outputs: {same: x, attn: norm, raw: attn, norm: norm}
 def test_other_opsets(name, opset):
     """Opset 18 moves Reduce* axes to an input; 20 brings Gelu: both paths must stay exact."""
     c = Case(os.path.join(ROOT, "specs", f"{name}.yaml"))
-    model = to_onnx(c.spec, c.module, opset=opset)
+    model = to_onnx(c.spec, c.module, opset=opset, inputs=list(c.spec.inputs))
     onnx.checker.check_model(model, full_check=True)
     inputs = gf.example_inputs(c.spec, seed=3)
     with torch.no_grad():
@@ -437,13 +456,15 @@ def test_gpt2_hf_weights_through_the_weight_map_match_transformers():
     cfg = transformers.GPT2Config(vocab_size=p["vocab"], n_positions=p["max_len"], n_embd=p["d_model"],
                                   n_layer=p["layers"], n_head=p["heads"])
     hf = transformers.GPT2LMHeadModel(cfg).eval()
-    model = to_onnx(spec, hf.state_dict(), weights_map="hf")
+    model = to_onnx(spec, hf.state_dict(), weights_map="hf", inputs=["mask", "positions"])
     ids = torch.randint(0, p["vocab"], (2, 11))
     with torch.no_grad():
         ref = hf(ids).logits.numpy()
     absent = {"mask": np.ones((2, 11), np.int64), "positions": np.tile(np.arange(11), (2, 1))}  # optional inputs
     (got,) = _session(model).run(["logits"], {"tokens": ids.numpy(), **absent})
     assert np.abs(got - ref).max() <= RTOL * max(1.0, np.abs(ref).max())
+    (got,) = _session(to_onnx(spec, hf.state_dict(), weights_map="hf")).run(["logits"], {"tokens": ids.numpy()})
+    assert np.abs(got - ref).max() <= RTOL * max(1.0, np.abs(ref).max())   # the default export: tokens alone
     mask = np.array([[1] * 11, [0] * 4 + [1] * 7])          # left padding, with transformers' position ids
     positions = np.clip(mask.cumsum(-1) - 1, 0, None)
     with torch.no_grad():
@@ -462,7 +483,7 @@ def test_llm_hf_weights_through_the_weight_map_match_transformers(case):
     pytest.importorskip("transformers")
     from test_parity_llm import batch, pair
     spec, ref, _ = pair(case)
-    model = _session(to_onnx(spec, ref.state_dict(), weights_map="hf"))
+    model = _session(to_onnx(spec, ref.state_dict(), weights_map="hf", inputs=["mask"]))
     ids, mask = batch()
     with torch.no_grad():
         plain = ref(input_ids=ids).logits.numpy()
@@ -532,7 +553,7 @@ def test_cli_writes_a_model(tmp_path, capsys):
     (["--set", "heads=5"], 1, "error[GF123]"),
     (["--opset", "9"], 2, "opset 9 is not supported"),
     (["--weights-map", "hf"], 2, "--weights-map needs --weights"),
-    (["--weights", "missing.safetensors"], 2, "does not exist"),
+    (["--weights", "missing.safetensors"], 2, "no such file"),
 ])
 def test_cli_errors(tmp_path, capsys, args, code, message):
     out = tmp_path / "m.onnx"
@@ -548,7 +569,7 @@ def test_cli_bad_weights_file_and_map(tmp_path, capsys):
     junk.write_bytes(b"not a safetensors file")
     spec = os.path.join(ROOT, "specs", "gpt2.yaml")
     assert _cli("export", spec, "--preset", "tiny", "--weights", str(junk), "-o", str(tmp_path / "m.onnx")) == 2
-    assert "cannot read weights file" in capsys.readouterr().err
+    assert "is not a safetensors file" in capsys.readouterr().err
     good = tmp_path / "own.safetensors"
     from safetensors.torch import save_file
     save_file(gf.build(gf.load(spec, "tiny"), seed=0).state_dict(), str(good))
@@ -559,6 +580,34 @@ def test_cli_bad_weights_file_and_map(tmp_path, capsys):
     assert _cli("export", spec, "--preset", "tiny", "--weights", str(good), "--weights-map", "nope",
                 "-o", str(tmp_path / "m.onnx")) == 2  # an unknown map is a usage error
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_inputs(tmp_path, capsys):
+    """`export` leaves the optional inputs out unless `--inputs` names them; GPT-2 runs on `tokens` alone."""
+    spec, out = os.path.join(ROOT, "specs", "gpt2.yaml"), tmp_path / "m.onnx"
+    assert _cli("export", spec, "--preset", "tiny", "-o", str(out)) == 0
+    assert "optional inputs left out: mask, positions" in capsys.readouterr().err
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["tokens"]
+    module = gf.build(gf.load(spec, "tiny"), seed=0).eval()
+    ids = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = module(tokens=ids)["logits"].numpy()
+    (got,) = sess.run(["logits"], {"tokens": ids.numpy()})
+    assert np.abs(got - ref).max() <= RTOL * max(1.0, np.abs(ref).max())
+    for args, names in ((["--inputs", "mask"], ["tokens", "mask"]),
+                        (["--inputs", "positions,mask"], ["tokens", "mask", "positions"]),
+                        (["--inputs", "mask", "--inputs", "positions"], ["tokens", "mask", "positions"])):
+        assert _cli("export", spec, "--preset", "tiny", *args, "-o", str(out)) == 0
+        assert [i.name for i in onnx.load(str(out)).graph.input] == names
+    capsys.readouterr()
+    for args, message in ((["--inputs", "mak"], "`mak` is not an input of `gpt2` (did you mean `mask`?)"),
+                          (["--inputs", "mask,"], "--inputs: give the names"),
+                          (["--inputs", "mask", "--with-past"], "a decoder step's inputs are fixed")):
+        assert _cli("export", spec, "--preset", "tiny", *args, "-o", str(out)) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(ExportError, match="must be a list of the spec.s input names"):
+        to_onnx(gf.load(spec, "tiny"), None, inputs=3)
 
 
 def test_cli_without_the_onnx_extra(tmp_path, capsys, monkeypatch):

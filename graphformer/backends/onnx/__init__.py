@@ -5,7 +5,10 @@
 weights from their arrays into the file (`write.py`); past `external_data_threshold` bytes (default:
 just under protobuf's 2 GiB limit) they go to `<file>.<hash>.data` beside it, so a model far larger than 2 GB
 is never held twice in memory. `with_past=True` exports a causal decoder's step instead, reading and
-returning past keys and values (`past.py`).
+returning past keys and values (`past.py`). An input the spec declares `optional: true` (a padding
+`mask`, `positions`) is in the model only when `inputs` names it (or with `with_past`, whose inputs are
+fixed): by default the model takes the required inputs alone and computes what the torch build computes
+without the optional ones.
 """
 from __future__ import annotations
 
@@ -17,13 +20,14 @@ from onnx import ModelProto, defs
 from ...analysis import memory
 from ...base.fileio import resolve_output
 from ...analysis.decoding import plan_decoder
-from .graph import MIN_OPSET, ExportError, exported_nodes, to_model
+from ...base.diagnostics import did_you_mean
+from .graph import MIN_OPSET, ExportError, exported_nodes, to_model, without_inputs
 from .past import Past
 from .lower import LOWERINGS
 from .weights import resolve
 from .write import Written, write_external, write_inline
 
-__all__ = ["export_onnx", "to_onnx", "plan_past", "to_model", "Written", "ExportError", "LOWERINGS", "EXTERNAL_DATA_THRESHOLD",
+__all__ = ["export_onnx", "to_onnx", "plan_past", "exported_ir", "to_model", "Written", "ExportError", "LOWERINGS", "EXTERNAL_DATA_THRESHOLD",
            "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17
@@ -45,27 +49,56 @@ def plan_past(spec) -> Past:
     return Past.of(spec.ir, plan_decoder(spec.ir, exported_nodes(spec.ir)))
 
 
+def exported_ir(spec, inputs=None, with_past: bool = False):
+    """The IR to lower: `spec`'s, without the optional inputs that `inputs` (spec input names) leaves out.
+    Required inputs are always in; with past keys and values the step's inputs are fixed (past.py)."""
+    if inputs is None:
+        names = []
+    elif isinstance(inputs, str):
+        names = [inputs]
+    elif isinstance(inputs, (list, tuple, set, frozenset)) and all(isinstance(k, str) for k in inputs):
+        names = list(inputs)
+    else:
+        raise ExportError(f"inputs must be a list of the spec's input names, not {inputs!r}")
+    if with_past:
+        if names:
+            raise ExportError("inputs and with_past together: a decoder step's inputs are fixed (input_ids, "
+                              "attention_mask, position_ids, past_key_values.*)")
+        return spec.ir
+    for name in names:
+        if name not in spec.ir.inputs:
+            hint = did_you_mean(name, spec.ir.inputs)
+            raise ExportError(f"`{name}` is not an input of `{spec.name}`" + (f" (did you mean `{hint}`?)" if hint
+                              else "") + f": its inputs are {', '.join(spec.ir.inputs)}")
+    optional = {k for k, v in spec.ir.inputs.items() if spec.ir.node(v).meta.get("optional")}
+    return without_inputs(spec.ir, optional - set(names))
+
+
 def to_onnx(spec, module_or_weights: Any = None, opset: int = DEFAULT_OPSET, *, seed: int | None = 0,
-            weights_map: str | None = None, with_past: bool = False) -> ModelProto:
+            weights_map: str | None = None, with_past: bool = False, inputs=None) -> ModelProto:
     """The ONNX model of `spec` (a `graphformer.Spec`), in memory, weights included.
 
     `module_or_weights`: a built nn.Module, a state dict, a .safetensors path, or None for the torch
     backend's seeded init (`seed`). `weights_map` converts a reference's state dict first (the name of
-    one of the spec's `weight_maps`). `with_past`: a decoder step with past keys and values (past.py).
+    one of the spec's `weight_maps`). `inputs`: the optional spec inputs to include (`["mask"]`; default
+    none: the required inputs only). `with_past`: a decoder step with past keys and values (past.py).
     """
     check_opset(opset)
+    ir = exported_ir(spec, inputs, with_past)
     past = plan_past(spec) if with_past else None
-    return to_model(spec.ir, resolve(spec, module_or_weights, seed, weights_map), opset, past=past)
+    return to_model(ir, resolve(spec, module_or_weights, seed, weights_map), opset, past=past)
 
 
 def export_onnx(spec, module_or_weights: Any, path: str | os.PathLike, opset: int = DEFAULT_OPSET, *,
                 seed: int | None = 0, weights_map: str | None = None,
-                external_data_threshold: int = EXTERNAL_DATA_THRESHOLD, with_past: bool = False) -> Written:
+                external_data_threshold: int = EXTERNAL_DATA_THRESHOLD, with_past: bool = False,
+                inputs=None) -> Written:
     """Write the ONNX model of `spec` to `path` atomically (arguments as `to_onnx`).
 
     Weights over `external_data_threshold` bytes go to `<path>.<hash>.data` beside it (write.py). Returns what was written.
     """
     check_opset(opset)
+    ir = exported_ir(spec, inputs, with_past)
     past = plan_past(spec) if with_past else None
     path = os.fspath(path)
     resolve_output(path)  # a bad output fails before the (possibly slow) weights, not after
@@ -73,5 +106,5 @@ def export_onnx(spec, module_or_weights: Any, path: str | os.PathLike, opset: in
         memory.require(memory.param_bytes(spec.ir), f"exporting `{spec.name}`'s weights")
     weights = resolve(spec, module_or_weights, seed, weights_map)
     if sum(a.nbytes for a in weights.values()) <= external_data_threshold:
-        return write_inline(spec.ir, weights, opset, path, past)
-    return write_external(spec.ir, weights, opset, path, past)
+        return write_inline(ir, weights, opset, path, past)
+    return write_external(ir, weights, opset, path, past)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
 
@@ -45,6 +46,31 @@ def value_info(name: str, t: TensorType):
 def exported_nodes(ir: IRGraph) -> set[str]:
     """The nodes some output depends on: nodes that feed nothing are left out, as are their weights."""
     return ir.ancestors(ir.outputs.values())
+
+
+def without_inputs(ir: IRGraph, omitted: set[str]) -> IRGraph:
+    """`ir` as it runs when the optional spec inputs `omitted` are not given, as the torch build runs
+    without them: the nodes computed from them are left out, and the optional op ports that read those
+    (an attention `mask`, `positions`) are not fed. An ONNX graph input can't be left out at run time,
+    so an optional input is either in the model or not (docs/onnx.md)."""
+    if not omitted:
+        return ir
+    gone = {ir.inputs[k] for k in omitted}
+    inputs = {}
+    for node in ir.nodes():                       # topological: a node's producers are decided first
+        cut = [p for p, src in node.inputs.items() if src in gone]
+        if set(cut) & set(node.meta.get("optional_ports", ())):
+            gone.add(node.name)                   # computed from an omitted input (infer.py marks these)
+        elif node.name not in gone:
+            inputs[node.name] = {p: src for p, src in node.inputs.items() if p not in cut}
+    out = replace(ir, inputs={k: v for k, v in ir.inputs.items() if k not in omitted}, _nodes={}, _succ={},
+                  _pred={}, _order=None, _ties=None)
+    for name in ir.names():                       # spec order, as the original
+        if name in inputs:
+            node = ir.node(name)
+            out.add(node if inputs[name] == node.inputs else replace(node, inputs=inputs[name]))
+    out.connect()
+    return out
 
 
 def value_names(ir: IRGraph) -> dict[str, str]:

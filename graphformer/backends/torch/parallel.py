@@ -6,7 +6,11 @@ See docs/distributed.md.
 """
 from __future__ import annotations
 
+import functools
+import io
 import os
+import pickle
+import stat
 import warnings
 from contextlib import contextmanager
 
@@ -112,22 +116,28 @@ def save_checkpoint(path, model, optimizer=None) -> None:
 def load_checkpoint(path, model, optimizer=None):
     """Load a `save_checkpoint` directory into `model` (and `optimizer`) sharded any way, at any world size,
     or unsharded in one process: DCP reads each rank's part of every tensor from whichever shards hold it.
-    A checkpoint holding more (an optimizer when none is passed) is fine. Raises WeightFileError."""
+    A checkpoint holding more (an optimizer when none is passed) is fine. Raises WeightFileError, also for
+    a directory whose files would run code or read outside it (docs/distributed.md, "What a checkpoint
+    directory may hold"): they are refused before DCP reads anything."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import set_state_dict
     path = os.fspath(path)
-    if not os.path.isfile(os.path.join(path, ".metadata")):
-        raise WeightFileError(f"`{path}` holds no torch.distributed.checkpoint (no `.metadata` file)")
+    reader_class, planner_class = _safe_dcp()
+    reader = reader_class(path)    # the metadata, read and checked here: WeightFileError before any other read
     state = _state(model, optimizer)
     try:
         with _single_process_is_meant():
-            dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
+            dcp.load(state, storage_reader=reader, planner=planner_class(), no_dist=not dist.is_initialized())
     except CheckpointException as e:  # a BaseException holding each rank's, e.g. a shape another spec has
         first = next(iter(e.failures.values()), None)
         why = first[0] if isinstance(first, tuple) else first
         raise WeightFileError(f"cannot load checkpoint `{path}` into `{_name(model)}`: {why}") from None
-    set_state_dict(model, optimizer or (), model_state_dict=state["model"], optim_state_dict=state.get("optim", {}))
+    try:
+        set_state_dict(model, optimizer or (), model_state_dict=state["model"],
+                       optim_state_dict=state.get("optim", {}))
+    except Exception as e:  # optimizer settings of the wrong kind: the checkpoint's fault, not a traceback
+        raise WeightFileError(f"cannot load checkpoint `{path}` into `{_name(model)}`: {e}") from None
     return model
 
 
@@ -146,6 +156,186 @@ def _state(model, optimizer) -> dict:
         return {"model": get_model_state_dict(model)}
     msd, osd = get_state_dict(model, optimizer)
     return {"model": msd, "optim": osd}
+
+
+# ---------------------------------------------------------------- reading a checkpoint without running it
+
+# DCP's `.metadata` is a pickle, and its reader unpickles it unrestricted (and its planner unpickles each
+# non-tensor entry with torch.load(weights_only=False)): a hostile directory would run code. Here the
+# metadata is unpickled with only the classes torch's save writes into it, its structure is checked, and
+# the non-tensor entries go through torch.load(weights_only=True).
+METADATA_LIMIT = 1 << 30     # bytes of `.metadata`; a 70B model's at hundreds of ranks is tens of MB
+
+
+@functools.cache
+def _metadata_classes() -> dict[tuple[str, str], object]:
+    """(module, name) → object for every global a `save_checkpoint` `.metadata` names (found by listing
+    what torch 2.13 writes for FSDP, tensor-parallel and unsharded saves of models and AdamW): DCP's
+    metadata dataclasses, torch.Size, dtypes, layouts (by name), and the checkpoint id's path class.
+    The three that act on a value check its type first, so that no error message formats (and so
+    multiplies, through the pickle's shared references) an attacker's nested lists."""
+    import pathlib
+    from torch.distributed.checkpoint import filesystem as fs, metadata as md
+    found = [md.Metadata, md.MetadataIndex, md.StorageMeta, md.TensorStorageMetadata, md.BytesStorageMetadata,
+             md.ChunkStorageMetadata, fs._StorageInfo, torch.Size,
+             pathlib.PurePosixPath, pathlib.PosixPath, pathlib.PureWindowsPath, pathlib.WindowsPath]
+    allowed = {(c.__module__, c.__qualname__): c for c in found}
+    allowed |= {("torch", k): v for k, v in vars(torch).items() if isinstance(v, torch.dtype)}
+    layouts = {str(v): v for v in vars(torch).values() if isinstance(v, torch.layout)}
+    encodings = {e.value: e for e in md._MEM_FORMAT_ENCODING}
+
+    def layout(name):                 # torch.serialization._get_layout: a layout by its name
+        if type(name) is not str or name not in layouts:
+            raise _Refused("is malformed: a tensor layout")
+        return layouts[name]
+
+    def encoding(value):              # the memory-format enum, by its value
+        if type(value) is not int or value not in encodings:
+            raise _Refused("is malformed: a memory format")
+        return encodings[value]
+
+    class Properties(md.TensorProperties):
+        def __setstate__(self, state):     # the state TensorProperties.__getstate__ writes, checked first
+            if not (type(state) is tuple and len(state) == 5 and isinstance(state[0], torch.dtype)
+                    and isinstance(state[1], torch.layout) and type(state[3]) is md._MEM_FORMAT_ENCODING):
+                raise _Refused("is malformed: tensor properties")
+            md.TensorProperties.__setstate__(self, state)
+            self.__class__ = md.TensorProperties   # the plain class from here on: DCP pickles it between ranks
+
+    allowed[("torch.serialization", "_get_layout")] = layout
+    allowed[(md.__name__, "_MEM_FORMAT_ENCODING")] = encoding
+    allowed[(md.__name__, "TensorProperties")] = Properties
+    return allowed
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def __init__(self, file):
+        super().__init__(file)
+        self.allowed = _metadata_classes()
+
+    def find_class(self, module, name):
+        if (module, name) not in self.allowed:
+            raise _Refused(f"names `{module}.{name}`, which is not one of torch.distributed.checkpoint's "
+                           f"metadata classes: unpickling it could run code")
+        return self.allowed[module, name]
+
+
+class _Refused(Exception):
+    """A checkpoint directory that is not what `save_checkpoint` writes."""
+
+
+def read_metadata(path: str):
+    """The `Metadata` of checkpoint directory `path`, unpickled with `_MetadataUnpickler` and checked by
+    `_check_metadata`. Raises WeightFileError saying why it was refused."""
+    from ...base.reading import FileProblem, FileTooBig, read_regular_file
+    file = os.path.join(path, ".metadata")
+    if not os.path.isdir(path) or not os.path.lexists(file):
+        raise WeightFileError(f"`{path}` holds no torch.distributed.checkpoint (no `.metadata` file)")
+    try:
+        data = read_regular_file(file, METADATA_LIMIT)
+    except (FileProblem, FileTooBig) as e:
+        raise WeightFileError(f"checkpoint `{path}` refused: cannot read `.metadata` ({e})") from None
+    if len(data) > METADATA_LIMIT:
+        raise WeightFileError(f"checkpoint `{path}` refused: `.metadata` is larger than {METADATA_LIMIT} bytes")
+    try:
+        meta = _MetadataUnpickler(io.BytesIO(data)).load()
+        _check_metadata(meta, path)
+    except _Refused as e:
+        raise WeightFileError(f"checkpoint `{path}` refused: `.metadata` {e}") from None
+    except Exception as e:  # a truncated or foreign file: a bad input, not a traceback
+        raise WeightFileError(f"checkpoint `{path}` refused: `.metadata` is not a torch.distributed.checkpoint "
+                              f"metadata file ({type(e).__name__}: {str(e)[:200]})") from None
+    return meta
+
+
+def _check_metadata(meta, path: str) -> None:
+    """Only the allowed classes could be built, but with any field values: check the fields DCP acts on,
+    above all that every shard file is a regular file directly inside `path` (no `../`, no device).
+    Nothing untrusted is formatted into a message unless it is a checked string (and then cut short)."""
+    from torch.distributed.checkpoint import filesystem as fs, metadata as md
+
+    def expect(ok: bool, what: str) -> None:
+        if not ok:
+            raise _Refused(f"is malformed: {what}")
+
+    def size(x) -> bool:
+        return type(x) is torch.Size
+
+    expect(type(meta) is md.Metadata, f"it holds a {type(meta).__name__}, not a Metadata")
+    entries, storage = meta.state_dict_metadata, meta.storage_data
+    expect(type(entries) is dict and all(type(k) is str for k in entries), "state_dict_metadata")
+    expect(meta.storage_meta is None or type(meta.storage_meta) is md.StorageMeta, "storage_meta")
+    expect(meta.version is None or type(meta.version) is str, "version")
+    for key, entry in entries.items():
+        expect(type(entry) is md.BytesStorageMetadata or (
+            type(entry) is md.TensorStorageMetadata and size(entry.size) and type(entry.properties) is md.TensorProperties
+            and type(entry.chunks) is list and all(type(c) is md.ChunkStorageMetadata and size(c.offsets)
+                                                   and size(c.sizes) for c in entry.chunks)),
+            f"the entry of `{key[:200]}`")
+    expect(type(storage) is dict, "storage_data")
+    files = set()
+    for index, info in storage.items():
+        expect(type(index) is md.MetadataIndex and type(index.fqn) is str
+               and (index.offset is None or size(index.offset)) and (index.index is None or type(index.index) is int)
+               and type(info) is fs._StorageInfo and type(info.offset) is int and type(info.length) is int
+               and info.offset >= 0 and info.length >= 0
+               and (info.transform_descriptors is None or type(info.transform_descriptors) in (list, tuple)
+                    and all(type(t) is str for t in info.transform_descriptors)), "a storage_data item")
+        name = info.relative_path
+        expect(type(name) is str, "a shard file name")
+        expect(name not in ("", ".", "..") and os.path.basename(name) == name and "\\" not in name
+               and "\0" not in name, f"shard file name {name[:200]!r} is not a file in the directory")
+        files.add(name)
+    for name in sorted(files):
+        try:
+            regular = stat.S_ISREG(os.stat(os.path.join(path, name)).st_mode)
+        except OSError as e:
+            raise _Refused(f"names shard `{name[:200]}`, which cannot be read ({e.strerror})") from None
+        if not regular:
+            raise _Refused(f"names shard `{name[:200]}`, which is not a regular file")
+
+
+@functools.cache
+def _safe_dcp():
+    """FileSystemReader and DefaultLoadPlanner with their two unpickling steps made safe (defined on first
+    use: importing torch.distributed.checkpoint takes seconds, which `parallelize` alone doesn't need)."""
+    from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+    from torch.distributed.checkpoint._nested_dict import set_element
+
+    class SafeReader(FileSystemReader):
+        """Reads `path`'s metadata once, through `read_metadata`, so DCP's own unpickling never runs."""
+
+        def __init__(self, path: str):
+            self.metadata = read_metadata(path)
+            super().__init__(path)
+
+        def read_metadata(self, *args, **kwargs):
+            from torch.distributed.checkpoint.metadata import StorageMeta
+            if self.metadata.storage_meta is None:
+                self.metadata.storage_meta = StorageMeta()
+            self.metadata.storage_meta.load_id = self.load_id   # as FileSystemReader does
+            return self.metadata
+
+    class SafePlanner(DefaultLoadPlanner):
+        """Non-tensor entries (optimizer settings) as torch.load(weights_only=True), and only where the
+        state dict expects a non-tensor: bytes in a tensor's place are refused."""
+
+        def load_bytes(self, read_item, value) -> None:
+            fqn = read_item.dest_index.fqn
+            if isinstance(self.state_dict.get(fqn), torch.Tensor):
+                raise ValueError(f"`{fqn}` is stored as bytes where a tensor is expected")
+            try:
+                obj = torch.load(value, weights_only=True)
+            except pickle.UnpicklingError as e:   # torch's message would advise weights_only=False: not here
+                named = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), "")
+                raise ValueError(f"`{fqn}` holds a pickle of more than plain data, which could run code: "
+                                 f"refused. {named}".strip()) from None
+            if self.flatten_state_dict:
+                set_element(self.original_state_dict, self.mappings[fqn], obj)
+            else:
+                self.state_dict[fqn] = obj
+
+    return SafeReader, SafePlanner
 
 
 def export_safetensors(model, path, mapping: str | None = None, reference=None) -> None:
