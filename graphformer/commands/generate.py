@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 import time
 
-from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, require_weight_map
+from ..decoding import plan_decoder
+from ..diagnostics import SpecError
+from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, print_diagnostics,
+                     require_weight_map)
 
 from .build import NO_TORCH
 NO_TOKENIZERS = "--tokenizer needs the `tokenizers` package: pip install 'graphformer[torch]'"
@@ -48,6 +51,11 @@ def run(args) -> int:
     encoder = _encoder_ids(args.encoder_ids)
     result = load_checked(args.spec, args)
     require_weight_map(result.ir, args.weights_map)
+    try:  # the decoder plan export --with-past reads too: a spec that cannot generate fails fast, torch or not
+        plan_decoder(result.ir, ("logits",))
+    except SpecError as e:
+        print_diagnostics(e, "text")
+        raise CommandError("", EXIT_SPEC) from None
     try:
         import torch
         from .. import generation
@@ -60,7 +68,6 @@ def run(args) -> int:
     encoder = {k: torch.tensor([v]) for k, v in encoder.items()}
     spec = Spec(result.ir, [d for d in result.diagnostics if not d.is_error])
     try:
-        generation.plan_generation(spec)   # refuse a spec that cannot generate before building it
         model = build(spec, seed=args.seed if args.seed is not None else 0)
         _load(model, spec, args)
         printer = _Printer(tokenizer, ids)

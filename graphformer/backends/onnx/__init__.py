@@ -16,8 +16,7 @@ from onnx import ModelProto, defs
 
 from ... import memory
 from ...fileio import resolve_output
-from ...decoding import plan_decoder
-from .graph import MIN_OPSET, ExportError, exported_nodes, to_model
+from .graph import MIN_OPSET, ExportError, to_model
 from .past import Past
 from .lower import LOWERINGS
 from .weights import resolve
@@ -42,7 +41,7 @@ def check_opset(opset: int) -> int:
 def plan_past(spec) -> Past:
     """What an export with past keys and values reads and returns; `SpecError` (GF210–GF213) for a spec that
     is not a causal decoder."""
-    return Past.of(spec.ir, plan_decoder(spec.ir, exported_nodes(spec.ir)))
+    return Past.of(spec.ir)
 
 
 def to_onnx(spec, module_or_weights: Any = None, opset: int = DEFAULT_OPSET, *, seed: int | None = 0,
