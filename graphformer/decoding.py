@@ -26,7 +26,7 @@ from .diagnostics import Diagnostic, SpecError
 from .dims import Dim
 from .ir import IRGraph, IRNode
 from .ops import REGISTRY
-from .ops.base import AXIS, CACHE, CONTEXT, MIXES, OFFSET, POSITION
+from .ops.base import AXIS, CACHE, CONTEXT, OFFSET, POSITION
 
 
 @dataclass(frozen=True)

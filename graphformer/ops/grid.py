@@ -20,7 +20,7 @@ from pydantic import Field
 
 from ..dims import Dim
 from .base import (
-    MIXES, UNPLANNED, keeps, keeps_float_inputs,
+    MIXES, UNPLANNED, keeps_float_inputs,
     Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, expect_dim,
     numel, positive,
 )
