@@ -189,6 +189,14 @@ def _conventions() -> list[str]:
     return out
 
 
+def _traits(op: OpDef) -> str:
+    """The traits analyses read (ops/base.py): decoding, tensor parallelism, training FLOPs, parameters."""
+    flags = [f for f, on in (("matmul FLOPs", op.matmul), ("embedding parameters", op.embedding),
+                             ("reads token ids", op.token_table)) if on]
+    return (f"Traits: sequence `{op.sequence}` · tensor parallel `{op.tp}`"
+            + "".join(f" · {f}" for f in flags) + ".")
+
+
 def render_ops() -> str:
     families: dict[str, list[OpDef]] = {}
     for op in REGISTRY.values():
@@ -197,7 +205,12 @@ def render_ops() -> str:
              "Every primitive op a node can use (`{op: NAME, in: ..., <attributes>}`), grouped by family. "
              "Attributes marked *dim* take an integer or an expression over params (`4 * d_model`). "
              "Each example is checked by graphformer itself; the shapes, parameters and FLOPs shown are "
-             "what `graphformer check --shapes` and `graphformer summary` report for it.", ""]
+             "what `graphformer check --shapes` and `graphformer summary` report for it. Traits are what the "
+             "analyses know of an op: how it treats the token axis in a decoder step (`position`: each "
+             "position from itself alone; `axis`: so when its axis is past the token axis; `cache`: causal "
+             "self-attention with a key/value cache; `context`: attends to an encoder's sequence; `offset`: "
+             "computes from positions, shifted by the cache; `mixes`: combines positions), and how tensor "
+             "parallelism splits it.", ""]
     for para in _conventions():
         lines += [f"> {para}", ""]
     for fam, ops in families.items():
@@ -208,7 +221,7 @@ def render_ops() -> str:
             lines += [f"## {fam}", ""]
             for op in ops:
                 lines += [f"### `{op.name}`", "", op.doc, "",
-                          f"Inputs: {_ports(op)}.", ""]
+                          f"Inputs: {_ports(op)}.", "", _traits(op), ""]
                 lines += _attr_table(op) + [""]
                 lines += _example_block(op, Path(tmp))
     return "\n".join(lines).rstrip() + "\n"

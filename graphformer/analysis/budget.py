@@ -5,28 +5,28 @@ Torch-free, from the IR and the op registry alone. What is exact and what is an 
 
 - parameters (total, embedding, active under MoE), weights, gradients and optimizer bytes: exact.
 - forward FLOPs: exact under the registry's convention (a multiply-add = 2). Training FLOPs add each op's
-  backward: twice its forward for ops with weights or matmuls (the gradient with respect to the inputs
-  and to the weights: two matmuls per forward matmul), once for element-wise ops.
-- activations saved for backward: a model of what the torch build's autograd keeps, op by op (each saved
-  tensor counted once, however many ops save it; parameters excluded), checked against the bytes a real
-  training forward saves (`torch.autograd.graph.saved_tensors_hooks`) by tests/integration/test_budget.py.
-- KV cache: per token and sequence, for every causal attention (kv_heads, not heads; a sliding window caps
-  it at `window` tokens, see docs/summary.md).
+  backward: twice its forward for ops with weights or matmuls (the op's `matmul` trait: the gradient with
+  respect to the inputs and to the weights, two matmuls per forward matmul), once for element-wise ops.
+- activations saved for backward: a model of what the torch build's autograd keeps, op by op (each op's
+  `saves` trait; each saved tensor counted once, however many ops save it; parameters excluded), checked
+  against the bytes a real training forward saves (`torch.autograd.graph.saved_tensors_hooks`) by
+  tests/integration/test_budget.py.
+- KV cache: per token and sequence, for every cache slot `decoding.cache_slots` finds (kv_heads, not
+  heads; a sliding window caps it at `window` tokens, see docs/summary.md).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
+from .decoding import cache_slots
 from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
+from ..ops.base import Saved
 from .summary import rows
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "int64": 8, "bool": 1}
 OPTIMIZERS = ("adamw", "sgd", "adafactor")
-EMBEDDING_OPS = ("embedding", "positional", "table_row", "latents", "prepend_tokens")
-# ops whose backward costs two of their forward (gradients for inputs and for weights / both matmul operands)
-MATMUL_OPS = ("linear", "attention", "cross_attend", "moe", "patch_embed", "conv1d", "cosine_logits")
 
 
 @dataclass
@@ -64,9 +64,9 @@ def budget(ir: IRGraph, dims: dict[str, int], dtype: str = "float32", optimizer:
     table = rows(ir)
     b.params = sum(r.params for r in table)
     b.active_params = sum(r.active for r in table)
-    b.embedding_params = sum(r.params for r in table if r.op in EMBEDDING_OPS)
+    b.embedding_params = sum(r.params for r in table if REGISTRY[r.op].embedding)
     b.flops = sum(r.flops.evaluate(dims) for r in table)
-    b.train_flops = sum(r.flops.evaluate(dims) * (3 if r.op in MATMUL_OPS or r.params else 2) for r in table)
+    b.train_flops = sum(r.flops.evaluate(dims) * (3 if REGISTRY[r.op].matmul or r.params else 2) for r in table)
     b.tokens, b.tokens_what = _tokens(ir, dims)
     shapes = _param_shapes(ir)           # of the trained parameters: frozen ones have no gradient or state
     b.trainable_params = sum(math.prod(sh) for sh in shapes)
@@ -99,8 +99,9 @@ def _tokens(ir: IRGraph, dims: dict[str, int]) -> tuple[int, str]:
 
 
 def _frozen(n: IRNode) -> bool:
-    """Parameters that are never trained: sinusoids kept in the state dict (`positional` with `stored`)."""
-    return n.op == "positional" and n.attrs.stored
+    """Parameters that are never trained (the op's `frozen` trait: sinusoids kept in the state dict)."""
+    frozen = REGISTRY[n.op].frozen
+    return frozen is not None and frozen(n.attrs)
 
 
 def _param_shapes(ir: IRGraph) -> list[tuple[int, ...]]:
@@ -124,14 +125,9 @@ def optimizer_bytes(shapes: list[tuple[int, ...]], optimizer: str) -> int:
 
 
 def kv_cache_per_token(ir: IRGraph, s: int) -> int:
-    """Bytes one more token adds to the key/value cache of one sequence: every causal attention keeps its
+    """Bytes one more token adds to the key/value cache of one sequence: every cache slot keeps its
     kv_heads × head_dim keys and values."""
-    total = 0
-    for n in ir.nodes():
-        if n.op == "attention" and n.shape is not None and n.attrs.causal:
-            _, kv, hd = n.attrs.geometry(n.shape.shape[-1].value)
-            total += 2 * kv * hd * s
-    return total
+    return sum(2 * slot.kv_heads * slot.head_dim * s for slot in cache_slots(ir))
 
 
 def _numel(t, dims) -> int:
@@ -232,65 +228,25 @@ def _bytes(n: IRNode, dims, s) -> int:
     return _numel(n.shape, dims) * (s if dt == "float32" else DTYPE_BYTES[dt])
 
 
+class _Saving:
+    """The `SaveContext` a node's `saves` trait reads (ops/base.py)."""
+
+    def __init__(self, n: IRNode, ir: IRGraph, dims, s):
+        self.attrs, self.ins, self.out, self.dims, self.itemsize = n.attrs, ir.input_types(n), n.shape, dims, s
+
+    def numel(self, t) -> int:
+        return _numel(t, self.dims)
+
+    def bytes(self, t) -> int:
+        return self.numel(t) * (self.itemsize if t.dtype == "float32" else DTYPE_BYTES[t.dtype])
+
+    def body_saved(self, x) -> int:
+        body = self.attrs.body()
+        facts = body.at(x) if body is not None else None
+        return activations(body.ir, self.dims, self.itemsize)[0] if facts is not None and facts.error is None else 0
+
+
 def _saves(n: IRNode, ir: IRGraph, dims, s) -> tuple[tuple[str, ...], int]:
     """(input ports whose values the op saves, or "out" for its output; bytes of tensors of its own)."""
-    a, op = n.attrs, n.op
-    x = ir.node(next(iter(n.inputs.values()))).shape if n.inputs else None
-    if op in ("residual", "concat", "pool", "slice", "transpose", "unsqueeze", "interleave", "deinterleave",
-              "positional", "table_row", "vestigial", "prepend_tokens", "latents", "scale", "token_at"):
-        return (), 0
-    if op == "embedding":
-        return ("ids",), 0
-    if op == "linear":
-        return ("x",), 0
-    if op == "norm":
-        rows_ = _numel(x, dims) // x.shape[-1].value
-        if a.kind == "layer":
-            return ("x",), rows_ * 4 * 2                                # fused kernel: mean and rstd (fp32)
-        return ("x",), rows_ * 4 + _numel(x, dims) * s                  # composite: rstd and x · rstd
-    if op in ("relu", "tanh", "sigmoid", "softmax"):
-        return ("out",), 0
-    if op == "activation":
-        extra = _bytes(n, dims, s) if a.kind == "quick_gelu" else 0     # x and sigmoid(1.702 x)
-        return (("out",) if a.kind in ("relu", "tanh", "sigmoid") else ("x",)), extra
-    if op == "quick_gelu":
-        return ("x",), _bytes(n, dims, s)
-    if op == "mul":
-        return tuple(n.inputs), 0
-    if op == "dropout":
-        return (), _bytes(n, dims, s) if a.p else 0     # the scaled keep-mask, in the activation dtype
-    if op == "attention":
-        return ("x",), _attention_saved(n, x, dims, s)
-    if op == "cross_attend":
-        b, q_len = x.shape[0].evaluate(dims), x.shape[1].evaluate(dims)
-        ctx = ir.node(n.inputs["context"]).shape
-        m = ctx.shape[1].evaluate(dims)
-        inner = a.dim or x.shape[-1].value
-        return ("query", "context"), s * b * inner * (2 * q_len + 2 * m) + 4 * b * a.heads * q_len
-    if op == "moe":
-        body = a.body()
-        facts = body.at(x) if body is not None else None
-        expert = activations(body.ir, dims, s)[0] if facts is not None and facts.error is None else 0
-        tokens = _numel(x, dims) // x.shape[-1].value
-        # router input and fp32 probabilities; k experts per token, each keeping its gathered inputs, its
-        # output (weighted) and the weighted output scattered back
-        return ("x",), tokens * a.experts * 4 + a.top_k * (expert + 3 * _bytes(ir.node(n.inputs["x"]), dims, s))
-    # other ops (vision, audio, ...): their float inputs
-    return tuple(p for p, src in n.inputs.items() if ir.node(src).shape is not None
-                 and ir.node(src).shape.dtype == "float32"), 0
-
-
-def _attention_saved(n: IRNode, x, dims, s) -> int:
-    """SDPA keeps q, k, v (after rotary), its output (which the output projection reads as a view) and the
-    log-sum-exp per row; rotary keeps its cos and sin tables; a materialised mask is kept too."""
-    a = n.attrs
-    b, t = x.shape[0].evaluate(dims), x.shape[1].evaluate(dims)
-    h, kv, hd = a.geometry(x.shape[-1].value)
-    total = s * b * t * hd * (2 * h + 2 * kv) + 4 * b * h * t
-    if a.dropout:   # dropout on the probabilities runs SDPA's math kernel: it keeps them, the keep-mask and
-        total += 3 * s * b * h * t * t - 4 * b * h * t    # the dropped ones [B, h, n, n], no log-sum-exp
-    if a.rope:
-        total += 2 * s * t * a.rotary_dims(x.shape[-1].value)
-    if "mask" in n.inputs or (a.window is not None and t > a.window):
-        total += 4 * b * t * t
-    return total
+    saved: Saved = REGISTRY[n.op].saves(_Saving(n, ir, dims, s))
+    return saved.ports, saved.own

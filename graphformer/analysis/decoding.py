@@ -1,18 +1,32 @@
-"""What a causal decoder looks like in the IR, for a step that reads past keys and values.
+"""The one plan of token-by-token decoding, read from the IR: can a graph run step by step over the new tokens
+only, with a key/value cache per causal self-attention, and how.
 
-`plan_decoder(ir)` finds the token input (the one an `embedding` reads), the optional padding-mask and
-positions inputs, and the causal `attention` nodes, each of which gets a cache slot (in graph order), or
-refuses the spec with a diagnostic (GF210–GF213) at the node or input to blame. It reads the IR only (no
-torch, no onnx), so the ONNX export with past keys and values (`graphformer export --with-past`) refuses a
-spec before reading or initialising any weights.
+`plan_decoder(ir)` finds the token input (the one a token table reads and every causal attention depends
+on), the optional padding-mask and positions inputs, each causal attention's cache slot (in graph order),
+and, for an encoder–decoder, the encoder: the nodes that do not depend on the tokens, run once per
+sequence. Or it refuses the spec with a diagnostic at the node or input to blame, in one vocabulary for
+every reader: GF210 (no causal attention), GF211 (an attention a cache cannot serve), GF212 (an input a step
+cannot feed), GF213 (an op that combines positions), GF215 (no such output to sample from).
+
+Its readers: `graphformer.generate` (generation.py), `graphformer export --with-past` (backends/onnx/past.py:
+one graph per step, so `stages=False`: no encoder stage, no offset logit bias) and `summary`'s KV cache
+(`cache_slots`, budget.py). It reads op traits (`OpDef.sequence`, `token_table`, `max_len`), never op names,
+and imports neither torch nor onnx, so every reader refuses a spec before building or reading any weights.
+
+A step is exact when every node it runs computes each position from that position alone (`POSITION`, or
+`AXIS` along a later axis), or is causal attention over its cache, a position table or bias offset by the
+cache's length (`OFFSET`), or a cross-attention over the encoder's output (`CONTEXT`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from ..base.diagnostics import Diagnostic, SpecError
 from ..base.dims import Dim
 from ..ir import IRGraph, IRNode
+from ..ops import REGISTRY
+from ..ops.base import AXIS, CACHE, CONTEXT, OFFSET, POSITION
 
 
 @dataclass(frozen=True)
@@ -27,99 +41,202 @@ class CacheSlot:
 
 @dataclass
 class DecoderPlan:
-    tokens: str                         # spec input holding the token ids [B, n]
-    mask: str | None = None             # spec input read only as attention `mask` (1 = a real token)
-    positions: str | None = None        # spec input read only as attention `positions`
+    tokens: str = ""                    # spec input holding the token ids [B, n]
+    vocab: int = 0                      # rows of the table that reads them
+    mask: str | None = None             # spec input read only as the cached attentions' `mask` (1 = a real token)
+    positions: str | None = None        # spec input read only as `positions` (of cached attentions, position tables)
     slots: dict[str, CacheSlot] = field(default_factory=dict)   # attention node → its slot
+    cross: list[str] = field(default_factory=list)    # cross-attentions over the encoder: keys and values once
+    offset: list[str] = field(default_factory=list)   # position tables and biases: shifted by the cache's length
     uses_positions: bool = False        # rotary attention or a position table: positions must be fed
+    max_len: int | None = None          # the longest sequence the decoder serves, and the node that says so
+    max_len_from: str | None = None
+    encoder: set[str] = field(default_factory=set)    # nodes run once per sequence (they ignore the tokens)
+    encoder_inputs: list[str] = field(default_factory=list)   # spec inputs of the encoder
+    unfed: list[str] = field(default_factory=list)    # optional inputs a step leaves out
+    head: str | None = None             # the one output, when per position with one input: only its last row
     batch: Dim | None = None            # the token input's dims
     seq: Dim | None = None
 
 
-def plan_decoder(ir: IRGraph, nodes: set[str] | None = None) -> DecoderPlan:
-    """Read the IR (only `nodes`, default all) as a decoder; SpecError if a step with past keys cannot run it."""
-    plan = DecoderPlan("")
-    for body in ir.bodies:
-        for n in body.ir.nodes():
-            if n.op in ("attention", "cross_attend"):
-                raise _refuse("GF211", f"`{n.name}` ({n.op}) of block `{body.block}` is inside a block-valued "
-                              "attribute (a mixture of experts' expert), which gets no cache", n, _ONLY_CAUSAL)
-    mixing = None                       # the first op that combines positions, reported after attention
+def _sequence(n: IRNode) -> str:
+    return REGISTRY[n.op].sequence
+
+
+def _is_cache(n: IRNode) -> bool:
+    return _sequence(n) == CACHE and n.attrs.causal
+
+
+def cache_slots(ir: IRGraph, nodes: Iterable[str] | None = None) -> list[CacheSlot]:
+    """A slot per causal self-attention (of `nodes`, default all), in graph order."""
+    keep = None if nodes is None else set(nodes)
+    out: list[CacheSlot] = []
     for n in ir.nodes():
-        if nodes is not None and n.name not in nodes:
+        if n.op != "input" and n.shape is not None and (keep is None or n.name in keep) and _is_cache(n):
+            _, kv_heads, head_dim = n.attrs.geometry(n.shape.shape[-1].value)
+            out.append(CacheSlot(n.name, len(out), kv_heads, head_dim))
+    return out
+
+
+def plan_decoder(ir: IRGraph, outputs: Iterable[str] | None = None, stages: bool = True) -> DecoderPlan:
+    """Read the IR as a decoder computing `outputs` (spec output names; default all); SpecError if a step
+    over the new tokens cannot compute them. `stages`: the nodes that ignore the tokens may run once per
+    sequence before the steps (an encoder); False: every node runs at every step, and a logit bias is not
+    offset by the cache (one ONNX graph)."""
+    outputs = list(ir.outputs) if outputs is None else list(outputs)
+    missing = [o for o in outputs if o not in ir.outputs]
+    _check_bodies(ir)
+    needed = set(ir.names()) if missing else ir.ancestors([ir.outputs[o] for o in outputs])
+    slots = cache_slots(ir, needed)
+    plan = DecoderPlan(tokens=_token_input(ir, slots) or "")
+    fixed = needed - ir.descendants([ir.inputs[plan.tokens]]) if plan.tokens and stages else set()
+    plan.encoder = {n for n in fixed if ir.node(n).op != "input"}
+    mixing = stray = None               # the first op that combines positions, the first read of the encoder
+    for n in ir.nodes():
+        if n.name not in needed or n.name in fixed or n.op == "input":
             continue
-        if n.op == "attention" and n.attrs.causal and "bias" in n.inputs:
-            raise _refuse("GF211", f"`{n.name}` (attention) adds a logit `bias` [.., n, m] over the whole "
-                          "sequence, which a step over the new tokens cannot recompute for the cached keys", n,
-                          _ONLY_CAUSAL + " without a logit `bias`")
-        if n.op == "attention" and n.attrs.causal:
-            x = ir.node(n.inputs["x"]).shape
-            _, kv_heads, head_dim = n.attrs.geometry(x.shape[-1].value)
-            plan.slots[n.name] = CacheSlot(n.name, len(plan.slots), kv_heads, head_dim)
-            plan.uses_positions |= bool(n.attrs.rope)
-        elif n.op in ("attention", "cross_attend"):
-            why = ("is not causal: every earlier position would change with each new token, so there is "
-                   "nothing to cache" if n.op == "attention" else
-                   "attends to another sequence (the decoder of an encoder-decoder model), which a cache of "
-                   "its own keys does not cover")
-            raise _refuse("GF211", f"`{n.name}` ({n.op}) {why}", n, _ONLY_CAUSAL)
-        elif n.op == "positional":
+        kind = _sequence(n)
+        if kind == CACHE:
+            _cached_attention(plan, ir, n, len(plan.slots), stages)
+        elif kind == CONTEXT:
+            _cross_attention(plan, n, fixed, stages)
+        elif kind == OFFSET:
+            plan.offset.append(n.name)
             plan.uses_positions = True
-        elif n.op != "input" and not _per_position(n) and mixing is None:
+        elif not _per_position(n, kind) and mixing is None:
             mixing = n
+        stray = stray or _encoder_read(ir, n, fixed, plan)
+        limit = REGISTRY[n.op].max_len
+        limit = limit(n.attrs) if limit is not None else None
+        if limit is not None and (plan.max_len is None or limit < plan.max_len):
+            plan.max_len, plan.max_len_from = limit, n.name
+    if missing:
+        raise _refuse("GF215", f"spec `{ir.name}` has no `{missing[0]}` output to sample from", None,
+                      f"generation samples the next token from an output named `{missing[0]}` [B, n, vocab]; "
+                      f"the spec's outputs: {', '.join(f'`{k}`' for k in ir.outputs) or 'none'}")
     if mixing is not None:
         raise _refuse("GF213", f"`{mixing.name}` ({mixing.op}) combines positions of the sequence, so a step "
                       "over the new tokens alone would not compute what the whole sequence does", mixing,
                       "a decoder step runs ops that treat each position on its own, plus causal attention "
                       "and position tables")
+    if stray is not None:
+        n, port, src = stray
+        raise _refuse("GF212", f"`{n.name}` ({n.op}) reads `{src}` on `{port}`, which does not depend on the "
+                      "tokens and is computed once per sequence, so a step cannot feed it the new positions' rows",
+                      n, "a decoder step reads the encoder's output through `cross_attend`'s `context` only")
     if not plan.slots:
         raise _refuse("GF210", f"spec `{ir.name}` has no causal attention, so a decoder step has no keys and "
-                      "values to cache", None, "export with past keys and values is for decoders: "
-                      "`attention` with `causal: true`; export the spec without `--with-past`")
-    _plan_inputs(plan, ir)
+                      "values to cache", None, "decoding token by token is for decoders: `attention` with "
+                      "`causal: true`")
+    _plan_inputs(plan, ir, needed, fixed, stages)
+    if len(outputs) == 1:
+        head = ir.node(ir.outputs[outputs[0]])
+        if _sequence(head) == POSITION and len(head.inputs) == 1:
+            plan.head = head.name
     return plan
 
 
-def _plan_inputs(plan: DecoderPlan, ir: IRGraph) -> None:
-    readers = {k: [(c.op, port) for c, port in ir.consumers(v)] for k, v in ir.inputs.items()}
-    tokens = [k for k, r in readers.items() if any(op == "embedding" for op, _ in r)]
-    if len(tokens) != 1:
-        found = ", ".join(f"`{t}`" for t in tokens) or "none"
-        raise _refuse("GF212", f"spec `{ir.name}` needs exactly one token input read by an `embedding` to "
-                      f"decode step by step; found {found}", None, "the step's new tokens are ids [B, n] "
-                      "that an `embedding` node reads")
-    plan.tokens = tokens[0]
-    plan.batch, plan.seq = ir.node(ir.inputs[plan.tokens]).shape.shape[:2]
-    for k, r in readers.items():
-        if k == plan.tokens or not r:
-            continue
-        if all(port == "mask" for _, port in r):
-            plan.mask = k
-        elif all(port == "positions" for _, port in r):
-            plan.positions = k
-        else:
-            raise _refuse("GF212", f"input `{k}` cannot be fed to a decoder step: it is neither the token "
-                          "ids nor an attention `mask` or `positions`", ir.node(ir.inputs[k]),
-                          f"a step takes `{plan.tokens}`, and optionally a padding mask and positions")
+def _check_bodies(ir: IRGraph) -> None:
+    """A block-valued attribute (a mixture of experts' expert) runs per token: no cache, no positions."""
+    for body in ir.bodies:
+        for n in body.ir.nodes():
+            if n.op == "input":
+                continue
+            kind = _sequence(n)
+            if kind in (CACHE, CONTEXT, OFFSET):
+                raise _refuse("GF211", f"`{n.name}` ({n.op}) of block `{body.block}` is inside a block-valued "
+                              "attribute (a mixture of experts' expert), which gets no cache", n, _ONLY_CAUSAL)
+            if not _per_position(n, kind):
+                raise _refuse("GF213", f"`{n.name}` ({n.op}) of block `{body.block}` combines positions inside a "
+                              "block-valued attribute (a mixture of experts' expert), which runs per token", n,
+                              "an expert block treats each token on its own")
 
 
-# Ops that compute each position from that position alone (on the last axes), so running them on the new
-# tokens only is exact. Everything else (pooling, slicing, interleaving, prepending tokens, ...) is refused.
-PER_POSITION = {"activation", "dropout", "embedding", "gelu", "l2_normalize", "linear", "moe", "mul", "norm",
-                "quick_gelu", "relu", "residual", "scale", "sigmoid", "silu", "table_row", "tanh", "vestigial"}
-ALONG_AXIS = {"softmax", "concat"}   # per position when their axis is past the token axis
+def _cached_attention(plan: DecoderPlan, ir: IRGraph, n: IRNode, layer: int, stages: bool) -> None:
+    if not n.attrs.causal:
+        raise _refuse("GF211", f"`{n.name}` ({n.op}) is not causal: every earlier position would change with "
+                      "each new token, so there is nothing to cache", n, _ONLY_CAUSAL)
+    if not stages and "bias" in n.inputs:
+        raise _refuse("GF211", f"`{n.name}` ({n.op}) adds a logit `bias` [.., n, m] over the whole sequence, "
+                      "which a step over the new tokens cannot recompute for the cached keys", n,
+                      _ONLY_CAUSAL + " without a logit `bias`")
+    _, kv_heads, head_dim = n.attrs.geometry(n.shape.shape[-1].value)
+    plan.slots[n.name] = CacheSlot(n.name, layer, kv_heads, head_dim)
+    plan.uses_positions |= bool(n.attrs.rope)
 
 
-def _per_position(n: IRNode) -> bool:
-    if n.op in PER_POSITION:
+def _cross_attention(plan: DecoderPlan, n: IRNode, fixed: set[str], stages: bool) -> None:
+    if not stages:
+        raise _refuse("GF211", f"`{n.name}` ({n.op}) attends to another sequence (the decoder of an "
+                      "encoder-decoder model), which a cache of its own keys does not cover", n, _ONLY_CAUSAL)
+    if n.inputs["context"] not in fixed:
+        raise _refuse("GF211", f"`{n.name}` ({n.op}) attends to a context that changes with the tokens, so "
+                      "earlier positions would change with every new token", n,
+                      "a decoder attends to its own tokens causally, and to an encoder's output that does "
+                      "not depend on them")
+    plan.cross.append(n.name)
+
+
+def _encoder_read(ir: IRGraph, n: IRNode, fixed: set[str], plan: DecoderPlan) -> tuple | None:
+    """(node, port, value) where a step's node reads a value of the encoder other than as a cross-attention's
+    context (or its mask and bias): a value computed once per sequence spans its whole length, not the step's
+    tokens. (Spec inputs are judged by `_plan_inputs`.)"""
+    for port, src in n.inputs.items():
+        if src in fixed and ir.node(src).op != "input" and not (n.name in plan.cross and port != "query"):
+            return n, port, src
+    return None
+
+
+# Where `sequence` is AXIS: per position when the axis is past the token axis.
+def _per_position(n: IRNode, kind: str) -> bool:
+    if kind == POSITION:
         return True
-    if n.op in ALONG_AXIS:
+    if kind == AXIS:
         rank = n.shape.rank
         return rank >= 3 and n.attrs.axis % rank >= 2
     return False
 
 
-_ONLY_CAUSAL = "export with past keys and values needs every attention to be causal self-attention (`causal: true`)"
+def _token_input(ir: IRGraph, slots: list[CacheSlot]) -> str | None:
+    """The token input: read by a token table (`token_table` trait), and every causal attention depends on
+    it; None unless exactly one input is."""
+    reads = [k for k, v in ir.inputs.items() if any(REGISTRY[c.op].token_table for c, _ in ir.consumers(v))]
+    found = [k for k in reads if {s.node for s in slots} <= ir.descendants([ir.inputs[k]])]
+    return found[0] if len(found) == 1 and slots else None
+
+
+def _plan_inputs(plan: DecoderPlan, ir: IRGraph, needed: set[str], fixed: set[str], stages: bool) -> None:
+    """The token input, the optional mask and positions inputs, the encoder's inputs; GF212 for any other."""
+    if not plan.tokens:
+        reads = [k for k, v in ir.inputs.items() if any(REGISTRY[c.op].token_table for c, _ in ir.consumers(v))]
+        raise _refuse("GF212", f"spec `{ir.name}` needs exactly one token input read by an `embedding` that every "
+                      f"causal attention depends on, to decode step by step; found "
+                      f"{', '.join(f'`{t}`' for t in reads) or 'none'}", None,
+                      "the step's new tokens are ids [B, n] that an `embedding` node reads")
+    embed = next(c for c, _ in ir.consumers(ir.inputs[plan.tokens]) if REGISTRY[c.op].token_table)
+    plan.vocab = embed.attrs.vocab
+    plan.batch, plan.seq = ir.node(ir.inputs[plan.tokens]).shape.shape[:2]
+    positional = set(plan.slots) | set(plan.offset)
+    for k, v in ir.inputs.items():
+        uses = ir.consumers(v)
+        if k == plan.tokens or (not uses and not stages):
+            continue
+        if uses and all(port == "mask" and c.name in plan.slots for c, port in uses):
+            plan.mask = k
+        elif uses and all(port == "positions" and c.name in positional for c, port in uses):
+            plan.positions = k
+        elif plan.encoder and all(c.name in fixed or (c.name in plan.cross and port != "query") for c, port in uses):
+            plan.encoder_inputs.append(k)
+        elif stages and ir.node(v).meta.get("optional"):
+            plan.unfed.append(k)
+        else:
+            raise _refuse("GF212", f"input `{k}` cannot be fed to a decoder step: it is neither the token ids "
+                          "nor an attention `mask` or `positions`" + (", nor read by the encoder alone"
+                                                                      if plan.encoder else ""),
+                          ir.node(v), f"a step takes `{plan.tokens}`, and optionally a padding mask and positions")
+
+
+_ONLY_CAUSAL = "decoding with past keys and values needs every attention to be causal self-attention (`causal: true`)"
 
 
 def _refuse(code: str, message: str, node: IRNode | None, help: str) -> SpecError:

@@ -10,17 +10,24 @@ which row-wise, and what stays replicated — for any spec, not one hand-written
   fine). A table tied to the head stays replicated with it.
 - mixture of experts: each expert's feed-forward pairs split as above (every rank holds 1/tp of every
   expert), the router replicated.
-- everything else is replicated and listed: tied tables and heads, norms, routers, cross-attention, self-attention with a per-head logit bias (T5, Swin: the bias's heads are not split
-  yet), and any linear outside such a pair.
+- everything else with weight matrices is replicated and listed: tied tables and heads, routers,
+  cross-attention, convolutions, self-attention with a per-head logit bias (T5, Swin: the bias's heads are
+  not split yet), and any linear outside such a pair. Norms and position tables are kept whole unlisted.
+
+Which op is which comes from its `tp` trait (ops/base.py), never its name.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..base.errors import UsageError
-from ..ir import IRGraph
+from ..ir import IRGraph, IRNode
+from ..ops import REGISTRY
+from ..ops.base import EXPERTS, HEADS, MATMUL, REPLICATE, THROUGH, UNPLANNED, VOCAB
 
-ELEMENTWISE = {"activation", "relu", "gelu", "silu", "tanh", "sigmoid", "quick_gelu", "mul", "dropout"}
+
+def _tp(n: IRNode) -> str:
+    return UNPLANNED if n.op == "input" else REGISTRY[n.op].tp
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ def derive(spec, tp: int) -> list[Shard]:
     out: list[Shard] = []
     done: set[str] = set()
     for n in ir.nodes():
-        if n.op == "attention" and n.shape is not None:
+        if _tp(n) == HEADS and n.shape is not None:
             bias = ir.input_types(n).get("bias")
             if bias is not None and bias.shape[1].value != 1:
                 continue   # a per-head logit bias would need its heads split too: replicated (below)
@@ -56,15 +63,14 @@ def derive(spec, tp: int) -> list[Shard]:
         out.append(Shard(b, "rowwise", "feed-forward: partial sums all-reduced"))
     done |= set(pairs) | {b for bs in pairs.values() for b in bs}
     for n in ir.nodes():
-        if n.op == "moe" and (split := _experts(ir, n, tp)):
+        if _tp(n) == EXPERTS and (split := _experts(ir, n, tp)):
             out += split
             done.add(n.name)
     for name, why in _vocab_parallel(ir, tp).items():
         out.append(Shard(name, "vocab", why))
         done.add(name)
     for n in ir.nodes():
-        if n.op in ("linear", "embedding", "moe", "attention", "cross_attend", "patch_embed", "conv1d") \
-                and n.name not in done:
+        if _tp(n) in (MATMUL, VOCAB, EXPERTS, HEADS, REPLICATE) and n.name not in done:
             out.append(Shard(n.name, "replicate", _why_replicated(n)))
     return out
 
@@ -95,8 +101,8 @@ def _vocab_parallel(ir: IRGraph, tp: int) -> dict[str, str]:
     at least one row."""
     owners = set(ir.ties.values())
     tables = {n.name: n.attrs.vocab for n in ir.nodes()
-              if n.op == "embedding" and n.name not in owners and not n.attrs.tied_to() and n.attrs.vocab >= tp}
-    heads = {n.name for n in ir.nodes() if n.op == "linear" and not n.attrs.tied_to()
+              if _tp(n) == VOCAB and n.name not in owners and not n.attrs.tied_to() and n.attrs.vocab >= tp}
+    heads = {n.name for n in ir.nodes() if _tp(n) == MATMUL and not n.attrs.tied_to()
              and n.name in ir.outputs.values() and n.attrs.out in tables.values()}
     rows = "ceil(vocab / tp) rows per rank"
     return {**{t: f"vocab-parallel: {rows}; each rank looks up its rows, partial sums all-reduced" for t in tables},
@@ -106,11 +112,11 @@ def _vocab_parallel(ir: IRGraph, tp: int) -> dict[str, str]:
 def _why_replicated(n) -> str:
     if n.attrs.tied_to():
         return f"tied to {n.attrs.tied}"
-    if n.op == "embedding":
+    if _tp(n) == VOCAB:
         return "embedding table tied to the LM head, or smaller than tp (vocab-parallel not done for these)"
-    if n.op == "moe":
+    if _tp(n) == EXPERTS:
         return "experts without a feed-forward pair to split (expert parallelism not done)"
-    if n.op == "attention":
+    if _tp(n) == HEADS:
         return "a per-head logit bias: its heads are not split"
     return "not part of an attention or feed-forward pair"
 
@@ -119,7 +125,7 @@ def _mlp_pairs(ir: IRGraph, tp: int) -> dict[str, set[str]]:
     """Column-split candidates and the row-split linears their outputs reach through element-wise ops."""
     cand: dict[str, set[str]] = {}
     for n in ir.nodes():
-        if n.op != "linear" or n.attrs.tied_to() or n.shape is None or n.attrs.out % tp:
+        if _tp(n) != MATMUL or n.attrs.tied_to() or n.shape is None or n.attrs.out % tp:
             continue
         width = ir.node(n.inputs["x"]).shape.shape[-1].value
         ends, ok, stack, seen = set(), True, [n.name], set()
@@ -130,15 +136,16 @@ def _mlp_pairs(ir: IRGraph, tp: int) -> dict[str, set[str]]:
                 if c in seen:
                     continue
                 seen.add(c)
-                if node.op in ELEMENTWISE:
+                if _tp(node) == THROUGH:
                     stack.append(c)
-                elif node.op == "linear" and node.attrs.out == width and not node.attrs.tied_to():
+                elif _tp(node) == MATMUL and node.attrs.out == width and not node.attrs.tied_to():
                     ends.add(c)
                 else:
                     ok = False
         if ok and ends and n.name not in ir.outputs.values():
             cand[n.name] = ends
-    # a `mul` may only combine column-split values: drop candidates feeding one that mixes in anything else
+    # an element-wise op of several inputs (`mul`) may only combine column-split values: drop candidates
+    # feeding one that mixes in anything else
     changed = True
     while changed:
         changed = False
@@ -159,10 +166,10 @@ def _muls_ok(ir: IRGraph, a: str, cand: dict[str, set[str]]) -> bool:
         cur = stack.pop()
         for c in _consumers(ir, cur):
             node = ir.node(c)
-            if c in seen or node.op not in ELEMENTWISE:
+            if c in seen or _tp(node) != THROUGH:
                 continue
             seen.add(c)
-            if node.op == "mul" and not all(_origin_split(ir, src, cand) for src in node.inputs.values()):
+            if len(node.inputs) > 1 and not all(_origin_split(ir, src, cand) for src in node.inputs.values()):
                 return False
             stack.append(c)
     return True
@@ -173,6 +180,6 @@ def _origin_split(ir: IRGraph, name: str, cand: dict[str, set[str]]) -> bool:
     node = ir.node(name)
     if name in cand:
         return True
-    if node.op in ELEMENTWISE:
+    if _tp(node) == THROUGH:
         return all(_origin_split(ir, s, cand) for s in node.inputs.values())
     return False

@@ -808,10 +808,11 @@ outputs: {y: windows}
 """),
     Code(
         "GF210", "no causal attention to cache",
-        ("`graphformer export --with-past` exports a decoder's step, which reads the keys and values of "
-         "earlier tokens from a cache; the spec has no `attention` with `causal: true`, so there is nothing "
-         "to cache."),
-        fix="Export it without `--with-past`; or, if it is meant to be a decoder, make its attention causal.",
+        ("`graphformer generate` and `graphformer export --with-past` run a decoder step by step, each step "
+         "reading the keys and values of earlier tokens from a cache; the spec has no `attention` with "
+         "`causal: true`, so there is nothing to cache."),
+        fix="Export it without `--with-past` (it does not generate); or, if it is meant to be a decoder, make "
+            "its attention causal.",
         command=("export", "--with-past", "-o", "case.onnx"),
         example="""\
 graphformer: 1
@@ -828,11 +829,13 @@ outputs: {logits: logits}
 """),
     Code(
         "GF211", "attention a cache cannot serve",
-        ("Exporting with past keys and values needs every attention to be causal self-attention. A "
-         "bidirectional `attention` lets every position see later ones, so each new token would change "
-         "the earlier positions' outputs; a `cross_attend` reads another sequence (an encoder's), which a "
-         "decoder step with its own cache does not take; a logit `bias` input is computed over the whole "
-         "sequence, not the step's rows against the cached keys."),
+        ("Decoding step by step (`generate`, `export --with-past`) needs every attention the step runs to "
+         "be causal self-attention. A bidirectional `attention` lets every position see later ones, so each "
+         "new token would change the earlier positions' outputs. `generate` also runs an encoder–decoder: "
+         "a `cross_attend` over an encoder's output (which does not depend on the tokens) computes its keys "
+         "and values once; one that attends to something the tokens change is refused. A single ONNX step "
+         "graph takes neither an encoder's sequence nor a logit `bias` input, which is computed over the "
+         "whole sequence, not the step's rows against the cached keys."),
         fix="Export the spec without `--with-past`, or make the attention `causal: true` if that is what "
             "the model means.",
         command=("export", "--with-past", "-o", "case.onnx"),
@@ -851,9 +854,12 @@ outputs: {logits: logits}
 """),
     Code(
         "GF212", "input a decoder step cannot feed",
-        ("A decoder step takes the new token ids (the input an `embedding` reads), and optionally an "
-         "attention padding `mask` and rotary `positions`. A spec with no such token input, several, or "
-         "another input (continuous features, a second sequence) has no step-by-step form."),
+        ("A decoder step takes the new token ids (the input an `embedding` reads, which every causal "
+         "attention depends on), and optionally an attention padding `mask` and `positions`; `generate` also "
+         "feeds an encoder's inputs once per sequence. A spec with no such token input, several, another "
+         "input (continuous features, a second sequence), or a node of the step that reads a value computed "
+         "once over the encoder's whole sequence other than as a cross-attention's `context`, has no "
+         "step-by-step form."),
         fix="Export the spec without `--with-past`; a decoder reads token ids through one `embedding`.",
         command=("export", "--with-past", "-o", "case.onnx"),
         example="""\
@@ -873,11 +879,12 @@ outputs: {logits: logits}
 """),
     Code(
         "GF213", "an op that combines positions",
-        ("A decoder step runs the model on the new tokens only, which is exact when every op other than "
-         "causal attention and position tables treats each position on its own. Pooling, slicing or "
-         "interleaving the sequence, prepending tokens or latents, and other ops across the token axis "
+        ("A decoder step (`generate`, `export --with-past`) runs the model on the new tokens only, which is "
+         "exact when every op other than causal attention and position tables treats each position on its "
+         "own (its `sequence` trait, docs/ops.md). Pooling, slicing, transposing or interleaving the "
+         "sequence, convolving over it, prepending tokens or latents, and other ops across the token axis "
          "would see only the new tokens."),
-        fix="Export the spec without `--with-past`.",
+        fix="Export the spec without `--with-past`; it cannot generate token by token.",
         command=("export", "--with-past", "-o", "case.onnx"),
         example="""\
 graphformer: 1
@@ -892,6 +899,25 @@ nodes:
   pooled: {op: pool, kind: mean}
   logits: {op: linear, out: vocab}
 outputs: {logits: logits}
+"""),
+    Code(
+        "GF215", "no output to sample from",
+        ("`graphformer generate` samples each next token from the spec's `logits` output ([B, n, vocab]); "
+         "the spec has no output of that name."),
+        fix="Name the vocabulary projection's output `logits` (`outputs: {logits: lm_head}`).",
+        command=("generate", "--prompt-ids", "1,2", "--max-new-tokens", "2"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  attn:   {op: attention, heads: heads, causal: true}
+  head:   {op: linear, out: vocab}
+outputs: {scores: head}
 """),
     Code(
         "GF195", "convolution output length not positive",

@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 import time
 
-from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, require_weight_map, seed_arg
+from ..analysis.decoding import plan_decoder
+from ..base.diagnostics import SpecError
+from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, print_diagnostics,
+                     require_weight_map, seed_arg)
 
 from .build import NO_TORCH
 NO_TOKENIZERS = "--tokenizer needs the `tokenizers` package: pip install 'graphformer[torch]'"
@@ -54,6 +57,11 @@ def run(args) -> int:
     encoder = _encoder_ids(args.encoder_ids)
     result = load_checked(args.spec, args)
     require_weight_map(result.ir, args.weights_map)
+    try:  # the decoder plan export --with-past reads too: a spec that cannot generate fails fast, torch or not
+        plan_decoder(result.ir, ("logits",))
+    except SpecError as e:
+        print_diagnostics(e, "text")
+        raise CommandError("", EXIT_SPEC) from None
     try:
         import torch
         from ..backends.torch import generation

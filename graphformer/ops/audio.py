@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..base.dims import Dim
-from .base import Attrs, DimAttr, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, positive
+from .base import MIXES, REPLICATE, UNPLANNED, keeps_float_inputs, Attrs, DimAttr, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, positive
 from .core import concrete
 
 
@@ -96,6 +96,7 @@ register(OpDef(
     "spectrum, triangular mel filter bank (HTK or Slaney scale, unnormalised), natural log floored at "
     "`floor` — torchaudio's MelSpectrogram followed by a log. No parameters.",
     SpectrogramAttrs, ("x",), _spectrogram_shape, flops=_spectrogram_flops,
+    sequence=MIXES, tp=UNPLANNED, saves=keeps_float_inputs,
     example="spec: {op: spectrogram, in: waveform, sample_rate: 16000, n_fft: 400, hop: 160, mels: 128}",
 ))
 
@@ -154,5 +155,6 @@ register(OpDef(
     "layout). Whisper's front end is two of them; a `transpose` of the last two axes makes tokens of frames.",
     Conv1dAttrs, ("x",), _conv1d_shape, params=_conv1d_params,
     flops=lambda a, ins, out: 2 * out.shape[0] * a.out * out.shape[2] * ins["x"].shape[1] * a.kernel,
+    sequence=MIXES, tp=REPLICATE, saves=keeps_float_inputs, matmul=True,
     example="conv2: {op: conv1d, in: act1, out: d_model, kernel: 3, stride: 2, padding: 1}",
 ))

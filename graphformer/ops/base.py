@@ -1,4 +1,5 @@
-"""The op registry: one declaration per primitive op (attributes, ports, shape rule, parameters, FLOPs).
+"""The op registry: one declaration per primitive op (attributes, ports, shape rule, parameters, FLOPs,
+and the traits the analyses read: they branch on traits, never on op names).
 
 Shape rules are plain functions over `TensorType`s; they raise `ShapeError` with the port that is at
 fault so the checker can point at both the consumer and the producer. Nothing here imports torch.
@@ -8,7 +9,7 @@ from __future__ import annotations
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, ClassVar
+from typing import Annotated, Any, Callable, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, BeforeValidator, PrivateAttr
 
@@ -85,7 +86,68 @@ class ShapeError(Exception):
         self.code, self.message, self.port, self.help, self.attr = code, message, port, help, attr
 
 
+# ---------------------------------------------------------------- traits: what analyses know of an op
+
+# `sequence`: how the op treats the token axis (dim 1 of [B, n, ...]). decoding.py reads it to decide whether
+# a decoder step over the new tokens alone computes what the whole sequence does.
+POSITION = "position"   # each position from that position alone (element-wise ops, linear, norm, embedding)
+AXIS = "axis"           # per position when its `axis` attribute is past the token axis (softmax, concat)
+CACHE = "cache"         # self-attention over `x`: causal (`attrs.causal`) gets a key/value cache slot
+CONTEXT = "context"     # attends to another sequence (port `context`): fine when an encoder computed it once
+OFFSET = "offset"       # computes from positions 0..n-1 (position tables, relative biases): a step offsets them
+MIXES = "mixes"         # combines positions (pooling, slicing, convolution, interleaving): no decoder step
+SEQUENCE = (POSITION, AXIS, CACHE, CONTEXT, OFFSET, MIXES)
+
+# `tp`: how tensor parallelism splits the op. tp_plan.py reads it.
+THROUGH = "through"     # element-wise, no weights: a column-split input stays split (every input must be)
+MATMUL = "matmul"       # a projection `[*, d] → [*, out]` (attrs `out`, `tied`): column/row-wise in a
+                        # feed-forward pair, vocab-parallel as an untied LM head, else replicated and listed
+HEADS = "heads"         # self-attention (attrs.geometry): q, k, v column-wise by heads, o row-wise
+EXPERTS = "experts"     # a mixture of experts (attrs.body(), attrs.experts): each expert split like a dense MLP
+VOCAB = "vocab"         # a token table (attrs `vocab`, `tied`): vocab-parallel when untied
+REPLICATE = "replicate"  # weight matrices kept whole on every rank, listed in the plan (cross-attention, convs)
+UNPLANNED = "unplanned"  # nothing the plan lists: no weights, or small ones every rank keeps (norms, tables)
+TP = (THROUGH, MATMUL, HEADS, EXPERTS, VOCAB, REPLICATE, UNPLANNED)
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What autograd keeps for an op's backward (budget.py's activation estimate): the input ports whose
+    values it keeps ("out": its output; a tensor kept by several ops counts once) and bytes of tensors of
+    its own (attention's q, k, v; norm statistics)."""
+
+    ports: tuple[str, ...] = ()
+    own: int = 0
+
+
+class SaveContext(Protocol):
+    """What a `saves` trait is given (budget.py builds it): the node's attrs, its input types by port
+    (None where unknown), its output type, the concrete dims and the activation dtype's bytes."""
+
+    attrs: Any
+    ins: dict[str, "TensorType | None"]
+    out: "TensorType"
+    dims: dict[str, int]
+    itemsize: int
+
+    def numel(self, t: "TensorType") -> int: ...
+    def bytes(self, t: "TensorType") -> int: ...        # in the activation dtype (integer tensors: their own)
+    def body_saved(self, x: "TensorType") -> int: ...   # what a block-valued attribute's body saves on x
+
+
+def keeps(*ports: str) -> Callable[[SaveContext], Saved]:
+    """A `saves` trait: backward keeps these inputs ("out": the output), nothing of its own."""
+    return lambda c: Saved(ports)
+
+
+def keeps_float_inputs(c: SaveContext) -> Saved:
+    """A `saves` trait: backward keeps every float input (convolutions, grid reshapes, ...)."""
+    return Saved(tuple(p for p, t in c.ins.items() if t is not None and t.dtype == "float32"))
+
+
 # Port spec: "x" required, "mask?" optional, "*xs" variadic (one or more, positional).
+# Traits are keyword fields: `sequence`, `tp` and `saves` must be declared by every op (tests/unit/test_op_traits.py);
+# the others default to the common case.
 @dataclass(frozen=True)
 class OpDef:
     name: str
@@ -99,6 +161,19 @@ class OpDef:
     example: str = ""
     # parameters one token uses, where fewer than all (mixture of experts: the router and top-k experts)
     active_params: Callable[..., int] | None = None
+    # --- traits (see above)
+    sequence: str = field(kw_only=True)                          # POSITION, AXIS, CACHE, ... (decoding.py)
+    tp: str = field(kw_only=True)                                # THROUGH, MATMUL, HEADS, ... (tp_plan.py)
+    saves: Callable[[SaveContext], Saved] = field(kw_only=True)  # activations kept for backward (budget.py)
+    matmul: bool = field(default=False, kw_only=True)            # FLOPs are matmuls: backward costs two forwards
+    embedding: bool = field(default=False, kw_only=True)         # its parameters count as embedding parameters
+    token_table: bool = field(default=False, kw_only=True)       # looks token ids up (port 0) in `attrs.vocab` rows
+    frozen: Callable[[Any], bool] | None = field(default=None, kw_only=True)   # params never trained, by attrs
+    max_len: Callable[[Any], int | None] | None = field(default=None, kw_only=True)  # longest sequence it serves
+
+    def __post_init__(self):
+        assert self.sequence in SEQUENCE, f"op {self.name}: sequence must be one of {SEQUENCE}"
+        assert self.tp in TP, f"op {self.name}: tp must be one of {TP}"
 
     @property
     def variadic(self) -> bool:

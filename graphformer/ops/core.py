@@ -13,6 +13,8 @@ from ..base.dims import Dim
 from .base import (
     Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_dim,
     expect_dtype, expect_float, expect_divisible, same_shape, numel, positive, INT_DTYPES,
+    Saved, keeps, POSITION, AXIS, CACHE, CONTEXT, OFFSET, MIXES, THROUGH, MATMUL, HEADS, VOCAB, REPLICATE,
+    UNPLANNED,
 )
 
 
@@ -53,6 +55,7 @@ register(OpDef(
     "`tied: other` the table is another embedding node's (one parameter, counted once).",
     EmbeddingAttrs, ("ids",), _embedding_shape,
     params=lambda a, ins: {} if a.tied else {"weight": (a.vocab, a.dim)},
+    sequence=POSITION, tp=VOCAB, saves=keeps("ids"), embedding=True, token_table=True,
     example="tok: {op: embedding, in: tokens, vocab: vocab, dim: d_model}",
 ))
 
@@ -115,6 +118,8 @@ register(OpDef(
     PositionalAttrs, ("x", "positions?"), _positional_shape,
     params=lambda a, ins: {"weight": (a.max_len, _last(ins["x"]))} if a.has_table_param else {},
     flops=lambda a, ins, out: numel(out.shape),
+    sequence=OFFSET, tp=UNPLANNED, saves=keeps(), embedding=True, frozen=lambda a: a.stored,
+    max_len=lambda a: a.max_len,
     example="pos: {op: positional, kind: learned, max_len: max_len}",
 ))
 
@@ -151,6 +156,7 @@ register(OpDef(
     "linear", "core", "Affine map of the last dimension: `[*, d] → [*, out]` (weight `[out, d]`, torch layout).",
     LinearAttrs, ("x",), _linear_shape, params=_linear_params,
     flops=lambda a, ins, out: 2 * numel(ins["x"].shape) * a.out,
+    sequence=POSITION, tp=MATMUL, saves=keeps("x"), matmul=True,
     example="up: {op: linear, out: 4 * d_model}",
 ))
 
@@ -305,6 +311,22 @@ def _attention_flops(a: AttentionAttrs, ins, out):
     return 2 * b * n * d * (2 * h * hd + 2 * kv * hd) + 2 * 2 * b * n * n * h * hd
 
 
+def _attention_saves(c) -> Saved:
+    """SDPA keeps q, k, v (after rotary), its output (which the output projection reads as a view) and the
+    log-sum-exp per row; rotary keeps its cos and sin tables; a materialised mask is kept too."""
+    a, x, s = c.attrs, c.ins["x"], c.itemsize
+    b, t = x.shape[0].evaluate(c.dims), x.shape[1].evaluate(c.dims)
+    h, kv, hd = a.geometry(x.shape[-1].value)
+    total = s * b * t * hd * (2 * h + 2 * kv) + 4 * b * h * t
+    if a.dropout:   # dropout on the probabilities runs SDPA's math kernel: it keeps them, the keep-mask and
+        total += 3 * s * b * h * t * t - 4 * b * h * t    # the dropped ones [B, h, n, n], no log-sum-exp
+    if a.rope:
+        total += 2 * s * t * a.rotary_dims(x.shape[-1].value)
+    if "mask" in c.ins or (a.window is not None and t > a.window):
+        total += 4 * b * t * t
+    return Saved(("x",), total)
+
+
 register(OpDef(
     "attention", "core",
     "Multi-head self-attention over `x [B, n, d]` with q, k, v and output projections: grouped-query "
@@ -315,6 +337,7 @@ register(OpDef(
     "[1|B, 1|heads, n, n]` (float) is added to the scaled logits (relative-position biases).",
     AttentionAttrs, ("x", "mask?", "positions?", "bias?"), _attention_shape, params=_attention_params,
     flops=_attention_flops,
+    sequence=CACHE, tp=HEADS, saves=_attention_saves, matmul=True, max_len=lambda a: a.max_len,
     example="attn: {op: attention, heads: heads, kv_heads: 2, causal: true, rope: true}",
 ))
 
@@ -361,12 +384,21 @@ def _cross_flops(a: CrossAttendAttrs, ins, out):
     return 2 * b * (n * dq * inner + 2 * m * dc * inner + n * inner * o) + 2 * 2 * b * n * m * inner
 
 
+def _cross_saves(c) -> Saved:
+    """q, k, v and the output (SDPA), and the log-sum-exp per query row."""
+    x, ctx, s = c.ins["query"], c.ins["context"], c.itemsize
+    b, q_len, m = x.shape[0].evaluate(c.dims), x.shape[1].evaluate(c.dims), ctx.shape[1].evaluate(c.dims)
+    inner = c.attrs.dim or x.shape[-1].value
+    return Saved(("query", "context"), s * b * inner * (2 * q_len + 2 * m) + 4 * b * c.attrs.heads * q_len)
+
+
 register(OpDef(
     "cross_attend", "core",
     "Multi-head attention of `query [B, n, d_q]` over `context [B, m, d_c]` (different lengths and widths); "
     "the optional `mask [B, m]` marks the context positions that may be attended to; the optional `bias "
     "[1|B, 1|heads, n, m]` (float) is added to the scaled logits. Projection biases and `scale` as `attention`.",
     CrossAttendAttrs, ("query", "context", "mask?", "bias?"), _cross_shape, params=_cross_params, flops=_cross_flops,
+    sequence=CONTEXT, tp=REPLICATE, saves=_cross_saves, matmul=True,
     example="cross: {op: cross_attend, in: {query: x, context: memory}, heads: heads}",
 ))
 
@@ -394,10 +426,19 @@ def _norm_shape(a: NormAttrs, ins):
     return _float_same(ins)
 
 
+def _norm_saves(c) -> Saved:
+    x = c.ins["x"]
+    rows = c.numel(x) // x.shape[-1].value
+    if c.attrs.kind == "layer":
+        return Saved(("x",), rows * 4 * 2)                        # fused kernel: mean and rstd (fp32)
+    return Saved(("x",), rows * 4 + c.numel(x) * c.itemsize)     # composite: rstd and x · rstd
+
+
 register(OpDef(
     "norm", "core", "Layer norm or RMS norm over the last dimension, with a learned scale (and shift).",
     NormAttrs, ("x",), _norm_shape, params=_norm_params,
     flops=lambda a, ins, out: 5 * numel(out.shape),
+    sequence=POSITION, tp=UNPLANNED, saves=_norm_saves,
     example="ln1: {op: norm, eps: 1e-12}",
 ))
 
@@ -415,6 +456,7 @@ register(OpDef(
     "residual", "core", "Element-wise sum of two or more tensors of the same shape (a skip connection).",
     NoAttrs, ("*xs",), _variadic_same,
     flops=lambda a, ins, out: (len(ins) - 1) * numel(out.shape),
+    sequence=POSITION, tp=UNPLANNED, saves=keeps(),
     example="res1: {op: residual, in: [x, attn]}",
 ))
 
@@ -431,16 +473,17 @@ class SoftmaxAttrs(Attrs):
     axis: int = -1
 
 
-_ELEMENTWISE = {
-    "relu": (NoAttrs, "max(x, 0)"),
-    "gelu": (GeluAttrs, "Gaussian error linear unit; `approximate: tanh` is GPT-2's `gelu_new`"),
-    "silu": (NoAttrs, "x · sigmoid(x)"),
-    "tanh": (NoAttrs, "hyperbolic tangent"),
-    "sigmoid": (NoAttrs, "logistic sigmoid"),
+_ELEMENTWISE = {   # name: attrs, doc, what backward keeps (its output where the derivative is a function of it)
+    "relu": (NoAttrs, "max(x, 0)", keeps("out")),
+    "gelu": (GeluAttrs, "Gaussian error linear unit; `approximate: tanh` is GPT-2's `gelu_new`", keeps("x")),
+    "silu": (NoAttrs, "x · sigmoid(x)", keeps("x")),
+    "tanh": (NoAttrs, "hyperbolic tangent", keeps("out")),
+    "sigmoid": (NoAttrs, "logistic sigmoid", keeps("out")),
 }
-for _name, (_attrs, _doc) in _ELEMENTWISE.items():
+for _name, (_attrs, _doc, _saves) in _ELEMENTWISE.items():
     register(OpDef(_name, "activation", f"Element-wise {_doc}.", _attrs, ("x",),
                    lambda a, ins: _float_same(ins), flops=lambda a, ins, out: numel(out.shape),
+                   sequence=POSITION, tp=THROUGH, saves=_saves,
                    example=f"act: {{op: {_name}}}"))
 
 class ActivationAttrs(Attrs):
@@ -449,10 +492,17 @@ class ActivationAttrs(Attrs):
                     "(swish); quick_gelu: x·σ(1.702x) (CLIP)")
 
 
+def _activation_saves(c) -> Saved:
+    kind = c.attrs.kind
+    extra = c.bytes(c.out) if kind == "quick_gelu" else 0     # x and sigmoid(1.702 x)
+    return Saved(("out",) if kind in ("relu", "tanh", "sigmoid") else ("x",), extra)
+
+
 register(OpDef(
     "activation", "activation",
     "An element-wise activation chosen by name, so that a param can choose it (`kind: act`).",
     ActivationAttrs, ("x",), lambda a, ins: _float_same(ins), flops=lambda a, ins, out: numel(out.shape),
+    sequence=POSITION, tp=THROUGH, saves=_activation_saves,
     example="act: {op: activation, kind: silu}",
 ))
 
@@ -460,12 +510,15 @@ register(OpDef(
     "mul", "core", "Element-wise product of two or more tensors of the same shape (gated MLPs: SwiGLU, GeGLU).",
     NoAttrs, ("*xs",), _variadic_same,
     flops=lambda a, ins, out: (len(ins) - 1) * numel(out.shape),
+    sequence=POSITION, tp=THROUGH, saves=lambda c: Saved(tuple(c.ins)),
     example="glu: {op: mul, in: [act, up]}",
 ))
 
 register(OpDef(
     "dropout", "activation", "Zero elements with probability `p` while training; identity in eval mode.",
-    DropoutAttrs, ("x",), lambda a, ins: ins["x"], example="drop: {op: dropout, p: 0.1}",
+    DropoutAttrs, ("x",), lambda a, ins: ins["x"],
+    sequence=POSITION, tp=THROUGH, saves=lambda c: Saved((), c.bytes(c.out) if c.attrs.p else 0),  # keep-mask
+    example="drop: {op: dropout, p: 0.1}",
 ))
 
 
@@ -483,7 +536,8 @@ def _softmax_shape(a: SoftmaxAttrs, ins):
 register(OpDef(
     "softmax", "activation", "Softmax along `axis` (default the last).",
     SoftmaxAttrs, ("x",), _softmax_shape,
-    flops=lambda a, ins, out: 3 * numel(out.shape), example="probs: {op: softmax}",
+    flops=lambda a, ins, out: 3 * numel(out.shape), sequence=AXIS, tp=UNPLANNED, saves=keeps("out"),
+    example="probs: {op: softmax}",
 ))
 
 
@@ -514,7 +568,8 @@ def _concat_shape(a: ConcatAttrs, ins):
 
 register(OpDef(
     "concat", "structural", "Concatenate tensors along `axis`; every other dimension must agree.",
-    ConcatAttrs, ("*xs",), _concat_shape, example="both: {op: concat, in: [a, b], axis: 1}",
+    ConcatAttrs, ("*xs",), _concat_shape, sequence=AXIS, tp=UNPLANNED, saves=keeps(),
+    example="both: {op: concat, in: [a, b], axis: 1}",
 ))
 
 
@@ -536,5 +591,6 @@ register(OpDef(
     "pool", "structural", "Reduce the token axis: `[B, n, d] → [B, d]` by taking one token (`cls`) or the mean.",
     PoolAttrs, ("x",), _pool_shape,
     flops=lambda a, ins, out: numel(ins["x"].shape) if a.kind == "mean" else Dim.const(0),
+    sequence=MIXES, tp=UNPLANNED, saves=keeps(),
     example="first: {op: pool, kind: cls}",
 ))

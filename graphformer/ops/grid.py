@@ -20,6 +20,7 @@ from pydantic import Field
 
 from ..base.dims import Dim
 from .base import (
+    MIXES, UNPLANNED, keeps_float_inputs,
     Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, expect_dim,
     numel, positive,
 )
@@ -115,6 +116,7 @@ register(OpDef(
     "rolled up and left by s (torch.roll by −s). A side that w does not divide is padded with zeros at "
     "the bottom/right to a multiple of w (nW = ⌈H/w⌉·⌈W/w⌉).",
     WindowAttrs, ("x",), _partition_shape,
+    sequence=MIXES, tp=UNPLANNED, saves=keeps_float_inputs,
     example="windows: {op: window_partition, window: 7, shift: 3}",
 ))
 
@@ -137,6 +139,7 @@ register(OpDef(
     "onto the grid of `grid [B, H, W, ·]` (read for its shape only), rolled back by s and cropped to "
     "H×W: `[B, H, W, C]`.",
     WindowAttrs, ("x", "grid"), _merge_shape,
+    sequence=MIXES, tp=UNPLANNED, saves=keeps_float_inputs,
     example="merged: {op: window_merge, in: {x: attn, grid: norm1}, window: 7, shift: 3}",
 ))
 
@@ -168,6 +171,7 @@ register(OpDef(
     WindowBiasAttrs, ("grid",), _bias_shape,
     params=lambda a, ins: {"table": ((2 * a.window - 1) ** 2, a.heads)},
     flops=lambda a, ins, out: numel(out.shape),
+    sequence=MIXES, tp=UNPLANNED, saves=keeps_float_inputs,
     example="rel_bias: {op: window_position_bias, in: norm1, heads: heads, window: 7, shift: 3}",
 ))
 
@@ -188,6 +192,7 @@ register(OpDef(
     "one cell of `[B, ⌈H/2⌉, ⌈W/2⌉, 4C]`, its channels the cells (0,0), (1,0), (0,1), (1,1) in that "
     "order (row offset first, as transformers' SwinPatchMerging). An odd side is padded with zeros.",
     NoAttrs, ("x",), _patch_merge_shape,
+    sequence=MIXES, tp=UNPLANNED, saves=keeps_float_inputs,
     example="cells: {op: patch_merge}",
 ))
 
@@ -203,5 +208,6 @@ register(OpDef(
     "A grid `[B, H, W, C]` as a token sequence `[B, H·W, C]`, tokens in row-major order (what `patch_embed` "
     "gives without `grid: true`).",
     NoAttrs, ("x",), _flatten_shape,
+    sequence=MIXES, tp=UNPLANNED, saves=keeps_float_inputs,
     example="tokens: {op: flatten_grid}",
 ))

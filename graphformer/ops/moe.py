@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..base.dims import Dim
-from .base import Attrs, DimAttr, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, numel, positive
+from .base import EXPERTS, POSITION, Saved, Attrs, DimAttr, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, numel, positive
 from .core import _last
 
 
@@ -89,10 +89,19 @@ def _moe_flops(a: MoEAttrs, ins, out):
         + 2 * a.top_k * tokens * d
 
 
+def _moe_saves(c) -> Saved:
+    """Router input and fp32 probabilities; k experts per token, each keeping what its block saves on its
+    gathered inputs, its output (weighted) and the weighted output scattered back."""
+    x = c.ins["x"]
+    tokens = c.numel(x) // x.shape[-1].value
+    return Saved(("x",), tokens * c.attrs.experts * 4 + c.attrs.top_k * (c.body_saved(x) + 3 * c.bytes(x)))
+
+
 register(OpDef(
     "moe", "moe",
     "Mixture of experts: route each token of `x [..., d]` to the top-k of E experts (each expert the block "
     "named by `expert`) and sum their outputs weighted by the router. Only the selected experts run.",
     MoEAttrs, ("x",), _moe_shape, params=_moe_params, flops=_moe_flops, active_params=_moe_active,
+    sequence=POSITION, tp=EXPERTS, saves=_moe_saves, matmul=True,
     example="moe: {op: moe, expert: mlp, experts: 4, top_k: 2}",
 ))

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .base import (
+    MIXES, POSITION, Saved, THROUGH, UNPLANNED, keeps, keeps_float_inputs,
     Attrs, NoAttrs, OpDef, TensorType, register, expect_rank, expect_dim, expect_dtype,
     expect_float, numel, INT_DTYPES,
 )
@@ -43,6 +44,7 @@ register(OpDef(
     "Pool `x [B, n, d]` to `[B, d]` by taking, in each row, the token at a position chosen by the ids "
     "`[B, n]`: the argmax of the ids (CLIP's end-of-text pooling) or the first occurrence of `token`.",
     TokenAtAttrs, ("x", "ids"), _token_at_shape,
+    sequence=MIXES, tp=UNPLANNED, saves=keeps(),
     example="pooled: {op: token_at, in: {x: final_norm, ids: input_ids}, select: argmax}",
 ))
 
@@ -63,6 +65,7 @@ def _l2_shape(a: L2Attrs, ins):
 register(OpDef(
     "l2_normalize", "multimodal", "Scale each vector along the last axis to unit Euclidean length.",
     L2Attrs, ("x",), _l2_shape, flops=lambda a, ins, out: 3 * numel(out.shape),
+    sequence=POSITION, tp=UNPLANNED, saves=keeps_float_inputs,
     example="image_embeds: {op: l2_normalize}",
 ))
 
@@ -100,6 +103,7 @@ register(OpDef(
     CosineAttrs, ("a", "b"), _cosine_shape,
     params=lambda a, ins: {"logit_scale": ()} if a.scale == "learned" else {},
     flops=_cosine_flops,
+    sequence=MIXES, tp=UNPLANNED, saves=keeps_float_inputs, matmul=True,
     example="logits_per_text: {op: cosine_logits, in: {a: text_embeds, b: image_embeds}}",
 ))
 
@@ -114,6 +118,7 @@ def _float_same(a, ins):
 register(OpDef(
     "quick_gelu", "multimodal", "CLIP's activation x · sigmoid(1.702 x), a cheap approximation of GELU.",
     NoAttrs, ("x",), _float_same, flops=lambda a, ins, out: 3 * numel(out.shape),
+    sequence=POSITION, tp=THROUGH, saves=lambda c: Saved(("x",), c.bytes(c.out)),  # x, σ(1.702x)
     example="act: {op: quick_gelu}",
 ))
 
@@ -127,5 +132,6 @@ class ScaleAttrs(Attrs):
 register(OpDef(
     "scale", "multimodal", "Multiply by a constant (LXMERT averages its two visual embeddings: sum, then × 0.5).",
     ScaleAttrs, ("x",), _float_same, flops=lambda a, ins, out: numel(out.shape),
+    sequence=POSITION, tp=UNPLANNED, saves=keeps(),
     example="average: {op: scale, by: 0.5}",
 ))

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from ..base.dims import Dim
 from .base import (
+    MIXES, OFFSET, POSITION, UNPLANNED, keeps, keeps_float_inputs,
     Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, positive,
     same_shape, numel, expect_dtype,
 )
@@ -51,7 +52,8 @@ def _slice_shape(a: SliceAttrs, ins):
 
 register(OpDef(
     "slice", "sequence", "Keep indices `start ≤ i < stop` of one axis (default the token axis 1).",
-    SliceAttrs, ("x",), _slice_shape, example="first_two: {op: slice, axis: 1, start: 0, stop: 2}",
+    SliceAttrs, ("x",), _slice_shape, sequence=MIXES, tp=UNPLANNED, saves=keeps(),
+    example="first_two: {op: slice, axis: 1, start: 0, stop: 2}",
 ))
 
 
@@ -71,7 +73,8 @@ def _transpose_shape(a: TransposeAttrs, ins):
 
 register(OpDef(
     "transpose", "sequence", "Swap two axes (default the last two): `[*, m, n] → [*, n, m]`.",
-    TransposeAttrs, ("x",), _transpose_shape, example="t: {op: transpose, axes: [1, 2]}",
+    TransposeAttrs, ("x",), _transpose_shape, sequence=MIXES, tp=UNPLANNED, saves=keeps(),
+    example="t: {op: transpose, axes: [1, 2]}",
 ))
 
 
@@ -89,7 +92,8 @@ def _unsqueeze_shape(a: UnsqueezeAttrs, ins):
 
 register(OpDef(
     "unsqueeze", "sequence", "Insert an axis of size 1 (e.g. the channel axis of a one-channel image).",
-    UnsqueezeAttrs, ("x",), _unsqueeze_shape, example="channel: {op: unsqueeze, axis: 1}",
+    UnsqueezeAttrs, ("x",), _unsqueeze_shape, sequence=MIXES, tp=UNPLANNED, saves=keeps(),
+    example="channel: {op: unsqueeze, axis: 1}",
 ))
 
 
@@ -112,7 +116,8 @@ register(OpDef(
     "Merge k token streams `[B, T, d]` into one `[B, k·T, d]`, step by step: x1₁ x2₁ … xk₁ x1₂ x2₂ … "
     "(Decision Transformer's R₁ s₁ a₁ R₂ s₂ a₂ …). Any rank from 2 and any dtype: a `[B, T]` padding mask "
     "interleaved with itself k times masks the merged sequence.",
-    NoAttrs, ("*xs",), _interleave_shape, example="tokens: {op: interleave, in: [ret, state, action]}",
+    NoAttrs, ("*xs",), _interleave_shape, sequence=MIXES, tp=UNPLANNED, saves=keeps(),
+    example="tokens: {op: interleave, in: [ret, state, action]}",
 ))
 
 
@@ -142,6 +147,7 @@ register(OpDef(
     "Take one stream back out of an interleaved sequence: tokens `index`, `index + k`, `index + 2k`, … "
     "`[B, k·T, d] → [B, T, d]`.",
     DeinterleaveAttrs, ("x",), _deinterleave_shape,
+    sequence=MIXES, tp=UNPLANNED, saves=keeps(),
     example="state_tokens: {op: deinterleave, in: hidden, streams: 3, index: 1}",
 ))
 
@@ -173,6 +179,7 @@ register(OpDef(
     TableRowAttrs, ("x",), _table_row_shape,
     params=lambda a, ins: {"weight": (a.rows, concrete(ins["x"].shape[-1], "x", "the last dimension"))},
     flops=lambda a, ins, out: numel(out.shape),
+    sequence=POSITION, tp=UNPLANNED, saves=keeps(), embedding=True,
     example="wpe: {op: table_row, rows: max_positions, index: 0}",
 ))
 
@@ -195,6 +202,7 @@ register(OpDef(
     "`wte` but is always fed embeddings), so that their state dicts load and parameter counts agree.",
     VestigialAttrs, ("x",), _vestigial_shape,
     params=lambda a, ins: {"weight": (a.rows, a.cols)},
+    sequence=POSITION, tp=UNPLANNED, saves=keeps(),
     example="wte: {op: vestigial, rows: 1, cols: d_model}",
 ))
 
@@ -242,6 +250,7 @@ register(OpDef(
     RelativePositionBiasAttrs, ("x",), _relative_bias_shape,
     params=lambda a, ins: {"weight": (a.buckets, a.heads)},
     flops=lambda a, ins, out: Dim.const(0),
+    sequence=OFFSET, tp=UNPLANNED, saves=keeps_float_inputs,
     example="position_bias: {op: relative_position_bias, in: x, heads: heads, buckets: 32, max_distance: 128}",
 ))
 
@@ -256,5 +265,6 @@ register(OpDef(
     "Invert a mask: `[*]` bool or 0/1 int64 → `[*]` bool, true where the input is false or 0. Turns "
     "torch.nn's `*_key_padding_mask` (true = padding) into the keep mask attention reads (true = a token).",
     NoAttrs, ("x",), _not_shape, flops=lambda a, ins, out: numel(out.shape),
+    sequence=POSITION, tp=UNPLANNED, saves=keeps_float_inputs,
     example="keep: {op: logical_not, in: src_key_padding_mask}",
 ))

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from ..base.dims import Dim
 from .base import (
+    MIXES, REPLICATE, UNPLANNED, keeps, keeps_float_inputs,
     Attrs, DimAttr, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, numel, positive,
 )
 from .core import concrete
@@ -106,6 +107,7 @@ register(OpDef(
     "`[B, H', W', D]`, the same patches on their grid). A strided convolution: weight `[D, C, P, P]` (torch.nn.Conv2d layout), bias `[D]`.",
     PatchEmbedAttrs, ("x",), _patch_shape, params=_patch_params,
     flops=lambda a, ins, out: 2 * numel(out.shape[:-1]) * a.dim * ins["x"].shape[1] * a.patch * a.patch,
+    sequence=MIXES, tp=REPLICATE, saves=keeps_float_inputs, matmul=True,
     example="patches: {op: patch_embed, in: pixels, patch: 16, dim: d_model}",
 ))
 
@@ -132,6 +134,7 @@ register(OpDef(
     "`[B, n, d] → [B, count + n, d]`; parameter `tokens [count, d]`.",
     PrependAttrs, ("x",), _prepend_shape,
     params=lambda a, ins: {"tokens": (a.count, concrete(ins["x"].shape[2], "x", "the last dimension"))},
+    sequence=MIXES, tp=UNPLANNED, saves=keeps(), embedding=True,
     example="cls: {op: prepend_tokens, count: 1}",
 ))
 
@@ -157,5 +160,6 @@ register(OpDef(
     "`[B, ...] → [B, N, D]`. Perceiver's latent array; also learned output queries.",
     LatentsAttrs, ("like",), _latents_shape,
     params=lambda a, ins: {"latents": (a.count, a.dim)},
+    sequence=MIXES, tp=UNPLANNED, saves=keeps(), embedding=True,
     example="latent: {op: latents, in: inputs, count: 256, dim: d_latent}",
 ))

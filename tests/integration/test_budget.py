@@ -93,10 +93,10 @@ def test_training_flops_of_the_matmuls_equal_flop_counter(name):
     counter = FlopCounterMode(display=False)
     with sdpa_kernel(SDPBackend.MATH), counter:
         model(**inputs)["logits"].sum().backward()
-    from graphformer.analysis.budget import MATMUL_OPS
+    from graphformer.ops import REGISTRY
     from graphformer.analysis.summary import rows
     dims = spec.ir.resolve_dims({"B": 2, "n": 16})
-    matmul = sum(r.flops.evaluate(dims) for r in rows(spec.ir) if r.op in MATMUL_OPS)
+    matmul = sum(r.flops.evaluate(dims) for r in rows(spec.ir) if REGISTRY[r.op].matmul)
     assert counter.get_total_flops() == 3 * matmul
 
 

@@ -140,7 +140,8 @@ def test_the_estimate_is_the_cache_really_allocated():
 def test_the_cache_layers_read_from_the_ir_are_the_built_modules(name):
     model = graphformer.build(graphformer.load(SPECS / name, preset="tiny"), seed=0)
     plan = generation.plan_generation(model.spec)
-    built = [(m.kv_heads, m.head_dim, m.window) for m in (model.node_module(n.name) for n in plan.attention)]
+    slots = sorted(plan.slots.values(), key=lambda s: s.layer)
+    built = [(m.kv_heads, m.head_dim, m.window) for m in (model.node_module(s.node) for s in slots)]
     assert generation.cache_layers(plan, model.spec.ir) == built
 
 

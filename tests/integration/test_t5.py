@@ -329,8 +329,8 @@ def test_the_split_comes_from_the_graph_not_from_names(tmp_path):
     spec = graphformer.load(_spec_text(tmp_path, text, "renamed.yaml"), preset="tiny")
     plan = plan_generation(spec)
     assert plan.tokens == "target_ids" and plan.encoder_inputs == ["source_ids", "mask"]
-    assert [n.name for n in plan.cross] == ["stack_b.0.xattn", "stack_b.1.xattn", "stack_b.2.xattn"]
-    assert [n.name for n in plan.relative_biases] == ["b_bias"] and "a_bias" in plan.encoder
+    assert plan.cross == ["stack_b.0.xattn", "stack_b.1.xattn", "stack_b.2.xattn"]
+    assert plan.offset == ["b_bias"] and "a_bias" in plan.encoder
     assert not any(n.startswith("stack_b") for n in plan.encoder)
     model = graphformer.build(spec, seed=0).eval()
     ids, mask = encoder_batch()

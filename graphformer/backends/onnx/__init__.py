@@ -46,7 +46,7 @@ def check_opset(opset: int) -> int:
 def plan_past(spec) -> Past:
     """What an export with past keys and values reads and returns; `SpecError` (GF210–GF213) for a spec that
     is not a causal decoder."""
-    return Past.of(spec.ir, plan_decoder(spec.ir, exported_nodes(spec.ir)))
+    return Past.of(spec.ir)
 
 
 def exported_ir(spec, inputs=None, with_past: bool = False):

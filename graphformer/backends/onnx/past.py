@@ -7,8 +7,10 @@ and per cached attention `past_key_values.{i}.key` / `.value` [B, kv_heads, past
 spec's (`logits`, ...) and `present.{i}.key` / `.value` [B, kv_heads, past + n, head_dim], the past with
 this step's keys and values appended. The prompt is the same graph at past = 0.
 
-`decoding.plan_decoder` says which attention nodes get a slot (i counts them in graph order); the
-lowerings of `attention` and `positional` (core.py) read `GraphState.past` and call the emitters here.
+`decoding.plan_decoder` (the plan `graphformer.generate` reads too, here with `stages=False`: the whole
+graph is one step) says which attention nodes get a slot (i counts them in graph order) or refuses the spec
+(GF210–GF213); the lowerings of `attention` and `positional` (core.py) read `GraphState.past` and call the
+emitters here.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import TensorProto, ValueInfoProto, helper
 
-from ...analysis.decoding import DecoderPlan
+from ...analysis.decoding import DecoderPlan, plan_decoder
 from ...ir import IRGraph
 from .lower import ELEM_TYPES, NodeEmitter
 
@@ -40,7 +42,9 @@ class Past:
     past_dim: str          # the dim_param of the cached length
 
     @classmethod
-    def of(cls, ir: IRGraph, plan: DecoderPlan) -> "Past":
+    def of(cls, ir: IRGraph) -> "Past":
+        """The step of `ir`; SpecError (GF210–GF213) for a spec that is not a causal decoder."""
+        plan = plan_decoder(ir, stages=False)
         past = "past"
         while past in ir.dims:  # a spec dim of that name would be conflated with the cache's length
             past += "_"

@@ -1,8 +1,8 @@
 """`graphformer.generate`: sampling from a built causal model with a key/value cache derived from its graph.
 
-The IR says what generation needs: the token input (read by an embedding), the optional `mask` and
-`positions` inputs, the `logits` output, every causal `attention` node (each gets a cache slot) and the
-longest sequence the model serves (attention `max_len`, learned position tables). The prompt runs eagerly;
+The IR says what generation needs, through the decoder plan of decoding.py: the token input, the optional
+`mask` and `positions` inputs, the `logits` output, every causal attention (each gets a cache slot), the
+position tables offset by the cache, an encoder–decoder's encoder and the longest sequence the model serves. The prompt runs eagerly;
 every later token is one fixed-shape step, which `compile=True` runs through `torch.compile(fullgraph=True)`,
 traced once and reused for every token (and every later call with the same batch and length).
 """
@@ -18,6 +18,9 @@ from . import stages
 from .kvcache import FEWER, ContextCache, KVCache
 from ...base.dims import Dim
 from ...base.errors import UsageError
+from ...analysis.decoding import DecoderPlan, plan_decoder
+from ...ops import REGISTRY
+from ...base.diagnostics import SpecError
 
 
 class GenerationError(UsageError, ValueError):
@@ -29,92 +32,25 @@ class GenerationError(UsageError, ValueError):
         self.code = code
 
 
-@dataclass
-class GenerationPlan:
-    """What the IR says about generating from a spec."""
+class Refusal(GenerationError, SpecError):
+    """A spec that cannot generate token by token: the decoder plan's diagnostics (GF210–GF215, the codes
+    `export --with-past` refuses with), exit 1."""
 
-    tokens: str                                  # the spec input holding the decoder's token ids
-    vocab: int
-    mask: str | None = None                      # the spec input with the decoder's key-padding mask, if any
-    positions: str | None = None                 # the spec input with rotary positions, if any
-    attention: list = field(default_factory=list)   # causal attention nodes, in graph order: cache slots
-    cross: list = field(default_factory=list)    # cross-attention over a fixed context: its keys and values once
-    position_tables: list = field(default_factory=list)  # `positional` nodes (offset by the cache)
-    relative_biases: list = field(default_factory=list)  # `relative_position_bias` nodes (offset by the cache)
-    max_len: int | None = None
-    max_len_from: str | None = None              # the node whose max_len bounds the length
-    encoder: set = field(default_factory=set)    # nodes run once per sequence (an encoder–decoder's encoder)
-    encoder_inputs: list = field(default_factory=list)  # spec inputs of the encoder side (`encoder_inputs=`)
+    def __init__(self, error: SpecError):
+        SpecError.__init__(self, error.diagnostics)
+        d = self.diagnostics[0]
+        self.args = (f"error[{d.code}]: {d.message}",)
+        self.code = 1
 
 
-def plan_generation(spec) -> GenerationPlan:
-    """Read the IR; refuse (GenerationError, exit 1) a spec that cannot decode token by token.
-
-    The decoder's token input is the one every causal attention depends on. The encoder is every node the
-    logits need that does not depend on it: it runs once per sequence, and a cross-attention over its
-    output computes its keys and values once. Nothing here knows a model family's names."""
-    ir, name = spec.ir, spec.name
-    needed = ir.ancestors([ir.outputs["logits"]]) if "logits" in ir.outputs else set(ir.names())
-    causal = [n for n in ir.nodes() if n.op == "attention" and n.attrs.causal and n.name in needed]
-    tokens = _decoder_tokens(ir, causal)
-    fixed = needed - ir.descendants([ir.inputs[tokens]]) if tokens else set()
-    plan = GenerationPlan(tokens or "", 0, encoder={n for n in fixed if ir.node(n).op != "input"})
-    for n in ir.nodes():
-        if n.name not in needed or n.name in fixed:
-            continue
-        if n.op == "attention" and n.attrs.causal:
-            plan.attention.append(n)
-        elif n.op == "cross_attend" and n.inputs["context"] in fixed:
-            plan.cross.append(n)
-        elif n.op in ("attention", "cross_attend"):
-            what = "is not causal" if n.op == "attention" else "attends to a context that changes with the tokens"
-            raise GenerationError(f"spec `{name}` cannot generate token by token: `{n.name}` ({n.op}) {what}, so "
-                                  "earlier positions would change with every new token", 1)
-        elif n.op == "positional":
-            plan.position_tables.append(n)
-        elif n.op == "relative_position_bias":
-            plan.relative_biases.append(n)
-        limit = getattr(n.attrs, "max_len", None) if n.op in ("attention", "positional") else None
-        if limit is not None and (plan.max_len is None or limit < plan.max_len):
-            plan.max_len, plan.max_len_from = limit, n.name
-    if not plan.attention:
-        raise GenerationError(f"spec `{name}` has no causal attention: generation needs a decoder "
-                              "(`attention` with `causal: true`) to cache keys and values", 1)
-    if "logits" not in ir.outputs:
-        raise GenerationError(f"spec `{name}` has no `logits` output to sample from", 1)
-    _plan_inputs(plan, ir, name)
-    return plan
-
-
-def _decoder_tokens(ir, causal) -> str | None:
-    """The token input (read by an embedding) that every causal attention depends on."""
-    reads = [k for k, v in ir.inputs.items() if any(c.op == "embedding" for c, _ in ir.consumers(v))]
-    found = [k for k in reads if {c.name for c in causal} <= ir.descendants([ir.inputs[k]])]
-    return found[0] if len(found) == 1 and causal else None
-
-
-def _plan_inputs(plan: GenerationPlan, ir, name: str) -> None:
-    """The decoder's token input, its optional mask and positions inputs, and the encoder's inputs."""
-    if not plan.tokens:
-        reads = [k for k, v in ir.inputs.items() if any(c.op == "embedding" for c, _ in ir.consumers(v))]
-        raise GenerationError(f"spec `{name}` needs exactly one token input read by an `embedding` node that every "
-                              f"causal attention depends on, found {len(reads) or 'none'}", 1)
-    embed = next(c for c, _ in ir.consumers(ir.inputs[plan.tokens]) if c.op == "embedding")
-    plan.vocab = embed.attrs.vocab
-    causal = {n.name for n in plan.attention}
-    for k, v in ir.inputs.items():
-        uses = ir.consumers(v)
-        if k == plan.tokens:
-            continue
-        if uses and all(port == "mask" and c.name in causal for c, port in uses):
-            plan.mask = k
-        elif uses and all(port == "positions" and c.name in causal for c, port in uses):
-            plan.positions = k
-        elif plan.encoder or any(c.op == "cross_attend" and port != "query" for c, port in uses):
-            plan.encoder_inputs.append(k)
-        elif not ir.node(v).meta.get("optional"):
-            raise GenerationError(f"spec `{name}` has input `{k}`, which generation cannot feed (it feeds "
-                                  f"`{plan.tokens}` and an optional key-padding `mask`)", 1)
+def plan_generation(spec) -> DecoderPlan:
+    """The decoder plan of the `logits` output (decoding.py, the one `export --with-past` reads too): cache
+    slots, the encoder run once per sequence, the inputs to feed. `Refusal` for a spec that cannot decode
+    token by token."""
+    try:
+        return plan_decoder(spec.ir, ("logits",))
+    except SpecError as e:
+        raise Refusal(e) from None
 
 
 class Decoder:
@@ -127,8 +63,8 @@ class Decoder:
         dtype = param.dtype if param is not None else torch.get_default_dtype()
         self.device = param.device if param is not None else torch.device("cpu")
         layers = []
-        for n in self.plan.attention:
-            m = model.node_module(n.name)
+        for name in self.plan.slots:
+            m = model.node_module(name)
             layers.append((m.kv_heads, m.head_dim, m.window))
         self.cache = KVCache(layers, batch, length, dtype, self.device)
         self.context = ContextCache(len(self.plan.cross))
@@ -152,12 +88,12 @@ class Decoder:
     def _attach(self, on: bool) -> None:
         """Point the decoder's attentions and position ops at the caches (or back at nothing)."""
         cache, context = (self.cache, self.context) if on else (None, None)
-        for slots, c in ((self.plan.attention, cache), (self.plan.cross, context)):
-            for i, n in enumerate(slots):
-                m = self.model.node_module(n.name)
+        for slots, c in ((list(self.plan.slots), cache), (self.plan.cross, context)):
+            for i, name in enumerate(slots):
+                m = self.model.node_module(name)
                 m.cache, m.layer_id = c, i
-        for n in self.plan.position_tables + self.plan.relative_biases:
-            self.model.node_module(n.name).cache = cache
+        for name in self.plan.offset:
+            self.model.node_module(name).cache = cache
 
     def _forward(self, tokens, mask):
         feed = {**self.encoder_feed, self.plan.tokens: tokens}
@@ -187,10 +123,9 @@ class Decoder:
         keep = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask.bool()
         self.cache.start(keep)
         self._attach(True)
-        # only the last position's logits are sampled from: a linear head (position-wise) sees only it
-        head = self.model.spec.ir.node(self.model.spec.ir.outputs["logits"])
-        hook = self.model.node_module(head.name).register_forward_pre_hook(_last_position) \
-            if head.op == "linear" else None
+        # only the last position's logits are sampled from: a position-wise head sees only it
+        hook = self.model.node_module(self.plan.head).register_forward_pre_hook(_last_position) \
+            if self.plan.head else None
         try:
             logits = self._forward(tokens, mask.to(tokens.dtype) if mask is not None else None)
         finally:
@@ -251,7 +186,7 @@ API_NAMES = {k: k for k in ("tokens", "mask", "max_new_tokens", "temperature", "
 MAX_SEED = 2**64 - 1     # torch.Generator.manual_seed's range (negative seeds excluded, as `--seed` everywhere)
 
 
-def check_call(plan: GenerationPlan, spec, tokens, mask, max_new_tokens, *, temperature=0.0, top_k=None, top_p=None,
+def check_call(plan: DecoderPlan, spec, tokens, mask, max_new_tokens, *, temperature=0.0, top_k=None, top_p=None,
                seed=None, eos_token_id=None, encoder_inputs=None, names: dict = API_NAMES) -> dict[str, int]:
     """Every argument of `generate`, before any work: GenerationError (exit 2) naming the argument and its
     value. Returns the sizes of the symbolic dims the fed inputs bind (for the memory estimate)."""
@@ -298,7 +233,7 @@ def _check_ids(name: str, ids, vocab: int, spec_name: str) -> None:
                               f"(0..{vocab - 1})")
 
 
-def _check_tokens(plan: GenerationPlan, spec, tokens, mask, names) -> dict[str, int]:
+def _check_tokens(plan: DecoderPlan, spec, tokens, mask, names) -> dict[str, int]:
     """The prompt: ids [B, n] in the vocabulary, and its mask (left padding only). Binds B and n."""
     name = names["tokens"]
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
@@ -324,7 +259,7 @@ def _check_tokens(plan: GenerationPlan, spec, tokens, mask, names) -> dict[str, 
     return dims
 
 
-def _check_length(plan: GenerationPlan, n: int, max_new_tokens, names) -> None:
+def _check_length(plan: DecoderPlan, n: int, max_new_tokens, names) -> None:
     name = names["max_new_tokens"]
     new = _int_arg(name, max_new_tokens, 1)
     if plan.max_len is not None and n + new > plan.max_len:
@@ -332,7 +267,7 @@ def _check_length(plan: GenerationPlan, n: int, max_new_tokens, names) -> None:
                               f"{plan.max_len} (of `{plan.max_len_from}`)")
 
 
-def _check_sampling(plan: GenerationPlan, temperature, top_k, top_p, seed, eos_token_id, names) -> None:
+def _check_sampling(plan: DecoderPlan, temperature, top_k, top_p, seed, eos_token_id, names) -> None:
     if _real_arg(names["temperature"], temperature) < 0:
         raise GenerationError(f"{names['temperature']} must be ≥ 0 (0 is greedy), got {temperature}")
     if top_k is not None:
@@ -372,7 +307,7 @@ def _dims_text(dims: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in dims.items()) or "its sizes"
 
 
-def _check_encoder_inputs(plan: GenerationPlan, spec, tokens, given, dims: dict[str, int],
+def _check_encoder_inputs(plan: DecoderPlan, spec, tokens, given, dims: dict[str, int],
                           names=API_NAMES) -> dict[str, int]:
     """`encoder_inputs` names exactly the encoder's spec inputs (the optional ones may be left out), each a
     tensor of the spec input's shape with the prompts' batch; ids read by an embedding within its vocabulary.
@@ -407,27 +342,24 @@ def _check_encoder_inputs(plan: GenerationPlan, spec, tokens, given, dims: dict[
     return {**dims, **bound}
 
 
-def _batch_symbol(ir, plan: GenerationPlan) -> str | None:
+def _batch_symbol(ir, plan: DecoderPlan) -> str | None:
     first = ir.node(ir.inputs[plan.tokens]).shape.shape[0]
     return next(iter(first.symbols)) if len(first.symbols) == 1 else None
 
 
 def _vocab_of(ir, input_name: str) -> int | None:
     """The smallest vocabulary of the embeddings that read spec input `input_name` (None: none reads it)."""
-    vocabs = [c.attrs.vocab for c, _ in ir.consumers(ir.inputs[input_name]) if c.op == "embedding"]
+    vocabs = [c.attrs.vocab for c, _ in ir.consumers(ir.inputs[input_name]) if REGISTRY[c.op].token_table]
     return min(vocabs) if vocabs else None
 
 
-def cache_layers(plan: GenerationPlan, ir) -> list[tuple[int, int, int | None]]:
+def cache_layers(plan: DecoderPlan, ir) -> list[tuple[int, int, int | None]]:
     """(kv_heads, head_dim, window) of every cache slot, read from the IR as the torch build sizes them."""
-    out = []
-    for n in plan.attention:
-        _, kv, hd = n.attrs.geometry(ir.node(n.inputs["x"]).shape.shape[-1].value)
-        out.append((kv, hd, n.attrs.window))
-    return out
+    slots = sorted(plan.slots.values(), key=lambda s: s.layer)
+    return [(s.kv_heads, s.head_dim, ir.node(s.node).attrs.window or None) for s in slots]
 
 
-def generation_bytes(plan: GenerationPlan, ir, dims: dict[str, int], batch: int, length: int, dtype: str,
+def generation_bytes(plan: DecoderPlan, ir, dims: dict[str, int], batch: int, length: int, dtype: str,
                      cache: bool = True) -> int:
     """A lower bound of what generating `length` positions allocates besides the weights: the key/value cache
     (unless `cache` is False: an existing one is reused), the output ids, and the prompt's forward (the
@@ -437,7 +369,7 @@ def generation_bytes(plan: GenerationPlan, ir, dims: dict[str, int], batch: int,
     return kv + 8 * batch * length + memory.forward_bytes(ir, dims, dtype, partial=True)
 
 
-def _require_memory(model, plan: GenerationPlan, dims: dict[str, int], batch: int, n: int, new: int,
+def _require_memory(model, plan: DecoderPlan, dims: dict[str, int], batch: int, n: int, new: int,
                     compile) -> None:
     """Refuse (UsageError, exit 2) a generation whose cache, output and prompt forward cannot fit, before any
     of them is allocated."""
