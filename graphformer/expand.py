@@ -517,13 +517,13 @@ class Expander:
         negated = text.startswith("not ")
         param = text[4:].strip() if negated else text
         span = scope.span("nodes", name, "when")
-        if param not in scope.env and _LOGIC.search(param):   # a boolean expression: `layer > 0`
+        if param not in scope.env and not _NAME.fullmatch(param):   # a boolean expression: `layer > 0`
             value = self._expression(scope, text, span, "`when`")
             if value is _BAD:
                 return None
             if not isinstance(value, bool):
-                self.diags.append(Diagnostic("GF201", f"`when: {text}` is {_KIND[param_kind(value)]} (`{value}`), "
-                                             "not true or false", span,
+                self.diags.append(Diagnostic("GF201", f"`when: {text}` is {_KIND[param_kind(value)]}, not true or "
+                                             "false", span,
                                              help="compare it: `when: layer > 0`, `when: kind == 'sliding'`"))
                 return None
             return True if value else f"`when: {text}` is false"
