@@ -258,15 +258,20 @@ def softcapped_attention(q, k, v, attn_mask, is_causal: bool, scale: float | Non
         group = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     s = (q @ k.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    live = None   # SDPA gives a row whose boolean mask keeps no key zeros (a float mask: uniform weights)
     if attn_mask is not None and attn_mask.dtype != torch.bool:      # a float bias (masked entries: lowest)
         s = s + attn_mask
         attn_mask = attn_mask > torch.finfo(s.dtype).min
+    elif attn_mask is not None:
+        live = attn_mask.any(dim=-1, keepdim=True)
     s = torch.tanh(s / softcap) * softcap
     if is_causal:
         attn_mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(n_k - n_q)
     if attn_mask is not None:
         s = s.masked_fill(~attn_mask, torch.finfo(s.dtype).min)
     p = torch.softmax(s, dim=-1)
+    if live is not None:
+        p = p * live
     if dropout:
         p = F.dropout(p, dropout)
     return p @ v
