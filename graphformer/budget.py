@@ -293,4 +293,6 @@ def _attention_saved(n: IRNode, x, dims, s) -> int:
         total += 2 * s * t * a.rotary_dims(x.shape[-1].value)
     if "mask" in n.inputs or (a.window is not None and t > a.window):
         total += 4 * b * t * t
+    if a.softcap is not None:   # written-out scores: the capped logits and the probabilities [B, h, n, n]
+        total += 2 * s * b * h * t * t
     return total

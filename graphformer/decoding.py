@@ -106,7 +106,8 @@ def _plan_inputs(plan: DecoderPlan, ir: IRGraph) -> None:
 # Ops that compute each position from that position alone (on the last axes), so running them on the new
 # tokens only is exact. Everything else (pooling, slicing, interleaving, prepending tokens, ...) is refused.
 PER_POSITION = {"activation", "dropout", "embedding", "gelu", "l2_normalize", "linear", "moe", "mul", "norm",
-                "quick_gelu", "relu", "residual", "scale", "sigmoid", "silu", "table_row", "tanh", "vestigial"}
+                "quick_gelu", "relu", "residual", "scale", "sigmoid", "silu", "softcap", "table_row", "tanh",
+                "vestigial"}
 ALONG_AXIS = {"softmax", "concat"}   # per position when their axis is past the token axis
 
 
