@@ -209,6 +209,11 @@ def test_per_layer_list_indexed_by_repeat_index(tmp_path):
     assert "blocks.0.ln" not in {n.name for n in spec.ir.nodes()} and "blocks.1.ln" in {n.name for n in spec.ir.nodes()}
     assert spec.ir.node("blocks.0.attn").inputs["x"] == "x"
     assert codes_at(write(tmp_path, text), overrides={"layers": 4}) == [("GF221", 15, 48), ("GF221", 16, 42)]
+    # a per-layer list set with the repeat count: as a list, or as --set's comma-separated text
+    for windows in ([3, 3, 0, 0], "3,3,0,0"):
+        spec = graphformer.load(write(tmp_path, text), overrides={"layers": 4, "windows": windows,
+                                                                   "kinds": ["local"] * 4})
+        assert [spec.ir.node(f"blocks.{i}.attn").attrs.window for i in range(4)] == [3, 3, None, None]
 
 
 def test_when_takes_a_boolean_expression_and_refuses_a_number(tmp_path):
@@ -227,3 +232,11 @@ def test_qk_norm_over_the_whole_projection_differs_from_per_head(tmp_path):
     spec = graphformer.load(SPECS / "olmo2.yaml", preset="tiny")
     shapes = {k: tuple(v.shape) for k, v in graphformer.build(spec, device="meta").named_parameters()}
     assert shapes["blocks.0.attn.q_norm.weight"] == (40,) and shapes["blocks.0.attn.k_norm.weight"] == (8,)
+
+
+def test_embedding_scale_is_rounded_to_the_table_dtype_as_transformers():
+    """Gemma's sqrt(3072) is 55.5 in bfloat16 (transformers casts its embed_scale to the weight's dtype)."""
+    from graphformer.backends.torch.core import scaled
+    y = torch.ones(2, dtype=torch.bfloat16)
+    assert scaled(y, 3072 ** 0.5)[0].item() == 55.5
+    assert scaled(y.float(), 3072 ** 0.5)[0].item() == torch.tensor(3072 ** 0.5).item()
