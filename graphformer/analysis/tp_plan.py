@@ -49,6 +49,8 @@ def derive(spec, tp: int) -> list[Shard]:
             bias = ir.input_types(n).get("bias")
             if bias is not None and bias.shape[1].value != 1:
                 continue   # a per-head logit bias would need its heads split too: replicated (below)
+            if getattr(n.attrs, "qk_norm", None) == "rms_full":
+                continue   # a norm over the whole projection reads every head's share: replicated (below)
             h, kv, hd = n.attrs.geometry(n.shape.shape[-1].value)
             for what, count in (("heads", h), ("kv_heads", kv)):
                 if count % tp:
@@ -116,6 +118,8 @@ def _why_replicated(n) -> str:
         return "embedding table tied to the LM head, or smaller than tp (vocab-parallel not done for these)"
     if _tp(n) == EXPERTS:
         return "experts without a feed-forward pair to split (expert parallelism not done)"
+    if _tp(n) == HEADS and getattr(n.attrs, "qk_norm", None) == "rms_full":
+        return "q/k norm over the whole projection: it reads every head"
     if _tp(n) == HEADS:
         return "a per-head logit bias: its heads are not split"
     return "not part of an attention or feed-forward pair"

@@ -958,9 +958,10 @@ outputs: {pooled: act}
 """),
     Code(
         "GF201", "`when` does not name a boolean param",
-        ("`when` switches a node on and off with a boolean param: `when: pooler`, or `when: not pooler`. "
-         "It names no param here, or one that is not a boolean."),
-        fix="Name a boolean param (declare it with a `true` or `false` default).",
+        ("`when` switches a node on and off with a boolean param (`when: pooler`, `when: not pooler`) or a "
+         "boolean expression over params (`when: layer > 0`). It names no param here, or one that is not a "
+         "boolean, or its expression gives a number or a string."),
+        fix="Name a boolean param (declare it with a `true` or `false` default), or compare: `when: layer > 0`.",
         example="""\
 graphformer: 1
 name: case
@@ -972,6 +973,78 @@ nodes:
   first:  {op: pool, kind: cls}
   pooler: {op: linear, out: d_model, when: poler}
 outputs: {pooled: pooler}
+"""),
+    Code(
+        "GF220", "soft-cap not positive",
+        ("A soft-cap C computes tanh(x / C) · C, which squashes x into (−C, C): Gemma-2 caps its attention "
+         "logits at 50 and its final logits at 30. A cap of zero divides by zero and a negative one flips "
+         "the sign, so only a finite number greater than 0 is a cap."),
+        fix="Give `softcap` (on `attention`) or `cap` (on the `softcap` op) a positive number, or leave the "
+            "attribute out for no cap.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: attention, heads: heads, causal: true, softcap: 0.0}
+outputs: {y: attn}
+"""),
+    Code(
+        "GF221", "per-layer list of the wrong length",
+        ("A per-layer list param (`windows: [4096, 0, 4096, 0]`, like transformers' `layer_types`) holds one "
+         "value per repetition of a repeated block call, which reads it as `windows[repeat_index]`. Here the "
+         "list and the repeat count disagree (a preset changed `layers` but not the list), or an index is "
+         "out of the list's range."),
+        fix="Give the list one entry per repetition (set it in the same preset that sets the repeat count), "
+            "or compute the value from `repeat_index` instead: `window: \"4096 if repeat_index % 2 == 0 "
+            "else 0\"`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, layers: 3, windows: [4, 0]}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+blocks:
+  layer:
+    params: {window: 0}
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      attn: {op: attention, heads: 4, causal: true, window: window}
+    outputs: {x: attn}
+nodes:
+  blocks: {op: layer, repeat: layers, window: "windows[repeat_index]"}
+outputs: {y: blocks}
+"""),
+    Code(
+        "GF222", "per-layer expression of the wrong type",
+        ("A per-layer expression (a block call's attribute or a `when`) computes a value from params and "
+         "`repeat_index`: arithmetic on numbers, comparisons, `and` / `or` / `not` on booleans, `a if c "
+         "else b` with a boolean condition, and `list[i]` with an integer index on a per-layer list whose "
+         "entries share one type. One part of it has a value of another type."),
+        fix="Compare a number to get a boolean (`repeat_index % 2 == 0`), or use the operator that fits the "
+            "values; the caret points at the part with the wrong type.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, layers: 2}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+blocks:
+  layer:
+    params: {first: false}
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      ln:   {op: norm, when: not first}
+      attn: {op: attention, heads: 4, causal: true}
+    outputs: {x: attn}
+nodes:
+  blocks: {op: layer, repeat: layers, first: "repeat_index and true"}
+outputs: {y: blocks}
 """),
     Code(
         "GF202", "params computed from each other",

@@ -42,8 +42,11 @@ def load(path: str, preset: str | None = None, overrides: dict[str, int] | None 
         if not isinstance(overrides, dict):
             raise UsageError(f"overrides must be a dict of param names to values, not {type(overrides).__name__}")
         for k, v in overrides.items():  # the loader converts each value to its param's type and bounds it
-            if not isinstance(k, str) or not isinstance(v, (int, float, str)):
-                raise UsageError(f"overrides: `{k!r}: {v!r}` is not a param name and a number, boolean or string")
+            scalar = (int, float, str)
+            if not isinstance(k, str) or not (isinstance(v, scalar) or (
+                    isinstance(v, list) and all(isinstance(e, scalar) for e in v))):
+                raise UsageError(f"overrides: `{k!r}: {v!r}` is not a param name and a number, boolean, string "
+                                 "or per-layer list of those")
     result = check_file(spec_path(path), preset, overrides)
     if not result.ok:
         raise SpecError(result.diagnostics)

@@ -8,6 +8,8 @@ stay quiet instead of cascading.
 from __future__ import annotations
 
 import math
+import ast
+import operator
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -54,7 +56,110 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 _BAD = object()   # an attribute value already reported as wrong
-_KIND = {"int": "an integer", "float": "a float", "bool": "a boolean", "str": "a string"}
+_KIND = {"int": "an integer", "float": "a float", "bool": "a boolean", "str": "a string", "list": "a per-layer list"}
+# What makes a block param's value or a `when` a per-layer expression rather than a dimension or a param
+# name: a comparison, `and` / `or` / `not`, a conditional, or a per-layer list read by index.
+_LOGIC = re.compile(r"[<>=!\[]|\b(?:if|and|or|not)\b")
+_CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+        ast.Gt: operator.gt, ast.GtE: operator.ge}
+_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+          ast.Mod: operator.mod, ast.Div: operator.truediv}
+
+
+# ops whose output has the type of their one input `x`: switched off by `when`, they pass it through
+_SAME_TYPE = frozenset({"norm", "dropout", "activation", "relu", "gelu", "silu", "tanh", "sigmoid", "softcap",
+                        "attention"})
+
+
+class _ExprError(Exception):
+    def __init__(self, code: str, message: str, offset: int, help: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.offset, self.help = code, message, offset, help
+
+
+def per_layer_value(text: str, env: dict[str, Any], repeat: int | None) -> Any:
+    """Evaluate a per-layer expression over params: numbers, strings, booleans, param names, `L[i]` on a
+    per-layer list, + - * / // %, comparisons, `and` / `or` / `not` and `a if cond else b`. Python's parser
+    builds the tree; only these nodes are walked (never executed). `repeat`: the repetition count of the
+    call whose attribute this is; a list indexed by `repeat_index` must have exactly that many entries.
+    Raises _ExprError (GF130 syntax, GF131 unknown name, GF221 list length, GF222 types)."""
+    if len(text) > 200:
+        raise _ExprError("GF130", f"expression is too long ({len(text)} chars, limit 200)", 200)
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as e:
+        raise _ExprError("GF130", "not an expression", max(0, (e.offset or 1) - 1)) from None
+    shift = len(text) - len(text.lstrip())
+
+    def kind(v: Any) -> str:
+        return param_kind(v) if not isinstance(v, list) else "list"
+
+    def want(v: Any, kinds: tuple[str, ...], node, what: str) -> Any:
+        if kind(v) not in kinds or (kinds == ("int", "float") and isinstance(v, bool)):
+            raise _ExprError("GF222", f"{what} needs {' or '.join(_KIND[k] for k in kinds)}, got {_KIND[kind(v)]} "
+                             f"`{v}`", shift + node.col_offset)
+        return v
+
+    def walk(node, depth: int = 0) -> Any:
+        at = shift + getattr(node, "col_offset", 0)
+        if depth > 32:
+            raise _ExprError("GF130", "expression is nested too deeply", at)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (bool, int, float, str)):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id not in env:
+                raise _ExprError("GF131", f"`{node.id}` is not a param", at,
+                                 f"`{REPEAT_INDEX}` is known only in the attributes of a block call with `repeat`"
+                                 if node.id == REPEAT_INDEX else None)
+            return env[node.id]
+        if isinstance(node, ast.Subscript):
+            table = walk(node.value, depth + 1)
+            if not isinstance(table, list):
+                raise _ExprError("GF222", f"only a per-layer list can be indexed, not {_KIND[kind(table)]} `{table}`",
+                                 at)
+            i = want(walk(node.slice, depth + 1), ("int",), node.slice, "an index")
+            indexed_by_layer = any(isinstance(n, ast.Name) and n.id == REPEAT_INDEX for n in ast.walk(node.slice))
+            name = node.value.id if isinstance(node.value, ast.Name) else "the list"
+            if indexed_by_layer and repeat is not None and len(table) != repeat:
+                raise _ExprError("GF221", f"per-layer list `{name}` has {len(table)} entries but the call repeats "
+                                 f"{repeat} times", at, f"give `{name}` one entry per repetition ({repeat})")
+            if not -len(table) <= i < len(table):
+                raise _ExprError("GF221", f"index {i} is out of range for `{name}` ({len(table)} entries)", at)
+            if len({kind(v) for v in table}) > 1:
+                raise _ExprError("GF222", f"the entries of `{name}` mix types: a per-layer list holds values of one "
+                                 "type", at)
+            return table[i]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return not want(walk(node.operand, depth + 1), ("bool",), node.operand, "`not`")
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = want(walk(node.operand, depth + 1), ("int", "float"), node.operand, "a sign")
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BoolOp):
+            values = [want(walk(v, depth + 1), ("bool",), v, "`and` / `or`") for v in node.values]
+            return all(values) if isinstance(node.op, ast.And) else any(values)
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
+            a = want(walk(node.left, depth + 1), ("int", "float"), node.left, "arithmetic")
+            b = want(walk(node.right, depth + 1), ("int", "float"), node.right, "arithmetic")
+            try:
+                return _ARITH[type(node.op)](a, b)
+            except ZeroDivisionError:
+                raise _ExprError("GF130", "division by zero", at) from None
+        if isinstance(node, ast.Compare) and all(type(o) in _CMP for o in node.ops):
+            left, result = walk(node.left, depth + 1), True
+            for op, right_node in zip(node.ops, node.comparators):
+                right = walk(right_node, depth + 1)
+                if type(op) not in (ast.Eq, ast.NotEq) or kind(left) != kind(right):
+                    want(left, ("int", "float"), node.left, "an ordering")
+                    want(right, ("int", "float"), right_node, "an ordering")
+                result, left = result and _CMP[type(op)](left, right), right
+            return result
+        if isinstance(node, ast.IfExp):
+            test = want(walk(node.test, depth + 1), ("bool",), node.test, "the condition of `if`")
+            return walk(node.body if test else node.orelse, depth + 1)
+        raise _ExprError("GF130", "only numbers, strings, param names, `list[i]`, + - * / // %, comparisons, "
+                         "`and` / `or` / `not` and `a if c else b` are allowed", at)
+
+    return walk(tree)
 
 
 def _ints(env: dict[str, Any]) -> dict[str, int]:
@@ -129,6 +234,7 @@ class Expander:
         self.read: set[str] = set()                             # params some expression or attribute read
         self.bodies: dict[str, Body | None] = {}                # block name -> its body (block-valued attrs)
         self.hints_left = MAX_HINTS
+        self.repeat_count: int | None = None                    # while a repeated call's attributes are read
         self.ir.weight_maps = {k: self._weight_map(k, m) for k, m in root.spec.weight_maps.items()}
 
     def _hint(self, word: str, choices) -> str | None:
@@ -391,8 +497,25 @@ class Expander:
         value, ref = self._param_ref(scope, value)
         if ref is not None or isinstance(value, (bool, float)):
             return value
+        if isinstance(value, str) and _LOGIC.search(value):   # a per-layer expression: a value of any type
+            v = self._expression(scope, value, span, what)
+            return default if v is _BAD else v
         iv = self._int(scope, value, span, what)
         return iv if iv is not None else default
+
+    def _expression(self, scope: Scope, text: str, span: Span | None, what: str) -> Any:
+        """A per-layer expression's value (per_layer_value), or _BAD once reported at the offending part."""
+        try:
+            value = per_layer_value(text, scope.env, self.repeat_count)
+        except _ExprError as e:
+            sp = span
+            if span is not None:
+                at = span.col + self._quote_shift(scope.ctx, span) + e.offset
+                sp = Span(span.file, span.line, at, at + 1)
+            self.diags.append(Diagnostic(e.code, f"{e.message} in `{text}` for {what}", sp, help=e.help))
+            return _BAD
+        self.read |= set(_NAME.findall(text)) & set(self.prog.params)
+        return value
 
     def _int(self, scope: Scope, expr: Any, span: Span | None, what: str) -> int | None:
         d = self._dim(scope, expr, span, allow_symbols=False, what=f" for {what}")
@@ -413,7 +536,7 @@ class Expander:
                 continue
             on = self._when(scope, name, decl)
             if on is not True:
-                slot = Slot(broken=True) if on is None else self._switch_off(scope, name, decl, on)
+                slot = Slot(broken=True) if on is None else self._switch_off(scope, name, decl, on, prev)
                 scope.define(name, slot)
                 prev = slot
                 continue
@@ -441,6 +564,16 @@ class Expander:
         negated = text.startswith("not ")
         param = text[4:].strip() if negated else text
         span = scope.span("nodes", name, "when")
+        if param not in scope.env and not _NAME.fullmatch(param):   # a boolean expression: `layer > 0`
+            value = self._expression(scope, text, span, "`when`")
+            if value is _BAD:
+                return None
+            if not isinstance(value, bool):
+                self.diags.append(Diagnostic("GF201", f"`when: {text}` is {_KIND[param_kind(value)]}, not true or "
+                                             "false", span,
+                                             help="compare it: `when: layer > 0`, `when: kind == 'sliding'`"))
+                return None
+            return True if value else f"`when: {text}` is false"
         if param not in scope.env:
             guess = self._hint(param, [k for k, v in scope.env.items() if param_kind(v) == "bool"])
             self.diags.append(Diagnostic("GF201", f"`when: {text}` names no param" + (
@@ -458,16 +591,31 @@ class Expander:
             return True
         return f"`when: {text}` and `{param}` is {str(value).lower()}"
 
-    def _switch_off(self, scope: Scope, name: str, decl: NodeDecl, why: str) -> Slot:
-        """A node left out by its `when`: its name (and a block call's outputs) stand for an absent value
-        that only outputs may name (they are dropped); the params its attributes name count as read."""
+    def _switch_off(self, scope: Scope, name: str, decl: NodeDecl, why: str, prev: Slot | None) -> Slot:
+        """A node left out by its `when`. Where its output has its input's type — an op of _SAME_TYPE on one
+        input, or a block call whose outputs are all carried inputs — it passes that input through
+        (ModernBERT's first layer has no attention norm). Otherwise its name (and a block call's outputs)
+        stand for an absent value that only outputs may name (they are dropped). The params its attributes
+        name count as read."""
         path = scope.prefix + name
         self.ir.switched_off[path] = why
-        slot = Slot(broken=True, off=f"`{name}`, which is left out ({why})")
-        if decl.op in self.prog.blocks:
-            for out in self.prog.blocks[decl.op][1].outputs:
-                scope.define(f"{name}.{out}", slot)
         self._mark_read(decl.op, decl.attrs, set())
+        slot = Slot(broken=True, off=f"`{name}`, which is left out ({why})")
+        decl, _ = self._chosen_op(scope, decl)
+        if decl.op in self.prog.blocks:
+            block = self.prog.blocks[decl.op][1]
+            through = all(o in block.inputs for o in block.outputs)
+            ins = self._resolve_in(scope, name, decl, prev, list(block.inputs), [], False) if through else None
+            for out in block.outputs:
+                scope.define(f"{name}.{out}", ins[out] if ins and out in ins else slot)
+            return ins[next(iter(block.outputs))] if ins and len(block.outputs) == 1 and \
+                next(iter(block.outputs)) in ins else slot
+        if decl.op in _SAME_TYPE and not isinstance(decl.in_, list):
+            if isinstance(decl.in_, dict):   # the data input only: a mask or a bias does not pass through
+                decl = decl.model_copy(update={"in_": decl.in_.get("x")})
+            ins = self._resolve_in(scope, name, decl, prev, ["x"], ["x"], False)
+            if ins:
+                return ins["x"]
         return slot
 
     def _mark_read(self, op: str, attrs: dict[str, Any], seen: set[str]) -> None:
@@ -708,7 +856,9 @@ class Expander:
         outs: dict[str, Slot] = {}
         for i in range(count):
             idx = i if decl.repeat is not None else None
+            self.repeat_count = count if idx is not None else None
             env = self._call_env(scope, name, decl, idx)
+            self.repeat_count = None
             prefix = f"{scope.prefix}{name}." + (f"{i}." if idx is not None else "")
             frame = Frame(f"{scope.prefix}{name}", decl.op, idx, count if idx is not None else None, call_span)
             inner = Scope(bctx, ("blocks", decl.op), prefix, env, scope.frames + (frame,))

@@ -9,6 +9,7 @@ import keyword
 import math
 import re
 from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
@@ -53,7 +54,10 @@ def label_problem(label: str) -> str | None:
 DimExpr = Union[StrictInt, StrictStr]
 # A param's type is the type of its declared default: integers size shapes; floats (eps, rope theta),
 # booleans (bias flags, norm placement) and strings (an activation's name) feed attributes.
-ParamValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr]
+ScalarParam = Union[StrictBool, StrictInt, StrictFloat, StrictStr]
+# A per-layer list (transformers' `layer_types`): one value per repetition of a repeated block call, read
+# in the call's attributes as `layer_types[repeat_index]` (expand.py checks its length against the repeat).
+ParamValue = Union[ScalarParam, Annotated[list[ScalarParam], Field(min_length=1, max_length=10_000)]]
 
 
 class _Strict(BaseModel):
@@ -187,8 +191,9 @@ class SpecFile(_Strict):
     doc: str = ""
     params: dict[str, Union[ParamValue, DerivedParam]] = Field(
         default_factory=dict, description="named values with defaults: integers (sizes), floats, booleans or "
-                                          "strings, or `{expr: 4 * d_model}` (an integer computed from other "
-                                          "params unless set); attributes refer to them by name")
+                                          "strings, a per-layer list of one of those (read as "
+                                          "`name[repeat_index]`), or `{expr: 4 * d_model}` (an integer computed "
+                                          "from other params unless set); attributes refer to them by name")
     presets: dict[str, dict[str, ParamValue]] = Field(default_factory=dict)
     dims: dict[str, StrictInt] = Field(default_factory=dict, description="example sizes of symbolic dims")
     imports: list[StrictStr] = Field(default_factory=list)

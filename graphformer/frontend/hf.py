@@ -333,6 +333,29 @@ def _qwen2(cfg: dict) -> dict:
     return _llama_derive(False)(cfg)
 
 
+def _gemma2(cfg: dict) -> dict:
+    """Gemma-2: rope, the alternating layers transformers defaults to, both soft-caps, the window."""
+    out = _derive_rope(cfg, False)
+    layers = cfg["num_hidden_layers"]
+    default = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
+    if cfg.get("layer_types") not in (None, default):
+        raise HFImportError(f"`layer_types` {cfg['layer_types']}: the gemma2 spec alternates sliding "
+                            "(even layers) and full attention (odd layers), transformers' default")
+    for name in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if cfg.get(name) is None:
+            raise HFImportError(f"`{name}: null`: the gemma2 spec soft-caps with a positive cap")
+    w = cfg.get("sliding_window")
+    # no window = attend to everything: a window as long as the positions the model has is the same
+    out["sliding_window"] = cfg["max_position_embeddings"] if w is None else w
+    if cfg.get("num_key_value_heads") is None:
+        out["kv_heads"] = cfg["num_attention_heads"]
+    return out
+
+
+def _olmo2(cfg: dict) -> dict:
+    return _llama_derive(False)(cfg)
+
+
 def _phi(cfg: dict) -> dict:
     rp = _rope_params(cfg)
     if rp["rope_type"] != "default":
@@ -479,6 +502,19 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
            {k: v for k, v in LLAMA_FIELDS.items() if k not in ("attention_bias", "mlp_bias")},
            ROPE_READ | {"use_sliding_window", "sliding_window", "max_window_layers", "layer_types"}, _qwen2,
            "Qwen2ForCausalLM"),
+    Family("gemma2", "gemma2.yaml", {
+        "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+        "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "head_dim": P("head_dim"),
+        "intermediate_size": P("d_ff"), "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"),
+        "hidden_activation": P("act", act), "query_pre_attn_scalar": P("query_pre_attn_scalar"),
+        "attn_logit_softcapping": P("attn_softcap"), "final_logit_softcapping": P("final_softcap"),
+        "attention_bias": P("attn_bias"), "tie_word_embeddings": P("tie_embeddings"),
+        "use_bidirectional_attention": Fixed(_is(False, None), "the gemma2 spec's attention is causal"),
+    }, frozenset({"rope_theta", "rope_scaling", "rope_parameters", "sliding_window", "layer_types",
+                  # older configs repeat the activation under Gemma-1's name; Gemma-2 reads hidden_activation
+                  "hidden_act", "cache_implementation"}), _gemma2, "Gemma2ForCausalLM"),
+    Family("olmo2", "olmo2.yaml",
+           {k: v for k, v in LLAMA_FIELDS.items() if k != "mlp_bias"}, ROPE_READ, _olmo2, "Olmo2ForCausalLM"),
     Family("phi", "phi-2.yaml", {
         "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
         "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"), "max_position_embeddings": P("max_len"),

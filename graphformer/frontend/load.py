@@ -353,10 +353,19 @@ def _parse_import(target: str, rel: str, span: Span | None, diags: list[Diagnost
 
 
 def param_kind(value: Any) -> str:
-    """`int`, `float`, `bool` or `str`: a param's type is the type of its declared default."""
+    """`int`, `float`, `bool`, `str` or `list` (per-layer): a param's type is the type of its declared default."""
     if isinstance(value, DerivedParam):
         return "int"
     return "bool" if isinstance(value, bool) else type(value).__name__
+
+
+def _coerce_list(declared: list, value: Any) -> list:
+    """A per-layer list: a list, or comma-separated text from the command line, each entry of the declared
+    entries' type (the first entry's)."""
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"expected a non-empty list, got {_KIND_WORDS[param_kind(value)]} `{value}`")
+    return [coerce_param(declared[0], v) for v in items]
 
 
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
@@ -368,6 +377,8 @@ def coerce_param(declared: Any, value: Any) -> Any:
     An int is a fine float (`rope_theta=500000`); nothing else converts silently. Raises ValueError with
     what was expected."""
     kind = param_kind(declared)
+    if kind == "list":
+        return _coerce_list(declared, value)
     if isinstance(value, str) and kind != "str":
         text = value.strip().replace("_", "") if kind in ("int", "float") else value.strip().lower()
         try:
@@ -390,7 +401,8 @@ def coerce_param(declared: Any, value: Any) -> Any:
     return value
 
 
-_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "a boolean (true or false)", "str": "a string"}
+_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "a boolean (true or false)", "str": "a string",
+               "list": "a per-layer list"}
 
 
 def _resolve_params(prog: Program, preset: str | None, overrides: dict[str, Any],

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..base.dims import Dim
 from .base import (
@@ -186,11 +186,19 @@ class AttentionAttrs(ProjectionAttrs):
                                      "attention (1: multi-query); default `heads`")
     head_dim: DimAttr | None = Field(None, description="width of one head (default: the input width // heads)")
     causal: bool = False
-    window: DimAttr | None = Field(None, ge=1, description="sliding-window attention: a query sees at most the "
-                                   "last `window` keys, itself included (causal only)")
-    qk_norm: Literal["none", "rms"] = Field("none", description="RMS-normalise each head of q and k (learned "
-                                            "scale `q_norm.weight`, `k_norm.weight` over head_dim)")
+    window: DimAttr | None = Field(None, ge=0, description="sliding-window attention: query i sees key j only "
+                                   "where |i − j| < window (causal: the last `window` keys, itself included, as "
+                                   "Mistral and Gemma-2; bidirectional: ModernBERT's local layers, whose "
+                                   "`local_attention` L is `window: L // 2 + 1`); 0 means no window (a "
+                                   "global layer among windowed ones)")
+    qk_norm: Literal["none", "rms", "rms_full"] = Field(
+        "none", description="RMS-normalise q and k: `rms` each head over head_dim (Qwen3), `rms_full` the whole "
+                            "projection over heads·head_dim before it is split into heads (OLMo-2); learned "
+                            "scales `q_norm.weight`, `k_norm.weight`")
     eps: float = Field(1e-6, gt=0, description="epsilon of `qk_norm`")
+    softcap: float | None = Field(None, description="logit soft-capping (Gemma-2): scores = tanh(s / softcap) · "
+                                  "softcap after the scale and the bias, before the mask; a real > 0. SDPA cannot "
+                                  "do it, so the scores are written out where it is set")
     rope: bool = Field(False, description="rotary position embedding of q and k (Su et al.), rotate-half layout")
     rope_theta: float = Field(10000.0, gt=0, description="rotary base")
     rope_dims: DimAttr | None = Field(None, description="rotate only the first `rope_dims` of each head "
@@ -206,12 +214,24 @@ class AttentionAttrs(ProjectionAttrs):
     alibi: bool = Field(False, description="ALiBi (Press et al., BLOOM): add slope_h · p_j to every score, p_j the "
                         "key's position among the real (unmasked) tokens; no parameters, any length")
 
+    @field_validator("window")
+    @classmethod
+    def _no_window(cls, v):
+        return v or None   # `window: 0`: no window (a per-layer expression's way to say "global")
+
     def geometry(self, d: int) -> tuple[int, int, int]:
         """(heads, kv_heads, head_dim) for input width `d`."""
         return self.heads, self.kv_heads or self.heads, self.head_dim or d // self.heads
 
     def rotary_dims(self, d: int) -> int:
         return self.rope_dims or self.geometry(d)[2]
+
+
+def _softcap_check(cap: float | None, attr: str) -> None:
+    """A soft-cap C computes tanh(x / C) · C: only a finite C > 0 means anything."""
+    if cap is not None and not (0 < cap < float("inf")):
+        raise ShapeError("GF220", f"`{attr}` must be a real number > 0, got {cap}", attr=attr,
+                         help="tanh(x / C) · C caps x to (−C, C); leave the attribute out for no cap")
 
 
 def _mask_check(ins, b: Dim, n: Dim, what: str):
@@ -256,8 +276,7 @@ def _attention_shape(a: AttentionAttrs, ins):
         positive(a.kv_heads, "kv_heads")
         expect_divisible(a.heads, a.kv_heads, f"{a.heads} query heads must share {a.kv_heads} key/value heads "
                          "evenly", help="grouped-query attention needs heads % kv_heads == 0", attr="kv_heads")
-    if a.window is not None and not a.causal:
-        raise ShapeError("GF102", "`window` (sliding-window attention) needs `causal: true`", attr="window")
+    _softcap_check(a.softcap, "softcap")
     hd = a.geometry(d)[2]
     if a.alibi and a.window is not None:  # a rolling cache's slots are not in position order
         raise ShapeError("GF228", "`alibi` with a sliding `window` is not supported", attr="alibi",
@@ -300,6 +319,8 @@ def _attention_params(a: AttentionAttrs, ins):
          **_proj(h * hd, d, b["o"], "o")}
     if a.qk_norm == "rms":
         p.update({"q_norm.weight": (hd,), "k_norm.weight": (hd,)})
+    elif a.qk_norm == "rms_full":   # over the whole projection (OLMo-2)
+        p.update({"q_norm.weight": (h * hd,), "k_norm.weight": (kv * hd,)})
     return p
 
 
@@ -322,8 +343,10 @@ def _attention_saves(c) -> Saved:
         total += 3 * s * b * h * t * t - 4 * b * h * t    # the dropped ones [B, h, n, n], no log-sum-exp
     if a.rope:
         total += 2 * s * t * a.rotary_dims(x.shape[-1].value)
-    if "mask" in c.ins or (a.window is not None and t > a.window):
+    if "mask" in c.ins or (a.window and t > a.window):
         total += 4 * b * t * t
+    if a.softcap is not None:   # written-out scores: the capped logits and the probabilities [B, h, n, n]
+        total += 2 * s * b * h * t * t
     return Saved(("x",), total)
 
 
@@ -331,7 +354,8 @@ register(OpDef(
     "attention", "core",
     "Multi-head self-attention over `x [B, n, d]` with q, k, v and output projections: grouped-query "
     "(`kv_heads`), rotary positions (`rope`, partial `rope_dims`, Llama-3 scaling), sliding windows "
-    "(`window`), ALiBi position biases (`alibi`), per-projection biases, q/k norm and an explicit `scale`. `causal` masks the future; the "
+    "(`window`, causal or bidirectional), ALiBi position biases (`alibi`), per-projection biases, q/k norm (per head "
+    "or over the whole projection), logit soft-capping (`softcap`) and an explicit `scale`. `causal` masks the future; the "
     "optional `mask [B, n]` (bool or 0/1 int) marks the keys that may be attended to; the optional "
     "`positions [B, n]` (int64) are the rotary positions (default 0..n-1); the optional `bias "
     "[1|B, 1|heads, n, n]` (float) is added to the scaled logits (relative-position biases).",
@@ -409,6 +433,8 @@ class NormAttrs(Attrs):
     kind: Literal["layer", "rms"] = "layer"
     eps: float = Field(1e-5, gt=0)
     bias: bool = Field(True, description="layer norm only: learn a shift as well as a scale")
+    unit_offset: bool = Field(False, description="scale by (1 + weight) instead of weight, the weight initialised "
+                                                 "to 0 (Gemma's RMSNorm): checkpoints store w, the norm uses 1 + w")
 
 
 def _norm_params(a: NormAttrs, ins):
@@ -435,7 +461,8 @@ def _norm_saves(c) -> Saved:
 
 
 register(OpDef(
-    "norm", "core", "Layer norm or RMS norm over the last dimension, with a learned scale (and shift).",
+    "norm", "core", "Layer norm or RMS norm over the last dimension, with a learned scale (and shift); "
+    "`unit_offset` scales by 1 + weight (Gemma).",
     NormAttrs, ("x",), _norm_shape, params=_norm_params,
     flops=lambda a, ins, out: 5 * numel(out.shape),
     sequence=POSITION, tp=UNPLANNED, saves=_norm_saves,
@@ -504,6 +531,24 @@ register(OpDef(
     ActivationAttrs, ("x",), lambda a, ins: _float_same(ins), flops=lambda a, ins, out: numel(out.shape),
     sequence=POSITION, tp=THROUGH, saves=_activation_saves,
     example="act: {op: activation, kind: silu}",
+))
+
+class SoftcapAttrs(Attrs):
+    cap: float = Field(description="the cap C > 0: tanh(x / C) · C lies in (−C, C)")
+
+
+def _softcap_shape(a: SoftcapAttrs, ins):
+    _softcap_check(a.cap, "cap")
+    return _float_same(ins)
+
+
+register(OpDef(
+    "softcap", "activation",
+    "Soft-capping, element-wise: tanh(x / cap) · cap (Gemma-2's final logits, `final_logit_softcapping`). "
+    "Attention logits take the `softcap` attribute of `attention` instead.",
+    SoftcapAttrs, ("x",), _softcap_shape, flops=lambda a, ins, out: 3 * numel(out.shape),
+    sequence=POSITION, tp=THROUGH, saves=keeps("out"),
+    example="capped: {op: softcap, cap: 30.0}",
 ))
 
 register(OpDef(

@@ -231,6 +231,7 @@ _ATTR_TEXT: dict[str, Callable[[Any], str | None]] = {
     # embedding's `scale: true` multiplies by √d; attention's `scale: 1.0` replaces the logits' 1/√d
     "scale": lambda v: ("scaled by √d" if v else None) if isinstance(v, bool) else f"scale {_num(v)}",
     "kind": lambda v: str(v),
+    "unit_offset": lambda v: "scale 1 + w" if v else None,
     "approximate": lambda v: None if v == "none" else str(v),
     "max_len": lambda v: f"≤ {v} positions",
     "sinusoid": lambda v: "sin | cos halves" if v == "halves" else None,
@@ -277,7 +278,9 @@ def _attention_detail(a: Any) -> str:
     if getattr(a, "alibi", False):
         parts.append("alibi")
     if getattr(a, "qk_norm", "none") != "none":
-        parts.append("qk norm")
+        parts.append("qk norm" + (" (whole projection)" if a.qk_norm == "rms_full" else ""))
+    if getattr(a, "softcap", None) is not None:
+        parts.append(f"softcap {_num(a.softcap)}")
     if getattr(a, "scale", None) is not None:
         parts.append(f"scale {_num(a.scale)}")
     biases = a.biases() if hasattr(a, "biases") else {}

@@ -90,6 +90,12 @@ CASES = {
     "mistral": ("MistralForCausalLM", "MistralConfig", llama_cfg(sliding_window=4, head_dim=8), lm),
     "mixtral": ("MixtralForCausalLM", "MixtralConfig", llama_cfg(num_local_experts=3, num_experts_per_tok=2), lm),
     "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", llama_cfg(tie_word_embeddings=True), lm),
+    "gemma2": ("Gemma2ForCausalLM", "Gemma2Config", dict(
+        vocab_size=V, hidden_size=42, num_hidden_layers=3, num_attention_heads=3, num_key_value_heads=1, head_dim=10,
+        intermediate_size=56, max_position_embeddings=64, sliding_window=3, query_pre_attn_scalar=10,
+        attn_logit_softcapping=2.0, final_logit_softcapping=3.0, rms_norm_eps=1e-6, rope_theta=500.0,
+        attn_implementation="eager"), lm),
+    "olmo2": ("Olmo2ForCausalLM", "Olmo2Config", llama_cfg(), lm),
     "phi": ("PhiForCausalLM", "PhiConfig", dict(vocab_size=V, hidden_size=40, num_hidden_layers=2,
                                                 num_attention_heads=4, intermediate_size=56,
                                                 max_position_embeddings=64, partial_rotary_factor=0.4,

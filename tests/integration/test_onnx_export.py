@@ -297,6 +297,13 @@ nodes:
   narrow:   {op: attention, in: {x: x, mask: keep}, heads: 5, head_dim: 4, bias: false, k_bias: true}
   wide:     {op: attention, in: {x: x, positions: pos}, heads: 2, kv_heads: 1, head_dim: 16, causal: true,
              rope: true, rope_dims: 6, qk_norm: rms, o_bias: false}
+  capped:   {op: attention, in: {x: x, mask: keep}, heads: 3, kv_heads: 1, head_dim: 6, causal: true, window: 3,
+             softcap: 1.5, scale: 0.7, qk_norm: rms_full, rope: true}
+  local:    {op: attention, in: {x: x, mask: keep}, heads: 2, window: 2, softcap: 2.0}
+  band:     {op: attention, in: x, heads: 4, window: 3}
+  gemma_ln: {op: norm, in: x, kind: rms, unit_offset: true}
+  offset_ln: {op: norm, in: x, unit_offset: true}
+  soft:     {op: softcap, in: x, cap: 0.5}
   relu:       {op: activation, in: x, kind: relu}
   gelu:       {op: activation, in: x, kind: gelu}
   gelu_tanh:  {op: activation, in: x, kind: gelu_tanh}
@@ -310,7 +317,8 @@ nodes:
   moe_raw:    {op: moe, in: x, expert: ffn, experts: 3, top_k: 2, normalize: false, router_bias: true}
   moe_logits: {op: moe, in: x, expert: ffn, experts: 5, top_k: 3, router: topk_softmax}
 outputs: {gqa: gqa, mqa: mqa, rope: rope, partial: partial, llama3: llama3, window: window, slide: slide,
-          qk_norm: qk_norm, narrow: narrow, wide: wide, relu: relu, gelu: gelu, gelu_tanh: gelu_tanh,
+          qk_norm: qk_norm, narrow: narrow, wide: wide, capped: capped, local: local, band: band, gemma_ln: gemma_ln,
+          offset_ln: offset_ln, soft: soft, relu: relu, gelu: gelu, gelu_tanh: gelu_tanh,
           sigmoid: sigmoid, tanh: tanh, quick_gelu: quick_gelu, glu: glu, glu3: glu3, moe: moe, moe_raw: moe_raw,
           moe_logits: moe_logits}
 """

@@ -90,9 +90,10 @@ def prompts(b=3, n=6, padded=False):
 
 
 # llama: grouped-query heads, rotary; gpt2: learned position table, no mask input; mistral: a window of
-# 5, passed many times over; qwen2: multi-query with q/k/v biases; phi-2: partial rotary; mixtral: experts.
+# 5, passed many times over; qwen2: multi-query with q/k/v biases; phi-2: partial rotary; mixtral: experts;
+# gemma2: soft-caps, window 4 in every other layer; olmo2: q/k norm over the whole projection.
 CASES = [("llama", True), ("gpt2", False), ("mistral-7b", True), ("qwen2", True), ("phi-2", False),
-         ("mixtral-8x7b", False)]
+         ("mixtral-8x7b", False), ("gemma2", True), ("olmo2", True)]
 
 
 @pytest.mark.parametrize("name,padded", CASES)

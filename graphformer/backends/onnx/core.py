@@ -154,6 +154,12 @@ def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, window: int | No
             low = ctx.op("Add", [low, shift], "window") if shift else low
             band = ctx.op("Trilu", [band, low], "window", upper=1)
         keep = band if keep is None else ctx.op("And", [keep, band], "mask")                 # (B|1, 1, n, m)
+    elif window is not None:  # bidirectional window (ModernBERT): |i - j| < window, two diagonals
+        n_m = ctx.shape(scores, 2, 4, "window")
+        ones = ctx.op("ConstantOfShape", [n_m], "window", value=helper.make_tensor("", TensorProto.BOOL, [1], [1]))
+        band = ctx.op("Trilu", [ones, ctx.const(window - 1, "window_above", np.int64)], "window", upper=0)
+        band = ctx.op("Trilu", [band, ctx.const(1 - window, "window_below", np.int64)], "window", upper=1)
+        keep = band if keep is None else ctx.op("And", [keep, band], "mask")                 # (B|1, 1, n, m)
     return keep
 
 
@@ -184,7 +190,8 @@ def _any_key(ctx: NodeEmitter, keep: str) -> str:
 def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geometry, biases: dict[str, bool],
            causal: bool, *, window: int | None = None, scale: float | None = None, qk_norm_eps: float | None = None,
            inv_freq: np.ndarray | None = None, positions: str | None = None, bias: str | None = None,
-           past: int | None = None, alibi: bool = False) -> None:
+           past: int | None = None, alibi: bool = False, qk_norm_full: bool = False,
+           softcap: float | None = None) -> None:
     """Multi-head scaled dot-product attention with q, k, v, o projections; writes `ctx.out`.
 
     Per-head steps (q/k RMS norm, rotary, repeating the key/value heads of grouped-query attention) run
@@ -195,12 +202,17 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     mask's size; on the (B, h, n, m) scores the mask costs one Add. A logit `bias` is one more Add, and
     the mask then replaces masked scores (Where) so that bias + penalty cannot overflow to -inf. `past`:
     the cache slot of an export with past keys and values (past.py), whose cached keys and values this
-    step's join.
+    step's join. `qk_norm_full`: the q/k norm runs over the whole projection, before the heads are split
+    (OLMo-2). `softcap`: tanh(s / softcap) · softcap on the scaled, biased scores, before the mask.
     """
-    q = _split_heads(ctx, ctx.linear(query, "q.", "q", biases["q"]), g.heads, g.head_dim, "q")      # (B, n, h, hd)
-    k = _split_heads(ctx, ctx.linear(context, "k.", "k", biases["k"]), g.kv_heads, g.head_dim, "k")  # (B, m, kv, hd)
+    q, k = ctx.linear(query, "q.", "q", biases["q"]), ctx.linear(context, "k.", "k", biases["k"])
+    if qk_norm_full:
+        q = rms_norm(ctx, q, ctx.param("q_norm.weight"), qk_norm_eps, "q_norm")
+        k = rms_norm(ctx, k, ctx.param("k_norm.weight"), qk_norm_eps, "k_norm")
+    q = _split_heads(ctx, q, g.heads, g.head_dim, "q")                                        # (B, n, h, hd)
+    k = _split_heads(ctx, k, g.kv_heads, g.head_dim, "k")                                     # (B, m, kv, hd)
     v = _split_heads(ctx, ctx.linear(context, "v.", "v", biases["v"]), g.kv_heads, g.head_dim, "v")
-    if qk_norm_eps is not None:
+    if qk_norm_eps is not None and not qk_norm_full:
         q = rms_norm(ctx, q, ctx.param("q_norm.weight"), qk_norm_eps, "q_norm")
         k = rms_norm(ctx, k, ctx.param("k_norm.weight"), qk_norm_eps, "k_norm")
     if inv_freq is not None:
@@ -222,6 +234,9 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
         bias = pos_bias if bias is None else ctx.op("Add", [bias, pos_bias], "alibi")
     if bias is not None:
         scores = ctx.op("Add", [scores, bias], "biased")
+    if softcap is not None:
+        cap = ctx.const(softcap, "softcap", np.float32)
+        scores = ctx.op("Mul", [ctx.op("Tanh", [ctx.op("Div", [scores, cap], "softcap")], "softcap"), cap], "capped")
     keep = _key_mask(ctx, mask, causal, window, scores, past is not None)
     if keep is not None and mask is not None and causal:  # a row with no key left gets every key
         dead = ctx.op("Not", [ctx.op("Cast", [_any_key(ctx, keep)], "live", to=TensorProto.BOOL)], "dead")
@@ -249,9 +264,10 @@ def _attention(ctx: NodeEmitter, node) -> None:
     past = ctx.state.past   # exporting a decoder step: positions come from `position_ids`
     positions = ins.get("positions") or (past.position_ids if past else None)
     attend(ctx, ins["x"], ins["x"], ins.get("mask"), g, a.biases(), a.causal, window=a.window, scale=a.scale,
-           qk_norm_eps=a.eps if a.qk_norm == "rms" else None,
+           qk_norm_eps=a.eps if a.qk_norm != "none" else None,
            inv_freq=rotary_inv_freq(a, g.head_dim) if a.rope else None, positions=positions,
-           bias=ins.get("bias"), past=past.slot(node.name) if past else None, alibi=a.alibi)
+           bias=ins.get("bias"), past=past.slot(node.name) if past else None, alibi=a.alibi,
+           qk_norm_full=a.qk_norm == "rms_full", softcap=a.softcap)
 
 
 @lowers("cross_attend")
@@ -269,6 +285,14 @@ def _cross_attend(ctx: NodeEmitter, node) -> None:
 def _norm(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     a = node.attrs
+    if a.unit_offset:  # scale by 1 + weight (Gemma): the normalised x times (weight + 1), then the shift
+        scale = ctx.op("Add", [ctx.param("weight"), ctx.const(1.0, "one", np.float32)], "unit_offset")
+        if a.kind == "layer":
+            ins = [x, scale] + ([ctx.param("bias")] if a.bias else [])
+            ctx.op("LayerNormalization", ins, axis=-1, epsilon=a.eps, final=True)
+        else:
+            rms_norm(ctx, x, scale, a.eps, final=True)
+        return
     if a.kind == "layer":
         ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])
         ctx.op("LayerNormalization", ins, axis=-1, epsilon=a.eps, final=True)
@@ -335,6 +359,12 @@ def _pointwise(ctx: NodeEmitter, node) -> None:
 @lowers("gelu")
 def _gelu(ctx: NodeEmitter, node) -> None:
     activation(ctx, "gelu_tanh" if node.attrs.approximate == "tanh" else "gelu", ctx.inputs[0])
+
+
+@lowers("softcap")
+def _softcap(ctx: NodeEmitter, node) -> None:
+    cap = ctx.const(node.attrs.cap, "cap", np.float32)
+    ctx.op("Mul", [ctx.op("Tanh", [ctx.op("Div", [ctx.inputs[0], cap], "cap")], "tanh"), cap], final=True)
 
 
 @lowers("dropout")

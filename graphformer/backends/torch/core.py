@@ -28,6 +28,12 @@ def _width(types, port: str = "x") -> int:
 
 # ---------------------------------------------------------------- embedding, positions
 
+def scaled(y: torch.Tensor, scale: float | None) -> torch.Tensor:
+    """y · scale with the scale rounded to y's dtype first, as transformers' scaled embeddings do (Gemma's
+    sqrt(3072) is 55.5 in bfloat16); in float32 the same as a Python float."""
+    return y if scale is None else y * torch.tensor(scale, dtype=y.dtype)
+
+
 class Embedding(nn.Embedding):
     """A token table. A subclass of nn.Embedding (without its init: the builder initialises every parameter
     once) so that torch's RowwiseParallel accepts it: vocab-parallel under tensor parallelism."""
@@ -39,8 +45,7 @@ class Embedding(nn.Embedding):
         self.scale = math.sqrt(dim) if scale else None  # Vaswani et al. 3.4: multiply by sqrt(d_model)
 
     def forward(self, ids):
-        y = F.embedding(ids, self.weight)
-        return y if self.scale is None else y * self.scale
+        return scaled(F.embedding(ids, self.weight), self.scale)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, {self.weight.shape[1]}" + (", scaled" if self.scale else "")
@@ -64,8 +69,7 @@ class TiedEmbedding(nn.Module):
         return self._owner[0].weight
 
     def forward(self, ids):
-        y = F.embedding(ids, self._owner[0].weight)
-        return y if self.scale is None else y * self.scale
+        return scaled(F.embedding(ids, self._owner[0].weight), self.scale)
 
     def extra_repr(self) -> str:
         return f"table of {self.owner_path}" + (", scaled" if self.scale else "")
@@ -220,7 +224,7 @@ def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None
     position) is given every key instead, as transformers does: its output is garbage that nothing
     reads, where an all-masked row would be NaN and poison the next layer through 0 · NaN.
     """
-    windowed = window is not None and n_k > window
+    windowed = window is not None and (n_k > window if causal else max(n_q, n_k) > window)
     # SDPA's is_causal aligns the top-left corner: right only when queries and keys are the same positions
     if mask is None and not windowed and not (biased and causal) and (n_q == n_k or n_q == 1 or not causal):
         return None, causal and n_q > 1
@@ -236,6 +240,11 @@ def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None
             band = band & (j > i - window)                           # Mistral: i - j < window
         keep = band[None, None] if keep is None else keep & band     # (B|1, 1, n_q, n_k)
         keep = keep | ~keep.any(dim=-1, keepdim=True)
+    elif windowed:  # bidirectional window (ModernBERT's local layers): |i - j| < window
+        device = (mask if mask is not None else torch.empty(0)).device
+        i = torch.arange(n_k - n_q, n_k, device=device)[:, None]
+        band = (torch.arange(n_k, device=device)[None, :] - i).abs() < window
+        keep = band[None, None] if keep is None else keep & band
     return keep, False
 
 
@@ -250,6 +259,35 @@ def alibi_bias(slopes: torch.Tensor, mask, m: int) -> torch.Tensor:
         keep = (mask if mask.dtype == torch.bool else mask != 0).reshape(mask.shape[0], m).long()
         pos = (keep.cumsum(-1) - 1) * keep                                          # (B, m)
     return (slopes[:, None] * pos[:, None, :])[:, :, None, :]                      # (B|1, h, 1, m)
+
+
+def softcapped_attention(q, k, v, attn_mask, is_causal: bool, scale: float | None, softcap: float,
+                         dropout: float):
+    """SDPA's computation written out, with tanh(s / softcap) · softcap on the scaled (and biased) scores
+    before the mask (Gemma-2): SDPA has no hook between the scores and the softmax. `attn_mask` is what
+    `_sdpa_mask` (with a float bias folded in) gives; `is_causal` is never set with it."""
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    if k.shape[1] != q.shape[1]:  # grouped-query: each key/value head serves a group of query heads
+        group = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    s = (q @ k.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    live = None   # SDPA gives a row whose boolean mask keeps no key zeros (a float mask: uniform weights)
+    if attn_mask is not None and attn_mask.dtype != torch.bool:      # a float bias (masked entries: lowest)
+        s = s + attn_mask
+        attn_mask = attn_mask > torch.finfo(s.dtype).min
+    elif attn_mask is not None:
+        live = attn_mask.any(dim=-1, keepdim=True)
+    s = torch.tanh(s / softcap) * softcap
+    if is_causal:
+        attn_mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(n_k - n_q)
+    if attn_mask is not None:
+        s = s.masked_fill(~attn_mask, torch.finfo(s.dtype).min)
+    p = torch.softmax(s, dim=-1)
+    if live is not None:
+        p = p * live
+    if dropout:
+        p = F.dropout(p, dropout)
+    return p @ v
 
 
 def rotary_inv_freq(a, head_dim: int) -> torch.Tensor:
@@ -301,14 +339,18 @@ class Attention(nn.Module):
 
     def __init__(self, d_q: int, d_kv: int, heads: int, kv_heads: int, head_dim: int, d_out: int,
                  biases: dict[str, bool], causal: bool, dropout: float, window: int | None = None,
-                 scale: float | None = None, rotary: Rotary | None = None, qk_norm: bool = False,
-                 eps: float = 1e-6, alibi: bool = False):
+                 scale: float | None = None, rotary: Rotary | None = None, qk_norm: bool | str = False,
+                 eps: float = 1e-6, alibi: bool = False, softcap: float | None = None):
         super().__init__()
         self.q = Linear(d_q, heads * head_dim, biases["q"])
         self.k = Linear(d_kv, kv_heads * head_dim, biases["k"])
         self.v = Linear(d_kv, kv_heads * head_dim, biases["v"])
         self.o = Linear(heads * head_dim, d_out, biases["o"])
-        if qk_norm:
+        # qk_norm: True (or "rms") per head over head_dim; "full" over the whole projection (OLMo-2)
+        self.qk_full = qk_norm == "full"
+        if self.qk_full:
+            self.q_norm, self.k_norm = RMSNorm(heads * head_dim, eps), RMSNorm(kv_heads * head_dim, eps)
+        elif qk_norm:
             self.q_norm, self.k_norm = RMSNorm(head_dim, eps), RMSNorm(head_dim, eps)
         self.rotary = rotary
         self.alibi = alibi
@@ -317,7 +359,7 @@ class Attention(nn.Module):
                 torch.get_default_device()), persistent=False)
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.causal, self.dropout, self.window, self.scale = causal, dropout, window, scale
-        self.qk_norm = qk_norm
+        self.qk_norm, self.softcap = bool(qk_norm), softcap
         self.cache = None          # set by generation for the duration of a decode
         self.layer_id = None       # this layer's slot in the cache
 
@@ -326,14 +368,16 @@ class Attention(nn.Module):
         b, m, _ = ctx.shape
         # heads from the widths (-1), not the attributes: under tensor parallelism a rank holds only its
         # share of the heads (column-sharded q, k, v)
-        k = self.k(ctx).view(b, m, -1, self.head_dim).transpose(1, 2)     # (B, kv, m, hd)
+        k = self.k(ctx)
+        k = (self.k_norm(k) if self.qk_full else k).view(b, m, -1, self.head_dim).transpose(1, 2)  # (B, kv, m, hd)
         v = self.v(ctx).view(b, m, -1, self.head_dim).transpose(1, 2)     # (B, kv, m, hd)
-        return (self.k_norm(k) if self.qk_norm else k), v
+        return (self.k_norm(k) if self.qk_norm and not self.qk_full else k), v
 
     def attend(self, x, ctx, mask, positions=None, bias=None):
         b, n, _ = x.shape
-        q = self.q(x).view(b, n, -1, self.head_dim).transpose(1, 2)       # (B, h, n, hd)
-        if self.qk_norm:
+        q = self.q(x)
+        q = (self.q_norm(q) if self.qk_full else q).view(b, n, -1, self.head_dim).transpose(1, 2)  # (B, h, n, hd)
+        if self.qk_norm and not self.qk_full:
             q = self.q_norm(q)
         cache = self.cache
         k, v = self.keys_values(ctx) if cache is None else cache.keys_values(self.layer_id, self.keys_values, ctx)
@@ -351,6 +395,10 @@ class Attention(nn.Module):
         if bias is not None:  # one float mask: the bias where a key may be seen, the lowest float elsewhere
             bias = bias.to(q.dtype)
             attn_mask = bias if attn_mask is None else torch.where(attn_mask, bias, torch.finfo(q.dtype).min)
+        if self.softcap is not None:
+            y = softcapped_attention(q, k, v, attn_mask, is_causal, self.scale, self.softcap,
+                                     self.dropout if self.training else 0.0)
+            return self.o(y.transpose(1, 2).reshape(b, n, -1))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
                                            dropout_p=self.dropout if self.training else 0.0, scale=self.scale,
                                            enable_gqa=q.shape[1] != k.shape[1])
@@ -359,8 +407,10 @@ class Attention(nn.Module):
     def extra_repr(self) -> str:
         kv = f", kv_heads={self.kv_heads}" if self.kv_heads != self.heads else ""
         return (f"heads={self.heads}{kv}, head_dim={self.head_dim}" + (", causal" if self.causal else "")
-                + (f", window={self.window}" if self.window else "") + (", qk_norm" if self.qk_norm else "")
+                + (f", window={self.window}" if self.window else "")
+                + ((", qk_norm over the projection" if self.qk_full else ", qk_norm") if self.qk_norm else "")
                 + (", alibi" if self.alibi else "")
+                + (f", softcap={self.softcap}" if self.softcap is not None else "")
                 + (f", dropout={self.dropout}" if self.dropout else ""))
 
 
@@ -379,8 +429,9 @@ def _attention(node, types):
     a, d = node.attrs, _width(types)
     h, kv, hd = a.geometry(d)
     rotary = Rotary(rotary_inv_freq(a, hd)) if a.rope else None
+    qk = {"none": False, "rms": True, "rms_full": "full"}[a.qk_norm]
     return SelfAttention(d, d, h, kv, hd, d, a.biases(), a.causal, a.dropout, a.window, a.scale, rotary,
-                         a.qk_norm == "rms", a.eps, a.alibi)
+                         qk, a.eps, a.alibi, a.softcap)
 
 
 @lowers("cross_attend")
@@ -404,6 +455,27 @@ class LayerNorm(nn.Module):
     def forward(self, x):
         return F.layer_norm(x, self.shape, self.weight, self.bias, self.eps)
 
+
+class UnitOffset:
+    """A norm that scales by (1 + weight), the weight initialised to 0 (Gemma): normalised in float32 and
+    multiplied there, then cast back, as transformers' Gemma2RMSNorm."""
+
+    def init_parameters(self, generator=None) -> None:
+        self.weight.zero_()
+        if getattr(self, "bias", None) is not None:
+            self.bias.zero_()
+
+    def forward(self, x):
+        y = self.normalise(x.float()) * (1.0 + self.weight.float())
+        if getattr(self, "bias", None) is not None:
+            y = y + self.bias.float()
+        return y.type_as(x)
+
+
+class OffsetLayerNorm(UnitOffset, LayerNorm):
+    def normalise(self, x):
+        return F.layer_norm(x, self.shape, None, None, self.eps)
+
     def extra_repr(self) -> str:
         return f"{self.shape[0]}, eps={self.eps}"
 
@@ -423,9 +495,16 @@ class RMSNorm(nn.Module):
         return f"{self.shape[0]}, eps={self.eps}, rms"
 
 
+class OffsetRMSNorm(UnitOffset, RMSNorm):
+    def normalise(self, x):
+        return F.rms_norm(x, self.shape, None, self.eps)
+
+
 @lowers("norm")
 def _norm(node, types):
     a, d = node.attrs, _width(types)
+    if a.unit_offset:
+        return OffsetLayerNorm(d, a.eps, a.bias) if a.kind == "layer" else OffsetRMSNorm(d, a.eps)
     return LayerNorm(d, a.eps, a.bias) if a.kind == "layer" else RMSNorm(d, a.eps)
 
 
@@ -533,6 +612,16 @@ def _prod(*xs):
     for x in xs[2:]:
         y = y * x
     return y
+
+
+def softcap(x, cap: float):
+    return torch.tanh(x / cap) * cap
+
+
+@lowers("softcap")
+def _softcap(node, types):
+    cap = node.attrs.cap
+    return Fn(partial(softcap, cap=cap), f"softcap({cap!r})", f"torch.tanh({{0}} / {cap!r}) * {cap!r}")
 
 
 @lowers("mul")
