@@ -542,3 +542,57 @@ def _pool(node, types):
     if a.kind == "mean":
         return Fn(_mean_tokens, "mean over tokens", "{0}.mean(dim=1)")
     return Fn(partial(_take, index=a.index), f"token {a.index}", f"{{0}}[:, {a.index}]")
+
+
+# ---------------------------------------------------------------- learned scales, element-wise constants
+
+class LearnedScale(nn.Module):
+    """x · scale (LayerScale: one factor per channel) or x · tanh(scale) (a gate), scale filled with `init`."""
+
+    def __init__(self, width: int | None, init: float, gate: bool):
+        super().__init__()
+        self.scale = _param(width) if width is not None else nn.Parameter(torch.empty(()))
+        self.init, self.gate = init, gate
+
+    def init_parameters(self, generator=None) -> None:
+        self.scale.fill_(self.init)
+
+    def forward(self, x):
+        return x * (torch.tanh(self.scale) if self.gate else self.scale)
+
+    def extra_repr(self) -> str:
+        width = "scalar" if self.scale.ndim == 0 else f"{self.scale.shape[0]} channels"
+        return f"{width}, init={self.init!r}" + (", tanh gate" if self.gate else "")
+
+
+@lowers("learned_scale")
+def _learned_scale(node, types):
+    a = node.attrs
+    return LearnedScale(_width(types) if a.per == "channel" else None, a.init, a.act == "tanh")
+
+
+def _offset(x, by: float):
+    return x + by
+
+
+def _soft_cap(x, cap: float):
+    return torch.tanh(x / cap) * cap   # Gemma-2's order: divide, tanh, multiply
+
+
+@lowers("offset")
+def _offset_fn(node, types):
+    by = node.attrs.by
+    return Fn(partial(_offset, by=by), f"+ {by!r}", f"{{0}} + {by!r}")
+
+
+@lowers("clamp")
+def _clamp(node, types):
+    lo, hi = node.attrs.min, node.attrs.max
+    return Fn(partial(torch.clamp, min=lo, max=hi), f"clamp({lo!r}, {hi!r})",
+              f"torch.clamp({{0}}, min={lo!r}, max={hi!r})")
+
+
+@lowers("soft_cap")
+def _soft_cap_fn(node, types):
+    cap = node.attrs.cap
+    return Fn(partial(_soft_cap, cap=cap), f"soft cap {cap!r}", f"torch.tanh({{0}} / {cap!r}) * {cap!r}")
