@@ -59,12 +59,13 @@ def run(args) -> int:
             map_errors = (WeightMapError,)
         except ImportError:  # no torch: weight maps are unavailable, and export_onnx says so
             pass
-    if args.with_past:
-        try:  # before the weights: a spec that is no decoder fails fast
+    try:  # before the weights: a node this opset can't express, or a spec that is no decoder, fails fast
+        backend.check_exact(spec, args.opset)
+        if args.with_past:
             backend.plan_past(spec)
-        except SpecError as e:
-            print_diagnostics(e, "text")
-            raise CommandError("", EXIT_SPEC) from None
+    except SpecError as e:
+        print_diagnostics(e, "text")
+        raise CommandError("", EXIT_SPEC) from None
     t0 = time.perf_counter()
     try:
         written = backend.export_onnx(spec, args.weights, args.output, opset=args.opset, seed=args.seed,

@@ -243,7 +243,7 @@ def _grid_positions_shape(a: GridPositionsAttrs, ins):
     if x.shape[1] != want:
         raise ShapeError(
             "GF232", f"`x` has {x.shape[1]} tokens but the image's {gh} × {gw} patch grid (patch {a.patch}) and "
-                     f"{a.prefix} leading token(s) make `{want}`", "x",
+                     f"{a.prefix} leading token(s) make {want}", "x",
             help="`x` must hold the leading tokens, then the image's patches in row-major order: the "
                  "patch_embed of this image (same patch, no stride), with `prefix` tokens prepended")
     return x

@@ -98,16 +98,28 @@ def _resize_attrs(mode: str, antialias: bool) -> dict:
     return attrs
 
 
+def _opset_refusal(node, opset: int) -> Diagnostic | None:
+    if node.op == "grid_positions" and node.attrs.antialias and opset < 18:
+        return Diagnostic(
+            "GF233", f"`{node.name}` resizes its positions with antialiasing, which ONNX has from opset 18; "
+                     f"this export asks for opset {opset}", node.span, node=node.name,
+            help="export with `--opset 18` or later (an antialiased resize at an older opset would compute "
+                 "other positions than torch)")
+    return None
+
+
+def opset_refusals(ir, opset: int) -> list[Diagnostic]:
+    """Nodes whose ONNX form at `opset` would differ from torch's (GF233), found before any weights are read."""
+    return [d for d in (_opset_refusal(n, opset) for n in ir.nodes()) if d]
+
+
 @lowers("grid_positions")
 def _grid_positions(ctx: NodeEmitter, node) -> None:
     x, image = ctx.inputs
     a = node.attrs
-    if a.antialias and ctx.opset < 18:
-        raise SpecError([Diagnostic(
-            "GF233", f"`{node.name}` resizes its positions with antialiasing, which ONNX has from opset 18; "
-                     f"this export asks for opset {ctx.opset}", node.span, node=node.name,
-            help="export with `--opset 18` or later (an antialiased resize at opset 17 would compute "
-                 "different positions than torch)")])
+    refused = _opset_refusal(node, ctx.opset)
+    if refused:
+        raise SpecError([refused])
     d = ctx.types["x"].shape[2].value
     gh, gw = grid_of(a, ctx.types["image"])
     table = ctx.param("weight")
