@@ -327,3 +327,14 @@ def test_refused_dinov2_configs_name_the_field(cfg, field, tmp_path, capsys):
     rc = cli.main(["import", "hf", str(path), "-o", str(tmp_path / "out.yaml")])
     err = capsys.readouterr().err
     assert rc == 1 and field in err and "Traceback" not in err, err
+
+
+def test_non_finite_constants_are_refused_where_written(tmp_path, capsys):
+    """inf and nan never reach a module (nor the generated forward, which holds the numbers' reprs)."""
+    path = tmp_path / "case.yaml"
+    path.write_text("graphformer: 1\nname: case\ndims: {B: 2, n: 3}\ninputs:\n  x: {shape: [B, n, 8]}\nnodes:\n"
+                    "  a: {op: offset, by: .inf}\n  b: {op: soft_cap, cap: .nan}\n  c: {op: learned_scale, init: -.inf}\n"
+                    "outputs: {y: c}\n")
+    rc = cli.main(["check", str(path)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("error[GF102]") == 3 and "case.yaml:7:23" in err and "Traceback" not in err, err
