@@ -333,7 +333,8 @@ def test_non_finite_constants_are_refused_where_written(tmp_path, capsys):
     """inf and nan never reach a module (nor the generated forward, which holds the numbers' reprs)."""
     path = tmp_path / "case.yaml"
     path.write_text("graphformer: 1\nname: case\ndims: {B: 2, n: 3}\ninputs:\n  x: {shape: [B, n, 8]}\nnodes:\n"
-                    "  a: {op: offset, by: .inf}\n  b: {op: soft_cap, cap: .nan}\n  c: {op: learned_scale, init: -.inf}\n"
+                    "  a: {op: offset, by: .inf}\n  b: {op: soft_cap, cap: .nan}\n"
+                    "  c: {op: learned_scale, init: -.inf}\n"
                     "outputs: {y: c}\n")
     rc = cli.main(["check", str(path)])
     err = capsys.readouterr().err

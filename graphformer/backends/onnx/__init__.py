@@ -23,7 +23,8 @@ from .lower import LOWERINGS
 from .weights import resolve
 from .write import Written, write_external, write_inline
 
-__all__ = ["export_onnx", "to_onnx", "check_exact", "plan_past", "to_model", "Written", "ExportError", "LOWERINGS", "EXTERNAL_DATA_THRESHOLD",
+__all__ = ["export_onnx", "to_onnx", "check_exact", "plan_past", "to_model", "Written", "ExportError", "LOWERINGS",
+           "EXTERNAL_DATA_THRESHOLD",
            "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17
