@@ -1157,6 +1157,82 @@ nodes:
   attn: {op: attention, heads: heads, causal: true, alibi: true, window: 4}
 outputs: {y: attn}
 """),
+    Code(
+        "GF230", "learned scale of the wrong width",
+        ("A `learned_scale` with `per: channel` multiplies each channel of the last dimension by its own "
+         "factor, so its stated `dim` must be that dimension; a scalar scale (`per: scalar`, a gate) has no "
+         "width to state."),
+        fix="Make `dim` the input's last dimension, or leave it out (it defaults to that); for a gate, drop `dim`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  ls1: {op: learned_scale, dim: 2 * d_model}
+outputs: {y: ls1}
+"""),
+    Code(
+        "GF231", "`clamp` bounds out of order",
+        ("`clamp` needs at least one bound, and `min` may not be above `max` (no value would fit). "
+         "(A soft-cap, `softcap`, with a cap ≤ 0 is GF220.)"),
+        fix="Swap or fix the bounds, or drop a clamp that has none.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  logits: {op: linear, out: vocab}
+  capped: {op: clamp, min: 1.0, max: -1.0}
+outputs: {y: capped}
+"""),
+    Code(
+        "GF232", "tokens that are not the image's patch grid",
+        ("`grid_positions` resizes its learned grid of positions to the patch grid of `image`, "
+         "(H // patch) × (W // patch), and adds it to the tokens after the `prefix` leading ones. The tokens "
+         "must be exactly those: `prefix` + (H // patch)(W // patch) of them. A different patch size, a "
+         "patch_embed with a stride, or tokens added in between give another count, and the positions "
+         "would land on the wrong patches; an image smaller than one patch has no grid at all."),
+        fix="Feed the tokens of this image's patch_embed (same `patch`, no stride) with the `prefix` tokens "
+            "prepended, and add other tokens (registers) after the positions.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, image: 28, patch: 7}
+dims: {B: 2}
+inputs:
+  pixels: {shape: [B, 3, image, image]}
+nodes:
+  patches: {op: patch_embed, in: pixels, patch: patch, dim: d_model}
+  cls:     {op: prepend_tokens, count: 2}
+  pos:     {op: grid_positions, in: {x: cls, image: pixels}, table: 4, patch: patch}
+outputs: {y: pos}
+"""),
+    Code(
+        "GF233", "an antialiased resize below ONNX opset 18",
+        ("`grid_positions` with `antialias: true` resizes as torch's antialiased interpolate does "
+         "(transformers' Dinov2WithRegisters). ONNX's Resize has antialiasing from opset 18; at an older "
+         "opset the export would compute other positions than torch, so it is refused."),
+        fix="Export with `--opset 18` (or later).",
+        command=("export", "-o", "case.onnx"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16, patch: 4}
+dims: {B: 2}
+inputs:
+  pixels: {shape: [B, 3, 20, 12]}
+nodes:
+  patches: {op: patch_embed, in: pixels, patch: patch, dim: d_model}
+  cls:     {op: prepend_tokens, count: 1}
+  pos:     {op: grid_positions, in: {x: cls, image: pixels}, table: 4, patch: patch, antialias: true}
+outputs: {y: pos}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

@@ -69,12 +69,13 @@ def run(args) -> int:
             map_errors = (WeightMapError,)
         except ImportError:  # no torch: weight maps are unavailable, and export_onnx says so
             pass
-    if args.with_past:
-        try:  # before the weights: a spec that is no decoder fails fast
+    try:  # before the weights: a node this opset can't express, or a spec that is no decoder, fails fast
+        backend.check_exact(spec, args.opset)
+        if args.with_past:
             backend.plan_past(spec)
-        except SpecError as e:
-            print_diagnostics(e, "text")
-            raise CommandError("", EXIT_SPEC) from None
+    except SpecError as e:
+        print_diagnostics(e, "text")
+        raise CommandError("", EXIT_SPEC) from None
     try:   # an unknown name fails before the weights are read
         backend.exported_ir(spec, inputs, args.with_past)
     except backend.ExportError as e:

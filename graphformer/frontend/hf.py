@@ -194,6 +194,9 @@ FIELD_TYPES = {
                      "action_tanh"], FLAG),
     **dict.fromkeys(["rope_scaling", "rope_parameters"], Kind(dict)),
     **dict.fromkeys(["text_config", "vision_config"], Kind(dict)),
+    # dinov2, dinov2_with_registers
+    "layerscale_value": Num(-1e6, 1e6, null=False), "num_register_tokens": Int(0, LAYERS),
+    **dict.fromkeys(["use_swiglu_ffn", "use_mask_token"], FLAG),
 }
 NESTED = {"rope_scaling": ROPE, "rope_parameters": ROPE, "text_config": FIELD_TYPES, "vision_config": FIELD_TYPES}
 
@@ -450,13 +453,18 @@ GPT2_DROPOUT = {"attn_pdrop": P("attn_pdrop"), "resid_pdrop": P("resid_pdrop"), 
 ENCODER_DROPOUT = {"hidden_dropout_prob": P("hidden_dropout"), "attention_probs_dropout_prob": P("attn_dropout")}
 
 
-def _square(value, name):
-    """An image or patch size: an int, or a [height, width] pair that is square."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2 or value[0] != value[1]:
-            raise HFImportError(f"`{name}: {list(value)}`: the swin-t spec takes square images and patches")
-        value = value[0]
-    return value
+def _square_in(spec: str):
+    """A converter of an image or patch size: an int, or a [height, width] pair that is square."""
+    def convert(value, name):
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2 or value[0] != value[1]:
+                raise HFImportError(f"`{name}: {list(value)}`: the {spec} spec takes square images and patches")
+            value = value[0]
+        return value
+    return convert
+
+
+_square = _square_in("swin-t")
 
 
 def _swin(cfg: dict) -> dict:
@@ -479,6 +487,26 @@ def _vit(cfg: dict) -> dict:
     if size is not None and size != cfg.get("hidden_size"):
         raise HFImportError(f"`pooler_output_size: {size}`: the vit spec's pooler is d_model wide")
     return {"classes": int(labels)}
+
+
+def _dinov2(cfg: dict) -> dict:
+    # transformers' Dinov2MLP: int(hidden_size · mlp_ratio) wide; the registers model resizes its
+    # positions with antialiasing, Dinov2 without
+    return {"d_ff": int(cfg.get("hidden_size", 768) * cfg.get("mlp_ratio", 4)),
+            "antialias": cfg["model_type"] == "dinov2_with_registers"}
+
+
+def _dinov2_family(model_type: str, reference: str, extra: dict) -> Family:
+    square = _square_in("dinov2")
+    return Family(model_type, "dinov2.yaml", {
+        "image_size": P("image", square), "patch_size": P("patch", square), "num_channels": P("channels"),
+        "hidden_size": P("d_model"), "num_attention_heads": P("heads"), "num_hidden_layers": P("layers"),
+        "layer_norm_eps": P("eps"), "hidden_act": P("act", act), "qkv_bias": P("qkv_bias"),
+        "layerscale_value": P("layerscale"), **ENCODER_DROPOUT, **extra,
+        "use_swiglu_ffn": Fixed(_is(False, None), "the dinov2 spec's MLP is fc1 → act → fc2, not SwiGLU "
+                                                  "(dinov2-giant's)"),
+    }, frozenset({"mlp_ratio", "drop_path_rate", "num_labels", "apply_layernorm", "reshape_hidden_states",
+                  "out_features", "out_indices", "stage_names"}), _dinov2, reference)
 
 
 GPT2_FIXED = {
@@ -569,6 +597,10 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     }, frozenset({"depths", "num_heads", "mlp_ratio", "num_labels", "drop_path_rate", "encoder_stride",
                   "hidden_size", "num_layers", "stage_names", "out_features", "out_indices"}), _swin,
         "SwinForImageClassification"),
+    _dinov2_family("dinov2", "Dinov2Model", {
+        "use_mask_token": Fixed(_is(True, None), "the dinov2 spec always has the mask token (as every "
+                                                 "published checkpoint)")}),
+    _dinov2_family("dinov2_with_registers", "Dinov2WithRegistersModel", {"num_register_tokens": P("registers")}),
     Family("clip", "clip-vit-b32.yaml", {"projection_dim": P("embed")},
            frozenset({"text_config", "vision_config", "logit_scale_init_value"}), _clip, "CLIPModel"),
     Family("audio-spectrogram-transformer", "ast.yaml", {

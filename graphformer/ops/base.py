@@ -27,7 +27,8 @@ DimAttr = Annotated[int, BeforeValidator(_no_bool)]
 
 
 class Attrs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no inf or nan: a number attribute is a real constant (and goes into generated code as its repr)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     # Names of fields that hold dimension expressions (evaluated against params by the expander).
     dim_fields: ClassVar[tuple[str, ...]] = ()
     # Fields that name another node (resolved to an IR path by the expander), e.g. `tied: tok`.

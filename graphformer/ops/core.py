@@ -639,3 +639,91 @@ register(OpDef(
     sequence=MIXES, tp=UNPLANNED, saves=keeps(),
     example="first: {op: pool, kind: cls}",
 ))
+
+
+# ---------------------------------------------------------------- learned scales, element-wise constants
+# (LayerScale, tanh gates; add / clamp / soft-cap by constants. Multiplying by a constant is `scale`.)
+
+class LearnedScaleAttrs(Attrs):
+    dim_fields = ("dim",)
+    per: Literal["channel", "scalar"] = Field(
+        "channel", description="`channel`: one factor per channel of the last dimension, `scale [d]` "
+                               "(LayerScale: DINOv2, BEiT, CaiT); `scalar`: one factor, `scale []` (a gate)")
+    init: float = Field(1.0, description="initial value of every factor (transformers' `layerscale_value`; "
+                                         "0 for a tanh gate that starts closed)")
+    act: Literal["none", "tanh"] = Field(
+        "none", description="`tanh`: multiply by tanh(scale) instead, a gate in (−1, 1) (Flamingo's "
+                            "`attn_gate`, Llama 3.2 Vision's cross-attention gates)")
+    dim: DimAttr | None = Field(None, description="`per: channel`: the width of the scale, stated to be checked "
+                                                  "against the input's last dimension (default: that dimension)")
+
+
+def _learned_scale_shape(a: LearnedScaleAttrs, ins):
+    x = ins["x"]
+    expect_float(x, "x")
+    if a.dim is not None:
+        if a.per == "scalar":
+            raise ShapeError("GF230", "`dim` is the width of a per-channel scale; this one is a scalar "
+                                      "(`per: scalar`)", attr="dim", help="drop `dim`, or use `per: channel`")
+        d = _last(x)
+        if a.dim != d:
+            raise ShapeError("GF230", f"the learned scale is {a.dim} wide but the last dimension of `x` is {d} "
+                                      f"({x})", "x", help=f"a per-channel scale multiplies each of the {d} "
+                                      f"channels: make `dim` {d}, or leave it out", attr="dim")
+    elif a.per == "channel":
+        _last(x)
+    return x
+
+
+def _learned_scale_params(a: LearnedScaleAttrs, ins):
+    return {"scale": (_last(ins["x"]),) if a.per == "channel" else ()}
+
+
+register(OpDef(
+    "learned_scale", "core",
+    "Multiply `x [*, d]` by learned factors: one per channel, `scale [d]` (LayerScale, initialised to "
+    "`init`), or one scalar, `scale []`; with `act: tanh`, by tanh(scale) (a gate, initialised closed with "
+    "`init: 0`). DINOv2's `layer_scale1.lambda1` is a per-channel scale.",
+    LearnedScaleAttrs, ("x",), _learned_scale_shape, params=_learned_scale_params,
+    flops=lambda a, ins, out: numel(out.shape),
+    sequence=POSITION, tp=UNPLANNED, saves=keeps("x"),
+    example="ls1: {op: learned_scale, init: 1.0e-5}",
+))
+
+
+class OffsetAttrs(Attrs):
+    by: float = Field(description="the constant added (a number or an expression over params)")
+
+
+class ClampAttrs(Attrs):
+    min: float | None = Field(None, description="lower bound (none: unbounded below)")
+    max: float | None = Field(None, description="upper bound (none: unbounded above)")
+
+
+
+
+def _clamp_shape(a: ClampAttrs, ins):
+    if a.min is None and a.max is None:
+        raise ShapeError("GF231", "`clamp` needs `min`, `max` or both", help="a clamp without bounds is the "
+                                  "identity: give a bound or drop the node")
+    if a.min is not None and a.max is not None and a.min > a.max:
+        raise ShapeError("GF231", f"`min` {a.min!r} is above `max` {a.max!r}: no value lies between them",
+                         attr="min", help="swap the bounds")
+    return _float_same(ins)
+
+
+
+register(OpDef(
+    "offset", "activation", "Add a constant to every element: `x + by`.",
+    OffsetAttrs, ("x",), lambda a, ins: _float_same(ins), flops=lambda a, ins, out: numel(out.shape),
+    sequence=POSITION, tp=THROUGH, saves=keeps(),
+    example="shifted: {op: offset, by: 1.0}",
+))
+
+register(OpDef(
+    "clamp", "activation", "Limit every element to [min, max] (either bound may be left out), as torch.clamp.",
+    ClampAttrs, ("x",), _clamp_shape, flops=lambda a, ins, out: numel(out.shape),
+    sequence=POSITION, tp=THROUGH, saves=keeps("x"),
+    example="clamped: {op: clamp, min: -7.0, max: 7.0}",
+))
+

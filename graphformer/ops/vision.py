@@ -1,4 +1,5 @@
-"""Vision ops: patch embedding, learned tokens prepended to a sequence, learned latent arrays.
+"""Vision ops: patch embedding, learned tokens put into a sequence, masked-patch tokens, learned 2-D positions
+resized to the image's grid, learned latent arrays.
 
 The other non-text families live beside this one: audio.py (spectrogram), sequence.py (slicing,
 interleaving token streams), multimodal.py (pooling by id, normalisation, contrastive logits).
@@ -11,8 +12,9 @@ from pydantic import Field
 
 from ..base.dims import Dim
 from .base import (
-    MIXES, REPLICATE, UNPLANNED, keeps, keeps_float_inputs,
-    Attrs, DimAttr, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, numel, positive,
+    MIXES, POSITION, REPLICATE, UNPLANNED, keeps, keeps_float_inputs,
+    Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, expect_dim,
+    expect_dtype, numel, positive,
 )
 from .core import concrete
 
@@ -115,8 +117,11 @@ register(OpDef(
 # ---------------------------------------------------------------- prepend_tokens
 
 class PrependAttrs(Attrs):
-    dim_fields = ("count",)
-    count: DimAttr = Field(1, description="how many learned tokens (1 for [CLS]; AST has 2)")
+    dim_fields = ("count", "at")
+    count: DimAttr = Field(1, description="how many learned tokens (1 for [CLS]; AST has 2; 0 adds none, so "
+                                          "that a param can switch DINOv2's registers off)")
+    at: DimAttr = Field(0, description="where they go: before token `at` (0: in front; DINOv2's register "
+                                       "tokens go after [CLS], `at: 1`)")
 
 
 def _prepend_shape(a: PrependAttrs, ins):
@@ -124,16 +129,22 @@ def _prepend_shape(a: PrependAttrs, ins):
     expect_rank(x, "x", 3, what=" ([B, n, d])")
     expect_float(x, "x")
     concrete(x.shape[2], "x", "the last dimension")
-    positive(a.count, "count")
+    if a.count < 0:
+        raise ShapeError("GF102", f"`count` must be 0 or more, got {a.count}", attr="count")
+    n = x.shape[1]
+    if a.at < 0 or (n.is_const and a.at > n.value):
+        raise ShapeError("GF102", f"`at` {a.at} is outside the {n} tokens of `x` (0 to {n})", attr="at")
     return TensorType((x.shape[0], x.shape[1] + a.count, x.shape[2]))
 
 
 register(OpDef(
     "prepend_tokens", "vision",
-    "Put `count` learned tokens (a [CLS] token, a distillation token, ...) in front of every sequence: "
-    "`[B, n, d] → [B, count + n, d]`; parameter `tokens [count, d]`.",
+    "Put `count` learned tokens (a [CLS] token, a distillation token, ...) in front of every sequence, or "
+    "before token `at` (register tokens after [CLS]): `[B, n, d] → [B, count + n, d]`; parameter "
+    "`tokens [count, d]`.",
     PrependAttrs, ("x",), _prepend_shape,
-    params=lambda a, ins: {"tokens": (a.count, concrete(ins["x"].shape[2], "x", "the last dimension"))},
+    params=lambda a, ins: {"tokens": (a.count, concrete(ins["x"].shape[2], "x", "the last dimension"))}
+    if a.count else {},
     sequence=MIXES, tp=UNPLANNED, saves=keeps(), embedding=True,
     example="cls: {op: prepend_tokens, count: 1}",
 ))
@@ -162,4 +173,106 @@ register(OpDef(
     params=lambda a, ins: {"latents": (a.count, a.dim)},
     sequence=MIXES, tp=UNPLANNED, saves=keeps(), embedding=True,
     example="latent: {op: latents, in: inputs, count: 256, dim: d_latent}",
+))
+
+
+# ---------------------------------------------------------------- mask_tokens
+
+def _mask_tokens_shape(a, ins):
+    x = ins["x"]
+    expect_rank(x, "x", 3, what=" ([B, n, d])")
+    expect_float(x, "x")
+    concrete(x.shape[2], "x", "the last dimension")
+    m = ins.get("mask")
+    if m is not None:
+        expect_rank(m, "mask", 2, what=" ([B, n])")
+        expect_dtype(m, "mask", ("bool", "int64"))
+        expect_dim(m.shape[0], x.shape[0], "mask", "dimension 0 (batch)", m)
+        expect_dim(m.shape[1], x.shape[1], "mask", "dimension 1 (tokens)", m)
+    return x
+
+
+register(OpDef(
+    "mask_tokens", "vision",
+    "Replace the tokens of `x [B, n, d]` where the optional `mask [B, n]` (bool, or 0/1 int) is true by a "
+    "learned `token [d]` (masked image modelling: BEiT, SimMIM, DINOv2's `mask_token`); without a mask, `x` "
+    "unchanged. Feed it from an `optional` input so that the token exists (and is counted) whether or not a "
+    "mask is given.",
+    NoAttrs, ("x", "mask?"), _mask_tokens_shape,
+    params=lambda a, ins: {"token": (concrete(ins["x"].shape[2], "x", "the last dimension"),)},
+    sequence=POSITION, tp=UNPLANNED, saves=keeps("mask"), embedding=True,
+    example="masked: {op: mask_tokens, in: {x: patches, mask: bool_masked_pos}}",
+))
+
+
+# ---------------------------------------------------------------- grid_positions
+
+class GridPositionsAttrs(Attrs):
+    dim_fields = ("table", "patch", "prefix")
+    table: DimAttr = Field(description="side S of the learned square grid of positions: the table holds "
+                                       "`prefix` + S² rows (DINOv2: image_size // patch_size)")
+    patch: DimAttr = Field(description="patch side P: the image `[B, C, H, W]` has an (H // P) × (W // P) grid")
+    prefix: DimAttr = Field(1, description="leading tokens with a row of their own, not on the grid ([CLS])")
+    mode: Literal["bicubic", "bilinear"] = Field(
+        "bicubic", description="how the grid is resized (torch.nn.functional.interpolate, align_corners false)")
+    antialias: bool = Field(False, description="resize with torch's antialiasing filter, as transformers' "
+                                               "Dinov2WithRegisters does (Dinov2 does not); the ONNX form needs "
+                                               "opset 18")
+
+    @property
+    def rows(self) -> int:
+        return self.prefix + self.table * self.table
+
+
+def grid_of(a: GridPositionsAttrs, image: TensorType) -> tuple[Dim, Dim]:
+    """The image's patch grid (H // P, W // P), as transformers' Dinov2 computes it (the remainder dropped)."""
+    return image.shape[2] // a.patch, image.shape[3] // a.patch
+
+
+def _grid_positions_shape(a: GridPositionsAttrs, ins):
+    x, image = ins["x"], ins["image"]
+    expect_rank(x, "x", 3, what=" ([B, n, d])")
+    expect_float(x, "x")
+    concrete(x.shape[2], "x", "the last dimension")
+    expect_rank(image, "image", 4, what=" ([B, C, H, W]: only its size is read)")
+    positive(a.table, "table"), positive(a.patch, "patch")
+    if a.prefix < 0:
+        raise ShapeError("GF102", f"`prefix` must be 0 or more, got {a.prefix}", attr="prefix")
+    gh, gw = grid_of(a, image)
+    for side, what in ((gh, "height"), (gw, "width")):
+        if side.is_const and side.value == 0:
+            raise ShapeError("GF232", f"the image {what} {image.shape[2 if what == 'height' else 3]} is smaller "
+                                      f"than one patch ({a.patch}): there is no grid to resize the positions to",
+                             "image")
+    want = gh * gw + a.prefix
+    if x.shape[1] != want:
+        raise ShapeError(
+            "GF232", f"`x` has {x.shape[1]} tokens but the image's {gh} × {gw} patch grid (patch {a.patch}) and "
+                     f"{a.prefix} leading token(s) make {want}", "x",
+            help="`x` must hold the leading tokens, then the image's patches in row-major order: the "
+                 "patch_embed of this image (same patch, no stride), with `prefix` tokens prepended")
+    return x
+
+
+def _grid_positions_flops(a: GridPositionsAttrs, ins, out):
+    # the resize (16 taps bicubic, 4 bilinear, 2 flops each) of the grid's rows, then the addition
+    gh, gw = grid_of(a, ins["image"])
+    if gh == Dim.const(a.table) and gw == Dim.const(a.table):
+        return numel(out.shape)                     # the table's own grid: nothing is resized
+    taps = 16 if a.mode == "bicubic" else 4
+    return 2 * taps * gh * gw * ins["x"].shape[2] + numel(out.shape)
+
+
+register(OpDef(
+    "grid_positions", "vision",
+    "Add learned positions on a 2-D grid to `x [B, n, d]`, resized to the grid of `image [B, C, H, W]` "
+    "(only its size is read): the table `weight [prefix + S², d]` holds `prefix` rows for the leading "
+    "tokens ([CLS]) and an S × S grid, resized (bicubic, align_corners false, as transformers' Dinov2 "
+    "interpolate_pos_encoding) to (H // P) × (W // P) when that differs. So a model trained at one image "
+    "size runs at another: n must be prefix + (H // P)(W // P).",
+    GridPositionsAttrs, ("x", "image"), _grid_positions_shape,
+    params=lambda a, ins: {"weight": (a.rows, concrete(ins["x"].shape[2], "x", "the last dimension"))},
+    flops=_grid_positions_flops,
+    sequence=MIXES, tp=UNPLANNED, saves=keeps(), embedding=True,
+    example="pos: {op: grid_positions, in: {x: cls, image: pixel_values}, table: 16, patch: 14}",
 ))

@@ -77,6 +77,9 @@ CLAIMS = [
     ("SwinForImageClassification", "swin-t", None, {}, "hf",
      lambda: T.SwinForImageClassification(T.SwinConfig(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
                                                        num_labels=1000))),
+    ("Dinov2Model", "dinov2", None, {}, "hf", lambda: T.Dinov2Model(T.Dinov2Config())),
+    ("Dinov2WithRegistersModel", "dinov2", "dinov2-base-registers", {}, "hf",
+     lambda: T.Dinov2WithRegistersModel(T.Dinov2WithRegistersConfig())),
 ]
 
 

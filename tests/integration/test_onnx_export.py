@@ -191,8 +191,9 @@ def _check_same_outputs(case, sess, inputs: dict, where: str) -> None:
 # bias-free causal attention with an int padding mask, cross-attention with its own inner and output
 # widths and a bool mask, silu, sigmoid, concat, softmax, token_at `first`, pool at index -1, an
 # open-ended slice, both cosine_logits variants, spectrograms of a waveform of symbolic length, a
-# strided, dilated conv1d over them; Whisper's [sin | cos] sinusoids, computed and stored; and T5's
-# relative position bias in both directions.
+# strided, dilated conv1d over them; Whisper's [sin | cos] sinusoids, computed and stored; T5's
+# relative position bias in both directions; a LayerScale and a tanh gate, element-wise constants (offset,
+# clamp with one and two bounds, soft-cap), mask tokens from an int mask and tokens inserted after the first.
 OP_ZOO = """
 graphformer: 1
 name: op-zoo
@@ -229,8 +230,16 @@ nodes:
   conv_nb:   {op: conv1d, in: mel_raw, out: 4, kernel: 2, bias: false}
   halves:    {op: positional, in: x, kind: sinusoidal, sinusoid: halves, max_len: 12}
   stored:    {op: positional, kind: sinusoidal, sinusoid: halves, stored: true, max_len: 12}
+  ls:        {op: learned_scale, in: x, init: 0.5}
+  gate:      {op: learned_scale, per: scalar, act: tanh, init: 0.3}
+  shifted:   {op: offset, by: -0.25}
+  clamped:   {op: clamp, min: -0.5, max: 0.75}
+  capped:    {op: softcap, cap: 0.6}
+  floor0:    {op: clamp, in: x, max: 0.0}
+  masked:    {op: mask_tokens, in: {x: x, mask: self_keep}}
+  regs:      {op: prepend_tokens, in: masked, count: 2, at: 1}
 outputs: {tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, stored: stored,
-          rel_bias: rel_bias, rel_causal: rel_causal}
+          rel_bias: rel_bias, rel_causal: rel_causal, capped: capped, floor0: floor0, regs: regs}
 """
 
 

@@ -33,6 +33,25 @@ CASES = [
     ("prepend_tokens", {"count": 1}, {"x": T("B", "n", 8)}, ("B", "n + 1", "8")),
     ("prepend_tokens", {"count": 2}, {"x": T("B", 1212, 8)}, ("B", "1214", "8")),
     ("prepend_tokens", {"count": 1}, {"x": T("B", 8)}, "GF121"),
+    ("prepend_tokens", {"count": 4, "at": 1}, {"x": T("B", "n", 8)}, ("B", "n + 4", "8")),   # DINOv2's registers
+    ("prepend_tokens", {"count": 0, "at": 1}, {"x": T("B", 5, 8)}, ("B", "5", "8")),         # switched off
+    ("prepend_tokens", {"count": 2, "at": 6}, {"x": T("B", 5, 8)}, "GF102"),
+    ("prepend_tokens", {"count": -1}, {"x": T("B", 5, 8)}, "GF102"),
+    ("mask_tokens", {}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("mask_tokens", {}, {"x": T("B", "n", 8), "mask": T("B", "n", dtype="bool")}, ("B", "n", "8")),
+    ("mask_tokens", {}, {"x": T("B", "n", 8), "mask": T("B", "m", dtype="bool")}, "GF120"),
+    ("mask_tokens", {}, {"x": T("B", "n", 8), "mask": T("B", "n")}, "GF122"),
+    # DINOv2's positions: a 4×4 table (patch 7) resized to the grid of a 35×49 image (5 × 7 patches)
+    ("grid_positions", {"table": 4, "patch": 7}, {"x": T("B", 17, 8), "image": T("B", 3, 28, 28)}, ("B", "17", "8")),
+    ("grid_positions", {"table": 4, "patch": 7}, {"x": T("B", 36, 8), "image": T("B", 3, 35, 49)}, ("B", "36", "8")),
+    ("grid_positions", {"table": 4, "patch": 7, "prefix": 0}, {"x": T("B", 35, 8), "image": T("B", 3, 37, 50)},
+     ("B", "35", "8")),                                                                       # remainders dropped
+    ("grid_positions", {"table": 4, "patch": 7}, {"x": T("B", "(H // 7)*(W // 7) + 1", 8),
+                                                  "image": T("B", 3, "H", "W")}, ("B", "(H // 7)*(W // 7) + 1", "8")),
+    ("grid_positions", {"table": 4, "patch": 7}, {"x": T("B", 17, 8), "image": T("B", 3, 35, 49)}, "GF232"),
+    ("grid_positions", {"table": 4, "patch": 7}, {"x": T("B", 1, 8), "image": T("B", 3, 5, 28)}, "GF232"),
+    ("grid_positions", {"table": 4, "patch": 7}, {"x": T("B", 17, 8), "image": T("B", 28, 28)}, "GF121"),
+    ("grid_positions", {"table": 0, "patch": 7}, {"x": T("B", 1, 8), "image": T("B", 3, 28, 28)}, "GF102"),
     ("latents", {"count": 16, "dim": 32}, {"like": T("B", "m", 3)}, ("B", "16", "32")),
     ("latents", {"count": 0, "dim": 32}, {"like": T("B", "m", 3)}, "GF102"),
     ("spectrogram", {"n_fft": 400, "hop": 160, "mels": 128}, {"x": T("B", 163680)}, ("B", "128", "1024")),

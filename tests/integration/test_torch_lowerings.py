@@ -60,6 +60,12 @@ OP_CASES = {
     "softmax": [({"axis": 1}, {"x": T(2, 5, 8)})],
     "concat": [({"axis": 1}, {"xs0": T(2, 5, 8), "xs1": T(2, 3, 8)})],
     "pool": [({"kind": "cls", "index": 1}, {"x": T(2, 5, 8)}), ({"kind": "mean"}, {"x": T(2, 5, 8)})],
+    "learned_scale": [({"init": 0.5}, {"x": T(2, 5, 8)}), ({"per": "scalar", "act": "tanh"}, {"x": T(2, 5, 8)})],
+    "offset": [({"by": -1.5}, {"x": T(2, 5, 8)})],
+    "clamp": [({"min": -0.5, "max": 0.5}, {"x": T(2, 5, 8)}), ({"min": 0.0}, {"x": T(2, 5, 8)})],
+    "mask_tokens": [({}, {"x": T(2, 5, 8)}), ({}, {"x": T(2, 5, 8), "mask": T(2, 5, dtype="bool")})],
+    "grid_positions": [({"table": 3, "patch": 4}, {"x": T(2, 10, 8), "image": T(2, 3, 12, 12)}),
+                       ({"table": 3, "patch": 4, "antialias": True}, {"x": T(2, 9, 8), "image": T(2, 3, 8, 19)})],
 }
 
 

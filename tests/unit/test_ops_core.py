@@ -74,6 +74,19 @@ CASES = [
     ("attention", {"heads": 4}, {"x": T("B", "n", 32), "positions": T("B", "n", dtype="int64")}, "GF106"),
     ("attention", {"heads": 4, "rope": True}, {"x": T("B", "n", 32), "positions": T("B", "m", dtype="int64")},
      "GF120"),
+    # learned scales (LayerScale, tanh gates) and element-wise constants
+    ("learned_scale", {}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("learned_scale", {"per": "scalar", "act": "tanh", "init": 0.0}, {"x": T("B", "n", "d")}, ("B", "n", "d")),
+    ("learned_scale", {"dim": 8}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("learned_scale", {"dim": 6}, {"x": T("B", "n", 8)}, "GF230"),
+    ("learned_scale", {"per": "scalar", "dim": 8}, {"x": T("B", "n", 8)}, "GF230"),
+    ("learned_scale", {}, {"x": T("B", "n", "d")}, "GF124"),
+    ("learned_scale", {}, {"x": T("B", "n", dtype="int64")}, "GF122"),
+    ("offset", {"by": 1.5}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("clamp", {"min": -1.0, "max": 1.0}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("clamp", {"max": 0.0}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("clamp", {"min": 1.0, "max": -1.0}, {"x": T("B", "n", 8)}, "GF231"),
+    ("clamp", {}, {"x": T("B", "n", 8)}, "GF231"),
 ]
 
 

@@ -27,7 +27,8 @@ from .lower import LOWERINGS
 from .weights import resolve
 from .write import Written, write_external, write_inline
 
-__all__ = ["export_onnx", "to_onnx", "plan_past", "exported_ir", "to_model", "Written", "ExportError", "LOWERINGS", "EXTERNAL_DATA_THRESHOLD",
+__all__ = ["export_onnx", "to_onnx", "check_exact", "plan_past", "exported_ir", "to_model", "Written", "ExportError",
+           "LOWERINGS", "EXTERNAL_DATA_THRESHOLD",
            "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17
@@ -41,6 +42,15 @@ def check_opset(opset: int) -> int:
         raise ExportError(f"opset {opset} is not supported: choose {MIN_OPSET}..{latest} "
                           f"(LayerNormalization needs {MIN_OPSET}; the installed onnx knows up to {latest})")
     return opset
+
+
+def check_exact(spec, opset: int) -> None:
+    """SpecError (GF233) for a node that this opset can't express as torch computes it; reads the IR only."""
+    from ...base.diagnostics import SpecError
+    from .vision import opset_refusals
+    refused = opset_refusals(spec.ir, opset)
+    if refused:
+        raise SpecError(refused)
 
 
 def plan_past(spec) -> Past:
@@ -84,6 +94,7 @@ def to_onnx(spec, module_or_weights: Any = None, opset: int = DEFAULT_OPSET, *, 
     none: the required inputs only). `with_past`: a decoder step with past keys and values (past.py).
     """
     check_opset(opset)
+    check_exact(spec, opset)
     ir = exported_ir(spec, inputs, with_past)
     past = plan_past(spec) if with_past else None
     return to_model(ir, resolve(spec, module_or_weights, seed, weights_map), opset, past=past)
@@ -98,6 +109,7 @@ def export_onnx(spec, module_or_weights: Any, path: str | os.PathLike, opset: in
     Weights over `external_data_threshold` bytes go to `<path>.<hash>.data` beside it (write.py). Returns what was written.
     """
     check_opset(opset)
+    check_exact(spec, opset)
     ir = exported_ir(spec, inputs, with_past)
     past = plan_past(spec) if with_past else None
     path = os.fspath(path)

@@ -393,3 +393,28 @@ def _pool(ctx: NodeEmitter, node) -> None:
         ctx.reduce("ReduceMean", x, [1], "tokens", keepdims=0, final=True)
     else:  # a scalar index drops the token axis: (B, n, d) → (B, d); negative indices count from the end
         ctx.op("Gather", [x, ctx.const(a.index, "index", np.int64)], axis=1, final=True)
+
+
+# ---------------------------------------------------------------- learned scales, element-wise constants
+
+@lowers("learned_scale")
+def _learned_scale(ctx: NodeEmitter, node) -> None:
+    (x,) = ctx.inputs
+    scale = ctx.param("scale")
+    if node.attrs.act == "tanh":
+        scale = ctx.op("Tanh", [scale], "gate")
+    ctx.op("Mul", [x, scale], final=True)
+
+
+@lowers("offset")
+def _offset(ctx: NodeEmitter, node) -> None:
+    (x,) = ctx.inputs
+    ctx.op("Add", [x, ctx.const(node.attrs.by, "by", np.float32)], final=True)
+
+
+@lowers("clamp")
+def _clamp(ctx: NodeEmitter, node) -> None:
+    (x,) = ctx.inputs
+    a = node.attrs
+    bounds = [ctx.const(v, tag, np.float32) if v is not None else "" for v, tag in ((a.min, "min"), (a.max, "max"))]
+    ctx.op("Clip", [x, *bounds], final=True)   # an empty name: that bound is absent

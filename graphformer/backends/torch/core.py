@@ -652,3 +652,47 @@ def _pool(node, types):
     if a.kind == "mean":
         return Fn(_mean_tokens, "mean over tokens", "{0}.mean(dim=1)")
     return Fn(partial(_take, index=a.index), f"token {a.index}", f"{{0}}[:, {a.index}]")
+
+
+# ---------------------------------------------------------------- learned scales, element-wise constants
+
+class LearnedScale(nn.Module):
+    """x · scale (LayerScale: one factor per channel) or x · tanh(scale) (a gate), scale filled with `init`."""
+
+    def __init__(self, width: int | None, init: float, gate: bool):
+        super().__init__()
+        self.scale = _param(width) if width is not None else nn.Parameter(torch.empty(()))
+        self.init, self.gate = init, gate
+
+    def init_parameters(self, generator=None) -> None:
+        self.scale.fill_(self.init)
+
+    def forward(self, x):
+        return x * (torch.tanh(self.scale) if self.gate else self.scale)
+
+    def extra_repr(self) -> str:
+        width = "scalar" if self.scale.ndim == 0 else f"{self.scale.shape[0]} channels"
+        return f"{width}, init={self.init!r}" + (", tanh gate" if self.gate else "")
+
+
+@lowers("learned_scale")
+def _learned_scale(node, types):
+    a = node.attrs
+    return LearnedScale(_width(types) if a.per == "channel" else None, a.init, a.act == "tanh")
+
+
+def _offset(x, by: float):
+    return x + by
+
+
+@lowers("offset")
+def _offset_fn(node, types):
+    by = node.attrs.by
+    return Fn(partial(_offset, by=by), f"+ {by!r}", f"{{0}} + {by!r}")
+
+
+@lowers("clamp")
+def _clamp(node, types):
+    lo, hi = node.attrs.min, node.attrs.max
+    return Fn(partial(torch.clamp, min=lo, max=hi), f"clamp({lo!r}, {hi!r})",
+              f"torch.clamp({{0}}, min={lo!r}, max={hi!r})")
