@@ -41,6 +41,7 @@ class GenerationPlan:
     cross: list = field(default_factory=list)    # cross-attention over a fixed context: its keys and values once
     position_tables: list = field(default_factory=list)  # `positional` nodes (offset by the cache)
     relative_biases: list = field(default_factory=list)  # `relative_position_bias` nodes (offset by the cache)
+    prompt_only: list = field(default_factory=list)      # `scatter_tokens` nodes: features enter with the prompt
     max_len: int | None = None
     max_len_from: str | None = None              # the node whose max_len bounds the length
     encoder: set = field(default_factory=set)    # nodes run once per sequence (an encoder–decoder's encoder)
@@ -74,6 +75,8 @@ def plan_generation(spec) -> GenerationPlan:
             plan.position_tables.append(n)
         elif n.op == "relative_position_bias":
             plan.relative_biases.append(n)
+        elif n.op == "scatter_tokens":
+            plan.prompt_only.append(n)
         limit = getattr(n.attrs, "max_len", None) if n.op in ("attention", "positional") else None
         if limit is not None and (plan.max_len is None or limit < plan.max_len):
             plan.max_len, plan.max_len_from = limit, n.name
@@ -156,7 +159,7 @@ class Decoder:
             for i, n in enumerate(slots):
                 m = self.model.node_module(n.name)
                 m.cache, m.layer_id = c, i
-        for n in self.plan.position_tables + self.plan.relative_biases:
+        for n in self.plan.position_tables + self.plan.relative_biases + self.plan.prompt_only:
             self.model.node_module(n.name).cache = cache
 
     def _forward(self, tokens, mask):
