@@ -166,13 +166,20 @@ def _scatter_shape(a, ins):
         raise ShapeError("GF121", f"`features` must be [N, d] or [B, k, d], got {feats}", "features")
     expect_float(feats, "features")
     expect_dim(feats.shape[-1], x.shape[2], "features", "the last dimension (the width)", feats)
-    spare = x.shape[0] * x.shape[1] - numel(feats.shape[:-1])   # positions minus features, if both are known
-    if spare.is_const and spare.value < 0:
+    spare = x.shape[0] * x.shape[1] - numel(feats.shape[:-1])   # positions minus features
+    if _negative(spare):
         raise ShapeError("GF239", f"{numel(feats.shape[:-1])} feature vectors cannot fit in the "
                          f"{x.shape[0] * x.shape[1]} positions of `x` {x}", "features",
                          help="each feature vector replaces one marked position: the sequence must be at least "
                               "as long as the features it receives")
     return x
+
+
+def _negative(d: Dim) -> bool:
+    """Whether `d` is below 0 for every positive size of its symbols: a negative constant, or (say
+    `8·B − 16·B`) only negative terms over plain symbols, each at least 1."""
+    return (d.is_const and d.value < 0) or (not d.is_const and all(
+        c < 0 and all(isinstance(a, str) for a, _ in mono) for mono, c in d._terms))
 
 
 register(OpDef(
