@@ -186,6 +186,7 @@ inputs:
   self_keep: {shape: [B, n], dtype: int64}
   ids:       {shape: [B, n], dtype: int64}
   wave:      {shape: [B, t]}
+  feats:     {shape: [B, 2, d]}
 nodes:
   rms:       {op: norm, in: x, kind: rms, eps: 1.0e-6}
   ln:        {op: norm, in: x, bias: false}
@@ -210,7 +211,9 @@ nodes:
   conv_nb:   {op: conv1d, in: mel_raw, out: 4, kernel: 2, bias: false}
   halves:    {op: positional, in: x, kind: sinusoidal, sinusoid: halves, max_len: 12}
   stored:    {op: positional, kind: sinusoidal, sinusoid: halves, stored: true, max_len: 12}
-outputs: {tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, stored: stored,
+  marks:     {op: equal, in: ids, to: 3}
+  placed:    {op: scatter_tokens, in: {x: x, mask: marks, features: feats}}
+outputs: {placed: placed, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, stored: stored,
           rel_bias: rel_bias, rel_causal: rel_causal}
 """
 
