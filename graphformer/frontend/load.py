@@ -178,8 +178,7 @@ def _program(path: str, preset: str | None, overrides: dict[str, Any], tree: "_T
         for ctx in prog.files:
             for i, decl in enumerate(ctx.spec.imports):
                 if isinstance(decl, ImportDecl):
-                    from .compose import import_blocks   # compose builds on this module
-                    import_blocks(ctx, i, decl, prog, tree, chain + (os.path.abspath(root.file),), diags)
+                    compose.import_blocks(ctx, i, decl, prog, tree, chain + (os.path.abspath(root.file),), diags)
     if any(d.is_error for d in diags):
         raise SpecError(diags)
     return prog
@@ -461,3 +460,6 @@ def _evaluate(root: SpecCtx, k: str, decl: DerivedParam, params: dict[str, Any],
 
 
 _NAMES = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+from . import compose  # noqa: E402  (it builds on this module: imported last, used at run time)
