@@ -180,7 +180,10 @@ def _cross_attention(plan: DecoderPlan, n: IRNode, fixed: set[str], stages: bool
 def _encoder_read(ir: IRGraph, n: IRNode, fixed: set[str], plan: DecoderPlan) -> tuple | None:
     """(node, port, value) where a step's node reads a value of the encoder other than as a cross-attention's
     context (or its mask and bias): a value computed once per sequence spans its whole length, not the step's
-    tokens. (Spec inputs are judged by `_plan_inputs`.)"""
+    tokens. (Spec inputs are judged by `_plan_inputs`.) An `OFFSET` node reads the cache's length, so it
+    may take a per-sequence value with the prompt alone (LLaVA's image features, scattered once)."""
+    if _sequence(n) == OFFSET:
+        return None
     for port, src in n.inputs.items():
         if src in fixed and ir.node(src).op != "input" and not (n.name in plan.cross and port != "query"):
             return n, port, src

@@ -1233,6 +1233,105 @@ nodes:
   pos:     {op: grid_positions, in: {x: cls, image: pixels}, table: 4, patch: patch, antialias: true}
 outputs: {y: pos}
 """),
+    Code(
+        "GF235", "unknown bundled model in an import",
+        ("An import's `from:` names a bundled model (a bare name, no `.yaml` and no `/`) that graphformer does not "
+         "ship. Bundled names resolve only to the package's own specs directory, never to a file elsewhere."),
+        fix="Use a name `graphformer list` shows, or write a file of yours as a path ending in `.yaml`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d: 32, h: 4, ff: 64, eps: 1.0e-5, act: quick_gelu}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d]}
+imports:
+  - from: clip-vit-b23
+    blocks: [vision_layer]
+    params: {vision_width: d, vision_heads: h, vision_ff: ff, vision_eps: eps, vision_act: act, vision_attn_dropout: 0.0}
+nodes:
+  y: {op: vision_layer, in: x}
+outputs: {y: y}
+"""),
+    Code(
+        "GF236", "imported block not found",
+        "An import's `blocks:` names a block the imported spec does not define.",
+        fix="Use one of the blocks the message lists (`graphformer check --shapes` on the spec shows its paths).",
+        example="""\
+graphformer: 1
+name: case
+params: {d: 32, h: 4, ff: 64, eps: 1.0e-5, act: quick_gelu}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d]}
+imports:
+  - from: clip-vit-b32
+    blocks: [vision_layr]
+    params: {vision_width: d, vision_heads: h, vision_ff: ff, vision_eps: eps, vision_act: act, vision_attn_dropout: 0.0}
+nodes:
+  y: {op: vision_layer, in: x}
+outputs: {y: y}
+"""),
+    Code(
+        "GF237", "imported block reads a param the import does not pass",
+        ("Imported blocks are closed: every param of the imported spec that they (or the blocks they call) read "
+         "must be passed under the import's `params:`, as a param of this spec, an integer expression over them, "
+         "or a number or boolean. Nothing falls back silently to the other spec's default."),
+        fix="Add the param the message names to the import's `params:`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d: 32, h: 4, ff: 64, eps: 1.0e-5, act: quick_gelu}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d]}
+imports:
+  - from: clip-vit-b32
+    blocks: [vision_layer]
+    params: {vision_width: d, vision_heads: h, vision_ff: ff, vision_eps: eps, vision_act: act}
+nodes:
+  y: {op: vision_layer, in: x}
+outputs: {y: y}
+"""),
+    Code(
+        "GF238", "import passes an unknown param",
+        "An import's `params:` passes a name that is not a param of the imported spec (often a typo).",
+        fix="Pass only the imported spec's params (the message suggests the nearest one).",
+        example="""\
+graphformer: 1
+name: case
+params: {d: 32, h: 4, ff: 64, eps: 1.0e-5, act: quick_gelu}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d]}
+imports:
+  - from: clip-vit-b32
+    blocks: [vision_layer]
+    params: {vision_width: d, vision_heads: h, vision_ff: ff, vision_eps: eps, vision_act: act, vision_attn_dropout: 0.0, vision_witdh: d}
+nodes:
+  y: {op: vision_layer, in: x}
+outputs: {y: y}
+"""),
+    Code(
+        "GF239", "more features than positions",
+        ("`scatter_tokens` puts one feature vector at each position its mask marks, so there can be no more "
+         "feature vectors than positions in `x`. Where the shapes alone show more (`features [B, 16, d]` into "
+         "`x [B, 8, d]`), the check fails here; otherwise the count is checked when the model runs."),
+        fix="Make the sequence long enough: one image token per feature vector (LLaVA: (image // patch)² per image).",
+        example="""\
+graphformer: 1
+name: case
+params: {d: 32, vocab: 50, image_token: 49}
+dims: {B: 2}
+inputs:
+  tokens: {shape: [B, 8], dtype: int64}
+  feats: {shape: [B, 16, d]}
+nodes:
+  tok: {op: embedding, in: tokens, vocab: vocab, dim: d}
+  marks: {op: equal, in: tokens, to: image_token}
+  merged: {op: scatter_tokens, in: {x: tok, mask: marks, features: feats}}
+outputs: {y: merged}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

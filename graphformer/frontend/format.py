@@ -185,6 +185,21 @@ class WeightMap(_Strict):
     rules: list[WeightRule]
 
 
+class ImportDecl(_Strict):
+    """`{from: llama, blocks: [layer], params: {d_model: text_width, ...}}`: blocks of another spec, with
+    the params they read bound from this spec's (closed: nothing else of the other spec leaks in)."""
+
+    src: StrictStr = Field(alias="from", description="a bundled model's name (`llama`), or a spec file's path "
+                                                      "relative to this file (`lib/blocks.yaml`)")
+    blocks: Union[list[StrictStr], dict[str, StrictStr]] = Field(
+        description="the blocks to use: a list of names, or `{local_name: their_name}` to rename")
+    params: dict[str, ParamValue] = Field(
+        default_factory=dict, description="every param of the other spec that the imported blocks read: "
+                                          "`their_name: value`, the value a param of this spec, an integer "
+                                          "expression over them, or a number or boolean")
+    doc: str = ""
+
+
 class SpecFile(_Strict):
     graphformer: Literal[1] = Field(description="format version")
     name: StrictStr
@@ -196,7 +211,10 @@ class SpecFile(_Strict):
                                           "from other params unless set); attributes refer to them by name")
     presets: dict[str, dict[str, ParamValue]] = Field(default_factory=dict)
     dims: dict[str, StrictInt] = Field(default_factory=dict, description="example sizes of symbolic dims")
-    imports: list[StrictStr] = Field(default_factory=list)
+    imports: list[Union[StrictStr, ImportDecl]] = Field(
+        default_factory=list, description="spec files whose blocks (and param defaults) become usable here, "
+                                          "or `{from, blocks, params}`: chosen blocks of a bundled model or a "
+                                          "file, their params bound from this spec's")
     inputs: dict[str, InputDecl] = Field(default_factory=dict)
     blocks: dict[str, BlockDecl] = Field(default_factory=dict)
     nodes: dict[str, NodeDecl] = Field(default_factory=dict)

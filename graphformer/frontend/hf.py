@@ -197,6 +197,9 @@ FIELD_TYPES = {
     # dinov2, dinov2_with_registers
     "layerscale_value": Num(-1e6, 1e6, null=False), "num_register_tokens": Int(0, LAYERS),
     **dict.fromkeys(["use_swiglu_ffn", "use_mask_token"], FLAG),
+    **dict.fromkeys(["image_token_index", "image_token_id"], Int(0, VOCAB)),   # llava
+    "projector_hidden_act": TEXT, "multimodal_projector_bias": FLAG, "vision_feature_select_strategy": TEXT,
+    "vision_feature_layer": AnyOf((Int(-LAYERS, LAYERS), ListOf(Int(-LAYERS, LAYERS), 64))),
 }
 NESTED = {"rope_scaling": ROPE, "rope_parameters": ROPE, "text_config": FIELD_TYPES, "vision_config": FIELD_TYPES}
 
@@ -449,6 +452,25 @@ CLIP_VISION = {
     "intermediate_size": P("vision_ff"), "num_hidden_layers": P("vision_layers"),
     **_clip_tower("vision"),
 }
+LLAVA_TEXT = {k: v for k, v in LLAMA_FIELDS.items() if k != "tie_word_embeddings"}   # the top level's ties
+
+
+def _llava(cfg: dict) -> dict:
+    """LLaVA: the text_config a Llama's (llama's table and rope rules), the vision_config a CLIP vision
+    tower's (clip's), read at the second-to-last hidden state without [CLS]."""
+    text, vision = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
+    for sub, want in ((text, "llama"), (vision, "clip_vision_model")):
+        if sub.get("model_type", want) != want:
+            raise HFImportError(f"a llava config with a `{sub['model_type']}` sub-config: the llava spec has a "
+                                f"{want} there (CLIP vision tower, Llama text model)")
+    check_types(text, "text_config."), check_types(vision, "vision_config.")
+    missing = cfg.setdefault(MISSING, [])
+    out = apply_table(LLAVA_TEXT, text, "text_config.", missing)
+    out.update(_llama_derive(True)({"num_attention_heads": 32, "hidden_size": 4096, **text}))
+    out.update(apply_table(CLIP_VISION, vision, "vision_config.", missing))
+    return out
+
+
 GPT2_DROPOUT = {"attn_pdrop": P("attn_pdrop"), "resid_pdrop": P("resid_pdrop"), "embd_pdrop": P("embd_pdrop")}
 ENCODER_DROPOUT = {"hidden_dropout_prob": P("hidden_dropout"), "attention_probs_dropout_prob": P("attn_dropout")}
 
@@ -601,6 +623,14 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "use_mask_token": Fixed(_is(True, None), "the dinov2 spec always has the mask token (as every "
                                                  "published checkpoint)")}),
     _dinov2_family("dinov2_with_registers", "Dinov2WithRegistersModel", {"num_register_tokens": P("registers")}),
+    Family("llava", "llava.yaml", {
+        "image_token_index": P("image_token"), "image_token_id": P("image_token"),
+        "projector_hidden_act": P("projector_act", act), "multimodal_projector_bias": P("projector_bias"),
+        "tie_word_embeddings": P("tie_embeddings"),
+        "vision_feature_layer": Fixed(_is(-2, None), "the llava spec reads the second-to-last vision hidden state"),
+        "vision_feature_select_strategy": Fixed(_is("default", None), "the llava spec drops the [CLS] "
+                                                                      "feature (strategy `default`)"),
+    }, frozenset({"text_config", "vision_config", "image_seq_length"}), _llava, "LlavaForConditionalGeneration"),
     Family("clip", "clip-vit-b32.yaml", {"projection_dim": P("embed")},
            frozenset({"text_config", "vision_config", "logit_scale_init_value"}), _clip, "CLIPModel"),
     Family("audio-spectrogram-transformer", "ast.yaml", {
@@ -851,7 +881,8 @@ def config_mismatches(params: dict, cfg: dict) -> list[str]:
 
 def _fields_by_param(fam: Family) -> dict[str, str]:
     """param → the config field that sets it, for the messages."""
-    tables = [("", fam.fields)] + ([("text_config.", CLIP_TEXT), ("vision_config.", CLIP_VISION)]
-                                   if fam.model_type == "clip" else [])
+    nested = {"clip": [("text_config.", CLIP_TEXT), ("vision_config.", CLIP_VISION)],
+              "llava": [("text_config.", LLAVA_TEXT), ("vision_config.", CLIP_VISION)]}
+    tables = [("", fam.fields)] + nested.get(fam.model_type, [])
     return {rule.param: f"`{prefix}{name}`" for prefix, table in tables for name, rule in table.items()
             if isinstance(rule, P)}

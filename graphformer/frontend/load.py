@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from ..base.diagnostics import Diagnostic, Label, Span, SpecError, did_you_mean
 from ..base.errors import UsageError
 from ..base.dims import DimError, parse
-from .format import FORMAT_VERSION, DerivedParam, SpecFile, label_problem, name_problem
+from .format import FORMAT_VERSION, DerivedParam, ImportDecl, SpecFile, label_problem, name_problem
 from .yamlload import FileProblem, Loaded, load_yaml_file
 
 MAX_PARAM = 10**12
@@ -160,10 +160,18 @@ def parse_file(path: str) -> SpecCtx:
 
 
 def load_program(path: str, preset: str | None = None, overrides: dict[str, Any] | None = None) -> Program:
+    return _program(path, preset, overrides or {}, None, ())
+
+
+def _program(path: str, preset: str | None, overrides: dict[str, Any], tree: "_Tree | None",
+             chain: tuple[str, ...]) -> Program:
+    """A spec and everything it imports. `tree` confines file imports (the top-level spec's directory
+    tree, or the bundled specs for a bundled model); `chain` is the files importing this one, by blocks."""
     root = parse_file(path)
     prog = Program(root)
     diags: list[Diagnostic] = []
-    _load_imports(root, prog, diags)
+    tree = tree or _Tree(os.path.dirname(os.path.abspath(root.file)))
+    _load_imports(root, prog, diags, tree)
     prog.files.insert(0, root)
     for ctx in prog.files:
         diags += data_diagnostics(ctx)
@@ -171,7 +179,12 @@ def load_program(path: str, preset: str | None = None, overrides: dict[str, Any]
         raise SpecError(diags)
     for name, block in root.spec.blocks.items():
         _add_block(prog, name, root, block, diags)
-    prog.params = _resolve_params(prog, preset, overrides or {}, diags)
+    prog.params = _resolve_params(prog, preset, overrides, diags)
+    if not any(d.is_error for d in diags):   # bindings are expressions over the params resolved above
+        for ctx in prog.files:
+            for i, decl in enumerate(ctx.spec.imports):
+                if isinstance(decl, ImportDecl):
+                    compose.import_blocks(ctx, i, decl, prog, tree, chain + (os.path.abspath(root.file),), diags)
     if any(d.is_error for d in diags):
         raise SpecError(diags)
     return prog
@@ -244,10 +257,10 @@ def _add_block(prog: Program, name: str, ctx: SpecCtx, block: Any, diags: list[D
     prog.blocks[name] = (ctx, block)
 
 
-def _load_imports(root: SpecCtx, prog: Program, diags: list[Diagnostic]) -> None:
-    """Every file reachable through `imports:`, depth first, walked with an explicit stack (a chain of
-    thousands of files must not exhaust Python's). Imports stay inside the root spec's directory tree."""
-    tree = _Tree(os.path.dirname(os.path.abspath(root.file)))
+def _load_imports(root: SpecCtx, prog: Program, diags: list[Diagnostic], tree: "_Tree") -> None:
+    """Every file reachable through `imports:` written as paths, depth first, walked with an explicit stack
+    (a chain of thousands of files must not exhaust Python's). Imports stay inside `tree`. Imports of
+    chosen blocks (`{from: ...}`) are followed afterwards, by `_import_blocks`."""
     # a frame: (file, its imports still to visit, chain of absolute paths from the root to it)
     frames = [(root, iter(enumerate(root.spec.imports)), [os.path.abspath(root.file)])]
     while frames:
@@ -260,6 +273,8 @@ def _load_imports(root: SpecCtx, prog: Program, diags: list[Diagnostic]) -> None
                     _add_block(prog, name, ctx, block, diags)
             continue
         i, rel = step
+        if isinstance(rel, ImportDecl):
+            continue
         span = ctx.span(("imports", i))
         target = _import_target(ctx, rel, tree, span, diags)
         if target is None:
@@ -519,3 +534,6 @@ def _evaluate(root: SpecCtx, k: str, decl: DerivedParam, params: dict[str, Any],
 
 
 _NAMES = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+from . import compose  # noqa: E402  (it builds on this module: imported last, used at run time)

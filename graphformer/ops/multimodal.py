@@ -1,5 +1,5 @@
 """Multimodal ops: pooling at a position chosen by token ids, l2 normalisation, contrastive logits,
-and CLIP's quick-GELU activation."""
+CLIP's quick-GELU activation, and LLaVA's image features placed at the image-token positions."""
 from __future__ import annotations
 
 from typing import Literal
@@ -7,10 +7,11 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .base import (
-    MIXES, POSITION, Saved, THROUGH, UNPLANNED, keeps, keeps_float_inputs,
+    MIXES, OFFSET, POSITION, Saved, THROUGH, UNPLANNED, keeps, keeps_float_inputs,
     Attrs, NoAttrs, OpDef, TensorType, register, expect_rank, expect_dim, expect_dtype,
-    expect_float, numel, INT_DTYPES,
+    expect_float, numel, INT_DTYPES, ShapeError,
 )
+from ..base.dims import Dim
 from .core import concrete
 
 
@@ -134,4 +135,70 @@ register(OpDef(
     ScaleAttrs, ("x",), _float_same, flops=lambda a, ins, out: numel(out.shape),
     sequence=POSITION, tp=UNPLANNED, saves=keeps(),
     example="average: {op: scale, by: 0.5}",
+))
+
+
+# ---------------------------------------------------------------- equal
+
+class EqualAttrs(Attrs):
+    to: int = Field(description="the constant each element is compared with (an integer or an integer param)")
+
+
+def _equal_shape(a: EqualAttrs, ins):
+    expect_dtype(ins["x"], "x", INT_DTYPES)
+    return TensorType(ins["x"].shape, "bool")
+
+
+register(OpDef(
+    "equal", "multimodal",
+    "Compare every element of an integer tensor with a constant: `[*]` int64 → `[*]` bool, true where equal "
+    "(LLaVA's image-token positions, `input_ids == image_token_id`).",
+    EqualAttrs, ("x",), _equal_shape, flops=lambda a, ins, out: numel(out.shape),
+    sequence=POSITION, tp=UNPLANNED, saves=keeps(),
+    example="image_positions: {op: equal, in: tokens, to: image_token}",
+))
+
+
+# ---------------------------------------------------------------- scatter_tokens
+
+def _scatter_shape(a, ins):
+    x, mask, feats = ins["x"], ins["mask"], ins["features"]
+    expect_rank(x, "x", 3, what=" ([B, n, d])")
+    expect_float(x, "x")
+    expect_rank(mask, "mask", 2, what=" ([B, n])")
+    expect_dtype(mask, "mask", ("bool",) + INT_DTYPES)
+    expect_dim(mask.shape[0], x.shape[0], "mask", "dimension 0 (batch)", mask)
+    expect_dim(mask.shape[1], x.shape[1], "mask", "dimension 1 (tokens)", mask)
+    if feats.rank not in (2, 3):
+        raise ShapeError("GF121", f"`features` must be [N, d] or [B, k, d], got {feats}", "features")
+    expect_float(feats, "features")
+    expect_dim(feats.shape[-1], x.shape[2], "features", "the last dimension (the width)", feats)
+    spare = x.shape[0] * x.shape[1] - numel(feats.shape[:-1])   # positions minus features
+    if _negative(spare):
+        raise ShapeError("GF239", f"{numel(feats.shape[:-1])} feature vectors cannot fit in the "
+                         f"{x.shape[0] * x.shape[1]} positions of `x` {x}", "features",
+                         help="each feature vector replaces one marked position: the sequence must be at least "
+                              "as long as the features it receives")
+    return x
+
+
+def _negative(d: Dim) -> bool:
+    """Whether `d` is below 0 for every positive size of its symbols: a negative constant, or (say
+    `8·B − 16·B`) only negative terms over plain symbols, each at least 1."""
+    return (d.is_const and d.value < 0) or (not d.is_const and all(
+        c < 0 and all(isinstance(a, str) for a, _ in mono) for mono, c in d._terms))
+
+
+register(OpDef(
+    "scatter_tokens", "multimodal",
+    "Put feature vectors at the positions a mask marks: `x [B, n, d]` with, in row-major order over the "
+    "true (or non-zero) positions of `mask [B, n]`, the rows of `features [N, d]` or `[B, k, d]` (flattened) — "
+    "transformers' `masked_scatter` of LLaVA's image features into the token embeddings. The number of marked "
+    "positions must equal the number of feature vectors (checked when the model runs; GF239 when the shapes "
+    "alone rule it out). Under generation the features enter with the prompt only.",
+    NoAttrs, ("x", "mask", "features"), _scatter_shape,
+    flops=lambda a, ins, out: Dim.const(0),
+    # OFFSET: a decoder step reads the cache's length to know the prompt (which took the features) is in
+    sequence=OFFSET, tp=UNPLANNED, saves=keeps("mask"),
+    example="merged: {op: scatter_tokens, in: {x: tok, mask: image_positions, features: projector}}",
 ))

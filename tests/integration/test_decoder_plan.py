@@ -117,6 +117,8 @@ def test_generate_equals_greedy_full_recomputation(name):
     given = graphformer.example_inputs(spec, dims={"B": b}, seed=1)
     encoder = {k: v.double() if v.is_floating_point() else v for k, v in given.items() if k in plan.encoder_inputs}
     ids = torch.randint(0, plan.vocab, (b, n), generator=torch.Generator().manual_seed(2))
+    if any(node.op == "scatter_tokens" for node in spec.ir.nodes()):   # LLaVA: the prompt holds the image tokens
+        ids = given[plan.tokens]
     got = graphformer.generate(model, ids, new, encoder_inputs=encoder or None)
     seq = ids
     with torch.no_grad():

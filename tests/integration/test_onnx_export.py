@@ -206,6 +206,7 @@ inputs:
   self_keep: {shape: [B, n], dtype: int64}
   ids:       {shape: [B, n], dtype: int64}
   wave:      {shape: [B, t]}
+  feats:     {shape: [B, 2, d]}
 nodes:
   rms:       {op: norm, in: x, kind: rms, eps: 1.0e-6}
   ln:        {op: norm, in: x, bias: false}
@@ -238,7 +239,9 @@ nodes:
   floor0:    {op: clamp, in: x, max: 0.0}
   masked:    {op: mask_tokens, in: {x: x, mask: self_keep}}
   regs:      {op: prepend_tokens, in: masked, count: 2, at: 1}
-outputs: {tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, stored: stored,
+  marks:     {op: equal, in: ids, to: 3}
+  placed:    {op: scatter_tokens, in: {x: x, mask: marks, features: feats}}
+outputs: {placed: placed, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, stored: stored,
           rel_bias: rel_bias, rel_causal: rel_causal, capped: capped, floor0: floor0, regs: regs}
 """
 

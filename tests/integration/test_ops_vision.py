@@ -115,6 +115,18 @@ CASES = [
     ("token_at", {}, {"x": T("B", "n", 8), "ids": T("B", "m", dtype="int64")}, "GF120"),
     ("token_at", {}, {"x": T("B", "n", 8), "ids": T("B", "n")}, "GF122"),
     ("l2_normalize", {}, {"x": T("B", 8)}, ("B", "8")),
+    ("equal", {"to": 5}, {"x": T("B", "n", dtype="int64")}, ("B", "n")),
+    ("equal", {"to": 5}, {"x": T("B", "n")}, "GF122"),
+    ("scatter_tokens", {}, {"x": T("B", "n", 8), "mask": T("B", "n", dtype="bool"), "features": T("B", 4, 8)},
+     ("B", "n", "8")),
+    ("scatter_tokens", {}, {"x": T("B", "n", 8), "mask": T("B", "n", dtype="int64"), "features": T("N", 8)},
+     ("B", "n", "8")),
+    ("scatter_tokens", {}, {"x": T("B", "n", 8), "mask": T("B", "n", dtype="bool"), "features": T("B", 4, 6)},
+     "GF120"),
+    ("scatter_tokens", {}, {"x": T("B", 8, 8), "mask": T("B", 8, dtype="bool"), "features": T("B", 9, 8)},
+     "GF239"),
+    ("scatter_tokens", {}, {"x": T("B", "n", 8), "mask": T("B", "m", dtype="bool"), "features": T("N", 8)},
+     "GF120"),
     ("l2_normalize", {}, {"x": T("B", 8, dtype="int64")}, "GF122"),
     ("cosine_logits", {}, {"a": T("Bt", 8), "b": T("Bi", 8)}, ("Bt", "Bi")),
     ("cosine_logits", {}, {"a": T("Bt", 8), "b": T("Bi", 6)}, "GF120"),
@@ -349,7 +361,8 @@ def test_inlined_expressions_equal_the_modules():
              ("token_at", {"select": "first", "token": 3}, {"x": C(2, 6, 4), "ids": C(2, 6, dtype="int64")}, [x, ids]),
              ("l2_normalize", {}, {"x": C(2, 6, 4)}, [x]),
              ("quick_gelu", {}, {"x": C(2, 6, 4)}, [x]),
-             ("scale", {"by": 0.5}, {"x": C(2, 6, 4)}, [x])]
+             ("scale", {"by": 0.5}, {"x": C(2, 6, 4)}, [x]),
+             ("equal", {"to": 3}, {"x": C(2, 6, dtype="int64")}, [ids])]
     for op, attrs, types, args in cases:
         mod = lower(op, attrs, types)
         names = [f"a{i}" for i in range(len(args))]

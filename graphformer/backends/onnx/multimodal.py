@@ -58,3 +58,29 @@ def _quick_gelu(ctx: NodeEmitter, node) -> None:
 def _scale(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     ctx.op("Mul", [x, ctx.const(node.attrs.by, "by", np.float32)], final=True)
+
+
+@lowers("equal")
+def _equal(ctx: NodeEmitter, node) -> None:
+    (x,) = ctx.inputs
+    ctx.op("Equal", [x, ctx.const(node.attrs.to, "to", np.int64)], final=True)
+
+
+@lowers("scatter_tokens")
+def _scatter_tokens(ctx: NodeEmitter, node) -> None:
+    """masked_scatter as a gather: the k-th marked position (row-major) takes feature row k, found by a
+    running count of the marks; unmarked positions keep x. The count of marks is not checked here."""
+    x, mask, features = ctx.inputs
+    if ctx.types["mask"].dtype != "bool":
+        mask = ctx.op("Cast", [mask], "marked", to=TensorProto.BOOL)
+    flat = ctx.const([-1], "flat", np.int64)
+    marks = ctx.op("Reshape", [ctx.op("Cast", [mask], "count", to=TensorProto.INT64), flat], "marks")
+    rank = ctx.op("Sub", [ctx.op("CumSum", [marks, ctx.const(0, "axis", np.int64)], "running"),
+                          ctx.const(1, "one", np.int64)], "rank")                  # [B·n]: k at the k-th mark
+    rank = ctx.op("Max", [rank, ctx.const(0, "zero", np.int64)], "index")          # unmarked before the first
+    rows = ctx.op("Reshape", [features, ctx.op("Concat", [flat, ctx.shape(x, 2, 3, "width")], "rows_shape",
+                                               axis=0)], "rows")                         # [N, d]
+    picked = ctx.op("Gather", [rows, rank], "picked", axis=0)                     # [B·n, d]
+    picked = ctx.op("Reshape", [picked, ctx.shape(x, 0, 3, "x_shape")], "placed")  # [B, n, d]
+    keep = ctx.op("Unsqueeze", [mask, ctx.const([-1], "last", np.int64)], "where")
+    ctx.op("Where", [keep, picked, x], final=True)

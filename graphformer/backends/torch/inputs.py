@@ -45,8 +45,30 @@ def example_inputs(spec, dims: dict[str, int] | None = None, seed: int = 0, devi
             x = torch.rand(shape, generator=gen) < 0.5
         else:
             x = torch.randint(0, 2, shape, generator=gen)
-        out[name] = x.to(device)
-    return out
+        out[name] = x
+    _mark_positions(ir, out, env)
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def _mark_positions(ir, out: dict, env: dict[str, int]) -> None:
+    """Token ids compared with an id whose marks a `scatter_tokens` fills (LLaVA's image token) hold that
+    id exactly once per feature vector, after a first token in each row, and nowhere else."""
+    for n in ir.nodes():
+        if n.op != "scatter_tokens":
+            continue
+        test = ir.node(n.inputs["mask"])
+        source = test.inputs.get("x") if test.op == "equal" else None
+        name = next((k for k, v in ir.inputs.items() if v == source), None)
+        if name is None:
+            continue
+        ids, token = out[name], test.attrs.to
+        count = math.prod(d.evaluate(env) for d in ir.node(n.inputs["features"]).shape.shape[:-1])
+        ids[ids == token] = 0 if token != 0 else 1
+        rows, length = ids.shape
+        if count % rows == 0 and count // rows < length:
+            ids[:, 1:1 + count // rows] = token
+        else:
+            ids.view(-1)[:count] = token
 
 
 def _prefix_mask(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:

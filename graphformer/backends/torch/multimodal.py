@@ -67,3 +67,36 @@ def _quick_gelu(node, types):
 def _scale(node, types):
     by = node.attrs.by
     return Fn(partial(torch.mul, other=by), f"× {by!r}", f"{{0}} * {by!r}")
+
+
+@lowers("equal")
+def _equal(node, types):
+    to = node.attrs.to
+    return Fn(partial(torch.eq, other=to), f"== {to}", f"({{0}} == {to})")
+
+
+class ScatterTokens(nn.Module):
+    """x with the rows of `features` at the positions `mask` marks, in row-major order (transformers'
+    masked_scatter). `cache` is set by generation: once the prompt is in the cache, a step's new tokens
+    take no features (the image entered with the prompt), as in transformers' generate."""
+
+    def __init__(self):
+        super().__init__()
+        self.cache = None
+
+    def forward(self, x, mask, features):
+        if self.cache is not None and self.cache.written > 0:
+            return x
+        marked = mask.bool() if mask.dtype != torch.bool else mask
+        feats = features.reshape(-1, features.shape[-1])
+        count = int(marked.sum())
+        if count != feats.shape[0]:
+            raise ValueError(f"scatter_tokens: the mask marks {count} positions but there are {feats.shape[0]} "
+                             f"feature vectors (features {tuple(features.shape)}); each marked position takes one "
+                             "(for LLaVA: one image token per image patch in the prompt)")
+        return x.masked_scatter(marked.unsqueeze(-1).expand_as(x), feats.to(x.dtype))
+
+
+@lowers("scatter_tokens")
+def _scatter_tokens(node, types):
+    return ScatterTokens()
