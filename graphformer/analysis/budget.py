@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 
 from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
+from ..ops.mla import SELF_ATTENTION, cache_widths
 from .summary import rows
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "int64": 8, "bool": 1}
 OPTIMIZERS = ("adamw", "sgd", "adafactor")
 EMBEDDING_OPS = ("embedding", "positional", "table_row", "latents", "prepend_tokens")
 # ops whose backward costs two of their forward (gradients for inputs and for weights / both matmul operands)
-MATMUL_OPS = ("linear", "attention", "cross_attend", "moe", "patch_embed", "conv1d", "cosine_logits")
+MATMUL_OPS = ("linear", "attention", "cross_attend", "moe", "patch_embed", "conv1d", "cosine_logits",
+              "latent_attention")
 
 
 @dataclass
@@ -125,12 +127,12 @@ def optimizer_bytes(shapes: list[tuple[int, ...]], optimizer: str) -> int:
 
 def kv_cache_per_token(ir: IRGraph, s: int) -> int:
     """Bytes one more token adds to the key/value cache of one sequence: every causal attention keeps its
-    kv_heads × head_dim keys and values."""
+    kv_heads × head_dim keys and values (a latent attention: its latent and shared rotary key)."""
     total = 0
     for n in ir.nodes():
-        if n.op == "attention" and n.shape is not None and n.attrs.causal:
-            _, kv, hd = n.attrs.geometry(n.shape.shape[-1].value)
-            total += 2 * kv * hd * s
+        if n.op in SELF_ATTENTION and n.shape is not None and n.attrs.causal:
+            kv, hd, vd = cache_widths(n, n.shape.shape[-1].value)
+            total += kv * (hd + vd) * s
     return total
 
 
@@ -261,6 +263,8 @@ def _saves(n: IRNode, ir: IRGraph, dims, s) -> tuple[tuple[str, ...], int]:
         return (), _bytes(n, dims, s) if a.p else 0     # the scaled keep-mask, in the activation dtype
     if op == "attention":
         return ("x",), _attention_saved(n, x, dims, s)
+    if op == "latent_attention":
+        return ("x",), _latent_saved(a, x, dims, s)
     if op == "cross_attend":
         b, q_len = x.shape[0].evaluate(dims), x.shape[1].evaluate(dims)
         ctx = ir.node(n.inputs["context"]).shape
@@ -278,6 +282,15 @@ def _saves(n: IRNode, ir: IRGraph, dims, s) -> tuple[tuple[str, ...], int]:
     # other ops (vision, audio, ...): their float inputs
     return tuple(p for p, src in n.inputs.items() if ir.node(src).shape is not None
                  and ir.node(src).shape.dtype == "float32"), 0
+
+
+def _latent_saved(a, x, dims, s) -> int:
+    """Latent attention keeps the projections' inputs (the q and kv latents), SDPA's q, k, v (k, v expanded
+    per head), its output and log-sum-exp, and the rotary tables; a mask materialised for padding."""
+    b, t = x.shape[0].evaluate(dims), x.shape[1].evaluate(dims)
+    h = a.heads
+    per_token = a.q_rank + 2 * (a.kv_rank + a.rope_dim) + h * (2 * a.qk_dim + 2 * a.v_dim)
+    return s * b * t * per_token + 4 * b * h * t + 2 * s * t * a.rope_dim
 
 
 def _attention_saved(n: IRNode, x, dims, s) -> int:

@@ -13,16 +13,23 @@ from dataclasses import dataclass, field
 from ..base.diagnostics import Diagnostic, SpecError
 from ..base.dims import Dim
 from ..ir import IRGraph, IRNode
+from ..ops.mla import SELF_ATTENTION, cache_widths
 
 
 @dataclass(frozen=True)
 class CacheSlot:
-    """The cached keys and values of one causal attention: [B, kv_heads, past, head_dim]."""
+    """The cached keys and values of one causal attention: [B, kv_heads, past, head_dim] (values
+    `value_dim` wide where that differs: a latent attention's latent and rotary key)."""
 
     node: str
     layer: int
     kv_heads: int
     head_dim: int
+    value_dim: int | None = None
+
+    @property
+    def widths(self) -> dict[str, int]:
+        return {"key": self.head_dim, "value": self.value_dim or self.head_dim}
 
 
 @dataclass
@@ -41,7 +48,7 @@ def plan_decoder(ir: IRGraph, nodes: set[str] | None = None) -> DecoderPlan:
     plan = DecoderPlan("")
     for body in ir.bodies:
         for n in body.ir.nodes():
-            if n.op in ("attention", "cross_attend"):
+            if n.op in SELF_ATTENTION + ("cross_attend",):
                 raise _refuse("GF211", f"`{n.name}` ({n.op}) of block `{body.block}` is inside a block-valued "
                               "attribute (a mixture of experts' expert), which gets no cache", n, _ONLY_CAUSAL)
     mixing = None                       # the first op that combines positions, reported after attention
@@ -52,14 +59,15 @@ def plan_decoder(ir: IRGraph, nodes: set[str] | None = None) -> DecoderPlan:
             raise _refuse("GF211", f"`{n.name}` (attention) adds a logit `bias` [.., n, m] over the whole "
                           "sequence, which a step over the new tokens cannot recompute for the cached keys", n,
                           _ONLY_CAUSAL + " without a logit `bias`")
-        if n.op == "attention" and n.attrs.causal:
+        if n.op in SELF_ATTENTION and n.attrs.causal:
             x = ir.node(n.inputs["x"]).shape
-            _, kv_heads, head_dim = n.attrs.geometry(x.shape[-1].value)
-            plan.slots[n.name] = CacheSlot(n.name, len(plan.slots), kv_heads, head_dim)
+            kv_heads, head_dim, value_dim = cache_widths(n, x.shape[-1].value)
+            plan.slots[n.name] = CacheSlot(n.name, len(plan.slots), kv_heads, head_dim,
+                                           value_dim if value_dim != head_dim else None)
             plan.uses_positions |= bool(n.attrs.rope)
-        elif n.op in ("attention", "cross_attend"):
+        elif n.op in SELF_ATTENTION + ("cross_attend",):
             why = ("is not causal: every earlier position would change with each new token, so there is "
-                   "nothing to cache" if n.op == "attention" else
+                   "nothing to cache" if n.op in SELF_ATTENTION else
                    "attends to another sequence (the decoder of an encoder-decoder model), which a cache of "
                    "its own keys does not cover")
             raise _refuse("GF211", f"`{n.name}` ({n.op}) {why}", n, _ONLY_CAUSAL)

@@ -3,6 +3,10 @@ which row-wise, and what stays replicated — for any spec, not one hand-written
 
 - attention: q, k, v column-wise (each rank holds heads / tp query heads and kv_heads / tp key/value
   heads), o row-wise (partial sums all-reduced). heads and kv_heads must divide by tp.
+- latent attention (DeepSeek-V2): the query projection (`q`, or `q_b` after the replicated query latent)
+  and the latent's expansion `kv_b` column-wise, so each rank holds heads / tp heads; `o` row-wise. The
+  latent projections `q_a`, `kv_a` and their norms stay replicated: every head reads the whole latent
+  and the shared rotary key (transformers' `mla_kv_a_proj`).
 - feed-forward pairs: a linear A whose output reaches, through element-wise ops only (activations, `mul`,
   dropout), linears B that map back to A's input width: A column-wise, B row-wise (Megatron's MLP split;
   SwiGLU's gate and up are both A's). Every input of a `mul` on the way must itself be column-split.
@@ -48,6 +52,16 @@ def derive(spec, tp: int) -> list[Shard]:
                     raise UsageError(f"`{n.name}`: {what} = {count} does not divide by tp = {tp}")
             out += [Shard(f"{n.name}.{p}", "colwise", f"{h // tp} of {h} heads per rank") for p in "qkv"]
             out.append(Shard(f"{n.name}.o", "rowwise", "partial sums all-reduced"))
+            done.add(n.name)
+        elif n.op == "latent_attention" and n.shape is not None:
+            h = n.attrs.heads
+            if h % tp:
+                raise UsageError(f"`{n.name}`: heads = {h} does not divide by tp = {tp}")
+            q = "q_b" if n.attrs.q_rank else "q"
+            out += [Shard(f"{n.name}.{p}", "colwise", f"{h // tp} of {h} heads per rank") for p in (q, "kv_b")]
+            out.append(Shard(f"{n.name}.o", "rowwise", "partial sums all-reduced"))
+            out += [Shard(f"{n.name}.{p}", "replicate", "latent projection: every head reads all of it")
+                    for p in (("q_a", "kv_a") if n.attrs.q_rank else ("kv_a",))]
             done.add(n.name)
     pairs = _mlp_pairs(ir, tp)
     for a, bs in pairs.items():

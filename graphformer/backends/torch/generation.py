@@ -18,6 +18,7 @@ from . import stages
 from .kvcache import FEWER, ContextCache, KVCache
 from ...base.dims import Dim
 from ...base.errors import UsageError
+from ...ops.mla import SELF_ATTENTION, cache_widths
 
 
 class GenerationError(UsageError, ValueError):
@@ -55,26 +56,26 @@ def plan_generation(spec) -> GenerationPlan:
     output computes its keys and values once. Nothing here knows a model family's names."""
     ir, name = spec.ir, spec.name
     needed = ir.ancestors([ir.outputs["logits"]]) if "logits" in ir.outputs else set(ir.names())
-    causal = [n for n in ir.nodes() if n.op == "attention" and n.attrs.causal and n.name in needed]
+    causal = [n for n in ir.nodes() if n.op in SELF_ATTENTION and n.attrs.causal and n.name in needed]
     tokens = _decoder_tokens(ir, causal)
     fixed = needed - ir.descendants([ir.inputs[tokens]]) if tokens else set()
     plan = GenerationPlan(tokens or "", 0, encoder={n for n in fixed if ir.node(n).op != "input"})
     for n in ir.nodes():
         if n.name not in needed or n.name in fixed:
             continue
-        if n.op == "attention" and n.attrs.causal:
+        if n.op in SELF_ATTENTION and n.attrs.causal:
             plan.attention.append(n)
         elif n.op == "cross_attend" and n.inputs["context"] in fixed:
             plan.cross.append(n)
-        elif n.op in ("attention", "cross_attend"):
-            what = "is not causal" if n.op == "attention" else "attends to a context that changes with the tokens"
+        elif n.op in SELF_ATTENTION + ("cross_attend",):
+            what = "is not causal" if n.op in SELF_ATTENTION else "attends to a context that changes with the tokens"
             raise GenerationError(f"spec `{name}` cannot generate token by token: `{n.name}` ({n.op}) {what}, so "
                                   "earlier positions would change with every new token", 1)
         elif n.op == "positional":
             plan.position_tables.append(n)
         elif n.op == "relative_position_bias":
             plan.relative_biases.append(n)
-        limit = getattr(n.attrs, "max_len", None) if n.op in ("attention", "positional") else None
+        limit = getattr(n.attrs, "max_len", None) if n.op in SELF_ATTENTION + ("positional",) else None
         if limit is not None and (plan.max_len is None or limit < plan.max_len):
             plan.max_len, plan.max_len_from = limit, n.name
     if not plan.attention:
@@ -129,7 +130,8 @@ class Decoder:
         layers = []
         for n in self.plan.attention:
             m = model.node_module(n.name)
-            layers.append((m.kv_heads, m.head_dim, m.window))
+            value = getattr(m, "value_dim", m.head_dim)    # latent attention: values narrower than keys
+            layers.append((m.kv_heads, m.head_dim, m.window) + ((value,) if value != m.head_dim else ()))
         self.cache = KVCache(layers, batch, length, dtype, self.device)
         self.context = ContextCache(len(self.plan.cross))
         self.batch, self.length = batch, length
@@ -418,12 +420,13 @@ def _vocab_of(ir, input_name: str) -> int | None:
     return min(vocabs) if vocabs else None
 
 
-def cache_layers(plan: GenerationPlan, ir) -> list[tuple[int, int, int | None]]:
-    """(kv_heads, head_dim, window) of every cache slot, read from the IR as the torch build sizes them."""
+def cache_layers(plan: GenerationPlan, ir) -> list[tuple]:
+    """(kv_heads, head_dim, window[, value_dim]) of every cache slot, read from the IR as the torch build
+    sizes them (value_dim where values are narrower than keys: latent attention)."""
     out = []
     for n in plan.attention:
-        _, kv, hd = n.attrs.geometry(ir.node(n.inputs["x"]).shape.shape[-1].value)
-        out.append((kv, hd, n.attrs.window))
+        kv, hd, vd = cache_widths(n, ir.node(n.inputs["x"]).shape.shape[-1].value)
+        out.append((kv, hd, n.attrs.window) + ((vd,) if vd != hd else ()))
     return out
 
 
