@@ -21,7 +21,7 @@ def _dense_weights(ctx: NodeEmitter, logits: str, a) -> str:
     k = ctx.const([a.top_k], "top_k", np.int64)
     if a.router == "softmax_topk":
         probs = ctx.op("Softmax", [logits], "router", axis=-1)
-        if a.groups is not None:
+        if a.groups is not None and a.top_groups < a.groups:   # all groups kept: plain top-k
             probs = _group_limited(ctx, probs, a)
         top, idx = _top_k(ctx, probs, k)
         if a.normalize:

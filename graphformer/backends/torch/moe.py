@@ -41,7 +41,7 @@ class MoE(nn.Module):
         logits = self.router(x)                                                   # (T, E)
         if self.kind == "softmax_topk":                                           # Mixtral: softmax in fp32
             probs = F.softmax(logits.float(), dim=-1)
-            if self.groups is not None:
+            if self.groups is not None and self.top_groups < self.groups:   # all groups kept: plain top-k
                 probs = self.group_limited(probs)
             w, idx = torch.topk(probs, self.top_k, dim=-1)
             if self.normalize:
