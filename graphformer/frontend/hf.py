@@ -532,7 +532,7 @@ DEEPSEEK_V2_READ = frozenset({
     # transformers sets head_dim to qk_rope_head_dim itself; it reads num_key_value_heads only to repeat the
     # keys of a grouped-query attention, which latent attention is not (the deepseek-v2 hub configs set it
     # equal to the heads); it does not read norm_topk_prob (the kept weights are never renormalised)
-    "head_dim", "num_key_value_heads", "norm_topk_prob",
+    "head_dim", "num_key_value_heads", "norm_topk_prob", "qk_head_dim",   # qk_head_dim: nope + rope, derived
     "aux_loss_alpha", "seq_aux", "ep_size",                         # training and expert-parallel knobs
 })
 

@@ -265,3 +265,119 @@ def test_bad_attributes_are_reported_at_their_line(sets, code, where):
     assert hit, [str(d) for d in diags]
     line = SPEC.read_text().splitlines()[hit[0].span.line - 1]
     assert f"{where}:" in line[hit[0].span.col - 1:] or where in line
+
+
+# ---------------------------------------------------------------- the ops on their own
+
+LA = {"heads": 3, "kv_rank": 10, "nope_dim": 4, "rope_dim": 6, "v_dim": 5}
+SHAPES = [   # op, attrs, inputs, expected shape or code
+    ("latent_attention", LA, {"x": "B n 16"}, ("B", "n", "16")),
+    ("latent_attention", {**LA, "q_rank": 7, "causal": False}, {"x": "B n 16", "mask": "B n bool"}, ("B", "n", "16")),
+    ("latent_attention", {**LA, "rope_dim": 3}, {"x": "B n 16"}, "GF240"),
+    ("latent_attention", {**LA, "kv_rank": 0}, {"x": "B n 16"}, "GF102"),
+    ("latent_attention", LA, {"x": "B 16"}, "GF121"),
+    ("latent_attention", LA, {"x": "B n 16", "mask": "B m bool"}, "GF120"),
+    ("latent_attention", {**LA, "max_len": 4}, {"x": "B 5 16"}, "GF120"),
+    ("latent_attention", LA, {"x": "B n 16", "positions": "B n"}, "GF122"),
+]
+
+
+def _types(spec: dict) -> dict:
+    from shape_cases import T as ST
+    out = {}
+    for port, text in spec.items():
+        *dims, last = text.split()
+        dtype = {"bool": "bool", "int": "int64"}.get(last)
+        dims = dims if dtype else dims + [last]
+        out[port] = ST(*[int(d) if d.isdigit() else d for d in dims], dtype=dtype or "float32")
+    return out
+
+
+@pytest.mark.parametrize("op,attrs,ins,expected", SHAPES)
+def test_latent_attention_shape_rule(op, attrs, ins, expected):
+    from shape_cases import check_case
+    check_case(op, attrs, _types(ins), expected)
+
+
+@pytest.mark.parametrize("attrs", [LA, {**LA, "q_rank": 7, "bias": True}, {**LA, "rope_scaling": "yarn",
+                                                                          "rope_factor": 4.0, "rope_mscale": 1.0}])
+def test_latent_attention_lowering_params_match_the_registry(attrs):
+    from graphformer.backends.torch import LOWERINGS
+    from graphformer.ir import IRNode
+    from graphformer.ops import REGISTRY
+    types = _types({"x": "2 5 16"})
+    node = IRNode("n", "latent_attention", REGISTRY["latent_attention"].attrs.model_validate(attrs), {"x": "in.x"},
+                  None)
+    module = LOWERINGS["latent_attention"](node, types)
+    want = {k: tuple(v) for k, v in REGISTRY["latent_attention"].params(node.attrs, types).items()}
+    assert {k: tuple(p.shape) for k, p in module.named_parameters()} == want == \
+        {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def test_latent_attention_equals_a_naive_formula():
+    """Every head's key is [kv_b(norm(latent)) nope part ; the one rotated shared key], its value the rest;
+    rotary turns interleaved pairs by position · inv_freq; softmax(q·kᵀ · scale + causal) · v, then o."""
+    from graphformer.backends.torch import LOWERINGS
+    from graphformer.ir import IRNode
+    from graphformer.ops import REGISTRY
+    a = REGISTRY["latent_attention"].attrs.model_validate({**LA, "rope_theta": 50.0})
+    m = LOWERINGS["latent_attention"](IRNode("n", "latent_attention", a, {"x": "in.x"}, None), _types({"x": "1 4 16"}))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3 + (1.0 if p.dim() == 1 else 0.0))
+        x = torch.randn(1, 4, 16, generator=gen)
+        y = m(x)
+        h, dn, dr, dv, r = 3, 4, 6, 5, 10
+        q = (x[0] @ m.q.weight.T).view(4, h, dn + dr)
+        kv = x[0] @ m.kv_a.weight.T
+        lat = kv[:, :r] / torch.sqrt(kv[:, :r].pow(2).mean(-1, keepdim=True) + 1e-6) * m.kv_norm.weight
+        kvb = (lat @ m.kv_b.weight.T).view(4, h, dn + dv)
+
+        def rot(t, p):   # t (..., dr) at position p: pairs (t0, t1) turned by p / 50^(2i/dr)
+            ang = p / 50.0 ** (torch.arange(0, dr, 2).float() / dr)
+            c, s = ang.cos(), ang.sin()
+            return torch.stack((t[..., 0::2] * c - t[..., 1::2] * s, t[..., 0::2] * s + t[..., 1::2] * c), -1).flatten(-2)
+        out = []
+        for i in range(4):
+            qi = torch.cat((q[i, :, :dn], rot(q[i, :, dn:], i)), -1)                                  # (h, qk)
+            keys = torch.stack([torch.cat((kvb[j, :, :dn], rot(kv[j, r:], j).expand(h, dr)), -1) for j in range(i + 1)])
+            w = torch.softmax((keys * qi).sum(-1) / (dn + dr) ** 0.5, dim=0)                          # (i+1, h)
+            out.append((w[..., None] * kvb[: i + 1, :, dn:]).sum(0).reshape(-1))
+        want = torch.stack(out) @ m.o.weight.T
+    assert_close(y[0], want, "latent attention vs naive")
+
+
+def test_mla_and_group_routing_in_onnx_match_torch_with_full_rank_queries():
+    """The `lite` form (q_rank 0, greedy) through ONNX Runtime: the tiny preset covers low-rank queries and
+    group-limited routing (tests/integration/test_onnx_export.py runs every bundled spec)."""
+    ort = pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    spec, ref, model = pair("lite")
+    ids, mask = batch(n=9)
+    sess = ort.InferenceSession(to_onnx(spec, model).SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})[0]
+    with torch.no_grad():
+        want = model(tokens=ids, mask=mask)["logits"]
+    assert_close(torch.from_numpy(got)[mask.bool()], want[mask.bool()], "onnx lite logits")
+
+
+def test_import_hf_cli_then_checkpoint_weights(tmp_path, capsys):
+    """`graphformer import hf` on a save_pretrained config, then the fused in-memory layout's weights."""
+    from safetensors.torch import save_file
+    from graphformer import cli
+    from graphformer.backends.torch.weights import load_weights
+    from graphformer.weights.maps import read_state_dict
+    spec, ref, model = pair("tiny")
+    ref.config.save_pretrained(tmp_path / "ckpt")
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, tmp_path / "ckpt" / "model.safetensors")
+    assert cli.main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "spec.yaml")]) == 0
+    assert cli.main(["check", str(tmp_path / "spec.yaml")]) == 0
+    _, err = capsys.readouterr()
+    assert "warning" not in err, err
+    imported = graphformer.load(tmp_path / "spec.yaml")
+    built = graphformer.build(imported).eval()
+    load_weights(built, read_state_dict(str(tmp_path / "ckpt")), "hf", imported)
+    ids, mask = batch()
+    with torch.no_grad():
+        assert_close(built(tokens=ids)["logits"], ref(input_ids=ids).logits, "imported logits")
