@@ -201,7 +201,7 @@ def test_tensor_parallel_plan_splits_heads_and_keeps_the_latent_whole():
         derive(spec, 2)
 
 
-def test_onnx_runtime_equals_torch_with_padding_and_with_past():
+def test_onnx_runtime_equals_torch_with_padding():
     ort = pytest.importorskip("onnxruntime")
     from graphformer.backends.onnx import to_onnx
     spec, ref, model = pair("tiny")
@@ -211,16 +211,26 @@ def test_onnx_runtime_equals_torch_with_padding_and_with_past():
     with torch.no_grad():
         want = model(tokens=ids, mask=mask)["logits"]
     assert_close(torch.from_numpy(got)[mask.bool()], want[mask.bool()], "onnx logits")
-    # a decoder step with past: the latent and the rotary key are the cache
-    step = ort.InferenceSession(to_onnx(spec, model, with_past=True).SerializeToString(),
-                                providers=["CPUExecutionProvider"])
-    names = [i.name for i in step.get_inputs()]
-    past = {n: __import__("numpy").zeros((3, 1, 0, 14 if n.endswith("key") else 4), "float32")
-            for n in names if n.startswith("past_key_values")}
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    outs = step.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "position_ids": pos.numpy(),
-                           **past})
-    assert_close(torch.from_numpy(outs[0])[mask.bool()], want[mask.bool()], "onnx logits with past = 0")
+
+
+@pytest.mark.parametrize("case,padded", [("tiny", True), ("lite", False)])
+def test_onnx_decoder_with_past_gives_transformers_tokens(case, padded):
+    """`export --with-past`: the slot's key is the latent [B, 1, past, kv_rank], its value the rotary key
+    [B, 1, past, rope_dim]; ONNX Runtime's greedy loop gives transformers' tokens."""
+    pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    from test_onnx_past import OrtDecoder, session
+    spec, ref, model = pair(case)
+    sess = session(to_onnx(spec, model, with_past=True))
+    widths = {i.name: (i.shape[1], i.shape[3]) for i in sess.get_inputs() if i.name.startswith("past_key_values")}
+    assert widths["past_key_values.0.key"] == (1, 14) and widths["past_key_values.0.value"] == (1, 4)
+    dec = OrtDecoder(sess)
+    ids, mask = prompts(padded=padded)
+    want = hf_generate(ref, ids, mask, 12)[:, 8:].numpy()
+    tokens = [dec.prompt(ids.numpy(), None if mask is None else mask.numpy())[:, -1].argmax(-1)]
+    while len(tokens) < 12:
+        tokens.append(dec.step(tokens[-1][:, None])[:, -1].argmax(-1))
+    assert (__import__("numpy").stack(tokens, 1) == want).all()
 
 
 def test_import_hf_config_gives_the_presets(tmp_path):
