@@ -154,7 +154,8 @@ def hf_generate(ref, ids, mask, new):
                             max_new_tokens=new, do_sample=False)
 
 
-@pytest.mark.parametrize("case,padded", [("tiny", False), ("tiny", True), ("lite", True)])
+@pytest.mark.parametrize("case,padded", [("tiny", False), ("tiny", True),
+                                         pytest.param("lite", True, marks=pytest.mark.slow)])
 def test_greedy_tokens_equal_transformers_generate(case, padded):
     spec, ref, model = pair(case)
     ids, mask = prompts(padded=padded)
