@@ -392,3 +392,50 @@ def test_import_hf_cli_then_checkpoint_weights(tmp_path, capsys):
     ids, mask = batch()
     with torch.no_grad():
         assert_close(built(tokens=ids)["logits"], ref(input_ids=ids).logits, "imported logits")
+
+
+DENSE_MLA = """
+graphformer: 1
+name: dense-mla
+params: {d: 24}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+  mask: {shape: [B, n], dtype: int64, optional: true}
+blocks:
+  layer:
+    inputs: {x: [B, n, d], mask: [B, n]}
+    nodes:
+      ln:   {op: norm, in: x, kind: rms}
+      attn: {op: latent_attention, in: {x: ln, mask: mask}, heads: 3, q_rank: 8, kv_rank: 10, nope_dim: 4,
+             rope_dim: 4, v_dim: 6, rope_scaling: yarn, rope_factor: 4.0, rope_original_max_len: 8,
+             rope_mscale: 1.0, max_len: 64}
+      res:  {op: residual, in: [x, attn]}
+    outputs: {x: res}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: 50, dim: d}
+  layers: {op: layer, in: {x: tok, mask: mask}, repeat: 2}
+  head:   {op: linear, out: 50}
+outputs: {logits: head}
+"""
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_is_traced_once(tmp_path):
+    """The latent attention's decode step (cache update at a tensor index, kv_b expansion over the whole slot)
+    traces with fullgraph and is not recompiled for later steps. (A `moe` node cannot: its sparse dispatch
+    reads which experts were hit, docs/generation.md.)"""
+    pytest.importorskip("torch._dynamo")
+    from torch._dynamo.utils import counters
+    (tmp_path / "mla.yaml").write_text(DENSE_MLA)
+    model = graphformer.build(graphformer.load(tmp_path / "mla.yaml"), seed=0).eval()
+    ids, mask = prompts(padded=True)
+    ids = ids % 50
+    want = graphformer.generate(model, ids, 8, mask=mask)
+    torch._dynamo.reset()
+    counters.clear()
+    got = graphformer.generate(model, ids, 8, mask=mask, compile="eager")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        again = graphformer.generate(model, ids, 6, mask=mask, compile="eager")
+    assert counters["stats"]["unique_graphs"] == 1
+    assert torch.equal(got, want) and torch.equal(again, want[:, :14])
