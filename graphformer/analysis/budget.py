@@ -127,7 +127,7 @@ def optimizer_bytes(shapes: list[tuple[int, ...]], optimizer: str) -> int:
 def kv_cache_per_token(ir: IRGraph, s: int) -> int:
     """Bytes one more token adds to the key/value cache of one sequence: every cache slot keeps its
     kv_heads × head_dim keys and values."""
-    return sum(2 * slot.kv_heads * slot.head_dim * s for slot in cache_slots(ir))
+    return sum(slot.kv_heads * sum(slot.widths.values()) * s for slot in cache_slots(ir))
 
 
 def _numel(t, dims) -> int:

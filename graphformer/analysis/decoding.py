@@ -31,12 +31,23 @@ from ..ops.base import AXIS, CACHE, CONTEXT, OFFSET, POSITION
 
 @dataclass(frozen=True)
 class CacheSlot:
-    """The cached keys and values of one causal attention: [B, kv_heads, past, head_dim]."""
+    """The cached keys and values of one causal attention: [B, kv_heads, past, head_dim] (values
+    `value_dim` wide where that differs: a latent attention's latent and rotary key)."""
 
     node: str
     layer: int
     kv_heads: int
     head_dim: int
+    value_dim: int | None = None
+
+    @property
+    def widths(self) -> dict[str, int]:
+        return {"key": self.head_dim, "value": self.value_dim or self.head_dim}
+
+
+def _slot(n: IRNode, layer: int) -> CacheSlot:
+    kv, hd, vd = n.attrs.cache_widths(n.shape.shape[-1].value)   # every CACHE op's attrs answer this
+    return CacheSlot(n.name, layer, kv, hd, vd if vd != hd else None)
 
 
 @dataclass
@@ -73,8 +84,7 @@ def cache_slots(ir: IRGraph, nodes: Iterable[str] | None = None) -> list[CacheSl
     out: list[CacheSlot] = []
     for n in ir.nodes():
         if n.op != "input" and n.shape is not None and (keep is None or n.name in keep) and _is_cache(n):
-            _, kv_heads, head_dim = n.attrs.geometry(n.shape.shape[-1].value)
-            out.append(CacheSlot(n.name, len(out), kv_heads, head_dim))
+            out.append(_slot(n, len(out)))
     return out
 
 
@@ -160,9 +170,8 @@ def _cached_attention(plan: DecoderPlan, ir: IRGraph, n: IRNode, layer: int, sta
         raise _refuse("GF211", f"`{n.name}` ({n.op}) adds a logit `bias` [.., n, m] over the whole sequence, "
                       "which a step over the new tokens cannot recompute for the cached keys", n,
                       _ONLY_CAUSAL + " without a logit `bias`")
-    _, kv_heads, head_dim = n.attrs.geometry(n.shape.shape[-1].value)
-    plan.slots[n.name] = CacheSlot(n.name, layer, kv_heads, head_dim)
-    plan.uses_positions |= bool(n.attrs.rope)
+    plan.slots[n.name] = _slot(n, layer)
+    plan.uses_positions |= bool(getattr(n.attrs, "rope", True))   # a latent attention always rotates
 
 
 def _cross_attention(plan: DecoderPlan, n: IRNode, fixed: set[str], stages: bool) -> None:

@@ -3,6 +3,10 @@ which row-wise, and what stays replicated — for any spec, not one hand-written
 
 - attention: q, k, v column-wise (each rank holds heads / tp query heads and kv_heads / tp key/value
   heads), o row-wise (partial sums all-reduced). heads and kv_heads must divide by tp.
+- latent attention (DeepSeek-V2): the query projection (`q`, or `q_b` after the replicated query latent)
+  and the latent's expansion `kv_b` column-wise, so each rank holds heads / tp heads; `o` row-wise. The
+  latent projections `q_a`, `kv_a` and their norms stay replicated: every head reads the whole latent
+  and the shared rotary key (transformers' `mla_kv_a_proj`).
 - feed-forward pairs: a linear A whose output reaches, through element-wise ops only (activations, `mul`,
   dropout), linears B that map back to A's input width: A column-wise, B row-wise (Megatron's MLP split;
   SwiGLU's gate and up are both A's). Every input of a `mul` on the way must itself be column-split.
@@ -45,7 +49,12 @@ def derive(spec, tp: int) -> list[Shard]:
     out: list[Shard] = []
     done: set[str] = set()
     for n in ir.nodes():
-        if _tp(n) == HEADS and n.shape is not None:
+        if _tp(n) == HEADS and n.shape is not None and hasattr(n.attrs, "latent_shards"):
+            if n.attrs.heads % tp:   # latent attention: its attrs say which projections split
+                raise UsageError(f"`{n.name}`: heads = {n.attrs.heads} does not divide by tp = {tp}")
+            out += [Shard(f"{n.name}.{p}", style, why) for p, style, why in n.attrs.latent_shards()]
+            done.add(n.name)
+        elif _tp(n) == HEADS and n.shape is not None:
             bias = ir.input_types(n).get("bias")
             if bias is not None and bias.shape[1].value != 1:
                 continue   # a per-head logit bias would need its heads split too: replicated (below)

@@ -29,3 +29,35 @@ def rotary_inv_freq(a, head_dim: int) -> np.ndarray:
         mid = (f32(1) - smooth) * scaled / factor + smooth * scaled
         inv = np.where((wl >= high_wl) & (wl <= low_wl), mid, scaled)
     return inv.astype(f32)
+
+
+def yarn_inv_freq(theta: float, dims: int, factor: float, original_max_len: int, beta_fast: float,
+                  beta_slow: float) -> np.ndarray:
+    """float32 `[dims/2]`: YaRN's inverse frequencies (Peng et al.; transformers' `_compute_yarn_parameters`
+    with `truncate`): high frequencies kept, low ones divided by `factor`, a linear ramp between the
+    correction dims of `beta_fast` and `beta_slow` rotations over the original context."""
+    f32 = np.float32
+
+    def correction_dim(rotations: float) -> float:
+        return dims * math.log(original_max_len / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low = max(math.floor(correction_dim(beta_fast)), 0)
+    high = min(math.ceil(correction_dim(beta_slow)), dims - 1)
+    exponent = np.arange(0, dims, 2, dtype=np.int64).astype(f32) / f32(dims)
+    pos = np.power(np.float64(theta), exponent.astype(np.float64)).astype(f32)
+    extrapolation, interpolation = f32(1.0) / pos, f32(1.0) / (f32(factor) * pos)
+    span = (high - low) if high != low else 0.001
+    ramp = np.clip((np.arange(dims // 2, dtype=f32) - f32(low)) / f32(span), 0, 1).astype(f32)
+    keep = f32(1) - ramp                       # the share of each frequency kept as it is (extrapolated)
+    return (interpolation * (f32(1) - keep) + extrapolation * keep).astype(f32)
+
+
+def mla_inv_freq(a) -> np.ndarray:
+    """float32 `[rope_dim/2]`: the rotary inverse frequencies of a `latent_attention` node (`a`: its attrs),
+    YaRN-scaled under `rope_scaling: yarn`."""
+    r = a.rope_dim
+    if a.rope_scaling == "yarn":
+        return yarn_inv_freq(a.rope_theta, r, a.rope_factor, a.rope_original_max_len, a.rope_beta_fast,
+                             a.rope_beta_slow)
+    exponent = np.arange(0, r, 2, dtype=np.int64).astype(np.float32) / np.float32(r)
+    return np.float32(1.0) / np.power(np.float64(a.rope_theta), exponent.astype(np.float64)).astype(np.float32)

@@ -1332,6 +1332,119 @@ nodes:
   merged: {op: scatter_tokens, in: {x: tok, mask: marks, features: feats}}
 outputs: {y: merged}
 """),
+    Code(
+        "GF240", "latent attention widths that don't fit",
+        ("`latent_attention` rotates the `rope_dim` dims of each query head and of the shared rotary key in "
+         "interleaved pairs (x₂ᵢ, x₂ᵢ₊₁), as DeepSeek-V2's `apply_rotary_emb` views them as complex numbers; "
+         "an odd width leaves one dim without a partner."),
+        fix="Make `rope_dim` even (DeepSeek-V2 uses 64).",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: latent_attention, heads: 4, kv_rank: 16, nope_dim: 8, rope_dim: 5, v_dim: 8}
+outputs: {y: attn}
+"""),
+    Code(
+        "GF241", "experts that don't split into groups",
+        ("Group-limited routing (`groups`, DeepSeek-V2's `n_group`) puts the experts in `groups` groups of "
+         "equal size and scores each group by its best expert; the experts must divide evenly."),
+        fix="Choose `groups` dividing `experts` (DeepSeek-V2: 160 experts in 8 groups), or drop `groups` for "
+            "plain top-k routing.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+blocks:
+  ffn:
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      up: {op: linear, out: 32}
+      act: {op: silu}
+      down: {op: linear, out: d_model}
+    outputs: {x: down}
+nodes:
+  moe: {op: moe, expert: ffn, experts: 6, top_k: 2, groups: 4, top_groups: 2}
+outputs: {y: moe}
+"""),
+    Code(
+        "GF242", "more groups kept than there are",
+        ("`top_groups` (DeepSeek-V2's `topk_group`) is how many of the `groups` expert groups a token's top-k "
+         "may pick from; it cannot be more than there are groups."),
+        fix="Set `top_groups` to at most `groups`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+blocks:
+  ffn:
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      up: {op: linear, out: 32}
+      act: {op: silu}
+      down: {op: linear, out: d_model}
+    outputs: {x: down}
+nodes:
+  moe: {op: moe, expert: ffn, experts: 8, top_k: 2, groups: 4, top_groups: 5}
+outputs: {y: moe}
+"""),
+    Code(
+        "GF243", "top-k larger than the kept groups",
+        ("With group-limited routing a token picks its `top_k` experts among the `top_groups` kept groups, "
+         "which hold top_groups · experts / groups experts. A larger `top_k` would pick experts of discarded "
+         "groups at weight 0 (their scores are zeroed): transformers does so silently; graphformer refuses."),
+        fix="Lower `top_k`, or keep more groups (`top_groups`).",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+blocks:
+  ffn:
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      up: {op: linear, out: 32}
+      act: {op: silu}
+      down: {op: linear, out: d_model}
+    outputs: {x: down}
+nodes:
+  moe: {op: moe, expert: ffn, experts: 8, top_k: 3, groups: 4, top_groups: 1}
+outputs: {y: moe}
+"""),
+    Code(
+        "GF244", "a weight-map layer offset that is not an integer param",
+        ("In a weight-map rule's `from`, `{i+K}` reads reference layer K + i into spec layer i (the layers of "
+         "a second `repeat`) and `{i<K}` only the reference layers below K (the first `repeat`'s). K is an "
+         "integer or the name of a non-negative integer param, so the map follows a preset or `--set`."),
+        fix="Name an integer param (`{i+dense_layers}`) or write the number (`{i+1}`).",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16, first: 1}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  up: {op: linear, out: d_model}
+outputs: {y: up}
+weight_maps:
+  hf:
+    rules:
+      - {from: "layers.{i+frist}.weight", to: up.weight}
+      - {from: "layers.{i+frist}.bias", to: up.bias}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

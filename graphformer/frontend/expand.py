@@ -439,9 +439,26 @@ class Expander:
                     f"rule reads, so it must be finite with a magnitude from {MIN_SCALE:g} to {MAX_SCALE:g}", where,
                     help="a factor this large or small (or zero) destroys the weights; check the expression"))
                 scale = None
-            rules.append(WeightRule(r.src, (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,
+            src = self._index_bounds(ctx, r.src, ("weight_maps", name, "rules", k, "from")) if r.src else r.src
+            rules.append(WeightRule(src, (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,
                                     r.unstack, r.reshape, scale, r.zero, split, heads))
         return WeightMap(tuple(rules), decl.strip_prefix, tuple(decl.ignore), decl.reference)
+
+    def _index_bounds(self, ctx: SpecCtx, src: str, at: tuple) -> str:
+        """`{i+K}` / `{i<K}` in a rule's `from` with a param K replaced by its value (GF244 unless it is a
+        non-negative integer param), so the map in the IR holds numbers only."""
+        def value(m: re.Match) -> str:
+            kind, k = m.group(1), m.group(2)
+            v = self.prog.params.get(k)
+            if param_kind(v) != "int" or v < 0:
+                what = "names no param" if k not in self.prog.params else f"is `{v}`, not a non-negative integer"
+                self.diags.append(Diagnostic("GF244", f"the layer offset `{k}` in `{m.group(0)}` {what}",
+                                             ctx.span(at), help="`{i+K}` and `{i<K}` take an integer or an integer "
+                                             "param, e.g. `{i+dense_layers}`"))
+                return m.group(0)
+            self.read.add(k)
+            return f"{{i{kind}{v}}}"
+        return re.sub(r"\{i([+<])([A-Za-z_]\w*)\}", value, src)
 
     def _split_layout(self, ctx: SpecCtx, at: tuple, r) -> tuple[str, int | None]:
         """A rule's fused layout: a list in `to` must say how its parts lie along dim 0 (GF225), because

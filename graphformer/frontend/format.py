@@ -119,6 +119,11 @@ class BlockDecl(_Strict):
     outputs: dict[str, StrictStr]
 
 
+# The layer index forms of a rule's `from`: `{i}`, `{i+K}` (index K + i) and `{i<K}` (an index below K),
+# K an integer or a param name (docs/weight-maps.md).
+_INDEX_FORMS = re.compile(r"\{i(?:[+<](?:\d+|[A-Za-z_]\w*))?\}")
+
+
 class WeightRule(_Strict):
     """One reference tensor (or a family, with `{i}` for the layer index) → one spec parameter; or, with
     `zero: true` and no `from`, spec parameters the reference doesn't have (a bias it lacks)."""
@@ -166,13 +171,15 @@ class WeightRule(_Strict):
                     raise ValueError(f"`{t}`: with `zero: true` the placeholder is `{{i}}` (every layer index)")
             return self
         for t in [self.src, *targets]:
-            rest = t.replace("{i}", "").replace("{e}", "") if t is not self.src else t.replace("{i}", "")
+            rest = t.replace("{i}", "").replace("{e}", "") if t is not self.src else _INDEX_FORMS.sub("", t)
             if "{" in rest or "}" in rest:
-                raise ValueError(f"`{t}`: the placeholders are `{{i}}` (the layer index) and, in `to` with "
-                                 "`unstack`, `{e}` (the expert)")
+                raise ValueError(f"`{t}`: the placeholders are `{{i}}` (the layer index; in `from` also `{{i+K}}` "
+                                 "and `{i<K}`, K an integer or a param) and, in `to` with `unstack`, `{e}` (the expert)")
+        if len(set(_INDEX_FORMS.findall(self.src))) > 1:
+            raise ValueError(f"`{self.src}`: every layer index in `from` must be written the same way")
         if self.unstack != all("{e}" in t for t in targets) or any("{e}" in t for t in targets) != self.unstack:
             raise ValueError("`unstack: true` and `{e}` in every target go together")
-        if "{i}" not in self.src and any("{i}" in t for t in targets):
+        if not _INDEX_FORMS.search(self.src) and any("{i}" in t for t in targets):
             raise ValueError("`to` uses `{i}` but `from` does not")
         return self
 

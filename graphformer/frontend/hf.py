@@ -539,6 +539,77 @@ GPT2_FIXED = {
     "reorder_and_upcast_attn": Fixed(_is(False, None), "the spec computes attention in the model's dtype"),
 }
 
+# ---------------------------------------------------------------- DeepSeek-V2 (latent attention, shared + routed experts)
+
+FIELD_TYPES.update({
+    **dict.fromkeys(["kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "moe_intermediate_size"],
+                    Int(1, WIDTH)),
+    "q_lora_rank": Int(1, WIDTH, null=True), "first_k_dense_replace": Int(0, LAYERS),
+    "n_routed_experts": Int(1, LAYERS), "n_shared_experts": Int(1, LAYERS),
+    **dict.fromkeys(["n_group", "topk_group"], Int(1, LAYERS, null=True)),
+    "routed_scaling_factor": Num(0.0, 1e6, lo_open=True, null=False), "topk_method": TEXT,
+    "scoring_func": TEXT, "norm_topk_prob": FLAG, "moe_layer_freq": Int(1, LAYERS, null=True),
+})
+ROPE.update({**dict.fromkeys(["beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor"],
+                             Num(0.0, 1e6)), "truncate": FLAG})
+
+
+def _deepseek_v2(cfg: dict) -> dict:
+    """The split into dense and MoE layers, the routing method and the rotary schedule."""
+    layers, dense = cfg["num_hidden_layers"], cfg.get("first_k_dense_replace", 0)
+    if not 1 <= dense < layers:
+        raise HFImportError(f"`first_k_dense_replace: {dense}` with {layers} layers: the deepseek-v2 spec has at "
+                            "least one dense layer and one mixture-of-experts layer (two `repeat`s, neither empty)")
+    out = {"q_rank": cfg.get("q_lora_rank") or 0}
+    method = cfg.get("topk_method") or "greedy"
+    if method == "greedy":
+        out.update(groups=1, top_groups=1)
+    elif method == "group_limited_greedy":
+        out.update(groups=cfg["n_group"], top_groups=cfg["topk_group"])
+    else:
+        raise HFImportError(f"`topk_method: {show(method)}`: transformers' DeepseekV2 routes by `greedy` or "
+                            "`group_limited_greedy` only")
+    rp = _rope_params(cfg)
+    out["rope_theta"] = float(rp.get("rope_theta", 10000.0))
+    if rp["rope_type"] == "default":
+        out["rope_scaling"] = "none"
+    elif rp["rope_type"] == "yarn":
+        if rp.get("attention_factor") is not None or rp.get("truncate") is False:
+            raise HFImportError(f"`{_rope_field(cfg)}`: yarn with an explicit `attention_factor` or `truncate: "
+                                "false` is not supported (the spec derives both as DeepSeek-V2 does)")
+        out.update(rope_scaling="yarn", rope_factor=float(rp["factor"]),
+                   rope_original_max_len=int(rp.get("original_max_position_embeddings")
+                                             or cfg["max_position_embeddings"]),
+                   rope_beta_fast=float(rp.get("beta_fast") or 32), rope_beta_slow=float(rp.get("beta_slow") or 1),
+                   rope_mscale=float(rp.get("mscale") or 0.0), rope_mscale_all_dim=float(rp.get("mscale_all_dim") or 0.0))
+    else:
+        raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: not supported (supported: "
+                            "default or yarn)")
+    return out
+
+
+DEEPSEEK_V2_FIELDS = {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+    "first_k_dense_replace": P("dense_layers"), "num_attention_heads": P("heads"), "kv_lora_rank": P("kv_rank"),
+    "qk_nope_head_dim": P("nope_dim"), "qk_rope_head_dim": P("rope_dim"), "v_head_dim": P("v_dim"),
+    "intermediate_size": P("d_ff"), "moe_intermediate_size": P("moe_d_ff"), "n_routed_experts": P("experts"),
+    "n_shared_experts": P("shared_experts"), "num_experts_per_tok": P("top_k"),
+    "routed_scaling_factor": P("routed_scale"), "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"),
+    "hidden_act": P("act", act), "attention_bias": P("attn_bias"), "tie_word_embeddings": P("tie_embeddings"),
+    "mlp_bias": Fixed(_is(False, None), "the deepseek-v2 spec's feed-forward layers have no biases"),
+    "scoring_func": Fixed(_is("softmax", None), "the router scores experts by a softmax"),
+    "moe_layer_freq": Fixed(_is(1, None), "every layer after the dense ones is a mixture of experts"),
+}
+DEEPSEEK_V2_READ = frozenset({
+    "q_lora_rank", "topk_method", "n_group", "topk_group", "rope_theta", "rope_scaling", "rope_parameters",
+    # transformers sets head_dim to qk_rope_head_dim itself; it reads num_key_value_heads only to repeat the
+    # keys of a grouped-query attention, which latent attention is not (the deepseek-v2 hub configs set it
+    # equal to the heads); it does not read norm_topk_prob (the kept weights are never renormalised)
+    "head_dim", "num_key_value_heads", "norm_topk_prob", "qk_head_dim",   # qk_head_dim: nope + rope, derived
+    "aux_loss_alpha", "seq_aux", "ep_size",                         # training and expert-parallel knobs
+})
+
+
 FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     Family("llama", "llama.yaml", dict(LLAMA_FIELDS), ROPE_READ, _llama_derive(True), "LlamaForCausalLM"),
     Family("mistral", "mistral-7b.yaml",
@@ -548,6 +619,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
            {**{k: v for k, v in LLAMA_FIELDS.items() if k not in ("attention_bias", "mlp_bias")},
             "num_local_experts": P("experts"), "num_experts_per_tok": P("top_k")},
            ROPE_READ | {"sliding_window"}, _no_window, "MixtralForCausalLM"),
+    Family("deepseek_v2", "deepseek-v2.yaml", DEEPSEEK_V2_FIELDS, DEEPSEEK_V2_READ, _deepseek_v2,
+           "DeepseekV2ForCausalLM"),
     Family("qwen2", "qwen2.yaml",
            {k: v for k, v in LLAMA_FIELDS.items() if k not in ("attention_bias", "mlp_bias")},
            ROPE_READ | {"use_sliding_window", "sliding_window", "max_window_layers", "layer_types"}, _qwen2,

@@ -2,3 +2,4 @@
 from .base import REGISTRY, OpDef, Attrs, TensorType, ShapeError, tt  # noqa: F401
 from . import core  # noqa: F401  (registers the core ops)
 from . import vision, audio, sequence, multimodal, moe, grid  # noqa: F401,E402  (vision, audio, RL, multimodal, MoE, Swin)
+from . import mla  # noqa: F401,E402  (multi-head latent attention, DeepSeek-V2)

@@ -226,6 +226,12 @@ class AttentionAttrs(ProjectionAttrs):
     def rotary_dims(self, d: int) -> int:
         return self.rope_dims or self.geometry(d)[2]
 
+    def cache_widths(self, d: int) -> tuple[int, int, int]:
+        """(kv heads, key width, value width) a causal form caches per position (a `sequence=CACHE` op's
+        attrs all answer this: the decoder plan, generation and the memory plan read it)."""
+        _, kv, hd = self.geometry(d)
+        return kv, hd, hd
+
 
 def _softcap_check(cap: float | None, attr: str) -> None:
     """A soft-cap C computes tanh(x / C) · C: only a finite C > 0 means anything."""

@@ -39,7 +39,7 @@ def printable(text: str) -> str:
 # tests/unit/test_draw.py checks that every family has a style.
 FAMILY_STYLE = {"core": "other", "activation": "activation", "structural": "structural", "sequence": "structural",
                 "vision": "embed", "audio": "structural", "multimodal": "structural", "moe": "linear",
-                "grid": "structural"}
+                "grid": "structural", "mla": "attention"}
 OP_STYLES = {
     **dict.fromkeys(["embedding", "positional", "table_row", "window_position_bias"], "embed"),
     **dict.fromkeys(["attention", "cross_attend", "cosine_logits"], "attention"),
@@ -306,7 +306,10 @@ _OP_DETAIL: dict[str, Callable[[Any], str]] = {
     "vestigial": lambda a: f"unused {a.rows} × {a.cols}",
     "attention": _attention_detail,
     "cross_attend": _cross_detail,
-    "moe": lambda a: f"top {a.top_k} of {a.experts} × {a.expert}",
+    "moe": lambda a: f"top {a.top_k} of {a.experts} × {a.expert}"
+                     + (f" · {a.top_groups} of {a.groups} groups" if a.groups and a.top_groups < a.groups else ""),
+    "latent_attention": lambda a: f"{a.heads} heads · latent {a.kv_rank}" + (f" · q latent {a.q_rank}" if a.q_rank
+                                                                             else "") + (" · causal" if a.causal else ""),
 }
 MAX_DETAILS = 4  # keep labels legible: an op with many non-default attributes shows the first few
 

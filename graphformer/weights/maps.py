@@ -202,10 +202,41 @@ def _pattern(text: str) -> re.Pattern:
     return re.compile(body)
 
 
+# A layer index in `from`: `{i}` any; `{i+K}` reference index K + i for spec index i ≥ 0 (the layers of a
+# second `repeat`, after K of a first); `{i<K}` an index below K (the first `repeat`'s). The expander has
+# replaced a param name K by its value.
+_INDEX = re.compile(r"\{i(?:([+<])(\d+))?\}")
+
+
 @dataclass
 class _Rule:
     rule: WeightRule
-    regex: re.Pattern
+    regex: re.Pattern | None
+    offset: int = 0                  # `{i+K}`: K
+    limit: int | None = None         # `{i<K}`: K
+
+    @classmethod
+    def of(cls, rule: WeightRule) -> "_Rule":
+        if rule.src is None:
+            return cls(rule, None)
+        m = _INDEX.search(rule.src)
+        kind, k = (m.group(1), int(m.group(2))) if m and m.group(1) else (None, 0)
+        return cls(rule, _pattern(_INDEX.sub("{i}", rule.src)), k if kind == "+" else 0, k if kind == "<" else None)
+
+    def match(self, name: str) -> tuple[bool, str | None]:
+        """Whether reference key `name` is this rule's, and the spec's layer index it stands for."""
+        m = self.regex.fullmatch(name)
+        if not m:
+            return False, None
+        i = m.groupdict().get("i")
+        if i is None:
+            return True, None
+        j = int(i) - self.offset
+        return (j >= 0 and (self.limit is None or j < self.limit)), str(j)
+
+    def key(self, index: str | None) -> str:
+        """The reference key for spec layer `index` (the inverse of `match`)."""
+        return _INDEX.sub(str(int(index) + self.offset), self.rule.src) if index is not None else self.rule.src
 
     def parts(self, key: str, tensor, index: str | None) -> list[tuple[str, object, str]]:
         """(spec name, tensor, how it was made) for each target; raises WeightMapError on bad geometry."""
@@ -322,7 +353,7 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
     # a tied layer's weight is its owner's: `lm_head.weight` names `tok.weight` when the head is tied
     tied = {f"{n}.weight": f"{owner}.weight" for n, owner in ir.ties.items()}
     # placeholders were validated with the spec: `{i}` (in `to` only if in `from`), `{e}` with `unstack`
-    rules = [_Rule(r, _pattern(r.src)) for r in wmap.rules if not r.zero]
+    rules = [_Rule.of(r) for r in wmap.rules if not r.zero]
     zeros = [_Rule(r, None) for r in wmap.rules if r.zero]
     ignores = [_Glob(p) for p in wmap.ignore]
     out: dict = {}
@@ -331,7 +362,7 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
     rejected: set[str] = set()
     for key, tensor in state_dict.items():
         name = key[len(wmap.strip_prefix):] if wmap.strip_prefix and key.startswith(wmap.strip_prefix) else key
-        hits = [(r, m) for r in rules if (m := r.regex.fullmatch(name))]
+        hits = [(r, i) for r in rules for ok, i in [r.match(name)] if ok]
         if not hits:
             if not any(p.fullmatch(name) for p in ignores):
                 problems.append(f"reference tensor `{key}` is not used by map `{mapping}` — add a rule or an "
@@ -340,9 +371,9 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
         if not _is_array(tensor):
             problems.append(f"reference entry `{key}` is a {type(tensor).__name__}, not a tensor")
             continue
-        for rule, m in hits:
+        for rule, index in hits:
             try:
-                parts = rule.parts(key, tensor, m.groupdict().get("i"))
+                parts = rule.parts(key, tensor, index)
             except WeightMapError as e:
                 problems.extend(e.problems)
                 continue
@@ -390,8 +421,7 @@ def _why_unset(param: str, rules: list[_Rule], wmap: WeightMap) -> str:
     for r in rules:
         for t in r.rule.targets:
             if m := _pattern(t).fullmatch(param):
-                i = m.groupdict().get("i")
-                key = r.rule.src.replace("{i}", i) if i is not None else r.rule.src
+                key = r.key(m.groupdict().get("i"))
                 prefix = f" (or `{wmap.strip_prefix}{key}`)" if wmap.strip_prefix else ""
                 return f"the reference has no tensor `{key}`{prefix}"
     return "no rule's `to` names it"
@@ -452,23 +482,22 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
     ir = _ir(spec)
     wmap = get_map(ir, mapping)
     tied = {f"{n}.weight": f"{owner}.weight" for n, owner in ir.ties.items()}
-    rules = [_Rule(r, _pattern(r.src)) for r in wmap.rules if not r.zero]
+    rules = [_Rule.of(r) for r in wmap.rules if not r.zero]
     # parameters a `zero` rule declares absent from the reference: nothing to write back
     absent = {p for r in wmap.rules if r.zero for p in _Rule(r, None).zero_targets(weights)}
     if reference is None:
-        keys = [r.rule.src.replace("{i}", i) for r in rules for i in _layers(r.rule, weights, tied)]
+        keys = [r.key(i if i != "" else None) for r in rules for i in _layers(r, weights, tied)]
     else:
         keys = [k for k in reference
                 if not any(p.fullmatch(_strip(wmap, k)) for p in (_Glob(g) for g in wmap.ignore))]
     out, problems, used = {}, [], set()
     for key in keys:
         name = _strip(wmap, key)
-        hit = next(((r, m) for r in rules if (m := r.regex.fullmatch(name))), None)
+        hit = next(((r, i) for r in rules for ok, i in [r.match(name)] if ok), None)
         if hit is None:
             problems.append(f"reference tensor `{key}` is made by no rule of map `{mapping}`")
             continue
-        rule, m = hit[0].rule, hit[1]
-        index = m.groupdict().get("i")
+        rule, index = hit[0].rule, hit[1]
         targets = [tied.get(t, t) for t in _targets(rule, index, weights, tied)]
         if not targets:
             wanted = [t.replace("{i}", index) if index is not None else t for t in rule.targets]
@@ -496,15 +525,16 @@ def _strip(wmap: WeightMap, key: str) -> str:
     return key[len(wmap.strip_prefix):] if wmap.strip_prefix and key.startswith(wmap.strip_prefix) else key
 
 
-def _layers(rule: WeightRule, weights: Mapping, tied: dict) -> list[str]:
-    """The layer indices (as text) for which every target of `rule` is among `weights` ([""] without `{i}`)."""
+def _layers(r: _Rule, weights: Mapping, tied: dict) -> list[str]:
+    """The layer indices (as text) for which every target of rule `r` is among `weights` ([""] without `{i}`)."""
+    rule = r.rule
     first = rule.targets[0].replace("{e}", "0")
-    if "{i}" not in rule.src:
+    if not _INDEX.search(rule.src):
         return [""] if _targets(rule, None, weights, tied) else []
     if "{i}" not in first:   # every layer's key onto one parameter: no index to name them by
         return []
     found = sorted({m.group("i") for k in weights if (m := _pattern(first).fullmatch(k))}, key=int)
-    return [i for i in found if _targets(rule, i, weights, tied)]
+    return [i for i in found if (r.limit is None or int(i) < r.limit) and _targets(rule, i, weights, tied)]
 
 
 def _targets(rule: WeightRule, index: str | None, weights: Mapping, tied: dict) -> list[str]:

@@ -42,8 +42,10 @@ def test_each_op_declares_traits_its_attributes_support(name):
     for (trait, value), attrs in needs.items():
         if getattr(op, trait) == value:
             assert attrs <= fields, f"{name}: {trait} {value} reads attrs {attrs - fields}"
-    if op.sequence == base.CACHE or op.tp == base.HEADS:
-        assert hasattr(op.attrs, "geometry") and "x" in op.port_names, name
+    if op.sequence == base.CACHE:   # the decoder plan sizes its cache slot from these
+        assert hasattr(op.attrs, "cache_widths") and "x" in op.port_names, name
+    if op.tp == base.HEADS:         # tp_plan splits heads by `geometry`, or by the op's own `latent_shards`
+        assert hasattr(op.attrs, "geometry") or hasattr(op.attrs, "latent_shards"), name
     if op.sequence == base.CONTEXT:
         assert "context" in op.port_names and "query" in op.port_names, name
     if op.token_table:

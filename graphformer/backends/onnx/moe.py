@@ -21,6 +21,8 @@ def _dense_weights(ctx: NodeEmitter, logits: str, a) -> str:
     k = ctx.const([a.top_k], "top_k", np.int64)
     if a.router == "softmax_topk":
         probs = ctx.op("Softmax", [logits], "router", axis=-1)
+        if a.groups is not None and a.top_groups < a.groups:   # all groups kept: plain top-k
+            probs = _group_limited(ctx, probs, a)
         top, idx = _top_k(ctx, probs, k)
         if a.normalize:
             total = ctx.reduce("ReduceSum", top, [-1], "renormalise", keepdims=1)
@@ -30,9 +32,26 @@ def _dense_weights(ctx: NodeEmitter, logits: str, a) -> str:
         top, idx = _top_k(ctx, logits, k)
         top = ctx.op("Softmax", [top], "router", axis=-1)
         base = logits
+    if a.routed_scale != 1.0:
+        top = ctx.op("Mul", [top, ctx.const(a.routed_scale, "routed_scale", np.float32)], "routed_scale")
     zeros = ctx.op("ConstantOfShape", [ctx.op("Shape", [base], "router")], "router",
                    value=helper.make_tensor("", TensorProto.FLOAT, [1], [0.0]))
     return ctx.op("ScatterElements", [zeros, idx, top], "router", axis=-1)                 # (..., E)
+
+
+def _group_limited(ctx: NodeEmitter, probs: str, a) -> str:
+    """torch's MoE.group_limited: experts outside the `top_groups` groups with the best top expert get 0."""
+    shape = [-1, a.groups, a.experts // a.groups]
+    grouped = ctx.op("Reshape", [probs, ctx.const(shape, "groups", np.int64)], "groups")     # (T, G, E/G)
+    best = ctx.reduce("ReduceMax", grouped, [-1], "group_score", keepdims=0)                # (T, G)
+    _, idx = _top_k(ctx, best, ctx.const([a.top_groups], "top_groups", np.int64))
+    value = lambda v: helper.make_tensor("", TensorProto.FLOAT, [1], [v])  # noqa: E731
+    ones = ctx.op("ConstantOfShape", [ctx.op("Shape", [idx], "keep")], "keep", value=value(1.0))
+    zeros = ctx.op("ConstantOfShape", [ctx.op("Shape", [best], "keep")], "keep", value=value(0.0))
+    keep = ctx.op("ScatterElements", [zeros, idx, ones], "keep", axis=-1)                  # (T, G)
+    keep = ctx.op("Unsqueeze", [keep, ctx.const([-1], "keep_axis", np.int64)], "keep")      # (T, G, 1)
+    kept = ctx.op("Mul", [grouped, keep], "kept")
+    return ctx.op("Reshape", [kept, ctx.op("Shape", [probs], "probs_shape")], "group_limited")
 
 
 def _top_k(ctx: NodeEmitter, x: str, k: str) -> tuple[str, str]:

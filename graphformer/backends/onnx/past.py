@@ -3,7 +3,8 @@ interface of optimum's and onnxruntime-genai's decoders.
 
 Inputs `input_ids` [B, n]; `attention_mask` [B, past + n] over the cached and the new keys (where the spec
 has a padding mask); `position_ids` [B, n] (where rotary attention or a position table reads positions);
-and per cached attention `past_key_values.{i}.key` / `.value` [B, kv_heads, past, head_dim]. Outputs: the
+and per cached attention `past_key_values.{i}.key` / `.value` [B, kv_heads, past, head_dim] (a latent
+attention's: its latent [B, 1, past, kv_rank] and rotary key [B, 1, past, rope_dim]). Outputs: the
 spec's (`logits`, ...) and `present.{i}.key` / `.value` [B, kv_heads, past + n, head_dim], the past with
 this step's keys and values appended. The prompt is the same graph at past = 0.
 
@@ -92,7 +93,7 @@ class Past:
 
     def _cache(self, name, length: str) -> list[ValueInfoProto]:
         return [helper.make_tensor_value_info(name(s.layer, kind), TensorProto.FLOAT,
-                                              [str(self.plan.batch), s.kv_heads, length, s.head_dim])
+                                              [str(self.plan.batch), s.kv_heads, length, s.widths[kind]])
                 for s in self.plan.slots.values() for kind in ("key", "value")]
 
 

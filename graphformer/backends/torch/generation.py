@@ -65,7 +65,8 @@ class Decoder:
         layers = []
         for name in self.plan.slots:
             m = model.node_module(name)
-            layers.append((m.kv_heads, m.head_dim, m.window))
+            value = getattr(m, "value_dim", m.head_dim)    # latent attention: values narrower than keys
+            layers.append((m.kv_heads, m.head_dim, m.window) + ((value,) if value != m.head_dim else ()))
         self.cache = KVCache(layers, batch, length, dtype, self.device)
         self.context = ContextCache(len(self.plan.cross))
         self.batch, self.length = batch, length
@@ -353,10 +354,14 @@ def _vocab_of(ir, input_name: str) -> int | None:
     return min(vocabs) if vocabs else None
 
 
-def cache_layers(plan: DecoderPlan, ir) -> list[tuple[int, int, int | None]]:
-    """(kv_heads, head_dim, window) of every cache slot, read from the IR as the torch build sizes them."""
-    slots = sorted(plan.slots.values(), key=lambda s: s.layer)
-    return [(s.kv_heads, s.head_dim, ir.node(s.node).attrs.window or None) for s in slots]
+def cache_layers(plan: DecoderPlan, ir) -> list[tuple]:
+    """(kv_heads, head_dim, window[, value_dim]) of every cache slot, read from the IR as the torch build
+    sizes them (value_dim where values are narrower than keys: latent attention)."""
+    out = []
+    for s in sorted(plan.slots.values(), key=lambda s: s.layer):
+        window = getattr(ir.node(s.node).attrs, "window", None) or None
+        out.append((s.kv_heads, s.head_dim, window) + ((s.value_dim,) if s.value_dim else ()))
+    return out
 
 
 def generation_bytes(plan: DecoderPlan, ir, dims: dict[str, int], batch: int, length: int, dtype: str,

@@ -10,6 +10,10 @@ once). A one-token step writes at `where[size]` (a tensor, so its value is no gu
 whole slot with `keys[size]`, a [B, 1, 1, size] bool mask of the slots that hold a real token: unwritten
 slots and left padding stay masked for the whole generation.
 
+A latent attention (DeepSeek-V2's MLA) caches what its reference caches: its normalised latent as the
+"keys" [B, 1, size, kv_rank] and its rotated shared key as the "values" [B, 1, size, rope_dim], a slot
+whose two tensors differ in width (a layer's optional fourth entry, `value_dim`).
+
 An encoder–decoder's cross-attentions get a `ContextCache` instead: their keys and values depend on the
 encoder output only, so they are computed at a sequence's first step and reused at every later one.
 """
@@ -25,6 +29,12 @@ from ...analysis import memory
 FEWER = "use a shorter prompt, fewer new tokens or a smaller batch"
 
 
+def widths(layer: tuple) -> tuple[int, int, int, int | None]:
+    """(kv_heads, key width, value width, window) of a layer entry (kv_heads, head_dim, window[, value_dim])."""
+    kv, hd, window, *value = layer
+    return kv, hd, value[0] if value else hd, window
+
+
 @dataclass
 class Slot:
     k: torch.Tensor          # (B, kv, size, hd)
@@ -38,18 +48,19 @@ class KVCache:
 
     def __init__(self, layers: list[tuple[int, int, int | None]], batch: int, length: int,
                  dtype: torch.dtype, device: torch.device):
-        """`layers`: (kv_heads, head_dim, window or None) of each cached attention, in layer_id order."""
+        """`layers`: (kv_heads, head_dim, window or None[, value_dim]) of each cached attention, in layer_id
+        order; value_dim where the values are narrower than the keys (latent attention)."""
         itemsize = torch.empty((), dtype=dtype).element_size()
         memory.require(self.nbytes(layers, batch, length, itemsize),
                        f"a key/value cache of {length:,} positions × batch {batch:,}", str(torch.device(device)),
                        hint=FEWER)
         self.batch, self.length = batch, length
         self.slots: list[Slot] = []
-        for kv, hd, window in layers:
+        for layer in layers:
+            kv, hd, vd, window = widths(layer)
             size = self.slot_size(window, length)
-            shape = (batch, kv, size, hd)
-            self.slots.append(Slot(torch.zeros(shape, dtype=dtype, device=device),
-                                   torch.zeros(shape, dtype=dtype, device=device), size))
+            self.slots.append(Slot(torch.zeros((batch, kv, size, hd), dtype=dtype, device=device),
+                                   torch.zeros((batch, kv, size, vd), dtype=dtype, device=device), size))
         sizes = sorted({s.size for s in self.slots})
         self.valid = {s: torch.zeros(batch, s, dtype=torch.bool, device=device) for s in sizes}
         self.keys = {s: m[:, None, None, :] for s, m in self.valid.items()}           # views: (B, 1, 1, size)
@@ -65,11 +76,12 @@ class KVCache:
         return window if window is not None and window < length else length
 
     @classmethod
-    def nbytes(cls, layers: list[tuple[int, int, int | None]], batch: int, length: int, itemsize: int) -> int:
+    def nbytes(cls, layers: list[tuple], batch: int, length: int, itemsize: int) -> int:
         """Bytes the cache of `layers` allocates: keys and values per slot, and a bool mask per slot size.
         Known before anything is allocated, so a cache that cannot fit is refused, not half-built."""
-        sizes = [cls.slot_size(window, length) for _, _, window in layers]
-        kv = sum(2 * batch * k * size * hd * itemsize for (k, hd, _), size in zip(layers, sizes))
+        dims = [widths(layer) for layer in layers]
+        sizes = [cls.slot_size(window, length) for *_, window in dims]
+        kv = sum(batch * k * size * (hd + vd) * itemsize for (k, hd, vd, _), size in zip(dims, sizes))
         return kv + sum(batch * s for s in set(sizes))
 
     def start(self, mask: torch.Tensor) -> None:
@@ -118,7 +130,7 @@ class KVCache:
         return self.index, self.index - (self.index - slots) % size
 
     def update(self, layer: int, k, v, mask):
-        """Store this step's k, v (B, kv, n, hd); return the keys, values and key mask to attend to."""
+        """Store this step's k, v (B, kv, n, hd|vd); return the keys, values and key mask to attend to."""
         slot = self.slots[layer]
         n = k.shape[2]
         if n == 1:                                       # a decode step: fixed shapes, compiled once
