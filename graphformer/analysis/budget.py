@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from .decoding import cache_slots
 from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
-from ..ops.base import Saved
+from ..ops.base import Saved, dtype_bytes
 from .summary import rows
 
-DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "int64": 8, "bool": 1}
 OPTIMIZERS = ("adamw", "sgd", "adafactor")
 
 
@@ -59,7 +58,7 @@ class Budget:
 
 def budget(ir: IRGraph, dims: dict[str, int], dtype: str = "float32", optimizer: str = "adamw",
            mixed_precision: bool = False) -> Budget:
-    s = DTYPE_BYTES[dtype]
+    s = dtype_bytes(dtype)
     b = Budget(dims, dtype, optimizer, mixed_precision)
     table = rows(ir)
     b.params = sum(r.params for r in table)
@@ -135,7 +134,7 @@ def _numel(t, dims) -> int:
 
 
 def _largest_output(ir: IRGraph, dims, s) -> int:
-    return max((_numel(n.shape, dims) * (DTYPE_BYTES.get(n.shape.dtype, s) if n.shape.dtype != "float32" else s)
+    return max((_numel(n.shape, dims) * (dtype_bytes(n.shape.dtype, s) if n.shape.dtype != "float32" else s)
                 for n in ir.nodes() if n.shape is not None), default=0)
 
 
@@ -149,7 +148,7 @@ def per_device(ir: IRGraph, dims: dict[str, int], dtype: str = "float32", optimi
     those of the per-device batch B / dp; tensor parallelism's savings on them are not modelled (an upper
     bound)."""
     from .tp_plan import derive
-    s = DTYPE_BYTES[dtype]
+    s = dtype_bytes(dtype)
     style = {sh.module: sh.style for sh in derive(ir, tp)}
     local = 0
     for name, shape in ir.param_shapes().items():
@@ -225,7 +224,7 @@ def _repetition(n: IRNode) -> str | None:
 
 def _bytes(n: IRNode, dims, s) -> int:
     dt = n.shape.dtype
-    return _numel(n.shape, dims) * (s if dt == "float32" else DTYPE_BYTES[dt])
+    return _numel(n.shape, dims) * (s if dt == "float32" else dtype_bytes(dt))
 
 
 class _Saving:
@@ -238,7 +237,7 @@ class _Saving:
         return _numel(t, self.dims)
 
     def bytes(self, t) -> int:
-        return self.numel(t) * (self.itemsize if t.dtype == "float32" else DTYPE_BYTES[t.dtype])
+        return self.numel(t) * (self.itemsize if t.dtype == "float32" else dtype_bytes(t.dtype))
 
     def body_saved(self, x) -> int:
         body = self.attrs.body()

@@ -10,25 +10,25 @@ from __future__ import annotations
 import math
 
 from ..base.errors import UsageError
+from ..ops.base import dtype_bytes
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "bool": 1, None: 4}
 
 
 def param_bytes(ir, dtype: str | None = None) -> int:
     from .summary import total_params
-    return total_params(ir) * DTYPE_BYTES.get(dtype, 4)
+    return total_params(ir) * dtype_bytes(dtype)
 
 
 def forward_bytes(ir, dims: dict[str, int], dtype: str | None = None, partial: bool = False) -> int:
     """The graph inputs plus the largest node output at `dims`: a forward needs at least that. `partial`:
     `dims` binds only some symbols (those of the inputs a caller feeds); nodes over others count 0."""
-    width = DTYPE_BYTES.get(dtype, 4)
+    width = dtype_bytes(dtype)
 
     def size(node) -> int:
         if node.shape is None or (partial and any(d.symbols - dims.keys() for d in node.shape.shape)):
             return 0
         n = math.prod(d.evaluate(dims) for d in node.shape.shape)
-        return n * (DTYPE_BYTES[node.shape.dtype] if node.shape.dtype != "float32" else width)
+        return n * (dtype_bytes(node.shape.dtype) if node.shape.dtype != "float32" else width)
 
     nodes = ir.nodes()
     inputs = sum(size(n) for n in nodes if n.op == "input")

@@ -259,6 +259,16 @@ def positive(v: int, name: str) -> None:
 
 FLOAT_DTYPES = ("float32",)
 INT_DTYPES = ("int64",)
+# Bytes per element of every dtype a tensor or a weight may have (the one table: the memory plan, the
+# memory check before allocations, example inputs); `bf16`-style short names are accepted where a user
+# names a dtype.
+DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "bool": 1}
+DTYPE_ALIASES = {"fp32": "float32", "fp64": "float64", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
+def dtype_bytes(dtype: str | None, default: int = 4) -> int:
+    """Bytes per element of `dtype` (a name or a short alias); `default` for None or an unknown name."""
+    return DTYPE_BYTES.get(DTYPE_ALIASES.get(dtype, dtype), default) if dtype is not None else default
 
 
 def count(shape: tuple[int, ...]) -> int:

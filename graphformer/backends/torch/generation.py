@@ -20,6 +20,7 @@ from ...base.dims import Dim
 from ...base.errors import UsageError
 from ...analysis.decoding import DecoderPlan, plan_decoder
 from ...ops import REGISTRY
+from ...ops.base import dtype_bytes
 from ...base.diagnostics import SpecError
 
 
@@ -369,7 +370,7 @@ def generation_bytes(plan: DecoderPlan, ir, dims: dict[str, int], batch: int, le
     """A lower bound of what generating `length` positions allocates besides the weights: the key/value cache
     (unless `cache` is False: an existing one is reused), the output ids, and the prompt's forward (the
     encoder's included) at `dims`."""
-    itemsize = memory.DTYPE_BYTES.get(dtype, 4)
+    itemsize = dtype_bytes(dtype)
     kv = KVCache.nbytes(cache_layers(plan, ir), batch, length, itemsize) if cache else 0
     return kv + 8 * batch * length + memory.forward_bytes(ir, dims, dtype, partial=True)
 

@@ -10,6 +10,7 @@ import math
 import torch
 
 from ...analysis import memory
+from ...ops.base import dtype_bytes
 
 
 _TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "bool": torch.bool}
@@ -25,7 +26,7 @@ def example_inputs(spec, dims: dict[str, int] | None = None, seed: int = 0, devi
     ir = spec.ir
     env = resolve_dims(spec, dims)
     gen = torch.Generator().manual_seed(seed)
-    needed = sum(math.prod(d.evaluate(env) for d in ir.node(n).shape.shape) * memory.DTYPE_BYTES[ir.node(n).shape.dtype]
+    needed = sum(math.prod(d.evaluate(env) for d in ir.node(n).shape.shape) * dtype_bytes(ir.node(n).shape.dtype)
                  for n in ir.inputs.values())
     memory.require(needed, "the example inputs", str(torch.device(device)))
     out = {}
