@@ -156,6 +156,7 @@ def run(capsys, *argv):
     return rc, out, err
 
 
+@pytest.mark.slow
 def test_import_hf_round_trip_equals_transformers(tmp_path, capsys):
     ref = reference("sdpa", norm_bias=True, mlp_bias=True, attention_bias=True, classifier_bias=True,
                     classifier_activation="gelu_new")
