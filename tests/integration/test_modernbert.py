@@ -45,13 +45,13 @@ def spec(**sets):
 
 
 def batch(b=3, n=11):
-    """Token ids 1..96 (the pad id 0 never occurs: see test_gradients), and a mask with right padding
-    (row 1: 4 pads), left padding (row 2: 2 pads) and a full row."""
+    """A mask with right padding (row 1: 4 pads), left padding (row 2: 2 pads) and a full row; the pad id
+    at the padded positions and only there (see test_gradients)."""
     ids = torch.randint(1, 97, (b, n), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(b, n, dtype=torch.long)
     mask[1, 7:] = 0
     mask[2, :2] = 0
-    return ids, mask
+    return ids.masked_fill(mask == 0, PAD), mask
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
@@ -82,8 +82,9 @@ def test_encoder_alone_equals_modernbert_model():
 
 
 def test_gradients_equal_transformers_on_real_tokens():
-    """Every parameter's gradient, padding included. The ids avoid the pad id: transformers' embedding has
-    padding_idx (the pad row's gradient through the embedding is zeroed), which the `embedding` op lacks."""
+    """Every parameter's gradient, with padding. transformers' embedding has padding_idx (the pad row gets
+    no gradient through the lookup), which the `embedding` op lacks; with the pad id only at masked
+    positions that row's lookup gradient is zero in both (nothing reads a masked key), so they agree."""
     s, ref = spec(), reference()
     model = ours(s, ref)
     ids, mask = batch()
