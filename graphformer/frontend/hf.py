@@ -610,6 +610,76 @@ DEEPSEEK_V2_READ = frozenset({
 })
 
 
+# ---------------------------------------------------------------- ModernBERT (alternating global/local layers)
+
+FIELD_TYPES.update({
+    "norm_eps": EPS, "local_attention": Int(1, POSITIONS), "global_attn_every_n_layers": Int(1, LAYERS),
+    **dict.fromkeys(["global_rope_theta", "local_rope_theta"], THETA),
+    **dict.fromkeys(["norm_bias", "decoder_bias", "classifier_bias"], FLAG),
+    **dict.fromkeys(["hidden_activation", "classifier_activation"], TEXT),
+    **dict.fromkeys(["embedding_dropout", "mlp_dropout"], RATE),
+})
+
+
+def _modernbert_every(cfg: dict) -> int:
+    """The spec's `global_every` k: layer i is global where i % k == 0. transformers takes `layer_types`
+    when given, else builds it from global_attn_every_n_layers (default 3); any other pattern is refused."""
+    every = cfg.get("global_attn_every_n_layers") or 3
+    types = cfg.get("layer_types")
+    if types is None:
+        return every
+    layers = cfg.get("num_hidden_layers", len(types))
+
+    def pattern(k):
+        return ["full_attention" if i % k == 0 else "sliding_attention" for i in range(layers)]
+    for k in [every] + list(range(1, layers + 1)):
+        if list(types) == pattern(k):
+            return k
+    raise HFImportError(f"`layer_types` {show(types)}: the modernbert spec attends globally at every k-th layer "
+                        f"from layer 0 (full_attention where i % k == 0) and locally elsewhere")
+
+
+def _modernbert_theta(cfg: dict, kind: str, old: str, default: float) -> float:
+    """One layer type's rotary base: transformers 5's rope_parameters[kind], or the hub's `global_rope_theta`
+    / `local_rope_theta`; only the default (unscaled) rotary."""
+    rp = cfg.get("rope_parameters") or {}
+    sub = rp.get(kind) if isinstance(rp.get(kind), dict) else {}
+    kind_of = sub.get("rope_type") or sub.get("type") or (cfg.get("rope_scaling") or {}).get("rope_type") or "default"
+    if kind_of != "default":
+        raise HFImportError(f"`rope_parameters.{kind}` rope_type {show(kind_of)}: the modernbert spec has plain "
+                            f"rotary (default)")
+    theta = sub.get("rope_theta", cfg.get(old, default))
+    if not THETA.ok(theta):
+        raise HFImportError(f"config field `rope_parameters.{kind}.rope_theta` is {show(theta)}; expected {THETA}")
+    return float(theta)
+
+
+def _modernbert(cfg: dict) -> dict:
+    return {"global_every": _modernbert_every(cfg),
+            "global_rope_theta": _modernbert_theta(cfg, "full_attention", "global_rope_theta", 160000.0),
+            "local_rope_theta": _modernbert_theta(cfg, "sliding_attention", "local_rope_theta", 10000.0)}
+
+
+MODERNBERT = Family("modernbert", "modernbert.yaml", {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+    "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"), "max_position_embeddings": P("max_len"),
+    "local_attention": P("local_attention"), "norm_eps": P("eps"), "hidden_activation": P("act", act),
+    "classifier_activation": P("head_act", act), "norm_bias": P("norm_bias"), "attention_bias": P("attn_bias"),
+    "mlp_bias": P("mlp_bias"), "classifier_bias": P("head_bias"), "decoder_bias": P("decoder_bias"),
+    "tie_word_embeddings": P("tie_embeddings"),
+}, frozenset({
+    "layer_types", "global_attn_every_n_layers", "rope_parameters", "rope_scaling", "global_rope_theta",
+    "local_rope_theta",                                          # read by _modernbert
+    "embedding_dropout", "mlp_dropout", "initializer_cutoff_factor", "cls_token_id",
+    # the sequence-classification head's pooling; sparse prediction only drops rows when labels are given;
+    # flash attention's determinism; torch.compile and unpadding switches of the hub configs (4.x)
+    "classifier_pooling", "sparse_prediction", "sparse_pred_ignore_index", "deterministic_flash_attn",
+    "reference_compile", "repad_logits_with_grad", "gradient_checkpointing",
+    # hub configs carry BERT's field, which ModernBERT never reads (it has no position table)
+    "position_embedding_type",
+}), _modernbert, "ModernBertForMaskedLM")
+
+
 FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     Family("llama", "llama.yaml", dict(LLAMA_FIELDS), ROPE_READ, _llama_derive(True), "LlamaForCausalLM"),
     Family("mistral", "mistral-7b.yaml",
@@ -668,6 +738,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         **GPT2_FIXED,
     }, frozenset({"n_ctx", "summary_type", "summary_use_proj", "summary_activation",
                   "summary_proj_to_labels", "summary_first_dropout"}), None, "GPT2LMHeadModel"),
+    MODERNBERT,
     Family("bert", "bert-base.yaml", {
         "vocab_size": P("vocab"), "max_position_embeddings": P("max_len"), "type_vocab_size": P("type_vocab"),
         "hidden_size": P("d_model"), "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"),
