@@ -610,6 +610,16 @@ DEEPSEEK_V2_READ = frozenset({
 })
 
 
+# ---------------------------------------------------------------- Gemma-2, GPT-NeoX, BLOOM: fields of their own
+
+FIELD_TYPES.update({
+    **dict.fromkeys(["attn_logit_softcapping", "final_logit_softcapping"], Num(0.0, 1e6, lo_open=True)),
+    "query_pre_attn_scalar": Num(0.0, 1e9, lo_open=True, null=False),
+    **dict.fromkeys(["use_bidirectional_attention", "use_parallel_residual",
+                     "apply_residual_connection_post_layernorm"], FLAG),
+})
+
+
 # ---------------------------------------------------------------- ModernBERT (alternating global/local layers)
 
 FIELD_TYPES.update({
