@@ -16,9 +16,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ...ir import IRNode
 from ...ops.base import TensorType
+from ...ops.plugins import LoweringTable
 
 Lowering = Callable[["NodeEmitter", IRNode], None]
-LOWERINGS: dict[str, Lowering] = {}
+LOWERINGS: dict[str, Lowering] = LoweringTable("onnx")  # a plugin's lowerings join on first lookup
 
 ELEM_TYPES = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64, "bool": TensorProto.BOOL}
 
@@ -26,7 +27,7 @@ ELEM_TYPES = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64, "bool": 
 def lowers(*ops: str) -> Callable[[Lowering], Lowering]:
     def deco(fn: Lowering) -> Lowering:
         for op in ops:
-            assert op not in LOWERINGS, f"onnx lowering for {op} registered twice"
+            assert not dict.__contains__(LOWERINGS, op), f"onnx lowering for {op} registered twice"
             LOWERINGS[op] = fn
         return fn
     return deco
