@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,8 +70,17 @@ def problems() -> list[str]:
     return list(_PROBLEMS)
 
 
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def installed(package: str) -> str | None:
-    """The installed version of distribution `package`, or None."""
+    """The installed version of distribution `package` (a plugin's, or any), or None."""
+    from . import REGISTRY
+    len(REGISTRY)
+    for o in ORIGINS.values():
+        if _normal(o.package) == _normal(package):
+            return o.version
     try:
         return importlib.metadata.version(package)
     except (importlib.metadata.PackageNotFoundError, ValueError):

@@ -48,9 +48,20 @@ def check_exact(spec, opset: int) -> None:
     """SpecError (GF233) for a node that this opset can't express as torch computes it; reads the IR only."""
     from ...base.diagnostics import SpecError
     from .vision import opset_refusals
-    refused = opset_refusals(spec.ir, opset)
+    refused = opset_refusals(spec.ir, opset) + _unlowered_plugin_ops(spec.ir)
     if refused:
         raise SpecError(refused)
+
+
+def _unlowered_plugin_ops(ir) -> list:
+    """GF254 for each node of a plugin op that has no ONNX lowering (built-in ops all have one)."""
+    from ...base.diagnostics import Diagnostic
+    from ...ops import plugins
+    nodes = list(ir.nodes()) + [n for body in ir.bodies for n in body.ir.nodes()]
+    return [Diagnostic("GF254", f"op `{n.op}` (plugin {plugins.origin(n.op)}) has no ONNX lowering, so `{n.name}` "
+                       "cannot be exported", n.span, node=n.name,
+                       help=f"the plugin can add one (`Plugin(onnx=...)`, docs/plugins.md); torch builds `{n.op}`")
+            for n in nodes if n.op != "input" and plugins.is_plugin(n.op) and n.op not in LOWERINGS]
 
 
 def plan_past(spec) -> Past:
