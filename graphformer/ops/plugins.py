@@ -159,6 +159,8 @@ class LoweringTable(dict):
     def __init__(self, backend: str):
         super().__init__()
         self.backend = backend
+        # while set: the lowering of every plugin op that has none (ONNX `--custom-ops`: a custom-domain node)
+        self.fallback = None
         self._done = self._busy = False
         self._added: set[str] = set()
         _TABLES.append(self)
@@ -182,17 +184,20 @@ class LoweringTable(dict):
         finally:
             self._done, self._busy = True, False
 
+    def _fallback(self, k) -> bool:
+        return self.fallback is not None and k in ORIGINS and not dict.__contains__(self, k)
+
     def __contains__(self, k):
         self._load()
-        return dict.__contains__(self, k)
+        return dict.__contains__(self, k) or self._fallback(k)
 
     def __getitem__(self, k):
         self._load()
-        return dict.__getitem__(self, k)
+        return self.fallback if self._fallback(k) else dict.__getitem__(self, k)
 
     def get(self, k, default=None):
         self._load()
-        return dict.get(self, k, default)
+        return self.fallback if self._fallback(k) else dict.get(self, k, default)
 
     def __iter__(self):
         self._load()
