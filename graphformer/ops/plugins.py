@@ -54,6 +54,8 @@ _TABLES: list["LoweringTable"] = []
 
 def origin(op: str) -> str:
     """`builtin`, or the package (and version) that installed op `op`."""
+    from . import REGISTRY
+    len(REGISTRY)   # loads the plugins if nothing has read the registry yet
     o = ORIGINS.get(op)
     return str(o) if o else BUILTIN
 
