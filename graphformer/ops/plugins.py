@@ -114,7 +114,7 @@ def load_plugins(registry: dict) -> None:
         try:
             plugin = ep.load()
             why = _invalid(plugin, registry)
-        except Exception as e:  # noqa: BLE001 — any error of foreign code: skip the plugin, say why
+        except (Exception, SystemExit) as e:  # noqa: BLE001 — foreign code's error: skip the plugin, say why
             why = f"it failed to import: {type(e).__name__}: {e}"
         if why:
             _PROBLEMS.append(f"{where} skipped: {why}")
@@ -178,7 +178,7 @@ class LoweringTable(dict):
                     if len(REGISTRY) else []:
                 try:
                     importlib.import_module(module)
-                except Exception as e:  # noqa: BLE001 — foreign code: its ops go without this lowering
+                except (Exception, SystemExit) as e:  # noqa: BLE001 — foreign code: its ops lack this lowering
                     _PROBLEMS.append(f"{self.backend} lowerings `{module}` skipped: it failed to import: "
                                      f"{type(e).__name__}: {e}")
                     sys.stderr.write(f"graphformer: warning[GF257]: {_PROBLEMS[-1]}\n")

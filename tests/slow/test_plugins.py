@@ -66,6 +66,14 @@ def test_cli_lists_checks_and_draws_the_plugin_ops(site, tmp_path):
     assert gf(site, "draw", NORM, "-o", str(dot)).returncode == 0 and "rmsnorm_gated" in dot.read_text()
 
 
+def test_check_imports_neither_torch_nor_the_plugin_lowerings(site):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), site])}
+    code = ("import sys; from graphformer.frontend.check import check_file; r = check_file(sys.argv[1]); "
+            "print(r.ok, sorted(m for m in sys.modules if m == 'torch' or m.startswith('graphformer_rmsnorm')))")
+    done = subprocess.run([sys.executable, "-c", code, NORM], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.stdout.split("\n")[0] == "True ['graphformer_rmsnorm_gated']", done.stderr
+
+
 def test_without_the_plugin_the_spec_names_the_package(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "graphformer", "check", NORM], capture_output=True, text=True,

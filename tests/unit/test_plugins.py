@@ -131,6 +131,7 @@ def test_registry_loads_plugins_lazily_and_once(monkeypatch):
 
 @pytest.mark.parametrize("target, why", [
     (ModuleNotFoundError("No module named 'nope'"), "failed to import: ModuleNotFoundError"),
+    (SystemExit(3), "failed to import: SystemExit"),
     (SCALE, "not a graphformer.ops.plugins.Plugin"),
     (Plugin((PluginOpDef("linear", "core", "clash", ScaleAttrs, ("x",), lambda a, ins: ins["x"]),)),
      "op `linear` is already defined (builtin)"),
