@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
 import re
 import sys
 from contextlib import contextmanager
@@ -102,7 +103,10 @@ def _dist(ep) -> tuple[str, str]:
 
 
 def load_plugins(registry: dict) -> None:
-    """Register the ops of every installed plugin into `registry` (the built-ins already in it)."""
+    """Register the ops of every installed plugin into `registry` (the built-ins already in it), unless
+    GRAPHFORMER_NO_PLUGINS is set (built-in ops only: a reproducible run whatever is installed)."""
+    if os.environ.get("GRAPHFORMER_NO_PLUGINS"):
+        return
     try:
         eps = _entry_points()
     except Exception as e:  # noqa: BLE001 — broken metadata of some package must not break graphformer

@@ -198,3 +198,9 @@ def test_plugin_traits_are_optional_but_from_the_vocabulary():
         PluginOpDef("x", "core", "", ScaleAttrs, ("x",), lambda a, ins: ins["x"], sequence="sometimes")
     with pytest.raises(TypeError):   # a built-in OpDef still declares them
         OpDef("x", "core", "", ScaleAttrs, ("x",), lambda a, ins: ins["x"])
+
+
+def test_no_plugins_switch_loads_none(installed, monkeypatch):
+    monkeypatch.setenv("GRAPHFORMER_NO_PLUGINS", "1")
+    installed(GOOD)
+    assert "channel_scale" not in REGISTRY and plugins.origin("channel_scale") == "builtin"
