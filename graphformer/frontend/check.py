@@ -54,19 +54,21 @@ def _plugin_diagnostics(prog, diags: list[Diagnostic]) -> list[Diagnostic]:
     from ..ops import plugins
     out = [Diagnostic("GF257", p, severity="warning", help="graphformer runs without it; see docs/plugins.md")
            for p in plugins.problems()]
-    missing = [(i, p) for i, p in enumerate(prog.root.spec.requires) if plugins.installed(p) is None]
+    missing = [(ctx, i, p) for ctx in prog.files for i, p in enumerate(ctx.spec.requires)   # imported files' too
+               if plugins.installed(p) is None]
     if not missing:
         return out + diags
-    names = ", ".join(f"`{p}`" for _, p in missing)
-    fix = "install it (`pip install " + " ".join(p for _, p in missing) + "`), then `graphformer list --ops`"
+    packages = list(dict.fromkeys(p for _, _, p in missing))
+    names = ", ".join(f"`{p}`" for p in packages)
+    fix = "install it (`pip install " + " ".join(packages) + "`), then `graphformer list --ops`"
     unknown = [d for d in diags if d.code == "GF100" and d.message.startswith("unknown op `")]
     for d in unknown:
         op = d.message.split("`")[1]
         out.append(Diagnostic("GF253", f"op `{op}` is not installed: this spec requires {names}, which "
-                              f"{'is' if len(missing) == 1 else 'are'} not installed", d.span, node=d.node, help=fix))
+                              f"{'is' if len(packages) == 1 else 'are'} not installed", d.span, node=d.node, help=fix))
     if not unknown:
         out += [Diagnostic("GF253", f"package `{p}` that this spec requires is not installed",
-                           prog.root.span(("requires", i)), help=fix) for i, p in missing]
+                           ctx.span(("requires", i)), help=fix) for ctx, i, p in missing]
     return out + [d for d in diags if d not in unknown]
 
 

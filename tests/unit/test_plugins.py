@@ -204,3 +204,32 @@ def test_no_plugins_switch_loads_none(installed, monkeypatch):
     monkeypatch.setenv("GRAPHFORMER_NO_PLUGINS", "1")
     installed(GOOD)
     assert "channel_scale" not in REGISTRY and plugins.origin("channel_scale") == "builtin"
+
+
+def test_an_imported_file_requires_its_packages_too(tmp_path):
+    (tmp_path / "lib.yaml").write_text("""\
+graphformer: 1
+name: lib
+requires: [graphformer-absent]
+blocks:
+  mix:
+    inputs: {x: [B, n, 16]}
+    nodes:
+      s: {op: channel_scale, in: x}
+    outputs: {x: s}
+""")
+    (tmp_path / "main.yaml").write_text("""\
+graphformer: 1
+name: main
+imports: [lib.yaml]
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, 16]}
+nodes:
+  m: {op: mix}
+outputs: {y: m}
+""")
+    result = check_file(str(tmp_path / "main.yaml"))
+    errors = [d for d in result.diagnostics if d.is_error]
+    assert [d.code for d in errors] == ["GF253"] and "`graphformer-absent`" in errors[0].message
+    assert errors[0].span.file.endswith("lib.yaml") and errors[0].span.line == 8
