@@ -26,7 +26,7 @@ from ..base.diagnostics import Diagnostic, SpecError
 from ..base.dims import Dim
 from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
-from ..ops.base import AXIS, CACHE, CONTEXT, OFFSET, POSITION
+from ..ops.base import AXIS, CACHE, CONTEXT, OFFSET, POSITION, UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,16 @@ def _sequence(n: IRNode) -> str:
     return REGISTRY[n.op].sequence
 
 
+def _known_sequence(n: IRNode) -> str:
+    """The node's `sequence` trait; GF255 for a plugin op that leaves it unknown (refused, not guessed)."""
+    kind = _sequence(n)
+    if kind == UNKNOWN:
+        raise _refuse("GF255", f"`{n.name}` ({n.op}) does not declare how it treats the token axis, so a decoder "
+                      "step cannot know whether it computes what the whole sequence does", n,
+                      f"the plugin that installs `{n.op}` must declare its `sequence` trait (docs/plugins.md)")
+    return kind
+
+
 def _is_cache(n: IRNode) -> bool:
     return _sequence(n) == CACHE and n.attrs.causal
 
@@ -105,7 +115,7 @@ def plan_decoder(ir: IRGraph, outputs: Iterable[str] | None = None, stages: bool
     for n in ir.nodes():
         if n.name not in needed or n.name in fixed or n.op == "input":
             continue
-        kind = _sequence(n)
+        kind = _known_sequence(n)
         if kind == CACHE:
             _cached_attention(plan, ir, n, len(plan.slots), stages)
         elif kind == CONTEXT:
@@ -152,7 +162,7 @@ def _check_bodies(ir: IRGraph) -> None:
         for n in body.ir.nodes():
             if n.op == "input":
                 continue
-            kind = _sequence(n)
+            kind = _known_sequence(n)
             if kind in (CACHE, CONTEXT, OFFSET):
                 raise _refuse("GF211", f"`{n.name}` ({n.op}) of block `{body.block}` is inside a block-valued "
                               "attribute (a mixture of experts' expert), which gets no cache", n, _ONLY_CAUSAL)

@@ -27,11 +27,17 @@ from dataclasses import dataclass
 from ..base.errors import UsageError
 from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
-from ..ops.base import EXPERTS, HEADS, MATMUL, REPLICATE, THROUGH, UNPLANNED, VOCAB
+from ..base.diagnostics import Diagnostic, SpecError
+from ..ops.base import UNKNOWN, EXPERTS, HEADS, MATMUL, REPLICATE, THROUGH, UNPLANNED, VOCAB
 
 
 def _tp(n: IRNode) -> str:
-    return UNPLANNED if n.op == "input" else REGISTRY[n.op].tp
+    kind = UNPLANNED if n.op == "input" else REGISTRY[n.op].tp
+    if kind == UNKNOWN:   # a plugin op that doesn't say: refuse rather than guess
+        raise SpecError([Diagnostic(
+            "GF256", f"`{n.name}` ({n.op}) does not declare how tensor parallelism splits it", n.span, node=n.name,
+            help=f"the plugin that installs `{n.op}` must declare its `tp` trait (docs/plugins.md)")])
+    return kind
 
 
 @dataclass(frozen=True)

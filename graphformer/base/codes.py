@@ -26,6 +26,8 @@ class Code:
     # the command whose refusal the code is, run on the example (`graphformer <command...> example.yaml`);
     # empty: `graphformer check`
     command: tuple[str, ...] = ()
+    # a demonstration plugin (graphformer/ops/plugins.py `DEMOS`) installed while the example runs; empty: none
+    plugin: str = ""
 
 
 def lookup(text: str) -> Code | None:
@@ -1444,6 +1446,112 @@ weight_maps:
     rules:
       - {from: "layers.{i+frist}.weight", to: up.weight}
       - {from: "layers.{i+frist}.bias", to: up.bias}
+"""),
+    Code(
+        "GF253", "a required plugin package is not installed",
+        ("The spec's `requires:` names a package (a graphformer plugin, docs/plugins.md) that is not installed "
+         "in this environment. A spec never loads code itself: only installed packages add ops. Where the spec "
+         "uses an op graphformer doesn't know, the error is at that op and names the package expected to "
+         "provide it."),
+        fix="Install the package (`pip install NAME`) and check `graphformer list --ops`; or remove it from "
+            "`requires:` if the spec no longer uses its ops.",
+        example="""\
+graphformer: 1
+name: case
+requires: [graphformer-rmsnorm-gated]
+params: {d_model: 16}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+  z: {shape: [B, n, d_model]}
+nodes:
+  norm: {op: rmsnorm_gated, in: {x: x, gate: z}}
+outputs: {y: norm}
+"""),
+    Code(
+        "GF254", "a plugin op without an ONNX lowering",
+        ("`export` writes every node as ONNX operators, and this node's op comes from a plugin that gives no "
+         "ONNX lowering. graphformer refuses rather than write a model no runtime can run."),
+        fix="Ask the plugin for an ONNX lowering (`Plugin(onnx=...)`), or export with `--custom-ops` to write "
+            "the node as an operator of the plugin's own ONNX domain, for a runtime that has it.",
+        command=("export", "-o", "case.onnx"), plugin="swish_beta",
+        example="""\
+graphformer: 1
+name: case
+requires: [graphformer-demo-plugin]
+params: {d_model: 16}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  act: {op: swish_beta, beta: 1.5}
+outputs: {y: act}
+"""),
+    Code(
+        "GF255", "a plugin op that doesn't say how it treats the token axis",
+        ("Generating token by token runs each op on the new positions only; that is right for per-position "
+         "ops and wrong for ops that mix positions. This op comes from a plugin that leaves its `sequence` "
+         "trait undeclared, so graphformer refuses instead of guessing."),
+        fix="Declare `sequence=` on the plugin's OpDef (`POSITION` for an element-wise or per-token op; "
+            "docs/plugins.md lists the others).",
+        command=("generate", "--prompt-ids", "1,2", "--max-new-tokens", "2"), plugin="swish_beta",
+        example="""\
+graphformer: 1
+name: case
+requires: [graphformer-demo-plugin]
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  attn:   {op: attention, heads: heads, causal: true}
+  act:    {op: swish_beta, beta: 1.5}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""),
+    Code(
+        "GF256", "a plugin op that doesn't say how tensor parallelism splits it",
+        ("The tensor-parallel plan (`graphformer.parallelize`, `summary --mesh`) is derived from each op's `tp` "
+         "trait. This op comes from a plugin that leaves it undeclared, so graphformer refuses instead of "
+         "guessing whether its input may stay split."),
+        fix="Declare `tp=` on the plugin's OpDef (`THROUGH` for a weight-free element-wise op, `UNPLANNED` for "
+            "one every rank computes whole; docs/plugins.md lists the others).",
+        command=("summary", "--mesh", "dp=1,tp=2"), plugin="swish_beta",
+        example="""\
+graphformer: 1
+name: case
+requires: [graphformer-demo-plugin]
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  attn:   {op: attention, heads: heads, causal: true}
+  act:    {op: swish_beta, beta: 1.5}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""),
+    Code(
+        "GF257", "a plugin that could not be loaded",
+        ("An installed package registers ops under the `graphformer.ops` entry point, but they could not be "
+         "loaded: the package fails to import, its entry point names something that isn't a `Plugin`, an op is "
+         "malformed, or an op takes a name already taken (a built-in op or another plugin's). graphformer "
+         "skips that plugin's ops and goes on; a spec that uses them reports them as unknown."),
+        fix="Fix or reinstall the package named in the warning, or uninstall it; `graphformer list --ops` "
+            "shows what is loaded.",
+        plugin="broken",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  ln: {op: norm}
+outputs: {y: ln}
 """),
 ]
 

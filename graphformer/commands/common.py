@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from ..base.diagnostics import SourceCache, escape_controls, render
+from ..base.diagnostics import SourceCache, SpecError, escape_controls, render
 from ..base.dims import DimError
 from ..base.fileio import Terminated, atomic_output, atomic_path  # noqa: F401 (commands write through them)
 from ..frontend.check import CheckResult, check_file
@@ -129,6 +129,9 @@ def run_guarded(fn, args) -> int:
     except UsageError as e:
         sys.stderr.write(f"graphformer: error: {escape_controls(str(e))}\n")
         return EXIT_USAGE
+    except SpecError as e:   # an analysis's refusal a command did not catch itself (GF256 from `summary --mesh`)
+        sys.stderr.write(render(e.diagnostics, "text", SourceCache(), wants_color(sys.stderr)))
+        return EXIT_SPEC
     except DimError as e:   # counts are exact integers up to 10^18: `--set d_model=1000000008` overflows them
         where = f"{args.spec}: " if isinstance(getattr(args, "spec", None), str) else ""
         sys.stderr.write("graphformer: error: " + escape_controls(f"{where}the model is too large to count at "

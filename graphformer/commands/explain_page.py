@@ -24,7 +24,7 @@ def example_output(entry: Code) -> str:
             path = Path(tmp, rel)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content if isinstance(content, bytes) else content.encode())
-        with _inside(tmp):  # imported files are named relative to the working directory, as users see them
+        with _inside(tmp), _plugin(entry.plugin):  # files are named relative to the working directory
             text = _run(entry.command) if entry.command else \
                 render(check_file(EXAMPLE_FILE).diagnostics, "text", SourceCache())
     return text.rstrip()
@@ -40,6 +40,17 @@ def _run(command: tuple[str, ...]) -> str:
     with redirect_stderr(err):
         run_guarded(mod.run, parser.parse_args([*command, EXAMPLE_FILE]))
     return err.getvalue()
+
+
+@contextmanager
+def _plugin(name: str):
+    """The demonstration plugin `name` installed for the example (nothing when empty)."""
+    if not name:
+        yield
+        return
+    from ..ops.plugins import demonstration
+    with demonstration(name):
+        yield
 
 
 @contextmanager

@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
                    help="optional spec inputs to include (e.g. mask,positions). By default the model takes the "
                         "required inputs only and computes what the spec computes without the optional ones: "
                         "ONNX has no way to leave out a graph input at run time")
+    p.add_argument("--custom-ops", action="store_true",
+                   help="write a plugin op that has no ONNX lowering as a node of the plugin's own ONNX domain "
+                        "(a runtime needs the plugin's kernel) instead of refusing it (GF254)")
     p.add_argument("-o", "--output", metavar="FILE.onnx", required=True, help="where to write the model")
 
 
@@ -70,7 +73,7 @@ def run(args) -> int:
         except ImportError:  # no torch: weight maps are unavailable, and export_onnx says so
             pass
     try:  # before the weights: a node this opset can't express, or a spec that is no decoder, fails fast
-        backend.check_exact(spec, args.opset)
+        backend.check_exact(spec, args.opset, args.custom_ops)
         if args.with_past:
             backend.plan_past(spec)
     except SpecError as e:
@@ -83,7 +86,8 @@ def run(args) -> int:
     t0 = time.perf_counter()
     try:
         written = backend.export_onnx(spec, args.weights, args.output, opset=args.opset, seed=args.seed,
-                                      weights_map=args.weights_map, with_past=args.with_past, inputs=inputs)
+                                      weights_map=args.weights_map, with_past=args.with_past, inputs=inputs,
+                                      custom_ops=args.custom_ops)
     except map_errors as e:
         raise CommandError(f"--weights-map {args.weights_map}: {e}", EXIT_SPEC) from None
     elapsed = time.perf_counter() - t0

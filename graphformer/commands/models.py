@@ -1,5 +1,5 @@
 """`graphformer list`: the bundled models and their presets, with their parameter counts (checked, not built:
-no torch)."""
+no torch); `list --ops`: every op and where it comes from (builtin or an installed plugin)."""
 from __future__ import annotations
 
 import argparse
@@ -21,12 +21,17 @@ def add_parser(sub) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--presets", action="store_true",
                    help="one row per preset too, with its parameter count (checks every preset)")
+    p.add_argument("--ops", action="store_true",
+                   help="list the ops instead: each with its family and where it comes from (builtin, or the "
+                        "installed plugin package and version)")
     p.add_argument("--preset-names", metavar="SPEC", help=argparse.SUPPRESS)  # for shell completion
 
 
 def run(args) -> int:
     if args.preset_names is not None:
         return _preset_names(args.preset_names)
+    if args.ops:
+        return _ops(args.format)
     models, failed = [], []
     for name in bundled.names():
         path = str(bundled.SPEC_DIR / f"{name}.yaml")
@@ -53,6 +58,26 @@ def run(args) -> int:
     for name in failed:
         sys.stderr.write(f"graphformer: error: bundled model `{name}` has errors: run `graphformer check {name}`\n")
     return EXIT_SPEC if failed else EXIT_OK
+
+
+def _ops(fmt: str) -> int:
+    """Every op in the registry, built-in and plugin, with where it comes from; skipped plugins on stderr."""
+    from ..ops import REGISTRY, plugins
+    from ..ops.base import UNKNOWN
+    rows = [{"op": name, "family": op.family, "from": plugins.origin(name),
+             "unknown_traits": [t for t in ("sequence", "tp") if getattr(op, t) == UNKNOWN]}
+            for name, op in sorted(REGISTRY.items())]
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    else:
+        width = max(len(r["op"]) for r in rows)
+        fam = max(len(r["family"]) for r in rows)
+        for r in rows:
+            unknown = f"  (traits not declared: {', '.join(r['unknown_traits'])})" if r["unknown_traits"] else ""
+            sys.stdout.write(f"{r['op']:<{width}}  {r['family']:<{fam}}  {r['from']}{unknown}\n")
+    for problem in plugins.problems():
+        sys.stderr.write(f"graphformer: warning[GF257]: {problem}\n")
+    return EXIT_OK
 
 
 def _preset_names(spec: str) -> int:

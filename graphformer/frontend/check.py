@@ -32,6 +32,7 @@ def check_file(path: str, preset: str | None = None, overrides: dict[str, int] |
     except SpecError as e:
         return CheckResult(None, e.diagnostics)
     ir, diags = expand(prog)
+    diags = _plugin_diagnostics(prog, diags)
     if any(d.code == "GF150" for d in diags):
         return CheckResult(None, diags)
     ir.connect()
@@ -45,6 +46,30 @@ def check_file(path: str, preset: str | None = None, overrides: dict[str, int] |
         # (and so is a param that nothing reads: the node that would read it may be the broken one)
         diags = [d for d in diags if d.code not in ("GF112", "GF113")]
     return CheckResult(ir, _sorted(diags))
+
+
+def _plugin_diagnostics(prog, diags: list[Diagnostic]) -> list[Diagnostic]:
+    """GF253 for each package of `requires:` that isn't installed: at the nodes whose op is unknown (it is
+    probably theirs), else at the entry; GF257 warnings for installed plugins that were skipped."""
+    from ..ops import plugins
+    out = [Diagnostic("GF257", p, severity="warning", help="graphformer runs without it; see docs/plugins.md")
+           for p in plugins.problems()]
+    missing = [(ctx, i, p) for ctx in prog.files for i, p in enumerate(ctx.spec.requires)   # imported files' too
+               if plugins.installed(p) is None]
+    if not missing:
+        return out + diags
+    packages = list(dict.fromkeys(p for _, _, p in missing))
+    names = ", ".join(f"`{p}`" for p in packages)
+    fix = "install it (`pip install " + " ".join(packages) + "`), then `graphformer list --ops`"
+    unknown = [d for d in diags if d.code == "GF100" and d.message.startswith("unknown op `")]
+    for d in unknown:
+        op = d.message.split("`")[1]
+        out.append(Diagnostic("GF253", f"op `{op}` is not installed: this spec requires {names}, which "
+                              f"{'is' if len(packages) == 1 else 'are'} not installed", d.span, node=d.node, help=fix))
+    if not unknown:
+        out += [Diagnostic("GF253", f"package `{p}` that this spec requires is not installed",
+                           ctx.span(("requires", i)), help=fix) for ctx, i, p in missing]
+    return out + [d for d in diags if d not in unknown]
 
 
 def analyse_body(ir: IRGraph, x: TensorType) -> BodyFacts:

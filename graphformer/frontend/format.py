@@ -218,6 +218,10 @@ class SpecFile(_Strict):
                                           "from other params unless set); attributes refer to them by name")
     presets: dict[str, dict[str, ParamValue]] = Field(default_factory=dict)
     dims: dict[str, StrictInt] = Field(default_factory=dict, description="example sizes of symbolic dims")
+    requires: list[Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")]] = Field(
+        default_factory=list, description="installed packages whose plugin ops this spec uses (docs/plugins.md); "
+                                          "a spec never loads code itself: a package not installed is an error "
+                                          "(GF253) that names it")
     imports: list[Union[StrictStr, ImportDecl]] = Field(
         default_factory=list, description="spec files whose blocks (and param defaults) become usable here, "
                                           "or `{from, blocks, params}`: chosen blocks of a bundled model or a "

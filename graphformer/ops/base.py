@@ -110,6 +110,10 @@ REPLICATE = "replicate"  # weight matrices kept whole on every rank, listed in t
 UNPLANNED = "unplanned"  # nothing the plan lists: no weights, or small ones every rank keeps (norms, tables)
 TP = (THROUGH, MATMUL, HEADS, EXPERTS, VOCAB, REPLICATE, UNPLANNED)
 
+# A plugin op (`PluginOpDef`) may leave `sequence` and `tp` undeclared: they are then UNKNOWN, and the
+# analyses that need them (decoding.py GF255, tp_plan.py GF256) refuse the op instead of guessing.
+UNKNOWN = "unknown"
+
 
 @dataclass(frozen=True)
 class Saved:
@@ -189,12 +193,77 @@ class OpDef:
         return [p.strip("*") for p in self.ports if not p.endswith("?")]
 
 
-REGISTRY: dict[str, OpDef] = {}
+@dataclass(frozen=True)
+class PluginOpDef(OpDef):
+    """An op of an installed plugin (docs/plugins.md): an `OpDef` whose `sequence` and `tp` may stay
+    UNKNOWN (the analyses that need them refuse the op) and whose `saves` defaults to every float input."""
+
+    sequence: str = field(default=UNKNOWN, kw_only=True)
+    tp: str = field(default=UNKNOWN, kw_only=True)
+    saves: Callable[[SaveContext], Saved] = field(default=keeps_float_inputs, kw_only=True)
+
+    def __post_init__(self):
+        assert self.sequence in SEQUENCE + (UNKNOWN,), f"op {self.name}: sequence must be one of {SEQUENCE}"
+        assert self.tp in TP + (UNKNOWN,), f"op {self.name}: tp must be one of {TP}"
+
+
+class Registry(dict):
+    """The op table: name → OpDef. The built-in ops register when `graphformer.ops` is imported; the ops of
+    installed plugins (the `graphformer.ops` entry points) are loaded lazily, once, on the first read after
+    that (`ops/plugins.py`), so a command that never looks an op up imports no plugin."""
+
+    _ready = False      # set by ops/__init__.py once every built-in op is in
+    _loading = False
+
+    def _load(self) -> None:
+        if self._ready and not self._loading and not getattr(self, "_loaded", False):
+            self._loading = True
+            try:
+                from .plugins import load_plugins
+                load_plugins(self)
+            finally:
+                self._loaded, self._loading = True, False
+
+    def __getitem__(self, k):
+        self._load()
+        return dict.__getitem__(self, k)
+
+    def __contains__(self, k):
+        self._load()
+        return dict.__contains__(self, k)
+
+    def __iter__(self):
+        self._load()
+        return dict.__iter__(self)
+
+    def __len__(self):
+        self._load()
+        return dict.__len__(self)
+
+    def get(self, k, default=None):
+        self._load()
+        return dict.get(self, k, default)
+
+    def keys(self):
+        self._load()
+        return dict.keys(self)
+
+    def values(self):
+        self._load()
+        return dict.values(self)
+
+    def items(self):
+        self._load()
+        return dict.items(self)
+
+
+REGISTRY: Registry = Registry()
 
 
 def register(op: OpDef) -> OpDef:
-    assert op.name not in REGISTRY, f"op {op.name} registered twice"
-    REGISTRY[op.name] = op
+    """Add a built-in op (plugins go through `ops/plugins.py`, which checks them instead of asserting)."""
+    assert not dict.__contains__(REGISTRY, op.name), f"op {op.name} registered twice"
+    dict.__setitem__(REGISTRY, op.name, op)
     return op
 
 

@@ -13,6 +13,7 @@ without the optional ones.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from typing import Any
 
 from onnx import ModelProto, defs
@@ -23,7 +24,7 @@ from ...analysis.decoding import plan_decoder
 from ...base.diagnostics import did_you_mean
 from .graph import MIN_OPSET, ExportError, exported_nodes, to_model, without_inputs
 from .past import Past
-from .lower import LOWERINGS
+from .lower import LOWERINGS, custom_node
 from .weights import resolve
 from .write import Written, write_external, write_inline
 
@@ -44,13 +45,25 @@ def check_opset(opset: int) -> int:
     return opset
 
 
-def check_exact(spec, opset: int) -> None:
-    """SpecError (GF233) for a node that this opset can't express as torch computes it; reads the IR only."""
+def check_exact(spec, opset: int, custom_ops: bool = False) -> None:
+    """SpecError (GF233) for a node that this opset can't express as torch computes it, and (GF254) for a
+    plugin op without an ONNX lowering unless `custom_ops`; reads the IR only."""
     from ...base.diagnostics import SpecError
     from .vision import opset_refusals
-    refused = opset_refusals(spec.ir, opset)
+    refused = opset_refusals(spec.ir, opset) + ([] if custom_ops else _unlowered_plugin_ops(spec.ir))
     if refused:
         raise SpecError(refused)
+
+
+def _unlowered_plugin_ops(ir) -> list:
+    """GF254 for each node of a plugin op that has no ONNX lowering (built-in ops all have one)."""
+    from ...base.diagnostics import Diagnostic
+    from ...ops import plugins
+    nodes = list(ir.nodes()) + [n for body in ir.bodies for n in body.ir.nodes()]
+    return [Diagnostic("GF254", f"op `{n.op}` (plugin {plugins.origin(n.op)}) has no ONNX lowering, so `{n.name}` "
+                       "cannot be exported", n.span, node=n.name,
+                       help=f"the plugin can add one (`Plugin(onnx=...)`, docs/plugins.md); torch builds `{n.op}`")
+            for n in nodes if n.op != "input" and plugins.is_plugin(n.op) and n.op not in LOWERINGS]
 
 
 def plan_past(spec) -> Past:
@@ -85,31 +98,35 @@ def exported_ir(spec, inputs=None, with_past: bool = False):
 
 
 def to_onnx(spec, module_or_weights: Any = None, opset: int = DEFAULT_OPSET, *, seed: int | None = 0,
-            weights_map: str | None = None, with_past: bool = False, inputs=None) -> ModelProto:
+            weights_map: str | None = None, with_past: bool = False, inputs=None, custom_ops: bool = False) -> ModelProto:
     """The ONNX model of `spec` (a `graphformer.Spec`), in memory, weights included.
 
     `module_or_weights`: a built nn.Module, a state dict, a .safetensors path, or None for the torch
     backend's seeded init (`seed`). `weights_map` converts a reference's state dict first (the name of
     one of the spec's `weight_maps`). `inputs`: the optional spec inputs to include (`["mask"]`; default
     none: the required inputs only). `with_past`: a decoder step with past keys and values (past.py).
+    `custom_ops`: a plugin op without an ONNX lowering becomes a node of the plugin's own domain
+    (`lower.custom_node`) instead of an error (GF254).
     """
     check_opset(opset)
-    check_exact(spec, opset)
+    check_exact(spec, opset, custom_ops)
     ir = exported_ir(spec, inputs, with_past)
     past = plan_past(spec) if with_past else None
-    return to_model(ir, resolve(spec, module_or_weights, seed, weights_map), opset, past=past)
+    weights = resolve(spec, module_or_weights, seed, weights_map)
+    with _custom_ops(custom_ops):
+        return to_model(ir, weights, opset, past=past)
 
 
 def export_onnx(spec, module_or_weights: Any, path: str | os.PathLike, opset: int = DEFAULT_OPSET, *,
                 seed: int | None = 0, weights_map: str | None = None,
                 external_data_threshold: int = EXTERNAL_DATA_THRESHOLD, with_past: bool = False,
-                inputs=None) -> Written:
+                inputs=None, custom_ops: bool = False) -> Written:
     """Write the ONNX model of `spec` to `path` atomically (arguments as `to_onnx`).
 
     Weights over `external_data_threshold` bytes go to `<path>.<hash>.data` beside it (write.py). Returns what was written.
     """
     check_opset(opset)
-    check_exact(spec, opset)
+    check_exact(spec, opset, custom_ops)
     ir = exported_ir(spec, inputs, with_past)
     past = plan_past(spec) if with_past else None
     path = os.fspath(path)
@@ -117,6 +134,17 @@ def export_onnx(spec, module_or_weights: Any, path: str | os.PathLike, opset: in
     if module_or_weights is None or isinstance(module_or_weights, (str, os.PathLike)):
         memory.require(memory.param_bytes(spec.ir), f"exporting `{spec.name}`'s weights")
     weights = resolve(spec, module_or_weights, seed, weights_map)
-    if sum(a.nbytes for a in weights.values()) <= external_data_threshold:
-        return write_inline(ir, weights, opset, path, past)
-    return write_external(ir, weights, opset, path, past)
+    with _custom_ops(custom_ops):
+        if sum(a.nbytes for a in weights.values()) <= external_data_threshold:
+            return write_inline(ir, weights, opset, path, past)
+        return write_external(ir, weights, opset, path, past)
+
+
+@contextmanager
+def _custom_ops(on: bool):
+    """While exporting with `custom_ops`: a plugin op without a lowering lowers to a custom-domain node."""
+    LOWERINGS.fallback = custom_node if on else None
+    try:
+        yield
+    finally:
+        LOWERINGS.fallback = None

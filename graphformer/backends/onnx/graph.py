@@ -129,10 +129,11 @@ def to_model(ir: IRGraph, weights: dict[str, np.ndarray], opset: int,
     graph = helper.make_graph(state.nodes, ir.name, inputs, outputs, inits, doc_string=ir.doc.strip(),
                               value_info=infos)
     opsets = [helper.make_opsetid("", opset)]
+    opsets += [helper.make_opsetid(d, 1) for d in sorted({n.domain for n in state.nodes} - {""})]  # --custom-ops
     model = helper.make_model(graph, opset_imports=opsets, producer_name="graphformer",
                               producer_version=_version())
     # the oldest IR version that can hold this opset: readable by the widest range of runtimes
-    model.ir_version = helper.find_min_ir_version_for(opsets)
+    model.ir_version = helper.find_min_ir_version_for(opsets[:1])
     helper.set_model_props(model, {"graphformer.frontend.format": os.path.basename(ir.file),
                                    "graphformer.params": json.dumps(ir.params),
                                    "graphformer.example_dims": json.dumps(ir.dims)})

@@ -9,6 +9,7 @@ its output value, so both carry the IR path. Parameters are referenced by state-
 """
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import numpy as np
@@ -16,9 +17,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ...ir import IRNode
 from ...ops.base import TensorType
+from ...ops.plugins import LoweringTable
 
 Lowering = Callable[["NodeEmitter", IRNode], None]
-LOWERINGS: dict[str, Lowering] = {}
+LOWERINGS: dict[str, Lowering] = LoweringTable("onnx")  # a plugin's lowerings join on first lookup
 
 ELEM_TYPES = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64, "bool": TensorProto.BOOL}
 
@@ -26,10 +28,22 @@ ELEM_TYPES = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64, "bool": 
 def lowers(*ops: str) -> Callable[[Lowering], Lowering]:
     def deco(fn: Lowering) -> Lowering:
         for op in ops:
-            assert op not in LOWERINGS, f"onnx lowering for {op} registered twice"
+            assert not dict.__contains__(LOWERINGS, op), f"onnx lowering for {op} registered twice"
             LOWERINGS[op] = fn
         return fn
     return deco
+
+
+def custom_node(ctx: "NodeEmitter", node: IRNode) -> None:
+    """A plugin op without an ONNX lowering, exported as asked (`--custom-ops`): one node of op type `node.op`
+    in the plugin's own domain (`graphformer.<package>`), its inputs then its parameters (in the op's `params`
+    order) as inputs, its scalar attributes as attributes. A runtime needs the plugin's kernel to run it."""
+    from ...ops import REGISTRY, plugins
+    domain = "graphformer." + re.sub(r"[^A-Za-z0-9]+", "_", plugins.ORIGINS[node.op].package).lower()
+    params = [ctx.param(k) for k in REGISTRY[node.op].params(node.attrs, ctx.types)]
+    attrs = {k: int(v) if isinstance(v, bool) else v for k, v in node.attrs.model_dump().items()
+             if isinstance(v, (int, float, str))}   # lists, None and nested values are left out
+    ctx.op(node.op, ctx.inputs + params, final=True, domain=domain, **attrs)
 
 
 def emit_graph(state: "GraphState", ir, names: dict[str, str], keep=None, prefix: str = "") -> None:

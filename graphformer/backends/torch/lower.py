@@ -25,15 +25,16 @@ from torch import nn
 
 from ...ir import IRNode
 from ...ops.base import TensorType
+from ...ops.plugins import LoweringTable
 
 Factory = Callable[[IRNode, dict[str, TensorType]], nn.Module]
-LOWERINGS: dict[str, Factory] = {}
+LOWERINGS: dict[str, Factory] = LoweringTable("torch")  # a plugin's lowerings join on first lookup
 
 
 def lowers(*ops: str) -> Callable[[Factory], Factory]:
     def deco(fn: Factory) -> Factory:
         for op in ops:
-            assert op not in LOWERINGS, f"torch lowering for {op} registered twice"
+            assert not dict.__contains__(LOWERINGS, op), f"torch lowering for {op} registered twice"
             LOWERINGS[op] = fn
         return fn
     return deco
