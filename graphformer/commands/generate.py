@@ -2,6 +2,7 @@
 token as it comes (ids, or text through a tokenizer.json)."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -55,6 +56,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     default_weights(args)   # a save_pretrained directory (as SPEC or --weights) is read through the hf map
+    args.tokenizer = args.tokenizer or _directory_tokenizer(args.spec)
     if args.weights_map and not args.weights:
         raise CommandError("--weights-map needs --weights FILE: the map says how FILE's names fit the spec")
     if args.prompt is not None and not args.tokenizer:
@@ -121,6 +123,18 @@ def _require_memory(generation, spec, plan, dims: dict, n: int, new: int, device
     needed = memory.param_bytes(spec.ir) + generation.generation_bytes(plan, spec.ir, dims, 1, n + new, dtype)
     memory.require(needed, f"building `{spec.name}` and generating {new:,} tokens after {n:,}", str(device),
                    hint=SMALLER)
+
+
+def _directory_tokenizer(spec: str) -> str | None:
+    """A checkpoint directory given as SPEC brings its tokenizer.json, when it has one."""
+    from ..weights.checkpoint import is_hf_directory
+    if not is_hf_directory(spec) or not os.path.lexists(os.path.join(spec, "tokenizer.json")):
+        return None
+    from ..base.reading import FileProblem, inside
+    try:
+        return inside(spec, "tokenizer.json")   # confined to the directory
+    except FileProblem as e:
+        raise CommandError(f"{spec}: {e}") from None
 
 
 def _tokenizer(path: str):

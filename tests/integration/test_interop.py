@@ -32,6 +32,10 @@ def llama(tmp_path_factory):
     ref.save_pretrained(directory)
     ref.generation_config.save_pretrained(directory)
     (directory / "tokenizer_config.json").write_text('{"model_max_length": 64}')
+    tokenizers = pytest.importorskip("tokenizers")
+    words = tokenizers.Tokenizer(tokenizers.models.WordLevel({f"w{i}": i for i in range(97)}, unk_token="w0"))
+    words.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    words.save(str(directory / "tokenizer.json"))
     with torch.no_grad():
         out = ref.generate(torch.tensor([PROMPT]), max_new_tokens=NEW, do_sample=False, eos_token_id=None,
                            pad_token_id=0)
@@ -57,8 +61,16 @@ def test_generate_takes_the_directory_as_its_spec(llama, capsys):
     rc, out, err = run(capsys, "generate", directory, "--prompt-ids", ",".join(map(str, PROMPT)),
                        "--max-new-tokens", NEW)
     assert rc == 0, err
-    assert ids(out) == want
+    assert out.split() == [f"w{t}" for t in PROMPT + want]   # printed through the directory's tokenizer.json
     assert f"imported {directory}: llama config" in err and "random weights" not in err
+
+
+def test_generate_reads_the_directory_tokenizer(llama, capsys):
+    directory, want = llama
+    rc, out, err = run(capsys, "generate", directory, "--prompt", " ".join(f"w{t}" for t in PROMPT),
+                       "--max-new-tokens", NEW)
+    assert rc == 0, err
+    assert out.split() == [f"w{t}" for t in PROMPT + want]
 
 
 def test_generate_weights_dir_defaults_to_the_hf_map(llama, capsys, tmp_path):
@@ -91,7 +103,7 @@ def test_export_with_past_writes_a_directory_runtimes_load(llama, capsys, tmp_pa
     assert rc == 0, err
     names = {p.name for p in out.iterdir()}
     assert {"model.onnx", "genai_config.json", "config.json", "generation_config.json",
-            "tokenizer_config.json"} <= names, names
+            "tokenizer_config.json", "tokenizer.json"} <= names, names
     genai = json.loads((out / "genai_config.json").read_text())
     model, decoder = genai["model"], genai["model"]["decoder"]
     assert (model["type"], model["context_length"], model["vocab_size"]) == ("llama", 64, 97)
