@@ -74,15 +74,16 @@ def _weights_cover(spec, path) -> None:
 
 
 def from_pretrained(path, device="cpu", dtype=None):
-    """(spec, model) for a transformers `save_pretrained` directory: the config imported as a spec
-    (`graphformer import hf`), the model built and its weights loaded through the `hf` map. The meta
-    device is refused (UsageError): it holds no values, so the weights would be dropped without a word."""
+    """The model of a transformers `save_pretrained` directory, in eval mode: its config imported as a spec
+    (as `graphformer import hf` would write it), the model built and its weights loaded through the `hf` map.
+    The spec is `model.spec`. (It used to return `(spec, model)`: write `model = from_pretrained(p)`
+    and `model.spec`.) The meta device is refused (UsageError): it holds no values, so the weights would be
+    dropped without a word."""
     import os
-    import tempfile
     from .backends.torch.builder import resolve_device
     from .backends.torch.weights import load_weights as _lw
     from .weights.maps import read_state_dict
-    from .frontend.hf import convert_config, read_config, spec_text
+    from .frontend.hf import convert_config, read_config, spec_path
     given = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
     if not isinstance(given, str) or not given or "\0" in given:
         raise UsageError(f"from_pretrained: path must be a non-empty str or os.PathLike, not {path!r:.80}")
@@ -92,12 +93,8 @@ def from_pretrained(path, device="cpu", dtype=None):
                          "\"cuda\"; for the structure alone, build the imported spec on meta "
                          "(`graphformer import hf DIR -o spec.yaml`, then graphformer.build(spec, device=\"meta\"))")
     imported = convert_config(read_config(path))   # HFImportError for a refused config
-    with tempfile.TemporaryDirectory(prefix="graphformer-hf-") as tmp:
-        spec_file = os.path.join(tmp, f"{imported.family.model_type}.yaml")
-        with open(spec_file, "w", encoding="utf-8") as fh:
-            fh.write(spec_text(imported, os.path.basename(os.path.abspath(path))))
-        spec = load(spec_file)
+    spec = load(str(spec_path(imported.family)), None, dict(imported.params))   # the bundled spec at these params
     _weights_cover(spec, path)
     model = build(spec, device=device, dtype=dtype)
     _lw(model, read_state_dict(path), "hf", spec)   # WeightFileError, WeightMapError
-    return spec, model.eval()
+    return model.eval()

@@ -14,10 +14,11 @@ import time
 from ..analysis import memory
 from ..weights.checkpoint import is_hf_directory
 from ..base.diagnostics import SourceCache, render
+from ..base.dtypes import dtype_arg
 from ..base.fileio import resolve_output
 from ..frontend.infer import infer
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_output, check_checkpoint_config,
-                     load_checked, parse_assignments, parse_overrides, require_weight_map, seed_arg)
+                     default_weights, load_checked, parse_assignments, parse_overrides, require_weight_map, seed_arg)
 
 EXIT_INTERNAL = 3
 NO_TORCH = "the torch extra is not installed: pip install 'graphformer[torch]'"
@@ -31,7 +32,8 @@ def add_parser(sub) -> None:
                                    "2 usage or environment, 3 internal error.")
     add_spec_args(p, dims=True)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or meta (meta allocates nothing)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--dtype", type=dtype_arg, default="float32",
+                   help="float32 (default), bfloat16 or float16 (aliases fp32, bf16, fp16)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the parameter init (default 0)")
     p.add_argument("--weights", metavar="FILE|DIR", help="load weights (.safetensors, .pt, .bin, or a "
                         "save_pretrained directory) through --weights-map (default hf for a directory)")
@@ -40,9 +42,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    default_weights(args)   # a save_pretrained directory: its weights, named by the spec's transformers map
     result = load_checked(args.spec, args)
-    if args.weights and not args.weights_map and is_hf_directory(args.weights):
-        args.weights_map = "hf"   # a save_pretrained directory is named by the spec's transformers map
     if bool(args.weights) != bool(args.weights_map):
         raise CommandError("--weights and --weights-map go together: the map says how FILE's names fit the spec")
     require_weight_map(result.ir, args.weights_map)

@@ -69,7 +69,8 @@ def add_spec_args(p: argparse.ArgumentParser, many: bool = False, dims: bool = F
     if many:
         p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
     else:
-        p.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
+        p.add_argument("spec", metavar="SPEC", help="spec file (YAML), bundled model name, or a transformers "
+                                                    "save_pretrained directory (its config.json imported)")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", metavar="KEY=VALUE",
                    help="override params, e.g. --set layers=2 eps=1e-6 act=silu norm_first=true")
     p.add_argument("--preset", help="apply a named preset from the spec (e.g. tiny)")
@@ -79,12 +80,49 @@ def add_spec_args(p: argparse.ArgumentParser, many: bool = False, dims: bool = F
 
 
 def load_checked(path: str, args: argparse.Namespace, fmt: str = "text") -> CheckResult:
-    """Check a spec; print its diagnostics; raise CommandError(1) if it has errors."""
-    result = check_file(path, args.preset, parse_overrides(args.overrides))
+    """Check a spec, or a transformers save_pretrained directory's config imported on the fly
+    (`hf_source`); print its diagnostics; raise CommandError(1) if it has errors."""
+    preset, overrides = args.preset, parse_overrides(args.overrides)
+    imported = hf_source(path, preset)
+    if imported is not None:
+        path, overrides = imported[0], {**imported[1], **overrides}   # --set still wins
+    result = check_file(path, preset, overrides)
     print_diagnostics(result, fmt)
     if not result.ok:
         raise CommandError("", EXIT_SPEC)
     return result
+
+
+def hf_source(path: str, preset: str | None = None) -> tuple[str, dict] | None:
+    """A save_pretrained directory given where a spec is expected: (its family's bundled spec, the params its
+    config.json sets), as `graphformer import hf DIR` would write them, said on stderr; None for anything else.
+    The import happens in memory: nothing is written beside the checkpoint."""
+    from ..weights.checkpoint import is_hf_directory
+    if not isinstance(path, str) or not is_hf_directory(path):
+        return None
+    if preset is not None:
+        raise CommandError(f"--preset {preset}: `{path}` is a checkpoint directory, whose config.json sets the params "
+                           f"(change them with --set)")
+    from ..frontend.hf import HFImportError, convert_config, read_config, spec_path
+    try:
+        imported = convert_config(read_config(path))
+        spec = str(spec_path(imported.family))
+    except HFImportError as e:
+        raise CommandError(f"{path}: {e}", e.code) from None
+    sys.stderr.write(escape_controls(f"imported {path}: {imported.family.model_type} config, spec "
+                                     f"{os.path.basename(spec)} with {len(imported.params)} params from "
+                                     f"config.json") + "\n")
+    return spec, dict(imported.params)
+
+
+def default_weights(args: argparse.Namespace) -> None:
+    """A checkpoint directory given as the spec is also where the weights are, named by the `hf` map;
+    a directory given as --weights is named by the `hf` map too (unless --weights-map says otherwise)."""
+    from ..weights.checkpoint import is_hf_directory
+    if getattr(args, "weights", None) is None and isinstance(args.spec, str) and is_hf_directory(args.spec):
+        args.weights = args.spec
+    if args.weights and not args.weights_map and is_hf_directory(args.weights):
+        args.weights_map = "hf"
 
 
 def dims_arg(args: argparse.Namespace, ir) -> dict[str, int]:

@@ -1,12 +1,14 @@
 """`graphformer export SPEC -o FILE.onnx`: ONNX straight from the IR, with the spec's names and dims."""
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 
 from ..base.diagnostics import SpecError
-from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, check_checkpoint_config, load_checked,
-                     print_diagnostics, require_weight_map, seed_arg)
+from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, check_checkpoint_config, default_weights,
+                     atomic_output, load_checked, print_diagnostics, require_weight_map, seed_arg)
 
 NO_ONNX = "the onnx extra is not installed: pip install 'graphformer[onnx]'"
 
@@ -37,13 +39,15 @@ def add_parser(sub) -> None:
     p.add_argument("--custom-ops", action="store_true",
                    help="write a plugin op that has no ONNX lowering as a node of the plugin's own ONNX domain "
                         "(a runtime needs the plugin's kernel) instead of refusing it (GF254)")
-    p.add_argument("-o", "--output", metavar="FILE.onnx", required=True, help="where to write the model")
+    p.add_argument("-o", "--output", metavar="FILE.onnx|DIR/", required=True,
+                   help="where to write the model; a directory (an existing one, or a name ending in /) gets "
+                        "model.onnx. With --with-past, genai_config.json (onnxruntime-genai) goes beside it, and "
+                        "from a checkpoint directory its config.json, generation_config.json and tokenizer files "
+                        "too, so optimum and onnxruntime-genai load the directory as it is")
 
 
 def run(args) -> int:
-    from ..weights.checkpoint import is_hf_directory
-    if args.weights and not args.weights_map and is_hf_directory(args.weights):
-        args.weights_map = "hf"   # a save_pretrained directory is named by the spec's transformers map
+    default_weights(args)   # a save_pretrained directory: its weights, named by the spec's transformers map
     if args.weights_map and not args.weights:
         raise CommandError("--weights-map needs --weights FILE: the map says how FILE's names fit the spec")
     inputs = [k.strip() for arg in args.inputs or () for k in arg.split(",")]
@@ -83,6 +87,7 @@ def run(args) -> int:
         backend.exported_ir(spec, inputs, args.with_past)
     except backend.ExportError as e:
         raise CommandError(f"--inputs: {e}") from None
+    args.output = _output_file(args.output)
     t0 = time.perf_counter()
     try:
         written = backend.export_onnx(spec, args.weights, args.output, opset=args.opset, seed=args.seed,
@@ -95,8 +100,69 @@ def run(args) -> int:
     past = " with past keys and values" if args.with_past else ""
     sys.stderr.write(f"wrote {written.path}{past} ({written.bytes / 1e6:.1f} MB{data}): opset {args.opset}, "
                      f"{written.nodes} nodes, {written.params:,} parameters, in {elapsed:.2f} s\n")
+    if args.with_past:
+        _companions(args, spec)
     left_out = [k for k, v in spec.ir.inputs.items() if spec.ir.node(v).meta.get("optional") and k not in inputs]
     if left_out and not args.with_past:
         sys.stderr.write(f"optional inputs left out: {', '.join(left_out)} (--inputs {','.join(left_out)} "
                          f"includes them)\n")
     return EXIT_OK
+
+
+MODEL_FILE = "model.onnx"
+# what optimum and onnxruntime-genai read beside the model, copied from a checkpoint directory when present
+CHECKPOINT_FILES = {"config.json": "config", "generation_config.json": "config", "tokenizer.json": "tokenizer",
+                    "tokenizer_config.json": "config", "special_tokens_map.json": "config",
+                    "added_tokens.json": "config", "vocab.json": "tokenizer", "merges.txt": "tokenizer",
+                    "tokenizer.model": "tokenizer"}
+
+
+def _output_file(output: str) -> str:
+    """-o DIR/ (or an existing directory): DIR/model.onnx, the directory made if it is missing."""
+    if not (output.endswith(("/", os.sep)) or os.path.isdir(output)):
+        return output
+    try:
+        os.makedirs(output, exist_ok=True)
+    except OSError as e:
+        raise CommandError(f"-o: cannot make directory `{output}`: {e.strerror or e}") from None
+    return os.path.join(output, MODEL_FILE)
+
+
+def _checkpoint_dir(args) -> str | None:
+    from ..weights.checkpoint import is_hf_directory
+    return next((d for d in (args.spec, args.weights) if isinstance(d, str) and is_hf_directory(d)), None)
+
+
+def _companions(args, spec) -> None:
+    """genai_config.json beside a decoder step, and the checkpoint's own files that runtimes read."""
+    from ..backends.onnx import plan_past
+    from ..backends.onnx.genai import FILENAME, GenaiUnsupported, genai_config
+    from ..base.reading import FileProblem, inside, read_input, read_json
+    directory = os.path.dirname(os.path.abspath(args.output))
+    source = _checkpoint_dir(args)
+    found: dict[str, bytes] = {}
+    configs: dict[str, dict | None] = {"config.json": None, "generation_config.json": None}
+    for name, kind in CHECKPOINT_FILES.items() if source else ():
+        if not os.path.lexists(os.path.join(source, name)):
+            continue
+        try:   # confined to the checkpoint directory, bounded, regular files only
+            path = inside(source, name)
+            found[name] = read_input(path, kind)
+            if name in configs:
+                configs[name] = read_json(path, kind)
+        except FileProblem as e:
+            raise CommandError(f"{source}: {e}") from None
+    if source and os.path.realpath(source) == os.path.realpath(directory):
+        found = {}   # exported into the checkpoint directory itself: its files are there already
+    try:
+        genai = genai_config(plan_past(spec), spec.ir, os.path.basename(args.output),
+                             *(c if isinstance(c, dict) else None for c in configs.values()))
+    except GenaiUnsupported as e:
+        sys.stderr.write(f"note: no {FILENAME}: {e}\n")
+    else:
+        found[FILENAME] = (json.dumps(genai, indent=2) + "\n").encode()
+    for name, data in found.items():
+        with atomic_output(os.path.join(directory, name)) as fh:
+            fh.write(data)
+    if found:
+        sys.stderr.write(f"wrote beside it: {', '.join(found)}\n")

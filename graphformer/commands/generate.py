@@ -2,13 +2,15 @@
 token as it comes (ids, or text through a tokenizer.json)."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 from ..analysis.decoding import plan_decoder
 from ..base.diagnostics import SpecError
-from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, print_diagnostics,
-                     require_weight_map, seed_arg)
+from ..base.dtypes import dtype_arg
+from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, default_weights, load_checked,
+                     print_diagnostics, require_weight_map, seed_arg)
 
 from .build import NO_TORCH
 NO_TOKENIZERS = "--tokenizer needs the `tokenizers` package: pip install 'graphformer[torch]'"
@@ -27,8 +29,10 @@ def add_parser(sub) -> None:
                                    "text with --tokenizer). Greedy unless --temperature > 0. Exit 0 ok, 1 the spec "
                                    "cannot generate, 2 usage or environment.")
     add_spec_args(p)
-    p.add_argument("--weights", metavar="FILE", help="weights (.safetensors, .pt or .bin): the spec's own state dict, "
-                                                     "or a reference's through --weights-map (default: random init)")
+    p.add_argument("--weights", metavar="FILE|DIR",
+                   help="weights (.safetensors, .pt, .bin, or a save_pretrained directory, read through the hf map): "
+                        "the spec's own state dict, or a reference's through --weights-map (default: the "
+                        "checkpoint directory given as SPEC, else random init)")
     p.add_argument("--weights-map", metavar="NAME", help="the spec's weight map that names FILE's tensors (e.g. hf)")
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt-ids", metavar="IDS", help="the prompt as comma-separated token ids, e.g. 1,2,3")
@@ -45,9 +49,14 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=seed_arg, help="seed of the sampler (and of the init without --weights)")
     p.add_argument("--eos-id", type=int, help="stop at this token id")
     p.add_argument("--compile", action="store_true", help="run each decode step through torch.compile")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--dtype", type=dtype_arg, default="float32",
+                   help="float32 (default), bfloat16 or float16 (aliases fp32, bf16, fp16)")
 
 
 def run(args) -> int:
+    default_weights(args)   # a save_pretrained directory (as SPEC or --weights) is read through the hf map
+    args.tokenizer = args.tokenizer or _directory_tokenizer(args.spec)
     if args.weights_map and not args.weights:
         raise CommandError("--weights-map needs --weights FILE: the map says how FILE's names fit the spec")
     if args.prompt is not None and not args.tokenizer:
@@ -71,9 +80,13 @@ def run(args) -> int:
             raise CommandError(NO_TORCH) from None
         raise
     from ..ir.spec import Spec
+    from ..backends.torch.builder import resolve_device
     spec = Spec.checked(result.ir, result.diagnostics)
-    tokens = torch.tensor([ids])
-    encoder = {k: torch.tensor([v]) for k, v in encoder.items()}
+    device = resolve_device(args.device)
+    if device.type == "meta":
+        raise CommandError("--device meta: generation needs values (use cpu or cuda)")
+    tokens = torch.tensor([ids], device=device)
+    encoder = {k: torch.tensor([v], device=device) for k, v in encoder.items()}
     names = {**FLAGS, **({"tokens": "--prompt"} if args.prompt is not None else {})}
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, eos_token_id=args.eos_id,
                    seed=args.seed, encoder_inputs=encoder or None)
@@ -81,8 +94,8 @@ def run(args) -> int:
         # everything that can be refused is, before the model is built or any weight is read
         plan = generation.plan_generation(spec)
         dims = generation.check_call(plan, spec, tokens, None, args.max_new_tokens, names=names, **options)
-        _require_memory(generation, spec, plan, dims, len(ids), args.max_new_tokens)
-        model = build(spec, seed=args.seed if args.seed is not None else 0)
+        _require_memory(generation, spec, plan, dims, len(ids), args.max_new_tokens, device, args.dtype)
+        model = build(spec, device=device, dtype=args.dtype, seed=args.seed if args.seed is not None else 0)
         _load(model, spec, args)
         printer = _Printer(tokenizer, ids)
         t0 = time.perf_counter()
@@ -103,12 +116,25 @@ def run(args) -> int:
     return EXIT_OK
 
 
-def _require_memory(generation, spec, plan, dims: dict, n: int, new: int) -> None:
-    """The weights (built in float32 on the CPU), the key/value cache, the output and the prompt's forward,
-    against the memory available: refused (exit 2) before any of them is allocated."""
+def _require_memory(generation, spec, plan, dims: dict, n: int, new: int, device, dtype: str) -> None:
+    """The weights (built in float32, then cast), the key/value cache, the output and the prompt's forward,
+    against the memory available on the device: refused (exit 2) before any of them is allocated."""
     from ..analysis import memory
-    needed = memory.param_bytes(spec.ir) + generation.generation_bytes(plan, spec.ir, dims, 1, n + new, "float32")
-    memory.require(needed, f"building `{spec.name}` and generating {new:,} tokens after {n:,}", "cpu", hint=SMALLER)
+    needed = memory.param_bytes(spec.ir) + generation.generation_bytes(plan, spec.ir, dims, 1, n + new, dtype)
+    memory.require(needed, f"building `{spec.name}` and generating {new:,} tokens after {n:,}", str(device),
+                   hint=SMALLER)
+
+
+def _directory_tokenizer(spec: str) -> str | None:
+    """A checkpoint directory given as SPEC brings its tokenizer.json, when it has one."""
+    from ..weights.checkpoint import is_hf_directory
+    if not is_hf_directory(spec) or not os.path.lexists(os.path.join(spec, "tokenizer.json")):
+        return None
+    from ..base.reading import FileProblem, inside
+    try:
+        return inside(spec, "tokenizer.json")   # confined to the directory
+    except FileProblem as e:
+        raise CommandError(f"{spec}: {e}") from None
 
 
 def _tokenizer(path: str):

@@ -12,7 +12,7 @@ from ..base.diagnostics import escape_controls
 from ..analysis.summary import Row, rows
 from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, dims_arg, load_checked
 
-DTYPES = ("float32", "bfloat16", "float16")
+from ..base.dtypes import dtype_arg
 # the text view rolls repetitions up to this depth (a layer's nodes once, `× 96`); --all shows every node
 DEFAULT_DEPTH = 2
 
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
                             "(1: top-level nodes and block calls; the text view's default is 2)")
     rows_.add_argument("--all", action="store_true",
                        help="one row for every node (the default of --format json)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of weights and activations")
+    p.add_argument("--dtype", type=dtype_arg, default="float32", help="dtype of weights and activations")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optimizer whose state is counted")
     p.add_argument("--mesh", metavar="dp=N,tp=M",
                    help="per-device bytes on a mesh under graphformer.parallelize: FSDP over dp, the derived "

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Callable, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict, BeforeValidator, PrivateAttr
 
 from ..base.dims import Dim
+from ..base.dtypes import canonical_dtype
 
 # A dimension-valued attribute: an int or an expression string over params (`4 * d_model`). The
 # expander replaces it by a concrete int before the attrs model is built, so rules see plain ints.
@@ -329,15 +330,13 @@ def positive(v: int, name: str) -> None:
 FLOAT_DTYPES = ("float32",)
 INT_DTYPES = ("int64",)
 # Bytes per element of every dtype a tensor or a weight may have (the one table: the memory plan, the
-# memory check before allocations, example inputs); `bf16`-style short names are accepted where a user
-# names a dtype.
+# memory check before allocations, example inputs); `bf16`-style names go through base/dtypes.py.
 DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "bool": 1}
-DTYPE_ALIASES = {"fp32": "float32", "fp64": "float64", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 
 
 def dtype_bytes(dtype: str | None, default: int = 4) -> int:
-    """Bytes per element of `dtype` (a name or a short alias); `default` for None or an unknown name."""
-    return DTYPE_BYTES.get(DTYPE_ALIASES.get(dtype, dtype), default) if dtype is not None else default
+    """Bytes per element of `dtype` (a name or an alias such as `bf16`); `default` for None or an unknown one."""
+    return DTYPE_BYTES.get(canonical_dtype(dtype), default) if dtype is not None else default
 
 
 def count(shape: tuple[int, ...]) -> int:

@@ -192,5 +192,6 @@ def test_from_pretrained_refuses_the_meta_device(tmp_path):
             graphformer.from_pretrained(tmp_path, device=device)
     with pytest.raises(graphformer.UsageError, match="meta device holds none"):   # before reading anything
         graphformer.from_pretrained(tmp_path / "missing", device="meta")
-    spec, model = graphformer.from_pretrained(tmp_path)
+    model = graphformer.from_pretrained(tmp_path)
+    assert model.spec.ir.weight_maps and not model.training   # the spec reached from the model, in eval mode
     assert next(model.parameters()).device.type == "cpu"

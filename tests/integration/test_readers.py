@@ -190,7 +190,7 @@ def test_shards_inside_the_directory_and_the_hub_cache_layout_load(checkpoint, t
         (snap / f.name).symlink_to(os.path.join("..", "..", "blobs", f.name))
     rc, _, err = run(capsys, "build", checkpoint[1], "--weights", snap)
     assert rc == 0, err
-    spec, _ = graphformer.from_pretrained(snap)
+    spec = graphformer.from_pretrained(snap).spec
     assert spec.params["d_model"] == 40
 
 

@@ -86,7 +86,7 @@ def test_hf_export_reads_back_with_from_pretrained_and_build(tmp_path):
     ref, model = reference_and_ours("llama")
     export_safetensors(model, tmp_path / "model.safetensors", mapping="hf", reference=ref.state_dict())
     ref.config.to_json_file(tmp_path / "config.json")
-    _, loaded = graphformer.from_pretrained(tmp_path)
+    loaded = graphformer.from_pretrained(tmp_path)
     ids = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(0))
     assert torch.equal(logits(loaded, ids), logits(model, ids))
     r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "build", str(ROOT / "specs" / "llama.yaml"),

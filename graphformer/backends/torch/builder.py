@@ -9,6 +9,7 @@ from ...base.errors import UsageError
 from . import plan as _plan
 from .lower import LOWERINGS
 from .module import Block, GraphModule
+from ...base.dtypes import canonical_dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 INIT_STD = 0.02  # GPT-2 / BERT: normal(0, 0.02) for every weight matrix and embedding table
@@ -34,6 +35,7 @@ def resolve_device(device) -> torch.device:
 def resolve_dtype(dtype) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
+    dtype = canonical_dtype(dtype)   # bf16, fp16, fp32
     if dtype not in DTYPES:
         raise UsageError(f"unsupported dtype `{dtype}` (use {', '.join(DTYPES)})")
     return DTYPES[dtype]

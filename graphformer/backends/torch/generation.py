@@ -393,8 +393,10 @@ _DECODERS = "_graphformer_decoders"   # kept on the model so a compiled step is 
 
 
 def _decoder_key(model, batch: int, compile) -> tuple:
+    """What a kept decoder must share with this call. Inference mode too: a cache made inside
+    `torch.inference_mode()` holds inference tensors, which may not be updated in place outside it."""
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
-    return batch, compile, None if param is None else (param.dtype, param.device)
+    return batch, compile, None if param is None else (param.dtype, param.device), torch.is_inference_mode_enabled()
 
 
 def _kept_decoder(model, batch: int, length: int, compile) -> Decoder | None:
@@ -410,7 +412,8 @@ def decoder_for(model, batch: int, length: int, compile: bool | str = False) -> 
     if d is None:
         kept = model.__dict__.setdefault(_DECODERS, {})
         key = _decoder_key(model, batch, compile)
-        kept.pop(key, None)        # a shorter cache goes before the longer one is allocated
+        for k in [k for k in kept if k[:3] == key[:3]]:
+            del kept[k]            # a shorter cache, or one of the other inference mode, goes before this one
         d = kept[key] = Decoder(model, batch, length, compile)
     return d
 

@@ -1,0 +1,59 @@
+"""onnxruntime-genai, a runtime nobody here wrote, on a directory `graphformer export DIR --with-past -o out/`
+writes from a transformers save_pretrained directory (tiny Llama with grouped-query attention): the greedy
+tokens equal graphformer.generate's and transformers' LlamaForCausalLM.generate's."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+np = pytest.importorskip("numpy")
+og = pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is not installable on this platform")
+
+import cli  # noqa: E402
+import graphformer  # noqa: E402
+
+T = transformers
+T.logging.set_verbosity_error()
+PROMPTS = [[5, 17, 3, 44, 9], [60, 2, 8]]
+NEW = 12
+
+
+def genai_greedy(directory, prompt: list[int], new: int) -> list[int]:
+    model = og.Model(str(directory))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(prompt) + new, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.array([prompt], dtype=np.int32))
+    out = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        out.append(int(generator.get_next_tokens()[0]))
+    return out
+
+
+def test_onnxruntime_genai_generates_the_tokens_of_graphformer_and_transformers(tmp_path, capsys):
+    torch.manual_seed(0)
+    cfg = T.LlamaConfig(vocab_size=97, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
+                        num_key_value_heads=2, intermediate_size=80, max_position_embeddings=64, rope_theta=500.0,
+                        rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=96, pad_token_id=0)
+    ref = T.LlamaForCausalLM(cfg).eval()
+    ckpt, out = tmp_path / "tiny-llama", tmp_path / "out"
+    ref.save_pretrained(ckpt)
+    ref.generation_config.save_pretrained(ckpt)
+    assert cli.main(["export", str(ckpt), "--with-past", "-o", f"{out}/"]) == 0, capsys.readouterr().err
+    assert (out / "genai_config.json").is_file()
+    model = graphformer.from_pretrained(ckpt)
+    lengths = []
+    for prompt in PROMPTS:
+        ours = graphformer.generate(model, torch.tensor([prompt]), NEW)[0, len(prompt):].tolist()
+        with torch.no_grad():
+            theirs = ref.generate(torch.tensor([prompt]), max_new_tokens=NEW, do_sample=False, eos_token_id=None,
+                                  pad_token_id=0)[0, len(prompt):].tolist()
+        got = genai_greedy(out, prompt, NEW)
+        assert ours == theirs, (prompt, ours, theirs)
+        # genai stops at the config's eos (96); up to there the tokens are the same
+        assert got == ours[:len(got)] and (len(got) == NEW or got[-1] == 96), (prompt, got, ours)
+        lengths.append(len(got))
+    assert max(lengths) == NEW, lengths
