@@ -163,3 +163,23 @@ def test_sink_count_other_than_heads_is_gf245_at_its_position(tmp_path):
     with pytest.raises(SpecError) as e:
         graphformer.load(path)
     assert [(d.code, d.span.line) for d in e.value.diagnostics if d.is_error] == [("GF245", 8)]
+
+
+def test_onnx_decoder_step_with_past_gives_transformers_greedy_tokens():
+    """The exported decoder step (`with_past`), looped in ONNX Runtime from transformers' weights: sinks,
+    YaRN and the windowed layers' cache, token for token as transformers' generate."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    from graphformer.backends.onnx import to_onnx
+    from test_onnx_past import OrtDecoder, session
+    spec, ref, _ = pair()
+    ref.generation_config.eos_token_id = None
+    ref.generation_config.pad_token_id = 0
+    dec = OrtDecoder(session(to_onnx(spec, ref.state_dict(), weights_map="hf", with_past=True)))
+    ids, mask = prompts(padded=True)
+    with torch.no_grad():
+        want = ref.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False)[:, 8:].numpy()
+    tokens = [dec.prompt(ids.numpy(), mask.numpy())[:, -1].argmax(-1)]
+    while len(tokens) < 12:
+        tokens.append(dec.step(tokens[-1][:, None])[:, -1].argmax(-1))
+    assert np.array_equal(np.stack(tokens, 1), want)
