@@ -183,3 +183,42 @@ def test_onnx_decoder_step_with_past_gives_transformers_greedy_tokens():
     while len(tokens) < 12:
         tokens.append(dec.step(tokens[-1][:, None])[:, -1].argmax(-1))
     assert np.array_equal(np.stack(tokens, 1), want)
+
+
+def _cli(capsys, *argv):
+    from graphformer.cli import main
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_import_hf_of_a_saved_checkpoint_equals_transformers(tmp_path, capsys, truncate):
+    """`graphformer import hf` on save_pretrained's directory (config.json with model_type gpt_oss and the
+    fused expert tensors in model.safetensors): no warning, and the weights load through the map; YaRN's
+    correction range fractional (GPT-OSS) or rounded (transformers' default)."""
+    from graphformer.backends.torch.weights import load_weights
+    from graphformer.weights.maps import read_state_dict
+    ref = reference(rope_parameters={**YARN, "truncate": truncate, "beta_fast": 6.0})
+    ref.save_pretrained(tmp_path / "ckpt")
+    rc, _, err = _cli(capsys, "import", "hf", tmp_path / "ckpt", "-o", tmp_path / "spec.yaml")
+    assert rc == 0 and "warning" not in err, err
+    spec = graphformer.load(tmp_path / "spec.yaml")
+    assert spec.ir.node("blocks.0.attn").attrs.window == 3 and spec.ir.node("blocks.1.attn").attrs.window is None
+    model = graphformer.build(spec).eval()
+    load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf", spec)
+    ids, mask = batch()
+    with torch.no_grad():
+        assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, "gpt-oss imported")
+
+
+@pytest.mark.parametrize("rope", [{"rope_type": "yarn", "factor": 4.0, "attention_factor": 1.2},
+                                  {"rope_type": "dynamic", "factor": 2.0}])
+def test_import_hf_refuses_a_rotary_schedule_the_spec_lacks(tmp_path, capsys, rope):
+    import json
+    cfg = {"model_type": "gpt_oss", **{k: v for k, v in TINY.items() if k != "rope_parameters"},
+           "rope_parameters": {**rope, "rope_theta": 500.0}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    rc, _, err = _cli(capsys, "import", "hf", tmp_path / "config.json", "-o", tmp_path / "spec.yaml")
+    assert rc == 1 and "rope" in err, err
