@@ -222,3 +222,12 @@ def test_import_hf_refuses_a_rotary_schedule_the_spec_lacks(tmp_path, capsys, ro
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     rc, _, err = _cli(capsys, "import", "hf", tmp_path / "config.json", "-o", tmp_path / "spec.yaml")
     assert rc == 1 and "rope" in err, err
+
+
+def test_tensor_parallel_plan_splits_the_clamped_swiglu_experts_and_replicates_sink_attention():
+    from graphformer.analysis.tp_plan import derive
+    plan = {s.module: s for s in derive(graphformer.load(SPECS / "gpt-oss.yaml"), 8)}
+    at = "blocks.5.moe.experts.31"
+    assert [plan[f"{at}.{p}"].style for p in ("gate", "up", "down")] == ["colwise", "colwise", "rowwise"]
+    assert plan["blocks.5.moe.router"].style == "replicate"
+    assert plan["blocks.5.attn"].style == "replicate" and "sink" in plan["blocks.5.attn"].why
