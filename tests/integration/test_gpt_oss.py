@@ -231,3 +231,23 @@ def test_tensor_parallel_plan_splits_the_clamped_swiglu_experts_and_replicates_s
     assert [plan[f"{at}.{p}"].style for p in ("gate", "up", "down")] == ["colwise", "colwise", "rowwise"]
     assert plan["blocks.5.moe.router"].style == "replicate"
     assert plan["blocks.5.attn"].style == "replicate" and "sink" in plan["blocks.5.attn"].why
+
+
+def test_interleaved_split_and_per_expert_transpose_on_numpy_arrays_and_their_inverse(tmp_path):
+    """The map's new transforms without torch (safetensors gives numpy): exact both ways; rows that don't
+    alternate evenly are a WeightMapError naming the key."""
+    import numpy as np
+    from graphformer.base.errors import WeightMapError
+    spec = graphformer.load(SPECS / "gpt-oss.yaml", preset="tiny")
+    model = graphformer.build(spec, seed=3)
+    ours_np = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    ref = to_reference(spec, ours_np, "hf")
+    assert ref["layers.2.mlp.experts.gate_up_proj"].shape == (5, 36, 56)
+    assert ref["layers.2.mlp.experts.down_proj"].shape == (5, 28, 36)
+    back = convert_state_dict(spec, ref, "hf")
+    assert set(back) == set(ours_np) and all(np.array_equal(back[k], v) for k, v in ours_np.items())
+    up = ref["layers.2.mlp.experts.gate_up_proj"]
+    assert np.array_equal(back["blocks.2.moe.experts.3.up.weight"], up[3][:, 1::2].T)
+    bad = {**ref, "layers.0.mlp.experts.gate_up_proj_bias": np.zeros((5, 55), np.float32)}
+    with pytest.raises(WeightMapError, match="gate_up_proj_bias.*alternating"):
+        convert_state_dict(spec, bad, "hf")
