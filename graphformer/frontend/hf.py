@@ -634,11 +634,11 @@ def _gpt_oss(cfg: dict) -> dict:
     if rp["rope_type"] == "default":
         out["rope_factor"] = 1.0   # YaRN at factor 1 is the plain schedule, its attention factor 1
     elif rp["rope_type"] == "yarn":
-        if rp.get("attention_factor") is not None or rp.get("mscale") or rp.get("mscale_all_dim") \
-                or rp.get("factor") is None:
+        if rp.get("attention_factor") is not None or rp.get("factor") is None:
             raise HFImportError(f"`{_rope_field(cfg)}`: the gpt-oss spec's yarn has a `factor` and the attention "
-                                "factor derived from it (no `attention_factor`, `mscale`, `mscale_all_dim`)")
+                                "factor derived from it and the mscales (no explicit `attention_factor`)")
         out.update(rope_factor=float(rp["factor"]), rope_truncate=rp.get("truncate", True) is not False,
+                   rope_mscale=float(rp.get("mscale") or 0.0), rope_mscale_all_dim=float(rp.get("mscale_all_dim") or 0.0),
                    rope_original_max_len=int(rp.get("original_max_position_embeddings")
                                              or cfg["max_position_embeddings"]),
                    rope_beta_fast=float(rp.get("beta_fast") or 32), rope_beta_slow=float(rp.get("beta_slow") or 1))

@@ -217,7 +217,10 @@ class AttentionAttrs(ProjectionAttrs):
     rope_truncate: bool = Field(True, description="yarn: `truncate` (round the correction range to whole dims; "
                                 "GPT-OSS: false)")
     rope_attention_factor: float | None = Field(None, gt=0, description="yarn: `attention_factor`, the scale of "
-                                                "cos and sin (default 0.1 · ln(factor) + 1, as transformers)")
+                                                "cos and sin (default: from `factor` and the mscales, as "
+                                                "transformers' `_compute_yarn_parameters`)")
+    rope_mscale: float = Field(0.0, ge=0, description="yarn: `mscale` (0: not given)")
+    rope_mscale_all_dim: float = Field(0.0, ge=0, description="yarn: `mscale_all_dim` (0: not given)")
     sinks: StrictBool | StrictInt = Field(False, description="attention sinks (GPT-OSS): a learned logit per head "
                                           "(`sinks [heads]`) joins every row's softmax denominator and takes no "
                                           "value; `true`, or the number of sink logits, which must equal `heads`. "
@@ -247,7 +250,12 @@ class AttentionAttrs(ProjectionAttrs):
             return 1.0
         if self.rope_attention_factor is not None:
             return self.rope_attention_factor
-        return 1.0 if self.rope_factor <= 1 else 0.1 * math.log(self.rope_factor) + 1.0
+
+        def mscale(m: float = 1.0) -> float:   # YaRN's eq. 21: 0.1 · m · ln(factor) + 1
+            return 1.0 if self.rope_factor <= 1 else 0.1 * m * math.log(self.rope_factor) + 1.0
+        if self.rope_mscale and self.rope_mscale_all_dim:
+            return mscale(self.rope_mscale) / mscale(self.rope_mscale_all_dim)
+        return mscale()
 
     @property
     def written_out(self) -> bool:

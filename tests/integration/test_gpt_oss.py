@@ -193,14 +193,14 @@ def _cli(capsys, *argv):
     return rc, out, err
 
 
-@pytest.mark.parametrize("truncate", [False, True])
-def test_import_hf_of_a_saved_checkpoint_equals_transformers(tmp_path, capsys, truncate):
+@pytest.mark.parametrize("extra", [{"truncate": False}, {"truncate": True, "mscale": 0.7, "mscale_all_dim": 1.3}])
+def test_import_hf_of_a_saved_checkpoint_equals_transformers(tmp_path, capsys, extra):
     """`graphformer import hf` on save_pretrained's directory (config.json with model_type gpt_oss and the
     fused expert tensors in model.safetensors): no warning, and the weights load through the map; YaRN's
-    correction range fractional (GPT-OSS) or rounded (transformers' default)."""
+    correction range fractional (GPT-OSS) or rounded (transformers' default), mscales given or not."""
     from graphformer.backends.torch.weights import load_weights
     from graphformer.weights.maps import read_state_dict
-    ref = reference(rope_parameters={**YARN, "truncate": truncate, "beta_fast": 6.0})
+    ref = reference(rope_parameters={**YARN, **extra, "beta_fast": 6.0})
     ref.save_pretrained(tmp_path / "ckpt")
     rc, _, err = _cli(capsys, "import", "hf", tmp_path / "ckpt", "-o", tmp_path / "spec.yaml")
     assert rc == 0 and "warning" not in err, err
@@ -251,3 +251,26 @@ def test_interleaved_split_and_per_expert_transpose_on_numpy_arrays_and_their_in
     bad = {**ref, "layers.0.mlp.experts.gate_up_proj_bias": np.zeros((5, 55), np.float32)}
     with pytest.raises(WeightMapError, match="gate_up_proj_bias.*alternating"):
         convert_state_dict(spec, bad, "hf")
+
+
+@pytest.mark.parametrize("rope", [
+    {"truncate": False}, {"truncate": True}, {"beta_fast": 8.0, "beta_slow": 2.0, "truncate": False},
+    {"attention_factor": 1.25}, {"mscale": 0.7, "mscale_all_dim": 1.3}, {"factor": 1.0}, {"factor": 0.5}])
+def test_yarn_frequencies_and_attention_factor_equal_compute_yarn_parameters(rope):
+    """`attention`'s YaRN against transformers' own `_compute_yarn_parameters`: inverse frequencies to the
+    bit (or one ulp), the cos/sin factor exactly, for the fields GPT-OSS and DeepSeek configs use."""
+    import numpy as np
+    from transformers.modeling_rope_utils import _compute_yarn_parameters
+    from graphformer.backends.rotary import rotary_inv_freq
+    from graphformer.ops.core import AttentionAttrs
+    rp = {**YARN, "beta_fast": 32.0, "factor": 8.0, "original_max_position_embeddings": 64, **rope}
+    cfg = T.GptOssConfig(**{**TINY, "head_dim": 16, "rope_parameters": rp})
+    want_freq, want_scale = _compute_yarn_parameters(cfg, "cpu")
+    a = AttentionAttrs(heads=6, rope=True, rope_scaling="yarn", rope_theta=rp["rope_theta"], rope_factor=rp["factor"],
+                       rope_original_max_len=rp["original_max_position_embeddings"], rope_beta_fast=rp["beta_fast"],
+                       rope_beta_slow=rp["beta_slow"], rope_truncate=rp.get("truncate", True),
+                       rope_attention_factor=rp.get("attention_factor"), rope_mscale=rp.get("mscale", 0.0),
+                       rope_mscale_all_dim=rp.get("mscale_all_dim", 0.0))
+    got = rotary_inv_freq(a, 16)
+    assert np.allclose(got, want_freq.numpy(), rtol=2e-7, atol=0), (got, want_freq)
+    assert a.rope_cos_scale == pytest.approx(want_scale, rel=1e-12)
