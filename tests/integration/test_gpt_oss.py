@@ -193,6 +193,7 @@ def _cli(capsys, *argv):
     return rc, out, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [{"truncate": False}, {"truncate": True, "mscale": 0.7, "mscale_all_dim": 1.3}])
 def test_import_hf_of_a_saved_checkpoint_equals_transformers(tmp_path, capsys, extra):
     """`graphformer import hf` on save_pretrained's directory (config.json with model_type gpt_oss and the
