@@ -16,7 +16,7 @@ which row-wise, and what stays replicated — for any spec, not one hand-written
   expert), the router replicated.
 - everything else with weight matrices is replicated and listed: tied tables and heads, routers,
   cross-attention, convolutions, self-attention with a per-head logit bias (T5, Swin: the bias's heads are
-  not split yet), and any linear outside such a pair. Norms and position tables are kept whole unlisted.
+  not split yet) or with attention sinks (GPT-OSS: the sink logits are not split yet), and any linear outside such a pair. Norms and position tables are kept whole unlisted.
 
 Which op is which comes from its `tp` trait (ops/base.py), never its name.
 """
@@ -66,6 +66,8 @@ def derive(spec, tp: int) -> list[Shard]:
                 continue   # a per-head logit bias would need its heads split too: replicated (below)
             if getattr(n.attrs, "qk_norm", None) == "rms_full":
                 continue   # a norm over the whole projection reads every head's share: replicated (below)
+            if getattr(n.attrs, "sinks", False):
+                continue   # one sink logit per head, a parameter of the node itself: replicated (below)
             h, kv, hd = n.attrs.geometry(n.shape.shape[-1].value)
             for what, count in (("heads", h), ("kv_heads", kv)):
                 if count % tp:
@@ -135,6 +137,8 @@ def _why_replicated(n) -> str:
         return "experts without a feed-forward pair to split (expert parallelism not done)"
     if _tp(n) == HEADS and getattr(n.attrs, "qk_norm", None) == "rms_full":
         return "q/k norm over the whole projection: it reads every head"
+    if _tp(n) == HEADS and getattr(n.attrs, "sinks", False):
+        return "attention sinks: the per-head sink logits are not split yet"
     if _tp(n) == HEADS:
         return "a per-head logit bias: its heads are not split"
     return "not part of an attention or feed-forward pair"

@@ -1553,6 +1553,22 @@ nodes:
   ln: {op: norm}
 outputs: {y: ln}
 """),
+    Code(
+        "GF245", "a sink count other than the heads",
+        ("Attention sinks (GPT-OSS) are one learned logit per query head, `sinks [heads]`, that joins the "
+         "head's softmax denominator. `sinks: true` gives one per head; a number of sinks must equal `heads`."),
+        fix="Write `sinks: true`, or `sinks: heads`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: attention, heads: heads, causal: true, sinks: 8}
+outputs: {y: attn}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

@@ -131,13 +131,15 @@ class WeightRule(_Strict):
     src: StrictStr | None = Field(None, alias="from")
     dst: Union[StrictStr, list[StrictStr]] = Field(alias="to", description="a list splits a fused tensor on dim 0 "
                                                    "(its layout stated by `split`)")
-    split: Literal["blocks", "heads"] | None = Field(
+    split: Literal["blocks", "heads", "interleaved"] | None = Field(
         None, description="how a fused tensor (a list in `to`) lays out its parts along dim 0: `blocks` = one "
                           "contiguous block per target ([q; k; v], GPT-2); `heads` = interleaved per head "
-                          "([heads, targets, head_dim], GPT-NeoX, BLOOM; give `heads`)")
+                          "([heads, targets, head_dim], GPT-NeoX, BLOOM; give `heads`); `interleaved` = "
+                          "alternate rows, row r to target r mod n (GPT-OSS's gate_up_proj)")
     heads: DimExpr | None = Field(None, description="with `split: heads`: the number of head groups (an "
                                                     "integer or an expression over params)")
-    transpose: bool = False
+    transpose: bool = Field(False, description="transpose a 2-D tensor first (with `unstack`: each expert's "
+                                               "matrix of a 3-D one)")
     unstack: bool = Field(False, description="dim 0 of the tensor indexes experts: slice `e` goes to the "
                                              "targets with `{e}` replaced by e (transformers' fused MoE experts)")
     reshape: bool = Field(False, description="reshape each part to its spec parameter's shape (row-major, the "

@@ -690,6 +690,59 @@ MODERNBERT = Family("modernbert", "modernbert.yaml", {
 }), _modernbert, "ModernBertForMaskedLM")
 
 
+# ---------------------------------------------------------------- GPT-OSS (sinks, YaRN, clamped SwiGLU experts)
+
+FIELD_TYPES.update({"swiglu_alpha": Num(0.0, 1e6, lo_open=True, null=False),
+                    "swiglu_limit": Num(0.0, 1e12, lo_open=True, null=False)})
+
+
+def _gpt_oss(cfg: dict) -> dict:
+    """GPT-OSS: the alternating layers transformers defaults to, the window, and the rotary schedule
+    (YaRN with or without `truncate`, or none)."""
+    layers = cfg["num_hidden_layers"]
+    default = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
+    if cfg.get("layer_types") not in (None, default):
+        raise HFImportError(f"`layer_types` {cfg['layer_types']}: the gpt-oss spec alternates sliding "
+                            "(even layers) and full attention (odd layers), transformers' default")
+    w = cfg.get("sliding_window")
+    # no window = attend to everything: a window as long as the positions the model has is the same
+    out = {"sliding_window": cfg["max_position_embeddings"] if w is None else w}
+    if cfg.get("num_key_value_heads") is None:
+        out["kv_heads"] = cfg["num_attention_heads"]
+    rp = _rope_params(cfg)
+    out["rope_theta"] = float(rp.get("rope_theta", 150000.0))
+    if rp["rope_type"] == "default":
+        out["rope_factor"] = 1.0   # YaRN at factor 1 is the plain schedule, its attention factor 1
+    elif rp["rope_type"] == "yarn":
+        if rp.get("attention_factor") is not None or rp.get("factor") is None:
+            raise HFImportError(f"`{_rope_field(cfg)}`: the gpt-oss spec's yarn has a `factor` and the attention "
+                                "factor derived from it and the mscales (no explicit `attention_factor`)")
+        out.update(rope_factor=float(rp["factor"]), rope_truncate=rp.get("truncate", True) is not False,
+                   rope_mscale=float(rp.get("mscale") or 0.0), rope_mscale_all_dim=float(rp.get("mscale_all_dim") or 0.0),
+                   rope_original_max_len=int(rp.get("original_max_position_embeddings")
+                                             or cfg["max_position_embeddings"]),
+                   rope_beta_fast=float(rp.get("beta_fast") or 32), rope_beta_slow=float(rp.get("beta_slow") or 1))
+    else:
+        raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: not supported (supported: "
+                            "default or yarn)")
+    return out
+
+
+GPT_OSS_FIELDS = {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+    "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "head_dim": P("head_dim"),
+    "intermediate_size": P("d_ff"), "num_local_experts": P("experts"), "num_experts_per_tok": P("top_k"),
+    "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"), "swiglu_alpha": P("swiglu_alpha"),
+    "swiglu_limit": P("swiglu_limit"), "attention_bias": P("attn_bias"), "tie_word_embeddings": P("tie_embeddings"),
+}
+GPT_OSS_READ = frozenset({
+    "rope_theta", "rope_scaling", "rope_parameters", "sliding_window", "layer_types",
+    # the experts' clamped SwiGLU is written out in transformers, whatever hidden_act says; the hub configs
+    # repeat num_experts_per_tok and the original context under these names
+    "hidden_act", "experts_per_token", "initial_context_length",
+})
+
+
 FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     Family("llama", "llama.yaml", dict(LLAMA_FIELDS), ROPE_READ, _llama_derive(True), "LlamaForCausalLM"),
     Family("mistral", "mistral-7b.yaml",
@@ -701,6 +754,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
            ROPE_READ | {"sliding_window"}, _no_window, "MixtralForCausalLM"),
     Family("deepseek_v2", "deepseek-v2.yaml", DEEPSEEK_V2_FIELDS, DEEPSEEK_V2_READ, _deepseek_v2,
            "DeepseekV2ForCausalLM"),
+    Family("gpt_oss", "gpt-oss.yaml", GPT_OSS_FIELDS, GPT_OSS_READ, _gpt_oss, "GptOssForCausalLM"),
     Family("qwen2", "qwen2.yaml",
            {k: v for k, v in LLAMA_FIELDS.items() if k not in ("attention_bias", "mlp_bias")},
            ROPE_READ | {"use_sliding_window", "sliding_window", "max_window_layers", "layer_types"}, _qwen2,

@@ -5,9 +5,10 @@ output element; norms 5 per element; softmax 3 per element. Dropout, embeddings 
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, StrictInt, field_validator
 
 from ..base.dims import Dim
 from .base import (
@@ -203,12 +204,27 @@ class AttentionAttrs(ProjectionAttrs):
     rope_theta: float = Field(10000.0, gt=0, description="rotary base")
     rope_dims: DimAttr | None = Field(None, description="rotate only the first `rope_dims` of each head "
                                       "(partial rotary, Phi); default the whole head")
-    rope_scaling: Literal["none", "llama3"] = Field("none", description="frequency scaling (Llama 3.1's `llama3`)")
-    rope_factor: float = Field(8.0, gt=0, description="llama3 scaling: `factor`")
+    rope_scaling: Literal["none", "llama3", "yarn"] = Field(
+        "none", description="frequency scaling: Llama 3.1's `llama3`, or `yarn` (Peng et al.; GPT-OSS), whose "
+                            "cos and sin are also multiplied by its attention factor")
+    rope_factor: float = Field(8.0, gt=0, description="llama3 and yarn scaling: `factor`")
     rope_low_freq: float = Field(1.0, gt=0, description="llama3 scaling: `low_freq_factor`")
     rope_high_freq: float = Field(4.0, gt=0, description="llama3 scaling: `high_freq_factor`")
-    rope_original_max_len: int = Field(8192, ge=1, description="llama3 scaling: "
+    rope_original_max_len: int = Field(8192, ge=1, description="llama3 and yarn scaling: "
                                        "`original_max_position_embeddings`")
+    rope_beta_fast: float = Field(32.0, gt=0, description="yarn: `beta_fast`")
+    rope_beta_slow: float = Field(1.0, gt=0, description="yarn: `beta_slow`")
+    rope_truncate: bool = Field(True, description="yarn: `truncate` (round the correction range to whole dims; "
+                                "GPT-OSS: false)")
+    rope_attention_factor: float | None = Field(None, gt=0, description="yarn: `attention_factor`, the scale of "
+                                                "cos and sin (default: from `factor` and the mscales, as "
+                                                "transformers' `_compute_yarn_parameters`)")
+    rope_mscale: float = Field(0.0, ge=0, description="yarn: `mscale` (0: not given)")
+    rope_mscale_all_dim: float = Field(0.0, ge=0, description="yarn: `mscale_all_dim` (0: not given)")
+    sinks: StrictBool | StrictInt = Field(False, description="attention sinks (GPT-OSS): a learned logit per head "
+                                          "(`sinks [heads]`) joins every row's softmax denominator and takes no "
+                                          "value; `true`, or the number of sink logits, which must equal `heads`. "
+                                          "SDPA cannot do it, so the scores are written out where it is set")
     max_len: DimAttr | None = Field(None, ge=1, description="the longest sequence the model serves: a longer "
                                     "constant length is an error, and generation sizes its key/value cache by it")
     alibi: bool = Field(False, description="ALiBi (Press et al., BLOOM): add slope_h · p_j to every score, p_j the "
@@ -225,6 +241,26 @@ class AttentionAttrs(ProjectionAttrs):
 
     def rotary_dims(self, d: int) -> int:
         return self.rope_dims or self.geometry(d)[2]
+
+    @property
+    def rope_cos_scale(self) -> float:
+        """What cos and sin are multiplied by: YaRN's attention factor (transformers' `attention_scaling`:
+        `attention_factor`, or mscale(factor) = 0.1 · ln(factor) + 1), else 1."""
+        if self.rope_scaling != "yarn":
+            return 1.0
+        if self.rope_attention_factor is not None:
+            return self.rope_attention_factor
+
+        def mscale(m: float = 1.0) -> float:   # YaRN's eq. 21: 0.1 · m · ln(factor) + 1
+            return 1.0 if self.rope_factor <= 1 else 0.1 * m * math.log(self.rope_factor) + 1.0
+        if self.rope_mscale and self.rope_mscale_all_dim:
+            return mscale(self.rope_mscale) / mscale(self.rope_mscale_all_dim)
+        return mscale()
+
+    @property
+    def written_out(self) -> bool:
+        """Whether the lowerings write the scores out instead of calling a fused kernel (soft-cap, sinks)."""
+        return self.softcap is not None or bool(self.sinks)
 
     def cache_widths(self, d: int) -> tuple[int, int, int]:
         """(kv heads, key width, value width) a causal form caches per position (a `sequence=CACHE` op's
@@ -283,6 +319,9 @@ def _attention_shape(a: AttentionAttrs, ins):
         expect_divisible(a.heads, a.kv_heads, f"{a.heads} query heads must share {a.kv_heads} key/value heads "
                          "evenly", help="grouped-query attention needs heads % kv_heads == 0", attr="kv_heads")
     _softcap_check(a.softcap, "softcap")
+    if not isinstance(a.sinks, bool) and a.sinks != a.heads:
+        raise ShapeError("GF245", f"{a.sinks} sink logits for {a.heads} heads: attention sinks are one logit per "
+                         "head", attr="sinks", help="write `sinks: true` (one per head), or `sinks: heads`")
     hd = a.geometry(d)[2]
     if a.alibi and a.window is not None:  # a rolling cache's slots are not in position order
         raise ShapeError("GF228", "`alibi` with a sliding `window` is not supported", attr="alibi",
@@ -327,6 +366,8 @@ def _attention_params(a: AttentionAttrs, ins):
         p.update({"q_norm.weight": (hd,), "k_norm.weight": (hd,)})
     elif a.qk_norm == "rms_full":   # over the whole projection (OLMo-2)
         p.update({"q_norm.weight": (h * hd,), "k_norm.weight": (kv * hd,)})
+    if a.sinks:
+        p["sinks"] = (h,)
     return p
 
 
@@ -351,7 +392,7 @@ def _attention_saves(c) -> Saved:
         total += 2 * s * t * a.rotary_dims(x.shape[-1].value)
     if "mask" in c.ins or (a.window and t > a.window):
         total += 4 * b * t * t
-    if a.softcap is not None:   # written-out scores: the capped logits and the probabilities [B, h, n, n]
+    if a.written_out:   # written-out scores (soft-capped, or with sinks) and the probabilities [B, h, n, n]
         total += 2 * s * b * h * t * t
     return Saved(("x",), total)
 
@@ -361,7 +402,8 @@ register(OpDef(
     "Multi-head self-attention over `x [B, n, d]` with q, k, v and output projections: grouped-query "
     "(`kv_heads`), rotary positions (`rope`, partial `rope_dims`, Llama-3 scaling), sliding windows "
     "(`window`, causal or bidirectional), ALiBi position biases (`alibi`), per-projection biases, q/k norm (per head "
-    "or over the whole projection), logit soft-capping (`softcap`) and an explicit `scale`. `causal` masks the future; the "
+    "or over the whole projection), logit soft-capping (`softcap`), attention sinks (`sinks`), YaRN rotary "
+    "scaling and an explicit `scale`. `causal` masks the future; the "
     "optional `mask [B, n]` (bool or 0/1 int) marks the keys that may be attended to; the optional "
     "`positions [B, n]` (int64) are the rotary positions (default 0..n-1); the optional `bias "
     "[1|B, 1|heads, n, n]` (float) is added to the scaled logits (relative-position biases).",

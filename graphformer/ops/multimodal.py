@@ -133,7 +133,8 @@ class ScaleAttrs(Attrs):
 register(OpDef(
     "scale", "multimodal", "Multiply by a constant (LXMERT averages its two visual embeddings: sum, then × 0.5).",
     ScaleAttrs, ("x",), _float_same, flops=lambda a, ins, out: numel(out.shape),
-    sequence=POSITION, tp=UNPLANNED, saves=keeps(),
+    # weight-free and element-wise: a column-split value stays split through it (GPT-OSS's sigmoid(α·g))
+    sequence=POSITION, tp=THROUGH, saves=keeps(),
     example="average: {op: scale, by: 0.5}",
 ))
 

@@ -274,13 +274,17 @@ def _attention_detail(a: Any) -> str:
         parts.append(f"window {a.window}")
     if getattr(a, "rope", False):
         rope = f"rope θ {_num(a.rope_theta)}" + (f" on {a.rope_dims} dims" if a.rope_dims else "")
-        parts.append(rope + (" · llama3 scaling" if a.rope_scaling != "none" else ""))
+        scaling = "" if a.rope_scaling == "none" else f" · {a.rope_scaling}" + (
+            f" ×{_num(a.rope_factor)}" if a.rope_scaling == "yarn" else "") + " scaling"
+        parts.append(rope + scaling)
     if getattr(a, "alibi", False):
         parts.append("alibi")
     if getattr(a, "qk_norm", "none") != "none":
         parts.append("qk norm" + (" (whole projection)" if a.qk_norm == "rms_full" else ""))
     if getattr(a, "softcap", None) is not None:
         parts.append(f"softcap {_num(a.softcap)}")
+    if getattr(a, "sinks", False):
+        parts.append("sinks")
     if getattr(a, "scale", None) is not None:
         parts.append(f"scale {_num(a.scale)}")
     biases = a.biases() if hasattr(a, "biases") else {}

@@ -8,8 +8,8 @@ device). A converted tensor is of the same kind as the one it came from.
 
 A map is data in the IR (`ir.WeightMap`, from the spec's `weight_maps:`; docs/weight-maps.md): rules
 `from` (a reference key, `{i}` standing for a layer index) → `to` (a spec parameter, or several: the
-fused reference tensor is split along dim 0 into that many equal parts, as contiguous blocks or
-interleaved per head, as the rule's `split` says), optionally transposed first
+fused reference tensor is split along dim 0 into that many equal parts, as contiguous blocks,
+interleaved per head or in alternate rows, as the rule's `split` says), optionally transposed first
 (GPT-2's Conv1D stores `[in, out]`), reshaped to the parameter's shape and scaled last; and `zero`
 rules for parameters the reference lacks (a bias it has none of). Conversion is all-or-nothing: every
 reference tensor must be used by a rule or ignored, every spec parameter must be set, every shape must
@@ -242,10 +242,12 @@ class _Rule:
         """(spec name, tensor, how it was made) for each target; raises WeightMapError on bad geometry."""
         how = []
         if self.rule.transpose:
-            if len(tensor.shape) != 2:
+            # with `unstack`, each expert's matrix is transposed: [E, a, b] → [E, b, a] (GPT-OSS's experts)
+            rank = 3 if self.rule.unstack else 2
+            if len(tensor.shape) != rank:
                 raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} can't be transposed: "
-                                     f"`transpose` needs a 2-D tensor")
-            tensor = tensor.T
+                                     f"`transpose` needs a {rank}-D tensor" + (" with `unstack`" if rank == 3 else ""))
+            tensor = _transposed(tensor, self.rule)
             how.append("transposed")
         names = [t.replace("{i}", index) if index is not None else t for t in self.rule.targets]
         if self.rule.unstack:  # [E, ...]: one slice per expert, each then placed (and split) as usual
@@ -294,12 +296,26 @@ def _dtype_name(x) -> str:
     return str(x.dtype).removeprefix("torch.")
 
 
+def _transposed(tensor, rule: WeightRule):
+    """`transpose`: the matrix's two axes swapped (each expert's, under `unstack`). Its own inverse."""
+    return tensor.swapaxes(1, 2) if rule.unstack else tensor.T
+
+
 def _split(key: str, tensor, names: list[str], how: list[str], rule: WeightRule) -> list[tuple[str, object, str]]:
     """The tensor as one target, or split along dim 0 into the targets (a fused q, k, v) by the rule's
     layout: `blocks`, one contiguous block per target; `heads`, [heads, targets, part]: per head, one
-    slice per target (GPT-NeoX's and BLOOM's query_key_value)."""
+    slice per target (GPT-NeoX's and BLOOM's query_key_value); `interleaved`, [rows, targets]: row r goes
+    to target r mod n (GPT-OSS's gate_up_proj, gate and up in alternate rows)."""
     if len(names) == 1:
         return [(names[0], _contiguous(tensor), ", ".join(how))]
+    if rule.split == "interleaved":
+        n, rest = len(names), tuple(tensor.shape[1:])
+        if len(tensor.shape) == 0 or tensor.shape[0] % n:
+            raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} does not split evenly into {n} "
+                                 f"alternating parts along dim 0 for {', '.join(f'`{x}`' for x in names)}")
+        grid = tensor.reshape((tensor.shape[0] // n, n) + rest)
+        return [(name, _contiguous(grid[:, k]), ", ".join(how + [f"rows {k}, {k} + {n}, ... (part {k + 1} of {n})"]))
+                for k, name in enumerate(names)]
     n, groups = len(names), (rule.heads if rule.split == "heads" else 1)
     if len(tensor.shape) == 0 or tensor.shape[0] % (n * groups):
         into = f"{groups} heads × {n} parts" if rule.split == "heads" else f"{n} parts"
@@ -315,6 +331,9 @@ def _split(key: str, tensor, names: list[str], how: list[str], rule: WeightRule)
 
 def _fuse(parts: list, rule: WeightRule):
     """The inverse of `_split`: the targets' tensors back into the reference's fused layout."""
+    if len(parts) > 1 and rule.split == "interleaved":   # rows alternate again: [rows, targets, ...]
+        rest = tuple(parts[0].shape[1:])
+        return _stack(parts, axis=1).reshape((-1,) + rest)
     if len(parts) == 1 or rule.split != "heads":
         return _concat(parts)
     groups = rule.heads
@@ -506,7 +525,7 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
         value = _stack([_fuse([weights[t] for t in group], rule) for group in _by_expert(rule, targets)]) \
             if rule.unstack else _fuse([weights[t] for t in targets], rule)
         if rule.transpose:
-            value = value.T
+            value = _transposed(value, rule)
         if rule.scale is not None:
             value = value / rule.scale
         if reference is not None and tuple(value.shape) != tuple(reference[key].shape):

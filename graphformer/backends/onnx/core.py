@@ -102,8 +102,10 @@ def rms_norm(ctx: NodeEmitter, x: str, weight: str, eps: float, tag: str = "", f
     return ctx.op("Mul", [y, weight], f"{t}scale", final=final)
 
 
-def _rotary_cos_sin(ctx: NodeEmitter, x: str, positions: str | None, inv_freq: np.ndarray) -> tuple[str, str]:
-    """cos, sin (B|1, n, 1, r) of the rotary angles: `positions` (B, n), or 0..n-1 from x's runtime shape."""
+def _rotary_cos_sin(ctx: NodeEmitter, x: str, positions: str | None, inv_freq: np.ndarray,
+                    scale: float = 1.0) -> tuple[str, str]:
+    """cos, sin (B|1, n, 1, r) of the rotary angles: `positions` (B, n), or 0..n-1 from x's runtime shape;
+    both times `scale` (YaRN's attention factor) where it is not 1."""
     if positions is None:
         n = ctx.shape(x, 1, 2, "rope_n")                                                     # [n]
         positions = ctx.op("Range", [ctx.const(0, "rope_start", np.int64), ctx.op("Squeeze", [n], "rope_n"),
@@ -115,7 +117,23 @@ def _rotary_cos_sin(ctx: NodeEmitter, x: str, positions: str | None, inv_freq: n
     pos = ctx.op("Unsqueeze", [pos, ctx.const([2, 3], "rope_axes", np.int64)], "rope_positions")  # (B|1, n, 1, 1)
     freqs = ctx.op("Mul", [pos, ctx.const(inv_freq, "rope_inv_freq")], "rope_freqs")        # (B|1, n, 1, r/2)
     angles = ctx.op("Concat", [freqs, freqs], "rope_angles", axis=-1)                        # (B|1, n, 1, r)
-    return ctx.op("Cos", [angles], "rope"), ctx.op("Sin", [angles], "rope")
+    cos, sin = ctx.op("Cos", [angles], "rope"), ctx.op("Sin", [angles], "rope")
+    if scale == 1.0:
+        return cos, sin
+    factor = ctx.const(scale, "rope_scale", np.float32)
+    return ctx.op("Mul", [cos, factor], "rope_cos"), ctx.op("Mul", [sin, factor], "rope_sin")
+
+
+def _with_sinks(ctx: NodeEmitter, scores: str, heads: int) -> str:
+    """Softmax over the scores (B, h, n, m) and one more column, the head's sink logit, dropped after it
+    (GPT-OSS): the sink joins each row's denominator and takes no value."""
+    sink = ctx.op("Reshape", [ctx.param("sinks"), ctx.const([1, heads, 1, 1], "sink_heads", np.int64)], "sinks")
+    rows = ctx.op("Concat", [ctx.shape(scores, 0, 3, "sink_rows"), ctx.const([1], "sink_col", np.int64)],
+                  "sink_shape", axis=0)
+    scores = ctx.op("Concat", [scores, ctx.op("Expand", [sink, rows], "sinks")], "with_sinks", axis=-1)
+    probs = ctx.op("Softmax", [scores], "probs", axis=-1)                                   # (B, h, n, m + 1)
+    return ctx.op("Slice", [probs, ctx.const([0], "sink_start", np.int64), ctx.const([-1], "sink_stop", np.int64),
+                            ctx.const([-1], "sink_axis", np.int64)], "probs")
 
 
 def _rotate(ctx: NodeEmitter, x: str, cos: str, sin: str, r: int, head_dim: int, tag: str) -> str:
@@ -191,7 +209,7 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
            causal: bool, *, window: int | None = None, scale: float | None = None, qk_norm_eps: float | None = None,
            inv_freq: np.ndarray | None = None, positions: str | None = None, bias: str | None = None,
            past: int | None = None, alibi: bool = False, qk_norm_full: bool = False,
-           softcap: float | None = None) -> None:
+           softcap: float | None = None, sinks: bool = False, rope_scale: float = 1.0) -> None:
     """Multi-head scaled dot-product attention with q, k, v, o projections; writes `ctx.out`.
 
     Per-head steps (q/k RMS norm, rotary, repeating the key/value heads of grouped-query attention) run
@@ -204,6 +222,8 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     the cache slot of an export with past keys and values (past.py), whose cached keys and values this
     step's join. `qk_norm_full`: the q/k norm runs over the whole projection, before the heads are split
     (OLMo-2). `softcap`: tanh(s / softcap) · softcap on the scaled, biased scores, before the mask.
+    `sinks`: the node's `sinks [h]` logits join the softmax (`_with_sinks`). `rope_scale`: YaRN's factor
+    on cos and sin.
     """
     q, k = ctx.linear(query, "q.", "q", biases["q"]), ctx.linear(context, "k.", "k", biases["k"])
     if qk_norm_full:
@@ -216,7 +236,7 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
         q = rms_norm(ctx, q, ctx.param("q_norm.weight"), qk_norm_eps, "q_norm")
         k = rms_norm(ctx, k, ctx.param("k_norm.weight"), qk_norm_eps, "k_norm")
     if inv_freq is not None:
-        cos, sin = _rotary_cos_sin(ctx, query, positions, inv_freq)
+        cos, sin = _rotary_cos_sin(ctx, query, positions, inv_freq, rope_scale)
         r = 2 * inv_freq.size
         q, k = _rotate(ctx, q, cos, sin, r, g.head_dim, "q"), _rotate(ctx, k, cos, sin, r, g.head_dim, "k")
     if past is not None:
@@ -247,7 +267,7 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     elif keep is not None:  # a penalty built at the mask's own size (B, 1, 1|n, m): one Add on the scores
         penalty = ctx.op("Where", [keep, ctx.const(0.0, "zero", np.float32), lowest], "penalty")
         scores = ctx.op("Add", [scores, penalty], "masked")
-    probs = ctx.op("Softmax", [scores], "probs", axis=-1)
+    probs = _with_sinks(ctx, scores, g.heads) if sinks else ctx.op("Softmax", [scores], "probs", axis=-1)
     y = ctx.op("MatMul", [probs, v], "context")                                              # (B, h, n, hd)
     if mask is not None and not causal and bias is None:  # rows with no key are zeroed (a float mask: uniform)
         y = ctx.op("Mul", [y, _any_key(ctx, keep)], "live")
@@ -267,7 +287,8 @@ def _attention(ctx: NodeEmitter, node) -> None:
            qk_norm_eps=a.eps if a.qk_norm != "none" else None,
            inv_freq=rotary_inv_freq(a, g.head_dim) if a.rope else None, positions=positions,
            bias=ins.get("bias"), past=past.slot(node.name) if past else None, alibi=a.alibi,
-           qk_norm_full=a.qk_norm == "rms_full", softcap=a.softcap)
+           qk_norm_full=a.qk_norm == "rms_full", softcap=a.softcap, sinks=bool(a.sinks),
+           rope_scale=a.rope_cos_scale)
 
 
 @lowers("cross_attend")

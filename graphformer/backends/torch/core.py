@@ -261,11 +261,12 @@ def alibi_bias(slopes: torch.Tensor, mask, m: int) -> torch.Tensor:
     return (slopes[:, None] * pos[:, None, :])[:, :, None, :]                      # (B|1, h, 1, m)
 
 
-def softcapped_attention(q, k, v, attn_mask, is_causal: bool, scale: float | None, softcap: float,
-                         dropout: float):
-    """SDPA's computation written out, with tanh(s / softcap) · softcap on the scaled (and biased) scores
-    before the mask (Gemma-2): SDPA has no hook between the scores and the softmax. `attn_mask` is what
-    `_sdpa_mask` (with a float bias folded in) gives; `is_causal` is never set with it."""
+def written_attention(q, k, v, attn_mask, is_causal: bool, scale: float | None, softcap: float | None,
+                      sinks: torch.Tensor | None, dropout: float):
+    """SDPA's computation written out, for what SDPA has no hook for: tanh(s / softcap) · softcap on the
+    scaled (and biased) scores before the mask (Gemma-2), and attention sinks (GPT-OSS: a logit per head,
+    `sinks` [h], joins each row's softmax and is dropped after it, as transformers' eager attention).
+    `attn_mask` is what `_sdpa_mask` (with a float bias folded in) gives; `is_causal` is never set with it."""
     n_q, n_k = q.shape[-2], k.shape[-2]
     if k.shape[1] != q.shape[1]:  # grouped-query: each key/value head serves a group of query heads
         group = q.shape[1] // k.shape[1]
@@ -277,12 +278,17 @@ def softcapped_attention(q, k, v, attn_mask, is_causal: bool, scale: float | Non
         attn_mask = attn_mask > torch.finfo(s.dtype).min
     elif attn_mask is not None:
         live = attn_mask.any(dim=-1, keepdim=True)
-    s = torch.tanh(s / softcap) * softcap
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
     if is_causal:
         attn_mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(n_k - n_q)
     if attn_mask is not None:
         s = s.masked_fill(~attn_mask, torch.finfo(s.dtype).min)
-    p = torch.softmax(s, dim=-1)
+    if sinks is None:
+        p = torch.softmax(s, dim=-1)
+    else:   # (B, h, n, m + 1): the sink column takes part in the normalisation only
+        sink = sinks.to(s.dtype)[None, :, None, None].expand(s.shape[0], -1, n_q, 1)
+        p = torch.softmax(torch.cat([s, sink], dim=-1), dim=-1)[..., :-1]
     if live is not None:
         p = p * live
     if dropout:
@@ -300,9 +306,10 @@ class Rotary(nn.Module):
     """Rotary position embedding (Su et al.) in the rotate-half layout of transformers' Llama: the first
     `dims` of each head are rotated, the rest pass through (Phi's partial rotary)."""
 
-    def __init__(self, inv_freq: torch.Tensor):
+    def __init__(self, inv_freq: torch.Tensor, scale: float = 1.0):
         super().__init__()
         self.dims = 2 * inv_freq.numel()
+        self.scale = scale      # YaRN's attention factor on cos and sin (1: none)
         # not persistent: a function of the attributes, so it stays out of the state dict
         self.register_buffer("inv_freq", inv_freq.to(torch.get_default_device()), persistent=False)
 
@@ -312,7 +319,10 @@ class Rotary(nn.Module):
             positions = (torch.arange(n, device=x.device) + offset)[None]
         freqs = positions[:, :, None].float() * self.inv_freq.float()                  # (B, n, dims/2)
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]                              # (B, 1, n, dims)
-        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        cos, sin = emb.cos(), emb.sin()
+        if self.scale != 1.0:
+            cos, sin = cos * self.scale, sin * self.scale
+        return cos.to(x.dtype), sin.to(x.dtype)
 
     def forward(self, x, cos, sin):
         """x (B, h, n, hd) rotated."""
@@ -322,7 +332,7 @@ class Rotary(nn.Module):
         return y if rest is None else torch.cat((y, rest), dim=-1)
 
     def extra_repr(self) -> str:
-        return f"dims={self.dims}"
+        return f"dims={self.dims}" + (f", scale={self.scale!r}" if self.scale != 1.0 else "")
 
 
 class Attention(nn.Module):
@@ -340,7 +350,7 @@ class Attention(nn.Module):
     def __init__(self, d_q: int, d_kv: int, heads: int, kv_heads: int, head_dim: int, d_out: int,
                  biases: dict[str, bool], causal: bool, dropout: float, window: int | None = None,
                  scale: float | None = None, rotary: Rotary | None = None, qk_norm: bool | str = False,
-                 eps: float = 1e-6, alibi: bool = False, softcap: float | None = None):
+                 eps: float = 1e-6, alibi: bool = False, softcap: float | None = None, sinks: bool = False):
         super().__init__()
         self.q = Linear(d_q, heads * head_dim, biases["q"])
         self.k = Linear(d_kv, kv_heads * head_dim, biases["k"])
@@ -360,6 +370,7 @@ class Attention(nn.Module):
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.causal, self.dropout, self.window, self.scale = causal, dropout, window, scale
         self.qk_norm, self.softcap = bool(qk_norm), softcap
+        self.sinks = _param(heads) if sinks else None   # one logit per head joining the softmax (GPT-OSS)
         self.cache = None          # set by generation for the duration of a decode
         self.layer_id = None       # this layer's slot in the cache
 
@@ -395,9 +406,9 @@ class Attention(nn.Module):
         if bias is not None:  # one float mask: the bias where a key may be seen, the lowest float elsewhere
             bias = bias.to(q.dtype)
             attn_mask = bias if attn_mask is None else torch.where(attn_mask, bias, torch.finfo(q.dtype).min)
-        if self.softcap is not None:
-            y = softcapped_attention(q, k, v, attn_mask, is_causal, self.scale, self.softcap,
-                                     self.dropout if self.training else 0.0)
+        if self.softcap is not None or self.sinks is not None:
+            y = written_attention(q, k, v, attn_mask, is_causal, self.scale, self.softcap, self.sinks,
+                                  self.dropout if self.training else 0.0)
             return self.o(y.transpose(1, 2).reshape(b, n, -1))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
                                            dropout_p=self.dropout if self.training else 0.0, scale=self.scale,
@@ -411,6 +422,7 @@ class Attention(nn.Module):
                 + ((", qk_norm over the projection" if self.qk_full else ", qk_norm") if self.qk_norm else "")
                 + (", alibi" if self.alibi else "")
                 + (f", softcap={self.softcap}" if self.softcap is not None else "")
+                + (", sinks" if self.sinks is not None else "")
                 + (f", dropout={self.dropout}" if self.dropout else ""))
 
 
@@ -428,10 +440,10 @@ class CrossAttention(Attention):
 def _attention(node, types):
     a, d = node.attrs, _width(types)
     h, kv, hd = a.geometry(d)
-    rotary = Rotary(rotary_inv_freq(a, hd)) if a.rope else None
+    rotary = Rotary(rotary_inv_freq(a, hd), a.rope_cos_scale) if a.rope else None
     qk = {"none": False, "rms": True, "rms_full": "full"}[a.qk_norm]
     return SelfAttention(d, d, h, kv, hd, d, a.biases(), a.causal, a.dropout, a.window, a.scale, rotary,
-                         qk, a.eps, a.alibi, a.softcap)
+                         qk, a.eps, a.alibi, a.softcap, bool(a.sinks))
 
 
 @lowers("cross_attend")
