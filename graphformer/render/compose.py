@@ -315,20 +315,28 @@ def _fragment(svg: str) -> _Layout:
     body = re.sub(r"<!--.*?-->\n?", "", body, flags=re.S)
     body = re.sub(r"\s*<title>[^<]*</title>\s*<polygon fill=\"white\"[^>]*>\n", "\n", body, count=1)
 
-    stubs = []
-
-    def xs(prefix: str) -> list[float]:
+    def ports(prefix: str) -> list[tuple[float, float, bool]]:
+        """(x, y, is a point) of each port, in port order."""
         found = {}
         for m in _GROUP.finditer(body):
             if m.group("id").startswith(prefix):
                 pts = _points(m.group(0))
-                x = found[int(m.group("id")[len(prefix):])] = sum(p[0] for p in pts) / len(pts)
-                if "<ellipse" in m.group(0):   # a point inside the block's border: join it to the rim
-                    y = sum(p[1] for p in pts) / len(pts)
-                    stubs.append(f'<path fill="none" stroke="#707070" stroke-width="0.9" '
-                                 f'd="M{x:.2f},{-h if prefix == "gfin_" else 0:.2f} L{x:.2f},{y:.2f}"/>\n')
+                found[int(m.group("id")[len(prefix):])] = (sum(p[0] for p in pts) / len(pts),
+                                                          sum(p[1] for p in pts) / len(pts), "<ellipse" in m.group(0))
         return [found[k] for k in sorted(found)]
-    ins, outs = xs("gfin_"), xs("gfout_")
+    ins, outs = ports("gfin_"), ports("gfout_")
+    # A point sits inside the block's border: a stub joins it to the rim. An out-port is declared at the
+    # x of the nearest in-port (its stub bends along the bottom margin), so that a chain of repetitions
+    # stands in one column instead of drifting sideways by the difference at every step.
+    line = '<path fill="none" stroke="#707070" stroke-width="0.9" d="%s"/>\n'
+    stubs = [line % f"M{x:.2f},{-h:.2f} L{x:.2f},{y:.2f}" for x, y, point in ins if point]
+    starts = [x for x, _, point in ins if point]
+    out_xs = []
+    for x, y, point in outs:
+        to = min(starts, key=lambda s: abs(s - x)) if starts and point else x
+        out_xs.append(to)
+        if point:
+            stubs.append(line % f"M{x:.2f},{y:.2f} L{x:.2f},-3 L{to:.2f},-3 L{to:.2f},0")
     body += "".join(stubs)   # over the block's fill
     body = re.sub(r' id="(?:node|edge|clust|gfin_|gfout_)\d+"', "", body)   # unique only within one block
-    return _Layout(body, w, h, ins, outs)
+    return _Layout(body, w, h, [x for x, _, _ in ins], out_xs)
