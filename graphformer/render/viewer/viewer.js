@@ -133,12 +133,15 @@
   // ------------------------------------------------------------ pan and zoom
   function apply() { stage.style.transform = `translate(${S.tx}px, ${S.ty}px) scale(${S.scale})`; }
 
-  function fit() {
+  // Fit the model to the window; unless `whole`, never below READABLE: a model too big to read whole
+  // opens at its top (its inputs), fitting the width where it can, centred where it can't.
+  const READABLE = 0.55;
+  function fit(whole) {
     const svg = stage.querySelector('svg');
     const w = svg.viewBox.baseVal.width, h = svg.viewBox.baseVal.height;
     const W = canvas.clientWidth, H = canvas.clientHeight;
     let s = Math.min(W / w, H / h, 1.5) * 0.96;
-    if (s < 0.25) s = Math.min(1, (W / w) * 0.96);  // very tall: fit the width, start at the top
+    if (whole !== true && s < READABLE) s = Math.max(READABLE, Math.min(1, (W / w) * 0.96));
     S.scale = s;
     S.tx = (W - w * s) / 2;
     S.ty = h * s < H ? (H - h * s) / 2 : 8;
@@ -340,17 +343,17 @@
   document.addEventListener('keydown', (e) => {
     if (e.target === search) return;
     if (e.key === '/') { search.focus(); e.preventDefault(); }
-    else if (e.key === '0') fit();
+    else if (e.key === '0') fit(true);
     else if (e.key === 'Escape') select(null);
   });
 
   // ------------------------------------------------------------ toolbar and start
-  $('fit').addEventListener('click', fit);
+  $('fit').addEventListener('click', () => fit(true));
   $('expand-all').addEventListener('click', () => {
     const v = pickView(new Set(Object.keys(D.calls))) || D.views.reduce((a, b) => (b.expanded.length > a.expanded.length ? b : a));
-    showAsync(v, null, fit);
+    showAsync(v, null, () => fit());
   });
-  $('collapse-all').addEventListener('click', () => showAsync(pickView(new Set()), null, fit));
+  $('collapse-all').addEventListener('click', () => showAsync(pickView(new Set()), null, () => fit()));
   $('title').textContent = D.name;
   $('expand-all').disabled = $('collapse-all').disabled = !Object.keys(D.calls).length;
 
