@@ -69,6 +69,15 @@ def write_page(spec: str, preset: str | None, out: Path) -> tuple[float, int]:
     return time.perf_counter() - t, out.stat().st_size
 
 
+def wait_js(page, expression: str, timeout_s: float = 60) -> None:
+    """Poll until true (wait_for_function's polling evals strings, which the page's CSP refuses)."""
+    end = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > end:
+            raise TimeoutError(expression)
+        time.sleep(0.02)
+
+
 def measure_pages(pages: list[Path]) -> dict[Path, tuple[float, float, int]]:
     """First render and expand-all (ms) inside Chromium, and console errors, per page."""
     from browser import chromium
@@ -80,13 +89,13 @@ def measure_pages(pages: list[Path]) -> dict[Path, tuple[float, float, int]]:
             p.on("console", lambda m: m.type in ("error", "warning") and errors.append(m.text))
             p.on("pageerror", lambda e: errors.append(str(e)))
             p.goto(path.as_uri())
-            p.wait_for_function("window.graphformerViewer && window.graphformerViewer.ready", timeout=60_000)
+            wait_js(p, "!!(window.graphformerViewer && window.graphformerViewer.ready)")
             first = p.evaluate("window.graphformerViewer.firstRenderMs")
             expand = float("nan")
             if p.is_enabled("#expand-all"):
                 p.click("#expand-all")
-                p.wait_for_function("window.graphformerViewer.lastShowMs !== undefined && "
-                                    "!document.body.classList.contains('gf-busy')", timeout=60_000)
+                wait_js(p, "window.graphformerViewer.lastShowMs !== undefined && "
+                           "!document.body.classList.contains('gf-busy')")
                 expand = p.evaluate("window.graphformerViewer.lastShowMs")
             out[path] = (first, expand, len(errors))
             p.close()

@@ -313,7 +313,7 @@ def _fragment(svg: str) -> _Layout:
     body = svg[svg.index("<g id=\"graph0\""):]
     body = body[body.index(">") + 1: body.rindex("</g>")]
     body = re.sub(r"<!--.*?-->\n?", "", body, flags=re.S)
-    body = re.sub(r"\s*<title>[^<]*</title>\s*<polygon fill=\"white\"[^>]*>\n", "\n", body, count=1)
+    body = re.sub(r"^\s*(<title>[^<]*</title>\s*)?<polygon fill=\"white\"[^>]*>\n", "\n", body, count=1)
 
     def ports(prefix: str) -> list[tuple[float, float, bool]]:
         """(x, y, is a point) of each port, in port order."""
