@@ -426,3 +426,43 @@ def test_draw_expanded_svg_of_the_deepest_model(tmp_path, capsys):
     out = tmp_path / "x.svg"
     assert cli.main(["draw", str(ROOT / "specs" / "llama.yaml"), "--preset", "llama2-70b", "--expand", "-o", str(out)]) == 0
     assert len(re.findall(r"<title>cluster_blocks\.\d+</title>", out.read_text())) == 80
+
+
+NESTED_MASKED = """\
+    graphformer: 1
+    name: nested
+    params: {d: 16, inner: 3, outer: 2}
+    inputs:
+      x: {shape: [B, n, d]}
+      mask: {shape: [B, n], dtype: int64}
+    blocks:
+      sub:
+        inputs: {x: [B, n, d], mask: [B, n]}
+        nodes:
+          ln: {op: norm, in: x}
+          attn: {op: attention, in: {x: ln, mask: mask}, heads: 2}
+          res: {op: residual, in: [x, attn]}
+        outputs: {x: res}
+      stage:
+        inputs: {x: [B, n, d], mask: [B, n]}
+        nodes:
+          layers: {op: sub, in: {x: x, mask: mask}, repeat: inner}
+          out: {op: linear, in: layers, out: d}
+        outputs: {x: out}
+    nodes:
+      stages: {op: stage, in: {x: x, mask: mask}, repeat: outer}
+    outputs: {y: stages}
+    """
+
+
+@needs_dot
+@pytest.mark.parametrize("expand", [True, frozenset({"stages"}), frozenset({"stages.0.layers"})])
+def test_nested_repetitions_compose(tmp_path, expand):
+    from graphformer.render import compose
+    spec = tmp_path / "nested.yaml"
+    spec.write_text(textwrap.dedent(NESTED_MASKED))
+    d = build(graphformer.load(str(spec)).ir, expand=expand)
+    svg = compose.render_svg(d)
+    titles = set(re.findall(r"<title>([^<]*)</title>", svg))
+    assert {n.id for n in d.nodes} <= titles and "@" not in "".join(titles)
+    assert len([t for t in titles if t.startswith("mask&#45;&gt;")]) == 1   # the mask: one arrow
