@@ -295,7 +295,8 @@ def _points(group: str) -> list[tuple[float, float]]:
 
 def _find(svg: str, gid: str) -> re.Match:
     m = re.search(r'<g id="' + re.escape(gid) + r'" class="node">.*?</g>\n', svg, re.S)
-    assert m is not None, gid
+    if m is None:
+        raise graphviz.DotFailed(f"`dot -Tsvg` wrote SVG without the box `{gid}` of a composed block")
     return m
 
 
@@ -309,7 +310,10 @@ def _paste(svg: str, gid: str, content: str) -> str:
 
 def _fragment(svg: str) -> _Layout:
     """A block's SVG as content to paste: the drawing without the page around it, and its ports."""
-    w, h = (float(v) for v in re.search(rf'viewBox="0\.00 0\.00 ({_NUM}) ({_NUM})"', svg).groups())
+    box = re.search(rf'viewBox="0\.00 0\.00 ({_NUM}) ({_NUM})"', svg)
+    if box is None or '<g id="graph0"' not in svg:
+        raise graphviz.DotFailed("`dot -Tsvg` wrote SVG of an unexpected form (no viewBox or graph group)")
+    w, h = float(box.group(1)), float(box.group(2))
     body = svg[svg.index("<g id=\"graph0\""):]
     body = body[body.index(">") + 1: body.rindex("</g>")]
     body = re.sub(r"<!--.*?-->\n?", "", body, flags=re.S)
