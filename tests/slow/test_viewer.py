@@ -90,6 +90,16 @@ def browser():
         pytest.skip(str(e))
 
 
+def wait_js(page, expression: str, timeout_s: float = 60) -> None:
+    """Poll a JS expression until true. (wait_for_function's polling evaluates strings, which the page's
+    Content-Security-Policy refuses; evaluate goes through the debugger protocol and is not affected.)"""
+    import time
+    end = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < end, f"timed out waiting for {expression}"
+        time.sleep(0.02)
+
+
 class Page:
     """A loaded viewer page that records console errors and every request it makes."""
 
@@ -101,7 +111,7 @@ class Page:
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.goto(path.as_uri())
-        self.page.wait_for_function("window.graphformerViewer && window.graphformerViewer.ready", timeout=60_000)
+        wait_js(self.page, "!!(window.graphformerViewer && window.graphformerViewer.ready)")
         self.first_render_ms = self.page.evaluate("window.graphformerViewer.firstRenderMs")
         self.url = path.as_uri()
 
@@ -110,7 +120,7 @@ class Page:
 
     def settle(self):
         """Wait until a view being unpacked is shown."""
-        self.page.wait_for_function("!document.body.classList.contains('gf-busy')", timeout=60_000)
+        wait_js(self.page, "!document.body.classList.contains('gf-busy')")
 
     def drawn(self) -> set[str]:
         return set(self.page.eval_on_selector_all("#stage g.node", "gs => gs.map(g => g.dataset.id).filter(Boolean)"))
@@ -220,7 +230,7 @@ def test_every_model_opens_and_expands_in_the_page(browser, tmp_path, spec, caps
     expand_ms = 0.0
     if data["calls"]:
         page.page.click("#expand-all")
-        page.page.wait_for_function("window.graphformerViewer.lastShowMs !== undefined", timeout=60_000)
+        wait_js(page.page, "window.graphformerViewer.lastShowMs !== undefined")
         page.settle()
         expand_ms = page.page.evaluate("window.graphformerViewer.lastShowMs")
     drawn = page.drawn()
