@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..render import graphviz
+from ..render import compose, graphviz
 from ..render import html as html_viewer
 from ..render.diagram import build
 from ..render.mermaid import to_mermaid
@@ -59,6 +59,8 @@ def run(args) -> int:
     diagram = build(ir, expand=args.expand, dims=dims, subtitle=_subtitle(args, dims))
     if fmt == "mermaid":
         data = to_mermaid(diagram, args.direction).encode()
+    elif fmt == "svg":   # composed block by block when expanded (render/compose.py)
+        data = _guard_dot(compose.render_svg, diagram, args.direction).encode()
     else:
         dot_text = graphviz.to_dot(diagram, args.direction)
         data = dot_text.encode() if fmt == "dot" else _guard_dot(graphviz.render, dot_text, fmt)

@@ -84,6 +84,9 @@ class Edge:
     src: str
     dst: str
     label: str              # shape of the tensor, optionally prefixed by the consumer's port
+    tailport: str = ""      # where on a composed block's box the arrow leaves or lands (render/compose.py)
+    headport: str = ""
+    arrow: bool = True      # False where the arrow goes on inside a composed block
 
 
 @dataclass

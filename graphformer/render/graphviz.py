@@ -58,7 +58,7 @@ def _node_line(n: Node) -> str:
     return f"{_q(n.id)} [{', '.join(attrs)}]"
 
 
-def _cluster_lines(d: Diagram, c: Cluster, depth: int, indent: str) -> list[str]:
+def _cluster_lines(d: Diagram, c: Cluster, depth: int, indent: str, extra: dict[str, str]) -> list[str]:
     label = f"<b>{_h(c.label)}</b>" + (f'  <font point-size="9" color="#6b6b6b">{_h(c.name)}</font>' if c.name else "")
     # The title is a node of its own, beside the block's first node, rather than the cluster's label:
     # edges are routed around nodes, while a cluster label gets drawn over by edges entering the block.
@@ -72,33 +72,44 @@ def _cluster_lines(d: Diagram, c: Cluster, depth: int, indent: str) -> list[str]
              f"tooltip={_q(c.id)}];",
              f"{indent}  {{ rank=same; {header}; {first}; }}",
              f"{indent}  {header} -> {first} [style=invis];"]
-    lines += _items(d, c.id, depth + 1, indent + "  ")
+    lines += _items(d, c.id, depth + 1, indent + "  ", extra)
     lines.append(f"{indent}}}")
     return lines
 
 
-def _items(d: Diagram, cluster: str | None, depth: int, indent: str) -> list[str]:
+def _items(d: Diagram, cluster: str | None, depth: int, indent: str, extra: dict[str, str]) -> list[str]:
     lines = []
     for item in d.children(cluster):
         if isinstance(item, Cluster):
-            lines += _cluster_lines(d, item, depth, indent)
+            lines += _cluster_lines(d, item, depth, indent, extra)
+        elif item.id in extra:
+            lines.append(f"{indent}{_q(item.id)} [{extra[item.id]}];")
         else:
             lines.append(f"{indent}{_node_line(item)};")
     return lines
 
 
-def to_dot(d: Diagram, direction: str = "TB") -> str:
+def to_dot(d: Diagram, direction: str = "TB", extra: dict[str, str] | None = None,
+           ranks: dict[str, list[str]] | None = None, fragment: bool = False) -> str:
+    """DOT text of a diagram. For render/compose.py: `extra` replaces the attributes of some nodes (ports,
+    slots), `ranks` puts nodes on the first or last rank ("min"/"max"), and a `fragment` (one block laid
+    out on its own) has no title and no margin."""
+    extra = extra or {}
     title = f"<b>{_h(d.name)}</b>" + (f'<br/><font point-size="9">{_h(d.subtitle)}</font>' if d.subtitle else "")
+    head = "pad=0" if fragment else f"labelloc=t, labeljust=c, label=<{title}>, tooltip={_q(d.name)}"
     lines = [
         f"digraph {_q(d.name)} {{",
         f"  graph [rankdir={direction}, newrank=true, fontname={_q(FONT)}, fontsize=11,",
-        f"         nodesep=0.3, ranksep=0.16, labelloc=t, labeljust=c, label=<{title}>, tooltip={_q(d.name)}];",
+        f"         nodesep=0.3, ranksep=0.16, {head}];",
         f"  node [fontname={_q(FONT)}, fontsize=10, shape=box, style=\"rounded,filled\", height=0.3,",
         '        margin="0.1,0.03", penwidth=0.9];',
         f"  edge [fontname={_q(FONT)}, fontsize=8, fontcolor=\"#555555\", color=\"#707070\", arrowsize=0.6,"
         " penwidth=0.9];",
     ]
-    lines += _items(d, None, 0, "  ")
+    lines += _items(d, None, 0, "  ", extra)
+    for rank, ids in (ranks or {}).items():
+        if ids:
+            lines.append(f"  {{ rank={rank}; " + " ".join(_q(i) + ";" for i in ids) + " }")
     # Inputs on the first rank and outputs on the last: parallel streams (encoder and decoder, two
     # towers) then start side by side at the top instead of each input floating down to its consumer.
     # Inputs keep the spec's order from left to right (invisible edges within the rank); outputs are
@@ -109,7 +120,10 @@ def to_dot(d: Diagram, direction: str = "TB") -> str:
     for a, b in zip(d.inputs, d.inputs[1:]):
         lines.append(f"  {_q(a.id)} -> {_q(b.id)} [style=invis];")
     for e in d.edges:
-        lines.append(f"  {_q(e.src)} -> {_q(e.dst)} [label={_q(' ' + e.label + ' ')}];")
+        src = _q(e.src) + (f":{e.tailport}" if e.tailport else "")
+        dst = _q(e.dst) + (f":{e.headport}" if e.headport else "")
+        label = f"label={_q(' ' + e.label + ' ')}" if e.label else ""
+        lines.append(f"  {src} -> {dst} [{', '.join(filter(None, [label, '' if e.arrow else 'arrowhead=none']))}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

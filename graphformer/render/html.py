@@ -4,7 +4,8 @@ The layouts are Graphviz's own: each *view* is the diagram with some set of repe
 laid out by `dot -Tsvg` here, ahead of time. Expanding a block in the page swaps in the view where it is
 expanded and keeps the block where it was on screen, so its repetitions appear in place. Views are
 precomputed for every combination of expandable calls while there are at most MAX_VIEWS of them (else:
-none expanded, each alone, all), and skipped when one would cost dot too much (layout_cost).
+none expanded, each alone, all). An expanded view is laid out block by block (compose.py): one dot run
+per distinct repetition, so expanding 80 layers costs about as much as expanding one.
 
 The page's data is one JSON blob (views, every IR node's op, attributes, shapes, parameters, FLOPs and
 source position, the summary), escaped so that no string in it can end the <script> element. The views
@@ -27,14 +28,10 @@ from typing import Any
 from ..base.dims import Dim, DimError
 from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
-from . import graphviz
+from . import compose
 from .diagram import Diagram, build, shape_text
 
 MAX_VIEWS = 16
-# dot lays out gpt2 at 96 layers expanded (cost 1,736) and co-attention expanded (1,740) in ~5 s each,
-# but mixtral's 32 layers (2,759) and llama's (5,111), where an input feeds every layer from the top, in
-# minutes: its time grows much faster than linearly in this cost.
-MAX_VIEW_COST = 2000
 ASSETS = resources.files(__package__) / "viewer"
 
 
@@ -97,19 +94,11 @@ def view_sets(calls: dict[str, Any]) -> list[frozenset[str]]:
 
 def _layouts(ir: IRGraph, sets: list[frozenset[str]], dims: dict[str, int], direction: str,
              subtitle: str) -> list[dict[str, Any]]:
-    """One laid-out view per set (the first always; the others only when small enough), dot runs in parallel."""
+    """One laid-out view per set, dot runs in parallel."""
     diagrams = [(s, build(ir, expand=s, dims=dims, subtitle=subtitle)) for s in sets]
-    diagrams = [d for i, d in enumerate(diagrams) if i == 0 or layout_cost(d[1]) <= MAX_VIEW_COST]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        svgs = list(pool.map(lambda d: graphviz.render(graphviz.to_dot(d[1], direction), "svg"), diagrams))
-    return [_view(s, d, svg.decode()) for (s, d), svg in zip(diagrams, svgs)]
-
-
-def layout_cost(d: Diagram) -> int:
-    """A proxy for dot's work: the boxes plus the ranks every arrow crosses (dot routes a long arrow
-    through one virtual node per rank, and those dominate its time on deep, expanded graphs)."""
-    depth = d.depths()
-    return len(d.nodes) + sum(max(0, abs(depth[e.dst] - depth[e.src]) - 1) for e in d.edges)
+        svgs = list(pool.map(lambda d: compose.render_svg(d[1], direction), diagrams))
+    return [_view(s, d, svg) for (s, d), svg in zip(diagrams, svgs)]
 
 
 def _view(expanded: frozenset[str], d: Diagram, svg: str) -> dict[str, Any]:
@@ -161,6 +150,17 @@ def _node_entry(ir: IRGraph, n: IRNode, env: dict[str, int]) -> dict[str, Any]:
     return entry
 
 
+def _memory(ir: IRGraph, env: dict[str, int]) -> dict[str, int]:
+    """summary's memory figures (fp32, AdamW) at the shown dims; none when they can't be evaluated there."""
+    from ..analysis.budget import budget
+    try:
+        m = budget(ir, env).memory
+    except Exception:  # noqa: BLE001 - a panel row, never a reason for the page to fail
+        return {}
+    keys = ("weights", "kv_cache", "inference_peak", "activations", "training_peak")
+    return {k: m[k] for k in keys if m.get(k)}
+
+
 def _concrete(n: IRNode, env: dict[str, int]) -> str | None:
     try:
         return shape_text(n.shape, env) if n.shape is not None else None
@@ -176,6 +176,20 @@ def _evaluate(d: Dim, env: dict[str, int]) -> int | None:
     return d.value if d.is_const else None
 
 
+def param_text(v: Any) -> str:
+    """A param's value as the panel shows it: integers grouped (`50,257`), floats as written (`1e-6`,
+    `10000.0`: Python's shortest round trip, the exponent without padding), strings and booleans as they are."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2), repr(v))
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(param_text(x) for x in v) + "]"
+    return "none" if v is None else str(v)
+
+
 def summary_data(ir: IRGraph, env: dict[str, int]) -> dict[str, Any]:
     from ..analysis.summary import rows
     table = rows(ir)
@@ -183,9 +197,11 @@ def summary_data(ir: IRGraph, env: dict[str, int]) -> dict[str, Any]:
     return {
         "doc": ir.doc.strip(),
         "file": ir.file,
-        "params": ir.params,
+        "params": {k: param_text(v) for k, v in ir.params.items()},
         "env": env,
         "paramCount": sum(r.params for r in table),
+        "activeCount": sum(r.active for r in table),
+        "memory": _memory(ir, env),
         "flops": str(flops),
         "flopsAt": _evaluate(flops, env),
         "nodeCount": len(table),

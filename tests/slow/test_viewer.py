@@ -90,6 +90,16 @@ def browser():
         pytest.skip(str(e))
 
 
+def wait_js(page, expression: str, timeout_s: float = 60) -> None:
+    """Poll a JS expression until true. (wait_for_function's polling evaluates strings, which the page's
+    Content-Security-Policy refuses; evaluate goes through the debugger protocol and is not affected.)"""
+    import time
+    end = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < end, f"timed out waiting for {expression}"
+        time.sleep(0.02)
+
+
 class Page:
     """A loaded viewer page that records console errors and every request it makes."""
 
@@ -101,7 +111,7 @@ class Page:
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.goto(path.as_uri())
-        self.page.wait_for_function("window.graphformerViewer && window.graphformerViewer.ready", timeout=60_000)
+        wait_js(self.page, "!!(window.graphformerViewer && window.graphformerViewer.ready)")
         self.first_render_ms = self.page.evaluate("window.graphformerViewer.firstRenderMs")
         self.url = path.as_uri()
 
@@ -110,7 +120,7 @@ class Page:
 
     def settle(self):
         """Wait until a view being unpacked is shown."""
-        self.page.wait_for_function("!document.body.classList.contains('gf-busy')", timeout=60_000)
+        wait_js(self.page, "!document.body.classList.contains('gf-busy')")
 
     def drawn(self) -> set[str]:
         return set(self.page.eval_on_selector_all("#stage g.node", "gs => gs.map(g => g.dataset.id).filter(Boolean)"))
@@ -165,7 +175,7 @@ def test_expanding_a_block_adds_its_nodes_in_place(browser, gpt2_page):
     assert before <= after and {f"blocks.{i}.attn" for i in range(12)} <= after
     first = page.page.locator("#stage g.cluster:has(> title:text-is('cluster_blocks.0'))").bounding_box()
     assert abs(first["x"] - box["x"]) < 2 and abs(first["y"] - box["y"]) < 2, "the block moved on screen"
-    page.node("blocks.3:title").click()                                 # collapse again
+    page.node("blocks.0:title").click()                                 # collapse again
     page.settle()
     assert page.drawn() == before
     assert page.errors == []
@@ -203,24 +213,61 @@ def test_a_doc_that_closes_the_script_element_is_shown_as_text(browser, tmp_path
     page.close()
 
 
+# Goals of issue 29, measured in the page (performance.now()); the assertions allow for this loaded 2-core
+# machine, the printed numbers are the real ones (bench/bench_viewer.py tabulates them in docs/performance.md).
+GOAL_MS = 1000
+SLACK = 3
+
+
 @needs_dot
 @pytest.mark.slow
-@pytest.mark.parametrize("spec, args", [
-    ("co-attention.yaml", ["--expand"]),            # the largest bundled spec that dot lays out expanded in seconds
-    ("llama.yaml", []),                             # the largest bundled spec (327 boxes expanded), collapsed
-    # 96 layers, collapsed (expandable: ~1,000 boxes); gpt2's are not since its padding mask feeds every
-    # layer from the top (html.py's MAX_VIEW_COST)
-    ("vit-b16.yaml", ["--set", "layers=96"]),
-])
-def test_large_models_open(browser, tmp_path, spec, args, capsys):
-    page = Page(browser, draw_html(tmp_path, SPECS / spec, *args))
-    print(f"\n{spec} {' '.join(args)}: first render {page.first_render_ms:.0f} ms, "
-          f"{len(page.drawn())} boxes, page {(tmp_path / 'page.html').stat().st_size / 1e6:.1f} MB")
-    assert page.errors == [] and page.drawn()
-    if "layers=96" in args:
-        page.node("blocks:title").click()
+@pytest.mark.parametrize("spec", [p.name for p in sorted(SPECS.glob("*.yaml"))] + ["llama.yaml:llama2-70b"])
+def test_every_model_opens_and_expands_in_the_page(browser, tmp_path, spec, capsys):
+    name, _, preset = spec.partition(":")
+    page = Page(browser, draw_html(tmp_path, SPECS / name, *(["--preset", preset] if preset else [])))
+    data = page_data((tmp_path / "page.html").read_text())
+    assert len(data["views"]) == len(viewer.view_sets(data["calls"])), "every view is laid out"
+    expand_ms = 0.0
+    if data["calls"]:
+        page.page.click("#expand-all")
+        wait_js(page.page, "window.graphformerViewer.lastShowMs !== undefined")
         page.settle()
-        assert "blocks.95.attn" in page.drawn()
+        expand_ms = page.page.evaluate("window.graphformerViewer.lastShowMs")
+    drawn = page.drawn()
+    print(f"\n{spec}: first render {page.first_render_ms:.0f} ms, expand all {expand_ms:.0f} ms, "
+          f"{len(drawn)} boxes, page {(tmp_path / 'page.html').stat().st_size / 1e6:.2f} MB")
+    every = [n for n in data["nodes"] if data["nodes"][n]["op"] != "input"]
+    assert set(every) <= drawn, "expand all draws every node"
+    # search a node of the last repetition, then its panel
+    target = ([n for n in every if re.search(r"\.\d+\.", n)] or every)[-1]
+    page.page.keyboard.press("/")
+    page.page.keyboard.type(target)
+    page.page.keyboard.press("Enter")
+    assert page.panel().startswith(target) and "shapes" in page.panel().lower()
+    assert page.errors == []
+    assert page.first_render_ms <= GOAL_MS * SLACK and expand_ms <= GOAL_MS * SLACK
+    page.close()
+
+
+@needs_dot
+def test_the_panel_shows_params_as_written_active_parameters_and_memory(browser, tmp_path, capsys):
+    page = Page(browser, draw_html(tmp_path, SPECS / "mixtral-8x7b.yaml"))
+    text = page.panel()
+    assert re.search(r"eps\s+1e-5", text) and re.search(r"rope_theta\s+1000000.0", text)
+    assert "NaN" not in text and not re.search(r"eps\s+0\b", text)
+    assert re.search(r"active\s+[\d,]+ \(12\.\d G\) per token", text), text   # 2 of 8 experts per token
+    assert "training peak" in text and "GiB" in text
+    assert page.errors == []
+    page.close()
+
+
+@needs_dot
+def test_a_shared_input_is_one_arrow(browser, tmp_path, capsys):
+    """gpt2 expanded: the mask reaches the first layer's marked port; the other 11 show the port only."""
+    page = Page(browser, draw_html(tmp_path, SPECS / "gpt2.yaml", "--expand"))
+    titles = page.page.eval_on_selector_all("#stage g.edge > title", "ts => ts.map(t => t.textContent)")
+    assert len([t for t in titles if t.startswith("mask->")]) == 1
+    assert page.errors == []
     page.close()
 
 
@@ -239,16 +286,3 @@ def test_view_writes_the_page_and_opens_it(tmp_path, capsys, monkeypatch):
     bad.write_text("graphformer: 1\nname: bad\nnodes: {a: {op: nope}}\n")
     assert cli.main(["view", str(bad)]) == 1
     assert list(tmp_path.glob("graphformer-bad-*")) == [] and len(opened) == 1
-
-
-@needs_dot
-def test_views_too_costly_for_dot_are_left_out(tmp_path, capsys, monkeypatch):
-    limit = viewer.MAX_VIEW_COST
-    monkeypatch.setattr(viewer, "MAX_VIEW_COST", 0)
-    data = page_data(draw_html(tmp_path, SPECS / "gpt2.yaml").read_text())
-    assert [v["expanded"] for v in data["views"]] == [[]]           # the page still opens, collapsed
-    data = page_data(draw_html(tmp_path, SPECS / "gpt2.yaml", "--expand").read_text())
-    assert [v["expanded"] for v in data["views"]] == [["blocks"]]   # what was asked for is always drawn
-    ir = graphformer.load(str(SPECS / "llama.yaml")).ir
-    from graphformer.render.diagram import build
-    assert viewer.layout_cost(build(ir, expand=True)) > limit > viewer.layout_cost(build(ir))

@@ -377,3 +377,92 @@ def test_every_op_has_a_diagram_lowering_and_a_short_label():
             continue
         attrs = op.attrs(**{k: 4 for k, f in fields.items() if f.is_required()})
         assert len(attr_detail(name, attrs)) <= 40, name
+
+
+# ---------------------------------------------------------------- the viewer's numbers; composed layouts
+
+def test_params_read_as_written():
+    from graphformer.render.html import param_text
+    assert param_text(50257) == "50,257" and param_text(0) == "0"
+    assert param_text(1e-06) == "1e-6" and param_text(1e-5) == "1e-5" and param_text(10000.0) == "10000.0"
+    assert param_text(0.02) == "0.02" and param_text(1e20) == "1e20" and param_text(2.5e-07) == "2.5e-7"
+    assert param_text("none") == "none" and param_text("gelu_tanh") == "gelu_tanh"
+    assert param_text(True) == "true" and param_text(False) == "false"
+    assert param_text([4096, None]) == "[4,096, none]"
+
+
+def test_panel_summary_types_active_params_and_memory():
+    from graphformer.render.html import summary_data
+    ir = graphformer.load(str(ROOT / "specs" / "mixtral-8x7b.yaml"), preset="tiny").ir
+    s = summary_data(ir, ir.resolve_dims({}))
+    assert all(isinstance(v, str) for v in s["params"].values())
+    assert not any(v in ("0", "NaN") for k, v in s["params"].items() if k in ("eps", "rope_scaling"))
+    assert 0 < s["activeCount"] < s["paramCount"]                     # top 2 of the experts
+    assert s["memory"]["weights"] == 4 * s["paramCount"] and s["memory"]["training_peak"] > s["memory"]["weights"]
+
+
+@needs_dot
+def test_expanded_layout_is_one_dot_run_per_distinct_block():
+    from graphformer.render import compose
+    ir = graphformer.load(str(ROOT / "specs" / "llama.yaml"), preset="tiny", overrides={"layers": 9}).ir
+    d = build(ir, expand=True)
+    c = compose._Composer(d)
+    svg = c.top()
+    assert c.dot_runs == 2                                            # one layer, then the graph around them
+    titles = set(re.findall(r"<title>([^<]*)</title>", svg))
+    assert {f"blocks.{i}.attn" for i in range(9)} <= titles and {f"cluster_blocks.{i}" for i in range(9)} <= titles
+    assert "layer 9/9" in svg and "@R@" not in svg and "@K" not in svg
+    # the mask feeds every layer: one arrow reaches the first layer's marked port, none the others
+    assert len([t for t in titles if t.startswith("mask&#45;&gt;")]) == 1
+    assert svg.count(">mask</text>") == 9 + 1                         # a port per layer, and the input
+    # a chain of layers stands in one column: each layer's box starts at the same x
+    xs = {round(float(x)) for x in re.findall(r'<g transform="translate\((-?[\d.]+),', svg)}
+    assert len(xs) == 1
+
+
+@needs_dot
+@pytest.mark.slow
+def test_draw_expanded_svg_of_the_deepest_model(tmp_path, capsys):
+    out = tmp_path / "x.svg"
+    assert cli.main(["draw", str(ROOT / "specs" / "llama.yaml"), "--preset", "llama2-70b", "--expand", "-o", str(out)]) == 0
+    assert len(re.findall(r"<title>cluster_blocks\.\d+</title>", out.read_text())) == 80
+
+
+NESTED_MASKED = """\
+    graphformer: 1
+    name: nested
+    params: {d: 16, inner: 3, outer: 2}
+    inputs:
+      x: {shape: [B, n, d]}
+      mask: {shape: [B, n], dtype: int64}
+    blocks:
+      sub:
+        inputs: {x: [B, n, d], mask: [B, n]}
+        nodes:
+          ln: {op: norm, in: x}
+          attn: {op: attention, in: {x: ln, mask: mask}, heads: 2}
+          res: {op: residual, in: [x, attn]}
+        outputs: {x: res}
+      stage:
+        inputs: {x: [B, n, d], mask: [B, n]}
+        nodes:
+          layers: {op: sub, in: {x: x, mask: mask}, repeat: inner}
+          out: {op: linear, in: layers, out: d}
+        outputs: {x: out}
+    nodes:
+      stages: {op: stage, in: {x: x, mask: mask}, repeat: outer}
+    outputs: {y: stages}
+    """
+
+
+@needs_dot
+@pytest.mark.parametrize("expand", [True, frozenset({"stages"}), frozenset({"stages.0.layers"})])
+def test_nested_repetitions_compose(tmp_path, expand):
+    from graphformer.render import compose
+    spec = tmp_path / "nested.yaml"
+    spec.write_text(textwrap.dedent(NESTED_MASKED))
+    d = build(graphformer.load(str(spec)).ir, expand=expand)
+    svg = compose.render_svg(d)
+    titles = set(re.findall(r"<title>([^<]*)</title>", svg))
+    assert {n.id for n in d.nodes} <= titles and "@" not in "".join(titles)
+    assert len([t for t in titles if t.startswith("mask&#45;&gt;")]) == 1   # the mask: one arrow

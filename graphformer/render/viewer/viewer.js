@@ -23,6 +23,10 @@
     for (const [u, s] of units) if (Math.abs(v) >= u) return (v / u).toFixed(v / u >= 100 ? 0 : 1) + ' ' + s;
     return String(v);
   };
+  const bytes = (v) => {
+    for (const [u, s] of [[2 ** 40, 'TiB'], [2 ** 30, 'GiB'], [2 ** 20, 'MiB'], [2 ** 10, 'KiB']]) if (v >= u) return (v / u).toFixed(1) + ' ' + s;
+    return v + ' B';
+  };
   const keyOf = (set) => [...set].sort().join('|');
   const views = new Map(D.views.map((v) => [keyOf(v.expanded), v]));
   const titleOf = (g) => { const t = g.querySelector(':scope > title'); return t ? t.textContent : ''; };
@@ -49,14 +53,19 @@
     return view;
   }
 
-  // Show a view once it is unpacked; the body has class gf-busy meanwhile (tests wait on it).
+  // Show a view once it is unpacked; the body has class gf-busy meanwhile (tests wait on it), and
+  // graphformerViewer.lastShowMs says how long it took, to the frame after the new view is drawn.
   async function showAsync(view, anchor, then) {
+    const t0 = performance.now();
     document.body.classList.add('gf-busy');
     try {
       show(await unpack(view), anchor);
       if (then) then();
     } finally {
-      document.body.classList.remove('gf-busy');
+      requestAnimationFrame(() => requestAnimationFrame(() => {
+        if (window.graphformerViewer) window.graphformerViewer.lastShowMs = performance.now() - t0;
+        document.body.classList.remove('gf-busy');
+      }));
     }
   }
 
@@ -84,6 +93,7 @@
     const fresh = [];
     for (const g of svg.querySelectorAll('g.node')) {
       const id = titleOf(g);
+      if (/\.<(in|out)\d+>$/.test(id)) continue;   // where an arrow enters or leaves a composed block
       if (id.endsWith(':title')) {
         const cid = id.slice(0, -6);
         if (S.view.clusters[cid]) { g.classList.add('gf-header'); g.dataset.cluster = cid; }
@@ -94,7 +104,7 @@
       if (before && !before.has(id)) fresh.push(g);
     }
     for (const g of svg.querySelectorAll('g.edge')) {
-      const [src, dst] = titleOf(g).split('->');
+      const [src, dst] = titleOf(g).split('->').map((end) => end.replace(/:[io]\d+:[ns]$/, ''));
       S.edges.push({ src, dst, g });
     }
     if (fresh.length <= 400) for (const g of fresh) g.classList.add('gf-new');   // fade in what expanding added
@@ -123,12 +133,15 @@
   // ------------------------------------------------------------ pan and zoom
   function apply() { stage.style.transform = `translate(${S.tx}px, ${S.ty}px) scale(${S.scale})`; }
 
-  function fit() {
+  // Fit the model to the window; unless `whole`, never below READABLE: a model too big to read whole
+  // opens at its top (its inputs), fitting the width where it can, centred where it can't.
+  const READABLE = 0.55;
+  function fit(whole) {
     const svg = stage.querySelector('svg');
     const w = svg.viewBox.baseVal.width, h = svg.viewBox.baseVal.height;
     const W = canvas.clientWidth, H = canvas.clientHeight;
     let s = Math.min(W / w, H / h, 1.5) * 0.96;
-    if (s < 0.25) s = Math.min(1, (W / w) * 0.96);  // very tall: fit the width, start at the top
+    if (whole !== true && s < READABLE) s = Math.max(READABLE, Math.min(1, (W / w) * 0.96));
     S.scale = s;
     S.tx = (W - w * s) / 2;
     S.ty = h * s < H ? (H - h * s) / 2 : 8;
@@ -251,12 +264,18 @@
     const s = D.summary;
     let h = `<h2>${esc(D.name)}</h2><div class="doc">${esc(s.doc)}</div>`;
     h += '<table>' + row('parameters', `<span class="big">${fmtInt(s.paramCount)}</span> (${compact(s.paramCount)})`);
+    if (s.activeCount && s.activeCount !== s.paramCount) h += row('active', `${fmtInt(s.activeCount)} (${compact(s.activeCount)}) per token`);
     h += row('FLOPs', `<code>${esc(s.flops)}</code>` + (s.flopsAt !== null ? `<br>= <b>${fmtInt(s.flopsAt)}</b> (${compact(s.flopsAt)})` : ''));
     h += row('at', esc(Object.entries(s.env).map(([k, v]) => `${k}=${v}`).join(', ') || '—'));
     h += row('nodes', fmtInt(s.nodeCount)) + row('spec', `<code>${esc(s.file)}</code>`) + '</table>';
     h += '<h3>Inputs</h3><table>' + Object.entries(s.inputs).map(([k, v]) => row(k, `<span class="shape">${esc(v)}</span>`)).join('') + '</table>';
     h += '<h3>Outputs</h3><table>' + Object.entries(s.outputs).map(([k, v]) => row(k, `<span class="shape">${esc(v)}</span>`)).join('') + '</table>';
-    h += '<h3>Params</h3><table>' + Object.entries(s.params).map(([k, v]) => row(k, fmtInt(v))).join('') + '</table>';
+    const mem = Object.entries(s.memory || {});
+    if (mem.length) {
+      const what = { weights: 'weights', kv_cache: 'KV cache', inference_peak: 'inference peak', activations: 'activations (training)', training_peak: 'training peak (AdamW)' };
+      h += '<h3>Memory (fp32)</h3><table>' + mem.map(([k, v]) => row(what[k] || k, bytes(v))).join('') + '</table>';
+    }
+    h += '<h3>Params</h3><table>' + Object.entries(s.params).map(([k, v]) => row(k, `<code>${esc(v)}</code>`)).join('') + '</table>';
     h += '<h3>Highlight</h3><div class="legend"><span><i style="border-color:#d0312d"></i>selected</span>' +
          '<span><i style="border-color:#1f6fd1"></i>inputs</span><span><i style="border-color:#1d9a4a"></i>consumers</span></div>';
     panel.innerHTML = h;
@@ -324,17 +343,17 @@
   document.addEventListener('keydown', (e) => {
     if (e.target === search) return;
     if (e.key === '/') { search.focus(); e.preventDefault(); }
-    else if (e.key === '0') fit();
+    else if (e.key === '0') fit(true);
     else if (e.key === 'Escape') select(null);
   });
 
   // ------------------------------------------------------------ toolbar and start
-  $('fit').addEventListener('click', fit);
+  $('fit').addEventListener('click', () => fit(true));
   $('expand-all').addEventListener('click', () => {
     const v = pickView(new Set(Object.keys(D.calls))) || D.views.reduce((a, b) => (b.expanded.length > a.expanded.length ? b : a));
-    showAsync(v, null, fit);
+    showAsync(v, null, () => fit());
   });
-  $('collapse-all').addEventListener('click', () => showAsync(pickView(new Set()), null, fit));
+  $('collapse-all').addEventListener('click', () => showAsync(pickView(new Set()), null, () => fit()));
   $('title').textContent = D.name;
   $('expand-all').disabled = $('collapse-all').disabled = !Object.keys(D.calls).length;
 
