@@ -1,0 +1,197 @@
+"""Every bundled weight map round-trips (issue 26): reference → spec → reference is bit-identical, and the
+checkpoint written back in the reference's names loads with the reference's own `from_pretrained`.
+
+References are built offline from small configs with random weights (the same configurations the parity
+tests use: heads > 1, fewer key/value heads, so a wrong layout can't hide behind equal shapes)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+T = pytest.importorskip("transformers")
+
+from torch import nn  # noqa: E402
+
+import graphformer  # noqa: E402
+from graphformer.backends.torch.weights import write_safetensors  # noqa: E402
+from graphformer.weights.maps import _Glob, convert_state_dict, get_map, to_reference  # noqa: E402
+
+T.logging.set_verbosity_error()
+pytestmark = pytest.mark.filterwarnings("ignore:enable_nested_tensor is True:UserWarning")
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+
+
+def spec(name, preset="tiny", **sets):
+    return graphformer.load(SPECS / f"{name}.yaml", preset=preset, overrides=sets)
+
+
+def randomize(ref: nn.Module, seed: int = 3) -> nn.Module:
+    """Every parameter perturbed: norm scales, biases and zero-initialised tables carry information."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return ref.eval()
+
+
+def llama_cfg(**kw):
+    return {**dict(vocab_size=97, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
+                   intermediate_size=80, max_position_embeddings=64), **kw}
+
+
+def _swin():
+    sets = dict(image=36, patch=4, window=2, embed=6, classes=5, eps=1e-6, depth1=1, depth2=2, depth3=1, depth4=1,
+                heads1=1, heads2=2, heads3=3, heads4=3)
+    ref = T.SwinForImageClassification(T.SwinConfig(image_size=36, patch_size=4, window_size=2, embed_dim=6,
+                                                    depths=[1, 2, 1, 1], num_heads=[1, 2, 3, 3], num_labels=5))
+    return spec("swin-t", None, **sets), ref
+
+
+def _llava():
+    vision = T.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                image_size=32, patch_size=8)
+    text = T.LlamaConfig(**llama_cfg())
+    ref = T.LlavaForConditionalGeneration(T.LlavaConfig(vision_config=vision, text_config=text, image_token_id=96))
+    return spec("llava"), ref
+
+
+# name → () → (spec, reference); the reference's class is what the map's `reference:` names
+CASES = {
+    "encoder-block/torch": lambda: (spec("encoder-block", None, d_model=24, heads=3, d_ff=40),
+                                    nn.TransformerEncoderLayer(24, 3, 40, batch_first=True)),
+    "decoder-block/torch": lambda: (spec("decoder-block", None, d_model=24, heads=3, d_ff=40),
+                                    nn.TransformerDecoderLayer(24, 3, 40, batch_first=True)),
+    "transformer/torch": lambda: (spec("transformer", None, d_model=24, heads=3, d_ff=40, encoder_layers=2,
+                                       decoder_layers=2),
+                                  nn.Transformer(24, 3, 2, 2, 40, batch_first=True)),
+    "bert-base/hf": lambda: (spec("bert-base", None, vocab=97, max_len=32, d_model=24, heads=3, d_ff=40, layers=2),
+                             T.BertModel(T.BertConfig(vocab_size=97, max_position_embeddings=32, hidden_size=24,
+                                                      num_attention_heads=3, intermediate_size=40,
+                                                      num_hidden_layers=2))),
+    "gpt2/hf": lambda: (spec("gpt2", None, vocab=97, max_len=32, d_model=24, heads=3, layers=2),
+                        T.GPT2LMHeadModel(T.GPT2Config(vocab_size=97, n_positions=32, n_embd=24, n_head=3,
+                                                       n_layer=2))),
+    "vit-b16/hf": lambda: (spec("vit-b16", None, image=36, patch=12, d_model=24, heads=3, d_ff=40, layers=2,
+                                classes=5),
+                           T.ViTForImageClassification(T.ViTConfig(image_size=36, patch_size=12, hidden_size=24,
+                                                                   num_attention_heads=3, intermediate_size=40,
+                                                                   num_hidden_layers=2, num_labels=5))),
+    "clip-vit-b32/hf": lambda: (
+        spec("clip-vit-b32", None, vocab=50, text_len=20, text_width=40, text_heads=5, text_ff=72, text_layers=2,
+             image=40, patch=8, vision_width=48, vision_heads=6, vision_ff=80, vision_layers=2, embed=28,
+             eos_token=49),
+        T.CLIPModel(T.CLIPConfig(
+            text_config=dict(vocab_size=50, max_position_embeddings=20, hidden_size=40, num_attention_heads=5,
+                             intermediate_size=72, num_hidden_layers=2, eos_token_id=49),
+            vision_config=dict(image_size=40, patch_size=8, hidden_size=48, num_attention_heads=6,
+                               intermediate_size=80, num_hidden_layers=2),
+            projection_dim=28))),
+    "ast/hf": lambda: (spec("ast", None, frames=100, mels=24, patch=8, freq_stride=5, time_stride=6, d_model=60,
+                            heads=5, d_ff=96, layers=2),
+                       T.ASTModel(T.ASTConfig(max_length=100, num_mel_bins=24, patch_size=8, frequency_stride=5,
+                                              time_stride=6, hidden_size=60, num_attention_heads=5,
+                                              intermediate_size=96, num_hidden_layers=2))),
+    "decision-transformer/hf": lambda: (
+        spec("decision-transformer", None, state_dim=7, act_dim=3, d_model=48, max_ep_len=60, n_positions=40,
+             heads=4, d_ff=80, layers=2),
+        T.DecisionTransformerModel(T.DecisionTransformerConfig(state_dim=7, act_dim=3, hidden_size=48, max_ep_len=60,
+                                                               n_positions=40, n_head=4, n_inner=80, n_layer=2))),
+    "llama/hf": lambda: (spec("llama"), T.LlamaForCausalLM(T.LlamaConfig(**llama_cfg()))),
+    "mistral-7b/hf": lambda: (spec("mistral-7b"), T.MistralForCausalLM(T.MistralConfig(**llama_cfg(sliding_window=5)))),
+    "mixtral-8x7b/hf": lambda: (spec("mixtral-8x7b"), T.MixtralForCausalLM(T.MixtralConfig(
+        **llama_cfg(intermediate_size=40, num_local_experts=5, num_experts_per_tok=2)))),
+    "qwen2/hf": lambda: (spec("qwen2"), T.Qwen2ForCausalLM(T.Qwen2Config(
+        **llama_cfg(hidden_size=40, num_attention_heads=5, num_key_value_heads=1, intermediate_size=72,
+                    tie_word_embeddings=True)))),
+    "phi-2/hf": lambda: (spec("phi-2"), T.PhiForCausalLM(T.PhiConfig(
+        vocab_size=97, hidden_size=40, num_hidden_layers=2, num_attention_heads=4, intermediate_size=56,
+        max_position_embeddings=64, partial_rotary_factor=0.4))),
+    "gemma2/hf": lambda: (spec("gemma2"), T.Gemma2ForCausalLM(T.Gemma2Config(
+        vocab_size=97, hidden_size=42, num_hidden_layers=3, num_attention_heads=3, num_key_value_heads=1, head_dim=10,
+        intermediate_size=56, max_position_embeddings=64, sliding_window=4, query_pre_attn_scalar=10))),
+    "olmo2/hf": lambda: (spec("olmo2"), T.Olmo2ForCausalLM(T.Olmo2Config(
+        vocab_size=97, hidden_size=40, num_hidden_layers=2, num_attention_heads=5, num_key_value_heads=1,
+        intermediate_size=56, max_position_embeddings=64))),
+    "gpt-neox/hf": lambda: (spec("gpt-neox"), T.GPTNeoXForCausalLM(T.GPTNeoXConfig(
+        vocab_size=97, hidden_size=40, num_hidden_layers=2, num_attention_heads=5, intermediate_size=56,
+        max_position_embeddings=64, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 300.0, "partial_rotary_factor": 0.5}))),
+    "bloom/hf": lambda: (spec("bloom"), T.BloomForCausalLM(T.BloomConfig(vocab_size=97, hidden_size=36, n_layer=2,
+                                                                          n_head=6))),
+    "t5-base/hf": lambda: (spec("t5-base"), T.T5ForConditionalGeneration(T.T5Config(
+        vocab_size=97, d_model=40, d_kv=12, d_ff=56, num_layers=2, num_decoder_layers=3, num_heads=5,
+        relative_attention_num_buckets=8, relative_attention_max_distance=20))),
+    "whisper-base/hf": lambda: (
+        spec("whisper-base", "tiny", mels=7, vocab=97, d_model=40, encoder_layers=2, decoder_layers=3, encoder_heads=5,
+             decoder_heads=4, encoder_ffn=72, decoder_ffn=56, audio_len=9, text_len=13),
+        T.WhisperForConditionalGeneration(T.WhisperConfig(
+            vocab_size=97, num_mel_bins=7, d_model=40, encoder_layers=2, decoder_layers=3, encoder_attention_heads=5,
+            decoder_attention_heads=4, encoder_ffn_dim=72, decoder_ffn_dim=56, max_source_positions=9,
+            max_target_positions=13, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+            decoder_start_token_id=3))),
+    "swin-t/hf": _swin,
+    "dinov2/hf": lambda: (spec("dinov2", None, image=35, patch=7, d_model=40, heads=5, layers=2, d_ff=120),
+                          T.Dinov2Model(T.Dinov2Config(image_size=35, patch_size=7, hidden_size=40,
+                                                       num_attention_heads=5, num_hidden_layers=2, mlp_ratio=3))),
+    "deepseek-v2/hf": lambda: (spec("deepseek-v2"), T.DeepseekV2ForCausalLM(T.DeepseekV2Config(
+        vocab_size=97, hidden_size=40, intermediate_size=56, moe_intermediate_size=18, num_hidden_layers=3,
+        num_attention_heads=5, num_key_value_heads=5, n_shared_experts=2, n_routed_experts=6, kv_lora_rank=14,
+        q_lora_rank=12, qk_rope_head_dim=4, v_head_dim=10, qk_nope_head_dim=6, topk_method="group_limited_greedy",
+        n_group=3, topk_group=2, num_experts_per_tok=3, first_k_dense_replace=1, max_position_embeddings=64))),
+    "llava/hf": _llava,
+}
+
+# maps whose reference is not in transformers or torch.nn (timm needs torchvision: see GUIDE.md)
+ELSEWHERE = {"vit-b16/timm"}
+
+
+def test_every_bundled_map_has_a_round_trip_case():
+    maps = {f"{p.stem}/{m}" for p in SPECS.glob("*.yaml")
+            for m in (yaml.safe_load(p.read_text()).get("weight_maps") or {})}
+    assert maps - ELSEWHERE == set(CASES), "a bundled map without a round-trip case (or a case without a map)"
+
+
+def _pair(case):
+    s, ref = CASES[case]()
+    return s, randomize(ref)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_reference_to_spec_to_reference_is_bit_identical(case):
+    s, ref = _pair(case)
+    mapping = case.split("/")[1]
+    sd = ref.state_dict()
+    ours = convert_state_dict(s, sd, mapping)
+    back = to_reference(s, ours, mapping, reference=sd)
+    wmap = get_map(s, mapping)
+    ignored = [_Glob(g) for g in wmap.ignore]
+    strip = wmap.strip_prefix
+    kept = [k for k in sd if not any(p.fullmatch(k[len(strip):] if strip and k.startswith(strip) else k)
+                                     for p in ignored)]
+    assert list(back) == kept
+    for k in kept:
+        assert back[k].dtype == sd[k].dtype and torch.equal(back[k], sd[k]), k
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.endswith("/hf")])
+def test_written_checkpoint_loads_with_from_pretrained(case, tmp_path):
+    """The spec's weights, written back in the reference's names, are what `from_pretrained` reads."""
+    s, ref = _pair(case)
+    model = graphformer.build(s, seed=0)
+    graphformer.load_weights(model, ref.state_dict(), "hf")
+    back = to_reference(s, model.state_dict(), "hf", reference=ref.state_dict())
+    ref.config.save_pretrained(tmp_path)
+    write_safetensors(back, str(_empty(tmp_path / "model.safetensors")), {"format": "pt"})
+    loaded, info = type(ref).from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    want = ref.state_dict()
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, want[k]), k
+
+
+def _empty(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
