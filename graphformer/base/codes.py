@@ -1445,6 +1445,28 @@ weight_maps:
       - {from: "layers.{i+frist}.weight", to: up.weight}
       - {from: "layers.{i+frist}.bias", to: up.bias}
 """),
+    Code(
+        "GF258", "a weight-map layer index whose K is out of range",
+        ("A rule's `from` may compute the reference's layer index from the spec's `i`: `{i+K}`, `{i-K}`, "
+         "`{i*K}`, `{i//K}` or `{i<K}`. K is bounded (at most 1,000,000), and a factor or divisor of 0 "
+         "(`{i*0}`, `{i//0}`) would send every layer to one reference tensor, or divide by zero."),
+        fix="Write K ≥ 1 for `*` and `//` (`{i*2}`: every second reference layer), or use `{i}`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  up: {op: linear, out: d_model}
+outputs: {y: up}
+weight_maps:
+  hf:
+    rules:
+      - {from: "layers.{i//0}.weight", to: up.weight}
+      - {from: "layers.{i//0}.bias", to: up.bias}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

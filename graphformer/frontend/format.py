@@ -119,9 +119,10 @@ class BlockDecl(_Strict):
     outputs: dict[str, StrictStr]
 
 
-# The layer index forms of a rule's `from`: `{i}`, `{i+K}` (index K + i) and `{i<K}` (an index below K),
-# K an integer or a param name (docs/weight-maps.md).
-_INDEX_FORMS = re.compile(r"\{i(?:[+<](?:\d+|[A-Za-z_]\w*))?\}")
+# The layer index forms of a rule's `from`: `{i}`, arithmetic `{i+K}`, `{i-K}`, `{i*K}`, `{i//K}` (the
+# reference's index for the spec's i) and `{i<K}` (an index below K), K an integer or a param name
+# (docs/weight-maps.md); `{e}` an expert's index.
+_INDEX_FORMS = re.compile(r"\{i(?:(?:\+|-|\*|//|<)(?:\d+|[A-Za-z_]\w*))?\}")
 
 
 class WeightRule(_Strict):
@@ -171,14 +172,19 @@ class WeightRule(_Strict):
                     raise ValueError(f"`{t}`: with `zero: true` the placeholder is `{{i}}` (every layer index)")
             return self
         for t in [self.src, *targets]:
-            rest = t.replace("{i}", "").replace("{e}", "") if t is not self.src else _INDEX_FORMS.sub("", t)
+            rest = (t.replace("{i}", "") if t is not self.src else _INDEX_FORMS.sub("", t)).replace("{e}", "")
             if "{" in rest or "}" in rest:
-                raise ValueError(f"`{t}`: the placeholders are `{{i}}` (the layer index; in `from` also `{{i+K}}` "
-                                 "and `{i<K}`, K an integer or a param) and, in `to` with `unstack`, `{e}` (the expert)")
+                raise ValueError(f"`{t}`: the placeholders are `{{i}}` (the layer index; in `from` also `{{i+K}}`, "
+                                 "`{i-K}`, `{i*K}`, `{i//K}` and `{i<K}`, K an integer or a param) and `{e}` (the "
+                                 "expert: in `from` and every target, or in every target with `unstack`)")
         if len(set(_INDEX_FORMS.findall(self.src))) > 1:
             raise ValueError(f"`{self.src}`: every layer index in `from` must be written the same way")
-        if self.unstack != all("{e}" in t for t in targets) or any("{e}" in t for t in targets) != self.unstack:
-            raise ValueError("`unstack: true` and `{e}` in every target go together")
+        expert = "{e}" in self.src   # one tensor per expert (the hub's Mixtral layout)
+        if expert and self.unstack:
+            raise ValueError("`{e}` in `from` names one expert's tensor; `unstack` reads a tensor of all experts")
+        if (self.unstack or expert) != all("{e}" in t for t in targets) or \
+                any("{e}" in t for t in targets) != (self.unstack or expert):
+            raise ValueError("`{e}` in every target goes with `unstack: true` or with `{e}` in `from`")
         if not _INDEX_FORMS.search(self.src) and any("{i}" in t for t in targets):
             raise ValueError("`to` uses `{i}` but `from` does not")
         return self
