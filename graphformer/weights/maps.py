@@ -346,7 +346,7 @@ def _split(key: str, tensor, names: list[str], how: list[str], rule: WeightRule)
     size = tensor.shape[0] // (n * groups)
     rest = tuple(tensor.shape[1:])
     grid = tensor.reshape((groups, n, size) + rest)           # blocks: groups = 1, the parts one after another
-    layout = f"split by {groups} heads, " if rule.split == "heads" else ""
+    layout = f"split by {groups} heads, " if rule.split == "heads" else "split as blocks, "
     return [(name, _contiguous(grid[:, k].reshape((groups * size,) + rest)),
              ", ".join(how + [f"{layout}part {k + 1} of {n}"])) for k, name in enumerate(names)]
 
@@ -417,6 +417,8 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
                 continue
             for target, value, how in parts:
                 target = tied.get(target, target)
+                named = f"rule `{rule.rule.src}`" if rule.rule.src != name else ""   # a pattern: which one
+                how = ", ".join(filter(None, [named, how]))
                 problem = _place(out, source, shapes, target, value, key, how, mapping, rule.rule.reshape,
                                  ir.switched_off)
                 if problem:

@@ -301,3 +301,24 @@ def test_hub_per_expert_checkpoint_imports_and_loads(case, per_expert, tmp_path,
     _, ref = _pair(case)
     sd = _hub(ref, tmp_path, capsys)
     assert any(k.endswith(per_expert) for k in sd), "save_pretrained no longer writes the per-expert layout"
+
+
+# ---------------------------------------------------------------- errors
+
+def test_a_mismatch_lists_its_problems_one_per_line_and_hints_params_that_fit(tmp_path, capsys):
+    """A d_model 48 checkpoint into gpt2's tiny preset (d_model 32 = max_len 32: a size two params share):
+    the problems print as lines, each naming the rule, and the hint is a `--set` that then loads."""
+    from graphformer import cli
+    from safetensors.torch import save_file
+    ref = T.GPT2LMHeadModel(T.GPT2Config(vocab_size=101, n_positions=32, n_embd=48, n_head=4, n_layer=2))
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items() if k != "lm_head.weight"},
+              str(tmp_path / "w.safetensors"))
+    argv = ["build", "gpt2", "--preset", "tiny", "--weights", str(tmp_path / "w.safetensors"), "--weights-map", "hf",
+            "-o", str(tmp_path / "out.safetensors")]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "\\x0a" not in err and err.count("\n") > 3, err
+    assert "rule `h.{i}.attn.c_attn.weight`" in err and "split as blocks" in err, err
+    sets = err.split("the tensors fit this spec with `--set ")[1].split("`")[0].split()
+    assert sorted(sets) == ["d_model=48", "vocab=101"], err
+    assert cli.main(argv + ["--set", *sets]) == 0, capsys.readouterr().err
