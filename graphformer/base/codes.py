@@ -1467,6 +1467,23 @@ weight_maps:
       - {from: "layers.{i//0}.weight", to: up.weight}
       - {from: "layers.{i//0}.bias", to: up.bias}
 """),
+    Code(
+        "GF259", "an embedding's padding_idx outside its table",
+        ("`padding_idx` names the pad token's row, which is looked up as any other but gets no gradient (as "
+         "torch's nn.Embedding(padding_idx=...) and transformers' tables built with pad_token_id). It must be a "
+         "row of the table: from 0 to vocab - 1; a negative value means no pad row."),
+        fix="Give the pad token's id (below vocab), or a negative value (`pad_token: -1`) for none.",
+        example="""\
+graphformer: 1
+name: case
+params: {vocab: 10, d_model: 8, pad_token: 10}
+dims: {B: 2, n: 4}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  tok: {op: embedding, in: tokens, vocab: vocab, dim: d_model, padding_idx: pad_token}
+outputs: {y: tok}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

@@ -853,6 +853,8 @@ def convert_config(cfg: dict) -> Imported:
         except KeyError as e:
             raise HFImportError(f"the config has no `{e.args[0]}`, which a {fam.model_type} config needs") from None
     defaults = bundled_params(fam)
+    if "pad_token" in defaults:   # the spec's table leaves the pad row untrained, as the reference's does
+        params["pad_token"] = _pad_row(cfg.get("pad_token_id"), params.get("vocab", defaults.get("vocab")))
     typed = {}
     for name, value in params.items():
         if name not in defaults:
@@ -862,6 +864,15 @@ def convert_config(cfg: dict) -> Imported:
     known = set(fam.fields) | fam.ignored | IGNORED_EVERYWHERE
     unread = sorted(k for k in cfg if k not in known)
     return Imported(fam, typed, unread, [(f, p) for f, p in missing if p not in typed])
+
+
+def _pad_row(pad, vocab) -> int:
+    """The table row of `pad_token_id` (nn.Embedding counts a negative one from the end), -1 for none."""
+    if pad is None:
+        return -1
+    if isinstance(pad, bool) or not isinstance(pad, int) or not isinstance(vocab, int) or not -vocab <= pad < vocab:
+        raise HFImportError(f"`pad_token_id: {show(pad)}`: not a row of the token table (vocab_size {vocab})")
+    return pad % vocab
 
 
 def _typed(value, default, name):

@@ -352,3 +352,41 @@ def test_import_hf_t5_from_save_pretrained(v1_1, tmp_path, capsys):
     with torch.no_grad():
         got, want = model(tokens=ids, decoder_tokens=dec)["logits"], ref(input_ids=ids, decoder_input_ids=dec).logits
     assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item())
+
+
+# ---------------------------------------------------------------- the embedding's pad row
+
+@pytest.mark.parametrize("case", ["mistral-window", "phi"])
+def test_pad_row_gradients_equal_the_reference(case):
+    """transformers builds these tables with padding_idx = pad_token_id: the pad row never trains. With
+    `pad_token` set (import hf sets it from the config), every gradient equals the reference's."""
+    from test_parity_llm import CASES as LLM   # the parity tests' configs of the tiny presets
+    name, preset, sets, cls, cfg_cls, kw = LLM[case]
+    ref = randomize(cls(cfg_cls(**kw, pad_token_id=3, attn_implementation="sdpa")))
+    ids = torch.tensor([[3, 5, 3, 7, 9, 3], [1, 3, 2, 3, 4, 5]])
+    model = graphformer.build(spec(name, preset, **sets, pad_token=3), seed=0).eval()
+    graphformer.load_weights(model, ref.state_dict(), "hf")
+    ref.zero_grad()
+    ref(input_ids=ids).logits.pow(2).mean().backward()
+    model(tokens=ids)["logits"].pow(2).mean().backward()
+    theirs = dict(ref.named_parameters())
+    ours_grads = {k: p.grad for k, p in model.named_parameters()}
+    back = to_reference(model.spec, ours_grads, "hf", reference=ref.state_dict())
+    for k, g in back.items():
+        want = theirs[k].grad
+        assert (g - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item()), k
+    table = ours_grads["tok.weight"]
+    assert table[3].abs().max() == 0 and table[5].abs().max() > 0
+
+
+def test_pad_token_comes_from_the_config_and_is_checked(tmp_path, capsys):
+    from graphformer import cli
+    import json
+    cfg = T.MistralConfig(**llama_cfg(pad_token_id=7)).to_dict()
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert cli.main(["import", "hf", str(tmp_path / "config.json"), "-o", str(tmp_path / "m.yaml")]) == 0
+    assert graphformer.load(tmp_path / "m.yaml").params["pad_token"] == 7
+    cfg["pad_token_id"] = 97
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert cli.main(["import", "hf", str(tmp_path / "config.json"), "-o", str(tmp_path / "m.yaml")]) == 1
+    assert "`pad_token_id: 97`" in capsys.readouterr().err
