@@ -132,10 +132,11 @@ class WeightRule(_Strict):
     src: StrictStr | None = Field(None, alias="from")
     dst: Union[StrictStr, list[StrictStr]] = Field(alias="to", description="a list splits a fused tensor on dim 0 "
                                                    "(its layout stated by `split`)")
-    split: Literal["blocks", "heads"] | None = Field(
+    split: Literal["blocks", "heads", "alternate"] | None = Field(
         None, description="how a fused tensor (a list in `to`) lays out its parts along dim 0: `blocks` = one "
                           "contiguous block per target ([q; k; v], GPT-2); `heads` = interleaved per head "
-                          "([heads, targets, head_dim], GPT-NeoX, BLOOM; give `heads`)")
+                          "([heads, targets, head_dim], GPT-NeoX, BLOOM; give `heads`); `alternate` = row r "
+                          "belongs to target r mod n (GPT-OSS's interleaved gate/up)")
     heads: DimExpr | None = Field(None, description="with `split: heads`: the number of head groups (an "
                                                     "integer or an expression over params)")
     transpose: bool = False

@@ -335,10 +335,12 @@ def _dtype_name(x) -> str:
 def _split(key: str, tensor, names: list[str], how: list[str], rule: WeightRule) -> list[tuple[str, object, str]]:
     """The tensor as one target, or split along dim 0 into the targets (a fused q, k, v) by the rule's
     layout: `blocks`, one contiguous block per target; `heads`, [heads, targets, part]: per head, one
-    slice per target (GPT-NeoX's and BLOOM's query_key_value)."""
+    slice per target (GPT-NeoX's and BLOOM's query_key_value); `alternate`, row r to target r mod n
+    (GPT-OSS's interleaved gate/up): the `heads` layout with one row per part and group."""
     if len(names) == 1:
         return [(names[0], _contiguous(tensor), ", ".join(how))]
-    n, groups = len(names), (rule.heads if rule.split == "heads" else 1)
+    n = len(names)
+    groups = _groups(rule, tensor.shape[0] // n if len(tensor.shape) else 1)
     if len(tensor.shape) == 0 or tensor.shape[0] % (n * groups):
         into = f"{groups} heads × {n} parts" if rule.split == "heads" else f"{n} parts"
         raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} does not split evenly into {into} "
@@ -346,16 +348,22 @@ def _split(key: str, tensor, names: list[str], how: list[str], rule: WeightRule)
     size = tensor.shape[0] // (n * groups)
     rest = tuple(tensor.shape[1:])
     grid = tensor.reshape((groups, n, size) + rest)           # blocks: groups = 1, the parts one after another
-    layout = f"split by {groups} heads, " if rule.split == "heads" else "split as blocks, "
+    layout = {"heads": f"split by {groups} heads, ", "alternate": "split as alternate rows, "}.get(
+        rule.split, "split as blocks, ")
     return [(name, _contiguous(grid[:, k].reshape((groups * size,) + rest)),
              ", ".join(how + [f"{layout}part {k + 1} of {n}"])) for k, name in enumerate(names)]
 
 
+def _groups(rule: WeightRule, rows_per_part: int) -> int:
+    """How many groups a fused tensor's parts interleave in: `heads`, per head; `alternate`, per row."""
+    return {"heads": rule.heads, "alternate": max(rows_per_part, 1)}.get(rule.split, 1)
+
+
 def _fuse(parts: list, rule: WeightRule):
     """The inverse of `_split`: the targets' tensors back into the reference's fused layout."""
-    if len(parts) == 1 or rule.split != "heads":
+    if len(parts) == 1 or rule.split not in ("heads", "alternate"):
         return _concat(parts)
-    groups = rule.heads
+    groups = _groups(rule, parts[0].shape[0])
     rest = tuple(parts[0].shape[1:])
     grid = _stack([p.reshape((groups, p.shape[0] // groups) + rest) for p in parts], axis=1)
     return grid.reshape((-1,) + rest)

@@ -390,3 +390,42 @@ def test_pad_token_comes_from_the_config_and_is_checked(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     assert cli.main(["import", "hf", str(tmp_path / "config.json"), "-o", str(tmp_path / "m.yaml")]) == 1
     assert "`pad_token_id: 97`" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- split: alternate
+
+ALTERNATE = """\
+graphformer: 1
+name: alternate
+params: {d: 4, f: 3}
+dims: {B: 2, n: 3}
+inputs:
+  x: {shape: [B, n, d]}
+nodes:
+  gate: {op: linear, in: x, out: f}
+  up:   {op: linear, in: x, out: f}
+outputs: {g: gate, u: up}
+weight_maps:
+  ref:
+    rules:
+      - {from: gate_up.weight, split: alternate, to: [gate.weight, up.weight]}
+      - {from: gate_up.bias, split: alternate, to: [gate.bias, up.bias]}
+"""
+
+
+def test_split_alternate_takes_every_other_row_and_writes_them_back(tmp_path):
+    """GPT-OSS interleaves gate and up rows: row r is gate's when r is even, up's when odd."""
+    import numpy as np
+    path = tmp_path / "alternate.yaml"
+    path.write_text(ALTERNATE)
+    s = graphformer.load(path)
+    sd = {"gate_up.weight": np.arange(24, dtype=np.float32).reshape(6, 4),
+          "gate_up.bias": np.arange(6, dtype=np.float32)}
+    got = convert_state_dict(s, sd, "ref")
+    assert np.array_equal(got["gate.weight"], sd["gate_up.weight"][0::2])
+    assert np.array_equal(got["up.weight"], sd["gate_up.weight"][1::2])
+    assert np.array_equal(got["up.bias"], [1, 3, 5])
+    back = to_reference(s, got, "ref")
+    assert all(np.array_equal(back[k], sd[k]) for k in sd)
+    with pytest.raises(Exception, match=r"does not split evenly into 2 parts"):
+        convert_state_dict(s, {**sd, "gate_up.bias": np.arange(5, dtype=np.float32)}, "ref")
