@@ -179,7 +179,8 @@ FIELD_TYPES = {
     "image_size": PIXELS, "patch_size": PIXELS, "window_size": Int(1, SIDE),
     "frequency_stride": Int(1, SIDE), "time_stride": Int(1, SIDE), "num_mel_bins": Int(1, SIDE),
     "num_local_experts": Int(1, LAYERS), "num_experts_per_tok": Int(1, LAYERS),
-    "depths": ListOf(Int(1, LAYERS), 64, null=False), "num_heads": AnyOf((Int(1, HEADS), ListOf(Int(1, HEADS), 64, null=False))),  # T5 / Swin
+    "depths": ListOf(Int(1, LAYERS), 64, null=False),
+    "num_heads": AnyOf((Int(1, HEADS), ListOf(Int(1, HEADS), 64, null=False))),   # T5's count, Swin's per stage
     "layer_types": ListOf(TEXT, LAYERS), "eos_token_id": TOKEN_IDS, "id2label": Kind(dict),
     **dict.fromkeys(["rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon"], EPS),
     "rope_theta": Num(0.0, 1e12, lo_open=True), "partial_rotary_factor": ROTARY_SHARE,

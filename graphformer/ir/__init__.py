@@ -101,7 +101,7 @@ class WeightRule:
     reshape: bool = False                   # each part takes its spec parameter's shape (same element count)
     scale: float | None = None              # multiplies the tensor, last
     zero: bool = False                      # no tensor: the targets (`{i}` = any layer) are zeros
-    split: str = "blocks"                   # several targets: `blocks` ([q; k; v]), `heads` ([heads, 3, hd]), `alternate`
+    split: str = "blocks"                   # several targets: `blocks`, `heads` or `alternate` (docs/weight-maps.md)
     heads: int | None = None                # `split: heads`: the number of head groups
 
 
