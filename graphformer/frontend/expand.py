@@ -440,9 +440,12 @@ class Expander:
                     f"rule reads, so it must be finite with a magnitude from {MIN_SCALE:g} to {MAX_SCALE:g}", where,
                     help="a factor this large or small (or zero) destroys the weights; check the expression"))
                 scale = None
-            src = self._index_bounds(ctx, r.src, ("weight_maps", name, "rules", k, "from")) if r.src else r.src
-            rules.append(WeightRule(src, (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,
-                                    r.unstack, r.reshape, scale, r.zero, split, heads))
+            sources = [r.src] if isinstance(r.src, str) else list(r.src or [None])
+            sources = [self._index_bounds(ctx, s, ("weight_maps", name, "rules", k, "from")) if s else s
+                       for s in sources]
+            rules.append(WeightRule(sources[0], (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,
+                                    r.unstack, r.reshape, scale, r.zero, split, heads, tuple(sources[1:]),
+                                    r.concat or 0))
         return WeightMap(tuple(rules), decl.strip_prefix, tuple(decl.ignore), decl.reference)
 
     def _index_bounds(self, ctx: SpecCtx, src: str, at: tuple) -> str:

@@ -129,7 +129,10 @@ class WeightRule(_Strict):
     """One reference tensor (or a family, with `{i}` for the layer index) → one spec parameter; or, with
     `zero: true` and no `from`, spec parameters the reference doesn't have (a bias it lacks)."""
 
-    src: StrictStr | None = Field(None, alias="from")
+    src: StrictStr | list[StrictStr] | None = Field(None, alias="from", description="a reference key; a list: "
+                                                    "several, concatenated along `concat`")
+    concat: int | None = Field(None, ge=0, le=7, description="with a list in `from`: the axis its tensors are "
+                                                            "concatenated along (written back split)")
     dst: Union[StrictStr, list[StrictStr]] = Field(alias="to", description="a list splits a fused tensor on dim 0 "
                                                    "(its layout stated by `split`)")
     split: Literal["blocks", "heads", "alternate"] | None = Field(
@@ -157,6 +160,10 @@ class WeightRule(_Strict):
             raise ValueError("a rule reads a reference tensor named by `from`, or sets zeros with `zero: true`")
         if self.zero and (self.transpose or self.unstack or self.reshape or self.scale is not None):
             raise ValueError("`zero: true` has no tensor to transpose, unstack, reshape or scale")
+        if isinstance(self.src, list) != (self.concat is not None):
+            raise ValueError("a list in `from` and `concat: AXIS` go together")
+        if isinstance(self.src, list) and (len(self.src) < 2 or self.unstack):
+            raise ValueError("`from: [...]` concatenates at least 2 tensors (and not with `unstack`)")
         if isinstance(self.scale, float) and not math.isfinite(self.scale):
             raise ValueError(f"`scale` must be a finite number, got {self.scale}")
         return self
@@ -172,21 +179,25 @@ class WeightRule(_Strict):
                 if "{" in t.replace("{i}", "") or "}" in t.replace("{i}", ""):
                     raise ValueError(f"`{t}`: with `zero: true` the placeholder is `{{i}}` (every layer index)")
             return self
-        for t in [self.src, *targets]:
-            rest = (t.replace("{i}", "") if t is not self.src else _INDEX_FORMS.sub("", t)).replace("{e}", "")
+        sources = self.src if isinstance(self.src, list) else [self.src]
+        if len({tuple(_INDEX_FORMS.findall(s)) + ("{e}" in s,) for s in sources}) > 1:
+            raise ValueError("the keys of `from: [...]` must use the same placeholders")
+        for t in [*sources, *targets]:
+            rest = (t.replace("{i}", "") if t not in sources else _INDEX_FORMS.sub("", t)).replace("{e}", "")
             if "{" in rest or "}" in rest:
                 raise ValueError(f"`{t}`: the placeholders are `{{i}}` (the layer index; in `from` also `{{i+K}}`, "
                                  "`{i-K}`, `{i*K}`, `{i//K}` and `{i<K}`, K an integer or a param) and `{e}` (the "
                                  "expert: in `from` and every target, or in every target with `unstack`)")
-        if len(set(_INDEX_FORMS.findall(self.src))) > 1:
-            raise ValueError(f"`{self.src}`: every layer index in `from` must be written the same way")
-        expert = "{e}" in self.src   # one tensor per expert (the hub's Mixtral layout)
+        src = sources[0]
+        if len(set(_INDEX_FORMS.findall(src))) > 1:
+            raise ValueError(f"`{src}`: every layer index in `from` must be written the same way")
+        expert = "{e}" in src   # one tensor per expert (the hub's Mixtral layout)
         if expert and self.unstack:
             raise ValueError("`{e}` in `from` names one expert's tensor; `unstack` reads a tensor of all experts")
         if (self.unstack or expert) != all("{e}" in t for t in targets) or \
                 any("{e}" in t for t in targets) != (self.unstack or expert):
             raise ValueError("`{e}` in every target goes with `unstack: true` or with `{e}` in `from`")
-        if not _INDEX_FORMS.search(self.src) and any("{i}" in t for t in targets):
+        if not _INDEX_FORMS.search(src) and any("{i}" in t for t in targets):
             raise ValueError("`to` uses `{i}` but `from` does not")
         return self
 

@@ -103,6 +103,8 @@ class WeightRule:
     zero: bool = False                      # no tensor: the targets (`{i}` = any layer) are zeros
     split: str = "blocks"                   # several targets: `blocks`, `heads` or `alternate` (docs/weight-maps.md)
     heads: int | None = None                # `split: heads`: the number of head groups
+    more: tuple[str, ...] = ()              # `from: [a, b]`: the sources after `src`, concatenated
+    concat: int = 0                         # ... along this axis
 
 
 @dataclass(frozen=True)

@@ -242,6 +242,7 @@ class _Rule:
     rule: WeightRule
     regex: re.Pattern | None
     index: _Index = None
+    others: tuple = ()               # `from: [a, b]`: the patterns of the sources after the first
 
     @classmethod
     def of(cls, rule: WeightRule) -> "_Rule":
@@ -249,7 +250,8 @@ class _Rule:
             return cls(rule, None, _Index())
         m = _INDEX.search(rule.src)
         index = _Index(m.group(1), min(int(m.group(2)), MAX_K)) if m and m.group(1) else _Index()
-        return cls(rule, _pattern(_INDEX.sub("{i}", rule.src)), index)
+        return cls(rule, _pattern(_INDEX.sub("{i}", rule.src)), index,
+                   tuple(_pattern(_INDEX.sub("{i}", o)) for o in rule.more))
 
     def matches(self, name: str) -> list[dict]:
         """The placeholders (`i`: the spec's layer index, `e`: an expert) for each spec layer that reference
@@ -262,9 +264,13 @@ class _Rule:
             return [found]
         return [{**found, "i": str(j)} for j in self.index.spec(int(found["i"]))]
 
-    def key(self, at: dict) -> str:
+    def keys(self, at: dict) -> list[str]:
+        """Every source's reference key for placeholders `at` (one unless `from` is a list)."""
+        return [self.key(at, src) for src in (self.rule.src, *self.rule.more)]
+
+    def key(self, at: dict, src: str | None = None) -> str:
         """The reference key for placeholders `at` (the inverse of `matches`)."""
-        src = self.rule.src
+        src = src or self.rule.src
         if "i" in at:
             src = _INDEX.sub(str(self.index.ref(int(at["i"]))), src)
         return src.replace("{e}", at["e"]) if "e" in at else src
@@ -406,9 +412,13 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
     source: dict[str, str] = {}            # spec parameter → the reference key that set it
     problems: list[str] = []
     rejected: set[str] = set()
+    by_name = {_strip(wmap, k): k for k in state_dict}
+    joined: set[str] = set()               # keys concatenated onto an earlier source (`from: [a, b]`)
     for key, tensor in state_dict.items():
         name = key[len(wmap.strip_prefix):] if wmap.strip_prefix and key.startswith(wmap.strip_prefix) else key
         hits = [(r, at) for r in rules for at in r.matches(name)]
+        if not hits and any(o.fullmatch(name) for r in rules for o in r.others):
+            continue                       # read with its rule's first source (checked below)
         if not hits:
             if not any(p.fullmatch(name) for p in ignores):
                 problems.append(f"reference tensor `{key}` is not used by map `{mapping}` — add a rule or an "
@@ -419,7 +429,8 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
             continue
         for rule, at in hits:
             try:
-                parts = rule.parts(key, tensor, at)
+                whole = _joined(rule, at, tensor, state_dict, by_name, joined) if rule.rule.more else tensor
+                parts = rule.parts(key, whole, at)
             except WeightMapError as e:
                 problems.extend(e.problems)
                 continue
@@ -432,6 +443,9 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
                 if problem:
                     problems.append(problem)
                     rejected.add(target)
+    problems += [f"reference tensor `{k}` is not used by map `{mapping}`: its rule's first tensor is missing"
+                 for k in state_dict if k not in joined and not any(r.matches(_strip(wmap, k)) for r in rules)
+                 and any(o.fullmatch(_strip(wmap, k)) for r in rules for o in r.others)]
     problems += _place_zeros(out, source, shapes, zeros, state_dict, mapping)
     # a parameter whose tensor was rejected is already reported: don't also call it "not set"
     problems += [f"spec parameter `{p}` {_shape(s)} is not set by map `{mapping}`: {_why_unset(p, rules, wmap)}"
@@ -439,6 +453,23 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
     if problems:
         raise WeightMapError(problems)
     return {p: out[p] for p in shapes}
+
+
+def _joined(rule: _Rule, at: dict, first, state_dict: Mapping, by_name: dict, joined: set):
+    """`from: [a, b, ...]`: the sources' tensors concatenated along `concat` (a WeightMapError naming a
+    missing one or a mismatch)."""
+    names = rule.keys(at)[1:]
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise WeightMapError(f"rule `{rule.rule.src}` concatenates {_few(missing)}, which the reference lacks")
+    tensors = [first] + [state_dict[by_name[n]] for n in names]
+    axis = rule.rule.concat
+    if any(len(t.shape) <= axis or t.shape[:axis] + t.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]
+           for t in tensors):
+        shapes = ", ".join(_shape(t.shape) for t in tensors)
+        raise WeightMapError(f"rule `{rule.rule.src}`: tensors {shapes} can't be concatenated along axis {axis}")
+    joined.update(by_name[n] for n in names)
+    return _concat(tensors, axis)
 
 
 def _place_zeros(out, source, shapes, zeros: list[_Rule], state_dict: Mapping, mapping: str) -> list[str]:
@@ -542,10 +573,12 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
     for key in keys:
         name = _strip(wmap, key)
         hit = next(((r, ats) for r in rules if (ats := r.matches(name))), None)
+        if hit is None and any(o.fullmatch(name) for r in rules for o in r.others):
+            continue                       # written with its rule's first source
         if hit is None:
             problems.append(f"reference tensor `{key}` is made by no rule of map `{mapping}`")
             continue
-        rule, at = hit[0].rule, hit[1][0]
+        rule, at, made = hit[0].rule, hit[1][0], hit[0]
         targets = [tied.get(t, t) for t in _targets(rule, at, weights, tied)]
         for other in hit[1][1:]:   # `{i//K}`: K spec layers read this one tensor, so they must be equal
             same = [tied.get(t, t) for t in _targets(rule, other, weights, tied)]
@@ -563,16 +596,40 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
             value = value.T
         if rule.scale is not None:
             value = value / rule.scale
-        if reference is not None and tuple(value.shape) != tuple(reference[key].shape):
-            # unit axes, or `reshape: true` (same element count): convert_state_dict checks
-            value = value.reshape(tuple(reference[key].shape))
-        out[key] = _contiguous(value)
+        prefix = key[:len(key) - len(name)]
+        names = [prefix + k for k in made.keys(at)]
+        for k, piece in zip(names, _unjoin(rule, value, names, reference)):
+            if reference is not None and tuple(piece.shape) != tuple(reference[k].shape):
+                # unit axes, or `reshape: true` (same element count): convert_state_dict checks
+                piece = piece.reshape(tuple(reference[k].shape))
+            out[k] = _contiguous(piece)
         used.update(targets)
     problems += [f"spec parameter `{p}` is written by no rule of map `{mapping}`" for p in weights
                  if p not in used and p not in absent]
     if problems:
         raise WeightMapError(problems)
-    return out
+    return {k: out[k] for k in keys if k in out} if reference is not None else out
+
+
+def _unjoin(rule: WeightRule, value, names: list[str], reference: Mapping | None) -> list:
+    """The inverse of `_joined`: `value` split along `concat` into the sources' sizes (the reference's,
+    or equal parts without one)."""
+    if len(names) == 1:
+        return [value]
+    axis = rule.concat
+    if reference is not None and all(k in reference for k in names):
+        sizes = [int(reference[k].shape[axis]) for k in names]
+    else:
+        sizes = [value.shape[axis] // len(names)] * len(names)
+    if sum(sizes) != value.shape[axis]:
+        raise WeightMapError(f"rule `{rule.src}`: {_shape(value.shape)} does not split into {sizes} along "
+                             f"axis {axis}")
+    pieces, start = [], 0
+    for n in sizes:
+        index = (slice(None),) * axis + (slice(start, start + n),)
+        pieces.append(value[index])
+        start += n
+    return pieces
 
 
 def _strip(wmap: WeightMap, key: str) -> str:
@@ -625,14 +682,14 @@ def _by_expert(rule: WeightRule, targets: list[str]) -> list[list[str]]:
     return [targets[e:e + k] for e in range(0, len(targets), k)]
 
 
-def _concat(parts: list):
+def _concat(parts: list, axis: int = 0):
     if len(parts) == 1:
         return parts[0]
     if hasattr(parts[0], "contiguous"):  # torch
         import torch
-        return torch.cat(parts)
+        return torch.cat(parts, dim=axis)
     import numpy as np
-    return np.concatenate(parts)
+    return np.concatenate(parts, axis=axis)
 
 
 def _stack(parts: list, axis: int = 0):

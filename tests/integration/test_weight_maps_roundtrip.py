@@ -429,3 +429,66 @@ def test_split_alternate_takes_every_other_row_and_writes_them_back(tmp_path):
     assert all(np.array_equal(back[k], sd[k]) for k in sd)
     with pytest.raises(Exception, match=r"does not split evenly into 2 parts"):
         convert_state_dict(s, {**sd, "gate_up.bias": np.arange(5, dtype=np.float32)}, "ref")
+
+
+# ---------------------------------------------------------------- from: [a, b] with concat
+
+CONCAT = """\
+graphformer: 1
+name: concat
+params: {d: 4, layers: 2}
+dims: {B: 2, n: 3}
+inputs:
+  x: {shape: [B, n, d]}
+blocks:
+  layer:
+    inputs: {x: [B, n, d]}
+    nodes:
+      up:   {op: linear, out: 6}
+      down: {op: linear, out: d}
+    outputs: {x: down}
+nodes:
+  layers: {op: layer, in: x, repeat: layers}
+outputs: {y: layers}
+weight_maps:
+  ref:
+    strip_prefix: model.
+    rules:
+      - {from: ["h.{i}.a.weight", "h.{i}.b.weight"], concat: 0, to: "layers.{i}.up.weight"}
+      - {from: ["h.{i}.a.bias", "h.{i}.b.bias"], concat: 0, to: "layers.{i}.up.bias"}
+      - {from: ["h.{i}.left", "h.{i}.right"], concat: 1, to: "layers.{i}.down.weight"}
+      - {from: "h.{i}.down.bias", to: "layers.{i}.down.bias"}
+"""
+
+
+def test_concat_of_several_sources_and_its_inverse(tmp_path):
+    import numpy as np
+    path = tmp_path / "concat.yaml"
+    path.write_text(CONCAT)
+    s = graphformer.load(path)
+    rng = np.random.default_rng(0)
+    sd = {}
+    for i in range(2):
+        sd |= {f"model.h.{i}.a.weight": rng.standard_normal((2, 4)),
+               f"model.h.{i}.b.weight": rng.standard_normal((4, 4)),
+               f"model.h.{i}.a.bias": rng.standard_normal(2), f"model.h.{i}.b.bias": rng.standard_normal(4),
+               f"model.h.{i}.left": rng.standard_normal((4, 1)), f"model.h.{i}.right": rng.standard_normal((4, 5)),
+               f"model.h.{i}.down.bias": rng.standard_normal(4)}
+    sd = {k: v.astype(np.float32) for k, v in sd.items()}
+    got = convert_state_dict(s, sd, "ref")
+    assert np.array_equal(got["layers.1.up.weight"],
+                          np.concatenate([sd["model.h.1.a.weight"], sd["model.h.1.b.weight"]]))
+    assert np.array_equal(got["layers.0.down.weight"][:, 1:], sd["model.h.0.right"])
+    back = to_reference(s, got, "ref", reference=sd)
+    assert list(back) == list(sd) and all(np.array_equal(back[k], sd[k]) for k in sd)
+    del sd["model.h.1.b.bias"]
+    with pytest.raises(Exception, match=r"concatenates `h\.1\.b\.bias`, which the reference lacks"):
+        convert_state_dict(s, sd, "ref")
+
+
+def test_a_list_in_from_needs_concat(tmp_path):
+    from graphformer.frontend.check import check_file
+    path = tmp_path / "concat.yaml"
+    path.write_text(CONCAT.replace(', concat: 1', ''))
+    diags = check_file(str(path)).diagnostics
+    assert any("`concat: axis` go together" in d.message.lower() for d in diags), diags
