@@ -1569,6 +1569,45 @@ nodes:
   attn: {op: attention, heads: heads, causal: true, sinks: 8}
 outputs: {y: attn}
 """),
+    Code(
+        "GF258", "a weight-map layer index whose K is out of range",
+        ("A rule's `from` may compute the reference's layer index from the spec's `i`: `{i+K}`, `{i-K}`, "
+         "`{i*K}`, `{i//K}` or `{i<K}`. K is bounded (at most 1,000,000), and a factor or divisor of 0 "
+         "(`{i*0}`, `{i//0}`) would send every layer to one reference tensor, or divide by zero."),
+        fix="Write K ≥ 1 for `*` and `//` (`{i*2}`: every second reference layer), or use `{i}`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  up: {op: linear, out: d_model}
+outputs: {y: up}
+weight_maps:
+  hf:
+    rules:
+      - {from: "layers.{i//0}.weight", to: up.weight}
+      - {from: "layers.{i//0}.bias", to: up.bias}
+"""),
+    Code(
+        "GF259", "an embedding's padding_idx outside its table",
+        ("`padding_idx` names the pad token's row, which is looked up as any other but gets no gradient (as "
+         "torch's nn.Embedding(padding_idx=...) and transformers' tables built with pad_token_id). It must be a "
+         "row of the table: from 0 to vocab - 1; a negative value means no pad row."),
+        fix="Give the pad token's id (below vocab), or a negative value (`pad_token: -1`) for none.",
+        example="""\
+graphformer: 1
+name: case
+params: {vocab: 10, d_model: 8, pad_token: 10}
+dims: {B: 2, n: 4}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  tok: {op: embedding, in: tokens, vocab: vocab, dim: d_model, padding_idx: pad_token}
+outputs: {y: tok}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

@@ -158,6 +158,12 @@ def escape_controls(s: str) -> str:
     return s.translate(_CONTROLS)
 
 
+def escape_lines(s: str, indent: str = "  ") -> str:
+    """A multi-line message as lines: each line's controls escaped, the lines after the first indented, so
+    a message lists its problems one per line and still can't forge a line of output at column 0."""
+    return ("\n" + indent).join(escape_controls(line) for line in s.split("\n"))
+
+
 def _gh_escape(s: str) -> str:
     """A workflow command's message: `%`, CR and LF escaped (GitHub's rules)."""
     return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")

@@ -18,7 +18,9 @@ class WeightMapError(Exception):
     """A weight map does not fit the state dict or the spec (the CLI reports it with exit status 1)."""
 
     def __init__(self, problems: list[str] | str):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        # one problem per line: a newline inside one (a key's name) is shown as `\x0a`, not a new line
+        self.problems = [p.replace("\n", "\\x0a").replace("\r", "\\x0d")
+                         for p in ([problems] if isinstance(problems, str) else problems)]
         shown = self.problems[:MAX_LISTED]
         more = len(self.problems) - len(shown)
         super().__init__("\n".join(shown) + (f"\n... and {more} more" if more > 0 else ""))

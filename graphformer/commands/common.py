@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from ..base.diagnostics import SourceCache, SpecError, escape_controls, render
+from ..base.diagnostics import SourceCache, SpecError, escape_controls, escape_lines, render
 from ..base.dims import DimError
 from ..base.fileio import Terminated, atomic_output, atomic_path  # noqa: F401 (commands write through them)
 from ..frontend.check import CheckResult, check_file
@@ -162,10 +162,10 @@ def run_guarded(fn, args) -> int:
         return code
     except CommandError as e:
         if str(e):
-            sys.stderr.write(f"graphformer: error: {escape_controls(str(e))}\n")
+            sys.stderr.write(f"graphformer: error: {escape_lines(str(e))}\n")
         return e.code
     except UsageError as e:
-        sys.stderr.write(f"graphformer: error: {escape_controls(str(e))}\n")
+        sys.stderr.write(f"graphformer: error: {escape_lines(str(e))}\n")
         return EXIT_USAGE
     except SpecError as e:   # an analysis's refusal a command did not catch itself (GF256 from `summary --mesh`)
         sys.stderr.write(render(e.diagnostics, "text", SourceCache(), wants_color(sys.stderr)))

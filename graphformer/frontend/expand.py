@@ -31,6 +31,7 @@ MAX_REPEAT = 10_000
 # In the attributes of a repeated block call, the repetition's number (0, 1, ...): Swin shifts its
 # windows in every second layer, `shift: (repeat_index % 2) * (window // 2)`.
 REPEAT_INDEX = "repeat_index"
+MAX_INDEX_K = 1_000_000   # the largest K of a weight-map index `{i+K}`, `{i*K}`, ... (weights/maps.py MAX_K)
 MAX_HINTS = 200  # "did you mean" hints per expansion
 # a weight map's `scale` (GF180): real factors (1/√head_dim, 2, -1) are far inside; zero or a factor past
 # these bounds is a typo that would load zeros, infinities or weights overflowing half precision
@@ -439,26 +440,36 @@ class Expander:
                     f"rule reads, so it must be finite with a magnitude from {MIN_SCALE:g} to {MAX_SCALE:g}", where,
                     help="a factor this large or small (or zero) destroys the weights; check the expression"))
                 scale = None
-            src = self._index_bounds(ctx, r.src, ("weight_maps", name, "rules", k, "from")) if r.src else r.src
-            rules.append(WeightRule(src, (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,
-                                    r.unstack, r.reshape, scale, r.zero, split, heads))
+            sources = [r.src] if isinstance(r.src, str) else list(r.src or [None])
+            sources = [self._index_bounds(ctx, s, ("weight_maps", name, "rules", k, "from")) if s else s
+                       for s in sources]
+            rules.append(WeightRule(sources[0], (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,
+                                    r.unstack, r.reshape, scale, r.zero, split, heads, tuple(sources[1:]),
+                                    r.concat or 0))
         return WeightMap(tuple(rules), decl.strip_prefix, tuple(decl.ignore), decl.reference)
 
     def _index_bounds(self, ctx: SpecCtx, src: str, at: tuple) -> str:
-        """`{i+K}` / `{i<K}` in a rule's `from` with a param K replaced by its value (GF244 unless it is a
-        non-negative integer param), so the map in the IR holds numbers only."""
+        """`{i+K}`, `{i-K}`, `{i*K}`, `{i//K}`, `{i<K}` in a rule's `from` with a param K replaced by its value
+        (GF244 unless it is a non-negative integer param), so the map in the IR holds numbers only; a factor
+        or divisor of 0, or any K above MAX_INDEX_K, is GF258."""
         def value(m: re.Match) -> str:
             kind, k = m.group(1), m.group(2)
-            v = self.prog.params.get(k)
-            if param_kind(v) != "int" or v < 0:
-                what = "names no param" if k not in self.prog.params else f"is `{v}`, not a non-negative integer"
-                self.diags.append(Diagnostic("GF244", f"the layer offset `{k}` in `{m.group(0)}` {what}",
-                                             ctx.span(at), help="`{i+K}` and `{i<K}` take an integer or an integer "
-                                             "param, e.g. `{i+dense_layers}`"))
+            v = int(k) if k.isdigit() else self.prog.params.get(k)
+            if not k.isdigit():
+                if param_kind(v) != "int" or v < 0:
+                    what = "names no param" if k not in self.prog.params else f"is `{v}`, not a non-negative integer"
+                    self.diags.append(Diagnostic("GF244", f"the layer offset `{k}` in `{m.group(0)}` {what}",
+                                                 ctx.span(at), help="`{i+K}` and `{i<K}` take an integer or an "
+                                                 "integer param, e.g. `{i+dense_layers}`"))
+                    return m.group(0)
+                self.read.add(k)
+            if v > MAX_INDEX_K or (v == 0 and kind in ("*", "//")):
+                self.diags.append(Diagnostic("GF258", f"the layer index `{m.group(0)}` has K = {v}: K must be "
+                                             f"{'from 1' if kind in ('*', '//') else 'from 0'} to {MAX_INDEX_K:,}",
+                                             ctx.span(at), help="`{i*K}` and `{i//K}` take K ≥ 1"))
                 return m.group(0)
-            self.read.add(k)
             return f"{{i{kind}{v}}}"
-        return re.sub(r"\{i([+<])([A-Za-z_]\w*)\}", value, src)
+        return re.sub(r"\{i(\+|-|\*|//|<)(\d+|[A-Za-z_]\w*)\}", value, src)
 
     def _split_layout(self, ctx: SpecCtx, at: tuple, r) -> tuple[str, int | None]:
         """A rule's fused layout: a list in `to` must say how its parts lie along dim 0 (GF225), because

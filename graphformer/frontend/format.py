@@ -119,23 +119,27 @@ class BlockDecl(_Strict):
     outputs: dict[str, StrictStr]
 
 
-# The layer index forms of a rule's `from`: `{i}`, `{i+K}` (index K + i) and `{i<K}` (an index below K),
-# K an integer or a param name (docs/weight-maps.md).
-_INDEX_FORMS = re.compile(r"\{i(?:[+<](?:\d+|[A-Za-z_]\w*))?\}")
+# The layer index forms of a rule's `from`: `{i}`, arithmetic `{i+K}`, `{i-K}`, `{i*K}`, `{i//K}` (the
+# reference's index for the spec's i) and `{i<K}` (an index below K), K an integer or a param name
+# (docs/weight-maps.md); `{e}` an expert's index.
+_INDEX_FORMS = re.compile(r"\{i(?:(?:\+|-|\*|//|<)(?:\d+|[A-Za-z_]\w*))?\}")
 
 
 class WeightRule(_Strict):
     """One reference tensor (or a family, with `{i}` for the layer index) → one spec parameter; or, with
     `zero: true` and no `from`, spec parameters the reference doesn't have (a bias it lacks)."""
 
-    src: StrictStr | None = Field(None, alias="from")
+    src: StrictStr | list[StrictStr] | None = Field(None, alias="from", description="a reference key; a list: "
+                                                    "several, concatenated along `concat`")
+    concat: int | None = Field(None, ge=0, le=7, description="with a list in `from`: the axis its tensors are "
+                                                            "concatenated along (written back split)")
     dst: Union[StrictStr, list[StrictStr]] = Field(alias="to", description="a list splits a fused tensor on dim 0 "
                                                    "(its layout stated by `split`)")
-    split: Literal["blocks", "heads", "interleaved"] | None = Field(
+    split: Literal["blocks", "heads", "alternate"] | None = Field(
         None, description="how a fused tensor (a list in `to`) lays out its parts along dim 0: `blocks` = one "
                           "contiguous block per target ([q; k; v], GPT-2); `heads` = interleaved per head "
-                          "([heads, targets, head_dim], GPT-NeoX, BLOOM; give `heads`); `interleaved` = "
-                          "alternate rows, row r to target r mod n (GPT-OSS's gate_up_proj)")
+                          "([heads, targets, head_dim], GPT-NeoX, BLOOM; give `heads`); `alternate` = row r "
+                          "belongs to target r mod n (GPT-OSS's interleaved gate/up)")
     heads: DimExpr | None = Field(None, description="with `split: heads`: the number of head groups (an "
                                                     "integer or an expression over params)")
     transpose: bool = Field(False, description="transpose a 2-D tensor first (with `unstack`: each expert's "
@@ -157,6 +161,10 @@ class WeightRule(_Strict):
             raise ValueError("a rule reads a reference tensor named by `from`, or sets zeros with `zero: true`")
         if self.zero and (self.transpose or self.unstack or self.reshape or self.scale is not None):
             raise ValueError("`zero: true` has no tensor to transpose, unstack, reshape or scale")
+        if isinstance(self.src, list) != (self.concat is not None):
+            raise ValueError("a list in `from` and `concat: AXIS` go together")
+        if isinstance(self.src, list) and (len(self.src) < 2 or self.unstack):
+            raise ValueError("`from: [...]` concatenates at least 2 tensors (and not with `unstack`)")
         if isinstance(self.scale, float) and not math.isfinite(self.scale):
             raise ValueError(f"`scale` must be a finite number, got {self.scale}")
         return self
@@ -172,16 +180,25 @@ class WeightRule(_Strict):
                 if "{" in t.replace("{i}", "") or "}" in t.replace("{i}", ""):
                     raise ValueError(f"`{t}`: with `zero: true` the placeholder is `{{i}}` (every layer index)")
             return self
-        for t in [self.src, *targets]:
-            rest = t.replace("{i}", "").replace("{e}", "") if t is not self.src else _INDEX_FORMS.sub("", t)
+        sources = self.src if isinstance(self.src, list) else [self.src]
+        if len({tuple(_INDEX_FORMS.findall(s)) + ("{e}" in s,) for s in sources}) > 1:
+            raise ValueError("the keys of `from: [...]` must use the same placeholders")
+        for t in [*sources, *targets]:
+            rest = (t.replace("{i}", "") if t not in sources else _INDEX_FORMS.sub("", t)).replace("{e}", "")
             if "{" in rest or "}" in rest:
-                raise ValueError(f"`{t}`: the placeholders are `{{i}}` (the layer index; in `from` also `{{i+K}}` "
-                                 "and `{i<K}`, K an integer or a param) and, in `to` with `unstack`, `{e}` (the expert)")
-        if len(set(_INDEX_FORMS.findall(self.src))) > 1:
-            raise ValueError(f"`{self.src}`: every layer index in `from` must be written the same way")
-        if self.unstack != all("{e}" in t for t in targets) or any("{e}" in t for t in targets) != self.unstack:
-            raise ValueError("`unstack: true` and `{e}` in every target go together")
-        if not _INDEX_FORMS.search(self.src) and any("{i}" in t for t in targets):
+                raise ValueError(f"`{t}`: the placeholders are `{{i}}` (the layer index; in `from` also `{{i+K}}`, "
+                                 "`{i-K}`, `{i*K}`, `{i//K}` and `{i<K}`, K an integer or a param) and `{e}` (the "
+                                 "expert: in `from` and every target, or in every target with `unstack`)")
+        src = sources[0]
+        if len(set(_INDEX_FORMS.findall(src))) > 1:
+            raise ValueError(f"`{src}`: every layer index in `from` must be written the same way")
+        expert = "{e}" in src   # one tensor per expert (the hub's Mixtral layout)
+        if expert and self.unstack:
+            raise ValueError("`{e}` in `from` names one expert's tensor; `unstack` reads a tensor of all experts")
+        if (self.unstack or expert) != all("{e}" in t for t in targets) or \
+                any("{e}" in t for t in targets) != (self.unstack or expert):
+            raise ValueError("`{e}` in every target goes with `unstack: true` or with `{e}` in `from`")
+        if not _INDEX_FORMS.search(src) and any("{i}" in t for t in targets):
             raise ValueError("`to` uses `{i}` but `from` does not")
         return self
 

@@ -179,7 +179,8 @@ FIELD_TYPES = {
     "image_size": PIXELS, "patch_size": PIXELS, "window_size": Int(1, SIDE),
     "frequency_stride": Int(1, SIDE), "time_stride": Int(1, SIDE), "num_mel_bins": Int(1, SIDE),
     "num_local_experts": Int(1, LAYERS), "num_experts_per_tok": Int(1, LAYERS),
-    "depths": ListOf(Int(1, LAYERS), 64, null=False), "num_heads": ListOf(Int(1, HEADS), 64, null=False),
+    "depths": ListOf(Int(1, LAYERS), 64, null=False),
+    "num_heads": AnyOf((Int(1, HEADS), ListOf(Int(1, HEADS), 64, null=False))),   # T5's count, Swin's per stage
     "layer_types": ListOf(TEXT, LAYERS), "eos_token_id": TOKEN_IDS, "id2label": Kind(dict),
     **dict.fromkeys(["rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon"], EPS),
     "rope_theta": Num(0.0, 1e12, lo_open=True), "partial_rotary_factor": ROTARY_SHARE,
@@ -200,6 +201,11 @@ FIELD_TYPES = {
     **dict.fromkeys(["image_token_index", "image_token_id"], Int(0, VOCAB)),   # llava
     "projector_hidden_act": TEXT, "multimodal_projector_bias": FLAG, "vision_feature_select_strategy": TEXT,
     "vision_feature_layer": AnyOf((Int(-LAYERS, LAYERS), ListOf(Int(-LAYERS, LAYERS), 64))),
+    # t5
+    **dict.fromkeys(["d_kv", "d_ff"], Int(1, WIDTH)),
+    **dict.fromkeys(["num_layers", "num_decoder_layers"], Int(1, LAYERS)),
+    "relative_attention_num_buckets": Int(1, POSITIONS), "relative_attention_max_distance": Int(1, POSITIONS),
+    "dropout_rate": RATE, "feed_forward_proj": TEXT, "scale_decoder_outputs": FLAG,
 }
 NESTED = {"rope_scaling": ROPE, "rope_parameters": ROPE, "text_config": FIELD_TYPES, "vision_config": FIELD_TYPES}
 
@@ -492,8 +498,8 @@ _square = _square_in("swin-t")
 def _swin(cfg: dict) -> dict:
     out = _vit(cfg)
     for field, param, default in (("depths", "depth", (2, 2, 6, 2)), ("num_heads", "heads", (3, 6, 12, 24))):
-        values = list(cfg.get(field, default))
-        if len(values) != 4:
+        values = cfg.get(field, default)
+        if not isinstance(values, list | tuple) or len(values) != 4:
             raise HFImportError(f"`{field}: {values}`: the swin-t spec has four stages")
         out.update({f"{param}{i + 1}": int(v) for i, v in enumerate(values)})
     ratio = cfg.get("mlp_ratio", 4.0)
@@ -552,6 +558,27 @@ FIELD_TYPES.update({
 })
 ROPE.update({**dict.fromkeys(["beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor"],
                              Num(0.0, 1e6)), "truncate": FLAG})
+
+
+def _t5(cfg: dict) -> dict:
+    """T5's feed-forward from `feed_forward_proj` (`relu`, `gated-gelu`: transformers' own parsing), and
+    v1.1 from the head: transformers 5 saves `scale_decoder_outputs` (and always ties in memory); older
+    configs say v1.1 by `tie_word_embeddings: false`, which also means a head of its own."""
+    proj = cfg.get("feed_forward_proj", "relu")
+    parts = proj.split("-") if isinstance(proj, str) else []
+    if not 1 <= len(parts) <= 2 or len(parts) == 2 and parts[0] != "gated":
+        raise HFImportError(f"`feed_forward_proj: {show(proj)}`: expected `ACT` or `gated-ACT`")
+    fn = "gelu_new" if proj == "gated-gelu" else parts[-1]
+    scale = cfg.get("scale_decoder_outputs", cfg.get("tie_word_embeddings") is not False)
+    if not isinstance(scale, bool):
+        raise HFImportError(f"`scale_decoder_outputs: {show(scale)}`: expected true or false")
+    heads = cfg.get("num_heads", 8)
+    if not isinstance(heads, int):   # the type allows Swin's per-stage list
+        raise HFImportError(f"`num_heads: {show(heads)}`: expected an integer")
+    return {"ffn": "gated_ffn" if len(parts) == 2 else "dense_ffn", "act": act(fn, "feed_forward_proj"),
+            "scale_decoder_outputs": int(scale), "heads": heads,
+            # v1.1 (no output scaling) has a head of its own; T5 reads the shared table
+            "tie_embeddings": bool(scale) and cfg.get("tie_word_embeddings") is not False}
 
 
 def _deepseek_v2(cfg: dict) -> dict:
@@ -744,6 +771,15 @@ GPT_OSS_READ = frozenset({
 
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in [
+    Family("t5", "t5-base.yaml", {
+        "vocab_size": P("vocab"), "d_model": P("d_model"), "d_kv": P("d_kv"), "d_ff": P("d_ff"),
+        "num_layers": P("layers"), "num_decoder_layers": P("decoder_layers"),
+        "relative_attention_num_buckets": P("buckets"), "relative_attention_max_distance": P("max_distance"),
+        "layer_norm_epsilon": P("eps"), "dropout_rate": P("dropout"),
+    }, frozenset({"num_heads", "feed_forward_proj", "tie_word_embeddings", "scale_decoder_outputs",
+                  "dense_act_fn", "is_gated_act",     # derived by transformers from feed_forward_proj
+                  "n_positions", "output_past"}),      # old hub configs: unused by the model
+           _t5, "T5ForConditionalGeneration"),
     Family("llama", "llama.yaml", dict(LLAMA_FIELDS), ROPE_READ, _llama_derive(True), "LlamaForCausalLM"),
     Family("mistral", "mistral-7b.yaml",
            {k: v for k, v in LLAMA_FIELDS.items() if k not in ("attention_bias", "mlp_bias")},
@@ -880,7 +916,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
 ]}
 
 # families the issue names whose specs don't exist yet
-NOT_YET = ("t5",)
+NOT_YET: tuple[str, ...] = ()
 
 def apply_table(table: dict, cfg: dict, prefix: str = "", missing: list | None = None) -> dict:
     """Params from `cfg` by `table`; fields the table reads but `cfg` lacks are appended to `missing`."""
@@ -953,6 +989,8 @@ def convert_config(cfg: dict) -> Imported:
         except KeyError as e:
             raise HFImportError(f"the config has no `{e.args[0]}`, which a {fam.model_type} config needs") from None
     defaults = bundled_params(fam)
+    if "pad_token" in defaults:   # the spec's table leaves the pad row untrained, as the reference's does
+        params["pad_token"] = _pad_row(cfg.get("pad_token_id"), params.get("vocab", defaults.get("vocab")))
     typed = {}
     for name, value in params.items():
         if name not in defaults:
@@ -962,6 +1000,15 @@ def convert_config(cfg: dict) -> Imported:
     known = set(fam.fields) | fam.ignored | IGNORED_EVERYWHERE
     unread = sorted(k for k in cfg if k not in known)
     return Imported(fam, typed, unread, [(f, p) for f, p in missing if p not in typed])
+
+
+def _pad_row(pad, vocab) -> int:
+    """The table row of `pad_token_id` (nn.Embedding counts a negative one from the end), -1 for none."""
+    if pad is None:
+        return -1
+    if isinstance(pad, bool) or not isinstance(pad, int) or not isinstance(vocab, int) or not -vocab <= pad < vocab:
+        raise HFImportError(f"`pad_token_id: {show(pad)}`: not a row of the token table (vocab_size {vocab})")
+    return pad % vocab
 
 
 def _typed(value, default, name):

@@ -101,8 +101,10 @@ class WeightRule:
     reshape: bool = False                   # each part takes its spec parameter's shape (same element count)
     scale: float | None = None              # multiplies the tensor, last
     zero: bool = False                      # no tensor: the targets (`{i}` = any layer) are zeros
-    split: str = "blocks"                   # several targets: `blocks` ([q; k; v]) or `heads` ([heads, 3, hd])
+    split: str = "blocks"                   # several targets: `blocks`, `heads` or `alternate` (docs/weight-maps.md)
     heads: int | None = None                # `split: heads`: the number of head groups
+    more: tuple[str, ...] = ()              # `from: [a, b]`: the sources after `src`, concatenated
+    concat: int = 0                         # ... along this axis
 
 
 @dataclass(frozen=True)

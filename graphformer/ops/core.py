@@ -33,21 +33,32 @@ def _last(x: TensorType, port: str = "x") -> int:
 # ---------------------------------------------------------------- embedding
 
 class EmbeddingAttrs(Attrs):
-    dim_fields = ("vocab", "dim")
+    dim_fields = ("vocab", "dim", "padding_idx")
     ref_fields = ("tied",)
     tie_field = "tied"
     vocab: DimAttr
     dim: DimAttr
+    padding_idx: DimAttr | None = Field(None, description="the pad token's row: looked up as any other, but it "
+                                        "gets no gradient (torch's nn.Embedding(padding_idx=...), transformers' "
+                                        "pad_token_id); an id from 0 to vocab - 1, or negative for none")
     scale: bool = Field(False, description="multiply the looked-up rows by sqrt(dim), as in Vaswani et al.")
     tied: str | None = Field(None, description="name of another embedding node whose table this one reads (one "
                                                "shared table: T5's encoder and decoder embeddings)")
     tie: bool = Field(True, description="with `tied`: false gives this node its own table instead")
+
+    @property
+    def pad_row(self) -> int | None:
+        """The row that gets no gradient, or None (`padding_idx` absent or negative)."""
+        return None if self.padding_idx is None or self.padding_idx < 0 else int(self.padding_idx)
 
 
 def _embedding_shape(a: EmbeddingAttrs, ins):
     ids = ins["ids"]
     expect_dtype(ids, "ids", INT_DTYPES)
     positive(a.vocab, "vocab"), positive(a.dim, "dim")
+    if a.pad_row is not None and a.pad_row >= a.vocab:
+        raise ShapeError("GF259", f"`padding_idx` {a.pad_row} is not a row of the table (vocab {a.vocab})",
+                         attr="padding_idx", help="the pad token's id is below vocab; a negative value means none")
     return TensorType(ids.shape + (Dim.const(a.dim),))
 
 

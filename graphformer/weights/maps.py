@@ -195,50 +195,87 @@ def _glob_match(segments: list[str], key: str) -> bool:
 
 
 def _pattern(text: str) -> re.Pattern:
-    """`{i}` → a layer index (digits); everything else literal."""
-    parts = [re.escape(p) for p in text.split("{i}")]
-    # a second `{i}` in the same key must be the same index
-    body = "".join(p + ("(?P<i>\\d+)" if k == 0 else "(?P=i)") for k, p in enumerate(parts[:-1])) + parts[-1]
-    return re.compile(body)
+    """`{i}` → a layer index and `{e}` → an expert index (digits, the same each time a placeholder recurs);
+    everything else literal."""
+    out, seen = [], set()
+    for piece in re.split(r"(\{[ie]\})", text):
+        name = piece[1:-1] if piece in ("{i}", "{e}") else None
+        if name is None:
+            out.append(re.escape(piece))
+        else:
+            out.append(f"(?P={name})" if name in seen else f"(?P<{name}>\\d+)")
+            seen.add(name)
+    return re.compile("".join(out))
 
 
-# A layer index in `from`: `{i}` any; `{i+K}` reference index K + i for spec index i ≥ 0 (the layers of a
-# second `repeat`, after K of a first); `{i<K}` an index below K (the first `repeat`'s). The expander has
-# replaced a param name K by its value.
-_INDEX = re.compile(r"\{i(?:([+<])(\d+))?\}")
+# A layer index in `from`, written as the reference's index in terms of the spec's `i`: `{i}`; `{i+K}`,
+# `{i-K}`, `{i*K}`, `{i//K}` (arithmetic, one operator); `{i<K}` an index below K, substituted as it is (the
+# first of two `repeat`s). The expander has replaced a param name K by its value. Bounded: K ≤ MAX_K.
+_INDEX = re.compile(r"\{i(?:(\+|-|\*|//|<)(\d+))?\}")
+MAX_K = 1_000_000
+
+
+@dataclass
+class _Index:
+    """The arithmetic of one `{i op K}`: the reference index of spec index i, and back."""
+    op: str | None = None
+    k: int = 0
+
+    def ref(self, i: int) -> int:
+        return {None: i, "<": i, "+": i + self.k, "-": i - self.k, "*": i * self.k,
+                "//": i // self.k if self.k else i}[self.op]
+
+    def spec(self, r: int) -> list[int]:
+        """The spec indices whose reference index is `r` (several for `//`, none out of range)."""
+        if self.op == "<":
+            return [r] if r < self.k else []
+        if self.op == "*":
+            return [r // self.k] if self.k and r % self.k == 0 else []
+        if self.op == "//":
+            return list(range(r * self.k, (r + 1) * self.k)) if self.k else [r]
+        i = {None: r, "+": r - self.k, "-": r + self.k}[self.op]
+        return [i] if i >= 0 else []
 
 
 @dataclass
 class _Rule:
     rule: WeightRule
     regex: re.Pattern | None
-    offset: int = 0                  # `{i+K}`: K
-    limit: int | None = None         # `{i<K}`: K
+    index: _Index = None
+    others: tuple = ()               # `from: [a, b]`: the patterns of the sources after the first
 
     @classmethod
     def of(cls, rule: WeightRule) -> "_Rule":
         if rule.src is None:
-            return cls(rule, None)
+            return cls(rule, None, _Index())
         m = _INDEX.search(rule.src)
-        kind, k = (m.group(1), int(m.group(2))) if m and m.group(1) else (None, 0)
-        return cls(rule, _pattern(_INDEX.sub("{i}", rule.src)), k if kind == "+" else 0, k if kind == "<" else None)
+        index = _Index(m.group(1), min(int(m.group(2)), MAX_K)) if m and m.group(1) else _Index()
+        return cls(rule, _pattern(_INDEX.sub("{i}", rule.src)), index,
+                   tuple(_pattern(_INDEX.sub("{i}", o)) for o in rule.more))
 
-    def match(self, name: str) -> tuple[bool, str | None]:
-        """Whether reference key `name` is this rule's, and the spec's layer index it stands for."""
+    def matches(self, name: str) -> list[dict]:
+        """The placeholders (`i`: the spec's layer index, `e`: an expert) for each spec layer that reference
+        key `name` stands for; [] when it isn't this rule's."""
         m = self.regex.fullmatch(name)
         if not m:
-            return False, None
-        i = m.groupdict().get("i")
-        if i is None:
-            return True, None
-        j = int(i) - self.offset
-        return (j >= 0 and (self.limit is None or j < self.limit)), str(j)
+            return []
+        found = {k: v for k, v in m.groupdict().items() if v is not None}
+        if "i" not in found:
+            return [found]
+        return [{**found, "i": str(j)} for j in self.index.spec(int(found["i"]))]
 
-    def key(self, index: str | None) -> str:
-        """The reference key for spec layer `index` (the inverse of `match`)."""
-        return _INDEX.sub(str(int(index) + self.offset), self.rule.src) if index is not None else self.rule.src
+    def keys(self, at: dict) -> list[str]:
+        """Every source's reference key for placeholders `at` (one unless `from` is a list)."""
+        return [self.key(at, src) for src in (self.rule.src, *self.rule.more)]
 
-    def parts(self, key: str, tensor, index: str | None) -> list[tuple[str, object, str]]:
+    def key(self, at: dict, src: str | None = None) -> str:
+        """The reference key for placeholders `at` (the inverse of `matches`)."""
+        src = src or self.rule.src
+        if "i" in at:
+            src = _INDEX.sub(str(self.index.ref(int(at["i"]))), src)
+        return src.replace("{e}", at["e"]) if "e" in at else src
+
+    def parts(self, key: str, tensor, at: dict) -> list[tuple[str, object, str]]:
         """(spec name, tensor, how it was made) for each target; raises WeightMapError on bad geometry."""
         how = []
         if self.rule.transpose:
@@ -249,7 +286,7 @@ class _Rule:
                                      f"`transpose` needs a {rank}-D tensor" + (" with `unstack`" if rank == 3 else ""))
             tensor = _transposed(tensor, self.rule)
             how.append("transposed")
-        names = [t.replace("{i}", index) if index is not None else t for t in self.rule.targets]
+        names = [_fill(t, at) for t in self.rule.targets]
         if self.rule.unstack:  # [E, ...]: one slice per expert, each then placed (and split) as usual
             if len(tensor.shape) < 2:
                 raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} can't be unstacked: "
@@ -269,6 +306,13 @@ class _Rule:
         """The spec parameters a `zero` rule names: its targets, `{i}` standing for any layer index."""
         patterns = [_pattern(t) for t in self.rule.targets]
         return [p for p in shapes if any(r.fullmatch(p) for r in patterns)]
+
+
+def _fill(text: str, at: dict) -> str:
+    """`text` with its `{i}` / `{e}` placeholders replaced by the indices in `at` (others left)."""
+    for k, v in at.items():
+        text = text.replace("{" + k + "}", v)
+    return text
 
 
 def _scaled(key: str, value, s: float):
@@ -304,19 +348,12 @@ def _transposed(tensor, rule: WeightRule):
 def _split(key: str, tensor, names: list[str], how: list[str], rule: WeightRule) -> list[tuple[str, object, str]]:
     """The tensor as one target, or split along dim 0 into the targets (a fused q, k, v) by the rule's
     layout: `blocks`, one contiguous block per target; `heads`, [heads, targets, part]: per head, one
-    slice per target (GPT-NeoX's and BLOOM's query_key_value); `interleaved`, [rows, targets]: row r goes
-    to target r mod n (GPT-OSS's gate_up_proj, gate and up in alternate rows)."""
+    slice per target (GPT-NeoX's and BLOOM's query_key_value); `alternate`, row r to target r mod n
+    (GPT-OSS's interleaved gate/up): the `heads` layout with one row per part and group."""
     if len(names) == 1:
         return [(names[0], _contiguous(tensor), ", ".join(how))]
-    if rule.split == "interleaved":
-        n, rest = len(names), tuple(tensor.shape[1:])
-        if len(tensor.shape) == 0 or tensor.shape[0] % n:
-            raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} does not split evenly into {n} "
-                                 f"alternating parts along dim 0 for {', '.join(f'`{x}`' for x in names)}")
-        grid = tensor.reshape((tensor.shape[0] // n, n) + rest)
-        return [(name, _contiguous(grid[:, k]), ", ".join(how + [f"rows {k}, {k} + {n}, ... (part {k + 1} of {n})"]))
-                for k, name in enumerate(names)]
-    n, groups = len(names), (rule.heads if rule.split == "heads" else 1)
+    n = len(names)
+    groups = _groups(rule, tensor.shape[0] // n if len(tensor.shape) else 1)
     if len(tensor.shape) == 0 or tensor.shape[0] % (n * groups):
         into = f"{groups} heads × {n} parts" if rule.split == "heads" else f"{n} parts"
         raise WeightMapError(f"reference tensor `{key}` {_shape(tensor.shape)} does not split evenly into {into} "
@@ -324,19 +361,22 @@ def _split(key: str, tensor, names: list[str], how: list[str], rule: WeightRule)
     size = tensor.shape[0] // (n * groups)
     rest = tuple(tensor.shape[1:])
     grid = tensor.reshape((groups, n, size) + rest)           # blocks: groups = 1, the parts one after another
-    layout = f"split by {groups} heads, " if rule.split == "heads" else ""
+    layout = {"heads": f"split by {groups} heads, ", "alternate": "split as alternate rows, "}.get(
+        rule.split, "split as blocks, ")
     return [(name, _contiguous(grid[:, k].reshape((groups * size,) + rest)),
              ", ".join(how + [f"{layout}part {k + 1} of {n}"])) for k, name in enumerate(names)]
 
 
+def _groups(rule: WeightRule, rows_per_part: int) -> int:
+    """How many groups a fused tensor's parts interleave in: `heads`, per head; `alternate`, per row."""
+    return {"heads": rule.heads, "alternate": max(rows_per_part, 1)}.get(rule.split, 1)
+
+
 def _fuse(parts: list, rule: WeightRule):
     """The inverse of `_split`: the targets' tensors back into the reference's fused layout."""
-    if len(parts) > 1 and rule.split == "interleaved":   # rows alternate again: [rows, targets, ...]
-        rest = tuple(parts[0].shape[1:])
-        return _stack(parts, axis=1).reshape((-1,) + rest)
-    if len(parts) == 1 or rule.split != "heads":
+    if len(parts) == 1 or rule.split not in ("heads", "alternate"):
         return _concat(parts)
-    groups = rule.heads
+    groups = _groups(rule, parts[0].shape[0])
     rest = tuple(parts[0].shape[1:])
     grid = _stack([p.reshape((groups, p.shape[0] // groups) + rest) for p in parts], axis=1)
     return grid.reshape((-1,) + rest)
@@ -379,9 +419,13 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
     source: dict[str, str] = {}            # spec parameter → the reference key that set it
     problems: list[str] = []
     rejected: set[str] = set()
+    by_name = {_strip(wmap, k): k for k in state_dict}
+    joined: set[str] = set()               # keys concatenated onto an earlier source (`from: [a, b]`)
     for key, tensor in state_dict.items():
         name = key[len(wmap.strip_prefix):] if wmap.strip_prefix and key.startswith(wmap.strip_prefix) else key
-        hits = [(r, i) for r in rules for ok, i in [r.match(name)] if ok]
+        hits = [(r, at) for r in rules for at in r.matches(name)]
+        if not hits and any(o.fullmatch(name) for r in rules for o in r.others):
+            continue                       # read with its rule's first source (checked below)
         if not hits:
             if not any(p.fullmatch(name) for p in ignores):
                 problems.append(f"reference tensor `{key}` is not used by map `{mapping}` — add a rule or an "
@@ -390,19 +434,25 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
         if not _is_array(tensor):
             problems.append(f"reference entry `{key}` is a {type(tensor).__name__}, not a tensor")
             continue
-        for rule, index in hits:
+        for rule, at in hits:
             try:
-                parts = rule.parts(key, tensor, index)
+                whole = _joined(rule, at, tensor, state_dict, by_name, joined) if rule.rule.more else tensor
+                parts = rule.parts(key, whole, at)
             except WeightMapError as e:
                 problems.extend(e.problems)
                 continue
             for target, value, how in parts:
                 target = tied.get(target, target)
+                named = f"rule `{rule.rule.src}`" if rule.rule.src != name else ""   # a pattern: which one
+                how = ", ".join(filter(None, [named, how]))
                 problem = _place(out, source, shapes, target, value, key, how, mapping, rule.rule.reshape,
                                  ir.switched_off)
                 if problem:
                     problems.append(problem)
                     rejected.add(target)
+    problems += [f"reference tensor `{k}` is not used by map `{mapping}`: its rule's first tensor is missing"
+                 for k in state_dict if k not in joined and not any(r.matches(_strip(wmap, k)) for r in rules)
+                 and any(o.fullmatch(_strip(wmap, k)) for r in rules for o in r.others)]
     problems += _place_zeros(out, source, shapes, zeros, state_dict, mapping)
     # a parameter whose tensor was rejected is already reported: don't also call it "not set"
     problems += [f"spec parameter `{p}` {_shape(s)} is not set by map `{mapping}`: {_why_unset(p, rules, wmap)}"
@@ -410,6 +460,23 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
     if problems:
         raise WeightMapError(problems)
     return {p: out[p] for p in shapes}
+
+
+def _joined(rule: _Rule, at: dict, first, state_dict: Mapping, by_name: dict, joined: set):
+    """`from: [a, b, ...]`: the sources' tensors concatenated along `concat` (a WeightMapError naming a
+    missing one or a mismatch)."""
+    names = rule.keys(at)[1:]
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise WeightMapError(f"rule `{rule.rule.src}` concatenates {_few(missing)}, which the reference lacks")
+    tensors = [first] + [state_dict[by_name[n]] for n in names]
+    axis = rule.rule.concat
+    if any(len(t.shape) <= axis or t.shape[:axis] + t.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]
+           for t in tensors):
+        shapes = ", ".join(_shape(t.shape) for t in tensors)
+        raise WeightMapError(f"rule `{rule.rule.src}`: tensors {shapes} can't be concatenated along axis {axis}")
+    joined.update(by_name[n] for n in names)
+    return _concat(tensors, axis)
 
 
 def _place_zeros(out, source, shapes, zeros: list[_Rule], state_dict: Mapping, mapping: str) -> list[str]:
@@ -440,7 +507,7 @@ def _why_unset(param: str, rules: list[_Rule], wmap: WeightMap) -> str:
     for r in rules:
         for t in r.rule.targets:
             if m := _pattern(t).fullmatch(param):
-                key = r.key(m.groupdict().get("i"))
+                key = r.key({k: v for k, v in m.groupdict().items() if v is not None})
                 prefix = f" (or `{wmap.strip_prefix}{key}`)" if wmap.strip_prefix else ""
                 return f"the reference has no tensor `{key}`{prefix}"
     return "no rule's `to` names it"
@@ -505,21 +572,29 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
     # parameters a `zero` rule declares absent from the reference: nothing to write back
     absent = {p for r in wmap.rules if r.zero for p in _Rule(r, None).zero_targets(weights)}
     if reference is None:
-        keys = [r.key(i if i != "" else None) for r in rules for i in _layers(r, weights, tied)]
+        keys = _keys(rules, weights, tied)
     else:
         keys = [k for k in reference
                 if not any(p.fullmatch(_strip(wmap, k)) for p in (_Glob(g) for g in wmap.ignore))]
     out, problems, used = {}, [], set()
     for key in keys:
         name = _strip(wmap, key)
-        hit = next(((r, i) for r in rules for ok, i in [r.match(name)] if ok), None)
+        hit = next(((r, ats) for r in rules if (ats := r.matches(name))), None)
+        if hit is None and any(o.fullmatch(name) for r in rules for o in r.others):
+            continue                       # written with its rule's first source
         if hit is None:
             problems.append(f"reference tensor `{key}` is made by no rule of map `{mapping}`")
             continue
-        rule, index = hit[0].rule, hit[1]
-        targets = [tied.get(t, t) for t in _targets(rule, index, weights, tied)]
+        rule, at, made = hit[0].rule, hit[1][0], hit[0]
+        targets = [tied.get(t, t) for t in _targets(rule, at, weights, tied)]
+        for other in hit[1][1:]:   # `{i//K}`: K spec layers read this one tensor, so they must be equal
+            same = [tied.get(t, t) for t in _targets(rule, other, weights, tied)]
+            differ = [(a, b) for a, b in zip(targets, same) if not _same_values(weights[a], weights[b])]
+            problems += [f"spec parameters `{a}` and `{b}` both come from reference tensor `{key}` but differ"
+                         for a, b in differ]
+            used.update(same)
         if not targets:
-            wanted = [t.replace("{i}", index) if index is not None else t for t in rule.targets]
+            wanted = [_fill(t, at) for t in rule.targets]
             problems.append(f"reference tensor `{key}` needs spec parameter(s) {_few(wanted)}, which the weights lack")
             continue
         value = _stack([_fuse([weights[t] for t in group], rule) for group in _by_expert(rule, targets)]) \
@@ -528,37 +603,79 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
             value = _transposed(value, rule)
         if rule.scale is not None:
             value = value / rule.scale
-        if reference is not None and tuple(value.shape) != tuple(reference[key].shape):
-            # unit axes, or `reshape: true` (same element count): convert_state_dict checks
-            value = value.reshape(tuple(reference[key].shape))
-        out[key] = _contiguous(value)
+        prefix = key[:len(key) - len(name)]
+        names = [prefix + k for k in made.keys(at)]
+        for k, piece in zip(names, _unjoin(rule, value, names, reference)):
+            if reference is not None and tuple(piece.shape) != tuple(reference[k].shape):
+                # unit axes, or `reshape: true` (same element count): convert_state_dict checks
+                piece = piece.reshape(tuple(reference[k].shape))
+            out[k] = _contiguous(piece)
         used.update(targets)
     problems += [f"spec parameter `{p}` is written by no rule of map `{mapping}`" for p in weights
                  if p not in used and p not in absent]
     if problems:
         raise WeightMapError(problems)
-    return out
+    return {k: out[k] for k in keys if k in out} if reference is not None else out
+
+
+def _unjoin(rule: WeightRule, value, names: list[str], reference: Mapping | None) -> list:
+    """The inverse of `_joined`: `value` split along `concat` into the sources' sizes (the reference's,
+    or equal parts without one)."""
+    if len(names) == 1:
+        return [value]
+    axis = rule.concat
+    if reference is not None and all(k in reference for k in names):
+        sizes = [int(reference[k].shape[axis]) for k in names]
+    else:
+        sizes = [value.shape[axis] // len(names)] * len(names)
+    if sum(sizes) != value.shape[axis]:
+        raise WeightMapError(f"rule `{rule.src}`: {_shape(value.shape)} does not split into {sizes} along "
+                             f"axis {axis}")
+    pieces, start = [], 0
+    for n in sizes:
+        index = (slice(None),) * axis + (slice(start, start + n),)
+        pieces.append(value[index])
+        start += n
+    return pieces
 
 
 def _strip(wmap: WeightMap, key: str) -> str:
     return key[len(wmap.strip_prefix):] if wmap.strip_prefix and key.startswith(wmap.strip_prefix) else key
 
 
-def _layers(r: _Rule, weights: Mapping, tied: dict) -> list[str]:
-    """The layer indices (as text) for which every target of rule `r` is among `weights` ([""] without `{i}`)."""
+def _keys(rules: list[_Rule], weights: Mapping, tied: dict) -> list[str]:
+    """The reference keys to write without a reference to name them: one per rule and layer (and expert),
+    each parameter written once. Where two rules read two layouts of the same parameters (Mixtral's fused
+    and per-expert experts), the first rule in the map wins."""
+    keys, written = {}, set()
+    for r in rules:
+        for at in _placeholders(r, weights, tied):
+            targets = {tied.get(t, t) for t in _targets(r.rule, at, weights, tied)}
+            if targets and not targets <= written:
+                keys.setdefault(r.key(at))
+                written |= targets
+    return list(keys)
+
+
+def _placeholders(r: _Rule, weights: Mapping, tied: dict) -> list[dict]:
+    """The placeholder values (`i`, `e`) for which every target of rule `r` is among `weights`."""
     rule = r.rule
-    first = rule.targets[0].replace("{e}", "0")
-    if not _INDEX.search(rule.src):
-        return [""] if _targets(rule, None, weights, tied) else []
-    if "{i}" not in first:   # every layer's key onto one parameter: no index to name them by
+    first = rule.targets[0].replace("{e}", "0") if rule.unstack else rule.targets[0]
+    if "{" not in first:
+        return [{}] if _targets(rule, {}, weights, tied) else []
+    if "{i}" not in first and _INDEX.search(rule.src):   # every layer's key onto one parameter
         return []
-    found = sorted({m.group("i") for k in weights if (m := _pattern(first).fullmatch(k))}, key=int)
-    return [i for i in found if (r.limit is None or int(i) < r.limit) and _targets(rule, i, weights, tied)]
+    pattern = _pattern(first)
+    found = [{k: v for k, v in m.groupdict().items() if v is not None}
+             for k in weights if (m := pattern.fullmatch(k))]
+    found = [at for at in found if "i" not in at or int(at["i"]) in r.index.spec(r.index.ref(int(at["i"])))]
+    found.sort(key=lambda at: (int(at.get("i", 0)), int(at.get("e", 0))))
+    return [at for at in found if _targets(rule, at, weights, tied)]
 
 
-def _targets(rule: WeightRule, index: str | None, weights: Mapping, tied: dict) -> list[str]:
-    """The rule's targets at layer `index`, experts expanded in order; [] when one is not in `weights`."""
-    names = [t.replace("{i}", index) if index is not None else t for t in rule.targets]
+def _targets(rule: WeightRule, at: dict, weights: Mapping, tied: dict) -> list[str]:
+    """The rule's targets at placeholders `at`, experts expanded in order; [] when one is not in `weights`."""
+    names = [_fill(t, at) for t in rule.targets]
     if rule.unstack:
         experts = 0
         while all(n.replace("{e}", str(experts)) in weights for n in names):
@@ -572,14 +689,14 @@ def _by_expert(rule: WeightRule, targets: list[str]) -> list[list[str]]:
     return [targets[e:e + k] for e in range(0, len(targets), k)]
 
 
-def _concat(parts: list):
+def _concat(parts: list, axis: int = 0):
     if len(parts) == 1:
         return parts[0]
     if hasattr(parts[0], "contiguous"):  # torch
         import torch
-        return torch.cat(parts)
+        return torch.cat(parts, dim=axis)
     import numpy as np
-    return np.concatenate(parts)
+    return np.concatenate(parts, axis=axis)
 
 
 def _stack(parts: list, axis: int = 0):

@@ -234,7 +234,7 @@ def test_tensor_parallel_plan_splits_the_clamped_swiglu_experts_and_replicates_s
     assert plan["blocks.5.attn"].style == "replicate" and "sink" in plan["blocks.5.attn"].why
 
 
-def test_interleaved_split_and_per_expert_transpose_on_numpy_arrays_and_their_inverse(tmp_path):
+def test_alternate_split_and_per_expert_transpose_on_numpy_arrays_and_their_inverse(tmp_path):
     """The map's new transforms without torch (safetensors gives numpy): exact both ways; rows that don't
     alternate evenly are a WeightMapError naming the key."""
     import numpy as np
@@ -250,7 +250,7 @@ def test_interleaved_split_and_per_expert_transpose_on_numpy_arrays_and_their_in
     up = ref["layers.2.mlp.experts.gate_up_proj"]
     assert np.array_equal(back["blocks.2.moe.experts.3.up.weight"], up[3][:, 1::2].T)
     bad = {**ref, "layers.0.mlp.experts.gate_up_proj_bias": np.zeros((5, 55), np.float32)}
-    with pytest.raises(WeightMapError, match="gate_up_proj_bias.*alternating"):
+    with pytest.raises(WeightMapError, match="gate_up_proj_bias.*does not split evenly"):
         convert_state_dict(spec, bad, "hf")
 
 

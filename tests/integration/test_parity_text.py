@@ -206,7 +206,8 @@ def test_shape_mismatch_after_transpose_and_split_says_so():
     s = spec("gpt2", vocab=VOCAB, max_len=MAX_LEN, d_model=32, heads=4, layers=1)
     msg = _error(s, ref.state_dict(), "hf")
     assert ("shape mismatch: spec parameter `blocks.0.attn.k.weight` is [32, 32] but reference tensor "
-            "`h.0.attn.c_attn.weight` gives [48, 48] (transposed, part 2 of 3)") in msg
+            "`h.0.attn.c_attn.weight` gives [48, 48] (rule `h.{i}.attn.c_attn.weight`, transposed, split as blocks, "
+            "part 2 of 3)") in msg
 
 
 def test_more_reference_layers_than_spec_layers():

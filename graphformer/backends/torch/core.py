@@ -38,14 +38,15 @@ class Embedding(nn.Embedding):
     """A token table. A subclass of nn.Embedding (without its init: the builder initialises every parameter
     once) so that torch's RowwiseParallel accepts it: vocab-parallel under tensor parallelism."""
 
-    def __init__(self, vocab: int, dim: int, scale: bool):
+    def __init__(self, vocab: int, dim: int, scale: bool, padding_idx: int | None = None):
         nn.Module.__init__(self)
-        self.num_embeddings, self.embedding_dim, self.padding_idx = vocab, dim, None
+        # padding_idx: that row gets no gradient (torch's own semantics, as the references' tables)
+        self.num_embeddings, self.embedding_dim, self.padding_idx = vocab, dim, padding_idx
         self.weight = _param(vocab, dim)
         self.scale = math.sqrt(dim) if scale else None  # Vaswani et al. 3.4: multiply by sqrt(d_model)
 
     def forward(self, ids):
-        return scaled(F.embedding(ids, self.weight), self.scale)
+        return scaled(F.embedding(ids, self.weight, self.padding_idx), self.scale)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, {self.weight.shape[1]}" + (", scaled" if self.scale else "")
@@ -55,9 +56,9 @@ class TiedEmbedding(nn.Module):
     """An embedding that reads another embedding node's table (`tied: other`): one shared parameter, kept
     under the owner's name only, as `TiedLinear` keeps an LM head's."""
 
-    def __init__(self, dim: int, scale: bool, owner_path: str):
+    def __init__(self, dim: int, scale: bool, owner_path: str, padding_idx: int | None = None):
         super().__init__()
-        self.owner_path = owner_path
+        self.owner_path, self.padding_idx = owner_path, padding_idx
         self._owner: tuple[nn.Module, ...] = ()
         self.scale = math.sqrt(dim) if scale else None
 
@@ -69,7 +70,7 @@ class TiedEmbedding(nn.Module):
         return self._owner[0].weight
 
     def forward(self, ids):
-        return scaled(F.embedding(ids, self._owner[0].weight), self.scale)
+        return scaled(F.embedding(ids, self._owner[0].weight, self.padding_idx), self.scale)
 
     def extra_repr(self) -> str:
         return f"table of {self.owner_path}" + (", scaled" if self.scale else "")
@@ -79,8 +80,8 @@ class TiedEmbedding(nn.Module):
 def _embedding(node, types):
     a = node.attrs
     if a.tied:
-        return TiedEmbedding(a.dim, a.scale, a.tied)
-    return Embedding(a.vocab, a.dim, a.scale)
+        return TiedEmbedding(a.dim, a.scale, a.tied, a.pad_row)
+    return Embedding(a.vocab, a.dim, a.scale, a.pad_row)
 
 
 class LearnedPositions(nn.Module):
