@@ -997,7 +997,7 @@ class Expander:
         for k, v in block.params.items():
             env[k] = self._block_param(Scope(bctx, ("blocks", decl.op), "", env, ()), v,
                                        bctx.span(("blocks", decl.op, "params", k)), f"`{k}`")
-        caller = scope if index is None or not decl.attrs else replace(scope, env={**scope.env, REPEAT_INDEX: index})
+        caller = scope if index is None or not decl.attrs else replace(scope, env={**scope.env, REPEAT_INDEX: index}, dims={})
         for k, v in decl.attrs.items():
             if k not in block.params:
                 guess = self._hint(k, list(block.params))
