@@ -105,7 +105,7 @@ def _combine(pairs) -> "Dim":
 class Dim:
     """An immutable, hashable dimension expression in canonical polynomial form."""
 
-    __slots__ = ("_terms", "_key", "_hash", "_const")
+    __slots__ = ("_terms", "_key", "_hash", "_const", "_syms")
 
     def __init__(self, terms: Mapping[tuple, int] | None = None):
         terms = {m: c for m, c in (terms or {}).items() if c}
@@ -117,7 +117,7 @@ class Dim:
         keyed = sorted(((_mono_key(m), m, c) for m, c in terms.items()), key=lambda t: t[0])
         self._terms = tuple((m, c) for _, m, c in keyed)
         self._key = tuple((k, c) for k, _, c in keyed)
-        self._hash = None
+        self._hash = self._syms = None
         self._const = all(not m for m, _ in self._terms)
 
     # -- construction -------------------------------------------------------------------------
@@ -157,6 +157,11 @@ class Dim:
 
     @property
     def symbols(self) -> frozenset:
+        if self._syms is None:
+            self._syms = self._symbols()
+        return self._syms
+
+    def _symbols(self) -> frozenset:
         out: set = set()
         for mono, _ in self._terms:
             for atom, _p in mono:
@@ -205,6 +210,20 @@ class Dim:
         return self._subs(env)
 
     def _subs(self, env: dict) -> "Dim":
+        # Pure, and the same shapes are bound to the same sizes in every layer: remembered per
+        # (expression, the values of its own symbols).
+        if self._const:
+            return self
+        key = (self,) + tuple([(n, env[n]) for n in sorted(self.symbols) if n in env])
+        hit = _SUBS.get(key)
+        if hit is None:
+            hit = self._subs_uncached(env)
+            if len(_SUBS) >= _CACHE_LIMIT:
+                _SUBS.clear()
+            _SUBS[key] = hit
+        return hit
+
+    def _subs_uncached(self, env: dict) -> "Dim":
         total = Dim()
         for mono, coeff in self._terms:
             term = Dim.const(coeff)
@@ -270,6 +289,7 @@ class Dim:
 
 _INTERNED: dict = {}     # int or symbol name -> its Dim
 _PARSED: dict = {}       # (text, values of the names it reads) -> Dim
+_SUBS: dict = {}         # (Dim, bound values of its symbols) -> Dim
 _CACHE_LIMIT = 65_536    # entries per cache; a full cache starts over (bounded memory for any input)
 
 
