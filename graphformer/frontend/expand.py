@@ -966,10 +966,11 @@ class Expander:
         last_env, dims = None, {}
         for i in range(count):
             idx = i if decl.repeat is not None else None
-            self.repeat_count = count if idx is not None else None
-            env = self._call_env(scope, name, decl, idx)
-            self.repeat_count = None
-            if env != last_env:   # a repetition whose params differ (`repeat_index`) starts its own memo
+            if last_env is None or decl.attrs:   # without call attributes every repetition sees the same params
+                self.repeat_count = count if idx is not None else None
+                env = self._call_env(scope, name, decl, idx)
+                self.repeat_count = None
+            if env is not last_env and env != last_env:   # params differ (`repeat_index`): a memo of its own
                 last_env, dims = env, {}
             prefix = f"{scope.prefix}{name}." + (f"{i}." if idx is not None else "")
             frame = Frame(f"{scope.prefix}{name}", decl.op, idx, count if idx is not None else None, call_span)
@@ -979,7 +980,7 @@ class Expander:
             inner.first_input = ins[in_names[0]] if in_names else None
             self._expect(inner, block, ins, call_span, decl.op, idx, carried)
             self._nodes(inner, block.nodes)
-            outs = {o: self._lookup(inner, ref, bctx.span(("blocks", decl.op, "outputs", o))) for o, ref in block.outputs.items()}
+            outs = {o: self._lookup(inner, ref, inner.span("outputs", o)) for o, ref in block.outputs.items()}
             self._close(inner)
             ins = {**ins, **{k: outs[k] for k in carried}}
         for o, slot in outs.items():
