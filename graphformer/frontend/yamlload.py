@@ -260,6 +260,6 @@ class _Converter:
             raise _fail("GF004", f"unsupported YAML tag `{node.tag}`", span, help="remove the tag")
         if node.tag == _TAG + "timestamp":
             return node.value  # keep dates as written: data must stay plain str/int/float/bool/None
-        if node.tag == _TAG + "str" and node.style is None and _EXP_FLOAT.fullmatch(node.value):
-            return float(node.value)  # YAML 1.1 reads a plain `1e-5` as a string; 1.2 (and users) say float
+        if node.tag == _TAG + "str" and not node.style and _EXP_FLOAT.fullmatch(node.value):
+            return float(node.value)  # YAML 1.1 reads a plain `1e-5` (style None; libyaml: "") as a string; 1.2 (and users) say float
         return self.loader.construct_object(node, deep=True)
