@@ -146,3 +146,32 @@ def test_parse_is_memoised_per_values():
             parse("d // (h - 4)", {"d": 8, "h": 4})
         assert e.value.offset == 2
     assert (Dim.sym("n") * 2).subs({"n": 3}) == 6 and (Dim.sym("n") * 2).subs({"n": 5}) == 10
+
+
+def test_libyaml_and_pure_yaml_agree_on_every_bundled_spec(monkeypatch):
+    """The fast loader (libyaml) must give the data and spans the pure one gives."""
+    import glob
+    import os
+
+    import yaml
+
+    from graphformer.frontend import yamlload
+
+    if not getattr(yaml, "__with_libyaml__", False):
+        pytest.skip("PyYAML without libyaml")
+    specs = sorted(glob.glob(os.path.join(os.path.dirname(yamlload.__file__), "..", "specs", "*.yaml")))
+    assert specs
+    for path in specs:
+        text = open(path, encoding="utf-8").read()
+        assert yamlload._fast_ok(text), path
+        fast = yamlload._load(text, path, yaml.CSafeLoader)
+        pure = yamlload._load(text, path, yaml.SafeLoader)
+        assert (fast.data, fast.spans, fast.key_spans) == (pure.data, pure.spans, pure.key_spans), path
+
+
+def test_deep_or_odd_yaml_takes_the_pure_loader():
+    from graphformer.frontend import yamlload
+
+    assert not yamlload._fast_ok("a: " + "[" * 3000 + "]" * 3000)
+    assert not yamlload._fast_ok("a: \x07")
+    assert yamlload._fast_ok("a: 1\nb: [1, 2]\n")
