@@ -21,14 +21,20 @@ class Row:
 
 def rows(ir: IRGraph) -> list[Row]:
     out = []
+    seen: dict[tuple, tuple] = {}   # the rules are pure: repetitions of a block count once per distinct node
     for n in ir.nodes():
         if n.op == "input" or n.shape is None:
             continue
-        op = REGISTRY[n.op]
         ins = ir.input_types(n)
-        params = sum(math.prod(s) for s in op.params(n.attrs, ins).values())
-        active = op.active_params(n.attrs, ins) if op.active_params else params
-        out.append(Row(n.name, n.op, str(n.shape), params, op.flops(n.attrs, ins, n.shape), active))
+        key = (n.op, id(n.attrs), tuple(ins.items()), n.shape)
+        counted = seen.get(key)
+        if counted is None:
+            op = REGISTRY[n.op]
+            params = sum(math.prod(s) for s in op.params(n.attrs, ins).values())
+            active = op.active_params(n.attrs, ins) if op.active_params else params
+            counted = seen[key] = (str(n.shape), params, op.flops(n.attrs, ins, n.shape), active)
+        shape, params, flops, active = counted
+        out.append(Row(n.name, n.op, shape, params, flops, active))
     return out
 
 

@@ -105,7 +105,7 @@ def _combine(pairs) -> "Dim":
 class Dim:
     """An immutable, hashable dimension expression in canonical polynomial form."""
 
-    __slots__ = ("_terms", "_key")
+    __slots__ = ("_terms", "_key", "_hash", "_const", "_syms")
 
     def __init__(self, terms: Mapping[tuple, int] | None = None):
         terms = {m: c for m, c in (terms or {}).items() if c}
@@ -117,22 +117,36 @@ class Dim:
         keyed = sorted(((_mono_key(m), m, c) for m, c in terms.items()), key=lambda t: t[0])
         self._terms = tuple((m, c) for _, m, c in keyed)
         self._key = tuple((k, c) for k, _, c in keyed)
+        self._hash = self._syms = None
+        self._const = all(not m for m, _ in self._terms)
 
     # -- construction -------------------------------------------------------------------------
+    # Dims are immutable, so constants and symbols are interned: a large graph names the same few
+    # thousand times, and building one costs a sort.
     @classmethod
     def const(cls, value: int) -> "Dim":
         if isinstance(value, bool) or not isinstance(value, int):
             raise DimError(f"expected an integer, got {type(value).__name__} `{value!r}`")
-        return cls({(): value})
+        d = _INTERNED.get(value) if cls is Dim else None
+        if d is None:
+            d = cls({(): value})
+            if cls is Dim:
+                _intern(value, d)
+        return d
 
     @classmethod
     def sym(cls, name: str) -> "Dim":
-        return cls({((name, 1),): 1})
+        d = _INTERNED.get(name) if cls is Dim else None
+        if d is None:
+            d = cls({((name, 1),): 1})
+            if cls is Dim:
+                _intern(name, d)
+        return d
 
     # -- inspection ---------------------------------------------------------------------------
     @property
     def is_const(self) -> bool:
-        return all(not m for m, _ in self._terms)
+        return self._const
 
     @property
     def value(self) -> int:
@@ -143,6 +157,11 @@ class Dim:
 
     @property
     def symbols(self) -> frozenset:
+        if self._syms is None:
+            self._syms = self._symbols()
+        return self._syms
+
+    def _symbols(self) -> frozenset:
         out: set = set()
         for mono, _ in self._terms:
             for atom, _p in mono:
@@ -191,6 +210,20 @@ class Dim:
         return self._subs(env)
 
     def _subs(self, env: dict) -> "Dim":
+        # Pure, and the same shapes are bound to the same sizes in every layer: remembered per
+        # (expression, the values of its own symbols).
+        if self._const:
+            return self
+        key = (self,) + tuple([(n, env[n]) for n in sorted(self.symbols) if n in env])
+        hit = _SUBS.get(key)
+        if hit is None:
+            hit = self._subs_uncached(env)
+            if len(_SUBS) >= _CACHE_LIMIT:
+                _SUBS.clear()
+            _SUBS[key] = hit
+        return hit
+
+    def _subs_uncached(self, env: dict) -> "Dim":
         total = Dim()
         for mono, coeff in self._terms:
             term = Dim.const(coeff)
@@ -218,7 +251,9 @@ class Dim:
 
     def __hash__(self) -> int:
         # Constants hash like ints so that `Dim.const(3) == 3` is consistent with hashing.
-        return hash(self.value) if self.is_const else hash(self._terms)
+        if self._hash is None:
+            self._hash = hash(self.value) if self.is_const else hash(self._terms)
+        return self._hash
 
     def __bool__(self) -> bool:
         return bool(self._terms)  # structurally nonzero, consistent with `==`
@@ -250,6 +285,18 @@ class Dim:
         """Form as right operand of `//`/`%`: only a bare symbol or non-negative constant is safe."""
         s = str(self)
         return s if s.isidentifier() or s.isdigit() else f"({s})"
+
+
+_INTERNED: dict = {}     # int or symbol name -> its Dim
+_PARSED: dict = {}       # (text, values of the names it reads) -> Dim
+_SUBS: dict = {}         # (Dim, bound values of its symbols) -> Dim
+_CACHE_LIMIT = 65_536    # entries per cache; a full cache starts over (bounded memory for any input)
+
+
+def _intern(key, dim: "Dim") -> None:
+    if len(_INTERNED) >= _CACHE_LIMIT:
+        _INTERNED.clear()
+    _INTERNED[key] = dim
 
 
 def _format_monomial(mono: tuple, coeff: int) -> tuple[str, bool]:
@@ -352,8 +399,8 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
 
 
 class _Parser:
-    def __init__(self, text: str, env: Mapping[str, int] | None = None):
-        self.tokens = _tokenize(text)
+    def __init__(self, tokens: list, env: Mapping[str, int] | None = None):
+        self.tokens = tokens
         self.pos = 0
         self.env = env or {}
 
@@ -434,7 +481,30 @@ def parse(text: str, env: Mapping[str, int] | None = None) -> Dim:
         raise DimError(f"expected a string, got {type(text).__name__}")
     if len(text) > MAX_TEXT:
         raise DimError(f"expression is too long ({len(text)} chars, limit {MAX_TEXT})", MAX_TEXT)
-    return _Parser(text, env).parse()
+    # Parsing is pure: the same text with the same values of the names it reads is the same Dim.
+    # (Failures are not cached: they are rare, and each carries its own offset.)
+    tokens = _TOKENS.get(text)
+    if tokens is None:
+        tokens = _tokenize(text)
+        if len(_TOKENS) >= _CACHE_LIMIT:
+            _TOKENS.clear()
+        _TOKENS[text] = tokens
+    env = env or {}
+    key = (text,) + tuple((type(v), v) for v in (env.get(w, _UNBOUND) for k, w, _ in tokens if k == "name"))
+    try:
+        dim = _PARSED.get(key)
+    except TypeError:   # an unhashable value in env: parse without the cache
+        return _Parser(tokens, env).parse()
+    if dim is None:
+        dim = _Parser(tokens, env).parse()
+        if len(_PARSED) >= _CACHE_LIMIT:
+            _PARSED.clear()
+        _PARSED[key] = dim
+    return dim
+
+
+_TOKENS: dict = {}       # text -> its tokens
+_UNBOUND = object()
 
 
 def parse_with(text_or_int: "str | int | Dim", env: Mapping[str, int]) -> Dim:

@@ -13,6 +13,7 @@ import operator
 import os
 import re
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -163,6 +164,17 @@ def per_layer_value(text: str, env: dict[str, Any], repeat: int | None) -> Any:
     return walk(tree)
 
 
+@lru_cache(maxsize=4096)
+def _names(text: str) -> tuple[str, ...]:
+    """The distinct names an expression reads, in order."""
+    return tuple(dict.fromkeys(_NAME.findall(text)))
+
+
+def _attrs_key(op: str, values: dict) -> tuple:
+    # types too: `1`, `1.0` and `true` are equal keys to a dict but not to a strict validator
+    return (op,) + tuple([(k, type(v), v) for k, v in values.items()])
+
+
 def _ints(env: dict[str, Any]) -> dict[str, int]:
     """The params that can size a dimension."""
     return {k: v for k, v in env.items() if param_kind(v) == "int"}
@@ -197,9 +209,18 @@ class Scope:
     names: dict[str, Slot] = field(default_factory=dict)
     forward: dict[str, list[tuple[Slot, Span | None]]] = field(default_factory=dict)
     first_input: Slot | None = None
+    # Memos a repeated body shares with its other repetitions: spans by YAML path (the same text is read
+    # in every repetition), and `_dim` results and block-input patterns while the params are the same.
+    spans: dict = field(default_factory=dict)
+    dims: dict = field(default_factory=dict)
 
     def span(self, *path: Any, key: bool = False) -> Span | None:
-        return self.ctx.span(self.base + path, key)
+        k = (id(self.ctx), self.base + path, key)
+        try:
+            return self.spans[k]
+        except KeyError:
+            sp = self.spans[k] = self.ctx.span(self.base + path, key)
+            return sp
 
     def define(self, name: str, slot: Slot) -> None:
         self.names[name] = slot
@@ -236,6 +257,8 @@ class Expander:
         self.bodies: dict[str, Body | None] = {}                # block name -> its body (block-valued attrs)
         self.hints_left = MAX_HINTS
         self.repeat_count: int | None = None                    # while a repeated call's attributes are read
+        self.dims_seen: dict[tuple, Dim] = {}                   # _dim's successes
+        self.attrs_seen: dict[tuple, Any] = {}                  # (op, values) -> validated attrs
         self.ir.weight_maps = {k: self._weight_map(k, m) for k, m in root.spec.weight_maps.items()}
 
     def _hint(self, word: str, choices) -> str | None:
@@ -348,6 +371,30 @@ class Expander:
 
     def _dim(self, scope: Scope, expr: Any, span: Span | None, allow_symbols: bool,
              what: str = "") -> Dim | None:
+        # A repeated block reads the same expressions with the same values in every repetition: a
+        # success is remembered per (text, values it reads); anything that fails takes the full path.
+        if not isinstance(expr, str):
+            return self._dim_uncached(scope, expr, span, allow_symbols, what)
+        names = _names(expr)
+        hit = scope.dims.get((expr, allow_symbols))   # same env as a scope that read it before
+        if hit is None:
+            env = scope.env
+            key = (expr, allow_symbols) + tuple([(type(v), v) for v in [env.get(n, _BAD) for n in names]])
+            try:
+                hit = self.dims_seen.get(key)
+            except TypeError:   # a list param: no caching
+                return self._dim_uncached(scope, expr, span, allow_symbols, what)
+            if hit is None:
+                hit = self._dim_uncached(scope, expr, span, allow_symbols, what)
+                if hit is None:
+                    return None
+                self.dims_seen[key] = hit
+            scope.dims[(expr, allow_symbols)] = hit
+        self.read.update([n for n in names if n in scope.env])
+        return hit
+
+    def _dim_uncached(self, scope: Scope, expr: Any, span: Span | None, allow_symbols: bool,
+                      what: str = "") -> Dim | None:
         if isinstance(expr, bool) or not isinstance(expr, (int, str)):
             self.diags.append(Diagnostic("GF130", f"expected a dimension (an integer or an expression){what}, got `{expr}`", span))
             return None
@@ -723,6 +770,10 @@ class Expander:
     def _primitive(self, scope: Scope, name: str, decl: NodeDecl, prev: Slot | None) -> Slot:
         op = REGISTRY[decl.op]
         path = scope.prefix + name
+        again = scope.dims.get(("<node>", name))
+        if again is not None:   # a later repetition with the same params: only its inputs differ
+            return self._primitive_again(scope, name, decl, prev, op, again)
+        reported_before = len(self.diags)
         node = IRNode(path, decl.op, None, {}, scope.span("nodes", name, key=True), scope.frames)
         self._add(node)
         if decl.repeat is not None:
@@ -760,8 +811,13 @@ class Expander:
                     del values[k]
         node.meta["param_refs"] = {k: r for k, r in refs.items() if r}
         try:
-            node.attrs = op.attrs.model_validate(values)
-            ok &= self._finite_attrs(scope, name, node.attrs)
+            node.attrs = self._validated(decl.op, op.attrs, values, ok)
+            if node.attrs is None:
+                node.attrs = op.attrs.model_validate(values)
+                if self._finite_attrs(scope, name, node.attrs):
+                    self._remember(decl.op, op.attrs, values, node.attrs, ok)
+                else:
+                    ok = False
             for k in op.attrs.block_fields:
                 if getattr(node.attrs, k, None) is not None:
                     body = self._body(scope, getattr(node.attrs, k), scope.span("nodes", name, k))
@@ -778,12 +834,48 @@ class Expander:
                 d.notes = list(d.notes) + self._origin_notes(used)
             self.diags.extend(diags)
             ok = False
+        if ok and len(self.diags) == reported_before and not op.attrs.block_fields:
+            refs_read = tuple((k, v) for k, v in raw.items() if k in op.attrs.ref_fields and isinstance(v, str))
+            scope.dims[("<node>", name)] = (node.attrs, node.meta["attr_spans"], node.meta["param_refs"], refs_read)
+        return self._connect(scope, name, decl, prev, op, node, ok)
+
+    def _primitive_again(self, scope: Scope, name: str, decl: NodeDecl, prev: Slot | None, op: Any,
+                         again: tuple) -> Slot:
+        """`_primitive` for a node whose attributes were read, without error, in a repetition with the same
+        params: the same attrs, spans and param reads; only the references are looked up again."""
+        attrs, attr_spans, param_refs, refs_read = again
+        node = IRNode(scope.prefix + name, decl.op, attrs, {}, scope.span("nodes", name, key=True), scope.frames)
+        self._add(node)
+        node.meta["attr_spans"], node.meta["param_refs"] = attr_spans, param_refs
+        for k, v in refs_read:
+            self.pending.append((node, f"attr:{k}", self._lookup(scope, v, scope.span("nodes", name, k))))
+        return self._connect(scope, name, decl, prev, op, node, True)
+
+    def _connect(self, scope: Scope, name: str, decl: NodeDecl, prev: Slot | None, op: Any, node: IRNode,
+                 ok: bool) -> Slot:
         ins = self._resolve_in(scope, name, decl, prev, op.port_names, op.required_ports, op.variadic)
         if ins is None or not ok:
             node.meta["broken"] = True
         for port, slot in (ins or {}).items():
             self.pending.append((node, port, slot))
-        return Slot(path)
+        return Slot(node.name)
+
+    # Attrs are frozen models: nodes with the same op and values (every repetition of a block, mostly)
+    # share one validated, finite instance. Not for block-valued attrs, which carry their expanded body.
+    def _validated(self, op: str, attrs_cls: type, values: dict, ok: bool) -> Any:
+        if not ok or attrs_cls.block_fields:
+            return None
+        try:
+            return self.attrs_seen.get(_attrs_key(op, values))
+        except TypeError:   # a list value
+            return None
+
+    def _remember(self, op: str, attrs_cls: type, values: dict, attrs: Any, ok: bool) -> None:
+        if ok and not attrs_cls.block_fields:
+            try:
+                self.attrs_seen[_attrs_key(op, values)] = attrs
+            except TypeError:
+                pass
 
     def _finite_attrs(self, scope: Scope, name: str, attrs: Any) -> bool:
         """Every float attribute is finite (`eps: "nan"` passes pydantic as a string): the torch backend
@@ -882,20 +974,24 @@ class Expander:
             ins.setdefault(k, Slot(broken=True, off=f"block input `{k}`, which the call `{name}` leaves out"))
         carried = [o for o in block.outputs if o in block.inputs]
         outs: dict[str, Slot] = {}
+        last_env, dims = None, {}
         for i in range(count):
             idx = i if decl.repeat is not None else None
-            self.repeat_count = count if idx is not None else None
-            env = self._call_env(scope, name, decl, idx)
-            self.repeat_count = None
+            if last_env is None or decl.attrs:   # without call attributes every repetition sees the same params
+                self.repeat_count = count if idx is not None else None
+                env = self._call_env(scope, name, decl, idx)
+                self.repeat_count = None
+            if env is not last_env and env != last_env:   # params differ (`repeat_index`): a memo of its own
+                last_env, dims = env, {}
             prefix = f"{scope.prefix}{name}." + (f"{i}." if idx is not None else "")
             frame = Frame(f"{scope.prefix}{name}", decl.op, idx, count if idx is not None else None, call_span)
-            inner = Scope(bctx, ("blocks", decl.op), prefix, env, scope.frames + (frame,))
+            inner = Scope(bctx, ("blocks", decl.op), prefix, env, scope.frames + (frame,), spans=scope.spans, dims=dims)
             for k in in_names:
                 inner.define(k, ins[k])
             inner.first_input = ins[in_names[0]] if in_names else None
             self._expect(inner, block, ins, call_span, decl.op, idx, carried)
             self._nodes(inner, block.nodes)
-            outs = {o: self._lookup(inner, ref, bctx.span(("blocks", decl.op, "outputs", o))) for o, ref in block.outputs.items()}
+            outs = {o: self._lookup(inner, ref, inner.span("outputs", o)) for o, ref in block.outputs.items()}
             self._close(inner)
             ins = {**ins, **{k: outs[k] for k in carried}}
         for o, slot in outs.items():
@@ -913,7 +1009,7 @@ class Expander:
         for k, v in block.params.items():
             env[k] = self._block_param(Scope(bctx, ("blocks", decl.op), "", env, ()), v,
                                        bctx.span(("blocks", decl.op, "params", k)), f"`{k}`")
-        caller = scope if index is None else replace(scope, env={**scope.env, REPEAT_INDEX: index})
+        caller = scope if index is None or not decl.attrs else replace(scope, env={**scope.env, REPEAT_INDEX: index}, dims={})
         for k, v in decl.attrs.items():
             if k not in block.params:
                 guess = self._hint(k, list(block.params))
@@ -928,6 +1024,10 @@ class Expander:
 
     def _expect(self, inner: Scope, block: Any, ins: dict[str, Slot], call_span: Span | None, bname: str,
                 index: int | None, carried: list[str]) -> None:
+        memo = inner.dims.get(("<expect>", bname))
+        if memo is not None:
+            self.expectations.append(Expectation(dict(ins), memo[0], memo[1], call_span, bname, index, tuple(carried)))
+            return
         patterns, spans = {}, {}
         for k, decl in block.inputs.items():
             shape, below = block_input_shape(decl)
@@ -936,6 +1036,7 @@ class Expander:
             if any(d is None for d in dims):
                 return
             patterns[k], spans[k] = tuple(dims), inner.span("inputs", k)
+        inner.dims[("<expect>", bname)] = (patterns, spans)
         self.expectations.append(Expectation(dict(ins), patterns, spans, call_span, bname, index, tuple(carried)))
 
     # ------------------------------------------------------------------ references

@@ -48,6 +48,8 @@ def lint(ir: IRGraph) -> list[Diagnostic]:
 
 def infer(ir: IRGraph) -> list[Diagnostic]:
     diags = []
+    ties = ir.ties
+    known: dict[tuple, object] = {}   # (op, attrs, input types) -> shape: a rule is pure, repetitions share it
     for n in ir.nodes():
         if n.op == "input":
             continue
@@ -65,8 +67,14 @@ def infer(ir: IRGraph) -> list[Diagnostic]:
         if absent:
             n.meta.update(optional=True, optional_ports=absent,
                           optional_from=ir.node(n.inputs[absent[0]]).meta.get("optional_from", n.inputs[absent[0]]))
+        key = None if n.name in ties else (n.op, id(n.attrs), tuple(ins.items()))
+        if key is not None and key in known:
+            n.shape = known[key]
+            continue
         try:
             n.shape = _apply_rule(ir, n, ins)
+            if key is not None:
+                known[key] = n.shape
         except ShapeError as e:
             n.shape = None
             if REGISTRY[n.op].variadic:  # ports `xs0`, `xs1` mean nothing to a user: name the producers
@@ -157,8 +165,15 @@ def _dedupe_repeats(diags: list[Diagnostic]) -> list[Diagnostic]:
 def check_block_inputs(ir: IRGraph, checks: list[BlockInputCheck] | None = None) -> list[Diagnostic]:
     """Block inputs declare shapes; bare symbols in them bind per call (`n` may be `t` at one call)."""
     diags = []
+    fine: set = set()   # (patterns, actual shapes) already seen to match: every repetition is one check
     for e in ir.block_checks if checks is None else checks:
+        shapes = tuple((k, s.shape) for k in e.patterns
+                       if (src := e.sources.get(k)) and (s := ir.node(src).shape) is not None)
+        key = (id(e.patterns), shapes)
+        if key in fine:
+            continue
         binding: dict[str, Dim] = {}
+        problem = None
         for k, pattern in e.patterns.items():
             src = e.sources.get(k)
             actual = ir.node(src).shape if src else None
@@ -175,6 +190,8 @@ def check_block_inputs(ir: IRGraph, checks: list[BlockInputCheck] | None = None)
                     notes=[f"`repeat` feeds the block's output `{k}` back in as its input `{k}` (here in repetition "
                            f"{e.index}), so the block must keep that shape"] if e.index and k in e.carried else []))
                 break
+        if problem is None:
+            fine.add(key)
     return _dedupe_repeats(diags)
 
 

@@ -1,6 +1,6 @@
 """Plugin ops (graphformer/ops/plugins.py, docs/plugins.md) registered through fake `graphformer.ops` entry
 points: what `check`, `summary`, `draw`, `list --ops` and the analyses make of them, the `requires:` field,
-lazy loading, and broken plugins skipped with a warning. Torch-free; tests/slow/test_plugins.py installs
+lazy loading, and broken plugins skipped with a warning. Torch-free; tests/slow/test_plugins_installed.py installs
 the example package for real and builds and exports it."""
 from __future__ import annotations
 

@@ -5,7 +5,9 @@ seeded init (or not at all on the meta device), so building never pays for an in
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from functools import partial
 
 import torch
@@ -303,6 +305,24 @@ def rotary_inv_freq(a, head_dim: int) -> torch.Tensor:
     return torch.from_numpy(inv_freq(a, head_dim))
 
 
+_FORWARD = threading.local()   # `.tables`: the rotary tables of the forward in progress on this thread
+
+
+@contextlib.contextmanager
+def forward_tables():
+    """While a whole model's forward runs, every `Rotary` with the same frequencies computes its cos/sin
+    tables once for all its layers (same positions, length, device and dtype) instead of once per layer.
+    Scoped to one forward (a generation step is one), so nothing outlives the tensors it was made from."""
+    if getattr(_FORWARD, "tables", None) is not None:   # a model inside a model: the outer scope serves
+        yield
+        return
+    _FORWARD.tables = {}
+    try:
+        yield
+    finally:
+        _FORWARD.tables = None
+
+
 class Rotary(nn.Module):
     """Rotary position embedding (Su et al.) in the rotate-half layout of transformers' Llama: the first
     `dims` of each head are rotated, the rest pass through (Phi's partial rotary)."""
@@ -311,11 +331,26 @@ class Rotary(nn.Module):
         super().__init__()
         self.dims = 2 * inv_freq.numel()
         self.scale = scale      # YaRN's attention factor on cos and sin (1: none)
+        # layers whose frequencies are equal share their tables within a forward (`forward_tables`)
+        self.freq_key = (tuple(inv_freq.tolist()), scale) if inv_freq.device.type != "meta" else id(self)
         # not persistent: a function of the attributes, so it stays out of the state dict
         self.register_buffer("inv_freq", inv_freq.to(torch.get_default_device()), persistent=False)
 
     def cos_sin(self, positions, n: int, offset, x):
         """cos, sin [B|1, 1, n, dims] in x's dtype for `positions` [B, n] (or offset + 0..n-1)."""
+        tables = getattr(_FORWARD, "tables", None)
+        if tables is None or not isinstance(offset, int):
+            return self._cos_sin(positions, n, offset, x)
+        # `positions` is the same tensor object in every layer of one forward; the entry keeps it alive,
+        # so its id can't be reused by another tensor while the scope lasts
+        key = (self.freq_key, self.inv_freq.dtype, None if positions is None else id(positions), n, offset,
+               x.device, x.dtype)
+        hit = tables.get(key)
+        if hit is None:
+            hit = tables[key] = (*self._cos_sin(positions, n, offset, x), positions)
+        return hit[0], hit[1]
+
+    def _cos_sin(self, positions, n: int, offset, x):
         if positions is None:
             positions = (torch.arange(n, device=x.device) + offset)[None]
         freqs = positions[:, :, None].float() * self.inv_freq.float()                  # (B, n, dims/2)

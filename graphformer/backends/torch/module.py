@@ -6,9 +6,11 @@ nn.ModuleList (one repetition = one submodule: the unit FSDP or activation check
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from . import plan as _plan
+from .core import forward_tables
 
 
 class Block(nn.ModuleDict):
@@ -69,7 +71,11 @@ class GraphModule(Block):
         if not self._required <= inputs.keys() <= self._input_set:
             raise TypeError(self._input_problem(len(args), inputs))
         run = self._run_train if self.training else self._run_eval
-        return run(self._modules, *[inputs.get(k) for k in self.input_names])   # an omitted optional: None
+        args = [inputs.get(k) for k in self.input_names]   # an omitted optional: None
+        if torch.compiler.is_compiling():   # the compiler shares equal subexpressions itself
+            return run(self._modules, *args)
+        with forward_tables():
+            return run(self._modules, *args)
 
     def _input_problem(self, n_args: int, inputs: dict) -> str:
         want = ", ".join(self.input_names)

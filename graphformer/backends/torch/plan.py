@@ -27,6 +27,7 @@ import functools
 import hashlib
 import keyword
 import linecache
+import types
 import math
 import re
 from dataclasses import dataclass, field
@@ -386,5 +387,20 @@ def compile_run(src: str):
     filename = f"<graphformer-plan-{hashlib.sha1(src.encode()).hexdigest()[:12]}>"
     linecache.cache.setdefault(filename, (len(src), None, src.splitlines(True), filename))
     ns: dict = {"torch": torch, "F": F, "prepare_key_mask": prepare_key_mask}
-    exec(compile(src, filename, "exec"), ns)  # noqa: S102 — generated, checked above: names and finite numbers only
+    code = _named(_compiled(_PATH_COMMENT.sub("", src)), filename)
+    exec(code, ns)  # noqa: S102 — generated, checked above: names and finite numbers only
     return ns["run"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(body: str) -> types.CodeType:
+    """The repetitions of a block compile once: their texts differ only in path comments, which leave every
+    line where it was, so one code object serves all (renamed per repetition by `_named`)."""
+    return compile(body, "<graphformer-plan>", "exec")
+
+
+def _named(code: types.CodeType, filename: str) -> types.CodeType:
+    """`code` (and the function inside it) as if compiled from `filename`: a traceback then shows the
+    lines of this repetition's source, path comments included (registered with `linecache`)."""
+    consts = tuple(_named(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)

@@ -1,0 +1,216 @@
+"""Cost that grows with distinct structure, not with repetitions (issue 30).
+
+Four measurements, each in a fresh process (so no cache of one run helps the next), as medians over
+`--rounds`:
+
+- `check` of a 19-line spec with `repeat: 400` inside `repeat: 499` (199,600 nodes);
+- `summary` of GPT-2 at `--set layers=960` against its time at 12 layers;
+- `graphformer check` of every bundled spec (one process, start-up included) against one `import torch`;
+- a meta-device build of GPT-3 (GPT-2 at 96 layers, 12288 wide, 96 heads, 2048 positions).
+
+Both CPU time (what the work costs) and wall time are reported: this machine is shared with other sessions,
+and under their load wall time measures the queue more than the code. `--baseline DIR` runs the same
+measurements with another checkout's `graphformer` package first on the path (e.g. `git archive` of main)
+and adds its figures as a column.
+
+    python bench/bench_scale.py [--rounds 3] [--baseline /tmp/main] [--write-doc]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from report import cpu, write_section  # noqa: E402
+
+NESTED = """\
+graphformer: 1
+name: nested
+params: {d: 64, inner: 400, outer: 499}
+inputs:
+  x: {shape: [B, n, d]}
+blocks:
+  cell:
+    inputs: {x: [B, n, d]}
+    nodes:
+      h: {op: linear, in: x, out: d}
+    outputs: {x: h}
+  stack:
+    inputs: {x: [B, n, d]}
+    nodes:
+      cells: {op: cell, in: x, repeat: inner}
+    outputs: {x: cells}
+nodes:
+  s: {op: stack, in: x, repeat: outer}
+outputs: {y: s}
+"""
+
+# Each child prints {"cpu": s, "wall": s} for the timed part only (imports done before it).
+TIMED = """
+import json, sys, time
+{setup}
+c, w = time.process_time(), time.perf_counter()
+{work}
+print(json.dumps({{"cpu": time.process_time() - c, "wall": time.perf_counter() - w}}))
+"""
+
+CHECK = ("from graphformer.frontend.check import check_file",
+         "r = check_file({path!r}); assert r.ok, [str(d) for d in r.diagnostics]")
+SUMMARY = ("import io, contextlib\nfrom graphformer.cli import main",
+           "with contextlib.redirect_stdout(io.StringIO()):\n    assert main(['summary', 'gpt2', '--set', 'layers={layers}']) == 0")
+META = ("import torch, graphformer\nfrom graphformer.frontend.api import load",
+        "m = graphformer.build(load('gpt2', overrides=dict(layers=96, d_model=12288, heads=96, max_len=2048)), device='meta')\n"
+        "assert sum(p.numel() for p in m.parameters()) == 174_604_259_328")
+
+
+def child(code: str, pkg: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=pkg)
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=pkg, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def timed(setup_work: tuple[str, str], pkg: str, **fmt) -> dict:
+    setup, work = setup_work
+    return child(TIMED.format(setup=setup, work=work.format(**fmt)), pkg)
+
+
+def whole_process(argv: list[str], pkg: str) -> dict:
+    """CPU (user + system, from the child's rusage) and wall time of a whole process, start-up included."""
+    env = dict(os.environ, PYTHONPATH=pkg)
+    t = os.times()
+    start = datetime.datetime.now()
+    subprocess.run([sys.executable, *argv], env=env, cwd=pkg, capture_output=True, check=True)
+    wall = (datetime.datetime.now() - start).total_seconds()
+    u = os.times()
+    return {"cpu": (u.children_user - t.children_user) + (u.children_system - t.children_system), "wall": wall}
+
+
+def median(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in ("cpu", "wall")}
+
+
+def measure(pkg: str, rounds: int, nested_path: str) -> dict:
+    specs = sorted(os.path.join(pkg, "graphformer", "specs", f) for f in os.listdir(os.path.join(pkg, "graphformer", "specs"))
+                   if f.endswith(".yaml"))
+    m = {}
+    m["nested"] = median([timed(CHECK, pkg, path=nested_path) for _ in range(rounds)])
+    m["summary12"] = median([timed(SUMMARY, pkg, layers=12) for _ in range(rounds)])
+    m["summary960"] = median([timed(SUMMARY, pkg, layers=960) for _ in range(rounds)])
+    m["bundled"] = median([whole_process(["-m", "graphformer", "check", *specs], pkg) for _ in range(rounds)])
+    m["torch"] = median([whole_process(["-c", "import torch"], pkg) for _ in range(rounds)])
+    m["meta"] = median([timed(META, pkg) for _ in range(rounds)])
+    m["n_specs"] = len(specs)
+    return m
+
+
+def _s(x: float) -> str:
+    return f"{x:.2f} s" if x >= 0.1 else f"{x * 1000:.0f} ms"
+
+
+def rows(m: dict) -> list[tuple[str, str, str, float]]:
+    """(what, CPU figure, wall figure, CPU value compared with the goal)."""
+    s12, s960 = m["summary12"], m["summary960"]
+    b, t = m["bundled"], m["torch"]
+    return [
+        ("`check` nested repeats (199,600 nodes)", _s(m["nested"]["cpu"]), _s(m["nested"]["wall"]), m["nested"]["cpu"]),
+        ("`summary` gpt2 at 960 layers ÷ at 12", f"{s960['cpu'] / s12['cpu']:.2f}× ({_s(s960['cpu'])} / {_s(s12['cpu'])})",
+         f"{s960['wall'] / s12['wall']:.2f}×", s960["cpu"] / s12["cpu"]),
+        (f"`check` all {m['n_specs']} bundled specs ÷ `import torch`",
+         f"{b['cpu'] / t['cpu']:.2f}× ({_s(b['cpu'])} / {_s(t['cpu'])})", f"{b['wall'] / t['wall']:.2f}×", b["cpu"] / t["cpu"]),
+        ("meta build of GPT-3 (174.6 B parameters)", _s(m["meta"]["cpu"]), _s(m["meta"]["wall"]), m["meta"]["cpu"]),
+    ]
+
+
+GOALS = [("≤ 2 s", 2.0), ("≤ 1.5×", 1.5), ("≤ 0.25×", 0.25), ("≤ 0.5 s", 0.5)]
+
+
+def table(m: dict, base: dict | None, rounds: int, load: str, base_rounds: int = 1) -> str:
+    head = "| measurement | goal | CPU | wall | goal met (CPU) |" + (" before: CPU | before: wall |" if base else "")
+    sep = "|---|---|---:|---:|---|" + ("---:|---:|" if base else "")
+    lines = [head, sep]
+    for i, (what, c, w, v) in enumerate(rows(m)):
+        goal, limit = GOALS[i]
+        line = f"| {what} | {goal} | {c} | {w} | {'yes' if v <= limit else 'no'} |"
+        if base:
+            _, bc, bw, _ = rows(base)[i]
+            line += f" {bc} | {bw} |"
+        lines.append(line)
+    import platform
+    intro = (f"Measured {datetime.date.today()} on {cpu()}, Python {platform.python_version()}, by "
+             f"`python bench/bench_scale.py --rounds {rounds}{' --baseline …' if base else ''} --write-doc`: "
+             f"medians of {rounds} fresh processes per figure"
+             + (f" ({base_rounds} for *before*: the same measurements on the parent commit's package)" if base else "")
+             + f"; load average at the start {load} on this shared machine.")
+    return intro + "\n\n" + "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--baseline", help="a directory holding another version's `graphformer` package")
+    ap.add_argument("--baseline-rounds", type=int, default=1, help="rounds for the baseline (its nested check is slow)")
+    ap.add_argument("--write-doc", action="store_true", help="write the table into docs/performance.md")
+    args = ap.parse_args()
+    load = "{:.1f}".format(os.getloadavg()[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        nested = os.path.join(tmp, "nested.yaml")
+        with open(nested, "w") as fh:
+            fh.write(NESTED)
+        m = measure(ROOT, args.rounds, nested)
+        base = measure(os.path.abspath(args.baseline), args.baseline_rounds, nested) if args.baseline else None
+    text = table(m, base, args.rounds, load, args.baseline_rounds)
+    print(text)
+    if args.write_doc:
+        doc = os.path.join(ROOT, "docs", "performance.md")
+        write_section(doc, "<!-- scale:begin -->", "<!-- scale:end -->",
+                      "## Cost that grows with distinct structure, not with repetitions\n\n" + text + "\n\n" + NOTES)
+
+
+NOTES = """\
+What makes repetitions cheap (each is exact: the same IR, diagnostics and counts as unrolled work):
+
+- *Dimension expressions* are parsed once per (text, values of the names they read) and `Dim`s are
+  interned and keep their hash, symbols and constness (`base/dims.py`); substitution is remembered per
+  (expression, values of its symbols), which is most of the memory plan's cost at depth.
+- *Expansion* (`frontend/expand.py`): a repetition whose params equal the previous one's reuses its
+  memo: dimension results, block-input patterns, and each primitive node's validated attrs, spans and
+  param reads (only the references are looked up again). Validated attrs are shared per (op, values):
+  they are frozen. Anything that produced a diagnostic takes the full path, so errors in repetitions
+  still point at their `file:line:col`.
+- *Inference* (`frontend/infer.py`): a shape rule runs once per (op, attrs, input types); a block-input
+  check once per (declared patterns, actual shapes). *Summary* rows (`analysis/summary.py`) count
+  parameters and FLOPs once per distinct node.
+- *torch*: rotary cos/sin tables are computed once per forward for all layers with the same frequencies
+  (`forward_tables` in `backends/torch/core.py`, entered by the model's `forward`; skipped under
+  `torch.compile`, which shares equal subexpressions itself).
+- *YAML*: libyaml's parser where the text is printable and shallowly nested (`frontend/yamlload.py`),
+  PyYAML's pure loader otherwise and for every error; data and spans are equal on every bundled spec
+  (tested), and `check`/`summary` output on the bundled specs and the invalid corpus is byte-identical
+  to before.
+- *Generated forwards* compile once per distinct text (`backends/torch/plan.py`); each repetition's
+  code object is renamed to its own registered source, so a traceback still names its layer.
+
+What is left, and why three goals are not met yet:
+
+- *Nested repeats, 12.9 s (was 63 s).* The IR still holds every repetition's nodes (backends, state-dict
+  names and diagnostics need them), so expansion, topological order, lint and inference visit all
+  199,600 nodes at ~60 µs each, mostly Python bookkeeping per node (node, slots, pending references,
+  edges). The 2 s goal needs an IR that stores a repetition once and instantiates it lazily.
+- *Summary at 960 layers, 1.25 s (was 6.3 s).* Same per-node floor for 9,600 nodes, plus the memory plan
+  (`analysis/budget.py`, not changed here) walking every node; the ratio is against a 12-layer run that
+  itself got 3× faster (0.23 s → 70 ms).
+- *Every bundled spec, 0.45× an `import torch` (was 0.84×).* 0.44 s of the 1.04 s is importing
+  graphformer (pydantic models of the spec format and the op registry); most of the rest is YAML
+  conversion with spans and expansion of ~5,400 nodes.
+"""
+
+if __name__ == "__main__":
+    main()
