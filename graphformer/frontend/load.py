@@ -159,12 +159,14 @@ def parse_file(path: str) -> SpecCtx:
     return SpecCtx(path, loaded, spec)
 
 
-def load_program(path: str, preset: str | None = None, overrides: dict[str, Any] | None = None) -> Program:
-    return _program(path, preset, overrides or {}, None, ())
+def load_program(path: str, preset: str | None = None, overrides: dict[str, Any] | None = None,
+                 via: str = "--set") -> Program:
+    """`via` names where the overrides came from in messages: `--set` (CLI) or `overrides=` (API)."""
+    return _program(path, preset, overrides or {}, None, (), via)
 
 
 def _program(path: str, preset: str | None, overrides: dict[str, Any], tree: "_Tree | None",
-             chain: tuple[str, ...]) -> Program:
+             chain: tuple[str, ...], via: str = "--set") -> Program:
     """A spec and everything it imports. `tree` confines file imports (the top-level spec's directory
     tree, or the bundled specs for a bundled model); `chain` is the files importing this one, by blocks."""
     root = parse_file(path)
@@ -179,7 +181,7 @@ def _program(path: str, preset: str | None, overrides: dict[str, Any], tree: "_T
         raise SpecError(diags)
     for name, block in root.spec.blocks.items():
         _add_block(prog, name, root, block, diags)
-    prog.params = _resolve_params(prog, preset, overrides, diags)
+    prog.params = _resolve_params(prog, preset, overrides, diags, via)
     if not any(d.is_error for d in diags):   # bindings are expressions over the params resolved above
         for ctx in prog.files:
             for i, decl in enumerate(ctx.spec.imports):
@@ -421,7 +423,7 @@ _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "a boolean (tru
 
 
 def _resolve_params(prog: Program, preset: str | None, overrides: dict[str, Any],
-                    diags: list[Diagnostic]) -> dict[str, Any]:
+                    diags: list[Diagnostic], via: str = "--set") -> dict[str, Any]:
     root = prog.root
     params: dict[str, Any] = dict(root.spec.params)
     for sub in prog.files[1:]:
@@ -459,16 +461,16 @@ def _resolve_params(prog: Program, preset: str | None, overrides: dict[str, Any]
     for k, v in overrides.items():
         if k not in params:
             guess = did_you_mean(k, params)
-            raise UsageError(f"--set: `{k}` is not a param of {root.file}"
+            raise UsageError(f"{via}: `{k}` is not a param of {root.file}"
                              + (f" — did you mean `{guess}`?" if guess else
                                 f" (params: {', '.join(params) or 'none'})"))
         try:
             params[k] = coerce_param(params[k], v)
         except ValueError as e:
-            raise UsageError(f"--set {k}: {e} (`{k}` is {_KIND_WORDS[param_kind(params[k])]} param)") from None
+            raise UsageError(f"{via} {k}: {e} (`{k}` is {_KIND_WORDS[param_kind(params[k])]} param)") from None
         if param_kind(params[k]) == "int" and abs(params[k]) > MAX_PARAM:
-            raise UsageError(f"--set {k}: {params[k]} is larger than the limit 10^12")
-        prog.origin[k] = "--set"
+            raise UsageError(f"{via} {k}: {params[k]} is larger than the limit 10^12")
+        prog.origin[k] = via
     _derive(root, params, diags)
     for k, v in params.items():
         if param_kind(v) == "int" and abs(v) > MAX_PARAM:
