@@ -16,6 +16,7 @@ from ..weights.checkpoint import is_hf_directory
 from ..base.diagnostics import SourceCache, render
 from ..base.fileio import resolve_output
 from ..frontend.infer import infer
+from .progress import add_quiet
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_output, check_checkpoint_config,
                      load_checked, parse_assignments, parse_overrides, require_weight_map, seed_arg)
 
@@ -30,6 +31,7 @@ def add_parser(sub) -> None:
                                    "print parameters, output shapes and timings. Exit 0 ok, 1 spec error, "
                                    "2 usage or environment, 3 internal error.")
     add_spec_args(p, dims=True)
+    add_quiet(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or meta (meta allocates nothing)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the parameter init (default 0)")

@@ -7,6 +7,7 @@ import time
 
 from ..analysis.decoding import plan_decoder
 from ..base.diagnostics import SpecError
+from .progress import add_quiet
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, load_checked, print_diagnostics,
                      require_weight_map, seed_arg)
 
@@ -27,6 +28,7 @@ def add_parser(sub) -> None:
                                    "text with --tokenizer). Greedy unless --temperature > 0. Exit 0 ok, 1 the spec "
                                    "cannot generate, 2 usage or environment.")
     add_spec_args(p)
+    add_quiet(p)
     p.add_argument("--weights", metavar="FILE", help="weights (.safetensors, .pt or .bin): the spec's own state dict, "
                                                      "or a reference's through --weights-map (default: random init)")
     p.add_argument("--weights-map", metavar="NAME", help="the spec's weight map that names FILE's tensors (e.g. hf)")

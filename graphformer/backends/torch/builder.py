@@ -6,6 +6,7 @@ from torch import nn
 
 from ...analysis import memory
 from ...base.errors import UsageError
+from ...base.progress import track
 from . import plan as _plan
 from .lower import LOWERINGS
 from .module import Block, GraphModule
@@ -56,7 +57,7 @@ def build(spec, device="cpu", dtype=None, seed: int | None = None) -> GraphModul
     if dev.type != "meta":  # created in float32, then cast
         memory.require(memory.param_bytes(ir), f"building `{ir.name}`", str(dev))
     with torch.device(dev):
-        model = compile_graph(spec, order)
+        model = compile_graph(spec, order, progress=f"building {ir.name}")
     if dev.type != "meta":
         init_parameters(model, seed, dev)
     if dt is not None:
@@ -64,24 +65,26 @@ def build(spec, device="cpu", dtype=None, seed: int | None = None) -> GraphModul
     return model
 
 
-def compile_graph(spec, order=None) -> GraphModule:
+def compile_graph(spec, order=None, progress: str | None = None) -> GraphModule:
     """The modules and generated code of `spec.ir`, parameters uninitialised, on the current device.
 
     Also what a block-valued attribute's body (MoE's expert) compiles with: `spec` is then anything
-    with `.ir` and `.name`."""
+    with `.ir` and `.name`. `progress` labels a bar over the top-level nodes and layers (base/progress.py)."""
     ir = spec.ir
     order = order or ir.nodes()
     root = _plan.scopes(ir, order)
     model = GraphModule(spec)
-    _populate(model, root, ir, model)
+    _populate(model, root, ir, model, progress=progress)
     _tie(model, ir)
     _generate(model, root, ir, order)
     return model
 
 
-def _populate(block: Block, scope: _plan.Scope, ir, model: GraphModule, prefix: tuple[str, ...] = ()) -> None:
+def _populate(block: Block, scope: _plan.Scope, ir, model: GraphModule, prefix: tuple[str, ...] = (),
+              progress: str | None = None) -> None:
     """Create every node's module and every child block, at the keys the generated code uses."""
-    for item in scope.items:
+    items = scope.items if progress is None else track(scope.items, len(scope.items), progress, "layer")
+    for item in items:
         if not isinstance(item, _plan.Scope):
             key = scope.rel(item.name)
             block.put(key, LOWERINGS[item.op](item, ir.input_types(item)))
