@@ -48,9 +48,10 @@ class Program:
 
 def pydantic_diagnostics(err: ValidationError, loaded: Loaded, base: tuple = (),
                          model: type[BaseModel] | None = None, what: str = "",
-                         present: set[str] = frozenset()) -> list[Diagnostic]:
+                         present: set[str] = frozenset(), example: str | None = None) -> list[Diagnostic]:
     """Map pydantic errors (each with a `loc` path) back onto source spans. `present`: fields that were
-    written but left out because their value is already reported (not "missing": one error per cause)."""
+    written but left out because their value is already reported (not "missing": one error per cause).
+    `example`: a line that uses the model (an op's example), shown with a missing field's description."""
     out = []
     # `haeds` → "did you mean `heads`?" already explains the missing `heads`: one error per cause.
     guessed = {(tuple(e["loc"][:-1]), did_you_mean(str(e["loc"][-1]), _fields_at(model, e["loc"][:-1])))
@@ -71,7 +72,7 @@ def pydantic_diagnostics(err: ValidationError, loaded: Loaded, base: tuple = (),
             if (tuple(e["loc"][:-1]), field_name) in guessed or tuple(e["loc"]) in {(p,) for p in present}:
                 continue
             out.append(Diagnostic("GF103", f"missing required field `{field_name}`{what}",
-                                  loaded.span(data_path, key=True)))
+                                  loaded.span(data_path, key=True), help=_missing_help(model, e["loc"], example)))
         elif loc == ("graphformer",) and e["type"] == "literal_error":
             out.append(Diagnostic("GF102", f"unsupported format version `{_get(loaded.data, loc)}`: this graphformer "
                                   f"reads format {FORMAT_VERSION}", loaded.span(loc),
@@ -93,6 +94,18 @@ def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
             seen.add(key)
             out.append(d)
     return out
+
+
+def _missing_help(model: type[BaseModel] | None, loc: tuple, example: str | None) -> str | None:
+    """GF103's help: what the field is for (its description) and an example of it written."""
+    for part in loc[:-1]:
+        field_ = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None) if model else None
+        model = _model_in(field_.annotation) if field_ is not None else model
+    field_ = next((f for n, f in model.model_fields.items() if loc[-1] in (n, f.alias)), None) if model else None
+    parts = [f"`{loc[-1]}`: {field_.description}"] if field_ is not None and field_.description else []
+    if example:
+        parts.append(f"for example `{example}`")
+    return " — ".join(parts) or None
 
 
 def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:
