@@ -43,10 +43,11 @@ SUBSTITUTIONS: dict[str, list[tuple[str, str]]] = {
                       "export specs/gpt2.yaml --preset tiny --weights model.safetensors")],
     "docs/weight-maps.md": [
         ('BertModel.from_pretrained("bert-base-uncased")',
-         'BertModel(__import__("transformers").BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, '
+         'BertModel(__import__("transformers").BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, '
          'num_attention_heads=4, intermediate_size=64, max_position_embeddings=32))'),
         ('graphformer.load("specs/bert-base.yaml")', 'graphformer.load("specs/bert-base.yaml", preset="tiny")'),
-        ("build specs/gpt2.yaml --weights", "build specs/gpt2.yaml --preset tiny --weights")],  # both lines
+        ("build specs/gpt2.yaml --weights", "build specs/gpt2.yaml --preset tiny --weights"),
+        ("export specs/gpt2.yaml --weights", "export specs/gpt2.yaml --preset tiny --weights")],
     "docs/python-api.md": [
         ("build specs/gpt2.yaml --weights model.safetensors", "build specs/gpt2.yaml --preset tiny --weights model.safetensors")],
 }
