@@ -39,6 +39,7 @@ def _run(monkeypatch, argv, tty: bool) -> tuple[int, str, str]:
 def test_build_shows_progress_per_layer_on_a_terminal(monkeypatch):
     rc, out, err = _run(monkeypatch, ["build", GPT2, "--preset", "tiny"], tty=True)
     assert rc == 0 and "building gpt2" in err and "layer" in err and "\r" in err
+    assert "initialising gpt2" in err and "tensor" in err
     assert "building" not in out   # stdout never carries a bar
 
 
