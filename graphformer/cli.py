@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(completion_script(parser, args.shell))
         return EXIT_OK
     from .commands.common import run_guarded
-    return run_guarded(modules[args.command].run, args)
+    from .commands.progress import reporting
+    with reporting(args):   # progress bars on a terminal, for the loops that can run long
+        return run_guarded(modules[args.command].run, args)
 
 
 def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:

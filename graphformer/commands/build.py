@@ -17,6 +17,7 @@ from ..base.diagnostics import SourceCache, render
 from ..base.dtypes import dtype_arg
 from ..base.fileio import resolve_output
 from ..frontend.infer import infer
+from .progress import add_quiet
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_output, check_checkpoint_config,
                      default_weights, load_checked, parse_assignments, parse_overrides, require_weight_map, seed_arg)
 
@@ -31,6 +32,7 @@ def add_parser(sub) -> None:
                                    "print parameters, output shapes and timings. Exit 0 ok, 1 spec error, "
                                    "2 usage or environment, 3 internal error.")
     add_spec_args(p, dims=True)
+    add_quiet(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or meta (meta allocates nothing)")
     p.add_argument("--dtype", type=dtype_arg, default="float32",
                    help="float32 (default), bfloat16 or float16 (aliases fp32, bf16, fp16)")

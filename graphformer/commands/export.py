@@ -7,6 +7,7 @@ import sys
 import time
 
 from ..base.diagnostics import SpecError
+from .progress import add_quiet
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, check_checkpoint_config, default_weights,
                      atomic_output, load_checked, print_diagnostics, require_weight_map, seed_arg)
 
@@ -21,6 +22,7 @@ def add_parser(sub) -> None:
                                    "else from the torch backend's seeded init. Exit 0 ok, 1 spec error, "
                                    "2 usage or environment.")
     add_spec_args(p)
+    add_quiet(p)
     p.add_argument("--weights", metavar="FILE",
                    help="weights to export (.safetensors or a save_pretrained directory; .pt/.bin need torch): "
                         "the spec's own state dict, or "

@@ -8,6 +8,7 @@ import time
 
 from ..analysis.decoding import plan_decoder
 from ..base.diagnostics import SpecError
+from .progress import add_quiet
 from ..base.dtypes import dtype_arg
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, default_weights, load_checked,
                      print_diagnostics, require_weight_map, seed_arg)
@@ -29,6 +30,7 @@ def add_parser(sub) -> None:
                                    "text with --tokenizer). Greedy unless --temperature > 0. Exit 0 ok, 1 the spec "
                                    "cannot generate, 2 usage or environment.")
     add_spec_args(p)
+    add_quiet(p)
     p.add_argument("--weights", metavar="FILE|DIR",
                    help="weights (.safetensors, .pt, .bin, or a save_pretrained directory, read through the hf map): "
                         "the spec's own state dict, or a reference's through --weights-map (default: the "

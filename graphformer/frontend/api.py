@@ -47,7 +47,7 @@ def load(path: str, preset: str | None = None, overrides: dict[str, int] | None 
                     isinstance(v, list) and all(isinstance(e, scalar) for e in v))):
                 raise UsageError(f"overrides: `{k!r}: {v!r}` is not a param name and a number, boolean, string "
                                  "or per-layer list of those")
-    result = check_file(spec_path(path), preset, overrides)
+    result = check_file(spec_path(path), preset, overrides, via="overrides=")
     if not result.ok:
         raise SpecError(result.diagnostics)
     return Spec.checked(result.ir, result.diagnostics)

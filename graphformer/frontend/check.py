@@ -24,11 +24,12 @@ class CheckResult:
         return self.ir is not None and not any(d.is_error for d in self.diagnostics)
 
 
-def check_file(path: str, preset: str | None = None, overrides: dict[str, int] | None = None) -> CheckResult:
+def check_file(path: str, preset: str | None = None, overrides: dict[str, int] | None = None,
+               via: str = "--set") -> CheckResult:
     """`path` may name a bundled model. Raises UsageError for unreadable files and bad overrides; everything
     else is a diagnostic."""
     try:
-        prog = load_program(resolve(path), preset, overrides)
+        prog = load_program(resolve(path), preset, overrides, via)
     except SpecError as e:
         return CheckResult(None, e.diagnostics)
     ir, diags = expand(prog)

@@ -810,6 +810,7 @@ class Expander:
                     reported.add(k)
                     del values[k]
         node.meta["param_refs"] = {k: r for k, r in refs.items() if r}
+        node.meta["dim_text"] = {k: v for k, v in raw.items() if k in op.attrs.dim_fields}   # GF120's hint
         try:
             node.attrs = self._validated(decl.op, op.attrs, values, ok)
             if node.attrs is None:
@@ -825,7 +826,8 @@ class Expander:
                     node.attrs.__pydantic_private__["_body"] = body
         except ValidationError as e:
             diags = pydantic_diagnostics(e, scope.ctx.loaded, scope.base + ("nodes", name),
-                                         op.attrs, what=f" of op `{decl.op}`", present=reported)
+                                         op.attrs, what=f" of op `{decl.op}`", present=reported,
+                                         example=op.example)
             used = sorted({p for r in refs.values() for p in r})
             for d in diags:
                 for p in used:   # `kind: act` was rejected for act's value, not for the text `act`

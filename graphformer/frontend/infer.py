@@ -93,7 +93,7 @@ def infer(ir: IRGraph) -> list[Diagnostic]:
             origins = [f"`{p}` = {ir.params[p]!r} comes from {ir.param_origin[p]}" for p in params
                        if p in ir.param_origin]
             diags.append(Diagnostic(e.code, f"`{n.short}` ({n.op}): {e.message}", span, node=n.name,
-                                    labels=labels, notes=notes[:1] + origins, help=e.help))
+                                    labels=labels, notes=notes[:1] + origins, help=e.help or _width_hint(ir, n, e)))
     for out, src in ir.outputs.items():
         node = ir.node(src)
         if node.meta.get("optional"):
@@ -104,6 +104,44 @@ def infer(ir: IRGraph) -> list[Diagnostic]:
                                     help="an optional input may only feed what ends in optional inputs of ops "
                                          "(an attention `mask`, rotary `positions`); remove `optional: true`"))
     return _dedupe_repeats(diags)
+
+
+def _width_hint(ir: IRGraph, n, e: ShapeError) -> str | None:
+    """GF120's help: the attribute that sets the port's conflicting size, and the value that makes the two
+    agree. The nearest node upstream with a dim attribute of that size (`out: d_ff` of `up`), followed
+    back through the ops that keep the size on the same axis (norms, activations, residuals)."""
+    if e.conflict is None or e.port not in n.inputs:
+        return None
+    got, want, axis = e.conflict
+    if not (isinstance(got, Dim) and got.is_const and isinstance(want, Dim) and want.is_const):
+        return None
+    src = ir.node(n.inputs[e.port])
+    for _ in range(256):   # a chain of size-keeping ops is as long as the graph, at most
+        if src.shape is None or src.op == "input":
+            return None
+        dims = src.shape.shape
+        if axis is None:   # expect_dim knows no axis: the last one of that size
+            axis = max((i for i, d in enumerate(dims) if d == got), default=None)
+        if axis is None or axis >= len(dims) or dims[axis] != got:
+            return None
+        for attr, text in src.meta.get("dim_text", {}).items():
+            if getattr(src.attrs, attr, None) == got.value:
+                return _setting(src, attr, text, got.value, want.value)
+        src = next((ir.node(s) for s in src.inputs.values() if ir.node(s).shape is not None
+                    and ir.node(s).shape.rank == len(dims) and ir.node(s).shape.shape[axis] == got), None)
+        if src is None:
+            return None
+    return None
+
+
+def _setting(src, attr: str, text, got: int, want: int) -> str:
+    where = f"`{attr}` of `{src.short}`"
+    refs = src.meta.get("param_refs", {}).get(attr, [])
+    if isinstance(text, str) and refs == [text.strip()]:
+        return f"set `{refs[0]}` to {want} (it is {where}, now {got}), or change the other side"
+    if isinstance(text, int):
+        return f"set {where} to {want} (now {got}), or change the other side"
+    return f"make {where} (`{text}` = {got}) equal {want}, or change the other side"
 
 
 def _apply_rule(ir: IRGraph, n, ins):

@@ -48,9 +48,10 @@ class Program:
 
 def pydantic_diagnostics(err: ValidationError, loaded: Loaded, base: tuple = (),
                          model: type[BaseModel] | None = None, what: str = "",
-                         present: set[str] = frozenset()) -> list[Diagnostic]:
+                         present: set[str] = frozenset(), example: str | None = None) -> list[Diagnostic]:
     """Map pydantic errors (each with a `loc` path) back onto source spans. `present`: fields that were
-    written but left out because their value is already reported (not "missing": one error per cause)."""
+    written but left out because their value is already reported (not "missing": one error per cause).
+    `example`: a line that uses the model (an op's example), shown with a missing field's description."""
     out = []
     # `haeds` → "did you mean `heads`?" already explains the missing `heads`: one error per cause.
     guessed = {(tuple(e["loc"][:-1]), did_you_mean(str(e["loc"][-1]), _fields_at(model, e["loc"][:-1])))
@@ -71,7 +72,7 @@ def pydantic_diagnostics(err: ValidationError, loaded: Loaded, base: tuple = (),
             if (tuple(e["loc"][:-1]), field_name) in guessed or tuple(e["loc"]) in {(p,) for p in present}:
                 continue
             out.append(Diagnostic("GF103", f"missing required field `{field_name}`{what}",
-                                  loaded.span(data_path, key=True)))
+                                  loaded.span(data_path, key=True), help=_missing_help(model, e["loc"], example)))
         elif loc == ("graphformer",) and e["type"] == "literal_error":
             out.append(Diagnostic("GF102", f"unsupported format version `{_get(loaded.data, loc)}`: this graphformer "
                                   f"reads format {FORMAT_VERSION}", loaded.span(loc),
@@ -93,6 +94,18 @@ def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
             seen.add(key)
             out.append(d)
     return out
+
+
+def _missing_help(model: type[BaseModel] | None, loc: tuple, example: str | None) -> str | None:
+    """GF103's help: what the field is for (its description) and an example of it written."""
+    for part in loc[:-1]:
+        field_ = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None) if model else None
+        model = _model_in(field_.annotation) if field_ is not None else model
+    field_ = next((f for n, f in model.model_fields.items() if loc[-1] in (n, f.alias)), None) if model else None
+    parts = [f"`{loc[-1]}`: {field_.description}"] if field_ is not None and field_.description else []
+    if example:
+        parts.append(f"for example `{example}`")
+    return " — ".join(parts) or None
 
 
 def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:
@@ -159,12 +172,14 @@ def parse_file(path: str) -> SpecCtx:
     return SpecCtx(path, loaded, spec)
 
 
-def load_program(path: str, preset: str | None = None, overrides: dict[str, Any] | None = None) -> Program:
-    return _program(path, preset, overrides or {}, None, ())
+def load_program(path: str, preset: str | None = None, overrides: dict[str, Any] | None = None,
+                 via: str = "--set") -> Program:
+    """`via` names where the overrides came from in messages: `--set` (CLI) or `overrides=` (API)."""
+    return _program(path, preset, overrides or {}, None, (), via)
 
 
 def _program(path: str, preset: str | None, overrides: dict[str, Any], tree: "_Tree | None",
-             chain: tuple[str, ...]) -> Program:
+             chain: tuple[str, ...], via: str = "--set") -> Program:
     """A spec and everything it imports. `tree` confines file imports (the top-level spec's directory
     tree, or the bundled specs for a bundled model); `chain` is the files importing this one, by blocks."""
     root = parse_file(path)
@@ -179,7 +194,7 @@ def _program(path: str, preset: str | None, overrides: dict[str, Any], tree: "_T
         raise SpecError(diags)
     for name, block in root.spec.blocks.items():
         _add_block(prog, name, root, block, diags)
-    prog.params = _resolve_params(prog, preset, overrides, diags)
+    prog.params = _resolve_params(prog, preset, overrides, diags, via)
     if not any(d.is_error for d in diags):   # bindings are expressions over the params resolved above
         for ctx in prog.files:
             for i, decl in enumerate(ctx.spec.imports):
@@ -421,7 +436,7 @@ _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "a boolean (tru
 
 
 def _resolve_params(prog: Program, preset: str | None, overrides: dict[str, Any],
-                    diags: list[Diagnostic]) -> dict[str, Any]:
+                    diags: list[Diagnostic], via: str = "--set") -> dict[str, Any]:
     root = prog.root
     params: dict[str, Any] = dict(root.spec.params)
     for sub in prog.files[1:]:
@@ -459,16 +474,16 @@ def _resolve_params(prog: Program, preset: str | None, overrides: dict[str, Any]
     for k, v in overrides.items():
         if k not in params:
             guess = did_you_mean(k, params)
-            raise UsageError(f"--set: `{k}` is not a param of {root.file}"
+            raise UsageError(f"{via}: `{k}` is not a param of {root.file}"
                              + (f" — did you mean `{guess}`?" if guess else
                                 f" (params: {', '.join(params) or 'none'})"))
         try:
             params[k] = coerce_param(params[k], v)
         except ValueError as e:
-            raise UsageError(f"--set {k}: {e} (`{k}` is {_KIND_WORDS[param_kind(params[k])]} param)") from None
+            raise UsageError(f"{via} {k}: {e} (`{k}` is {_KIND_WORDS[param_kind(params[k])]} param)") from None
         if param_kind(params[k]) == "int" and abs(params[k]) > MAX_PARAM:
-            raise UsageError(f"--set {k}: {params[k]} is larger than the limit 10^12")
-        prog.origin[k] = "--set"
+            raise UsageError(f"{via} {k}: {params[k]} is larger than the limit 10^12")
+        prog.origin[k] = via
     _derive(root, params, diags)
     for k, v in params.items():
         if param_kind(v) == "int" and abs(v) > MAX_PARAM:

@@ -86,6 +86,11 @@ class ShapeError(Exception):
                  attr: str | None = None):
         super().__init__(message)
         self.code, self.message, self.port, self.help, self.attr = code, message, port, help, attr
+        self.conflict: tuple | None = None   # GF120: (the port's dim, the dim expected, its axis or None)
+
+    def with_conflict(self, got, want, axis: int | None = None) -> "ShapeError":
+        self.conflict = (got, want, axis)   # the checker's hint names what sets `got` (frontend/infer.py)
+        return self
 
 
 # ---------------------------------------------------------------- traits: what analyses know of an op
@@ -292,7 +297,8 @@ def expect_dim(actual: Dim, expected: Dim | int, port: str, what: str, x: Tensor
     expected = expected if isinstance(expected, Dim) else Dim.const(expected)
     if actual != expected:
         got = f" (shape {x})" if x is not None else ""
-        raise ShapeError("GF120", f"{what} of `{port}` is {dstr(actual)}, expected {dstr(expected)}{got}", port)
+        raise ShapeError("GF120", f"{what} of `{port}` is {dstr(actual)}, expected {dstr(expected)}{got}",
+                         port).with_conflict(actual, expected)
 
 
 def expect_dtype(x: TensorType, port: str, allowed: tuple[str, ...]) -> None:
@@ -318,7 +324,7 @@ def same_shape(ins: dict[str, TensorType], ports: list[str]) -> TensorType:
         for i, (a, b) in enumerate(zip(first.shape, x.shape)):
             if a != b:
                 raise ShapeError("GF120", f"dimension {i} of `{p}` is {dstr(b)} but `{ports[0]}` has {dstr(a)}"
-                                 f" ({x} vs {first})", p)
+                                 f" ({x} vs {first})", p).with_conflict(b, a, i)
     return first
 
 

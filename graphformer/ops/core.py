@@ -36,8 +36,8 @@ class EmbeddingAttrs(Attrs):
     dim_fields = ("vocab", "dim", "padding_idx")
     ref_fields = ("tied",)
     tie_field = "tied"
-    vocab: DimAttr
-    dim: DimAttr
+    vocab: DimAttr = Field(description="rows of the table: the number of token ids")
+    dim: DimAttr = Field(description="width of each embedding vector")
     padding_idx: DimAttr | None = Field(None, description="the pad token's row: looked up as any other, but it "
                                         "gets no gradient (torch's nn.Embedding(padding_idx=...), transformers' "
                                         "pad_token_id); an id from 0 to vocab - 1, or negative for none")
@@ -142,7 +142,7 @@ class LinearAttrs(Attrs):
     dim_fields = ("out",)
     ref_fields = ("tied",)
     tie_field = "tied"
-    out: DimAttr
+    out: DimAttr = Field(description="output features: the width of the last axis after the layer")
     bias: bool = True
     tied: str | None = Field(None, description="name of an embedding node whose table is reused as this weight")
     tie: bool = Field(True, description="with `tied`: false gives this layer its own weight instead (a param can "
@@ -193,7 +193,7 @@ class ProjectionAttrs(Attrs):
 
 class AttentionAttrs(ProjectionAttrs):
     dim_fields = ("heads", "kv_heads", "head_dim", "window", "rope_dims", "max_len")
-    heads: DimAttr
+    heads: DimAttr = Field(description="attention heads; the width of q, k and v splits evenly among them")
     kv_heads: DimAttr | None = Field(None, description="key/value heads: fewer than `heads` is grouped-query "
                                      "attention (1: multi-query); default `heads`")
     head_dim: DimAttr | None = Field(None, description="width of one head (default: the input width // heads)")
@@ -429,7 +429,7 @@ register(OpDef(
 
 class CrossAttendAttrs(ProjectionAttrs):
     dim_fields = ("heads", "dim", "out")
-    heads: DimAttr
+    heads: DimAttr = Field(description="attention heads; the width of q, k and v splits evenly among them")
     dim: DimAttr | None = Field(None, description="inner width of q, k, v (default: the query width)")
     out: DimAttr | None = Field(None, description="output width (default: the query width)")
 
@@ -665,7 +665,7 @@ def _concat_shape(a: ConcatAttrs, ins):
         for i, (u, v) in enumerate(zip(first.shape, x.shape)):
             if i != ax and u != v:
                 raise ShapeError("GF120", f"dimension {i} of `{p}` is `{v}` but `{ports[0]}` has `{u}` "
-                                 f"(only axis {ax} may differ)", p)
+                                 f"(only axis {ax} may differ)", p).with_conflict(v, u, i)
         total = total + x.shape[ax]
     return TensorType(first.shape[:ax] + (total,) + first.shape[ax + 1:], first.dtype)
 

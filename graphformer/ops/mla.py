@@ -26,7 +26,7 @@ from .core import _last, _mask_check, _proj
 
 class LatentAttentionAttrs(Attrs):
     dim_fields = ("heads", "kv_rank", "q_rank", "nope_dim", "rope_dim", "v_dim", "max_len")
-    heads: DimAttr
+    heads: DimAttr = Field(description="attention heads; the width of q, k and v splits evenly among them")
     kv_rank: DimAttr = Field(description="width of the compressed key/value latent (`kv_lora_rank`)")
     q_rank: DimAttr = Field(0, ge=0, description="width of the query latent (`q_lora_rank`); 0: one full-rank "
                             "query projection `q` (DeepSeek-V2-Lite)")

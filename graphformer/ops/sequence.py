@@ -186,8 +186,8 @@ register(OpDef(
 
 class VestigialAttrs(Attrs):
     dim_fields = ("rows", "cols")
-    rows: DimAttr
-    cols: DimAttr
+    rows: DimAttr = Field(description="rows of the unused table")
+    cols: DimAttr = Field(description="columns of the unused table")
 
 
 def _vestigial_shape(a: VestigialAttrs, ins):

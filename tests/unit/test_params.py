@@ -51,3 +51,11 @@ def test_api_overrides_are_typed_too():
         graphformer.load(SPECS / "llama.yaml", overrides={"eps": "tiny"})
     spec = graphformer.load(SPECS / "phi-2.yaml", preset="tiny", overrides={"eps": 1})  # an int is a fine float
     assert spec.params["eps"] == 1.0 and isinstance(spec.params["eps"], float)
+
+
+def test_api_overrides_are_named_as_such():
+    with pytest.raises(graphformer.SpecError) as e:
+        graphformer.load(SPECS / "gpt2.yaml", overrides={"heads": 5})
+    assert "`heads` = 5 comes from overrides=" in e.value.render() and "--set" not in e.value.render()
+    with pytest.raises(UsageError, match=r"^overrides=: `zzz` is not a param"):
+        graphformer.load(SPECS / "gpt2.yaml", overrides={"zzz": 5})

@@ -27,6 +27,7 @@ import numpy as np
 from onnx import GraphProto, ModelProto, TensorProto, helper
 
 from ...base.fileio import atomic_outputs, resolve_output
+from ...base.progress import track
 from .graph import to_model
 
 ALIGN = 4096  # external tensors start on page boundaries, so runtimes can mmap them
@@ -117,7 +118,15 @@ def write_external(ir, weights: dict[str, np.ndarray], opset: int, path: str, pa
                 entry.key, entry.value = key, str(value)
             return t
 
-        model = to_model(ir, weights, opset, tensor=external, past=past)
+        ticks = iter(track(range(len(weights)), len(weights), f"writing {name}'s weights", "tensor"))
+
+        def counted(tname: str, arr: np.ndarray) -> TensorProto:   # the bar advances per tensor written
+            next(ticks, None)
+            return external(tname, arr)
+
+        model = to_model(ir, weights, opset, tensor=counted, past=past)
+        for _ in ticks:   # the last step, which closes the bar
+            pass
         data_bytes = data.tell()
         location = data_name(name, digest.hexdigest())
         for t in model.graph.initializer:

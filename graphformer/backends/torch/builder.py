@@ -6,6 +6,7 @@ from torch import nn
 
 from ...analysis import memory
 from ...base.errors import UsageError
+from ...base.progress import track
 from . import plan as _plan
 from .lower import LOWERINGS
 from .module import Block, GraphModule
@@ -58,32 +59,34 @@ def build(spec, device="cpu", dtype=None, seed: int | None = None) -> GraphModul
     if dev.type != "meta":  # created in float32, then cast
         memory.require(memory.param_bytes(ir), f"building `{ir.name}`", str(dev))
     with torch.device(dev):
-        model = compile_graph(spec, order)
+        model = compile_graph(spec, order, progress=f"building {ir.name}")
     if dev.type != "meta":
-        init_parameters(model, seed, dev)
+        init_parameters(model, seed, dev, progress=f"initialising {ir.name}")
     if dt is not None:
         model.to(dt)
     return model
 
 
-def compile_graph(spec, order=None) -> GraphModule:
+def compile_graph(spec, order=None, progress: str | None = None) -> GraphModule:
     """The modules and generated code of `spec.ir`, parameters uninitialised, on the current device.
 
     Also what a block-valued attribute's body (MoE's expert) compiles with: `spec` is then anything
-    with `.ir` and `.name`."""
+    with `.ir` and `.name`. `progress` labels a bar over the top-level nodes and layers (base/progress.py)."""
     ir = spec.ir
     order = order or ir.nodes()
     root = _plan.scopes(ir, order)
     model = GraphModule(spec)
-    _populate(model, root, ir, model)
+    _populate(model, root, ir, model, progress=progress)
     _tie(model, ir)
     _generate(model, root, ir, order)
     return model
 
 
-def _populate(block: Block, scope: _plan.Scope, ir, model: GraphModule, prefix: tuple[str, ...] = ()) -> None:
+def _populate(block: Block, scope: _plan.Scope, ir, model: GraphModule, prefix: tuple[str, ...] = (),
+              progress: str | None = None) -> None:
     """Create every node's module and every child block, at the keys the generated code uses."""
-    for item in scope.items:
+    items = scope.items if progress is None else track(scope.items, len(scope.items), progress, "layer")
+    for item in items:
         if not isinstance(item, _plan.Scope):
             key = scope.rel(item.name)
             block.put(key, LOWERINGS[item.op](item, ir.input_types(item)))
@@ -122,31 +125,36 @@ def _generate(model: GraphModule, root: _plan.Scope, ir, order) -> None:
     walk(model, root)
 
 
-def init_parameters(model: nn.Module, seed: int | None = None, device=None) -> None:
+def init_parameters(model: nn.Module, seed: int | None = None, device=None, progress: str | None = None) -> None:
     """Deterministic init in registration (= IR) order.
 
     A module may define `init_parameters(generator)` for its own scheme; otherwise by name and rank:
-    biases 0, 1-D `weight`s (norm scales) 1, everything else normal(0, 0.02).
+    biases 0, 1-D `weight`s (norm scales) 1, everything else normal(0, 0.02). `progress` labels a bar
+    per tensor (base/progress.py): at a large size this is most of a build's time.
     """
     gen = None
     if seed is not None:
         gen = torch.Generator(device=device or "cpu")
         gen.manual_seed(seed)
+    jobs: list[tuple[nn.Module, str | None, nn.Parameter | None]] = []   # in the order the RNG is drawn
 
-    def init(mod: nn.Module) -> None:
+    def collect(mod: nn.Module) -> None:
         custom = getattr(type(mod), "init_parameters", None)
         if custom is not None and not isinstance(mod, GraphModule):
-            mod.init_parameters(gen)  # owns its whole subtree
+            jobs.append((mod, None, None))  # owns its whole subtree
             return
-        for name, p in mod.named_parameters(recurse=False):
-            if name == "bias":
+        jobs.extend((mod, name, p) for name, p in mod.named_parameters(recurse=False))
+        for child in mod.children():
+            collect(child)
+    collect(model)
+
+    with torch.no_grad():
+        for mod, name, p in jobs if progress is None else track(jobs, len(jobs), progress, "tensor"):
+            if p is None:
+                mod.init_parameters(gen)
+            elif name == "bias":
                 p.zero_()
             elif name == "weight" and p.ndim == 1:
                 p.fill_(1.0)
             else:
                 p.normal_(0.0, INIT_STD, generator=gen)
-        for child in mod.children():
-            init(child)
-
-    with torch.no_grad():
-        init(model)

@@ -8,6 +8,7 @@ import struct
 import torch
 from torch import nn
 
+from ...base.progress import track
 from ...weights.maps import convert_state_dict
 
 
@@ -21,8 +22,13 @@ def load_weights(module: nn.Module, state_dict: dict, mapping: str, spec=None) -
     spec = spec if spec is not None else getattr(module, "spec", None)
     if spec is None:
         raise TypeError("load_weights needs the spec: pass `spec=` (this module has no `.spec`)")
-    converted = convert_state_dict(spec, state_dict, mapping)
-    module.load_state_dict({k: torch.as_tensor(v) for k, v in converted.items()}, strict=True)
+    tensors = {k: torch.as_tensor(v) for k, v in convert_state_dict(spec, state_dict, mapping).items()}
+    own = module.state_dict()   # views of the parameters: copying into them loads
+    if own.keys() != tensors.keys() or any(own[k].shape != t.shape for k, t in tensors.items()):
+        module.load_state_dict(tensors, strict=True)   # raises torch's message naming the keys
+    with torch.no_grad():   # one tensor at a time, so a memory-mapped file is read as the bar advances
+        for k in track(tensors, len(tensors), "loading weights", "tensor"):
+            own[k].copy_(tensors[k])
     return module
 
 
