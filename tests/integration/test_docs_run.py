@@ -128,9 +128,9 @@ _HELPER = textwrap.dedent("""
 """)
 
 SETUP: dict[str, str] = {
-    "docs/huggingface.md": 'llama_dir("my-llama")',
+    "docs/huggingface.md": 'llama_dir("my-llama"); llama_dir("tiny-llama")',
     "docs/weight-maps.md": 'gpt2_file("model.safetensors")',
-    "docs/onnx.md": 'gpt2_file("model.safetensors")',
+    "docs/onnx.md": 'gpt2_file("model.safetensors"); llama_dir("tiny-llama")',
     "docs/python-api.md": 'llama_dir("my-llama"); llama_dir("tiny-llama"); gpt2_file("model.safetensors"); '
                           'graphformer_cli("import", "hf", "my-llama", "-o", "my-llama.yaml")',
 }
