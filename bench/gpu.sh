@@ -3,6 +3,6 @@
 # with NCCL, one table (bench/gpu.py says what). Exits 0 with a message where there is no CUDA device.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] && PY=.venv/bin/python
+# $PYTHON if given, else the checkout's .venv, else python3
+if [ -n "${PYTHON:-}" ]; then PY=$PYTHON; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 exec timeout 480 "$PY" bench/gpu.py "$@"
