@@ -213,22 +213,12 @@ class PluginOpDef(OpDef):
         assert self.tp in TP + (UNKNOWN,), f"op {self.name}: tp must be one of {TP}"
 
 
-class Registry(dict):
-    """The op table: name → OpDef. The built-in ops register when `graphformer.ops` is imported; the ops of
-    installed plugins (the `graphformer.ops` entry points) are loaded lazily, once, on the first read after
-    that (`ops/plugins.py`), so a command that never looks an op up imports no plugin."""
-
-    _ready = False      # set by ops/__init__.py once every built-in op is in
-    _loading = False
+class LazyDict(dict):
+    """A dict whose reads first call `_load()` (once-only loading is the subclass's business): the op
+    registry and the backends' lowering tables, which plugins fill on first use."""
 
     def _load(self) -> None:
-        if self._ready and not self._loading and not getattr(self, "_loaded", False):
-            self._loading = True
-            try:
-                from .plugins import load_plugins
-                load_plugins(self)
-            finally:
-                self._loaded, self._loading = True, False
+        raise NotImplementedError
 
     def __getitem__(self, k):
         self._load()
@@ -261,6 +251,24 @@ class Registry(dict):
     def items(self):
         self._load()
         return dict.items(self)
+
+
+class Registry(LazyDict):
+    """The op table: name → OpDef. The built-in ops register when `graphformer.ops` is imported; the ops of
+    installed plugins (the `graphformer.ops` entry points) are loaded lazily, once, on the first read after
+    that (`ops/plugins.py`), so a command that never looks an op up imports no plugin."""
+
+    _ready = False      # set by ops/__init__.py once every built-in op is in
+    _loading = False
+
+    def _load(self) -> None:
+        if self._ready and not self._loading and not getattr(self, "_loaded", False):
+            self._loading = True
+            try:
+                from .plugins import load_plugins
+                load_plugins(self)
+            finally:
+                self._loaded, self._loading = True, False
 
 
 REGISTRY: Registry = Registry()

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from .base import Attrs, OpDef, PluginOpDef, same_shape, numel
+from .base import Attrs, LazyDict, OpDef, PluginOpDef, same_shape, numel
 
 GROUP = "graphformer.ops"
 BUILTIN = "builtin"
@@ -158,7 +158,7 @@ def _invalid(plugin: Any, registry: dict) -> str | None:
     return None
 
 
-class LoweringTable(dict):
+class LoweringTable(LazyDict):
     """A backend's lowering table (op name → lowering). The first lookup imports the lowering modules of
     the installed plugins for this backend, once (their `@lowers` fill the table)."""
 
@@ -204,22 +204,6 @@ class LoweringTable(dict):
     def get(self, k, default=None):
         self._load()
         return self.fallback if self._fallback(k) else dict.get(self, k, default)
-
-    def __iter__(self):
-        self._load()
-        return dict.__iter__(self)
-
-    def __len__(self):
-        self._load()
-        return dict.__len__(self)
-
-    def keys(self):
-        self._load()
-        return dict.keys(self)
-
-    def items(self):
-        self._load()
-        return dict.items(self)
 
 
 def reset() -> None:
