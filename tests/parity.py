@@ -36,3 +36,23 @@ def prompts(b=3, n=8, padded=False):
     mask[1, :3] = 0
     mask[2, :1] = 0
     return ids, mask
+
+
+def lm_batch(vocab=97, b=3, n=11):
+    """[b, n] token ids and a left-padding mask (rows of 0, 4 and 1 pads), as generation batches prompts."""
+    ids = torch.randint(0, vocab, (b, n), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(b, n, dtype=torch.long)
+    mask[1, :4] = 0
+    mask[2, :1] = 0
+    return ids, mask
+
+
+def assert_lm_logits(model: nn.Module, ref: nn.Module, ids, mask, what: str) -> None:
+    """A causal LM's logits equal the reference's without a mask, and on the real tokens with one (padded
+    positions' outputs are meaningless in both)."""
+    with torch.no_grad():
+        assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, f"{what} logits")
+        got = model(tokens=ids, mask=mask)["logits"]
+        want = ref(input_ids=ids, attention_mask=mask).logits
+    keep = mask.bool()
+    assert_close(got[keep], want[keep], f"{what} logits, left-padded")

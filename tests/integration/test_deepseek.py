@@ -22,7 +22,7 @@ from graphformer.backends.torch.generation import Decoder  # noqa: E402
 from graphformer.frontend.check import check_file  # noqa: E402
 from graphformer.frontend.hf import convert_config  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, to_reference  # noqa: E402
-from parity import assert_close, ours, prompts  # noqa: E402
+from parity import assert_close, assert_lm_logits, lm_batch, ours, prompts  # noqa: E402
 
 T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -73,24 +73,14 @@ def pair(case):
 
 
 def batch(b=3, n=11):
-    gen = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, 97, (b, n), generator=gen)
-    mask = torch.ones(b, n, dtype=torch.long)
-    mask[1, :4] = 0
-    mask[2, :1] = 0
-    return ids, mask
+    return lm_batch(b=b, n=n)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_logits_equal_transformers_with_and_without_padding(case):
     spec, ref, model = pair(case)
     ids, mask = batch()
-    with torch.no_grad():
-        assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, f"deepseek-v2 {case} logits")
-        got = model(tokens=ids, mask=mask)["logits"]
-        want = ref(input_ids=ids, attention_mask=mask).logits
-    keep = mask.bool()
-    assert_close(got[keep], want[keep], f"deepseek-v2 {case} logits, left-padded")
+    assert_lm_logits(model, ref, ids, mask, f"deepseek-v2 {case}")
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -17,7 +17,7 @@ import graphformer  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.base.diagnostics import SpecError  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, to_reference  # noqa: E402
-from parity import assert_close, ours, prompts  # noqa: E402
+from parity import assert_close, lm_batch, ours, prompts  # noqa: E402
 
 T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -46,11 +46,7 @@ def pair(**sets):
 
 
 def batch(b=3, n=11):
-    ids = torch.randint(0, 97, (b, n), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones(b, n, dtype=torch.long)
-    mask[1, :4] = 0
-    mask[2, :1] = 0
-    return ids, mask
+    return lm_batch(b=b, n=n)
 
 
 def test_logits_equal_transformers_with_and_without_padding():

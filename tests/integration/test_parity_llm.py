@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 import graphformer  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
-from parity import assert_close, ours  # noqa: E402
+from parity import assert_close, assert_lm_logits, lm_batch, ours  # noqa: E402
 
 T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -64,25 +64,15 @@ def pair(case):
     return spec, ref, ours(spec, ref)
 
 
-def batch(vocab=97, b=3, n=11):
-    gen = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, vocab, (b, n), generator=gen)
-    mask = torch.ones(b, n, dtype=torch.long)
-    mask[1, :4] = 0   # left padding, as generation batches prompts
-    mask[2, :1] = 0
-    return ids, mask
+def batch(b=3, n=11):
+    return lm_batch(b=b, n=n)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_logits_equal_transformers_with_and_without_padding(case):
     spec, ref, model = pair(case)
     ids, mask = batch()
-    with torch.no_grad():
-        assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, f"{case} logits")
-        got = model(tokens=ids, mask=mask)["logits"]
-        want = ref(input_ids=ids, attention_mask=mask).logits
-    keep = mask.bool()    # padded positions' outputs are meaningless in both
-    assert_close(got[keep], want[keep], f"{case} logits, left-padded")
+    assert_lm_logits(model, ref, ids, mask, case)
 
 
 @pytest.mark.parametrize("case", ["llama", "mistral-window", "mixtral", "qwen2", "phi"])
