@@ -213,10 +213,9 @@ def test_a_doc_that_closes_the_script_element_is_shown_as_text(browser, tmp_path
     page.close()
 
 
-# Goals of issue 29, measured in the page (performance.now()); the assertions allow for this loaded 2-core
-# machine, the printed numbers are the real ones (bench/bench_viewer.py tabulates them in docs/performance.md).
-GOAL_MS = 1000
-SLACK = 3
+# Speed is measured, not asserted: the page times itself (performance.now()) and this test prints the
+# numbers; bench/bench_viewer.py tabulates them against the goals in docs/performance.md. What keeps them
+# small — one layout per distinct block — is asserted by counts in tests/unit/test_draw.py.
 
 
 @needs_dot
@@ -245,7 +244,6 @@ def test_every_model_opens_and_expands_in_the_page(browser, tmp_path, spec, caps
     page.page.keyboard.press("Enter")
     assert page.panel().startswith(target) and "shapes" in page.panel().lower()
     assert page.errors == []
-    assert page.first_render_ms <= GOAL_MS * SLACK and expand_ms <= GOAL_MS * SLACK
     page.close()
 
 
