@@ -82,9 +82,7 @@ def test_encoder_alone_equals_modernbert_model():
 
 
 def test_gradients_equal_transformers_on_real_tokens():
-    """Every parameter's gradient, with padding. transformers' embedding has padding_idx (the pad row gets
-    no gradient through the lookup), which the `embedding` op lacks; with the pad id only at masked
-    positions that row's lookup gradient is zero in both (nothing reads a masked key), so they agree."""
+    """Every parameter's gradient, with padding (the pad row at real positions: test_weight_maps_roundtrip)."""
     s, ref = spec(), reference()
     model = ours(s, ref)
     ids, mask = batch()

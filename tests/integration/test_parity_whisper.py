@@ -52,8 +52,8 @@ def test_outputs_equal_transformers(attn):
 
 def test_gradients_equal_transformers():
     spec, ref, model = pair()
-    # no pad token (id 0) in the input: transformers' embed_tokens has padding_idx, so the lookup never
-    # trains the pad row; the embedding op has no such exception (the forward pass is the same)
+    # no pad token (id 0) in the input here: the pad row at real positions (`pad_token`) is
+    # test_weight_maps_roundtrip's
     features, ids = batch(low=1)
     weight = torch.randn(97, generator=torch.Generator().manual_seed(2))
     (model(input_features=features, decoder_input_ids=ids)["logits"] * weight).sum().backward()

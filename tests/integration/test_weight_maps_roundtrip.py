@@ -5,6 +5,7 @@ References are built offline from small configs with random weights (the same co
 tests use: heads > 1, fewer key/value heads, so a wrong layout can't hide behind equal shapes)."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -366,27 +367,69 @@ def test_import_hf_t5_from_save_pretrained(v1_1, tmp_path, capsys):
 
 # ---------------------------------------------------------------- the embedding's pad row
 
-@pytest.mark.parametrize("case", ["mistral-window", "phi"])
-def test_pad_row_gradients_equal_the_reference(case):
-    """transformers builds these tables with padding_idx = pad_token_id: the pad row never trains. With
-    `pad_token` set (import hf sets it from the config), every gradient equals the reference's."""
-    from test_parity_llm import CASES as LLM   # the parity tests' configs of the tiny presets
-    name, preset, sets, cls, cfg_cls, kw = LLM[case]
-    ref = randomize(cls(cfg_cls(**kw, pad_token_id=3, attn_implementation="sdpa")))
-    ids = torch.tensor([[3, 5, 3, 7, 9, 3], [1, 3, 2, 3, 4, 5]])
-    model = graphformer.build(spec(name, preset, **sets, pad_token=3), seed=0).eval()
+def _pad_call(name, ids):
+    """(our inputs, the reference's inputs, how to read the output) for a table read by `ids`."""
+    if name == "whisper-base":
+        feats = torch.randn(2, 7, 18, generator=torch.Generator().manual_seed(1))
+        return ({"input_features": feats, "decoder_input_ids": ids}, {"input_features": feats, "decoder_input_ids": ids},
+                ("logits", lambda out: out.logits))
+    if name == "bert-base":
+        both = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": torch.ones_like(ids)}
+        return both, both, ("last_hidden_state", lambda out: out.last_hidden_state)
+    if name == "modernbert":
+        return {"input_ids": ids}, {"input_ids": ids}, ("logits", lambda out: out.logits)
+    return {"tokens": ids}, {"input_ids": ids}, ("logits", lambda out: out.logits)
+
+
+PADDED = [c for c in CASES if c.endswith("/hf") and "pad_token" in CASES[c]()[0].params]
+
+
+def test_every_table_with_a_pad_row_in_the_reference_has_pad_token():
+    """A reference whose token table has padding_idx (transformers sets it from pad_token_id) is loaded by
+    a spec with a `pad_token` param: otherwise the pad row trains here and not there."""
+    missing = []
+    for case in CASES:
+        if not case.endswith("/hf") or case in PADDED:
+            continue
+        ref = CASES[case]()[1]
+        if any(isinstance(m, nn.Embedding) and m.padding_idx is not None for m in ref.modules()):
+            missing.append(case)
+    assert not missing, f"references with a pad row whose spec has no `pad_token`: {missing}"
+
+
+@pytest.mark.parametrize("case", PADDED)
+def test_every_pad_row_gets_no_gradient_as_in_the_reference(case):
+    """For every bundled spec with `pad_token`: the reference built with pad_token_id=3, our spec imported
+    from its config as `import hf` does (so the pad row comes from the config), the pad id at real
+    positions: every gradient equals the reference's, and the pad row's is zero in both."""
+    from graphformer.frontend.hf import convert_config, spec_path
+    s, ref = CASES[case]()
+    name = case.split("/")[0]
+    cfg = copy.deepcopy(ref.config)
+    cfg.pad_token_id = 3
+    ref = randomize(type(ref)(cfg))
+    imported = convert_config(ref.config.to_dict())
+    assert imported.params["pad_token"] == 3
+    s = graphformer.load(spec_path(imported.family), overrides=dict(imported.params))
+    model = graphformer.build(s, seed=0).eval()
     graphformer.load_weights(model, ref.state_dict(), "hf")
+    ids = torch.tensor([[3, 5, 3, 7, 9, 3], [1, 3, 2, 3, 4, 5]])
+    ours_in, ref_in, (key, read) = _pad_call(name, ids)
     ref.zero_grad()
-    ref(input_ids=ids).logits.pow(2).mean().backward()
-    model(tokens=ids)["logits"].pow(2).mean().backward()
+    read(ref(**ref_in)).pow(2).mean().backward()
+    model(**ours_in)[key].pow(2).mean().backward()
     theirs = dict(ref.named_parameters())
-    ours_grads = {k: p.grad for k, p in model.named_parameters()}
-    back = to_reference(model.spec, ours_grads, "hf", reference=ref.state_dict())
+    ours_grads = {k: p.grad if p.grad is not None else torch.zeros_like(p) for k, p in model.named_parameters()}
+    back = to_reference(s, ours_grads, "hf", reference=ref.state_dict())
     for k, g in back.items():
-        want = theirs[k].grad
+        if k not in theirs:   # a tied head: named once, as the table, by named_parameters
+            continue
+        want = theirs[k].grad if theirs[k].grad is not None else torch.zeros_like(g)
         assert (g - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item()), k
-    table = ours_grads["tok.weight"]
-    assert table[3].abs().max() == 0 and table[5].abs().max() > 0
+    pads = [m for m in ref.modules() if isinstance(m, nn.Embedding) and m.padding_idx == 3]
+    assert pads and any(m.weight.grad is not None and m.weight.grad[5].abs().max() > 0 for m in pads)
+    if not getattr(ref.config, "tie_word_embeddings", False):   # a tied head trains the row as any other
+        assert all(m.weight.grad is None or m.weight.grad[3].abs().max() == 0 for m in pads)
 
 
 def test_pad_token_comes_from_the_config_and_is_checked(tmp_path, capsys):
