@@ -981,8 +981,15 @@ class Expander:
             idx = i if decl.repeat is not None else None
             if last_env is None or decl.attrs:   # without call attributes every repetition sees the same params
                 self.repeat_count = count if idx is not None else None
+                seen = len(self.diags)
                 env = self._call_env(scope, name, decl, idx)
                 self.repeat_count = None
+                if any(d.is_error for d in self.diags[seen:]):
+                    # a param without a value: this body's shapes would only repeat that error. Carried
+                    # streams pass through, so the repetitions after it are still checked on their own.
+                    outs = {o: ins[o] if o in carried else Slot(broken=True) for o in block.outputs}
+                    last_env = None
+                    continue
             if env is not last_env and env != last_env:   # params differ (`repeat_index`): a memo of its own
                 last_env, dims = env, {}
             prefix = f"{scope.prefix}{name}." + (f"{i}." if idx is not None else "")

@@ -123,6 +123,22 @@ def test_spec_error_carries_diagnostics(tmp_path):
     assert (d.code, d.span.line, d.span.col) == ("GF131", 4, 30)
 
 
+@pytest.mark.parametrize("where", ["call", "import"])
+def test_a_block_param_without_a_value_is_one_error_not_a_cascade(tmp_path, where):
+    """A misspelt value passed to a block (at the call, or into an imported block) is GF131 there, once:
+    the body is not expanded with a stand-in value whose shapes would then disagree everywhere."""
+    if where == "call":
+        text = COATTN.replace("{op: co, in: {text: text, image: image}", "{op: co, in: {text: text, image: image}, "
+                              "width: widht")
+        assert "widht" in text
+        line = next(i for i, l in enumerate(textwrap.dedent(text).splitlines(), 1) if "widht" in l)
+    else:
+        text = (SPECS / "llava.yaml").read_text().replace("vision_width: vision_width,", "vision_width: vision_widht,")
+        line = next(i for i, l in enumerate(text.splitlines(), 1) if "vision_widht" in l)
+    r = check_file(write(tmp_path, "bad.yaml", text))
+    assert [(d.code, d.span.line) for d in r.diagnostics if d.is_error] == [("GF131", line)]
+
+
 def test_tied_weights_are_counted_once():
     spec = graphformer.load(SPECS / "gpt2.yaml", preset="tiny")
     names = param_shapes(spec.ir)
