@@ -11,15 +11,16 @@ Torch-free, from the IR and the op registry alone. What is exact and what is an 
   `saves` trait; each saved tensor counted once, however many ops save it; parameters excluded), checked
   against the bytes a real training forward saves (`torch.autograd.graph.saved_tensors_hooks`) by
   tests/integration/test_budget.py.
-- KV cache: per token and sequence, for every cache slot `decoding.cache_slots` finds (kv_heads, not
-  heads; a sliding window caps it at `window` tokens, see docs/summary.md).
+- KV cache: per token and sequence, for every cache slot of the decoder plan (`decoding.plan_decoder`;
+  none where the graph does not decode token by token; kv_heads, not heads; a sliding window caps it at `window` tokens, see docs/summary.md).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-from .decoding import cache_slots
+from .decoding import plan_decoder
+from ..base.diagnostics import SpecError
 from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
 from ..ops.base import Saved, dtype_bytes
@@ -124,9 +125,14 @@ def optimizer_bytes(shapes: list[tuple[int, ...]], optimizer: str) -> int:
 
 
 def kv_cache_per_token(ir: IRGraph, s: int) -> int:
-    """Bytes one more token adds to the key/value cache of one sequence: every cache slot keeps its
-    kv_heads × head_dim keys and values."""
-    return sum(slot.kv_heads * sum(slot.widths.values()) * s for slot in cache_slots(ir))
+    """Bytes one more token adds to the key/value cache of one sequence, as `graphformer generate` keeps it:
+    every cache slot of the decoder plan keeps its kv_heads × head_dim keys and values. 0 for a graph that
+    does not decode token by token (a causal text tower feeding a pooled output, as CLIP's)."""
+    try:
+        plan = plan_decoder(ir, ("logits",) if "logits" in ir.outputs else None)
+    except SpecError:
+        return 0
+    return sum(slot.kv_heads * sum(slot.widths.values()) * s for slot in plan.slots.values())
 
 
 def _numel(t, dims) -> int:

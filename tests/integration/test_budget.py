@@ -44,6 +44,14 @@ def test_kv_cache_counts_kv_heads_not_heads():
     assert kv_cache_per_token(spec.ir, 2) == 32 * 2 * 8 * 128 * 2
 
 
+@pytest.mark.parametrize("name,decodes", [("clip-vit-b32", False), ("bert-base", False), ("gpt2", True),
+                                           ("whisper-base", True)])
+def test_kv_cache_only_where_the_graph_decodes(name, decodes):
+    """CLIP's text tower is causal but pools one position: generation refuses it, and nothing is cached."""
+    spec = graphformer.load(SPECS / f"{name}.yaml")
+    assert (kv_cache_per_token(spec.ir, 4) > 0) == decodes
+
+
 def test_moe_active_params():
     spec = graphformer.load(SPECS / "mixtral-8x7b.yaml")
     b = budget(spec.ir, spec.ir.resolve_dims({}))
