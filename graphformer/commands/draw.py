@@ -59,11 +59,10 @@ def run(args) -> int:
     diagram = build(ir, expand=args.expand, dims=dims, subtitle=_subtitle(args, dims))
     if fmt == "mermaid":
         data = to_mermaid(diagram, args.direction).encode()
-    elif fmt == "svg":   # composed block by block when expanded (render/compose.py)
-        data = _guard_dot(compose.render_svg, diagram, args.direction).encode()
-    else:
-        dot_text = graphviz.to_dot(diagram, args.direction)
-        data = dot_text.encode() if fmt == "dot" else _guard_dot(graphviz.render, dot_text, fmt)
+    elif fmt == "dot":
+        data = graphviz.to_dot(diagram, args.direction).encode()
+    else:   # svg, png, pdf: composed block by block when expanded (render/compose.py)
+        data = _guard_dot(compose.render, diagram, fmt, args.direction)
     return _write(args.output, data, fmt)
 
 

@@ -156,14 +156,16 @@ def dot_timeout() -> float:
     return value
 
 
-def render(dot_text: str, fmt: str, dpi: int | None = None) -> bytes:
-    """Render DOT text to svg/png/pdf bytes with the `dot` binary (`dpi` scales PNGs)."""
-    if fmt not in FORMATS:
+def render(dot_text: str, fmt: str, dpi: int | None = None, engine: str | None = None) -> bytes:
+    """Render DOT text to svg/png/pdf bytes with the `dot` binary (`dpi` scales PNGs). `fmt` "dot" is the
+    laid-out graph as DOT text (positions as attributes); `engine` "nop2" draws such a graph as it is
+    placed (render/compose.py), without laying it out again."""
+    if fmt not in FORMATS + ("dot",):
         raise ValueError(f"unknown render format {fmt}")
     exe = find_dot()
     timeout = dot_timeout()
     try:
-        extra = [f"-Gdpi={dpi}"] if dpi else []
+        extra = ([f"-Gdpi={dpi}"] if dpi else []) + ([f"-K{engine}"] if engine else [])
         proc = subprocess.run([exe, f"-T{fmt}", *extra], input=dot_text.encode(), capture_output=True, check=False,
                               timeout=timeout)
     except subprocess.TimeoutExpired:  # run() has killed it

@@ -93,7 +93,7 @@
     const fresh = [];
     for (const g of svg.querySelectorAll('g.node')) {
       const id = titleOf(g);
-      if (/\.<(in|out)\d+>$/.test(id)) continue;   // where an arrow enters or leaves a composed block
+      if (/\.<(in|out)\d+>$|:slot$/.test(id)) continue;   // where a composed block's arrows enter or leave, its box
       if (id.endsWith(':title')) {
         const cid = id.slice(0, -6);
         if (S.view.clusters[cid]) { g.classList.add('gf-header'); g.dataset.cluster = cid; }
@@ -104,7 +104,7 @@
       if (before && !before.has(id)) fresh.push(g);
     }
     for (const g of svg.querySelectorAll('g.edge')) {
-      const [src, dst] = titleOf(g).split('->').map((end) => end.replace(/:[io]\d+:[ns]$/, ''));
+      const [src, dst] = titleOf(g).split('->').map((end) => end.replace(/:[io]\d+:[nsew]$/, ''));
       S.edges.push({ src, dst, g });
     }
     if (fresh.length <= 400) for (const g of fresh) g.classList.add('gf-new');   // fade in what expanding added
