@@ -72,8 +72,18 @@ class _Composer:
         self.direction = direction
         self.into, self.outof = ("w", "e") if self.lr else ("n", "s")   # the sides a slot's ports sit on
         self.chains = {n.id: d.chain(n.cluster) for n in d.nodes}
+        # each block's nodes and the edges that touch it, in the diagram's order: a scope reads only its own
+        self.nodes_in: dict[str | None, list[Node]] = {None: d.nodes}
+        self.edges_at: dict[str | None, list[Edge]] = {None: d.edges}
+        for n in d.nodes:
+            for c in self.chains[n.id]:
+                self.nodes_in.setdefault(c, []).append(n)
+        for e in d.edges:
+            for c in dict.fromkeys(self.chains[e.src] + self.chains[e.dst]):
+                self.edges_at.setdefault(c, []).append(e)
         self.order = {n.id: i for i, n in enumerate(d.nodes)}
         self.cache: dict[str, _Layout] = {}
+        self.relative: dict[str, object] = {}
         self.ports: dict[str, _Ports] = {}
         self.dot_runs = 0
         # source -> the repetitions of each call it feeds from outside them: several make it "shared"
@@ -104,7 +114,10 @@ class _Composer:
         outer = self.d.clusters[rep].parent
         while outer is not None and not src.startswith(outer + "."):
             outer = self.d.clusters[outer].parent
-        return src[len(outer) + 1:] if outer else src
+        if outer is None:
+            return src
+        rest = src[len(outer) + 1:]
+        return re.sub(r"^\d+\.", "", rest) if self.d.clusters[outer].repeat else rest   # `blocks` × N: `blocks.0.ln2`
 
     def shared(self, src: str, rep: str) -> bool:
         return len(self.feeds.get((src, self.d.clusters[rep].call), ())) > 1
@@ -130,7 +143,7 @@ class _Composer:
         in_index: dict[str, int] = {}
 
         # in-ports first (they head the node order), then nodes and slots in the diagram's order
-        edges_in = [e for e in d.edges if self.inside(e.dst, scope) and not self.inside(e.src, scope)]
+        edges_in = [e for e in self.edges_at[scope] if self.inside(e.dst, scope) and not self.inside(e.src, scope)]
         if scope is not None:
             groups: dict[str, list[Edge]] = {}
             for e in edges_in:
@@ -161,7 +174,7 @@ class _Composer:
                                                   c.repeat, c.call)
                 cluster = c.parent
 
-        for n in d.nodes:
+        for n in self.nodes_in[scope]:
             if not self.inside(n.id, scope):
                 continue
             at = self.level(n.id, scope)
@@ -190,7 +203,7 @@ class _Composer:
         # edges at this level: node or slot port to node or slot port
         out_index: dict[str, int] = {}
         seen: set[tuple[str, str, str, str]] = set()
-        for e in d.edges:
+        for e in self.edges_at[scope]:
             s_in, d_in = self.inside(e.src, scope), self.inside(e.dst, scope)
             if not (s_in or d_in) or (s_in and d_in and self.level(e.src, scope) == self.level(e.dst, scope)):
                 continue                        # outside the scope, or inside one slot
@@ -224,14 +237,25 @@ class _Composer:
         if scope is not None:
             ranks = {"min": [n.id for n in sub.nodes if n.id.startswith(f"{TOKEN}.<in")],
                      "max": [n.id for n in sub.nodes if n.id.startswith(f"{TOKEN}.<out")]}
-        dot_text = graphviz.to_dot(sub, self.direction, extra=extra, ranks=ranks, fragment=scope is not None)
+        rows: dict[tuple, list[str]] = {}     # repetitions side by side (experts), in their order
+        for at in seen_slots:
+            c = d.clusters[at]
+            if c.parallel:
+                rows.setdefault((rel(c.parent) if c.parent else None, c.call), []).append(at)
+        rows_ids: dict[str | None, list[list[str]]] = {}
+        for (parent, _), reps in rows.items():
+            rows_ids.setdefault(parent, []).append([rel(a) + SLOT for a in sorted(reps, key=_index)])
+        dot_text = graphviz.to_dot(sub, self.direction, extra=extra, ranks=ranks, fragment=scope is not None,
+                                   rows=rows_ids)
         return self._lay_out(dot_text, slots), ports
 
     def _relative(self, scope: str | None):
         if scope is None:
             return lambda s: s
-        pattern = re.compile(r"(?<![\w.])" + re.escape(scope) + r"(?![\w])")
-        return lambda s: pattern.sub(TOKEN, s)
+        if scope not in self.relative:
+            pattern = re.compile(r"(?<![\w.])" + re.escape(scope) + r"(?![\w])")
+            self.relative[scope] = lambda s: pattern.sub(TOKEN, s) if scope in s else s
+        return self.relative[scope]
 
     def _tail(self, src: str, scope: str | None) -> tuple[str, str]:
         at, rel = self.level(src, scope), self._relative(scope)
@@ -271,9 +295,7 @@ class _Composer:
         if key in self.cache:
             return key
         self.dot_runs += 1
-        text = _unwrap(graphviz.render(dot_text, "dot").decode())
-        for sid, content in slots.items():
-            text = _paste(text, sid, content)
+        text = _paste(_unwrap(graphviz.render(dot_text, "dot").decode()), slots)
         if dot_text.startswith("digraph \"\""):      # a fragment: keep its statements and its ports' positions
             self.cache[key] = self._fragment(text)
             return key
@@ -314,6 +336,11 @@ class _Composer:
         body = _stubs(body, "in", rims)
         body = _stubs(body, "out", routes)
         return _Layout(body, w, h, [xy[across] for xy, _ in ins], out_at)
+
+
+def _index(path: str) -> list:
+    """A path as a sort key in which `blocks.10` follows `blocks.9`."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.split(".")]
 
 
 def _slot_attrs(layout: _Layout, lr: bool) -> str:
@@ -376,15 +403,18 @@ def _shift(text: str, dx: float, dy: float) -> str:
     return _COORDS.sub(one, text)
 
 
-def _paste(text: str, sid: str, content: str) -> str:
-    """A block's statements after its slot's, moved to where the slot was placed (its lower-left corner)."""
-    m = re.search(r'^\t*"?' + re.escape(sid) + r'"?\t\[(.*?)\];\n', text, re.M | re.S)
-    if m is None:
-        raise graphviz.DotFailed(f"`dot -Tdot` wrote a layout without the box `{sid}` of a composed block")
-    attrs = {k: v.strip('"') for k, v in re.findall(r'\b(pos|width|height)=("[^"]*"|[^,\]\s]+)', m.group(1))}
-    x, y = _xy(attrs["pos"])
-    x0, y0 = x - float(attrs["width"]) * 36, y - float(attrs["height"]) * 36
-    return text[:m.end()] + _shift(content, x0, y0) + text[m.end():]
+def _paste(text: str, slots: dict[str, str]) -> str:
+    """Each block's statements after its slot's, moved to where the slot was placed (its lower-left corner)."""
+    def one(m: re.Match) -> str:
+        attrs = {k: v.strip('"') for k, v in re.findall(r'\b(pos|width|height)=("[^"]*"|[^,\]\s]+)', m.group(2))}
+        x, y = _xy(attrs["pos"])
+        done.add(m.group(1))
+        return m.group(0) + _shift(slots[m.group(1)], x - float(attrs["width"]) * 36, y - float(attrs["height"]) * 36)
+    done: set[str] = set()
+    text = re.sub(r'^\t*"([^"\n]*' + re.escape(SLOT) + r')"\t\[(.*?)\];\n', one, text, flags=re.M | re.S)
+    if done != set(slots):
+        raise graphviz.DotFailed("`dot -Tdot` wrote a layout without the box of a composed block")
+    return text
 
 
 def _stubs(body: str, kind: str, routes: dict[int, list[tuple[float, float]]]) -> str:

@@ -126,7 +126,11 @@
       anchor = { before: cid, after: cid + '.0' };
     }
     const view = pickView(set);
-    if (!view) { status(`\`${call}\` is too large to lay out in the page: draw it with \`graphformer draw --expand\``); return; }
+    if (!view) {
+      status(`${D.calls[call] ? D.calls[call].label : call} with the blocks expanded now is too large to draw in the page: ` +
+             'collapse some first, or draw it with `graphformer draw --expand --expand-experts`');
+      return;
+    }
     showAsync(view, anchor);
   }
 
@@ -350,7 +354,9 @@
   // ------------------------------------------------------------ toolbar and start
   $('fit').addEventListener('click', () => fit(true));
   $('expand-all').addEventListener('click', () => {
-    const v = pickView(new Set(Object.keys(D.calls))) || D.views.reduce((a, b) => (b.expanded.length > a.expanded.length ? b : a));
+    // every repeated block; a mixture's experts stay one expert × E until their own title is clicked
+    const blocks = Object.keys(D.calls).filter((c) => !D.calls[c].experts);
+    const v = pickView(new Set([...S.expanded].filter((c) => D.calls[c].experts).concat(blocks))) || pickView(new Set(blocks)) || D.views[0];
     showAsync(v, null, () => fit());
   });
   $('collapse-all').addEventListener('click', () => showAsync(pickView(new Set()), null, () => fit()));
