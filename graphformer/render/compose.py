@@ -354,8 +354,8 @@ def _slot_attrs(layout: _Layout, lr: bool) -> str:
         out, at = [], 0
         size = (lambda n: f'WIDTH="1" HEIGHT="{n}"') if lr else (lambda n: f'WIDTH="{n}" HEIGHT="1"')
         wrap = (lambda cell: f"<TR>{cell}</TR>") if lr else (lambda cell: cell)
-        for i, p in sorted(enumerate(places), key=lambda t: t[1]):
-            gap = int(round(h - p if lr else p)) - at
+        for i, p in sorted(enumerate(h - p if lr else p for p in places), key=lambda t: t[1]):   # from top or left
+            gap = int(round(p)) - at
             if gap >= 1:
                 out.append(wrap(f'<TD FIXEDSIZE="TRUE" {size(gap)}></TD>'))
                 at += gap

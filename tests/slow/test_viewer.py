@@ -43,7 +43,7 @@ def test_page_is_self_contained_and_carries_the_ir(tmp_path, capsys):
     text = draw_html(tmp_path, SPECS / "gpt2.yaml", "--dims", "B=1").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text), "the page must not load anything"
     data = page_data(text)
-    assert data["calls"] == {"blocks": {"label": "layer × 12", "count": 12}}
+    assert data["calls"] == {"blocks": {"label": "layer × 12", "count": 12, "experts": False}}
     assert [v["expanded"] for v in data["views"]] == [[], ["blocks"]]
     attn = data["nodes"]["blocks.3.attn"]
     assert attn["op"] == "attention" and attn["shape"] == "[B, n, 768]" and attn["concrete"] == "[1, 8, 768]"
