@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from report import cpu, write_section  # noqa: E402  (bench/report.py)
+from report import cpu as machine, write_section  # noqa: E402  (bench/report.py)
 
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.render import compose, graphviz  # noqa: E402
@@ -38,16 +39,23 @@ def cases(only: list[str] | None) -> list[tuple[str, str | None]]:
     return [c for c in out if not only or c[0] in only]
 
 
-def time_svg(spec: str, preset: str | None) -> tuple[float, int, int]:
-    """Seconds to draw expanded as composed SVG; boxes drawn; dot runs."""
-    t = time.perf_counter()
+def cpu() -> float:
+    """CPU seconds of this process and of its finished children (`dot`): steadier than the wall clock
+    on a shared machine."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
+def time_svg(spec: str, preset: str | None, experts: bool = False) -> tuple[float, int, int]:
+    """CPU seconds to draw expanded as composed SVG (every expert too with `experts`); boxes; dot runs."""
+    t = cpu()
     ir = load(str(ROOT / "specs" / f"{spec}.yaml"), preset=preset).ir
-    d = build(ir, expand=True)
+    d = build(ir, expand=True, experts=experts)
     c = compose._Composer(d)
-    svg = c.top() if any(compose.is_repetition(x) for x in d.clusters.values()) else \
-        graphviz.render(graphviz.to_dot(d), "svg").decode()
-    assert "<svg" in svg
-    return time.perf_counter() - t, len(d.nodes), max(c.dot_runs, 1)
+    composed = any(compose.is_repetition(x) for x in d.clusters.values())
+    svg = graphviz.render(c.top(), "svg", engine="nop2") if composed else graphviz.render(graphviz.to_dot(d), "svg")
+    assert b"<svg" in svg
+    return cpu() - t, len(d.nodes), max(c.dot_runs, 1)
 
 
 def time_baseline(spec: str, preset: str | None, limit: float) -> float | None:
@@ -63,10 +71,10 @@ def time_baseline(spec: str, preset: str | None, limit: float) -> float | None:
 
 
 def write_page(spec: str, preset: str | None, out: Path) -> tuple[float, int]:
-    t = time.perf_counter()
+    t = cpu()
     ir = load(str(ROOT / "specs" / f"{spec}.yaml"), preset=preset).ir
     out.write_text(viewer.to_html(ir))
-    return time.perf_counter() - t, out.stat().st_size
+    return cpu() - t, out.stat().st_size
 
 
 def wait_js(page, expression: str, timeout_s: float = 60) -> None:
@@ -114,11 +122,14 @@ def main() -> None:
     for spec, preset in cases(args.only):
         name = spec + (f" --preset {preset}" if preset else "")
         svg_s, boxes, runs = time_svg(spec, preset)
+        moe = any(n.op == "moe" for n in load(str(ROOT / "specs" / f"{spec}.yaml"), preset=preset).ir.nodes())
+        experts_s = time_svg(spec, preset, experts=True)[0] if moe else None
         base = time_baseline(spec, preset, args.baseline) if args.baseline else None
         page = tmp / f"{spec}-{preset or 'default'}.html"
         page_s, size = write_page(spec, preset, page)
-        rows.append([name, boxes, runs, svg_s, base, page_s, size, page])
+        rows.append([name, boxes, runs, svg_s, experts_s, base, page_s, size, page])
         print(f"{name}: {boxes} boxes, {runs} dot runs, svg {svg_s:.2f} s, "
+              f"every expert {'-' if experts_s is None else f'{experts_s:.1f} s'}, "
               f"dot whole {'-' if not args.baseline else (f'{base:.1f} s' if base else f'> {args.baseline:g} s')}, "
               f"page {page_s:.1f} s {size / 1e3:.0f} kB", flush=True)
     browser = {}
@@ -137,20 +148,24 @@ def report(rows, browser, baseline: float) -> str:
     def ms(v: float) -> str:
         return "–" if v != v else f"{v:.0f}"
     lines = ["## Diagrams and the viewer at full size", "",
-             f"Machine: {cpu()} (shared with other jobs: times vary by about 2× between runs). "
-             "Every bundled spec at its default size, expanded: `draw --expand -o x.svg` in process (load, "
-             "build, layout: one `dot` run per distinct repetition, render/compose.py)"
+             f"Machine: {machine()}, load average {os.getloadavg()[0]:.1f} at the end (shared with other jobs: times vary by about 2× between runs). "
+             "Every bundled spec at its default size, expanded: `draw --expand -o x.svg` in process, CPU "
+             "seconds of the process and its `dot` runs (load, build, layout: one `dot` run per distinct "
+             "repetition, then the composed layout drawn as placed, render/compose.py); for a mixture of "
+             "experts also `--expand --expand-experts` (every expert of every layer)"
              + (f"; before, the whole expanded graph handed to `dot` (stopped after {baseline:g} s)" if baseline else "")
              + "; the viewer page (every view precomputed) and, in headless Chromium, its first render and "
              "\"expand all\" measured in the page with performance.now(). `python bench/bench_viewer.py"
              + (f" --baseline {baseline:g}" if baseline else "") + "`.", "",
-             "| spec | boxes expanded | dot runs | SVG expanded (s) |" + (" before: dot whole (s) |" if baseline else "")
-             + " page (s) | page (kB) | first render (ms) | expand all (ms) | console errors |",
-             "|---|---:|---:|---:|" + ("---:|" if baseline else "") + "---:|---:|---:|---:|---:|"]
-    for name, boxes, runs, svg_s, base, page_s, size, page in rows:
+             "| spec | boxes expanded | dot runs | SVG expanded (CPU s) | with every expert (CPU s) |"
+             + (" before: dot whole (s) |" if baseline else "")
+             + " page (CPU s) | page (kB) | first render (ms) | expand all (ms) | console errors |",
+             "|---|---:|---:|---:|---:|" + ("---:|" if baseline else "") + "---:|---:|---:|---:|---:|"]
+    for name, boxes, runs, svg_s, experts_s, base, page_s, size, page in rows:
         first, expand, errors = browser.get(page, (float("nan"),) * 2 + ("–",))
         before = f" {base:.1f} |" if base else f" > {baseline:g} |"
-        lines.append(f"| {name} | {boxes} | {runs} | {svg_s:.2f} |" + (before if baseline else "")
+        lines.append(f"| {name} | {boxes} | {runs} | {svg_s:.2f} | {'–' if experts_s is None else f'{experts_s:.1f}'} |"
+                     + (before if baseline else "")
                      + f" {page_s:.1f} | {size / 1e3:.0f} | {ms(first)} | {ms(expand)} | {errors} |")
     return "\n".join(lines)
 

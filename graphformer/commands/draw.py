@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
                    help="write here; the format follows the extension (.svg .png .pdf .html .dot/.gv .mmd/.mermaid)")
     p.add_argument("--format", choices=FORMATS, help="output format (default: from -o's extension, else dot)")
     p.add_argument("--expand", action="store_true", help="draw every repetition instead of one block × N")
+    p.add_argument("--expand-experts", action="store_true",
+                   help="draw every expert of a mixture of experts instead of one expert × E")
     p.add_argument("--direction", choices=["TB", "LR"], default="TB", help="top to bottom (default) or left to right")
 
 
@@ -54,16 +56,16 @@ def run(args) -> int:
     ir = result.ir
     dims = dims_arg(args, ir)
     if fmt == "html":
-        data = _guard_dot(html_viewer.to_html, ir, dims, args.expand, args.direction, _subtitle(args, dims)).encode()
+        data = _guard_dot(html_viewer.to_html, ir, dims, args.expand, args.direction, _subtitle(args, dims),
+                          args.expand_experts).encode()
         return _write(args.output, data, fmt)
-    diagram = build(ir, expand=args.expand, dims=dims, subtitle=_subtitle(args, dims))
+    diagram = build(ir, expand=args.expand, dims=dims, subtitle=_subtitle(args, dims), experts=args.expand_experts)
     if fmt == "mermaid":
         data = to_mermaid(diagram, args.direction).encode()
-    elif fmt == "svg":   # composed block by block when expanded (render/compose.py)
-        data = _guard_dot(compose.render_svg, diagram, args.direction).encode()
-    else:
-        dot_text = graphviz.to_dot(diagram, args.direction)
-        data = dot_text.encode() if fmt == "dot" else _guard_dot(graphviz.render, dot_text, fmt)
+    elif fmt == "dot":
+        data = graphviz.to_dot(diagram, args.direction).encode()
+    else:   # svg, png, pdf: composed block by block when expanded (render/compose.py)
+        data = _guard_dot(compose.render, diagram, fmt, args.direction)
     return _write(args.output, data, fmt)
 
 

@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
                                    "file, then the default browser.")
     add_spec_args(p, dims=True)
     p.add_argument("--expand", action="store_true", help="open with every repeated block expanded")
+    p.add_argument("--expand-experts", action="store_true", help="open with every expert of a mixture drawn")
     p.add_argument("--direction", choices=["TB", "LR"], default="TB", help="top to bottom (default) or left to right")
 
 

@@ -97,6 +97,7 @@ class Cluster:
     parent: str | None
     repeat: int | None      # N when drawn once for N repetitions
     call: str | None = None  # the repeated call it draws, by its id when collapsed (`blocks`); None if not repeated
+    parallel: bool = False  # its repetitions run side by side (a mixture's experts), not one after another
 
 
 @dataclass
@@ -134,7 +135,9 @@ class Diagram:
         inside = self.members(cluster)
         fed = {e.dst for e in self.edges if e.src in inside and e.dst in inside}
         depth = self.depths()
-        return sorted((n.id for n in self.nodes if n.id in inside and n.id not in fed), key=lambda i: depth[i])
+        heads = [n for n in self.nodes if n.id in inside and n.id not in fed]
+        real = [n for n in heads if n.kind != "slot"] or heads   # a composed block fed through a marked port only
+        return sorted((n.id for n in real), key=lambda i: depth[i])
 
     def depths(self) -> dict[str, int]:
         """Longest path from any input to each node (nodes are kept in topological order)."""
@@ -392,8 +395,9 @@ def _port_label(op: str, port: str) -> str:
 # ---------------------------------------------------------------- building
 
 def build(ir: IRGraph, expand: bool | frozenset[str] = False, dims: dict[str, int] | None = None,
-          subtitle: str = "") -> Diagram:
-    """The diagram of `ir`; `expand` draws every repetition (True) or those of the named calls (a set)."""
+          subtitle: str = "", experts: bool = False) -> Diagram:
+    """The diagram of `ir`; `expand` draws every repetition of the repeated blocks (True) or those of the
+    named calls (a set, which may name a mixture's experts); `experts` draws every expert of every mixture."""
     dims = dims or {}
     diagram = Diagram(ir.name, subtitle)
     placed: dict[str, _Placement] = {}
@@ -417,7 +421,7 @@ def build(ir: IRGraph, expand: bool | frozenset[str] = False, dims: dict[str, in
     for node in ir.nodes():
         body = node.attrs.body() if node.attrs is not None else None
         if body is not None and placed[node.name].rep not in bodies:
-            bodies[placed[node.name].rep] = _draw_body(diagram, node, placed[node.name], body, dims)
+            bodies[placed[node.name].rep] = _draw_body(diagram, node, placed[node.name], body, dims, expand, experts)
         for port, src in node.inputs.items():
             a, b = placed[src], placed[node.name]
             if _across_collapsed(a, b):
@@ -440,32 +444,42 @@ def build(ir: IRGraph, expand: bool | frozenset[str] = False, dims: dict[str, in
     return diagram
 
 
-def _draw_body(diagram: Diagram, node: IRNode, p: _Placement, body: Any, dims: dict[str, int]) -> list[str]:
-    """A mixture of experts as its router and one expert block drawn once, `× E`: the node's own box is
-    where the weighted outputs combine. Returns the ids that the node's input feeds."""
+def _draw_body(diagram: Diagram, node: IRNode, p: _Placement, body: Any, dims: dict[str, int],
+               expand: bool | frozenset[str], experts: bool) -> list[str]:
+    """A mixture of experts as its router and its expert block, drawn once `× E` or, when its call is
+    expanded, once per expert (`mlp 3/8`); the node's own box is where the weighted outputs combine.
+    The experts are a repeated call like any other, named by the collapsed drawing's id
+    (`blocks.0.moe.experts`). Returns the ids that the node's input feeds."""
     outer = p.clusters[-1].id if p.clusters else None
     a = node.attrs
     router = f"{p.rep}.router"
     diagram.nodes.append(Node(router, "op", "linear", f"→ {a.experts} · router", "router", "linear",
                               f"{router} ({a.router})", outer))
-    cid = f"{p.rep}.experts"
-    diagram.clusters[cid] = Cluster(cid, f"{a.expert} × {a.experts}", "experts", outer, a.experts)
+    cid, call = f"{p.rep}.experts", f"{_place(node, False).rep}.experts"
+    if experts or (not isinstance(expand, bool) and call in expand):
+        clusters = [Cluster(f"{cid}.{e}", f"{a.expert} {e + 1}/{a.experts}", f"experts.{e}", outer, None, call, True)
+                    for e in range(a.experts)]
+    else:
+        clusters = [Cluster(cid, f"{a.expert} × {a.experts}", "experts", outer, a.experts, call, True)]
     sub = body.ir
     (x,) = sub.inputs
-    entries = [router]
-    for n in sub.nodes():
-        if n.op == "input":
-            continue
-        nid = f"{cid}.0.{n.name}"
-        diagram.nodes.append(Node(nid, "op", n.op, attr_detail(n.op, n.attrs), n.short, node_style(n.op),
-                                  f"{nid}: {shape_text(n.shape, dims)} ({n.op})", cid, SYMBOLS.get(n.op, "")))
-        for src in n.inputs.values():
-            if src == x:
-                entries.append(nid)
-            else:
-                diagram.edges.append(Edge(f"{cid}.0.{src}", nid, shape_text(sub.node(src).shape, dims)))
     (out,) = sub.outputs.values()
-    diagram.edges.append(Edge(f"{cid}.0.{out}", p.rep, shape_text(sub.node(out).shape, dims)))
+    entries = [router]
+    for c in clusters:
+        diagram.clusters[c.id] = c
+        at = c.id if c.repeat is None else f"{cid}.0"     # the ids of this expert's nodes
+        for n in sub.nodes():
+            if n.op == "input":
+                continue
+            nid = f"{at}.{n.name}"
+            diagram.nodes.append(Node(nid, "op", n.op, attr_detail(n.op, n.attrs), n.short, node_style(n.op),
+                                      f"{nid}: {shape_text(n.shape, dims)} ({n.op})", c.id, SYMBOLS.get(n.op, "")))
+            for src in n.inputs.values():
+                if src == x:
+                    entries.append(nid)
+                else:
+                    diagram.edges.append(Edge(f"{at}.{src}", nid, shape_text(sub.node(src).shape, dims)))
+        diagram.edges.append(Edge(f"{at}.{out}", p.rep, shape_text(sub.node(out).shape, dims)))
     diagram.edges.append(Edge(router, p.rep, f"top {a.top_k} weights"))
     return list(dict.fromkeys(entries))
 

@@ -58,7 +58,8 @@ def _node_line(n: Node) -> str:
     return f"{_q(n.id)} [{', '.join(attrs)}]"
 
 
-def _cluster_lines(d: Diagram, c: Cluster, depth: int, indent: str, extra: dict[str, str]) -> list[str]:
+def _cluster_lines(d: Diagram, c: Cluster, depth: int, indent: str, extra: dict[str, str],
+                   rows: dict[str | None, list[list[str]]]) -> list[str]:
     label = f"<b>{_h(c.label)}</b>" + (f'  <font point-size="9" color="#6b6b6b">{_h(c.name)}</font>' if c.name else "")
     # The title is a node of its own, beside the block's first node, rather than the cluster's label:
     # edges are routed around nodes, while a cluster label gets drawn over by edges entering the block.
@@ -72,29 +73,36 @@ def _cluster_lines(d: Diagram, c: Cluster, depth: int, indent: str, extra: dict[
              f"tooltip={_q(c.id)}];",
              f"{indent}  {{ rank=same; {header}; {first}; }}",
              f"{indent}  {header} -> {first} [style=invis];"]
-    lines += _items(d, c.id, depth + 1, indent + "  ", extra)
+    lines += _items(d, c.id, depth + 1, indent + "  ", extra, rows)
     lines.append(f"{indent}}}")
     return lines
 
 
-def _items(d: Diagram, cluster: str | None, depth: int, indent: str, extra: dict[str, str]) -> list[str]:
+def _items(d: Diagram, cluster: str | None, depth: int, indent: str, extra: dict[str, str],
+           rows: dict[str | None, list[list[str]]]) -> list[str]:
     lines = []
     for item in d.children(cluster):
         if isinstance(item, Cluster):
-            lines += _cluster_lines(d, item, depth, indent, extra)
+            lines += _cluster_lines(d, item, depth, indent, extra, rows)
         elif item.id in extra:
             lines.append(f"{indent}{_q(item.id)} [{extra[item.id]}];")
         else:
             lines.append(f"{indent}{_node_line(item)};")
+    for row in rows.get(cluster, []):   # inside the cluster, so that dot writes the nodes back in it
+        lines.append(f"{indent}{{ rank=same; " + " ".join(_q(i) + ";" for i in row) + " }")
+        lines += [f"{indent}{_q(a)} -> {_q(b)} [style=invis];" for a, b in zip(row, row[1:])]
     return lines
 
 
 def to_dot(d: Diagram, direction: str = "TB", extra: dict[str, str] | None = None,
-           ranks: dict[str, list[str]] | None = None, fragment: bool = False) -> str:
+           ranks: dict[str, list[str]] | None = None, fragment: bool = False,
+           rows: dict[str | None, list[list[str]]] | None = None) -> str:
     """DOT text of a diagram. For render/compose.py: `extra` replaces the attributes of some nodes (ports,
-    slots), `ranks` puts nodes on the first or last rank ("min"/"max"), and a `fragment` (one block laid
-    out on its own) has no title and no margin."""
+    slots), `ranks` puts nodes on the first or last rank ("min"/"max"), each of `rows[cluster]` puts nodes of
+    that cluster side by side in their order (a mixture's experts), and a `fragment` (one block laid out on its own) has no
+    title and no margin."""
     extra = extra or {}
+    rows = rows or {}
     title = f"<b>{_h(d.name)}</b>" + (f'<br/><font point-size="9">{_h(d.subtitle)}</font>' if d.subtitle else "")
     head = "pad=0" if fragment else f"labelloc=t, labeljust=c, label=<{title}>, tooltip={_q(d.name)}"
     lines = [
@@ -106,7 +114,7 @@ def to_dot(d: Diagram, direction: str = "TB", extra: dict[str, str] | None = Non
         f"  edge [fontname={_q(FONT)}, fontsize=8, fontcolor=\"#555555\", color=\"#707070\", arrowsize=0.6,"
         " penwidth=0.9];",
     ]
-    lines += _items(d, None, 0, "  ", extra)
+    lines += _items(d, None, 0, "  ", extra, rows)
     for rank, ids in (ranks or {}).items():
         if ids:
             lines.append(f"  {{ rank={rank}; " + " ".join(_q(i) + ";" for i in ids) + " }")
@@ -156,14 +164,16 @@ def dot_timeout() -> float:
     return value
 
 
-def render(dot_text: str, fmt: str, dpi: int | None = None) -> bytes:
-    """Render DOT text to svg/png/pdf bytes with the `dot` binary (`dpi` scales PNGs)."""
-    if fmt not in FORMATS:
+def render(dot_text: str, fmt: str, dpi: int | None = None, engine: str | None = None) -> bytes:
+    """Render DOT text to svg/png/pdf bytes with the `dot` binary (`dpi` scales PNGs). `fmt` "dot" is the
+    laid-out graph as DOT text (positions as attributes); `engine` "nop2" draws such a graph as it is
+    placed (render/compose.py), without laying it out again."""
+    if fmt not in FORMATS + ("dot",):
         raise ValueError(f"unknown render format {fmt}")
     exe = find_dot()
     timeout = dot_timeout()
     try:
-        extra = [f"-Gdpi={dpi}"] if dpi else []
+        extra = ([f"-Gdpi={dpi}"] if dpi else []) + ([f"-K{engine}"] if engine else [])
         proc = subprocess.run([exe, f"-T{fmt}", *extra], input=dot_text.encode(), capture_output=True, check=False,
                               timeout=timeout)
     except subprocess.TimeoutExpired:  # run() has killed it

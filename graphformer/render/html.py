@@ -32,17 +32,19 @@ from . import compose
 from .diagram import Diagram, build, shape_text
 
 MAX_VIEWS = 16
+MAX_BOXES = 3000   # llama2-70b expanded draws 807, Mixtral's 32 layers with every expert 1,700
 ASSETS = resources.files(__package__) / "viewer"
 
 
 def to_html(ir: IRGraph, dims: dict[str, int] | None = None, expand: bool = False, direction: str = "TB",
-            subtitle: str = "") -> str:
+            subtitle: str = "", experts: bool = False) -> str:
     """The viewer page of `ir`. `dims` makes shapes concrete on the edges (as in `draw`); the side panel
     always shows both the symbolic shapes and the shapes at the spec's example sizes with `dims` applied.
+    `expand` opens it with the repeated blocks expanded, `experts` with every mixture's experts.
     Raises graphviz.DotNotFound / DotFailed as `graphviz.render` does."""
     dims = dims or {}
     calls = expandable_calls(ir)
-    initial = frozenset(calls) if expand else frozenset()
+    initial = frozenset(c for c, v in calls.items() if (experts if v["experts"] else expand))
     views = _layouts(ir, [initial] + [s for s in view_sets(calls) if s != initial], dims, direction, subtitle)
     for view in views[1:]:   # only the first view is needed to open the page; the others unpack on demand
         view["svgz"] = base64.b64encode(gzip.compress(view.pop("svg").encode(), mtime=0)).decode()
@@ -80,8 +82,10 @@ def _asset(name: str) -> str:
 # ---------------------------------------------------------------- views
 
 def expandable_calls(ir: IRGraph) -> dict[str, dict[str, Any]]:
-    """The repeated calls, by their id in the collapsed diagram: {"blocks": {"block": "layer", "count": 12}}."""
-    return {c.call: {"label": c.label, "count": c.repeat} for c in build(ir).clusters.values() if c.call and c.repeat}
+    """The repeated calls and mixtures of experts, by their id in the collapsed diagram:
+    {"blocks": {"label": "layer × 12", "count": 12, "experts": false}}."""
+    return {c.call: {"label": c.label, "count": c.repeat, "experts": c.parallel}
+            for c in build(ir).clusters.values() if c.call and c.repeat}
 
 
 def view_sets(calls: dict[str, Any]) -> list[frozenset[str]]:
@@ -94,8 +98,10 @@ def view_sets(calls: dict[str, Any]) -> list[frozenset[str]]:
 
 def _layouts(ir: IRGraph, sets: list[frozenset[str]], dims: dict[str, int], direction: str,
              subtitle: str) -> list[dict[str, Any]]:
-    """One laid-out view per set, dot runs in parallel."""
+    """One laid-out view per set, dot runs in parallel. A view of more than MAX_BOXES boxes (every expert
+    of every layer of a large mixture) is left out, unless it is the one the page opens with."""
     diagrams = [(s, build(ir, expand=s, dims=dims, subtitle=subtitle)) for s in sets]
+    diagrams = [v for i, v in enumerate(diagrams) if i == 0 or len(v[1].nodes) <= MAX_BOXES]
     with ThreadPoolExecutor(max_workers=4) as pool:
         svgs = list(pool.map(lambda d: compose.render_svg(d[1], direction), diagrams))
     return [_view(s, d, svg) for (s, d), svg in zip(diagrams, svgs)]

@@ -15,6 +15,7 @@ import pytest
 import cli
 import graphformer
 from graphformer.render.diagram import build
+from graphformer.render import graphviz
 from graphformer.render.graphviz import INSTALL_HINT, to_dot
 from graphformer.render.mermaid import _Ids, to_mermaid
 
@@ -407,7 +408,7 @@ def test_expanded_layout_is_one_dot_run_per_distinct_block():
     ir = graphformer.load(str(ROOT / "specs" / "llama.yaml"), preset="tiny", overrides={"layers": 9}).ir
     d = build(ir, expand=True)
     c = compose._Composer(d)
-    svg = c.top()
+    svg = graphviz.render(c.top(), "svg", engine="nop2").decode()   # top(): the composed layout, as DOT
     assert c.dot_runs == 2                                            # one layer, then the graph around them
     titles = set(re.findall(r"<title>([^<]*)</title>", svg))
     assert {f"blocks.{i}.attn" for i in range(9)} <= titles and {f"cluster_blocks.{i}" for i in range(9)} <= titles
@@ -416,7 +417,7 @@ def test_expanded_layout_is_one_dot_run_per_distinct_block():
     assert len([t for t in titles if t.startswith("mask&#45;&gt;")]) == 1
     assert svg.count(">mask</text>") == 9 + 1                         # a port per layer, and the input
     # a chain of layers stands in one column: each layer's box starts at the same x
-    xs = {round(float(x)) for x in re.findall(r'<g transform="translate\((-?[\d.]+),', svg)}
+    xs = {round(float(x)) for x in re.findall(r'<title>cluster_blocks\.\d+</title>\n.*\n<path [^>]* d="M(-?[\d.]+),', svg)}
     assert len(xs) == 1
 
 
@@ -466,3 +467,52 @@ def test_nested_repetitions_compose(tmp_path, expand):
     titles = set(re.findall(r"<title>([^<]*)</title>", svg))
     assert {n.id for n in d.nodes} <= titles and "@" not in "".join(titles)
     assert len([t for t in titles if t.startswith("mask&#45;&gt;")]) == 1   # the mask: one arrow
+
+
+@needs_dot
+def test_every_expert_of_a_mixture_is_drawn_in_order_from_one_layout():
+    from graphformer.render import compose
+    ir = graphformer.load(str(ROOT / "specs" / "mixtral-8x7b.yaml"), preset="tiny", overrides={"layers": 3}).ir
+    experts = ir.node("blocks.0.moe").attrs.experts
+    collapsed = build(ir)
+    assert collapsed.clusters["blocks.0.moe.experts"].repeat == experts       # one expert × E, expandable
+    d = build(ir, expand=True, experts=True)
+    ids = [f"blocks.{i}.moe.experts.{e}" for i in range(3) for e in range(experts)]
+    assert all(compose.is_repetition(d.clusters[c]) for c in ids)
+    c = compose._Composer(d)
+    svg = graphviz.render(c.top(), "svg", engine="nop2").decode()
+    assert c.dot_runs == 3                                            # an expert, a layer, the graph around them
+    titles = re.findall(r"<title>([^<]*)</title>", svg)
+    assert {f"{x}.down" for x in ids} <= set(titles)
+    # the norm before them reaches the first expert only; the others show a marked port `ln2`
+    assert len([t for t in titles if t.startswith("blocks.1.ln2&#45;&gt;blocks.1.moe.experts")]) == 1
+    # side by side, in their order
+    xs = [float(re.search(rf"<title>cluster_blocks\.1\.moe\.experts\.{e}</title>\n.*\n<path [^>]* d=\"M(-?[\d.]+),",
+                          svg).group(1)) for e in range(experts)]
+    assert xs == sorted(xs)
+    # --expand alone keeps one expert × E; --expand-experts alone composes the experts in the collapsed layer
+    assert "blocks.1.moe.experts" in build(ir, expand=True).clusters
+    assert compose.is_repetition(build(ir, experts=True).clusters["blocks.0.moe.experts.1"])
+
+
+@needs_dot
+@pytest.mark.parametrize("fmt,direction", [("png", "TB"), ("pdf", "TB"), ("svg", "LR"), ("png", "LR")])
+def test_expanded_drawings_are_composed_in_every_format_and_direction(tmp_path, capsys, monkeypatch, fmt, direction):
+    """Each format and direction goes through the block-by-block layout: the diagram is laid out by
+    dot once per distinct block (-Tdot) and drawn as placed (-Knop2), never handed to dot whole."""
+    runs = []
+    real = graphviz.render
+    monkeypatch.setattr(graphviz, "render", lambda text, f, dpi=None, engine=None:
+                        runs.append((f, engine)) or real(text, f, dpi, engine))
+    out = tmp_path / f"x.{fmt}"
+    assert cli.main(["draw", str(ROOT / "specs" / "gpt2.yaml"), "--preset", "tiny", "--set", "layers=5",
+                     "--expand", "--direction", direction, "-o", str(out)]) == 0
+    assert runs == [("dot", None), ("dot", None), (fmt, "nop2")]
+    assert MAGIC[fmt] in out.read_bytes()[:300]
+    if fmt == "svg":
+        svg = out.read_text()
+        assert {f"cluster_blocks.{i}" for i in range(5)} <= set(re.findall(r"<title>([^<]*)</title>", svg))
+        assert svg.count("<title>mask&#45;&gt;") == 1
+        # left to right, a chain of layers stands in one row: each layer's box starts at the same y
+        ys = {round(float(y)) for y in re.findall(r'<title>cluster_blocks\.\d+</title>\n.*\n<path [^>]* d="M-?[\d.]+,(-?[\d.]+)', svg)}
+        assert len(ys) == 1, ys

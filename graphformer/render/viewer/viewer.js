@@ -93,7 +93,7 @@
     const fresh = [];
     for (const g of svg.querySelectorAll('g.node')) {
       const id = titleOf(g);
-      if (/\.<(in|out)\d+>$/.test(id)) continue;   // where an arrow enters or leaves a composed block
+      if (/\.<(in|out)\d+>$|:slot$/.test(id)) continue;   // where a composed block's arrows enter or leave, its box
       if (id.endsWith(':title')) {
         const cid = id.slice(0, -6);
         if (S.view.clusters[cid]) { g.classList.add('gf-header'); g.dataset.cluster = cid; }
@@ -104,7 +104,7 @@
       if (before && !before.has(id)) fresh.push(g);
     }
     for (const g of svg.querySelectorAll('g.edge')) {
-      const [src, dst] = titleOf(g).split('->').map((end) => end.replace(/:[io]\d+:[ns]$/, ''));
+      const [src, dst] = titleOf(g).split('->').map((end) => end.replace(/:[io]\d+:[nsew]$/, ''));
       S.edges.push({ src, dst, g });
     }
     if (fresh.length <= 400) for (const g of fresh) g.classList.add('gf-new');   // fade in what expanding added
@@ -126,7 +126,11 @@
       anchor = { before: cid, after: cid + '.0' };
     }
     const view = pickView(set);
-    if (!view) { status(`\`${call}\` is too large to lay out in the page: draw it with \`graphformer draw --expand\``); return; }
+    if (!view) {
+      status(`${D.calls[call] ? D.calls[call].label : call} with the blocks expanded now is too large to draw in the page: ` +
+             'collapse some first, or draw it with `graphformer draw --expand --expand-experts`');
+      return;
+    }
     showAsync(view, anchor);
   }
 
@@ -350,7 +354,9 @@
   // ------------------------------------------------------------ toolbar and start
   $('fit').addEventListener('click', () => fit(true));
   $('expand-all').addEventListener('click', () => {
-    const v = pickView(new Set(Object.keys(D.calls))) || D.views.reduce((a, b) => (b.expanded.length > a.expanded.length ? b : a));
+    // every repeated block; a mixture's experts stay one expert × E until their own title is clicked
+    const blocks = Object.keys(D.calls).filter((c) => !D.calls[c].experts);
+    const v = pickView(new Set([...S.expanded].filter((c) => D.calls[c].experts).concat(blocks))) || pickView(new Set(blocks)) || D.views[0];
     showAsync(v, null, () => fit());
   });
   $('collapse-all').addEventListener('click', () => showAsync(pickView(new Set()), null, () => fit()));
