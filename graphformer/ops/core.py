@@ -358,7 +358,8 @@ def _attention_shape(a: AttentionAttrs, ins):
         r = a.rotary_dims(d)
         if a.rope_interleaved and r % 2:
             raise ShapeError("GF273", f"interleaved rotary turns pairs of dims (x₂ᵢ, x₂ᵢ₊₁), so it needs an even "
-                             f"number of rotary dims; got {r}", attr="rope_dims" if a.rope_dims is not None else "heads",
+                             f"number of rotary dims; got {r}",
+                             attr="rope_dims" if a.rope_dims is not None else "heads",
                              help="GPT-J rotates `rotary_dim` 64 of each 256-wide head: set `rope_dims` to an even "
                                   "number no wider than the head")
         if r <= 0 or r % 2 or r > hd:
