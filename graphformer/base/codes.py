@@ -1608,6 +1608,40 @@ nodes:
   tok: {op: embedding, in: tokens, vocab: vocab, dim: d_model, padding_idx: pad_token}
 outputs: {y: tok}
 """),
+    Code(
+        "GF272", "a value head width that is not positive",
+        ("`attention`'s `v_head_dim` is the width of one value head where it differs from the query/key heads' "
+         "`head_dim`: v is kv_heads·v_head_dim wide and the output projection reads heads·v_head_dim. A width "
+         "of 0 or less leaves the values (and the output) empty."),
+        fix="Give a positive width, or leave `v_head_dim` out for values as wide as the query/key heads.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, v_dim: 0}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: attention, heads: heads, v_head_dim: v_dim, causal: true}
+outputs: {y: attn}
+"""),
+    Code(
+        "GF273", "interleaved rotary over an odd number of dims",
+        ("`rope_interleaved: true` turns the rotary dims of each head in interleaved pairs (x₂ᵢ, x₂ᵢ₊₁), as "
+         "GPT-J's and CodeGen's rotate_every_two do; an odd number of rotary dims (`rope_dims`, or the head "
+         "width where it is not set) leaves one dim without a partner."),
+        fix="Make `rope_dims` even and no wider than the head (GPT-J rotates 64 of each 256-wide head).",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  attn: {op: attention, heads: heads, causal: true, rope: true, rope_interleaved: true, rope_dims: 5}
+outputs: {y: attn}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

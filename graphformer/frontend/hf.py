@@ -166,7 +166,7 @@ FIELD_TYPES = {
     "vocab_size": Int(1, VOCAB),
     **dict.fromkeys(["hidden_size", "n_embd", "d_model", "embed_dim", "projection_dim", "intermediate_size",
                      "encoder_ffn_dim", "decoder_ffn_dim", "state_dim", "act_dim"], Int(1, WIDTH)),
-    **dict.fromkeys(["n_inner", "head_dim", "pooler_output_size"], Int(1, WIDTH, null=True)),
+    **dict.fromkeys(["n_inner", "head_dim", "pooler_output_size", "rotary_dim"], Int(1, WIDTH, null=True)),
     **dict.fromkeys(["num_hidden_layers", "n_layer", "encoder_layers", "decoder_layers"], Int(1, LAYERS)),
     **dict.fromkeys(["num_attention_heads", "n_head", "encoder_attention_heads", "decoder_attention_heads"],
                     Int(1, HEADS)),
@@ -398,6 +398,22 @@ def _neox(cfg: dict) -> dict:
         raise HFImportError(f"`rotary_pct: {factor}` gives {rope_dims} rotary dims per head; rotary needs an even "
                             f"count of at least 2")
     return {"rope_theta": float(theta), "rope_dims": rope_dims}
+
+
+def _gptj(cfg: dict) -> dict:
+    """GPT-J's `rotary_dim` dims of each head turn in interleaved pairs. transformers sizes its rotary
+    table `rotary_dim or n_embd` wide, so a null rotary_dim only works with one head (the whole head)."""
+    heads, d = cfg.get("n_head", 16), cfg.get("n_embd", 4096)
+    r = cfg.get("rotary_dim", 64)
+    if r is None:
+        if heads != 1:
+            raise HFImportError(f"`rotary_dim: null` with {heads} heads: transformers' GPT-J rotates n_embd "
+                                f"dims then, which fits only a single head")
+        r = d
+    if r % 2 or r > d // heads:
+        raise HFImportError(f"`rotary_dim: {r}`: interleaved rotary turns pairs of dims, so it needs an even "
+                            f"number no wider than the head ({d // heads})")
+    return {"rope_dims": r}
 
 
 def _parallel_layer(value, name):
@@ -824,6 +840,12 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "tie_word_embeddings": Fixed(_is(False, None), "the gpt-neox spec's LM head (embed_out) is untied"),
     }, frozenset({"rope_theta", "rope_scaling", "rope_parameters", "rotary_pct", "rotary_emb_base",
                   "partial_rotary_factor", "hidden_dropout"}), _neox, "GPTNeoXForCausalLM"),
+    Family("gptj", "gpt-j.yaml", {
+        "vocab_size": P("vocab"), "n_positions": P("max_len"), "n_embd": P("d_model"), "n_head": P("heads"),
+        "n_layer": P("layers"), "n_inner": P("d_ff"), "layer_norm_epsilon": P("eps"),
+        "activation_function": P("act", act),
+        "tie_word_embeddings": Fixed(_is(False, None), "the gpt-j spec's LM head is untied (it has a bias)"),
+    }, frozenset({"rotary_dim"}), _gptj, "GPTJForCausalLM"),
     Family("bloom", "bloom.yaml", {
         "vocab_size": P("vocab"), "layer_norm_epsilon": P("eps"),
         "apply_residual_connection_post_layernorm": Fixed(_is(False, None), "the bloom spec adds each sub-layer "

@@ -192,11 +192,15 @@ class ProjectionAttrs(Attrs):
 
 
 class AttentionAttrs(ProjectionAttrs):
-    dim_fields = ("heads", "kv_heads", "head_dim", "window", "rope_dims", "max_len")
+    dim_fields = ("heads", "kv_heads", "head_dim", "v_head_dim", "window", "rope_dims", "max_len")
     heads: DimAttr = Field(description="attention heads; the width of q, k and v splits evenly among them")
     kv_heads: DimAttr | None = Field(None, description="key/value heads: fewer than `heads` is grouped-query "
                                      "attention (1: multi-query); default `heads`")
-    head_dim: DimAttr | None = Field(None, description="width of one head (default: the input width // heads)")
+    head_dim: DimAttr | None = Field(None, description="width of one query/key head (default: the input width // "
+                                     "heads)")
+    v_head_dim: DimAttr | None = Field(None, description="width of one value head, where it differs from the "
+                                       "query/key heads' (default `head_dim`): v is kv_heads·v_head_dim wide, "
+                                       "the output projection reads heads·v_head_dim")
     causal: bool = False
     window: DimAttr | None = Field(None, ge=0, description="sliding-window attention: query i sees key j only "
                                    "where |i − j| < window (causal: the last `window` keys, itself included, as "
@@ -211,7 +215,10 @@ class AttentionAttrs(ProjectionAttrs):
     softcap: float | None = Field(None, description="logit soft-capping (Gemma-2): scores = tanh(s / softcap) · "
                                   "softcap after the scale and the bias, before the mask; a real > 0. SDPA cannot "
                                   "do it, so the scores are written out where it is set")
-    rope: bool = Field(False, description="rotary position embedding of q and k (Su et al.), rotate-half layout")
+    rope: bool = Field(False, description="rotary position embedding of q and k (Su et al.), rotate-half layout "
+                       "(Llama) unless `rope_interleaved`")
+    rope_interleaved: bool = Field(False, description="rotate interleaved pairs (x₂ᵢ, x₂ᵢ₊₁) instead of the two "
+                                   "halves (GPT-J's and CodeGen's rotate_every_two); the frequencies are the same")
     rope_theta: float = Field(10000.0, gt=0, description="rotary base")
     rope_dims: DimAttr | None = Field(None, description="rotate only the first `rope_dims` of each head "
                                       "(partial rotary, Phi); default the whole head")
@@ -247,8 +254,12 @@ class AttentionAttrs(ProjectionAttrs):
         return v or None   # `window: 0`: no window (a per-layer expression's way to say "global")
 
     def geometry(self, d: int) -> tuple[int, int, int]:
-        """(heads, kv_heads, head_dim) for input width `d`."""
+        """(heads, kv_heads, head_dim) for input width `d`; head_dim is the query/key width."""
         return self.heads, self.kv_heads or self.heads, self.head_dim or d // self.heads
+
+    def value_dim(self, d: int) -> int:
+        """The width of one value head (the query/key width unless `v_head_dim` says otherwise)."""
+        return self.v_head_dim or self.geometry(d)[2]
 
     def rotary_dims(self, d: int) -> int:
         return self.rope_dims or self.geometry(d)[2]
@@ -277,7 +288,7 @@ class AttentionAttrs(ProjectionAttrs):
         """(kv heads, key width, value width) a causal form caches per position (a `sequence=CACHE` op's
         attrs all answer this: the decoder plan, generation and the memory plan read it)."""
         _, kv, hd = self.geometry(d)
-        return kv, hd, hd
+        return kv, hd, self.value_dim(d)
 
 
 def _softcap_check(cap: float | None, attr: str) -> None:
@@ -325,6 +336,9 @@ def _attention_shape(a: AttentionAttrs, ins):
                          help="choose `heads` so that d_model % heads == 0, or set `head_dim`", attr="heads")
     else:
         positive(a.head_dim, "head_dim")
+    if a.v_head_dim is not None and a.v_head_dim <= 0:
+        raise ShapeError("GF272", f"`v_head_dim` must be a positive width, got {a.v_head_dim}", attr="v_head_dim",
+                         help="leave `v_head_dim` out for values as wide as the query/key heads")
     if a.kv_heads is not None:
         positive(a.kv_heads, "kv_heads")
         expect_divisible(a.heads, a.kv_heads, f"{a.heads} query heads must share {a.kv_heads} key/value heads "
@@ -337,10 +351,17 @@ def _attention_shape(a: AttentionAttrs, ins):
     if a.alibi and a.window is not None:  # a rolling cache's slots are not in position order
         raise ShapeError("GF228", "`alibi` with a sliding `window` is not supported", attr="alibi",
                          help="ALiBi counts key positions over the cache, which a rolling window reorders")
-    if a.rope_dims is not None and not a.rope:
-        raise ShapeError("GF102", "`rope_dims` is set but `rope` is off", attr="rope_dims")
+    for attr in ("rope_dims", "rope_interleaved"):
+        if getattr(a, attr) and not a.rope:
+            raise ShapeError("GF102", f"`{attr}` is set but `rope` is off", attr=attr)
     if a.rope:
         r = a.rotary_dims(d)
+        if a.rope_interleaved and r % 2:
+            raise ShapeError("GF273", f"interleaved rotary turns pairs of dims (x₂ᵢ, x₂ᵢ₊₁), so it needs an even "
+                             f"number of rotary dims; got {r}",
+                             attr="rope_dims" if a.rope_dims is not None else "heads",
+                             help="GPT-J rotates `rotary_dim` 64 of each 256-wide head: set `rope_dims` to an even "
+                                  "number no wider than the head")
         if r <= 0 or r % 2 or r > hd:
             raise ShapeError("GF102", f"rotary dims must be even and between 2 and the head width {hd}, got {r}",
                              attr="rope_dims" if a.rope_dims is not None else "heads")
@@ -370,9 +391,10 @@ def _proj(d_in: int, d_out: int, bias: bool, name: str) -> dict:
 def _attention_params(a: AttentionAttrs, ins):
     d = _last(ins["x"])
     h, kv, hd = a.geometry(d)
+    vd = a.value_dim(d)
     b = a.biases()
-    p = {**_proj(d, h * hd, b["q"], "q"), **_proj(d, kv * hd, b["k"], "k"), **_proj(d, kv * hd, b["v"], "v"),
-         **_proj(h * hd, d, b["o"], "o")}
+    p = {**_proj(d, h * hd, b["q"], "q"), **_proj(d, kv * hd, b["k"], "k"), **_proj(d, kv * vd, b["v"], "v"),
+         **_proj(h * vd, d, b["o"], "o")}
     if a.qk_norm == "rms":
         p.update({"q_norm.weight": (hd,), "k_norm.weight": (hd,)})
     elif a.qk_norm == "rms_full":   # over the whole projection (OLMo-2)
@@ -386,8 +408,10 @@ def _attention_flops(a: AttentionAttrs, ins, out):
     b, n, _ = ins["x"].shape
     d = _last(ins["x"])
     h, kv, hd = a.geometry(d)
-    # projections, then q·kᵀ and p·v over the full n × n (causal and windowed masks are not discounted)
-    return 2 * b * n * d * (2 * h * hd + 2 * kv * hd) + 2 * 2 * b * n * n * h * hd
+    vd = a.value_dim(d)
+    # projections (q, k, v, o), then q·kᵀ and p·v over the full n × n (causal and windowed masks are not
+    # discounted)
+    return 2 * b * n * d * (h * hd + kv * hd + kv * vd + h * vd) + 2 * b * n * n * h * (hd + vd)
 
 
 def _attention_saves(c) -> Saved:
@@ -396,7 +420,8 @@ def _attention_saves(c) -> Saved:
     a, x, s = c.attrs, c.ins["x"], c.itemsize
     b, t = x.shape[0].evaluate(c.dims), x.shape[1].evaluate(c.dims)
     h, kv, hd = a.geometry(x.shape[-1].value)
-    total = s * b * t * hd * (2 * h + 2 * kv) + 4 * b * h * t
+    vd = a.value_dim(x.shape[-1].value)
+    total = s * b * t * (hd * (h + kv) + vd * (h + kv)) + 4 * b * h * t
     if a.dropout:   # dropout on the probabilities runs SDPA's math kernel: it keeps them, the keep-mask and
         total += 3 * s * b * h * t * t - 4 * b * h * t    # the dropped ones [B, h, n, n], no log-sum-exp
     if a.rope:
@@ -411,7 +436,8 @@ def _attention_saves(c) -> Saved:
 register(OpDef(
     "attention", "core",
     "Multi-head self-attention over `x [B, n, d]` with q, k, v and output projections: grouped-query "
-    "(`kv_heads`), rotary positions (`rope`, partial `rope_dims`, Llama-3 scaling), sliding windows "
+    "(`kv_heads`), value heads of their own width (`v_head_dim`), rotary positions (`rope`, partial "
+    "`rope_dims`, interleaved pairs `rope_interleaved`, Llama-3 scaling), sliding windows "
     "(`window`, causal or bidirectional), ALiBi position biases (`alibi`), per-projection biases, q/k norm (per head "
     "or over the whole projection), logit soft-capping (`softcap`), attention sinks (`sinks`), YaRN rotary "
     "scaling and an explicit `scale`. `causal` masks the future; the "

@@ -274,12 +274,15 @@ def _attention_detail(a: Any) -> str:
     kv = getattr(a, "kv_heads", None)
     if kv and kv != a.heads:
         parts.append("1 kv (MQA)" if kv == 1 else f"{kv} kv (GQA)")
+    if getattr(a, "v_head_dim", None):
+        parts.append(f"v heads {a.v_head_dim} wide")
     if getattr(a, "causal", False):
         parts.append("causal")
     if getattr(a, "window", None):
         parts.append(f"window {a.window}")
     if getattr(a, "rope", False):
-        rope = f"rope θ {_num(a.rope_theta)}" + (f" on {a.rope_dims} dims" if a.rope_dims else "")
+        rope = (f"rope θ {_num(a.rope_theta)}" + (f" on {a.rope_dims} dims" if a.rope_dims else "")
+                + (" in pairs" if getattr(a, "rope_interleaved", False) else ""))
         scaling = "" if a.rope_scaling == "none" else f" · {a.rope_scaling}" + (
             f" ×{_num(a.rope_factor)}" if a.rope_scaling == "yarn" else "") + " scaling"
         parts.append(rope + scaling)

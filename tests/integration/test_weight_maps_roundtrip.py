@@ -120,6 +120,8 @@ CASES = {
         vocab_size=97, hidden_size=40, num_hidden_layers=2, num_attention_heads=5, intermediate_size=56,
         max_position_embeddings=64, tie_word_embeddings=False,
         rope_parameters={"rope_type": "default", "rope_theta": 300.0, "partial_rotary_factor": 0.5}))),
+    "gpt-j/hf": lambda: (spec("gpt-j"), T.GPTJForCausalLM(T.GPTJConfig(
+        vocab_size=97, n_embd=40, n_layer=2, n_head=4, rotary_dim=6, n_inner=56, n_positions=64))),
     "bloom/hf": lambda: (spec("bloom"), T.BloomForCausalLM(T.BloomConfig(vocab_size=97, hidden_size=36, n_layer=2,
                                                                           n_head=6))),
     "t5-base/hf": lambda: (spec("t5-base"), T.T5ForConditionalGeneration(T.T5Config(

@@ -71,10 +71,16 @@ def _linear(ctx: NodeEmitter, node) -> None:
 # ---------------------------------------------------------------- attention
 
 class Geometry(NamedTuple):
-    """The head layout of one attention: query heads, key/value heads, width of a head."""
+    """The head layout of one attention: query heads, key/value heads, width of a query/key head, width of
+    a value head (None: head_dim)."""
     heads: int
     kv_heads: int
     head_dim: int
+    v_dim: int | None = None
+
+    @property
+    def value_dim(self) -> int:
+        return self.v_dim or self.head_dim
 
 
 def _split_heads(ctx: NodeEmitter, x: str, heads: int, head_dim: int, tag: str) -> str:
@@ -82,14 +88,14 @@ def _split_heads(ctx: NodeEmitter, x: str, heads: int, head_dim: int, tag: str) 
     return ctx.op("Reshape", [x, shape], f"{tag}_heads")                                     # (B, n, h, hd)
 
 
-def _repeat_heads(ctx: NodeEmitter, x: str, g: Geometry, tag: str) -> str:
-    """(B, m, kv, hd) → (B, m, heads, hd), each key/value head repeated for its group of query heads
+def _repeat_heads(ctx: NodeEmitter, x: str, g: Geometry, width: int, tag: str) -> str:
+    """(B, m, kv, width) → (B, m, heads, width), each key/value head repeated for its group of query heads
     (head j reads kv head j // group, as torch's `enable_gqa`)."""
     group = g.heads // g.kv_heads
     y = ctx.op("Unsqueeze", [x, ctx.const([3], f"{tag}_group_axis", np.int64)], f"{tag}_group")  # (B, m, kv, 1, hd)
     y = ctx.op("Expand", [y, ctx.const([1, 1, 1, group, 1], f"{tag}_group", np.int64)], f"{tag}_group")
-    return ctx.op("Reshape", [y, ctx.const([0, 0, g.heads, g.head_dim], f"{tag}_groups", np.int64)],
-                  f"{tag}_groups")                                                            # (B, m, h, hd)
+    return ctx.op("Reshape", [y, ctx.const([0, 0, g.heads, width], f"{tag}_groups", np.int64)],
+                  f"{tag}_groups")                                                            # (B, m, h, width)
 
 
 def rms_norm(ctx: NodeEmitter, x: str, weight: str, eps: float, tag: str = "", final: bool = False) -> str:
@@ -103,9 +109,9 @@ def rms_norm(ctx: NodeEmitter, x: str, weight: str, eps: float, tag: str = "", f
 
 
 def _rotary_cos_sin(ctx: NodeEmitter, x: str, positions: str | None, inv_freq: np.ndarray,
-                    scale: float = 1.0) -> tuple[str, str]:
-    """cos, sin (B|1, n, 1, r) of the rotary angles: `positions` (B, n), or 0..n-1 from x's runtime shape;
-    both times `scale` (YaRN's attention factor) where it is not 1."""
+                    scale: float = 1.0, pairs: bool = False) -> tuple[str, str]:
+    """cos, sin (B|1, n, 1, r) of the rotary angles (`pairs`: one per pair, r/2): `positions` (B, n), or
+    0..n-1 from x's runtime shape; both times `scale` (YaRN's attention factor) where it is not 1."""
     if positions is None:
         n = ctx.shape(x, 1, 2, "rope_n")                                                     # [n]
         positions = ctx.op("Range", [ctx.const(0, "rope_start", np.int64), ctx.op("Squeeze", [n], "rope_n"),
@@ -116,7 +122,7 @@ def _rotary_cos_sin(ctx: NodeEmitter, x: str, positions: str | None, inv_freq: n
     pos = ctx.op("Cast", [positions], "rope_positions", to=TensorProto.FLOAT)               # (B|1, n)
     pos = ctx.op("Unsqueeze", [pos, ctx.const([2, 3], "rope_axes", np.int64)], "rope_positions")  # (B|1, n, 1, 1)
     freqs = ctx.op("Mul", [pos, ctx.const(inv_freq, "rope_inv_freq")], "rope_freqs")        # (B|1, n, 1, r/2)
-    angles = ctx.op("Concat", [freqs, freqs], "rope_angles", axis=-1)                        # (B|1, n, 1, r)
+    angles = freqs if pairs else ctx.op("Concat", [freqs, freqs], "rope_angles", axis=-1)    # (B|1, n, 1, r)
     cos, sin = ctx.op("Cos", [angles], "rope"), ctx.op("Sin", [angles], "rope")
     if scale == 1.0:
         return cos, sin
@@ -136,18 +142,36 @@ def _with_sinks(ctx: NodeEmitter, scores: str, heads: int) -> str:
                             ctx.const([-1], "sink_axis", np.int64)], "probs")
 
 
-def _rotate(ctx: NodeEmitter, x: str, cos: str, sin: str, r: int, head_dim: int, tag: str) -> str:
-    """Rotary embedding of x (B, n, h, hd) in the rotate-half layout: the first r dims of each head are
-    x·cos + (-x₂, x₁)·sin with x₁, x₂ their halves; the rest pass through (partial rotary)."""
+def rotate_pairs(ctx: NodeEmitter, x: str, cos: str, sin: str, r: int, tag: str) -> str:
+    """x (B, n, h, r) rotated in interleaved pairs (x₂ᵢ, x₂ᵢ₊₁) by cos, sin (…, r/2): torch's `rotate_pairs`."""
+    pairs = ctx.op("Reshape", [x, ctx.const([0, 0, 0, r // 2, 2], f"{tag}_pairs", np.int64)], f"{tag}_pairs")
+    a = ctx.op("Gather", [pairs, ctx.const(0, f"{tag}_even", np.int64)], f"{tag}_even", axis=-1)
+    b = ctx.op("Gather", [pairs, ctx.const(1, f"{tag}_odd", np.int64)], f"{tag}_odd", axis=-1)
+    re = ctx.op("Sub", [ctx.op("Mul", [a, cos], f"{tag}_ac"), ctx.op("Mul", [b, sin], f"{tag}_bs")], f"{tag}_re")
+    im = ctx.op("Add", [ctx.op("Mul", [a, sin], f"{tag}_as"), ctx.op("Mul", [b, cos], f"{tag}_bc")], f"{tag}_im")
+    axis = ctx.const([-1], f"{tag}_pair_axis", np.int64)
+    y = ctx.op("Concat", [ctx.op("Unsqueeze", [re, axis], f"{tag}_re"), ctx.op("Unsqueeze", [im, axis], f"{tag}_im")],
+               f"{tag}_rotated", axis=-1)
+    return ctx.op("Reshape", [y, ctx.const([0, 0, 0, r], f"{tag}_rotated", np.int64)], f"{tag}_rotated")
+
+
+def _rotate(ctx: NodeEmitter, x: str, cos: str, sin: str, r: int, head_dim: int, tag: str,
+            pairs: bool = False) -> str:
+    """Rotary embedding of x (B, n, h, hd): the first r dims of each head are rotated, the rest pass through
+    (partial rotary). Rotate-half layout: x·cos + (-x₂, x₁)·sin with x₁, x₂ their halves; `pairs`: in
+    interleaved pairs (GPT-J), cos and sin one per pair."""
     def part(start: int, stop: int, name: str) -> str:
         return ctx.op("Slice", [x, ctx.const([start], f"{tag}_{name}_start", np.int64),
                                 ctx.const([stop], f"{tag}_{name}_stop", np.int64),
                                 ctx.const([-1], f"{tag}_{name}_axis", np.int64)], f"{tag}_{name}")
     rot = x if r == head_dim else part(0, r, "rot")
-    half = [part(0, r // 2, "x1"), part(r // 2, r, "x2")]
-    turned = ctx.op("Concat", [ctx.op("Neg", [half[1]], f"{tag}_x2"), half[0]], f"{tag}_turned", axis=-1)
-    y = ctx.op("Add", [ctx.op("Mul", [rot, cos], f"{tag}_cos"), ctx.op("Mul", [turned, sin], f"{tag}_sin")],
-               f"{tag}_rotated")
+    if pairs:
+        y = rotate_pairs(ctx, rot, cos, sin, r, tag)
+    else:
+        half = [part(0, r // 2, "x1"), part(r // 2, r, "x2")]
+        turned = ctx.op("Concat", [ctx.op("Neg", [half[1]], f"{tag}_x2"), half[0]], f"{tag}_turned", axis=-1)
+        y = ctx.op("Add", [ctx.op("Mul", [rot, cos], f"{tag}_cos"), ctx.op("Mul", [turned, sin], f"{tag}_sin")],
+                   f"{tag}_rotated")
     if r == head_dim:
         return y
     return ctx.op("Concat", [y, part(r, head_dim, "pass")], f"{tag}_rotated", axis=-1)
@@ -209,7 +233,8 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
            causal: bool, *, window: int | None = None, scale: float | None = None, qk_norm_eps: float | None = None,
            inv_freq: np.ndarray | None = None, positions: str | None = None, bias: str | None = None,
            past: int | None = None, alibi: bool = False, qk_norm_full: bool = False,
-           softcap: float | None = None, sinks: bool = False, rope_scale: float = 1.0) -> None:
+           softcap: float | None = None, sinks: bool = False, rope_scale: float = 1.0,
+           rope_pairs: bool = False) -> None:
     """Multi-head scaled dot-product attention with q, k, v, o projections; writes `ctx.out`.
 
     Per-head steps (q/k RMS norm, rotary, repeating the key/value heads of grouped-query attention) run
@@ -223,7 +248,7 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     step's join. `qk_norm_full`: the q/k norm runs over the whole projection, before the heads are split
     (OLMo-2). `softcap`: tanh(s / softcap) · softcap on the scaled, biased scores, before the mask.
     `sinks`: the node's `sinks [h]` logits join the softmax (`_with_sinks`). `rope_scale`: YaRN's factor
-    on cos and sin.
+    on cos and sin; `rope_pairs`: rotary in interleaved pairs (GPT-J). Values are `g.value_dim` wide per head.
     """
     q, k = ctx.linear(query, "q.", "q", biases["q"]), ctx.linear(context, "k.", "k", biases["k"])
     if qk_norm_full:
@@ -231,21 +256,22 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
         k = rms_norm(ctx, k, ctx.param("k_norm.weight"), qk_norm_eps, "k_norm")
     q = _split_heads(ctx, q, g.heads, g.head_dim, "q")                                        # (B, n, h, hd)
     k = _split_heads(ctx, k, g.kv_heads, g.head_dim, "k")                                     # (B, m, kv, hd)
-    v = _split_heads(ctx, ctx.linear(context, "v.", "v", biases["v"]), g.kv_heads, g.head_dim, "v")
+    v = _split_heads(ctx, ctx.linear(context, "v.", "v", biases["v"]), g.kv_heads, g.value_dim, "v")
     if qk_norm_eps is not None and not qk_norm_full:
         q = rms_norm(ctx, q, ctx.param("q_norm.weight"), qk_norm_eps, "q_norm")
         k = rms_norm(ctx, k, ctx.param("k_norm.weight"), qk_norm_eps, "k_norm")
     if inv_freq is not None:
-        cos, sin = _rotary_cos_sin(ctx, query, positions, inv_freq, rope_scale)
+        cos, sin = _rotary_cos_sin(ctx, query, positions, inv_freq, rope_scale, rope_pairs)
         r = 2 * inv_freq.size
-        q, k = _rotate(ctx, q, cos, sin, r, g.head_dim, "q"), _rotate(ctx, k, cos, sin, r, g.head_dim, "k")
+        q, k = (_rotate(ctx, q, cos, sin, r, g.head_dim, "q", rope_pairs),
+                _rotate(ctx, k, cos, sin, r, g.head_dim, "k", rope_pairs))
     if past is not None:
         k, v = extend(ctx, past, k, v)                                                       # (B, past + m, kv, hd)
     if g.kv_heads != g.heads:
-        k, v = _repeat_heads(ctx, k, g, "k"), _repeat_heads(ctx, v, g, "v")
+        k, v = _repeat_heads(ctx, k, g, g.head_dim, "k"), _repeat_heads(ctx, v, g, g.value_dim, "v")
     q = ctx.op("Transpose", [q], "q_heads", perm=[0, 2, 1, 3])                               # (B, h, n, hd)
     k = ctx.op("Transpose", [k], "k_heads", perm=[0, 2, 3, 1])                               # (B, h, hd, m)
-    v = ctx.op("Transpose", [v], "v_heads", perm=[0, 2, 1, 3])                               # (B, h, m, hd)
+    v = ctx.op("Transpose", [v], "v_heads", perm=[0, 2, 1, 3])                               # (B, h, m, vd)
     scale = scale if scale is not None else 1.0 / math.sqrt(g.head_dim)
     q = ctx.op("Mul", [q, ctx.const(scale, "scale", np.float32)], "scale")
     scores = ctx.op("MatMul", [q, k], "scores")                                              # (B, h, n, m)
@@ -268,11 +294,11 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
         penalty = ctx.op("Where", [keep, ctx.const(0.0, "zero", np.float32), lowest], "penalty")
         scores = ctx.op("Add", [scores, penalty], "masked")
     probs = _with_sinks(ctx, scores, g.heads) if sinks else ctx.op("Softmax", [scores], "probs", axis=-1)
-    y = ctx.op("MatMul", [probs, v], "context")                                              # (B, h, n, hd)
+    y = ctx.op("MatMul", [probs, v], "context")                                              # (B, h, n, vd)
     if mask is not None and not causal and bias is None:  # rows with no key are zeroed (a float mask: uniform)
         y = ctx.op("Mul", [y, _any_key(ctx, keep)], "live")
-    y = ctx.op("Transpose", [y], "context", perm=[0, 2, 1, 3])                              # (B, n, h, hd)
-    y = ctx.op("Reshape", [y, ctx.const([0, 0, g.heads * g.head_dim], "merge", np.int64)], "context")
+    y = ctx.op("Transpose", [y], "context", perm=[0, 2, 1, 3])                              # (B, n, h, vd)
+    y = ctx.op("Reshape", [y, ctx.const([0, 0, g.heads * g.value_dim], "merge", np.int64)], "context")
     ctx.linear(y, "o.", "o", biases["o"], final=True)                                        # (B, n, d_out)
 
 
@@ -280,7 +306,7 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
 def _attention(ctx: NodeEmitter, node) -> None:
     a = node.attrs
     ins = dict(zip(node.inputs, ctx.inputs))
-    g = Geometry(*a.geometry(_width(ctx)))
+    g = Geometry(*a.geometry(_width(ctx)), a.value_dim(_width(ctx)))
     past = ctx.state.past   # exporting a decoder step: positions come from `position_ids`
     positions = ins.get("positions") or (past.position_ids if past else None)
     attend(ctx, ins["x"], ins["x"], ins.get("mask"), g, a.biases(), a.causal, window=a.window, scale=a.scale,
@@ -288,7 +314,7 @@ def _attention(ctx: NodeEmitter, node) -> None:
            inv_freq=rotary_inv_freq(a, g.head_dim) if a.rope else None, positions=positions,
            bias=ins.get("bias"), past=past.slot(node.name) if past else None, alibi=a.alibi,
            qk_norm_full=a.qk_norm == "rms_full", softcap=a.softcap, sinks=bool(a.sinks),
-           rope_scale=a.rope_cos_scale)
+           rope_scale=a.rope_cos_scale, rope_pairs=a.rope_interleaved)
 
 
 @lowers("cross_attend")

@@ -34,7 +34,8 @@ def genai_config(past: Past, ir: IRGraph, filename: str, config: dict | None = N
         raise GenaiUnsupported("the step caches no attention")
     if any(s.value_dim is not None for s in slots) or len({(s.kv_heads, s.head_dim) for s in slots}) > 1:
         raise GenaiUnsupported("onnxruntime-genai needs one key/value width in every layer; this model's cache "
-                               "widths differ (a latent attention's latent and rotary key)")
+                               "widths differ (a latent attention's latent and rotary key, or values narrower or wider "
+                               "than keys: `v_head_dim`)")
     first = ir.node(slots[0].node)
     heads = int(getattr(first.attrs, "heads", slots[0].kv_heads))
     inputs = {"input_ids": INPUT_IDS}

@@ -11,7 +11,7 @@ import numpy as np
 from onnx import TensorProto
 
 from ..rotary import mla_inv_freq
-from .core import _any_key, _key_mask, _split_heads, rms_norm
+from .core import _any_key, _key_mask, _rotary_cos_sin, _split_heads, rms_norm, rotate_pairs
 from .lower import NodeEmitter, lowers
 from .past import extend
 
@@ -20,37 +20,6 @@ def _last(ctx: NodeEmitter, x: str, start: int, stop: int, tag: str) -> str:
     """x[..., start:stop]."""
     return ctx.op("Slice", [x, ctx.const([start], f"{tag}_start", np.int64), ctx.const([stop], f"{tag}_stop", np.int64),
                             ctx.const([-1], f"{tag}_axis", np.int64)], tag)
-
-
-def _cos_sin(ctx: NodeEmitter, x: str, positions: str | None, inv_freq: np.ndarray, gain: float) -> tuple[str, str]:
-    """cos, sin (B|1, n, 1, r/2) of the rotary angles times YaRN's gain."""
-    if positions is None:
-        n = ctx.shape(x, 1, 2, "rope_n")
-        positions = ctx.op("Range", [ctx.const(0, "rope_start", np.int64), ctx.op("Squeeze", [n], "rope_n"),
-                                     ctx.const(1, "rope_step", np.int64)], "rope_positions")
-        positions = ctx.op("Reshape", [positions, n], "rope_positions")   # names the dim for shape inference
-        positions = ctx.op("Unsqueeze", [positions, ctx.const([0], "rope_batch", np.int64)], "rope_positions")
-    pos = ctx.op("Cast", [positions], "rope_positions", to=TensorProto.FLOAT)
-    pos = ctx.op("Unsqueeze", [pos, ctx.const([2, 3], "rope_axes", np.int64)], "rope_positions")  # (B|1, n, 1, 1)
-    freqs = ctx.op("Mul", [pos, ctx.const(inv_freq, "rope_inv_freq")], "rope_freqs")             # (B|1, n, 1, r/2)
-    cos, sin = ctx.op("Cos", [freqs], "rope"), ctx.op("Sin", [freqs], "rope")
-    if gain == 1.0:
-        return cos, sin
-    g = ctx.const(gain, "rope_gain", np.float32)
-    return ctx.op("Mul", [cos, g], "rope_gain"), ctx.op("Mul", [sin, g], "rope_gain")
-
-
-def _rotate_pairs(ctx: NodeEmitter, x: str, cos: str, sin: str, r: int, tag: str) -> str:
-    """x (B, n, h, r) rotated in interleaved pairs (x₂ᵢ, x₂ᵢ₊₁): torch's `rotate_pairs`."""
-    pairs = ctx.op("Reshape", [x, ctx.const([0, 0, 0, r // 2, 2], f"{tag}_pairs", np.int64)], f"{tag}_pairs")
-    a = ctx.op("Gather", [pairs, ctx.const(0, f"{tag}_even", np.int64)], f"{tag}_even", axis=-1)
-    b = ctx.op("Gather", [pairs, ctx.const(1, f"{tag}_odd", np.int64)], f"{tag}_odd", axis=-1)
-    re = ctx.op("Sub", [ctx.op("Mul", [a, cos], f"{tag}_ac"), ctx.op("Mul", [b, sin], f"{tag}_bs")], f"{tag}_re")
-    im = ctx.op("Add", [ctx.op("Mul", [a, sin], f"{tag}_as"), ctx.op("Mul", [b, cos], f"{tag}_bc")], f"{tag}_im")
-    axis = ctx.const([-1], f"{tag}_pair_axis", np.int64)
-    y = ctx.op("Concat", [ctx.op("Unsqueeze", [re, axis], f"{tag}_re"), ctx.op("Unsqueeze", [im, axis], f"{tag}_im")],
-               f"{tag}_rotated", axis=-1)
-    return ctx.op("Reshape", [y, ctx.const([0, 0, 0, r], f"{tag}_rotated", np.int64)], f"{tag}_rotated")
 
 
 @lowers("latent_attention")
@@ -72,10 +41,10 @@ def _latent_attention(ctx: NodeEmitter, node) -> None:
     one_head = ctx.const([2], "one_head", np.int64)
     latent = ctx.op("Unsqueeze", [latent, one_head], "latent")                                 # (B, n, 1, r)
     k_rope = ctx.op("Unsqueeze", [_last(ctx, kv, r, r + dr, "k_rope"), one_head], "k_rope")   # (B, n, 1, dr)
-    cos, sin = _cos_sin(ctx, x, positions, mla_inv_freq(a), a.rope_attention_factor)
+    cos, sin = _rotary_cos_sin(ctx, x, positions, mla_inv_freq(a), a.rope_attention_factor, pairs=True)
     q = ctx.op("Concat", [_last(ctx, q, 0, dn, "q_nope"),
-                          _rotate_pairs(ctx, _last(ctx, q, dn, dn + dr, "q_rope"), cos, sin, dr, "q")], "q", axis=-1)
-    k_rope = _rotate_pairs(ctx, k_rope, cos, sin, dr, "k")
+                          rotate_pairs(ctx, _last(ctx, q, dn, dn + dr, "q_rope"), cos, sin, dr, "q")], "q", axis=-1)
+    k_rope = rotate_pairs(ctx, k_rope, cos, sin, dr, "k")
     slot = past.slot(node.name) if past else None
     if slot is not None:
         latent, k_rope = extend(ctx, slot, latent, k_rope)                                   # (B, past + n, 1, ·)

@@ -323,21 +323,33 @@ def forward_tables():
         _FORWARD.tables = None
 
 
-class Rotary(nn.Module):
-    """Rotary position embedding (Su et al.) in the rotate-half layout of transformers' Llama: the first
-    `dims` of each head are rotated, the rest pass through (Phi's partial rotary)."""
+def rotate_pairs(x, cos, sin):
+    """x (..., r) rotated in interleaved pairs (x₂ᵢ, x₂ᵢ₊₁) by cos, sin (..., r/2): complex multiplication
+    (GPT-J's rotate_every_two, DeepSeek's apply_rotary_emb)."""
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
 
-    def __init__(self, inv_freq: torch.Tensor, scale: float = 1.0):
+
+class Rotary(nn.Module):
+    """Rotary position embedding (Su et al.): the first `dims` of each head are rotated, the rest pass
+    through (partial rotary: Phi, GPT-J). Rotate-half layout as transformers' Llama (dim i turns with
+    dim i + dims/2), or with `interleaved` in pairs (x₂ᵢ, x₂ᵢ₊₁) as GPT-J; pair i turns at frequency i in
+    both."""
+
+    def __init__(self, inv_freq: torch.Tensor, scale: float = 1.0, interleaved: bool = False):
         super().__init__()
         self.dims = 2 * inv_freq.numel()
         self.scale = scale      # YaRN's attention factor on cos and sin (1: none)
+        self.interleaved = interleaved   # its tables are dims/2 wide (one angle per pair), not dims
         # layers whose frequencies are equal share their tables within a forward (`forward_tables`)
-        self.freq_key = (tuple(inv_freq.tolist()), scale) if inv_freq.device.type != "meta" else id(self)
+        self.freq_key = ((tuple(inv_freq.tolist()), scale, interleaved) if inv_freq.device.type != "meta"
+                         else id(self))
         # not persistent: a function of the attributes, so it stays out of the state dict
         self.register_buffer("inv_freq", inv_freq.to(torch.get_default_device()), persistent=False)
 
     def cos_sin(self, positions, n: int, offset, x):
-        """cos, sin [B|1, 1, n, dims] in x's dtype for `positions` [B, n] (or offset + 0..n-1)."""
+        """cos, sin [B|1, 1, n, dims] (interleaved: dims/2) in x's dtype for `positions` [B, n] (or
+        offset + 0..n-1)."""
         tables = getattr(_FORWARD, "tables", None)
         if tables is None or not isinstance(offset, int):
             return self._cos_sin(positions, n, offset, x)
@@ -354,7 +366,7 @@ class Rotary(nn.Module):
         if positions is None:
             positions = (torch.arange(n, device=x.device) + offset)[None]
         freqs = positions[:, :, None].float() * self.inv_freq.float()                  # (B, n, dims/2)
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]                              # (B, 1, n, dims)
+        emb = (freqs if self.interleaved else torch.cat((freqs, freqs), dim=-1))[:, None]  # (B, 1, n, dims)
         cos, sin = emb.cos(), emb.sin()
         if self.scale != 1.0:
             cos, sin = cos * self.scale, sin * self.scale
@@ -363,12 +375,16 @@ class Rotary(nn.Module):
     def forward(self, x, cos, sin):
         """x (B, h, n, hd) rotated."""
         rot, rest = (x, None) if self.dims == x.shape[-1] else (x[..., :self.dims], x[..., self.dims:])
-        a, b = rot.chunk(2, dim=-1)
-        y = rot * cos + torch.cat((-b, a), dim=-1) * sin
+        if self.interleaved:
+            y = rotate_pairs(rot, cos, sin)
+        else:
+            a, b = rot.chunk(2, dim=-1)
+            y = rot * cos + torch.cat((-b, a), dim=-1) * sin
         return y if rest is None else torch.cat((y, rest), dim=-1)
 
     def extra_repr(self) -> str:
-        return f"dims={self.dims}" + (f", scale={self.scale!r}" if self.scale != 1.0 else "")
+        return (f"dims={self.dims}" + (", interleaved pairs" if self.interleaved else "")
+                + (f", scale={self.scale!r}" if self.scale != 1.0 else ""))
 
 
 class Attention(nn.Module):
@@ -386,12 +402,14 @@ class Attention(nn.Module):
     def __init__(self, d_q: int, d_kv: int, heads: int, kv_heads: int, head_dim: int, d_out: int,
                  biases: dict[str, bool], causal: bool, dropout: float, window: int | None = None,
                  scale: float | None = None, rotary: Rotary | None = None, qk_norm: bool | str = False,
-                 eps: float = 1e-6, alibi: bool = False, softcap: float | None = None, sinks: bool = False):
+                 eps: float = 1e-6, alibi: bool = False, softcap: float | None = None, sinks: bool = False,
+                 value_dim: int | None = None):
         super().__init__()
+        value_dim = value_dim or head_dim    # a value head's width (q and k heads are head_dim wide)
         self.q = Linear(d_q, heads * head_dim, biases["q"])
         self.k = Linear(d_kv, kv_heads * head_dim, biases["k"])
-        self.v = Linear(d_kv, kv_heads * head_dim, biases["v"])
-        self.o = Linear(heads * head_dim, d_out, biases["o"])
+        self.v = Linear(d_kv, kv_heads * value_dim, biases["v"])
+        self.o = Linear(heads * value_dim, d_out, biases["o"])
         # qk_norm: True (or "rms") per head over head_dim; "full" over the whole projection (OLMo-2)
         self.qk_full = qk_norm == "full"
         if self.qk_full:
@@ -403,7 +421,8 @@ class Attention(nn.Module):
         if alibi:  # not persistent: a function of `heads`, so it stays out of the state dict
             self.register_buffer("alibi_slopes", torch.from_numpy(alibi_slopes(heads)).to(
                 torch.get_default_device()), persistent=False)
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        # generation sizes each cache slot by kv_heads, head_dim (keys) and value_dim (values)
+        self.heads, self.kv_heads, self.head_dim, self.value_dim = heads, kv_heads, head_dim, value_dim
         self.causal, self.dropout, self.window, self.scale = causal, dropout, window, scale
         self.qk_norm, self.softcap = bool(qk_norm), softcap
         self.sinks = _param(heads) if sinks else None   # one logit per head joining the softmax (GPT-OSS)
@@ -411,13 +430,14 @@ class Attention(nn.Module):
         self.layer_id = None       # this layer's slot in the cache
 
     def keys_values(self, ctx):
-        """The keys and values of `ctx` [B, m, d_kv]: (B, kv, m, hd) each, k normalised under qk_norm."""
+        """The keys and values of `ctx` [B, m, d_kv]: (B, kv, m, hd) and (B, kv, m, vd), k normalised under
+        qk_norm."""
         b, m, _ = ctx.shape
         # heads from the widths (-1), not the attributes: under tensor parallelism a rank holds only its
         # share of the heads (column-sharded q, k, v)
         k = self.k(ctx)
         k = (self.k_norm(k) if self.qk_full else k).view(b, m, -1, self.head_dim).transpose(1, 2)  # (B, kv, m, hd)
-        v = self.v(ctx).view(b, m, -1, self.head_dim).transpose(1, 2)     # (B, kv, m, hd)
+        v = self.v(ctx).view(b, m, -1, self.value_dim).transpose(1, 2)    # (B, kv, m, vd)
         return (self.k_norm(k) if self.qk_norm and not self.qk_full else k), v
 
     def attend(self, x, ctx, mask, positions=None, bias=None):
@@ -453,7 +473,8 @@ class Attention(nn.Module):
 
     def extra_repr(self) -> str:
         kv = f", kv_heads={self.kv_heads}" if self.kv_heads != self.heads else ""
-        return (f"heads={self.heads}{kv}, head_dim={self.head_dim}" + (", causal" if self.causal else "")
+        vd = f", value_dim={self.value_dim}" if self.value_dim != self.head_dim else ""
+        return (f"heads={self.heads}{kv}, head_dim={self.head_dim}{vd}" + (", causal" if self.causal else "")
                 + (f", window={self.window}" if self.window else "")
                 + ((", qk_norm over the projection" if self.qk_full else ", qk_norm") if self.qk_norm else "")
                 + (", alibi" if self.alibi else "")
@@ -476,10 +497,10 @@ class CrossAttention(Attention):
 def _attention(node, types):
     a, d = node.attrs, _width(types)
     h, kv, hd = a.geometry(d)
-    rotary = Rotary(rotary_inv_freq(a, hd), a.rope_cos_scale) if a.rope else None
+    rotary = Rotary(rotary_inv_freq(a, hd), a.rope_cos_scale, a.rope_interleaved) if a.rope else None
     qk = {"none": False, "rms": True, "rms_full": "full"}[a.qk_norm]
     return SelfAttention(d, d, h, kv, hd, d, a.biases(), a.causal, a.dropout, a.window, a.scale, rotary,
-                         qk, a.eps, a.alibi, a.softcap, bool(a.sinks))
+                         qk, a.eps, a.alibi, a.softcap, bool(a.sinks), a.value_dim(d))
 
 
 @lowers("cross_attend")

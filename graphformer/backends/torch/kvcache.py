@@ -10,9 +10,10 @@ once). A one-token step writes at `where[size]` (a tensor, so its value is no gu
 whole slot with `keys[size]`, a [B, 1, 1, size] bool mask of the slots that hold a real token: unwritten
 slots and left padding stay masked for the whole generation.
 
-A latent attention (DeepSeek-V2's MLA) caches what its reference caches: its normalised latent as the
-"keys" [B, 1, size, kv_rank] and its rotated shared key as the "values" [B, 1, size, rope_dim], a slot
-whose two tensors differ in width (a layer's optional fourth entry, `value_dim`).
+A slot's keys and values may differ in width (a layer's optional fourth entry, `value_dim`): an attention
+with `v_head_dim` caches values [B, kv_heads, size, v_head_dim]; a latent attention (DeepSeek-V2's MLA)
+caches what its reference caches, its normalised latent as the "keys" [B, 1, size, kv_rank] and its
+rotated shared key as the "values" [B, 1, size, rope_dim].
 
 An encoder–decoder's cross-attentions get a `ContextCache` instead: their keys and values depend on the
 encoder output only, so they are computed at a sequence's first step and reused at every later one.
@@ -38,7 +39,7 @@ def widths(layer: tuple) -> tuple[int, int, int, int | None]:
 @dataclass
 class Slot:
     k: torch.Tensor          # (B, kv, size, hd)
-    v: torch.Tensor          # (B, kv, size, hd)
+    v: torch.Tensor          # (B, kv, size, vd): vd = hd unless the layer says otherwise
     size: int
 
 
@@ -49,7 +50,7 @@ class KVCache:
     def __init__(self, layers: list[tuple[int, int, int | None]], batch: int, length: int,
                  dtype: torch.dtype, device: torch.device):
         """`layers`: (kv_heads, head_dim, window or None[, value_dim]) of each cached attention, in layer_id
-        order; value_dim where the values are narrower than the keys (latent attention)."""
+        order; value_dim where the values are not as wide as the keys (`v_head_dim`, latent attention)."""
         itemsize = torch.empty((), dtype=dtype).element_size()
         memory.require(self.nbytes(layers, batch, length, itemsize),
                        f"a key/value cache of {length:,} positions × batch {batch:,}", str(torch.device(device)),

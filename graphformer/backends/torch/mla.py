@@ -12,14 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..rotary import mla_inv_freq
-from .core import Linear, RMSNorm, _sdpa_mask, _width
+from .core import Linear, RMSNorm, _sdpa_mask, _width, rotate_pairs
 from .lower import lowers
-
-
-def rotate_pairs(x, cos, sin):
-    """x (..., r) rotated in interleaved pairs (x₂ᵢ, x₂ᵢ₊₁) by cos, sin (..., r/2): complex multiplication."""
-    a, b = x[..., 0::2], x[..., 1::2]
-    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
 
 
 class LatentAttention(nn.Module):

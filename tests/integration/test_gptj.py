@@ -1,0 +1,165 @@
+"""GPT-J against transformers GPTJForCausalLM, built offline from a tiny odd config (4 heads of 10, rotary on
+6 of them in interleaved pairs: partial and interleaved together) with perturbed weights, loaded through the
+spec's own `hf` map: logits with and without left padding, gradients, greedy tokens against transformers'
+`generate` (the KV cache), ONNX Runtime against torch (and the decoder step with past), `import hf`, and the
+parameter count of GPT-J-6B on the meta device."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import graphformer  # noqa: E402
+from graphformer.analysis.summary import total_params  # noqa: E402
+from graphformer.weights.maps import convert_state_dict  # noqa: E402
+from parity import assert_close, assert_lm_logits, lm_batch, ours, prompts  # noqa: E402
+
+T = transformers
+T.logging.set_verbosity_error()
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+V = 97
+TINY = dict(vocab_size=V, n_embd=40, n_layer=2, n_head=4, rotary_dim=6, n_inner=56, n_positions=64,
+            bos_token_id=1, eos_token_id=2)
+
+
+def reference(**kw):
+    torch.manual_seed(0)
+    ref = T.GPTJForCausalLM(T.GPTJConfig(**{**TINY, **kw}))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():   # norm scales and biases away from 1 and 0, so a wrong map can't hide
+        for p in ref.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return ref.eval()
+
+
+def pair(**sets):
+    ref = reference()
+    spec = graphformer.load(SPECS / "gpt-j.yaml", preset="tiny", overrides=sets)
+    return spec, ref, ours(spec, ref)
+
+
+def test_logits_equal_transformers_with_and_without_padding():
+    spec, ref, model = pair()
+    ids, mask = lm_batch(V)
+    assert_lm_logits(model, ref, ids, mask, "gpt-j")
+
+
+def test_the_rotate_half_layout_would_be_far_off(tmp_path):
+    """The same weights through Llama's rotate-half layout miss: the interleaved pairs are what GPT-J needs."""
+    spec, ref, model = pair()
+    path = tmp_path / "gpt-j.yaml"
+    path.write_text((SPECS / "gpt-j.yaml").read_text().replace("rope_interleaved: true", "rope_interleaved: false"))
+    halves = ours(graphformer.load(path, preset="tiny"), ref)
+    ids, _ = lm_batch(V)
+    with torch.no_grad():
+        want = ref(input_ids=ids).logits
+        assert (halves(tokens=ids)["logits"] - want).abs().max() > 1e-2
+        assert_close(model(tokens=ids)["logits"], want, "gpt-j logits, interleaved")
+
+
+def test_gradients_equal_transformers():
+    spec, ref, model = pair()
+    ids, mask = lm_batch(V)
+    weight = torch.randn(V, generator=torch.Generator().manual_seed(2))
+    (model(tokens=ids, mask=mask)["logits"][mask.bool()] * weight).sum().backward()
+    (ref(input_ids=ids, attention_mask=mask).logits[mask.bool()] * weight).sum().backward()
+    theirs = convert_state_dict(spec, {k: p.grad for k, p in ref.named_parameters()}, "hf")
+    mine = dict(model.named_parameters())
+    assert set(theirs) == set(mine)
+    for k, g in theirs.items():
+        assert_close(mine[k].grad, g, f"gpt-j grad {k}")
+
+
+def hf_generate(ref, ids, mask, new):
+    ref.generation_config.eos_token_id = None
+    ref.generation_config.pad_token_id = 0
+    with torch.no_grad():
+        return ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
+                            max_new_tokens=new, do_sample=False)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_greedy_tokens_equal_transformers_generate(padded):
+    spec, ref, model = pair()
+    ids, mask = prompts(padded=padded)
+    got = graphformer.generate(model, ids, 20, mask=mask)
+    assert torch.equal(got[:, 8:], hf_generate(ref, ids, mask, 20)[:, 8:])
+
+
+def test_onnx_runtime_equals_torch_with_a_padding_mask():
+    ort = pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    spec, ref, model = pair()
+    sess = ort.InferenceSession(to_onnx(spec, model, inputs=["mask"]).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    ids, mask = lm_batch(V)
+    got = sess.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})[0]
+    with torch.no_grad():
+        want = model(tokens=ids, mask=mask)["logits"]
+    keep = mask.bool()
+    assert_close(torch.from_numpy(got)[keep], want[keep], "gpt-j onnx logits")
+
+
+def test_onnx_with_past_steps_equal_torch_and_give_transformers_tokens():
+    pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    from graphformer.backends.torch.generation import Decoder
+    from test_onnx_past import OrtDecoder, session
+    spec, ref, model = pair()
+    dec = OrtDecoder(session(to_onnx(spec, ref.state_dict(), weights_map="hf", with_past=True)))
+    ids, mask = prompts(padded=True)
+    want = hf_generate(ref, ids, mask, 10)
+    torch_dec = Decoder(model, 3, want.shape[1])
+    with torch.no_grad():
+        first = dec.prompt(ids.numpy(), mask.numpy())[:, -1]
+        assert_close(torch.from_numpy(first), torch_dec.prompt(ids, mask), "gpt-j onnx prompt step")
+        tokens = [first.argmax(-1)]
+        while len(tokens) < 10:
+            step = dec.step(tokens[-1][:, None])[:, -1]
+            assert_close(torch.from_numpy(step), torch_dec.step(torch.from_numpy(tokens[-1])),
+                         f"gpt-j onnx step {len(tokens)}")
+            tokens.append(step.argmax(-1))
+    assert np.array_equal(np.stack(tokens, 1), want[:, 8:].numpy())
+
+
+def test_parameter_count_of_gpt_j_6b_equals_transformers_on_meta():
+    spec = graphformer.load(SPECS / "gpt-j.yaml", preset="gpt-j-6b")
+    with torch.device("meta"):
+        ref = T.GPTJForCausalLM(T.GPTJConfig())   # the published EleutherAI/gpt-j-6b config's values
+    assert total_params(spec.ir) == sum(p.numel() for p in ref.parameters()) == 6_050_882_784
+    assert len(convert_state_dict(spec, ref.state_dict(), "hf")) == len(
+        dict(graphformer.build(spec, device="meta").named_parameters()))
+
+
+def test_import_hf_then_checkpoint_equals_transformers(tmp_path, capsys):
+    import cli
+    from graphformer.backends.torch.weights import load_weights
+    from graphformer.weights.maps import read_state_dict
+    ref = reference()
+    ref.save_pretrained(tmp_path / "ckpt")
+    rc = cli.main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "spec.yaml")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning" not in err, err
+    spec = graphformer.load(tmp_path / "spec.yaml")
+    model = graphformer.build(spec).eval()
+    load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf", spec)
+    ids, mask = lm_batch(V)
+    with torch.no_grad():
+        got, want = model(tokens=ids, mask=mask)["logits"], ref(input_ids=ids, attention_mask=mask).logits
+    assert_close(got[mask.bool()], want[mask.bool()], "gpt-j imported")
+
+
+@pytest.mark.parametrize("cfg,message", [
+    ({"rotary_dim": 5}, "needs an even number"),
+    ({"rotary_dim": 12}, "no wider than the head"),
+    ({"rotary_dim": None}, "fits only a single head"),
+    ({"tie_word_embeddings": True}, "untied"),
+])
+def test_import_hf_refuses_what_the_spec_cannot_say(cfg, message):
+    from graphformer.frontend.hf import HFImportError, convert_config
+    with pytest.raises(HFImportError, match=message):
+        convert_config({"model_type": "gptj", **TINY, **cfg})
