@@ -603,6 +603,13 @@ class Expander:
         dims = [self._dim(scope, e, span, allow_symbols=True) for e in exprs]
         if any(d is None for d in dims):
             return None
+        unknown = sorted(set().union(*(d.symbols for d in dims)) - set(self.ir.dims))
+        if unknown:   # neither a param nor a symbol of the inputs: a typo, most likely
+            guess = self._hint(unknown[0], list(self.ir.dims) + list(scope.env))
+            self.diags.append(Diagnostic("GF131", f"unknown name `{unknown[0]}` in a shape"
+                                         + (f" — did you mean `{guess}`?" if guess else ""), span,
+                                         help="a shape names params and the symbols of the spec's inputs"))
+            return None
         return tuple(d.value if d.is_const else str(d) for d in dims)
 
     def _int(self, scope: Scope, expr: Any, span: Span | None, what: str) -> int | None:
@@ -809,8 +816,9 @@ class Expander:
                 ok &= iv is not None
                 values[k] = iv if iv is not None else 1
             elif k in op.attrs.shape_fields and isinstance(v, list):
-                values[k] = self._shape_texts(scope, v, scope.span("nodes", name, k))
-                ok &= values[k] is not None
+                texts = self._shape_texts(scope, v, scope.span("nodes", name, k))
+                ok &= texts is not None
+                values[k] = texts if texts is not None else (-1,)   # reported: validate a placeholder
             elif k in op.attrs.block_fields and v is not None:
                 values[k] = v  # a block name; expanded below once the attributes validate
             elif k in op.attrs.ref_fields and v is not None:

@@ -104,14 +104,14 @@ def reshaping(a: ReshapeAttrs, x: TensorType, like: TensorType | None = None) ->
         size = total.quotient(rest)
         if size is None or size.is_const and size.value < 1:
             raise ShapeError("GF264", f"the -1 axis can't be inferred: the input's {total} elements ({x}) are "
-                             f"not a multiple of the other axes' {rest}", "x",
+                             f"not a multiple of the other axes' {rest}", "x", attr="shape",
                              help="write the size of every axis, or make the input's dims multiples of these")
         out = target[:k] + (size,) + target[k + 1:]
     else:
         out = target
         if numel(out) != total:
             raise ShapeError("GF263", f"reshaping {x} ({total} elements) to [{', '.join(map(str, out))}] "
-                             f"({numel(out)} elements): the element counts differ", "x",
+                             f"({numel(out)} elements): the element counts differ", "x", attr="shape",
                              help="the target's dims must multiply to the input's; write one axis as -1 to "
                                   "infer it")
     shapes = {"x": x} if like is None else {"x": x, "like": like}
@@ -129,7 +129,7 @@ def _sizes(out: tuple[Dim, ...], inferred: list[int], shapes: dict[str, TensorTy
         names = ", ".join(f"`{s}`" for s in sorted(out[i].symbols - set(readable)))
         where = " or ".join(str(t) for t in shapes.values())
         raise ShapeError("GF265", f"the size `{out[i]}` of target axis {i} can't be computed at run time: "
-                         f"{names} can't be read from the shape {where}", "x",
+                         f"{names} can't be read from the shape {where}", "x", attr="shape",
                          help="write that axis as -1 (one axis can be inferred), or name a tensor whose shape "
                               "has it as the reshape's `like` input: `in: {x: ..., like: video}`")
     needed = set().union(*(out[i].symbols for i in symbolic if i not in left))
