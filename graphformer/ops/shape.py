@@ -154,7 +154,7 @@ register(OpDef(
     "of a target size must be readable from the shape of `x`, or of the optional `like` (whose values are "
     "not read), except in one axis, which is inferred.",
     ReshapeAttrs, ("x", "like?"), _reshape_shape, sequence=MIXES, tp=UNPLANNED, saves=keeps(),
-    example="frames: {op: reshape, in: video, shape: [B * frames, channels, image, image]}",
+    example="split_heads: {op: reshape, shape: [B, n, 4, 16]}",
 ))
 
 
@@ -206,5 +206,5 @@ register(OpDef(
     "Repeat `x` `times` times along `axis`, copy after copy (torch's `x.repeat`): `[B, 1, D]` tiled 8 times "
     "on axis 1 → `[B, 8, D]` (TimeSformer's [CLS] token, one per frame).",
     TileAttrs, ("x",), _tile_shape, sequence=MIXES, tp=UNPLANNED, saves=keeps(),
-    example="per_frame: {op: tile, axis: 1, times: frames}",
+    example="per_frame: {op: tile, axis: 1, times: 3}",
 ))

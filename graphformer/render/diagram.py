@@ -245,6 +245,8 @@ _ATTR_TEXT: dict[str, Callable[[Any], str | None]] = {
     "p": lambda v: f"p {_num(v)}",
     "by": lambda v: f"× {_num(v)}",
     "dropout": lambda v: f"dropout {_num(v)}" if v else None,
+    "shape": lambda v: "→ [" + ", ".join(map(str, v)) + "]",     # reshape's target
+    "order": lambda v: "order " + " ".join(map(str, v)),        # permute's
 }
 
 
