@@ -117,3 +117,30 @@ def test_onnx_runtime_equals_transformers():
         with torch.no_grad():
             want = ref(pixel_values=x).last_hidden_state
         assert_close(torch.from_numpy(hidden), want, f"onnx B={batch}")
+
+
+# ---------------------------------------------------------------- import hf
+
+def test_import_hf_reads_a_saved_classifier(tmp_path, capsys):
+    """save_pretrained of a tiny TimesformerForVideoClassification → `import hf` → the spec with its weights
+    equals it; an attention type the spec doesn't compute is refused, naming the field."""
+    import cli
+    import graphformer
+    from graphformer.backends.torch.weights import load_weights
+    from graphformer.weights.maps import read_state_dict
+    ref = reference(head=True)
+    ref.save_pretrained(tmp_path / "ckpt")
+    assert cli.main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "spec.yaml")]) == 0
+    assert cli.main(["check", str(tmp_path / "spec.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err and "Traceback" not in err, err
+    model = graphformer.build(graphformer.load(str(tmp_path / "spec.yaml")), seed=1).eval()
+    load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf")
+    x = video(2)
+    with torch.no_grad():
+        assert_close(model(pixel_values=x)["logits"], ref(pixel_values=x).logits, "import hf logits")
+    config = tmp_path / "ckpt" / "config.json"
+    config.write_text(config.read_text().replace('"divided_space_time"', '"joint_space_time"'))
+    assert cli.main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "joint.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "attention_type" in err and "Traceback" not in err and not (tmp_path / "joint.yaml").exists()
