@@ -1642,6 +1642,79 @@ nodes:
   attn: {op: attention, heads: heads, causal: true, rope: true, rope_interleaved: true, rope_dims: 5}
 outputs: {y: attn}
 """),
+    Code(
+        "GF263", "a reshape that changes the element count",
+        ("`reshape` gives its input another shape with the same elements in the same order, so the target's "
+         "dims must multiply to the input's. The check is symbolic: `[B, T * N, D]` to `[B * T, N, D]` "
+         "holds for every B, T, N; `[B, n, D]` to `[B, 2, D]` does not."),
+        fix=("Correct the target (a frame count, a patch count or a width is usually off), or write one axis as "
+             "`-1` to infer it."),
+        example="""\
+graphformer: 1
+name: case
+params: {frames: 4, patches: 9, d_model: 16}
+dims: {B: 2}
+inputs:
+  x: {shape: [B, frames * patches, d_model]}
+nodes:
+  per_frame: {op: reshape, shape: [B * frames, patches + 1, d_model]}
+outputs: {y: per_frame}
+"""),
+    Code(
+        "GF264", "a reshape axis that can't be inferred",
+        ("One axis of a reshape's target may be `-1`: its size is the input's element count divided by the "
+         "other axes'. Two `-1`s leave the split ambiguous; a size of 0 or below other than -1 is no size; "
+         "and a -1 whose division is not exact (symbolically: `[B, n, 6]` into `[B, -1, 4]`) has no size."),
+        fix="Write at most one axis as `-1`, every other one as a positive size that divides the input.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  split: {op: reshape, shape: [B, -1, -1]}
+outputs: {y: split}
+"""),
+    Code(
+        "GF265", "a reshape size that can't be computed at run time",
+        ("At run time a backend computes a reshape's target sizes from the symbols they name (B, T, ...), and "
+         "it reads each symbol off the shape of the input `x` (an axis that is the symbol, or the symbol times "
+         "constants and symbols read before) or of the optional input `like`. One axis may be left to "
+         "infer from the element count; a second size whose symbols appear in neither shape (`[B * T, N, D]` "
+         "into `[B, T, N, D]`: B and T are merged) can't be computed."),
+        fix=("Write that axis as `-1` if no other is, name a tensor whose shape holds the symbol as `like` "
+             "(`in: {x: frames, like: video}`: only its shape is read), or make the size a param."),
+        example="""\
+graphformer: 1
+name: case
+params: {patches: 9, d_model: 16}
+dims: {B: 2, T: 4}
+inputs:
+  video: {shape: [B, T, patches, d_model]}
+nodes:
+  frames: {op: reshape, shape: [B * T, patches, d_model]}
+  back: {op: reshape, in: frames, shape: [B, T, patches, d_model]}
+outputs: {y: back}
+"""),
+    Code(
+        "GF266", "bad axes: an order that is not a permutation, or more than 8 axes",
+        ("`permute`'s `order` must name every axis of its input exactly once (output axis i is input axis "
+         "order[i]; negative axes count from the end), and `tile`'s `axis` must be an axis of its input. "
+         "Tensors have at most 8 axes: a spec input or a reshape target with more is refused."),
+        fix="Name each axis 0..rank-1 once in `order`; keep tensors to 8 axes or fewer (merge axes with `reshape`).",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16}
+dims: {B: 2, T: 4, n: 9}
+inputs:
+  x: {shape: [B, T, n, d_model]}
+nodes:
+  swap: {op: permute, order: [0, 2, 2, 3]}
+outputs: {y: swap}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

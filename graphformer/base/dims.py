@@ -199,6 +199,36 @@ class Dim:
             raise DimError(f"`{a} / {b}` is not exact: {a} is not divisible by {b}")
         return self // other
 
+    def quotient(self, other: "Dim | int") -> "Dim | None":
+        """The Dim q with `q * other == self` exactly (integer coefficients; opaque terms as variables),
+        or None. Polynomial division by leading terms in graded order: the remainder is 0 iff `other`
+        divides `self`. `4*B*T` by `B` is `4*T`; `B*n*D + B*D` by `B*n + B` is `D`."""
+        other = _coerce(other)
+        if other is NotImplemented or not other._terms:
+            return None
+        atoms = sorted({a for d in (self, other) for m, _ in d._terms for a, _ in m}, key=_atom_key)
+
+        def lead(d: Dim) -> tuple:
+            return max(d._terms, key=lambda t: (sum(p for _, p in t[0]), [dict(t[0]).get(a, 0) for a in atoms]))
+
+        (m_den, c_den), q, rest = lead(other), Dim(), self
+        for _ in range(MAX_TERMS):
+            if not rest._terms:
+                return q
+            m, c = lead(rest)
+            powers, den = dict(m), dict(m_den)
+            if c % c_den or any(powers.get(a, 0) < p for a, p in den.items()):
+                return None
+            mono = tuple((a, p - den.get(a, 0)) for a, p in m if p > den.get(a, 0))
+            term = Dim({mono: c // c_den})
+            q, rest = q + term, rest - term * other
+        return None
+
+    def monomials(self) -> list[tuple[int, tuple[tuple["Atom", int], ...]]]:
+        """The terms as (coefficient, ((atom, power), ...)): a symbol is its name; `FloorDiv` / `Mod` carry
+        `num` and `den` Dims. For backends that compute a size at run time from its parts."""
+        return [(c, m) for m, c in self._terms]
+
     # -- substitution -------------------------------------------------------------------------
     def subs(self, mapping: Mapping[str, "int | Dim"]) -> "Dim":
         """Substitute symbols and re-canonicalize (opaque atoms fold once their symbols are bound)."""

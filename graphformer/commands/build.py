@@ -6,7 +6,6 @@ rule or a lowering), reported as an internal error (exit 3) naming the node.
 """
 from __future__ import annotations
 
-import copy
 import os
 import sys
 import time
@@ -16,7 +15,7 @@ from ..weights.checkpoint import is_hf_directory
 from ..base.diagnostics import SourceCache, render
 from ..base.dtypes import dtype_arg
 from ..base.fileio import resolve_output
-from ..frontend.infer import infer
+from ..frontend.infer import at_dims, infer
 from .progress import add_quiet
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_output, check_checkpoint_config,
                      default_weights, load_checked, parse_assignments, parse_overrides, require_weight_map, seed_arg)
@@ -120,11 +119,7 @@ def _secs(t: float) -> str:
 def _check_dims(spec, dims: dict[str, int], path: str) -> None:
     """Re-infer every shape at the concrete dims, so `--dims n=600` on a 512-position model is a usage
     error with the checker's message rather than a torch traceback."""
-    ir = copy.deepcopy(spec.ir)
-    for name in ir.inputs.values():
-        node = ir.node(name)
-        node.shape = type(node.shape)(tuple(d.subs(dims) for d in node.shape.shape), node.shape.dtype)
-    errors = [d for d in infer(ir) if d.is_error]
+    errors = [d for d in infer(at_dims(spec.ir, dims)) if d.is_error]
     if errors:
         sys.stderr.write(render(errors[:1], "text", SourceCache()))
         raise CommandError(f"--dims {', '.join(f'{k}={v}' for k, v in dims.items())}: {path} does not hold at these "

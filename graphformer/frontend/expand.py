@@ -25,6 +25,7 @@ from ..ir import BlockInputCheck, Body, Frame, IRGraph, IRNode, WeightMap, Weigh
 from .load import MAX_PARAM, Program, SpecCtx, param_kind, pydantic_diagnostics
 from ..ops import REGISTRY
 from ..ops.base import TensorType
+from ..ops.shape import MAX_RANK
 from .format import BlockInputDecl, NodeDecl, WeightMap as WeightMapDecl, block_input_shape
 
 MAX_NODES = 200_000  # defaults; the environment variables below raise (or lower) them
@@ -330,7 +331,11 @@ class Expander:
         symbols: dict[str, Span | None] = {}
         for name, decl in spec.inputs.items():
             shape = []
-            for i, expr in enumerate(decl.shape):
+            if len(decl.shape) > MAX_RANK:
+                self.diags.append(Diagnostic("GF266", f"input `{name}` has {len(decl.shape)} axes; at most "
+                                             f"{MAX_RANK} are supported", scope.span("inputs", name, "shape")))
+                shape = None   # unknown: its consumers stay quiet
+            for i, expr in enumerate(decl.shape if shape is not None else ()):
                 span = scope.span("inputs", name, "shape", i)
                 d = self._dim(scope, expr, span, allow_symbols=True)
                 if d is not None and d.is_const and d.value < 1:
@@ -592,6 +597,21 @@ class Expander:
         self.read |= set(_NAME.findall(text)) & set(self.prog.params)
         return value
 
+    def _shape_texts(self, scope: Scope, exprs: list, span: Span | None) -> tuple | None:
+        """A shape attribute (`[B * T, n, d_model]`): each dim with params bound and symbols kept, as the
+        text of its canonical Dim (ints stay ints); None after reporting a bad one."""
+        dims = [self._dim(scope, e, span, allow_symbols=True) for e in exprs]
+        if any(d is None for d in dims):
+            return None
+        unknown = sorted(set().union(*(d.symbols for d in dims)) - set(self.ir.dims))
+        if unknown:   # neither a param nor a symbol of the inputs: a typo, most likely
+            guess = self._hint(unknown[0], list(self.ir.dims) + list(scope.env))
+            self.diags.append(Diagnostic("GF131", f"unknown name `{unknown[0]}` in a shape"
+                                         + (f" — did you mean `{guess}`?" if guess else ""), span,
+                                         help="a shape names params and the symbols of the spec's inputs"))
+            return None
+        return tuple(d.value if d.is_const else str(d) for d in dims)
+
     def _int(self, scope: Scope, expr: Any, span: Span | None, what: str) -> int | None:
         d = self._dim(scope, expr, span, allow_symbols=False, what=f" for {what}")
         if d is None:
@@ -795,6 +815,10 @@ class Expander:
                 iv = self._int(scope, v, scope.span("nodes", name, k), f"`{k}`")
                 ok &= iv is not None
                 values[k] = iv if iv is not None else 1
+            elif k in op.attrs.shape_fields and isinstance(v, list):
+                texts = self._shape_texts(scope, v, scope.span("nodes", name, k))
+                ok &= texts is not None
+                values[k] = texts if texts is not None else (-1,)   # reported: validate a placeholder
             elif k in op.attrs.block_fields and v is not None:
                 values[k] = v  # a block name; expanded below once the attributes validate
             elif k in op.attrs.ref_fields and v is not None:

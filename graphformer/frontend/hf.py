@@ -553,6 +553,28 @@ def _dinov2_family(model_type: str, reference: str, extra: dict) -> Family:
                   "out_features", "out_indices", "stage_names"}), _dinov2, reference)
 
 
+# ---------------------------------------------------------------- TimeSformer (divided space–time attention)
+
+FIELD_TYPES.update({"num_frames": Int(1, POSITIONS), "attention_type": TEXT, "drop_path_rate": RATE})
+
+
+def _timesformer(cfg: dict) -> dict:
+    # the classifier on [CLS] where the checkpoint is TimesformerForVideoClassification's
+    head = any(str(a).endswith("ForVideoClassification") for a in cfg.get("architectures") or ())
+    labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2
+    return {"head": head, "classes": int(labels)}
+
+
+TIMESFORMER = Family("timesformer", "timesformer.yaml", {
+    "image_size": P("image", _square_in("timesformer")), "patch_size": P("patch", _square_in("timesformer")),
+    "num_channels": P("channels"), "num_frames": P("frames"), "hidden_size": P("d_model"),
+    "num_attention_heads": P("heads"), "num_hidden_layers": P("layers"), "intermediate_size": P("d_ff"),
+    "layer_norm_eps": P("eps"), "hidden_act": P("act", act), "qkv_bias": P("qkv_bias"), **ENCODER_DROPOUT,
+    "attention_type": Fixed(_is("divided_space_time", None), "the timesformer spec's layers are divided "
+                                                             "space–time attention"),
+}, frozenset({"num_labels", "drop_path_rate"}), _timesformer, "TimesformerModel")
+
+
 GPT2_FIXED = {
     "scale_attn_by_inverse_layer_idx": Fixed(_is(False, None), "the spec scales attention by 1/√head_dim in "
                                                                   "every layer, not also by 1/layer"),
@@ -889,6 +911,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "use_mask_token": Fixed(_is(True, None), "the dinov2 spec always has the mask token (as every "
                                                  "published checkpoint)")}),
     _dinov2_family("dinov2_with_registers", "Dinov2WithRegistersModel", {"num_register_tokens": P("registers")}),
+    TIMESFORMER,
     Family("llava", "llava.yaml", {
         "image_token_index": P("image_token"), "image_token_id": P("image_token"),
         "projector_hidden_act": P("projector_act", act), "multimodal_projector_bias": P("projector_bias"),

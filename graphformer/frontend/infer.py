@@ -4,8 +4,10 @@ A node whose rule fails (or whose input is unknown) gets shape None, so its cons
 """
 from __future__ import annotations
 
+import copy
+
 from ..base.diagnostics import Diagnostic, Label
-from ..base.dims import Dim, DimError
+from ..base.dims import Dim, DimError, parse
 from ..ir import BlockInputCheck, IRGraph
 from ..ops import REGISTRY
 from ..ops.base import ShapeError
@@ -251,3 +253,20 @@ def _match(pattern, actual, binding: dict[str, Dim]) -> str | None:
             if want != a:
                 return f"dimension {i} is `{a}`, expected `{want}`"
     return None
+
+
+def at_dims(ir: IRGraph, dims: dict[str, int]) -> IRGraph:
+    """A copy of `ir` with its symbols bound to `dims` wherever they occur: the inputs' shapes and the
+    symbolic attributes (a reshape's target), ready to be inferred again at those sizes (`build --dims`)."""
+    ir = copy.deepcopy(ir)
+    for node in ir.nodes():
+        if node.op == "input" and node.shape is not None:
+            node.shape = type(node.shape)(tuple(d.subs(dims) for d in node.shape.shape), node.shape.dtype)
+        for f in getattr(node.attrs, "shape_fields", ()):
+            bound = (v if isinstance(v, int) else _bound(parse(v).subs(dims)) for v in getattr(node.attrs, f))
+            node.attrs = node.attrs.model_copy(update={f: tuple(bound)})
+    return ir
+
+
+def _bound(d: Dim) -> int | str:
+    return d.value if d.is_const else str(d)

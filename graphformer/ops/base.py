@@ -34,6 +34,9 @@ class Attrs(BaseModel):
     dim_fields: ClassVar[tuple[str, ...]] = ()
     # Fields that name another node (resolved to an IR path by the expander), e.g. `tied: tok`.
     ref_fields: ClassVar[tuple[str, ...]] = ()
+    # Fields that hold a list of dimension expressions that may keep symbols (a reshape's `[B * T, n, d]`):
+    # the expander binds params and stores each as the text of its canonical Dim.
+    shape_fields: ClassVar[tuple[str, ...]] = ()
     # Fields that name a block of the spec, used as a sub-graph (MoE's `expert: mlp`). The expander
     # expands the block once on its own and attaches it as `body()`; rules ask it for shapes and counts.
     block_fields: ClassVar[tuple[str, ...]] = ()

@@ -39,7 +39,7 @@ def printable(text: str) -> str:
 # tests/unit/test_draw.py checks that every family has a style.
 FAMILY_STYLE = {"core": "other", "activation": "activation", "structural": "structural", "sequence": "structural",
                 "vision": "embed", "audio": "structural", "multimodal": "structural", "moe": "linear",
-                "grid": "structural", "mla": "attention"}
+                "grid": "structural", "mla": "attention", "shape": "structural"}
 OP_STYLES = {
     **dict.fromkeys(["embedding", "positional", "table_row", "window_position_bias"], "embed"),
     **dict.fromkeys(["attention", "cross_attend", "cosine_logits"], "attention"),
@@ -248,6 +248,8 @@ _ATTR_TEXT: dict[str, Callable[[Any], str | None]] = {
     "p": lambda v: f"p {_num(v)}",
     "by": lambda v: f"× {_num(v)}",
     "dropout": lambda v: f"dropout {_num(v)}" if v else None,
+    "shape": lambda v: "→ [" + ", ".join(map(str, v)) + "]",     # reshape's target
+    "order": lambda v: "order " + " ".join(map(str, v)),        # permute's
 }
 
 

@@ -80,6 +80,9 @@ CLAIMS = [
     ("Dinov2Model", "dinov2", None, {}, "hf", lambda: T.Dinov2Model(T.Dinov2Config())),
     ("Dinov2WithRegistersModel", "dinov2", "dinov2-base-registers", {}, "hf",
      lambda: T.Dinov2WithRegistersModel(T.Dinov2WithRegistersConfig())),
+    ("TimesformerModel", "timesformer", None, {}, "hf", lambda: T.TimesformerModel(T.TimesformerConfig())),
+    ("TimesformerForVideoClassification", "timesformer", "k400", {}, "hf",
+     lambda: T.TimesformerForVideoClassification(T.TimesformerConfig(num_labels=400))),
 ]
 
 

@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 
 import graphformer as gf  # noqa: E402
 from graphformer.backends.onnx import ExportError, LOWERINGS, export_onnx, to_onnx  # noqa: E402
-from graphformer.frontend.infer import infer  # noqa: E402
+from graphformer.frontend.infer import at_dims, infer  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
 from graphformer.analysis.summary import param_shapes  # noqa: E402
 
@@ -81,11 +81,7 @@ def _second_dims(spec) -> dict[str, int]:
 
 
 def _holds(spec, dims: dict[str, int]) -> bool:
-    ir = copy.deepcopy(spec.ir)
-    for name in ir.inputs.values():
-        node = ir.node(name)
-        node.shape = type(node.shape)(tuple(d.subs(dims) for d in node.shape.shape), node.shape.dtype)
-    return not any(d.is_error for d in infer(ir))
+    return not any(d.is_error for d in infer(at_dims(spec.ir, dims)))
 
 
 # ---------------------------------------------------------------- coverage

@@ -43,11 +43,14 @@ def minimal(**node) -> dict:
 
 
 def required_attrs(op) -> dict:
-    """A valid value for every required attribute: a choice of a Literal, a name for a string, else 1."""
+    """A valid value for every required attribute: a choice of a Literal, a name for a string, a list of
+    one 1 for a tuple (a reshape's target), else 1."""
     def value(f):
         args = typing.get_args(f.annotation)
         if typing.get_origin(f.annotation) is typing.Literal:
             return args[0]
+        if typing.get_origin(f.annotation) is tuple:
+            return [1]
         return "mlp" if f.annotation is str else 1
     return {k: value(f) for k, f in op.attrs.model_fields.items() if f.is_required()}
 
