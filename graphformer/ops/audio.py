@@ -154,7 +154,7 @@ def _conv1d_shape(a: Conv1dAttrs, ins):
     if length.is_const and length.value <= 0:
         t = x.shape[2]
         if a.drop_last and length.value + a.drop_last > 0:
-            raise ShapeError("GF269", f"`drop_last: {a.drop_last}` removes every one of the "
+            raise ShapeError("GF268", f"`drop_last: {a.drop_last}` removes every one of the "
                                       f"{length.value + a.drop_last} output frames", attr="drop_last",
                              help="drop fewer frames, or feed a longer input")
         raise ShapeError(

@@ -497,9 +497,8 @@ def _built(rule: WeightRule, tensors: list, axis: int):
     factor = second.reshape(_along(first, axis))
     if rule.combine == "multiply":
         return first * factor
-    if hasattr(first, "contiguous"):   # torch: the reference's own computation, bit for bit
-        import torch
-        return torch._weight_norm(first, factor, axis)
+    # v · (g / ‖v‖), the norm as `_unbuilt` computes it: g written back as ‖w‖ then gives a factor of exactly 1
+    # (torch's fused weight_norm kernel sums in another order: its result may differ from this in the last bit)
     return first * (factor / _norm_except(first, axis))
 
 
