@@ -34,7 +34,7 @@ HOP, RECEPTIVE = 12, 16          # 3·2·2 samples per frame; 4 + 2·3 + 1·6 sa
 
 def config(pos_kernel: int = 6, **kw):
     return T.Wav2Vec2Config(hidden_size=40, num_hidden_layers=2, num_attention_heads=5, intermediate_size=56,
-                            num_conv_pos_embeddings=pos_kernel, num_conv_pos_embedding_groups=4, **CONV, **kw)
+                            num_conv_pos_embeddings=pos_kernel, num_conv_pos_embedding_groups=4, **{**CONV, **kw})
 
 
 def randomize(ref, seed: int = 0):
@@ -334,3 +334,40 @@ def test_a_malformed_building_rule_is_gf269(tmp_path, rule):
     with pytest.raises(SpecError) as e:
         _rules(tmp_path, rule)
     assert [d.code for d in e.value.diagnostics] == ["GF269"] and e.value.diagnostics[0].span.line == 14
+
+
+# ---------------------------------------------------------------- import hf
+
+def test_import_hf_of_a_save_pretrained_directory_equals_transformers(tmp_path, capsys):
+    import cli
+    ref = randomize(T.Wav2Vec2Model(config()))
+    ref.save_pretrained(tmp_path / "ckpt")
+    rc = cli.main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "spec.yaml")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning" not in err, err      # every field save_pretrained writes is known
+    s = load(str(tmp_path / "spec.yaml"))
+    assert s.params["conv_kernels"] == [3, 2] and s.params["hop"] == HOP and s.params["receptive"] == RECEPTIVE
+    model = graphformer.build(s).eval()
+    graphformer.load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf")
+    x, mask = audio(9)
+    with torch.no_grad():
+        assert_close(model(input_values=x, mask_time_indices=mask)["last_hidden_state"],
+                     ref(x, mask_time_indices=mask).last_hidden_state, "imported")
+
+
+def test_import_hf_at_the_published_config_counts_wav2vec2_base(tmp_path, capsys):
+    import cli
+    T.Wav2Vec2Config().save_pretrained(tmp_path)
+    assert cli.main(["summary", str(tmp_path)]) == 0      # a directory with a config.json is a spec source
+    assert "94,371,712" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("field,value", [("feat_extract_norm", "layer"), ("do_stable_layer_norm", True),
+                                         ("conv_dim", [12, 16, 12]), ("apply_spec_augment", False)])
+def test_import_hf_refuses_what_the_spec_cant_say(tmp_path, capsys, field, value):
+    import cli
+    config(**{field: value}).save_pretrained(tmp_path)
+    rc = cli.main(["import", "hf", str(tmp_path), "-o", str(tmp_path / "spec.yaml")])
+    err = capsys.readouterr().err
+    assert rc == 1 and field in err and "Traceback" not in err, err
+    assert not (tmp_path / "spec.yaml").exists()
