@@ -10,7 +10,9 @@ A map is data in the IR (`ir.WeightMap`, from the spec's `weight_maps:`; docs/we
 `from` (a reference key, `{i}` standing for a layer index) → `to` (a spec parameter, or several: the
 fused reference tensor is split along dim 0 into that many equal parts, as contiguous blocks,
 interleaved per head or in alternate rows, as the rule's `split` says), optionally transposed first
-(GPT-2's Conv1D stores `[in, out]`), reshaped to the parameter's shape and scaled last; and `zero`
+(GPT-2's Conv1D stores `[in, out]`), reshaped to the parameter's shape and scaled last; `from: [a, b]`
+builds one tensor from several (concatenated, or g · v / ‖v‖ with `weight_norm`, or a times a per-channel
+vector with `multiply`: `_joined`, `_built`, their inverses `_unjoin`, `_unbuilt`); and `zero`
 rules for parameters the reference lacks (a bias it has none of). Conversion is all-or-nothing: every
 reference tensor must be used by a rule or ignored, every spec parameter must be set, every shape must
 fit. Anything else is a `WeightMapError` whose message names the reference key and the spec parameter.

@@ -301,13 +301,21 @@ def _rules(tmp_path, rule: str):
 
 
 def test_multiply_folds_a_per_channel_scale(tmp_path):
-    s = _rules(tmp_path, "{from: [w, gamma], multiply: 0, to: up.weight}")
+    """LayerScale folded into the layer before it: its weight's rows and its bias, one scale feeding both."""
+    path = tmp_path / "fold.yaml"
+    path.write_text(RULES.replace("RULE", "{from: [w, gamma], multiply: 0, to: up.weight}").replace(
+        "{from: b, to: up.bias}", "{from: [b, gamma], multiply: 0, to: up.bias}"))
+    s = load(str(path))
     sd = {"w": torch.randn(6, 4), "gamma": torch.randn(6), "b": torch.randn(6)}
     got = convert_state_dict(s, sd, "ref")
     assert torch.equal(got["up.weight"], sd["w"] * sd["gamma"][:, None])
+    assert torch.equal(got["up.bias"], sd["b"] * sd["gamma"])
     back = to_reference(s, got, "ref", reference=sd)
     assert torch.equal(back["w"], got["up.weight"]) and torch.equal(back["gamma"], torch.ones(6))
-    assert torch.equal(convert_state_dict(s, back, "ref")["up.weight"], got["up.weight"])
+    assert torch.equal(back["b"], got["up.bias"])
+    again = convert_state_dict(s, back, "ref")
+    assert torch.equal(again["up.weight"], got["up.weight"]) and torch.equal(again["up.bias"], got["up.bias"])
+    sd = {"w": torch.randn(6, 4), "gamma": torch.randn(6), "b": torch.randn(6)}
     s = _rules(tmp_path, "{from: [w, gamma], multiply: 1, to: up.weight}")       # per input column
     got = convert_state_dict(s, {**sd, "gamma": torch.arange(4.0)}, "ref")
     assert torch.equal(got["up.weight"], sd["w"] * torch.arange(4.0))
