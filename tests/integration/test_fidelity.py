@@ -80,6 +80,7 @@ CLAIMS = [
     ("Dinov2Model", "dinov2", None, {}, "hf", lambda: T.Dinov2Model(T.Dinov2Config())),
     ("Dinov2WithRegistersModel", "dinov2", "dinov2-base-registers", {}, "hf",
      lambda: T.Dinov2WithRegistersModel(T.Dinov2WithRegistersConfig())),
+    ("Wav2Vec2Model", "wav2vec2", None, {}, "hf", lambda: T.Wav2Vec2Model(T.Wav2Vec2Config())),
 ]
 
 
