@@ -167,8 +167,8 @@ class WeightRule(_Strict):
         if self.zero and (self.transpose or self.unstack or self.reshape or self.scale is not None):
             raise ValueError("`zero: true` has no tensor to transpose, unstack, reshape or scale")
         if isinstance(self.src, list) != any(v is not None for v in (self.concat, self.weight_norm, self.multiply)):
-            raise ValueError("a list in `from` and `concat: AXIS` (or `weight_norm: AXIS`, `multiply: AXIS`) go "
-                             "together")
+            raise ValueError("a list in `from` and `concat: AXIS` go together (or `weight_norm: AXIS` or "
+                             "`multiply: AXIS`, which build one tensor from two)")
         if isinstance(self.src, list) and (len(self.src) < 2 or self.unstack):
             raise ValueError("`from: [...]` concatenates at least 2 tensors (and not with `unstack`)")
         if isinstance(self.scale, float) and not math.isfinite(self.scale):
