@@ -71,6 +71,7 @@ def pair(pos_kernel: int = 6):
 
 # ---------------------------------------------------------------- counts and maps at the default sizes
 
+@pytest.mark.slow   # ~8 s to build the reference on meta; the count alone is checked fast by the import test below
 def test_default_count_and_map_equal_wav2vec2_base():
     with torch.device("meta"):
         ref = T.Wav2Vec2Model(T.Wav2Vec2Config())     # the defaults are facebook/wav2vec2-base's config
