@@ -1715,6 +1715,65 @@ nodes:
   swap: {op: permute, order: [0, 2, 2, 3]}
 outputs: {y: swap}
 """),
+    Code(
+        "GF267", "channel groups that don't divide the channels",
+        ("A grouped `conv1d` splits its C input channels and its `out` output channels into `groups` groups, "
+         "output group g reading input group g only (weight `[out, C / groups, kernel]`); a `group_norm` "
+         "normalises each group of C / groups channels. Either way `groups` must divide the channels, as "
+         "torch.nn.Conv1d and torch.nn.GroupNorm require."),
+        fix="Pick a `groups` that divides the channels (the message names them), or change the channels.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 48}
+dims: {B: 2, t: 50}
+inputs:
+  x: {shape: [B, d_model, t]}
+nodes:
+  pos_conv: {op: conv1d, in: x, out: d_model, kernel: 8, padding: 4, groups: 5}
+outputs: {y: pos_conv}
+"""),
+    Code(
+        "GF268", "a convolution that drops every output frame",
+        ("`drop_last: N` removes the last N output frames of a `conv1d` (Wav2Vec2's SamePad: kernel 128 with "
+         "padding 64 gives one frame too many). When the input is known to give N frames or fewer, nothing "
+         "would be left."),
+        fix="Drop fewer frames (1 - kernel % 2 for a same-length output), or feed a longer input.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16}
+dims: {B: 2}
+inputs:
+  x: {shape: [B, d_model, 4]}
+nodes:
+  conv: {op: conv1d, in: x, out: d_model, kernel: 3, drop_last: 2}
+outputs: {y: conv}
+"""),
+    Code(
+        "GF269", "a weight-map rule that builds a tensor from the wrong sources",
+        ("`weight_norm: AXIS` builds one parameter from two reference tensors, `from: [G, V]` (g · v / ‖v‖); "
+         "`multiply: AXIS` from `from: [W, S]` (W times the vector S along AXIS). Each reads exactly two "
+         "tensors into one parameter: not three, not split into several targets or unstacked, and not "
+         "together with another way of combining (`concat`)."),
+        fix="List the magnitude then the direction (or the tensor then its scale) in `from`, and one parameter "
+            "in `to`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d: 8}
+dims: {B: 2, t: 12}
+inputs:
+  x: {shape: [B, d, t]}
+nodes:
+  conv: {op: conv1d, in: x, out: d, kernel: 3, padding: 1}
+outputs: {y: conv}
+weight_maps:
+  hf:
+    rules:
+      - {from: [conv.weight_g, conv.weight_v, conv.scale], weight_norm: 2, to: conv.weight}
+      - {from: conv.bias, to: conv.bias}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

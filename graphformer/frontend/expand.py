@@ -70,7 +70,7 @@ _ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, 
 
 
 # ops whose output has the type of their one input `x`: switched off by `when`, they pass it through
-_SAME_TYPE = frozenset({"norm", "dropout", "activation", "relu", "gelu", "silu", "tanh", "sigmoid", "softcap",
+_SAME_TYPE = frozenset({"norm", "group_norm", "dropout", "activation", "relu", "gelu", "silu", "tanh", "sigmoid", "softcap",
                         "attention"})
 
 
@@ -495,10 +495,32 @@ class Expander:
             sources = [r.src] if isinstance(r.src, str) else list(r.src or [None])
             sources = [self._index_bounds(ctx, s, ("weight_maps", name, "rules", k, "from")) if s else s
                        for s in sources]
+            combine, axis = self._combine(ctx, ("weight_maps", name, "rules", k), r)
             rules.append(WeightRule(sources[0], (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,
                                     r.unstack, r.reshape, scale, r.zero, split, heads, tuple(sources[1:]),
-                                    r.concat or 0))
+                                    axis, combine))
         return WeightMap(tuple(rules), decl.strip_prefix, tuple(decl.ignore), decl.reference)
+
+    def _combine(self, ctx: SpecCtx, at: tuple, r) -> tuple[str, int]:
+        """How a rule's `from: [...]` becomes one tensor, and along which axis; GF269 for a `weight_norm` or
+        `multiply` rule that doesn't read exactly two tensors into one parameter, or names two ways."""
+        given = {k: getattr(r, k) for k in ("concat", "weight_norm", "multiply") if getattr(r, k) is not None}
+        if not given:
+            return "concat", 0
+        how, axis = next(iter(given.items()))
+        if how != "concat" or len(given) > 1:
+            sources = r.src if isinstance(r.src, list) else [r.src]
+            problem = (f"names {len(given)} ways to combine its tensors ({', '.join(f'`{k}`' for k in given)})"
+                       if len(given) > 1 else
+                       f"reads {len(sources)} tensors; `{how}` builds one parameter from two" if len(sources) != 2
+                       else "splits its result (a list in `to`) or unstacks it" if isinstance(r.dst, list) or r.unstack
+                       else None)
+            if problem:
+                self.diags.append(Diagnostic(
+                    "GF269", f"this weight-map rule {problem}", ctx.span(at),
+                    help="`weight_norm: AXIS` reads `from: [G, V]` (magnitude, direction) into one weight; "
+                         "`multiply: AXIS` reads `from: [W, S]` (a tensor, a per-channel scale) into one"))
+        return how, axis
 
     def _index_bounds(self, ctx: SpecCtx, src: str, at: tuple) -> str:
         """`{i+K}`, `{i-K}`, `{i*K}`, `{i//K}`, `{i<K}` in a rule's `from` with a param K replaced by its value

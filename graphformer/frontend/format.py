@@ -133,6 +133,11 @@ class WeightRule(_Strict):
                                                     "several, concatenated along `concat`")
     concat: int | None = Field(None, ge=0, le=7, description="with a list in `from`: the axis its tensors are "
                                                             "concatenated along (written back split)")
+    weight_norm: int | None = Field(None, ge=0, le=7, description="with `from: [G, V]`: one weight built as "
+                                    "g · v / ‖v‖, the norm over every axis but this one (torch's weight_norm(dim=AXIS)); "
+                                    "written back as g = ‖w‖, v = w")
+    multiply: int | None = Field(None, ge=0, le=7, description="with `from: [W, S]`: W times the vector S along "
+                                 "this axis (a per-channel scale folded in); written back as W·S and S = 1")
     dst: Union[StrictStr, list[StrictStr]] = Field(alias="to", description="a list splits a fused tensor on dim 0 "
                                                    "(its layout stated by `split`)")
     split: Literal["blocks", "heads", "alternate"] | None = Field(
@@ -161,8 +166,9 @@ class WeightRule(_Strict):
             raise ValueError("a rule reads a reference tensor named by `from`, or sets zeros with `zero: true`")
         if self.zero and (self.transpose or self.unstack or self.reshape or self.scale is not None):
             raise ValueError("`zero: true` has no tensor to transpose, unstack, reshape or scale")
-        if isinstance(self.src, list) != (self.concat is not None):
-            raise ValueError("a list in `from` and `concat: AXIS` go together")
+        if isinstance(self.src, list) != any(v is not None for v in (self.concat, self.weight_norm, self.multiply)):
+            raise ValueError("a list in `from` and `concat: AXIS` go together (or `weight_norm: AXIS` or "
+                             "`multiply: AXIS`, which build one tensor from two)")
         if isinstance(self.src, list) and (len(self.src) < 2 or self.unstack):
             raise ValueError("`from: [...]` concatenates at least 2 tensors (and not with `unstack`)")
         if isinstance(self.scale, float) and not math.isfinite(self.scale):

@@ -206,6 +206,12 @@ FIELD_TYPES = {
     **dict.fromkeys(["num_layers", "num_decoder_layers"], Int(1, LAYERS)),
     "relative_attention_num_buckets": Int(1, POSITIONS), "relative_attention_max_distance": Int(1, POSITIONS),
     "dropout_rate": RATE, "feed_forward_proj": TEXT, "scale_decoder_outputs": FLAG,
+    # wav2vec2
+    **dict.fromkeys(["conv_dim", "conv_kernel", "conv_stride"], ListOf(Int(1, WIDTH), 64, null=False)),
+    "num_feat_extract_layers": Int(1, 64), "num_conv_pos_embeddings": Int(1, POSITIONS),
+    "num_conv_pos_embedding_groups": Int(1, WIDTH), "feat_extract_norm": TEXT, "feat_extract_activation": TEXT,
+    **dict.fromkeys(["conv_bias", "do_stable_layer_norm", "apply_spec_augment", "add_adapter"], FLAG),
+    **dict.fromkeys(["mask_time_prob", "mask_feature_prob"], RATE),
 }
 NESTED = {"rope_scaling": ROPE, "rope_parameters": ROPE, "text_config": FIELD_TYPES, "vision_config": FIELD_TYPES}
 
@@ -443,6 +449,55 @@ BLOOM_IGNORED = frozenset({
 
 
 # ---------------------------------------------------------------- GPT-2 and the encoders
+
+def _wav2vec2(cfg: dict) -> dict:
+    """The feature encoder's lists: the first convolution's kernel and stride apart, the others as per-layer
+    lists; samples per frame (the strides' product) and per receptive field, which size the input."""
+    dims, kernels, strides = cfg["conv_dim"], cfg["conv_kernel"], cfg["conv_stride"]
+    if not len(dims) == len(kernels) == len(strides) == cfg.get("num_feat_extract_layers", len(dims)) > 1:
+        raise HFImportError(f"`conv_dim`, `conv_kernel`, `conv_stride` (and `num_feat_extract_layers`) must give "
+                            f"one entry per convolution, at least 2: got {show(dims)}, {show(kernels)}, "
+                            f"{show(strides)}")
+    if len(set(dims)) > 1:
+        raise HFImportError(f"`conv_dim: {show(dims)}`: not supported: the wav2vec2 spec's convolutions all have "
+                            f"one width")
+    if not (cfg.get("mask_time_prob", 0.05) or cfg.get("mask_feature_prob", 0.0)):
+        raise HFImportError("`mask_time_prob` and `mask_feature_prob` are both 0: not supported: the reference then "
+                            "has no `masked_spec_embed`, which the wav2vec2 spec always has")
+    hop, receptive = 1, 1
+    for k, st in zip(kernels, strides):
+        receptive += (k - 1) * hop
+        hop *= st
+    return {"conv_dim": dims[0], "kernel0": kernels[0], "stride0": strides[0], "conv_kernels": kernels[1:],
+            "conv_strides": strides[1:], "conv_layers": len(kernels) - 1, "hop": hop, "receptive": receptive}
+
+
+WAV2VEC2 = Family("wav2vec2", "wav2vec2.yaml", {
+    "hidden_size": P("d_model"), "num_hidden_layers": P("layers"), "num_attention_heads": P("heads"),
+    "intermediate_size": P("d_ff"), "layer_norm_eps": P("eps"), "hidden_act": P("act", act),
+    "feat_extract_activation": P("feat_act", act), "conv_bias": P("conv_bias"),
+    "num_conv_pos_embeddings": P("pos_kernel"), "num_conv_pos_embedding_groups": P("pos_groups"),
+    "feat_extract_norm": Fixed(_is("group", None), "the wav2vec2 spec is wav2vec2-base's: one group norm after "
+                                                   "the first convolution, not a layer norm after each"),
+    "do_stable_layer_norm": Fixed(_is(False, None), "the wav2vec2 spec's encoder layers are post-norm"),
+    "add_adapter": Fixed(_is(False, None), "the wav2vec2 spec has no adapter"),
+    "apply_spec_augment": Fixed(_is(True, None), "the wav2vec2 spec replaces the frames `mask_time_indices` "
+                                                 "marks, as the reference does only with SpecAugment on"),
+}, frozenset({
+    # read by the derive function
+    "conv_dim", "conv_kernel", "conv_stride", "num_feat_extract_layers", "mask_time_prob", "mask_feature_prob",
+    # training only: dropouts, layer drop, SpecAugment's span lengths
+    "hidden_dropout", "activation_dropout", "feat_proj_dropout", "feat_quantizer_dropout", "final_dropout",
+    "layerdrop", "mask_time_length", "mask_time_min_masks", "mask_feature_length", "mask_feature_min_masks",
+    "gradient_checkpointing", "feat_extract_dropout",
+    # heads on top of Wav2Vec2Model (pre-training quantizer, CTC, classification, x-vector), and the adapter's
+    "vocab_size", "num_codevectors_per_group", "num_codevector_groups", "contrastive_logits_temperature",
+    "num_negatives", "codevector_dim", "proj_codevector_dim", "diversity_loss_weight", "ctc_loss_reduction",
+    "ctc_zero_infinity", "use_weighted_layer_sum", "classifier_proj_size", "tdnn_dim", "tdnn_kernel",
+    "tdnn_dilation", "xvector_output_dim", "num_adapter_layers", "adapter_kernel_size", "adapter_stride",
+    "output_hidden_size", "adapter_attn_dim", "hidden_dropout_prob",
+}), _wav2vec2, "Wav2Vec2Model")
+
 
 def _clip(cfg: dict) -> dict:
     text, vision = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
@@ -958,6 +1013,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         # hub configs repeat encoder_layers / encoder_attention_heads under these names
         "num_hidden_layers", "num_attention_heads",
     }), None, "WhisperForConditionalGeneration"),
+    WAV2VEC2,
 ]}
 
 # families the issue names whose specs don't exist yet
@@ -1057,6 +1113,10 @@ def _pad_row(pad, vocab) -> int:
 
 
 def _typed(value, default, name):
+    if isinstance(default, list):    # a per-layer list: each entry typed as the bundled list's first
+        if not isinstance(value, list):
+            raise HFImportError(f"param `{name}`: the config gives {value!r}, a list was expected")
+        return [_typed(v, default[0] if default else v, name) for v in value]
     if isinstance(default, dict):   # `{expr: 4 * d_model}`: an integer param with a computed default
         default = 0
     if isinstance(default, bool):
@@ -1092,6 +1152,8 @@ def yaml_scalar(v) -> str:
     """A param value as YAML: true/false, an integer, the repr of a finite float, a plain identifier,
     or else a JSON-quoted string (ASCII, every control and line-break character escaped), so no value
     can start a new line or key of the spec."""
+    if isinstance(v, list):                                 # a per-layer list param
+        return "[" + ", ".join(yaml_scalar(x) for x in v) + "]"
     if isinstance(v, dict) and set(v) <= {"expr", "doc"}:   # a computed default the config left as it is
         return "{expr: " + yaml_scalar(v["expr"]) + "}"
     if isinstance(v, bool):

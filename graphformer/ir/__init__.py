@@ -104,7 +104,9 @@ class WeightRule:
     split: str = "blocks"                   # several targets: `blocks`, `heads` or `alternate` (docs/weight-maps.md)
     heads: int | None = None                # `split: heads`: the number of head groups
     more: tuple[str, ...] = ()              # `from: [a, b]`: the sources after `src`, concatenated
-    concat: int = 0                         # ... along this axis
+    concat: int = 0                         # ... along this axis (the axis of `combine` below)
+    combine: str = "concat"                 # how `from: [a, b]` makes one tensor: `concat`; `weight_norm`,
+                                            # a · b / ‖b‖ (g, v); `multiply`, a times the vector b along the axis
 
 
 @dataclass(frozen=True)

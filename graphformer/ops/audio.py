@@ -1,10 +1,12 @@
-"""Audio ops: a waveform → log-mel spectrogram front end (no parameters; a fixed filter bank), and the 1-D
-convolution that speech encoders (Whisper, wav2vec 2.0) run over time.
+"""Audio ops: a waveform → log-mel spectrogram front end (no parameters; a fixed filter bank), the 1-D
+convolution that speech encoders (Whisper, wav2vec 2.0) run over time (grouped, weight-normalised, its last
+frames dropped: Wav2Vec2's positional convolution), and the group norm of Wav2Vec2's feature encoder.
 
 `conv1d` is channels-first, `[B, C, T] → [B, out, T']`: the layout of torch.nn.Conv1d, ONNX Conv and
 transformers' `input_features`, and the one `spectrogram` produces, so a front end chains
 spectrogram → conv1d → conv1d with reference weights loading as stored (`[out, C, kernel]`); one
-`transpose` then turns the frames into tokens `[B, T', d]`.
+`transpose` then turns the frames into tokens `[B, T', d]`. `group_norm` takes the same channels-first
+layout (torch.nn.GroupNorm's), so conv1d → group_norm → gelu chains without transposes.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..base.dims import Dim
-from .base import MIXES, REPLICATE, UNPLANNED, keeps_float_inputs, Attrs, DimAttr, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, positive
+from .base import (MIXES, REPLICATE, UNPLANNED, keeps_float_inputs, Attrs, DimAttr, OpDef, ShapeError, TensorType,
+                   register, expect_rank, expect_float, numel, positive)
 from .core import concrete
 
 
@@ -104,12 +107,20 @@ register(OpDef(
 # ---------------------------------------------------------------- conv1d
 
 class Conv1dAttrs(Attrs):
-    dim_fields = ("out", "kernel", "stride", "padding", "dilation")
+    dim_fields = ("out", "kernel", "stride", "padding", "dilation", "groups", "drop_last")
     out: DimAttr = Field(description="output channels")
     kernel: DimAttr = Field(description="kernel size k (taps along time)")
     stride: DimAttr = Field(1, description="step between output frames")
     padding: DimAttr = Field(0, description="zeros added at each end of the time axis")
     dilation: DimAttr = Field(1, description="spacing between the kernel's taps")
+    groups: DimAttr = Field(1, description="channel groups: output group g reads input group g only (weight "
+                                           "`[out, C / groups, kernel]`); must divide C and out")
+    drop_last: DimAttr = Field(0, description="output frames removed from the end (Wav2Vec2's SamePad: kernel "
+                                              "128, padding 64 gives T + 1 frames, one dropped)")
+    weight_norm: int | None = Field(None, ge=0, le=2, description="store the weight as magnitude and direction "
+                                    "(torch's weight_norm(dim=AXIS)): `weight_g` (the weight's size on this axis, "
+                                    "1 elsewhere) and `weight_v` `[out, C / groups, kernel]`, the weight being "
+                                    "g · v / ‖v‖ with the norm over the other two axes; Wav2Vec2 uses 2")
     bias: bool = True
 
     @property
@@ -119,22 +130,33 @@ class Conv1dAttrs(Attrs):
 
 
 def conv_length(a: Conv1dAttrs, t: Dim) -> Dim:
-    """Output frames of a `t`-frame input: floor((t + 2p − d·(k − 1) − 1) / s) + 1, as torch.nn.Conv1d."""
-    return (t + 2 * a.padding - a.extent) // a.stride + 1
+    """Output frames of a `t`-frame input: floor((t + 2p − d·(k − 1) − 1) / s) + 1, as torch.nn.Conv1d,
+    less `drop_last`."""
+    return (t + 2 * a.padding - a.extent) // a.stride + 1 - a.drop_last
+
+
+def weight_shape(a: Conv1dAttrs, channels: int) -> tuple[int, int, int]:
+    return (a.out, channels // a.groups, a.kernel)
 
 
 def _conv1d_shape(a: Conv1dAttrs, ins):
     x = ins["x"]
     expect_rank(x, "x", 3, what=" ([B, channels, time])")
     expect_float(x, "x")
-    concrete(x.shape[1], "x", "the channel dimension")
-    for name in ("out", "kernel", "stride", "dilation"):
+    c = concrete(x.shape[1], "x", "the channel dimension")
+    for name in ("out", "kernel", "stride", "dilation", "groups"):
         positive(getattr(a, name), name)
-    if a.padding < 0:
-        raise ShapeError("GF102", f"`padding` must be ≥ 0, got {a.padding}", attr="padding")
+    if a.padding < 0 or a.drop_last < 0:
+        name = "padding" if a.padding < 0 else "drop_last"
+        raise ShapeError("GF102", f"`{name}` must be ≥ 0, got {getattr(a, name)}", attr=name)
+    groups_divide(a.groups, c, "x", out=a.out)
     length = conv_length(a, x.shape[2])
     if length.is_const and length.value <= 0:
         t = x.shape[2]
+        if a.drop_last and length.value + a.drop_last > 0:
+            raise ShapeError("GF268", f"`drop_last: {a.drop_last}` removes every one of the "
+                                      f"{length.value + a.drop_last} output frames", attr="drop_last",
+                             help="drop fewer frames, or feed a longer input")
         raise ShapeError(
             "GF195", f"output length {length.value} ≤ 0: {t} input frames + 2·{a.padding} padding are "
                      f"fewer than the {a.extent} frames one output reads (kernel {a.kernel}, dilation {a.dilation})",
@@ -143,18 +165,85 @@ def _conv1d_shape(a: Conv1dAttrs, ins):
     return TensorType((x.shape[0], Dim.const(a.out), length))
 
 
+def groups_divide(groups: int, channels: int, port: str, out: int | None = None) -> None:
+    """GF267 unless `groups` divides the channels (and a convolution's output channels)."""
+    for what, n in (("input channels", channels), ("output channels", out)):
+        if n is not None and n % groups:
+            raise ShapeError("GF267", f"`groups: {groups}` does not divide the {n} {what}",
+                             port if what.startswith("input") else None, attr="groups",
+                             help=f"every group takes {what} / groups channels: pick a divisor of {n}")
+
+
+def weight_norm_shape(a: Conv1dAttrs, weight: tuple[int, ...]) -> tuple[int, ...]:
+    """`weight_g`: the weight's size on the `weight_norm` axis, 1 on the others (torch's layout)."""
+    return tuple(n if k == a.weight_norm else 1 for k, n in enumerate(weight))
+
+
 def _conv1d_params(a: Conv1dAttrs, ins):
-    c = concrete(ins["x"].shape[1], "x", "the channel dimension")
-    return {"weight": (a.out, c, a.kernel), **({"bias": (a.out,)} if a.bias else {})}
+    w = weight_shape(a, concrete(ins["x"].shape[1], "x", "the channel dimension"))
+    weights = {"weight": w} if a.weight_norm is None else {"weight_g": weight_norm_shape(a, w), "weight_v": w}
+    return {**weights, **({"bias": (a.out,)} if a.bias else {})}
+
+
+def _conv1d_flops(a: Conv1dAttrs, ins, out):
+    macs = 2 * out.shape[0] * a.out * (out.shape[2] + a.drop_last) * (ins["x"].shape[1] // a.groups) * a.kernel
+    # weight norm: squares, sums, a division and a product per weight element, once per forward
+    per_weight = 0 if a.weight_norm is None else 4 * a.out * (ins["x"].shape[1] // a.groups) * a.kernel
+    return macs + per_weight
 
 
 register(OpDef(
     "conv1d", "audio",
     "1-D convolution over time, channels first: `[B, C, T] → [B, out, T']` with T' = floor((T + 2·padding "
-    "− dilation·(kernel − 1) − 1) / stride) + 1. Weight `[out, C, kernel]`, bias `[out]` (torch.nn.Conv1d "
-    "layout). Whisper's front end is two of them; a `transpose` of the last two axes makes tokens of frames.",
-    Conv1dAttrs, ("x",), _conv1d_shape, params=_conv1d_params,
-    flops=lambda a, ins, out: 2 * out.shape[0] * a.out * out.shape[2] * ins["x"].shape[1] * a.kernel,
+    "− dilation·(kernel − 1) − 1) / stride) + 1 − drop_last. Weight `[out, C / groups, kernel]`, bias `[out]` "
+    "(torch.nn.Conv1d layout); with `weight_norm: AXIS` the weight is `weight_g · weight_v / ‖weight_v‖` "
+    "(torch's weight_norm, as transformers' Wav2Vec2 stores it). Whisper's front end is two of them; a "
+    "`transpose` of the last two axes makes tokens of frames.",
+    Conv1dAttrs, ("x",), _conv1d_shape, params=_conv1d_params, flops=_conv1d_flops,
     sequence=MIXES, tp=REPLICATE, saves=keeps_float_inputs, matmul=True,
     example="conv2: {op: conv1d, in: act1, out: d_model, kernel: 3, stride: 2, padding: 1}",
+))
+
+
+# ---------------------------------------------------------------- group_norm
+
+class GroupNormAttrs(Attrs):
+    dim_fields = ("groups",)
+    groups: DimAttr = Field(description="channel groups; each is normalised over its channels and every "
+                                        "position (groups = channels: per channel over time, Wav2Vec2)")
+    eps: float = Field(1e-5, gt=0)
+    affine: bool = Field(True, description="learn a per-channel scale `weight [C]` and shift `bias [C]`")
+
+
+def _group_norm_channels(a: GroupNormAttrs, ins) -> int:
+    x = ins["x"]
+    expect_rank(x, "x", min_rank=3, what=" ([B, channels, ...])")
+    c = concrete(x.shape[1], "x", "the channel dimension")
+    positive(a.groups, "groups")
+    groups_divide(a.groups, c, "x")
+    return c
+
+
+def _group_norm_shape(a: GroupNormAttrs, ins):
+    _group_norm_channels(a, ins)
+    expect_float(ins["x"], "x")
+    return ins["x"]
+
+
+def _group_norm_params(a: GroupNormAttrs, ins):
+    c = _group_norm_channels(a, ins)
+    return {"weight": (c,), "bias": (c,)} if a.affine else {}
+
+
+register(OpDef(
+    "group_norm", "audio",
+    "Group normalisation, channels first as torch.nn.GroupNorm and conv1d: `[B, C, ...] → [B, C, ...]`. The "
+    "C channels fall into `groups` groups of C / groups; each group of each sample is normalised over its "
+    "channels and all positions (biased variance, `eps`), then scaled and shifted per channel. Wav2Vec2's "
+    "feature encoder has one with groups = channels after its first convolution. Statistics span the whole "
+    "time axis, so it mixes positions.",
+    GroupNormAttrs, ("x",), _group_norm_shape, params=_group_norm_params,
+    flops=lambda a, ins, out: 7 * numel(out.shape),
+    sequence=MIXES, tp=UNPLANNED, saves=keeps_float_inputs,
+    example="gn: {op: group_norm, in: conv0, groups: 512}",
 ))

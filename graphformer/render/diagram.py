@@ -44,7 +44,7 @@ OP_STYLES = {
     **dict.fromkeys(["embedding", "positional", "table_row", "window_position_bias"], "embed"),
     **dict.fromkeys(["attention", "cross_attend", "cosine_logits"], "attention"),
     **dict.fromkeys(["linear", "conv1d"], "linear"),
-    **dict.fromkeys(["norm", "l2_normalize"], "norm"),
+    **dict.fromkeys(["norm", "l2_normalize", "group_norm"], "norm"),
     "quick_gelu": "activation",
     "dropout": "dropout",
     **dict.fromkeys(["residual", "mul", "concat", "interleave"], "merge"),
@@ -264,9 +264,12 @@ def _patch_detail(a: Any) -> str:
 
 
 def _conv1d_detail(a: Any) -> str:
-    """`kernel 3 → 512 · stride 2 · pad 1`: the taps, the channels, and what differs from the default."""
+    """`kernel 3 → 512 · stride 2 · pad 1 · groups 16`: the taps, the channels, and what differs from the
+    default."""
     extra = [f"{name} {v}" for name, v, default in (("stride", a.stride, 1), ("pad", a.padding, 0),
-                                                    ("dilation", a.dilation, 1)) if v != default]
+                                                    ("dilation", a.dilation, 1), ("groups", a.groups, 1),
+                                                    ("drop last", a.drop_last, 0)) if v != default]
+    extra += ["weight norm"] * (a.weight_norm is not None)
     return " · ".join([f"kernel {a.kernel} → {a.out}"] + extra + ([] if a.bias else ["no bias"]))
 
 

@@ -10,7 +10,9 @@ A map is data in the IR (`ir.WeightMap`, from the spec's `weight_maps:`; docs/we
 `from` (a reference key, `{i}` standing for a layer index) → `to` (a spec parameter, or several: the
 fused reference tensor is split along dim 0 into that many equal parts, as contiguous blocks,
 interleaved per head or in alternate rows, as the rule's `split` says), optionally transposed first
-(GPT-2's Conv1D stores `[in, out]`), reshaped to the parameter's shape and scaled last; and `zero`
+(GPT-2's Conv1D stores `[in, out]`), reshaped to the parameter's shape and scaled last; `from: [a, b]`
+builds one tensor from several (concatenated, or g · v / ‖v‖ with `weight_norm`, or a times a per-channel
+vector with `multiply`: `_joined`, `_built`, their inverses `_unjoin`, `_unbuilt`); and `zero`
 rules for parameters the reference lacks (a bias it has none of). Conversion is all-or-nothing: every
 reference tensor must be used by a rule or ignored, every spec parameter must be set, every shape must
 fit. Anything else is a `WeightMapError` whose message names the reference key and the spec parameter.
@@ -471,12 +473,82 @@ def _joined(rule: _Rule, at: dict, first, state_dict: Mapping, by_name: dict, jo
         raise WeightMapError(f"rule `{rule.rule.src}` concatenates {_few(missing)}, which the reference lacks")
     tensors = [first] + [state_dict[by_name[n]] for n in names]
     axis = rule.rule.concat
+    if rule.rule.combine != "concat":
+        joined.update(by_name[n] for n in names)
+        return _built(rule.rule, tensors, axis)
     if any(len(t.shape) <= axis or t.shape[:axis] + t.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]
            for t in tensors):
         shapes = ", ".join(_shape(t.shape) for t in tensors)
         raise WeightMapError(f"rule `{rule.rule.src}`: tensors {shapes} can't be concatenated along axis {axis}")
     joined.update(by_name[n] for n in names)
     return _concat(tensors, axis)
+
+
+# ---------------------------------------------------------------- building one tensor from two
+
+def _built(rule: WeightRule, tensors: list, axis: int):
+    """`weight_norm`: g · v / ‖v‖ from [g, v]; `multiply`: w times the vector s along `axis` from [w, s]. Either
+    way the second factor has one entry per slice of `axis` (any shape of that many elements: torch keeps g as
+    [1, 1, k]); anything else is a WeightMapError naming the rule and both shapes."""
+    first, second = tensors if rule.combine == "multiply" else tensors[::-1]   # the full-size tensor first
+    if len(first.shape) <= axis or _count(second.shape) != first.shape[axis]:
+        names = "[g, v]" if rule.combine == "weight_norm" else "[w, s]"
+        raise WeightMapError(f"rule `{rule.src}` ({rule.combine} along axis {axis}): tensors {names} of shapes "
+                             f"{', '.join(_shape(t.shape) for t in tensors)} don't fit: the second factor needs one "
+                             f"entry per slice of axis {axis} of the full tensor")
+    factor = second.reshape(_along(first, axis))
+    if rule.combine == "multiply":
+        return first * factor
+    # v · (g / ‖v‖), the norm as `_unbuilt` computes it: g written back as ‖w‖ then gives a factor of exactly 1
+    # (torch's fused weight_norm kernel sums in another order: its result may differ from this in the last bit)
+    return first * (factor / _norm_except(first, axis))
+
+
+def _along(x, axis: int) -> tuple:
+    """The shape of a vector along `axis` of `x`, broadcastable against it: [1, .., n, .., 1]."""
+    return tuple(n if k == axis else 1 for k, n in enumerate(x.shape))
+
+
+def _norm_except(x, axis: int):
+    """‖x‖ over every axis but `axis`, kept as size-1 axes (torch's norm_except_dim)."""
+    if hasattr(x, "contiguous"):
+        import torch
+        return torch.norm_except_dim(x, 2, axis)
+    import numpy as np
+    others = tuple(k for k in range(x.ndim) if k != axis)
+    return np.sqrt(np.sum(x * x, axis=others, keepdims=True)).astype(x.dtype)
+
+
+def _unbuilt(rule: WeightRule, value, shapes: list) -> list:
+    """The inverse of `_built`, up to the factors' freedom: `weight_norm` gives g = ‖w‖ and v = w (a zero slice:
+    v = 1, g = 0), `multiply` gives w·s and s = 1. Loading the result gives `value` back bit for bit (the
+    factor is exactly 1); the reference's own factors are not recovered (v's length and s are not
+    stored in the product). `shapes`: the sources' shapes, where the reference names them."""
+    axis = rule.concat
+    if rule.combine == "multiply":
+        ones = _ones_like(value, shapes[1] or (value.shape[axis],))
+        return [value, ones]
+    g = _norm_except(value, axis)
+    return [g.reshape(shapes[0]) if shapes[0] else g, _ones_where_zero(g, value)]
+
+
+def _ones_where_zero(g, v):
+    """`v` with its all-zero slices (where g is 0) set to 1: a direction of length 0 has no direction, and
+    g = 0 times any direction is the zero slice again."""
+    if getattr(getattr(v, "device", None), "type", None) == "meta":
+        return v
+    if hasattr(v, "contiguous"):
+        import torch
+        return torch.where(g == 0, torch.ones((), dtype=v.dtype), v) if bool((g == 0).any()) else v
+    import numpy as np
+    return np.where(g == 0, np.ones((), dtype=v.dtype), v) if (g == 0).any() else v
+
+
+def _ones_like(like, shape):
+    if hasattr(like, "new_ones"):
+        return like.new_ones(tuple(shape))
+    import numpy as np
+    return np.ones(tuple(shape), dtype=like.dtype)
 
 
 def _place_zeros(out, source, shapes, zeros: list[_Rule], state_dict: Mapping, mapping: str) -> list[str]:
@@ -624,6 +696,9 @@ def _unjoin(rule: WeightRule, value, names: list[str], reference: Mapping | None
     if len(names) == 1:
         return [value]
     axis = rule.concat
+    if rule.combine != "concat":
+        shapes = [tuple(reference[k].shape) if reference is not None and k in reference else None for k in names]
+        return _unbuilt(rule, value, shapes)
     if reference is not None and all(k in reference for k in names):
         sizes = [int(reference[k].shape[axis]) for k in names]
     else:

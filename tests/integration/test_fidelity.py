@@ -83,6 +83,7 @@ CLAIMS = [
     ("TimesformerModel", "timesformer", None, {}, "hf", lambda: T.TimesformerModel(T.TimesformerConfig())),
     ("TimesformerForVideoClassification", "timesformer", "k400", {}, "hf",
      lambda: T.TimesformerForVideoClassification(T.TimesformerConfig(num_labels=400))),
+    ("Wav2Vec2Model", "wav2vec2", None, {}, "hf", lambda: T.Wav2Vec2Model(T.Wav2Vec2Config())),
 ]
 
 

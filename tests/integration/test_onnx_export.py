@@ -187,7 +187,7 @@ def _check_same_outputs(case, sess, inputs: dict, where: str) -> None:
 # bias-free causal attention with an int padding mask, cross-attention with its own inner and output
 # widths and a bool mask, silu, sigmoid, concat, softmax, token_at `first`, pool at index -1, an
 # open-ended slice, both cosine_logits variants, spectrograms of a waveform of symbolic length, a
-# strided, dilated conv1d over them; Whisper's [sin | cos] sinusoids, computed and stored; T5's
+# strided, dilated conv1d over them, a grouped weight-normed one and a group norm; Whisper's [sin | cos] sinusoids, computed and stored; T5's
 # relative position bias in both directions; a LayerScale and a tanh gate, element-wise constants (offset,
 # clamp with one and two bounds, soft-cap), mask tokens from an int mask and tokens inserted after the first.
 OP_ZOO = """
@@ -225,6 +225,8 @@ nodes:
   rel_causal: {op: relative_position_bias, in: ids, heads: 2, buckets: 5, max_distance: 3, causal: true}
   conv:      {op: conv1d, in: mel, out: 5, kernel: 3, stride: 2, padding: 2, dilation: 2}
   conv_nb:   {op: conv1d, in: mel_raw, out: 4, kernel: 2, bias: false}
+  grouped:   {op: conv1d, in: mel_raw, out: 9, kernel: 4, groups: 3, padding: 2, weight_norm: 2, drop_last: 1}
+  gnorm:     {op: group_norm, in: grouped, groups: 3}
   halves:    {op: positional, in: x, kind: sinusoidal, sinusoid: halves, max_len: 12}
   stored:    {op: positional, kind: sinusoidal, sinusoid: halves, stored: true, max_len: 12}
   ls:        {op: learned_scale, in: x, init: 0.5}
@@ -237,7 +239,8 @@ nodes:
   regs:      {op: prepend_tokens, in: masked, count: 2, at: 1}
   marks:     {op: equal, in: ids, to: 3}
   placed:    {op: scatter_tokens, in: {x: x, mask: marks, features: feats}}
-outputs: {placed: placed, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, stored: stored,
+outputs: {placed: placed, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, gnorm: gnorm,
+          stored: stored,
           rel_bias: rel_bias, rel_causal: rel_causal, capped: capped, floor0: floor0, regs: regs}
 """
 

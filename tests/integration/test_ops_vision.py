@@ -75,6 +75,19 @@ CASES = [
     ("conv1d", {"out": 8, "kernel": 3}, {"x": T("B", "C", 9)}, "GF124"),                # channels unknown
     ("conv1d", {"out": 8, "kernel": 3}, {"x": T("B", 9)}, "GF121"),
     ("conv1d", {"out": 8, "kernel": 3}, {"x": T("B", 4, 9, dtype="int64")}, "GF122"),
+    # grouped, weight-normalised, frames dropped: Wav2Vec2's positional convolution (k 128, p 64, one dropped)
+    ("conv1d", {"out": 768, "kernel": 128, "padding": 64, "groups": 16, "weight_norm": 2, "drop_last": 1},
+     {"x": T("B", 768, "t")}, ("B", "768", "t")),
+    ("conv1d", {"out": 8, "kernel": 3, "groups": 3}, {"x": T("B", 4, 9)}, "GF267"),       # 4 channels
+    ("conv1d", {"out": 6, "kernel": 3, "groups": 4}, {"x": T("B", 12, 9)}, "GF267"),      # 6 outputs
+    ("conv1d", {"out": 8, "kernel": 3, "groups": 0}, {"x": T("B", 4, 9)}, "GF102"),
+    ("conv1d", {"out": 8, "kernel": 3, "drop_last": 7}, {"x": T("B", 4, 9)}, "GF268"),    # 7 of 7 frames
+    ("conv1d", {"out": 8, "kernel": 3, "drop_last": -1}, {"x": T("B", 4, 9)}, "GF102"),
+    ("group_norm", {"groups": 512}, {"x": T("B", 512, "t")}, ("B", "512", "t")),
+    ("group_norm", {"groups": 2}, {"x": T("B", 6, "H", "W")}, ("B", "6", "H", "W")),
+    ("group_norm", {"groups": 4}, {"x": T("B", 6, "t")}, "GF267"),
+    ("group_norm", {"groups": 2}, {"x": T("B", 6)}, "GF121"),                             # no positions
+    ("group_norm", {"groups": 2}, {"x": T("B", "C", 5)}, "GF124"),
     ("slice", {"axis": 1, "start": 0, "stop": 2}, {"x": T("B", "n", 8)}, ("B", "2", "8")),
     ("slice", {"axis": -1, "start": 3}, {"x": T("B", "n", 8)}, ("B", "n", "5")),
     ("slice", {"axis": 1, "start": 1}, {"x": T("B", "n", 8)}, ("B", "n - 1", "8")),

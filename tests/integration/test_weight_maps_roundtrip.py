@@ -136,6 +136,13 @@ CASES = {
             max_target_positions=13, pad_token_id=0, bos_token_id=1, eos_token_id=2,
             decoder_start_token_id=3))),
     "swin-t/hf": _swin,
+    "wav2vec2/hf": lambda: (
+        spec("wav2vec2", None, conv_dim=12, kernel0=4, stride0=3, conv_kernels=[3, 2], conv_strides=[2, 2],
+             conv_layers=2, hop=12, receptive=16, d_model=40, heads=5, layers=2, d_ff=56, pos_kernel=6, pos_groups=4),
+        T.Wav2Vec2Model(T.Wav2Vec2Config(hidden_size=40, num_hidden_layers=2, num_attention_heads=5,
+                                         intermediate_size=56, conv_dim=(12, 12, 12), conv_kernel=(4, 3, 2),
+                                         conv_stride=(3, 2, 2), num_conv_pos_embeddings=6,
+                                         num_conv_pos_embedding_groups=4))),
     "dinov2/hf": lambda: (spec("dinov2", None, image=35, patch=7, d_model=40, heads=5, layers=2, d_ff=120),
                           T.Dinov2Model(T.Dinov2Config(image_size=35, patch_size=7, hidden_size=40,
                                                        num_attention_heads=5, num_hidden_layers=2, mlp_ratio=3))),

@@ -1,5 +1,6 @@
-"""ONNX lowerings of the audio ops (ops/audio.py): `conv1d` is one Conv; the log-mel spectrogram equals the
-torch backend's torch.stft path.
+"""ONNX lowerings of the audio ops (ops/audio.py): `conv1d` is one Conv (its weight computed in the graph
+under `weight_norm`), `group_norm` one InstanceNormalization over the grouped channels; the log-mel
+spectrogram equals the torch backend's torch.stft path.
 
 No FFT op is needed: frames are gathered from the (reflect-padded) waveform with a runtime index grid,
 and one MatMul with a constant basis — the Hann window times [cos | −sin] of the DFT — gives the real
@@ -68,6 +69,42 @@ def _runtime_grid(ctx: NodeEmitter, x: str, n_fft: int, hop: int, offsets: np.nd
 def _conv1d(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     a = node.attrs
-    ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])
-    ctx.op("Conv", ins, kernel_shape=[a.kernel], strides=[a.stride], pads=[a.padding, a.padding],
-           dilations=[a.dilation], final=True)                                               # (B, out, T')
+    ins = [x, _conv_weight(ctx, a)] + ([ctx.param("bias")] if a.bias else [])
+    conv = dict(kernel_shape=[a.kernel], strides=[a.stride], pads=[a.padding, a.padding], dilations=[a.dilation],
+                group=a.groups)
+    if not a.drop_last:
+        ctx.op("Conv", ins, final=True, **conv)                                                  # (B, out, T')
+        return
+    y = ctx.op("Conv", ins, **conv)
+    i64 = np.int64
+    ctx.op("Slice", [y, ctx.const([0], "starts", i64), ctx.const([-a.drop_last], "ends", i64),
+                     ctx.const([2], "axes", i64)], final=True)                                 # drop the last frames
+
+
+def _conv_weight(ctx: NodeEmitter, a) -> str:
+    """The weight, or with `weight_norm` g · v / ‖v‖ (the norm over the axes but `weight_norm`), computed in
+    the graph as torch's weight_norm does: v · (g / ‖v‖)."""
+    if a.weight_norm is None:
+        return ctx.param("weight")
+    v = ctx.param("weight_v")
+    norm = ctx.reduce("ReduceL2", v, [k for k in range(3) if k != a.weight_norm], "v_norm", keepdims=1)
+    return ctx.op("Mul", [v, ctx.op("Div", [ctx.param("weight_g"), norm], "g_over_norm")], "weight")
+
+
+@lowers("group_norm")
+def _group_norm(ctx: NodeEmitter, node) -> None:
+    """InstanceNormalization over [B, groups, C / groups · positions] (unit scale, zero shift), the shape given
+    back, then the per-channel scale and shift."""
+    (x,) = ctx.inputs
+    a, rank = node.attrs, ctx.types["x"].rank
+    i64, f32 = np.int64, np.float32
+    grouped = ctx.op("Reshape", [x, ctx.const([0, a.groups, -1], "grouped_shape", i64)], "grouped")
+    normed = ctx.op("InstanceNormalization", [grouped, ctx.const(np.ones(a.groups), "ones", f32),
+                                              ctx.const(np.zeros(a.groups), "zeros", f32)], "normed", epsilon=a.eps)
+    if not a.affine:
+        ctx.op("Reshape", [normed, ctx.op("Shape", [x], "shape")], final=True)
+        return
+    y = ctx.op("Reshape", [normed, ctx.op("Shape", [x], "shape")], "ungrouped")
+    per_channel = ctx.const([-1] + [1] * (rank - 2), "channel_shape", i64)      # [C, 1, ...]: broadcast over positions
+    scaled = ctx.op("Mul", [y, ctx.op("Reshape", [ctx.param("weight"), per_channel], "weight")], "scaled")
+    ctx.op("Add", [scaled, ctx.op("Reshape", [ctx.param("bias"), per_channel], "bias")], final=True)

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import tables
+from ...ops.audio import weight_norm_shape, weight_shape
+from .builder import INIT_STD
 from .core import _param
 from .lower import lowers
 
@@ -48,23 +50,66 @@ def _spectrogram(node, types):
 
 
 class Conv1d(nn.Module):
-    """torch.nn.Conv1d's computation without its own init (the builder initialises every parameter once)."""
+    """torch.nn.Conv1d's computation without its own init (the builder initialises every parameter once).
+    With `weight_norm`, the weight is computed from `weight_g` and `weight_v` at each call, as torch's
+    weight_norm parametrisation does (transformers' Wav2Vec2 positional convolution)."""
 
     def __init__(self, channels: int, a):
         super().__init__()
-        self.weight = _param(a.out, channels, a.kernel)
+        shape = weight_shape(a, channels)
+        self.norm_axis = a.weight_norm
+        if a.weight_norm is None:
+            self.weight = _param(*shape)
+        else:
+            self.weight_g = _param(*weight_norm_shape(a, shape))
+            self.weight_v = _param(*shape)
         self.bias = _param(a.out) if a.bias else None
-        self.stride, self.padding, self.dilation = a.stride, a.padding, a.dilation
+        self.stride, self.padding, self.dilation, self.groups = a.stride, a.padding, a.dilation, a.groups
+        self.drop_last = a.drop_last
+
+    def init_parameters(self, gen) -> None:
+        """normal(0, 0.02) weights (v), zero bias; g = ‖v‖, so the weight starts equal to v (torch's init)."""
+        w = self.weight if self.norm_axis is None else self.weight_v
+        w.normal_(0.0, INIT_STD, generator=gen)
+        if self.norm_axis is not None:
+            self.weight_g.copy_(torch.norm_except_dim(w, 2, self.norm_axis))
+        if self.bias is not None:
+            self.bias.zero_()
 
     def forward(self, x):
-        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)   # (B, out, T')
+        w = self.weight if self.norm_axis is None else torch._weight_norm(self.weight_v, self.weight_g, self.norm_axis)
+        y = F.conv1d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)   # (B, out, T')
+        return y[..., :y.shape[-1] - self.drop_last] if self.drop_last else y
 
     def extra_repr(self) -> str:
-        out, c, k = self.weight.shape
-        return (f"{c}→{out}, kernel={k}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
-                + ("" if self.bias is not None else ", no bias"))
+        out, c, k = (self.weight if self.norm_axis is None else self.weight_v).shape
+        extras = [f"groups={self.groups}"] * (self.groups > 1) + [f"weight_norm={self.norm_axis}"] * (
+            self.norm_axis is not None) + [f"drop_last={self.drop_last}"] * (self.drop_last > 0)
+        return ", ".join([f"{c * self.groups}→{out}, kernel={k}, stride={self.stride}, padding={self.padding}, "
+                          f"dilation={self.dilation}", *extras] + ([] if self.bias is not None else ["no bias"]))
 
 
 @lowers("conv1d")
 def _conv1d(node, types):
     return Conv1d(types["x"].shape[1].value, node.attrs)
+
+
+class GroupNorm(nn.Module):
+    """torch.nn.GroupNorm's computation, channels first; parameters initialised by the builder."""
+
+    def __init__(self, channels: int, a):
+        super().__init__()
+        self.groups, self.eps = a.groups, a.eps
+        self.weight = _param(channels) if a.affine else None
+        self.bias = _param(channels) if a.affine else None
+
+    def forward(self, x):
+        return F.group_norm(x, self.groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}, eps={self.eps}" + ("" if self.weight is not None else ", no affine")
+
+
+@lowers("group_norm")
+def _group_norm(node, types):
+    return GroupNorm(types["x"].shape[1].value, node.attrs)
