@@ -136,6 +136,10 @@ CASES = {
             max_target_positions=13, pad_token_id=0, bos_token_id=1, eos_token_id=2,
             decoder_start_token_id=3))),
     "swin-t/hf": _swin,
+    "timesformer/hf": lambda: (
+        spec("timesformer", None, image=15, patch=5, frames=3, d_model=27, heads=3, layers=2, d_ff=41),
+        T.TimesformerModel(T.TimesformerConfig(image_size=15, patch_size=5, num_frames=3, hidden_size=27,
+                                               num_hidden_layers=2, num_attention_heads=3, intermediate_size=41))),
     "wav2vec2/hf": lambda: (
         spec("wav2vec2", None, conv_dim=12, kernel0=4, stride0=3, conv_kernels=[3, 2], conv_strides=[2, 2],
              conv_layers=2, hop=12, receptive=16, d_model=40, heads=5, layers=2, d_ff=56, pos_kernel=6, pos_groups=4),
