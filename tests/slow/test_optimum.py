@@ -32,60 +32,12 @@ pytest.importorskip("onnx")
 import cli  # noqa: E402
 import optimum_venv  # noqa: E402
 import seq2seq_refs as refs  # noqa: E402
-from conftest import STRICT  # noqa: E402
+from causal_refs import CAUSAL, PROMPT, causal_reference  # noqa: E402
 
-T = transformers
-T.logging.set_verbosity_error()
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "optimum_client.py")
-PROMPT = [[5, 17, 3, 44, 9, 21], [60, 2, 8, 11, 7, 30]]
+STRICT = os.environ.get("GRAPHFORMER_STRICT_DEPS") == "1"   # CI: the environment must be there (tests/conftest.py)
 NEW = 10
-COMMON = dict(vocab_size=97, max_position_embeddings=64, bos_token_id=1, eos_token_id=96, pad_token_id=0,
-              initializer_range=0.5)
-
-
-def _llama(**kw):
-    return dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
-                intermediate_size=80, **COMMON) | kw
-
-
-CAUSAL = {   # catalogue family → (transformers class, config)
-    "gpt2": (T.GPT2LMHeadModel, T.GPT2Config(vocab_size=97, n_positions=64, n_embd=48, n_head=4, n_layer=2,
-                                             bos_token_id=1, eos_token_id=96, pad_token_id=0, initializer_range=0.5)),
-    "llama": (T.LlamaForCausalLM, T.LlamaConfig(**_llama())),
-    "mistral": (T.MistralForCausalLM, T.MistralConfig(**_llama(sliding_window=5))),
-    "qwen2": (T.Qwen2ForCausalLM, T.Qwen2Config(**_llama(hidden_size=40, num_attention_heads=5, num_key_value_heads=1,
-                                                         intermediate_size=72))),
-    "phi": (T.PhiForCausalLM, T.PhiConfig(hidden_size=40, num_hidden_layers=2, num_attention_heads=4,
-                                          intermediate_size=56, partial_rotary_factor=0.4, **COMMON)),
-    "mixtral": (T.MixtralForCausalLM, T.MixtralConfig(**_llama(num_key_value_heads=6, intermediate_size=40,
-                                                               num_local_experts=5, num_experts_per_tok=2))),
-    "gemma2": (T.Gemma2ForCausalLM, T.Gemma2Config(hidden_size=42, num_hidden_layers=3, num_attention_heads=3,
-                                                   num_key_value_heads=3, head_dim=14, intermediate_size=56,
-                                                   sliding_window=4, query_pre_attn_scalar=14,
-                                                   tie_word_embeddings=False, **COMMON)),   # tied: one token repeated
-    "olmo2": (T.Olmo2ForCausalLM, T.Olmo2Config(hidden_size=40, num_hidden_layers=2, num_attention_heads=5,
-                                                num_key_value_heads=5, intermediate_size=56, **COMMON)),
-    "gpt-neox": (T.GPTNeoXForCausalLM, T.GPTNeoXConfig(hidden_size=40, num_hidden_layers=2, num_attention_heads=5,
-                                                       intermediate_size=56, tie_word_embeddings=False, **COMMON)),
-    "bloom": (T.BloomForCausalLM, T.BloomConfig(vocab_size=97, hidden_size=36, n_layer=2, n_head=6, bos_token_id=1,
-                                                eos_token_id=96, pad_token_id=0, initializer_range=0.5)),
-    "gpt-oss": (T.GptOssForCausalLM, T.GptOssConfig(hidden_size=36, num_hidden_layers=3, num_attention_heads=6,
-                                                    num_key_value_heads=2, head_dim=10, intermediate_size=28,
-                                                    num_local_experts=5, num_experts_per_tok=2, sliding_window=3,
-                                                    **COMMON)),
-}
 SEQ2SEQ = {"t5": "seq2seq", "t5-v1_1": "seq2seq", "whisper": "speech"}
-
-
-def _causal_reference(name: str, directory) -> list[list[int]]:
-    cls, cfg = CAUSAL[name]
-    torch.manual_seed(0)
-    ref = cls(cfg).eval()
-    ref.save_pretrained(directory)
-    ref.generation_config.save_pretrained(directory)
-    ids = torch.tensor(PROMPT)
-    with torch.no_grad():
-        return ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW, do_sample=False).tolist()
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +51,7 @@ def results(tmp_path_factory):
     requests, want = [], {}
     for name in CAUSAL:
         ckpt, out = root / name, root / f"{name}-onnx"
-        want[name] = _causal_reference(name, ckpt)
+        want[name] = causal_reference(name, ckpt, NEW)
         assert cli.main(["export", str(ckpt), "--with-past", "-o", f"{out}/"]) == 0, name
         requests.append({"kind": "causal", "dir": str(out), "inputs": {"input_ids": PROMPT,
                          "attention_mask": [[1] * len(PROMPT[0])] * len(PROMPT)}, "max_new_tokens": NEW})
