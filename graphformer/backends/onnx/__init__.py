@@ -72,6 +72,7 @@ def plan_past(spec) -> Past:
     """What an export with past keys and values reads and returns; `SpecError` (GF210–GF213) for a spec that
     is not a causal decoder. An encoder–decoder is three graphs instead (`to_seq2seq`, `export_seq2seq`)."""
     if seq2seq.is_encoder_decoder(spec.ir):
+        seq2seq.plan(spec.ir)   # a spec that does not decode at all is refused as such (GF210–GF215, GF280–GF283)
         raise ExportError(f"`{spec.name}` is an encoder–decoder: with past keys and values it is three graphs "
                           f"({', '.join(seq2seq.FILES)}): to_seq2seq / export_seq2seq, or graphformer export "
                           "--with-past -o DIR/")
