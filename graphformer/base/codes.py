@@ -1774,6 +1774,118 @@ weight_maps:
       - {from: [conv.weight_g, conv.weight_v, conv.scale], weight_norm: 2, to: conv.weight}
       - {from: conv.bias, to: conv.bias}
 """),
+    Code(
+        "GF280", "cross-attentions over different encoder outputs",
+        ("`export --with-past` of an encoder–decoder writes optimum's three graphs: the encoder returns "
+         "one `last_hidden_state`, and every decoder step takes it as `encoder_hidden_states` "
+         "(docs/onnx.md). A decoder whose cross-attentions attend to different values of the encoder (one "
+         "layer to an inner layer's output, another to the final norm's) has no such single hand-over."),
+        fix="Make every cross-attention attend to the encoder's one output; `graphformer generate` runs "
+            "the spec as it is in torch.",
+        command=("export", "--with-past", "-o", "out/"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8, t: 5}
+inputs:
+  source: {shape: [B, n], dtype: int64}
+  target: {shape: [B, t], dtype: int64}
+nodes:
+  src:    {op: embedding, in: source, vocab: vocab, dim: d_model}
+  enc:    {op: attention, heads: heads}
+  enc_ln: {op: norm}
+  tgt:    {op: embedding, in: target, vocab: vocab, dim: d_model}
+  self1:  {op: attention, heads: heads, causal: true}
+  cross1: {op: cross_attend, in: {query: self1, context: enc}, heads: heads}
+  self2:  {op: attention, heads: heads, causal: true}
+  cross2: {op: cross_attend, in: {query: self2, context: enc_ln}, heads: heads}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""),
+    Code(
+        "GF281", "decoder layers without one self- and one cross-attention each",
+        ("optimum carries an encoder–decoder's past per layer: the layer's self-attention keys and values "
+         "and its cross-attention's (`past_key_values.{i}.decoder.*`, `past_key_values.{i}.encoder.*`). "
+         "`export --with-past` pairs the i-th causal self-attention with the i-th cross-attention, so "
+         "their numbers must agree."),
+        fix="Give each decoder layer one causal self-attention and one cross-attention; `graphformer "
+            "generate` runs the spec as it is in torch.",
+        command=("export", "--with-past", "-o", "out/"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8, t: 5}
+inputs:
+  source: {shape: [B, n], dtype: int64}
+  target: {shape: [B, t], dtype: int64}
+nodes:
+  src:    {op: embedding, in: source, vocab: vocab, dim: d_model}
+  enc:    {op: attention, heads: heads}
+  tgt:    {op: embedding, in: target, vocab: vocab, dim: d_model}
+  self:   {op: attention, heads: heads, causal: true}
+  cross1: {op: cross_attend, in: {query: self, context: enc}, heads: heads}
+  cross2: {op: cross_attend, in: {query: cross1, context: enc}, heads: heads}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""),
+    Code(
+        "GF282", "a cross-attention reading more than the encoder's mask",
+        ("optimum feeds an encoder–decoder's decoder the encoder's output and the encoder's padding mask "
+         "(`encoder_attention_mask`, the `attention_mask` the encoder was given), nothing else. A "
+         "cross-attention with a logit `bias`, or with a mask that is not the encoder's mask input, cannot be "
+         "fed."),
+        fix="Mask the cross-attentions with the encoder's padding-mask input and drop the bias; "
+            "`graphformer generate` runs the spec as it is in torch.",
+        command=("export", "--with-past", "-o", "out/"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8, t: 5}
+inputs:
+  source: {shape: [B, n], dtype: int64}
+  target: {shape: [B, t], dtype: int64}
+  bias:   {shape: [1, heads, t, n]}
+nodes:
+  src:    {op: embedding, in: source, vocab: vocab, dim: d_model}
+  enc:    {op: attention, heads: heads}
+  tgt:    {op: embedding, in: target, vocab: vocab, dim: d_model}
+  self:   {op: attention, heads: heads, causal: true}
+  cross:  {op: cross_attend, in: {query: self, context: enc, bias: bias}, heads: heads}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""),
+    Code(
+        "GF283", "inputs optimum's encoder–decoder classes do not feed",
+        ("optimum's ORTModelForSeq2SeqLM feeds the encoder `input_ids` (and `attention_mask`), "
+         "ORTModelForSpeechSeq2Seq `input_features`; each decoder step gets `input_ids`, and counts "
+         "positions from its past. An encoder reading two inputs besides its padding mask, an encoder "
+         "input that is neither token ids nor float features, or a decoder that needs its own mask or "
+         "positions input cannot be fed."),
+        fix="Give the encoder one input (token ids an `embedding` reads, or float features) plus an "
+            "optional padding mask, and make a decoder mask or positions input `optional: true`.",
+        command=("export", "--with-past", "-o", "out/"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8, t: 5}
+inputs:
+  source: {shape: [B, n], dtype: int64}
+  target: {shape: [B, t], dtype: int64}
+  extra:  {shape: [B, n, d_model]}
+nodes:
+  src:    {op: embedding, in: source, vocab: vocab, dim: d_model}
+  both:   {op: residual, in: [src, extra]}
+  enc:    {op: attention, heads: heads}
+  tgt:    {op: embedding, in: target, vocab: vocab, dim: d_model}
+  self:   {op: attention, heads: heads, causal: true}
+  cross:  {op: cross_attend, in: {query: self, context: enc}, heads: heads}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

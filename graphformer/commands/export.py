@@ -33,7 +33,9 @@ def add_parser(sub) -> None:
     p.add_argument("--with-past", action="store_true",
                    help="export a causal decoder's step: inputs input_ids, attention_mask, position_ids and "
                         "past_key_values.{i}.key/value, outputs logits and present.{i}.key/value (the "
-                        "optimum / onnxruntime-genai convention; docs/onnx.md)")
+                        "optimum / onnxruntime-genai convention; docs/onnx.md). An encoder-decoder (T5, Whisper) "
+                        "becomes encoder_model.onnx, decoder_model.onnx and decoder_with_past_model.onnx in the "
+                        "directory -o names, as optimum's seq2seq classes load them")
     p.add_argument("--inputs", metavar="NAME[,NAME...]", action="append",
                    help="optional spec inputs to include (e.g. mask,positions). By default the model takes the "
                         "required inputs only and computes what the spec computes without the optional ones: "
@@ -78,13 +80,19 @@ def run(args) -> int:
             map_errors = (WeightMapError,)
         except ImportError:  # no torch: weight maps are unavailable, and export_onnx says so
             pass
+    from ..backends.onnx import seq2seq
+    stages = args.with_past and seq2seq.is_encoder_decoder(spec.ir)   # three graphs, as optimum loads them
     try:  # before the weights: a node this opset can't express, or a spec that is no decoder, fails fast
         backend.check_exact(spec, args.opset, args.custom_ops)
-        if args.with_past:
+        if stages:
+            seq2seq.plan(spec.ir)
+        elif args.with_past:
             backend.plan_past(spec)
     except SpecError as e:
         print_diagnostics(e, "text")
         raise CommandError("", EXIT_SPEC) from None
+    if stages:
+        return _export_stages(args, spec, backend, map_errors)
     try:   # an unknown name fails before the weights are read
         backend.exported_ir(spec, inputs, args.with_past)
     except backend.ExportError as e:
@@ -111,12 +119,40 @@ def run(args) -> int:
     return EXIT_OK
 
 
+def _export_stages(args, spec, backend, map_errors) -> int:
+    """An encoder–decoder with past: the encoder and the decoder's two steps into the directory -o names."""
+    out = args.output
+    if out.endswith(".onnx") and not os.path.isdir(out):
+        raise CommandError(f"-o {out}: an encoder–decoder with past keys and values is three graphs "
+                           "(encoder_model.onnx, decoder_model.onnx, decoder_with_past_model.onnx): give a directory, "
+                           "-o DIR/")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise CommandError(f"-o: cannot make directory `{out}`: {e.strerror or e}") from None
+    t0 = time.perf_counter()
+    try:
+        written = backend.export_seq2seq(spec, args.weights, out, opset=args.opset, seed=args.seed,
+                                         weights_map=args.weights_map)
+    except map_errors as e:
+        raise CommandError(f"--weights-map {args.weights_map}: {e}", EXIT_SPEC) from None
+    elapsed = time.perf_counter() - t0
+    for w in written:
+        data = f" + {w.data_bytes / 1e6:.1f} MB of weights in {w.data_path}" if w.data_path else ""
+        sys.stderr.write(f"wrote {w.path} ({w.bytes / 1e6:.1f} MB{data}): {w.nodes} nodes, {w.params:,} parameters\n")
+    sys.stderr.write(f"an encoder–decoder with past keys and values, opset {args.opset}, in {elapsed:.2f} s\n")
+    args.output = written[0].path
+    _companions(args, spec, genai=False)
+    return EXIT_OK
+
+
 MODEL_FILE = "model.onnx"
 # what optimum and onnxruntime-genai read beside the model, copied from a checkpoint directory when present
 CHECKPOINT_FILES = {"config.json": "config", "generation_config.json": "config", "tokenizer.json": "tokenizer",
                     "tokenizer_config.json": "config", "special_tokens_map.json": "config",
                     "added_tokens.json": "config", "vocab.json": "tokenizer", "merges.txt": "tokenizer",
-                    "tokenizer.model": "tokenizer"}
+                    "tokenizer.model": "tokenizer", "spiece.model": "tokenizer",
+                    "preprocessor_config.json": "config"}
 
 
 def _output_file(output: str) -> str:
@@ -135,8 +171,8 @@ def _checkpoint_dir(args) -> str | None:
     return next((d for d in (args.spec, args.weights) if isinstance(d, str) and is_hf_directory(d)), None)
 
 
-def _companions(args, spec) -> None:
-    """genai_config.json beside a decoder step, and the checkpoint's own files that runtimes read."""
+def _companions(args, spec, genai: bool = True) -> None:
+    """genai_config.json beside a decoder step (`genai`), and the checkpoint's own files that runtimes read."""
     from ..backends.onnx import plan_past
     from ..backends.onnx.genai import FILENAME, GenaiUnsupported, genai_config
     from ..base.reading import FileProblem, inside, read_input, read_json
@@ -156,13 +192,18 @@ def _companions(args, spec) -> None:
             raise CommandError(f"{source}: {e}") from None
     if source and os.path.realpath(source) == os.path.realpath(directory):
         found = {}   # exported into the checkpoint directory itself: its files are there already
-    try:
-        genai = genai_config(plan_past(spec), spec.ir, os.path.basename(args.output),
-                             *(c if isinstance(c, dict) else None for c in configs.values()))
-    except GenaiUnsupported as e:
-        sys.stderr.write(f"note: no {FILENAME}: {e}\n")
+    if not genai:   # an encoder–decoder: optimum reads config.json, which only a checkpoint directory has
+        if not source:
+            sys.stderr.write("note: optimum loads the directory with the checkpoint's config.json beside the graphs: "
+                             "export from a transformers directory (graphformer export DIR --with-past) to copy it\n")
     else:
-        found[FILENAME] = (json.dumps(genai, indent=2) + "\n").encode()
+        try:
+            text = genai_config(plan_past(spec), spec.ir, os.path.basename(args.output),
+                                *(c if isinstance(c, dict) else None for c in configs.values()))
+        except GenaiUnsupported as e:
+            sys.stderr.write(f"note: no {FILENAME}: {e}\n")
+        else:
+            found[FILENAME] = (json.dumps(text, indent=2) + "\n").encode()
     for name, data in found.items():
         with atomic_output(os.path.join(directory, name)) as fh:
             fh.write(data)

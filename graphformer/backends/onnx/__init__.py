@@ -24,11 +24,13 @@ from ...analysis.decoding import plan_decoder
 from ...base.diagnostics import did_you_mean
 from .graph import MIN_OPSET, ExportError, exported_nodes, to_model, without_inputs
 from .past import Past
+from . import seq2seq
 from .lower import LOWERINGS, custom_node
 from .weights import resolve
 from .write import Written, write_external, write_inline
 
 __all__ = ["export_onnx", "to_onnx", "check_exact", "plan_past", "exported_ir", "to_model", "Written", "ExportError",
+           "to_seq2seq", "export_seq2seq",
            "LOWERINGS", "EXTERNAL_DATA_THRESHOLD",
            "DEFAULT_OPSET"]
 
@@ -68,8 +70,40 @@ def _unlowered_plugin_ops(ir) -> list:
 
 def plan_past(spec) -> Past:
     """What an export with past keys and values reads and returns; `SpecError` (GF210–GF213) for a spec that
-    is not a causal decoder."""
+    is not a causal decoder. An encoder–decoder is three graphs instead (`to_seq2seq`, `export_seq2seq`)."""
+    if seq2seq.is_encoder_decoder(spec.ir):
+        seq2seq.plan(spec.ir)   # a spec that does not decode at all is refused as such (GF210–GF215, GF280–GF283)
+        raise ExportError(f"`{spec.name}` is an encoder–decoder: with past keys and values it is three graphs "
+                          f"({', '.join(seq2seq.FILES)}): to_seq2seq / export_seq2seq, or graphformer export "
+                          "--with-past -o DIR/")
     return Past.of(spec.ir)
+
+
+def to_seq2seq(spec, module_or_weights: Any = None, opset: int = DEFAULT_OPSET, *, seed: int | None = 0,
+               weights_map: str | None = None) -> dict[str, ModelProto]:
+    """An encoder–decoder with past keys and values, in memory: the encoder, the decoder's first step and
+    its later steps, by the file names optimum loads (seq2seq.py). Arguments as `to_onnx`."""
+    check_opset(opset)
+    check_exact(spec, opset)
+    seq2seq.plan(spec.ir)
+    return seq2seq.to_models(spec, resolve(spec, module_or_weights, seed, weights_map), opset)
+
+
+def export_seq2seq(spec, module_or_weights: Any, directory: str | os.PathLike, opset: int = DEFAULT_OPSET, *,
+                   seed: int | None = 0, weights_map: str | None = None,
+                   external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> list[Written]:
+    """Write `to_seq2seq`'s three graphs into `directory` (made if missing), each file atomically; weights
+    over `external_data_threshold` bytes go to a data file beside each graph. Returns what was written."""
+    check_opset(opset)
+    check_exact(spec, opset)
+    seq2seq.plan(spec.ir)
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    if module_or_weights is None or isinstance(module_or_weights, (str, os.PathLike)):
+        memory.require(memory.param_bytes(spec.ir), f"exporting `{spec.name}`'s weights")
+    weights = resolve(spec, module_or_weights, seed, weights_map)
+    external = sum(a.nbytes for a in weights.values()) > external_data_threshold
+    return seq2seq.write(spec, weights, opset, directory, external)
 
 
 def exported_ir(spec, inputs=None, with_past: bool = False):

@@ -229,12 +229,25 @@ def _any_key(ctx: NodeEmitter, keep: str) -> str:
     return ctx.reduce("ReduceMax", ctx.op("Cast", [keep], "live", to=TensorProto.FLOAT), [-1], "live", keepdims=1)
 
 
+def keys_values(ctx: NodeEmitter, context: str, g: Geometry, biases: dict[str, bool], qk_norm_eps: float | None = None,
+                qk_norm_full: bool = False) -> tuple[str, str]:
+    """The keys and values of `context`, projected and split into heads: (B, m, kv, hd) and (B, m, kv, vd)."""
+    k = ctx.linear(context, "k.", "k", biases["k"])
+    if qk_norm_full:
+        k = rms_norm(ctx, k, ctx.param("k_norm.weight"), qk_norm_eps, "k_norm")
+    k = _split_heads(ctx, k, g.kv_heads, g.head_dim, "k")                                     # (B, m, kv, hd)
+    v = _split_heads(ctx, ctx.linear(context, "v.", "v", biases["v"]), g.kv_heads, g.value_dim, "v")
+    if qk_norm_eps is not None and not qk_norm_full:
+        k = rms_norm(ctx, k, ctx.param("k_norm.weight"), qk_norm_eps, "k_norm")
+    return k, v
+
+
 def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geometry, biases: dict[str, bool],
            causal: bool, *, window: int | None = None, scale: float | None = None, qk_norm_eps: float | None = None,
            inv_freq: np.ndarray | None = None, positions: str | None = None, bias: str | None = None,
            past: int | None = None, alibi: bool = False, qk_norm_full: bool = False,
            softcap: float | None = None, sinks: bool = False, rope_scale: float = 1.0,
-           rope_pairs: bool = False) -> None:
+           rope_pairs: bool = False, kv: tuple[str, str] | None = None) -> None:
     """Multi-head scaled dot-product attention with q, k, v, o projections; writes `ctx.out`.
 
     Per-head steps (q/k RMS norm, rotary, repeating the key/value heads of grouped-query attention) run
@@ -249,17 +262,16 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     (OLMo-2). `softcap`: tanh(s / softcap) · softcap on the scaled, biased scores, before the mask.
     `sinks`: the node's `sinks [h]` logits join the softmax (`_with_sinks`). `rope_scale`: YaRN's factor
     on cos and sin; `rope_pairs`: rotary in interleaved pairs (GPT-J). Values are `g.value_dim` wide per head.
+    `kv`: keys and values already projected and split (B, m, kv, hd|vd), `context` unread (a
+    cross-attention's, projected once per sequence: seq2seq.py).
     """
-    q, k = ctx.linear(query, "q.", "q", biases["q"]), ctx.linear(context, "k.", "k", biases["k"])
+    q = ctx.linear(query, "q.", "q", biases["q"])
     if qk_norm_full:
         q = rms_norm(ctx, q, ctx.param("q_norm.weight"), qk_norm_eps, "q_norm")
-        k = rms_norm(ctx, k, ctx.param("k_norm.weight"), qk_norm_eps, "k_norm")
     q = _split_heads(ctx, q, g.heads, g.head_dim, "q")                                        # (B, n, h, hd)
-    k = _split_heads(ctx, k, g.kv_heads, g.head_dim, "k")                                     # (B, m, kv, hd)
-    v = _split_heads(ctx, ctx.linear(context, "v.", "v", biases["v"]), g.kv_heads, g.value_dim, "v")
     if qk_norm_eps is not None and not qk_norm_full:
         q = rms_norm(ctx, q, ctx.param("q_norm.weight"), qk_norm_eps, "q_norm")
-        k = rms_norm(ctx, k, ctx.param("k_norm.weight"), qk_norm_eps, "k_norm")
+    k, v = kv if kv is not None else keys_values(ctx, context, g, biases, qk_norm_eps, qk_norm_full)
     if inv_freq is not None:
         cos, sin = _rotary_cos_sin(ctx, query, positions, inv_freq, rope_scale, rope_pairs)
         r = 2 * inv_freq.size
@@ -322,8 +334,13 @@ def _cross_attend(ctx: NodeEmitter, node) -> None:
     a = node.attrs
     ins = dict(zip(node.inputs, ctx.inputs))
     inner = a.dim or _width(ctx, "query")
-    attend(ctx, ins["query"], ins["context"], ins.get("mask"), Geometry(a.heads, a.heads, inner // a.heads),
-           a.biases(), False, scale=a.scale, bias=ins.get("bias"))
+    g = Geometry(a.heads, a.heads, inner // a.heads)
+    past = ctx.state.past
+    layer = past.cross_slot(node.name) if past is not None else None
+    kv = None if layer is None else \
+        past.cross_cache(ctx, layer, lambda: keys_values(ctx, ins["context"], g, a.biases()))   # seq2seq.py
+    attend(ctx, ins["query"], ins.get("context"), ins.get("mask"), g, a.biases(), False, scale=a.scale,
+           bias=ins.get("bias"), kv=kv)
 
 
 # ---------------------------------------------------------------- norms

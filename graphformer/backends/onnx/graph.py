@@ -104,6 +104,7 @@ def to_model(ir: IRGraph, weights: dict[str, np.ndarray], opset: int,
         names |= {ir.inputs[k]: v for k, v in past.renamed_inputs().items()}
         state.past = past
         state.names |= past.names()
+        state.nodes += past.prelude(state)   # values every step computes first (an encoder–decoder's positions)
     nodes = [n for n in ir.nodes() if n.op != "input" and n.name in keep]
     for body in ir.bodies:
         nodes += [n for n in body.ir.nodes() if n.op != "input"]

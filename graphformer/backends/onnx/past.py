@@ -21,6 +21,7 @@ import numpy as np
 from onnx import TensorProto, ValueInfoProto, helper
 
 from ...analysis.decoding import DecoderPlan, plan_decoder
+from ...base.errors import ExportError
 from ...ir import IRGraph
 from .lower import ELEM_TYPES, NodeEmitter
 
@@ -91,6 +92,24 @@ class Past:
     def outputs(self) -> list[ValueInfoProto]:
         return self._cache(present_name, f"{self.past_dim} + {self.plan.seq}")
 
+    # ------------------------------------------------------------ what the lowerings ask every step
+    # (an encoder–decoder's step, seq2seq.py, answers the same questions)
+
+    def cache_names(self, layer: int, kind: str) -> tuple[str | None, str]:
+        """The graph input holding slot `layer`'s cached `kind` (None: no past) and the output it returns."""
+        return past_name(layer, kind), present_name(layer, kind)
+
+    def cross_slot(self, node: str) -> int | None:
+        """A cross-attention's layer: none here (the plan refuses them, GF211)."""
+        return None
+
+    def prelude(self, state) -> list:
+        """Nodes the step computes before any lowering: none (positions are an input)."""
+        return []
+
+    def relative_positions(self, ctx: NodeEmitter) -> str:
+        raise ExportError("a relative position bias in a decoder step needs an encoder–decoder's step (seq2seq.py)")
+
     def _cache(self, name, length: str) -> list[ValueInfoProto]:
         return [helper.make_tensor_value_info(name(s.layer, kind), TensorProto.FLOAT,
                                               [str(self.plan.batch), s.kv_heads, length, s.widths[kind]])
@@ -103,9 +122,11 @@ def extend(ctx: NodeEmitter, layer: int, k: str, v: str) -> tuple[str, str]:
     out = []
     for x, kind in ((k, "key"), (v, "value")):
         new = ctx.op("Transpose", [x], f"{kind}_new", perm=[0, 2, 1, 3])                   # (B, kv, n, hd)
-        present = present_name(layer, kind)
-        ctx.state.nodes.append(helper.make_node("Concat", [past_name(layer, kind), new], [present], axis=2,
-                                                name=ctx.state.unique(f"{ctx.path}/Concat_present_{kind}")))
+        past, present = ctx.state.past.cache_names(layer, kind)
+        join = helper.make_node("Concat", [past, new], [present], axis=2,
+                                name=ctx.state.unique(f"{ctx.path}/Concat_present_{kind}")) if past else \
+            helper.make_node("Identity", [new], [present], name=ctx.state.unique(f"{ctx.path}/Identity_present_{kind}"))
+        ctx.state.nodes.append(join)   # no past (an encoder–decoder's first step): this step's keys alone
         out.append(ctx.op("Transpose", [present], f"{kind}_all", perm=[0, 2, 1, 3]))      # (B, past + n, kv, hd)
     return out[0], out[1]
 

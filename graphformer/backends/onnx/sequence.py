@@ -74,14 +74,17 @@ def _relative_position_bias(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     a = node.attrs
     md = a.max_distance
-    n1 = ctx.shape(x, 1, 2, "n")                                                                      # [1]
-    n = ctx.op("Squeeze", [n1, ctx.const([0], "n_axis", np.int64)], "n")
-    pos = ctx.op("Range", [ctx.const(0, "zero", np.int64), n, ctx.const(1, "one", np.int64)], "pos")     # [n]
-    keys = ctx.op("Unsqueeze", [pos, ctx.const([0], "row", np.int64)], "keys")                         # [1, n]
-    queries = ctx.op("Unsqueeze", [pos, ctx.const([1], "col", np.int64)], "queries")                   # [n, 1]
-    rel = ctx.op("Sub", [keys, queries], "distance")                                                  # [n, n]
-    # ONNX shape inference cannot size a Range; reshaping to x's own runtime [n, n] names the dims again
-    rel = ctx.op("Reshape", [rel, ctx.op("Concat", [n1, n1], "n_n", axis=0)], "distance")
+    if ctx.state.past is not None:   # a decoder step: queries at the new positions, keys at every cached one too
+        rel = ctx.state.past.relative_positions(ctx)                                                  # [n, m]
+    else:
+        n1 = ctx.shape(x, 1, 2, "n")                                                                  # [1]
+        n = ctx.op("Squeeze", [n1, ctx.const([0], "n_axis", np.int64)], "n")
+        pos = ctx.op("Range", [ctx.const(0, "zero", np.int64), n, ctx.const(1, "one", np.int64)], "pos")  # [n]
+        keys = ctx.op("Unsqueeze", [pos, ctx.const([0], "row", np.int64)], "keys")                     # [1, n]
+        queries = ctx.op("Unsqueeze", [pos, ctx.const([1], "col", np.int64)], "queries")               # [n, 1]
+        rel = ctx.op("Sub", [keys, queries], "distance")                                              # [n, n]
+        # ONNX shape inference cannot size a Range; reshaping to x's own runtime [n, n] names the dims again
+        rel = ctx.op("Reshape", [rel, ctx.op("Concat", [n1, n1], "n_n", axis=0)], "distance")
     rel = ctx.op("Clip", [rel, ctx.const(-md, "lo", np.int64), ctx.const(md, "hi", np.int64)], "distance")
     idx = ctx.op("Add", [rel, ctx.const(md, "offset", np.int64)], "index")
     table = ctx.const(relative_position_buckets(a.buckets, md, a.causal), "buckets", np.int64)
