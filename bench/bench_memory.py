@@ -89,11 +89,11 @@ def child(case: dict) -> dict:
         _reset_peak()
         base = _status()["VmRSS"]
         if kind == "build-o":
-            argv = ["build", "gpt2", "--set", *case["set"], "--dtype", case["layout"], "-q", "-o", case["out"]]
+            argv = ["build", "gpt2", "--set", *case["set"], "--dtype", case["layout"], "-o", case["out"]]
         elif kind == "build-dir":
-            argv = ["build", ckpt, "-q"]
+            argv = ["build", ckpt]
         else:
-            argv = ["export", ckpt, "-q", "-o", case["out"]]
+            argv = ["export", ckpt, "-o", case["out"]]
         t = time.process_time()
         rc = main(argv)
         assert rc == 0, rc
