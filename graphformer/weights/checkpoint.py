@@ -73,7 +73,7 @@ def is_hf_directory(path: str) -> bool:
 
 # safetensors' dtype names → numpy's; the others (BF16, F8_*) are read as raw bytes and viewed as torch's
 _NUMPY = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
-          "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "b1"}   # numpy's codes end in the width
+          "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "b1", "C64": "<c8"}   # numpy's codes end in the width
 _TORCH_ONLY = {"BF16": ("bfloat16", 2), "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1)}
 MAX_RANK = 64
 

@@ -145,7 +145,8 @@ def test_a_header_that_does_not_fit_its_file_is_refused(tmp_path, entry, why):
 
 def test_tensors_are_read_in_every_dtype_the_writer_writes(tmp_path):
     tensors = {"f": torch.arange(6, dtype=torch.float32).reshape(2, 3), "h": torch.ones(4, dtype=torch.float16),
-               "b": torch.tensor([1.5, -2.0], dtype=torch.bfloat16), "i": torch.arange(3), "e": torch.zeros(0, 2)}
+               "b": torch.tensor([1.5, -2.0], dtype=torch.bfloat16), "i": torch.arange(3), "e": torch.zeros(0, 2),
+               "c": torch.tensor([1 + 2j], dtype=torch.complex64), "u": torch.tensor([True, False])}
     with open(tmp_path / "w.safetensors", "wb") as fh:
         write_safetensors(tensors, fh, {})
     read = read_state_dict(str(tmp_path / "w.safetensors"))
