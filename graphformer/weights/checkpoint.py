@@ -14,6 +14,7 @@ import json
 import math
 import mmap
 import os
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -208,19 +209,34 @@ def _mapped(e: TensorEntry, identity: tuple):
     return torch.from_numpy(array).view(getattr(torch, _TORCH_ONLY[e.dtype][0])).reshape(e.shape)
 
 
+# Each live map holds a file descriptor (Python's mmap keeps a duplicate): a caller that keeps every tensor
+# (an ONNX export converts the whole state dict first) gets them read into memory past this many.
+MAX_LIVE_MAPS = 256
+_live = [0]
+
+
 def _bytes(fd: int, start: int, stop: int):
     """The bytes [start, stop) of the file behind `fd`, from the page boundary below `start`: a private
-    (copy-on-write) map, unmapped when the last array over it goes; read into memory instead when the
-    system refuses a map (out of descriptors or address space)."""
+    (copy-on-write) map, unmapped when the last array over it goes; read into memory instead past
+    MAX_LIVE_MAPS live maps, or when the system refuses a map (out of descriptors or address space)."""
     first = start - start % mmap.ALLOCATIONGRANULARITY
     try:
-        return mmap.mmap(fd, stop - first, access=mmap.ACCESS_COPY, offset=first)
+        if _live[0] >= MAX_LIVE_MAPS:
+            raise OSError("too many live maps")
+        mapped = mmap.mmap(fd, stop - first, access=mmap.ACCESS_COPY, offset=first)
+        _live[0] += 1
+        weakref.finalize(mapped, _unmapped)
+        return mapped
     except (OSError, ValueError):
         buf = bytearray(stop - first)
         view, done = memoryview(buf), 0
         while done < len(buf):
             n = os.preadv(fd, [view[done:]], first + done)
             if n <= 0:
-                raise WeightFileError(f"cannot read weights file: it ended early") from None
+                raise WeightFileError("cannot read weights file: it ended before its header said") from None
             done += n
         return buf
+
+
+def _unmapped() -> None:
+    _live[0] -= 1

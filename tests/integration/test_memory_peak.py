@@ -154,3 +154,14 @@ def test_tensors_are_read_in_every_dtype_the_writer_writes(tmp_path):
     for k, t in tensors.items():
         got = torch.as_tensor(read[k])
         assert got.dtype == t.dtype and torch.equal(got, t), k
+
+
+def test_a_caller_keeping_every_tensor_gets_them_read_past_the_map_limit(source, monkeypatch):
+    """Each live map holds a file descriptor: past MAX_LIVE_MAPS, tensors are read into memory instead."""
+    spec, model, single, _, _, _ = source
+    monkeypatch.setattr(checkpoint, "MAX_LIVE_MAPS", 2)
+    kept = dict(read_state_dict(str(single)))   # every tensor alive at once
+    assert checkpoint._live[0] <= 2 < len(kept)
+    fresh = graphformer.build(spec, seed=0)
+    load_weights(fresh, kept, "hf", spec)
+    assert _equal(fresh, model)
