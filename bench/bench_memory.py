@@ -228,6 +228,7 @@ Each row is a fresh child process's resident peak (VmHWM) above its baseline: af
 model for the `load` rows (the figure is what loading adds). Checkpoints made by transformers from
 configs with random weights, float32: GPT-2 (1024 wide, 20 layers), GPT-NeoX (1024 wide, 22 layers),
 Mixtral (512 wide, 8 layers, 8 experts). `before` is the same child on the code before this change.
+
 {table}
 
 {notes}
