@@ -158,7 +158,7 @@ def _load_weights(model, spec, args, device) -> None:
     path, mapping = args.weights, args.weights_map
     if device.type == "meta":
         raise CommandError("--weights: cannot load weights into a meta model (use --device cpu)")
-    from ..backends.torch.weights import load_weights
+    from ..backends.torch.weights import load_weights, shape_stubs
     from ..weights.maps import WeightFileError, WeightMapError, read_state_dict
     try:
         state = read_state_dict(path)
@@ -167,7 +167,8 @@ def _load_weights(model, spec, args, device) -> None:
     try:
         load_weights(model, state, mapping, spec)
     except WeightMapError as e:
-        raise CommandError(f"--weights: {e}{_fit_hint(spec, state, args, e.problems)}", EXIT_SPEC) from None
+        hint = _fit_hint(spec, shape_stubs(state), args, e.problems)   # tried on shapes: nothing read
+        raise CommandError(f"--weights: {e}{hint}", EXIT_SPEC) from None
     check_checkpoint_config(spec.params, path, mapping)   # after the sizes: their hint is the first to act on
 
 

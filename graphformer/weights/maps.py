@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from ..base.diagnostics import did_you_mean
 from ..base.errors import WeightFileError, WeightMapError
-from ..base.reading import LIMITS, FileProblem, open_regular
+from ..base.reading import FileProblem, open_regular
 from ..ir import IRGraph, WeightMap, WeightRule
 
 __all__ = ["WeightMapError", "WeightFileError", "read_state_dict", "get_map", "convert_state_dict",
@@ -37,23 +37,28 @@ __all__ = ["WeightMapError", "WeightFileError", "read_state_dict", "get_map", "c
 
 # ---------------------------------------------------------------- reading
 
-def read_state_dict(path: str) -> dict:
+def read_state_dict(path: str) -> Mapping:
     """A state dict from .safetensors (numpy arrays, no torch needed) or from .pt / .bin (torch.load,
     `weights_only`, so a file can't run code), or from a save_pretrained directory (its files one after
     another, graphformer/weights/checkpoint.py, each confined to the directory). Only regular files are read
-    (reading.open_regular); a safetensors header is bounded before the library parses it, and both
-    formats are memory-mapped, so no tensor is larger than its file. Raises WeightFileError."""
+    (reading.open_regular). Safetensors files are mapped lazily (`checkpoint.MappedTensors`): only their
+    bounded headers are read here, and each tensor is mapped from the file when it is taken and released
+    when it is dropped, so a loader taking one tensor at a time never holds the checkpoint in memory.
+    A .pt / .bin is memory-mapped by torch, so no tensor is larger than its file. Raises WeightFileError."""
+    from .checkpoint import checkpoint_files, mapped_safetensors
     path = os.fspath(path)
-    if os.path.isdir(path):
-        from .checkpoint import checkpoint_files
-        return {k: v for f in checkpoint_files(path) for k, v in read_state_dict(f).items()}
+    files = checkpoint_files(path) if os.path.isdir(path) else [path]
+    if all(f.endswith(".safetensors") for f in files):
+        return mapped_safetensors(files)
+    return {k: v for f in files for k, v in _read_torch_file(f).items()}
+
+
+def _read_torch_file(path: str) -> dict:
     try:
-        fd, st = open_regular(path)
+        fd, _ = open_regular(path)
     except FileProblem as e:
         raise WeightFileError(f"weights file: {e}") from None
     with os.fdopen(fd, "rb") as fh:
-        if path.endswith(".safetensors"):
-            return _read_safetensors(path, fh, st.st_size)
         return _read_torch(path, fh)
 
 
@@ -81,40 +86,6 @@ def _same_file(path: str, fh) -> str:
     return same if os.path.exists(same) else path
 
 
-def _read_safetensors(path: str, fh, size: int) -> dict:
-    """The file's tensors, read by the safetensors library (memory-mapped) after its header's length
-    is checked against the file and LIMITS["safetensors header"]. The library opens the descriptor we
-    checked (/proc/self/fd), not the name again, where the system has one."""
-    head = fh.read(8)
-    header = int.from_bytes(head, "little") if len(head) == 8 else -1
-    limit = LIMITS["safetensors header"]
-    if header < 2 or header + 8 > size:
-        raise WeightFileError(f"weights file `{path}` is not a safetensors file (its header length is missing "
-                              f"or longer than the file)")
-    if header > limit:
-        raise WeightFileError(f"weights file `{path}`: its safetensors header is {header:,} bytes; the limit "
-                              f"is {limit:,}")
-    try:
-        from safetensors import safe_open
-    except ImportError:
-        raise WeightFileError("reading .safetensors weights needs the `safetensors` package") from None
-    source = _same_file(path, fh)
-    try:
-        with safe_open(source, framework="numpy") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-    except TypeError:
-        pass  # a dtype numpy lacks (bfloat16): read through torch below
-    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
-        raise WeightFileError(f"cannot read weights file `{path}`: {_named(e, source, path)}") from None
-    try:
-        with safe_open(source, framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-    except ImportError:
-        raise WeightFileError(f"`{path}` holds a dtype numpy cannot read (bfloat16?); install torch") from None
-    except Exception as e:
-        raise WeightFileError(f"cannot read weights file `{path}`: {_named(e, source, path)}") from None
-
-
 def _named(exc: Exception, source: str, path: str) -> str:
     return str(exc).replace(source, path)
 
@@ -135,8 +106,9 @@ def _contiguous(x):
 def _same_values(a, b) -> bool:
     if any(getattr(getattr(x, "device", None), "type", None) == "meta" for x in (a, b)):
         return True                   # shapes only: nothing to compare
-    if hasattr(a, "contiguous") and hasattr(b, "contiguous"):
+    if hasattr(a, "contiguous") or hasattr(b, "contiguous"):   # torch on either side (a loaded parameter)
         import torch
+        a, b = torch.as_tensor(a), torch.as_tensor(b)
         return torch.equal(a, b.to(a))
     import numpy as np
     return np.array_equal(np.asarray(a), np.asarray(b))
@@ -401,12 +373,16 @@ def get_map(spec, mapping: str) -> WeightMap:
                          + (f" (did you mean `{hint}`?)" if hint else "") + f"; known maps: {known}")
 
 
-def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
+def convert_state_dict(spec, state_dict: Mapping, mapping: str, place=None) -> dict:
     """Map a reference state dict onto the spec's parameter names (`ir.param_shapes()` keys) through
     `mapping` (a Spec or an IRGraph either way).
 
     Returns a new dict `{spec parameter: array}` with exactly the spec's parameters, contiguous, of the
     reference's kind and dtype. Raises WeightMapError listing every problem found.
+
+    `place(name, array)`, if given, takes each converted tensor as soon as it is made, and what it returns
+    is kept instead: the torch adapter copies it into the module's parameter and keeps the parameter, so
+    the reference's tensors stream through one rule at a time (`state_dict` read key by key).
     """
     ir = _ir(spec)
     wmap = get_map(ir, mapping)
@@ -448,14 +424,14 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str) -> dict:
                 named = f"rule `{rule.rule.src}`" if rule.rule.src != name else ""   # a pattern: which one
                 how = ", ".join(filter(None, [named, how]))
                 problem = _place(out, source, shapes, target, value, key, how, mapping, rule.rule.reshape,
-                                 ir.switched_off)
+                                 ir.switched_off, place)
                 if problem:
                     problems.append(problem)
                     rejected.add(target)
     problems += [f"reference tensor `{k}` is not used by map `{mapping}`: its rule's first tensor is missing"
                  for k in state_dict if k not in joined and not any(r.matches(_strip(wmap, k)) for r in rules)
                  and any(o.fullmatch(_strip(wmap, k)) for r in rules for o in r.others)]
-    problems += _place_zeros(out, source, shapes, zeros, state_dict, mapping)
+    problems += _place_zeros(out, source, shapes, zeros, state_dict, mapping, place)
     # a parameter whose tensor was rejected is already reported: don't also call it "not set"
     problems += [f"spec parameter `{p}` {_shape(s)} is not set by map `{mapping}`: {_why_unset(p, rules, wmap)}"
                  for p, s in shapes.items() if p not in out and p not in rejected]
@@ -551,7 +527,8 @@ def _ones_like(like, shape):
     return np.ones(tuple(shape), dtype=like.dtype)
 
 
-def _place_zeros(out, source, shapes, zeros: list[_Rule], state_dict: Mapping, mapping: str) -> list[str]:
+def _place_zeros(out, source, shapes, zeros: list[_Rule], state_dict: Mapping, mapping: str,
+                 place=None) -> list[str]:
     """Set the parameters of `zero` rules to zeros of the reference's kind and dtype. A reference tensor
     that also set one must be zero itself: the map says the reference has no such tensor."""
     problems = []
@@ -559,7 +536,8 @@ def _place_zeros(out, source, shapes, zeros: list[_Rule], state_dict: Mapping, m
     for rule in zeros:
         for target in rule.zero_targets(shapes):
             if target not in out:
-                out[target], source[target] = _zeros(like, shapes[target]), "(zero)"
+                zero = _zeros(like, shapes[target])
+                out[target], source[target] = place(target, zero) if place else zero, "(zero)"
             elif not _same_values(out[target], _zeros(out[target], shapes[target])):
                 problems.append(f"reference tensor `{source[target]}` sets spec parameter `{target}`, which map "
                                 f"`{mapping}` declares absent (`zero: true`), to values that are not all zero")
@@ -586,7 +564,7 @@ def _why_unset(param: str, rules: list[_Rule], wmap: WeightMap) -> str:
 
 
 def _place(out, source, shapes, target, value, key, how, mapping, reshape=False,
-           switched_off=None) -> str | None:
+           switched_off=None, place=None) -> str | None:
     """Put one converted tensor at `target` (reshaped to its shape if the rule says so), or return the problem."""
     if not _is_float(value):  # never a silent cast: ids or complex numbers aren't weights
         return (f"reference tensor `{key}` has dtype {str(value.dtype).removeprefix('torch.')}; spec parameter "
@@ -621,7 +599,7 @@ def _place(out, source, shapes, target, value, key, how, mapping, reshape=False,
             return (f"reference tensors `{source[target]}` and `{key}` both set spec parameter `{target}` but "
                     f"differ (the spec ties them to one parameter)")
         return None
-    out[target], source[target] = value, key
+    out[target], source[target] = place(target, value) if place else value, key
     return None
 
 

@@ -60,10 +60,10 @@ def build(spec, device="cpu", dtype=None, seed: int | None = None) -> GraphModul
         memory.require(memory.param_bytes(ir), f"building `{ir.name}`", str(dev))
     with torch.device(dev):
         model = compile_graph(spec, order, progress=f"building {ir.name}")
-    if dev.type != "meta":
-        init_parameters(model, seed, dev, progress=f"initialising {ir.name}")
+    if dev.type != "meta":   # each tensor cast as soon as it is drawn: float32 is never held whole
+        init_parameters(model, seed, dev, progress=f"initialising {ir.name}", dtype=dt)
     if dt is not None:
-        model.to(dt)
+        model.to(dt)   # the buffers (and a meta model's parameters)
     return model
 
 
@@ -125,12 +125,16 @@ def _generate(model: GraphModule, root: _plan.Scope, ir, order) -> None:
     walk(model, root)
 
 
-def init_parameters(model: nn.Module, seed: int | None = None, device=None, progress: str | None = None) -> None:
+def init_parameters(model: nn.Module, seed: int | None = None, device=None, progress: str | None = None,
+                    dtype=None) -> None:
     """Deterministic init in registration (= IR) order.
 
     A module may define `init_parameters(generator)` for its own scheme; otherwise by name and rank:
     biases 0, 1-D `weight`s (norm scales) 1, everything else normal(0, 0.02). `progress` labels a bar
-    per tensor (base/progress.py): at a large size this is most of a build's time.
+    per tensor (base/progress.py): at a large size this is most of a build's time. `dtype`: each
+    floating-point parameter is cast to it right after its init (the same values as casting the module
+    afterwards), so a bf16 build never holds the whole model in float32: the parameters are created
+    with `torch.empty`, whose pages cost nothing until the init writes them.
     """
     gen = None
     if seed is not None:
@@ -158,3 +162,6 @@ def init_parameters(model: nn.Module, seed: int | None = None, device=None, prog
                 p.fill_(1.0)
             else:
                 p.normal_(0.0, INIT_STD, generator=gen)
+            for q in (mod.parameters() if p is None else [p]) if dtype is not None else ():
+                if q.is_floating_point() and q.dtype != dtype:
+                    q.data = q.data.to(dtype)

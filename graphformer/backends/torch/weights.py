@@ -4,32 +4,85 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
 from ...base.progress import track
-from ...weights.maps import convert_state_dict
+from ...weights.maps import check_shapes, convert_state_dict
 
 
-def load_weights(module: nn.Module, state_dict: dict, mapping: str, spec=None) -> nn.Module:
+def load_weights(module: nn.Module, state_dict: Mapping, mapping: str, spec=None) -> nn.Module:
     """Load a reference state dict into a module built by `graphformer.build`, through a weight map.
 
-    `spec` defaults to the module's own (`module.spec`, set by the builder). Strict: the converted dict
-    has exactly the spec's parameters, so `load_state_dict(strict=True)` checks the build agrees too.
-    Numpy arrays (a .safetensors file read without torch) are taken without a copy.
+    `spec` defaults to the module's own (`module.spec`, set by the builder). Strict: the map is first
+    run on the tensors' shapes alone (meta tensors), so every problem of names and shapes is reported
+    before a parameter changes, and the spec's parameters must be the module's. Then the tensors stream:
+    each reference tensor is taken (mapped from its file, for `read_state_dict`'s safetensors), converted
+    and copied into its parameter before the next is taken, so loading needs the module plus about one
+    tensor of memory (and one rule's worth where a rule splits or joins tensors). A problem only the
+    values show (tied tensors that differ, a non-zero tensor declared absent) is raised after the
+    parameters before it were written.
     """
     spec = spec if spec is not None else getattr(module, "spec", None)
     if spec is None:
         raise TypeError("load_weights needs the spec: pass `spec=` (this module has no `.spec`)")
-    tensors = {k: torch.as_tensor(v) for k, v in convert_state_dict(spec, state_dict, mapping).items()}
+    planned = convert_state_dict(spec, shape_stubs(state_dict), mapping)   # WeightMapError: nothing written
     own = module.state_dict()   # views of the parameters: copying into them loads
-    if own.keys() != tensors.keys() or any(own[k].shape != t.shape for k, t in tensors.items()):
-        module.load_state_dict(tensors, strict=True)   # raises torch's message naming the keys
-    with torch.no_grad():   # one tensor at a time, so a memory-mapped file is read as the bar advances
-        for k in track(tensors, len(tensors), "loading weights", "tensor"):
-            own[k].copy_(tensors[k])
+    problems = check_shapes(spec, own) if own.keys() != planned.keys() else [
+        f"`{k}` is {list(own[k].shape)} in the module, {list(t.shape)} in the spec"
+        for k, t in planned.items() if own[k].shape != t.shape]
+    if problems:
+        raise RuntimeError(f"the module does not have spec `{spec.name}`'s parameters: " + "; ".join(problems[:6]))
+
+    def place(name: str, value):
+        with torch.no_grad():
+            own[name].copy_(torch.as_tensor(value))
+        return own[name]
+    convert_state_dict(spec, _Tracked(state_dict), mapping, place=place)
     return module
+
+
+def shape_stubs(state_dict: Mapping) -> dict:
+    """The state dict's tensors as meta tensors of the same shapes and dtypes (nothing read or mapped):
+    enough to run a weight map's checks. Entries that aren't arrays are kept for the map to report."""
+    entries = getattr(state_dict, "entries", None)   # checkpoint.MappedTensors: from the headers alone
+    if entries is not None:
+        return {k: torch.empty(e.shape, dtype=_FROM_NAME[e.dtype], device="meta") for k, e in entries.items()}
+    return {k: _stub(v) for k, v in state_dict.items()}
+
+
+def _stub(value):
+    if isinstance(value, torch.Tensor):
+        return torch.empty(value.shape, dtype=value.dtype, device="meta")
+    if hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "__array__"):
+        try:
+            dtype = torch.from_numpy(np.empty(0, dtype=value.dtype)).dtype
+        except TypeError:   # a dtype torch lacks: the map sees (and refuses) the array itself
+            return value
+        return torch.empty(tuple(value.shape), dtype=dtype, device="meta")
+    return value
+
+
+class _Tracked(Mapping):
+    """A state dict whose `items()` reports progress per tensor (base/progress.py): the map's main loop."""
+
+    def __init__(self, tensors: Mapping):
+        self.tensors = tensors
+
+    def __getitem__(self, key):
+        return self.tensors[key]
+
+    def __iter__(self):
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def items(self):
+        return track(self.tensors.items(), len(self.tensors), "loading weights", "tensor")
 
 
 def save_safetensors(module: nn.Module, out, metadata: dict[str, str]) -> None:
@@ -47,6 +100,9 @@ _DTYPES = {getattr(torch, t): n for t, n in (
 ) if hasattr(torch, t)}
 
 
+_FROM_NAME = {n: t for t, n in _DTYPES.items()}
+
+
 def write_safetensors(tensors: dict, out, metadata: dict[str, str]) -> None:
     """Write `tensors` in the safetensors format to `out`: a binary file object (fileio.atomic_output's),
     or the path of an existing file to write in place (fileio.atomic_path's temp file).
@@ -55,10 +111,10 @@ def write_safetensors(tensors: dict, out, metadata: dict[str, str]) -> None:
     file and renames it over `out`: the output would get that file's 0600 mode, a kill would leave a
     temp graphformer can't recognise, and a full disk would surface as a SafetensorError. Tensors are
     streamed from their memory (no copy of the file in memory); the header is padded to 8 bytes and the
-    tensors ordered widest dtype first, as safetensors does, so every tensor stays aligned."""
+    tensors ordered widest dtype first, as safetensors does, so every tensor stays aligned. A tensor off
+    the CPU is copied to it one at a time, as it is written."""
     entries = []
     for name, t in tensors.items():
-        t = t.detach().to("cpu").contiguous()
         if t.dtype not in _DTYPES:
             raise TypeError(f"cannot write tensor `{name}` of dtype {t.dtype} as safetensors")
         entries.append((list(_DTYPES).index(t.dtype), name, t))
@@ -82,5 +138,6 @@ def _write_safetensors(fh, header: bytes, entries) -> None:
     fh.write(struct.pack("<Q", len(header)))
     fh.write(header)
     for _, _, t in entries:
-        if t.numel():
+        if t.numel():   # one tensor at a time: a copy (off a GPU, or made contiguous) lives for one write
+            t = t.detach().to("cpu").contiguous()
             fh.write(t.reshape(-1).view(torch.uint8).numpy())  # the tensor's own bytes (little-endian host)
