@@ -252,6 +252,26 @@ class IRGraph:
                     out[rep.output(o)] = (rep, local)
         return out
 
+    def entry_order(self) -> list:
+        """`entries()` in dependency order: a compact call after the values that feed it and before the
+        readers of its outputs, a weight's owner before the nodes tied to it. Raises graphs.CycleError."""
+        entries = self.entries()
+        owner = {}
+        for i, e in enumerate(entries):
+            if isinstance(e, Repeat):
+                owner.update((e.output(o), i) for o in e.bodies[e.which[-1]].outputs)
+            else:
+                owner[e.name] = i
+        succ: dict[int, list[int]] = {i: [] for i in range(len(entries))}
+        ties = self.ties
+        for i, e in enumerate(entries):
+            reads = list(e.feeds.values()) if isinstance(e, Repeat) else [*e.inputs.values(), ties.get(e.name)]
+            for r in reads:
+                j = owner.get(r)
+                if j is not None:
+                    succ[j].append(i)
+        return [entries[i] for i in graphs.topological_order(list(range(len(entries))), succ.__getitem__)]
+
     def _size(self) -> int:
         if self._entries is None:
             return sum(1 for n in self._nodes.values() if not _placeholder(n.name))
@@ -328,8 +348,7 @@ class IRGraph:
     @property
     def ties(self) -> dict[str, str]:
         """Node -> the node whose `weight` it reuses (`tied: tok` on a linear layer)."""
-        self.unroll()
-        if self._ties is None:
+        if self._ties is None:   # a compact graph's own nodes: a body holds no resolved reference
             self._ties = {}
             for n in self._nodes.values():
                 owner = n.attrs.tied_to() if n.attrs is not None else None
