@@ -11,20 +11,19 @@ Torch-free, from the IR and the op registry alone. What is exact and what is an 
   `saves` trait; each saved tensor counted once, however many ops save it; parameters excluded), checked
   against the bytes a real training forward saves (`torch.autograd.graph.saved_tensors_hooks`) by
   tests/integration/test_budget.py.
-- KV cache: per token and sequence, for every cache slot of the decoder plan (`decoding.plan_decoder`;
-  none where the graph does not decode token by token; kv_heads, not heads; a sliding window caps it at `window` tokens, see docs/summary.md).
+- KV cache: per token and sequence, for every cache slot `decoding.cache_slots` finds (none without a
+  `logits` output to generate from; kv_heads, not heads; a sliding window caps it at `window` tokens, see docs/summary.md).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-from .decoding import plan_decoder
-from ..base.diagnostics import SpecError
-from ..ir import IRGraph, IRNode
+from .decoding import _is_cache, _slot
+from ..ir import IRGraph, IRNode, Repeat
 from ..ops import REGISTRY
 from ..ops.base import Saved, dtype_bytes
-from .summary import rows
+from .summary import counted_rows
 
 OPTIMIZERS = ("adamw", "sgd", "adafactor")
 
@@ -61,15 +60,16 @@ def budget(ir: IRGraph, dims: dict[str, int], dtype: str = "float32", optimizer:
            mixed_precision: bool = False) -> Budget:
     s = dtype_bytes(dtype)
     b = Budget(dims, dtype, optimizer, mixed_precision)
-    table = rows(ir)
-    b.params = sum(r.params for r in table)
-    b.active_params = sum(r.active for r in table)
-    b.embedding_params = sum(r.params for r in table if REGISTRY[r.op].embedding)
-    b.flops = sum(r.flops.evaluate(dims) for r in table)
-    b.train_flops = sum(r.flops.evaluate(dims) * (3 if REGISTRY[r.op].matmul or r.params else 2) for r in table)
+    table = counted_rows(ir)             # a compact IR: once per distinct instantiation, times its count
+    b.params = sum(r.params * r.count for r in table)
+    b.active_params = sum(r.active * r.count for r in table)
+    b.embedding_params = sum(r.params * r.count for r in table if REGISTRY[r.op].embedding)
+    flops = [r.flops.evaluate(dims) * r.count for r in table]
+    b.flops = sum(flops)
+    b.train_flops = sum(f * (3 if REGISTRY[r.op].matmul or r.params else 2) for f, r in zip(flops, table))
     b.tokens, b.tokens_what = _tokens(ir, dims)
     shapes = _param_shapes(ir)           # of the trained parameters: frozen ones have no gradient or state
-    b.trainable_params = sum(math.prod(sh) for sh in shapes)
+    b.trainable_params = sum(math.prod(sh) * c for sh, c in shapes)
     master = 4 * b.trainable_params if mixed_precision or s != 4 else 0
     saved, per_rep, rep_inputs = activations(ir, dims, s)
     kv = kv_cache_per_token(ir, s)
@@ -104,35 +104,50 @@ def _frozen(n: IRNode) -> bool:
     return frozen is not None and frozen(n.attrs)
 
 
-def _param_shapes(ir: IRGraph) -> list[tuple[int, ...]]:
-    """Shapes of the trained parameters."""
+def _counted_nodes(g: IRGraph, count: int = 1):
+    """(node, its graph, how many nodes it stands for): a compact IR's distinct instantiations, or every node."""
+    for e in g.entries():
+        if isinstance(e, Repeat):
+            for k, body in enumerate(e.bodies):
+                yield from _counted_nodes(body, count * e.which.count(k))
+        elif e.op != "input":
+            yield e, g, count
+
+
+def _param_shapes(ir: IRGraph) -> list[tuple[tuple[int, ...], int]]:
+    """Shapes of the trained parameters, each with the number of tensors of that node."""
     out = []
-    for n in ir.nodes():
-        if n.op != "input" and n.shape is not None and not _frozen(n):
-            ins = {p: ir.node(s).shape for p, s in n.inputs.items()}
-            out += [tuple(v) for v in REGISTRY[n.op].params(n.attrs, ins).values()]
+    for n, g, c in _counted_nodes(ir):
+        if n.shape is not None and not _frozen(n):
+            ins = {p: g.value(s).shape for p, s in n.inputs.items()}
+            out += [(tuple(v), c) for v in REGISTRY[n.op].params(n.attrs, ins).values()]
     return out
 
 
-def optimizer_bytes(shapes: list[tuple[int, ...]], optimizer: str) -> int:
-    """fp32 optimizer state: AdamW two moments; SGD one momentum; Adafactor factored second moments
-    (a row and a column vector per matrix, the full tensor for vectors)."""
+def optimizer_bytes(shapes: list[tuple[tuple[int, ...], int]], optimizer: str) -> int:
+    """fp32 optimizer state of (shape, how many tensors of it): AdamW two moments; SGD one momentum;
+    Adafactor factored second moments (a row and a column vector per matrix, the full tensor for vectors)."""
     if optimizer == "adamw":
-        return sum(8 * math.prod(sh) for sh in shapes)
+        return sum(8 * math.prod(sh) * c for sh, c in shapes)
     if optimizer == "sgd":
-        return sum(4 * math.prod(sh) for sh in shapes)
-    return sum(4 * (sh[-2] * math.prod(sh[:-2]) + sh[-1]) if len(sh) >= 2 else 4 * math.prod(sh) for sh in shapes)
+        return sum(4 * math.prod(sh) * c for sh, c in shapes)
+    return sum(c * (4 * (sh[-2] * math.prod(sh[:-2]) + sh[-1]) if len(sh) >= 2 else 4 * math.prod(sh))
+               for sh, c in shapes)
 
 
 def kv_cache_per_token(ir: IRGraph, s: int) -> int:
     """Bytes one more token adds to the key/value cache of one sequence, as `graphformer generate` keeps it:
-    every cache slot of the decoder plan keeps its kv_heads × head_dim keys and values. 0 for a graph that
-    does not decode token by token (a causal text tower feeding a pooled output, as CLIP's)."""
-    try:
-        plan = plan_decoder(ir, ("logits",) if "logits" in ir.outputs else None)
-    except SpecError:
+    every cache slot keeps its kv_heads × head_dim keys and values (the slots `decoding.cache_slots` finds,
+    counted per instantiation). 0 for a graph without the `logits` output generation samples from (CLIP's
+    causal text tower feeds a pooled embedding: nothing is ever cached)."""
+    if "logits" not in ir.outputs:
         return 0
-    return sum(slot.kv_heads * sum(slot.widths.values()) * s for slot in plan.slots.values())
+    total = 0
+    for n, _, c in _counted_nodes(ir):
+        if n.shape is not None and _is_cache(n):
+            slot = _slot(n, 0)
+            total += c * slot.kv_heads * sum(slot.widths.values()) * s
+    return total
 
 
 def _numel(t, dims) -> int:
@@ -140,8 +155,10 @@ def _numel(t, dims) -> int:
 
 
 def _largest_output(ir: IRGraph, dims, s) -> int:
-    return max((_numel(n.shape, dims) * (dtype_bytes(n.shape.dtype, s) if n.shape.dtype != "float32" else s)
-                for n in ir.nodes() if n.shape is not None), default=0)
+    shapes = {n.shape for n, _, _ in _counted_nodes(ir) if n.shape is not None}
+    shapes |= {ir.node(v).shape for v in ir.inputs.values() if ir.node(v).shape is not None}
+    return max((_numel(t, dims) * (dtype_bytes(t.dtype, s) if t.dtype != "float32" else s) for t in shapes),
+               default=0)
 
 
 # ---------------------------------------------------------------- per device under FSDP and tensor parallelism
@@ -184,6 +201,10 @@ def per_device(ir: IRGraph, dims: dict[str, int], dtype: str = "float32", optimi
 def activations(ir: IRGraph, dims: dict[str, int], s: int) -> tuple[int, dict[str, int], dict[str, int]]:
     """Bytes autograd keeps for backward in a training forward: total, and per repetition of a repeated
     block the bytes saved inside it, and the bytes of what flows into it (what checkpointing keeps)."""
+    if ir.compact:
+        got = _CompactSaving(ir, dims, s).run()
+        if got is not None:
+            return got
     kept: set[str] = set()           # nodes whose output some consumer saves (counted once)
     internal: dict[str, int] = {}    # bytes an op saves of its own (attention's q, k, v; norm statistics)
     for n in ir.nodes():
@@ -237,7 +258,8 @@ class _Saving:
     """The `SaveContext` a node's `saves` trait reads (ops/base.py)."""
 
     def __init__(self, n: IRNode, ir: IRGraph, dims, s):
-        self.attrs, self.ins, self.out, self.dims, self.itemsize = n.attrs, ir.input_types(n), n.shape, dims, s
+        self.attrs, self.out, self.dims, self.itemsize = n.attrs, n.shape, dims, s
+        self.ins = {p: ir.value(x).shape for p, x in n.inputs.items()}
 
     def numel(self, t) -> int:
         return _numel(t, self.dims)
@@ -255,3 +277,150 @@ def _saves(n: IRNode, ir: IRGraph, dims, s) -> tuple[tuple[str, ...], int]:
     """(input ports whose values the op saves, or "out" for its output; bytes of tensors of its own)."""
     saved: Saved = REGISTRY[n.op].saves(_Saving(n, ir, dims, s))
     return saved.ports, saved.own
+
+
+class _CompactSaving:
+    """`activations` of a compact IR, once per distinct instantiation and set of its values that readers
+    outside it save: a repetition's carried output is kept when the next repetition saves that input, the
+    last one's outputs when a reader after the call does. None where a root-level compact call sits inside
+    an unrolled repetition (the caller unrolls then)."""
+
+    def __init__(self, ir: IRGraph, dims, s):
+        self.ir, self.dims, self.s = ir, dims, s
+        self.sizes: dict = {}
+        self.memo: dict = {}
+        self.reads: dict = {}
+
+    def size(self, t) -> int:
+        if t not in self.sizes:
+            self.sizes[t] = _numel(t, self.dims) * (self.s if t.dtype == "float32" else dtype_bytes(t.dtype))
+        return self.sizes[t]
+
+    def scan(self, g: IRGraph, ext: frozenset):
+        """(values of `g` kept, bytes each node saves of its own, `g`'s nodes, its compact calls' bytes per
+        repetition), or None."""
+        kept, own, real = set(ext), {}, {}
+        entries = g.entries()
+        for e in entries:
+            if isinstance(e, Repeat):
+                continue
+            if e.shape is not None and not e.name.startswith("<"):
+                real[e.name] = e
+            if e.op == "input" or e.shape is None:
+                continue
+            ports, own[e.name] = _saves(e, g, self.dims, self.s)
+            kept |= {e.inputs[p] for p in ports if p in e.inputs and g.value(e.inputs[p]).shape is not None}
+            if "out" in ports:
+                kept.add(e.name)
+        reps = []
+        for e in reversed(entries):   # a call's readers come after it
+            if isinstance(e, Repeat):
+                each, fed = self.repeat(e, kept)
+                if each is None:
+                    return None
+                kept |= {e.feeds[x] for x in fed}
+                reps.append((e, each))
+        return kept, own, real, reps
+
+    def graph(self, g: IRGraph, ext: frozenset):
+        """(bytes saved in `g`, its placeholders that its readers save), `ext` being saved from outside."""
+        key = (id(g), ext)
+        if key not in self.memo:
+            got = self.scan(g, ext)
+            if got is None:
+                self.memo[key] = None
+            else:
+                kept, own, real, reps = got
+                total = sum(own.values()) + sum(self.size(real[k].shape) for k in kept if k in real)
+                self.memo[key] = (total + sum(sum(each) for _, each in reps),
+                                  frozenset(p for p in g.inputs.values() if p in kept))
+        return self.memo[key]
+
+    def repeat(self, rep: Repeat, outside: set):
+        each, fed, saved = [0] * rep.count, set(), frozenset()
+        for i in range(rep.count - 1, -1, -1):
+            body = rep.bodies[rep.which[i]]
+            if i == rep.count - 1:
+                ext = frozenset(body.outputs[o] for o in body.outputs if rep.output(o) in outside)
+            else:
+                later = rep.bodies[rep.which[i + 1]]
+                ext = frozenset(body.outputs[x] for x in rep.carried if later.inputs[x] in saved)
+            got = self.graph(body, ext)
+            if got is None:
+                return None, None
+            each[i], saved = got
+            fed |= {x for x, ph in body.inputs.items() if ph in saved and (i == 0 or x not in rep.carried)}
+        return each, fed
+
+    def read(self, g: IRGraph) -> frozenset:
+        """`g`'s placeholders that some node in it reads (its compact calls' repetitions included)."""
+        if id(g) not in self.reads:
+            names: set = set()
+            for e in g.entries():
+                if isinstance(e, Repeat):
+                    for k, body in enumerate(e.bodies):
+                        got, ks = self.read(body), [i for i, w in enumerate(e.which) if w == k]
+                        names |= {e.feeds[x] for x, ph in body.inputs.items() if ph in got
+                                  and (x not in e.carried or ks[0] == 0)}
+                else:
+                    names |= set(e.inputs.values())
+            self.reads[id(g)] = frozenset(p for p in g.inputs.values() if p in names)
+        return self.reads[id(g)]
+
+    def run(self):
+        ir = self.ir
+        calls = [e for e in ir.entries() if isinstance(e, Repeat)]
+        if any(_enclosed(rep) for rep in calls):
+            return None
+        got = self.scan(ir, frozenset())
+        if got is None:
+            return None
+        kept, own, real, reps = got
+        last = {rep.output(o): rep.prefix(rep.count - 1)[:-1] for rep in calls for o in rep.bodies[rep.which[-1]].outputs}
+        per_rep: dict[str, int] = {}
+        rep_inputs: dict[str, int] = {}
+        total = sum(own.values()) + sum(self.size(real[k].shape) for k in kept if k in real)
+        for name, n in real.items():
+            rep = _repetition(n)
+            if rep is None:
+                continue
+            per_rep[rep] = per_rep.get(rep, 0) + own.get(name, 0) + (self.size(n.shape) if name in kept else 0)
+            outside = {src for src in n.inputs.values() if ir.value(src).shape is not None and
+                       (last.get(src) if src not in real else _repetition(real[src])) != rep}
+            rep_inputs.setdefault("_seen" + rep, set())
+            for src in outside - rep_inputs["_seen" + rep]:
+                rep_inputs[rep] = rep_inputs.get(rep, 0) + self.size(ir.value(src).shape)
+            rep_inputs["_seen" + rep] |= outside
+        rep_inputs = {k: v for k, v in rep_inputs.items() if not k.startswith("_seen")}
+        for rep, each in reps:
+            total += sum(each)
+            for i, v in enumerate(each):
+                key = rep.prefix(i)[:-1]
+                per_rep[key] = v
+                body = rep.bodies[rep.which[i]]
+                prev = rep.bodies[rep.which[i - 1]] if i else None
+                sources = {}
+                for x, ph in body.inputs.items():
+                    if ph in self.read(body):
+                        if i and x in rep.carried:
+                            sources[("prev", prev.outputs[x])] = prev.value(prev.outputs[x]).shape
+                        else:
+                            sources[("feed", rep.feeds[x])] = ir.value(rep.feeds[x]).shape
+                if sources:
+                    rep_inputs[key] = sum(self.size(t) for t in sources.values() if t is not None)
+        return total, per_rep, rep_inputs
+
+
+def _enclosed(rep: Repeat) -> bool:
+    """Whether a root-level compact call's nodes sit inside a repetition of an enclosing (unrolled) call."""
+    node = _a_node(rep)
+    return node is None or any(f.index is not None for f in node.scope[:rep.depth])
+
+
+def _a_node(rep: Repeat) -> IRNode | None:
+    for body in rep.bodies:
+        for e in body.entries():
+            found = _a_node(e) if isinstance(e, Repeat) else None if e.name.startswith("<") else e
+            if found is not None:
+                return found
+    return None

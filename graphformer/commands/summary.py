@@ -9,7 +9,7 @@ import sys
 from ..analysis.budget import OPTIMIZERS, budget, per_device
 from ..base.dims import Dim, DimError
 from ..base.diagnostics import escape_controls
-from ..analysis.summary import Row, rows
+from ..analysis.summary import Row, counted_rows, rolled_up, rows
 from .common import EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, dims_arg, load_checked
 
 from ..base.dtypes import dtype_arg
@@ -42,9 +42,10 @@ def run(args) -> int:
     dims = dims_arg(args, ir)
     if args.depth is not None and args.depth < 1:
         raise CommandError("--depth must be at least 1", 2)
+    depth = args.depth or (None if args.all or args.format == "json" else DEFAULT_DEPTH)
     try:  # counts are exact integers bounded by 10^18; absurd sizes overflow that bound
-        table = rows(ir)
-        total_f = sum((r.flops for r in table), Dim.const(0))
+        table = counted_rows(ir) if depth else rows(ir)   # rolled up: once per distinct instantiation
+        total_f = _total_flops(table)
         total_f.subs(dims)
         plan = budget(ir, ir.resolve_dims(dims), args.dtype, args.optimizer, args.mixed_precision)
         mesh = per_device(ir, plan.dims, args.dtype, args.optimizer, args.mixed_precision,
@@ -56,7 +57,6 @@ def run(args) -> int:
         d = d.subs(dims)
         return d.value if d.is_const else str(d)
 
-    depth = args.depth or (None if args.all or args.format == "json" else DEFAULT_DEPTH)
     shown = rollup(table, depth) if depth else [(r.node, r.op, r.shape, r.params, r.flops, 1) for r in table]
     if args.format == "json":
         doc = {"name": ir.name, **plan.as_json(), "flops_symbolic": fl(total_f), "dims": plan.dims,
@@ -99,34 +99,12 @@ def render_mesh(m: dict) -> str:
 
 
 def rollup(table: list[Row], depth: int) -> list[tuple]:
-    """Rows grouped by the first `depth` parts of their path, repetition indices dropped: a 96-layer model
-    gives one row per block kind (`blocks × 96`). Params and FLOPs are summed over the group; a block's
-    shape is its output's, the last node of the group in execution order (not its first node's)."""
-    groups: dict[str, list] = {}
-    for r in table:
-        parts = r.node.split(".")
-        named = [p for p in parts if not p.isdigit()]
-        key = ".".join(named[:depth])
-        reps = _repetitions(parts, depth)
-        g = groups.setdefault(key, [key, r.op if len(named) <= depth else "block", r.shape, 0, Dim.const(0), set()])
-        g[2] = r.shape if g[1] == "block" else g[2]
-        g[3] += r.params
-        g[4] = g[4] + r.flops
-        g[5].add(reps)
-    return [(k, op, sh, p, f, len(c)) for k, op, sh, p, f, c in groups.values()]
+    """Rows grouped by the first `depth` parts of their path (`analysis.summary.rolled_up`)."""
+    return rolled_up(table, depth)
 
 
-def _repetitions(parts: list[str], depth: int) -> tuple:
-    """The repetition indices on the path down to `depth` named parts (what distinguishes group members)."""
-    out, named = [], 0
-    for p in parts:
-        if p.isdigit():
-            out.append(p)
-        else:
-            named += 1
-            if named > depth:
-                break
-    return tuple(out)
+def _total_flops(table: list[Row]) -> Dim:
+    return sum((r.flops * r.count if r.count != 1 else r.flops for r in table), Dim.const(0))
 
 
 def _gib(n: int) -> str:
@@ -148,7 +126,7 @@ def render(shown, fl, plan, table) -> str:
     for name, (n, op, sh, p, f, c) in zip(names, shown):
         out.append(f"{name:<{w}}  {op:<{wo}}  {sh:<{ws}}  {p:>15,}  {num(fl(f))}")
     out.append("-" * (len(head) + 16))
-    total_f = fl(sum((r.flops for r in table), Dim.const(0)))
+    total_f = fl(_total_flops(table))
     out.append(f"{'total':<{w}}  {'':<{wo}}  {'':<{ws}}  {plan.params:>15,}  {num(total_f)}")
     m = plan.memory
     per = "token" if plan.tokens_what == "tokens" else "example"

@@ -25,14 +25,15 @@ class CheckResult:
 
 
 def check_file(path: str, preset: str | None = None, overrides: dict[str, int] | None = None,
-               via: str = "--set") -> CheckResult:
+               via: str = "--set", compact: bool = True) -> CheckResult:
     """`path` may name a bundled model. Raises UsageError for unreadable files and bad overrides; everything
-    else is a diagnostic."""
+    else is a diagnostic. `compact=False` unrolls every repetition before analysing (what the compact
+    analyses must equal)."""
     try:
         prog = load_program(resolve(path), preset, overrides, via)
     except SpecError as e:
         return CheckResult(None, e.diagnostics)
-    ir, diags = expand(prog)
+    ir, diags = expand(prog, compact)
     diags = _plugin_diagnostics(prog, diags)
     if any(d.code == "GF150" for d in diags):
         return CheckResult(None, diags)

@@ -1,5 +1,11 @@
 """Front end, part 2: a loaded `Program` → the IR graph (blocks inlined, `repeat` unrolled).
 
+A repeated call is unrolled compactly where that is exact: its body is expanded once per distinct
+instantiation (the params each repetition sees, `repeat_index`-driven ones included) into an `ir.Repeat`,
+which the IR unrolls on demand. Any diagnostic, a forward reference into the call, a resolved node
+reference (`tied:`) or a block output that is a block input takes the full path instead, so the IR and
+every diagnostic are what unrolling every repetition gives.
+
 References are resolved through `Slot`s so that a node may name one defined later in the same scope
 and block inputs can alias values that are not known yet; all slots are resolved once at the end.
 Errors are collected (never raised) and the offending node is marked broken so that its consumers
@@ -21,7 +27,7 @@ from pydantic import ValidationError
 from ..base.diagnostics import Diagnostic, Span, did_you_mean
 from ..base.dims import Dim, DimError, number, parse
 from ..base.errors import UsageError
-from ..ir import BlockInputCheck, Body, Frame, IRGraph, IRNode, WeightMap, WeightRule
+from ..ir import BlockInputCheck, Body, Frame, IRGraph, IRNode, Repeat, WeightMap, WeightRule
 from .load import MAX_PARAM, Program, SpecCtx, param_kind, pydantic_diagnostics
 from ..ops import REGISTRY
 from ..ops.base import TensorType
@@ -244,8 +250,9 @@ class Expectation:
 
 
 class Expander:
-    def __init__(self, prog: Program):
-        self.prog = prog
+    def __init__(self, prog: Program, compact: bool = True):
+        self.prog, self.compact = prog, compact
+        self.total = 0                                          # nodes of the full expansion so far
         self.diags: list[Diagnostic] = []
         root = prog.root
         self.ir = IRGraph(root.spec.name, root.file, root.spec.doc, params=dict(prog.params),
@@ -895,6 +902,7 @@ class Expander:
         node = IRNode(scope.prefix + name, decl.op, attrs, {}, scope.span("nodes", name, key=True), scope.frames)
         self._add(node)
         node.meta["attr_spans"], node.meta["param_refs"] = attr_spans, param_refs
+        node.meta["dim_text"] = {k: v for k, v in decl.attrs.items() if k in op.attrs.dim_fields}
         for k, v in refs_read:
             self.pending.append((node, f"attr:{k}", self._lookup(scope, v, scope.span("nodes", name, k))))
         return self._connect(scope, name, decl, prev, op, node, True)
@@ -956,7 +964,7 @@ class Expander:
                                          f"input and one output (it has {len(block.inputs)} and "
                                          f"{len(block.outputs)})", span))
             return None
-        sub = Expander(self.prog)
+        sub = Expander(self.prog, self.compact)
         sub.ir = IRGraph(block_name, bctx.file, params=dict(self.prog.params))
         env = dict(self.prog.params)
         for k, v in block.params.items():
@@ -1021,6 +1029,10 @@ class Expander:
         for k in in_names:   # an optional input left out: the optional ports that read it are not fed
             ins.setdefault(k, Slot(broken=True, off=f"block input `{k}`, which the call `{name}` leaves out"))
         carried = [o for o in block.outputs if o in block.inputs]
+        if decl.repeat is not None and count > 1 and self.compact:
+            slot = self._compact_call(scope, name, decl, ins, carried, count, call_span)
+            if slot is not None:
+                return slot
         outs: dict[str, Slot] = {}
         last_env, dims = None, {}
         for i in range(count):
@@ -1049,12 +1061,118 @@ class Expander:
             outs = {o: self._lookup(inner, ref, inner.span("outputs", o)) for o, ref in block.outputs.items()}
             self._close(inner)
             ins = {**ins, **{k: outs[k] for k in carried}}
+        return self._call_outputs(scope, name, outs)
+
+    @staticmethod
+    def _call_outputs(scope: Scope, name: str, outs: dict[str, Slot]) -> Slot:
         for o, slot in outs.items():
             scope.define(f"{name}.{o}", slot)
         if len(outs) == 1:
             return next(iter(outs.values()))
         problem = (f"`{name}`, which has several outputs ({', '.join(outs)}): name one, e.g. `in: {name}.{next(iter(outs))}`")
         return Slot(broken=True, problem=problem)
+
+    # ------------------------------------------------------------------ compact repetitions
+    def _compact_call(self, scope: Scope, name: str, decl: NodeDecl, ins: dict[str, Slot], carried: list[str],
+                      count: int, call_span: Span | None) -> Slot | None:
+        """A repeated call as an `ir.Repeat`: its body expanded once per distinct instantiation. None (and
+        nothing recorded) where that would not be exactly the full unrolling; the caller then unrolls."""
+        feeds = {}
+        for k, slot in ins.items():
+            s = slot.resolve()
+            if s.target is None or s.broken or s.off is not None:   # defined later, or already wrong
+                return None
+            feeds[k] = s.target
+        snap = (len(self.diags), set(self.read), self.hints_left, dict(self.bodies), self.total,
+                dict(self.ir.switched_off))
+        saved = (self.ir, self.pending, self.expectations)
+        rep = None
+        try:
+            rep = self._instantiations(scope, name, decl, feeds, carried, count, call_span)
+        finally:
+            outer = self.ir = saved[0]
+            self.pending, self.expectations = saved[1], saved[2]
+        extra = 0 if rep is None else rep.size - sum(b._size() for b in rep.bodies)
+        if rep is None or len(self.diags) != snap[0] or self.total + extra > self.max_nodes:
+            self.diags[snap[0]:] = []
+            self.read, self.hints_left, self.bodies, self.total = snap[1], snap[2], snap[3], snap[4]
+            outer.switched_off = snap[5]
+            return None
+        self.total += extra
+        outer.add_repeat(rep)
+        self.expectations.append(rep)   # its block-input checks, in the order of a full expansion
+        for body in rep.bodies:
+            outer.bodies += body.bodies
+        for i in range(count):
+            k = rep.which[i]
+            first = rep.prefix(rep.firsts[k])
+            for path, why in rep.bodies[k].switched_off.items():
+                outer.switched_off[rep.prefix(i) + path[len(first):]] = why
+        _, block = self.prog.blocks[decl.op]
+        return self._call_outputs(scope, name, {o: Slot(rep.output(o)) for o in block.outputs})
+
+    def _instantiations(self, scope: Scope, name: str, decl: NodeDecl, feeds: dict[str, str],
+                        carried: list[str], count: int, call_span: Span | None) -> Repeat | None:
+        keys: dict[tuple, int] = {}
+        which, firsts, envs = [], [], []
+        env = None
+        for i in range(count):
+            if env is None or decl.attrs:
+                self.repeat_count = count
+                env = self._call_env(scope, name, decl, i)
+                self.repeat_count = None
+            try:
+                key = tuple([(k, type(v), tuple(v) if isinstance(v, list) else v) for k, v in env.items()])
+                k = keys.setdefault(key, len(keys))
+            except TypeError:
+                return None
+            if k == len(firsts):
+                firsts.append(i)
+                envs.append(env)
+            which.append(k)
+        bodies, check = [], None
+        for env, first in zip(envs, firsts):
+            body = self._instantiation(scope, name, decl, env, first, count, call_span, carried)
+            if body is None:
+                return None
+            g, check = body
+            bodies.append(g)
+        check = replace(check, sources={k: check.sources[k] for k in feeds})
+        return Repeat(f"{scope.prefix}{name}", count, len(scope.frames), bodies, firsts, which, feeds,
+                      tuple(carried), check)
+
+    def _instantiation(self, scope: Scope, name: str, decl: NodeDecl, env: dict, first: int, count: int,
+                       call_span: Span | None, carried: list[str]) -> tuple[IRGraph, Any] | None:
+        """Repetition `first` expanded into a graph of its own, block inputs as placeholders."""
+        bctx, block = self.prog.blocks[decl.op]
+        g = self.ir = IRGraph(decl.op, bctx.file)
+        self.pending, self.expectations = [], []
+        prefix = f"{scope.prefix}{name}.{first}."
+        frame = Frame(f"{scope.prefix}{name}", decl.op, first, count, call_span)
+        inner = Scope(bctx, ("blocks", decl.op), prefix, env, scope.frames + (frame,), spans=scope.spans, dims={})
+        slots = {}
+        for k in block.inputs:
+            g.add(IRNode(f"<{k}>", "input", None, {}, None))
+            g.inputs[k] = f"<{k}>"
+            slots[k] = Slot(f"<{k}>")
+            inner.define(k, slots[k])
+        inner.first_input = next(iter(slots.values()), None)
+        self._expect(inner, block, slots, call_span, decl.op, first, carried)
+        own = self.expectations.pop() if self.expectations else None
+        self._nodes(inner, block.nodes)
+        outs = {o: self._lookup(inner, ref, inner.span("outputs", o)) for o, ref in block.outputs.items()}
+        self._close(inner)
+        if own is None or any(port.startswith("attr:") for _, port, _ in self.pending):
+            return None
+        self._resolve()
+        for o, slot in outs.items():
+            s = slot.resolve()
+            if s.target is None or s.broken or s.off is not None or not s.target.startswith(prefix):
+                return None
+            g.outputs[o] = s.target
+        check = BlockInputCheck(own.block, own.call_span, own.patterns, {k: f"<{k}>" for k in own.slots},
+                                own.spans, None, own.carried)
+        return g, check
 
     def _call_env(self, scope: Scope, name: str, decl: NodeDecl, index: int | None) -> dict[str, Any]:
         """The params a block call's body sees: the model's, the block's defaults, the call's overrides
@@ -1115,11 +1233,12 @@ class Expander:
         scope.forward.clear()
 
     def _add(self, node: IRNode) -> None:
-        if len(self.ir) >= self.max_nodes:
+        if self.total >= self.max_nodes:
             self.diags.append(Diagnostic("GF150", f"the expanded graph has more than {self.max_nodes:,} nodes", node.span,
                                          help="lower the `repeat` counts, or raise the limit with the "
                                               "GRAPHFORMER_MAX_NODES environment variable"))
             raise _Abort()
+        self.total += 1
         self.ir.add(node)
 
     def _resolve(self) -> None:
@@ -1151,6 +1270,9 @@ class Expander:
             else:
                 node.inputs[port] = s.target
         for e in self.expectations:
+            if isinstance(e, Repeat):
+                self.ir.block_checks.append(e)
+                continue
             sources = {k: s.target for k, slot in e.slots.items()
                        if (s := slot.resolve()).target is not None and not s.broken}
             self.ir.block_checks.append(BlockInputCheck(e.block, e.call_span, e.patterns, sources, e.spans,
@@ -1212,6 +1334,7 @@ class _SizeEstimate:
         return d.value if d.is_const else None
 
 
-def expand(prog: Program) -> tuple[IRGraph, list[Diagnostic]]:
-    """The IR of `prog` (its block-input shape checks in `ir.block_checks`) and the problems found."""
-    return Expander(prog).run()
+def expand(prog: Program, compact: bool = True) -> tuple[IRGraph, list[Diagnostic]]:
+    """The IR of `prog` (its block-input shape checks in `ir.block_checks`) and the problems found.
+    `compact=False`: every repetition expanded (what compact repeats must unroll to)."""
+    return Expander(prog, compact).run()

@@ -1,6 +1,11 @@
 """Shape inference and structural lint over the IR: one topological walk, errors collected per node.
 
 A node whose rule fails (or whose input is unknown) gets shape None, so its consumers stay quiet.
+
+A compact IR (`ir.Repeat`) is analysed per distinct instantiation: each body is inferred once, and only
+if every repetition that uses it gives it the same input types; lint follows liveness backwards through
+the repetitions. Whenever that finds anything to report (or can't be sure), the IR is unrolled and the
+per-node walk below runs instead, so diagnostics are those of the full graph.
 """
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ import copy
 
 from ..base.diagnostics import Diagnostic, Label
 from ..base.dims import Dim, DimError, parse
-from ..ir import BlockInputCheck, IRGraph
+from ..base.graphs import CycleError
+from ..ir import BlockInputCheck, IRGraph, Repeat
 from ..ops import REGISTRY
 from ..ops.base import ShapeError
 
@@ -19,6 +25,8 @@ def lint(ir: IRGraph) -> list[Diagnostic]:
     Each cycle is reported once; its nodes are marked broken and their incoming edges dropped, so the
     rest of the graph can still be inferred (collect, don't stop).
     """
+    if ir.compact and _all_live(ir, set(ir.outputs.values()), {}) is not None:
+        return []
     diags = []
     for cycle, part in ir.cycles():
         names = cycle + cycle[:1]
@@ -49,53 +57,21 @@ def lint(ir: IRGraph) -> list[Diagnostic]:
 
 
 def infer(ir: IRGraph) -> list[Diagnostic]:
+    if ir.compact:
+        if _compact_infer(ir, {}) and not any(ir.value(src).meta.get("optional") for src in ir.outputs.values()):
+            return []
+        ir.unroll()
+        for n in ir.nodes():   # what the compact attempt marked is decided again below
+            if n.op != "input":
+                for k in ("optional", "optional_ports", "optional_from"):
+                    n.meta.pop(k, None)
     diags = []
     ties = ir.ties
     known: dict[tuple, object] = {}   # (op, attrs, input types) -> shape: a rule is pure, repetitions share it
     for n in ir.nodes():
-        if n.op == "input":
-            continue
-        if n.meta.get("broken") or n.op not in REGISTRY:
-            n.shape = None
-            continue
-        ins = ir.input_types(n)
-        if any(v is None for v in ins.values()):
-            n.shape = None
-            continue
-        required = REGISTRY[n.op].required_ports
-        # computed from a value that may be absent: absent with it (a padding mask interleaved, say)
-        absent = [p for p, src in n.inputs.items()
-                  if ir.node(src).meta.get("optional") and (p in required or REGISTRY[n.op].variadic)]
-        if absent:
-            n.meta.update(optional=True, optional_ports=absent,
-                          optional_from=ir.node(n.inputs[absent[0]]).meta.get("optional_from", n.inputs[absent[0]]))
-        key = None if n.name in ties else (n.op, id(n.attrs), tuple(ins.items()))
-        if key is not None and key in known:
-            n.shape = known[key]
-            continue
-        try:
-            n.shape = _apply_rule(ir, n, ins)
-            if key is not None:
-                known[key] = n.shape
-        except ShapeError as e:
-            n.shape = None
-            if REGISTRY[n.op].variadic:  # ports `xs0`, `xs1` mean nothing to a user: name the producers
-                for port, src in n.inputs.items():
-                    e.message = e.message.replace(f"`{port}`", f"`{ir.node(src).short}`")
-            labels = []
-            if e.port in n.inputs:
-                src = ir.node(n.inputs[e.port])
-                if src.span:
-                    labels.append(Label(src.span, f"`{src.short}` produces {src.shape}"))
-            notes = [f"in block `{f.block}`" + (f" (repetition {f.index} of {f.count})" if f.index is not None else "")
-                     + (f", called at {f.call_span}" if f.call_span else "") for f in reversed(n.scope)]
-            span = n.meta.get("attr_spans", {}).get(e.attr) or n.span
-            refs = n.meta.get("param_refs", {})
-            params = refs.get(e.attr, []) if e.attr else sorted({p for r in refs.values() for p in r})
-            origins = [f"`{p}` = {ir.params[p]!r} comes from {ir.param_origin[p]}" for p in params
-                       if p in ir.param_origin]
-            diags.append(Diagnostic(e.code, f"`{n.short}` ({n.op}): {e.message}", span, node=n.name,
-                                    labels=labels, notes=notes[:1] + origins, help=e.help or _width_hint(ir, n, e)))
+        e = _infer_node(ir, n, ties, known)
+        if e is not None:
+            diags.append(_shape_diagnostic(ir, n, e))
     for out, src in ir.outputs.items():
         node = ir.node(src)
         if node.meta.get("optional"):
@@ -106,6 +82,183 @@ def infer(ir: IRGraph) -> list[Diagnostic]:
                                     help="an optional input may only feed what ends in optional inputs of ops "
                                          "(an attention `mask`, rotary `positions`); remove `optional: true`"))
     return _dedupe_repeats(diags)
+
+
+def _infer_node(ir: IRGraph, n, ties: dict, known: dict) -> ShapeError | None:
+    """Set `n.shape` from its inputs' (None when unknown or wrong); the rule's error, if any."""
+    if n.op == "input":
+        return None
+    if n.meta.get("broken") or n.op not in REGISTRY:
+        n.shape = None
+        return None
+    ins = {p: ir.value(s).shape for p, s in n.inputs.items()}
+    if any(v is None for v in ins.values()):
+        n.shape = None
+        return None
+    required = REGISTRY[n.op].required_ports
+    # computed from a value that may be absent: absent with it (a padding mask interleaved, say)
+    absent = [p for p, src in n.inputs.items()
+              if ir.value(src).meta.get("optional") and (p in required or REGISTRY[n.op].variadic)]
+    if absent:
+        n.meta.update(optional=True, optional_ports=absent,
+                      optional_from=ir.value(n.inputs[absent[0]]).meta.get("optional_from", n.inputs[absent[0]]))
+    key = None if n.name in ties else (n.op, id(n.attrs), tuple(ins.items()))
+    if key is not None and key in known:
+        n.shape = known[key]
+        return None
+    try:
+        n.shape = _apply_rule(ir, n, ins, ties)
+        if key is not None:
+            known[key] = n.shape
+    except ShapeError as e:
+        n.shape = None
+        return e
+    return None
+
+
+def _shape_diagnostic(ir: IRGraph, n, e: ShapeError) -> Diagnostic:
+    if REGISTRY[n.op].variadic:  # ports `xs0`, `xs1` mean nothing to a user: name the producers
+        for port, src in n.inputs.items():
+            e.message = e.message.replace(f"`{port}`", f"`{ir.node(src).short}`")
+    labels = []
+    if e.port in n.inputs:
+        src = ir.node(n.inputs[e.port])
+        if src.span:
+            labels.append(Label(src.span, f"`{src.short}` produces {src.shape}"))
+    notes = [f"in block `{f.block}`" + (f" (repetition {f.index} of {f.count})" if f.index is not None else "")
+             + (f", called at {f.call_span}" if f.call_span else "") for f in reversed(n.scope)]
+    span = n.meta.get("attr_spans", {}).get(e.attr) or n.span
+    refs = n.meta.get("param_refs", {})
+    params = refs.get(e.attr, []) if e.attr else sorted({p for r in refs.values() for p in r})
+    origins = [f"`{p}` = {ir.params[p]!r} comes from {ir.param_origin[p]}" for p in params
+               if p in ir.param_origin]
+    return Diagnostic(e.code, f"`{n.short}` ({n.op}): {e.message}", span, node=n.name,
+                      labels=labels, notes=notes[:1] + origins, help=e.help or _width_hint(ir, n, e))
+
+
+# ---------------------------------------------------------------- compact: once per distinct instantiation
+
+def _compact_infer(g: IRGraph, known: dict) -> bool:
+    """Shapes of `g`'s nodes and of its compact calls' bodies; False where a full walk must decide
+    (an error, an unknown shape, a cycle, or a body whose repetitions see different input types)."""
+    try:
+        order = g.entry_order()
+    except CycleError:
+        return False
+    ties = g.ties
+    for e in order:
+        if isinstance(e, Repeat):
+            if not _infer_repeat(g, e, known):
+                return False
+        elif e.op != "input" and (e.meta.get("broken") or _infer_node(g, e, ties, known) is not None
+                                  or e.shape is None):
+            return False
+    return True
+
+
+def _infer_repeat(g: IRGraph, rep: Repeat, known: dict) -> bool:
+    done: dict[int, tuple] = {}   # body -> the input types it was inferred at
+    for i in range(rep.count):
+        k = rep.which[i]
+        body = rep.bodies[k]
+        sig = []
+        for x in body.inputs:
+            if i and x in rep.carried:
+                prev = rep.bodies[rep.which[i - 1]]
+                src, name = prev.value(prev.outputs[x]), None
+            else:
+                src, name = g.value(rep.feeds[x]), rep.feeds[x]
+            if src.shape is None:
+                return False
+            opt = bool(src.meta.get("optional"))
+            frm = src.meta.get("optional_from", name if name is not None else rep.output(x, i - 1)) if opt else None
+            sig.append((src.shape, opt, frm))
+        sig = tuple(sig)
+        if k in done:
+            if done[k] != sig:
+                return False
+            continue
+        for (shape, opt, frm), ph in zip(sig, body.inputs.values()):
+            node = body.value(ph)
+            node.shape, node.meta = shape, ({"optional": True, "optional_from": frm} if opt else {})
+        if not _compact_infer(body, known) or any(body.value(o).shape is None for o in body.outputs.values()):
+            return False
+        done[k] = sig
+    return True
+
+
+def _all_live(g: IRGraph, sinks: set[str], memo: dict) -> set[str] | None:
+    """The placeholders of `g` that `sinks` need, if every node of `g` (every repetition of its compact
+    calls included) feeds a sink; None if some node is dead or `g` has a cycle."""
+    try:
+        order = g.entry_order()
+    except CycleError:
+        return None
+    used, ties = set(sinks), g.ties
+    for e in reversed(order):
+        if isinstance(e, Repeat):
+            outs = frozenset(o for o in e.bodies[e.which[-1]].outputs if e.output(o) in used)
+            live_in = _repeat_live(e, outs, memo) if outs else None
+            if live_in is None:
+                return None
+            used.update(e.feeds[x] for x in live_in)
+        elif e.name not in used:
+            if not e.name.startswith("<"):   # a placeholder may go unread; a node may not
+                return None
+        else:
+            used.update(e.inputs.values())
+            if e.name in ties:
+                used.add(ties[e.name])
+    return {p for p in g.inputs.values() if p in used}
+
+
+def _repeat_live(rep: Repeat, outs: frozenset, memo: dict) -> set[str] | None:
+    """The block inputs whose feeds a compact call reads when `outs` of its last repetition are used; None
+    if some node in some repetition is dead."""
+    need, fed = outs, set()
+    for i in range(rep.count - 1, -1, -1):
+        body = rep.bodies[rep.which[i]]
+        key = (id(body), need)
+        if key not in memo:
+            memo[key] = _all_live(body, {body.outputs[o] for o in need}, memo)
+        if memo[key] is None:
+            return None
+        xs = {x for x, p in body.inputs.items() if p in memo[key]}
+        fed |= {x for x in xs if i == 0 or x not in rep.carried}
+        need = frozenset(x for x in xs if x in rep.carried)
+        if i and not need:
+            return None   # the repetition before this one would feed nothing
+    return fed
+
+
+def _compact_checks_fine(g: IRGraph, fine: set) -> bool:
+    """Every block-input check of `g` and of its compact calls' repetitions passes."""
+    for c in g.block_checks:
+        if not isinstance(c, Repeat):
+            if not _fits(c.patterns, {k: g.value(s).shape for k, s in c.sources.items()}, fine):
+                return False
+            continue
+        for i in range(c.count if c.check is not None else 0):
+            prev = c.bodies[c.which[i - 1]] if i else None
+            shapes = {x: (prev.value(prev.outputs[x]) if i and x in c.carried else g.value(c.feeds[x])).shape
+                      for x in c.check.sources}
+            if not _fits(c.check.patterns, shapes, fine):
+                return False
+        if not all(_compact_checks_fine(c.bodies[k], fine) for k in sorted(set(c.which))):
+            return False
+    return True
+
+
+def _fits(patterns: dict, types: dict, fine: set) -> bool:
+    shapes = tuple((k, t.shape) for k in patterns if (t := types.get(k)) is not None)
+    key = (id(patterns), shapes)
+    if key in fine:
+        return True
+    binding: dict[str, Dim] = {}
+    if any(_match(p, types[k].shape, binding) for k, p in patterns.items() if types.get(k) is not None):
+        return False
+    fine.add(key)
+    return True
 
 
 def _width_hint(ir: IRGraph, n, e: ShapeError) -> str | None:
@@ -146,11 +299,11 @@ def _setting(src, attr: str, text, got: int, want: int) -> str:
     return f"make {where} (`{text}` = {got}) equal {want}, or change the other side"
 
 
-def _apply_rule(ir: IRGraph, n, ins):
+def _apply_rule(ir: IRGraph, n, ins, ties: dict):
     """The op's shape rule; a size past the dimension algebra's bound (10^18) is a spec error too."""
     try:
         shape = REGISTRY[n.op].shape(n.attrs, ins)
-        _check_tied(ir, n, ins)
+        _check_tied(ir, n, ins, ties)
         return shape
     except DimError as e:
         raise ShapeError("GF150", f"a size is out of range: {e.message}") from None
@@ -162,12 +315,12 @@ _TIE_HELP = {
 }
 
 
-def _check_tied(ir: IRGraph, n, ins) -> None:
+def _check_tied(ir: IRGraph, n, ins, ties: dict) -> None:
     """`tied: other` reuses `other.weight`: the two weight shapes must agree."""
-    target = ir.ties.get(n.name)
+    target = ties.get(n.name)
     if not target:
         return
-    t = ir.node(target)
+    t = ir.value(target)
     if t.name == n.name:
         raise ShapeError("GF125", f"`tied: {t.short}` names this node itself", attr="tied")
     if t.op == "input":
@@ -175,11 +328,11 @@ def _check_tied(ir: IRGraph, n, ins) -> None:
                          "(an embedding)")
     if t.shape is None or t.attrs is None:
         return
-    owner = ir.ties.get(t.name)
+    owner = ties.get(t.name)
     if owner:
-        raise ShapeError("GF125", f"`{t.short}` has no table of its own: it is tied to `{ir.node(owner).short}`",
-                         help=f"write `tied: {ir.node(owner).short}`", attr="tied")
-    theirs = REGISTRY[t.op].params(t.attrs, ir.input_types(t)).get("weight")
+        raise ShapeError("GF125", f"`{t.short}` has no table of its own: it is tied to `{ir.value(owner).short}`",
+                         help=f"write `tied: {ir.value(owner).short}`", attr="tied")
+    theirs = REGISTRY[t.op].params(t.attrs, {p: ir.value(s).shape for p, s in t.inputs.items()}).get("weight")
     if theirs is None:
         raise ShapeError("GF125", f"`tied: {t.short}` needs a node with a `weight`; `{t.short}` ({t.op}) has none")
     # the weight this node would own without the tie
@@ -204,6 +357,10 @@ def _dedupe_repeats(diags: list[Diagnostic]) -> list[Diagnostic]:
 
 def check_block_inputs(ir: IRGraph, checks: list[BlockInputCheck] | None = None) -> list[Diagnostic]:
     """Block inputs declare shapes; bare symbols in them bind per call (`n` may be `t` at one call)."""
+    if checks is None and ir.compact:
+        if _compact_checks_fine(ir, set()):
+            return []
+        ir.unroll()
     diags = []
     fine: set = set()   # (patterns, actual shapes) already seen to match: every repetition is one check
     for e in ir.block_checks if checks is None else checks:

@@ -5,10 +5,15 @@ node names and diagram ids. Graph inputs are nodes with op `input`. A node lists
 (`node.inputs`); `connect()` derives the edges, after which the queries below (consumers, topological
 order, the live set, ties) answer from them. Inference writes `shape` (a TensorType or None when unknown)
 into each node; backends only read. Nothing outside this module sees how the edges are stored.
+
+Compact storage: a repeated block call may be held as a `Repeat` (one body graph per distinct
+instantiation, plus which repetition uses which) instead of every repetition's nodes. The analyses that
+know it walk `entries()` and `value()`; every other query unrolls the graph first (`unroll()`), to exactly
+the nodes, edges, order and block-input checks a full expansion makes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from ..base import graphs
@@ -119,6 +124,49 @@ class WeightMap:
     reference: str = ""
 
 
+@dataclass(eq=False)
+class Repeat:
+    """A repeated block call held once per distinct instantiation (its params, `repeat_index`-driven
+    ones included). Body `k` is the graph of repetition `firsts[k]`: its nodes carry that repetition's
+    paths and frames; its inputs are placeholder nodes (`<x>`, op `input`) standing for what feeds each
+    block input; `outputs` names the body nodes of the block's outputs. Repetition `i` is body `which[i]`
+    with `path.<first>.` read as `path.<i>.` and the placeholders bound: a carried input to the previous
+    repetition's output of the same name (after the first), any other input to `feeds`."""
+
+    path: str                                 # the call node's path: repetition i's nodes live under `path.i.`
+    count: int
+    depth: int                                # where this call's Frame sits in its nodes' scopes
+    bodies: list["IRGraph"]
+    firsts: list[int]
+    which: list[int]
+    feeds: dict[str, str] = field(default_factory=dict)   # block input -> value (outside the call)
+    carried: tuple[str, ...] = ()
+    check: BlockInputCheck | None = None      # the call's declared input shapes, sources as placeholders
+
+    def prefix(self, i: int) -> str:
+        return f"{self.path}.{i}."
+
+    def output(self, name: str, i: int | None = None) -> str:
+        """The path of block output `name` in repetition `i` (default the last)."""
+        i = self.count - 1 if i is None else i
+        k = self.which[i]
+        first = self.prefix(self.firsts[k])
+        return self.prefix(i) + self.bodies[k].outputs[name][len(first):]
+
+    def bound(self, i: int) -> dict[str, str]:
+        """Placeholder -> the value it stands for in repetition `i` (a path outside the call, or the
+        previous repetition's output)."""
+        body = self.bodies[self.which[i]]
+        return {ph: (self.output(x, i - 1) if i and x in self.carried else self.feeds[x])
+                for x, ph in body.inputs.items()}
+
+    @property
+    def size(self) -> int:
+        """Nodes of all repetitions."""
+        per = [b._size() for b in self.bodies]
+        return sum(per[k] for k in self.which)
+
+
 @dataclass
 class IRGraph:
     name: str
@@ -139,15 +187,29 @@ class IRGraph:
     _pred: dict[str, dict[str, None]] = field(default_factory=dict, repr=False)
     _order: list[str] | None = field(default=None, repr=False)
     _ties: dict[str, str] | None = field(default=None, repr=False)
+    _entries: list | None = field(default=None, repr=False)    # compact: IRNode | Repeat in spec order
+    _connected: bool = field(default=False, repr=False)
 
     # ------------------------------------------------------------------ building
     def add(self, node: IRNode) -> None:
         self._nodes[node.name] = node
         self._succ[node.name], self._pred[node.name] = {}, {}
         self._order = self._ties = None
+        if self._entries is not None:
+            self._entries.append(node)
+
+    def add_repeat(self, rep: Repeat) -> None:
+        """Hold a repeated call compactly (the graph stays compact until a query needs every node)."""
+        if self._entries is None:
+            self._entries = list(self._nodes.values())
+        self._entries.append(rep)
+        self._order = self._ties = None
 
     def connect(self) -> None:
         """Derive the edges from every node's `inputs` (call once all references are resolved)."""
+        self._connected = True
+        if self._entries is not None:
+            return   # derived when unrolled; compact analyses read `inputs`
         for name, node in self._nodes.items():
             for port, src in node.inputs.items():
                 if src in self._nodes:
@@ -157,49 +219,126 @@ class IRGraph:
 
     def cut_inputs(self, name: str) -> None:
         """Forget the edges into `name` (a node on a cycle: reported, so the rest can be ordered)."""
+        self.unroll()
         for src in self._pred[name]:
             self._succ[src].pop(name, None)
         self._pred[name] = {}
         self._order = None
 
+    # ------------------------------------------------------------------ compact storage
+    @property
+    def compact(self) -> bool:
+        """Whether some repeated call is still held once per distinct instantiation."""
+        return self._entries is not None
+
+    def entries(self) -> list:
+        """This graph's own nodes and its compact repeated calls (`Repeat`), in spec order."""
+        return list(self._nodes.values()) if self._entries is None else list(self._entries)
+
+    def value(self, name: str) -> IRNode:
+        """The node that computes value `name`, without unrolling: for a compact repetition's output, the
+        body node that computes it (its `name` is the path in the body's first repetition)."""
+        node = self._nodes.get(name)
+        if node is not None:
+            return node
+        rep, local = self._virtual()[name]
+        return rep.bodies[rep.which[-1]].value(local)
+
+    def _virtual(self) -> dict[str, tuple[Repeat, str]]:
+        """The outputs of each compact call's last repetition: path -> (call, name in its last body)."""
+        out = {}
+        for rep in (self._entries or ()):
+            if isinstance(rep, Repeat):
+                body = rep.bodies[rep.which[-1]]
+                for o, local in body.outputs.items():
+                    out[rep.output(o)] = (rep, local)
+        return out
+
+    def entry_order(self) -> list:
+        """`entries()` in dependency order: a compact call after the values that feed it and before the
+        readers of its outputs, a weight's owner before the nodes tied to it. Raises graphs.CycleError."""
+        entries = self.entries()
+        owner = {}
+        for i, e in enumerate(entries):
+            if isinstance(e, Repeat):
+                owner.update((e.output(o), i) for o in e.bodies[e.which[-1]].outputs)
+            else:
+                owner[e.name] = i
+        succ: dict[int, list[int]] = {i: [] for i in range(len(entries))}
+        ties = self.ties
+        for i, e in enumerate(entries):
+            reads = list(e.feeds.values()) if isinstance(e, Repeat) else [*e.inputs.values(), ties.get(e.name)]
+            for r in reads:
+                j = owner.get(r)
+                if j is not None:
+                    succ[j].append(i)
+        return [entries[i] for i in graphs.topological_order(list(range(len(entries))), succ.__getitem__)]
+
+    def _size(self) -> int:
+        if self._entries is None:
+            return sum(1 for n in self._nodes.values() if not _placeholder(n.name))
+        return sum(e.size if isinstance(e, Repeat) else not _placeholder(e.name) for e in self._entries)
+
+    def unroll(self) -> None:
+        """Replace the compact storage by every repetition's nodes and block-input checks, exactly as a
+        full expansion makes them (names, order, inputs, scopes, shapes)."""
+        if self._entries is None:
+            return
+        entries, checks = self._entries, self.block_checks
+        self._entries, self._nodes, self._succ, self._pred, self.block_checks = None, {}, {}, {}, []
+        self._order = self._ties = None
+        _emit(self, entries, checks, _same, _same_scope)
+        if self._connected:
+            self.connect()
+
     # ------------------------------------------------------------------ queries
     def node(self, name: str) -> IRNode:
+        if self._entries is not None and name not in self._nodes:
+            self.unroll()
         return self._nodes[name]
 
     def __contains__(self, name: object) -> bool:
+        self.unroll()
         return name in self._nodes
 
     def __len__(self) -> int:
-        return len(self._nodes)
+        return len(self._nodes) if self._entries is None else self._size()
 
     def names(self) -> list[str]:
         """Node names in insertion (spec) order."""
+        self.unroll()
         return list(self._nodes)
 
     def nodes(self) -> list[IRNode]:
         """Nodes in topological order (ties broken by insertion order, so output is stable)."""
+        self.unroll()
         if self._order is None:
             self._order = graphs.topological_order(list(self._nodes), self._succ.__getitem__)
         return [self._nodes[n] for n in self._order]
 
     def input_types(self, node: IRNode) -> dict[str, TensorType | None]:
         """The inferred type of each of `node`'s inputs, by port."""
+        self.unroll()
         return {p: self._nodes[s].shape for p, s in node.inputs.items()}
 
     def consumers(self, name: str) -> list[tuple[IRNode, str]]:
         """Every (node, port) that reads `name`'s value, in spec order."""
+        self.unroll()
         return [(self._nodes[c], p) for c, ports in self._succ[name].items() for p in ports]
 
     def ancestors(self, names) -> set[str]:
         """`names` and every node they depend on."""
+        self.unroll()
         return graphs.reachable(names, self._pred.__getitem__)
 
     def descendants(self, names) -> set[str]:
         """`names` and every node that depends on them."""
+        self.unroll()
         return graphs.reachable(names, self._succ.__getitem__)
 
     def cycles(self) -> list[tuple[list[str], list[str]]]:
         """Each strongly connected part that holds a cycle, as (one cycle through it, all its nodes)."""
+        self.unroll()
         out = []
         position = {n: i for i, n in enumerate(self._nodes)}
         for part in graphs.strongly_connected(list(self._nodes), self._succ.__getitem__):
@@ -211,7 +350,7 @@ class IRGraph:
     @property
     def ties(self) -> dict[str, str]:
         """Node -> the node whose `weight` it reuses (`tied: tok` on a linear layer)."""
-        if self._ties is None:
+        if self._ties is None:   # a compact graph's own nodes: a body holds no resolved reference
             self._ties = {}
             for n in self._nodes.values():
                 owner = n.attrs.tied_to() if n.attrs is not None else None
@@ -254,3 +393,65 @@ class IRGraph:
         w0 = max((len(r[0]) for r in rows), default=4)
         w1 = max((len(r[1]) for r in rows), default=2)
         return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows) + "\n"
+
+
+def _placeholder(name: str) -> bool:
+    return name.startswith("<")
+
+
+def _same(name: str) -> str:
+    return name
+
+
+def _same_scope(scope: tuple) -> tuple:
+    return scope
+
+
+def _emit(out: IRGraph, entries: list, checks: list, rename, reframe) -> None:
+    """Add `entries` (nodes, compact calls) and `checks` to flat `out`, each name through `rename` and each
+    scope through `reframe` (the enclosing repetitions' renaming)."""
+    for e in entries:
+        if isinstance(e, Repeat):
+            for i in range(e.count):
+                _emit_repetition(out, e, i, rename, reframe, nodes=True)
+        elif not _placeholder(e.name):
+            out.add(IRNode(rename(e.name), e.op, e.attrs, {p: rename(s) for p, s in e.inputs.items()}, e.span,
+                           reframe(e.scope), e.shape, dict(e.meta)))
+    for c in checks:
+        if isinstance(c, Repeat):
+            for i in range(c.count):
+                _emit_repetition(out, c, i, rename, reframe, nodes=False)
+        else:
+            out.block_checks.append(replace(c, sources={k: rename(v) for k, v in c.sources.items()}))
+
+
+def _emit_repetition(out: IRGraph, rep: Repeat, i: int, rename, reframe, nodes: bool) -> None:
+    k = rep.which[i]
+    body = rep.bodies[k]
+    first, mine = rep.prefix(rep.firsts[k]), rep.prefix(i)
+    cut = len(first)
+    bound = {ph: rename(v) for ph, v in rep.bound(i).items()}
+
+    def inner(name: str) -> str:
+        if name.startswith(first):
+            return rename(mine + name[cut:])
+        return bound[name] if name in bound else rename(name)
+
+    seen: dict[int, tuple] = {}
+
+    def scope(frames: tuple) -> tuple:
+        hit = seen.get(id(frames))
+        if hit is None:
+            local = tuple(replace(f, index=i) if d == rep.depth else
+                          replace(f, path=mine + f.path[cut:]) if d > rep.depth and f.path.startswith(first) else f
+                          for d, f in enumerate(frames))
+            hit = seen[id(frames)] = reframe(local)
+        return hit
+
+    if nodes:
+        _emit(out, body.entries(), [], inner, scope)
+        return
+    if rep.check is not None:
+        out.block_checks.append(replace(rep.check, sources={x: inner(ph) for x, ph in rep.check.sources.items()},
+                                        index=i))
+    _emit(out, [], body.block_checks, inner, scope)

@@ -26,11 +26,11 @@ class Spec:
 
     @property
     def inputs(self) -> dict[str, TensorType]:
-        return {k: self.ir.node(v).shape for k, v in self.ir.inputs.items()}
+        return {k: self.ir.value(v).shape for k, v in self.ir.inputs.items()}
 
     @property
     def outputs(self) -> dict[str, TensorType]:
-        return {k: self.ir.node(v).shape for k, v in self.ir.outputs.items()}
+        return {k: self.ir.value(v).shape for k, v in self.ir.outputs.items()}
 
     @property
     def dims(self) -> dict[str, int]:
