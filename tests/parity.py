@@ -10,6 +10,16 @@ from graphformer.backends.torch.weights import load_weights
 ERRORS: dict[str, float] = {}   # measured max abs errors by output, printed with `pytest -s` for docs/models.md
 
 
+def randomize(ref: nn.Module, seed: int = 0) -> nn.Module:
+    """Every parameter perturbed, so norm scales (init 1), biases (init 0), zero-initialised tables and ties
+    all carry information; eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return ref.eval()
+
+
 def ours(spec_, ref: nn.Module, mapping: str = "hf") -> nn.Module:
     """Our build of `spec_` holding the reference's weights, loaded through the spec's weight map."""
     module = graphformer.build(spec_, seed=1).eval()

@@ -668,10 +668,11 @@ def _t5(cfg: dict) -> dict:
     heads = cfg.get("num_heads", 8)
     if not isinstance(heads, int):   # the type allows Swin's per-stage list
         raise HFImportError(f"`num_heads: {show(heads)}`: expected an integer")
+    # transformers 5 says both apart (a v1.1 config it writes has no scaling and a tied head, and its
+    # checkpoint no lm_head); before it, `tie_word_embeddings: false` meant v1.1: no scaling, a head of its own
+    tied = cfg.get("tie_word_embeddings") is not False and ("scale_decoder_outputs" in cfg or bool(scale))
     return {"ffn": "gated_ffn" if len(parts) == 2 else "dense_ffn", "act": act(fn, "feed_forward_proj"),
-            "scale_decoder_outputs": int(scale), "heads": heads,
-            # v1.1 (no output scaling) has a head of its own; T5 reads the shared table
-            "tie_embeddings": bool(scale) and cfg.get("tie_word_embeddings") is not False}
+            "scale_decoder_outputs": int(scale), "heads": heads, "tie_embeddings": tied}
 
 
 def _deepseek_v2(cfg: dict) -> dict:

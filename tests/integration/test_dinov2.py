@@ -30,7 +30,7 @@ from graphformer.ir import IRNode  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, read_state_dict  # noqa: E402
 from graphformer.backends.torch.weights import load_weights  # noqa: E402
-from parity import assert_close, ours  # noqa: E402
+from parity import assert_close, ours, randomize  # noqa: E402
 from shape_cases import T as TT  # noqa: E402
 
 T.logging.set_verbosity_error()
@@ -41,14 +41,6 @@ SMALL = dict(hidden_size=40, num_hidden_layers=2, num_attention_heads=5, image_s
 # (height, width) of the images fed to a model whose table is 5 × 5 patches of 7: the table's own grid, a
 # larger non-square one, a smaller one, and sizes the patch does not divide (the remainder is dropped)
 SIZES = [(35, 35), (49, 30), (21, 22), (36, 41)]
-
-
-def randomize(ref, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return ref.eval()
 
 
 def reference(registers: bool):

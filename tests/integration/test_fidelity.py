@@ -19,7 +19,7 @@ from torch import nn  # noqa: E402
 
 import graphformer  # noqa: E402
 from graphformer.weights.maps import WeightMapError, convert_state_dict  # noqa: E402
-from parity import assert_close, ours  # noqa: E402
+from parity import assert_close, ours, randomize  # noqa: E402
 
 T.logging.set_verbosity_error()
 pytestmark = [pytest.mark.filterwarnings("ignore:Support for mismatched:UserWarning"),   # torch.nn's own
@@ -31,15 +31,6 @@ SPECS = ROOT / "graphformer" / "specs"
 
 def spec(name: str, preset: str | None = None, **overrides):
     return graphformer.load(str(SPECS / f"{name}.yaml"), preset=preset, overrides=overrides)
-
-
-def randomize(ref: nn.Module, seed: int) -> nn.Module:
-    """Perturb every parameter, so norm scales (init 1), biases (init 0) and ties all carry information."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return ref.eval()
 
 
 # ---------------------------------------------------------------- claims: "map X reads Y"

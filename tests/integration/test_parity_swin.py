@@ -18,7 +18,7 @@ transformers = pytest.importorskip("transformers")
 
 from torch import nn  # noqa: E402
 
-from parity import assert_close, ours  # noqa: E402
+from parity import assert_close, ours, randomize  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
@@ -26,14 +26,6 @@ from graphformer.analysis.summary import total_params  # noqa: E402
 transformers.logging.set_verbosity_error()
 
 SPEC = "specs/swin-t.yaml"
-
-
-def randomize(ref: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return ref.eval()
 
 
 # image, patch, window, embed, depths, heads, classes. Stage grids (ceil-halved):

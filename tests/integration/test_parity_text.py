@@ -16,7 +16,7 @@ from torch import nn  # noqa: E402
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, GPT2Model  # noqa: E402
 
 import graphformer  # noqa: E402
-from parity import assert_close, ours  # noqa: E402
+from parity import assert_close, ours, randomize  # noqa: E402
 from graphformer.backends.torch.weights import load_weights  # noqa: E402
 from graphformer.weights.maps import WeightMapError, convert_state_dict  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
@@ -30,15 +30,6 @@ D, HEADS, FF, LAYERS, VOCAB, MAX_LEN = 48, 6, 80, 3, 91, 40
 
 def spec(name: str, **overrides):
     return graphformer.load(SPECS + f"{name}.yaml", overrides=overrides)
-
-
-def randomize(ref: nn.Module, seed: int) -> nn.Module:
-    """Perturb every parameter, so norm scales (init 1), biases (init 0) and ties all carry information."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return ref.eval()
 
 
 def causal(n: int) -> torch.Tensor:

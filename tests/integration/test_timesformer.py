@@ -18,7 +18,7 @@ T = pytest.importorskip("transformers")
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
-from parity import assert_close, ours  # noqa: E402
+from parity import assert_close, ours, randomize  # noqa: E402
 
 T.logging.set_verbosity_error()
 
@@ -30,14 +30,6 @@ OVERRIDES = dict(image=15, patch=5, frames=3, d_model=27, heads=3, layers=2, d_f
 PUBLISHED = dict(image_size=224, patch_size=16, num_frames=8, hidden_size=768, num_hidden_layers=12,
                  num_attention_heads=12, intermediate_size=3072, hidden_act="gelu", qkv_bias=True,
                  layer_norm_eps=1e-6, attention_type="divided_space_time", num_labels=400)
-
-
-def randomize(ref, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return ref.eval()
 
 
 def reference(head: bool = False):

@@ -23,7 +23,7 @@ from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.base.diagnostics import SpecError  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import WeightMapError, convert_state_dict, read_state_dict, to_reference  # noqa: E402
-from parity import assert_close, ours  # noqa: E402
+from parity import assert_close, ours, randomize  # noqa: E402
 
 T.logging.set_verbosity_error()
 
@@ -35,14 +35,6 @@ HOP, RECEPTIVE = 12, 16          # 3·2·2 samples per frame; 4 + 2·3 + 1·6 sa
 def config(pos_kernel: int = 6, **kw):
     return T.Wav2Vec2Config(hidden_size=40, num_hidden_layers=2, num_attention_heads=5, intermediate_size=56,
                             num_conv_pos_embeddings=pos_kernel, num_conv_pos_embedding_groups=4, **{**CONV, **kw})
-
-
-def randomize(ref, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return ref.eval()
 
 
 def spec(pos_kernel: int = 6, path: str = SPEC, **sets):

@@ -6,6 +6,7 @@ tests use: heads > 1, fewer key/value heads, so a wrong layout can't hide behind
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from torch import nn  # noqa: E402
 import graphformer  # noqa: E402
 from graphformer.backends.torch.weights import write_safetensors  # noqa: E402
 from graphformer.weights.maps import _Glob, convert_state_dict, get_map, to_reference  # noqa: E402
+from parity import randomize  # noqa: E402
 
 T.logging.set_verbosity_error()
 pytestmark = pytest.mark.filterwarnings("ignore:enable_nested_tensor is True:UserWarning")
@@ -27,15 +29,6 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 def spec(name, preset="tiny", **sets):
     return graphformer.load(SPECS / f"{name}.yaml", preset=preset, overrides=sets)
-
-
-def randomize(ref: nn.Module, seed: int = 3) -> nn.Module:
-    """Every parameter perturbed: norm scales, biases and zero-initialised tables carry information."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return ref.eval()
 
 
 def llama_cfg(**kw):
@@ -350,8 +343,9 @@ def test_a_mismatch_lists_its_problems_one_per_line_and_hints_params_that_fit(tm
 
 # ---------------------------------------------------------------- import hf of T5
 
-@pytest.mark.parametrize("v1_1", [False, True], ids=["t5", "t5-v1_1"])
-def test_import_hf_t5_from_save_pretrained(v1_1, tmp_path, capsys):
+@pytest.mark.parametrize("v1_1,own_head", [(False, False), (True, True), (True, False)],
+                         ids=["t5", "t5-v1_1", "t5-v1_1-as-transformers-5-saves-it"])
+def test_import_hf_t5_from_save_pretrained(v1_1, own_head, tmp_path, capsys):
     """`import hf` of a save_pretrained T5 (T5 and v1.1: gated-gelu, no output scaling, a head of its own)
     gives a spec whose build, with the directory's weights, computes the reference's logits."""
     from graphformer import cli
@@ -361,9 +355,13 @@ def test_import_hf_t5_from_save_pretrained(v1_1, tmp_path, capsys):
     if v1_1:
         kw |= dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False)
     ref = T.T5ForConditionalGeneration(T.T5Config(**kw)).eval()
-    if v1_1:   # transformers ties in memory; v1.1 checkpoints' heads differ from the table
-        ref.lm_head.weight = nn.Parameter(torch.randn_like(ref.lm_head.weight))
+    if own_head:   # the hub's v1.1 checkpoints: a head of their own (transformers 5 ties in memory and
+        ref.lm_head.weight = nn.Parameter(torch.randn_like(ref.lm_head.weight))   # saves no head otherwise)
     ref.save_pretrained(tmp_path / "ckpt")
+    if own_head:   # and their config.json as written before transformers 5: untied, no scale_decoder_outputs
+        config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+        config.pop("scale_decoder_outputs", None)
+        (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
     assert cli.main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "t5.yaml")]) == 0, \
         capsys.readouterr().err
     imported = graphformer.load(tmp_path / "t5.yaml")
