@@ -251,6 +251,20 @@ def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None
     return keep, False
 
 
+def layer_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None, biased: bool = False):
+    """`_sdpa_mask`, built once per forward for all the layers that ask with the same mask tensor, sizes and
+    window (`forward_tables`): a padded prompt's [B, 1, n, n] mask, or a decode step's over the cache, is
+    the same in every layer. The entry keeps the mask alive, so its id is not reused while the scope lasts."""
+    tables = getattr(_FORWARD, "tables", None)
+    if tables is None:
+        return _sdpa_mask(mask, causal, n_q, n_k, window, biased)
+    key = ("mask", None if mask is None else id(mask), causal, n_q, n_k, window, biased)
+    hit = tables.get(key)
+    if hit is None:
+        hit = tables[key] = (*_sdpa_mask(mask, causal, n_q, n_k, window, biased), mask)
+    return hit[0], hit[1]
+
+
 def alibi_bias(slopes: torch.Tensor, mask, m: int) -> torch.Tensor:
     """ALiBi's logit bias (B|1, h, 1, m): slope_h · p_j, where p_j counts the real keys before key j in a
     raw [B, m] or prepared [B, 1, 1, m] mask (0..m-1 without one), as transformers' build_alibi_tensor
@@ -305,14 +319,14 @@ def rotary_inv_freq(a, head_dim: int) -> torch.Tensor:
     return torch.from_numpy(inv_freq(a, head_dim))
 
 
-_FORWARD = threading.local()   # `.tables`: the rotary tables of the forward in progress on this thread
+_FORWARD = threading.local()   # `.tables`: the rotary tables and attention masks of the forward in progress
 
 
 @contextlib.contextmanager
 def forward_tables():
     """While a whole model's forward runs, every `Rotary` with the same frequencies computes its cos/sin
-    tables once for all its layers (same positions, length, device and dtype) instead of once per layer.
-    Scoped to one forward (a generation step is one), so nothing outlives the tensors it was made from."""
+    tables once for all its layers (same positions, length, device and dtype) instead of once per layer,
+    and attention builds each distinct mask once (`layer_mask`). Scoped to one forward (a generation step is one), so nothing outlives the tensors it was made from."""
     if getattr(_FORWARD, "tables", None) is not None:   # a model inside a model: the outer scope serves
         yield
         return
@@ -458,7 +472,7 @@ class Attention(nn.Module):
         if self.alibi:  # over every key the step attends to: the cached ones too
             pos_bias = alibi_bias(self.alibi_slopes, mask, k.shape[2])
             bias = pos_bias if bias is None else bias + pos_bias
-        attn_mask, is_causal = _sdpa_mask(mask, self.causal, n, k.shape[2], self.window, bias is not None)
+        attn_mask, is_causal = layer_mask(mask, self.causal, n, k.shape[2], self.window, bias is not None)
         if bias is not None:  # one float mask: the bias where a key may be seen, the lowest float elsewhere
             bias = bias.to(q.dtype)
             attn_mask = bias if attn_mask is None else torch.where(attn_mask, bias, torch.finfo(q.dtype).min)

@@ -88,14 +88,15 @@ class Decoder:
             self._step = self._forward
 
     def _attach(self, on: bool) -> None:
-        """Point the decoder's attentions and position ops at the caches (or back at nothing)."""
+        """Point the decoder's attentions and position ops at the caches (or back at nothing). Twice a step, so
+        the plain attributes are written to the instance dict directly: nn.Module.__setattr__'s checks for
+        parameters, buffers and submodules cost more than the rest of this loop."""
         cache, context = (self.cache, self.context) if on else (None, None)
         for slots, c in ((list(self.plan.slots), cache), (self.plan.cross, context)):
             for i, name in enumerate(slots):
-                m = self.model.node_module(name)
-                m.cache, m.layer_id = c, i
+                vars(self.model.node_module(name)).update(cache=c, layer_id=i)
         for name in self.plan.offset:
-            self.model.node_module(name).cache = cache
+            vars(self.model.node_module(name))["cache"] = cache
 
     def _forward(self, tokens, mask):
         feed = {**self.encoder_feed, self.plan.tokens: tokens}
