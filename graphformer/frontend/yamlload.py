@@ -107,7 +107,7 @@ def load_yaml_text(text: str | bytes, file: str = "<string>") -> Loaded:
     text = _decode(text, file)
     if _fast_ok(text):
         try:
-            return _load(text, file, yaml.CSafeLoader)
+            return _load(text, file, _CLoader)
         except (SpecError, yaml.YAMLError, RecursionError):
             pass   # whatever is wrong, the pure-Python loader reports it, as it always has
     return _load(text, file, yaml.SafeLoader)
@@ -117,6 +117,21 @@ def load_yaml_text(text: str | bytes, file: str = "<string>") -> Loaded:
 # pure reader accepts (no control characters) and whose nesting can't be deep (its composer recurses in C,
 # without Python's recursion limit: brackets, `- ` and lines bound the depth). Anything it refuses goes to the pure loader for the diagnostic.
 _FAST_NESTING = 2_000
+_RESOLVED: dict[tuple, str] = {}    # (kind, value, implicit) -> tag: the resolver is a pure function of these
+_RESOLVED_MAX = 50_000
+
+
+class _CLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """libyaml's safe loader whose composer asks a memo for each node's tag (spec files repeat their words)."""
+
+    def resolve(self, kind, value, implicit):
+        key = (kind, value, implicit)
+        tag = _RESOLVED.get(key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(_RESOLVED) < _RESOLVED_MAX and isinstance(value, str):
+                _RESOLVED[key] = tag
+        return tag
 
 
 def _fast_ok(text: str) -> bool:
@@ -132,9 +147,18 @@ def _load(text: str, file: str, loader_class) -> Loaded:
         if node is None:
             raise _fail("GF006", "expected exactly one YAML document", Span(file, 1, 1),
                         notes=["the file is empty (or only comments)"])
-        _check_expanded_size(node, file)
+        # Only anchors (`&`) make nodes shared: without one the tree has as many values as it has nodes, and the
+        # converter's own count bounds it; the size check then only decides which error a bad tree gets first.
+        anchored = "&" in text
+        if anchored:
+            _check_expanded_size(node, file)
         out = Loaded(None, {}, {}, text, file)
-        out.data = _Converter(loader, out).convert(node, (), 0)
+        try:
+            out.data = _Converter(loader, out).convert(node, (), 0)
+        except SpecError:
+            if not anchored:
+                _check_expanded_size(node, file)   # its error comes first, as when it ran before converting
+            raise
     except RecursionError:  # PyYAML's composer recurses once per nesting level
         raise _fail("GF003", "nesting too deep", Span(file, 1, 1),
                     help=f"specs may nest at most {MAX_DEPTH} levels") from None
@@ -207,6 +231,10 @@ def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
     return _fail("GF001", f"invalid YAML: {problem}", span, notes=notes, help=hint)
 
 
+_STR, _INT, _NULL, _SEQ, _MAP, _MERGE = (_TAG + t for t in ("str", "int", "null", "seq", "map", "merge"))
+_PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")   # the ints PyYAML reads as Python does (no 0o, 0x, _, 1:30)
+
+
 class _Converter:
     """Node tree -> plain data, recording spans and enforcing the node and depth limits."""
 
@@ -214,7 +242,9 @@ class _Converter:
         self.loader, self.out, self.file, self.count = loader, out, out.file, 0
 
     def convert(self, node: yaml.Node, path: tuple, depth: int) -> Any:
-        span = _node_span(self.file, node)
+        s, e = node.start_mark, node.end_mark   # _node_span, inlined: this runs once per value
+        span = Span(self.file, s.line + 1, s.column + 1,
+                    e.column + 1 if e is not None and e.line == s.line and e.column > s.column else None)
         self.count += 1
         if self.count > MAX_NODES:  # stop before building the expanded structure
             raise _fail("GF003", f"document expands to more than {MAX_NODES:,} values", span,
@@ -223,20 +253,25 @@ class _Converter:
         if depth > MAX_DEPTH:  # also stops recursive aliases such as `&a [*a]`
             raise _fail("GF003", f"nesting deeper than {MAX_DEPTH} levels", span)
         self.out.spans[path] = span
-        if isinstance(node, ScalarNode):
+        cls = node.__class__
+        if cls is ScalarNode:
             return self.scalar(node, span)
-        if isinstance(node, SequenceNode):
-            self.check_tag(node, _TAG + "seq", span)
-            return [self.convert(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
-        self.check_tag(node, _TAG + "map", span)
+        if cls is SequenceNode:
+            self.check_tag(node, _SEQ, span)
+            depth += 1
+            return [self.convert(item, path + (i,), depth) for i, item in enumerate(node.value)]
+        self.check_tag(node, _MAP, span)
         result: dict = {}
         first: dict[Any, Span] = {}
+        key_spans, file = self.out.key_spans, self.file
         for key_node, value_node in node.value:
-            kspan = _node_span(self.file, key_node)
-            if key_node.tag == _TAG + "merge":
+            s, e = key_node.start_mark, key_node.end_mark
+            kspan = Span(file, s.line + 1, s.column + 1,
+                         e.column + 1 if e is not None and e.line == s.line and e.column > s.column else None)
+            if key_node.tag == _MERGE:
                 raise _fail("GF004", "merge keys (`<<`) are not supported", kspan,
                             help="write the keys out, or use an alias (`*name`) for the whole value")
-            if not isinstance(key_node, ScalarNode):
+            if key_node.__class__ is not ScalarNode:
                 kind = "a list" if isinstance(key_node, SequenceNode) else "a mapping"
                 raise _fail("GF004", f"mapping keys must be plain scalars, found {kind}", kspan)
             key = self.scalar(key_node, kspan)
@@ -247,7 +282,7 @@ class _Converter:
                                             labels=[Label(first[key], "first defined here")],
                                             help="remove one of them; YAML would silently keep the last")])
             first[key] = kspan
-            self.out.key_spans[path + (key,)] = kspan
+            key_spans[path + (key,)] = kspan
             result[key] = self.convert(value_node, path + (key,), depth + 1)
         return result
 
@@ -256,10 +291,17 @@ class _Converter:
             raise _fail("GF004", f"unsupported YAML tag `{node.tag}`", span, help="remove the tag")
 
     def scalar(self, node: ScalarNode, span: Span) -> Any:
-        if node.tag not in _SCALAR_TAGS:
+        tag, value = node.tag, node.value
+        if tag == _STR:   # what SafeConstructor gives for these tags, without its dispatch per value
+            if not node.style and _EXP_FLOAT.fullmatch(value):
+                return float(value)  # YAML 1.1 reads a plain `1e-5` (style None; libyaml: "") as a string; 1.2 (and users) say float
+            return value
+        if tag == _INT and _PLAIN_INT.fullmatch(value):
+            return int(value)
+        if tag == _NULL:
+            return None
+        if tag not in _SCALAR_TAGS:
             raise _fail("GF004", f"unsupported YAML tag `{node.tag}`", span, help="remove the tag")
-        if node.tag == _TAG + "timestamp":
-            return node.value  # keep dates as written: data must stay plain str/int/float/bool/None
-        if node.tag == _TAG + "str" and not node.style and _EXP_FLOAT.fullmatch(node.value):
-            return float(node.value)  # YAML 1.1 reads a plain `1e-5` (style None; libyaml: "") as a string; 1.2 (and users) say float
+        if tag == _TAG + "timestamp":
+            return value  # keep dates as written: data must stay plain str/int/float/bool/None
         return self.loader.construct_object(node, deep=True)
