@@ -29,7 +29,7 @@ DimAttr = Annotated[int, BeforeValidator(_no_bool)]
 
 class Attrs(BaseModel):
     # no inf or nan: a number attribute is a real constant (and goes into generated code as its repr)
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
     # Names of fields that hold dimension expressions (evaluated against params by the expander).
     dim_fields: ClassVar[tuple[str, ...]] = ()
     # Fields that name another node (resolved to an IR path by the expander), e.g. `tied: tok`.
