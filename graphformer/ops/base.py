@@ -6,7 +6,9 @@ fault so the checker can point at both the consumer and the producer. Nothing he
 """
 from __future__ import annotations
 
+import importlib
 import math
+import sys
 import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, ClassVar, Protocol
@@ -257,12 +259,17 @@ class LazyDict(dict):
 
 
 class Registry(LazyDict):
-    """The op table: name → OpDef. The built-in ops register when `graphformer.ops` is imported; the ops of
-    installed plugins (the `graphformer.ops` entry points) are loaded lazily, once, on the first read after
-    that (`ops/plugins.py`), so a command that never looks an op up imports no plugin."""
+    """The op table: name → OpDef. Each built-in op is registered by its family's module when that module is
+    imported, and `homes` (filled by ops/__init__.py) says which module that is without importing it: looking
+    an op up imports its module only, so a spec using five families imports five; reading the whole table
+    (iterating, `len`, `items`) imports them all, in one fixed order. The ops of installed plugins (the
+    `graphformer.ops` entry points) are loaded lazily, once, on the first read (`ops/plugins.py`), so a command
+    that never looks an op up imports no plugin."""
 
-    _ready = False      # set by ops/__init__.py once every built-in op is in
+    _ready = False      # set by ops/__init__.py once `homes` is filled
     _loading = False
+    _complete = False   # every built-in module imported, and the table in its fixed order
+    homes: dict[str, str] = {}   # built-in op name -> the module of graphformer.ops that registers it
 
     def _load(self) -> None:
         if self._ready and not self._loading and not getattr(self, "_loaded", False):
@@ -273,14 +280,68 @@ class Registry(LazyDict):
             finally:
                 self._loaded, self._loading = True, False
 
+    def _builtin(self, name) -> None:
+        """Import the module that registers built-in op `name`, unless it is in already."""
+        home = self.homes.get(name) if isinstance(name, str) else None
+        if home is not None and not dict.__contains__(self, name):
+            importlib.import_module(f"{__package__}.{home}")
+
+    def _everything(self) -> None:
+        """Every built-in module imported, and the built-ins first in `homes`' order (that of the modules'
+        import when they were eager), then the plugins' ops in their order: listings don't depend on what
+        was looked up before."""
+        if self._complete or not self._ready:
+            return
+        for module in dict.fromkeys(self.homes.values()):
+            importlib.import_module(f"{__package__}.{module}")
+        ops = dict(dict.items(self))
+        dict.clear(self)
+        for name in [*self.homes, *(n for n in ops if n not in self.homes)]:
+            dict.__setitem__(self, name, ops[name])
+        self._complete = True
+
+    def __getitem__(self, k):
+        self._builtin(k)
+        return super().__getitem__(k)
+
+    def __contains__(self, k):
+        self._builtin(k)
+        return super().__contains__(k)
+
+    def get(self, k, default=None):
+        self._builtin(k)
+        return super().get(k, default)
+
+    def __iter__(self):
+        self._everything()
+        return super().__iter__()
+
+    def __len__(self):
+        self._everything()
+        return super().__len__()
+
+    def keys(self):
+        self._everything()
+        return super().keys()
+
+    def values(self):
+        self._everything()
+        return super().values()
+
+    def items(self):
+        self._everything()
+        return super().items()
+
 
 REGISTRY: Registry = Registry()
+_REGISTERED_BY: dict[str, str] = {}   # built-in op name -> the module that registered it (tests check `homes`)
 
 
 def register(op: OpDef) -> OpDef:
     """Add a built-in op (plugins go through `ops/plugins.py`, which checks them instead of asserting)."""
     assert not dict.__contains__(REGISTRY, op.name), f"op {op.name} registered twice"
     dict.__setitem__(REGISTRY, op.name, op)
+    _REGISTERED_BY[op.name] = sys._getframe(1).f_globals.get("__name__", "?")
     return op
 
 
