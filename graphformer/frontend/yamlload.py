@@ -7,6 +7,7 @@ Every problem becomes a `SpecError` with a precise span; unreadable files raise 
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -117,21 +118,22 @@ def load_yaml_text(text: str | bytes, file: str = "<string>") -> Loaded:
 # pure reader accepts (no control characters) and whose nesting can't be deep (its composer recurses in C,
 # without Python's recursion limit: brackets, `- ` and lines bound the depth). Anything it refuses goes to the pure loader for the diagnostic.
 _FAST_NESTING = 2_000
-_RESOLVED: dict[tuple, str] = {}    # (kind, value, implicit) -> tag: the resolver is a pure function of these
-_RESOLVED_MAX = 50_000
+_RESOLVER = yaml.resolver.Resolver()
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved(kind, value, implicit):
+    """A node's tag: PyYAML's resolver is a pure function of these (no path resolvers), and spec files repeat
+    their words; the cache's C wrapper spares libyaml's composer a Python call per node."""
+    return _RESOLVER.resolve(kind, value, implicit)
 
 
 class _CLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """libyaml's safe loader whose composer asks a memo for each node's tag (spec files repeat their words)."""
+    """libyaml's safe loader, resolving tags through `_resolved`."""
 
-    def resolve(self, kind, value, implicit):
-        key = (kind, value, implicit)
-        tag = _RESOLVED.get(key)
-        if tag is None:
-            tag = super().resolve(kind, value, implicit)
-            if len(_RESOLVED) < _RESOLVED_MAX and isinstance(value, str):
-                _RESOLVED[key] = tag
-        return tag
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.resolve = _resolved
 
 
 def _fast_ok(text: str) -> bool:
