@@ -269,10 +269,11 @@ class Registry(LazyDict):
     _ready = False      # set by ops/__init__.py once `homes` is filled
     _loading = False
     _complete = False   # every built-in module imported, and the table in its fixed order
+    _loaded = False     # the plugins' ops are in
     homes: dict[str, str] = {}   # built-in op name -> the module of graphformer.ops that registers it
 
     def _load(self) -> None:
-        if self._ready and not self._loading and not getattr(self, "_loaded", False):
+        if self._ready and not self._loading and not self._loaded:
             self._loading = True
             try:
                 from .plugins import load_plugins
@@ -300,17 +301,27 @@ class Registry(LazyDict):
             dict.__setitem__(self, name, ops[name])
         self._complete = True
 
+    # Lookups run thousands of times per check: once the plugins are in, an op already imported costs one
+    # dict read.
     def __getitem__(self, k):
-        self._builtin(k)
-        return super().__getitem__(k)
+        op = dict.get(self, k) if self._loaded else None
+        if op is None:
+            self._builtin(k)
+            return super().__getitem__(k)
+        return op
 
     def __contains__(self, k):
+        if self._loaded and dict.__contains__(self, k):
+            return True
         self._builtin(k)
         return super().__contains__(k)
 
     def get(self, k, default=None):
-        self._builtin(k)
-        return super().get(k, default)
+        op = dict.get(self, k) if self._loaded else None
+        if op is None:
+            self._builtin(k)
+            return super().get(k, default)
+        return op
 
     def __iter__(self):
         self._everything()
