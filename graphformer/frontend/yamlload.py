@@ -234,7 +234,21 @@ def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
 
 
 _STR, _INT, _NULL, _SEQ, _MAP, _MERGE = (_TAG + t for t in ("str", "int", "null", "seq", "map", "merge"))
+_NUMERIC_START = frozenset("+-0123456789")
 _PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")   # the ints PyYAML reads as Python does (no 0o, 0x, _, 1:30)
+
+
+_new = object.__new__
+
+
+def _span_of(file: str, node: yaml.Node) -> Span:
+    """`_node_span` for the converter, which makes one per value and key: the frozen dataclass's __init__
+    (a setattr per field) costs twice what filling the instance's dict does, for an equal Span."""
+    s, e = node.start_mark, node.end_mark
+    span = _new(Span)
+    span.__dict__.update(file=file, line=s.line + 1, col=s.column + 1,
+                         end_col=e.column + 1 if e is not None and e.line == s.line and e.column > s.column else None)
+    return span
 
 
 class _Converter:
@@ -244,9 +258,7 @@ class _Converter:
         self.loader, self.out, self.file, self.count = loader, out, out.file, 0
 
     def convert(self, node: yaml.Node, path: tuple, depth: int) -> Any:
-        s, e = node.start_mark, node.end_mark   # _node_span, inlined: this runs once per value
-        span = Span(self.file, s.line + 1, s.column + 1,
-                    e.column + 1 if e is not None and e.line == s.line and e.column > s.column else None)
+        span = _span_of(self.file, node)
         self.count += 1
         if self.count > MAX_NODES:  # stop before building the expanded structure
             raise _fail("GF003", f"document expands to more than {MAX_NODES:,} values", span,
@@ -264,12 +276,9 @@ class _Converter:
             return [self.convert(item, path + (i,), depth) for i, item in enumerate(node.value)]
         self.check_tag(node, _MAP, span)
         result: dict = {}
-        first: dict[Any, Span] = {}
-        key_spans, file = self.out.key_spans, self.file
+        key_spans, file, depth = self.out.key_spans, self.file, depth + 1
         for key_node, value_node in node.value:
-            s, e = key_node.start_mark, key_node.end_mark
-            kspan = Span(file, s.line + 1, s.column + 1,
-                         e.column + 1 if e is not None and e.line == s.line and e.column > s.column else None)
+            kspan = _span_of(file, key_node)
             if key_node.tag == _MERGE:
                 raise _fail("GF004", "merge keys (`<<`) are not supported", kspan,
                             help="write the keys out, or use an alias (`*name`) for the whole value")
@@ -277,15 +286,15 @@ class _Converter:
                 kind = "a list" if isinstance(key_node, SequenceNode) else "a mapping"
                 raise _fail("GF004", f"mapping keys must be plain scalars, found {kind}", kspan)
             key = self.scalar(key_node, kspan)
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
+            if key.__class__ is not str and (not isinstance(key, int) or isinstance(key, bool)):
                 key = key_node.value  # `on:`, `null:`, `1.5:` keys keep their source text
-            if key in first:
+            where = path + (key,)
+            if key in result:
                 raise SpecError([Diagnostic("GF002", f"duplicate key `{key}`", kspan,
-                                            labels=[Label(first[key], "first defined here")],
+                                            labels=[Label(key_spans[where], "first defined here")],
                                             help="remove one of them; YAML would silently keep the last")])
-            first[key] = kspan
-            key_spans[path + (key,)] = kspan
-            result[key] = self.convert(value_node, path + (key,), depth + 1)
+            key_spans[where] = kspan
+            result[key] = self.convert(value_node, where, depth)
         return result
 
     def check_tag(self, node: yaml.Node, expected: str, span: Span) -> None:
@@ -295,7 +304,7 @@ class _Converter:
     def scalar(self, node: ScalarNode, span: Span) -> Any:
         tag, value = node.tag, node.value
         if tag == _STR:   # what SafeConstructor gives for these tags, without its dispatch per value
-            if not node.style and _EXP_FLOAT.fullmatch(value):
+            if not node.style and value[:1] in _NUMERIC_START and _EXP_FLOAT.fullmatch(value):
                 return float(value)  # YAML 1.1 reads a plain `1e-5` (style None; libyaml: "") as a string; 1.2 (and users) say float
             return value
         if tag == _INT and _PLAIN_INT.fullmatch(value):
