@@ -8,6 +8,7 @@ Every problem becomes a `SpecError` with a precise span; unreadable files raise 
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import re
 from dataclasses import dataclass, field
@@ -142,6 +143,18 @@ def _fast_ok(text: str) -> bool:
 
 
 def _load(text: str, file: str, loader_class) -> Loaded:
+    # Composing and converting allocate a few objects per value and free none: the cyclic collector would
+    # run every few hundred values and find nothing (a self-referring alias's cycle is collected later).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _compose_convert(text, file, loader_class)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _compose_convert(text: str, file: str, loader_class) -> Loaded:
     loader = None
     try:
         loader = loader_class(text)  # the reader rejects control characters right here
