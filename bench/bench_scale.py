@@ -225,17 +225,29 @@ What makes repetitions cheap (each is exact: the same IR, diagnostics and counts
 - *torch*: rotary cos/sin tables are computed once per forward for all layers with the same frequencies
   (`forward_tables` in `backends/torch/core.py`); generated forwards compile once per distinct text
   (`backends/torch/plan.py`).
-- *YAML*: libyaml's parser where the text is printable and shallowly nested (`frontend/yamlload.py`),
-  PyYAML's pure loader otherwise and for every error.
+- *YAML* (`frontend/yamlload.py`): libyaml's parser where the text is printable and shallowly nested,
+  PyYAML's pure loader otherwise and for every error; tags resolved through a cache (no Python call per
+  node from libyaml's composer), spans filled directly, no cyclic garbage collection during a load, and the
+  alias-size pre-check only for text with anchors (`&`). One pass over the bundled specs: 0.96 G → 0.40 G
+  instructions (callgrind, which counts the same on a loaded machine where CPU times drift by ±20 %).
+- *Start-up*: a command imports what it uses: the subcommand's own module only (`cli.py`), an op family's
+  module on the first lookup of one of its ops (`MODULES` in `ops/__init__.py`), `frontend/hf.py` only
+  for a file that may be a transformers config; attrs validators are built on first use. `check` imports
+  no torch, onnx, numpy, backend or renderer (tests/unit/test_op_modules_table.py). `check gpt2`:
+  1.30 G → 1.02 G instructions.
 
 What is left:
 
-- *Every bundled spec against an `import torch`.* The repetitions are no longer the cost: what remains
-  is starting Python and importing graphformer (pydantic models of the spec format, the op registry),
-  and reading each file's YAML into data with a span per key and value (`frontend/yamlload.py`), which
-  is per line of spec, not per repetition. Measured in one warm process (load average ~19): checking
-  the bundled specs takes 0.47 s of CPU, 0.63 s with every repetition unrolled (`compact=False`), and
-  0.27 s of the 0.47 s is loading the files (YAML with spans, pydantic), before any expansion.
+- *Every bundled spec against an `import torch`: the goal (≤ 0.25×) is not met.* The table's 0.33× (CPU,
+  bytecode cached as for an installed package; 0.30–0.37× over repeated runs on this machine) was 0.37×
+  before this round (0.50× when a checkout compiles its modules in every process, as under
+  PYTHONDONTWRITEBYTECODE=1). Counted in instructions the process went from 3.13 G to 2.39 G
+  (`import torch`: 5.2 G, but much of its CPU time is loading shared libraries, which instructions
+  understate): starting Python 0.09 G, importing yaml 0.10 G and pydantic 0.40 G (fixed costs of the
+  libraries), graphformer's own modules about 0.3 G, reading the YAML 0.40 G, and the checking proper
+  about 1.1 G (validating the file models, expansion, inference, and the op modules and attrs validators
+  built on first use). ≤ 0.25× (about 0.5 s of CPU against torch's 2 s) needs the expander and checker a
+  third cheaper, or pydantic off the start-up path (file models and attrs validated without it).
 - *Backends still need every node*: the torch build, ONNX export and diagrams unroll the IR on their
   first per-node query (cheap copies of the bodies' nodes), then work per node as before.
 """
