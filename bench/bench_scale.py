@@ -238,10 +238,11 @@ What makes repetitions cheap (each is exact: the same IR, diagnostics and counts
 
 What is left:
 
-- *Every bundled spec against an `import torch`: the goal (≤ 0.25×) is not met.* The table's 0.33× (CPU,
-  bytecode cached as for an installed package; 0.30–0.37× over repeated runs on this machine) was 0.37×
-  before this round (0.50× when a checkout compiles its modules in every process, as under
-  PYTHONDONTWRITEBYTECODE=1). Counted in instructions the process went from 3.13 G to 2.39 G
+- *Every bundled spec against an `import torch`: the goal (≤ 0.25×) is not met.* The ratio above (CPU,
+  bytecode cached as for an installed package) moves between 0.30× and 0.37× from run to run on this
+  machine, against 0.37–0.39× before this round; the figure without a bytecode cache drifts more still
+  (0.32–0.50× after, 0.45–0.50× before, over this round's runs). Counted in instructions, which don't
+  drift, the process went from 3.13 G to 2.39 G
   (`import torch`: 5.2 G, but much of its CPU time is loading shared libraries, which instructions
   understate): starting Python 0.09 G, importing yaml 0.10 G and pydantic 0.40 G (fixed costs of the
   libraries), graphformer's own modules about 0.3 G, reading the YAML 0.40 G, and the checking proper
