@@ -26,14 +26,18 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def make_parser() -> tuple[argparse.ArgumentParser, dict]:
-    """The parser, and the command modules it dispatches to by subcommand name."""
+def make_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict]:
+    """The parser, and the command modules it dispatches to by subcommand name. With `only` (a command
+    named on the command line), just that command's module is imported: the others' parsers would only
+    show in the top-level help, and importing them costs more than `check` takes to run."""
     parser = _Parser(prog="graphformer", description="Check, summarise, build, draw and export model-graph specs. "
                      "SPEC is a YAML file or the name of a bundled model (`graphformer list`).")
     parser.add_argument("--version", action="version", version=f"graphformer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     modules = {}
     for command, module in COMMANDS.items():
+        if only in COMMANDS and command != only:
+            continue
         try:
             mod = importlib.import_module(f"graphformer.commands.{module}")
         except ModuleNotFoundError as e:
@@ -49,7 +53,8 @@ def make_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, modules = make_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser, modules = make_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help(sys.stderr)

@@ -158,8 +158,10 @@ def parse_file(path: str) -> SpecCtx:
             raise UsageError(f"`{path}` is a transformers checkpoint directory, not a spec: "
                              f"graphformer import hf {path} -o spec.yaml, then --weights {path}") from None
         raise UsageError(str(e)) from None
-    from .hf import looks_like_hf_config
-    hf_type = looks_like_hf_config(loaded.data)
+    hf_type = None
+    if isinstance(loaded.data, dict) and "model_type" in loaded.data:   # hf.py is big: only for what may be a config
+        from .hf import looks_like_hf_config
+        hf_type = looks_like_hf_config(loaded.data)
     if hf_type is not None:   # one diagnostic, not one per foreign key
         raise SpecError([Diagnostic(
             "GF170", f"`{os.path.basename(path)}` is a transformers config (model_type `{hf_type}`), not a spec",

@@ -7,6 +7,8 @@ Every problem becomes a `SpecError` with a precise span; unreadable files raise 
 """
 from __future__ import annotations
 
+import functools
+import gc
 import os
 import re
 from dataclasses import dataclass, field
@@ -107,7 +109,7 @@ def load_yaml_text(text: str | bytes, file: str = "<string>") -> Loaded:
     text = _decode(text, file)
     if _fast_ok(text):
         try:
-            return _load(text, file, yaml.CSafeLoader)
+            return _load(text, file, _CLoader)
         except (SpecError, yaml.YAMLError, RecursionError):
             pass   # whatever is wrong, the pure-Python loader reports it, as it always has
     return _load(text, file, yaml.SafeLoader)
@@ -117,6 +119,22 @@ def load_yaml_text(text: str | bytes, file: str = "<string>") -> Loaded:
 # pure reader accepts (no control characters) and whose nesting can't be deep (its composer recurses in C,
 # without Python's recursion limit: brackets, `- ` and lines bound the depth). Anything it refuses goes to the pure loader for the diagnostic.
 _FAST_NESTING = 2_000
+_RESOLVER = yaml.resolver.Resolver()
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved(kind, value, implicit):
+    """A node's tag: PyYAML's resolver is a pure function of these (no path resolvers), and spec files repeat
+    their words; the cache's C wrapper spares libyaml's composer a Python call per node."""
+    return _RESOLVER.resolve(kind, value, implicit)
+
+
+class _CLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """libyaml's safe loader, resolving tags through `_resolved`."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.resolve = _resolved
 
 
 def _fast_ok(text: str) -> bool:
@@ -125,6 +143,18 @@ def _fast_ok(text: str) -> bool:
 
 
 def _load(text: str, file: str, loader_class) -> Loaded:
+    # Composing and converting allocate a few objects per value and free none: the cyclic collector would
+    # run every few hundred values and find nothing (a self-referring alias's cycle is collected later).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _compose_convert(text, file, loader_class)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _compose_convert(text: str, file: str, loader_class) -> Loaded:
     loader = None
     try:
         loader = loader_class(text)  # the reader rejects control characters right here
@@ -132,9 +162,18 @@ def _load(text: str, file: str, loader_class) -> Loaded:
         if node is None:
             raise _fail("GF006", "expected exactly one YAML document", Span(file, 1, 1),
                         notes=["the file is empty (or only comments)"])
-        _check_expanded_size(node, file)
+        # Only anchors (`&`) make nodes shared: without one the tree has as many values as it has nodes, and the
+        # converter's own count bounds it; the size check then only decides which error a bad tree gets first.
+        anchored = "&" in text
+        if anchored:
+            _check_expanded_size(node, file)
         out = Loaded(None, {}, {}, text, file)
-        out.data = _Converter(loader, out).convert(node, (), 0)
+        try:
+            out.data = _Converter(loader, out).convert(node, (), 0)
+        except SpecError:
+            if not anchored:
+                _check_expanded_size(node, file)   # its error comes first, as when it ran before converting
+            raise
     except RecursionError:  # PyYAML's composer recurses once per nesting level
         raise _fail("GF003", "nesting too deep", Span(file, 1, 1),
                     help=f"specs may nest at most {MAX_DEPTH} levels") from None
@@ -207,6 +246,24 @@ def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
     return _fail("GF001", f"invalid YAML: {problem}", span, notes=notes, help=hint)
 
 
+_STR, _INT, _NULL, _SEQ, _MAP, _MERGE = (_TAG + t for t in ("str", "int", "null", "seq", "map", "merge"))
+_NUMERIC_START = frozenset("+-0123456789")
+_PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")   # the ints PyYAML reads as Python does (no 0o, 0x, _, 1:30)
+
+
+_new = object.__new__
+
+
+def _span_of(file: str, node: yaml.Node) -> Span:
+    """`_node_span` for the converter, which makes one per value and key: the frozen dataclass's __init__
+    (a setattr per field) costs twice what filling the instance's dict does, for an equal Span."""
+    s, e = node.start_mark, node.end_mark
+    span = _new(Span)
+    span.__dict__.update(file=file, line=s.line + 1, col=s.column + 1,
+                         end_col=e.column + 1 if e is not None and e.line == s.line and e.column > s.column else None)
+    return span
+
+
 class _Converter:
     """Node tree -> plain data, recording spans and enforcing the node and depth limits."""
 
@@ -214,7 +271,7 @@ class _Converter:
         self.loader, self.out, self.file, self.count = loader, out, out.file, 0
 
     def convert(self, node: yaml.Node, path: tuple, depth: int) -> Any:
-        span = _node_span(self.file, node)
+        span = _span_of(self.file, node)
         self.count += 1
         if self.count > MAX_NODES:  # stop before building the expanded structure
             raise _fail("GF003", f"document expands to more than {MAX_NODES:,} values", span,
@@ -223,32 +280,34 @@ class _Converter:
         if depth > MAX_DEPTH:  # also stops recursive aliases such as `&a [*a]`
             raise _fail("GF003", f"nesting deeper than {MAX_DEPTH} levels", span)
         self.out.spans[path] = span
-        if isinstance(node, ScalarNode):
+        cls = node.__class__
+        if cls is ScalarNode:
             return self.scalar(node, span)
-        if isinstance(node, SequenceNode):
-            self.check_tag(node, _TAG + "seq", span)
-            return [self.convert(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
-        self.check_tag(node, _TAG + "map", span)
+        if cls is SequenceNode:
+            self.check_tag(node, _SEQ, span)
+            depth += 1
+            return [self.convert(item, path + (i,), depth) for i, item in enumerate(node.value)]
+        self.check_tag(node, _MAP, span)
         result: dict = {}
-        first: dict[Any, Span] = {}
+        key_spans, file, depth = self.out.key_spans, self.file, depth + 1
         for key_node, value_node in node.value:
-            kspan = _node_span(self.file, key_node)
-            if key_node.tag == _TAG + "merge":
+            kspan = _span_of(file, key_node)
+            if key_node.tag == _MERGE:
                 raise _fail("GF004", "merge keys (`<<`) are not supported", kspan,
                             help="write the keys out, or use an alias (`*name`) for the whole value")
-            if not isinstance(key_node, ScalarNode):
+            if key_node.__class__ is not ScalarNode:
                 kind = "a list" if isinstance(key_node, SequenceNode) else "a mapping"
                 raise _fail("GF004", f"mapping keys must be plain scalars, found {kind}", kspan)
             key = self.scalar(key_node, kspan)
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
+            if key.__class__ is not str and (not isinstance(key, int) or isinstance(key, bool)):
                 key = key_node.value  # `on:`, `null:`, `1.5:` keys keep their source text
-            if key in first:
+            where = path + (key,)
+            if key in result:
                 raise SpecError([Diagnostic("GF002", f"duplicate key `{key}`", kspan,
-                                            labels=[Label(first[key], "first defined here")],
+                                            labels=[Label(key_spans[where], "first defined here")],
                                             help="remove one of them; YAML would silently keep the last")])
-            first[key] = kspan
-            self.out.key_spans[path + (key,)] = kspan
-            result[key] = self.convert(value_node, path + (key,), depth + 1)
+            key_spans[where] = kspan
+            result[key] = self.convert(value_node, where, depth)
         return result
 
     def check_tag(self, node: yaml.Node, expected: str, span: Span) -> None:
@@ -256,10 +315,17 @@ class _Converter:
             raise _fail("GF004", f"unsupported YAML tag `{node.tag}`", span, help="remove the tag")
 
     def scalar(self, node: ScalarNode, span: Span) -> Any:
-        if node.tag not in _SCALAR_TAGS:
+        tag, value = node.tag, node.value
+        if tag == _STR:   # what SafeConstructor gives for these tags, without its dispatch per value
+            if not node.style and value[:1] in _NUMERIC_START and _EXP_FLOAT.fullmatch(value):
+                return float(value)  # YAML 1.1 reads a plain `1e-5` (style None; libyaml: "") as a string; 1.2 (and users) say float
+            return value
+        if tag == _INT and _PLAIN_INT.fullmatch(value):
+            return int(value)
+        if tag == _NULL:
+            return None
+        if tag not in _SCALAR_TAGS:
             raise _fail("GF004", f"unsupported YAML tag `{node.tag}`", span, help="remove the tag")
-        if node.tag == _TAG + "timestamp":
-            return node.value  # keep dates as written: data must stay plain str/int/float/bool/None
-        if node.tag == _TAG + "str" and not node.style and _EXP_FLOAT.fullmatch(node.value):
-            return float(node.value)  # YAML 1.1 reads a plain `1e-5` (style None; libyaml: "") as a string; 1.2 (and users) say float
+        if tag == _TAG + "timestamp":
+            return value  # keep dates as written: data must stay plain str/int/float/bool/None
         return self.loader.construct_object(node, deep=True)

@@ -6,7 +6,9 @@ fault so the checker can point at both the consumer and the producer. Nothing he
 """
 from __future__ import annotations
 
+import importlib
 import math
+import sys
 import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, ClassVar, Protocol
@@ -29,7 +31,7 @@ DimAttr = Annotated[int, BeforeValidator(_no_bool)]
 
 class Attrs(BaseModel):
     # no inf or nan: a number attribute is a real constant (and goes into generated code as its repr)
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
     # Names of fields that hold dimension expressions (evaluated against params by the expander).
     dim_fields: ClassVar[tuple[str, ...]] = ()
     # Fields that name another node (resolved to an IR path by the expander), e.g. `tied: tok`.
@@ -257,15 +259,21 @@ class LazyDict(dict):
 
 
 class Registry(LazyDict):
-    """The op table: name → OpDef. The built-in ops register when `graphformer.ops` is imported; the ops of
-    installed plugins (the `graphformer.ops` entry points) are loaded lazily, once, on the first read after
-    that (`ops/plugins.py`), so a command that never looks an op up imports no plugin."""
+    """The op table: name → OpDef. Each built-in op is registered by its family's module when that module is
+    imported, and `homes` (filled by ops/__init__.py) says which module that is without importing it: looking
+    an op up imports its module only, so a spec using five families imports five; reading the whole table
+    (iterating, `len`, `items`) imports them all, in one fixed order. The ops of installed plugins (the
+    `graphformer.ops` entry points) are loaded lazily, once, on the first read (`ops/plugins.py`), so a command
+    that never looks an op up imports no plugin."""
 
-    _ready = False      # set by ops/__init__.py once every built-in op is in
+    _ready = False      # set by ops/__init__.py once `homes` is filled
     _loading = False
+    _complete = False   # every built-in module imported, and the table in its fixed order
+    _loaded = False     # the plugins' ops are in
+    homes: dict[str, str] = {}   # built-in op name -> the module of graphformer.ops that registers it
 
     def _load(self) -> None:
-        if self._ready and not self._loading and not getattr(self, "_loaded", False):
+        if self._ready and not self._loading and not self._loaded:
             self._loading = True
             try:
                 from .plugins import load_plugins
@@ -273,14 +281,78 @@ class Registry(LazyDict):
             finally:
                 self._loaded, self._loading = True, False
 
+    def _builtin(self, name) -> None:
+        """Import the module that registers built-in op `name`, unless it is in already."""
+        home = self.homes.get(name) if isinstance(name, str) else None
+        if home is not None and not dict.__contains__(self, name):
+            importlib.import_module(f"{__package__}.{home}")
+
+    def _everything(self) -> None:
+        """Every built-in module imported, and the built-ins first in `homes`' order (that of the modules'
+        import when they were eager), then the plugins' ops in their order: listings don't depend on what
+        was looked up before."""
+        if self._complete or not self._ready:
+            return
+        for module in dict.fromkeys(self.homes.values()):
+            importlib.import_module(f"{__package__}.{module}")
+        ops = dict(dict.items(self))
+        dict.clear(self)
+        for name in [*self.homes, *(n for n in ops if n not in self.homes)]:
+            dict.__setitem__(self, name, ops[name])
+        self._complete = True
+
+    # Lookups run thousands of times per check: once the plugins are in, an op already imported costs one
+    # dict read.
+    def __getitem__(self, k):
+        op = dict.get(self, k) if self._loaded else None
+        if op is None:
+            self._builtin(k)
+            return super().__getitem__(k)
+        return op
+
+    def __contains__(self, k):
+        if self._loaded and dict.__contains__(self, k):
+            return True
+        self._builtin(k)
+        return super().__contains__(k)
+
+    def get(self, k, default=None):
+        op = dict.get(self, k) if self._loaded else None
+        if op is None:
+            self._builtin(k)
+            return super().get(k, default)
+        return op
+
+    def __iter__(self):
+        self._everything()
+        return super().__iter__()
+
+    def __len__(self):
+        self._everything()
+        return super().__len__()
+
+    def keys(self):
+        self._everything()
+        return super().keys()
+
+    def values(self):
+        self._everything()
+        return super().values()
+
+    def items(self):
+        self._everything()
+        return super().items()
+
 
 REGISTRY: Registry = Registry()
+_REGISTERED_BY: dict[str, str] = {}   # built-in op name -> the module that registered it (tests check `homes`)
 
 
 def register(op: OpDef) -> OpDef:
     """Add a built-in op (plugins go through `ops/plugins.py`, which checks them instead of asserting)."""
     assert not dict.__contains__(REGISTRY, op.name), f"op {op.name} registered twice"
     dict.__setitem__(REGISTRY, op.name, op)
+    _REGISTERED_BY[op.name] = sys._getframe(1).f_globals.get("__name__", "?")
     return op
 
 

@@ -56,7 +56,7 @@ _TABLES: list["LoweringTable"] = []
 def origin(op: str) -> str:
     """`builtin`, or the package (and version) that installed op `op`."""
     from . import REGISTRY
-    len(REGISTRY)   # loads the plugins if nothing has read the registry yet
+    REGISTRY._load()   # loads the plugins if nothing has read the registry yet
     o = ORIGINS.get(op)
     return str(o) if o else BUILTIN
 
@@ -69,7 +69,7 @@ def is_plugin(op: str) -> bool:
 def problems() -> list[str]:
     """Why plugins were skipped (GF257 warnings), after the registry's first read."""
     from . import REGISTRY
-    len(REGISTRY)   # loads the plugins if nothing has read the registry yet
+    REGISTRY._load()   # loads the plugins if nothing has read the registry yet
     return list(_PROBLEMS)
 
 
@@ -80,7 +80,7 @@ def _normal(name: str) -> str:
 def installed(package: str) -> str | None:
     """The installed version of distribution `package` (a plugin's, or any), or None."""
     from . import REGISTRY
-    len(REGISTRY)
+    REGISTRY._load()
     for o in ORIGINS.values():
         if _normal(o.package) == _normal(package):
             return o.version
@@ -140,8 +140,9 @@ def _invalid(plugin: Any, registry: dict) -> str | None:
             return f"{op!r} is not an OpDef"
         if not op.name.isidentifier() or op.name == "input":
             return f"op name `{op.name}` is not an identifier"
-        if dict.__contains__(registry, op.name) or op.name in names:
-            taken = origin(op.name) if dict.__contains__(registry, op.name) else "the plugin itself"
+        builtin = dict.__contains__(registry, op.name) or op.name in getattr(registry, "homes", {})  # loaded or not
+        if builtin or op.name in names:
+            taken = origin(op.name) if builtin else "the plugin itself"
             return f"op `{op.name}` is already defined ({taken})"
         names.add(op.name)
         if not (isinstance(op.attrs, type) and issubclass(op.attrs, Attrs)):
