@@ -51,7 +51,8 @@ from safetensors.torch import load_file  # noqa: E402
 
 from graphformer.base.errors import UsageError, WeightFileError  # noqa: E402
 from graphformer.backends.torch.parallel import export_safetensors, load_checkpoint, save_checkpoint  # noqa: E402
-from test_parity_llm import CASES  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))   # the parity tests' configs,
+from test_parity_llm import CASES  # noqa: E402                               # also when this tier runs alone
 
 transformers.logging.set_verbosity_error()
 
