@@ -107,6 +107,7 @@ def main() -> None:
         export_safetensors(model, args.export, mapping=args.export_map)
         if rank == 0:
             print(f"wrote {args.export}")
+    dist.barrier()   # no rank tears the group down while another still writes or reduces through it
     dist.destroy_process_group()
 
 

@@ -149,9 +149,10 @@ def main(name: str, mode: str) -> None:
 
 
 def finish(ok: bool) -> None:
-    """Leave once the work is checked: the process group torn down, the output flushed, and no interpreter
-    shutdown after it (under load, gloo's threads racing the interpreter's teardown once aborted a rank
-    with "terminate called without an active exception" after every check had passed)."""
+    """Leave once the work is checked: every rank done, the process group torn down, the output flushed,
+    and no interpreter shutdown after it (under load a rank once aborted in gloo's teardown, "terminate
+    called without an active exception", after every check had passed)."""
+    dist.barrier()   # no rank tears the group down while another still saves or reduces through it
     dist.destroy_process_group()
     sys.stdout.flush()
     sys.stderr.flush()
