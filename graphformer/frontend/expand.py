@@ -434,7 +434,9 @@ class Expander:
         if unknown and not allow_symbols:
             name = unknown[0]
             guess = self._hint(name, scope.env)
-            params = ", ".join(f"`{p}`" for p in list(scope.env)[:16]) or "none"
+            params = ", ".join(f"`{p}`" for p in [p for p in scope.env if p != REPEAT_INDEX][:16]) or "none"
+            if REPEAT_INDEX in scope.env:   # not a param: the number of the repetition being read
+                params += f" (and `{REPEAT_INDEX}`, the repetition's number)"
             where = f" in `{expr}`" if expr != name else ""
             hint = (f"`{REPEAT_INDEX}` is known only in the attributes of a block call with `repeat`"
                     if name == REPEAT_INDEX else f"params here: {params}; declare it under `params:` "

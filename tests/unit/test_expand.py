@@ -229,6 +229,13 @@ def test_repeat_index_outside_a_repeated_call_is_an_unknown_name(tmp_path):
     assert "block call with `repeat`" in d.help
 
 
+def test_an_unknown_name_at_a_repeated_call_lists_params_not_the_repetition_index(tmp_path):
+    r = check_file(write(tmp_path, "alt.yaml", REPEAT_INDEX.replace("WIDTH", "d").replace("(repeat_index % 2) * 4", "zz")))
+    (d,) = [d for d in r.diagnostics if d.is_error]
+    assert d.code == "GF131" and "`zz`" in d.message
+    assert d.help.startswith("params here: `d`, `layers` (and `repeat_index`, the repetition's number);"), d.help
+
+
 PICKED_BLOCK = """\
     graphformer: 1
     name: pick
