@@ -66,3 +66,34 @@ def assert_lm_logits(model: nn.Module, ref: nn.Module, ids, mask, what: str) -> 
         want = ref(input_ids=ids, attention_mask=mask).logits
     keep = mask.bool()
     assert_close(got[keep], want[keep], f"{what} logits, left-padded")
+
+
+def hf_greedy(ref: nn.Module, ids, mask, new: int) -> torch.Tensor:
+    """transformers' greedy `generate`: [b, n + new], the prompt included. Every one of the `new` steps runs
+    (no EOS: random weights say nothing of it); pad id 0, which a left-padded batch needs."""
+    ref.generation_config.eos_token_id = None
+    ref.generation_config.pad_token_id = 0
+    with torch.no_grad():
+        return ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
+                            max_new_tokens=new, do_sample=False)
+
+
+def assert_same_tokens(got, want, what: str) -> None:
+    """Exact equality of two [b, t] token arrays (tensors or numpy); a miss names the first differing row and
+    position and shows both rows."""
+    got, want = torch.as_tensor(got), torch.as_tensor(want)
+    assert got.shape == want.shape, f"{what}: {tuple(got.shape)} tokens vs reference {tuple(want.shape)}"
+    diff = (got != want).nonzero()
+    if len(diff):
+        row, pos = diff[0].tolist()
+        raise AssertionError(f"{what}: tokens differ first at row {row}, position {pos}:\n"
+                             f"  ours      {got[row].tolist()}\n  reference {want[row].tolist()}")
+
+
+def assert_greedy_tokens(model: nn.Module, ref: nn.Module, ids, mask, new: int, what: str) -> torch.Tensor:
+    """graphformer.generate's greedy tokens equal transformers' token for token: exactly `new` of them after
+    the prompt (which both return unchanged); `mask` is None or a left-padding mask. Returns ours."""
+    got = graphformer.generate(model, ids, new, mask=mask)
+    assert got.shape == (ids.shape[0], ids.shape[1] + new), f"{what}: {tuple(got.shape)} tokens for {new} new"
+    assert_same_tokens(got, hf_greedy(ref, ids, mask, new), what)
+    return got

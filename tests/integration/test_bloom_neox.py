@@ -18,7 +18,7 @@ from graphformer.backends.tables import alibi_slopes  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, to_reference  # noqa: E402
 from graphformer.base.diagnostics import SpecError  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
-from parity import assert_close, ours, prompts  # noqa: E402
+from parity import assert_close, assert_greedy_tokens, assert_same_tokens, hf_greedy, ours, prompts  # noqa: E402
 
 T = transformers
 T.logging.set_verbosity_error()
@@ -115,23 +115,12 @@ def test_gradients_equal_transformers(case):
 
 # ---------------------------------------------------------------- generation
 
-def hf_generate(ref, ids, mask, new):
-    ref.generation_config.eos_token_id = None
-    ref.generation_config.pad_token_id = 0
-    with torch.no_grad():
-        return ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
-                            max_new_tokens=new, do_sample=False)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case,padded", [("neox", False), ("neox", True), ("bloom", False), ("bloom", True),
                                          ("bloom-5-heads", True)])
 def test_greedy_tokens_equal_transformers_generate(case, padded):
     spec, ref, model = pair(case)
-    ids, mask = prompts(padded=padded)
-    got = graphformer.generate(model, ids, 30, mask=mask)
-    want = hf_generate(ref, ids, mask, 30)
-    assert torch.equal(got[:, 8:], want[:, 8:])
+    assert_greedy_tokens(model, ref, *prompts(padded=padded), 30, f"{case}, padded={padded}")
 
 
 def test_bloom_cached_steps_equal_a_full_recompute():
@@ -176,11 +165,7 @@ def test_onnx_with_past_bloom_greedy_tokens_equal_transformers():
     spec, ref, _ = pair("bloom")
     dec = OrtDecoder(session(to_onnx(spec, ref.state_dict(), weights_map="hf", with_past=True)))
     ids, mask = prompts(padded=True)
-    want = hf_generate(ref, ids, mask, 12)[:, 8:].numpy()
-    tokens = [dec.prompt(ids.numpy(), mask.numpy())[:, -1].argmax(-1)]
-    while len(tokens) < 12:
-        tokens.append(dec.step(tokens[-1][:, None])[:, -1].argmax(-1))
-    assert np.array_equal(np.stack(tokens, 1), want)
+    assert_same_tokens(dec.greedy(ids, mask, 12), hf_greedy(ref, ids, mask, 12)[:, 8:], "bloom onnx")
 
 
 # ---------------------------------------------------------------- counts at the published sizes

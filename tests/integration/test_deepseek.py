@@ -22,7 +22,8 @@ from graphformer.backends.torch.generation import Decoder  # noqa: E402
 from graphformer.frontend.check import check_file  # noqa: E402
 from graphformer.frontend.hf import convert_config  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, to_reference  # noqa: E402
-from parity import assert_close, assert_lm_logits, lm_batch, ours, prompts  # noqa: E402
+from parity import (assert_close, assert_greedy_tokens, assert_lm_logits, assert_same_tokens,  # noqa: E402
+                    hf_greedy, lm_batch, ours, prompts)
 
 T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -136,21 +137,11 @@ def test_parameter_counts_equal_transformers_on_meta(preset, kw, published):
     assert len(convert_state_dict(spec, ref.state_dict(), "hf")) == len(spec.ir.param_shapes())
 
 
-def hf_generate(ref, ids, mask, new):
-    ref.generation_config.eos_token_id = None
-    ref.generation_config.pad_token_id = 0
-    with torch.no_grad():
-        return ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
-                            max_new_tokens=new, do_sample=False)
-
-
 @pytest.mark.parametrize("case,padded", [("tiny", False), ("tiny", True),
                                          pytest.param("lite", True, marks=pytest.mark.slow)])
 def test_greedy_tokens_equal_transformers_generate(case, padded):
     spec, ref, model = pair(case)
-    ids, mask = prompts(padded=padded)
-    got = graphformer.generate(model, ids, 30, mask=mask)
-    assert torch.equal(got[:, 8:], hf_generate(ref, ids, mask, 30)[:, 8:])
+    assert_greedy_tokens(model, ref, *prompts(padded=padded), 30, f"{case}, padded={padded}")
 
 
 def test_the_cache_holds_the_latent_and_every_step_equals_a_full_recompute():
@@ -215,13 +206,9 @@ def test_onnx_decoder_with_past_gives_transformers_tokens(case, padded):
     sess = session(to_onnx(spec, model, with_past=True))
     widths = {i.name: (i.shape[1], i.shape[3]) for i in sess.get_inputs() if i.name.startswith("past_key_values")}
     assert widths["past_key_values.0.key"] == (1, 14) and widths["past_key_values.0.value"] == (1, 4)
-    dec = OrtDecoder(sess)
     ids, mask = prompts(padded=padded)
-    want = hf_generate(ref, ids, mask, 12)[:, 8:].numpy()
-    tokens = [dec.prompt(ids.numpy(), None if mask is None else mask.numpy())[:, -1].argmax(-1)]
-    while len(tokens) < 12:
-        tokens.append(dec.step(tokens[-1][:, None])[:, -1].argmax(-1))
-    assert (__import__("numpy").stack(tokens, 1) == want).all()
+    assert_same_tokens(OrtDecoder(sess).greedy(ids, mask, 12), hf_greedy(ref, ids, mask, 12)[:, 8:],
+                       f"{case} onnx, padded={padded}")
 
 
 def test_import_hf_config_gives_the_presets(tmp_path):

@@ -18,7 +18,7 @@ import graphformer  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
 from graphformer.base.diagnostics import SpecError  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
-from parity import assert_close, assert_lm_logits, lm_batch, ours, prompts  # noqa: E402
+from parity import assert_close, assert_greedy_tokens, assert_lm_logits, lm_batch, ours, prompts  # noqa: E402
 
 T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -83,15 +83,8 @@ def test_gradients_equal_transformers(case):
 @pytest.mark.parametrize("case", list(CASES))
 def test_greedy_tokens_equal_transformers_generate(case):
     spec, ref, model = pair(case)
-    ref.generation_config.eos_token_id = None
-    ref.generation_config.pad_token_id = 0
     for padded in (False, True):
-        ids, mask = prompts(padded=padded)
-        got = graphformer.generate(model, ids, 20, mask=mask)
-        with torch.no_grad():
-            want = ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
-                                max_new_tokens=20, do_sample=False)
-        assert torch.equal(got[:, 8:], want[:, 8:]), f"{case}, padded={padded}"
+        assert_greedy_tokens(model, ref, *prompts(padded=padded), 20, f"{case}, padded={padded}")
 
 
 @pytest.mark.parametrize("case", list(CASES))

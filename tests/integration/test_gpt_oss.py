@@ -17,7 +17,8 @@ import graphformer  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.base.diagnostics import SpecError  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, to_reference  # noqa: E402
-from parity import assert_close, lm_batch, ours, prompts  # noqa: E402
+from parity import (assert_close, assert_greedy_tokens, assert_same_tokens, hf_greedy, lm_batch, ours,  # noqa: E402
+                    prompts)
 
 T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -77,15 +78,8 @@ def test_gradients_equal_transformers():
 
 def test_greedy_tokens_equal_transformers_generate():
     spec, ref, model = pair()
-    ref.generation_config.eos_token_id = None
-    ref.generation_config.pad_token_id = 0
     for padded in (False, True):
-        ids, mask = prompts(padded=padded)
-        got = graphformer.generate(model, ids, 20, mask=mask)
-        with torch.no_grad():
-            want = ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
-                                max_new_tokens=20, do_sample=False)
-        assert torch.equal(got[:, 8:], want[:, 8:]), f"padded={padded}"
+        assert_greedy_tokens(model, ref, *prompts(padded=padded), 20, f"gpt-oss, padded={padded}")
 
 
 def test_onnx_runtime_through_the_weight_map_equals_transformers():
@@ -165,20 +159,12 @@ def test_onnx_decoder_step_with_past_gives_transformers_greedy_tokens():
     """The exported decoder step (`with_past`), looped in ONNX Runtime from transformers' weights: sinks,
     YaRN and the windowed layers' cache, token for token as transformers' generate."""
     pytest.importorskip("onnxruntime")
-    import numpy as np
     from graphformer.backends.onnx import to_onnx
     from test_onnx_past import OrtDecoder, session
     spec, ref, _ = pair()
-    ref.generation_config.eos_token_id = None
-    ref.generation_config.pad_token_id = 0
     dec = OrtDecoder(session(to_onnx(spec, ref.state_dict(), weights_map="hf", with_past=True)))
     ids, mask = prompts(padded=True)
-    with torch.no_grad():
-        want = ref.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False)[:, 8:].numpy()
-    tokens = [dec.prompt(ids.numpy(), mask.numpy())[:, -1].argmax(-1)]
-    while len(tokens) < 12:
-        tokens.append(dec.step(tokens[-1][:, None])[:, -1].argmax(-1))
-    assert np.array_equal(np.stack(tokens, 1), want)
+    assert_same_tokens(dec.greedy(ids, mask, 12), hf_greedy(ref, ids, mask, 12)[:, 8:], "gpt-oss onnx")
 
 
 def _cli(capsys, *argv):

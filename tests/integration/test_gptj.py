@@ -16,7 +16,8 @@ transformers = pytest.importorskip("transformers")
 import graphformer  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
-from parity import assert_close, assert_lm_logits, lm_batch, ours, prompts  # noqa: E402
+from parity import (assert_close, assert_greedy_tokens, assert_lm_logits, hf_greedy, lm_batch, ours,  # noqa: E402
+                    prompts)
 
 T = transformers
 T.logging.set_verbosity_error()
@@ -74,20 +75,10 @@ def test_gradients_equal_transformers():
         assert_close(mine[k].grad, g, f"gpt-j grad {k}")
 
 
-def hf_generate(ref, ids, mask, new):
-    ref.generation_config.eos_token_id = None
-    ref.generation_config.pad_token_id = 0
-    with torch.no_grad():
-        return ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
-                            max_new_tokens=new, do_sample=False)
-
-
 @pytest.mark.parametrize("padded", [False, True])
 def test_greedy_tokens_equal_transformers_generate(padded):
     spec, ref, model = pair()
-    ids, mask = prompts(padded=padded)
-    got = graphformer.generate(model, ids, 20, mask=mask)
-    assert torch.equal(got[:, 8:], hf_generate(ref, ids, mask, 20)[:, 8:])
+    assert_greedy_tokens(model, ref, *prompts(padded=padded), 20, f"gpt-j, padded={padded}")
 
 
 def test_onnx_runtime_equals_torch_with_a_padding_mask():
@@ -112,7 +103,7 @@ def test_onnx_with_past_steps_equal_torch_and_give_transformers_tokens():
     spec, ref, model = pair()
     dec = OrtDecoder(session(to_onnx(spec, ref.state_dict(), weights_map="hf", with_past=True)))
     ids, mask = prompts(padded=True)
-    want = hf_generate(ref, ids, mask, 10)
+    want = hf_greedy(ref, ids, mask, 10)
     torch_dec = Decoder(model, 3, want.shape[1])
     with torch.no_grad():
         first = dec.prompt(ids.numpy(), mask.numpy())[:, -1]
