@@ -18,12 +18,12 @@ if not hasattr(transformers, "DeepseekV2ForCausalLM"):
 import graphformer  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.analysis.tp_plan import derive  # noqa: E402
-from graphformer.backends.torch.generation import Decoder  # noqa: E402
 from graphformer.frontend.check import check_file  # noqa: E402
 from graphformer.frontend.hf import convert_config  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, to_reference  # noqa: E402
-from parity import (assert_close, assert_greedy_tokens, assert_lm_logits, assert_same_tokens,  # noqa: E402
-                    hf_greedy, lm_batch, ours, prompts)
+from parity import (assert_cached_steps, assert_close, assert_greedy_tokens, assert_lm_grads,  # noqa: E402
+                    assert_lm_logits, assert_onnx_logits, assert_same_tokens, hf_greedy, lm_batch, ours,
+                    prompts)
 
 T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -73,30 +73,17 @@ def pair(case):
     return _PAIRS[case]
 
 
-def batch(b=3, n=11):
-    return lm_batch(b=b, n=n)
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_logits_equal_transformers_with_and_without_padding(case):
     spec, ref, model = pair(case)
-    ids, mask = batch()
+    ids, mask = lm_batch()
     assert_lm_logits(model, ref, ids, mask, f"deepseek-v2 {case}")
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_gradients_equal_transformers(case):
     spec, ref, model = pair(case)
-    ids, _ = batch()
-    weight = torch.randn(97, generator=torch.Generator().manual_seed(2))
-    model.zero_grad(), ref.zero_grad()
-    (model(tokens=ids)["logits"] * weight).sum().backward()
-    (ref(input_ids=ids).logits * weight).sum().backward()
-    theirs = convert_state_dict(spec, {k: p.grad if p.grad is not None else torch.zeros_like(p)
-                                       for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    for k, g in theirs.items():
-        assert_close(mine[k].grad if mine[k].grad is not None else torch.zeros_like(g), g, f"{case} grad {k}")
+    assert_lm_grads(model, ref, spec, lm_batch()[0], case, none_is_zero=True)
 
 
 def test_weight_map_offsets_round_trip():
@@ -146,17 +133,9 @@ def test_greedy_tokens_equal_transformers_generate(case, padded):
 
 def test_the_cache_holds_the_latent_and_every_step_equals_a_full_recompute():
     spec, ref, model = pair("tiny")
-    ids, mask = prompts(padded=True)
-    seq = graphformer.generate(model, ids, 12, mask=mask)
-    dec = Decoder(model, 3, seq.shape[1])
+    dec = assert_cached_steps(model, *prompts(padded=True), 12, "deepseek-v2")
     # kv_rank 14 latent as keys, rope_dim 4 rotary key as values, one "head": not heads × (qk + v) per token
-    assert [(tuple(s.k.shape), tuple(s.v.shape)) for s in dec.cache.slots] == \
-        [((3, 1, seq.shape[1], 14), (3, 1, seq.shape[1], 4))] * 3
-    with torch.no_grad():
-        steps = [dec.prompt(ids, mask)] + [dec.step(seq[:, t]) for t in range(8, seq.shape[1] - 1)]
-        for t, got in enumerate(steps, start=8):
-            full = torch.cat([mask, torch.ones(3, t - 8, dtype=torch.long)], dim=1)
-            assert_close(got, model(tokens=seq[:, :t], mask=full)["logits"][:, -1], f"step {t}")
+    assert [(tuple(s.k.shape), tuple(s.v.shape)) for s in dec.cache.slots] == [((3, 1, 20, 14), (3, 1, 20, 4))] * 3
 
 
 def test_summary_counts_the_cache_and_the_active_experts():
@@ -184,15 +163,13 @@ def test_tensor_parallel_plan_splits_heads_and_keeps_the_latent_whole():
 
 
 def test_onnx_runtime_equals_torch_with_padding():
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     from graphformer.backends.onnx import to_onnx
     spec, ref, model = pair("tiny")
-    ids, mask = batch()
-    sess = ort.InferenceSession(to_onnx(spec, model, inputs=["mask"]).SerializeToString(), providers=["CPUExecutionProvider"])
-    got = sess.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})[0]
+    ids, mask = lm_batch()
     with torch.no_grad():
         want = model(tokens=ids, mask=mask)["logits"]
-    assert_close(torch.from_numpy(got)[mask.bool()], want[mask.bool()], "onnx logits")
+    assert_onnx_logits(to_onnx(spec, model, inputs=["mask"]), ids, mask, want, "onnx logits")
 
 
 @pytest.mark.parametrize("case,padded", [("tiny", True), ("lite", False)])
@@ -339,15 +316,13 @@ def test_latent_attention_equals_a_naive_formula():
 def test_mla_and_group_routing_in_onnx_match_torch_with_full_rank_queries():
     """The `lite` form (q_rank 0, greedy) through ONNX Runtime: the tiny preset covers low-rank queries and
     group-limited routing (tests/integration/test_onnx_export.py runs every bundled spec)."""
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     from graphformer.backends.onnx import to_onnx
     spec, ref, model = pair("lite")
-    ids, mask = batch(n=9)
-    sess = ort.InferenceSession(to_onnx(spec, model, inputs=["mask"]).SerializeToString(), providers=["CPUExecutionProvider"])
-    got = sess.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})[0]
+    ids, mask = lm_batch(n=9)
     with torch.no_grad():
         want = model(tokens=ids, mask=mask)["logits"]
-    assert_close(torch.from_numpy(got)[mask.bool()], want[mask.bool()], "onnx lite logits")
+    assert_onnx_logits(to_onnx(spec, model, inputs=["mask"]), ids, mask, want, "onnx lite logits")
 
 
 def test_import_hf_cli_then_checkpoint_weights(tmp_path, capsys):
@@ -366,7 +341,7 @@ def test_import_hf_cli_then_checkpoint_weights(tmp_path, capsys):
     imported = graphformer.load(tmp_path / "spec.yaml")
     built = graphformer.build(imported).eval()
     load_weights(built, read_state_dict(str(tmp_path / "ckpt")), "hf", imported)
-    ids, mask = batch()
+    ids, mask = lm_batch()
     with torch.no_grad():
         assert_close(built(tokens=ids)["logits"], ref(input_ids=ids).logits, "imported logits")
 

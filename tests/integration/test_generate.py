@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 import graphformer  # noqa: E402
 from graphformer.backends.torch.generation import Decoder, GenerationError, sample  # noqa: E402
-from parity import assert_close, assert_greedy_tokens, hf_greedy, ours, prompts  # noqa: E402
+from parity import assert_cached_steps, assert_greedy_tokens, hf_greedy, ours, prompts  # noqa: E402
 from test_parity_llm import pair  # noqa: E402
 
 T = transformers
@@ -50,17 +50,7 @@ def test_left_padded_batch_equals_transformers_generate(case):
                                          ("mixtral", False)])
 def test_logits_at_every_step_equal_a_full_recompute(case, padded):
     spec, ref, model = reference_pair(case)
-    ids, mask = prompts(padded=padded)
-    seq = graphformer.generate(model, ids, 24, mask=mask)
-    dec = Decoder(model, 3, seq.shape[1])
-    with torch.no_grad():
-        steps = [dec.prompt(ids, mask)] + [dec.step(seq[:, t]) for t in range(8, seq.shape[1] - 1)]
-        for t, got in enumerate(steps, start=8):
-            feed = {"tokens": seq[:, :t]}
-            if mask is not None:
-                feed["mask"] = torch.cat([mask, torch.ones(3, t - 8, dtype=torch.long)], dim=1)
-            want = model(**feed)["logits"][:, -1]
-            assert_close(got, want, f"{case} step {t}")
+    assert_cached_steps(model, *prompts(padded=padded), 24, case)
 
 
 def test_sliding_window_cache_is_window_sized_and_kv_heads_wide():

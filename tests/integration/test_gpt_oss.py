@@ -17,8 +17,8 @@ import graphformer  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.base.diagnostics import SpecError  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, to_reference  # noqa: E402
-from parity import (assert_close, assert_greedy_tokens, assert_same_tokens, hf_greedy, lm_batch, ours,  # noqa: E402
-                    prompts)
+from parity import (assert_close, assert_greedy_tokens, assert_lm_grads, assert_onnx_logits,  # noqa: E402
+                    assert_same_tokens, hf_greedy, lm_batch, ours, prompts)
 
 T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -46,13 +46,9 @@ def pair(**sets):
     return spec, ref, ours(spec, ref)
 
 
-def batch(b=3, n=11):
-    return lm_batch(b=b, n=n)
-
-
 def test_logits_equal_transformers_with_and_without_padding():
     spec, ref, model = pair()
-    ids, mask = batch()
+    ids, mask = lm_batch()
     with torch.no_grad():
         assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, "gpt-oss logits")
         got = model(tokens=ids, mask=mask)["logits"]
@@ -63,17 +59,8 @@ def test_logits_equal_transformers_with_and_without_padding():
 
 def test_gradients_equal_transformers():
     spec, ref, model = pair()
-    ids, _ = batch()
-    weight = torch.randn(97, generator=torch.Generator().manual_seed(2))
-    (model(tokens=ids)["logits"] * weight).sum().backward()
-    (ref(input_ids=ids).logits * weight).sum().backward()
     # transformers leaves an expert no token picked without a gradient: zeros, as ours holds
-    grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in ref.named_parameters()}
-    theirs = convert_state_dict(spec, grads, "hf")
-    mine = dict(model.named_parameters())
-    assert set(theirs) == set(mine)
-    for k, g in theirs.items():
-        assert_close(mine[k].grad if mine[k].grad is not None else torch.zeros_like(g), g, f"gpt-oss grad {k}")
+    assert_lm_grads(model, ref, spec, lm_batch()[0], "gpt-oss", none_is_zero=True)
 
 
 def test_greedy_tokens_equal_transformers_generate():
@@ -83,18 +70,14 @@ def test_greedy_tokens_equal_transformers_generate():
 
 
 def test_onnx_runtime_through_the_weight_map_equals_transformers():
-    ort = pytest.importorskip("onnxruntime")
-    import numpy as np
+    pytest.importorskip("onnxruntime")
     from graphformer.backends.onnx import to_onnx
     spec, ref, _ = pair()
-    sess = ort.InferenceSession(to_onnx(spec, ref.state_dict(), weights_map="hf", inputs=["mask"]).SerializeToString(),
-                                providers=["CPUExecutionProvider"])
-    ids, mask = batch()
+    ids, mask = lm_batch()
     with torch.no_grad():
-        want = ref(input_ids=ids, attention_mask=mask).logits.numpy()
-    (got,) = sess.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})
-    real = mask.numpy().astype(bool)
-    assert np.abs(got[real] - want[real]).max() <= 1e-5 * max(1.0, np.abs(want).max())
+        want = ref(input_ids=ids, attention_mask=mask).logits
+    assert_onnx_logits(to_onnx(spec, ref.state_dict(), weights_map="hf", inputs=["mask"]), ids, mask, want,
+                       "gpt-oss onnx logits")
 
 
 def test_parameter_count_equals_transformers_on_meta_at_gpt_oss_20b():
@@ -128,7 +111,7 @@ def test_weight_map_round_trip_is_exact_and_gate_up_interleave_matters():
 
 def test_sinks_yarn_and_clamp_bite():
     """Each GPT-OSS feature changes the logits: zero sinks (a sink of -inf would remove it), no YaRN, no clamp."""
-    ids, _ = batch(n=12)
+    ids, _ = lm_batch(n=12)
     spec, ref, model = pair()
     with torch.no_grad():
         base = model(tokens=ids)["logits"]
@@ -191,7 +174,7 @@ def test_import_hf_of_a_saved_checkpoint_equals_transformers(tmp_path, capsys, e
     assert spec.ir.node("blocks.0.attn").attrs.window == 3 and spec.ir.node("blocks.1.attn").attrs.window is None
     model = graphformer.build(spec).eval()
     load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf", spec)
-    ids, mask = batch()
+    ids, mask = lm_batch()
     with torch.no_grad():
         assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, "gpt-oss imported")
 

@@ -16,8 +16,8 @@ transformers = pytest.importorskip("transformers")
 import graphformer  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
-from parity import (assert_close, assert_greedy_tokens, assert_lm_logits, hf_greedy, lm_batch, ours,  # noqa: E402
-                    prompts)
+from parity import (assert_close, assert_greedy_tokens, assert_lm_grads, assert_lm_logits,  # noqa: E402
+                    assert_onnx_logits, hf_greedy, lm_batch, ours, prompts)
 
 T = transformers
 T.logging.set_verbosity_error()
@@ -65,14 +65,7 @@ def test_the_rotate_half_layout_would_be_far_off(tmp_path):
 def test_gradients_equal_transformers():
     spec, ref, model = pair()
     ids, mask = lm_batch(V)
-    weight = torch.randn(V, generator=torch.Generator().manual_seed(2))
-    (model(tokens=ids, mask=mask)["logits"][mask.bool()] * weight).sum().backward()
-    (ref(input_ids=ids, attention_mask=mask).logits[mask.bool()] * weight).sum().backward()
-    theirs = convert_state_dict(spec, {k: p.grad for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    assert set(theirs) == set(mine)
-    for k, g in theirs.items():
-        assert_close(mine[k].grad, g, f"gpt-j grad {k}")
+    assert_lm_grads(model, ref, spec, ids, "gpt-j", mask=mask)
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -82,17 +75,13 @@ def test_greedy_tokens_equal_transformers_generate(padded):
 
 
 def test_onnx_runtime_equals_torch_with_a_padding_mask():
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     from graphformer.backends.onnx import to_onnx
     spec, ref, model = pair()
-    sess = ort.InferenceSession(to_onnx(spec, model, inputs=["mask"]).SerializeToString(),
-                                providers=["CPUExecutionProvider"])
     ids, mask = lm_batch(V)
-    got = sess.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})[0]
     with torch.no_grad():
         want = model(tokens=ids, mask=mask)["logits"]
-    keep = mask.bool()
-    assert_close(torch.from_numpy(got)[keep], want[keep], "gpt-j onnx logits")
+    assert_onnx_logits(to_onnx(spec, model, inputs=["mask"]), ids, mask, want, "gpt-j onnx logits")
 
 
 def test_onnx_with_past_steps_equal_torch_and_give_transformers_tokens():
