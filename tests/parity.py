@@ -28,6 +28,21 @@ def ours(spec_, ref: nn.Module, mapping: str = "hf") -> nn.Module:
     return module
 
 
+def imported(ref: nn.Module, directory, capsys):
+    """`graphformer import hf` on the reference's save_pretrained directory (no warning, no traceback), and our
+    build of the spec it writes holding the checkpoint's weights through the `hf` map: (spec, module)."""
+    from graphformer.cli import main
+    from graphformer.weights.maps import read_state_dict
+    ref.save_pretrained(directory / "ckpt")
+    rc = main(["import", "hf", str(directory / "ckpt"), "-o", str(directory / "spec.yaml")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "warning" not in err and "Traceback" not in out + err, err
+    spec_ = graphformer.load(directory / "spec.yaml")
+    module = graphformer.build(spec_).eval()
+    load_weights(module, read_state_dict(str(directory / "ckpt")), "hf", spec_)
+    return spec_, module
+
+
 def assert_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
     """fp32 parity: max abs error ≤ 1e-5 × max(1, output scale)."""
     assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} vs reference {tuple(want.shape)}"

@@ -19,7 +19,7 @@ from graphformer.weights.maps import convert_state_dict, to_reference  # noqa: E
 from graphformer.base.diagnostics import SpecError  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from parity import (assert_cached_steps, assert_close, assert_greedy_tokens, assert_lm_grads,  # noqa: E402
-                    assert_same_tokens, hf_greedy, lm_batch, ours, prompts)
+                    assert_lm_logits, assert_same_tokens, hf_greedy, imported, lm_batch, ours, prompts)
 
 T = transformers
 T.logging.set_verbosity_error()
@@ -238,18 +238,6 @@ weight_maps:
 
 @pytest.mark.parametrize("case", ["neox", "neox-sequential", "bloom-5-heads"])
 def test_import_hf_then_checkpoint_equals_transformers(case, tmp_path, capsys):
-    import cli
-    from graphformer.backends.torch.weights import load_weights
-    from graphformer.weights.maps import read_state_dict
     ref = reference(case)
-    ref.save_pretrained(tmp_path / "ckpt")
-    rc = cli.main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "spec.yaml")])
-    err = capsys.readouterr().err
-    assert rc == 0 and "warning" not in err, err
-    spec = graphformer.load(tmp_path / "spec.yaml")
-    model = graphformer.build(spec).eval()
-    load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf", spec)
-    ids, mask = lm_batch(V)
-    with torch.no_grad():
-        got, want = model(tokens=ids, mask=mask)["logits"], ref(input_ids=ids, attention_mask=mask).logits
-    assert_close(got[mask.bool()], want[mask.bool()], f"{case} imported")
+    spec, model = imported(ref, tmp_path, capsys)
+    assert_lm_logits(model, ref, *lm_batch(V), f"{case} imported")

@@ -17,8 +17,9 @@ import graphformer  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.base.diagnostics import SpecError  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, to_reference  # noqa: E402
-from parity import (assert_close, assert_greedy_tokens, assert_lm_grads, assert_onnx_logits,  # noqa: E402
-                    assert_same_tokens, hf_greedy, lm_batch, ours, prompts)
+from parity import (assert_close, assert_greedy_tokens, assert_lm_grads, assert_lm_logits,  # noqa: E402
+                    assert_onnx_logits, assert_same_tokens, hf_greedy, imported, lm_batch, ours,
+                    prompts)
 
 T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -164,19 +165,10 @@ def test_import_hf_of_a_saved_checkpoint_equals_transformers(tmp_path, capsys, e
     """`graphformer import hf` on save_pretrained's directory (config.json with model_type gpt_oss and the
     fused expert tensors in model.safetensors): no warning, and the weights load through the map; YaRN's
     correction range fractional (GPT-OSS) or rounded (transformers' default), mscales given or not."""
-    from graphformer.backends.torch.weights import load_weights
-    from graphformer.weights.maps import read_state_dict
     ref = reference(rope_parameters={**YARN, **extra, "beta_fast": 6.0})
-    ref.save_pretrained(tmp_path / "ckpt")
-    rc, _, err = _cli(capsys, "import", "hf", tmp_path / "ckpt", "-o", tmp_path / "spec.yaml")
-    assert rc == 0 and "warning" not in err, err
-    spec = graphformer.load(tmp_path / "spec.yaml")
+    spec, model = imported(ref, tmp_path, capsys)
     assert spec.ir.node("blocks.0.attn").attrs.window == 3 and spec.ir.node("blocks.1.attn").attrs.window is None
-    model = graphformer.build(spec).eval()
-    load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf", spec)
-    ids, mask = lm_batch()
-    with torch.no_grad():
-        assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, "gpt-oss imported")
+    assert_lm_logits(model, ref, *lm_batch(), "gpt-oss imported")
 
 
 @pytest.mark.parametrize("rope", [{"rope_type": "yarn", "factor": 4.0, "attention_factor": 1.2},
