@@ -6,6 +6,7 @@ from torch import nn
 
 import graphformer
 from graphformer.backends.torch.weights import load_weights
+from graphformer.weights.maps import convert_state_dict
 
 ERRORS: dict[str, float] = {}   # measured max abs errors by output, printed with `pytest -s` for docs/models.md
 
@@ -27,6 +28,21 @@ def ours(spec_, ref: nn.Module, mapping: str = "hf") -> nn.Module:
     return module
 
 
+def imported(ref: nn.Module, directory, capsys):
+    """`graphformer import hf` on the reference's save_pretrained directory (no warning, no traceback), and our
+    build of the spec it writes holding the checkpoint's weights through the `hf` map: (spec, module)."""
+    from graphformer.cli import main
+    from graphformer.weights.maps import read_state_dict
+    ref.save_pretrained(directory / "ckpt")
+    rc = main(["import", "hf", str(directory / "ckpt"), "-o", str(directory / "spec.yaml")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "warning" not in err and "Traceback" not in out + err, err
+    spec_ = graphformer.load(directory / "spec.yaml")
+    module = graphformer.build(spec_).eval()
+    load_weights(module, read_state_dict(str(directory / "ckpt")), "hf", spec_)
+    return spec_, module
+
+
 def assert_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
     """fp32 parity: max abs error ≤ 1e-5 × max(1, output scale)."""
     assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} vs reference {tuple(want.shape)}"
@@ -35,6 +51,16 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
     ERRORS[what] = err
     print(f"{what}: max abs error {err:.3g} (output scale {want.abs().max().item():.3g})")
     assert err <= tol, f"{what}: max abs error {err:.3g} > {tol:.3g}"
+
+
+def assert_onnx_logits(model_proto, ids, mask, want: torch.Tensor, what: str) -> None:
+    """ONNX Runtime's logits of an exported LM fed `tokens` and a left-padding `mask` equal `want` on the real
+    tokens (padded positions' outputs are meaningless)."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(sess.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})[0])
+    keep = mask.bool()
+    assert_close(got[keep], want[keep], what)
 
 
 def prompts(b=3, n=8, padded=False):
@@ -66,3 +92,78 @@ def assert_lm_logits(model: nn.Module, ref: nn.Module, ids, mask, what: str) -> 
         want = ref(input_ids=ids, attention_mask=mask).logits
     keep = mask.bool()
     assert_close(got[keep], want[keep], f"{what} logits, left-padded")
+
+
+def assert_lm_grads(model: nn.Module, ref: nn.Module, spec_, ids, what: str, mask=None,
+                    none_is_zero: bool = False) -> None:
+    """The gradients of a fixed random projection of a causal LM's logits (of the real tokens where a left-padding
+    mask is given) equal the reference's, brought through the spec's `hf` map, which must name every one of
+    our parameters. none_is_zero: a parameter the step left without a gradient (an expert no token picked)
+    counts as zeros, on either side."""
+    model.zero_grad(), ref.zero_grad()
+    got = model(tokens=ids, **({} if mask is None else {"mask": mask}))["logits"]
+    want = ref(input_ids=ids, **({} if mask is None else {"attention_mask": mask})).logits
+    if mask is not None:
+        got, want = got[mask.bool()], want[mask.bool()]
+    weight = torch.randn(want.shape[-1], generator=torch.Generator().manual_seed(2))
+    (got * weight).sum().backward()
+    (want * weight).sum().backward()
+    theirs = convert_state_dict(spec_, {k: _grad(p, none_is_zero, f"{what} reference {k}")
+                                        for k, p in ref.named_parameters()}, "hf")
+    mine = dict(model.named_parameters())
+    assert set(theirs) == set(mine), f"{what}: the map's gradients {sorted(set(theirs) ^ set(mine))} differ"
+    for k, g in theirs.items():
+        assert_close(_grad(mine[k], none_is_zero, f"{what} {k}"), g, f"{what} grad {k}")
+
+
+def _grad(p: torch.Tensor, none_is_zero: bool, what: str) -> torch.Tensor:
+    assert p.grad is not None or none_is_zero, f"{what}: no gradient"
+    return torch.zeros_like(p) if p.grad is None else p.grad
+
+
+def assert_cached_steps(model: nn.Module, ids, mask, new: int, what: str):
+    """Each step of the cached decoder, fed graphformer.generate's greedy tokens one at a time, gives the
+    last position's logits of a full recompute over the sequence so far. Returns the decoder."""
+    from graphformer.backends.torch.generation import Decoder
+    seq = graphformer.generate(model, ids, new, mask=mask)
+    b, n = ids.shape
+    dec = Decoder(model, b, seq.shape[1])
+    with torch.no_grad():
+        steps = [dec.prompt(ids, mask)] + [dec.step(seq[:, t]) for t in range(n, seq.shape[1] - 1)]
+        for t, got in enumerate(steps, start=n):
+            feed = {"tokens": seq[:, :t]}
+            if mask is not None:
+                feed["mask"] = torch.cat([mask, torch.ones(b, t - n, dtype=torch.long)], dim=1)
+            assert_close(got, model(**feed)["logits"][:, -1], f"{what} step {t}")
+    return dec
+
+
+def hf_greedy(ref: nn.Module, ids, mask, new: int) -> torch.Tensor:
+    """transformers' greedy `generate`: [b, n + new], the prompt included. Every one of the `new` steps runs
+    (no EOS: random weights say nothing of it); pad id 0, which a left-padded batch needs."""
+    ref.generation_config.eos_token_id = None
+    ref.generation_config.pad_token_id = 0
+    with torch.no_grad():
+        return ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
+                            max_new_tokens=new, do_sample=False)
+
+
+def assert_same_tokens(got, want, what: str) -> None:
+    """Exact equality of two [b, t] token arrays (tensors or numpy); a miss names the first differing row and
+    position and shows both rows."""
+    got, want = torch.as_tensor(got), torch.as_tensor(want)
+    assert got.shape == want.shape, f"{what}: {tuple(got.shape)} tokens vs reference {tuple(want.shape)}"
+    diff = (got != want).nonzero()
+    if len(diff):
+        row, pos = diff[0].tolist()
+        raise AssertionError(f"{what}: tokens differ first at row {row}, position {pos}:\n"
+                             f"  ours      {got[row].tolist()}\n  reference {want[row].tolist()}")
+
+
+def assert_greedy_tokens(model: nn.Module, ref: nn.Module, ids, mask, new: int, what: str) -> torch.Tensor:
+    """graphformer.generate's greedy tokens equal transformers' token for token: exactly `new` of them after
+    the prompt (which both return unchanged); `mask` is None or a left-padding mask. Returns ours."""
+    got = graphformer.generate(model, ids, new, mask=mask)
+    assert got.shape == (ids.shape[0], ids.shape[1] + new), f"{what}: {tuple(got.shape)} tokens for {new} new"
+    assert_same_tokens(got, hf_greedy(ref, ids, mask, new), what)
+    return got

@@ -18,7 +18,8 @@ from graphformer.backends.tables import alibi_slopes  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, to_reference  # noqa: E402
 from graphformer.base.diagnostics import SpecError  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
-from parity import assert_close, ours, prompts  # noqa: E402
+from parity import (assert_cached_steps, assert_close, assert_greedy_tokens, assert_lm_grads,  # noqa: E402
+                    assert_lm_logits, assert_same_tokens, hf_greedy, imported, lm_batch, ours, prompts)
 
 T = transformers
 T.logging.set_verbosity_error()
@@ -64,14 +65,6 @@ def pair(case):
     return spec, ref, ours(spec, ref)
 
 
-def batch(b=3, n=11):
-    ids = torch.randint(0, V, (b, n), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones(b, n, dtype=torch.long)
-    mask[1, :4] = 0   # left padding
-    mask[2, :1] = 0
-    return ids, mask
-
-
 # ---------------------------------------------------------------- ALiBi's slopes
 
 @pytest.mark.parametrize("heads", [1, 2, 3, 5, 6, 8, 12, 16, 20, 48, 112])
@@ -89,7 +82,7 @@ def test_alibi_slopes_are_blooms(heads):
 @pytest.mark.parametrize("case", list(CASES))
 def test_logits_equal_transformers_with_and_without_padding(case):
     spec, ref, model = pair(case)
-    ids, mask = batch()
+    ids, mask = lm_batch(V)
     holed = mask.clone()
     holed[0, 5] = 0   # a hole: BLOOM's positions count the real tokens only
     with torch.no_grad():
@@ -103,49 +96,24 @@ def test_logits_equal_transformers_with_and_without_padding(case):
 @pytest.mark.parametrize("case", ["neox", "bloom"])
 def test_gradients_equal_transformers(case):
     spec, ref, model = pair(case)
-    ids, mask = batch()
-    weight = torch.randn(V, generator=torch.Generator().manual_seed(2))
-    (model(tokens=ids, mask=mask)["logits"][mask.bool()] * weight).sum().backward()
-    (ref(input_ids=ids, attention_mask=mask).logits[mask.bool()] * weight).sum().backward()
-    theirs = convert_state_dict(spec, {k: p.grad for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    for k, g in theirs.items():
-        assert_close(mine[k].grad, g, f"{case} grad {k}")
+    ids, mask = lm_batch(V)
+    assert_lm_grads(model, ref, spec, ids, case, mask=mask)
 
 
 # ---------------------------------------------------------------- generation
-
-def hf_generate(ref, ids, mask, new):
-    ref.generation_config.eos_token_id = None
-    ref.generation_config.pad_token_id = 0
-    with torch.no_grad():
-        return ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
-                            max_new_tokens=new, do_sample=False)
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case,padded", [("neox", False), ("neox", True), ("bloom", False), ("bloom", True),
                                          ("bloom-5-heads", True)])
 def test_greedy_tokens_equal_transformers_generate(case, padded):
     spec, ref, model = pair(case)
-    ids, mask = prompts(padded=padded)
-    got = graphformer.generate(model, ids, 30, mask=mask)
-    want = hf_generate(ref, ids, mask, 30)
-    assert torch.equal(got[:, 8:], want[:, 8:])
+    assert_greedy_tokens(model, ref, *prompts(padded=padded), 30, f"{case}, padded={padded}")
 
 
 def test_bloom_cached_steps_equal_a_full_recompute():
     """ALiBi in the cache: each new query against every cached key, positions counted over real tokens."""
-    from graphformer.backends.torch.generation import Decoder
     spec, ref, model = pair("bloom")
-    ids, mask = prompts(padded=True)
-    seq = graphformer.generate(model, ids, 12, mask=mask)
-    dec = Decoder(model, 3, seq.shape[1])
-    with torch.no_grad():
-        steps = [dec.prompt(ids, mask)] + [dec.step(seq[:, t]) for t in range(8, seq.shape[1] - 1)]
-        for t, got in enumerate(steps, start=8):
-            full = torch.cat([mask, torch.ones(3, t - 8, dtype=torch.long)], dim=1)
-            assert_close(got, model(tokens=seq[:, :t], mask=full)["logits"][:, -1], f"bloom step {t}")
+    assert_cached_steps(model, *prompts(padded=True), 12, "bloom")
 
 
 # ---------------------------------------------------------------- ONNX
@@ -157,7 +125,7 @@ def test_onnx_runtime_equals_torch_with_a_padding_mask(name):
     case = "bloom" if name == "bloom" else "neox"
     spec, ref, model = pair(case)
     sess = ort.InferenceSession(to_onnx(spec, model, inputs=["mask"]).SerializeToString(), providers=["CPUExecutionProvider"])
-    ids, mask = batch()
+    ids, mask = lm_batch(V)
     mask[0, 5] = 0
     for n in (11, 4):
         feed = {"tokens": ids[:, :n].numpy(), "mask": mask[:, :n].numpy()}
@@ -176,11 +144,7 @@ def test_onnx_with_past_bloom_greedy_tokens_equal_transformers():
     spec, ref, _ = pair("bloom")
     dec = OrtDecoder(session(to_onnx(spec, ref.state_dict(), weights_map="hf", with_past=True)))
     ids, mask = prompts(padded=True)
-    want = hf_generate(ref, ids, mask, 12)[:, 8:].numpy()
-    tokens = [dec.prompt(ids.numpy(), mask.numpy())[:, -1].argmax(-1)]
-    while len(tokens) < 12:
-        tokens.append(dec.step(tokens[-1][:, None])[:, -1].argmax(-1))
-    assert np.array_equal(np.stack(tokens, 1), want)
+    assert_same_tokens(dec.greedy(ids, mask, 12), hf_greedy(ref, ids, mask, 12)[:, 8:], "bloom onnx")
 
 
 # ---------------------------------------------------------------- counts at the published sizes
@@ -213,7 +177,7 @@ def test_the_gpt2_style_split_loads_neox_silently_wrong(tmp_path):
     spec, ref, model = pair("neox")
     wrong = graphformer.load(_with_split("gpt-neox", "split: heads, heads: heads", "split: blocks", tmp_path),
                              preset="tiny")
-    ids, _ = batch()
+    ids, _ = lm_batch(V)
     with torch.no_grad():
         want = ref(input_ids=ids).logits
         bad = ours(wrong, ref)(tokens=ids)["logits"]
@@ -274,18 +238,6 @@ weight_maps:
 
 @pytest.mark.parametrize("case", ["neox", "neox-sequential", "bloom-5-heads"])
 def test_import_hf_then_checkpoint_equals_transformers(case, tmp_path, capsys):
-    import cli
-    from graphformer.backends.torch.weights import load_weights
-    from graphformer.weights.maps import read_state_dict
     ref = reference(case)
-    ref.save_pretrained(tmp_path / "ckpt")
-    rc = cli.main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "spec.yaml")])
-    err = capsys.readouterr().err
-    assert rc == 0 and "warning" not in err, err
-    spec = graphformer.load(tmp_path / "spec.yaml")
-    model = graphformer.build(spec).eval()
-    load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf", spec)
-    ids, mask = batch()
-    with torch.no_grad():
-        got, want = model(tokens=ids, mask=mask)["logits"], ref(input_ids=ids, attention_mask=mask).logits
-    assert_close(got[mask.bool()], want[mask.bool()], f"{case} imported")
+    spec, model = imported(ref, tmp_path, capsys)
+    assert_lm_logits(model, ref, *lm_batch(V), f"{case} imported")

@@ -18,11 +18,12 @@ if not hasattr(transformers, "DeepseekV2ForCausalLM"):
 import graphformer  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.analysis.tp_plan import derive  # noqa: E402
-from graphformer.backends.torch.generation import Decoder  # noqa: E402
 from graphformer.frontend.check import check_file  # noqa: E402
 from graphformer.frontend.hf import convert_config  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, to_reference  # noqa: E402
-from parity import assert_close, assert_lm_logits, lm_batch, ours, prompts  # noqa: E402
+from parity import (assert_cached_steps, assert_close, assert_greedy_tokens, assert_lm_grads,  # noqa: E402
+                    assert_lm_logits, assert_onnx_logits, assert_same_tokens, hf_greedy, lm_batch, ours,
+                    prompts)
 
 T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -72,30 +73,17 @@ def pair(case):
     return _PAIRS[case]
 
 
-def batch(b=3, n=11):
-    return lm_batch(b=b, n=n)
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_logits_equal_transformers_with_and_without_padding(case):
     spec, ref, model = pair(case)
-    ids, mask = batch()
+    ids, mask = lm_batch()
     assert_lm_logits(model, ref, ids, mask, f"deepseek-v2 {case}")
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_gradients_equal_transformers(case):
     spec, ref, model = pair(case)
-    ids, _ = batch()
-    weight = torch.randn(97, generator=torch.Generator().manual_seed(2))
-    model.zero_grad(), ref.zero_grad()
-    (model(tokens=ids)["logits"] * weight).sum().backward()
-    (ref(input_ids=ids).logits * weight).sum().backward()
-    theirs = convert_state_dict(spec, {k: p.grad if p.grad is not None else torch.zeros_like(p)
-                                       for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    for k, g in theirs.items():
-        assert_close(mine[k].grad if mine[k].grad is not None else torch.zeros_like(g), g, f"{case} grad {k}")
+    assert_lm_grads(model, ref, spec, lm_batch()[0], case, none_is_zero=True)
 
 
 def test_weight_map_offsets_round_trip():
@@ -136,36 +124,18 @@ def test_parameter_counts_equal_transformers_on_meta(preset, kw, published):
     assert len(convert_state_dict(spec, ref.state_dict(), "hf")) == len(spec.ir.param_shapes())
 
 
-def hf_generate(ref, ids, mask, new):
-    ref.generation_config.eos_token_id = None
-    ref.generation_config.pad_token_id = 0
-    with torch.no_grad():
-        return ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
-                            max_new_tokens=new, do_sample=False)
-
-
 @pytest.mark.parametrize("case,padded", [("tiny", False), ("tiny", True),
                                          pytest.param("lite", True, marks=pytest.mark.slow)])
 def test_greedy_tokens_equal_transformers_generate(case, padded):
     spec, ref, model = pair(case)
-    ids, mask = prompts(padded=padded)
-    got = graphformer.generate(model, ids, 30, mask=mask)
-    assert torch.equal(got[:, 8:], hf_generate(ref, ids, mask, 30)[:, 8:])
+    assert_greedy_tokens(model, ref, *prompts(padded=padded), 30, f"{case}, padded={padded}")
 
 
 def test_the_cache_holds_the_latent_and_every_step_equals_a_full_recompute():
     spec, ref, model = pair("tiny")
-    ids, mask = prompts(padded=True)
-    seq = graphformer.generate(model, ids, 12, mask=mask)
-    dec = Decoder(model, 3, seq.shape[1])
+    dec = assert_cached_steps(model, *prompts(padded=True), 12, "deepseek-v2")
     # kv_rank 14 latent as keys, rope_dim 4 rotary key as values, one "head": not heads × (qk + v) per token
-    assert [(tuple(s.k.shape), tuple(s.v.shape)) for s in dec.cache.slots] == \
-        [((3, 1, seq.shape[1], 14), (3, 1, seq.shape[1], 4))] * 3
-    with torch.no_grad():
-        steps = [dec.prompt(ids, mask)] + [dec.step(seq[:, t]) for t in range(8, seq.shape[1] - 1)]
-        for t, got in enumerate(steps, start=8):
-            full = torch.cat([mask, torch.ones(3, t - 8, dtype=torch.long)], dim=1)
-            assert_close(got, model(tokens=seq[:, :t], mask=full)["logits"][:, -1], f"step {t}")
+    assert [(tuple(s.k.shape), tuple(s.v.shape)) for s in dec.cache.slots] == [((3, 1, 20, 14), (3, 1, 20, 4))] * 3
 
 
 def test_summary_counts_the_cache_and_the_active_experts():
@@ -193,15 +163,13 @@ def test_tensor_parallel_plan_splits_heads_and_keeps_the_latent_whole():
 
 
 def test_onnx_runtime_equals_torch_with_padding():
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     from graphformer.backends.onnx import to_onnx
     spec, ref, model = pair("tiny")
-    ids, mask = batch()
-    sess = ort.InferenceSession(to_onnx(spec, model, inputs=["mask"]).SerializeToString(), providers=["CPUExecutionProvider"])
-    got = sess.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})[0]
+    ids, mask = lm_batch()
     with torch.no_grad():
         want = model(tokens=ids, mask=mask)["logits"]
-    assert_close(torch.from_numpy(got)[mask.bool()], want[mask.bool()], "onnx logits")
+    assert_onnx_logits(to_onnx(spec, model, inputs=["mask"]), ids, mask, want, "onnx logits")
 
 
 @pytest.mark.parametrize("case,padded", [("tiny", True), ("lite", False)])
@@ -215,13 +183,9 @@ def test_onnx_decoder_with_past_gives_transformers_tokens(case, padded):
     sess = session(to_onnx(spec, model, with_past=True))
     widths = {i.name: (i.shape[1], i.shape[3]) for i in sess.get_inputs() if i.name.startswith("past_key_values")}
     assert widths["past_key_values.0.key"] == (1, 14) and widths["past_key_values.0.value"] == (1, 4)
-    dec = OrtDecoder(sess)
     ids, mask = prompts(padded=padded)
-    want = hf_generate(ref, ids, mask, 12)[:, 8:].numpy()
-    tokens = [dec.prompt(ids.numpy(), None if mask is None else mask.numpy())[:, -1].argmax(-1)]
-    while len(tokens) < 12:
-        tokens.append(dec.step(tokens[-1][:, None])[:, -1].argmax(-1))
-    assert (__import__("numpy").stack(tokens, 1) == want).all()
+    assert_same_tokens(OrtDecoder(sess).greedy(ids, mask, 12), hf_greedy(ref, ids, mask, 12)[:, 8:],
+                       f"{case} onnx, padded={padded}")
 
 
 def test_import_hf_config_gives_the_presets(tmp_path):
@@ -352,15 +316,13 @@ def test_latent_attention_equals_a_naive_formula():
 def test_mla_and_group_routing_in_onnx_match_torch_with_full_rank_queries():
     """The `lite` form (q_rank 0, greedy) through ONNX Runtime: the tiny preset covers low-rank queries and
     group-limited routing (tests/integration/test_onnx_export.py runs every bundled spec)."""
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     from graphformer.backends.onnx import to_onnx
     spec, ref, model = pair("lite")
-    ids, mask = batch(n=9)
-    sess = ort.InferenceSession(to_onnx(spec, model, inputs=["mask"]).SerializeToString(), providers=["CPUExecutionProvider"])
-    got = sess.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})[0]
+    ids, mask = lm_batch(n=9)
     with torch.no_grad():
         want = model(tokens=ids, mask=mask)["logits"]
-    assert_close(torch.from_numpy(got)[mask.bool()], want[mask.bool()], "onnx lite logits")
+    assert_onnx_logits(to_onnx(spec, model, inputs=["mask"]), ids, mask, want, "onnx lite logits")
 
 
 def test_import_hf_cli_then_checkpoint_weights(tmp_path, capsys):
@@ -379,7 +341,7 @@ def test_import_hf_cli_then_checkpoint_weights(tmp_path, capsys):
     imported = graphformer.load(tmp_path / "spec.yaml")
     built = graphformer.build(imported).eval()
     load_weights(built, read_state_dict(str(tmp_path / "ckpt")), "hf", imported)
-    ids, mask = batch()
+    ids, mask = lm_batch()
     with torch.no_grad():
         assert_close(built(tokens=ids)["logits"], ref(input_ids=ids).logits, "imported logits")
 

@@ -18,7 +18,8 @@ import graphformer  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
 from graphformer.base.diagnostics import SpecError  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
-from parity import assert_close, assert_lm_logits, lm_batch, ours, prompts  # noqa: E402
+from parity import (assert_close, assert_greedy_tokens, assert_lm_grads, assert_lm_logits,  # noqa: E402
+                    assert_onnx_logits, lm_batch, ours, prompts)
 
 T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -55,59 +56,36 @@ def pair(case, **sets):
     return spec, ref, ours(spec, ref)
 
 
-def batch(b=3, n=11):
-    return lm_batch(b=b, n=n)
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_logits_equal_transformers_with_and_without_padding(case):
     spec, ref, model = pair(case)
-    ids, mask = batch()
+    ids, mask = lm_batch()
     assert_lm_logits(model, ref, ids, mask, case)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_gradients_equal_transformers(case):
     spec, ref, model = pair(case)
-    ids, _ = batch()
-    weight = torch.randn(97, generator=torch.Generator().manual_seed(2))
-    (model(tokens=ids)["logits"] * weight).sum().backward()
-    (ref(input_ids=ids).logits * weight).sum().backward()
-    theirs = convert_state_dict(spec, {k: p.grad for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    assert set(theirs) == set(mine)
-    for k, g in theirs.items():
-        assert_close(mine[k].grad, g, f"{case} grad {k}")
+    assert_lm_grads(model, ref, spec, lm_batch()[0], case)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_greedy_tokens_equal_transformers_generate(case):
     spec, ref, model = pair(case)
-    ref.generation_config.eos_token_id = None
-    ref.generation_config.pad_token_id = 0
     for padded in (False, True):
-        ids, mask = prompts(padded=padded)
-        got = graphformer.generate(model, ids, 20, mask=mask)
-        with torch.no_grad():
-            want = ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
-                                max_new_tokens=20, do_sample=False)
-        assert torch.equal(got[:, 8:], want[:, 8:]), f"{case}, padded={padded}"
+        assert_greedy_tokens(model, ref, *prompts(padded=padded), 20, f"{case}, padded={padded}")
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_onnx_runtime_through_the_weight_map_equals_transformers(case):
-    ort = pytest.importorskip("onnxruntime")
-    import numpy as np
+    pytest.importorskip("onnxruntime")
     from graphformer.backends.onnx import to_onnx
     spec, ref, _ = pair(case)
-    sess = ort.InferenceSession(to_onnx(spec, ref.state_dict(), weights_map="hf", inputs=["mask"]).SerializeToString(),
-                                providers=["CPUExecutionProvider"])
-    ids, mask = batch()
+    ids, mask = lm_batch()
     with torch.no_grad():
-        want = ref(input_ids=ids, attention_mask=mask).logits.numpy()
-    (got,) = sess.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})
-    real = mask.numpy().astype(bool)
-    assert np.abs(got[real] - want[real]).max() <= 1e-5 * max(1.0, np.abs(want).max())
+        want = ref(input_ids=ids, attention_mask=mask).logits
+    assert_onnx_logits(to_onnx(spec, ref.state_dict(), weights_map="hf", inputs=["mask"]), ids, mask, want,
+                       f"{case} onnx logits")
 
 
 META = [("gemma2", None, "Gemma2ForCausalLM", "Gemma2Config", {}, 2_614_341_888),
@@ -138,7 +116,7 @@ def test_layers_alternate_sliding_and_global_as_transformers_layer_types():
 
 def test_soft_caps_and_the_window_bite():
     """Without the caps, or with a window as long as the sequence, the same weights give other logits."""
-    ids, _ = batch(n=12)
+    ids, _ = lm_batch(n=12)
     ref = reference("gemma2")
     with torch.no_grad():
         base = ours(graphformer.load(SPECS / "gemma2.yaml", preset="tiny"), ref)(tokens=ids)["logits"]

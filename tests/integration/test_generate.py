@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 import graphformer  # noqa: E402
 from graphformer.backends.torch.generation import Decoder, GenerationError, sample  # noqa: E402
-from parity import assert_close, ours, prompts  # noqa: E402
+from parity import assert_cached_steps, assert_greedy_tokens, hf_greedy, ours, prompts  # noqa: E402
 from test_parity_llm import pair  # noqa: E402
 
 T = transformers
@@ -34,47 +34,23 @@ def reference_pair(case):
 
 
 
-def hf_generate(ref, ids, mask, new):
-    ref.generation_config.eos_token_id = None      # run all `new` steps: random weights say nothing of EOS
-    ref.generation_config.pad_token_id = 0
-    with torch.no_grad():
-        return ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
-                            max_new_tokens=new, do_sample=False)
-
-
 @pytest.mark.parametrize("case", ["gpt2", "llama", "mistral-window", "mixtral", "qwen2", "phi"])
 def test_greedy_tokens_equal_transformers_generate(case):
     spec, ref, model = reference_pair(case)
-    ids, _ = prompts()
-    got = graphformer.generate(model, ids, NEW)
-    assert got.shape == (3, 8 + NEW)
-    assert torch.equal(got, hf_generate(ref, ids, None, NEW))
+    assert_greedy_tokens(model, ref, *prompts(), NEW, case)
 
 
 @pytest.mark.parametrize("case", ["gpt2", "llama", "mistral-window", "mixtral"])
 def test_left_padded_batch_equals_transformers_generate(case):
     spec, ref, model = reference_pair(case)
-    ids, mask = prompts(padded=True)
-    got = graphformer.generate(model, ids, NEW, mask=mask)
-    want = hf_generate(ref, ids, mask, NEW)
-    assert torch.equal(got[:, 8:], want[:, 8:])
+    assert_greedy_tokens(model, ref, *prompts(padded=True), NEW, f"{case}, left-padded")
 
 
 @pytest.mark.parametrize("case,padded", [("gpt2", False), ("llama", True), ("mistral-window", True),
                                          ("mixtral", False)])
 def test_logits_at_every_step_equal_a_full_recompute(case, padded):
     spec, ref, model = reference_pair(case)
-    ids, mask = prompts(padded=padded)
-    seq = graphformer.generate(model, ids, 24, mask=mask)
-    dec = Decoder(model, 3, seq.shape[1])
-    with torch.no_grad():
-        steps = [dec.prompt(ids, mask)] + [dec.step(seq[:, t]) for t in range(8, seq.shape[1] - 1)]
-        for t, got in enumerate(steps, start=8):
-            feed = {"tokens": seq[:, :t]}
-            if mask is not None:
-                feed["mask"] = torch.cat([mask, torch.ones(3, t - 8, dtype=torch.long)], dim=1)
-            want = model(**feed)["logits"][:, -1]
-            assert_close(got, want, f"{case} step {t}")
+    assert_cached_steps(model, *prompts(padded=padded), 24, case)
 
 
 def test_sliding_window_cache_is_window_sized_and_kv_heads_wide():
@@ -193,7 +169,7 @@ def test_cli_streams_the_tokens_transformers_generates(tmp_path, capsys):
                    "--weights-map", "hf", "--prompt-ids", "5,17,3,80", "--max-new-tokens", "33"])
     out = capsys.readouterr()
     assert rc == 0, out.err
-    want = hf_generate(ref, torch.tensor([[5, 17, 3, 80]]), None, 33)[0, 4:].tolist()
+    want = hf_greedy(ref, torch.tensor([[5, 17, 3, 80]]), None, 33)[0, 4:].tolist()
     assert [int(t) for t in out.out.split()] == want
     assert "33 tokens in" in out.err
 

@@ -17,7 +17,9 @@ import graphformer  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.base.diagnostics import SpecError  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, to_reference  # noqa: E402
-from parity import assert_close, lm_batch, ours, prompts  # noqa: E402
+from parity import (assert_close, assert_greedy_tokens, assert_lm_grads, assert_lm_logits,  # noqa: E402
+                    assert_onnx_logits, assert_same_tokens, hf_greedy, imported, lm_batch, ours,
+                    prompts)
 
 T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -45,13 +47,9 @@ def pair(**sets):
     return spec, ref, ours(spec, ref)
 
 
-def batch(b=3, n=11):
-    return lm_batch(b=b, n=n)
-
-
 def test_logits_equal_transformers_with_and_without_padding():
     spec, ref, model = pair()
-    ids, mask = batch()
+    ids, mask = lm_batch()
     with torch.no_grad():
         assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, "gpt-oss logits")
         got = model(tokens=ids, mask=mask)["logits"]
@@ -62,45 +60,25 @@ def test_logits_equal_transformers_with_and_without_padding():
 
 def test_gradients_equal_transformers():
     spec, ref, model = pair()
-    ids, _ = batch()
-    weight = torch.randn(97, generator=torch.Generator().manual_seed(2))
-    (model(tokens=ids)["logits"] * weight).sum().backward()
-    (ref(input_ids=ids).logits * weight).sum().backward()
     # transformers leaves an expert no token picked without a gradient: zeros, as ours holds
-    grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in ref.named_parameters()}
-    theirs = convert_state_dict(spec, grads, "hf")
-    mine = dict(model.named_parameters())
-    assert set(theirs) == set(mine)
-    for k, g in theirs.items():
-        assert_close(mine[k].grad if mine[k].grad is not None else torch.zeros_like(g), g, f"gpt-oss grad {k}")
+    assert_lm_grads(model, ref, spec, lm_batch()[0], "gpt-oss", none_is_zero=True)
 
 
 def test_greedy_tokens_equal_transformers_generate():
     spec, ref, model = pair()
-    ref.generation_config.eos_token_id = None
-    ref.generation_config.pad_token_id = 0
     for padded in (False, True):
-        ids, mask = prompts(padded=padded)
-        got = graphformer.generate(model, ids, 20, mask=mask)
-        with torch.no_grad():
-            want = ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
-                                max_new_tokens=20, do_sample=False)
-        assert torch.equal(got[:, 8:], want[:, 8:]), f"padded={padded}"
+        assert_greedy_tokens(model, ref, *prompts(padded=padded), 20, f"gpt-oss, padded={padded}")
 
 
 def test_onnx_runtime_through_the_weight_map_equals_transformers():
-    ort = pytest.importorskip("onnxruntime")
-    import numpy as np
+    pytest.importorskip("onnxruntime")
     from graphformer.backends.onnx import to_onnx
     spec, ref, _ = pair()
-    sess = ort.InferenceSession(to_onnx(spec, ref.state_dict(), weights_map="hf", inputs=["mask"]).SerializeToString(),
-                                providers=["CPUExecutionProvider"])
-    ids, mask = batch()
+    ids, mask = lm_batch()
     with torch.no_grad():
-        want = ref(input_ids=ids, attention_mask=mask).logits.numpy()
-    (got,) = sess.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})
-    real = mask.numpy().astype(bool)
-    assert np.abs(got[real] - want[real]).max() <= 1e-5 * max(1.0, np.abs(want).max())
+        want = ref(input_ids=ids, attention_mask=mask).logits
+    assert_onnx_logits(to_onnx(spec, ref.state_dict(), weights_map="hf", inputs=["mask"]), ids, mask, want,
+                       "gpt-oss onnx logits")
 
 
 def test_parameter_count_equals_transformers_on_meta_at_gpt_oss_20b():
@@ -134,7 +112,7 @@ def test_weight_map_round_trip_is_exact_and_gate_up_interleave_matters():
 
 def test_sinks_yarn_and_clamp_bite():
     """Each GPT-OSS feature changes the logits: zero sinks (a sink of -inf would remove it), no YaRN, no clamp."""
-    ids, _ = batch(n=12)
+    ids, _ = lm_batch(n=12)
     spec, ref, model = pair()
     with torch.no_grad():
         base = model(tokens=ids)["logits"]
@@ -165,20 +143,12 @@ def test_onnx_decoder_step_with_past_gives_transformers_greedy_tokens():
     """The exported decoder step (`with_past`), looped in ONNX Runtime from transformers' weights: sinks,
     YaRN and the windowed layers' cache, token for token as transformers' generate."""
     pytest.importorskip("onnxruntime")
-    import numpy as np
     from graphformer.backends.onnx import to_onnx
     from test_onnx_past import OrtDecoder, session
     spec, ref, _ = pair()
-    ref.generation_config.eos_token_id = None
-    ref.generation_config.pad_token_id = 0
     dec = OrtDecoder(session(to_onnx(spec, ref.state_dict(), weights_map="hf", with_past=True)))
     ids, mask = prompts(padded=True)
-    with torch.no_grad():
-        want = ref.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False)[:, 8:].numpy()
-    tokens = [dec.prompt(ids.numpy(), mask.numpy())[:, -1].argmax(-1)]
-    while len(tokens) < 12:
-        tokens.append(dec.step(tokens[-1][:, None])[:, -1].argmax(-1))
-    assert np.array_equal(np.stack(tokens, 1), want)
+    assert_same_tokens(dec.greedy(ids, mask, 12), hf_greedy(ref, ids, mask, 12)[:, 8:], "gpt-oss onnx")
 
 
 def _cli(capsys, *argv):
@@ -195,19 +165,10 @@ def test_import_hf_of_a_saved_checkpoint_equals_transformers(tmp_path, capsys, e
     """`graphformer import hf` on save_pretrained's directory (config.json with model_type gpt_oss and the
     fused expert tensors in model.safetensors): no warning, and the weights load through the map; YaRN's
     correction range fractional (GPT-OSS) or rounded (transformers' default), mscales given or not."""
-    from graphformer.backends.torch.weights import load_weights
-    from graphformer.weights.maps import read_state_dict
     ref = reference(rope_parameters={**YARN, **extra, "beta_fast": 6.0})
-    ref.save_pretrained(tmp_path / "ckpt")
-    rc, _, err = _cli(capsys, "import", "hf", tmp_path / "ckpt", "-o", tmp_path / "spec.yaml")
-    assert rc == 0 and "warning" not in err, err
-    spec = graphformer.load(tmp_path / "spec.yaml")
+    spec, model = imported(ref, tmp_path, capsys)
     assert spec.ir.node("blocks.0.attn").attrs.window == 3 and spec.ir.node("blocks.1.attn").attrs.window is None
-    model = graphformer.build(spec).eval()
-    load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf", spec)
-    ids, mask = batch()
-    with torch.no_grad():
-        assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, "gpt-oss imported")
+    assert_lm_logits(model, ref, *lm_batch(), "gpt-oss imported")
 
 
 @pytest.mark.parametrize("rope", [{"rope_type": "yarn", "factor": 4.0, "attention_factor": 1.2},

@@ -16,7 +16,8 @@ transformers = pytest.importorskip("transformers")
 import graphformer  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
-from parity import assert_close, assert_lm_logits, lm_batch, ours, prompts  # noqa: E402
+from parity import (assert_close, assert_greedy_tokens, assert_lm_grads, assert_lm_logits,  # noqa: E402
+                    assert_onnx_logits, hf_greedy, imported, lm_batch, ours, prompts)
 
 T = transformers
 T.logging.set_verbosity_error()
@@ -64,44 +65,23 @@ def test_the_rotate_half_layout_would_be_far_off(tmp_path):
 def test_gradients_equal_transformers():
     spec, ref, model = pair()
     ids, mask = lm_batch(V)
-    weight = torch.randn(V, generator=torch.Generator().manual_seed(2))
-    (model(tokens=ids, mask=mask)["logits"][mask.bool()] * weight).sum().backward()
-    (ref(input_ids=ids, attention_mask=mask).logits[mask.bool()] * weight).sum().backward()
-    theirs = convert_state_dict(spec, {k: p.grad for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    assert set(theirs) == set(mine)
-    for k, g in theirs.items():
-        assert_close(mine[k].grad, g, f"gpt-j grad {k}")
-
-
-def hf_generate(ref, ids, mask, new):
-    ref.generation_config.eos_token_id = None
-    ref.generation_config.pad_token_id = 0
-    with torch.no_grad():
-        return ref.generate(ids, attention_mask=torch.ones_like(ids) if mask is None else mask,
-                            max_new_tokens=new, do_sample=False)
+    assert_lm_grads(model, ref, spec, ids, "gpt-j", mask=mask)
 
 
 @pytest.mark.parametrize("padded", [False, True])
 def test_greedy_tokens_equal_transformers_generate(padded):
     spec, ref, model = pair()
-    ids, mask = prompts(padded=padded)
-    got = graphformer.generate(model, ids, 20, mask=mask)
-    assert torch.equal(got[:, 8:], hf_generate(ref, ids, mask, 20)[:, 8:])
+    assert_greedy_tokens(model, ref, *prompts(padded=padded), 20, f"gpt-j, padded={padded}")
 
 
 def test_onnx_runtime_equals_torch_with_a_padding_mask():
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     from graphformer.backends.onnx import to_onnx
     spec, ref, model = pair()
-    sess = ort.InferenceSession(to_onnx(spec, model, inputs=["mask"]).SerializeToString(),
-                                providers=["CPUExecutionProvider"])
     ids, mask = lm_batch(V)
-    got = sess.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})[0]
     with torch.no_grad():
         want = model(tokens=ids, mask=mask)["logits"]
-    keep = mask.bool()
-    assert_close(torch.from_numpy(got)[keep], want[keep], "gpt-j onnx logits")
+    assert_onnx_logits(to_onnx(spec, model, inputs=["mask"]), ids, mask, want, "gpt-j onnx logits")
 
 
 def test_onnx_with_past_steps_equal_torch_and_give_transformers_tokens():
@@ -112,7 +92,7 @@ def test_onnx_with_past_steps_equal_torch_and_give_transformers_tokens():
     spec, ref, model = pair()
     dec = OrtDecoder(session(to_onnx(spec, ref.state_dict(), weights_map="hf", with_past=True)))
     ids, mask = prompts(padded=True)
-    want = hf_generate(ref, ids, mask, 10)
+    want = hf_greedy(ref, ids, mask, 10)
     torch_dec = Decoder(model, 3, want.shape[1])
     with torch.no_grad():
         first = dec.prompt(ids.numpy(), mask.numpy())[:, -1]
@@ -136,21 +116,9 @@ def test_parameter_count_of_gpt_j_6b_equals_transformers_on_meta():
 
 
 def test_import_hf_then_checkpoint_equals_transformers(tmp_path, capsys):
-    import cli
-    from graphformer.backends.torch.weights import load_weights
-    from graphformer.weights.maps import read_state_dict
     ref = reference()
-    ref.save_pretrained(tmp_path / "ckpt")
-    rc = cli.main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "spec.yaml")])
-    err = capsys.readouterr().err
-    assert rc == 0 and "warning" not in err, err
-    spec = graphformer.load(tmp_path / "spec.yaml")
-    model = graphformer.build(spec).eval()
-    load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf", spec)
-    ids, mask = lm_batch(V)
-    with torch.no_grad():
-        got, want = model(tokens=ids, mask=mask)["logits"], ref(input_ids=ids, attention_mask=mask).logits
-    assert_close(got[mask.bool()], want[mask.bool()], "gpt-j imported")
+    spec, model = imported(ref, tmp_path, capsys)
+    assert_lm_logits(model, ref, *lm_batch(V), "gpt-j imported")
 
 
 @pytest.mark.parametrize("cfg,message", [

@@ -500,10 +500,11 @@ def test_llm_hf_weights_through_the_weight_map_match_transformers(case):
     with random weights, through the spec's `hf` map) against transformers itself: without a mask and
     with left padding (equal at every real token). Mixtral: the dense export against the sparse reference."""
     pytest.importorskip("transformers")
-    from test_parity_llm import batch, pair
+    from parity import lm_batch
+    from test_parity_llm import pair
     spec, ref, _ = pair(case)
     model = _session(to_onnx(spec, ref.state_dict(), weights_map="hf", inputs=["mask"]))
-    ids, mask = batch()
+    ids, mask = lm_batch()
     with torch.no_grad():
         plain = ref(input_ids=ids).logits.numpy()
         padded = ref(input_ids=ids, attention_mask=mask).logits.numpy()

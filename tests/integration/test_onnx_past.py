@@ -67,6 +67,13 @@ class OrtDecoder:
         past = {"past_key_values." + name[len("present."):]: v for name, v in self.present.items()}
         return self._run(tokens, positions, past)
 
+    def greedy(self, ids: "torch.Tensor", mask: "torch.Tensor | None", new: int) -> np.ndarray:
+        """The `new` greedy tokens [B, new] after the prompt: the argmax of each step fed to the next."""
+        tokens = [self.prompt(ids.numpy(), None if mask is None else mask.numpy())[:, -1].argmax(-1)]
+        while len(tokens) < new:
+            tokens.append(self.step(tokens[-1][:, None])[:, -1].argmax(-1))
+        return np.stack(tokens, 1)
+
     def _run(self, ids, positions, past):
         feed = {"input_ids": ids.astype(np.int64), **past}
         if "attention_mask" in self.inputs:
@@ -124,15 +131,12 @@ def test_prompt_then_steps_equal_the_torch_decoder(name, padded):
 def test_greedy_tokens_equal_transformers_generate(case, padded):
     """Hugging Face weights through the spec's `hf` map: the ONNX Runtime loop's tokens are transformers'."""
     pytest.importorskip("transformers")
-    from test_generate import hf_generate, reference_pair
+    from parity import assert_same_tokens, hf_greedy
+    from test_generate import reference_pair
     spec, ref, _ = reference_pair(case)
     dec = OrtDecoder(session(to_onnx(spec, ref.state_dict(), weights_map="hf", with_past=True)))
     ids, mask = prompts(n=8, padded=padded)
-    want = hf_generate(ref, ids, mask, NEW)[:, 8:].numpy()
-    tokens = [dec.prompt(ids.numpy(), None if mask is None else mask.numpy())[:, -1].argmax(-1)]
-    while len(tokens) < NEW:
-        tokens.append(dec.step(tokens[-1][:, None])[:, -1].argmax(-1))
-    assert np.array_equal(np.stack(tokens, 1), want)
+    assert_same_tokens(dec.greedy(ids, mask, NEW), hf_greedy(ref, ids, mask, NEW)[:, 8:], f"{case} onnx")
 
 
 @pytest.mark.parametrize("name", ["llama", "mistral-7b", "gpt2"])

@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 import graphformer  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
-from parity import assert_close, assert_lm_logits, lm_batch, ours  # noqa: E402
+from parity import assert_lm_grads, assert_lm_logits, lm_batch, ours  # noqa: E402
 
 T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -64,34 +64,23 @@ def pair(case):
     return spec, ref, ours(spec, ref)
 
 
-def batch(b=3, n=11):
-    return lm_batch(b=b, n=n)
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_logits_equal_transformers_with_and_without_padding(case):
     spec, ref, model = pair(case)
-    ids, mask = batch()
+    ids, mask = lm_batch()
     assert_lm_logits(model, ref, ids, mask, case)
 
 
 @pytest.mark.parametrize("case", ["llama", "mistral-window", "mixtral", "qwen2", "phi"])
 def test_gradients_equal_transformers(case):
     spec, ref, model = pair(case)
-    ids, _ = batch()
-    weight = torch.randn(97, generator=torch.Generator().manual_seed(2))
-    (model(tokens=ids)["logits"] * weight).sum().backward()
-    (ref(input_ids=ids).logits * weight).sum().backward()
-    theirs = convert_state_dict(spec, {k: p.grad for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    for k, g in theirs.items():
-        assert_close(mine[k].grad, g, f"{case} grad {k}")
+    assert_lm_grads(model, ref, spec, lm_batch()[0], case)
 
 
 def test_sequence_longer_than_the_window_differs_from_full_attention():
     """The window bites: the same weights without it give other logits past position `window`."""
     spec, ref, model = pair("mistral-window")
-    ids, _ = batch(n=12)
+    ids, _ = lm_batch(n=12)
     full = graphformer.load(SPECS / "mistral-7b.yaml", preset="tiny", overrides={"window": 64})
     wide = ours(full, ref)
     with torch.no_grad():
