@@ -17,11 +17,10 @@ from ..base.dtypes import dtype_arg
 from ..base.fileio import resolve_output
 from ..frontend.infer import at_dims, infer
 from .progress import add_quiet
-from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_output, check_checkpoint_config,
+from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, atomic_output, check_checkpoint_config, import_torch,
                      default_weights, load_checked, parse_assignments, parse_overrides, require_weight_map, seed_arg)
 
 EXIT_INTERNAL = 3
-NO_TORCH = "the torch extra is not installed: pip install 'graphformer[torch]'"
 
 
 def add_parser(sub) -> None:
@@ -48,13 +47,7 @@ def run(args) -> int:
     if bool(args.weights) != bool(args.weights_map):
         raise CommandError("--weights and --weights-map go together: the map says how FILE's names fit the spec")
     require_weight_map(result.ir, args.weights_map)
-    try:
-        import torch  # noqa: F401
-        import graphformer.backends.torch as backend
-    except ImportError as e:
-        if getattr(e, "name", "") in ("torch", "safetensors", "numpy"):
-            raise CommandError(NO_TORCH) from None
-        raise
+    (backend,) = import_torch(".backends.torch")
     from ..ir.spec import Spec
     spec = Spec.checked(result.ir, result.diagnostics)
     dims = backend.resolve_dims(spec, parse_assignments(args.dims, "--dims"))

@@ -15,6 +15,22 @@ from .terminal import wants_color
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 
 
+NO_TORCH = "the torch extra is not installed: pip install 'graphformer[torch]'"
+
+
+def import_torch(*modules: str) -> list:
+    """`import torch`, then each module named (relative to graphformer, e.g. ".backends.torch"): without
+    torch (or the numpy / safetensors it needs) the command can't run, a usage error with the install line."""
+    import importlib
+    try:
+        import torch  # noqa: F401
+        return [importlib.import_module(m, "graphformer") for m in modules]
+    except ImportError as e:
+        if getattr(e, "name", "") in ("torch", "safetensors", "numpy"):
+            raise CommandError(NO_TORCH) from None
+        raise
+
+
 class CommandError(Exception):
     """A failure the user can act on; `code` is the exit status (1: the spec, 2: usage/environment)."""
 

@@ -11,9 +11,8 @@ from ..base.diagnostics import SpecError
 from .progress import add_quiet
 from ..base.dtypes import dtype_arg
 from .common import (EXIT_OK, EXIT_SPEC, CommandError, add_spec_args, default_weights, load_checked,
-                     print_diagnostics, require_weight_map, seed_arg)
+                     import_torch, print_diagnostics, require_weight_map, seed_arg)
 
-from .build import NO_TORCH
 NO_TOKENIZERS = "--tokenizer needs the `tokenizers` package: pip install 'graphformer[torch]'"
 # generate()'s arguments as this command names them in its refusals
 FLAGS = {"tokens": "--prompt-ids", "mask": "--prompt-ids", "max_new_tokens": "--max-new-tokens",
@@ -73,14 +72,8 @@ def run(args) -> int:
     except SpecError as e:
         print_diagnostics(e, "text")
         raise CommandError("", EXIT_SPEC) from None
-    try:
-        import torch
-        from ..backends.torch import generation
-        from ..backends.torch import build
-    except ImportError as e:
-        if getattr(e, "name", "") in ("torch", "safetensors", "numpy"):
-            raise CommandError(NO_TORCH) from None
-        raise
+    generation, build = import_torch(".backends.torch.generation", ".backends.torch.build")
+    import torch
     from ..ir.spec import Spec
     from ..backends.torch.builder import resolve_device
     spec = Spec.checked(result.ir, result.diagnostics)

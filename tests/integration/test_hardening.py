@@ -194,6 +194,11 @@ def test_hostile_expression_is_rejected_without_evaluation(tmp_path, capsys, exp
 
 def test_no_python_evaluation_happens_anywhere(tmp_path, capsys, monkeypatch):
     import builtins
+    import importlib
+    from graphformer.ops import MODULES
+
+    for family in MODULES:   # our own op modules load on first use (exec of their code): load them first
+        importlib.import_module(f"graphformer.ops.{family}")
 
     def refuse(*a, **k):
         raise AssertionError("eval/exec called while checking a spec")
@@ -365,8 +370,10 @@ def test_check_and_summary_import_no_torch_or_onnx():
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "[]", r.stdout[-500:]
 
 
-def test_build_without_torch_exits_2():
-    r = run_sub("build", GPT2, "--preset", "tiny", code=BLOCK_EXTRAS)
+@pytest.mark.parametrize("argv", [["build", GPT2, "--preset", "tiny"],
+                                  ["generate", GPT2, "--preset", "tiny", "--prompt-ids", "1,2", "--max-new-tokens", "2"]])
+def test_build_and_generate_without_torch_exit_2(argv):
+    r = run_sub(*argv, code=BLOCK_EXTRAS)
     assert r.returncode == 2 and "torch extra is not installed" in r.stderr and "pip install" in r.stderr
 
 
