@@ -240,15 +240,21 @@ What is left:
 
 - *Every bundled spec against an `import torch`: the goal (≤ 0.25×) is not met.* The ratio above (CPU,
   bytecode cached as for an installed package) moves between 0.30× and 0.37× from run to run on this
-  machine, against 0.37–0.39× before this round; the figure without a bytecode cache drifts more still
-  (0.32–0.50× after, 0.45–0.50× before, over this round's runs). Counted in instructions, which don't
-  drift, the process went from 3.13 G to 2.39 G
-  (`import torch`: 5.2 G, but much of its CPU time is loading shared libraries, which instructions
-  understate): starting Python 0.09 G, importing yaml 0.10 G and pydantic 0.40 G (fixed costs of the
-  libraries), graphformer's own modules about 0.3 G, reading the YAML 0.40 G, and the checking proper
-  about 1.1 G (validating the file models, expansion, inference, and the op modules and attrs validators
-  built on first use). ≤ 0.25× (about 0.5 s of CPU against torch's 2 s) needs the expander and checker a
-  third cheaper, or pydantic off the start-up path (file models and attrs validated without it).
+  machine. Counted in instructions (callgrind, which doesn't drift with load): the whole process is
+  2.38 G (`import torch`: 5.2 G, but much of its CPU time is loading shared libraries, which instructions
+  understate). Of that, fixed costs before any of graphformer's code: starting Python 0.09 G, `import
+  yaml` 0.10 G, `import pydantic` 0.18 G, and pydantic's first model class 0.30 G more (it imports its
+  schema machinery and scans every installed package's metadata for pydantic plugins through
+  `importlib.metadata`, whose import alone is 0.07 G). The 57 validated model classes (10 file models,
+  the op families' attrs) take 75–95 ms of a ~0.5 s process to build (`ModelMetaclass.__new__`, measured
+  in process: 26 ms for the first, 28 ms for the attrs, whose string annotations pydantic evaluates, ~500
+  `compile` calls). With everything imported, checking the 35 specs takes 0.23 s: reading the YAML ~35 %,
+  expansion ~45 %, inference and lint ~15 %. So pydantic and its models are about a third of the process,
+  and ≤ 0.25× (about 0.5 s of CPU against torch's 2 s) needs them off the start-up path: the file models
+  and the 42 attrs models (with their validators, the `schema` command's JSON schema and the mapping of
+  validation errors to diagnostics) validated without pydantic. Not done in this round: it rewrites every
+  op's definition for a third of one command's start-up. Tried and not kept: raising the cyclic GC's
+  thresholds during a command (−2.4 % instructions, 1.00× CPU over 15 interleaved pairs).
 - *Backends still need every node*: the torch build, ONNX export and diagrams unroll the IR on their
   first per-node query (cheap copies of the bodies' nodes), then work per node as before.
 """
