@@ -424,7 +424,10 @@ def build(ir: IRGraph, expand: bool | frozenset[str] = False, dims: dict[str, in
         if len(stands_for.get(n.id, ())) > 1:
             n.detail = repeated_detail(n.title, stands_for[n.id])
 
-    seen_edges: set[tuple[str, str, str]] = set()
+    # A collapsed repetition draws one edge per (source, target, port); repetitions whose shapes differ list
+    # them as a node lists its varying attributes (`a / b`), or the first and last of a longer run (a
+    # convolution stack that halves the length), rather than drawing an edge each.
+    shapes: dict[tuple[str, str, str], tuple[int, list[str]]] = {}   # -> (its index in edges, its shapes)
     bodies: dict[str, Any] = {}             # representative node -> its body's entry node ids
     for node in ir.nodes():
         body = node.attrs.body() if node.attrs is not None else None
@@ -436,13 +439,17 @@ def build(ir: IRGraph, expand: bool | frozenset[str] = False, dims: dict[str, in
                 continue
             label = shape_text(ir.node(src).shape, dims)
             port_text = _port_label(node.op, port)
-            if port_text:
-                label = f"{port_text}: {label}"
             for dst in bodies.get(b.rep, [b.rep]):   # a body's input feeds its router and expert instead
-                key = (a.rep, dst, label)
-                if key not in seen_edges:
-                    seen_edges.add(key)
-                    diagram.edges.append(Edge(a.rep, dst, label))
+                at, seen = shapes.setdefault((a.rep, dst, port_text), (len(diagram.edges), []))
+                if label in seen:
+                    continue
+                seen.append(label)
+                text = " / ".join(seen) if len(seen) <= 3 else f"{seen[0]} / … / {seen[-1]}"
+                edge = Edge(a.rep, dst, f"{port_text}: {text}" if port_text else text)
+                if at == len(diagram.edges):
+                    diagram.edges.append(edge)
+                else:
+                    diagram.edges[at] = edge
 
     for out_name, src in ir.outputs.items():
         oid = f"output:{out_name}"

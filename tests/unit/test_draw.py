@@ -223,8 +223,16 @@ def test_a_collapsed_repeat_lists_the_attribute_values_that_vary():
     assert label["stage3.0.windows"] == "window 7 · shift 0 / 3"
     assert label["stage3.0.rel_bias"] == "window 7 · 12 heads · shift 0 / 3"
     assert label["stage3.0.attn"] == "12 heads"
-    assert {e.label for e in swin.edges if e.dst == "stage1.0.attn" and e.label.startswith("bias")} == {
-        "bias: [1, 3, 49, 49]", "bias: [64*B, 3, 49, 49]"}   # unshifted and shifted layers' biases
+    assert [e.label for e in swin.edges if e.dst == "stage1.0.attn" and e.label.startswith("bias")] == [
+        "bias: [1, 3, 49, 49] / [64*B, 3, 49, 49]"]   # unshifted and shifted layers' biases: one edge
+
+
+def test_a_collapsed_repeat_draws_one_edge_whose_shapes_vary():
+    """Wav2Vec2's feature encoder halves the length in each of its six convolutions: one edge, first and last."""
+    w = build(graphformer.load(str(ROOT / "specs/wav2vec2.yaml")).ir)
+    (edge,) = [e for e in w.edges if e.src == "convs.0.conv" and e.dst == "convs.0.act"]
+    assert edge.label == "[B, 512, 32*t + 7] / … / [B, 512, t]"
+    assert len(w.edges) == len({(e.src, e.dst, e.label.split(":")[0]) for e in w.edges})
 
 
 def test_inputs_and_outputs_look_different_from_ops():
