@@ -698,16 +698,20 @@ def _deepseek_v2(cfg: dict) -> dict:
         if rp.get("attention_factor") is not None or rp.get("truncate") is False:
             raise HFImportError(f"`{_rope_field(cfg)}`: yarn with an explicit `attention_factor` or `truncate: "
                                 "false` is not supported (the spec derives both as DeepSeek-V2 does)")
-        out.update(rope_scaling="yarn", rope_factor=float(rp["factor"]),
-                   rope_original_max_len=int(rp.get("original_max_position_embeddings")
-                                             or cfg["max_position_embeddings"]),
-                   rope_beta_fast=float(rp.get("beta_fast") or 32), rope_beta_slow=float(rp.get("beta_slow") or 1),
-                   rope_mscale=float(rp.get("mscale") or 0.0), rope_mscale_all_dim=float(rp.get("mscale_all_dim") or 0.0))
+        out.update(_yarn(cfg, rp), rope_scaling="yarn")
     else:
         raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: not supported (supported: "
                             "default or yarn)")
     return out
 
+
+
+def _yarn(cfg: dict, rp: dict) -> dict:
+    """A YaRN `rope_scaling`'s numbers as the specs' params (transformers' defaults where a field is absent)."""
+    return dict(rope_factor=float(rp["factor"]), rope_mscale=float(rp.get("mscale") or 0.0),
+                rope_mscale_all_dim=float(rp.get("mscale_all_dim") or 0.0),
+                rope_original_max_len=int(rp.get("original_max_position_embeddings") or cfg["max_position_embeddings"]),
+                rope_beta_fast=float(rp.get("beta_fast") or 32), rope_beta_slow=float(rp.get("beta_slow") or 1))
 
 DEEPSEEK_V2_FIELDS = {
     "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
@@ -838,11 +842,7 @@ def _gpt_oss(cfg: dict) -> dict:
         if rp.get("attention_factor") is not None or rp.get("factor") is None:
             raise HFImportError(f"`{_rope_field(cfg)}`: the gpt-oss spec's yarn has a `factor` and the attention "
                                 "factor derived from it and the mscales (no explicit `attention_factor`)")
-        out.update(rope_factor=float(rp["factor"]), rope_truncate=rp.get("truncate", True) is not False,
-                   rope_mscale=float(rp.get("mscale") or 0.0), rope_mscale_all_dim=float(rp.get("mscale_all_dim") or 0.0),
-                   rope_original_max_len=int(rp.get("original_max_position_embeddings")
-                                             or cfg["max_position_embeddings"]),
-                   rope_beta_fast=float(rp.get("beta_fast") or 32), rope_beta_slow=float(rp.get("beta_slow") or 1))
+        out.update(_yarn(cfg, rp), rope_truncate=rp.get("truncate", True) is not False)
     else:
         raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: not supported (supported: "
                             "default or yarn)")
