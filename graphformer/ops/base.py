@@ -393,6 +393,15 @@ def expect_float(x: TensorType, port: str) -> None:
     expect_dtype(x, port, FLOAT_DTYPES)
 
 
+def expect_positions(ins: dict, n: Dim) -> None:
+    """An optional `positions` input: token indices `[B, n]`, int64, as long as the sequence."""
+    pos = ins.get("positions")
+    if pos is not None:
+        expect_rank(pos, "positions", 2, what=" ([B, n])")
+        expect_dtype(pos, "positions", INT_DTYPES)
+        expect_dim(pos.shape[1], n, "positions", "dimension 1 (tokens)", pos)
+
+
 def expect_divisible(total: int, parts: int, what: str, help: str | None = None, attr: str | None = None) -> None:
     if parts <= 0 or total % parts:
         raise ShapeError("GF123", f"{what}: {total} is not divisible by {parts}", None, help, attr)

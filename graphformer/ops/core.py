@@ -13,7 +13,7 @@ from pydantic import Field, StrictBool, StrictInt, field_validator
 from ..base.dims import Dim
 from .base import (
     Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_dim,
-    expect_dtype, expect_float, expect_divisible, same_shape, numel, positive, INT_DTYPES,
+    expect_dtype, expect_float, expect_divisible, expect_positions, same_shape, numel, positive, INT_DTYPES,
     Saved, keeps, POSITION, AXIS, CACHE, CONTEXT, OFFSET, MIXES, THROUGH, MATMUL, HEADS, VOCAB, REPLICATE,
     UNPLANNED,
 )
@@ -112,11 +112,7 @@ def _positional_shape(a: PositionalAttrs, ins):
     if a.kind == "sinusoidal" and a.sinusoid == "halves" and d.is_const and d.value < 4:
         raise ShapeError("GF102", f"`sinusoid: halves` spaces d/2 frequencies over d/2 − 1 steps: it needs a "
                                   f"width of at least 4, got {d.value}", "x")
-    pos = ins.get("positions")
-    if pos is not None:
-        expect_rank(pos, "positions", 2, what=" ([B, n])")
-        expect_dtype(pos, "positions", INT_DTYPES)
-        expect_dim(pos.shape[1], n, "positions", "dimension 1 (tokens)", pos)
+    expect_positions(ins, n)
     return x
 
 
@@ -370,14 +366,9 @@ def _attention_shape(a: AttentionAttrs, ins):
         raise ShapeError("GF120", f"sequence length {n.value} exceeds `max_len` {a.max_len}", "x")
     _mask_check(ins, x.shape[0], x.shape[1], "n")
     _bias_check(ins, x.shape[0], a.heads, n, n, "n")
-    pos = ins.get("positions")
-    if pos is not None:
-        if not a.rope:
-            raise ShapeError("GF106", "`positions` are read by rotary embeddings only: set `rope: true`",
-                             "positions")
-        expect_rank(pos, "positions", 2, what=" ([B, n])")
-        expect_dtype(pos, "positions", INT_DTYPES)
-        expect_dim(pos.shape[1], x.shape[1], "positions", "dimension 1 (tokens)", pos)
+    if "positions" in ins and not a.rope:
+        raise ShapeError("GF106", "`positions` are read by rotary embeddings only: set `rope: true`", "positions")
+    expect_positions(ins, x.shape[1])
     return x
 
 

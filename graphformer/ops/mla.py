@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .base import (CACHE, HEADS, Attrs, DimAttr, INT_DTYPES, OpDef, Saved, ShapeError, expect_dim, expect_dtype,
+from .base import (CACHE, HEADS, Attrs, DimAttr, OpDef, Saved, ShapeError, expect_positions,
                    expect_float, expect_rank, positive, register)
 from .core import _last, _mask_check, _proj
 
@@ -109,11 +109,7 @@ def _shape(a: LatentAttentionAttrs, ins):
     if a.max_len is not None and n.is_const and n.value > a.max_len:
         raise ShapeError("GF120", f"sequence length {n.value} exceeds `max_len` {a.max_len}", "x")
     _mask_check(ins, x.shape[0], n, "n")
-    pos = ins.get("positions")
-    if pos is not None:
-        expect_rank(pos, "positions", 2, what=" ([B, n])")
-        expect_dtype(pos, "positions", INT_DTYPES)
-        expect_dim(pos.shape[1], n, "positions", "dimension 1 (tokens)", pos)
+    expect_positions(ins, n)
     return x
 
 
