@@ -99,12 +99,10 @@ def _tubelets_along(frames: Dim, t: int, remainder: str) -> Dim:
     if n < t or (n % t and remainder == "error"):
         fits = f"{n} frames are fewer than one tubelet of {t}" if n < t else \
             f"a tubelet of {t} frames does not tile {n} frames: {n} / {t} is not an integer"
-        below = n - n % t
-        raise ShapeError(
-            "GF274", fits, "x", attr="tubelet",
-            help=(f"make the frames {below or t}" + (f" or {below + t}" if below else "")
-                  + (f", or set `remainder: drop` to drop the last {n % t} frame(s) as torch.nn.Conv3d does"
-                     if n >= t else "")))
+        below, left = n - n % t, n % t
+        drop = f", or set `remainder: drop` to drop the last {left} frame{'s' * (left > 1)} as torch.nn.Conv3d does"
+        raise ShapeError("GF274", fits, "x", attr="tubelet",
+                         help=f"make the frames {below or t}" + (f" or {below + t}{drop}" if below else ""))
     return Dim.const(n // t)
 
 
