@@ -1643,6 +1643,43 @@ nodes:
 outputs: {y: attn}
 """),
     Code(
+        "GF274", "a tubelet that does not tile the frames",
+        ("`patch_embed` with `tubelet: t` cuts a video `[B, C, T, H, W]` into tubelets of t frames (and P×P "
+         "pixels), t frames apart, as ViViT's and VideoMAE's Conv3d does. The frame count T must be a multiple "
+         "of t, or the last frames would silently fit no tubelet; a video shorter than one tubelet has no "
+         "token at all."),
+        fix=("Make the frame count a multiple of `tubelet`, or set `remainder: drop` to drop the last frames as "
+             "torch.nn.Conv3d does."),
+        example="""\
+graphformer: 1
+name: case
+params: {frames: 7, d_model: 32}
+dims: {B: 2}
+inputs:
+  video: {shape: [B, 3, frames, 32, 32]}
+nodes:
+  tubelets: {op: patch_embed, in: video, tubelet: 2, patch: 16, dim: d_model}
+outputs: {y: tubelets}
+"""),
+    Code(
+        "GF275", "an image-only attribute on a tubelet patch embedding",
+        ("`grid: true` (patches kept on a `[B, H', W', D]` grid for Swin's window ops) and `remainder: pad` "
+         "(zeros at the bottom and right) are defined for images. A `patch_embed` with `tubelet` convolves "
+         "over frames too and gives a token sequence `[B, (T/t)·(H/P)·(W/P), D]`; no reference pads a video or "
+         "keeps its tubelets on a grid, so the combination is refused rather than guessed."),
+        fix="Drop the attribute, or drop `tubelet` for an image `[B, C, H, W]`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32}
+dims: {B: 2}
+inputs:
+  video: {shape: [B, 3, 8, 32, 32]}
+nodes:
+  tubelets: {op: patch_embed, in: video, tubelet: 2, patch: 16, dim: d_model, grid: true}
+outputs: {y: tubelets}
+"""),
+    Code(
         "GF263", "a reshape that changes the element count",
         ("`reshape` gives its input another shape with the same elements in the same order, so the target's "
          "dims must multiply to the input's. The check is symbolic: `[B, T * N, D]` to `[B * T, N, D]` "

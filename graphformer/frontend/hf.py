@@ -46,9 +46,10 @@ IGNORED_EVERYWHERE = frozenset({
 # A family's own table is consulted first: `max_length` is AST's frame count, `add_cross_attention`
 # and `is_decoder` are refused where the spec lacks them; elsewhere they are generation/training knobs.
 
-# transformers' `hidden_act` names → the `activation` op's kinds
+# transformers' `hidden_act` names → the `activation` op's kinds (`gelu_fast` is the tanh approximation
+# written as x·0.7978845608·(1 + 0.044715x²): the same function as gelu_new, equal to fp32 rounding)
 ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "gelu_tanh",
-               "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": None, "relu": "relu", "tanh": "tanh",
+               "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh", "relu": "relu", "tanh": "tanh",
                "sigmoid": "sigmoid", "quick_gelu": "quick_gelu"}
 
 
@@ -630,6 +631,33 @@ TIMESFORMER = Family("timesformer", "timesformer.yaml", {
 }, frozenset({"num_labels", "drop_path_rate"}), _timesformer, "TimesformerModel")
 
 
+# ---------------------------------------------------------------- ViViT (tubelet embedding: a 3-D convolution)
+
+FIELD_TYPES.update({"tubelet_size": ListOf(Int(1, SIDE), 3, null=False)})
+
+
+def _vivit(cfg: dict) -> dict:
+    # tubelet_size is [frames, height, width] of the Conv3d kernel; the spec's patch is square
+    out = _vit(cfg)
+    tubelet = cfg.get("tubelet_size")
+    if tubelet is not None:
+        if len(tubelet) != 3 or tubelet[1] != tubelet[2]:
+            raise HFImportError(f"`tubelet_size: {list(tubelet)}`: the vivit spec takes [frames, P, P] "
+                                f"(square patches)")
+        out.update(tubelet=int(tubelet[0]), patch=int(tubelet[1]))
+    # VivitForVideoClassification: the classifier on [CLS], no pooler; VivitModel: the pooler
+    head = any(str(a).endswith("ForVideoClassification") for a in cfg.get("architectures") or ())
+    return {**out, "head": head, "pooler": not head}
+
+
+VIVIT = Family("vivit", "vivit.yaml", {
+    "image_size": P("image", _square_in("vivit")), "num_channels": P("channels"), "num_frames": P("frames"),
+    "hidden_size": P("d_model"), "num_attention_heads": P("heads"), "num_hidden_layers": P("layers"),
+    "intermediate_size": P("d_ff"), "layer_norm_eps": P("eps"), "hidden_act": P("act", act),
+    "qkv_bias": P("qkv_bias"), "pooler_act": P("pooler_act", act), **ENCODER_DROPOUT,
+}, frozenset({"num_labels", "tubelet_size", "pooler_output_size"}), _vivit, "VivitModel")
+
+
 GPT2_FIXED = {
     "scale_attn_by_inverse_layer_idx": Fixed(_is(False, None), "the spec scales attention by 1/√head_dim in "
                                                                   "every layer, not also by 1/layer"),
@@ -968,6 +996,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
                                                  "published checkpoint)")}),
     _dinov2_family("dinov2_with_registers", "Dinov2WithRegistersModel", {"num_register_tokens": P("registers")}),
     TIMESFORMER,
+    VIVIT,
     Family("llava", "llava.yaml", {
         "image_token_index": P("image_token"), "image_token_id": P("image_token"),
         "projector_hidden_act": P("projector_act", act), "multimodal_projector_bias": P("projector_bias"),

@@ -1,4 +1,4 @@
-"""Vision ops: patch embedding, learned tokens put into a sequence, masked-patch tokens, learned 2-D positions
+"""Vision ops: patch embedding (images, and videos in tubelets), learned tokens put into a sequence, masked-patch tokens, learned 2-D positions
 resized to the image's grid, learned latent arrays.
 
 The other non-text families live beside this one: audio.py (spectrogram), sequence.py (slicing,
@@ -6,6 +6,7 @@ interleaving token streams), multimodal.py (pooling by id, normalisation, contra
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field
@@ -22,25 +23,39 @@ from .core import concrete
 # ---------------------------------------------------------------- patch_embed
 
 class PatchEmbedAttrs(Attrs):
-    dim_fields = ("dim", "patch", "stride", "stride_w")
+    dim_fields = ("dim", "patch", "stride", "stride_w", "tubelet")
     dim: DimAttr = Field(description="width D of each patch embedding")
     patch: DimAttr = Field(description="side P of the square patch (the convolution kernel)")
     stride: DimAttr | None = Field(None, description="step between patches (default P: non-overlapping)")
     stride_w: DimAttr | None = Field(None, description="step along the width, if it differs from `stride`")
+    tubelet: DimAttr | None = Field(
+        None, description="frames t per tubelet: the input is a video `[B, C, T, H, W]` cut into t×P×P "
+                          "tubelets, t frames apart (a 3-D convolution: ViViT, VideoMAE); unset: an image")
     bias: bool = True
     remainder: Literal["error", "drop", "pad"] = Field(
         "error", description="when the patches do not tile the input exactly: `error`, `drop` the last "
-                             "rows/columns as torch.nn.Conv2d does (AST's overlapping patches), or `pad` with "
-                             "zeros at the bottom/right until they do (transformers' Swin; needs a concrete "
-                             "image size)")
+                             "rows/columns (and frames) as torch.nn.Conv2d/Conv3d does (AST's overlapping "
+                             "patches), or `pad` with zeros at the bottom/right until they do (transformers' "
+                             "Swin; needs a concrete image size; images only)")
     grid: bool = Field(False, description="keep the patches on their grid, `[B, H', W', D]` (channels last), "
-                                          "for the grid ops (Swin's windows) instead of a sequence `[B, N, D]`")
+                                          "for the grid ops (Swin's windows) instead of a sequence `[B, N, D]`; "
+                                          "images only")
 
     @property
     def strides(self) -> tuple[int, int]:
         """(along the height, along the width): `stride` defaults to the patch, `stride_w` to `stride`."""
         sh = self.stride if self.stride is not None else self.patch
         return sh, self.stride_w if self.stride_w is not None else sh
+
+    @property
+    def kernel(self) -> tuple[int, ...]:
+        """The convolution's kernel: (t, P, P) for a video, (P, P) for an image."""
+        return ((self.tubelet,) if self.tubelet is not None else ()) + (self.patch, self.patch)
+
+    @property
+    def conv_strides(self) -> tuple[int, ...]:
+        """The convolution's strides: tubelets never overlap in time (t, then the spatial strides)."""
+        return ((self.tubelet,) if self.tubelet is not None else ()) + self.strides
 
     def padding(self, height: int, width: int) -> tuple[int, int]:
         """Zero rows and columns that `remainder: pad` adds at the bottom and right (0, 0 otherwise)."""
@@ -76,39 +91,74 @@ def _patches_along(size: Dim, p: int, s: int, what: str, remainder: str) -> Dim:
     return Dim.const((n - p) // s + 1)
 
 
+def _tubelets_along(frames: Dim, t: int, remainder: str) -> Dim:
+    """How many tubelets of t frames fit in `frames` (T // t); GF274 when they don't tile it."""
+    if not frames.is_const:
+        return frames // t
+    n = frames.value
+    if n < t or (n % t and remainder == "error"):
+        fits = f"{n} frames are fewer than one tubelet of {t}" if n < t else \
+            f"a tubelet of {t} frames does not tile {n} frames: {n} / {t} is not an integer"
+        below, left = n - n % t, n % t
+        drop = f", or set `remainder: drop` to drop the last {left} frame{'s' * (left > 1)} as torch.nn.Conv3d does"
+        raise ShapeError("GF274", fits, "x", attr="tubelet",
+                         help=f"make the frames {below or t}" + (f" or {below + t}{drop}" if below else ""))
+    return Dim.const(n // t)
+
+
 def _patch_shape(a: PatchEmbedAttrs, ins):
     x = ins["x"]
-    expect_rank(x, "x", 4, what=" ([B, C, H, W])")
+    video = a.tubelet is not None
+    if video:
+        for attr, text in (("grid", "grid: true"), ("remainder", "remainder: pad")):
+            if (a.grid if attr == "grid" else a.remainder == "pad"):
+                raise ShapeError(
+                    "GF275", f"`{text}` is for images: a `tubelet` patch embedding gives a token sequence and "
+                             f"pads nothing", attr=attr,
+                    help=f"drop `{text}` (or `tubelet`, for an image `[B, C, H, W]`)")
+        expect_rank(x, "x", 5, what=" ([B, C, T, H, W]: `tubelet` convolves over frames and pixels)")
+    else:
+        expect_rank(x, "x", 4, what=" ([B, C, H, W]" + ("; a video `[B, C, T, H, W]` needs `tubelet`)"
+                                                         if x.rank == 5 else ")"))
     expect_float(x, "x")
     concrete(x.shape[1], "x", "the channel dimension")
-    for v, name in ((a.dim, "dim"), (a.patch, "patch")) + tuple((s, "stride") for s in a.strides):
+    for v, name in ((a.dim, "dim"), (a.patch, "patch")) + tuple((s, "stride") for s in a.strides) \
+            + (((a.tubelet, "tubelet"),) if video else ()):
         positive(v, name)
     sh, sw = a.strides
     if a.remainder == "pad":
         for i, what in ((2, "the image height"), (3, "the image width")):
             concrete(x.shape[i], "x", what + " (to size the padding of `remainder: pad`)")
-    nh = _patches_along(x.shape[2], a.patch, sh, "height", a.remainder)
-    nw = _patches_along(x.shape[3], a.patch, sw, "width", a.remainder)
+    nt = _tubelets_along(x.shape[2], a.tubelet, a.remainder) if video else Dim.const(1)
+    nh = _patches_along(x.shape[-2], a.patch, sh, "height", a.remainder)
+    nw = _patches_along(x.shape[-1], a.patch, sw, "width", a.remainder)
     if a.grid:
         return TensorType((x.shape[0], nh, nw, Dim.const(a.dim)))
-    return TensorType((x.shape[0], nh * nw, Dim.const(a.dim)))
+    # tokens in the order the convolution's output flattens: time-major, then rows, then columns
+    return TensorType((x.shape[0], nt * nh * nw if video else nh * nw, Dim.const(a.dim)))
 
 
 def _patch_params(a: PatchEmbedAttrs, ins):
     c = concrete(ins["x"].shape[1], "x", "the channel dimension")
-    p = {"weight": (a.dim, c, a.patch, a.patch)}
+    p = {"weight": (a.dim, c) + a.kernel}            # torch.nn.Conv2d / Conv3d's layout
     if a.bias:
         p["bias"] = (a.dim,)
     return p
+
+
+def _patch_flops(a: PatchEmbedAttrs, ins, out):
+    return 2 * numel(out.shape[:-1]) * a.dim * ins["x"].shape[1] * math.prod(a.kernel)
 
 
 register(OpDef(
     "patch_embed", "vision",
     "Cut an image `[B, C, H, W]` into P×P patches (stride S, default P) and project each to D: "
     "`[B, N, D]` with N = ((H − P) // S + 1) · ((W − P) // S + 1), patches in row-major order (`grid: true`: "
-    "`[B, H', W', D]`, the same patches on their grid). A strided convolution: weight `[D, C, P, P]` (torch.nn.Conv2d layout), bias `[D]`.",
-    PatchEmbedAttrs, ("x",), _patch_shape, params=_patch_params,
-    flops=lambda a, ins, out: 2 * numel(out.shape[:-1]) * a.dim * ins["x"].shape[1] * a.patch * a.patch,
+    "`[B, H', W', D]`, the same patches on their grid). A strided convolution: weight `[D, C, P, P]` "
+    "(torch.nn.Conv2d layout), bias `[D]`. With `tubelet: t`, a video `[B, C, T, H, W]` cut into t×P×P "
+    "tubelets (ViViT, VideoMAE): N = (T // t) · (H′ · W′), tokens time-major then row-major, weight "
+    "`[D, C, t, P, P]` (torch.nn.Conv3d layout).",
+    PatchEmbedAttrs, ("x",), _patch_shape, params=_patch_params, flops=_patch_flops,
     sequence=MIXES, tp=REPLICATE, saves=keeps_float_inputs, matmul=True,
     example="patches: {op: patch_embed, in: pixels, patch: 16, dim: d_model}",
 ))

@@ -260,7 +260,8 @@ def _embedding_detail(a: Any) -> str:
 
 def _patch_detail(a: Any) -> str:
     stride = f" · stride {a.stride}" if a.stride and a.stride != a.patch else ""
-    return f"{a.patch}×{a.patch} → {a.dim}{stride}" + (" · grid" if getattr(a, "grid", False) else "")
+    tube = f"{a.tubelet}×" if getattr(a, "tubelet", None) else ""
+    return f"{tube}{a.patch}×{a.patch} → {a.dim}{stride}" + (" · grid" if getattr(a, "grid", False) else "")
 
 
 def _conv1d_detail(a: Any) -> str:

@@ -75,6 +75,14 @@ CLAIMS = [
     ("TimesformerForVideoClassification", "timesformer", "k400", {}, "hf",
      lambda: T.TimesformerForVideoClassification(T.TimesformerConfig(num_labels=400))),
     ("Wav2Vec2Model", "wav2vec2", None, {}, "hf", lambda: T.Wav2Vec2Model(T.Wav2Vec2Config())),
+    ("VideoMAEModel", "videomae", None, {}, "hf", lambda: T.VideoMAEModel(T.VideoMAEConfig())),
+    ("VideoMAEModel", "videomae", None, {"final_norm": True}, "hf",
+     lambda: T.VideoMAEModel(T.VideoMAEConfig(use_mean_pooling=False))),
+    ("VivitModel", "vivit", None, {}, "hf", lambda: T.VivitModel(T.VivitConfig())),
+    ("VivitModel", "vivit", None, {"pooler": False}, "hf",
+     lambda: T.VivitModel(T.VivitConfig(), add_pooling_layer=False)),
+    ("VivitForVideoClassification", "vivit", "k400", {}, "hf",
+     lambda: T.VivitForVideoClassification(T.VivitConfig(num_labels=400))),
 ]
 
 

@@ -229,7 +229,7 @@ def llama_json(**kw):
     (llama_json(rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}), "rope_parameters"),
     (llama_json(rope_scaling={"type": "linear", "factor": 2.0}), "rope_scaling"),
     (llama_json(head_dim=16), "head_dim"),
-    (llama_json(hidden_act="gelu_fast"), "hidden_act"),
+    (llama_json(hidden_act="mish"), "hidden_act"),
     ({"model_type": "vit", "hidden_size": 32, "pooler_output_size": 16}, "pooler_output_size"),
     ({"model_type": "gpt2", "scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
     ({"model_type": "mixtral", **llama_cfg(), "sliding_window": 8}, "sliding_window"),
@@ -237,7 +237,7 @@ def llama_json(**kw):
     ({"model_type": "bert", "position_embedding_type": "relative_key"}, "position_embedding_type"),
     ({"model_type": "clip", "text_config": {"eos_token_id": [7, 8], "vocab_size": 60}}, "text_config.eos_token_id"),
     ({"model_type": "whisper", "tie_word_embeddings": False}, "tie_word_embeddings"),
-    ({"model_type": "whisper", "activation_function": "gelu_fast"}, "activation_function"),
+    ({"model_type": "whisper", "activation_function": "mish"}, "activation_function"),
 ])
 def test_unsupported_knob_is_an_error_naming_the_field(tmp_path, capsys, cfg, field):
     rc, out, err = run(capsys, "import", "hf", write_config(tmp_path, **cfg), "-o", tmp_path / "x.yaml")

@@ -30,6 +30,21 @@ CASES = [
     ("patch_embed", {"patch": 16, "dim": 8}, {"x": T("B", "C", 32, 32)}, "GF124"),           # channels unknown
     ("patch_embed", {"patch": 16, "dim": 8}, {"x": T("B", 32, 32)}, "GF121"),
     ("patch_embed", {"patch": 0, "dim": 8}, {"x": T("B", 3, 32, 32)}, "GF102"),
+    # tubelets of a video [B, C, T, H, W]: time-major tokens, symbolic sides, frames that don't tile
+    ("patch_embed", {"tubelet": 2, "patch": 16, "dim": 768}, {"x": T("B", 3, 32, 224, 224)}, ("B", "3136", "768")),
+    ("patch_embed", {"tubelet": 2, "patch": 16, "dim": 8}, {"x": T("B", 3, "T", "H", "W")},
+     ("B", "(T // 2)*(H // 16)*(W // 16)", "8")),
+    ("patch_embed", {"tubelet": 2, "patch": 4, "stride": 2, "dim": 8}, {"x": T("B", 1, 4, 8, 6)}, ("B", "12", "8")),
+    ("patch_embed", {"tubelet": 2, "patch": 16, "dim": 8}, {"x": T("B", 3, 7, 32, 32)}, "GF274"),
+    ("patch_embed", {"tubelet": 4, "patch": 16, "dim": 8}, {"x": T("B", 3, 3, 32, 32)}, "GF274"),     # < 1 tubelet
+    ("patch_embed", {"tubelet": 2, "patch": 16, "dim": 8, "remainder": "drop"}, {"x": T("B", 3, 7, 32, 32)},
+     ("B", "12", "8")),
+    ("patch_embed", {"tubelet": 2, "patch": 16, "dim": 8}, {"x": T("B", 3, 8, 33, 32)}, "GF123"),
+    ("patch_embed", {"tubelet": 2, "patch": 16, "dim": 8, "grid": True}, {"x": T("B", 3, 8, 32, 32)}, "GF275"),
+    ("patch_embed", {"tubelet": 2, "patch": 16, "dim": 8, "remainder": "pad"}, {"x": T("B", 3, 8, 32, 32)}, "GF275"),
+    ("patch_embed", {"tubelet": 2, "patch": 16, "dim": 8}, {"x": T("B", 3, 32, 32)}, "GF121"),        # an image
+    ("patch_embed", {"patch": 16, "dim": 8}, {"x": T("B", 3, 8, 32, 32)}, "GF121"),                  # no tubelet
+    ("patch_embed", {"tubelet": 0, "patch": 16, "dim": 8}, {"x": T("B", 3, 8, 32, 32)}, "GF102"),
     ("prepend_tokens", {"count": 1}, {"x": T("B", "n", 8)}, ("B", "n + 1", "8")),
     ("prepend_tokens", {"count": 2}, {"x": T("B", 1212, 8)}, ("B", "1214", "8")),
     ("prepend_tokens", {"count": 1}, {"x": T("B", 8)}, "GF121"),
@@ -183,6 +198,8 @@ def test_parameters_are_named_and_sized_like_the_references():
     pe = REGISTRY["patch_embed"]
     assert pe.params(pe.attrs(patch=16, dim=768), {"x": x}) == {"weight": (768, 3, 16, 16), "bias": (768,)}
     assert pe.params(pe.attrs(patch=32, dim=768, bias=False), {"x": x}) == {"weight": (768, 3, 32, 32)}
+    assert pe.params(pe.attrs(tubelet=2, patch=16, dim=768), {"x": T("B", 3, 32, 224, 224)}) \
+        == {"weight": (768, 3, 2, 16, 16), "bias": (768,)}             # torch.nn.Conv3d's
     cos = REGISTRY["cosine_logits"]
     assert cos.params(cos.attrs(), {"a": T(2, 8), "b": T(3, 8)}) == {"logit_scale": ()}
     assert cos.params(cos.attrs(scale="none"), {"a": T(2, 8), "b": T(3, 8)}) == {}
@@ -215,6 +232,21 @@ def test_patch_embed_flops_are_the_convolution():
     a, x = pe.attrs(patch=16, dim=768), T("B", 3, 224, 224)
     f = pe.flops(a, {"x": x}, pe.shape(a, {"x": x}))
     assert f.evaluate({"B": 1}) == 2 * 196 * 768 * 3 * 16 * 16
+    a, x = pe.attrs(tubelet=2, patch=16, dim=768), T("B", 3, 32, 224, 224)
+    f = pe.flops(a, {"x": x}, pe.shape(a, {"x": x}))
+    assert f.evaluate({"B": 1}) == 2 * 3136 * 768 * 3 * 2 * 16 * 16
+
+
+def test_tubelet_messages_have_the_numbers():
+    pe = REGISTRY["patch_embed"]
+    with pytest.raises(ShapeError) as err:
+        pe.shape(pe.attrs(tubelet=2, patch=16, dim=8), {"x": T("B", 3, 7, 32, 32)})
+    assert err.value.message == "a tubelet of 2 frames does not tile 7 frames: 7 / 2 is not an integer"
+    assert err.value.help == ("make the frames 6 or 8, or set `remainder: drop` to drop the last 1 frame as "
+                              "torch.nn.Conv3d does") and err.value.attr == "tubelet"
+    with pytest.raises(ShapeError) as err:
+        pe.shape(pe.attrs(patch=16, dim=8), {"x": T("B", 3, 8, 32, 32)})
+    assert "a video `[B, C, T, H, W]` needs `tubelet`" in err.value.message
 
 
 # ---------------------------------------------------------------- torch lowerings
@@ -255,6 +287,27 @@ def test_patch_embed_equals_conv2d(patch, stride, stride_w, h, w, bias):
         if bias:
             conv.bias.copy_(mod.bias)
         x = torch.randn(2, 3, h, w)
+        want = conv(x).flatten(2).transpose(1, 2)
+        got = mod(x)
+    out = REGISTRY["patch_embed"].shape(REGISTRY["patch_embed"].attrs(**attrs), types)
+    assert tuple(got.shape) == tuple(d.value for d in out.shape)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tubelet,patch,stride,frames,h,w,bias", [
+    (2, 4, None, 4, 8, 12, True), (3, 5, 3, 7, 11, 13, False), (1, 4, None, 3, 8, 8, True),
+])
+def test_tubelet_patch_embed_equals_conv3d(tubelet, patch, stride, frames, h, w, bias):
+    attrs = {"tubelet": tubelet, "patch": patch, "dim": 6, "bias": bias, "remainder": "drop"}
+    if stride:
+        attrs["stride"] = stride
+    types = {"x": C(2, 3, frames, h, w)}
+    mod = lower("patch_embed", attrs, types)
+    conv = torch.nn.Conv3d(3, 6, (tubelet, patch, patch), stride=(tubelet, stride or patch, stride or patch),
+                           bias=bias)
+    with torch.no_grad():
+        conv.load_state_dict(mod.state_dict())              # the same names and shapes as Conv3d's
+        x = torch.randn(2, 3, frames, h, w)
         want = conv(x).flatten(2).transpose(1, 2)
         got = mod(x)
     out = REGISTRY["patch_embed"].shape(REGISTRY["patch_embed"].attrs(**attrs), types)

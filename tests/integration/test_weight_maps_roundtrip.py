@@ -133,6 +133,16 @@ CASES = {
         spec("timesformer", None, image=15, patch=5, frames=3, d_model=27, heads=3, layers=2, d_ff=41),
         T.TimesformerModel(T.TimesformerConfig(image_size=15, patch_size=5, num_frames=3, hidden_size=27,
                                                num_hidden_layers=2, num_attention_heads=3, intermediate_size=41))),
+    "vivit/hf": lambda: (
+        spec("vivit", None, image=15, patch=5, tubelet=3, frames=6, d_model=27, heads=3, layers=2, d_ff=41),
+        T.VivitModel(T.VivitConfig(image_size=15, tubelet_size=[3, 5, 5], num_frames=6, hidden_size=27,
+                                   num_hidden_layers=2, num_attention_heads=3, intermediate_size=41))),
+    "videomae/hf": lambda: (
+        spec("videomae", None, image=15, patch=5, tubelet=3, frames=6, d_model=30, heads=3, layers=2, d_ff=41,
+             final_norm=True),
+        T.VideoMAEModel(T.VideoMAEConfig(image_size=15, patch_size=5, tubelet_size=3, num_frames=6, hidden_size=30,
+                                         num_hidden_layers=2, num_attention_heads=3, intermediate_size=41,
+                                         use_mean_pooling=False))),
     "wav2vec2/hf": lambda: (
         spec("wav2vec2", None, conv_dim=12, kernel0=4, stride0=3, conv_kernels=[3, 2], conv_strides=[2, 2],
              conv_layers=2, hop=12, receptive=16, d_model=40, heads=5, layers=2, d_ff=56, pos_kernel=6, pos_groups=4),

@@ -33,12 +33,13 @@ def _patch_embed(ctx: NodeEmitter, node) -> None:
         if ph or pw:
             x = ctx.op("Pad", [x, ctx.const([0, 0, 0, 0, 0, 0, ph, pw], "pads", np.int64)], "pad")
     ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])
-    # a strided convolution, like torch.nn.Conv2d: trailing rows/columns that fit no patch are dropped
-    y = ctx.op("Conv", ins, kernel_shape=[a.patch, a.patch], strides=list(a.strides))               # (B, D, nh, nw)
+    # a strided convolution, like torch.nn.Conv2d/Conv3d: trailing frames/rows/columns that fit no patch are
+    # dropped; a video's kernel is 3-D (t, P, P)
+    y = ctx.op("Conv", ins, kernel_shape=list(a.kernel), strides=list(a.conv_strides))     # (B, D, [nt,] nh, nw)
     if a.grid:
         ctx.op("Transpose", [y], perm=[0, 2, 3, 1], final=True)                              # (B, nh, nw, D)
         return
-    y = ctx.op("Reshape", [y, ctx.const([0, 0, -1], "flatten", np.int64)], "flatten")       # (B, D, nh·nw)
+    y = ctx.op("Reshape", [y, ctx.const([0, 0, -1], "flatten", np.int64)], "flatten")       # (B, D, [nt·]nh·nw)
     ctx.op("Transpose", [y], perm=[0, 2, 1], final=True)                                     # (B, N, D), row-major
 
 

@@ -12,34 +12,36 @@ from .lower import lowers
 # ---------------------------------------------------------------- vision
 
 class PatchEmbed(nn.Module):
-    """A strided convolution flattened to tokens (or kept on its grid, channels last); Conv2d drops a
-    remainder that does not fit a patch."""
+    """A strided convolution flattened to tokens (or kept on its grid, channels last): 2-D over an image,
+    3-D over a video's tubelets; like torch.nn.Conv2d/Conv3d, a remainder that does not fit a patch is
+    dropped."""
 
-    def __init__(self, channels: int, dim: int, patch: int, stride: tuple[int, int], bias: bool, grid: bool,
-                 pad: tuple[int, int] = (0, 0)):
+    def __init__(self, channels: int, dim: int, kernel: tuple[int, ...], stride: tuple[int, ...], bias: bool,
+                 grid: bool, pad: tuple[int, int] = (0, 0)):
         super().__init__()
-        self.weight = _param(dim, channels, patch, patch)
+        self.weight = _param(dim, channels, *kernel)
         self.bias = _param(dim) if bias else None
         self.stride, self.grid, self.pad = stride, grid, pad
+        self.conv = F.conv3d if len(kernel) == 3 else F.conv2d
 
     def forward(self, x):
         if any(self.pad):
             x = F.pad(x, (0, self.pad[1], 0, self.pad[0]))            # zeros bottom and right
-        y = F.conv2d(x, self.weight, self.bias, stride=self.stride)   # (B, D, H', W')
+        y = self.conv(x, self.weight, self.bias, stride=self.stride)  # (B, D, [T',] H', W')
         if self.grid:
             return y.permute(0, 2, 3, 1)                               # (B, H', W', D)
-        return y.flatten(2).transpose(1, 2)                            # (B, H'·W', D)
+        return y.flatten(2).transpose(1, 2)                            # (B, [T'·]H'·W', D)
 
     def extra_repr(self) -> str:
-        d, c, p, _ = self.weight.shape
-        return f"{c}→{d}, patch={p}, stride={self.stride}"
+        d, c, *kernel = self.weight.shape
+        return f"{c}→{d}, kernel={tuple(kernel)}, stride={self.stride}"
 
 
 @lowers("patch_embed")
 def _patch_embed(node, types):
     a, x = node.attrs, types["x"]
     pad = a.padding(x.shape[2].value, x.shape[3].value) if a.remainder == "pad" else (0, 0)
-    return PatchEmbed(x.shape[1].value, a.dim, a.patch, a.strides, a.bias, a.grid, pad)
+    return PatchEmbed(x.shape[1].value, a.dim, a.kernel, a.conv_strides, a.bias, a.grid, pad)
 
 
 class PrependTokens(nn.Module):

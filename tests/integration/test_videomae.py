@@ -1,0 +1,92 @@
+"""Parity of specs/videomae.yaml (tubelets, fixed interleaved sinusoids, no [CLS], query and value biases
+only) with transformers' VideoMAEModel, on every tubelet (no `bool_masked_pos`).
+
+References are built offline from a tiny odd config with random weights, every parameter perturbed: 3 heads
+over a width of 30, 6 frames of a 15-pixel image in 3×5×5 tubelets (18 tokens), an MLP of 41; with and
+without the final norm (use_mean_pooling). fp32, eval mode, ≤ 1e-5 × the output's scale: forward,
+gradients, ONNX Runtime. At the published config on the meta device: the parameter count and the map.
+"""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+T = pytest.importorskip("transformers")
+
+from graphformer.analysis.summary import total_params  # noqa: E402
+from graphformer.frontend.api import load  # noqa: E402
+from graphformer.weights.maps import convert_state_dict  # noqa: E402
+from parity import assert_close, ours, randomize  # noqa: E402
+
+T.logging.set_verbosity_error()
+
+SPEC = "specs/videomae.yaml"
+SMALL = dict(image_size=15, patch_size=5, tubelet_size=3, num_frames=6, hidden_size=30, num_hidden_layers=2,
+             num_attention_heads=3, intermediate_size=41)
+OVERRIDES = dict(image=15, patch=5, tubelet=3, frames=6, d_model=30, heads=3, layers=2, d_ff=41)
+
+
+def reference(final_norm: bool = False):
+    return randomize(T.VideoMAEModel(T.VideoMAEConfig(use_mean_pooling=not final_norm, **SMALL)))
+
+
+def spec(final_norm: bool = False):
+    return load(SPEC, overrides={**OVERRIDES, "final_norm": final_norm})
+
+
+def video(batch: int = 2, seed: int = 1):
+    return torch.randn(batch, 6, 3, 15, 15, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("final_norm,count", [(False, 86_225_664), (True, 86_227_200)])
+def test_published_count_and_map_equal_the_reference(final_norm, count):
+    with torch.device("meta"):
+        ref = T.VideoMAEModel(T.VideoMAEConfig(use_mean_pooling=not final_norm))
+    s = load(SPEC, overrides={"final_norm": final_norm})
+    assert total_params(s.ir) == sum(p.numel() for p in ref.parameters()) == count
+    converted = convert_state_dict(s, ref.state_dict(), "hf")
+    assert sum(v.numel() for v in converted.values()) == count
+
+
+@pytest.mark.parametrize("final_norm", [False, True])
+def test_forward_and_gradients_equal_transformers(final_norm):
+    s, ref = spec(final_norm), reference(final_norm)
+    model = ours(s, ref)
+    x = video(2)
+    with torch.no_grad():
+        assert_close(model(pixel_values=x)["last_hidden_state"], ref(pixel_values=x).last_hidden_state,
+                     f"videomae final_norm={final_norm}")
+    weight = torch.randn(30, generator=torch.Generator().manual_seed(3))
+    (model(pixel_values=x)["last_hidden_state"] * weight).sum().backward()
+    (ref(pixel_values=x).last_hidden_state * weight).sum().backward()
+    theirs = convert_state_dict(s, {k: p.grad for k, p in ref.named_parameters()}, "hf")
+    mine = dict(model.named_parameters())
+    assert set(theirs) == set(mine)
+    for k, g in theirs.items():
+        assert_close(mine[k].grad, g, f"grad {k}")
+
+
+def test_hub_bias_names_load():
+    """The hub's checkpoints name the biases `q_bias` / `v_bias`: the map reads them as well."""
+    ref = reference()
+    sd = {k.replace("attention.query.bias", "attention.q_bias").replace("attention.value.bias", "attention.v_bias"): v
+          for k, v in ref.state_dict().items()}
+    assert any(k.endswith("q_bias") for k in sd)
+    theirs = convert_state_dict(spec(), sd, "hf")
+    assert set(theirs) == set(convert_state_dict(spec(), ref.state_dict(), "hf"))
+
+
+def test_onnx_runtime_equals_transformers():
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    ref = reference()
+    s = spec()
+    exported = to_onnx(s, ours(s, ref))
+    onnx.checker.check_model(exported, full_check=True)
+    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = video(batch, seed=batch)
+        (hidden,) = sess.run(["last_hidden_state"], {"pixel_values": x.numpy()})
+        with torch.no_grad():
+            assert_close(torch.from_numpy(hidden), ref(pixel_values=x).last_hidden_state, f"onnx B={batch}")
