@@ -85,12 +85,16 @@ class InputDecl(_Strict):
 
 
 class NodeDecl(BaseModel):
-    """`name: {op: OP, in: ..., repeat: N, <op attrs>...}`; `in` omitted = the previous node."""
+    """`name: {op: OP, in: ..., repeat: N, share: true, <op attrs>...}`; `in` omitted = the previous node."""
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
     op: StrictStr
     in_: Ref | None = Field(None, alias="in")
     repeat: DimExpr | None = None
+    share: Union[StrictBool, DimExpr, None] = Field(
+        None, description="on a repeated block call: `true`, every repetition uses the first one's parameters; "
+                          "G (an integer or expression), G groups of consecutive repetitions, each sharing its "
+                          "first repetition's parameters (ALBERT's num_hidden_groups)")
     when: StrictStr | None = Field(None, description="a boolean param (or `not PARAM`): when false the node is "
                                    "left out, and so are the outputs that name it")
     doc: str = ""
