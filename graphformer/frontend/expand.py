@@ -538,7 +538,20 @@ class Expander:
         def value(m: re.Match) -> str:
             kind, k = m.group(1), m.group(2)
             v = int(k) if k.isdigit() else self.prog.params.get(k)
-            if not k.isdigit():
+            if k.startswith("("):   # an expression of params: ALBERT's `{i//(layers // groups)}`
+                try:
+                    v = per_layer_value(k, dict(self.prog.params), None)
+                except _ExprError as e:
+                    self.diags.append(Diagnostic(e.code, f"the layer index `{m.group(0)}`: {e.message}",
+                                                 ctx.span(at), help=e.help))
+                    return m.group(0)
+                if param_kind(v) != "int" or v < 0:
+                    self.diags.append(Diagnostic("GF244", f"the layer offset `{k}` in `{m.group(0)}` is `{v}`, not a "
+                                                 "non-negative integer", ctx.span(at),
+                                                 help="an expression in a layer index must give an integer"))
+                    return m.group(0)
+                self.read |= set(_NAME.findall(k)) & set(self.prog.params)
+            elif not k.isdigit():
                 if param_kind(v) != "int" or v < 0:
                     what = "names no param" if k not in self.prog.params else f"is `{v}`, not a non-negative integer"
                     self.diags.append(Diagnostic("GF244", f"the layer offset `{k}` in `{m.group(0)}` {what}",
@@ -552,7 +565,7 @@ class Expander:
                                              ctx.span(at), help="`{i*K}` and `{i//K}` take K ≥ 1"))
                 return m.group(0)
             return f"{{i{kind}{v}}}"
-        return re.sub(r"\{i(\+|-|\*|//|<)(\d+|[A-Za-z_]\w*)\}", value, src)
+        return re.sub(r"\{i(\+|-|\*|//|<)(\d+|[A-Za-z_]\w*|\([^{}()]{1,100}\))\}", value, src)
 
     def _split_layout(self, ctx: SpecCtx, at: tuple, r) -> tuple[str, int | None]:
         """A rule's fused layout: a list in `to` must say how its parts lie along dim 0 (GF225), because
