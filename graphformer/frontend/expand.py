@@ -1072,7 +1072,8 @@ class Expander:
                 last_env, dims = env, {}
             prefix = f"{scope.prefix}{name}." + (f"{i}." if idx is not None else "")
             owner = owners[i] if owners is not None and owners[i] != i else None
-            frame = Frame(f"{scope.prefix}{name}", decl.op, idx, count if idx is not None else None, call_span, owner)
+            frame = Frame(f"{scope.prefix}{name}", decl.op, idx, count if idx is not None else None, call_span, owner,
+                          None if owners is None else len(set(owners)))
             inner = Scope(bctx, ("blocks", decl.op), prefix, env, scope.frames + (frame,), spans=scope.spans, dims=dims)
             for k in in_names:
                 inner.define(k, ins[k])

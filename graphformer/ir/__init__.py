@@ -34,6 +34,7 @@ class Frame:
     count: int | None     # total repetitions, None when not repeated
     call_span: Span | None = None
     owner: int | None = None   # `share`: the repetition whose parameters this one uses (None: its own)
+    groups: int | None = None  # `share`: how many parameter sets the repetitions of the call have
 
     @property
     def owner_prefix(self) -> str | None:
@@ -156,6 +157,10 @@ class Repeat:
 
     def owns(self, i: int) -> bool:
         return self.owner(i) is None
+
+    @property
+    def groups(self) -> int | None:
+        return None if self.owners is None else len(set(self.owners))
 
     def prefix(self, i: int) -> str:
         return f"{self.path}.{i}."
@@ -495,7 +500,7 @@ def _emit_repetition(out: IRGraph, rep: Repeat, i: int, rename, reframe, nodes: 
     def scope(frames: tuple) -> tuple:
         hit = seen.get(id(frames))
         if hit is None:
-            local = tuple(replace(f, index=i, owner=rep.owner(i)) if d == rep.depth else
+            local = tuple(replace(f, index=i, owner=rep.owner(i), groups=rep.groups) if d == rep.depth else
                           replace(f, path=mine + f.path[cut:]) if d > rep.depth and f.path.startswith(first) else f
                           for d, f in enumerate(frames))
             hit = seen[id(frames)] = reframe(local)
