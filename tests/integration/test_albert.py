@@ -191,7 +191,7 @@ blocks:
     outputs: {x: res}
 nodes:
   tok: {op: embedding, in: tokens, vocab: vocab, dim: d_model}
-  blocks: {op: layer, repeat: layers, share: true, w: "window if repeat_index % 2 else 0"}
+  blocks: {op: layer, repeat: layers, share: true, w: "window if repeat_index % 2 == 1 else 0"}
   ln_f: {op: norm}
   head: {op: linear, out: vocab}
 outputs: {logits: head}
@@ -205,10 +205,10 @@ def test_a_shared_causal_layer_keeps_one_cache_slot_per_repetition(tmp_path):
     path.write_text(GPT)
     assert check_file(str(path)).ok
     model = graphformer.build(str(path), seed=0).eval()
-    assert len([k for k in model.state_dict() if k.startswith("blocks.")]) == 4
+    assert len([k for k in model.state_dict() if k.startswith("blocks.")]) == 10   # one layer: norm 2, attention 8
     assert model.node_module("blocks.1.attn").window != model.node_module("blocks.0.attn").window
     prompt = torch.randint(0, 97, (2, 3), generator=torch.Generator().manual_seed(0))
-    out = graphformer.generate(model, prompt, max_new_tokens=5, do_sample=False)
+    out = graphformer.generate(model, prompt, 5)
     ids = prompt
     with torch.no_grad():
         for _ in range(5):
@@ -216,18 +216,20 @@ def test_a_shared_causal_layer_keeps_one_cache_slot_per_repetition(tmp_path):
     assert torch.equal(out, ids)
 
 
+CALL = 'blocks: {op: layer, repeat: layers, share: true, w: "window if repeat_index % 2 == 1 else 0"}'
 CASES = [
-    ("blocks: {op: layer, repeat: layers, share: 2, w:", "GF270", "2 groups of the 3 repetitions"),
-    ("blocks: {op: layer, share: true, w:", "GF270", "does not `repeat`"),
-    ("blocks: {op: layer, repeat: layers, share: 0, w:", "GF270", "at least 1"),
-    ("blocks: {op: layer, repeat: layers, share: nope, w:", "GF131", None),
+    ("blocks: {op: layer, repeat: layers, share: 2}", "GF270", "2 groups of the 3 repetitions"),
+    ("blocks: {op: layer, share: true}", "GF270", "does not `repeat`"),
+    ("blocks: {op: layer, repeat: layers, share: 0}", "GF270", "at least 1"),
+    ("blocks: {op: layer, repeat: layers, share: nope}", "GF131", None),
 ]
 
 
 @pytest.mark.parametrize("call, code, text", CASES)
 def test_share_misuse_is_reported_at_the_call(tmp_path, call, code, text):
     path = tmp_path / "gpt.yaml"
-    path.write_text(GPT.replace("blocks: {op: layer, repeat: layers, share: true, w:", call))
+    assert CALL in GPT
+    path.write_text(GPT.replace(CALL, call))
     diags = [d for d in check_file(str(path)).diagnostics if d.is_error]
     assert [d.code for d in diags] == [code], diags
     assert diags[0].span is not None and diags[0].span.line == 18
