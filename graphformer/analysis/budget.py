@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 
 from .decoding import _is_cache, _slot
-from ..ir import IRGraph, IRNode, Repeat
+from ..ir import IRGraph, IRNode, Repeat, shared_owner
 from ..ops import REGISTRY
 from ..ops.base import Saved, dtype_bytes
 from .summary import counted_rows
@@ -104,20 +104,23 @@ def _frozen(n: IRNode) -> bool:
     return frozen is not None and frozen(n.attrs)
 
 
-def _counted_nodes(g: IRGraph, count: int = 1):
-    """(node, its graph, how many nodes it stands for): a compact IR's distinct instantiations, or every node."""
+def _counted_nodes(g: IRGraph, count: int = 1, owning: bool = False):
+    """(node, its graph, how many nodes it stands for): a compact IR's distinct instantiations, or every node.
+    `owning`: only the nodes that own their parameters (not those of a repetition under `share`)."""
     for e in g.entries():
         if isinstance(e, Repeat):
             for k, body in enumerate(e.bodies):
-                yield from _counted_nodes(body, count * e.which.count(k))
-        elif e.op != "input":
+                c = sum(1 for j, w in enumerate(e.which) if w == k and (e.owns(j) or not owning))
+                if c:
+                    yield from _counted_nodes(body, count * c, owning)
+        elif e.op != "input" and not (owning and shared_owner(e.name, e.scope) is not None):
             yield e, g, count
 
 
 def _param_shapes(ir: IRGraph) -> list[tuple[tuple[int, ...], int]]:
     """Shapes of the trained parameters, each with the number of tensors of that node."""
     out = []
-    for n, g, c in _counted_nodes(ir):
+    for n, g, c in _counted_nodes(ir, owning=True):
         if n.shape is not None and not _frozen(n):
             ins = {p: g.value(s).shape for p, s in n.inputs.items()}
             out += [(tuple(v), c) for v in REGISTRY[n.op].params(n.attrs, ins).values()]

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from ..base.dims import Dim
-from ..ir import IRGraph, Repeat
+from ..ir import IRGraph, Repeat, shared_owner
 from ..ops import REGISTRY
 
 
@@ -31,14 +31,16 @@ class Row:
 def rows(ir: IRGraph) -> list[Row]:
     out = []
     seen: dict[tuple, tuple] = {}   # the rules are pure: repetitions of a block count once per distinct node
+    shared = ir.shared
     for n in ir.nodes():
-        row = _row(ir, n, seen)
+        row = _row(ir, n, seen, n.name in shared)
         if row is not None:
             out.append(row)
     return out
 
 
-def _row(g: IRGraph, n, seen: dict) -> Row | None:
+def _row(g: IRGraph, n, seen: dict, shared: bool = False) -> Row | None:
+    """`shared`: the node uses another repetition's parameters (`share`), counted there: FLOPs only."""
     if n.op == "input" or n.shape is None:
         return None
     ins = {p: g.value(s).shape for p, s in n.inputs.items()}
@@ -50,7 +52,7 @@ def _row(g: IRGraph, n, seen: dict) -> Row | None:
         active = op.active_params(n.attrs, ins) if op.active_params else params
         counted = seen[key] = (str(n.shape), params, op.flops(n.attrs, ins, n.shape), active)
     shape, params, flops, active = counted
-    return Row(n.name, n.op, shape, params, flops, active)
+    return Row(n.name, n.op, shape, 0 if shared else params, flops, 0 if shared else active)
 
 
 def counted_rows(ir: IRGraph) -> list[Row]:
@@ -58,15 +60,16 @@ def counted_rows(ir: IRGraph) -> list[Row]:
     the nodes it stands for. Where the spec's order is not an execution order (a reference to a node
     defined later), the IR is unrolled and every node gets a row of its own, as `rows` gives."""
     out: list[Row] = []
-    if ir.compact and _walk(ir, (), (), (), out, {}):
+    if ir.compact and _walk(ir, (), (), (), out, {}, False):
         return out
     return [Row(r.node, r.op, r.shape, r.params, r.flops, r.active, order=((i,), (i,)))
             for i, r in enumerate(rows(ir))]
 
 
-def _walk(g: IRGraph, reps: tuple, first: tuple, last: tuple, out: list[Row], seen: dict) -> bool:
+def _walk(g: IRGraph, reps: tuple, first: tuple, last: tuple, out: list[Row], seen: dict, shared: bool) -> bool:
     """Rows of `g` in its spec order, which must also be an execution order (then a full expansion's
-    topological order is the spec order too, repetition after repetition)."""
+    topological order is the spec order too, repetition after repetition). `shared`: `g` is run by
+    repetitions that use other repetitions' parameters (`share`): its rows count FLOPs, no parameters."""
     entries = g.entries()
     place: dict[str, int] = {}
     for i, e in enumerate(entries):
@@ -82,11 +85,13 @@ def _walk(g: IRGraph, reps: tuple, first: tuple, last: tuple, out: list[Row], se
         if isinstance(e, Repeat):
             at = len(e.path.split("."))   # the repetition's index follows the call's path
             for k, body in enumerate(e.bodies):
-                ix = tuple(j for j, w in enumerate(e.which) if w == k)
-                if not _walk(body, reps + ((at, ix),), first + (i, ix[0]), last + (i, ix[-1]), out, seen):
-                    return False
+                for sharing in (False, True):   # the repetitions that own their parameters, then the others
+                    ix = tuple(j for j, w in enumerate(e.which) if w == k and e.owns(j) != sharing)
+                    if ix and not _walk(body, reps + ((at, ix),), first + (i, ix[0]), last + (i, ix[-1]), out,
+                                        seen, shared or sharing):
+                        return False
             continue
-        row = _row(g, e, seen)
+        row = _row(g, e, seen, shared or shared_owner(e.name, e.scope) is not None)
         if row is not None:
             row.count, row.reps, row.order = count, reps, (first + (i,), last + (i,))
             out.append(row)

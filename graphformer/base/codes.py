@@ -1753,6 +1753,61 @@ nodes:
 outputs: {y: swap}
 """),
     Code(
+        "GF270", "`share` where it can't apply: no `repeat`, or groups that don't divide it",
+        ("`share` makes the repetitions of a repeated block call use the parameters of one repetition: "
+         "`share: true`, all of them the first one's (ALBERT's one layer applied 12 times); `share: G`, G "
+         "groups of consecutive repetitions, repetition i using the first of group i // (repeat / G) "
+         "(ALBERT's num_hidden_groups). It needs a call that repeats, and a G from 1 to the `repeat` count "
+         "that divides it."),
+        fix="Put `share` on the repeated block call (not on a primitive node or a call without `repeat`), "
+            "and give a number of groups that divides the `repeat` count, or `true` for one group.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16, layers: 6}
+dims: {B: 2, n: 4}
+inputs:
+  x: {shape: [B, n, d_model]}
+blocks:
+  layer:
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      ff: {op: linear, out: d_model}
+      res: {op: residual, in: [x, ff]}
+    outputs: {x: res}
+nodes:
+  encoder: {op: layer, in: x, repeat: layers, share: 4}
+outputs: {y: encoder}
+"""),
+    Code(
+        "GF271", "repetitions under `share` whose parameters differ",
+        ("Under `share`, a repetition uses the parameters of the first repetition of its group, so both must "
+         "have the same parameters, name for name and shape for shape. An attribute driven by "
+         "`repeat_index` (or a per-layer list) may differ between the repetitions of a group only where it "
+         "sizes no weight (a window, a shift); one that changes a parameter's shape makes sharing impossible."),
+        fix="Make the attribute that sizes the parameter the same in every repetition of a group (it may "
+            "differ between groups: `share: G`), or drop `share`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16, layers: 2}
+dims: {B: 2, n: 4}
+inputs:
+  x: {shape: [B, n, d_model]}
+blocks:
+  layer:
+    params: {hidden: 32}
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      up: {op: linear, out: hidden}
+      down: {op: linear, out: d_model}
+      res: {op: residual, in: [x, down]}
+    outputs: {x: res}
+nodes:
+  encoder: {op: layer, in: x, repeat: layers, share: true, hidden: 32 * (repeat_index + 1)}
+outputs: {y: encoder}
+"""),
+    Code(
         "GF267", "channel groups that don't divide the channels",
         ("A grouped `conv1d` splits its C input channels and its `out` output channels into `groups` groups, "
          "output group g reading input group g only (weight `[out, C / groups, kernel]`); a `group_norm` "

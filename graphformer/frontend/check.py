@@ -8,7 +8,8 @@ from ..base.diagnostics import Diagnostic, SpecError
 from .expand import expand
 from .infer import check_block_inputs, infer, lint
 from ..base.dims import Dim
-from ..ir import BodyFacts, IRGraph
+from ..ir import BodyFacts, IRGraph, Repeat
+from ..ops import REGISTRY
 from ..ops.base import TensorType
 from ..analysis.summary import param_shapes, rows
 from .load import load_program
@@ -43,11 +44,61 @@ def check_file(path: str, preset: str | None = None, overrides: dict[str, int] |
     diags += lint(ir)
     diags += infer(ir)
     diags += check_block_inputs(ir)
+    if not any(d.is_error for d in diags):
+        diags += shared_checks(ir)
     if any(d.is_error for d in diags):
         # "does not contribute to any output" is usually a consequence of an error upstream of it
         # (and so is a param that nothing reads: the node that would read it may be the broken one)
         diags = [d for d in diags if d.code not in ("GF112", "GF113")]
     return CheckResult(ir, _sorted(diags))
+
+
+def shared_checks(ir: IRGraph) -> list[Diagnostic]:
+    """GF271: a repetition under `share` whose parameters are not its owner's in name and shape (a
+    `repeat_index`-driven attribute that sizes a weight). Free where every repetition of a group is one
+    compact body (the usual case); otherwise each shared node is compared with its owner."""
+    if ir.compact and not _bodies_differ(ir.entries()):
+        return []
+    out, seen = [], set()
+    for name, owner in ir.shared.items():
+        node = ir.node(name)
+        call = next(f for f in reversed(node.scope) if f.owner is not None)
+        if call.path in seen or node.op == "input":
+            continue
+        mine = _params(ir, node)
+        theirs = _params(ir, ir.node(owner)) if owner in ir else None
+        if mine is None or mine == theirs or not mine and theirs is None:
+            continue
+        seen.add(call.path)
+        if theirs is None:
+            what = f"`{name}` has parameters but repetition {call.owner} has no node `{owner}`"
+        else:
+            k = next((k for k in {**mine, **theirs} if mine.get(k) != theirs.get(k)))
+            shape = lambda d: "absent" if k not in d else "[" + ", ".join(map(str, d[k])) + "]"   # noqa: E731
+            what = f"`{name}.{k}` is {shape(mine)} but `{owner}.{k}` is {shape(theirs)}"
+        out.append(Diagnostic(
+            "GF271", f"repetition {call.index} of `{call.path}` can't use repetition {call.owner}'s parameters: "
+            f"{what}", call.call_span,
+            help="`share` needs the same parameters in every repetition of a group: make the attribute that "
+                 "sizes them the same in each (it may differ between groups), or drop `share`"))
+    return out
+
+
+def _bodies_differ(entries) -> bool:
+    """Whether some compact call under `share` runs two different bodies within one group."""
+    for e in entries:
+        if isinstance(e, Repeat):
+            if e.owners is not None and any(e.which[i] != e.which[o] for i, o in enumerate(e.owners)):
+                return True
+            if any(_bodies_differ(b.entries()) for b in e.bodies):
+                return True
+    return False
+
+
+def _params(ir: IRGraph, node) -> dict | None:
+    if node.shape is None or any(t is None for t in ir.input_types(node).values()):
+        return None
+    return {k: tuple(v) for k, v in REGISTRY[node.op].params(node.attrs, ir.input_types(node)).items()}
 
 
 def _plugin_diagnostics(prog, diags: list[Diagnostic]) -> list[Diagnostic]:

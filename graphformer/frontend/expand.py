@@ -538,7 +538,20 @@ class Expander:
         def value(m: re.Match) -> str:
             kind, k = m.group(1), m.group(2)
             v = int(k) if k.isdigit() else self.prog.params.get(k)
-            if not k.isdigit():
+            if k.startswith("("):   # an expression of params: ALBERT's `{i//(layers // groups)}`
+                try:
+                    v = per_layer_value(k, dict(self.prog.params), None)
+                except _ExprError as e:
+                    self.diags.append(Diagnostic(e.code, f"the layer index `{m.group(0)}`: {e.message}",
+                                                 ctx.span(at), help=e.help))
+                    return m.group(0)
+                if param_kind(v) != "int" or v < 0:
+                    self.diags.append(Diagnostic("GF244", f"the layer offset `{k}` in `{m.group(0)}` is `{v}`, not a "
+                                                 "non-negative integer", ctx.span(at),
+                                                 help="an expression in a layer index must give an integer"))
+                    return m.group(0)
+                self.read |= set(_NAME.findall(k)) & set(self.prog.params)
+            elif not k.isdigit():
                 if param_kind(v) != "int" or v < 0:
                     what = "names no param" if k not in self.prog.params else f"is `{v}`, not a non-negative integer"
                     self.diags.append(Diagnostic("GF244", f"the layer offset `{k}` in `{m.group(0)}` {what}",
@@ -552,7 +565,7 @@ class Expander:
                                              ctx.span(at), help="`{i*K}` and `{i//K}` take K ≥ 1"))
                 return m.group(0)
             return f"{{i{kind}{v}}}"
-        return re.sub(r"\{i(\+|-|\*|//|<)(\d+|[A-Za-z_]\w*)\}", value, src)
+        return re.sub(r"\{i(\+|-|\*|//|<)(\d+|[A-Za-z_]\w*|\([^{}()]{1,100}\))\}", value, src)
 
     def _split_layout(self, ctx: SpecCtx, at: tuple, r) -> tuple[str, int | None]:
         """A rule's fused layout: a list in `to` must say how its parts lie along dim 0 (GF225), because
@@ -754,7 +767,7 @@ class Expander:
             block = self.prog.blocks[op][1]
             self._mark_read("", dict(block.params), seen)
             for d in block.nodes.values():
-                self._mark_read(d.op, {**d.attrs, "repeat": d.repeat, "when": d.when}, seen)
+                self._mark_read(d.op, {**d.attrs, "repeat": d.repeat, "when": d.when, "share": d.share}, seen)
 
     def _resolve_in(self, scope: Scope, name: str, decl: NodeDecl, prev: Slot | None,
                     ports: list[str], required: list[str], variadic: bool) -> dict[str, Slot] | None:
@@ -831,6 +844,10 @@ class Expander:
             self.diags.append(Diagnostic("GF107", "`repeat` applies to block calls only",
                                          scope.span("nodes", name, "repeat", key=True),
                                          help=f"wrap `{name}` in a block and repeat the block call"))
+        if decl.share is not None:
+            self.diags.append(Diagnostic("GF270", "`share` applies to repeated block calls only",
+                                         scope.span("nodes", name, "share", key=True),
+                                         help=f"wrap `{name}` in a block, repeat the block call and share that"))
         raw = decl.attrs
         values: dict[str, Any] = {}
         ok = True
@@ -1023,6 +1040,7 @@ class Expander:
                                              help="raise the limit with the GRAPHFORMER_MAX_REPEAT environment variable, "
                                              f"e.g. GRAPHFORMER_MAX_REPEAT={count}" if count > self.max_repeat else None))
                 return Slot(broken=True)
+        owners = self._share(scope, name, decl, count) if decl.share is not None else None
         in_names = list(block.inputs)
         required = [k for k, v in block.inputs.items() if not (isinstance(v, BlockInputDecl) and v.optional)]
         ins = self._resolve_in(scope, name, decl, prev, in_names, required, False)
@@ -1032,7 +1050,7 @@ class Expander:
             ins.setdefault(k, Slot(broken=True, off=f"block input `{k}`, which the call `{name}` leaves out"))
         carried = [o for o in block.outputs if o in block.inputs]
         if decl.repeat is not None and count > 1 and self.compact:
-            slot = self._compact_call(scope, name, decl, ins, carried, count, call_span)
+            slot = self._compact_call(scope, name, decl, ins, carried, count, call_span, owners)
             if slot is not None:
                 return slot
         outs: dict[str, Slot] = {}
@@ -1053,7 +1071,9 @@ class Expander:
             if env is not last_env and env != last_env:   # params differ (`repeat_index`): a memo of its own
                 last_env, dims = env, {}
             prefix = f"{scope.prefix}{name}." + (f"{i}." if idx is not None else "")
-            frame = Frame(f"{scope.prefix}{name}", decl.op, idx, count if idx is not None else None, call_span)
+            owner = owners[i] if owners is not None and owners[i] != i else None
+            frame = Frame(f"{scope.prefix}{name}", decl.op, idx, count if idx is not None else None, call_span, owner,
+                          None if owners is None else len(set(owners)))
             inner = Scope(bctx, ("blocks", decl.op), prefix, env, scope.frames + (frame,), spans=scope.spans, dims=dims)
             for k in in_names:
                 inner.define(k, ins[k])
@@ -1064,6 +1084,31 @@ class Expander:
             self._close(inner)
             ins = {**ins, **{k: outs[k] for k in carried}}
         return self._call_outputs(scope, name, outs)
+
+    def _share(self, scope: Scope, name: str, decl: NodeDecl, count: int) -> list[int] | None:
+        """`share`: the repetition whose parameters each repetition uses (ALBERT's groups: repetition i uses
+        the first of its group, i // (count / groups)); None (reported, GF270) where `share` is misused."""
+        span = scope.span("nodes", name, "share")
+        if decl.repeat is None:
+            self.diags.append(Diagnostic("GF270", f"`share` on the call `{name}`, which does not `repeat`",
+                                         scope.span("nodes", name, "share", key=True),
+                                         help="sharing is between the repetitions of a call: add `repeat: N`, "
+                                              "or drop `share`"))
+            return None
+        if decl.share is False:
+            return None
+        groups = 1 if decl.share is True else self._int(scope, decl.share, span, "`share`")
+        if groups is None:
+            return None
+        if not 1 <= groups <= count or count % groups:
+            self.diags.append(Diagnostic(
+                "GF270", f"`share` asks for {groups} groups of the {count} repetitions of `{name}`, "
+                + ("which must be at least 1" if groups < 1 else "which they don't divide into"), span,
+                help=f"give a number of groups that divides the `repeat` count ({count}): repetition i uses the "
+                     f"parameters of the first repetition of its group, i // ({count} / groups); `true` is one group"))
+            return None
+        per = count // groups
+        return [i - i % per for i in range(count)]
 
     @staticmethod
     def _call_outputs(scope: Scope, name: str, outs: dict[str, Slot]) -> Slot:
@@ -1076,7 +1121,7 @@ class Expander:
 
     # ------------------------------------------------------------------ compact repetitions
     def _compact_call(self, scope: Scope, name: str, decl: NodeDecl, ins: dict[str, Slot], carried: list[str],
-                      count: int, call_span: Span | None) -> Slot | None:
+                      count: int, call_span: Span | None, owners: list[int] | None = None) -> Slot | None:
         """A repeated call as an `ir.Repeat`: its body expanded once per distinct instantiation. None (and
         nothing recorded) where that would not be exactly the full unrolling; the caller then unrolls."""
         feeds = {}
@@ -1091,6 +1136,8 @@ class Expander:
         rep = None
         try:
             rep = self._instantiations(scope, name, decl, feeds, carried, count, call_span)
+            if rep is not None:
+                rep.owners = owners
         finally:
             outer = self.ir = saved[0]
             self.pending, self.expectations = saved[1], saved[2]

@@ -85,12 +85,16 @@ class InputDecl(_Strict):
 
 
 class NodeDecl(BaseModel):
-    """`name: {op: OP, in: ..., repeat: N, <op attrs>...}`; `in` omitted = the previous node."""
+    """`name: {op: OP, in: ..., repeat: N, share: true, <op attrs>...}`; `in` omitted = the previous node."""
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
     op: StrictStr
     in_: Ref | None = Field(None, alias="in")
     repeat: DimExpr | None = None
+    share: Union[StrictBool, DimExpr, None] = Field(
+        None, description="on a repeated block call: `true`, every repetition uses the first one's parameters; "
+                          "G (an integer or expression), G groups of consecutive repetitions, each sharing its "
+                          "first repetition's parameters (ALBERT's num_hidden_groups)")
     when: StrictStr | None = Field(None, description="a boolean param (or `not PARAM`): when false the node is "
                                    "left out, and so are the outputs that name it")
     doc: str = ""
@@ -122,7 +126,7 @@ class BlockDecl(_Strict):
 # The layer index forms of a rule's `from`: `{i}`, arithmetic `{i+K}`, `{i-K}`, `{i*K}`, `{i//K}` (the
 # reference's index for the spec's i) and `{i<K}` (an index below K), K an integer or a param name
 # (docs/weight-maps.md); `{e}` an expert's index.
-_INDEX_FORMS = re.compile(r"\{i(?:(?:\+|-|\*|//|<)(?:\d+|[A-Za-z_]\w*))?\}")
+_INDEX_FORMS = re.compile(r"\{i(?:(?:\+|-|\*|//|<)(?:\d+|[A-Za-z_]\w*|\([^{}()]{1,100}\)))?\}")
 
 
 class WeightRule(_Strict):
@@ -193,7 +197,8 @@ class WeightRule(_Strict):
             rest = (t.replace("{i}", "") if t not in sources else _INDEX_FORMS.sub("", t)).replace("{e}", "")
             if "{" in rest or "}" in rest:
                 raise ValueError(f"`{t}`: the placeholders are `{{i}}` (the layer index; in `from` also `{{i+K}}`, "
-                                 "`{i-K}`, `{i*K}`, `{i//K}` and `{i<K}`, K an integer or a param) and `{e}` (the "
+                                 "`{i-K}`, `{i*K}`, `{i//K}` and `{i<K}`, K an integer, a param or a `(expression)` of params) "
+                                 "and `{e}` (the "
                                  "expert: in `from` and every target, or in every target with `unstack`)")
         src = sources[0]
         if len(set(_INDEX_FORMS.findall(src))) > 1:

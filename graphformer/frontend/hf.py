@@ -976,6 +976,14 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "is_decoder": Fixed(_is(False, None), "the bert spec is a bidirectional encoder"),
         "add_cross_attention": Fixed(_is(False, None), "the bert spec has no cross-attention"),
     }, frozenset({"tie_word_embeddings", "gradient_checkpointing"}), None, "BertModel"),
+    Family("albert", "albert.yaml", {
+        "vocab_size": P("vocab"), "max_position_embeddings": P("max_len"), "type_vocab_size": P("type_vocab"),
+        "embedding_size": P("embed"), "hidden_size": P("d_model"), "num_attention_heads": P("heads"),
+        "intermediate_size": P("d_ff"), "num_hidden_layers": P("layers"), "num_hidden_groups": P("groups"),
+        "layer_norm_eps": P("eps"), "hidden_act": P("act", act), **ENCODER_DROPOUT,
+        "inner_group_num": Fixed(_is(1, None), "the albert spec has one layer per group"),
+        "position_embedding_type": Fixed(_is("absolute", None), "the albert spec has learned absolute positions"),
+    }, frozenset({"classifier_dropout_prob", "tie_word_embeddings", "gradient_checkpointing"}), None, "AlbertModel"),
     Family("vit", "vit-b16.yaml", {
         "image_size": P("image"), "patch_size": P("patch"), "num_channels": P("channels"),
         "hidden_size": P("d_model"), "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"),

@@ -104,6 +104,9 @@ def _block_call() -> dict[str, Any]:
                    "description": "the block's inputs: a name, a list in declaration order, or by name"},
             "repeat": {"anyOf": [DIM, {"type": "null"}],
                        "description": "unroll the block N times, threading outputs named like inputs"},
+            "share": {"anyOf": [{"type": "boolean"}, DIM, {"type": "null"}],
+                      "description": "with `repeat`: `true`, every repetition uses the first one's parameters; "
+                                     "G, G groups of consecutive repetitions sharing their first one's"},
             "doc": {"type": "string"},
             "when": WHEN,
         },

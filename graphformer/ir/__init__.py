@@ -33,6 +33,13 @@ class Frame:
     index: int | None     # repetition index, None when not repeated
     count: int | None     # total repetitions, None when not repeated
     call_span: Span | None = None
+    owner: int | None = None   # `share`: the repetition whose parameters this one uses (None: its own)
+    groups: int | None = None  # `share`: how many parameter sets the repetitions of the call have
+
+    @property
+    def owner_prefix(self) -> str | None:
+        """`encoder.0.` for repetition `encoder.3.` when it uses repetition 0's parameters, else None."""
+        return None if self.owner is None else f"{self.path}.{self.owner}."
 
 
 @dataclass
@@ -142,6 +149,18 @@ class Repeat:
     feeds: dict[str, str] = field(default_factory=dict)   # block input -> value (outside the call)
     carried: tuple[str, ...] = ()
     check: BlockInputCheck | None = None      # the call's declared input shapes, sources as placeholders
+    owners: list[int] | None = None           # `share`: repetition i uses repetition owners[i]'s parameters
+
+    def owner(self, i: int) -> int | None:
+        """The repetition whose parameters repetition `i` uses, when not its own (`share`)."""
+        return None if self.owners is None or self.owners[i] == i else self.owners[i]
+
+    def owns(self, i: int) -> bool:
+        return self.owner(i) is None
+
+    @property
+    def groups(self) -> int | None:
+        return None if self.owners is None else len(set(self.owners))
 
     def prefix(self, i: int) -> str:
         return f"{self.path}.{i}."
@@ -187,6 +206,7 @@ class IRGraph:
     _pred: dict[str, dict[str, None]] = field(default_factory=dict, repr=False)
     _order: list[str] | None = field(default=None, repr=False)
     _ties: dict[str, str] | None = field(default=None, repr=False)
+    _shared: dict[str, str] | None = field(default=None, repr=False)
     _entries: list | None = field(default=None, repr=False)    # compact: IRNode | Repeat in spec order
     _connected: bool = field(default=False, repr=False)
 
@@ -194,7 +214,7 @@ class IRGraph:
     def add(self, node: IRNode) -> None:
         self._nodes[node.name] = node
         self._succ[node.name], self._pred[node.name] = {}, {}
-        self._order = self._ties = None
+        self._order = self._ties = self._shared = None
         if self._entries is not None:
             self._entries.append(node)
 
@@ -203,7 +223,7 @@ class IRGraph:
         if self._entries is None:
             self._entries = list(self._nodes.values())
         self._entries.append(rep)
-        self._order = self._ties = None
+        self._order = self._ties = self._shared = None
 
     def connect(self) -> None:
         """Derive the edges from every node's `inputs` (call once all references are resolved)."""
@@ -286,7 +306,7 @@ class IRGraph:
             return
         entries, checks = self._entries, self.block_checks
         self._entries, self._nodes, self._succ, self._pred, self.block_checks = None, {}, {}, {}, []
-        self._order = self._ties = None
+        self._order = self._ties = self._shared = None
         _emit(self, entries, checks, _same, _same_scope)
         if self._connected:
             self.connect()
@@ -358,6 +378,29 @@ class IRGraph:
                     self._ties[n.name] = owner
         return self._ties
 
+    @property
+    def shared(self) -> dict[str, str]:
+        """Node -> the node whose parameters it uses (`share` on a repeated call: `encoder.3.attn` ->
+        `encoder.0.attn`). Unrolls the graph."""
+        if self._shared is None:
+            self.unroll()
+            self._shared = {}
+            for n in self._nodes.values():
+                owner = shared_owner(n.name, n.scope)
+                if owner is not None:
+                    self._shared[n.name] = owner
+        return self._shared
+
+    def param_aliases(self) -> dict[str, str]:
+        """State-dict name -> the parameter it is (a tied `lm_head.weight` -> `tok.weight`; a shared
+        repetition's `encoder.3.attn.q.weight` -> `encoder.0.attn.q.weight`)."""
+        out = {f"{n}.weight": f"{owner}.weight" for n, owner in self.ties.items()}
+        for n, owner in self.shared.items():
+            node = self._nodes[n]
+            for k in REGISTRY[node.op].params(node.attrs, self.input_types(node)):
+                out[f"{n}.{k}"] = f"{owner}.{k}"
+        return out
+
     def live(self) -> set[str]:
         """The nodes some output depends on, and the owners of the weights that those nodes reuse."""
         used = self.ancestors(self.outputs.values())
@@ -367,10 +410,12 @@ class IRGraph:
         return used
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every parameter tensor by its state-dict name (`blocks.3.attn.q.weight`); tied ones appear once."""
+        """Every parameter tensor by its state-dict name (`blocks.3.attn.q.weight`); tied and shared ones
+        appear once (under their owner's name)."""
         out = {}
+        shared = self.shared
         for n in self.nodes():
-            if n.op == "input":
+            if n.op == "input" or n.name in shared:
                 continue
             for k, shape in REGISTRY[n.op].params(n.attrs, self.input_types(n)).items():
                 out[f"{n.name}.{k}"] = tuple(shape)
@@ -393,6 +438,19 @@ class IRGraph:
         w0 = max((len(r[0]) for r in rows), default=4)
         w1 = max((len(r[1]) for r in rows), default=2)
         return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows) + "\n"
+
+
+def shared_owner(name: str, scope: tuple) -> str | None:
+    """The node whose parameters node `name` uses under `share` (its path with every sharing repetition's
+    index read as its owner's, innermost first), or None when it owns its parameters."""
+    out = name
+    for f in reversed(scope):
+        p = f.owner_prefix
+        if p is not None:
+            mine = f"{f.path}.{f.index}."
+            if out.startswith(mine):
+                out = p + out[len(mine):]
+    return None if out == name else out
 
 
 def _placeholder(name: str) -> bool:
@@ -442,7 +500,7 @@ def _emit_repetition(out: IRGraph, rep: Repeat, i: int, rename, reframe, nodes: 
     def scope(frames: tuple) -> tuple:
         hit = seen.get(id(frames))
         if hit is None:
-            local = tuple(replace(f, index=i) if d == rep.depth else
+            local = tuple(replace(f, index=i, owner=rep.owner(i), groups=rep.groups) if d == rep.depth else
                           replace(f, path=mine + f.path[cut:]) if d > rep.depth and f.path.startswith(first) else f
                           for d, f in enumerate(frames))
             hit = seen[id(frames)] = reframe(local)

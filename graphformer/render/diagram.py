@@ -200,16 +200,24 @@ def _place(node: IRNode, expand: bool | frozenset[str]) -> _Placement:
             reps.append((f.path, f.index, collapsed))
             call_orig, call_canon = f"{f.path}.{f.index}", f"{call}.0"
             if collapsed:
-                cluster = Cluster(path, f"{f.block} × {f.count}", name, parent, f.count, call)
+                cluster = Cluster(path, f"{f.block} × {f.count}" + _shared_label(f), name, parent, f.count, call)
                 orig, canon = f"{f.path}.{f.index}", f"{path}.0"
             else:
                 cid = f"{path}.{f.index}"
-                cluster = Cluster(cid, f"{f.block} {f.index + 1}/{f.count}", f"{name or short}.{f.index}", parent,
+                uses = f", weights of {f.owner + 1}" if f.owner is not None else ""
+                cluster = Cluster(cid, f"{f.block} {f.index + 1}/{f.count}{uses}", f"{name or short}.{f.index}", parent,
                                   None, call)
                 orig, canon = f"{f.path}.{f.index}", cid
         clusters.append(cluster)
         parent = cluster.id
     return _Placement(canon + node.name[len(orig):], tuple(clusters), tuple(reps))
+
+
+def _shared_label(f) -> str:
+    """`share`: one set of weights for every repetition, or one per group."""
+    if f.groups is None:
+        return ""
+    return ", shared weights" if f.groups == 1 else f", {f.groups} shared weight groups"
 
 
 def _across_collapsed(a: _Placement, b: _Placement) -> bool:

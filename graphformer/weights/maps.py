@@ -388,7 +388,7 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str, place=None) -> d
     wmap = get_map(ir, mapping)
     shapes = ir.param_shapes()
     # a tied layer's weight is its owner's: `lm_head.weight` names `tok.weight` when the head is tied
-    tied = {f"{n}.weight": f"{owner}.weight" for n, owner in ir.ties.items()}
+    tied = ir.param_aliases()   # a tied or shared (`share`) parameter is its owner's
     # placeholders were validated with the spec: `{i}` (in `to` only if in `from`), `{e}` with `unstack`
     rules = [_Rule.of(r) for r in wmap.rules if not r.zero]
     zeros = [_Rule(r, None) for r in wmap.rules if r.zero]
@@ -617,7 +617,7 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
     """
     ir = _ir(spec)
     wmap = get_map(ir, mapping)
-    tied = {f"{n}.weight": f"{owner}.weight" for n, owner in ir.ties.items()}
+    tied = ir.param_aliases()   # a tied or shared (`share`) parameter is its owner's
     rules = [_Rule.of(r) for r in wmap.rules if not r.zero]
     # parameters a `zero` rule declares absent from the reference: nothing to write back
     absent = {p for r in wmap.rules if r.zero for p in _Rule(r, None).zero_targets(weights)}

@@ -65,6 +65,11 @@ CASES = {
                              T.BertModel(T.BertConfig(vocab_size=97, max_position_embeddings=32, hidden_size=24,
                                                       num_attention_heads=3, intermediate_size=40,
                                                       num_hidden_layers=2))),
+    "albert/hf": lambda: (spec("albert", "tiny", groups=2),   # two groups of two layers sharing (`share: groups`)
+                          T.AlbertModel(T.AlbertConfig(vocab_size=99, embedding_size=16, hidden_size=32,
+                                                       num_hidden_layers=4, num_hidden_groups=2,
+                                                       num_attention_heads=4, intermediate_size=64,
+                                                       max_position_embeddings=32))),
     "gpt2/hf": lambda: (spec("gpt2", None, vocab=97, max_len=32, d_model=24, heads=3, layers=2),
                         T.GPT2LMHeadModel(T.GPT2Config(vocab_size=97, n_positions=32, n_embd=24, n_head=3,
                                                        n_layer=2))),
@@ -394,7 +399,7 @@ def _pad_call(name, ids):
         feats = torch.randn(2, 7, 18, generator=torch.Generator().manual_seed(1))
         return ({"input_features": feats, "decoder_input_ids": ids}, {"input_features": feats, "decoder_input_ids": ids},
                 ("logits", lambda out: out.logits))
-    if name == "bert-base":
+    if name in ("bert-base", "albert"):
         both = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": torch.ones_like(ids)}
         return both, both, ("last_hidden_state", lambda out: out.last_hidden_state)
     if name == "modernbert":

@@ -41,6 +41,47 @@ def test_sharded_training_equals_one_process(name, mode, nproc):
     print(r.stdout.strip())
 
 
+SHARED = """\
+graphformer: 1
+name: shared_gpt
+params: {vocab: 97, d_model: 32, heads: 4, layers: 4}
+presets: {tiny: {}}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+blocks:
+  layer:
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      ln: {op: norm}
+      attn: {op: attention, heads: heads, causal: true}
+      res: {op: residual, in: [x, attn]}
+      ln2: {op: norm}
+      up: {op: linear, out: 2 * d_model}
+      act: {op: gelu}
+      down: {op: linear, out: d_model}
+      res2: {op: residual, in: [res, down]}
+    outputs: {x: res2}
+nodes:
+  tok: {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  blocks: {op: layer, repeat: layers, share: 2}
+  ln_f: {op: norm}
+  head: {op: linear, out: vocab}
+outputs: {logits: head}
+"""
+
+
+@pytest.mark.parametrize("mode", ["fsdp", "tp"])
+def test_a_shared_layer_trains_sharded_as_in_one_process(mode, tmp_path):
+    """`share`: FSDP keeps the shared repetitions in the root unit, tensor parallelism re-links them; the
+    parameters are held once (rank 0's count equals summary's) and training equals one process."""
+    path = tmp_path / "shared.yaml"
+    path.write_text(SHARED)
+    r = torchrun(2, str(path), mode)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "worst difference" in r.stdout
+
+
 @pytest.mark.parametrize("name,layout,nproc,reload", [
     ("gpt2", "fsdp+ac", 2, []),
     pytest.param("llama", "2d", 4, [("tp", 2)], marks=pytest.mark.slow),

@@ -150,7 +150,7 @@ def test_tied_weights_are_counted_once():
 # tests; tests/integration/test_parity_text.py recomputes them from the libraries on the meta device).
 @pytest.mark.parametrize("spec,expected", [
     ("encoder-block.yaml", 3_152_384), ("decoder-block.yaml", 4_204_032), ("transformer.yaml", 44_140_544),
-    ("bert-base.yaml", 109_482_240), ("gpt2.yaml", 124_439_808),
+    ("bert-base.yaml", 109_482_240), ("gpt2.yaml", 124_439_808), ("albert.yaml", 11_683_584),
 ])
 def test_summary_param_counts(spec, expected):
     assert total_params(graphformer.load(SPECS / spec).ir) == expected

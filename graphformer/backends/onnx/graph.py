@@ -99,6 +99,7 @@ def to_model(ir: IRGraph, weights: dict[str, np.ndarray], opset: int,
     keep = exported_nodes(ir)
     names = value_names(ir)
     state = GraphState(opset, weights)
+    state.shared = ir.shared
     state.names |= set(ir.outputs)
     if past is not None:
         names |= {ir.inputs[k]: v for k, v in past.renamed_inputs().items()}

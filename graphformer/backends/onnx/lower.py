@@ -73,6 +73,7 @@ class GraphState:
         self.names: set[str] = set()
         self.typed: dict[str, TensorType] = {}   # value name → graphformer type, for value_info
         self.past = None                         # past.Past when exporting with past keys and values
+        self.shared: dict[str, str] = {}         # node -> the node whose parameters it uses (`share`)
 
     def unique(self, name: str) -> str:
         out, i = name, 2
@@ -120,7 +121,8 @@ class NodeEmitter:
 
     def param(self, key: str, owner: str | None = None) -> str:
         """The initializer holding parameter `key` of this node (or of node `owner`, for tied weights)."""
-        full = f"{self.prefix + owner if owner else self.path}.{key}"
+        path = self.prefix + owner if owner else self.state.shared.get(self.path, self.path)   # `share`: the owner's
+        full = f"{path}.{key}"
         assert full in self.state.weights, f"weight {full} was not resolved"
         self.state.used_params[full] = None
         return full

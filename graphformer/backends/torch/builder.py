@@ -77,6 +77,7 @@ def compile_graph(spec, order=None, progress: str | None = None) -> GraphModule:
     root = _plan.scopes(ir, order)
     model = GraphModule(spec)
     _populate(model, root, ir, model, progress=progress)
+    _share(model, ir)
     _tie(model, ir)
     _generate(model, root, ir, order)
     return model
@@ -103,6 +104,33 @@ def _populate(block: Block, scope: _plan.Scope, ir, model: GraphModule, prefix: 
         else:
             block.put(item.keys[0], sub)
         _populate(sub, item, ir, model, prefix + item.keys)
+
+
+def _share(model: GraphModule, ir) -> None:
+    """`share`: each node of a sharing repetition keeps a module of its own (its own cache slot, its own
+    buffers), whose parameters are its owner's Parameter objects: `parameters()` holds them once and
+    their gradients add up over the repetitions. The state dict holds them once, under the owner's names."""
+    shared = ir.shared
+    if not shared:
+        return
+    model._shared = dict(shared)
+    model.relink_shared()
+    model._shared_keys = frozenset(f"{n}.{k}" for n in shared
+                                   for k, _ in model.node_module(n).named_parameters(remove_duplicate=False))
+    model.register_state_dict_post_hook(_drop_shared)
+    model.register_load_state_dict_post_hook(_forgive_shared)
+
+
+def _drop_shared(module: GraphModule, state_dict, prefix: str, local_metadata) -> None:
+    for k in module._shared_keys:
+        state_dict.pop(prefix + k, None)
+
+
+def _forgive_shared(module: GraphModule, incompatible) -> None:
+    """A shared repetition's parameters are loaded under their owner's names: not missing."""
+    keys = module._shared_keys
+    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys
+                                    if k not in keys and not any(k.endswith("." + s) for s in keys)]
 
 
 def _tie(model: GraphModule, ir) -> None:
@@ -141,13 +169,20 @@ def init_parameters(model: nn.Module, seed: int | None = None, device=None, prog
         gen = torch.Generator(device=device or "cpu")
         gen.manual_seed(seed)
     jobs: list[tuple[nn.Module, str | None, nn.Parameter | None]] = []   # in the order the RNG is drawn
+    seen: set[int] = set()   # a parameter shared by repetitions (`share`) is drawn once, at its owner
 
     def collect(mod: nn.Module) -> None:
         custom = getattr(type(mod), "init_parameters", None)
         if custom is not None and not isinstance(mod, GraphModule):
-            jobs.append((mod, None, None))  # owns its whole subtree
+            mine = {id(p) for p in mod.parameters()}
+            if not mine or not mine <= seen:
+                jobs.append((mod, None, None))  # owns its whole subtree
+            seen.update(mine)
             return
-        jobs.extend((mod, name, p) for name, p in mod.named_parameters(recurse=False))
+        for name, p in mod.named_parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                jobs.append((mod, name, p))
         for child in mod.children():
             collect(child)
     collect(model)

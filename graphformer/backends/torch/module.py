@@ -87,6 +87,15 @@ class GraphModule(Block):
                 ([f"unexpected {', '.join(extra)}"] if extra else [])
         return f"{self.spec.name} takes inputs ({want}): {'; '.join(parts)}"
 
+    def relink_shared(self) -> None:
+        """Make every node of a sharing repetition (`share`) use its owner's Parameter objects again (after
+        building, and after anything that replaced parameters module by module, as tensor parallelism)."""
+        for name, owner in getattr(self, "_shared", {}).items():
+            mine, theirs = self.node_module(name), self.node_module(owner)
+            for m, o in zip(mine.modules(), theirs.modules()):
+                for k in m._parameters:
+                    m._parameters[k] = o._parameters[k]
+
     def node_module(self, name: str) -> nn.Module:
         """The module computing IR node `name` (e.g. `blocks.3.attn`)."""
         m: nn.Module = self

@@ -42,6 +42,17 @@ def repetitions(model) -> list[tuple[nn.ModuleList, int]]:
     return out
 
 
+def _sharing(items: nn.ModuleList) -> bool:
+    """Whether repetitions in `items` use the same Parameter objects (`share`)."""
+    seen: set[int] = set()
+    for m in items:
+        mine = {id(p) for p in m.parameters()}
+        if mine & seen:
+            return True
+        seen |= mine
+    return False
+
+
 def parallelize(model, mesh, *, tp: int = 1, fsdp: bool = True, activation_checkpointing: bool = False,
                 compile: bool = False, mixed_precision=None):
     """Shard `model` (from `graphformer.build`) in place on `mesh` and return it.
@@ -54,6 +65,7 @@ def parallelize(model, mesh, *, tp: int = 1, fsdp: bool = True, activation_check
         from torch.distributed.tensor.parallel import parallelize_module
         layout = {s.module: _style(model, s) for s in derive(model.spec, tp) if s.style != "replicate"}
         parallelize_module(model, tp_mesh, layout)
+        model.relink_shared()   # each module got DTensors of its own: a shared repetition takes its owner's
     if activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
         for items, i in repetitions(model):
@@ -66,8 +78,12 @@ def parallelize(model, mesh, *, tp: int = 1, fsdp: bool = True, activation_check
         kw = {"mesh": dp_mesh}
         if mixed_precision is not None:
             kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=mixed_precision, reduce_dtype=torch.float32)
+        sharing = {}
         for items, i in repetitions(model):
-            fully_shard(items[i], **kw)
+            # a repetition that shares parameters (`share`) is no unit of its own: FSDP would free them after
+            # it while the next repetition still reads them; the root unit holds them
+            if sharing.setdefault(id(items), _sharing(items)) is False:
+                fully_shard(items[i], **kw)
         fully_shard(model, **kw)
     return model
 
