@@ -75,6 +75,7 @@ CLAIMS = [
     ("TimesformerForVideoClassification", "timesformer", "k400", {}, "hf",
      lambda: T.TimesformerForVideoClassification(T.TimesformerConfig(num_labels=400))),
     ("Wav2Vec2Model", "wav2vec2", None, {}, "hf", lambda: T.Wav2Vec2Model(T.Wav2Vec2Config())),
+    ("SegformerModel", "segformer", None, {}, "hf", lambda: T.SegformerModel(T.SegformerConfig())),
 ]
 
 
