@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from graphformer.analysis.budget import budget
 from graphformer.analysis.summary import total_params
 from graphformer.frontend.api import load
 from graphformer.frontend.check import check_file
@@ -99,6 +100,9 @@ def test_summary_counts_parameters_as_torch_does(tmp_path):
     assert set(s.ir.param_shapes()) == {"conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var",
                                         "dw.weight", "dw.bias"}
     assert [str(d) for d in s.ir.node("dw").shape.shape] == ["B", "8", "(H - 1) // 2 + 1", "(W - 1) // 2 + 1"]
+    plan = budget(s.ir, {"B": 2, "H": 16, "W": 16})
+    assert plan.params == plan.trainable_params == 312             # no gradient or optimizer state for the statistics
+    assert plan.memory["optimizer"] == 8 * 312
 
 
 @pytest.mark.parametrize("line,code,col", [
