@@ -123,7 +123,7 @@ def _param_shapes(ir: IRGraph) -> list[tuple[tuple[int, ...], int]]:
     for n, g, c in _counted_nodes(ir, owning=True):
         if n.shape is not None and not _frozen(n):
             ins = {p: g.value(s).shape for p, s in n.inputs.items()}
-            out += [(tuple(v), c) for v in REGISTRY[n.op].params(n.attrs, ins).values()]
+            out += [(tuple(v), c) for v in REGISTRY[n.op].trained(n.attrs, ins).values()]
     return out
 
 

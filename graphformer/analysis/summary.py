@@ -48,7 +48,7 @@ def _row(g: IRGraph, n, seen: dict, shared: bool = False) -> Row | None:
     counted = seen.get(key)
     if counted is None:
         op = REGISTRY[n.op]
-        params = sum(math.prod(s) for s in op.params(n.attrs, ins).values())
+        params = sum(math.prod(s) for s in op.trained(n.attrs, ins).values())   # running state is no parameter
         active = op.active_params(n.attrs, ins) if op.active_params else params
         counted = seen[key] = (str(n.shape), params, op.flops(n.attrs, ins, n.shape), active)
     shape, params, flops, active = counted

@@ -1809,10 +1809,10 @@ outputs: {y: encoder}
 """),
     Code(
         "GF267", "channel groups that don't divide the channels",
-        ("A grouped `conv1d` splits its C input channels and its `out` output channels into `groups` groups, "
-         "output group g reading input group g only (weight `[out, C / groups, kernel]`); a `group_norm` "
+        ("A grouped `conv1d` or `conv2d` splits its C input channels and its `out` output channels into `groups` "
+         "groups, output group g reading input group g only (weight `[out, C / groups, kernel...]`); a `group_norm` "
          "normalises each group of C / groups channels. Either way `groups` must divide the channels, as "
-         "torch.nn.Conv1d and torch.nn.GroupNorm require."),
+         "torch.nn.Conv1d, Conv2d and GroupNorm require."),
         fix="Pick a `groups` that divides the channels (the message names them), or change the channels.",
         example="""\
 graphformer: 1
@@ -1865,6 +1865,43 @@ weight_maps:
     rules:
       - {from: [conv.weight_g, conv.weight_v, conv.scale], weight_norm: 2, to: conv.weight}
       - {from: conv.bias, to: conv.bias}
+"""),
+    Code(
+        "GF276", "2-D convolution output size not positive",
+        ("A `conv2d` reads d·(k − 1) + 1 input pixels along each axis for each output pixel (kernel k, "
+         "dilation d). When an image side, with its padding on both ends, is shorter than that, "
+         "floor((H + 2p − d·(k − 1) − 1) / s) + 1 is zero or negative: there would be no output row (or "
+         "column). torch raises at run time; graphformer says so where the conv is written."),
+        fix="Feed a larger image, pad more, or use a smaller kernel or dilation; the message has the numbers.",
+        example="""\
+graphformer: 1
+name: case
+params: {channels: 3, width: 16}
+dims: {B: 2}
+inputs:
+  pixels: {shape: [B, channels, 5, 5]}
+nodes:
+  stem: {op: conv2d, in: pixels, out: width, kernel: 7, stride: 4}
+outputs: {y: stem}
+"""),
+    Code(
+        "GF277", "batch statistics over one value per channel",
+        ("`batch_norm` normalises each channel by the mean and variance of its values over the batch and "
+         "every position while training (and always, with `track_running_stats: false`). When the batch "
+         "and the positions are known to hold a single value per channel, the variance is 0 and the "
+         "output carries nothing: torch refuses such a batch in training (\"Expected more than 1 value per "
+         "channel\")."),
+        fix="Normalise a tensor with more than one value per channel (a batch of several, or a grid), or use "
+            "`group_norm` or `norm`, whose statistics are per example.",
+        example="""\
+graphformer: 1
+name: case
+params: {width: 16}
+inputs:
+  pooled: {shape: [1, width]}
+nodes:
+  bn: {op: batch_norm, in: pooled}
+outputs: {y: bn}
 """),
     Code(
         "GF280", "cross-attentions over different encoder outputs",

@@ -186,6 +186,17 @@ class OpDef:
     token_table: bool = field(default=False, kw_only=True)       # looks token ids up (port 0) in `attrs.vocab` rows
     frozen: Callable[[Any], bool] | None = field(default=None, kw_only=True)   # params never trained, by attrs
     max_len: Callable[[Any], int | None] | None = field(default=None, kw_only=True)  # longest sequence it serves
+    # entries of `params` that are running state, not parameters (batch norm's running statistics, torch
+    # buffers): loaded, saved and exported like weights, but never trained nor counted as parameters
+    state: Callable[[Any], tuple[str, ...]] | None = field(default=None, kw_only=True)
+
+    def trained(self, attrs, ins) -> dict[str, tuple[int, ...]]:
+        """`params` less the `state` entries: what torch counts as parameters and an optimizer trains."""
+        params = self.params(attrs, ins)
+        if self.state is None:
+            return params
+        state = self.state(attrs)
+        return {k: v for k, v in params.items() if k not in state}
 
     def __post_init__(self):
         assert self.sequence in SEQUENCE, f"op {self.name}: sequence must be one of {SEQUENCE}"

@@ -39,12 +39,13 @@ def printable(text: str) -> str:
 # tests/unit/test_draw.py checks that every family has a style.
 FAMILY_STYLE = {"core": "other", "activation": "activation", "structural": "structural", "sequence": "structural",
                 "vision": "embed", "audio": "structural", "multimodal": "structural", "moe": "linear",
-                "grid": "structural", "mla": "attention", "shape": "structural"}
+                "grid": "structural", "mla": "attention", "shape": "structural",
+                "conv": "structural"}
 OP_STYLES = {
     **dict.fromkeys(["embedding", "positional", "table_row", "window_position_bias"], "embed"),
     **dict.fromkeys(["attention", "cross_attend", "cosine_logits"], "attention"),
-    **dict.fromkeys(["linear", "conv1d"], "linear"),
-    **dict.fromkeys(["norm", "l2_normalize", "group_norm"], "norm"),
+    **dict.fromkeys(["linear", "conv1d", "conv2d"], "linear"),
+    **dict.fromkeys(["norm", "l2_normalize", "group_norm", "batch_norm"], "norm"),
     "quick_gelu": "activation",
     "dropout": "dropout",
     **dict.fromkeys(["residual", "mul", "concat", "interleave"], "merge"),

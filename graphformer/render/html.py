@@ -149,7 +149,7 @@ def _node_entry(ir: IRGraph, n: IRNode, env: dict[str, int]) -> dict[str, Any]:
         entry["doc"] = op.doc.strip().split("\n")[0]
     if op is not None and n.shape is not None and all(ir.node(s).shape is not None for s in n.inputs.values()):
         ins = {p: ir.node(s).shape for p, s in n.inputs.items()}
-        entry["params"] = sum(math.prod(s) for s in op.params(n.attrs, ins).values())
+        entry["params"] = sum(math.prod(s) for s in op.trained(n.attrs, ins).values())
         flops = op.flops(n.attrs, ins, n.shape)
         entry["flops"] = str(flops)
         entry["flopsAt"] = _evaluate(flops, env)

@@ -83,6 +83,7 @@ CLAIMS = [
      lambda: T.VivitModel(T.VivitConfig(), add_pooling_layer=False)),
     ("VivitForVideoClassification", "vivit", "k400", {}, "hf",
      lambda: T.VivitForVideoClassification(T.VivitConfig(num_labels=400))),
+    ("SegformerModel", "segformer", None, {}, "hf", lambda: T.SegformerModel(T.SegformerConfig())),
 ]
 
 

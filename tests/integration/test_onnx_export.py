@@ -187,14 +187,15 @@ def _check_same_outputs(case, sess, inputs: dict, where: str) -> None:
 # bias-free causal attention with an int padding mask, cross-attention with its own inner and output
 # widths and a bool mask, silu, sigmoid, concat, softmax, token_at `first`, pool at index -1, an
 # open-ended slice, both cosine_logits variants, spectrograms of a waveform of symbolic length, a
-# strided, dilated conv1d over them, a grouped weight-normed one and a group norm; Whisper's [sin | cos] sinusoids, computed and stored; T5's
+# strided, dilated conv1d over them, a grouped weight-normed one and a group norm; a grouped, dilated conv2d
+# without bias over an image of symbolic size and a batch norm (eval: running statistics); Whisper's [sin | cos] sinusoids, computed and stored; T5's
 # relative position bias in both directions; a LayerScale and a tanh gate, element-wise constants (offset,
 # clamp with one and two bounds, soft-cap), mask tokens from an int mask and tokens inserted after the first.
 OP_ZOO = """
 graphformer: 1
 name: op-zoo
 params: {d: 16, heads: 2}
-dims: {B: 2, n: 5, m: 7, t: 300}
+dims: {B: 2, n: 5, m: 7, t: 300, h: 9, w: 7}
 inputs:
   x:         {shape: [B, n, d]}
   ctx:       {shape: [B, m, 24]}
@@ -203,6 +204,7 @@ inputs:
   ids:       {shape: [B, n], dtype: int64}
   wave:      {shape: [B, t]}
   feats:     {shape: [B, 2, d]}
+  img:       {shape: [B, 4, h, w]}
 nodes:
   rms:       {op: norm, in: x, kind: rms, eps: 1.0e-6}
   ln:        {op: norm, in: x, bias: false}
@@ -239,7 +241,9 @@ nodes:
   regs:      {op: prepend_tokens, in: masked, count: 2, at: 1}
   marks:     {op: equal, in: ids, to: 3}
   placed:    {op: scatter_tokens, in: {x: x, mask: marks, features: feats}}
-outputs: {placed: placed, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, gnorm: gnorm,
+  conv2:     {op: conv2d, in: img, out: 6, kernel: 3, stride: 2, padding: 1, dilation: 2, groups: 2, bias: false}
+  bn2:       {op: batch_norm, momentum: 0.2}
+outputs: {placed: placed, bn2: bn2, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, gnorm: gnorm,
           stored: stored,
           rel_bias: rel_bias, rel_causal: rel_causal, capped: capped, floor0: floor0, regs: regs}
 """

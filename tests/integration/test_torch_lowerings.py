@@ -64,6 +64,10 @@ OP_CASES = {
     "offset": [({"by": -1.5}, {"x": T(2, 5, 8)})],
     "clamp": [({"min": -0.5, "max": 0.5}, {"x": T(2, 5, 8)}), ({"min": 0.0}, {"x": T(2, 5, 8)})],
     "mask_tokens": [({}, {"x": T(2, 5, 8)}), ({}, {"x": T(2, 5, 8), "mask": T(2, 5, dtype="bool")})],
+    "conv2d": [({"out": 6, "kernel": 3, "padding": 1}, {"x": T(2, 4, 7, 9)}),
+               ({"out": 8, "kernel": 2, "stride": 2, "dilation": 2, "groups": 4, "bias": False}, {"x": T(2, 4, 9, 8)})],
+    "batch_norm": [({}, {"x": T(2, 4, 7, 9)}), ({"affine": False}, {"x": T(3, 4)}),
+                   ({"track_running_stats": False}, {"x": T(2, 4, 5)})],
     "grid_positions": [({"table": 3, "patch": 4}, {"x": T(2, 10, 8), "image": T(2, 3, 12, 12)}),
                        ({"table": 3, "patch": 4, "antialias": True}, {"x": T(2, 9, 8), "image": T(2, 3, 8, 19)})],
 }
@@ -109,7 +113,8 @@ def test_lowering_params_and_shape_match_registry(op, i):
     attrs, types = OP_CASES[op][i]
     module, node = lower(op, attrs, types)
     want = {k: tuple(v) for k, v in REGISTRY[op].params(node.attrs, types).items()}
-    assert {k: tuple(p.shape) for k, p in module.named_parameters()} == want
+    trained = {k: tuple(v) for k, v in REGISTRY[op].trained(node.attrs, types).items()}
+    assert {k: tuple(p.shape) for k, p in module.named_parameters()} == trained   # running statistics: buffers
     assert set(module.state_dict()) == set(want)  # tied weights and sinusoid tables are not state
     gen = torch.Generator().manual_seed(0)
     args = [random_input(t, gen) for t in types.values()]

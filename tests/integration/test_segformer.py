@@ -1,0 +1,96 @@
+"""Parity of specs/segformer.yaml (overlapping patch embeddings, spatial-reduction attention and a depthwise
+Mix-FFN, written with `conv2d`) with transformers' SegformerModel.
+
+References are built offline from a small odd config with random weights, every parameter perturbed (so no
+bias is 0 and no norm scale 1): a 45-pixel image (grids of 12, 6, 3 and 2 per side: every conv rounds
+down), widths 8/12/20/24 over 1/2/4/3 heads, depths 1/2/1/1, reductions 4/2/2/1, MLP ratio 2. fp32, eval
+mode, max abs error ≤ 1e-5 × the output's scale: the last hidden state and every stage's, forward and every
+parameter's gradient; ONNX Runtime against the reference at two batch sizes. At nvidia/mit-b0's config
+(SegformerConfig's defaults), on the meta device: the parameter count equals the reference's and the
+weight map covers its whole state dict.
+"""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+T = pytest.importorskip("transformers")
+
+from graphformer.analysis.summary import total_params  # noqa: E402
+from graphformer.frontend.api import load  # noqa: E402
+from graphformer.weights.maps import convert_state_dict  # noqa: E402
+from parity import assert_close, ours, randomize  # noqa: E402
+
+T.logging.set_verbosity_error()
+
+SPEC = "specs/segformer.yaml"
+SMALL = dict(hidden_sizes=[8, 12, 20, 24], num_attention_heads=[1, 2, 4, 3], depths=[1, 2, 1, 1],
+             sr_ratios=[4, 2, 2, 1], mlp_ratios=[2, 2, 2, 2])
+OVERRIDES = dict(image=45, hidden1=8, hidden2=12, hidden3=20, hidden4=24, heads1=1, heads2=2, heads3=4, heads4=3,
+                 depth1=1, depth2=2, depth3=1, depth4=1, sr1=4, sr2=2, sr3=2, mlp_ratio=2)
+STAGES = ("hidden_states_0", "hidden_states_1", "hidden_states_2", "last_hidden_state")
+
+
+def reference():
+    return randomize(T.SegformerModel(T.SegformerConfig(**SMALL)))
+
+
+def spec():
+    return load(SPEC, overrides=OVERRIDES)
+
+
+def image(batch: int = 2, seed: int = 1):
+    return torch.randn(batch, 3, 45, 45, generator=torch.Generator().manual_seed(seed))
+
+
+def test_published_count_and_map_equal_the_reference():
+    with torch.device("meta"):
+        ref = T.SegformerModel(T.SegformerConfig())     # nvidia/mit-b0
+    s = load(SPEC)
+    assert total_params(s.ir) == sum(p.numel() for p in ref.parameters()) == 3_319_392
+    converted = convert_state_dict(s, ref.state_dict(), "hf")   # every key used, every parameter set
+    assert sum(v.numel() for v in converted.values()) == 3_319_392
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_forward_equals_transformers(batch):
+    ref = reference()
+    model = ours(spec(), ref)
+    x = image(batch)
+    with torch.no_grad():
+        got = model(pixel_values=x)
+        want = ref(pixel_values=x, output_hidden_states=True)
+    assert_close(got["last_hidden_state"], want.last_hidden_state, f"segformer B={batch}")
+    for name, hidden in zip(STAGES, want.hidden_states):
+        assert_close(got[name], hidden, f"segformer {name} B={batch}")
+
+
+def test_gradients_equal_transformers():
+    s, ref = spec(), reference()
+    model = ours(s, ref)
+    x = image(2)
+    weight = torch.randn(24, 1, 1, generator=torch.Generator().manual_seed(3))
+    (model(pixel_values=x)["last_hidden_state"] * weight).sum().backward()
+    (ref(pixel_values=x).last_hidden_state * weight).sum().backward()
+    theirs = convert_state_dict(s, {k: p.grad for k, p in ref.named_parameters()}, "hf")
+    mine = dict(model.named_parameters())
+    assert set(theirs) == set(mine)
+    for k, g in theirs.items():
+        assert_close(mine[k].grad, g, f"grad {k}")
+
+
+def test_onnx_runtime_equals_transformers():
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    ref = reference()
+    s = spec()
+    exported = to_onnx(s, ours(s, ref))
+    onnx.checker.check_model(exported, full_check=True)
+    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = image(batch, seed=batch)
+        (hidden,) = sess.run(["last_hidden_state"], {"pixel_values": x.numpy()})
+        with torch.no_grad():
+            want = ref(pixel_values=x).last_hidden_state
+        assert_close(torch.from_numpy(hidden), want, f"onnx B={batch}")

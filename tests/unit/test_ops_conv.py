@@ -1,0 +1,119 @@
+"""The conv family (graphformer/ops/conv.py) without torch: conv2d's and batch_norm's shape rules
+(table-driven: symbolic sizes, every diagnostic), their parameters, FLOPs, and running statistics kept
+out of the parameter count; the diagnostics at file:line:col through `check`."""
+from __future__ import annotations
+
+import pytest
+
+from graphformer.analysis.budget import budget
+from graphformer.analysis.summary import total_params
+from graphformer.frontend.api import load
+from graphformer.frontend.check import check_file
+from graphformer.ops import REGISTRY
+from shape_cases import T, check_case
+
+CASES = [
+    # op, attrs, inputs, expected shape (tuple of str) or error code
+    ("conv2d", {"out": 8, "kernel": 3, "padding": 1}, {"x": T("B", 4, 10, 12)}, ("B", "8", "10", "12")),
+    ("conv2d", {"out": 8, "kernel": 7, "stride": 4, "padding": 3}, {"x": T("B", 3, 45, 45)}, ("B", "8", "12", "12")),
+    ("conv2d", {"out": 6, "kernel": 3, "stride": 2, "padding": 1, "dilation": 2, "groups": 3},
+     {"x": T("B", 6, 11, 9)}, ("B", "6", "5", "4")),
+    # symbolic sides: torch's formula, kept symbolic
+    ("conv2d", {"out": 8, "kernel": 7, "stride": 4, "padding": 3}, {"x": T("B", 3, "H", "W")},
+     ("B", "8", "(H - 1) // 4 + 1", "(W - 1) // 4 + 1")),
+    ("conv2d", {"out": 8, "kernel": 3, "padding": 1, "groups": 8}, {"x": T("B", 8, "H", "W")}, ("B", "8", "H", "W")),
+    ("conv2d", {"out": 8, "kernel": 8, "stride": 8}, {"x": T("B", 3, 5, 16)}, "GF276"),    # 5 rows < kernel
+    ("conv2d", {"out": 8, "kernel": 3, "dilation": 4}, {"x": T("B", 3, 16, 8)}, "GF276"),  # width: extent 9 > 8
+    ("conv2d", {"out": 8, "kernel": 3, "groups": 3}, {"x": T("B", 4, 8, 8)}, "GF267"),     # groups ∤ channels
+    ("conv2d", {"out": 8, "kernel": 3, "groups": 3}, {"x": T("B", 3, 8, 8)}, "GF267"),     # groups ∤ out
+    ("conv2d", {"out": 8, "kernel": 0}, {"x": T("B", 3, 8, 8)}, "GF102"),
+    ("conv2d", {"out": 8, "kernel": 3, "stride": 0}, {"x": T("B", 3, 8, 8)}, "GF102"),
+    ("conv2d", {"out": 0, "kernel": 3}, {"x": T("B", 3, 8, 8)}, "GF102"),
+    ("conv2d", {"out": 8, "kernel": 3, "padding": -1}, {"x": T("B", 3, 8, 8)}, "GF102"),
+    ("conv2d", {"out": 8, "kernel": 3}, {"x": T("B", 8, 8)}, "GF121"),                     # not [B, C, H, W]
+    ("conv2d", {"out": 8, "kernel": 3}, {"x": T("B", "C", 8, 8)}, "GF124"),                # channels unknown
+    ("conv2d", {"out": 8, "kernel": 3}, {"x": T("B", 3, 8, 8, dtype="int64")}, "GF122"),
+    ("batch_norm", {}, {"x": T("B", 8, "H", "W")}, ("B", "8", "H", "W")),
+    ("batch_norm", {}, {"x": T("B", 8, "t")}, ("B", "8", "t")),                            # BatchNorm1d
+    ("batch_norm", {}, {"x": T("B", 8)}, ("B", "8")),
+    ("batch_norm", {}, {"x": T(1, 8)}, "GF277"),                                           # one value per channel
+    ("batch_norm", {}, {"x": T(1, 8, 1, 1)}, "GF277"),
+    ("batch_norm", {}, {"x": T(2, 8, 1, 1)}, ("2", "8", "1", "1")),
+    ("batch_norm", {}, {"x": T("B")}, "GF121"),
+    ("batch_norm", {}, {"x": T("B", "C", 4)}, "GF124"),
+    ("batch_norm", {}, {"x": T("B", 8, 4, dtype="int64")}, "GF122"),
+]
+
+
+@pytest.mark.parametrize("op,attrs,ins,expected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_shape_rule(op, attrs, ins, expected):
+    check_case(op, attrs, ins, expected)
+
+
+def test_every_op_of_the_family_has_cases():
+    ours = {n for n, o in REGISTRY.items() if o.family == "conv"}
+    assert ours == {c[0] for c in CASES}
+
+
+def test_params_are_torchs():
+    conv, bn = REGISTRY["conv2d"], REGISTRY["batch_norm"]
+    a = conv.attrs.model_validate({"out": 12, "kernel": 3, "groups": 3})
+    assert conv.params(a, {"x": T("B", 6, 8, 8)}) == {"weight": (12, 2, 3, 3), "bias": (12,)}
+    a = conv.attrs.model_validate({"out": 12, "kernel": 3, "bias": False})
+    assert conv.params(a, {"x": T("B", 6, 8, 8)}) == {"weight": (12, 6, 3, 3)}
+    ins = {"x": T("B", 6, 8, 8)}
+    full = bn.attrs.model_validate({})
+    assert bn.params(full, ins) == {"weight": (6,), "bias": (6,), "running_mean": (6,), "running_var": (6,)}
+    assert bn.trained(full, ins) == {"weight": (6,), "bias": (6,)}          # running statistics: state
+    assert bn.params(bn.attrs.model_validate({"affine": False, "track_running_stats": False}), ins) == {}
+
+
+def test_flops():
+    conv = REGISTRY["conv2d"]
+    a = conv.attrs.model_validate({"out": 8, "kernel": 3, "padding": 1, "groups": 2})
+    ins = {"x": T(2, 4, 5, 6)}
+    out = conv.shape(a, ins)
+    assert conv.flops(a, ins, out).value == 2 * (2 * 8 * 5 * 6) * (4 // 2) * 9   # 2 · outputs · taps
+
+
+SPEC = """\
+graphformer: 1
+name: cnn
+params: {c: 3, width: 8}
+dims: {B: 2, H: 16, W: 16}
+inputs:
+  x: {shape: [B, c, H, W]}
+nodes:
+  conv: {op: conv2d, out: width, kernel: 3, stride: 2, padding: 1, bias: false}
+  bn:   {op: batch_norm}
+  dw:   {op: conv2d, out: width, kernel: 3, padding: 1, groups: width}
+outputs: {y: dw}
+"""
+
+
+def test_summary_counts_parameters_as_torch_does(tmp_path):
+    path = tmp_path / "cnn.yaml"
+    path.write_text(SPEC)
+    s = load(str(path))
+    # conv 8·3·3·3, bn 8 + 8 (its running statistics are buffers, not parameters), dw 8·1·3·3 + 8
+    assert total_params(s.ir) == 216 + 16 + 80
+    assert set(s.ir.param_shapes()) == {"conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var",
+                                        "dw.weight", "dw.bias"}
+    assert [str(d) for d in s.ir.node("dw").shape.shape] == ["B", "8", "(H - 1) // 2 + 1", "(W - 1) // 2 + 1"]
+    plan = budget(s.ir, {"B": 2, "H": 16, "W": 16})
+    assert plan.params == plan.trainable_params == 312             # no gradient or optimizer state for the statistics
+    assert plan.memory["optimizer"] == 8 * 312
+
+
+@pytest.mark.parametrize("line,code,col", [
+    ("  conv: {op: conv2d, out: width, kernel: 32, stride: 2, padding: 1, bias: false}", "GF276", 3),
+    ("  conv: {op: conv2d, out: width, kernel: 3, groups: 5}", "GF267", 53),    # the caret on `groups: 5`
+])
+def test_diagnostics_point_at_the_node(tmp_path, line, code, col):
+    text = SPEC.replace("dims: {B: 2, H: 16, W: 16}", "dims: {B: 2}").replace("[B, c, H, W]", "[B, c, 16, 16]")
+    text = text.replace("  conv: {op: conv2d, out: width, kernel: 3, stride: 2, padding: 1, bias: false}", line)
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    diags = [d for d in check_file(str(path)).diagnostics if d.severity == "error"]
+    assert [d.code for d in diags] == [code]
+    assert (diags[0].span.line, diags[0].span.col) == (8, col)
