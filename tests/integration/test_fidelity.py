@@ -84,6 +84,8 @@ CLAIMS = [
     ("VivitForVideoClassification", "vivit", "k400", {}, "hf",
      lambda: T.VivitForVideoClassification(T.VivitConfig(num_labels=400))),
     ("SegformerModel", "segformer", None, {}, "hf", lambda: T.SegformerModel(T.SegformerConfig())),
+    ("AlbertModel", "albert", None, {}, "hf", lambda: T.AlbertModel(T.AlbertConfig(
+        hidden_size=768, num_attention_heads=12, intermediate_size=3072))),   # albert-base-v2
 ]
 
 
