@@ -72,7 +72,7 @@ def run(args) -> int:
     except SpecError as e:
         print_diagnostics(e, "text")
         raise CommandError("", EXIT_SPEC) from None
-    generation, build = import_torch(".backends.torch.generation", ".backends.torch.build")
+    generation, backend = import_torch(".backends.torch.generation", ".backends.torch")
     import torch
     from ..ir.spec import Spec
     from ..backends.torch.builder import resolve_device
@@ -90,7 +90,7 @@ def run(args) -> int:
         plan = generation.plan_generation(spec)
         dims = generation.check_call(plan, spec, tokens, None, args.max_new_tokens, names=names, **options)
         _require_memory(generation, spec, plan, dims, len(ids), args.max_new_tokens, device, args.dtype)
-        model = build(spec, device=device, dtype=args.dtype, seed=args.seed if args.seed is not None else 0)
+        model = backend.build(spec, device=device, dtype=args.dtype, seed=args.seed if args.seed is not None else 0)
         _load(model, spec, args)
         printer = _Printer(tokenizer, ids)
         t0 = time.perf_counter()
