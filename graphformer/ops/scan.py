@@ -10,15 +10,15 @@ with the step sizes Δ `[B, L, D]` and the input and output projections B, C `[B
 tokens by ordinary ops (`linear`, `slice`, `activation: softplus`). The name is the paper's and mamba_ssm's
 (`selective_scan_fn`); the parameters are named as transformers names them (`A_log`, `D`), so a weight map
 renames them only. The state is zero at position 0: a decoder step that carried it from the previous tokens
-is not built yet, so `generate` and `export --with-past` refuse the op (GF213, as any op that combines
-positions). Future scans (RWKV, RetNet) join this family.
+is not built yet, so `generate` and `export --with-past` refuse the op (GF213; its `sequence` trait is
+RECURRENT, so the refusal names the scan rather than the first op of the layer that combines positions). Future scans (RWKV, RetNet) join this family.
 """
 from __future__ import annotations
 
 from pydantic import Field
 
 from ..base.dims import Dim
-from .base import (MIXES, UNPLANNED, Attrs, DimAttr, OpDef, Saved, ShapeError, TensorType, dstr, expect_float,
+from .base import (RECURRENT, UNPLANNED, Attrs, DimAttr, OpDef, Saved, ShapeError, TensorType, dstr, expect_float,
                    expect_rank, positive, register)
 from .core import concrete
 
@@ -87,6 +87,6 @@ register(OpDef(
     "8·B·L·D·N + 2·B·L·D + 2·D·N. No decoder step yet (the state is not cached): `generate` and "
     "`export --with-past` refuse it.",
     SelectiveScanAttrs, PORTS, _scan_shape, params=_scan_params, flops=_scan_flops,
-    sequence=MIXES, tp=UNPLANNED, saves=_scan_saves,
+    sequence=RECURRENT, tp=UNPLANNED, saves=_scan_saves,
     example="ssm: {op: selective_scan, in: {x: conv_act, delta: dt, B: b, C: c}, state: state}",
 ))
