@@ -5,7 +5,7 @@ References are built offline from a tiny odd config with random weights (transfo
 path: no CUDA kernels here), every parameter perturbed (so no bias is 0, no norm scale 1, A_log not the S4D
 init): width 20, inner 40, state 5, dt_rank 3, two layers, conv bias on, in/out projections with biases in
 one case. fp32, eval mode, max abs error ≤ 1e-5 × the output's scale, forward and every parameter's gradient.
-At the published state-spaces/mamba-130m-hf config, on the meta device: the parameter counts equal the
+ONNX Runtime's run of the export against the reference too. At the published state-spaces/mamba-130m-hf config, on the meta device: the parameter counts equal the
 references' and the weight map covers their whole state dicts. `generate` and `export --with-past` refuse the
 spec (no recurrent-state cache yet), without a traceback.
 """
@@ -96,6 +96,23 @@ def test_gradients_equal_transformers():
     s, ref = spec(bias=True), reference(bias=True)
     model = ours(s, ref)
     assert_lm_grads(model.train(), ref.train(), s, tokens(2, 7), "mamba")
+
+
+def test_onnx_runtime_equals_transformers():
+    """The export (one ONNX Scan per layer) at two batch sizes and lengths, against the reference itself."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    ref = reference()
+    s = spec()
+    exported = to_onnx(s, ours(s, ref))
+    onnx.checker.check_model(exported, full_check=True)
+    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    for b, n in ((1, 2), (3, 13)):
+        ids = tokens(b, n, seed=b)
+        (logits,) = sess.run(["logits"], {"tokens": ids.numpy()})
+        with torch.no_grad():
+            assert_close(torch.from_numpy(logits), ref(input_ids=ids).logits, f"mamba onnx B={b} n={n}")
 
 
 # ---------------------------------------------------------------- what is not done yet: refused, not wrong

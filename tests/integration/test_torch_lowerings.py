@@ -66,6 +66,7 @@ OP_CASES = {
     "mask_tokens": [({}, {"x": T(2, 5, 8)}), ({}, {"x": T(2, 5, 8), "mask": T(2, 5, dtype="bool")})],
     "grid_positions": [({"table": 3, "patch": 4}, {"x": T(2, 10, 8), "image": T(2, 3, 12, 12)}),
                        ({"table": 3, "patch": 4, "antialias": True}, {"x": T(2, 9, 8), "image": T(2, 3, 8, 19)})],
+    "selective_scan": [({"state": 3}, {"x": T(2, 5, 6), "delta": T(2, 5, 6), "B": T(2, 5, 3), "C": T(2, 5, 3)})],
 }
 
 

@@ -50,6 +50,10 @@ def _step_body(ctx: NodeEmitter, column_axis: str):
         helper.make_node("Squeeze", [v["y_col"], column_axis], [v["y"]], name=v["y"] + "/Squeeze"),
     ]
     ctx.state.names.add(v["h"] + "_decayed")
-    inputs = [helper.make_tensor_value_info(v[k], f32, None) for k in ("h", "decay", "drive", "C")]
-    outputs = [helper.make_tensor_value_info(v[k], f32, None) for k in ("h_next", "y")]
+    x = ctx.types["x"].shape
+    batch, d, n = (str(x[0]) if not x[0].is_const else x[0].value), x[2].value, ctx.node.attrs.state
+    shapes = {"h": [batch, d, n], "decay": [batch, d, n], "drive": [batch, d, n], "C": [batch, n],
+              "h_next": [batch, d, n], "y": [batch, d]}                 # typed, so ONNX infers the Scan's outputs
+    inputs = [helper.make_tensor_value_info(v[k], f32, shapes[k]) for k in ("h", "decay", "drive", "C")]
+    outputs = [helper.make_tensor_value_info(v[k], f32, shapes[k]) for k in ("h_next", "y")]
     return helper.make_graph(nodes, f"{ctx.path}/step", inputs, outputs)
