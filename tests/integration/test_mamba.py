@@ -19,7 +19,7 @@ T = pytest.importorskip("transformers")
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
-from parity import assert_close, assert_lm_grads, ours, randomize  # noqa: E402
+from parity import assert_close, assert_lm_grads, imported, ours, randomize  # noqa: E402
 
 T.logging.set_verbosity_error()
 
@@ -113,6 +113,23 @@ def test_onnx_runtime_equals_transformers():
         (logits,) = sess.run(["logits"], {"tokens": ids.numpy()})
         with torch.no_grad():
             assert_close(torch.from_numpy(logits), ref(input_ids=ids).logits, f"mamba onnx B={b} n={n}")
+
+
+# ---------------------------------------------------------------- import hf
+
+@pytest.mark.parametrize("head", [True, False])
+def test_import_hf_reads_a_saved_model(head, tmp_path, capsys):
+    """save_pretrained → `import hf` → the spec with the checkpoint's weights equals the reference (dt_rank
+    given, intermediate_size derived from expand; the backbone alone when the checkpoint is MambaModel's)."""
+    ref = reference(head=head, bias=head)
+    s, model = imported(ref, tmp_path, capsys)
+    assert s.params["dt_rank"] == 3 and s.params["inner"] == 40 and s.params["head"] is head
+    ids = tokens()
+    with torch.no_grad():
+        if head:
+            assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, "import hf logits")
+        else:
+            assert_close(model(tokens=ids)["hidden"], ref(input_ids=ids).last_hidden_state, "import hf hidden")
 
 
 # ---------------------------------------------------------------- what is not done yet: refused, not wrong
