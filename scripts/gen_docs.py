@@ -209,8 +209,8 @@ def render_ops() -> str:
              "analyses know of an op: how it treats the token axis in a decoder step (`position`: each "
              "position from itself alone; `axis`: so when its axis is past the token axis; `cache`: causal "
              "self-attention with a key/value cache; `context`: attends to an encoder's sequence; `offset`: "
-             "computes from positions, shifted by the cache; `mixes`: combines positions), and how tensor "
-             "parallelism splits it.", ""]
+             "computes from positions, shifted by the cache; `mixes`: combines positions; `recurrent`: carries "
+             "a state from each position to the next), and how tensor parallelism splits it.", ""]
     for para in _conventions():
         lines += [f"> {para}", ""]
     for fam, ops in families.items():

@@ -26,7 +26,7 @@ from ..base.diagnostics import Diagnostic, SpecError
 from ..base.dims import Dim
 from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
-from ..ops.base import AXIS, CACHE, CONTEXT, OFFSET, POSITION, UNKNOWN
+from ..ops.base import AXIS, CACHE, CONTEXT, OFFSET, POSITION, RECURRENT, UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,8 @@ def plan_decoder(ir: IRGraph, outputs: Iterable[str] | None = None, stages: bool
     plan = DecoderPlan(tokens=_token_input(ir, slots) or "")
     fixed = needed - ir.descendants([ir.inputs[plan.tokens]]) if plan.tokens and stages else set()
     plan.encoder = {n for n in fixed if ir.node(n).op != "input"}
-    mixing = stray = None               # the first op that combines positions, the first read of the encoder
+    mixing = stray = recurrent = None   # the first op that combines positions, the first read of the encoder,
+                                        # the first recurrence
     for n in ir.nodes():
         if n.name not in needed or n.name in fixed or n.op == "input":
             continue
@@ -123,6 +124,8 @@ def plan_decoder(ir: IRGraph, outputs: Iterable[str] | None = None, stages: bool
         elif kind == OFFSET:
             plan.offset.append(n.name)
             plan.uses_positions = True
+        elif kind == RECURRENT and recurrent is None:
+            recurrent = n
         elif not _per_position(n, kind) and mixing is None:
             mixing = n
         stray = stray or _encoder_read(ir, n, fixed, plan)
@@ -134,6 +137,12 @@ def plan_decoder(ir: IRGraph, outputs: Iterable[str] | None = None, stages: bool
         raise _refuse("GF215", f"spec `{ir.name}` has no `{missing[0]}` output to sample from", None,
                       f"generation samples the next token from an output named `{missing[0]}` [B, n, vocab]; "
                       f"the spec's outputs: {', '.join(f'`{k}`' for k in ir.outputs) or 'none'}")
+    if recurrent is not None:
+        raise _refuse("GF213", f"`{recurrent.name}` ({recurrent.op}) carries a state from each position to the next "
+                      "(a recurrence), which decoding does not cache yet, so a step over the new tokens alone "
+                      "would not compute what the whole sequence does", recurrent,
+                      "run the whole sequence through `build` (a forward over every token) instead; decoding "
+                      "with a carried recurrent state is not built yet")
     if mixing is not None:
         raise _refuse("GF213", f"`{mixing.name}` ({mixing.op}) combines positions of the sequence, so a step "
                       "over the new tokens alone would not compute what the whole sequence does", mixing,

@@ -2015,6 +2015,75 @@ nodes:
   logits: {op: linear, out: vocab}
 outputs: {logits: logits}
 """),
+    Code(
+        "GF279", "scan inputs over different sequences",
+        ("`selective_scan` reads four tensors that describe the same positions of the same sequences: the "
+         "sequence `x [B, L, D]`, the step sizes `delta [B, L, D]` and the state projections `B`, `C [B, L, N]`. "
+         "One of them has another batch size or length than `x`: it was computed from another input, or "
+         "sliced or reshaped along the wrong axis."),
+        fix="Compute delta, B and C from x itself (Mamba: a linear projection of the convolved sequence), "
+            "so that all four are [B, L, ·].",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16, state: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+  other: {shape: [B, n + 1, d_model]}
+nodes:
+  dt:  {op: linear, in: other, out: d_model}
+  bc:  {op: linear, in: x, out: 2 * state}
+  b:   {op: slice, in: bc, axis: 2, start: 0, stop: state}
+  c:   {op: slice, in: bc, axis: 2, start: state}
+  ssm: {op: selective_scan, in: {x: x, delta: dt, B: b, C: c}, state: state}
+outputs: {y: ssm}
+"""),
+    Code(
+        "GF284", "scan step sizes not as wide as the sequence",
+        ("`selective_scan`'s `delta [B, L, D]` holds one step size Δ per position and channel of `x [B, L, D]`: "
+         "it must be exactly as wide as x. In Mamba, Δ is a low-rank projection (`x_proj`'s first dt_rank "
+         "columns) brought back to the inner width by `dt_proj`, then softplus."),
+        fix="Give the projection that makes delta `out:` the width of x (Mamba: `dt_proj` with `out: inner`).",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16, state: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+  other: {shape: [B, n, d_model]}
+nodes:
+  dt:  {op: linear, in: x, out: d_model // 2}
+  bc:  {op: linear, in: x, out: 2 * state}
+  b:   {op: slice, in: bc, axis: 2, start: 0, stop: state}
+  c:   {op: slice, in: bc, axis: 2, start: state}
+  ssm: {op: selective_scan, in: {x: x, delta: dt, B: b, C: c}, state: state}
+outputs: {y: ssm}
+"""),
+    Code(
+        "GF285", "scan state projections not as wide as the state",
+        ("`selective_scan` maps each position into an N-wide state per channel with `B [B, L, N]` and out of "
+         "it with `C [B, L, N]`, N being its `state` attribute (A_log is [D, N]). B or C has another width. "
+         "In Mamba, `x_proj` gives dt_rank + 2·state columns: Δ's, then B's, then C's."),
+        fix="Slice B and C `state` wide (`start: dt_rank, stop: dt_rank + state` and `start: dt_rank + state`), "
+            "or set `state` to their width.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16, state: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+  other: {shape: [B, n, d_model]}
+nodes:
+  dt:  {op: linear, in: x, out: d_model}
+  bc:  {op: linear, in: x, out: 2 * state}
+  b:   {op: slice, in: bc, axis: 2, start: 0, stop: state - 1}
+  c:   {op: slice, in: bc, axis: 2, start: state}
+  ssm: {op: selective_scan, in: {x: x, delta: dt, B: b, C: c}, state: state}
+outputs: {y: ssm}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

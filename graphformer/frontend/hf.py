@@ -208,11 +208,15 @@ FIELD_TYPES = {
     "relative_attention_num_buckets": Int(1, POSITIONS), "relative_attention_max_distance": Int(1, POSITIONS),
     "dropout_rate": RATE, "feed_forward_proj": TEXT, "scale_decoder_outputs": FLAG,
     # wav2vec2
-    **dict.fromkeys(["conv_dim", "conv_kernel", "conv_stride"], ListOf(Int(1, WIDTH), 64, null=False)),
+    **dict.fromkeys(["conv_dim", "conv_stride"], ListOf(Int(1, WIDTH), 64, null=False)),
+    "conv_kernel": AnyOf((ListOf(Int(1, WIDTH), 64, null=False), Int(1, WIDTH))),   # wav2vec2's list, mamba's int
     "num_feat_extract_layers": Int(1, 64), "num_conv_pos_embeddings": Int(1, POSITIONS),
     "num_conv_pos_embedding_groups": Int(1, WIDTH), "feat_extract_norm": TEXT, "feat_extract_activation": TEXT,
     **dict.fromkeys(["conv_bias", "do_stable_layer_norm", "apply_spec_augment", "add_adapter"], FLAG),
     **dict.fromkeys(["mask_time_prob", "mask_feature_prob"], RATE),
+    # mamba
+    "state_size": Int(1, WIDTH), "expand": Int(1, 1024),
+    "time_step_rank": AnyOf((Int(1, WIDTH), Kind(str))), **dict.fromkeys(["use_bias", "use_conv_bias"], FLAG),
 }
 NESTED = {"rope_scaling": ROPE, "rope_parameters": ROPE, "text_config": FIELD_TYPES, "vision_config": FIELD_TYPES}
 
@@ -658,6 +662,32 @@ VIVIT = Family("vivit", "vivit.yaml", {
 }, frozenset({"num_labels", "tubelet_size", "pooler_output_size"}), _vivit, "VivitModel")
 
 
+# ---------------------------------------------------------------- Mamba (selective state spaces)
+
+def _mamba(cfg: dict) -> dict:
+    # MambaConfig derives these: inner = expand · hidden_size, dt_rank "auto" = ceil(hidden_size / 16)
+    width = cfg["hidden_size"]
+    rank = cfg.get("time_step_rank", "auto")
+    if rank == "auto":
+        rank = -(-width // 16)
+    elif not isinstance(rank, int):
+        raise HFImportError(f"`time_step_rank: {show(rank)}`: expected an integer or \"auto\"")
+    inner = cfg.get("intermediate_size") or cfg.get("expand", 2) * width
+    head = not any(str(a) == "MambaModel" for a in cfg.get("architectures") or ())
+    return {"inner": inner, "dt_rank": rank, "head": head}
+
+
+MAMBA = Family("mamba", "mamba.yaml", {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+    "state_size": P("state"), "conv_kernel": P("conv_kernel"), "layer_norm_epsilon": P("eps"),
+    "hidden_act": P("act", act), "use_bias": P("bias"), "use_conv_bias": P("conv_bias"),
+    "tie_word_embeddings": P("tie_embeddings"),
+}, frozenset({"expand", "intermediate_size", "time_step_rank", "time_step_scale", "time_step_min",
+              "time_step_max", "time_step_init_scheme", "time_step_floor", "rescale_prenorm_residual",
+              "residual_in_fp32", "use_mambapy", "use_associative_scan", "layer_types"}), _mamba,
+    "MambaForCausalLM")
+
+
 GPT2_FIXED = {
     "scale_attn_by_inverse_layer_idx": Fixed(_is(False, None), "the spec scales attention by 1/√head_dim in "
                                                                   "every layer, not also by 1/layer"),
@@ -1005,6 +1035,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     _dinov2_family("dinov2_with_registers", "Dinov2WithRegistersModel", {"num_register_tokens": P("registers")}),
     TIMESFORMER,
     VIVIT,
+    MAMBA,
     Family("llava", "llava.yaml", {
         "image_token_index": P("image_token"), "image_token_id": P("image_token"),
         "projector_hidden_act": P("projector_act", act), "multimodal_projector_bias": P("projector_bias"),

@@ -21,6 +21,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "mla": ("latent_attention",),                 # multi-head latent attention, DeepSeek-V2
     "shape": ("reshape", "permute", "tile"),      # axes between batch and tokens
     "conv": ("conv2d", "batch_norm"),             # channels-first image grids: CNN layers
+    "scan": ("selective_scan",),                  # recurrences: Mamba's state-space scan
 }
 REGISTRY.homes = {op: module for module, ops in MODULES.items() for op in ops}
 REGISTRY._ready = True   # from here on, the first read of the registry loads the installed plugins once

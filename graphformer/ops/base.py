@@ -108,7 +108,9 @@ CACHE = "cache"         # self-attention over `x`: causal (`attrs.causal`) gets 
 CONTEXT = "context"     # attends to another sequence (port `context`): fine when an encoder computed it once
 OFFSET = "offset"       # computes from positions 0..n-1 (position tables, relative biases): a step offsets them
 MIXES = "mixes"         # combines positions (pooling, slicing, convolution, interleaving): no decoder step
-SEQUENCE = (POSITION, AXIS, CACHE, CONTEXT, OFFSET, MIXES)
+RECURRENT = "recurrent"  # carries a state from each position to the next (scans): a step needs that state,
+                         # which no decoder caches yet, so it is refused as MIXES is, naming the recurrence
+SEQUENCE = (POSITION, AXIS, CACHE, CONTEXT, OFFSET, MIXES, RECURRENT)
 
 # `tp`: how tensor parallelism splits the op. tp_plan.py reads it.
 THROUGH = "through"     # element-wise, no weights: a column-split input stays split (every input must be)

@@ -590,9 +590,9 @@ for _name, (_attrs, _doc, _saves) in _ELEMENTWISE.items():
                    example=f"act: {{op: {_name}}}"))
 
 class ActivationAttrs(Attrs):
-    kind: Literal["relu", "gelu", "gelu_tanh", "silu", "tanh", "sigmoid", "quick_gelu"] = Field(
+    kind: Literal["relu", "gelu", "gelu_tanh", "silu", "tanh", "sigmoid", "quick_gelu", "softplus"] = Field(
         description="gelu: exact (erf); gelu_tanh: the tanh approximation (GPT-2's gelu_new); silu: x·σ(x) "
-                    "(swish); quick_gelu: x·σ(1.702x) (CLIP)")
+                    "(swish); quick_gelu: x·σ(1.702x) (CLIP); softplus: log(1 + eˣ) (Mamba's step sizes)")
 
 
 def _activation_saves(c) -> Saved:

@@ -70,6 +70,7 @@ OP_CASES = {
                    ({"track_running_stats": False}, {"x": T(2, 4, 5)})],
     "grid_positions": [({"table": 3, "patch": 4}, {"x": T(2, 10, 8), "image": T(2, 3, 12, 12)}),
                        ({"table": 3, "patch": 4, "antialias": True}, {"x": T(2, 9, 8), "image": T(2, 3, 8, 19)})],
+    "selective_scan": [({"state": 3}, {"x": T(2, 5, 6), "delta": T(2, 5, 6), "B": T(2, 5, 3), "C": T(2, 5, 3)})],
 }
 
 

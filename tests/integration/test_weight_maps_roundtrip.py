@@ -180,6 +180,9 @@ CASES = {
         sliding_window=3, rope_parameters={"rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
                                            "truncate": False, "original_max_position_embeddings": 16,
                                            "rope_theta": 500.0}))),
+    "mamba/hf": lambda: (spec("mamba", None, vocab=97, d_model=20, layers=2, state=5, dt_rank=3, bias=True),
+                         T.MambaForCausalLM(T.MambaConfig(vocab_size=97, hidden_size=20, num_hidden_layers=2,
+                                                          state_size=5, time_step_rank=3, use_bias=True))),
 }
 
 # maps whose reference is not in transformers or torch.nn (timm needs torchvision: see GUIDE.md)

@@ -67,18 +67,29 @@ def _runtime_grid(ctx: NodeEmitter, x: str, n_fft: int, hop: int, offsets: np.nd
 
 @lowers("conv1d")
 def _conv1d(ctx: NodeEmitter, node) -> None:
+    """One Conv. Frames dropped at the end (`drop_last`) are, at stride 1, padding not added (the last
+    outputs are the ones that read the end padding), else a Slice. A convolution that keeps its input's
+    length (Mamba's causal conv, Wav2Vec2's SamePad) ends in a Reshape to that length: ONNX's Conv rule
+    leaves a symbolic length unknown, and the Reshape hands shape inference the input's symbol."""
     (x,) = ctx.inputs
     a = node.attrs
+    i64 = np.int64
     ins = [x, _conv_weight(ctx, a)] + ([ctx.param("bias")] if a.bias else [])
-    conv = dict(kernel_shape=[a.kernel], strides=[a.stride], pads=[a.padding, a.padding], dilations=[a.dilation],
-                group=a.groups)
-    if not a.drop_last:
+    unpadded = a.drop_last if a.stride == 1 and a.drop_last <= a.padding else 0
+    conv = dict(kernel_shape=[a.kernel], strides=[a.stride], pads=[a.padding, a.padding - unpadded],
+                dilations=[a.dilation], group=a.groups)
+    keeps_length = node.shape.shape[2] == ctx.types["x"].shape[2] and not ctx.types["x"].shape[2].is_const
+    if not keeps_length and a.drop_last == unpadded:
         ctx.op("Conv", ins, final=True, **conv)                                                  # (B, out, T')
         return
     y = ctx.op("Conv", ins, **conv)
-    i64 = np.int64
-    ctx.op("Slice", [y, ctx.const([0], "starts", i64), ctx.const([-a.drop_last], "ends", i64),
-                     ctx.const([2], "axes", i64)], final=True)                                 # drop the last frames
+    if a.drop_last != unpadded:
+        y = ctx.op("Slice", [y, ctx.const([0], "starts", i64), ctx.const([-a.drop_last], "ends", i64),
+                             ctx.const([2], "axes", i64)], "drop_last", final=not keeps_length)  # drop the last frames
+    if keeps_length:
+        size = ctx.op("Concat", [ctx.const([0, a.out], "batch_channels", i64), ctx.shape(x, 2, 3, "length")],
+                      "same_length", axis=0)
+        ctx.op("Reshape", [y, size], final=True)
 
 
 def _conv_weight(ctx: NodeEmitter, a) -> str:

@@ -399,8 +399,8 @@ def _gelu_formula(ctx: NodeEmitter, x: str, tanh: bool) -> str:
 def activation(ctx: NodeEmitter, kind: str, x: str) -> str:
     """The one ONNX form of each activation (ActivationAttrs.kind); writes `ctx.out`. Shared by the
     `activation` op and the per-name ops (`relu`, `gelu`, `quick_gelu`, ...)."""
-    if kind in ("relu", "tanh", "sigmoid"):
-        return ctx.op(kind.capitalize(), [x], final=True)
+    if kind in ("relu", "tanh", "sigmoid", "softplus"):
+        return ctx.op({"softplus": "Softplus"}.get(kind, kind.capitalize()), [x], final=True)
     if kind in ("silu", "quick_gelu"):  # x · σ(x); CLIP's x · σ(1.702 x)
         gate_in = x if kind == "silu" else ctx.op("Mul", [x, ctx.const(1.702, "alpha", np.float32)], "alpha")
         return ctx.op("Mul", [x, ctx.op("Sigmoid", [gate_in])], final=True)

@@ -667,6 +667,7 @@ ACTIVATIONS = {
     "tanh": (torch.tanh, "torch.tanh({0})"),
     "sigmoid": (torch.sigmoid, "torch.sigmoid({0})"),
     "quick_gelu": (quick_gelu, "{0} * torch.sigmoid(1.702 * {0})"),
+    "softplus": (F.softplus, "F.softplus({0})"),
 }
 
 

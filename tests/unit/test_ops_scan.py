@@ -1,0 +1,60 @@
+"""The scan family (ops/scan.py) without torch: `selective_scan`'s shape rule (table-driven), its parameters
+and FLOPs formula, its shape diagnostics at file:line:col, and the decoder plan refusing a recurrence by name."""
+from __future__ import annotations
+
+import pytest
+
+from graphformer.analysis.decoding import plan_decoder
+from graphformer.analysis.summary import total_params
+from graphformer.base.diagnostics import SpecError
+from graphformer.base.dims import parse
+from graphformer.frontend.api import load
+from graphformer.ops import REGISTRY
+from shape_cases import T, check_case
+
+
+def ins(x=("B", "L", 8), delta=("B", "L", 8), b=("B", "L", 4), c=("B", "L", 4), dtype="float32"):
+    return {"x": T(*x), "delta": T(*delta), "B": T(*b), "C": T(*c, dtype=dtype)}
+
+
+CASES = [
+    # attrs, inputs, expected shape (tuple of str) or error code
+    ({"state": 4}, ins(), ("B", "L", "8")),
+    ({"state": 4}, ins(x=(2, 5, 8), delta=(2, 5, 8), b=(2, 5, 4), c=(2, 5, 4)), ("2", "5", "8")),
+    ({"state": 4}, ins(b=("B", "L + 1", 4)), "GF279"),          # B over another length
+    ({"state": 4}, ins(c=("2 * B", "L", 4)), "GF279"),          # C over another batch
+    ({"state": 4}, ins(delta=("B", "M", 8)), "GF279"),
+    ({"state": 4}, ins(delta=("B", "L", 1)), "GF284"),          # Δ not per channel
+    ({"state": 4}, ins(delta=("B", "L", "d")), "GF284"),
+    ({"state": 4}, ins(b=("B", "L", 5)), "GF285"),              # B wider than the state
+    ({"state": 4}, ins(c=("B", "L", "N")), "GF285"),
+    ({"state": 0}, ins(), "GF102"),
+    ({"state": 4}, ins(x=("B", 8)), "GF121"),
+    ({"state": 4}, ins(dtype="int64"), "GF122"),
+]
+
+
+@pytest.mark.parametrize("attrs,inputs,expected", CASES)
+def test_shape_rule(attrs, inputs, expected):
+    check_case("selective_scan", attrs, inputs, expected)
+
+
+def test_params_and_flops():
+    op = REGISTRY["selective_scan"]
+    a = op.attrs.model_validate({"state": 16})
+    x = ins(x=("B", "L", 1536), delta=("B", "L", 1536), b=("B", "L", 16), c=("B", "L", 16))
+    assert op.params(a, x) == {"A_log": (1536, 16), "D": (1536,)}
+    out = op.shape(a, x)
+    assert op.flops(a, x, out) == parse("8 * B * L * 1536 * 16 + 2 * B * L * 1536 + 2 * 1536 * 16")
+
+
+def test_the_published_mamba_counts_without_torch():
+    assert total_params(load("specs/mamba.yaml").ir) == 129_135_360            # MambaForCausalLM, mamba-130m
+    assert total_params(load("specs/mamba.yaml", overrides={"tie_embeddings": False}).ir) == 129_135_360 + 768 * 50280
+
+
+def test_a_decoder_plan_refuses_the_recurrence_by_name():
+    with pytest.raises(SpecError) as err:
+        plan_decoder(load("specs/mamba.yaml", preset="tiny").ir, ("logits",))
+    (d,) = err.value.diagnostics
+    assert d.code == "GF213" and d.node == "blocks.0.mixer.ssm" and "selective_scan" in d.message
