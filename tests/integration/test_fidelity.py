@@ -84,6 +84,10 @@ CLAIMS = [
     ("VivitForVideoClassification", "vivit", "k400", {}, "hf",
      lambda: T.VivitForVideoClassification(T.VivitConfig(num_labels=400))),
     ("SegformerModel", "segformer", None, {}, "hf", lambda: T.SegformerModel(T.SegformerConfig())),
+    ("MambaForCausalLM", "mamba", None, {}, "hf", lambda: T.MambaForCausalLM(T.MambaConfig(
+        vocab_size=50280, hidden_size=768, num_hidden_layers=24))),   # mamba-130m
+    ("MambaModel", "mamba", None, {"head": False}, "hf", lambda: T.MambaModel(T.MambaConfig(
+        vocab_size=50280, hidden_size=768, num_hidden_layers=24))),
     ("AlbertModel", "albert", None, {}, "hf", lambda: T.AlbertModel(T.AlbertConfig(
         hidden_size=768, num_attention_heads=12, intermediate_size=3072))),   # albert-base-v2
 ]
