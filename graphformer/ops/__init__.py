@@ -20,6 +20,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "grid": ("window_partition", "window_merge", "window_position_bias", "patch_merge", "flatten_grid"),
     "mla": ("latent_attention",),                 # multi-head latent attention, DeepSeek-V2
     "shape": ("reshape", "permute", "tile"),      # axes between batch and tokens
+    "relative": ("relative_embeddings", "disentangled_attention"),   # DeBERTa's disentangled attention
 }
 REGISTRY.homes = {op: module for module, ops in MODULES.items() for op in ops}
 REGISTRY._ready = True   # from here on, the first read of the registry loads the installed plugins once

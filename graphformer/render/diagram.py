@@ -39,7 +39,8 @@ def printable(text: str) -> str:
 # tests/unit/test_draw.py checks that every family has a style.
 FAMILY_STYLE = {"core": "other", "activation": "activation", "structural": "structural", "sequence": "structural",
                 "vision": "embed", "audio": "structural", "multimodal": "structural", "moe": "linear",
-                "grid": "structural", "mla": "attention", "shape": "structural"}
+                "grid": "structural", "mla": "attention", "shape": "structural",
+                "relative": "attention"}
 OP_STYLES = {
     **dict.fromkeys(["embedding", "positional", "table_row", "window_position_bias"], "embed"),
     **dict.fromkeys(["attention", "cross_attend", "cosine_logits"], "attention"),
