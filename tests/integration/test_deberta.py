@@ -56,6 +56,22 @@ def tokens(b: int = 3, n: int = 20, seed: int = 1):
     return ids, mask
 
 
+@pytest.mark.parametrize("buckets,far", [(256, 512), (6, 12), (4, 6), (5, 40), (0, 7)])
+def test_bucket_index_equals_transformers(buckets, far):
+    """The index table both backends gather with (backends/tables.py) equals transformers' bucketing and
+    clipping, past the table's own reach too (n = 1100 > 2 · 512)."""
+    from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
+    from graphformer.backends.tables import disentangled_position_index
+    c2p, p2c, reach = disentangled_position_index(buckets, far)
+    span = buckets if buckets > 0 else far
+    for n in (1, 9, 40, 1100):
+        rel = build_relative_position(torch.zeros(1, n, 1), torch.zeros(1, n, 1), buckets, far)[0]
+        i = torch.arange(n)
+        at = (i[:, None] - i[None, :]).clamp(-reach, reach) + reach
+        assert torch.equal(torch.from_numpy(c2p)[at], torch.clamp(rel + span, 0, 2 * span - 1))
+        assert torch.equal(torch.from_numpy(p2c)[at], torch.clamp(-rel + span, 0, 2 * span - 1))
+
+
 def test_published_count_and_map_equal_the_reference():
     with torch.device("meta"):
         ref = T.DebertaV2Model(T.DebertaV2Config(**V3_BASE))
