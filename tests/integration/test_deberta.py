@@ -152,3 +152,27 @@ def test_onnx_runtime_equals_transformers():
                 want = ref(input_ids=ids[:, :n], **({"attention_mask": mask[:, :n]} if inputs else {})).last_hidden_state
             keep = mask[:, :n].bool() if inputs else torch.ones(ids[:, :n].shape, dtype=torch.bool)
             assert_close(got[keep], want[keep], f"deberta onnx {inputs} n={n}")
+
+
+def test_import_hf_equals_transformers(tmp_path, capsys):
+    """`graphformer import hf` on a saved DebertaV2Model: the spec it writes, holding the checkpoint's
+    weights, equals the reference (unshared keys, so the config's share_att_key and the map's pos_* rules
+    both matter)."""
+    from parity import imported
+    ref = reference(share=False)
+    _, model = imported(ref, tmp_path, capsys)
+    ids, mask = tokens()
+    with torch.no_grad():
+        got = model(input_ids=ids, attention_mask=mask)["last_hidden_state"]
+        want = ref(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert_close(got[mask.bool()], want[mask.bool()], "deberta imported")
+
+
+@pytest.mark.parametrize("field,value", [("relative_attention", False), ("position_biased_input", True),
+                                         ("pos_att_type", ["c2p"]), ("position_buckets", -1),
+                                         ("conv_kernel_size", 3)])
+def test_import_hf_refuses_what_the_spec_cannot_say(field, value):
+    from graphformer.frontend.hf import HFImportError, convert_config
+    cfg = T.DebertaV2Config(**{**SMALL, "pos_att_type": ["p2c", "c2p"], field: value}).to_dict()
+    with pytest.raises(HFImportError, match=field):
+        convert_config(cfg)
