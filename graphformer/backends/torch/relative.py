@@ -44,7 +44,8 @@ class DisentangledAttention(nn.Module):
         self.pos_k = ("key_proj" if a.share_att_key else "pos_key_proj") if self.c2p else None
         self.dropout, self.pos_dropout = a.dropout, a.pos_dropout
         # transformers' scale: sqrt of (d_head · scale_factor) taken in float32
-        self.root = float(torch.sqrt(torch.tensor(d // a.heads, dtype=torch.float32) * a.scale_factor))
+        # (on the CPU: a build on the meta device has no values to read)
+        self.root = float(torch.sqrt(torch.tensor(d // a.heads, dtype=torch.float32, device="cpu") * a.scale_factor))
         c2p, p2c, far = disentangled_position_index(a.position_buckets, a.max_relative_positions)
         device = torch.get_default_device()
         # not persistent: functions of the attributes
