@@ -113,3 +113,37 @@ def alibi_slopes(heads: int) -> np.ndarray:
     if p != heads:
         slopes += [base(2 * p) ** k for k in range(1, 1 + 2 * min(p, heads - p), 2)]
     return np.array(slopes, dtype=np.float64).astype(np.float32)
+
+
+def _log_bucket(rel: np.ndarray, buckets: int, max_position: int) -> np.ndarray:
+    """DeBERTa's bucket of each relative position (transformers' `make_log_bucket_position`), in its float32
+    steps: exact within ±(buckets // 2), beyond that mid + ceil(log(|r| / mid) / log((max − 1) / mid) · (mid − 1))
+    with the sign of r."""
+    mid = buckets // 2
+    near = (rel < mid) & (rel > -mid)
+    abs_pos = np.where(near, mid - 1, np.abs(rel))
+    log_pos = (np.ceil(np.log(abs_pos.astype(np.float32) / np.float32(mid))
+                       / np.log(np.float32((max_position - 1) / mid)) * np.float32(mid - 1)) + np.float32(mid))
+    return np.where(abs_pos <= mid, rel.astype(np.float32), log_pos * np.sign(rel)).astype(np.int64)
+
+
+def disentangled_position_index(buckets: int, max_position: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The table index each relative position i − j reads in DeBERTa's disentangled attention, for the
+    content→position term (c2p: clip(span + bucket(i − j))) and the position→content term (p2c: clip(span −
+    bucket(i − j)), gathered along the key's row and transposed, as transformers does), over i − j in
+    −D..D (int64, `[2·D + 1]`, index = i − j + D). Past ±D both have reached the ends of the table, so
+    callers clip i − j to ±D. `buckets` ≤ 0: no buckets, the distance itself (clipped at `max_position`)."""
+    span = buckets if buckets > 0 else max_position
+    if buckets > 0:
+        far = max(span, max_position)
+        # the logarithmic buckets grow without bound (buckets ≥ 4): double until both ends are reached
+        while _log_bucket(np.array([far]), buckets, max_position)[0] < span and far < 1 << 30:
+            far *= 2
+        rel = np.arange(-far, far + 1, dtype=np.int64)
+        bucket = _log_bucket(rel, buckets, max_position)
+    else:
+        far = span
+        rel = bucket = np.arange(-far, far + 1, dtype=np.int64)
+    c2p = np.clip(span + bucket, 0, 2 * span - 1)
+    p2c = np.clip(span - bucket, 0, 2 * span - 1)
+    return c2p, p2c, far

@@ -2084,6 +2084,48 @@ nodes:
   ssm: {op: selective_scan, in: {x: x, delta: dt, B: b, C: c}, state: state}
 outputs: {y: ssm}
 """),
+    Code(
+        "GF286", "a relative-position table too short for the span",
+        ("`disentangled_attention` reads its relative positions from `rel [rows, d]`: 2 · span rows, span being "
+         "`position_buckets` (or `max_relative_positions` without buckets), as transformers' DeBERTa slices "
+         "`rel_embeddings[:2 · span]`. A shorter table leaves the farthest buckets without a row to gather."),
+        fix=("Make the `relative_embeddings` table `2 * position_buckets` rows (transformers sizes "
+             "`rel_embeddings` so); rows past 2 · span are not read."),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  rel:  {op: relative_embeddings, in: x, rows: 8, dim: d_model}
+  attn: {op: disentangled_attention, in: {x: x, rel: rel}, heads: heads, position_buckets: 8,
+         max_relative_positions: 16}
+outputs: {y: attn}
+"""),
+    Code(
+        "GF287", "relative-position buckets that cannot reach their maximum distance",
+        ("DeBERTa's log buckets keep distances below `position_buckets // 2` exact and map farther ones to "
+         "mid + ceil(log(|r| / mid) / log((max_relative_positions − 1) / mid) · (mid − 1)), mid = "
+         "position_buckets // 2. That needs max_relative_positions − 1 > mid (else the logarithm's base is 1 "
+         "or less) and at least 4 buckets (else no bucket grows). `max_relative_positions` must be written "
+         "out: transformers' -1 stands for `max_position_embeddings`, which the op does not know."),
+        fix=("Use more distance than buckets (DeBERTa-v3: 256 buckets, max_relative_positions 512), or "
+             "`position_buckets: 0` for plain distances clipped at max_relative_positions."),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+nodes:
+  rel:  {op: relative_embeddings, in: x, rows: 16, dim: d_model}
+  attn: {op: disentangled_attention, in: {x: x, rel: rel}, heads: heads, position_buckets: 8,
+         max_relative_positions: 4}
+outputs: {y: attn}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

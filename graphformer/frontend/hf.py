@@ -176,7 +176,7 @@ FIELD_TYPES = {
                      "max_ep_len"], Int(1, POSITIONS)),
     "max_length": Int(1, POSITIONS, null=True),
     "sliding_window": Int(1, POSITIONS, null=True),
-    "type_vocab_size": Int(1, HEADS), "num_labels": Int(1, VOCAB), "num_channels": Int(1, 4096),
+    "type_vocab_size": Int(0, HEADS), "num_labels": Int(1, VOCAB), "num_channels": Int(1, 4096),
     "image_size": PIXELS, "patch_size": PIXELS, "window_size": Int(1, SIDE),
     "frequency_stride": Int(1, SIDE), "time_stride": Int(1, SIDE), "num_mel_bins": Int(1, SIDE),
     "num_local_experts": Int(1, LAYERS), "num_experts_per_tok": Int(1, LAYERS),
@@ -688,6 +688,57 @@ MAMBA = Family("mamba", "mamba.yaml", {
     "MambaForCausalLM")
 
 
+# ---------------------------------------------------------------- DeBERTa-v2/v3 (disentangled attention)
+
+FIELD_TYPES.update({
+    "relative_attention": FLAG, "position_biased_input": FLAG, "share_att_key": FLAG,
+    "position_buckets": Int(-1, POSITIONS), "max_relative_positions": Int(-1, POSITIONS),
+    **dict.fromkeys(["norm_rel_ebd"], TEXT), "pos_att_type": AnyOf((TEXT, ListOf(TEXT, 8))),
+    "conv_kernel_size": Int(0, SIDE), "embedding_size": Int(1, WIDTH, null=True),
+    "attention_head_size": Int(1, WIDTH, null=True),
+})
+
+
+def _deberta_v2(cfg: dict) -> dict:
+    """What transformers reads with getattr defaults (absent: relative_attention, share_att_key off,
+    norm_rel_ebd none, position_biased_input on): the spec is DeBERTa-v3's form, so the config must say
+    relative attention with both position terms, buckets, and no absolute positions."""
+    def need(ok: bool, field_: str, why: str):
+        if not ok:
+            raise HFImportError(f"`{field_}: {show(cfg.get(field_))}`: not supported: {why}")
+    need(cfg.get("relative_attention") is True, "relative_attention", "the deberta-v2 spec's attention is relative")
+    need(cfg.get("position_biased_input") is False, "position_biased_input",
+         "the deberta-v2 spec has no absolute position table (DeBERTa-v3)")
+    terms = cfg.get("pos_att_type")
+    terms = [t.strip() for t in terms.lower().split("|")] if isinstance(terms, str) else list(terms or [])
+    need(sorted(terms) == ["c2p", "p2c"], "pos_att_type", "the deberta-v2 spec writes both terms, p2c and c2p")
+    buckets = cfg.get("position_buckets", -1)
+    need(buckets > 0, "position_buckets", "the deberta-v2 spec's table has 2 · position_buckets rows")
+    need(cfg.get("type_vocab_size", 0) == 0, "type_vocab_size", "the deberta-v2 spec has no token types")
+    need(cfg.get("conv_kernel_size", 0) == 0, "conv_kernel_size", "the deberta-v2 spec has no convolution layer")
+    need(cfg.get("embedding_size") in (None, cfg.get("hidden_size")), "embedding_size",
+         "the deberta-v2 spec's embeddings are as wide as the model (no embed_proj)")
+    need(cfg.get("attention_head_size") in (None, cfg["hidden_size"] // cfg["num_attention_heads"]),
+         "attention_head_size", "the deberta-v2 spec's heads split the width evenly")
+    far = cfg.get("max_relative_positions", -1)
+    norm = [x.strip() for x in str(cfg.get("norm_rel_ebd", "none")).lower().split("|")]
+    return {"position_buckets": buckets, "share_att_key": cfg.get("share_att_key", False) is True,
+            "max_relative_positions": far if far >= 1 else cfg.get("max_position_embeddings", 512),
+            "norm_rel": "layer_norm" in norm}
+
+
+DEBERTA_V2 = Family("deberta-v2", "deberta-v2.yaml", {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_attention_heads": P("heads"),
+    "intermediate_size": P("d_ff"), "num_hidden_layers": P("layers"), "layer_norm_eps": P("eps"),
+    "hidden_act": P("act", act), **ENCODER_DROPOUT,
+}, frozenset({"relative_attention", "position_biased_input", "pos_att_type", "position_buckets",
+              "max_relative_positions", "max_position_embeddings", "share_att_key", "norm_rel_ebd",
+              "type_vocab_size", "conv_kernel_size", "embedding_size", "attention_head_size",
+              # DebertaV2For* heads and the legacy LM head: not part of the encoder
+              "pooler_dropout", "pooler_hidden_act", "pooler_hidden_size", "legacy", "tie_word_embeddings"}),
+    _deberta_v2, "DebertaV2Model")
+
+
 GPT2_FIXED = {
     "scale_attn_by_inverse_layer_idx": Fixed(_is(False, None), "the spec scales attention by 1/√head_dim in "
                                                                   "every layer, not also by 1/layer"),
@@ -997,6 +1048,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     }, frozenset({"n_ctx", "summary_type", "summary_use_proj", "summary_activation",
                   "summary_proj_to_labels", "summary_first_dropout"}), None, "GPT2LMHeadModel"),
     MODERNBERT,
+    DEBERTA_V2,
     Family("bert", "bert-base.yaml", {
         "vocab_size": P("vocab"), "max_position_embeddings": P("max_len"), "type_vocab_size": P("type_vocab"),
         "hidden_size": P("d_model"), "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"),

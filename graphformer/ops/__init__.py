@@ -22,6 +22,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "shape": ("reshape", "permute", "tile"),      # axes between batch and tokens
     "conv": ("conv2d", "batch_norm"),             # channels-first image grids: CNN layers
     "scan": ("selective_scan",),                  # recurrences: Mamba's state-space scan
+    "relative": ("relative_embeddings", "disentangled_attention"),   # DeBERTa's disentangled attention
 }
 REGISTRY.homes = {op: module for module, ops in MODULES.items() for op in ops}
 REGISTRY._ready = True   # from here on, the first read of the registry loads the installed plugins once

@@ -40,7 +40,7 @@ def printable(text: str) -> str:
 FAMILY_STYLE = {"core": "other", "activation": "activation", "structural": "structural", "sequence": "structural",
                 "vision": "embed", "audio": "structural", "multimodal": "structural", "moe": "linear",
                 "grid": "structural", "mla": "attention", "shape": "structural",
-                "conv": "structural", "scan": "attention"}   # a scan mixes the tokens, as attention does
+                "conv": "structural", "scan": "attention", "relative": "attention"}   # a scan mixes the tokens, as attention does
 OP_STYLES = {
     **dict.fromkeys(["embedding", "positional", "table_row", "window_position_bias"], "embed"),
     **dict.fromkeys(["attention", "cross_attend", "cosine_logits"], "attention"),

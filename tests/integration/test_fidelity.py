@@ -76,6 +76,10 @@ CLAIMS = [
      lambda: T.TimesformerForVideoClassification(T.TimesformerConfig(num_labels=400))),
     ("Wav2Vec2Model", "wav2vec2", None, {}, "hf", lambda: T.Wav2Vec2Model(T.Wav2Vec2Config())),
     ("VideoMAEModel", "videomae", None, {}, "hf", lambda: T.VideoMAEModel(T.VideoMAEConfig())),
+    ("DebertaV2Model", "deberta-v2", None, {}, "hf", lambda: T.DebertaV2Model(T.DebertaV2Config(
+        vocab_size=128100, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        type_vocab_size=0, relative_attention=True, position_buckets=256, norm_rel_ebd="layer_norm",
+        share_att_key=True, pos_att_type=["p2c", "c2p"], position_biased_input=False, layer_norm_eps=1e-7))),
     ("VideoMAEModel", "videomae", None, {"final_norm": True}, "hf",
      lambda: T.VideoMAEModel(T.VideoMAEConfig(use_mean_pooling=False))),
     ("VivitModel", "vivit", None, {}, "hf", lambda: T.VivitModel(T.VivitConfig())),

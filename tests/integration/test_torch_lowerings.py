@@ -71,6 +71,11 @@ OP_CASES = {
     "grid_positions": [({"table": 3, "patch": 4}, {"x": T(2, 10, 8), "image": T(2, 3, 12, 12)}),
                        ({"table": 3, "patch": 4, "antialias": True}, {"x": T(2, 9, 8), "image": T(2, 3, 8, 19)})],
     "selective_scan": [({"state": 3}, {"x": T(2, 5, 6), "delta": T(2, 5, 6), "B": T(2, 5, 3), "C": T(2, 5, 3)})],
+    "relative_embeddings": [({"rows": 8, "dim": 6}, {"like": T(2, 5, 6)})],
+    "disentangled_attention": [
+        ({"heads": 2, "position_buckets": 4, "max_relative_positions": 6}, {"x": T(2, 5, 8), "rel": T(8, 8)}),
+        ({"heads": 2, "position_buckets": 0, "max_relative_positions": 3, "share_att_key": False,
+          "pos_att_type": ["c2p"]}, {"x": T(2, 5, 8), "rel": T(7, 8), "mask": T(2, 5, dtype="int64")})],
 }
 
 

@@ -21,7 +21,7 @@ from ...base.dims import Dim
 from ...ir import IRGraph
 from ...base.errors import ExportError
 from ...ops.base import TensorType
-from . import audio, conv, core, grid, mla, moe, multimodal, scan, sequence, shape, vision  # noqa: F401  (fill the lowering table: one module per op family)
+from . import audio, conv, core, grid, mla, moe, multimodal, relative, scan, sequence, shape, vision  # noqa: F401  (fill the lowering table: one module per op family)
 from .lower import ELEM_TYPES, LOWERINGS, GraphState, emit_graph
 from .past import Past
 

@@ -2,7 +2,7 @@
 
 Importing this package registers every lowering, one module per op family, mirroring graphformer/ops/.
 """
-from . import audio, conv, core, grid, mla, moe, multimodal, scan, sequence, shape, vision  # noqa: F401  (fill the lowering table)
+from . import audio, conv, core, grid, mla, moe, multimodal, relative, scan, sequence, shape, vision  # noqa: F401  (fill the lowering table)
 from .builder import build, init_parameters, resolve_device, resolve_dtype  # noqa: E402
 from .inputs import example_inputs, resolve_dims  # noqa: E402
 from .lower import LOWERINGS, lowers  # noqa: E402
