@@ -22,9 +22,11 @@ A second benchmark, `--llama`, compares graphformer's build of specs/llama.yaml 
 LlamaForCausalLM (sdpa) holding the same weights: forward (inference_mode) and one training step (forward,
 cross-entropy, backward, AdamW step), at the tiny preset and at a ~100M-parameter size for each `--sizes`
 B x n and each `--threads` count, as medians of CPU time in paired rounds (which side goes first
-alternates).
+alternates), with glibc's malloc thresholds pinned (REUSE_MALLOC, unless --default-malloc) so that neither
+side's page faults depend on what the other freed.
 
-Run: python bench/bench_torch.py [--write-doc] [--quick] [--llama [--threads 1 2] [--sizes 1x128 4x512]]
+Run: python bench/bench_torch.py [--write-doc] [--quick] [--llama [--threads 1 2] [--sizes 1x128 4x512]
+     [--rounds 5] [--default-malloc]]
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import argparse
 import datetime
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -332,12 +335,17 @@ def llama_pair(preset, overrides):
     return spec, {"graphformer": ours, "hf-llama-sdpa": ref}
 
 
-def _llama_step(name: str, model: nn.Module, ids: torch.Tensor, opt) -> None:
+def _llama_step(name: str, model: nn.Module, ids: torch.Tensor, opt) -> float:
+    """One training step; returns the CPU seconds of its AdamW step alone: the same element-wise work over
+    the same parameter shapes on both sides, so its paired ratio is a control (≈ 1 up to noise)."""
     logits = model(tokens=ids)["logits"] if name == "graphformer" else model(input_ids=ids).logits
     loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
     loss.backward()
+    c = time.process_time()
     opt.step()
+    c = time.process_time() - c
     opt.zero_grad(set_to_none=True)
+    return c
 
 
 def _forward(name: str, model: nn.Module, ids: torch.Tensor) -> None:
@@ -346,17 +354,37 @@ def _forward(name: str, model: nn.Module, ids: torch.Tensor) -> None:
 
 
 def paired(models: dict, run, rounds: int) -> dict[str, dict[str, list[float]]]:
-    """CPU and wall seconds of `run(name, model)` per round, both sides in every round, the side that goes
-    first alternating (so neither always runs on the caches and allocator state the other left)."""
-    out = {"cpu": {k: [] for k in models}, "wall": {k: [] for k in models}}
+    """CPU and wall seconds and minor page faults of `run(name, model)` per round, both sides in every
+    round, the side that goes first alternating (so neither always runs on the caches and allocator state
+    the other left)."""
+    out = {key: {k: [] for k in models} for key in ("cpu", "wall", "faults", "part")}
     names = list(models)
     for r in range(rounds):
         for k in names if r % 2 == 0 else names[::-1]:
-            c, w = time.process_time(), time.perf_counter()
-            run(k, models[k])
+            f, c, w = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time(), time.perf_counter()
+            part = run(k, models[k])      # a run may return the CPU seconds of one part of it
             out["cpu"][k].append(time.process_time() - c)
+            if part is not None:
+                out["part"][k].append(part)
             out["wall"][k].append(time.perf_counter() - w)
+            out["faults"][k].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
     return out
+
+
+# glibc's malloc, left alone, moves its mmap threshold up to the largest block freed so far and trims the
+# heap's top when enough of it is free: whether a step's buffers are recycled or freshly mapped (and
+# page-faulted, ~25 % of a training step's CPU time at B=4, n=128) then depends on what the other side
+# freed before it. Fixed thresholds make every side recycle its own memory, as a caching allocator does.
+REUSE_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**32)}
+
+
+def pin_malloc() -> None:
+    """Re-run this process with REUSE_MALLOC in its environment (glibc reads it once, at start-up)."""
+    if all(os.environ.get(k) == v for k, v in REUSE_MALLOC.items()):
+        return
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
+              dict(os.environ, **REUSE_MALLOC))
 
 
 def llama_bench(quick: bool, threads: list[int], sizes: list[tuple[int, int]], rounds: int) -> list[dict]:
@@ -381,7 +409,7 @@ def llama_bench(quick: bool, threads: list[int], sizes: list[tuple[int, int]], r
                     m.train()
                 for k, m in models.items():
                     _llama_step(k, m, ids, opts[k])                     # warm-up (optimizer state allocated)
-                train = paired(models, lambda k, m: _llama_step(k, m, ids, opts[k]), max(3, rounds_ // 2))
+                train = paired(models, lambda k, m: _llama_step(k, m, ids, opts[k]), rounds_)
                 params = sum(p.numel() for p in models["graphformer"].parameters())
                 r = {"label": label, "threads": t, "b": b, "n": n, "params": params, "fwd": fwd, "train": train}
                 results.append(r)
@@ -389,7 +417,9 @@ def llama_bench(quick: bool, threads: list[int], sizes: list[tuple[int, int]], r
                       f"({fmt_time(statistics.median(fwd['cpu']['graphformer']))} vs "
                       f"{fmt_time(statistics.median(fwd['cpu']['hf-llama-sdpa']))}), training step "
                       f"{ratio(train['cpu'], *PAIR):.3f}× CPU ({fmt_time(statistics.median(train['cpu']['graphformer']))} "
-                      f"vs {fmt_time(statistics.median(train['cpu']['hf-llama-sdpa']))}), load "
+                      f"vs {fmt_time(statistics.median(train['cpu']['hf-llama-sdpa']))}; page faults "
+                      f"{statistics.median(train['faults']['graphformer']):.0f} vs "
+                      f"{statistics.median(train['faults']['hf-llama-sdpa']):.0f}; AdamW alone {ratio(train['part'], *PAIR):.3f}×), load "
                       f"{os.getloadavg()[0]:.1f}", flush=True)
         del models, opts
     return results
@@ -400,8 +430,9 @@ PAIR = ("graphformer", "hf-llama-sdpa")
 
 def llama_report(results: list[dict], argv: str) -> str:
     rows_ = ["| case | threads | B | n | forward CPU: graphformer | transformers | × CPU | × wall "
-             "| train step CPU: graphformer | transformers | × CPU | × wall |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| train step CPU: graphformer | transformers | × CPU | × wall | AdamW alone × CPU (control) "
+             "| train page faults: graphformer / transformers |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     worst = {}
     for r in results:
         f, t = r["fwd"], r["train"]
@@ -413,7 +444,9 @@ def llama_report(results: list[dict], argv: str) -> str:
                      f"{fmt_time(statistics.median(f['cpu']['hf-llama-sdpa']))} | **{fx:.2f}** | "
                      f"{ratio(f['wall'], *PAIR):.2f} | {fmt_time(statistics.median(t['cpu']['graphformer']))} | "
                      f"{fmt_time(statistics.median(t['cpu']['hf-llama-sdpa']))} | **{tx:.2f}** | "
-                     f"{ratio(t['wall'], *PAIR):.2f} |")
+                     f"{ratio(t['wall'], *PAIR):.2f} | {ratio(t['part'], *PAIR):.2f} | "
+                     f"{statistics.median(t['faults']['graphformer']):,.0f} / "
+                     f"{statistics.median(t['faults']['hf-llama-sdpa']):,.0f} |")
     verdicts = [f"- {t} thread(s), ~100M: worst ratio {w:.2f} — goal ≤ 1.0 {'met' if w <= 1.0 else '**missed**'}"
                 for t, w in sorted(worst.items())]
     return "\n".join([
@@ -427,7 +460,14 @@ def llama_report(results: list[dict], argv: str) -> str:
         "cross-entropy, backward, AdamW step. Times are medians of CPU time (`time.process_time`: all of the",
         "process's threads) per round; graphformer and transformers run in every round, which one goes first",
         "alternating. × is the median of per-round ratios graphformer ÷ transformers (below 1: graphformer is",
-        "faster), of CPU time and of wall time.",
+        "faster), of CPU time and of wall time. " + (
+            "glibc's malloc thresholds pinned (`MALLOC_MMAP_THRESHOLD_=2**30`, `MALLOC_TRIM_THRESHOLD_=2**32`):"
+            " each side recycles its own freed memory instead of page-faulting buffers whose fate the other"
+            " side's frees decided." if all(os.environ.get(k) == v for k, v in REUSE_MALLOC.items()) else
+            "glibc's malloc left at its defaults (dynamic mmap and trim thresholds)."),
+        "Page faults: minor faults per training step (median), kernel time included in the CPU times.",
+        "*AdamW alone*: the paired ratio of the optimizer step by itself, the same element-wise work over the",
+        "same parameter shapes on both sides: how far from 1.00 this machine's noise moves a ratio.",
         "",
         *rows_,
         "",
@@ -445,8 +485,12 @@ def main() -> None:
                     help="torch threads; with --llama, each of several counts in turn (e.g. --threads 1 2)")
     ap.add_argument("--sizes", nargs="+", default=[f"{b}x{n}" for b, n in LLAMA_SIZES],
                     help="--llama: B x n of the ~100M model (default %(default)s)")
-    ap.add_argument("--rounds", type=int, default=6, help="--llama: paired rounds per forward case (training: half)")
+    ap.add_argument("--rounds", type=int, default=6, help="--llama: paired rounds per case (forward and training)")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="--llama: leave glibc's malloc thresholds alone (by default they are pinned: REUSE_MALLOC)")
     args = ap.parse_args()
+    if args.llama and not args.default_malloc:
+        pin_malloc()
     torch.set_num_threads(args.threads[0])
     if args.llama:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
