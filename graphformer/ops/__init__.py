@@ -14,7 +14,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "vision": ("patch_embed", "prepend_tokens", "latents", "mask_tokens", "grid_positions"),
     "audio": ("spectrogram", "conv1d", "group_norm"),
     "sequence": ("slice", "transpose", "unsqueeze", "interleave", "deinterleave", "table_row", "vestigial",
-                 "relative_position_bias", "logical_not"),
+                 "relative_position_bias", "logical_not", "apply_mask"),
     "multimodal": ("token_at", "l2_normalize", "cosine_logits", "quick_gelu", "scale", "equal", "scatter_tokens"),
     "moe": ("moe",),
     "grid": ("window_partition", "window_merge", "window_position_bias", "patch_merge", "flatten_grid"),

@@ -12,7 +12,7 @@ from ..base.dims import Dim
 from .base import (
     MIXES, OFFSET, POSITION, UNPLANNED, keeps, keeps_float_inputs,
     Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, positive,
-    same_shape, numel, expect_dtype,
+    same_shape, numel, expect_dtype, expect_dim, THROUGH,
 )
 from .core import concrete
 
@@ -267,4 +267,39 @@ register(OpDef(
     NoAttrs, ("x",), _not_shape, flops=lambda a, ins, out: numel(out.shape),
     sequence=POSITION, tp=UNPLANNED, saves=keeps_float_inputs,
     example="keep: {op: logical_not, in: src_key_padding_mask}",
+))
+
+
+# ---------------------------------------------------------------- apply_mask
+
+class ApplyMaskAttrs(Attrs):
+    axis: int = Field(1, description="the axis of `x` that the mask's positions run along (default 1, the "
+                                     "tokens of `[B, n, d]`; -1 for a channels-first `[B, C, n]`)")
+
+
+def _apply_mask_shape(a: ApplyMaskAttrs, ins):
+    x = ins["x"]
+    expect_rank(x, "x", min_rank=2)
+    expect_float(x, "x")
+    ax = _axis(a.axis, x)
+    if ax == 0:
+        raise ShapeError("GF102", "`axis` 0 is the batch: the mask's positions run along another axis of `x`",
+                         None, "the token axis of `[B, n, d]` is 1; of a channels-first `[B, C, n]`, -1", "axis")
+    m = ins.get("mask")
+    if m is not None:
+        expect_rank(m, "mask", 2, what=" ([B, n])")
+        expect_dtype(m, "mask", ("bool", "int64"))
+        expect_dim(m.shape[0], x.shape[0], "mask", "dimension 0 (batch)", m)
+        expect_dim(m.shape[1], x.shape[ax], "mask", f"dimension 1 (positions: axis {ax} of `x`)", m)
+    return x
+
+
+register(OpDef(
+    "apply_mask", "sequence",
+    "Zero the positions of `x` that the optional padding `mask [B, n]` (bool, or 0/1 int64: 1 = a token) "
+    "leaves out: `x · mask` along `axis` (default 1, the tokens), as references multiply hidden states by "
+    "their attention mask (DeBERTa's embeddings, Mamba's mixer). Without a mask, `x` unchanged.",
+    ApplyMaskAttrs, ("x", "mask?"), _apply_mask_shape, flops=lambda a, ins, out: numel(out.shape),
+    sequence=POSITION, tp=THROUGH, saves=keeps("mask"),
+    example="emb_masked: {op: apply_mask, in: {x: emb_ln, mask: attention_mask}}",
 ))

@@ -92,6 +92,25 @@ def test_right_padding_leaves_the_real_positions_alone():
     assert_close(got[mask.bool()], want[mask.bool()], "mamba logits, right-padded")
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_padding_mask_equals_transformers_at_every_position(side):
+    """With `attention_mask` both zero the padding's states before in_proj and after the convolution
+    (`apply_mask`), so left padding (pads before the tokens) is exact too, pads included."""
+    ref = reference()
+    model = ours(spec(), ref)
+    ids = tokens(3, 9)
+    mask = torch.ones_like(ids)
+    pads = (slice(None, 3), slice(None, 5)) if side == "left" else (slice(6, None), slice(4, None))
+    mask[1, pads[0]], mask[2, pads[1]] = 0, 0
+    with torch.no_grad():
+        got = model(tokens=ids, attention_mask=mask)["logits"]
+        want = ref(input_ids=ids, attention_mask=mask).logits
+        unpadded = model(tokens=ids[1:2, 3:] if side == "left" else ids[1:2, :6])["logits"]
+    assert_close(got, want, f"mamba logits, {side}-padded, every position")
+    real = got[1:2, 3:] if side == "left" else got[1:2, :6]
+    assert_close(real, unpadded, f"mamba logits, {side}-padded row against the row alone")
+
+
 def test_gradients_equal_transformers():
     s, ref = spec(bias=True), reference(bias=True)
     model = ours(s, ref)

@@ -205,6 +205,7 @@ inputs:
   wave:      {shape: [B, t]}
   feats:     {shape: [B, 2, d]}
   img:       {shape: [B, 4, h, w]}
+  wkeep:     {shape: [B, w], dtype: bool}
 nodes:
   rms:       {op: norm, in: x, kind: rms, eps: 1.0e-6}
   ln:        {op: norm, in: x, bias: false}
@@ -243,7 +244,9 @@ nodes:
   placed:    {op: scatter_tokens, in: {x: x, mask: marks, features: feats}}
   conv2:     {op: conv2d, in: img, out: 6, kernel: 3, stride: 2, padding: 1, dilation: 2, groups: 2, bias: false}
   bn2:       {op: batch_norm, momentum: 0.2}
-outputs: {placed: placed, bn2: bn2, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, gnorm: gnorm,
+  zeroed:    {op: apply_mask, in: {x: x, mask: self_keep}}
+  zeroed_ch: {op: apply_mask, in: {x: img, mask: wkeep}, axis: -1}
+outputs: {placed: placed, bn2: bn2, zeroed: zeroed, zeroed_ch: zeroed_ch, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, gnorm: gnorm,
           stored: stored,
           rel_bias: rel_bias, rel_causal: rel_causal, capped: capped, floor0: floor0, regs: regs}
 """

@@ -64,6 +64,8 @@ OP_CASES = {
     "offset": [({"by": -1.5}, {"x": T(2, 5, 8)})],
     "clamp": [({"min": -0.5, "max": 0.5}, {"x": T(2, 5, 8)}), ({"min": 0.0}, {"x": T(2, 5, 8)})],
     "mask_tokens": [({}, {"x": T(2, 5, 8)}), ({}, {"x": T(2, 5, 8), "mask": T(2, 5, dtype="bool")})],
+    "apply_mask": [({}, {"x": T(2, 5, 8)}), ({}, {"x": T(2, 5, 8), "mask": T(2, 5, dtype="int64")}),
+                   ({"axis": -1}, {"x": T(2, 4, 3, 5), "mask": T(2, 5, dtype="bool")})],
     "conv2d": [({"out": 6, "kernel": 3, "padding": 1}, {"x": T(2, 4, 7, 9)}),
                ({"out": 8, "kernel": 2, "stride": 2, "dilation": 2, "groups": 4, "bias": False}, {"x": T(2, 4, 9, 8)})],
     "batch_norm": [({}, {"x": T(2, 4, 7, 9)}), ({"affine": False}, {"x": T(3, 4)}),

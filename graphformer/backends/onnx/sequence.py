@@ -5,7 +5,7 @@ import numpy as np
 from onnx import TensorProto
 
 from ..tables import relative_position_buckets
-from .lower import NodeEmitter, lowers
+from .lower import ELEM_TYPES, NodeEmitter, lowers
 
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -100,3 +100,17 @@ def _logical_not(ctx: NodeEmitter, node) -> None:
     if ctx.types["x"].dtype != "bool":
         x = ctx.op("Cast", [x], "bool", to=TensorProto.BOOL)
     ctx.op("Not", [x], final=True)
+
+
+@lowers("apply_mask")
+def _apply_mask(ctx: NodeEmitter, node) -> None:
+    if len(ctx.inputs) == 1:                        # no mask fed: x as it is
+        ctx.op("Identity", ctx.inputs, final=True)
+        return
+    x, mask = ctx.inputs
+    rank = ctx.types["x"].rank
+    ax = node.attrs.axis % rank
+    axes = [i for i in range(rank) if i not in (0, ax)]
+    mask = ctx.op("Cast", [mask], "mask", to=ELEM_TYPES[ctx.types["x"].dtype])
+    mask = ctx.op("Unsqueeze", [mask, ctx.const(axes, "axes", np.int64)], "mask")
+    ctx.op("Mul", [x, mask], final=True)

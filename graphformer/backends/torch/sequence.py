@@ -138,3 +138,29 @@ def _logical_not(x):
 @lowers("logical_not")
 def _logical_not_op(node, types):
     return Fn(_logical_not, "not", "({0} == 0)")
+
+
+
+class ApplyMask(nn.Module):
+    """`x · mask` with the `[B, n]` mask lined up with axis `axis` of `x` (no mask: `x`); inlined by the plan."""
+
+    def __init__(self, rank: int, axis: int):
+        super().__init__()
+        # [:, None, ..., :, None, ...]: the mask's batch on axis 0, its positions on `axis`
+        self.index = (slice(None),) + (None,) * (axis - 1) + (slice(None),) + (None,) * (rank - 1 - axis)
+        self.text = ", ".join(":" if i is not None else "None" for i in self.index)
+
+    def forward(self, x, mask=None):
+        return x if mask is None else x * mask.to(x.dtype)[self.index]
+
+    def inline(self, args: list[str], training: bool) -> str:
+        if len(args) == 1:   # no mask fed: the node is `x` itself
+            return args[0]
+        x, mask = args
+        return f"({x} if {mask} is None else {x} * {mask}.to({x}.dtype)[{self.text}])"
+
+
+@lowers("apply_mask")
+def _apply_mask_op(node, types):
+    rank = types["x"].rank
+    return ApplyMask(rank, node.attrs.axis % rank)
