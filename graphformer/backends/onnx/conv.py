@@ -1,12 +1,18 @@
 """ONNX lowerings of the convolution-network ops (ops/conv.py): `conv2d` is one Conv; `batch_norm` is one
 BatchNormalization in inference mode (the running statistics as its mean and variance), or, without
 running statistics, the batch's own statistics computed in the graph (ReduceMean over every axis but the
-channels), as torch does in both modes then."""
+channels), as torch does in both modes then. `interpolate` is a Resize whose attributes reproduce F.interpolate
+(bilinear, bicubic), or, for nearest, two Gathers at torch's own source indices; `pool2d` is MaxPool or
+AveragePool, whose ceil mode and padding count as torch's (checked against ONNX Runtime in
+tests/integration/test_conv2d.py)."""
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto
 
+from ...ops.conv import target_size
 from .lower import NodeEmitter, lowers
+from .vision import _resize_attrs
 
 
 @lowers("conv2d")
@@ -40,3 +46,66 @@ def _batch_norm(ctx: NodeEmitter, node) -> None:
     per_channel = ctx.const([-1] + [1] * (rank - 2), "channel_shape", np.int64)   # [C, 1, ...]
     scaled = ctx.op("Mul", [normed, ctx.op("Reshape", [scale, per_channel], "scale")], "scaled")
     ctx.op("Add", [scaled, ctx.op("Reshape", [shift, per_channel], "shift")], final=True)
+
+
+def _target_hw(ctx: NodeEmitter, node) -> str:
+    """The output's [H', W'] (1-D int64): constants, or read at run time off `x` (× scale) or `like`."""
+    a = node.attrs
+    h, w = target_size(a, ctx.types["x"], ctx.types.get("like"))
+    if h.is_const and w.is_const:
+        return ctx.const([h.value, w.value], "hw", np.int64)
+    if a.scale is not None:
+        return ctx.op("Mul", [ctx.shape(ctx.inputs[0], 2, 4, "in_hw"), ctx.const([a.scale], "scale", np.int64)], "hw")
+    return ctx.shape(ctx.inputs[1], 2, 4, "hw")
+
+
+def _nearest(ctx: NodeEmitter, x: str, hw: str) -> str:
+    """torch's nearest source index along H then W, min(floor(i · (n / n')), n − 1) in float32 as torch computes
+    it, then a Gather: Resize's nearest modes divide by n' / n instead, which rounds otherwise at some sizes."""
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+    for axis, tag in ((2, "h"), (3, "w")):
+        n = ctx.shape(x, axis, axis + 1, f"{tag}_in")                                            # [n]
+        out = ctx.op("Slice", [hw, *(ctx.const([v], f"{tag}_{k}", np.int64)
+                                     for k, v in (("start", axis - 2), ("end", axis - 1)))], f"{tag}_out")
+        ratio = ctx.op("Div", [ctx.op("Cast", [n], f"{tag}_in_f", to=f32),
+                               ctx.op("Cast", [out], f"{tag}_out_f", to=f32)], f"{tag}_ratio")   # n / n'
+        scalar = ctx.op("Squeeze", [out], f"{tag}_count")
+        steps = ctx.op("Range", [ctx.const(0, f"{tag}_zero", np.int64), scalar, ctx.const(1, f"{tag}_one", np.int64)],
+                       f"{tag}_steps")
+        src = ctx.op("Floor", [ctx.op("Mul", [ctx.op("Cast", [steps], f"{tag}_steps_f", to=f32), ratio],
+                                      f"{tag}_at")], f"{tag}_floor")
+        last = ctx.op("Sub", [n, ctx.const([1], f"{tag}_1", np.int64)], f"{tag}_last")
+        index = ctx.op("Min", [ctx.op("Cast", [src], f"{tag}_index", to=i64), last], f"{tag}_src")
+        x = ctx.op("Gather", [x, index], f"{tag}", axis=axis, final=axis == 3)
+    return x
+
+
+@lowers("interpolate")
+def _interpolate(ctx: NodeEmitter, node) -> None:
+    x = ctx.inputs[0]
+    a = node.attrs
+    hw = _target_hw(ctx, node)
+    if a.mode == "nearest":
+        _nearest(ctx, x, hw)
+        return
+    attrs = _resize_attrs(a.mode, antialias=False)
+    if a.align_corners:
+        attrs["coordinate_transformation_mode"] = "align_corners"
+    if a.scale is not None:   # torch scales the coordinates by 1 / k, as Resize does with `scales`
+        scales = ctx.const([1.0, 1.0, float(a.scale), float(a.scale)], "scales", np.float32)
+        ctx.op("Resize", [x, "", scales], final=True, **attrs)
+        return
+    sizes = ctx.op("Concat", [ctx.shape(x, 0, 2, "batch_channels"), hw], "sizes", axis=0)
+    ctx.op("Resize", [x, "", "", sizes], final=True, **attrs)
+
+
+@lowers("pool2d")
+def _pool2d(ctx: NodeEmitter, node) -> None:
+    (x,) = ctx.inputs
+    a = node.attrs
+    attrs = dict(kernel_shape=[a.kernel, a.kernel], strides=[a.step, a.step], pads=[a.padding] * 4,
+                 ceil_mode=int(a.ceil_mode))
+    if a.kind == "max":
+        ctx.op("MaxPool", [x], final=True, **attrs)
+    else:
+        ctx.op("AveragePool", [x], final=True, count_include_pad=int(a.count_include_pad is not False), **attrs)

@@ -1,13 +1,14 @@
 """Torch lowerings of the convolution-network ops (graphformer/ops/conv.py): a 2-D convolution and batch
 normalisation, computed as torch.nn.Conv2d and torch.nn.BatchNorm2d compute them (F.conv2d, F.batch_norm),
-with the parameters and buffers named as theirs."""
+with the parameters and buffers named as theirs; resizing and pooling are F.interpolate, F.max_pool2d and
+F.avg_pool2d."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...ops.conv import conv2d_weight
+from ...ops.conv import conv2d_weight, target_size
 from .builder import INIT_STD
 from .core import _param
 from .lower import lowers
@@ -91,3 +92,56 @@ class BatchNorm(nn.Module):
 @lowers("batch_norm")
 def _batch_norm(node, types):
     return BatchNorm(types["x"].shape[1].value, node.attrs)
+
+
+class Interpolate(nn.Module):
+    """F.interpolate to a constant size, by an integer factor, or to the height and width of `like`."""
+
+    def __init__(self, a, size: tuple[int, int] | None):
+        super().__init__()
+        self.size, self.scale, self.mode = size, a.scale, a.mode
+        self.align_corners = a.align_corners if a.mode != "nearest" else None   # torch refuses it for nearest
+
+    def forward(self, x, like=None):
+        size = tuple(like.shape[-2:]) if like is not None else self.size
+        return F.interpolate(x, size=size, scale_factor=None if size is not None else float(self.scale),
+                             mode=self.mode, align_corners=self.align_corners)
+
+    def extra_repr(self) -> str:
+        to = f"size={self.size}" if self.size else f"scale={self.scale}" if self.scale else "like"
+        return f"{to}, {self.mode}" + ", align_corners" * bool(self.align_corners)
+
+
+@lowers("interpolate")
+def _interpolate(node, types):
+    a = node.attrs
+    size = None
+    if a.size is not None:
+        size = tuple(d.value for d in target_size(a, types["x"], None))
+    return Interpolate(a, size)
+
+
+class Pool2d(nn.Module):
+    """F.max_pool2d or F.avg_pool2d, torch.nn.MaxPool2d's and AvgPool2d's computation."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.kind, self.kernel, self.stride, self.padding = a.kind, a.kernel, a.step, a.padding
+        self.ceil_mode = a.ceil_mode
+        self.count_include_pad = a.count_include_pad is not False
+
+    def forward(self, x):
+        if self.kind == "max":
+            return F.max_pool2d(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode)
+        return F.avg_pool2d(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode,
+                            count_include_pad=self.count_include_pad)
+
+    def extra_repr(self) -> str:
+        return (f"{self.kind}, kernel={self.kernel}, stride={self.stride}, padding={self.padding}"
+                + ", ceil_mode" * self.ceil_mode
+                + ", padding not counted" * (self.kind == "avg" and not self.count_include_pad))
+
+
+@lowers("pool2d")
+def _pool2d(node, types):
+    return Pool2d(node.attrs)
