@@ -1904,6 +1904,45 @@ nodes:
 outputs: {y: bn}
 """),
     Code(
+        "GF278", "an interpolation's target size missing, given twice, or not concrete; align_corners with nearest",
+        ("`interpolate` resizes `[B, C, H, W]` to one target size: `size: [height, width]` (numbers or "
+         "params, so known before anything runs), `scale: k` (an integer factor of the input's own sides) or "
+         "the height and width of the input `like`. None of them, or more than one, leaves the size "
+         "undecided; a `size` that names a symbol is only known at run time. `align_corners` places the "
+         "corner pixels of bilinear and bicubic interpolation; torch refuses it with mode nearest."),
+        fix="Give exactly one of `size`, `scale` or `like` (a symbolic target: `like` a grid of that size, or "
+            "`scale`); drop `align_corners` with `mode: nearest`.",
+        example="""\
+graphformer: 1
+name: case
+dims: {B: 2}
+inputs:
+  grid: {shape: [B, 8, 12, 12]}
+  first: {shape: [B, 8, 48, 48]}
+nodes:
+  up: {op: interpolate, in: {x: grid, like: first}, scale: 4, mode: bilinear}
+outputs: {y: up}
+"""),
+    Code(
+        "GF290", "a 2-D pooling window torch refuses: padding over half the kernel, or no output",
+        ("`pool2d` slides a k × k window over the grid padded by `padding` on every side. torch allows at "
+         "most k // 2 of padding (more could make a window of padding only), and needs the padded side to "
+         "hold one window at least: H + 2·padding ≥ k, or there is no output row. `count_include_pad` "
+         "says how avg pooling divides at the border; max pooling never picks padding, so it has no such "
+         "option."),
+        fix="Pad at most kernel // 2, feed a grid at least as large as the window, and give `count_include_pad` "
+            "to `kind: avg` only.",
+        example="""\
+graphformer: 1
+name: case
+dims: {B: 2}
+inputs:
+  stem: {shape: [B, 16, 56, 56]}
+nodes:
+  pool: {op: pool2d, in: stem, kind: max, kernel: 3, stride: 2, padding: 2}
+outputs: {y: pool}
+"""),
+    Code(
         "GF280", "cross-attentions over different encoder outputs",
         ("`export --with-past` of an encoder–decoder writes optimum's three graphs: the encoder returns "
          "one `last_hidden_state`, and every decoder step takes it as `encoder_hidden_states` "

@@ -266,10 +266,10 @@ def pool_size(a: Pool2dAttrs, n: Dim) -> Dim:
     """Windows along an axis of size `n`, torch's pooling_output_shape: floor((n + 2p − k) / s) + 1; in
     ceil mode ceil(...) + 1, less a last window starting beyond n + p, which is min((n + 2p − k + s − 1)
     // s, (n + p − 1) // s) + 1: the second is the smaller exactly when p + s > k, so it stays symbolic."""
-    k, s, p = a.kernel, a.step, a.padding
+    k, s, p = a.kernel, a.step, a.padding   # the + 1 folded into the division: `H // 2` for k = s = 2
     if not a.ceil_mode:
-        return (n + 2 * p - k) // s + 1
-    return ((n + p - 1) // s if p + s > k else (n + 2 * p - k + s - 1) // s) + 1
+        return (n + 2 * p - k + s) // s
+    return (n + p - 1 + s) // s if p + s > k else (n + 2 * p - k + 2 * s - 1) // s
 
 
 def _pool2d_shape(a: Pool2dAttrs, ins):

@@ -283,6 +283,21 @@ def _conv1d_detail(a: Any) -> str:
     return " · ".join([f"kernel {a.kernel} → {a.out}"] + extra + ([] if a.bias else ["no bias"]))
 
 
+def _interpolate_detail(a: Any) -> str:
+    """`bilinear → 64×64`, `nearest × 2`, `bilinear → like` (to the size of the `like` input)."""
+    to = (f"→ {'×'.join(map(str, a.size))}" if a.size is not None else f"× {a.scale}" if a.scale is not None
+          else "→ like")
+    return f"{a.mode} {to}" + (" · align corners" if a.align_corners else "")
+
+
+def _pool2d_detail(a: Any) -> str:
+    """`max 3×3 · stride 2 · pad 1`: the window, then what differs from the default."""
+    extra = [f"{name} {v}" for name, v, default in (("stride", a.step, a.kernel), ("pad", a.padding, 0))
+             if v != default]
+    extra += ["ceil"] * a.ceil_mode + ["pad not counted"] * (a.count_include_pad is False)
+    return " · ".join([f"{a.kind} {a.kernel}×{a.kernel}"] + extra)
+
+
 def _attention_detail(a: Any) -> str:
     """`32 heads · 8 kv · causal · window 4096 · rope θ 10000`: what sets a modern attention apart."""
     parts = [f"{a.heads} head{'s' * (a.heads != 1)}"]
@@ -330,6 +345,8 @@ _OP_DETAIL: dict[str, Callable[[Any], str]] = {
     "embedding": _embedding_detail,
     "patch_embed": _patch_detail,
     "conv1d": _conv1d_detail,
+    "interpolate": _interpolate_detail,
+    "pool2d": _pool2d_detail,
     "latents": lambda a: f"{a.count} × {a.dim}",
     "vestigial": lambda a: f"unused {a.rows} × {a.cols}",
     "attention": _attention_detail,

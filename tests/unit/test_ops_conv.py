@@ -1,6 +1,7 @@
-"""The conv family (graphformer/ops/conv.py) without torch: conv2d's and batch_norm's shape rules
-(table-driven: symbolic sizes, every diagnostic), their parameters, FLOPs, and running statistics kept
-out of the parameter count; the diagnostics at file:line:col through `check`."""
+"""The conv family (graphformer/ops/conv.py) without torch: the shape rules of conv2d, batch_norm,
+interpolate and pool2d (table-driven: symbolic sizes, every diagnostic), pooling's output size against
+torch's formula, parameters, FLOPs, and running statistics kept out of the parameter count; the
+diagnostics at file:line:col through `check`."""
 from __future__ import annotations
 
 import pytest
@@ -42,6 +43,36 @@ CASES = [
     ("batch_norm", {}, {"x": T("B")}, "GF121"),
     ("batch_norm", {}, {"x": T("B", "C", 4)}, "GF124"),
     ("batch_norm", {}, {"x": T("B", 8, 4, dtype="int64")}, "GF122"),
+    # interpolate: one target, from size, scale or like; symbolic where the input or `like` is
+    ("interpolate", {"size": [7, 9], "mode": "bilinear"}, {"x": T("B", 8, "H", "W")}, ("B", "8", "7", "9")),
+    ("interpolate", {"scale": 2}, {"x": T("B", 8, "H", "W")}, ("B", "8", "2*H", "2*W")),
+    ("interpolate", {"mode": "bilinear"}, {"x": T("B", 8, 3, 3), "like": T("B", 16, "h", "w")}, ("B", "8", "h", "w")),
+    ("interpolate", {"mode": "bicubic", "align_corners": True, "scale": 3}, {"x": T(1, 2, 4, 5)}, ("1", "2", "12", "15")),
+    ("interpolate", {}, {"x": T("B", 8, 4, 4)}, "GF278"),                                   # no target
+    ("interpolate", {"scale": 2}, {"x": T("B", 8, 4, 4), "like": T("B", 8, 8, 8)}, "GF278"),  # two targets
+    ("interpolate", {"size": ["H", 4]}, {"x": T("B", 8, "H", 4)}, "GF278"),                # symbolic size
+    ("interpolate", {"size": [4, 4, 4]}, {"x": T("B", 8, 4, 4)}, "GF278"),
+    ("interpolate", {"size": [4, 4], "align_corners": True}, {"x": T("B", 8, 4, 4)}, "GF278"),  # nearest
+    ("interpolate", {"size": [0, 4]}, {"x": T("B", 8, 4, 4)}, "GF102"),
+    ("interpolate", {"scale": 0}, {"x": T("B", 8, 4, 4)}, "GF102"),
+    ("interpolate", {"scale": 2}, {"x": T("B", 8, 4)}, "GF121"),
+    ("interpolate", {}, {"x": T("B", 8, 4, 4), "like": T("B", 16)}, "GF121"),
+    ("interpolate", {"scale": 2}, {"x": T("B", 8, 4, 4, dtype="int64")}, "GF122"),
+    # pool2d: torch's formula, symbolic; ceil mode's two closed forms
+    ("pool2d", {"kind": "max", "kernel": 3, "stride": 2, "padding": 1}, {"x": T("B", 64, "H", 112)},
+     ("B", "64", "(H + 1) // 2", "56")),                                                    # a ResNet stem
+    ("pool2d", {"kind": "avg", "kernel": 2}, {"x": T("B", 4, "H", "W")}, ("B", "4", "H // 2", "W // 2")),
+    ("pool2d", {"kind": "max", "kernel": 3, "stride": 2, "ceil_mode": True}, {"x": T("B", 4, "H", 6)},
+     ("B", "4", "H // 2", "3")),                                                            # p + s ≤ k
+    ("pool2d", {"kind": "avg", "kernel": 2, "stride": 3, "padding": 1, "ceil_mode": True}, {"x": T("B", 4, "H", 7)},
+     ("B", "4", "(H + 3) // 3", "3")),                                                      # p + s > k
+    ("pool2d", {"kind": "max", "kernel": 3, "padding": 2}, {"x": T("B", 4, 8, 8)}, "GF290"),  # padding > k // 2
+    ("pool2d", {"kind": "max", "kernel": 5}, {"x": T("B", 4, 8, 4)}, "GF290"),                # no output
+    ("pool2d", {"kind": "max", "kernel": 2, "count_include_pad": False}, {"x": T("B", 4, 8, 8)}, "GF290"),
+    ("pool2d", {"kind": "avg", "kernel": 0}, {"x": T("B", 4, 8, 8)}, "GF102"),
+    ("pool2d", {"kind": "avg", "kernel": 2, "stride": 0}, {"x": T("B", 4, 8, 8)}, "GF102"),
+    ("pool2d", {"kind": "avg", "kernel": 2, "padding": -1}, {"x": T("B", 4, 8, 8)}, "GF102"),
+    ("pool2d", {"kind": "avg", "kernel": 2}, {"x": T("B", 4, 8)}, "GF121"),
 ]
 
 
@@ -76,6 +107,39 @@ def test_flops():
     assert conv.flops(a, ins, out).value == 2 * (2 * 8 * 5 * 6) * (4 // 2) * 9   # 2 · outputs · taps
 
 
+def torch_pool_size(n: int, k: int, s: int, p: int, ceil: bool) -> int:
+    """aten's pooling_output_shape (dilation 1), as written there."""
+    out = (n + 2 * p - k + (s - 1 if ceil else 0)) // s + 1
+    if ceil and (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
+def test_pool_size_is_torchs_formula_symbolically():
+    op = REGISTRY["pool2d"]
+    for k in range(1, 6):
+        for s in range(1, 6):
+            for p in range(0, k // 2 + 1):
+                for ceil in (False, True):
+                    a = op.attrs.model_validate({"kind": "max", "kernel": k, "stride": s, "padding": p,
+                                                 "ceil_mode": ceil})
+                    sym = op.shape(a, {"x": T("B", 1, "H", 1 + 2 * k)}).shape[2]   # kept symbolic, then bound
+                    for n in range(max(k - 2 * p, 1), 30):
+                        want = torch_pool_size(n, k, s, p, ceil)
+                        assert sym.evaluate({"H": n}) == want, (k, s, p, ceil, n)
+                        assert op.shape(a, {"x": T("B", 1, n, n)}).shape[2].value == want
+
+
+def test_resampling_flops():
+    up, pool = REGISTRY["interpolate"], REGISTRY["pool2d"]
+    ins = {"x": T(2, 4, 5, 6)}
+    for mode, taps in (("nearest", 0), ("bilinear", 4), ("bicubic", 16)):
+        a = up.attrs.model_validate({"scale": 2, "mode": mode})
+        assert up.flops(a, ins, up.shape(a, ins)) == 2 * taps * (2 * 4 * 10 * 12)
+    a = pool.attrs.model_validate({"kind": "avg", "kernel": 2})
+    assert pool.flops(a, ins, pool.shape(a, ins)).value == 4 * (2 * 4 * 2 * 3)
+
+
 SPEC = """\
 graphformer: 1
 name: cnn
@@ -108,6 +172,10 @@ def test_summary_counts_parameters_as_torch_does(tmp_path):
 @pytest.mark.parametrize("line,code,col", [
     ("  conv: {op: conv2d, out: width, kernel: 32, stride: 2, padding: 1, bias: false}", "GF276", 3),
     ("  conv: {op: conv2d, out: width, kernel: 3, groups: 5}", "GF267", 53),    # the caret on `groups: 5`
+    ("  conv: {op: interpolate, in: {x: x, like: x}, scale: 2}", "GF278", 3),
+    ("  conv: {op: interpolate, size: [8, 8], align_corners: true}", "GF278", 56),   # on `align_corners`
+    ("  conv: {op: pool2d, kind: max, kernel: 3, padding: 2}", "GF290", 53),         # on `padding: 2`
+    ("  conv: {op: pool2d, kind: avg, kernel: 17}", "GF290", 3),
 ])
 def test_diagnostics_point_at_the_node(tmp_path, line, code, col):
     text = SPEC.replace("dims: {B: 2, H: 16, W: 16}", "dims: {B: 2}").replace("[B, c, H, W]", "[B, c, 16, 16]")
@@ -117,3 +185,16 @@ def test_diagnostics_point_at_the_node(tmp_path, line, code, col):
     diags = [d for d in check_file(str(path)).diagnostics if d.severity == "error"]
     assert [d.code for d in diags] == [code]
     assert (diags[0].span.line, diags[0].span.col) == (8, col)
+
+
+def test_resampling_labels():
+    from graphformer.render.diagram import attr_detail
+    up, pool = REGISTRY["interpolate"].attrs, REGISTRY["pool2d"].attrs
+    assert attr_detail("interpolate", up.model_validate({"mode": "bilinear"})) == "bilinear → like"
+    assert attr_detail("interpolate", up.model_validate({"size": [7, 9]})) == "nearest → 7×9"
+    assert attr_detail("interpolate", up.model_validate({"scale": 2, "mode": "bicubic", "align_corners": True})) \
+        == "bicubic × 2 · align corners"
+    assert attr_detail("pool2d", pool.model_validate({"kind": "max", "kernel": 3, "stride": 2, "padding": 1})) \
+        == "max 3×3 · stride 2 · pad 1"
+    assert attr_detail("pool2d", pool.model_validate({"kind": "avg", "kernel": 2, "ceil_mode": True,
+                                                      "count_include_pad": False})) == "avg 2×2 · ceil · pad not counted"
