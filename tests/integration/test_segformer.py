@@ -1,5 +1,7 @@
 """Parity of specs/segformer.yaml (overlapping patch embeddings, spatial-reduction attention and a depthwise
-Mix-FFN, written with `conv2d`) with transformers' SegformerModel.
+Mix-FFN, written with `conv2d`) with transformers' SegformerModel, and, with `head`, of its all-MLP decode
+head (each stage projected, upsampled bilinearly to the first stage's grid with `interpolate`, concatenated,
+fused by a 1×1 conv, batch norm and ReLU, classified by a 1×1 conv) with SegformerForSemanticSegmentation.
 
 References are built offline from a small odd config with random weights, every parameter perturbed (so no
 bias is 0 and no norm scale 1): a 45-pixel image (grids of 12, 6, 3 and 2 per side: every conv rounds
@@ -7,7 +9,10 @@ down), widths 8/12/20/24 over 1/2/4/3 heads, depths 1/2/1/1, reductions 4/2/2/1,
 mode, max abs error ≤ 1e-5 × the output's scale: the last hidden state and every stage's, forward and every
 parameter's gradient; ONNX Runtime against the reference at two batch sizes. At nvidia/mit-b0's config
 (SegformerConfig's defaults), on the meta device: the parameter count equals the reference's and the
-weight map covers its whole state dict.
+weight map covers its whole state dict. The decode head at decoder width 20 and 7 labels, its batch norm's
+running statistics perturbed too: logits in eval mode, gradients, ONNX Runtime; in training mode (dropout
+0) the logits and the running statistics after a step; at nvidia/segformer-b0-finetuned-ade-512-512's
+config on the meta device, the parameter count and the map.
 """
 from __future__ import annotations
 
@@ -94,3 +99,89 @@ def test_onnx_runtime_equals_transformers():
         with torch.no_grad():
             want = ref(pixel_values=x).last_hidden_state
         assert_close(torch.from_numpy(hidden), want, f"onnx B={batch}")
+
+
+# ---------------------------------------------------------------- the decode head (SegformerForSemanticSegmentation)
+
+HEAD = dict(decoder_hidden_size=20, num_labels=7)
+
+
+def seg_reference(dropout: float = 0.1):
+    # in training, the reference's stochastic depth (drop_path_rate) would drop layers at random: off with dropout
+    ref = T.SegformerForSemanticSegmentation(T.SegformerConfig(**SMALL, **HEAD, classifier_dropout_prob=dropout,
+                                                               drop_path_rate=min(dropout, 0.1)))
+    randomize(ref)
+    bn = ref.decode_head.batch_norm
+    with torch.no_grad():   # running statistics that are not the initial ones
+        bn.running_mean.uniform_(-1, 1, generator=torch.Generator().manual_seed(5))
+        bn.running_var.uniform_(0.5, 2, generator=torch.Generator().manual_seed(6))
+    return ref
+
+
+def seg_spec(dropout: float = 0.1):
+    return load(SPEC, overrides={**OVERRIDES, "head": True, "decoder": 20, "labels": 7, "head_dropout": dropout})
+
+
+def test_published_segmentation_count_and_map_equal_the_reference():
+    with torch.device("meta"):
+        ref = T.SegformerForSemanticSegmentation(T.SegformerConfig(num_labels=150))   # segformer-b0-finetuned-ade
+    s = load(SPEC, preset="segformer-b0-ade")
+    assert total_params(s.ir) == sum(p.numel() for p in ref.parameters()) == 3_752_694
+    converted = convert_state_dict(s, ref.state_dict(), "hf")
+    assert sum(v.numel() for v in converted.values()) == 3_752_694 + 2 * 256   # + the running statistics
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_logits_equal_transformers(batch):
+    ref = seg_reference()
+    model = ours(seg_spec(), ref)
+    x = image(batch)
+    with torch.no_grad():
+        got = model(pixel_values=x)
+        want = ref(pixel_values=x).logits
+    assert got["logits"].shape == (batch, 7, 12, 12)
+    assert_close(got["logits"], want, f"segformer logits B={batch}")
+
+
+def test_segmentation_gradients_equal_transformers():
+    s, ref = seg_spec(), seg_reference()
+    model = ours(s, ref)
+    x = image(2)
+    weight = torch.randn(7, 12, 12, generator=torch.Generator().manual_seed(3))
+    (model(pixel_values=x)["logits"] * weight).sum().backward()
+    (ref(pixel_values=x).logits * weight).sum().backward()
+    stats = {k: v for k, v in ref.state_dict().items() if "running" in k}   # state: the map wants it, not compared
+    theirs = convert_state_dict(s, {**{k: p.grad for k, p in ref.named_parameters()}, **stats}, "hf")
+    theirs = {k: v for k, v in theirs.items() if "running" not in k}
+    mine = dict(model.named_parameters())
+    assert set(theirs) == set(mine)
+    for k, g in theirs.items():
+        assert_close(mine[k].grad, g, f"grad {k}")
+
+
+def test_training_step_equals_transformers():
+    """Training mode, dropout and stochastic depth 0: batch statistics in the decode head's norm, the running ones updated alike."""
+    s, ref = seg_spec(dropout=0.0), seg_reference(dropout=0.0)
+    model = ours(s, ref)
+    model.train(), ref.train()
+    x = image(2, seed=4)
+    assert_close(model(pixel_values=x)["logits"], ref(pixel_values=x).logits, "segformer train logits")
+    assert_close(model.bn.running_mean, ref.decode_head.batch_norm.running_mean, "running_mean")
+    assert_close(model.bn.running_var, ref.decode_head.batch_norm.running_var, "running_var")
+
+
+def test_segmentation_onnx_runtime_equals_transformers():
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    ref = seg_reference()
+    s = seg_spec()
+    exported = to_onnx(s, ours(s, ref))
+    onnx.checker.check_model(exported, full_check=True)
+    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = image(batch, seed=batch)
+        (logits,) = sess.run(["logits"], {"pixel_values": x.numpy()})
+        with torch.no_grad():
+            want = ref(pixel_values=x).logits
+        assert_close(torch.from_numpy(logits), want, f"onnx logits B={batch}")
