@@ -182,3 +182,94 @@ def test_onnx_runtime_equals_torch(tmp_path, bn):
         (y,) = sess.run(["y"], {"x": x.numpy()})
         with torch.no_grad():
             assert_close(torch.from_numpy(y), model(x=x)["y"], f"onnx {bn} B={b} {h}×{w}")
+
+
+# ---------------------------------------------------------------- resampling: pool2d and interpolate
+
+POOL_CASES = [
+    dict(kind="max", kernel=3, stride=2, padding=1),                                   # a ResNet stem
+    dict(kind="max", kernel=2),
+    dict(kind="max", kernel=3, stride=2, ceil_mode=True),
+    dict(kind="max", kernel=2, stride=3, padding=1, ceil_mode=True),                 # a window in the padding
+    dict(kind="avg", kernel=3, stride=2, padding=1),
+    dict(kind="avg", kernel=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+    dict(kind="avg", kernel=2, stride=3, padding=1, ceil_mode=True),
+]
+
+
+def torch_pool(a: dict) -> nn.Module:
+    stride, padding, ceil = a.get("stride"), a.get("padding", 0), a.get("ceil_mode", False)
+    if a["kind"] == "max":
+        return nn.MaxPool2d(a["kernel"], stride, padding, ceil_mode=ceil)
+    return nn.AvgPool2d(a["kernel"], stride, padding, ceil_mode=ceil, count_include_pad=a.get("count_include_pad", True))
+
+
+def _onnx_session(path, model):
+    pytest.importorskip("onnxruntime")
+    import onnx
+    import onnxruntime as ort
+    from graphformer.backends.onnx import to_onnx
+    exported = to_onnx(load(path), model)
+    onnx.checker.check_model(exported, full_check=True)
+    return ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("a", POOL_CASES, ids=lambda a: "-".join(f"{k}{v}" for k, v in a.items()))
+def test_pool2d_equals_torch_and_onnx_runtime(tmp_path, a):
+    ref = torch_pool(a)
+    path = write(tmp_path, spec_text(3, f"  pool: {{op: pool2d, {flow(a)[1:-1]}}}\n", "{y: pool}"))
+    model = graphformer.build(path, seed=0)
+    sess = _onnx_session(path, model)
+    for h, w in ((13, 11), (16, 9), (7, 8)):          # any size: H and W are symbols
+        x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(h), requires_grad=True)
+        x2 = x.detach().clone().requires_grad_(True)
+        got, want = model(x=x)["y"], ref(x2)
+        assert_close(got, want, f"pool2d {a} {h}×{w}")
+        (got * want.detach()).sum().backward()
+        (want * want.detach()).sum().backward()
+        assert_close(x.grad, x2.grad, "grad x")
+        (y,) = sess.run(["y"], {"x": x.detach().numpy()})
+        assert_close(torch.from_numpy(y), want, f"onnx pool2d {a} {h}×{w}")
+
+
+INTERP_CASES = [   # (attrs, target): target (h, w) for `size`, "like" for the `like` input, an int for `scale`
+    (dict(mode="nearest"), "like"),
+    (dict(mode="bilinear"), "like"),                                               # SegFormer's decode head
+    (dict(mode="bilinear", align_corners=True), "like"),
+    (dict(mode="bicubic"), "like"),
+    (dict(mode="bicubic", align_corners=True), "like"),
+    (dict(mode="nearest", size=[5, 17]), (5, 17)),
+    (dict(mode="bilinear", size=[9, 4]), (9, 4)),
+    (dict(mode="nearest", scale=3), 3),
+    (dict(mode="bilinear", scale=2), 2),
+    (dict(mode="bicubic", scale=2, align_corners=True), 2),
+]
+
+
+@pytest.mark.parametrize("a,target", INTERP_CASES, ids=lambda c: str(c))
+def test_interpolate_equals_torch_and_onnx_runtime(tmp_path, a, target):
+    """Against F.interpolate, forward and backward; ONNX Runtime at sizes where Resize's own nearest rounding
+    would pick another pixel than torch (14 → 2, 4 → 6, 20 → 7)."""
+    import torch.nn.functional as F
+    ins = "{x: x, like: g}" if target == "like" else "x"
+    text = spec_text(3, f"  up: {{op: interpolate, in: {ins}, {flow(a)[1:-1]}}}\n", "{y: up}")
+    text = text.replace("dims: {B: 2, H: 13, W: 11}", "dims: {B: 2, H: 13, W: 11, h: 5, w: 4}")
+    text = text.replace("inputs:\n", "inputs:\n  g: {shape: [B, 1, h, w]}\n")
+    path = write(tmp_path, text)
+    model = graphformer.build(path, seed=0)
+    sess = _onnx_session(path, model)
+    mode, corners = a["mode"], a.get("align_corners") if a["mode"] != "nearest" else None
+    for (h, w), like in (((13, 11), (5, 4)), ((14, 4), (2, 6)), ((20, 3), (7, 8))):
+        x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(h), requires_grad=True)
+        x2 = x.detach().clone().requires_grad_(True)
+        g = torch.zeros(2, 1, *like)
+        kw = (dict(size=like) if target == "like" else dict(size=target) if isinstance(target, tuple)
+              else dict(scale_factor=target))
+        want = F.interpolate(x2, mode=mode, align_corners=corners, **kw)
+        got = model(x=x, g=g)["y"]
+        assert_close(got, want, f"interpolate {a} {h}×{w}")
+        (got * want.detach()).sum().backward()
+        (want * want.detach()).sum().backward()
+        assert_close(x.grad, x2.grad, "grad x")
+        (y,) = sess.run(["y"], {"x": x.detach().numpy(), "g": g.numpy()})
+        assert_close(torch.from_numpy(y), want, f"onnx interpolate {a} {h}×{w}")

@@ -88,6 +88,8 @@ CLAIMS = [
     ("VivitForVideoClassification", "vivit", "k400", {}, "hf",
      lambda: T.VivitForVideoClassification(T.VivitConfig(num_labels=400))),
     ("SegformerModel", "segformer", None, {}, "hf", lambda: T.SegformerModel(T.SegformerConfig())),
+    ("SegformerForSemanticSegmentation", "segformer", "segformer-b0-ade", {}, "hf",
+     lambda: T.SegformerForSemanticSegmentation(T.SegformerConfig(num_labels=150))),
     ("MambaForCausalLM", "mamba", None, {}, "hf", lambda: T.MambaForCausalLM(T.MambaConfig(
         vocab_size=50280, hidden_size=768, num_hidden_layers=24))),   # mamba-130m
     ("MambaModel", "mamba", None, {"head": False}, "hf", lambda: T.MambaModel(T.MambaConfig(

@@ -188,7 +188,8 @@ def _check_same_outputs(case, sess, inputs: dict, where: str) -> None:
 # widths and a bool mask, silu, sigmoid, concat, softmax, token_at `first`, pool at index -1, an
 # open-ended slice, both cosine_logits variants, spectrograms of a waveform of symbolic length, a
 # strided, dilated conv1d over them, a grouped weight-normed one and a group norm; a grouped, dilated conv2d
-# without bias over an image of symbolic size and a batch norm (eval: running statistics); Whisper's [sin | cos] sinusoids, computed and stored; T5's
+# without bias over an image of symbolic size and a batch norm (eval: running statistics), resized back to the
+# image's size (bilinear), enlarged ×3 (nearest) and max- and avg-pooled; Whisper's [sin | cos] sinusoids, computed and stored; T5's
 # relative position bias in both directions; a LayerScale and a tanh gate, element-wise constants (offset,
 # clamp with one and two bounds, soft-cap), mask tokens from an int mask and tokens inserted after the first.
 OP_ZOO = """
@@ -244,9 +245,13 @@ nodes:
   placed:    {op: scatter_tokens, in: {x: x, mask: marks, features: feats}}
   conv2:     {op: conv2d, in: img, out: 6, kernel: 3, stride: 2, padding: 1, dilation: 2, groups: 2, bias: false}
   bn2:       {op: batch_norm, momentum: 0.2}
+  up2:       {op: interpolate, in: {x: bn2, like: img}, mode: bilinear}
+  near2:     {op: interpolate, in: img, scale: 3}
+  pool2:     {op: pool2d, in: near2, kind: max, kernel: 3, stride: 2, padding: 1, ceil_mode: true}
+  avg2:      {op: pool2d, in: img, kind: avg, kernel: 2, stride: 1, padding: 1, count_include_pad: false}
   zeroed:    {op: apply_mask, in: {x: x, mask: self_keep}}
   zeroed_ch: {op: apply_mask, in: {x: img, mask: wkeep}, axis: -1}
-outputs: {placed: placed, bn2: bn2, zeroed: zeroed, zeroed_ch: zeroed_ch, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, gnorm: gnorm,
+outputs: {placed: placed, bn2: bn2, up2: up2, pool2: pool2, avg2: avg2, zeroed: zeroed, zeroed_ch: zeroed_ch, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, gnorm: gnorm,
           stored: stored,
           rel_bias: rel_bias, rel_causal: rel_causal, capped: capped, floor0: floor0, regs: regs}
 """
