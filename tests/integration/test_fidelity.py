@@ -108,7 +108,8 @@ def test_every_claimed_reference_loads_through_the_map(cls, name, preset, overri
     assert type(ref).__name__ == cls
     s = spec(name, preset, **overrides)
     converted = convert_state_dict(s, ref.state_dict(), mapping)   # raises on anything unused or unset
-    assert sum(v.numel() for v in converted.values()) == sum(p.numel() for p in ref.parameters())
+    stats = sum(b.numel() for n, b in ref.named_buffers() if n.endswith(("running_mean", "running_var")))
+    assert sum(v.numel() for v in converted.values()) == sum(p.numel() for p in ref.parameters()) + stats
 
 
 def _claimed_classes() -> set[str]:
