@@ -420,6 +420,8 @@ def at_dims(ir: IRGraph, dims: dict[str, int]) -> IRGraph:
         if node.op == "input" and node.shape is not None:
             node.shape = type(node.shape)(tuple(d.subs(dims) for d in node.shape.shape), node.shape.dtype)
         for f in getattr(node.attrs, "shape_fields", ()):
+            if getattr(node.attrs, f) is None:   # an optional one left out (interpolate's `size`)
+                continue
             bound = (v if isinstance(v, int) else _bound(parse(v).subs(dims)) for v in getattr(node.attrs, f))
             node.attrs = node.attrs.model_copy(update={f: tuple(bound)})
     return ir

@@ -198,3 +198,14 @@ def test_resampling_labels():
         == "max 3×3 · stride 2 · pad 1"
     assert attr_detail("pool2d", pool.model_validate({"kind": "avg", "kernel": 2, "ceil_mode": True,
                                                       "count_include_pad": False})) == "avg 2×2 · ceil · pad not counted"
+
+
+def test_at_dims_binds_symbols_with_sizes_left_out(tmp_path):
+    """`build --dims` re-infers at concrete sizes: an `interpolate` without `size` (a shape field) included."""
+    from graphformer.frontend.infer import at_dims
+    path = tmp_path / "up.yaml"
+    path.write_text(SPEC.replace("  dw:   {op: conv2d, out: width, kernel: 3, padding: 1, groups: width}\n",
+                                 "  dw:   {op: interpolate, scale: 2}\n  sz: {op: interpolate, in: x, size: [4, 5]}\n")
+                    .replace("outputs: {y: dw}", "outputs: {y: dw, z: sz}"))
+    ir = at_dims(load(str(path)).ir, {"H": 16, "W": 12})
+    assert ir.node("dw").attrs.size is None and ir.node("sz").attrs.size == (4, 5)
