@@ -162,3 +162,12 @@ def test_fast_path_without_a_prefix():
     # a decode step: cached keys are outside the step's prefix, so one new query is causal
     keep, _ = _sdpa_mask(None, True, 1, 5, prefix=torch.ones(1, 1, dtype=torch.long))
     assert bool(keep.all())
+
+
+def test_the_command_line_flag(capsys):
+    from graphformer.cli import main
+    args = ["generate", "--preset", "tiny", "--prompt-ids", "1,2,3", "--max-new-tokens", "2", "--prefix"]
+    assert main(args[:1] + [str(SPECS / "gemma2.yaml")] + args[1:]) == 0
+    assert main(args[:1] + [str(SPECS / "llama.yaml")] + args[1:]) == 2
+    err = capsys.readouterr().err
+    assert "not a prefix LM" in err and "Traceback" not in err

@@ -165,16 +165,9 @@ class Decoder:
         return self.plan.prefix is not None and not ir.node(ir.inputs[self.plan.prefix]).meta.get("optional")
 
     def _prefix_fed(self, prefix: bool | None) -> bool:
-        """Whether the prompt runs as a prefix LM's prefix; GenerationError for one the spec cannot be fed."""
-        if prefix is None:
-            return self._prefix_required()
-        if prefix and self.plan.prefix is None:
-            raise GenerationError(f"spec `{self.model.spec.name}` has no input read as attention's `prefix`: it is "
-                                  "not a prefix LM")
-        if not prefix and self._prefix_required():
-            raise GenerationError(f"spec `{self.model.spec.name}` requires its `{self.plan.prefix}` input: its "
-                                  "prompt is always the prefix")
-        return bool(prefix)
+        """Whether the prompt runs as a prefix LM's prefix (`_check_prefix` refused what cannot be)."""
+        _check_prefix(self.plan, self.model.spec, prefix, API_NAMES)
+        return self._prefix_required() if prefix is None else bool(prefix)
 
     def _mask_required(self) -> bool:
         ir = self.model.spec.ir
@@ -209,18 +202,34 @@ def sample(logits, temperature: float = 0.0, top_k: int | None = None, top_p: fl
 
 # The names a refusal gives each argument: the Python API's, or the command line's flags (commands/generate.py).
 API_NAMES = {k: k for k in ("tokens", "mask", "max_new_tokens", "temperature", "top_k", "top_p", "seed",
-                            "eos_token_id", "encoder_inputs")}
+                            "eos_token_id", "encoder_inputs", "prefix")}
 MAX_SEED = 2**64 - 1     # torch.Generator.manual_seed's range (negative seeds excluded, as `--seed` everywhere)
 
 
 def check_call(plan: DecoderPlan, spec, tokens, mask, max_new_tokens, *, temperature=0.0, top_k=None, top_p=None,
-               seed=None, eos_token_id=None, encoder_inputs=None, names: dict = API_NAMES) -> dict[str, int]:
+               seed=None, eos_token_id=None, encoder_inputs=None, prefix=None,
+               names: dict = API_NAMES) -> dict[str, int]:
     """Every argument of `generate`, before any work: GenerationError (exit 2) naming the argument and its
     value. Returns the sizes of the symbolic dims the fed inputs bind (for the memory estimate)."""
     dims = _check_tokens(plan, spec, tokens, mask, names)
     _check_length(plan, tokens.shape[1], max_new_tokens, names)
     _check_sampling(plan, temperature, top_k, top_p, seed, eos_token_id, names)
+    _check_prefix(plan, spec, prefix, names)
     return _check_encoder_inputs(plan, spec, tokens, encoder_inputs, dims, names)
+
+
+def _check_prefix(plan: DecoderPlan, spec, prefix, names) -> None:
+    """`prefix` (the prompt as a prefix LM's prefix): None, or a bool the spec can honour."""
+    if prefix is None:
+        return
+    if not isinstance(prefix, bool):
+        raise GenerationError(f"{names['prefix']} must be true or false, got {prefix!r}")
+    required = plan.prefix is not None and not spec.ir.node(spec.ir.inputs[plan.prefix]).meta.get("optional")
+    if prefix and plan.prefix is None:
+        raise GenerationError(f"spec `{spec.name}` has no input read as attention's `prefix`: it is not a prefix LM")
+    if not prefix and required:
+        raise GenerationError(f"spec `{spec.name}` requires its `{plan.prefix}` input: its prompt is always the "
+                              "prefix")
 
 
 def _int_arg(name: str, value, lo: int, hi: int | None = None) -> int:
@@ -465,7 +474,8 @@ def generate(model, tokens, max_new_tokens: int, *, mask=None, temperature: floa
     """
     plan = plan_generation(model.spec)
     dims = check_call(plan, model.spec, tokens, mask, max_new_tokens, temperature=temperature, top_k=top_k,
-                      top_p=top_p, seed=seed, eos_token_id=eos_token_id, encoder_inputs=encoder_inputs)
+                      top_p=top_p, seed=seed, eos_token_id=eos_token_id, encoder_inputs=encoder_inputs,
+                      prefix=prefix)
     b, n = tokens.shape
     _require_memory(model, plan, dims, b, n, max_new_tokens, compile)
     generator = None
