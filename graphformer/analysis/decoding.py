@@ -6,7 +6,8 @@ on), the optional padding-mask and positions inputs, each causal attention's cac
 and, for an encoder–decoder, the encoder: the nodes that do not depend on the tokens, run once per
 sequence. Or it refuses the spec with a diagnostic at the node or input to blame, in one vocabulary for
 every reader: GF210 (no causal attention), GF211 (an attention a cache cannot serve), GF212 (an input a step
-cannot feed), GF213 (an op that combines positions), GF215 (no such output to sample from).
+cannot feed), GF213 (an op that combines positions), GF215 (no such output to sample from), GF289 (a
+required prefix-LM `prefix` in one step graph).
 
 Its readers: `graphformer.generate` (generation.py), `graphformer export --with-past` (backends/onnx/past.py:
 one graph per step, so `stages=False`: no encoder stage, no offset logit bias) and `summary`'s KV cache
@@ -56,6 +57,7 @@ class DecoderPlan:
     vocab: int = 0                      # rows of the table that reads them
     mask: str | None = None             # spec input read only as the cached attentions' `mask` (1 = a real token)
     positions: str | None = None        # spec input read only as `positions` (of cached attentions, position tables)
+    prefix: str | None = None           # spec input read only as the cached attentions' `prefix` (a prefix LM's)
     slots: dict[str, CacheSlot] = field(default_factory=dict)   # attention node → its slot
     cross: list[str] = field(default_factory=list)    # cross-attentions over the encoder: keys and values once
     offset: list[str] = field(default_factory=list)   # position tables and biases: shifted by the cache's length
@@ -256,6 +258,8 @@ def _plan_inputs(plan: DecoderPlan, ir: IRGraph, needed: set[str], fixed: set[st
             plan.mask = k
         elif uses and all(port == "positions" and c.name in positional for c, port in uses):
             plan.positions = k
+        elif uses and all(port == "prefix" and c.name in plan.slots for c, port in uses):
+            _prefix_input(plan, ir, k, stages)
         elif plan.encoder and all(c.name in fixed or (c.name in plan.cross and port != "query") for c, port in uses):
             plan.encoder_inputs.append(k)
         elif stages and ir.node(v).meta.get("optional"):
@@ -265,6 +269,22 @@ def _plan_inputs(plan: DecoderPlan, ir: IRGraph, needed: set[str], fixed: set[st
                           "nor an attention `mask` or `positions`" + (", nor read by the encoder alone"
                                                                       if plan.encoder else ""),
                           ir.node(v), f"a step takes `{plan.tokens}`, and optionally a padding mask and positions")
+
+
+def _prefix_input(plan: DecoderPlan, ir: IRGraph, k: str, stages: bool) -> None:
+    """A prefix LM's prefix [B, n]: generation feeds the prompt as the prefix (its steps are causal: a new
+    token sees every earlier one anyway). One step graph (ONNX with past) has no prefix input: an optional
+    one is left out (the model as a plain causal LM), a required one is refused."""
+    if stages:
+        plan.prefix = k
+    elif ir.node(ir.inputs[k]).meta.get("optional"):
+        plan.unfed.append(k)
+    else:
+        raise _refuse("GF289", f"input `{k}` is a prefix LM's `prefix`, which a decoder step graph cannot take: "
+                      "its prompt would attend causally, not bidirectionally over the prefix",
+                      ir.node(ir.inputs[k]), "declare the input `optional: true` to export the model as a plain "
+                      "causal LM with past, export without `--with-past`, or generate with `graphformer generate` "
+                      "(its prompt is the prefix)")
 
 
 _ONLY_CAUSAL = "decoding with past keys and values needs every attention to be causal self-attention (`causal: true`)"

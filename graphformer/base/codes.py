@@ -2165,6 +2165,49 @@ nodes:
          max_relative_positions: 4}
 outputs: {y: attn}
 """),
+    Code(
+        "GF288", "a prefix on attention that is not causal",
+        ("`attention`'s optional `prefix [B, n]` marks a prefix LM's prefix (PaliGemma's image and prompt, "
+         "UniLM's source): query i sees key j where j ≤ i, or where both are in the prefix. It widens a causal "
+         "mask; an attention without `causal: true` sees every key already, so a prefix there means nothing "
+         "and is most likely a missing `causal`."),
+        fix="Set `causal: true` on the attention (a prefix LM), or feed nothing to its `prefix` port.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+  prefix: {shape: [B, n], dtype: int64}
+nodes:
+  attn: {op: attention, in: {x: x, prefix: prefix}, heads: heads}
+outputs: {y: attn}
+"""),
+    Code(
+        "GF289", "a required prefix in a decoder step graph",
+        ("`export --with-past` writes one graph per step whose inputs are fixed (input_ids, attention_mask, "
+         "position_ids, the past keys and values): it has no input for a prefix LM's `prefix`, so its prompt "
+         "would attend causally instead of bidirectionally over the prefix. A spec that requires the input "
+         "cannot be exported so; one whose `prefix` input is optional exports as the plain causal LM. "
+         "`graphformer generate` serves a prefix LM: its prompt is the prefix."),
+        fix=("Export without `--with-past`, declare the input `optional: true` (the step graph is then the "
+             "causal LM without a prefix), or generate with `graphformer generate`."),
+        command=("export", "--with-past", "-o", "case.onnx"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+  prefix: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  attn:   {op: attention, in: {x: tok, prefix: prefix}, heads: heads, causal: true}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

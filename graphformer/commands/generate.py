@@ -17,7 +17,7 @@ NO_TOKENIZERS = "--tokenizer needs the `tokenizers` package: pip install 'graphf
 # generate()'s arguments as this command names them in its refusals
 FLAGS = {"tokens": "--prompt-ids", "mask": "--prompt-ids", "max_new_tokens": "--max-new-tokens",
          "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p", "seed": "--seed",
-         "eos_token_id": "--eos-id", "encoder_inputs": "--encoder-ids"}
+         "eos_token_id": "--eos-id", "encoder_inputs": "--encoder-ids", "prefix": "--prefix"}
 SMALLER = "use a smaller preset, a shorter prompt or fewer --max-new-tokens"
 INT64 = 2**63
 
@@ -49,6 +49,9 @@ def add_parser(sub) -> None:
     p.add_argument("--top-p", type=float, help="sample among the most likely tokens whose probability reaches p")
     p.add_argument("--seed", type=seed_arg, help="seed of the sampler (and of the init without --weights)")
     p.add_argument("--eos-id", type=int, help="stop at this token id")
+    p.add_argument("--prefix", action="store_true", default=None,
+                   help="a prefix LM: the prompt is the bidirectional prefix (the spec's input read as attention's "
+                        "`prefix`); always so when that input is required")
     p.add_argument("--compile", action="store_true", help="run each decode step through torch.compile")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--dtype", type=dtype_arg, default="float32",
@@ -84,7 +87,7 @@ def run(args) -> int:
     encoder = {k: torch.tensor([v], device=device) for k, v in encoder.items()}
     names = {**FLAGS, **({"tokens": "--prompt"} if args.prompt is not None else {})}
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, eos_token_id=args.eos_id,
-                   seed=args.seed, encoder_inputs=encoder or None)
+                   seed=args.seed, encoder_inputs=encoder or None, prefix=args.prefix)
     try:
         # everything that can be refused is, before the model is built or any weight is read
         plan = generation.plan_generation(spec)

@@ -321,6 +321,23 @@ def _bias_check(ins, b: Dim, heads: int, n: Dim, m: Dim, what: str):
     expect_dim(t.shape[3], m, "bias", "dimension 3 (keys)", t)
 
 
+def _prefix_check(a: AttentionAttrs, ins, b: Dim, n: Dim) -> None:
+    """The optional prefix-LM mask `prefix [B, n]` (bool or 0/1 int: 1 = in the bidirectional prefix). It
+    only widens a causal mask (both query and key in the prefix: visible), so it needs `causal`."""
+    p = ins.get("prefix")
+    if p is None:
+        return
+    if not a.causal:
+        raise ShapeError("GF288", "`prefix` marks the bidirectional part of a causal mask, but this attention is "
+                         "not causal: every key is visible already", "prefix",
+                         help="set `causal: true` (a prefix LM: bidirectional over the prefix, causal after it), "
+                              "or feed nothing to `prefix`")
+    expect_rank(p, "prefix", 2, what=" ([B, n])")
+    expect_dtype(p, "prefix", ("bool", "int64"))
+    expect_dim(p.shape[0], b, "prefix", "dimension 0 (batch)", p)
+    expect_dim(p.shape[1], n, "prefix", "dimension 1 (positions)", p)
+
+
 def _attention_shape(a: AttentionAttrs, ins):
     x = ins["x"]
     expect_rank(x, "x", 3, what=" ([B, n, d])")
@@ -365,6 +382,7 @@ def _attention_shape(a: AttentionAttrs, ins):
     if a.max_len is not None and n.is_const and n.value > a.max_len:
         raise ShapeError("GF120", f"sequence length {n.value} exceeds `max_len` {a.max_len}", "x")
     _mask_check(ins, x.shape[0], x.shape[1], "n")
+    _prefix_check(a, ins, x.shape[0], n)
     _bias_check(ins, x.shape[0], a.heads, n, n, "n")
     if "positions" in ins and not a.rope:
         raise ShapeError("GF106", "`positions` are read by rotary embeddings only: set `rope: true`", "positions")
@@ -417,7 +435,7 @@ def _attention_saves(c) -> Saved:
         total += 3 * s * b * h * t * t - 4 * b * h * t    # the dropped ones [B, h, n, n], no log-sum-exp
     if a.rope:
         total += 2 * s * t * a.rotary_dims(x.shape[-1].value)
-    if "mask" in c.ins or (a.window and t > a.window):
+    if "mask" in c.ins or "prefix" in c.ins or (a.window and t > a.window):
         total += 4 * b * t * t
     if a.written_out:   # written-out scores (soft-capped, or with sinks) and the probabilities [B, h, n, n]
         total += 2 * s * b * h * t * t
@@ -434,8 +452,10 @@ register(OpDef(
     "scaling and an explicit `scale`. `causal` masks the future; the "
     "optional `mask [B, n]` (bool or 0/1 int) marks the keys that may be attended to; the optional "
     "`positions [B, n]` (int64) are the rotary positions (default 0..n-1); the optional `bias "
-    "[1|B, 1|heads, n, n]` (float) is added to the scaled logits (relative-position biases).",
-    AttentionAttrs, ("x", "mask?", "positions?", "bias?"), _attention_shape, params=_attention_params,
+    "[1|B, 1|heads, n, n]` (float) is added to the scaled logits (relative-position biases); the optional "
+    "`prefix [B, n]` (bool or 0/1 int, with `causal`) marks a prefix-LM's prefix: query i sees key j where "
+    "j ≤ i or both are in the prefix (PaliGemma's image and prompt, transformers' `token_type_ids == 0`).",
+    AttentionAttrs, ("x", "mask?", "positions?", "bias?", "prefix?"), _attention_shape, params=_attention_params,
     flops=_attention_flops,
     sequence=CACHE, tp=HEADS, saves=_attention_saves, matmul=True, max_len=lambda a: a.max_len,
     example="attn: {op: attention, heads: heads, kv_heads: 2, causal: true, rope: true}",

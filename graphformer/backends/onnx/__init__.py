@@ -121,7 +121,8 @@ def exported_ir(spec, inputs=None, with_past: bool = False):
         if names:
             raise ExportError("inputs and with_past together: a decoder step's inputs are fixed (input_ids, "
                               "attention_mask, position_ids, past_key_values.*)")
-        return spec.ir
+        unfed = set(plan_past(spec).plan.unfed)   # an optional prefix-LM `prefix`: left out of the step
+        return without_inputs(spec.ir, unfed) if unfed else spec.ir
     for name in names:
         if name not in spec.ir.inputs:
             hint = did_you_mean(name, spec.ir.inputs)

@@ -178,9 +178,10 @@ def _rotate(ctx: NodeEmitter, x: str, cos: str, sin: str, r: int, head_dim: int,
 
 
 def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, window: int | None, scores: str,
-              past: bool = False) -> str | None:
+              past: bool = False, prefix: str | None = None) -> str | None:
     """The boolean `keep` mask broadcastable to the scores (B, h, n, m), or None when nothing is masked.
-    With `past`, the n queries are the last n of the m keys (the others are cached)."""
+    With `past`, the n queries are the last n of the m keys (the others are cached). `prefix` [B, n] (causal,
+    no past: the export with past leaves it out): a query and a key both in it see each other."""
     keep = None
     if mask is not None:
         if ctx.types["mask"].dtype != "bool":
@@ -195,6 +196,8 @@ def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, window: int | No
             low = ctx.const(1 - window, "window", np.int64)
             low = ctx.op("Add", [low, shift], "window") if shift else low
             band = ctx.op("Trilu", [band, low], "window", upper=1)
+        if prefix is not None:  # (causal and window) or both in the prefix, as transformers' blockwise_overlay
+            band = ctx.op("Or", [band, _prefix_pairs(ctx, prefix)], "prefix")                 # (B, 1, n, n)
         keep = band if keep is None else ctx.op("And", [keep, band], "mask")                 # (B|1, 1, n, m)
     elif window is not None:  # bidirectional window (ModernBERT): |i - j| < window, two diagonals
         n_m = ctx.shape(scores, 2, 4, "window")
@@ -203,6 +206,15 @@ def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, window: int | No
         band = ctx.op("Trilu", [band, ctx.const(1 - window, "window_below", np.int64)], "window", upper=1)
         keep = band if keep is None else ctx.op("And", [keep, band], "mask")                 # (B|1, 1, n, m)
     return keep
+
+
+def _prefix_pairs(ctx: NodeEmitter, prefix: str) -> str:
+    """(B, 1, n, n) bool: query i and key j both in the prefix [B, n]."""
+    if ctx.types["prefix"].dtype != "bool":
+        prefix = ctx.op("Cast", [prefix], "prefix", to=TensorProto.BOOL)
+    rows = ctx.op("Unsqueeze", [prefix, ctx.const([1, 3], "prefix_rows", np.int64)], "prefix")     # (B, 1, n, 1)
+    cols = ctx.op("Unsqueeze", [prefix, ctx.const([1, 2], "prefix_cols", np.int64)], "prefix")     # (B, 1, 1, n)
+    return ctx.op("And", [rows, cols], "prefix")
 
 
 def _alibi_bias(ctx: NodeEmitter, mask: str | None, scores: str, heads: int) -> str:
@@ -247,7 +259,7 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
            inv_freq: np.ndarray | None = None, positions: str | None = None, bias: str | None = None,
            past: int | None = None, alibi: bool = False, qk_norm_full: bool = False,
            softcap: float | None = None, sinks: bool = False, rope_scale: float = 1.0,
-           rope_pairs: bool = False, kv: tuple[str, str] | None = None) -> None:
+           rope_pairs: bool = False, kv: tuple[str, str] | None = None, prefix: str | None = None) -> None:
     """Multi-head scaled dot-product attention with q, k, v, o projections; writes `ctx.out`.
 
     Per-head steps (q/k RMS norm, rotary, repeating the key/value heads of grouped-query attention) run
@@ -261,7 +273,8 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     step's join. `qk_norm_full`: the q/k norm runs over the whole projection, before the heads are split
     (OLMo-2). `softcap`: tanh(s / softcap) · softcap on the scaled, biased scores, before the mask.
     `sinks`: the node's `sinks [h]` logits join the softmax (`_with_sinks`). `rope_scale`: YaRN's factor
-    on cos and sin; `rope_pairs`: rotary in interleaved pairs (GPT-J). Values are `g.value_dim` wide per head.
+    on cos and sin; `rope_pairs`: rotary in interleaved pairs (GPT-J); `prefix`: a prefix LM's [B, n]
+    (`_key_mask`). Values are `g.value_dim` wide per head.
     `kv`: keys and values already projected and split (B, m, kv, hd|vd), `context` unread (a
     cross-attention's, projected once per sequence: seq2seq.py).
     """
@@ -295,7 +308,7 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     if softcap is not None:
         cap = ctx.const(softcap, "softcap", np.float32)
         scores = ctx.op("Mul", [ctx.op("Tanh", [ctx.op("Div", [scores, cap], "softcap")], "softcap"), cap], "capped")
-    keep = _key_mask(ctx, mask, causal, window, scores, past is not None)
+    keep = _key_mask(ctx, mask, causal, window, scores, past is not None, prefix if causal else None)
     if keep is not None and mask is not None and causal:  # a row with no key left gets every key
         dead = ctx.op("Not", [ctx.op("Cast", [_any_key(ctx, keep)], "live", to=TensorProto.BOOL)], "dead")
         keep = ctx.op("Or", [keep, dead], "unmask")
@@ -326,7 +339,7 @@ def _attention(ctx: NodeEmitter, node) -> None:
            inv_freq=rotary_inv_freq(a, g.head_dim) if a.rope else None, positions=positions,
            bias=ins.get("bias"), past=past.slot(node.name) if past else None, alibi=a.alibi,
            qk_norm_full=a.qk_norm == "rms_full", softcap=a.softcap, sinks=bool(a.sinks),
-           rope_scale=a.rope_cos_scale, rope_pairs=a.rope_interleaved)
+           rope_scale=a.rope_cos_scale, rope_pairs=a.rope_interleaved, prefix=ins.get("prefix"))
 
 
 @lowers("cross_attend")

@@ -216,7 +216,8 @@ def prepare_key_mask(mask):
     return keep[:, None, None, :]                                                   # (B, 1, 1, m)
 
 
-def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None, biased: bool = False):
+def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None, biased: bool = False,
+               prefix=None):
     """A raw [B, m] mask, a prepared [B, 1, 1, m] one or None → SDPA's (attn_mask, is_causal) pair.
 
     Without a mask nothing of size n×n is built: causality goes through `is_causal`, and so does a
@@ -226,10 +227,15 @@ def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None
     n_q of the n_k positions (a decode step sees the cache). A query row with no key left (a left-pad
     position) is given every key instead, as transformers does: its output is garbage that nothing
     reads, where an all-masked row would be NaN and poison the next layer through 0 · NaN.
+
+    `prefix` [B, n_q] (a prefix LM's, causal only): query i also sees key j where both are in the prefix,
+    after transformers' `blockwise_overlay` ((causal and window) or both in the prefix, then the key mask).
+    It covers this call's queries; cached keys (a decode step's) count as outside it.
     """
     windowed = window is not None and (n_k > window if causal else max(n_q, n_k) > window)
     # SDPA's is_causal aligns the top-left corner: right only when queries and keys are the same positions
-    if mask is None and not windowed and not (biased and causal) and (n_q == n_k or n_q == 1 or not causal):
+    if mask is None and prefix is None and not windowed and not (biased and causal) and (
+            n_q == n_k or n_q == 1 or not causal):
         return None, causal and n_q > 1
     keep = None
     if mask is not None:
@@ -241,7 +247,8 @@ def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None
         band = j <= i
         if windowed:
             band = band & (j > i - window)                           # Mistral: i - j < window
-        keep = band[None, None] if keep is None else keep & band     # (B|1, 1, n_q, n_k)
+        band = band[None, None] if prefix is None else band | _prefix_pairs(prefix, n_k)
+        keep = band if keep is None else keep & band                 # (B|1, 1, n_q, n_k)
         keep = keep | ~keep.any(dim=-1, keepdim=True)
     elif windowed:  # bidirectional window (ModernBERT's local layers): |i - j| < window
         device = (mask if mask is not None else torch.empty(0)).device
@@ -251,17 +258,27 @@ def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None
     return keep, False
 
 
-def layer_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None, biased: bool = False):
+def _prefix_pairs(prefix, n_k: int):
+    """(B, 1, n_q, n_k) bool: query and key both in the prefix [B, n_q] (the n_k − n_q cached keys before
+    the queries are not)."""
+    p = prefix if prefix.dtype == torch.bool else prefix != 0
+    keys = F.pad(p, (n_k - p.shape[1], 0)) if n_k > p.shape[1] else p
+    return (p[:, :, None] & keys[:, None, :])[:, None]
+
+
+def layer_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None, biased: bool = False,
+               prefix=None):
     """`_sdpa_mask`, built once per forward for all the layers that ask with the same mask tensor, sizes and
     window (`forward_tables`): a padded prompt's [B, 1, n, n] mask, or a decode step's over the cache, is
     the same in every layer. The entry keeps the mask alive, so its id is not reused while the scope lasts."""
     tables = getattr(_FORWARD, "tables", None)
     if tables is None:
-        return _sdpa_mask(mask, causal, n_q, n_k, window, biased)
-    key = ("mask", None if mask is None else id(mask), causal, n_q, n_k, window, biased)
+        return _sdpa_mask(mask, causal, n_q, n_k, window, biased, prefix)
+    key = ("mask", None if mask is None else id(mask), causal, n_q, n_k, window, biased,
+           None if prefix is None else id(prefix))
     hit = tables.get(key)
     if hit is None:
-        hit = tables[key] = (*_sdpa_mask(mask, causal, n_q, n_k, window, biased), mask)
+        hit = tables[key] = (*_sdpa_mask(mask, causal, n_q, n_k, window, biased, prefix), mask, prefix)
     return hit[0], hit[1]
 
 
@@ -454,7 +471,7 @@ class Attention(nn.Module):
         v = self.v(ctx).view(b, m, -1, self.value_dim).transpose(1, 2)    # (B, kv, m, vd)
         return (self.k_norm(k) if self.qk_norm and not self.qk_full else k), v
 
-    def attend(self, x, ctx, mask, positions=None, bias=None):
+    def attend(self, x, ctx, mask, positions=None, bias=None, prefix=None):
         b, n, _ = x.shape
         q = self.q(x)
         q = (self.q_norm(q) if self.qk_full else q).view(b, n, -1, self.head_dim).transpose(1, 2)  # (B, h, n, hd)
@@ -472,7 +489,8 @@ class Attention(nn.Module):
         if self.alibi:  # over every key the step attends to: the cached ones too
             pos_bias = alibi_bias(self.alibi_slopes, mask, k.shape[2])
             bias = pos_bias if bias is None else bias + pos_bias
-        attn_mask, is_causal = layer_mask(mask, self.causal, n, k.shape[2], self.window, bias is not None)
+        attn_mask, is_causal = layer_mask(mask, self.causal, n, k.shape[2], self.window, bias is not None,
+                                          prefix if self.causal else None)
         if bias is not None:  # one float mask: the bias where a key may be seen, the lowest float elsewhere
             bias = bias.to(q.dtype)
             attn_mask = bias if attn_mask is None else torch.where(attn_mask, bias, torch.finfo(q.dtype).min)
@@ -498,8 +516,8 @@ class Attention(nn.Module):
 
 
 class SelfAttention(Attention):
-    def forward(self, x, mask=None, positions=None, bias=None):
-        return self.attend(x, x, mask, positions, bias)
+    def forward(self, x, mask=None, positions=None, bias=None, prefix=None):
+        return self.attend(x, x, mask, positions, bias, prefix)
 
 
 class CrossAttention(Attention):

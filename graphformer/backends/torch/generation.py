@@ -98,10 +98,12 @@ class Decoder:
         for name in self.plan.offset:
             vars(self.model.node_module(name))["cache"] = cache
 
-    def _forward(self, tokens, mask):
+    def _forward(self, tokens, mask, prefix=None):
         feed = {**self.encoder_feed, self.plan.tokens: tokens}
         if mask is not None:
             feed[self.plan.mask] = mask
+        if prefix is not None:
+            feed[self.plan.prefix] = prefix
         if self.plan.positions is not None:
             feed[self.plan.positions] = self.cache.positions
         if self.stages is None:
@@ -119,9 +121,10 @@ class Decoder:
             ir = self.model.spec.ir
             self.handed = self.stages.encode(self.model, {ir.inputs[k]: v for k, v in self.encoder_feed.items()})
 
-    def prompt(self, tokens, mask=None, encoder_inputs: dict | None = None):
+    def prompt(self, tokens, mask=None, encoder_inputs: dict | None = None, prefix: bool | None = None):
         """Run the prompt [B, n] (mask [B, n]: 1 real, 0 left padding) after the encoder on `encoder_inputs`;
-        the logits of its last position."""
+        the logits of its last position. `prefix`: a prefix LM's prompt is its prefix (bidirectional over
+        the prompt); None: so when the spec requires its `prefix` input."""
         self.encode(encoder_inputs)
         keep = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask.bool()
         self.cache.start(keep)
@@ -130,7 +133,8 @@ class Decoder:
         hook = self.model.node_module(self.plan.head).register_forward_pre_hook(_last_position) \
             if self.plan.head else None
         try:
-            logits = self._forward(tokens, mask.to(tokens.dtype) if mask is not None else None)
+            logits = self._forward(tokens, mask.to(tokens.dtype) if mask is not None else None,
+                                   torch.ones_like(tokens) if self._prefix_fed(prefix) else None)
         finally:
             self._attach(False)
             if hook is not None:
@@ -146,11 +150,24 @@ class Decoder:
         try:
             # a required mask input gets ones: the cache keeps the real key mask
             mask = torch.ones_like(tokens[:, None]) if self._mask_required() else None
-            logits = self._step(tokens[:, None], mask)
+            # a required prefix gets ones too: a new token sees every earlier one anyway (cached keys count
+            # as outside the step's prefix), so the step is causal
+            ones = torch.ones_like(tokens[:, None]) if self._prefix_required() else None
+            logits = self._step(tokens[:, None], mask, ones) if ones is not None else \
+                self._step(tokens[:, None], mask)
         finally:
             self._attach(False)
         self.cache.advance(1)
         return logits
+
+    def _prefix_required(self) -> bool:
+        ir = self.model.spec.ir
+        return self.plan.prefix is not None and not ir.node(ir.inputs[self.plan.prefix]).meta.get("optional")
+
+    def _prefix_fed(self, prefix: bool | None) -> bool:
+        """Whether the prompt runs as a prefix LM's prefix (`_check_prefix` refused what cannot be)."""
+        _check_prefix(self.plan, self.model.spec, prefix, API_NAMES)
+        return self._prefix_required() if prefix is None else bool(prefix)
 
     def _mask_required(self) -> bool:
         ir = self.model.spec.ir
@@ -185,18 +202,34 @@ def sample(logits, temperature: float = 0.0, top_k: int | None = None, top_p: fl
 
 # The names a refusal gives each argument: the Python API's, or the command line's flags (commands/generate.py).
 API_NAMES = {k: k for k in ("tokens", "mask", "max_new_tokens", "temperature", "top_k", "top_p", "seed",
-                            "eos_token_id", "encoder_inputs")}
+                            "eos_token_id", "encoder_inputs", "prefix")}
 MAX_SEED = 2**64 - 1     # torch.Generator.manual_seed's range (negative seeds excluded, as `--seed` everywhere)
 
 
 def check_call(plan: DecoderPlan, spec, tokens, mask, max_new_tokens, *, temperature=0.0, top_k=None, top_p=None,
-               seed=None, eos_token_id=None, encoder_inputs=None, names: dict = API_NAMES) -> dict[str, int]:
+               seed=None, eos_token_id=None, encoder_inputs=None, prefix=None,
+               names: dict = API_NAMES) -> dict[str, int]:
     """Every argument of `generate`, before any work: GenerationError (exit 2) naming the argument and its
     value. Returns the sizes of the symbolic dims the fed inputs bind (for the memory estimate)."""
     dims = _check_tokens(plan, spec, tokens, mask, names)
     _check_length(plan, tokens.shape[1], max_new_tokens, names)
     _check_sampling(plan, temperature, top_k, top_p, seed, eos_token_id, names)
+    _check_prefix(plan, spec, prefix, names)
     return _check_encoder_inputs(plan, spec, tokens, encoder_inputs, dims, names)
+
+
+def _check_prefix(plan: DecoderPlan, spec, prefix, names) -> None:
+    """`prefix` (the prompt as a prefix LM's prefix): None, or a bool the spec can honour."""
+    if prefix is None:
+        return
+    if not isinstance(prefix, bool):
+        raise GenerationError(f"{names['prefix']} must be true or false, got {prefix!r}")
+    required = plan.prefix is not None and not spec.ir.node(spec.ir.inputs[plan.prefix]).meta.get("optional")
+    if prefix and plan.prefix is None:
+        raise GenerationError(f"spec `{spec.name}` has no input read as attention's `prefix`: it is not a prefix LM")
+    if not prefix and required:
+        raise GenerationError(f"spec `{spec.name}` requires its `{plan.prefix}` input: its prompt is always the "
+                              "prefix")
 
 
 def _int_arg(name: str, value, lo: int, hi: int | None = None) -> int:
@@ -422,8 +455,12 @@ def decoder_for(model, batch: int, length: int, compile: bool | str = False) -> 
 @torch.no_grad()
 def generate(model, tokens, max_new_tokens: int, *, mask=None, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, eos_token_id: int | None = None, seed: int | None = None,
-             compile: bool | str = False, on_token=None, encoder_inputs: dict | None = None):
+             compile: bool | str = False, on_token=None, encoder_inputs: dict | None = None,
+             prefix: bool | None = None):
     """Continue each prompt row of `tokens` [B, n] by up to `max_new_tokens`; returns [B, n + new].
+
+    A prefix LM (an input read as `attention`'s `prefix`) attends bidirectionally over the whole prompt
+    when `prefix` is true, or by default when that input is required; the generated tokens are causal.
 
     An encoder–decoder (T5, Whisper) takes its encoder's inputs as `encoder_inputs` (by spec input name,
     e.g. `{"tokens": ids, "mask": mask}`); `tokens` is then the decoder's prompt (its start token). The
@@ -437,7 +474,8 @@ def generate(model, tokens, max_new_tokens: int, *, mask=None, temperature: floa
     """
     plan = plan_generation(model.spec)
     dims = check_call(plan, model.spec, tokens, mask, max_new_tokens, temperature=temperature, top_k=top_k,
-                      top_p=top_p, seed=seed, eos_token_id=eos_token_id, encoder_inputs=encoder_inputs)
+                      top_p=top_p, seed=seed, eos_token_id=eos_token_id, encoder_inputs=encoder_inputs,
+                      prefix=prefix)
     b, n = tokens.shape
     _require_memory(model, plan, dims, b, n, max_new_tokens, compile)
     generator = None
@@ -450,7 +488,7 @@ def generate(model, tokens, max_new_tokens: int, *, mask=None, temperature: floa
     out[:, :n] = tokens
     try:
         dec = decoder_for(model, b, n + max_new_tokens, compile)
-        logits = dec.prompt(out[:, :n], mask, encoder_inputs)
+        logits = dec.prompt(out[:, :n], mask, encoder_inputs, prefix)
         done = torch.zeros(b, dtype=torch.bool, device=tokens.device)
         for i in range(max_new_tokens):
             nxt = sample(logits, temperature, top_k, top_p, generator)
