@@ -78,6 +78,24 @@ def ort_session(spec_, model, **export):
     return onnx_session(checked_onnx(spec_, model, **export))
 
 
+def assert_ort_close(sess, feeds: dict, want: dict, what: str) -> None:
+    """An ONNX Runtime session's outputs named in `want`, fed `feeds` (name → tensor), each equal `want`'s."""
+    got = sess.run(list(want), {k: v.numpy() for k, v in feeds.items()})
+    for (name, w), g in zip(want.items(), got):
+        assert_close(torch.from_numpy(g), w, f"{what} {name}")
+
+
+def assert_ort_equals_reference(spec_, ref: nn.Module, batches, outputs, what: str) -> None:
+    """The export of our build of `spec_` holding `ref`'s weights, fed each of `batches` (input name → tensor, the
+    names both sides call them), gives the reference's `outputs` (attributes of its output)."""
+    sess = ort_session(spec_, ours(spec_, ref))
+    for feeds in batches:
+        with torch.no_grad():
+            got = ref(**feeds)
+        batch = next(iter(feeds.values())).shape[0]
+        assert_ort_close(sess, feeds, {k: getattr(got, k) for k in outputs}, f"{what} B={batch}")
+
+
 def assert_onnx_logits(model_proto, ids, mask, want: torch.Tensor, what: str) -> None:
     """ONNX Runtime's logits of an exported LM fed `tokens` and a left-padding `mask` equal `want` on the real
     tokens (padded positions' outputs are meaningless)."""

@@ -16,7 +16,7 @@ T = pytest.importorskip("transformers")
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
-from parity import assert_close, assert_mapped_grads, ort_session, ours, randomize  # noqa: E402
+from parity import assert_close, assert_mapped_grads, assert_ort_equals_reference, ours, randomize  # noqa: E402
 
 T.logging.set_verbosity_error()
 
@@ -74,10 +74,5 @@ def test_hub_bias_names_load():
 
 def test_onnx_runtime_equals_transformers():
     ref = reference()
-    s = spec()
-    sess = ort_session(s, ours(s, ref))
-    for batch in (1, 3):
-        x = video(batch, seed=batch)
-        (hidden,) = sess.run(["last_hidden_state"], {"pixel_values": x.numpy()})
-        with torch.no_grad():
-            assert_close(torch.from_numpy(hidden), ref(pixel_values=x).last_hidden_state, f"onnx B={batch}")
+    assert_ort_equals_reference(spec(), ref, [{"pixel_values": video(b, seed=b)} for b in (1, 3)],
+                                ["last_hidden_state"], "videomae onnx")

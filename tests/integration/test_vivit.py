@@ -21,7 +21,7 @@ from graphformer.base.dims import parse  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
-from parity import assert_close, assert_mapped_grads, ort_session, ours, randomize  # noqa: E402
+from parity import assert_close, assert_mapped_grads, assert_ort_equals_reference, ort_session, ours, randomize  # noqa: E402
 
 T.logging.set_verbosity_error()
 
@@ -95,15 +95,8 @@ def test_gradients_equal_transformers():
 
 def test_onnx_runtime_equals_transformers():
     ref = reference()
-    s = spec()
-    sess = ort_session(s, ours(s, ref))
-    for batch in (1, 3):
-        x = video(batch, seed=batch)
-        hidden, pooled = sess.run(["last_hidden_state", "pooler_output"], {"pixel_values": x.numpy()})
-        with torch.no_grad():
-            want = ref(pixel_values=x)
-        assert_close(torch.from_numpy(hidden), want.last_hidden_state, f"onnx B={batch}")
-        assert_close(torch.from_numpy(pooled), want.pooler_output, f"onnx pooler B={batch}")
+    assert_ort_equals_reference(spec(), ref, [{"pixel_values": video(b, seed=b)} for b in (1, 3)],
+                                ["last_hidden_state", "pooler_output"], "vivit onnx")
 
 
 TUBELETS = """\
