@@ -1,6 +1,7 @@
 """Shared by the parity tests: build our module with a reference's weights, compare within the bound."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -53,11 +54,52 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
     assert err <= tol, f"{what}: max abs error {err:.3g} > {tol:.3g}"
 
 
+def checked_onnx(spec_, model, **export):
+    """`to_onnx(spec_, model, **export)`, passed by onnx's full checker (shapes and types inferred through every
+    node); skips the test where onnx is not installed."""
+    onnx = pytest.importorskip("onnx")
+    from graphformer.backends.onnx import to_onnx
+    exported = to_onnx(spec_, model, **export)
+    try:
+        onnx.checker.check_model(exported, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise AssertionError(f"the ONNX export fails onnx's full check: {e}") from e
+    return exported
+
+
+def onnx_session(model_proto):
+    """An ONNX Runtime CPU session of an in-memory model; skips the test where onnxruntime is not installed."""
+    ort = pytest.importorskip("onnxruntime")
+    return ort.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def ort_session(spec_, model, **export):
+    """Export `model` (our build of `spec_`; `export`: to_onnx's keywords), check it fully, open a CPU session."""
+    return onnx_session(checked_onnx(spec_, model, **export))
+
+
+def assert_ort_close(sess, feeds: dict, want: dict, what: str) -> None:
+    """An ONNX Runtime session's outputs named in `want`, fed `feeds` (name → tensor), each equal `want`'s."""
+    got = sess.run(list(want), {k: v.numpy() for k, v in feeds.items()})
+    for (name, w), g in zip(want.items(), got):
+        assert_close(torch.from_numpy(g), w, f"{what} {name}")
+
+
+def assert_ort_equals_reference(spec_, ref: nn.Module, batches, outputs, what: str) -> None:
+    """The export of our build of `spec_` holding `ref`'s weights, fed each of `batches` (input name → tensor, the
+    names both sides call them), gives the reference's `outputs` (attributes of its output)."""
+    sess = ort_session(spec_, ours(spec_, ref))
+    for feeds in batches:
+        with torch.no_grad():
+            got = ref(**feeds)
+        batch = next(iter(feeds.values())).shape[0]
+        assert_ort_close(sess, feeds, {k: getattr(got, k) for k in outputs}, f"{what} B={batch}")
+
+
 def assert_onnx_logits(model_proto, ids, mask, want: torch.Tensor, what: str) -> None:
     """ONNX Runtime's logits of an exported LM fed `tokens` and a left-padding `mask` equal `want` on the real
     tokens (padded positions' outputs are meaningless)."""
-    import onnxruntime as ort
-    sess = ort.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = onnx_session(model_proto)
     got = torch.from_numpy(sess.run(["logits"], {"tokens": ids.numpy(), "mask": mask.numpy()})[0])
     keep = mask.bool()
     assert_close(got[keep], want[keep], what)
@@ -108,10 +150,20 @@ def assert_lm_grads(model: nn.Module, ref: nn.Module, spec_, ids, what: str, mas
     weight = torch.randn(want.shape[-1], generator=torch.Generator().manual_seed(2))
     (got * weight).sum().backward()
     (want * weight).sum().backward()
+    assert_mapped_grads(model, ref, spec_, what, none_is_zero=none_is_zero)
+
+
+def assert_mapped_grads(model: nn.Module, ref: nn.Module, spec_, what: str, mapping: str = "hf",
+                        none_is_zero: bool = False) -> None:
+    """Called after the same backward pass through both: the reference's gradients, brought through the spec's
+    `mapping` weight map, which must name every one of our parameters and nothing else, equal ours tensor for
+    tensor. none_is_zero: a parameter the pass left without a gradient counts as zeros, on either side (an
+    expert no token picked); otherwise a missing gradient fails, naming the parameter."""
     theirs = convert_state_dict(spec_, {k: _grad(p, none_is_zero, f"{what} reference {k}")
-                                        for k, p in ref.named_parameters()}, "hf")
+                                        for k, p in ref.named_parameters()}, mapping)
     mine = dict(model.named_parameters())
-    assert set(theirs) == set(mine), f"{what}: the map's gradients {sorted(set(theirs) ^ set(mine))} differ"
+    assert set(theirs) == set(mine), (f"{what}: the map's gradients and our parameters differ: only the map's "
+                                      f"{sorted(set(theirs) - set(mine))}, only ours {sorted(set(mine) - set(theirs))}")
     for k, g in theirs.items():
         assert_close(_grad(mine[k], none_is_zero, f"{what} {k}"), g, f"{what} grad {k}")
 

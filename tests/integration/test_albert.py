@@ -18,7 +18,7 @@ from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.backends.torch.weights import load_weights  # noqa: E402
 from graphformer.frontend.check import check_file  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, read_state_dict  # noqa: E402
-from parity import assert_close, ours, randomize  # noqa: E402
+from parity import assert_close, assert_mapped_grads, ours, randomize  # noqa: E402
 
 T = transformers
 T.logging.set_verbosity_error()
@@ -72,11 +72,7 @@ def test_gradients_equal_transformers(groups):
     (model(**x)["last_hidden_state"][real] * w).sum().add(model(**x)["pooler_output"].sum()).backward()
     out = ref(**x)
     (out.last_hidden_state[real] * w).sum().add(out.pooler_output.sum()).backward()
-    theirs = convert_state_dict(s, {k: p.grad for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    assert set(theirs) == set(mine)
-    for k, g in theirs.items():
-        assert_close(mine[k].grad, g, f"albert G={groups} grad {k}")
+    assert_mapped_grads(model, ref, s, f"albert G={groups}")
 
 
 @pytest.mark.parametrize("groups", [1, 2])

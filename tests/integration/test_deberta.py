@@ -19,7 +19,7 @@ T = pytest.importorskip("transformers")
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
-from parity import assert_close, ours, randomize  # noqa: E402
+from parity import assert_close, assert_mapped_grads, ours, randomize  # noqa: E402
 
 T.logging.set_verbosity_error()
 
@@ -125,12 +125,7 @@ def test_gradients_equal_transformers():
     keep = mask.bool()
     (model(input_ids=ids, attention_mask=mask)["last_hidden_state"][keep] * weight).sum().backward()
     (ref(input_ids=ids, attention_mask=mask).last_hidden_state[keep] * weight).sum().backward()
-    theirs = convert_state_dict(s, {k: p.grad for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    assert set(theirs) == set(mine)
-    for k, g in theirs.items():
-        # the pad token's row (padding_idx) gets no gradient in either
-        assert_close(mine[k].grad if mine[k].grad is not None else torch.zeros_like(g), g, f"grad {k}")
+    assert_mapped_grads(model, ref, s, "deberta")
 
 
 def test_onnx_runtime_equals_transformers():

@@ -30,7 +30,7 @@ from graphformer.ir import IRNode  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, read_state_dict  # noqa: E402
 from graphformer.backends.torch.weights import load_weights  # noqa: E402
-from parity import assert_close, ours, randomize  # noqa: E402
+from parity import assert_close, assert_mapped_grads, ort_session, ours, randomize  # noqa: E402
 from shape_cases import T as TT  # noqa: E402
 
 T.logging.set_verbosity_error()
@@ -128,11 +128,7 @@ def test_gradients_equal_transformers(registers):
     weight = torch.randn(40, generator=torch.Generator().manual_seed(3))
     (model(pixel_values=x, bool_masked_pos=mask)["last_hidden_state"] * weight).sum().backward()
     (ref(pixel_values=x, bool_masked_pos=mask).last_hidden_state * weight).sum().backward()
-    theirs = convert_state_dict(s, {k: p.grad for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    assert set(theirs) == set(mine)
-    for k, g in theirs.items():
-        assert_close(mine[k].grad, g, f"grad {k}")
+    assert_mapped_grads(model, ref, s, f"dinov2 registers={registers}")
 
 
 def test_the_map_reads_the_save_pretrained_layout(tmp_path):
@@ -151,14 +147,9 @@ def test_the_map_reads_the_save_pretrained_layout(tmp_path):
 
 @pytest.mark.parametrize("registers", [False, True], ids=["dinov2", "registers"])
 def test_onnx_runtime_equals_transformers(registers):
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from graphformer.backends.onnx import to_onnx
     for size in SIZES[1:3]:
         s, ref, model = pair(registers, size)
-        exported = to_onnx(s, model, opset=18, inputs=["bool_masked_pos"])
-        onnx.checker.check_model(exported, full_check=True)
-        sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = ort_session(s, model, opset=18, inputs=["bool_masked_pos"])
         for batch in (1, 3):
             x, mask = pixels(size, batch), random_mask(size, batch)
             (hidden,) = sess.run(["last_hidden_state"], {"pixel_values": x.numpy(), "bool_masked_pos": mask.numpy()})
@@ -206,16 +197,11 @@ outputs: {cubic: cubic, cubic_aa: cubic_aa, linear: linear, linear_aa: linear_aa
 
 
 def test_grid_positions_in_onnx_at_runtime_sizes(tmp_path):
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from graphformer.backends.onnx import to_onnx
     path = tmp_path / "grid-zoo.yaml"
     path.write_text(GRID_ZOO)
     s = load(str(path))
     model = graphformer.build(s, seed=3).eval()
-    exported = to_onnx(s, model, opset=18)
-    onnx.checker.check_model(exported, full_check=True)
-    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort_session(s, model, opset=18)
     for dims in ({"B": 2, "H": 20, "W": 12}, {"B": 1, "H": 9, "W": 30}, {"B": 2, "H": 16, "W": 16},
                  {"B": 1, "H": 4, "W": 7}):
         inputs = graphformer.example_inputs(s, dims=dims, seed=1)

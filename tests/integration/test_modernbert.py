@@ -18,7 +18,7 @@ import graphformer  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.backends.torch.weights import load_weights  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, read_state_dict  # noqa: E402
-from parity import assert_close, ours  # noqa: E402
+from parity import assert_close, assert_mapped_grads, ours  # noqa: E402
 
 T = transformers
 T.logging.set_verbosity_error()
@@ -90,11 +90,7 @@ def test_gradients_equal_transformers_on_real_tokens():
     keep = mask.bool()
     (model(input_ids=ids, attention_mask=mask)["logits"][keep] * weight).sum().backward()
     (ref(input_ids=ids, attention_mask=mask).logits[keep] * weight).sum().backward()
-    theirs = convert_state_dict(s, {k: p.grad for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    assert set(theirs) == set(mine)
-    for k, g in theirs.items():
-        assert_close(mine[k].grad, g, f"modernbert grad {k}")
+    assert_mapped_grads(model, ref, s, "modernbert")
 
 
 def test_onnx_runtime_equals_torch_and_transformers():

@@ -150,7 +150,7 @@ def test_bad_shared_tables_are_gf125(tmp_path, edit, message, on_value):
 import graphformer  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
-from parity import assert_close, ours  # noqa: E402
+from parity import assert_close, assert_mapped_grads, ours  # noqa: E402
 
 T5 = Path(__file__).resolve().parents[2] / "specs" / "t5-base.yaml"
 V1_1 = dict(ffn="gated_ffn", act="gelu_tanh", tie_embeddings=False, scale_decoder_outputs=0)
@@ -229,10 +229,7 @@ def test_gradients_equal_transformers():
     weight = torch.randn(97, generator=gen)
     (model(tokens=ids, decoder_tokens=dec)["logits"] * weight).sum().backward()
     (ref(input_ids=ids, decoder_input_ids=dec).logits * weight).sum().backward()
-    theirs = convert_state_dict(spec, {k: p.grad for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    for k, g in theirs.items():
-        assert_close(mine[k].grad, g, f"grad {k}")
+    assert_mapped_grads(model, ref, spec, "t5 v1_1")
 
 
 def test_a_bias_with_other_heads_than_its_attention_is_an_error_at_the_attention(tmp_path):

@@ -21,7 +21,7 @@ from graphformer.base.dims import parse  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
-from parity import assert_close, ours, randomize  # noqa: E402
+from parity import assert_close, assert_mapped_grads, assert_ort_equals_reference, ort_session, ours, randomize  # noqa: E402
 
 T.logging.set_verbosity_error()
 
@@ -90,29 +90,13 @@ def test_gradients_equal_transformers():
     theirs_out = ref(pixel_values=x)
     ((out["last_hidden_state"] * weight).sum() + out["pooler_output"].sum()).backward()
     ((theirs_out.last_hidden_state * weight).sum() + theirs_out.pooler_output.sum()).backward()
-    theirs = convert_state_dict(s, {k: p.grad for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    assert set(theirs) == set(mine)
-    for k, g in theirs.items():
-        assert_close(mine[k].grad, g, f"grad {k}")
+    assert_mapped_grads(model, ref, s, "vivit")
 
 
 def test_onnx_runtime_equals_transformers():
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from graphformer.backends.onnx import to_onnx
     ref = reference()
-    s = spec()
-    exported = to_onnx(s, ours(s, ref))
-    onnx.checker.check_model(exported, full_check=True)
-    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
-    for batch in (1, 3):
-        x = video(batch, seed=batch)
-        hidden, pooled = sess.run(["last_hidden_state", "pooler_output"], {"pixel_values": x.numpy()})
-        with torch.no_grad():
-            want = ref(pixel_values=x)
-        assert_close(torch.from_numpy(hidden), want.last_hidden_state, f"onnx B={batch}")
-        assert_close(torch.from_numpy(pooled), want.pooler_output, f"onnx pooler B={batch}")
+    assert_ort_equals_reference(spec(), ref, [{"pixel_values": video(b, seed=b)} for b in (1, 3)],
+                                ["last_hidden_state", "pooler_output"], "vivit onnx")
 
 
 TUBELETS = """\
@@ -130,17 +114,12 @@ outputs: {tokens: tubelets}
 def test_symbolic_frames_and_sides_export_and_run_at_other_sizes(tmp_path):
     """Frames, height and width stay symbolic through check, the torch build and ONNX (named dynamic axes):
     one export runs at two video sizes, equal to torch.nn.Conv3d."""
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from graphformer.backends.onnx import to_onnx
     path = tmp_path / "tubelets.yaml"
     path.write_text(TUBELETS)
     s = graphformer.load(str(path))
     assert s.ir.node("tubelets").shape.shape == tuple(parse(d) for d in ("B", "(T // 2)*(H // 4)*(W // 4)", "6"))
     model = graphformer.build(s, seed=0).eval()
-    exported = to_onnx(s, model)
-    onnx.checker.check_model(exported, full_check=True)
-    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort_session(s, model)
     conv = torch.nn.Conv3d(3, 6, (2, 4, 4), stride=(2, 4, 4))
     conv.load_state_dict(model.tubelets.state_dict())
     for shape in ((2, 3, 4, 8, 12), (1, 3, 6, 16, 4)):
