@@ -739,6 +739,8 @@ DEBERTA_V2 = Family("deberta-v2", "deberta-v2.yaml", {
     _deberta_v2, "DebertaV2Model")
 
 
+FIELD_TYPES.update({"num_hidden_groups": Int(1, LAYERS), "inner_group_num": Int(1, LAYERS)})   # ALBERT
+
 GPT2_FIXED = {
     "scale_attn_by_inverse_layer_idx": Fixed(_is(False, None), "the spec scales attention by 1/√head_dim in "
                                                                   "every layer, not also by 1/layer"),

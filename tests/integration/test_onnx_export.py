@@ -110,7 +110,7 @@ def _check_shape_inference(case):
 
     A dim ONNX infers must equal ours: a value where ours is a constant, dim_param == str(dim) where ours
     is symbolic. ONNX cannot name arithmetic (`n + 1`, `3 * T`), so it may leave a dim unknown — but only
-    on a value at or downstream of one whose shape has such a composite dim.
+    on a value at or downstream of one whose shape has such a composite dim, or of a Resize to computed sizes.
     """
     model = copy.deepcopy(case.model)
     del model.graph.value_info[:]
@@ -121,7 +121,10 @@ def _check_shape_inference(case):
                    list(inferred.graph.value_info) + list(inferred.graph.output)}
     ir = case.spec.ir
     composite = {n.name for n in ir.nodes() if any(not d.is_const and str(d) not in d.symbols for d in n.shape.shape)}
-    excused = ir.descendants(composite)
+    # ONNX's Resize infers its output only from constant `sizes`; an interpolation to another grid's size
+    # (or a given size, with the batch's symbol beside it) computes them from Shape ops
+    resized = {n.name for n in ir.nodes() if n.op == "interpolate" and n.attrs.scale is None}
+    excused = ir.descendants(composite | resized)
     checked = 0
     outputs_by_node = {n: o for o, n in ir.outputs.items()}
     for node in ir.nodes():

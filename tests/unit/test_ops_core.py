@@ -96,14 +96,6 @@ CASES = [
     ("clamp", {"max": 0.0}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
     ("clamp", {"min": 1.0, "max": -1.0}, {"x": T("B", "n", 8)}, "GF231"),
     ("clamp", {}, {"x": T("B", "n", 8)}, "GF231"),
-    ("apply_mask", {}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
-    ("apply_mask", {}, {"x": T("B", "n", 8), "mask": T("B", "n", dtype="int64")}, ("B", "n", "8")),
-    ("apply_mask", {"axis": -1}, {"x": T("B", 4, "n"), "mask": T("B", "n", dtype="bool")}, ("B", "4", "n")),
-    ("apply_mask", {}, {"x": T("B", "n", 8), "mask": T("B", "m", dtype="bool")}, "GF120"),
-    ("apply_mask", {}, {"x": T("B", "n", 8), "mask": T("B", "n")}, "GF122"),
-    ("apply_mask", {}, {"x": T("B", "n", 8), "mask": T("B", "n", 1, dtype="bool")}, "GF121"),
-    ("apply_mask", {"axis": 0}, {"x": T("B", "n", 8)}, "GF102"),
-    ("apply_mask", {"axis": 3}, {"x": T("B", "n", 8)}, "GF102"),
 ]
 
 

@@ -30,8 +30,13 @@ def _size(ctx: NodeEmitter, d: Dim, env: dict[str, str], tag: str) -> str:
 def _reshape(ctx: NodeEmitter, node) -> None:
     values = dict(zip(node.inputs, ctx.inputs))
     plan = reshaping(node.attrs, ctx.types["x"], ctx.types.get("like"))
-    if None not in plan.sizes:   # constants and at most one -1
-        ctx.op("Reshape", [values["x"], ctx.const(list(plan.sizes), "shape", np.int64)], final=True)
+    # For ONNX's shape inference to name every axis as we do: a size we know is that constant (even on the
+    # axis left to infer), and an axis kept from x at the same place is 0 (Reshape copies it, symbol and all).
+    x = ctx.types["x"].shape
+    sizes = [d.value if d.is_const else 0 if i < len(x) and d == x[i] else s
+             for i, (s, d) in enumerate(zip(plan.sizes, plan.out))]
+    if None not in sizes:   # constants, copies and at most one -1
+        ctx.op("Reshape", [values["x"], ctx.const(sizes, "shape", np.int64)], final=True)
         return
     shapes = {p: ctx.op("Shape", [values[p]], p) for p in dict.fromkeys(port for _, port, _, _ in plan.reads)}
     env: dict[str, str] = {}
@@ -39,7 +44,7 @@ def _reshape(ctx: NodeEmitter, node) -> None:
         size = ctx.op("Gather", [shapes[port], ctx.const([axis], f"axis_{name}", np.int64)], name)
         env[name] = size if divisor == 1 else ctx.op("Div", [size, _size(ctx, divisor, env, f"div_{name}")], name)
     parts = [ctx.const([s], f"size{i}", np.int64) if s is not None else _size(ctx, d, env, f"size{i}")
-             for i, (s, d) in enumerate(zip(plan.sizes, plan.out))]
+             for i, (s, d) in enumerate(zip(sizes, plan.out))]
     ctx.op("Reshape", [values["x"], ctx.op("Concat", parts, "shape", axis=0)], final=True)
 
 

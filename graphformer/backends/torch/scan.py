@@ -26,14 +26,15 @@ class SelectiveScan(nn.Module):
         self.D.fill_(1.0)
 
     def forward(self, x, delta, B, C):
+        # in float32 whatever the model's dtype, as the reference: the state too; each output in x's dtype
         A = -torch.exp(self.A_log.float())                                  # (D, N)
         decay = torch.exp(delta[..., None] * A)                             # (B, L, D, N)
-        drive = delta[..., None] * B[:, :, None, :] * x[..., None]          # (B, L, D, N): Δ·B·x
+        drive = delta[..., None] * B[:, :, None, :].float() * x[..., None].float()   # (B, L, D, N): Δ·B·x
         h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])                 # (B, D, N)
         ys = []
         for t in range(x.shape[1]):
             h = decay[:, t] * h + drive[:, t]
-            ys.append(torch.matmul(h, C[:, t, :, None])[..., 0])            # (B, D)
+            ys.append(torch.matmul(h.to(x.dtype), C[:, t, :, None])[..., 0])   # (B, D)
         y = torch.stack(ys, dim=1) if ys else torch.zeros_like(x)           # (B, L, D)
         return y + x * self.D
 
