@@ -307,8 +307,11 @@ class Expander:
         if any(d.is_error for d in self.diags):
             return
         root = self.prog.root
+        # a param a derived param's expression reads is read (`inner: {expr: expand * d_model}` reads expand)
+        derived = {n for v in root.spec.params.values() if isinstance(getattr(v, "expr", None), str)
+                   for n in _NAME.findall(v.expr)}
         for k in root.spec.params:
-            if k not in self.read:
+            if k not in self.read and k not in derived:
                 self.diags.append(Diagnostic(
                     "GF113", f"param `{k}` is declared but nothing reads it", root.span(("params", k), key=True),
                     severity="warning", help="use it in a shape or an attribute (`eps: eps`), or delete it"))

@@ -276,3 +276,22 @@ def test_a_string_param_may_choose_the_block_a_node_calls(tmp_path):
     result = check_file(path, preset="typo")
     (d,) = [d for d in result.diagnostics if d.is_error]
     assert d.code == "GF100" and "unknown op `dens` (the value of param `ffn`) — did you mean `dense`?" in d.message
+
+
+def test_a_param_read_only_by_a_derived_param_is_read(tmp_path):
+    """`inner: {expr: expand * d}` reads `expand`: no GF113 for it (Mamba's expand); an unread param still gets one."""
+    path = tmp_path / "derived.yaml"
+    path.write_text(textwrap.dedent("""\
+        graphformer: 1
+        name: t
+        params: {d: 8, expand: 2, inner: {expr: expand * d}, unused: 3}
+        dims: {B: 2, n: 4}
+        inputs:
+          x: {shape: [B, n, d]}
+        nodes:
+          up: {op: linear, out: inner}
+        outputs: {y: up}
+        """))
+    r = check_file(str(path))
+    assert r.ok
+    assert [d.message for d in r.diagnostics if d.code == "GF113"] == ["param `unused` is declared but nothing reads it"]
