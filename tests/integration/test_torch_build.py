@@ -70,11 +70,11 @@ def test_spec_builds_and_matches_checker(path):
     assert sum(p.numel() for p in model.parameters()) == total_params(spec.ir)
     sd = model.state_dict()
     assert {k: tuple(v.shape) for k, v in sd.items()} == param_shapes(spec.ir)
-    for n in spec.ir.nodes():  # per node: the module's own parameters are the op's params() rule
-        if n.op == "input":
+    for n in spec.ir.nodes():  # per node: the module's own parameters are the op's trained params
+        if n.op == "input":      # (params() less running statistics, which are buffers: batch_norm)
             continue
         types = {p: spec.ir.node(s).shape for p, s in n.inputs.items()}
-        want = {k: tuple(v) for k, v in REGISTRY[n.op].params(n.attrs, types).items()}
+        want = {k: tuple(v) for k, v in REGISTRY[n.op].trained(n.attrs, types).items()}
         got = {k: tuple(p.shape) for k, p in model.node_module(n.name).named_parameters()}
         assert got == want, n.name
 
