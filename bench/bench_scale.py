@@ -240,7 +240,8 @@ What is left:
 
 - *Every bundled spec against an `import torch`: the goal (≤ 0.25×) is not met.* The ratio above (CPU,
   bytecode cached as for an installed package) moves between 0.30× and 0.37× from run to run on this
-  machine. Counted in instructions (callgrind, which doesn't drift with load): the whole process is
+  machine with the 35 specs of this round's start, and grows with the catalogue (40 specs: 0.37× above).
+  Counted in instructions (callgrind, which doesn't drift with load), with 35 specs the whole process is
   2.38 G (`import torch`: 5.2 G, but much of its CPU time is loading shared libraries, which instructions
   understate). Of that, fixed costs before any of graphformer's code: starting Python 0.09 G, `import
   yaml` 0.10 G, `import pydantic` 0.18 G, and pydantic's first model class 0.30 G more (it imports its
@@ -248,7 +249,7 @@ What is left:
   `importlib.metadata`, whose import alone is 0.07 G). The 57 validated model classes (10 file models,
   the op families' attrs) take 75–95 ms of a ~0.5 s process to build (`ModelMetaclass.__new__`, measured
   in process: 26 ms for the first, 28 ms for the attrs, whose string annotations pydantic evaluates, ~500
-  `compile` calls). With everything imported, checking the 35 specs takes 0.23 s: reading the YAML ~35 %,
+  `compile` calls). With everything imported, checking those 35 specs takes 0.23 s: reading the YAML ~35 %,
   expansion ~45 %, inference and lint ~15 %. So pydantic and its models are about a third of the process,
   and ≤ 0.25× (about 0.5 s of CPU against torch's 2 s) needs them off the start-up path: the file models
   and the 42 attrs models (with their validators, the `schema` command's JSON schema and the mapping of
