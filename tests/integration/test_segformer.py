@@ -24,7 +24,7 @@ T = pytest.importorskip("transformers")
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
-from parity import assert_close, ours, randomize  # noqa: E402
+from parity import assert_close, assert_mapped_grads, assert_ort_equals_reference, ours, randomize  # noqa: E402
 
 T.logging.set_verbosity_error()
 
@@ -77,28 +77,12 @@ def test_gradients_equal_transformers():
     weight = torch.randn(24, 1, 1, generator=torch.Generator().manual_seed(3))
     (model(pixel_values=x)["last_hidden_state"] * weight).sum().backward()
     (ref(pixel_values=x).last_hidden_state * weight).sum().backward()
-    theirs = convert_state_dict(s, {k: p.grad for k, p in ref.named_parameters()}, "hf")
-    mine = dict(model.named_parameters())
-    assert set(theirs) == set(mine)
-    for k, g in theirs.items():
-        assert_close(mine[k].grad, g, f"grad {k}")
+    assert_mapped_grads(model, ref, s, "segformer")
 
 
 def test_onnx_runtime_equals_transformers():
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from graphformer.backends.onnx import to_onnx
-    ref = reference()
-    s = spec()
-    exported = to_onnx(s, ours(s, ref))
-    onnx.checker.check_model(exported, full_check=True)
-    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
-    for batch in (1, 3):
-        x = image(batch, seed=batch)
-        (hidden,) = sess.run(["last_hidden_state"], {"pixel_values": x.numpy()})
-        with torch.no_grad():
-            want = ref(pixel_values=x).last_hidden_state
-        assert_close(torch.from_numpy(hidden), want, f"onnx B={batch}")
+    assert_ort_equals_reference(spec(), reference(), [{"pixel_values": image(b, seed=b)} for b in (1, 3)],
+                                ["last_hidden_state"], "segformer onnx")
 
 
 # ---------------------------------------------------------------- the decode head (SegformerForSemanticSegmentation)
@@ -171,17 +155,5 @@ def test_training_step_equals_transformers():
 
 
 def test_segmentation_onnx_runtime_equals_transformers():
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from graphformer.backends.onnx import to_onnx
-    ref = seg_reference()
-    s = seg_spec()
-    exported = to_onnx(s, ours(s, ref))
-    onnx.checker.check_model(exported, full_check=True)
-    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
-    for batch in (1, 3):
-        x = image(batch, seed=batch)
-        (logits,) = sess.run(["logits"], {"pixel_values": x.numpy()})
-        with torch.no_grad():
-            want = ref(pixel_values=x).logits
-        assert_close(torch.from_numpy(logits), want, f"onnx logits B={batch}")
+    assert_ort_equals_reference(seg_spec(), seg_reference(), [{"pixel_values": image(b, seed=b)} for b in (1, 3)],
+                                ["logits"], "segformer onnx")
