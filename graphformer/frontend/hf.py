@@ -693,47 +693,53 @@ MAMBA = Family("mamba", "mamba.yaml", {
 FIELD_TYPES.update({
     "relative_attention": FLAG, "position_biased_input": FLAG, "share_att_key": FLAG,
     "position_buckets": Int(-1, POSITIONS), "max_relative_positions": Int(-1, POSITIONS),
-    **dict.fromkeys(["norm_rel_ebd"], TEXT), "pos_att_type": AnyOf((TEXT, ListOf(TEXT, 8))),
-    "conv_kernel_size": Int(0, SIDE), "embedding_size": Int(1, WIDTH, null=True),
+    **dict.fromkeys(["norm_rel_ebd", "conv_act"], TEXT), "pos_att_type": AnyOf((TEXT, ListOf(TEXT, 8))),
+    "conv_kernel_size": Int(0, SIDE), "conv_groups": Int(1, WIDTH), "embedding_size": Int(1, WIDTH, null=True),
     "attention_head_size": Int(1, WIDTH, null=True),
 })
 
 
 def _deberta_v2(cfg: dict) -> dict:
     """What transformers reads with getattr defaults (absent: relative_attention, share_att_key off,
-    norm_rel_ebd none, position_biased_input on): the spec is DeBERTa-v3's form, so the config must say
-    relative attention with both position terms, buckets, and no absolute positions."""
+    norm_rel_ebd none, position_biased_input on, conv_kernel_size 0, conv_act tanh, conv_groups 1): the spec's
+    attention is DeBERTa-v2/v3's, so the config must say relative attention with both position terms and
+    buckets; absolute positions, embed_proj and the convolution after the first layer are params."""
     def need(ok: bool, field_: str, why: str):
         if not ok:
             raise HFImportError(f"`{field_}: {show(cfg.get(field_))}`: not supported: {why}")
     need(cfg.get("relative_attention") is True, "relative_attention", "the deberta-v2 spec's attention is relative")
-    need(cfg.get("position_biased_input") is False, "position_biased_input",
-         "the deberta-v2 spec has no absolute position table (DeBERTa-v3)")
     terms = cfg.get("pos_att_type")
     terms = [t.strip() for t in terms.lower().split("|")] if isinstance(terms, str) else list(terms or [])
     need(sorted(terms) == ["c2p", "p2c"], "pos_att_type", "the deberta-v2 spec writes both terms, p2c and c2p")
     buckets = cfg.get("position_buckets", -1)
     need(buckets > 0, "position_buckets", "the deberta-v2 spec's table has 2 · position_buckets rows")
     need(cfg.get("type_vocab_size", 0) == 0, "type_vocab_size", "the deberta-v2 spec has no token types")
-    need(cfg.get("conv_kernel_size", 0) == 0, "conv_kernel_size", "the deberta-v2 spec has no convolution layer")
-    need(cfg.get("embedding_size") in (None, cfg.get("hidden_size")), "embedding_size",
-         "the deberta-v2 spec's embeddings are as wide as the model (no embed_proj)")
     need(cfg.get("attention_head_size") in (None, cfg["hidden_size"] // cfg["num_attention_heads"]),
          "attention_head_size", "the deberta-v2 spec's heads split the width evenly")
     far = cfg.get("max_relative_positions", -1)
     norm = [x.strip() for x in str(cfg.get("norm_rel_ebd", "none")).lower().split("|")]
-    return {"position_buckets": buckets, "share_att_key": cfg.get("share_att_key", False) is True,
-            "max_relative_positions": far if far >= 1 else cfg.get("max_position_embeddings", 512),
-            "norm_rel": "layer_norm" in norm}
+    params = {"position_buckets": buckets, "share_att_key": cfg.get("share_att_key", False) is True,
+              "max_relative_positions": far if far >= 1 else cfg.get("max_position_embeddings", 512),
+              "norm_rel": "layer_norm" in norm, "position_biased": cfg.get("position_biased_input", True) is not False}
+    if cfg.get("embedding_size") is not None:
+        params["embedding_size"] = cfg["embedding_size"]
+    kernel = cfg.get("conv_kernel_size", 0)
+    if kernel > 0:   # ConvLayer reads these only then
+        need(kernel % 2 == 1, "conv_kernel_size", "ConvLayer pads (k − 1) // 2 frames at each end, which keeps "
+             "the length (and the reference runs) only for an odd kernel")
+        groups = cfg.get("conv_groups", 1)
+        need(cfg["hidden_size"] % groups == 0, "conv_groups", "the groups must divide hidden_size")
+        params.update(conv_kernel=kernel, conv_groups=groups, conv_act=act(cfg.get("conv_act", "tanh"), "conv_act"))
+    return params
 
 
 DEBERTA_V2 = Family("deberta-v2", "deberta-v2.yaml", {
     "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_attention_heads": P("heads"),
     "intermediate_size": P("d_ff"), "num_hidden_layers": P("layers"), "layer_norm_eps": P("eps"),
-    "hidden_act": P("act", act), **ENCODER_DROPOUT,
+    "hidden_act": P("act", act), "max_position_embeddings": P("max_len"), **ENCODER_DROPOUT,
 }, frozenset({"relative_attention", "position_biased_input", "pos_att_type", "position_buckets",
-              "max_relative_positions", "max_position_embeddings", "share_att_key", "norm_rel_ebd",
-              "type_vocab_size", "conv_kernel_size", "embedding_size", "attention_head_size",
+              "max_relative_positions", "share_att_key", "norm_rel_ebd", "type_vocab_size", "conv_kernel_size",
+              "conv_act", "conv_groups", "embedding_size", "attention_head_size",
               # DebertaV2For* heads and the legacy LM head: not part of the encoder
               "pooler_dropout", "pooler_hidden_act", "pooler_hidden_size", "legacy", "tie_word_embeddings"}),
     _deberta_v2, "DebertaV2Model")
