@@ -7,6 +7,12 @@ logarithmic and clipped distances all occur), shared and unshared position proje
 and together. fp32, eval mode, ≤ 1e-5 × the output's scale: forward with and without a padding mask,
 gradients, ONNX Runtime. At the published deberta-v3-base config on the meta device: the parameter count
 and the map.
+
+DeBERTa-v2's optional parts, each switched on alone in the same small config (and all together): the
+convolution after the first layer (ConvLayer: kernel 3 with gelu, and kernel 5 over 3 groups with the default
+tanh), absolute positions (position_biased_input) and embed_proj (embedding_size 20 < 30). Forward with and
+without padding, the map's round trip; ONNX Runtime for the convolution; at the published deberta-v2-xlarge
+config on the meta device, the parameter count and the map; `import hf` of its config.json.
 """
 from __future__ import annotations
 
@@ -19,7 +25,8 @@ T = pytest.importorskip("transformers")
 from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
-from parity import assert_close, assert_mapped_grads, ours, randomize  # noqa: E402
+from graphformer.weights.maps import to_reference  # noqa: E402
+from parity import assert_close, assert_mapped_grads, assert_ort_close, ort_session, ours, randomize  # noqa: E402
 
 T.logging.set_verbosity_error()
 
@@ -33,6 +40,31 @@ V3_BASE = dict(vocab_size=128100, hidden_size=768, num_hidden_layers=12, num_att
                intermediate_size=3072, max_position_embeddings=512, type_vocab_size=0, relative_attention=True,
                position_buckets=256, norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
                position_biased_input=False, layer_norm_eps=1e-7, max_relative_positions=-1)
+
+# microsoft/deberta-v2-xlarge's config.json, as published on the hub (written out here: nothing is downloaded)
+V2_XLARGE = {"model_type": "deberta-v2", "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
+             "hidden_dropout_prob": 0.1, "hidden_size": 1536, "initializer_range": 0.02, "intermediate_size": 6144,
+             "max_position_embeddings": 512, "relative_attention": True, "position_buckets": 256,
+             "norm_rel_ebd": "layer_norm", "share_att_key": True, "pos_att_type": "p2c|c2p", "layer_norm_eps": 1e-7,
+             "conv_kernel_size": 3, "conv_act": "gelu", "max_relative_positions": -1, "position_biased_input": False,
+             "num_attention_heads": 24, "attention_head_size": 64, "num_hidden_layers": 24, "type_vocab_size": 0,
+             "vocab_size": 128100}
+# DeBERTa-v2's optional parts: name → (config fields, spec params)
+PARTS = {
+    "conv": (dict(conv_kernel_size=3, conv_act="gelu"), dict(conv_kernel=3, conv_act="gelu")),
+    "conv_groups": (dict(conv_kernel_size=5, conv_groups=3), dict(conv_kernel=5, conv_groups=3)),
+    "positions": (dict(position_biased_input=True), dict(position_biased=True, max_len=64)),
+    "embed_proj": (dict(embedding_size=20), dict(embedding_size=20)),
+}
+PARTS["all"] = tuple({**PARTS["conv"][i], **PARTS["positions"][i], **PARTS["embed_proj"][i]} for i in (0, 1))
+
+
+def part(name: str):
+    """(our spec, the randomised reference) with DeBERTa-v2's optional part `name` switched on."""
+    cfg, params = PARTS[name]
+    ref = randomize(T.DebertaV2Model(T.DebertaV2Config(**{**SMALL, "share_att_key": True,
+                                                          "pos_att_type": ["p2c", "c2p"], **cfg})))
+    return load(SPEC, overrides={**OVERRIDES, **params}), ref
 
 
 def reference(share: bool = True, pos_att_type=("p2c", "c2p")):
@@ -161,11 +193,107 @@ def test_import_hf_equals_transformers(tmp_path, capsys):
     assert_close(got[mask.bool()], want[mask.bool()], "deberta imported")
 
 
-@pytest.mark.parametrize("field,value", [("relative_attention", False), ("position_biased_input", True),
-                                         ("pos_att_type", ["c2p"]), ("position_buckets", -1),
-                                         ("conv_kernel_size", 3)])
+@pytest.mark.parametrize("field,value", [("relative_attention", False), ("pos_att_type", ["c2p"]),
+                                         ("position_buckets", -1), ("type_vocab_size", 2), ("conv_kernel_size", 4),
+                                         ("conv_groups", 7), ("conv_act", "mish")])
 def test_import_hf_refuses_what_the_spec_cannot_say(field, value):
     from graphformer.frontend.hf import HFImportError, convert_config
-    cfg = T.DebertaV2Config(**{**SMALL, "pos_att_type": ["p2c", "c2p"], field: value}).to_dict()
+    extra = {"conv_kernel_size": 3} if field.startswith("conv_") and field != "conv_kernel_size" else {}
+    cfg = T.DebertaV2Config(**{**SMALL, "pos_att_type": ["p2c", "c2p"], **extra, field: value}).to_dict()
     with pytest.raises(HFImportError, match=field):
         convert_config(cfg)
+
+
+# ---------------------------------------------------------------- DeBERTa-v2's optional parts
+
+@pytest.mark.parametrize("name", list(PARTS))
+def test_part_forward_equals_transformers(name):
+    """Every position, padded ones included: ConvLayer zeroes them after its convolution and at its end (the
+    reference's masked_fill and input_mask), the embeddings are zeroed before the first layer."""
+    s, ref = part(name)
+    model = ours(s, ref)
+    ids, mask = tokens()
+    with torch.no_grad():
+        for n in (1, 14, 20):
+            assert_close(model(input_ids=ids[:, :n])["last_hidden_state"], ref(input_ids=ids[:, :n]).last_hidden_state,
+                         f"deberta {name} n={n}")
+        assert_close(model(input_ids=ids, attention_mask=mask)["last_hidden_state"],
+                     ref(input_ids=ids, attention_mask=mask).last_hidden_state, f"deberta {name} padded")
+
+
+@pytest.mark.parametrize("name", list(PARTS))
+def test_part_map_round_trip_is_bit_identical(name):
+    """reference → spec → reference gives every tensor back under its own name (the conv's, the absolute
+    table's, embed_proj's rules included); the spec's count is the reference's."""
+    s, ref = part(name)
+    sd = {k: v for k, v in ref.state_dict().items() if k != "embeddings.position_ids"}
+    ours_ = convert_state_dict(s, sd, "hf")
+    assert total_params(s.ir) == sum(p.numel() for p in ref.parameters()) == sum(v.numel() for v in ours_.values())
+    back = to_reference(s, ours_, "hf", reference=sd)
+    assert list(back) == list(sd)
+    assert all(torch.equal(back[k], sd[k]) for k in sd)
+
+
+def test_part_gradients_equal_transformers():
+    s, ref = part("all")
+    model = ours(s, ref)
+    ids, mask = tokens()
+    weight = torch.randn(30, generator=torch.Generator().manual_seed(3))
+    keep = mask.bool()
+    (model(input_ids=ids, attention_mask=mask)["last_hidden_state"][keep] * weight).sum().backward()
+    (ref(input_ids=ids, attention_mask=mask).last_hidden_state[keep] * weight).sum().backward()
+    assert_mapped_grads(model, ref, s, "deberta all parts")
+
+
+def test_conv_onnx_runtime_equals_transformers():
+    """The convolution after the first layer exported (Conv over the transposed tokens, the mask along the
+    last axis): one export per input set, two lengths each, every position."""
+    s, ref = part("all")
+    model = ours(s, ref)
+    ids, mask = tokens()
+    for inputs in ([], ["attention_mask"]):
+        sess = ort_session(s, model, inputs=inputs)
+        for n in (5, 20):
+            feeds = {"input_ids": ids[:, :n], **({"attention_mask": mask[:, :n]} if inputs else {})}
+            with torch.no_grad():
+                want = ref(**feeds).last_hidden_state
+            assert_ort_close(sess, feeds, {"last_hidden_state": want}, f"deberta conv onnx {inputs} n={n}")
+
+
+def test_published_v2_xlarge_count_and_map_equal_the_reference():
+    cfg = {k: v for k, v in V2_XLARGE.items() if k != "model_type"}
+    with torch.device("meta"):
+        ref = T.DebertaV2Model(T.DebertaV2Config(**cfg))
+    s = load(SPEC, preset="deberta-v2-xlarge")
+    count = sum(p.numel() for p in ref.parameters())
+    assert total_params(s.ir) == count == 884_593_152
+    converted = convert_state_dict(s, ref.state_dict(), "hf")
+    assert sum(v.numel() for v in converted.values()) == count
+
+
+def test_import_hf_of_published_configs():
+    """deberta-v2-xlarge's config.json gives the preset's params; deberta-v3-base's the spec's defaults (none
+    of the optional parts), both without an unread field."""
+    from graphformer.frontend.hf import bundled_params, convert_config
+    xl = convert_config(V2_XLARGE)
+    want = {**bundled_params(xl.family), **load(SPEC, preset="deberta-v2-xlarge").params}
+    assert not xl.unread and all(want[k] == v for k, v in xl.params.items() if k != "pad_token")
+    assert (xl.params["conv_kernel"], xl.params["conv_act"], xl.params["position_biased"]) == (3, "gelu", False)
+    v3 = convert_config({"model_type": "deberta-v2", **{k: v for k, v in V3_BASE.items()}})
+    defaults = load(SPEC).params
+    assert not v3.unread and all(defaults[k] == v for k, v in v3.params.items() if k != "pad_token")
+    assert "embedding_size" not in v3.params and v3.params.get("conv_kernel", 0) == 0
+
+
+def test_import_hf_with_every_part_equals_transformers(tmp_path, capsys):
+    """`graphformer import hf` on a saved DebertaV2Model with the convolution, absolute positions and
+    embed_proj: the spec it writes, holding the checkpoint's weights, equals the reference."""
+    from parity import imported
+    _, ref = part("all")
+    _, model = imported(ref, tmp_path, capsys)
+    ids, mask = tokens()
+    with torch.no_grad():
+        got = model(input_ids=ids, attention_mask=mask)["last_hidden_state"]
+        want = ref(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert_close(got, want, "deberta all parts imported")
+
