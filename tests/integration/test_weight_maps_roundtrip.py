@@ -142,13 +142,13 @@ CASES = {
         spec("vivit", None, image=15, patch=5, tubelet=3, frames=6, d_model=27, heads=3, layers=2, d_ff=41),
         T.VivitModel(T.VivitConfig(image_size=15, tubelet_size=[3, 5, 5], num_frames=6, hidden_size=27,
                                    num_hidden_layers=2, num_attention_heads=3, intermediate_size=41))),
-    "deberta-v2/hf": lambda: (   # unshared position projections: every rule of the map has a tensor
-        spec("deberta-v2", "tiny", share_att_key=False),
+    "deberta-v2/hf": lambda: (   # unshared position projections and every optional part: each rule has a tensor
+        spec("deberta-v2", "tiny", share_att_key=False, position_biased=True, embedding_size=20, conv_kernel=3),
         T.DebertaV2Model(T.DebertaV2Config(vocab_size=97, hidden_size=30, num_hidden_layers=2, num_attention_heads=3,
                                            intermediate_size=41, type_vocab_size=0, relative_attention=True,
                                            position_buckets=6, max_relative_positions=12, norm_rel_ebd="layer_norm",
                                            share_att_key=False, pos_att_type=["p2c", "c2p"],
-                                           position_biased_input=False))),
+                                           position_biased_input=True, embedding_size=20, conv_kernel_size=3))),
     "videomae/hf": lambda: (
         spec("videomae", None, image=15, patch=5, tubelet=3, frames=6, d_model=30, heads=3, layers=2, d_ff=41,
              final_norm=True),
