@@ -257,6 +257,9 @@ class Family:
     ignored: frozenset = frozenset()            # family-specific fields that don't change the function
     derive: Callable[[dict], dict] | None = None  # params computed from several fields (after the table)
     reference: str = ""
+    # transformers' config class default for `pad_token_id`, read when config.json leaves the key out
+    # (save_pretrained writes only the values that differ from the class's defaults)
+    pad_token_id: int | None = None
 
 
 def _is(*values):
@@ -742,7 +745,7 @@ DEBERTA_V2 = Family("deberta-v2", "deberta-v2.yaml", {
               "conv_act", "conv_groups", "embedding_size", "attention_head_size",
               # DebertaV2For* heads and the legacy LM head: not part of the encoder
               "pooler_dropout", "pooler_hidden_act", "pooler_hidden_size", "legacy", "tie_word_embeddings"}),
-    _deberta_v2, "DebertaV2Model")
+    _deberta_v2, "DebertaV2Model", pad_token_id=0)
 
 
 FIELD_TYPES.update({"num_hidden_groups": Int(1, LAYERS), "inner_group_num": Int(1, LAYERS)})   # ALBERT
@@ -929,7 +932,7 @@ MODERNBERT = Family("modernbert", "modernbert.yaml", {
     "reference_compile", "repad_logits_with_grad", "gradient_checkpointing",
     # hub configs carry BERT's field, which ModernBERT never reads (it has no position table)
     "position_embedding_type",
-}), _modernbert, "ModernBertForMaskedLM")
+}), _modernbert, "ModernBertForMaskedLM", pad_token_id=50283)
 
 
 # ---------------------------------------------------------------- GPT-OSS (sinks, YaRN, clamped SwiGLU experts)
@@ -1016,9 +1019,10 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "use_bidirectional_attention": Fixed(_is(False, None), "the gemma2 spec's attention is causal"),
     }, frozenset({"rope_theta", "rope_scaling", "rope_parameters", "sliding_window", "layer_types",
                   # older configs repeat the activation under Gemma-1's name; Gemma-2 reads hidden_activation
-                  "hidden_act", "cache_implementation"}), _gemma2, "Gemma2ForCausalLM"),
+                  "hidden_act", "cache_implementation"}), _gemma2, "Gemma2ForCausalLM", pad_token_id=0),
     Family("olmo2", "olmo2.yaml",
-           {k: v for k, v in LLAMA_FIELDS.items() if k != "mlp_bias"}, ROPE_READ, _olmo2, "Olmo2ForCausalLM"),
+           {k: v for k, v in LLAMA_FIELDS.items() if k != "mlp_bias"}, ROPE_READ, _olmo2, "Olmo2ForCausalLM",
+           pad_token_id=1),
     Family("phi", "phi-2.yaml", {
         "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
         "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"), "max_position_embeddings": P("max_len"),
@@ -1065,7 +1069,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "position_embedding_type": Fixed(_is("absolute", None), "the bert spec has learned absolute positions"),
         "is_decoder": Fixed(_is(False, None), "the bert spec is a bidirectional encoder"),
         "add_cross_attention": Fixed(_is(False, None), "the bert spec has no cross-attention"),
-    }, frozenset({"tie_word_embeddings", "gradient_checkpointing"}), None, "BertModel"),
+    }, frozenset({"tie_word_embeddings", "gradient_checkpointing"}), None, "BertModel", pad_token_id=0),
     Family("albert", "albert.yaml", {
         "vocab_size": P("vocab"), "max_position_embeddings": P("max_len"), "type_vocab_size": P("type_vocab"),
         "embedding_size": P("embed"), "hidden_size": P("d_model"), "num_attention_heads": P("heads"),
@@ -1073,7 +1077,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "layer_norm_eps": P("eps"), "hidden_act": P("act", act), **ENCODER_DROPOUT,
         "inner_group_num": Fixed(_is(1, None), "the albert spec has one layer per group"),
         "position_embedding_type": Fixed(_is("absolute", None), "the albert spec has learned absolute positions"),
-    }, frozenset({"classifier_dropout_prob", "tie_word_embeddings", "gradient_checkpointing"}), None, "AlbertModel"),
+    }, frozenset({"classifier_dropout_prob", "tie_word_embeddings", "gradient_checkpointing"}), None, "AlbertModel",
+       pad_token_id=0),
     Family("vit", "vit-b16.yaml", {
         "image_size": P("image"), "patch_size": P("patch"), "num_channels": P("channels"),
         "hidden_size": P("d_model"), "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"),
@@ -1141,7 +1146,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "scale_embedding",
         # hub configs repeat encoder_layers / encoder_attention_heads under these names
         "num_hidden_layers", "num_attention_heads",
-    }), None, "WhisperForConditionalGeneration"),
+    }), None, "WhisperForConditionalGeneration", pad_token_id=50256),
     WAV2VEC2,
 ]}
 
@@ -1220,7 +1225,7 @@ def convert_config(cfg: dict) -> Imported:
             raise HFImportError(f"the config has no `{e.args[0]}`, which a {fam.model_type} config needs") from None
     defaults = bundled_params(fam)
     if "pad_token" in defaults:   # the spec's table leaves the pad row untrained, as the reference's does
-        params["pad_token"] = _pad_row(cfg.get("pad_token_id"), params.get("vocab", defaults.get("vocab")))
+        params["pad_token"] = _pad_row(cfg.get("pad_token_id", fam.pad_token_id), params.get("vocab", defaults.get("vocab")))
     typed = {}
     for name, value in params.items():
         if name not in defaults:

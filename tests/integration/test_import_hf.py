@@ -15,6 +15,7 @@ transformers = pytest.importorskip("transformers")
 import cli  # noqa: E402
 import graphformer  # noqa: E402
 from graphformer.backends.torch.weights import load_weights  # noqa: E402
+from graphformer.frontend import hf  # noqa: E402
 from graphformer.weights.maps import read_state_dict  # noqa: E402
 from parity import assert_close  # noqa: E402
 
@@ -303,3 +304,20 @@ def test_export_reads_a_checkpoint_directory(tmp_path, capsys):
     with torch.no_grad():
         want = ref(input_ids=ids).logits
     assert (torch.from_numpy(logits) - want).abs().max().item() <= 1e-4 * max(1.0, want.abs().max().item())
+
+
+@pytest.mark.parametrize("kind", sorted(k for k, f in hf.FAMILIES.items() if "pad_token" in hf.bundled_params(f)))
+def test_each_family_knows_transformers_default_pad_token_id(kind):
+    assert hf.FAMILIES[kind].pad_token_id == T.AutoConfig.for_model(kind).pad_token_id
+
+
+def test_a_config_without_pad_token_id_reads_transformers_default(tmp_path):
+    """transformers reads a config.json without `pad_token_id` (hand-written, or saved with only the values
+    that differ from the defaults) as the class's default pad row (BERT's 0, Whisper's 50256), not "none"."""
+    T.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                 intermediate_size=48).save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["pad_token_id"]
+    assert T.BertConfig.from_dict(cfg).pad_token_id == 0
+    assert hf.convert_config(cfg).params["pad_token"] == 0
+    assert hf.convert_config({**cfg, "pad_token_id": None}).params["pad_token"] == -1
