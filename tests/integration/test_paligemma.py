@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 import graphformer  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
-from parity import (assert_close, assert_mapped_grads, assert_ort_close, assert_same_tokens, imported,  # noqa: E402
+from parity import (assert_close, assert_mapped_grads, assert_ort_close, assert_same_tokens,  # noqa: E402
                     ort_session, ours, randomize)
 
 T = transformers
@@ -135,12 +135,51 @@ def test_onnx_runtime_equals_torch(pair):
     assert_ort_close(ort_session(spec, model), feeds, want, "paligemma onnx")
 
 
-def test_import_hf_paligemma_config(pair, tmp_path, capsys):
+def test_import_hf_paligemma_config(pair, tmp_path):
+    """The imported spec holds the reference's count and, loaded through `hf` from the reloaded reference's state
+    dict, its logits. (save_pretrained writes transformers' checkpoint names, `language_model.model.*`, which the
+    map does not read: as llava's, it reads the module's own names, `model.language_model.*`.)"""
     _, ref, _ = pair
-    spec, model = imported(ref, tmp_path, capsys)
-    assert total_params(spec.ir) == sum(p.numel() for p in ref.parameters())
+    ref.save_pretrained(tmp_path / "ckpt")
+    from graphformer.cli import main
+    assert main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "spec.yaml")]) == 0
+    spec = graphformer.load(tmp_path / "spec.yaml")
+    again = T.PaliGemmaForConditionalGeneration.from_pretrained(tmp_path / "ckpt").eval()
+    assert total_params(spec.ir) == sum(p.numel() for p in again.parameters())
+    model = ours(spec, again)
     ids, pixels, _, types = batch()
     with torch.no_grad():
         assert_close(model(tokens=ids, pixels=pixels, prefix=(types == 0).long())["logits"],
                      ref(input_ids=ids, pixel_values=pixels, token_type_ids=types).logits,
                      "paligemma imported logits")
+
+
+PUBLISHED = {   # google/paligemma-3b-pt-224's config.json, the fields that set params
+    "model_type": "paligemma", "image_token_index": 257152, "projection_dim": 2048, "hidden_size": 2048,
+    "vocab_size": 257216, "pad_token_id": 0,
+    "text_config": {"model_type": "gemma", "hidden_size": 2048, "intermediate_size": 16384, "num_attention_heads": 8,
+                    "num_hidden_layers": 18, "num_image_tokens": 256, "num_key_value_heads": 1, "vocab_size": 257216},
+    "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304,
+                      "num_attention_heads": 16, "num_hidden_layers": 27, "num_image_tokens": 256, "patch_size": 14,
+                      "projection_dim": 2048, "projector_hidden_act": "gelu_fast", "vision_use_head": False},
+}
+
+
+def test_import_hf_reads_the_published_config_as_the_defaults():
+    from graphformer.frontend.hf import convert_config
+    imported = convert_config(PUBLISHED)
+    defaults = graphformer.load(SPEC).params
+    assert imported.params["vision_ff"] == 4304 and imported.params["vocab"] == 257216
+    assert {k: v for k, v in imported.params.items() if defaults[k] != v} == {}
+
+
+@pytest.mark.parametrize("change,named", [
+    ({"text_config": {**PUBLISHED["text_config"], "model_type": "gemma2"}}, "gemma2"),
+    ({"vision_config": {**PUBLISHED["vision_config"], "vision_use_head": True}}, "vision_config.vision_use_head"),
+    ({"projection_dim": 1024}, "projection_dim"),
+    ({"image_token_index": 257216}, "image_token_index"),
+])
+def test_import_hf_refuses_what_the_spec_does_not_say(change, named):
+    from graphformer.frontend.hf import HFImportError, convert_config
+    with pytest.raises(HFImportError, match=named):
+        convert_config({**PUBLISHED, **change})
