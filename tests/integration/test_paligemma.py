@@ -107,17 +107,19 @@ def test_parameter_count_equals_transformers_on_meta():
     assert total_params(graphformer.load(SPEC).ir) == sum(p.numel() for p in ref.parameters()) == 2_923_466_480
 
 
-def test_greedy_generation_equals_transformers(pair):
+@pytest.mark.parametrize("padded", [False, True])
+def test_greedy_generation_equals_transformers(pair, padded):
     """The prompt (image tokens and text, token_type_ids 0) is the prefix; each new token is causal."""
     _, ref, model = pair
-    ids, pixels, _, _ = batch()
+    ids, pixels, mask, _ = batch()
+    mask = mask if padded else torch.ones_like(ids)
     ref.generation_config.eos_token_id = None
     ref.generation_config.pad_token_id = 0
     with torch.no_grad():
-        want = ref.generate(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids),
+        want = ref.generate(input_ids=ids, pixel_values=pixels, attention_mask=mask,
                             token_type_ids=torch.zeros_like(ids), max_new_tokens=6, do_sample=False)
-    got = graphformer.generate(model, ids, 6, encoder_inputs={"pixels": pixels})
-    assert_same_tokens(got, want, "paligemma greedy")
+    got = graphformer.generate(model, ids, 6, mask=mask if padded else None, encoder_inputs={"pixels": pixels})
+    assert_same_tokens(got, want, f"paligemma greedy{', left-padded' if padded else ''}")
 
 
 def test_onnx_runtime_equals_torch(pair):
