@@ -556,6 +556,42 @@ def _llava(cfg: dict) -> dict:
     return out
 
 
+GEMMA_TEXT = {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+    "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "head_dim": P("head_dim"),
+    "intermediate_size": P("d_ff"), "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"),
+    "hidden_act": P("act", act), "attention_bias": P("attn_bias"),
+}
+SIGLIP_VISION = {**CLIP_VISION, "vision_use_head": Fixed(_is(False, None), "the paligemma spec's vision tower has "
+                                                         "no pooling head (PaliGemma reads its last hidden state)")}
+
+
+def _paligemma(cfg: dict) -> dict:
+    """PaliGemma: the text_config a Gemma's (rope rules as gemma2's), the vision_config a SigLIP vision
+    tower's (clip's fields), the projector into the text width. The pad row is the text model's."""
+    text, vision = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
+    for sub, want in ((text, "gemma"), (vision, "siglip_vision_model")):
+        if sub.get("model_type", want) != want:
+            raise HFImportError(f"a paligemma config with a `{sub['model_type']}` sub-config: the paligemma spec "
+                                f"has a {want} there (SigLIP vision tower, Gemma text model; PaliGemma-2's "
+                                "Gemma-2 is not written)")
+    check_types(text, "text_config."), check_types(vision, "vision_config.")
+    missing = cfg.setdefault(MISSING, [])
+    out = apply_table(GEMMA_TEXT, text, "text_config.", missing)
+    out.update(_derive_rope(text, False))
+    out.update(apply_table(SIGLIP_VISION, vision, "vision_config.", missing))
+    width = text.get("hidden_size", 2048)
+    if cfg.get("projection_dim", 2048) != width:
+        raise HFImportError(f"`projection_dim: {cfg['projection_dim']}` ≠ text_config.hidden_size {width}: the "
+                            "image features take the place of token embeddings, so they are as wide")
+    token, vocab = cfg.get("image_token_index", cfg.get("image_token_id", 256000)), text.get("vocab_size", 257152)
+    if token >= vocab:   # the reference looks up id 0 there instead; the spec's table has no such row
+        raise HFImportError(f"`image_token_index: {token}` is not below text_config.vocab_size {vocab}: the "
+                            "paligemma spec looks the image token up in the token table")
+    cfg["pad_token_id"] = text.get("pad_token_id", 0)   # GemmaConfig's default; read by convert_config
+    return out
+
+
 GPT2_DROPOUT = {"attn_pdrop": P("attn_pdrop"), "resid_pdrop": P("resid_pdrop"), "embd_pdrop": P("embd_pdrop")}
 ENCODER_DROPOUT = {"hidden_dropout_prob": P("hidden_dropout"), "attention_probs_dropout_prob": P("attn_dropout")}
 
@@ -1109,6 +1145,11 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "vision_feature_select_strategy": Fixed(_is("default", None), "the llava spec drops the [CLS] "
                                                                       "feature (strategy `default`)"),
     }, frozenset({"text_config", "vision_config", "image_seq_length"}), _llava, "LlavaForConditionalGeneration"),
+    Family("paligemma", "paligemma.yaml", {
+        "image_token_index": P("image_token"), "image_token_id": P("image_token"),
+        "tie_word_embeddings": P("tie_embeddings"),
+    }, frozenset({"text_config", "vision_config", "projection_dim", "hidden_size", "vocab_size"}), _paligemma,
+        "PaliGemmaForConditionalGeneration"),
     Family("clip", "clip-vit-b32.yaml", {"projection_dim": P("embed")},
            frozenset({"text_config", "vision_config", "logit_scale_init_value"}), _clip, "CLIPModel"),
     Family("audio-spectrogram-transformer", "ast.yaml", {
@@ -1378,7 +1419,8 @@ def config_mismatches(params: dict, cfg: dict) -> list[str]:
 def _fields_by_param(fam: Family) -> dict[str, str]:
     """param → the config field that sets it, for the messages."""
     nested = {"clip": [("text_config.", CLIP_TEXT), ("vision_config.", CLIP_VISION)],
-              "llava": [("text_config.", LLAVA_TEXT), ("vision_config.", CLIP_VISION)]}
+              "llava": [("text_config.", LLAVA_TEXT), ("vision_config.", CLIP_VISION)],
+              "paligemma": [("text_config.", GEMMA_TEXT), ("vision_config.", SIGLIP_VISION)]}
     tables = [("", fam.fields)] + nested.get(fam.model_type, [])
     return {rule.param: f"`{prefix}{name}`" for prefix, table in tables for name, rule in table.items()
             if isinstance(rule, P)}

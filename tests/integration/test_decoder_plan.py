@@ -129,6 +129,8 @@ def test_generate_equals_greedy_full_recomputation(name):
                 feed[plan.mask] = torch.ones(b, t, dtype=torch.long)
             if plan.positions and not spec.ir.node(spec.ir.inputs[plan.positions]).meta.get("optional"):
                 feed[plan.positions] = torch.arange(t).expand(b, t)
+            if plan.prefix and not spec.ir.node(spec.ir.inputs[plan.prefix]).meta.get("optional"):
+                feed[plan.prefix] = (torch.arange(t) < n).long().expand(b, t)   # a required prefix: the prompt
             nxt = model(**feed)["logits"][:, -1].argmax(-1)
             seq = torch.cat([seq, nxt[:, None]], dim=1)
     assert torch.equal(got, seq), f"{name}: cached {got[:, n:].tolist()} vs recomputed {seq[:, n:].tolist()}"

@@ -96,6 +96,13 @@ CLAIMS = [
         vocab_size=50280, hidden_size=768, num_hidden_layers=24))),
     ("AlbertModel", "albert", None, {}, "hf", lambda: T.AlbertModel(T.AlbertConfig(
         hidden_size=768, num_attention_heads=12, intermediate_size=3072))),   # albert-base-v2
+    ("PaliGemmaForConditionalGeneration", "paligemma", None, {}, "hf",   # paligemma-3b-pt-224
+     lambda: T.PaliGemmaForConditionalGeneration(T.PaliGemmaConfig(
+         vision_config=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
+                            num_hidden_layers=27, num_attention_heads=16, patch_size=14, vision_use_head=False),
+         text_config=dict(model_type="gemma", hidden_size=2048, intermediate_size=16384, num_hidden_layers=18,
+                          num_attention_heads=8, num_key_value_heads=1, vocab_size=257216),
+         image_token_index=257152))),
 ]
 
 

@@ -52,6 +52,16 @@ def _llava():
     return spec("llava"), ref
 
 
+
+def _paligemma():
+    vision = T.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                  image_size=32, patch_size=8, vision_use_head=False)
+    text = T.GemmaConfig(vocab_size=97, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
+                         num_key_value_heads=1, head_dim=10, intermediate_size=80, max_position_embeddings=64)
+    ref = T.PaliGemmaForConditionalGeneration(T.PaliGemmaConfig(vision_config=vision, text_config=text,
+                                                                image_token_index=96, projection_dim=48))
+    return spec("paligemma"), ref
+
 # name → () → (spec, reference); the reference's class is what the map's `reference:` names
 CASES = {
     "encoder-block/torch": lambda: (spec("encoder-block", None, d_model=24, heads=3, d_ff=40),
@@ -179,6 +189,7 @@ CASES = {
         n_group=3, topk_group=2, num_experts_per_tok=3, first_k_dense_replace=1, max_position_embeddings=64,
         experts_implementation="eager"))),
     "llava/hf": _llava,
+    "paligemma/hf": _paligemma,
     "modernbert/hf": lambda: (spec("modernbert"), T.ModernBertForMaskedLM(T.ModernBertConfig(
         vocab_size=97, hidden_size=42, num_hidden_layers=4, num_attention_heads=3, intermediate_size=56,
         max_position_embeddings=64, local_attention=4, global_attn_every_n_layers=2, global_rope_theta=5000.0,
@@ -425,6 +436,12 @@ def _pad_call(name, ids):
         return {"input_ids": ids}, {"input_ids": ids}, ("logits", lambda out: out.logits)
     if name == "deberta-v2":
         return {"input_ids": ids}, {"input_ids": ids}, ("last_hidden_state", lambda out: out.last_hidden_state)
+    if name == "paligemma":   # 16 image tokens (96) first, then the ids; the image and ids are the prefix
+        ids = torch.cat([torch.full((2, 16), 96), ids], dim=1)
+        pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        types = torch.zeros_like(ids)
+        return ({"tokens": ids, "pixels": pixels, "prefix": 1 - types},
+                {"input_ids": ids, "pixel_values": pixels, "token_type_ids": types}, ("logits", lambda out: out.logits))
     return {"tokens": ids}, {"input_ids": ids}, ("logits", lambda out: out.logits)
 
 
@@ -454,6 +471,8 @@ def test_every_pad_row_gets_no_gradient_as_in_the_reference(case):
     name = case.split("/")[0]
     cfg = copy.deepcopy(ref.config)
     cfg.pad_token_id = 3
+    if hasattr(cfg, "text_config"):   # a multimodal model's token table is its language model's
+        cfg.text_config.pad_token_id = 3
     ref = randomize(type(ref)(cfg))
     imported = convert_config(ref.config.to_dict())
     assert imported.params["pad_token"] == 3
