@@ -588,7 +588,8 @@ def _paligemma(cfg: dict) -> dict:
     if token >= vocab:   # the reference looks up id 0 there instead; the spec's table has no such row
         raise HFImportError(f"`image_token_index: {token}` is not below text_config.vocab_size {vocab}: the "
                             "paligemma spec looks the image token up in the token table")
-    cfg["pad_token_id"] = text.get("pad_token_id", 0)   # GemmaConfig's default; read by convert_config
+    if "pad_token_id" in text:   # the pad row is the text model's (absent: the family's, GemmaConfig's 0)
+        cfg["pad_token_id"] = text["pad_token_id"]
     return out
 
 
@@ -1149,7 +1150,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "image_token_index": P("image_token"), "image_token_id": P("image_token"),
         "tie_word_embeddings": P("tie_embeddings"),
     }, frozenset({"text_config", "vision_config", "projection_dim", "hidden_size", "vocab_size"}), _paligemma,
-        "PaliGemmaForConditionalGeneration"),
+        "PaliGemmaForConditionalGeneration", pad_token_id=0),
     Family("clip", "clip-vit-b32.yaml", {"projection_dim": P("embed")},
            frozenset({"text_config", "vision_config", "logit_scale_init_value"}), _clip, "CLIPModel"),
     Family("audio-spectrogram-transformer", "ast.yaml", {
