@@ -46,7 +46,7 @@ class Past:
     @classmethod
     def of(cls, ir: IRGraph) -> "Past":
         """The step of `ir`; SpecError (GF210–GF213) for a spec that is not a causal decoder."""
-        plan = plan_decoder(ir, stages=False)
+        plan = plan_decoder(ir, stages=False, states=False)   # its inputs carry key/value pasts only
         past = "past"
         while past in ir.dims:  # a spec dim of that name would be conflated with the cache's length
             past += "_"
