@@ -1,0 +1,89 @@
+"""`graphformer.generate` on specs/mamba.yaml against transformers' MambaForCausalLM.generate: the decoder carries
+each layer's causal-convolution frames and scan state (decoding.py's state slots, kvcache.StateCache), so a
+step runs the one new token, and the tokens and logits equal the reference's and a full recompute's.
+
+The reference is built offline from a small odd config with random weights (every parameter perturbed): width
+20, inner 40, state 5, dt_rank 3, two layers. Greedy, fp32, CPU; batch 3, with and without left padding
+(transformers' Mamba applies the attention mask to the padding's states, and so does the spec's `apply_mask`).
+"""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+T = pytest.importorskip("transformers")
+
+import graphformer  # noqa: E402
+from graphformer.backends.torch.generation import Decoder, generation_bytes, plan_generation  # noqa: E402
+from parity import assert_cached_steps, assert_greedy_tokens, lm_batch, ours, randomize  # noqa: E402
+
+T.logging.set_verbosity_error()
+
+SPEC = "specs/mamba.yaml"
+SMALL = dict(vocab_size=97, hidden_size=20, num_hidden_layers=2, state_size=5, expand=2, conv_kernel=4,
+             time_step_rank=3, layer_norm_epsilon=1e-5)
+OVERRIDES = dict(vocab=97, d_model=20, layers=2, state=5, dt_rank=3)
+NEW = 16
+
+
+@pytest.fixture(scope="module")
+def pair():
+    ref = randomize(T.MambaForCausalLM(T.MambaConfig(**SMALL)))
+    return ours(graphformer.load(SPEC, overrides=OVERRIDES), ref), ref
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_greedy_tokens_equal_transformers(pair, padded):
+    model, ref = pair
+    ids, mask = lm_batch(b=3, n=7)
+    assert_greedy_tokens(model, ref, ids, mask if padded else None, NEW,
+                         f"mamba greedy{', left-padded' if padded else ''}")
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_each_step_equals_a_full_recompute(pair, padded):
+    model, _ = pair
+    ids, mask = lm_batch(b=3, n=7)
+    assert_cached_steps(model, ids, mask if padded else None, 10, "mamba step", mask_input="attention_mask")
+
+
+def test_a_step_runs_the_new_token_only(pair):
+    """Work, not time: after the prompt, every scan and convolution sees sequences of length 1, and the
+    states they carry do not grow with the length."""
+    model, _ = pair
+    ids, _ = lm_batch(b=3, n=6)
+    plan = plan_generation(model.spec)
+    assert sorted(plan.states) == [f"blocks.{i}.mixer.{op}" for i in range(2) for op in ("conv1d", "ssm")]
+    seen: dict[str, list[int]] = {name: [] for name in plan.states}
+    hooks = [model.node_module(name).register_forward_pre_hook(
+        lambda m, args, name=name: seen[name].append(args[0].shape[2 if name.endswith("conv1d") else 1]))
+        for name in plan.states]
+    try:
+        graphformer.generate(model, ids, 5)
+    finally:
+        for h in hooks:
+            h.remove()
+    for name, lengths in seen.items():
+        assert lengths == [6, 1, 1, 1, 1], (name, lengths)   # the prompt, then 4 steps (the 5th token is sampled)
+    dec = Decoder(model, 3, 11)
+    shapes = {k: tuple(t.shape) for slot in dec.states.slots for k, t in slot.items()}
+    assert shapes == {"frames": (3, 40, 3), "ssm": (3, 40, 5)}
+    assert dec.states.slots[1]["ssm"].dtype == torch.float32
+    short, long = (generation_bytes(plan, model.spec.ir, {"B": 3, "n": 6}, 3, n, "float32") for n in (11, 1011))
+    assert long - short == 8 * 3 * 1000      # only the output ids grow: no per-position cache
+
+
+def test_a_new_sequence_starts_from_zero_states(pair):
+    """The decoder kept on the model is reused by the next call: its states restart with each prompt."""
+    model, _ = pair
+    ids, mask = lm_batch(b=3, n=7)
+    first = graphformer.generate(model, ids, 4, mask=mask)
+    graphformer.generate(model, ids.flip(1), 4)
+    assert torch.equal(graphformer.generate(model, ids, 4, mask=mask), first)
+
+
+def test_the_command_line_generates(capsys):
+    from graphformer.cli import main
+    rc = main(["generate", SPEC, "--preset", "tiny", "--prompt-ids", "1,2,3", "--max-new-tokens", "4", "--seed", "0"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "Traceback" not in out + err, out + err
