@@ -18,9 +18,9 @@ inputs are key/value pasts only) and `summary`'s KV cache and recurrent state (`
 never op names, and imports neither torch nor onnx, so every reader refuses a spec before building or
 reading any weights.
 
-A step is exact when every node it runs computes each position from that position alone (`POSITION`, or
-`AXIS` along another axis than the token axis, or `MOVES`: a transpose, after which the plan follows the
-token axis to where it went), or is causal attention over its cache, a position table or bias offset by the
+A step is exact when every node it runs computes each position from that position alone (`POSITION` with
+the tokens on axis 1, or anywhere for an element-wise op: `tp` THROUGH; `AXIS` along another axis than the
+token axis; `MOVES`: a transpose, after which the plan follows the token axis to where it went), or is causal attention over its cache, a position table or bias offset by the
 cache's length (`OFFSET`), a cross-attention over the encoder's output (`CONTEXT`), or a recurrence
 (`RECURRENT`) whose `carry` trait declares the state it carries from the last position to the next, running
 along the token axis.
@@ -43,8 +43,8 @@ from ..base.diagnostics import Diagnostic, SpecError
 from ..base.dims import Dim
 from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
-from ..ops.base import (AXIS, CACHE, CONTEXT, MOVES, OFFSET, POSITION, RECURRENT, UNKNOWN, Carry, CarriedState,
-                        dtype_bytes)
+from ..ops.base import (AXIS, CACHE, CONTEXT, MOVES, OFFSET, POSITION, RECURRENT, THROUGH, UNKNOWN, Carry,
+                        CarriedState, dtype_bytes)
 
 
 @dataclass(frozen=True)
@@ -98,11 +98,15 @@ def carried_states(ir: IRGraph, nodes: Iterable[str] | None = None) -> list[Stat
 
 
 def _carry(ir: IRGraph, n: IRNode) -> Carry | str:
-    """The node's `carry` trait at its input types: what a step carries, or why it cannot step."""
+    return node_carry(n, {port: ir.node(src).shape for port, src in n.inputs.items()})
+
+
+def node_carry(n: IRNode, ins: dict) -> Carry | str:
+    """A recurrent node's `carry` trait at input types `ins`: what a step carries, or why it cannot step."""
     declared = REGISTRY[n.op].carry
     if declared is None:
         return f"`{n.op}` declares no `carry` trait (the state a step would carry)"
-    return declared(n.attrs, {port: ir.node(src).shape for port, src in n.inputs.items()})
+    return declared(n.attrs, ins)
 
 
 @dataclass
@@ -193,7 +197,7 @@ def plan_decoder(ir: IRGraph, outputs: Iterable[str] | None = None, stages: bool
             axes[n.name] = n.attrs.moved_axis(axis, ir.node(next(iter(n.inputs.values()))).shape.rank)
         elif not _per_position(n, kind, axis):
             blocked = blocked or _mixing(n, axis)
-        elif kind == AXIS:
+        else:
             axes[n.name] = axis
         stray = stray or _encoder_read(ir, n, fixed, plan)
         limit = REGISTRY[n.op].max_len
@@ -319,9 +323,10 @@ def _encoder_read(ir: IRGraph, n: IRNode, fixed: set[str], plan: DecoderPlan) ->
 
 def _per_position(n: IRNode, kind: str, axis: int | None = 1) -> bool:
     """Whether the node computes each position alone, its inputs' token axis at `axis`: POSITION ops with
-    the tokens on axis 1 (their features last), AXIS ops along another axis than the batch's and the tokens'."""
+    the tokens on axis 1 (their features last) or element-wise ones (`tp` THROUGH) with the tokens anywhere,
+    AXIS ops along another axis than the batch's and the tokens'."""
     if kind == POSITION:
-        return axis == 1
+        return axis == 1 or (axis is not None and REGISTRY[n.op].tp == THROUGH)
     if kind == AXIS and axis is not None:
         rank = n.shape.rank
         return rank >= 3 and n.attrs.axis % rank not in (0, axis)
