@@ -69,6 +69,8 @@ def test_a_step_runs_the_new_token_only(pair):
     shapes = {k: tuple(t.shape) for slot in dec.states.slots for k, t in slot.items()}
     assert shapes == {"frames": (3, 40, 3), "ssm": (3, 40, 5)}
     assert dec.states.slots[1]["ssm"].dtype == torch.float32
+    allocated = sum(t.numel() * t.element_size() for slot in dec.states.slots for t in slot.values())
+    assert allocated == dec.states.nbytes(list(plan.states.values()), 3, 4) == 2 * 3 * 40 * (3 + 5) * 4
     short, long = (generation_bytes(plan, model.spec.ir, {"B": 3, "n": 6}, 3, n, "float32") for n in (11, 1011))
     assert long - short == 8 * 3 * 1000      # only the output ids grow: no per-position cache
 
