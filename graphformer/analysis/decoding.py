@@ -12,8 +12,8 @@ prefix-LM `prefix` in one step graph), GF293 (a recurrent op that cannot step: a
 later frames).
 
 Its readers: `graphformer.generate` (generation.py), `graphformer export --with-past` (backends/onnx/past.py:
-one graph per step, so `stages=False`: no encoder stage, no offset logit bias; and `states=False`: its
-inputs are key/value pasts only) and `summary`'s KV cache and recurrent state (`cache_slots`,
+one graph per step, so `stages=False`: no encoder stage, no offset logit bias; past.py carries the states
+as `past_states.*` inputs; an encoder–decoder's steps, seq2seq.py, do not: `states=False`) and `summary`'s KV cache and recurrent state (`cache_slots`,
 `carried_states`, budget.py). It reads op traits (`OpDef.sequence`, `carry`, `token_table`, `max_len`),
 never op names, and imports neither torch nor onnx, so every reader refuses a spec before building or
 reading any weights.
@@ -165,7 +165,7 @@ def plan_decoder(ir: IRGraph, outputs: Iterable[str] | None = None, stages: bool
     over the new tokens cannot compute them. `stages`: the nodes that ignore the tokens may run once per
     sequence before the steps (an encoder); False: every node runs at every step, and a logit bias is not
     offset by the cache (one ONNX graph). `states`: recurrent nodes may carry their state between steps;
-    False: a reader that carries key/value pasts only (an ONNX step) refuses them (GF213)."""
+    False: a reader that carries key/value pasts only (an encoder–decoder's ONNX steps) refuses them (GF213)."""
     outputs = list(ir.outputs) if outputs is None else list(outputs)
     missing = [o for o in outputs if o not in ir.outputs]
     _check_bodies(ir)
@@ -251,8 +251,10 @@ def _recurrence(plan: DecoderPlan, ir: IRGraph, n: IRNode, axis: int | None, sta
                        "(a `transpose` moves it there)")
     if not states:
         return _refuse("GF213", f"`{n.name}` ({n.op}) carries a state from each position to the next (a "
-                       "recurrence), which an ONNX step with past keys and values does not carry yet", n,
-                       "`graphformer generate` (torch) decodes it step by step; export it without `--with-past`")
+                       "recurrence), which an encoder–decoder's ONNX decoder steps do not carry (their inputs "
+                       "are past keys and values only)", n,
+                       "`graphformer generate` (torch) decodes it step by step, and a decoder-only model's "
+                       "`export --with-past` carries its states; export it without `--with-past`")
     plan.states[n.name] = StateSlot(n.name, len(plan.states), carry.states)
     return None
 

@@ -887,9 +887,9 @@ outputs: {logits: logits}
          "position on its own (its `sequence` trait, docs/ops.md). Pooling, slicing or interleaving the "
          "sequence, prepending tokens or latents, a per-position op reading the tokens on another axis "
          "(after a `transpose`), and other ops across the token axis would see only the new tokens. A "
-         "recurrence (Mamba's `selective_scan`, a causal `conv1d`) carries a state from step to step in "
-         "`graphformer generate`; `export --with-past` refuses it with this code, its step graph carrying "
-         "past keys and values only."),
+         "recurrence (Mamba's `selective_scan`, a causal `conv1d`) carries a state from step to step "
+         "(`graphformer generate`, and `export --with-past` as `past_states` inputs); an encoder–decoder's "
+         "decoder steps, whose inputs are past keys and values only, refuse it with this code."),
         fix=("Export the spec without `--with-past`; a spec whose only obstacle is a recurrence generates with "
              "`graphformer generate`."),
         command=("export", "--with-past", "-o", "case.onnx"),
@@ -2150,6 +2150,30 @@ nodes:
   chans:  {op: transpose}
   conv:   {op: conv1d, out: d_model, kernel: 3, padding: 1}
   seq:    {op: transpose}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""),
+    Code(
+        "GF294", "a padding mask of two lengths in a decoder step graph",
+        ("`export --with-past` writes one graph per step with one `attention_mask` input: over the past and "
+         "new tokens where cached attentions read it (their keys), over the new tokens only where per-position "
+         "ops read it (`apply_mask` zeroing a recurrence's padding). A spec whose mask input both read cannot "
+         "be exported so."),
+        fix=("Give the per-position ops and the attentions masks of their own, export without `--with-past`, or "
+             "generate with `graphformer generate`, which feeds each its own length."),
+        command=("export", "--with-past", "-o", "case.onnx"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+  mask: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  zeroed: {op: apply_mask, in: {x: tok, mask: mask}}
+  attn:   {op: attention, in: {x: zeroed, mask: mask}, heads: heads, causal: true}
   logits: {op: linear, out: vocab}
 outputs: {logits: logits}
 """),

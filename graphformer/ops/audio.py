@@ -203,6 +203,8 @@ def _conv1d_carry(a: Conv1dAttrs, ins) -> Carry | str:
         return (f"it reads later frames: padding {a.padding} at both ends and drop_last {a.drop_last}, where a "
                 f"causal convolution pads the kernel's reach ({reach}) and drops as many frames (`padding: "
                 f"{reach}, drop_last: {reach}`)")
+    if not reach:     # one tap: each frame alone, nothing to carry
+        return Carry("x", 2, {})
     return Carry("x", 2, {"frames": CarriedState((concrete(ins["x"].shape[1], "x", "the channel dimension"),
                                                   reach))})
 

@@ -1,6 +1,8 @@
 """`graphformer.generate` on specs/mamba.yaml against transformers' MambaForCausalLM.generate: the decoder carries
 each layer's causal-convolution frames and scan state (decoding.py's state slots, kvcache.StateCache), so a
-step runs the one new token, and the tokens and logits equal the reference's and a full recompute's.
+step runs the one new token, and the tokens and logits equal the reference's and a full recompute's. The
+export with past carries the same states as `past_states.*` inputs and `present_states.*` outputs: ONNX
+Runtime's steps equal the torch decoder's.
 
 The reference is built offline from a small odd config with random weights (every parameter perturbed): width
 20, inner 40, state 5, dt_rank 3, two layers. Greedy, fp32, CPU; batch 3, with and without left padding
@@ -89,3 +91,31 @@ def test_the_command_line_generates(capsys):
     rc = main(["generate", SPEC, "--preset", "tiny", "--prompt-ids", "1,2,3", "--max-new-tokens", "4", "--seed", "0"])
     out, err = capsys.readouterr()
     assert rc == 0 and "Traceback" not in out + err, out + err
+
+
+def test_export_with_past_steps_equal_the_torch_steps(pair, tmp_path):
+    """ONNX Runtime runs the exported step (fully checked) from zero states: the left-padded prompt, then one
+    token at a time fed back with the presents as the next pasts; each step's logits equal the torch
+    decoder's within the bound, on its greedy tokens."""
+    np = pytest.importorskip("numpy")
+    from parity import assert_close, checked_onnx, onnx_session
+    model, _ = pair
+    proto = checked_onnx(model.spec, model, with_past=True)
+    names = [i.name for i in proto.graph.input]
+    assert names == ["input_ids", "attention_mask"] + [f"past_states.{j}.{k}" for j, k in
+                                                      enumerate(["frames", "ssm"] * 2)]
+    sess = onnx_session(proto)
+    ids, mask = lm_batch(b=3, n=7)
+    seq = graphformer.generate(model, ids, 8, mask=mask)
+    dec = Decoder(model, 3, seq.shape[1])
+    with torch.no_grad():
+        want = [dec.prompt(ids, mask)] + [dec.step(seq[:, t]) for t in range(7, seq.shape[1] - 1)]
+    states = {i.name: np.zeros([3] + [d.dim_value for d in i.type.tensor_type.shape.dim[1:]], np.float32)
+              for i in proto.graph.input if i.name.startswith("past_states")}
+    outputs = [o.name for o in proto.graph.output]
+    for t, logits in enumerate(want):
+        feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()} if t == 0 else \
+            {"input_ids": seq[:, 6 + t:7 + t].numpy(), "attention_mask": np.ones((3, 1), np.int64)}
+        got = dict(zip(outputs, sess.run(outputs, {**feed, **states})))
+        assert_close(torch.from_numpy(got["logits"][:, -1]), logits, f"mamba onnx step {t}")
+        states = {k.replace("present_", "past_"): v for k, v in got.items() if k.startswith("present_states")}

@@ -56,7 +56,7 @@ def test_the_published_mamba_counts_without_torch():
 def test_a_decoder_plan_carries_the_recurrence_and_one_step_graph_refuses_it():
     plan = plan_decoder(load("specs/mamba.yaml", preset="tiny").ir, ("logits",))
     assert plan.states["blocks.0.mixer.ssm"].states["ssm"].shape == (64, 4)   # inner 2·32, state 4
-    with pytest.raises(SpecError) as err:   # export --with-past's reading: past keys and values only
+    with pytest.raises(SpecError) as err:   # an encoder–decoder's ONNX steps: past keys and values only
         plan_decoder(load("specs/mamba.yaml", preset="tiny").ir, states=False, stages=False)
     (d,) = err.value.diagnostics
     assert d.code == "GF213" and d.node == "blocks.0.mixer.conv1d" and "generate" in d.help

@@ -81,7 +81,7 @@ class Conv1d(nn.Module):
 
     def forward(self, x):
         w = self.weight if self.norm_axis is None else torch._weight_norm(self.weight_v, self.weight_g, self.norm_axis)
-        if self.cache is not None:      # a decoder step: the carried last input frames replace the left padding
+        if self.cache is not None and self.padding:   # a decoder step: the carried frames replace the left padding
             x = torch.cat([self.cache.read(self.layer_id, "frames").to(x.dtype), x], dim=-1)
             self.cache.write(self.layer_id, "frames", x[..., x.shape[-1] - self.padding:])
             return F.conv1d(x, w, self.bias, 1, 0, self.dilation, self.groups)
