@@ -36,7 +36,7 @@ class GenerationError(UsageError, ValueError):
 
 
 class Refusal(GenerationError, SpecError):
-    """A spec that cannot generate token by token: the decoder plan's diagnostics (GF210–GF215, the codes
+    """A spec that cannot generate token by token: the decoder plan's diagnostics (GF210–GF215, GF293, the codes
     `export --with-past` refuses with), exit 1."""
 
     def __init__(self, error: SpecError):
