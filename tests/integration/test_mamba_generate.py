@@ -119,3 +119,13 @@ def test_export_with_past_steps_equal_the_torch_steps(pair, tmp_path):
         got = dict(zip(outputs, sess.run(outputs, {**feed, **states})))
         assert_close(torch.from_numpy(got["logits"][:, -1]), logits, f"mamba onnx step {t}")
         states = {k.replace("present_", "past_"): v for k, v in got.items() if k.startswith("present_states")}
+
+
+@pytest.mark.slow
+def test_the_compiled_step_equals_the_eager_one(pair):
+    """`compile=` traces the one-token step with its state reads and writes (fullgraph; the eager backend, no
+    inductor build)."""
+    model, _ = pair
+    ids, mask = lm_batch(b=3, n=7)
+    assert torch.equal(graphformer.generate(model, ids, 6, mask=mask, compile="eager"),
+                       graphformer.generate(model, ids, 6, mask=mask))
