@@ -7,31 +7,31 @@ order), each recurrent node's state slot, and, for an encoder–decoder, the enc
 depend on the tokens, run once per sequence. Or it refuses the spec with a diagnostic at the node or input to
 blame, in one vocabulary for every reader: GF210 (no causal attention and no recurrence), GF211 (an attention
 a cache cannot serve), GF212 (an input a step cannot feed), GF213 (an op that combines positions, or a
-recurrence where one step graph carries no state), GF215 (no such output to sample from), GF289 (a required
-prefix-LM `prefix` in one step graph), GF293 (a recurrent op that cannot step: a convolution that reads
-later frames).
+recurrence in an encoder–decoder's ONNX steps), GF215 (no such output to sample from), GF289 (a required
+prefix-LM `prefix` in one step graph), GF293 (a recurrent op that cannot step: a convolution that reads later
+frames).
 
 Its readers: `graphformer.generate` (generation.py), `graphformer export --with-past` (backends/onnx/past.py:
-one graph per step, so `stages=False`: no encoder stage, no offset logit bias; past.py carries the states
-as `past_states.*` inputs; an encoder–decoder's steps, seq2seq.py, do not: `states=False`) and `summary`'s KV cache and recurrent state (`cache_slots`,
-`carried_states`, budget.py). It reads op traits (`OpDef.sequence`, `carry`, `token_table`, `max_len`),
-never op names, and imports neither torch nor onnx, so every reader refuses a spec before building or
-reading any weights.
+one graph per step, so `stages=False`: no encoder stage, no offset logit bias; past.py carries the states as
+`past_states.*` inputs; an encoder–decoder's steps, seq2seq.py, do not: `states=False`) and `summary`'s KV
+cache and recurrent state (`cache_slots`, `node_carry`, budget.py). It reads op traits (`OpDef.sequence`,
+`carry`, `token_table`, `max_len`), never op names, and imports neither torch nor onnx, so every reader
+refuses a spec before building or reading any weights.
 
-A step is exact when every node it runs computes each position from that position alone (`POSITION` with
-the tokens on axis 1, or anywhere for an element-wise op: `tp` THROUGH; `AXIS` along another axis than the
-token axis; `MOVES`: a transpose, after which the plan follows the token axis to where it went), or is causal attention over its cache, a position table or bias offset by the
-cache's length (`OFFSET`), a cross-attention over the encoder's output (`CONTEXT`), or a recurrence
-(`RECURRENT`) whose `carry` trait declares the state it carries from the last position to the next, running
-along the token axis.
+A step is exact when every node it runs computes each position from that position alone (`POSITION` with the
+tokens on axis 1, or anywhere for an element-wise op: `tp` THROUGH; `AXIS` along another axis than the token
+axis; `MOVES`: a transpose, after which the plan follows the token axis to where it went), or is causal
+attention over its cache, a position table or bias offset by the cache's length (`OFFSET`), a cross-attention
+over the encoder's output (`CONTEXT`), or a recurrence (`RECURRENT`) whose `carry` trait declares the state it
+carries from the last position to the next, running along the token axis.
 
 Why states are declared by the ops (`OpDef.carry` → `Carry`) rather than known here: the planner proves only
 that a step is exact given each recurrent node's declared state (the recurrence runs along the token axis, and
 the op itself says whether this node's attributes make it causal: `conv1d` does so only with padding and
 `drop_last` both its kernel's reach); what the state is (a scan's h [D, N], a causal convolution's last
-d·(k − 1) input frames) is the op's business, and so is the step form of its torch lowering, which reads the
-slot at the start of a forward and writes it at the end. The prompt runs through the same form from a zero
-state, so prompt and steps cannot disagree.
+d·(k − 1) input frames) is the op's business, and so is the step form of its torch lowering, which reads the slot at
+the start of a forward and writes it at the end. The prompt runs through the same form from a zero state, so
+prompt and steps cannot disagree.
 """
 from __future__ import annotations
 
@@ -81,20 +81,6 @@ class StateSlot:
         """Bytes of the slot for `batch` sequences, `itemsize` the model dtype's (a float32 state: 4)."""
         return sum(batch * math.prod(st.shape) * (itemsize if st.dtype is None else dtype_bytes(st.dtype))
                    for st in self.states.values())
-
-
-def carried_states(ir: IRGraph, nodes: Iterable[str] | None = None) -> list[StateSlot]:
-    """A slot per recurrent node (of `nodes`, default all) whose `carry` trait declares a state, in graph order
-    (one that cannot step is left out: the decoder plan refuses it)."""
-    keep = None if nodes is None else set(nodes)
-    out: list[StateSlot] = []
-    for n in ir.nodes():
-        if n.op != "input" and n.shape is not None and (keep is None or n.name in keep) \
-                and _sequence(n) == RECURRENT:
-            carry = _carry(ir, n)
-            if isinstance(carry, Carry):
-                out.append(StateSlot(n.name, len(out), carry.states))
-    return out
 
 
 def _carry(ir: IRGraph, n: IRNode) -> Carry | str:
