@@ -19,7 +19,13 @@ noise) plus the key/value cache it attends over. A torch.profiler breakdown of o
 difference of two profiled calls) splits each side's time into matmuls, attention, cache writes, other
 ops and the Python between ops.
 
-Run: python bench/bench_generate.py [--write-doc] [--rounds N] [--compile] [--roofline]
+`--mamba` times specs/mamba.yaml (the tiny preset and mamba-130m's shape, random weights) against
+transformers' MambaForCausalLM instead: both carry a recurrent state (ours: the decoder plan's state slots),
+so a step costs the same whatever the length. CPU time of the process (time.process_time, one torch thread,
+so other agents' load does not count), paired rounds in alternating order, the median of the per-round
+ratios; the load average is printed with the table.
+
+Run: python bench/bench_generate.py [--write-doc] [--rounds N] [--compile] [--roofline] [--mamba]
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ from report import cpu, write_section  # noqa: E402  (bench/report.py)
 DOC = os.path.join(ROOT, "docs", "performance.md")
 BEGIN, END = "<!-- generate:begin -->", "<!-- generate:end -->"
 ROOF_BEGIN, ROOF_END = "<!-- decode:begin -->", "<!-- decode:end -->"
+MAMBA_BEGIN, MAMBA_END = "<!-- mamba-generate:begin -->", "<!-- mamba-generate:end -->"
 PROMPT, NEW = 32, 128
 LLAMA = dict(vocab=32000, d_model=768, layers=12, heads=12, kv_heads=4, d_ff=2048, max_len=1024)
 
@@ -130,6 +137,83 @@ def table(results: list[dict], rounds: int) -> str:
         "",
         *lines,
     ])
+
+
+# ---------------------------------------------------------------- Mamba: a recurrent state instead of a KV cache
+
+MAMBA_PRESETS = ("tiny", "mamba-130m")
+
+
+def mamba_models(preset: str):
+    spec = gf.load(os.path.join(ROOT, "specs", "mamba.yaml"), preset=preset)
+    p = spec.params
+    torch.manual_seed(0)
+    ref = T.MambaForCausalLM(T.MambaConfig(
+        vocab_size=p["vocab"], hidden_size=p["d_model"], num_hidden_layers=p["layers"], state_size=p["state"],
+        expand=p["expand"], conv_kernel=p["conv_kernel"], time_step_rank=p["dt_rank"],
+        layer_norm_epsilon=p["eps"])).eval()
+    ref.generation_config.eos_token_id = None
+    ref.generation_config.pad_token_id = 0
+    ours = gf.build(spec, seed=1).eval()
+    load_weights(ours, ref.state_dict(), "hf")
+    return ref, ours, p["vocab"]
+
+
+def cpu_timed(fn) -> tuple[float, object]:
+    t = time.process_time()
+    out = fn()
+    return time.process_time() - t, out
+
+
+def mamba_bench(preset: str, b: int, rounds: int, prompt: int, new: int) -> dict:
+    ref, ours, vocab = mamba_models(preset)
+    ids = torch.randint(0, vocab, (b, prompt), generator=torch.Generator().manual_seed(b))
+    impls = {"graphformer": lambda: gf.generate(ours, ids, new),
+             "transformers": lambda: ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
+                                                  do_sample=False)}
+    outs = {k: f() for k, f in impls.items()}                   # warm-up
+    same = torch.equal(outs["graphformer"], outs["transformers"])
+    times = {k: [] for k in impls}
+    for r in range(rounds):
+        for k in (list(impls) if r % 2 == 0 else list(impls)[::-1]):
+            times[k].append(cpu_timed(impls[k])[0])
+    ratio = statistics.median(t / o for o, t in zip(times["graphformer"], times["transformers"]))
+    rate = {k: b * new / statistics.median(v) for k, v in times.items()}
+    return dict(model=f"mamba {preset}", b=b, rate=rate, ratio=ratio, same=same)
+
+
+def mamba_table(results: list[dict], rounds: int, prompt: int, new: int, load: tuple) -> str:
+    lines = ["| model | B | graphformer tok/s | transformers tok/s | graphformer ÷ transformers | same tokens |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['model']} | {r['b']} | {r['rate']['graphformer']:.1f} | {r['rate']['transformers']:.1f} "
+                     f"| {r['ratio']:.2f}× | {'yes' if r['same'] else 'NO'} |")
+    return "\n".join([
+        "## Generation with a recurrent state: Mamba",
+        "",
+        f"Greedy, prompt {prompt} tokens, {new} new tokens, random weights shared by both (ours loaded through the "
+        f"`hf` weight map), specs/mamba.yaml's `tiny` preset and mamba-130m's shape against MambaForCausalLM "
+        "(its pure-torch path). Tokens/s = B × new ÷ the median CPU time of the process (one torch thread); "
+        f"the ratio is the median of {rounds} paired rounds (alternating order), above 1 when graphformer is "
+        f"faster. {cpu()}, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) at the "
+        f"start, torch {torch.__version__}, transformers {T.__version__}, {datetime.date.today()}. Produced by "
+        "`python bench/bench_generate.py --mamba --write-doc`.",
+        "",
+        *lines,
+    ])
+
+
+def mamba(rounds: int, batches: list[int], prompt: int = 16, new: int = 32) -> str:
+    torch.set_num_threads(1)
+    load = os.getloadavg()
+    results = []
+    for preset in MAMBA_PRESETS:
+        for b in batches:
+            r = mamba_bench(preset, b, rounds, prompt, new)
+            print(r["model"], f"B={b}", {k: round(v, 1) for k, v in r["rate"].items()}, f"ratio {r['ratio']:.2f}",
+                  "same tokens:", r["same"], flush=True)
+            results.append(r)
+    return mamba_table(results, rounds, prompt, new, load)
 
 
 # ---------------------------------------------------------------- decoding at batch 1 vs the memory roofline
@@ -277,6 +361,8 @@ def main() -> None:
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     ap.add_argument("--new", type=int, default=NEW, help=f"new tokens per call (default {NEW})")
     ap.add_argument("--threads", type=int, help="torch threads (1 is faster on a machine shared with others)")
+    ap.add_argument("--mamba", action="store_true",
+                    help="specs/mamba.yaml against MambaForCausalLM (CPU time, paired) instead")
     ap.add_argument("--roofline", action="store_true",
                     help="decoding at batch 1 against the machine's memory bandwidth, profiled, instead")
     args = ap.parse_args()
@@ -284,6 +370,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
+    if args.mamba:
+        text = mamba(args.rounds, args.batches)
+        print(text)
+        if args.write_doc:
+            write_section(DOC, MAMBA_BEGIN, MAMBA_END, text)
+        return
     if args.roofline:
         text = roofline(args.rounds)
         print(text)

@@ -207,10 +207,11 @@ def render_ops() -> str:
              "Each example is checked by graphformer itself; the shapes, parameters and FLOPs shown are "
              "what `graphformer check --shapes` and `graphformer summary` report for it. Traits are what the "
              "analyses know of an op: how it treats the token axis in a decoder step (`position`: each "
-             "position from itself alone; `axis`: so when its axis is past the token axis; `cache`: causal "
+             "position from itself alone; `axis`: so when its axis is not the token axis; `cache`: causal "
              "self-attention with a key/value cache; `context`: attends to an encoder's sequence; `offset`: "
              "computes from positions, shifted by the cache; `mixes`: combines positions; `recurrent`: carries "
-             "a state from each position to the next), and how tensor parallelism splits it.", ""]
+             "a state from each position to the next, which a decoder step carries when the op says what it is; "
+             "`moves`: moves the token axis to another axis), and how tensor parallelism splits it.", ""]
     for para in _conventions():
         lines += [f"> {para}", ""]
     for fam, ops in families.items():

@@ -173,9 +173,10 @@ def _grad(p: torch.Tensor, none_is_zero: bool, what: str) -> torch.Tensor:
     return torch.zeros_like(p) if p.grad is None else p.grad
 
 
-def assert_cached_steps(model: nn.Module, ids, mask, new: int, what: str):
+def assert_cached_steps(model: nn.Module, ids, mask, new: int, what: str, mask_input: str = "mask"):
     """Each step of the cached decoder, fed graphformer.generate's greedy tokens one at a time, gives the
-    last position's logits of a full recompute over the sequence so far. Returns the decoder."""
+    last position's logits of a full recompute over the sequence so far (fed the mask as spec input
+    `mask_input`). Returns the decoder."""
     from graphformer.backends.torch.generation import Decoder
     seq = graphformer.generate(model, ids, new, mask=mask)
     b, n = ids.shape
@@ -185,7 +186,7 @@ def assert_cached_steps(model: nn.Module, ids, mask, new: int, what: str):
         for t, got in enumerate(steps, start=n):
             feed = {"tokens": seq[:, :t]}
             if mask is not None:
-                feed["mask"] = torch.cat([mask, torch.ones(b, t - n, dtype=torch.long)], dim=1)
+                feed[mask_input] = torch.cat([mask, torch.ones(b, t - n, dtype=torch.long)], dim=1)
             assert_close(got, model(**feed)["logits"][:, -1], f"{what} step {t}")
     return dec
 

@@ -13,16 +13,18 @@ Torch-free, from the IR and the op registry alone. What is exact and what is an 
   tests/integration/test_budget.py.
 - KV cache: per token and sequence, for every cache slot `decoding.cache_slots` finds (none without a
   `logits` output to generate from; kv_heads, not heads; a sliding window caps it at `window` tokens, see docs/summary.md).
+- recurrent state: per sequence, whatever the length, for every recurrence whose `carry` trait declares a
+  state (Mamba: each layer's scan state and convolution frames, as `generate` allocates them).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-from .decoding import _is_cache, _slot
+from .decoding import StateSlot, _is_cache, _slot, node_carry
 from ..ir import IRGraph, IRNode, Repeat, shared_owner
 from ..ops import REGISTRY
-from ..ops.base import Saved, dtype_bytes
+from ..ops.base import RECURRENT, Carry, Saved, dtype_bytes
 from .summary import counted_rows
 
 OPTIMIZERS = ("adamw", "sgd", "adafactor")
@@ -80,11 +82,14 @@ def budget(ir: IRGraph, dims: dict[str, int], dtype: str = "float32", optimizer:
         "activations": saved,
         "activations_checkpointed": _checkpointed(saved, per_rep, rep_inputs),
         "kv_cache_per_token": kv,
+        "recurrent_state_per_sequence": recurrent_state_per_sequence(ir, s),
     }
     batch = dims.get("B", 1)
     seq = b.tokens // max(batch, 1) if b.tokens_what == "tokens" else 0
     b.memory["kv_cache"] = kv * batch * seq
-    b.memory["inference_peak"] = b.memory["weights"] + b.memory["kv_cache"] + 2 * _largest_output(ir, dims, s)
+    b.memory["recurrent_state"] = b.memory["recurrent_state_per_sequence"] * batch
+    b.memory["inference_peak"] = b.memory["weights"] + b.memory["kv_cache"] + b.memory["recurrent_state"] + \
+        2 * _largest_output(ir, dims, s)
     b.memory["training_peak"] = sum(b.memory[k] for k in ("weights", "grads", "optimizer", "activations"))
     return b
 
@@ -150,6 +155,21 @@ def kv_cache_per_token(ir: IRGraph, s: int) -> int:
         if n.shape is not None and _is_cache(n):
             slot = _slot(n, 0)
             total += c * slot.kv_heads * sum(slot.widths.values()) * s
+    return total
+
+
+def recurrent_state_per_sequence(ir: IRGraph, s: int) -> int:
+    """Bytes of the states `graphformer generate` carries for one sequence, whatever its length: every
+    recurrence whose `carry` trait declares a state (decoding's state slots: a scan's state, in float32 where
+    it says so; a causal convolution's last frames), counted per instantiation. 0 without a `logits` output."""
+    if "logits" not in ir.outputs:
+        return 0
+    total = 0
+    for n, g, c in _counted_nodes(ir):
+        if n.shape is not None and REGISTRY[n.op].sequence == RECURRENT:
+            carry = node_carry(n, {p: g.value(src).shape for p, src in n.inputs.items()})
+            if isinstance(carry, Carry):
+                total += c * StateSlot(n.name, 0, carry.states).nbytes(1, s)
     return total
 
 

@@ -1,25 +1,41 @@
 """The one plan of token-by-token decoding, read from the IR: can a graph run step by step over the new tokens
-only, with a key/value cache per causal self-attention, and how.
+only, with a key/value cache per causal self-attention and a carried state per recurrence, and how.
 
-`plan_decoder(ir)` finds the token input (the one a token table reads and every causal attention depends
-on), the optional padding-mask and positions inputs, each causal attention's cache slot (in graph order),
-and, for an encoder–decoder, the encoder: the nodes that do not depend on the tokens, run once per
-sequence. Or it refuses the spec with a diagnostic at the node or input to blame, in one vocabulary for
-every reader: GF210 (no causal attention), GF211 (an attention a cache cannot serve), GF212 (an input a step
-cannot feed), GF213 (an op that combines positions), GF215 (no such output to sample from), GF289 (a
-required prefix-LM `prefix` in one step graph).
+`plan_decoder(ir)` finds the token input (the one a token table reads and every cached or recurrent node
+depends on), the optional padding-mask and positions inputs, each causal attention's cache slot (in graph
+order), each recurrent node's state slot, and, for an encoder–decoder, the encoder: the nodes that do not
+depend on the tokens, run once per sequence. Or it refuses the spec with a diagnostic at the node or input to
+blame, in one vocabulary for every reader: GF210 (no causal attention and no recurrence), GF211 (an attention
+a cache cannot serve), GF212 (an input a step cannot feed), GF213 (an op that combines positions, or a
+recurrence in an encoder–decoder's ONNX steps), GF215 (no such output to sample from), GF289 (a required
+prefix-LM `prefix` in one step graph), GF293 (a recurrent op that cannot step: a convolution that reads later
+frames).
 
 Its readers: `graphformer.generate` (generation.py), `graphformer export --with-past` (backends/onnx/past.py:
-one graph per step, so `stages=False`: no encoder stage, no offset logit bias) and `summary`'s KV cache
-(`cache_slots`, budget.py). It reads op traits (`OpDef.sequence`, `token_table`, `max_len`), never op names,
-and imports neither torch nor onnx, so every reader refuses a spec before building or reading any weights.
+one graph per step, so `stages=False`: no encoder stage, no offset logit bias; past.py carries the states as
+`past_states.*` inputs; an encoder–decoder's steps, seq2seq.py, do not: `states=False`) and `summary`'s KV
+cache and recurrent state (`cache_slots`, `node_carry`, budget.py). It reads op traits (`OpDef.sequence`,
+`carry`, `token_table`, `max_len`), never op names, and imports neither torch nor onnx, so every reader
+refuses a spec before building or reading any weights.
 
-A step is exact when every node it runs computes each position from that position alone (`POSITION`, or
-`AXIS` along a later axis), or is causal attention over its cache, a position table or bias offset by the
-cache's length (`OFFSET`), or a cross-attention over the encoder's output (`CONTEXT`).
+A step is exact when every node it runs computes each position from that position alone (`POSITION` with the
+tokens on axis 1, or anywhere for an element-wise op: `tp` THROUGH; `AXIS` along another axis than the token
+axis; `MOVES`: a transpose, after which the plan follows the token axis to where it went), or is causal
+attention over its cache, a position table or bias offset by the cache's length (`OFFSET`), a cross-attention
+over the encoder's output (`CONTEXT`), or a recurrence (`RECURRENT`) whose `carry` trait declares the state it
+carries from the last position to the next, running along the token axis.
+
+Why states are declared by the ops (`OpDef.carry` → `Carry`) rather than known here: the planner proves only
+that a step is exact given each recurrent node's declared state (the recurrence runs along the token axis, and
+the op itself says whether this node's attributes make it causal: `conv1d` does so only with padding and
+`drop_last` both its kernel's reach); what the state is (a scan's h [D, N], a causal convolution's last
+d·(k − 1) input frames) is the op's business, and so is the step form of its torch lowering, which reads the slot at
+the start of a forward and writes it at the end. The prompt runs through the same form from a zero state, so
+prompt and steps cannot disagree.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -27,7 +43,8 @@ from ..base.diagnostics import Diagnostic, SpecError
 from ..base.dims import Dim
 from ..ir import IRGraph, IRNode
 from ..ops import REGISTRY
-from ..ops.base import AXIS, CACHE, CONTEXT, OFFSET, POSITION, RECURRENT, UNKNOWN
+from ..ops.base import (AXIS, CACHE, CONTEXT, MOVES, OFFSET, POSITION, RECURRENT, THROUGH, UNKNOWN, Carry,
+                        CarriedState, dtype_bytes)
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,33 @@ def _slot(n: IRNode, layer: int) -> CacheSlot:
     return CacheSlot(n.name, layer, kv, hd, vd if vd != hd else None)
 
 
+@dataclass(frozen=True)
+class StateSlot:
+    """What one recurrent node carries from step to step (its op's `carry` trait): tensors [B, *shape] by name,
+    zero at a sequence's start."""
+
+    node: str
+    layer: int
+    states: dict[str, CarriedState]
+
+    def nbytes(self, batch: int, itemsize: int) -> int:
+        """Bytes of the slot for `batch` sequences, `itemsize` the model dtype's (a float32 state: 4)."""
+        return sum(batch * math.prod(st.shape) * (itemsize if st.dtype is None else dtype_bytes(st.dtype))
+                   for st in self.states.values())
+
+
+def _carry(ir: IRGraph, n: IRNode) -> Carry | str:
+    return node_carry(n, {port: ir.node(src).shape for port, src in n.inputs.items()})
+
+
+def node_carry(n: IRNode, ins: dict) -> Carry | str:
+    """A recurrent node's `carry` trait at input types `ins`: what a step carries, or why it cannot step."""
+    declared = REGISTRY[n.op].carry
+    if declared is None:
+        return f"`{n.op}` declares no `carry` trait (the state a step would carry)"
+    return declared(n.attrs, ins)
+
+
 @dataclass
 class DecoderPlan:
     tokens: str = ""                    # spec input holding the token ids [B, n]
@@ -59,6 +103,7 @@ class DecoderPlan:
     positions: str | None = None        # spec input read only as `positions` (of cached attentions, position tables)
     prefix: str | None = None           # spec input read only as the cached attentions' `prefix` (a prefix LM's)
     slots: dict[str, CacheSlot] = field(default_factory=dict)   # attention node → its slot
+    states: dict[str, StateSlot] = field(default_factory=dict)  # recurrent node → what it carries
     cross: list[str] = field(default_factory=list)    # cross-attentions over the encoder: keys and values once
     offset: list[str] = field(default_factory=list)   # position tables and biases: shifted by the cache's length
     uses_positions: bool = False        # rotary attention or a position table: positions must be fed
@@ -100,25 +145,30 @@ def cache_slots(ir: IRGraph, nodes: Iterable[str] | None = None) -> list[CacheSl
     return out
 
 
-def plan_decoder(ir: IRGraph, outputs: Iterable[str] | None = None, stages: bool = True) -> DecoderPlan:
+def plan_decoder(ir: IRGraph, outputs: Iterable[str] | None = None, stages: bool = True,
+                 states: bool = True) -> DecoderPlan:
     """Read the IR as a decoder computing `outputs` (spec output names; default all); SpecError if a step
     over the new tokens cannot compute them. `stages`: the nodes that ignore the tokens may run once per
     sequence before the steps (an encoder); False: every node runs at every step, and a logit bias is not
-    offset by the cache (one ONNX graph)."""
+    offset by the cache (one ONNX graph). `states`: recurrent nodes may carry their state between steps;
+    False: a reader that carries key/value pasts only (an encoder–decoder's ONNX steps) refuses them (GF213)."""
     outputs = list(ir.outputs) if outputs is None else list(outputs)
     missing = [o for o in outputs if o not in ir.outputs]
     _check_bodies(ir)
     needed = set(ir.names()) if missing else ir.ancestors([ir.outputs[o] for o in outputs])
     slots = cache_slots(ir, needed)
-    plan = DecoderPlan(tokens=_token_input(ir, slots) or "")
+    recurrent = [n for n in ir.nodes() if n.name in needed and n.op != "input" and _sequence(n) == RECURRENT]
+    plan = DecoderPlan(tokens=_token_input(ir, [s.node for s in slots], [n.name for n in recurrent]) or "")
     fixed = needed - ir.descendants([ir.inputs[plan.tokens]]) if plan.tokens and stages else set()
     plan.encoder = {n for n in fixed if ir.node(n).op != "input"}
-    mixing = stray = recurrent = None   # the first op that combines positions, the first read of the encoder,
-                                        # the first recurrence
+    blocked = stray = None       # the first refusal of a node that a step runs (GF213, GF293), the first read
+    axes: dict[str, int] = {}    # of the encoder; the token axis of each value a step computes (1 unless moved)
     for n in ir.nodes():
         if n.name not in needed or n.name in fixed or n.op == "input":
             continue
         kind = _known_sequence(n)
+        axis = _input_axis(ir, n, axes, fixed)
+        axes[n.name] = 1
         if kind == CACHE:
             _cached_attention(plan, ir, n, len(plan.slots), stages)
         elif kind == CONTEXT:
@@ -126,10 +176,15 @@ def plan_decoder(ir: IRGraph, outputs: Iterable[str] | None = None, stages: bool
         elif kind == OFFSET:
             plan.offset.append(n.name)
             plan.uses_positions = True
-        elif kind == RECURRENT and recurrent is None:
-            recurrent = n
-        elif not _per_position(n, kind) and mixing is None:
-            mixing = n
+        elif kind == RECURRENT:
+            blocked = blocked or _recurrence(plan, ir, n, axis, states)
+            axes[n.name] = axis if axis is not None else 1     # along the tokens: they stay where they were
+        elif kind == MOVES and axis is not None:
+            axes[n.name] = n.attrs.moved_axis(axis, ir.node(next(iter(n.inputs.values()))).shape.rank)
+        elif not _per_position(n, kind, axis):
+            blocked = blocked or _mixing(n, axis)
+        else:
+            axes[n.name] = axis
         stray = stray or _encoder_read(ir, n, fixed, plan)
         limit = REGISTRY[n.op].max_len
         limit = limit(n.attrs) if limit is not None else None
@@ -139,32 +194,66 @@ def plan_decoder(ir: IRGraph, outputs: Iterable[str] | None = None, stages: bool
         raise _refuse("GF215", f"spec `{ir.name}` has no `{missing[0]}` output to sample from", None,
                       f"generation samples the next token from an output named `{missing[0]}` [B, n, vocab]; "
                       f"the spec's outputs: {', '.join(f'`{k}`' for k in ir.outputs) or 'none'}")
-    if recurrent is not None:
-        raise _refuse("GF213", f"`{recurrent.name}` ({recurrent.op}) carries a state from each position to the next "
-                      "(a recurrence), which decoding does not cache yet, so a step over the new tokens alone "
-                      "would not compute what the whole sequence does", recurrent,
-                      "run the whole sequence through `build` (a forward over every token) instead; decoding "
-                      "with a carried recurrent state is not built yet")
-    if mixing is not None:
-        raise _refuse("GF213", f"`{mixing.name}` ({mixing.op}) combines positions of the sequence, so a step "
-                      "over the new tokens alone would not compute what the whole sequence does", mixing,
-                      "a decoder step runs ops that treat each position on its own, plus causal attention "
-                      "and position tables")
+    if blocked is not None:
+        raise blocked
     if stray is not None:
         n, port, src = stray
         raise _refuse("GF212", f"`{n.name}` ({n.op}) reads `{src}` on `{port}`, which does not depend on the "
                       "tokens and is computed once per sequence, so a step cannot feed it the new positions' rows",
                       n, "a decoder step reads the encoder's output through `cross_attend`'s `context` only")
-    if not plan.slots:
-        raise _refuse("GF210", f"spec `{ir.name}` has no causal attention, so a decoder step has no keys and "
-                      "values to cache", None, "decoding token by token is for decoders: `attention` with "
-                      "`causal: true`")
+    if not plan.slots and not plan.states:
+        raise _refuse("GF210", f"spec `{ir.name}` has no causal attention and no recurrence, so a decoder step "
+                      "has nothing to carry from one token to the next", None, "decoding token by token is for "
+                      "decoders: `attention` with `causal: true`, or a recurrence such as `selective_scan`")
     _plan_inputs(plan, ir, needed, fixed, stages)
     if len(outputs) == 1:
         head = ir.node(ir.outputs[outputs[0]])
         if _sequence(head) == POSITION and len(head.inputs) == 1:
             plan.head = head.name
     return plan
+
+
+def _input_axis(ir: IRGraph, n: IRNode, axes: dict[str, int], fixed: set[str]) -> int | None:
+    """The token axis of the node's inputs that a step computes (spec inputs: 1); None where they disagree
+    (one input transposed, another not)."""
+    found = {axes.get(src, 1) for src in n.inputs.values() if src not in fixed or ir.node(src).op == "input"}
+    return found.pop() if len(found) == 1 else (1 if not found else None)
+
+
+def _recurrence(plan: DecoderPlan, ir: IRGraph, n: IRNode, axis: int | None, states: bool) -> SpecError | None:
+    """A state slot for recurrent node `n`, or the refusal: it cannot step (GF293), it runs along another axis
+    than the tokens' (GF213), or the reader carries no states (GF213)."""
+    carry = _carry(ir, n)
+    if isinstance(carry, str):
+        return _refuse("GF293", f"`{n.name}` ({n.op}) cannot run step by step: {carry}", n,
+                       "a decoder step computes each new position from a state carried from the earlier ones; "
+                       "this node would need the positions after it")
+    if axis is None or axis != carry.axis:
+        where = "its inputs disagree on where the token axis is" if axis is None else \
+            f"the tokens are on axis {axis} of `{carry.port}`"
+        return _refuse("GF213", f"`{n.name}` ({n.op}) runs along axis {carry.axis} of `{carry.port}`, but {where}, "
+                       "so it combines positions in a way a step over the new tokens cannot carry", n,
+                       f"a recurrence steps along the token axis: `{n.op}` reads it on axis {carry.axis} "
+                       "(a `transpose` moves it there)")
+    if not states:
+        return _refuse("GF213", f"`{n.name}` ({n.op}) carries a state from each position to the next (a "
+                       "recurrence), which an encoder–decoder's ONNX decoder steps do not carry (their inputs "
+                       "are past keys and values only)", n,
+                       "`graphformer generate` (torch) decodes it step by step, and a decoder-only model's "
+                       "`export --with-past` carries its states; export it without `--with-past`")
+    plan.states[n.name] = StateSlot(n.name, len(plan.states), carry.states)
+    return None
+
+
+def _mixing(n: IRNode, axis: int | None) -> SpecError:
+    if axis is not None and axis != 1:
+        return _refuse("GF213", f"`{n.name}` ({n.op}) reads its input with the token axis moved to axis {axis} "
+                       "(by a `transpose`), so it combines positions of the sequence, which a step over the new "
+                       "tokens alone cannot compute", n, "transpose the tokens back to axis 1 before it")
+    return _refuse("GF213", f"`{n.name}` ({n.op}) combines positions of the sequence, so a step over the new "
+                   "tokens alone would not compute what the whole sequence does", n,
+                   "a decoder step runs ops that treat each position on its own, plus causal attention, "
+                   "position tables and recurrences that carry a state")
 
 
 def _check_bodies(ir: IRGraph) -> None:
@@ -220,22 +309,29 @@ def _encoder_read(ir: IRGraph, n: IRNode, fixed: set[str], plan: DecoderPlan) ->
     return None
 
 
-# Where `sequence` is AXIS: per position when the axis is past the token axis.
-def _per_position(n: IRNode, kind: str) -> bool:
+def _per_position(n: IRNode, kind: str, axis: int | None = 1) -> bool:
+    """Whether the node computes each position alone, its inputs' token axis at `axis`: POSITION ops with
+    the tokens on axis 1 (their features last) or element-wise ones (`tp` THROUGH) with the tokens anywhere,
+    AXIS ops along another axis than the batch's and the tokens'."""
     if kind == POSITION:
-        return True
-    if kind == AXIS:
+        return axis == 1 or (axis is not None and REGISTRY[n.op].tp == THROUGH)
+    if kind == AXIS and axis is not None:
         rank = n.shape.rank
-        return rank >= 3 and n.attrs.axis % rank >= 2
+        return rank >= 3 and n.attrs.axis % rank not in (0, axis)
     return False
 
 
-def _token_input(ir: IRGraph, slots: list[CacheSlot]) -> str | None:
-    """The token input: read by a token table (`token_table` trait), and every causal attention depends on
-    it; None unless exactly one input is."""
+def _token_input(ir: IRGraph, slots: list[str], recurrent: list[str]) -> str | None:
+    """The token input: read by a token table (`token_table` trait), every causal attention depends on it, and
+    so does a recurrence if there is no attention (an encoder's convolutions need not); None unless exactly one
+    input is."""
     reads = [k for k, v in ir.inputs.items() if any(REGISTRY[c.op].token_table for c, _ in ir.consumers(v))]
-    found = [k for k in reads if {s.node for s in slots} <= ir.descendants([ir.inputs[k]])]
-    return found[0] if len(found) == 1 and slots else None
+    found = []
+    for k in reads:
+        after = ir.descendants([ir.inputs[k]])
+        if set(slots) <= after and (slots or any(r in after for r in recurrent)):
+            found.append(k)
+    return found[0] if len(found) == 1 else None
 
 
 def _plan_inputs(plan: DecoderPlan, ir: IRGraph, needed: set[str], fixed: set[str], stages: bool) -> None:
@@ -254,8 +350,8 @@ def _plan_inputs(plan: DecoderPlan, ir: IRGraph, needed: set[str], fixed: set[st
         uses = ir.consumers(v)
         if k == plan.tokens or (not uses and not stages):
             continue
-        if uses and all(port == "mask" and c.name in plan.slots for c, port in uses):
-            plan.mask = k
+        if uses and all(port == "mask" and (c.name in plan.slots or _sequence(c) == POSITION) for c, port in uses):
+            plan.mask = k     # a per-position op's mask too (Mamba's apply_mask): a new token is real
         elif uses and all(port == "positions" and c.name in positional for c, port in uses):
             plan.positions = k
         elif uses and all(port == "prefix" and c.name in plan.slots for c, port in uses):

@@ -809,10 +809,11 @@ nodes:
 outputs: {y: windows}
 """),
     Code(
-        "GF210", "no causal attention to cache",
+        "GF210", "no causal attention or recurrence to carry",
         ("`graphformer generate` and `graphformer export --with-past` run a decoder step by step, each step "
-         "reading the keys and values of earlier tokens from a cache; the spec has no `attention` with "
-         "`causal: true`, so there is nothing to cache."),
+         "reading the keys and values of earlier tokens from a cache, or the state a recurrence (Mamba's "
+         "`selective_scan`, a causal `conv1d`) carried from them; the spec has neither an `attention` with "
+         "`causal: true` nor a recurrence, so there is nothing to carry."),
         fix="Export it without `--with-past` (it does not generate); or, if it is meant to be a decoder, make "
             "its attention causal.",
         command=("export", "--with-past", "-o", "case.onnx"),
@@ -882,11 +883,15 @@ outputs: {logits: logits}
     Code(
         "GF213", "an op that combines positions",
         ("A decoder step (`generate`, `export --with-past`) runs the model on the new tokens only, which is "
-         "exact when every op other than causal attention and position tables treats each position on its "
-         "own (its `sequence` trait, docs/ops.md). Pooling, slicing, transposing or interleaving the "
-         "sequence, convolving over it, prepending tokens or latents, and other ops across the token axis "
-         "would see only the new tokens."),
-        fix="Export the spec without `--with-past`; it cannot generate token by token.",
+         "exact when every op other than causal attention, position tables and recurrences treats each "
+         "position on its own (its `sequence` trait, docs/ops.md). Pooling, slicing or interleaving the "
+         "sequence, prepending tokens or latents, a per-position op reading the tokens on another axis "
+         "(after a `transpose`), and other ops across the token axis would see only the new tokens. A "
+         "recurrence (Mamba's `selective_scan`, a causal `conv1d`) carries a state from step to step "
+         "(`graphformer generate`, and `export --with-past` as `past_states` inputs); an encoder–decoder's "
+         "decoder steps, whose inputs are past keys and values only, refuse it with this code."),
+        fix=("Export the spec without `--with-past`; a spec whose only obstacle is a recurrence generates with "
+             "`graphformer generate`."),
         command=("export", "--with-past", "-o", "case.onnx"),
         example="""\
 graphformer: 1
@@ -2122,6 +2127,55 @@ nodes:
   c:   {op: slice, in: bc, axis: 2, start: state}
   ssm: {op: selective_scan, in: {x: x, delta: dt, B: b, C: c}, state: state}
 outputs: {y: ssm}
+"""),
+    Code(
+        "GF293", "a recurrence that cannot run step by step",
+        ("A decoder step (`generate`) computes each new position from a state carried from the earlier ones "
+         "(its op's `carry` trait). A `conv1d` over the tokens carries its last dilation·(kernel − 1) input "
+         "frames only when it is causal: stride 1, `padding` equal to the kernel's reach dilation·(kernel − 1) "
+         "and `drop_last` dropping as many frames (so output frame t reads input frames ≤ t); otherwise an "
+         "output frame reads later frames, which a step does not have yet."),
+        fix=("Make the convolution causal (`padding: kernel - 1, drop_last: kernel - 1`, Mamba's), or export "
+             "the spec without `--with-past`: it does not generate token by token."),
+        command=("generate", "--prompt-ids", "1,2", "--max-new-tokens", "2"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  chans:  {op: transpose}
+  conv:   {op: conv1d, out: d_model, kernel: 3, padding: 1}
+  seq:    {op: transpose}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""),
+    Code(
+        "GF294", "a padding mask of two lengths in a decoder step graph",
+        ("`export --with-past` writes one graph per step with one `attention_mask` input: over the past and "
+         "new tokens where cached attentions read it (their keys), over the new tokens only where per-position "
+         "ops read it (`apply_mask` zeroing a recurrence's padding). A spec whose mask input both read cannot "
+         "be exported so."),
+        fix=("Give the per-position ops and the attentions masks of their own, export without `--with-past`, or "
+             "generate with `graphformer generate`, which feeds each its own length."),
+        command=("export", "--with-past", "-o", "case.onnx"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+  mask: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  zeroed: {op: apply_mask, in: {x: tok, mask: mask}}
+  attn:   {op: attention, in: {x: zeroed, mask: mask}, heads: heads, causal: true}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
 """),
     Code(
         "GF286", "a relative-position table too short for the span",

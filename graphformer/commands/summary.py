@@ -149,6 +149,9 @@ def render(shown, fl, plan, table) -> str:
     ]
     if m["kv_cache_per_token"]:
         out.append(f"  KV cache        {_gib(m['kv_cache_per_token'])} per token per sequence; {_gib(m['kv_cache'])} here")
-    out.append(f"  inference peak  {_gib(m['inference_peak'])} (estimate: weights + KV cache + the largest "
-               "activation twice)")
+    if m["recurrent_state_per_sequence"]:
+        out.append(f"  recurrent state {_gib(m['recurrent_state_per_sequence'])} per sequence, whatever its length; "
+                   f"{_gib(m['recurrent_state'])} here")
+    out.append(f"  inference peak  {_gib(m['inference_peak'])} (estimate: weights + KV cache + recurrent state + the "
+               "largest activation twice)")
     return "\n".join(re.sub(r"\s+$", "", line) for line in out) + "\n"

@@ -15,8 +15,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..base.dims import Dim
-from .base import (MIXES, REPLICATE, UNPLANNED, keeps_float_inputs, Attrs, DimAttr, OpDef, ShapeError, TensorType,
-                   register, expect_rank, expect_float, numel, positive)
+from .base import (MIXES, RECURRENT, REPLICATE, UNPLANNED, keeps_float_inputs, Attrs, Carry, CarriedState, DimAttr,
+                   OpDef, ShapeError, TensorType, register, expect_rank, expect_float, numel, positive)
 from .core import concrete
 
 
@@ -192,15 +192,34 @@ def _conv1d_flops(a: Conv1dAttrs, ins, out):
     return macs + per_weight
 
 
+def _conv1d_carry(a: Conv1dAttrs, ins) -> Carry | str:
+    """Causal (each output frame t reads input frames ≤ t, and one output frame per input frame) when the
+    left padding is the kernel's reach, d·(k − 1), the stride 1, and `drop_last` removes the frames the right
+    padding adds: then a step carries the last d·(k − 1) input frames (Mamba's conv state)."""
+    reach = a.extent - 1
+    if a.stride != 1:
+        return f"its stride {a.stride} makes fewer output frames than input frames"
+    if a.padding != reach or a.drop_last != a.padding:
+        return (f"it reads later frames: padding {a.padding} at both ends and drop_last {a.drop_last}, where a "
+                f"causal convolution pads the kernel's reach ({reach}) and drops as many frames (`padding: "
+                f"{reach}, drop_last: {reach}`)")
+    if not reach:     # one tap: each frame alone, nothing to carry
+        return Carry("x", 2, {})
+    return Carry("x", 2, {"frames": CarriedState((concrete(ins["x"].shape[1], "x", "the channel dimension"),
+                                                  reach))})
+
+
 register(OpDef(
     "conv1d", "audio",
     "1-D convolution over time, channels first: `[B, C, T] → [B, out, T']` with T' = floor((T + 2·padding "
     "− dilation·(kernel − 1) − 1) / stride) + 1 − drop_last. Weight `[out, C / groups, kernel]`, bias `[out]` "
     "(torch.nn.Conv1d layout); with `weight_norm: AXIS` the weight is `weight_g · weight_v / ‖weight_v‖` "
     "(torch's weight_norm, as transformers' Wav2Vec2 stores it). Whisper's front end is two of them; a "
-    "`transpose` of the last two axes makes tokens of frames.",
+    "`transpose` of the last two axes makes tokens of frames. Causal (`padding` = `drop_last` = "
+    "dilation·(kernel − 1), stride 1: Mamba's), it decodes step by step, carrying its last dilation·(kernel − 1) "
+    "input frames.",
     Conv1dAttrs, ("x",), _conv1d_shape, params=_conv1d_params, flops=_conv1d_flops,
-    sequence=MIXES, tp=REPLICATE, saves=keeps_float_inputs, matmul=True,
+    sequence=RECURRENT, carry=_conv1d_carry, tp=REPLICATE, saves=keeps_float_inputs, matmul=True,
     example="conv2: {op: conv1d, in: act1, out: d_model, kernel: 3, stride: 2, padding: 1}",
 ))
 

@@ -108,9 +108,32 @@ CACHE = "cache"         # self-attention over `x`: causal (`attrs.causal`) gets 
 CONTEXT = "context"     # attends to another sequence (port `context`): fine when an encoder computed it once
 OFFSET = "offset"       # computes from positions 0..n-1 (position tables, relative biases): a step offsets them
 MIXES = "mixes"         # combines positions (pooling, slicing, convolution, interleaving): no decoder step
-RECURRENT = "recurrent"  # carries a state from each position to the next (scans): a step needs that state,
-                         # which no decoder caches yet, so it is refused as MIXES is, naming the recurrence
-SEQUENCE = (POSITION, AXIS, CACHE, CONTEXT, OFFSET, MIXES, RECURRENT)
+RECURRENT = "recurrent"  # carries a state from each position to the next (scans, causal convolutions): its
+                         # `carry` trait says what a step carries (`Carry`), or why this node cannot step
+MOVES = "moves"         # moves axes (transpose): each position alone, the token axis going where
+                        # `attrs.moved_axis(axis, rank)` puts it (a convolution over time reads it there)
+SEQUENCE = (POSITION, AXIS, CACHE, CONTEXT, OFFSET, MIXES, RECURRENT, MOVES)
+
+
+@dataclass(frozen=True)
+class CarriedState:
+    """One tensor a decoder step carries to the next for one node: its shape per batch row, and its dtype
+    (None: the model's; a scan keeps its state in float32 whatever the model's dtype, as the reference)."""
+
+    shape: tuple[int, ...]
+    dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class Carry:
+    """What a `RECURRENT` node carries between decoder steps: the recurrence runs along `axis` of input
+    `port` (the planner checks that this is where the token axis is), and `states` (name → `CarriedState`)
+    hold everything a step over the new positions needs of the earlier ones. A `carry` trait returns this,
+    or a sentence saying why the node cannot step (GF293: a convolution that reads later frames)."""
+
+    port: str
+    axis: int
+    states: dict[str, CarriedState]
 
 # `tp`: how tensor parallelism splits the op. tp_plan.py reads it.
 THROUGH = "through"     # element-wise, no weights: a column-split input stays split (every input must be)
@@ -191,6 +214,9 @@ class OpDef:
     # entries of `params` that are running state, not parameters (batch norm's running statistics, torch
     # buffers): loaded, saved and exported like weights, but never trained nor counted as parameters
     state: Callable[[Any], tuple[str, ...]] | None = field(default=None, kw_only=True)
+    # what a decoder step carries for a node of this op (attrs, input types → `Carry`, or why not): required
+    # of `RECURRENT` ops (decoding.py's state slots, the torch lowering's step form)
+    carry: Callable[[Any, dict[str, "TensorType"]], "Carry | str"] | None = field(default=None, kw_only=True)
 
     def trained(self, attrs, ins) -> dict[str, tuple[int, ...]]:
         """`params` less the `state` entries: what torch counts as parameters and an optimizer trains."""

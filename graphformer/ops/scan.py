@@ -9,17 +9,21 @@
 with the step sizes Δ `[B, L, D]` and the input and output projections B, C `[B, L, N]` computed from the
 tokens by ordinary ops (`linear`, `slice`, `activation: softplus`). The name is the paper's and mamba_ssm's
 (`selective_scan_fn`); the parameters are named as transformers names them (`A_log`, `D`), so a weight map
-renames them only. The state is zero at position 0: a decoder step that carried it from the previous tokens
-is not built yet, so `generate` and `export --with-past` refuse the op (GF213; its `sequence` trait is
-RECURRENT, so the refusal names the scan rather than the first op of the layer that combines positions). Future scans (RWKV, RetNet) join this family.
+renames them only. The state is zero at position 0 of a sequence.
+
+Decoding: the `sequence` trait is RECURRENT and the `carry` trait declares the state a decoder step carries,
+h [D, N] per sequence in float32 (transformers' `ssm_states`): the decoder plan gives the node a state slot
+(decoding.py), and the torch lowering starts its loop from the slot's state and writes the last one back,
+so a step over one new token costs one multiply-add, not a rerun of the prefix. Future scans (RWKV, RetNet)
+join this family the same way.
 """
 from __future__ import annotations
 
 from pydantic import Field
 
 from ..base.dims import Dim
-from .base import (RECURRENT, UNPLANNED, Attrs, DimAttr, OpDef, Saved, ShapeError, TensorType, dstr, expect_float,
-                   expect_rank, positive, register)
+from .base import (RECURRENT, UNPLANNED, Attrs, Carry, CarriedState, DimAttr, OpDef, Saved, ShapeError, TensorType,
+                   dstr, expect_float, expect_rank, positive, register)
 from .core import concrete
 
 PORTS = ("x", "delta", "B", "C")
@@ -73,6 +77,12 @@ def _scan_flops(a: SelectiveScanAttrs, ins, out) -> Dim:
     return 8 * b * length * d * a.state + 2 * b * length * d + 2 * d * a.state
 
 
+def _scan_carry(a: SelectiveScanAttrs, ins) -> Carry:
+    # along the token axis of every port ([B, L, ·]); the state in float32 whatever the model's dtype
+    d = concrete(ins["x"].shape[2], "x", "the channel dimension")
+    return Carry("x", 1, {"ssm": CarriedState((d, a.state), "float32")})
+
+
 def _scan_saves(c) -> Saved:
     # the inputs, and per position the decayed factor, the input term and the state: three [B, L, D, N]
     return Saved(PORTS, 3 * c.bytes(c.out) * c.attrs.state)
@@ -84,9 +94,9 @@ register(OpDef(
     "output projections `B`, `C [B, L, N]`: h_t = exp(Δ_t·A)·h_{t−1} + Δ_t·B_t·x_t from h_0 = 0, "
     "y_t = C_t·h_t + D·x_t, with A = −exp(A_log). Parameters `A_log [D, N]` and `D [D]` (transformers' "
     "MambaMixer names). Δ comes in as used: apply softplus (and dt_proj's bias) before. FLOPs "
-    "8·B·L·D·N + 2·B·L·D + 2·D·N. No decoder step yet (the state is not cached): `generate` and "
-    "`export --with-past` refuse it.",
+    "8·B·L·D·N + 2·B·L·D + 2·D·N. A decoder step carries the state h [D, N] (float32) from the previous "
+    "tokens (`generate`).",
     SelectiveScanAttrs, PORTS, _scan_shape, params=_scan_params, flops=_scan_flops,
-    sequence=RECURRENT, tp=UNPLANNED, saves=_scan_saves,
+    sequence=RECURRENT, carry=_scan_carry, tp=UNPLANNED, saves=_scan_saves,
     example="ssm: {op: selective_scan, in: {x: conv_act, delta: dt, B: b, C: c}, state: state}",
 ))

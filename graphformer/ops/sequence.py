@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from ..base.dims import Dim
 from .base import (
-    MIXES, OFFSET, POSITION, UNPLANNED, keeps, keeps_float_inputs,
+    AXIS, MIXES, MOVES, OFFSET, POSITION, UNPLANNED, keeps, keeps_float_inputs,
     Attrs, DimAttr, NoAttrs, OpDef, ShapeError, TensorType, register, expect_rank, expect_float, positive,
     same_shape, numel, expect_dtype, expect_dim, THROUGH,
 )
@@ -52,7 +52,7 @@ def _slice_shape(a: SliceAttrs, ins):
 
 register(OpDef(
     "slice", "sequence", "Keep indices `start ≤ i < stop` of one axis (default the token axis 1).",
-    SliceAttrs, ("x",), _slice_shape, sequence=MIXES, tp=UNPLANNED, saves=keeps(),
+    SliceAttrs, ("x",), _slice_shape, sequence=AXIS, tp=UNPLANNED, saves=keeps(),
     example="first_two: {op: slice, axis: 1, start: 0, stop: 2}",
 ))
 
@@ -61,6 +61,12 @@ register(OpDef(
 
 class TransposeAttrs(Attrs):
     axes: tuple[int, int] = Field((-2, -1), description="the two axes to swap")
+
+    def moved_axis(self, axis: int, rank: int) -> int:
+        """Where axis `axis` of a rank-`rank` input ends up (the `MOVES` trait: the decoder plan follows
+        the token axis through it)."""
+        i, j = (a % rank for a in self.axes)
+        return j if axis == i else i if axis == j else axis
 
 
 def _transpose_shape(a: TransposeAttrs, ins):
@@ -73,7 +79,7 @@ def _transpose_shape(a: TransposeAttrs, ins):
 
 register(OpDef(
     "transpose", "sequence", "Swap two axes (default the last two): `[*, m, n] → [*, n, m]`.",
-    TransposeAttrs, ("x",), _transpose_shape, sequence=MIXES, tp=UNPLANNED, saves=keeps(),
+    TransposeAttrs, ("x",), _transpose_shape, sequence=MOVES, tp=UNPLANNED, saves=keeps(),
     example="t: {op: transpose, axes: [1, 2]}",
 ))
 

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs"
 
 # A causal LM with a convolution over the sequence before its attention: each position of `conv` reads its
-# neighbours, so a step over the new token alone computes something else. It checks ok.
+# neighbours (padding 1 at both ends: not causal), so a step over the new token alone computes something else,
+# and no carried state helps (GF293; a causal one would carry its last frames). It checks ok.
 CONV_LM = """\
 graphformer: 1
 name: conv-lm
@@ -40,13 +41,13 @@ def _spec(tmp_path, text=CONV_LM, name="conv-lm.yaml"):
     return path
 
 
-def test_the_conv_probe_checks_ok_and_both_planners_refuse_it_with_gf213(tmp_path):
+def test_the_conv_probe_checks_ok_and_both_planners_refuse_it_with_gf293(tmp_path):
     spec = graphformer.load(str(_spec(tmp_path)))
     for outputs, stages in ((("logits",), True), (None, False)):   # generate's reading, then the ONNX step's
         with pytest.raises(SpecError) as e:
             plan_decoder(spec.ir, outputs, stages=stages)
         d = e.value.diagnostics[0]
-        assert (d.code, d.node) == ("GF213", "chans") and d.span is not None
+        assert (d.code, d.node) == ("GF293", "conv") and d.span is not None
 
 
 def test_generate_refuses_the_probe_with_the_code_export_with_past_gives(tmp_path):
@@ -60,9 +61,9 @@ def test_generate_refuses_the_probe_with_the_code_export_with_past_gives(tmp_pat
     model = graphformer.build(spec, seed=0)
     with pytest.raises(GenerationError) as gen_refusal:
         graphformer.generate(model, torch.tensor([[1, 2, 3]]), 4)
-    assert gen_refusal.value.code == 1 and "error[GF213]" in str(gen_refusal.value)
+    assert gen_refusal.value.code == 1 and "error[GF293]" in str(gen_refusal.value)
     assert isinstance(gen_refusal.value, SpecError)
-    assert gen_refusal.value.diagnostics[0].code == onnx_refusal.value.diagnostics[0].code == "GF213"
+    assert gen_refusal.value.diagnostics[0].code == onnx_refusal.value.diagnostics[0].code == "GF293"
 
 
 @pytest.mark.parametrize("command", [["generate", "--prompt-ids", "1,2,3", "--max-new-tokens", "2"],
@@ -74,8 +75,8 @@ def test_both_commands_show_the_same_diagnostic(tmp_path, capsys, command, monke
     path = _spec(tmp_path)
     assert main([command[0], str(path), *command[1:]]) == 1
     err = capsys.readouterr().err
-    assert "error[GF213]" in err and "`chans` (transpose) combines positions" in err and "Traceback" not in err
-    assert "conv-lm.yaml:9:" in err      # at the node, with its source line
+    assert "error[GF293]" in err and "`conv` (conv1d) cannot run step by step" in err and "Traceback" not in err
+    assert "conv-lm.yaml:10:" in err     # at the node, with its source line
 
 
 def test_generate_without_a_logits_output_is_gf215(tmp_path, capsys):

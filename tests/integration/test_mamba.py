@@ -6,8 +6,8 @@ path: no CUDA kernels here), every parameter perturbed (so no bias is 0, no norm
 init): width 20, inner 40, state 5, dt_rank 3, two layers, conv bias on, in/out projections with biases in
 one case. fp32, eval mode, max abs error ≤ 1e-5 × the output's scale, forward and every parameter's gradient.
 ONNX Runtime's run of the export against the reference too. At the published state-spaces/mamba-130m-hf config, on the meta device: the parameter counts equal the
-references' and the weight map covers their whole state dicts. `generate` and `export --with-past` refuse the
-spec (no recurrent-state cache yet), without a traceback.
+references' and the weight map covers their whole state dicts. Decoding (`generate`, `export --with-past`) is
+test_mamba_generate.py's.
 """
 from __future__ import annotations
 
@@ -144,18 +144,3 @@ def test_import_hf_reads_a_saved_model(head, tmp_path, capsys):
             assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, "import hf logits")
         else:
             assert_close(model(tokens=ids)["hidden"], ref(input_ids=ids).last_hidden_state, "import hf hidden")
-
-
-# ---------------------------------------------------------------- what is not done yet: refused, not wrong
-
-@pytest.mark.parametrize("argv", [
-    ["generate", SPEC, "--preset", "tiny", "--prompt-ids", "1,2,3", "--max-new-tokens", "2"],
-    ["export", SPEC, "--preset", "tiny", "--with-past", "-o", "{tmp}/m.onnx"],
-])
-def test_decoding_is_refused_naming_the_op(argv, tmp_path, capsys):
-    import cli
-    rc = cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
-    out, err = capsys.readouterr()
-    assert rc == 1, out + err
-    assert "GF213" in err and "(selective_scan) carries a state" in err and "Traceback" not in out + err, err
-    assert not list(tmp_path.iterdir())

@@ -46,6 +46,10 @@ def test_each_op_declares_traits_its_attributes_support(name):
         assert hasattr(op.attrs, "cache_widths") and "x" in op.port_names, name
     if op.tp == base.HEADS:         # tp_plan splits heads by `geometry`, or by the op's own `latent_shards`
         assert hasattr(op.attrs, "geometry") or hasattr(op.attrs, "latent_shards"), name
+    if op.sequence == base.RECURRENT:   # the decoder plan's state slot, or its refusal, comes from `carry`
+        assert callable(op.carry), name
+    if op.sequence == base.MOVES:       # the decoder plan follows the token axis through it
+        assert hasattr(op.attrs, "moved_axis"), name
     if op.sequence == base.CONTEXT:
         assert "context" in op.port_names and "query" in op.port_names, name
     if op.token_table:

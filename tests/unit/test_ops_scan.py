@@ -53,8 +53,10 @@ def test_the_published_mamba_counts_without_torch():
     assert total_params(load("specs/mamba.yaml", overrides={"tie_embeddings": False}).ir) == 129_135_360 + 768 * 50280
 
 
-def test_a_decoder_plan_refuses_the_recurrence_by_name():
-    with pytest.raises(SpecError) as err:
-        plan_decoder(load("specs/mamba.yaml", preset="tiny").ir, ("logits",))
+def test_a_decoder_plan_carries_the_recurrence_and_one_step_graph_refuses_it():
+    plan = plan_decoder(load("specs/mamba.yaml", preset="tiny").ir, ("logits",))
+    assert plan.states["blocks.0.mixer.ssm"].states["ssm"].shape == (64, 4)   # inner 2·32, state 4
+    with pytest.raises(SpecError) as err:   # an encoder–decoder's ONNX steps: past keys and values only
+        plan_decoder(load("specs/mamba.yaml", preset="tiny").ir, states=False, stages=False)
     (d,) = err.value.diagnostics
-    assert d.code == "GF213" and d.node == "blocks.0.mixer.ssm" and "selective_scan" in d.message
+    assert d.code == "GF213" and d.node == "blocks.0.mixer.conv1d" and "generate" in d.help

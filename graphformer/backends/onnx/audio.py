@@ -14,6 +14,7 @@ import numpy as np
 
 from ..tables import mel_filters
 from .lower import NodeEmitter, lowers
+from .past import carry_states, past_state_name
 
 
 def dft_basis(n_fft: int, win: int) -> np.ndarray:
@@ -74,10 +75,15 @@ def _conv1d(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     a = node.attrs
     i64 = np.int64
+    slot = ctx.state.past.state(node.name) if ctx.state.past is not None and a.padding else None
+    if slot is not None:     # a causal one in a decoder step: the carried frames replace the left padding
+        x = _carried_frames(ctx, slot, x, a.padding)
     ins = [x, _conv_weight(ctx, a)] + ([ctx.param("bias")] if a.bias else [])
     unpadded = a.drop_last if a.stride == 1 and a.drop_last <= a.padding else 0
-    conv = dict(kernel_shape=[a.kernel], strides=[a.stride], pads=[a.padding, a.padding - unpadded],
+    conv = dict(kernel_shape=[a.kernel], strides=[a.stride], pads=[0, 0] if slot else [a.padding, a.padding - unpadded],
                 dilations=[a.dilation], group=a.groups)
+    if slot is not None:
+        unpadded = a.drop_last
     keeps_length = node.shape.shape[2] == ctx.types["x"].shape[2] and not ctx.types["x"].shape[2].is_const
     if not keeps_length and a.drop_last == unpadded:
         ctx.op("Conv", ins, final=True, **conv)                                                  # (B, out, T')
@@ -87,9 +93,20 @@ def _conv1d(ctx: NodeEmitter, node) -> None:
         y = ctx.op("Slice", [y, ctx.const([0], "starts", i64), ctx.const([-a.drop_last], "ends", i64),
                              ctx.const([2], "axes", i64)], "drop_last", final=not keeps_length)  # drop the last frames
     if keeps_length:
-        size = ctx.op("Concat", [ctx.const([0, a.out], "batch_channels", i64), ctx.shape(x, 2, 3, "length")],
+        size = ctx.op("Concat", [ctx.const([0, a.out], "batch_channels", i64), ctx.shape(ctx.inputs[0], 2, 3, "length")],
                       "same_length", axis=0)
         ctx.op("Reshape", [y, size], final=True)
+
+
+def _carried_frames(ctx: NodeEmitter, slot, x: str, reach: int) -> str:
+    """The past frames (`past_states.{j}.frames` [B, C, reach]) then x's; the last `reach` of them are the
+    `present_states` output."""
+    joined = ctx.op("Concat", [past_state_name(slot.layer, "frames"), x], "with_past_frames", axis=2)
+    last = ctx.op("Slice", [joined, ctx.const([-reach], "last_frames", np.int64),
+                            ctx.const([np.iinfo(np.int64).max], "end", np.int64),
+                            ctx.const([2], "time_axis", np.int64)], "present_frames")
+    carry_states(ctx, slot, "frames", last)
+    return joined
 
 
 def _conv_weight(ctx: NodeEmitter, a) -> str:

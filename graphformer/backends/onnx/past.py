@@ -8,10 +8,15 @@ attention's: its latent [B, 1, past, kv_rank] and rotary key [B, 1, past, rope_d
 spec's (`logits`, ...) and `present.{i}.key` / `.value` [B, kv_heads, past + n, head_dim], the past with
 this step's keys and values appended. The prompt is the same graph at past = 0.
 
+A recurrence (Mamba's causal `conv1d` and `selective_scan`: the plan's state slots, `decoding.StateSlot`)
+reads `past_states.{j}.{name}` [B, *shape] (zeros before the prompt) and returns `present_states.{j}.{name}`,
+its state after this step's tokens, fixed in size; a model with state slots and no attention has no past
+length, and its `attention_mask` covers this step's tokens only [B, n].
+
 `decoding.plan_decoder` (the plan `graphformer.generate` reads too, here with `stages=False`: the whole
 graph is one step) says which attention nodes get a slot (i counts them in graph order) or refuses the spec
-(GF210–GF213); the lowerings of `attention` and `positional` (core.py) read `GraphState.past` and call the
-emitters here.
+(GF210–GF213, GF293); the lowerings of `attention` and `positional` (core.py), `conv1d` (audio.py) and
+`selective_scan` (scan.py) read `GraphState.past` and call the emitters here.
 """
 from __future__ import annotations
 
@@ -20,9 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import TensorProto, ValueInfoProto, helper
 
-from ...analysis.decoding import DecoderPlan, plan_decoder
+from ...analysis.decoding import DecoderPlan, StateSlot, plan_decoder
+from ...base.diagnostics import Diagnostic, SpecError
 from ...base.errors import ExportError
 from ...ir import IRGraph
+from ...ops import REGISTRY
+from ...ops.base import POSITION
 from .lower import ELEM_TYPES, NodeEmitter
 
 INPUT_IDS, ATTENTION_MASK, POSITION_IDS = "input_ids", "attention_mask", "position_ids"
@@ -36,6 +44,14 @@ def present_name(layer: int, kind: str) -> str:
     return f"present.{layer}.{kind}"
 
 
+def past_state_name(layer: int, name: str) -> str:
+    return f"past_states.{layer}.{name}"
+
+
+def present_state_name(layer: int, name: str) -> str:
+    return f"present_states.{layer}.{name}"
+
+
 @dataclass
 class Past:
     """The plan of an export with past keys and values, and the names of its graph inputs."""
@@ -47,6 +63,7 @@ class Past:
     def of(cls, ir: IRGraph) -> "Past":
         """The step of `ir`; SpecError (GF210–GF213) for a spec that is not a causal decoder."""
         plan = plan_decoder(ir, stages=False)
+        _one_mask_length(ir, plan)
         past = "past"
         while past in ir.dims:  # a spec dim of that name would be conflated with the cache's length
             past += "_"
@@ -61,6 +78,10 @@ class Past:
         s = self.plan.slots.get(node)
         return None if s is None else s.layer
 
+    def state(self, node: str) -> StateSlot | None:
+        """A recurrent node's state slot (its states in `past_state_name` / `present_state_name`)."""
+        return self.plan.states.get(node)
+
     def renamed_inputs(self) -> dict[str, str]:
         """Spec input → graph input name."""
         p = self.plan
@@ -73,7 +94,9 @@ class Past:
 
     def names(self) -> set[str]:
         return {name(s.layer, kind) for s in self.plan.slots.values() for name in (past_name, present_name)
-                for kind in ("key", "value")} | {INPUT_IDS, ATTENTION_MASK, POSITION_IDS}
+                for kind in ("key", "value")} | {INPUT_IDS, ATTENTION_MASK, POSITION_IDS} | \
+            {name(s.layer, k) for s in self.plan.states.values() for k in s.states
+             for name in (past_state_name, present_state_name)}
 
     def inputs(self, ir: IRGraph) -> list[ValueInfoProto]:
         p, b, n = self.plan, str(self.plan.batch), str(self.plan.seq)
@@ -82,15 +105,20 @@ class Past:
             return ELEM_TYPES[ir.node(ir.inputs[spec_input]).shape.dtype if spec_input else default]
 
         out = [helper.make_tensor_value_info(INPUT_IDS, dtype(p.tokens), [b, n])]
-        if p.mask:
-            out.append(helper.make_tensor_value_info(ATTENTION_MASK, dtype(p.mask), [b, f"{self.past_dim} + {n}"]))
+        if p.mask:     # over the cached keys too; with states alone, over this step's tokens
+            out.append(helper.make_tensor_value_info(ATTENTION_MASK, dtype(p.mask),
+                                                     [b, f"{self.past_dim} + {n}" if p.slots else n]))
         if self.position_ids:
             out.append(helper.make_tensor_value_info(POSITION_IDS, dtype(p.positions), [b, n]))
-        out += self._cache(past_name, self.past_dim)
+        out += self._cache(past_name, self.past_dim) + self._states(past_state_name)
         return out
 
     def outputs(self) -> list[ValueInfoProto]:
-        return self._cache(present_name, f"{self.past_dim} + {self.plan.seq}")
+        return self._cache(present_name, f"{self.past_dim} + {self.plan.seq}") + self._states(present_state_name)
+
+    def _states(self, name) -> list[ValueInfoProto]:
+        return [helper.make_tensor_value_info(name(s.layer, k), TensorProto.FLOAT, [str(self.plan.batch), *st.shape])
+                for s in self.plan.states.values() for k, st in s.states.items()]
 
     # ------------------------------------------------------------ what the lowerings ask every step
     # (an encoder–decoder's step, seq2seq.py, answers the same questions)
@@ -114,6 +142,27 @@ class Past:
         return [helper.make_tensor_value_info(name(s.layer, kind), TensorProto.FLOAT,
                                               [str(self.plan.batch), s.kv_heads, length, s.widths[kind]])
                 for s in self.plan.slots.values() for kind in ("key", "value")]
+
+
+def _one_mask_length(ir: IRGraph, plan: DecoderPlan) -> None:
+    """GF294 for a padding mask read both by cached attentions (over past + n keys in a step graph) and by
+    per-position ops (over the n new tokens): one `attention_mask` input cannot have both lengths."""
+    if not (plan.mask and plan.slots):
+        return
+    other = next((c for c, _ in ir.consumers(ir.inputs[plan.mask]) if c.name not in plan.slots
+                  and REGISTRY[c.op].sequence == POSITION), None)
+    if other is not None:
+        raise SpecError([Diagnostic(
+            "GF294", f"`{other.name}` ({other.op}) reads the padding mask `{plan.mask}` over the step's new tokens, "
+            "while the cached attentions read it over the past and new tokens: one `attention_mask` input of a step "
+            "graph cannot have both lengths", other.span, node=other.name,
+            help="`graphformer generate` (torch) decodes it; export it without `--with-past`")])
+
+
+def carry_states(ctx: NodeEmitter, slot: StateSlot, name: str, last: str) -> None:
+    """`present_states.{layer}.{name}` is value `last` (a recurrence's state after this step's tokens)."""
+    ctx.state.nodes.append(helper.make_node("Identity", [last], [present_state_name(slot.layer, name)],
+                                            name=ctx.state.unique(f"{ctx.path}/Identity_present_{name}")))
 
 
 def extend(ctx: NodeEmitter, layer: int, k: str, v: str) -> tuple[str, str]:

@@ -3,7 +3,8 @@
 The decay exp(Δ·A) and the input term Δ·B·x are computed for the whole sequence outside the loop, as the
 torch lowering does; the `Scan` body carries the state h `[B, D, N]` and does, per position, the
 multiply-add h = decay·h + drive and the read-out y = h·C (a MatMul over N). The state starts at zeros
-sized from x at run time, so batch and length stay dynamic.
+sized from x at run time, so batch and length stay dynamic; in a decoder step with past (past.py) it starts
+from the `past_states` input and the last one is returned as `present_states`.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from .lower import NodeEmitter, lowers
+from .past import carry_states, past_state_name
 
 
 @lowers("selective_scan")
@@ -23,15 +25,21 @@ def _selective_scan(ctx: NodeEmitter, node) -> None:
     decay = ctx.op("Exp", [ctx.op("Mul", [dt, a], "delta_A")], "decay")                       # (B, L, D, N)
     b_row = ctx.op("Unsqueeze", [b, ctx.const([2], "channel_axis", i64)], "B")                # (B, L, 1, N)
     drive = ctx.op("Mul", [ctx.op("Mul", [dt, b_row], "delta_B"), ctx.op("Unsqueeze", [x, last], "x")], "drive")
-    size = ctx.op("Concat", [ctx.shape(x, 0, 1, "batch"), ctx.shape(x, 2, 3, "channels"),
-                             ctx.const([node.attrs.state], "state", i64)], "h0_shape", axis=0)
-    h0 = ctx.op("ConstantOfShape", [size], "h0", value=helper.make_tensor("", TensorProto.FLOAT, [1], [0.0]))
+    slot = ctx.state.past.state(node.name) if ctx.state.past is not None else None
+    if slot is not None:                                                                      # carried
+        h0 = past_state_name(slot.layer, "ssm")
+    else:
+        size = ctx.op("Concat", [ctx.shape(x, 0, 1, "batch"), ctx.shape(x, 2, 3, "channels"),
+                                 ctx.const([node.attrs.state], "state", i64)], "h0_shape", axis=0)
+        h0 = ctx.op("ConstantOfShape", [size], "h0", value=helper.make_tensor("", TensorProto.FLOAT, [1], [0.0]))
     body = _step_body(ctx, ctx.const([2], "column_axis", i64))
     name = ctx.state.unique(f"{ctx.path}/Scan")
     h_last, ys = ctx.state.unique(f"{name}_state"), ctx.state.unique(f"{name}_y")
     ctx.state.nodes.append(helper.make_node("Scan", [h0, decay, drive, c], [h_last, ys], name=name, body=body,
                                             num_scan_inputs=3, scan_input_axes=[1, 1, 1],
                                             scan_output_axes=[1]))                            # ys: (B, L, D)
+    if slot is not None:
+        carry_states(ctx, slot, "ssm", h_last)
     ctx.op("Add", [ys, ctx.op("Mul", [x, ctx.param("D")], "skip")], final=True)
 
 

@@ -69,7 +69,7 @@ class Seq2Seq:
     def of(cls, ir: IRGraph) -> "Seq2Seq":
         """The split of `ir`; SpecError for a spec whose decoder a step cannot run (GF210–GF215) or whose
         encoder and decoder do not fit optimum's interface (GF280–GF283)."""
-        plan = plan_decoder(ir, ("logits",))
+        plan = plan_decoder(ir, ("logits",), states=False)   # its inputs carry key/value pasts only
         crosses = [ir.node(c) for c in plan.cross]
         contexts = list(dict.fromkeys(c.inputs["context"] for c in crosses))
         if len(contexts) != 1:

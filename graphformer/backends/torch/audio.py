@@ -76,8 +76,15 @@ class Conv1d(nn.Module):
         if self.bias is not None:
             self.bias.zero_()
 
+    cache = None      # generation's StateCache while a decoder runs a causal convolution (decoding.py's state
+    layer_id = 0      # slot: `conv1d`'s carry trait), and this node's slot in it
+
     def forward(self, x):
         w = self.weight if self.norm_axis is None else torch._weight_norm(self.weight_v, self.weight_g, self.norm_axis)
+        if self.cache is not None and self.padding:   # a decoder step: the carried frames replace the left padding
+            x = torch.cat([self.cache.read(self.layer_id, "frames").to(x.dtype), x], dim=-1)
+            self.cache.write(self.layer_id, "frames", x[..., x.shape[-1] - self.padding:])
+            return F.conv1d(x, w, self.bias, 1, 0, self.dilation, self.groups)
         y = F.conv1d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)   # (B, out, T')
         return y[..., :y.shape[-1] - self.drop_last] if self.drop_last else y
 

@@ -1,8 +1,10 @@
 """`graphformer.generate`: sampling from a built causal model with a key/value cache derived from its graph.
 
 The IR says what generation needs, through the decoder plan of decoding.py: the token input, the optional
-`mask` and `positions` inputs, the `logits` output, every causal attention (each gets a cache slot), the
-position tables offset by the cache, an encoder–decoder's encoder and the longest sequence the model serves. The prompt runs eagerly;
+`mask` and `positions` inputs, the `logits` output, every causal attention (each gets a cache slot), every
+recurrence (each gets a state slot: Mamba's scan and causal convolution, O(1) work and memory per step), the
+position tables offset by the cache, an encoder–decoder's encoder and the longest sequence the model serves.
+The prompt runs eagerly;
 every later token is one fixed-shape step, which `compile=True` runs through `torch.compile(fullgraph=True)`,
 traced once and reused for every token (and every later call with the same batch and length).
 """
@@ -15,7 +17,7 @@ import torch
 
 from ...analysis import memory
 from . import stages
-from .kvcache import FEWER, ContextCache, KVCache
+from .kvcache import FEWER, ContextCache, KVCache, StateCache
 from ...base.dims import Dim
 from ...base.errors import UsageError
 from ...analysis.decoding import DecoderPlan, plan_decoder
@@ -34,7 +36,7 @@ class GenerationError(UsageError, ValueError):
 
 
 class Refusal(GenerationError, SpecError):
-    """A spec that cannot generate token by token: the decoder plan's diagnostics (GF210–GF215, the codes
+    """A spec that cannot generate token by token: the decoder plan's diagnostics (GF210–GF215, GF293, the codes
     `export --with-past` refuses with), exit 1."""
 
     def __init__(self, error: SpecError):
@@ -70,6 +72,7 @@ class Decoder:
             layers.append((m.kv_heads, m.head_dim, m.window) + ((value,) if value != m.head_dim else ()))
         self.cache = KVCache(layers, batch, length, dtype, self.device)
         self.context = ContextCache(len(self.plan.cross))
+        self.states = StateCache(list(self.plan.states.values()), batch, dtype, self.device)
         self.batch, self.length = batch, length
         ir = model.spec.ir
         self.stages = None     # an encoder–decoder runs its encoder once per sequence, then the decoder per step
@@ -97,6 +100,8 @@ class Decoder:
                 vars(self.model.node_module(name)).update(cache=c, layer_id=i)
         for name in self.plan.offset:
             vars(self.model.node_module(name))["cache"] = cache
+        for i, name in enumerate(self.plan.states):    # recurrences: a step starts from the carried state
+            vars(self.model.node_module(name)).update(cache=self.states if on else None, layer_id=i)
 
     def _forward(self, tokens, mask, prefix=None):
         feed = {**self.encoder_feed, self.plan.tokens: tokens}
@@ -128,6 +133,7 @@ class Decoder:
         self.encode(encoder_inputs)
         keep = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask.bool()
         self.cache.start(keep)
+        self.states.start()
         self._attach(True)
         # only the last position's logits are sampled from: a position-wise head sees only it
         hook = self.model.node_module(self.plan.head).register_forward_pre_hook(_last_position) \
@@ -402,10 +408,11 @@ def cache_layers(plan: DecoderPlan, ir) -> list[tuple]:
 def generation_bytes(plan: DecoderPlan, ir, dims: dict[str, int], batch: int, length: int, dtype: str,
                      cache: bool = True) -> int:
     """A lower bound of what generating `length` positions allocates besides the weights: the key/value cache
-    (unless `cache` is False: an existing one is reused), the output ids, and the prompt's forward (the
-    encoder's included) at `dims`."""
+    and the recurrent states (unless `cache` is False: existing ones are reused), the output ids, and the
+    prompt's forward (the encoder's included) at `dims`."""
     itemsize = dtype_bytes(dtype)
-    kv = KVCache.nbytes(cache_layers(plan, ir), batch, length, itemsize) if cache else 0
+    kv = KVCache.nbytes(cache_layers(plan, ir), batch, length, itemsize) + \
+        StateCache.nbytes(list(plan.states.values()), batch, itemsize) if cache else 0
     return kv + 8 * batch * length + memory.forward_bytes(ir, dims, dtype, partial=True)
 
 

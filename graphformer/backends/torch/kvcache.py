@@ -17,6 +17,10 @@ rotated shared key as the "values" [B, 1, size, rope_dim].
 
 An encoder–decoder's cross-attentions get a `ContextCache` instead: their keys and values depend on the
 encoder output only, so they are computed at a sequence's first step and reused at every later one.
+
+A recurrence (Mamba's selective scan and causal convolution) gets a `StateCache` slot instead: no positions
+at all, just the state its op's `carry` trait declares (decoding.StateSlot), [B, *shape] per tensor, so the
+memory of a recurrent model's generation does not grow with the length.
 """
 from __future__ import annotations
 
@@ -166,3 +170,35 @@ class ContextCache:
 
     def update(self, layer: int, k, v, mask):
         return k, v, mask                                 # every context position, every step
+
+
+class StateCache:
+    """The carried states of a decoder's recurrent nodes (`DecoderPlan.states`): per slot, one preallocated
+    tensor [B, *shape] per state (the model's dtype, or the state's own: a scan's float32), zero at the start
+    of a sequence. While `module.cache` is set, a recurrent lowering starts from `read(layer, name)` and
+    leaves its last state with `write` (in place: the tensors stay the same objects, so a compiled step keeps
+    reading them)."""
+
+    def __init__(self, slots: list, batch: int, dtype: torch.dtype, device: torch.device):
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        memory.require(self.nbytes(slots, batch, itemsize), f"the recurrent states of batch {batch:,}",
+                       str(torch.device(device)), hint=FEWER)
+        self.slots = [{name: torch.zeros((batch, *st.shape), device=device,
+                                         dtype=dtype if st.dtype is None else getattr(torch, st.dtype))
+                       for name, st in slot.states.items()} for slot in slots]
+
+    @staticmethod
+    def nbytes(slots: list, batch: int, itemsize: int) -> int:
+        return sum(slot.nbytes(batch, itemsize) for slot in slots)
+
+    def start(self) -> None:
+        """A new sequence: every state back to zero (the whole-sequence forward's start)."""
+        for slot in self.slots:
+            for t in slot.values():
+                t.zero_()
+
+    def read(self, layer: int, name: str) -> torch.Tensor:
+        return self.slots[layer][name]
+
+    def write(self, layer: int, name: str, value: torch.Tensor) -> None:
+        self.slots[layer][name].copy_(value)

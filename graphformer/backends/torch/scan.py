@@ -1,4 +1,8 @@
-"""Torch lowerings of the scans (graphformer/ops/scan.py): Mamba's selective scan as a loop over positions."""
+"""Torch lowerings of the scans (graphformer/ops/scan.py): Mamba's selective scan as a loop over positions.
+
+Decoding: while generation's `StateCache` is attached (`cache`, `layer_id`: backends/torch/generation.py), the
+loop starts from the slot's carried state instead of zero and leaves its last state there, so the prompt
+fills the state and each later step runs the loop once, over its one new position."""
 from __future__ import annotations
 
 import torch
@@ -25,16 +29,22 @@ class SelectiveScan(nn.Module):
         self.A_log.copy_(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).expand_as(self.A_log))
         self.D.fill_(1.0)
 
+    cache = None      # generation's StateCache while a decoder runs the model, and this node's slot in it
+    layer_id = 0
+
     def forward(self, x, delta, B, C):
         # in float32 whatever the model's dtype, as the reference: the state too; each output in x's dtype
         A = -torch.exp(self.A_log.float())                                  # (D, N)
         decay = torch.exp(delta[..., None] * A)                             # (B, L, D, N)
         drive = delta[..., None] * B[:, :, None, :].float() * x[..., None].float()   # (B, L, D, N): Δ·B·x
-        h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])                 # (B, D, N)
+        h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1]) if self.cache is None else \
+            self.cache.read(self.layer_id, "ssm")                           # (B, D, N): carried, float32
         ys = []
         for t in range(x.shape[1]):
             h = decay[:, t] * h + drive[:, t]
             ys.append(torch.matmul(h.to(x.dtype), C[:, t, :, None])[..., 0])   # (B, D)
+        if self.cache is not None:
+            self.cache.write(self.layer_id, "ssm", h)
         y = torch.stack(ys, dim=1) if ys else torch.zeros_like(x)           # (B, L, D)
         return y + x * self.D
 
