@@ -291,7 +291,10 @@ def _interpolate_detail(a: Any) -> str:
 
 
 def _pool2d_detail(a: Any) -> str:
-    """`max 3×3 · stride 2 · pad 1`: the window, then what differs from the default."""
+    """`max 3×3 · stride 2 · pad 1`: the window, then what differs from the default; `avg → 7×7` adaptive."""
+    if getattr(a, "output", None) is not None:
+        h, w = a.output if isinstance(a.output, tuple) else (a.output, a.output)
+        return f"{a.kind} → {h}×{w}"
     extra = [f"{name} {v}" for name, v, default in (("stride", a.step, a.kernel), ("pad", a.padding, 0))
              if v != default]
     extra += ["ceil"] * a.ceil_mode + ["pad not counted"] * (a.count_include_pad is False)

@@ -1,16 +1,24 @@
-"""ONNX lowerings of the convolution-network ops (ops/conv.py): `conv2d` is one Conv; `batch_norm` is one
+"""ONNX lowerings of the convolution-network ops (ops/conv.py): `conv2d` is one Conv (`padding: same` as
+explicit pads, the odd one at the end, as torch), `conv_transpose2d` one ConvTranspose; `batch_norm` is one
 BatchNormalization in inference mode (the running statistics as its mean and variance), or, without
 running statistics, the batch's own statistics computed in the graph (ReduceMean over every axis but the
 channels), as torch does in both modes then. `interpolate` is a Resize whose attributes reproduce F.interpolate
 (bilinear, bicubic), or, for nearest, two Gathers at torch's own source indices; `pool2d` is MaxPool or
 AveragePool, whose ceil mode and padding count as torch's (checked against ONNX Runtime in
-tests/integration/test_conv2d.py)."""
+tests/integration/test_conv2d.py).
+
+Adaptive pooling has no ONNX operator. `output: 1` is GlobalAveragePool / GlobalMaxPool (any input size);
+otherwise it is exported only where it is a plain pool, an input size known at export and divisible by the
+output (windows of H / h rows, disjoint, stride the same), and refused (GF298) elsewhere: ONNX pools take their
+kernel as an attribute, fixed at export, while adaptive windows follow the input's size and, where h does not
+divide H, differ in width from one window to the next."""
 from __future__ import annotations
 
 import numpy as np
 from onnx import TensorProto
 
-from ...ops.conv import target_size
+from ...base.diagnostics import Diagnostic, SpecError
+from ...ops.conv import pair, pair_text, target_size
 from .lower import NodeEmitter, lowers
 from .vision import _resize_attrs
 
@@ -20,8 +28,19 @@ def _conv2d(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     a = node.attrs
     ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])
-    ctx.op("Conv", ins, final=True, kernel_shape=[a.kernel, a.kernel], strides=[a.stride, a.stride],
-           pads=[a.padding] * 4, dilations=[a.dilation, a.dilation], group=a.groups)       # (B, out, H', W')
+    (top, bottom), (left, right) = a.pads
+    ctx.op("Conv", ins, final=True, kernel_shape=list(pair(a.kernel)), strides=list(pair(a.stride)),
+           pads=[top, left, bottom, right], dilations=list(pair(a.dilation)), group=a.groups)   # (B, out, H', W')
+
+
+@lowers("conv_transpose2d")
+def _conv_transpose2d(ctx: NodeEmitter, node) -> None:
+    (x,) = ctx.inputs
+    a = node.attrs
+    ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])    # weight [C, out / groups, kh, kw]
+    ctx.op("ConvTranspose", ins, final=True, kernel_shape=list(pair(a.kernel)), strides=list(pair(a.stride)),
+           pads=list(pair(a.padding)) * 2, output_padding=list(pair(a.output_padding)),
+           dilations=list(pair(a.dilation)), group=a.groups)                              # (B, out, H', W')
 
 
 @lowers("batch_norm")
@@ -103,9 +122,33 @@ def _interpolate(ctx: NodeEmitter, node) -> None:
 def _pool2d(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     a = node.attrs
+    if a.output is not None:
+        _adaptive_pool2d(ctx, node)
+        return
     attrs = dict(kernel_shape=[a.kernel, a.kernel], strides=[a.step, a.step], pads=[a.padding] * 4,
                  ceil_mode=int(a.ceil_mode))
     if a.kind == "max":
         ctx.op("MaxPool", [x], final=True, **attrs)
     else:
         ctx.op("AveragePool", [x], final=True, count_include_pad=int(a.count_include_pad is not False), **attrs)
+
+
+def _adaptive_pool2d(ctx: NodeEmitter, node) -> None:
+    """A global pool for a 1 × 1 output; a fixed one where the input's sides are known and divisible by the
+    output's (the module docstring says why nothing else)."""
+    (x,) = ctx.inputs
+    a = node.attrs
+    out = pair(a.output)
+    if out == (1, 1):
+        ctx.op("GlobalMaxPool" if a.kind == "max" else "GlobalAveragePool", [x], final=True)
+        return
+    sides = ctx.types["x"].shape[2:]
+    if not all(n.is_const and n.value % o == 0 for n, o in zip(sides, out)):
+        raise SpecError([Diagnostic(
+            "GF298", f"`{node.name}` pools a [{sides[0]}, {sides[1]}] grid adaptively to {pair_text(a.output)}, which "
+                     "ONNX cannot say: its pools have a fixed window, and adaptive windows follow the input's size "
+                     "(unequal where the output's side does not divide the input's)", node.span, node=node.name,
+            help="export at sizes that the output divides (`--set`/`dims` making the grid's sides multiples of "
+                 f"{pair_text(a.output)}), or pool to `output: 1` (a global pool, any size)")])
+    kernel = [n.value // o for n, o in zip(sides, out)]
+    ctx.op("MaxPool" if a.kind == "max" else "AveragePool", [x], final=True, kernel_shape=kernel, strides=kernel)
