@@ -17,9 +17,9 @@ floating-point tensors only, so a map `ignore`s the reference's counter.
 """
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
-from pydantic import Field, StrictInt, StrictStr
+from pydantic import BeforeValidator, Field, StrictInt, StrictStr
 
 from ..base.dims import Dim, DimError, parse
 from .audio import groups_divide
@@ -30,8 +30,14 @@ from .core import concrete
 
 # ---------------------------------------------------------------- conv2d
 
+def _one_or_pair(v):
+    if isinstance(v, (list, tuple)) and len(v) != 2:
+        raise ValueError(f"expected one number or a pair [height, width], got {len(v)} entries")
+    return v
+
+
 # A size along both axes: one number (k × k) or a pair `[h, w]`, each a dimension expression over params.
-DimPair = Union[DimAttr, tuple[DimAttr, DimAttr]]
+DimPair = Annotated[Union[DimAttr, tuple[DimAttr, DimAttr]], BeforeValidator(_one_or_pair)]
 
 
 def pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -91,7 +97,7 @@ def _positive_pairs(a, names: tuple[str, ...]) -> None:
 def _not_negative(a, name: str) -> None:
     v = getattr(a, name)
     if v != "same" and min(pair(v)) < 0:
-        raise ShapeError("GF102", f"`{name}` must be ≥ 0, got {pair_text(v)}", attr=name)
+        raise ShapeError("GF102", f"`{name}` must be ≥ 0, got {list(v) if isinstance(v, tuple) else v}", attr=name)
 
 
 def _conv2d_channels(a: Conv2dAttrs, x: TensorType) -> int:

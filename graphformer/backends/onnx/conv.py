@@ -1,5 +1,6 @@
 """ONNX lowerings of the convolution-network ops (ops/conv.py): `conv2d` is one Conv (`padding: same` as
-explicit pads, the odd one at the end, as torch), `conv_transpose2d` one ConvTranspose; `batch_norm` is one
+explicit pads, the odd one at the end, as torch; a size-keeping one on a symbolic grid ends in a Reshape to
+the input's sides, for shape inference, as conv1d's), `conv_transpose2d` one ConvTranspose; `batch_norm` is one
 BatchNormalization in inference mode (the running statistics as its mean and variance), or, without
 running statistics, the batch's own statistics computed in the graph (ReduceMean over every axis but the
 channels), as torch does in both modes then. `interpolate` is a Resize whose attributes reproduce F.interpolate
@@ -29,8 +30,14 @@ def _conv2d(ctx: NodeEmitter, node) -> None:
     a = node.attrs
     ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])
     (top, bottom), (left, right) = a.pads
-    ctx.op("Conv", ins, final=True, kernel_shape=list(pair(a.kernel)), strides=list(pair(a.stride)),
-           pads=[top, left, bottom, right], dilations=list(pair(a.dilation)), group=a.groups)   # (B, out, H', W')
+    sides = ctx.types["x"].shape[2:]
+    keeps_size = node.shape.shape[2:] == sides and not all(n.is_const for n in sides)
+    y = ctx.op("Conv", ins, final=not keeps_size, kernel_shape=list(pair(a.kernel)), strides=list(pair(a.stride)),
+               pads=[top, left, bottom, right], dilations=list(pair(a.dilation)), group=a.groups)  # (B, out, H', W')
+    if keeps_size:   # ONNX's Conv rule leaves a symbolic side unknown; a Reshape hands inference the input's
+        size = ctx.op("Concat", [ctx.const([0, a.out], "batch_channels", np.int64), ctx.shape(x, 2, 4, "hw")],
+                      "same_size", axis=0)
+        ctx.op("Reshape", [y, size], final=True)
 
 
 @lowers("conv_transpose2d")
