@@ -42,12 +42,27 @@ def _conv2d(ctx: NodeEmitter, node) -> None:
 
 @lowers("conv_transpose2d")
 def _conv_transpose2d(ctx: NodeEmitter, node) -> None:
+    """One ConvTranspose (weight [C, out / groups, kh, kw], torch's layout). torch crops `padding` rows at the
+    top and padding − output_padding at the bottom of the full result; those are ONNX's begin and end pads, so
+    `output_padding` (which ONNX Runtime limits to less than the stride, torch to less than the stride or the
+    dilation) is never needed. Where output_padding exceeds padding, the rows beyond the full result hold the
+    bias only: zeros padded after the convolution, the bias added last."""
     (x,) = ctx.inputs
     a = node.attrs
-    ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])    # weight [C, out / groups, kh, kw]
-    ctx.op("ConvTranspose", ins, final=True, kernel_shape=list(pair(a.kernel)), strides=list(pair(a.stride)),
-           pads=list(pair(a.padding)) * 2, output_padding=list(pair(a.output_padding)),
-           dilations=list(pair(a.dilation)), group=a.groups)                              # (B, out, H', W')
+    begin = list(pair(a.padding))
+    end = [p - o for p, o in zip(begin, pair(a.output_padding))]
+    extra = [max(-e, 0) for e in end]
+    biased = a.bias and not any(extra)
+    ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if biased else [])
+    y = ctx.op("ConvTranspose", ins, final=biased or not (a.bias or any(extra)), kernel_shape=list(pair(a.kernel)),
+               strides=list(pair(a.stride)), pads=begin + [max(e, 0) for e in end],
+               dilations=list(pair(a.dilation)), group=a.groups)                         # (B, out, H', W')
+    if any(extra):
+        y = ctx.op("Pad", [y, ctx.const([0, 0, 0, 0, 0, 0, *extra], "extra_rows", np.int64)], "padded",
+                   final=not a.bias)
+    if a.bias and not biased:
+        bias = ctx.op("Reshape", [ctx.param("bias"), ctx.const([-1, 1, 1], "per_channel", np.int64)], "bias")
+        ctx.op("Add", [y, bias], final=True)
 
 
 @lowers("batch_norm")
