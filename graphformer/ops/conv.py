@@ -1,13 +1,15 @@
 """Convolution-network ops on image grids, channels first (`[B, C, H, W]`, torch.nn.Conv2d's and ONNX
-Conv's layout): a general 2-D convolution (`conv2d`: kernel, stride, padding, dilation, groups, bias or
-not), batch normalisation with running statistics (`batch_norm`), and resampling: `interpolate` resizes a
-grid (nearest, bilinear, bicubic: F.interpolate) to a size, by an integer factor or to another grid's size,
-and `pool2d` takes the max or the average over k × k windows (F.max_pool2d, F.avg_pool2d).
+Conv's layout): a general 2-D convolution (`conv2d`: kernel, stride, padding, dilation, each one value or a
+pair [h, w], `padding: same`, groups, bias or not) and its transpose (`conv_transpose2d`), batch
+normalisation with running statistics (`batch_norm`), and resampling: `interpolate` resizes a grid
+(nearest, bilinear, bicubic: F.interpolate) to a size, by an integer factor or to another grid's size, and
+`pool2d` takes the max or the average over k × k windows (F.max_pool2d, F.avg_pool2d) or, adaptively, over
+the windows that pool any grid to a fixed size (F.adaptive_max_pool2d, F.adaptive_avg_pool2d).
 
 Together they say what CNN-flavoured transformers need beyond `patch_embed`: SegFormer's overlapping
 patch embeddings, spatial-reduction attention and depthwise Mix-FFN, CvT's convolutional projections,
-ConvNeXt's depthwise stages, a ResNet backbone. Parameters are named and shaped as torch's (`weight [O,
-C / groups, k, k]`, `bias [O]`; BatchNorm2d's `weight`, `bias`, `running_mean`, `running_var`), so a
+ConvNeXt's depthwise stages, a ResNet backbone, a U-Net decoder. Parameters are named and shaped as torch's
+(`weight [O, C / groups, kh, kw]`, transposed `[C, O / groups, kh, kw]`, `bias [O]`; BatchNorm2d's `weight`, `bias`, `running_mean`, `running_var`), so a
 reference's weights load by plain renames.
 
 `batch_norm`'s running statistics are *state*, not parameters (`OpDef.state`): they are loaded, saved and
