@@ -1,7 +1,8 @@
-"""The conv family (graphformer/ops/conv.py) without torch: the shape rules of conv2d, batch_norm,
-interpolate and pool2d (table-driven: symbolic sizes, every diagnostic), pooling's output size against
-torch's formula, parameters, FLOPs, and running statistics kept out of the parameter count; the
-diagnostics at file:line:col through `check`."""
+"""The conv family (graphformer/ops/conv.py) without torch: the shape rules of conv2d, conv_transpose2d,
+batch_norm, interpolate and pool2d (table-driven: symbolic sizes, pairs [h, w], `padding: same`, adaptive
+pooling, every diagnostic), pooling's output size against torch's formula, adaptive windows, parameters,
+FLOPs, and running statistics kept out of the parameter count; the diagnostics at file:line:col through
+`check`; diagram labels."""
 from __future__ import annotations
 
 import pytest
@@ -268,6 +269,13 @@ def test_resampling_labels():
         == "max 3×3 · stride 2 · pad 1"
     assert attr_detail("pool2d", pool.model_validate({"kind": "avg", "kernel": 2, "ceil_mode": True,
                                                       "count_include_pad": False})) == "avg 2×2 · ceil · pad not counted"
+    assert attr_detail("pool2d", pool.model_validate({"kind": "max", "output": [7, 5]})) == "max → 7×5"
+    conv, t = REGISTRY["conv2d"].attrs, REGISTRY["conv_transpose2d"].attrs
+    assert attr_detail("conv2d", conv.model_validate({"out": 8, "kernel": [4, 3], "padding": "same"})) \
+        == "→ 8 · kernel 4×3 · padding same"
+    assert attr_detail("conv_transpose2d", t.model_validate({"out": 8, "kernel": 2, "stride": 2,
+                                                             "output_padding": [1, 0]})) \
+        == "→ 8 · kernel 2 · stride 2 · output_padding 1×0"
 
 
 def test_at_dims_binds_symbols_with_sizes_left_out(tmp_path):
