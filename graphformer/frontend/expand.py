@@ -869,7 +869,9 @@ class Expander:
                 ok &= all(iv is not None for iv in ivs)
                 values[k] = tuple(iv if iv is not None else 1 for iv in ivs)
             elif k in op.attrs.dim_fields and v is not None:
-                iv = self._int(scope, v, scope.span("nodes", name, k), f"`{k}`")
+                words = " or ".join(f"`{w}`" for w in op.attrs.words(k)) if isinstance(v, str) else ""
+                what = f"`{k}`" + (f" (a number or {words})" if words else "")
+                iv = self._int(scope, v, scope.span("nodes", name, k), what)
                 ok &= iv is not None
                 values[k] = iv if iv is not None else 1
             elif k in op.attrs.shape_fields and isinstance(v, list):

@@ -6,6 +6,7 @@ fault so the checker can point at both the consumer and the producer. Nothing he
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import sys
@@ -57,6 +58,7 @@ class Attrs(BaseModel):
         return getattr(self, self.tie_field) if self.tie_field else None
 
     @classmethod
+    @functools.cache
     def words(cls, name: str) -> tuple[str, ...]:
         """The literal words a dimension attribute also accepts (conv2d's `padding: same`): the expander
         passes them through instead of reading them as expressions over params."""

@@ -287,3 +287,22 @@ def test_at_dims_binds_symbols_with_sizes_left_out(tmp_path):
                     .replace("outputs: {y: dw}", "outputs: {y: dw, z: sz}"))
     ir = at_dims(load(str(path)).ir, {"H": 16, "W": 12})
     assert ir.node("dw").attrs.size is None and ir.node("sz").attrs.size == (4, 5)
+
+
+def test_pairs_are_expressions_over_params_and_same_is_a_word(tmp_path):
+    """`kernel: [k, 1]`, `padding: [k // 2, 0]`: each entry evaluated as a dimension; `same` passed through, and a
+    word it doesn't know named with the one it does."""
+    path = tmp_path / "pairs.yaml"
+    path.write_text(SPEC.replace("params: {c: 3, width: 8}", "params: {c: 3, width: 8, k: 5}")
+                    .replace("  dw:   {op: conv2d, out: width, kernel: 3, padding: 1, groups: width}",
+                             "  dw:   {op: conv2d, out: width, kernel: [k, 1], padding: [k // 2, 0], stride: [1, 2]}\n"
+                             "  same: {op: conv2d, out: width, kernel: [k, 2], padding: same}")
+                    .replace("outputs: {y: dw}", "outputs: {y: same}"))
+    s = load(str(path))
+    a = s.ir.node("dw").attrs
+    assert (a.kernel, a.padding, a.stride) == ((5, 1), (2, 0), (1, 2))
+    assert s.ir.node("same").attrs.padding == "same"
+    assert [str(d) for d in s.ir.node("same").shape.shape] == ["B", "8", "(H - 1) // 2 + 1", "(W - 1) // 2 // 2 + 1"]
+    path.write_text(path.read_text().replace("padding: same", "padding: valid"))
+    (d,) = [d for d in check_file(str(path)).diagnostics if d.severity == "error"]
+    assert d.code == "GF131" and "`valid` for `padding` (a number or `same`)" in d.message
