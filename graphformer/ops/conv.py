@@ -48,9 +48,14 @@ def pair(v: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def pair_text(v: int | tuple[int, int]) -> str:
-    """`3` or `3×5`: how messages and diagram labels write a pair."""
+    """`3` or `3×5`: how module reprs and diagram labels write a size."""
     h, w = pair(v)
     return str(h) if h == w else f"{h}×{w}"
+
+
+def written(v: int | tuple[int, int]) -> str:
+    """`3` or `[3, 5]`: a size as a spec writes it, for messages."""
+    return f"[{v[0]}, {v[1]}]" if isinstance(v, tuple) else str(v)
 
 
 class Conv2dAttrs(Attrs):
@@ -99,7 +104,7 @@ def _positive_pairs(a, names: tuple[str, ...]) -> None:
 def _not_negative(a, name: str) -> None:
     v = getattr(a, name)
     if v != "same" and min(pair(v)) < 0:
-        raise ShapeError("GF102", f"`{name}` must be ≥ 0, got {list(v) if isinstance(v, tuple) else v}", attr=name)
+        raise ShapeError("GF102", f"`{name}` must be ≥ 0, got {written(v)}", attr=name)
 
 
 def _conv2d_channels(a: Conv2dAttrs, x: TensorType) -> int:
@@ -109,7 +114,7 @@ def _conv2d_channels(a: Conv2dAttrs, x: TensorType) -> int:
     _positive_pairs(a, ("kernel", "stride", "dilation"))
     _not_negative(a, "padding")
     if a.padding == "same" and pair(a.stride) != (1, 1):
-        raise ShapeError("GF295", f"`padding: same` with `stride: {pair_text(a.stride)}`: the output of a strided "
+        raise ShapeError("GF295", f"`padding: same` with `stride: {written(a.stride)}`: the output of a strided "
                                   "convolution cannot be as large as its input", attr="padding",
                          help="use stride 1 with `padding: same` (torch refuses it on strided convolutions), or give "
                               "the padding as numbers (k // 2 for an odd kernel)")
@@ -195,8 +200,8 @@ def _conv_t_channels(a: ConvTranspose2dAttrs, x: TensorType) -> int:
     for o, s, d in zip(pair(a.output_padding), pair(a.stride), pair(a.dilation)):
         if o >= max(s, d):
             raise ShapeError(
-                "GF296", f"`output_padding: {pair_text(a.output_padding)}` is not less than the stride "
-                         f"({pair_text(a.stride)}) or the dilation ({pair_text(a.dilation)})",
+                "GF296", f"`output_padding: {written(a.output_padding)}` is not less than the stride "
+                         f"({written(a.stride)}) or the dilation ({written(a.dilation)})",
                 attr="output_padding",
                 help="output_padding picks one of the `stride` input sizes a strided conv2d maps to one size: keep "
                      "it below the stride (or the dilation), as torch requires")
@@ -215,7 +220,7 @@ def _conv_t_shape(a: ConvTranspose2dAttrs, ins):
         size = conv_transpose_size(n, k, s, p, o, d)
         if size.is_const and size.value <= 0:
             raise ShapeError(
-                "GF296", f"output {name} {size.value} ≤ 0: `padding: {pair_text(a.padding)}` crops more than the "
+                "GF296", f"output {name} {size.value} ≤ 0: `padding: {written(a.padding)}` crops more than the "
                          f"{size.value + 2 * p} rows the transposed convolution makes from {name} {n}", "x",
                 help=f"({n} − 1)·{s} − 2·{p} + {d}·({k} − 1) + {o} + 1 = {size.value}: pad less, or feed a larger "
                      "grid")

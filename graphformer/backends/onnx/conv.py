@@ -19,7 +19,7 @@ import numpy as np
 from onnx import TensorProto
 
 from ...base.diagnostics import Diagnostic, SpecError
-from ...ops.conv import pair, pair_text, target_size
+from ...ops.conv import pair, target_size, written
 from .lower import NodeEmitter, lowers
 from .vision import _resize_attrs
 
@@ -167,10 +167,10 @@ def _adaptive_pool2d(ctx: NodeEmitter, node) -> None:
     sides = ctx.types["x"].shape[2:]
     if not all(n.is_const and n.value % o == 0 for n, o in zip(sides, out)):
         raise SpecError([Diagnostic(
-            "GF298", f"`{node.name}` pools a [{sides[0]}, {sides[1]}] grid adaptively to {pair_text(a.output)}, which "
+            "GF298", f"`{node.name}` pools a [{sides[0]}, {sides[1]}] grid adaptively to {written(a.output)}, which "
                      "ONNX cannot say: its pools have a fixed window, and adaptive windows follow the input's size "
                      "(unequal where the output's side does not divide the input's)", node.span, node=node.name,
             help="export at sizes that the output divides (`--set`/`dims` making the grid's sides multiples of "
-                 f"{pair_text(a.output)}), or pool to `output: 1` (a global pool, any size)")])
+                 f"{written(a.output)}), or pool to `output: 1` (a global pool, any size)")])
     kernel = [n.value // o for n, o in zip(sides, out)]
     ctx.op("MaxPool" if a.kind == "max" else "AveragePool", [x], final=True, kernel_shape=kernel, strides=kernel)
