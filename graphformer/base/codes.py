@@ -1948,6 +1948,79 @@ nodes:
 outputs: {y: pool}
 """),
     Code(
+        "GF295", "`padding: same` on a strided convolution",
+        ("`padding: same` pads a `conv2d` so that its output is exactly as large as its input: d·(k − 1) zeros "
+         "along each axis, half before and half after (the odd one after). With a stride above 1 the output is "
+         "smaller than the input whatever the padding, so torch refuses `same` there, and so does graphformer, "
+         "where the conv is written."),
+        fix="Use `stride: 1` with `padding: same`, or give the padding as numbers (k // 2 for an odd kernel).",
+        example="""\
+graphformer: 1
+name: case
+dims: {B: 2}
+inputs:
+  image: {shape: [B, 3, 32, 32]}
+nodes:
+  stem: {op: conv2d, in: image, out: 16, kernel: 3, stride: 2, padding: same}
+outputs: {y: stem}
+"""),
+    Code(
+        "GF296", "a transposed convolution's output_padding too large, or no output",
+        ("`conv_transpose2d` makes (H − 1)·stride − 2·padding + dilation·(kernel − 1) + output_padding + 1 rows "
+         "from H. `output_padding` adds rows at the bottom (and columns at the right) to choose among the input "
+         "sizes a strided conv2d maps to one output size; torch requires it to be less than the stride or the "
+         "dilation. A `padding` that crops every row the convolution makes leaves no output."),
+        fix="Keep `output_padding` below the stride (or the dilation) on each axis, and pad less than the output "
+            "the message computes.",
+        example="""\
+graphformer: 1
+name: case
+dims: {B: 2}
+inputs:
+  grid: {shape: [B, 64, 16, 16]}
+nodes:
+  up: {op: conv_transpose2d, in: grid, out: 32, kernel: 2, stride: 2, output_padding: 2}
+outputs: {y: up}
+"""),
+    Code(
+        "GF297", "a 2-D pool with both or neither of `kernel` and `output`, or fixed-window options on an adaptive one",
+        ("`pool2d` pools either fixed k × k windows (`kernel`, with `stride`, `padding`, `ceil_mode`, "
+         "`count_include_pad`: MaxPool2d / AvgPool2d) or adaptively to a fixed output size (`output: [h, w]`: "
+         "AdaptiveMaxPool2d / AdaptiveAvgPool2d, whose windows follow from the input's size). One of `kernel` and "
+         "`output` says which; the fixed windows' options mean nothing to an adaptive pool."),
+        fix="Give exactly one of `kernel` and `output`; with `output`, drop `stride`, `padding`, `ceil_mode` and "
+            "`count_include_pad`.",
+        example="""\
+graphformer: 1
+name: case
+dims: {B: 2}
+inputs:
+  features: {shape: [B, 512, 7, 7]}
+nodes:
+  pool: {op: pool2d, in: features, kind: avg, output: 1, stride: 2}
+outputs: {y: pool}
+"""),
+    Code(
+        "GF298", "adaptive pooling ONNX cannot express",
+        ("ONNX has no adaptive pooling. `pool2d` with `output: 1` is exported as GlobalAveragePool or "
+         "GlobalMaxPool, at any input size; any other `output` only where the input's height and width are "
+         "known at export and divisible by the output's (then every window is H / h × W / w, disjoint: a plain "
+         "AveragePool or MaxPool). Elsewhere the windows follow the input's size at run time, and differ in "
+         "size from one window to the next, which ONNX's fixed-kernel pools cannot say; the export refuses "
+         "rather than compute other values than torch."),
+        fix="Export at an image size the output divides (`--set` the image size), or pool to `output: 1`.",
+        command=("export", "-o", "case.onnx"),
+        example="""\
+graphformer: 1
+name: case
+dims: {B: 2, H: 14, W: 14}
+inputs:
+  features: {shape: [B, 32, H, W]}
+nodes:
+  pool: {op: pool2d, in: features, kind: avg, output: [3, 3]}
+outputs: {y: pool}
+"""),
+    Code(
         "GF280", "cross-attentions over different encoder outputs",
         ("`export --with-past` of an encoder–decoder writes optimum's three graphs: the encoder returns "
          "one `last_hidden_state`, and every decoder step takes it as `encoder_hidden_states` "

@@ -862,8 +862,16 @@ class Expander:
         for k, v in raw.items():
             if isinstance(v, str):
                 refs[k] = sorted(set(_NAME.findall(v)) & set(scope.env))
-            if k in op.attrs.dim_fields and v is not None:
-                iv = self._int(scope, v, scope.span("nodes", name, k), f"`{k}`")
+            if k in op.attrs.dim_fields and isinstance(v, str) and v in op.attrs.words(k):
+                values[k] = v   # a word the attribute takes besides numbers (`padding: same`)
+            elif k in op.attrs.dim_fields and isinstance(v, list):   # a pair `[h, w]`: each entry a dimension
+                ivs = [self._int(scope, e, scope.span("nodes", name, k, i), f"`{k}`") for i, e in enumerate(v)]
+                ok &= all(iv is not None for iv in ivs)
+                values[k] = tuple(iv if iv is not None else 1 for iv in ivs)
+            elif k in op.attrs.dim_fields and v is not None:
+                words = " or ".join(f"`{w}`" for w in op.attrs.words(k)) if isinstance(v, str) else ""
+                what = f"`{k}`" + (f" (a number or {words})" if words else "")
+                iv = self._int(scope, v, scope.span("nodes", name, k), what)
                 ok &= iv is not None
                 values[k] = iv if iv is not None else 1
             elif k in op.attrs.shape_fields and isinstance(v, list):

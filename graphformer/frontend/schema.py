@@ -130,8 +130,16 @@ def _as_dim(prop: dict) -> dict:
         del prop["type"]
         prop["anyOf"] = copy.deepcopy(DIM["anyOf"])
     elif any(alt.get("type") == "integer" for alt in prop.get("anyOf", [])):
-        prop["anyOf"] = [a for a in prop["anyOf"] if a.get("type") != "integer"] + copy.deepcopy(DIM["anyOf"])
+        prop["anyOf"] = [_as_dim_pair(a) for a in prop["anyOf"] if a.get("type") != "integer"] \
+            + copy.deepcopy(DIM["anyOf"])
     return prop
+
+
+def _as_dim_pair(alt: dict) -> dict:
+    """A pair of dimensions (conv2d's `kernel: [3, 5]`), draft-07's way: two items, each a dimension."""
+    if alt.get("type") != "array" or "prefixItems" not in alt:
+        return alt
+    return {"type": "array", "items": copy.deepcopy(DIM), "minItems": 2, "maxItems": 2}
 
 
 def _tidy(node: Any) -> Any:

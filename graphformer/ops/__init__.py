@@ -20,7 +20,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "grid": ("window_partition", "window_merge", "window_position_bias", "patch_merge", "flatten_grid"),
     "mla": ("latent_attention",),                 # multi-head latent attention, DeepSeek-V2
     "shape": ("reshape", "permute", "tile"),      # axes between batch and tokens
-    "conv": ("conv2d", "batch_norm", "interpolate", "pool2d"),   # channels-first image grids: CNN layers
+    "conv": ("conv2d", "conv_transpose2d", "batch_norm", "interpolate", "pool2d"),   # channels-first image grids: CNN layers
     "scan": ("selective_scan",),                  # recurrences: Mamba's state-space scan
     "relative": ("relative_embeddings", "disentangled_attention"),   # DeBERTa's disentangled attention
 }

@@ -6,6 +6,7 @@ fault so the checker can point at both the consumer and the producer. Nothing he
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import sys
@@ -23,6 +24,8 @@ from ..base.dtypes import canonical_dtype
 def _no_bool(v: Any) -> Any:
     if isinstance(v, bool):
         raise ValueError("expected an integer, not a boolean")
+    if isinstance(v, (list, tuple)):   # `groups: [2, 2]`: only some attributes take a pair (conv2d's kernel)
+        raise ValueError("expected one number, not a list")
     return v
 
 
@@ -53,6 +56,21 @@ class Attrs(BaseModel):
     def tied_to(self) -> str | None:
         """The node whose `weight` this node reuses, or None."""
         return getattr(self, self.tie_field) if self.tie_field else None
+
+    @classmethod
+    @functools.cache
+    def words(cls, name: str) -> tuple[str, ...]:
+        """The literal words a dimension attribute also accepts (conv2d's `padding: same`): the expander
+        passes them through instead of reading them as expressions over params."""
+        field = cls.model_fields.get(name)
+        found, todo = [], [field.annotation] if field is not None else []
+        while todo:
+            t = todo.pop()
+            if typing.get_origin(t) is typing.Literal:
+                found += [w for w in typing.get_args(t) if isinstance(w, str)]
+            else:
+                todo += typing.get_args(t)
+        return tuple(found)
 
     @classmethod
     def is_real(cls, name: str) -> bool:

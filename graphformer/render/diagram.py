@@ -235,6 +235,12 @@ def _num(v: Any) -> str:
     return str(v)
 
 
+def _size(name: str) -> Callable[[Any], str]:
+    """conv2d's and conv_transpose2d's sizes (only they read these fields generically): `kernel 3`, or a
+    pair [h, w] as `kernel 4×3`."""
+    return lambda v: f"{name} {'×'.join(map(str, v)) if isinstance(v, tuple) else v}"
+
+
 # How one attribute reads in a label; anything not listed reads `name value`. A value equal to the
 # field's default is left out (the label says what is special about this node), except required fields.
 _ATTR_TEXT: dict[str, Callable[[Any], str | None]] = {
@@ -258,6 +264,7 @@ _ATTR_TEXT: dict[str, Callable[[Any], str | None]] = {
     "by": lambda v: f"× {_num(v)}",
     "dropout": lambda v: f"dropout {_num(v)}" if v else None,
     "shape": lambda v: "→ [" + ", ".join(map(str, v)) + "]",     # reshape's target
+    **{k: _size(k) for k in ("kernel", "stride", "padding", "dilation", "output_padding")},
     "order": lambda v: "order " + " ".join(map(str, v)),        # permute's
 }
 
@@ -291,7 +298,10 @@ def _interpolate_detail(a: Any) -> str:
 
 
 def _pool2d_detail(a: Any) -> str:
-    """`max 3×3 · stride 2 · pad 1`: the window, then what differs from the default."""
+    """`max 3×3 · stride 2 · pad 1`: the window, then what differs from the default; `avg → 7×7` adaptive."""
+    if getattr(a, "output", None) is not None:
+        h, w = a.output if isinstance(a.output, tuple) else (a.output, a.output)
+        return f"{a.kind} → {h}×{w}"
     extra = [f"{name} {v}" for name, v, default in (("stride", a.step, a.kernel), ("pad", a.padding, 0))
              if v != default]
     extra += ["ceil"] * a.ceil_mode + ["pad not counted"] * (a.count_include_pad is False)

@@ -1,7 +1,9 @@
-"""`conv2d` and `batch_norm` against torch.nn.Conv2d and torch.nn.BatchNorm1d/2d: outputs and gradients,
-BatchNorm's running statistics after training steps (momentum, the cumulative average, batch statistics
-only), eval mode on loaded running statistics, weights loaded by plain renames through a weight map, and
-ONNX Runtime equal to torch at two image sizes (symbolic H, W) and batch sizes."""
+"""`conv2d`, `conv_transpose2d` and `batch_norm` against torch.nn.Conv2d, ConvTranspose2d and BatchNorm1d/2d:
+outputs and gradients (pairs [h, w] and `padding: same` included), BatchNorm's running statistics after
+training steps (momentum, the cumulative average, batch statistics only), eval mode on loaded running
+statistics, weights loaded by plain renames through a weight map, and ONNX Runtime equal to torch at two image
+sizes (symbolic H, W) and batch sizes; pooling, adaptive pooling (and where its export is refused, GF298) and
+interpolation against torch and ONNX Runtime."""
 from __future__ import annotations
 
 import pytest
@@ -21,6 +23,9 @@ CONV_CASES = [
     dict(out=12, kernel=3, padding=1, groups=6),                     # depthwise, two per channel
     dict(out=5, kernel=4, stride=3, bias=False),
     dict(out=8, kernel=7, stride=4, padding=3),                      # SegFormer's first patch embedding
+    dict(out=6, kernel=[3, 5], stride=[2, 1], padding=[1, 2], dilation=[1, 2]),   # pairs [h, w]
+    dict(out=6, kernel=[4, 3], padding="same", dilation=[1, 2]),     # an even extent: one more zero after
+    dict(out=6, kernel=7, padding="same", groups=6),                 # ConvNeXt's depthwise conv
 ]
 
 
@@ -63,6 +68,46 @@ def test_conv2d_equals_torch(tmp_path, a):
         assert_close(x.grad, x2.grad, "grad x")
         assert_close(model.conv.weight.grad, ref.weight.grad, "grad weight")
         model.zero_grad(), ref.zero_grad()
+    sess = _onnx_session(path, model)
+    for b, h, w in ((2, 13, 11), (1, 16, 9)):
+        x = torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(h))
+        (y,) = sess.run(["y"], {"x": x.numpy()})
+        with torch.no_grad():
+            assert_close(torch.from_numpy(y), ref(x), f"onnx conv2d {a} {h}×{w}")
+
+
+CONV_T_CASES = [
+    dict(out=8, kernel=2, stride=2),                                              # U-Net's up-convolution
+    dict(out=6, kernel=3, stride=2, padding=1, output_padding=1),                 # undoes a 3×3/2 conv's size
+    dict(out=6, kernel=[3, 2], stride=[2, 3], padding=[1, 0], output_padding=[1, 2], dilation=[1, 2], groups=2),
+    dict(out=4, kernel=4, stride=1, padding=2, dilation=2, output_padding=1, bias=False),   # ≥ ORT's stride bound
+    dict(out=4, kernel=3, stride=[3, 1], padding=[0, 1], dilation=[1, 3], output_padding=2),  # bias-only rows
+]
+
+
+@pytest.mark.parametrize("a", CONV_T_CASES, ids=lambda a: "-".join(f"{k}{v}" for k, v in a.items()))
+def test_conv_transpose2d_equals_torch_and_onnx_runtime(tmp_path, a):
+    c = 6
+    ref = randomize(nn.ConvTranspose2d(c, a["out"], a["kernel"], a.get("stride", 1), a.get("padding", 0),
+                                       a.get("output_padding", 0), a.get("groups", 1), a.get("bias", True),
+                                       a.get("dilation", 1)))
+    path = write(tmp_path, spec_text(c, f"  up: {{op: conv_transpose2d, {flow(a)[1:-1]}}}\n", "{y: up}"))
+    model = graphformer.build(path, seed=0)
+    model.load_state_dict({f"up.{k}": v for k, v in ref.state_dict().items()})   # torch's layout, plain renames
+    assert total_params(load(path).ir) == sum(p.numel() for p in ref.parameters())
+    sess = _onnx_session(path, model)
+    for h, w in ((13, 11), (4, 9)):                 # any size: H and W are symbols
+        x = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(h), requires_grad=True)
+        x2 = x.detach().clone().requires_grad_(True)
+        got, want = model(x=x)["y"], ref(x2)
+        assert_close(got, want, f"conv_transpose2d {a} {h}×{w}")
+        g = torch.randn(want.shape, generator=torch.Generator().manual_seed(1))
+        (got * g).sum().backward(), (want * g).sum().backward()
+        assert_close(x.grad, x2.grad, "grad x")
+        assert_close(model.up.weight.grad, ref.weight.grad, "grad weight")
+        model.zero_grad(), ref.zero_grad()
+        (y,) = sess.run(["y"], {"x": x.detach().numpy()})
+        assert_close(torch.from_numpy(y), want, f"onnx conv_transpose2d {a} {h}×{w}")
 
 
 # ---------------------------------------------------------------- batch norm
@@ -273,3 +318,48 @@ def test_interpolate_equals_torch_and_onnx_runtime(tmp_path, a, target):
         assert_close(x.grad, x2.grad, "grad x")
         (y,) = sess.run(["y"], {"x": x.detach().numpy(), "g": g.numpy()})
         assert_close(torch.from_numpy(y), want, f"onnx interpolate {a} {h}×{w}")
+
+
+# ---------------------------------------------------------------- adaptive pooling
+
+@pytest.mark.parametrize("kind", ["avg", "max"])
+@pytest.mark.parametrize("output", [[3, 5], 1, 7])
+def test_adaptive_pool2d_equals_torch(tmp_path, kind, output):
+    """Against AdaptiveAvgPool2d / AdaptiveMaxPool2d, forward and backward, at sizes the output divides, does
+    not divide, and exceeds (rows repeat); ONNX Runtime for a global pool at any (symbolic) size."""
+    ref = (nn.AdaptiveAvgPool2d if kind == "avg" else nn.AdaptiveMaxPool2d)(output)
+    path = write(tmp_path, spec_text(3, f"  pool: {{op: pool2d, kind: {kind}, output: {output}}}\n", "{y: pool}"))
+    model = graphformer.build(path, seed=0)
+    for h, w in ((13, 11), (6, 15), (3, 4)):
+        x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(h), requires_grad=True)
+        x2 = x.detach().clone().requires_grad_(True)
+        got, want = model(x=x)["y"], ref(x2)
+        assert_close(got, want, f"adaptive {kind} {output} {h}×{w}")
+        (got * want.detach()).sum().backward(), (want * want.detach()).sum().backward()
+        assert_close(x.grad, x2.grad, "grad x")
+    if output == 1:
+        sess = _onnx_session(path, model)
+        for h, w in ((13, 11), (6, 15)):
+            x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(h))
+            (y,) = sess.run(["y"], {"x": x.numpy()})
+            assert_close(torch.from_numpy(y), ref(x), f"onnx global {kind} {h}×{w}")
+
+
+@pytest.mark.parametrize("kind", ["avg", "max"])
+def test_adaptive_pool2d_exports_where_the_output_divides_the_input(tmp_path, kind):
+    from graphformer.base.diagnostics import SpecError
+    from graphformer.backends.onnx import to_onnx
+    ref = (nn.AdaptiveAvgPool2d if kind == "avg" else nn.AdaptiveMaxPool2d)((3, 2))
+    text = spec_text(3, f"  pool: {{op: pool2d, kind: {kind}, output: [3, 2]}}\n", "{y: pool}")
+    path = write(tmp_path, text.replace("[B, 3, H, W]", "[B, 3, 12, 8]"))
+    model = graphformer.build(path, seed=0)
+    sess = _onnx_session(path, model)                     # 12 × 8 → 3 × 2: a plain 4 × 4 pool
+    x = torch.randn(2, 3, 12, 8, generator=torch.Generator().manual_seed(0))
+    (y,) = sess.run(["y"], {"x": x.numpy()})
+    assert_close(torch.from_numpy(y), ref(x), f"onnx adaptive {kind}")
+    for shape in ("[B, 3, 13, 8]", "[B, 3, H, W]"):        # 3 ∤ 13, or sizes only known at run time: refused
+        path = write(tmp_path, text.replace("[B, 3, H, W]", shape), "refused.yaml")
+        with pytest.raises(SpecError) as err:
+            to_onnx(load(path), graphformer.build(path, seed=0))
+        assert [d.code for d in err.value.diagnostics] == ["GF298"]
+        assert err.value.diagnostics[0].span.line == 7

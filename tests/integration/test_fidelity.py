@@ -90,6 +90,7 @@ CLAIMS = [
     ("SegformerModel", "segformer", None, {}, "hf", lambda: T.SegformerModel(T.SegformerConfig())),
     ("SegformerForSemanticSegmentation", "segformer", "segformer-b0-ade", {}, "hf",
      lambda: T.SegformerForSemanticSegmentation(T.SegformerConfig(num_labels=150))),
+    ("ConvNextModel", "convnext", None, {}, "hf", lambda: T.ConvNextModel(T.ConvNextConfig())),
     ("MambaForCausalLM", "mamba", None, {}, "hf", lambda: T.MambaForCausalLM(T.MambaConfig(
         vocab_size=50280, hidden_size=768, num_hidden_layers=24))),   # mamba-130m
     ("MambaModel", "mamba", None, {"head": False}, "hf", lambda: T.MambaModel(T.MambaConfig(

@@ -192,7 +192,9 @@ def _check_same_outputs(case, sess, inputs: dict, where: str) -> None:
 # open-ended slice, both cosine_logits variants, spectrograms of a waveform of symbolic length, a
 # strided, dilated conv1d over them, a grouped weight-normed one and a group norm; a grouped, dilated conv2d
 # without bias over an image of symbolic size and a batch norm (eval: running statistics), resized back to the
-# image's size (bilinear), enlarged ×3 (nearest) and max- and avg-pooled; Whisper's [sin | cos] sinusoids, computed and stored; T5's
+# image's size (bilinear), enlarged ×3 (nearest) and max- and avg-pooled; a conv2d with a non-square kernel,
+# stride, padding and dilation, one with `padding: same` (an even kernel: one more zero after), a grouped
+# conv_transpose2d with output padding and global (adaptive 1×1) avg and max pools; Whisper's [sin | cos] sinusoids, computed and stored; T5's
 # relative position bias in both directions; a LayerScale and a tanh gate, element-wise constants (offset,
 # clamp with one and two bounds, soft-cap), mask tokens from an int mask and tokens inserted after the first.
 OP_ZOO = """
@@ -252,9 +254,15 @@ nodes:
   near2:     {op: interpolate, in: img, scale: 3}
   pool2:     {op: pool2d, in: near2, kind: max, kernel: 3, stride: 2, padding: 1, ceil_mode: true}
   avg2:      {op: pool2d, in: img, kind: avg, kernel: 2, stride: 1, padding: 1, count_include_pad: false}
+  conv_ns:   {op: conv2d, in: img, out: 4, kernel: [3, 2], stride: [2, 1], padding: [1, 0], dilation: [1, 2]}
+  same2:     {op: conv2d, in: img, out: 4, kernel: [4, 3], padding: same}
+  up_t:      {op: conv_transpose2d, in: same2, out: 6, kernel: [3, 2], stride: [2, 3], padding: 1,
+              output_padding: [1, 0], groups: 2}
+  gap:       {op: pool2d, in: up_t, kind: avg, output: 1}
+  gmp:       {op: pool2d, in: conv_ns, kind: max, output: [1, 1]}
   zeroed:    {op: apply_mask, in: {x: x, mask: self_keep}}
   zeroed_ch: {op: apply_mask, in: {x: img, mask: wkeep}, axis: -1}
-outputs: {placed: placed, bn2: bn2, up2: up2, pool2: pool2, avg2: avg2, zeroed: zeroed, zeroed_ch: zeroed_ch, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, gnorm: gnorm,
+outputs: {placed: placed, bn2: bn2, up2: up2, pool2: pool2, avg2: avg2, gap: gap, gmp: gmp, zeroed: zeroed, zeroed_ch: zeroed_ch, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, gnorm: gnorm,
           stored: stored,
           rel_bias: rel_bias, rel_causal: rel_causal, capped: capped, floor0: floor0, regs: regs}
 """

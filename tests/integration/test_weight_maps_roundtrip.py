@@ -172,6 +172,9 @@ CASES = {
         T.SegformerForSemanticSegmentation(T.SegformerConfig(
             hidden_sizes=[8, 12, 20, 24], num_attention_heads=[1, 2, 4, 3], depths=[1, 2, 1, 1], sr_ratios=[4, 2, 2, 1],
             mlp_ratios=[2, 2, 2, 2], decoder_hidden_size=20, num_labels=7))),
+    "convnext/hf": lambda: (
+        spec("convnext", None, hidden1=8, hidden2=12, hidden3=16, hidden4=20, depth1=1, depth2=2, depth3=1, depth4=1),
+        T.ConvNextModel(T.ConvNextConfig(hidden_sizes=[8, 12, 16, 20], depths=[1, 2, 1, 1]))),
     "wav2vec2/hf": lambda: (
         spec("wav2vec2", None, conv_dim=12, kernel0=4, stride0=3, conv_kernels=[3, 2], conv_strides=[2, 2],
              conv_layers=2, hop=12, receptive=16, d_model=40, heads=5, layers=2, d_ff=56, pos_kernel=6, pos_groups=4),

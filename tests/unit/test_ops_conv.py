@@ -1,7 +1,8 @@
-"""The conv family (graphformer/ops/conv.py) without torch: the shape rules of conv2d, batch_norm,
-interpolate and pool2d (table-driven: symbolic sizes, every diagnostic), pooling's output size against
-torch's formula, parameters, FLOPs, and running statistics kept out of the parameter count; the
-diagnostics at file:line:col through `check`."""
+"""The conv family (graphformer/ops/conv.py) without torch: the shape rules of conv2d, conv_transpose2d,
+batch_norm, interpolate and pool2d (table-driven: symbolic sizes, pairs [h, w], `padding: same`, adaptive
+pooling, every diagnostic), pooling's output size against torch's formula, adaptive windows, parameters,
+FLOPs, and running statistics kept out of the parameter count; the diagnostics at file:line:col through
+`check`; diagram labels."""
 from __future__ import annotations
 
 import pytest
@@ -34,6 +35,30 @@ CASES = [
     ("conv2d", {"out": 8, "kernel": 3}, {"x": T("B", 8, 8)}, "GF121"),                     # not [B, C, H, W]
     ("conv2d", {"out": 8, "kernel": 3}, {"x": T("B", "C", 8, 8)}, "GF124"),                # channels unknown
     ("conv2d", {"out": 8, "kernel": 3}, {"x": T("B", 3, 8, 8, dtype="int64")}, "GF122"),
+    # pairs [h, w] and `padding: same`
+    ("conv2d", {"out": 4, "kernel": [3, 1], "stride": [2, 1], "padding": [1, 0], "dilation": [1, 3]},
+     {"x": T("B", 4, "H", 10)}, ("B", "4", "(H - 1) // 2 + 1", "10")),
+    ("conv2d", {"out": 4, "kernel": [4, 3], "padding": "same", "dilation": [1, 2]}, {"x": T("B", 4, "H", "W")},
+     ("B", "4", "H", "W")),
+    ("conv2d", {"out": 4, "kernel": 3, "stride": [1, 2], "padding": "same"}, {"x": T("B", 4, 8, 8)}, "GF295"),
+    ("conv2d", {"out": 4, "kernel": [3, 0]}, {"x": T("B", 4, 8, 8)}, "GF102"),
+    ("conv2d", {"out": 4, "kernel": 3, "padding": [0, -1]}, {"x": T("B", 4, 8, 8)}, "GF102"),
+    ("conv2d", {"out": 4, "kernel": [1, 9]}, {"x": T("B", 4, 8, 8)}, "GF276"),               # width 8 < 9
+    # conv_transpose2d: torch's output size, symbolic
+    ("conv_transpose2d", {"out": 8, "kernel": 2, "stride": 2}, {"x": T("B", 4, "H", "W")}, ("B", "8", "2*H", "2*W")),
+    ("conv_transpose2d", {"out": 6, "kernel": [3, 2], "stride": [2, 3], "padding": 1, "output_padding": [1, 0],
+                          "dilation": [1, 2], "groups": 2}, {"x": T("B", 4, 5, "W")}, ("B", "6", "10", "3*W - 2")),
+    ("conv_transpose2d", {"out": 8, "kernel": 3, "stride": 2, "output_padding": 2}, {"x": T("B", 4, 8, 8)}, "GF296"),
+    ("conv_transpose2d", {"out": 8, "kernel": 3, "output_padding": [0, 1]}, {"x": T("B", 4, 8, 8)}, "GF296"),
+    ("conv_transpose2d", {"out": 8, "kernel": 3, "stride": 1, "dilation": 2, "output_padding": 1},
+     {"x": T("B", 4, 8, 8)}, ("B", "8", "13", "13")),                                      # below the dilation
+    ("conv_transpose2d", {"out": 8, "kernel": 1, "padding": 1}, {"x": T("B", 4, 2, 8)}, "GF296"),  # all cropped
+    ("conv_transpose2d", {"out": 8, "kernel": 2, "groups": 3}, {"x": T("B", 6, 8, 8)}, "GF267"),
+    ("conv_transpose2d", {"out": 8, "kernel": 0}, {"x": T("B", 4, 8, 8)}, "GF102"),
+    ("conv_transpose2d", {"out": 8, "kernel": 2, "padding": -1}, {"x": T("B", 4, 8, 8)}, "GF102"),
+    ("conv_transpose2d", {"out": 8, "kernel": 2}, {"x": T("B", 4, 8)}, "GF121"),
+    ("conv_transpose2d", {"out": 8, "kernel": 2}, {"x": T("B", "C", 8, 8)}, "GF124"),
+    ("conv_transpose2d", {"out": 8, "kernel": 2}, {"x": T("B", 4, 8, 8, dtype="int64")}, "GF122"),
     ("batch_norm", {}, {"x": T("B", 8, "H", "W")}, ("B", "8", "H", "W")),
     ("batch_norm", {}, {"x": T("B", 8, "t")}, ("B", "8", "t")),                            # BatchNorm1d
     ("batch_norm", {}, {"x": T("B", 8)}, ("B", "8")),
@@ -73,6 +98,14 @@ CASES = [
     ("pool2d", {"kind": "avg", "kernel": 2, "stride": 0}, {"x": T("B", 4, 8, 8)}, "GF102"),
     ("pool2d", {"kind": "avg", "kernel": 2, "padding": -1}, {"x": T("B", 4, 8, 8)}, "GF102"),
     ("pool2d", {"kind": "avg", "kernel": 2}, {"x": T("B", 4, 8)}, "GF121"),
+    # adaptive: any input size to `output`
+    ("pool2d", {"kind": "avg", "output": [3, 5]}, {"x": T("B", 4, "H", "W")}, ("B", "4", "3", "5")),
+    ("pool2d", {"kind": "max", "output": 7}, {"x": T("B", 4, 3, 20)}, ("B", "4", "7", "7")),     # rows repeat
+    ("pool2d", {"kind": "avg"}, {"x": T("B", 4, 8, 8)}, "GF297"),
+    ("pool2d", {"kind": "avg", "kernel": 2, "output": 1}, {"x": T("B", 4, 8, 8)}, "GF297"),
+    ("pool2d", {"kind": "avg", "output": 1, "padding": 1}, {"x": T("B", 4, 8, 8)}, "GF297"),
+    ("pool2d", {"kind": "max", "output": 1, "ceil_mode": True}, {"x": T("B", 4, 8, 8)}, "GF297"),
+    ("pool2d", {"kind": "avg", "output": [2, 0]}, {"x": T("B", 4, 8, 8)}, "GF102"),
 ]
 
 
@@ -105,6 +138,37 @@ def test_flops():
     ins = {"x": T(2, 4, 5, 6)}
     out = conv.shape(a, ins)
     assert conv.flops(a, ins, out).value == 2 * (2 * 8 * 5 * 6) * (4 // 2) * 9   # 2 · outputs · taps
+    a = conv.attrs.model_validate({"out": 8, "kernel": [3, 1], "padding": "same"})
+    assert conv.flops(a, ins, conv.shape(a, ins)).value == 2 * (2 * 8 * 5 * 6) * 4 * 3
+    t = REGISTRY["conv_transpose2d"]
+    a = t.attrs.model_validate({"out": 6, "kernel": [3, 2], "stride": 2, "groups": 2})
+    assert t.flops(a, ins, t.shape(a, ins)).value == 2 * (2 * 4 * 5 * 6) * 3 * 3 * 2   # 2 · inputs · out/g · taps
+
+
+def test_pairs_and_same_padding():
+    conv, t = REGISTRY["conv2d"], REGISTRY["conv_transpose2d"]
+    a = conv.attrs.model_validate({"out": 4, "kernel": [4, 3], "padding": "same", "dilation": [1, 2]})
+    assert a.pads == ((1, 2), (2, 2))              # torch's: d·(k − 1) in all, the odd zero after
+    assert conv.params(a, {"x": T("B", 6, 8, 8)}) == {"weight": (4, 6, 4, 3), "bias": (4,)}
+    a = t.attrs.model_validate({"out": 6, "kernel": [3, 2], "groups": 2, "bias": False})
+    assert t.params(a, {"x": T("B", 4, 8, 8)}) == {"weight": (4, 3, 3, 2)}            # [C, out / groups, kh, kw]
+
+
+def torch_conv_transpose_size(n, k, s, p, op, d):
+    """torch.nn.ConvTranspose2d's documented output size."""
+    return (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+
+
+def test_adaptive_windows_and_flops():
+    from graphformer.ops.conv import adaptive_windows
+    assert adaptive_windows(7, 3) == [(0, 3), (2, 5), (4, 7)]              # overlapping where 3 ∤ 7
+    assert adaptive_windows(3, 7) == [(0, 1), (0, 1), (0, 2), (1, 2), (1, 3), (2, 3), (2, 3)]
+    pool = REGISTRY["pool2d"]
+    a = pool.attrs.model_validate({"kind": "avg", "output": [3, 2]})
+    ins = {"x": T(2, 4, 7, 6)}
+    assert pool.flops(a, ins, pool.shape(a, ins)).value == 2 * 4 * (3 + 3 + 3) * 6
+    ins = {"x": T(2, 4, "H", 6)}
+    assert str(pool.flops(a, ins, pool.shape(a, ins))) == "48*H"   # symbolic: the windows tile H
 
 
 def torch_pool_size(n: int, k: int, s: int, p: int, ceil: bool) -> int:
@@ -176,6 +240,13 @@ def test_summary_counts_parameters_as_torch_does(tmp_path):
     ("  conv: {op: interpolate, size: [8, 8], align_corners: true}", "GF278", 56),   # on `align_corners`
     ("  conv: {op: pool2d, kind: max, kernel: 3, padding: 2}", "GF290", 53),         # on `padding: 2`
     ("  conv: {op: pool2d, kind: avg, kernel: 17}", "GF290", 3),
+    ("  conv: {op: conv2d, out: width, kernel: 3, stride: 2, padding: same}", "GF295", 65),   # on `same`
+    ("  conv: {op: conv_transpose2d, out: width, kernel: 3, stride: 2, output_padding: [0, 2]}", "GF296", 82),
+    ("  conv: {op: pool2d, kind: avg, output: 1, stride: 2}", "GF297", 52),                  # on `stride`'s value
+    ("  conv: {op: pool2d, kind: avg}", "GF297", 3),
+    ("  conv: {op: conv2d, out: width, kernel: [3, 3, 3]}", "GF102", 42),
+    ("  conv: {op: conv2d, out: [width, 2], kernel: 3}", "GF102", 27),                        # a pair for an int
+    ("  conv: {op: conv2d, out: width, kernel: [3, nope]}", "GF131", 46),                     # on the entry
 ])
 def test_diagnostics_point_at_the_node(tmp_path, line, code, col):
     text = SPEC.replace("dims: {B: 2, H: 16, W: 16}", "dims: {B: 2}").replace("[B, c, H, W]", "[B, c, 16, 16]")
@@ -198,6 +269,13 @@ def test_resampling_labels():
         == "max 3×3 · stride 2 · pad 1"
     assert attr_detail("pool2d", pool.model_validate({"kind": "avg", "kernel": 2, "ceil_mode": True,
                                                       "count_include_pad": False})) == "avg 2×2 · ceil · pad not counted"
+    assert attr_detail("pool2d", pool.model_validate({"kind": "max", "output": [7, 5]})) == "max → 7×5"
+    conv, t = REGISTRY["conv2d"].attrs, REGISTRY["conv_transpose2d"].attrs
+    assert attr_detail("conv2d", conv.model_validate({"out": 8, "kernel": [4, 3], "padding": "same"})) \
+        == "→ 8 · kernel 4×3 · padding same"
+    assert attr_detail("conv_transpose2d", t.model_validate({"out": 8, "kernel": 2, "stride": 2,
+                                                             "output_padding": [1, 0]})) \
+        == "→ 8 · kernel 2 · stride 2 · output_padding 1×0"
 
 
 def test_at_dims_binds_symbols_with_sizes_left_out(tmp_path):
@@ -209,3 +287,22 @@ def test_at_dims_binds_symbols_with_sizes_left_out(tmp_path):
                     .replace("outputs: {y: dw}", "outputs: {y: dw, z: sz}"))
     ir = at_dims(load(str(path)).ir, {"H": 16, "W": 12})
     assert ir.node("dw").attrs.size is None and ir.node("sz").attrs.size == (4, 5)
+
+
+def test_pairs_are_expressions_over_params_and_same_is_a_word(tmp_path):
+    """`kernel: [k, 1]`, `padding: [k // 2, 0]`: each entry evaluated as a dimension; `same` passed through, and a
+    word it doesn't know named with the one it does."""
+    path = tmp_path / "pairs.yaml"
+    path.write_text(SPEC.replace("params: {c: 3, width: 8}", "params: {c: 3, width: 8, k: 5}")
+                    .replace("  dw:   {op: conv2d, out: width, kernel: 3, padding: 1, groups: width}",
+                             "  dw:   {op: conv2d, out: width, kernel: [k, 1], padding: [k // 2, 0], stride: [1, 2]}\n"
+                             "  same: {op: conv2d, out: width, kernel: [k, 2], padding: same}")
+                    .replace("outputs: {y: dw}", "outputs: {y: same}"))
+    s = load(str(path))
+    a = s.ir.node("dw").attrs
+    assert (a.kernel, a.padding, a.stride) == ((5, 1), (2, 0), (1, 2))
+    assert s.ir.node("same").attrs.padding == "same"
+    assert [str(d) for d in s.ir.node("same").shape.shape] == ["B", "8", "(H - 1) // 2 + 1", "(W - 1) // 2 // 2 + 1"]
+    path.write_text(path.read_text().replace("padding: same", "padding: valid"))
+    (d,) = [d for d in check_file(str(path)).diagnostics if d.severity == "error"]
+    assert d.code == "GF131" and "`valid` for `padding` (a number or `same`)" in d.message

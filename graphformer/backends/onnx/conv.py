@@ -1,16 +1,25 @@
-"""ONNX lowerings of the convolution-network ops (ops/conv.py): `conv2d` is one Conv; `batch_norm` is one
+"""ONNX lowerings of the convolution-network ops (ops/conv.py): `conv2d` is one Conv (`padding: same` as
+explicit pads, the odd one at the end, as torch; a size-keeping one on a symbolic grid ends in a Reshape to
+the input's sides, for shape inference, as conv1d's), `conv_transpose2d` one ConvTranspose; `batch_norm` is one
 BatchNormalization in inference mode (the running statistics as its mean and variance), or, without
 running statistics, the batch's own statistics computed in the graph (ReduceMean over every axis but the
 channels), as torch does in both modes then. `interpolate` is a Resize whose attributes reproduce F.interpolate
 (bilinear, bicubic), or, for nearest, two Gathers at torch's own source indices; `pool2d` is MaxPool or
 AveragePool, whose ceil mode and padding count as torch's (checked against ONNX Runtime in
-tests/integration/test_conv2d.py)."""
+tests/integration/test_conv2d.py).
+
+Adaptive pooling has no ONNX operator. `output: 1` is GlobalAveragePool / GlobalMaxPool (any input size);
+otherwise it is exported only where it is a plain pool, an input size known at export and divisible by the
+output (windows of H / h rows, disjoint, stride the same), and refused (GF298) elsewhere: ONNX pools take their
+kernel as an attribute, fixed at export, while adaptive windows follow the input's size and, where h does not
+divide H, differ in width from one window to the next."""
 from __future__ import annotations
 
 import numpy as np
 from onnx import TensorProto
 
-from ...ops.conv import target_size
+from ...base.diagnostics import Diagnostic, SpecError
+from ...ops.conv import pair, target_size, written
 from .lower import NodeEmitter, lowers
 from .vision import _resize_attrs
 
@@ -20,8 +29,40 @@ def _conv2d(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     a = node.attrs
     ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])
-    ctx.op("Conv", ins, final=True, kernel_shape=[a.kernel, a.kernel], strides=[a.stride, a.stride],
-           pads=[a.padding] * 4, dilations=[a.dilation, a.dilation], group=a.groups)       # (B, out, H', W')
+    (top, bottom), (left, right) = a.pads
+    sides = ctx.types["x"].shape[2:]
+    keeps_size = node.shape.shape[2:] == sides and not all(n.is_const for n in sides)
+    y = ctx.op("Conv", ins, final=not keeps_size, kernel_shape=list(pair(a.kernel)), strides=list(pair(a.stride)),
+               pads=[top, left, bottom, right], dilations=list(pair(a.dilation)), group=a.groups)  # (B, out, H', W')
+    if keeps_size:   # ONNX's Conv rule leaves a symbolic side unknown; a Reshape hands inference the input's
+        size = ctx.op("Concat", [ctx.const([0, a.out], "batch_channels", np.int64), ctx.shape(x, 2, 4, "hw")],
+                      "same_size", axis=0)
+        ctx.op("Reshape", [y, size], final=True)
+
+
+@lowers("conv_transpose2d")
+def _conv_transpose2d(ctx: NodeEmitter, node) -> None:
+    """One ConvTranspose (weight [C, out / groups, kh, kw], torch's layout). torch crops `padding` rows at the
+    top and padding − output_padding at the bottom of the full result; those are ONNX's begin and end pads, so
+    `output_padding` (which ONNX Runtime limits to less than the stride, torch to less than the stride or the
+    dilation) is never needed. Where output_padding exceeds padding, the rows beyond the full result hold the
+    bias only: zeros padded after the convolution, the bias added last."""
+    (x,) = ctx.inputs
+    a = node.attrs
+    begin = list(pair(a.padding))
+    end = [p - o for p, o in zip(begin, pair(a.output_padding))]
+    extra = [max(-e, 0) for e in end]
+    biased = a.bias and not any(extra)
+    ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if biased else [])
+    y = ctx.op("ConvTranspose", ins, final=biased or not (a.bias or any(extra)), kernel_shape=list(pair(a.kernel)),
+               strides=list(pair(a.stride)), pads=begin + [max(e, 0) for e in end],
+               dilations=list(pair(a.dilation)), group=a.groups)                         # (B, out, H', W')
+    if any(extra):
+        y = ctx.op("Pad", [y, ctx.const([0, 0, 0, 0, 0, 0, *extra], "extra_rows", np.int64)], "padded",
+                   final=not a.bias)
+    if a.bias and not biased:
+        bias = ctx.op("Reshape", [ctx.param("bias"), ctx.const([-1, 1, 1], "per_channel", np.int64)], "bias")
+        ctx.op("Add", [y, bias], final=True)
 
 
 @lowers("batch_norm")
@@ -103,9 +144,33 @@ def _interpolate(ctx: NodeEmitter, node) -> None:
 def _pool2d(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     a = node.attrs
+    if a.output is not None:
+        _adaptive_pool2d(ctx, node)
+        return
     attrs = dict(kernel_shape=[a.kernel, a.kernel], strides=[a.step, a.step], pads=[a.padding] * 4,
                  ceil_mode=int(a.ceil_mode))
     if a.kind == "max":
         ctx.op("MaxPool", [x], final=True, **attrs)
     else:
         ctx.op("AveragePool", [x], final=True, count_include_pad=int(a.count_include_pad is not False), **attrs)
+
+
+def _adaptive_pool2d(ctx: NodeEmitter, node) -> None:
+    """A global pool for a 1 × 1 output; a fixed one where the input's sides are known and divisible by the
+    output's (the module docstring says why nothing else)."""
+    (x,) = ctx.inputs
+    a = node.attrs
+    out = pair(a.output)
+    if out == (1, 1):
+        ctx.op("GlobalMaxPool" if a.kind == "max" else "GlobalAveragePool", [x], final=True)
+        return
+    sides = ctx.types["x"].shape[2:]
+    if not all(n.is_const and n.value % o == 0 for n, o in zip(sides, out)):
+        raise SpecError([Diagnostic(
+            "GF298", f"`{node.name}` pools a [{sides[0]}, {sides[1]}] grid adaptively to {written(a.output)}, which "
+                     "ONNX cannot say: its pools have a fixed window, and adaptive windows follow the input's size "
+                     "(unequal where the output's side does not divide the input's)", node.span, node=node.name,
+            help="export at sizes that the output divides (`--set`/`dims` making the grid's sides multiples of "
+                 f"{written(a.output)}), or pool to `output: 1` (a global pool, any size)")])
+    kernel = [n.value // o for n, o in zip(sides, out)]
+    ctx.op("MaxPool" if a.kind == "max" else "AveragePool", [x], final=True, kernel_shape=kernel, strides=kernel)

@@ -1,27 +1,35 @@
-"""Torch lowerings of the convolution-network ops (graphformer/ops/conv.py): a 2-D convolution and batch
-normalisation, computed as torch.nn.Conv2d and torch.nn.BatchNorm2d compute them (F.conv2d, F.batch_norm),
-with the parameters and buffers named as theirs; resizing and pooling are F.interpolate, F.max_pool2d and
-F.avg_pool2d."""
+"""Torch lowerings of the convolution-network ops (graphformer/ops/conv.py): 2-D convolutions, transposed or
+not, and batch normalisation, computed as torch.nn.Conv2d, ConvTranspose2d and BatchNorm2d compute them
+(F.conv2d, F.conv_transpose2d, F.batch_norm), with the parameters and buffers named as theirs; resizing and
+pooling are F.interpolate, F.max_pool2d and F.avg_pool2d, or their adaptive forms."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...ops.conv import conv2d_weight, target_size
+from ...ops.conv import conv2d_weight, conv_transpose2d_weight, pair, pair_text, target_size
 from .builder import INIT_STD
 from .core import _param
 from .lower import lowers
 
 
 class Conv2d(nn.Module):
-    """torch.nn.Conv2d's computation without its own init (the builder initialises every parameter once)."""
+    """torch.nn.Conv2d's computation (or ConvTranspose2d's, `transposed`) without its own init: the builder
+    initialises every parameter once."""
 
-    def __init__(self, channels: int, a):
+    def __init__(self, weight: tuple[int, ...], a, transposed: bool = False):
         super().__init__()
-        self.weight = _param(*conv2d_weight(a, channels))
+        self.weight = _param(*weight)
         self.bias = _param(a.out) if a.bias else None
-        self.stride, self.padding, self.dilation, self.groups = a.stride, a.padding, a.dilation, a.groups
+        self.transposed = transposed
+        self.stride, self.dilation, self.groups = pair(a.stride), pair(a.dilation), a.groups
+        self.padding = pair(a.padding) if transposed else tuple(before for before, _ in a.pads)
+        # `same` with an even extent: one more zero after than before, padded first as torch's padding='same'
+        # does (F.pad's order: left, right, top, bottom), without its warning about the copy
+        (top, bottom), (left, right) = ((0, 0), (0, 0)) if transposed else a.pads
+        self.extra = (0, right - left, 0, bottom - top) if (right - left, bottom - top) != (0, 0) else None
+        self.output_padding = pair(a.output_padding) if transposed else None
 
     def init_parameters(self, gen) -> None:
         """normal(0, 0.02) weights, zero bias: the builder's default for a weight of rank > 1."""
@@ -30,18 +38,38 @@ class Conv2d(nn.Module):
             self.bias.zero_()
 
     def forward(self, x):
+        if self.transposed:
+            return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                      self.groups, self.dilation)
+        if self.extra is not None:
+            x = F.pad(x, self.extra)
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
-        out, c, k, _ = self.weight.shape
-        return (f"{c * self.groups}→{out}, kernel={k}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}" + f", groups={self.groups}" * (self.groups > 1)
+        a, b, kh, kw = self.weight.shape
+        c, out = (a, b * self.groups) if self.transposed else (b * self.groups, a)
+        pad = pair_text(self.padding) + (f" (+{pair_text((self.extra[3], self.extra[1]))} after)" if self.extra else "")
+        return (f"{c}→{out}, kernel={pair_text((kh, kw))}, stride={pair_text(self.stride)}, padding={pad}"
+                + f", output_padding={pair_text(self.output_padding)}" * (self.transposed and any(self.output_padding))
+                + f", dilation={pair_text(self.dilation)}" + f", groups={self.groups}" * (self.groups > 1)
                 + ", no bias" * (self.bias is None))
 
 
 @lowers("conv2d")
 def _conv2d(node, types):
-    return Conv2d(types["x"].shape[1].value, node.attrs)
+    return Conv2d(conv2d_weight(node.attrs, types["x"].shape[1].value), node.attrs)
+
+
+class ConvTranspose2d(Conv2d):
+    """torch.nn.ConvTranspose2d's computation: weight `[C, out / groups, kh, kw]`."""
+
+    def __init__(self, channels: int, a):
+        super().__init__(conv_transpose2d_weight(a, channels), a, transposed=True)
+
+
+@lowers("conv_transpose2d")
+def _conv_transpose2d(node, types):
+    return ConvTranspose2d(types["x"].shape[1].value, node.attrs)
 
 
 class BatchNorm(nn.Module):
@@ -122,21 +150,29 @@ def _interpolate(node, types):
 
 
 class Pool2d(nn.Module):
-    """F.max_pool2d or F.avg_pool2d, torch.nn.MaxPool2d's and AvgPool2d's computation."""
+    """F.max_pool2d or F.avg_pool2d, torch.nn.MaxPool2d's and AvgPool2d's computation; with `output`, their
+    adaptive forms (AdaptiveMaxPool2d, AdaptiveAvgPool2d)."""
 
     def __init__(self, a):
         super().__init__()
         self.kind, self.kernel, self.stride, self.padding = a.kind, a.kernel, a.step, a.padding
         self.ceil_mode = a.ceil_mode
         self.count_include_pad = a.count_include_pad is not False
+        self.output = pair(a.output) if a.output is not None else None
 
     def forward(self, x):
+        if self.output is not None:
+            if self.kind == "max":
+                return F.adaptive_max_pool2d(x, self.output)
+            return F.adaptive_avg_pool2d(x, self.output)
         if self.kind == "max":
             return F.max_pool2d(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode)
         return F.avg_pool2d(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode,
                             count_include_pad=self.count_include_pad)
 
     def extra_repr(self) -> str:
+        if self.output is not None:
+            return f"{self.kind}, adaptive → {self.output[0]}×{self.output[1]}"
         return (f"{self.kind}, kernel={self.kernel}, stride={self.stride}, padding={self.padding}"
                 + ", ceil_mode" * self.ceil_mode
                 + ", padding not counted" * (self.kind == "avg" and not self.count_include_pad))
