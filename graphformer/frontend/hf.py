@@ -6,6 +6,19 @@ architecture. A field the table names as refused, or a value the spec can't expr
 `HFImportError` naming the field — never a silent approximation. Fields that don't change the
 function at inference (dropout, token ids, caching, dtype, labels, ...) are listed as ignored; a field
 in neither list is reported as unread, so nothing is dropped without saying so. No torch here.
+
+A field config.json leaves out is read as transformers reads it: at its config class's default, not the
+bundled spec's (save_pretrained writes only the values that differ from the class's defaults, and
+hand-written and older hub configs omit more, so the spec's default would silently build another model
+than the reference). Each class's defaults are a literal table here (DEFAULTS, by model_type), because
+this module reads configs as data and imports no transformers; `with_defaults` fills them in before any
+table or derive function reads the config, so those read one complete config and hold no fallbacks of
+their own. Defaults the class computes in __post_init__ (head_dim = hidden // heads, key/value heads =
+heads, T5's decoder depth) are `Derived` and computed the same way; the classes' other names for fields
+(attribute_map) are ALIASES; a composite config's absent sub-config gets the composite's own defaults
+(LLaVA's 336-pixel CLIP tower), a sub-config object its class's. Only a field without a usable default
+(REQUIRED) keeps the spec's default, with a warning. The test suite checks every table against
+`AutoConfig.for_model(model_type)` and imports sparse configs against transformers' `from_dict`.
 """
 from __future__ import annotations
 
