@@ -506,3 +506,20 @@ def test_absent_fields_read_as_transformers_classes_not_the_specs(tmp_path, caps
     assert hf.convert_config({"model_type": "llava", "vision_config": {}}).params["vision_width"] == 768
     with pytest.raises(hf.HFImportError, match=r"vision_use_head: true` \(absent: transformers' default\)"):
         hf.convert_config({"model_type": "paligemma", "vision_config": {}})
+
+
+@pytest.mark.parametrize("kind,cls", [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM")])
+def test_a_checkpoint_with_a_sparse_config_builds_the_reference(tmp_path, kind, cls):
+    """A config.json that gives only the sizes (llama.yaml's eps 1e-5 and qwen2.yaml's theta 1e6 are not the
+    classes' 1e-6 and 1e4): from_pretrained builds what transformers builds from it, to fp32 rounding."""
+    sizes = dict(vocab_size=V, hidden_size=40, num_hidden_layers=2, num_attention_heads=5, num_key_value_heads=5,
+                 intermediate_size=72)
+    torch.manual_seed(0)
+    ref = getattr(T, cls)(T.AutoConfig.for_model(kind, **sizes)).eval()
+    ref.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": kind, **sizes}))
+    model = graphformer.from_pretrained(tmp_path)
+    assert model.spec.params["eps"] == 1e-6 and model.spec.params["rope_theta"] == 10000.0
+    ids = tokens(2, 40)   # long enough for the rotary base to matter
+    with torch.no_grad():
+        assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, kind)
