@@ -1211,7 +1211,7 @@ class Derived:
 
 KV_HEADS = Derived(lambda c: c["num_attention_heads"])                       # no grouping: as many as heads
 HEAD_DIM = Derived(lambda c: c["hidden_size"] // c["num_attention_heads"])
-POOLER_WIDTH = Derived(lambda c: c["hidden_size"] or None)                    # ViT's `x if x else hidden_size`
+POOLER_WIDTH = Derived(lambda c: c["hidden_size"])                            # ViT: `x if x else hidden_size`
 
 # Per transformers config class (by model_type): the class's default for every field a table or derive
 # function reads, used where config.json leaves the field out (save_pretrained writes only the values that
