@@ -44,9 +44,9 @@ def run(args) -> int:
     if len(imported.unread) > MAX_WARNINGS:
         sys.stderr.write(f"graphformer: warning: ... and {len(imported.unread) - MAX_WARNINGS} more config fields "
                          f"are not read\n")
-    for name, param in imported.defaulted:   # transformers' own default for it may differ from the spec's
-        sys.stderr.write(f"graphformer: warning: the config has no `{name}`: param `{param}` keeps the spec's "
-                         f"default\n")
+    for name, param in imported.defaulted:   # absent fields with a transformers default took it: no warning
+        sys.stderr.write(f"graphformer: warning: the config has no `{name}`, and transformers has no default for "
+                         f"it: param `{param}` keeps the spec's default\n")
     if not args.output:
         sys.stdout.write(text)
         return EXIT_OK

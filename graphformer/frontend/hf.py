@@ -6,9 +6,23 @@ architecture. A field the table names as refused, or a value the spec can't expr
 `HFImportError` naming the field — never a silent approximation. Fields that don't change the
 function at inference (dropout, token ids, caching, dtype, labels, ...) are listed as ignored; a field
 in neither list is reported as unread, so nothing is dropped without saying so. No torch here.
+
+A field config.json leaves out is read as transformers reads it: at its config class's default, not the
+bundled spec's (save_pretrained writes only the values that differ from the class's defaults, and
+hand-written and older hub configs omit more, so the spec's default would silently build another model
+than the reference). Each class's defaults are a literal table here (DEFAULTS, by model_type), because
+this module reads configs as data and imports no transformers; `with_defaults` fills them in before any
+table or derive function reads the config, so those read one complete config and hold no fallbacks of
+their own. Defaults the class computes in __post_init__ (head_dim = hidden // heads, key/value heads =
+heads, T5's decoder depth) are `Derived` and computed the same way; the classes' other names for fields
+(attribute_map) are ALIASES; a composite config's absent sub-config gets the composite's own defaults
+(LLaVA's 336-pixel CLIP tower), a sub-config object its class's. Only a field without a usable default
+(REQUIRED) keeps the spec's default, with a warning. The test suite checks every table against
+`AutoConfig.for_model(model_type)` and imports sparse configs against transformers' `from_dict`.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -257,9 +271,6 @@ class Family:
     ignored: frozenset = frozenset()            # family-specific fields that don't change the function
     derive: Callable[[dict], dict] | None = None  # params computed from several fields (after the table)
     reference: str = ""
-    # transformers' config class default for `pad_token_id`, read when config.json leaves the key out
-    # (save_pretrained writes only the values that differ from the class's defaults)
-    pad_token_id: int | None = None
 
 
 def _is(*values):
@@ -272,20 +283,20 @@ def _absent_or(*values):
 
 # ---------------------------------------------------------------- the decoder LLMs
 
-def _rope_params(cfg: dict) -> dict:
-    """transformers ≥ 5 keeps theta and scaling in `rope_parameters`; older configs in `rope_theta` and
-    `rope_scaling`. Returns {theta, type, and the scaling values} from whichever is present."""
-    rp = dict(cfg.get("rope_parameters") or {})
-    scaling = cfg.get("rope_scaling") or {}
-    merged = {**scaling, **rp}
-    if "rope_theta" not in merged and cfg.get("rope_theta") is not None:
-        merged["rope_theta"] = cfg["rope_theta"]
-    merged["rope_type"] = merged.get("rope_type") or merged.get("type") or "default"
-    return merged
+def _rope_params(cfg: dict, theta_field: str = "rope_theta") -> dict:
+    """The rotary parameters as transformers reads them: the `rope_scaling` object where one is set (older
+    configs; it replaces `rope_parameters` whole), else `rope_parameters` (transformers ≥ 5); theta from
+    that object, else from the top-level `theta_field` (with_defaults fills the class's default_theta);
+    the type `default` where none is named."""
+    rp = dict(cfg.get("rope_scaling") or cfg.get("rope_parameters") or {})
+    if "rope_theta" not in rp and cfg.get(theta_field) is not None:
+        rp["rope_theta"] = cfg[theta_field]
+    rp["rope_type"] = rp.get("rope_type") or rp.get("type") or "default"
+    return rp
 
 
 def _rope_field(cfg: dict) -> str:
-    return "rope_parameters" if cfg.get("rope_parameters") else "rope_scaling"
+    return "rope_scaling" if cfg.get("rope_scaling") else "rope_parameters"
 
 
 def _derive_rope(cfg: dict, scaling_ok: bool) -> dict:
@@ -300,7 +311,8 @@ def _derive_rope(cfg: dict, scaling_ok: bool) -> dict:
     elif kind == "llama3" and scaling_ok:
         out.update(rope_scaling="llama3", rope_factor=float(rp["factor"]),
                    rope_low_freq=float(rp["low_freq_factor"]), rope_high_freq=float(rp["high_freq_factor"]),
-                   rope_original_max_len=int(rp["original_max_position_embeddings"]))
+                   rope_original_max_len=int(rp.get("original_max_position_embeddings",
+                                                     cfg["max_position_embeddings"])))
     else:
         allowed = "default or llama3" if scaling_ok else "default (this spec has no rope scaling)"
         raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{kind}`: not supported (supported: {allowed}); "
@@ -390,23 +402,24 @@ def _phi(cfg: dict) -> dict:
     kv = cfg.get("num_key_value_heads")
     if kv not in (None, heads):
         raise HFImportError(f"`num_key_value_heads: {kv}`: the phi spec has as many key/value heads as heads")
-    factor = rp.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 0.5))
+    factor = rp.get("partial_rotary_factor", cfg["partial_rotary_factor"])
     rope_dims = int(factor * (d // heads))
     if rope_dims % 2:
         raise HFImportError(f"`partial_rotary_factor: {factor}` gives {rope_dims} rotary dims; rotary needs an "
                             f"even count")
-    return {"rope_theta": float(rp.get("rope_theta", 10000.0)), "rope_dims": rope_dims}
+    return {"rope_theta": float(rp["rope_theta"]), "rope_dims": rope_dims}
 
 
 # ---------------------------------------------------------------- GPT-NeoX and BLOOM (fused per-head qkv)
 
 def _neox(cfg: dict) -> dict:
-    """Rotary from `rope_parameters` (transformers 5) or the hub's `rotary_pct` / `rotary_emb_base`."""
-    rp = _rope_params(cfg)
+    """Rotary from `rope_parameters` (transformers 5) or the hub's `rotary_pct` / `rotary_emb_base` (GPTNeoXConfig
+    reads no top-level `rope_theta` or `partial_rotary_factor`)."""
+    rp = _rope_params(cfg, "rotary_emb_base")
     if rp["rope_type"] != "default":
         raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: the gpt-neox spec has plain rotary")
-    theta = rp.get("rope_theta", cfg.get("rotary_emb_base", 10000.0))
-    factor = rp.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25))
+    theta = rp["rope_theta"]
+    factor = rp.get("partial_rotary_factor", cfg["rotary_pct"])
     rope_dims = int(cfg["hidden_size"] // cfg["num_attention_heads"] * factor)
     if rope_dims < 2 or rope_dims % 2:
         raise HFImportError(f"`rotary_pct: {factor}` gives {rope_dims} rotary dims per head; rotary needs an even "
@@ -417,8 +430,7 @@ def _neox(cfg: dict) -> dict:
 def _gptj(cfg: dict) -> dict:
     """GPT-J's `rotary_dim` dims of each head turn in interleaved pairs. transformers sizes its rotary
     table `rotary_dim or n_embd` wide, so a null rotary_dim only works with one head (the whole head)."""
-    heads, d = cfg.get("n_head", 16), cfg.get("n_embd", 4096)
-    r = cfg.get("rotary_dim", 64)
+    heads, d, r = cfg["n_head"], cfg["n_embd"], cfg["rotary_dim"]
     if r is None:
         if heads != 1:
             raise HFImportError(f"`rotary_dim: null` with {heads} heads: transformers' GPT-J rotates n_embd "
@@ -434,17 +446,10 @@ def _parallel_layer(value, name):
     return "parallel_layer" if value else "sequential_layer"
 
 
-def _first_of(cfg: dict, *names: str):
-    """A field that configs spell several ways (BLOOM's hub configs: `n_embed`, `num_attention_heads`)."""
-    for n in names:
-        if cfg.get(n) is not None:
-            return cfg[n]
-    raise KeyError(names[0])
-
-
 def _bloom(cfg: dict) -> dict:
-    return {"d_model": _first_of(cfg, "hidden_size", "n_embed"), "heads": _first_of(cfg, "n_head", "num_attention_heads"),
-            "layers": _first_of(cfg, "n_layer", "num_hidden_layers")}
+    # BloomConfig takes the hub's `n_embed` over hidden_size (num_attention_heads, num_hidden_layers: ALIASES)
+    width = cfg["hidden_size"] if cfg.get("n_embed") is None else cfg["n_embed"]
+    return {"d_model": width, "heads": cfg["n_head"], "layers": cfg["n_layer"]}
 
 
 BLOOM_IGNORED = frozenset({
@@ -469,7 +474,7 @@ def _wav2vec2(cfg: dict) -> dict:
     if len(set(dims)) > 1:
         raise HFImportError(f"`conv_dim: {show(dims)}`: not supported: the wav2vec2 spec's convolutions all have "
                             f"one width")
-    if not (cfg.get("mask_time_prob", 0.05) or cfg.get("mask_feature_prob", 0.0)):
+    if not (cfg["mask_time_prob"] or cfg["mask_feature_prob"]):
         raise HFImportError("`mask_time_prob` and `mask_feature_prob` are both 0: not supported: the reference then "
                             "has no `masked_spec_embed`, which the wav2vec2 spec always has")
     hop, receptive = 1, 1
@@ -508,12 +513,12 @@ WAV2VEC2 = Family("wav2vec2", "wav2vec2.yaml", {
 
 
 def _clip(cfg: dict) -> dict:
-    text, vision = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
+    text, vision = cfg["text_config"], cfg["vision_config"]
     out = {}
     for prefix, sub, table in (("text_config", text, CLIP_TEXT), ("vision_config", vision, CLIP_VISION)):
         out.update(apply_table(table, sub, prefix + ".", cfg.setdefault(MISSING, [])))
     # transformers pools the text at the first `eos_token_id`; configs with the legacy id 2 at the largest id
-    eos = text.get("eos_token_id", 49407)   # CLIPTextConfig's default
+    eos = text["eos_token_id"]
     if not isinstance(eos, int) or isinstance(eos, bool):
         raise HFImportError(f"`text_config.eos_token_id: {show(eos)}`: the clip spec pools at one "
                             f"end-of-text id")
@@ -543,16 +548,17 @@ LLAVA_TEXT = {k: v for k, v in LLAMA_FIELDS.items() if k != "tie_word_embeddings
 def _llava(cfg: dict) -> dict:
     """LLaVA: the text_config a Llama's (llama's table and rope rules), the vision_config a CLIP vision
     tower's (clip's), read at the second-to-last hidden state without [CLS]."""
-    text, vision = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
+    text, vision = cfg["text_config"], cfg["vision_config"]
     for sub, want in ((text, "llama"), (vision, "clip_vision_model")):
         if sub.get("model_type", want) != want:
             raise HFImportError(f"a llava config with a `{sub['model_type']}` sub-config: the llava spec has a "
                                 f"{want} there (CLIP vision tower, Llama text model)")
-    check_types(text, "text_config."), check_types(vision, "vision_config.")
     missing = cfg.setdefault(MISSING, [])
     out = apply_table(LLAVA_TEXT, text, "text_config.", missing)
-    out.update(_llama_derive(True)({"num_attention_heads": 32, "hidden_size": 4096, **text}))
+    out.update(_llama_derive(True)(text))
     out.update(apply_table(CLIP_VISION, vision, "vision_config.", missing))
+    # LlavaConfig ties the head where either the top level or the text model says so
+    out["tie_embeddings"] = bool(cfg["tie_word_embeddings"] or text["tie_word_embeddings"])
     return out
 
 
@@ -569,27 +575,27 @@ SIGLIP_VISION = {**CLIP_VISION, "vision_use_head": Fixed(_is(False, None), "the 
 def _paligemma(cfg: dict) -> dict:
     """PaliGemma: the text_config a Gemma's (rope rules as gemma2's), the vision_config a SigLIP vision
     tower's (clip's fields), the projector into the text width. The pad row is the text model's."""
-    text, vision = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
+    text, vision = cfg["text_config"], cfg["vision_config"]
     for sub, want in ((text, "gemma"), (vision, "siglip_vision_model")):
         if sub.get("model_type", want) != want:
             raise HFImportError(f"a paligemma config with a `{sub['model_type']}` sub-config: the paligemma spec "
                                 f"has a {want} there (SigLIP vision tower, Gemma text model; PaliGemma-2's "
                                 "Gemma-2 is not written)")
-    check_types(text, "text_config."), check_types(vision, "vision_config.")
     missing = cfg.setdefault(MISSING, [])
     out = apply_table(GEMMA_TEXT, text, "text_config.", missing)
+    if text["hidden_act"] == "gelu":   # GemmaConfig reads the legacy `gelu` as the tanh approximation
+        out["act"] = "gelu_tanh"
     out.update(_derive_rope(text, False))
     out.update(apply_table(SIGLIP_VISION, vision, "vision_config.", missing))
-    width = text.get("hidden_size", 2048)
-    if cfg.get("projection_dim", 2048) != width:
+    width = text["hidden_size"]
+    if cfg["projection_dim"] != width:
         raise HFImportError(f"`projection_dim: {cfg['projection_dim']}` ≠ text_config.hidden_size {width}: the "
                             "image features take the place of token embeddings, so they are as wide")
-    token, vocab = cfg.get("image_token_index", cfg.get("image_token_id", 256000)), text.get("vocab_size", 257152)
+    token, vocab = cfg["image_token_index"], text["vocab_size"]
     if token >= vocab:   # the reference looks up id 0 there instead; the spec's table has no such row
         raise HFImportError(f"`image_token_index: {token}` is not below text_config.vocab_size {vocab}: the "
                             "paligemma spec looks the image token up in the token table")
-    if "pad_token_id" in text:   # the pad row is the text model's (absent: the family's, GemmaConfig's 0)
-        cfg["pad_token_id"] = text["pad_token_id"]
+    cfg["pad_token_id"] = text["pad_token_id"]   # the pad row is the text model's
     return out
 
 
@@ -613,12 +619,12 @@ _square = _square_in("swin-t")
 
 def _swin(cfg: dict) -> dict:
     out = _vit(cfg)
-    for field, param, default in (("depths", "depth", (2, 2, 6, 2)), ("num_heads", "heads", (3, 6, 12, 24))):
-        values = cfg.get(field, default)
+    for field, param in (("depths", "depth"), ("num_heads", "heads")):
+        values = cfg[field]
         if not isinstance(values, list | tuple) or len(values) != 4:
             raise HFImportError(f"`{field}: {values}`: the swin-t spec has four stages")
         out.update({f"{param}{i + 1}": int(v) for i, v in enumerate(values)})
-    ratio = cfg.get("mlp_ratio", 4.0)
+    ratio = cfg["mlp_ratio"]
     if ratio != int(ratio):
         raise HFImportError(f"`mlp_ratio: {ratio}`: the swin-t spec's MLP width is an integer multiple")
     out["mlp_ratio"] = int(ratio)
@@ -636,7 +642,7 @@ def _vit(cfg: dict) -> dict:
 def _dinov2(cfg: dict) -> dict:
     # transformers' Dinov2MLP: int(hidden_size · mlp_ratio) wide; the registers model resizes its
     # positions with antialiasing, Dinov2 without
-    return {"d_ff": int(cfg.get("hidden_size", 768) * cfg.get("mlp_ratio", 4)),
+    return {"d_ff": int(cfg["hidden_size"] * cfg["mlp_ratio"]),
             "antialias": cfg["model_type"] == "dinov2_with_registers"}
 
 
@@ -707,12 +713,12 @@ VIVIT = Family("vivit", "vivit.yaml", {
 def _mamba(cfg: dict) -> dict:
     # MambaConfig derives these: inner = expand · hidden_size, dt_rank "auto" = ceil(hidden_size / 16)
     width = cfg["hidden_size"]
-    rank = cfg.get("time_step_rank", "auto")
+    rank = cfg["time_step_rank"]
     if rank == "auto":
         rank = -(-width // 16)
     elif not isinstance(rank, int):
         raise HFImportError(f"`time_step_rank: {show(rank)}`: expected an integer or \"auto\"")
-    inner = cfg.get("intermediate_size") or cfg.get("expand", 2) * width
+    inner = cfg.get("intermediate_size") or int(cfg["expand"] * width)   # a given intermediate_size wins
     head = not any(str(a) == "MambaModel" for a in cfg.get("architectures") or ())
     return {"inner": inner, "dt_rank": rank, "head": head}
 
@@ -782,7 +788,7 @@ DEBERTA_V2 = Family("deberta-v2", "deberta-v2.yaml", {
               "conv_act", "conv_groups", "embedding_size", "attention_head_size",
               # DebertaV2For* heads and the legacy LM head: not part of the encoder
               "pooler_dropout", "pooler_hidden_act", "pooler_hidden_size", "legacy", "tie_word_embeddings"}),
-    _deberta_v2, "DebertaV2Model", pad_token_id=0)
+    _deberta_v2, "DebertaV2Model")
 
 
 FIELD_TYPES.update({"num_hidden_groups": Int(1, LAYERS), "inner_group_num": Int(1, LAYERS)})   # ALBERT
@@ -814,7 +820,7 @@ def _t5(cfg: dict) -> dict:
     """T5's feed-forward from `feed_forward_proj` (`relu`, `gated-gelu`: transformers' own parsing), and
     v1.1 from the head: transformers 5 saves `scale_decoder_outputs` (and always ties in memory); older
     configs say v1.1 by `tie_word_embeddings: false`, which also means a head of its own."""
-    proj = cfg.get("feed_forward_proj", "relu")
+    proj = cfg["feed_forward_proj"]
     parts = proj.split("-") if isinstance(proj, str) else []
     if not 1 <= len(parts) <= 2 or len(parts) == 2 and parts[0] != "gated":
         raise HFImportError(f"`feed_forward_proj: {show(proj)}`: expected `ACT` or `gated-ACT`")
@@ -822,7 +828,7 @@ def _t5(cfg: dict) -> dict:
     scale = cfg.get("scale_decoder_outputs", cfg.get("tie_word_embeddings") is not False)
     if not isinstance(scale, bool):
         raise HFImportError(f"`scale_decoder_outputs: {show(scale)}`: expected true or false")
-    heads = cfg.get("num_heads", 8)
+    heads = cfg["num_heads"]
     if not isinstance(heads, int):   # the type allows Swin's per-stage list
         raise HFImportError(f"`num_heads: {show(heads)}`: expected an integer")
     # transformers 5 says both apart (a v1.1 config it writes has no scaling and a tied head, and its
@@ -834,7 +840,7 @@ def _t5(cfg: dict) -> dict:
 
 def _deepseek_v2(cfg: dict) -> dict:
     """The split into dense and MoE layers, the routing method and the rotary schedule."""
-    layers, dense = cfg["num_hidden_layers"], cfg.get("first_k_dense_replace", 0)
+    layers, dense = cfg["num_hidden_layers"], cfg["first_k_dense_replace"]
     if not 1 <= dense < layers:
         raise HFImportError(f"`first_k_dense_replace: {dense}` with {layers} layers: the deepseek-v2 spec has at "
                             "least one dense layer and one mixture-of-experts layer (two `repeat`s, neither empty)")
@@ -848,7 +854,7 @@ def _deepseek_v2(cfg: dict) -> dict:
         raise HFImportError(f"`topk_method: {show(method)}`: transformers' DeepseekV2 routes by `greedy` or "
                             "`group_limited_greedy` only")
     rp = _rope_params(cfg)
-    out["rope_theta"] = float(rp.get("rope_theta", 10000.0))
+    out["rope_theta"] = float(rp["rope_theta"])
     if rp["rope_type"] == "default":
         out["rope_scaling"] = "none"
     elif rp["rope_type"] == "yarn":
@@ -916,11 +922,11 @@ FIELD_TYPES.update({
 def _modernbert_every(cfg: dict) -> int:
     """The spec's `global_every` k: layer i is global where i % k == 0. transformers takes `layer_types`
     when given, else builds it from global_attn_every_n_layers (default 3); any other pattern is refused."""
-    every = cfg.get("global_attn_every_n_layers") or 3
+    every = cfg["global_attn_every_n_layers"] or 3
     types = cfg.get("layer_types")
     if types is None:
         return every
-    layers = cfg.get("num_hidden_layers", len(types))
+    layers = cfg["num_hidden_layers"]
 
     def pattern(k):
         return ["full_attention" if i % k == 0 else "sliding_attention" for i in range(layers)]
@@ -931,7 +937,7 @@ def _modernbert_every(cfg: dict) -> int:
                         f"from layer 0 (full_attention where i % k == 0) and locally elsewhere")
 
 
-def _modernbert_theta(cfg: dict, kind: str, old: str, default: float) -> float:
+def _modernbert_theta(cfg: dict, kind: str, old: str) -> float:
     """One layer type's rotary base: transformers 5's rope_parameters[kind], or the hub's `global_rope_theta`
     / `local_rope_theta`; only the default (unscaled) rotary."""
     rp = cfg.get("rope_parameters") or {}
@@ -940,7 +946,7 @@ def _modernbert_theta(cfg: dict, kind: str, old: str, default: float) -> float:
     if kind_of != "default":
         raise HFImportError(f"`rope_parameters.{kind}` rope_type {show(kind_of)}: the modernbert spec has plain "
                             f"rotary (default)")
-    theta = sub.get("rope_theta", cfg.get(old, default))
+    theta = sub.get("rope_theta", cfg[old])
     if not THETA.ok(theta):
         raise HFImportError(f"config field `rope_parameters.{kind}.rope_theta` is {show(theta)}; expected {THETA}")
     return float(theta)
@@ -948,8 +954,8 @@ def _modernbert_theta(cfg: dict, kind: str, old: str, default: float) -> float:
 
 def _modernbert(cfg: dict) -> dict:
     return {"global_every": _modernbert_every(cfg),
-            "global_rope_theta": _modernbert_theta(cfg, "full_attention", "global_rope_theta", 160000.0),
-            "local_rope_theta": _modernbert_theta(cfg, "sliding_attention", "local_rope_theta", 10000.0)}
+            "global_rope_theta": _modernbert_theta(cfg, "full_attention", "global_rope_theta"),
+            "local_rope_theta": _modernbert_theta(cfg, "sliding_attention", "local_rope_theta")}
 
 
 MODERNBERT = Family("modernbert", "modernbert.yaml", {
@@ -969,7 +975,7 @@ MODERNBERT = Family("modernbert", "modernbert.yaml", {
     "reference_compile", "repad_logits_with_grad", "gradient_checkpointing",
     # hub configs carry BERT's field, which ModernBERT never reads (it has no position table)
     "position_embedding_type",
-}), _modernbert, "ModernBertForMaskedLM", pad_token_id=50283)
+}), _modernbert, "ModernBertForMaskedLM")
 
 
 # ---------------------------------------------------------------- GPT-OSS (sinks, YaRN, clamped SwiGLU experts)
@@ -992,7 +998,7 @@ def _gpt_oss(cfg: dict) -> dict:
     if cfg.get("num_key_value_heads") is None:
         out["kv_heads"] = cfg["num_attention_heads"]
     rp = _rope_params(cfg)
-    out["rope_theta"] = float(rp.get("rope_theta", 150000.0))
+    out["rope_theta"] = float(rp["rope_theta"])
     if rp["rope_type"] == "default":
         out["rope_factor"] = 1.0   # YaRN at factor 1 is the plain schedule, its attention factor 1
     elif rp["rope_type"] == "yarn":
@@ -1056,10 +1062,9 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "use_bidirectional_attention": Fixed(_is(False, None), "the gemma2 spec's attention is causal"),
     }, frozenset({"rope_theta", "rope_scaling", "rope_parameters", "sliding_window", "layer_types",
                   # older configs repeat the activation under Gemma-1's name; Gemma-2 reads hidden_activation
-                  "hidden_act", "cache_implementation"}), _gemma2, "Gemma2ForCausalLM", pad_token_id=0),
+                  "hidden_act", "cache_implementation"}), _gemma2, "Gemma2ForCausalLM"),
     Family("olmo2", "olmo2.yaml",
-           {k: v for k, v in LLAMA_FIELDS.items() if k != "mlp_bias"}, ROPE_READ, _olmo2, "Olmo2ForCausalLM",
-           pad_token_id=1),
+           {k: v for k, v in LLAMA_FIELDS.items() if k != "mlp_bias"}, ROPE_READ, _olmo2, "Olmo2ForCausalLM"),
     Family("phi", "phi-2.yaml", {
         "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
         "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"), "max_position_embeddings": P("max_len"),
@@ -1106,7 +1111,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "position_embedding_type": Fixed(_is("absolute", None), "the bert spec has learned absolute positions"),
         "is_decoder": Fixed(_is(False, None), "the bert spec is a bidirectional encoder"),
         "add_cross_attention": Fixed(_is(False, None), "the bert spec has no cross-attention"),
-    }, frozenset({"tie_word_embeddings", "gradient_checkpointing"}), None, "BertModel", pad_token_id=0),
+    }, frozenset({"tie_word_embeddings", "gradient_checkpointing"}), None, "BertModel"),
     Family("albert", "albert.yaml", {
         "vocab_size": P("vocab"), "max_position_embeddings": P("max_len"), "type_vocab_size": P("type_vocab"),
         "embedding_size": P("embed"), "hidden_size": P("d_model"), "num_attention_heads": P("heads"),
@@ -1114,8 +1119,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "layer_norm_eps": P("eps"), "hidden_act": P("act", act), **ENCODER_DROPOUT,
         "inner_group_num": Fixed(_is(1, None), "the albert spec has one layer per group"),
         "position_embedding_type": Fixed(_is("absolute", None), "the albert spec has learned absolute positions"),
-    }, frozenset({"classifier_dropout_prob", "tie_word_embeddings", "gradient_checkpointing"}), None, "AlbertModel",
-       pad_token_id=0),
+    }, frozenset({"classifier_dropout_prob", "tie_word_embeddings", "gradient_checkpointing"}), None, "AlbertModel"),
     Family("vit", "vit-b16.yaml", {
         "image_size": P("image"), "patch_size": P("patch"), "num_channels": P("channels"),
         "hidden_size": P("d_model"), "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"),
@@ -1150,7 +1154,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "image_token_index": P("image_token"), "image_token_id": P("image_token"),
         "tie_word_embeddings": P("tie_embeddings"),
     }, frozenset({"text_config", "vision_config", "projection_dim", "hidden_size", "vocab_size"}), _paligemma,
-        "PaliGemmaForConditionalGeneration", pad_token_id=0),
+        "PaliGemmaForConditionalGeneration"),
     Family("clip", "clip-vit-b32.yaml", {"projection_dim": P("embed")},
            frozenset({"text_config", "vision_config", "logit_scale_init_value"}), _clip, "CLIPModel"),
     Family("audio-spectrogram-transformer", "ast.yaml", {
@@ -1188,12 +1192,257 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "scale_embedding",
         # hub configs repeat encoder_layers / encoder_attention_heads under these names
         "num_hidden_layers", "num_attention_heads",
-    }), None, "WhisperForConditionalGeneration", pad_token_id=50256),
+    }), None, "WhisperForConditionalGeneration"),
     WAV2VEC2,
 ]}
 
 # families the issue names whose specs don't exist yet
 NOT_YET: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------- transformers' defaults for absent fields
+
+@dataclass(frozen=True)
+class Derived:
+    """A default transformers computes from other fields (its config class's __post_init__), in place of an
+    absent field and of an explicit null."""
+    of: Callable[[dict], Any]
+
+
+KV_HEADS = Derived(lambda c: c["num_attention_heads"])                       # no grouping: as many as heads
+HEAD_DIM = Derived(lambda c: c["hidden_size"] // c["num_attention_heads"])
+POOLER_WIDTH = Derived(lambda c: c["hidden_size"])                            # ViT: `x if x else hidden_size`
+
+# Per transformers config class (by model_type): the class's default for every field a table or derive
+# function reads, used where config.json leaves the field out (save_pretrained writes only the values that
+# differ from these; hand-written and old hub configs omit more). Copied from transformers 5's config
+# classes, not imported: this file reads configs as data. tests/integration/test_import_hf.py compares each
+# entry with `AutoConfig.for_model(model_type)`. `rope_theta` stands for the class's `default_theta` (also
+# the theta of a `rope_parameters` without one); gpt_neox's `rotary_pct` / `rotary_emb_base` and modernbert's
+# `global_attn_every_n_layers`, `global_rope_theta` / `local_rope_theta` are the defaults their __init__
+# gives those hub spellings. A field read but not listed has no default (REQUIRED) or is no field of the
+# class (its Fixed rule accepts absence); DeBERTa-v2's model-level `getattr` defaults stay in _deberta_v2.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "t5": {"vocab_size": 32128, "d_model": 512, "d_kv": 64, "d_ff": 2048, "num_layers": 6,
+           "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128, "layer_norm_epsilon": 1e-06,
+           "dropout_rate": 0.1, "feed_forward_proj": "relu", "num_heads": 8,
+           "num_decoder_layers": Derived(lambda c: c["num_layers"])},
+    "llama": {"vocab_size": 32000, "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+              "intermediate_size": 11008, "max_position_embeddings": 2048, "rms_norm_eps": 1e-06, "hidden_act": "silu",
+              "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": False, "pad_token_id": None,
+              "rope_theta": 10000.0, "num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM},
+    "mistral": {"vocab_size": 32000, "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+                "num_key_value_heads": 8, "intermediate_size": 14336, "max_position_embeddings": 131072,
+                "rms_norm_eps": 1e-06, "hidden_act": "silu", "tie_word_embeddings": False, "sliding_window": 4096,
+                "pad_token_id": None, "rope_theta": 10000.0, "head_dim": HEAD_DIM},
+    "mixtral": {"vocab_size": 32000, "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+                "num_key_value_heads": 8, "intermediate_size": 14336, "max_position_embeddings": 131072,
+                "rms_norm_eps": 1e-05, "hidden_act": "silu", "tie_word_embeddings": False, "num_local_experts": 8,
+                "num_experts_per_tok": 2, "sliding_window": None, "pad_token_id": None, "rope_theta": 1000000.0},
+    "deepseek_v2": {"vocab_size": 102400, "hidden_size": 4096, "num_hidden_layers": 32, "first_k_dense_replace": 0,
+                    "num_attention_heads": 32, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+                    "v_head_dim": 128, "intermediate_size": 11008, "moe_intermediate_size": 1407,
+                    "n_routed_experts": 64, "n_shared_experts": 2, "routed_scaling_factor": 1.0,
+                    "max_position_embeddings": 2048, "rms_norm_eps": 1e-06, "hidden_act": "silu",
+                    "attention_bias": False, "tie_word_embeddings": False, "mlp_bias": False, "q_lora_rank": 1536,
+                    "topk_method": "greedy", "n_group": None, "topk_group": None, "pad_token_id": None,
+                    "rope_theta": 10000.0},
+    "gpt_oss": {"vocab_size": 201088, "hidden_size": 2880, "num_hidden_layers": 36, "num_attention_heads": 64,
+                "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 2880, "num_local_experts": 128,
+                "num_experts_per_tok": 4, "max_position_embeddings": 131072, "rms_norm_eps": 1e-05,
+                "swiglu_alpha": 1.702, "swiglu_limit": 7.0, "attention_bias": True, "tie_word_embeddings": False,
+                "sliding_window": 128, "pad_token_id": None, "rope_theta": 150000.0,
+                "rope_parameters": Derived(lambda c: {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+                                                      "beta_slow": 1.0, "truncate": False,
+                                                      "original_max_position_embeddings": 4096})},
+    "qwen2": {"vocab_size": 151936, "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+              "num_key_value_heads": 32, "intermediate_size": 22016, "max_position_embeddings": 32768,
+              "rms_norm_eps": 1e-06, "hidden_act": "silu", "tie_word_embeddings": False, "use_sliding_window": False,
+              "pad_token_id": None, "rope_theta": 10000.0},
+    "gemma2": {"vocab_size": 256000, "hidden_size": 2304, "num_hidden_layers": 26, "num_attention_heads": 8,
+               "num_key_value_heads": 4, "head_dim": 256, "intermediate_size": 9216, "max_position_embeddings": 8192,
+               "rms_norm_eps": 1e-06, "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256,
+               "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "attention_bias": False,
+               "tie_word_embeddings": True, "use_bidirectional_attention": None, "sliding_window": 4096,
+               "pad_token_id": 0, "rope_theta": 10000.0},
+    "olmo2": {"vocab_size": 50304, "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+              "intermediate_size": 11008, "max_position_embeddings": 2048, "rms_norm_eps": 1e-05, "hidden_act": "silu",
+              "attention_bias": False, "tie_word_embeddings": False, "pad_token_id": 1, "rope_theta": 10000.0,
+              "num_key_value_heads": KV_HEADS},
+    "phi": {"vocab_size": 51200, "hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 32,
+            "intermediate_size": 8192, "max_position_embeddings": 2048, "layer_norm_eps": 1e-05, "hidden_act": "gelu_new",
+            "qk_layernorm": False, "tie_word_embeddings": False, "partial_rotary_factor": 0.5, "rope_theta": 10000.0,
+            "pad_token_id": None},
+    "gpt_neox": {"vocab_size": 50432, "hidden_size": 6144, "num_hidden_layers": 44, "num_attention_heads": 64,
+                 "intermediate_size": 24576, "max_position_embeddings": 2048, "layer_norm_eps": 1e-05,
+                 "hidden_act": "gelu", "attention_bias": True, "use_parallel_residual": True,
+                 "tie_word_embeddings": False, "rotary_pct": 0.25, "rotary_emb_base": 10000.0},
+    "gptj": {"vocab_size": 50400, "n_positions": 2048, "n_embd": 4096, "n_head": 16, "n_layer": 28, "n_inner": None,
+             "layer_norm_epsilon": 1e-05, "activation_function": "gelu_new", "tie_word_embeddings": False,
+             "rotary_dim": 64},
+    "bloom": {"vocab_size": 250880, "layer_norm_epsilon": 1e-05, "apply_residual_connection_post_layernorm": False,
+              "tie_word_embeddings": True, "hidden_size": 64, "n_head": 8, "n_layer": 2},
+    "gpt2": {"vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12,
+             "layer_norm_epsilon": 1e-05, "activation_function": "gelu_new", "n_inner": None, "attn_pdrop": 0.1,
+             "resid_pdrop": 0.1, "embd_pdrop": 0.1, "tie_word_embeddings": True,
+             "scale_attn_by_inverse_layer_idx": False, "scale_attn_weights": True, "add_cross_attention": False,
+             "reorder_and_upcast_attn": False},
+    "modernbert": {"vocab_size": 50368, "hidden_size": 768, "num_hidden_layers": 22, "num_attention_heads": 12,
+                   "intermediate_size": 1152, "max_position_embeddings": 8192, "local_attention": 128,
+                   "norm_eps": 1e-05, "hidden_activation": "gelu", "classifier_activation": "gelu",
+                   "norm_bias": False, "attention_bias": False, "mlp_bias": False, "classifier_bias": False,
+                   "decoder_bias": True, "tie_word_embeddings": True, "pad_token_id": 50283,
+                   "global_attn_every_n_layers": 3, "global_rope_theta": 160000.0, "local_rope_theta": 10000.0},
+    "deberta-v2": {"vocab_size": 128100, "hidden_size": 1536, "num_attention_heads": 24, "intermediate_size": 6144,
+                   "num_hidden_layers": 24, "layer_norm_eps": 1e-07, "hidden_act": "gelu",
+                   "max_position_embeddings": 512, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+                   "relative_attention": False, "max_relative_positions": -1, "position_biased_input": True,
+                   "pos_att_type": None, "type_vocab_size": 0, "pad_token_id": 0},
+    "bert": {"vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_size": 768,
+             "num_attention_heads": 12, "intermediate_size": 3072, "num_hidden_layers": 12, "layer_norm_eps": 1e-12,
+             "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+             "is_decoder": False, "add_cross_attention": False, "pad_token_id": 0},
+    "albert": {"vocab_size": 30000, "max_position_embeddings": 512, "type_vocab_size": 2, "embedding_size": 128,
+               "hidden_size": 4096, "num_attention_heads": 64, "intermediate_size": 16384, "num_hidden_layers": 12,
+               "num_hidden_groups": 1, "layer_norm_eps": 1e-12, "hidden_act": "gelu_new", "hidden_dropout_prob": 0.0,
+               "attention_probs_dropout_prob": 0.0, "inner_group_num": 1, "pad_token_id": 0},
+    "vit": {"image_size": 224, "patch_size": 16, "num_channels": 3, "hidden_size": 768, "num_attention_heads": 12,
+            "intermediate_size": 3072, "num_hidden_layers": 12, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
+            "qkv_bias": True, "pooler_act": "tanh", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+            "pooler_output_size": POOLER_WIDTH},
+    "swin": {"image_size": 224, "patch_size": 4, "num_channels": 3, "embed_dim": 96, "window_size": 7,
+             "layer_norm_eps": 1e-05, "hidden_act": "gelu", "qkv_bias": True, "use_absolute_embeddings": False,
+             "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24], "mlp_ratio": 4.0},
+    "dinov2": {"image_size": 224, "patch_size": 14, "num_channels": 3, "hidden_size": 768, "num_attention_heads": 12,
+               "num_hidden_layers": 12, "layer_norm_eps": 1e-06, "hidden_act": "gelu", "qkv_bias": True,
+               "layerscale_value": 1.0, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+               "use_mask_token": True, "use_swiglu_ffn": False, "mlp_ratio": 4},
+    "dinov2_with_registers": {"image_size": 224, "patch_size": 16, "num_channels": 3, "hidden_size": 768,
+                              "num_attention_heads": 12, "num_hidden_layers": 12, "layer_norm_eps": 1e-06,
+                              "hidden_act": "gelu", "qkv_bias": True, "layerscale_value": 1.0,
+                              "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+                              "num_register_tokens": 4, "use_swiglu_ffn": False, "mlp_ratio": 4},
+    "timesformer": {"image_size": 224, "patch_size": 16, "num_channels": 3, "num_frames": 8, "hidden_size": 768,
+                    "num_attention_heads": 12, "num_hidden_layers": 12, "intermediate_size": 3072,
+                    "layer_norm_eps": 1e-06, "hidden_act": "gelu", "qkv_bias": True, "hidden_dropout_prob": 0.0,
+                    "attention_probs_dropout_prob": 0.0, "attention_type": "divided_space_time"},
+    "vivit": {"image_size": 224, "num_channels": 3, "num_frames": 32, "hidden_size": 768, "num_attention_heads": 12,
+              "num_hidden_layers": 12, "intermediate_size": 3072, "layer_norm_eps": 1e-06, "hidden_act": "gelu_fast",
+              "qkv_bias": True, "pooler_act": "tanh", "hidden_dropout_prob": 0.0,
+              "attention_probs_dropout_prob": 0.0, "tubelet_size": [2, 16, 16], "pooler_output_size": POOLER_WIDTH},
+    "mamba": {"vocab_size": 50280, "hidden_size": 768, "num_hidden_layers": 32, "state_size": 16, "conv_kernel": 4,
+              "layer_norm_epsilon": 1e-05, "hidden_act": "silu", "use_bias": False, "use_conv_bias": True,
+              "tie_word_embeddings": True, "expand": 2,
+              "time_step_rank": Derived(lambda c: -(-c["hidden_size"] // 16))},   # "auto"
+    "llava": {"image_token_index": 32000, "projector_hidden_act": "gelu", "multimodal_projector_bias": True,
+              "tie_word_embeddings": False, "vision_feature_layer": -2, "vision_feature_select_strategy": "default"},
+    "paligemma": {"image_token_index": 256000, "tie_word_embeddings": True, "projection_dim": 2048},
+    "clip": {"projection_dim": 512},
+    "audio-spectrogram-transformer": {
+        "max_length": 1024, "num_mel_bins": 128, "patch_size": 16, "frequency_stride": 10, "time_stride": 10,
+        "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072, "num_hidden_layers": 12,
+        "layer_norm_eps": 1e-12, "hidden_act": "gelu", "qkv_bias": True, "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0},
+    "decision_transformer": {
+        "state_dim": 17, "act_dim": 4, "hidden_size": 128, "max_ep_len": 4096, "vocab_size": 1, "n_positions": 1024,
+        "n_head": 1, "n_layer": 3, "activation_function": "relu", "layer_norm_epsilon": 1e-05, "n_inner": None,
+        "attn_pdrop": 0.1, "resid_pdrop": 0.1, "embd_pdrop": 0.1, "action_tanh": True,
+        "scale_attn_by_inverse_layer_idx": False, "scale_attn_weights": True, "add_cross_attention": False,
+        "reorder_and_upcast_attn": False},
+    "whisper": {"vocab_size": 51865, "num_mel_bins": 80, "d_model": 384, "encoder_layers": 4, "decoder_layers": 4,
+                "encoder_attention_heads": 6, "decoder_attention_heads": 6, "encoder_ffn_dim": 1536,
+                "decoder_ffn_dim": 1536, "max_source_positions": 1500, "max_target_positions": 448,
+                "activation_function": "gelu", "tie_word_embeddings": True, "pad_token_id": 50256},
+    "wav2vec2": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+                 "layer_norm_eps": 1e-05, "hidden_act": "gelu", "feat_extract_activation": "gelu", "conv_bias": False,
+                 "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16, "feat_extract_norm": "group",
+                 "do_stable_layer_norm": False, "add_adapter": False, "apply_spec_augment": True,
+                 "conv_dim": [512] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+                 "mask_time_prob": 0.05, "mask_feature_prob": 0.0},
+    # the sub-configs' own classes (CLIP, LLaVA, PaliGemma)
+    "clip_text_model": {"vocab_size": 49408, "max_position_embeddings": 77, "hidden_size": 512,
+                        "num_attention_heads": 8, "intermediate_size": 2048, "num_hidden_layers": 12,
+                        "hidden_act": "quick_gelu", "layer_norm_eps": 1e-05, "attention_dropout": 0.0,
+                        "eos_token_id": 49407},
+    "clip_vision_model": {"image_size": 224, "patch_size": 32, "num_channels": 3, "hidden_size": 768,
+                          "num_attention_heads": 12, "intermediate_size": 3072, "num_hidden_layers": 12,
+                          "hidden_act": "quick_gelu", "layer_norm_eps": 1e-05, "attention_dropout": 0.0},
+    "gemma": {"vocab_size": 256000, "hidden_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
+              "num_key_value_heads": 16, "head_dim": 256, "intermediate_size": 24576, "max_position_embeddings": 8192,
+              "rms_norm_eps": 1e-06, "hidden_act": "gelu_pytorch_tanh", "attention_bias": False, "pad_token_id": 0,
+              "rope_theta": 10000.0},
+    "siglip_vision_model": {"image_size": 224, "patch_size": 16, "num_channels": 3, "hidden_size": 768,
+                            "num_attention_heads": 12, "intermediate_size": 3072, "num_hidden_layers": 12,
+                            "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-06, "attention_dropout": 0.0,
+                            "vision_use_head": True},
+}
+
+# Fields a table reads that have no usable default in transformers (the model can't be built without them):
+# absent, they keep the spec's default with a warning (`Imported.defaulted`).
+REQUIRED: dict[str, dict[str, str]] = {
+    "deepseek_v2": {"num_experts_per_tok": "DeepseekV2Config's default is null: the router needs a top-k"},
+}
+
+# The classes' attribute_map: another name a config.json may use for a field. transformers sets the field
+# from it after the field's own value, so the other name wins where both are given.
+ALIASES: dict[str, dict[str, str]] = {
+    "mixtral": {"num_experts": "num_local_experts"}, "gpt_oss": {"num_experts": "num_local_experts"},
+    "deepseek_v2": {"num_experts": "n_routed_experts"},
+    **dict.fromkeys(("gpt2", "gptj"), {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
+                                       "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}),
+    "decision_transformer": {"max_position_embeddings": "n_positions", "num_attention_heads": "n_head",
+                             "num_hidden_layers": "n_layer"},
+    "bloom": {"num_hidden_layers": "n_layer", "num_attention_heads": "n_head"},
+    "t5": {"hidden_size": "d_model", "num_attention_heads": "num_heads", "num_hidden_layers": "num_layers",
+           "head_dim": "d_kv"},
+    "swin": {"num_attention_heads": "num_heads"},
+    "whisper": {"hidden_size": "d_model", "num_hidden_layers": "encoder_layers",
+                "num_attention_heads": "encoder_attention_heads"},
+    "llava": {"image_token_id": "image_token_index"}, "paligemma": {"image_token_id": "image_token_index"},
+}
+
+# A composite config's sub-configs: key → (model_type where the sub-config names none, the composite's own
+# overrides when the key is absent or null). A sub-config object given gets its class's defaults only.
+SUB_CONFIGS: dict[str, dict[str, tuple[str, dict]]] = {
+    "clip": {"text_config": ("clip_text_model", {}), "vision_config": ("clip_vision_model", {})},
+    "llava": {"text_config": ("llama", {}),
+              "vision_config": ("clip_vision_model", {
+                  "intermediate_size": 4096, "hidden_size": 1024, "patch_size": 14, "image_size": 336,
+                  "num_hidden_layers": 24, "num_attention_heads": 16})},
+    "paligemma": {"text_config": ("gemma", {"hidden_size": 2048, "num_hidden_layers": 18, "intermediate_size": 16384,
+                                            "num_attention_heads": 8, "num_key_value_heads": 1, "vocab_size": 257152}),
+                  "vision_config": ("siglip_vision_model", {
+                      "intermediate_size": 4096, "hidden_size": 1152, "patch_size": 14, "image_size": 224,
+                      "num_hidden_layers": 27, "num_attention_heads": 16, "vision_use_head": False})},
+}
+
+DEFAULTED = object()   # the key with_defaults lists the fields it filled under: no JSON key is it
+
+
+def with_defaults(cfg: dict, kind: str) -> dict:
+    """A copy of `cfg` as transformers' config class `kind` reads it: aliases under their field's name, every
+    absent field of DEFAULTS[kind] at the class's default (Derived ones also in place of null), sub-configs
+    likewise. The names filled are listed under the DEFAULTED key, for messages."""
+    out = dict(cfg)
+    for alias, name in ALIASES.get(kind, {}).items():
+        if alias in out:
+            out[name] = out.pop(alias)
+    table = DEFAULTS.get(kind, {})
+    filled = [n for n, d in table.items() if n not in out and not isinstance(d, Derived)]
+    out.update({n: copy.deepcopy(table[n]) for n in filled})
+    for name, default in table.items():   # after the literals: they compute from them
+        if isinstance(default, Derived) and out.get(name) is None:
+            out[name] = default.of(out)
+            filled.append(name)
+    for key, (sub_kind, absent) in SUB_CONFIGS.get(kind, {}).items():
+        sub = out.get(key)
+        if sub is None:
+            filled.append(key)
+            sub = {"model_type": sub_kind, **absent}
+        out[key] = with_defaults(sub, sub.get("model_type", sub_kind)) if isinstance(sub, dict) else sub
+    out[DEFAULTED] = frozenset(filled)
+    return out
+
 
 def apply_table(table: dict, cfg: dict, prefix: str = "", missing: list | None = None) -> dict:
     """Params from `cfg` by `table`; fields the table reads but `cfg` lacks are appended to `missing`."""
@@ -1206,7 +1455,8 @@ def apply_table(table: dict, cfg: dict, prefix: str = "", missing: list | None =
         value = cfg[name]
         if isinstance(rule, Fixed):
             if not rule.ok(value):
-                raise HFImportError(f"`{prefix}{name}: {show(value)}`: not supported: {rule.why}")
+                absent = " (absent: transformers' default)" if name in cfg.get(DEFAULTED, ()) else ""
+                raise HFImportError(f"`{prefix}{name}: {show(value)}`{absent}: not supported: {rule.why}")
         elif value is not None:
             params[rule.param] = rule.convert(value, prefix + name) if rule.convert else value
     return params
@@ -1220,7 +1470,8 @@ class Imported:
     family: Family
     params: dict[str, Any]
     unread: list[str] = field(default_factory=list)   # config fields no table knows
-    defaulted: list[tuple[str, str]] = field(default_factory=list)  # (field, param) absent: spec default kept
+    # (field, param): absent, and transformers has no default for it (REQUIRED): the spec's default kept
+    defaulted: list[tuple[str, str]] = field(default_factory=list)
 
 
 def read_config(path: str) -> dict:
@@ -1257,7 +1508,8 @@ def convert_config(cfg: dict) -> Imported:
     """The family and its params (typed as the bundled spec declares them) for a transformers config."""
     fam = family_of(cfg)
     check_types(cfg)   # before any field is used
-    cfg = dict(cfg)
+    given = cfg
+    cfg = with_defaults(cfg, fam.model_type)
     missing: list = []
     params = apply_table(fam.fields, cfg, "", missing)
     if fam.derive:
@@ -1267,15 +1519,15 @@ def convert_config(cfg: dict) -> Imported:
             raise HFImportError(f"the config has no `{e.args[0]}`, which a {fam.model_type} config needs") from None
     defaults = bundled_params(fam)
     if "pad_token" in defaults:   # the spec's table leaves the pad row untrained, as the reference's does
-        params["pad_token"] = _pad_row(cfg.get("pad_token_id", fam.pad_token_id), params.get("vocab", defaults.get("vocab")))
+        params["pad_token"] = _pad_row(cfg.get("pad_token_id"), params.get("vocab", defaults.get("vocab")))
     typed = {}
     for name, value in params.items():
         if name not in defaults:
             raise AssertionError(f"table for {fam.model_type} sets unknown param {name}")  # a bug in this file
         typed[name] = _typed(value, defaults[name], name)
     missing += cfg.pop(MISSING, [])
-    known = set(fam.fields) | fam.ignored | IGNORED_EVERYWHERE
-    unread = sorted(k for k in cfg if k not in known)
+    known = set(fam.fields) | fam.ignored | IGNORED_EVERYWHERE | set(ALIASES.get(fam.model_type, ()))
+    unread = sorted(k for k in given if k not in known)
     return Imported(fam, typed, unread, [(f, p) for f, p in missing if p not in typed])
 
 

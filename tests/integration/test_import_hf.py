@@ -260,9 +260,9 @@ def test_unknown_field_is_reported_not_dropped(tmp_path, capsys):
     assert rc == 0 and "`new_knob` is not read" in err
     assert "d_model: 40" in out and "eps: 1.0e-06" in out and "rope_theta: 321.0" in out
     cfg = llama_json()
-    del cfg["rms_norm_eps"]
+    del cfg["rms_norm_eps"]   # absent: LlamaConfig's default, no warning
     rc, out, err = run(capsys, "import", "hf", write_config(tmp_path, **cfg))
-    assert rc == 0 and "no `rms_norm_eps`: param `eps` keeps the spec's default" in err
+    assert rc == 0 and "eps: 1.0e-06" in out and "warning" not in err, err
 
 
 def test_check_on_a_transformers_config_gives_one_diagnostic(tmp_path, capsys):
@@ -308,9 +308,10 @@ def test_export_reads_a_checkpoint_directory(tmp_path, capsys):
 
 @pytest.mark.parametrize("kind", sorted(k for k, f in hf.FAMILIES.items() if "pad_token" in hf.bundled_params(f)))
 def test_each_family_knows_transformers_default_pad_token_id(kind):
-    cfg = T.AutoConfig.for_model(kind)
-    cfg = cfg if hasattr(cfg, "pad_token_id") else cfg.text_config   # a multimodal model's pad row is its text's
-    assert hf.FAMILIES[kind].pad_token_id == cfg.pad_token_id
+    cfg, filled = T.AutoConfig.for_model(kind), hf.with_defaults({}, kind)
+    if not hasattr(cfg, "pad_token_id"):   # a multimodal model's pad row is its text's
+        cfg, filled = cfg.text_config, filled["text_config"]
+    assert "pad_token_id" in filled and filled["pad_token_id"] == cfg.pad_token_id
 
 
 def test_a_config_without_pad_token_id_reads_transformers_default(tmp_path):
@@ -323,3 +324,202 @@ def test_a_config_without_pad_token_id_reads_transformers_default(tmp_path):
     assert T.BertConfig.from_dict(cfg).pad_token_id == 0
     assert hf.convert_config(cfg).params["pad_token"] == 0
     assert hf.convert_config({**cfg, "pad_token_id": None}).params["pad_token"] == -1
+
+
+# ---------------------------------------------------------------- absent fields take transformers' defaults
+
+# The tables each transformers config class is read through (a family's own, and the sub-configs')
+CLASS_TABLES = {**{k: f.fields for k, f in hf.FAMILIES.items()}, "llama": hf.LLAMA_FIELDS,
+                "clip_text_model": hf.CLIP_TEXT, "clip_vision_model": hf.CLIP_VISION, "gemma": hf.GEMMA_TEXT,
+                "siglip_vision_model": hf.SIGLIP_VISION}
+
+
+def transformers_value(cfg, name):
+    """What transformers' config holds for a DEFAULTS entry (the rotary pseudo-fields read from the
+    standardised `rope_parameters`, as the class's __init__ stores them)."""
+    d, rope = cfg.to_dict(), cfg.to_dict().get("rope_parameters") or {}
+    special = {"rope_theta": lambda: rope["rope_theta"], "rotary_emb_base": lambda: rope["rope_theta"],
+               "rotary_pct": lambda: rope["partial_rotary_factor"],
+               "partial_rotary_factor": lambda: rope["partial_rotary_factor"],
+               "global_rope_theta": lambda: rope["full_attention"]["rope_theta"],
+               "local_rope_theta": lambda: rope["sliding_attention"]["rope_theta"],
+               "global_attn_every_n_layers": lambda: d["layer_types"].index("full_attention", 1),
+               "rope_parameters": lambda: {k: v for k, v in rope.items() if k != "rope_theta"}}
+    value = special[name]() if name in special else d[name]
+    return list(value) if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize("kind", list(hf.DEFAULTS))
+def test_default_tables_are_the_config_classes_defaults(kind):
+    """DEFAULTS[kind] equals `AutoConfig.for_model(kind)` field by field (computed ones evaluated on the default
+    config), every field the class has that a table reads is in it or documented in REQUIRED, and ALIASES are
+    the class's attribute_map."""
+    cfg = T.AutoConfig.for_model(kind)
+    filled = hf.with_defaults({}, kind)
+    for name in hf.DEFAULTS[kind]:
+        assert filled[name] == transformers_value(cfg, name), f"{kind}.{name}"
+    fields = set(cfg.to_dict())
+    for name in CLASS_TABLES.get(kind, {}):
+        assert name not in fields or name in hf.DEFAULTS[kind] or name in hf.REQUIRED.get(kind, {}) or \
+            name in hf.ALIASES.get(kind, {}), f"{kind}.{name}: no default and not documented as required"
+    for alias, name in hf.ALIASES.get(kind, {}).items():
+        assert type(cfg).attribute_map[alias] == name
+    for key, (sub_kind, _) in hf.SUB_CONFIGS.get(kind, {}).items():   # the composite's own sub-config defaults
+        sub = getattr(cfg, key)
+        assert sub.model_type == sub_kind
+        for name in hf.DEFAULTS[sub_kind]:
+            assert filled[key][name] == transformers_value(sub, name), f"{kind}.{key}.{name}"
+
+
+# A small config per family, each value away from the class default (the sparse test deletes them one by one)
+SMALL = {
+    **{k: CASES[k][2] for k in ("llama", "mistral", "mixtral", "qwen2", "gemma2", "olmo2", "phi", "gpt_neox", "bloom",
+                                "gpt2", "bert", "vit", "swin", "clip", "whisper", "decision_transformer")},
+    "audio-spectrogram-transformer": CASES["ast"][2],
+    "t5": dict(vocab_size=V, d_model=40, d_kv=8, d_ff=56, num_layers=2, num_decoder_layers=3, num_heads=5,
+               relative_attention_num_buckets=16, relative_attention_max_distance=20, feed_forward_proj="gated-gelu",
+               layer_norm_epsilon=1e-5),
+    "deepseek_v2": dict(vocab_size=V, hidden_size=40, num_hidden_layers=3, first_k_dense_replace=1,
+                        num_attention_heads=4, kv_lora_rank=16, q_lora_rank=None, qk_nope_head_dim=8,
+                        qk_rope_head_dim=4, v_head_dim=8, intermediate_size=56, moe_intermediate_size=24,
+                        n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2, routed_scaling_factor=2.0,
+                        max_position_embeddings=64, rope_theta=300.0),
+    "gpt_oss": dict(vocab_size=V, hidden_size=40, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                    head_dim=10, intermediate_size=24, num_local_experts=4, num_experts_per_tok=2,
+                    max_position_embeddings=64, sliding_window=8, rope_parameters={"rope_type": "default",
+                                                                                   "rope_theta": 300.0}),
+    "gptj": dict(vocab_size=V, n_positions=64, n_embd=40, n_head=5, n_layer=2, rotary_dim=4, n_inner=56),
+    "modernbert": dict(vocab_size=V, hidden_size=40, num_hidden_layers=4, num_attention_heads=5, intermediate_size=56,
+                       max_position_embeddings=64, local_attention=8, global_attn_every_n_layers=2,
+                       hidden_activation="gelu_new", norm_bias=True, pad_token_id=3),
+    "deberta-v2": dict(vocab_size=V, hidden_size=40, num_hidden_layers=2, num_attention_heads=5, intermediate_size=56,
+                       max_position_embeddings=64, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                       position_buckets=8, max_relative_positions=16, share_att_key=True, norm_rel_ebd="layer_norm",
+                       type_vocab_size=0, pad_token_id=1),
+    "albert": dict(vocab_size=V, embedding_size=16, hidden_size=40, num_hidden_layers=2, num_hidden_groups=2,
+                   num_attention_heads=5, intermediate_size=56, max_position_embeddings=32, hidden_act="gelu"),
+    "dinov2": dict(image_size=28, patch_size=7, hidden_size=40, num_hidden_layers=2, num_attention_heads=5,
+                   mlp_ratio=3, layerscale_value=0.5),
+    "dinov2_with_registers": dict(image_size=28, patch_size=7, hidden_size=40, num_hidden_layers=2,
+                                  num_attention_heads=5, mlp_ratio=3, num_register_tokens=2),
+    "timesformer": dict(image_size=16, patch_size=8, num_frames=2, hidden_size=40, num_hidden_layers=2,
+                        num_attention_heads=5, intermediate_size=56),
+    "vivit": dict(image_size=16, num_frames=4, tubelet_size=[2, 8, 8], hidden_size=40, num_hidden_layers=2,
+                  num_attention_heads=5, intermediate_size=56, hidden_act="gelu"),
+    "mamba": dict(vocab_size=V, hidden_size=40, num_hidden_layers=2, state_size=8, conv_kernel=3, expand=3,
+                  time_step_rank=5, use_bias=True),
+    "wav2vec2": dict(hidden_size=40, num_hidden_layers=2, num_attention_heads=5, intermediate_size=56,
+                     conv_dim=[16, 16, 16], conv_kernel=[5, 3, 2], conv_stride=[3, 2, 2], num_feat_extract_layers=3,
+                     num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4, conv_bias=True),
+    "llava": dict(text_config=dict(model_type="llama", **llama_cfg()), image_token_index=5,
+                  vision_config=dict(model_type="clip_vision_model", image_size=16, patch_size=8, hidden_size=24,
+                                     num_attention_heads=4, intermediate_size=32, num_hidden_layers=2)),
+    "paligemma": dict(text_config=dict(model_type="gemma", vocab_size=V, hidden_size=32, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=1, head_dim=8, intermediate_size=48),
+                      vision_config=dict(model_type="siglip_vision_model", image_size=16, patch_size=8,
+                                         hidden_size=24, num_attention_heads=4, intermediate_size=32,
+                                         num_hidden_layers=2, vision_use_head=False),
+                      projection_dim=32, image_token_index=7),
+}
+
+
+def import_or_refusal(cfg):
+    try:
+        return hf.convert_config(cfg).params
+    except hf.HFImportError as e:
+        return ("refused", e.code)
+
+
+def field_paths(cfg):
+    """Every optional field of a config: the top level's and, one level down, a sub-config's."""
+    for key, value in cfg.items():
+        if key == "model_type":
+            continue
+        yield (key,)
+        if isinstance(value, dict) and key.endswith("_config"):
+            yield from ((key, k) for k in value if k != "model_type")
+
+
+def without(cfg, path):
+    out = json.loads(json.dumps(cfg))
+    parent = out
+    for k in path[:-1]:
+        parent = parent[k]
+    del parent[path[-1]]
+    return out
+
+
+def test_every_family_has_a_small_config():
+    assert set(SMALL) == set(hf.FAMILIES)
+
+
+@pytest.mark.parametrize("kind", sorted(hf.FAMILIES))
+def test_a_sparse_config_imports_as_transformers_reads_it(kind):
+    """Delete every optional field of a small config.json, one at a time and all at once: the import equals the
+    import of what transformers' config class reads from the same sparse JSON (`from_dict(...).to_dict()`, every
+    default filled in by transformers itself), param by param, and every param a `P(...)` of the table sets
+    equals that field of transformers' config."""
+    cls = type(T.AutoConfig.for_model(kind))
+    small = json.loads(T.AutoConfig.for_model(kind, **SMALL[kind]).to_json_string(use_diff=False))
+    required = hf.REQUIRED.get(kind, {})   # absent, these keep the spec's default with a warning (below)
+    sparse_configs = [without(small, p) for p in field_paths(small) if p[-1] not in required]
+    sparse_configs += [{"model_type": kind, **{k: small[k] for k in required}}]
+    compared = 0
+    for sparse in sparse_configs:
+        try:
+            ref = cls.from_dict(json.loads(json.dumps(sparse)))
+        except Exception:   # transformers refuses it too (strict validation): nothing to match
+            continue
+        full = json.loads(ref.to_json_string(use_diff=False))
+        ours, theirs = import_or_refusal(sparse), import_or_refusal(full)
+        assert ours == theirs, (kind, sorted(set(small) - set(sparse)) or "all", ours, theirs)
+        compared += 1
+        if isinstance(ours, dict):
+            for name, rule in hf.FAMILIES[kind].fields.items():
+                if isinstance(rule, hf.P) and rule.param in ours and getattr(ref, name, None) is not None \
+                        and not (kind == "llava" and name == "tie_word_embeddings"):   # or the text's
+                    want = rule.convert(getattr(ref, name), name) if rule.convert else getattr(ref, name)
+                    assert ours[rule.param] == want, (kind, name)
+    assert compared >= len(sparse_configs) // 2, compared
+
+
+def test_a_field_without_a_transformers_default_keeps_the_spec_default_with_a_warning(tmp_path, capsys):
+    cfg = {"model_type": "deepseek_v2", **SMALL["deepseek_v2"]}
+    del cfg["num_experts_per_tok"]
+    rc, out, err = run(capsys, "import", "hf", write_config(tmp_path, **cfg))
+    assert rc == 0 and "no `num_experts_per_tok`, and transformers has no default for it: param `top_k` keeps " \
+        "the spec's default" in err, err
+    assert "vocab: 97" in out and "rope_theta: 300.0" in out
+
+
+def test_absent_fields_read_as_transformers_classes_not_the_specs(tmp_path, capsys):
+    """The cases that differ from the bundled specs' defaults, by hand: LlamaConfig's rope theta 10000 and
+    eps 1e-6, MistralConfig's 4096-token window, Mixtral's theta 1e6, GPT-OSS's YaRN schedule, LLaVA's own
+    vision tower when vision_config is absent and CLIPVisionConfig's where it is an empty object."""
+    params = hf.convert_config({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4}).params
+    assert params["rope_theta"] == 10000.0 and params["eps"] == 1e-6 and params["kv_heads"] == 4
+    assert hf.convert_config({"model_type": "mistral"}).params["window"] == 4096
+    assert hf.convert_config({"model_type": "mixtral"}).params["rope_theta"] == 1e6
+    oss = hf.convert_config({"model_type": "gpt_oss"}).params
+    assert oss["rope_factor"] == 32.0 and oss["rope_truncate"] is False and oss["rope_original_max_len"] == 4096
+    assert hf.convert_config({"model_type": "llava"}).params["vision_width"] == 1024
+    assert hf.convert_config({"model_type": "llava", "vision_config": {}}).params["vision_width"] == 768
+    with pytest.raises(hf.HFImportError, match=r"vision_use_head: true` \(absent: transformers' default\)"):
+        hf.convert_config({"model_type": "paligemma", "vision_config": {}})
+
+
+@pytest.mark.parametrize("kind,cls", [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM")])
+def test_a_checkpoint_with_a_sparse_config_builds_the_reference(tmp_path, kind, cls):
+    """A config.json that gives only the sizes (llama.yaml's eps 1e-5 and qwen2.yaml's theta 1e6 are not the
+    classes' 1e-6 and 1e4): from_pretrained builds what transformers builds from it, to fp32 rounding."""
+    sizes = dict(vocab_size=V, hidden_size=40, num_hidden_layers=2, num_attention_heads=5, num_key_value_heads=5,
+                 intermediate_size=72)
+    torch.manual_seed(0)
+    ref = getattr(T, cls)(T.AutoConfig.for_model(kind, **sizes)).eval()
+    ref.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": kind, **sizes}))
+    model = graphformer.from_pretrained(tmp_path)
+    assert model.spec.params["eps"] == 1e-6 and model.spec.params["rope_theta"] == 10000.0
+    ids = tokens(2, 40)   # long enough for the rotary base to matter
+    with torch.no_grad():
+        assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, kind)
