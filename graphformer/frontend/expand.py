@@ -529,7 +529,7 @@ class Expander:
         for s, why in unreachable:
             k, j, _ = sources[s]
             at = ("weight_maps", name, "rules", k, "from") + ((j,) if isinstance(decl.rules[k].src, list) else ())
-            self.diags.append(Diagnostic("GF292", f"weight-map rule reads a name the renames take away: {why}",
+            self.diags.append(Diagnostic("GF292", f"weight-map rule: {why}",
                                          ctx.span(at), help="write the rule in the names the renames give "
                                                             "(their `to`), or drop the rename"))
         return () if bad else renames
