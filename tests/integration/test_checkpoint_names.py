@@ -139,6 +139,20 @@ def test_without_a_reference_the_hub_names_are_written(tmp_path):
     assert_close(logits(again.eval(), theirs), logits(ref, theirs), "paligemma written without a reference")
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_hubs_layout_reads_the_same(family, tmp_path):
+    """The hub's files (transformers 4) hold the towers one level down, `vision_tower.vision_model.`, and older
+    ones the position-id buffer: they convert to the very tensors the module's state dict gives."""
+    ref, _, _ = FAMILIES[family]()
+    ref.save_pretrained(tmp_path)
+    saved = read_state_dict(str(tmp_path))
+    hub = {k.replace("vision_tower.", "vision_tower.vision_model.", 1): saved[k] for k in saved}
+    hub["vision_tower.vision_model.embeddings.position_ids"] = torch.arange(16)[None]
+    spec = graphformer.load(SPECS / f"{family}.yaml", "tiny")
+    got, want = convert_state_dict(spec, hub, "hf"), convert_state_dict(spec, ref.state_dict(), "hf")
+    assert got.keys() == want.keys() and all(torch.equal(torch.as_tensor(got[k]), want[k]) for k in want)
+
+
 def test_one_tensor_stored_under_both_names_is_refused():
     ref, _, _ = FAMILIES["paligemma"]()
     spec = graphformer.load(SPECS / "paligemma.yaml", "tiny")
