@@ -1872,6 +1872,58 @@ weight_maps:
       - {from: conv.bias, to: conv.bias}
 """),
     Code(
+        "GF291", "a weight-map rename that can't rename",
+        ("A map's `renames` say that a checkpoint stores a run of dotted name segments (`from`) that the rules "
+         "read under another name (`to`): transformers' saved files hold LLaVA's text model as "
+         "`language_model.model.layers.0...` where the module holds `model.language_model.layers.0...`. Each side "
+         "is whole segments (no empty, leading, trailing or doubled dot), the two differ, the only placeholder "
+         "is `{i}` (a layer index, on both sides or neither), and one stored name is renamed once."),
+        fix="Write `{from: STORED, to: READ}` with dotted names, e.g. `{from: language_model.model, to: "
+            "language_model}`; merge two renames of the same `from`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d: 8}
+dims: {B: 2}
+inputs:
+  x: {shape: [B, d]}
+nodes:
+  up: {op: linear, in: x, out: d}
+outputs: {y: up}
+weight_maps:
+  hf:
+    renames:
+      - {from: "model.{i}", to: model}
+    rules:
+      - {from: model.up.weight, to: up.weight}
+      - {from: model.up.bias, to: up.bias}
+"""),
+    Code(
+        "GF292", "a weight-map rule reading a name the renames take away",
+        ("Renames are applied to every key before the rules read it: a key holding a rename's `from` is read "
+         "with its `to` instead. A rule whose `from` still holds a rename's `from` (written in the checkpoint's "
+         "stored names) then matches no key at all, and loading would report its tensors unused."),
+        fix="Write the rule in the names the renames give (their `to`): with `{from: dense, to: up}`, the rule "
+            "reads `up.weight`; or drop the rename.",
+        example="""\
+graphformer: 1
+name: case
+params: {d: 8}
+dims: {B: 2}
+inputs:
+  x: {shape: [B, d]}
+nodes:
+  up: {op: linear, in: x, out: d}
+outputs: {y: up}
+weight_maps:
+  hf:
+    renames:
+      - {from: dense, to: up}
+    rules:
+      - {from: dense.weight, to: up.weight}
+      - {from: up.bias, to: up.bias}
+"""),
+    Code(
         "GF276", "2-D convolution output size not positive",
         ("A `conv2d` reads d·(k − 1) + 1 input pixels along each axis for each output pixel (kernel k, "
          "dilation d). When an image side, with its padding on both ends, is shorter than that, "

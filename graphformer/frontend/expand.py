@@ -32,6 +32,7 @@ from .load import MAX_PARAM, Program, SpecCtx, param_kind, pydantic_diagnostics
 from ..ops import REGISTRY
 from ..ops.base import TensorType
 from ..ops.shape import MAX_RANK
+from ..weights.maps import rename_problems
 from .format import BlockInputDecl, NodeDecl, WeightMap as WeightMapDecl, block_input_shape
 
 MAX_NODES = 200_000  # defaults; the environment variables below raise (or lower) them
@@ -511,7 +512,27 @@ class Expander:
             rules.append(WeightRule(sources[0], (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,
                                     r.unstack, r.reshape, scale, r.zero, split, heads, tuple(sources[1:]),
                                     axis, combine))
-        return WeightMap(tuple(rules), decl.strip_prefix, tuple(decl.ignore), decl.reference)
+        return WeightMap(tuple(rules), decl.strip_prefix, tuple(decl.ignore), decl.reference,
+                         self._renames(ctx, name, decl, rules))
+
+    def _renames(self, ctx: SpecCtx, name: str, decl: WeightMapDecl, rules: list) -> tuple:
+        """The map's `renames` as (stored, read) pairs: GF291 for one that can't be a rename, GF292 for a rule
+        written in a name the renames take away (the two checks and the renaming itself: weights/maps.py)."""
+        renames = tuple((r.src, r.dst) for r in decl.renames)
+        sources = [(k, j, s) for k, r in enumerate(rules) for j, s in enumerate((r.src, *r.more)) if s]
+        bad, unreachable = rename_problems(renames, [s for _, _, s in sources])
+        for k, why in bad:
+            self.diags.append(Diagnostic("GF291", f"weight-map rename: {why}",
+                                         ctx.span(("weight_maps", name, "renames", k)),
+                                         help="`{from: STORED, to: READ}`: dotted segments a checkpoint stores "
+                                              "(`language_model.model`) and the name the rules read (`language_model`)"))
+        for s, why in unreachable:
+            k, j, _ = sources[s]
+            at = ("weight_maps", name, "rules", k, "from") + ((j,) if isinstance(decl.rules[k].src, list) else ())
+            self.diags.append(Diagnostic("GF292", f"weight-map rule: {why}",
+                                         ctx.span(at), help="write the rule in the names the renames give "
+                                                            "(their `to`), or drop the rename"))
+        return () if bad else renames
 
     def _combine(self, ctx: SpecCtx, at: tuple, r) -> tuple[str, int]:
         """How a rule's `from: [...]` becomes one tensor, and along which axis; GF269 for a `weight_norm` or

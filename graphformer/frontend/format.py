@@ -214,10 +214,23 @@ class WeightRule(_Strict):
         return self
 
 
+class WeightRename(_Strict):
+    """`{from: language_model.model, to: language_model}`: a checkpoint stores under `from` what the rules read
+    as `to` (transformers' saved layout against its module's names); checked in expand (GF291, GF292)."""
+
+    src: StrictStr = Field(alias="from", description="dotted segments as a checkpoint stores them (`{i}`: an index)")
+    dst: StrictStr = Field(alias="to", description="the same segments as the rules read them (and as written "
+                                                  "back: `from`)")
+
+
 class WeightMap(_Strict):
     doc: str = ""
     reference: StrictStr = Field("", description="what the map is for, e.g. `transformers.BertModel`")
     strip_prefix: StrictStr = ""
+    renames: list[WeightRename] = Field(
+        default_factory=list, description="other names of the same tensors: a key's dotted segments `from` are "
+                                          "read as `to`, in order, after `strip_prefix`; weights are written "
+                                          "back under `from` (docs/weight-maps.md)")
     ignore: list[StrictStr] = Field(default_factory=list, description="reference keys (patterns) not used")
     rules: list[WeightRule]
 

@@ -129,6 +129,9 @@ class WeightMap:
     strip_prefix: str = ""
     ignore: tuple[str, ...] = ()            # reference keys (`*` and `{i}` patterns) that are not used
     reference: str = ""
+    # (stored, read): a checkpoint's name for a run of dotted segments → the name the rules read
+    # (`language_model.model` → `language_model`), applied in order after `strip_prefix`; reversed on writing
+    renames: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(eq=False)

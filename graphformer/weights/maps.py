@@ -19,6 +19,7 @@ fit. Anything else is a `WeightMapError` whose message names the reference key a
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -32,7 +33,7 @@ from ..base.reading import FileProblem, open_regular
 from ..ir import IRGraph, WeightMap, WeightRule
 
 __all__ = ["WeightMapError", "WeightFileError", "read_state_dict", "get_map", "convert_state_dict",
-           "to_reference", "check_shapes"]
+           "to_reference", "check_shapes", "read_name", "stored_name"]
 
 
 # ---------------------------------------------------------------- reading
@@ -88,6 +89,87 @@ def _same_file(path: str, fh) -> str:
 
 def _named(exc: Exception, source: str, path: str) -> str:
     return str(exc).replace(source, path)
+
+
+# ---------------------------------------------------------------- stored names → the names rules read
+
+# One reader of a key for everything that reads or writes through a map (loading, ONNX weights, writing back):
+# `strip_prefix`, then the map's `renames` in order. A checkpoint often stores a tensor under another name than
+# the module that made it holds it (transformers writes LLaVA's `model.language_model.layers.0` as
+# `language_model.model.layers.0`); both must read as one name, and a file holding both is refused.
+
+def _segments(text: str) -> re.Pattern:
+    """`text` as whole dotted segments anywhere in a key (`{i}`: a run of digits, the same where it recurs)."""
+    return re.compile(r"(?:^|(?<=\.))" + _pattern(text).pattern + r"(?=\.|$)")
+
+
+@functools.lru_cache(maxsize=256)
+def _renamers(renames: tuple) -> tuple:
+    return tuple((_segments(stored), read, _segments(read), stored) for stored, read in renames)
+
+
+def _substitute(pattern: re.Pattern, into: str, text: str) -> str:
+    return pattern.sub(lambda m: _fill(into, {k: v for k, v in m.groupdict().items() if v is not None}), text)
+
+
+def read_name(wmap: WeightMap, key: str) -> str:
+    """The name the map's rules and `ignore` patterns read for a stored reference key."""
+    name = _strip(wmap, key)
+    for stored, read, _, _ in _renamers(wmap.renames):
+        name = _substitute(stored, read, name)
+    return name
+
+
+def stored_name(wmap: WeightMap, name: str) -> str:
+    """The key a map writes for a name its rules make: the renames undone, last first (without `strip_prefix`,
+    as the hub's files and transformers' `save_pretrained` store it)."""
+    for _, _, read, stored in reversed(_renamers(wmap.renames)):
+        name = _substitute(read, stored, name)
+    return name
+
+
+def _read_names(wmap: WeightMap, keys, mapping: str) -> tuple[dict, dict, list[str]]:
+    """({key: name read}, {name read: key}, problems): two keys read as one name are one tensor stored twice
+    under two names, refused rather than one picked."""
+    names, by_name, problems = {}, {}, []
+    for key in keys:
+        name = names[key] = read_name(wmap, key)
+        if name in by_name:
+            problems.append(f"reference tensors `{by_name[name]}` and `{key}` are one tensor under two names (map "
+                            f"`{mapping}` reads both as `{name}`): the checkpoint holds both; keep one of them")
+        else:
+            by_name[name] = key
+    return names, by_name, problems
+
+
+def rename_problems(renames: tuple, sources: list[str]) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """What is wrong with a map's renames (GF291: (rename index, why)) and which rule sources no stored key
+    can reach because a rename takes their name away (GF292: (source index, why)). Index placeholders in a
+    rule's `from` (`{i}`, `{i+K}`) count as an index."""
+    bad, seen = [], {}
+    for k, (stored, read) in enumerate(renames):
+        why = ("an empty name renames nothing" if not stored.strip(".") or not read.strip(".") else
+               "`from` and `to` are the same name" if stored == read else
+               "a name is whole dotted segments: no leading, trailing or doubled dot"
+               if any(not part for t in (stored, read) for part in t.split(".")) else
+               "the only placeholder is `{i}`, on both sides or neither"
+               if any(re.sub(r"\{i\}", "", t).count("{") or "}" in re.sub(r"\{i\}", "", t) or "*" in t
+                      for t in (stored, read)) or ("{i}" in stored) != ("{i}" in read) else
+               f"`{stored}` is renamed twice (also by rename {seen[stored] + 1})" if stored in seen else None)
+        seen.setdefault(stored, k)
+        if why:
+            bad.append((k, why))
+    if bad:
+        return bad, []
+    unreachable = []
+    for j, src in enumerate(sources):
+        text = re.sub(r"\{i[^{}]*\}", "0", src).replace("{e}", "0")
+        for stored, read in renames:
+            if _segments(stored).search(text) and not _segments(stored).search(re.sub(r"\{i\}", "0", read)):
+                unreachable.append((j, f"`{src}` contains `{stored}`, which the map's renames read as `{read}`: "
+                                       "no stored key reaches this rule"))
+                break
+    return [], unreachable
 
 
 # ---------------------------------------------------------------- arrays of either kind
@@ -395,12 +477,14 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str, place=None) -> d
     ignores = [_Glob(p) for p in wmap.ignore]
     out: dict = {}
     source: dict[str, str] = {}            # spec parameter → the reference key that set it
-    problems: list[str] = []
     rejected: set[str] = set()
-    by_name = {_strip(wmap, k): k for k in state_dict}
+    names, by_name, problems = _read_names(wmap, state_dict, mapping)
     joined: set[str] = set()               # keys concatenated onto an earlier source (`from: [a, b]`)
-    for key, tensor in state_dict.items():
-        name = key[len(wmap.strip_prefix):] if wmap.strip_prefix and key.startswith(wmap.strip_prefix) else key
+    for key in state_dict:
+        name = names[key]
+        if by_name[name] != key:
+            continue                       # a second name of one tensor: refused above
+        tensor = state_dict[key]
         hits = [(r, at) for r in rules for at in r.matches(name)]
         if not hits and any(o.fullmatch(name) for r in rules for o in r.others):
             continue                       # read with its rule's first source (checked below)
@@ -429,8 +513,8 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str, place=None) -> d
                     problems.append(problem)
                     rejected.add(target)
     problems += [f"reference tensor `{k}` is not used by map `{mapping}`: its rule's first tensor is missing"
-                 for k in state_dict if k not in joined and not any(r.matches(_strip(wmap, k)) for r in rules)
-                 and any(o.fullmatch(_strip(wmap, k)) for r in rules for o in r.others)]
+                 for k in state_dict if k not in joined and not any(r.matches(names[k]) for r in rules)
+                 and any(o.fullmatch(names[k]) for r in rules for o in r.others)]
     problems += _place_zeros(out, source, shapes, zeros, state_dict, mapping, place)
     # a parameter whose tensor was rejected is already reported: don't also call it "not set"
     problems += [f"spec parameter `{p}` {_shape(s)} is not set by map `{mapping}`: {_why_unset(p, rules, wmap)}"
@@ -558,8 +642,10 @@ def _why_unset(param: str, rules: list[_Rule], wmap: WeightMap) -> str:
         for t in r.rule.targets:
             if m := _pattern(t).fullmatch(param):
                 key = r.key({k: v for k, v in m.groupdict().items() if v is not None})
-                prefix = f" (or `{wmap.strip_prefix}{key}`)" if wmap.strip_prefix else ""
-                return f"the reference has no tensor `{key}`{prefix}"
+                stored = stored_name(wmap, key)
+                others = list(dict.fromkeys(k for k in (stored, wmap.strip_prefix + key if wmap.strip_prefix else "")
+                                            if k and k != key))
+                return f"the reference has no tensor `{key}`" + (f" (or {_few(others)})" if others else "")
     return "no rule's `to` names it"
 
 
@@ -612,7 +698,7 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
     `reference`: the reference's own state dict (tensors or anything with a `.shape`, e.g.
     `ref.state_dict()`) to name exactly its keys, with the map's `strip_prefix` where it has it and in its
     shapes; keys the map ignores (buffers) are left out. Without it: one key per rule and layer, without
-    the prefix. Fused targets are concatenated along dim 0, transposed ones transposed back, unstacked
+    the prefix, as the map's `renames` store it (the hub's names: `read_name` gives the rules' back). Fused targets are concatenated along dim 0, transposed ones transposed back, unstacked
     experts stacked. Raises WeightMapError naming each key no rule can make and each parameter unwritten.
     """
     ir = _ir(spec)
@@ -621,14 +707,17 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
     rules = [_Rule.of(r) for r in wmap.rules if not r.zero]
     # parameters a `zero` rule declares absent from the reference: nothing to write back
     absent = {p for r in wmap.rules if r.zero for p in _Rule(r, None).zero_targets(weights)}
-    if reference is None:
-        keys = _keys(rules, weights, tied)
+    if reference is None:   # the names the rules make, written as the map's renames store them
+        names = {stored_name(wmap, k): k for k in _keys(rules, weights, tied)}
+        by_name, problems = {}, [f"map `{mapping}` can't write `{name}` back: its renames read `{key}` as "
+                                 f"`{read_name(wmap, key)}`" for key, name in names.items() if read_name(wmap, key) != name]
     else:
-        keys = [k for k in reference
-                if not any(p.fullmatch(_strip(wmap, k)) for p in (_Glob(g) for g in wmap.ignore))]
-    out, problems, used = {}, [], set()
+        names, by_name, problems = _read_names(wmap, reference, mapping)
+    ignores = [_Glob(g) for g in wmap.ignore] if reference is not None else []   # a rule wins over an ignore
+    keys = [k for k in names if not any(p.fullmatch(names[k]) for p in ignores)]
+    out, used = {}, set()
     for key in keys:
-        name = _strip(wmap, key)
+        name = names[key]
         hit = next(((r, ats) for r in rules if (ats := r.matches(name))), None)
         if hit is None and any(o.fullmatch(name) for r in rules for o in r.others):
             continue                       # written with its rule's first source
@@ -653,9 +742,9 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
             value = _transposed(value, rule)
         if rule.scale is not None:
             value = value / rule.scale
-        prefix = key[:len(key) - len(name)]
-        names = [prefix + k for k in made.keys(at)]
-        for k, piece in zip(names, _unjoin(rule, value, names, reference)):
+        written = [by_name.get(k) or stored_name(wmap, k) for k in made.keys(at)]
+        written[0] = key
+        for k, piece in zip(written, _unjoin(rule, value, written, reference)):
             if reference is not None and tuple(piece.shape) != tuple(reference[k].shape):
                 # unit axes, or `reshape: true` (same element count): convert_state_dict checks
                 piece = piece.reshape(tuple(reference[k].shape))

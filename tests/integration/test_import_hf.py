@@ -177,14 +177,7 @@ def assert_equal_outputs(case, ref, model):
 @pytest.mark.parametrize("case", list(CASES))
 def test_imported_spec_with_checkpoint_weights_equals_transformers(case, tmp_path, capsys):
     ref = reference(case)
-    if case == "mixtral":
-        # save_pretrained writes the hub's per-expert layout (block_sparse_moe.experts.N.w1), which the map
-        # can't unstack yet (docs/huggingface.md); transformers 5's fused in-memory layout loads
-        from safetensors.torch import save_file
-        ref.config.save_pretrained(tmp_path / "ckpt")
-        save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, tmp_path / "ckpt" / "model.safetensors")
-    else:
-        ref.save_pretrained(tmp_path / "ckpt")
+    ref.save_pretrained(tmp_path / "ckpt")   # Mixtral's experts one tensor each, as the hub's: the map reads both layouts
     spec = imported(capsys, tmp_path / "ckpt", tmp_path)
     model = graphformer.build(spec).eval()
     load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf", spec)

@@ -139,8 +139,7 @@ def test_onnx_runtime_equals_torch(pair):
 
 def test_import_hf_paligemma_config(pair, tmp_path):
     """The imported spec holds the reference's count and, loaded through `hf` from the reloaded reference's state
-    dict, its logits. (save_pretrained writes transformers' checkpoint names, `language_model.model.*`, which the
-    map does not read: as llava's, it reads the module's own names, `model.language_model.*`.)"""
+    dict, its logits (the directory's own names, `language_model.model.*`: tests/integration/test_checkpoint_names.py)."""
     _, ref, _ = pair
     ref.save_pretrained(tmp_path / "ckpt")
     from graphformer.cli import main
