@@ -232,6 +232,7 @@ FIELD_TYPES = {
     "state_size": Int(1, WIDTH), "expand": Int(1, 1024),
     "time_step_rank": AnyOf((Int(1, WIDTH), Kind(str))), **dict.fromkeys(["use_bias", "use_conv_bias"], FLAG),
 }
+FAMILY_TYPES: dict[str, dict] = {}   # model_type → its own types of shared field names (they win)
 NESTED = {"rope_scaling": ROPE, "rope_parameters": ROPE, "text_config": FIELD_TYPES, "vision_config": FIELD_TYPES}
 
 
@@ -239,6 +240,8 @@ def check_types(cfg: dict, prefix: str = "") -> None:
     """HFImportError (exit 1) for the first field of FIELD_TYPES whose value has the wrong type or is out
     of range, naming the field and the value; one level into the objects of NESTED."""
     table = FIELD_TYPES if not prefix else NESTED[prefix[:-1].rsplit(".", 1)[-1]]
+    if not prefix:   # a family whose field of a shared name holds another type (SegFormer's per-stage heads)
+        table = {**table, **FAMILY_TYPES.get(cfg.get("model_type"), {})}
     for name, rule in table.items():
         if name not in cfg:
             continue
@@ -1027,6 +1030,104 @@ GPT_OSS_READ = frozenset({
 })
 
 
+# ---------------------------------------------------------------- ConvNeXt, VideoMAE, SegFormer (vision)
+
+FIELD_TYPES.update({
+    "hidden_sizes": ListOf(Int(1, WIDTH), 64, null=False), "layer_scale_init_value": Num(-1e6, 1e6, null=False),
+    **dict.fromkeys(["num_stages", "num_encoder_blocks"], Int(1, 64)),
+    **dict.fromkeys(["qv_bias", "use_mean_pooling", "reshape_last_stage"], FLAG),
+    **dict.fromkeys(["sr_ratios", "patch_sizes", "strides"], ListOf(Int(1, SIDE), 64, null=False)),
+    "mlp_ratios": ListOf(Int(1, 1024), 64, null=False), "decoder_hidden_size": Int(1, WIDTH),
+    "classifier_dropout_prob": RATE,
+})
+FAMILY_TYPES.update(segformer={"num_attention_heads": ListOf(Int(1, HEADS), 64, null=False)},   # one per stage
+                    videomae={"tubelet_size": Int(1, SIDE)})                                     # vivit's: a list
+
+
+def _stages(cfg: dict, spec: str, count: int, lists: dict[str, str]) -> dict:
+    """Per-stage list fields → one param per stage (`hidden_sizes` → hidden1..4), each list `count` long."""
+    out = {}
+    for name, param in lists.items():
+        values = cfg[name]
+        if len(values) != count:
+            raise HFImportError(f"`{name}: {show(values)}`: the {spec} spec has {count} stages, one entry each")
+        out.update({f"{param}{i + 1}": v for i, v in enumerate(values)})
+    return out
+
+
+def _convnext(cfg: dict) -> dict:
+    stages = cfg["num_stages"]
+    if stages != 4:
+        raise HFImportError(f"`num_stages: {stages}`: not supported: the convnext spec has four stages")
+    if cfg["layer_scale_init_value"] <= 0:   # the reference then has no layer scale parameters at all
+        raise HFImportError(f"`layer_scale_init_value: {cfg['layer_scale_init_value']}`: not supported: the "
+                            "convnext spec scales every block's output (the reference does only above 0)")
+    return _stages(cfg, "convnext", 4, {"hidden_sizes": "hidden", "depths": "depth"})
+
+
+CONVNEXT = Family("convnext", "convnext.yaml", {
+    "num_channels": P("channels"), "patch_size": P("patch", _square_in("convnext")), "hidden_act": P("act", act),
+    "layer_norm_eps": P("eps"), "layer_scale_init_value": P("layerscale"),
+}, frozenset({"num_stages", "hidden_sizes", "depths",   # read by _convnext
+              # any image size works (H, W are symbols); training and backbone fields; the classifier's labels
+              "image_size", "drop_path_rate", "num_labels", "out_features", "out_indices", "stage_names",
+              "_out_features", "_out_indices"}), _convnext, "ConvNextModel")
+
+
+def _videomae(cfg: dict) -> dict:
+    # VideoMAEConfig reads the hub's `qkv_bias` as qv_bias (over it where both are given); the reference's
+    # final layer norm exists where use_mean_pooling is off (a false or null one)
+    bias = cfg["qkv_bias"] if "qkv_bias" in cfg else cfg["qv_bias"]
+    return {"qv_bias": bool(bias), "final_norm": not cfg["use_mean_pooling"]}
+
+
+VIDEOMAE = Family("videomae", "videomae.yaml", {
+    "image_size": P("image", _square_in("videomae")), "patch_size": P("patch", _square_in("videomae")),
+    "num_channels": P("channels"), "num_frames": P("frames"), "tubelet_size": P("tubelet"),
+    "hidden_size": P("d_model"), "num_attention_heads": P("heads"), "num_hidden_layers": P("layers"),
+    "intermediate_size": P("d_ff"), "layer_norm_eps": P("eps"), "hidden_act": P("act", act), **ENCODER_DROPOUT,
+}, frozenset({"qv_bias", "qkv_bias", "use_mean_pooling",   # read by _videomae
+              # VideoMAEForPreTraining's decoder and loss, the classifier's labels: not part of the encoder
+              "decoder_num_attention_heads", "decoder_hidden_size", "decoder_num_hidden_layers",
+              "decoder_intermediate_size", "norm_pix_loss", "num_labels"}), _videomae, "VideoMAEModel")
+
+
+def _segformer(cfg: dict) -> dict:
+    """The per-stage lists, one param per stage. The spec's last stage attends without reduction and its
+    first three call one layer block: all reduced (sr above 1) or, where every sr is 1, all plain."""
+    if cfg["num_encoder_blocks"] != 4:
+        raise HFImportError(f"`num_encoder_blocks: {cfg['num_encoder_blocks']}`: not supported: the segformer "
+                            "spec has four stages")
+    out = _stages(cfg, "segformer", 4, {"hidden_sizes": "hidden", "depths": "depth", "num_attention_heads": "heads",
+                                        "sr_ratios": "sr", "patch_sizes": "patch", "strides": "stride",
+                                        "mlp_ratios": "mlp_ratio"})
+    ratios = [out.pop(f"mlp_ratio{i}") for i in range(1, 5)]
+    if len(set(ratios)) > 1:
+        raise HFImportError(f"`mlp_ratios: {show(ratios)}`: not supported: the segformer spec's Mix-FFNs are one "
+                            "multiple wide in every stage")
+    sr = cfg["sr_ratios"]
+    if sr[3] != 1 or len({r > 1 for r in sr[:3]}) > 1:
+        raise HFImportError(f"`sr_ratios: {show(sr)}`: not supported: the segformer spec's last stage attends "
+                            "without reduction (1) and its first three all with (above 1) or all without")
+    del out["sr4"]
+    labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2
+    head = any(str(a) == "SegformerForSemanticSegmentation" for a in cfg.get("architectures") or ())
+    return {**out, "mlp_ratio": ratios[0], "reduced": "reduced_layer" if sr[0] > 1 else "full_layer",
+            "labels": int(labels), "head": head}
+
+
+SEGFORMER = Family("segformer", "segformer.yaml", {
+    "num_channels": P("channels"), "hidden_act": P("act", act), "decoder_hidden_size": P("decoder"),
+    "classifier_dropout_prob": P("head_dropout"),
+    "reshape_last_stage": Fixed(_is(True, None), "the segformer spec's last stage is a [B, C, h, w] grid"),
+}, frozenset({"num_encoder_blocks", "hidden_sizes", "depths", "num_attention_heads", "sr_ratios", "patch_sizes",
+              "strides", "mlp_ratios", "num_labels",   # read by _segformer
+              # never read by transformers' model (its norms are nn.LayerNorm's default 1e-5); any image size
+              # works (the spec's `image` is the input's side, --set image=N); older configs' extras
+              "layer_norm_eps", "image_size", "downsampling_rates",
+              "drop_path_rate", "semantic_loss_ignore_index"}), _segformer, "SegformerForSemanticSegmentation")
+
+
 FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     Family("t5", "t5-base.yaml", {
         "vocab_size": P("vocab"), "d_model": P("d_model"), "d_kv": P("d_kv"), "d_ff": P("d_ff"),
@@ -1194,6 +1295,9 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "num_hidden_layers", "num_attention_heads",
     }), None, "WhisperForConditionalGeneration"),
     WAV2VEC2,
+    CONVNEXT,
+    VIDEOMAE,
+    SEGFORMER,
 ]}
 
 # families the issue names whose specs don't exist yet
@@ -1359,6 +1463,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                  "do_stable_layer_norm": False, "add_adapter": False, "apply_spec_augment": True,
                  "conv_dim": [512] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
                  "mask_time_prob": 0.05, "mask_feature_prob": 0.0},
+    "convnext": {"num_channels": 3, "patch_size": 4, "num_stages": 4, "hidden_sizes": [96, 192, 384, 768],
+                 "depths": [3, 3, 9, 3], "hidden_act": "gelu", "layer_norm_eps": 1e-12, "layer_scale_init_value": 1e-06},
+    "videomae": {"image_size": 224, "patch_size": 16, "num_channels": 3, "num_frames": 16, "tubelet_size": 2,
+                 "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+                 "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+                 "layer_norm_eps": 1e-12, "qv_bias": True, "use_mean_pooling": True},
+    "segformer": {"num_channels": 3, "num_encoder_blocks": 4, "depths": [2, 2, 2, 2], "sr_ratios": [8, 4, 2, 1],
+                  "hidden_sizes": [32, 64, 160, 256], "patch_sizes": [7, 3, 3, 3], "strides": [4, 2, 2, 2],
+                  "num_attention_heads": [1, 2, 5, 8], "mlp_ratios": [4, 4, 4, 4], "hidden_act": "gelu",
+                  "classifier_dropout_prob": 0.1, "decoder_hidden_size": 256, "reshape_last_stage": True},
     # the sub-configs' own classes (CLIP, LLaVA, PaliGemma)
     "clip_text_model": {"vocab_size": 49408, "max_position_embeddings": 77, "hidden_size": 512,
                         "num_attention_heads": 8, "intermediate_size": 2048, "num_hidden_layers": 12,
@@ -1399,6 +1513,7 @@ ALIASES: dict[str, dict[str, str]] = {
     "whisper": {"hidden_size": "d_model", "num_hidden_layers": "encoder_layers",
                 "num_attention_heads": "encoder_attention_heads"},
     "llava": {"image_token_id": "image_token_index"}, "paligemma": {"image_token_id": "image_token_index"},
+    "convnext": {"num_hidden_layers": "num_stages"}, "segformer": {"num_hidden_layers": "num_encoder_blocks"},
 }
 
 # A composite config's sub-configs: key → (model_type where the sub-config names none, the composite's own
@@ -1642,7 +1757,8 @@ def looks_like_hf_config(data) -> str | None:
 # ---------------------------------------------------------------- does a checkpoint fit a spec?
 
 # Integer params that no tensor's shape shows: a checkpoint can't be checked for them by its tensors
-SHAPE_FREE_INTS = frozenset({"heads", "text_heads", "vision_heads", "eos_token"})
+SHAPE_FREE_INTS = frozenset({"heads", "text_heads", "vision_heads", "eos_token",
+                             "heads1", "heads2", "heads3", "heads4"})   # Swin's and SegFormer's per stage
 
 
 def config_mismatches(params: dict, cfg: dict) -> list[str]:

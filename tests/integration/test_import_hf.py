@@ -81,6 +81,26 @@ def dt_io():
     return kw, kw, [("action_preds", "action_preds"), ("state_preds", "state_preds")]
 
 
+def convnext_io():   # odd sides: every downsampling rounds down
+    x = torch.randn(2, 2, 29, 27, generator=torch.Generator().manual_seed(2))
+    return {"pixel_values": x}, {"pixel_values": x}, [("last_hidden_state", "last_hidden_state"),
+                                                      ("pooler_output", "pooler_output")]
+
+
+def videomae_io():
+    x = torch.randn(2, 6, 3, 15, 15, generator=torch.Generator().manual_seed(2))
+    return {"pixel_values": x}, {"pixel_values": x}, [("last_hidden_state", "last_hidden_state")]
+
+
+def segformer_io(output="last_hidden_state"):
+    x = torch.randn(2, 3, 45, 45, generator=torch.Generator().manual_seed(2))
+    return {"pixel_values": x}, {"pixel_values": x}, [(output, output)]
+
+
+SEGFORMER_CFG = dict(hidden_sizes=[8, 12, 20, 24], num_attention_heads=[1, 2, 4, 3], depths=[1, 2, 1, 1],
+                     sr_ratios=[4, 2, 2, 1], mlp_ratios=[2, 2, 2, 2], patch_sizes=[5, 3, 3, 3], strides=[3, 2, 2, 2],
+                     hidden_act="gelu_new")
+
 # family: (model class, config class, config kwargs, inputs → (reference kwargs, our kwargs, output pairs))
 CASES = {
     "llama": ("LlamaForCausalLM", "LlamaConfig", llama_cfg(hidden_act="gelu"), lm),
@@ -134,7 +154,18 @@ CASES = {
     "decision_transformer": ("DecisionTransformerModel", "DecisionTransformerConfig", dict(
         state_dim=5, act_dim=3, hidden_size=40, max_ep_len=30, n_positions=40, n_head=5, n_inner=56, n_layer=2),
         dt_io),
+    "convnext": ("ConvNextModel", "ConvNextConfig", dict(
+        num_channels=2, patch_size=2, hidden_sizes=[8, 12, 16, 20], depths=[1, 2, 1, 1], hidden_act="gelu_new",
+        layer_norm_eps=1e-6, layer_scale_init_value=0.5), convnext_io),
+    "videomae": ("VideoMAEModel", "VideoMAEConfig", dict(
+        image_size=15, patch_size=5, tubelet_size=3, num_frames=6, hidden_size=30, num_hidden_layers=2,
+        num_attention_heads=3, intermediate_size=41, use_mean_pooling=False, layer_norm_eps=1e-6), videomae_io),
+    "segformer": ("SegformerModel", "SegformerConfig", SEGFORMER_CFG, segformer_io),
+    "segformer-semantic": ("SegformerForSemanticSegmentation", "SegformerConfig", dict(
+        SEGFORMER_CFG, decoder_hidden_size=20, num_labels=7), lambda: segformer_io("logits")),
 }
+# The image side is the input's size, not a config field: SegFormer's spec folds tokens into grids of a known side
+SETS = {"segformer": {"image": 45}, "segformer-semantic": {"image": 45}}
 
 
 def reference(case):
@@ -145,6 +176,9 @@ def reference(case):
     with torch.no_grad():   # norm scales and biases away from 1 and 0, so a wrong map can't hide
         for p in ref.parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=g))
+        for name, b in ref.named_buffers():   # batch norms' running statistics are weights too
+            if name.endswith(("running_mean", "running_var")):
+                b.add_(0.1 * torch.rand(b.shape, generator=g))
     return ref.eval()
 
 
@@ -155,14 +189,14 @@ def run(capsys, *argv):
     return rc, out, err
 
 
-def imported(capsys, directory, tmp_path):
+def imported(capsys, directory, tmp_path, overrides=None):
     spec_file = tmp_path / "spec.yaml"
     rc, _, err = run(capsys, "import", "hf", directory, "-o", spec_file)
     assert rc == 0, err
     assert "warning" not in err, err     # every field save_pretrained writes is known, none missing
     rc, _, err = run(capsys, "check", spec_file)
     assert rc == 0 and "warning" not in err, err
-    return graphformer.load(spec_file)
+    return graphformer.load(spec_file, overrides=overrides)
 
 
 def assert_equal_outputs(case, ref, model):
@@ -178,7 +212,7 @@ def assert_equal_outputs(case, ref, model):
 def test_imported_spec_with_checkpoint_weights_equals_transformers(case, tmp_path, capsys):
     ref = reference(case)
     ref.save_pretrained(tmp_path / "ckpt")   # Mixtral's experts one tensor each, as the hub's: the map reads both layouts
-    spec = imported(capsys, tmp_path / "ckpt", tmp_path)
+    spec = imported(capsys, tmp_path / "ckpt", tmp_path, SETS.get(case))
     model = graphformer.build(spec).eval()
     load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf", spec)
     assert_equal_outputs(case, ref, model)
