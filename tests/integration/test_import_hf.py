@@ -161,11 +161,13 @@ CASES = {
         image_size=15, patch_size=5, tubelet_size=3, num_frames=6, hidden_size=30, num_hidden_layers=2,
         num_attention_heads=3, intermediate_size=41, use_mean_pooling=False, layer_norm_eps=1e-6), videomae_io),
     "segformer": ("SegformerModel", "SegformerConfig", SEGFORMER_CFG, segformer_io),
+    "segformer-unreduced": ("SegformerModel", "SegformerConfig", dict(SEGFORMER_CFG, sr_ratios=[1, 1, 1, 1]),
+                            segformer_io),
     "segformer-semantic": ("SegformerForSemanticSegmentation", "SegformerConfig", dict(
         SEGFORMER_CFG, decoder_hidden_size=20, num_labels=7), lambda: segformer_io("logits")),
 }
 # The image side is the input's size, not a config field: SegFormer's spec folds tokens into grids of a known side
-SETS = {"segformer": {"image": 45}, "segformer-semantic": {"image": 45}}
+SETS = dict.fromkeys(("segformer", "segformer-semantic", "segformer-unreduced"), {"image": 45})
 
 
 def reference(case):
@@ -266,6 +268,18 @@ def llama_json(**kw):
     ({"model_type": "clip", "text_config": {"eos_token_id": [7, 8], "vocab_size": 60}}, "text_config.eos_token_id"),
     ({"model_type": "whisper", "tie_word_embeddings": False}, "tie_word_embeddings"),
     ({"model_type": "whisper", "activation_function": "mish"}, "activation_function"),
+    ({"model_type": "convnext", "num_stages": 3}, "num_stages"),
+    ({"model_type": "convnext", "depths": [1, 2, 3]}, "depths"),
+    ({"model_type": "convnext", "layer_scale_init_value": 0.0}, "layer_scale_init_value"),
+    ({"model_type": "convnext", "patch_size": [4, 2]}, "patch_size"),
+    ({"model_type": "videomae", "image_size": [32, 16]}, "image_size"),
+    ({"model_type": "videomae", "tubelet_size": [2, 16, 16]}, "tubelet_size"),
+    ({"model_type": "segformer", "sr_ratios": [8, 4, 2, 2]}, "sr_ratios"),
+    ({"model_type": "segformer", "sr_ratios": [8, 1, 2, 1]}, "sr_ratios"),
+    ({"model_type": "segformer", "mlp_ratios": [4, 4, 4, 8]}, "mlp_ratios"),
+    ({"model_type": "segformer", "num_attention_heads": 4}, "num_attention_heads"),
+    ({"model_type": "segformer", "reshape_last_stage": False}, "reshape_last_stage"),
+    ({"model_type": "segformer", "num_encoder_blocks": 3}, "num_encoder_blocks"),
 ])
 def test_unsupported_knob_is_an_error_naming_the_field(tmp_path, capsys, cfg, field):
     rc, out, err = run(capsys, "import", "hf", write_config(tmp_path, **cfg), "-o", tmp_path / "x.yaml")
@@ -403,6 +417,8 @@ SMALL = {
     **{k: CASES[k][2] for k in ("llama", "mistral", "mixtral", "qwen2", "gemma2", "olmo2", "phi", "gpt_neox", "bloom",
                                 "gpt2", "bert", "vit", "swin", "clip", "whisper", "decision_transformer")},
     "audio-spectrogram-transformer": CASES["ast"][2],
+    **{k: CASES[k][2] for k in ("convnext", "videomae")},
+    "segformer": CASES["segformer-semantic"][2],
     "t5": dict(vocab_size=V, d_model=40, d_kv=8, d_ff=56, num_layers=2, num_decoder_layers=3, num_heads=5,
                relative_attention_num_buckets=16, relative_attention_max_distance=20, feed_forward_proj="gated-gelu",
                layer_norm_epsilon=1e-5),
@@ -508,6 +524,15 @@ def test_a_sparse_config_imports_as_transformers_reads_it(kind):
                     want = rule.convert(getattr(ref, name), name) if rule.convert else getattr(ref, name)
                     assert ours[rule.param] == want, (kind, name)
     assert compared >= len(sparse_configs) // 2, compared
+
+
+def test_videomae_reads_the_hubs_qkv_bias_as_transformers_does():
+    """VideoMAEConfig takes the hub's `qkv_bias` over `qv_bias`; use_mean_pooling off is the final norm."""
+    for cfg in ({"qkv_bias": False}, {"qkv_bias": False, "qv_bias": True}, {"qv_bias": False},
+                {"use_mean_pooling": False}):
+        ref = T.VideoMAEConfig.from_dict({"model_type": "videomae", **cfg})
+        params = hf.convert_config({"model_type": "videomae", **cfg}).params
+        assert params["qv_bias"] is bool(ref.qv_bias) and params["final_norm"] is not bool(ref.use_mean_pooling), cfg
 
 
 def test_a_field_without_a_transformers_default_keeps_the_spec_default_with_a_warning(tmp_path, capsys):
