@@ -1039,6 +1039,7 @@ FIELD_TYPES.update({
     **dict.fromkeys(["sr_ratios", "patch_sizes", "strides"], ListOf(Int(1, SIDE), 64, null=False)),
     "mlp_ratios": ListOf(Int(1, 1024), 64, null=False), "decoder_hidden_size": Int(1, WIDTH),
     "classifier_dropout_prob": RATE,
+    "architectures": ListOf(TEXT, 64),   # read by the families whose head it switches (a number would not iterate)
 })
 FAMILY_TYPES.update(segformer={"num_attention_heads": ListOf(Int(1, HEADS), 64, null=False)},   # one per stage
                     videomae={"tubelet_size": Int(1, SIDE)})                                     # vivit's: a list

@@ -280,6 +280,8 @@ def llama_json(**kw):
     ({"model_type": "segformer", "num_attention_heads": 4}, "num_attention_heads"),
     ({"model_type": "segformer", "reshape_last_stage": False}, "reshape_last_stage"),
     ({"model_type": "segformer", "num_encoder_blocks": 3}, "num_encoder_blocks"),
+    ({"model_type": "segformer", "architectures": 5}, "architectures"),
+    ({"model_type": "timesformer", "architectures": [7]}, "architectures"),
 ])
 def test_unsupported_knob_is_an_error_naming_the_field(tmp_path, capsys, cfg, field):
     rc, out, err = run(capsys, "import", "hf", write_config(tmp_path, **cfg), "-o", tmp_path / "x.yaml")
