@@ -537,6 +537,15 @@ def test_videomae_reads_the_hubs_qkv_bias_as_transformers_does():
         assert params["qv_bias"] is bool(ref.qv_bias) and params["final_norm"] is not bool(ref.use_mean_pooling), cfg
 
 
+def test_per_stage_head_counts_are_compared_with_a_checkpoints_config():
+    """No tensor shows SegFormer's heads per stage, so a checkpoint's config is compared with them."""
+    cfg = {"model_type": "segformer", **SEGFORMER_CFG}
+    params = hf.convert_config(dict(cfg)).params
+    assert hf.config_mismatches(params, cfg) == []
+    lines = hf.config_mismatches({**params, "heads2": 1}, cfg)
+    assert len(lines) == 1 and lines[0].startswith("`heads2` is 1 in the spec, 2 in the config"), lines
+
+
 def test_a_field_without_a_transformers_default_keeps_the_spec_default_with_a_warning(tmp_path, capsys):
     cfg = {"model_type": "deepseek_v2", **SMALL["deepseek_v2"]}
     del cfg["num_experts_per_tok"]
