@@ -27,6 +27,8 @@ HF = [c for c in rt.CASES if c.endswith("/hf")]
 SLOW = {"llava/hf", "paligemma/hf", "whisper-base/hf", "t5-base/hf", "deepseek-v2/hf", "segformer/hf", "gpt-oss/hf",
         "swin-t/hf", "deberta-v2/hf", "modernbert/hf"}
 ALIASES = {"tokens": "input_ids", "mask": "attention_mask", "pixels": "pixel_values", "positions": "position_ids"}
+# the maps whose stored shapes differ from the parameters' (`stored_shape`): their outputs must be compared
+UNIT_AXES = {"vit-b16/hf", "clip-vit-b32/hf", "ast/hf", "timesformer/hf", "vivit/hf", "dinov2/hf", "llava/hf"}
 COMPARED = {}   # case → the outputs compared with the reference's (printed with -s)
 
 
@@ -50,7 +52,7 @@ def _case(case):
 
 
 def _text(v) -> str:
-    return json.dumps(v) if isinstance(v, (bool, list)) else str(v)
+    return ",".join(map(str, v)) if isinstance(v, list) else json.dumps(v) if isinstance(v, bool) else str(v)
 
 
 def _save(argv, out, capsys, seed=3):
@@ -77,23 +79,39 @@ def test_written_through_the_cli_loads_with_from_pretrained(case, tmp_path, caps
     got = loaded.eval().state_dict()
     for k, v in want.items():
         assert torch.equal(got[k], v), k
-    COMPARED[case] = _same_outputs(s, ours, loaded)
+    COMPARED[case] = _same_outputs(ours, loaded)
     print(case, "outputs compared:", COMPARED[case])
+    assert COMPARED[case] or case not in UNIT_AXES, "no output compared for a model whose map gives stored shapes"
 
 
-def _same_outputs(s, ours, ref):
-    """Our outputs and the reference's, on our example inputs, for every output both name alike (LM logits,
-    vision encoders' hidden states): within fp32 parity. Skipped where the reference takes other inputs."""
+def _same_outputs(ours, ref) -> list[str]:
+    """Our outputs and the reference's, on our example inputs (masks all ones), for every output both name alike
+    (LM logits, encoders' hidden states): within fp32 parity. The cases' specs match their references in sizes
+    only, so ours is rebuilt from the reference's config as `import hf` reads it (the function's knobs: eps,
+    activation, rotary base), holding the same weights. [] where that import or the inputs don't fit."""
     import inspect
     from graphformer.backends.torch import example_inputs
-    inputs = example_inputs(s, seed=0)
+    from graphformer.frontend.hf import HFImportError, convert_config, spec_path
+    try:
+        imported = convert_config(ref.config.to_dict())
+        s = graphformer.load(spec_path(imported.family), overrides=dict(imported.params))
+        twin = graphformer.build(s).eval()
+        twin.load_state_dict(ours.state_dict())
+    except (HFImportError, RuntimeError, graphformer.SpecError):
+        return []
+    inputs = {k: torch.ones_like(v) if k in ("mask", "attention_mask") else v
+              for k, v in example_inputs(s, seed=0).items()}
     accepted = inspect.signature(ref.forward).parameters
     theirs = {ALIASES.get(k, k): v for k, v in inputs.items()}
     if not set(theirs) <= set(accepted):
         return []
     with torch.no_grad():
-        mine, out = ours(**inputs), ref(**theirs)
-    compared = [k for k in mine if getattr(out, k, None) is not None]
+        mine = twin(**inputs)
+        try:
+            out = ref(**theirs)
+        except RuntimeError:   # DeepSeek-V2's reloaded experts take transformers' grouped kernel, which refuses
+            return []          # these tiny strides: its weights are compared above, its function by test_parity_*
+    compared = [k for k in mine if isinstance(getattr(out, k, None), torch.Tensor)]
     for k in compared:
         want = getattr(out, k)
         assert (mine[k] - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item()), k
