@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
                    help="float32 (default), bfloat16 or float16 (aliases fp32, bf16, fp16)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the parameter init (default 0)")
     p.add_argument("--weights", metavar="FILE|DIR", help="load weights (.safetensors, .pt, .bin, or a "
-                        "save_pretrained directory) through --weights-map (default hf for a directory)")
+                        "save_pretrained directory) through --weights-map (default hf for a directory; none: "
+                        "the spec's own names, as -o writes them)")
     p.add_argument("--weights-map", metavar="NAME", help="the spec's weight map that names FILE's tensors (e.g. hf)")
     p.add_argument("-o", "--output", metavar="FILE.safetensors|DIR", help="write the state dict as safetensors "
                    "in the spec's names; with --save-map, a checkpoint directory in the map's names")
@@ -53,8 +54,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     default_weights(args)   # a save_pretrained directory: its weights, named by the spec's transformers map
     result = load_checked(args.spec, args)
-    if bool(args.weights) != bool(args.weights_map):
-        raise CommandError("--weights and --weights-map go together: the map says how FILE's names fit the spec")
+    if args.weights_map and not args.weights:
+        raise CommandError("--weights-map names the tensors of --weights FILE|DIR: give the weights too")
     require_weight_map(result.ir, args.weights_map)
     if args.save_map is not None:
         _check_save_map(result.ir, args)   # before anything is built: a map that can't write is the spec's error
@@ -91,7 +92,8 @@ def run(args) -> int:
     out.write(f"{spec.name}: {n_params:,} parameters ({device}, {args.dtype}), built in {_secs(t_build)}\n")
     if args.weights:
         _load_weights(model, spec, args, device)
-        out.write(f"loaded {args.weights} through weight map `{args.weights_map}`\n")
+        out.write(f"loaded {args.weights} " + (f"through weight map `{args.weights_map}`\n" if args.weights_map
+                                               else "in the spec's own names\n"))
 
     dim_text = ", ".join(f"{k}={v}" for k, v in dims.items())
     if meta:
@@ -171,12 +173,29 @@ def _load_weights(model, spec, args, device) -> None:
         state = read_state_dict(path)
     except WeightFileError as e:
         raise CommandError(f"--weights: {e}") from None
+    if mapping is None:   # the spec's own names (what `build -o` and a training loop's state_dict write)
+        _load_own(model, spec, state, path)
+        return
     try:
         load_weights(model, state, mapping, spec)
     except WeightMapError as e:
         hint = _fit_hint(spec, shape_stubs(state), args, e.problems)   # tried on shapes: nothing read
         raise CommandError(f"--weights: {e}{hint}", EXIT_SPEC) from None
     check_checkpoint_config(spec.params, path, mapping)   # after the sizes: their hint is the first to act on
+
+
+def _load_own(model, spec, state, path: str) -> None:
+    """Weights in the spec's parameter names: exactly the spec's tensors, or exit 1 naming what differs."""
+    import torch
+    from ..weights.maps import check_shapes
+    problems = check_shapes(spec, state)
+    if problems:
+        raise CommandError(f"--weights: `{path}` does not hold spec `{spec.name}`'s parameters (a reference's "
+                           f"checkpoint? name its map with --weights-map): " + "; ".join(problems), EXIT_SPEC)
+    own = model.state_dict()
+    with torch.no_grad():
+        for k in own:
+            own[k].copy_(torch.as_tensor(state[k]))
 
 
 def _fit_hint(spec, state, args, problems) -> str:

@@ -231,3 +231,29 @@ def test_stored_name_keeps_a_run_an_undone_rename_wrote():
                          ("vision_tower.encoder.layers.1.mlp.fc1.weight",
                           "vision_tower.vision_model.encoder.layers.1.mlp.fc1.weight")]:
         assert stored_name(wmap, name) == stored and read_name(wmap, stored) == name
+
+
+def test_weights_in_the_spec_own_names_convert_to_the_reference(tmp_path, capsys):
+    """A model trained in graphformer keeps the spec's names (`build -o`, a state_dict): `--weights` without a map
+    reads them, and `--save-map hf` writes them in the reference's names."""
+    from safetensors.torch import save_file
+    s = rt.spec("gpt2", None, vocab=97, max_len=32, d_model=24, heads=3, layers=2)
+    trained = graphformer.build(s, seed=11)
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(tmp_path / "trained.safetensors"))
+    argv = ["build", "gpt2", "--set", "vocab=97", "max_len=32", "d_model=24", "heads=3", "layers=2", "--quiet"]
+    assert cli.main(argv + ["--weights", str(tmp_path / "trained.safetensors"), "-o", str(tmp_path / "out"),
+                            "--save-map", "hf"]) == 0, capsys.readouterr().err
+    assert "in the spec's own names" in capsys.readouterr().out
+    config = T.GPT2Config(vocab_size=97, n_positions=32, n_embd=24, n_head=3, n_layer=2)
+    config.save_pretrained(tmp_path / "out")
+    loaded = T.GPT2LMHeadModel.from_pretrained(tmp_path / "out").eval()
+    ids = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got, want = trained.eval()(tokens=ids)["logits"], loaded(input_ids=ids).logits
+    assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item())
+    # a reference's checkpoint given without its map: exit 1, naming the problem and the option
+    save_file({k: v.contiguous() for k, v in loaded.state_dict().items() if k != "lm_head.weight"},
+              str(tmp_path / "ref.safetensors"))
+    assert cli.main(argv + ["--weights", str(tmp_path / "ref.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert "--weights-map" in err and "Traceback" not in err, err
