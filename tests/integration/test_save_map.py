@@ -221,6 +221,15 @@ def test_a_stored_shape_that_does_not_fit_is_gf302(tmp_path, shape, message):
     assert diags[0].span.line == 13
 
 
+def test_stored_shape_on_a_rule_that_reads_no_single_tensor_is_gf302(tmp_path):
+    from graphformer.frontend.check import check_file
+    path = tmp_path / "reshaped.yaml"
+    path.write_text(RESHAPED.replace("      - {from: conv.flat, to: conv.weight, reshape: true}",
+                                     "      - {to: conv.weight, zero: true, stored_shape: [48]}"))
+    diags = [d for d in check_file(str(path)).diagnostics if d.is_error]
+    assert [d.code for d in diags] == ["GF302"] and "`zero` rule reads no tensor" in diags[0].message, diags
+
+
 def test_stored_name_keeps_a_run_an_undone_rename_wrote():
     """LLaVA's renames read `language_model.model` as `language_model` and `language_model.lm_head` as `lm_head`:
     the head is written `language_model.lm_head.weight` (the hub's), not `language_model.model.lm_head.weight`."""
