@@ -1924,6 +1924,54 @@ weight_maps:
       - {from: up.bias, to: up.bias}
 """),
     Code(
+        "GF301", "a weight-map rule a checkpoint writer can't invert",
+        ("`build --save-map NAME -o DIR` writes the parameters back under the reference's names, undoing each rule "
+         "of map NAME without the reference at hand. Most steps undo themselves (a transpose, a split fused back "
+         "by its layout, a scale divided out, renames), but `reshape: true` only says the reference stores the "
+         "tensor in another shape with as many elements, not which: the writer would have to guess."),
+        fix="Say the shape the reference stores the tensor in with `stored_shape: [...]` (dims over params) on the "
+            "rule: `{from: conv.flat, to: conv.weight, reshape: true, stored_shape: [d, d * k]}`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d: 4, k: 3}
+dims: {B: 2, n: 5}
+inputs:
+  x: {shape: [B, d, n]}
+nodes:
+  conv: {op: conv1d, in: x, out: d, kernel: k, bias: false}
+outputs: {y: conv}
+weight_maps:
+  ref:
+    rules:
+      - {from: conv.flat, to: conv.weight, reshape: true}
+""",
+        command=("build", "--quiet", "--save-map", "ref", "-o", "out")),
+    Code(
+        "GF302", "a weight-map `stored_shape` that doesn't fit its rule",
+        ("`stored_shape` is the shape the reference stores one tensor in (a checkpoint writer gives the tensor that "
+         "shape): it must hold exactly the elements of the parameters the rule makes (all of them, for a fused "
+         "tensor), have sizes that are non-negative integers, and belong to a rule that reads one tensor (not a "
+         "`zero` rule, not `from: [...]`)."),
+        fix="Give the reference's shape: the parameter's with unit axes added or removed (`[1, 1, d_model]` for a "
+            "`[1, d_model]` class token), or the fused tensor's whole shape; or remove it from a rule that reads no "
+            "single tensor.",
+        example="""\
+graphformer: 1
+name: case
+params: {d: 8}
+dims: {B: 2, n: 3}
+inputs:
+  x: {shape: [B, n, d]}
+nodes:
+  cls: {op: prepend_tokens, in: x, count: 1}
+outputs: {y: cls}
+weight_maps:
+  hf:
+    rules:
+      - {from: embeddings.cls_token, to: cls.tokens, stored_shape: [1, 2, d]}
+"""),
+    Code(
         "GF276", "2-D convolution output size not positive",
         ("A `conv2d` reads d·(k − 1) + 1 input pixels along each axis for each output pixel (kernel k, "
          "dilation d). When an image side, with its padding on both ends, is shorter than that, "

@@ -6,13 +6,16 @@ rule or a lowering), reported as an internal error (exit 3) naming the node.
 """
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import sys
 import time
 
 from ..analysis import memory
 from ..weights.checkpoint import is_hf_directory
 from ..base.diagnostics import SourceCache, render
+from .terminal import wants_color
 from ..base.dtypes import dtype_arg
 from ..base.fileio import resolve_output
 from ..frontend.infer import at_dims, infer
@@ -36,17 +39,26 @@ def add_parser(sub) -> None:
                    help="float32 (default), bfloat16 or float16 (aliases fp32, bf16, fp16)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the parameter init (default 0)")
     p.add_argument("--weights", metavar="FILE|DIR", help="load weights (.safetensors, .pt, .bin, or a "
-                        "save_pretrained directory) through --weights-map (default hf for a directory)")
+                        "save_pretrained directory) through --weights-map (default hf for a directory; none: "
+                        "the spec's own names, as -o writes them)")
     p.add_argument("--weights-map", metavar="NAME", help="the spec's weight map that names FILE's tensors (e.g. hf)")
-    p.add_argument("-o", "--output", metavar="FILE.safetensors", help="write the state dict as safetensors")
+    p.add_argument("-o", "--output", metavar="FILE.safetensors|DIR", help="write the state dict as safetensors "
+                   "in the spec's names; with --save-map, a checkpoint directory in the map's names")
+    p.add_argument("--save-map", metavar="NAME", help="write -o DIR in weight map NAME's names and shapes (the "
+                   "reference's, e.g. hf: model.safetensors, sharded above --max-shard-size, and the config.json of "
+                   "a checkpoint directory given as SPEC or --weights), so that its from_pretrained loads it")
+    p.add_argument("--max-shard-size", metavar="SIZE", type=size_arg, default=DEFAULT_SHARD,
+                   help="with --save-map: the largest weights file, e.g. 500MB, 2GiB (default 5GB, as save_pretrained)")
 
 
 def run(args) -> int:
     default_weights(args)   # a save_pretrained directory: its weights, named by the spec's transformers map
     result = load_checked(args.spec, args)
-    if bool(args.weights) != bool(args.weights_map):
-        raise CommandError("--weights and --weights-map go together: the map says how FILE's names fit the spec")
+    if args.weights_map and not args.weights:
+        raise CommandError("--weights-map names the tensors of --weights FILE|DIR: give the weights too")
     require_weight_map(result.ir, args.weights_map)
+    if args.save_map is not None:
+        _check_save_map(result.ir, args)   # before anything is built: a map that can't write is the spec's error
     (backend,) = import_torch(".backends.torch")
     from ..ir.spec import Spec
     spec = Spec.checked(result.ir, result.diagnostics)
@@ -55,7 +67,8 @@ def run(args) -> int:
     meta = device.type == "meta"
     if args.output and meta:
         raise CommandError("-o: a model on the meta device has no weights to write (use --device cpu)")
-    if args.output:
+    config = _config_to_copy(args, spec) if args.save_map is not None else None
+    if args.output and args.save_map is None:
         resolve_output(args.output)  # a missing directory or a device: say so before the slow part
     if not meta:
         _check_dims(spec, dims, args.spec)
@@ -79,7 +92,8 @@ def run(args) -> int:
     out.write(f"{spec.name}: {n_params:,} parameters ({device}, {args.dtype}), built in {_secs(t_build)}\n")
     if args.weights:
         _load_weights(model, spec, args, device)
-        out.write(f"loaded {args.weights} through weight map `{args.weights_map}`\n")
+        out.write(f"loaded {args.weights} " + (f"through weight map `{args.weights_map}`\n" if args.weights_map
+                                               else "in the spec's own names\n"))
 
     dim_text = ", ".join(f"{k}={v}" for k, v in dims.items())
     if meta:
@@ -92,7 +106,9 @@ def run(args) -> int:
               f"at all {n_checked} nodes\n")
     for name, y in outputs.items():
         out.write(f"  {name}  {list(y.shape)}  {str(y.dtype).removeprefix('torch.')}\n")
-    if args.output:
+    if args.output and args.save_map is not None:
+        _save_mapped(model, spec, args, config)
+    elif args.output:
         size = _save(model, spec, args.output)
         out.write(f"wrote {args.output} ({len(model.state_dict())} tensors, {size / 1e6:.1f} MB)\n")
     return EXIT_OK
@@ -157,12 +173,29 @@ def _load_weights(model, spec, args, device) -> None:
         state = read_state_dict(path)
     except WeightFileError as e:
         raise CommandError(f"--weights: {e}") from None
+    if mapping is None:   # the spec's own names (what `build -o` and a training loop's state_dict write)
+        _load_own(model, spec, state, path)
+        return
     try:
         load_weights(model, state, mapping, spec)
     except WeightMapError as e:
         hint = _fit_hint(spec, shape_stubs(state), args, e.problems)   # tried on shapes: nothing read
         raise CommandError(f"--weights: {e}{hint}", EXIT_SPEC) from None
     check_checkpoint_config(spec.params, path, mapping)   # after the sizes: their hint is the first to act on
+
+
+def _load_own(model, spec, state, path: str) -> None:
+    """Weights in the spec's parameter names: exactly the spec's tensors, or exit 1 naming what differs."""
+    import torch
+    from ..weights.maps import check_shapes
+    problems = check_shapes(spec, state)
+    if problems:
+        raise CommandError(f"--weights: `{path}` does not hold spec `{spec.name}`'s parameters (a reference's "
+                           f"checkpoint? name its map with --weights-map): " + "; ".join(problems), EXIT_SPEC)
+    own = model.state_dict()
+    with torch.no_grad():
+        for k in own:
+            own[k].copy_(torch.as_tensor(state[k]))
 
 
 def _fit_hint(spec, state, args, problems) -> str:
@@ -191,3 +224,90 @@ def _save(model, spec, path: str) -> int:
     with atomic_output(path) as fh:
         save_safetensors(model, fh, {"graphformer_spec": spec.name, "format": "pt"})
     return os.path.getsize(path)
+
+
+# ---------------------------------------------------------------- --save-map: a checkpoint in a reference's names
+
+DEFAULT_SHARD = 5 * 10**9
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def size_arg(text: str) -> int:
+    """`--max-shard-size`: bytes, or a number with a unit (KB, MB, GB: powers of 10; KiB, MiB, GiB: of 2)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = m and _UNITS.get(m.group(2).lower())
+    if not unit or not 1 <= float(m.group(1)) * unit <= 2**62:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a size (e.g. 500MB, 5GB, 2GiB)")
+    return int(float(m.group(1)) * unit)
+
+
+def _check_save_map(ir, args) -> None:
+    """--save-map needs -o and a map that exists; a rule the writer can't invert is GF301 at its line."""
+    from ..base.diagnostics import Diagnostic
+    from ..weights.maps import unwritable_rules
+    if not args.output:
+        raise CommandError("--save-map writes a checkpoint directory: give it with -o DIR")
+    if args.save_map not in ir.weight_maps:
+        require_weight_map(ir, args.save_map)
+    problems = [Diagnostic("GF301", f"weight map `{args.save_map}` can't write this rule's tensor back: {why}",
+                           rule.span, help="`stored_shape: [...]` (dims over params) says the shape the reference "
+                                           "stores; docs/weight-maps.md")
+                for rule, why in unwritable_rules(ir.weight_maps[args.save_map])]
+    if problems:
+        sys.stderr.write(render(problems, "text", SourceCache(), wants_color(sys.stderr)))
+        raise CommandError("", EXIT_SPEC)
+
+
+def _config_to_copy(args, spec) -> bytes | None:
+    """The config.json of the checkpoint directory given as SPEC or --weights (read bounded, as data), once it is
+    known to describe the spec: its import gives the spec's params, so `from_pretrained` builds the model the
+    weights belong to. None when there is none (a note says so)."""
+    from ..weights.checkpoint import is_hf_directory
+    source = next((d for d in (args.spec, args.weights) if isinstance(d, str) and is_hf_directory(d)), None)
+    if source is None:
+        sys.stderr.write("note: no config.json written: give a transformers checkpoint directory as SPEC or --weights "
+                         "to copy its config (from_pretrained needs one beside the weights)\n")
+        return None
+    from ..base.reading import FileProblem, inside, read_input
+    from ..frontend.hf import HFImportError, convert_config, read_config
+    try:
+        data = read_input(inside(source, "config.json"), "config")
+        imported = convert_config(read_config(source))
+    except FileProblem as e:
+        raise CommandError(f"{source}: {e}") from None
+    except HFImportError as e:
+        raise CommandError(f"{source}: {e}", e.code) from None
+    differ = [f"`{k}`: config {v!r}, spec {spec.params.get(k)!r}" for k, v in imported.params.items()
+              if not _same_param(v, spec.params.get(k))]
+    if differ:
+        raise CommandError(f"--save-map: `{source}/config.json` describes another model than the spec (changed with "
+                           f"--set?): " + "; ".join(differ[:6]) + "; from_pretrained would build that model, so "
+                           "the config is not copied: write to a new directory without it, or drop the --set",
+                           EXIT_SPEC)
+    return data
+
+
+def _same_param(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_param(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _save_mapped(model, spec, args, config: bytes | None) -> None:
+    from ..backends.torch.weights import write_checkpoint
+    from ..weights.maps import WeightMapError, to_reference
+    try:
+        tensors = to_reference(spec, {k: v.detach() for k, v in model.state_dict().items()}, args.save_map)
+    except WeightMapError as e:
+        raise CommandError(f"--save-map: {e}", EXIT_SPEC) from None
+    meta = {"format": "pt", "graphformer_spec": spec.name, "weight_map": args.save_map}
+    names = write_checkpoint(tensors, args.output, meta, args.max_shard_size,
+                             {"config.json": config} if config is not None else None)
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    shards = [n for n in names if n.endswith(".safetensors")]
+    files = [n for n in names if n not in shards] + ([f"{len(shards)} shards"] if len(shards) > 1 else shards)
+    sys.stdout.write(f"wrote {args.output}/ in map `{args.save_map}`'s names: {', '.join(files)} ({len(tensors)} "
+                     f"tensors, {size / 1e6:.1f} MB)\n")

@@ -13,6 +13,7 @@ from ..ops import REGISTRY
 from ..ops.base import TensorType
 from ..analysis.summary import param_shapes, rows
 from .load import load_program
+from ..weights.maps import stored_shape_problems
 
 
 @dataclass
@@ -46,6 +47,10 @@ def check_file(path: str, preset: str | None = None, overrides: dict[str, int] |
     diags += check_block_inputs(ir)
     if not any(d.is_error for d in diags):
         diags += shared_checks(ir)
+        diags += [Diagnostic("GF302", f"weight map `{name}`: {why}", rule.span,
+                             help="give the reference's stored shape, with the parameter's elements: unit axes "
+                                  "added or removed, or the fused tensor's whole shape")
+                  for name, rule, why in stored_shape_problems(ir)]
     if any(d.is_error for d in diags):
         # "does not contribute to any output" is usually a consequence of an error upstream of it
         # (and so is a param that nothing reads: the node that would read it may be the broken one)

@@ -509,11 +509,41 @@ class Expander:
             sources = [self._index_bounds(ctx, s, ("weight_maps", name, "rules", k, "from")) if s else s
                        for s in sources]
             combine, axis = self._combine(ctx, ("weight_maps", name, "rules", k), r)
+            stored = self._stored_shape(ctx, ("weight_maps", name, "rules", k), r)
             rules.append(WeightRule(sources[0], (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,
                                     r.unstack, r.reshape, scale, r.zero, split, heads, tuple(sources[1:]),
-                                    axis, combine))
+                                    axis, combine, stored, ctx.span(("weight_maps", name, "rules", k))))
         return WeightMap(tuple(rules), decl.strip_prefix, tuple(decl.ignore), decl.reference,
                          self._renames(ctx, name, decl, rules))
+
+    def _stored_shape(self, ctx: SpecCtx, at: tuple, r) -> tuple[int, ...] | None:
+        """A rule's `stored_shape` evaluated over the params; GF302 where it can't name one stored tensor's
+        shape (a `zero` rule stores none, `from: [...]` several) or a size is not a positive integer. Whether
+        it holds the parameters' elements is checked after inference (weights/maps.py `stored_shape_problems`)."""
+        if r.stored_shape is None:
+            return None
+        where = ctx.span(at + ("stored_shape",), key=True)
+        if r.zero or isinstance(r.src, list):
+            why = "a `zero` rule reads no tensor" if r.zero else "`from: [...]` reads several tensors"
+            self.diags.append(Diagnostic("GF302", f"`stored_shape` names the shape of the one tensor a rule reads: {why}",
+                                         where, help="remove `stored_shape` from this rule"))
+            return None
+        sizes = []
+        for j, d in enumerate(r.stored_shape):
+            value = d if isinstance(d, int) else self._real(ctx, self.prog.params, "stored_shape", d,
+                                                            ctx.span(at + ("stored_shape", j)))
+            if value is _BAD:
+                return None
+            if isinstance(value, bool) or value != int(value) or not 0 <= value <= MAX_DIM:
+                self.diags.append(Diagnostic("GF302", f"`stored_shape` size {j} is {value:g}: a size is an integer "
+                                             f"from 0 to {MAX_DIM:,}", ctx.span(at + ("stored_shape", j))))
+                return None
+            sizes.append(int(value))
+        if len(sizes) > 8:
+            self.diags.append(Diagnostic("GF302", f"`stored_shape` has {len(sizes)} axes; a tensor has at most 8",
+                                         where))
+            return None
+        return tuple(sizes)
 
     def _renames(self, ctx: SpecCtx, name: str, decl: WeightMapDecl, rules: list) -> tuple:
         """The map's `renames` as (stored, read) pairs: GF291 for one that can't be a rename, GF292 for a rule

@@ -161,6 +161,10 @@ class WeightRule(_Strict):
                                                                     "arithmetic over params: `head_dim ** -0.5`), last")
     zero: bool = Field(False, description="without `from`: the reference has no such tensor; the parameters "
                                           "`to` names (`{i}`: every layer) are zeros")
+    stored_shape: list[DimExpr] | None = Field(
+        None, description="the shape the reference stores `from` in, where the parameter's differs and the rule "
+                          "can't say how (unit axes: `[1, 1, d_model]` for a `[1, d_model]` parameter; `reshape: "
+                          "true`): what a checkpoint written without a reference gets")
 
     @model_validator(mode="after")
     def _zero(self):

@@ -119,6 +119,8 @@ class WeightRule:
     concat: int = 0                         # ... along this axis (the axis of `combine` below)
     combine: str = "concat"                 # how `from: [a, b]` makes one tensor: `concat`; `weight_norm`,
                                             # a · b / ‖b‖ (g, v); `multiply`, a times the vector b along the axis
+    stored_shape: tuple[int, ...] | None = None   # the shape `from` is stored in, where the rule can't derive it
+    span: Span | None = field(default=None, compare=False)   # where the rule is written (GF301 when writing)
 
 
 @dataclass(frozen=True)

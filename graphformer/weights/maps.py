@@ -33,7 +33,7 @@ from ..base.reading import FileProblem, open_regular
 from ..ir import IRGraph, WeightMap, WeightRule
 
 __all__ = ["WeightMapError", "WeightFileError", "read_state_dict", "get_map", "convert_state_dict",
-           "to_reference", "check_shapes", "read_name", "stored_name"]
+           "to_reference", "check_shapes", "read_name", "stored_name", "unwritable_rules", "stored_shape_problems"]
 
 
 # ---------------------------------------------------------------- reading
@@ -122,10 +122,37 @@ def read_name(wmap: WeightMap, key: str) -> str:
 
 def stored_name(wmap: WeightMap, name: str) -> str:
     """The key a map writes for a name its rules make: the renames undone, last first (without `strip_prefix`,
-    as the hub's files and transformers' `save_pretrained` store it)."""
+    as the hub's files and transformers' `save_pretrained` store it). A run an undone rename wrote is a stored
+    name already, which an earlier rename doesn't undo again: LLaVA's `lm_head` is stored as
+    `language_model.lm_head`, not as `language_model.model.lm_head` (which reads back the same, and which
+    transformers doesn't load)."""
+    written: list[tuple[int, int]] = []           # the runs undone renames wrote, in `name`
     for _, _, read, stored in reversed(_renamers(wmap.renames)):
-        name = _substitute(read, stored, name)
+        out, runs, end = [], [], 0
+        for m in read.finditer(name):
+            if any(a < m.end() and m.start() < b for a, b in written):
+                continue
+            out.append(name[end:m.start()])
+            start = sum(map(len, out))
+            out.append(_fill(stored, {k: v for k, v in m.groupdict().items() if v is not None}))
+            runs.append((m.start(), m.end(), start, start + len(out[-1])))
+            end = m.end()
+        if not runs:
+            continue
+        out.append(name[end:])
+        written = [(_moved(a, runs), _moved(b, runs)) for a, b in written] + [(s, e) for _, _, s, e in runs]
+        name = "".join(out)
     return name
+
+
+def _moved(pos: int, runs: list[tuple[int, int, int, int]]) -> int:
+    """Where position `pos` of a name lies after the runs (old start, old end, new start, new end) were replaced
+    (`pos` is never inside one: written runs and replaced ones don't overlap)."""
+    shift = 0
+    for old_start, old_end, new_start, new_end in runs:
+        if old_end <= pos:
+            shift = new_end - old_end
+    return pos + shift
 
 
 def _read_names(wmap: WeightMap, keys, mapping: str) -> tuple[dict, dict, list[str]]:
@@ -703,6 +730,9 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
     """
     ir = _ir(spec)
     wmap = get_map(ir, mapping)
+    if reference is None and (unwritable := unwritable_rules(wmap)):
+        raise WeightMapError([f"map `{mapping}`: rule `{r.src}` can't be written back without a reference (GF301): "
+                              f"{why}" for r, why in unwritable])
     tied = ir.param_aliases()   # a tied or shared (`share`) parameter is its owner's
     rules = [_Rule.of(r) for r in wmap.rules if not r.zero]
     # parameters a `zero` rule declares absent from the reference: nothing to write back
@@ -745,9 +775,14 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
         written = [by_name.get(k) or stored_name(wmap, k) for k in made.keys(at)]
         written[0] = key
         for k, piece in zip(written, _unjoin(rule, value, written, reference)):
-            if reference is not None and tuple(piece.shape) != tuple(reference[k].shape):
+            want = tuple(reference[k].shape) if reference is not None else rule.stored_shape
+            if want is not None and tuple(piece.shape) != want:
                 # unit axes, or `reshape: true` (same element count): convert_state_dict checks
-                piece = piece.reshape(tuple(reference[k].shape))
+                if _count(piece.shape) != _count(want):
+                    problems.append(f"rule `{rule.src}` stores `{k}` as {_shape(want)}, which does not hold the "
+                                    f"{_count(piece.shape)} elements of {_shape(piece.shape)}")
+                    continue
+                piece = piece.reshape(want)
             out[k] = _contiguous(piece)
         used.update(targets)
     problems += [f"spec parameter `{p}` is written by no rule of map `{mapping}`" for p in weights
@@ -755,6 +790,38 @@ def to_reference(spec, weights: Mapping, mapping: str, reference: Mapping | None
     if problems:
         raise WeightMapError(problems)
     return {k: out[k] for k in keys if k in out} if reference is not None else out
+
+
+def unwritable_rules(wmap: WeightMap) -> list[tuple[WeightRule, str]]:
+    """The rules whose stored tensor a writer without a reference can't make exactly: (rule, why). Every other
+    step inverts from the rule alone (a transpose is its own inverse, a split is fused back by its layout, a
+    scale divided out, unit axes given back by `stored_shape`); `reshape: true` says the stored shape differs
+    in more than unit axes without saying which it is."""
+    return [(r, "`reshape: true` fits the tensor to the parameter's shape, and nothing says which shape the "
+                "reference stores it in: add `stored_shape: [...]`")
+            for r in wmap.rules if r.reshape and r.stored_shape is None and not r.zero]
+
+
+def stored_shape_problems(spec) -> list[tuple[str, WeightRule, str]]:
+    """(map, rule, why) for each `stored_shape` that doesn't hold the elements of the parameters its rule
+    makes (all of them, fused or stacked), at every layer and expert. [] when no rule has one (nothing unrolled)."""
+    ir = _ir(spec)
+    marked = [(name, r) for name, m in ir.weight_maps.items() for r in m.rules if r.stored_shape is not None]
+    if not marked:
+        return []
+    shapes, tied = ir.param_shapes(), ir.param_aliases()
+    problems = []
+    for name, rule in marked:
+        r, want = _Rule.of(rule), _count(rule.stored_shape)
+        for at in _placeholders(r, shapes, tied):
+            targets = [tied.get(t, t) for t in _targets(rule, at, shapes, tied)]
+            held = sum(_count(shapes[t]) for t in targets)
+            if held != want:
+                parts = ", ".join(f"`{t}` {_shape(shapes[t])}" for t in targets[:4]) + (", ..." if len(targets) > 4 else "")
+                problems.append((name, rule, f"`stored_shape` {_shape(rule.stored_shape)} holds {want:,} elements, but "
+                                             f"the rule makes {held:,} ({parts})"))
+                break
+    return problems
 
 
 def _unjoin(rule: WeightRule, value, names: list[str], reference: Mapping | None) -> list:

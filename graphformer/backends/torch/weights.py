@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import struct
 from collections.abc import Mapping
 
@@ -10,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...base.errors import UsageError
+from ...base.fileio import atomic_outputs
 from ...base.progress import track
 from ...weights.maps import check_shapes, convert_state_dict
 
@@ -141,3 +145,71 @@ def _write_safetensors(fh, header: bytes, entries) -> None:
         if t.numel():   # one tensor at a time: a copy (off a GPU, or made contiguous) lives for one write
             t = t.detach().to("cpu").contiguous()
             fh.write(t.reshape(-1).view(torch.uint8).numpy())  # the tensor's own bytes (little-endian host)
+
+
+# ---------------------------------------------------------------- a checkpoint directory in a reference's names
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+_OLD_WEIGHTS = re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?")
+
+
+def shard(tensors: dict, max_bytes: int) -> list[dict]:
+    """The tensors in file order, cut into shards of at most `max_bytes` each (a tensor larger than that gets a
+    shard of its own), as transformers' `save_pretrained` cuts them."""
+    shards, current, size = [], {}, 0
+    for name, t in tensors.items():
+        n = t.numel() * t.element_size()
+        if current and size + n > max_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[name] = t
+        size += n
+    return shards + [current] if current or not shards else shards
+
+
+def write_checkpoint(tensors: dict, directory: str, metadata: dict[str, str], max_shard_bytes: int,
+                     extra: dict[str, bytes] | None = None) -> list[str]:
+    """Write `tensors` into `directory` as `save_pretrained` lays them out: one `model.safetensors`, or above
+    `max_shard_bytes` shards `model-0000k-of-0000n.safetensors` listed by `model.safetensors.index.json`; plus
+    `extra` files (config.json). All of them appear together or none does (fileio.atomic_outputs); weight files
+    of an earlier save that the new ones don't replace are removed after, so a reader never mixes two saves.
+    A directory made here is removed again when writing fails. Returns the names written."""
+    made = not os.path.exists(directory)
+    if not made and not os.path.isdir(directory):
+        raise UsageError(f"-o: `{directory}` exists and is not a directory")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"-o: cannot make directory `{directory}`: {e.strerror or e}") from None
+    parts = shard(tensors, max_shard_bytes)
+    names = [WEIGHTS_NAME] if len(parts) == 1 else [f"model-{k + 1:05d}-of-{len(parts):05d}.safetensors"
+                                                    for k in range(len(parts))]
+    files = dict(extra or {})
+    if len(parts) > 1:
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
+                 "weight_map": {k: name for name, part in zip(names, parts) for k in part}}
+        files[INDEX_NAME] = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
+    try:
+        with atomic_outputs() as out:
+            for name, part in track(list(zip(names, parts)), len(parts), "writing weights", "file"):
+                write_safetensors(part, out.path(os.path.join(directory, name)), metadata)
+            for name, data in files.items():
+                with out.open(os.path.join(directory, name)) as fh:
+                    fh.write(data)
+            keep = set(names) | set(files)
+            out.after_commit(lambda: _remove_old_weights(directory, keep))
+    except BaseException:
+        if made:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return names + list(files)
+
+
+def _remove_old_weights(directory: str, keep: set[str]) -> None:
+    for name in os.listdir(directory):
+        if name not in keep and _OLD_WEIGHTS.fullmatch(name):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
