@@ -6,53 +6,101 @@ fills the state and each later step runs the loop once, over its one new positio
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .core import _param
 from .lower import lowers
 
 
+def _recur(decay, drive, c_col, h):
+    """h_t = decay_t·h_{t−1} + drive_t, y_t = h_t·C_t for every position t (axis 1 of decay, drive, c_col);
+    returns (y stacked along axis 1, the last h)."""
+    ys = []
+    for t in range(drive.shape[1]):
+        h = decay[:, t] * h + drive[:, t]
+        ys.append(torch.matmul(h.to(c_col.dtype), c_col[:, t])[..., 0])
+    return (torch.stack(ys, dim=1) if ys else None), h
+
+
 class SelectiveScan(nn.Module):
     """h_t = exp(Δ_t·A)·h_{t−1} + Δ_t·B_t·x_t, y_t = C_t·h_t + D·x_t, A = −exp(A_log), computed as
     transformers' MambaMixer computes it without its CUDA kernels: the decay and input terms for the whole
     sequence at once, then one multiply-add per position. A loop, not a parallel (log-space or chunked)
-    scan: it is exactly the reference's arithmetic, in the same order, and autograd runs through it."""
+    scan: it is exactly the reference's arithmetic, in the same order, and autograd runs through it.
 
-    def __init__(self, channels: int, state: int):
+    With `heads` (Mamba-2), A, Δ and D are one scalar per head and the state is [H, P, N] per sequence
+    (transformers' layout); B and C are repeated from their group to its heads. transformers' Mamba2 computes
+    the prompt in chunks (SSD) and a decoder step as this recurrence: the same sums in another order."""
+
+    def __init__(self, channels: int, state: int, heads: int | None = None, groups: int = 1,
+                 delta_bias: bool = False, delta_softplus: bool = False):
         super().__init__()
-        self.A_log = _param(channels, state)
-        self.D = _param(channels)
+        per = channels if heads is None else heads
+        self.A_log = _param(channels, state) if heads is None else _param(heads)
+        self.D = _param(per)
+        self.dt_bias = _param(per) if delta_bias else None
+        self.heads, self.groups, self.softplus = heads, groups, delta_softplus
 
     def init_parameters(self, gen) -> None:
-        """Mamba's S4D-real init: A_log[d, n] = log(n + 1), so A = −(1, 2, …, N) in every channel; D = 1."""
-        n = self.A_log.shape[1]
+        """Mamba's S4D-real init: A_log[d, n] = log(n + 1), so A = −(1, 2, …, N) in every channel (Mamba-2:
+        A = −(1, …, H) over the heads); D = 1; dt_bias = 0."""
+        n = self.A_log.shape[-1]
         self.A_log.copy_(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).expand_as(self.A_log))
         self.D.fill_(1.0)
+        if self.dt_bias is not None:
+            self.dt_bias.zero_()
 
     cache = None      # generation's StateCache while a decoder runs the model, and this node's slot in it
     layer_id = 0
 
+    def _delta(self, delta):
+        if self.dt_bias is not None:
+            delta = delta + self.dt_bias
+        return F.softplus(delta) if self.softplus else delta
+
+    def _state(self, x, shape):
+        return x.new_zeros(x.shape[0], *shape, dtype=torch.float32) if self.cache is None else \
+            self.cache.read(self.layer_id, "ssm")                           # carried, float32
+
+    def _keep(self, h) -> None:
+        if self.cache is not None:
+            self.cache.write(self.layer_id, "ssm", h)
+
     def forward(self, x, delta, B, C):
+        delta = self._delta(delta)
+        if self.heads is not None:
+            return self._heads(x, delta, B, C)
         # in float32 whatever the model's dtype, as the reference: the state too; each output in x's dtype
         A = -torch.exp(self.A_log.float())                                  # (D, N)
         decay = torch.exp(delta[..., None] * A)                             # (B, L, D, N)
         drive = delta[..., None] * B[:, :, None, :].float() * x[..., None].float()   # (B, L, D, N): Δ·B·x
-        h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1]) if self.cache is None else \
-            self.cache.read(self.layer_id, "ssm")                           # (B, D, N): carried, float32
-        ys = []
-        for t in range(x.shape[1]):
-            h = decay[:, t] * h + drive[:, t]
-            ys.append(torch.matmul(h.to(x.dtype), C[:, t, :, None])[..., 0])   # (B, D)
-        if self.cache is not None:
-            self.cache.write(self.layer_id, "ssm", h)
-        y = torch.stack(ys, dim=1) if ys else torch.zeros_like(x)           # (B, L, D)
-        return y + x * self.D
+        y, h = _recur(decay, drive, C[..., None].to(x.dtype), self._state(x, A.shape))
+        self._keep(h)
+        return (torch.zeros_like(x) if y is None else y) + x * self.D
+
+    def _heads(self, x, delta, B, C):
+        b, length, d = x.shape
+        heads, n = self.heads, B.shape[-1] // self.groups
+        xh = x.float().view(b, length, heads, d // heads)                  # (B, L, H, P)
+        dt = delta.float()[..., None, None]                                 # (B, L, H, 1, 1)
+        decay = torch.exp(dt * -torch.exp(self.A_log.float())[:, None, None])
+        per_group = heads // self.groups                                    # B, C: group g serves its heads
+        bh = B.float().view(b, length, self.groups, 1, n).repeat_interleave(per_group, dim=2)    # (B, L, H, 1, N)
+        ch = C.float().view(b, length, self.groups, n, 1).repeat_interleave(per_group, dim=2)    # (B, L, H, N, 1)
+        drive = dt * bh * xh[..., None]                                     # (B, L, H, P, N): Δ·B·x
+        y, h = _recur(decay, drive, ch, self._state(x, (heads, d // heads, n)))
+        self._keep(h)
+        y = (torch.zeros_like(xh) if y is None else y) + xh * self.D.float()[:, None]
+        return y.reshape(b, length, d).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"channels={self.A_log.shape[0]}, state={self.A_log.shape[1]}"
+        if self.heads is None:
+            return f"channels={self.A_log.shape[0]}, state={self.A_log.shape[1]}"
+        return f"heads={self.heads}, groups={self.groups}"
 
 
 @lowers("selective_scan")
 def _selective_scan(node, types):
-    return SelectiveScan(types["x"].shape[2].value, node.attrs.state)
-
+    a = node.attrs
+    return SelectiveScan(types["x"].shape[2].value, a.state, a.heads, a.groups, a.delta_bias, a.delta_softplus)
