@@ -171,3 +171,30 @@ def test_the_carried_states_are_the_references_layout(pair):
     shapes = {k: tuple(t.shape) for slot in dec.states.slots for k, t in slot.items()}
     assert shapes == {"frames": (3, 48 + 2 * 3 * 5, 3), "ssm": (3, 6, 8, 5)}
     assert all(slot["ssm"].dtype == torch.float32 for slot in dec.states.slots if "ssm" in slot)
+
+
+def test_export_with_past_steps_equal_the_torch_steps(pair):
+    """ONNX Runtime runs the exported step (fully checked) from zero states: the left-padded prompt, then one
+    token at a time with the presents fed back as pasts ([B, heads, head_dim, state] for each scan); each
+    step's logits equal the torch decoder's."""
+    np = pytest.importorskip("numpy")
+    from graphformer.backends.torch.generation import Decoder
+    from parity import checked_onnx, onnx_session
+    model, _ = pair
+    proto = checked_onnx(model.spec, model, with_past=True)
+    sess = onnx_session(proto)
+    ids, mask = lm_batch(b=3, n=7)
+    seq = graphformer.generate(model, ids, 6, mask=mask)
+    dec = Decoder(model, 3, seq.shape[1])
+    with torch.no_grad():
+        want = [dec.prompt(ids, mask)] + [dec.step(seq[:, t]) for t in range(7, seq.shape[1] - 1)]
+    states = {i.name: np.zeros([3] + [d.dim_value for d in i.type.tensor_type.shape.dim[1:]], np.float32)
+              for i in proto.graph.input if i.name.startswith("past_states")}
+    assert states["past_states.1.ssm"].shape == (3, 6, 8, 5)
+    outputs = [o.name for o in proto.graph.output]
+    for t, logits in enumerate(want):
+        feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()} if t == 0 else \
+            {"input_ids": seq[:, 6 + t:7 + t].numpy(), "attention_mask": np.ones((3, 1), np.int64)}
+        got = dict(zip(outputs, sess.run(outputs, {**feed, **states})))
+        assert_close(torch.from_numpy(got["logits"][:, -1]), logits, f"mamba2 onnx step {t}")
+        states = {k.replace("present_", "past_"): v for k, v in got.items() if k.startswith("present_states")}
