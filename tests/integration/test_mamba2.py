@@ -24,7 +24,7 @@ from graphformer.analysis.summary import total_params  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
 from parity import (assert_cached_steps, assert_close, assert_greedy_tokens, assert_lm_grads, assert_ort_close,  # noqa: E402
-                    lm_batch, ort_session, ours, randomize)
+                    imported, lm_batch, ort_session, ours, randomize)
 
 T.logging.set_verbosity_error()
 
@@ -198,3 +198,35 @@ def test_export_with_past_steps_equal_the_torch_steps(pair):
         got = dict(zip(outputs, sess.run(outputs, {**feed, **states})))
         assert_close(torch.from_numpy(got["logits"][:, -1]), logits, f"mamba2 onnx step {t}")
         states = {k.replace("present_", "past_"): v for k, v in got.items() if k.startswith("present_states")}
+
+
+# ---------------------------------------------------------------- import hf
+
+@pytest.mark.parametrize("head", [True, False])
+def test_import_hf_reads_a_saved_model(head, tmp_path, capsys):
+    """save_pretrained → `import hf` → the spec with the checkpoint's weights equals the reference (heads,
+    groups and the inner width read from the config; the backbone alone when the checkpoint is
+    Mamba2Model's)."""
+    ref = reference(head=head, bias=head)
+    s, model = imported(ref, tmp_path, capsys)
+    assert (s.params["heads"], s.params["groups"], s.params["inner"], s.params["head"]) == (6, 3, 48, head)
+    ids = tokens()
+    with torch.no_grad():
+        if head:
+            assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, "mamba2 import hf logits")
+        else:
+            assert_close(model(tokens=ids)["hidden"], ref(input_ids=ids).last_hidden_state, "mamba2 import hf hidden")
+
+
+def test_import_hf_refuses_what_the_spec_does_not_compute(tmp_path, capsys):
+    """A clamp on the step sizes other than transformers' default, and heads that don't split the inner width
+    (transformers refuses those too), are refused by name, exit 1, no traceback."""
+    import json
+    from graphformer.cli import main
+    base = {"model_type": "mamba2", **{k: v for k, v in SMALL.items() if k != "chunk_size"}}
+    for bad, word in (({"time_step_limit": [0.0, 0.1]}, "time_step_limit"), ({"head_dim": 7}, "head_dim")):
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps({**base, **bad}))
+        rc = main(["import", "hf", str(path)])
+        out, err = capsys.readouterr()
+        assert rc == 1 and word in err and "Traceback" not in out + err, err
