@@ -198,7 +198,8 @@ def test_cross_attention_equals_naive_with_other_widths():
 
 def test_the_multi_head_scan_and_the_grouped_norm_equal_formulas():
     """Mamba-2's recurrence written out per sequence, head and position (head h reads group h // 2's B and
-    C), and the RMS norm of each half of the width on its own."""
+    C), against the chunked form in one block and in several; and the RMS norm of each half of the width on
+    its own."""
     scan, _ = lower("selective_scan", {"state": 3, "heads": 4, "groups": 2, "delta_bias": True,
                                        "delta_softplus": True},
                     {"x": T(2, 5, 8), "delta": T(2, 5, 4), "B": T(2, 5, 6), "C": T(2, 5, 6)})
@@ -214,6 +215,10 @@ def test_the_multi_head_scan_and_the_grouped_norm_equal_formulas():
                 state = torch.exp(-step * torch.exp(scan.A_log[h])) * state + step * torch.outer(xs, b[i, t, grp])
                 want[i, t, 2 * h:2 * h + 2] = state @ c[i, t, grp] + scan.D[h] * xs
     torch.testing.assert_close(scan(x, dt, b, c), want, rtol=1e-5, atol=1e-6)
+    scan.chunk = 2                                        # three blocks, the last one padded: the same sums
+    torch.testing.assert_close(scan(x, dt, b, c), want, rtol=1e-5, atol=1e-6)
+    y = torch.autograd.grad(scan(x, dt, b, c).square().sum(), scan.A_log)[0]
+    assert torch.isfinite(y).all()                        # the masked exponents leave no NaN in the gradient
     norm, _ = lower("norm", {"kind": "rms", "groups": 2, "eps": 1e-6}, {"x": T(2, 5, 8)})
     halves = x.view(2, 5, 2, 4)
     want = (halves * torch.rsqrt(halves.pow(2).mean(-1, keepdim=True) + 1e-6)).view(2, 5, 8) * norm.weight

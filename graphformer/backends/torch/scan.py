@@ -23,6 +23,35 @@ def _recur(decay, drive, c_col, h):
     return (torch.stack(ys, dim=1) if ys else None), h
 
 
+def _chunked(xdt, log_decay, b, c, h, q: int):
+    """The heads scan over blocks of q positions (Mamba-2's state space duality, as transformers' torch path
+    and mamba_ssm compute a prompt): within a block, y_t = Σ_{s≤t} exp(a_s+1 + … + a_t) (C_t·B_s) Δ_s x_s as
+    one masked matrix product per head; across blocks, the state at each block's end carried by a loop over
+    the L / q blocks. xdt = Δ·x (B, L, H, P), log_decay = Δ·A (B, L, H), b, c (B, L, H, N), h the state
+    before position 0 (B, H, P, N). Returns y (B, L, H, P) and the state after the last position. Padding
+    to a whole block adds positions with Δ = 0: no decay, no input, so the state passes them unchanged."""
+    length = xdt.shape[1]
+    pad = -length % q
+    if pad:
+        xdt, log_decay, b, c = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (xdt, log_decay, b, c))
+    blocks = xdt.shape[1] // q
+    xdt, b, c = (t.unflatten(1, (blocks, q)) for t in (xdt, b, c))          # (B, K, q, H, ·)
+    cum = log_decay.unflatten(1, (blocks, q)).cumsum(2)                     # (B, K, q, H)
+    causal = torch.ones(q, q, dtype=torch.bool, device=xdt.device).tril()
+    gaps = (cum[:, :, :, None] - cum[:, :, None, :]).masked_fill(~causal[:, :, None], float("-inf"))
+    weights = torch.einsum("bkthn,bkshn->bktsh", c, b) * torch.exp(gaps)   # (B, K, q_t, q_s, H)
+    y = torch.einsum("bktsh,bkshp->bkthp", weights, xdt)                    # within each block
+    to_end = torch.exp(cum[:, :, -1:] - cum)                                # decay from s to the block's end
+    adds = torch.einsum("bkshn,bksh,bkshp->bkhpn", b, to_end, xdt)          # each block's state from zero
+    starts = []
+    for k in range(blocks):                                                 # the state entering each block
+        starts.append(h)
+        h = torch.exp(cum[:, k, -1])[..., None, None] * h + adds[:, k]
+    starts = torch.stack(starts, dim=1)                                     # (B, K, H, P, N)
+    y = y + torch.einsum("bkthn,bkhpn->bkthp", c, starts) * torch.exp(cum)[..., None]
+    return y.flatten(1, 2)[:, :length], h
+
+
 class SelectiveScan(nn.Module):
     """h_t = exp(Δ_t·A)·h_{t−1} + Δ_t·B_t·x_t, y_t = C_t·h_t + D·x_t, A = −exp(A_log), computed as
     transformers' MambaMixer computes it without its CUDA kernels: the decay and input terms for the whole
@@ -30,8 +59,9 @@ class SelectiveScan(nn.Module):
     scan: it is exactly the reference's arithmetic, in the same order, and autograd runs through it.
 
     With `heads` (Mamba-2), A, Δ and D are one scalar per head and the state is [H, P, N] per sequence
-    (transformers' layout); B and C are repeated from their group to its heads. transformers' Mamba2 computes
-    the prompt in chunks (SSD) and a decoder step as this recurrence: the same sums in another order."""
+    (transformers' layout); B and C are repeated from their group to its heads. As transformers' Mamba2 and
+    mamba_ssm do, a sequence runs in blocks of `chunk` positions (`_chunked`: matrix products within a block,
+    a loop over blocks) and a one-token decoder step as the recurrence."""
 
     def __init__(self, channels: int, state: int, heads: int | None = None, groups: int = 1,
                  delta_bias: bool = False, delta_softplus: bool = False):
@@ -79,19 +109,26 @@ class SelectiveScan(nn.Module):
         self._keep(h)
         return (torch.zeros_like(x) if y is None else y) + x * self.D
 
+    chunk = 64        # positions per block of the chunked (SSD) form of the heads scan
+
     def _heads(self, x, delta, B, C):
         b, length, d = x.shape
         heads, n = self.heads, B.shape[-1] // self.groups
         xh = x.float().view(b, length, heads, d // heads)                  # (B, L, H, P)
-        dt = delta.float()[..., None, None]                                 # (B, L, H, 1, 1)
-        decay = torch.exp(dt * -torch.exp(self.A_log.float())[:, None, None])
+        dt = delta.float()                                                  # (B, L, H)
+        log_decay = dt * -torch.exp(self.A_log.float())                     # Δ·A ≤ 0
         per_group = heads // self.groups                                    # B, C: group g serves its heads
-        bh = B.float().view(b, length, self.groups, 1, n).repeat_interleave(per_group, dim=2)    # (B, L, H, 1, N)
-        ch = C.float().view(b, length, self.groups, n, 1).repeat_interleave(per_group, dim=2)    # (B, L, H, N, 1)
-        drive = dt * bh * xh[..., None]                                     # (B, L, H, P, N): Δ·B·x
-        y, h = _recur(decay, drive, ch, self._state(x, (heads, d // heads, n)))
+        bh = B.float().view(b, length, self.groups, n).repeat_interleave(per_group, dim=2)    # (B, L, H, N)
+        ch = C.float().view(b, length, self.groups, n).repeat_interleave(per_group, dim=2)    # (B, L, H, N)
+        h = self._state(x, (heads, d // heads, n))                          # (B, H, P, N)
+        if length == 1:      # a decoder step: the recurrence once
+            h = torch.exp(log_decay)[:, 0, :, None, None] * h + (dt[:, 0, :, None, None] * bh[:, 0, :, None, :]
+                                                                  * xh[:, 0, :, :, None])
+            y = torch.matmul(h, ch[:, 0, :, :, None])[..., 0][:, None]     # (B, 1, H, P)
+        else:
+            y, h = _chunked(xh * dt[..., None], log_decay, bh, ch, h, self.chunk)
         self._keep(h)
-        y = (torch.zeros_like(xh) if y is None else y) + xh * self.D.float()[:, None]
+        y = y + xh * self.D.float()[:, None]
         return y.reshape(b, length, d).to(x.dtype)
 
     def extra_repr(self) -> str:
