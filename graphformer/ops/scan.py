@@ -19,7 +19,8 @@ Per head h, with state h_t `[P, N]`,
 It is not the per-channel form with A and Δ tiled: that form's A_log is [D, N] (D·N parameters where Mamba-2
 has H), and its B and C are shared by all channels, not by a group's heads. `delta_bias` (a learned `dt_bias`)
 and `delta_softplus` apply softplus(Δ + dt_bias) inside the op, as mamba_ssm's kernels take them
-(`dt_bias`, `dt_softplus`): Mamba-2 has no projection whose bias could hold dt_bias. The name is the paper's and mamba_ssm's
+(`dt_bias`, `dt_softplus`): Mamba-2 has no projection whose bias could hold dt_bias. The torch lowering
+runs a sequence of the heads form in blocks (the chunked SSD form), a one-token step as the recurrence. The name is the paper's and mamba_ssm's
 (`selective_scan_fn`); the parameters are named as transformers names them (`A_log`, `D`), so a weight map
 renames them only. The state is zero at position 0 of a sequence.
 

@@ -1,4 +1,5 @@
-"""Torch lowerings of the scans (graphformer/ops/scan.py): Mamba's selective scan as a loop over positions.
+"""Torch lowerings of the scans (graphformer/ops/scan.py): Mamba's selective scan as a loop over positions;
+its heads form (Mamba-2) in blocks of positions (the chunked SSD form), a one-token step as the recurrence.
 
 Decoding: while generation's `StateCache` is attached (`cache`, `layer_id`: backends/torch/generation.py), the
 loop starts from the slot's carried state instead of zero and leaves its last state there, so the prompt
