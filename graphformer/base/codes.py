@@ -2121,6 +2121,48 @@ nodes:
 outputs: {y: pool}
 """),
     Code(
+        "GF299", "a grouped norm whose groups don't divide the width, or that isn't an RMS norm",
+        ("`norm` with `groups: G` normalises each of G equal slices of the last dimension on its own and then "
+         "scales every channel (transformers' MambaRMSNormGated, over n_groups slices of the inner width). "
+         "The slices must be equal, so G divides the width; and only `kind: rms` without `unit_offset` has "
+         "this form (no reference groups a layer norm this way)."),
+        fix="Give `groups` a divisor of the normalised width (Mamba-2: n_groups, which divides "
+            "intermediate_size), or drop it from a layer norm.",
+        example="""\
+graphformer: 1
+name: case
+params: {inner: 48}
+dims: {B: 2, n: 8}
+inputs:
+  y: {shape: [B, n, inner]}
+nodes:
+  norm: {op: norm, in: y, kind: rms, groups: 5}
+outputs: {y: norm}
+"""),
+    Code(
+        "GF300", "a multi-head scan whose heads don't split the channels, or whose groups don't split the heads",
+        ("`selective_scan` with `heads: H` (Mamba-2) scans H heads of D / H channels each, with one decay and "
+         "one step size per head, and B and C shared by groups of H / `groups` heads. So H must divide x's "
+         "channels, and `groups` must divide H; `groups` without `heads` means nothing, since the "
+         "per-channel form (Mamba) shares one B and C among all channels."),
+        fix="Set `heads` to Mamba-2's num_heads (intermediate_size = num_heads · head_dim) and `groups` to "
+            "n_groups, a divisor of num_heads.",
+        example="""\
+graphformer: 1
+name: case
+params: {inner: 48, heads: 6, groups: 4, state: 5}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, inner]}
+  dt: {shape: [B, n, heads]}
+  bc: {shape: [B, n, 2 * groups * state]}
+nodes:
+  b:   {op: slice, in: bc, axis: 2, start: 0, stop: groups * state}
+  c:   {op: slice, in: bc, axis: 2, start: groups * state}
+  ssm: {op: selective_scan, in: {x: x, delta: dt, B: b, C: c}, state: state, heads: heads, groups: groups}
+outputs: {y: ssm}
+"""),
+    Code(
         "GF280", "cross-attentions over different encoder outputs",
         ("`export --with-past` of an encoder–decoder writes optimum's three graphs: the encoder returns "
          "one `last_hidden_state`, and every decoder step takes it as `encoder_hidden_states` "

@@ -737,6 +737,43 @@ MAMBA = Family("mamba", "mamba.yaml", {
     "MambaForCausalLM")
 
 
+# ---------------------------------------------------------------- Mamba-2 (multi-head selective state spaces)
+
+FIELD_TYPES.update({"n_groups": Int(1, HEADS), "chunk_size": Int(1, POSITIONS)})
+
+
+def _is_inf(v) -> bool:
+    # json reads a bare `Infinity` as a float; transformers ≥ 5 writes {"__float__": "Infinity"}
+    return (type(v) is float and v == math.inf) or v == {"__float__": "Infinity"}
+
+
+def _no_dt_limit(v) -> bool:
+    """time_step_limit that leaves softplus(Δ) unchanged: absent, or (≤ 0, ∞), transformers' default."""
+    return v is None or (type(v) is list and len(v) == 2 and type(v[0]) in (int, float) and v[0] <= 0
+                         and _is_inf(v[1]))
+
+
+def _mamba2(cfg: dict) -> dict:
+    # Mamba2Config: intermediate_size = expand · hidden_size, which num_heads · head_dim must equal
+    heads, head_dim = cfg["num_heads"], cfg["head_dim"]
+    inner = int(cfg["expand"] * cfg["hidden_size"])
+    if type(heads) is not int or type(head_dim) is not int or heads * head_dim != inner:
+        raise HFImportError(f"`num_heads: {show(heads)}` × `head_dim: {show(head_dim)}` is not expand · "
+                            f"hidden_size = {inner}: Mamba-2's heads split the inner width exactly")
+    head = not any(str(a) == "Mamba2Model" for a in cfg.get("architectures") or ())
+    return {"inner": inner, "head": head}
+
+
+MAMBA2 = Family("mamba2", "mamba2.yaml", {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+    "state_size": P("state"), "num_heads": P("heads"), "n_groups": P("groups"), "conv_kernel": P("conv_kernel"),
+    "layer_norm_epsilon": P("eps"), "hidden_act": P("act", act), "use_bias": P("bias"),
+    "use_conv_bias": P("conv_bias"), "tie_word_embeddings": P("tie_embeddings"),
+    "time_step_limit": Fixed(_no_dt_limit, "the mamba2 spec does not clamp the step sizes (transformers' "
+                                           "default (0, inf) leaves softplus's output unchanged)"),
+}, frozenset({"expand", "head_dim", "chunk_size", "time_step_rank", "time_step_min", "time_step_max",
+              "time_step_floor", "rescale_prenorm_residual", "residual_in_fp32", "layer_types"}), _mamba2,
+    "Mamba2ForCausalLM")
 # ---------------------------------------------------------------- DeBERTa-v2/v3 (disentangled attention)
 
 FIELD_TYPES.update({
@@ -1244,6 +1281,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     TIMESFORMER,
     VIVIT,
     MAMBA,
+    MAMBA2,
     Family("llava", "llava.yaml", {
         "image_token_index": P("image_token"), "image_token_id": P("image_token"),
         "projector_hidden_act": P("projector_act", act), "multimodal_projector_bias": P("projector_bias"),
@@ -1439,6 +1477,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "layer_norm_epsilon": 1e-05, "hidden_act": "silu", "use_bias": False, "use_conv_bias": True,
               "tie_word_embeddings": True, "expand": 2,
               "time_step_rank": Derived(lambda c: -(-c["hidden_size"] // 16))},   # "auto"
+    "mamba2": {"vocab_size": 32768, "hidden_size": 4096, "num_hidden_layers": 64, "state_size": 128,
+               "num_heads": 128, "head_dim": 64, "n_groups": 8, "expand": 2, "conv_kernel": 4,
+               "layer_norm_epsilon": 1e-05, "hidden_act": "silu", "use_bias": False, "use_conv_bias": True,
+               "tie_word_embeddings": False, "time_step_limit": [0.0, math.inf]},
     "llava": {"image_token_index": 32000, "projector_hidden_act": "gelu", "multimodal_projector_bias": True,
               "tie_word_embeddings": False, "vision_feature_layer": -2, "vision_feature_select_strategy": "default"},
     "paligemma": {"image_token_index": 256000, "tie_word_embeddings": True, "projection_dim": 2048},

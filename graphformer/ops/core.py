@@ -526,11 +526,15 @@ register(OpDef(
 # ---------------------------------------------------------------- norm
 
 class NormAttrs(Attrs):
+    dim_fields = ("groups",)
     kind: Literal["layer", "rms"] = "layer"
     eps: float = Field(1e-5, gt=0)
     bias: bool = Field(True, description="layer norm only: learn a shift as well as a scale")
     unit_offset: bool = Field(False, description="scale by (1 + weight) instead of weight, the weight initialised "
                                                  "to 0 (Gemma's RMSNorm): checkpoints store w, the norm uses 1 + w")
+    groups: DimAttr = Field(1, description="RMS norm only: normalise each of `groups` equal slices of the last "
+                                           "dimension on its own (Mamba-2's gated norm over n_groups); the scale "
+                                           "stays one per channel")
 
 
 def _norm_params(a: NormAttrs, ins):
@@ -544,7 +548,15 @@ def _float_same(ins):
 
 
 def _norm_shape(a: NormAttrs, ins):
-    _last(ins["x"])
+    d = _last(ins["x"])
+    positive(a.groups, "groups")
+    if a.groups != 1 and (a.kind != "rms" or a.unit_offset):
+        raise ShapeError("GF299", f"`groups: {a.groups}` is for `kind: rms` without `unit_offset`", attr="groups",
+                         help="group-wise normalisation is Mamba-2's RMS norm; drop `groups` from this norm")
+    if d % a.groups:
+        raise ShapeError("GF299", f"`groups: {a.groups}` does not divide the {d} channels of `x` {ins['x']}", "x",
+                         attr="groups", help="each group normalises d / groups channels (Mamba-2: "
+                                             "intermediate_size / n_groups)")
     return _float_same(ins)
 
 
@@ -558,7 +570,8 @@ def _norm_saves(c) -> Saved:
 
 register(OpDef(
     "norm", "core", "Layer norm or RMS norm over the last dimension, with a learned scale (and shift); "
-    "`unit_offset` scales by 1 + weight (Gemma).",
+    "`unit_offset` scales by 1 + weight (Gemma); `groups` (RMS) normalises equal slices of the last "
+    "dimension apart (Mamba-2).",
     NormAttrs, ("x",), _norm_shape, params=_norm_params,
     flops=lambda a, ins, out: 5 * numel(out.shape),
     sequence=POSITION, tp=UNPLANNED, saves=_norm_saves,

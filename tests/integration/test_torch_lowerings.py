@@ -47,7 +47,7 @@ OP_CASES = {
                                                        "mask": T(2, 3, dtype="int64")})],
     "norm": [({}, {"x": T(2, 5, 8)}), ({"kind": "rms", "eps": 1e-6}, {"x": T(2, 5, 8)}),
              ({"bias": False}, {"x": T(2, 5, 8)}), ({"kind": "rms", "unit_offset": True}, {"x": T(2, 5, 8)}),
-             ({"unit_offset": True}, {"x": T(2, 5, 8)})],
+             ({"unit_offset": True}, {"x": T(2, 5, 8)}), ({"kind": "rms", "groups": 2}, {"x": T(2, 5, 8)})],
     "softcap": [({"cap": 2.0}, {"x": T(2, 5, 8)})],
     "residual": [({}, {"xs0": T(2, 5, 8), "xs1": T(2, 5, 8), "xs2": T(2, 5, 8)})],
     "relu": [({}, {"x": T(2, 5, 8)})], "silu": [({}, {"x": T(2, 5, 8)})], "tanh": [({}, {"x": T(2, 5, 8)})],
@@ -85,7 +85,9 @@ OP_CASES = {
                ({"kind": "max", "output": 1}, {"x": T(2, 4, 7, 9)})],
     "grid_positions": [({"table": 3, "patch": 4}, {"x": T(2, 10, 8), "image": T(2, 3, 12, 12)}),
                        ({"table": 3, "patch": 4, "antialias": True}, {"x": T(2, 9, 8), "image": T(2, 3, 8, 19)})],
-    "selective_scan": [({"state": 3}, {"x": T(2, 5, 6), "delta": T(2, 5, 6), "B": T(2, 5, 3), "C": T(2, 5, 3)})],
+    "selective_scan": [({"state": 3}, {"x": T(2, 5, 6), "delta": T(2, 5, 6), "B": T(2, 5, 3), "C": T(2, 5, 3)}),
+                       ({"state": 3, "heads": 4, "groups": 2, "delta_bias": True, "delta_softplus": True},
+                        {"x": T(2, 5, 8), "delta": T(2, 5, 4), "B": T(2, 5, 6), "C": T(2, 5, 6)})],
     "relative_embeddings": [({"rows": 8, "dim": 6}, {"like": T(2, 5, 6)})],
     "disentangled_attention": [
         ({"heads": 2, "position_buckets": 4, "max_relative_positions": 6}, {"x": T(2, 5, 8), "rel": T(8, 8)}),
@@ -192,6 +194,35 @@ def test_cross_attention_equals_naive_with_other_widths():
     assert got.shape == (2, 5, 10)
     want = naive_attention(mod, q, c, (mask != 0)[:, None, None, :])
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_multi_head_scan_and_the_grouped_norm_equal_formulas():
+    """Mamba-2's recurrence written out per sequence, head and position (head h reads group h // 2's B and
+    C), against the chunked form in one block and in several; and the RMS norm of each half of the width on
+    its own."""
+    scan, _ = lower("selective_scan", {"state": 3, "heads": 4, "groups": 2, "delta_bias": True,
+                                       "delta_softplus": True},
+                    {"x": T(2, 5, 8), "delta": T(2, 5, 4), "B": T(2, 5, 6), "C": T(2, 5, 6)})
+    g = torch.Generator().manual_seed(3)
+    x, dt, b, c = (torch.randn(2, 5, w, generator=g) for w in (8, 4, 6, 6))
+    want = torch.zeros(2, 5, 8)
+    for i in range(2):
+        for h in range(4):
+            state, grp = torch.zeros(2, 3), slice(3 * (h // 2), 3 * (h // 2) + 3)
+            for t in range(5):
+                step = torch.nn.functional.softplus(dt[i, t, h] + scan.dt_bias[h])
+                xs = x[i, t, 2 * h:2 * h + 2]                                            # the head's 2 channels
+                state = torch.exp(-step * torch.exp(scan.A_log[h])) * state + step * torch.outer(xs, b[i, t, grp])
+                want[i, t, 2 * h:2 * h + 2] = state @ c[i, t, grp] + scan.D[h] * xs
+    torch.testing.assert_close(scan(x, dt, b, c), want, rtol=1e-5, atol=1e-6)
+    scan.chunk = 2                                        # three blocks, the last one padded: the same sums
+    torch.testing.assert_close(scan(x, dt, b, c), want, rtol=1e-5, atol=1e-6)
+    y = torch.autograd.grad(scan(x, dt, b, c).square().sum(), scan.A_log)[0]
+    assert torch.isfinite(y).all()                        # the masked exponents leave no NaN in the gradient
+    norm, _ = lower("norm", {"kind": "rms", "groups": 2, "eps": 1e-6}, {"x": T(2, 5, 8)})
+    halves = x.view(2, 5, 2, 4)
+    want = (halves * torch.rsqrt(halves.pow(2).mean(-1, keepdim=True) + 1e-6)).view(2, 5, 8) * norm.weight
+    torch.testing.assert_close(norm(x), want, rtol=1e-5, atol=1e-6)
 
 
 def test_norms_positions_embeddings_and_pool_equal_formulas():

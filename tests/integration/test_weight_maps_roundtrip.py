@@ -206,6 +206,10 @@ CASES = {
     "mamba/hf": lambda: (spec("mamba", None, vocab=97, d_model=20, layers=2, state=5, dt_rank=3, bias=True),
                          T.MambaForCausalLM(T.MambaConfig(vocab_size=97, hidden_size=20, num_hidden_layers=2,
                                                           state_size=5, time_step_rank=3, use_bias=True))),
+    "mamba2/hf": lambda: (spec("mamba2", None, vocab=97, d_model=24, layers=2, state=5, heads=6, groups=3, bias=True),
+                          T.Mamba2ForCausalLM(T.Mamba2Config(vocab_size=97, hidden_size=24, num_hidden_layers=2,
+                                                             state_size=5, num_heads=6, head_dim=8, n_groups=3,
+                                                             use_bias=True))),
 }
 
 # maps whose reference is not in transformers or torch.nn (timm needs torchvision: see GUIDE.md)

@@ -77,6 +77,11 @@ CASES = [
     ("softcap", {"cap": -1.0}, {"x": T("B", "n", 8)}, "GF220"),
     ("softcap", {"cap": 3.0}, {"x": T("B", "n", dtype="int64")}, "GF122"),
     ("norm", {"kind": "rms", "unit_offset": True}, {"x": T("B", "n", 8)}, ("B", "n", "8")),
+    ("norm", {"kind": "rms", "groups": 4}, {"x": T("B", "n", 8)}, ("B", "n", "8")),          # Mamba-2's
+    ("norm", {"kind": "rms", "groups": 3}, {"x": T("B", "n", 8)}, "GF299"),                  # 3 ∤ 8
+    ("norm", {"groups": 2}, {"x": T("B", "n", 8)}, "GF299"),                                 # a layer norm
+    ("norm", {"kind": "rms", "groups": 2, "unit_offset": True}, {"x": T("B", "n", 8)}, "GF299"),
+    ("norm", {"kind": "rms", "groups": 0}, {"x": T("B", "n", 8)}, "GF102"),
     ("attention", {"heads": 4, "causal": True, "max_len": 8}, {"x": T("B", 9, 32)}, "GF120"),
     ("attention", {"heads": 4, "rope": True}, {"x": T("B", "n", 32), "positions": T("B", "n", dtype="int64")},
      ("B", "n", "32")),

@@ -13,6 +13,9 @@ from graphformer.ops import REGISTRY
 from shape_cases import T, check_case
 
 
+M2 = {"state": 3, "heads": 4, "groups": 2, "delta_bias": True, "delta_softplus": True}
+
+
 def ins(x=("B", "L", 8), delta=("B", "L", 8), b=("B", "L", 4), c=("B", "L", 4), dtype="float32"):
     return {"x": T(*x), "delta": T(*delta), "B": T(*b), "C": T(*c, dtype=dtype)}
 
@@ -31,6 +34,15 @@ CASES = [
     ({"state": 0}, ins(), "GF102"),
     ({"state": 4}, ins(x=("B", 8)), "GF121"),
     ({"state": 4}, ins(dtype="int64"), "GF122"),
+    # Mamba-2's form: scalars per head, B and C per group of heads
+    (M2, ins(delta=("B", "L", 4), b=("B", "L", 6), c=("B", "L", 6)), ("B", "L", "8")),
+    ({**M2, "groups": 1}, ins(delta=("B", "L", 4), b=("B", "L", 3), c=("B", "L", 3)), ("B", "L", "8")),
+    (M2, ins(delta=("B", "L", 8), b=("B", "L", 6), c=("B", "L", 6)), "GF284"),   # Δ per channel, not per head
+    (M2, ins(delta=("B", "L", 4), b=("B", "L", 3), c=("B", "L", 6)), "GF285"),   # one group's B only
+    ({**M2, "heads": 3, "groups": 1}, ins(delta=("B", "L", 3), b=("B", "L", 3), c=("B", "L", 3)), "GF300"),
+    ({**M2, "groups": 3}, ins(delta=("B", "L", 4), b=("B", "L", 9), c=("B", "L", 9)), "GF300"),
+    ({"state": 3, "groups": 2}, ins(b=("B", "L", 6), c=("B", "L", 6)), "GF300"),   # groups without heads
+    ({**M2, "heads": 0}, ins(delta=("B", "L", 0), b=("B", "L", 6), c=("B", "L", 6)), "GF102"),
 ]
 
 
@@ -46,6 +58,24 @@ def test_params_and_flops():
     assert op.params(a, x) == {"A_log": (1536, 16), "D": (1536,)}
     out = op.shape(a, x)
     assert op.flops(a, x, out) == parse("8 * B * L * 1536 * 16 + 2 * B * L * 1536 + 2 * 1536 * 16")
+
+
+def test_the_heads_form_params_flops_and_carry():
+    """Mamba-2 (Mamba-Codestral-7B's mixer): A_log, D, dt_bias one per head; the carried state [H, P, N]."""
+    op = REGISTRY["selective_scan"]
+    a = op.attrs.model_validate({"state": 128, "heads": 128, "groups": 8, "delta_bias": True, "delta_softplus": True})
+    x = ins(x=("B", "L", 8192), delta=("B", "L", 128), b=("B", "L", 1024), c=("B", "L", 1024))
+    assert op.params(a, x) == {"A_log": (128,), "D": (128,), "dt_bias": (128,)}
+    out = op.shape(a, x)
+    assert op.flops(a, x, out) == parse("6 * B * L * 8192 * 128 + 2 * B * L * 128 + 2 * B * L * 8192 + 2 * 128 "
+                                        "+ 5 * B * L * 128")
+    carry = op.carry(a, x)
+    assert carry.states["ssm"].shape == (128, 64, 128) and carry.states["ssm"].dtype == "float32"
+
+
+def test_the_published_mamba2_counts_without_torch():
+    assert total_params(load("specs/mamba2.yaml").ir) == 7_285_403_648           # Mamba2ForCausalLM, Codestral-7B
+    assert total_params(load("specs/mamba2.yaml", preset="mamba2-130m").ir) == 128_989_632
 
 
 def test_the_published_mamba_counts_without_torch():

@@ -98,13 +98,21 @@ def _repeat_heads(ctx: NodeEmitter, x: str, g: Geometry, width: int, tag: str) -
                   f"{tag}_groups")                                                            # (B, m, h, width)
 
 
-def rms_norm(ctx: NodeEmitter, x: str, weight: str, eps: float, tag: str = "", final: bool = False) -> str:
-    """torch.nn.functional.rms_norm over the last axis: x · 1/sqrt(mean(x²) + eps) · weight."""
+def rms_norm(ctx: NodeEmitter, x: str, weight: str, eps: float, tag: str = "", final: bool = False,
+             groups: int = 1) -> str:
+    """torch.nn.functional.rms_norm over the last axis: x · 1/sqrt(mean(x²) + eps) · weight; with `groups`,
+    each of that many equal slices of the last axis normalised on its own (x: the node's input)."""
     t = f"{tag}_" if tag else ""
+    shape = x
+    if groups != 1:
+        keep = [0] * (len(ctx.types["x"].shape) - 1)
+        x = ctx.op("Reshape", [x, ctx.const(keep + [groups, -1], f"{t}groups", np.int64)], f"{t}groups")
     sq = ctx.op("Mul", [x, x], f"{t}square")
     ms = ctx.reduce("ReduceMean", sq, [-1], f"{t}mean_square", keepdims=1)
     rms = ctx.op("Sqrt", [ctx.op("Add", [ms, ctx.const(eps, f"{t}eps", np.float32)], f"{t}eps")], f"{t}rms")
     y = ctx.op("Mul", [x, ctx.op("Reciprocal", [rms], f"{t}rms")], f"{t}normed")
+    if groups != 1:
+        y = ctx.op("Reshape", [y, ctx.op("Shape", [shape], f"{t}shape")], f"{t}ungrouped")
     return ctx.op("Mul", [y, weight], f"{t}scale", final=final)
 
 
@@ -374,7 +382,7 @@ def _norm(ctx: NodeEmitter, node) -> None:
         ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])
         ctx.op("LayerNormalization", ins, axis=-1, epsilon=a.eps, final=True)
         return
-    rms_norm(ctx, x, ctx.param("weight"), a.eps, final=True)
+    rms_norm(ctx, x, ctx.param("weight"), a.eps, final=True, groups=a.groups)
 
 
 # ---------------------------------------------------------------- element-wise

@@ -601,11 +601,29 @@ class OffsetRMSNorm(UnitOffset, RMSNorm):
         return F.rms_norm(x, self.shape, None, self.eps)
 
 
+class GroupRMSNorm(RMSNorm):
+    """RMS norm of each of `groups` equal slices of the last dimension, then the per-channel scale
+    (transformers' MambaRMSNormGated, whose gate is a `mul` before this node)."""
+
+    def __init__(self, d: int, eps: float, groups: int):
+        super().__init__(d, eps)
+        self.groups = groups
+
+    def forward(self, x):
+        y = F.rms_norm(x.unflatten(-1, (self.groups, -1)), (x.shape[-1] // self.groups,), None, self.eps)
+        return self.weight * y.flatten(-2)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, groups={self.groups}"
+
+
 @lowers("norm")
 def _norm(node, types):
     a, d = node.attrs, _width(types)
     if a.unit_offset:
         return OffsetLayerNorm(d, a.eps, a.bias) if a.kind == "layer" else OffsetRMSNorm(d, a.eps)
+    if a.groups != 1:
+        return GroupRMSNorm(d, a.eps, a.groups)
     return LayerNorm(d, a.eps, a.bias) if a.kind == "layer" else RMSNorm(d, a.eps)
 
 

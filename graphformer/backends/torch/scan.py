@@ -1,4 +1,5 @@
-"""Torch lowerings of the scans (graphformer/ops/scan.py): Mamba's selective scan as a loop over positions.
+"""Torch lowerings of the scans (graphformer/ops/scan.py): Mamba's selective scan as a loop over positions;
+its heads form (Mamba-2) in blocks of positions (the chunked SSD form), a one-token step as the recurrence.
 
 Decoding: while generation's `StateCache` is attached (`cache`, `layer_id`: backends/torch/generation.py), the
 loop starts from the slot's carried state instead of zero and leaves its last state there, so the prompt
@@ -6,53 +7,138 @@ fills the state and each later step runs the loop once, over its one new positio
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .core import _param
 from .lower import lowers
 
 
+def _recur(decay, drive, c_col, h):
+    """h_t = decay_t·h_{t−1} + drive_t, y_t = h_t·C_t for every position t (axis 1 of decay, drive, c_col);
+    returns (y stacked along axis 1, the last h)."""
+    ys = []
+    for t in range(drive.shape[1]):
+        h = decay[:, t] * h + drive[:, t]
+        ys.append(torch.matmul(h.to(c_col.dtype), c_col[:, t])[..., 0])
+    return (torch.stack(ys, dim=1) if ys else None), h
+
+
+def _chunked(xdt, log_decay, b, c, h, q: int):
+    """The heads scan over blocks of q positions (Mamba-2's state space duality, as transformers' torch path
+    and mamba_ssm compute a prompt): within a block, y_t = Σ_{s≤t} exp(a_s+1 + … + a_t) (C_t·B_s) Δ_s x_s as
+    one masked matrix product per head; across blocks, the state at each block's end carried by a loop over
+    the L / q blocks. xdt = Δ·x (B, L, H, P), log_decay = Δ·A (B, L, H), b, c (B, L, H, N), h the state
+    before position 0 (B, H, P, N). Returns y (B, L, H, P) and the state after the last position. Padding
+    to a whole block adds positions with Δ = 0: no decay, no input, so the state passes them unchanged."""
+    length = xdt.shape[1]
+    pad = -length % q
+    if pad:
+        xdt, log_decay, b, c = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (xdt, log_decay, b, c))
+    blocks = xdt.shape[1] // q
+    xdt, b, c = (t.unflatten(1, (blocks, q)) for t in (xdt, b, c))          # (B, K, q, H, ·)
+    cum = log_decay.unflatten(1, (blocks, q)).cumsum(2)                     # (B, K, q, H)
+    causal = torch.ones(q, q, dtype=torch.bool, device=xdt.device).tril()
+    gaps = (cum[:, :, :, None] - cum[:, :, None, :]).masked_fill(~causal[:, :, None], float("-inf"))
+    weights = torch.einsum("bkthn,bkshn->bktsh", c, b) * torch.exp(gaps)   # (B, K, q_t, q_s, H)
+    y = torch.einsum("bktsh,bkshp->bkthp", weights, xdt)                    # within each block
+    to_end = torch.exp(cum[:, :, -1:] - cum)                                # decay from s to the block's end
+    adds = torch.einsum("bkshn,bksh,bkshp->bkhpn", b, to_end, xdt)          # each block's state from zero
+    starts = []
+    for k in range(blocks):                                                 # the state entering each block
+        starts.append(h)
+        h = torch.exp(cum[:, k, -1])[..., None, None] * h + adds[:, k]
+    starts = torch.stack(starts, dim=1)                                     # (B, K, H, P, N)
+    y = y + torch.einsum("bkthn,bkhpn->bkthp", c, starts) * torch.exp(cum)[..., None]
+    return y.flatten(1, 2)[:, :length], h
+
+
 class SelectiveScan(nn.Module):
     """h_t = exp(Δ_t·A)·h_{t−1} + Δ_t·B_t·x_t, y_t = C_t·h_t + D·x_t, A = −exp(A_log), computed as
     transformers' MambaMixer computes it without its CUDA kernels: the decay and input terms for the whole
     sequence at once, then one multiply-add per position. A loop, not a parallel (log-space or chunked)
-    scan: it is exactly the reference's arithmetic, in the same order, and autograd runs through it."""
+    scan: it is exactly the reference's arithmetic, in the same order, and autograd runs through it.
 
-    def __init__(self, channels: int, state: int):
+    With `heads` (Mamba-2), A, Δ and D are one scalar per head and the state is [H, P, N] per sequence
+    (transformers' layout); B and C are repeated from their group to its heads. As transformers' Mamba2 and
+    mamba_ssm do, a sequence runs in blocks of `chunk` positions (`_chunked`: matrix products within a block,
+    a loop over blocks) and a one-token decoder step as the recurrence."""
+
+    def __init__(self, channels: int, state: int, heads: int | None = None, groups: int = 1,
+                 delta_bias: bool = False, delta_softplus: bool = False):
         super().__init__()
-        self.A_log = _param(channels, state)
-        self.D = _param(channels)
+        per = channels if heads is None else heads
+        self.A_log = _param(channels, state) if heads is None else _param(heads)
+        self.D = _param(per)
+        self.dt_bias = _param(per) if delta_bias else None
+        self.heads, self.groups, self.softplus = heads, groups, delta_softplus
 
     def init_parameters(self, gen) -> None:
-        """Mamba's S4D-real init: A_log[d, n] = log(n + 1), so A = −(1, 2, …, N) in every channel; D = 1."""
-        n = self.A_log.shape[1]
+        """Mamba's S4D-real init: A_log[d, n] = log(n + 1), so A = −(1, 2, …, N) in every channel (Mamba-2:
+        A = −(1, …, H) over the heads); D = 1; dt_bias = 0."""
+        n = self.A_log.shape[-1]
         self.A_log.copy_(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).expand_as(self.A_log))
         self.D.fill_(1.0)
+        if self.dt_bias is not None:
+            self.dt_bias.zero_()
 
     cache = None      # generation's StateCache while a decoder runs the model, and this node's slot in it
     layer_id = 0
 
+    def _delta(self, delta):
+        if self.dt_bias is not None:
+            delta = delta + self.dt_bias
+        return F.softplus(delta) if self.softplus else delta
+
+    def _state(self, x, shape):
+        return x.new_zeros(x.shape[0], *shape, dtype=torch.float32) if self.cache is None else \
+            self.cache.read(self.layer_id, "ssm")                           # carried, float32
+
+    def _keep(self, h) -> None:
+        if self.cache is not None:
+            self.cache.write(self.layer_id, "ssm", h)
+
     def forward(self, x, delta, B, C):
+        delta = self._delta(delta)
+        if self.heads is not None:
+            return self._heads(x, delta, B, C)
         # in float32 whatever the model's dtype, as the reference: the state too; each output in x's dtype
         A = -torch.exp(self.A_log.float())                                  # (D, N)
         decay = torch.exp(delta[..., None] * A)                             # (B, L, D, N)
         drive = delta[..., None] * B[:, :, None, :].float() * x[..., None].float()   # (B, L, D, N): Δ·B·x
-        h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1]) if self.cache is None else \
-            self.cache.read(self.layer_id, "ssm")                           # (B, D, N): carried, float32
-        ys = []
-        for t in range(x.shape[1]):
-            h = decay[:, t] * h + drive[:, t]
-            ys.append(torch.matmul(h.to(x.dtype), C[:, t, :, None])[..., 0])   # (B, D)
-        if self.cache is not None:
-            self.cache.write(self.layer_id, "ssm", h)
-        y = torch.stack(ys, dim=1) if ys else torch.zeros_like(x)           # (B, L, D)
-        return y + x * self.D
+        y, h = _recur(decay, drive, C[..., None].to(x.dtype), self._state(x, A.shape))
+        self._keep(h)
+        return (torch.zeros_like(x) if y is None else y) + x * self.D
+
+    chunk = 64        # positions per block of the chunked (SSD) form of the heads scan
+
+    def _heads(self, x, delta, B, C):
+        b, length, d = x.shape
+        heads, n = self.heads, B.shape[-1] // self.groups
+        xh = x.float().view(b, length, heads, d // heads)                  # (B, L, H, P)
+        dt = delta.float()                                                  # (B, L, H)
+        log_decay = dt * -torch.exp(self.A_log.float())                     # Δ·A ≤ 0
+        per_group = heads // self.groups                                    # B, C: group g serves its heads
+        bh = B.float().view(b, length, self.groups, n).repeat_interleave(per_group, dim=2)    # (B, L, H, N)
+        ch = C.float().view(b, length, self.groups, n).repeat_interleave(per_group, dim=2)    # (B, L, H, N)
+        h = self._state(x, (heads, d // heads, n))                          # (B, H, P, N)
+        if length == 1:      # a decoder step: the recurrence once
+            h = torch.exp(log_decay)[:, 0, :, None, None] * h + (dt[:, 0, :, None, None] * bh[:, 0, :, None, :]
+                                                                  * xh[:, 0, :, :, None])
+            y = torch.matmul(h, ch[:, 0, :, :, None])[..., 0][:, None]     # (B, 1, H, P)
+        else:
+            y, h = _chunked(xh * dt[..., None], log_decay, bh, ch, h, self.chunk)
+        self._keep(h)
+        y = y + xh * self.D.float()[:, None]
+        return y.reshape(b, length, d).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"channels={self.A_log.shape[0]}, state={self.A_log.shape[1]}"
+        if self.heads is None:
+            return f"channels={self.A_log.shape[0]}, state={self.A_log.shape[1]}"
+        return f"heads={self.heads}, groups={self.groups}"
 
 
 @lowers("selective_scan")
 def _selective_scan(node, types):
-    return SelectiveScan(types["x"].shape[2].value, node.attrs.state)
-
+    a = node.attrs
+    return SelectiveScan(types["x"].shape[2].value, a.state, a.heads, a.groups, a.delta_bias, a.delta_softplus)
