@@ -182,9 +182,10 @@ def _attrs_key(op: str, values: dict) -> tuple:
     return (op,) + tuple([(k, type(v), v) for k, v in values.items()])
 
 
-def _ints(env: dict[str, Any]) -> dict[str, int]:
-    """The params that can size a dimension."""
-    return {k: v for k, v in env.items() if param_kind(v) == "int"}
+def _ints(text: str, env: dict[str, Any]) -> dict[str, int]:
+    """The params of `env` that `text` names and that can size a dimension (only the names it reads are
+    looked up while parsing: the whole env, rebuilt per expression, cost more than the parse)."""
+    return {k: env[k] for k in _names(text) if k in env and param_kind(env[k]) == "int"}
 
 
 class _Abort(Exception):
@@ -424,7 +425,7 @@ class Expander:
                                          help=f"declare `{typed[0]}` with an integer default, or use another param"))
             return None
         try:
-            d = parse(expr, _ints(scope.env)) if isinstance(expr, str) else Dim.const(expr)
+            d = parse(expr, _ints(expr, scope.env)) if isinstance(expr, str) else Dim.const(expr)
         except DimError as e:
             sp = span
             if span is not None and e.offset is not None and isinstance(expr, str):
@@ -854,20 +855,21 @@ class Expander:
         raw = decl.attrs
         values: dict[str, Any] = {}
         ok = True
-        node.meta["attr_spans"] = {k: scope.span("nodes", name, k) for k in raw}
+        spans = node.meta["attr_spans"] = {k: scope.span("nodes", name, k) for k in raw}
         refs: dict[str, list[str]] = {}
         reported: set[str] = set()   # attributes whose value is already an error
         if "tie" in raw and "tied" in raw and self._param_ref(scope, raw["tie"])[0] is False:
             raw = {k: v for k, v in raw.items() if k != "tied"}  # an untied head owns its weight
+        env = scope.env
         for k, v in raw.items():
             if isinstance(v, str):
-                refs[k] = sorted(set(_NAME.findall(v)) & set(scope.env))
+                refs[k] = sorted([n for n in _names(v) if n in env])
             if k in op.attrs.dim_fields and v is not None:
-                iv = self._int(scope, v, scope.span("nodes", name, k), f"`{k}`")
+                iv = self._int(scope, v, spans[k], f"`{k}`")
                 ok &= iv is not None
                 values[k] = iv if iv is not None else 1
             elif k in op.attrs.shape_fields and isinstance(v, list):
-                texts = self._shape_texts(scope, v, scope.span("nodes", name, k))
+                texts = self._shape_texts(scope, v, spans[k])
                 ok &= texts is not None
                 values[k] = texts if texts is not None else (-1,)   # reported: validate a placeholder
             elif k in op.attrs.block_fields and v is not None:
@@ -877,9 +879,9 @@ class Expander:
                     values[k] = v  # let pydantic report the type
                     continue
                 values[k] = v
-                self.pending.append((node, f"attr:{k}", self._lookup(scope, v, scope.span("nodes", name, k))))
+                self.pending.append((node, f"attr:{k}", self._lookup(scope, v, spans[k])))
             else:
-                values[k] = self._attr_value(scope, op.attrs, k, v, scope.span("nodes", name, k))
+                values[k] = self._attr_value(scope, op.attrs, k, v, spans[k])
                 if values[k] is _BAD:   # reported; validate the default so one mistake is one error
                     ok = False
                     reported.add(k)
@@ -1380,7 +1382,7 @@ class _SizeEstimate:
         if isinstance(expr, bool) or not isinstance(expr, (int, str)):
             return None
         try:
-            d = parse(expr, _ints(env)) if isinstance(expr, str) else Dim.const(expr)
+            d = parse(expr, _ints(expr, env)) if isinstance(expr, str) else Dim.const(expr)
         except DimError:
             return None
         return d.value if d.is_const else None

@@ -11,6 +11,7 @@ import math
 import sys
 import typing
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Any, Callable, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, BeforeValidator, PrivateAttr
@@ -204,15 +205,16 @@ class OpDef:
         assert self.sequence in SEQUENCE, f"op {self.name}: sequence must be one of {SEQUENCE}"
         assert self.tp in TP, f"op {self.name}: tp must be one of {TP}"
 
-    @property
+    # read per node by expand and infer: computed once per op (an OpDef never changes)
+    @cached_property
     def variadic(self) -> bool:
         return bool(self.ports) and self.ports[0].startswith("*")
 
-    @property
+    @cached_property
     def port_names(self) -> list[str]:
         return [p.strip("*?") for p in self.ports]
 
-    @property
+    @cached_property
     def required_ports(self) -> list[str]:
         return [p.strip("*") for p in self.ports if not p.endswith("?")]
 
