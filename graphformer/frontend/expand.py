@@ -494,19 +494,19 @@ class Expander:
         an expression over params (`head_dim ** -0.5`), evaluated here."""
         ctx, rules = self.prog.root, []
         for k, r in enumerate(decl.rules):
-            scale, where = r.scale, ctx.span(("weight_maps", name, "rules", k, "scale"))
+            scale, at = r.scale, ("weight_maps", name, "rules", k, "scale")   # its span only where read
             if isinstance(scale, str):
-                scale = self._real(ctx, self.prog.params, "scale", scale, where)
+                scale = self._real(ctx, self.prog.params, "scale", scale, ctx.span(at))
                 scale = None if scale is _BAD else scale
             split, heads = self._split_layout(ctx, ("weight_maps", name, "rules", k), r)
             if scale is not None and not MIN_SCALE <= abs(scale) <= MAX_SCALE:
                 self.diags.append(Diagnostic(
                     "GF180", f"weight-map scale {scale:g} is out of range: a scale multiplies every weight the "
-                    f"rule reads, so it must be finite with a magnitude from {MIN_SCALE:g} to {MAX_SCALE:g}", where,
+                    f"rule reads, so it must be finite with a magnitude from {MIN_SCALE:g} to {MAX_SCALE:g}", ctx.span(at),
                     help="a factor this large or small (or zero) destroys the weights; check the expression"))
                 scale = None
             sources = [r.src] if isinstance(r.src, str) else list(r.src or [None])
-            sources = [self._index_bounds(ctx, s, ("weight_maps", name, "rules", k, "from")) if s else s
+            sources = [self._index_bounds(ctx, s, ("weight_maps", name, "rules", k, "from")) if s and "{i" in s else s
                        for s in sources]
             combine, axis = self._combine(ctx, ("weight_maps", name, "rules", k), r)
             rules.append(WeightRule(sources[0], (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,

@@ -185,7 +185,7 @@ def _compose_convert(text: str, file: str, loader_class) -> Loaded:
                         notes=["the file is empty (or only comments)"])
         # Only anchors (`&`) make nodes shared: without one the tree has as many values as it has nodes, and the
         # converter's own count bounds it; the size check then only decides which error a bad tree gets first.
-        anchored = "&" in text
+        anchored = _ANCHOR.search(text) is not None
         if anchored:
             _check_expanded_size(node, file)
         out = Loaded(None, {}, {}, text, file)
@@ -267,6 +267,8 @@ def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
     return _fail("GF001", f"invalid YAML: {problem}", span, notes=notes, help=hint)
 
 
+# an anchor is `&` and at least one of these (both parsers); a `&` in prose ("add & norm") is none
+_ANCHOR = re.compile(r"&[0-9A-Za-z_-]")
 _STR, _INT, _NULL, _SEQ, _MAP, _MERGE = (_TAG + t for t in ("str", "int", "null", "seq", "map", "merge"))
 _NUMERIC_START = frozenset("+-0123456789")
 _PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")   # the ints PyYAML reads as Python does (no 0o, 0x, _, 1:30)
