@@ -777,10 +777,9 @@ class Expander:
                     ports: list[str], required: list[str], variadic: bool) -> dict[str, Slot] | None:
         """`in` → {port: slot}: a string, a list (positional) or a mapping (named); omitted = previous node."""
         ref, base = decl.in_, ("nodes", name, "in")
-        span = scope.span(*base)
         if not ports:  # a block without inputs
             if ref is not None:
-                self.diags.append(Diagnostic("GF106", f"`{name}` ({decl.op}) takes no inputs", span,
+                self.diags.append(Diagnostic("GF106", f"`{name}` ({decl.op}) takes no inputs", scope.span(*base),
                                              help="remove `in`"))
                 return None
             return {}
@@ -791,19 +790,19 @@ class Expander:
                 return None
             out = {ports[0]: prev}
         elif isinstance(ref, str):
-            out = {ports[0]: self._lookup(scope, ref, span)}
+            out = {ports[0]: self._ref(scope, ref, base)}
         elif isinstance(ref, list):
             if variadic:
                 if len(ref) < 2:
-                    self.diags.append(Diagnostic("GF106", f"`in` of `{name}` needs at least two inputs", span))
+                    self.diags.append(Diagnostic("GF106", f"`in` of `{name}` needs at least two inputs", scope.span(*base)))
                     return None
-                out = {f"{ports[0]}{i}": self._lookup(scope, r, scope.span(*base, i)) for i, r in enumerate(ref)}
+                out = {f"{ports[0]}{i}": self._ref(scope, r, base + (i,)) for i, r in enumerate(ref)}
                 return out
             if len(ref) > len(ports):
                 self.diags.append(Diagnostic("GF106", f"`{name}` takes at most {len(ports)} inputs "
-                                             f"({', '.join(ports)}), got {len(ref)}", span))
+                                             f"({', '.join(ports)}), got {len(ref)}", scope.span(*base)))
                 return None
-            out = {p: self._lookup(scope, r, scope.span(*base, i)) for i, (p, r) in enumerate(zip(ports, ref))}
+            out = {p: self._ref(scope, r, base + (i,)) for i, (p, r) in enumerate(zip(ports, ref))}
         else:
             out = {}
             for p, r in ref.items():
@@ -813,17 +812,24 @@ class Expander:
                         "GF106", f"`{decl.op}` has no input `{p}`" + (f" — did you mean `{guess}`?" if guess else ""),
                         scope.span(*base, p, key=True), help="inputs: " + ", ".join(f"`{q}`" for q in ports)))
                     return None
-                out[p] = self._lookup(scope, r, scope.span(*base, p))
+                out[p] = self._ref(scope, r, base + (p,))
         if variadic and len(out) < 2:
             self.diags.append(Diagnostic("GF106", f"`{name}` ({decl.op}) needs at least two inputs: `in: [a, b]`",
                                          scope.span("nodes", name, key=True)))
             return None
         missing = [p for p in required if p not in out]
         if missing and not variadic:
-            self.diags.append(Diagnostic("GF106", f"`{name}` is missing input `{missing[0]}`", span or scope.span("nodes", name, key=True),
+            self.diags.append(Diagnostic("GF106", f"`{name}` is missing input `{missing[0]}`",
+                                         scope.span(*base) or scope.span("nodes", name, key=True),
                                          help="name every input: `in: {" + ", ".join(f"{p}: ..." for p in required) + "}`"))
             return None
         return out
+
+    def _ref(self, scope: Scope, ref: str, at: tuple) -> Slot:
+        """`_lookup` of a reference written at `at` in the scope's YAML: the span, which only a reference to a
+        name not defined yet keeps (for GF110), is looked up only then."""
+        slot = scope.names.get(ref)
+        return slot if slot is not None else self._lookup(scope, ref, scope.span(*at))
 
     def _chosen_op(self, scope: Scope, decl: NodeDecl) -> tuple[NodeDecl, str | None]:
         """`op: ffn` with a string param `ffn`: the op or block the param names, so that a preset can swap a
