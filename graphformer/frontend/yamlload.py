@@ -296,6 +296,7 @@ class _Converter:
 
     def __init__(self, loader: yaml.SafeLoader, out: Loaded):
         self.loader, self.out, self.file, self.count = loader, out, out.file, 0
+        self.nodes = out.nodes
 
     def convert(self, node: yaml.Node, path: tuple, depth: int) -> Any:
         self.count += 1
@@ -305,7 +306,7 @@ class _Converter:
                         help="use fewer nested aliases")
         if depth > MAX_DEPTH:  # also stops recursive aliases such as `&a [*a]`
             raise _fail("GF003", f"nesting deeper than {MAX_DEPTH} levels", _span_of(self.file, node))
-        self.out.nodes[path] = node
+        self.nodes[path] = node
         cls = node.__class__
         if cls is ScalarNode:
             value = self.scalar(node)
@@ -326,9 +327,12 @@ class _Converter:
             if key_node.__class__ is not ScalarNode:
                 kind = "a list" if isinstance(key_node, SequenceNode) else "a mapping"
                 raise _fail("GF004", f"mapping keys must be plain scalars, found {kind}", _span_of(file, key_node))
-            key = self.scalar(key_node)
-            if key.__class__ is not str and (not isinstance(key, int) or isinstance(key, bool)):
-                key = key_node.value  # `on:`, `null:`, `1.5:` keys keep their source text
+            if key_node.tag == _STR:   # the usual key: its text (what `scalar` and the line below give)
+                key = key_node.value
+            else:
+                key = self.scalar(key_node)
+                if key.__class__ is not str and (not isinstance(key, int) or isinstance(key, bool)):
+                    key = key_node.value  # `on:`, `null:`, `1.5:` keys keep their source text
             where = path + (key,)
             if key in result:
                 raise SpecError([Diagnostic("GF002", f"duplicate key `{key}`", _span_of(file, key_node),
