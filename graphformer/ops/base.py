@@ -4,7 +4,8 @@ and the traits the analyses read: they branch on traits, never on op names).
 Shape rules are plain functions over `TensorType`s; they raise `ShapeError` with the port that is at
 fault so the checker can point at both the consumer and the producer. Nothing here imports torch.
 """
-from __future__ import annotations
+# No `from __future__ import annotations` here: pydantic evaluates the annotations of `Attrs` again for
+# each of the ~50 attrs models that subclass it, and strings cost a compile and an eval each time.
 
 import importlib
 import math
