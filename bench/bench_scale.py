@@ -227,8 +227,9 @@ What makes repetitions cheap (each is exact: the same IR, diagnostics and counts
   (`backends/torch/plan.py`).
 - *YAML* (`frontend/yamlload.py`): libyaml's parser where the text is printable and shallowly nested,
   PyYAML's pure loader otherwise and for every error; tags resolved through a cache (no Python call per
-  node from libyaml's composer), spans filled directly, no cyclic garbage collection during a load, and the
-  alias-size pre-check only for text with anchors (`&`). One pass over the bundled specs: 0.96 G → 0.40 G
+  node from libyaml's composer, and C no-ops for its path-resolver hooks), a value's span made from its node
+  when first looked up (most never are), no cyclic garbage collection during a load, and the alias-size
+  pre-check only for text with an anchor (`&name`, not a `&` in prose). One pass over the bundled specs: 0.96 G → 0.40 G
   instructions (callgrind, which counts the same on a loaded machine where CPU times drift by ±20 %).
 - *Start-up*: a command imports what it uses: the subcommand's own module only (`cli.py`), an op family's
   module on the first lookup of one of its ops (`MODULES` in `ops/__init__.py`), `frontend/hf.py` only

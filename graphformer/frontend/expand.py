@@ -183,9 +183,10 @@ def _attrs_key(op: str, values: dict) -> tuple:
     return (op,) + tuple([(k, type(v), v) for k, v in values.items()])
 
 
-def _ints(env: dict[str, Any]) -> dict[str, int]:
-    """The params that can size a dimension."""
-    return {k: v for k, v in env.items() if param_kind(v) == "int"}
+def _ints(text: str, env: dict[str, Any]) -> dict[str, int]:
+    """The params of `env` that `text` names and that can size a dimension (only the names it reads are
+    looked up while parsing: the whole env, rebuilt per expression, cost more than the parse)."""
+    return {k: env[k] for k in _names(text) if k in env and param_kind(env[k]) == "int"}
 
 
 class _Abort(Exception):
@@ -425,7 +426,7 @@ class Expander:
                                          help=f"declare `{typed[0]}` with an integer default, or use another param"))
             return None
         try:
-            d = parse(expr, _ints(scope.env)) if isinstance(expr, str) else Dim.const(expr)
+            d = parse(expr, _ints(expr, scope.env)) if isinstance(expr, str) else Dim.const(expr)
         except DimError as e:
             sp = span
             if span is not None and e.offset is not None and isinstance(expr, str):
@@ -494,19 +495,19 @@ class Expander:
         an expression over params (`head_dim ** -0.5`), evaluated here."""
         ctx, rules = self.prog.root, []
         for k, r in enumerate(decl.rules):
-            scale, where = r.scale, ctx.span(("weight_maps", name, "rules", k, "scale"))
+            scale, at = r.scale, ("weight_maps", name, "rules", k, "scale")   # its span only where read
             if isinstance(scale, str):
-                scale = self._real(ctx, self.prog.params, "scale", scale, where)
+                scale = self._real(ctx, self.prog.params, "scale", scale, ctx.span(at))
                 scale = None if scale is _BAD else scale
             split, heads = self._split_layout(ctx, ("weight_maps", name, "rules", k), r)
             if scale is not None and not MIN_SCALE <= abs(scale) <= MAX_SCALE:
                 self.diags.append(Diagnostic(
                     "GF180", f"weight-map scale {scale:g} is out of range: a scale multiplies every weight the "
-                    f"rule reads, so it must be finite with a magnitude from {MIN_SCALE:g} to {MAX_SCALE:g}", where,
+                    f"rule reads, so it must be finite with a magnitude from {MIN_SCALE:g} to {MAX_SCALE:g}", ctx.span(at),
                     help="a factor this large or small (or zero) destroys the weights; check the expression"))
                 scale = None
             sources = [r.src] if isinstance(r.src, str) else list(r.src or [None])
-            sources = [self._index_bounds(ctx, s, ("weight_maps", name, "rules", k, "from")) if s else s
+            sources = [self._index_bounds(ctx, s, ("weight_maps", name, "rules", k, "from")) if s and "{i" in s else s
                        for s in sources]
             combine, axis = self._combine(ctx, ("weight_maps", name, "rules", k), r)
             stored = self._stored_shape(ctx, ("weight_maps", name, "rules", k), r)
@@ -827,10 +828,9 @@ class Expander:
                     ports: list[str], required: list[str], variadic: bool) -> dict[str, Slot] | None:
         """`in` → {port: slot}: a string, a list (positional) or a mapping (named); omitted = previous node."""
         ref, base = decl.in_, ("nodes", name, "in")
-        span = scope.span(*base)
         if not ports:  # a block without inputs
             if ref is not None:
-                self.diags.append(Diagnostic("GF106", f"`{name}` ({decl.op}) takes no inputs", span,
+                self.diags.append(Diagnostic("GF106", f"`{name}` ({decl.op}) takes no inputs", scope.span(*base),
                                              help="remove `in`"))
                 return None
             return {}
@@ -841,19 +841,19 @@ class Expander:
                 return None
             out = {ports[0]: prev}
         elif isinstance(ref, str):
-            out = {ports[0]: self._lookup(scope, ref, span)}
+            out = {ports[0]: self._ref(scope, ref, base)}
         elif isinstance(ref, list):
             if variadic:
                 if len(ref) < 2:
-                    self.diags.append(Diagnostic("GF106", f"`in` of `{name}` needs at least two inputs", span))
+                    self.diags.append(Diagnostic("GF106", f"`in` of `{name}` needs at least two inputs", scope.span(*base)))
                     return None
-                out = {f"{ports[0]}{i}": self._lookup(scope, r, scope.span(*base, i)) for i, r in enumerate(ref)}
+                out = {f"{ports[0]}{i}": self._ref(scope, r, base + (i,)) for i, r in enumerate(ref)}
                 return out
             if len(ref) > len(ports):
                 self.diags.append(Diagnostic("GF106", f"`{name}` takes at most {len(ports)} inputs "
-                                             f"({', '.join(ports)}), got {len(ref)}", span))
+                                             f"({', '.join(ports)}), got {len(ref)}", scope.span(*base)))
                 return None
-            out = {p: self._lookup(scope, r, scope.span(*base, i)) for i, (p, r) in enumerate(zip(ports, ref))}
+            out = {p: self._ref(scope, r, base + (i,)) for i, (p, r) in enumerate(zip(ports, ref))}
         else:
             out = {}
             for p, r in ref.items():
@@ -863,17 +863,24 @@ class Expander:
                         "GF106", f"`{decl.op}` has no input `{p}`" + (f" — did you mean `{guess}`?" if guess else ""),
                         scope.span(*base, p, key=True), help="inputs: " + ", ".join(f"`{q}`" for q in ports)))
                     return None
-                out[p] = self._lookup(scope, r, scope.span(*base, p))
+                out[p] = self._ref(scope, r, base + (p,))
         if variadic and len(out) < 2:
             self.diags.append(Diagnostic("GF106", f"`{name}` ({decl.op}) needs at least two inputs: `in: [a, b]`",
                                          scope.span("nodes", name, key=True)))
             return None
         missing = [p for p in required if p not in out]
         if missing and not variadic:
-            self.diags.append(Diagnostic("GF106", f"`{name}` is missing input `{missing[0]}`", span or scope.span("nodes", name, key=True),
+            self.diags.append(Diagnostic("GF106", f"`{name}` is missing input `{missing[0]}`",
+                                         scope.span(*base) or scope.span("nodes", name, key=True),
                                          help="name every input: `in: {" + ", ".join(f"{p}: ..." for p in required) + "}`"))
             return None
         return out
+
+    def _ref(self, scope: Scope, ref: str, at: tuple) -> Slot:
+        """`_lookup` of a reference written at `at` in the scope's YAML: the span, which only a reference to a
+        name not defined yet keeps (for GF110), is looked up only then."""
+        slot = scope.names.get(ref)
+        return slot if slot is not None else self._lookup(scope, ref, scope.span(*at))
 
     def _chosen_op(self, scope: Scope, decl: NodeDecl) -> tuple[NodeDecl, str | None]:
         """`op: ffn` with a string param `ffn`: the op or block the param names, so that a preset can swap a
@@ -905,14 +912,15 @@ class Expander:
         raw = decl.attrs
         values: dict[str, Any] = {}
         ok = True
-        node.meta["attr_spans"] = {k: scope.span("nodes", name, k) for k in raw}
+        spans = node.meta["attr_spans"] = {k: scope.span("nodes", name, k) for k in raw}
         refs: dict[str, list[str]] = {}
         reported: set[str] = set()   # attributes whose value is already an error
         if "tie" in raw and "tied" in raw and self._param_ref(scope, raw["tie"])[0] is False:
             raw = {k: v for k, v in raw.items() if k != "tied"}  # an untied head owns its weight
+        env = scope.env
         for k, v in raw.items():
             if isinstance(v, str):
-                refs[k] = sorted(set(_NAME.findall(v)) & set(scope.env))
+                refs[k] = sorted([n for n in _names(v) if n in env])
             if k in op.attrs.dim_fields and isinstance(v, str) and v in op.attrs.words(k):
                 values[k] = v   # a word the attribute takes besides numbers (`padding: same`)
             elif k in op.attrs.dim_fields and isinstance(v, list):   # a pair `[h, w]`: each entry a dimension
@@ -922,11 +930,11 @@ class Expander:
             elif k in op.attrs.dim_fields and v is not None:
                 words = " or ".join(f"`{w}`" for w in op.attrs.words(k)) if isinstance(v, str) else ""
                 what = f"`{k}`" + (f" (a number or {words})" if words else "")
-                iv = self._int(scope, v, scope.span("nodes", name, k), what)
+                iv = self._int(scope, v, spans[k], what)
                 ok &= iv is not None
                 values[k] = iv if iv is not None else 1
             elif k in op.attrs.shape_fields and isinstance(v, list):
-                texts = self._shape_texts(scope, v, scope.span("nodes", name, k))
+                texts = self._shape_texts(scope, v, spans[k])
                 ok &= texts is not None
                 values[k] = texts if texts is not None else (-1,)   # reported: validate a placeholder
             elif k in op.attrs.block_fields and v is not None:
@@ -936,9 +944,9 @@ class Expander:
                     values[k] = v  # let pydantic report the type
                     continue
                 values[k] = v
-                self.pending.append((node, f"attr:{k}", self._lookup(scope, v, scope.span("nodes", name, k))))
+                self.pending.append((node, f"attr:{k}", self._lookup(scope, v, spans[k])))
             else:
-                values[k] = self._attr_value(scope, op.attrs, k, v, scope.span("nodes", name, k))
+                values[k] = self._attr_value(scope, op.attrs, k, v, spans[k])
                 if values[k] is _BAD:   # reported; validate the default so one mistake is one error
                     ok = False
                     reported.add(k)
@@ -1439,7 +1447,7 @@ class _SizeEstimate:
         if isinstance(expr, bool) or not isinstance(expr, (int, str)):
             return None
         try:
-            d = parse(expr, _ints(env)) if isinstance(expr, str) else Dim.const(expr)
+            d = parse(expr, _ints(expr, env)) if isinstance(expr, str) else Dim.const(expr)
         except DimError:
             return None
         return d.value if d.is_const else None

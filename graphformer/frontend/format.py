@@ -60,6 +60,16 @@ ScalarParam = Union[StrictBool, StrictInt, StrictFloat, StrictStr]
 ParamValue = Union[ScalarParam, Annotated[list[ScalarParam], Field(min_length=1, max_length=10_000)]]
 
 
+# Empty defaults from Python functions, not the builtin types: pydantic reads a default factory's signature,
+# and a builtin's is parsed from its text by `inspect` (tokenize's regexes, ~5 ms at import).
+def _dict() -> dict:
+    return {}
+
+
+def _list() -> list:
+    return []
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -116,7 +126,7 @@ class BlockInputDecl(_Strict):
 class BlockDecl(_Strict):
     doc: str = ""
     params: dict[str, Union[StrictBool, StrictInt, StrictFloat, StrictStr]] = Field(
-        default_factory=dict, description="block-local params with defaults (an integer or expression, a float, "
+        default_factory=_dict, description="block-local params with defaults (an integer or expression, a float, "
                                           "a boolean, or the name of a spec param)")
     inputs: dict[str, Union[Shape, BlockInputDecl]]
     nodes: dict[str, NodeDecl]
@@ -232,10 +242,10 @@ class WeightMap(_Strict):
     reference: StrictStr = Field("", description="what the map is for, e.g. `transformers.BertModel`")
     strip_prefix: StrictStr = ""
     renames: list[WeightRename] = Field(
-        default_factory=list, description="other names of the same tensors: a key's dotted segments `from` are "
+        default_factory=_list, description="other names of the same tensors: a key's dotted segments `from` are "
                                           "read as `to`, in order, after `strip_prefix`; weights are written "
                                           "back under `from` (docs/weight-maps.md)")
-    ignore: list[StrictStr] = Field(default_factory=list, description="reference keys (patterns) not used")
+    ignore: list[StrictStr] = Field(default_factory=_list, description="reference keys (patterns) not used")
     rules: list[WeightRule]
 
 
@@ -248,7 +258,7 @@ class ImportDecl(_Strict):
     blocks: Union[list[StrictStr], dict[str, StrictStr]] = Field(
         description="the blocks to use: a list of names, or `{local_name: their_name}` to rename")
     params: dict[str, ParamValue] = Field(
-        default_factory=dict, description="every param of the other spec that the imported blocks read: "
+        default_factory=_dict, description="every param of the other spec that the imported blocks read: "
                                           "`their_name: value`, the value a param of this spec, an integer "
                                           "expression over them, or a number or boolean")
     doc: str = ""
@@ -259,25 +269,25 @@ class SpecFile(_Strict):
     name: StrictStr
     doc: str = ""
     params: dict[str, Union[ParamValue, DerivedParam]] = Field(
-        default_factory=dict, description="named values with defaults: integers (sizes), floats, booleans or "
+        default_factory=_dict, description="named values with defaults: integers (sizes), floats, booleans or "
                                           "strings, a per-layer list of one of those (read as "
                                           "`name[repeat_index]`), or `{expr: 4 * d_model}` (an integer computed "
                                           "from other params unless set); attributes refer to them by name")
-    presets: dict[str, dict[str, ParamValue]] = Field(default_factory=dict)
-    dims: dict[str, StrictInt] = Field(default_factory=dict, description="example sizes of symbolic dims")
+    presets: dict[str, dict[str, ParamValue]] = Field(default_factory=_dict)
+    dims: dict[str, StrictInt] = Field(default_factory=_dict, description="example sizes of symbolic dims")
     requires: list[Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")]] = Field(
-        default_factory=list, description="installed packages whose plugin ops this spec uses (docs/plugins.md); "
+        default_factory=_list, description="installed packages whose plugin ops this spec uses (docs/plugins.md); "
                                           "a spec never loads code itself: a package not installed is an error "
                                           "(GF253) that names it")
     imports: list[Union[StrictStr, ImportDecl]] = Field(
-        default_factory=list, description="spec files whose blocks (and param defaults) become usable here, "
+        default_factory=_list, description="spec files whose blocks (and param defaults) become usable here, "
                                           "or `{from, blocks, params}`: chosen blocks of a bundled model or a "
                                           "file, their params bound from this spec's")
-    inputs: dict[str, InputDecl] = Field(default_factory=dict)
-    blocks: dict[str, BlockDecl] = Field(default_factory=dict)
-    nodes: dict[str, NodeDecl] = Field(default_factory=dict)
-    outputs: dict[str, StrictStr] = Field(default_factory=dict)
-    weight_maps: dict[str, WeightMap] = Field(default_factory=dict)
+    inputs: dict[str, InputDecl] = Field(default_factory=_dict)
+    blocks: dict[str, BlockDecl] = Field(default_factory=_dict)
+    nodes: dict[str, NodeDecl] = Field(default_factory=_dict)
+    outputs: dict[str, StrictStr] = Field(default_factory=_dict)
+    weight_maps: dict[str, WeightMap] = Field(default_factory=_dict)
 
 
 def block_input_shape(decl: Union[Shape, BlockInputDecl]) -> tuple[Shape, tuple]:

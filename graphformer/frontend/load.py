@@ -243,24 +243,11 @@ def data_diagnostics(ctx: SpecCtx) -> list[Diagnostic]:
             why = name_problem(name)
             if why:
                 bad(what, name, why, ctx.span(path + (name,), key=True))
-    for path, value in _numbers(ctx.loaded.data, ()):
+    for path, value in reversed(ctx.loaded.nonfinite):   # in the order a walk from the end finds them
         out.append(Diagnostic("GF102", f"`{value}` is not a finite number", ctx.span(path),
                               help="numbers in a spec are finite: write a large finite value, or leave the "
                                    "attribute at its default"))
     return out
-
-
-def _numbers(data: Any, path: tuple):
-    """(path, value) of every non-finite float in the YAML data, walked without recursion."""
-    stack = [(data, path)]
-    while stack:
-        value, at = stack.pop()
-        if isinstance(value, float) and not math.isfinite(value):
-            yield at, value
-        elif isinstance(value, dict):
-            stack += [(v, at + (k,)) for k, v in value.items()]
-        elif isinstance(value, list):
-            stack += [(v, at + (i,)) for i, v in enumerate(value)]
 
 
 def _add_block(prog: Program, name: str, ctx: SpecCtx, block: Any, diags: list[Diagnostic]) -> None:

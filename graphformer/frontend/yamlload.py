@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import gc
+import math
+import operator
 import os
 import re
 from dataclasses import dataclass, field
@@ -35,21 +37,41 @@ _KINDS = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
 @dataclass
 class Loaded:
     data: Any
-    spans: dict[tuple, Span] = field(default_factory=dict)      # path -> span of the value
-    key_spans: dict[tuple, Span] = field(default_factory=dict)  # path -> span of its key
+    # path -> the YAML node of the value (of its key). Most spans are never read (they serve diagnostics):
+    # a Span is made from its node on the first lookup.
+    nodes: dict[tuple, Any] = field(default_factory=dict)
+    key_nodes: dict[tuple, Any] = field(default_factory=dict)
     text: str = ""
     file: str = "<string>"
+    nonfinite: list[tuple[tuple, float]] = field(default_factory=list)   # (path, value) of inf and nan values
+
+    @property
+    def spans(self) -> dict[tuple, Span]:
+        """path -> span of the value, every one (span() looks one up)."""
+        return {p: _span_at(self.nodes, p, self.file) for p in self.nodes}
+
+    @property
+    def key_spans(self) -> dict[tuple, Span]:
+        """path -> span of its key."""
+        return {p: _span_at(self.key_nodes, p, self.file) for p in self.key_nodes}
 
     def span(self, path: tuple, key: bool = False) -> Span | None:
         """Best span for a path: exact match, else the span of the longest existing prefix."""
         path = tuple(path)
         for i in range(len(path), -1, -1):
             p = path[:i]
-            if key and p in self.key_spans:
-                return self.key_spans[p]
-            if p in self.spans:
-                return self.spans[p]
+            if key and p in self.key_nodes:
+                return _span_at(self.key_nodes, p, self.file)
+            if p in self.nodes:
+                return _span_at(self.nodes, p, self.file)
         return None
+
+
+def _span_at(table: dict, path: tuple, file: str) -> Span:
+    span = table[path]
+    if span.__class__ is not Span:
+        span = table[path] = _span_of(file, span)
+    return span
 
 
 def _fail(code: str, message: str, span: Span | None, **kw: Any) -> SpecError:
@@ -135,6 +157,9 @@ class _CLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     def __init__(self, stream):
         super().__init__(stream)
         self.resolve = _resolved
+        # The composer calls these per node to follow path resolvers, and there are none (PyYAML's methods
+        # return at once): C callables that do nothing spare it two Python calls per node.
+        self.descend_resolver, self.ascend_resolver = operator.is_, tuple
 
 
 def _fast_ok(text: str) -> bool:
@@ -164,7 +189,7 @@ def _compose_convert(text: str, file: str, loader_class) -> Loaded:
                         notes=["the file is empty (or only comments)"])
         # Only anchors (`&`) make nodes shared: without one the tree has as many values as it has nodes, and the
         # converter's own count bounds it; the size check then only decides which error a bad tree gets first.
-        anchored = "&" in text
+        anchored = _ANCHOR.search(text) is not None
         if anchored:
             _check_expanded_size(node, file)
         out = Loaded(None, {}, {}, text, file)
@@ -189,7 +214,7 @@ def _compose_convert(text: str, file: str, loader_class) -> Loaded:
             loader.dispose()
     if not isinstance(out.data, dict):
         raise _fail("GF006", f"a spec must be a mapping at the top level, found {_KINDS.get(type(out.data), 'a value')}",
-                    out.spans[()], help="start the file with `key: value` lines")
+                    out.span(()), help="start the file with `key: value` lines")
     return out
 
 
@@ -246,6 +271,8 @@ def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
     return _fail("GF001", f"invalid YAML: {problem}", span, notes=notes, help=hint)
 
 
+# an anchor is `&` and at least one of these (both parsers); a `&` in prose ("add & norm") is none
+_ANCHOR = re.compile(r"&[0-9A-Za-z_-]")
 _STR, _INT, _NULL, _SEQ, _MAP, _MERGE = (_TAG + t for t in ("str", "int", "null", "seq", "map", "merge"))
 _NUMERIC_START = frozenset("+-0123456789")
 _PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")   # the ints PyYAML reads as Python does (no 0o, 0x, _, 1:30)
@@ -255,8 +282,8 @@ _new = object.__new__
 
 
 def _span_of(file: str, node: yaml.Node) -> Span:
-    """`_node_span` for the converter, which makes one per value and key: the frozen dataclass's __init__
-    (a setattr per field) costs twice what filling the instance's dict does, for an equal Span."""
+    """`_node_span` for the spans looked up: the frozen dataclass's __init__ (a setattr per field) costs
+    twice what filling the instance's dict does, for an equal Span."""
     s, e = node.start_mark, node.end_mark
     span = _new(Span)
     span.__dict__.update(file=file, line=s.line + 1, col=s.column + 1,
@@ -265,56 +292,61 @@ def _span_of(file: str, node: yaml.Node) -> Span:
 
 
 class _Converter:
-    """Node tree -> plain data, recording spans and enforcing the node and depth limits."""
+    """Node tree -> plain data, recording nodes (for spans) and enforcing the node and depth limits."""
 
     def __init__(self, loader: yaml.SafeLoader, out: Loaded):
         self.loader, self.out, self.file, self.count = loader, out, out.file, 0
+        self.nodes = out.nodes
 
     def convert(self, node: yaml.Node, path: tuple, depth: int) -> Any:
-        span = _span_of(self.file, node)
         self.count += 1
         if self.count > MAX_NODES:  # stop before building the expanded structure
-            raise _fail("GF003", f"document expands to more than {MAX_NODES:,} values", span,
+            raise _fail("GF003", f"document expands to more than {MAX_NODES:,} values", _span_of(self.file, node),
                         notes=["aliases (`*name`) that refer to other aliases multiply the document size"],
                         help="use fewer nested aliases")
         if depth > MAX_DEPTH:  # also stops recursive aliases such as `&a [*a]`
-            raise _fail("GF003", f"nesting deeper than {MAX_DEPTH} levels", span)
-        self.out.spans[path] = span
+            raise _fail("GF003", f"nesting deeper than {MAX_DEPTH} levels", _span_of(self.file, node))
+        self.nodes[path] = node
         cls = node.__class__
         if cls is ScalarNode:
-            return self.scalar(node, span)
+            value = self.scalar(node)
+            if value.__class__ is float and not math.isfinite(value):
+                self.out.nonfinite.append((path, value))
+            return value
         if cls is SequenceNode:
-            self.check_tag(node, _SEQ, span)
+            self.check_tag(node, _SEQ)
             depth += 1
             return [self.convert(item, path + (i,), depth) for i, item in enumerate(node.value)]
-        self.check_tag(node, _MAP, span)
+        self.check_tag(node, _MAP)
         result: dict = {}
-        key_spans, file, depth = self.out.key_spans, self.file, depth + 1
+        key_nodes, file, depth = self.out.key_nodes, self.file, depth + 1
         for key_node, value_node in node.value:
-            kspan = _span_of(file, key_node)
             if key_node.tag == _MERGE:
-                raise _fail("GF004", "merge keys (`<<`) are not supported", kspan,
+                raise _fail("GF004", "merge keys (`<<`) are not supported", _span_of(file, key_node),
                             help="write the keys out, or use an alias (`*name`) for the whole value")
             if key_node.__class__ is not ScalarNode:
                 kind = "a list" if isinstance(key_node, SequenceNode) else "a mapping"
-                raise _fail("GF004", f"mapping keys must be plain scalars, found {kind}", kspan)
-            key = self.scalar(key_node, kspan)
-            if key.__class__ is not str and (not isinstance(key, int) or isinstance(key, bool)):
-                key = key_node.value  # `on:`, `null:`, `1.5:` keys keep their source text
+                raise _fail("GF004", f"mapping keys must be plain scalars, found {kind}", _span_of(file, key_node))
+            if key_node.tag == _STR:   # the usual key: its text (what `scalar` and the line below give)
+                key = key_node.value
+            else:
+                key = self.scalar(key_node)
+                if key.__class__ is not str and (not isinstance(key, int) or isinstance(key, bool)):
+                    key = key_node.value  # `on:`, `null:`, `1.5:` keys keep their source text
             where = path + (key,)
             if key in result:
-                raise SpecError([Diagnostic("GF002", f"duplicate key `{key}`", kspan,
-                                            labels=[Label(key_spans[where], "first defined here")],
+                raise SpecError([Diagnostic("GF002", f"duplicate key `{key}`", _span_of(file, key_node),
+                                            labels=[Label(_span_at(key_nodes, where, file), "first defined here")],
                                             help="remove one of them; YAML would silently keep the last")])
-            key_spans[where] = kspan
+            key_nodes[where] = key_node
             result[key] = self.convert(value_node, where, depth)
         return result
 
-    def check_tag(self, node: yaml.Node, expected: str, span: Span) -> None:
+    def check_tag(self, node: yaml.Node, expected: str) -> None:
         if node.tag != expected:
-            raise _fail("GF004", f"unsupported YAML tag `{node.tag}`", span, help="remove the tag")
+            raise _fail("GF004", f"unsupported YAML tag `{node.tag}`", _span_of(self.file, node), help="remove the tag")
 
-    def scalar(self, node: ScalarNode, span: Span) -> Any:
+    def scalar(self, node: ScalarNode) -> Any:
         tag, value = node.tag, node.value
         if tag == _STR:   # what SafeConstructor gives for these tags, without its dispatch per value
             if not node.style and value[:1] in _NUMERIC_START and _EXP_FLOAT.fullmatch(value):
@@ -325,7 +357,7 @@ class _Converter:
         if tag == _NULL:
             return None
         if tag not in _SCALAR_TAGS:
-            raise _fail("GF004", f"unsupported YAML tag `{node.tag}`", span, help="remove the tag")
+            raise _fail("GF004", f"unsupported YAML tag `{node.tag}`", _span_of(self.file, node), help="remove the tag")
         if tag == _TAG + "timestamp":
             return value  # keep dates as written: data must stay plain str/int/float/bool/None
         return self.loader.construct_object(node, deep=True)

@@ -4,7 +4,8 @@ and the traits the analyses read: they branch on traits, never on op names).
 Shape rules are plain functions over `TensorType`s; they raise `ShapeError` with the port that is at
 fault so the checker can point at both the consumer and the producer. Nothing here imports torch.
 """
-from __future__ import annotations
+# No `from __future__ import annotations` here: pydantic evaluates the annotations of `Attrs` again for
+# each of the ~50 attrs models that subclass it, and strings cost a compile and an eval each time.
 
 import functools
 import importlib
@@ -12,6 +13,7 @@ import math
 import sys
 import typing
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Any, Callable, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, BeforeValidator, PrivateAttr
@@ -248,15 +250,16 @@ class OpDef:
         assert self.sequence in SEQUENCE, f"op {self.name}: sequence must be one of {SEQUENCE}"
         assert self.tp in TP, f"op {self.name}: tp must be one of {TP}"
 
-    @property
+    # read per node by expand and infer: computed once per op (an OpDef never changes)
+    @cached_property
     def variadic(self) -> bool:
         return bool(self.ports) and self.ports[0].startswith("*")
 
-    @property
+    @cached_property
     def port_names(self) -> list[str]:
         return [p.strip("*?") for p in self.ports]
 
-    @property
+    @cached_property
     def required_ports(self) -> list[str]:
         return [p.strip("*") for p in self.ports if not p.endswith("?")]
 
