@@ -111,7 +111,7 @@ class DecoderPlan:
     max_len_from: str | None = None
     encoder: set[str] = field(default_factory=set)    # nodes run once per sequence (they ignore the tokens)
     encoder_inputs: list[str] = field(default_factory=list)   # spec inputs of the encoder
-    unfed: list[str] = field(default_factory=list)    # optional inputs a step leaves out
+    unfed: list[str] = field(default_factory=list)    # optional and defaulted inputs a step leaves out
     head: str | None = None             # the one output, when per position with one input: only its last row
     batch: Dim | None = None            # the token input's dims
     seq: Dim | None = None
@@ -360,6 +360,8 @@ def _plan_inputs(plan: DecoderPlan, ir: IRGraph, needed: set[str], fixed: set[st
             plan.encoder_inputs.append(k)
         elif stages and ir.node(v).meta.get("optional"):
             plan.unfed.append(k)
+        elif ir.node(v).meta.get("default") is not None and not plan.encoder:
+            plan.unfed.append(k)   # each step's own constant (token types 0), as a call that leaves it out
         else:
             raise _refuse("GF212", f"input `{k}` cannot be fed to a decoder step: it is neither the token ids "
                           "nor an attention `mask` or `positions`" + (", nor read by the encoder alone"

@@ -22,7 +22,8 @@ from ...analysis import memory
 from ...base.fileio import resolve_output
 from ...analysis.decoding import plan_decoder
 from ...base.diagnostics import did_you_mean
-from .graph import MIN_OPSET, ExportError, exported_nodes, to_model, without_inputs
+from ...ir.defaults import default_of
+from .graph import MIN_OPSET, ExportError, exported_nodes, filling, to_model, without_inputs
 from .past import Past
 from . import seq2seq
 from .lower import LOWERINGS, custom_node
@@ -122,14 +123,16 @@ def exported_ir(spec, inputs=None, with_past: bool = False):
             raise ExportError("inputs and with_past together: a decoder step's inputs are fixed (input_ids, "
                               "attention_mask, position_ids, past_key_values.*)")
         unfed = set(plan_past(spec).plan.unfed)   # an optional prefix-LM `prefix`: left out of the step
-        return without_inputs(spec.ir, unfed) if unfed else spec.ir
+        defaulted = {k for k in unfed if default_of(spec.ir, k) is not None}
+        return filling(without_inputs(spec.ir, unfed - defaulted), defaulted)
     for name in names:
         if name not in spec.ir.inputs:
             hint = did_you_mean(name, spec.ir.inputs)
             raise ExportError(f"`{name}` is not an input of `{spec.name}`" + (f" (did you mean `{hint}`?)" if hint
                               else "") + f": its inputs are {', '.join(spec.ir.inputs)}")
     optional = {k for k, v in spec.ir.inputs.items() if spec.ir.node(v).meta.get("optional")}
-    return without_inputs(spec.ir, optional - set(names))
+    defaulted = {k for k in spec.ir.inputs if default_of(spec.ir, k) is not None}   # left out: built in the graph
+    return filling(without_inputs(spec.ir, optional - set(names)), defaulted - set(names))
 
 
 def to_onnx(spec, module_or_weights: Any = None, opset: int = DEFAULT_OPSET, *, seed: int | None = 0,

@@ -10,10 +10,21 @@ import math
 import torch
 
 from ...analysis import memory
+from ...ir.defaults import Fill
 from ...ops.base import dtype_bytes
 
 
 _TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "bool": torch.bool}
+
+
+def filled(fill: Fill, given: dict) -> torch.Tensor:
+    """A left-out input with a default: the constant at the shape the given required inputs' shapes say."""
+    env: dict[str, int] = {}
+    for sym, src, axis, divisor in fill.reads:
+        env[sym] = given[src].shape[axis] // divisor.evaluate(env)
+    device = next((v.device for v in given.values() if isinstance(v, torch.Tensor)), None)
+    return torch.full([d.evaluate(env) for d in fill.shape], fill.value, dtype=_TORCH_DTYPES[fill.dtype],
+                      device=device)
 
 
 def resolve_dims(spec, dims: dict[str, int] | None) -> dict[str, int]:
