@@ -37,9 +37,10 @@ def add_parser(sub) -> None:
                         "becomes encoder_model.onnx, decoder_model.onnx and decoder_with_past_model.onnx in the "
                         "directory -o names, as optimum's seq2seq classes load them")
     p.add_argument("--inputs", metavar="NAME[,NAME...]", action="append",
-                   help="optional spec inputs to include (e.g. mask,positions). By default the model takes the "
-                        "required inputs only and computes what the spec computes without the optional ones: "
-                        "ONNX has no way to leave out a graph input at run time")
+                   help="optional or defaulted spec inputs to include (e.g. mask,positions or token_type_ids). By "
+                        "default the model takes the required inputs only and computes what the spec computes "
+                        "without the others (a defaulted one is its constant): ONNX has no way to leave out a "
+                        "graph input at run time")
     p.add_argument("--custom-ops", action="store_true",
                    help="write a plugin op that has no ONNX lowering as a node of the plugin's own ONNX domain "
                         "(a runtime needs the plugin's kernel) instead of refusing it (GF254)")
@@ -56,7 +57,8 @@ def run(args) -> int:
         raise CommandError("--weights-map needs --weights FILE: the map says how FILE's names fit the spec")
     inputs = [k.strip() for arg in args.inputs or () for k in arg.split(",")]
     if args.inputs is not None and not all(inputs):
-        raise CommandError("--inputs: give the names of the spec's optional inputs, separated by commas")
+        raise CommandError("--inputs: give the names of the spec's optional or defaulted inputs, separated by "
+                           "commas")
     if inputs and args.with_past:
         raise CommandError("--inputs and --with-past: a decoder step's inputs are fixed (input_ids, "
                            "attention_mask, position_ids, past_key_values.*)")
@@ -116,6 +118,11 @@ def run(args) -> int:
     if left_out and not args.with_past:
         sys.stderr.write(f"optional inputs left out: {', '.join(left_out)} (--inputs {','.join(left_out)} "
                          f"includes them)\n")
+    filled = [k for k, v in spec.ir.inputs.items() if spec.ir.node(v).meta.get("default") is not None
+              and k not in inputs and spec.ir.consumers(v)]
+    if filled and not args.with_past:
+        sys.stderr.write(f"inputs built from their defaults: {', '.join(filled)} (--inputs {','.join(filled)} "
+                         f"makes them graph inputs)\n")
     return EXIT_OK
 
 

@@ -88,7 +88,7 @@ def _fill_inputs(state: GraphState, ir: IRGraph, names: dict[str, str], keep: se
     leaves it out: its constant at the shape read off the required inputs' runtime shapes (ir/defaults.py)."""
     fed = set(ir.inputs.values())
     for node in ir.nodes():
-        if node.op != "input" or node.name in fed or node.name not in keep:
+        if node.op != "input" or node.name in fed or node.name not in keep or node.meta.get("default") is None:
             continue
         f = fill(ir, node.name)
         ctx = NodeEmitter(state, node, [], {}, names[node.name])

@@ -73,7 +73,7 @@ class GraphModule(Block):
             inputs.update(zip(self.input_names, args))
         if not self._required <= inputs.keys() <= self._input_set:
             raise TypeError(self._input_problem(len(args), inputs))
-        self._fill_defaults(inputs)
+        self.fill_defaults(inputs)
         run = self._run_train if self.training else self._run_eval
         args = [inputs.get(k) for k in self.input_names]   # an omitted optional: None
         if torch.compiler.is_compiling():   # the compiler shares equal subexpressions itself
@@ -81,10 +81,11 @@ class GraphModule(Block):
         with forward_tables():
             return run(self._modules, *args)
 
-    def _fill_defaults(self, inputs: dict) -> None:
-        """An input with a `default` left out (or None, as transformers takes token_type_ids): its constant."""
+    def fill_defaults(self, inputs: dict, only=None) -> None:
+        """Each input with a `default` (of those named in `only`, default all) left out of `inputs` or None (as
+        transformers takes token_type_ids): its constant, at the shape the given inputs' shapes say."""
         for k, f in self._fills.items():
-            if inputs.get(k) is None:
+            if inputs.get(k) is None and (only is None or k in only):
                 inputs[k] = filled(f, inputs)
 
     def _input_problem(self, n_args: int, inputs: dict) -> str:
@@ -119,7 +120,7 @@ class GraphModule(Block):
         Used by the build self-check and tests; the fast path (`forward`) never records anything.
         """
         ir = self.spec.ir
-        self._fill_defaults(inputs)
+        self.fill_defaults(inputs)
         values = {v: inputs.get(k) for k, v in ir.inputs.items()}
         shapes = {name: tuple(v.shape) for name, v in values.items() if v is not None}
         for n in ir.nodes():
