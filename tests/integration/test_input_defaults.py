@@ -4,7 +4,7 @@ is then its constant at the shape the required inputs give.
 Against transformers, built offline from tiny configs with perturbed random weights (fp32, ≤ 1e-5 × scale):
 BertModel, AlbertModel and DebertaV2Model (type_vocab_size 2) called without token_type_ids equal our module
 called without them, and with them (random segment ids, a padded batch) as before; ONNX Runtime on the default
-export (token_type_ids built in the graph, not a graph input) and on the export that takes them. DeBERTa-v2's
+export that takes them and on one that leaves them out (built in the graph with ConstantOfShape). DeBERTa-v2's
 token types: the map's round trip and `import hf` of such a config. The fill itself on a made-up spec (a float
 default, a shape over a divided axis) in torch and ONNX; a causal LM with a defaulted input generates (each step
 fills its own) and exports with past. The diagnostics: GF250, GF252, and no GF112 for an unread defaulted input.
@@ -88,7 +88,7 @@ def test_onnx_runtime_with_and_without_token_types(name):
     model = ours(s, ref)
     ids, types, mask = batch(n=11)
     required = [k for k in ("input_ids", "attention_mask") if not s.ir.node(k).meta.get("optional")]
-    for inputs in ([], ["token_type_ids"]):
+    for inputs in ([], ["token_type_ids"]):   # the default is the second (test below)
         export = inputs + [k for k in ("attention_mask",) if k not in required]
         sess = ort_session(s, model, inputs=export)
         assert [i.name for i in sess.get_inputs()] == [k for k in s.ir.inputs if k in required or k in export]
@@ -105,10 +105,14 @@ def test_onnx_runtime_with_and_without_token_types(name):
             assert_close(got[keep], want[keep], f"{name} onnx inputs={inputs} n={n}")
 
 
-def test_onnx_default_export_has_no_token_types_input():
+def test_onnx_default_export_takes_token_types_when_read():
+    """By default a defaulted input some node reads is a graph input (a tokenizer's output feeds straight in);
+    DeBERTa-v3's, read by nothing (type_vocab 0), is not."""
     s, ref = family("bert")
     sess = ort_session(s, ours(s, ref))
-    assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask"]
+    assert [i.name for i in sess.get_inputs()] == ["input_ids", "token_type_ids", "attention_mask"]
+    v3 = graphformer.load("specs/deberta-v2.yaml", preset="tiny")
+    assert [i.name for i in ort_session(v3, graphformer.build(v3, seed=0)).get_inputs()] == ["input_ids"]
 
 
 def test_deberta_token_types_map_round_trip_and_count():
@@ -180,7 +184,7 @@ def test_float_default_over_a_divided_axis_torch_and_onnx(tmp_path):
         got = model(x=x)["y"]
         want = model(x=x, shift=torch.full((3, 5, 4), 0.5))["y"]
     assert got.shape == (3, 5, 4) and torch.equal(got, want)
-    sess = ort_session(s, model)
+    sess = ort_session(s, model, inputs=[])
     assert [i.name for i in sess.get_inputs()] == ["x"]
     assert_ort_close(sess, {"x": x}, {"y": want}, "filled onnx")
 
