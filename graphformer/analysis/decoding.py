@@ -160,7 +160,7 @@ def plan_decoder(ir: IRGraph, outputs: Iterable[str] | None = None, stages: bool
     slots = cache_slots(ir, needed)
     recurrent = [n for n in ir.nodes() if n.name in needed and n.op != "input" and _sequence(n) == RECURRENT]
     plan = DecoderPlan(tokens=_token_input(ir, [s.node for s in slots], [n.name for n in recurrent]) or "")
-    steps = [ir.inputs[k] for k in [plan.tokens, *_step_defaults(ir, plan.tokens)]]
+    steps = [ir.inputs[k] for k in [plan.tokens, *_step_defaults(ir, plan.tokens)]] if plan.tokens else []
     fixed = needed - ir.descendants(steps) if plan.tokens and stages else set()
     plan.encoder = {n for n in fixed if ir.node(n).op != "input"}
     blocked = stray = None       # the first refusal of a node that a step runs (GF213, GF293), the first read
