@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import textwrap
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -222,7 +223,19 @@ def test_causal_lm_with_a_defaulted_input_generates_and_exports_with_past(tmp_pa
             seq = torch.cat([seq, model(tokens=seq)["logits"][:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(out, seq)
     step = ort_session(s, model, with_past=True)
-    assert "types" not in [i.name for i in step.get_inputs()]
+    given = {i.name: i for i in step.get_inputs()}
+    assert "types" not in given
+    # the prompt with an empty past, then one token after it: each the full recompute's logits (types 1 built)
+    past = {k: np.zeros((2, i.shape[1], 0, i.shape[3]), np.float32) for k, i in given.items()
+            if k.startswith("past_key_values.")}
+    names = [o.name for o in step.get_outputs()]
+    for length in (4, 5):
+        feed = seq[:, :4] if length == 4 else seq[:, 4:5]
+        out = dict(zip(names, step.run(None, {"input_ids": feed.numpy(), **past})))
+        with torch.no_grad():
+            want = model(tokens=seq[:, :length])["logits"][:, -feed.shape[1]:]
+        assert_close(torch.from_numpy(out["logits"]), want, f"typed-lm onnx step to {length}")
+        past = {"past_key_values." + k[len("present."):]: v for k, v in out.items() if k.startswith("present.")}
 
 
 # ---------------------------------------------------------------- diagnostics
