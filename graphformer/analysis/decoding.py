@@ -42,7 +42,7 @@ from typing import Iterable
 from ..base.diagnostics import Diagnostic, SpecError
 from ..base.dims import Dim
 from ..ir import IRGraph, IRNode
-from ..ir.defaults import default_of, fill
+from ..ir.defaults import default_of, unreadable
 from ..ops import REGISTRY
 from ..ops.base import (AXIS, CACHE, CONTEXT, MOVES, OFFSET, POSITION, RECURRENT, THROUGH, UNKNOWN, Carry,
                         CarriedState, dtype_bytes)
@@ -377,8 +377,9 @@ def _step_defaults(ir: IRGraph, tokens: str) -> list[str]:
     leaves them out and gets its own constant, as long as its tokens."""
     if not tokens:
         return []
-    return [k for k in ir.inputs if k != tokens and default_of(ir, k) is not None
-            and all(src == tokens for _, src, _, _ in fill(ir, k).reads)]
+    alone = {tokens: ir.node(ir.inputs[tokens]).shape}
+    return [k for k, v in ir.inputs.items() if k != tokens and default_of(ir, k) is not None
+            and ir.node(v).shape is not None and not unreadable(ir.node(v).shape.shape, alone)]
 
 
 def _prefix_input(plan: DecoderPlan, ir: IRGraph, k: str, stages: bool) -> None:

@@ -307,3 +307,41 @@ def test_module_still_requires_required_inputs():
     model = graphformer.build(s, seed=0)
     with pytest.raises(TypeError, match="missing attention_mask"):
         model(input_ids=torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_encoder_decoder_with_a_defaulted_decoder_input(tmp_path):
+    """translation.yaml with decoder token types (`default: 1`, [B, t] as the target tokens): a step fills them,
+    so `generate` equals the full recompute; ONNX's first decoder graph builds them and equals the torch build."""
+    import shutil
+    from pathlib import Path
+    from graphformer.backends.onnx import to_seq2seq
+    from parity import onnx_session
+    specs = Path(__file__).resolve().parents[2] / "specs"
+    for name in ("translation.yaml", "transformer.yaml"):
+        shutil.copy(specs / name, tmp_path / name)
+    text = (tmp_path / "translation.yaml").read_text()
+    text = text.replace("  tgt_tokens: {shape: [B, t], dtype: int64}\n",
+                        "  tgt_tokens: {shape: [B, t], dtype: int64}\n"
+                        "  tgt_types: {shape: [B, t], dtype: int64, default: 1}\n")
+    text = text.replace("  tgt_drop:  {op: dropout, p: 0.1}\n",
+                        "  tgt_typ:   {op: embedding, in: tgt_types, vocab: 2, dim: d_model}\n"
+                        "  tgt_sum:   {op: residual, in: [tgt_pos, tgt_typ]}\n  tgt_drop:  {op: dropout, p: 0.1}\n")
+    (tmp_path / "translation.yaml").write_text(text)
+    s = graphformer.load(tmp_path / "translation.yaml", preset="tiny")
+    assert plan_decoder(s.ir, ("logits",)).unfed == ["tgt_types"]
+    model = graphformer.build(s, seed=0).eval()
+    gen = torch.Generator().manual_seed(4)
+    src, tgt = torch.randint(0, 101, (2, 6), generator=gen), torch.randint(0, 103, (2, 3), generator=gen)
+    out = graphformer.generate(model, tgt, 4, encoder_inputs={"src_tokens": src})
+    seq = tgt
+    with torch.no_grad():
+        for _ in range(4):
+            seq = torch.cat([seq, model(src_tokens=src, tgt_tokens=seq)["logits"][:, -1].argmax(-1, keepdim=True)], 1)
+        want = model(src_tokens=src, tgt_tokens=seq)["logits"]
+    assert torch.equal(out, seq)
+    graphs = to_seq2seq(s, model)
+    hidden = onnx_session(graphs["encoder_model.onnx"]).run(None, {"input_ids": src.numpy()})[0]
+    decoder = onnx_session(graphs["decoder_model.onnx"])
+    assert [i.name for i in decoder.get_inputs()] == ["input_ids", "encoder_hidden_states"]
+    got = decoder.run(["logits"], {"input_ids": seq.numpy(), "encoder_hidden_states": hidden})[0]
+    assert_close(torch.from_numpy(got), want, "translation with decoder types, onnx decoder")
