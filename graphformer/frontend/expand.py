@@ -403,7 +403,8 @@ class Expander:
             why = "a float32 input's default is a number"
         else:
             return True
-        self.diags.append(Diagnostic("GF252", f"input `{name}` has `default: {value!r}`, which it can't take: {why}",
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)   # as YAML writes it
+        self.diags.append(Diagnostic("GF252", f"input `{name}` has `default: {shown}`, which it can't take: {why}",
                                      scope.span("inputs", name, "default"),
                                      help="a default is the constant the input stands for when a call leaves it "
                                           "out (`token_type_ids`: 0); drop `optional` or write a value of the dtype"))
