@@ -345,3 +345,16 @@ def test_encoder_decoder_with_a_defaulted_decoder_input(tmp_path):
     assert [i.name for i in decoder.get_inputs()] == ["input_ids", "encoder_hidden_states"]
     got = decoder.run(["logits"], {"input_ids": seq.numpy(), "encoder_hidden_states": hidden})[0]
     assert_close(torch.from_numpy(got), want, "translation with decoder types, onnx decoder")
+
+
+def test_cli_export_inputs_choose_the_defaulted_ones(tmp_path, capsys):
+    """`export` takes token_type_ids by default; `--inputs attention_mask` builds them in the graph and says so."""
+    onnx = pytest.importorskip("onnx")
+    from graphformer.cli import main
+    for extra, want in (([], ["input_ids", "token_type_ids", "attention_mask"]),
+                        (["--inputs", "attention_mask"], ["input_ids", "attention_mask"])):
+        out = tmp_path / f"bert{len(extra)}.onnx"
+        assert main(["export", "specs/bert-base.yaml", "--preset", "tiny", *extra, "-o", str(out)]) == 0
+        err = capsys.readouterr().err
+        assert [i.name for i in onnx.load(str(out)).graph.input] == want
+        assert ("inputs built from their defaults: token_type_ids" in err) == bool(extra), err
