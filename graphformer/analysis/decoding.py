@@ -42,6 +42,7 @@ from typing import Iterable
 from ..base.diagnostics import Diagnostic, SpecError
 from ..base.dims import Dim
 from ..ir import IRGraph, IRNode
+from ..ir.defaults import default_of, unreadable
 from ..ops import REGISTRY
 from ..ops.base import (AXIS, CACHE, CONTEXT, MOVES, OFFSET, POSITION, RECURRENT, THROUGH, UNKNOWN, Carry,
                         CarriedState, dtype_bytes)
@@ -111,7 +112,7 @@ class DecoderPlan:
     max_len_from: str | None = None
     encoder: set[str] = field(default_factory=set)    # nodes run once per sequence (they ignore the tokens)
     encoder_inputs: list[str] = field(default_factory=list)   # spec inputs of the encoder
-    unfed: list[str] = field(default_factory=list)    # optional inputs a step leaves out
+    unfed: list[str] = field(default_factory=list)    # optional and defaulted inputs a step leaves out
     head: str | None = None             # the one output, when per position with one input: only its last row
     batch: Dim | None = None            # the token input's dims
     seq: Dim | None = None
@@ -159,7 +160,8 @@ def plan_decoder(ir: IRGraph, outputs: Iterable[str] | None = None, stages: bool
     slots = cache_slots(ir, needed)
     recurrent = [n for n in ir.nodes() if n.name in needed and n.op != "input" and _sequence(n) == RECURRENT]
     plan = DecoderPlan(tokens=_token_input(ir, [s.node for s in slots], [n.name for n in recurrent]) or "")
-    fixed = needed - ir.descendants([ir.inputs[plan.tokens]]) if plan.tokens and stages else set()
+    steps = [ir.inputs[k] for k in [plan.tokens, *_step_defaults(ir, plan.tokens)]] if plan.tokens else []
+    fixed = needed - ir.descendants(steps) if plan.tokens and stages else set()
     plan.encoder = {n for n in fixed if ir.node(n).op != "input"}
     blocked = stray = None       # the first refusal of a node that a step runs (GF213, GF293), the first read
     axes: dict[str, int] = {}    # of the encoder; the token axis of each value a step computes (1 unless moved)
@@ -324,8 +326,9 @@ def _per_position(n: IRNode, kind: str, axis: int | None = 1) -> bool:
 def _token_input(ir: IRGraph, slots: list[str], recurrent: list[str]) -> str | None:
     """The token input: read by a token table (`token_table` trait), every causal attention depends on it, and
     so does a recurrence if there is no attention (an encoder's convolutions need not); None unless exactly one
-    input is."""
-    reads = [k for k, v in ir.inputs.items() if any(REGISTRY[c.op].token_table for c, _ in ir.consumers(v))]
+    input is. An input with a `default` (token types) is not: a step fills it."""
+    reads = [k for k, v in ir.inputs.items() if any(REGISTRY[c.op].token_table for c, _ in ir.consumers(v))
+             and ir.node(v).meta.get("default") is None]
     found = []
     for k in reads:
         after = ir.descendants([ir.inputs[k]])
@@ -360,11 +363,23 @@ def _plan_inputs(plan: DecoderPlan, ir: IRGraph, needed: set[str], fixed: set[st
             plan.encoder_inputs.append(k)
         elif stages and ir.node(v).meta.get("optional"):
             plan.unfed.append(k)
+        elif k in _step_defaults(ir, plan.tokens):
+            plan.unfed.append(k)   # each step's own constant (token types 0), as a call that leaves it out
         else:
             raise _refuse("GF212", f"input `{k}` cannot be fed to a decoder step: it is neither the token ids "
                           "nor an attention `mask` or `positions`" + (", nor read by the encoder alone"
                                                                       if plan.encoder else ""),
                           ir.node(v), f"a step takes `{plan.tokens}`, and optionally a padding mask and positions")
+
+
+def _step_defaults(ir: IRGraph, tokens: str) -> list[str]:
+    """The inputs with a `default` whose shape is read off the token input's alone (token types [B, n]): a step
+    leaves them out and gets its own constant, as long as its tokens."""
+    if not tokens:
+        return []
+    alone = {tokens: ir.node(ir.inputs[tokens]).shape}
+    return [k for k, v in ir.inputs.items() if k != tokens and default_of(ir, k) is not None
+            and ir.node(v).shape is not None and not unreadable(ir.node(v).shape.shape, alone)]
 
 
 def _prefix_input(plan: DecoderPlan, ir: IRGraph, k: str, stages: bool) -> None:

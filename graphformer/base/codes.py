@@ -1453,6 +1453,48 @@ weight_maps:
       - {from: "layers.{i+frist}.bias", to: up.bias}
 """),
     Code(
+        "GF250", "a defaulted input whose shape the required inputs don't give",
+        ("An input with a `default` may be left out of a call; it is then a tensor of that constant with the "
+         "input's declared shape, built at run time (in torch, and in an ONNX export that leaves it out). Each "
+         "symbol of that shape (`B`, `n`) must therefore be the size of an axis of an input every call gives: "
+         "one that is neither `optional` nor defaulted."),
+        fix="Write the shape in the required inputs' symbols (`[B, n]` like `input_ids`), or make the input "
+            "required (drop `default`).",
+        example="""\
+graphformer: 1
+name: case
+params: {vocab: 50, d_model: 16}
+dims: {B: 2, n: 8, m: 8}
+inputs:
+  input_ids:      {shape: [B, n], dtype: int64}
+  token_type_ids: {shape: [B, m], dtype: int64, default: 0}
+nodes:
+  tok: {op: embedding, in: input_ids, vocab: vocab, dim: d_model}
+  typ: {op: embedding, in: token_type_ids, vocab: 2, dim: d_model}
+outputs: {tokens: tok, types: typ}
+"""),
+    Code(
+        "GF252", "an input's default it can't take",
+        ("`default` is the constant a left-out input stands for (BERT's `token_type_ids`: 0), so it is a value of "
+         "the input's dtype: an integer for int64, `true` or `false` for bool, a number for float32. An input is "
+         "either `optional` (absent when left out: only optional op inputs may read it) or defaulted (a tensor "
+         "of its constant: any op may read it), not both."),
+        fix="Write a value of the input's dtype, and drop `optional: true` from a defaulted input.",
+        example="""\
+graphformer: 1
+name: case
+params: {vocab: 50, d_model: 16}
+dims: {B: 2, n: 8}
+inputs:
+  input_ids:      {shape: [B, n], dtype: int64}
+  token_type_ids: {shape: [B, n], dtype: int64, default: 0.5}
+nodes:
+  tok: {op: embedding, in: input_ids, vocab: vocab, dim: d_model}
+  typ: {op: embedding, in: token_type_ids, vocab: 2, dim: d_model}
+  sum: {op: residual, in: [tok, typ]}
+outputs: {y: sum}
+"""),
+    Code(
         "GF253", "a required plugin package is not installed",
         ("The spec's `requires:` names a package (a graphformer plugin, docs/plugins.md) that is not installed "
          "in this environment. A spec never loads code itself: only installed packages add ops. Where the spec "

@@ -37,9 +37,10 @@ def add_parser(sub) -> None:
                         "becomes encoder_model.onnx, decoder_model.onnx and decoder_with_past_model.onnx in the "
                         "directory -o names, as optimum's seq2seq classes load them")
     p.add_argument("--inputs", metavar="NAME[,NAME...]", action="append",
-                   help="optional spec inputs to include (e.g. mask,positions). By default the model takes the "
-                        "required inputs only and computes what the spec computes without the optional ones: "
-                        "ONNX has no way to leave out a graph input at run time")
+                   help="the optional or defaulted spec inputs the model takes besides the required ones (e.g. "
+                        "mask,positions). Default: the defaulted ones (BERT's token_type_ids), no optional one. "
+                        "The model computes what the spec computes without those left out (a defaulted one is "
+                        "its constant, built in the graph): ONNX has no way to leave out a graph input at run time")
     p.add_argument("--custom-ops", action="store_true",
                    help="write a plugin op that has no ONNX lowering as a node of the plugin's own ONNX domain "
                         "(a runtime needs the plugin's kernel) instead of refusing it (GF254)")
@@ -54,9 +55,11 @@ def run(args) -> int:
     default_weights(args)   # a save_pretrained directory: its weights, named by the spec's transformers map
     if args.weights_map and not args.weights:
         raise CommandError("--weights-map needs --weights FILE: the map says how FILE's names fit the spec")
-    inputs = [k.strip() for arg in args.inputs or () for k in arg.split(",")]
+    # absent: the backend's default (the required inputs and the defaulted ones some node reads)
+    inputs = None if args.inputs is None else [k.strip() for arg in args.inputs for k in arg.split(",")]
     if args.inputs is not None and not all(inputs):
-        raise CommandError("--inputs: give the names of the spec's optional inputs, separated by commas")
+        raise CommandError("--inputs: give the names of the spec's optional or defaulted inputs, separated by "
+                           "commas")
     if inputs and args.with_past:
         raise CommandError("--inputs and --with-past: a decoder step's inputs are fixed (input_ids, "
                            "attention_mask, position_ids, past_key_values.*)")
@@ -112,10 +115,16 @@ def run(args) -> int:
                      f"{written.nodes} nodes, {written.params:,} parameters, in {elapsed:.2f} s\n")
     if args.with_past:
         _companions(args, spec)
-    left_out = [k for k, v in spec.ir.inputs.items() if spec.ir.node(v).meta.get("optional") and k not in inputs]
+    taken = inputs or ()
+    left_out = [k for k, v in spec.ir.inputs.items() if spec.ir.node(v).meta.get("optional") and k not in taken]
     if left_out and not args.with_past:
         sys.stderr.write(f"optional inputs left out: {', '.join(left_out)} (--inputs {','.join(left_out)} "
                          f"includes them)\n")
+    filled = [k for k, v in spec.ir.inputs.items() if spec.ir.node(v).meta.get("default") is not None
+              and k not in taken and spec.ir.consumers(v)]
+    if filled and inputs is not None and not args.with_past:
+        sys.stderr.write(f"inputs built from their defaults: {', '.join(filled)} (--inputs {','.join(filled)} "
+                         f"makes them graph inputs)\n")
     return EXIT_OK
 
 

@@ -28,6 +28,7 @@ from ..base.diagnostics import Diagnostic, Span, did_you_mean
 from ..base.dims import Dim, DimError, number, parse
 from ..base.errors import UsageError
 from ..ir import BlockInputCheck, Body, Frame, IRGraph, IRNode, Repeat, WeightMap, WeightRule
+from ..ir.defaults import required_shapes, unreadable
 from .load import MAX_PARAM, Program, SpecCtx, param_kind, pydantic_diagnostics
 from ..ops import REGISTRY
 from ..ops.base import TensorType
@@ -364,12 +365,15 @@ class Expander:
                           shape=TensorType(tuple(shape), decl.dtype) if shape is not None else None)
             node.meta["dtype"] = decl.dtype
             node.meta["optional"] = decl.optional
+            if decl.default is not None and self._default_fits(scope, name, decl):
+                node.meta["default"] = decl.default
             self._add(node)
             self.ir.inputs[name] = name
             slot = Slot(name)
             scope.define(name, slot)
             if scope.first_input is None:
                 scope.first_input = slot
+        self._defaults_readable(scope)
         for s, span in symbols.items():
             if s in spec.dims:
                 self.ir.dims[s] = spec.dims[s]
@@ -385,6 +389,44 @@ class Expander:
                 self.diags.append(Diagnostic("GF150", f"example size `{s}` = {v} must be between 1 and {MAX_DIM:,}",
                                              scope.span("dims", s)))
             self.ir.dims.setdefault(s, v)
+
+    def _default_fits(self, scope: Scope, name: str, decl) -> bool:
+        """An input's `default` is a constant of its dtype, and the input is not also `optional` (GF252)."""
+        value, dtype = decl.default, decl.dtype
+        if decl.optional:
+            why = "it is also `optional: true` (absent when omitted); an input is one or the other"
+        elif dtype == "bool" and not isinstance(value, bool):
+            why = "a bool input's default is `true` or `false`"
+        elif dtype == "int64" and (isinstance(value, bool) or not isinstance(value, int) or
+                                   not -2**63 <= value < 2**63):
+            why = "an int64 input's default is an integer"
+        elif dtype == "float32" and isinstance(value, bool):
+            why = "a float32 input's default is a number"
+        else:
+            return True
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)   # as YAML writes it
+        self.diags.append(Diagnostic("GF252", f"input `{name}` has `default: {shown}`, which it can't take: {why}",
+                                     scope.span("inputs", name, "default"),
+                                     help="a default is the constant the input stands for when a call leaves it "
+                                          "out (`token_type_ids`: 0); drop `optional` or write a value of the dtype"))
+        return False
+
+    def _defaults_readable(self, scope: Scope) -> None:
+        """A defaulted input is built at run time from the required inputs' shapes: each of its symbols must be
+        an axis of one of them (GF250)."""
+        required = required_shapes(self.ir)
+        for name in scope.ctx.spec.inputs:
+            node = self.ir.node(name)
+            if node.meta.get("default") is None or node.shape is None:
+                continue
+            for s in unreadable(node.shape.shape, required):
+                i = next(i for i, d in enumerate(node.shape.shape) if s in d.symbols)
+                self.diags.append(Diagnostic(
+                    "GF250", f"input `{name}` has a default, but the size `{s}` of its shape is not the size of an "
+                    "axis of any required input", scope.span("inputs", name, "shape", i),
+                    notes=[f"required inputs: {', '.join(required) or 'none'}"],
+                    help="a left-out input is built with the shape the required inputs give at run time: use "
+                         "their symbols, or make the input required"))
 
     def _dim(self, scope: Scope, expr: Any, span: Span | None, allow_symbols: bool,
              what: str = "") -> Dim | None:

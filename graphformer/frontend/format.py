@@ -91,6 +91,10 @@ class InputDecl(_Strict):
     dtype: Literal["float32", "int64", "bool"] = "float32"
     optional: bool = Field(False, description="may be omitted when the model runs; only optional op inputs "
                                               "(an attention `mask`, rotary `positions`) may read it")
+    default: Union[StrictBool, StrictInt, StrictFloat, None] = Field(
+        None, description="may be omitted when the model runs; it is then a tensor of this constant, of the declared "
+                          "shape (whose symbols the required inputs' shapes must give); any op may read it "
+                          "(BERT's `token_type_ids`: 0)")
     doc: str = ""
 
 

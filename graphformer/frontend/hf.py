@@ -789,7 +789,7 @@ def _deberta_v2(cfg: dict) -> dict:
     """What transformers reads with getattr defaults (absent: relative_attention, share_att_key off,
     norm_rel_ebd none, position_biased_input on, conv_kernel_size 0, conv_act tanh, conv_groups 1): the spec's
     attention is DeBERTa-v2/v3's, so the config must say relative attention with both position terms and
-    buckets; absolute positions, embed_proj and the convolution after the first layer are params."""
+    buckets; absolute positions, token types, embed_proj and the convolution after the first layer are params."""
     def need(ok: bool, field_: str, why: str):
         if not ok:
             raise HFImportError(f"`{field_}: {show(cfg.get(field_))}`: not supported: {why}")
@@ -799,14 +799,14 @@ def _deberta_v2(cfg: dict) -> dict:
     need(sorted(terms) == ["c2p", "p2c"], "pos_att_type", "the deberta-v2 spec writes both terms, p2c and c2p")
     buckets = cfg.get("position_buckets", -1)
     need(buckets > 0, "position_buckets", "the deberta-v2 spec's table has 2 · position_buckets rows")
-    need(cfg.get("type_vocab_size", 0) == 0, "type_vocab_size", "the deberta-v2 spec has no token types")
     need(cfg.get("attention_head_size") in (None, cfg["hidden_size"] // cfg["num_attention_heads"]),
          "attention_head_size", "the deberta-v2 spec's heads split the width evenly")
     far = cfg.get("max_relative_positions", -1)
     norm = [x.strip() for x in str(cfg.get("norm_rel_ebd", "none")).lower().split("|")]
     params = {"position_buckets": buckets, "share_att_key": cfg.get("share_att_key", False) is True,
               "max_relative_positions": far if far >= 1 else cfg.get("max_position_embeddings", 512),
-              "norm_rel": "layer_norm" in norm, "position_biased": cfg.get("position_biased_input", True) is not False}
+              "norm_rel": "layer_norm" in norm, "position_biased": cfg.get("position_biased_input", True) is not False,
+              "type_vocab": cfg.get("type_vocab_size", 0)}   # > 0: token-type embeddings
     if cfg.get("embedding_size") is not None:
         params["embedding_size"] = cfg["embedding_size"]
     kernel = cfg.get("conv_kernel_size", 0)

@@ -42,8 +42,8 @@ def lint(ir: IRGraph) -> list[Diagnostic]:
     used = ir.live()
     seen_spans = set()
     for n in ir.nodes():
-        if n.name in used or n.meta.get("broken") or n.span in seen_spans:
-            continue
+        if n.name in used or n.meta.get("broken") or n.span in seen_spans or n.meta.get("default") is not None:
+            continue   # an unread defaulted input (DeBERTa's token types at type_vocab 0) asks nothing of a caller
         seen_spans.add(n.span)
         what = "input" if n.op == "input" else "node"
         rep = next((f for f in reversed(n.scope) if f.index is not None), None)

@@ -66,7 +66,7 @@ class Reshaping:
     reads: tuple[tuple[str, str, int, Dim], ...]
 
 
-def _readable(shapes: dict[str, TensorType]) -> dict[str, tuple[str, int, Dim]]:
+def readable_symbols(shapes: dict[str, TensorType]) -> dict[str, tuple[str, int, Dim]]:
     """Symbols recoverable at run time from the shapes of these ports (the first port first): an axis
     that is divisor · symbol, the divisor a Dim over constants and symbols found before it."""
     found: dict[str, tuple[str, int, Dim]] = {}
@@ -119,7 +119,7 @@ def reshaping(a: ReshapeAttrs, x: TensorType, like: TensorType | None = None) ->
 
 
 def _sizes(out: tuple[Dim, ...], inferred: list[int], shapes: dict[str, TensorType]):
-    readable = _readable(shapes)
+    readable = readable_symbols(shapes)
     unknown = [i for i, d in enumerate(out) if not d.is_const and not d.symbols <= set(readable)]
     symbolic = [i for i, d in enumerate(out) if not d.is_const]
     left = inferred or unknown[:1] or symbolic[:1]   # the one axis the backend infers (-1)

@@ -10,7 +10,8 @@ and the map.
 
 DeBERTa-v2's optional parts, each switched on alone in the same small config (and all together): the
 convolution after the first layer (ConvLayer: kernel 3 with gelu, and kernel 5 over 3 groups with the default
-tanh), absolute positions (position_biased_input) and embed_proj (embedding_size 20 < 30). Forward with and
+tanh), absolute positions (position_biased_input), token types (type_vocab_size 2; called without
+token_type_ids here, with them in test_input_defaults.py) and embed_proj (embedding_size 20 < 30). Forward with and
 without padding, the map's round trip; ONNX Runtime for the convolution; at the published deberta-v2-xlarge
 config on the meta device, the parameter count and the map; `import hf` of its config.json.
 """
@@ -55,8 +56,10 @@ PARTS = {
     "conv_groups": (dict(conv_kernel_size=5, conv_groups=3), dict(conv_kernel=5, conv_groups=3)),
     "positions": (dict(position_biased_input=True), dict(position_biased=True, max_len=64)),
     "embed_proj": (dict(embedding_size=20), dict(embedding_size=20)),
+    "types": (dict(type_vocab_size=2), dict(type_vocab=2)),
 }
-PARTS["all"] = tuple({**PARTS["conv"][i], **PARTS["positions"][i], **PARTS["embed_proj"][i]} for i in (0, 1))
+PARTS["all"] = tuple({**PARTS["conv"][i], **PARTS["positions"][i], **PARTS["embed_proj"][i], **PARTS["types"][i]}
+                     for i in (0, 1))
 
 
 def part(name: str):
@@ -194,7 +197,7 @@ def test_import_hf_equals_transformers(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("field,value", [("relative_attention", False), ("pos_att_type", ["c2p"]),
-                                         ("position_buckets", -1), ("type_vocab_size", 2), ("conv_kernel_size", 4),
+                                         ("position_buckets", -1), ("conv_kernel_size", 4),
                                          ("conv_groups", 7), ("conv_act", "mish")])
 def test_import_hf_refuses_what_the_spec_cannot_say(field, value):
     from graphformer.frontend.hf import HFImportError, convert_config

@@ -157,10 +157,21 @@ def test_onnx_runtime_matches_torch_at_two_sizes(case):
 
 
 def test_optional_inputs_only_when_asked(case):
-    """The default export takes the required inputs alone (ONNX can't leave a graph input out at run time)
-    and equals the torch build run without the optional ones; naming them (`inputs=`) brings them back."""
-    spec = case.spec
-    required = [k for k, v in spec.ir.inputs.items() if not spec.ir.node(v).meta.get("optional")]
+    """The default export takes the required inputs and the defaulted ones some node reads, no optional one
+    (ONNX can't leave a graph input out at run time), and equals the torch build run without the optional
+    ones; naming them (`inputs=`) brings them back. `inputs=[]` takes the required inputs alone: a defaulted
+    one is then built in the graph (BERT's token_type_ids), equal to the torch build run without it."""
+    spec, ir = case.spec, case.spec.ir
+    defaulted = [k for k, v in ir.inputs.items() if ir.node(v).meta.get("default") is not None]
+    required = [k for k, v in ir.inputs.items() if not ir.node(v).meta.get("optional") and
+                (k not in defaulted or ir.consumers(v))]
+    if defaulted:
+        alone = to_onnx(spec, case.module, inputs=[])
+        onnx.checker.check_model(alone, full_check=True)
+        bare = [k for k in required if k not in defaulted]
+        assert [i.name for i in alone.graph.input] == bare
+        inputs = gf.example_inputs(spec, seed=2)
+        _check_same_outputs(case, _session(alone), {k: inputs[k] for k in bare}, "without the defaulted inputs")
     if len(required) == len(spec.inputs):
         pytest.skip("no optional inputs")
     model = to_onnx(spec, case.module)
@@ -169,9 +180,10 @@ def test_optional_inputs_only_when_asked(case):
     assert [i.name for i in case.model.graph.input] == list(spec.inputs)
     inputs = gf.example_inputs(spec, seed=2)
     _check_same_outputs(case, _session(model), {k: inputs[k] for k in required}, "with the required inputs alone")
-    optional = [k for k in spec.inputs if k not in required]
-    some = to_onnx(spec, case.module, inputs=optional[:1])
-    assert [i.name for i in some.graph.input] == [k for k in spec.inputs if k in required or k == optional[0]]
+    optional = [k for k in spec.inputs if ir.node(k).meta.get("optional")]
+    some = to_onnx(spec, case.module, inputs=optional[:1])   # the defaulted inputs not named: built in the graph
+    assert [i.name for i in some.graph.input] == [k for k in spec.inputs if k in required and k not in defaulted
+                                                  or k == optional[0]]
 
 
 def _check_same_outputs(case, sess, inputs: dict, where: str) -> None:

@@ -22,7 +22,8 @@ from ...analysis import memory
 from ...base.fileio import resolve_output
 from ...analysis.decoding import plan_decoder
 from ...base.diagnostics import did_you_mean
-from .graph import MIN_OPSET, ExportError, exported_nodes, to_model, without_inputs
+from ...ir.defaults import default_of
+from .graph import MIN_OPSET, ExportError, exported_nodes, filling, to_model, without_inputs
 from .past import Past
 from . import seq2seq
 from .lower import LOWERINGS, custom_node
@@ -107,10 +108,12 @@ def export_seq2seq(spec, module_or_weights: Any, directory: str | os.PathLike, o
 
 
 def exported_ir(spec, inputs=None, with_past: bool = False):
-    """The IR to lower: `spec`'s, without the optional inputs that `inputs` (spec input names) leaves out.
-    Required inputs are always in; with past keys and values the step's inputs are fixed (past.py)."""
+    """The IR to lower: `spec`'s, with the graph inputs `inputs` (spec input names) asks for besides the
+    required ones. None: the inputs with a default that some node reads, no optional one. A left-out optional
+    input is absent (`without_inputs`), a left-out defaulted one built in the graph (`filling`). With past keys
+    and values the step's inputs are fixed (past.py)."""
     if inputs is None:
-        names = []
+        names = None
     elif isinstance(inputs, str):
         names = [inputs]
     elif isinstance(inputs, (list, tuple, set, frozenset)) and all(isinstance(k, str) for k in inputs):
@@ -122,14 +125,19 @@ def exported_ir(spec, inputs=None, with_past: bool = False):
             raise ExportError("inputs and with_past together: a decoder step's inputs are fixed (input_ids, "
                               "attention_mask, position_ids, past_key_values.*)")
         unfed = set(plan_past(spec).plan.unfed)   # an optional prefix-LM `prefix`: left out of the step
-        return without_inputs(spec.ir, unfed) if unfed else spec.ir
+        defaulted = {k for k in unfed if default_of(spec.ir, k) is not None}
+        return filling(without_inputs(spec.ir, unfed - defaulted), defaulted)
+    ir = spec.ir
+    defaulted = {k for k in ir.inputs if default_of(ir, k) is not None}
+    if names is None:   # what a caller hands over: a tokenizer's token_type_ids too
+        names = [k for k in defaulted if ir.consumers(ir.inputs[k])]
     for name in names:
         if name not in spec.ir.inputs:
             hint = did_you_mean(name, spec.ir.inputs)
             raise ExportError(f"`{name}` is not an input of `{spec.name}`" + (f" (did you mean `{hint}`?)" if hint
                               else "") + f": its inputs are {', '.join(spec.ir.inputs)}")
-    optional = {k for k, v in spec.ir.inputs.items() if spec.ir.node(v).meta.get("optional")}
-    return without_inputs(spec.ir, optional - set(names))
+    optional = {k for k, v in ir.inputs.items() if ir.node(v).meta.get("optional")}
+    return filling(without_inputs(ir, optional - set(names)), defaulted - set(names))
 
 
 def to_onnx(spec, module_or_weights: Any = None, opset: int = DEFAULT_OPSET, *, seed: int | None = 0,
@@ -138,8 +146,9 @@ def to_onnx(spec, module_or_weights: Any = None, opset: int = DEFAULT_OPSET, *, 
 
     `module_or_weights`: a built nn.Module, a state dict, a .safetensors path, or None for the torch
     backend's seeded init (`seed`). `weights_map` converts a reference's state dict first (the name of
-    one of the spec's `weight_maps`). `inputs`: the optional spec inputs to include (`["mask"]`; default
-    none: the required inputs only). `with_past`: a decoder step with past keys and values (past.py).
+    one of the spec's `weight_maps`). `inputs`: the optional or defaulted spec inputs to take (`["mask"]`: the
+    required inputs and mask; `[]`: the required ones only); default: the required inputs and the defaulted
+    ones some node reads (BERT's token_type_ids). `with_past`: a decoder step with past keys and values (past.py).
     `custom_ops`: a plugin op without an ONNX lowering becomes a node of the plugin's own domain
     (`lower.custom_node`) instead of an error (GF254).
     """

@@ -19,10 +19,12 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from ...base.dims import Dim
 from ...ir import IRGraph
+from ...ir.defaults import fill
 from ...base.errors import ExportError
 from ...ops.base import TensorType
 from . import audio, conv, core, grid, mla, moe, multimodal, relative, scan, sequence, shape, vision  # noqa: F401  (fill the lowering table: one module per op family)
-from .lower import ELEM_TYPES, LOWERINGS, GraphState, emit_graph
+from .lower import ELEM_TYPES, LOWERINGS, GraphState, NodeEmitter, emit_graph
+from .shape import dim_size
 from .past import Past
 
 MIN_OPSET = 17  # LayerNormalization
@@ -73,6 +75,36 @@ def without_inputs(ir: IRGraph, omitted: set[str]) -> IRGraph:
     return out
 
 
+def filling(ir: IRGraph, filled: set[str]) -> IRGraph:
+    """`ir` with the inputs `filled` (each with a `default`) computed in the graph instead of fed: no longer
+    graph inputs, their nodes stay and `to_model` builds each as a ConstantOfShape (`_fill_inputs`)."""
+    if not filled:
+        return ir
+    return replace(ir, inputs={k: v for k, v in ir.inputs.items() if k not in filled})
+
+
+def _fill_inputs(state: GraphState, ir: IRGraph, names: dict[str, str], keep: set[str]) -> None:
+    """Each input node that `filling` took out of the graph inputs, as the torch build makes it when a call
+    leaves it out: its constant at the shape read off the required inputs' runtime shapes (ir/defaults.py)."""
+    fed = set(ir.inputs.values())
+    for node in ir.nodes():
+        if node.op != "input" or node.name in fed or node.name not in keep or node.meta.get("default") is None:
+            continue
+        f = fill(ir, node.name)
+        ctx = NodeEmitter(state, node, [], {}, names[node.name])
+        env: dict[str, str] = {}
+        for sym, src, axis, divisor in f.reads:
+            size = ctx.op("Shape", [names[ir.inputs[src]]], sym, start=axis, end=axis + 1)
+            env[sym] = size if divisor == 1 else ctx.op("Div", [size, dim_size(ctx, divisor, env, f"div_{sym}")], sym)
+        parts = [ctx.const([d.value], f"size{i}", np.int64) if d.is_const else dim_size(ctx, d, env, f"size{i}")
+                 for i, d in enumerate(f.shape)]
+        shape = ctx.op("Concat", parts, "shape", axis=0) if parts else ctx.const([], "shape", np.int64)
+        value = numpy_helper.from_array(np.array([f.value], dtype=helper.tensor_dtype_to_np_dtype(
+            ELEM_TYPES[f.dtype])), name="")
+        ctx.op("ConstantOfShape", [shape], "default", value=value, final=True)
+        state.typed[names[node.name]] = node.shape
+
+
 def value_names(ir: IRGraph) -> dict[str, str]:
     """IR node → ONNX value name: spec input names for inputs, the path otherwise.
 
@@ -112,6 +144,7 @@ def to_model(ir: IRGraph, weights: dict[str, np.ndarray], opset: int,
     for node in nodes:
         if node.op not in LOWERINGS:
             raise ExportError(f"op `{node.op}` (node `{node.name}`) has no ONNX lowering yet")
+    _fill_inputs(state, ir, names, keep)
     emit_graph(state, ir, names, keep)
     infos = [value_info(name, t) for name, t in state.typed.items() if name not in ir.outputs]
 

@@ -37,7 +37,8 @@ from ...base.diagnostics import Diagnostic, SpecError
 from ...ir import IRGraph, IRNode
 from ...ops import REGISTRY
 from ...ops.base import CONTEXT
-from .graph import to_model, without_inputs
+from ...ir.defaults import default_of
+from .graph import filling, to_model, without_inputs
 from .lower import NodeEmitter
 from .past import INPUT_IDS, POSITION_IDS, past_name, present_name
 
@@ -116,7 +117,8 @@ class Seq2Seq:
         and left out), the decoder's optional inputs a step is not fed left out."""
         p = self.plan
         unfed = set(p.unfed) | {k for k in (p.mask, p.positions) if k is not None}
-        ir = without_inputs(ir, unfed)
+        defaulted = {k for k in unfed if default_of(ir, k) is not None}   # built in the graph (graph.filling)
+        ir = filling(without_inputs(ir, unfed - defaulted), defaulted)
         keep = (ir.ancestors([ir.outputs["logits"]]) - p.encoder) | {self.context}
         inputs = {INPUT_IDS: ir.inputs[p.tokens]}
         if self.mask and any(n.inputs.get("mask") == ir.inputs[self.mask] for n in map(ir.node, self.cross)):

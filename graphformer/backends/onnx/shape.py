@@ -9,7 +9,7 @@ from ...ops.shape import reshaping
 from .lower import NodeEmitter, lowers
 
 
-def _size(ctx: NodeEmitter, d: Dim, env: dict[str, str], tag: str) -> str:
+def dim_size(ctx: NodeEmitter, d: Dim, env: dict[str, str], tag: str) -> str:
     """A 1-element int64 value computing `d` from the symbols' values in `env` (Mul, Add, Div, Mod)."""
     total = None
     for i, (coeff, mono) in enumerate(d.monomials()):
@@ -18,7 +18,7 @@ def _size(ctx: NodeEmitter, d: Dim, env: dict[str, str], tag: str) -> str:
             if isinstance(atom, str):
                 factor = env[atom]
             else:
-                num, den = (_size(ctx, part, env, f"{tag}_{i}{j}{k}") for k, part in enumerate((atom.num, atom.den)))
+                num, den = (dim_size(ctx, part, env, f"{tag}_{i}{j}{k}") for k, part in enumerate((atom.num, atom.den)))
                 factor = ctx.op("Div" if isinstance(atom, FloorDiv) else "Mod", [num, den], f"{tag}_{i}{j}")
             for _ in range(power):
                 term = factor if term is None else ctx.op("Mul", [term, factor], f"{tag}_{i}{j}")
@@ -42,8 +42,8 @@ def _reshape(ctx: NodeEmitter, node) -> None:
     env: dict[str, str] = {}
     for name, port, axis, divisor in plan.reads:   # sizes are non-negative: Div is floor division
         size = ctx.op("Gather", [shapes[port], ctx.const([axis], f"axis_{name}", np.int64)], name)
-        env[name] = size if divisor == 1 else ctx.op("Div", [size, _size(ctx, divisor, env, f"div_{name}")], name)
-    parts = [ctx.const([s], f"size{i}", np.int64) if s is not None else _size(ctx, d, env, f"size{i}")
+        env[name] = size if divisor == 1 else ctx.op("Div", [size, dim_size(ctx, divisor, env, f"div_{name}")], name)
+    parts = [ctx.const([s], f"size{i}", np.int64) if s is not None else dim_size(ctx, d, env, f"size{i}")
              for i, (s, d) in enumerate(zip(sizes, plan.out))]
     ctx.op("Reshape", [values["x"], ctx.op("Concat", parts, "shape", axis=0)], final=True)
 

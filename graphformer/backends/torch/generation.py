@@ -111,9 +111,10 @@ class Decoder:
             feed[self.plan.prefix] = prefix
         if self.plan.positions is not None:
             feed[self.plan.positions] = self.cache.positions
-        if self.stages is None:
+        if self.stages is None:   # the module fills the inputs with a default (plan.unfed) itself
             return self.model(**feed)["logits"][:, -1]                              # (B, vocab)
         ir = self.model.spec.ir
+        self.model.fill_defaults(feed, self.plan.unfed)
         by_node = {ir.inputs[k]: v for k, v in feed.items()}
         return self.stages.decode(self.model, by_node, self.handed)["logits"][:, -1]
 

@@ -10,10 +10,32 @@ import math
 import torch
 
 from ...analysis import memory
+from ...base.dims import Dim
+from ...ir.defaults import Fill
 from ...ops.base import dtype_bytes
 
 
 _TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "bool": torch.bool}
+
+
+def filled(fill: Fill, given: dict) -> torch.Tensor:
+    """A left-out input with a default: the constant at the shape the given required inputs' shapes say."""
+    env: dict[str, int] = {}
+    for sym, src, axis, divisor in fill.reads:
+        size = given[src].shape[axis]
+        env[sym] = size if divisor == 1 else size // divisor.evaluate(env)
+    device = next((v.device for v in given.values() if isinstance(v, torch.Tensor)), None)
+    return torch.full([_size(d, env) for d in fill.shape], fill.value, dtype=_TORCH_DTYPES[fill.dtype],
+                      device=device)
+
+
+def _size(d: Dim, env: dict):
+    """A bare symbol is looked up, not evaluated: under torch.compile the sizes are symbolic."""
+    if len(d.symbols) == 1:
+        (s,) = d.symbols
+        if d == Dim.sym(s):
+            return env[s]
+    return d.evaluate(env)
 
 
 def resolve_dims(spec, dims: dict[str, int] | None) -> dict[str, int]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...ir.defaults import default_of, fill, required_shapes
 from . import plan as _plan
 from .core import forward_tables
+from .inputs import filled
 
 
 class Block(nn.ModuleDict):
@@ -62,7 +64,8 @@ class GraphModule(Block):
         self.input_names = tuple(spec.ir.inputs)
         self.output_names = tuple(spec.ir.outputs)
         self._input_set = frozenset(self.input_names)
-        self._required = frozenset(k for k, v in spec.ir.inputs.items() if not spec.ir.node(v).meta.get("optional"))
+        self._required = frozenset(required_shapes(spec.ir))
+        self._fills = {k: fill(spec.ir, k) for k in spec.ir.inputs if default_of(spec.ir, k) is not None}
         self._leaf_keys: dict[str, tuple[str, ...]] = {}
 
     def forward(self, *args, **inputs):
@@ -70,12 +73,20 @@ class GraphModule(Block):
             inputs.update(zip(self.input_names, args))
         if not self._required <= inputs.keys() <= self._input_set:
             raise TypeError(self._input_problem(len(args), inputs))
+        self.fill_defaults(inputs)
         run = self._run_train if self.training else self._run_eval
         args = [inputs.get(k) for k in self.input_names]   # an omitted optional: None
         if torch.compiler.is_compiling():   # the compiler shares equal subexpressions itself
             return run(self._modules, *args)
         with forward_tables():
             return run(self._modules, *args)
+
+    def fill_defaults(self, inputs: dict, only=None) -> None:
+        """Each input with a `default` (of those named in `only`, default all) left out of `inputs` or None (as
+        transformers takes token_type_ids): its constant, at the shape the given inputs' shapes say."""
+        for k, f in self._fills.items():
+            if inputs.get(k) is None and (only is None or k in only):
+                inputs[k] = filled(f, inputs)
 
     def _input_problem(self, n_args: int, inputs: dict) -> str:
         want = ", ".join(self.input_names)
@@ -109,6 +120,7 @@ class GraphModule(Block):
         Used by the build self-check and tests; the fast path (`forward`) never records anything.
         """
         ir = self.spec.ir
+        self.fill_defaults(inputs)
         values = {v: inputs.get(k) for k, v in ir.inputs.items()}
         shapes = {name: tuple(v.shape) for name, v in values.items() if v is not None}
         for n in ir.nodes():
