@@ -102,3 +102,10 @@ def test_onnx_runtime_equals_transformers():
     assert_ort_equals_reference(spec(), reference(), [{"pixel_values": image(1, 32, 32, seed=1)},
                                                       {"pixel_values": image(3, 45, 37, seed=3)}],
                                 list(OUTPUTS), "convnext onnx")
+
+
+def test_onnx_runtime_equals_the_classification_reference():
+    ref = randomize(T.ConvNextForImageClassification(T.ConvNextConfig(num_labels=7, **SMALL)))
+    assert_ort_equals_reference(load(SPEC, overrides={**OVERRIDES, "head": True, "classes": 7}), ref,
+                                [{"pixel_values": image(1, 32, 32)}, {"pixel_values": image(3, 45, 37, seed=3)}],
+                                ["logits"], "convnext classifier onnx")

@@ -34,7 +34,7 @@ from graphformer.ir import IRNode  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, read_state_dict  # noqa: E402
 from graphformer.backends.torch.weights import load_weights  # noqa: E402
-from parity import assert_close, assert_mapped_grads, ort_session, ours, randomize  # noqa: E402
+from parity import assert_close, assert_mapped_grads, assert_ort_equals_reference, ort_session, ours, randomize  # noqa: E402
 from shape_cases import T as TT  # noqa: E402
 
 T.logging.set_verbosity_error()
@@ -331,6 +331,14 @@ def test_the_head_leaves_the_registers_out_of_the_mean():
     x = pixels((35, 35))
     with torch.no_grad():
         assert_close(model(pixel_values=x)["logits"], ref(pixel_values=x).logits, "dinov2 registers logits")
+
+
+def test_onnx_runtime_equals_the_classification_reference():
+    ref = randomize(T.Dinov2ForImageClassification(T.Dinov2Config(num_labels=6, **SMALL)))
+    s = load(SPEC, overrides=dict(image=35, patch=7, d_model=40, heads=5, layers=2, d_ff=120, layerscale=0.5,
+                                  head=True, classes=6))
+    assert_ort_equals_reference(s, ref, [{"pixel_values": pixels((35, 35), b, seed=b)} for b in (1, 3)], ["logits"],
+                                "dinov2 classifier onnx")
 
 
 @pytest.mark.parametrize("cfg,field", [

@@ -20,7 +20,7 @@ transformers = pytest.importorskip("transformers")
 from torch import nn  # noqa: E402
 
 import graphformer  # noqa: E402
-from parity import assert_close, imported, ours, randomize  # noqa: E402
+from parity import assert_close, assert_ort_equals_reference, imported, ours, randomize  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
@@ -129,6 +129,16 @@ def test_ast_checkpoints_import_and_equal_transformers(cls, output, tmp_path, ca
     x = torch.randn(2, 40, 16, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert_close(model(input_values=x)[output], getattr(ref(input_values=x), output), f"ast {cls} {output}")
+
+
+def test_ast_classifier_in_onnx_runtime_equals_transformers():
+    ref = randomize(transformers.ASTForAudioClassification(transformers.ASTConfig(
+        max_length=40, num_mel_bins=16, patch_size=8, frequency_stride=4, time_stride=6, hidden_size=40,
+        num_attention_heads=5, intermediate_size=56, num_hidden_layers=2, num_labels=9)))
+    s = spec("ast", frames=40, mels=16, patch=8, freq_stride=4, time_stride=6, d_model=40, heads=5, d_ff=56,
+             layers=2, head=True, classes=9)
+    feeds = [{"input_values": torch.randn(b, 40, 16, generator=torch.Generator().manual_seed(b))} for b in (1, 3)]
+    assert_ort_equals_reference(s, ref, feeds, ["logits"], "ast classifier onnx")
 
 
 def test_ast_waveform_front_end_feeds_the_same_body():

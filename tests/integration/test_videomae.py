@@ -100,3 +100,12 @@ def test_onnx_runtime_equals_transformers():
     ref = reference()
     assert_ort_equals_reference(spec(), ref, [{"pixel_values": video(b, seed=b)} for b in (1, 3)],
                                 ["last_hidden_state"], "videomae onnx")
+
+
+@pytest.mark.parametrize("mean", [True, False], ids=["mean-fc_norm", "first-token"])
+def test_onnx_runtime_equals_the_classification_reference(mean):
+    ref = randomize(T.VideoMAEForVideoClassification(T.VideoMAEConfig(use_mean_pooling=mean, num_labels=5, **SMALL)))
+    s = load(SPEC, overrides={**OVERRIDES, "head": True, "classes": 5, "final_norm": not mean,
+                              "pooling": "mean" if mean else "cls"})
+    assert_ort_equals_reference(s, ref, [{"pixel_values": video(b, seed=b)} for b in (1, 3)], ["logits"],
+                                f"videomae classifier onnx mean={mean}")
