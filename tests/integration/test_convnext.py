@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 T = pytest.importorskip("transformers")
 
 from graphformer.analysis.summary import total_params  # noqa: E402
+from graphformer.cli import main  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
 from parity import assert_close, assert_mapped_grads, assert_ort_equals_reference, imported, ours, randomize  # noqa: E402
@@ -68,6 +69,9 @@ def test_a_classification_checkpoint_imports_and_equals_transformers(tmp_path, c
     ref = randomize(T.ConvNextForImageClassification(T.ConvNextConfig(num_labels=7, **SMALL)))
     s, model = imported(ref, tmp_path, capsys)
     assert s.params["head"] is True and s.params["classes"] == 7
+    rc = main(["build", str(tmp_path / "spec.yaml"), "--weights", str(tmp_path / "ckpt")])   # as a user would
+    out, err = capsys.readouterr()
+    assert rc == 0 and "through weight map `hf`" in out, err
     x = image(2, 45, 37)
     with torch.no_grad():
         got, want = model(pixel_values=x), ref(pixel_values=x)
