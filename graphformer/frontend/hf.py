@@ -621,7 +621,7 @@ _square = _square_in("swin-t")
 
 
 def _swin(cfg: dict) -> dict:
-    out = _vit(cfg)
+    out = {**_vit(cfg), "head": _names(cfg, "SwinForImageClassification")}
     for field, param in (("depths", "depth"), ("num_heads", "heads")):
         values = cfg[field]
         if not isinstance(values, list | tuple) or len(values) != 4:
@@ -634,19 +634,36 @@ def _swin(cfg: dict) -> dict:
     return out
 
 
+def _labels(cfg: dict) -> int:
+    """num_labels, or the length of id2label (transformers' config writes that), or the classes' default 2."""
+    return int(cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2)
+
+
+def _names(cfg: dict, *classes: str) -> bool:
+    """Whether `architectures` names one of `classes`: a head class's checkpoint (without architectures, the
+    bare model that AutoModel builds)."""
+    return any(str(a) in classes for a in cfg.get("architectures") or ())
+
+
 def _vit(cfg: dict) -> dict:
-    labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2
     size = cfg.get("pooler_output_size")
     if size is not None and size != cfg.get("hidden_size"):
         raise HFImportError(f"`pooler_output_size: {size}`: the vit spec's pooler is d_model wide")
-    return {"classes": int(labels)}
+    return {"classes": _labels(cfg)}
+
+
+def _vit_heads(cfg: dict) -> dict:
+    # ViTForImageClassification: the classifier on [CLS], no pooler; ViTModel: the pooler (add_pooling_layer)
+    head = _names(cfg, "ViTForImageClassification")
+    return {**_vit(cfg), "head": head, "pooler": not head}
 
 
 def _dinov2(cfg: dict) -> dict:
     # transformers' Dinov2MLP: int(hidden_size · mlp_ratio) wide; the registers model resizes its
     # positions with antialiasing, Dinov2 without
     return {"d_ff": int(cfg["hidden_size"] * cfg["mlp_ratio"]),
-            "antialias": cfg["model_type"] == "dinov2_with_registers"}
+            "antialias": cfg["model_type"] == "dinov2_with_registers", "classes": _labels(cfg),
+            "head": _names(cfg, "Dinov2ForImageClassification", "Dinov2WithRegistersForImageClassification")}
 
 
 def _dinov2_family(model_type: str, reference: str, extra: dict) -> Family:
@@ -665,6 +682,11 @@ def _dinov2_family(model_type: str, reference: str, extra: dict) -> Family:
 # ---------------------------------------------------------------- TimeSformer (divided space–time attention)
 
 FIELD_TYPES.update({"num_frames": Int(1, POSITIONS), "attention_type": TEXT, "drop_path_rate": RATE})
+
+
+def _ast(cfg: dict) -> dict:
+    # ASTForAudioClassification: a layer norm and a linear layer on the pooled output
+    return {"head": _names(cfg, "ASTForAudioClassification"), "classes": _labels(cfg)}
 
 
 def _timesformer(cfg: dict) -> dict:
@@ -1100,7 +1122,8 @@ def _convnext(cfg: dict) -> dict:
     if cfg["layer_scale_init_value"] <= 0:   # the reference then has no layer scale parameters at all
         raise HFImportError(f"`layer_scale_init_value: {cfg['layer_scale_init_value']}`: not supported: the "
                             "convnext spec scales every block's output (the reference does only above 0)")
-    return _stages(cfg, "convnext", 4, {"hidden_sizes": "hidden", "depths": "depth"})
+    return {**_stages(cfg, "convnext", 4, {"hidden_sizes": "hidden", "depths": "depth"}),
+            "head": _names(cfg, "ConvNextForImageClassification"), "classes": _labels(cfg)}
 
 
 CONVNEXT = Family("convnext", "convnext.yaml", {
@@ -1116,7 +1139,9 @@ def _videomae(cfg: dict) -> dict:
     # VideoMAEConfig reads the hub's `qkv_bias` as qv_bias (over it where both are given); the reference's
     # final layer norm exists where use_mean_pooling is off (a false or null one)
     bias = cfg["qkv_bias"] if "qkv_bias" in cfg else cfg["qv_bias"]
-    return {"qv_bias": bool(bias), "final_norm": not cfg["use_mean_pooling"]}
+    mean = bool(cfg["use_mean_pooling"])   # the classifier's input too: the tokens' mean (then fc_norm), else the first
+    return {"qv_bias": bool(bias), "final_norm": not mean, "pooling": "mean" if mean else "cls",
+            "head": _names(cfg, "VideoMAEForVideoClassification"), "classes": _labels(cfg)}
 
 
 VIDEOMAE = Family("videomae", "videomae.yaml", {
@@ -1148,8 +1173,8 @@ def _segformer(cfg: dict) -> dict:
         raise HFImportError(f"`sr_ratios: {show(sr)}`: not supported: the segformer spec's last stage attends "
                             "without reduction (1) and its first three all with (above 1) or all without")
     del out["sr4"]
-    labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2
-    head = any(str(a) == "SegformerForSemanticSegmentation" for a in cfg.get("architectures") or ())
+    labels = _labels(cfg)
+    head = _names(cfg, "SegformerForSemanticSegmentation")
     return {**out, "mlp_ratio": ratios[0], "reduced": "reduced_layer" if sr[0] > 1 else "full_layer",
             "labels": int(labels), "head": head}
 
@@ -1264,7 +1289,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "hidden_size": P("d_model"), "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"),
         "num_hidden_layers": P("layers"), "layer_norm_eps": P("eps"), "hidden_act": P("act", act),
         "qkv_bias": P("qkv_bias"), "pooler_act": P("pooler_act", act), **ENCODER_DROPOUT,
-    }, frozenset({"num_labels", "encoder_stride", "pooler_output_size"}), _vit,
+    }, frozenset({"num_labels", "encoder_stride", "pooler_output_size"}), _vit_heads,
         "ViTForImageClassification"),
     Family("swin", "swin-t.yaml", {
         "image_size": P("image", _square), "patch_size": P("patch", _square), "num_channels": P("channels"),
@@ -1302,7 +1327,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "frequency_stride": P("freq_stride"), "time_stride": P("time_stride"), "hidden_size": P("d_model"),
         "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"), "num_hidden_layers": P("layers"),
         "layer_norm_eps": P("eps"), "hidden_act": P("act", act), "qkv_bias": P("qkv_bias"), **ENCODER_DROPOUT,
-    }, frozenset(), None, "ASTModel"),
+    }, frozenset({"num_labels"}), _ast, "ASTModel"),
     Family("decision_transformer", "decision-transformer.yaml", {
         "state_dim": P("state_dim"), "act_dim": P("act_dim"), "hidden_size": P("d_model"),
         "max_ep_len": P("max_ep_len"), "vocab_size": P("vocab"), "n_positions": P("n_positions"),

@@ -9,7 +9,10 @@ abs error ≤ 1e-5 × the output's scale, at two image sizes (H and W are symbol
 downsampling rounds down): the last hidden state and the pooled output, forward and every parameter's
 gradient; ONNX Runtime against the reference at both sizes and two batch sizes, from one export. At
 facebook/convnext-tiny-224's config (ConvNextConfig's defaults), on the meta device: the parameter count
-equals the reference's and the weight map covers its whole state dict.
+equals the reference's and the weight map covers its whole state dict, for ConvNextModel and, with `head`,
+ConvNextForImageClassification (the hub's facebook/convnext-* class: `convnext.`-prefixed keys and a
+classifier). A tiny ConvNextForImageClassification saved with save_pretrained imports with `graphformer import
+hf` (head on, its label count) and gives the reference's logits.
 """
 from __future__ import annotations
 
@@ -19,9 +22,10 @@ torch = pytest.importorskip("torch")
 T = pytest.importorskip("transformers")
 
 from graphformer.analysis.summary import total_params  # noqa: E402
+from graphformer.cli import main  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
-from parity import assert_close, assert_mapped_grads, assert_ort_equals_reference, ours, randomize  # noqa: E402
+from parity import assert_close, assert_mapped_grads, assert_ort_equals_reference, imported, ours, randomize  # noqa: E402
 
 T.logging.set_verbosity_error()
 
@@ -52,6 +56,28 @@ def test_published_count_and_map_equal_the_reference():
     assert sum(v.numel() for v in converted.values()) == 27_820_128
 
 
+def test_published_classifier_count_and_map_equal_the_reference():
+    with torch.device("meta"):
+        ref = T.ConvNextForImageClassification(T.ConvNextConfig(num_labels=1000))   # facebook/convnext-tiny-224
+    s = load(SPEC, preset="convnext-tiny-224-cls")
+    assert total_params(s.ir) == sum(p.numel() for p in ref.parameters()) == 28_589_128
+    converted = convert_state_dict(s, ref.state_dict(), "hf")
+    assert sum(v.numel() for v in converted.values()) == 28_589_128
+
+
+def test_a_classification_checkpoint_imports_and_equals_transformers(tmp_path, capsys):
+    ref = randomize(T.ConvNextForImageClassification(T.ConvNextConfig(num_labels=7, **SMALL)))
+    s, model = imported(ref, tmp_path, capsys)
+    assert s.params["head"] is True and s.params["classes"] == 7
+    rc = main(["build", str(tmp_path / "spec.yaml"), "--weights", str(tmp_path / "ckpt")])   # as a user would
+    out, err = capsys.readouterr()
+    assert rc == 0 and "through weight map `hf`" in out, err
+    x = image(2, 45, 37)
+    with torch.no_grad():
+        got, want = model(pixel_values=x), ref(pixel_values=x)
+    assert_close(got["logits"], want.logits, "convnext imported logits")
+
+
 @pytest.mark.parametrize("batch,h,w", [(1, 32, 32), (2, 45, 37)])
 def test_forward_equals_transformers(batch, h, w):
     ref = reference()
@@ -80,3 +106,10 @@ def test_onnx_runtime_equals_transformers():
     assert_ort_equals_reference(spec(), reference(), [{"pixel_values": image(1, 32, 32, seed=1)},
                                                       {"pixel_values": image(3, 45, 37, seed=3)}],
                                 list(OUTPUTS), "convnext onnx")
+
+
+def test_onnx_runtime_equals_the_classification_reference():
+    ref = randomize(T.ConvNextForImageClassification(T.ConvNextConfig(num_labels=7, **SMALL)))
+    assert_ort_equals_reference(load(SPEC, overrides={**OVERRIDES, "head": True, "classes": 7}), ref,
+                                [{"pixel_values": image(1, 32, 32)}, {"pixel_values": image(3, 45, 37, seed=3)}],
+                                ["logits"], "convnext classifier onnx")

@@ -8,7 +8,11 @@ configurations: 5 heads over a width of 40, an MLP ratio of 3, a 5×5 table, ima
 larger and non-square, smaller, and with remainders the patch drops. fp32, eval mode, max abs error
 ≤ 1e-5 × the output's scale, forward and every parameter's gradient; ONNX Runtime against both. At the
 default sizes, on the meta device: the parameter counts equal the references' and the weight map covers
-their whole state dicts.
+their whole state dicts, Dinov2ForImageClassification's (`head`: `dinov2.`-prefixed keys and a classifier on
+[CLS] beside the patch tokens' mean) included. A tiny Dinov2ForImageClassification saved with save_pretrained
+imports with `graphformer import hf` and gives the reference's logits; with registers the head's mean leaves
+them out (Dinov2WithRegistersForImageClassification, its backbone's keys re-rooted: the `hf` map strips one
+prefix, `dinov2.`, so that class's `dinov2_with_registers.` checkpoints don't load through it).
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from graphformer.ir import IRNode  # noqa: E402
 from graphformer.ops import REGISTRY  # noqa: E402
 from graphformer.weights.maps import convert_state_dict, read_state_dict  # noqa: E402
 from graphformer.backends.torch.weights import load_weights  # noqa: E402
-from parity import assert_close, assert_mapped_grads, ort_session, ours, randomize  # noqa: E402
+from parity import assert_close, assert_mapped_grads, assert_ort_equals_reference, ort_session, ours, randomize  # noqa: E402
 from shape_cases import T as TT  # noqa: E402
 
 T.logging.set_verbosity_error()
@@ -88,6 +92,15 @@ def test_default_counts_and_maps_equal_the_references(preset, make, count):
     assert total_params(s.ir) == sum(p.numel() for p in ref.parameters()) == count
     converted = convert_state_dict(s, ref.state_dict(), "hf")   # every key used, every parameter set
     assert sum(v.numel() for v in converted.values()) == count
+
+
+def test_published_classifier_count_and_map_equal_the_reference():
+    with torch.device("meta"):
+        ref = T.Dinov2ForImageClassification(T.Dinov2Config(num_labels=1000))
+    s = load(SPEC, overrides={"head": True})
+    assert total_params(s.ir) == sum(p.numel() for p in ref.parameters()) == 87_262_696
+    converted = convert_state_dict(s, ref.state_dict(), "hf")
+    assert sum(v.numel() for v in converted.values()) == 87_262_696
 
 
 def test_a_built_model_starts_from_the_layerscale_value():
@@ -290,6 +303,42 @@ def test_import_hf_then_build_with_the_checkpoint(registers, tmp_path, capsys):
     with torch.no_grad():
         assert_close(model(pixel_values=x)["last_hidden_state"], ref(pixel_values=x).last_hidden_state,
                      f"imported {registers}")
+
+
+def test_a_classification_checkpoint_imports_and_equals_transformers(tmp_path, capsys):
+    ref = randomize(T.Dinov2ForImageClassification(T.Dinov2Config(num_labels=6, **SMALL)))
+    ref.save_pretrained(tmp_path / "ckpt")
+    rc = cli.main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "spec.yaml")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning" not in err, err
+    s = graphformer.load(str(tmp_path / "spec.yaml"), overrides={"height": 49, "width": 30})
+    assert s.params["head"] is True and s.params["classes"] == 6
+    model = graphformer.build(s).eval()
+    load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf", s)
+    x = pixels((49, 30))
+    with torch.no_grad():
+        assert_close(model(pixel_values=x)["logits"], ref(pixel_values=x).logits, "dinov2 imported logits")
+
+
+def test_the_head_leaves_the_registers_out_of_the_mean():
+    ref = randomize(T.Dinov2WithRegistersForImageClassification(T.Dinov2WithRegistersConfig(
+        num_register_tokens=3, num_labels=4, **SMALL)))
+    weights = {k.removeprefix("dinov2_with_registers."): v for k, v in ref.state_dict().items()}
+    s = load(SPEC, overrides=dict(image=35, patch=7, d_model=40, heads=5, layers=2, d_ff=120, layerscale=0.5,
+                                  registers=3, antialias=True, head=True, classes=4))
+    model = graphformer.build(s, seed=1).eval()
+    load_weights(model, weights, "hf")
+    x = pixels((35, 35))
+    with torch.no_grad():
+        assert_close(model(pixel_values=x)["logits"], ref(pixel_values=x).logits, "dinov2 registers logits")
+
+
+def test_onnx_runtime_equals_the_classification_reference():
+    ref = randomize(T.Dinov2ForImageClassification(T.Dinov2Config(num_labels=6, **SMALL)))
+    s = load(SPEC, overrides=dict(image=35, patch=7, d_model=40, heads=5, layers=2, d_ff=120, layerscale=0.5,
+                                  head=True, classes=6))
+    assert_ort_equals_reference(s, ref, [{"pixel_values": pixels((35, 35), b, seed=b)} for b in (1, 3)], ["logits"],
+                                "dinov2 classifier onnx")
 
 
 @pytest.mark.parametrize("cfg,field", [

@@ -589,3 +589,17 @@ def test_a_checkpoint_with_a_sparse_config_builds_the_reference(tmp_path, kind, 
     ids = tokens(2, 40)   # long enough for the rotary base to matter
     with torch.no_grad():
         assert_close(model(tokens=ids)["logits"], ref(input_ids=ids).logits, kind)
+
+
+@pytest.mark.parametrize("kind,cls", [
+    ("convnext", "ConvNextForImageClassification"), ("videomae", "VideoMAEForVideoClassification"),
+    ("vit", "ViTForImageClassification"), ("swin", "SwinForImageClassification"),
+    ("dinov2", "Dinov2ForImageClassification"), ("audio-spectrogram-transformer", "ASTForAudioClassification")])
+def test_architectures_switch_the_classification_head(kind, cls):
+    """The head class named in `architectures` turns the head on, its labels counted from id2label (as
+    save_pretrained writes them); the bare model's name, or none, leaves it off (AutoModel's class)."""
+    labels = {"id2label": {str(i): f"l{i}" for i in range(3)}}
+    on = hf.convert_config({"model_type": kind, "architectures": [cls], **labels}).params
+    assert on["head"] is True and on["classes"] == 3
+    for arch in ({"architectures": [cls.split("For")[0] + "Model"]}, {}):
+        assert hf.convert_config({"model_type": kind, **arch, **labels}).params["head"] is False, arch

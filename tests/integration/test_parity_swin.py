@@ -7,7 +7,10 @@ window doesn't divide (both padded), a stage whose grid is exactly one window (n
 before patch merging (padded), odd depths (a shifted layer last or not at all). transformers' Swin fails where a stage's grid is smaller than its
 window, so every configuration keeps the last grid at least one window across. fp32, eval mode, max abs
 error ≤ 1e-5 × the output's scale. At the default size, on the meta device: the parameter count equals
-the reference's (28,288,354) and the weight map covers its whole state dict, in both key layouts.
+the reference's (28,288,354) and the weight map covers its whole state dict, in both key layouts; with
+`head: false`, SwinModel's (27,519,354). A SwinModel checkpoint saved with save_pretrained imports with
+`graphformer import hf` as the spec without its classifier (SwinForImageClassification's import is in
+tests/integration/test_import_hf.py) and gives the reference's pooled output.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ transformers = pytest.importorskip("transformers")
 
 from torch import nn  # noqa: E402
 
-from parity import assert_close, ort_session, ours, randomize  # noqa: E402
+from parity import assert_close, imported, ort_session, ours, randomize  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
@@ -76,6 +79,30 @@ def test_default_size_count_and_map_equal_the_reference():
     assert total_params(s.ir) == sum(p.numel() for p in ref.parameters()) == 28_288_354
     converted = convert_state_dict(s, ref.state_dict(), "hf")   # every key used, every parameter set
     assert sum(v.numel() for v in converted.values()) == 28_288_354
+
+
+def test_swin_model_count_and_map_equal_the_reference():
+    from transformers import SwinConfig, SwinModel
+    with torch.device("meta"):
+        ref = SwinModel(SwinConfig())
+    s = load(SPEC, overrides={"head": False})
+    assert total_params(s.ir) == sum(p.numel() for p in ref.parameters()) == 27_519_354
+    converted = convert_state_dict(s, ref.state_dict(), "hf")
+    assert sum(v.numel() for v in converted.values()) == 27_519_354
+
+
+def test_a_swin_model_checkpoint_imports_without_the_classifier(tmp_path, capsys):
+    from transformers import SwinConfig, SwinModel
+    image, patch, window, embed, depths, heads, _ = CONFIGS["window2"]
+    ref = randomize(SwinModel(SwinConfig(image_size=image, patch_size=patch, window_size=window, embed_dim=embed,
+                                         depths=list(depths), num_heads=list(heads), layer_norm_eps=1e-6)))
+    s, model = imported(ref, tmp_path, capsys)
+    assert s.params["head"] is False
+    x = torch.randn(2, 3, image, image, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got, want = model(pixel_values=x), ref(pixel_values=x)
+    assert "logits" not in got
+    assert_close(got["pooler_output"], want.pooler_output, "swin-t imported SwinModel pooler_output")
 
 
 def _hub_layout(state: dict) -> dict:

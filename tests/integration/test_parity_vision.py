@@ -5,7 +5,10 @@ offline with random weights at a small config that is not the `tiny` preset, eve
 so that norm scales and biases carry information, its state dict goes through the spec's weight map
 into `graphformer.build(spec)`, and both run on the same inputs in fp32 eval mode (max abs error ≤
 1e-5 × the output's scale). At the default sizes, on the meta device: parameter counts equal the
-references' and the weight maps cover the references' full state dicts.
+references' and the weight maps cover the references' full state dicts. A checkpoint saved with
+save_pretrained imports with `graphformer import hf` (its head set from `architectures`) and gives the
+reference's outputs: ViTForImageClassification (logits) and ViTModel (the pooler), ASTForAudioClassification
+(logits) and ASTModel.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ transformers = pytest.importorskip("transformers")
 from torch import nn  # noqa: E402
 
 import graphformer  # noqa: E402
-from parity import assert_close, ours, randomize  # noqa: E402
+from parity import assert_close, assert_ort_equals_reference, imported, ours, randomize  # noqa: E402
 from graphformer.frontend.api import load  # noqa: E402
 from graphformer.weights.maps import convert_state_dict  # noqa: E402
 from graphformer.analysis.summary import total_params  # noqa: E402
@@ -48,6 +51,20 @@ def test_vit_equals_transformers():
         hidden = ref.vit(pixel_values=x).last_hidden_state           # the ViTModel body
     assert_close(got["logits"], want.logits, "vit-b16 logits")
     assert_close(got["last_hidden_state"], hidden, "vit-b16 last_hidden_state")
+
+
+@pytest.mark.parametrize("cls,output", [("ViTForImageClassification", "logits"), ("ViTModel", "pooler_output")])
+def test_vit_checkpoints_import_and_equal_transformers(cls, output, tmp_path, capsys):
+    """The head class: the classifier on [CLS], no pooler; the bare model: its pooler, no classifier."""
+    ref = randomize(getattr(transformers, cls)(transformers.ViTConfig(
+        image_size=24, patch_size=8, hidden_size=40, num_hidden_layers=2, num_attention_heads=5, intermediate_size=56,
+        num_labels=7)))
+    s, model = imported(ref, tmp_path, capsys)
+    head = cls == "ViTForImageClassification"
+    assert (s.params["head"], s.params["pooler"]) == (head, not head)
+    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert_close(model(pixel_values=x)[output], getattr(ref(pixel_values=x), output), f"vit {cls} {output}")
 
 
 def test_vit_equals_timm():
@@ -101,6 +118,29 @@ def test_ast_equals_transformers():
     assert_close(got["pooler_output"], want.pooler_output, "ast pooler_output")
 
 
+@pytest.mark.parametrize("cls,output", [("ASTForAudioClassification", "logits"), ("ASTModel", "pooler_output")])
+def test_ast_checkpoints_import_and_equal_transformers(cls, output, tmp_path, capsys):
+    """ASTForAudioClassification: a layer norm and a linear layer on the pooled output."""
+    ref = randomize(getattr(transformers, cls)(transformers.ASTConfig(
+        max_length=40, num_mel_bins=16, patch_size=8, frequency_stride=4, time_stride=6, hidden_size=40,
+        num_attention_heads=5, intermediate_size=56, num_hidden_layers=2, layer_norm_eps=1e-6, num_labels=9)))
+    s, model = imported(ref, tmp_path, capsys)
+    assert s.params["head"] is (cls == "ASTForAudioClassification") and s.params["classes"] == 9
+    x = torch.randn(2, 40, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert_close(model(input_values=x)[output], getattr(ref(input_values=x), output), f"ast {cls} {output}")
+
+
+def test_ast_classifier_in_onnx_runtime_equals_transformers():
+    ref = randomize(transformers.ASTForAudioClassification(transformers.ASTConfig(
+        max_length=40, num_mel_bins=16, patch_size=8, frequency_stride=4, time_stride=6, hidden_size=40,
+        num_attention_heads=5, intermediate_size=56, num_hidden_layers=2, num_labels=9)))
+    s = spec("ast", frames=40, mels=16, patch=8, freq_stride=4, time_stride=6, d_model=40, heads=5, d_ff=56,
+             layers=2, head=True, classes=9)
+    feeds = [{"input_values": torch.randn(b, 40, 16, generator=torch.Generator().manual_seed(b))} for b in (1, 3)]
+    assert_ort_equals_reference(s, ref, feeds, ["logits"], "ast classifier onnx")
+
+
 def test_ast_waveform_front_end_feeds_the_same_body():
     """ast-waveform.yaml = spectrogram op + ast.yaml's block: same weights, same output as ast.yaml on the
     spectrogram it computes (the block is shared, not copied)."""
@@ -143,16 +183,18 @@ def _reference(name: str) -> nn.Module:
         "vit-b16": lambda: t.ViTForImageClassification(t.ViTConfig(num_labels=1000)),
         "clip-vit-b32": lambda: t.CLIPModel(t.CLIPConfig()),
         "ast": lambda: t.ASTModel(t.ASTConfig()),
+        "ast-audioset": lambda: t.ASTForAudioClassification(t.ASTConfig(num_labels=527)),
         "decision-transformer": lambda: t.DecisionTransformerModel(t.DecisionTransformerConfig()),
     }[name]()
 
 
 @pytest.mark.parametrize("name,count", [("vit-b16", 86_567_656), ("clip-vit-b32", 151_277_313),
-                                        ("ast", 86_187_264), ("decision-transformer", 1_256_854)])
+                                        ("ast", 86_187_264), ("ast-audioset", 86_594_063),
+                                        ("decision-transformer", 1_256_854)])
 def test_default_size_counts_and_maps_equal_the_reference(name, count):
     with torch.device("meta"):
         ref = _reference(name)
-    s = spec(name)
+    s = load(SPECS + "ast.yaml", preset="audioset") if name == "ast-audioset" else spec(name)
     assert total_params(s.ir) == sum(p.numel() for p in ref.parameters()) == count
     converted = convert_state_dict(s, ref.state_dict(), "hf")   # every key used, every parameter set
     assert sum(v.numel() for v in converted.values()) == count

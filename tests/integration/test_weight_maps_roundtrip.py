@@ -2,7 +2,9 @@
 checkpoint written back in the reference's names loads with the reference's own `from_pretrained`.
 
 References are built offline from small configs with random weights (the same configurations the parity
-tests use: heads > 1, fewer key/value heads, so a wrong layout can't hide behind equal shapes)."""
+tests use: heads > 1, fewer key/value heads, so a wrong layout can't hide behind equal shapes). A map that
+reads two classes' checkpoints (a bare model and its classification class, whose keys carry a prefix the map
+strips) has a case for each: `name/map+variant`."""
 from __future__ import annotations
 
 import copy
@@ -62,7 +64,13 @@ def _paligemma():
                                                                 image_token_index=96, projection_dim=48))
     return spec("paligemma"), ref
 
-# name → () → (spec, reference); the reference's class is what the map's `reference:` names
+def _swin_model():
+    s, ref = _swin()
+    return spec("swin-t", None, **{**s.params, "head": False}), T.SwinModel(ref.config)
+
+
+# name → () → (spec, reference); the reference's class is what the map's `reference:` names (after `+`: the
+# map's other class)
 CASES = {
     "encoder-block/torch": lambda: (spec("encoder-block", None, d_model=24, heads=3, d_ff=40),
                                     nn.TransformerEncoderLayer(24, 3, 40, batch_first=True)),
@@ -88,6 +96,11 @@ CASES = {
                            T.ViTForImageClassification(T.ViTConfig(image_size=36, patch_size=12, hidden_size=24,
                                                                    num_attention_heads=3, intermediate_size=40,
                                                                    num_hidden_layers=2, num_labels=5))),
+    "vit-b16/hf+ViTModel": lambda: (spec("vit-b16", "backbone", image=36, patch=12, d_model=24, heads=3, d_ff=40,
+                                         layers=2),
+                                    T.ViTModel(T.ViTConfig(image_size=36, patch_size=12, hidden_size=24,
+                                                           num_attention_heads=3, intermediate_size=40,
+                                                           num_hidden_layers=2))),
     "clip-vit-b32/hf": lambda: (
         spec("clip-vit-b32", None, vocab=50, text_len=20, text_width=40, text_heads=5, text_ff=72, text_layers=2,
              image=40, patch=8, vision_width=48, vision_heads=6, vision_ff=80, vision_layers=2, embed=28,
@@ -103,6 +116,12 @@ CASES = {
                        T.ASTModel(T.ASTConfig(max_length=100, num_mel_bins=24, patch_size=8, frequency_stride=5,
                                               time_stride=6, hidden_size=60, num_attention_heads=5,
                                               intermediate_size=96, num_hidden_layers=2))),
+    "ast/hf+ASTForAudioClassification": lambda: (
+        spec("ast", None, frames=100, mels=24, patch=8, freq_stride=5, time_stride=6, d_model=60, heads=5, d_ff=96,
+             layers=2, head=True, classes=7),
+        T.ASTForAudioClassification(T.ASTConfig(max_length=100, num_mel_bins=24, patch_size=8, frequency_stride=5,
+                                                time_stride=6, hidden_size=60, num_attention_heads=5,
+                                                intermediate_size=96, num_hidden_layers=2, num_labels=7))),
     "decision-transformer/hf": lambda: (
         spec("decision-transformer", None, state_dim=7, act_dim=3, d_model=48, max_ep_len=60, n_positions=40,
              heads=4, d_ff=80, layers=2),
@@ -144,6 +163,7 @@ CASES = {
             max_target_positions=13, pad_token_id=0, bos_token_id=1, eos_token_id=2,
             decoder_start_token_id=3))),
     "swin-t/hf": _swin,
+    "swin-t/hf+SwinModel": _swin_model,
     "timesformer/hf": lambda: (
         spec("timesformer", None, image=15, patch=5, frames=3, d_model=27, heads=3, layers=2, d_ff=41),
         T.TimesformerModel(T.TimesformerConfig(image_size=15, patch_size=5, num_frames=3, hidden_size=27,
@@ -165,6 +185,12 @@ CASES = {
         T.VideoMAEModel(T.VideoMAEConfig(image_size=15, patch_size=5, tubelet_size=3, num_frames=6, hidden_size=30,
                                          num_hidden_layers=2, num_attention_heads=3, intermediate_size=41,
                                          use_mean_pooling=False))),
+    "videomae/hf+VideoMAEForVideoClassification": lambda: (
+        spec("videomae", None, image=15, patch=5, tubelet=3, frames=6, d_model=30, heads=3, layers=2, d_ff=41,
+             head=True, classes=5),
+        T.VideoMAEForVideoClassification(T.VideoMAEConfig(
+            image_size=15, patch_size=5, tubelet_size=3, num_frames=6, hidden_size=30, num_hidden_layers=2,
+            num_attention_heads=3, intermediate_size=41, num_labels=5))),
     "segformer/hf": lambda: (
         spec("segformer", None, image=45, hidden1=8, hidden2=12, hidden3=20, hidden4=24, heads1=1, heads2=2, heads3=4,
              heads4=3, depth1=1, depth2=2, depth3=1, depth4=1, sr1=4, sr2=2, sr3=2, mlp_ratio=2, head=True, decoder=20,
@@ -175,6 +201,11 @@ CASES = {
     "convnext/hf": lambda: (
         spec("convnext", None, hidden1=8, hidden2=12, hidden3=16, hidden4=20, depth1=1, depth2=2, depth3=1, depth4=1),
         T.ConvNextModel(T.ConvNextConfig(hidden_sizes=[8, 12, 16, 20], depths=[1, 2, 1, 1]))),
+    "convnext/hf+ConvNextForImageClassification": lambda: (
+        spec("convnext", None, hidden1=8, hidden2=12, hidden3=16, hidden4=20, depth1=1, depth2=2, depth3=1, depth4=1,
+             head=True, classes=7),
+        T.ConvNextForImageClassification(T.ConvNextConfig(hidden_sizes=[8, 12, 16, 20], depths=[1, 2, 1, 1],
+                                                          num_labels=7))),
     "wav2vec2/hf": lambda: (
         spec("wav2vec2", None, conv_dim=12, kernel0=4, stride0=3, conv_kernels=[3, 2], conv_strides=[2, 2],
              conv_layers=2, hop=12, receptive=16, d_model=40, heads=5, layers=2, d_ff=56, pos_kernel=6, pos_groups=4),
@@ -185,6 +216,11 @@ CASES = {
     "dinov2/hf": lambda: (spec("dinov2", None, image=35, patch=7, d_model=40, heads=5, layers=2, d_ff=120),
                           T.Dinov2Model(T.Dinov2Config(image_size=35, patch_size=7, hidden_size=40,
                                                        num_attention_heads=5, num_hidden_layers=2, mlp_ratio=3))),
+    "dinov2/hf+Dinov2ForImageClassification": lambda: (
+        spec("dinov2", None, image=35, patch=7, d_model=40, heads=5, layers=2, d_ff=120, head=True, classes=6),
+        T.Dinov2ForImageClassification(T.Dinov2Config(image_size=35, patch_size=7, hidden_size=40,
+                                                       num_attention_heads=5, num_hidden_layers=2, mlp_ratio=3,
+                                                       num_labels=6))),
     "deepseek-v2/hf": lambda: (spec("deepseek-v2"), T.DeepseekV2ForCausalLM(T.DeepseekV2Config(
         vocab_size=97, hidden_size=40, intermediate_size=56, moe_intermediate_size=18, num_hidden_layers=3,
         num_attention_heads=5, num_key_value_heads=5, n_shared_experts=2, n_routed_experts=6, kv_lora_rank=14,
@@ -219,7 +255,8 @@ ELSEWHERE = {"vit-b16/timm"}
 def test_every_bundled_map_has_a_round_trip_case():
     maps = {f"{p.stem}/{m}" for p in SPECS.glob("*.yaml")
             for m in (yaml.safe_load(p.read_text()).get("weight_maps") or {})}
-    assert maps - ELSEWHERE == set(CASES), "a bundled map without a round-trip case (or a case without a map)"
+    assert maps - ELSEWHERE == {c.split("+")[0] for c in CASES}, \
+        "a bundled map without a round-trip case (or a case without a map)"
 
 
 def _pair(case):
@@ -230,7 +267,7 @@ def _pair(case):
 @pytest.mark.parametrize("case", list(CASES))
 def test_reference_to_spec_to_reference_is_bit_identical(case):
     s, ref = _pair(case)
-    mapping = case.split("/")[1]
+    mapping = case.split("+")[0].split("/")[1]
     sd = ref.state_dict()
     ours = convert_state_dict(s, sd, mapping)
     back = to_reference(s, ours, mapping, reference=sd)
@@ -242,7 +279,7 @@ def test_reference_to_spec_to_reference_is_bit_identical(case):
         assert back[k].dtype == sd[k].dtype and torch.equal(back[k], sd[k]), k
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.endswith("/hf")])
+@pytest.mark.parametrize("case", [c for c in CASES if c.split("+")[0].endswith("/hf")])
 def test_written_checkpoint_loads_with_from_pretrained(case, tmp_path):
     """The spec's weights, written back in the reference's names, are what `from_pretrained` reads."""
     s, ref = _pair(case)
@@ -255,6 +292,25 @@ def test_written_checkpoint_loads_with_from_pretrained(case, tmp_path):
     wmap = get_map(s, "hf")   # what the map ignores (batch norm's integer step counter) is the reference's to make
     ignored = {k for k in info["missing_keys"] if any(_Glob(g).fullmatch(k) for g in wmap.ignore)}
     assert not set(info["missing_keys"]) - ignored and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    want = ref.state_dict()
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, want[k]), k
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "For" in c.partition("+")[2]])
+def test_a_head_checkpoint_written_without_a_reference_loads_into_the_head_class(case, tmp_path):
+    """Without `reference=` the map writes the bare model's names (its `strip_prefix` left off) and the classifier's:
+    the head class's `from_pretrained` reads them, nothing missing or unexpected, every tensor equal. (The spec's
+    shapes are written without a reference: a `[1, n, D]` table the spec holds as `[n, D]` is given its unit
+    axes back here, as `reference=` would.)"""
+    s, ref = _pair(case)
+    shapes = {k.removeprefix(ref.base_model_prefix + "."): v.shape for k, v in ref.state_dict().items()}
+    back = {k: v.reshape(shapes[k]) for k, v in
+            to_reference(s, convert_state_dict(s, ref.state_dict(), "hf"), "hf").items()}
+    ref.config.save_pretrained(tmp_path)
+    write_safetensors(back, str(_empty(tmp_path / "model.safetensors")), {"format": "pt"})
+    loaded, info = type(ref).from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     want = ref.state_dict()
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, want[k]), k
