@@ -126,8 +126,8 @@ def hf_source(path: str, preset: str | None = None) -> tuple[str, dict] | None:
     except HFImportError as e:
         raise CommandError(f"{path}: {e}", e.code) from None
     sys.stderr.write(escape_controls(f"imported {path}: {imported.family.model_type} config, spec "
-                                     f"{os.path.basename(spec)} with {len(imported.params)} params from "
-                                     f"config.json") + "\n")
+                                     f"{os.path.basename(spec)} with {len(imported.params)} params read from "
+                                     f"config.json (transformers' defaults where it is silent)") + "\n")
     return spec, dict(imported.params)
 
 
