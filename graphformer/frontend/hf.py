@@ -120,6 +120,17 @@ class Num:
 
 
 @dataclass(frozen=True)
+class Infinity:
+    """JSON's `Infinity`: json reads it as a float; transformers ≥ 5 writes {"__float__": "Infinity"}."""
+
+    def ok(self, v) -> bool:
+        return _is_inf(v)
+
+    def __str__(self):
+        return "Infinity"
+
+
+@dataclass(frozen=True)
 class Kind:
     """A JSON type: `bool`, `str` (at most 200 characters) or `dict` (an object); null is accepted."""
     type: type
@@ -228,7 +239,8 @@ FIELD_TYPES = {
     "num_conv_pos_embedding_groups": Int(1, WIDTH), "feat_extract_norm": TEXT, "feat_extract_activation": TEXT,
     **dict.fromkeys(["conv_bias", "do_stable_layer_norm", "apply_spec_augment", "add_adapter"], FLAG),
     **dict.fromkeys(["mask_time_prob", "mask_feature_prob"], RATE),
-    # mamba
+    # mamba; mamba2's (min, max) clamp of the step sizes
+    "time_step_limit": ListOf(AnyOf((Num(-1e30, 1e30, null=False), Infinity())), 2),
     "state_size": Int(1, WIDTH), "expand": Int(1, 1024),
     "time_step_rank": AnyOf((Int(1, WIDTH), Kind(str))), **dict.fromkeys(["use_bias", "use_conv_bias"], FLAG),
 }

@@ -507,11 +507,10 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str, place=None) -> d
     rejected: set[str] = set()
     names, by_name, problems = _read_names(wmap, state_dict, mapping)
     joined: set[str] = set()               # keys concatenated onto an earlier source (`from: [a, b]`)
-    for key in state_dict:
+    for key, tensor in state_dict.items():   # items(): the torch loader reports progress through it
         name = names[key]
         if by_name[name] != key:
             continue                       # a second name of one tensor: refused above
-        tensor = state_dict[key]
         hits = [(r, at) for r in rules for at in r.matches(name)]
         if not hits and any(o.fullmatch(name) for r in rules for o in r.others):
             continue                       # read with its rule's first source (checked below)

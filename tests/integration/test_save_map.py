@@ -93,7 +93,8 @@ def _same_outputs(ours, ref) -> list[str]:
     from graphformer.backends.torch import example_inputs
     from graphformer.frontend.hf import HFImportError, convert_config, spec_path
     try:
-        imported = convert_config(ref.config.to_dict())
+        # as save_pretrained writes it: `architectures` (which import reads for a head) names the class
+        imported = convert_config({**ref.config.to_dict(), "architectures": [type(ref).__name__]})
         s = graphformer.load(spec_path(imported.family), overrides=dict(imported.params))
         twin = graphformer.build(s).eval()
         twin.load_state_dict(ours.state_dict())

@@ -146,6 +146,12 @@ def test_to_reference_inverts_reshape_scale_and_zero(spec):
     assert set(back) == set(sd)                          # no key for the zero-filled parameters
     for k, v in sd.items():
         np.testing.assert_allclose(back[k], v, rtol=1e-6, err_msg=k)
-    again = convert_state_dict(s, to_reference(s, ours, "ref"), "ref")   # without the reference's shapes
+    # without the reference, `reshape: true` can't know the stored shape (GF301) until the rule says it
+    with pytest.raises(WeightMapError, match="GF301"):
+        to_reference(s, ours, "ref")
+    s = spec(SPEC.replace("reshape: true}", "reshape: true, stored_shape: [20]}"))
+    back = to_reference(s, ours, "ref")
+    assert back["conv.flat"].shape == (20,)
+    again = convert_state_dict(s, back, "ref")
     for k, v in ours.items():
         np.testing.assert_allclose(again[k], v, rtol=1e-6, err_msg=k)
