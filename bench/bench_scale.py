@@ -240,23 +240,25 @@ What makes repetitions cheap (each is exact: the same IR, diagnostics and counts
 What is left:
 
 - *Every bundled spec against an `import torch`: the goal (≤ 0.25×) is not met.* The ratio above (CPU,
-  bytecode cached as for an installed package) moves between 0.30× and 0.37× from run to run on this
-  machine with the 35 specs of this round's start, and grows with the catalogue (40 specs: 0.37× above).
-  Counted in instructions (callgrind, which doesn't drift with load), with 35 specs the whole process is
-  2.38 G (`import torch`: 5.2 G, but much of its CPU time is loading shared libraries, which instructions
-  understate). Of that, fixed costs before any of graphformer's code: starting Python 0.09 G, `import
-  yaml` 0.10 G, `import pydantic` 0.18 G, and pydantic's first model class 0.30 G more (it imports its
-  schema machinery and scans every installed package's metadata for pydantic plugins through
-  `importlib.metadata`, whose import alone is 0.07 G). The 57 validated model classes (10 file models,
-  the op families' attrs) take 75–95 ms of a ~0.5 s process to build (`ModelMetaclass.__new__`, measured
-  in process: 26 ms for the first, 28 ms for the attrs, whose string annotations pydantic evaluates, ~500
-  `compile` calls). With everything imported, checking those 35 specs takes 0.23 s: reading the YAML ~35 %,
-  expansion ~45 %, inference and lint ~15 %. So pydantic and its models are about a third of the process,
-  and ≤ 0.25× (about 0.5 s of CPU against torch's 2 s) needs them off the start-up path: the file models
-  and the 42 attrs models (with their validators, the `schema` command's JSON schema and the mapping of
-  validation errors to diagnostics) validated without pydantic. Not done in this round: it rewrites every
-  op's definition for a third of one command's start-up. Tried and not kept: raising the cyclic GC's
-  thresholds during a command (−2.4 % instructions, 1.00× CPU over 15 interleaved pairs).
+  bytecode cached as for an installed package) grows with the catalogue: 0.23–0.30× with the 22 specs the
+  goal was set with, 0.30–0.37× with 35, 0.35–0.38× with 40 and 0.41× with today's 43 (this machine's
+  figures move by ±0.05 from run to run). This round took 13.7 % of the instructions of checking the 40
+  specs (callgrind: 2.709 G → 2.339 G, every diagnostic byte-identical over the bundled specs, the invalid
+  corpus and the examples, compact and unrolled): a YAML value's span made from its node only when looked
+  up, a dimension expression bound only to the params it names, an op's port lists computed once, no
+  postponed annotations in `ops/base.py` (pydantic compiled the base attrs' string annotations again for
+  each of ~50 models: op-family imports 191 M → 155 M), and plain functions for empty defaults (pydantic
+  parsed a builtin factory's signature from text). Of the 2.34 G: Python, yaml, pydantic and its first
+  model ~0.67 G (fixed: pydantic's schema machinery and its plugin scan through `importlib.metadata`),
+  graphformer's imports ~0.21 G, op-family imports 0.155 G, the attrs validators ~0.056 G, loading the 40
+  files ~0.58 G (libyaml's parse ~0.23 G, a floor: PyYAML calls a Python constructor per node), expansion
+  and inference ~0.65 G with no single piece above ~2 % left. So ≤ 0.25× (about 0.55 s of CPU against
+  torch's 2.2 s) needs pydantic off the start-up path: the file models and the ~50 attrs models (their
+  validators, the `schema` command's JSON schema, the mapping of validation errors to diagnostics)
+  validated by code of our own. Decided against: the design card names pydantic as the validation
+  library, and the rewrite would touch every op's definition (and the plugin API, whose attrs are pydantic
+  models) for a third of one command's start-up. Tried and not kept: raising the cyclic GC's thresholds
+  (−2.4 % instructions, 1.00× CPU), caching parsed imported specs across the files of one run (−1.5 %).
 - *Backends still need every node*: the torch build, ONNX export and diagrams unroll the IR on their
   first per-node query (cheap copies of the bodies' nodes), then work per node as before.
 """
