@@ -12,7 +12,7 @@ from . import __version__
 
 # subcommand -> module in graphformer/commands/
 COMMANDS = {"check": "check", "summary": "summary", "build": "build", "draw": "draw", "export": "export",
-            "generate": "generate",
+            "generate": "generate", "compare": "compare",
             "schema": "schema", "list": "models", "explain": "explain", "view": "view", "import": "import_hf"}
 SHELLS = ("bash", "zsh", "tcsh")
 
