@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
     p.add_argument("--rtol", type=float, default=1e-5,
                    help="bound on the max abs error, relative to max(1, the reference output's magnitude); default 1e-5")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the inputs and of a random reference (default 0)")
+    p.add_argument("--generate", type=int, default=0, metavar="N", help="also continue the example prompts by N "
+                   "greedy tokens with both (graphformer.generate with its cache, transformers' generate): a decoder's "
+                   "cached steps compared token for token")
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
@@ -63,6 +66,8 @@ def run(args) -> int:
         raise CommandError("compare needs the reference: --reference DIR (a save_pretrained directory or a "
                            "config.json)")
     inputs_given, outputs_given = _pairs(args.inputs, "--input"), _pairs(args.outputs, "--output")
+    if not 0 <= args.generate <= 4096:
+        raise CommandError(f"--generate must be from 0 to 4096 tokens, got {args.generate}")
     if not args.rtol > 0:
         raise CommandError(f"--rtol must be above 0, got {args.rtol}")
     try:
@@ -114,7 +119,7 @@ def run(args) -> int:
                 inputs[n] = torch.ones_like(inputs[n])
             elif keep is None and inputs[n].dim() == 2:
                 keep = inputs[n].bool()
-    with torch.inference_mode():
+    with torch.inference_mode(), ref_mod.quiet():
         ours = model(**{k: inputs[k] for k in pairing.inputs})
         theirs = ref_mod.tensors_of(reference(**{v: ref_mod.for_reference(inputs[k]) for k, v in pairing.inputs.items()}))
     ref_mod.pair_outputs(pairing, list(ours), theirs, outputs_given)
@@ -123,7 +128,42 @@ def run(args) -> int:
                            f"one with --output OURS=THEIRS")
     rows = [ref_mod.compared(k, v, ours[k], theirs[v], args.rtol, keep) for k, v in pairing.outputs.items()]
     _report(spec, cls, source, weights, args, pairing, inputs, rows)
-    return EXIT_OK if all(r.ok for r in rows) else EXIT_SPEC
+    same = all(r.ok for r in rows)
+    if args.generate:
+        same = _generated(model, reference, spec, pairing, inputs, args.generate) and same
+    return EXIT_OK if same else EXIT_SPEC
+
+
+def _generated(model, reference, spec, pairing, inputs, new: int) -> bool:
+    """Greedy continuations of the example prompts (unpadded), ours through the decoder plan's cache and
+    transformers' `generate`: equal token for token, or the first row and position that differ."""
+    import torch
+    import graphformer
+    from ..analysis.decoding import plan_decoder
+    plan = plan_decoder(spec.ir)
+    if plan.encoder_inputs:
+        raise CommandError("--generate: compares decoder-only specs (an encoder–decoder's prompts need their encoder "
+                           "inputs paired with the reference's generate, not done yet)")
+    if plan.tokens not in pairing.inputs:
+        raise CommandError(f"--generate: the token input `{plan.tokens}` has no counterpart in the reference")
+    ids = inputs[plan.tokens]
+    ours = graphformer.generate(model, ids, new)
+    config = reference.generation_config
+    config.eos_token_id, config.pad_token_id = None, 0   # every step runs: random weights say nothing of EOS
+    from ..backends.torch.reference import quiet
+    with torch.inference_mode(), quiet():
+        theirs = reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, do_sample=False)
+    out = sys.stdout
+    if ours.shape == theirs.shape and bool((ours == theirs).all()):
+        out.write(f"greedy tokens: equal, {new} new tokens after prompts of {ids.shape[1]} in {ids.shape[0]} rows\n")
+        return True
+    if ours.shape != theirs.shape:
+        out.write(f"greedy tokens: {list(ours.shape)} from the spec, {list(theirs.shape)} from the reference\n")
+        return False
+    row, pos = (ours != theirs).nonzero()[0].tolist()
+    out.write(f"greedy tokens DIFFER first at row {row}, new token {pos - ids.shape[1]}:\n"
+              f"  ours      {ours[row, ids.shape[1]:].tolist()}\n  reference {theirs[row, ids.shape[1]:].tolist()}\n")
+    return False
 
 
 def _files(list_files, source: str) -> list[str]:

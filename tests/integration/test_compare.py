@@ -135,3 +135,20 @@ def test_usage(capsys, tmp_path):
     assert rc == 2
     rc, _, err = run(capsys, "llama", "--reference", tmp_path, "--rtol", "0")
     assert rc == 2 and "--rtol" in err
+
+
+def test_greedy_tokens_compared(capsys, llama_ckpt):
+    rc, out, err = run(capsys, llama_ckpt, "--generate", "12")
+    assert rc == 0 and "greedy tokens: equal, 12 new tokens after prompts of 8 in 2 rows" in out, out + err
+    rc, _, err = run(capsys, llama_ckpt, "--generate", "-1")
+    assert rc == 2 and "--generate" in err
+
+
+def test_greedy_tokens_of_a_wrong_cache_differ(capsys, tmp_path, llama_ckpt):
+    """A window the reference doesn't have: the forward at 8 positions is equal (the window is wider), the
+    continuation past it is not."""
+    text = open(_specs[0] + "/llama.yaml").read().replace("causal: true", "causal: true, window: 9")
+    windowed = tmp_path / "windowed-llama.yaml"
+    windowed.write_text(text)
+    rc, out, _ = run(capsys, windowed, "--reference", llama_ckpt, "--set", *LLAMA_SET, "--generate", "16")
+    assert rc == 1 and "equal: 1 of 1 outputs" in out and "greedy tokens DIFFER first at row" in out, out

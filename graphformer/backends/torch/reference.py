@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -86,24 +87,31 @@ def perturb(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
+@contextmanager
+def quiet():
+    """transformers' loading bar and notes (kernel fallbacks, ...) would interleave with our report."""
+    from transformers.utils import logging
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+
+
 def build_reference(cls: type, config, directory: str | None, seed: int) -> nn.Module:
     """The reference in float32 eval mode: `directory`'s weights (safetensors, read by transformers), or
     `seed`'s initialisation perturbed where `directory` is None."""
-    from transformers.utils import logging
-    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()   # its loading bar and notes would interleave with our report
-    logging.disable_progress_bar()
-    try:
+    with quiet():
         if directory is None:
             torch.manual_seed(seed)
             model = perturb(cls(config), seed)
         else:
             model = cls.from_pretrained(directory, config=config, local_files_only=True, use_safetensors=True,
                                         trust_remote_code=False, dtype=torch.float32)
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()
     return model.float().eval()
 
 
