@@ -446,7 +446,9 @@ def _gemma3(cfg: dict) -> dict:
                                 f"{' or '.join(ok)}); a different rotary schedule changes every attention score")
     linear = (full.get("rope_type") or full.get("type")) == "linear"
     out.update(rope_theta=float(full["rope_theta"]), rope_local_theta=float(local["rope_theta"]),
-               rope_factor=float(full["factor"]) if linear else 1.0)
+               rope_scaling="linear" if linear else "none")
+    if linear:
+        out["rope_factor"] = float(full["factor"])
     w = cfg.get("sliding_window")
     # no window = attend to everything: a window as long as the positions the model has is the same
     out["sliding_window"] = cfg["max_position_embeddings"] if w is None else w

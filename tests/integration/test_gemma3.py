@@ -57,7 +57,9 @@ def test_reference_config_is_the_one_the_tiny_preset_says():
     spec = graphformer.load(SPECS / "gemma3.yaml", preset="tiny")
     attrs = [spec.ir.node(f"blocks.{i}.attn").attrs for i in range(6)]
     assert [a.window for a in attrs] == [4, 4, None] * 2
-    assert [(a.rope_theta, a.rope_factor) for a in attrs] == [(300.0, 1.0), (300.0, 1.0), (5000.0, 4.0)] * 2
+    assert [(a.rope_theta, a.rope_scaling) for a in attrs] == [(300.0, "none")] * 2 + [(5000.0, "linear")] \
+        + [(300.0, "none")] * 2 + [(5000.0, "linear")]
+    assert {a.rope_factor for a in attrs} == {4.0}
 
 
 def test_logits_equal_transformers_with_and_without_padding():
@@ -139,7 +141,8 @@ def test_qk_offset_linear_scaling_window_and_final_cap_bite():
     spec, ref, model = pair()
     with torch.no_grad():
         base = model(tokens=ids)["logits"]
-        for sets in ({"rope_factor": 1.0}, {"rope_local_theta": 5000.0}, {"sliding_window": 64}):
+        for sets in ({"rope_scaling": "none"}, {"rope_factor": 2.0}, {"rope_local_theta": 5000.0},
+                     {"sliding_window": 64}):
             other = ours(graphformer.load(SPECS / "gemma3.yaml", preset="tiny", overrides=sets), ref)
             assert (other(tokens=ids)["logits"] - base).abs().max() > 1e-3, sets
         for i in range(6):
