@@ -208,3 +208,28 @@ def test_import_hf_refuses_what_the_spec_cannot_say(tmp_path, capsys, change, wo
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     rc, _, err = _cli(capsys, "import", "hf", tmp_path / "config.json", "-o", tmp_path / "spec.yaml")
     assert rc == 1 and word in err, err
+
+
+def test_import_of_the_hub_4b_text_config_gives_the_bundled_defaults():
+    """Gemma-3-4B's text_config as the hub spells it (older transformers: `rope_scaling`, `rope_theta`,
+    `rope_local_base_freq`, `sliding_window_pattern`, no `layer_types`) imports as the spec's defaults, and the
+    1B's as the preset; transformers reads both configs the same way (layer pattern, rotary per layer type)."""
+    from graphformer.frontend import hf
+    hub_4b = {"model_type": "gemma3_text", "hidden_size": 2560, "intermediate_size": 10240, "num_hidden_layers": 34,
+              "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024,
+              "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "sliding_window_pattern": 6,
+              "query_pre_attn_scalar": 256, "final_logit_softcapping": None, "attn_logit_softcapping": None}
+    hub_1b = {"model_type": "gemma3_text", "vocab_size": 262144, "hidden_size": 1152, "intermediate_size": 6912,
+              "num_hidden_layers": 26, "num_attention_heads": 4, "num_key_value_heads": 1, "sliding_window": 512,
+              "max_position_embeddings": 32768, "rope_scaling": None, "rope_theta": 1000000.0,
+              "rope_local_base_freq": 10000.0, "sliding_window_pattern": 6}
+    for cfg, preset in ((hub_4b, None), (hub_1b, "gemma-3-1b")):
+        imported = hf.convert_config(dict(cfg))
+        assert imported.unread == []
+        spec = graphformer.load(SPECS / "gemma3.yaml", preset=preset)
+        assert {k: v for k, v in imported.params.items() if spec.params.get(k) != v} == {}, preset
+        ref = T.Gemma3TextConfig(**{k: v for k, v in cfg.items() if k != "model_type"})
+        attrs = [spec.ir.node(f"blocks.{i}.attn").attrs for i in range(ref.num_hidden_layers)]
+        for a, kind in zip(attrs, ref.layer_types):
+            rp = ref.rope_parameters[kind]
+            assert a.rope_theta == rp["rope_theta"] and (a.rope_scaling == "linear") == (rp["rope_type"] == "linear")
