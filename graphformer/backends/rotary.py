@@ -9,7 +9,7 @@ import numpy as np
 
 def rotary_inv_freq(a, head_dim: int) -> np.ndarray:
     """float32 `[r/2]`: 1 / theta^(2i/r) for the r rotated dims of a head (`a`: AttentionAttrs), with
-    Llama 3.1's or YaRN's frequency scaling if asked.
+    linear, Llama 3.1's or YaRN's frequency scaling if asked.
 
     Float32 arithmetic in transformers' order (so the two agree to the last bit or one ulp), except the
     power, taken in float64 and rounded once: no libm's float32 powf rounds the same as another's.
@@ -21,6 +21,8 @@ def rotary_inv_freq(a, head_dim: int) -> np.ndarray:
                              a.rope_beta_slow, a.rope_truncate)
     exponent = np.arange(0, r, 2, dtype=np.int64).astype(f32) / f32(r)
     inv = f32(1.0) / np.power(np.float64(a.rope_theta), exponent.astype(np.float64)).astype(f32)
+    if a.rope_scaling == "linear":   # position interpolation: transformers' `inv_freq /= factor`, in float32
+        inv = inv / f32(a.rope_factor)
     if a.rope_scaling == "llama3":
         # long wavelengths are slowed by `factor`, short ones kept, the band between interpolated
         factor, low, high, original = f32(a.rope_factor), f32(a.rope_low_freq), f32(a.rope_high_freq), \

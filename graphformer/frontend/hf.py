@@ -405,6 +405,61 @@ def _gemma2(cfg: dict) -> dict:
     return out
 
 
+def _gemma3_rope(cfg: dict, kind: str, theta_field: str) -> dict:
+    """One layer type's rotary parameters as transformers 5's Gemma3TextConfig builds them: rope_parameters[kind]
+    (rope_scaling, older configs' spelling, updates the full-attention layers' only), theta from there, else
+    the top-level `rope_theta` / `rope_local_base_freq`, else the class's default_theta."""
+    rp = cfg.get("rope_parameters") or {}
+    sub = dict(rp.get(kind) or {}) if isinstance(rp.get(kind) or {}, dict) else None
+    if sub is None:
+        raise HFImportError(f"config field `rope_parameters.{kind}` is {show(rp.get(kind))}; expected an object")
+    if kind == "full_attention" and cfg.get("rope_scaling"):
+        sub.update(cfg["rope_scaling"])
+    sub.setdefault("rope_theta", cfg.get(theta_field) if cfg.get(theta_field) is not None else
+                   cfg["global_rope_theta" if kind == "full_attention" else "local_rope_theta"])
+    for name, rule in ROPE.items():
+        if name in sub and not rule.ok(sub[name]):
+            raise HFImportError(f"config field `rope_parameters.{kind}.{name}` is {show(sub[name])}; expected {rule}")
+    return sub
+
+
+def _gemma3(cfg: dict) -> dict:
+    """Gemma-3's text model: the layer pattern (global where (i + 1) % k == 0), both rotary bases, the global
+    layers' linear scaling (the sliding layers' must be plain), the window."""
+    layers = cfg["num_hidden_layers"]
+    every = cfg.get("sliding_window_pattern") or 6
+
+    def pattern(k):
+        return ["full_attention" if (i + 1) % k == 0 else "sliding_attention" for i in range(layers)]
+    types = cfg.get("layer_types") or pattern(every)
+    found = next((k for k in [every] + list(range(1, layers + 2)) if list(types) == pattern(k)), None)
+    if found is None:
+        raise HFImportError(f"`layer_types` {show(types)}: the gemma3 spec attends globally at every k-th layer "
+                            f"(full_attention where (i + 1) % k == 0) and in a sliding window elsewhere")
+    out = {"sliding_window_pattern": found}
+    full = _gemma3_rope(cfg, "full_attention", "rope_theta")
+    local = _gemma3_rope(cfg, "sliding_attention", "rope_local_base_freq")
+    for kind, sub, ok in (("full_attention", full, ("default", "linear")), ("sliding_attention", local, ("default",))):
+        rope_type = sub.get("rope_type") or sub.get("type") or "default"
+        if rope_type not in ok:
+            raise HFImportError(f"`rope_parameters.{kind}` rope_type {show(rope_type)}: not supported (supported: "
+                                f"{' or '.join(ok)}); a different rotary schedule changes every attention score")
+    linear = (full.get("rope_type") or full.get("type")) == "linear"
+    out.update(rope_theta=float(full["rope_theta"]), rope_local_theta=float(local["rope_theta"]),
+               rope_scaling="linear" if linear else "none")
+    if linear:
+        out["rope_factor"] = float(full["factor"])
+    w = cfg.get("sliding_window")
+    # no window = attend to everything: a window as long as the positions the model has is the same
+    out["sliding_window"] = cfg["max_position_embeddings"] if w is None else w
+    if cfg.get("num_key_value_heads") is None:
+        out["kv_heads"] = cfg["num_attention_heads"]
+    return out
+
+
+FAMILY_TYPES["gemma3_text"] = {"sliding_window_pattern": Int(1, LAYERS, null=True), "rope_local_base_freq": THETA}
+
+
 def _olmo2(cfg: dict) -> dict:
     return _llama_derive(False)(cfg)
 
@@ -1239,6 +1294,21 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     }, frozenset({"rope_theta", "rope_scaling", "rope_parameters", "sliding_window", "layer_types",
                   # older configs repeat the activation under Gemma-1's name; Gemma-2 reads hidden_activation
                   "hidden_act", "cache_implementation"}), _gemma2, "Gemma2ForCausalLM"),
+    Family("gemma3_text", "gemma3.yaml", {
+        "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+        "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "head_dim": P("head_dim"),
+        "intermediate_size": P("d_ff"), "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"),
+        "hidden_activation": P("act", act), "query_pre_attn_scalar": P("query_pre_attn_scalar"),
+        "final_logit_softcapping": P("final_softcap"), "attention_bias": P("attn_bias"),
+        "tie_word_embeddings": P("tie_embeddings"),
+        "use_bidirectional_attention": Fixed(_is(False, None), "the gemma3 spec's attention is causal"),
+    }, frozenset({"rope_theta", "rope_local_base_freq", "rope_scaling", "rope_parameters", "sliding_window",
+                  "layer_types", "sliding_window_pattern",   # read by _gemma3
+                  # what transformers saves of the pattern; it reads `sliding_window_pattern` (and layer_types)
+                  "_sliding_window_pattern",
+                  # transformers' Gemma3 reads it nowhere (no attention soft-cap): it changes nothing
+                  "attn_logit_softcapping",
+                  "hidden_act", "cache_implementation"}), _gemma3, "Gemma3ForCausalLM"),
     Family("olmo2", "olmo2.yaml",
            {k: v for k, v in LLAMA_FIELDS.items() if k != "mlp_bias"}, ROPE_READ, _olmo2, "Olmo2ForCausalLM"),
     Family("phi", "phi-2.yaml", {
@@ -1445,6 +1515,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "attention_bias": False,
                "tie_word_embeddings": True, "use_bidirectional_attention": None, "sliding_window": 4096,
                "pad_token_id": 0, "rope_theta": 10000.0},
+    # global_rope_theta / local_rope_theta: Gemma3TextConfig's default_theta (global, local), read by _gemma3
+    "gemma3_text": {"vocab_size": 262208, "hidden_size": 2304, "num_hidden_layers": 26, "num_attention_heads": 8,
+                    "num_key_value_heads": 4, "head_dim": 256, "intermediate_size": 9216,
+                    "max_position_embeddings": 131072, "rms_norm_eps": 1e-06, "hidden_activation": "gelu_pytorch_tanh",
+                    "query_pre_attn_scalar": 256, "final_logit_softcapping": None, "attention_bias": False,
+                    "tie_word_embeddings": True, "use_bidirectional_attention": False, "sliding_window": 4096,
+                    "pad_token_id": 0, "global_rope_theta": 1000000.0, "local_rope_theta": 10000.0},
     "olmo2": {"vocab_size": 50304, "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
               "intermediate_size": 11008, "max_position_embeddings": 2048, "rms_norm_eps": 1e-05, "hidden_act": "silu",
               "attention_bias": False, "tie_word_embeddings": False, "pad_token_id": 1, "rope_theta": 10000.0,

@@ -207,6 +207,8 @@ class AttentionAttrs(ProjectionAttrs):
         "none", description="RMS-normalise q and k: `rms` each head over head_dim (Qwen3), `rms_full` the whole "
                             "projection over heads·head_dim before it is split into heads (OLMo-2); learned "
                             "scales `q_norm.weight`, `k_norm.weight`")
+    qk_unit_offset: bool = Field(False, description="the q/k norms scale by 1 + weight, the weights initialised "
+                                 "to 0 (Gemma-3), as `norm`'s `unit_offset`")
     eps: float = Field(1e-6, gt=0, description="epsilon of `qk_norm`")
     softcap: float | None = Field(None, description="logit soft-capping (Gemma-2): scores = tanh(s / softcap) · "
                                   "softcap after the scale and the bias, before the mask; a real > 0. SDPA cannot "
@@ -218,10 +220,11 @@ class AttentionAttrs(ProjectionAttrs):
     rope_theta: float = Field(10000.0, gt=0, description="rotary base")
     rope_dims: DimAttr | None = Field(None, description="rotate only the first `rope_dims` of each head "
                                       "(partial rotary, Phi); default the whole head")
-    rope_scaling: Literal["none", "llama3", "yarn"] = Field(
-        "none", description="frequency scaling: Llama 3.1's `llama3`, or `yarn` (Peng et al.; GPT-OSS), whose "
-                            "cos and sin are also multiplied by its attention factor")
-    rope_factor: float = Field(8.0, gt=0, description="llama3 and yarn scaling: `factor`")
+    rope_scaling: Literal["none", "linear", "llama3", "yarn"] = Field(
+        "none", description="frequency scaling: `linear` (every frequency divided by `rope_factor`: position "
+                            "interpolation, Gemma-3's global layers), Llama 3.1's `llama3`, or `yarn` (Peng et "
+                            "al.; GPT-OSS), whose cos and sin are also multiplied by its attention factor")
+    rope_factor: float = Field(8.0, gt=0, description="linear, llama3 and yarn scaling: `factor`")
     rope_low_freq: float = Field(1.0, gt=0, description="llama3 scaling: `low_freq_factor`")
     rope_high_freq: float = Field(4.0, gt=0, description="llama3 scaling: `high_freq_factor`")
     rope_original_max_len: int = Field(8192, ge=1, description="llama3 and yarn scaling: "
@@ -367,6 +370,9 @@ def _attention_shape(a: AttentionAttrs, ins):
     for attr in ("rope_dims", "rope_interleaved"):
         if getattr(a, attr) and not a.rope:
             raise ShapeError("GF102", f"`{attr}` is set but `rope` is off", attr=attr)
+    if a.qk_unit_offset and a.qk_norm == "none":
+        raise ShapeError("GF102", "`qk_unit_offset` is set but `qk_norm` is none", attr="qk_unit_offset",
+                         help="set `qk_norm: rms` (per head, Gemma-3) or `rms_full`")
     if a.rope:
         r = a.rotary_dims(d)
         if a.rope_interleaved and r % 2:

@@ -324,12 +324,13 @@ def _attention_detail(a: Any) -> str:
         rope = (f"rope θ {_num(a.rope_theta)}" + (f" on {a.rope_dims} dims" if a.rope_dims else "")
                 + (" in pairs" if getattr(a, "rope_interleaved", False) else ""))
         scaling = "" if a.rope_scaling == "none" else f" · {a.rope_scaling}" + (
-            f" ×{_num(a.rope_factor)}" if a.rope_scaling == "yarn" else "") + " scaling"
+            f" ×{_num(a.rope_factor)}" if a.rope_scaling in ("yarn", "linear") else "") + " scaling"
         parts.append(rope + scaling)
     if getattr(a, "alibi", False):
         parts.append("alibi")
     if getattr(a, "qk_norm", "none") != "none":
-        parts.append("qk norm" + (" (whole projection)" if a.qk_norm == "rms_full" else ""))
+        parts.append("qk norm" + (" (whole projection)" if a.qk_norm == "rms_full" else "")
+                     + (" · 1 + w" if a.qk_unit_offset else ""))
     if getattr(a, "softcap", None) is not None:
         parts.append(f"softcap {_num(a.softcap)}")
     if getattr(a, "sinks", False):

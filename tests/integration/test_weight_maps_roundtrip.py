@@ -140,6 +140,11 @@ CASES = {
     "gemma2/hf": lambda: (spec("gemma2"), T.Gemma2ForCausalLM(T.Gemma2Config(
         vocab_size=97, hidden_size=42, num_hidden_layers=3, num_attention_heads=3, num_key_value_heads=1, head_dim=10,
         intermediate_size=56, max_position_embeddings=64, sliding_window=4, query_pre_attn_scalar=10))),
+    "gemma3/hf": lambda: (spec("gemma3"), T.Gemma3ForCausalLM(T.Gemma3TextConfig(
+        vocab_size=97, hidden_size=42, num_hidden_layers=6, num_attention_heads=3, num_key_value_heads=1, head_dim=10,
+        intermediate_size=56, max_position_embeddings=64, sliding_window=4, sliding_window_pattern=3,
+        query_pre_attn_scalar=10, rope_theta=5000.0, rope_local_base_freq=300.0,
+        rope_scaling={"rope_type": "linear", "factor": 4.0}))),
     "olmo2/hf": lambda: (spec("olmo2"), T.Olmo2ForCausalLM(T.Olmo2Config(
         vocab_size=97, hidden_size=40, num_hidden_layers=2, num_attention_heads=5, num_key_value_heads=1,
         intermediate_size=56, max_position_embeddings=64))),

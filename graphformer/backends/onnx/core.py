@@ -249,16 +249,22 @@ def _any_key(ctx: NodeEmitter, keep: str) -> str:
     return ctx.reduce("ReduceMax", ctx.op("Cast", [keep], "live", to=TensorProto.FLOAT), [-1], "live", keepdims=1)
 
 
+def _qk_scale(ctx: NodeEmitter, which: str, unit_offset: bool) -> str:
+    """The q or k norm's scale: its weight, or 1 + weight (`qk_unit_offset`, Gemma-3)."""
+    w = ctx.param(f"{which}_norm.weight")
+    return ctx.op("Add", [w, ctx.const(1.0, "one", np.float32)], f"{which}_norm_offset") if unit_offset else w
+
+
 def keys_values(ctx: NodeEmitter, context: str, g: Geometry, biases: dict[str, bool], qk_norm_eps: float | None = None,
-                qk_norm_full: bool = False) -> tuple[str, str]:
+                qk_norm_full: bool = False, qk_unit_offset: bool = False) -> tuple[str, str]:
     """The keys and values of `context`, projected and split into heads: (B, m, kv, hd) and (B, m, kv, vd)."""
     k = ctx.linear(context, "k.", "k", biases["k"])
     if qk_norm_full:
-        k = rms_norm(ctx, k, ctx.param("k_norm.weight"), qk_norm_eps, "k_norm")
+        k = rms_norm(ctx, k, _qk_scale(ctx, "k", qk_unit_offset), qk_norm_eps, "k_norm")
     k = _split_heads(ctx, k, g.kv_heads, g.head_dim, "k")                                     # (B, m, kv, hd)
     v = _split_heads(ctx, ctx.linear(context, "v.", "v", biases["v"]), g.kv_heads, g.value_dim, "v")
     if qk_norm_eps is not None and not qk_norm_full:
-        k = rms_norm(ctx, k, ctx.param("k_norm.weight"), qk_norm_eps, "k_norm")
+        k = rms_norm(ctx, k, _qk_scale(ctx, "k", qk_unit_offset), qk_norm_eps, "k_norm")
     return k, v
 
 
@@ -267,7 +273,8 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
            inv_freq: np.ndarray | None = None, positions: str | None = None, bias: str | None = None,
            past: int | None = None, alibi: bool = False, qk_norm_full: bool = False,
            softcap: float | None = None, sinks: bool = False, rope_scale: float = 1.0,
-           rope_pairs: bool = False, kv: tuple[str, str] | None = None, prefix: str | None = None) -> None:
+           rope_pairs: bool = False, kv: tuple[str, str] | None = None, prefix: str | None = None,
+           qk_unit_offset: bool = False) -> None:
     """Multi-head scaled dot-product attention with q, k, v, o projections; writes `ctx.out`.
 
     Per-head steps (q/k RMS norm, rotary, repeating the key/value heads of grouped-query attention) run
@@ -279,7 +286,7 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     the mask then replaces masked scores (Where) so that bias + penalty cannot overflow to -inf. `past`:
     the cache slot of an export with past keys and values (past.py), whose cached keys and values this
     step's join. `qk_norm_full`: the q/k norm runs over the whole projection, before the heads are split
-    (OLMo-2). `softcap`: tanh(s / softcap) · softcap on the scaled, biased scores, before the mask.
+    (OLMo-2); `qk_unit_offset`: the q/k norms scale by 1 + weight (Gemma-3). `softcap`: tanh(s / softcap) · softcap on the scaled, biased scores, before the mask.
     `sinks`: the node's `sinks [h]` logits join the softmax (`_with_sinks`). `rope_scale`: YaRN's factor
     on cos and sin; `rope_pairs`: rotary in interleaved pairs (GPT-J); `prefix`: a prefix LM's [B, n]
     (`_key_mask`). Values are `g.value_dim` wide per head.
@@ -288,11 +295,12 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     """
     q = ctx.linear(query, "q.", "q", biases["q"])
     if qk_norm_full:
-        q = rms_norm(ctx, q, ctx.param("q_norm.weight"), qk_norm_eps, "q_norm")
+        q = rms_norm(ctx, q, _qk_scale(ctx, "q", qk_unit_offset), qk_norm_eps, "q_norm")
     q = _split_heads(ctx, q, g.heads, g.head_dim, "q")                                        # (B, n, h, hd)
     if qk_norm_eps is not None and not qk_norm_full:
-        q = rms_norm(ctx, q, ctx.param("q_norm.weight"), qk_norm_eps, "q_norm")
-    k, v = kv if kv is not None else keys_values(ctx, context, g, biases, qk_norm_eps, qk_norm_full)
+        q = rms_norm(ctx, q, _qk_scale(ctx, "q", qk_unit_offset), qk_norm_eps, "q_norm")
+    k, v = kv if kv is not None else keys_values(ctx, context, g, biases, qk_norm_eps, qk_norm_full,
+                                                 qk_unit_offset)
     if inv_freq is not None:
         cos, sin = _rotary_cos_sin(ctx, query, positions, inv_freq, rope_scale, rope_pairs)
         r = 2 * inv_freq.size
@@ -347,7 +355,8 @@ def _attention(ctx: NodeEmitter, node) -> None:
            inv_freq=rotary_inv_freq(a, g.head_dim) if a.rope else None, positions=positions,
            bias=ins.get("bias"), past=past.slot(node.name) if past else None, alibi=a.alibi,
            qk_norm_full=a.qk_norm == "rms_full", softcap=a.softcap, sinks=bool(a.sinks),
-           rope_scale=a.rope_cos_scale, rope_pairs=a.rope_interleaved, prefix=ins.get("prefix"))
+           rope_scale=a.rope_cos_scale, rope_pairs=a.rope_interleaved, prefix=ins.get("prefix"),
+           qk_unit_offset=a.qk_unit_offset)
 
 
 @lowers("cross_attend")

@@ -434,7 +434,7 @@ class Attention(nn.Module):
                  biases: dict[str, bool], causal: bool, dropout: float, window: int | None = None,
                  scale: float | None = None, rotary: Rotary | None = None, qk_norm: bool | str = False,
                  eps: float = 1e-6, alibi: bool = False, softcap: float | None = None, sinks: bool = False,
-                 value_dim: int | None = None):
+                 value_dim: int | None = None, qk_unit_offset: bool = False):
         super().__init__()
         value_dim = value_dim or head_dim    # a value head's width (q and k heads are head_dim wide)
         self.q = Linear(d_q, heads * head_dim, biases["q"])
@@ -442,11 +442,13 @@ class Attention(nn.Module):
         self.v = Linear(d_kv, kv_heads * value_dim, biases["v"])
         self.o = Linear(heads * value_dim, d_out, biases["o"])
         # qk_norm: True (or "rms") per head over head_dim; "full" over the whole projection (OLMo-2)
+        # (qk_unit_offset: each scales by 1 + weight, Gemma-3)
         self.qk_full = qk_norm == "full"
+        norm = OffsetRMSNorm if qk_unit_offset else RMSNorm
         if self.qk_full:
-            self.q_norm, self.k_norm = RMSNorm(heads * head_dim, eps), RMSNorm(kv_heads * head_dim, eps)
+            self.q_norm, self.k_norm = norm(heads * head_dim, eps), norm(kv_heads * head_dim, eps)
         elif qk_norm:
-            self.q_norm, self.k_norm = RMSNorm(head_dim, eps), RMSNorm(head_dim, eps)
+            self.q_norm, self.k_norm = norm(head_dim, eps), norm(head_dim, eps)
         self.rotary = rotary
         self.alibi = alibi
         if alibi:  # not persistent: a function of `heads`, so it stays out of the state dict
@@ -532,7 +534,7 @@ def _attention(node, types):
     rotary = Rotary(rotary_inv_freq(a, hd), a.rope_cos_scale, a.rope_interleaved) if a.rope else None
     qk = {"none": False, "rms": True, "rms_full": "full"}[a.qk_norm]
     return SelfAttention(d, d, h, kv, hd, d, a.biases(), a.causal, a.dropout, a.window, a.scale, rotary,
-                         qk, a.eps, a.alibi, a.softcap, bool(a.sinks), a.value_dim(d))
+                         qk, a.eps, a.alibi, a.softcap, bool(a.sinks), a.value_dim(d), a.qk_unit_offset)
 
 
 @lowers("cross_attend")
