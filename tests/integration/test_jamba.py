@@ -182,6 +182,15 @@ def test_export_with_past_steps_equal_the_torch_steps(pair):
                  for k, v in got.items() if k.startswith("present")}
 
 
+def test_no_genai_config_for_a_step_that_carries_states(pair):
+    """onnxruntime-genai feeds back key/value pasts only: the hybrid's step gets no genai_config.json (a note)."""
+    from graphformer.backends.onnx.genai import GenaiUnsupported, genai_config
+    from graphformer.backends.onnx.past import Past
+    spec, _, _ = pair
+    with pytest.raises(GenaiUnsupported, match="recurrent states"):
+        genai_config(Past.of(spec.ir), spec.ir, "model.onnx")
+
+
 def test_parameter_count_equals_transformers_on_meta_at_jamba_v0_1():
     spec = graphformer.load(SPEC)
     with torch.device("meta"):
