@@ -2411,30 +2411,6 @@ nodes:
 outputs: {logits: logits}
 """),
     Code(
-        "GF294", "a padding mask of two lengths in a decoder step graph",
-        ("`export --with-past` writes one graph per step with one `attention_mask` input: over the past and "
-         "new tokens where cached attentions read it (their keys), over the new tokens only where per-position "
-         "ops read it (`apply_mask` zeroing a recurrence's padding). A spec whose mask input both read cannot "
-         "be exported so."),
-        fix=("Give the per-position ops and the attentions masks of their own, export without `--with-past`, or "
-             "generate with `graphformer generate`, which feeds each its own length."),
-        command=("export", "--with-past", "-o", "case.onnx"),
-        example="""\
-graphformer: 1
-name: case
-params: {d_model: 32, heads: 4, vocab: 50}
-dims: {B: 2, n: 8}
-inputs:
-  tokens: {shape: [B, n], dtype: int64}
-  mask: {shape: [B, n], dtype: int64}
-nodes:
-  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d_model}
-  zeroed: {op: apply_mask, in: {x: tok, mask: mask}}
-  attn:   {op: attention, in: {x: zeroed, mask: mask}, heads: heads, causal: true}
-  logits: {op: linear, out: vocab}
-outputs: {logits: logits}
-"""),
-    Code(
         "GF286", "a relative-position table too short for the span",
         ("`disentangled_attention` reads its relative positions from `rel [rows, d]`: 2 · span rows, span being "
          "`position_buckets` (or `max_relative_positions` without buckets), as transformers' DeBERTa slices "

@@ -826,6 +826,50 @@ MAMBA = Family("mamba", "mamba.yaml", {
     "MambaForCausalLM")
 
 
+# ---------------------------------------------------------------- Jamba (Mamba and attention layers, experts)
+
+FIELD_TYPES.update({
+    **dict.fromkeys(["attn_layer_period", "expert_layer_period"], Int(1, LAYERS)),
+    **dict.fromkeys(["attn_layer_offset", "expert_layer_offset"], Int(0, LAYERS)),
+    "num_experts": Int(1, LAYERS), **dict.fromkeys(["mamba_d_state", "mamba_d_conv"], Int(1, WIDTH)),
+    "mamba_expand": Int(1, 1024), "mamba_dt_rank": AnyOf((Int(1, WIDTH), Kind(str))),
+    **dict.fromkeys(["mamba_conv_bias", "mamba_proj_bias"], FLAG),
+})
+
+
+def _jamba(cfg: dict) -> dict:
+    # JambaConfig: dt_rank "auto" = ceil(hidden_size / 16); each offset below its period (validate_architecture)
+    for kind in ("attn", "expert"):
+        period, offset = cfg[f"{kind}_layer_period"], cfg[f"{kind}_layer_offset"]
+        if offset >= period:
+            raise HFImportError(f"`{kind}_layer_offset: {offset}` is not below `{kind}_layer_period: {period}`, "
+                                "which transformers' JambaConfig refuses")
+    rank = cfg["mamba_dt_rank"]
+    if rank == "auto":
+        rank = -(-cfg["hidden_size"] // 16)
+    elif not isinstance(rank, int):
+        raise HFImportError(f"`mamba_dt_rank: {show(rank)}`: expected an integer or \"auto\"")
+    out = {"dt_rank": rank}
+    if cfg.get("num_key_value_heads") is None:   # null: as many as heads (JambaConfig.__post_init__)
+        out["kv_heads"] = cfg["num_attention_heads"]
+    return out
+
+
+JAMBA = Family("jamba", "jamba.yaml", {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "intermediate_size": P("d_ff"),
+    "num_hidden_layers": P("layers"), "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"),
+    "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"), "hidden_act": P("act", act),
+    "tie_word_embeddings": P("tie_embeddings"), "num_experts": P("experts"), "num_experts_per_tok": P("top_k"),
+    "attn_layer_period": P("attn_period"), "attn_layer_offset": P("attn_offset"),
+    "expert_layer_period": P("expert_period"), "expert_layer_offset": P("expert_offset"),
+    "mamba_d_state": P("state"), "mamba_d_conv": P("conv_kernel"), "mamba_expand": P("expand"),
+    "mamba_conv_bias": P("conv_bias"), "mamba_proj_bias": P("proj_bias"),
+    # transformers 5 attends to every position; Jamba-v0.1's config says null
+    "sliding_window": Fixed(_absent_or(None), "the jamba spec's attention layers attend to every position"),
+}, frozenset({"mamba_dt_rank", "use_mamba_kernels", "use_mambapy", "use_associative_scan",
+              "num_logits_to_keep", "calc_logits_for_entire_prompt"}), _jamba, "JambaForCausalLM")
+
+
 # ---------------------------------------------------------------- Mamba-2 (multi-head selective state spaces)
 
 FIELD_TYPES.update({"n_groups": Int(1, HEADS), "chunk_size": Int(1, POSITIONS)})
@@ -1279,6 +1323,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     Family("deepseek_v2", "deepseek-v2.yaml", DEEPSEEK_V2_FIELDS, DEEPSEEK_V2_READ, _deepseek_v2,
            "DeepseekV2ForCausalLM"),
     Family("gpt_oss", "gpt-oss.yaml", GPT_OSS_FIELDS, GPT_OSS_READ, _gpt_oss, "GptOssForCausalLM"),
+    JAMBA,
     Family("qwen2", "qwen2.yaml",
            {k: v for k, v in LLAMA_FIELDS.items() if k not in ("attention_bias", "mlp_bias")},
            ROPE_READ | {"use_sliding_window", "sliding_window", "max_window_layers", "layer_types"}, _qwen2,
@@ -1591,6 +1636,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "layer_norm_epsilon": 1e-05, "hidden_act": "silu", "use_bias": False, "use_conv_bias": True,
               "tie_word_embeddings": True, "expand": 2,
               "time_step_rank": Derived(lambda c: -(-c["hidden_size"] // 16))},   # "auto"
+    "jamba": {"vocab_size": 65536, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+              "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 262144,
+              "rms_norm_eps": 1e-06, "hidden_act": "silu", "tie_word_embeddings": False, "num_experts": 16,
+              "num_experts_per_tok": 2, "attn_layer_period": 8, "attn_layer_offset": 4, "expert_layer_period": 2,
+              "expert_layer_offset": 1, "mamba_d_state": 16, "mamba_d_conv": 4, "mamba_expand": 2,
+              "mamba_conv_bias": True, "mamba_proj_bias": False, "pad_token_id": 0,
+              "mamba_dt_rank": Derived(lambda c: -(-c["hidden_size"] // 16))},   # "auto"
     "mamba2": {"vocab_size": 32768, "hidden_size": 4096, "num_hidden_layers": 64, "state_size": 128,
                "num_heads": 128, "head_dim": 64, "n_groups": 8, "expand": 2, "conv_kernel": 4,
                "layer_norm_epsilon": 1e-05, "hidden_act": "silu", "use_bias": False, "use_conv_bias": True,
@@ -1657,7 +1709,8 @@ REQUIRED: dict[str, dict[str, str]] = {
 # The classes' attribute_map: another name a config.json may use for a field. transformers sets the field
 # from it after the field's own value, so the other name wins where both are given.
 ALIASES: dict[str, dict[str, str]] = {
-    "mixtral": {"num_experts": "num_local_experts"}, "gpt_oss": {"num_experts": "num_local_experts"},
+    "mixtral": {"num_experts": "num_local_experts"}, "jamba": {"num_local_experts": "num_experts"},
+    "gpt_oss": {"num_experts": "num_local_experts"},
     "deepseek_v2": {"num_experts": "n_routed_experts"},
     **dict.fromkeys(("gpt2", "gptj"), {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
                                        "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}),

@@ -247,6 +247,10 @@ CASES = {
     "mamba/hf": lambda: (spec("mamba", None, vocab=97, d_model=20, layers=2, state=5, dt_rank=3, bias=True),
                          T.MambaForCausalLM(T.MambaConfig(vocab_size=97, hidden_size=20, num_hidden_layers=2,
                                                           state_size=5, time_step_rank=3, use_bias=True))),
+    "jamba/hf": lambda: (spec("jamba"), T.JambaForCausalLM(T.JambaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=40, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, attn_layer_period=4, attn_layer_offset=2, num_experts=4,
+        mamba_d_state=4, mamba_dt_rank=3))),
     "mamba2/hf": lambda: (spec("mamba2", None, vocab=97, d_model=24, layers=2, state=5, heads=6, groups=3, bias=True),
                           T.Mamba2ForCausalLM(T.Mamba2Config(vocab_size=97, hidden_size=24, num_hidden_layers=2,
                                                              state_size=5, num_heads=6, head_dim=8, n_groups=3,
@@ -422,7 +426,8 @@ def _hub(ref, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case,per_expert", [("mixtral-8x7b/hf", "block_sparse_moe.experts.0.w1.weight"),
-                                             ("deepseek-v2/hf", "mlp.experts.0.gate_proj.weight")])
+                                             ("deepseek-v2/hf", "mlp.experts.0.gate_proj.weight"),
+                                             ("jamba/hf", "feed_forward.experts.0.gate_proj.weight")])
 def test_hub_per_expert_checkpoint_imports_and_loads(case, per_expert, tmp_path, capsys):
     """transformers 5 holds the experts fused in memory but save_pretrained writes them one tensor per
     expert, as the hub's checkpoints are: `import hf` on such a directory gives a spec that loads them."""

@@ -32,6 +32,9 @@ def genai_config(past: Past, ir: IRGraph, filename: str, config: dict | None = N
     slots = list(past.plan.slots.values())
     if not slots:
         raise GenaiUnsupported("the step caches no attention")
+    if past.plan.states:   # a hybrid (Jamba): attention layers beside recurrent ones
+        raise GenaiUnsupported("the step also carries recurrent states (`past_states.*`), which onnxruntime-genai's "
+                               "decoder does not feed back")
     if any(s.value_dim is not None for s in slots) or len({(s.kv_heads, s.head_dim) for s in slots}) > 1:
         raise GenaiUnsupported("onnxruntime-genai needs one key/value width in every layer; this model's cache "
                                "widths differ (a latent attention's latent and rotary key, or values narrower or wider "

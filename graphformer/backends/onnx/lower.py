@@ -55,8 +55,9 @@ def emit_graph(state: "GraphState", ir, names: dict[str, str], keep=None, prefix
         if node.op == "input" or (keep is not None and node.name not in keep):
             continue
         types = {port: ir.node(src).shape for port, src in node.inputs.items()}
-        ctx = NodeEmitter(state, node, [names[src] for src in node.inputs.values()], types, names[node.name],
-                          prefix)
+        moved = state.retarget.get(node.name, {})
+        ctx = NodeEmitter(state, node, [moved.get(src, names[src]) for src in node.inputs.values()], types,
+                          names[node.name], prefix)
         LOWERINGS[node.op](ctx, node)
         assert ctx.produced_out, f"onnx lowering of `{node.op}` did not produce {node.name}"
         state.typed[names[node.name]] = node.shape
@@ -74,6 +75,7 @@ class GraphState:
         self.typed: dict[str, TensorType] = {}   # value name → graphformer type, for value_info
         self.past = None                         # past.Past when exporting with past keys and values
         self.shared: dict[str, str] = {}         # node -> the node whose parameters it uses (`share`)
+        self.retarget: dict[str, dict[str, str]] = {}   # node -> {input node: value it reads instead} (a step's mask)
 
     def unique(self, name: str) -> str:
         out, i = name, 2

@@ -11,7 +11,10 @@ this step's keys and values appended. The prompt is the same graph at past = 0.
 A recurrence (Mamba's causal `conv1d` and `selective_scan`: the plan's state slots, `decoding.StateSlot`)
 reads `past_states.{j}.{name}` [B, *shape] (zeros before the prompt) and returns `present_states.{j}.{name}`,
 its state after this step's tokens, fixed in size; a model with state slots and no attention has no past
-length, and its `attention_mask` covers this step's tokens only [B, n].
+length, and its `attention_mask` covers this step's tokens only [B, n]. A hybrid (Jamba: attention layers and
+Mamba layers) has both: its `attention_mask` covers past + n for the attentions, and the per-position ops that
+read it too (`apply_mask` zeroing the padding's states) read its last n columns, the step's own tokens, as
+transformers' `create_recurrent_attention_mask` trims it (`prelude`).
 
 `decoding.plan_decoder` (the plan `graphformer.generate` reads too, here with `stages=False`: the whole
 graph is one step) says which attention nodes get a slot (i counts them in graph order) or refuses the spec
@@ -23,10 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import TensorProto, ValueInfoProto, helper
+from onnx import TensorProto, ValueInfoProto, helper, numpy_helper
 
 from ...analysis.decoding import DecoderPlan, StateSlot, plan_decoder
-from ...base.diagnostics import Diagnostic, SpecError
 from ...base.errors import ExportError
 from ...ir import IRGraph
 from ...ops import REGISTRY
@@ -34,6 +36,7 @@ from ...ops.base import POSITION
 from .lower import ELEM_TYPES, NodeEmitter
 
 INPUT_IDS, ATTENTION_MASK, POSITION_IDS = "input_ids", "attention_mask", "position_ids"
+STEP_MASK = "attention_mask/step"    # the mask's last n columns: this step's tokens (per-position readers)
 
 
 def past_name(layer: int, kind: str) -> str:
@@ -58,16 +61,16 @@ class Past:
 
     plan: DecoderPlan
     past_dim: str          # the dim_param of the cached length
+    step_mask: frozenset[str] = frozenset()   # nodes that read the mask over this step's tokens only
 
     @classmethod
     def of(cls, ir: IRGraph) -> "Past":
         """The step of `ir`; SpecError (GF210–GF213) for a spec that is not a causal decoder."""
         plan = plan_decoder(ir, stages=False)
-        _one_mask_length(ir, plan)
         past = "past"
         while past in ir.dims:  # a spec dim of that name would be conflated with the cache's length
             past += "_"
-        return cls(plan, past)
+        return cls(plan, past, _step_mask_readers(ir, plan))
 
     @property
     def position_ids(self) -> str | None:
@@ -132,8 +135,22 @@ class Past:
         return None
 
     def prelude(self, state) -> list:
-        """Nodes the step computes before any lowering: none (positions are an input)."""
-        return []
+        """Nodes the step computes before any lowering (positions are an input): where per-position ops read
+        the padding mask beside cached attentions, its last n columns (STEP_MASK), which those ops read."""
+        if not self.step_mask:
+            return []
+        state.retarget |= {node: {self.plan.mask: STEP_MASK} for node in self.step_mask}
+        n, start, ends, axes = (state.unique(f"step/{tag}") for tag in ("Shape_n", "Neg_n", "Constant_end",
+                                                                          "Constant_axis"))
+
+        def const(name: str, value: int):
+            return helper.make_node("Constant", [], [name], name=name,
+                                    value=numpy_helper.from_array(np.array([value], np.int64), name=""))
+        return [helper.make_node("Shape", [INPUT_IDS], [n], name=n, start=1, end=2),          # [1]: n
+                helper.make_node("Neg", [n], [start], name=start),
+                const(ends, np.iinfo(np.int64).max), const(axes, 1),
+                helper.make_node("Slice", [ATTENTION_MASK, start, ends, axes], [STEP_MASK],
+                                 name=state.unique("step/Slice_mask"))]                      # [B, n]
 
     def relative_positions(self, ctx: NodeEmitter) -> str:
         raise ExportError("a relative position bias in a decoder step needs an encoder–decoder's step (seq2seq.py)")
@@ -144,19 +161,13 @@ class Past:
                 for s in self.plan.slots.values() for kind in ("key", "value")]
 
 
-def _one_mask_length(ir: IRGraph, plan: DecoderPlan) -> None:
-    """GF294 for a padding mask read both by cached attentions (over past + n keys in a step graph) and by
-    per-position ops (over the n new tokens): one `attention_mask` input cannot have both lengths."""
+def _step_mask_readers(ir: IRGraph, plan: DecoderPlan) -> frozenset[str]:
+    """The per-position nodes reading the padding mask where cached attentions read it too: in a step graph the
+    mask covers past + n keys, and these read only the step's n tokens of it."""
     if not (plan.mask and plan.slots):
-        return
-    other = next((c for c, _ in ir.consumers(ir.inputs[plan.mask]) if c.name not in plan.slots
-                  and REGISTRY[c.op].sequence == POSITION), None)
-    if other is not None:
-        raise SpecError([Diagnostic(
-            "GF294", f"`{other.name}` ({other.op}) reads the padding mask `{plan.mask}` over the step's new tokens, "
-            "while the cached attentions read it over the past and new tokens: one `attention_mask` input of a step "
-            "graph cannot have both lengths", other.span, node=other.name,
-            help="`graphformer generate` (torch) decodes it; export it without `--with-past`")])
+        return frozenset()
+    return frozenset(c.name for c, _ in ir.consumers(ir.inputs[plan.mask])
+                     if c.name not in plan.slots and REGISTRY[c.op].sequence == POSITION)
 
 
 def carry_states(ctx: NodeEmitter, slot: StateSlot, name: str, last: str) -> None:
