@@ -117,8 +117,8 @@ EMPTY_MAX = -1e38     # the running maximum of a state that has seen no position
 
 @lowers("token_shift")
 def _token_shift(ctx: NodeEmitter, node) -> None:
-    """x[:, :-1] after a zero row (Pad), or after the carried last vector in a decoder step; with `mix`,
-    x·μ + shifted·(1 − μ) as torch computes it."""
+    """x[:, :-1] after a zero row (Pad), or after the carried last vector in a decoder step, reshaped to x's
+    shape; with `mix`, x·μ + shifted·(1 − μ) as torch computes it."""
     (x,) = ctx.inputs
     big = np.iinfo(i64).max
     axis = ctx.const([1], "time_axis", i64)
@@ -126,12 +126,14 @@ def _token_shift(ctx: NodeEmitter, node) -> None:
     slot = ctx.state.past.state(node.name) if ctx.state.past is not None else None
     final = not node.attrs.mix
     if slot is None:
-        shifted = ctx.op("Pad", [head, ctx.const([0, 1, 0, 0, 0, 0], "pads", i64)], "shifted", final=final)
+        joined = ctx.op("Pad", [head, ctx.const([0, 1, 0, 0, 0, 0], "pads", i64)], "zero_first")
     else:
         last = ctx.op("Slice", [x, ctx.const([-1], "last", i64), ctx.const([big], "end", i64), axis], "last")
         carry_states(ctx, slot, "last", ctx.op("Squeeze", [last, axis], "present_last"))
         past = ctx.op("Unsqueeze", [past_state_name(slot.layer, "last"), axis], "past_last")
-        shifted = ctx.op("Concat", [past, head], "shifted", axis=1, final=final)
+        joined = ctx.op("Concat", [past, head], "past_first", axis=1)
+    # x's own shape: ONNX's shape inference loses the length through Slice and Pad, and gets it back here
+    shifted = ctx.op("Reshape", [joined, ctx.op("Shape", [x], "x_shape")], "shifted", final=final)
     if node.attrs.mix:
         mix = ctx.param("mix")
         rest = ctx.op("Sub", [ctx.const(np.ones(1, np.float32), "one"), mix], "one_minus_mix")
