@@ -140,15 +140,22 @@ def test_gradients_equal_transformers():
 # ---------------------------------------------------------------- decoding
 
 def test_greedy_tokens_equal_transformers(pair):
-    """Our batch of 3 against transformers' `generate` row by row, and against its full recompute as a batch:
-    transformers' cached step broadcasts the carried token [B, H] against the new one [B, 1, H] into [B, B, H],
-    so its own batched generate drifts from its forward for B > 1 (transformers 5.25); one row at a time it
-    is right."""
+    """Our batch of 3 against transformers' `generate` row by row: transformers' cached step broadcasts the
+    carried token [B, H] against the new one [B, 1, H] into [B, B, H], so its own batched generate drifts from
+    its forward for B > 1 (transformers 5.25); one row at a time it is right."""
     model, ref = pair
     ids = tokens(3, 7)
     got = graphformer.generate(model, ids, NEW)
     for row in range(3):
         assert_same_tokens(got[row:row + 1], hf_greedy(ref, ids[row:row + 1], None, NEW), f"rwkv greedy row {row}")
+
+
+@pytest.mark.slow
+def test_greedy_tokens_equal_the_references_full_recompute(pair):
+    """The batch of 3 against the reference's own forward, rerun over the whole sequence for every token."""
+    model, ref = pair
+    ids = tokens(3, 7)
+    got = graphformer.generate(model, ids, NEW)
     seq = ids
     with torch.no_grad():
         for _ in range(NEW):
