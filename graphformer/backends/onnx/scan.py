@@ -1,4 +1,5 @@
-"""ONNX lowerings of the scans (graphformer/ops/scan.py): Mamba's selective scan as one ONNX `Scan`.
+"""ONNX lowerings of the scans (graphformer/ops/scan.py): Mamba's selective scan as one ONNX `Scan`; RWKV-4's
+token shift as Slice and Pad (or Concat with the past token) and its WKV recurrence as one `Scan` too.
 
 The decay exp(Δ·A) and the input term Δ·B·x are computed for the whole sequence outside the loop, as the
 torch lowering does; the `Scan` body carries the state h (`[B, D, N]`, or `[B, H, P, N]` with heads) and

@@ -1,5 +1,6 @@
 """Torch lowerings of the scans (graphformer/ops/scan.py): Mamba's selective scan as a loop over positions;
-its heads form (Mamba-2) in blocks of positions (the chunked SSD form), a one-token step as the recurrence.
+its heads form (Mamba-2) in blocks of positions (the chunked SSD form), a one-token step as the recurrence;
+RWKV-4's token shift (a pad, or the carried token) and WKV recurrence (the reference's loop).
 
 Decoding: while generation's `StateCache` is attached (`cache`, `layer_id`: backends/torch/generation.py), the
 loop starts from the slot's carried state instead of zero and leaves its last state there, so the prompt
