@@ -2205,6 +2205,26 @@ nodes:
 outputs: {y: ssm}
 """),
     Code(
+        "GF310", "WKV keys and values of different shapes",
+        ("`wkv` (RWKV-4's recurrence) pairs each position's key with its value, channel by channel: its decayed "
+         "sums weigh v_t by e^{k_t}, and its parameters `time_decay` and `time_first` are one per channel. So `k` "
+         "and `v` must have the same shape [B, L, D]. In RWKV both are attention_hidden_size wide (the `key` and "
+         "`value` projections)."),
+        fix="Project keys and values to the same width (`out: attn_width` on both), from the same positions.",
+        example="""\
+graphformer: 1
+name: case
+params: {d: 16}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d]}
+nodes:
+  key:   {op: linear, in: x, out: d, bias: false}
+  value: {op: linear, in: x, out: d // 2, bias: false}
+  wkv:   {op: wkv, in: {k: key, v: value}}
+outputs: {y: wkv}
+"""),
+    Code(
         "GF280", "cross-attentions over different encoder outputs",
         ("`export --with-past` of an encoder–decoder writes optimum's three graphs: the encoder returns "
          "one `last_hidden_state`, and every decoder step takes it as `encoder_hidden_states` "

@@ -79,7 +79,7 @@ _ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, 
 
 # ops whose output has the type of their one input `x`: switched off by `when`, they pass it through
 _SAME_TYPE = frozenset({"norm", "group_norm", "dropout", "activation", "relu", "gelu", "silu", "tanh", "sigmoid", "softcap",
-                        "attention"})
+                        "attention", "scale"})
 
 
 class _ExprError(Exception):

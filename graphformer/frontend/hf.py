@@ -907,6 +907,26 @@ MAMBA2 = Family("mamba2", "mamba2.yaml", {
 }, frozenset({"expand", "head_dim", "chunk_size", "time_step_rank", "time_step_min", "time_step_max",
               "time_step_floor", "rescale_prenorm_residual", "residual_in_fp32", "layer_types"}), _mamba2,
     "Mamba2ForCausalLM")
+# ---------------------------------------------------------------- RWKV-4 (token shift, WKV recurrence)
+
+FIELD_TYPES.update({"attention_hidden_size": Int(1, WIDTH, null=True), "rescale_every": Int(-LAYERS, LAYERS),
+                    "context_length": Int(1, POSITIONS)})
+
+
+def _rwkv(cfg: dict) -> dict:
+    # RwkvModel's eval mode rescales only when rescale_every > 0 (a negative one never); RwkvModel alone:
+    # the backbone, without the head
+    head = not any(str(a) == "RwkvModel" for a in cfg.get("architectures") or ())
+    return {"rescale_every": max(cfg["rescale_every"], 0), "head": head}
+
+
+RWKV = Family("rwkv", "rwkv.yaml", {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+    "attention_hidden_size": P("attn_width"), "intermediate_size": P("ffn"), "layer_norm_epsilon": P("eps"),
+    "tie_word_embeddings": P("tie_embeddings"),
+}, frozenset({"rescale_every", "context_length"}), _rwkv, "RwkvForCausalLM")
+
+
 # ---------------------------------------------------------------- DeBERTa-v2/v3 (disentangled attention)
 
 FIELD_TYPES.update({
@@ -1434,6 +1454,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     VIVIT,
     MAMBA,
     MAMBA2,
+    RWKV,
     Family("llava", "llava.yaml", {
         "image_token_index": P("image_token"), "image_token_id": P("image_token"),
         "projector_hidden_act": P("projector_act", act), "multimodal_projector_bias": P("projector_bias"),
@@ -1647,6 +1668,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                "num_heads": 128, "head_dim": 64, "n_groups": 8, "expand": 2, "conv_kernel": 4,
                "layer_norm_epsilon": 1e-05, "hidden_act": "silu", "use_bias": False, "use_conv_bias": True,
                "tie_word_embeddings": False, "time_step_limit": [0.0, math.inf]},
+    "rwkv": {"vocab_size": 50277, "hidden_size": 4096, "num_hidden_layers": 32,
+             "attention_hidden_size": Derived(lambda c: c["hidden_size"]),
+             "intermediate_size": Derived(lambda c: 4 * c["hidden_size"]), "layer_norm_epsilon": 1e-05,
+             "rescale_every": 6, "tie_word_embeddings": False, "context_length": 1024},
     "llava": {"image_token_index": 32000, "projector_hidden_act": "gelu", "multimodal_projector_bias": True,
               "tie_word_embeddings": False, "vision_feature_layer": -2, "vision_feature_select_strategy": "default"},
     "paligemma": {"image_token_index": 256000, "tie_word_embeddings": True, "projection_dim": 2048},
@@ -1720,6 +1745,7 @@ ALIASES: dict[str, dict[str, str]] = {
     "t5": {"hidden_size": "d_model", "num_attention_heads": "num_heads", "num_hidden_layers": "num_layers",
            "head_dim": "d_kv"},
     "swin": {"num_attention_heads": "num_heads"},
+    "rwkv": {"max_position_embeddings": "context_length"},
     "whisper": {"hidden_size": "d_model", "num_hidden_layers": "encoder_layers",
                 "num_attention_heads": "encoder_attention_heads"},
     "llava": {"image_token_id": "image_token_index"}, "paligemma": {"image_token_id": "image_token_index"},

@@ -21,7 +21,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "mla": ("latent_attention",),                 # multi-head latent attention, DeepSeek-V2
     "shape": ("reshape", "permute", "tile"),      # axes between batch and tokens
     "conv": ("conv2d", "conv_transpose2d", "batch_norm", "interpolate", "pool2d"),   # channels-first image grids: CNN layers
-    "scan": ("selective_scan",),                  # recurrences: Mamba's state-space scan
+    "scan": ("selective_scan", "token_shift", "wkv"),                # recurrences: Mamba's state-space scan
     "relative": ("relative_embeddings", "disentangled_attention"),   # DeBERTa's disentangled attention
 }
 REGISTRY.homes = {op: module for module, ops in MODULES.items() for op in ops}

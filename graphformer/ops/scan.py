@@ -27,8 +27,23 @@ renames them only. The state is zero at position 0 of a sequence.
 Decoding: the `sequence` trait is RECURRENT and the `carry` trait declares the state a decoder step carries,
 h [D, N] per sequence in float32 (transformers' `ssm_states`): the decoder plan gives the node a state slot
 (decoding.py), and the torch lowering starts its loop from the slot's state and writes the last one back,
-so a step over one new token costs one multiply-add, not a rerun of the prefix. Future scans (RWKV, RetNet)
-join this family the same way.
+so a step over one new token costs one multiply-add, not a rerun of the prefix.
+
+RWKV-4 (Peng et al. 2023; transformers' RwkvSelfAttention and RwkvFeedForward) is two ops of this family:
+
+- `token_shift`: the previous position's vector, x_{t−1} (zero before position 0): RWKV's time shift
+  (`nn.ZeroPad2d((0, 0, 1, −1))`). With `mix`, the interpolation RWKV feeds its projections,
+  x_t·μ + x_{t−1}·(1 − μ) with a learned `mix [D]` (time_mix_key, ...), computed as the reference writes it.
+  A decoder step carries the last token it saw ([D], the model's dtype).
+- `wkv`: the weighted key-value recurrence over keys and values `k, v [B, L, D]` with a learned decay w =
+  −exp(time_decay) and a bonus u = time_first for the current token, per channel:
+
+      wkv_t = (Σ_{s<t} e^{(t−1−s)·w + k_s} v_s + e^{u + k_t} v_t) / (Σ_{s<t} e^{(t−1−s)·w + k_s} + e^{u + k_t})
+
+  computed as transformers' `rwkv_linear_attention_cpu` does, in float32 with a running maximum for
+  stability: the state is (num, den, max) per channel, num and den scaled by e^{−max}. A decoder step
+  carries the three [D] states in float32. Like every carried state they start at zero; den is ≥ 1 after
+  any position, so den = 0 marks an empty state, whose max reads as −1e38 (the reference's start).
 """
 from __future__ import annotations
 
@@ -36,7 +51,7 @@ from pydantic import Field
 
 from ..base.dims import Dim
 from .base import (RECURRENT, UNPLANNED, Attrs, Carry, CarriedState, DimAttr, OpDef, Saved, ShapeError, TensorType,
-                   dstr, expect_float, expect_rank, positive, register)
+                   dstr, expect_float, expect_rank, NoAttrs, numel, positive, register)
 from .core import concrete
 
 PORTS = ("x", "delta", "B", "C")
@@ -165,4 +180,91 @@ register(OpDef(
     SelectiveScanAttrs, PORTS, _scan_shape, params=_scan_params, flops=_scan_flops,
     sequence=RECURRENT, carry=_scan_carry, tp=UNPLANNED, saves=_scan_saves,
     example="ssm: {op: selective_scan, in: {x: conv_act, delta: dt, B: b, C: c}, state: state}",
+))
+
+
+# ---------------------------------------------------------------- token_shift (RWKV's time shift)
+
+class TokenShiftAttrs(Attrs):
+    mix: bool = Field(False, description="return x_t·μ + x_{t−1}·(1 − μ) with a learned `mix [D]` instead of "
+                                         "x_{t−1} alone (RWKV's time-mix: time_mix_key, time_mix_value, ...)")
+
+
+def _shift_shape(a: TokenShiftAttrs, ins) -> TensorType:
+    x = ins["x"]
+    expect_rank(x, "x", 3, what=" ([B, L, D]: the shift runs along L)")
+    expect_float(x, "x")
+    return x
+
+
+def _shift_params(a: TokenShiftAttrs, ins) -> dict[str, tuple[int, ...]]:
+    return {"mix": (concrete(ins["x"].shape[2], "x", "the channel dimension"),)} if a.mix else {}
+
+
+def _shift_carry(a: TokenShiftAttrs, ins) -> Carry:
+    # the last position's vector, in the model's dtype (transformers' state[0] / state[1])
+    return Carry("x", 1, {"last": CarriedState((concrete(ins["x"].shape[2], "x", "the channel dimension"),))})
+
+
+register(OpDef(
+    "token_shift", "scan",
+    "The previous position's vector along the sequence of `x [B, L, D]`: out_t = x_{t−1}, zero at t = 0 (RWKV's "
+    "time shift). With `mix: true`, RWKV's time-mix x_t·μ + x_{t−1}·(1 − μ) with a learned `mix [D]` (computed "
+    "as transformers does; FLOPs 3·B·L·D + D). A decoder step carries the last position's vector (`generate`, "
+    "`export --with-past`).",
+    TokenShiftAttrs, ("x",), _shift_shape, params=_shift_params,
+    flops=lambda a, ins, out: (3 * numel(out.shape) + out.shape[2]) if a.mix else Dim.const(0),
+    sequence=RECURRENT, carry=_shift_carry, tp=UNPLANNED, saves=lambda c: Saved(("x",) if c.attrs.mix else ()),
+    example="k_in: {op: token_shift, in: ln1, mix: true}",
+))
+
+
+# ---------------------------------------------------------------- wkv (RWKV-4's recurrence)
+
+WKV_PORTS = ("k", "v")
+
+
+def _wkv_shape(a, ins) -> TensorType:
+    for port in WKV_PORTS:
+        expect_rank(ins[port], port, 3, what=" ([B, L, D])")
+        expect_float(ins[port], port)
+    k, v = ins["k"], ins["v"]
+    if k.shape != v.shape:
+        raise ShapeError("GF310", f"the keys `k` {k} and values `v` {v} differ in shape: `wkv` pairs each key with "
+                         "its value, channel by channel", "v",
+                         help="project both to the same width (RWKV: `key` and `value` are both attention_hidden_size "
+                              "wide)")
+    return v
+
+
+def _wkv_params(a, ins) -> dict[str, tuple[int, ...]]:
+    d = concrete(ins["k"].shape[2], "k", "the channel dimension")
+    return {"time_decay": (d,), "time_first": (d,)}
+
+
+def _wkv_flops(a, ins, out) -> Dim:
+    # per (batch, position, channel): the output's max, two subtractions, two exps, four multiply-adds and the
+    # division (11); the state's max, add, two subtractions, two exps, four multiply-adds (10); w = −exp(decay): 2·D
+    b, length, d = out.shape
+    return 21 * b * length * d + 2 * d
+
+
+def _wkv_carry(a, ins) -> Carry:
+    d = concrete(ins["k"].shape[2], "k", "the channel dimension")
+    return Carry("k", 1, {name: CarriedState((d,), "float32") for name in ("num", "den", "max")})
+
+
+register(OpDef(
+    "wkv", "scan",
+    "RWKV-4's weighted key-value recurrence over keys and values `k, v [B, L, D]`, per channel, with decay "
+    "w = −exp(time_decay) and the current token's bonus u = time_first (parameters `time_decay [D]`, "
+    "`time_first [D]`, transformers' names): wkv_t = (Σ_{s<t} e^{(t−1−s)w + k_s} v_s + e^{u + k_t} v_t) / "
+    "(Σ_{s<t} e^{(t−1−s)w + k_s} + e^{u + k_t}), computed in float32 with a running maximum as transformers' "
+    "rwkv_linear_attention_cpu does. FLOPs 21·B·L·D + 2·D. A decoder step carries the state (num, den, max), "
+    "three [D] in float32.",
+    NoAttrs, WKV_PORTS, _wkv_shape, params=_wkv_params, flops=_wkv_flops,
+    sequence=RECURRENT, carry=_wkv_carry, tp=UNPLANNED,
+    # backward keeps k and v and, per position, the two maxima and four exponentials of float32 [B, L, D]
+    saves=lambda c: Saved(WKV_PORTS, 6 * 4 * c.numel(c.out)),
+    example="wkv: {op: wkv, in: {k: key, v: value}}",
 ))

@@ -109,6 +109,10 @@ CLAIMS = [
     ("Mamba2ForCausalLM", "mamba2", None, {}, "hf", lambda: T.Mamba2ForCausalLM(T.Mamba2Config())),  # Codestral-7B
     ("Mamba2Model", "mamba2", "mamba2-130m", {"head": False}, "hf", lambda: T.Mamba2Model(T.Mamba2Config(
         vocab_size=50288, hidden_size=768, num_hidden_layers=24, num_heads=24, head_dim=64, n_groups=1))),
+    ("RwkvForCausalLM", "rwkv", None, {}, "hf", lambda: T.RwkvForCausalLM(T.RwkvConfig(
+        vocab_size=50277, hidden_size=768, num_hidden_layers=12))),   # rwkv-4-169m-pile
+    ("RwkvModel", "rwkv", None, {"head": False}, "hf", lambda: T.RwkvModel(T.RwkvConfig(
+        vocab_size=50277, hidden_size=768, num_hidden_layers=12))),
     ("AlbertModel", "albert", None, {}, "hf", lambda: T.AlbertModel(T.AlbertConfig(
         hidden_size=768, num_attention_heads=12, intermediate_size=3072))),   # albert-base-v2
     ("PaliGemmaForConditionalGeneration", "paligemma", None, {}, "hf",   # paligemma-3b-pt-224

@@ -465,6 +465,8 @@ SMALL = {
                   max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=True, pad_token_id=3),
     "mamba2": dict(vocab_size=V, hidden_size=40, num_hidden_layers=2, state_size=6, num_heads=10, head_dim=12,
                    n_groups=5, conv_kernel=3, expand=3, use_bias=True, tie_word_embeddings=True, chunk_size=8),
+    "rwkv": dict(vocab_size=V, hidden_size=40, num_hidden_layers=3, attention_hidden_size=24, intermediate_size=56,
+                 layer_norm_epsilon=1e-6, rescale_every=2, context_length=64),
     "wav2vec2": dict(hidden_size=40, num_hidden_layers=2, num_attention_heads=5, intermediate_size=56,
                      conv_dim=[16, 16, 16], conv_kernel=[5, 3, 2], conv_stride=[3, 2, 2], num_feat_extract_layers=3,
                      num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4, conv_bias=True),

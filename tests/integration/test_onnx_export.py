@@ -274,7 +274,10 @@ nodes:
   gmp:       {op: pool2d, in: conv_ns, kind: max, output: [1, 1]}
   zeroed:    {op: apply_mask, in: {x: x, mask: self_keep}}
   zeroed_ch: {op: apply_mask, in: {x: img, mask: wkeep}, axis: -1}
-outputs: {placed: placed, bn2: bn2, up2: up2, pool2: pool2, avg2: avg2, gap: gap, gmp: gmp, zeroed: zeroed, zeroed_ch: zeroed_ch, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, gnorm: gnorm,
+  shift:     {op: token_shift, in: x}
+  tmix:      {op: token_shift, in: x, mix: true}
+  wkv:       {op: wkv, in: {k: lin, v: tmix}}
+outputs: {shift: shift, wkv: wkv, placed: placed, bn2: bn2, up2: up2, pool2: pool2, avg2: avg2, gap: gap, gmp: gmp, zeroed: zeroed, zeroed_ch: zeroed_ch, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, gnorm: gnorm,
           stored: stored,
           rel_bias: rel_bias, rel_causal: rel_causal, capped: capped, floor0: floor0, regs: regs}
 """

@@ -28,7 +28,8 @@ SLOW = {"llava/hf", "paligemma/hf", "whisper-base/hf", "t5-base/hf", "deepseek-v
         "swin-t/hf", "deberta-v2/hf", "modernbert/hf"}
 ALIASES = {"tokens": "input_ids", "mask": "attention_mask", "pixels": "pixel_values", "positions": "position_ids"}
 # the maps whose stored shapes differ from the parameters' (`stored_shape`): their outputs must be compared
-UNIT_AXES = {"vit-b16/hf", "clip-vit-b32/hf", "ast/hf", "timesformer/hf", "vivit/hf", "dinov2/hf", "llava/hf"}
+UNIT_AXES = {"vit-b16/hf", "clip-vit-b32/hf", "ast/hf", "timesformer/hf", "vivit/hf", "dinov2/hf", "llava/hf",
+             "rwkv/hf"}
 COMPARED = {}   # case → the outputs compared with the reference's (printed with -s)
 
 

@@ -88,6 +88,8 @@ OP_CASES = {
     "selective_scan": [({"state": 3}, {"x": T(2, 5, 6), "delta": T(2, 5, 6), "B": T(2, 5, 3), "C": T(2, 5, 3)}),
                        ({"state": 3, "heads": 4, "groups": 2, "delta_bias": True, "delta_softplus": True},
                         {"x": T(2, 5, 8), "delta": T(2, 5, 4), "B": T(2, 5, 6), "C": T(2, 5, 6)})],
+    "token_shift": [({}, {"x": T(2, 5, 6)}), ({"mix": True}, {"x": T(2, 5, 6)})],
+    "wkv": [({}, {"k": T(2, 5, 6), "v": T(2, 5, 6)})],
     "relative_embeddings": [({"rows": 8, "dim": 6}, {"like": T(2, 5, 6)})],
     "disentangled_attention": [
         ({"heads": 2, "position_buckets": 4, "max_relative_positions": 6}, {"x": T(2, 5, 8), "rel": T(8, 8)}),

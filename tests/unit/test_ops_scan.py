@@ -1,5 +1,6 @@
-"""The scan family (ops/scan.py) without torch: `selective_scan`'s shape rule (table-driven), its parameters
-and FLOPs formula, its shape diagnostics at file:line:col, and the decoder plan refusing a recurrence by name."""
+"""The scan family (ops/scan.py) without torch: the shape rules of `selective_scan`, `token_shift` and `wkv`
+(table-driven), their parameters, FLOPs formulas and carries, shape diagnostics at file:line:col, and the
+decoder plan carrying or refusing a recurrence by name."""
 from __future__ import annotations
 
 import pytest
@@ -90,3 +91,57 @@ def test_a_decoder_plan_carries_the_recurrence_and_one_step_graph_refuses_it():
         plan_decoder(load("specs/mamba.yaml", preset="tiny").ir, states=False, stages=False)
     (d,) = err.value.diagnostics
     assert d.code == "GF213" and d.node == "blocks.0.mixer.conv1d" and "generate" in d.help
+
+
+# ---------------------------------------------------------------- RWKV: token_shift and wkv
+
+@pytest.mark.parametrize("attrs,inputs,expected", [
+    ({}, {"x": T("B", "L", 8)}, ("B", "L", "8")),
+    ({"mix": True}, {"x": T(2, 5, 8)}, ("2", "5", "8")),
+    ({}, {"x": T("B", 8)}, "GF121"),                          # no sequence axis
+    ({}, {"x": T("B", "L", 8, dtype="int64")}, "GF122"),
+])
+def test_token_shift_shape_rule(attrs, inputs, expected):
+    check_case("token_shift", attrs, inputs, expected)
+
+
+@pytest.mark.parametrize("inputs,expected", [
+    ({"k": T("B", "L", 8), "v": T("B", "L", 8)}, ("B", "L", "8")),
+    ({"k": T("B", "L", 8), "v": T("B", "L", 4)}, "GF310"),   # keys and values of other widths
+    ({"k": T("B", "L", 8), "v": T("B", "M", 8)}, "GF310"),
+    ({"k": T("B", 8), "v": T("B", 8)}, "GF121"),
+])
+def test_wkv_shape_rule(inputs, expected):
+    check_case("wkv", {}, inputs, expected)
+
+
+def test_rwkv_params_flops_and_carries():
+    """The time-mix vector and the WKV's decay and bonus, one per channel; the carried last token (the model's
+    dtype) and the (num, den, max) state (float32)."""
+    shift, wkv = REGISTRY["token_shift"], REGISTRY["wkv"]
+    x = {"x": T("B", "L", 768)}
+    mixed = shift.attrs.model_validate({"mix": True})
+    assert shift.params(mixed, x) == {"mix": (768,)}
+    assert shift.params(shift.attrs.model_validate({}), x) == {}
+    assert shift.flops(mixed, x, shift.shape(mixed, x)) == parse("3 * B * L * 768 + 768")
+    assert shift.carry(mixed, x).states["last"].shape == (768,) and shift.carry(mixed, x).states["last"].dtype is None
+    kv = {"k": T("B", "L", 768), "v": T("B", "L", 768)}
+    a = wkv.attrs.model_validate({})
+    assert wkv.params(a, kv) == {"time_decay": (768,), "time_first": (768,)}
+    assert wkv.flops(a, kv, wkv.shape(a, kv)) == parse("21 * B * L * 768 + 2 * 768")
+    carry = wkv.carry(a, kv)
+    assert carry.port == "k" and carry.axis == 1
+    assert {k: (s.shape, s.dtype) for k, s in carry.states.items()} == {n: ((768,), "float32") for n in ("num", "den", "max")}
+
+
+def test_the_published_rwkv_counts_without_torch():
+    assert total_params(load("specs/rwkv.yaml").ir) == 169_342_464                # RwkvForCausalLM, rwkv-4-169m-pile
+    assert total_params(load("specs/rwkv.yaml", preset="rwkv-4-raven-7b").ir) == 7_392_649_216
+
+
+def test_the_rwkv_decoder_plan_carries_shifts_and_wkv_states():
+    plan = plan_decoder(load("specs/rwkv.yaml", preset="tiny").ir, ("logits",))
+    layer = {k.split(".", 2)[2]: v for k, v in plan.states.items() if k.startswith("blocks.0.")}
+    assert sorted(layer) == ["attention.k_in", "attention.r_in", "attention.v_in", "attention.wkv",
+                             "feed_forward.k_in", "feed_forward.r_in"]
+    assert sorted(layer["attention.wkv"].states) == ["den", "max", "num"]

@@ -1,4 +1,5 @@
-"""ONNX lowerings of the scans (graphformer/ops/scan.py): Mamba's selective scan as one ONNX `Scan`.
+"""ONNX lowerings of the scans (graphformer/ops/scan.py): Mamba's selective scan as one ONNX `Scan`; RWKV-4's
+token shift as Slice and Pad (or Concat with the past token) and its WKV recurrence as one `Scan` too.
 
 The decay exp(Δ·A) and the input term Δ·B·x are computed for the whole sequence outside the loop, as the
 torch lowering does; the `Scan` body carries the state h (`[B, D, N]`, or `[B, H, P, N]` with heads) and
@@ -107,4 +108,99 @@ def _step_body(ctx: NodeEmitter, column_axis: str):
     shapes.update(h=state, drive=state, h_next=state)                 # typed, so ONNX infers the Scan's outputs
     inputs = [helper.make_tensor_value_info(v[k], f32, shapes[k]) for k in ("h", "decay", "drive", "C")]
     outputs = [helper.make_tensor_value_info(v[k], f32, shapes[k]) for k in ("h_next", "y")]
+    return helper.make_graph(nodes, f"{ctx.path}/step", inputs, outputs)
+
+
+# ---------------------------------------------------------------- RWKV: token_shift and wkv
+
+EMPTY_MAX = -1e38     # the running maximum of a state that has seen no position (torch's WKV.EMPTY_MAX)
+
+
+@lowers("token_shift")
+def _token_shift(ctx: NodeEmitter, node) -> None:
+    """x[:, :-1] after a zero row (Pad), or after the carried last vector in a decoder step, reshaped to x's
+    shape; with `mix`, x·μ + shifted·(1 − μ) as torch computes it."""
+    (x,) = ctx.inputs
+    big = np.iinfo(i64).max
+    axis = ctx.const([1], "time_axis", i64)
+    head = ctx.op("Slice", [x, ctx.const([0], "start", i64), ctx.const([-1], "stop", i64), axis], "previous")
+    slot = ctx.state.past.state(node.name) if ctx.state.past is not None else None
+    final = not node.attrs.mix
+    if slot is None:
+        joined = ctx.op("Pad", [head, ctx.const([0, 1, 0, 0, 0, 0], "pads", i64)], "zero_first")
+    else:
+        last = ctx.op("Slice", [x, ctx.const([-1], "last", i64), ctx.const([big], "end", i64), axis], "last")
+        carry_states(ctx, slot, "last", ctx.op("Squeeze", [last, axis], "present_last"))
+        past = ctx.op("Unsqueeze", [past_state_name(slot.layer, "last"), axis], "past_last")
+        joined = ctx.op("Concat", [past, head], "past_first", axis=1)
+    # x's own shape: ONNX's shape inference loses the length through Slice and Pad, and gets it back here
+    shifted = ctx.op("Reshape", [joined, ctx.op("Shape", [x], "x_shape")], "shifted", final=final)
+    if node.attrs.mix:
+        mix = ctx.param("mix")
+        rest = ctx.op("Sub", [ctx.const(np.ones(1, np.float32), "one"), mix], "one_minus_mix")
+        ctx.op("Add", [ctx.op("Mul", [x, mix], "x_mix"), ctx.op("Mul", [shifted, rest], "shifted_mix")], final=True)
+
+
+@lowers("wkv")
+def _wkv(ctx: NodeEmitter, node) -> None:
+    """One `Scan` over the positions carrying (num, den, max) [B, D] in float32, its body the reference's step
+    (the output's maximum and ratio, then the state's); w = −exp(time_decay) and u = time_first come from the
+    outer graph. The state starts empty (zeros, the maximum −1e38) or, in a decoder step with past, from the
+    `past_states` inputs, an all-zero den marking an empty one."""
+    k, v = ctx.inputs
+    w = ctx.op("Neg", [ctx.op("Exp", [ctx.param("time_decay")], "decay")], "w")
+    u = ctx.param("time_first")
+    slot = ctx.state.past.state(node.name) if ctx.state.past is not None else None
+    empty = ctx.const(np.full(1, EMPTY_MAX, np.float32), "empty_max")
+    if slot is not None:
+        num, den, top = (past_state_name(slot.layer, s) for s in ("num", "den", "max"))
+        unseen = ctx.op("Equal", [den, ctx.const(np.zeros(1, np.float32), "zero")], "unseen")
+        top = ctx.op("Where", [unseen, empty, top], "max0")
+    else:
+        size = ctx.op("Concat", [ctx.shape(k, 0, 1, "batch"), ctx.shape(k, 2, 3, "channels")], "state_shape", axis=0)
+        num = den = ctx.op("ConstantOfShape", [size], "zeros", value=helper.make_tensor("", TensorProto.FLOAT, [1], [0.0]))
+        top = ctx.op("ConstantOfShape", [size], "max0", value=helper.make_tensor("", TensorProto.FLOAT, [1], [EMPTY_MAX]))
+    name = ctx.state.unique(f"{ctx.path}/Scan")
+    outs = [ctx.state.unique(f"{name}_{s}") for s in ("num", "den", "max")]
+    ctx.state.nodes.append(helper.make_node("Scan", [num, den, top, k, v], outs + [ctx.out], name=name,
+                                            body=_wkv_body(ctx, w, u), num_scan_inputs=2, scan_input_axes=[1, 1],
+                                            scan_output_axes=[1]))
+    ctx.produced_out = True
+    if slot is not None:
+        for s, last in zip(("num", "den", "max"), outs):
+            carry_states(ctx, slot, s, last)
+
+
+def _wkv_body(ctx: NodeEmitter, w: str, u: str):
+    """One position: (num, den, max, k_t, v_t) → (num', den', max', wkv_t), as torch's WKV.forward."""
+    v = {s: ctx.state.unique(f"{ctx.path}/step_{s}") for s in ("num", "den", "max", "k", "v", "num2", "den2",
+                                                                  "max2", "y")}
+    nodes = []
+
+    def op(op_type, inputs, tag):
+        out = ctx.state.unique(f"{ctx.path}/step_{tag}")
+        nodes.append(helper.make_node(op_type, inputs, [out], name=out + f"/{op_type}"))
+        return out
+
+    def into(op_type, inputs, out):
+        nodes.append(helper.make_node(op_type, inputs, [out], name=out + f"/{op_type}"))
+
+    ku = op("Add", [v["k"], u], "k_first")
+    peak = op("Max", [v["max"], ku], "peak")
+    e1 = op("Exp", [op("Sub", [v["max"], peak], "gap_state")], "e1")
+    e2 = op("Exp", [op("Sub", [ku, peak], "gap_key")], "e2")
+    numer = op("Add", [op("Mul", [e1, v["num"]], "e1_num"), op("Mul", [e2, v["v"]], "e2_v")], "numerator")
+    denom = op("Add", [op("Mul", [e1, v["den"]], "e1_den"), e2], "denominator")
+    into("Div", [numer, denom], v["y"])
+    decayed = op("Add", [v["max"], w], "decayed")
+    into("Max", [decayed, v["k"]], v["max2"])
+    f1 = op("Exp", [op("Sub", [decayed, v["max2"]], "gap_decayed")], "f1")
+    f2 = op("Exp", [op("Sub", [v["k"], v["max2"]], "gap_key2")], "f2")
+    into("Add", [op("Mul", [f1, v["num"]], "f1_num"), op("Mul", [f2, v["v"]], "f2_v")], v["num2"])
+    into("Add", [op("Mul", [f1, v["den"]], "f1_den"), f2], v["den2"])
+    k = ctx.types["k"].shape
+    shape = [str(k[0]) if not k[0].is_const else k[0].value, k[2].value]
+    f32 = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info(v[s], f32, shape) for s in ("num", "den", "max", "k", "v")]
+    outputs = [helper.make_tensor_value_info(v[s], f32, shape) for s in ("num2", "den2", "max2", "y")]
     return helper.make_graph(nodes, f"{ctx.path}/step", inputs, outputs)

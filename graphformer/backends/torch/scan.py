@@ -1,5 +1,6 @@
 """Torch lowerings of the scans (graphformer/ops/scan.py): Mamba's selective scan as a loop over positions;
-its heads form (Mamba-2) in blocks of positions (the chunked SSD form), a one-token step as the recurrence.
+its heads form (Mamba-2) in blocks of positions (the chunked SSD form), a one-token step as the recurrence;
+RWKV-4's token shift (a pad, or the carried token) and WKV recurrence (the reference's loop).
 
 Decoding: while generation's `StateCache` is attached (`cache`, `layer_id`: backends/torch/generation.py), the
 loop starts from the slot's carried state instead of zero and leaves its last state there, so the prompt
@@ -142,3 +143,94 @@ class SelectiveScan(nn.Module):
 def _selective_scan(node, types):
     a = node.attrs
     return SelectiveScan(types["x"].shape[2].value, a.state, a.heads, a.groups, a.delta_bias, a.delta_softplus)
+
+
+class TokenShift(nn.Module):
+    """RWKV's time shift: x_{t−1} at position t, zero at 0 (transformers' `nn.ZeroPad2d((0, 0, 1, -1))`), or with
+    `mix` the time-mix x·μ + shifted·(1 − μ) in the reference's order of operations. While a decoder runs, the
+    carried last vector replaces the zero, and this call's last vector is kept for the next."""
+
+    cache = None      # generation's StateCache while a decoder runs the model, and this node's slot in it
+    layer_id = 0
+
+    def __init__(self, channels: int, mix: bool):
+        super().__init__()
+        self.mix = _param(channels) if mix else None
+
+    def init_parameters(self, gen) -> None:
+        """μ = 0.5: half the current position, half the previous one."""
+        if self.mix is not None:
+            self.mix.fill_(0.5)
+
+    def forward(self, x):
+        if self.cache is None:
+            shifted = F.pad(x, (0, 0, 1, -1))                                  # zero before position 0
+        else:
+            shifted = torch.cat([self.cache.read(self.layer_id, "last")[:, None].to(x.dtype), x[:, :-1]], dim=1)
+            self.cache.write(self.layer_id, "last", x[:, -1])
+        return shifted if self.mix is None else x * self.mix + shifted * (1 - self.mix)
+
+    def extra_repr(self) -> str:
+        return "" if self.mix is None else f"mix={self.mix.shape[0]}"
+
+
+EMPTY_MAX = -1e38     # the running maximum of a state that has seen no position (the reference's start)
+
+
+class WKV(nn.Module):
+    """RWKV-4's recurrence as transformers' `rwkv_linear_attention_cpu` computes it (no CUDA kernel): a loop over
+    positions, in float32, each output the ratio of the numerator and denominator states rescaled by the running
+    maximum, in the reference's order of operations, so autograd runs through it and the values are the
+    reference's. A decoder step starts from the carried (num, den, max) and leaves the last one."""
+
+    cache = None
+    layer_id = 0
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.time_decay = _param(channels)
+        self.time_first = _param(channels)
+
+    def init_parameters(self, gen) -> None:
+        """transformers' layer-0 shape: decays from −5 to 3 across the channels (w = −exp of them), bonus 1."""
+        d = self.time_decay.shape[0]
+        self.time_decay.copy_(-5 + 8 * (torch.arange(d, dtype=torch.float32) / max(d - 1, 1)) ** 0.7)
+        self.time_first.fill_(1.0)
+
+    def _start(self, k):
+        if self.cache is None:
+            zero = torch.zeros_like(k[:, 0], dtype=torch.float32)
+            return zero, zero, zero + EMPTY_MAX
+        num, den, top = (self.cache.read(self.layer_id, s) for s in ("num", "den", "max"))
+        return num, den, torch.where(den == 0, EMPTY_MAX, top)          # zero state: nothing seen yet
+
+    def forward(self, k, v):
+        w = -torch.exp(self.time_decay.float())
+        u = self.time_first.float()
+        num, den, top = self._start(k)
+        out = []
+        for t in range(k.shape[1]):
+            kt, vt = k[:, t].float(), v[:, t]
+            peak = torch.maximum(top, kt + u)                                  # for the output at t
+            e1, e2 = torch.exp(top - peak), torch.exp(kt + u - peak)
+            out.append(((e1 * num + e2 * vt) / (e1 * den + e2)).to(k.dtype))
+            peak = torch.maximum(top + w, kt)                                  # the state after t
+            e1, e2 = torch.exp(top + w - peak), torch.exp(kt - peak)
+            num, den, top = e1 * num + e2 * vt, e1 * den + e2, peak
+        if self.cache is not None:
+            for name, s in (("num", num), ("den", den), ("max", top)):
+                self.cache.write(self.layer_id, name, s)
+        return torch.stack(out, dim=1) if out else torch.zeros_like(k)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.time_decay.shape[0]}"
+
+
+@lowers("token_shift")
+def _token_shift(node, types):
+    return TokenShift(types["x"].shape[2].value, node.attrs.mix)
+
+
+@lowers("wkv")
+def _wkv(node, types):
+    return WKV(types["k"].shape[2].value)
