@@ -87,9 +87,9 @@ def _pad(p: dict) -> dict:
     return {"pad_token_id": None if p["pad_token"] < 0 else p["pad_token"]} if "pad_token" in p else {}
 
 
-def _arch(fam: Family, p: dict, bare: str, param: str = "head") -> list[str]:
-    """The reference class: the family's head class, or `bare` where the spec's head is switched off."""
-    return [fam.reference if p.get(param, True) else bare]
+def _arch(p: dict, head: str, bare: str) -> list[str]:
+    """The reference class: the one with the spec's head, or `bare` where the spec's `head` is switched off."""
+    return [head if p.get("head", True) else bare]
 
 
 # ---------------------------------------------------------------- what each family's derive function reads
@@ -113,7 +113,7 @@ def _yarn(p: dict, **extra) -> dict:
 
 def _decoder(fam: Family, p: dict, bare: str | None = None) -> dict:
     """A decoder LLM's rotary, pad row and class (the bare model where `head` is off and the family has one)."""
-    return {**_rope(p), **_pad(p), "architectures": _arch(fam, p, bare or fam.reference)}
+    return {**_rope(p), **_pad(p), "architectures": _arch(p, fam.reference, bare or fam.reference)}
 
 
 def _t5(fam, p):
@@ -147,7 +147,7 @@ def _neox(fam, p):
 def _modernbert(fam, p):
     def rope(theta):
         return {"rope_type": "default", "rope_theta": theta}
-    return {"global_attn_every_n_layers": p["global_every"], **_pad(p), "architectures": _arch(fam, p, "ModernBertModel"),
+    return {"global_attn_every_n_layers": p["global_every"], **_pad(p), "architectures": _arch(p, fam.reference, "ModernBertModel"),
             "rope_parameters": {"full_attention": rope(p["global_rope_theta"]),
                                 "sliding_attention": rope(p["local_rope_theta"])}}
 
@@ -164,24 +164,23 @@ def _deberta_v2(fam, p):
 
 
 def _vit(fam, p):
-    return {**_labels(p["classes"]), "architectures": _arch(fam, p, "ViTModel")}
+    return {**_labels(p["classes"]), "architectures": _arch(p, "ViTForImageClassification", "ViTModel")}
 
 
 def _swin(fam, p):
     return {"depths": [p[f"depth{i}"] for i in range(1, 5)], "num_heads": [p[f"heads{i}"] for i in range(1, 5)],
-            "mlp_ratio": float(p["mlp_ratio"]), **_labels(p["classes"]), "architectures": _arch(fam, p, "SwinModel")}
+            "mlp_ratio": float(p["mlp_ratio"]), **_labels(p["classes"]), "architectures": _arch(p, "SwinForImageClassification", "SwinModel")}
 
 
 def _dinov2(fam, p):
     bare = "Dinov2WithRegistersModel" if fam.model_type == "dinov2_with_registers" else "Dinov2Model"
-    return {"mlp_ratio": p["d_ff"] / p["d_model"], **_labels(p["classes"]),
-            "architectures": [fam.reference.replace("Model", "ForImageClassification") if p["head"] else bare]}
+    return {"mlp_ratio": p["d_ff"] // p["d_model"], **_labels(p["classes"]),   # Dinov2Config's is an int
+            "architectures": _arch(p, bare.replace("Model", "ForImageClassification"), bare)}
 
 
 def _video(bare: str):
     def export(fam, p):
-        out = {**_labels(p["classes"]),
-               "architectures": [bare.replace("Model", "ForVideoClassification") if p["head"] else bare]}
+        out = {**_labels(p["classes"]), "architectures": _arch(p, bare.replace("Model", "ForVideoClassification"), bare)}
         if fam.model_type == "vivit":
             out["tubelet_size"] = [p["tubelet"], p["patch"], p["patch"]]
         return out
@@ -190,12 +189,12 @@ def _video(bare: str):
 
 def _mamba(fam, p):
     return {"intermediate_size": p["inner"], "expand": max(1, p["inner"] // p["d_model"]),
-            "time_step_rank": p["dt_rank"], "architectures": _arch(fam, p, "MambaModel")}
+            "time_step_rank": p["dt_rank"], "architectures": _arch(p, "MambaForCausalLM", "MambaModel")}
 
 
 def _mamba2(fam, p):
     expand = p["inner"] // p["d_model"] if p["inner"] % p["d_model"] == 0 else p["inner"] / p["d_model"]
-    return {"expand": expand, "head_dim": p["inner"] // p["heads"], "architectures": _arch(fam, p, "Mamba2Model")}
+    return {"expand": expand, "head_dim": p["inner"] // p["heads"], "architectures": _arch(p, "Mamba2ForCausalLM", "Mamba2Model")}
 
 
 def _tower(table: dict, p: dict, kind: str) -> dict:
@@ -219,9 +218,9 @@ def _clip(fam, p):
     return {"text_config": text, "vision_config": _tower(hf.CLIP_VISION, p, "clip_vision_model")}
 
 
-def _classifier(bare: str):
+def _classifier(head: str, bare: str):
     def export(fam, p):
-        return {**_labels(p["classes"]), "architectures": _arch(fam, p, bare)}
+        return {**_labels(p["classes"]), "architectures": _arch(p, head, bare)}
     return export
 
 
@@ -234,12 +233,12 @@ def _wav2vec2(fam, p):
 def _convnext(fam, p):
     return {"num_stages": 4, "hidden_sizes": [p[f"hidden{i}"] for i in range(1, 5)],
             "depths": [p[f"depth{i}"] for i in range(1, 5)], **_labels(p["classes"]),
-            "architectures": ["ConvNextForImageClassification" if p["head"] else "ConvNextModel"]}
+            "architectures": _arch(p, "ConvNextForImageClassification", "ConvNextModel")}
 
 
 def _videomae(fam, p):
     return {"qv_bias": p["qv_bias"], "use_mean_pooling": p["pooling"] == "mean", **_labels(p["classes"]),
-            "architectures": ["VideoMAEForVideoClassification" if p["head"] else "VideoMAEModel"]}
+            "architectures": _arch(p, "VideoMAEForVideoClassification", "VideoMAEModel")}
 
 
 def _segformer(fam, p):
@@ -248,7 +247,7 @@ def _segformer(fam, p):
     return {"num_encoder_blocks": 4, "hidden_sizes": stages("hidden"), "depths": stages("depth"),
             "num_attention_heads": stages("heads"), "sr_ratios": [*stages("sr", 3), 1],
             "patch_sizes": stages("patch"), "strides": stages("stride"), "mlp_ratios": [p["mlp_ratio"]] * 4,
-            **_labels(p["labels"]), "architectures": _arch(fam, p, "SegformerModel")}
+            **_labels(p["labels"]), "architectures": _arch(p, "SegformerForSemanticSegmentation", "SegformerModel")}
 
 
 def _bloom(fam, p):
@@ -290,7 +289,7 @@ EXPORTS: dict[str, Callable[[Family, dict], dict]] = {
     "llava": _llava,
     "paligemma": _paligemma,
     "clip": _clip,
-    "audio-spectrogram-transformer": _classifier("ASTModel"),
+    "audio-spectrogram-transformer": _classifier("ASTForAudioClassification", "ASTModel"),
     "decision_transformer": _plain,
     "whisper": _plain,
     "wav2vec2": _wav2vec2,
