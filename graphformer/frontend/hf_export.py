@@ -117,11 +117,13 @@ def _decoder(fam: Family, p: dict, bare: str | None = None) -> dict:
 
 
 def _t5(fam, p):
+    if not p["tie_embeddings"]:   # T5Config sets tie_word_embeddings = True; a `false` given means no output scaling
+        raise HFExportError("GF315", "tie_embeddings", "param `tie_embeddings` = false: transformers 5's T5 ties its "
+                                                       "LM head to the shared token table whatever config.json says")
     act = _act_name(p["act"], "relu")
     gated = p["ffn"] == "gated_ffn"
     proj = "gated-gelu" if gated and p["act"] == "gelu_tanh" else ("gated-" if gated else "") + act
-    return {"feed_forward_proj": proj, "num_heads": p["heads"], "tie_word_embeddings": p["tie_embeddings"],
-            "scale_decoder_outputs": bool(p["scale_decoder_outputs"])}
+    return {"feed_forward_proj": proj, "num_heads": p["heads"], "scale_decoder_outputs": bool(p["scale_decoder_outputs"])}
 
 
 def _deepseek_v2(fam, p):

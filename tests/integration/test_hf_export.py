@@ -21,7 +21,7 @@ from graphformer.frontend.load import load_program
 
 # model_type → the --set lists of its cases: the tiny preset as it is ([]), and the variants with a part switched
 VARIANTS = {
-    "t5": [["ffn=gated_ffn", "act=gelu_tanh", "tie_embeddings=false", "scale_decoder_outputs=0"]],
+    "t5": [["ffn=gated_ffn", "act=gelu_tanh", "scale_decoder_outputs=0"]],
     "llama": [["rope_scaling=llama3", "rope_original_max_len=32", "tie_embeddings=true"]],
     "vit": [["head=false", "pooler=true"]],
     "swin": [["head=false"]],
@@ -41,7 +41,8 @@ OWN = {"dinov2_with_registers": [["registers=2", "antialias=true"], ["registers=
 # the larger references (several seconds each on 2 cores): the slow tier
 SLOW = {"llava", "paligemma", "whisper", "t5", "deepseek_v2", "segformer", "gpt_oss", "swin", "deberta-v2",
         "modernbert", "clip", "mixtral"}
-ALIASES = {"tokens": "input_ids", "mask": "attention_mask", "pixels": "pixel_values", "positions": "position_ids"}
+ALIASES = {"tokens": "input_ids", "mask": "attention_mask", "pixels": "pixel_values", "positions": "position_ids",
+           "decoder_tokens": "decoder_input_ids"}
 OPTIONAL = {"prefix", "bool_masked_pos"}   # inputs ours runs without, which a head class may not take
 OUTPUTS = {"hidden": "last_hidden_state"}   # a bare model's output (a head class has none of that name)
 
@@ -104,6 +105,14 @@ def test_a_value_no_field_holds_is_gf315():
     assert e.value.code == "GF315" and e.value.param == "act"
 
 
+def test_an_untied_t5_head_is_refused():
+    """transformers 5's T5 ties its LM head to the shared table whatever the config says."""
+    params = _spec_params(FAMILIES["t5"], ["tie_embeddings=false"])
+    with pytest.raises(HFExportError) as e:
+        export_config("t5-base", dict(params))
+    assert e.value.code == "GF315" and e.value.param == "tie_embeddings"
+
+
 def test_a_combination_import_refuses_is_gf316():
     fam = FAMILIES["deepseek_v2"]
     params = _spec_params(fam, [])
@@ -157,8 +166,10 @@ def test_from_pretrained_loads_the_directory_and_computes_our_outputs(kind, sets
     assert compared or kind in NOT_COMPARED, "no output compared"
 
 
-# families whose reference takes other inputs than our example inputs name (decoder ids, waveforms, text + pixels)
-NOT_COMPARED = {"t5", "whisper", "clip", "llava", "paligemma", "decision_transformer", "wav2vec2"}
+# PaliGemma's reference says the prefix by token_type_ids, which ours reads as `prefix`; DeepSeek-V2's reloaded
+# experts take transformers' grouped kernel, which refuses these tiny strides. Their weights are checked by the load
+# above, their function against the same reference by test_parity_* and test_weight_maps_roundtrip.py
+NOT_COMPARED = {"paligemma", "deepseek_v2"}
 
 
 def _reads_as(config, key, value):
@@ -193,7 +204,10 @@ def _same_outputs(s, ours, ref, torch) -> list[str]:
     if not set(theirs) <= accepted:
         return []
     with torch.no_grad():
-        mine, out = ours(**inputs), ref(**theirs)
+        try:
+            mine, out = ours(**inputs), ref(**theirs)
+        except (TypeError, RuntimeError):   # ours needs an input the reference names otherwise (PaliGemma's prefix);
+            return []                       # DeepSeek-V2's grouped expert kernel refuses these tiny strides
     compared = [k for k in mine if isinstance(getattr(out, OUTPUTS.get(k, k), None), torch.Tensor)]
     for k in compared:
         want = getattr(out, OUTPUTS.get(k, k))
