@@ -58,17 +58,18 @@ def run(args) -> int:
     if args.weights_map and not args.weights:
         raise CommandError("--weights-map names the tensors of --weights FILE|DIR: give the weights too")
     require_weight_map(result.ir, args.weights_map)
-    if args.save_map is not None:
-        _check_save_map(result.ir, args)   # before anything is built: a map that can't write is the spec's error
-    (backend,) = import_torch(".backends.torch")
     from ..ir.spec import Spec
     spec = Spec.checked(result.ir, result.diagnostics)
+    config = None
+    if args.save_map is not None:   # before anything is built (or torch imported): these are the spec's errors
+        _check_save_map(result.ir, args)
+        config = _config_to_copy(args, spec)
+    (backend,) = import_torch(".backends.torch")
     dims = backend.resolve_dims(spec, parse_assignments(args.dims, "--dims"))
     device = backend.resolve_device(args.device)
     meta = device.type == "meta"
     if args.output and meta:
         raise CommandError("-o: a model on the meta device has no weights to write (use --device cpu)")
-    config = _config_to_copy(args, spec) if args.save_map is not None else None
     if args.output and args.save_map is None:
         resolve_output(args.output)  # a missing directory or a device: say so before the slow part
     if not meta:

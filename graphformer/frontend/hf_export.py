@@ -345,7 +345,11 @@ def export_config(name: str, params: dict, origin: dict | None = None) -> Export
     first = None
     for fam in candidates:
         try:
-            cfg = config_for(fam, {**_resolved_defaults(fam), **params})
+            try:
+                cfg = config_for(fam, {**_resolved_defaults(fam), **params})
+            except (KeyError, TypeError, ValueError, ArithmeticError) as e:   # a spec of that name, other params
+                raise HFExportError("GF316", None, f"spec `{name}`'s params don't form a {fam.model_type} config "
+                                                   f"({type(e).__name__}: {e})") from None
             _check(fam, cfg, params, origin or {})
             return Exported(fam, cfg)
         except HFExportError as e:

@@ -40,7 +40,7 @@ VARIANTS = {
 OWN = {"dinov2_with_registers": [["registers=2", "antialias=true"], ["registers=2", "antialias=true", "head=true"]]}
 # the larger references (several seconds each on 2 cores): the slow tier
 SLOW = {"llava", "paligemma", "whisper", "t5", "deepseek_v2", "segformer", "gpt_oss", "swin", "deberta-v2",
-        "modernbert", "clip", "mixtral"}
+        "modernbert", "clip", "mixtral", "convnext", "videomae"}
 ALIASES = {"tokens": "input_ids", "mask": "attention_mask", "pixels": "pixel_values", "positions": "position_ids",
            "decoder_tokens": "decoder_input_ids"}
 OPTIONAL = {"prefix", "bool_masked_pos"}   # inputs ours runs without, which a head class may not take
@@ -113,6 +113,12 @@ def test_an_untied_t5_head_is_refused():
     assert e.value.code == "GF315" and e.value.param == "tie_embeddings"
 
 
+def test_a_spec_named_like_a_family_with_other_params_is_refused():
+    with pytest.raises(HFExportError) as e:
+        export_config("phi-2", {"d_model": 8, "heads": "many"})
+    assert e.value.code == "GF316" and "phi" in str(e.value)
+
+
 def test_a_combination_import_refuses_is_gf316():
     fam = FAMILIES["deepseek_v2"]
     params = _spec_params(fam, [])
@@ -122,9 +128,8 @@ def test_a_combination_import_refuses_is_gf316():
 
 
 def test_a_spec_of_no_family_gets_a_note_and_no_config(tmp_path, capsys):
-    from test_weight_maps_roundtrip import SPECS
     out = tmp_path / "out"
-    rc = cli.main(["build", str(SPECS / "encoder-block.yaml"), "--set", "d_model=24", "heads=3", "d_ff=40",
+    rc = cli.main(["build", "encoder-block", "--set", "d_model=24", "heads=3", "d_ff=40",
                    "-o", str(out), "--save-map", "torch", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     assert "no config.json written" in capsys.readouterr().err
