@@ -160,6 +160,11 @@ def test_from_pretrained_loads_the_directory_and_computes_our_outputs(kind, sets
             _reads_as(config, key, value)
     cls = getattr(T, written["architectures"][0])
     loaded, info = cls.from_pretrained(out, output_loading_info=True)
+    name = cls.__name__
+    auto = T.AutoModelForCausalLM if name.endswith(("ForCausalLM", "LMHeadModel")) else \
+        T.AutoModel if name.endswith("Model") and "For" not in name else None
+    if auto is not None:   # what a user types picks the same class
+        assert type(auto.from_pretrained(out)) is cls
     s = graphformer.load(spec_path(fam), preset="tiny", overrides=_sets(sets))
     ignored = get_map(s, "hf").ignore
     missing = [k for k in info["missing_keys"] if not any(_Glob(g).fullmatch(k) for g in ignored)]
