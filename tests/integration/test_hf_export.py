@@ -22,7 +22,10 @@ from graphformer.frontend.load import load_program
 # model_type → the --set lists of its cases: the tiny preset as it is ([]), and the variants with a part switched
 VARIANTS = {
     "t5": [["ffn=gated_ffn", "act=gelu_tanh", "scale_decoder_outputs=0"]],
-    "llama": [["rope_scaling=llama3", "rope_original_max_len=32", "tie_embeddings=true"]],
+    "llama": [["rope_scaling=llama3", "rope_original_max_len=32", "tie_embeddings=true"], ["head=false"]],
+    "gemma2": [["head=false"]],
+    "olmo2": [["head=false"]],
+    "modernbert": [["head=false"]],
     "vit": [["head=false", "pooler=true"]],
     "swin": [["head=false"]],
     "dinov2": [["head=true", "classes=7"]],
