@@ -1221,7 +1221,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
                   "dense_act_fn", "is_gated_act",     # derived by transformers from feed_forward_proj
                   "n_positions", "output_past"}),      # old hub configs: unused by the model
            _t5, "T5ForConditionalGeneration"),
-    Family("llama", "llama.yaml", dict(LLAMA_FIELDS), ROPE_READ, _with_head(_llama_derive(True), "LlamaModel"), "LlamaForCausalLM"),
+    Family("llama", "llama.yaml", dict(LLAMA_FIELDS), ROPE_READ, _with_head(_llama_derive(True), "LlamaModel"),
+           "LlamaForCausalLM"),
     Family("mistral", "mistral-7b.yaml",
            {k: v for k, v in LLAMA_FIELDS.items() if k not in ("attention_bias", "mlp_bias")},
            ROPE_READ | {"sliding_window"}, _mistral_window, "MistralForCausalLM"),
@@ -1248,7 +1249,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
                   # older configs repeat the activation under Gemma-1's name; Gemma-2 reads hidden_activation
                   "hidden_act", "cache_implementation"}), _with_head(_gemma2, "Gemma2Model"), "Gemma2ForCausalLM"),
     Family("olmo2", "olmo2.yaml",
-           {k: v for k, v in LLAMA_FIELDS.items() if k != "mlp_bias"}, ROPE_READ, _with_head(_olmo2, "Olmo2Model"), "Olmo2ForCausalLM"),
+           {k: v for k, v in LLAMA_FIELDS.items() if k != "mlp_bias"}, ROPE_READ, _with_head(_olmo2, "Olmo2Model"),
+           "Olmo2ForCausalLM"),
     Family("phi", "phi-2.yaml", {
         "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
         "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"), "max_position_embeddings": P("max_len"),

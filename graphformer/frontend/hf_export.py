@@ -123,7 +123,8 @@ def _t5(fam, p):
     act = _act_name(p["act"], "relu")
     gated = p["ffn"] == "gated_ffn"
     proj = "gated-gelu" if gated and p["act"] == "gelu_tanh" else ("gated-" if gated else "") + act
-    return {"feed_forward_proj": proj, "num_heads": p["heads"], "scale_decoder_outputs": bool(p["scale_decoder_outputs"])}
+    return {"feed_forward_proj": proj, "num_heads": p["heads"],
+            "scale_decoder_outputs": bool(p["scale_decoder_outputs"])}
 
 
 def _deepseek_v2(fam, p):
@@ -149,7 +150,8 @@ def _neox(fam, p):
 def _modernbert(fam, p):
     def rope(theta):
         return {"rope_type": "default", "rope_theta": theta}
-    return {"global_attn_every_n_layers": p["global_every"], **_pad(p), "architectures": _arch(p, fam.reference, "ModernBertModel"),
+    return {"global_attn_every_n_layers": p["global_every"], **_pad(p),
+            "architectures": _arch(p, fam.reference, "ModernBertModel"),
             "rope_parameters": {"full_attention": rope(p["global_rope_theta"]),
                                 "sliding_attention": rope(p["local_rope_theta"])}}
 
@@ -171,7 +173,8 @@ def _vit(fam, p):
 
 def _swin(fam, p):
     return {"depths": [p[f"depth{i}"] for i in range(1, 5)], "num_heads": [p[f"heads{i}"] for i in range(1, 5)],
-            "mlp_ratio": float(p["mlp_ratio"]), **_labels(p["classes"]), "architectures": _arch(p, "SwinForImageClassification", "SwinModel")}
+            "mlp_ratio": float(p["mlp_ratio"]), **_labels(p["classes"]),
+            "architectures": _arch(p, "SwinForImageClassification", "SwinModel")}
 
 
 def _dinov2(fam, p):
@@ -182,7 +185,8 @@ def _dinov2(fam, p):
 
 def _video(bare: str):
     def export(fam, p):
-        out = {**_labels(p["classes"]), "architectures": _arch(p, bare.replace("Model", "ForVideoClassification"), bare)}
+        head = bare.replace("Model", "ForVideoClassification")
+        out = {**_labels(p["classes"]), "architectures": _arch(p, head, bare)}
         if fam.model_type == "vivit":
             out["tubelet_size"] = [p["tubelet"], p["patch"], p["patch"]]
         return out
@@ -196,7 +200,8 @@ def _mamba(fam, p):
 
 def _mamba2(fam, p):
     expand = p["inner"] // p["d_model"] if p["inner"] % p["d_model"] == 0 else p["inner"] / p["d_model"]
-    return {"expand": expand, "head_dim": p["inner"] // p["heads"], "architectures": _arch(p, "Mamba2ForCausalLM", "Mamba2Model")}
+    return {"expand": expand, "head_dim": p["inner"] // p["heads"],
+            "architectures": _arch(p, "Mamba2ForCausalLM", "Mamba2Model")}
 
 
 def _tower(table: dict, p: dict, kind: str) -> dict:
