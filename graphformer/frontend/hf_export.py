@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import hf
-from .hf import (ACTIVATIONS, ALIASES, DEFAULTS, FAMILIES, Family, Fixed, HFImportError, P, bundled_params,
+from .hf import (ACTIVATIONS, ALIASES, DEFAULTS, FAMILIES, Family, HFImportError, P, bundled_params,
                  convert_config, spec_path)
 
 
