@@ -2515,6 +2515,78 @@ nodes:
   logits: {op: linear, out: vocab}
 outputs: {logits: logits}
 """),
+    Code(
+        "GF314", "a param no transformers config field carries",
+        ("`build --save-map hf -o DIR` writes the config.json of the spec's family (the spec named like a bundled one "
+         "that `graphformer import hf` reads) beside the weights, so that `from_pretrained(DIR)` builds this model. "
+         "That config says each param through a field of the family's transformers config class; a param set to "
+         "something no field says (`--set pooler=false` on BERT: BertConfig has no field that removes the pooler), or "
+         "one the family's spec doesn't have, would be silently built otherwise by from_pretrained."),
+        fix="Drop the `--set` (or the param) that the config can't say, or write the weights alone under another map "
+            "name; the message names the param and the value from_pretrained would use.",
+        example="""\
+graphformer: 1
+name: gpt2
+params: {vocab: 50, d_model: 8, scale: 2}
+dims: {B: 2, n: 4}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  wte: {op: embedding, vocab: vocab, dim: d_model * scale}
+outputs: {hidden: wte}
+weight_maps:
+  hf:
+    rules:
+      - {from: transformer.wte.weight, to: wte.weight}
+""",
+        command=("build", "--quiet", "--save-map", "hf", "-o", "out")),
+    Code(
+        "GF315", "a param value the family's config fields can't hold",
+        ("The config.json `build --save-map hf` writes is checked by importing it back: every param must come back "
+         "at its value. A field that exists but can't hold the value (T5's `feed_forward_proj: gated-gelu` always "
+         "means the tanh approximation, so a gated exact GELU can't be said) would make from_pretrained build another "
+         "function than the spec's."),
+        fix="Use a value the field can hold (the message shows what the config reads back as), or drop the `--set`.",
+        example="""\
+graphformer: 1
+name: t5-base
+params: {vocab: 50, d_model: 8, ffn: gated_ffn, act: gelu}
+dims: {B: 2, n: 4}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  shared: {op: embedding, vocab: vocab, dim: d_model}
+  ffn: {op: activation, kind: act, when: ffn == "gated_ffn"}
+outputs: {hidden: ffn}
+weight_maps:
+  hf:
+    rules:
+      - {from: shared.weight, to: shared.weight}
+""",
+        command=("build", "--quiet", "--save-map", "hf", "-o", "out")),
+    Code(
+        "GF316", "params whose config `import hf` refuses",
+        ("The config.json `build --save-map hf` writes for the spec's params is one `graphformer import hf` refuses "
+         "(the same rules: a combination the family's transformers class builds differently from the spec, such as "
+         "DeepSeek-V2 with no mixture-of-experts layer). Writing it would give a checkpoint directory whose model is "
+         "not this spec's."),
+        fix="Change the params to a combination the family's config describes (the message gives import's reason).",
+        example="""\
+graphformer: 1
+name: deepseek-v2
+params: {vocab: 50, d_model: 8, layers: 2, dense_layers: 2}
+dims: {B: 2, n: 4}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  embed: {op: embedding, vocab: vocab, dim: d_model * layers // dense_layers}
+outputs: {hidden: embed}
+weight_maps:
+  hf:
+    rules:
+      - {from: model.embed_tokens.weight, to: embed.weight}
+""",
+        command=("build", "--quiet", "--save-map", "hf", "-o", "out")),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

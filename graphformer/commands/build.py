@@ -45,8 +45,9 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", metavar="FILE.safetensors|DIR", help="write the state dict as safetensors "
                    "in the spec's names; with --save-map, a checkpoint directory in the map's names")
     p.add_argument("--save-map", metavar="NAME", help="write -o DIR in weight map NAME's names and shapes (the "
-                   "reference's, e.g. hf: model.safetensors, sharded above --max-shard-size, and the config.json of "
-                   "a checkpoint directory given as SPEC or --weights), so that its from_pretrained loads it")
+                   "reference's, e.g. hf: model.safetensors, sharded above --max-shard-size, and config.json: the "
+                   "checkpoint directory's given as SPEC or --weights, else written from the spec's params), so "
+                   "that its from_pretrained loads it")
     p.add_argument("--max-shard-size", metavar="SIZE", type=size_arg, default=DEFAULT_SHARD,
                    help="with --save-map: the largest weights file, e.g. 500MB, 2GiB (default 5GB, as save_pretrained)")
 
@@ -57,17 +58,18 @@ def run(args) -> int:
     if args.weights_map and not args.weights:
         raise CommandError("--weights-map names the tensors of --weights FILE|DIR: give the weights too")
     require_weight_map(result.ir, args.weights_map)
-    if args.save_map is not None:
-        _check_save_map(result.ir, args)   # before anything is built: a map that can't write is the spec's error
-    (backend,) = import_torch(".backends.torch")
     from ..ir.spec import Spec
     spec = Spec.checked(result.ir, result.diagnostics)
+    config = None
+    if args.save_map is not None:   # before anything is built (or torch imported): these are the spec's errors
+        _check_save_map(result.ir, args)
+        config = _config_to_copy(args, spec)
+    (backend,) = import_torch(".backends.torch")
     dims = backend.resolve_dims(spec, parse_assignments(args.dims, "--dims"))
     device = backend.resolve_device(args.device)
     meta = device.type == "meta"
     if args.output and meta:
         raise CommandError("-o: a model on the meta device has no weights to write (use --device cpu)")
-    config = _config_to_copy(args, spec) if args.save_map is not None else None
     if args.output and args.save_map is None:
         resolve_output(args.output)  # a missing directory or a device: say so before the slow part
     if not meta:
@@ -266,9 +268,7 @@ def _config_to_copy(args, spec) -> bytes | None:
     from ..weights.checkpoint import is_hf_directory
     source = next((d for d in (args.spec, args.weights) if isinstance(d, str) and is_hf_directory(d)), None)
     if source is None:
-        sys.stderr.write("note: no config.json written: give a transformers checkpoint directory as SPEC or --weights "
-                         "to copy its config (from_pretrained needs one beside the weights)\n")
-        return None
+        return _config_to_write(args, spec)
     from ..base.reading import FileProblem, inside, read_input
     from ..frontend.hf import HFImportError, convert_config, read_config
     try:
@@ -286,6 +286,31 @@ def _config_to_copy(args, spec) -> bytes | None:
                            "the config is not copied: write to a new directory without it, or drop the --set",
                            EXIT_SPEC)
     return data
+
+
+def _config_to_write(args, spec) -> bytes | None:
+    """config.json for map `hf` of a bundled family's spec, written from its params (frontend/hf_export.py) and
+    checked by importing it back; a param no such config says is GF314-GF316 (exit 1, before anything is built).
+    None, with a note, for a spec of no importable family or another map."""
+    import json
+    from ..base.diagnostics import Diagnostic
+    from ..frontend.hf_export import HFExportError, export_config
+    exported = None
+    if args.save_map == "hf":
+        try:
+            exported = export_config(spec.name, dict(spec.params), spec.ir.param_origin)
+        except HFExportError as e:
+            problem = Diagnostic(e.code, f"--save-map hf: {e}", help="drop that --set, or write the weights "
+                                 "alone with another map; docs/huggingface.md \"Back to transformers\"")
+            sys.stderr.write(render([problem], "text", SourceCache(), wants_color(sys.stderr)))
+            raise CommandError("", EXIT_SPEC) from None
+    if exported is None:
+        sys.stderr.write(f"note: no config.json written: spec `{spec.name}` is no family `graphformer import hf` "
+                         "reads (give a transformers checkpoint directory as SPEC or --weights to copy its config; "
+                         "from_pretrained needs one beside the weights)\n")
+        return None
+    config = {**exported.config, "dtype": str(args.dtype)}   # the tensors' dtype: from_pretrained's "auto" reads it
+    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
 
 
 def _same_param(a, b) -> bool:

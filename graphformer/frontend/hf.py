@@ -712,6 +712,14 @@ def _names(cfg: dict, *classes: str) -> bool:
     return any(str(a) in classes for a in cfg.get("architectures") or ())
 
 
+def _with_head(derive: Callable[[dict], dict], bare: str) -> Callable[[dict], dict]:
+    """`derive`, plus the spec's `head` switched off where `architectures` names the bare model `bare` (a
+    checkpoint without the LM head; `build --save-map hf` writes that name for `head: false`)."""
+    def with_head(cfg: dict) -> dict:
+        return {**derive(cfg), "head": not _names(cfg, bare)}
+    return with_head
+
+
 def _vit(cfg: dict) -> dict:
     size = cfg.get("pooler_output_size")
     if size is not None and size != cfg.get("hidden_size"):
@@ -1168,7 +1176,7 @@ MODERNBERT = Family("modernbert", "modernbert.yaml", {
     "reference_compile", "repad_logits_with_grad", "gradient_checkpointing",
     # hub configs carry BERT's field, which ModernBERT never reads (it has no position table)
     "position_embedding_type",
-}), _modernbert, "ModernBertForMaskedLM")
+}), _with_head(_modernbert, "ModernBertModel"), "ModernBertForMaskedLM")
 
 
 # ---------------------------------------------------------------- GPT-OSS (sinks, YaRN, clamped SwiGLU experts)
@@ -1332,7 +1340,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
                   "dense_act_fn", "is_gated_act",     # derived by transformers from feed_forward_proj
                   "n_positions", "output_past"}),      # old hub configs: unused by the model
            _t5, "T5ForConditionalGeneration"),
-    Family("llama", "llama.yaml", dict(LLAMA_FIELDS), ROPE_READ, _llama_derive(True), "LlamaForCausalLM"),
+    Family("llama", "llama.yaml", dict(LLAMA_FIELDS), ROPE_READ, _with_head(_llama_derive(True), "LlamaModel"),
+           "LlamaForCausalLM"),
     Family("mistral", "mistral-7b.yaml",
            {k: v for k, v in LLAMA_FIELDS.items() if k not in ("attention_bias", "mlp_bias")},
            ROPE_READ | {"sliding_window"}, _mistral_window, "MistralForCausalLM"),
@@ -1358,7 +1367,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "use_bidirectional_attention": Fixed(_is(False, None), "the gemma2 spec's attention is causal"),
     }, frozenset({"rope_theta", "rope_scaling", "rope_parameters", "sliding_window", "layer_types",
                   # older configs repeat the activation under Gemma-1's name; Gemma-2 reads hidden_activation
-                  "hidden_act", "cache_implementation"}), _gemma2, "Gemma2ForCausalLM"),
+                  "hidden_act", "cache_implementation"}), _with_head(_gemma2, "Gemma2Model"), "Gemma2ForCausalLM"),
     Family("gemma3_text", "gemma3.yaml", {
         "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
         "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "head_dim": P("head_dim"),
@@ -1375,7 +1384,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
                   "attn_logit_softcapping",
                   "hidden_act", "cache_implementation"}), _gemma3, "Gemma3ForCausalLM"),
     Family("olmo2", "olmo2.yaml",
-           {k: v for k, v in LLAMA_FIELDS.items() if k != "mlp_bias"}, ROPE_READ, _olmo2, "Olmo2ForCausalLM"),
+           {k: v for k, v in LLAMA_FIELDS.items() if k != "mlp_bias"}, ROPE_READ, _with_head(_olmo2, "Olmo2Model"),
+           "Olmo2ForCausalLM"),
     Family("phi", "phi-2.yaml", {
         "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
         "num_attention_heads": P("heads"), "intermediate_size": P("d_ff"), "max_position_embeddings": P("max_len"),
