@@ -1382,7 +1382,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
                   "_sliding_window_pattern",
                   # transformers' Gemma3 reads it nowhere (no attention soft-cap): it changes nothing
                   "attn_logit_softcapping",
-                  "hidden_act", "cache_implementation"}), _gemma3, "Gemma3ForCausalLM"),
+                  "hidden_act", "cache_implementation"}), _with_head(_gemma3, "Gemma3TextModel"), "Gemma3ForCausalLM"),
     Family("olmo2", "olmo2.yaml",
            {k: v for k, v in LLAMA_FIELDS.items() if k != "mlp_bias"}, ROPE_READ, _with_head(_olmo2, "Olmo2Model"),
            "Olmo2ForCausalLM"),

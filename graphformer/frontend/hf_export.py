@@ -257,6 +257,27 @@ def _segformer(fam, p):
             **_labels(p["labels"]), "architectures": _arch(p, "SegformerForSemanticSegmentation", "SegformerModel")}
 
 
+def _gemma3(fam, p):
+    every, layers = p["sliding_window_pattern"], p["layers"]
+    full = {"rope_type": "default", "rope_theta": p["rope_theta"]}
+    if p["rope_scaling"] == "linear":
+        full.update(rope_type="linear", factor=p["rope_factor"])
+    return {"layer_types": ["full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(layers)],
+            "sliding_window": p["sliding_window"], **_pad(p),
+            "final_logit_softcapping": p["final_softcap"] or None,   # 0 would divide the logits by zero
+            "rope_parameters": {"full_attention": full,
+                                "sliding_attention": {"rope_type": "default", "rope_theta": p["rope_local_theta"]}},
+            "architectures": _arch(p, fam.reference, "Gemma3TextModel")}
+
+
+def _jamba(fam, p):
+    return {"mamba_dt_rank": p["dt_rank"], "use_mamba_kernels": False}   # the kernels need CUDA
+
+
+def _rwkv(fam, p):
+    return {"rescale_every": p["rescale_every"], "architectures": _arch(p, fam.reference, "RwkvModel")}
+
+
 def _bloom(fam, p):
     return {"hidden_size": p["d_model"], "n_head": p["heads"], "n_layer": p["layers"]}
 
@@ -276,6 +297,9 @@ EXPORTS: dict[str, Callable[[Family, dict], dict]] = {
     "qwen2": lambda fam, p: _decoder(fam, p),
     "gemma2": lambda fam, p: {**_decoder(fam, p, "Gemma2Model"), "sliding_window": p["sliding_window"]},
     "olmo2": lambda fam, p: _decoder(fam, p, "Olmo2Model"),
+    "gemma3_text": _gemma3,
+    "jamba": _jamba,
+    "rwkv": _rwkv,
     "phi": _phi,
     "gpt_neox": _neox,
     "gptj": lambda fam, p: {"rotary_dim": p["rope_dims"]},
