@@ -70,7 +70,7 @@ _BAD = object()   # an attribute value already reported as wrong
 _KIND = {"int": "an integer", "float": "a float", "bool": "a boolean", "str": "a string", "list": "a per-layer list"}
 # What makes a block param's value or a `when` a per-layer expression rather than a dimension or a param
 # name: a comparison, `and` / `or` / `not`, a conditional, or a per-layer list read by index.
-_LOGIC = re.compile(r"[<>=!\[]|\b(?:if|and|or|not)\b")
+_LOGIC = re.compile(r"[<>=!\['\"]|\b(?:if|and|or|not)\b")   # a quote: a string literal ('mlp')
 _CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
         ast.Gt: operator.gt, ast.GtE: operator.ge}
 _ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
