@@ -1101,6 +1101,79 @@ GPT_OSS_READ = frozenset({
 })
 
 
+# ---------------------------------------------------------------- Qwen3, Qwen3-MoE (one spec: experts 0 = dense)
+
+FIELD_TYPES.update({"max_window_layers": Int(0, LAYERS, null=True), "decoder_sparse_step": Int(1, LAYERS),
+                    "mlp_only_layers": ListOf(Int(0, LAYERS), LAYERS)})
+# Qwen3-MoE's `num_experts` (its attribute_map's name for num_local_experts) may be 0: every layer dense
+FAMILY_TYPES["qwen3_moe"] = {"num_experts": Int(0, LAYERS), "num_local_experts": Int(0, LAYERS)}
+
+
+def _qwen3_window(cfg: dict, sliding: list[bool]) -> dict:
+    """The spec's (sliding_window, window_from) for the layers transformers windows: the windowed ones must be
+    the last ones (from window_from on), which max_window_layers and Qwen3-MoE's all-or-none give."""
+    layers = cfg["num_hidden_layers"]
+    start = sliding.index(True) if any(sliding) else layers
+    if sliding != [i >= start for i in range(layers)]:
+        raise HFImportError(f"`layer_types` {show(cfg.get('layer_types'))}: the qwen3 spec windows the layers from "
+                            "one index on (max_window_layers), not this pattern")
+    if start == layers:
+        return {"sliding_window": 0, "window_from": 0}
+    return {"sliding_window": cfg["sliding_window"], "window_from": start}
+
+
+def _qwen3_common(cfg: dict) -> dict:
+    out = _derive_rope(cfg, False)
+    out["head_dim"] = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    if cfg.get("num_key_value_heads") is None:
+        out["kv_heads"] = cfg["num_attention_heads"]
+    return out
+
+
+def _qwen3(cfg: dict) -> dict:
+    """Qwen3 (dense): transformers' layer_types, given or made from max_window_layers (layers from it on are
+    windowed where use_sliding_window is set)."""
+    w = cfg.get("sliding_window", 4096) if cfg.get("use_sliding_window") else None
+    types = cfg.get("layer_types") or ["sliding_attention" if w is not None and i >= (cfg.get("max_window_layers")
+                                                                                       or 0)
+                                       else "full_attention" for i in range(cfg["num_hidden_layers"])]
+    unknown = set(types) - {"sliding_attention", "full_attention"}
+    if unknown or len(types) != cfg["num_hidden_layers"]:
+        raise HFImportError(f"`layer_types` {show(types)}: one of sliding_attention / full_attention per layer")
+    sliding = [t == "sliding_attention" for t in types]
+    if any(sliding) and w is None:
+        raise HFImportError(f"`layer_types` {show(types)} names sliding layers, but there is no window "
+                            "(use_sliding_window false or sliding_window null): transformers can't build it either")
+    return {**_qwen3_common(cfg), **_qwen3_window({**cfg, "sliding_window": w}, sliding), "experts": 0}
+
+
+def _qwen3_moe(cfg: dict) -> dict:
+    """Qwen3-MoE: the window on every layer or none; experts every decoder_sparse_step-th layer."""
+    if cfg.get("mlp_only_layers"):
+        raise HFImportError(f"`mlp_only_layers: {show(cfg['mlp_only_layers'])}`: the qwen3 spec places the dense "
+                            "layers by decoder_sparse_step only (no published Qwen3-MoE lists any)")
+    w = cfg.get("sliding_window", 4096) if cfg.get("use_sliding_window") else None
+    sliding = [w is not None] * cfg["num_hidden_layers"]
+    return {**_qwen3_common(cfg), **_qwen3_window({**cfg, "sliding_window": w}, sliding)}
+
+
+QWEN3_FIELDS = {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+    "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "intermediate_size": P("d_ff"),
+    "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"), "hidden_act": P("act", act),
+    "attention_bias": P("attn_bias"), "tie_word_embeddings": P("tie_embeddings"),
+}
+QWEN3_MOE_FIELDS = {**QWEN3_FIELDS, "num_local_experts": P("experts"), "num_experts_per_tok": P("top_k"),
+                    "moe_intermediate_size": P("moe_d_ff"), "norm_topk_prob": P("normalize"),
+                    "decoder_sparse_step": P("sparse_step")}
+QWEN3_READ = ROPE_READ | {"use_sliding_window", "sliding_window"}
+QWEN3 = Family("qwen3", "qwen3.yaml", QWEN3_FIELDS, QWEN3_READ | {"max_window_layers", "layer_types"}, _qwen3,
+               "Qwen3ForCausalLM")
+# the hub's Qwen3-MoE configs carry Qwen3's max_window_layers, which transformers' Qwen3-MoE never reads
+QWEN3_MOE = Family("qwen3_moe", "qwen3.yaml", QWEN3_MOE_FIELDS, QWEN3_READ | {"mlp_only_layers", "max_window_layers"},
+                   _qwen3_moe, "Qwen3MoeForCausalLM")
+
+
 # ---------------------------------------------------------------- ConvNeXt, VideoMAE, SegFormer (vision)
 
 FIELD_TYPES.update({
@@ -1228,6 +1301,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
            {k: v for k, v in LLAMA_FIELDS.items() if k not in ("attention_bias", "mlp_bias")},
            ROPE_READ | {"use_sliding_window", "sliding_window", "max_window_layers", "layer_types"}, _qwen2,
            "Qwen2ForCausalLM"),
+    QWEN3,
+    QWEN3_MOE,
     Family("gemma2", "gemma2.yaml", {
         "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
         "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "head_dim": P("head_dim"),
@@ -1439,6 +1514,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "num_key_value_heads": 32, "intermediate_size": 22016, "max_position_embeddings": 32768,
               "rms_norm_eps": 1e-06, "hidden_act": "silu", "tie_word_embeddings": False, "use_sliding_window": False,
               "pad_token_id": None, "rope_theta": 10000.0},
+    "qwen3": {"vocab_size": 151936, "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+              "num_key_value_heads": 32, "head_dim": 128, "intermediate_size": 22016, "max_position_embeddings": 32768,
+              "rms_norm_eps": 1e-06, "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": False,
+              "use_sliding_window": False, "max_window_layers": 28, "pad_token_id": None, "rope_theta": 10000.0},
+    "qwen3_moe": {"vocab_size": 151936, "hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 32,
+                  "num_key_value_heads": 4, "intermediate_size": 6144, "max_position_embeddings": 32768,
+                  "rms_norm_eps": 1e-06, "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": False,
+                  "use_sliding_window": False, "num_local_experts": 128, "num_experts_per_tok": 8,
+                  "moe_intermediate_size": 768, "norm_topk_prob": False, "decoder_sparse_step": 1,
+                  "mlp_only_layers": [], "pad_token_id": None, "rope_theta": 10000.0},
     "gemma2": {"vocab_size": 256000, "hidden_size": 2304, "num_hidden_layers": 26, "num_attention_heads": 8,
                "num_key_value_heads": 4, "head_dim": 256, "intermediate_size": 9216, "max_position_embeddings": 8192,
                "rms_norm_eps": 1e-06, "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256,
@@ -1581,7 +1666,7 @@ REQUIRED: dict[str, dict[str, str]] = {
 # from it after the field's own value, so the other name wins where both are given.
 ALIASES: dict[str, dict[str, str]] = {
     "mixtral": {"num_experts": "num_local_experts"}, "gpt_oss": {"num_experts": "num_local_experts"},
-    "deepseek_v2": {"num_experts": "n_routed_experts"},
+    "deepseek_v2": {"num_experts": "n_routed_experts"}, "qwen3_moe": {"num_experts": "num_local_experts"},
     **dict.fromkeys(("gpt2", "gptj"), {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
                                        "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}),
     "decision_transformer": {"max_position_embeddings": "n_positions", "num_attention_heads": "n_head",
