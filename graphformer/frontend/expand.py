@@ -736,6 +736,8 @@ class Expander:
             self.diags.append(Diagnostic(e.code, f"{e.message} in `{text}` for {what}", sp, help=e.help))
             return _BAD
         self.read |= set(_NAME.findall(text)) & set(self.prog.params)
+        for block in set(re.findall(r"['\"](\w+)['\"]", text)) & set(self.prog.blocks):
+            self._mark_read(block, {}, set())   # a block a per-layer `op` may call: what it reads is read
         return value
 
     def _shape_texts(self, scope: Scope, exprs: list, span: Span | None) -> tuple | None:
@@ -859,6 +861,8 @@ class Expander:
         for v in attrs.values():
             if isinstance(v, str):
                 self.read |= set(_NAME.findall(v)) & set(self.prog.params)
+                if v in self.prog.blocks:   # a block an attribute names (a moe's `expert`) runs too
+                    self._mark_read(v, {}, seen)
         if op in self.prog.blocks and op not in seen:
             seen.add(op)
             block = self.prog.blocks[op][1]
