@@ -1174,6 +1174,40 @@ QWEN3_MOE = Family("qwen3_moe", "qwen3.yaml", QWEN3_MOE_FIELDS, QWEN3_READ | {"m
                    _qwen3_moe, "Qwen3MoeForCausalLM")
 
 
+# ---------------------------------------------------------------- Phi-3 (fused qkv and gate/up, split by the map)
+
+FIELD_TYPES.update({"original_max_position_embeddings": Int(1, POSITIONS)})
+
+
+def _phi3(cfg: dict) -> dict:
+    """Phi-3: plain rotary (longrope refused), partial rotary, the window on every layer or none."""
+    _head_dim_ok(cfg)
+    rp = _rope_params(cfg)
+    if rp["rope_type"] != "default":
+        raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: the phi3 spec has plain rotary "
+                            "(longrope's per-dimension short/long factors, switched by the sequence length, are "
+                            "not something the rotary op can say)")
+    heads = cfg["num_attention_heads"]
+    rope_dims = int(rp.get("partial_rotary_factor", 1.0) * (cfg["hidden_size"] // heads))
+    if rope_dims % 2:
+        raise HFImportError(f"`partial_rotary_factor: {rp['partial_rotary_factor']}` gives {rope_dims} rotary dims; "
+                            "rotary needs an even count")
+    out = {"rope_theta": float(rp["rope_theta"]), "rope_dims": rope_dims, "window": cfg.get("sliding_window") or 0}
+    if cfg.get("num_key_value_heads") is None:
+        out["kv_heads"] = heads
+    return out
+
+
+PHI3 = Family("phi3", "phi3.yaml", {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+    "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "intermediate_size": P("d_ff"),
+    "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"), "hidden_act": P("act", act),
+    "tie_word_embeddings": P("tie_embeddings"),
+}, frozenset({"rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor", "head_dim", "sliding_window",
+              # read by longrope only (refused above)
+              "original_max_position_embeddings"}), _phi3, "Phi3ForCausalLM")
+
+
 # ---------------------------------------------------------------- ConvNeXt, VideoMAE, SegFormer (vision)
 
 FIELD_TYPES.update({
@@ -1303,6 +1337,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
            "Qwen2ForCausalLM"),
     QWEN3,
     QWEN3_MOE,
+    PHI3,
     Family("gemma2", "gemma2.yaml", {
         "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
         "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "head_dim": P("head_dim"),
@@ -1524,6 +1559,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                   "use_sliding_window": False, "num_local_experts": 128, "num_experts_per_tok": 8,
                   "moe_intermediate_size": 768, "norm_topk_prob": False, "decoder_sparse_step": 1,
                   "mlp_only_layers": [], "pad_token_id": None, "rope_theta": 10000.0},
+    "phi3": {"vocab_size": 32064, "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
+             "num_attention_heads": 32, "max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "hidden_act": "silu",
+             "tie_word_embeddings": False, "pad_token_id": 32000, "rope_theta": 10000.0,
+             "num_key_value_heads": KV_HEADS},
     "gemma2": {"vocab_size": 256000, "hidden_size": 2304, "num_hidden_layers": 26, "num_attention_heads": 8,
                "num_key_value_heads": 4, "head_dim": 256, "intermediate_size": 9216, "max_position_embeddings": 8192,
                "rms_norm_eps": 1e-06, "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256,
