@@ -8,8 +8,8 @@ device). A converted tensor is of the same kind as the one it came from.
 
 A map is data in the IR (`ir.WeightMap`, from the spec's `weight_maps:`; docs/weight-maps.md): rules
 `from` (a reference key, `{i}` standing for a layer index) → `to` (a spec parameter, or several: the
-fused reference tensor is split along dim 0 into that many equal parts, as contiguous blocks,
-interleaved per head or in alternate rows, as the rule's `split` says), optionally transposed first
+fused reference tensor is split along dim 0 into that many parts: contiguous blocks, equal or as long
+as the targets, interleaved per head or in alternate rows, as the rule's `split` says), optionally transposed first
 (GPT-2's Conv1D stores `[in, out]`), reshaped to the parameter's shape and scaled last; `from: [a, b]`
 builds one tensor from several (concatenated, or g · v / ‖v‖ with `weight_norm`, or a times a per-channel
 vector with `multiply`: `_joined`, `_built`, their inverses `_unjoin`, `_unbuilt`); and `zero`

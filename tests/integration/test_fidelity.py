@@ -115,6 +115,7 @@ CLAIMS = [
         hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_key_value_heads=8))),
     ("Qwen3MoeForCausalLM", "qwen3", "qwen3-30b-a3b", {}, "hf", lambda: T.Qwen3MoeForCausalLM(T.Qwen3MoeConfig(
         num_hidden_layers=48, head_dim=128, num_experts=128, norm_topk_prob=True))),
+    ("Phi3ForCausalLM", "phi3", None, {}, "hf", lambda: T.Phi3ForCausalLM(T.Phi3Config())),   # Phi-3-mini-4k
     ("PaliGemmaForConditionalGeneration", "paligemma", None, {}, "hf",   # paligemma-3b-pt-224
      lambda: T.PaliGemmaForConditionalGeneration(T.PaliGemmaConfig(
          vision_config=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
