@@ -1123,7 +1123,19 @@ def _qwen3_window(cfg: dict, sliding: list[bool]) -> dict:
 
 
 def _qwen3_common(cfg: dict) -> dict:
-    out = _derive_rope(cfg, False)
+    """Rotary (plain, or YaRN: Qwen3's long-context setting), the head width, the key/value heads."""
+    rp = _rope_params(cfg)
+    out = {"rope_theta": float(rp["rope_theta"])}
+    if rp["rope_type"] == "default":
+        out["rope_scaling"] = "none"
+    elif rp["rope_type"] == "yarn":
+        if rp.get("attention_factor") is not None or rp.get("factor") is None:
+            raise HFImportError(f"`{_rope_field(cfg)}`: the qwen3 spec's yarn has a `factor` and the attention "
+                                "factor derived from it and the mscales (no explicit `attention_factor`)")
+        out.update(_yarn(cfg, rp), rope_scaling="yarn", rope_truncate=rp.get("truncate", True) is not False)
+    else:
+        raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: not supported (supported: "
+                            "default or yarn)")
     out["head_dim"] = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
     if cfg.get("num_key_value_heads") is None:
         out["kv_heads"] = cfg["num_attention_heads"]

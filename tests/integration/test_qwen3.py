@@ -4,7 +4,7 @@ sharing 2 kv heads of width 10 (6 · 10 ≠ 40), per-head q/k norm, a window of 
 sequence here) on the layers from max_window_layers 1 on; for MoE 5 experts of which 2 are kept, unnormalised,
 in every second layer (decoder_sparse_step 2), the others dense. Logits with and without left padding,
 gradients, greedy generation and the cached steps, ONNX Runtime (with and without past), parameter counts on
-meta at the published sizes, the per-layer structure, and `import hf`."""
+meta at the published sizes, the per-layer structure, YaRN rotary, and `import hf`."""
 from __future__ import annotations
 
 import json
@@ -63,6 +63,23 @@ def test_moe_with_renormalised_weights_and_a_window_on_every_layer_equals_transf
     spec, ref, model = pair("qwen3_moe", dict(norm_topk_prob=True, use_sliding_window=True, sliding_window=4),
                             normalize=True, sliding_window=4)
     assert_lm_logits(model, ref, *lm_batch(), "qwen3_moe normalised, windowed")
+
+
+YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 500.0}
+
+
+@pytest.mark.parametrize("extra,sets", [({}, {}), ({"beta_fast": 6.0, "truncate": False, "mscale": 0.8,
+                                                     "mscale_all_dim": 1.2},
+                                                    {"rope_beta_fast": 6.0, "rope_truncate": False, "rope_mscale": 0.8,
+                                                     "rope_mscale_all_dim": 1.2})])
+def test_yarn_rotary_equals_transformers(extra, sets):
+    """Qwen3's long-context setting: YaRN (factor 4 over an original 16 positions here, so it bites at 11)."""
+    spec, ref, model = pair("qwen3", dict(rope_parameters={**YARN, **extra}), rope_scaling="yarn", rope_factor=4.0,
+                            rope_original_max_len=16, **sets)
+    assert_lm_logits(model, ref, *lm_batch(), f"qwen3 yarn {extra}")
+    with torch.no_grad():
+        plain = ours(graphformer.load(SPECS / "qwen3.yaml", preset="tiny"), ref)(tokens=lm_batch()[0])["logits"]
+        assert (model(tokens=lm_batch()[0])["logits"] - plain).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -204,6 +221,10 @@ def test_import_hf_reads_the_window_and_the_experts(tmp_path, capsys):
     assert rc == 0, err
     spec = graphformer.load(tmp_path / "spec.yaml")
     assert [spec.ir.node(f"blocks.{i}.attn").attrs.window for i in range(3)] == [None, 4, 4]
+    rc, err = _import(tmp_path, capsys, {"model_type": "qwen3", **DENSE, "rope_parameters": YARN})
+    assert rc == 0, err
+    attn = graphformer.load(tmp_path / "spec.yaml").ir.node("blocks.0.attn").attrs
+    assert (attn.rope_scaling, attn.rope_factor, attn.rope_original_max_len) == ("yarn", 4.0, 16)
     rc, err = _import(tmp_path, capsys, {"model_type": "qwen3_moe", **MOE})
     assert rc == 0, err
     spec = graphformer.load(tmp_path / "spec.yaml")
