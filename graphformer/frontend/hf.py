@@ -1216,8 +1216,9 @@ PHI3 = Family("phi3", "phi3.yaml", {
     "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"), "hidden_act": P("act", act),
     "tie_word_embeddings": P("tie_embeddings"),
 }, frozenset({"rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor", "head_dim", "sliding_window",
-              # read by longrope only (refused above)
-              "original_max_position_embeddings"}), _phi3, "Phi3ForCausalLM")
+              # read by longrope only (refused above); hub configs carry attention_bias, which transformers'
+              # Phi-3 never reads (no biases)
+              "original_max_position_embeddings", "attention_bias"}), _phi3, "Phi3ForCausalLM")
 
 
 # ---------------------------------------------------------------- ConvNeXt, VideoMAE, SegFormer (vision)
