@@ -1104,7 +1104,7 @@ GPT_OSS_READ = frozenset({
 # ---------------------------------------------------------------- Qwen3, Qwen3-MoE (one spec: experts 0 = dense)
 
 FIELD_TYPES.update({"max_window_layers": Int(0, LAYERS, null=True), "decoder_sparse_step": Int(1, LAYERS),
-                    "mlp_only_layers": ListOf(Int(0, LAYERS), LAYERS)})
+                    "mlp_only_layers": ListOf(Int(-LAYERS, LAYERS), LAYERS)})
 # Qwen3-MoE's `num_experts` (its attribute_map's name for num_local_experts) may be 0: every layer dense
 FAMILY_TYPES["qwen3_moe"] = {"num_experts": Int(0, LAYERS), "num_local_experts": Int(0, LAYERS)}
 
@@ -1159,11 +1159,13 @@ def _qwen3(cfg: dict) -> dict:
     return {**_qwen3_common(cfg), **_qwen3_window({**cfg, "sliding_window": w}, sliding), "experts": 0}
 
 
+def _dense_layers(value, name):
+    """mlp_only_layers: the spec's list param can't be empty, and [-1] names no layer (as in transformers)."""
+    return list(value) or [-1]
+
+
 def _qwen3_moe(cfg: dict) -> dict:
     """Qwen3-MoE: the window on every layer or none; experts every decoder_sparse_step-th layer."""
-    if cfg.get("mlp_only_layers"):
-        raise HFImportError(f"`mlp_only_layers: {show(cfg['mlp_only_layers'])}`: the qwen3 spec places the dense "
-                            "layers by decoder_sparse_step only (no published Qwen3-MoE lists any)")
     w = cfg.get("sliding_window", 4096) if cfg.get("use_sliding_window") else None
     sliding = [w is not None] * cfg["num_hidden_layers"]
     return {**_qwen3_common(cfg), **_qwen3_window({**cfg, "sliding_window": w}, sliding)}
@@ -1177,12 +1179,12 @@ QWEN3_FIELDS = {
 }
 QWEN3_MOE_FIELDS = {**QWEN3_FIELDS, "num_local_experts": P("experts"), "num_experts_per_tok": P("top_k"),
                     "moe_intermediate_size": P("moe_d_ff"), "norm_topk_prob": P("normalize"),
-                    "decoder_sparse_step": P("sparse_step")}
+                    "decoder_sparse_step": P("sparse_step"), "mlp_only_layers": P("mlp_only_layers", _dense_layers)}
 QWEN3_READ = ROPE_READ | {"use_sliding_window", "sliding_window"}
 QWEN3 = Family("qwen3", "qwen3.yaml", QWEN3_FIELDS, QWEN3_READ | {"max_window_layers", "layer_types"}, _qwen3,
                "Qwen3ForCausalLM")
 # the hub's Qwen3-MoE configs carry Qwen3's max_window_layers, which transformers' Qwen3-MoE never reads
-QWEN3_MOE = Family("qwen3_moe", "qwen3.yaml", QWEN3_MOE_FIELDS, QWEN3_READ | {"mlp_only_layers", "max_window_layers"},
+QWEN3_MOE = Family("qwen3_moe", "qwen3.yaml", QWEN3_MOE_FIELDS, QWEN3_READ | {"max_window_layers"},
                    _qwen3_moe, "Qwen3MoeForCausalLM")
 
 

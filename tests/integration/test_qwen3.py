@@ -2,7 +2,7 @@
 Qwen3MoeForCausalLM, built offline from tiny, deliberately odd configs with perturbed random weights: 6 heads
 sharing 2 kv heads of width 10 (6 · 10 ≠ 40), per-head q/k norm, a window of 4 tokens (shorter than every
 sequence here) on the layers from max_window_layers 1 on; for MoE 5 experts of which 2 are kept, unnormalised,
-in every second layer (decoder_sparse_step 2), the others dense. Logits with and without left padding,
+in every second layer (decoder_sparse_step 2), the others dense (and layers listed dense by mlp_only_layers). Logits with and without left padding,
 gradients, greedy generation and the cached steps, ONNX Runtime (with and without past), parameter counts on
 meta at the published sizes, the per-layer structure, YaRN rotary, and `import hf`."""
 from __future__ import annotations
@@ -56,6 +56,15 @@ def pair(case, ref_kw=None, **sets):
 def test_logits_equal_transformers_with_and_without_padding(case):
     spec, ref, model = pair(case)
     assert_lm_logits(model, ref, *lm_batch(), case)
+
+
+def test_moe_with_layers_listed_dense_equals_transformers():
+    """mlp_only_layers keeps layers 0 and 2 dense though decoder_sparse_step 1 makes every layer sparse."""
+    spec, ref, model = pair("qwen3_moe", dict(decoder_sparse_step=1, mlp_only_layers=[0, 2]), sparse_step=1,
+                            mlp_only_layers=[0, 2])
+    names = {n.name for n in spec.ir.nodes()}
+    assert [f"blocks.{i}.mlp.moe" in names for i in range(3)] == [False, True, False]
+    assert_lm_logits(model, ref, *lm_batch(), "qwen3_moe mlp_only_layers")
 
 
 def test_moe_with_renormalised_weights_and_a_window_on_every_layer_equals_transformers():
@@ -204,7 +213,6 @@ def _import(tmp_path, capsys, cfg):
 
 
 @pytest.mark.parametrize("extra,word", [
-    ({"model_type": "qwen3_moe", "mlp_only_layers": [1]}, "mlp_only_layers"),
     ({"model_type": "qwen3", "layer_types": ["sliding_attention", "full_attention", "full_attention"],
       "use_sliding_window": True}, "layer_types"),
     ({"model_type": "qwen3", "rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 500.0}},
@@ -231,3 +239,39 @@ def test_import_hf_reads_the_window_and_the_experts(tmp_path, capsys):
     names = {n.name for n in spec.ir.nodes()}
     assert [f"blocks.{i}.mlp.moe" in names for i in range(3)] == [False, True, False]
     assert spec.ir.node("blocks.1.mlp.moe").attrs.normalize is False
+    rc, err = _import(tmp_path, capsys, {"model_type": "qwen3_moe", **MOE, "decoder_sparse_step": 1,
+                                         "mlp_only_layers": [1]})
+    assert rc == 0, err
+    names = {n.name for n in graphformer.load(tmp_path / "spec.yaml").ir.nodes()}
+    assert [f"blocks.{i}.mlp.moe" in names for i in range(3)] == [True, False, True]
+
+
+# ---------------------------------------------------------------- the language features Qwen3-MoE brought
+
+def test_block_param_names_the_block_a_layer_calls_with_membership_in_a_list(tmp_path):
+    """A quoted string as a block param's default, chosen per layer with `repeat_index not in LIST`; the params
+    of a block no layer calls still count as read (no GF113); `in` on a non-list is GF222 at its position."""
+    from graphformer.base.diagnostics import SpecError
+    text = ("graphformer: 1\nname: case\ndims: {B: 2, n: 5}\n"
+            "params: {d: 8, wide: 16, narrow: 4, dense: [1, 3], layers: 4}\n"
+            "inputs: {x: {shape: [B, n, d]}}\nblocks:\n"
+            "  big:\n    inputs: {x: [B, n, d]}\n    nodes:\n      up: {op: linear, out: wide}\n"
+            "      down: {op: linear, out: d}\n    outputs: {x: down}\n"
+            "  small:\n    inputs: {x: [B, n, d]}\n    nodes:\n      up: {op: linear, out: narrow}\n"
+            "      down: {op: linear, out: d}\n    outputs: {x: down}\n"
+            "  layer:\n    params: {ffn: \"'small'\"}\n    inputs: {x: [B, n, d]}\n"
+            "    nodes:\n      f: {op: ffn}\n    outputs: {x: f}\n"
+            "nodes:\n  blocks: {op: layer, repeat: layers, ffn: \"'small' if repeat_index in dense else 'big'\"}\n"
+            "outputs: {y: blocks}\n")
+    path = tmp_path / "case.yaml"
+    path.write_text(text)
+    spec = graphformer.load(path)
+    widths = [spec.ir.node(f"blocks.{i}.f.up").attrs.out for i in range(4)]
+    assert widths == [16, 4, 16, 4]
+    path.write_text(text.replace("dense: [1, 3]", "dense: [0, 1, 2, 3]"))   # `big` is called nowhere
+    from graphformer.frontend.check import check_file
+    assert not [d for d in check_file(str(path)).diagnostics if d.code == "GF113"]
+    path.write_text(text.replace("in dense", "in layers"))
+    with pytest.raises(SpecError) as e:
+        graphformer.load(path)
+    assert [d.code for d in e.value.diagnostics if d.is_error] == ["GF222"]
