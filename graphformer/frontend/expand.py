@@ -70,7 +70,7 @@ _BAD = object()   # an attribute value already reported as wrong
 _KIND = {"int": "an integer", "float": "a float", "bool": "a boolean", "str": "a string", "list": "a per-layer list"}
 # What makes a block param's value or a `when` a per-layer expression rather than a dimension or a param
 # name: a comparison, `and` / `or` / `not`, a conditional, or a per-layer list read by index.
-_LOGIC = re.compile(r"[<>=!\[]|\b(?:if|and|or|not)\b")
+_LOGIC = re.compile(r"[<>=!\['\"]|\b(?:if|and|or|not|in)\b")   # a quote: a string literal ('mlp')
 _CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
         ast.Gt: operator.gt, ast.GtE: operator.ge}
 _ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
@@ -155,6 +155,13 @@ def per_layer_value(text: str, env: dict[str, Any], repeat: int | None) -> Any:
                 return _ARITH[type(node.op)](a, b)
             except ZeroDivisionError:
                 raise _ExprError("GF130", "division by zero", at) from None
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (ast.In, ast.NotIn)):
+            # membership in a list param of any length (Qwen3-MoE's `repeat_index in mlp_only_layers`)
+            item, table = walk(node.left, depth + 1), walk(node.comparators[0], depth + 1)
+            if not isinstance(table, list):
+                raise _ExprError("GF222", f"`in` needs a list param on its right, got {_KIND[kind(table)]} `{table}`",
+                                 shift + node.comparators[0].col_offset)
+            return (item in table) == isinstance(node.ops[0], ast.In)
         if isinstance(node, ast.Compare) and all(type(o) in _CMP for o in node.ops):
             left, result = walk(node.left, depth + 1), True
             for op, right_node in zip(node.ops, node.comparators):
@@ -168,7 +175,7 @@ def per_layer_value(text: str, env: dict[str, Any], repeat: int | None) -> Any:
             test = want(walk(node.test, depth + 1), ("bool",), node.test, "the condition of `if`")
             return walk(node.body if test else node.orelse, depth + 1)
         raise _ExprError("GF130", "only numbers, strings, param names, `list[i]`, + - * / // %, comparisons, "
-                         "`and` / `or` / `not` and `a if c else b` are allowed", at)
+                         "`x in list`, `and` / `or` / `not` and `a if c else b` are allowed", at)
 
     return walk(tree)
 
@@ -736,6 +743,8 @@ class Expander:
             self.diags.append(Diagnostic(e.code, f"{e.message} in `{text}` for {what}", sp, help=e.help))
             return _BAD
         self.read |= set(_NAME.findall(text)) & set(self.prog.params)
+        for block in set(re.findall(r"['\"](\w+)['\"]", text)) & set(self.prog.blocks):
+            self._mark_read(block, {}, set())   # a block a per-layer `op` may call: what it reads is read
         return value
 
     def _shape_texts(self, scope: Scope, exprs: list, span: Span | None) -> tuple | None:
@@ -859,6 +868,8 @@ class Expander:
         for v in attrs.values():
             if isinstance(v, str):
                 self.read |= set(_NAME.findall(v)) & set(self.prog.params)
+                if v in self.prog.blocks:   # a block an attribute names (a moe's `expert`) runs too
+                    self._mark_read(v, {}, seen)
         if op in self.prog.blocks and op not in seen:
             seen.add(op)
             block = self.prog.blocks[op][1]

@@ -1228,6 +1228,128 @@ GPT_OSS_READ = frozenset({
 })
 
 
+# ---------------------------------------------------------------- Qwen3, Qwen3-MoE (one spec: experts 0 = dense)
+
+FIELD_TYPES.update({"max_window_layers": Int(0, LAYERS, null=True), "decoder_sparse_step": Int(1, LAYERS),
+                    "mlp_only_layers": ListOf(Int(-LAYERS, LAYERS), LAYERS)})
+# Qwen3-MoE's `num_experts` (its attribute_map's name for num_local_experts) may be 0: every layer dense
+FAMILY_TYPES["qwen3_moe"] = {"num_experts": Int(0, LAYERS), "num_local_experts": Int(0, LAYERS)}
+
+
+def _qwen3_window(cfg: dict, sliding: list[bool]) -> dict:
+    """The spec's (sliding_window, window_from) for the layers transformers windows: the windowed ones must be
+    the last ones (from window_from on), which max_window_layers and Qwen3-MoE's all-or-none give."""
+    layers = cfg["num_hidden_layers"]
+    start = sliding.index(True) if any(sliding) else layers
+    if sliding != [i >= start for i in range(layers)]:
+        raise HFImportError(f"`layer_types` {show(cfg.get('layer_types'))}: the qwen3 spec windows the layers from "
+                            "one index on (max_window_layers), not this pattern")
+    if start == layers:
+        return {"sliding_window": 0, "window_from": 0}
+    return {"sliding_window": cfg["sliding_window"], "window_from": start}
+
+
+def _qwen3_common(cfg: dict) -> dict:
+    """Rotary (plain, or YaRN: Qwen3's long-context setting), the head width, the key/value heads."""
+    rp = _rope_params(cfg)
+    out = {"rope_theta": float(rp["rope_theta"])}
+    if rp["rope_type"] == "default":
+        out["rope_scaling"] = "none"
+    elif rp["rope_type"] == "yarn":
+        if rp.get("attention_factor") is not None or rp.get("factor") is None:
+            raise HFImportError(f"`{_rope_field(cfg)}`: the qwen3 spec's yarn has a `factor` and the attention "
+                                "factor derived from it and the mscales (no explicit `attention_factor`)")
+        out.update(_yarn(cfg, rp), rope_scaling="yarn", rope_truncate=rp.get("truncate", True) is not False)
+    else:
+        raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: not supported (supported: "
+                            "default or yarn)")
+    out["head_dim"] = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    if cfg.get("num_key_value_heads") is None:
+        out["kv_heads"] = cfg["num_attention_heads"]
+    return out
+
+
+def _qwen3(cfg: dict) -> dict:
+    """Qwen3 (dense): transformers' layer_types, given or made from max_window_layers (layers from it on are
+    windowed where use_sliding_window is set)."""
+    w = cfg.get("sliding_window", 4096) if cfg.get("use_sliding_window") else None
+    types = cfg.get("layer_types") or ["sliding_attention" if w is not None and i >= (cfg.get("max_window_layers")
+                                                                                       or 0)
+                                       else "full_attention" for i in range(cfg["num_hidden_layers"])]
+    unknown = set(types) - {"sliding_attention", "full_attention"}
+    if unknown or len(types) != cfg["num_hidden_layers"]:
+        raise HFImportError(f"`layer_types` {show(types)}: one of sliding_attention / full_attention per layer")
+    sliding = [t == "sliding_attention" for t in types]
+    if any(sliding) and w is None:
+        raise HFImportError(f"`layer_types` {show(types)} names sliding layers, but there is no window "
+                            "(use_sliding_window false or sliding_window null): transformers can't build it either")
+    return {**_qwen3_common(cfg), **_qwen3_window({**cfg, "sliding_window": w}, sliding), "experts": 0}
+
+
+def _dense_layers(value, name):
+    """mlp_only_layers: the spec's list param can't be empty, and [-1] names no layer (as in transformers)."""
+    return list(value) or [-1]
+
+
+def _qwen3_moe(cfg: dict) -> dict:
+    """Qwen3-MoE: the window on every layer or none; experts every decoder_sparse_step-th layer."""
+    w = cfg.get("sliding_window", 4096) if cfg.get("use_sliding_window") else None
+    sliding = [w is not None] * cfg["num_hidden_layers"]
+    return {**_qwen3_common(cfg), **_qwen3_window({**cfg, "sliding_window": w}, sliding)}
+
+
+QWEN3_FIELDS = {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+    "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "intermediate_size": P("d_ff"),
+    "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"), "hidden_act": P("act", act),
+    "attention_bias": P("attn_bias"), "tie_word_embeddings": P("tie_embeddings"),
+}
+QWEN3_MOE_FIELDS = {**QWEN3_FIELDS, "num_local_experts": P("experts"), "num_experts_per_tok": P("top_k"),
+                    "moe_intermediate_size": P("moe_d_ff"), "norm_topk_prob": P("normalize"),
+                    "decoder_sparse_step": P("sparse_step"), "mlp_only_layers": P("mlp_only_layers", _dense_layers)}
+QWEN3_READ = ROPE_READ | {"use_sliding_window", "sliding_window"}
+QWEN3 = Family("qwen3", "qwen3.yaml", QWEN3_FIELDS, QWEN3_READ | {"max_window_layers", "layer_types"}, _qwen3,
+               "Qwen3ForCausalLM")
+# the hub's Qwen3-MoE configs carry Qwen3's max_window_layers, which transformers' Qwen3-MoE never reads
+QWEN3_MOE = Family("qwen3_moe", "qwen3.yaml", QWEN3_MOE_FIELDS, QWEN3_READ | {"max_window_layers"},
+                   _qwen3_moe, "Qwen3MoeForCausalLM")
+
+
+# ---------------------------------------------------------------- Phi-3 (fused qkv and gate/up, split by the map)
+
+FIELD_TYPES.update({"original_max_position_embeddings": Int(1, POSITIONS)})
+
+
+def _phi3(cfg: dict) -> dict:
+    """Phi-3: plain rotary (longrope refused), partial rotary, the window on every layer or none."""
+    _head_dim_ok(cfg)
+    rp = _rope_params(cfg)
+    if rp["rope_type"] != "default":
+        raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: the phi3 spec has plain rotary "
+                            "(longrope's per-dimension short/long factors, switched by the sequence length, are "
+                            "not something the rotary op can say)")
+    heads = cfg["num_attention_heads"]
+    rope_dims = int(rp.get("partial_rotary_factor", 1.0) * (cfg["hidden_size"] // heads))
+    if rope_dims % 2:
+        raise HFImportError(f"`partial_rotary_factor: {rp['partial_rotary_factor']}` gives {rope_dims} rotary dims; "
+                            "rotary needs an even count")
+    out = {"rope_theta": float(rp["rope_theta"]), "rope_dims": rope_dims, "window": cfg.get("sliding_window") or 0}
+    if cfg.get("num_key_value_heads") is None:
+        out["kv_heads"] = heads
+    return out
+
+
+PHI3 = Family("phi3", "phi3.yaml", {
+    "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
+    "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "intermediate_size": P("d_ff"),
+    "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"), "hidden_act": P("act", act),
+    "tie_word_embeddings": P("tie_embeddings"),
+}, frozenset({"rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor", "head_dim", "sliding_window",
+              # read by longrope only (refused above); hub configs carry attention_bias, which transformers'
+              # Phi-3 never reads (no biases)
+              "original_max_position_embeddings", "attention_bias"}), _phi3, "Phi3ForCausalLM")
+
+
 # ---------------------------------------------------------------- ConvNeXt, VideoMAE, SegFormer (vision)
 
 FIELD_TYPES.update({
@@ -1357,6 +1479,9 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
            {k: v for k, v in LLAMA_FIELDS.items() if k not in ("attention_bias", "mlp_bias")},
            ROPE_READ | {"use_sliding_window", "sliding_window", "max_window_layers", "layer_types"}, _qwen2,
            "Qwen2ForCausalLM"),
+    QWEN3,
+    QWEN3_MOE,
+    PHI3,
     Family("gemma2", "gemma2.yaml", {
         "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
         "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "head_dim": P("head_dim"),
@@ -1585,6 +1710,20 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "num_key_value_heads": 32, "intermediate_size": 22016, "max_position_embeddings": 32768,
               "rms_norm_eps": 1e-06, "hidden_act": "silu", "tie_word_embeddings": False, "use_sliding_window": False,
               "pad_token_id": None, "rope_theta": 10000.0},
+    "qwen3": {"vocab_size": 151936, "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+              "num_key_value_heads": 32, "head_dim": 128, "intermediate_size": 22016, "max_position_embeddings": 32768,
+              "rms_norm_eps": 1e-06, "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": False,
+              "use_sliding_window": False, "max_window_layers": 28, "pad_token_id": None, "rope_theta": 10000.0},
+    "qwen3_moe": {"vocab_size": 151936, "hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 32,
+                  "num_key_value_heads": 4, "intermediate_size": 6144, "max_position_embeddings": 32768,
+                  "rms_norm_eps": 1e-06, "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": False,
+                  "use_sliding_window": False, "num_local_experts": 128, "num_experts_per_tok": 8,
+                  "moe_intermediate_size": 768, "norm_topk_prob": False, "decoder_sparse_step": 1,
+                  "mlp_only_layers": [], "pad_token_id": None, "rope_theta": 10000.0},
+    "phi3": {"vocab_size": 32064, "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
+             "num_attention_heads": 32, "max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "hidden_act": "silu",
+             "tie_word_embeddings": False, "pad_token_id": 32000, "rope_theta": 10000.0,
+             "num_key_value_heads": KV_HEADS},
     "gemma2": {"vocab_size": 256000, "hidden_size": 2304, "num_hidden_layers": 26, "num_attention_heads": 8,
                "num_key_value_heads": 4, "head_dim": 256, "intermediate_size": 9216, "max_position_embeddings": 8192,
                "rms_norm_eps": 1e-06, "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256,
@@ -1746,7 +1885,7 @@ REQUIRED: dict[str, dict[str, str]] = {
 ALIASES: dict[str, dict[str, str]] = {
     "mixtral": {"num_experts": "num_local_experts"}, "jamba": {"num_local_experts": "num_experts"},
     "gpt_oss": {"num_experts": "num_local_experts"},
-    "deepseek_v2": {"num_experts": "n_routed_experts"},
+    "deepseek_v2": {"num_experts": "n_routed_experts"}, "qwen3_moe": {"num_experts": "num_local_experts"},
     **dict.fromkeys(("gpt2", "gptj"), {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
                                        "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}),
     "decision_transformer": {"max_position_embeddings": "n_positions", "num_attention_heads": "n_head",

@@ -8,8 +8,8 @@ device). A converted tensor is of the same kind as the one it came from.
 
 A map is data in the IR (`ir.WeightMap`, from the spec's `weight_maps:`; docs/weight-maps.md): rules
 `from` (a reference key, `{i}` standing for a layer index) → `to` (a spec parameter, or several: the
-fused reference tensor is split along dim 0 into that many equal parts, as contiguous blocks,
-interleaved per head or in alternate rows, as the rule's `split` says), optionally transposed first
+fused reference tensor is split along dim 0 into that many parts: contiguous blocks, equal or as long
+as the targets, interleaved per head or in alternate rows, as the rule's `split` says), optionally transposed first
 (GPT-2's Conv1D stores `[in, out]`), reshaped to the parameter's shape and scaled last; `from: [a, b]`
 builds one tensor from several (concatenated, or g · v / ‖v‖ with `weight_norm`, or a times a per-channel
 vector with `multiply`: `_joined`, `_built`, their inverses `_unjoin`, `_unbuilt`); and `zero`
@@ -358,8 +358,9 @@ class _Rule:
             src = _INDEX.sub(str(self.index.ref(int(at["i"]))), src)
         return src.replace("{e}", at["e"]) if "e" in at else src
 
-    def parts(self, key: str, tensor, at: dict) -> list[tuple[str, object, str]]:
-        """(spec name, tensor, how it was made) for each target; raises WeightMapError on bad geometry."""
+    def parts(self, key: str, tensor, at: dict, rows: Mapping | None = None) -> list[tuple[str, object, str]]:
+        """(spec name, tensor, how it was made) for each target; raises WeightMapError on bad geometry.
+        `rows`: spec parameter → its dim 0, for `split: blocks` into parts of unequal sizes."""
         how = []
         if self.rule.transpose:
             # with `unstack`, each expert's matrix is transposed: [E, a, b] → [E, b, a] (GPT-OSS's experts)
@@ -376,9 +377,9 @@ class _Rule:
                                      f"`unstack` needs a tensor with an expert axis first")
             parts = [part for e in range(tensor.shape[0])
                      for part in _split(key, tensor[e], [n.replace("{e}", str(e)) for n in names],
-                                        how + [f"expert {e}"], self.rule)]
+                                        how + [f"expert {e}"], self.rule, rows)]
         else:
-            parts = _split(key, tensor, names, how, self.rule)
+            parts = _split(key, tensor, names, how, self.rule, rows)
         if self.rule.scale is None:
             return parts
         s = self.rule.scale
@@ -428,14 +429,22 @@ def _transposed(tensor, rule: WeightRule):
     return tensor.swapaxes(1, 2) if rule.unstack else tensor.T
 
 
-def _split(key: str, tensor, names: list[str], how: list[str], rule: WeightRule) -> list[tuple[str, object, str]]:
+def _split(key: str, tensor, names: list[str], how: list[str], rule: WeightRule,
+           rows: Mapping | None = None) -> list[tuple[str, object, str]]:
     """The tensor as one target, or split along dim 0 into the targets (a fused q, k, v) by the rule's
-    layout: `blocks`, one contiguous block per target; `heads`, [heads, targets, part]: per head, one
-    slice per target (GPT-NeoX's and BLOOM's query_key_value); `alternate`, row r to target r mod n
-    (GPT-OSS's interleaved gate/up): the `heads` layout with one row per part and group."""
+    layout: `blocks`, one contiguous block per target, as long as the target (`rows`: the spec parameters'
+    dim 0, where they add up to the tensor's: Phi-3's q, k, v of grouped-query attention), else equal;
+    `heads`, [heads, targets, part]: per head, one slice per target (GPT-NeoX's and BLOOM's
+    query_key_value); `alternate`, row r to target r mod n (GPT-OSS's interleaved gate/up): the `heads`
+    layout with one row per part and group."""
     if len(names) == 1:
         return [(names[0], _contiguous(tensor), ", ".join(how))]
     n = len(names)
+    sizes = [rows.get(t) for t in names] if rows is not None and rule.split == "blocks" else None
+    if sizes and None not in sizes and len(tensor.shape) and sum(sizes) == tensor.shape[0] and len(set(sizes)) > 1:
+        starts = [sum(sizes[:k]) for k in range(n)]
+        return [(name, _contiguous(tensor[a:a + size]), ", ".join(how + [f"split as blocks, rows {a}:{a + size}"]))
+                for name, a, size in zip(names, starts, sizes)]
     groups = _groups(rule, tensor.shape[0] // n if len(tensor.shape) else 1)
     if len(tensor.shape) == 0 or tensor.shape[0] % (n * groups):
         into = f"{groups} heads × {n} parts" if rule.split == "heads" else f"{n} parts"
@@ -498,6 +507,7 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str, place=None) -> d
     shapes = ir.param_shapes()
     # a tied layer's weight is its owner's: `lm_head.weight` names `tok.weight` when the head is tied
     tied = ir.param_aliases()   # a tied or shared (`share`) parameter is its owner's
+    rows = {p: s[0] for p, s in shapes.items() if s}   # `split: blocks` into unequal parts reads these
     # placeholders were validated with the spec: `{i}` (in `to` only if in `from`), `{e}` with `unstack`
     rules = [_Rule.of(r) for r in wmap.rules if not r.zero]
     zeros = [_Rule(r, None) for r in wmap.rules if r.zero]
@@ -525,7 +535,7 @@ def convert_state_dict(spec, state_dict: Mapping, mapping: str, place=None) -> d
         for rule, at in hits:
             try:
                 whole = _joined(rule, at, tensor, state_dict, by_name, joined) if rule.rule.more else tensor
-                parts = rule.parts(key, whole, at)
+                parts = rule.parts(key, whole, at, rows)
             except WeightMapError as e:
                 problems.extend(e.problems)
                 continue

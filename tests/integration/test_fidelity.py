@@ -115,6 +115,11 @@ CLAIMS = [
         vocab_size=50277, hidden_size=768, num_hidden_layers=12))),
     ("AlbertModel", "albert", None, {}, "hf", lambda: T.AlbertModel(T.AlbertConfig(
         hidden_size=768, num_attention_heads=12, intermediate_size=3072))),   # albert-base-v2
+    ("Qwen3ForCausalLM", "qwen3", None, {}, "hf", lambda: T.Qwen3ForCausalLM(T.Qwen3Config(   # Qwen3-8B
+        hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_key_value_heads=8))),
+    ("Qwen3MoeForCausalLM", "qwen3", "qwen3-30b-a3b", {}, "hf", lambda: T.Qwen3MoeForCausalLM(T.Qwen3MoeConfig(
+        num_hidden_layers=48, head_dim=128, num_experts=128, norm_topk_prob=True))),
+    ("Phi3ForCausalLM", "phi3", None, {}, "hf", lambda: T.Phi3ForCausalLM(T.Phi3Config())),   # Phi-3-mini-4k
     ("PaliGemmaForConditionalGeneration", "paligemma", None, {}, "hf",   # paligemma-3b-pt-224
      lambda: T.PaliGemmaForConditionalGeneration(T.PaliGemmaConfig(
          vision_config=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,

@@ -134,6 +134,17 @@ CASES = {
     "qwen2/hf": lambda: (spec("qwen2"), T.Qwen2ForCausalLM(T.Qwen2Config(
         **llama_cfg(hidden_size=40, num_attention_heads=5, num_key_value_heads=1, intermediate_size=72,
                     tie_word_embeddings=True)))),
+    "qwen3/hf": lambda: (spec("qwen3"), T.Qwen3ForCausalLM(T.Qwen3Config(
+        vocab_size=97, hidden_size=40, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2, head_dim=10,
+        intermediate_size=56, max_position_embeddings=64, tie_word_embeddings=True))),
+    "qwen3/hf+Qwen3MoeForCausalLM": lambda: (spec("qwen3", "tiny-moe"), T.Qwen3MoeForCausalLM(T.Qwen3MoeConfig(
+        vocab_size=97, hidden_size=40, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2, head_dim=10,
+        intermediate_size=56, num_experts=5, num_experts_per_tok=2, moe_intermediate_size=18, decoder_sparse_step=2,
+        max_position_embeddings=64, experts_implementation="eager"))),
+    "phi3/hf": lambda: (spec("phi3"), T.Phi3ForCausalLM(T.Phi3Config(
+        vocab_size=97, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
+        intermediate_size=40, max_position_embeddings=64, sliding_window=5, pad_token_id=0, eos_token_id=None,
+        rope_parameters={"rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 0.75}))),
     "phi-2/hf": lambda: (spec("phi-2"), T.PhiForCausalLM(T.PhiConfig(
         vocab_size=97, hidden_size=40, num_hidden_layers=2, num_attention_heads=4, intermediate_size=56,
         max_position_embeddings=64, partial_rotary_factor=0.4))),
