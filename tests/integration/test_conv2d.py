@@ -239,13 +239,18 @@ POOL_CASES = [
     dict(kind="avg", kernel=3, stride=2, padding=1),
     dict(kind="avg", kernel=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
     dict(kind="avg", kernel=2, stride=3, padding=1, ceil_mode=True),
+    dict(kind="max", kernel=[3, 2], stride=[2, 1], padding=[1, 0]),                    # pairs [h, w]
+    dict(kind="max", kernel=3, stride=2, padding=1, dilation=2),
+    dict(kind="max", kernel=[2, 3], stride=[1, 2], padding=[1, 1], dilation=[2, 1], ceil_mode=True),
+    dict(kind="avg", kernel=[3, 1], stride=[2, 1], padding=[1, 0], count_include_pad=False),
+    dict(kind="avg", kernel=[2, 4], stride=[3, 2], padding=[1, 2], ceil_mode=True),
 ]
 
 
 def torch_pool(a: dict) -> nn.Module:
     stride, padding, ceil = a.get("stride"), a.get("padding", 0), a.get("ceil_mode", False)
     if a["kind"] == "max":
-        return nn.MaxPool2d(a["kernel"], stride, padding, ceil_mode=ceil)
+        return nn.MaxPool2d(a["kernel"], stride, padding, a.get("dilation", 1), ceil_mode=ceil)
     return nn.AvgPool2d(a["kernel"], stride, padding, ceil_mode=ceil, count_include_pad=a.get("count_include_pad", True))
 
 

@@ -147,10 +147,11 @@ def _pool2d(ctx: NodeEmitter, node) -> None:
     if a.output is not None:
         _adaptive_pool2d(ctx, node)
         return
-    attrs = dict(kernel_shape=[a.kernel, a.kernel], strides=[a.step, a.step], pads=[a.padding] * 4,
+    ph, pw = pair(a.padding)
+    attrs = dict(kernel_shape=list(pair(a.kernel)), strides=list(a.step), pads=[ph, pw, ph, pw],
                  ceil_mode=int(a.ceil_mode))
     if a.kind == "max":
-        ctx.op("MaxPool", [x], final=True, **attrs)
+        ctx.op("MaxPool", [x], final=True, dilations=list(pair(a.dilation)), **attrs)
     else:
         ctx.op("AveragePool", [x], final=True, count_include_pad=int(a.count_include_pad is not False), **attrs)
 

@@ -155,8 +155,10 @@ class Pool2d(nn.Module):
 
     def __init__(self, a):
         super().__init__()
-        self.kind, self.kernel, self.stride, self.padding = a.kind, a.kernel, a.step, a.padding
-        self.ceil_mode = a.ceil_mode
+        self.kind, self.ceil_mode = a.kind, a.ceil_mode
+        if a.output is None:
+            self.kernel, self.stride, self.padding = pair(a.kernel), a.step, pair(a.padding)
+            self.dilation = pair(a.dilation)
         self.count_include_pad = a.count_include_pad is not False
         self.output = pair(a.output) if a.output is not None else None
 
@@ -166,14 +168,16 @@ class Pool2d(nn.Module):
                 return F.adaptive_max_pool2d(x, self.output)
             return F.adaptive_avg_pool2d(x, self.output)
         if self.kind == "max":
-            return F.max_pool2d(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode)
+            return F.max_pool2d(x, self.kernel, self.stride, self.padding, self.dilation, ceil_mode=self.ceil_mode)
         return F.avg_pool2d(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode,
                             count_include_pad=self.count_include_pad)
 
     def extra_repr(self) -> str:
         if self.output is not None:
             return f"{self.kind}, adaptive → {self.output[0]}×{self.output[1]}"
-        return (f"{self.kind}, kernel={self.kernel}, stride={self.stride}, padding={self.padding}"
+        return (f"{self.kind}, kernel={pair_text(self.kernel)}, stride={pair_text(self.stride)}, "
+                f"padding={pair_text(self.padding)}"
+                + f", dilation={pair_text(self.dilation)}" * (self.dilation != (1, 1))
                 + ", ceil_mode" * self.ceil_mode
                 + ", padding not counted" * (self.kind == "avg" and not self.count_include_pad))
 
