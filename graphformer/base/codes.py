@@ -2519,6 +2519,25 @@ nodes:
   logits: {op: linear, out: vocab}
 outputs: {logits: logits}
 """),
+    Code(
+        "GF317", "a convolution's `padding_mode` that can't take its padding from the input",
+        ("`padding_mode: reflect` pads a `conv1d` or `conv2d` with the pixels beyond the edge mirrored (the edge "
+         "itself not repeated), so along each axis the padding must be less than the input's side; "
+         "`circular` pads with the other end's pixels, wrapping once, so the padding may be at most the side. "
+         "torch refuses both otherwise at run time; graphformer says so where the side is known. `zeros` and "
+         "`replicate` take any padding."),
+        fix="Pad less than the side (reflect) or at most the side (circular), feed a larger input, or pad with "
+            "`zeros` or `replicate`.",
+        example="""\
+graphformer: 1
+name: case
+dims: {B: 2}
+inputs:
+  image: {shape: [B, 3, 2, 2]}
+nodes:
+  conv: {op: conv2d, in: image, out: 8, kernel: 5, padding: 2, padding_mode: reflect}
+outputs: {y: conv}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

@@ -24,7 +24,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BeforeValidator, Field, StrictInt, StrictStr
 
 from ..base.dims import Dim, DimError, parse
-from .audio import groups_divide
+from .audio import PADDING_MODE, PaddingMode, groups_divide, padding_fits
 from .base import (MIXES, REPLICATE, UNPLANNED, Attrs, DimAttr, OpDef, ShapeError, TensorType, expect_float,
                    expect_rank, keeps, keeps_float_inputs, numel, positive, register)
 from .core import concrete
@@ -67,6 +67,7 @@ class Conv2dAttrs(Attrs):
         0, description="zeros added on both ends of an axis: one for both axes or [ph, pw] (k // 2 keeps the size "
                        "at stride 1, odd k); `same`: the output as large as the input (stride 1 only, as torch; "
                        "an even extent pads one more at the bottom and right)")
+    padding_mode: PaddingMode = Field("zeros", description=PADDING_MODE)
     dilation: DimPair = Field(1, description="spacing between the kernel's taps: one for both axes or [dh, dw]")
     groups: DimAttr = Field(1, description="channel groups: output group g reads input group g only (weight "
                                            "`[out, C / groups, kh, kw]`); groups = C = out is a depthwise conv")
@@ -119,6 +120,7 @@ def _conv2d_channels(a: Conv2dAttrs, x: TensorType) -> int:
                          help="use stride 1 with `padding: same` (torch refuses it on strided convolutions), or give "
                               "the padding as numbers (k // 2 for an odd kernel)")
     groups_divide(a.groups, c, "x", out=a.out)
+    padding_fits(a.padding_mode, a.pads, x.shape[2:], ("height", "width"))
     return c
 
 
@@ -156,7 +158,8 @@ register(OpDef(
     "2-D convolution, channels first: `[B, C, H, W] → [B, out, H', W']` with H' = floor((H + 2·padding − "
     "dilation·(kernel − 1) − 1) / stride) + 1 (W' alike; symbolic where H, W are). `kernel`, `stride`, "
     "`padding` and `dilation` are one number for both axes or a pair `[h, w]`; `padding: same` keeps the size "
-    "(stride 1). `groups` splits the channels (groups = C = out: depthwise). Weight `[out, C / groups, kh, "
+    "(stride 1); `padding_mode` zeros, reflect, replicate or circular, as torch's. `groups` splits the channels "
+    "(groups = C = out: depthwise). Weight `[out, C / groups, kh, "
     "kw]`, bias `[out]` (torch.nn.Conv2d's layout). SegFormer's overlapping patch embeddings, spatial "
     "reduction and Mix-FFN; CvT's and ConvNeXt's convolutions.",
     Conv2dAttrs, ("x",), _conv2d_shape, params=_conv2d_params, flops=_conv2d_flops,

@@ -66,6 +66,7 @@ class Conv1d(nn.Module):
         self.bias = _param(a.out) if a.bias else None
         self.stride, self.padding, self.dilation, self.groups = a.stride, a.padding, a.dilation, a.groups
         self.drop_last = a.drop_last
+        self.mode = None if a.padding_mode == "zeros" else a.padding_mode   # F.pad's first, as torch.nn.Conv1d
 
     def init_parameters(self, gen) -> None:
         """normal(0, 0.02) weights (v), zero bias; g = ‖v‖, so the weight starts equal to v (torch's init)."""
@@ -85,13 +86,16 @@ class Conv1d(nn.Module):
             x = torch.cat([self.cache.read(self.layer_id, "frames").to(x.dtype), x], dim=-1)
             self.cache.write(self.layer_id, "frames", x[..., x.shape[-1] - self.padding:])
             return F.conv1d(x, w, self.bias, 1, 0, self.dilation, self.groups)
-        y = F.conv1d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)   # (B, out, T')
+        if self.mode is not None:
+            x = F.pad(x, (self.padding, self.padding), mode=self.mode)
+        y = F.conv1d(x, w, self.bias, self.stride, 0 if self.mode else self.padding, self.dilation, self.groups)
         return y[..., :y.shape[-1] - self.drop_last] if self.drop_last else y
 
     def extra_repr(self) -> str:
         out, c, k = (self.weight if self.norm_axis is None else self.weight_v).shape
         extras = [f"groups={self.groups}"] * (self.groups > 1) + [f"weight_norm={self.norm_axis}"] * (
-            self.norm_axis is not None) + [f"drop_last={self.drop_last}"] * (self.drop_last > 0)
+            self.norm_axis is not None) + [f"drop_last={self.drop_last}"] * (self.drop_last > 0) + [
+            f"padding_mode={self.mode}"] * (self.mode is not None)
         return ", ".join([f"{c * self.groups}→{out}, kernel={k}, stride={self.stride}, padding={self.padding}, "
                           f"dilation={self.dilation}", *extras] + ([] if self.bias is not None else ["no bias"]))
 
