@@ -2538,6 +2538,24 @@ nodes:
   conv: {op: conv2d, in: image, out: 8, kernel: 5, padding: 2, padding_mode: reflect}
 outputs: {y: conv}
 """),
+    Code(
+        "GF318", "`weight_norm` on a tied linear",
+        ("`weight_norm: AXIS` stores a `linear`'s weight as a magnitude `weight_g` and a direction `weight_v` of "
+         "its own (w = g · v / ‖v‖). A linear `tied` to an embedding has no weight of its own: it reads the "
+         "table, so there is nothing to store in two parts."),
+        fix="Drop `weight_norm`, or untie the layer (`tie: false`) so that it holds weight_g and weight_v.",
+        example="""\
+graphformer: 1
+name: case
+params: {vocab: 50, d: 16}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d}
+  logits: {op: linear, out: vocab, tied: tok, weight_norm: 0}
+outputs: {logits: logits}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from ..base.dims import Dim
 from .base import (MIXES, RECURRENT, REPLICATE, UNPLANNED, keeps_float_inputs, Attrs, Carry, CarriedState, DimAttr,
                    OpDef, ShapeError, TensorType, register, expect_rank, expect_float, numel, positive)
-from .core import concrete
+from .core import concrete, normed_weights, weight_norm_field, weight_norm_flops
 
 
 class SpectrogramAttrs(Attrs):
@@ -144,10 +144,7 @@ class Conv1dAttrs(Attrs):
                                            "`[out, C / groups, kernel]`); must divide C and out")
     drop_last: DimAttr = Field(0, description="output frames removed from the end (Wav2Vec2's SamePad: kernel "
                                               "128, padding 64 gives T + 1 frames, one dropped)")
-    weight_norm: int | None = Field(None, ge=0, le=2, description="store the weight as magnitude and direction "
-                                    "(torch's weight_norm(dim=AXIS)): `weight_g` (the weight's size on this axis, "
-                                    "1 elsewhere) and `weight_v` `[out, C / groups, kernel]`, the weight being "
-                                    "g · v / ‖v‖ with the norm over the other two axes; Wav2Vec2 uses 2")
+    weight_norm: int | None = weight_norm_field(3, "[out, C / groups, kernel]", "Wav2Vec2 uses 2")
     bias: bool = True
 
     @property
@@ -202,22 +199,14 @@ def groups_divide(groups: int, channels: int, port: str, out: int | None = None)
                              help=f"every group takes {what} / groups channels: pick a divisor of {n}")
 
 
-def weight_norm_shape(a: Conv1dAttrs, weight: tuple[int, ...]) -> tuple[int, ...]:
-    """`weight_g`: the weight's size on the `weight_norm` axis, 1 on the others (torch's layout)."""
-    return tuple(n if k == a.weight_norm else 1 for k, n in enumerate(weight))
-
-
 def _conv1d_params(a: Conv1dAttrs, ins):
     w = weight_shape(a, concrete(ins["x"].shape[1], "x", "the channel dimension"))
-    weights = {"weight": w} if a.weight_norm is None else {"weight_g": weight_norm_shape(a, w), "weight_v": w}
-    return {**weights, **({"bias": (a.out,)} if a.bias else {})}
+    return {**normed_weights(a.weight_norm, w), **({"bias": (a.out,)} if a.bias else {})}
 
 
 def _conv1d_flops(a: Conv1dAttrs, ins, out):
     macs = 2 * out.shape[0] * a.out * (out.shape[2] + a.drop_last) * (ins["x"].shape[1] // a.groups) * a.kernel
-    # weight norm: squares, sums, a division and a product per weight element, once per forward
-    per_weight = 0 if a.weight_norm is None else 4 * a.out * (ins["x"].shape[1] // a.groups) * a.kernel
-    return macs + per_weight
+    return macs + weight_norm_flops(a.weight_norm, weight_shape(a, ins["x"].shape[1].value))
 
 
 def _conv1d_carry(a: Conv1dAttrs, ins) -> Carry | str:

@@ -1,7 +1,10 @@
 """Language gaps closed in one round, each against torch.nn: `conv1d`'s padding modes (reflect, replicate,
 circular; `conv2d`'s are in test_conv2d.py) as torch.nn.Conv1d's, forward, gradients and ONNX Runtime at two
 lengths (a symbolic T); what a padding mode can't take from a known input refused at file:line:col (GF317), and
-a padded causal convolution refused for step-by-step decoding (GF293)."""
+a padded causal convolution refused for step-by-step decoding (GF293). `linear`'s `weight_norm: AXIS` against
+torch.nn.utils.parametrizations.weight_norm (its state-dict names through a map's renames) and the old
+torch.nn.utils.weight_norm: count, init, forward, gradients, ONNX Runtime; on a tied linear GF318; left whole by
+the tensor-parallel plan."""
 from __future__ import annotations
 
 import pytest
@@ -145,3 +148,99 @@ outputs: {logits: logits}
         plan_decoder(load(path).ir)
     assert err.value.diagnostics[0].code == "GF293"
     assert "padding_mode: replicate" in err.value.diagnostics[0].message
+
+
+# ---------------------------------------------------------------- linear with weight_norm
+
+def wn_spec(axis: int, bias: bool) -> str:
+    """Two weight-normalised linears around a GELU, and a map from torch.nn.Sequential(weight_norm(Linear),
+    GELU, weight_norm(Linear)) that renames parametrizations' `original0/1` to weight_g / weight_v."""
+    rules = "".join(f"      - {{from: {i}.{p}, to: {ours}.{p}}}\n" for i, ours in ((0, "up"), (2, "down"))
+                    for p in ("weight_g", "weight_v", "bias") if bias or (ours, p) != ("up", "bias"))
+    return f"""graphformer: 1
+name: wn
+dims: {{B: 2, n: 5}}
+inputs:
+  x: {{shape: [B, n, 6]}}
+nodes:
+  up:   {{op: linear, out: 7, weight_norm: {axis}{"" if bias else ", bias: false"}}}
+  act:  {{op: gelu}}
+  down: {{op: linear, out: 6, weight_norm: {axis}}}
+outputs: {{y: down}}
+weight_maps:
+  torch:
+    doc: torch.nn.utils.parametrizations.weight_norm's state-dict names
+    renames:
+      - {{from: parametrizations.weight.original0, to: weight_g}}
+      - {{from: parametrizations.weight.original1, to: weight_v}}
+    rules:
+{rules}"""
+
+
+@pytest.mark.parametrize("axis,bias", [(0, True), (1, False)])
+def test_weight_normalised_linear_equals_torch(tmp_path, axis, bias):
+    """Two weight-normalised linears against torch.nn.utils.parametrizations.weight_norm(nn.Linear, dim=AXIS),
+    loaded through a map that renames its `parametrizations.weight.original0/1` to weight_g / weight_v: the
+    count, forward, every parameter's gradient, ONNX Runtime at two sequence lengths."""
+    from torch.nn.utils.parametrizations import weight_norm
+    from graphformer.analysis.summary import total_params
+    from graphformer.backends.torch.weights import load_weights
+    ref = nn.Sequential(weight_norm(nn.Linear(6, 7, bias=bias), dim=axis), nn.GELU(),
+                        weight_norm(nn.Linear(7, 6), dim=axis))
+    randomize(ref)
+    path = write(tmp_path, wn_spec(axis, bias))
+    spec = load(path)
+    assert total_params(spec.ir) == sum(p.numel() for p in ref.parameters())
+    assert spec.ir.param_shapes()["up.weight_g"] == ((7, 1) if axis == 0 else (1, 6))
+    model = graphformer.build(spec, seed=0).eval()
+    load_weights(model, ref.state_dict(), "torch", spec)
+    x = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    got, want = model(x=x)["y"], ref(x2)
+    assert_close(got, want, f"weight-normed linear dim={axis}")
+    names = {f"{ours}.{p}": f"{i}.parametrizations.weight.original{k}" for ours, i in (("up", 0), ("down", 2))
+             for k, p in enumerate(("weight_g", "weight_v"))}
+    grads_equal(model, ref, (x, x2), got, want, names, f"weight-normed linear dim={axis}")
+    sess = ort_session(spec, model)
+    for b, n in ((2, 5), (1, 9)):
+        x = torch.randn(b, n, 6, generator=torch.Generator().manual_seed(n))
+        (y,) = sess.run(["y"], {"x": x.numpy()})
+        with torch.no_grad():
+            assert_close(torch.from_numpy(y), ref(x), f"onnx weight-normed linear dim={axis} n={n}")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")
+def test_weight_normalised_linear_initialises_as_torch(tmp_path):
+    """g = ‖v‖ at init, so the weight starts equal to its direction (torch's weight_norm init); the state dict
+    holds weight_g and weight_v, never `weight`; old-style torch.nn.utils.weight_norm's names load unchanged."""
+    path = write(tmp_path, wn_spec(0, True))
+    model = graphformer.build(path, seed=3)
+    assert set(model.state_dict()) == {f"{m}.{p}" for m in ("up", "down") for p in ("weight_g", "weight_v", "bias")}
+    v, g = model.up.weight_v, model.up.weight_g
+    assert_close(g, v.norm(dim=1, keepdim=True), "g = ‖v‖")
+    old = torch.nn.utils.weight_norm(nn.Linear(6, 7), dim=0)      # stores weight_g / weight_v itself
+    randomize(old)
+    model.up.load_state_dict(old.state_dict())
+    x = torch.randn(3, 6)
+    with torch.no_grad():
+        assert_close(model.up(x), old(x), "torch.nn.utils.weight_norm's names")
+
+
+def test_weight_norm_on_a_tied_linear_is_refused_at_the_attribute(tmp_path):
+    line = "  logits: {op: linear, out: vocab, tied: tok, weight_norm: 0}"
+    path = write(tmp_path, "graphformer: 1\nname: t\nparams: {vocab: 50, d: 16}\ndims: {B: 2, n: 8}\ninputs:\n"
+                           "  tokens: {shape: [B, n], dtype: int64}\nnodes:\n"
+                           "  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d}\n"
+                           f"{line}\noutputs: {{logits: logits}}\n")
+    diags = [d for d in check_file(path).diagnostics if d.severity == "error"]
+    assert [d.code for d in diags] == ["GF318"]
+    assert (diags[0].span.line, diags[0].span.col) == (9, line.index("weight_norm: ") + len("weight_norm: ") + 1)
+
+
+def test_a_weight_normalised_linear_stays_replicated_under_tensor_parallelism(tmp_path):
+    """torch's tensor-parallel styles split nn.Linear's `weight`; a weight-normalised pair is left whole."""
+    from graphformer.analysis.tp_plan import derive
+    spec = load(write(tmp_path, wn_spec(0, True)))
+    plan = {s.module: s for s in derive(spec, 1)}
+    assert plan["up"].style == plan["down"].style == "replicate"
+    assert "weight-normalised" in plan["up"].why

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tables import mel_filters
+from .core import normed_weight
 from .lower import NodeEmitter, lowers
 from .past import carry_states, past_state_name
 
@@ -82,7 +83,7 @@ def _conv1d(ctx: NodeEmitter, node) -> None:
     pads = [a.padding, a.padding - unpadded]
     if a.padding_mode != "zeros":   # the frames padded first (a prefix of the end's pad is a shorter pad of it)
         x, pads = padded(ctx, x, a.padding_mode, [pads]), [0, 0]
-    ins = [x, _conv_weight(ctx, a)] + ([ctx.param("bias")] if a.bias else [])
+    ins = [x, normed_weight(ctx, a.weight_norm, 3)] + ([ctx.param("bias")] if a.bias else [])
     conv = dict(kernel_shape=[a.kernel], strides=[a.stride], pads=[0, 0] if slot else pads,
                 dilations=[a.dilation], group=a.groups)
     if slot is not None:
@@ -133,16 +134,6 @@ def _carried_frames(ctx: NodeEmitter, slot, x: str, reach: int) -> str:
                             ctx.const([2], "time_axis", np.int64)], "present_frames")
     carry_states(ctx, slot, "frames", last)
     return joined
-
-
-def _conv_weight(ctx: NodeEmitter, a) -> str:
-    """The weight, or with `weight_norm` g · v / ‖v‖ (the norm over the axes but `weight_norm`), computed in
-    the graph as torch's weight_norm does: v · (g / ‖v‖)."""
-    if a.weight_norm is None:
-        return ctx.param("weight")
-    v = ctx.param("weight_v")
-    norm = ctx.reduce("ReduceL2", v, [k for k in range(3) if k != a.weight_norm], "v_norm", keepdims=1)
-    return ctx.op("Mul", [v, ctx.op("Div", [ctx.param("weight_g"), norm], "g_over_norm")], "weight")
 
 
 @lowers("group_norm")
