@@ -38,8 +38,8 @@ def _conv2d(ctx: NodeEmitter, node) -> None:
     y = ctx.op("Conv", ins, final=not keeps_size, kernel_shape=list(pair(a.kernel)), strides=list(pair(a.stride)),
                pads=[top, left, bottom, right], dilations=list(pair(a.dilation)), group=a.groups)  # (B, out, H', W')
     if keeps_size:   # ONNX's Conv rule leaves a symbolic side unknown; a Reshape hands inference the input's
-        size = ctx.op("Concat", [ctx.const([0, a.out], "batch_channels", np.int64), ctx.shape(ctx.inputs[0], 2, 4, "hw")],
-                      "same_size", axis=0)
+        hw = ctx.shape(ctx.inputs[0], 2, 4, "hw")     # the input's sides, before any padding
+        size = ctx.op("Concat", [ctx.const([0, a.out], "batch_channels", np.int64), hw], "same_size", axis=0)
         ctx.op("Reshape", [y, size], final=True)
 
 
