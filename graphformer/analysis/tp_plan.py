@@ -121,16 +121,24 @@ def _vocab_parallel(ir: IRGraph, tp: int) -> dict[str, str]:
     owners = set(ir.ties.values())
     tables = {n.name: n.attrs.vocab for n in ir.nodes()
               if _tp(n) == VOCAB and n.name not in owners and not n.attrs.tied_to() and n.attrs.vocab >= tp}
-    heads = {n.name for n in ir.nodes() if _tp(n) == MATMUL and not n.attrs.tied_to()
-             and n.name in ir.outputs.values() and n.attrs.out in tables.values()}
+    heads = {n.name for n in ir.nodes()
+             if _splittable(n) and n.name in ir.outputs.values() and n.attrs.out in tables.values()}
     rows = "ceil(vocab / tp) rows per rank"
     return {**{t: f"vocab-parallel: {rows}; each rank looks up its rows, partial sums all-reduced" for t in tables},
             **{h: f"vocab-parallel: {rows}; each rank computes its slice of the logits, all-gathered" for h in heads}}
 
 
+def _splittable(n) -> bool:
+    """A weight matrix torch's tensor-parallel styles can split: an untied nn.Linear (a weight-normalised one
+    holds weight_g and weight_v instead)."""
+    return _tp(n) == MATMUL and not n.attrs.tied_to() and getattr(n.attrs, "weight_norm", None) is None
+
+
 def _why_replicated(n) -> str:
     if n.attrs.tied_to():
         return f"tied to {n.attrs.tied}"
+    if getattr(n.attrs, "weight_norm", None) is not None:
+        return "weight-normalised: its weight is computed from weight_g and weight_v (not split yet)"
     if _tp(n) == VOCAB:
         return "embedding table tied to the LM head, or smaller than tp (vocab-parallel not done for these)"
     if _tp(n) == EXPERTS:
@@ -148,7 +156,7 @@ def _mlp_pairs(ir: IRGraph, tp: int) -> dict[str, set[str]]:
     """Column-split candidates and the row-split linears their outputs reach through element-wise ops."""
     cand: dict[str, set[str]] = {}
     for n in ir.nodes():
-        if _tp(n) != MATMUL or n.attrs.tied_to() or n.shape is None or n.attrs.out % tp:
+        if not _splittable(n) or n.shape is None or n.attrs.out % tp:
             continue
         width = ir.node(n.inputs["x"]).shape.shape[-1].value
         ends, ok, stack, seen = set(), True, [n.name], set()
@@ -161,7 +169,7 @@ def _mlp_pairs(ir: IRGraph, tp: int) -> dict[str, set[str]]:
                 seen.add(c)
                 if _tp(node) == THROUGH:
                     stack.append(c)
-                elif _tp(node) == MATMUL and node.attrs.out == width and not node.attrs.tied_to():
+                elif _splittable(node) and node.attrs.out == width:
                     ends.add(c)
                 else:
                     ok = False

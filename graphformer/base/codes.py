@@ -2587,6 +2587,43 @@ weight_maps:
       - {from: model.embed_tokens.weight, to: embed.weight}
 """,
         command=("build", "--quiet", "--save-map", "hf", "-o", "out")),
+    Code(
+        "GF317", "a convolution's `padding_mode` that can't take its padding from the input",
+        ("`padding_mode: reflect` pads a `conv1d` or `conv2d` with the pixels beyond the edge mirrored (the edge "
+         "itself not repeated), so along each axis the padding must be less than the input's side; "
+         "`circular` pads with the other end's pixels, wrapping once, so the padding may be at most the side. "
+         "torch refuses both otherwise at run time; graphformer says so where the side is known. `zeros` and "
+         "`replicate` take any padding."),
+        fix="Pad less than the side (reflect) or at most the side (circular), feed a larger input, or pad with "
+            "`zeros` or `replicate`.",
+        example="""\
+graphformer: 1
+name: case
+dims: {B: 2}
+inputs:
+  image: {shape: [B, 3, 2, 2]}
+nodes:
+  conv: {op: conv2d, in: image, out: 8, kernel: 5, padding: 2, padding_mode: reflect}
+outputs: {y: conv}
+"""),
+    Code(
+        "GF318", "`weight_norm` on a tied linear",
+        ("`weight_norm: AXIS` stores a `linear`'s weight as a magnitude `weight_g` and a direction `weight_v` of "
+         "its own (w = g · v / ‖v‖). A linear `tied` to an embedding has no weight of its own: it reads the "
+         "table, so there is nothing to store in two parts."),
+        fix="Drop `weight_norm`, or untie the layer (`tie: false`) so that it holds weight_g and weight_v.",
+        example="""\
+graphformer: 1
+name: case
+params: {vocab: 50, d: 16}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d}
+  logits: {op: linear, out: vocab, tied: tok, weight_norm: 0}
+outputs: {logits: logits}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

@@ -563,7 +563,8 @@ class Expander:
             rules.append(WeightRule(sources[0], (r.dst,) if isinstance(r.dst, str) else tuple(r.dst), r.transpose,
                                     r.unstack, r.reshape, scale, r.zero, split, heads, tuple(sources[1:]),
                                     axis, combine, stored, ctx.span(("weight_maps", name, "rules", k))))
-        return WeightMap(tuple(rules), decl.strip_prefix, tuple(decl.ignore), decl.reference,
+        prefixes = [decl.strip_prefix] if isinstance(decl.strip_prefix, str) else decl.strip_prefix
+        return WeightMap(tuple(rules), tuple(p for p in prefixes if p), tuple(decl.ignore), decl.reference,
                          self._renames(ctx, name, decl, rules))
 
     def _stored_shape(self, ctx: SpecCtx, at: tuple, r) -> tuple[int, ...] | None:

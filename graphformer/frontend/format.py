@@ -244,7 +244,10 @@ class WeightRename(_Strict):
 class WeightMap(_Strict):
     doc: str = ""
     reference: StrictStr = Field("", description="what the map is for, e.g. `transformers.BertModel`")
-    strip_prefix: StrictStr = ""
+    strip_prefix: Union[StrictStr, list[StrictStr]] = Field(
+        "", description="removed from a reference key that starts with it; a list: the longest of them that "
+                        "starts the key (one map reading several classes' wrappings: `[dinov2., "
+                        "dinov2_with_registers.]`)")
     renames: list[WeightRename] = Field(
         default_factory=_list, description="other names of the same tensors: a key's dotted segments `from` are "
                                           "read as `to`, in order, after `strip_prefix`; weights are written "

@@ -128,7 +128,7 @@ class WeightMap:
     """A reference implementation's state-dict names → this spec's parameters (docs/weight-maps.md)."""
 
     rules: tuple[WeightRule, ...]
-    strip_prefix: str = ""
+    strip_prefix: tuple[str, ...] = ()     # a key starting with one of them reads without it (the longest)
     ignore: tuple[str, ...] = ()            # reference keys (`*` and `{i}` patterns) that are not used
     reference: str = ""
     # (stored, read): a checkpoint's name for a run of dotted segments → the name the rules read

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from ..base.dims import Dim
 from .base import (MIXES, RECURRENT, REPLICATE, UNPLANNED, keeps_float_inputs, Attrs, Carry, CarriedState, DimAttr,
                    OpDef, ShapeError, TensorType, register, expect_rank, expect_float, numel, positive)
-from .core import concrete
+from .core import concrete, normed_weights, weight_norm_field, weight_norm_flops
 
 
 class SpectrogramAttrs(Attrs):
@@ -106,21 +106,45 @@ register(OpDef(
 
 # ---------------------------------------------------------------- conv1d
 
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
+PADDING_MODE = ("what the padding holds, torch.nn.Conv1d/Conv2d's `padding_mode`: zeros; reflect (the pixels "
+                "beyond the edge mirrored, the edge itself not repeated: the padding must be less than the side); "
+                "replicate (the edge pixel repeated); circular (the other end's pixels, wrapping once: the padding "
+                "at most the side)")
+
+
+def padding_fits(mode: str, pads, sides, names) -> None:
+    """GF317 where an axis's padding is more than `mode` can take from a side known here, as torch refuses it:
+    reflect mirrors pixels beyond the edge (fewer than the side), circular wraps the other end once (at most
+    the side). `pads` are (before, after) per axis, `sides` the input's sizes along them."""
+    for (before, after), n, name in zip(pads, sides, names):
+        p = max(before, after)
+        if mode == "reflect" and n.is_const and p >= n.value:
+            need = f"needs more than {p} pixels along the {name}"
+        elif mode == "circular" and n.is_const and p > n.value:
+            need = f"needs at least {p} pixels along the {name}"
+        else:
+            continue
+        raise ShapeError("GF317", f"`padding_mode: {mode}` pads {p} from an input {name} of {n.value}: it {need} "
+                                  "to take the padding from", "x", attr="padding_mode",
+                         help=f"pad less than {'the side' if mode == 'reflect' else 'the side, plus one'}, feed a "
+                              "larger input, or pad with `zeros` or `replicate` (any amount)")
+
+
 class Conv1dAttrs(Attrs):
     dim_fields = ("out", "kernel", "stride", "padding", "dilation", "groups", "drop_last")
     out: DimAttr = Field(description="output channels")
     kernel: DimAttr = Field(description="kernel size k (taps along time)")
     stride: DimAttr = Field(1, description="step between output frames")
-    padding: DimAttr = Field(0, description="zeros added at each end of the time axis")
+    padding: DimAttr = Field(0, description="frames added at each end of the time axis (zeros unless "
+                                            "`padding_mode` says otherwise)")
+    padding_mode: PaddingMode = Field("zeros", description=PADDING_MODE)
     dilation: DimAttr = Field(1, description="spacing between the kernel's taps")
     groups: DimAttr = Field(1, description="channel groups: output group g reads input group g only (weight "
                                            "`[out, C / groups, kernel]`); must divide C and out")
     drop_last: DimAttr = Field(0, description="output frames removed from the end (Wav2Vec2's SamePad: kernel "
                                               "128, padding 64 gives T + 1 frames, one dropped)")
-    weight_norm: int | None = Field(None, ge=0, le=2, description="store the weight as magnitude and direction "
-                                    "(torch's weight_norm(dim=AXIS)): `weight_g` (the weight's size on this axis, "
-                                    "1 elsewhere) and `weight_v` `[out, C / groups, kernel]`, the weight being "
-                                    "g · v / ‖v‖ with the norm over the other two axes; Wav2Vec2 uses 2")
+    weight_norm: int | None = weight_norm_field(3, "[out, C / groups, kernel]", "Wav2Vec2 uses 2")
     bias: bool = True
 
     @property
@@ -150,6 +174,7 @@ def _conv1d_shape(a: Conv1dAttrs, ins):
         name = "padding" if a.padding < 0 else "drop_last"
         raise ShapeError("GF102", f"`{name}` must be ≥ 0, got {getattr(a, name)}", attr=name)
     groups_divide(a.groups, c, "x", out=a.out)
+    padding_fits(a.padding_mode, ((a.padding, a.padding),), x.shape[2:], ("time axis",))
     length = conv_length(a, x.shape[2])
     if length.is_const and length.value <= 0:
         t = x.shape[2]
@@ -174,22 +199,14 @@ def groups_divide(groups: int, channels: int, port: str, out: int | None = None)
                              help=f"every group takes {what} / groups channels: pick a divisor of {n}")
 
 
-def weight_norm_shape(a: Conv1dAttrs, weight: tuple[int, ...]) -> tuple[int, ...]:
-    """`weight_g`: the weight's size on the `weight_norm` axis, 1 on the others (torch's layout)."""
-    return tuple(n if k == a.weight_norm else 1 for k, n in enumerate(weight))
-
-
 def _conv1d_params(a: Conv1dAttrs, ins):
     w = weight_shape(a, concrete(ins["x"].shape[1], "x", "the channel dimension"))
-    weights = {"weight": w} if a.weight_norm is None else {"weight_g": weight_norm_shape(a, w), "weight_v": w}
-    return {**weights, **({"bias": (a.out,)} if a.bias else {})}
+    return {**normed_weights(a.weight_norm, w), **({"bias": (a.out,)} if a.bias else {})}
 
 
 def _conv1d_flops(a: Conv1dAttrs, ins, out):
     macs = 2 * out.shape[0] * a.out * (out.shape[2] + a.drop_last) * (ins["x"].shape[1] // a.groups) * a.kernel
-    # weight norm: squares, sums, a division and a product per weight element, once per forward
-    per_weight = 0 if a.weight_norm is None else 4 * a.out * (ins["x"].shape[1] // a.groups) * a.kernel
-    return macs + per_weight
+    return macs + weight_norm_flops(a.weight_norm, weight_shape(a, ins["x"].shape[1].value))
 
 
 def _conv1d_carry(a: Conv1dAttrs, ins) -> Carry | str:
@@ -197,6 +214,8 @@ def _conv1d_carry(a: Conv1dAttrs, ins) -> Carry | str:
     left padding is the kernel's reach, d·(k − 1), the stride 1, and `drop_last` removes the frames the right
     padding adds: then a step carries the last d·(k − 1) input frames (Mamba's conv state)."""
     reach = a.extent - 1
+    if a.padding_mode != "zeros":
+        return f"its `padding_mode: {a.padding_mode}` pads with the frames themselves, where a step carries zeros"
     if a.stride != 1:
         return f"its stride {a.stride} makes fewer output frames than input frames"
     if a.padding != reach or a.drop_last != a.padding:
@@ -212,7 +231,8 @@ def _conv1d_carry(a: Conv1dAttrs, ins) -> Carry | str:
 register(OpDef(
     "conv1d", "audio",
     "1-D convolution over time, channels first: `[B, C, T] → [B, out, T']` with T' = floor((T + 2·padding "
-    "− dilation·(kernel − 1) − 1) / stride) + 1 − drop_last. Weight `[out, C / groups, kernel]`, bias `[out]` "
+    "− dilation·(kernel − 1) − 1) / stride) + 1 − drop_last; `padding_mode` zeros, reflect, replicate or "
+    "circular, as torch's. Weight `[out, C / groups, kernel]`, bias `[out]` "
     "(torch.nn.Conv1d layout); with `weight_norm: AXIS` the weight is `weight_g · weight_v / ‖weight_v‖` "
     "(torch's weight_norm, as transformers' Wav2Vec2 stores it). Whisper's front end is two of them; a "
     "`transpose` of the last two axes makes tokens of frames. Causal (`padding` = `drop_last` = "

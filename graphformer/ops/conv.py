@@ -24,7 +24,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BeforeValidator, Field, StrictInt, StrictStr
 
 from ..base.dims import Dim, DimError, parse
-from .audio import groups_divide
+from .audio import PADDING_MODE, PaddingMode, groups_divide, padding_fits
 from .base import (MIXES, REPLICATE, UNPLANNED, Attrs, DimAttr, OpDef, ShapeError, TensorType, expect_float,
                    expect_rank, keeps, keeps_float_inputs, numel, positive, register)
 from .core import concrete
@@ -67,6 +67,7 @@ class Conv2dAttrs(Attrs):
         0, description="zeros added on both ends of an axis: one for both axes or [ph, pw] (k // 2 keeps the size "
                        "at stride 1, odd k); `same`: the output as large as the input (stride 1 only, as torch; "
                        "an even extent pads one more at the bottom and right)")
+    padding_mode: PaddingMode = Field("zeros", description=PADDING_MODE)
     dilation: DimPair = Field(1, description="spacing between the kernel's taps: one for both axes or [dh, dw]")
     groups: DimAttr = Field(1, description="channel groups: output group g reads input group g only (weight "
                                            "`[out, C / groups, kh, kw]`); groups = C = out is a depthwise conv")
@@ -119,6 +120,7 @@ def _conv2d_channels(a: Conv2dAttrs, x: TensorType) -> int:
                          help="use stride 1 with `padding: same` (torch refuses it on strided convolutions), or give "
                               "the padding as numbers (k // 2 for an odd kernel)")
     groups_divide(a.groups, c, "x", out=a.out)
+    padding_fits(a.padding_mode, a.pads, x.shape[2:], ("height", "width"))
     return c
 
 
@@ -156,7 +158,8 @@ register(OpDef(
     "2-D convolution, channels first: `[B, C, H, W] → [B, out, H', W']` with H' = floor((H + 2·padding − "
     "dilation·(kernel − 1) − 1) / stride) + 1 (W' alike; symbolic where H, W are). `kernel`, `stride`, "
     "`padding` and `dilation` are one number for both axes or a pair `[h, w]`; `padding: same` keeps the size "
-    "(stride 1). `groups` splits the channels (groups = C = out: depthwise). Weight `[out, C / groups, kh, "
+    "(stride 1); `padding_mode` zeros, reflect, replicate or circular, as torch's. `groups` splits the channels "
+    "(groups = C = out: depthwise). Weight `[out, C / groups, kh, "
     "kw]`, bias `[out]` (torch.nn.Conv2d's layout). SegFormer's overlapping patch embeddings, spatial "
     "reduction and Mix-FFN; CvT's and ConvNeXt's convolutions.",
     Conv2dAttrs, ("x",), _conv2d_shape, params=_conv2d_params, flops=_conv2d_flops,
@@ -388,14 +391,16 @@ register(OpDef(
 # ---------------------------------------------------------------- pool2d
 
 class Pool2dAttrs(Attrs):
-    dim_fields = ("kernel", "stride", "padding", "output")
+    dim_fields = ("kernel", "stride", "padding", "dilation", "output")
     kind: Literal["max", "avg"] = Field(description="the window's maximum or its mean")
-    kernel: DimAttr | None = Field(None, description="window size k (k × k); or, instead, `output`")
-    stride: DimAttr | None = Field(None, description="step between windows, along both axes (default: the kernel, "
-                                                     "as torch's)")
-    padding: DimAttr = Field(0, description="added on every side, at most kernel // 2: max pooling never picks "
-                                            "it (−∞), avg pooling counts it as zeros unless count_include_pad "
-                                            "is false")
+    kernel: DimPair | None = Field(None, description="window size: k (k × k) or [kh, kw]; or, instead, `output`")
+    stride: DimPair | None = Field(None, description="step between windows: one for both axes or [sh, sw] "
+                                                     "(default: the kernel, as torch's)")
+    padding: DimPair = Field(0, description="added on both ends of an axis, one for both axes or [ph, pw], at most "
+                                            "half the kernel along it: max pooling never picks it (−∞), avg "
+                                            "pooling counts it as zeros unless count_include_pad is false")
+    dilation: DimPair = Field(1, description="max only: spacing between the window's taps, one for both axes or "
+                                             "[dh, dw] (torch.nn.MaxPool2d's; AvgPool2d has none)")
     ceil_mode: bool = Field(False, description="round the number of windows up, keeping a last partial window "
                                                "that starts inside the input or its left/top padding")
     count_include_pad: bool | None = Field(None, description="avg only: divide by the whole window, padding "
@@ -407,8 +412,14 @@ class Pool2dAttrs(Attrs):
                                                      "torch.nn.AdaptiveAvgPool2d / AdaptiveMaxPool2d")
 
     @property
-    def step(self) -> int:
-        return self.kernel if self.stride is None else self.stride
+    def step(self) -> tuple[int, int]:
+        """The (height, width) stride; the kernel's where none is given."""
+        return pair(self.kernel if self.stride is None else self.stride)
+
+    @property
+    def extents(self) -> tuple[int, int]:
+        """Input pixels one window spans along each axis: d·(k − 1) + 1."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(pair(self.kernel), pair(self.dilation)))
 
 
 def adaptive_windows(n: int, o: int) -> list[tuple[int, int]]:
@@ -441,14 +452,35 @@ def _adaptive_refusal(a: Pool2dAttrs) -> ShapeError | None:
     return None
 
 
-def pool_size(a: Pool2dAttrs, n: Dim) -> Dim:
-    """Windows along an axis of size `n`, torch's pooling_output_shape: floor((n + 2p − k) / s) + 1; in
-    ceil mode ceil(...) + 1, less a last window starting beyond n + p, which is min((n + 2p − k + s − 1)
-    // s, (n + p − 1) // s) + 1: the second is the smaller exactly when p + s > k, so it stays symbolic."""
-    k, s, p = a.kernel, a.step, a.padding   # the + 1 folded into the division: `H // 2` for k = s = 2
-    if not a.ceil_mode:
-        return (n + 2 * p - k + s) // s
-    return (n + p - 1 + s) // s if p + s > k else (n + 2 * p - k + 2 * s - 1) // s
+def pool_size(n: Dim, e: int, s: int, p: int, ceil_mode: bool) -> Dim:
+    """Windows spanning `e` pixels (d·(k − 1) + 1) along an axis of size `n`, torch's pooling_output_shape:
+    floor((n + 2p − e) / s) + 1; in ceil mode ceil(...) + 1, less a last window starting beyond n + p, which
+    is min((n + 2p − e + s − 1) // s, (n + p − 1) // s) + 1: the second is the smaller exactly when p + s > e,
+    so it stays symbolic."""
+    if not ceil_mode:   # the + 1 folded into the division: `H // 2` for k = s = 2
+        return (n + 2 * p - e + s) // s
+    return (n + p - 1 + s) // s if p + s > e else (n + 2 * p - e + 2 * s - 1) // s
+
+
+def _pool2d_windows(a: Pool2dAttrs) -> None:
+    """The fixed windows' attributes: positive, padding at most half the kernel (torch's rule), dilation and
+    count_include_pad only where torch takes them."""
+    _positive_pairs(a, ("kernel", "dilation"))
+    for v in pair(a.step):
+        positive(v, "stride")
+    _not_negative(a, "padding")
+    if any(p > k // 2 for p, k in zip(pair(a.padding), pair(a.kernel))):
+        half = written(tuple(k // 2 for k in pair(a.kernel))) if isinstance(a.kernel, tuple) else a.kernel // 2
+        raise ShapeError("GF290", f"`padding` {written(a.padding)} is more than half the kernel "
+                                  f"({written(a.kernel)}): a window could hold padding only", attr="padding",
+                         help=f"pad at most {half} (torch refuses more), or widen the kernel")
+    if a.kind == "max" and a.count_include_pad is not None:
+        raise ShapeError("GF290", "`count_include_pad` applies to avg pooling only: max pooling never picks "
+                                  "padding", attr="count_include_pad", help="drop `count_include_pad`")
+    if a.kind == "avg" and pair(a.dilation) != (1, 1):
+        raise ShapeError("GF290", f"`dilation: {written(a.dilation)}` applies to max pooling only: torch's "
+                                  "AvgPool2d has no dilation", attr="dilation",
+                         help="drop `dilation`, or pool with `kind: max`")
 
 
 def _pool2d_shape(a: Pool2dAttrs, ins):
@@ -461,42 +493,36 @@ def _pool2d_shape(a: Pool2dAttrs, ins):
     if a.output is not None:
         _positive_pairs(a, ("output",))
         return TensorType((x.shape[0], x.shape[1], *map(Dim.const, pair(a.output))), x.dtype)
-    positive(a.kernel, "kernel"), positive(a.step, "stride")
-    if a.padding < 0:
-        raise ShapeError("GF102", f"`padding` must be ≥ 0, got {a.padding}", attr="padding")
-    if a.padding > a.kernel // 2:
-        raise ShapeError("GF290", f"`padding` {a.padding} is more than half the kernel ({a.kernel}): a window "
-                                  "could hold padding only", attr="padding",
-                         help=f"pad at most {a.kernel // 2} (torch refuses more), or widen the kernel")
-    if a.kind == "max" and a.count_include_pad is not None:
-        raise ShapeError("GF290", "`count_include_pad` applies to avg pooling only: max pooling never picks "
-                                  "padding", attr="count_include_pad", help="drop `count_include_pad`")
+    _pool2d_windows(a)
     sizes = []
-    for axis, name in ((2, "height"), (3, "width")):
+    for axis, name, e, s, p in zip((2, 3), ("height", "width"), a.extents, a.step, pair(a.padding)):
         n = x.shape[axis]
-        if n.is_const and n.value + 2 * a.padding < a.kernel:
+        if n.is_const and n.value + 2 * p < e:
             raise ShapeError(
-                "GF290", f"the input {name} {n.value} + 2·{a.padding} padding is less than the {a.kernel}-pixel "
-                         "window: there is no output", "x",
-                help=f"feed at least {a.kernel - 2 * a.padding} pixels, pad more or use a smaller kernel")
-        sizes.append(pool_size(a, n))
+                "GF290", f"the input {name} {n.value} + 2·{p} padding is less than the {e}-pixel window: there is "
+                         "no output", "x",
+                help=f"feed at least {e - 2 * p} pixels, pad more or use a smaller kernel"
+                     + " or dilation" * (e > pair(a.kernel)[axis - 2]))
+        sizes.append(pool_size(n, e, s, p, a.ceil_mode))
     return TensorType((x.shape[0], x.shape[1], *sizes), x.dtype)
 
 
 def _pool2d_flops(a: Pool2dAttrs, ins, out):
-    """A compare or an add per tap: k² per output value, or, adaptive, every window's rows × columns."""
+    """A compare or an add per tap: kh·kw per output value, or, adaptive, every window's rows × columns."""
     if a.output is None:
-        return a.kernel * a.kernel * numel(out.shape)
+        kh, kw = pair(a.kernel)
+        return kh * kw * numel(out.shape)
     x, (oh, ow) = ins["x"], pair(a.output)
     return numel(x.shape[:2]) * _adaptive_taps(x.shape[2], oh) * _adaptive_taps(x.shape[3], ow)
 
 
 register(OpDef(
     "pool2d", "conv",
-    "Max or average pooling over k × k windows, channels first, as torch.nn.MaxPool2d / AvgPool2d: `[B, C, "
-    "H, W] → [B, C, H', W']` with H' = floor((H + 2·padding − kernel) / stride) + 1 (ceil in `ceil_mode`, "
-    "less a last window that would start in the right padding; symbolic where H, W are). `stride` "
-    "defaults to the kernel; padding is never picked by max, and counted as zeros by avg unless "
+    "Max or average pooling over kh × kw windows, channels first, as torch.nn.MaxPool2d / AvgPool2d: `[B, C, "
+    "H, W] → [B, C, H', W']` with H' = floor((H + 2·padding − dilation·(kernel − 1) − 1) / stride) + 1 (ceil "
+    "in `ceil_mode`, less a last window that would start in the right padding; symbolic where H, W are). "
+    "`kernel`, `stride`, `padding` and `dilation` (max only) are one number for both axes or a pair `[h, w]`; "
+    "`stride` defaults to the kernel; padding is never picked by max, and counted as zeros by avg unless "
     "`count_include_pad: false`. Adaptive pooling instead: `output: [h, w]` pools any H × W to h × w "
     "(AdaptiveAvgPool2d / AdaptiveMaxPool2d; `output: 1` is global pooling). A ResNet stem's max pool, a "
     "classifier's global average. No parameters.",

@@ -134,6 +134,30 @@ register(OpDef(
 
 # ---------------------------------------------------------------- linear
 
+def weight_norm_field(rank: int, shape: str, example: str):
+    """The `weight_norm: AXIS` attribute of an op whose weight has `rank` axes (`linear`, `conv1d`)."""
+    return Field(None, ge=0, le=rank - 1, description=(
+        "store the weight as magnitude and direction (torch's weight_norm(dim=AXIS)): `weight_g` (the weight's "
+        f"size on this axis, 1 elsewhere) and `weight_v` `{shape}`, the weight being g · v / ‖v‖ with the norm "
+        f"over the other axes; {example}"))
+
+
+def weight_norm_shape(axis: int, weight: tuple[int, ...]) -> tuple[int, ...]:
+    """`weight_g`: the weight's size on the `weight_norm` axis, 1 on the others (torch's layout)."""
+    return tuple(n if k == axis else 1 for k, n in enumerate(weight))
+
+
+def normed_weights(axis: int | None, weight: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """The parameters that hold a weight: `weight`, or under `weight_norm: AXIS` `weight_g` and `weight_v`."""
+    return {"weight": weight} if axis is None else {"weight_g": weight_norm_shape(axis, weight), "weight_v": weight}
+
+
+def weight_norm_flops(axis: int | None, weight: tuple[int, ...]) -> int:
+    """Recomputing a weight-normalised weight, once per forward: squares, sums, a division and a product per
+    element."""
+    return 0 if axis is None else 4 * math.prod(weight)
+
+
 class LinearAttrs(Attrs):
     dim_fields = ("out",)
     ref_fields = ("tied",)
@@ -143,10 +167,18 @@ class LinearAttrs(Attrs):
     tied: str | None = Field(None, description="name of an embedding node whose table is reused as this weight")
     tie: bool = Field(True, description="with `tied`: false gives this layer its own weight instead (a param can "
                                         "switch tying, like transformers' `tie_word_embeddings`)")
+    weight_norm: int | None = weight_norm_field(2, "[out, d]", "0 normalises each output's row (a weight-"
+                                                "normalised nn.Linear's default)")
 
 
 def _linear_shape(a: LinearAttrs, ins):
     x = ins["x"]
+    if a.tied and a.weight_norm is not None:
+        raise ShapeError("GF318", f"`weight_norm: {a.weight_norm}` on a linear tied to `{a.tied}`: the tied weight "
+                                  "is the embedding's table, not a magnitude and a direction of this layer",
+                         attr="weight_norm",
+                         help="drop `weight_norm`, or untie the layer (`tie: false`) so that it holds weight_g and "
+                              "weight_v of its own")
     expect_float(x, "x")
     _last(x)
     positive(a.out, "out")
@@ -154,16 +186,18 @@ def _linear_shape(a: LinearAttrs, ins):
 
 
 def _linear_params(a: LinearAttrs, ins):
-    p = {} if a.tied else {"weight": (a.out, _last(ins["x"]))}
+    p = {} if a.tied else normed_weights(a.weight_norm, (a.out, _last(ins["x"])))
     if a.bias:
         p["bias"] = (a.out,)
     return p
 
 
 register(OpDef(
-    "linear", "core", "Affine map of the last dimension: `[*, d] → [*, out]` (weight `[out, d]`, torch layout).",
+    "linear", "core", "Affine map of the last dimension: `[*, d] → [*, out]` (weight `[out, d]`, torch layout); "
+    "with `weight_norm: AXIS` the weight is `weight_g · weight_v / ‖weight_v‖` (torch's weight_norm).",
     LinearAttrs, ("x",), _linear_shape, params=_linear_params,
-    flops=lambda a, ins, out: 2 * numel(ins["x"].shape) * a.out,
+    flops=lambda a, ins, out: (2 * numel(ins["x"].shape) * a.out
+                               + (0 if a.tied else weight_norm_flops(a.weight_norm, (a.out, _last(ins["x"]))))),
     sequence=POSITION, tp=MATMUL, saves=keeps("x"), matmul=True,
     example="up: {op: linear, out: 4 * d_model}",
 ))

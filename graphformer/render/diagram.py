@@ -302,10 +302,15 @@ def _pool2d_detail(a: Any) -> str:
     if getattr(a, "output", None) is not None:
         h, w = a.output if isinstance(a.output, tuple) else (a.output, a.output)
         return f"{a.kind} → {h}×{w}"
-    extra = [f"{name} {v}" for name, v, default in (("stride", a.step, a.kernel), ("pad", a.padding, 0))
-             if v != default]
+    def hw(v):   # a size along both axes, one number or a pair [h, w]
+        return v if isinstance(v, tuple) else (v, v)
+
+    kernel = hw(a.kernel)
+    extra = [f"{name} {v[0] if v[0] == v[1] else '×'.join(map(str, v))}" for name, v, default in (
+        ("stride", a.step, kernel), ("pad", hw(a.padding), (0, 0)), ("dilation", hw(a.dilation), (1, 1)))
+        if v != default]
     extra += ["ceil"] * a.ceil_mode + ["pad not counted"] * (a.count_include_pad is False)
-    return " · ".join([f"{a.kind} {a.kernel}×{a.kernel}"] + extra)
+    return " · ".join([f"{a.kind} {kernel[0]}×{kernel[1]}"] + extra)
 
 
 def _attention_detail(a: Any) -> str:

@@ -679,7 +679,7 @@ def _why_unset(param: str, rules: list[_Rule], wmap: WeightMap) -> str:
             if m := _pattern(t).fullmatch(param):
                 key = r.key({k: v for k, v in m.groupdict().items() if v is not None})
                 stored = stored_name(wmap, key)
-                others = list(dict.fromkeys(k for k in (stored, wmap.strip_prefix + key if wmap.strip_prefix else "")
+                others = list(dict.fromkeys(k for k in (stored, *(p + key for p in wmap.strip_prefix))
                                             if k and k != key))
                 return f"the reference has no tensor `{key}`" + (f" (or {_few(others)})" if others else "")
     return "no rule's `to` names it"
@@ -858,7 +858,9 @@ def _unjoin(rule: WeightRule, value, names: list[str], reference: Mapping | None
 
 
 def _strip(wmap: WeightMap, key: str) -> str:
-    return key[len(wmap.strip_prefix):] if wmap.strip_prefix and key.startswith(wmap.strip_prefix) else key
+    """`key` without the longest of the map's `strip_prefix`es that starts it (a key may start with none)."""
+    prefix = max((p for p in wmap.strip_prefix if key.startswith(p)), key=len, default="")
+    return key[len(prefix):]
 
 
 def _keys(rules: list[_Rule], weights: Mapping, tied: dict) -> list[str]:

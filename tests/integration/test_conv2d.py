@@ -1,5 +1,5 @@
 """`conv2d`, `conv_transpose2d` and `batch_norm` against torch.nn.Conv2d, ConvTranspose2d and BatchNorm1d/2d:
-outputs and gradients (pairs [h, w] and `padding: same` included), BatchNorm's running statistics after
+outputs and gradients (pairs [h, w], `padding: same` and padding modes included), BatchNorm's running statistics after
 training steps (momentum, the cumulative average, batch statistics only), eval mode on loaded running
 statistics, weights loaded by plain renames through a weight map, and ONNX Runtime equal to torch at two image
 sizes (symbolic H, W) and batch sizes; pooling, adaptive pooling (and where its export is refused, GF298) and
@@ -26,12 +26,17 @@ CONV_CASES = [
     dict(out=6, kernel=[3, 5], stride=[2, 1], padding=[1, 2], dilation=[1, 2]),   # pairs [h, w]
     dict(out=6, kernel=[4, 3], padding="same", dilation=[1, 2]),     # an even extent: one more zero after
     dict(out=6, kernel=7, padding="same", groups=6),                 # ConvNeXt's depthwise conv
+    dict(out=8, kernel=3, padding=1, padding_mode="reflect"),        # padding modes, as torch.nn.Conv2d's
+    dict(out=6, kernel=[3, 5], stride=[2, 1], padding=[2, 1], padding_mode="replicate", groups=3),
+    dict(out=6, kernel=[4, 3], padding="same", dilation=[1, 2], padding_mode="circular"),
+    dict(out=4, kernel=5, stride=2, padding=[0, 4], padding_mode="circular", bias=False),
+    dict(out=4, kernel=[2, 3], padding="same", padding_mode="reflect"),
 ]
 
 
 def torch_conv(c: int, a: dict) -> nn.Conv2d:
     return nn.Conv2d(c, a["out"], a["kernel"], a.get("stride", 1), a.get("padding", 0), a.get("dilation", 1),
-                     a.get("groups", 1), a.get("bias", True))
+                     a.get("groups", 1), a.get("bias", True), a.get("padding_mode", "zeros"))
 
 
 def spec_text(c: int, nodes: str, outputs: str, rules: str = "") -> str:
@@ -239,13 +244,18 @@ POOL_CASES = [
     dict(kind="avg", kernel=3, stride=2, padding=1),
     dict(kind="avg", kernel=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
     dict(kind="avg", kernel=2, stride=3, padding=1, ceil_mode=True),
+    dict(kind="max", kernel=[3, 2], stride=[2, 1], padding=[1, 0]),                    # pairs [h, w]
+    dict(kind="max", kernel=3, stride=2, padding=1, dilation=2),
+    dict(kind="max", kernel=[2, 3], stride=[1, 2], padding=[1, 1], dilation=[2, 1], ceil_mode=True),
+    dict(kind="avg", kernel=[3, 1], stride=[2, 1], padding=[1, 0], count_include_pad=False),
+    dict(kind="avg", kernel=[2, 4], stride=[3, 2], padding=[1, 2], ceil_mode=True),
 ]
 
 
 def torch_pool(a: dict) -> nn.Module:
     stride, padding, ceil = a.get("stride"), a.get("padding", 0), a.get("ceil_mode", False)
     if a["kind"] == "max":
-        return nn.MaxPool2d(a["kernel"], stride, padding, ceil_mode=ceil)
+        return nn.MaxPool2d(a["kernel"], stride, padding, a.get("dilation", 1), ceil_mode=ceil)
     return nn.AvgPool2d(a["kernel"], stride, padding, ceil_mode=ceil, count_include_pad=a.get("count_include_pad", True))
 
 

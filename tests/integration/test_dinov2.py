@@ -11,8 +11,9 @@ default sizes, on the meta device: the parameter counts equal the references' an
 their whole state dicts, Dinov2ForImageClassification's (`head`: `dinov2.`-prefixed keys and a classifier on
 [CLS] beside the patch tokens' mean) included. A tiny Dinov2ForImageClassification saved with save_pretrained
 imports with `graphformer import hf` and gives the reference's logits; with registers the head's mean leaves
-them out (Dinov2WithRegistersForImageClassification, its backbone's keys re-rooted: the `hf` map strips one
-prefix, `dinov2.`, so that class's `dinov2_with_registers.` checkpoints don't load through it).
+them out (Dinov2WithRegistersForImageClassification, whose backbone's keys are under `dinov2_with_registers.`:
+the `hf` map strips either prefix), and such a checkpoint imports with `graphformer import hf` and gives the
+reference's logits too.
 """
 from __future__ import annotations
 
@@ -305,25 +306,31 @@ def test_import_hf_then_build_with_the_checkpoint(registers, tmp_path, capsys):
                      f"imported {registers}")
 
 
-def test_a_classification_checkpoint_imports_and_equals_transformers(tmp_path, capsys):
-    ref = randomize(T.Dinov2ForImageClassification(T.Dinov2Config(num_labels=6, **SMALL)))
+@pytest.mark.parametrize("registers", [False, True], ids=["dinov2", "registers"])
+def test_a_classification_checkpoint_imports_and_equals_transformers(registers, tmp_path, capsys):
+    if registers:
+        ref = randomize(T.Dinov2WithRegistersForImageClassification(T.Dinov2WithRegistersConfig(
+            num_register_tokens=3, num_labels=6, **SMALL)))
+    else:
+        ref = randomize(T.Dinov2ForImageClassification(T.Dinov2Config(num_labels=6, **SMALL)))
     ref.save_pretrained(tmp_path / "ckpt")
     rc = cli.main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "spec.yaml")])
     err = capsys.readouterr().err
     assert rc == 0 and "warning" not in err, err
     s = graphformer.load(str(tmp_path / "spec.yaml"), overrides={"height": 49, "width": 30})
     assert s.params["head"] is True and s.params["classes"] == 6
+    assert s.params["registers"] == (3 if registers else 0)
     model = graphformer.build(s).eval()
     load_weights(model, read_state_dict(str(tmp_path / "ckpt")), "hf", s)
     x = pixels((49, 30))
     with torch.no_grad():
-        assert_close(model(pixel_values=x)["logits"], ref(pixel_values=x).logits, "dinov2 imported logits")
+        assert_close(model(pixel_values=x)["logits"], ref(pixel_values=x).logits, f"dinov2 imported logits {registers}")
 
 
 def test_the_head_leaves_the_registers_out_of_the_mean():
     ref = randomize(T.Dinov2WithRegistersForImageClassification(T.Dinov2WithRegistersConfig(
         num_register_tokens=3, num_labels=4, **SMALL)))
-    weights = {k.removeprefix("dinov2_with_registers."): v for k, v in ref.state_dict().items()}
+    weights = ref.state_dict()                  # `dinov2_with_registers.`-prefixed: the map strips it
     s = load(SPEC, overrides=dict(image=35, patch=7, d_model=40, heads=5, layers=2, d_ff=120, layerscale=0.5,
                                   registers=3, antialias=True, head=True, classes=4))
     model = graphformer.build(s, seed=1).eval()

@@ -3,7 +3,8 @@ is then its constant at the shape the required inputs give.
 
 Against transformers, built offline from tiny configs with perturbed random weights (fp32, ≤ 1e-5 × scale):
 BertModel, AlbertModel and DebertaV2Model (type_vocab_size 2) called without token_type_ids equal our module
-called without them, and with them (random segment ids, a padded batch) as before; ONNX Runtime on the default
+called without them, and with them (random segment ids, a padded batch) as before; BertModel and AlbertModel
+called without attention_mask equal our module called without it (torch and ONNX Runtime); ONNX Runtime on the default
 export that takes them and on one that leaves them out (built in the graph with ConstantOfShape). DeBERTa-v2's
 token types: the map's round trip and `import hf` of such a config. The fill itself on a made-up spec (a float
 default, a shape over a divided axis) in torch and ONNX; a causal LM with a defaulted input generates (each step
@@ -68,7 +69,7 @@ def test_with_and_without_token_types_equal_transformers(name):
     model = ours(s, ref)
     ids, types, mask = batch()
     real = mask.bool()
-    unpadded = torch.ones_like(mask)   # BERT's and ALBERT's specs require attention_mask
+    unpadded = torch.ones_like(mask)
     with torch.no_grad():
         for kw in ({"attention_mask": unpadded}, {"attention_mask": mask}):
             for fed in ({}, {"token_type_ids": None}, {"token_type_ids": types}):
@@ -81,6 +82,30 @@ def test_with_and_without_token_types_equal_transformers(name):
                                   model(input_ids=ids, attention_mask=mask)["last_hidden_state"])
 
 
+@pytest.mark.parametrize("name", ["bert", "albert"])
+def test_without_attention_mask_equals_transformers(name):
+    """BERT's and ALBERT's `attention_mask: default 1`: left out or None, with or without token types, our module
+    equals the reference called without a mask; ONNX Runtime on `inputs=[]` (mask and types built in the graph)
+    equals it at two lengths, and `inputs=["token_type_ids"]` takes the types alone."""
+    s, ref = family(name)
+    model = ours(s, ref)
+    ids, types, _ = batch()
+    with torch.no_grad():
+        for fed in ({}, {"token_type_ids": types}):
+            want = ref(input_ids=ids, **fed).last_hidden_state
+            for mask in ({}, {"attention_mask": None}):
+                assert_close(model(input_ids=ids, **mask, **fed)["last_hidden_state"], want,
+                             f"{name} without a mask types={list(fed)}")
+    for inputs in ([], ["token_type_ids"]):
+        sess = ort_session(s, model, inputs=inputs)
+        assert [i.name for i in sess.get_inputs()] == ["input_ids", *inputs]
+        for n in (4, 9):
+            feeds = {"input_ids": ids[:, :n], **({"token_type_ids": types[:, :n]} if inputs else {})}
+            with torch.no_grad():
+                want = ref(**feeds).last_hidden_state
+            assert_ort_close(sess, feeds, {"last_hidden_state": want}, f"{name} onnx without a mask {inputs} n={n}")
+
+
 @pytest.mark.parametrize("name", ["bert", "deberta"])
 def test_onnx_runtime_with_and_without_token_types(name):
     """The default export builds token_type_ids in the graph (ConstantOfShape over input_ids' shape) and takes the
@@ -88,11 +113,10 @@ def test_onnx_runtime_with_and_without_token_types(name):
     s, ref = family(name)
     model = ours(s, ref)
     ids, types, mask = batch(n=11)
-    required = [k for k in ("input_ids", "attention_mask") if not s.ir.node(k).meta.get("optional")]
     for inputs in ([], ["token_type_ids"]):   # the default is the second (test below)
-        export = inputs + [k for k in ("attention_mask",) if k not in required]
+        export = inputs + ["attention_mask"]   # BERT's defaulted, DeBERTa's optional: taken either way
         sess = ort_session(s, model, inputs=export)
-        assert [i.name for i in sess.get_inputs()] == [k for k in s.ir.inputs if k in required or k in export]
+        assert [i.name for i in sess.get_inputs()] == [k for k in s.ir.inputs if k == "input_ids" or k in export]
         for n in (4, 11):
             feeds = {"input_ids": ids[:, :n], "attention_mask": mask[:, :n]}
             if inputs:
@@ -305,8 +329,8 @@ def test_unread_defaulted_input_is_no_gf112_but_a_required_one_is(tmp_path):
 def test_module_still_requires_required_inputs():
     s, _ = family("bert")
     model = graphformer.build(s, seed=0)
-    with pytest.raises(TypeError, match="missing attention_mask"):
-        model(input_ids=torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="missing input_ids"):
+        model(attention_mask=torch.ones(1, 3, dtype=torch.long))
 
 
 def test_encoder_decoder_with_a_defaulted_decoder_input(tmp_path):

@@ -98,6 +98,16 @@ CASES = [
     ("pool2d", {"kind": "avg", "kernel": 2, "stride": 0}, {"x": T("B", 4, 8, 8)}, "GF102"),
     ("pool2d", {"kind": "avg", "kernel": 2, "padding": -1}, {"x": T("B", 4, 8, 8)}, "GF102"),
     ("pool2d", {"kind": "avg", "kernel": 2}, {"x": T("B", 4, 8)}, "GF121"),
+    # pairs [h, w] and dilation (max only, as torch's MaxPool2d)
+    ("pool2d", {"kind": "max", "kernel": [3, 1], "stride": [2, 1], "padding": [1, 0]}, {"x": T("B", 4, "H", "W")},
+     ("B", "4", "(H + 1) // 2", "W")),
+    ("pool2d", {"kind": "max", "kernel": 3, "dilation": [1, 2]}, {"x": T("B", 4, 9, 9)}, ("B", "4", "3", "2")),
+    ("pool2d", {"kind": "avg", "kernel": [1, 4]}, {"x": T("B", 4, 6, 8)}, ("B", "4", "6", "2")),
+    ("pool2d", {"kind": "avg", "kernel": 3, "dilation": 2}, {"x": T("B", 4, 8, 8)}, "GF290"),
+    ("pool2d", {"kind": "max", "kernel": [3, 1], "padding": [1, 1]}, {"x": T("B", 4, 8, 8)}, "GF290"),
+    ("pool2d", {"kind": "max", "kernel": 3, "dilation": 4}, {"x": T("B", 4, 8, 8)}, "GF290"),   # 9-pixel window
+    ("pool2d", {"kind": "max", "kernel": 3, "dilation": [1, 0]}, {"x": T("B", 4, 8, 8)}, "GF102"),
+    ("pool2d", {"kind": "max", "kernel": 2, "stride": [2, 0]}, {"x": T("B", 4, 8, 8)}, "GF102"),
     # adaptive: any input size to `output`
     ("pool2d", {"kind": "avg", "output": [3, 5]}, {"x": T("B", 4, "H", "W")}, ("B", "4", "3", "5")),
     ("pool2d", {"kind": "max", "output": 7}, {"x": T("B", 4, 3, 20)}, ("B", "4", "7", "7")),     # rows repeat
@@ -171,9 +181,9 @@ def test_adaptive_windows_and_flops():
     assert str(pool.flops(a, ins, pool.shape(a, ins))) == "48*H"   # symbolic: the windows tile H
 
 
-def torch_pool_size(n: int, k: int, s: int, p: int, ceil: bool) -> int:
-    """aten's pooling_output_shape (dilation 1), as written there."""
-    out = (n + 2 * p - k + (s - 1 if ceil else 0)) // s + 1
+def torch_pool_size(n: int, k: int, s: int, p: int, ceil: bool, d: int = 1) -> int:
+    """aten's pooling_output_shape, as written there."""
+    out = (n + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil else 0)) // s + 1
     if ceil and (out - 1) * s >= n + p:
         out -= 1
     return out
@@ -192,6 +202,24 @@ def test_pool_size_is_torchs_formula_symbolically():
                         want = torch_pool_size(n, k, s, p, ceil)
                         assert sym.evaluate({"H": n}) == want, (k, s, p, ceil, n)
                         assert op.shape(a, {"x": T("B", 1, n, n)}).shape[2].value == want
+
+
+def test_dilated_pool_size_is_torchs_formula_symbolically():
+    """Dilated windows along the width, plain ones along the height: each axis its own formula."""
+    op = REGISTRY["pool2d"]
+    for k in range(1, 5):
+        for d in range(1, 4):
+            for s in range(1, 5):
+                for p in range(0, k // 2 + 1):
+                    for ceil in (False, True):
+                        a = op.attrs.model_validate({"kind": "max", "kernel": [2, k], "stride": [1, s],
+                                                     "padding": [0, p], "dilation": [1, d], "ceil_mode": ceil})
+                        e = d * (k - 1) + 1
+                        sym = op.shape(a, {"x": T("B", 1, 4, "W")}).shape[3]
+                        for n in range(max(e - 2 * p, 1), 30):
+                            want = torch_pool_size(n, k, s, p, ceil, d)
+                            assert sym.evaluate({"W": n}) == want, (k, d, s, p, ceil, n)
+                            assert op.shape(a, {"x": T("B", 1, 4, n)}).shape[3].value == want
 
 
 def test_resampling_flops():
@@ -240,6 +268,7 @@ def test_summary_counts_parameters_as_torch_does(tmp_path):
     ("  conv: {op: interpolate, size: [8, 8], align_corners: true}", "GF278", 56),   # on `align_corners`
     ("  conv: {op: pool2d, kind: max, kernel: 3, padding: 2}", "GF290", 53),         # on `padding: 2`
     ("  conv: {op: pool2d, kind: avg, kernel: 17}", "GF290", 3),
+    ("  conv: {op: pool2d, kind: avg, kernel: 3, dilation: [1, 2]}", "GF290", 54),    # on `dilation`'s value
     ("  conv: {op: conv2d, out: width, kernel: 3, stride: 2, padding: same}", "GF295", 65),   # on `same`
     ("  conv: {op: conv_transpose2d, out: width, kernel: 3, stride: 2, output_padding: [0, 2]}", "GF296", 82),
     ("  conv: {op: pool2d, kind: avg, output: 1, stride: 2}", "GF297", 52),                  # on `stride`'s value
@@ -270,6 +299,9 @@ def test_resampling_labels():
     assert attr_detail("pool2d", pool.model_validate({"kind": "avg", "kernel": 2, "ceil_mode": True,
                                                       "count_include_pad": False})) == "avg 2×2 · ceil · pad not counted"
     assert attr_detail("pool2d", pool.model_validate({"kind": "max", "output": [7, 5]})) == "max → 7×5"
+    assert attr_detail("pool2d", pool.model_validate({"kind": "max", "kernel": [3, 1], "padding": [1, 0],
+                                                      "dilation": 2})) \
+        == "max 3×1 · pad 1×0 · dilation 2"
     conv, t = REGISTRY["conv2d"].attrs, REGISTRY["conv_transpose2d"].attrs
     assert attr_detail("conv2d", conv.model_validate({"out": 8, "kernel": [4, 3], "padding": "same"})) \
         == "→ 8 · kernel 4×3 · padding same"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tables import mel_filters
+from .core import normed_weight
 from .lower import NodeEmitter, lowers
 from .past import carry_states, past_state_name
 
@@ -78,9 +79,12 @@ def _conv1d(ctx: NodeEmitter, node) -> None:
     slot = ctx.state.past.state(node.name) if ctx.state.past is not None and a.padding else None
     if slot is not None:     # a causal one in a decoder step: the carried frames replace the left padding
         x = _carried_frames(ctx, slot, x, a.padding)
-    ins = [x, _conv_weight(ctx, a)] + ([ctx.param("bias")] if a.bias else [])
     unpadded = a.drop_last if a.stride == 1 and a.drop_last <= a.padding else 0
-    conv = dict(kernel_shape=[a.kernel], strides=[a.stride], pads=[0, 0] if slot else [a.padding, a.padding - unpadded],
+    pads = [a.padding, a.padding - unpadded]
+    if a.padding_mode != "zeros":   # the frames padded first (a prefix of the end's pad is a shorter pad of it)
+        x, pads = padded(ctx, x, a.padding_mode, [pads]), [0, 0]
+    ins = [x, normed_weight(ctx, a.weight_norm, 3)] + ([ctx.param("bias")] if a.bias else [])
+    conv = dict(kernel_shape=[a.kernel], strides=[a.stride], pads=[0, 0] if slot else pads,
                 dilations=[a.dilation], group=a.groups)
     if slot is not None:
         unpadded = a.drop_last
@@ -98,6 +102,29 @@ def _conv1d(ctx: NodeEmitter, node) -> None:
         ctx.op("Reshape", [y, size], final=True)
 
 
+def padded(ctx: NodeEmitter, x: str, mode: str, pads) -> str:
+    """`x` padded along its axes from 2 on by (before, after) each, as F.pad's reflect, replicate and circular
+    modes: Pad's reflect and edge, and circular as the other end's Slices concatenated around `x` (Pad's
+    `wrap` is opset 19's)."""
+    i64 = np.int64
+    if mode != "circular":
+        zeros = [0, 0]
+        flat = zeros + [b for b, _ in pads] + zeros + [e for _, e in pads]
+        return ctx.op("Pad", [x, ctx.const(flat, f"{mode}_pads", i64)], f"{mode}_padded",
+                      mode="reflect" if mode == "reflect" else "edge")
+    for axis, (before, after) in enumerate(pads, start=2):
+        parts = [x]
+        for n, start, end in ((before, -before, np.iinfo(i64).max), (after, 0, after)):
+            if n:
+                cut = ctx.op("Slice", [x, ctx.const([start], f"wrap{axis}_start", i64),
+                                       ctx.const([end], f"wrap{axis}_end", i64),
+                                       ctx.const([axis], f"wrap{axis}_axis", i64)], f"wrap{axis}")
+                parts = [cut] + parts if start < 0 else parts + [cut]
+        if len(parts) > 1:
+            x = ctx.op("Concat", parts, f"circular{axis}", axis=axis)
+    return x
+
+
 def _carried_frames(ctx: NodeEmitter, slot, x: str, reach: int) -> str:
     """The past frames (`past_states.{j}.frames` [B, C, reach]) then x's; the last `reach` of them are the
     `present_states` output."""
@@ -107,16 +134,6 @@ def _carried_frames(ctx: NodeEmitter, slot, x: str, reach: int) -> str:
                             ctx.const([2], "time_axis", np.int64)], "present_frames")
     carry_states(ctx, slot, "frames", last)
     return joined
-
-
-def _conv_weight(ctx: NodeEmitter, a) -> str:
-    """The weight, or with `weight_norm` g · v / ‖v‖ (the norm over the axes but `weight_norm`), computed in
-    the graph as torch's weight_norm does: v · (g / ‖v‖)."""
-    if a.weight_norm is None:
-        return ctx.param("weight")
-    v = ctx.param("weight_v")
-    norm = ctx.reduce("ReduceL2", v, [k for k in range(3) if k != a.weight_norm], "v_norm", keepdims=1)
-    return ctx.op("Mul", [v, ctx.op("Div", [ctx.param("weight_g"), norm], "g_over_norm")], "weight")
 
 
 @lowers("group_norm")

@@ -20,6 +20,7 @@ from onnx import TensorProto
 
 from ...base.diagnostics import Diagnostic, SpecError
 from ...ops.conv import pair, target_size, written
+from .audio import padded
 from .lower import NodeEmitter, lowers
 from .vision import _resize_attrs
 
@@ -28,15 +29,17 @@ from .vision import _resize_attrs
 def _conv2d(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     a = node.attrs
-    ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])
     (top, bottom), (left, right) = a.pads
+    if a.padding_mode != "zeros":   # padded first, as torch.nn.Conv2d does, and none in the Conv
+        x, (top, bottom), (left, right) = padded(ctx, x, a.padding_mode, a.pads), (0, 0), (0, 0)
+    ins = [x, ctx.param("weight")] + ([ctx.param("bias")] if a.bias else [])
     sides = ctx.types["x"].shape[2:]
     keeps_size = node.shape.shape[2:] == sides and not all(n.is_const for n in sides)
     y = ctx.op("Conv", ins, final=not keeps_size, kernel_shape=list(pair(a.kernel)), strides=list(pair(a.stride)),
                pads=[top, left, bottom, right], dilations=list(pair(a.dilation)), group=a.groups)  # (B, out, H', W')
     if keeps_size:   # ONNX's Conv rule leaves a symbolic side unknown; a Reshape hands inference the input's
-        size = ctx.op("Concat", [ctx.const([0, a.out], "batch_channels", np.int64), ctx.shape(x, 2, 4, "hw")],
-                      "same_size", axis=0)
+        hw = ctx.shape(ctx.inputs[0], 2, 4, "hw")     # the input's sides, before any padding
+        size = ctx.op("Concat", [ctx.const([0, a.out], "batch_channels", np.int64), hw], "same_size", axis=0)
         ctx.op("Reshape", [y, size], final=True)
 
 
@@ -147,10 +150,11 @@ def _pool2d(ctx: NodeEmitter, node) -> None:
     if a.output is not None:
         _adaptive_pool2d(ctx, node)
         return
-    attrs = dict(kernel_shape=[a.kernel, a.kernel], strides=[a.step, a.step], pads=[a.padding] * 4,
+    ph, pw = pair(a.padding)
+    attrs = dict(kernel_shape=list(pair(a.kernel)), strides=list(a.step), pads=[ph, pw, ph, pw],
                  ceil_mode=int(a.ceil_mode))
     if a.kind == "max":
-        ctx.op("MaxPool", [x], final=True, **attrs)
+        ctx.op("MaxPool", [x], final=True, dilations=list(pair(a.dilation)), **attrs)
     else:
         ctx.op("AveragePool", [x], final=True, count_include_pad=int(a.count_include_pad is not False), **attrs)
 

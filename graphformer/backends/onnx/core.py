@@ -60,12 +60,22 @@ def _positional(ctx: NodeEmitter, node) -> None:
 
 # ---------------------------------------------------------------- linear
 
+def normed_weight(ctx: NodeEmitter, axis: int | None, rank: int) -> str:
+    """The node's weight, or with `weight_norm: AXIS` g · v / ‖v‖ (the norm over the axes but AXIS) computed in
+    the graph as torch's weight_norm does: v · (g / ‖v‖). Shared by `linear` and `conv1d`."""
+    if axis is None:
+        return ctx.param("weight")
+    v = ctx.param("weight_v")
+    norm = ctx.reduce("ReduceL2", v, [k for k in range(rank) if k != axis], "v_norm", keepdims=1)
+    return ctx.op("Mul", [v, ctx.op("Div", [ctx.param("weight_g"), norm], "g_over_norm")], "weight")
+
+
 @lowers("linear")
 def _linear(ctx: NodeEmitter, node) -> None:
     (x,) = ctx.inputs
     a = node.attrs
-    tied = ctx.param("weight", owner=a.tied) if a.tied else None
-    ctx.linear(x, "", "", a.bias, final=True, weight=tied)
+    weight = ctx.param("weight", owner=a.tied) if a.tied else normed_weight(ctx, a.weight_norm, 2)
+    ctx.linear(x, "", "", a.bias, final=True, weight=weight)
 
 
 # ---------------------------------------------------------------- attention

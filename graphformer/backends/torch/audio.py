@@ -7,9 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import tables
-from ...ops.audio import weight_norm_shape, weight_shape
-from .builder import INIT_STD
-from .core import _param
+from ...ops.audio import weight_shape
+from .core import NormedWeight, _param
 from .lower import lowers
 
 
@@ -49,30 +48,22 @@ def _spectrogram(node, types):
     return Spectrogram(node.attrs)
 
 
-class Conv1d(nn.Module):
+class Conv1d(NormedWeight, nn.Module):
     """torch.nn.Conv1d's computation without its own init (the builder initialises every parameter once).
-    With `weight_norm`, the weight is computed from `weight_g` and `weight_v` at each call, as torch's
-    weight_norm parametrisation does (transformers' Wav2Vec2 positional convolution)."""
+    With `weight_norm`, the weight is computed from `weight_g` and `weight_v` at each call (`NormedWeight`:
+    transformers' Wav2Vec2 positional convolution)."""
 
     def __init__(self, channels: int, a):
         super().__init__()
-        shape = weight_shape(a, channels)
-        self.norm_axis = a.weight_norm
-        if a.weight_norm is None:
-            self.weight = _param(*shape)
-        else:
-            self.weight_g = _param(*weight_norm_shape(a, shape))
-            self.weight_v = _param(*shape)
+        self.make_weight(weight_shape(a, channels), a.weight_norm)
         self.bias = _param(a.out) if a.bias else None
         self.stride, self.padding, self.dilation, self.groups = a.stride, a.padding, a.dilation, a.groups
         self.drop_last = a.drop_last
+        self.mode = None if a.padding_mode == "zeros" else a.padding_mode   # F.pad's first, as torch.nn.Conv1d
 
     def init_parameters(self, gen) -> None:
-        """normal(0, 0.02) weights (v), zero bias; g = ‖v‖, so the weight starts equal to v (torch's init)."""
-        w = self.weight if self.norm_axis is None else self.weight_v
-        w.normal_(0.0, INIT_STD, generator=gen)
-        if self.norm_axis is not None:
-            self.weight_g.copy_(torch.norm_except_dim(w, 2, self.norm_axis))
+        """normal(0, 0.02) weights (v; g = ‖v‖), zero bias."""
+        self.init_weight(gen)
         if self.bias is not None:
             self.bias.zero_()
 
@@ -80,18 +71,21 @@ class Conv1d(nn.Module):
     layer_id = 0      # slot: `conv1d`'s carry trait), and this node's slot in it
 
     def forward(self, x):
-        w = self.weight if self.norm_axis is None else torch._weight_norm(self.weight_v, self.weight_g, self.norm_axis)
+        w = self.normed_weight()
         if self.cache is not None and self.padding:   # a decoder step: the carried frames replace the left padding
             x = torch.cat([self.cache.read(self.layer_id, "frames").to(x.dtype), x], dim=-1)
             self.cache.write(self.layer_id, "frames", x[..., x.shape[-1] - self.padding:])
             return F.conv1d(x, w, self.bias, 1, 0, self.dilation, self.groups)
-        y = F.conv1d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)   # (B, out, T')
+        if self.mode is not None:
+            x = F.pad(x, (self.padding, self.padding), mode=self.mode)
+        y = F.conv1d(x, w, self.bias, self.stride, 0 if self.mode else self.padding, self.dilation, self.groups)
         return y[..., :y.shape[-1] - self.drop_last] if self.drop_last else y
 
     def extra_repr(self) -> str:
-        out, c, k = (self.weight if self.norm_axis is None else self.weight_v).shape
+        out, c, k = self.stored_weight.shape
         extras = [f"groups={self.groups}"] * (self.groups > 1) + [f"weight_norm={self.norm_axis}"] * (
-            self.norm_axis is not None) + [f"drop_last={self.drop_last}"] * (self.drop_last > 0)
+            self.norm_axis is not None) + [f"drop_last={self.drop_last}"] * (self.drop_last > 0) + [
+            f"padding_mode={self.mode}"] * (self.mode is not None)
         return ", ".join([f"{c * self.groups}→{out}, kernel={k}, stride={self.stride}, padding={self.padding}, "
                           f"dilation={self.dilation}", *extras] + ([] if self.bias is not None else ["no bias"]))
 

@@ -29,6 +29,10 @@ class Conv2d(nn.Module):
         # does (F.pad's order: left, right, top, bottom), without its warning about the copy
         (top, bottom), (left, right) = ((0, 0), (0, 0)) if transposed else a.pads
         self.extra = (0, right - left, 0, bottom - top) if (right - left, bottom - top) != (0, 0) else None
+        # another padding mode: all of it by F.pad first, as torch.nn.Conv2d does, and none in the convolution
+        self.mode = None if transposed or a.padding_mode == "zeros" else a.padding_mode
+        if self.mode is not None:
+            self.extra, self.padding = (left, right, top, bottom), (0, 0)
         self.output_padding = pair(a.output_padding) if transposed else None
 
     def init_parameters(self, gen) -> None:
@@ -42,13 +46,19 @@ class Conv2d(nn.Module):
             return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
                                       self.groups, self.dilation)
         if self.extra is not None:
-            x = F.pad(x, self.extra)
+            x = F.pad(x, self.extra, mode=self.mode or "constant")
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         a, b, kh, kw = self.weight.shape
         c, out = (a, b * self.groups) if self.transposed else (b * self.groups, a)
-        pad = pair_text(self.padding) + (f" (+{pair_text((self.extra[3], self.extra[1]))} after)" if self.extra else "")
+        if self.mode is not None:
+            left, right, top, bottom = self.extra
+            pad = pair_text((top, left)) + (f" (+{pair_text((bottom - top, right - left))} after)"
+                                            if (bottom, right) != (top, left) else "") + f" {self.mode}"
+        else:
+            pad = pair_text(self.padding) + (f" (+{pair_text((self.extra[3], self.extra[1]))} after)"
+                                             if self.extra else "")
         return (f"{c}→{out}, kernel={pair_text((kh, kw))}, stride={pair_text(self.stride)}, padding={pad}"
                 + f", output_padding={pair_text(self.output_padding)}" * (self.transposed and any(self.output_padding))
                 + f", dilation={pair_text(self.dilation)}" + f", groups={self.groups}" * (self.groups > 1)
@@ -155,8 +165,10 @@ class Pool2d(nn.Module):
 
     def __init__(self, a):
         super().__init__()
-        self.kind, self.kernel, self.stride, self.padding = a.kind, a.kernel, a.step, a.padding
-        self.ceil_mode = a.ceil_mode
+        self.kind, self.ceil_mode = a.kind, a.ceil_mode
+        if a.output is None:
+            self.kernel, self.stride, self.padding = pair(a.kernel), a.step, pair(a.padding)
+            self.dilation = pair(a.dilation)
         self.count_include_pad = a.count_include_pad is not False
         self.output = pair(a.output) if a.output is not None else None
 
@@ -166,14 +178,16 @@ class Pool2d(nn.Module):
                 return F.adaptive_max_pool2d(x, self.output)
             return F.adaptive_avg_pool2d(x, self.output)
         if self.kind == "max":
-            return F.max_pool2d(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode)
+            return F.max_pool2d(x, self.kernel, self.stride, self.padding, self.dilation, ceil_mode=self.ceil_mode)
         return F.avg_pool2d(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode,
                             count_include_pad=self.count_include_pad)
 
     def extra_repr(self) -> str:
         if self.output is not None:
             return f"{self.kind}, adaptive → {self.output[0]}×{self.output[1]}"
-        return (f"{self.kind}, kernel={self.kernel}, stride={self.stride}, padding={self.padding}"
+        return (f"{self.kind}, kernel={pair_text(self.kernel)}, stride={pair_text(self.stride)}, "
+                f"padding={pair_text(self.padding)}"
+                + f", dilation={pair_text(self.dilation)}" * (self.dilation != (1, 1))
                 + ", ceil_mode" * self.ceil_mode
                 + ", padding not counted" * (self.kind == "avg" and not self.count_include_pad))
 

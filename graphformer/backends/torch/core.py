@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...ops.core import normed_weights
 from ..rotary import rotary_inv_freq as inv_freq
 from ..tables import alibi_slopes, sinusoids
 from .lower import lowers
@@ -165,6 +166,59 @@ class Linear(nn.Linear):
         return f"{self.weight.shape[1]} → {self.weight.shape[0]}" + ("" if self.bias is not None else ", no bias")
 
 
+class NormedWeight:
+    """A module's weight stored as `weight`, or under `weight_norm: AXIS` as a magnitude `weight_g` and a
+    direction `weight_v`, the weight g · v / ‖v‖ (the norm over every axis but AXIS) recomputed at each call
+    by torch._weight_norm, as torch's weight_norm parametrisation does. Shared by `linear` and `conv1d`."""
+
+    norm_axis: int | None = None
+
+    def make_weight(self, shape: tuple[int, ...], axis: int | None) -> None:
+        self.norm_axis = axis
+        for name, dims in normed_weights(axis, shape).items():
+            setattr(self, name, _param(*dims))
+
+    @property
+    def stored_weight(self) -> nn.Parameter:
+        """`weight`, or the direction `weight_v`: the tensor of the weight's shape."""
+        return self.weight if self.norm_axis is None else self.weight_v
+
+    def normed_weight(self) -> torch.Tensor:
+        if self.norm_axis is None:
+            return self.weight
+        return torch._weight_norm(self.weight_v, self.weight_g, self.norm_axis)
+
+    def init_weight(self, gen) -> None:
+        """normal(0, 0.02), as the builder's default for a weight; under weight norm that is v, and g = ‖v‖,
+        so the weight starts equal to v (torch's weight_norm init)."""
+        from .builder import INIT_STD   # not at the top: the builder imports this module's package first
+        self.stored_weight.normal_(0.0, INIT_STD, generator=gen)
+        if self.norm_axis is not None:
+            self.weight_g.copy_(torch.norm_except_dim(self.weight_v, 2, self.norm_axis))
+
+
+class WeightNormLinear(NormedWeight, nn.Module):
+    """A linear layer with `weight_norm: AXIS` (torch.nn.utils.parametrizations.weight_norm(nn.Linear)):
+    parameters `weight_g`, `weight_v`, `bias`."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool, axis: int):
+        super().__init__()
+        self.make_weight((d_out, d_in), axis)
+        self.bias = _param(d_out) if bias else None
+
+    def init_parameters(self, gen) -> None:
+        self.init_weight(gen)
+        if self.bias is not None:
+            self.bias.zero_()
+
+    def forward(self, x):
+        return F.linear(x, self.normed_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        out, d = self.weight_v.shape
+        return f"{d} → {out}, weight_norm={self.norm_axis}" + ("" if self.bias is not None else ", no bias")
+
+
 class TiedLinear(nn.Module):
     """A linear layer whose weight is another node's (an embedding table): one shared parameter.
 
@@ -198,6 +252,8 @@ def _linear(node, types):
     a = node.attrs
     if a.tied:
         return TiedLinear(a.out, a.bias, a.tied)
+    if a.weight_norm is not None:
+        return WeightNormLinear(_width(types), a.out, a.bias, a.weight_norm)
     return Linear(_width(types), a.out, a.bias)
 
 
