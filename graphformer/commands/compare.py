@@ -121,7 +121,13 @@ def run(args) -> int:
                 keep = inputs[n].bool()
     with torch.inference_mode(), ref_mod.quiet():
         ours = model(**{k: inputs[k] for k in pairing.inputs})
-        theirs = ref_mod.tensors_of(reference(**{v: ref_mod.for_reference(inputs[k]) for k, v in pairing.inputs.items()}))
+        try:
+            theirs = ref_mod.tensors_of(reference(**{v: ref_mod.for_reference(inputs[k])
+                                                     for k, v in pairing.inputs.items()}))
+        except (RuntimeError, TypeError, ValueError, IndexError) as e:   # its own refusal of these inputs
+            raise CommandError(f"transformers' {cls.__name__} fails on the example inputs ("
+                               + ", ".join(f"{v} {list(inputs[k].shape)}" for k, v in pairing.inputs.items())
+                               + f"): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     ref_mod.pair_outputs(pairing, list(ours), theirs, outputs_given)
     if not pairing.outputs:
         raise CommandError(f"no spec output has a counterpart among the reference's ({', '.join(theirs)}): pair "

@@ -63,6 +63,8 @@ def _unconvert(rule: P, value: Any, field: str, defaults: dict) -> Any:
         return _act_name(value, defaults.get(field))
     if convert is hf._parallel_layer:
         return value == "parallel_layer"
+    if convert is hf._dense_layers:   # the spec's [-1] (a list param can't be empty) is transformers' []
+        return [i for i in value if i >= 0]
     if convert.__qualname__.startswith("_square_in"):   # an int or a square pair: the int says it
         return value
     raise AssertionError(f"no inverse for the converter of `{field}` ({convert.__qualname__}): add one here")
@@ -270,6 +272,19 @@ def _gemma3(fam, p):
             "architectures": _arch(p, fam.reference, "Gemma3TextModel")}
 
 
+def _qwen3(fam, p):
+    rope = _yarn(p, truncate=p["rope_truncate"]) if p["rope_scaling"] == "yarn" else _rope(p)
+    window = {"use_sliding_window": p["sliding_window"] > 0, "sliding_window": p["sliding_window"] or None}
+    if fam.model_type == "qwen3":   # Qwen3-MoE windows every layer or none
+        window["max_window_layers"] = p["window_from"]
+    return {**_decoder(fam, p), **rope, **window, "head_dim": p["head_dim"]}
+
+
+def _phi3(fam, p):
+    factor = p["rope_dims"] / (p["d_model"] // p["heads"])
+    return {**_decoder(fam, p), **_rope(p, partial_rotary_factor=factor), "sliding_window": p["window"] or None}
+
+
 def _jamba(fam, p):
     return {"mamba_dt_rank": p["dt_rank"], "use_mamba_kernels": False}   # the kernels need CUDA
 
@@ -298,6 +313,9 @@ EXPORTS: dict[str, Callable[[Family, dict], dict]] = {
     "gemma2": lambda fam, p: {**_decoder(fam, p, "Gemma2Model"), "sliding_window": p["sliding_window"]},
     "olmo2": lambda fam, p: _decoder(fam, p, "Olmo2Model"),
     "gemma3_text": _gemma3,
+    "qwen3": _qwen3,
+    "qwen3_moe": _qwen3,
+    "phi3": _phi3,
     "jamba": _jamba,
     "rwkv": _rwkv,
     "phi": _phi,

@@ -38,9 +38,14 @@ VARIANTS = {
     "mamba": [["head=false"]],
     "mamba2": [["head=false"]],
     "deepseek_v2": [["groups=1", "top_groups=1"]],
+    "gemma3_text": [["head=false"]],
+    "qwen3": [["sliding_window=0", "window_from=0"]],
+    "rwkv": [["head=false"]],
 }
 # a family whose bundled spec is another family's: its own cases only (the spec's tiny preset is the other's)
-OWN = {"dinov2_with_registers": [["registers=2", "antialias=true"], ["registers=2", "antialias=true", "head=true"]]}
+OWN = {"dinov2_with_registers": [["registers=2", "antialias=true"], ["registers=2", "antialias=true", "head=true"]],
+       "qwen3_moe": [["experts=5", "top_k=2", "moe_d_ff=20", "normalize=false", "sparse_step=2", "sliding_window=0",
+                      "window_from=0"]]}   # tiny-moe (an expert 20 wide: transformers' grouped kernel wants 16-byte strides)
 # the larger references (several seconds each on 2 cores): the slow tier
 SLOW = {"llava", "paligemma", "whisper", "t5", "deepseek_v2", "segformer", "gpt_oss", "swin", "deberta-v2",
         "modernbert", "clip", "mixtral", "convnext", "videomae"}

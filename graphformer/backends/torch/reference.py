@@ -105,6 +105,9 @@ def quiet():
 def build_reference(cls: type, config, directory: str | None, seed: int) -> nn.Module:
     """The reference in float32 eval mode: `directory`'s weights (safetensors, read by transformers), or
     `seed`'s initialisation perturbed where `directory` is None."""
+    # the plain implementations: eager attention, and experts run one by one (transformers' grouped kernel
+    # refuses small widths); the reference's maths, not its fastest kernels
+    config._attn_implementation, config._experts_implementation = "eager", "eager"
     with quiet():
         if directory is None:
             torch.manual_seed(seed)
