@@ -29,7 +29,7 @@ PAGES = ["README.md"] + sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*
                                if f"docs/{p.name}" not in GENERATED)
 RUN_KINDS = {"sh", "console", "python"}
 ILLUSTRATIVE = re.compile(r"^<!--\s*illustrative:\s*(\S.*?)\s*-->$")
-SLOW_PAGES = {"docs/huggingface.md", "docs/weight-maps.md", "docs/onnx.md", "docs/generation.md", "docs/python-api.md"}
+SLOW_PAGES = {"docs/huggingface.md", "docs/new-model.md", "docs/weight-maps.md", "docs/onnx.md", "docs/generation.md", "docs/python-api.md"}
 
 # page -> [(text in a block, what runs instead)]: a default-size model where the page's point holds at tiny
 SUBSTITUTIONS: dict[str, list[tuple[str, str]]] = {
