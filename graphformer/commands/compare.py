@@ -36,8 +36,9 @@ def add_parser(sub) -> None:
                    help="pair a spec input with the reference's forward argument, e.g. tokens=input_ids")
     p.add_argument("--output", dest="outputs", action="extend", nargs="+", metavar="OURS=THEIRS", default=[],
                    help="pair a spec output with the reference's output field, e.g. hidden=last_hidden_state")
-    p.add_argument("--padded", action="store_true", help="padding masks with padded rows (the first row full); "
-                   "outputs compared at the kept positions only")
+    p.add_argument("--padded", action="store_true", help="feed the padding masks, with padded rows (the first row "
+                   "full); outputs compared at the kept positions only. Without it, inputs a call may leave out "
+                   "(masks) are left out on both sides")
     p.add_argument("--rtol", type=float, default=1e-5,
                    help="bound on the max abs error, relative to max(1, the reference output's magnitude); default 1e-5")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the inputs and of a random reference (default 0)")
@@ -109,21 +110,15 @@ def run(args) -> int:
     reference = ref_mod.build_reference(cls, config, weights, args.seed)
     model = backend.build(spec, seed=args.seed).eval()
     _load(model, spec, reference, weights, args.weights_map)
-    pairing = ref_mod.pair_inputs(spec, reference.forward, inputs_given)
+    masks = tuple(n for n in spec.ir.inputs if ref_mod.is_padding_mask(spec, n)) if args.padded else ()
+    pairing = ref_mod.pair_inputs(spec, reference.forward, inputs_given, masks)
 
     inputs = backend.example_inputs(spec, dims=dims, seed=args.seed)
-    keep = None
-    for n in pairing.inputs:
-        if any(port == "mask" for _, port in spec.ir.consumers(spec.ir.inputs[n])):
-            if not args.padded:
-                inputs[n] = torch.ones_like(inputs[n])
-            elif keep is None and inputs[n].dim() == 2:
-                keep = inputs[n].bool()
+    keep = next((inputs[n].bool() for n in masks if n in pairing.inputs and inputs[n].dim() == 2), None)
     with torch.inference_mode(), ref_mod.quiet():
         ours = model(**{k: inputs[k] for k in pairing.inputs})
         try:
-            theirs = ref_mod.tensors_of(reference(**{v: ref_mod.for_reference(inputs[k])
-                                                     for k, v in pairing.inputs.items()}))
+            theirs = ref_mod.tensors_of(reference(**ref_mod.reference_inputs(spec, pairing, inputs)))
         except (RuntimeError, TypeError, ValueError, IndexError) as e:   # its own refusal of these inputs
             raise CommandError(f"transformers' {cls.__name__} fails on the example inputs ("
                                + ", ".join(f"{v} {list(inputs[k].shape)}" for k, v in pairing.inputs.items())

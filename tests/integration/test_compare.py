@@ -47,7 +47,7 @@ def test_checkpoint_directory_equals(capsys, llama_ckpt):
     rc, out, err = run(capsys, llama_ckpt)
     assert rc == 0, out + err
     assert "LlamaForCausalLM (weights of" in out
-    assert "tokens → input_ids [2, 8], mask → attention_mask [2, 8]" in out
+    assert "inputs: tokens → input_ids [2, 8]; left out: mask" in out
     assert " logits " in out and " ok" in out and "not compared" in out and "hidden" in out
     assert "Loading weights" not in err   # transformers' own bar is silenced
 
@@ -55,6 +55,7 @@ def test_checkpoint_directory_equals(capsys, llama_ckpt):
 def test_padded_rows_compared_where_kept(capsys, llama_ckpt):
     rc, out, _ = run(capsys, llama_ckpt, "--padded")
     assert rc == 0 and "equal at the kept positions" in out
+    assert "tokens → input_ids [2, 8], mask → attention_mask [2, 8]" in out
     row = next(line for line in out.splitlines() if line.strip().startswith("logits"))
     assert "[2, 8, 97]" not in row   # only the kept positions: fewer than 16 rows
 

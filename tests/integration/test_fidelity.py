@@ -76,6 +76,10 @@ CLAIMS = [
      lambda: T.Dinov2ForImageClassification(T.Dinov2Config(num_labels=1000))),
     ("Dinov2WithRegistersModel", "dinov2", "dinov2-base-registers", {}, "hf",
      lambda: T.Dinov2WithRegistersModel(T.Dinov2WithRegistersConfig())),
+    ("Dinov2WithRegistersForImageClassification", "dinov2", "dinov2-base-registers", {"head": True}, "hf",
+     lambda: T.Dinov2WithRegistersForImageClassification(T.Dinov2WithRegistersConfig(num_labels=1000))),
+    ("JambaForCausalLM", "jamba", None, {}, "hf",   # Jamba-v0.1
+     lambda: T.JambaForCausalLM(T.JambaConfig(use_mamba_kernels=False))),
     ("TimesformerModel", "timesformer", None, {}, "hf", lambda: T.TimesformerModel(T.TimesformerConfig())),
     ("TimesformerForVideoClassification", "timesformer", "k400", {}, "hf",
      lambda: T.TimesformerForVideoClassification(T.TimesformerConfig(num_labels=400))),

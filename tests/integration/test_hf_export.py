@@ -9,7 +9,6 @@ gives back the spec's params (the round trip); AutoConfig reads every field as w
 computes our outputs (fp32, 1e-5 of their scale)."""
 from __future__ import annotations
 
-import inspect
 import json
 
 import pytest
@@ -49,10 +48,6 @@ OWN = {"dinov2_with_registers": [["registers=2", "antialias=true"], ["registers=
 # the larger references (several seconds each on 2 cores): the slow tier
 SLOW = {"llava", "paligemma", "whisper", "t5", "deepseek_v2", "segformer", "gpt_oss", "swin", "deberta-v2",
         "modernbert", "clip", "mixtral", "convnext", "videomae"}
-ALIASES = {"tokens": "input_ids", "mask": "attention_mask", "pixels": "pixel_values", "positions": "position_ids",
-           "decoder_tokens": "decoder_input_ids"}
-OPTIONAL = {"prefix", "bool_masked_pos"}   # inputs ours runs without, which a head class may not take
-OUTPUTS = {"hidden": "last_hidden_state"}   # a bare model's output (a head class has none of that name)
 
 
 def _cases():
@@ -212,23 +207,24 @@ def _close(a, b) -> bool:
 
 
 def _same_outputs(s, ours, ref, torch) -> list[str]:
-    """Our outputs and the reference's for every output both name alike, on our example inputs (masks all ones)."""
+    """Our outputs and the reference's, paired as `graphformer compare` pairs them (inputs a call may leave out
+    left out), on our example inputs; the names of those compared."""
     from graphformer.backends.torch import example_inputs
-    inputs = {k: torch.ones_like(v) if k in ("mask", "attention_mask") else v
-              for k, v in example_inputs(s, seed=0).items()}
-    accepted = set(inspect.signature(ref.forward).parameters)
-    inputs = {k: v for k, v in inputs.items() if ALIASES.get(k, k) in accepted or k not in OPTIONAL}
-    theirs = {ALIASES.get(k, k): v for k, v in inputs.items()}
-    if not set(theirs) <= accepted:
+    from graphformer.backends.torch import reference as R
+    from graphformer.base.errors import UsageError
+    try:
+        pairing = R.pair_inputs(s, ref.forward, {})
+    except UsageError:   # ours needs an input the reference names otherwise (PaliGemma's prefix)
         return []
+    inputs = example_inputs(s, seed=0)
     with torch.no_grad():
         try:
-            mine, out = ours(**inputs), ref(**theirs)
-        except (TypeError, RuntimeError):   # ours needs an input the reference names otherwise (PaliGemma's prefix);
-            return []                       # DeepSeek-V2's grouped expert kernel refuses these tiny strides
-    compared = [k for k in mine if isinstance(getattr(out, OUTPUTS.get(k, k), None), torch.Tensor)]
-    for k in compared:
-        want = getattr(out, OUTPUTS.get(k, k))
-        assert mine[k].shape == want.shape, k
-        assert (mine[k] - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item()), k
-    return compared
+            mine = ours(**{k: inputs[k] for k in pairing.inputs})
+            out = R.tensors_of(ref(**R.reference_inputs(s, pairing, inputs)))
+        except (TypeError, RuntimeError):   # DeepSeek-V2's grouped expert kernel refuses these tiny strides
+            return []
+    R.pair_outputs(pairing, list(mine), out, {})
+    for k, v in pairing.outputs.items():
+        row = R.compared(k, v, mine[k], out[v], 1e-5, None)
+        assert row.ok, (k, v, row.problem or row.error)
+    return list(pairing.outputs)

@@ -10,8 +10,8 @@ download), and the config class is the one transformers registers for its `model
 
 Inputs and outputs are paired by name: the spec's own name where the reference's `forward` takes it (or
 its output holds it), else the conventional one (`tokens` → `input_ids`, `hidden` → `last_hidden_state`,
-...), else as the caller pairs them. A spec input with no partner may only be one a call can leave out (optional, or with a default):
-it is then left out on both sides.
+...), else as the caller pairs them. Inputs a call may leave out (optional, or with a default) are left out
+on both sides unless asked for (`--padded` asks for the padding masks).
 """
 from __future__ import annotations
 
@@ -126,9 +126,11 @@ class Pairing:
     unpaired: list[str] = field(default_factory=list)        # spec outputs the reference doesn't return
 
 
-def pair_inputs(spec, forward, given: dict[str, str]) -> Pairing:
-    """Each spec input → the argument of `forward` it is: `given`, the same name, or the alias. A required
-    input with none is a UsageError listing what `forward` takes."""
+def pair_inputs(spec, forward, given: dict[str, str], wanted: tuple[str, ...] = ()) -> Pairing:
+    """Each spec input a call must give, or `given` or `wanted` names → the argument of `forward` it is:
+    `given`, the same name, or the alias. The others (optional, or with a default: masks, DINOv2's
+    `bool_masked_pos`) are left out on both sides, which both read as "none". A required input with no
+    partner is a UsageError listing what `forward` takes."""
     params = inspect.signature(forward).parameters
     accepts = [p for p in params if p not in ("self", "kwargs", "args")]
     unknown = [f"{k}" for k in given if k not in spec.ir.inputs]
@@ -143,9 +145,12 @@ def pair_inputs(spec, forward, given: dict[str, str]) -> Pairing:
                 raise UsageError(f"--input {name}={theirs}: the reference's forward takes no `{theirs}` "
                                  f"(it takes {', '.join(accepts)})")
             theirs = None
-        if theirs is not None:
+        optional = _may_leave_out(spec.ir, name)
+        if optional and name not in given and name not in wanted:
+            out.left_out.append(name)
+        elif theirs is not None:
             out.inputs[name] = theirs
-        elif _may_leave_out(spec.ir, name):
+        elif optional:
             out.left_out.append(name)
         else:
             raise UsageError(f"spec input `{name}` has no counterpart in the reference's forward "
@@ -182,9 +187,17 @@ def tensors_of(output) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in items if isinstance(v, torch.Tensor)}
 
 
-def for_reference(x: torch.Tensor) -> torch.Tensor:
-    """Masks are bool in a spec and integer in transformers' signatures (1 = keep)."""
-    return x.long() if x.dtype == torch.bool else x
+def is_padding_mask(spec, name: str) -> bool:
+    """Whether spec input `name` is read as a padding mask (an op's `mask` port)."""
+    return any(port == "mask" for _, port in spec.ir.consumers(spec.ir.inputs[name]))
+
+
+def reference_inputs(spec, pairing: Pairing, inputs: dict) -> dict:
+    """The reference's keyword arguments: padding masks as integers (1 = keep), as transformers' signatures
+    take them (BERT's eager path subtracts them from 1); other inputs as they are (DINOv2's boolean
+    `bool_masked_pos` stays boolean)."""
+    return {theirs: inputs[ours].long() if inputs[ours].dtype == torch.bool and is_padding_mask(spec, ours)
+            else inputs[ours] for ours, theirs in pairing.inputs.items()}
 
 
 @dataclass
@@ -220,4 +233,4 @@ def compared(name: str, theirs: str, got: torch.Tensor, want: torch.Tensor, rtol
     flat = int(diff.argmax())
     at = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape))
     scale = want.abs().max().item()
-    return Row(name, theirs, tuple(got.shape), diff.view(-1)[flat].item(), scale, rtol * max(1.0, scale), at=at)
+    return Row(name, theirs, tuple(got.shape), diff.reshape(-1)[flat].item(), scale, rtol * max(1.0, scale), at=at)
