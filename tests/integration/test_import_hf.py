@@ -374,7 +374,7 @@ def test_a_config_without_pad_token_id_reads_transformers_default(tmp_path):
 # The tables each transformers config class is read through (a family's own, and the sub-configs')
 CLASS_TABLES = {**{k: f.fields for k, f in hf.FAMILIES.items()}, "llama": hf.LLAMA_FIELDS,
                 "clip_text_model": hf.CLIP_TEXT, "clip_vision_model": hf.CLIP_VISION, "gemma": hf.GEMMA_TEXT,
-                "siglip_vision_model": hf.SIGLIP_VISION}
+                "siglip_vision_model": hf.SIGLIP_VISION, "siglip_text_model": hf.SIGLIP_TEXT}
 
 
 def transformers_value(cfg, name):
@@ -488,6 +488,11 @@ SMALL = {
                                          hidden_size=24, num_attention_heads=4, intermediate_size=32,
                                          num_hidden_layers=2, vision_use_head=False),
                       projection_dim=32, image_token_index=7),
+    "siglip": dict(text_config=dict(model_type="siglip_text_model", vocab_size=V, max_position_embeddings=12,
+                                    hidden_size=40, num_attention_heads=5, intermediate_size=56, num_hidden_layers=2,
+                                    projection_size=24),
+                   vision_config=dict(model_type="siglip_vision_model", image_size=16, patch_size=8, hidden_size=24,
+                                      num_attention_heads=4, intermediate_size=32, num_hidden_layers=2)),
 }
 
 
