@@ -227,6 +227,11 @@ def _clip(fam, p):
     return {"text_config": text, "vision_config": _tower(hf.CLIP_VISION, p, "clip_vision_model")}
 
 
+def _siglip(fam, p):
+    return {"text_config": _tower(hf.SIGLIP_TEXT, p, "siglip_text_model"),
+            "vision_config": _tower(hf.SIGLIP_TOWER, p, "siglip_vision_model")}
+
+
 def _classifier(head: str, bare: str):
     def export(fam, p):
         return {**_labels(p["classes"]), "architectures": _arch(p, head, bare)}
@@ -338,6 +343,7 @@ EXPORTS: dict[str, Callable[[Family, dict], dict]] = {
     "llava": _llava,
     "paligemma": _paligemma,
     "clip": _clip,
+    "siglip": _siglip,
     "audio-spectrogram-transformer": _classifier("ASTForAudioClassification", "ASTModel"),
     "decision_transformer": _plain,
     "whisper": _plain,

@@ -48,7 +48,7 @@ OWN = {"dinov2_with_registers": [["registers=2", "antialias=true"], ["registers=
                       "window_from=0"]]}   # tiny-moe (an expert 20 wide: transformers' grouped kernel wants 16-byte strides)
 # the larger references (several seconds each on 2 cores): the slow tier
 SLOW = {"llava", "paligemma", "whisper", "t5", "deepseek_v2", "segformer", "gpt_oss", "swin", "deberta-v2",
-        "modernbert", "clip", "mixtral", "convnext", "videomae"}
+        "modernbert", "clip", "mixtral", "convnext", "videomae", "siglip"}
 ALIASES = {"tokens": "input_ids", "mask": "attention_mask", "pixels": "pixel_values", "positions": "position_ids",
            "decoder_tokens": "decoder_input_ids"}
 OPTIONAL = {"prefix", "bool_masked_pos"}   # inputs ours runs without, which a head class may not take
