@@ -638,8 +638,7 @@ GEMMA_TEXT = {
     "intermediate_size": P("d_ff"), "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"),
     "hidden_act": P("act", act), "attention_bias": P("attn_bias"),
 }
-SIGLIP_VISION = {**CLIP_VISION, "vision_use_head": Fixed(_is(False, None), "the paligemma spec's vision tower has "
-                                                         "no pooling head (PaliGemma reads its last hidden state)")}
+SIGLIP_VISION = {**CLIP_VISION, "vision_use_head": P("vision_use_head")}   # PaliGemma: weights no logit reads
 
 
 def _paligemma(cfg: dict) -> dict:

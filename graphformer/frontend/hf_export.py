@@ -217,7 +217,7 @@ def _llava(fam, p):
 
 def _paligemma(fam, p):
     text = {**_tower(hf.GEMMA_TEXT, p, "gemma"), **_rope(p), **_pad(p)}
-    vision = {**_tower(hf.SIGLIP_VISION, p, "siglip_vision_model"), "vision_use_head": False}   # its class: true
+    vision = _tower(hf.SIGLIP_VISION, p, "siglip_vision_model")
     return {"text_config": text, "vision_config": vision, "projection_dim": p["d_model"]}
 
 

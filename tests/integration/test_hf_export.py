@@ -41,6 +41,7 @@ VARIANTS = {
     "gemma3_text": [["head=false"]],
     "qwen3": [["sliding_window=0", "window_from=0"]],
     "rwkv": [["head=false"]],
+    "paligemma": [["vision_use_head=true"]],
 }
 # a family whose bundled spec is another family's: its own cases only (the spec's tiny preset is the other's)
 OWN = {"dinov2_with_registers": [["registers=2", "antialias=true"], ["registers=2", "antialias=true", "head=true"]],
