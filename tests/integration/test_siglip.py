@@ -147,3 +147,15 @@ def test_import_hf_refuses_what_the_spec_does_not_say(change, named):
     from graphformer.frontend.hf import HFImportError, convert_config
     with pytest.raises(HFImportError, match=named):
         convert_config({**PUBLISHED, **change})
+
+
+def test_compare_against_the_saved_reference(pair, tmp_path, capsys):
+    """`graphformer compare` on a save_pretrained directory: all four outputs, logits_per_image a transposed
+    (non-contiguous) tensor on both sides."""
+    from graphformer.cli import main
+    _, ref, _ = pair
+    ref.save_pretrained(tmp_path / "ckpt")
+    rc = main(["compare", str(SPEC), "--preset", "tiny", "--reference", str(tmp_path / "ckpt"), "--padded"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "Traceback" not in out + err, out + err
+    assert "4 of 4 outputs within" in out, out
