@@ -638,8 +638,7 @@ GEMMA_TEXT = {
     "intermediate_size": P("d_ff"), "max_position_embeddings": P("max_len"), "rms_norm_eps": P("eps"),
     "hidden_act": P("act", act), "attention_bias": P("attn_bias"),
 }
-SIGLIP_VISION = {**CLIP_VISION, "vision_use_head": Fixed(_is(False, None), "the paligemma spec's vision tower has "
-                                                         "no pooling head (PaliGemma reads its last hidden state)")}
+SIGLIP_VISION = {**CLIP_VISION, "vision_use_head": P("vision_use_head")}   # PaliGemma: weights no logit reads
 
 
 def _paligemma(cfg: dict) -> dict:
@@ -666,6 +665,27 @@ def _paligemma(cfg: dict) -> dict:
         raise HFImportError(f"`image_token_index: {token}` is not below text_config.vocab_size {vocab}: the "
                             "paligemma spec looks the image token up in the token table")
     cfg["pad_token_id"] = text["pad_token_id"]   # the pad row is the text model's
+    return out
+
+
+SIGLIP_TEXT = {**CLIP_TEXT, "projection_size": P("embed")}
+SIGLIP_TOWER = {**CLIP_VISION, "vision_use_head": Fixed(_is(True, None), "SiglipModel's image embedding is the "
+                                                        "attention-pooling head's output (its pooler_output)")}
+
+
+def _siglip(cfg: dict) -> dict:
+    """SigLIP: CLIP's two tables (the text's with its head's width), the vision tower with its pooling head."""
+    text, vision = cfg["text_config"], cfg["vision_config"]
+    for sub, want in ((text, "siglip_text_model"), (vision, "siglip_vision_model")):
+        if sub.get("model_type", want) != want:
+            raise HFImportError(f"a siglip config with a `{sub['model_type']}` sub-config: the siglip spec has a "
+                                f"{want} there")
+    missing = cfg.setdefault(MISSING, [])
+    out = apply_table(SIGLIP_TEXT, text, "text_config.", missing)
+    out.update(apply_table(SIGLIP_TOWER, vision, "vision_config.", missing))
+    if text["projection_size"] != vision["hidden_size"]:   # the reference's cosine fails on it too
+        raise HFImportError(f"`text_config.projection_size: {text['projection_size']}` ≠ vision_config.hidden_size "
+                            f"{vision['hidden_size']}: the text and image embeddings are compared, so they are as wide")
     return out
 
 
@@ -1603,6 +1623,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "tie_word_embeddings": P("tie_embeddings"),
     }, frozenset({"text_config", "vision_config", "projection_dim", "hidden_size", "vocab_size"}), _paligemma,
         "PaliGemmaForConditionalGeneration"),
+    Family("siglip", "siglip.yaml", {}, frozenset({"text_config", "vision_config", "initializer_factor"}), _siglip,
+           "SiglipModel"),
     Family("clip", "clip-vit-b32.yaml", {"projection_dim": P("embed")},
            frozenset({"text_config", "vision_config", "logit_scale_init_value"}), _clip, "CLIPModel"),
     Family("audio-spectrogram-transformer", "ast.yaml", {
@@ -1825,6 +1847,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "tie_word_embeddings": False, "vision_feature_layer": -2, "vision_feature_select_strategy": "default"},
     "paligemma": {"image_token_index": 256000, "tie_word_embeddings": True, "projection_dim": 2048},
     "clip": {"projection_dim": 512},
+    "siglip": {},
     "audio-spectrogram-transformer": {
         "max_length": 1024, "num_mel_bins": 128, "patch_size": 16, "frequency_stride": 10, "time_stride": 10,
         "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072, "num_hidden_layers": 12,
@@ -1856,7 +1879,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                   "hidden_sizes": [32, 64, 160, 256], "patch_sizes": [7, 3, 3, 3], "strides": [4, 2, 2, 2],
                   "num_attention_heads": [1, 2, 5, 8], "mlp_ratios": [4, 4, 4, 4], "hidden_act": "gelu",
                   "classifier_dropout_prob": 0.1, "decoder_hidden_size": 256, "reshape_last_stage": True},
-    # the sub-configs' own classes (CLIP, LLaVA, PaliGemma)
+    # the sub-configs' own classes (CLIP, LLaVA, PaliGemma, SigLIP)
     "clip_text_model": {"vocab_size": 49408, "max_position_embeddings": 77, "hidden_size": 512,
                         "num_attention_heads": 8, "intermediate_size": 2048, "num_hidden_layers": 12,
                         "hidden_act": "quick_gelu", "layer_norm_eps": 1e-05, "attention_dropout": 0.0,
@@ -1872,6 +1895,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                             "num_attention_heads": 12, "intermediate_size": 3072, "num_hidden_layers": 12,
                             "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-06, "attention_dropout": 0.0,
                             "vision_use_head": True},
+    "siglip_text_model": {"vocab_size": 32000, "max_position_embeddings": 64, "hidden_size": 768,
+                          "num_attention_heads": 12, "intermediate_size": 3072, "num_hidden_layers": 12,
+                          "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-06, "attention_dropout": 0.0,
+                          "projection_size": Derived(lambda c: c["hidden_size"])},
 }
 
 # Fields a table reads that have no usable default in transformers (the model can't be built without them):
@@ -1905,6 +1932,7 @@ ALIASES: dict[str, dict[str, str]] = {
 # overrides when the key is absent or null). A sub-config object given gets its class's defaults only.
 SUB_CONFIGS: dict[str, dict[str, tuple[str, dict]]] = {
     "clip": {"text_config": ("clip_text_model", {}), "vision_config": ("clip_vision_model", {})},
+    "siglip": {"text_config": ("siglip_text_model", {}), "vision_config": ("siglip_vision_model", {})},
     "llava": {"text_config": ("llama", {}),
               "vision_config": ("clip_vision_model", {
                   "intermediate_size": 4096, "hidden_size": 1024, "patch_size": 14, "image_size": 336,
@@ -2174,7 +2202,8 @@ def _fields_by_param(fam: Family) -> dict[str, str]:
     """param → the config field that sets it, for the messages."""
     nested = {"clip": [("text_config.", CLIP_TEXT), ("vision_config.", CLIP_VISION)],
               "llava": [("text_config.", LLAVA_TEXT), ("vision_config.", CLIP_VISION)],
-              "paligemma": [("text_config.", GEMMA_TEXT), ("vision_config.", SIGLIP_VISION)]}
+              "paligemma": [("text_config.", GEMMA_TEXT), ("vision_config.", SIGLIP_VISION)],
+              "siglip": [("text_config.", SIGLIP_TEXT), ("vision_config.", SIGLIP_TOWER)]}
     tables = [("", fam.fields)] + nested.get(fam.model_type, [])
     return {rule.param: f"`{prefix}{name}`" for prefix, table in tables for name, rule in table.items()
             if isinstance(rule, P)}

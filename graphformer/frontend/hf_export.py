@@ -217,7 +217,7 @@ def _llava(fam, p):
 
 def _paligemma(fam, p):
     text = {**_tower(hf.GEMMA_TEXT, p, "gemma"), **_rope(p), **_pad(p)}
-    vision = {**_tower(hf.SIGLIP_VISION, p, "siglip_vision_model"), "vision_use_head": False}   # its class: true
+    vision = _tower(hf.SIGLIP_VISION, p, "siglip_vision_model")
     return {"text_config": text, "vision_config": vision, "projection_dim": p["d_model"]}
 
 
@@ -225,6 +225,11 @@ def _clip(fam, p):
     text = _tower(hf.CLIP_TEXT, p, "clip_text_model")
     text["eos_token_id"] = 2 if p["text_pool"] == "argmax" else p["eos_token"]
     return {"text_config": text, "vision_config": _tower(hf.CLIP_VISION, p, "clip_vision_model")}
+
+
+def _siglip(fam, p):
+    return {"text_config": _tower(hf.SIGLIP_TEXT, p, "siglip_text_model"),
+            "vision_config": _tower(hf.SIGLIP_TOWER, p, "siglip_vision_model")}
 
 
 def _classifier(head: str, bare: str):
@@ -338,6 +343,7 @@ EXPORTS: dict[str, Callable[[Family, dict], dict]] = {
     "llava": _llava,
     "paligemma": _paligemma,
     "clip": _clip,
+    "siglip": _siglip,
     "audio-spectrogram-transformer": _classifier("ASTForAudioClassification", "ASTModel"),
     "decision_transformer": _plain,
     "whisper": _plain,

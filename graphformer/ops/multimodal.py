@@ -78,6 +78,9 @@ class CosineAttrs(Attrs):
     scale: Literal["learned", "none"] = Field(
         "learned", description="`learned`: multiply by exp(logit_scale), a learned scalar (CLIP)")
     init: float = Field(2.6592, description="initial logit_scale: ln(1 / 0.07), CLIP's temperature")
+    bias: bool = Field(False, description="add a learned scalar `logit_bias` after the scale (SigLIP's sigmoid "
+                                          "loss: exp(logit_scale) · cosine + logit_bias)")
+    bias_init: float = Field(-10.0, description="initial logit_bias (SigLIP's −10)")
 
 
 def _cosine_shape(a: CosineAttrs, ins):
@@ -94,15 +97,17 @@ def _cosine_flops(a: CosineAttrs, ins, out):
     na, d = ins["a"].shape
     nb = ins["b"].shape[0]
     norm = 3 * (na + nb) * d if a.normalize else 0
-    return 2 * na * nb * d + norm + (numel(out.shape) if a.scale == "learned" else 0)
+    return 2 * na * nb * d + norm + numel(out.shape) * ((a.scale == "learned") + a.bias)
 
 
 register(OpDef(
     "cosine_logits", "multimodal",
     "Cosine similarity of every row of `a [N_a, d]` with every row of `b [N_b, d]`, times exp(logit_scale): "
-    "`[N_a, N_b]` (CLIP's logits_per_text with a = text, b = image). Parameter `logit_scale` (a scalar).",
+    "`[N_a, N_b]` (CLIP's logits_per_text with a = text, b = image). Parameter `logit_scale` (a scalar); with "
+    "`bias`, plus a learned scalar `logit_bias` (SigLIP).",
     CosineAttrs, ("a", "b"), _cosine_shape,
-    params=lambda a, ins: {"logit_scale": ()} if a.scale == "learned" else {},
+    params=lambda a, ins: {**({"logit_scale": ()} if a.scale == "learned" else {}),
+                           **({"logit_bias": ()} if a.bias else {})},
     flops=_cosine_flops,
     sequence=MIXES, tp=UNPLANNED, saves=keeps_float_inputs, matmul=True,
     example="logits_per_text: {op: cosine_logits, in: {a: text_embeds, b: image_embeds}}",

@@ -131,6 +131,7 @@ CLAIMS = [
          text_config=dict(model_type="gemma", hidden_size=2048, intermediate_size=16384, num_hidden_layers=18,
                           num_attention_heads=8, num_key_value_heads=1, vocab_size=257216),
          image_token_index=257152))),
+    ("SiglipModel", "siglip", None, {}, "hf", lambda: T.SiglipModel(T.SiglipConfig())),   # siglip-base-patch16-224
 ]
 
 

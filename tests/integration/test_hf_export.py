@@ -40,6 +40,7 @@ VARIANTS = {
     "gemma3_text": [["head=false"]],
     "qwen3": [["sliding_window=0", "window_from=0"]],
     "rwkv": [["head=false"]],
+    "paligemma": [["vision_use_head=true"]],
 }
 # a family whose bundled spec is another family's: its own cases only (the spec's tiny preset is the other's)
 OWN = {"dinov2_with_registers": [["registers=2", "antialias=true"], ["registers=2", "antialias=true", "head=true"]],
@@ -47,7 +48,7 @@ OWN = {"dinov2_with_registers": [["registers=2", "antialias=true"], ["registers=
                       "window_from=0"]]}   # tiny-moe (an expert 20 wide: transformers' grouped kernel wants 16-byte strides)
 # the larger references (several seconds each on 2 cores): the slow tier
 SLOW = {"llava", "paligemma", "whisper", "t5", "deepseek_v2", "segformer", "gpt_oss", "swin", "deberta-v2",
-        "modernbert", "clip", "mixtral", "convnext", "videomae"}
+        "modernbert", "clip", "mixtral", "convnext", "videomae", "siglip"}
 
 
 def _cases():

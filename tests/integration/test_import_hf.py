@@ -374,7 +374,7 @@ def test_a_config_without_pad_token_id_reads_transformers_default(tmp_path):
 # The tables each transformers config class is read through (a family's own, and the sub-configs')
 CLASS_TABLES = {**{k: f.fields for k, f in hf.FAMILIES.items()}, "llama": hf.LLAMA_FIELDS,
                 "clip_text_model": hf.CLIP_TEXT, "clip_vision_model": hf.CLIP_VISION, "gemma": hf.GEMMA_TEXT,
-                "siglip_vision_model": hf.SIGLIP_VISION}
+                "siglip_vision_model": hf.SIGLIP_VISION, "siglip_text_model": hf.SIGLIP_TEXT}
 
 
 def transformers_value(cfg, name):
@@ -488,6 +488,11 @@ SMALL = {
                                          hidden_size=24, num_attention_heads=4, intermediate_size=32,
                                          num_hidden_layers=2, vision_use_head=False),
                       projection_dim=32, image_token_index=7),
+    "siglip": dict(text_config=dict(model_type="siglip_text_model", vocab_size=V, max_position_embeddings=12,
+                                    hidden_size=40, num_attention_heads=5, intermediate_size=56, num_hidden_layers=2,
+                                    projection_size=24),
+                   vision_config=dict(model_type="siglip_vision_model", image_size=16, patch_size=8, hidden_size=24,
+                                      num_attention_heads=4, intermediate_size=32, num_hidden_layers=2)),
 }
 
 
@@ -582,7 +587,8 @@ def test_a_field_without_a_transformers_default_keeps_the_spec_default_with_a_wa
 def test_absent_fields_read_as_transformers_classes_not_the_specs(tmp_path, capsys):
     """The cases that differ from the bundled specs' defaults, by hand: LlamaConfig's rope theta 10000 and
     eps 1e-6, MistralConfig's 4096-token window, Mixtral's theta 1e6, GPT-OSS's YaRN schedule, LLaVA's own
-    vision tower when vision_config is absent and CLIPVisionConfig's where it is an empty object."""
+    vision tower when vision_config is absent and CLIPVisionConfig's where it is an empty object (PaliGemma's
+    likewise: SiglipVisionConfig's pooling head)."""
     params = hf.convert_config({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4}).params
     assert params["rope_theta"] == 10000.0 and params["eps"] == 1e-6 and params["kv_heads"] == 4
     assert hf.convert_config({"model_type": "mistral"}).params["window"] == 4096
@@ -591,8 +597,9 @@ def test_absent_fields_read_as_transformers_classes_not_the_specs(tmp_path, caps
     assert oss["rope_factor"] == 32.0 and oss["rope_truncate"] is False and oss["rope_original_max_len"] == 4096
     assert hf.convert_config({"model_type": "llava"}).params["vision_width"] == 1024
     assert hf.convert_config({"model_type": "llava", "vision_config": {}}).params["vision_width"] == 768
-    with pytest.raises(hf.HFImportError, match=r"vision_use_head: true` \(absent: transformers' default\)"):
-        hf.convert_config({"model_type": "paligemma", "vision_config": {}})
+    # PaliGemma's own vision tower has no pooling head; SiglipVisionConfig's, an empty object, has one
+    assert hf.convert_config({"model_type": "paligemma"}).params["vision_use_head"] is False
+    assert hf.convert_config({"model_type": "paligemma", "vision_config": {}}).params["vision_use_head"] is True
 
 
 @pytest.mark.parametrize("kind,cls", [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM")])

@@ -201,7 +201,7 @@ def _check_same_outputs(case, sess, inputs: dict, where: str) -> None:
 # Every op or attribute variant that no bundled spec uses: RMS norm, a layer norm without shift,
 # bias-free causal attention with an int padding mask, cross-attention with its own inner and output
 # widths and a bool mask, silu, sigmoid, concat, softmax, token_at `first`, pool at index -1, an
-# open-ended slice, both cosine_logits variants, spectrograms of a waveform of symbolic length, a
+# open-ended slice, the cosine_logits variants (scale, bias, both, neither), spectrograms of a waveform of symbolic length, a
 # strided, dilated conv1d over them, a grouped weight-normed one and a group norm; a grouped, dilated conv2d
 # without bias over an image of symbolic size and a batch norm (eval: running statistics), resized back to the
 # image's size (bilinear), enlarged ×3 (nearest) and max- and avg-pooled; a conv2d with a non-square kernel,
@@ -239,6 +239,8 @@ nodes:
   tail:      {op: slice, in: lin, axis: 1, start: 1}
   cos:       {op: cosine_logits, in: {a: first, b: last}}
   dots:      {op: cosine_logits, in: {a: first, b: last}, normalize: false, scale: none}
+  biased:    {op: cosine_logits, in: {a: first, b: last}, scale: none, bias: true}
+  sigmoid_l: {op: cosine_logits, in: {a: first, b: last}, bias: true}
   mel:       {op: spectrogram, in: wave, sample_rate: 8000, n_fft: 64, hop: 32, mels: 8}
   mel_raw:   {op: spectrogram, in: wave, sample_rate: 8000, n_fft: 64, win_length: 48, hop: 20, mels: 6,
               center: false, mel_scale: slaney, log: false, f_min: 50.0, f_max: 3000.0}
@@ -277,7 +279,7 @@ nodes:
   shift:     {op: token_shift, in: x}
   tmix:      {op: token_shift, in: x, mix: true}
   wkv:       {op: wkv, in: {k: lin, v: tmix}}
-outputs: {shift: shift, wkv: wkv, placed: placed, bn2: bn2, up2: up2, pool2: pool2, avg2: avg2, gap: gap, gmp: gmp, zeroed: zeroed, zeroed_ch: zeroed_ch, tail: tail, cos: cos, dots: dots, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, gnorm: gnorm,
+outputs: {shift: shift, wkv: wkv, placed: placed, bn2: bn2, up2: up2, pool2: pool2, avg2: avg2, gap: gap, gmp: gmp, zeroed: zeroed, zeroed_ch: zeroed_ch, tail: tail, cos: cos, dots: dots, biased: biased, sigmoid_l: sigmoid_l, mel: mel, mel_raw: mel_raw, conv: conv, conv_nb: conv_nb, gnorm: gnorm,
           stored: stored,
           rel_bias: rel_bias, rel_causal: rel_causal, capped: capped, floor0: floor0, regs: regs}
 """

@@ -211,6 +211,7 @@ def test_parameters_are_named_and_sized_like_the_references():
     cos = REGISTRY["cosine_logits"]
     assert cos.params(cos.attrs(), {"a": T(2, 8), "b": T(3, 8)}) == {"logit_scale": ()}
     assert cos.params(cos.attrs(scale="none"), {"a": T(2, 8), "b": T(3, 8)}) == {}
+    assert cos.params(cos.attrs(bias=True), {"a": T(2, 8), "b": T(3, 8)}) == {"logit_scale": (), "logit_bias": ()}
     assert REGISTRY["prepend_tokens"].params(REGISTRY["prepend_tokens"].attrs(count=2), {"x": T("B", 5, 8)}) \
         == {"tokens": (2, 8)}
     assert REGISTRY["spectrogram"].params(REGISTRY["spectrogram"].attrs(), {"x": T("B", 1000)}) == {}
@@ -402,6 +403,10 @@ def test_cosine_logits_l2_normalize_and_scale():
     torch.testing.assert_close(unit.norm(dim=-1), torch.ones(3))
     plain = lower("cosine_logits", {"normalize": False, "scale": "none"}, {"a": C(3, 8), "b": C(2, 8)})
     torch.testing.assert_close(plain(a, b), a @ b.T)
+    siglip = lower("cosine_logits", {"normalize": False, "bias": True}, {"a": C(3, 8), "b": C(2, 8)})
+    siglip.init_parameters()   # the paper's bias −10; SigLIP's logits are exp(logit_scale) · a·b + logit_bias
+    assert siglip.logit_bias.item() == -10.0
+    torch.testing.assert_close(siglip(a, b), torch.exp(siglip.logit_scale) * (a @ b.T) + siglip.logit_bias)
     torch.testing.assert_close(lower("scale", {"by": 0.5}, {"x": C(3, 8)})(a), a / 2)
 
 

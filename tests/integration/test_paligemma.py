@@ -176,7 +176,6 @@ def test_import_hf_reads_the_published_config_as_the_defaults():
 
 @pytest.mark.parametrize("change,named", [
     ({"text_config": {**PUBLISHED["text_config"], "model_type": "gemma2"}}, "gemma2"),
-    ({"vision_config": {**PUBLISHED["vision_config"], "vision_use_head": True}}, "vision_config.vision_use_head"),
     ({"projection_dim": 1024}, "projection_dim"),
     ({"image_token_index": 257216}, "image_token_index"),
 ])
@@ -184,3 +183,26 @@ def test_import_hf_refuses_what_the_spec_does_not_say(change, named):
     from graphformer.frontend.hf import HFImportError, convert_config
     with pytest.raises(HFImportError, match=named):
         convert_config({**PUBLISHED, **change})
+
+
+def test_a_vision_tower_with_its_pooling_head(pair):
+    """`vision_use_head: true` (SiglipVisionConfig's default) is imported: the head's weights are counted and
+    loaded (specs/siglip.yaml's head, defined here), its output `vision_pooled` is the tower's pooler_output,
+    and the logits, which don't read it, are the reference's."""
+    from graphformer.frontend.hf import convert_config
+    assert convert_config({**PUBLISHED, "vision_config": {**PUBLISHED["vision_config"], "vision_use_head": True}}
+                          ).params["vision_use_head"] is True
+    config = tiny_config()
+    config.vision_config.vision_use_head = True
+    torch.manual_seed(0)
+    ref = randomize(T.PaliGemmaForConditionalGeneration(config))
+    spec = graphformer.load(SPEC, "tiny", overrides={"vision_use_head": True})
+    assert total_params(spec.ir) == sum(p.numel() for p in ref.parameters())
+    model = ours(spec, ref)
+    ids, pixels, _, types = batch()
+    with torch.no_grad():
+        got = model(tokens=ids, pixels=pixels, prefix=(types == 0).long())
+        assert_close(got["logits"], ref(input_ids=ids, pixel_values=pixels, token_type_ids=types).logits,
+                     "paligemma logits, vision head on")
+        assert_close(got["vision_pooled"], ref.model.vision_tower(pixels).pooler_output, "paligemma vision_pooled")
+

@@ -29,7 +29,7 @@ SLOW = {"llava/hf", "paligemma/hf", "whisper-base/hf", "t5-base/hf", "deepseek-v
 ALIASES = {"tokens": "input_ids", "mask": "attention_mask", "pixels": "pixel_values", "positions": "position_ids"}
 # the maps whose stored shapes differ from the parameters' (`stored_shape`): their outputs must be compared
 UNIT_AXES = {"vit-b16/hf", "clip-vit-b32/hf", "ast/hf", "timesformer/hf", "vivit/hf", "dinov2/hf", "llava/hf",
-             "rwkv/hf"}
+             "rwkv/hf", "siglip/hf"}
 # params a case leaves at a value no config says together with its others (GF315), which the reference's class
 # doesn't read: set as the config says them, so that --save-map hf writes one (the weights are the same)
 SAYABLE = {"videomae/hf": {"pooling": "cls"}}   # VideoMAEModel's final norm goes with [CLS] pooling

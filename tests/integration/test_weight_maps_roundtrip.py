@@ -64,6 +64,11 @@ def _paligemma():
                                                                 image_token_index=96, projection_dim=48))
     return spec("paligemma"), ref
 
+def _siglip():
+    from test_siglip import tiny_config
+    return spec("siglip"), T.SiglipModel(tiny_config())
+
+
 def _swin_model():
     s, ref = _swin()
     return spec("swin-t", None, **{**s.params, "head": False}), T.SwinModel(ref.config)
@@ -245,6 +250,7 @@ CASES = {
         experts_implementation="eager"))),
     "llava/hf": _llava,
     "paligemma/hf": _paligemma,
+    "siglip/hf": _siglip,
     "modernbert/hf": lambda: (spec("modernbert"), T.ModernBertForMaskedLM(T.ModernBertConfig(
         vocab_size=97, hidden_size=42, num_hidden_layers=4, num_attention_heads=3, intermediate_size=56,
         max_position_embeddings=64, local_attention=4, global_attn_every_n_layers=2, global_rope_theta=5000.0,

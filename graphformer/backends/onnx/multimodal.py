@@ -41,12 +41,13 @@ def _cosine_logits(ctx: NodeEmitter, node) -> None:
     if a.normalize:
         a_in, b_in = _l2_normalize(ctx, a_in, 1e-12, "a"), _l2_normalize(ctx, b_in, 1e-12, "b")
     bt = ctx.op("Transpose", [b_in], "b", perm=[1, 0])
-    if a.scale == "none":
-        ctx.op("MatMul", [a_in, bt], final=True)
-        return
-    sims = ctx.op("MatMul", [a_in, bt], "cosine")                                            # (N_a, N_b)
-    scale = ctx.op("Exp", [ctx.param("logit_scale")], "scale")                              # CLIP: exp(logit_scale)
-    ctx.op("Mul", [sims, scale], "scale", final=True)
+    steps = [("Exp", "logit_scale", "Mul", "scale")] if a.scale == "learned" else []     # CLIP: exp(logit_scale)
+    steps += [(None, "logit_bias", "Add", "bias")] if a.bias else []                     # SigLIP: + logit_bias
+    out = ctx.op("MatMul", [a_in, bt], "cosine", final=not steps)                          # (N_a, N_b)
+    for i, (pre, param, op, tag) in enumerate(steps):
+        value = ctx.param(param)
+        value = ctx.op(pre, [value], tag) if pre else value
+        out = ctx.op(op, [out, value], tag, final=i == len(steps) - 1)
 
 
 @lowers("quick_gelu")

@@ -35,27 +35,32 @@ def _l2(node, types):
 
 
 class CosineLogits(nn.Module):
-    def __init__(self, normalize: bool, learned: bool, init: float):
+    def __init__(self, normalize: bool, learned: bool, init: float, bias: bool = False, bias_init: float = 0.0):
         super().__init__()
-        self.normalize, self.init = normalize, init
+        self.normalize, self.init, self.bias_init = normalize, init, bias_init
         self.logit_scale = nn.Parameter(torch.empty(())) if learned else None   # a scalar
+        self.logit_bias = nn.Parameter(torch.empty(())) if bias else None       # a scalar (SigLIP)
 
     def init_parameters(self, generator=None) -> None:
-        if self.logit_scale is not None:
-            with torch.no_grad():
+        with torch.no_grad():
+            if self.logit_scale is not None:
                 self.logit_scale.fill_(self.init)
+            if self.logit_bias is not None:
+                self.logit_bias.fill_(self.bias_init)
 
     def forward(self, a, b):
         if self.normalize:
             a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
         logits = a @ b.t()                                                      # (N_a, N_b)
-        return logits * self.logit_scale.exp() if self.logit_scale is not None else logits
+        if self.logit_scale is not None:
+            logits = logits * self.logit_scale.exp()
+        return logits + self.logit_bias if self.logit_bias is not None else logits
 
 
 @lowers("cosine_logits")
 def _cosine(node, types):
     a = node.attrs
-    return CosineLogits(a.normalize, a.scale == "learned", a.init)
+    return CosineLogits(a.normalize, a.scale == "learned", a.init, a.bias, a.bias_init)
 
 
 @lowers("quick_gelu")

@@ -233,4 +233,5 @@ def compared(name: str, theirs: str, got: torch.Tensor, want: torch.Tensor, rtol
     flat = int(diff.argmax())
     at = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape))
     scale = want.abs().max().item()
+    # reshape: a transposed output (CLIP's and SigLIP's logits_per_image) is no contiguous view
     return Row(name, theirs, tuple(got.shape), diff.reshape(-1)[flat].item(), scale, rtol * max(1.0, scale), at=at)
