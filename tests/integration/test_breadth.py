@@ -42,6 +42,17 @@ FAMILIES = {
         hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
         logit_scale=0.5, rope_parameters={"rope_type": "default", "rope_theta": 500.0}),
         ({}, None)),                                                        # Command-R v01
+    "smollm3": ("smollm3", "SmolLM3ForCausalLM", "SmolLM3Config", dict(
+        hidden_size=48, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
+        no_rope_layer_interval=2, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 500.0}),
+        ({}, None)),                                                        # SmolLM3-3B
+    "stablelm": ("stablelm", "StableLmForCausalLM", "StableLmConfig", dict(
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
+        use_qkv_bias=True, rope_parameters={"rope_type": "default", "rope_theta": 500.0,
+                                            "partial_rotary_factor": 0.5}),
+        (dict(vocab_size=100352, hidden_size=2048, num_hidden_layers=24, intermediate_size=5632,
+              use_qkv_bias=True), "stablelm-2-1.6b")),
 }
 FAMILY_IDS = list(FAMILIES)
 
@@ -94,3 +105,19 @@ def test_import_hf_of_the_tiny_config_is_the_tiny_preset(family, tmp_path):
     assert tiny.ir is not None
     want = {k: v for k, v in tiny.params.items()}
     assert {k: v for k, v in params.items() if k in want} == {k: want[k] for k in params if k in want}
+
+
+# the structural switches a family's config flips, each against transformers with the switch flipped there too
+VARIANTS = [
+    ("stablelm", {"layer": "parallel_layer", "qkv_bias": False}, dict(use_parallel_residual=True, use_qkv_bias=False)),
+    ("starcoder2", {"bias": False, "window": 0, "tie_embeddings": True},
+     dict(use_bias=False, sliding_window=None, tie_word_embeddings=True)),
+    ("granite", {"tie_embeddings": True, "attn_bias": True}, dict(tie_word_embeddings=True, attention_bias=True)),
+    ("cohere", {"attn_bias": True, "tie_embeddings": False}, dict(attention_bias=True, tie_word_embeddings=False)),
+]
+
+
+@pytest.mark.parametrize("family,sets,kw", VARIANTS, ids=[v[0] for v in VARIANTS])
+def test_variant_logits_equal_transformers(family, sets, kw):
+    spec, ref, model = pair(family, sets, **kw)
+    assert_lm_logits(model, ref, *lm_batch(), f"{family} {sets}")
