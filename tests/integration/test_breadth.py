@@ -26,33 +26,34 @@ T = transformers
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 COMMON = dict(vocab_size=97, max_position_embeddings=64, pad_token_id=0, bos_token_id=None, eos_token_id=None)
 
-# family: (spec, model class, config class, the tiny config (= the spec's tiny preset), published (config, count))
+# family: (spec, model class, config class, the tiny config (= the spec's tiny preset),
+#          a published size: (its config, the spec's preset for it, its parameter count))
 FAMILIES = {
     "granite": ("granite", "GraniteForCausalLM", "GraniteConfig", dict(
         hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
         rms_norm_eps=1e-5, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 500.0},
         embedding_multiplier=3.0, attention_multiplier=0.3, residual_multiplier=0.5, logits_scaling=4.0),
         (dict(vocab_size=49155, hidden_size=2048, intermediate_size=8192, num_hidden_layers=40,
-              num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=True), None)),
+              num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=True), None, 2_533_531_648)),
     "starcoder2": ("starcoder2", "Starcoder2ForCausalLM", "Starcoder2Config", dict(
         hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
         sliding_window=5, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 500.0}),
-        ({}, None)),                                                        # StarCoder2-3B
+        ({}, None, 3_030_371_328)),                                         # StarCoder2-3B
     "cohere": ("cohere", "CohereForCausalLM", "CohereConfig", dict(
         hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
         logit_scale=0.5, rope_parameters={"rope_type": "default", "rope_theta": 500.0}),
-        ({}, None)),                                                        # Command-R v01
+        ({}, None, 34_980_831_232)),                                        # Command-R v01
     "smollm3": ("smollm3", "SmolLM3ForCausalLM", "SmolLM3Config", dict(
         hidden_size=48, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
         no_rope_layer_interval=2, tie_word_embeddings=False,
         rope_parameters={"rope_type": "default", "rope_theta": 500.0}),
-        ({}, None)),                                                        # SmolLM3-3B
+        ({}, None, 3_075_098_624)),                                         # SmolLM3-3B
     "stablelm": ("stablelm", "StableLmForCausalLM", "StableLmConfig", dict(
         hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
         use_qkv_bias=True, rope_parameters={"rope_type": "default", "rope_theta": 500.0,
                                             "partial_rotary_factor": 0.5}),
         (dict(vocab_size=100352, hidden_size=2048, num_hidden_layers=24, intermediate_size=5632,
-              use_qkv_bias=True), "stablelm-2-1.6b")),
+              use_qkv_bias=True), "stablelm-2-1.6b", 1_644_515_328)),
 }
 FAMILY_IDS = list(FAMILIES)
 
@@ -89,11 +90,11 @@ def test_greedy_tokens_equal_transformers_generate(family):
 
 @pytest.mark.parametrize("family", FAMILY_IDS)
 def test_parameter_count_of_a_published_size_equals_transformers_on_meta(family):
-    name, model, config, _, (kw, preset) = FAMILIES[family]
+    name, model, config, _, (kw, preset, published) = FAMILIES[family]
     spec = graphformer.load(SPECS / f"{name}.yaml", preset=preset)
     with torch.device("meta"):
         ref = getattr(T, model)(getattr(T, config)(**kw))
-    assert total_params(spec.ir) == sum(p.numel() for p in ref.parameters())
+    assert total_params(spec.ir) == sum(p.numel() for p in ref.parameters()) == published
 
 
 @pytest.mark.parametrize("family", FAMILY_IDS)
