@@ -1367,6 +1367,11 @@ def _starcoder2(cfg: dict) -> dict:
     return out
 
 
+def _cohere(cfg: dict) -> dict:
+    """Command-R: Llama's rotary and heads; use_qk_norm (Command-R+) is a LayerNorm per head, a scale per head."""
+    return {**_llama_derive(False)(cfg), "qk_norm": "layer_heads" if cfg.get("use_qk_norm") else "none"}
+
+
 def _smollm3(cfg: dict) -> dict:
     """SmolLM3: the layers whose `no_rope_layers` entry is 0 attend without rotary; no sliding window."""
     out = _llama_derive(False)(cfg)
@@ -1407,9 +1412,7 @@ STARCODER2 = Family("starcoder2", "starcoder2.yaml", {
 }, ROPE_READ | {"sliding_window", "residual_dropout", "embedding_dropout"}, _starcoder2, "Starcoder2ForCausalLM")
 COHERE = Family("cohere", "cohere.yaml", {
     **DECODER_SIZES, "layer_norm_eps": P("eps"), "attention_bias": P("attn_bias"), "logit_scale": P("logit_scale"),
-    "use_qk_norm": Fixed(_is(False, None), "the cohere spec has no norms on queries and keys (Command-R+'s per-head "
-                                           "LayerNorm, a weight per head, is not an option of the attention op)"),
-}, ROPE_READ, _llama_derive(False), "CohereForCausalLM")
+}, ROPE_READ | {"use_qk_norm"}, _cohere, "CohereForCausalLM")
 SMOLLM3 = Family("smollm3", "smollm3.yaml", dict(LLAMA_FIELDS),
                  ROPE_READ | {"no_rope_layers", "no_rope_layer_interval", "use_sliding_window", "sliding_window",
                               "layer_types"}, _smollm3, "SmolLM3ForCausalLM")

@@ -326,7 +326,7 @@ EXPORTS: dict[str, Callable[[Family, dict], dict]] = {
     "phi3": _phi3,
     "granite": lambda fam, p: _decoder(fam, p),
     "starcoder2": lambda fam, p: {**_decoder(fam, p), "sliding_window": p["window"] or None},
-    "cohere": lambda fam, p: _decoder(fam, p),
+    "cohere": lambda fam, p: {**_decoder(fam, p), "use_qk_norm": p["qk_norm"] == "layer_heads"},
     "smollm3": _smollm3,
     "stablelm": _stablelm,
     "jamba": _jamba,

@@ -115,6 +115,7 @@ VARIANTS = [
      dict(use_bias=False, sliding_window=None, tie_word_embeddings=True)),
     ("granite", {"tie_embeddings": True, "attn_bias": True}, dict(tie_word_embeddings=True, attention_bias=True)),
     ("cohere", {"attn_bias": True, "tie_embeddings": False}, dict(attention_bias=True, tie_word_embeddings=False)),
+    ("cohere", {"qk_norm": "layer_heads"}, dict(use_qk_norm=True)),
 ]
 
 
@@ -122,3 +123,18 @@ VARIANTS = [
 def test_variant_logits_equal_transformers(family, sets, kw):
     spec, ref, model = pair(family, sets, **kw)
     assert_lm_logits(model, ref, *lm_batch(), f"{family} {sets}")
+
+
+def test_cohere_per_head_qk_norm_generates_and_exports_as_transformers():
+    """`qk_norm: layer_heads` (use_qk_norm) through the KV cache and through ONNX Runtime, with left padding."""
+    pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    from parity import assert_onnx_logits
+    spec, ref, model = pair("cohere", {"qk_norm": "layer_heads"}, use_qk_norm=True)
+    assert tuple(ref.model.layers[0].self_attn.q_norm.weight.shape) == (6, 8)
+    assert_greedy_tokens(model, ref, *prompts(padded=True), 16, "cohere qk_norm, padded")
+    ids, mask = lm_batch()
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=mask).logits
+    assert_onnx_logits(to_onnx(spec, ref.state_dict(), weights_map="hf", inputs=["mask"]), ids, mask, want,
+                       "cohere qk_norm onnx logits")

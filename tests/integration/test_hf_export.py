@@ -43,7 +43,7 @@ VARIANTS = {
     "rwkv": [["head=false"]],
     "granite": [["tie_embeddings=true", "attn_bias=true"]],
     "starcoder2": [["window=0", "bias=false", "tie_embeddings=true"]],
-    "cohere": [["attn_bias=true", "tie_embeddings=false"]],
+    "cohere": [["attn_bias=true", "tie_embeddings=false"], ["qk_norm=layer_heads"]],
     "stablelm": [["layer=parallel_layer", "qkv_bias=false"]],
 }
 # a family whose bundled spec is another family's: its own cases only (the spec's tiny preset is the other's)
