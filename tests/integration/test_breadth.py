@@ -138,3 +138,13 @@ def test_cohere_per_head_qk_norm_generates_and_exports_as_transformers():
         want = ref(input_ids=ids, attention_mask=mask).logits
     assert_onnx_logits(to_onnx(spec, ref.state_dict(), weights_map="hf", inputs=["mask"]), ids, mask, want,
                        "cohere qk_norm onnx logits")
+
+
+def test_per_head_qk_norm_keeps_attention_replicated_under_tensor_parallelism():
+    """A scale per head would need its rows split with the heads: the plan leaves such attention whole."""
+    from graphformer.analysis.tp_plan import derive
+    plain = graphformer.load(SPECS / "cohere.yaml", preset="tiny")
+    normed = graphformer.load(SPECS / "cohere.yaml", preset="tiny", overrides={"qk_norm": "layer_heads"})
+    def split(spec):
+        return {s.module for s in derive(spec, 2) if s.module.startswith("blocks.0.attn.") and s.style != "replicate"}
+    assert split(plain) == {f"blocks.0.attn.{p}" for p in "qkvo"} and not split(normed)
