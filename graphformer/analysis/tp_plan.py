@@ -64,8 +64,8 @@ def derive(spec, tp: int) -> list[Shard]:
             bias = ir.input_types(n).get("bias")
             if bias is not None and bias.shape[1].value != 1:
                 continue   # a per-head logit bias would need its heads split too: replicated (below)
-            if getattr(n.attrs, "qk_norm", None) == "rms_full":
-                continue   # a norm over the whole projection reads every head's share: replicated (below)
+            if getattr(n.attrs, "qk_norm", None) in ("rms_full", "layer_heads"):
+                continue   # a norm over the whole projection, or a scale per head: replicated (below)
             if getattr(n.attrs, "sinks", False):
                 continue   # one sink logit per head, a parameter of the node itself: replicated (below)
             h, kv, hd = n.attrs.geometry(n.shape.shape[-1].value)
@@ -145,6 +145,8 @@ def _why_replicated(n) -> str:
         return "experts without a feed-forward pair to split (expert parallelism not done)"
     if _tp(n) == HEADS and getattr(n.attrs, "qk_norm", None) == "rms_full":
         return "q/k norm over the whole projection: it reads every head"
+    if _tp(n) == HEADS and getattr(n.attrs, "qk_norm", None) == "layer_heads":
+        return "q/k norms with a scale per head: their heads are not split yet"
     if _tp(n) == HEADS and getattr(n.attrs, "sinks", False):
         return "attention sinks: the per-head sink logits are not split yet"
     if _tp(n) == HEADS:

@@ -2624,6 +2624,22 @@ nodes:
   logits: {op: linear, out: vocab, tied: tok, weight_norm: 0}
 outputs: {logits: logits}
 """),
+    Code(
+        "GF324", "`qk_unit_offset` with per-head LayerNorms on q and k",
+        ("`qk_unit_offset` makes the RMS q/k norms scale by 1 + weight (Gemma-3, weights stored around 0). "
+         "`qk_norm: layer_heads` is a LayerNorm per head whose scale is the weight itself (Cohere), so the two "
+         "together describe no reference model."),
+        fix="Drop `qk_unit_offset`, or use `qk_norm: rms` where the model's q/k norms are Gemma-style RMS norms.",
+        example="""\
+graphformer: 1
+name: case
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, 32]}
+nodes:
+  attn: {op: attention, in: x, heads: 4, qk_norm: layer_heads, qk_unit_offset: true}
+outputs: {y: attn}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

@@ -1370,6 +1370,81 @@ PHI3 = Family("phi3", "phi3.yaml", {
               "original_max_position_embeddings", "attention_bias"}), _phi3, "Phi3ForCausalLM")
 
 
+# ---------------------------------------------------------------- Granite, StarCoder2, Cohere, SmolLM3, StableLM
+
+FIELD_TYPES.update({
+    **dict.fromkeys(["embedding_multiplier", "residual_multiplier", "logit_scale"], Num(-1e6, 1e6, null=False)),
+    # divisors and the attention logits' scale: zero or below means nothing
+    **dict.fromkeys(["attention_multiplier", "logits_scaling"], Num(0.0, 1e6, lo_open=True, null=False)),
+    "norm_epsilon": EPS, "no_rope_layers": ListOf(Int(0, 1), LAYERS), "no_rope_layer_interval": Int(1, LAYERS),
+    **dict.fromkeys(["use_qk_norm", "use_qkv_bias"], FLAG),
+})
+
+
+def _starcoder2(cfg: dict) -> dict:
+    out = _llama_derive(False)(cfg)
+    out["window"] = cfg.get("sliding_window") or 0   # null: no window
+    return out
+
+
+def _cohere(cfg: dict) -> dict:
+    """Command-R: Llama's rotary and heads; use_qk_norm (Command-R+) is a LayerNorm per head, a scale per head."""
+    return {**_llama_derive(False)(cfg), "qk_norm": "layer_heads" if cfg.get("use_qk_norm") else "none"}
+
+
+def _smollm3(cfg: dict) -> dict:
+    """SmolLM3: the layers whose `no_rope_layers` entry is 0 attend without rotary; no sliding window."""
+    out = _llama_derive(False)(cfg)
+    flags, layers = cfg["no_rope_layers"], cfg["num_hidden_layers"]
+    if len(flags) != layers:
+        raise HFImportError(f"`no_rope_layers` has {len(flags)} entries for {layers} layers: one per layer")
+    if cfg.get("use_sliding_window") and cfg.get("sliding_window") is not None and \
+            "sliding_attention" in (cfg.get("layer_types") or []):
+        raise HFImportError("`use_sliding_window: true` with sliding layers: the smollm3 spec has full attention in "
+                            "every layer")
+    out["nope_layers"] = [i for i, f in enumerate(flags) if not f] or [-1]   # [-1]: none (a list can't be empty)
+    return out
+
+
+def _stablelm(cfg: dict) -> dict:
+    """StableLM: plain rotary on the first partial_rotary_factor of each head."""
+    _head_dim_ok(cfg)
+    rp = _rope_params(cfg)
+    if rp["rope_type"] != "default":
+        raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: the stablelm spec has plain rotary")
+    factor = rp.get("partial_rotary_factor", cfg["partial_rotary_factor"])
+    rope_dims = int(cfg["hidden_size"] // cfg["num_attention_heads"] * factor)
+    if rope_dims < 2 or rope_dims % 2:
+        raise HFImportError(f"`partial_rotary_factor: {factor}` gives {rope_dims} rotary dims per head; rotary "
+                            "needs an even count of at least 2")
+    return {"rope_theta": float(rp["rope_theta"]), "rope_dims": rope_dims}
+
+
+DECODER_SIZES = {k: LLAMA_FIELDS[k] for k in (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+    "intermediate_size", "max_position_embeddings", "hidden_act", "tie_word_embeddings")}
+GRANITE = Family("granite", "granite.yaml", {
+    **LLAMA_FIELDS,   # the μP constants: each a param of the same name
+    **{k: P(k) for k in ("embedding_multiplier", "attention_multiplier", "residual_multiplier", "logits_scaling")},
+}, ROPE_READ, _llama_derive(False), "GraniteForCausalLM")
+STARCODER2 = Family("starcoder2", "starcoder2.yaml", {
+    **DECODER_SIZES, "norm_epsilon": P("eps"), "use_bias": P("bias"),
+}, ROPE_READ | {"sliding_window", "residual_dropout", "embedding_dropout"}, _starcoder2, "Starcoder2ForCausalLM")
+COHERE = Family("cohere", "cohere.yaml", {
+    **DECODER_SIZES, "layer_norm_eps": P("eps"), "attention_bias": P("attn_bias"), "logit_scale": P("logit_scale"),
+}, ROPE_READ | {"use_qk_norm"}, _cohere, "CohereForCausalLM")
+SMOLLM3 = Family("smollm3", "smollm3.yaml", dict(LLAMA_FIELDS),
+                 ROPE_READ | {"no_rope_layers", "no_rope_layer_interval", "use_sliding_window", "sliding_window",
+                              "layer_types"}, _smollm3, "SmolLM3ForCausalLM")
+STABLELM = Family("stablelm", "stablelm.yaml", {
+    **DECODER_SIZES, "layer_norm_eps": P("eps"), "use_qkv_bias": P("qkv_bias"),
+    "use_parallel_residual": P("layer", _parallel_layer),
+    "qk_layernorm": Fixed(_is(False, None), "the stablelm spec has no norms on queries and keys (StableLM-2-12B's "
+                                            "per-head LayerNorms, a weight per head, are not an option of the "
+                                            "attention op)"),
+}, ROPE_READ | {"partial_rotary_factor", "hidden_dropout"}, _stablelm, "StableLmForCausalLM")
+
+
 # ---------------------------------------------------------------- ConvNeXt, VideoMAE, SegFormer (vision)
 
 FIELD_TYPES.update({
@@ -1502,6 +1577,11 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     QWEN3,
     QWEN3_MOE,
     PHI3,
+    GRANITE,
+    STARCODER2,
+    COHERE,
+    SMOLLM3,
+    STABLELM,
     Family("gemma2", "gemma2.yaml", {
         "vocab_size": P("vocab"), "hidden_size": P("d_model"), "num_hidden_layers": P("layers"),
         "num_attention_heads": P("heads"), "num_key_value_heads": P("kv_heads"), "head_dim": P("head_dim"),
@@ -1746,6 +1826,32 @@ DEFAULTS: dict[str, dict[str, Any]] = {
              "num_attention_heads": 32, "max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "hidden_act": "silu",
              "tie_word_embeddings": False, "pad_token_id": 32000, "rope_theta": 10000.0,
              "num_key_value_heads": KV_HEADS},
+    "granite": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                "num_attention_heads": 32, "max_position_embeddings": 2048, "rms_norm_eps": 1e-06, "hidden_act": "silu",
+                "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False, "pad_token_id": None,
+                "rope_theta": 10000.0, "embedding_multiplier": 1.0, "logits_scaling": 1.0, "residual_multiplier": 1.0,
+                "attention_multiplier": 1.0, "num_key_value_heads": KV_HEADS},
+    "starcoder2": {"vocab_size": 49152, "hidden_size": 3072, "intermediate_size": 12288, "num_hidden_layers": 30,
+                   "num_attention_heads": 24, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+                   "norm_epsilon": 1e-05, "hidden_act": "gelu_pytorch_tanh", "use_bias": True,
+                   "tie_word_embeddings": True, "sliding_window": None, "pad_token_id": None, "rope_theta": 10000.0},
+    "cohere": {"vocab_size": 256000, "hidden_size": 8192, "intermediate_size": 22528, "num_hidden_layers": 40,
+               "num_attention_heads": 64, "max_position_embeddings": 8192, "layer_norm_eps": 1e-05, "hidden_act": "silu",
+               "logit_scale": 0.0625, "tie_word_embeddings": True, "attention_bias": False, "use_qk_norm": False,
+               "pad_token_id": 0, "rope_theta": 500000.0, "num_key_value_heads": KV_HEADS},
+    # no_rope_layers: SmolLM3Config's 0 at every no_rope_layer_interval-th layer (from 1)
+    "smollm3": {"vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+                "num_attention_heads": 16, "num_key_value_heads": 4, "max_position_embeddings": 32768,
+                "rms_norm_eps": 1e-06, "hidden_act": "silu", "tie_word_embeddings": True, "attention_bias": False,
+                "mlp_bias": False, "pad_token_id": 128004, "rope_theta": 2000000.0, "use_sliding_window": False,
+                "sliding_window": None, "no_rope_layer_interval": 4,
+                "no_rope_layers": Derived(lambda c: [int((i + 1) % c["no_rope_layer_interval"] != 0)
+                                                     for i in range(c["num_hidden_layers"])])},
+    "stablelm": {"vocab_size": 50304, "hidden_size": 2560, "intermediate_size": 6912, "num_hidden_layers": 32,
+                 "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 4096,
+                 "layer_norm_eps": 1e-05, "hidden_act": "silu", "tie_word_embeddings": False, "use_qkv_bias": False,
+                 "qk_layernorm": False, "use_parallel_residual": False, "pad_token_id": None, "rope_theta": 10000.0,
+                 "partial_rotary_factor": 0.25},
     "gemma2": {"vocab_size": 256000, "hidden_size": 2304, "num_hidden_layers": 26, "num_attention_heads": 8,
                "num_key_value_heads": 4, "head_dim": 256, "intermediate_size": 9216, "max_position_embeddings": 8192,
                "rms_norm_eps": 1e-06, "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256,

@@ -290,6 +290,14 @@ def _phi3(fam, p):
     return {**_decoder(fam, p), **_rope(p, partial_rotary_factor=factor), "sliding_window": p["window"] or None}
 
 
+def _smollm3(fam, p):
+    return {**_decoder(fam, p), "no_rope_layers": [int(i not in p["nope_layers"]) for i in range(p["layers"])]}
+
+
+def _stablelm(fam, p):
+    return {**_decoder(fam, p), **_rope(p, partial_rotary_factor=p["rope_dims"] / (p["d_model"] // p["heads"]))}
+
+
 def _jamba(fam, p):
     return {"mamba_dt_rank": p["dt_rank"], "use_mamba_kernels": False}   # the kernels need CUDA
 
@@ -321,6 +329,11 @@ EXPORTS: dict[str, Callable[[Family, dict], dict]] = {
     "qwen3": _qwen3,
     "qwen3_moe": _qwen3,
     "phi3": _phi3,
+    "granite": lambda fam, p: _decoder(fam, p),
+    "starcoder2": lambda fam, p: {**_decoder(fam, p), "sliding_window": p["window"] or None},
+    "cohere": lambda fam, p: {**_decoder(fam, p), "use_qk_norm": p["qk_norm"] == "layer_heads"},
+    "smollm3": _smollm3,
+    "stablelm": _stablelm,
     "jamba": _jamba,
     "rwkv": _rwkv,
     "phi": _phi,

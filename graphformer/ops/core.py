@@ -237,10 +237,12 @@ class AttentionAttrs(ProjectionAttrs):
                                    "Mistral and Gemma-2; bidirectional: ModernBERT's local layers, whose "
                                    "`local_attention` L is `window: L // 2 + 1`); 0 means no window (a "
                                    "global layer among windowed ones)")
-    qk_norm: Literal["none", "rms", "rms_full"] = Field(
-        "none", description="RMS-normalise q and k: `rms` each head over head_dim (Qwen3), `rms_full` the whole "
-                            "projection over heads·head_dim before it is split into heads (OLMo-2); learned "
-                            "scales `q_norm.weight`, `k_norm.weight`")
+    qk_norm: Literal["none", "rms", "rms_full", "layer_heads"] = Field(
+        "none", description="normalise q and k: `rms` RMS over head_dim, each head (Qwen3), `rms_full` RMS over the "
+                            "whole projection, heads·head_dim, before it is split into heads (OLMo-2), learned "
+                            "scales `q_norm.weight`, `k_norm.weight`; `layer_heads` a LayerNorm without bias over "
+                            "head_dim with a scale per head, `q_norm.weight [heads, head_dim]`, `k_norm.weight "
+                            "[kv_heads, head_dim]` (Cohere's use_qk_norm)")
     qk_unit_offset: bool = Field(False, description="the q/k norms scale by 1 + weight, the weights initialised "
                                  "to 0 (Gemma-3), as `norm`'s `unit_offset`")
     eps: float = Field(1e-6, gt=0, description="epsilon of `qk_norm`")
@@ -407,6 +409,10 @@ def _attention_shape(a: AttentionAttrs, ins):
     if a.qk_unit_offset and a.qk_norm == "none":
         raise ShapeError("GF102", "`qk_unit_offset` is set but `qk_norm` is none", attr="qk_unit_offset",
                          help="set `qk_norm: rms` (per head, Gemma-3) or `rms_full`")
+    if a.qk_unit_offset and a.qk_norm == "layer_heads":
+        raise ShapeError("GF324", "`qk_unit_offset` with `qk_norm: layer_heads`: the per-head LayerNorms scale by "
+                                  "their weight", attr="qk_unit_offset",
+                         help="drop `qk_unit_offset`; a 1 + weight scale is for the RMS q/k norms (Gemma-3)")
     if a.rope:
         r = a.rotary_dims(d)
         if a.rope_interleaved and r % 2:
@@ -448,6 +454,8 @@ def _attention_params(a: AttentionAttrs, ins):
         p.update({"q_norm.weight": (hd,), "k_norm.weight": (hd,)})
     elif a.qk_norm == "rms_full":   # over the whole projection (OLMo-2)
         p.update({"q_norm.weight": (h * hd,), "k_norm.weight": (kv * hd,)})
+    elif a.qk_norm == "layer_heads":   # a scale per head (Cohere)
+        p.update({"q_norm.weight": (h, hd), "k_norm.weight": (kv, hd)})
     if a.sinks:
         p["sinks"] = (h,)
     return p

@@ -124,6 +124,15 @@ CLAIMS = [
     ("Qwen3MoeForCausalLM", "qwen3", "qwen3-30b-a3b", {}, "hf", lambda: T.Qwen3MoeForCausalLM(T.Qwen3MoeConfig(
         num_hidden_layers=48, head_dim=128, num_experts=128, norm_topk_prob=True))),
     ("Phi3ForCausalLM", "phi3", None, {}, "hf", lambda: T.Phi3ForCausalLM(T.Phi3Config())),   # Phi-3-mini-4k
+    ("GraniteForCausalLM", "granite", None, {}, "hf", lambda: T.GraniteForCausalLM(T.GraniteConfig(   # 3.1-2B
+        vocab_size=49155, hidden_size=2048, intermediate_size=8192, num_hidden_layers=40, num_key_value_heads=8,
+        tie_word_embeddings=True))),
+    ("Starcoder2ForCausalLM", "starcoder2", None, {}, "hf",
+     lambda: T.Starcoder2ForCausalLM(T.Starcoder2Config())),   # StarCoder2-3B
+    ("CohereForCausalLM", "cohere", None, {}, "hf", lambda: T.CohereForCausalLM(T.CohereConfig())),  # Command-R v01
+    ("SmolLM3ForCausalLM", "smollm3", None, {}, "hf", lambda: T.SmolLM3ForCausalLM(T.SmolLM3Config())),  # SmolLM3-3B
+    ("StableLmForCausalLM", "stablelm", None, {}, "hf",
+     lambda: T.StableLmForCausalLM(T.StableLmConfig())),   # stablelm-3b-4e1t
     ("PaliGemmaForConditionalGeneration", "paligemma", None, {}, "hf",   # paligemma-3b-pt-224
      lambda: T.PaliGemmaForConditionalGeneration(T.PaliGemmaConfig(
          vision_config=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,

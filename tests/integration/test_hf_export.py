@@ -41,6 +41,10 @@ VARIANTS = {
     "qwen3": [["sliding_window=0", "window_from=0"]],
     "rwkv": [["head=false"]],
     "paligemma": [["vision_use_head=true"]],
+    "granite": [["tie_embeddings=true", "attn_bias=true"]],
+    "starcoder2": [["window=0", "bias=false", "tie_embeddings=true"]],
+    "cohere": [["attn_bias=true", "tie_embeddings=false"], ["qk_norm=layer_heads"]],
+    "stablelm": [["layer=parallel_layer", "qkv_bias=false"]],
 }
 # a family whose bundled spec is another family's: its own cases only (the spec's tiny preset is the other's)
 OWN = {"dinov2_with_registers": [["registers=2", "antialias=true"], ["registers=2", "antialias=true", "head=true"]],

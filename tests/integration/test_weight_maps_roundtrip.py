@@ -150,6 +150,14 @@ CASES = {
         vocab_size=97, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
         intermediate_size=40, max_position_embeddings=64, sliding_window=5, pad_token_id=0, eos_token_id=None,
         rope_parameters={"rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 0.75}))),
+    "granite/hf": lambda: (spec("granite", attn_bias=True), T.GraniteForCausalLM(T.GraniteConfig(**llama_cfg(attention_bias=True)))),
+    "starcoder2/hf": lambda: (spec("starcoder2"), T.Starcoder2ForCausalLM(T.Starcoder2Config(**llama_cfg(
+        sliding_window=5, tie_word_embeddings=False)))),
+    "cohere/hf": lambda: (spec("cohere"), T.CohereForCausalLM(T.CohereConfig(**llama_cfg()))),
+    "smollm3/hf": lambda: (spec("smollm3"), T.SmolLM3ForCausalLM(T.SmolLM3Config(**llama_cfg(
+        num_hidden_layers=4, tie_word_embeddings=False, pad_token_id=0)))),
+    "stablelm/hf": lambda: (spec("stablelm", layer="parallel_layer"), T.StableLmForCausalLM(T.StableLmConfig(
+        **llama_cfg(use_qkv_bias=True, use_parallel_residual=True)))),
     "phi-2/hf": lambda: (spec("phi-2"), T.PhiForCausalLM(T.PhiConfig(
         vocab_size=97, hidden_size=40, num_hidden_layers=2, num_attention_heads=4, intermediate_size=56,
         max_position_embeddings=64, partial_rotary_factor=0.4))),

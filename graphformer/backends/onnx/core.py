@@ -265,8 +265,20 @@ def _qk_scale(ctx: NodeEmitter, which: str, unit_offset: bool) -> str:
     return ctx.op("Add", [w, ctx.const(1.0, "one", np.float32)], f"{which}_norm_offset") if unit_offset else w
 
 
+def _head_norm(ctx: NodeEmitter, x: str, which: str, eps: float, unit_offset: bool, per_head: bool,
+               head_dim: int) -> str:
+    """The per-head q or k norm of x (B, n, heads, hd): RMS with one scale of [hd], or (`per_head`, Cohere's
+    `qk_norm: layer_heads`) a LayerNorm without bias whose scale [heads, hd] holds a row per head."""
+    if not per_head:
+        return rms_norm(ctx, x, _qk_scale(ctx, which, unit_offset), eps, f"{which}_norm")
+    ones = ctx.const(np.ones(head_dim, np.float32), f"{which}_norm_unit")
+    y = ctx.op("LayerNormalization", [x, ones], f"{which}_norm", axis=-1, epsilon=eps)
+    return ctx.op("Mul", [y, ctx.param(f"{which}_norm.weight")], f"{which}_norm_scale")
+
+
 def keys_values(ctx: NodeEmitter, context: str, g: Geometry, biases: dict[str, bool], qk_norm_eps: float | None = None,
-                qk_norm_full: bool = False, qk_unit_offset: bool = False) -> tuple[str, str]:
+                qk_norm_full: bool = False, qk_unit_offset: bool = False,
+                qk_norm_heads: bool = False) -> tuple[str, str]:
     """The keys and values of `context`, projected and split into heads: (B, m, kv, hd) and (B, m, kv, vd)."""
     k = ctx.linear(context, "k.", "k", biases["k"])
     if qk_norm_full:
@@ -274,7 +286,7 @@ def keys_values(ctx: NodeEmitter, context: str, g: Geometry, biases: dict[str, b
     k = _split_heads(ctx, k, g.kv_heads, g.head_dim, "k")                                     # (B, m, kv, hd)
     v = _split_heads(ctx, ctx.linear(context, "v.", "v", biases["v"]), g.kv_heads, g.value_dim, "v")
     if qk_norm_eps is not None and not qk_norm_full:
-        k = rms_norm(ctx, k, _qk_scale(ctx, "k", qk_unit_offset), qk_norm_eps, "k_norm")
+        k = _head_norm(ctx, k, "k", qk_norm_eps, qk_unit_offset, qk_norm_heads, g.head_dim)
     return k, v
 
 
@@ -284,7 +296,7 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
            past: int | None = None, alibi: bool = False, qk_norm_full: bool = False,
            softcap: float | None = None, sinks: bool = False, rope_scale: float = 1.0,
            rope_pairs: bool = False, kv: tuple[str, str] | None = None, prefix: str | None = None,
-           qk_unit_offset: bool = False) -> None:
+           qk_unit_offset: bool = False, qk_norm_heads: bool = False) -> None:
     """Multi-head scaled dot-product attention with q, k, v, o projections; writes `ctx.out`.
 
     Per-head steps (q/k RMS norm, rotary, repeating the key/value heads of grouped-query attention) run
@@ -296,7 +308,8 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     the mask then replaces masked scores (Where) so that bias + penalty cannot overflow to -inf. `past`:
     the cache slot of an export with past keys and values (past.py), whose cached keys and values this
     step's join. `qk_norm_full`: the q/k norm runs over the whole projection, before the heads are split
-    (OLMo-2); `qk_unit_offset`: the q/k norms scale by 1 + weight (Gemma-3). `softcap`: tanh(s / softcap) · softcap on the scaled, biased scores, before the mask.
+    (OLMo-2); `qk_unit_offset`: the q/k norms scale by 1 + weight (Gemma-3); `qk_norm_heads`: per-head LayerNorms
+    (Cohere). `softcap`: tanh(s / softcap) · softcap on the scaled, biased scores, before the mask.
     `sinks`: the node's `sinks [h]` logits join the softmax (`_with_sinks`). `rope_scale`: YaRN's factor
     on cos and sin; `rope_pairs`: rotary in interleaved pairs (GPT-J); `prefix`: a prefix LM's [B, n]
     (`_key_mask`). Values are `g.value_dim` wide per head.
@@ -308,9 +321,9 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
         q = rms_norm(ctx, q, _qk_scale(ctx, "q", qk_unit_offset), qk_norm_eps, "q_norm")
     q = _split_heads(ctx, q, g.heads, g.head_dim, "q")                                        # (B, n, h, hd)
     if qk_norm_eps is not None and not qk_norm_full:
-        q = rms_norm(ctx, q, _qk_scale(ctx, "q", qk_unit_offset), qk_norm_eps, "q_norm")
+        q = _head_norm(ctx, q, "q", qk_norm_eps, qk_unit_offset, qk_norm_heads, g.head_dim)
     k, v = kv if kv is not None else keys_values(ctx, context, g, biases, qk_norm_eps, qk_norm_full,
-                                                 qk_unit_offset)
+                                                 qk_unit_offset, qk_norm_heads)
     if inv_freq is not None:
         cos, sin = _rotary_cos_sin(ctx, query, positions, inv_freq, rope_scale, rope_pairs)
         r = 2 * inv_freq.size
@@ -366,7 +379,7 @@ def _attention(ctx: NodeEmitter, node) -> None:
            bias=ins.get("bias"), past=past.slot(node.name) if past else None, alibi=a.alibi,
            qk_norm_full=a.qk_norm == "rms_full", softcap=a.softcap, sinks=bool(a.sinks),
            rope_scale=a.rope_cos_scale, rope_pairs=a.rope_interleaved, prefix=ins.get("prefix"),
-           qk_unit_offset=a.qk_unit_offset)
+           qk_unit_offset=a.qk_unit_offset, qk_norm_heads=a.qk_norm == "layer_heads")
 
 
 @lowers("cross_attend")

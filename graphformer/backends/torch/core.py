@@ -503,6 +503,8 @@ class Attention(nn.Module):
         norm = OffsetRMSNorm if qk_unit_offset else RMSNorm
         if self.qk_full:
             self.q_norm, self.k_norm = norm(heads * head_dim, eps), norm(kv_heads * head_dim, eps)
+        elif qk_norm == "layer_heads":
+            self.q_norm, self.k_norm = HeadLayerNorm(heads, head_dim, eps), HeadLayerNorm(kv_heads, head_dim, eps)
         elif qk_norm:
             self.q_norm, self.k_norm = norm(head_dim, eps), norm(head_dim, eps)
         self.rotary = rotary
@@ -588,7 +590,7 @@ def _attention(node, types):
     a, d = node.attrs, _width(types)
     h, kv, hd = a.geometry(d)
     rotary = Rotary(rotary_inv_freq(a, hd), a.rope_cos_scale, a.rope_interleaved) if a.rope else None
-    qk = {"none": False, "rms": True, "rms_full": "full"}[a.qk_norm]
+    qk = {"none": False, "rms": True, "rms_full": "full", "layer_heads": "layer_heads"}[a.qk_norm]
     return SelfAttention(d, d, h, kv, hd, d, a.biases(), a.causal, a.dropout, a.window, a.scale, rotary,
                          qk, a.eps, a.alibi, a.softcap, bool(a.sinks), a.value_dim(d), a.qk_unit_offset)
 
@@ -652,6 +654,25 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.shape[0]}, eps={self.eps}, rms"
+
+
+class HeadLayerNorm(nn.Module):
+    """LayerNorm without bias over the last dimension of (B, heads, n, head_dim), a scale per head:
+    weight [heads, head_dim] (Cohere's q/k norm)."""
+
+    def __init__(self, heads: int, d: int, eps: float):
+        super().__init__()
+        self.shape, self.eps = (d,), eps
+        self.weight = _param(heads, d)
+
+    def init_parameters(self, generator=None) -> None:
+        self.weight.fill_(1.0)
+
+    def forward(self, x):
+        return F.layer_norm(x, self.shape, None, None, self.eps) * self.weight[:, None, :]
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, eps={self.eps}, layer per head"
 
 
 class OffsetRMSNorm(UnitOffset, RMSNorm):
