@@ -153,8 +153,8 @@ def _moe_flops(a: MoEAttrs, ins, out):
     d = _last(x)
     # router matmul, softmax (or sigmoid) over E and any selection bias, then k experts per token and the
     # weighted sum of their outputs
-    return 2 * tokens * d * a.experts + (4 if a.selection_bias else 3) * tokens * a.experts + a.top_k * _facts(a, x).flops \
-        + 2 * a.top_k * tokens * d
+    scoring = (4 if a.selection_bias else 3) * tokens * a.experts
+    return 2 * tokens * d * a.experts + scoring + a.top_k * _facts(a, x).flops + 2 * a.top_k * tokens * d
 
 
 def _moe_saves(c) -> Saved:
