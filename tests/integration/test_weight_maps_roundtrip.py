@@ -446,6 +446,7 @@ def _hub(ref, tmp_path, capsys):
 
 @pytest.mark.parametrize("case,per_expert", [("mixtral-8x7b/hf", "block_sparse_moe.experts.0.w1.weight"),
                                              ("deepseek-v2/hf", "mlp.experts.0.gate_proj.weight"),
+                                             ("deepseek-v3/hf", "mlp.experts.0.gate_proj.weight"),
                                              ("jamba/hf", "feed_forward.experts.0.gate_proj.weight")])
 def test_hub_per_expert_checkpoint_imports_and_loads(case, per_expert, tmp_path, capsys):
     """transformers 5 holds the experts fused in memory but save_pretrained writes them one tensor per
