@@ -349,3 +349,13 @@ def test_gf320_a_selection_bias_on_topk_softmax(tmp_path):
     hit = [d for d in check_file(str(tmp_path / "m.yaml")).diagnostics if d.code == "GF320"]
     assert hit, "no GF320"
     assert "selection_bias: true" in text.splitlines()[hit[0].span.line - 1]
+
+
+def test_a_bf16_build_keeps_the_selection_bias_in_float32():
+    """As transformers keeps `e_score_correction_bias` in fp32 (`_keep_in_fp32_modules_strict`): a bf16 bias would
+    reorder close scores. Moving the model still moves it."""
+    model = graphformer.build(graphformer.load(SPEC, preset="tiny"), seed=0, dtype="bf16").eval()
+    bias = dict(model.named_buffers())["blocks.0.moe.selection_bias"]
+    assert bias.dtype == torch.float32 and model.lm_head.weight.dtype == torch.bfloat16
+    assert model(tokens=torch.tensor([[1, 2, 3]]))["logits"].dtype == torch.bfloat16
+    assert dict(model.to("meta").named_buffers())["blocks.0.moe.selection_bias"].device.type == "meta"

@@ -31,6 +31,17 @@ class MoE(nn.Module):
         self.group_score = a.group_score
         self.in_name, self.out_name = in_name, out_name
 
+    def _apply(self, fn, recurse=True):
+        """The selection bias stays float32 whatever dtype the model is cast to, as transformers keeps
+        `e_score_correction_bias` (`_keep_in_fp32_modules_strict`): a bf16 bias would reorder close
+        scores. Only its device follows `fn`."""
+        bias = self._buffers.pop("selection_bias", None)
+        try:
+            return super()._apply(fn, recurse)
+        finally:
+            if bias is not None:
+                self._buffers["selection_bias"] = bias.to(fn(bias).device)
+
     def group_limited(self, scores):
         """Group-limited routing: the scores of experts outside the `top_groups` groups ranked best (by
         their best expert, or the sum of their best two) set to -inf, so the top-k picks from the kept
