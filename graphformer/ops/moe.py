@@ -39,7 +39,7 @@ class MoEAttrs(Attrs):
                                               "to 1")
     router_bias: bool = False
     groups: DimAttr | None = Field(None, description="group-limited routing (DeepSeek's `n_group`): the experts "
-                                   "in this many equal groups, each scored by its best expert")
+                                   "in this many equal groups, each ranked by `group_score`")
     top_groups: DimAttr | None = Field(None, description="with `groups`: the groups whose experts may be picked "
                                        "(`topk_group`)")
     group_score: Literal["max", "top2_sum"] = Field(
