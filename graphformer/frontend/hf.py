@@ -1053,7 +1053,8 @@ def _deepseek_v2(cfg: dict) -> dict:
         out.update(groups=cfg["n_group"], top_groups=cfg["topk_group"])
     else:
         raise HFImportError(f"`topk_method: {show(method)}`: transformers' DeepseekV2 routes by `greedy` or "
-                            "`group_limited_greedy` only")
+                            "`group_limited_greedy` only (DeepSeek-V3's `noaux_tc` is model_type deepseek_v3: "
+                            "specs/deepseek-v3.yaml)")
     rp = _rope_params(cfg)
     out["rope_theta"] = float(rp["rope_theta"])
     if rp["rope_type"] == "default":
