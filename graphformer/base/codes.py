@@ -2640,6 +2640,57 @@ nodes:
   attn: {op: attention, in: x, heads: 4, qk_norm: layer_heads, qk_unit_offset: true}
 outputs: {y: attn}
 """),
+    Code(
+        "GF320", "a selection bias on a router without per-expert scores",
+        ("`selection_bias: true` (DeepSeek-V3's `e_score_correction_bias`) adds a per-expert bias to the "
+         "router's scores to choose the top-k experts, then weighs the chosen ones by their unbiased scores. "
+         "`router: topk_softmax` has no score per expert before its top-k (it takes the top-k logits, then a "
+         "softmax over those), so there is nothing to bias."),
+        fix="Use `router: sigmoid_topk` (DeepSeek-V3) or `softmax_topk`, or drop `selection_bias`.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+blocks:
+  ffn:
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      up: {op: linear, out: 32}
+      act: {op: silu}
+      down: {op: linear, out: d_model}
+    outputs: {x: down}
+nodes:
+  moe: {op: moe, expert: ffn, experts: 8, top_k: 2, router: topk_softmax, selection_bias: true}
+outputs: {y: moe}
+"""),
+    Code(
+        "GF321", "groups ranked by their best two experts with fewer than two per group",
+        ("`group_score: top2_sum` (DeepSeek-V3) ranks each expert group by the sum of its two best scores, "
+         "so every group must hold at least two experts: experts / groups ≥ 2."),
+        fix="Use fewer groups, or `group_score: max` (a group ranked by its best expert, as DeepSeek-V2).",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 16}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+blocks:
+  ffn:
+    inputs: {x: [B, n, d_model]}
+    nodes:
+      up: {op: linear, out: 32}
+      act: {op: silu}
+      down: {op: linear, out: d_model}
+    outputs: {x: down}
+nodes:
+  moe: {op: moe, expert: ffn, experts: 4, top_k: 2, router: sigmoid_topk, groups: 4, top_groups: 2,
+        group_score: top2_sum}
+outputs: {y: moe}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

@@ -1073,7 +1073,8 @@ def _deepseek_v2(cfg: dict) -> dict:
         out.update(groups=cfg["n_group"], top_groups=cfg["topk_group"])
     else:
         raise HFImportError(f"`topk_method: {show(method)}`: transformers' DeepseekV2 routes by `greedy` or "
-                            "`group_limited_greedy` only")
+                            "`group_limited_greedy` only (DeepSeek-V3's `noaux_tc` is model_type deepseek_v3: "
+                            "specs/deepseek-v3.yaml)")
     rp = _rope_params(cfg)
     out["rope_theta"] = float(rp["rope_theta"])
     if rp["rope_type"] == "default":
@@ -1118,6 +1119,60 @@ DEEPSEEK_V2_READ = frozenset({
     "aux_loss_alpha", "seq_aux", "ep_size",                         # training and expert-parallel knobs
 })
 
+
+# ---------------------------------------------------------------- DeepSeek-V3 / Kimi-K2 (V2's layers, V3's router)
+
+FIELD_TYPES.update({"num_mtp_layers": Int(0, LAYERS), "num_nextn_predict_layers": Int(0, LAYERS),
+                    "rope_interleave": FLAG})
+
+
+def _deepseek_v3(cfg: dict) -> dict:
+    """V2's layer split and rotary schedule; V3 always routes by sigmoid scores with the selection bias and
+    groups ranked by their best two (transformers reads neither `topk_method` nor `scoring_func`: the table
+    holds them to the only values that say so)."""
+    layers, dense = cfg["num_hidden_layers"], cfg["first_k_dense_replace"]
+    if not 1 <= dense < layers:
+        raise HFImportError(f"`first_k_dense_replace: {dense}` with {layers} layers: the deepseek-v3 spec has at "
+                            "least one dense layer and one mixture-of-experts layer (two `repeat`s, neither empty)")
+    groups, kept, experts = cfg["n_group"], cfg["topk_group"], cfg["n_routed_experts"]
+    if groups is None or kept is None:
+        raise HFImportError("`n_group` and `topk_group` must be set: DeepseekV3's router always ranks groups")
+    if experts % groups or experts // groups < 2:
+        raise HFImportError(f"`n_group: {groups}` with {experts} experts: DeepseekV3 ranks groups of equal size by "
+                            "their best two experts (at least two per group)")
+    if cfg.get("rope_interleave") is False:
+        raise HFImportError("`rope_interleave: false` (rotary on halves, not on interleaved pairs): the "
+                            "deepseek-v3 spec's latent attention rotates interleaved pairs only")
+    rp = _rope_params(cfg)
+    out = {"q_rank": cfg.get("q_lora_rank") or 0, "groups": groups, "top_groups": kept,
+           "rope_theta": float(rp["rope_theta"])}
+    if rp["rope_type"] == "default":
+        out["rope_scaling"] = "none"
+    elif rp["rope_type"] == "yarn":
+        if rp.get("attention_factor") is not None or rp.get("truncate") is False:
+            raise HFImportError(f"`{_rope_field(cfg)}`: yarn with an explicit `attention_factor` or `truncate: "
+                                "false` is not supported (the spec derives both as DeepSeek-V3 does)")
+        out.update(_yarn(cfg, rp), rope_scaling="yarn")
+    else:
+        raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: not supported (supported: "
+                            "default or yarn)")
+    return out
+
+
+DEEPSEEK_V3_FIELDS = {
+    **{k: v for k, v in DEEPSEEK_V2_FIELDS.items() if k not in ("mlp_bias", "scoring_func")},
+    "norm_topk_prob": P("normalize"),
+    "scoring_func": Fixed(_is("sigmoid", None), "DeepseekV3 scores experts by a sigmoid whatever this says"),
+    "topk_method": Fixed(_is("noaux_tc", None), "DeepseekV3 routes by biased sigmoid scores in ranked groups "
+                                                "(noaux_tc) whatever this says"),
+}
+DEEPSEEK_V3_READ = frozenset({
+    "q_lora_rank", "n_group", "topk_group", "rope_theta", "rope_scaling", "rope_parameters", "rope_interleave",
+    "head_dim", "num_key_value_heads", "qk_head_dim",   # as DeepSeek-V2 (above)
+    # the multi-token-prediction layers: not part of transformers' model (nor of its parameter count)
+    "num_mtp_layers", "num_nextn_predict_layers",
+    "aux_loss_alpha", "seq_aux", "ep_size",                         # training and expert-parallel knobs
+})
 
 # ---------------------------------------------------------------- Gemma-2, GPT-NeoX, BLOOM: fields of their own
 
@@ -1568,6 +1623,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
            ROPE_READ | {"sliding_window"}, _no_window, "MixtralForCausalLM"),
     Family("deepseek_v2", "deepseek-v2.yaml", DEEPSEEK_V2_FIELDS, DEEPSEEK_V2_READ, _deepseek_v2,
            "DeepseekV2ForCausalLM"),
+    Family("deepseek_v3", "deepseek-v3.yaml", DEEPSEEK_V3_FIELDS, DEEPSEEK_V3_READ, _deepseek_v3,
+           "DeepseekV3ForCausalLM"),
     Family("gpt_oss", "gpt-oss.yaml", GPT_OSS_FIELDS, GPT_OSS_READ, _gpt_oss, "GptOssForCausalLM"),
     JAMBA,
     Family("qwen2", "qwen2.yaml",
@@ -1800,6 +1857,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                     "attention_bias": False, "tie_word_embeddings": False, "mlp_bias": False, "q_lora_rank": 1536,
                     "topk_method": "greedy", "n_group": None, "topk_group": None, "pad_token_id": None,
                     "rope_theta": 10000.0},
+    "deepseek_v3": {"vocab_size": 129280, "hidden_size": 7168, "num_hidden_layers": 61, "first_k_dense_replace": 3,
+                    "num_attention_heads": 128, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+                    "v_head_dim": 128, "intermediate_size": 18432, "moe_intermediate_size": 2048,
+                    "n_routed_experts": 256, "n_shared_experts": 1, "num_experts_per_tok": 8,
+                    "routed_scaling_factor": 2.5, "norm_topk_prob": True, "max_position_embeddings": 4096,
+                    "rms_norm_eps": 1e-06, "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": False,
+                    "q_lora_rank": 1536, "n_group": 8, "topk_group": 4, "rope_interleave": True,
+                    "pad_token_id": None, "rope_theta": 10000.0},
     "gpt_oss": {"vocab_size": 201088, "hidden_size": 2880, "num_hidden_layers": 36, "num_attention_heads": 64,
                 "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 2880, "num_local_experts": 128,
                 "num_experts_per_tok": 4, "max_position_embeddings": 131072, "rms_norm_eps": 1e-05,
@@ -2018,7 +2083,8 @@ REQUIRED: dict[str, dict[str, str]] = {
 ALIASES: dict[str, dict[str, str]] = {
     "mixtral": {"num_experts": "num_local_experts"}, "jamba": {"num_local_experts": "num_experts"},
     "gpt_oss": {"num_experts": "num_local_experts"},
-    "deepseek_v2": {"num_experts": "n_routed_experts"}, "qwen3_moe": {"num_experts": "num_local_experts"},
+    "deepseek_v2": {"num_experts": "n_routed_experts"}, "deepseek_v3": {"num_local_experts": "n_routed_experts"},
+    "qwen3_moe": {"num_experts": "num_local_experts"},
     **dict.fromkeys(("gpt2", "gptj"), {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
                                        "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}),
     "decision_transformer": {"max_position_embeddings": "n_positions", "num_attention_heads": "n_head",

@@ -137,6 +137,12 @@ def _deepseek_v2(fam, p):
     return {**routing, **rope, **_pad(p), "q_lora_rank": p["q_rank"] or None, "num_key_value_heads": p["heads"]}
 
 
+def _deepseek_v3(fam, p):
+    rope = _yarn(p) if p["rope_scaling"] == "yarn" else _rope(p)
+    return {**rope, **_pad(p), "q_lora_rank": p["q_rank"] or None, "num_key_value_heads": p["heads"],
+            "n_group": p["groups"], "topk_group": p["top_groups"]}
+
+
 def _gpt_oss(fam, p):
     return {**_yarn(p, truncate=p["rope_truncate"]), **_pad(p), "sliding_window": p["sliding_window"]}
 
@@ -321,6 +327,7 @@ EXPORTS: dict[str, Callable[[Family, dict], dict]] = {
     "mistral": lambda fam, p: {**_decoder(fam, p), "sliding_window": p["window"]},
     "mixtral": lambda fam, p: _decoder(fam, p),
     "deepseek_v2": _deepseek_v2,
+    "deepseek_v3": _deepseek_v3,
     "gpt_oss": _gpt_oss,
     "qwen2": lambda fam, p: _decoder(fam, p),
     "gemma2": lambda fam, p: {**_decoder(fam, p, "Gemma2Model"), "sliding_window": p["sliding_window"]},

@@ -368,6 +368,8 @@ _OP_DETAIL: dict[str, Callable[[Any], str]] = {
     "attention": _attention_detail,
     "cross_attend": _cross_detail,
     "moe": lambda a: f"top {a.top_k} of {a.experts} × {a.expert}"
+                     + (" · sigmoid" if a.router == "sigmoid_topk" else "") + (" · biased choice" if a.selection_bias
+                                                                                 else "")
                      + (f" · {a.top_groups} of {a.groups} groups" if a.groups and a.top_groups < a.groups else ""),
     "latent_attention": lambda a: f"{a.heads} heads · latent {a.kv_rank}" + (f" · q latent {a.q_rank}" if a.q_rank
                                                                              else "") + (" · causal" if a.causal else ""),

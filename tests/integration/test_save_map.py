@@ -25,7 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:enable_nested_tensor is True:Use
 HF = [c for c in rt.CASES if c.endswith("/hf")]
 # the larger references (several seconds each here): run in the slow tier
 SLOW = {"llava/hf", "paligemma/hf", "whisper-base/hf", "t5-base/hf", "deepseek-v2/hf", "segformer/hf", "gpt-oss/hf",
-        "swin-t/hf", "deberta-v2/hf", "modernbert/hf"}
+        "deepseek-v3/hf", "swin-t/hf", "deberta-v2/hf", "modernbert/hf"}
 ALIASES = {"tokens": "input_ids", "mask": "attention_mask", "pixels": "pixel_values", "positions": "position_ids"}
 # the maps whose stored shapes differ from the parameters' (`stored_shape`): their outputs must be compared
 UNIT_AXES = {"vit-b16/hf", "clip-vit-b32/hf", "ast/hf", "timesformer/hf", "vivit/hf", "dinov2/hf", "llava/hf",

@@ -256,6 +256,11 @@ CASES = {
         q_lora_rank=12, qk_rope_head_dim=4, v_head_dim=10, qk_nope_head_dim=6, topk_method="group_limited_greedy",
         n_group=3, topk_group=2, num_experts_per_tok=3, first_k_dense_replace=1, max_position_embeddings=64,
         experts_implementation="eager"))),
+    "deepseek-v3/hf": lambda: (spec("deepseek-v3"), T.DeepseekV3ForCausalLM(T.DeepseekV3Config(
+        vocab_size=97, hidden_size=40, intermediate_size=56, moe_intermediate_size=18, num_hidden_layers=3,
+        num_attention_heads=5, num_key_value_heads=5, n_shared_experts=2, n_routed_experts=8, kv_lora_rank=14,
+        q_lora_rank=12, qk_rope_head_dim=4, v_head_dim=10, qk_nope_head_dim=6, n_group=4, topk_group=2,
+        num_experts_per_tok=3, first_k_dense_replace=1, max_position_embeddings=64, experts_implementation="eager"))),
     "llava/hf": _llava,
     "paligemma/hf": _paligemma,
     "siglip/hf": _siglip,
@@ -455,6 +460,7 @@ def _hub(ref, tmp_path, capsys):
 
 @pytest.mark.parametrize("case,per_expert", [("mixtral-8x7b/hf", "block_sparse_moe.experts.0.w1.weight"),
                                              ("deepseek-v2/hf", "mlp.experts.0.gate_proj.weight"),
+                                             ("deepseek-v3/hf", "mlp.experts.0.gate_proj.weight"),
                                              ("jamba/hf", "feed_forward.experts.0.gate_proj.weight")])
 def test_hub_per_expert_checkpoint_imports_and_loads(case, per_expert, tmp_path, capsys):
     """transformers 5 holds the experts fused in memory but save_pretrained writes them one tensor per
@@ -585,6 +591,8 @@ def test_every_pad_row_gets_no_gradient_as_in_the_reference(case):
     model(**ours_in)[key].pow(2).mean().backward()
     theirs = dict(ref.named_parameters())
     ours_grads = {k: p.grad if p.grad is not None else torch.zeros_like(p) for k, p in model.named_parameters()}
+    ours_grads.update({k: torch.zeros_like(b) for k, b in model.state_dict().items()   # running state (DeepSeek-V3's
+                       if k not in ours_grads})                                      # selection bias): no gradient
     back = to_reference(s, ours_grads, "hf", reference=ref.state_dict())
     for k, g in back.items():
         if k not in theirs:   # a tied head: named once, as the table, by named_parameters
