@@ -1,0 +1,175 @@
+"""Gemma-3 with images (specs/gemma3-vision.yaml: a SigLIP tower, the pooling projector, gemma3's decoder with the
+image tokens scattered in, each image's tokens one bidirectional block of `attention`'s `blocks` port) against
+transformers Gemma3ForConditionalGeneration built offline from a tiny odd config with random weights: logits
+with several images per row, two of them adjacent (one block of 8 tokens, longer than the window of 4: the
+window bites inside it), with and without left padding; gradients through the map; greedy generation with an
+image prompt and cached steps against a full recompute; ONNX Runtime; the parameter count of gemma-3-4b-it on
+meta; `import hf`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import graphformer  # noqa: E402
+from graphformer.analysis.summary import total_params  # noqa: E402
+from graphformer.base.diagnostics import SpecError  # noqa: E402
+from parity import (assert_close, assert_mapped_grads, assert_ort_close, assert_same_tokens,  # noqa: E402
+                    ort_session, ours, randomize)
+
+T = transformers
+T.logging.set_verbosity_error()
+SPEC = Path(__file__).resolve().parents[2] / "specs" / "gemma3-vision.yaml"
+IMAGE_TOKEN = 90
+PER_IMAGE = 4     # mm_side² at the tiny preset: the 4 × 4 patch grid pooled to 2 × 2
+
+
+def tiny_config():
+    """The tiny preset's sizes: gemma3's tiny text model (3 heads sharing 1 kv head of 10, a window of 4, one
+    global layer in three, linear scaling ×4 on the global layers) and a 2-layer SigLIP at 32 pixels."""
+    vision = T.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                  image_size=32, patch_size=8, vision_use_head=False)
+    text = T.Gemma3TextConfig(vocab_size=97, hidden_size=42, num_hidden_layers=6, num_attention_heads=3,
+                              num_key_value_heads=1, head_dim=10, intermediate_size=56, max_position_embeddings=64,
+                              sliding_window=4, sliding_window_pattern=3, query_pre_attn_scalar=10,
+                              rope_theta=5000.0, rope_local_base_freq=300.0,
+                              rope_scaling={"rope_type": "linear", "factor": 4.0}, pad_token_id=0)
+    return T.Gemma3Config(vision_config=vision, text_config=text, mm_tokens_per_image=PER_IMAGE,
+                          image_token_index=IMAGE_TOKEN, attn_implementation="eager")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    torch.manual_seed(0)
+    ref = randomize(T.Gemma3ForConditionalGeneration(tiny_config()), seed=3)
+    spec = graphformer.load(SPEC, "tiny")
+    return spec, ref, ours(spec, ref)
+
+
+def batch(n=24, seed=3):
+    """Row 0: two adjacent images (one block of 8), text, a third image; row 1 left-padded by 2, one image.
+    Returns ids, pixels [4 images], attention_mask and token_type_ids (1 at the image tokens, as the processor)."""
+    ids = torch.randint(1, IMAGE_TOKEN, (2, n), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones_like(ids)
+    ids[0, 2:10] = IMAGE_TOKEN
+    ids[0, 15:19] = IMAGE_TOKEN
+    ids[1, 5:9] = IMAGE_TOKEN
+    mask[1, :2] = 0
+    ids[1, :2] = 0
+    pixels = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(seed + 1))
+    return ids, pixels, mask, (ids == IMAGE_TOKEN).long()
+
+
+def test_logits_equal_transformers_with_images_and_padding(pair):
+    spec, ref, model = pair
+    ids, pixels, mask, types = batch()
+    keep = mask.bool()   # padded positions' outputs are meaningless in both
+    with torch.no_grad():
+        want = ref(input_ids=ids, pixel_values=pixels, attention_mask=mask, token_type_ids=types)
+        got = model(tokens=ids, pixels=pixels, mask=mask)
+        assert_close(got["logits"][keep], want.logits[keep], "gemma3-vision logits, left-padded")
+        feats = ref.model.get_image_features(pixel_values=pixels).pooler_output
+        assert_close(got["image_features"], feats, "gemma3-vision image features")
+        want = ref(input_ids=ids, pixel_values=pixels, token_type_ids=types).logits
+        assert_close(model(tokens=ids, pixels=pixels)["logits"], want, "gemma3-vision logits")
+        # the blocks bite: the reference without token_type_ids is causal everywhere, and differs
+        causal = ref(input_ids=ids, pixel_values=pixels).logits
+        assert (causal - want).abs().max() > 1e-3
+
+
+def test_blocks_follow_transformers_mask_order():
+    """(causal or one block) and window: the last token of the 8-token block sees the block's later tokens but
+    not its first (7 back, beyond the window of 4); runs of distinct values are distinct blocks."""
+    from graphformer.backends.torch.core import _sdpa_mask, block_ids
+    blocks = torch.tensor([[0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 2, 2, 3]])
+    assert block_ids(blocks).tolist() == [[0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 2, 2, 3]]
+    assert block_ids(torch.tensor([[1, 1, 0, 1, 2]])).tolist() == [[1, 1, 0, 2, 3]]
+    keep, _ = _sdpa_mask(None, True, 13, 13, window=4, blocks=blocks)
+    keep = keep[0, 0]
+    assert keep[1, 8] and keep[8, 5] and keep[10, 11] and keep[12, 10]
+    assert not keep[8, 1] and not keep[10, 12] and not keep[9, 10]
+
+
+def test_gradients_equal_transformers_through_the_map(pair):
+    spec, ref, _ = pair
+    model = ours(spec, ref)
+    ids, pixels, mask, types = batch()
+    keep = mask.bool()
+    got = model(tokens=ids, pixels=pixels, mask=mask)["logits"][keep]
+    want = ref(input_ids=ids, pixel_values=pixels, attention_mask=mask, token_type_ids=types).logits[keep]
+    weight = torch.randn(want.shape[-1], generator=torch.Generator().manual_seed(2))
+    (got * weight).sum().backward()
+    (want * weight).sum().backward()
+    assert_mapped_grads(model, ref, spec, "gemma3-vision")
+    ref.zero_grad()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("padded", [False, True])
+def test_greedy_generation_with_images_equals_transformers_and_cached_steps_a_recompute(pair, padded):
+    from graphformer.backends.torch.generation import Decoder
+    _, ref, model = pair
+    ids, pixels, mask, types = batch()
+    mask = mask if padded else torch.ones_like(ids)
+    ref.generation_config.eos_token_id = None
+    ref.generation_config.pad_token_id = 0
+    new = 16
+    with torch.no_grad():
+        want = ref.generate(input_ids=ids, pixel_values=pixels, attention_mask=mask, token_type_ids=types,
+                            max_new_tokens=new, do_sample=False)
+    got = graphformer.generate(model, ids, new, mask=mask if padded else None, encoder_inputs={"pixels": pixels})
+    assert_same_tokens(got, want, f"gemma3-vision greedy{', left-padded' if padded else ''}")
+    assert not (got[:, ids.shape[1]:] == IMAGE_TOKEN).any()   # else a recompute would want more images
+    b, n = ids.shape
+    dec = Decoder(model, b, got.shape[1])
+    with torch.no_grad():
+        steps = [dec.prompt(ids, mask, {"pixels": pixels})] + [dec.step(got[:, t]) for t in range(n, n + 6)]
+        for t, step in enumerate(steps, start=n):
+            full = model(tokens=got[:, :t], pixels=pixels,
+                         mask=torch.cat([mask, torch.ones(b, t - n, dtype=torch.long)], 1))["logits"][:, -1]
+            assert_close(step, full, f"gemma3-vision cached step {t}")
+
+
+def test_onnx_runtime_equals_torch(pair):
+    spec, _, model = pair
+    ids, pixels, mask, _ = batch()
+    feeds = {"tokens": ids, "pixels": pixels, "mask": mask}
+    with torch.no_grad():
+        want = model(**feeds)["logits"]
+    sess = ort_session(spec, model, inputs=["mask"])
+    got = torch.from_numpy(sess.run(["logits"], {k: v.numpy() for k, v in feeds.items()})[0])
+    assert_close(got[mask.bool()], want[mask.bool()], "gemma3-vision onnx logits")
+    del feeds["mask"]
+    with torch.no_grad():
+        want = {"logits": model(**feeds)["logits"]}
+    assert_ort_close(ort_session(spec, model), feeds, want, "gemma3-vision onnx")
+
+
+def test_parameter_count_equals_transformers_on_meta():
+    """gemma-3-4b-it's published config (SigLIP so400m/14 at 896 pixels; the 4B text model)."""
+    vision = dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                  num_attention_heads=16, patch_size=14, image_size=896, vision_use_head=False)
+    text = dict(model_type="gemma3_text", hidden_size=2560, intermediate_size=10240, num_hidden_layers=34,
+                num_attention_heads=8, num_key_value_heads=4, vocab_size=262208, sliding_window=1024,
+                rope_scaling={"rope_type": "linear", "factor": 8.0})
+    config = T.Gemma3Config(vision_config=vision, text_config=text, mm_tokens_per_image=256)
+    with torch.device("meta"):
+        ref = T.Gemma3ForConditionalGeneration(config)
+    assert total_params(graphformer.load(SPEC).ir) == sum(p.numel() for p in ref.parameters()) == 4_300_079_472
+
+
+def test_blocks_diagnostics(tmp_path):
+    """GF322: blocks on an attention that is not causal; GF323: a required `blocks` input a decoder cannot feed."""
+    from graphformer.analysis.decoding import plan_decoder
+    from graphformer.base.codes import CODES
+    for code in ("GF322", "GF323"):
+        (tmp_path / f"{code}.yaml").write_text(CODES[code].example)
+    with pytest.raises(SpecError) as err:
+        graphformer.load(tmp_path / "GF322.yaml")
+    assert err.value.diagnostics[0].code == "GF322"
+    with pytest.raises(SpecError) as err:
+        plan_decoder(graphformer.load(tmp_path / "GF323.yaml").ir)
+    assert err.value.diagnostics[0].code == "GF323"
