@@ -23,7 +23,7 @@ from parity import (assert_close, assert_mapped_grads, assert_ort_close, assert_
 T = transformers
 T.logging.set_verbosity_error()
 SPEC = Path(__file__).resolve().parents[2] / "specs" / "gemma3-vision.yaml"
-IMAGE_TOKEN = 90
+IMAGE_TOKEN = 50
 PER_IMAGE = 4     # mm_side² at the tiny preset: the 4 × 4 patch grid pooled to 2 × 2
 
 
