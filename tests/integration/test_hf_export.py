@@ -47,7 +47,7 @@ OWN = {"dinov2_with_registers": [["registers=2", "antialias=true"], ["registers=
        "qwen3_moe": [["experts=5", "top_k=2", "moe_d_ff=20", "normalize=false", "sparse_step=2", "sliding_window=0",
                       "window_from=0"]]}   # tiny-moe (an expert 20 wide: transformers' grouped kernel wants 16-byte strides)
 # the larger references (several seconds each on 2 cores): the slow tier
-SLOW = {"llava", "paligemma", "whisper", "t5", "deepseek_v2", "segformer", "gpt_oss", "swin", "deberta-v2",
+SLOW = {"llava", "paligemma", "gemma3", "whisper", "t5", "deepseek_v2", "segformer", "gpt_oss", "swin", "deberta-v2",
         "modernbert", "clip", "mixtral", "convnext", "videomae"}
 ALIASES = {"tokens": "input_ids", "mask": "attention_mask", "pixels": "pixel_values", "positions": "position_ids",
            "decoder_tokens": "decoder_input_ids"}
@@ -211,6 +211,10 @@ def _close(a, b) -> bool:
     return a == b
 
 
+# by spec name: what a reference takes that ours reads off another input (Gemma-3's image blocks: the image tokens)
+DERIVED = {"gemma3-vision": lambda s, ins: {"token_type_ids": (ins["input_ids"] == s.params["image_token"]).long()}}
+
+
 def _same_outputs(s, ours, ref, torch) -> list[str]:
     """Our outputs and the reference's for every output both name alike, on our example inputs (masks all ones)."""
     from graphformer.backends.torch import example_inputs
@@ -219,6 +223,7 @@ def _same_outputs(s, ours, ref, torch) -> list[str]:
     accepted = set(inspect.signature(ref.forward).parameters)
     inputs = {k: v for k, v in inputs.items() if ALIASES.get(k, k) in accepted or k not in OPTIONAL}
     theirs = {ALIASES.get(k, k): v for k, v in inputs.items()}
+    theirs.update(DERIVED[s.name](s, theirs) if s.name in DERIVED else {})
     if not set(theirs) <= accepted:
         return []
     with torch.no_grad():
