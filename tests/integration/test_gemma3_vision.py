@@ -173,3 +173,96 @@ def test_blocks_diagnostics(tmp_path):
     with pytest.raises(SpecError) as err:
         plan_decoder(graphformer.load(tmp_path / "GF323.yaml").ir)
     assert err.value.diagnostics[0].code == "GF323"
+
+
+def test_import_hf_round_trip(pair, tmp_path):
+    """The imported spec holds the reference's count and, loaded through `hf` from the reloaded checkpoint (its
+    legacy on-disk names), its logits."""
+    _, ref, _ = pair
+    ref.save_pretrained(tmp_path / "ckpt")
+    from graphformer.cli import main
+    assert main(["import", "hf", str(tmp_path / "ckpt"), "-o", str(tmp_path / "spec.yaml")]) == 0
+    spec = graphformer.load(tmp_path / "spec.yaml")
+    again = T.Gemma3ForConditionalGeneration.from_pretrained(tmp_path / "ckpt").eval()
+    assert total_params(spec.ir) == sum(p.numel() for p in again.parameters())
+    model = ours(spec, again)
+    ids, pixels, _, types = batch()
+    with torch.no_grad():
+        assert_close(model(tokens=ids, pixels=pixels)["logits"],
+                     ref(input_ids=ids, pixel_values=pixels, token_type_ids=types).logits, "gemma3-vision imported")
+
+
+PUBLISHED = {   # google/gemma-3-4b-it's config.json, the fields that set params
+    "model_type": "gemma3", "boi_token_index": 255999, "eoi_token_index": 256000, "image_token_index": 262144,
+    "initializer_range": 0.02, "mm_tokens_per_image": 256,
+    "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                    "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                    "sliding_window": 1024},
+    "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304,
+                      "model_type": "siglip_vision_model", "num_attention_heads": 16, "num_hidden_layers": 27,
+                      "patch_size": 14, "vision_use_head": False},
+}
+
+
+def test_import_hf_reads_the_published_config_as_the_defaults():
+    from graphformer.frontend.hf import convert_config
+    imported = convert_config(PUBLISHED)
+    defaults = graphformer.load(SPEC).params
+    assert imported.params["mm_side"] == 16 and imported.params["rope_factor"] == 8.0
+    assert {k: v for k, v in imported.params.items() if defaults[k] != v} == {}
+
+
+@pytest.mark.parametrize("change,named", [
+    ({"text_config": {**PUBLISHED["text_config"], "model_type": "gemma2"}}, "gemma2"),
+    ({"vision_config": {**PUBLISHED["vision_config"], "vision_use_head": True}}, "vision_config.vision_use_head"),
+    ({"mm_tokens_per_image": 200}, "mm_tokens_per_image"),
+    ({"mm_tokens_per_image": 49}, "mm_tokens_per_image"),     # 7 does not divide the 64-patch side
+    ({"image_token_index": 262208}, "image_token_index"),
+    ({"text_config": {**PUBLISHED["text_config"], "use_bidirectional_attention": True}}, "use_bidirectional"),
+])
+def test_import_hf_refuses_what_the_spec_does_not_say(change, named):
+    from graphformer.frontend.hf import HFImportError, convert_config
+    with pytest.raises(HFImportError, match=named):
+        convert_config({**PUBLISHED, **change})
+
+
+BLOCKS_LM = """\
+graphformer: 1
+name: blocks-lm
+params: {vocab: 30, d: 24, heads: 2}
+dims: {B: 2, n: 10}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+  mask: {shape: [B, n], dtype: int64, optional: true}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d}
+  marked: {op: equal, in: tokens, to: 5}
+  attn1:  {op: attention, in: {x: tok, mask: mask, blocks: marked}, heads: heads, causal: true, rope: true, window: 3}
+  attn2:  {op: attention, in: {x: attn1, mask: mask, blocks: marked}, heads: heads, causal: true, rope: true}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""
+
+
+def test_onnx_blocks_with_and_without_past_equal_torch(tmp_path):
+    """The ONNX lowering's blocks (runs numbered by a cumulative sum, the past's keys in none, under a window
+    that bites inside a block of 6) against torch: the whole sequence, and a decoder step graph's greedy loop
+    against graphformer.generate."""
+    pytest.importorskip("onnxruntime")
+    from graphformer.backends.onnx import to_onnx
+    from test_onnx_past import OrtDecoder, session
+    (tmp_path / "lm.yaml").write_text(BLOCKS_LM)
+    spec = graphformer.load(tmp_path / "lm.yaml")
+    model = graphformer.build(spec, seed=4).eval()
+    ids = torch.randint(6, 30, (2, 10), generator=torch.Generator().manual_seed(1))
+    ids[0, 1:7] = 5
+    ids[1, 3:5] = 5
+    ids[1, 6:8] = 5
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    with torch.no_grad():
+        want = {"logits": model(tokens=ids, mask=mask)["logits"]}
+    assert_ort_close(ort_session(spec, model, inputs=["mask"]), {"tokens": ids, "mask": mask}, want, "blocks onnx")
+    dec = OrtDecoder(session(to_onnx(spec, model.state_dict(), with_past=True)))
+    assert_same_tokens(dec.greedy(ids, mask, 8), graphformer.generate(model, ids, 8, mask=mask)[:, 10:],
+                       "blocks onnx with past")
