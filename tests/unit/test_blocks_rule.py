@@ -58,3 +58,11 @@ def test_blocks_from_the_tokens_decode():
     plan = plan_decoder(load(spec, "tiny").ir, ("logits",))
     assert plan.tokens == "tokens" and plan.encoder_inputs == ["pixels"] and plan.unfed == []
     assert len(plan.slots) == 6 and "image_positions" not in plan.encoder
+
+
+def test_one_step_graph_of_gemma3_vision_is_refused_at_the_vision_tower():
+    """`export --with-past`: one graph per step has no encoder stage, and the SigLIP tower is not causal (GF211)."""
+    spec = Path(__file__).resolve().parents[2] / "specs" / "gemma3-vision.yaml"
+    with pytest.raises(SpecError) as err:
+        plan_decoder(load(spec, "tiny").ir, ("logits",), stages=False)
+    assert err.value.diagnostics[0].code == "GF211" and err.value.diagnostics[0].node.startswith("vision.")
