@@ -91,6 +91,9 @@ def test_blocks_follow_transformers_mask_order():
     keep = keep[0, 0]
     assert keep[1, 8] and keep[8, 5] and keep[10, 11] and keep[12, 10]
     assert not keep[8, 1] and not keep[10, 12] and not keep[9, 10]
+    # no block, or a lone query (a decode step): SDPA's causal fast path, no mask built
+    assert _sdpa_mask(None, True, 5, 5, blocks=torch.zeros(1, 5, dtype=torch.long)) == (None, True)
+    assert _sdpa_mask(None, True, 1, 6, blocks=torch.ones(1, 1, dtype=torch.long)) == (None, False)
 
 
 def test_gradients_equal_transformers_through_the_map(pair):

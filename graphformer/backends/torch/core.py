@@ -293,6 +293,8 @@ def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None
     Cached keys are outside every block, as with `prefix`.
     """
     windowed = window is not None and (n_k > window if causal else max(n_q, n_k) > window)
+    if blocks is not None and (n_q == 1 or (not torch.compiler.is_compiling() and not bool(blocks.any()))):
+        blocks = None   # a lone query, or no block: nothing widens the causal mask (its fast path stays)
     # SDPA's is_causal aligns the top-left corner: right only when queries and keys are the same positions
     if mask is None and prefix is None and blocks is None and not windowed and not (biased and causal) and (
             n_q == n_k or n_q == 1 or not causal):
