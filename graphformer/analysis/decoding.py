@@ -8,7 +8,7 @@ depend on the tokens, run once per sequence. Or it refuses the spec with a diagn
 blame, in one vocabulary for every reader: GF210 (no causal attention and no recurrence), GF211 (an attention
 a cache cannot serve), GF212 (an input a step cannot feed), GF213 (an op that combines positions, or a
 recurrence in an encoder–decoder's ONNX steps), GF215 (no such output to sample from), GF289 (a required
-prefix-LM `prefix` in one step graph), GF293 (a recurrent op that cannot step: a convolution that reads later
+prefix-LM `prefix` in one step graph), GF323 (a required `blocks` input: no decoder has its values), GF293 (a recurrent op that cannot step: a convolution that reads later
 frames).
 
 Its readers: `graphformer.generate` (generation.py), `graphformer export --with-past` (backends/onnx/past.py:
@@ -359,6 +359,8 @@ def _plan_inputs(plan: DecoderPlan, ir: IRGraph, needed: set[str], fixed: set[st
             plan.positions = k
         elif uses and all(port == "prefix" and c.name in plan.slots for c, port in uses):
             _prefix_input(plan, ir, k, stages)
+        elif uses and all(port == "blocks" and c.name in plan.slots for c, port in uses):
+            _blocks_input(plan, ir, k)
         elif plan.encoder and all(c.name in fixed or (c.name in plan.cross and port != "query") for c, port in uses):
             plan.encoder_inputs.append(k)
         elif stages and ir.node(v).meta.get("optional"):
@@ -396,6 +398,21 @@ def _prefix_input(plan: DecoderPlan, ir: IRGraph, k: str, stages: bool) -> None:
                       ir.node(ir.inputs[k]), "declare the input `optional: true` to export the model as a plain "
                       "causal LM with past, export without `--with-past`, or generate with `graphformer generate` "
                       "(its prompt is the prefix)")
+
+
+def _blocks_input(plan: DecoderPlan, ir: IRGraph, k: str) -> None:
+    """A spec input read as the cached attentions' `blocks` [B, n]: neither generation nor a step graph has
+    its values for the prompt, so an optional one is left out (the prompt attends causally) and a required one
+    is refused. Blocks computed in the graph from the tokens (`equal` on an image token: gemma3-vision) need
+    no input: each call, the prompt included, gets its own, and a step's cached keys are in none."""
+    if ir.node(ir.inputs[k]).meta.get("optional"):
+        plan.unfed.append(k)
+        return
+    raise _refuse("GF323", f"input `{k}` is read as attention's `blocks`, which decoding cannot feed: neither "
+                  "`generate` nor a decoder step graph has its values for the prompt", ir.node(ir.inputs[k]),
+                  "compute the blocks in the graph from the tokens (`equal` on the image token, as "
+                  "gemma3-vision does), or declare the input `optional: true` (decoding then leaves it out: "
+                  "the prompt attends causally)")
 
 
 _ONLY_CAUSAL = "decoding with past keys and values needs every attention to be causal self-attention (`causal: true`)"

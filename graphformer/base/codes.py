@@ -2691,6 +2691,50 @@ nodes:
         group_score: top2_sum}
 outputs: {y: moe}
 """),
+    Code(
+        "GF322", "bidirectional `blocks` on attention that is not causal",
+        ("`attention`'s optional `blocks [B, n]` marks bidirectional blocks inside a causal mask: each run of "
+         "consecutive equal non-zero values is one block whose positions see each other both ways (Gemma-3's "
+         "images, transformers' `token_type_ids == 1`). It widens a causal mask; an attention without "
+         "`causal: true` sees every key already, so blocks there mean nothing and are most likely a missing "
+         "`causal`."),
+        fix="Set `causal: true` on the attention, or feed nothing to its `blocks` port.",
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4}
+dims: {B: 2, n: 8}
+inputs:
+  x: {shape: [B, n, d_model]}
+  blocks: {shape: [B, n], dtype: int64}
+nodes:
+  attn: {op: attention, in: {x: x, blocks: blocks}, heads: heads}
+outputs: {y: attn}
+"""),
+    Code(
+        "GF323", "a required `blocks` input in a decoder",
+        ("Decoding runs the prompt, then one step per new token, feeding only the token ids, a padding mask and "
+         "positions (`graphformer generate`, and the graph `export --with-past` writes). A spec input read as "
+         "attention's `blocks` has no values there, so the prompt's blocks would be lost. Blocks computed in the "
+         "graph from the tokens need no input: `equal` on the image token, as specs/gemma3-vision.yaml does, "
+         "gives every call its own (a step's cached keys are in no block)."),
+        fix=("Compute the blocks from the tokens in the graph (`{op: equal, in: tokens, to: image_token}`), or "
+             "declare the input `optional: true` (decoding then leaves it out and the prompt attends causally)."),
+        command=("export", "--with-past", "-o", "case.onnx"),
+        example="""\
+graphformer: 1
+name: case
+params: {d_model: 32, heads: 4, vocab: 50}
+dims: {B: 2, n: 8}
+inputs:
+  tokens: {shape: [B, n], dtype: int64}
+  blocks: {shape: [B, n], dtype: int64}
+nodes:
+  tok:    {op: embedding, in: tokens, vocab: vocab, dim: d_model}
+  attn:   {op: attention, in: {x: tok, blocks: blocks}, heads: heads, causal: true}
+  logits: {op: linear, out: vocab}
+outputs: {logits: logits}
+"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _ENTRIES}

@@ -689,6 +689,35 @@ def _siglip(cfg: dict) -> dict:
     return out
 
 
+def _gemma3_vision(cfg: dict) -> dict:
+    """Gemma-3 with images: the text_config a Gemma-3 text model's (gemma3_text's table and `_gemma3`), the
+    vision_config a SigLIP vision tower's without a head, the projector's pooling: each image's patch grid
+    pooled to sqrt(mm_tokens_per_image) per side, which must divide it (transformers' AvgPool2d would drop a
+    remainder and give fewer tokens than the prompt has places for)."""
+    text, vision = cfg["text_config"], cfg["vision_config"]
+    for sub, want in ((text, "gemma3_text"), (vision, "siglip_vision_model")):
+        if sub.get("model_type", want) != want:
+            raise HFImportError(f"a gemma3 config with a `{sub['model_type']}` sub-config: the gemma3-vision spec "
+                                f"has a {want} there (SigLIP vision tower, Gemma-3 text model)")
+    missing = cfg.setdefault(MISSING, [])
+    out = apply_table({k: v for k, v in FAMILIES["gemma3_text"].fields.items() if k != "tie_word_embeddings"},
+                      text, "text_config.", missing)
+    out.update(_gemma3(text))
+    out.update(apply_table(SIGLIP_VISION, vision, "vision_config.", missing))
+    tokens, side = cfg["mm_tokens_per_image"], math.isqrt(max(cfg["mm_tokens_per_image"], 0))
+    patches = vision["image_size"] // vision["patch_size"] if isinstance(vision["image_size"], int) else 0
+    if tokens < 1 or side * side != tokens or patches % side:
+        raise HFImportError(f"`mm_tokens_per_image: {tokens}`: the gemma3-vision spec pools each image's "
+                            f"{patches} × {patches} patch grid to a square of side dividing it")
+    out["mm_side"] = side
+    token, vocab = cfg["image_token_index"], text["vocab_size"]
+    if token >= vocab:   # the reference looks up id 0 there instead; the spec's table has no such row
+        raise HFImportError(f"`image_token_index: {token}` is not below text_config.vocab_size {vocab}: the "
+                            "gemma3-vision spec looks the image token up in the token table")
+    cfg["pad_token_id"] = text["pad_token_id"]   # the pad row is the text model's
+    return out
+
+
 GPT2_DROPOUT = {"attn_pdrop": P("attn_pdrop"), "resid_pdrop": P("resid_pdrop"), "embd_pdrop": P("embd_pdrop")}
 ENCODER_DROPOUT = {"hidden_dropout_prob": P("hidden_dropout"), "attention_probs_dropout_prob": P("attn_dropout")}
 
@@ -1762,6 +1791,11 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
         "PaliGemmaForConditionalGeneration"),
     Family("siglip", "siglip.yaml", {}, frozenset({"text_config", "vision_config", "initializer_factor"}), _siglip,
            "SiglipModel"),
+    Family("gemma3", "gemma3-vision.yaml", {
+        "image_token_index": P("image_token"), "tie_word_embeddings": P("tie_embeddings"),
+    }, frozenset({"text_config", "vision_config", "mm_tokens_per_image",   # read by _gemma3_vision
+                  "boi_token_index", "eoi_token_index"}),   # the processor's: around each image's tokens
+        _gemma3_vision, "Gemma3ForConditionalGeneration"),
     Family("clip", "clip-vit-b32.yaml", {"projection_dim": P("embed")},
            frozenset({"text_config", "vision_config", "logit_scale_init_value"}), _clip, "CLIPModel"),
     Family("audio-spectrogram-transformer", "ast.yaml", {
@@ -2017,6 +2051,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "llava": {"image_token_index": 32000, "projector_hidden_act": "gelu", "multimodal_projector_bias": True,
               "tie_word_embeddings": False, "vision_feature_layer": -2, "vision_feature_select_strategy": "default"},
     "paligemma": {"image_token_index": 256000, "tie_word_embeddings": True, "projection_dim": 2048},
+    "gemma3": {"image_token_index": 262144, "tie_word_embeddings": True, "mm_tokens_per_image": 256,
+               "boi_token_index": 255999, "eoi_token_index": 256000},
     "clip": {"projection_dim": 512},
     "siglip": {},
     "audio-spectrogram-transformer": {
@@ -2097,6 +2133,8 @@ ALIASES: dict[str, dict[str, str]] = {
     "whisper": {"hidden_size": "d_model", "num_hidden_layers": "encoder_layers",
                 "num_attention_heads": "encoder_attention_heads"},
     "llava": {"image_token_id": "image_token_index"}, "paligemma": {"image_token_id": "image_token_index"},
+    "gemma3": {"image_token_id": "image_token_index", "boi_token_id": "boi_token_index",
+               "eoi_token_id": "eoi_token_index"},
     "convnext": {"num_hidden_layers": "num_stages"}, "segformer": {"num_hidden_layers": "num_encoder_blocks"},
 }
 
@@ -2114,6 +2152,8 @@ SUB_CONFIGS: dict[str, dict[str, tuple[str, dict]]] = {
                   "vision_config": ("siglip_vision_model", {
                       "intermediate_size": 4096, "hidden_size": 1152, "patch_size": 14, "image_size": 224,
                       "num_hidden_layers": 27, "num_attention_heads": 16, "vision_use_head": False})},
+    # Gemma3Config fills an absent vision_config with SiglipVisionConfig's defaults (a pooling head included)
+    "gemma3": {"text_config": ("gemma3_text", {}), "vision_config": ("siglip_vision_model", {})},
 }
 
 DEFAULTED = object()   # the key with_defaults lists the fields it filled under: no JSON key is it
@@ -2375,7 +2415,8 @@ def _fields_by_param(fam: Family) -> dict[str, str]:
     nested = {"clip": [("text_config.", CLIP_TEXT), ("vision_config.", CLIP_VISION)],
               "llava": [("text_config.", LLAVA_TEXT), ("vision_config.", CLIP_VISION)],
               "paligemma": [("text_config.", GEMMA_TEXT), ("vision_config.", SIGLIP_VISION)],
-              "siglip": [("text_config.", SIGLIP_TEXT), ("vision_config.", SIGLIP_TOWER)]}
+              "siglip": [("text_config.", SIGLIP_TEXT), ("vision_config.", SIGLIP_TOWER)],
+              "gemma3": [("text_config.", FAMILIES["gemma3_text"].fields), ("vision_config.", SIGLIP_VISION)]}
     tables = [("", fam.fields)] + nested.get(fam.model_type, [])
     return {rule.param: f"`{prefix}{name}`" for prefix, table in tables for name, rule in table.items()
             if isinstance(rule, P)}

@@ -283,6 +283,14 @@ def _gemma3(fam, p):
             "architectures": _arch(p, fam.reference, "Gemma3TextModel")}
 
 
+def _gemma3_vision(fam, p):
+    table = {k: v for k, v in hf.FAMILIES["gemma3_text"].fields.items() if k != "tie_word_embeddings"}
+    text = {**_tower(table, p, "gemma3_text"), **_gemma3(fam, p)}
+    del text["architectures"]
+    vision = {**_tower(hf.SIGLIP_VISION, p, "siglip_vision_model"), "vision_use_head": False}   # its class: true
+    return {"text_config": text, "vision_config": vision, "mm_tokens_per_image": p["mm_side"] ** 2}
+
+
 def _qwen3(fam, p):
     rope = _yarn(p, truncate=p["rope_truncate"]) if p["rope_scaling"] == "yarn" else _rope(p)
     window = {"use_sliding_window": p["sliding_window"] > 0, "sliding_window": p["sliding_window"] or None}
@@ -362,6 +370,7 @@ EXPORTS: dict[str, Callable[[Family, dict], dict]] = {
     "mamba2": _mamba2,
     "llava": _llava,
     "paligemma": _paligemma,
+    "gemma3": _gemma3_vision,
     "clip": _clip,
     "siglip": _siglip,
     "audio-spectrogram-transformer": _classifier("ASTForAudioClassification", "ASTModel"),

@@ -377,6 +377,24 @@ def _prefix_check(a: AttentionAttrs, ins, b: Dim, n: Dim) -> None:
     expect_dim(p.shape[1], n, "prefix", "dimension 1 (positions)", p)
 
 
+def _blocks_check(a: AttentionAttrs, ins, b: Dim, n: Dim) -> None:
+    """The optional `blocks [B, n]` (bool or int): each run of consecutive equal non-zero values is one block
+    whose positions see each other both ways (Gemma-3's images). It only widens a causal mask, so it needs
+    `causal`."""
+    t = ins.get("blocks")
+    if t is None:
+        return
+    if not a.causal:
+        raise ShapeError("GF322", "`blocks` marks bidirectional runs inside a causal mask, but this attention is "
+                         "not causal: every key is visible already", "blocks",
+                         help="set `causal: true` (causal, with each block seeing itself both ways), or feed "
+                              "nothing to `blocks`")
+    expect_rank(t, "blocks", 2, what=" ([B, n])")
+    expect_dtype(t, "blocks", ("bool",) + INT_DTYPES)
+    expect_dim(t.shape[0], b, "blocks", "dimension 0 (batch)", t)
+    expect_dim(t.shape[1], n, "blocks", "dimension 1 (positions)", t)
+
+
 def _attention_shape(a: AttentionAttrs, ins):
     x = ins["x"]
     expect_rank(x, "x", 3, what=" ([B, n, d])")
@@ -429,6 +447,7 @@ def _attention_shape(a: AttentionAttrs, ins):
         raise ShapeError("GF120", f"sequence length {n.value} exceeds `max_len` {a.max_len}", "x")
     _mask_check(ins, x.shape[0], x.shape[1], "n")
     _prefix_check(a, ins, x.shape[0], n)
+    _blocks_check(a, ins, x.shape[0], n)
     _bias_check(ins, x.shape[0], a.heads, n, n, "n")
     if "positions" in ins and not a.rope:
         raise ShapeError("GF106", "`positions` are read by rotary embeddings only: set `rope: true`", "positions")
@@ -483,7 +502,7 @@ def _attention_saves(c) -> Saved:
         total += 3 * s * b * h * t * t - 4 * b * h * t    # the dropped ones [B, h, n, n], no log-sum-exp
     if a.rope:
         total += 2 * s * t * a.rotary_dims(x.shape[-1].value)
-    if "mask" in c.ins or "prefix" in c.ins or (a.window and t > a.window):
+    if "mask" in c.ins or "prefix" in c.ins or "blocks" in c.ins or (a.window and t > a.window):
         total += 4 * b * t * t
     if a.written_out:   # written-out scores (soft-capped, or with sinks) and the probabilities [B, h, n, n]
         total += 2 * s * b * h * t * t
@@ -502,8 +521,12 @@ register(OpDef(
     "`positions [B, n]` (int64) are the rotary positions (default 0..n-1); the optional `bias "
     "[1|B, 1|heads, n, n]` (float) is added to the scaled logits (relative-position biases); the optional "
     "`prefix [B, n]` (bool or 0/1 int, with `causal`) marks a prefix-LM's prefix: query i sees key j where "
-    "j ≤ i or both are in the prefix (PaliGemma's image and prompt, transformers' `token_type_ids == 0`).",
-    AttentionAttrs, ("x", "mask?", "positions?", "bias?", "prefix?"), _attention_shape, params=_attention_params,
+    "j ≤ i or both are in the prefix (PaliGemma's image and prompt, transformers' `token_type_ids == 0`); the "
+    "optional `blocks [B, n]` (bool or int, with `causal`) marks bidirectional blocks: each run of consecutive "
+    "equal non-zero values is one block, and query i sees key j where (j ≤ i or both are in one block) and j is "
+    "within the `window` (Gemma-3's images, transformers' `token_type_ids == 1`). A decoder step's cached keys "
+    "are outside its blocks: a block is bidirectional within one call (the prompt).",
+    AttentionAttrs, ("x", "mask?", "positions?", "bias?", "prefix?", "blocks?"), _attention_shape, params=_attention_params,
     flops=_attention_flops,
     sequence=CACHE, tp=HEADS, saves=_attention_saves, matmul=True, max_len=lambda a: a.max_len,
     example="attn: {op: attention, heads: heads, kv_heads: 2, causal: true, rope: true}",

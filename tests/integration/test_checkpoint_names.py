@@ -47,7 +47,16 @@ def _paligemma():
             {"tokens": ids, "pixels": pixels, "prefix": (types == 0).long()})
 
 
-FAMILIES = {"llava": _llava, "paligemma": _paligemma}
+def _gemma3_vision():
+    from test_gemma3_vision import batch, tiny_config
+    torch.manual_seed(0)
+    ref = randomize(T.Gemma3ForConditionalGeneration(tiny_config())).eval()
+    ids, pixels, _, types = batch()
+    return ref, {"input_ids": ids, "pixel_values": pixels, "token_type_ids": types}, {"tokens": ids, "pixels": pixels}
+
+
+# family → (reference, its inputs, ours); the key is the spec's file name
+FAMILIES = {"llava": _llava, "paligemma": _paligemma, "gemma3-vision": _gemma3_vision}
 
 
 def run(capsys, *argv):

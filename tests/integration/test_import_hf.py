@@ -513,6 +513,13 @@ SMALL = {
                                     projection_size=24),
                    vision_config=dict(model_type="siglip_vision_model", image_size=16, patch_size=8, hidden_size=24,
                                       num_attention_heads=4, intermediate_size=32, num_hidden_layers=2)),
+    "gemma3": dict(text_config=dict(model_type="gemma3_text", vocab_size=V, hidden_size=32, num_hidden_layers=3,
+                                    num_attention_heads=4, num_key_value_heads=1, head_dim=8, intermediate_size=48,
+                                    sliding_window=4, sliding_window_pattern=3),
+                   vision_config=dict(model_type="siglip_vision_model", image_size=16, patch_size=4, hidden_size=24,
+                                      num_attention_heads=4, intermediate_size=32, num_hidden_layers=2,
+                                      vision_use_head=False),
+                   mm_tokens_per_image=4, image_token_index=7),
 }
 
 

@@ -69,6 +69,11 @@ def _siglip():
     return spec("siglip"), T.SiglipModel(tiny_config())
 
 
+def _gemma3_vision():
+    from test_gemma3_vision import tiny_config
+    return spec("gemma3-vision"), T.Gemma3ForConditionalGeneration(tiny_config())
+
+
 def _swin_model():
     s, ref = _swin()
     return spec("swin-t", None, **{**s.params, "head": False}), T.SwinModel(ref.config)
@@ -264,6 +269,7 @@ CASES = {
     "llava/hf": _llava,
     "paligemma/hf": _paligemma,
     "siglip/hf": _siglip,
+    "gemma3-vision/hf": _gemma3_vision,
     "modernbert/hf": lambda: (spec("modernbert"), T.ModernBertForMaskedLM(T.ModernBertConfig(
         vocab_size=97, hidden_size=42, num_hidden_layers=4, num_attention_heads=3, intermediate_size=56,
         max_position_embeddings=64, local_attention=4, global_attn_every_n_layers=2, global_rope_theta=5000.0,
@@ -547,6 +553,12 @@ def _pad_call(name, ids):
         types = torch.zeros_like(ids)
         return ({"tokens": ids, "pixels": pixels, "prefix": 1 - types},
                 {"input_ids": ids, "pixel_values": pixels, "token_type_ids": types}, ("logits", lambda out: out.logits))
+    if name == "gemma3-vision":   # one image's 4 tokens (50) first, then the ids; the image tokens are a block
+        ids = torch.cat([torch.full((2, 4), 50), ids], dim=1)
+        pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        return ({"tokens": ids, "pixels": pixels},
+                {"input_ids": ids, "pixel_values": pixels, "token_type_ids": (ids == 50).long()},
+                ("logits", lambda out: out.logits))
     return {"tokens": ids}, {"input_ids": ids}, ("logits", lambda out: out.logits)
 
 

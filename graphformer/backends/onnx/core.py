@@ -196,10 +196,12 @@ def _rotate(ctx: NodeEmitter, x: str, cos: str, sin: str, r: int, head_dim: int,
 
 
 def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, window: int | None, scores: str,
-              past: bool = False, prefix: str | None = None) -> str | None:
+              past: bool = False, prefix: str | None = None, blocks: str | None = None) -> str | None:
     """The boolean `keep` mask broadcastable to the scores (B, h, n, m), or None when nothing is masked.
     With `past`, the n queries are the last n of the m keys (the others are cached). `prefix` [B, n] (causal,
-    no past: the export with past leaves it out): a query and a key both in it see each other."""
+    no past: the export with past leaves it out): a query and a key both in it see each other. `blocks` [B, n]
+    (causal): a query and a key in one run of equal non-zero values see each other, within the window; the
+    past keys are in no block."""
     keep = None
     if mask is not None:
         if ctx.types["mask"].dtype != "bool":
@@ -210,6 +212,8 @@ def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, window: int | No
         ones = ctx.op("ConstantOfShape", [n_m], "causal", value=helper.make_tensor("", TensorProto.BOOL, [1], [1]))
         shift = causal_offset(ctx, scores) if past else None                                # query i is key past + i
         band = ctx.op("Trilu", [ones] + ([shift] if shift else []), "causal", upper=0)      # (n, m): j ≤ i
+        if blocks is not None:  # (causal or one block) and window, as transformers' Gemma-3 masks
+            band = ctx.op("Or", [band, _block_pairs(ctx, blocks, shift)], "blocks")             # (B, 1, n, m)
         if window is not None:  # and j > i - window: keep the diagonals k ≥ 1 - window
             low = ctx.const(1 - window, "window", np.int64)
             low = ctx.op("Add", [low, shift], "window") if shift else low
@@ -224,6 +228,32 @@ def _key_mask(ctx: NodeEmitter, mask: str | None, causal: bool, window: int | No
         band = ctx.op("Trilu", [band, ctx.const(1 - window, "window_below", np.int64)], "window", upper=1)
         keep = band if keep is None else ctx.op("And", [keep, band], "mask")                 # (B|1, 1, n, m)
     return keep
+
+
+def _block_pairs(ctx: NodeEmitter, blocks: str, past: str | None) -> str:
+    """(B, 1, n, m) bool: query i and key j in one block of `blocks` [B, n]: runs of equal non-zero values
+    numbered by a cumulative sum of their starts (the torch lowering's `block_ids`); `past` (a scalar) keys
+    before the queries, in no block."""
+    v = blocks if ctx.types["blocks"].dtype == "int64" else ctx.op("Cast", [blocks], "blocks", to=TensorProto.INT64)
+    zero = ctx.const(0, "blocks_zero", np.int64)
+    before = ctx.op("Pad", [v, ctx.const([0, 1, 0, 0], "blocks_shift", np.int64)], "blocks")    # (B, n + 1)
+    before = ctx.op("Slice", [before, ctx.const([0], "blocks_from", np.int64), ctx.const([-1], "blocks_to", np.int64),
+                              ctx.const([1], "blocks_axis", np.int64)], "blocks")              # v shifted right
+    inside = ctx.op("Not", [ctx.op("Equal", [v, zero], "blocks")], "blocks")
+    starts = ctx.op("And", [inside, ctx.op("Not", [ctx.op("Equal", [v, before], "blocks")], "blocks")], "blocks")
+    runs = ctx.op("CumSum", [ctx.op("Cast", [starts], "blocks", to=TensorProto.INT64),
+                             ctx.const(1, "blocks_axis1", np.int64)], "blocks")
+    ids = ctx.op("Where", [inside, runs, zero], "block_ids")                                     # (B, n)
+    keys = ids
+    if past is not None:  # the cached keys first, id 0
+        pads = ctx.op("Concat", [ctx.const([0], "blocks_pad0", np.int64),
+                                 ctx.op("Unsqueeze", [past, ctx.const([0], "blocks_pad_axis", np.int64)], "blocks"),
+                                 ctx.const([0, 0], "blocks_pad1", np.int64)], "blocks", axis=0)
+        keys = ctx.op("Pad", [ids, pads], "blocks")                                              # (B, m)
+    rows = ctx.op("Unsqueeze", [ids, ctx.const([1, 3], "blocks_rows", np.int64)], "blocks")      # (B, 1, n, 1)
+    cols = ctx.op("Unsqueeze", [keys, ctx.const([1, 2], "blocks_cols", np.int64)], "blocks")     # (B, 1, 1, m)
+    same = ctx.op("Equal", [rows, cols], "blocks")
+    return ctx.op("And", [same, ctx.op("Not", [ctx.op("Equal", [rows, zero], "blocks")], "blocks")], "blocks")
 
 
 def _prefix_pairs(ctx: NodeEmitter, prefix: str) -> str:
@@ -296,7 +326,7 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
            past: int | None = None, alibi: bool = False, qk_norm_full: bool = False,
            softcap: float | None = None, sinks: bool = False, rope_scale: float = 1.0,
            rope_pairs: bool = False, kv: tuple[str, str] | None = None, prefix: str | None = None,
-           qk_unit_offset: bool = False, qk_norm_heads: bool = False) -> None:
+           qk_unit_offset: bool = False, qk_norm_heads: bool = False, blocks: str | None = None) -> None:
     """Multi-head scaled dot-product attention with q, k, v, o projections; writes `ctx.out`.
 
     Per-head steps (q/k RMS norm, rotary, repeating the key/value heads of grouped-query attention) run
@@ -312,7 +342,7 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     (Cohere). `softcap`: tanh(s / softcap) · softcap on the scaled, biased scores, before the mask.
     `sinks`: the node's `sinks [h]` logits join the softmax (`_with_sinks`). `rope_scale`: YaRN's factor
     on cos and sin; `rope_pairs`: rotary in interleaved pairs (GPT-J); `prefix`: a prefix LM's [B, n]
-    (`_key_mask`). Values are `g.value_dim` wide per head.
+    (`_key_mask`); `blocks`: bidirectional blocks [B, n] (`_key_mask`). Values are `g.value_dim` wide per head.
     `kv`: keys and values already projected and split (B, m, kv, hd|vd), `context` unread (a
     cross-attention's, projected once per sequence: seq2seq.py).
     """
@@ -347,7 +377,8 @@ def attend(ctx: NodeEmitter, query: str, context: str, mask: str | None, g: Geom
     if softcap is not None:
         cap = ctx.const(softcap, "softcap", np.float32)
         scores = ctx.op("Mul", [ctx.op("Tanh", [ctx.op("Div", [scores, cap], "softcap")], "softcap"), cap], "capped")
-    keep = _key_mask(ctx, mask, causal, window, scores, past is not None, prefix if causal else None)
+    keep = _key_mask(ctx, mask, causal, window, scores, past is not None, prefix if causal else None,
+                     blocks if causal else None)
     if keep is not None and mask is not None and causal:  # a row with no key left gets every key
         dead = ctx.op("Not", [ctx.op("Cast", [_any_key(ctx, keep)], "live", to=TensorProto.BOOL)], "dead")
         keep = ctx.op("Or", [keep, dead], "unmask")
@@ -379,7 +410,7 @@ def _attention(ctx: NodeEmitter, node) -> None:
            bias=ins.get("bias"), past=past.slot(node.name) if past else None, alibi=a.alibi,
            qk_norm_full=a.qk_norm == "rms_full", softcap=a.softcap, sinks=bool(a.sinks),
            rope_scale=a.rope_cos_scale, rope_pairs=a.rope_interleaved, prefix=ins.get("prefix"),
-           qk_unit_offset=a.qk_unit_offset, qk_norm_heads=a.qk_norm == "layer_heads")
+           qk_unit_offset=a.qk_unit_offset, qk_norm_heads=a.qk_norm == "layer_heads", blocks=ins.get("blocks"))
 
 
 @lowers("cross_attend")

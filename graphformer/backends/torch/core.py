@@ -273,7 +273,7 @@ def prepare_key_mask(mask):
 
 
 def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None, biased: bool = False,
-               prefix=None):
+               prefix=None, blocks=None):
     """A raw [B, m] mask, a prepared [B, 1, 1, m] one or None → SDPA's (attn_mask, is_causal) pair.
 
     Without a mask nothing of size n×n is built: causality goes through `is_causal`, and so does a
@@ -287,10 +287,16 @@ def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None
     `prefix` [B, n_q] (a prefix LM's, causal only): query i also sees key j where both are in the prefix,
     after transformers' `blockwise_overlay` ((causal and window) or both in the prefix, then the key mask).
     It covers this call's queries; cached keys (a decode step's) count as outside it.
+
+    `blocks` [B, n_q] (causal only): each run of equal non-zero values is one block whose positions see each
+    other both ways, after transformers' Gemma-3 masks ((causal or same block) and window, then the key mask).
+    Cached keys are outside every block, as with `prefix`.
     """
     windowed = window is not None and (n_k > window if causal else max(n_q, n_k) > window)
+    if blocks is not None and (n_q == 1 or (not torch.compiler.is_compiling() and not bool(blocks.any()))):
+        blocks = None   # a lone query, or no block: nothing widens the causal mask (its fast path stays)
     # SDPA's is_causal aligns the top-left corner: right only when queries and keys are the same positions
-    if mask is None and prefix is None and not windowed and not (biased and causal) and (
+    if mask is None and prefix is None and blocks is None and not windowed and not (biased and causal) and (
             n_q == n_k or n_q == 1 or not causal):
         return None, causal and n_q > 1
     keep = None
@@ -301,9 +307,12 @@ def _sdpa_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None
         i = torch.arange(n_k - n_q, n_k, device=device)[:, None]
         j = torch.arange(n_k, device=device)[None, :]
         band = j <= i
+        if blocks is not None:
+            band = band[None, None] | _block_pairs(blocks, n_k)            # (B, 1, n_q, n_k)
         if windowed:
             band = band & (j > i - window)                           # Mistral: i - j < window
-        band = band[None, None] if prefix is None else band | _prefix_pairs(prefix, n_k)
+        band = band if band.dim() == 4 else band[None, None]
+        band = band if prefix is None else band | _prefix_pairs(prefix, n_k)
         keep = band if keep is None else keep & band                 # (B|1, 1, n_q, n_k)
         keep = keep | ~keep.any(dim=-1, keepdim=True)
     elif windowed:  # bidirectional window (ModernBERT's local layers): |i - j| < window
@@ -322,19 +331,36 @@ def _prefix_pairs(prefix, n_k: int):
     return (p[:, :, None] & keys[:, None, :])[:, None]
 
 
+def block_ids(blocks):
+    """[B, n] → int64 [B, n]: each run of consecutive equal non-zero values numbered 1, 2, ... in order, 0
+    outside every run (transformers' get_block_sequence_ids_for_mask, over any values, not only 0/1)."""
+    v = blocks.long()
+    starts = (v != 0) & (v != F.pad(v, (1, 0))[:, :-1])
+    return torch.where(v != 0, starts.long().cumsum(1), 0)
+
+
+def _block_pairs(blocks, n_k: int):
+    """(B, 1, n_q, n_k) bool: query and key in one block of `blocks` [B, n_q] (the n_k − n_q cached keys before
+    the queries are in none)."""
+    ids = block_ids(blocks)
+    keys = F.pad(ids, (n_k - ids.shape[1], 0)) if n_k > ids.shape[1] else ids
+    return ((ids[:, :, None] == keys[:, None, :]) & (ids[:, :, None] != 0))[:, None]
+
+
 def layer_mask(mask, causal: bool, n_q: int, n_k: int, window: int | None = None, biased: bool = False,
-               prefix=None):
+               prefix=None, blocks=None):
     """`_sdpa_mask`, built once per forward for all the layers that ask with the same mask tensor, sizes and
     window (`forward_tables`): a padded prompt's [B, 1, n, n] mask, or a decode step's over the cache, is
     the same in every layer. The entry keeps the mask alive, so its id is not reused while the scope lasts."""
     tables = getattr(_FORWARD, "tables", None)
     if tables is None:
-        return _sdpa_mask(mask, causal, n_q, n_k, window, biased, prefix)
+        return _sdpa_mask(mask, causal, n_q, n_k, window, biased, prefix, blocks)
     key = ("mask", None if mask is None else id(mask), causal, n_q, n_k, window, biased,
-           None if prefix is None else id(prefix))
+           None if prefix is None else id(prefix), None if blocks is None else id(blocks))
     hit = tables.get(key)
     if hit is None:
-        hit = tables[key] = (*_sdpa_mask(mask, causal, n_q, n_k, window, biased, prefix), mask, prefix)
+        hit = tables[key] = (*_sdpa_mask(mask, causal, n_q, n_k, window, biased, prefix, blocks), mask, prefix,
+                             blocks)
     return hit[0], hit[1]
 
 
@@ -531,7 +557,7 @@ class Attention(nn.Module):
         v = self.v(ctx).view(b, m, -1, self.value_dim).transpose(1, 2)    # (B, kv, m, vd)
         return (self.k_norm(k) if self.qk_norm and not self.qk_full else k), v
 
-    def attend(self, x, ctx, mask, positions=None, bias=None, prefix=None):
+    def attend(self, x, ctx, mask, positions=None, bias=None, prefix=None, blocks=None):
         b, n, _ = x.shape
         q = self.q(x)
         q = (self.q_norm(q) if self.qk_full else q).view(b, n, -1, self.head_dim).transpose(1, 2)  # (B, h, n, hd)
@@ -550,7 +576,7 @@ class Attention(nn.Module):
             pos_bias = alibi_bias(self.alibi_slopes, mask, k.shape[2])
             bias = pos_bias if bias is None else bias + pos_bias
         attn_mask, is_causal = layer_mask(mask, self.causal, n, k.shape[2], self.window, bias is not None,
-                                          prefix if self.causal else None)
+                                          prefix if self.causal else None, blocks if self.causal else None)
         if bias is not None:  # one float mask: the bias where a key may be seen, the lowest float elsewhere
             bias = bias.to(q.dtype)
             attn_mask = bias if attn_mask is None else torch.where(attn_mask, bias, torch.finfo(q.dtype).min)
@@ -576,8 +602,8 @@ class Attention(nn.Module):
 
 
 class SelfAttention(Attention):
-    def forward(self, x, mask=None, positions=None, bias=None, prefix=None):
-        return self.attend(x, x, mask, positions, bias, prefix)
+    def forward(self, x, mask=None, positions=None, bias=None, prefix=None, blocks=None):
+        return self.attend(x, x, mask, positions, bias, prefix, blocks)
 
 
 class CrossAttention(Attention):

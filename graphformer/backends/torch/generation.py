@@ -370,9 +370,12 @@ def _check_encoder_inputs(plan: DecoderPlan, spec, tokens, given, dims: dict[str
                               f"{'s' * (len(missing) > 1)} {', '.join(f'`{k}`' for k in missing)} as "
                               "encoder_inputs={...} (command line: --encoder-ids INPUT=IDS); the prompt is the "
                               "decoder's")
+    batch = ir.node(ir.inputs[plan.tokens]).shape.shape[0]
     bound = {k: v for k, v in dims.items() if k == _batch_symbol(ir, plan)}   # the decoder's length is its own
     for k, v in given.items():
-        if not isinstance(v, torch.Tensor) or v.dim() < 1 or v.shape[0] != tokens.shape[0]:
+        # an input batched otherwise (Gemma-3's images [I, ...], any number per prompt) is bound by `_bind`
+        batched = ir.node(ir.inputs[k]).shape.shape[0] == batch
+        if not isinstance(v, torch.Tensor) or v.dim() < 1 or (batched and v.shape[0] != tokens.shape[0]):
             got = list(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
             raise GenerationError(f"{arg} `{k}` must be a tensor with the prompts' batch {tokens.shape[0]} "
                                   f"first, got {got}")
