@@ -292,8 +292,8 @@ def test_unsupported_knob_is_an_error_naming_the_field(tmp_path, capsys, cfg, fi
 def test_unknown_model_type_exits_2_listing_the_supported(tmp_path, capsys):
     rc, _, err = run(capsys, "import", "hf", write_config(tmp_path, model_type="xlnet"))
     assert rc == 2 and "llama" in err and "decision_transformer" in err and "t5" in err, err
-    rc, _, err = run(capsys, "import", "hf", write_config(tmp_path, model_type="rwkv"))
-    assert rc == 2 and "`rwkv` is not supported" in err
+    rc, _, err = run(capsys, "import", "hf", write_config(tmp_path, model_type="retnet"))
+    assert rc == 2 and "`retnet` is not supported" in err
     rc, _, err = run(capsys, "import", "hf", tmp_path / "missing.json")
     assert rc == 2
 
