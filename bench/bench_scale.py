@@ -243,7 +243,7 @@ What is left:
   bytecode cached as for an installed package) grows with the catalogue: 0.23–0.30× with the 22 specs the
   goal was set with, 0.30–0.37× with 35, 0.35–0.38× with 40, 0.41× with 43 and 0.46–0.47× with today's 56 (this machine's
   figures move by ±0.05 from run to run; the whole `check` took 0.86 s of CPU at 43 specs and 0.87–1.03 s at 56 over two runs,
-  the ratio's median moving with torch's import time as much as with ours). This round took 13.7 % of the instructions of checking the 40
+  the ratio's median moving with torch's import time as much as with ours). The previous round took 13.7 % of the instructions of checking the 40
   specs (callgrind: 2.709 G → 2.339 G, every diagnostic byte-identical over the bundled specs, the invalid
   corpus and the examples, compact and unrolled): a YAML value's span made from its node only when looked
   up, a dimension expression bound only to the params it names, an op's port lists computed once, no
