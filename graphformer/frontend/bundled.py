@@ -20,13 +20,24 @@ def names() -> list[str]:
     return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
 
 
+def is_bundled(name: str) -> bool:
+    """Whether `name` names a bundled spec file: no separator, and a file of that name in SPEC_DIR (a name
+    too long for the file system is none: os.stat would raise)."""
+    if os.sep in name or "/" in name or len(name) > 200:
+        return False
+    try:
+        return (SPEC_DIR / f"{name}.yaml").is_file()
+    except OSError:
+        return False
+
+
 def resolve(path: str) -> str:
     """`path` if it exists, else the bundled spec it names; a bare name that is neither is a usage error
     with the bundled names (anything else is left to the loader, which says the file does not exist)."""
     if os.path.exists(path):
         return path
     name = path.removesuffix(".yaml")
-    if (SPEC_DIR / f"{name}.yaml").is_file() and os.sep not in name and "/" not in name:
+    if is_bundled(name):
         return str(SPEC_DIR / f"{name}.yaml")
     if os.sep in path or "/" in path or path.endswith((".yaml", ".yml")):
         return path

@@ -117,7 +117,7 @@ def _target(ctx: SpecCtx, src: str, tree: _Tree, span: Span | None,
         return _import_target(ctx, src, tree, span, diags), tree
     top = bundled.SPEC_DIR
     path = top / f"{src}.yaml"
-    if not _BUNDLED_NAME.fullmatch(src) or not path.is_file() or \
+    if not _BUNDLED_NAME.fullmatch(src) or not bundled.is_bundled(src) or \
             os.path.dirname(os.path.realpath(path)) != os.path.realpath(top):
         guess = did_you_mean(src, bundled.names())
         diags.append(Diagnostic("GF235", f"`{src}` is not a bundled model" + (f" — did you mean `{guess}`?" if guess else ""),

@@ -639,6 +639,9 @@ GEMMA_TEXT = {
     "hidden_act": P("act", act), "attention_bias": P("attn_bias"),
 }
 SIGLIP_VISION = {**CLIP_VISION, "vision_use_head": P("vision_use_head")}   # PaliGemma: weights no logit reads
+# Gemma-3's projector pools the patch tokens themselves: its vision tower has no pooling head
+GEMMA3_VISION = {**CLIP_VISION, "vision_use_head": Fixed(_is(False, None), "the gemma3-vision spec's vision tower "
+                                                         "has no pooling head (its projector pools the patches)")}
 
 
 def _paligemma(cfg: dict) -> dict:
@@ -703,7 +706,7 @@ def _gemma3_vision(cfg: dict) -> dict:
     out = apply_table({k: v for k, v in FAMILIES["gemma3_text"].fields.items() if k != "tie_word_embeddings"},
                       text, "text_config.", missing)
     out.update(_gemma3(text))
-    out.update(apply_table(SIGLIP_VISION, vision, "vision_config.", missing))
+    out.update(apply_table(GEMMA3_VISION, vision, "vision_config.", missing))
     tokens, side = cfg["mm_tokens_per_image"], math.isqrt(max(cfg["mm_tokens_per_image"], 0))
     patches = vision["image_size"] // vision["patch_size"] if isinstance(vision["image_size"], int) else 0
     if tokens < 1 or side * side != tokens or patches % side:
@@ -2416,7 +2419,7 @@ def _fields_by_param(fam: Family) -> dict[str, str]:
               "llava": [("text_config.", LLAVA_TEXT), ("vision_config.", CLIP_VISION)],
               "paligemma": [("text_config.", GEMMA_TEXT), ("vision_config.", SIGLIP_VISION)],
               "siglip": [("text_config.", SIGLIP_TEXT), ("vision_config.", SIGLIP_TOWER)],
-              "gemma3": [("text_config.", FAMILIES["gemma3_text"].fields), ("vision_config.", SIGLIP_VISION)]}
+              "gemma3": [("text_config.", FAMILIES["gemma3_text"].fields), ("vision_config.", GEMMA3_VISION)]}
     tables = [("", fam.fields)] + nested.get(fam.model_type, [])
     return {rule.param: f"`{prefix}{name}`" for prefix, table in tables for name, rule in table.items()
             if isinstance(rule, P)}

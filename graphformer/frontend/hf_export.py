@@ -287,7 +287,7 @@ def _gemma3_vision(fam, p):
     table = {k: v for k, v in hf.FAMILIES["gemma3_text"].fields.items() if k != "tie_word_embeddings"}
     text = {**_tower(table, p, "gemma3_text"), **_gemma3(fam, p)}
     del text["architectures"]
-    vision = {**_tower(hf.SIGLIP_VISION, p, "siglip_vision_model"), "vision_use_head": False}   # its class: true
+    vision = {**_tower(hf.GEMMA3_VISION, p, "siglip_vision_model"), "vision_use_head": False}   # its class: true
     return {"text_config": text, "vision_config": vision, "mm_tokens_per_image": p["mm_side"] ** 2}
 
 

@@ -154,3 +154,14 @@ def test_wheel_holds_the_models_and_the_schema_but_no_top_level_cli(tmp_path):
     assert not [n for n in names if "/" not in n], "nothing at the top level (no `cli` module)"
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "graphformer = graphformer.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_a_name_too_long_for_the_file_system_is_no_bundled_model(tmp_path, capsys):
+    """os.stat raises ENAMETOOLONG on such a name: a usage error (exit 2) or GF235, never a traceback."""
+    assert cli.main(["check", "x" * 400]) == 2
+    assert "neither a file nor a bundled model" in capsys.readouterr().err
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"graphformer: 1\nname: s\nimports:\n  - {{from: {'y' * 400}, blocks: [mlp]}}\nnodes: {{}}\n"
+                    "outputs: {}\n")
+    assert cli.main(["check", str(spec)]) == 1
+    assert "GF235" in capsys.readouterr().err

@@ -239,6 +239,9 @@ def _block_pairs(ctx: NodeEmitter, blocks: str, past: str | None) -> str:
     before = ctx.op("Pad", [v, ctx.const([0, 1, 0, 0], "blocks_shift", np.int64)], "blocks")    # (B, n + 1)
     before = ctx.op("Slice", [before, ctx.const([0], "blocks_from", np.int64), ctx.const([-1], "blocks_to", np.int64),
                               ctx.const([1], "blocks_axis", np.int64)], "blocks")              # v shifted right
+    # back to v's shape: ONNX's inference can't take n + 1 - 1 back to n, and would leave the mask's, and so
+    # the attention's, length unknown
+    before = ctx.op("Reshape", [before, ctx.shape(v, 0, 2, "blocks_shape")], "blocks")
     inside = ctx.op("Not", [ctx.op("Equal", [v, zero], "blocks")], "blocks")
     starts = ctx.op("And", [inside, ctx.op("Not", [ctx.op("Equal", [v, before], "blocks")], "blocks")], "blocks")
     runs = ctx.op("CumSum", [ctx.op("Cast", [starts], "blocks", to=TensorProto.INT64),
