@@ -60,7 +60,7 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
 def run(args) -> int:
     from ..base.errors import UsageError
     from ..frontend.hf import HFImportError, config_mismatches, family_of, read_config
-    from ..weights.checkpoint import checkpoint_files, is_hf_directory
+    from ..weights.checkpoint import CANDIDATES, checkpoint_files, is_hf_directory
 
     source = args.reference or (args.spec if isinstance(args.spec, str) and is_hf_directory(args.spec) else None)
     if source is None:
@@ -76,9 +76,7 @@ def run(args) -> int:
     except HFImportError as e:
         raise CommandError(f"--reference: {e}", e.code) from None
     weights = None
-    if os.path.isdir(source) and any(os.path.lexists(os.path.join(source, n)) for n in
-                                     ("model.safetensors", "model.safetensors.index.json",
-                                      "pytorch_model.bin", "pytorch_model.bin.index.json")):
+    if os.path.isdir(source) and any(os.path.lexists(os.path.join(source, n)) for n, _ in CANDIDATES):
         weights = source
         if not all(f.endswith(".safetensors") for f in _files(checkpoint_files, source)):
             raise CommandError(f"--reference: `{source}` holds its weights as pickles (pytorch_model.bin); compare "
