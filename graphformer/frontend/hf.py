@@ -1107,14 +1107,21 @@ def _deepseek_v2(cfg: dict) -> dict:
         raise HFImportError(f"`topk_method: {show(method)}`: transformers' DeepseekV2 routes by `greedy` or "
                             "`group_limited_greedy` only (DeepSeek-V3's `noaux_tc` is model_type deepseek_v3: "
                             "specs/deepseek-v3.yaml)")
+    out.update(_latent_rope(cfg, "DeepSeek-V2"))
+    return out
+
+
+def _latent_rope(cfg: dict, model: str) -> dict:
+    """DeepSeek's rotary params: plain, or YaRN with the attention factor and truncation derived as `model`
+    derives them (an explicit one is refused)."""
     rp = _rope_params(cfg)
-    out["rope_theta"] = float(rp["rope_theta"])
+    out = {"rope_theta": float(rp["rope_theta"])}
     if rp["rope_type"] == "default":
         out["rope_scaling"] = "none"
     elif rp["rope_type"] == "yarn":
         if rp.get("attention_factor") is not None or rp.get("truncate") is False:
             raise HFImportError(f"`{_rope_field(cfg)}`: yarn with an explicit `attention_factor` or `truncate: "
-                                "false` is not supported (the spec derives both as DeepSeek-V2 does)")
+                                f"false` is not supported (the spec derives both as {model} does)")
         out.update(_yarn(cfg, rp), rope_scaling="yarn")
     else:
         raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: not supported (supported: "
@@ -1175,20 +1182,8 @@ def _deepseek_v3(cfg: dict) -> dict:
     if cfg.get("rope_interleave") is False:
         raise HFImportError("`rope_interleave: false` (rotary on halves, not on interleaved pairs): the "
                             "deepseek-v3 spec's latent attention rotates interleaved pairs only")
-    rp = _rope_params(cfg)
-    out = {"q_rank": cfg.get("q_lora_rank") or 0, "groups": groups, "top_groups": kept,
-           "rope_theta": float(rp["rope_theta"])}
-    if rp["rope_type"] == "default":
-        out["rope_scaling"] = "none"
-    elif rp["rope_type"] == "yarn":
-        if rp.get("attention_factor") is not None or rp.get("truncate") is False:
-            raise HFImportError(f"`{_rope_field(cfg)}`: yarn with an explicit `attention_factor` or `truncate: "
-                                "false` is not supported (the spec derives both as DeepSeek-V3 does)")
-        out.update(_yarn(cfg, rp), rope_scaling="yarn")
-    else:
-        raise HFImportError(f"`{_rope_field(cfg)}` rope_type `{rp['rope_type']}`: not supported (supported: "
-                            "default or yarn)")
-    return out
+    return {"q_rank": cfg.get("q_lora_rank") or 0, "groups": groups, "top_groups": kept,
+            **_latent_rope(cfg, "DeepSeek-V3")}
 
 
 DEEPSEEK_V3_FIELDS = {
