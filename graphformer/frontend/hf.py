@@ -615,14 +615,22 @@ CLIP_VISION = {
 LLAVA_TEXT = {k: v for k, v in LLAMA_FIELDS.items() if k != "tie_word_embeddings"}   # the top level's ties
 
 
+def _towers(cfg: dict, kind: str, spec: str, text_kind: str, vision_kind: str, parts: str = "") -> tuple[dict, dict]:
+    """A two-tower config's text_config and vision_config, each of the model_type the spec has there (absent:
+    that one)."""
+    text, vision = cfg["text_config"], cfg["vision_config"]
+    for sub, want in ((text, text_kind), (vision, vision_kind)):
+        if sub.get("model_type", want) != want:
+            raise HFImportError(f"a {kind} config with a `{sub['model_type']}` sub-config: the {spec} spec has a "
+                                f"{want} there{parts}")
+    return text, vision
+
+
 def _llava(cfg: dict) -> dict:
     """LLaVA: the text_config a Llama's (llama's table and rope rules), the vision_config a CLIP vision
     tower's (clip's), read at the second-to-last hidden state without [CLS]."""
-    text, vision = cfg["text_config"], cfg["vision_config"]
-    for sub, want in ((text, "llama"), (vision, "clip_vision_model")):
-        if sub.get("model_type", want) != want:
-            raise HFImportError(f"a llava config with a `{sub['model_type']}` sub-config: the llava spec has a "
-                                f"{want} there (CLIP vision tower, Llama text model)")
+    text, vision = _towers(cfg, "llava", "llava", "llama", "clip_vision_model",
+                           " (CLIP vision tower, Llama text model)")
     missing = cfg.setdefault(MISSING, [])
     out = apply_table(LLAVA_TEXT, text, "text_config.", missing)
     out.update(_llama_derive(True)(text))
@@ -647,12 +655,8 @@ GEMMA3_VISION = {**CLIP_VISION, "vision_use_head": Fixed(_is(False, None), "the 
 def _paligemma(cfg: dict) -> dict:
     """PaliGemma: the text_config a Gemma's (rope rules as gemma2's), the vision_config a SigLIP vision
     tower's (clip's fields), the projector into the text width. The pad row is the text model's."""
-    text, vision = cfg["text_config"], cfg["vision_config"]
-    for sub, want in ((text, "gemma"), (vision, "siglip_vision_model")):
-        if sub.get("model_type", want) != want:
-            raise HFImportError(f"a paligemma config with a `{sub['model_type']}` sub-config: the paligemma spec "
-                                f"has a {want} there (SigLIP vision tower, Gemma text model; PaliGemma-2's "
-                                "Gemma-2 is not written)")
+    text, vision = _towers(cfg, "paligemma", "paligemma", "gemma", "siglip_vision_model",
+                           " (SigLIP vision tower, Gemma text model; PaliGemma-2's Gemma-2 is not written)")
     missing = cfg.setdefault(MISSING, [])
     out = apply_table(GEMMA_TEXT, text, "text_config.", missing)
     if text["hidden_act"] == "gelu":   # GemmaConfig reads the legacy `gelu` as the tanh approximation
@@ -678,11 +682,7 @@ SIGLIP_TOWER = {**CLIP_VISION, "vision_use_head": Fixed(_is(True, None), "Siglip
 
 def _siglip(cfg: dict) -> dict:
     """SigLIP: CLIP's two tables (the text's with its head's width), the vision tower with its pooling head."""
-    text, vision = cfg["text_config"], cfg["vision_config"]
-    for sub, want in ((text, "siglip_text_model"), (vision, "siglip_vision_model")):
-        if sub.get("model_type", want) != want:
-            raise HFImportError(f"a siglip config with a `{sub['model_type']}` sub-config: the siglip spec has a "
-                                f"{want} there")
+    text, vision = _towers(cfg, "siglip", "siglip", "siglip_text_model", "siglip_vision_model")
     missing = cfg.setdefault(MISSING, [])
     out = apply_table(SIGLIP_TEXT, text, "text_config.", missing)
     out.update(apply_table(SIGLIP_TOWER, vision, "vision_config.", missing))
@@ -697,11 +697,8 @@ def _gemma3_vision(cfg: dict) -> dict:
     vision_config a SigLIP vision tower's without a head, the projector's pooling: each image's patch grid
     pooled to sqrt(mm_tokens_per_image) per side, which must divide it (transformers' AvgPool2d would drop a
     remainder and give fewer tokens than the prompt has places for)."""
-    text, vision = cfg["text_config"], cfg["vision_config"]
-    for sub, want in ((text, "gemma3_text"), (vision, "siglip_vision_model")):
-        if sub.get("model_type", want) != want:
-            raise HFImportError(f"a gemma3 config with a `{sub['model_type']}` sub-config: the gemma3-vision spec "
-                                f"has a {want} there (SigLIP vision tower, Gemma-3 text model)")
+    text, vision = _towers(cfg, "gemma3", "gemma3-vision", "gemma3_text", "siglip_vision_model",
+                           " (SigLIP vision tower, Gemma-3 text model)")
     missing = cfg.setdefault(MISSING, [])
     out = apply_table({k: v for k, v in FAMILIES["gemma3_text"].fields.items() if k != "tie_word_embeddings"},
                       text, "text_config.", missing)
